@@ -1,0 +1,1 @@
+//! Shared workload generation for the benchmarks.

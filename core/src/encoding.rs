@@ -1,0 +1,71 @@
+//! The canonical encoding: the one place that turns values into the bytes the
+//! chain hashes.
+//!
+//! bincode 2.0.1 with every option spelled out (little endian, variable-length
+//! integers, a decode limit of [`MAX_RECORD_BYTES`]): bincode's defaults have
+//! changed between versions, and relying on one would quietly fork the format.
+//! Decoding must consume every byte; trailing bytes are an error, so that one
+//! value has exactly one encoding. Enum variants are encoded by position, which
+//! is why the event enums may only ever be appended to.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use bincode::{Decode, Encode};
+
+use crate::limits::MAX_RECORD_BYTES;
+
+/// The first byte of an entry's canonical bytes. Bumped only together with an
+/// upcasting path for the older versions.
+pub const ENTRY_FORMAT_V1: u8 = 1;
+
+/// The first byte of an encoded record envelope.
+pub const RECORD_FORMAT_V1: u8 = 1;
+
+/// The bincode configuration of the canonical encoding. Never change it.
+pub type CanonicalConfig = Configuration<LittleEndian, Varint, Limit<MAX_RECORD_BYTES>>;
+
+pub const CANONICAL: CanonicalConfig =
+    bincode::config::standard().with_little_endian().with_variable_int_encoding().with_limit::<MAX_RECORD_BYTES>();
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("no bytes to decode")]
+    Empty,
+    #[error("unknown format version {found} (this binary reads version {supported}); upgrade logbook")]
+    UnknownFormat { found: u8, supported: u8 },
+    #[error("malformed encoding: {reason}")]
+    Malformed { reason: String },
+    #[error("{n_bytes} trailing bytes after the value")]
+    TrailingBytes { n_bytes: usize },
+    #[error("the payload was redacted; only its digest remains")]
+    Redacted,
+}
+
+/// Why a value did not encode. Only an oversized value can cause it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("value does not encode: {reason}")]
+pub struct EncodeError {
+    pub reason: String,
+}
+
+/// Encodes `value` behind a format byte.
+pub fn encode_versioned<T: Encode>(format: u8, value: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = vec![format];
+    bincode::encode_into_std_write(value, &mut out, CANONICAL)
+        .map_err(|err| EncodeError { reason: err.to_string() })?;
+    Ok(out)
+}
+
+/// Decodes bytes written by [`encode_versioned`] with the same format byte.
+pub fn decode_versioned<T: Decode<()>>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
+    let (&found, payload) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if found != format {
+        return Err(DecodeError::UnknownFormat { found, supported: format });
+    }
+    let (value, n_read) = bincode::decode_from_slice(payload, CANONICAL)
+        .map_err(|err| DecodeError::Malformed { reason: err.to_string() })?;
+    if n_read != payload.len() {
+        return Err(DecodeError::TrailingBytes { n_bytes: payload.len() - n_read });
+    }
+    Ok(value)
+}

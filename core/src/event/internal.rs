@@ -1,0 +1,131 @@
+//! Logbook's internal events (`x.*`): facts the log needs for replay, fork and
+//! accounting that the public API has no event for.
+//!
+//! They are never shown to API clients (the server filters on
+//! [`EventType::is_public`](crate::event::EventType::is_public)); their JSON form
+//! exists for debugging and export only, so it follows the same conventions but
+//! promises no compatibility with anything outside Logbook. Blob contents live in
+//! the store; these events carry only their hashes.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::event::span::ModelUsage;
+use crate::id::{EventId, SessionId};
+
+/// `x.workspace_delta`: how the workspace changed after a tool call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct WorkspaceDelta {
+    /// The `agent.tool_use` (or other tool-call) event that caused the change;
+    /// `None` for changes with no single cause (for example, a resource mount).
+    #[serde(default)]
+    pub tool_use_id: Option<EventId>,
+    /// In the order they were applied.
+    pub changes: Vec<WorkspaceChange>,
+}
+
+/// One changed path of the workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct WorkspaceChange {
+    /// Relative to the workspace root.
+    pub path: String,
+    pub change: FileChange,
+}
+
+/// What happened to a path, tagged by `type`.
+///
+/// # Important
+/// Variant order is the canonical encoding: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FileChange {
+    /// The path now holds a regular file: its blake3 hash (hex in JSON), size
+    /// in bytes and Unix mode bits.
+    Written {
+        #[serde(with = "hex32")]
+        blob: [u8; 32],
+        size: u64,
+        mode: u32,
+    },
+    /// The path no longer exists.
+    Removed,
+    /// The path is now a symbolic link to `target`.
+    Symlink { target: String },
+}
+
+/// `x.fork_origin`: the first event of a forked session's own tail, naming the
+/// point of the parent's log the fork continues from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ForkOrigin {
+    pub parent_session_id: SessionId,
+    /// The seq of the parent's last event that the fork shares.
+    pub parent_seq: u64,
+    /// The parent's chain hash at `parent_seq` (hex in JSON), so a verifier can
+    /// check the shared prefix without trusting the fork.
+    #[serde(with = "hex32")]
+    pub parent_chain_hash: [u8; 32],
+}
+
+/// `x.model_request`: provider-side metadata of one model call, recorded next
+/// to the public `span.model_request_*` pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ModelRequest {
+    /// The `span.model_request_start` event of this call.
+    pub model_request_start_id: EventId,
+    /// The model id sent to the provider (`claude-sonnet-4-6`, ...).
+    pub model: String,
+    /// The provider's request id, when it returned one.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The provider's stop reason (`end_turn`, `tool_use`, ...), if the call
+    /// finished.
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+    pub usage: ModelUsage,
+    pub duration_ms: u64,
+    /// 1 for the first try, counting retries of the same request.
+    pub attempt: u32,
+}
+
+/// serde for 32-byte hashes as 64 lowercase hex characters.
+mod hex32 {
+    use std::fmt::Write as _;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(64);
+        for byte in bytes {
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{byte:02x}");
+        }
+        serializer.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("expected 64 lowercase hex characters, got {text:?}")))
+    }
+
+    fn parse(text: &str) -> Option<[u8; 32]> {
+        let digits = text.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let [high, low] = pair else { return None };
+            *byte = (nibble(*high)? << 4) | nibble(*low)?;
+        }
+        Some(bytes)
+    }
+
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Strategies for Logbook's internal `x.*` events.
+
+use proptest::option;
+use proptest::prelude::*;
+
+use super::span::model_usage;
+use super::text;
+use crate::event::{Event, FileChange, ForkOrigin, ModelRequest, WorkspaceChange, WorkspaceDelta};
+use crate::id::{EventId, SessionId};
+
+pub fn workspace_change() -> impl Strategy<Value = WorkspaceChange> {
+    let change = prop_oneof![
+        (any::<[u8; 32]>(), any::<u64>(), any::<u32>()).prop_map(|(blob, size, mode)| FileChange::Written {
+            blob,
+            size,
+            mode
+        }),
+        Just(FileChange::Removed),
+        text().prop_map(|target| FileChange::Symlink { target }),
+    ];
+    (text(), change).prop_map(|(path, change)| WorkspaceChange { path, change })
+}
+
+/// `x.*`, in `EventType::ALL` order.
+pub(super) fn variants() -> Vec<BoxedStrategy<Event>> {
+    vec![
+        (option::of(any::<EventId>()), prop::collection::vec(workspace_change(), 0..4))
+            .prop_map(|(tool_use_id, changes)| WorkspaceDelta { tool_use_id, changes }.into())
+            .boxed(),
+        (any::<SessionId>(), any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(parent_session_id, parent_seq, parent_chain_hash)| {
+                ForkOrigin { parent_session_id, parent_seq, parent_chain_hash }.into()
+            })
+            .boxed(),
+        ((any::<EventId>(), text()), option::of(text()), option::of(text()), model_usage(), any::<u64>(), any::<u32>())
+            .prop_map(|((start, model), request_id, stop_reason, usage, duration_ms, attempt)| {
+                let event = ModelRequest {
+                    model_request_start_id: start,
+                    model,
+                    request_id,
+                    stop_reason,
+                    usage,
+                    duration_ms,
+                    attempt,
+                };
+                event.into()
+            })
+            .boxed(),
+    ]
+}

@@ -1,0 +1,170 @@
+//! Typed identifiers with the API's prefixes (`sesn_`, `sevt_`, `agent_`, ...).
+//!
+//! Every id is a 128-bit ULID behind a prefix: it sorts by creation time, is 16
+//! bytes in keys and in the canonical encoding, and is a string only at the JSON
+//! edge, where it is parsed once. This module does not generate ids (that needs a
+//! clock and randomness, which `core` does not have): callers build them with
+//! [`SessionId::from_parts`] and friends.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ulid::Ulid;
+
+/// An id string that does not parse as the expected typed id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} id {input:?}: expected `{prefix}` followed by 26 Crockford base32 characters")]
+pub struct ParseIdError {
+    pub kind: &'static str,
+    pub prefix: &'static str,
+    pub input: String,
+}
+
+macro_rules! prefixed_id {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Ulid);
+
+        impl $name {
+            /// The prefix this id carries in its string form.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Builds an id from a millisecond timestamp and 80 random bits.
+            pub fn from_parts(unix_ms: u64, random: u128) -> Self {
+                Self(Ulid::from_parts(unix_ms, random))
+            }
+
+            /// The id as 16 big-endian bytes: byte order equals creation order.
+            pub fn to_bytes(self) -> [u8; 16] {
+                self.0.to_bytes()
+            }
+
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                Self(Ulid::from_bytes(bytes))
+            }
+
+            /// Milliseconds since the Unix epoch encoded in the id.
+            pub fn unix_ms(self) -> u64 {
+                self.0.timestamp_ms()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", $prefix, self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+
+            fn from_str(input: &str) -> Result<Self, ParseIdError> {
+                let err = || ParseIdError { kind: $kind, prefix: $prefix, input: input.to_owned() };
+                let rest = input.strip_prefix($prefix).ok_or_else(err)?;
+                // Ulid::from_string accepts lowercase too; we only ever print uppercase,
+                // and a canonical string form keeps ids usable as map keys in clients.
+                if rest.len() != 26 || rest.bytes().any(|b| b.is_ascii_lowercase()) {
+                    return Err(err());
+                }
+                Ulid::from_string(rest).map(Self).map_err(|_| err())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Encode for $name {
+            fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+                self.to_bytes().encode(encoder)
+            }
+        }
+
+        impl<Context> Decode<Context> for $name {
+            fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+                <[u8; 16]>::decode(decoder).map(Self::from_bytes)
+            }
+        }
+
+        impl<'de, Context> bincode::BorrowDecode<'de, Context> for $name {
+            fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, DecodeError> {
+                <[u8; 16]>::decode(decoder).map(Self::from_bytes)
+            }
+        }
+
+        #[cfg(any(test, feature = "arbitrary"))]
+        impl proptest::arbitrary::Arbitrary for $name {
+            type Parameters = ();
+            type Strategy = proptest::strategy::Map<proptest::num::u128::Any, fn(u128) -> Self>;
+
+            fn arbitrary_with((): ()) -> Self::Strategy {
+                use proptest::strategy::Strategy;
+                proptest::num::u128::ANY.prop_map(|n| Self(Ulid(n)))
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A session: one agent instance in one environment, owning one log.
+    SessionId, "sesn_", "session"
+);
+prefixed_id!(
+    /// One event in a session's log (the API's event `id`).
+    EventId, "sevt_", "event"
+);
+prefixed_id!(
+    /// An agent definition (all its versions share the id).
+    AgentId, "agent_", "agent"
+);
+prefixed_id!(
+    /// An environment (sandbox template).
+    EnvironmentId, "env_", "environment"
+);
+prefixed_id!(
+    /// A thread of a multi-agent session.
+    ThreadId, "sthr_", "session thread"
+);
+prefixed_id!(
+    /// An outcome defined with `user.define_outcome`.
+    OutcomeId, "outc_", "outcome"
+);
+prefixed_id!(
+    /// A work item of a self-hosted environment's queue.
+    WorkId, "work_", "work item"
+);
+prefixed_id!(
+    /// A file of the Files API.
+    FileId, "file_", "file"
+);
+prefixed_id!(
+    /// A multi-agent workflow run (preview).
+    WorkflowRunId, "wrun_", "workflow run"
+);
+
+#[cfg(test)]
+#[path = "id_tests.rs"]
+mod tests;

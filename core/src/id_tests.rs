@@ -1,0 +1,39 @@
+//! Tests for typed ids: string round-trip, prefix checks, byte order.
+
+use super::*;
+
+#[test]
+fn display_and_parse_round_trip() {
+    let id = SessionId::from_parts(1_764_000_000_000, 42);
+    let text = id.to_string();
+    assert!(text.starts_with("sesn_"));
+    assert_eq!(text.len(), 5 + 26);
+    assert_eq!(text.parse::<SessionId>(), Ok(id));
+}
+
+#[test]
+fn wrong_prefix_and_garbage_are_rejected() {
+    let id = EventId::from_parts(1, 2).to_string();
+    assert!(id.parse::<SessionId>().is_err());
+    assert!("sesn_".parse::<SessionId>().is_err());
+    assert!("sesn_0000000000000000000000000!".parse::<SessionId>().is_err());
+    let lower = SessionId::from_parts(5, 77).to_string().to_lowercase();
+    assert!(lower.parse::<SessionId>().is_err(), "lowercase is not the canonical form");
+}
+
+#[test]
+fn byte_order_is_creation_order() {
+    let a = SessionId::from_parts(1000, u128::MAX >> 48);
+    let b = SessionId::from_parts(1001, 0);
+    assert!(a.to_bytes() < b.to_bytes());
+    assert!(a < b);
+}
+
+#[test]
+fn json_form_is_the_string() {
+    let id = AgentId::from_parts(7, 9);
+    let json = serde_json::to_string(&id).unwrap_or_default();
+    assert_eq!(json, format!("\"{id}\""));
+    let back: AgentId = serde_json::from_str(&json).unwrap_or(AgentId::from_parts(0, 0));
+    assert_eq!(back, id);
+}

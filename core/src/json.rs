@@ -1,0 +1,171 @@
+//! Arbitrary JSON inside events (tool inputs, schemas, metadata values).
+//!
+//! bincode cannot carry `serde_json::Value` (it is not self-describing), so such
+//! values are stored as canonical JSON text: compact, object keys sorted, as
+//! serde_json prints a `Value` whose maps are `BTreeMap`s. In JSON the value is
+//! written inline, unchanged. Decoding checks that the text is valid JSON, so a
+//! decoded [`Json`] can always be serialized.
+
+use std::fmt;
+
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// A JSON value held as canonical JSON text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Json(String);
+
+impl Json {
+    /// Canonicalizes a value: compact, keys sorted.
+    pub fn new(value: &Value) -> Self {
+        // `Value`'s Display is compact JSON and cannot fail; maps are BTreeMaps
+        // (the `preserve_order` feature is off workspace-wide), so keys are sorted.
+        Json(value.to_string())
+    }
+
+    /// An empty JSON object, `{}`.
+    pub fn empty_object() -> Self {
+        Json("{}".to_owned())
+    }
+
+    /// Parses and canonicalizes JSON text.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_str(text)?;
+        Ok(Json::new(&value))
+    }
+
+    /// The canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value, parsed. Cannot fail for a `Json` built by this module.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// Whether the value is a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.0.starts_with('{')
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Value> for Json {
+    fn from(value: Value) -> Self {
+        Json::new(&value)
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|value| Json::new(&value))
+    }
+}
+
+impl Encode for Json {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Json {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let text = String::decode(decoder)?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|_| DecodeError::Other("JSON payload is not valid JSON"))?;
+        // Only canonical text is accepted, so that decode(encode(x)) == x and two
+        // stored forms of one value cannot exist.
+        let canonical = value.to_string();
+        if canonical != text {
+            return Err(DecodeError::Other("JSON payload is not in canonical form"));
+        }
+        Ok(Json(text))
+    }
+}
+bincode::impl_borrow_decode!(Json);
+
+#[cfg(any(test, feature = "arbitrary"))]
+pub mod strategy {
+    //! proptest strategies for JSON values.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::Json;
+
+    /// Small nested JSON values with string, number, bool and null leaves.
+    pub fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1.0e9f64..1.0e9).prop_map(Value::from),
+            "[a-z \\n\"é🦀]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON object, as tool inputs are.
+    pub fn json_object() -> impl Strategy<Value = Json> {
+        prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..4)
+            .prop_map(|map| Json::new(&Value::Object(map.into_iter().collect())))
+    }
+
+    impl Arbitrary for Json {
+        type Parameters = ();
+        type Strategy = BoxedStrategy<Json>;
+
+        fn arbitrary_with((): ()) -> Self::Strategy {
+            json_value().prop_map(|value| Json::new(&value)).boxed()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_sorted_and_compact() {
+        let json = Json::parse(r#"{ "b": 1, "a": [true, null, "x"] }"#).unwrap();
+        assert_eq!(json.as_str(), r#"{"a":[true,null,"x"],"b":1}"#);
+    }
+
+    #[test]
+    fn decode_rejects_non_canonical_and_invalid_text() {
+        let config = bincode::config::standard();
+        for text in [r#"{"b":1,"a":2}"#, "{ }", "not json"] {
+            let bytes = bincode::encode_to_vec(text.to_owned(), config).unwrap();
+            let res: Result<(Json, usize), _> = bincode::decode_from_slice(&bytes, config);
+            assert!(res.is_err(), "{text} must not decode");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The sled engine, with a durability barrier that sled 0.34.7 lacks.
+//!
+//! sled's `flush()` writes its log with `sync_file_range`, which flushes neither
+//! the disk's write cache nor file metadata, writes values over ~128 KiB to
+//! separate files in `blobs/` without any fsync, and renames snapshots without
+//! fsyncing the directory. [`SledEngine::sync`] therefore runs `flush()` and then
+//! `fdatasync`s the `db` file, `fsync`s every file that appeared in the data
+//! directory or `blobs/` since the last barrier, and `fsync`s a directory whose
+//! entries changed. See `docs/format.md` for the crash analysis.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use super::{Direction, Engine, Pairs, Tree, Write};
+use crate::error::{Error, OpenError};
+
+/// sled's cache. Its default is 1 GiB; the server sets this explicitly.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A directory mtime younger than this may hide a later change in the same
+/// coarse timestamp tick, so it is not trusted to skip a rescan.
+const MTIME_TRUST_AFTER: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions { cache_capacity_bytes: DEFAULT_CACHE_BYTES }
+    }
+}
+
+#[derive(Debug)]
+pub struct SledEngine {
+    db: sled::Db,
+    trees: [sled::Tree; 4],
+    dir: PathBuf,
+    sync_state: Mutex<SyncState>,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    db_file: File,
+    dirs: Vec<DirState>,
+}
+
+/// What the barrier last saw of one directory.
+#[derive(Debug)]
+struct DirState {
+    path: PathBuf,
+    known: BTreeSet<PathBuf>,
+    trusted_mtime: Option<SystemTime>,
+}
+
+impl SledEngine {
+    pub fn open(dir: &Path, options: &SledOptions) -> Result<SledEngine, OpenError> {
+        let io_err = |reason: String| OpenError::Io { path: dir.to_owned(), reason };
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|err| io_err(err.to_string()))?;
+        if created {
+            // The new directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent).map_err(|err| io_err(format!("fsync of parent directory: {err}")))?;
+            }
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // Every write goes through our barrier; sled's own periodic flusher
+            // would only add fsyncs at moments we do not control.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })?;
+        let open_tree = |tree: Tree| {
+            db.open_tree(tree.name()).map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })
+        };
+        let trees =
+            [open_tree(Tree::Meta)?, open_tree(Tree::Log)?, open_tree(Tree::Blobs)?, open_tree(Tree::Resources)?];
+        let db_file = File::open(dir.join("db")).map_err(|err| io_err(format!("opening sled's db file: {err}")))?;
+        let dirs = vec![DirState::new(dir.to_owned()), DirState::new(dir.join("blobs"))];
+        let engine = SledEngine { db, trees, dir: dir.to_owned(), sync_state: Mutex::new(SyncState { db_file, dirs }) };
+        engine.sync().map_err(|err| io_err(format!("initial durability barrier: {err}")))?;
+        Ok(engine)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        match tree {
+            Tree::Meta => &self.trees[0],
+            Tree::Log => &self.trees[1],
+            Tree::Blobs => &self.trees[2],
+            Tree::Resources => &self.trees[3],
+        }
+    }
+
+    fn lock_sync(&self) -> Result<MutexGuard<'_, SyncState>, Error> {
+        self.sync_state.lock().map_err(|_| Error::Engine("sync state lock poisoned".to_owned()))
+    }
+}
+
+impl Engine for SledEngine {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.tree(tree).get(key)?.map(|value| value.to_vec()))
+    }
+
+    fn range(
+        &self,
+        tree: Tree,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Pairs, Error> {
+        let iter = self.tree(tree).range::<Vec<u8>, _>(range);
+        let collect = |item: Result<(sled::IVec, sled::IVec), sled::Error>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from)
+        };
+        match direction {
+            Direction::Forward => iter.take(limit).map(collect).collect(),
+            Direction::Backward => iter.rev().take(limit).map(collect).collect(),
+        }
+    }
+
+    fn apply(&self, tree: Tree, writes: Vec<Write>) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.tree(tree).apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) -> Result<Result<(), Option<Vec<u8>>>, Error> {
+        Ok(self
+            .tree(tree)
+            .compare_and_swap(key, old, new)?
+            .map_err(|conflict| conflict.current.map(|value| value.to_vec())))
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        let mut state = self.lock_sync()?;
+        self.db.flush()?;
+        let io = |what: &str, err: std::io::Error| Error::Engine(format!("{what}: {err}"));
+        state.db_file.sync_data().map_err(|err| io("fdatasync of sled's db file", err))?;
+        for dir in &mut state.dirs {
+            dir.sync_new_entries().map_err(|err| io("fsync of new files", err))?;
+        }
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+impl DirState {
+    fn new(path: PathBuf) -> DirState {
+        DirState { path, known: BTreeSet::new(), trusted_mtime: None }
+    }
+
+    /// fsyncs files that appeared since the last call, then the directory if its
+    /// entries changed. Skips the listing when the directory's mtime is unchanged
+    /// and old enough to be trusted.
+    fn sync_new_entries(&mut self) -> std::io::Result<()> {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            // `blobs/` exists only once sled wrote a large value.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let mtime = meta.modified()?;
+        if self.trusted_mtime == Some(mtime) {
+            return Ok(());
+        }
+        let mut current = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                current.insert(entry.path());
+            }
+        }
+        for path in current.difference(&self.known) {
+            match File::open(path) {
+                Ok(file) => file.sync_all()?,
+                // sled may have removed it (an old snapshot, a collected blob) meanwhile.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if current != self.known {
+            fsync_dir(&self.path)?;
+        }
+        self.known = current;
+        let age = SystemTime::now().duration_since(mtime).unwrap_or(Duration::ZERO);
+        self.trusted_mtime = (age >= MTIME_TRUST_AFTER).then_some(mtime);
+        Ok(())
+    }
+}
+
+fn fsync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}

@@ -1,0 +1,137 @@
+//! `logbook-store`: the only crate that touches disk.
+//!
+//! A session's log is an append-only, hash-chained sequence of records. The
+//! store appends with an expected seq (optimistic concurrency), acknowledges an
+//! append only after a durability barrier shared by concurrent writers (group
+//! commit), shows readers and subscribers only durable records, keeps large
+//! payloads as content-addressed blobs, and holds the API's resources (agents,
+//! environments, session metadata) as key-value pairs. The same logic runs over
+//! two engines, sled (the default) and memory, held to one conformance suite.
+//!
+//! Every method blocks (sled is synchronous); call them from
+//! `spawn_blocking` in async code. Subscriptions are async.
+//!
+//! ```
+//! use logbook_core::event::{Event, SessionStatusRunning};
+//! use logbook_core::{Entry, EventId, Seq, SessionId, Timestamp};
+//! use logbook_store::{Append, MemStore, Read};
+//!
+//! let store = MemStore::in_memory().unwrap();
+//! let session = SessionId::from_parts(1, 1);
+//! let entry = Entry {
+//!     id: EventId::from_parts(1, 2),
+//!     event: Event::SessionStatusRunning(SessionStatusRunning {}),
+//!     at: Timestamp::from_unix_micros(0),
+//! };
+//! let records = store.append(session, Seq::ZERO, &[entry]).unwrap();
+//! assert_eq!(store.head(session).unwrap().next, Seq::new(1));
+//! assert_eq!(store.read(session, Seq::ZERO, 10).unwrap(), records);
+//! ```
+
+pub mod engine;
+pub mod error;
+pub mod frame;
+pub mod keys;
+
+mod barrier;
+mod check;
+mod journal;
+mod kv;
+mod log;
+mod subscription;
+
+use logbook_core::{ChainHash, Digest, Entry, EventType, Record, Seq, SessionId};
+
+pub use barrier::BarrierStats;
+pub use check::{StoreReport, VerifyProgress};
+pub use engine::mem::MemEngine;
+pub use engine::sled::{SledEngine, SledOptions};
+pub use error::{AppendError, Corruption, Error, OpenError, StoreCorruption};
+pub use keys::ResourceKind;
+pub use log::{LogStore, SLED_DIR, STORAGE_VERSION};
+pub use subscription::Subscription;
+
+/// The store on sled: the default.
+pub type SledStore = LogStore<SledEngine>;
+/// The store in memory: tests, and the second conformance implementation.
+pub type MemStore = LogStore<MemEngine>;
+
+/// Most records one read returns.
+pub const MAX_READ_RECORDS: usize = 10_000;
+
+/// A session's durable end: how many records it has and the last one's hash
+/// (`GENESIS` for an empty session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub next: Seq,
+    pub hash: ChainHash,
+}
+
+/// Appending to a session's log.
+pub trait Append {
+    /// Appends `entries` if the log has exactly `expected` records, and returns
+    /// the sealed records once they are durable.
+    fn append(&self, session: SessionId, expected: Seq, entries: &[Entry]) -> Result<Vec<Record>, AppendError>;
+}
+
+/// Reading durable records.
+pub trait Read {
+    /// The durable head; an unknown session has an empty one.
+    fn head(&self, session: SessionId) -> Result<Head, Error>;
+
+    /// Up to `limit` (at most [`MAX_READ_RECORDS`]) records from `from` on, in order.
+    fn read(&self, session: SessionId, from: Seq, limit: usize) -> Result<Vec<Record>, Error>;
+
+    /// Up to `limit` records just before `before`, in ascending order.
+    fn read_before(&self, session: SessionId, before: Seq, limit: usize) -> Result<Vec<Record>, Error>;
+
+    /// Up to `limit` records of the given types from `from` on, in order.
+    fn scan_types(
+        &self,
+        session: SessionId,
+        types: &[EventType],
+        from: Seq,
+        limit: usize,
+    ) -> Result<Vec<Record>, Error>;
+
+    /// Every session with at least one record, in id order.
+    fn sessions(&self) -> Result<Vec<SessionId>, Error>;
+}
+
+/// Following a session's log as it grows.
+pub trait Subscribe {
+    /// A subscription delivering every durable record from `from` on.
+    fn subscribe(&self, session: SessionId, from: Seq) -> Subscription;
+}
+
+/// Content-addressed blobs, stored once however often they are referenced.
+pub trait Blobs {
+    /// Stores `bytes` durably and returns their blake3 hash.
+    fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error>;
+    fn get_blob(&self, hash: Digest) -> Result<Option<Vec<u8>>, Error>;
+    fn has_blob(&self, hash: Digest) -> Result<bool, Error>;
+}
+
+/// Key-value resources (agents, environments, session metadata, ...). Values are
+/// opaque bytes; the server encodes them.
+pub trait Resources {
+    fn get_resource(&self, kind: ResourceKind, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Sets `key` to `new` (or removes it when `None`) if it currently holds
+    /// `old`; otherwise returns the current value. Durable when it returns `Ok`.
+    fn swap_resource(
+        &self,
+        kind: ResourceKind,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), Option<Vec<u8>>>, Error>;
+
+    /// Up to `limit` resources of `kind` with keys after `after`, in key order.
+    fn scan_resources(&self, kind: ResourceKind, after: Option<&[u8]>, limit: usize) -> Result<engine::Pairs, Error>;
+}
+
+/// Everything a store does.
+pub trait Store: Append + Read + Subscribe + Blobs + Resources + Send + Sync {}
+
+impl<T: Append + Read + Subscribe + Blobs + Resources + Send + Sync> Store for T {}

@@ -1,0 +1,68 @@
+//! A child process for the crash test: appends to a store from many threads
+//! until it is killed, printing an `ack` line after every acknowledged append.
+//!
+//! Usage: `crash-writer DATA_DIR N_SESSIONS WRITERS_PER_SESSION`. Writers of one
+//! session race each other (optimistic appends with retry on conflict), so the
+//! test exercises conflicts and group commit together.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use logbook_core::event::sample_events;
+use logbook_core::{Entry, EventId, Timestamp};
+use logbook_store::{Append, AppendError, Read, SledOptions, SledStore};
+use logbook_tests::{Ack, crash_session};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, dir, n_sessions, writers] = args.as_slice() else {
+        anyhow::bail!("usage: crash-writer DATA_DIR N_SESSIONS WRITERS_PER_SESSION");
+    };
+    let dir = PathBuf::from(dir);
+    let n_sessions: u64 = n_sessions.parse().context("N_SESSIONS")?;
+    let writers: u64 = writers.parse().context("WRITERS_PER_SESSION")?;
+    let store = Arc::new(SledStore::open(&dir, &SledOptions { cache_capacity_bytes: 16 << 20 })?);
+    println!("ready");
+    let samples = Arc::new(sample_events());
+    let mut handles = Vec::new();
+    for n in 0..n_sessions {
+        for w in 0..writers {
+            let store = Arc::clone(&store);
+            let samples = Arc::clone(&samples);
+            handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
+                let session = crash_session(n);
+                let mut counter: u64 = w << 40;
+                loop {
+                    counter += 1;
+                    let n_events = 1 + (counter % 3) as usize;
+                    let batch: Vec<Entry> = (0..n_events)
+                        .map(|k| Entry {
+                            id: EventId::from_parts(1_764_000_000_000, u128::from(counter) << 8 | k as u128),
+                            event: samples[(counter as usize + k) % samples.len()].clone(),
+                            at: Timestamp::from_unix_micros(1_764_000_000_000_000 + counter as i64),
+                        })
+                        .collect();
+                    let head = store.head(session)?;
+                    match store.append(session, head.next, &batch) {
+                        Ok(records) => {
+                            let last = records.last().context("append returned no records")?;
+                            let ack =
+                                Ack { session, next: last.seq().next().context("seq overflow")?, hash: last.hash() };
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{ack}")?;
+                            out.flush()?;
+                        }
+                        Err(AppendError::Conflict { .. }) => {}
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    Ok(())
+}

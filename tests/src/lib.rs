@@ -1,0 +1,48 @@
+//! Helpers shared by the end-to-end tests and their child processes.
+//!
+//! The crash test runs `crash-writer` as a child that appends and reports each
+//! acknowledged append on stdout as one [`Ack`] line; the parent kills it and
+//! checks the store against those lines.
+
+use std::fmt;
+use std::str::FromStr;
+
+use logbook_core::{ChainHash, Seq, SessionId};
+
+/// One acknowledged append: the session's log had `next` records ending in
+/// `hash` when `append` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub session: SessionId,
+    pub next: Seq,
+    pub hash: ChainHash,
+}
+
+impl fmt::Display for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ack {} {} {}", self.session, self.next.get(), self.hash)
+    }
+}
+
+impl FromStr for Ack {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Ack, String> {
+        let mut parts = line.split(' ');
+        let (Some("ack"), Some(session), Some(next), Some(hash), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("not an ack line: {line:?}"));
+        };
+        Ok(Ack {
+            session: session.parse().map_err(|e| format!("{e}"))?,
+            next: Seq::new(next.parse().map_err(|e| format!("{e}"))?),
+            hash: hash.parse().map_err(|e| format!("{e}"))?,
+        })
+    }
+}
+
+/// The sessions the crash writer appends to.
+pub fn crash_session(n: u64) -> SessionId {
+    SessionId::from_parts(1_764_000_000_000, 0xc4a5 << 16 | u128::from(n))
+}
