@@ -132,7 +132,9 @@ impl Verifier {
     fn check(&mut self, record: &Record) {
         let seq = record.seq();
         if seq != self.expected.next_seq {
-            self.note(seq, BreakKind::SeqGap { expected: self.expected.next_seq, found: seq });
+            // Reported at the first seq that is missing (or out of place).
+            let at = seq.min(self.expected.next_seq);
+            self.note(at, BreakKind::SeqGap { expected: self.expected.next_seq, found: seq });
         } else if self.expected.prev != UNKNOWN_PREV && record.prev() != self.expected.prev {
             self.note(seq, BreakKind::PrevMismatch { expected: self.expected.prev, found: record.prev() });
         }

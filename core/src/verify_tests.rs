@@ -50,7 +50,7 @@ fn missing_record_is_a_seq_gap() {
     let report = verify_chain(Anchor::GENESIS, records.iter().map(Ok));
     assert_eq!(report.n_intact, 1);
     let first = report.first_break().unwrap();
-    assert_eq!(first.seq, Seq::new(2));
+    assert_eq!(first.seq, Seq::new(1));
     assert_eq!(first.kind, BreakKind::SeqGap { expected: Seq::new(1), found: Seq::new(2) });
 }
 

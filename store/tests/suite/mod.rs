@@ -3,6 +3,7 @@
 mod conformance;
 mod corruption;
 mod model;
+mod tamper;
 
 use std::path::PathBuf;
 
