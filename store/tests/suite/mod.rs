@@ -2,6 +2,7 @@
 
 mod conformance;
 mod corruption;
+mod fault;
 mod model;
 mod tamper;
 
@@ -64,6 +65,13 @@ impl SledFixture {
 
     pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Closes the store and returns the directory (deleted when dropped), for
+    /// tests that reopen it by hand.
+    pub(crate) fn close(mut self) -> tempfile::TempDir {
+        drop(self.store.take());
+        self.dir
     }
 }
 

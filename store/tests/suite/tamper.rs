@@ -9,9 +9,9 @@
 use logbook_core::verify::BreakKind;
 use logbook_core::{Record, Seq};
 use logbook_store::engine::{Engine, Tree};
-use logbook_store::{frame, keys, Append, Error, Read};
+use logbook_store::{Append, Error, Read, frame, keys};
 
-use super::{entries, entry, session, Fixture, SledFixture};
+use super::{Fixture, SledFixture, entries, entry, session};
 
 const N_RECORDS: u64 = 12;
 
