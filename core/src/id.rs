@@ -161,9 +161,36 @@ prefixed_id!(
     FileId, "file_", "file"
 );
 prefixed_id!(
+    /// A workspace: the tenant that owns API keys and every object.
+    WorkspaceId, "wrkspc_", "workspace"
+);
+prefixed_id!(
     /// A multi-agent workflow run (preview).
     WorkflowRunId, "wrun_", "workflow run"
 );
+
+/// Bits of an event id's random part that hold its seq.
+const EVENT_SEQ_BITS: u32 = 40;
+
+impl EventId {
+    /// An event id for the record at `seq`: the ULID's 80 random bits are the
+    /// seq (40 bits, enough for `MAX_EVENTS_PER_SESSION`) and 40 random bits. An
+    /// id so made finds its record without an index (`Last-Event-ID`, event
+    /// references); [`EventId::seq_hint`] reads it back, and the record's own id
+    /// confirms it.
+    pub fn for_seq(unix_ms: u64, seq: crate::record::Seq, random: u64) -> EventId {
+        const _: () = assert!(crate::limits::MAX_EVENTS_PER_SESSION <= 1 << EVENT_SEQ_BITS);
+        let low = u128::from(random) & ((1u128 << EVENT_SEQ_BITS) - 1);
+        EventId::from_parts(unix_ms, (u128::from(seq.get()) << EVENT_SEQ_BITS) | low)
+    }
+
+    /// The seq an id made by [`EventId::for_seq`] names. Meaningless for other
+    /// ids: always check the record found there.
+    pub fn seq_hint(self) -> crate::record::Seq {
+        let random = self.0.random();
+        crate::record::Seq::new(((random >> EVENT_SEQ_BITS) & ((1u128 << EVENT_SEQ_BITS) - 1)) as u64)
+    }
+}
 
 #[cfg(test)]
 #[path = "id_tests.rs"]

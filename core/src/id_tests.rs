@@ -37,3 +37,16 @@ fn json_form_is_the_string() {
     let back: AgentId = serde_json::from_str(&json).unwrap_or(AgentId::from_parts(0, 0));
     assert_eq!(back, id);
 }
+
+#[test]
+fn event_ids_carry_their_seq() {
+    use crate::record::Seq;
+    for seq in [0u64, 1, 12345, (1 << 40) - 1] {
+        let id = EventId::for_seq(1_764_000_000_000, Seq::new(seq), u64::MAX);
+        assert_eq!(id.seq_hint(), Seq::new(seq));
+        assert_eq!(id.unix_ms(), 1_764_000_000_000);
+    }
+    let a = EventId::for_seq(5, Seq::new(3), 1);
+    let b = EventId::for_seq(5, Seq::new(3), 2);
+    assert_ne!(a, b);
+}

@@ -40,6 +40,7 @@ pub use entry::Entry;
 pub use event::{Event, EventType};
 pub use id::{
     AgentId, EnvironmentId, EventId, FileId, OutcomeId, ParseIdError, SessionId, ThreadId, WorkId, WorkflowRunId,
+    WorkspaceId,
 };
 pub use json::Json;
 pub use record::{Body, Record, Seq};

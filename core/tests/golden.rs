@@ -13,7 +13,7 @@
 use std::fmt::Write;
 
 use logbook_core::event::sample_events;
-use logbook_core::{chain, Entry, EventId, Record, Seq, SessionId, Timestamp};
+use logbook_core::{Entry, EventId, Record, Seq, SessionId, Timestamp, chain};
 
 const GOLDEN_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1.txt");
 

@@ -1,18 +1,29 @@
-//! The command line: `logbook serve` and the offline tools.
+//! The command line: `logbook serve` and the offline tools (`verify`, `keys`).
 //!
-//! Every subcommand reports failures as one line saying what went wrong and
+//! Every subcommand reports a failure as one line saying what went wrong and
 //! what to do, and exits non-zero. Long operations print progress to stderr.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use logbook_core::{Clock, SystemClock};
 use logbook_store::{SledOptions, SledStore};
 
-use crate::http::{AppState, app};
+use crate::http::app;
+use crate::ratelimit::RateLimits;
+use crate::state::{AppState, Config};
+use crate::tenancy;
+
+/// How long the kernel keeps unacknowledged data on a connection before
+/// closing it: cuts off SSE clients that stopped reading.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Parser)]
 #[command(name = "logbook", version, about = "A self-hosted, event-sourced Managed Agents runtime")]
@@ -25,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run the HTTP API.
     Serve {
-        /// Address to listen on.
+        /// Address to listen on (port 0 picks a free port; the address is printed).
         #[arg(long, env = "LOGBOOK_LISTEN", default_value = "127.0.0.1:8088")]
         listen: SocketAddr,
         /// Data directory (created if missing).
@@ -34,6 +45,15 @@ enum Command {
         /// sled cache size in MiB.
         #[arg(long, default_value_t = 256)]
         cache_mib: u64,
+        /// Create calls (POST, DELETE) per minute per workspace; 0 for no limit.
+        #[arg(long, env = "LOGBOOK_RATE_CREATE", default_value_t = 300)]
+        rate_create: u32,
+        /// Read calls (GET) per minute per workspace; 0 for no limit.
+        #[arg(long, env = "LOGBOOK_RATE_READ", default_value_t = 1200)]
+        rate_read: u32,
+        /// Seconds between SSE pings on idle streams.
+        #[arg(long, default_value_t = 15)]
+        sse_ping_secs: u64,
     },
     /// Verify every session's hash chain, every head and every blob.
     Verify {
@@ -43,13 +63,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage API keys (offline: stop the server first).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (it is stored only as a hash).
+    Create {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+        /// Workspace of the key; created if new.
+        #[arg(long, default_value = tenancy::DEFAULT_WORKSPACE)]
+        workspace: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+        /// The key to revoke.
+        key: String,
+    },
+    /// List keys (their first characters, workspace, state).
+    List {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Serve { listen, data, cache_mib } => serve(listen, data, cache_mib),
-        Command::Verify { data, json } => verify(data, json),
+        Command::Serve { listen, data, cache_mib, rate_create, rate_read, sse_ping_secs } => {
+            let config = Config {
+                rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
+                sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
+                ..Config::default()
+            };
+            serve(listen, &data, cache_mib, config)
+        }
+        Command::Verify { data, json } => verify(&data, json),
+        Command::Keys { command } => keys(command),
     };
     match res {
         Ok(code) => code,
@@ -60,35 +117,120 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn open_store(data: &std::path::Path, cache_mib: u64) -> anyhow::Result<SledStore> {
+fn open_store(data: &Path, cache_mib: u64) -> anyhow::Result<SledStore> {
     let options = SledOptions { cache_capacity_bytes: cache_mib * 1024 * 1024 };
-    let store = SledStore::open(data, &options).with_context(|| format!("opening the store in {}", data.display()))?;
+    let store = SledStore::open(data, &options).with_context(|| {
+        format!("opening the store in {}; is a logbook server already running on it?", data.display())
+    })?;
     for corruption in store.quarantined() {
         eprintln!(
             "logbook: quarantined {corruption}; run `logbook verify --data {}` for a full report",
             data.display()
         );
     }
+    for damage in store.store_damage() {
+        eprintln!("logbook: {damage}; run `logbook verify --data {}`", data.display());
+    }
     Ok(store)
 }
 
-fn serve(listen: SocketAddr, data: PathBuf, cache_mib: u64) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("LOGBOOK_LOG")).init();
-    let store = open_store(&data, cache_mib)?;
+/// Seeds the first API key of an empty store.
+fn bootstrap_key(store: &SledStore, clock: &dyn Clock) -> anyhow::Result<()> {
+    let existing = tenancy::list_keys(store).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !existing.is_empty() {
+        return Ok(());
+    }
+    let workspace = tenancy::ensure_workspace(store, tenancy::DEFAULT_WORKSPACE, clock.now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match std::env::var("LOGBOOK_BOOTSTRAP_KEY") {
+        Ok(key) if !key.is_empty() => {
+            tenancy::store_key(store, &workspace, &key, clock.now())
+                .map_err(|e| anyhow::anyhow!("LOGBOOK_BOOTSTRAP_KEY: {}", e.message))?;
+            eprintln!("logbook: stored LOGBOOK_BOOTSTRAP_KEY as the first API key (workspace {})", workspace.name);
+        }
+        _ => {
+            let key = tenancy::create_key(store, &workspace, clock.now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("logbook: created the first API key (workspace {}); it will not be shown again:", workspace.name);
+            println!("{key}");
+        }
+    }
+    Ok(())
+}
+
+fn serve(listen: SocketAddr, data: &Path, cache_mib: u64, config: Config) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOGBOOK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let store = open_store(data, cache_mib)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    bootstrap_key(&store, clock.as_ref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}; is another server running there? pass --listen"))?;
         let local = listener.local_addr().context("reading the bound address")?;
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let state = AppState::new(store, clock, config, shutdown_rx);
         eprintln!("logbook: serving on http://{local} with data in {}", data.display());
-        axum::serve(listener, app(AppState::new(store)))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP")?;
+        let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(TimeoutListener(listener), app(state)).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            eprintln!("logbook: shutting down: finishing in-flight requests, closing streams");
+            let _ = shutdown_tx.send(true);
+            let _ = fired_tx.send(());
+        });
+        let grace = async {
+            if fired_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            res = server => res.context("serving HTTP")?,
+            () = grace => {
+                eprintln!("logbook: connections still open after {}s; exiting", SHUTDOWN_GRACE.as_secs());
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
         eprintln!("logbook: shut down cleanly");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A listener that sets `TCP_USER_TIMEOUT` on every accepted connection.
+struct TimeoutListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for TimeoutListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    let sock = socket2::SockRef::from(&stream);
+                    let _ = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+                    let _ = stream.set_nodelay(true);
+                    return (stream, addr);
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 async fn shutdown_signal() {
@@ -107,11 +249,49 @@ async fn shutdown_signal() {
     }
 }
 
-fn verify(data: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let clock = SystemClock;
+    match command {
+        KeysCommand::Create { data, workspace } => {
+            let store = open_store(&data, 64)?;
+            let workspace = tenancy::ensure_workspace(&store, &workspace, clock.now())
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let key =
+                tenancy::create_key(&store, &workspace, clock.now()).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            eprintln!(
+                "logbook: created an API key for workspace {} ({}); it will not be shown again:",
+                workspace.name, workspace.id
+            );
+            println!("{key}");
+        }
+        KeysCommand::Revoke { data, key } => {
+            let store = open_store(&data, 64)?;
+            let revoked =
+                tenancy::revoke_key(&store, &key, clock.now()).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            if !revoked {
+                anyhow::bail!("no live key matches; `logbook keys list --data {}` shows the keys", data.display());
+            }
+            eprintln!("logbook: revoked the key");
+        }
+        KeysCommand::List { data } => {
+            let store = open_store(&data, 64)?;
+            for record in tenancy::list_keys(&store).map_err(|e| anyhow::anyhow!("{}", e.message))? {
+                let workspace = tenancy::workspace_by_id(&store, record.workspace_id)
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                    .map_or_else(|| record.workspace_id.to_string(), |w| w.name);
+                let state = record.revoked_at.map_or_else(|| "live".to_owned(), |at| format!("revoked {at}"));
+                println!("{}...  workspace={workspace}  created={}  {state}", record.hint, record.created_at);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if !data.exists() {
         anyhow::bail!("no data directory at {}; pass --data DIR", data.display());
     }
-    let store = open_store(&data, 64)?;
+    let store = open_store(data, 64)?;
     let started = Instant::now();
     let mut last_print = Instant::now();
     let report = store
@@ -137,13 +317,14 @@ fn verify(data: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     for err in &report.blob_errors {
         eprintln!("logbook: {err}");
     }
+    let intact = report.is_intact() && store.store_damage().is_empty();
     eprintln!(
         "logbook: {} records in {} sessions and {} blobs checked in {:.1}s: {}",
         report.n_records,
         report.sessions.len(),
         report.n_blobs,
         started.elapsed().as_secs_f64(),
-        if report.is_intact() { "intact".to_owned() } else { format!("{n_damaged} sessions damaged") }
+        if intact { "intact".to_owned() } else { format!("{n_damaged} sessions damaged") }
     );
-    Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

@@ -1,65 +1,235 @@
-//! The HTTP app: routes, and the API's error envelope for unknown routes.
+//! The HTTP app: the route table, the middleware every request passes, and the
+//! operational endpoints (`/healthz`, `/metrics`, `/openapi.json`).
 //!
-//! `app(state)` builds the router so tests can drive it without a socket. Every
-//! response carries a `request-id` header, and every error uses the envelope
-//! `{"type":"error","error":{"type","message"},"request_id"}` the official SDKs
-//! parse.
+//! [`routes`] is the single list of API routes: the router is built from it,
+//! the OpenAPI document is generated from it, and the tenant-isolation test
+//! walks it, so a route cannot exist without being documented and tested.
+//!
+//! Middleware, outermost first: request id (every response gets `request-id`,
+//! and error bodies get `request_id`) and metrics; then, on API routes, the
+//! beta header check, authentication, the rate limit and the request timeout.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
-use logbook_store::SledStore;
-use serde_json::json;
+use serde_json::{Value, json};
 
-/// What every handler can reach.
+use crate::api::error::ApiError;
+use crate::api::wire::MAX_BODY_BYTES;
+use crate::api::{agents, environments, events, sessions, stream};
+use crate::openapi;
+use crate::ratelimit::Class;
+use crate::state::AppState;
+use crate::tenancy::{self, Tenant};
+
+/// The beta every Managed Agents call must name.
+pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
+
+/// One API route.
 #[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: SledStore,
-    request_counter: Arc<AtomicU64>,
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Streams never time out.
+    pub streaming: bool,
 }
 
-impl AppState {
-    pub fn new(store: SledStore) -> AppState {
-        AppState { store, request_counter: Arc::new(AtomicU64::new(0)) }
-    }
+fn spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec {
+    RouteSpec { method, path, summary, streaming: false }
+}
+
+/// Every authenticated API route with its handler.
+fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![
+        (spec(Method::POST, "/v1/agents", "Create an agent"), post(agents::create)),
+        (spec(Method::GET, "/v1/agents", "List agents"), get(agents::list)),
+        (spec(Method::GET, "/v1/agents/{agent_id}", "Retrieve an agent (optionally a version)"), get(agents::retrieve)),
+        (spec(Method::POST, "/v1/agents/{agent_id}", "Update an agent (new version)"), post(agents::update)),
+        (spec(Method::POST, "/v1/agents/{agent_id}/archive", "Archive an agent"), post(agents::archive)),
+        (spec(Method::GET, "/v1/agents/{agent_id}/versions", "List an agent's versions"), get(agents::versions)),
+        (spec(Method::POST, "/v1/environments", "Create an environment"), post(environments::create)),
+        (spec(Method::GET, "/v1/environments", "List environments"), get(environments::list)),
+        (
+            spec(Method::GET, "/v1/environments/{environment_id}", "Retrieve an environment"),
+            get(environments::retrieve),
+        ),
+        (spec(Method::POST, "/v1/environments/{environment_id}", "Update an environment"), post(environments::update)),
+        (
+            spec(Method::DELETE, "/v1/environments/{environment_id}", "Delete an environment"),
+            delete(environments::delete),
+        ),
+        (
+            spec(Method::POST, "/v1/environments/{environment_id}/archive", "Archive an environment"),
+            post(environments::archive),
+        ),
+        (spec(Method::POST, "/v1/sessions", "Create a session"), post(sessions::create)),
+        (spec(Method::GET, "/v1/sessions", "List sessions"), get(sessions::list)),
+        (spec(Method::GET, "/v1/sessions/{session_id}", "Retrieve a session"), get(sessions::retrieve)),
+        (spec(Method::POST, "/v1/sessions/{session_id}", "Update a session"), post(sessions::update)),
+        (spec(Method::DELETE, "/v1/sessions/{session_id}", "Delete a session"), delete(sessions::delete)),
+        (spec(Method::POST, "/v1/sessions/{session_id}/archive", "Archive a session"), post(sessions::archive)),
+        (spec(Method::GET, "/v1/sessions/{session_id}/events", "List a session's events"), get(events::list)),
+        (spec(Method::POST, "/v1/sessions/{session_id}/events", "Send events to a session"), post(events::send)),
+        (
+            RouteSpec {
+                streaming: true,
+                ..spec(Method::GET, "/v1/sessions/{session_id}/events/stream", "Stream a session's events (SSE)")
+            },
+            get(stream::stream),
+        ),
+    ]
+}
+
+/// The API route table (without handlers).
+pub fn routes() -> Vec<RouteSpec> {
+    table().into_iter().map(|(spec, _)| spec).collect()
 }
 
 pub fn app(state: AppState) -> Router {
+    let mut api = Router::new();
+    for (spec, handler) in table() {
+        api = api.route(spec.path, handler);
+    }
+    let api =
+        api.layer(middleware::from_fn_with_state(state.clone(), guard)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
-        .route("/health", get(health))
+        .route("/healthz", get(healthz))
+        .route("/health", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_doc))
+        .merge(api)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn health(State(state): State<AppState>) -> Response {
-    let quarantined = state.store.quarantined();
+async fn healthz(State(state): State<AppState>) -> Response {
+    let quarantined = state.store().quarantined();
+    let damage = state.store().store_damage();
+    let ok = quarantined.is_empty() && damage.is_empty();
     let body = json!({
-        "status": if quarantined.is_empty() { "ok" } else { "degraded" },
+        "status": if ok { "ok" } else { "degraded" },
         "quarantined_sessions": quarantined.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "store_damage": damage.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
     });
     Json(body).into_response()
 }
 
-async fn not_found(request: Request) -> Response {
-    let message = format!("no route for {} {}", request.method(), request.uri().path());
-    let body = json!({"type": "error", "error": {"type": "not_found_error", "message": message}});
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+async fn metrics(State(state): State<AppState>) -> Response {
+    let stats = state.store().barrier_stats();
+    let extra = [
+        ("logbook_store_barriers", "Durability barriers (fsync rounds) since start.", stats.n_syncs as f64),
+        ("logbook_store_barrier_waits", "Writes that waited on a durability barrier.", stats.n_waits as f64),
+        (
+            "logbook_store_quarantined_sessions",
+            "Sessions quarantined for integrity failures.",
+            state.store().quarantined().len() as f64,
+        ),
+    ];
+    let mut response = state.metrics().render(&extra).into_response();
+    response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
 }
 
-/// Stamps a `request-id` on every response and into error bodies.
-async fn request_id(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let n = state.request_counter.fetch_add(1, Ordering::Relaxed);
-    let id = format!("req_{:016x}{:08x}", std::process::id(), n);
+async fn openapi_doc() -> Json<Value> {
+    Json(openapi::document(&routes()))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+/// Request ids, error envelopes with the id, metrics, logs.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = state.new_id(|ms, random| format!("req_{}", ulid_text(ms, random)));
+    let method = request.method().clone();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some(error) = response.extensions().get::<ApiError>().cloned() {
+        let headers = response.headers().clone();
+        let mut rebuilt = (error.status, Json(error.body(Some(&request_id)))).into_response();
+        for (name, value) in &headers {
+            if name != "content-length" && name != "content-type" {
+                rebuilt.headers_mut().insert(name, value.clone());
+            }
+        }
+        response = rebuilt;
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("request-id", value);
     }
+    let status = response.status();
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics().observe(method.as_str(), &route, status.as_u16(), seconds);
+    if status.is_server_error() {
+        tracing::warn!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request failed");
+    } else {
+        tracing::debug!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request");
+    }
     response
+}
+
+fn ulid_text(ms: u64, random: u128) -> String {
+    logbook_core::EventId::from_parts(ms, random).to_string().trim_start_matches("sevt_").to_owned()
+}
+
+/// Beta header, authentication, rate limit and timeout for API routes.
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    match admit(&state, &mut request).await {
+        Ok(streaming) => {
+            if streaming {
+                return next.run(request).await;
+            }
+            match tokio::time::timeout(state.config().request_timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => ApiError::timeout("the request took too long; retry").into_response(),
+            }
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Checks a request's headers and key; returns whether the route streams.
+async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError> {
+    let headers = request.headers();
+    let betas: Vec<&str> = headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if !betas.contains(&MANAGED_AGENTS_BETA) {
+        return Err(ApiError::invalid(format!(
+            "the anthropic-beta header must include {MANAGED_AGENTS_BETA} to use the Managed Agents API"
+        )));
+    }
+    let key = if let Some(value) = headers.get("x-api-key") {
+        value.to_str().ok().map(str::trim).map(str::to_owned)
+    } else if let Some(value) = headers.get("authorization") {
+        value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).map(str::to_owned)
+    } else {
+        return Err(ApiError::unauthenticated("missing API key: send it as x-api-key or as Authorization: Bearer"));
+    };
+    let key = key.ok_or_else(|| ApiError::unauthenticated("malformed API key header"))?;
+    let tenant: Tenant = state.blocking(move |store| tenancy::authenticate(store, &key)).await?;
+    let class = match *request.method() {
+        Method::GET | Method::HEAD => Class::Read,
+        _ => Class::Create,
+    };
+    if let Err(wait_ms) = state.limiter().check(tenant.workspace, class, Instant::now()) {
+        state.metrics().rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::rate_limited(wait_ms));
+    }
+    let streaming = request.uri().path().ends_with("/stream");
+    request.extensions_mut().insert(tenant);
+    Ok(streaming)
 }

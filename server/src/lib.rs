@@ -1,9 +1,15 @@
 //! `logbook-server`: the `logbook` binary's library.
 //!
-//! The only crate that knows HTTP, tokio, the model provider and the sandbox.
-//! Today it holds the command line (`serve`, `verify`) and a minimal HTTP app
-//! (a health check and the API's error envelope for everything else); the
-//! Managed Agents API and the runner land here next.
+//! The only crate that knows HTTP, the tokio runtime, the model provider and
+//! the sandbox. It holds the Managed Agents API (`api`), the HTTP app with its
+//! middleware (`http`), tenancy (`tenancy`), rate limits, metrics, the OpenAPI
+//! document and the command line (`cli`).
 
+pub mod api;
 pub mod cli;
 pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod state;
+pub mod tenancy;

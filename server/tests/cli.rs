@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use logbook_core::event::sample_events;
 use logbook_core::{Body, Entry, EventId, Record, Seq, SessionId, Timestamp};
 use logbook_store::engine::{Engine, Tree};
-use logbook_store::{frame, keys, Append, SledOptions, SledStore};
+use logbook_store::{Append, SledOptions, SledStore, frame, keys};
 
 fn logbook(args: &[&str], data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_logbook")).args(args).arg("--data").arg(data).output().unwrap()

@@ -120,6 +120,7 @@ pub enum ResourceKind {
     WorkItem = 0x06,
     File = 0x07,
     Setting = 0x08,
+    Workspace = 0x09,
 }
 
 impl ResourceKind {
@@ -132,6 +133,7 @@ impl ResourceKind {
         ResourceKind::WorkItem,
         ResourceKind::File,
         ResourceKind::Setting,
+        ResourceKind::Workspace,
     ];
 }
 

@@ -97,17 +97,20 @@ impl<E: Engine> Resources for LogStore<E> {
     fn scan_resources(
         &self,
         kind: ResourceKind,
+        prefix: &[u8],
         after: Option<&[u8]>,
+        direction: Direction,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
-        let prefix = [kind as u8];
-        let (start, end) = prefix_range(&prefix);
-        let start = match after {
-            Some(after) => Bound::Excluded(keys::resource_key(kind, after)),
-            None => start,
-        };
-        let pairs =
-            self.inner.engine.range(Tree::Resources, (start, end), Direction::Forward, limit.min(MAX_READ_RECORDS))?;
+        let (mut start, mut end) = prefix_range(&keys::resource_key(kind, prefix));
+        if let Some(after) = after {
+            let cursor = Bound::Excluded(keys::resource_key(kind, after));
+            match direction {
+                Direction::Forward => start = cursor,
+                Direction::Backward => end = cursor,
+            }
+        }
+        let pairs = self.inner.engine.range(Tree::Resources, (start, end), direction, limit.min(MAX_READ_RECORDS))?;
         pairs
             .into_iter()
             .map(|(full_key, framed)| {

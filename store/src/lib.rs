@@ -44,6 +44,7 @@ use logbook_core::{ChainHash, Digest, Entry, EventType, Record, Seq, SessionId};
 
 pub use barrier::BarrierStats;
 pub use check::{StoreReport, VerifyProgress};
+pub use engine::Direction;
 pub use engine::mem::MemEngine;
 pub use engine::sled::{SledEngine, SledOptions};
 pub use error::{AppendError, Corruption, Error, OpenError, StoreCorruption};
@@ -127,8 +128,17 @@ pub trait Resources {
         new: Option<&[u8]>,
     ) -> Result<Result<(), Option<Vec<u8>>>, Error>;
 
-    /// Up to `limit` resources of `kind` with keys after `after`, in key order.
-    fn scan_resources(&self, kind: ResourceKind, after: Option<&[u8]>, limit: usize) -> Result<engine::Pairs, Error>;
+    /// Up to `limit` resources of `kind` whose keys start with `prefix`, in key
+    /// order (`Forward`) or reverse key order (`Backward`), starting after the
+    /// key `after` (exclusive) when given.
+    fn scan_resources(
+        &self,
+        kind: ResourceKind,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        direction: engine::Direction,
+        limit: usize,
+    ) -> Result<engine::Pairs, Error>;
 }
 
 /// Everything a store does.

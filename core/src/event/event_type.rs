@@ -288,6 +288,58 @@ impl EventType {
             | EventType::ModelRequest => false,
         }
     }
+
+    /// The input kind of this type, if a client may POST it. Matching on the
+    /// result is exhaustive over the input events only.
+    pub fn as_input(self) -> Option<InputType> {
+        match self {
+            EventType::UserMessage => Some(InputType::UserMessage),
+            EventType::UserInterrupt => Some(InputType::UserInterrupt),
+            EventType::UserToolConfirmation => Some(InputType::UserToolConfirmation),
+            EventType::UserCustomToolResult => Some(InputType::UserCustomToolResult),
+            EventType::UserToolResult => Some(InputType::UserToolResult),
+            EventType::UserDefineOutcome => Some(InputType::UserDefineOutcome),
+            EventType::SystemMessage => Some(InputType::SystemMessage),
+            EventType::AgentMessage
+            | EventType::AgentThinking
+            | EventType::AgentToolUse
+            | EventType::AgentToolResult
+            | EventType::AgentMcpToolUse
+            | EventType::AgentMcpToolResult
+            | EventType::AgentCustomToolUse
+            | EventType::AgentThreadMessageSent
+            | EventType::AgentThreadMessageReceived
+            | EventType::AgentThreadContextCompacted
+            | EventType::SessionStatusRunning
+            | EventType::SessionStatusIdle
+            | EventType::SessionStatusRescheduled
+            | EventType::SessionStatusTerminated
+            | EventType::SessionError
+            | EventType::SessionUpdated
+            | EventType::SessionUsage
+            | EventType::SessionDeleted
+            | EventType::SessionThreadCreated
+            | EventType::SessionThreadStatusRunning
+            | EventType::SessionThreadStatusIdle
+            | EventType::SessionThreadStatusRescheduled
+            | EventType::SessionThreadStatusTerminated
+            | EventType::SpanModelRequestStart
+            | EventType::SpanModelRequestEnd
+            | EventType::SpanOutcomeEvaluationStart
+            | EventType::SpanOutcomeEvaluationOngoing
+            | EventType::SpanOutcomeEvaluationEnd
+            | EventType::WorkflowRunCreated
+            | EventType::WorkflowRunStatusRunning
+            | EventType::WorkflowRunStatusIdle
+            | EventType::WorkflowRunPhaseStarted
+            | EventType::WorkflowRunPhaseEnded
+            | EventType::WorkflowRunStatusEnded
+            | EventType::WorkflowRunError
+            | EventType::WorkspaceDelta
+            | EventType::ForkOrigin
+            | EventType::ModelRequest => None,
+        }
+    }
 }
 
 impl fmt::Display for EventType {
@@ -319,4 +371,16 @@ impl<'de> Deserialize<'de> for EventType {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// The event types a client may send (API reference §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputType {
+    UserMessage,
+    UserInterrupt,
+    UserToolConfirmation,
+    UserCustomToolResult,
+    UserToolResult,
+    UserDefineOutcome,
+    SystemMessage,
 }

@@ -24,6 +24,8 @@ mod user;
 mod workflow;
 
 use bincode::{Decode, Encode};
+
+use crate::id::EventId;
 use serde::{Deserialize, Serialize};
 
 pub use agent::{
@@ -31,7 +33,7 @@ pub use agent::{
     AgentToolUse, AutoPermission, EvaluatedPermission, ToolEvaluation,
 };
 pub use content::{ContentBlock, DocumentSource, ImageSource, SearchResultCitations, SearchResultContent};
-pub use event_type::{EventType, UnknownEventType};
+pub use event_type::{EventType, InputType, UnknownEventType};
 pub use internal::{FileChange, ForkOrigin, ModelRequest, WorkspaceChange, WorkspaceDelta};
 pub use sample::sample_events;
 pub use session::{
@@ -220,6 +222,59 @@ impl Event {
             Event::WorkspaceDelta(_) => EventType::WorkspaceDelta,
             Event::ForkOrigin(_) => EventType::ForkOrigin,
             Event::ModelRequest(_) => EventType::ModelRequest,
+        }
+    }
+
+    /// The tool use (an `agent.*tool_use` event id) this event answers: a
+    /// confirmation or a tool result. Exhaustive, so a new answering event
+    /// cannot be forgotten.
+    pub fn answers(&self) -> Option<EventId> {
+        match self {
+            Event::UserToolConfirmation(e) => Some(e.tool_use_id),
+            Event::UserCustomToolResult(e) => Some(e.custom_tool_use_id),
+            Event::UserToolResult(e) => Some(e.tool_use_id),
+            Event::AgentToolResult(e) => Some(e.tool_use_id),
+            Event::AgentMcpToolResult(e) => Some(e.mcp_tool_use_id),
+            Event::UserMessage(_)
+            | Event::UserInterrupt(_)
+            | Event::UserDefineOutcome(_)
+            | Event::SystemMessage(_)
+            | Event::AgentMessage(_)
+            | Event::AgentThinking(_)
+            | Event::AgentToolUse(_)
+            | Event::AgentMcpToolUse(_)
+            | Event::AgentCustomToolUse(_)
+            | Event::AgentThreadMessageSent(_)
+            | Event::AgentThreadMessageReceived(_)
+            | Event::AgentThreadContextCompacted(_)
+            | Event::SessionStatusRunning(_)
+            | Event::SessionStatusIdle(_)
+            | Event::SessionStatusRescheduled(_)
+            | Event::SessionStatusTerminated(_)
+            | Event::SessionError(_)
+            | Event::SessionUpdated(_)
+            | Event::SessionUsage(_)
+            | Event::SessionDeleted(_)
+            | Event::SessionThreadCreated(_)
+            | Event::SessionThreadStatusRunning(_)
+            | Event::SessionThreadStatusIdle(_)
+            | Event::SessionThreadStatusRescheduled(_)
+            | Event::SessionThreadStatusTerminated(_)
+            | Event::SpanModelRequestStart(_)
+            | Event::SpanModelRequestEnd(_)
+            | Event::SpanOutcomeEvaluationStart(_)
+            | Event::SpanOutcomeEvaluationOngoing(_)
+            | Event::SpanOutcomeEvaluationEnd(_)
+            | Event::WorkflowRunCreated(_)
+            | Event::WorkflowRunStatusRunning(_)
+            | Event::WorkflowRunStatusIdle(_)
+            | Event::WorkflowRunPhaseStarted(_)
+            | Event::WorkflowRunPhaseEnded(_)
+            | Event::WorkflowRunStatusEnded(_)
+            | Event::WorkflowRunError(_)
+            | Event::WorkspaceDelta(_)
+            | Event::ForkOrigin(_)
+            | Event::ModelRequest(_) => None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use logbook_core::verify::{Anchor, verify_chain};
 use logbook_core::{EventType, Seq, chain};
+use logbook_store::engine::Direction;
 use logbook_store::{Append, AppendError, Blobs, Head, Read, ResourceKind, Resources, Subscribe};
 use pretty_assertions::assert_eq;
 
@@ -220,9 +221,13 @@ pub(crate) fn resources_compare_and_swap<F: Fixture>(fixture: F) {
     assert_eq!(store.get_resource(kind, b"a1").unwrap(), Some(long.clone()));
     store.swap_resource(kind, b"a0", None, Some(b"zero")).unwrap().unwrap();
     store.swap_resource(ResourceKind::Environment, b"e", None, Some(b"env")).unwrap().unwrap();
-    let listed = store.scan_resources(kind, None, 10).unwrap();
+    let listed = store.scan_resources(kind, b"", None, Direction::Forward, 10).unwrap();
     assert_eq!(listed, vec![(b"a0".to_vec(), b"zero".to_vec()), (b"a1".to_vec(), long.clone())]);
-    assert_eq!(store.scan_resources(kind, Some(b"a0"), 10).unwrap().len(), 1);
+    assert_eq!(store.scan_resources(kind, b"", Some(b"a0"), Direction::Forward, 10).unwrap().len(), 1);
+    let backward = store.scan_resources(kind, b"a", None, Direction::Backward, 10).unwrap();
+    assert_eq!(backward.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b"a1".to_vec(), b"a0".to_vec()]);
+    assert_eq!(store.scan_resources(kind, b"a", Some(b"a1"), Direction::Backward, 10).unwrap().len(), 1);
+    assert!(store.scan_resources(kind, b"b", None, Direction::Forward, 10).unwrap().is_empty());
     assert_eq!(store.swap_resource(kind, b"a1", Some(&long), None).unwrap(), Ok(()));
     assert_eq!(store.get_resource(kind, b"a1").unwrap(), None);
 }

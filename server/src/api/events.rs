@@ -1,0 +1,530 @@
+//! `/v1/sessions/{id}/events`: send input events and list a session's history.
+//!
+//! Sending validates every event first (all or nothing), then appends them in
+//! one optimistic append, retried on a conflict with another writer; the echo
+//! is returned only once the events are durable. Listing reads the log, hides
+//! Logbook's internal `x.*` events, and pages by seq with an opaque cursor.
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use logbook_core::event::{
+    AgentToolUse, ContentBlock, EvaluatedPermission, Event, EventType, InputType, Rubric, SystemMessage,
+    UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult,
+};
+use logbook_core::{Entry, EventId, OutcomeId, Record, Seq, SessionId, Timestamp};
+use logbook_store::{Append, AppendError, Read, SledStore};
+
+use super::error::ApiError;
+use super::sessions::{self, Status, StoredSession};
+use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor};
+use super::{Page, from_bytes};
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+/// Most events in one send request.
+pub const MAX_EVENTS_PER_SEND: usize = 100;
+/// Most content blocks in one event.
+pub const MAX_CONTENT_BLOCKS: usize = 1000;
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Most attempts of an append that keeps losing races with other writers.
+const MAX_APPEND_ATTEMPTS: usize = 16;
+/// Records read per step when listing with filters, and most steps per request.
+const LIST_STEP: usize = 1000;
+const MAX_LIST_STEPS: usize = 32;
+pub const MAX_RUBRIC_CHARS: usize = 262_144;
+
+/// Where input events come from: a send request or `initial_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputContext {
+    Send,
+    Initial,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SendEvents {
+    events: Vec<Value>,
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+    JsonBody(body): JsonBody<SendEvents>,
+) -> Result<Json<Value>, ApiError> {
+    let id = sessions::parse_session_id(&session_id)?;
+    if body.events.is_empty() {
+        return Err(ApiError::invalid("events: must contain at least one event"));
+    }
+    if body.events.len() > MAX_EVENTS_PER_SEND {
+        return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
+    }
+    let worker_state = state.clone();
+    let records = state
+        .blocking(move |store| {
+            let (_, session) = sessions::load(store, &tenant, id)?;
+            if session.archived_at.is_some() || session.status == Status::Terminated {
+                return Err(ApiError::invalid(format!("session {id} is archived or terminated and accepts no events")));
+            }
+            let inputs = parse_inputs(&body.events, InputContext::Send, &session, worker_state.now())?;
+            check_references(store, &session, &inputs)?;
+            append_inputs(&worker_state, store, &session, inputs)
+        })
+        .await?;
+    let data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
+    Ok(Json(json!({ "data": data })))
+}
+
+/// Validates input events (shape, content, placement) without touching the log.
+pub fn parse_inputs(
+    raw: &[Value],
+    context: InputContext,
+    session: &StoredSession,
+    now: Timestamp,
+) -> Result<Vec<Event>, ApiError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut n_outcomes = 0;
+    for (idx, value) in raw.iter().enumerate() {
+        let field = match context {
+            InputContext::Send => format!("events[{idx}]"),
+            InputContext::Initial => format!("initial_events[{idx}]"),
+        };
+        let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+        let event_type: EventType =
+            kind.parse().map_err(|_| ApiError::invalid(format!("{field}.type: {kind:?} is not an event type")))?;
+        let Some(input_type) = event_type.as_input() else {
+            return Err(ApiError::invalid(format!(
+                "{field}.type: {kind} is produced by the server, not sent by clients"
+            )));
+        };
+        if context == InputContext::Initial
+            && !matches!(input_type, InputType::UserMessage | InputType::UserDefineOutcome)
+        {
+            return Err(ApiError::invalid(format!(
+                "{field}.type: only user.message and user.define_outcome are allowed in initial_events"
+            )));
+        }
+        let parse_err = |err: serde_json::Error| ApiError::invalid(format!("{field}: {err}"));
+        let event = match input_type {
+            InputType::UserMessage => {
+                let event: UserMessage = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                check_content(&event.content, &field, &["text", "image", "document"], true)?;
+                Event::UserMessage(event)
+            }
+            InputType::UserInterrupt => {
+                Event::UserInterrupt(serde_json::from_value::<UserInterrupt>(value.clone()).map_err(parse_err)?)
+            }
+            InputType::UserToolConfirmation => {
+                let event: UserToolConfirmation = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                if event.deny_message.is_some() && event.result != logbook_core::event::ConfirmationResult::Deny {
+                    return Err(ApiError::invalid(format!("{field}.deny_message: only allowed when result is deny")));
+                }
+                Event::UserToolConfirmation(event)
+            }
+            InputType::UserCustomToolResult => {
+                let event: UserCustomToolResult = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                if let Some(content) = &event.content {
+                    check_content(content, &field, &["text", "image", "document", "search_result"], false)?;
+                }
+                Event::UserCustomToolResult(event)
+            }
+            InputType::UserToolResult => {
+                if !session.self_hosted {
+                    return Err(ApiError::invalid(format!(
+                        "{field}: user.tool_result is only accepted on sessions in self_hosted environments"
+                    )));
+                }
+                let event: UserToolResult = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                if let Some(content) = &event.content {
+                    check_content(content, &field, &["text", "image", "document", "search_result"], false)?;
+                }
+                Event::UserToolResult(event)
+            }
+            InputType::UserDefineOutcome => {
+                n_outcomes += 1;
+                if n_outcomes > 1 {
+                    return Err(ApiError::invalid(format!("{field}: at most one user.define_outcome per request")));
+                }
+                Event::UserDefineOutcome(parse_outcome(value, &field, now)?)
+            }
+            InputType::SystemMessage => {
+                let event: SystemMessage = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                check_content(&event.content, &field, &["text"], true)?;
+                if idx + 1 != raw.len() {
+                    return Err(ApiError::invalid(format!(
+                        "{field}: system.message must be the last event of the request"
+                    )));
+                }
+                let follows = idx > 0
+                    && raw[idx - 1]
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| matches!(t, "user.message" | "user.tool_result" | "user.custom_tool_result"));
+                if !follows {
+                    return Err(ApiError::invalid(format!(
+                        "{field}: system.message must directly follow a user.message, user.tool_result or user.custom_tool_result in the same request"
+                    )));
+                }
+                Event::SystemMessage(event)
+            }
+        };
+        out.push(event);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+struct OutcomeIn {
+    description: String,
+    rubric: Rubric,
+    max_iterations: Option<u32>,
+}
+
+fn parse_outcome(value: &Value, field: &str, now: Timestamp) -> Result<UserDefineOutcome, ApiError> {
+    let outcome: OutcomeIn =
+        serde_json::from_value(value.clone()).map_err(|err| ApiError::invalid(format!("{field}: {err}")))?;
+    if outcome.description.trim().is_empty() {
+        return Err(ApiError::invalid(format!("{field}.description: must not be empty")));
+    }
+    if let Rubric::Text { content } = &outcome.rubric
+        && content.chars().count() > MAX_RUBRIC_CHARS
+    {
+        return Err(ApiError::invalid(format!("{field}.rubric.content: at most {MAX_RUBRIC_CHARS} characters")));
+    }
+    let max_iterations = outcome.max_iterations.unwrap_or(3);
+    if !(1..=20).contains(&max_iterations) {
+        return Err(ApiError::invalid(format!("{field}.max_iterations: must be 1 to 20")));
+    }
+    let ms = u64::try_from(now.unix_ms()).unwrap_or(0);
+    Ok(UserDefineOutcome {
+        outcome_id: OutcomeId::from_parts(ms, rand_u128()),
+        description: outcome.description,
+        rubric: outcome.rubric,
+        max_iterations: Some(max_iterations),
+    })
+}
+
+fn rand_u128() -> u128 {
+    use rand::RngExt;
+    rand::rng().random::<u128>()
+}
+
+fn check_content(blocks: &[ContentBlock], field: &str, allowed: &[&str], required: bool) -> Result<(), ApiError> {
+    if required && blocks.is_empty() {
+        return Err(ApiError::invalid(format!("{field}.content: must contain at least one block")));
+    }
+    if blocks.len() > MAX_CONTENT_BLOCKS {
+        return Err(ApiError::invalid(format!("{field}.content: at most {MAX_CONTENT_BLOCKS} blocks")));
+    }
+    for (idx, block) in blocks.iter().enumerate() {
+        let kind = match block {
+            ContentBlock::Text { .. } => "text",
+            ContentBlock::Image { .. } => "image",
+            ContentBlock::Document { .. } => "document",
+            ContentBlock::SearchResult { .. } => "search_result",
+            ContentBlock::Redacted => "redacted",
+        };
+        if !allowed.contains(&kind) {
+            return Err(ApiError::invalid(format!(
+                "{field}.content[{idx}].type: {kind} is not allowed here (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+        if let ContentBlock::Image { source: logbook_core::event::ImageSource::Base64 { media_type, .. } } = block
+            && !["image/png", "image/jpeg", "image/gif", "image/webp"].contains(&media_type.as_str())
+        {
+            return Err(ApiError::invalid(format!(
+                "{field}.content[{idx}].source.media_type: must be image/png, image/jpeg, image/gif or image/webp"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that confirmations and tool results answer open calls of this session.
+fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]) -> Result<(), ApiError> {
+    for (idx, event) in inputs.iter().enumerate() {
+        let field = format!("events[{idx}]");
+        if let Event::UserToolConfirmation(confirmation) = event {
+            let id = confirmation.tool_use_id;
+            let target = find_event(store, session.id, id)?.map(|entry| entry.event);
+            let permission = if let Some(Event::AgentToolUse(AgentToolUse { evaluated_permission, .. })) = &target {
+                *evaluated_permission
+            } else if let Some(Event::AgentMcpToolUse(tool_use)) = &target {
+                tool_use.evaluated_permission
+            } else {
+                return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} is not a tool use of this session")));
+            };
+            if permission != Some(EvaluatedPermission::Ask) {
+                return Err(ApiError::invalid(format!(
+                    "{field}.tool_use_id: {id} does not await confirmation (its evaluated_permission is not ask)"
+                )));
+            }
+            if answered(store, session.id, id, &[EventType::UserToolConfirmation])? {
+                return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} was already confirmed")));
+            }
+        } else if let Event::UserCustomToolResult(result) = event {
+            let id = result.custom_tool_use_id;
+            let target = find_event(store, session.id, id)?.map(|entry| entry.event);
+            if !matches!(target, Some(Event::AgentCustomToolUse(_))) {
+                return Err(ApiError::invalid(format!(
+                    "{field}.custom_tool_use_id: {id} is not a custom tool use of this session"
+                )));
+            }
+            if answered(store, session.id, id, &[EventType::UserCustomToolResult])? {
+                return Err(ApiError::invalid(format!("{field}.custom_tool_use_id: {id} already has a result")));
+            }
+        } else if let Event::UserToolResult(result) = event {
+            let id = result.tool_use_id;
+            let target = find_event(store, session.id, id)?.map(|entry| entry.event);
+            if !matches!(target, Some(Event::AgentToolUse(_))) {
+                return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} is not a tool use of this session")));
+            }
+            if answered(store, session.id, id, &[EventType::UserToolResult, EventType::AgentToolResult])? {
+                return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} already has a result")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entry with this id in the session's log, found through the seq its id carries.
+pub fn find_event(store: &SledStore, session: SessionId, id: EventId) -> Result<Option<Entry>, ApiError> {
+    let records = store.read(session, id.seq_hint(), 1)?;
+    let Some(record) = records.first() else { return Ok(None) };
+    let entry = record.entry().map_err(ApiError::internal)?;
+    Ok((entry.id == id).then_some(entry))
+}
+
+/// Whether an event of one of `types` after the target names `target`.
+fn answered(store: &SledStore, session: SessionId, target: EventId, types: &[EventType]) -> Result<bool, ApiError> {
+    let mut from = Seq::new(target.seq_hint().get() + 1);
+    loop {
+        let records = store.scan_types(session, types, from, LIST_STEP)?;
+        let Some(last) = records.last() else { return Ok(false) };
+        from = Seq::new(last.seq().get() + 1);
+        for record in &records {
+            let entry = record.entry().map_err(ApiError::internal)?;
+            if entry.event.answers() == Some(target) {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Appends client input events; returns the durable records.
+pub fn append_inputs(
+    state: &AppState,
+    store: &SledStore,
+    session: &StoredSession,
+    inputs: Vec<Event>,
+) -> Result<Vec<Record>, ApiError> {
+    append_events(state, store, session.id, inputs)
+}
+
+/// Appends events Logbook itself produces (status, updates).
+pub fn append_system(
+    state: &AppState,
+    store: &SledStore,
+    session: SessionId,
+    events: Vec<Event>,
+) -> Result<(), ApiError> {
+    append_events(state, store, session, events).map(|_| ())
+}
+
+/// Appends at the current head, retrying when another writer got there first.
+fn append_events(
+    state: &AppState,
+    store: &SledStore,
+    session: SessionId,
+    events: Vec<Event>,
+) -> Result<Vec<Record>, ApiError> {
+    for _ in 0..MAX_APPEND_ATTEMPTS {
+        let head = store.head(session)?;
+        let at = state.now();
+        let entries: Vec<Entry> = events
+            .iter()
+            .enumerate()
+            .map(|(idx, event)| Entry {
+                id: state.event_id(Seq::new(head.next.get() + idx as u64)),
+                event: event.clone(),
+                at,
+            })
+            .collect();
+        match store.append(session, head.next, &entries) {
+            Ok(records) => {
+                state.metrics().events_appended.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                return Ok(records);
+            }
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ApiError::unavailable("the session is too busy to append to right now; retry"))
+}
+
+/// The API's JSON for a stored record.
+pub fn record_json(record: &Record) -> Result<Value, ApiError> {
+    let entry = record.entry().map_err(ApiError::internal)?;
+    serde_json::to_value(&entry).map_err(ApiError::internal)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+    query: Query,
+) -> Result<Json<Page<Value>>, ApiError> {
+    let id = sessions::parse_session_id(&session_id)?;
+    let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
+    let order = query.order(Order::Asc)?;
+    let range = query.time_range("created_at")?;
+    let types: Vec<EventType> =
+        query.all("types").iter().filter_map(|t| t.parse().ok()).filter(|t: &EventType| t.is_public()).collect();
+    let type_filter = !query.all("types").is_empty();
+    let cursor = match query.one("page") {
+        None => None,
+        Some(raw) => {
+            let bytes = decode_cursor("events", raw)?;
+            let (&way, seq) = bytes.split_first().ok_or_else(|| ApiError::invalid("page: malformed cursor"))?;
+            let expected = match order {
+                Order::Asc => b'a',
+                Order::Desc => b'd',
+            };
+            if way != expected {
+                return Err(ApiError::invalid(
+                    "page: this cursor belongs to the other order; keep the order of the first page",
+                ));
+            }
+            let seq: [u8; 8] = seq.try_into().map_err(|_| ApiError::invalid("page: malformed cursor"))?;
+            Some(Seq::new(u64::from_be_bytes(seq)))
+        }
+    };
+    let page = state
+        .blocking(move |store| {
+            sessions::load(store, &tenant, id)?;
+            let keep = |record: &Record| -> Result<Option<Value>, ApiError> {
+                let entry = record.entry().map_err(ApiError::internal)?;
+                let event_type = entry.event.event_type();
+                let wanted =
+                    event_type.is_public() && (!type_filter || types.contains(&event_type)) && range.contains(entry.at);
+                if !wanted {
+                    return Ok(None);
+                }
+                serde_json::to_value(&entry).map(Some).map_err(ApiError::internal)
+            };
+            let mut data = Vec::new();
+            let mut next_cursor: Option<Seq> = None;
+            match order {
+                Order::Asc => {
+                    let mut from = cursor.unwrap_or(Seq::ZERO);
+                    for _ in 0..MAX_LIST_STEPS {
+                        let records = if type_filter {
+                            store.scan_types(id, &types, from, LIST_STEP)?
+                        } else {
+                            store.read(id, from, LIST_STEP)?
+                        };
+                        let Some(last) = records.last() else { break };
+                        let step_end = Seq::new(last.seq().get() + 1);
+                        for record in &records {
+                            if data.len() == limit {
+                                break;
+                            }
+                            if let Some(value) = keep(record)? {
+                                data.push(value);
+                                next_cursor = Some(Seq::new(record.seq().get() + 1));
+                            }
+                        }
+                        from = step_end;
+                        if data.len() == limit || records.len() < LIST_STEP {
+                            break;
+                        }
+                    }
+                    // A full page may have a next one; make sure before sending a cursor.
+                    if data.len() == limit
+                        && let Some(after) = next_cursor
+                    {
+                        let more = if type_filter {
+                            !store.scan_types(id, &types, after, 1)?.is_empty()
+                        } else {
+                            more_public_after(store, id, after)?
+                        };
+                        if !more {
+                            next_cursor = None;
+                        }
+                    } else {
+                        next_cursor = None;
+                    }
+                }
+                Order::Desc => {
+                    let mut before = cursor.unwrap_or(Seq::new(u64::MAX));
+                    let mut exhausted = false;
+                    for _ in 0..MAX_LIST_STEPS {
+                        let records = store.read_before(id, before, LIST_STEP)?;
+                        let Some(first) = records.first() else {
+                            exhausted = true;
+                            break;
+                        };
+                        let step_start = first.seq();
+                        for record in records.iter().rev() {
+                            if data.len() == limit {
+                                break;
+                            }
+                            if let Some(value) = keep(record)? {
+                                data.push(value);
+                                next_cursor = Some(record.seq());
+                            }
+                        }
+                        before = step_start;
+                        if data.len() == limit {
+                            break;
+                        }
+                        if step_start == Seq::ZERO {
+                            exhausted = true;
+                            break;
+                        }
+                    }
+                    if data.len() < limit && exhausted {
+                        next_cursor = None;
+                    }
+                }
+            }
+            let tag = match order {
+                Order::Asc => b'a',
+                Order::Desc => b'd',
+            };
+            let next_page = next_cursor.map(|seq| {
+                let mut bytes = vec![tag];
+                bytes.extend_from_slice(&seq.get().to_be_bytes());
+                encode_cursor("events", &bytes)
+            });
+            Ok(Page { data, next_page, prev_page: None })
+        })
+        .await?;
+    Ok(Json(page))
+}
+
+fn more_public_after(store: &SledStore, session: SessionId, after: Seq) -> Result<bool, ApiError> {
+    let mut from = after;
+    for _ in 0..MAX_LIST_STEPS {
+        let records = store.read(session, from, LIST_STEP)?;
+        let Some(last) = records.last() else { return Ok(false) };
+        for record in &records {
+            let entry = record.entry().map_err(ApiError::internal)?;
+            if entry.event.event_type().is_public() {
+                return Ok(true);
+            }
+        }
+        from = Seq::new(last.seq().get() + 1);
+    }
+    Ok(true)
+}
+
+/// Reads the stored session object of `id`, for handlers outside this module.
+pub fn session_of(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<StoredSession, ApiError> {
+    let (bytes, _) = sessions::load(store, tenant, id)?;
+    from_bytes(&bytes)
+}

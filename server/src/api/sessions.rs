@@ -1,0 +1,645 @@
+//! `/v1/sessions`: create (from an agent id, a pinned version, or with
+//! overrides; with initial events), retrieve, update, list (filters,
+//! bidirectional cursors), archive, delete.
+//!
+//! The session object is a resource (`(workspace, session id)`) holding what
+//! the API shows besides the log: the agent snapshot, environment, title,
+//! metadata, status. The session's events live in its log. Status is kept in
+//! the resource as an index of the log's status events, which only Logbook
+//! itself appends (so far: archive appends `session.status_terminated`).
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use logbook_core::event::{Event, SessionDeleted, SessionStatusTerminated, SessionUpdated};
+use logbook_core::{AgentId, EnvironmentId, Json as CoreJson, SessionId, Timestamp};
+use logbook_store::{Direction, ResourceKind, Resources, SledStore};
+
+use super::agents::{self, Agent};
+use super::environments::{self, EnvConfig};
+use super::error::ApiError;
+use super::events::{self, InputContext};
+use super::tools::{
+    self, McpServer, ModelConfig, ModelIn, Skill, SkillIn, Tool, check_mcp, resolve_skills, resolve_tools,
+};
+use super::wire::{
+    JsonBody, Order, Query, check_metadata, decode_cursor, double_option, encode_cursor, patch_metadata,
+};
+use super::{Page, from_bytes, parse_id, put_new, scan_page, to_bytes};
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+pub const MAX_INITIAL_EVENTS: usize = 50;
+pub const MAX_TITLE_CHARS: usize = 512;
+
+/// What is stored for a session. `to_wire` turns it into the API object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub id: SessionId,
+    pub status: Status,
+    pub environment_id: EnvironmentId,
+    pub agent: SessionAgent,
+    /// Whether `agent` came from an agent reference (its tools may be updated).
+    pub from_agent_ref: bool,
+    pub title: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub budget: Option<Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub archived_at: Option<Timestamp>,
+    pub terminated_at: Option<Timestamp>,
+    /// Whether the environment is self-hosted (decides `user.tool_result`).
+    pub self_hosted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Idle,
+    Running,
+    Rescheduling,
+    Terminated,
+}
+
+impl Status {
+    fn parse(raw: &str) -> Result<Status, ApiError> {
+        match raw {
+            "idle" => Ok(Status::Idle),
+            "running" => Ok(Status::Running),
+            "rescheduling" => Ok(Status::Rescheduling),
+            "terminated" => Ok(Status::Terminated),
+            other => Err(ApiError::invalid(format!(
+                "statuses: must be idle, running, rescheduling or terminated, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The agent snapshot a session runs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionAgent {
+    pub id: AgentId,
+    #[serde(rename = "type")]
+    pub object: String,
+    pub version: u32,
+    pub name: String,
+    pub description: Option<String>,
+    pub model: ModelConfig,
+    pub system: Option<String>,
+    pub tools: Vec<Tool>,
+    pub mcp_servers: Vec<McpServer>,
+    pub skills: Vec<Skill>,
+    pub execution_identity: Value,
+    pub multiagent: Option<Value>,
+}
+
+impl From<&Agent> for SessionAgent {
+    fn from(agent: &Agent) -> SessionAgent {
+        SessionAgent {
+            id: agent.id,
+            object: "agent".to_owned(),
+            version: agent.version,
+            name: agent.name.clone(),
+            description: agent.description.clone(),
+            model: agent.model.clone(),
+            system: agent.system.clone(),
+            tools: agent.tools.clone(),
+            mcp_servers: agent.mcp_servers.clone(),
+            skills: agent.skills.clone(),
+            execution_identity: agent.execution_identity.clone(),
+            multiagent: agent.multiagent.clone(),
+        }
+    }
+}
+
+impl StoredSession {
+    /// The API's Session object as of `now`.
+    pub fn to_wire(&self, now: Timestamp) -> Value {
+        let end = self.terminated_at.unwrap_or(now);
+        let duration = (end.unix_micros() - self.created_at.unix_micros()).max(0) as f64 / 1e6;
+        json!({
+            "id": self.id,
+            "type": "session",
+            "status": self.status,
+            "environment_id": self.environment_id,
+            "agent": self.agent,
+            "title": self.title,
+            "metadata": self.metadata,
+            "resources": [],
+            "vault_ids": [],
+            "outcome_evaluations": [],
+            "budget": self.budget,
+            "deployment_id": null,
+            "stats": {"active_seconds": 0.0, "duration_seconds": duration},
+            "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0},
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "archived_at": self.archived_at,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AgentRef {
+    Id(String),
+    Object(Box<AgentRefObject>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AgentRefObject {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    version: Option<u32>,
+    #[serde(default, deserialize_with = "double_option")]
+    model: Option<Option<ModelIn>>,
+    #[serde(default, deserialize_with = "double_option")]
+    system: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    tools: Option<Option<Vec<Value>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    mcp_servers: Option<Option<Vec<McpServer>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    skills: Option<Option<Vec<SkillIn>>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionCreate {
+    agent: AgentRef,
+    environment_id: String,
+    title: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    resources: Option<Vec<Value>>,
+    initial_events: Option<Vec<Value>>,
+    budget: Option<Value>,
+    vault_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionUpdate {
+    #[serde(default, deserialize_with = "double_option")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    metadata: Option<Option<Map<String, Value>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    budget: Option<Option<Value>>,
+    agent: Option<SessionAgentUpdate>,
+    vault_ids: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionAgentUpdate {
+    #[serde(default, deserialize_with = "double_option")]
+    tools: Option<Option<Vec<Value>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    mcp_servers: Option<Option<Vec<McpServer>>>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    JsonBody(body): JsonBody<SessionCreate>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(title) = &body.title {
+        tools::check_len(title, 0, MAX_TITLE_CHARS, "title")?;
+    }
+    let metadata = body.metadata.unwrap_or_default();
+    check_metadata(&metadata)?;
+    if body.resources.as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::invalid("resources: session resources are not supported by this server yet"));
+    }
+    if body.vault_ids.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::invalid("vault_ids: vaults are not supported by this server"));
+    }
+    let budget = body.budget.filter(|b| !b.is_null()).map(|b| check_budget(&b).map(|()| b)).transpose()?;
+    let initial = body.initial_events.unwrap_or_default();
+    if initial.len() > MAX_INITIAL_EVENTS {
+        return Err(ApiError::invalid(format!(
+            "initial_events: at most {MAX_INITIAL_EVENTS} events, got {}",
+            initial.len()
+        )));
+    }
+    let env_id = body.environment_id;
+    let agent_ref = body.agent;
+    let now = state.now();
+    let id = state.new_id(SessionId::from_parts);
+    let title = body.title;
+    let worker_state = state.clone();
+    let session = state
+        .blocking(move |store| {
+            let env_id: EnvironmentId = env_id.parse().map_err(|_| environments::not_found(&env_id))?;
+            let (_, env) = environments::load(store, &tenant, env_id)?;
+            if env.archived_at.is_some() {
+                return Err(ApiError::invalid(format!("environment {env_id} is archived and cannot start sessions"))
+                    .with_code("environment_archived"));
+            }
+            let (agent, from_agent_ref) = resolve_agent(store, &tenant, agent_ref)?;
+            let self_hosted = matches!(env.config, EnvConfig::SelfHosted {});
+            let session = StoredSession {
+                id,
+                status: Status::Idle,
+                environment_id: env_id,
+                agent,
+                from_agent_ref,
+                title,
+                metadata,
+                budget,
+                created_at: now,
+                updated_at: now,
+                archived_at: None,
+                terminated_at: None,
+                self_hosted,
+            };
+            // Validate every initial event before creating anything.
+            let inputs = events::parse_inputs(&initial, InputContext::Initial, &session, now)?;
+            put_new(store, ResourceKind::Session, &tenant.key(id.to_bytes()), &to_bytes(&session)?)?;
+            if !inputs.is_empty() {
+                events::append_inputs(&worker_state, store, &session, inputs)?;
+            }
+            Ok(session)
+        })
+        .await?;
+    Ok(Json(session.to_wire(now)))
+}
+
+fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Result<(SessionAgent, bool), ApiError> {
+    let parse = |raw: &str| -> Result<AgentId, ApiError> { raw.parse().map_err(|_| agent_not_found(raw)) };
+    match agent_ref {
+        AgentRef::Id(id) => {
+            let agent = agents::load_version(store, tenant, parse(&id)?, None)?;
+            check_not_archived(&agent)?;
+            Ok((SessionAgent::from(&agent), true))
+        }
+        AgentRef::Object(obj) => {
+            let agent = agents::load_version(store, tenant, parse(&obj.id)?, obj.version)?;
+            check_not_archived(&agent)?;
+            let mut snapshot = SessionAgent::from(&agent);
+            match obj.kind.as_str() {
+                "agent" => Ok((snapshot, true)),
+                "agent_with_overrides" => {
+                    match obj.model {
+                        None => {}
+                        Some(None) => {
+                            return Err(
+                                ApiError::invalid("agent.model: cannot be null").with_code("agent_model_required")
+                            );
+                        }
+                        // A model override runs at the model's default effort.
+                        Some(Some(model)) => snapshot.model = model.resolve(None)?,
+                    }
+                    if let Some(system) = obj.system {
+                        if let Some(system) = &system {
+                            tools::check_system(system)?;
+                        }
+                        snapshot.system = system.filter(|s| !s.is_empty());
+                    }
+                    if let Some(tools) = obj.tools {
+                        snapshot.tools = resolve_tools(&tools.unwrap_or_default())?;
+                    }
+                    if let Some(servers) = obj.mcp_servers {
+                        snapshot.mcp_servers = servers.unwrap_or_default();
+                    }
+                    if let Some(skills) = obj.skills {
+                        snapshot.skills = resolve_skills(skills.unwrap_or_default())?;
+                    }
+                    check_mcp(&snapshot.mcp_servers, &snapshot.tools)?;
+                    Ok((snapshot, true))
+                }
+                other => {
+                    Err(ApiError::invalid(format!("agent.type: must be agent or agent_with_overrides, got {other:?}")))
+                }
+            }
+        }
+    }
+}
+
+fn agent_not_found(raw: &str) -> ApiError {
+    ApiError::not_found(format!("agent {raw} not found")).with_code("agent_not_found")
+}
+
+fn check_not_archived(agent: &Agent) -> Result<(), ApiError> {
+    if agent.archived_at.is_some() {
+        return Err(ApiError::invalid(format!("agent {} is archived and cannot start sessions", agent.id)));
+    }
+    Ok(())
+}
+
+fn check_budget(budget: &Value) -> Result<(), ApiError> {
+    let ok = budget.get("type").and_then(Value::as_str) == Some("limit")
+        && budget
+            .pointer("/max_list_cost/amount")
+            .and_then(Value::as_str)
+            .is_some_and(|a| !a.is_empty() && a.len() <= 18 && a.bytes().all(|b| b.is_ascii_digit()))
+        && budget.pointer("/max_list_cost/currency").and_then(Value::as_str) == Some("USD");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "budget: must be {\"type\": \"limit\", \"max_list_cost\": {\"amount\": \"<minor units>\", \"currency\": \"USD\"}}",
+        ))
+    }
+}
+
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    let now = state.now();
+    let session = state.blocking(move |store| load(store, &tenant, id).map(|(_, s)| s)).await?;
+    Ok(Json(session.to_wire(now)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+    JsonBody(body): JsonBody<SessionUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    if body.vault_ids.is_some() {
+        return Err(ApiError::invalid("vault_ids: cannot be updated"));
+    }
+    let now = state.now();
+    let worker_state = state.clone();
+    let session = state
+        .blocking(move |store| {
+            let (current_bytes, current) = load(store, &tenant, id)?;
+            if current.archived_at.is_some() {
+                return Err(ApiError::invalid(format!("session {id} is archived")));
+            }
+            let mut next = current.clone();
+            let mut changes = SessionUpdated { agent: None, budget: None, metadata: None, title: None };
+            if let Some(title) = body.title {
+                if let Some(title) = &title {
+                    tools::check_len(title, 0, MAX_TITLE_CHARS, "title")?;
+                }
+                if title != current.title {
+                    changes.title = Some(title.clone());
+                    next.title = title;
+                }
+            }
+            if let Some(patch) = body.metadata {
+                let metadata = patch_metadata(&current.metadata, &patch.unwrap_or_default(), false)?;
+                if metadata != current.metadata {
+                    changes.metadata = Some(metadata.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect());
+                    next.metadata = metadata;
+                }
+            }
+            if let Some(budget) = body.budget {
+                match (&current.budget, budget) {
+                    (None, Some(_)) => {
+                        return Err(ApiError::invalid(
+                            "budget: a budget can only be set when the session is created (budget_create_only)",
+                        ));
+                    }
+                    (_, Some(budget)) => {
+                        check_budget(&budget)?;
+                        if Some(&budget) != current.budget.as_ref() {
+                            changes.budget = Some(Some(budget_event(&budget)?));
+                            next.budget = Some(budget);
+                        }
+                    }
+                    (Some(_), None) => {
+                        changes.budget = Some(None);
+                        next.budget = None;
+                    }
+                    (None, None) => {}
+                }
+            }
+            if let Some(agent) = body.agent {
+                if current.status == Status::Running {
+                    return Err(ApiError::invalid(
+                        "agent: the session is running; send user.interrupt and wait for idle before changing its tools",
+                    ));
+                }
+                if !current.from_agent_ref {
+                    return Err(ApiError::invalid("agent: only sessions created from an agent reference can change tools"));
+                }
+                if let Some(tools) = agent.tools {
+                    next.agent.tools = resolve_tools(&tools.unwrap_or_default())?;
+                }
+                if let Some(servers) = agent.mcp_servers {
+                    next.agent.mcp_servers = servers.unwrap_or_default();
+                }
+                check_mcp(&next.agent.mcp_servers, &next.agent.tools)?;
+                if next.agent != current.agent {
+                    changes.agent = Some(CoreJson::new(&serde_json::to_value(&next.agent).map_err(ApiError::internal)?));
+                }
+            }
+            if next == current {
+                return Ok(current);
+            }
+            next.updated_at = now;
+            swap(store, &tenant, id, &current_bytes, &next)?;
+            events::append_system(&worker_state, store, id, vec![Event::SessionUpdated(changes)])?;
+            Ok(next)
+        })
+        .await?;
+    Ok(Json(session.to_wire(now)))
+}
+
+fn budget_event(budget: &Value) -> Result<logbook_core::event::Budget, ApiError> {
+    serde_json::from_value(budget.clone()).map_err(|err| ApiError::invalid(format!("budget: {err}")))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    query: Query,
+) -> Result<Json<Page<Value>>, ApiError> {
+    let limit = query.limit(20, 100)?;
+    let order = query.order(Order::Desc)?;
+    let include_archived = query.flag("include_archived")?;
+    let range = query.time_range("created_at")?;
+    let statuses = query.all("statuses").into_iter().map(Status::parse).collect::<Result<Vec<_>, _>>()?;
+    let agent_id = match query.one("agent_id") {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<AgentId>().map_err(|_| ApiError::invalid(format!("agent_id: {raw:?} is not an agent id")))?,
+        ),
+    };
+    let agent_version = match query.one("agent_version") {
+        None => None,
+        Some(_) if agent_id.is_none() => return Err(ApiError::invalid("agent_version: requires agent_id")),
+        Some(raw) => Some(
+            raw.parse::<u32>().map_err(|_| ApiError::invalid(format!("agent_version: {raw:?} is not a version")))?,
+        ),
+    };
+    // Logbook has no deployments or memory stores: such filters match nothing.
+    let impossible = query.one("deployment_id").is_some() || query.one("memory_store_id").is_some();
+    let cursor = query.one("page").map(parse_session_cursor).transpose()?;
+    let now = state.now();
+    let page = state
+        .blocking(move |store| {
+            let keep = |bytes: &[u8]| -> Result<Option<StoredSession>, ApiError> {
+                let session: StoredSession = from_bytes(bytes)?;
+                let keep = !impossible
+                    && (include_archived || session.archived_at.is_none())
+                    && range.contains(session.created_at)
+                    && (statuses.is_empty() || statuses.contains(&session.status))
+                    && agent_id.is_none_or(|a| session.agent.id == a)
+                    && agent_version.is_none_or(|v| session.agent.version == v);
+                Ok(keep.then_some(session))
+            };
+            let forward = match order {
+                Order::Asc => Direction::Forward,
+                Order::Desc => Direction::Backward,
+            };
+            let backward = match forward {
+                Direction::Forward => Direction::Backward,
+                Direction::Backward => Direction::Forward,
+            };
+            let prefix = tenant.prefix();
+            let (items, next, prev) = match cursor {
+                None | Some((CursorWay::Next, _)) => {
+                    let after = cursor.map(|(_, key)| key);
+                    let had_cursor = after.is_some();
+                    let scanned = scan_page(store, ResourceKind::Session, &prefix, after, forward, limit, keep)?;
+                    let prev = match scanned.items.first() {
+                        Some((first, _)) if had_cursor => Some(first.clone()),
+                        _ => None,
+                    };
+                    (scanned.items, scanned.next, prev)
+                }
+                Some((CursorWay::Prev, before)) => {
+                    let scanned =
+                        scan_page(store, ResourceKind::Session, &prefix, Some(before), backward, limit, keep)?;
+                    let mut items = scanned.items;
+                    items.reverse();
+                    let next = items.last().map(|(key, _)| key.clone());
+                    let prev = scanned.next.and(items.first().map(|(key, _)| key.clone()));
+                    (items, next, prev)
+                }
+            };
+            Ok(Page {
+                data: items.iter().map(|(_, s)| s.to_wire(now)).collect(),
+                next_page: next.map(|key| encode_session_cursor(CursorWay::Next, order, &key)),
+                prev_page: Some(prev.map(|key| encode_session_cursor(CursorWay::Prev, order, &key))).flatten(),
+            })
+        })
+        .await?;
+    // Sessions always send prev_page, null on the first page.
+    Ok(Json(page))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorWay {
+    Next,
+    Prev,
+}
+
+fn encode_session_cursor(way: CursorWay, order: Order, key: &[u8]) -> String {
+    let mut bytes = vec![
+        match way {
+            CursorWay::Next => b'n',
+            CursorWay::Prev => b'p',
+        },
+        match order {
+            Order::Asc => b'a',
+            Order::Desc => b'd',
+        },
+    ];
+    bytes.extend_from_slice(key);
+    encode_cursor("sessions", &bytes)
+}
+
+fn parse_session_cursor(raw: &str) -> Result<(CursorWay, Vec<u8>), ApiError> {
+    let bytes = decode_cursor("sessions", raw)?;
+    let bad = || ApiError::invalid(format!("page: {raw:?} is not a cursor of this list"));
+    let (&way, rest) = bytes.split_first().ok_or_else(bad)?;
+    let (_, key) = rest.split_first().ok_or_else(bad)?;
+    let way = match way {
+        b'n' => CursorWay::Next,
+        b'p' => CursorWay::Prev,
+        _ => return Err(bad()),
+    };
+    Ok((way, key.to_vec()))
+}
+
+pub async fn archive(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    let now = state.now();
+    let worker_state = state.clone();
+    let session = state
+        .blocking(move |store| {
+            let (current_bytes, mut session) = load(store, &tenant, id)?;
+            if session.archived_at.is_some() {
+                return Ok(session);
+            }
+            if session.status == Status::Running {
+                return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
+            }
+            session.archived_at = Some(now);
+            session.updated_at = now;
+            session.status = Status::Terminated;
+            session.terminated_at.get_or_insert(now);
+            swap(store, &tenant, id, &current_bytes, &session)?;
+            events::append_system(
+                &worker_state,
+                store,
+                id,
+                vec![Event::SessionStatusTerminated(SessionStatusTerminated {})],
+            )?;
+            Ok(session)
+        })
+        .await?;
+    Ok(Json(session.to_wire(now)))
+}
+
+/// Deletes the session: it answers 404 from now on and `session.deleted` ends
+/// its streams. The records stay in the log (it is append-only); purging them
+/// is redaction's job.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_session_id(&session_id)?;
+    let worker_state = state.clone();
+    state
+        .blocking(move |store| {
+            let (current_bytes, session) = load(store, &tenant, id)?;
+            if session.status == Status::Running {
+                return Err(ApiError::conflict(format!("session {id} is running; interrupt it before deleting")));
+            }
+            match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(&current_bytes), None)? {
+                Ok(()) => {}
+                Err(_) => return Err(ApiError::conflict(format!("session {id} changed concurrently; retry"))),
+            }
+            events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])
+        })
+        .await?;
+    Ok(Json(json!({"id": id, "type": "session_deleted"})))
+}
+
+pub fn not_found(raw: &str) -> ApiError {
+    ApiError::not_found(format!("session {raw} not found")).with_code("session_not_found")
+}
+
+pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
+    parse_id::<SessionId>(raw, "session").map_err(|_| not_found(raw))
+}
+
+pub fn load(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<(Vec<u8>, StoredSession), ApiError> {
+    let bytes = store
+        .get_resource(ResourceKind::Session, &tenant.key(id.to_bytes()))?
+        .ok_or_else(|| not_found(&id.to_string()))?;
+    let session = from_bytes(&bytes)?;
+    Ok((bytes, session))
+}
+
+fn swap(store: &SledStore, tenant: &Tenant, id: SessionId, old: &[u8], new: &StoredSession) -> Result<(), ApiError> {
+    match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(old), Some(&to_bytes(new)?))? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(ApiError::conflict(format!("session {id} changed concurrently; retry"))),
+    }
+}

@@ -1,0 +1,193 @@
+//! `GET /v1/sessions/{id}/events/stream`: the session's events over SSE.
+//!
+//! Live from the moment of connecting (the SDK's recipe: open the stream, list
+//! the history, dedupe by id), or, with `Last-Event-ID`, from just after that
+//! event (an extension raw-HTTP clients need). Every frame has an `event:` line
+//! (the SDK drops frames without one) and persisted events an `id:` line. Idle
+//! streams send `event: ping`. The stream ends after `session.status_terminated`
+//! or `session.deleted`, and when the server shuts down.
+//!
+//! Memory per connection is bounded: the stream is pulled by the connection.
+//! Records are read from the store only when the socket takes more, in batches
+//! of at most [`STREAM_BATCH`], so a client that stops reading costs a
+//! subscription and one batch, and its kernel socket buffers; the TCP user
+//! timeout set on accepted sockets then closes it.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+
+use logbook_core::event::Event;
+use logbook_core::{EventId, Seq};
+use logbook_store::{Read, Subscribe, Subscription};
+
+use super::error::ApiError;
+use super::events::find_event;
+use super::sessions::{self, Status};
+use super::wire::Query;
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+/// Records read from the store per step of a stream.
+pub const STREAM_BATCH: usize = 64;
+/// Most `event_deltas[]` values.
+pub const MAX_EVENT_DELTAS: usize = 100;
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(session_id): Path<String>,
+    query: Query,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = sessions::parse_session_id(&session_id)?;
+    let deltas = query.all("event_deltas");
+    if deltas.len() > MAX_EVENT_DELTAS {
+        return Err(ApiError::invalid(format!("event_deltas: at most {MAX_EVENT_DELTAS} values")));
+    }
+    if let Some(bad) = deltas.iter().find(|d| **d != "agent.message" && **d != "agent.thinking") {
+        return Err(ApiError::invalid(format!("event_deltas: must be agent.message or agent.thinking, got {bad:?}")));
+    }
+    let last_event_id =
+        match headers.get("last-event-id").map(|v| v.to_str()) {
+            None => None,
+            Some(Ok("")) => None,
+            Some(Ok(raw)) => Some(raw.trim().parse::<EventId>().map_err(|_| {
+                ApiError::invalid(format!("Last-Event-ID: {raw:?} is not an event id of this session"))
+            })?),
+            Some(Err(_)) => return Err(ApiError::invalid("Last-Event-ID: not a valid header value")),
+        };
+    let (session, from) = state
+        .blocking(move |store| {
+            let (_, session) = sessions::load(store, &tenant, id)?;
+            let from = match last_event_id {
+                // Live only: start at the durable head as of now.
+                None => store.head(id)?.next,
+                Some(event_id) => match find_event(store, id, event_id)? {
+                    Some(_) => Seq::new(event_id.seq_hint().get() + 1),
+                    None => {
+                        return Err(ApiError::invalid(format!(
+                            "Last-Event-ID: {event_id} is not an event of session {id}"
+                        )));
+                    }
+                },
+            };
+            Ok((session, from))
+        })
+        .await?;
+    let subscription = state.store().subscribe(id, from);
+    let finished = session.status == Status::Terminated && last_event_id.is_none();
+    let body = events(subscription, state.clone(), finished);
+    let keep_alive =
+        KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));
+    let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
+    let headers = response.headers_mut();
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+struct StreamState {
+    subscription: Subscription,
+    pending: std::collections::VecDeque<SseEvent>,
+    state: AppState,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    done: bool,
+    _open: OpenStream,
+}
+
+/// Counts open streams for `/metrics`; decrements when the stream is dropped.
+struct OpenStream(AppState);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.metrics().sse_streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn events(
+    subscription: Subscription,
+    state: AppState,
+    finished: bool,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    state.metrics().sse_streams_open.fetch_add(1, Ordering::Relaxed);
+    let initial = StreamState {
+        subscription,
+        pending: std::collections::VecDeque::new(),
+        shutdown: state.shutdown(),
+        _open: OpenStream(state.clone()),
+        state,
+        done: finished,
+    };
+    stream::unfold(initial, |mut st| async move {
+        loop {
+            if let Some(event) = st.pending.pop_front() {
+                st.state.metrics().sse_events_sent.fetch_add(1, Ordering::Relaxed);
+                return Some((Ok(event), st));
+            }
+            if st.done || *st.shutdown.borrow() {
+                return None;
+            }
+            let batch = tokio::select! {
+                batch = st.subscription.next_batch(STREAM_BATCH) => batch,
+                _ = st.shutdown.changed() => return None,
+            };
+            match batch {
+                Ok(Some(records)) => {
+                    for record in records {
+                        match record.entry() {
+                            Ok(entry) => {
+                                let event_type = entry.event.event_type();
+                                if !event_type.is_public() {
+                                    continue;
+                                }
+                                let closes =
+                                    matches!(entry.event, Event::SessionStatusTerminated(_) | Event::SessionDeleted(_));
+                                match serde_json::to_string(&entry) {
+                                    Ok(json) => st.pending.push_back(
+                                        SseEvent::default()
+                                            .event(event_type.as_str())
+                                            .id(entry.id.to_string())
+                                            .data(json),
+                                    ),
+                                    Err(err) => {
+                                        st.pending.push_back(error_event(&format!("cannot encode event: {err}")));
+                                        st.done = true;
+                                    }
+                                }
+                                if closes {
+                                    st.done = true;
+                                    break;
+                                }
+                            }
+                            Err(err) => {
+                                tracing::error!(error = %err, "undecodable record on a stream");
+                                st.pending.push_back(error_event("an event of this session could not be read"));
+                                st.done = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(None) => return None,
+                Err(err) => {
+                    tracing::error!(error = %err, "stream read failed");
+                    st.pending.push_back(error_event(&ApiError::from(err).message));
+                    st.done = true;
+                }
+            }
+        }
+    })
+}
+
+/// An in-stream error the SDK raises as an `APIStatusError`.
+fn error_event(message: &str) -> SseEvent {
+    let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+    SseEvent::default().event("error").data(body.to_string())
+}

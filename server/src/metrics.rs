@@ -1,0 +1,90 @@
+//! Prometheus metrics at `/metrics`, in the text exposition format.
+//!
+//! A small fixed set of counters and gauges, labelled only by route template,
+//! method and status class (never by session or workspace id), so cardinality
+//! stays bounded by the route table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// (method, route, status) -> (count, total seconds).
+type RequestTable = BTreeMap<(String, String, u16), (u64, f64)>;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<RequestTable>,
+    pub events_appended: AtomicU64,
+    pub sse_streams_open: AtomicI64,
+    pub sse_events_sent: AtomicU64,
+    pub rate_limited: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        if let Ok(mut requests) = self.requests.lock() {
+            let entry = requests.entry((method.to_owned(), route.to_owned(), status)).or_insert((0, 0.0));
+            entry.0 += 1;
+            entry.1 += seconds;
+        }
+    }
+
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP logbook_http_requests_total HTTP requests answered.");
+        let _ = writeln!(out, "# TYPE logbook_http_requests_total counter");
+        let requests = self.requests.lock().map(|r| r.clone()).unwrap_or_default();
+        for ((method, route, status), (count, _)) in &requests {
+            let _ = writeln!(
+                out,
+                "logbook_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+            );
+        }
+        let _ = writeln!(out, "# HELP logbook_http_request_seconds_total Time spent answering HTTP requests.");
+        let _ = writeln!(out, "# TYPE logbook_http_request_seconds_total counter");
+        for ((method, route, status), (_, seconds)) in &requests {
+            let _ = writeln!(
+                out,
+                "logbook_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {seconds}"
+            );
+        }
+        let counters = [
+            (
+                "logbook_events_appended_total",
+                "counter",
+                "Events appended through the API.",
+                self.events_appended.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logbook_sse_streams_open",
+                "gauge",
+                "Open SSE event streams.",
+                self.sse_streams_open.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logbook_sse_events_sent_total",
+                "counter",
+                "Events written to SSE streams.",
+                self.sse_events_sent.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logbook_rate_limited_total",
+                "counter",
+                "Requests refused by rate limits.",
+                self.rate_limited.load(Ordering::Relaxed) as f64,
+            ),
+        ];
+        for (name, kind, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        for (name, help, value) in extra {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
