@@ -39,6 +39,8 @@ pub enum DecodeError {
     TrailingBytes { n_bytes: usize },
     #[error("the payload was redacted; only its digest remains")]
     Redacted,
+    #[error("not the canonical encoding of its value (an integer or map written in a non-canonical form)")]
+    NotCanonical,
 }
 
 /// Why a value did not encode. Only an oversized value can cause it.
@@ -56,8 +58,24 @@ pub fn encode_versioned<T: Encode>(format: u8, value: &T) -> Result<Vec<u8>, Enc
     Ok(out)
 }
 
-/// Decodes bytes written by [`encode_versioned`] with the same format byte.
-pub fn decode_versioned<T: Decode<()>>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
+/// Decodes bytes written by [`encode_versioned`] with the same format byte,
+/// accepting only the canonical encoding of the decoded value.
+///
+/// bincode accepts integers written longer than needed (`fb 02 00` for 2) and
+/// map keys out of order or repeated, so several byte strings decode to one
+/// value. The chain hashes bytes, so a second encoding would be a second
+/// identity for one event: the decoded value is re-encoded and must give back
+/// exactly the input.
+pub fn decode_versioned<T: Decode<()> + Encode>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
+    let value = decode_versioned_lenient::<T>(format, bytes)?;
+    let reencoded = encode_versioned(format, &value).map_err(|err| DecodeError::Malformed { reason: err.reason })?;
+    if reencoded != bytes {
+        return Err(DecodeError::NotCanonical);
+    }
+    Ok(value)
+}
+
+fn decode_versioned_lenient<T: Decode<()>>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
     let (&found, payload) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if found != format {
         return Err(DecodeError::UnknownFormat { found, supported: format });
@@ -68,4 +86,29 @@ pub fn decode_versioned<T: Decode<()>>(format: u8, bytes: &[u8]) -> Result<T, De
         return Err(DecodeError::TrailingBytes { n_bytes: payload.len() - n_read });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlong_integers_are_not_canonical() {
+        // 2 as a one-byte varint is canonical; `fb 02 00` (u16 form) decodes to
+        // the same value and must be refused. Found by the decode_record fuzzer.
+        assert_eq!(decode_versioned::<u64>(7, &[7, 0x02]), Ok(2));
+        assert_eq!(decode_versioned::<u64>(7, &[7, 0xfb, 0x02, 0x00]), Err(DecodeError::NotCanonical));
+    }
+
+    #[test]
+    fn unsorted_or_repeated_map_keys_are_not_canonical() {
+        use std::collections::BTreeMap;
+        let sorted = encode_versioned(9, &BTreeMap::from([("a".to_owned(), 1u8), ("b".to_owned(), 2u8)])).unwrap();
+        assert!(decode_versioned::<BTreeMap<String, u8>>(9, &sorted).is_ok());
+        // Same pairs, keys swapped.
+        let swapped = [9, 2, 1, b'b', 2, 1, b'a', 1];
+        assert_eq!(decode_versioned::<BTreeMap<String, u8>>(9, &swapped), Err(DecodeError::NotCanonical));
+        let repeated = [9, 2, 1, b'a', 1, 1, b'a', 2];
+        assert_eq!(decode_versioned::<BTreeMap<String, u8>>(9, &repeated), Err(DecodeError::NotCanonical));
+    }
 }

@@ -5,7 +5,8 @@
 //! to the previous stored hash, stored hash equal to the computed one, and
 //! optionally that the entry decodes. After a break it re-anchors on what is
 //! stored, so independent damage is reported where it is: a flipped bit in
-//! record n gives a break at n and nowhere else. The result is a [`Report`],
+//! record n gives its first break at n (a flip in n's stored hash also breaks
+//! the link to n+1, reported at n+1). The result is a [`Report`],
 //! a value, never a panic.
 
 use serde::Serialize;

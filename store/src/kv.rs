@@ -102,12 +102,24 @@ impl<E: Engine> Resources for LogStore<E> {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
-        let (mut start, mut end) = prefix_range(&keys::resource_key(kind, prefix));
+        let full_prefix = keys::resource_key(kind, prefix);
+        let (mut start, mut end) = prefix_range(&full_prefix);
         if let Some(after) = after {
-            let cursor = Bound::Excluded(keys::resource_key(kind, after));
+            // The cursor narrows the prefix range; it can never widen it, so a
+            // crafted cursor cannot reach keys outside the prefix (another
+            // tenant's objects).
+            let cursor = keys::resource_key(kind, after);
+            let past_end = match &end {
+                Bound::Excluded(limit) => cursor >= *limit,
+                Bound::Included(_) | Bound::Unbounded => false,
+            };
             match direction {
-                Direction::Forward => start = cursor,
-                Direction::Backward => end = cursor,
+                Direction::Forward if cursor < full_prefix => {}
+                Direction::Forward if past_end => return Ok(Vec::new()),
+                Direction::Forward => start = Bound::Excluded(cursor),
+                Direction::Backward if cursor < full_prefix => return Ok(Vec::new()),
+                Direction::Backward if past_end => {}
+                Direction::Backward => end = Bound::Excluded(cursor),
             }
         }
         let pairs = self.inner.engine.range(Tree::Resources, (start, end), direction, limit.min(MAX_READ_RECORDS))?;

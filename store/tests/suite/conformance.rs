@@ -228,6 +228,16 @@ pub(crate) fn resources_compare_and_swap<F: Fixture>(fixture: F) {
     assert_eq!(backward.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b"a1".to_vec(), b"a0".to_vec()]);
     assert_eq!(store.scan_resources(kind, b"a", Some(b"a1"), Direction::Backward, 10).unwrap().len(), 1);
     assert!(store.scan_resources(kind, b"b", None, Direction::Forward, 10).unwrap().is_empty());
+    // A cursor outside the prefix never widens the scan beyond it.
+    for cursor in [&b"\x00"[..], b"zzzz", b"\xff\xff"] {
+        for direction in [Direction::Forward, Direction::Backward] {
+            let got = store.scan_resources(kind, b"a", Some(cursor), direction, 10).unwrap();
+            assert!(got.iter().all(|(k, _)| k.starts_with(b"a")), "{cursor:?} {direction:?}: {got:?}");
+        }
+    }
+    store.swap_resource(kind, b"b0", None, Some(b"other")).unwrap().unwrap();
+    assert_eq!(store.scan_resources(kind, b"a", Some(b"a1"), Direction::Forward, 10).unwrap(), vec![]);
+    assert_eq!(store.scan_resources(kind, b"b", Some(b"a"), Direction::Backward, 10).unwrap(), vec![]);
     assert_eq!(store.swap_resource(kind, b"a1", Some(&long), None).unwrap(), Ok(()));
     assert_eq!(store.get_resource(kind, b"a1").unwrap(), None);
 }
