@@ -24,5 +24,8 @@ cargo test --workspace --doc --locked
 step "fuzz (${LOGBOOK_FUZZ_SECONDS:-30} s per target)"
 ./scripts/fuzz.sh
 
+step "official SDK conformance (anthropic==2.14.0)"
+./scripts/sdk-tests.sh
+
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast

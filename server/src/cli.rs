@@ -19,9 +19,9 @@ use crate::ratelimit::RateLimits;
 use crate::state::{AppState, Config};
 use crate::tenancy;
 
-/// How long the kernel keeps unacknowledged data on a connection before
-/// closing it: cuts off SSE clients that stopped reading.
-pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the kernel keeps unacknowledged data (or a zero receive window) on
+/// a connection before aborting it: cuts off SSE clients that stopped reading.
+pub const DEFAULT_TCP_USER_TIMEOUT_SECS: u64 = 60;
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
@@ -54,6 +54,9 @@ enum Command {
         /// Seconds between SSE pings on idle streams.
         #[arg(long, default_value_t = 15)]
         sse_ping_secs: u64,
+        /// Seconds a connection may leave sent data unread before it is cut off.
+        #[arg(long, default_value_t = DEFAULT_TCP_USER_TIMEOUT_SECS)]
+        tcp_user_timeout_secs: u64,
     },
     /// Verify every session's hash chain, every head and every blob.
     Verify {
@@ -97,13 +100,13 @@ enum KeysCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Serve { listen, data, cache_mib, rate_create, rate_read, sse_ping_secs } => {
+        Command::Serve { listen, data, cache_mib, rate_create, rate_read, sse_ping_secs, tcp_user_timeout_secs } => {
             let config = Config {
                 rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
                 sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
                 ..Config::default()
             };
-            serve(listen, &data, cache_mib, config)
+            serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)))
         }
         Command::Verify { data, json } => verify(&data, json),
         Command::Keys { command } => keys(command),
@@ -157,7 +160,13 @@ fn bootstrap_key(store: &SledStore, clock: &dyn Clock) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(listen: SocketAddr, data: &Path, cache_mib: u64, config: Config) -> anyhow::Result<ExitCode> {
+fn serve(
+    listen: SocketAddr,
+    data: &Path,
+    cache_mib: u64,
+    config: Config,
+    tcp_user_timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOGBOOK_LOG")
@@ -178,12 +187,14 @@ fn serve(listen: SocketAddr, data: &Path, cache_mib: u64, config: Config) -> any
         let state = AppState::new(store, clock, config, shutdown_rx);
         eprintln!("logbook: serving on http://{local} with data in {}", data.display());
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(TimeoutListener(listener), app(state)).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            eprintln!("logbook: shutting down: finishing in-flight requests, closing streams");
-            let _ = shutdown_tx.send(true);
-            let _ = fired_tx.send(());
-        });
+        let server = axum::serve(TimeoutListener { listener, tcp_user_timeout }, app(state)).with_graceful_shutdown(
+            async move {
+                shutdown_signal().await;
+                eprintln!("logbook: shutting down: finishing in-flight requests, closing streams");
+                let _ = shutdown_tx.send(true);
+                let _ = fired_tx.send(());
+            },
+        );
         let grace = async {
             if fired_rx.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -204,7 +215,10 @@ fn serve(listen: SocketAddr, data: &Path, cache_mib: u64, config: Config) -> any
 }
 
 /// A listener that sets `TCP_USER_TIMEOUT` on every accepted connection.
-struct TimeoutListener(tokio::net::TcpListener);
+struct TimeoutListener {
+    listener: tokio::net::TcpListener,
+    tcp_user_timeout: Duration,
+}
 
 impl axum::serve::Listener for TimeoutListener {
     type Io = tokio::net::TcpStream;
@@ -212,10 +226,10 @@ impl axum::serve::Listener for TimeoutListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.0.accept().await {
+            match self.listener.accept().await {
                 Ok((stream, addr)) => {
                     let sock = socket2::SockRef::from(&stream);
-                    let _ = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+                    let _ = sock.set_tcp_user_timeout(Some(self.tcp_user_timeout));
                     let _ = stream.set_nodelay(true);
                     return (stream, addr);
                 }
@@ -229,7 +243,7 @@ impl axum::serve::Listener for TimeoutListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
+        self.listener.local_addr()
     }
 }
 

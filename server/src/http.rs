@@ -105,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_doc))
         .merge(api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -141,6 +142,12 @@ async fn openapi_doc() -> Json<Value> {
     Json(openapi::document(&routes()))
 }
 
+async fn method_not_allowed(request: Request) -> ApiError {
+    let mut err = ApiError::invalid(format!("{} is not allowed on {}", request.method(), request.uri().path()));
+    err.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    err
+}
+
 async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
 }
@@ -148,7 +155,7 @@ async fn not_found(request: Request) -> ApiError {
 /// Request ids, error envelopes with the id, metrics, logs.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = state.new_id(|ms, random| format!("req_{}", ulid_text(ms, random)));
+    let request_id = state.new_id(state.now(), |ms, random| format!("req_{}", ulid_text(ms, random)));
     let method = request.method().clone();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());

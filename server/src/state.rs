@@ -50,12 +50,27 @@ struct Inner {
     limiter: RateLimiter,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
+    /// The millisecond and random part of the last id made, for monotonic ids.
+    last_id: std::sync::Mutex<(u64, u128)>,
 }
+
+/// The 80 random bits of a ULID.
+const RANDOM_MASK: u128 = (1 << 80) - 1;
 
 impl AppState {
     pub fn new(store: SledStore, clock: Arc<dyn Clock>, config: Config, shutdown: watch::Receiver<bool>) -> AppState {
         let limiter = RateLimiter::new(config.rate_limits);
-        AppState { inner: Arc::new(Inner { store, clock, config, limiter, metrics: Metrics::default(), shutdown }) }
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                limiter,
+                metrics: Metrics::default(),
+                shutdown,
+                last_id: std::sync::Mutex::new((0, 0)),
+            }),
+        }
     }
 
     pub fn store(&self) -> &SledStore {
@@ -83,10 +98,22 @@ impl AppState {
         self.inner.clock.now()
     }
 
-    /// A fresh id: the current millisecond and 80 random bits.
-    pub fn new_id<T>(&self, make: fn(u64, u128) -> T) -> T {
-        let ms = u64::try_from(self.now().unix_ms()).unwrap_or(0);
-        make(ms, rand::rng().random::<u128>())
+    /// A fresh id for an object created at `now`: ids sort by creation, also
+    /// within one millisecond (the random part then counts up), so lists in id
+    /// order are lists in creation order.
+    pub fn new_id<T>(&self, now: Timestamp, make: fn(u64, u128) -> T) -> T {
+        let ms = u64::try_from(now.unix_ms()).unwrap_or(0);
+        let Ok(mut last) = self.inner.last_id.lock() else {
+            return make(ms, rand::rng().random::<u128>() & RANDOM_MASK);
+        };
+        let (id_ms, random) = if ms > last.0 {
+            // Leave headroom so increments within the millisecond cannot overflow.
+            (ms, rand::rng().random::<u128>() & (RANDOM_MASK >> 1))
+        } else {
+            (last.0, (last.1 + 1) & RANDOM_MASK)
+        };
+        *last = (id_ms, random);
+        make(id_ms, random)
     }
 
     /// The id of the event that will be stored at `seq`.

@@ -20,7 +20,7 @@ use super::tools::{
     self, McpServer, ModelConfig, ModelIn, Skill, SkillIn, Tool, check_mcp, check_name, check_system, resolve_skills,
     resolve_tools,
 };
-use super::wire::{JsonBody, Query, check_metadata, decode_cursor, double_option, encode_cursor, patch_metadata};
+use super::wire::{JsonBody, Query, check_metadata, decode_owned_cursor, double_option, encode_cursor, patch_metadata};
 use super::{Page, from_bytes, parse_id, put_new, scan_page, to_bytes};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -105,7 +105,7 @@ pub async fn create(
     check_metadata(&metadata)?;
     let now = state.now();
     let agent = Agent {
-        id: state.new_id(AgentId::from_parts),
+        id: state.new_id(now, AgentId::from_parts),
         object: "agent".to_owned(),
         name: body.name,
         description: body.description.filter(|d| !d.is_empty()),
@@ -116,7 +116,7 @@ pub async fn create(
         skills: resolve_skills(body.skills.unwrap_or_default())?,
         metadata,
         execution_identity: tools::resolve_execution_identity(body.execution_identity)?,
-        multiagent: body.multiagent.filter(|m| !m.is_null()),
+        multiagent: tools::resolve_multiagent(body.multiagent)?,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -231,7 +231,7 @@ fn apply_update(current: &Agent, body: AgentUpdate) -> Result<Agent, ApiError> {
         next.metadata = patch_metadata(&current.metadata, &patch.unwrap_or_default(), false)?;
     }
     if let Some(multiagent) = body.multiagent {
-        next.multiagent = multiagent.filter(|m| !m.is_null());
+        next.multiagent = tools::resolve_multiagent(multiagent)?;
     }
     if let Some(identity) = body.execution_identity {
         next.execution_identity = tools::resolve_execution_identity(identity)?;
@@ -247,7 +247,7 @@ pub async fn list(
     let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
     let include_archived = query.flag("include_archived")?;
     let range = query.time_range("created_at")?;
-    let after = query.one("page").map(|page| decode_cursor("agents", page)).transpose()?;
+    let after = query.one("page").map(|page| decode_owned_cursor("agents", page, &tenant.prefix())).transpose()?;
     let page = state
         .blocking(move |store| {
             // Newest first.
@@ -301,7 +301,8 @@ pub async fn versions(
 ) -> Result<Json<Page<Agent>>, ApiError> {
     let id = parse_id::<AgentId>(&agent_id, "agent")?;
     let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
-    let after = query.one("page").map(|page| decode_cursor("versions", page)).transpose()?;
+    let after =
+        query.one("page").map(|page| decode_owned_cursor("versions", page, &tenant.key(id.to_bytes()))).transpose()?;
     let page = state
         .blocking(move |store| {
             // 404 for an agent of another workspace, like any missing one.

@@ -15,7 +15,7 @@ use logbook_store::{Direction, ResourceKind, Resources, SledStore};
 
 use super::error::ApiError;
 use super::tools::check_len;
-use super::wire::{JsonBody, Query, check_metadata, decode_cursor, double_option, encode_cursor, patch_metadata};
+use super::wire::{JsonBody, Query, check_metadata, decode_owned_cursor, double_option, encode_cursor, patch_metadata};
 use super::{Page, from_bytes, parse_id, put_new, scan_page, to_bytes};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -120,7 +120,7 @@ pub async fn create(
     let config = resolve_config(body.config.as_ref(), None)?;
     let now = state.now();
     let env = Environment {
-        id: state.new_id(EnvironmentId::from_parts),
+        id: state.new_id(now, EnvironmentId::from_parts),
         object: "environment".to_owned(),
         name: body.name,
         description: body.description,
@@ -213,7 +213,7 @@ pub async fn list(
 ) -> Result<Json<Page<Environment>>, ApiError> {
     let limit = query.limit(20, 100)?;
     let include_archived = query.flag("include_archived")?;
-    let after = query.one("page").map(|page| decode_cursor("envs", page)).transpose()?;
+    let after = query.one("page").map(|page| decode_owned_cursor("envs", page, &tenant.prefix())).transpose()?;
     let page = state
         .blocking(move |store| {
             let scanned = scan_page(

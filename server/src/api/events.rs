@@ -37,10 +37,11 @@ const LIST_STEP: usize = 1000;
 const MAX_LIST_STEPS: usize = 32;
 pub const MAX_RUBRIC_CHARS: usize = 262_144;
 
-/// Where input events come from: a send request or `initial_events`.
+/// Where input events come from: a send request (noting whether the session
+/// is idle waiting for tool results or confirmations) or `initial_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputContext {
-    Send,
+    Send { requires_action: bool },
     Initial,
 }
 
@@ -69,7 +70,8 @@ pub async fn send(
             if session.archived_at.is_some() || session.status == Status::Terminated {
                 return Err(ApiError::invalid(format!("session {id} is archived or terminated and accepts no events")));
             }
-            let inputs = parse_inputs(&body.events, InputContext::Send, &session, worker_state.now())?;
+            let context = InputContext::Send { requires_action: requires_action(store, id)? };
+            let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
             check_references(store, &session, &inputs)?;
             append_inputs(&worker_state, store, &session, inputs)
         })
@@ -89,7 +91,7 @@ pub fn parse_inputs(
     let mut n_outcomes = 0;
     for (idx, value) in raw.iter().enumerate() {
         let field = match context {
-            InputContext::Send => format!("events[{idx}]"),
+            InputContext::Send { .. } => format!("events[{idx}]"),
             InputContext::Initial => format!("initial_events[{idx}]"),
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
@@ -158,11 +160,17 @@ pub fn parse_inputs(
                         "{field}: system.message must be the last event of the request"
                     )));
                 }
-                let follows = idx > 0
-                    && raw[idx - 1]
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .is_some_and(|t| matches!(t, "user.message" | "user.tool_result" | "user.custom_tool_result"));
+                let previous = if idx > 0 { raw[idx - 1].get("type").and_then(Value::as_str) } else { None };
+                // While the session waits on tool calls, a system message may only
+                // accompany a tool result.
+                if context == (InputContext::Send { requires_action: true })
+                    && !matches!(previous, Some("user.tool_result" | "user.custom_tool_result"))
+                {
+                    return Err(ApiError::invalid(format!(
+                        "{field}: while the session waits for tool results (requires_action), system.message must directly follow a user.tool_result or user.custom_tool_result"
+                    )));
+                }
+                let follows = matches!(previous, Some("user.message" | "user.tool_result" | "user.custom_tool_result"));
                 if !follows {
                     return Err(ApiError::invalid(format!(
                         "{field}: system.message must directly follow a user.message, user.tool_result or user.custom_tool_result in the same request"
@@ -289,6 +297,36 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
         }
     }
     Ok(())
+}
+
+/// Whether the session's latest status is idle with `requires_action`.
+fn requires_action(store: &SledStore, session: SessionId) -> Result<bool, ApiError> {
+    let statuses = [
+        EventType::SessionStatusIdle,
+        EventType::SessionStatusRunning,
+        EventType::SessionStatusRescheduled,
+        EventType::SessionStatusTerminated,
+    ];
+    let mut before = store.head(session)?.next;
+    for _ in 0..MAX_LIST_STEPS {
+        let records = store.read_before(session, before, LIST_STEP)?;
+        let Some(first) = records.first() else { return Ok(false) };
+        let first_seq = first.seq();
+        for record in records.iter().rev() {
+            let entry = record.entry().map_err(ApiError::internal)?;
+            if statuses.contains(&entry.event.event_type()) {
+                return Ok(matches!(
+                    entry.event,
+                    Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
+                        stop_reason: logbook_core::event::StopReason::RequiresAction { .. },
+                        ..
+                    })
+                ));
+            }
+        }
+        before = first_seq;
+    }
+    Ok(false)
 }
 
 /// The entry with this id in the session's log, found through the seq its id carries.
@@ -489,6 +527,29 @@ pub async fn list(
                     }
                     if data.len() < limit && exhausted {
                         next_cursor = None;
+                    }
+                    // A full page: send a cursor only if an older matching event exists.
+                    if data.len() == limit
+                        && let Some(before) = next_cursor
+                    {
+                        let mut more = false;
+                        let mut probe = before;
+                        for _ in 0..MAX_LIST_STEPS {
+                            let records = store.read_before(id, probe, LIST_STEP)?;
+                            let Some(first) = records.first() else { break };
+                            let first_seq = first.seq();
+                            if records.iter().map(&keep).any(|r| matches!(r, Ok(Some(_)))) {
+                                more = true;
+                                break;
+                            }
+                            if first_seq == Seq::ZERO {
+                                break;
+                            }
+                            probe = first_seq;
+                        }
+                        if !more {
+                            next_cursor = None;
+                        }
                     }
                 }
             }

@@ -27,7 +27,7 @@ use super::tools::{
 use super::wire::{
     JsonBody, Order, Query, check_metadata, decode_cursor, double_option, encode_cursor, patch_metadata,
 };
-use super::{Page, from_bytes, parse_id, put_new, scan_page, to_bytes};
+use super::{from_bytes, parse_id, put_new, scan_page, to_bytes};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 
@@ -225,7 +225,7 @@ pub async fn create(
     let env_id = body.environment_id;
     let agent_ref = body.agent;
     let now = state.now();
-    let id = state.new_id(SessionId::from_parts);
+    let id = state.new_id(now, SessionId::from_parts);
     let title = body.title;
     let worker_state = state.clone();
     let session = state
@@ -451,7 +451,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     query: Query,
-) -> Result<Json<Page<Value>>, ApiError> {
+) -> Result<Json<SessionPage>, ApiError> {
     let limit = query.limit(20, 100)?;
     let order = query.order(Order::Desc)?;
     let include_archived = query.flag("include_archived")?;
@@ -472,7 +472,7 @@ pub async fn list(
     };
     // Logbook has no deployments or memory stores: such filters match nothing.
     let impossible = query.one("deployment_id").is_some() || query.one("memory_store_id").is_some();
-    let cursor = query.one("page").map(parse_session_cursor).transpose()?;
+    let cursor = query.one("page").map(|raw| parse_session_cursor(raw, order, &tenant)).transpose()?;
     let now = state.now();
     let page = state
         .blocking(move |store| {
@@ -516,15 +516,23 @@ pub async fn list(
                     (items, next, prev)
                 }
             };
-            Ok(Page {
+            Ok(SessionPage {
                 data: items.iter().map(|(_, s)| s.to_wire(now)).collect(),
                 next_page: next.map(|key| encode_session_cursor(CursorWay::Next, order, &key)),
-                prev_page: Some(prev.map(|key| encode_session_cursor(CursorWay::Prev, order, &key))).flatten(),
+                prev_page: prev.map(|key| encode_session_cursor(CursorWay::Prev, order, &key)),
             })
         })
         .await?;
-    // Sessions always send prev_page, null on the first page.
     Ok(Json(page))
+}
+
+/// The sessions list pages both ways and always sends `prev_page` (null on
+/// the first page).
+#[derive(Debug, Serialize)]
+pub struct SessionPage {
+    pub data: Vec<Value>,
+    pub next_page: Option<String>,
+    pub prev_page: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -548,16 +556,28 @@ fn encode_session_cursor(way: CursorWay, order: Order, key: &[u8]) -> String {
     encode_cursor("sessions", &bytes)
 }
 
-fn parse_session_cursor(raw: &str) -> Result<(CursorWay, Vec<u8>), ApiError> {
+fn parse_session_cursor(raw: &str, order: Order, tenant: &Tenant) -> Result<(CursorWay, Vec<u8>), ApiError> {
     let bytes = decode_cursor("sessions", raw)?;
-    let bad = || ApiError::invalid(format!("page: {raw:?} is not a cursor of this list"));
+    let bad = || ApiError::invalid(format!("page: {raw:?} is not a cursor this list returned"));
     let (&way, rest) = bytes.split_first().ok_or_else(bad)?;
-    let (_, key) = rest.split_first().ok_or_else(bad)?;
+    let (&cursor_order, key) = rest.split_first().ok_or_else(bad)?;
     let way = match way {
         b'n' => CursorWay::Next,
         b'p' => CursorWay::Prev,
         _ => return Err(bad()),
     };
+    let expected = match order {
+        Order::Asc => b'a',
+        Order::Desc => b'd',
+    };
+    if cursor_order != expected {
+        return Err(ApiError::invalid(
+            "page: this cursor belongs to the other order; keep the order of the first page",
+        ));
+    }
+    if !key.starts_with(&tenant.prefix()) {
+        return Err(bad());
+    }
     Ok((way, key.to_vec()))
 }
 

@@ -180,7 +180,7 @@ pub struct SkillIn {
 
 /// Resolves and validates a request's `tools` array.
 pub fn resolve_tools(raw: &[Value]) -> Result<Vec<Tool>, ApiError> {
-    let mut tools = Vec::with_capacity(raw.len());
+    let mut tools: Vec<Tool> = Vec::with_capacity(raw.len());
     let mut custom_names = BTreeSet::new();
     let mut n_tools = 0usize;
     let mut has_builtin_toolset = false;
@@ -279,7 +279,101 @@ pub fn resolve_tools(raw: &[Value]) -> Result<Vec<Tool>, ApiError> {
     if n_tools > MAX_TOOLS {
         return Err(ApiError::invalid(format!("tools: at most {MAX_TOOLS} tools across all toolsets, got {n_tools}")));
     }
+    // url_sources.client_tool_results may only name this agent's custom tools.
+    for (idx, tool) in tools.iter_mut().enumerate() {
+        if let Tool::AgentToolset { configs, .. } = tool {
+            for (cfg_idx, cfg) in configs.iter_mut().enumerate() {
+                if let Some(sources) = cfg.extra.get_mut("url_sources") {
+                    let field = format!("tools[{idx}].configs[{cfg_idx}].url_sources");
+                    *sources = resolve_url_sources(sources, &custom_names, &field)?;
+                }
+            }
+        }
+    }
     Ok(tools)
+}
+
+/// Resolves `url_sources` to its object form and checks the tool references.
+fn resolve_url_sources(value: &Value, custom_names: &BTreeSet<String>, field: &str) -> Result<Value, ApiError> {
+    if value.is_null() {
+        return Ok(Value::Null);
+    }
+    let object = value.as_object().ok_or_else(|| ApiError::invalid(format!("{field}: must be an object")))?;
+    let mut out = Map::new();
+    let mut n_none = 0;
+    for key in object.keys() {
+        if !["user_input", "client_tool_results", "server_tool_results"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(format!("{field}.{key}: not a url source")));
+        }
+    }
+    for key in ["user_input", "client_tool_results", "server_tool_results"] {
+        let Some(filter) = object.get(key).filter(|v| !v.is_null()) else { continue };
+        let sub_field = format!("{field}.{key}");
+        let kind = match filter {
+            Value::String(kind) => kind.clone(),
+            Value::Object(obj) => obj.get("type").and_then(Value::as_str).unwrap_or("").to_owned(),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) => String::new(),
+        };
+        let resolved = match kind.as_str() {
+            "all" | "none" => {
+                if kind == "none" {
+                    n_none += 1;
+                }
+                serde_json::json!({"type": kind})
+            }
+            "only" | "except" if key != "user_input" => {
+                let tools = filter
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| ApiError::invalid(format!("{sub_field}.tools: required with {kind}")))?;
+                if tools.is_empty() || tools.len() > 128 {
+                    return Err(ApiError::invalid(format!("{sub_field}.tools: 1 to 128 tool references")));
+                }
+                let mut names = BTreeSet::new();
+                for tool in tools {
+                    let name =
+                        match (tool.get("type").and_then(Value::as_str), tool.get("name").and_then(Value::as_str)) {
+                            (Some("tool_reference"), Some(name)) => name,
+                            _ => {
+                                return Err(ApiError::invalid(format!(
+                                    "{sub_field}.tools: each entry is {{\"type\": \"tool_reference\", \"name\": ...}}"
+                                )));
+                            }
+                        };
+                    if !names.insert(name.to_owned()) {
+                        return Err(ApiError::invalid(format!("{sub_field}.tools: {name:?} is listed twice")));
+                    }
+                    let known = if key == "server_tool_results" {
+                        name == "web_search" || name == "web_fetch"
+                    } else {
+                        custom_names.contains(name)
+                    };
+                    if !known {
+                        return Err(ApiError::invalid(format!(
+                            "{sub_field}.tools: {name:?} is not {}",
+                            if key == "server_tool_results" {
+                                "web_search or web_fetch"
+                            } else {
+                                "a custom tool of this agent"
+                            }
+                        )));
+                    }
+                }
+                serde_json::json!({"type": kind, "tools": tools})
+            }
+            _ => {
+                let allowed = if key == "user_input" { "all or none" } else { "all, none, only or except" };
+                return Err(ApiError::invalid(format!("{sub_field}: must be {allowed}")));
+            }
+        };
+        out.insert(key.to_owned(), resolved);
+    }
+    if n_none == 3 {
+        return Err(ApiError::invalid(format!(
+            "{field}: setting all three sources to none disables the tool; use enabled: false"
+        )));
+    }
+    Ok(Value::Object(out))
 }
 
 /// Checks that MCP servers and MCP toolsets reference each other one to one.
@@ -484,12 +578,157 @@ fn check_tool_extras(name: &str, extra: &Map<String, Value>, field: &str) -> Res
             if items.is_empty() || items.len() > MAX_DOMAINS {
                 return Err(ApiError::invalid(format!("{field}.{key}: 1 to {MAX_DOMAINS} domains")));
             }
-            if !items.iter().all(|d| d.as_str().is_some_and(|d| !d.is_empty() && d.len() <= 253)) {
-                return Err(ApiError::invalid(format!("{field}.{key}: every entry must be a hostname")));
+            for item in items {
+                let domain = item.as_str().unwrap_or("");
+                // web_search accepts a path suffix (example.com/docs); web_fetch plain hostnames only.
+                let (host, path) = match domain.split_once('/') {
+                    Some((host, path)) if name == "web_search" => (host, Some(path)),
+                    Some(_) => ("", None),
+                    None => (domain, None),
+                };
+                let path_ok =
+                    path.is_none_or(|p| !p.is_empty() && !p.chars().any(|c| c.is_whitespace() || c.is_control()));
+                if !is_hostname(host) || !path_ok {
+                    return Err(ApiError::invalid(format!(
+                        "{field}.{key}: {domain:?} is not a plain hostname{}",
+                        if name == "web_search" { " (optionally with a /path)" } else { "" }
+                    )));
+                }
             }
         }
     }
+    if let Some(location) = extra.get("user_location").filter(|v| !v.is_null()) {
+        let sub_field = format!("{field}.user_location");
+        let object =
+            location.as_object().ok_or_else(|| ApiError::invalid(format!("{sub_field}: must be an object")))?;
+        if object.get("type").and_then(Value::as_str) != Some("approximate") {
+            return Err(ApiError::invalid(format!("{sub_field}.type: must be approximate")));
+        }
+        for (key, value) in object {
+            match key.as_str() {
+                "type" => {}
+                "city" | "region" | "timezone" | "country" => {
+                    let text = match value {
+                        Value::Null => continue,
+                        Value::String(text) => text.as_str(),
+                        Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => "",
+                    };
+                    let valid = match key.as_str() {
+                        "country" => text.len() == 2 && text.chars().all(|c| c.is_ascii_alphabetic()),
+                        "timezone" => {
+                            !text.is_empty()
+                                && text.len() <= 64
+                                && text.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+                        }
+                        _ => !text.trim().is_empty() && text.chars().count() <= 255,
+                    };
+                    if !valid {
+                        return Err(ApiError::invalid(format!(
+                            "{sub_field}.{key}: {}",
+                            match key.as_str() {
+                                "country" => "must be a two-letter ISO 3166-1 code",
+                                "timezone" => "must be an IANA time zone such as Europe/Paris",
+                                _ => "must be a non-empty string",
+                            }
+                        )));
+                    }
+                }
+                other => return Err(ApiError::invalid(format!("{sub_field}.{other}: not a location field"))),
+            }
+        }
+    }
+    if let Some(tokens) = extra.get("max_content_tokens").filter(|v| !v.is_null())
+        && tokens.as_u64().is_none_or(|n| n == 0)
+    {
+        return Err(ApiError::invalid(format!("{field}.max_content_tokens: must be a positive integer")));
+    }
     Ok(())
+}
+
+fn is_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Validates `multiagent` (preview) and resolves bare agent ids in a roster to
+/// `{type: "agent", id}`.
+pub fn resolve_multiagent(value: Option<Value>) -> Result<Option<Value>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
+    let object = value.as_object().ok_or_else(|| ApiError::invalid("multiagent: must be an object or null"))?;
+    let roster_entry = |entry: &Value, field: &str| -> Result<Value, ApiError> {
+        if let Some(id) = entry.as_str() {
+            return Ok(serde_json::json!({"type": "agent", "id": id}));
+        }
+        match entry.get("type").and_then(Value::as_str) {
+            Some("agent") if entry.get("id").and_then(Value::as_str).is_some() => Ok(entry.clone()),
+            Some("self") => Ok(entry.clone()),
+            Some("advisor") if entry.get("model").is_some_and(|m| !m.is_null()) => Ok(entry.clone()),
+            _ => Err(ApiError::invalid(format!(
+                "{field}: must be an agent id, {{type: agent, id}}, {{type: self}} or {{type: advisor, model}}"
+            ))),
+        }
+    };
+    let toggle = |key: &str, allowed_extra: &[&str]| -> Result<(), ApiError> {
+        let Some(setting) = object.get(key).filter(|v| !v.is_null()) else { return Ok(()) };
+        let field = format!("multiagent.{key}");
+        match setting.get("type").and_then(Value::as_str) {
+            Some("disabled") => Ok(()),
+            Some("enabled") => {
+                for extra in setting.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                    if extra != "type" && !allowed_extra.contains(&extra.as_str()) {
+                        return Err(ApiError::invalid(format!("{field}.{extra}: not a setting of {key}")));
+                    }
+                }
+                if let Some(agents) = setting.get("predefined_agents").filter(|v| !v.is_null()) {
+                    let agents = agents
+                        .as_array()
+                        .ok_or_else(|| ApiError::invalid(format!("{field}.predefined_agents: must be an array")))?;
+                    if agents.len() > 20 {
+                        return Err(ApiError::invalid(format!("{field}.predefined_agents: at most 20")));
+                    }
+                    for (idx, agent) in agents.iter().enumerate() {
+                        roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"))?;
+                    }
+                }
+                if key == "advisor" && setting.get("model").is_none_or(Value::is_null) {
+                    return Err(ApiError::invalid(format!("{field}.model: required when enabled")));
+                }
+                Ok(())
+            }
+            _ => Err(ApiError::invalid(format!("{field}.type: must be enabled or disabled"))),
+        }
+    };
+    match object.get("type").and_then(Value::as_str) {
+        Some("coordinator") => {
+            let agents = object
+                .get("agents")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ApiError::invalid("multiagent.agents: required, an array"))?;
+            if agents.is_empty() || agents.len() > 20 {
+                return Err(ApiError::invalid("multiagent.agents: 1 to 20 agents"));
+            }
+            let resolved = agents
+                .iter()
+                .enumerate()
+                .map(|(idx, a)| roster_entry(a, &format!("multiagent.agents[{idx}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(serde_json::json!({"type": "coordinator", "agents": resolved})))
+        }
+        Some("multiagent_20261001") => {
+            toggle("advisor", &["model"])?;
+            toggle("subagents", &["inline_agents", "predefined_agents"])?;
+            toggle("workflows", &["inline_agents", "predefined_agents"])?;
+            Ok(Some(value.clone()))
+        }
+        _ => Err(ApiError::invalid("multiagent.type: must be coordinator or multiagent_20261001")),
+    }
 }
 
 fn array_field<'a>(object: &'a Map<String, Value>, key: &str, field: &str) -> Result<&'a [Value], ApiError> {

@@ -42,8 +42,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Parses a JSON body, naming the offending field in the error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if path == "." || path.is_empty() {
@@ -51,7 +51,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::invalid(format!("{path}: {inner}"))
         }
-    })
+    })?;
+    // Only whitespace may follow the JSON value.
+    deserializer.end().map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
+    Ok(value)
 }
 
 /// The query string as ordered pairs, with bracket arrays and ranges.
@@ -179,6 +182,16 @@ pub fn encode_cursor(kind: &str, bytes: &[u8]) -> String {
         out.push_str(&format!("{byte:02x}"));
     }
     out
+}
+
+/// Decodes a cursor that must name a key under `prefix` (the caller's
+/// workspace): a cursor of another tenant or a crafted one is refused.
+pub fn decode_owned_cursor(kind: &str, cursor: &str, prefix: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let key = decode_cursor(kind, cursor)?;
+    if !key.starts_with(prefix) {
+        return Err(ApiError::invalid(format!("page: {cursor:?} is not a cursor this list returned")));
+    }
+    Ok(key)
 }
 
 pub fn decode_cursor(kind: &str, cursor: &str) -> Result<Vec<u8>, ApiError> {
@@ -323,5 +336,8 @@ mod tests {
         assert!(value.is_empty());
         let err = parse_json::<Map<String, Value>>(b"[1]").unwrap_err();
         assert_eq!(err.status.as_u16(), 400);
+        assert!(parse_json::<Map<String, Value>>(b"{} trailing").is_err());
+        assert!(parse_json::<Map<String, Value>>(b"{}{}").is_err());
+        assert!(parse_json::<Map<String, Value>>(b"{}  \n").is_ok());
     }
 }

@@ -1,0 +1,435 @@
+//! `/v1/sessions/{id}/events` (API digest §2.5, §4; behaviour digest §3.5,
+//! §4): sending every input type with its placement and reference rules,
+//! and listing with type, time and order filters and cursors.
+//!
+//! Server-produced events (tool uses, agent messages, internal `x.*` events)
+//! are appended straight to the store, as the runner would append them.
+
+use logbook_core::Event;
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use crate::harness::{Harness, events_body, id, missing_event_id, user_message};
+
+fn event(value: Value) -> Event {
+    serde_json::from_value(value).unwrap()
+}
+
+fn tool_use(permission: &str) -> Event {
+    event(
+        json!({"type": "agent.tool_use", "name": "bash", "input": {"command": "ls"}, "evaluated_permission": permission}),
+    )
+}
+
+fn custom_tool_use() -> Event {
+    event(json!({"type": "agent.custom_tool_use", "name": "get_weather", "input": {"city": "Paris"}}))
+}
+
+fn system_message(text: &str) -> Value {
+    json!({"type": "system.message", "content": [{"type": "text", "text": text}]})
+}
+
+fn internal_events() -> Vec<Event> {
+    vec![
+        event(json!({"type": "x.workspace_delta", "tool_use_id": null, "changes": []})),
+        event(json!({"type": "x.fork_origin", "parent_session_id": "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E", "parent_seq": 0,
+            "parent_chain_hash": "00".repeat(32)})),
+    ]
+}
+
+/// The value without object entries whose value is null (optional fields
+/// may be echoed as null).
+fn strip_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(strip_nulls).collect()),
+        other @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_)) => other.clone(),
+    }
+}
+
+fn types_of(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+}
+
+fn ids_of(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| id(e).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn send_each_input_type() {
+    // Goal: every input type is accepted where it applies and echoed in
+    // `data` with a server id, in order, and then listed with the same ids:
+    // user.message (text, image, document), user.interrupt,
+    // user.tool_confirmation, user.custom_tool_result, system.message,
+    // user.define_outcome on a cloud session, user.tool_result on a
+    // self-hosted one. Method: inject the tool uses being answered, send, list.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let injected = h.inject(&session, vec![tool_use("ask"), custom_tool_use()]);
+    let batch = vec![
+        json!({"type": "user.message", "content": [
+            {"type": "text", "text": "look"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}, "title": "n"}
+        ]}),
+        json!({"type": "user.interrupt"}),
+        json!({"type": "user.tool_confirmation", "tool_use_id": injected[0], "result": "deny", "deny_message": "no"}),
+        json!({"type": "user.custom_tool_result", "custom_tool_use_id": injected[1],
+            "content": [{"type": "text", "text": "sunny"}], "is_error": false}),
+        system_message("be brief"),
+    ];
+    let echoed = h.post(&path, &events_body(batch.clone())).await.ok();
+    let data = echoed["data"].as_array().unwrap();
+    assert_eq!(types_of(data), types_of(&batch));
+    for (sent, echo) in batch.iter().zip(data) {
+        assert!(id(echo).starts_with("sevt_"), "{echo}");
+        assert!(echo.as_object().unwrap().contains_key("processed_at"), "{echo}");
+        for (key, value) in sent.as_object().unwrap() {
+            assert_eq!(strip_nulls(&echo[key]), strip_nulls(value), "echo keeps {key}");
+        }
+    }
+    let outcome =
+        json!({"type": "user.define_outcome", "description": "d", "rubric": {"type": "text", "content": "r"}});
+    let echoed_outcome = h.post(&path, &events_body(vec![outcome])).await.ok();
+    assert!(echoed_outcome["data"][0]["outcome_id"].as_str().is_some_and(|o| o.starts_with("outc_")));
+    assert_eq!(echoed_outcome["data"][0]["max_iterations"], 3, "default max_iterations");
+
+    let listed = h.events(&session).await;
+    let mut expected_ids = injected.clone();
+    expected_ids.extend(ids_of(data));
+    expected_ids.extend(ids_of(echoed_outcome["data"].as_array().unwrap()));
+    assert_eq!(ids_of(&listed), expected_ids);
+    assert_eq!(listed[2..7].to_vec(), data.clone(), "the list shows what the send echoed");
+
+    // user.tool_result, on a self-hosted session.
+    let agent = h.agent("a").await;
+    let env = h.self_hosted_env("w").await;
+    let hosted = h.session(&agent, &env).await;
+    let tool = h.inject(&hosted, vec![tool_use("allow")]);
+    let batch = vec![
+        json!({"type": "user.tool_result", "tool_use_id": tool[0], "content": [{"type": "text", "text": "a\nb"}], "is_error": false}),
+        system_message("note"),
+    ];
+    let echoed = h.post(&format!("/v1/sessions/{}/events", id(&hosted)), &events_body(batch)).await.ok();
+    assert_eq!(types_of(echoed["data"].as_array().unwrap()), ["user.tool_result", "system.message"]);
+    // A second result for the same call is refused.
+    let again = json!({"type": "user.tool_result", "tool_use_id": tool[0]});
+    h.post(&format!("/v1/sessions/{}/events", id(&hosted)), &events_body(vec![again])).await.invalid();
+}
+
+#[tokio::test]
+async fn system_message_placement() {
+    // Goal: system.message is at most one per request, must be the last
+    // event, and must directly follow a user.message, user.tool_result or
+    // user.custom_tool_result; it holds text only (behaviour digest §4.1).
+    // Method: each placement against one session; refused sends append nothing.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let custom = h.inject(&session, vec![custom_tool_use()]);
+    let result = json!({"type": "user.custom_tool_result", "custom_tool_use_id": custom[0]});
+    let refused: Vec<(&str, Vec<Value>)> = vec![
+        ("alone", vec![system_message("s")]),
+        ("first", vec![system_message("s"), user_message("u")]),
+        ("not last", vec![user_message("u"), system_message("s"), user_message("u2")]),
+        ("two", vec![user_message("u"), system_message("s"), system_message("t")]),
+        (
+            "two, each after a message",
+            vec![user_message("u"), system_message("s"), user_message("u2"), system_message("t")],
+        ),
+        ("after an interrupt", vec![user_message("u"), json!({"type": "user.interrupt"}), system_message("s")]),
+        (
+            "image content",
+            vec![
+                user_message("u"),
+                json!({"type": "system.message", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}),
+            ],
+        ),
+        ("empty content", vec![user_message("u"), json!({"type": "system.message", "content": []})]),
+    ];
+    let before = h.events(&session).await.len();
+    for (case, batch) in refused {
+        let resp = h.post(&path, &events_body(batch)).await;
+        assert_eq!(resp.status.as_u16(), 400, "{case} must be refused: {}", resp.text());
+        resp.invalid();
+    }
+    assert_eq!(h.events(&session).await.len(), before, "refused sends append nothing");
+    h.post(&path, &events_body(vec![user_message("u"), system_message("s")])).await.ok();
+    h.post(&path, &events_body(vec![result, system_message("s")])).await.ok();
+}
+
+#[tokio::test]
+async fn answers_must_reference_open_calls() {
+    // Goal: a tool confirmation or custom tool result naming an event that is
+    // not an open call of this session is 400: a missing id, an id of another
+    // kind of event, a call of another session, a call that does not await
+    // confirmation, a call already answered; deny_message only with deny.
+    // Method: inject calls and send wrong answers; nothing is appended.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let other = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![tool_use("ask"), tool_use("allow"), custom_tool_use()]);
+    let other_calls = h.inject(&other, vec![tool_use("ask"), custom_tool_use()]);
+    let message =
+        h.post(&path, &events_body(vec![user_message("hi")])).await.ok()["data"][0]["id"].as_str().unwrap().to_owned();
+    let confirm = |target: &str| json!({"type": "user.tool_confirmation", "tool_use_id": target, "result": "allow"});
+    let answer = |target: &str| json!({"type": "user.custom_tool_result", "custom_tool_use_id": target});
+    let missing = missing_event_id();
+    let refused: Vec<(&str, Value)> = vec![
+        ("confirm a missing id", confirm(&missing)),
+        ("confirm a malformed id", confirm("toolu_123")),
+        ("confirm a user.message", confirm(&message)),
+        ("confirm a custom tool use", confirm(&calls[2])),
+        ("confirm another session's call", confirm(&other_calls[0])),
+        ("confirm a call that was allowed", confirm(&calls[1])),
+        ("answer a missing id", answer(&missing)),
+        ("answer a built-in tool use", answer(&calls[0])),
+        ("answer another session's call", answer(&other_calls[1])),
+        (
+            "deny_message with allow",
+            json!({"type": "user.tool_confirmation", "tool_use_id": calls[0], "result": "allow", "deny_message": "x"}),
+        ),
+        (
+            "result neither allow nor deny",
+            json!({"type": "user.tool_confirmation", "tool_use_id": calls[0], "result": "maybe"}),
+        ),
+    ];
+    let before = h.events(&session).await.len();
+    for (case, input) in refused {
+        let resp = h.post(&path, &events_body(vec![input])).await;
+        assert_eq!(resp.status.as_u16(), 400, "{case} must be refused: {}", resp.text());
+        resp.invalid();
+    }
+    assert_eq!(h.events(&session).await.len(), before, "refused sends append nothing");
+    // The right answers work once; an MCP tool use that asks can be confirmed too.
+    let mcp = h.inject(
+        &session,
+        vec![event(json!({"type": "agent.mcp_tool_use", "name": "create_issue",
+        "mcp_server_name": "gh", "input": {}, "evaluated_permission": "ask"}))],
+    );
+    h.post(&path, &events_body(vec![confirm(&calls[0]), answer(&calls[2]), confirm(&mcp[0])])).await.ok();
+    h.post(&path, &events_body(vec![confirm(&calls[0])])).await.invalid();
+    h.post(&path, &events_body(vec![answer(&calls[2])])).await.invalid();
+}
+
+#[tokio::test]
+async fn tool_result_only_on_self_hosted_and_no_redacted_input() {
+    // Goal: user.tool_result on a cloud session is 400 even for a real tool
+    // use; a redacted block in a user event is 400 (behaviour digest §4.1);
+    // server-produced and unknown types are 400. Method: send each.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![tool_use("allow")]);
+    let refused = [
+        json!({"type": "user.tool_result", "tool_use_id": calls[0], "content": [{"type": "text", "text": "x"}]}),
+        json!({"type": "user.message", "content": [{"type": "redacted"}]}),
+        json!({"type": "user.message", "content": [{"type": "text", "text": "a"}, {"type": "redacted"}]}),
+        json!({"type": "user.custom_tool_result", "custom_tool_use_id": missing_event_id(), "content": [{"type": "redacted"}]}),
+        json!({"type": "user.message", "content": []}),
+        json!({"type": "user.message"}),
+        json!({"type": "user.message", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "x"}}]}),
+        json!({"type": "user.message", "content": [{"type": "search_result", "source": "https://x", "title": "t",
+            "content": [{"type": "text", "text": "x"}], "citations": {"enabled": false}}]}),
+        json!({"type": "agent.message", "content": [{"type": "text", "text": "x"}]}),
+        json!({"type": "session.status_idle", "stop_reason": {"type": "end_turn"}}),
+        json!({"type": "x.workspace_delta", "changes": []}),
+        json!({"type": "user.shout"}),
+        json!({"content": []}),
+        json!({"type": "user.define_outcome", "description": "d", "rubric": {"type": "text", "content": "r"}, "max_iterations": 21}),
+        json!({"type": "user.define_outcome", "description": "", "rubric": {"type": "text", "content": "r"}}),
+    ];
+    for input in refused {
+        let resp = h.post(&path, &events_body(vec![input.clone()])).await;
+        assert_eq!(resp.status.as_u16(), 400, "{input} must be refused: {}", resp.text());
+        resp.invalid();
+    }
+    assert_eq!(h.events(&session).await.len(), 1, "only the injected tool use");
+}
+
+#[tokio::test]
+async fn batch_size_limits() {
+    // Goal: a send carries 1 to 100 events: 101 or none is 400, 100 is fine,
+    // and a batch is all or nothing. Method: send each size; count the log.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let many = |n: usize| (0..n).map(|i| user_message(&format!("m{i}"))).collect::<Vec<_>>();
+    h.post(&path, &events_body(many(101))).await.invalid();
+    h.post(&path, &events_body(vec![])).await.invalid();
+    h.post(&path, &json!({})).await.invalid();
+    h.post(&path, &json!({"events": "user.message"})).await.invalid();
+    let mut mixed = many(3);
+    mixed.push(json!({"type": "user.message", "content": []}));
+    h.post(&path, &events_body(mixed)).await.invalid();
+    assert!(h.events(&session).await.is_empty());
+    let echoed = h.post(&path, &events_body(many(100))).await.ok();
+    assert_eq!(echoed["data"].as_array().unwrap().len(), 100);
+    assert_eq!(h.events(&session).await.len(), 100);
+    h.post("/v1/sessions/sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E/events", &events_body(many(1))).await.not_found();
+}
+
+/// A session whose log is, in order: user.message "a" (t+1s); agent.message,
+/// x.workspace_delta, session.status_idle (t+2s); user.message "b" (t+3s);
+/// x.fork_origin (t+4s). Returns the session and the public events.
+async fn history(h: &Harness) -> (Value, Vec<Value>) {
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    h.tick(1000);
+    h.post(&path, &events_body(vec![user_message("a")])).await.ok();
+    h.tick(1000);
+    let internal = internal_events();
+    h.inject(
+        &session,
+        vec![
+            event(json!({"type": "agent.message", "content": [{"type": "text", "text": "hello"}]})),
+            internal[0].clone(),
+            event(json!({"type": "session.status_idle", "stop_reason": {"type": "end_turn"}})),
+        ],
+    );
+    h.tick(1000);
+    h.post(&path, &events_body(vec![user_message("b")])).await.ok();
+    h.tick(1000);
+    h.inject(&session, vec![internal[1].clone()]);
+    let listed = h.events(&session).await;
+    (session, listed)
+}
+
+/// Follows next_page from `query` and returns every event seen.
+async fn walk(h: &Harness, session: &Value, query: &str) -> Vec<Value> {
+    let base = format!("/v1/sessions/{}/events?{query}", id(session));
+    let mut url = base.clone();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let page = h.get(&url).await.ok();
+        seen.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_page"].as_str() {
+            Some(cursor) => url = format!("{base}&page={cursor}"),
+            None => return seen,
+        }
+    }
+    panic!("more than 20 pages for {query}");
+}
+
+#[tokio::test]
+async fn list_filters_orders_and_cursors() {
+    // Goal: the history lists public events only, in order; types[] filters
+    // (bracket and plain forms); order=desc reverses; created_at[gt|gte|lt|lte]
+    // compare processed_at; limit is 1..1000; cursors walk every page, end
+    // with a null next_page even when only internal events remain, and are
+    // tied to their order (API digest §2.5; behaviour digest §4.3). Method: a
+    // known history (see `history`) listed every way.
+    let h = Harness::new();
+    let (session, all) = history(&h).await;
+    assert_eq!(types_of(&all), ["user.message", "agent.message", "session.status_idle", "user.message"]);
+    assert!(all.iter().all(|e| !e["type"].as_str().unwrap().starts_with("x.")), "no internal events");
+    let base = format!("/v1/sessions/{}/events", id(&session));
+    let harness = &h;
+    let list = |query: String| {
+        let url = format!("{base}?{query}");
+        async move { harness.get(&url).await }
+    };
+    let data = |page: Value| page["data"].as_array().unwrap().clone();
+
+    let messages = vec![all[0].clone(), all[3].clone()];
+    assert_eq!(data(list("types[]=user.message".into()).await.ok()), messages);
+    assert_eq!(data(list("types%5B%5D=user.message".into()).await.ok()), messages);
+    assert_eq!(data(list("types=user.message".into()).await.ok()), messages, "plain form");
+    assert_eq!(
+        data(list("types[]=user.message&types[]=session.status_idle".into()).await.ok()),
+        vec![all[0].clone(), all[2].clone(), all[3].clone()]
+    );
+    assert_eq!(data(list("types[]=x.workspace_delta".into()).await.ok()), Vec::<Value>::new());
+    assert_eq!(data(list("types[]=x.fork_origin&types[]=agent.message".into()).await.ok()), vec![all[1].clone()]);
+
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(data(list("order=desc".into()).await.ok()), reversed);
+    assert_eq!(data(list("order=asc".into()).await.ok()), all);
+    list("order=newest".into()).await.invalid();
+
+    let t2 = all[1]["processed_at"].as_str().unwrap().to_owned();
+    assert_eq!(all[2]["processed_at"], t2);
+    assert_eq!(data(list(format!("created_at[gte]={t2}")).await.ok()), all[1..].to_vec());
+    assert_eq!(data(list(format!("created_at[gt]={t2}")).await.ok()), all[3..].to_vec());
+    assert_eq!(data(list(format!("created_at[lt]={t2}")).await.ok()), all[..1].to_vec());
+    assert_eq!(
+        data(list(format!("created_at[lte]={t2}&order=desc")).await.ok()),
+        vec![all[2].clone(), all[1].clone(), all[0].clone()]
+    );
+    list("created_at[gte]=noon".into()).await.invalid();
+
+    for bad in ["0", "1001", "x"] {
+        list(format!("limit={bad}")).await.invalid();
+    }
+    let page = list("limit=1000".into()).await.ok();
+    assert_eq!(page["next_page"], Value::Null);
+    let page = list("limit=4".into()).await.ok();
+    assert_eq!(page["next_page"], Value::Null, "only internal events follow the fourth");
+
+    assert_eq!(walk(&h, &session, "limit=1").await, all);
+    assert_eq!(walk(&h, &session, "limit=3").await, all);
+    assert_eq!(walk(&h, &session, "limit=1&order=desc").await, reversed);
+    assert_eq!(walk(&h, &session, "limit=1&types[]=user.message").await, messages);
+    assert_eq!(
+        walk(&h, &session, "limit=1&order=desc&types[]=user.message").await,
+        vec![all[3].clone(), all[0].clone()]
+    );
+
+    let asc_cursor = list("limit=1".into()).await.ok()["next_page"].as_str().unwrap().to_owned();
+    let desc_cursor = list("limit=1&order=desc".into()).await.ok()["next_page"].as_str().unwrap().to_owned();
+    list(format!("limit=1&order=desc&page={asc_cursor}")).await.invalid();
+    list(format!("limit=1&page={desc_cursor}")).await.invalid();
+    list("page=garbage".into()).await.invalid();
+    list("page=sessions_6e6400".into()).await.invalid();
+    h.get("/v1/sessions/sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E/events").await.not_found();
+}
+
+#[tokio::test]
+async fn stream_refuses_bad_event_deltas() {
+    // Goal: the stream answers 200 text/event-stream for a session and 400 for
+    // event_deltas[] values other than agent.message / agent.thinking
+    // (behaviour digest §4.4). Method: open the stream (head only) each way.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events/stream", id(&session));
+    let resp = h.get(&path).await;
+    assert_eq!(resp.status.as_u16(), 200);
+    assert!(resp.header("content-type").unwrap().starts_with("text/event-stream"));
+    let resp = h.get(&format!("{path}?event_deltas[]=agent.message&event_deltas[]=agent.thinking")).await;
+    assert_eq!(resp.status.as_u16(), 200);
+    h.get(&format!("{path}?event_deltas[]=user.message")).await.invalid();
+}
+
+#[tokio::test]
+async fn system_message_while_requires_action_only_trails_a_tool_result() {
+    // Goal: while the session is idle with `requires_action`, system.message
+    // is accepted only trailing a tool result (behaviour digest §4.1), not
+    // after a user.message. Method: inject a custom tool use and the idle
+    // event that waits on it, then send both placements.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![custom_tool_use()]);
+    h.inject(
+        &session,
+        vec![event(json!({"type": "session.status_idle",
+        "stop_reason": {"type": "requires_action", "event_ids": [calls[0]]}}))],
+    );
+    let resp = h.post(&path, &events_body(vec![user_message("steer"), system_message("s")])).await;
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "FIXME: accepted a system.message after a user.message while requires_action: {}",
+        resp.text()
+    );
+    resp.invalid();
+    let result = json!({"type": "user.custom_tool_result", "custom_tool_use_id": calls[0], "content": [{"type": "text", "text": "ok"}]});
+    h.post(&path, &events_body(vec![result, system_message("s")])).await.ok();
+}

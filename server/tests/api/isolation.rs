@@ -1,0 +1,358 @@
+//! The tenant-isolation matrix: every route of `routes()`, called on
+//! workspace A's objects with A's key, B's key, a revoked key, no key and a
+//! malformed key.
+//!
+//! Invariant: another workspace's object answers exactly like an object that
+//! does not exist (same status, error type, details and message up to the id),
+//! never 200, never a trace of the object in the body; lists never show
+//! another workspace's objects; failed attempts change nothing.
+
+use axum::http::Method;
+use logbook_server::http::{RouteSpec, routes};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use crate::harness::{Auth, Harness, Resp, id, ids, user_message};
+
+/// Marks every string workspace A stores, to detect leaks in B's responses.
+const SECRET: &str = "tenant-a-secret";
+
+/// Well-formed ids that name nothing.
+const MISSING_AGENT: &str = "agent_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+const MISSING_ENV: &str = "env_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+const MISSING_SESSION: &str = "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+
+/// Objects of one workspace that path parameters and bodies refer to.
+#[derive(Debug, Clone)]
+struct Ids {
+    agent: String,
+    env: String,
+    session: String,
+}
+
+impl Ids {
+    fn missing() -> Ids {
+        Ids { agent: MISSING_AGENT.to_owned(), env: MISSING_ENV.to_owned(), session: MISSING_SESSION.to_owned() }
+    }
+
+    /// Replaces these ids in `text` by placeholders.
+    fn erase(&self, text: &str) -> String {
+        text.replace(&self.agent, "<agent>").replace(&self.env, "<env>").replace(&self.session, "<session>")
+    }
+}
+
+/// What one route is called with.
+#[derive(Debug)]
+struct Call {
+    path: String,
+    body: Option<Value>,
+    /// A list route: B's key must succeed and show none of A's objects.
+    list: bool,
+    /// A create route that references no existing object: B's key creates in B.
+    creates: bool,
+}
+
+/// Fills a route's path parameters with `ids`; an unknown parameter fails the test.
+fn fill(route: &RouteSpec, ids: &Ids) -> String {
+    let mut path = route.path.to_owned();
+    for (param, value) in [("{agent_id}", &ids.agent), ("{environment_id}", &ids.env), ("{session_id}", &ids.session)] {
+        path = path.replace(param, value);
+    }
+    assert!(!path.contains('{'), "route {} {} has a path parameter the matrix cannot fill", route.method, route.path);
+    path
+}
+
+/// The call for a route against `ids`. A route the matrix does not know fails the test.
+fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
+    let path = fill(route, ids);
+    let call = |body: Option<Value>| Call { path: path.clone(), body, list: false, creates: false };
+    match (route.method.as_str(), route.path) {
+        ("POST", "/v1/agents") => {
+            Call { creates: true, ..call(Some(json!({"name": "new", "model": "claude-sonnet-4-6"}))) }
+        }
+        ("POST", "/v1/environments") => Call { creates: true, ..call(Some(json!({"name": "new"}))) },
+        ("POST", "/v1/sessions") => call(Some(json!({"agent": ids.agent, "environment_id": ids.env}))),
+        ("GET", "/v1/agents") => Call { path: format!("{path}?include_archived=true"), list: true, ..call(None) },
+        ("GET", "/v1/environments") => Call { path: format!("{path}?include_archived=true"), list: true, ..call(None) },
+        ("GET", "/v1/sessions") => Call { path: format!("{path}?include_archived=true"), list: true, ..call(None) },
+        ("GET", "/v1/agents/{agent_id}")
+        | ("GET", "/v1/agents/{agent_id}/versions")
+        | ("GET", "/v1/environments/{environment_id}")
+        | ("GET", "/v1/sessions/{session_id}")
+        | ("GET", "/v1/sessions/{session_id}/events")
+        | ("GET", "/v1/sessions/{session_id}/events/stream") => call(None),
+        ("POST", "/v1/agents/{agent_id}") => call(Some(json!({"name": "hijacked", "metadata": {"owner": "b"}}))),
+        ("POST", "/v1/environments/{environment_id}") => call(Some(json!({"name": "hijacked"}))),
+        ("POST", "/v1/sessions/{session_id}") => call(Some(json!({"title": "hijacked"}))),
+        ("POST", "/v1/agents/{agent_id}/archive")
+        | ("POST", "/v1/environments/{environment_id}/archive")
+        | ("POST", "/v1/sessions/{session_id}/archive")
+        | ("DELETE", "/v1/environments/{environment_id}")
+        | ("DELETE", "/v1/sessions/{session_id}") => call(None),
+        ("POST", "/v1/sessions/{session_id}/events") => call(Some(json!({"events": [user_message("hijacked")]}))),
+        (method, path) => panic!("route {method} {path} is missing from the tenant-isolation matrix"),
+    }
+}
+
+async fn send(h: &Harness, route: &RouteSpec, call: &Call, auth: Auth<'_>) -> Resp {
+    match (&call.body, route.method.clone()) {
+        (Some(body), method) => h.call(method, &call.path, auth, Some(body)).await,
+        (None, Method::GET) => h.call(Method::GET, &call.path, auth, None).await,
+        (None, method) => {
+            // Bodiless POST/DELETE as the SDK sends them: JSON content type, empty body.
+            let key = match auth {
+                Auth::XApiKey(key) | Auth::Bearer(key) => key,
+                Auth::Missing => "",
+            };
+            if key.is_empty() {
+                h.call(method, &call.path, Auth::Missing, None).await
+            } else {
+                h.bodiless(method, &call.path, key).await
+            }
+        }
+    }
+}
+
+/// Workspace A's objects, named with the secret marker.
+async fn objects_of_a(h: &Harness) -> Ids {
+    let agent = h
+        .agent_with(&json!({"name": format!("{SECRET} agent"), "model": "claude-sonnet-4-6", "system": SECRET,
+            "metadata": {"owner": SECRET}}))
+        .await;
+    let env =
+        h.post("/v1/environments", &json!({"name": format!("{SECRET} env"), "metadata": {"owner": SECRET}})).await.ok();
+    let session = h
+        .post(
+            "/v1/sessions",
+            &json!({"agent": agent["id"], "environment_id": env["id"], "title": SECRET, "metadata": {"owner": SECRET}}),
+        )
+        .await
+        .ok();
+    h.post(&format!("/v1/sessions/{}/events", id(&session)), &json!({"events": [user_message(SECRET)]})).await.ok();
+    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+}
+
+/// Objects of workspace B, so its lists are not trivially empty.
+async fn objects_of_b(h: &Harness) -> Ids {
+    let b = Auth::XApiKey(&h.key_b);
+    let agent = h.call(Method::POST, "/v1/agents", b, Some(&json!({"name": "b", "model": "m"}))).await.ok();
+    let env = h.call(Method::POST, "/v1/environments", b, Some(&json!({"name": "b"}))).await.ok();
+    let body = json!({"agent": agent["id"], "environment_id": env["id"]});
+    let session = h.call(Method::POST, "/v1/sessions", b, Some(&body)).await.ok();
+    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+}
+
+/// Everything A can read about its objects, to check that nothing changed.
+async fn snapshot(h: &Harness, ids: &Ids) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        format!("/v1/agents/{}", ids.agent),
+        format!("/v1/agents/{}/versions", ids.agent),
+        format!("/v1/environments/{}", ids.env),
+        format!("/v1/sessions/{}", ids.session),
+        format!("/v1/sessions/{}/events", ids.session),
+    ] {
+        let resp = h.get(&path).await;
+        out.push(json!({"path": path, "status": resp.status.as_u16(), "body": resp.json()}));
+    }
+    out
+}
+
+/// An error reduced to what must not depend on whether the object exists elsewhere.
+fn shape(resp: &Resp, ids: &Ids) -> Value {
+    let body = resp.json();
+    json!({
+        "status": resp.status.as_u16(),
+        "type": body["error"]["type"],
+        "details": body["error"]["details"],
+        "message": ids.erase(body["error"]["message"].as_str().unwrap_or("")),
+        "x-should-retry": resp.header("x-should-retry"),
+    })
+}
+
+#[tokio::test]
+async fn every_route_is_isolated_between_workspaces() {
+    // Goal: the isolation invariant holds on every route of the table.
+    // Method: for each route (a route the matrix does not know fails), fresh
+    // objects of A; call with B's key (x-api-key and Bearer), comparing the
+    // answer with the answer for ids that do not exist and scanning it for
+    // A's data; with a revoked, a missing and a malformed key (401); check A's
+    // objects did not change; finally call with A's key (success).
+    let h = Harness::new();
+    let b_objects = objects_of_b(&h).await;
+    let missing = Ids::missing();
+    let table = routes();
+    assert!(table.len() >= 21, "the route table shrank to {}", table.len());
+    for route in &table {
+        let what = format!("{} {}", route.method, route.path);
+        let a_ids = objects_of_a(&h).await;
+        let before = snapshot(&h, &a_ids).await;
+        let on_a = call_for(route, &a_ids);
+        let on_missing = call_for(route, &Ids::missing());
+
+        for auth in [Auth::XApiKey(&h.key_b), Auth::Bearer(&h.key_b)] {
+            let resp = send(&h, route, &on_a, auth).await;
+            let text = resp.text();
+            assert!(!text.contains(SECRET), "{what}: B's answer leaks A's data: {text}");
+            if on_a.list {
+                let page = resp.ok();
+                let listed = ids(&page);
+                for a_id in [&a_ids.agent, &a_ids.env, &a_ids.session] {
+                    assert!(!listed.contains(a_id), "{what}: B's list shows A's {a_id}");
+                }
+                assert!(
+                    [&b_objects.agent, &b_objects.env, &b_objects.session].iter().any(|b_id| listed.contains(b_id)),
+                    "{what}: B's list does not show B's own objects: {listed:?}"
+                );
+            } else if on_a.creates {
+                assert_eq!(resp.status.as_u16(), 200, "{what}: B may create in B: {text}");
+            } else {
+                assert_eq!(resp.status.as_u16(), 404, "{what}: B's key on A's object must be 404, got {text}");
+                resp.not_found();
+                let like_missing = send(&h, route, &on_missing, auth).await;
+                assert_eq!(
+                    shape(&resp, &a_ids),
+                    shape(&like_missing, &missing),
+                    "{what}: B's answer differs from a missing id's"
+                );
+                let a_missing = send(&h, route, &on_missing, Auth::XApiKey(&h.key_a)).await;
+                assert_eq!(
+                    shape(&a_missing, &missing),
+                    shape(&like_missing, &missing),
+                    "{what}: missing ids differ by tenant"
+                );
+            }
+        }
+
+        let bad_keys = [
+            ("revoked", Auth::XApiKey(&h.revoked_a)),
+            ("revoked bearer", Auth::Bearer(&h.revoked_a)),
+            ("missing", Auth::Missing),
+            ("malformed", Auth::XApiKey("not-a-logbook-key")),
+            ("malformed bearer", Auth::Bearer("sk-logbook-short")),
+        ];
+        for (kind, auth) in bad_keys {
+            let resp = send(&h, route, &on_a, auth).await;
+            assert_eq!(resp.status.as_u16(), 401, "{what} with a {kind} key: {}", resp.text());
+            resp.error(401, "authentication_error");
+            assert!(!resp.text().contains(SECRET), "{what}: the {kind} key's answer leaks A's data");
+        }
+
+        assert_eq!(snapshot(&h, &a_ids).await, before, "{what}: refused calls changed A's objects");
+
+        let resp = send(&h, route, &on_a, Auth::XApiKey(&h.key_a)).await;
+        assert!(resp.status.is_success(), "{what} with A's key: {} {}", resp.status, resp.text());
+        if on_a.list {
+            let listed = ids(&resp.json());
+            assert!(
+                [&a_ids.agent, &a_ids.env, &a_ids.session].iter().any(|a_id| listed.contains(a_id)),
+                "{what}: A's list does not show A's objects"
+            );
+            for b_id in [&b_objects.agent, &b_objects.env, &b_objects.session] {
+                assert!(!listed.contains(b_id), "{what}: A's list shows B's {b_id}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn references_in_bodies_and_filters_stay_in_the_workspace() {
+    // Goal: object ids inside bodies and query filters are resolved in the
+    // caller's workspace only: B cannot start a session on A's agent or A's
+    // environment (404 as if missing), and B's session list filtered by A's
+    // agent is empty. Method: mix A's and B's ids in B's requests.
+    let h = Harness::new();
+    let a_ids = objects_of_a(&h).await;
+    let b_ids = objects_of_b(&h).await;
+    let b = Auth::XApiKey(&h.key_b);
+    let create = |agent: &str, env: &str| json!({"agent": agent, "environment_id": env});
+    let mixes = [
+        (create(&a_ids.agent, &b_ids.env), create(MISSING_AGENT, &b_ids.env)),
+        (create(&b_ids.agent, &a_ids.env), create(&b_ids.agent, MISSING_ENV)),
+        (
+            json!({"agent": {"type": "agent", "id": a_ids.agent, "version": 1}, "environment_id": b_ids.env}),
+            json!({"agent": {"type": "agent", "id": MISSING_AGENT, "version": 1}, "environment_id": b_ids.env}),
+        ),
+        (
+            json!({"agent": {"type": "agent_with_overrides", "id": a_ids.agent, "model": "m"}, "environment_id": b_ids.env}),
+            json!({"agent": {"type": "agent_with_overrides", "id": MISSING_AGENT, "model": "m"}, "environment_id": b_ids.env}),
+        ),
+    ];
+    for (with_a, with_missing) in mixes {
+        let resp = h.call(Method::POST, "/v1/sessions", b, Some(&with_a)).await;
+        let body = resp.not_found();
+        assert!(!resp.text().contains(SECRET), "{body}");
+        let like_missing = h.call(Method::POST, "/v1/sessions", b, Some(&with_missing)).await;
+        assert_eq!(shape(&resp, &a_ids), shape(&like_missing, &Ids::missing()), "{with_a}");
+    }
+    let page = h
+        .call(Method::GET, &format!("/v1/sessions?agent_id={}&include_archived=true", a_ids.agent), b, None)
+        .await
+        .ok();
+    assert_eq!(ids(&page), Vec::<String>::new());
+    // A sees its own session under that filter.
+    let page = h.get(&format!("/v1/sessions?agent_id={}", a_ids.agent)).await.ok();
+    assert_eq!(ids(&page), vec![a_ids.session.clone()]);
+}
+
+#[tokio::test]
+async fn crafted_and_foreign_cursors_never_cross_workspaces() {
+    // Goal: a `page` cursor is only a position inside the caller's own
+    // objects: whatever bytes it holds (another workspace's cursor, or one
+    // crafted to point before or after everything), a list answers either
+    // 400 or a page of the caller's objects, never another workspace's.
+    // Method: workspaces created a day before and a day after A (their
+    // objects' keys sort below and above A's), each with its own agent,
+    // environment and session; they list with crafted cursors in both
+    // directions and with cursors A's own lists returned.
+    let h = Harness::new();
+    let a_ids = objects_of_a(&h).await;
+    for n in 0..3 {
+        h.agent(&format!("{SECRET} extra {n}")).await;
+        h.post("/v1/environments", &json!({"name": format!("{SECRET} extra {n}")})).await.ok();
+    }
+    let a_agent_cursor = h.get("/v1/agents?limit=1").await.ok()["next_page"].as_str().unwrap().to_owned();
+    let a_env_cursor = h.get("/v1/environments?limit=1").await.ok()["next_page"].as_str().unwrap().to_owned();
+    let day = 86_400_000_000;
+    let early = h.workspace_key("early", logbook_core::Timestamp::from_unix_micros(crate::harness::START_MICROS - day));
+    let late = h.workspace_key("late", logbook_core::Timestamp::from_unix_micros(crate::harness::START_MICROS + day));
+    let high = "ff".repeat(40);
+    let low = "00".repeat(40);
+    let mut leaks = Vec::new();
+    for key in [&early, &late] {
+        let auth = Auth::XApiKey(key);
+        let agent = h.call(Method::POST, "/v1/agents", auth, Some(&json!({"name": "own", "model": "m"}))).await.ok();
+        let env = h.call(Method::POST, "/v1/environments", auth, Some(&json!({"name": "own"}))).await.ok();
+        let body = json!({"agent": agent["id"], "environment_id": env["id"]});
+        h.call(Method::POST, "/v1/sessions", auth, Some(&body)).await.ok();
+        let versions = format!("/v1/agents/{}/versions", id(&agent));
+        let urls = vec![
+            format!("/v1/agents?include_archived=true&page=agents_{high}"),
+            format!("/v1/agents?include_archived=true&page=agents_{low}"),
+            format!("/v1/agents?include_archived=true&page={a_agent_cursor}"),
+            format!("/v1/environments?include_archived=true&page=envs_{high}"),
+            format!("/v1/environments?include_archived=true&page=envs_{low}"),
+            format!("/v1/environments?include_archived=true&page={a_env_cursor}"),
+            format!("/v1/sessions?include_archived=true&order=desc&page=sessions_6e64{high}"),
+            format!("/v1/sessions?include_archived=true&order=asc&page=sessions_6e61{low}"),
+            format!("/v1/sessions?include_archived=true&order=desc&page=sessions_7064{low}"),
+            format!("/v1/sessions?include_archived=true&order=asc&page=sessions_7061{high}"),
+            format!("{versions}?page=versions_{high}"),
+            format!("{versions}?page=versions_{low}"),
+        ];
+        for url in urls {
+            let resp = h.call(Method::GET, &url, auth, None).await;
+            if !resp.status.is_success() {
+                resp.invalid();
+                continue;
+            }
+            let text = resp.text();
+            let foreign = [&a_ids.agent, &a_ids.env, &a_ids.session].iter().any(|a_id| text.contains(a_id.as_str()));
+            if text.contains(SECRET) || foreign {
+                let who = if key == &early { "early" } else { "late" };
+                leaks.push(format!("{who}: GET {url} shows workspace A's objects"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "cross-workspace leaks through page cursors:\n{}", leaks.join("\n"));
+}
