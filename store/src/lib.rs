@@ -95,6 +95,10 @@ pub trait Read {
         limit: usize,
     ) -> Result<Vec<Record>, Error>;
 
+    /// The latest durable record whose type is one of `types`, through the type
+    /// index (no scan of the log).
+    fn last_of_types(&self, session: SessionId, types: &[EventType]) -> Result<Option<Record>, Error>;
+
     /// Every session with at least one record, in id order.
     fn sessions(&self) -> Result<Vec<SessionId>, Error>;
 }

@@ -589,6 +589,38 @@ impl<E: Engine> Read for LogStore<E> {
         Ok(out)
     }
 
+    fn last_of_types(&self, session: SessionId, types: &[EventType]) -> Result<Option<Record>, Error> {
+        let Some(slot) = self.inner.slot(session) else { return Ok(None) };
+        slot.check_corrupt()?;
+        let durable = slot.durable.borrow().next;
+        let mut latest: Option<Seq> = None;
+        for event_type in types {
+            let range = (
+                Bound::Included(keys::type_key(session, *event_type, Seq::ZERO).to_vec()),
+                Bound::Excluded(keys::type_key(session, *event_type, durable).to_vec()),
+            );
+            if let Some((key, _)) = self.inner.engine.range(Tree::Log, range, Direction::Backward, 1)?.pop() {
+                match keys::parse_type_key(&key) {
+                    Some((_, _, seq)) => latest = latest.max(Some(seq)),
+                    None => {
+                        let corruption =
+                            Corruption { session, seq: Seq::ZERO, what: "malformed type index key".to_owned() };
+                        return Err(self.inner.quarantine(&slot, corruption));
+                    }
+                }
+            }
+        }
+        let Some(seq) = latest else { return Ok(None) };
+        let mut records = self.inner.read_range(session, seq, Seq::new(seq.get() + 1))?;
+        match records.pop() {
+            Some(record) => Ok(Some(record)),
+            None => {
+                let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
+                Err(self.inner.quarantine(&slot, corruption))
+            }
+        }
+    }
+
     fn sessions(&self) -> Result<Vec<SessionId>, Error> {
         let slots = self.inner.slots.read().map_err(|_| Error::Engine("session table lock poisoned".to_owned()))?;
         let mut out: Vec<SessionId> = slots

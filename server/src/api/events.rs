@@ -307,26 +307,15 @@ fn requires_action(store: &SledStore, session: SessionId) -> Result<bool, ApiErr
         EventType::SessionStatusRescheduled,
         EventType::SessionStatusTerminated,
     ];
-    let mut before = store.head(session)?.next;
-    for _ in 0..MAX_LIST_STEPS {
-        let records = store.read_before(session, before, LIST_STEP)?;
-        let Some(first) = records.first() else { return Ok(false) };
-        let first_seq = first.seq();
-        for record in records.iter().rev() {
-            let entry = record.entry().map_err(ApiError::internal)?;
-            if statuses.contains(&entry.event.event_type()) {
-                return Ok(matches!(
-                    entry.event,
-                    Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
-                        stop_reason: logbook_core::event::StopReason::RequiresAction { .. },
-                        ..
-                    })
-                ));
-            }
-        }
-        before = first_seq;
-    }
-    Ok(false)
+    let Some(record) = store.last_of_types(session, &statuses)? else { return Ok(false) };
+    let entry = record.entry().map_err(ApiError::internal)?;
+    Ok(matches!(
+        entry.event,
+        Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
+            stop_reason: logbook_core::event::StopReason::RequiresAction { .. },
+            ..
+        })
+    ))
 }
 
 /// The entry with this id in the session's log, found through the seq its id carries.

@@ -153,6 +153,9 @@ pub(crate) fn scan_by_type<F: Fixture>(fixture: F) {
         .collect();
     assert!(!expected.is_empty());
     assert_eq!(found.iter().map(|r| r.seq().get()).collect::<Vec<_>>(), expected);
+    let last = store.last_of_types(s, &wanted).unwrap().unwrap();
+    assert_eq!(last.seq().get(), *expected.last().unwrap());
+    assert!(store.last_of_types(session(999), &wanted).unwrap().is_none());
     let from_later = store.scan_types(s, &wanted, Seq::new(expected[1]), 1).unwrap();
     assert_eq!(from_later.iter().map(|r| r.seq().get()).collect::<Vec<_>>(), vec![expected[1]]);
 }
