@@ -10,6 +10,7 @@ pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod previews;
 pub mod ratelimit;
 pub mod state;
 pub mod tenancy;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::api::error::ApiError;
 use crate::metrics::Metrics;
+use crate::previews::Previews;
 use crate::ratelimit::{RateLimiter, RateLimits};
 
 /// Server settings that handlers consult.
@@ -49,6 +50,7 @@ struct Inner {
     config: Config,
     limiter: RateLimiter,
     metrics: Metrics,
+    previews: Previews,
     shutdown: watch::Receiver<bool>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
@@ -67,6 +69,7 @@ impl AppState {
                 config,
                 limiter,
                 metrics: Metrics::default(),
+                previews: Previews::default(),
                 shutdown,
                 last_id: std::sync::Mutex::new((0, 0)),
             }),
@@ -87,6 +90,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub fn previews(&self) -> &Previews {
+        &self.inner.previews
     }
 
     /// Becomes `true` when the server starts shutting down.

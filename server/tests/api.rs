@@ -32,3 +32,6 @@ mod events;
 
 #[path = "api/isolation.rs"]
 mod isolation;
+
+#[path = "api/previews.rs"]
+mod previews;

@@ -22,6 +22,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
+use std::collections::HashSet;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use logbook_core::event::Event;
 use logbook_core::{EventId, Seq};
@@ -31,6 +34,7 @@ use super::error::ApiError;
 use super::events::find_event;
 use super::sessions::{self, Status};
 use super::wire::Query;
+use crate::previews::{Preview, PreviewKind};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 
@@ -81,9 +85,13 @@ pub async fn stream(
             Ok((session, from))
         })
         .await?;
+    // Previews are subscribed before reading anything, so none published from
+    // now on is missed; they are ephemeral and never replayed.
+    let want = Wanted { message: deltas.contains(&"agent.message"), thinking: deltas.contains(&"agent.thinking") };
+    let previews = (want.message || want.thinking).then(|| state.previews().subscribe(id));
     let subscription = state.store().subscribe(id, from);
     let finished = session.status == Status::Terminated && last_event_id.is_none();
-    let body = events(subscription, state.clone(), finished);
+    let body = events(subscription, previews, want, state.clone(), finished);
     let keep_alive =
         KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));
     let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
@@ -93,8 +101,27 @@ pub async fn stream(
     Ok(response)
 }
 
+/// Which previews a stream asked for.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    message: bool,
+    thinking: bool,
+}
+
+/// Most ids a stream remembers as previewed or finished; beyond it the sets
+/// are cleared (at worst a very late delta of an old id is dropped).
+const MAX_TRACKED_IDS: usize = 10_000;
+
 struct StreamState {
     subscription: Subscription,
+    previews: Option<broadcast::Receiver<Preview>>,
+    want: Wanted,
+    /// Ids whose `event_start` this stream sent and whose final event it has not.
+    started: HashSet<EventId>,
+    /// Ids whose previews were shed after a lag: no more deltas for them.
+    shed: HashSet<EventId>,
+    /// Ids whose final event this stream delivered: nothing more for them.
+    finished: HashSet<EventId>,
     pending: std::collections::VecDeque<SseEvent>,
     state: AppState,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -113,12 +140,19 @@ impl Drop for OpenStream {
 
 fn events(
     subscription: Subscription,
+    previews: Option<broadcast::Receiver<Preview>>,
+    want: Wanted,
     state: AppState,
     finished: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     state.metrics().sse_streams_open.fetch_add(1, Ordering::Relaxed);
     let initial = StreamState {
         subscription,
+        previews,
+        want,
+        started: HashSet::new(),
+        shed: HashSet::new(),
+        finished: HashSet::new(),
         pending: std::collections::VecDeque::new(),
         shutdown: state.shutdown(),
         _open: OpenStream(state.clone()),
@@ -135,6 +169,13 @@ fn events(
                 return None;
             }
             let batch = tokio::select! {
+                // Previews first: those published before an event was appended
+                // go out before it.
+                biased;
+                preview = next_preview(&mut st.previews) => {
+                    st.take_preview(preview);
+                    continue;
+                }
                 batch = st.subscription.next_batch(STREAM_BATCH) => batch,
                 _ = st.shutdown.changed() => return None,
             };
@@ -149,6 +190,7 @@ fn events(
                                 }
                                 let closes =
                                     matches!(entry.event, Event::SessionStatusTerminated(_) | Event::SessionDeleted(_));
+                                st.note_final(entry.id);
                                 match serde_json::to_string(&entry) {
                                     Ok(json) => st.pending.push_back(
                                         SseEvent::default()
@@ -184,6 +226,70 @@ fn events(
             }
         }
     })
+}
+
+/// The next preview, or never when the stream takes none.
+async fn next_preview(receiver: &mut Option<broadcast::Receiver<Preview>>) -> Result<Preview, RecvError> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl StreamState {
+    fn take_preview(&mut self, preview: Result<Preview, RecvError>) {
+        match preview {
+            Ok(Preview::Start { event_id, kind }) => {
+                let wanted = match kind {
+                    PreviewKind::Message => self.want.message,
+                    PreviewKind::Thinking => self.want.thinking,
+                };
+                if wanted && !self.finished.contains(&event_id) && self.started.insert(event_id) {
+                    let data = serde_json::json!({
+                        "type": "event_start",
+                        "event": {"type": kind.event_type(), "id": event_id},
+                    });
+                    self.pending.push_back(SseEvent::default().event("event_start").data(data.to_string()));
+                }
+            }
+            Ok(Preview::Delta { event_id, index, text }) => {
+                let open = self.started.contains(&event_id)
+                    && !self.shed.contains(&event_id)
+                    && !self.finished.contains(&event_id);
+                if self.want.message && open {
+                    let data = serde_json::json!({
+                        "type": "event_delta",
+                        "event_id": event_id,
+                        "delta": {"type": "content_delta", "index": index, "content": {"type": "text", "text": text}},
+                    });
+                    self.pending.push_back(SseEvent::default().event("event_delta").data(data.to_string()));
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                // Deltas were lost: what was sent must stay a prefix, so stop
+                // previewing everything in flight.
+                self.shed.extend(self.started.iter().copied());
+                self.cap_tracking();
+            }
+            Err(RecvError::Closed) => self.previews = None,
+        }
+    }
+
+    /// The final event of `id` was delivered: no preview may follow it.
+    fn note_final(&mut self, id: EventId) {
+        self.started.remove(&id);
+        self.shed.remove(&id);
+        self.finished.insert(id);
+        self.cap_tracking();
+    }
+
+    fn cap_tracking(&mut self) {
+        for set in [&mut self.started, &mut self.shed, &mut self.finished] {
+            if set.len() > MAX_TRACKED_IDS {
+                set.clear();
+            }
+        }
+    }
 }
 
 /// An in-stream error the SDK raises as an `APIStatusError`.

@@ -1,0 +1,79 @@
+//! Stream-only previews (`event_start`, `event_delta`): what the model is
+//! writing before the buffered event is appended.
+//!
+//! Previews are never persisted: the runner publishes them to a per-session
+//! broadcast channel of bounded capacity, and each SSE stream that asked for
+//! them (`event_deltas[]`) forwards the ones it wants. A stream that falls
+//! behind loses previews, never events: on a lag it stops previewing the ids in
+//! flight, so what it did deliver is still a prefix of the final text, and the
+//! buffered event remains the last thing delivered for its id.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use logbook_core::{EventId, SessionId};
+use tokio::sync::broadcast;
+
+/// Previews buffered per session before slow streams start losing them.
+pub const PREVIEW_CAPACITY: usize = 1024;
+
+/// The events a preview can be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviewKind {
+    Message,
+    Thinking,
+}
+
+impl PreviewKind {
+    pub fn event_type(self) -> &'static str {
+        match self {
+            PreviewKind::Message => "agent.message",
+            PreviewKind::Thinking => "agent.thinking",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preview {
+    /// The event `event_id` has started.
+    Start { event_id: EventId, kind: PreviewKind },
+    /// Text appended at `index` of the event's content (messages only).
+    Delta { event_id: EventId, index: usize, text: String },
+}
+
+impl Preview {
+    pub fn event_id(&self) -> EventId {
+        match self {
+            Preview::Start { event_id, .. } | Preview::Delta { event_id, .. } => *event_id,
+        }
+    }
+}
+
+/// The per-session preview channels.
+#[derive(Debug, Default)]
+pub struct Previews {
+    channels: Mutex<HashMap<SessionId, broadcast::Sender<Preview>>>,
+}
+
+impl Previews {
+    /// Sends a preview to the session's current subscribers (none is fine).
+    pub fn publish(&self, session: SessionId, preview: Preview) {
+        let Ok(mut channels) = self.channels.lock() else { return };
+        if let Some(sender) = channels.get(&session)
+            && sender.send(preview).is_err()
+        {
+            // No subscriber left: forget the channel so the map stays bounded.
+            channels.remove(&session);
+        }
+    }
+
+    pub fn subscribe(&self, session: SessionId) -> broadcast::Receiver<Preview> {
+        match self.channels.lock() {
+            Ok(mut channels) => {
+                channels.entry(session).or_insert_with(|| broadcast::channel(PREVIEW_CAPACITY).0).subscribe()
+            }
+            // A poisoned map only costs previews.
+            Err(_) => broadcast::channel(1).1,
+        }
+    }
+}
