@@ -65,6 +65,8 @@ pub enum EventType {
     WorkspaceDelta,
     ForkOrigin,
     ModelRequest,
+    ModelResponse,
+    ToolStarted,
 }
 
 /// A string that names no event type.
@@ -122,6 +124,8 @@ impl EventType {
         EventType::WorkspaceDelta,
         EventType::ForkOrigin,
         EventType::ModelRequest,
+        EventType::ModelResponse,
+        EventType::ToolStarted,
     ];
 
     /// The `type` string of the JSON form, e.g. `"user.message"`.
@@ -172,6 +176,8 @@ impl EventType {
             EventType::WorkspaceDelta => "x.workspace_delta",
             EventType::ForkOrigin => "x.fork_origin",
             EventType::ModelRequest => "x.model_request",
+            EventType::ModelResponse => "x.model_response",
+            EventType::ToolStarted => "x.tool_started",
         }
     }
 
@@ -234,7 +240,11 @@ impl EventType {
             | EventType::WorkflowRunPhaseEnded
             | EventType::WorkflowRunStatusEnded
             | EventType::WorkflowRunError => true,
-            EventType::WorkspaceDelta | EventType::ForkOrigin | EventType::ModelRequest => false,
+            EventType::WorkspaceDelta
+            | EventType::ForkOrigin
+            | EventType::ModelRequest
+            | EventType::ModelResponse
+            | EventType::ToolStarted => false,
         }
     }
 
@@ -285,7 +295,9 @@ impl EventType {
             | EventType::WorkflowRunError
             | EventType::WorkspaceDelta
             | EventType::ForkOrigin
-            | EventType::ModelRequest => false,
+            | EventType::ModelRequest
+            | EventType::ModelResponse
+            | EventType::ToolStarted => false,
         }
     }
 
@@ -337,7 +349,9 @@ impl EventType {
             | EventType::WorkflowRunError
             | EventType::WorkspaceDelta
             | EventType::ForkOrigin
-            | EventType::ModelRequest => None,
+            | EventType::ModelRequest
+            | EventType::ModelResponse
+            | EventType::ToolStarted => None,
         }
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::span::ModelUsage;
 use crate::id::{EventId, SessionId};
+use crate::json::Json;
 
 /// `x.workspace_delta`: how the workspace changed after a tool call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -85,6 +86,37 @@ pub struct ModelRequest {
     pub duration_ms: u64,
     /// 1 for the first try, counting retries of the same request.
     pub attempt: u32,
+}
+
+/// `x.model_response`: the assistant content of one model call exactly as the
+/// provider returned it (text, thinking with its signature, tool_use blocks
+/// with the provider's ids, server tool blocks), which the context projection
+/// replays to the model on the next call. The public `agent.*` events are the
+/// API's view of the same response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ModelResponse {
+    /// The `span.model_request_start` event of this call.
+    pub model_request_start_id: EventId,
+    /// The content blocks, as a JSON array.
+    pub content: Json,
+    /// Each tool_use block's provider id and the event that exposes it.
+    pub tool_uses: Vec<ToolUseLink>,
+}
+
+/// A provider tool-use id (`toolu_...`) and the `agent.tool_use`,
+/// `agent.mcp_tool_use` or `agent.custom_tool_use` event made from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ToolUseLink {
+    pub provider_id: String,
+    pub event_id: EventId,
+}
+
+/// `x.tool_started`: the runner is about to execute these tool calls. A call
+/// that started and has no result when a crashed server comes back gets an
+/// error result: a side effect is never run twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ToolStarted {
+    pub tool_use_ids: Vec<EventId>,
 }
 
 /// serde for 32-byte hashes as 64 lowercase hex characters.

@@ -34,7 +34,9 @@ pub use agent::{
 };
 pub use content::{ContentBlock, DocumentSource, ImageSource, SearchResultCitations, SearchResultContent};
 pub use event_type::{EventType, InputType, UnknownEventType};
-pub use internal::{FileChange, ForkOrigin, ModelRequest, WorkspaceChange, WorkspaceDelta};
+pub use internal::{
+    FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
+};
 pub use sample::sample_events;
 pub use session::{
     Budget, CacheCreationUsage, Millis, Money, RetryStatus, ServerToolUsage, SessionDeleted, SessionError,
@@ -170,6 +172,10 @@ pub enum Event {
     ForkOrigin(ForkOrigin),
     #[serde(rename = "x.model_request")]
     ModelRequest(ModelRequest),
+    #[serde(rename = "x.model_response")]
+    ModelResponse(ModelResponse),
+    #[serde(rename = "x.tool_started")]
+    ToolStarted(ToolStarted),
 }
 
 impl Event {
@@ -222,6 +228,8 @@ impl Event {
             Event::WorkspaceDelta(_) => EventType::WorkspaceDelta,
             Event::ForkOrigin(_) => EventType::ForkOrigin,
             Event::ModelRequest(_) => EventType::ModelRequest,
+            Event::ModelResponse(_) => EventType::ModelResponse,
+            Event::ToolStarted(_) => EventType::ToolStarted,
         }
     }
 
@@ -274,7 +282,9 @@ impl Event {
             | Event::WorkflowRunError(_)
             | Event::WorkspaceDelta(_)
             | Event::ForkOrigin(_)
-            | Event::ModelRequest(_) => None,
+            | Event::ModelRequest(_)
+            | Event::ModelResponse(_)
+            | Event::ToolStarted(_) => None,
         }
     }
 }
@@ -338,6 +348,8 @@ event_from_payload!(
     WorkspaceDelta,
     ForkOrigin,
     ModelRequest,
+    ModelResponse,
+    ToolStarted,
 );
 
 #[cfg(test)]

@@ -13,16 +13,16 @@ use crate::event::{
     AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking, AgentThreadContextCompacted,
     AgentThreadMessageReceived, AgentThreadMessageSent, AgentToolResult, AgentToolUse, AutoPermission, Budget,
     CacheCreationUsage, ConfirmationResult, ContentBlock, DocumentSource, EvaluatedPermission, Event, FileChange,
-    ForkOrigin, ImageSource, Millis, ModelRequest, ModelUsage, Money, OutcomeEvaluationResult, RetryStatus, Rubric,
-    SearchResultCitations, SearchResultContent, ServerToolUsage, SessionDeleted, SessionError, SessionErrorDetail,
-    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionStatusTerminated, SessionThreadCreated,
-    SessionThreadStatusIdle, SessionThreadStatusRescheduled, SessionThreadStatusRunning, SessionThreadStatusTerminated,
-    SessionUpdated, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, SpanOutcomeEvaluationEnd,
-    SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason, SystemMessage,
-    ToolEvaluation, UsageSnapshot, UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage,
-    UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError, WorkflowRunErrorDetail,
-    WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult, WorkflowRunStatusEnded,
-    WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
+    ForkOrigin, ImageSource, Millis, ModelRequest, ModelResponse, ModelUsage, Money, OutcomeEvaluationResult,
+    RetryStatus, Rubric, SearchResultCitations, SearchResultContent, ServerToolUsage, SessionDeleted, SessionError,
+    SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionStatusTerminated,
+    SessionThreadCreated, SessionThreadStatusIdle, SessionThreadStatusRescheduled, SessionThreadStatusRunning,
+    SessionThreadStatusTerminated, SessionUpdated, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart,
+    SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason,
+    SystemMessage, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, UserCustomToolResult, UserDefineOutcome,
+    UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError,
+    WorkflowRunErrorDetail, WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult,
+    WorkflowRunStatusEnded, WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
 };
 use crate::id::{EventId, OutcomeId, SessionId, ThreadId, WorkflowRunId};
 use crate::json::Json;
@@ -281,6 +281,20 @@ pub fn sample_events() -> Vec<Event> {
             duration_ms: 2_840,
             attempt: 1,
         }),
+        Event::ModelResponse(ModelResponse {
+            model_request_start_id: request_start,
+            content: Json::new(&serde_json::json!([
+                {"type": "thinking", "thinking": "The tests fail on the date parser.", "signature": "EqQBCkgIARABGAIiQL"},
+                {"type": "text", "text": "I'll run the test suite."},
+                {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "bash",
+                 "input": {"command": "cargo test -p parser"}}
+            ])),
+            tool_uses: vec![ToolUseLink {
+                provider_id: "toolu_01A09q90qw90lq917835lq9".to_owned(),
+                event_id: event_id(9),
+            }],
+        }),
+        Event::ToolStarted(ToolStarted { tool_use_ids: vec![event_id(9)] }),
     ]
 }
 

@@ -146,7 +146,16 @@ fn unknown_type_string_is_a_typed_error() {
 #[test]
 fn public_and_input_classification() {
     let internal: Vec<EventType> = EventType::ALL.iter().copied().filter(|t| !t.is_public()).collect();
-    assert_eq!(internal, [EventType::WorkspaceDelta, EventType::ForkOrigin, EventType::ModelRequest]);
+    assert_eq!(
+        internal,
+        [
+            EventType::WorkspaceDelta,
+            EventType::ForkOrigin,
+            EventType::ModelRequest,
+            EventType::ModelResponse,
+            EventType::ToolStarted
+        ]
+    );
     for &event_type in EventType::ALL {
         assert_eq!(event_type.is_public(), !event_type.as_str().starts_with("x."));
     }

@@ -5,7 +5,10 @@ use proptest::prelude::*;
 
 use super::span::model_usage;
 use super::text;
-use crate::event::{Event, FileChange, ForkOrigin, ModelRequest, WorkspaceChange, WorkspaceDelta};
+use crate::event::{
+    Event, FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink, WorkspaceChange,
+    WorkspaceDelta,
+};
 use crate::id::{EventId, SessionId};
 
 pub fn workspace_change() -> impl Strategy<Value = WorkspaceChange> {
@@ -45,6 +48,21 @@ pub(super) fn variants() -> Vec<BoxedStrategy<Event>> {
                 };
                 event.into()
             })
+            .boxed(),
+        (
+            any::<EventId>(),
+            crate::json::strategy::json_value(),
+            prop::collection::vec(("[a-z0-9_]{1,12}", any::<EventId>()), 0..3),
+        )
+            .prop_map(|(start, content, links)| {
+                let tool_uses =
+                    links.into_iter().map(|(provider_id, event_id)| ToolUseLink { provider_id, event_id }).collect();
+                ModelResponse { model_request_start_id: start, content: crate::json::Json::new(&content), tool_uses }
+                    .into()
+            })
+            .boxed(),
+        prop::collection::vec(any::<EventId>(), 0..4)
+            .prop_map(|tool_use_ids| ToolStarted { tool_use_ids }.into())
             .boxed(),
     ]
 }
