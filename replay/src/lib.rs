@@ -1,10 +1,13 @@
 //! `logbook-replay`: everything derived from a session log, as pure functions.
 //!
-//! Projections (context window, workspace tree, status and usage), compaction
-//! planning, slicing, fork planning and the session state machine live here.
-//! Nothing in this crate reads a clock, touches a disk or the network: the same
-//! records always give the same output. It depends on `logbook-core` only; the
-//! server feeds it records read from the store.
-//!
-//! The crate is a placeholder until the runner and replay issues land: it holds
-//! no projections yet.
+//! [`machine`] folds a log into the session's state and says what the runner
+//! must do next; [`context`] projects the conversation the next model request
+//! sends. Nothing in this crate reads a clock, touches a disk or the network:
+//! the same records always give the same output. It depends on `logbook-core`
+//! only; the server feeds it entries read from the store.
+
+pub mod context;
+pub mod machine;
+
+pub use context::{Message, Role, conversation};
+pub use machine::{Command, FailReason, Machine, Policy, Status};

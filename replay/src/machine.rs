@@ -1,0 +1,411 @@
+//! The session state machine: what a session is doing, as a pure fold over
+//! its log, and what the runner must do next.
+//!
+//! [`Machine::apply`] folds one entry; [`Machine::next`] says the next step as
+//! a [`Command`]. The runner interprets the command (calls the model, runs
+//! tools, appends status events), appends what happened, applies those entries
+//! and asks again. It asks only between steps, never while one is under way,
+//! which is what makes crash recovery a matter of reading the log: a model
+//! request that started and never ended, or a tool call that started and has no
+//! result, can only mean the previous runner died mid-step. The first is
+//! closed and retried; the second gets an error result and is never run again.
+//!
+//! Nothing here reads a clock or does IO; the same entries always give the
+//! same state and the same command.
+
+use std::collections::BTreeMap;
+
+use logbook_core::event::{
+    ConfirmationResult, EvaluatedPermission, Event, RetryStatus, SessionError, SessionStatusIdle, StopReason,
+};
+use logbook_core::{Entry, EventId};
+
+/// The session's status, as its status events say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Idle,
+    Running,
+    Rescheduling,
+    Terminated,
+}
+
+/// Which kind of call a tool use is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolKind {
+    /// `agent.tool_use`: a built-in tool the runner executes.
+    Builtin,
+    /// `agent.mcp_tool_use`: a tool of an MCP server.
+    Mcp,
+    /// `agent.custom_tool_use`: the client answers.
+    Custom,
+}
+
+/// An open tool call: announced, no result yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTool {
+    pub kind: ToolKind,
+    pub name: String,
+    pub permission: Permission,
+    pub confirmation: Option<Confirmation>,
+    /// `x.tool_started` was recorded for it.
+    pub started: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Allow,
+    Ask,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    Allow,
+    Deny { message: Option<String> },
+}
+
+/// Why tool calls are closed with error results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// Started before a crash; its outcome is unknown, so it is not re-run.
+    Orphaned,
+    /// The turn was interrupted.
+    Interrupted,
+    /// The user sent a new message instead of answering.
+    Superseded,
+}
+
+/// The runner's next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Nothing to do until new input arrives.
+    Wait,
+    /// A turn begins: append `session.status_running`.
+    StartTurn,
+    /// After `session.status_rescheduled`: append `session.status_running` and go on.
+    Resume,
+    /// Call the model (attempt 1 is the first try of this request).
+    CallModel { attempt: u32 },
+    /// Retries are used up: `session.error` (exhausted), usage, idle
+    /// `retries_exhausted`.
+    GiveUp,
+    /// A model request started and never ended (a crash): close it as failed.
+    CloseModelRequest { start_id: EventId },
+    /// Record `x.tool_started` for these calls, run them, record their results.
+    RunTools(Vec<EventId>),
+    /// Answer these calls with the denial as an error result.
+    DenyTools(Vec<(EventId, Option<String>)>),
+    /// Close these calls with an error result.
+    FailTools { ids: Vec<EventId>, reason: FailReason },
+    /// Idle with `requires_action` for these calls (confirmations, custom tool results).
+    AwaitClient(Vec<EventId>),
+    /// The turn is over: usage, then idle `end_turn`.
+    EndTurn,
+    /// An interrupt: close every open call, then usage and idle `end_turn`.
+    Interrupt { open: Vec<EventId> },
+}
+
+/// Policy the runner gives the machine (configuration, not state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Model attempts per request before giving up.
+    pub max_model_attempts: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { max_model_attempts: 5 }
+    }
+}
+
+/// A session's state, folded from its log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    status: Option<Status>,
+    /// A user message or system message the model has not seen yet.
+    unseen_input: bool,
+    /// Tool results arrived that the model has not seen yet.
+    unseen_results: bool,
+    /// The open model request, if one started and did not end.
+    open_request: Option<EventId>,
+    /// Failed attempts of the current model request.
+    failed_attempts: u32,
+    /// The last model request ended successfully (not failed, not pending).
+    last_request_ok: bool,
+    /// Open tool calls in announcement order.
+    tools: BTreeMap<EventId, OpenTool>,
+    order: Vec<EventId>,
+    /// An interrupt arrived during the current turn and was not applied yet.
+    interrupt_pending: bool,
+    /// The ids of the last `requires_action` idle, to not repeat it.
+    awaited: Option<Vec<EventId>>,
+    /// Retries exhausted: the turn must end (the runner records it).
+    exhausted: bool,
+    n_entries: u64,
+}
+
+impl Machine {
+    pub fn new() -> Machine {
+        Machine::default()
+    }
+
+    /// Folds a whole log.
+    pub fn project<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Machine {
+        let mut machine = Machine::new();
+        for entry in entries {
+            machine.apply(entry);
+        }
+        machine
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.unwrap_or(Status::Idle)
+    }
+
+    /// Entries applied so far.
+    pub fn n_entries(&self) -> u64 {
+        self.n_entries
+    }
+
+    pub fn open_tools(&self) -> impl Iterator<Item = (EventId, &OpenTool)> {
+        self.order.iter().filter_map(|id| self.tools.get(id).map(|tool| (*id, tool)))
+    }
+
+    /// Whether a turn is under way (running or rescheduling).
+    pub fn in_turn(&self) -> bool {
+        matches!(self.status(), Status::Running | Status::Rescheduling)
+    }
+
+    pub fn apply(&mut self, entry: &Entry) {
+        self.n_entries += 1;
+        let id = entry.id;
+        match &entry.event {
+            Event::UserMessage(_) | Event::SystemMessage(_) | Event::UserDefineOutcome(_) => self.unseen_input = true,
+            Event::UserInterrupt(_) => {
+                if self.in_turn() || self.awaiting_client() {
+                    self.interrupt_pending = true;
+                }
+            }
+            Event::UserToolConfirmation(confirmation) => {
+                if let Some(tool) = self.tools.get_mut(&confirmation.tool_use_id) {
+                    tool.confirmation = Some(match confirmation.result {
+                        ConfirmationResult::Allow => Confirmation::Allow,
+                        ConfirmationResult::Deny => Confirmation::Deny { message: confirmation.deny_message.clone() },
+                    });
+                }
+            }
+            Event::UserCustomToolResult(result) => self.close_tool(result.custom_tool_use_id),
+            Event::UserToolResult(result) => self.close_tool(result.tool_use_id),
+            Event::AgentToolResult(result) => self.close_tool(result.tool_use_id),
+            Event::AgentMcpToolResult(result) => self.close_tool(result.mcp_tool_use_id),
+            Event::AgentToolUse(tool_use) => {
+                self.open_tool(id, ToolKind::Builtin, &tool_use.name, permission(tool_use.evaluated_permission));
+            }
+            Event::AgentMcpToolUse(tool_use) => {
+                self.open_tool(id, ToolKind::Mcp, &tool_use.name, permission(tool_use.evaluated_permission));
+            }
+            Event::AgentCustomToolUse(tool_use) => {
+                self.open_tool(id, ToolKind::Custom, &tool_use.name, Permission::Allow);
+            }
+            Event::ToolStarted(started) => {
+                for tool_use_id in &started.tool_use_ids {
+                    if let Some(tool) = self.tools.get_mut(tool_use_id) {
+                        tool.started = true;
+                    }
+                }
+            }
+            Event::SpanModelRequestStart(_) => {
+                self.open_request = Some(id);
+                self.unseen_input = false;
+                self.unseen_results = false;
+                self.last_request_ok = false;
+            }
+            Event::SpanModelRequestEnd(end) => {
+                self.open_request = None;
+                if end.is_error == Some(true) {
+                    self.failed_attempts += 1;
+                    self.last_request_ok = false;
+                } else {
+                    self.failed_attempts = 0;
+                    self.last_request_ok = true;
+                }
+            }
+            Event::SessionStatusRunning(_) => {
+                self.status = Some(Status::Running);
+                self.exhausted = false;
+            }
+            Event::SessionStatusRescheduled(_) => self.status = Some(Status::Rescheduling),
+            Event::SessionStatusTerminated(_) | Event::SessionDeleted(_) => self.status = Some(Status::Terminated),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason, .. }) => {
+                self.status = Some(Status::Idle);
+                self.interrupt_pending = false;
+                match stop_reason {
+                    StopReason::RequiresAction { event_ids } => self.awaited = Some(event_ids.clone()),
+                    StopReason::EndTurn
+                    | StopReason::RetriesExhausted
+                    | StopReason::BudgetReached
+                    | StopReason::Refusal => {
+                        // The turn is over: results recorded in it (error results of an
+                        // interrupt, say) do not start another one.
+                        self.awaited = None;
+                        self.failed_attempts = 0;
+                        self.exhausted = false;
+                        self.unseen_results = false;
+                        self.last_request_ok = true;
+                    }
+                }
+            }
+            Event::SessionError(SessionError { error }) => {
+                if error.retry_status() == RetryStatus::Exhausted {
+                    self.exhausted = true;
+                }
+            }
+            Event::AgentMessage(_)
+            | Event::AgentThinking(_)
+            | Event::AgentThreadMessageSent(_)
+            | Event::AgentThreadMessageReceived(_)
+            | Event::AgentThreadContextCompacted(_)
+            | Event::SessionUpdated(_)
+            | Event::SessionUsage(_)
+            | Event::SessionThreadCreated(_)
+            | Event::SessionThreadStatusRunning(_)
+            | Event::SessionThreadStatusIdle(_)
+            | Event::SessionThreadStatusRescheduled(_)
+            | Event::SessionThreadStatusTerminated(_)
+            | Event::SpanOutcomeEvaluationStart(_)
+            | Event::SpanOutcomeEvaluationOngoing(_)
+            | Event::SpanOutcomeEvaluationEnd(_)
+            | Event::WorkflowRunCreated(_)
+            | Event::WorkflowRunStatusRunning(_)
+            | Event::WorkflowRunStatusIdle(_)
+            | Event::WorkflowRunPhaseStarted(_)
+            | Event::WorkflowRunPhaseEnded(_)
+            | Event::WorkflowRunStatusEnded(_)
+            | Event::WorkflowRunError(_)
+            | Event::WorkspaceDelta(_)
+            | Event::ForkOrigin(_)
+            | Event::ModelRequest(_)
+            | Event::ModelResponse(_) => {}
+        }
+    }
+
+    /// The runner's next step. Call it only between steps.
+    pub fn next(&self, policy: &Policy) -> Command {
+        if self.status() == Status::Terminated {
+            return Command::Wait;
+        }
+        // A request without an end, or a started call without a result, can only be
+        // left over from a runner that died mid-step.
+        if let Some(start_id) = self.open_request {
+            return Command::CloseModelRequest { start_id };
+        }
+        let orphaned: Vec<EventId> = self.open_tools().filter(|(_, t)| t.started).map(|(id, _)| id).collect();
+        if !orphaned.is_empty() {
+            return Command::FailTools { ids: orphaned, reason: FailReason::Orphaned };
+        }
+        if self.interrupt_pending {
+            return Command::Interrupt { open: self.open_tools().map(|(id, _)| id).collect() };
+        }
+        let waiting: Vec<EventId> = self.open_tools().filter(|(_, t)| needs_client(t)).map(|(id, _)| id).collect();
+        if !self.in_turn() {
+            if !waiting.is_empty() {
+                if self.unseen_input {
+                    // A new message instead of answers: the open calls are superseded.
+                    return Command::FailTools {
+                        ids: self.open_tools().map(|(id, _)| id).collect(),
+                        reason: FailReason::Superseded,
+                    };
+                }
+                // Some answers came, not all: idle again with the rest.
+                if self.awaited.as_ref() != Some(&waiting) {
+                    return Command::AwaitClient(waiting);
+                }
+                return Command::Wait;
+            }
+            if self.unseen_input || self.unseen_results || !self.tools.is_empty() {
+                return Command::StartTurn;
+            }
+            return Command::Wait;
+        }
+        if self.status() == Status::Rescheduling {
+            return Command::Resume;
+        }
+        if self.exhausted {
+            return Command::GiveUp;
+        }
+        let denied: Vec<(EventId, Option<String>)> = self
+            .open_tools()
+            .filter_map(|(id, tool)| match (&tool.permission, &tool.confirmation) {
+                (Permission::Deny, _) => Some((id, None)),
+                (Permission::Ask, Some(Confirmation::Deny { message })) => Some((id, message.clone())),
+                (Permission::Ask, Some(Confirmation::Allow) | None) | (Permission::Allow, _) => None,
+            })
+            .collect();
+        if !denied.is_empty() {
+            return Command::DenyTools(denied);
+        }
+        let runnable: Vec<EventId> = self.open_tools().filter(|(_, t)| is_runnable(t)).map(|(id, _)| id).collect();
+        if !runnable.is_empty() {
+            return Command::RunTools(runnable);
+        }
+        if !waiting.is_empty() {
+            return Command::AwaitClient(waiting);
+        }
+        if self.failed_attempts >= policy.max_model_attempts {
+            return Command::GiveUp;
+        }
+        if self.unseen_input || self.unseen_results || !self.last_request_ok {
+            return Command::CallModel { attempt: self.failed_attempts + 1 };
+        }
+        Command::EndTurn
+    }
+
+    /// Whether the session waits on the client (idle with `requires_action`).
+    fn awaiting_client(&self) -> bool {
+        self.status() == Status::Idle && self.awaited.is_some()
+    }
+
+    fn open_tool(&mut self, id: EventId, kind: ToolKind, name: &str, permission: Permission) {
+        self.tools.insert(id, OpenTool { kind, name: name.to_owned(), permission, confirmation: None, started: false });
+        self.order.push(id);
+    }
+
+    fn close_tool(&mut self, id: EventId) {
+        if self.tools.remove(&id).is_some() {
+            self.order.retain(|open| *open != id);
+            self.unseen_results = true;
+        }
+    }
+}
+
+/// A call that waits on the client: a custom tool, or one asking for
+/// confirmation that has none yet.
+fn needs_client(tool: &OpenTool) -> bool {
+    match (tool.kind, &tool.permission, &tool.confirmation) {
+        (ToolKind::Custom, _, _) => true,
+        (ToolKind::Builtin | ToolKind::Mcp, Permission::Ask, None) => true,
+        (ToolKind::Builtin | ToolKind::Mcp, Permission::Ask, Some(_))
+        | (ToolKind::Builtin | ToolKind::Mcp, Permission::Allow | Permission::Deny, _) => false,
+    }
+}
+
+/// A built-in or MCP call the runner may execute now.
+fn is_runnable(tool: &OpenTool) -> bool {
+    let allowed = match (&tool.permission, &tool.confirmation) {
+        (Permission::Allow, _) | (Permission::Ask, Some(Confirmation::Allow)) => true,
+        (Permission::Ask, Some(Confirmation::Deny { .. }) | None) | (Permission::Deny, _) => false,
+    };
+    allowed && !tool.started && matches!(tool.kind, ToolKind::Builtin | ToolKind::Mcp)
+}
+
+fn permission(evaluated: Option<EvaluatedPermission>) -> Permission {
+    match evaluated {
+        None | Some(EvaluatedPermission::Allow) => Permission::Allow,
+        Some(EvaluatedPermission::Ask) => Permission::Ask,
+        Some(EvaluatedPermission::Deny) => Permission::Deny,
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

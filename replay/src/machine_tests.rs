@@ -1,0 +1,444 @@
+//! Tests of the session state machine: table tests of each flow, and a
+//! simulated runner driven by proptest through random model outputs, client
+//! actions, interrupts and crashes.
+
+use std::collections::BTreeMap;
+
+use logbook_core::event::{
+    AgentCustomToolUse, AgentToolResult, AgentToolUse, ConfirmationResult, ContentBlock, EvaluatedPermission, Event,
+    RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd,
+    SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult, UserInterrupt, UserMessage,
+    UserToolConfirmation,
+};
+use logbook_core::{Entry, EventId, Json, Timestamp};
+use pretty_assertions::assert_eq;
+use proptest::prelude::*;
+
+use super::*;
+
+/// A log under construction, with a machine kept in step.
+struct Log {
+    entries: Vec<Entry>,
+    machine: Machine,
+    next_id: u128,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log { entries: Vec::new(), machine: Machine::new(), next_id: 1 }
+    }
+
+    fn push(&mut self, event: Event) -> EventId {
+        let id = EventId::from_parts(1_764_000_000_000, self.next_id);
+        self.next_id += 1;
+        let entry = Entry { id, event, at: Timestamp::from_unix_micros(0) };
+        self.machine.apply(&entry);
+        self.entries.push(entry);
+        id
+    }
+
+    fn next(&self) -> Command {
+        self.machine.next(&Policy::default())
+    }
+
+    fn user_message(&mut self) -> EventId {
+        self.push(Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }))
+    }
+
+    fn model_ok(&mut self) {
+        self.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        self.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: EventId::from_parts(0, 0),
+            model_usage: Default::default(),
+            is_error: Some(false),
+        }));
+    }
+
+    fn tool_use(&mut self, permission: EvaluatedPermission) -> EventId {
+        self.push(Event::AgentToolUse(AgentToolUse {
+            name: "bash".into(),
+            input: Json::empty_object(),
+            evaluated_permission: Some(permission),
+            evaluation: None,
+            session_thread_id: None,
+        }))
+    }
+
+    fn custom_tool_use(&mut self) -> EventId {
+        self.push(Event::AgentCustomToolUse(AgentCustomToolUse {
+            name: "get_weather".into(),
+            input: Json::empty_object(),
+            session_thread_id: None,
+        }))
+    }
+
+    fn result(&mut self, tool_use_id: EventId, is_error: bool) {
+        self.push(Event::AgentToolResult(AgentToolResult { tool_use_id, content: None, is_error: Some(is_error) }));
+    }
+
+    fn idle(&mut self, stop_reason: StopReason) {
+        self.push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None }));
+    }
+
+    fn running(&mut self) {
+        self.push(Event::SessionStatusRunning(SessionStatusRunning {}));
+    }
+}
+
+#[test]
+fn a_plain_turn() {
+    let mut log = Log::new();
+    assert_eq!(log.next(), Command::Wait);
+    log.user_message();
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.model_ok();
+    assert_eq!(log.next(), Command::EndTurn);
+    log.idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::Wait);
+}
+
+#[test]
+fn allowed_tools_run_then_the_model_sees_their_results() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let tool = log.tool_use(EvaluatedPermission::Allow);
+    assert_eq!(log.next(), Command::RunTools(vec![tool]));
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![tool] }));
+    log.result(tool, false);
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+}
+
+#[test]
+fn always_ask_waits_for_confirmation_and_denial_gives_an_error_result() {
+    for allow in [true, false] {
+        let mut log = Log::new();
+        log.user_message();
+        log.running();
+        log.model_ok();
+        let a = log.tool_use(EvaluatedPermission::Ask);
+        let b = log.tool_use(EvaluatedPermission::Ask);
+        assert_eq!(log.next(), Command::AwaitClient(vec![a, b]));
+        log.idle(StopReason::RequiresAction { event_ids: vec![a, b] });
+        assert_eq!(log.next(), Command::Wait);
+        let result = if allow { ConfirmationResult::Allow } else { ConfirmationResult::Deny };
+        let deny_message = (!allow).then(|| "no".to_owned());
+        log.push(Event::UserToolConfirmation(UserToolConfirmation {
+            tool_use_id: a,
+            result,
+            deny_message: deny_message.clone(),
+            session_thread_id: None,
+        }));
+        // Resolving some re-idles with the rest.
+        assert_eq!(log.next(), Command::AwaitClient(vec![b]));
+        log.idle(StopReason::RequiresAction { event_ids: vec![b] });
+        log.push(Event::UserToolConfirmation(UserToolConfirmation {
+            tool_use_id: b,
+            result: ConfirmationResult::Allow,
+            deny_message: None,
+            session_thread_id: None,
+        }));
+        assert_eq!(log.next(), Command::StartTurn);
+        log.running();
+        if allow {
+            assert_eq!(log.next(), Command::RunTools(vec![a, b]));
+        } else {
+            assert_eq!(log.next(), Command::DenyTools(vec![(a, deny_message)]));
+            log.result(a, true);
+            assert_eq!(log.next(), Command::RunTools(vec![b]));
+        }
+    }
+}
+
+#[test]
+fn custom_tools_wait_for_the_client_result() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let call = log.custom_tool_use();
+    assert_eq!(log.next(), Command::AwaitClient(vec![call]));
+    log.idle(StopReason::RequiresAction { event_ids: vec![call] });
+    log.push(Event::UserCustomToolResult(UserCustomToolResult {
+        custom_tool_use_id: call,
+        content: None,
+        is_error: None,
+        session_thread_id: None,
+    }));
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+}
+
+#[test]
+fn interrupt_closes_open_calls_and_ends_the_turn() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let call = log.custom_tool_use();
+    log.idle(StopReason::RequiresAction { event_ids: vec![call] });
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Interrupt { open: vec![call] });
+    log.result(call, true);
+    log.idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::Wait, "an interrupt does not start another turn");
+}
+
+#[test]
+fn an_interrupt_while_idle_is_a_no_op() {
+    let mut log = Log::new();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Wait);
+}
+
+#[test]
+fn a_crash_mid_request_closes_it_and_a_crash_mid_tool_never_reruns_it() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    let start = log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    // The runner died here.
+    let recovered = Machine::project(&log.entries);
+    assert_eq!(recovered.next(&Policy::default()), Command::CloseModelRequest { start_id: start });
+
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let tool = log.tool_use(EvaluatedPermission::Allow);
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![tool] }));
+    // The runner died while the tool ran.
+    let recovered = Machine::project(&log.entries);
+    assert_eq!(
+        recovered.next(&Policy::default()),
+        Command::FailTools { ids: vec![tool], reason: FailReason::Orphaned }
+    );
+}
+
+#[test]
+fn failed_requests_are_retried_then_given_up() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    for attempt in 1..=Policy::default().max_model_attempts {
+        assert_eq!(log.next(), Command::CallModel { attempt });
+        log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: EventId::from_parts(0, 0),
+            model_usage: Default::default(),
+            is_error: Some(true),
+        }));
+    }
+    assert_eq!(log.next(), Command::GiveUp);
+    log.push(Event::SessionError(SessionError {
+        error: SessionErrorDetail::ModelOverloadedError {
+            message: "overloaded".into(),
+            retry_status: RetryStatus::Exhausted,
+        },
+    }));
+    log.idle(StopReason::RetriesExhausted);
+    assert_eq!(log.next(), Command::Wait);
+}
+
+#[test]
+fn a_new_message_supersedes_calls_waiting_on_the_client() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let call = log.custom_tool_use();
+    log.idle(StopReason::RequiresAction { event_ids: vec![call] });
+    log.user_message();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![call], reason: FailReason::Superseded });
+    log.result(call, true);
+    assert_eq!(log.next(), Command::StartTurn);
+}
+
+/// One random choice of the simulated world.
+#[derive(Debug, Clone)]
+struct Choices(Vec<u8>);
+
+impl Choices {
+    fn pick(&mut self, n: u8) -> u8 {
+        self.0.pop().map_or(0, |c| c % n)
+    }
+}
+
+/// Runs a simulated runner over random choices; returns the log and how many
+/// times each tool ran.
+fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
+    let mut log = Log::new();
+    let mut executed: BTreeMap<EventId, u32> = BTreeMap::new();
+    log.user_message();
+    for _ in 0..300 {
+        match log.next() {
+            Command::Wait => match choices.pick(6) {
+                0 => {
+                    log.user_message();
+                }
+                1 => {
+                    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+                }
+                2 | 3 => {
+                    // Answer one waiting call.
+                    let Some((id, tool)) = log.machine.open_tools().next().map(|(id, t)| (id, t.clone())) else {
+                        break;
+                    };
+                    match tool.kind {
+                        ToolKind::Builtin | ToolKind::Mcp => {
+                            let allow = choices.pick(2) == 0;
+                            log.push(Event::UserToolConfirmation(UserToolConfirmation {
+                                tool_use_id: id,
+                                result: if allow { ConfirmationResult::Allow } else { ConfirmationResult::Deny },
+                                deny_message: None,
+                                session_thread_id: None,
+                            }));
+                        }
+                        ToolKind::Custom => {
+                            log.push(Event::UserCustomToolResult(UserCustomToolResult {
+                                custom_tool_use_id: id,
+                                content: None,
+                                is_error: None,
+                                session_thread_id: None,
+                            }));
+                        }
+                    }
+                }
+                _ => break,
+            },
+            Command::StartTurn | Command::Resume => log.running(),
+            Command::CallModel { .. } => {
+                log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+                match choices.pick(8) {
+                    // The runner dies mid-request.
+                    0 => continue,
+                    1 => {
+                        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                            model_request_start_id: EventId::from_parts(0, 0),
+                            model_usage: Default::default(),
+                            is_error: Some(true),
+                        }));
+                    }
+                    _ => {
+                        let n_tools = choices.pick(3);
+                        let mut uses = Vec::new();
+                        for _ in 0..n_tools {
+                            uses.push(match choices.pick(4) {
+                                0 => Event::AgentCustomToolUse(AgentCustomToolUse {
+                                    name: "c".into(),
+                                    input: Json::empty_object(),
+                                    session_thread_id: None,
+                                }),
+                                k => Event::AgentToolUse(AgentToolUse {
+                                    name: "bash".into(),
+                                    input: Json::empty_object(),
+                                    evaluated_permission: Some(match k {
+                                        1 => EvaluatedPermission::Allow,
+                                        2 => EvaluatedPermission::Ask,
+                                        _ => EvaluatedPermission::Deny,
+                                    }),
+                                    evaluation: None,
+                                    session_thread_id: None,
+                                }),
+                            });
+                        }
+                        for event in uses {
+                            log.push(event);
+                        }
+                        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                            model_request_start_id: EventId::from_parts(0, 0),
+                            model_usage: Default::default(),
+                            is_error: Some(false),
+                        }));
+                    }
+                }
+            }
+            Command::GiveUp => {
+                log.push(Event::SessionError(SessionError {
+                    error: SessionErrorDetail::ModelOverloadedError {
+                        message: "x".into(),
+                        retry_status: RetryStatus::Exhausted,
+                    },
+                }));
+                log.idle(StopReason::RetriesExhausted);
+            }
+            Command::CloseModelRequest { .. } => {
+                log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                    model_request_start_id: EventId::from_parts(0, 0),
+                    model_usage: Default::default(),
+                    is_error: Some(true),
+                }));
+            }
+            Command::RunTools(ids) => {
+                log.push(Event::ToolStarted(ToolStarted { tool_use_ids: ids.clone() }));
+                for id in ids {
+                    *executed.entry(id).or_default() += 1;
+                    // The runner may die after running a tool, before its result.
+                    if choices.pick(6) == 0 {
+                        break;
+                    }
+                    log.result(id, false);
+                }
+            }
+            Command::DenyTools(calls) => {
+                for (id, _) in calls {
+                    log.result(id, true);
+                }
+            }
+            Command::FailTools { ids, .. } => {
+                for id in ids {
+                    log.result(id, true);
+                }
+            }
+            Command::AwaitClient(ids) => log.idle(StopReason::RequiresAction { event_ids: ids }),
+            Command::EndTurn => log.idle(StopReason::EndTurn),
+            Command::Interrupt { open } => {
+                for id in open {
+                    log.result(id, true);
+                }
+                log.idle(StopReason::EndTurn);
+            }
+        }
+    }
+    (log, executed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Goal: whatever the interleaving of model outputs, confirmations, custom
+    /// results, interrupts and crashes, no tool runs twice, no call gets two
+    /// results, and once nothing is open every call has exactly one result.
+    /// Also: applying entries one by one equals projecting the whole log.
+    #[test]
+    fn every_tool_use_gets_exactly_one_result(choices in prop::collection::vec(any::<u8>(), 0..400)) {
+        let (log, executed) = simulate(Choices(choices));
+        for (id, n) in &executed {
+            prop_assert!(*n <= 1, "tool {id} ran {n} times");
+        }
+        let mut results: BTreeMap<EventId, u32> = BTreeMap::new();
+        let mut uses = Vec::new();
+        for entry in &log.entries {
+            if let Some(target) = entry.event.answers()
+                && !matches!(entry.event, Event::UserToolConfirmation(_))
+            {
+                *results.entry(target).or_default() += 1;
+            }
+            if matches!(entry.event, Event::AgentToolUse(_) | Event::AgentCustomToolUse(_)) {
+                uses.push(entry.id);
+            }
+        }
+        for (id, n) in &results {
+            prop_assert!(*n == 1, "call {id} has {n} results");
+        }
+        let open: Vec<EventId> = log.machine.open_tools().map(|(id, _)| id).collect();
+        for id in &uses {
+            prop_assert!(results.contains_key(id) || open.contains(id), "call {id} has neither a result nor is open");
+        }
+        prop_assert_eq!(Machine::project(&log.entries), log.machine.clone());
+    }
+}
