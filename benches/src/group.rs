@@ -1,0 +1,164 @@
+//! A group committer: writer threads hand items to one committer thread, which
+//! commits them in batches and acknowledges every item of a batch at once.
+//!
+//! Shared by the raw baseline (a batch is one `write` plus one `fdatasync`) and
+//! the batched SQLite baseline (a batch is one transaction). A writer's
+//! [`GroupCommit::submit`] returns only after the batch holding its item was
+//! committed, so every acknowledged item is durable. The committer takes
+//! whatever is queued, up to `max_batch` items, as soon as the previous commit
+//! ends: it never waits to fill a batch, so a batch can only hold items whose
+//! writers are waiting (16 writers with one item each make batches of at most
+//! 16).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, anyhow};
+
+/// Statistics of a committer's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub n_batches: u64,
+    pub n_items: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct GroupCommit<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// Signals the committer: work queued, or shutdown.
+    work: Condvar,
+    /// Signals writers: a batch was committed.
+    done: Condvar,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    queue: VecDeque<T>,
+    /// Tickets handed out, one per item, in queue order.
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    committed: u64,
+    failed: Option<String>,
+    shutdown: bool,
+    stats: CommitStats,
+}
+
+impl<T: Send + 'static> GroupCommit<T> {
+    /// Starts the committer thread. `commit` makes a batch durable.
+    pub fn start<F>(max_batch: usize, mut commit: F) -> Self
+    where
+        F: FnMut(&mut Vec<T>) -> anyhow::Result<()> + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                issued: 0,
+                committed: 0,
+                failed: None,
+                shutdown: false,
+                stats: CommitStats::default(),
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let committer = std::thread::spawn(move || {
+            let shared = thread_shared;
+            let mut batch = Vec::with_capacity(max_batch);
+            loop {
+                let Ok(mut state) = shared.state.lock() else { return };
+                while state.queue.is_empty() && !state.shutdown {
+                    state = match shared.work.wait(state) {
+                        Ok(state) => state,
+                        Err(_) => return,
+                    };
+                }
+                if state.queue.is_empty() {
+                    return;
+                }
+                let n = state.queue.len().min(max_batch);
+                batch.extend(state.queue.drain(..n));
+                let last = state.committed + n as u64;
+                drop(state);
+                let result = commit(&mut batch);
+                batch.clear();
+                let Ok(mut state) = shared.state.lock() else { return };
+                match result {
+                    Ok(()) => {
+                        state.committed = last;
+                        state.stats.n_batches += 1;
+                        state.stats.n_items += n as u64;
+                    }
+                    Err(err) => state.failed = Some(format!("{err:#}")),
+                }
+                shared.done.notify_all();
+                if state.failed.is_some() {
+                    return;
+                }
+            }
+        });
+        GroupCommit { shared, committer: Some(committer) }
+    }
+
+    /// Queues `item` and returns once it is committed.
+    pub fn submit(&self, item: T) -> anyhow::Result<()> {
+        let mut state = self.lock()?;
+        if let Some(reason) = &state.failed {
+            return Err(anyhow!("committer failed: {reason}"));
+        }
+        state.queue.push_back(item);
+        state.issued += 1;
+        let ticket = state.issued;
+        self.shared.work.notify_one();
+        while state.committed < ticket {
+            if let Some(reason) = &state.failed {
+                return Err(anyhow!("committer failed: {reason}"));
+            }
+            state = self.shared.done.wait(state).map_err(|_| anyhow!("group commit lock poisoned"))?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.lock().map(|state| state.stats).unwrap_or_default()
+    }
+
+    /// Stops the committer after it commits what is queued.
+    pub fn finish(mut self) -> anyhow::Result<CommitStats> {
+        self.stop()?;
+        let state = self.lock()?;
+        match &state.failed {
+            Some(reason) => Err(anyhow!("committer failed: {reason}")),
+            None => Ok(state.stats),
+        }
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.shutdown = true;
+        }
+        self.shared.work.notify_all();
+        if let Some(handle) = self.committer.take() {
+            handle.join().map_err(|_| anyhow!("committer thread panicked")).context("stopping the committer")?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> anyhow::Result<MutexGuard<'_, State<T>>> {
+        self.shared.state.lock().map_err(|_| anyhow!("group commit lock poisoned"))
+    }
+}
+
+impl<T: Send + 'static> Drop for GroupCommit<T> {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

@@ -1,0 +1,64 @@
+//! Baseline: raw group commit, the physical limit of durable appends here.
+//!
+//! Writer threads hand length-prefixed records to one committer thread, which
+//! appends a batch of up to [`RAW_BATCH`] records with a single `write` to one
+//! append-only file and then `fdatasync`s it, acknowledging the whole batch.
+//! There is no index, no checksum, no per-session structure and no recovery:
+//! nothing a log store could do with fewer syscalls, so no store can beat it on
+//! this disk. Reading the records back is not supported.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::group::{CommitStats, GroupCommit};
+
+/// Most records per `write` + `fdatasync`.
+pub const RAW_BATCH: usize = 32;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct RawLog {
+    committer: GroupCommit<Arc<[u8]>>,
+}
+
+impl RawLog {
+    /// Creates (truncating) the log file at `path`.
+    pub fn create(path: &Path) -> anyhow::Result<RawLog> {
+        let mut file: File = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())?;
+        let mut buf = Vec::new();
+        let committer = GroupCommit::start(RAW_BATCH, move |batch: &mut Vec<Arc<[u8]>>| {
+            buf.clear();
+            for record in batch.iter() {
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(record);
+            }
+            file.write_all(&buf)?;
+            file.sync_data()?;
+            Ok(())
+        });
+        Ok(RawLog { committer })
+    }
+
+    /// Appends `record` and returns once it is durable.
+    pub fn append(&self, record: Arc<[u8]>) -> anyhow::Result<()> {
+        self.committer.submit(record)
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.committer.stats()
+    }
+
+    pub fn finish(self) -> anyhow::Result<CommitStats> {
+        self.committer.finish()
+    }
+}

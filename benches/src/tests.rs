@@ -1,0 +1,98 @@
+//! Tests of the workload generator and the group committer: determinism, the
+//! promised shape of the corpus, and that every submitted item is committed.
+
+use std::sync::{Arc, Mutex};
+
+use logbook_core::{Entry, Event};
+
+use crate::group::GroupCommit;
+use crate::workload::{self, WorkloadConfig};
+
+fn canonical_len(entry: &Entry) -> usize {
+    entry.to_canonical().unwrap().len()
+}
+
+#[test]
+fn a_seed_always_gives_the_same_sessions_and_another_seed_does_not() {
+    // Goal: reproducible benchmarks. Method: generate twice with one seed, once with another.
+    let config = WorkloadConfig { n_sessions: 3, ..WorkloadConfig::new(7, 60) };
+    let a = workload::generate(&config, 2);
+    let b = workload::generate(&config, 1);
+    let c = workload::generate(&WorkloadConfig { seed: 8, ..config }, 2);
+    assert_eq!(a.len(), 3);
+    for ((a, b), c) in a.iter().zip(&b).zip(&c) {
+        assert_eq!(a.session, b.session);
+        assert_eq!(a.entries, b.entries);
+        assert_ne!(a.entries, c.entries);
+    }
+    assert_eq!(a[1].session, workload::session_id(7, 1));
+}
+
+#[test]
+fn the_corpus_has_the_promised_shape() {
+    // Goal: the workload the issue asks for. Method: generate 2000 events and
+    // check tool result sizes, the rate of large outputs and the event mix.
+    let config = WorkloadConfig { n_sessions: 4, ..WorkloadConfig::new(1, 500) };
+    let logs = workload::generate(&config, 2);
+    let entries: Vec<&Entry> = logs.iter().flat_map(|log| &log.entries).collect();
+    let results: Vec<usize> =
+        entries.iter().filter(|e| matches!(e.event, Event::AgentToolResult(_))).map(|e| canonical_len(e)).collect();
+    let big = results.iter().filter(|n| **n >= 50 * 1024).count();
+    let small = results.iter().filter(|n| (300..4096 + 200).contains(*n)).count();
+    assert_eq!(big + small, results.len(), "tool results are 0.3–4 KiB or 50–500 KiB");
+    assert!(results.iter().all(|n| *n < 500 * 1024 + 4096));
+    // About one event in 50 is large: 40 expected in 2000.
+    assert!((25..=60).contains(&big), "{big} large outputs in {} events", entries.len());
+    for wanted in ["user.message", "agent.message", "agent.tool_use", "span.model_request_end", "session.status_idle"] {
+        assert!(entries.iter().any(|e| e.event.event_type().as_str() == wanted), "no {wanted}");
+    }
+    // Time moves forward within a session.
+    for log in &logs {
+        assert!(log.entries.windows(2).all(|w| w[0].at < w[1].at && w[0].id < w[1].id));
+    }
+}
+
+#[test]
+fn a_jsonl_line_is_the_api_event_plus_its_session() {
+    let log = workload::session(&WorkloadConfig::new(3, 5), 0);
+    let line = workload::jsonl_line(log.session, &log.entries[0]).unwrap();
+    assert!(!line.contains('\n'));
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["session_id"], log.session.to_string());
+    assert_eq!(value["type"], "user.message");
+    assert_eq!(value["id"], log.entries[0].id.to_string());
+}
+
+#[test]
+fn the_group_committer_commits_every_item_in_batches() {
+    // Goal: no acknowledged item is lost and batches respect the limit.
+    // Method: 8 threads submit 50 items each; the commit function records batches.
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let (c, s) = (Arc::clone(&committed), Arc::clone(&sizes));
+    let group = GroupCommit::start(4, move |batch: &mut Vec<u32>| {
+        s.lock().unwrap().push(batch.len());
+        c.lock().unwrap().extend(batch.iter().copied());
+        Ok(())
+    });
+    std::thread::scope(|scope| {
+        for thread in 0..8u32 {
+            let group = &group;
+            let committed = &committed;
+            scope.spawn(move || {
+                for idx in 0..50 {
+                    let item = thread * 1000 + idx;
+                    group.submit(item).unwrap();
+                    assert!(committed.lock().unwrap().contains(&item), "acknowledged before commit");
+                }
+            });
+        }
+    });
+    let stats = group.finish().unwrap();
+    let mut all = committed.lock().unwrap().clone();
+    all.sort_unstable();
+    let expected: Vec<u32> = (0..8).flat_map(|t| (0..50).map(move |i| t * 1000 + i)).collect();
+    assert_eq!(all, expected);
+    assert!(sizes.lock().unwrap().iter().all(|n| (1..=4).contains(n)));
+    assert_eq!(stats.n_items, 400);
+}
