@@ -299,12 +299,12 @@ impl Machine {
         if let Some(start_id) = self.open_request {
             return Command::CloseModelRequest { start_id };
         }
+        if self.interrupt_pending {
+            return Command::Interrupt { open: self.open_tools().map(|(id, _)| id).collect() };
+        }
         let orphaned: Vec<EventId> = self.open_tools().filter(|(_, t)| t.started).map(|(id, _)| id).collect();
         if !orphaned.is_empty() {
             return Command::FailTools { ids: orphaned, reason: FailReason::Orphaned };
-        }
-        if self.interrupt_pending {
-            return Command::Interrupt { open: self.open_tools().map(|(id, _)| id).collect() };
         }
         let waiting: Vec<EventId> = self.open_tools().filter(|(_, t)| needs_client(t)).map(|(id, _)| id).collect();
         if !self.in_turn() {

@@ -15,9 +15,13 @@ use logbook_core::{Clock, SystemClock};
 use logbook_store::{SledOptions, SledStore};
 
 use crate::http::app;
+use crate::model::{ModelClient, ModelConfig};
 use crate::ratelimit::RateLimits;
+use crate::runner::tools::EchoTools;
+use crate::runner::{RunnerConfig, RunnerHandle, ToolExecutor, UnavailableTools};
 use crate::state::{AppState, Config};
 use crate::tenancy;
+use logbook_replay::Policy;
 
 /// How long the kernel keeps unacknowledged data (or a zero receive window) on
 /// a connection before aborting it: cuts off SSE clients that stopped reading.
@@ -57,6 +61,10 @@ enum Command {
         /// Seconds a connection may leave sent data unread before it is cut off.
         #[arg(long, default_value_t = DEFAULT_TCP_USER_TIMEOUT_SECS)]
         tcp_user_timeout_secs: u64,
+        /// Store events without running sessions (no model calls): for
+        /// benchmarks of the API alone, and for operators who drain a server.
+        #[arg(long)]
+        no_runner: bool,
     },
     /// Verify every session's hash chain, every head and every blob.
     Verify {
@@ -100,13 +108,22 @@ enum KeysCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Serve { listen, data, cache_mib, rate_create, rate_read, sse_ping_secs, tcp_user_timeout_secs } => {
+        Command::Serve {
+            listen,
+            data,
+            cache_mib,
+            rate_create,
+            rate_read,
+            sse_ping_secs,
+            tcp_user_timeout_secs,
+            no_runner,
+        } => {
             let config = Config {
                 rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
                 sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
                 ..Config::default()
             };
-            serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)))
+            serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)), no_runner)
         }
         Command::Verify { data, json } => verify(&data, json),
         Command::Keys { command } => keys(command),
@@ -166,6 +183,7 @@ fn serve(
     cache_mib: u64,
     config: Config,
     tcp_user_timeout: Duration,
+    no_runner: bool,
 ) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -185,6 +203,16 @@ fn serve(
         let local = listener.local_addr().context("reading the bound address")?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(store, clock, config, shutdown_rx);
+        if no_runner {
+            eprintln!("logbook: --no-runner: sessions store their events but do not run");
+        } else {
+            let runner = RunnerHandle::new(runner_config_from_env()?);
+            state.set_runner(runner.clone());
+            let n_recovered = runner.recover(&state).await;
+            if n_recovered > 0 {
+                eprintln!("logbook: resuming {n_recovered} sessions that were running");
+            }
+        }
         eprintln!("logbook: serving on http://{local} with data in {}", data.display());
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(TimeoutListener { listener, tcp_user_timeout }, app(state)).with_graceful_shutdown(
@@ -212,6 +240,28 @@ fn serve(
         eprintln!("logbook: shut down cleanly");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The runner's model client and tools, from the environment: `ANTHROPIC_API_KEY`,
+/// `ANTHROPIC_BASE_URL`; `LOGBOOK_TOOLS=echo` selects the test-only echo tools;
+/// `LOGBOOK_RETRY_BASE_MS` sets the model retry backoff.
+fn runner_config_from_env() -> anyhow::Result<RunnerConfig> {
+    let model_config = ModelConfig::from_env();
+    let request_options = model_config.request_options();
+    let model = ModelClient::new(model_config).context("setting up the model client")?;
+    let tools: Arc<dyn ToolExecutor> = match std::env::var("LOGBOOK_TOOLS").as_deref() {
+        Ok("echo") => {
+            eprintln!("logbook: LOGBOOK_TOOLS=echo: built-in tools echo their input (tests only)");
+            Arc::new(EchoTools)
+        }
+        Ok("") | Err(_) => Arc::new(UnavailableTools),
+        Ok(other) => anyhow::bail!("LOGBOOK_TOOLS={other}: the only test tool set is `echo`"),
+    };
+    let retry_base = std::env::var("LOGBOOK_RETRY_BASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(crate::runner::RETRY_BASE, Duration::from_millis);
+    Ok(RunnerConfig { model: Some(model), request_options, tools, policy: Policy::default(), retry_base })
 }
 
 /// A listener that sets `TCP_USER_TIMEOUT` on every accepted connection.

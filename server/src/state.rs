@@ -52,6 +52,8 @@ struct Inner {
     metrics: Metrics,
     previews: Previews,
     shutdown: watch::Receiver<bool>,
+    /// The runner, once started (absent in tests of the API alone).
+    runner: std::sync::OnceLock<crate::runner::RunnerHandle>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
 }
@@ -71,6 +73,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 previews: Previews::default(),
                 shutdown,
+                runner: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
             }),
         }
@@ -90,6 +93,15 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Attaches the runner; sessions then act on their input.
+    pub fn set_runner(&self, runner: crate::runner::RunnerHandle) {
+        let _ = self.inner.runner.set(runner);
+    }
+
+    pub fn runner(&self) -> Option<&crate::runner::RunnerHandle> {
+        self.inner.runner.get()
     }
 
     pub fn previews(&self) -> &Previews {

@@ -94,6 +94,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "0",
         "--rate-read",
         "0",
+        # These tests cover the API surface; the runner has its own end-to-end
+        # tests against the fake model (tests/tests/runner.rs).
+        "--no-runner",
     ]
     process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lines: List[str] = []

@@ -3,6 +3,11 @@
 //! The crash test runs `crash-writer` as a child that appends and reports each
 //! acknowledged append on stdout as one [`Ack`] line; the parent kills it and
 //! checks the store against those lines.
+//!
+//! [`fake_model`] is a scripted fake of the Anthropic Messages API, used
+//! in-process by Rust tests and as the `fake-model` binary by the others.
+
+pub mod fake_model;
 
 use std::fmt;
 use std::str::FromStr;

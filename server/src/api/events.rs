@@ -30,8 +30,10 @@ pub const MAX_EVENTS_PER_SEND: usize = 100;
 pub const MAX_CONTENT_BLOCKS: usize = 1000;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 pub const MAX_LIST_LIMIT: usize = 1000;
-/// Most attempts of an append that keeps losing races with other writers.
-const MAX_APPEND_ATTEMPTS: usize = 16;
+/// Most attempts of an append that keeps losing races with other writers (the
+/// runner appends to the same sessions). A lost race costs no fsync, only a
+/// re-read of the head.
+const MAX_APPEND_ATTEMPTS: usize = 256;
 /// Records read per step when listing with filters, and most steps per request.
 const LIST_STEP: usize = 1000;
 const MAX_LIST_STEPS: usize = 32;
@@ -77,6 +79,10 @@ pub async fn send(
         })
         .await?;
     let data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
+    if let Some(runner) = state.runner() {
+        let interrupt = data.iter().any(|e| e["type"] == "user.interrupt");
+        runner.wake(&state, tenant.workspace, id, interrupt);
+    }
     Ok(Json(json!({ "data": data })))
 }
 
@@ -318,12 +324,30 @@ fn requires_action(store: &SledStore, session: SessionId) -> Result<bool, ApiErr
     ))
 }
 
-/// The entry with this id in the session's log, found through the seq its id carries.
+/// Records scanned past an id's seq hint before giving up on finding it.
+const MAX_FIND_SCAN: usize = 10_000;
+
+/// The entry with this id in the session's log, found through the seq its id
+/// carries. That seq is a lower bound (the runner picks ids of streamed events
+/// before appending them, and other appends may land first), so a miss scans
+/// forward a bounded distance.
 pub fn find_event(store: &SledStore, session: SessionId, id: EventId) -> Result<Option<Entry>, ApiError> {
-    let records = store.read(session, id.seq_hint(), 1)?;
-    let Some(record) = records.first() else { return Ok(None) };
-    let entry = record.entry().map_err(ApiError::internal)?;
-    Ok((entry.id == id).then_some(entry))
+    let mut from = id.seq_hint();
+    let mut scanned = 0;
+    while scanned < MAX_FIND_SCAN {
+        let step = if scanned == 0 { 1 } else { LIST_STEP };
+        let records = store.read(session, from, step)?;
+        let Some(last) = records.last() else { return Ok(None) };
+        for record in &records {
+            let entry = record.entry().map_err(ApiError::internal)?;
+            if entry.id == id {
+                return Ok(Some(entry));
+            }
+        }
+        scanned += records.len();
+        from = Seq::new(last.seq().get() + 1);
+    }
+    Ok(None)
 }
 
 /// Whether an event of one of `types` after the target names `target`.

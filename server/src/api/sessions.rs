@@ -262,6 +262,9 @@ pub async fn create(
             Ok(session)
         })
         .await?;
+    if let Some(runner) = state.runner() {
+        runner.wake(&state, tenant.workspace, session.id, false);
+    }
     Ok(Json(session.to_wire(now)))
 }
 
@@ -639,6 +642,48 @@ pub async fn delete(
         })
         .await?;
     Ok(Json(json!({"id": id, "type": "session_deleted"})))
+}
+
+/// Records a status the runner appended (the object's status is an index of
+/// the log's status events).
+pub fn set_status(
+    store: &SledStore,
+    tenant: &Tenant,
+    id: SessionId,
+    status: Status,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    for _ in 0..16 {
+        let (bytes, mut session) = load(store, tenant, id)?;
+        if session.status == status || session.status == Status::Terminated {
+            return Ok(());
+        }
+        session.status = status;
+        session.updated_at = now;
+        let key = tenant.key(id.to_bytes());
+        if store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&session)?))?.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(ApiError::conflict(format!("session {id} keeps changing; status not recorded")))
+}
+
+/// Every session, in every workspace, whose status is running or rescheduling.
+pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, SessionId)>, ApiError> {
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_resources(ResourceKind::Session, b"", after.as_deref(), Direction::Forward, 1000)?;
+        let Some((last, _)) = page.last() else { return Ok(out) };
+        after = Some(last.clone());
+        for (key, bytes) in &page {
+            let session: StoredSession = from_bytes(bytes)?;
+            if matches!(session.status, Status::Running | Status::Rescheduling) {
+                let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
+                out.push((logbook_core::WorkspaceId::from_bytes(workspace), session.id));
+            }
+        }
+    }
 }
 
 pub fn not_found(raw: &str) -> ApiError {

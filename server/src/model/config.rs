@@ -1,0 +1,110 @@
+//! Where the model lives and how long to wait for it.
+//!
+//! [`ModelConfig`] is read once from the environment at start-up
+//! ([`ModelConfig::from_env`]) and then passed explicitly; nothing below it
+//! reads the environment. Its `Debug` never prints the API key.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::request::RequestOptions;
+
+/// The endpoint used when `ANTHROPIC_BASE_URL` is not set.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The `anthropic-version` header every request carries.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Time allowed to establish a connection (TCP and TLS).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed without a single byte from the model (headers or stream):
+/// the stream sends `ping` events while it thinks, so a silent minute means
+/// it is gone.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `max_tokens` when the agent does not say: within the output limit of every
+/// Claude 4 and later model.
+pub const DEFAULT_MAX_TOKENS: u32 = 32_000;
+
+/// Connection settings of the Messages API client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Scheme, host and optional path prefix; `/v1/messages` is appended.
+    pub base_url: String,
+    /// `x-api-key`; `None` makes every request fail with `Authentication`
+    /// before anything is sent.
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    /// Longest silence tolerated while waiting for headers or stream bytes.
+    /// Not a total deadline: a healthy stream may run for many minutes.
+    pub idle_timeout: Duration,
+    pub anthropic_version: String,
+    /// Extra `anthropic-beta` values sent with every request (`ANTHROPIC_BETA`,
+    /// comma-separated). Betas the request itself needs are added on top.
+    pub betas: Vec<String>,
+    /// Default `max_tokens` for requests built with [`ModelConfig::request_options`].
+    pub max_tokens: u32,
+}
+
+impl ModelConfig {
+    /// A config for `base_url` with every other setting at its default and no key.
+    pub fn new(base_url: impl Into<String>) -> ModelConfig {
+        ModelConfig {
+            base_url: base_url.into(),
+            api_key: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            anthropic_version: ANTHROPIC_VERSION.to_owned(),
+            betas: Vec::new(),
+            max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
+
+    /// Reads `ANTHROPIC_BASE_URL` (default [`DEFAULT_BASE_URL`]),
+    /// `ANTHROPIC_API_KEY` and `ANTHROPIC_BETA`. Empty values count as unset.
+    pub fn from_env() -> ModelConfig {
+        ModelConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`ModelConfig::from_env`] over any variable lookup, for tests.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ModelConfig {
+        let var = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut config = ModelConfig::new(var("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()));
+        config.api_key = var("ANTHROPIC_API_KEY");
+        config.betas = var("ANTHROPIC_BETA")
+            .map(|betas| betas.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        config
+    }
+
+    /// The request options matching this config (its `max_tokens`).
+    pub fn request_options(&self) -> RequestOptions {
+        RequestOptions { max_tokens: self.max_tokens, ..RequestOptions::default() }
+    }
+
+    /// `{base_url}/v1/messages`, without doubling a trailing slash.
+    pub fn messages_url(&self) -> String {
+        format!("{}/v1/messages", self.base_url.trim_end_matches('/'))
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> ModelConfig {
+        ModelConfig::new(DEFAULT_BASE_URL)
+    }
+}
+
+impl fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("anthropic_version", &self.anthropic_version)
+            .field("betas", &self.betas)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

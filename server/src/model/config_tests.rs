@@ -1,0 +1,40 @@
+//! Tests of reading the model config from (a stand-in for) the environment.
+
+use pretty_assertions::assert_eq;
+
+use super::*;
+
+#[test]
+fn defaults_when_nothing_is_set() {
+    let config = ModelConfig::from_lookup(|_| None);
+    assert_eq!(config, ModelConfig::new(DEFAULT_BASE_URL));
+    assert_eq!(config.messages_url(), "https://api.anthropic.com/v1/messages");
+    assert_eq!(config.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(config.anthropic_version, "2023-06-01");
+}
+
+#[test]
+fn variables_are_read_and_empty_ones_ignored() {
+    let config = ModelConfig::from_lookup(|name| match name {
+        "ANTHROPIC_BASE_URL" => Some("http://127.0.0.1:9999/proxy/".to_owned()),
+        "ANTHROPIC_API_KEY" => Some(" sk-test ".to_owned()),
+        "ANTHROPIC_BETA" => Some("a-2025, ,b-2026".to_owned()),
+        _ => None,
+    });
+    assert_eq!(config.messages_url(), "http://127.0.0.1:9999/proxy/v1/messages");
+    assert_eq!(config.api_key.as_deref(), Some("sk-test"));
+    assert_eq!(config.betas, vec!["a-2025".to_owned(), "b-2026".to_owned()]);
+
+    let empty = ModelConfig::from_lookup(|_| Some("  ".to_owned()));
+    assert_eq!(empty.api_key, None);
+    assert_eq!(empty.base_url, DEFAULT_BASE_URL);
+}
+
+#[test]
+fn debug_never_shows_the_key() {
+    let mut config = ModelConfig::new("http://x");
+    config.api_key = Some("sk-secret-value".to_owned());
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("sk-secret-value"), "{debug}");
+    assert!(debug.contains("<redacted>"), "{debug}");
+}

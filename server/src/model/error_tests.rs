@@ -1,0 +1,124 @@
+//! Tests of error classification: statuses, error envelopes, error events,
+//! `retry-after` headers.
+
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+use super::*;
+
+fn envelope(kind: &str, message: &str) -> Vec<u8> {
+    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string().into_bytes()
+}
+
+#[test]
+fn statuses_map_to_variants() {
+    let wait = Some(Duration::from_secs(3));
+    let cases = [
+        (429, ModelError::RateLimited { retry_after: wait, message: "rate_limit_error: slow down".into() }),
+        (529, ModelError::Overloaded { retry_after: wait, message: "rate_limit_error: slow down".into() }),
+        (500, ModelError::Server { status: 500, message: "rate_limit_error: slow down".into() }),
+        (503, ModelError::Server { status: 503, message: "rate_limit_error: slow down".into() }),
+        (401, ModelError::Authentication { message: "rate_limit_error: slow down".into() }),
+        (403, ModelError::Authentication { message: "rate_limit_error: slow down".into() }),
+        (400, ModelError::InvalidRequest { status: 400, message: "rate_limit_error: slow down".into() }),
+        (404, ModelError::InvalidRequest { status: 404, message: "rate_limit_error: slow down".into() }),
+        (413, ModelError::InvalidRequest { status: 413, message: "rate_limit_error: slow down".into() }),
+    ];
+    for (status, expected) in cases {
+        assert_eq!(ModelError::from_status(status, wait, &envelope("rate_limit_error", "slow down")), expected);
+    }
+}
+
+#[test]
+fn retryable_and_retry_after() {
+    let wait = Some(Duration::from_millis(1500));
+    let retryable = [
+        ModelError::RateLimited { retry_after: wait, message: String::new() },
+        ModelError::Overloaded { retry_after: wait, message: String::new() },
+        ModelError::Server { status: 502, message: String::new() },
+        ModelError::Broken { reason: String::new() },
+        ModelError::Connect { reason: String::new() },
+    ];
+    for error in &retryable {
+        assert!(error.is_retryable(), "{error:?}");
+    }
+    assert_eq!(retryable.iter().map(ModelError::retry_after).collect::<Vec<_>>(), vec![wait, wait, None, None, None]);
+    let final_errors = [
+        ModelError::Authentication { message: String::new() },
+        ModelError::InvalidRequest { status: 400, message: String::new() },
+    ];
+    for error in &final_errors {
+        assert!(!error.is_retryable(), "{error:?}");
+        assert_eq!(error.retry_after(), None);
+    }
+}
+
+#[test]
+fn bodies_that_are_not_envelopes() {
+    let html = b"<html><body>502 Bad Gateway</body></html>";
+    assert_eq!(
+        ModelError::from_status(502, None, html),
+        ModelError::Server { status: 502, message: "<html><body>502 Bad Gateway</body></html>".into() }
+    );
+    assert_eq!(
+        ModelError::from_status(500, None, b""),
+        ModelError::Server { status: 500, message: "HTTP status 500".into() }
+    );
+    assert_eq!(
+        ModelError::from_status(400, None, br#"{"error": {"message": "bad"}}"#),
+        ModelError::InvalidRequest { status: 400, message: "bad".into() }
+    );
+    let long = vec![b'x'; MAX_ERROR_MESSAGE_BYTES * 2];
+    let ModelError::Server { message, .. } = ModelError::from_status(500, None, &long) else {
+        panic!("500 is Server");
+    };
+    assert_eq!(message.len(), MAX_ERROR_MESSAGE_BYTES + "…".len());
+}
+
+#[test]
+fn error_events_map_by_type() {
+    let event = |kind: &str| json!({"type": "error", "error": {"type": kind, "message": "m"}});
+    let message = |kind: &str| format!("{kind}: m");
+    assert_eq!(
+        ModelError::from_error_event(&event("overloaded_error")),
+        ModelError::Overloaded { retry_after: None, message: message("overloaded_error") }
+    );
+    assert_eq!(
+        ModelError::from_error_event(&event("rate_limit_error")),
+        ModelError::RateLimited { retry_after: None, message: message("rate_limit_error") }
+    );
+    assert_eq!(
+        ModelError::from_error_event(&event("api_error")),
+        ModelError::Server { status: 500, message: message("api_error") }
+    );
+    assert_eq!(
+        ModelError::from_error_event(&event("invalid_request_error")),
+        ModelError::InvalidRequest { status: 400, message: message("invalid_request_error") }
+    );
+    assert_eq!(
+        ModelError::from_error_event(&json!({"type": "error"})),
+        ModelError::Server { status: 500, message: "error event \"\"".into() }
+    );
+}
+
+#[test]
+fn retry_after_headers() {
+    assert_eq!(parse_retry_after(None, Some("7")), Some(Duration::from_secs(7)));
+    assert_eq!(parse_retry_after(None, Some(" 1.5 ")), Some(Duration::from_millis(1500)));
+    assert_eq!(parse_retry_after(Some("250"), Some("7")), Some(Duration::from_millis(250)));
+    assert_eq!(parse_retry_after(Some("junk"), Some("2")), Some(Duration::from_secs(2)));
+    assert_eq!(parse_retry_after(None, Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    assert_eq!(parse_retry_after(None, Some("-1")), None);
+    assert_eq!(parse_retry_after(None, Some("NaN")), None);
+    assert_eq!(parse_retry_after(None, Some("1e300")), Some(MAX_RETRY_AFTER));
+    assert_eq!(parse_retry_after(None, None), None);
+}
+
+#[test]
+fn truncation_respects_char_boundaries() {
+    assert_eq!(truncate("héllo", 2), "h…");
+    assert_eq!(truncate("héllo", 3), "hé…");
+    assert_eq!(truncate("héllo", 10), "héllo");
+}

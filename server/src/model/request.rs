@@ -1,0 +1,421 @@
+//! Building a Messages API request from an agent's configuration and a conversation.
+//!
+//! [`build_request`] is a pure function: the agent (as an [`AgentView`], its
+//! tools as the API stores them), the conversation already in Messages API
+//! form, and [`RequestOptions`] in; the JSON body out. It decides three things
+//! the agent configuration leaves open:
+//!
+//! - **Tools.** The built-in toolset's enabled tools become client tools with
+//!   input schemas (bash, read, write, edit, glob, grep) or Anthropic server
+//!   tools (`web_search_20250305`, `web_fetch_20250910`, with their domain
+//!   filters and location passed through); custom tools are sent as
+//!   `{name, description, input_schema}`. MCP toolsets are not sent: the
+//!   runner passes their definitions in [`RequestOptions::extra_tools`] once it
+//!   has listed them. A disabled tool is never sent. The order is fixed
+//!   (built-ins in [`BUILTIN_TOOL_ORDER`], then custom tools, then extra ones)
+//!   so the cached prefix stays identical from one request to the next.
+//! - **Prompt caching.** One `cache_control: {"type": "ephemeral"}` breakpoint
+//!   on the last tool, one on the last system block and one on the last
+//!   cacheable block of the last message (text that is not empty, not a
+//!   thinking block), so every request reuses the previous one's prefix.
+//!   Breakpoints already in the conversation are kept while the total stays
+//!   within [`MAX_CACHE_BREAKPOINTS`]; beyond it the earliest are dropped.
+//!   Breakpoints inside the caller's tool definitions are always dropped.
+//! - **Thinking.** With [`Thinking::FromEffort`], the agent's effort picks an
+//!   extended-thinking budget: `low` none, `medium` 4,096, `high` 16,000,
+//!   `xhigh` 24,000, `max` 31,000 tokens, capped so that at least
+//!   [`MIN_ANSWER_TOKENS`] of `max_tokens` remain for the answer, and left out
+//!   when that leaves less than the API's minimum of 1,024. No effort, or one
+//!   this code does not know, means no thinking.
+
+use serde_json::{Map, Value, json};
+
+/// The Messages API accepts at most this many `cache_control` breakpoints.
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+/// The smallest `budget_tokens` the API accepts.
+pub const MIN_THINKING_BUDGET: u32 = 1_024;
+/// Tokens of `max_tokens` always left for the answer after thinking.
+pub const MIN_ANSWER_TOKENS: u32 = 4_096;
+/// The built-in tools in the order they are sent.
+pub const BUILTIN_TOOL_ORDER: [&str; 8] = ["bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search"];
+/// The built-in toolset's `type` in agent tool entries.
+pub const AGENT_TOOLSET_TYPE: &str = "agent_toolset_20260401";
+/// The Messages API server tool behind the built-in `web_search`.
+pub const WEB_SEARCH_TOOL_TYPE: &str = "web_search_20250305";
+/// The Messages API server tool behind the built-in `web_fetch`.
+pub const WEB_FETCH_TOOL_TYPE: &str = "web_fetch_20250910";
+
+/// What of an agent a request needs. Tools are the resolved agent tool
+/// entries exactly as the API stores and returns them
+/// (`agent_toolset_20260401` with `default_config` and `configs`, `custom`,
+/// `mcp_toolset`), kept as JSON so this module does not depend on the API's
+/// types.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentView {
+    /// The model id, e.g. `claude-sonnet-4-6`.
+    pub model: String,
+    /// `low`, `medium`, `high`, `xhigh` or `max`; `None` runs at the model's default.
+    pub effort: Option<String>,
+    pub system: Option<String>,
+    pub tools: Vec<Value>,
+}
+
+/// Request settings that are not part of the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOptions {
+    pub max_tokens: u32,
+    pub thinking: Thinking,
+    /// System text sent after the agent's own system prompt (e.g. notes on the
+    /// environment); empty strings are skipped.
+    pub extra_system: Vec<String>,
+    /// Complete tool definitions sent after the agent's tools (MCP tools).
+    pub extra_tools: Vec<Value>,
+}
+
+impl Default for RequestOptions {
+    fn default() -> RequestOptions {
+        RequestOptions {
+            max_tokens: super::config::DEFAULT_MAX_TOKENS,
+            thinking: Thinking::FromEffort,
+            extra_system: Vec::new(),
+            extra_tools: Vec::new(),
+        }
+    }
+}
+
+/// Whether requests ask for extended thinking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Thinking {
+    /// A budget chosen from the agent's effort (see the module docs).
+    #[default]
+    FromEffort,
+    /// Never: for endpoints or models without extended thinking.
+    Disabled,
+}
+
+/// The Messages API request body (with `stream: true`) for one model call.
+pub fn build_request(agent: &AgentView, conversation: &[Value], options: &RequestOptions) -> Value {
+    let mut request = Map::new();
+    request.insert("model".to_owned(), json!(agent.model));
+    request.insert("max_tokens".to_owned(), json!(options.max_tokens));
+
+    let mut tools = tool_definitions(&agent.tools);
+    tools.extend(options.extra_tools.iter().cloned());
+    for tool in &mut tools {
+        if let Value::Object(tool) = tool {
+            tool.remove("cache_control");
+        }
+    }
+    let mut n_breakpoints = 0;
+    if let Some(Value::Object(last)) = tools.last_mut() {
+        last.insert("cache_control".to_owned(), ephemeral());
+        n_breakpoints += 1;
+    }
+    if !tools.is_empty() {
+        request.insert("tools".to_owned(), Value::Array(tools));
+    }
+
+    let mut system: Vec<Value> = agent
+        .system
+        .iter()
+        .chain(&options.extra_system)
+        .filter(|text| !text.is_empty())
+        .map(|text| json!({"type": "text", "text": text}))
+        .collect();
+    if let Some(Value::Object(last)) = system.last_mut() {
+        last.insert("cache_control".to_owned(), ephemeral());
+        n_breakpoints += 1;
+    }
+    if !system.is_empty() {
+        request.insert("system".to_owned(), Value::Array(system));
+    }
+
+    let mut messages = conversation.to_vec();
+    mark_last_message(&mut messages);
+    limit_breakpoints(&mut messages, MAX_CACHE_BREAKPOINTS.saturating_sub(n_breakpoints));
+    request.insert("messages".to_owned(), Value::Array(messages));
+
+    if let Some(budget) = thinking_budget(agent.effort.as_deref(), options) {
+        request.insert("thinking".to_owned(), json!({"type": "enabled", "budget_tokens": budget}));
+    }
+    request.insert("stream".to_owned(), Value::Bool(true));
+    Value::Object(request)
+}
+
+/// The Messages API tool definitions for an agent's tool entries (built-in
+/// toolset and custom tools; MCP toolsets and unknown entries are skipped).
+pub fn tool_definitions(entries: &[Value]) -> Vec<Value> {
+    let mut builtin = Vec::new();
+    let mut custom = Vec::new();
+    for entry in entries {
+        match entry.get("type").and_then(Value::as_str) {
+            Some(AGENT_TOOLSET_TYPE) => builtin.extend(builtin_definitions(entry)),
+            Some("custom") => custom.extend(custom_definition(entry)),
+            // MCP tools come from the server's own listing, through
+            // `RequestOptions::extra_tools`; anything else is not a tool we send.
+            Some(_) | None => {}
+        }
+    }
+    builtin.extend(custom);
+    builtin
+}
+
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
+}
+
+/// The enabled built-in tools of one `agent_toolset_20260401` entry.
+fn builtin_definitions(toolset: &Value) -> Vec<Value> {
+    let default_enabled =
+        toolset.get("default_config").and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(true);
+    let configs = toolset.get("configs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut definitions = Vec::new();
+    for name in BUILTIN_TOOL_ORDER {
+        let config = configs.iter().find(|config| config.get("name").and_then(Value::as_str) == Some(name));
+        let enabled =
+            config.and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(default_enabled);
+        if enabled && let Some(definition) = builtin_definition(name, config) {
+            definitions.push(definition);
+        }
+    }
+    definitions
+}
+
+/// The definition of one built-in tool, with its config's extras applied.
+fn builtin_definition(name: &str, config: Option<&Value>) -> Option<Value> {
+    let (description, schema) = match name {
+        "bash" => (BASH_DESCRIPTION, bash_schema()),
+        "read" => (READ_DESCRIPTION, read_schema()),
+        "write" => (WRITE_DESCRIPTION, write_schema()),
+        "edit" => (EDIT_DESCRIPTION, edit_schema()),
+        "glob" => (GLOB_DESCRIPTION, glob_schema()),
+        "grep" => (GREP_DESCRIPTION, grep_schema()),
+        "web_search" => return Some(server_tool(WEB_SEARCH_TOOL_TYPE, name, config, &WEB_SEARCH_EXTRAS)),
+        "web_fetch" => return Some(server_tool(WEB_FETCH_TOOL_TYPE, name, config, &WEB_FETCH_EXTRAS)),
+        _ => return None,
+    };
+    Some(json!({"name": name, "description": description, "input_schema": schema}))
+}
+
+/// Config fields passed through to the `web_search` server tool.
+const WEB_SEARCH_EXTRAS: [&str; 3] = ["allowed_domains", "blocked_domains", "user_location"];
+/// Config fields passed through to the `web_fetch` server tool.
+const WEB_FETCH_EXTRAS: [&str; 3] = ["allowed_domains", "blocked_domains", "max_content_tokens"];
+
+fn server_tool(kind: &str, name: &str, config: Option<&Value>, extras: &[&str]) -> Value {
+    let mut tool = Map::new();
+    tool.insert("type".to_owned(), json!(kind));
+    tool.insert("name".to_owned(), json!(name));
+    for extra in extras {
+        if let Some(value) = config.and_then(|config| config.get(*extra)).filter(|value| !value.is_null()) {
+            tool.insert((*extra).to_owned(), value.clone());
+        }
+    }
+    Value::Object(tool)
+}
+
+fn custom_definition(entry: &Value) -> Option<Value> {
+    let name = entry.get("name").and_then(Value::as_str)?;
+    let mut tool = Map::new();
+    tool.insert("name".to_owned(), json!(name));
+    if let Some(description) = entry.get("description").and_then(Value::as_str) {
+        tool.insert("description".to_owned(), json!(description));
+    }
+    let schema = entry.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}));
+    tool.insert("input_schema".to_owned(), schema);
+    Some(Value::Object(tool))
+}
+
+/// Puts a breakpoint on the last cacheable block of the last message.
+fn mark_last_message(messages: &mut [Value]) {
+    let Some(Value::Object(message)) = messages.last_mut() else { return };
+    let Some(content) = message.get_mut("content") else { return };
+    if let Value::String(text) = content {
+        if text.is_empty() {
+            return;
+        }
+        *content = json!([{"type": "text", "text": text}]);
+    }
+    let Value::Array(blocks) = content else { return };
+    let cacheable = blocks.iter_mut().rev().find_map(|block| match block {
+        Value::Object(block) if is_cacheable(block) => Some(block),
+        Value::Object(_) | Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_) => None,
+    });
+    if let Some(block) = cacheable {
+        block.insert("cache_control".to_owned(), ephemeral());
+    }
+}
+
+/// Whether the API accepts `cache_control` on a block: not on thinking
+/// blocks, not on empty text.
+fn is_cacheable(block: &Map<String, Value>) -> bool {
+    match block.get("type").and_then(Value::as_str) {
+        Some("thinking" | "redacted_thinking") | None => false,
+        Some("text") => block.get("text").and_then(Value::as_str).is_some_and(|text| !text.is_empty()),
+        Some(_) => true,
+    }
+}
+
+/// Drops the earliest breakpoints of the conversation until at most `allowed` remain.
+fn limit_breakpoints(messages: &mut [Value], allowed: usize) {
+    let mut marked = Vec::new();
+    for (message_idx, message) in messages.iter().enumerate() {
+        let Some(blocks) = message.get("content").and_then(Value::as_array) else { continue };
+        for (block_idx, block) in blocks.iter().enumerate() {
+            if block.get("cache_control").is_some() {
+                marked.push((message_idx, block_idx, None));
+            }
+            // Blocks nested in a tool result may carry breakpoints too.
+            let nested = block.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for (nested_idx, nested) in nested.iter().enumerate() {
+                if nested.get("cache_control").is_some() {
+                    marked.push((message_idx, block_idx, Some(nested_idx)));
+                }
+            }
+        }
+    }
+    let excess = marked.len().saturating_sub(allowed);
+    for (message_idx, block_idx, nested_idx) in marked.into_iter().take(excess) {
+        let block = messages
+            .get_mut(message_idx)
+            .and_then(|message| message.get_mut("content"))
+            .and_then(|content| content.get_mut(block_idx));
+        let target = match nested_idx {
+            None => block,
+            Some(nested_idx) => block.and_then(|block| block.get_mut("content")).and_then(|c| c.get_mut(nested_idx)),
+        };
+        if let Some(Value::Object(target)) = target {
+            target.remove("cache_control");
+        }
+    }
+}
+
+/// The thinking budget for an effort, or `None` for no thinking.
+fn thinking_budget(effort: Option<&str>, options: &RequestOptions) -> Option<u32> {
+    let wanted = match options.thinking {
+        Thinking::Disabled => return None,
+        Thinking::FromEffort => match effort? {
+            "medium" => 4_096,
+            "high" => 16_000,
+            "xhigh" => 24_000,
+            "max" => 31_000,
+            // `low` thinks not at all; unknown levels are treated the same.
+            _ => return None,
+        },
+    };
+    let budget = wanted.min(options.max_tokens.saturating_sub(MIN_ANSWER_TOKENS));
+    (budget >= MIN_THINKING_BUDGET).then_some(budget)
+}
+
+const BASH_DESCRIPTION: &str = "Run a command in a persistent bash shell in the session's sandbox. \
+The shell keeps its state between calls: the working directory, environment variables, functions \
+and background jobs survive, so `cd` and `export` carry over. Commands run with no stdin and \
+stderr merged into stdout; the result is the output, and a non-zero exit status makes it an \
+error. Long output keeps only its tail. A command that runs longer than its timeout (default \
+120 seconds, set with timeout_ms) is killed together with the shell, and the next call gets a \
+fresh shell. Pass restart: true without a command to replace a stuck shell. Prefer the read, \
+write, edit, glob and grep tools for files; use bash to build, test, run programs and use git.";
+
+const READ_DESCRIPTION: &str = "Read a file from the workspace. file_path is relative to the \
+working directory, or absolute inside it. Text files are returned as UTF-8 text; view_range \
+[start_line, end_line] (1-based, inclusive; end_line 0 or negative reads to the end) returns \
+part of a large file. Images (png, jpeg, gif, webp) are returned as images and PDFs as \
+documents; view_range does not apply to them. Very large text files are refused: read a range, \
+or use bash with head, tail or grep.";
+
+const WRITE_DESCRIPTION: &str = "Write a file in the workspace, replacing its whole content, and \
+create missing parent directories. file_path is relative to the working directory, or absolute \
+inside it. Read an existing file before overwriting it; to change part of a file prefer edit.";
+
+const EDIT_DESCRIPTION: &str = "Replace an exact string in a file of the workspace. old_string \
+must match the file's text exactly, including whitespace and indentation, and must occur exactly \
+once unless replace_all is true, in which case every occurrence is replaced. Include enough \
+surrounding lines in old_string to make it unique. new_string must differ from old_string. The \
+result says how many occurrences were replaced.";
+
+const GLOB_DESCRIPTION: &str = "Find files by name with a glob pattern such as `**/*.rs` or \
+`src/**/test_*.py` (`**` matches any number of directories). Searches the working directory, or \
+path when given. Returns matching paths, most recently modified first, at most 200.";
+
+const GREP_DESCRIPTION: &str = "Search file contents with a regular expression (ripgrep syntax). \
+Searches the working directory, or path (a directory or one file) when given, skipping binary \
+files and .git. Returns matching lines as `path:line:text`; long output is truncated, so narrow \
+the pattern or the path when there are many matches.";
+
+fn bash_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "command": {"type": "string", "description": "The command to run. Required unless restart is true."},
+            "restart": {"type": "boolean", "description": "Replace the shell with a fresh one instead of running a command."},
+            "timeout_ms": {"type": "integer", "minimum": 0, "description": "Time limit in milliseconds; 0 or absent uses the default of 120000."}
+        }
+    })
+}
+
+fn read_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string", "description": "The file to read."},
+            "view_range": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 2,
+                "maxItems": 2,
+                "description": "[start_line, end_line], 1-based and inclusive; end_line <= 0 reads to the end."
+            }
+        },
+        "required": ["file_path"]
+    })
+}
+
+fn write_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string", "description": "The file to write."},
+            "content": {"type": "string", "description": "The file's complete new content."}
+        },
+        "required": ["file_path", "content"]
+    })
+}
+
+fn edit_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string", "description": "The file to edit."},
+            "old_string": {"type": "string", "description": "The exact text to replace."},
+            "new_string": {"type": "string", "description": "The text to put in its place."},
+            "replace_all": {"type": "boolean", "description": "Replace every occurrence instead of requiring exactly one."}
+        },
+        "required": ["file_path", "old_string", "new_string"]
+    })
+}
+
+fn glob_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string", "description": "The glob pattern, e.g. **/*.ts."},
+            "path": {"type": "string", "description": "The directory to search; the working directory when absent."}
+        },
+        "required": ["pattern"]
+    })
+}
+
+fn grep_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string", "description": "The regular expression to search for."},
+            "path": {"type": "string", "description": "The directory or file to search; the working directory when absent."}
+        },
+        "required": ["pattern"]
+    })
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

@@ -1,0 +1,297 @@
+//! Tests of `build_request`: the exact body for a representative agent,
+//! cache breakpoint placement and limits, disabled tools, thinking budgets.
+
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use super::*;
+
+/// An agent as the API stores it: the toolset with bash disabled and
+/// web_search configured, plus a custom tool and an MCP toolset.
+fn agent() -> AgentView {
+    AgentView {
+        model: "claude-sonnet-4-6".to_owned(),
+        effort: Some("high".to_owned()),
+        system: Some("You are a careful engineer.".to_owned()),
+        tools: vec![
+            json!({
+                "type": "agent_toolset_20260401",
+                "default_config": {"enabled": true, "permission_policy": {"type": "always_allow"}},
+                "configs": [
+                    {"name": "bash", "type": "bash", "enabled": false, "permission_policy": {"type": "always_allow"}},
+                    {"name": "web_search", "type": "web_search", "enabled": true,
+                        "permission_policy": {"type": "always_ask"},
+                        "allowed_domains": ["docs.rs"],
+                        "user_location": {"type": "approximate", "city": "Berlin", "country": "DE"}},
+                    {"name": "web_fetch", "type": "web_fetch", "enabled": true,
+                        "permission_policy": {"type": "always_allow"},
+                        "blocked_domains": ["example.com"], "max_content_tokens": 5000, "url_sources": null}
+                ]
+            }),
+            json!({"type": "custom", "name": "get_weather", "description": "Weather for a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}),
+            json!({"type": "mcp_toolset", "mcp_server_name": "github",
+                "default_config": {"enabled": true, "permission_policy": {"type": "always_ask"}}, "configs": []}),
+        ],
+    }
+}
+
+fn conversation() -> Vec<Value> {
+    vec![
+        json!({"role": "user", "content": [{"type": "text", "text": "List the files."}]}),
+        json!({"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Use glob.", "signature": "sig"},
+            {"type": "tool_use", "id": "toolu_1", "name": "glob", "input": {"pattern": "*"}}
+        ]}),
+        json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "a.rs"}]}
+        ]}),
+    ]
+}
+
+fn names(request: &Value) -> Vec<&str> {
+    request["tools"].as_array().expect("tools").iter().map(|tool| tool["name"].as_str().expect("a name")).collect()
+}
+
+/// Every `cache_control` in the request, as JSON pointers.
+fn breakpoints(value: &Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = format!("{path}/{key}");
+                if key == "cache_control" {
+                    found.push(child_path);
+                } else {
+                    breakpoints(child, &child_path, found);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (idx, child) in items.iter().enumerate() {
+                breakpoints(child, &format!("{path}/{idx}"), found);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+}
+
+fn all_breakpoints(request: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    breakpoints(request, "", &mut found);
+    found
+}
+
+#[test]
+fn representative_agent_gives_the_exact_request() {
+    // Goal: pin the whole body once, so any change to tool definitions,
+    // ordering or caching is a visible diff.
+    let request = build_request(&agent(), &conversation(), &RequestOptions::default());
+    let expected = json!({
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 32000,
+        "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 16000},
+        "system": [{"type": "text", "text": "You are a careful engineer.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [
+            {"name": "read", "description": READ_DESCRIPTION, "input_schema": read_schema()},
+            {"name": "write", "description": WRITE_DESCRIPTION, "input_schema": write_schema()},
+            {"name": "edit", "description": EDIT_DESCRIPTION, "input_schema": edit_schema()},
+            {"name": "glob", "description": GLOB_DESCRIPTION, "input_schema": glob_schema()},
+            {"name": "grep", "description": GREP_DESCRIPTION, "input_schema": grep_schema()},
+            {"type": "web_fetch_20250910", "name": "web_fetch", "blocked_domains": ["example.com"],
+                "max_content_tokens": 5000},
+            {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["docs.rs"],
+                "user_location": {"type": "approximate", "city": "Berlin", "country": "DE"}},
+            {"name": "get_weather", "description": "Weather for a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "List the files."}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Use glob.", "signature": "sig"},
+                {"type": "tool_use", "id": "toolu_1", "name": "glob", "input": {"pattern": "*"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "a.rs"}],
+                    "cache_control": {"type": "ephemeral"}}
+            ]}
+        ]
+    });
+    assert_eq!(request, expected);
+}
+
+#[test]
+fn schemas_match_the_built_in_tool_inputs() {
+    // Goal: the schemas name exactly the fields of the reference's §4.4.
+    let properties = |schema: Value| {
+        let mut keys: Vec<String> = schema["properties"].as_object().expect("properties").keys().cloned().collect();
+        keys.sort();
+        (keys, schema.get("required").cloned().unwrap_or(json!([])))
+    };
+    assert_eq!(properties(bash_schema()), (vec!["command".into(), "restart".into(), "timeout_ms".into()], json!([])));
+    assert_eq!(properties(read_schema()), (vec!["file_path".into(), "view_range".into()], json!(["file_path"])));
+    assert_eq!(
+        properties(write_schema()),
+        (vec!["content".into(), "file_path".into()], json!(["file_path", "content"]))
+    );
+    assert_eq!(
+        properties(edit_schema()),
+        (
+            vec!["file_path".into(), "new_string".into(), "old_string".into(), "replace_all".into()],
+            json!(["file_path", "old_string", "new_string"])
+        )
+    );
+    assert_eq!(properties(glob_schema()), (vec!["path".into(), "pattern".into()], json!(["pattern"])));
+    assert_eq!(properties(grep_schema()), (vec!["path".into(), "pattern".into()], json!(["pattern"])));
+}
+
+#[test]
+fn disabled_tools_are_not_sent() {
+    // Goal: per-tool `enabled` wins over the toolset default, both ways.
+    let toolset = json!({
+        "type": "agent_toolset_20260401",
+        "default_config": {"enabled": false, "permission_policy": {"type": "always_allow"}},
+        "configs": [
+            {"name": "read", "type": "read", "enabled": true, "permission_policy": {"type": "always_ask"}},
+            {"name": "web_search", "type": "web_search", "enabled": true, "permission_policy": {"type": "auto"}}
+        ]
+    });
+    let agent = AgentView { model: "m".into(), tools: vec![toolset], ..AgentView::default() };
+    let request = build_request(&agent, &[], &RequestOptions::default());
+    assert_eq!(names(&request), vec!["read", "web_search"]);
+
+    let everything_off = json!({"type": "agent_toolset_20260401",
+        "default_config": {"enabled": false, "permission_policy": {"type": "always_allow"}}, "configs": []});
+    let agent = AgentView { model: "m".into(), tools: vec![everything_off], ..AgentView::default() };
+    let request = build_request(&agent, &[], &RequestOptions::default());
+    assert_eq!(request.get("tools"), None);
+
+    // An entry without default_config (request shorthand) enables everything.
+    let shorthand = json!({"type": "agent_toolset_20260401"});
+    let agent = AgentView { model: "m".into(), tools: vec![shorthand], ..AgentView::default() };
+    let request = build_request(&agent, &[], &RequestOptions::default());
+    assert_eq!(names(&request), BUILTIN_TOOL_ORDER.to_vec());
+}
+
+#[test]
+fn extra_tools_follow_the_agent_tools_and_carry_the_breakpoint() {
+    let options = RequestOptions {
+        extra_tools: vec![json!({"name": "github__list_issues", "description": "List issues",
+            "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}})],
+        ..RequestOptions::default()
+    };
+    let request = build_request(&agent(), &[], &options);
+    let tools = request["tools"].as_array().expect("tools");
+    assert_eq!(tools.last().map(|tool| &tool["name"]), Some(&json!("github__list_issues")));
+    assert_eq!(all_breakpoints(&request), vec!["/system/0/cache_control".to_owned(), "/tools/8/cache_control".into()]);
+}
+
+#[test]
+fn breakpoints_skip_thinking_and_empty_text_and_convert_string_content() {
+    // Goal: the last message's breakpoint lands on the last block the API
+    // accepts one on, and string content becomes a block list to carry it.
+    let agent = AgentView { model: "m".into(), ..AgentView::default() };
+    let options = RequestOptions::default();
+
+    let string_content = [json!({"role": "user", "content": "Hi"})];
+    let request = build_request(&agent, &string_content, &options);
+    assert_eq!(
+        request["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]}])
+    );
+
+    let assistant_last = [
+        json!({"role": "user", "content": "Hi"}),
+        json!({"role": "assistant", "content": [
+            {"type": "text", "text": "Looking"},
+            {"type": "text", "text": ""},
+            {"type": "thinking", "thinking": "hmm", "signature": "s"}
+        ]}),
+    ];
+    let request = build_request(&agent, &assistant_last, &options);
+    assert_eq!(all_breakpoints(&request), vec!["/messages/1/content/0/cache_control".to_owned()]);
+
+    let nothing_cacheable = [json!({"role": "user", "content": ""})];
+    let request = build_request(&agent, &nothing_cacheable, &options);
+    assert_eq!(all_breakpoints(&request), Vec::<String>::new());
+    assert_eq!(request.get("system"), None);
+    assert_eq!(request.get("tools"), None);
+}
+
+#[test]
+fn never_more_than_four_breakpoints() {
+    // Goal: breakpoints the conversation already carries are kept while they
+    // fit and dropped earliest-first when they do not. Method: tools and system
+    // take two, the last message one, leaving room for one of the three old ones.
+    let marked = |text: &str| json!({"type": "text", "text": text, "cache_control": {"type": "ephemeral"}});
+    let conversation = vec![
+        json!({"role": "user", "content": [marked("one")]}),
+        json!({"role": "assistant", "content": [marked("two")]}),
+        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [marked("three")]}]}),
+        json!({"role": "assistant", "content": [{"type": "text", "text": "four"}]}),
+        json!({"role": "user", "content": [{"type": "text", "text": "five"}]}),
+    ];
+    let request = build_request(&agent(), &conversation, &RequestOptions::default());
+    assert_eq!(
+        all_breakpoints(&request),
+        vec![
+            "/messages/2/content/0/content/0/cache_control".to_owned(),
+            "/messages/4/content/0/cache_control".into(),
+            "/system/0/cache_control".into(),
+            "/tools/7/cache_control".into(),
+        ]
+    );
+
+    // Without tools and system, three old ones fit next to the new one.
+    let bare = AgentView { model: "m".into(), ..AgentView::default() };
+    let request = build_request(&bare, &conversation, &RequestOptions::default());
+    assert_eq!(all_breakpoints(&request).len(), MAX_CACHE_BREAKPOINTS);
+}
+
+#[test]
+fn extra_system_blocks_follow_the_agent_prompt() {
+    let options = RequestOptions {
+        extra_system: vec![String::new(), "The workspace is /workspace.".to_owned()],
+        ..RequestOptions::default()
+    };
+    let request = build_request(&agent(), &[], &options);
+    assert_eq!(
+        request["system"],
+        json!([
+            {"type": "text", "text": "You are a careful engineer."},
+            {"type": "text", "text": "The workspace is /workspace.", "cache_control": {"type": "ephemeral"}}
+        ])
+    );
+}
+
+#[test]
+fn thinking_budget_follows_effort_and_leaves_room_to_answer() {
+    let budget = |effort: Option<&str>, max_tokens: u32, thinking: Thinking| {
+        let agent = AgentView { model: "m".into(), effort: effort.map(str::to_owned), ..AgentView::default() };
+        let options = RequestOptions { max_tokens, thinking, ..RequestOptions::default() };
+        build_request(&agent, &[], &options).get("thinking").cloned()
+    };
+    let enabled = |tokens: u32| Some(json!({"type": "enabled", "budget_tokens": tokens}));
+    assert_eq!(budget(Some("low"), 32_000, Thinking::FromEffort), None);
+    assert_eq!(budget(Some("medium"), 32_000, Thinking::FromEffort), enabled(4_096));
+    assert_eq!(budget(Some("high"), 32_000, Thinking::FromEffort), enabled(16_000));
+    assert_eq!(budget(Some("xhigh"), 32_000, Thinking::FromEffort), enabled(24_000));
+    assert_eq!(budget(Some("max"), 32_000, Thinking::FromEffort), enabled(27_904));
+    assert_eq!(budget(Some("max"), 64_000, Thinking::FromEffort), enabled(31_000));
+    assert_eq!(budget(Some("high"), 8_192, Thinking::FromEffort), enabled(4_096));
+    assert_eq!(budget(Some("high"), 5_000, Thinking::FromEffort), None);
+    assert_eq!(budget(Some("high"), 32_000, Thinking::Disabled), None);
+    assert_eq!(budget(None, 32_000, Thinking::FromEffort), None);
+    assert_eq!(budget(Some("turbo"), 32_000, Thinking::FromEffort), None);
+}
+
+#[test]
+fn unknown_and_malformed_tool_entries_are_skipped() {
+    let agent = AgentView {
+        model: "m".into(),
+        tools: vec![json!("bash"), json!({"type": "future_toolset"}), json!({"type": "custom"}), json!(null)],
+        ..AgentView::default()
+    };
+    assert_eq!(build_request(&agent, &[], &RequestOptions::default()).get("tools"), None);
+}

@@ -1,0 +1,133 @@
+//! The runner: drives sessions by interpreting the state machine's commands.
+//!
+//! One tokio task per active session. The task reads the session's new log
+//! entries, folds them into the [`Machine`], asks for the next [`Command`],
+//! carries it out (a model call, tool runs, status events) and appends what
+//! happened; then asks again, until the machine says [`Command::Wait`]. It
+//! changes a session only by appending events. [`RunnerHandle::wake`] starts a
+//! task (or tells the running one to look again); an interrupt also cancels the
+//! model call or tool in flight. After a restart, [`RunnerHandle::recover`]
+//! wakes every session whose last status was running, and the machine turns
+//! what was in flight into explicit results.
+
+mod step;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use logbook_core::{SessionId, WorkspaceId};
+use logbook_replay::Policy;
+use tokio::sync::Notify;
+
+use crate::model::{ModelClient, RequestOptions};
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+pub use tools::{ToolExecutor, ToolOutcome, UnavailableTools};
+
+/// Backoff of the first retry of a model request; doubles per attempt.
+pub const RETRY_BASE: Duration = Duration::from_millis(500);
+/// Longest backoff between model attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(8);
+/// Steps one task takes before yielding to other sessions and re-checking.
+const MAX_STEPS_PER_WAKE: usize = 10_000;
+
+/// What the runner needs besides the app state.
+#[derive(Debug)]
+pub struct RunnerConfig {
+    pub model: Option<ModelClient>,
+    pub request_options: RequestOptions,
+    pub tools: Arc<dyn ToolExecutor>,
+    pub policy: Policy,
+    /// Retry backoff base (tests use a small one).
+    pub retry_base: Duration,
+}
+
+/// Shared handle: which sessions have a task, and their signals.
+#[derive(Debug, Clone)]
+pub struct RunnerHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RunnerConfig,
+    tasks: Mutex<HashMap<SessionId, Arc<TaskSignals>>>,
+}
+
+/// Signals from the API to a session's task.
+#[derive(Debug, Default)]
+pub(crate) struct TaskSignals {
+    /// New entries may be there: look again before exiting.
+    pub(crate) dirty: std::sync::atomic::AtomicBool,
+    /// An interrupt arrived: stop what is in flight.
+    pub(crate) interrupt: Notify,
+}
+
+impl RunnerHandle {
+    pub fn new(config: RunnerConfig) -> RunnerHandle {
+        RunnerHandle { inner: Arc::new(Inner { config, tasks: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// Makes sure the session's task runs and sees the latest entries.
+    /// `interrupt` also cancels the model call or tool in flight.
+    pub fn wake(&self, state: &AppState, workspace: WorkspaceId, session: SessionId, interrupt: bool) {
+        let Ok(mut tasks) = self.inner.tasks.lock() else { return };
+        if let Some(signals) = tasks.get(&session) {
+            signals.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+            if interrupt {
+                signals.interrupt.notify_one();
+            }
+            return;
+        }
+        let signals = Arc::new(TaskSignals::default());
+        tasks.insert(session, Arc::clone(&signals));
+        drop(tasks);
+        let handle = self.clone();
+        let state = state.clone();
+        let tenant = Tenant { workspace };
+        tokio::spawn(async move {
+            let mut task = step::Task::new(state, handle.clone(), tenant, session, Arc::clone(&signals));
+            loop {
+                if let Err(err) = task.run(MAX_STEPS_PER_WAKE).await {
+                    tracing::error!(%session, error = %err, "runner step failed; the session waits for new input");
+                }
+                // Exit unless something arrived while the task decided to stop.
+                let Ok(mut tasks) = handle.inner.tasks.lock() else { return };
+                if signals.dirty.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    drop(tasks);
+                    continue;
+                }
+                tasks.remove(&session);
+                return;
+            }
+        });
+    }
+
+    /// Wakes every session whose last status was running or rescheduling: after
+    /// a restart, their work in flight must be closed and continued.
+    pub async fn recover(&self, state: &AppState) -> usize {
+        let sessions = match state.blocking(crate::api::sessions::unfinished).await {
+            Ok(sessions) => sessions,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot list sessions to recover");
+                return 0;
+            }
+        };
+        for (workspace, session) in &sessions {
+            self.wake(state, *workspace, *session, false);
+        }
+        sessions.len()
+    }
+
+    pub(crate) fn config(&self) -> &RunnerConfig {
+        &self.inner.config
+    }
+
+    /// Sessions with a live task (for tests and metrics).
+    pub fn n_active(&self) -> usize {
+        self.inner.tasks.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,460 @@
+//! A scripted fake of the Anthropic Messages API, for tests of the model
+//! client and the runner without a network or a real model.
+//!
+//! It listens on loopback and answers `POST /v1/messages` with the real
+//! streaming protocol: `message_start` (a full message object with usage), a
+//! `ping`, `content_block_start`/`content_block_delta`/`content_block_stop`
+//! per block (text and thinking in several deltas, a signature delta, tool
+//! input as `input_json_delta` chunks cut mid-token), `message_delta` with the
+//! stop reason and usage, `message_stop`. Every event is written as two body
+//! chunks split mid-way (through UTF-8 characters and line ends alike), so
+//! clients are tested against arbitrary chunking. What each request gets comes
+//! from a script ([`script`] module docs): responses and faults (HTTP error
+//! statuses with `retry-after`, a connection cut mid-stream, an `error` event
+//! mid-stream, slow dripping, a hang after the headers). When the script runs
+//! out, the answer is the text [`script::EXHAUSTED_TEXT`].
+//!
+//! Every `/v1/messages` request is recorded (headers with the `x-api-key`
+//! value redacted, and the JSON body). Requests without `anthropic-version`
+//! get a 400, and, when an expected key is configured, requests with another
+//! key a 401, both before the script is consulted. Bodies that are not a
+//! streaming Messages request, or carry more than four `cache_control`
+//! breakpoints, get the 400 the real API would give.
+//!
+//! Two ways to run it: [`FakeModel::start`] in-process (its own thread and
+//! tokio runtime, stopped on drop), or the `fake-model` binary for tests in
+//! other languages, driven through `POST /_fake/script` (body: the script),
+//! `GET /_fake/requests` and `POST /_fake/reset`.
+
+pub mod script;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use script::{Ending, Ids, Plan, Step};
+
+/// Largest request body accepted (conversations with images get big).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Most requests remembered; older ones are dropped first.
+pub const MAX_RECORDED_REQUESTS: usize = 10_000;
+/// The API's limit on `cache_control` breakpoints per request.
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+/// Pause before a scripted cut, so the bytes before it reach the client.
+const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(50);
+/// What a recorded `x-api-key` header shows instead of the key.
+pub const REDACTED: &str = "<redacted>";
+
+/// A `/v1/messages` request as the fake received it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Lowercase names; `x-api-key` is [`REDACTED`]. Repeated headers are joined with `, `.
+    pub headers: BTreeMap<String, String>,
+    /// The body as JSON, or as a JSON string when it is not JSON.
+    pub body: Value,
+}
+
+/// Settings of a fake.
+#[derive(Debug, Clone, Default)]
+pub struct FakeOptions {
+    /// When set, requests whose `x-api-key` differs get a 401.
+    pub api_key: Option<String>,
+}
+
+/// A fake that cannot start or a script that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeModelError {
+    #[error("fake-model: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("fake-model script: {0}")]
+    Script(String),
+}
+
+/// The fake's shared state: script, recorded requests, settings. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FakeState {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    script: VecDeque<Step>,
+    requests: VecDeque<RecordedRequest>,
+    /// Responses served so far (for unique message and tool ids).
+    n_responses: u64,
+    api_key: Option<String>,
+}
+
+impl FakeState {
+    pub fn new(script: Vec<Value>, options: FakeOptions) -> Result<FakeState, FakeModelError> {
+        let script = Step::parse_script(script).map_err(FakeModelError::Script)?;
+        let inner = Inner { script, requests: VecDeque::new(), n_responses: 0, api_key: options.api_key };
+        Ok(FakeState { inner: Arc::new(Mutex::new(inner)) })
+    }
+
+    /// Replaces the rest of the script.
+    pub fn set_script(&self, script: Vec<Value>) -> Result<(), FakeModelError> {
+        let script = Step::parse_script(script).map_err(FakeModelError::Script)?;
+        self.lock().script = script;
+        Ok(())
+    }
+
+    /// Every `/v1/messages` request so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.iter().cloned().collect()
+    }
+
+    /// Steps of the script not yet served.
+    pub fn remaining_steps(&self) -> usize {
+        self.lock().script.len()
+    }
+
+    /// Forgets the script and the recorded requests (the expected key stays).
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        inner.script.clear();
+        inner.requests.clear();
+        inner.n_responses = 0;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread must not take the fake down with it.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The fake's routes: the Messages API and the `/_fake` control endpoints.
+pub fn router(state: FakeState) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/_fake/script", post(set_script))
+        .route("/_fake/requests", get(requests))
+        .route("/_fake/reset", post(reset))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(state)
+}
+
+/// A fake running in this process on its own thread; stopped when dropped.
+#[derive(Debug)]
+pub struct FakeModel {
+    state: FakeState,
+    addr: SocketAddr,
+    base_url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeModel {
+    /// Starts a fake with `script` on a free loopback port, accepting any key.
+    pub fn start(script: Vec<Value>) -> Result<FakeModel, FakeModelError> {
+        FakeModel::start_with(script, FakeOptions::default())
+    }
+
+    pub fn start_with(script: Vec<Value>, options: FakeOptions) -> Result<FakeModel, FakeModelError> {
+        let state = FakeState::new(script, options)?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state.clone());
+        let thread = std::thread::Builder::new().name("fake-model".to_owned()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                // Not a graceful shutdown: hanging responses never finish, and
+                // dropping the runtime below cancels them.
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {}
+                    _ = stop_rx => {}
+                }
+            });
+        })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err(std::io::Error::other("the fake-model thread died while starting").into()),
+        }
+        let base_url = format!("http://{addr}");
+        Ok(FakeModel { state, addr, base_url, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// `http://127.0.0.1:PORT`, to use as `ANTHROPIC_BASE_URL`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests()
+    }
+
+    pub fn set_script(&self, script: Vec<Value>) -> Result<(), FakeModelError> {
+        self.state.set_script(script)
+    }
+
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    pub fn state(&self) -> &FakeState {
+        &self.state
+    }
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `POST /v1/messages`.
+async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let body_json: Option<Value> = serde_json::from_slice(&body).ok();
+    let (plan, ids) = {
+        let mut inner = state.lock();
+        if inner.requests.len() >= MAX_RECORDED_REQUESTS {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(RecordedRequest {
+            method: "POST".to_owned(),
+            path: "/v1/messages".to_owned(),
+            headers: record_headers(&headers),
+            body: body_json.clone().unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned())),
+        });
+        inner.n_responses += 1;
+        let ids = Ids { response: inner.n_responses };
+        if let Some((status, message)) = refusal(&headers, body_json.as_ref(), inner.api_key.as_deref()) {
+            drop(inner);
+            return error_response(status, None, &message, &format!("req_fake_{:06}", ids.response));
+        }
+        (script::next_plan(&mut inner.script), ids)
+    };
+    let request_id = format!("req_fake_{:06}", ids.response);
+    let body_json = body_json.unwrap_or(Value::Null);
+    match plan {
+        Plan::Status { status, retry_after, message } => {
+            let message = message.unwrap_or_else(|| format!("scripted status {status}"));
+            error_response(status, retry_after, &message, &request_id)
+        }
+        Plan::Hang => {
+            let body = Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+            (sse_headers(&request_id), body).into_response()
+        }
+        Plan::Stream { response, delay_ms, ending } => {
+            let model = body_json.get("model").and_then(Value::as_str).unwrap_or_default();
+            let events = script::events(&response, model, body.len(), ids);
+            let stream = frames(events, &ending);
+            let body = Body::from_stream(drip(stream, Duration::from_millis(delay_ms)));
+            (sse_headers(&request_id), body).into_response()
+        }
+    }
+}
+
+/// Why a request is refused before the script is consulted, if it is.
+fn refusal(headers: &HeaderMap, body: Option<&Value>, expected_key: Option<&str>) -> Option<(u16, String)> {
+    if headers.get("anthropic-version").is_none() {
+        return Some((400, "anthropic-version: header is required".to_owned()));
+    }
+    if let Some(expected) = expected_key {
+        let given = headers.get("x-api-key").and_then(|value| value.to_str().ok());
+        if given != Some(expected) {
+            return Some((401, "invalid x-api-key".to_owned()));
+        }
+    }
+    let Some(body) = body.filter(|body| body.is_object()) else {
+        return Some((400, "the body must be a JSON object".to_owned()));
+    };
+    if body.get("model").and_then(Value::as_str).is_none() {
+        return Some((400, "model: Field required".to_owned()));
+    }
+    if body.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return Some((400, "max_tokens: Field required".to_owned()));
+    }
+    if body.get("messages").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        return Some((400, "messages: at least one message is required".to_owned()));
+    }
+    if body.get("stream") != Some(&Value::Bool(true)) {
+        return Some((400, "stream: fake-model only serves streaming requests".to_owned()));
+    }
+    let n_breakpoints = script::count_cache_control(body);
+    if n_breakpoints > MAX_CACHE_BREAKPOINTS {
+        return Some((
+            400,
+            format!(
+                "A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {n_breakpoints}."
+            ),
+        ));
+    }
+    None
+}
+
+fn record_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut recorded: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = if name.as_str() == "x-api-key" {
+            REDACTED.to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        recorded
+            .entry(name.as_str().to_owned())
+            .and_modify(|existing| {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    recorded
+}
+
+fn sse_headers(request_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    insert_request_id(&mut headers, request_id);
+    headers
+}
+
+fn insert_request_id(headers: &mut HeaderMap, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("request-id"), value);
+    }
+}
+
+fn error_response(status: u16, retry_after: Option<u64>, message: &str, request_id: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    insert_request_id(&mut headers, request_id);
+    if let Some(seconds) = retry_after {
+        headers.insert("retry-after", HeaderValue::from(seconds));
+    }
+    let body = script::error_body(script::error_type(status), message, request_id);
+    (code, headers, body.to_string()).into_response()
+}
+
+/// One chunk of a streamed body: bytes, or the cut that drops the connection.
+#[derive(Debug)]
+enum Frame {
+    Bytes(Vec<u8>),
+    Cut,
+}
+
+/// The body chunks of a response: every event split in two mid-way, then the
+/// scripted ending applied.
+fn frames(events: Vec<(String, Value)>, ending: &Ending) -> VecDeque<Frame> {
+    let keep = match ending {
+        Ending::Complete => events.len(),
+        Ending::Cut { after_events } | Ending::ErrorEvent { after_events, .. } => *after_events,
+    };
+    let mut encoded = events.iter().map(|(name, data)| script::encode(name, data));
+    let mut frames = VecDeque::new();
+    for bytes in encoded.by_ref().take(keep) {
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        frames.push_back(Frame::Bytes(head.to_vec()));
+        frames.push_back(Frame::Bytes(tail.to_vec()));
+    }
+    match ending {
+        Ending::Complete => {}
+        Ending::Cut { .. } => {
+            // Half of the next event, so the client also sees a torn event.
+            if let Some(next) = encoded.next() {
+                frames.push_back(Frame::Bytes(next[..next.len() / 2].to_vec()));
+            }
+            frames.push_back(Frame::Cut);
+        }
+        Ending::ErrorEvent { error_type, message, .. } => {
+            let message = message.clone().unwrap_or_else(|| format!("scripted {error_type}"));
+            let data = json!({"type": "error", "error": {"type": error_type, "message": message}});
+            frames.push_back(Frame::Bytes(script::encode("error", &data)));
+        }
+    }
+    frames
+}
+
+/// The frames as a body stream, `delay` before each chunk but the first; a
+/// cut is an error, which makes hyper drop the connection mid-body.
+fn drip(
+    frames: VecDeque<Frame>,
+    delay: Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures_util::stream::unfold((frames, true), move |(mut frames, first)| async move {
+        let frame = frames.pop_front()?;
+        if !first && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let item = match frame {
+            Frame::Bytes(bytes) => Ok(Bytes::from(bytes)),
+            Frame::Cut => {
+                // hyper writes what it buffered only when the body stalls; without
+                // this pause the cut would also swallow the headers.
+                tokio::time::sleep(CUT_FLUSH_PAUSE).await;
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "fake-model: scripted cut"))
+            }
+        };
+        Some((item, (frames, false)))
+    })
+}
+
+/// `POST /_fake/script`: replaces the rest of the script.
+async fn set_script(State(state): State<FakeState>, body: Bytes) -> Response {
+    let steps = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(steps)) => steps,
+        Ok(_) | Err(_) => return (StatusCode::BAD_REQUEST, "the script must be a JSON list of steps").into_response(),
+    };
+    let n_steps = steps.len();
+    match state.set_script(steps) {
+        Ok(()) => axum::Json(json!({"steps": n_steps})).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    }
+}
+
+/// `GET /_fake/requests`.
+async fn requests(State(state): State<FakeState>) -> axum::Json<Vec<RecordedRequest>> {
+    axum::Json(state.requests())
+}
+
+/// `POST /_fake/reset`.
+async fn reset(State(state): State<FakeState>) -> StatusCode {
+    state.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn not_found() -> Response {
+    error_response(404, None, "fake-model serves only POST /v1/messages", "req_fake_404")
+}

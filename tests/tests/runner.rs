@@ -1,0 +1,349 @@
+//! End-to-end tests of the runner: the real `logbook` binary, driving the
+//! scripted fake Messages API over loopback, observed through the API.
+//!
+//! Goal: a turn's event sequence and stop reasons are those of the hosted
+//! service for tool use, confirmations, custom tools, model faults, interrupts
+//! and a kill -9 mid-turn; the model sees tool results under its own tool ids.
+//! Method: start the fake model with a script, start the server pointed at it
+//! (`LOGBOOK_TOOLS=echo`: built-in tools echo their input; no sandbox yet),
+//! send events over HTTP and wait (with deadlines, polling the list) for the
+//! idle that ends the turn.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_tests::fake_model::FakeModel;
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-logbook-runner00000000000000000000000001";
+
+fn logbook_bin() -> PathBuf {
+    // target/debug/deps/runner-xxxx -> target/debug/logbook
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("logbook");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
+    bin
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, model: &FakeModel) -> Server {
+    let mut child = Command::new(logbook_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+        .arg("--data")
+        .arg(data)
+        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
+        .env("ANTHROPIC_BASE_URL", model.base_url())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("LOGBOOK_TOOLS", "echo")
+        .env("LOGBOOK_RETRY_BASE_MS", "10")
+        .env("LOGBOOK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited before serving").unwrap();
+        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("[server] {line}");
+        }
+    });
+    Server { child, base }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Api {
+        Api { http: reqwest::Client::new(), base: server.base.clone() }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "managed-agents-2026-04-01");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn session(&self, tools: Value) -> String {
+        let agent =
+            self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "runner", "tools": tools})).await;
+        let env = self.post("/v1/environments", json!({"name": "runner"})).await;
+        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+        session["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn send(&self, session: &str, events: Value) -> Value {
+        self.post(&format!("/v1/sessions/{session}/events"), json!({ "events": events })).await
+    }
+
+    async fn events(&self, session: &str) -> Vec<Value> {
+        let page = self.call(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
+        page["data"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the `n`-th `session.status_idle` of the session is listed.
+    async fn wait_idle(&self, session: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events(session).await;
+            if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no idle #{n} within 30 s: {:#?}", types(&events));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+}
+
+fn message(text: &str) -> Value {
+    json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+}
+
+fn toolset(policy: &str) -> Value {
+    json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": policy}}},
+           {"type": "custom", "name": "get_weather", "description": "Get weather",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_using_turn_has_the_hosted_event_sequence() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "Let me look."},
+                           {"type": "tool_use", "id": "toolu_01", "name": "bash", "input": {"command": "ls"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "There are two files."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &model);
+    let api = Api::new(&server);
+    let session = api.session(toolset("always_allow")).await;
+    api.send(&session, message("what is here?")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(
+        types(&events),
+        [
+            "user.message",
+            "session.status_running",
+            "span.model_request_start",
+            "agent.message",
+            "agent.tool_use",
+            "span.model_request_end",
+            "agent.tool_result",
+            "span.model_request_start",
+            "agent.message",
+            "span.model_request_end",
+            "session.usage",
+            "session.status_idle",
+        ]
+    );
+    let tool_use = &events[4];
+    assert_eq!(tool_use["evaluated_permission"], "allow");
+    assert_eq!(events[6]["tool_use_id"], tool_use["id"]);
+    assert_eq!(events[6]["is_error"], false);
+    assert_eq!(events[11]["stop_reason"]["type"], "end_turn");
+    // The model saw the result under its own tool id, after its own tool_use.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    let messages = requests[1].body["messages"].as_array().unwrap();
+    let last = messages.last().unwrap();
+    assert_eq!(last["role"], "user");
+    assert_eq!(last["content"][0]["type"], "tool_result");
+    assert_eq!(last["content"][0]["tool_use_id"], "toolu_01");
+    assert_eq!(messages[1]["content"][1]["id"], "toolu_01");
+    let session_obj = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
+    assert_eq!(session_obj["status"], "idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_ask_waits_and_a_denial_becomes_an_error_result() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_a", "name": "bash", "input": {"command": "rm -rf /tmp/x"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "Understood."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &model);
+    let api = Api::new(&server);
+    let session = api.session(toolset("always_ask")).await;
+    api.send(&session, message("clean up")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let idle = events.last().unwrap();
+    assert_eq!(idle["stop_reason"]["type"], "requires_action");
+    let tool_use = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
+    assert_eq!(tool_use["evaluated_permission"], "ask");
+    assert_eq!(idle["stop_reason"]["event_ids"], json!([tool_use["id"]]));
+    api.send(
+        &session,
+        json!([{"type": "user.tool_confirmation", "tool_use_id": tool_use["id"], "result": "deny", "deny_message": "not today"}]),
+    )
+    .await;
+    let events = api.wait_idle(&session, 2).await;
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!(result["is_error"], true);
+    assert!(result["content"][0]["text"].as_str().unwrap().contains("not today"));
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_tools_wait_for_the_client_result() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_w", "name": "get_weather", "input": {"city": "Oslo"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "It is cold in Oslo."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &model);
+    let api = Api::new(&server);
+    let session = api.session(toolset("always_allow")).await;
+    api.send(&session, message("weather?")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let call = events.iter().find(|e| e["type"] == "agent.custom_tool_use").unwrap();
+    assert_eq!(events.last().unwrap()["stop_reason"]["event_ids"], json!([call["id"]]));
+    api.send(
+        &session,
+        json!([{"type": "user.custom_tool_result", "custom_tool_use_id": call["id"],
+                "content": [{"type": "text", "text": "-3 C"}]}]),
+    )
+    .await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    let requests = model.requests();
+    let last = requests[1].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["content"][0]["tool_use_id"], "toolu_w");
+    assert_eq!(last["content"][0]["content"][0]["text"], "-3 C");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_a_rejected_key_ends_the_turn() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "status", "status": 529, "retry_after": 0}),
+        // `cut` breaks the response that follows it, after three stream events.
+        json!({"fault": "cut", "after_events": 3}),
+        json!({"content": [{"type": "text", "text": "This answer is cut."}], "stop_reason": "end_turn"}),
+        json!({"content": [{"type": "text", "text": "Recovered."}], "stop_reason": "end_turn"}),
+        json!({"fault": "status", "status": 401, "message": "invalid x-api-key"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &model);
+    let api = Api::new(&server);
+    let session = api.session(toolset("always_allow")).await;
+    api.send(&session, message("hi")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert_eq!(errors.len(), 2, "{:#?}", types(&events));
+    assert_eq!(errors[0]["error"]["type"], "model_overloaded_error");
+    assert_eq!(errors[0]["error"]["retry_status"]["type"], "retrying");
+    assert_eq!(errors[1]["error"]["type"], "model_request_failed_error");
+    assert_eq!(types(&events).iter().filter(|t| *t == "session.status_rescheduled").count(), 2);
+    assert_eq!(
+        types(&events).iter().filter(|t| *t == "agent.message").count(),
+        1,
+        "no duplicate message after retries"
+    );
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+
+    api.send(&session, message("again")).await;
+    let events = api.wait_idle(&session, 2).await;
+    let last_error = events.iter().rev().find(|e| e["type"] == "session.error").unwrap();
+    assert_eq!(last_error["error"]["retry_status"]["type"], "exhausted");
+    assert!(last_error["error"]["message"].as_str().unwrap().contains("credentials"));
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "drip", "delay_ms": 400}),
+        json!({"content": [{"type": "text", "text": "a very long answer that takes a while to stream"}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &model);
+    let api = Api::new(&server);
+    let session = api.session(toolset("always_allow")).await;
+    api.send(&session, message("tell me everything")).await;
+    // Wait until the model request is under way, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
+    let end = events.iter().find(|e| e["type"] == "span.model_request_end").unwrap();
+    assert_eq!(end["is_error"], true);
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_turn_is_recovered_on_restart() {
+    let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &model);
+    let api = Api::new(&server);
+    let session = api.session(toolset("always_allow")).await;
+    api.send(&session, message("hi")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(server); // SIGKILL mid model request
+    model.set_script(vec![json!({"content": [{"type": "text", "text": "Back."}], "stop_reason": "end_turn"})]).unwrap();
+    let server = start(&data, &model);
+    let api = Api::new(&server);
+    let events = api.wait_idle(&session, 1).await;
+    let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "span.model_request_end").collect();
+    assert_eq!(ends.len(), 2, "{:#?}", types(&events));
+    assert_eq!(ends[0]["is_error"], true, "the request cut by the kill is closed as failed");
+    assert_eq!(ends[1]["is_error"], false);
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+}
