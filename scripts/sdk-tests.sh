@@ -42,6 +42,7 @@ PYEOF
 
 step "build"
 cargo build -p logbook-server --bin logbook --locked
+cargo build -p logbook-tests --bin fake-model --locked
 
 BIN="${LOGBOOK_BIN:-target/debug/logbook}"
 [[ -x "$BIN" ]] || die "no executable server binary at $BIN"

@@ -347,3 +347,36 @@ async fn a_kill_mid_turn_is_recovered_on_restart() {
     assert_eq!(ends[1]["is_error"], false);
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_stops_the_session_after_at_most_one_request() {
+    let model = FakeModel::start(vec![json!({
+        "content": [{"type": "tool_use", "id": "toolu_b", "name": "bash", "input": {"command": "ls"}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1_000_000, "output_tokens": 10}
+    })])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &model);
+    let api = Api::new(&server);
+    let agent = api
+        .post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "b", "tools": toolset("always_allow")}))
+        .await;
+    let env = api.post("/v1/environments", json!({"name": "b"})).await;
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session =
+        api.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"], "budget": budget})).await;
+    let session = session["id"].as_str().unwrap().to_owned();
+    api.send(&session, message("go")).await;
+    let events = api.wait_idle(&session, 1).await;
+    // One request cost $3 (1M input tokens) against a $1 budget: the tool
+    // still runs, the next request is not made.
+    assert_eq!(types(&events).iter().filter(|t| *t == "span.model_request_start").count(), 1);
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "budget_reached");
+    let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
+    assert_eq!(usage["usage"]["input_tokens"], 1_000_000);
+    assert_eq!(usage["usage"]["list_cost"]["currency"], "USD");
+    let object = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
+    assert_eq!(object["usage"]["input_tokens"], 1_000_000);
+    assert!(object["usage"]["list_cost"]["amount"].as_str().unwrap().parse::<u64>().unwrap() >= 300);
+}

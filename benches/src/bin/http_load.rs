@@ -142,15 +142,17 @@ fn store_rate(writers: usize, n_events: usize) -> f64 {
                     let session = SessionId::from_parts(1, ((w * per_writer + i) % N_SESSIONS) as u128);
                     let text = format!("message {i} from writer {w}: please look at the failing test in src/lib.rs");
                     let event = Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text }] });
+                    let mut expected = store.head(session).unwrap().next;
                     loop {
-                        let head = store.head(session).unwrap();
                         let entry = Entry {
-                            id: EventId::for_seq(1, head.next, i as u64),
+                            id: EventId::for_seq(1, expected, i as u64),
                             event: event.clone(),
                             at: Timestamp::from_unix_micros(0),
                         };
-                        if store.append(session, head.next, &[entry]).is_ok() {
-                            break;
+                        match store.append(session, expected, &[entry]) {
+                            Ok(_) => break,
+                            Err(logbook_store::AppendError::Conflict { actual, .. }) => expected = actual,
+                            Err(other) => panic!("append failed: {other}"),
                         }
                     }
                 }

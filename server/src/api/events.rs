@@ -393,24 +393,26 @@ fn append_events(
     session: SessionId,
     events: Vec<Event>,
 ) -> Result<Vec<Record>, ApiError> {
+    // The durable head may lag the written one while another append waits on
+    // its barrier; a conflict names the written head, so retry there.
+    let mut expected = store.head(session)?.next;
     for _ in 0..MAX_APPEND_ATTEMPTS {
-        let head = store.head(session)?;
         let at = state.now();
         let entries: Vec<Entry> = events
             .iter()
             .enumerate()
             .map(|(idx, event)| Entry {
-                id: state.event_id(Seq::new(head.next.get() + idx as u64)),
+                id: state.event_id(Seq::new(expected.get() + idx as u64)),
                 event: event.clone(),
                 at,
             })
             .collect();
-        match store.append(session, head.next, &entries) {
+        match store.append(session, expected, &entries) {
             Ok(records) => {
                 state.metrics().events_appended.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 return Ok(records);
             }
-            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Conflict { actual, .. }) => expected = actual,
             Err(other) => return Err(other.into()),
         }
     }

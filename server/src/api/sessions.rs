@@ -52,6 +52,21 @@ pub struct StoredSession {
     pub terminated_at: Option<Timestamp>,
     /// Whether the environment is self-hosted (decides `user.tool_result`).
     pub self_hosted: bool,
+    /// Usage as of the last idle (an index of the log, kept by the runner).
+    #[serde(default)]
+    pub usage: UsageView,
+}
+
+/// Cumulative usage the session object shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageView {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub active_seconds: f64,
+    /// List cost in cents, when the model is priced.
+    pub list_cost_cents: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +130,26 @@ impl From<&Agent> for SessionAgent {
 }
 
 impl StoredSession {
+    fn usage_json(&self) -> Value {
+        let usage = &self.usage;
+        let mut out = json!({
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cache_read_input_tokens,
+            "cache_creation": {"ephemeral_5m_input_tokens": usage.cache_creation_input_tokens},
+            "active_seconds": usage.active_seconds,
+        });
+        if let (Some(cents), Some(obj)) = (usage.list_cost_cents, out.as_object_mut()) {
+            obj.insert("list_cost".to_owned(), json!({"amount": cents.to_string(), "currency": "USD"}));
+        }
+        out
+    }
+
+    /// The budget's limit in cents, if the session has one.
+    pub fn budget_cents(&self) -> Option<u64> {
+        self.budget.as_ref()?.pointer("/max_list_cost/amount")?.as_str()?.parse().ok()
+    }
+
     /// The API's Session object as of `now`.
     pub fn to_wire(&self, now: Timestamp) -> Value {
         let end = self.terminated_at.unwrap_or(now);
@@ -132,8 +167,8 @@ impl StoredSession {
             "outcome_evaluations": [],
             "budget": self.budget,
             "deployment_id": null,
-            "stats": {"active_seconds": 0.0, "duration_seconds": duration},
-            "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0},
+            "stats": {"active_seconds": self.usage.active_seconds, "duration_seconds": duration},
+            "usage": self.usage_json(),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "archived_at": self.archived_at,
@@ -252,6 +287,7 @@ pub async fn create(
                 archived_at: None,
                 terminated_at: None,
                 self_hosted,
+                usage: UsageView::default(),
             };
             // Validate every initial event before creating anything.
             let inputs = events::parse_inputs(&initial, InputContext::Initial, &session, now)?;
@@ -666,6 +702,22 @@ pub fn set_status(
         }
     }
     Err(ApiError::conflict(format!("session {id} keeps changing; status not recorded")))
+}
+
+/// Records the usage the runner computed at an idle.
+pub fn set_usage(store: &SledStore, tenant: &Tenant, id: SessionId, usage: UsageView) -> Result<(), ApiError> {
+    for _ in 0..16 {
+        let (bytes, mut session) = load(store, tenant, id)?;
+        if session.usage == usage {
+            return Ok(());
+        }
+        session.usage = usage;
+        let key = tenant.key(id.to_bytes());
+        if store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&session)?))?.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(ApiError::conflict(format!("session {id} keeps changing; usage not recorded")))
 }
 
 /// Every session, in every workspace, whose status is running or rescheduling.

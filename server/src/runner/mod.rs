@@ -10,6 +10,7 @@
 //! wakes every session whose last status was running, and the machine turns
 //! what was in flight into explicit results.
 
+pub mod pricing;
 mod step;
 pub mod tools;
 

@@ -147,21 +147,22 @@ impl Task {
         let session = self.session;
         self.state
             .blocking(move |store| {
+                // A conflict names the written head (the durable one may lag it).
+                let mut expected = store.head(session)?.next;
                 for _ in 0..MAX_APPEND_ATTEMPTS {
-                    let head = store.head(session)?;
                     let at = state.now();
                     let entries: Vec<Entry> = events
                         .iter()
                         .enumerate()
                         .map(|(idx, (id, event))| Entry {
-                            id: id.unwrap_or_else(|| state.event_id(Seq::new(head.next.get() + idx as u64))),
+                            id: id.unwrap_or_else(|| state.event_id(Seq::new(expected.get() + idx as u64))),
                             event: event.clone(),
                             at,
                         })
                         .collect();
-                    match store.append(session, head.next, &entries) {
+                    match store.append(session, expected, &entries) {
                         Ok(records) => return Ok(records),
-                        Err(AppendError::Conflict { .. }) => continue,
+                        Err(AppendError::Conflict { actual, .. }) => expected = actual,
                         Err(other) => return Err(other.into()),
                     }
                 }
@@ -193,10 +194,32 @@ impl Task {
         stop_reason: StopReason,
         mut before: Vec<(Option<EventId>, Event)>,
     ) -> Result<(), ApiError> {
-        before.push((None, Event::SessionUsage(SessionUsage { usage: usage_snapshot(&self.entries), budget: None })));
+        let session = self.load_session().await?;
+        let mut totals = logbook_replay::totals(&self.entries);
+        // A turn still running is counted up to its last entry; the idle is now.
+        if self.machine.in_turn()
+            && let Some(last) = self.entries.last()
+        {
+            totals.active_micros += u64::try_from(self.state.now().unix_micros() - last.at.unix_micros()).unwrap_or(0);
+        }
+        let cents = super::pricing::list_cost_cents(&session.agent.model.id, &totals);
+        let budget = session.budget.as_ref().and_then(|b| serde_json::from_value(b.clone()).ok());
+        before.push((None, Event::SessionUsage(SessionUsage { usage: usage_snapshot(&totals, cents), budget })));
         before.push((None, Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None })));
         self.append(before).await?;
         self.set_status(Status::Idle).await;
+        let view = sessions::UsageView {
+            input_tokens: totals.input_tokens,
+            output_tokens: totals.output_tokens,
+            cache_read_input_tokens: totals.cache_read_input_tokens,
+            cache_creation_input_tokens: totals.cache_creation_input_tokens,
+            active_seconds: totals.active_micros as f64 / 1e6,
+            list_cost_cents: cents,
+        };
+        let (tenant, id) = (self.tenant, self.session);
+        if let Err(err) = self.state.blocking(move |store| sessions::set_usage(store, &tenant, id, view)).await {
+            tracing::warn!(session = %id, error = %err, "cannot record the session usage");
+        }
         Ok(())
     }
 
@@ -207,6 +230,15 @@ impl Task {
 
     async fn call_model(&mut self, attempt: u32) -> Result<(), ApiError> {
         let session = self.load_session().await?;
+        // A budget stops the session before a request once the cost reached it,
+        // so it overshoots by at most one request.
+        if let Some(limit) = session.budget_cents() {
+            let totals = logbook_replay::totals(&self.entries);
+            let cost = super::pricing::list_cost_cents(&session.agent.model.id, &totals).unwrap_or(0);
+            if cost >= limit {
+                return self.idle(StopReason::BudgetReached, Vec::new()).await;
+            }
+        }
         let messages: Vec<Value> = conversation(&self.entries).iter().map(|m| m.to_json()).collect();
         let tools: Vec<Value> = session.agent.tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect();
         let view = AgentView {
@@ -488,27 +520,18 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(super::RETRY_MAX)
 }
 
-/// Cumulative token usage of the session: the sum over its model requests.
-fn usage_snapshot(entries: &[Entry]) -> UsageSnapshot {
-    let (mut input, mut output, mut cache_read, mut cache_creation) = (0u64, 0u64, 0u64, 0u64);
-    for entry in entries {
-        if let Event::SpanModelRequestEnd(end) = &entry.event {
-            input += end.model_usage.input_tokens;
-            output += end.model_usage.output_tokens;
-            cache_read += end.model_usage.cache_read_input_tokens;
-            cache_creation += end.model_usage.cache_creation_input_tokens;
-        }
-    }
+/// The `session.usage` snapshot of `totals`.
+fn usage_snapshot(totals: &logbook_replay::Totals, cents: Option<u64>) -> UsageSnapshot {
     UsageSnapshot {
-        input_tokens: Some(input),
-        output_tokens: Some(output),
-        cache_read_input_tokens: Some(cache_read),
+        input_tokens: Some(totals.input_tokens),
+        output_tokens: Some(totals.output_tokens),
+        cache_read_input_tokens: Some(totals.cache_read_input_tokens),
         cache_creation: Some(CacheCreationUsage {
-            ephemeral_5m_input_tokens: Some(cache_creation),
+            ephemeral_5m_input_tokens: Some(totals.cache_creation_input_tokens),
             ephemeral_1h_input_tokens: None,
         }),
         server_tool_use: None,
-        active_seconds: None,
-        list_cost: None,
+        active_seconds: Some(logbook_core::event::Millis(totals.active_micros / 1000)),
+        list_cost: cents.map(|c| logbook_core::event::Money { amount: c.to_string(), currency: "USD".to_owned() }),
     }
 }

@@ -1,0 +1,54 @@
+//! List prices, for a session's `list_cost` and budgets.
+//!
+//! Dollars per million tokens by model family (input, output; cache writes at
+//! 1.25x input, cache reads at 0.1x input), plus $0.08 per hour a session runs.
+//! A model this table does not know has no price: its sessions report no
+//! `list_cost` and cannot be budgeted. Amounts are in cents (the API's minor
+//! units, as decimal strings on the wire).
+
+use logbook_replay::Totals;
+
+/// Dollars per running hour.
+pub const RUNTIME_DOLLARS_PER_HOUR: f64 = 0.08;
+
+/// (model id prefix, input $/MTok, output $/MTok), most specific first.
+const PRICES: &[(&str, f64, f64)] = &[
+    ("claude-opus-4-5", 5.0, 25.0),
+    ("claude-opus-4-6", 5.0, 25.0),
+    ("claude-opus-4-7", 5.0, 25.0),
+    ("claude-opus-4-8", 5.0, 25.0),
+    ("claude-opus", 15.0, 75.0),
+    ("claude-sonnet", 3.0, 15.0),
+    ("claude-haiku", 1.0, 5.0),
+    ("claude-fable", 3.0, 15.0),
+];
+
+/// The list cost of `totals` on `model`, in cents (rounded up), if priced.
+pub fn list_cost_cents(model: &str, totals: &Totals) -> Option<u64> {
+    let (_, input, output) = PRICES.iter().find(|(prefix, _, _)| model.starts_with(prefix))?;
+    let per_token = |dollars_per_mtok: f64| dollars_per_mtok / 1_000_000.0;
+    let dollars = totals.input_tokens as f64 * per_token(*input)
+        + totals.output_tokens as f64 * per_token(*output)
+        + totals.cache_creation_input_tokens as f64 * per_token(*input) * 1.25
+        + totals.cache_read_input_tokens as f64 * per_token(*input) * 0.1
+        + totals.active_micros as f64 / 3.6e9 * RUNTIME_DOLLARS_PER_HOUR;
+    Some((dollars * 100.0).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_tokens_and_runtime() {
+        let totals = Totals {
+            input_tokens: 1_000_000,
+            output_tokens: 100_000,
+            active_micros: 3_600_000_000,
+            ..Totals::default()
+        };
+        // $3 + $1.50 + $0.08 = $4.58
+        assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(458));
+        assert_eq!(list_cost_cents("some-local-model", &totals), None);
+    }
+}
