@@ -8,8 +8,10 @@
 
 pub mod context;
 pub mod machine;
+pub mod rerun;
 pub mod usage;
 
 pub use context::{Message, Role, conversation};
 pub use machine::{Command, FailReason, Machine, Policy, Status};
+pub use rerun::{RerunReport, check as rerun_check};
 pub use usage::{Totals, totals};

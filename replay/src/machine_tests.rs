@@ -80,6 +80,15 @@ impl Log {
         self.push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None }));
     }
 
+    /// What the runner records to end a step in idle: usage, then the idle.
+    fn usage_idle(&mut self, stop_reason: StopReason) {
+        self.push(Event::SessionUsage(logbook_core::event::SessionUsage {
+            usage: Default::default(),
+            budget: None,
+        }));
+        self.idle(stop_reason);
+    }
+
     fn running(&mut self) {
         self.push(Event::SessionStatusRunning(SessionStatusRunning {}));
     }
@@ -364,7 +373,7 @@ fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
                         retry_status: RetryStatus::Exhausted,
                     },
                 }));
-                log.idle(StopReason::RetriesExhausted);
+                log.usage_idle(StopReason::RetriesExhausted);
             }
             Command::CloseModelRequest { .. } => {
                 log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
@@ -394,13 +403,13 @@ fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
                     log.result(id, true);
                 }
             }
-            Command::AwaitClient(ids) => log.idle(StopReason::RequiresAction { event_ids: ids }),
-            Command::EndTurn => log.idle(StopReason::EndTurn),
+            Command::AwaitClient(ids) => log.usage_idle(StopReason::RequiresAction { event_ids: ids }),
+            Command::EndTurn => log.usage_idle(StopReason::EndTurn),
             Command::Interrupt { open } => {
                 for id in open {
                     log.result(id, true);
                 }
-                log.idle(StopReason::EndTurn);
+                log.usage_idle(StopReason::EndTurn);
             }
         }
     }
@@ -440,5 +449,8 @@ proptest! {
             prop_assert!(results.contains_key(id) || open.contains(id), "call {id} has neither a result nor is open");
         }
         prop_assert_eq!(Machine::project(&log.entries), log.machine.clone());
+        // Re-execution: every recorded decision follows from what came before it.
+        let report = crate::rerun::check(&log.entries, &Policy::default());
+        prop_assert!(report.is_consistent(), "{:?}", report.mismatches);
     }
 }

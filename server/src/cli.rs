@@ -74,6 +74,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-execution check: every session's recorded runner decisions must follow
+    /// from its recorded inputs through the state machine.
+    Rerun {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+    },
     /// Manage API keys (offline: stop the server first).
     Keys {
         #[command(subcommand)]
@@ -127,6 +133,7 @@ pub fn main() -> ExitCode {
         }
         Command::Verify { data, json } => verify(&data, json),
         Command::Keys { command } => keys(command),
+        Command::Rerun { data } => rerun(&data),
     };
     match res {
         Ok(code) => code,
@@ -349,6 +356,46 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn rerun(data: &Path) -> anyhow::Result<ExitCode> {
+    use logbook_store::Read;
+    if !data.exists() {
+        anyhow::bail!("no data directory at {}; pass --data DIR", data.display());
+    }
+    let store = open_store(data, 64)?;
+    let mut n_steps = 0;
+    let mut n_inconsistent = 0;
+    let sessions = store.sessions().context("listing sessions")?;
+    for session in &sessions {
+        let mut entries = Vec::new();
+        loop {
+            let records = store.read(*session, logbook_core::Seq::new(entries.len() as u64), 10_000)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                entries.push(record.entry().with_context(|| format!("{session}: decoding seq {}", record.seq()))?);
+            }
+        }
+        let report = logbook_replay::rerun_check(&entries, &Policy::default());
+        n_steps += report.n_steps;
+        if !report.is_consistent() {
+            n_inconsistent += 1;
+            for mismatch in &report.mismatches {
+                eprintln!(
+                    "logbook: {session}: entry {} recorded {} where the state machine decides {}",
+                    mismatch.entry_idx, mismatch.recorded, mismatch.expected
+                );
+            }
+        }
+    }
+    eprintln!(
+        "logbook: rerun of {} sessions, {n_steps} runner steps: {}",
+        sessions.len(),
+        if n_inconsistent == 0 { "every decision reproduced".to_owned() } else { format!("{n_inconsistent} sessions diverge") }
+    );
+    Ok(if n_inconsistent == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 fn verify(data: &Path, json: bool) -> anyhow::Result<ExitCode> {

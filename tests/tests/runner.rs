@@ -72,6 +72,16 @@ fn start(data: &Path, model: &FakeModel) -> Server {
     Server { child, base }
 }
 
+/// Stops the server and checks, with `logbook rerun`, that every recorded
+/// decision of every session follows from the log through the state machine.
+fn rerun_check(server: Server, data: &Path) {
+    drop(server);
+    let out = Command::new(logbook_bin()).arg("rerun").arg("--data").arg(data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rerun found divergent decisions:\n{stderr}");
+    assert!(stderr.contains("every decision reproduced"), "{stderr}");
+}
+
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -195,6 +205,7 @@ async fn a_tool_using_turn_has_the_hosted_event_sequence() {
     assert_eq!(messages[1]["content"][1]["id"], "toolu_01");
     let session_obj = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
     assert_eq!(session_obj["status"], "idle");
+    rerun_check(server, &dir.path().join("data"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,6 +237,7 @@ async fn always_ask_waits_and_a_denial_becomes_an_error_result() {
     assert_eq!(result["is_error"], true);
     assert!(result["content"][0]["text"].as_str().unwrap().contains("not today"));
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    rerun_check(server, &dir.path().join("data"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +268,7 @@ async fn custom_tools_wait_for_the_client_result() {
     let last = requests[1].body["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["content"][0]["tool_use_id"], "toolu_w");
     assert_eq!(last["content"][0]["content"][0]["text"], "-3 C");
+    rerun_check(server, &dir.path().join("data"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +307,7 @@ async fn transient_faults_are_retried_and_a_rejected_key_ends_the_turn() {
     assert_eq!(last_error["error"]["retry_status"]["type"], "exhausted");
     assert!(last_error["error"]["message"].as_str().unwrap().contains("credentials"));
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted");
+    rerun_check(server, &dir.path().join("data"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,6 +334,7 @@ async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
     let end = events.iter().find(|e| e["type"] == "span.model_request_end").unwrap();
     assert_eq!(end["is_error"], true);
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    rerun_check(server, &dir.path().join("data"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,6 +361,7 @@ async fn a_kill_mid_turn_is_recovered_on_restart() {
     assert_eq!(ends[0]["is_error"], true, "the request cut by the kill is closed as failed");
     assert_eq!(ends[1]["is_error"], false);
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    rerun_check(server, &data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,4 +395,5 @@ async fn a_budget_stops_the_session_after_at_most_one_request() {
     let object = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
     assert_eq!(object["usage"]["input_tokens"], 1_000_000);
     assert!(object["usage"]["list_cost"]["amount"].as_str().unwrap().parse::<u64>().unwrap() >= 300);
+    rerun_check(server, &dir.path().join("data"));
 }

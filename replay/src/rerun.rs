@@ -1,0 +1,259 @@
+//! Re-execution check ("rerun"): do a session's recorded decisions follow from
+//! its recorded inputs?
+//!
+//! Walks a log with a fresh [`Machine`]. Each time a step of the runner begins
+//! (the first runner-made event after the previous step ended), the machine is
+//! asked what it would do given everything recorded before, and the recorded
+//! step must be that command: `session.status_running` for a turn start,
+//! `span.model_request_start` for a model call, `x.tool_started` with the same
+//! calls for a tool run, error results for denials, failures and interrupts,
+//! `session.usage` + idle for turn ends and waits. Client input may interleave
+//! anywhere. Model outputs and tool results are taken as recorded: this checks
+//! the decisions, not the model. A mismatch means the log was not produced by
+//! this state machine (a bug, a changed policy, or tampering).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use logbook_core::event::{Event, RetryStatus, StopReason};
+use logbook_core::{Entry, EventId};
+
+use crate::machine::{Command, Machine, Policy};
+
+/// A recorded step that is not what the machine would have done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    /// Position of the entry in the log.
+    pub entry_idx: usize,
+    pub recorded: String,
+    pub expected: String,
+}
+
+/// The outcome of a rerun check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RerunReport {
+    /// Runner steps checked.
+    pub n_steps: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl RerunReport {
+    pub fn is_consistent(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// What the walk is inside of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// Between steps: the next runner event starts one.
+    Between,
+    /// A model call: until its `span.model_request_end` and what follows it
+    /// in the same step (metadata; for a failed call, the error, a reschedule,
+    /// or the usage and idle of a turn that gives up).
+    Call { ended: bool, failed: bool },
+    /// Tool results of these calls are still to come.
+    Results(BTreeSet<EventId>),
+    /// `session.usage` was recorded; the idle that ends the step follows.
+    Idling,
+}
+
+pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) -> RerunReport {
+    let entries: Vec<&Entry> = entries.into_iter().collect();
+    let mut machine = Machine::new();
+    let mut report = RerunReport::default();
+    let mut mode = Mode::Between;
+    for (entry_idx, entry) in entries.iter().enumerate() {
+        let event = &entry.event;
+        if is_client_input(event) {
+            machine.apply(entry);
+            continue;
+        }
+        // Does this event continue the current step?
+        let continues = match &mode {
+            Mode::Between => false,
+            Mode::Call { ended: false, .. } => true,
+            Mode::Call { ended: true, failed: false } => matches!(event, Event::ModelRequest(_)),
+            Mode::Call { ended: true, failed: true } => matches!(
+                event,
+                Event::ModelRequest(_)
+                    | Event::SessionError(_)
+                    | Event::SessionStatusRescheduled(_)
+                    | Event::SessionUsage(_)
+                    | Event::SessionStatusIdle(_)
+            ),
+            Mode::Results(open) => answered(event).is_some_and(|id| open.contains(&id)),
+            Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
+        };
+        if !continues {
+            let expected = machine.next(policy);
+            report.n_steps += 1;
+            let next_idle = entries[entry_idx..].iter().find_map(|e| {
+                if let Event::SessionStatusIdle(idle) = &e.event { Some(idle.stop_reason.clone()) } else { None }
+            });
+            let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref());
+            if !ok {
+                report.mismatches.push(Mismatch {
+                    entry_idx,
+                    recorded: event.event_type().as_str().to_owned(),
+                    expected: format!("{expected:?}"),
+                });
+            }
+            mode = new_mode;
+        }
+        // Advance the mode within the step.
+        mode = match mode {
+            Mode::Call { ended, failed } => {
+                let (ended, failed) = if let Event::SpanModelRequestEnd(end) = event {
+                    (true, end.is_error == Some(true))
+                } else {
+                    (ended, failed)
+                };
+                if matches!(event, Event::SessionStatusIdle(_)) {
+                    Mode::Between
+                } else {
+                    Mode::Call { ended, failed }
+                }
+            }
+            Mode::Results(mut open) => {
+                if let Some(id) = answered(event) {
+                    open.remove(&id);
+                }
+                if open.is_empty() { Mode::Between } else { Mode::Results(open) }
+            }
+            Mode::Idling => {
+                if matches!(event, Event::SessionStatusIdle(_)) {
+                    Mode::Between
+                } else {
+                    Mode::Idling
+                }
+            }
+            Mode::Between => Mode::Between,
+        };
+        machine.apply(entry);
+    }
+    report
+}
+
+/// Whether `event` can start the step `expected`, and the mode it opens.
+fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason>) -> (bool, Mode) {
+    let results_of = |ids: Vec<EventId>, first: Option<EventId>| {
+        let mut open: BTreeSet<EventId> = ids.into_iter().collect();
+        if let Some(first) = first {
+            open.remove(&first);
+        }
+        if open.is_empty() { Mode::Between } else { Mode::Results(open) }
+    };
+    match (expected, event) {
+        (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Between),
+        (Command::CallModel { .. }, Event::SpanModelRequestStart(_)) => (true, Mode::Call { ended: false, failed: false }),
+        // A budget stop: the runner idles instead of calling a priced model.
+        (Command::CallModel { .. }, Event::SessionUsage(_)) => {
+            (matches!(next_idle, Some(StopReason::BudgetReached)), Mode::Idling)
+        }
+        (Command::CloseModelRequest { .. }, Event::SpanModelRequestEnd(end)) => (end.is_error == Some(true), Mode::Between),
+        (Command::RunTools(ids), Event::ToolStarted(started)) => {
+            (started.tool_use_ids == *ids, Mode::Results(ids.iter().copied().collect()))
+        }
+        (Command::DenyTools(calls), Event::AgentToolResult(_)) => {
+            let ids: Vec<EventId> = calls.iter().map(|(id, _)| *id).collect();
+            let first = answered(event);
+            (first.is_some_and(|id| ids.contains(&id)), results_of(ids, first))
+        }
+        (Command::FailTools { ids, .. }, Event::AgentToolResult(_)) => {
+            let first = answered(event);
+            (first.is_some_and(|id| ids.contains(&id)), results_of(ids.clone(), first))
+        }
+        (Command::Interrupt { open }, Event::AgentToolResult(_)) => {
+            let first = answered(event);
+            let mut rest = results_of(open.clone(), first);
+            if rest == Mode::Between {
+                rest = Mode::Idling;
+            }
+            (first.is_some_and(|id| open.contains(&id)), rest)
+        }
+        (Command::Interrupt { open }, Event::SessionUsage(_)) => (open.is_empty(), Mode::Idling),
+        (Command::EndTurn, Event::SessionUsage(_)) => (matches!(next_idle, Some(StopReason::EndTurn)), Mode::Idling),
+        (Command::AwaitClient(ids), Event::SessionUsage(_)) => (
+            matches!(next_idle, Some(StopReason::RequiresAction { event_ids }) if event_ids == ids),
+            Mode::Idling,
+        ),
+        (Command::GiveUp, Event::SessionError(error)) => {
+            (error.error.retry_status() == RetryStatus::Exhausted, Mode::Idling)
+        }
+        _ => (false, Mode::Between),
+    }
+}
+
+/// Events a client sends (or Logbook records for one): not runner decisions.
+fn is_client_input(event: &Event) -> bool {
+    event.event_type().as_input().is_some()
+        || matches!(
+            event,
+            Event::SessionUpdated(_)
+                | Event::SessionDeleted(_)
+                | Event::SessionStatusTerminated(_)
+                | Event::WorkspaceDelta(_)
+                | Event::ForkOrigin(_)
+        )
+}
+
+/// The call a runner-made result answers.
+fn answered(event: &Event) -> Option<EventId> {
+    if let Event::AgentToolResult(result) = event {
+        Some(result.tool_use_id)
+    } else if let Event::AgentMcpToolResult(result) = event {
+        Some(result.mcp_tool_use_id)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use logbook_core::event::{
+        ContentBlock, SessionStatusIdle, SessionStatusRunning, SessionUsage, SpanModelRequestEnd,
+        SpanModelRequestStart, UserMessage,
+    };
+    use logbook_core::{Entry, EventId, Timestamp};
+
+    use super::*;
+
+    fn log(events: Vec<Event>) -> Vec<Entry> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(n, event)| Entry { id: EventId::from_parts(1, n as u128), event, at: Timestamp::from_unix_micros(0) })
+            .collect()
+    }
+
+    fn turn(with_model_call: bool) -> Vec<Entry> {
+        let mut events = vec![
+            Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+        ];
+        if with_model_call {
+            events.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+            events.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: EventId::from_parts(1, 2),
+                model_usage: Default::default(),
+                is_error: Some(false),
+            }));
+        }
+        events.push(Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }));
+        events.push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }));
+        log(events)
+    }
+
+    #[test]
+    fn a_recorded_turn_is_consistent_and_a_skipped_model_call_is_not() {
+        let report = check(&turn(true), &Policy::default());
+        assert!(report.is_consistent(), "{report:?}");
+        assert_eq!(report.n_steps, 3);
+        let report = check(&turn(false), &Policy::default());
+        assert_eq!(report.mismatches.len(), 1, "{report:?}");
+        assert_eq!(report.mismatches[0].entry_idx, 2);
+        assert_eq!(report.mismatches[0].recorded, "session.usage");
+    }
+}
