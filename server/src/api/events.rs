@@ -66,24 +66,43 @@ pub async fn send(
         return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
     }
     let worker_state = state.clone();
-    let records = state
+    let (records, queued) = state
         .blocking(move |store| {
             let (_, session) = sessions::load(store, &tenant, id)?;
+            let session = sessions::with_log_state(store, session)?;
             if session.archived_at.is_some() || session.status == Status::Terminated {
                 return Err(ApiError::invalid(format!("session {id} is archived or terminated and accepts no events")));
             }
+            // Sent during a turn, a message or interrupt waits for the runner.
+            let queued =
+                matches!(session.status, Status::Running | Status::Rescheduling) && state_has_runner(&worker_state);
             let context = InputContext::Send { requires_action: requires_action(store, id)? };
             let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
             check_references(store, &session, &inputs)?;
-            append_inputs(&worker_state, store, &session, inputs)
+            append_inputs(&worker_state, store, &session, inputs).map(|records| (records, queued))
         })
         .await?;
-    let data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
+    let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
+    if queued {
+        // The echo of a queued event has `processed_at: null` (API reference
+        // §4.1); the log records when it arrived, and lists show that.
+        for event in &mut data {
+            if matches!(event["type"].as_str(), Some("user.message" | "user.interrupt" | "system.message"))
+                && let Some(obj) = event.as_object_mut()
+            {
+                obj.insert("processed_at".to_owned(), Value::Null);
+            }
+        }
+    }
     if let Some(runner) = state.runner() {
         let interrupt = data.iter().any(|e| e["type"] == "user.interrupt");
         runner.wake(&state, tenant.workspace, id, interrupt);
     }
     Ok(Json(json!({ "data": data })))
+}
+
+fn state_has_runner(state: &AppState) -> bool {
+    state.runner().is_some()
 }
 
 /// Validates input events (shape, content, placement) without touching the log.

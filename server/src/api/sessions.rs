@@ -389,7 +389,8 @@ pub async fn retrieve(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_session_id(&session_id)?;
     let now = state.now();
-    let session = state.blocking(move |store| load(store, &tenant, id).map(|(_, s)| s)).await?;
+    let session =
+        state.blocking(move |store| load(store, &tenant, id).and_then(|(_, s)| with_log_state(store, s))).await?;
     Ok(Json(session.to_wire(now)))
 }
 
@@ -408,6 +409,7 @@ pub async fn update(
     let session = state
         .blocking(move |store| {
             let (current_bytes, current) = load(store, &tenant, id)?;
+            let live = with_log_state(store, current.clone())?;
             if current.archived_at.is_some() {
                 return Err(ApiError::invalid(format!("session {id} is archived")));
             }
@@ -451,7 +453,7 @@ pub async fn update(
                 }
             }
             if let Some(agent) = body.agent {
-                if current.status == Status::Running {
+                if live.status == Status::Running {
                     return Err(ApiError::invalid(
                         "agent: the session is running; send user.interrupt and wait for idle before changing its tools",
                     ));
@@ -516,7 +518,7 @@ pub async fn list(
     let page = state
         .blocking(move |store| {
             let keep = |bytes: &[u8]| -> Result<Option<StoredSession>, ApiError> {
-                let session: StoredSession = from_bytes(bytes)?;
+                let session = with_log_state(store, from_bytes(bytes)?)?;
                 let keep = !impossible
                     && (include_archived || session.archived_at.is_none())
                     && range.contains(session.created_at)
@@ -634,7 +636,7 @@ pub async fn archive(
             if session.archived_at.is_some() {
                 return Ok(session);
             }
-            if session.status == Status::Running {
+            if with_log_state(store, session.clone())?.status == Status::Running {
                 return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
             }
             session.archived_at = Some(now);
@@ -667,7 +669,7 @@ pub async fn delete(
     state
         .blocking(move |store| {
             let (current_bytes, session) = load(store, &tenant, id)?;
-            if session.status == Status::Running {
+            if with_log_state(store, session.clone())?.status == Status::Running {
                 return Err(ApiError::conflict(format!("session {id} is running; interrupt it before deleting")));
             }
             match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(&current_bytes), None)? {
@@ -678,6 +680,50 @@ pub async fn delete(
         })
         .await?;
     Ok(Json(json!({"id": id, "type": "session_deleted"})))
+}
+
+/// The session with its status and usage as its log says now. The object's
+/// own `status` and `usage` are a cache the runner updates after appending;
+/// the log is the truth, so reads and checks overlay what it says.
+pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<StoredSession, ApiError> {
+    use logbook_core::event::{Event, EventType};
+    use logbook_store::Read;
+    let statuses = [
+        EventType::SessionStatusRunning,
+        EventType::SessionStatusIdle,
+        EventType::SessionStatusRescheduled,
+        EventType::SessionStatusTerminated,
+    ];
+    if let Some(record) = store.last_of_types(session.id, &statuses)? {
+        let entry = record.entry().map_err(ApiError::internal)?;
+        session.status = if let Event::SessionStatusRunning(_) = entry.event {
+            Status::Running
+        } else if let Event::SessionStatusIdle(_) = entry.event {
+            Status::Idle
+        } else if let Event::SessionStatusRescheduled(_) = entry.event {
+            Status::Rescheduling
+        } else {
+            Status::Terminated
+        };
+    }
+    if let Some(record) = store.last_of_types(session.id, &[EventType::SessionUsage])? {
+        let entry = record.entry().map_err(ApiError::internal)?;
+        if let Event::SessionUsage(usage) = entry.event {
+            let snapshot = usage.usage;
+            session.usage = UsageView {
+                input_tokens: snapshot.input_tokens.unwrap_or(0),
+                output_tokens: snapshot.output_tokens.unwrap_or(0),
+                cache_read_input_tokens: snapshot.cache_read_input_tokens.unwrap_or(0),
+                cache_creation_input_tokens: snapshot
+                    .cache_creation
+                    .and_then(|c| c.ephemeral_5m_input_tokens)
+                    .unwrap_or(0),
+                active_seconds: snapshot.active_seconds.map_or(0.0, |ms| ms.0 as f64 / 1000.0),
+                list_cost_cents: snapshot.list_cost.and_then(|cost| cost.amount.parse().ok()),
+            };
+        }
+    }
+    Ok(session)
 }
 
 /// Records a status the runner appended (the object's status is an index of

@@ -1,0 +1,202 @@
+//! Runner overhead: turns of many tool steps against a zero-latency fake model,
+//! and many sessions running at once.
+//!
+//! Usage: `cargo build --release -p logbook-server && cargo run --release -p
+//! logbook-benches --bin runner_load`. Env: `LOGBOOK_BIN` (default
+//! `target/release/logbook`), `LOGBOOK_RUNNER_STEPS` (tool steps per turn,
+//! default 20), `LOGBOOK_RUNNER_TURNS` (sequential turns for the overhead
+//! figures, default 50, so 1000 model calls), `LOGBOOK_RUNNER_SESSIONS`
+//! (concurrent sessions, default 200).
+//!
+//! The fake model answers instantly and the tool is the server's test-only
+//! `echo` executor (it runs nothing), so a step's time is the runner's own
+//! overhead: recording the request start, the response, the tool start and its
+//! result (each a durable append), and the loopback model call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_tests::fake_model::FakeModel;
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-logbook-runnerload000000000000000000001";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A script of `steps` tool calls then a final answer, repeated `turns` times.
+fn script(steps: usize, turns: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for _ in 0..turns {
+        for step in 0..steps {
+            out.push(
+                json!({"content": [{"type": "tool_use", "name": "bash", "input": {"command": format!("step {step}")}}],
+                            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}),
+            );
+        }
+        out.push(json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"}));
+    }
+    out
+}
+
+fn go() -> Value {
+    json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})
+}
+
+/// A tiny client of the server's API.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "managed-agents-2026-04-01")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+        res.json::<Value>().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "managed-agents-2026-04-01")
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the session has `n` idles, polling its events.
+    async fn wait_idle(self, session: String, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let page = self.get(&format!("/v1/sessions/{session}/events?types[]=session.status_idle&limit=1000")).await;
+            if page["data"].as_array().map_or(0, Vec::len) >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "session {session} did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn main() {
+    let steps = env_usize("LOGBOOK_RUNNER_STEPS", 20);
+    let turns = env_usize("LOGBOOK_RUNNER_TURNS", 50);
+    let n_sessions = env_usize("LOGBOOK_RUNNER_SESSIONS", 200);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let model = FakeModel::start(script(steps, turns)).unwrap();
+        let dir = tempfile::tempdir_in("target").unwrap();
+        let bin = std::env::var("LOGBOOK_BIN").unwrap_or_else(|_| "target/release/logbook".to_owned());
+        let mut child = Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
+            .env("ANTHROPIC_BASE_URL", model.base_url())
+            .env("ANTHROPIC_API_KEY", "bench")
+            .env("LOGBOOK_TOOLS", "echo")
+            .env("LOGBOOK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(rest) = line.strip_prefix("logbook: serving on ") {
+                break rest.split(' ').next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server { child, base };
+        let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+        let tools = json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_allow"}}}]);
+        let agent = api.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "bench", "tools": tools})).await;
+        let env = api.post("/v1/environments", json!({"name": "bench"})).await;
+        let session_body = json!({"agent": agent["id"], "environment_id": env["id"]});
+
+        // 1. Sequential turns of one session: per-step overhead.
+        // A fresh session per turn, so the context stays a turn long.
+        let mut per_step_us = Vec::with_capacity(turns);
+        for _ in 0..turns {
+            let session = api.post("/v1/sessions", session_body.clone()).await["id"].as_str().unwrap().to_owned();
+            let started = Instant::now();
+            api.post(&format!("/v1/sessions/{session}/events"), go()).await;
+            api.clone().wait_idle(session.clone(), 1).await;
+            // steps tool calls + (steps + 1) model calls per turn.
+            per_step_us.push(started.elapsed().as_micros() as u64 / (2 * steps as u64 + 1));
+        }
+        per_step_us.sort_unstable();
+        let pct = |p: f64| per_step_us[((per_step_us.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        println!(
+            "runner overhead per model call or tool call ({} turns × {} steps, {} calls): p50 {:.3} ms, p99 {:.3} ms (polling granularity 2 ms per turn included)",
+            turns,
+            steps,
+            turns * (2 * steps + 1),
+            pct(0.5),
+            pct(0.99)
+        );
+
+        // 2. Many sessions at once, one turn each.
+        model.set_script(script(steps, n_sessions)).unwrap();
+        let rss_before = rss_kib(server.child.id());
+        let mut ids = Vec::with_capacity(n_sessions);
+        for _ in 0..n_sessions {
+            ids.push(api.post("/v1/sessions", session_body.clone()).await["id"].as_str().unwrap().to_owned());
+        }
+        let started = Instant::now();
+        for id in &ids {
+            api.post(&format!("/v1/sessions/{id}/events"), go()).await;
+        }
+        let waits: Vec<_> = ids.iter().map(|id| tokio::spawn(api.clone().wait_idle(id.clone(), 1))).collect();
+        for wait in waits {
+            wait.await.unwrap();
+        }
+        println!(
+            "{n_sessions} concurrent sessions × {steps}-step turns: all idle after {:.2} s; server RSS {} -> {} KiB",
+            started.elapsed().as_secs_f64(),
+            rss_before,
+            rss_kib(server.child.id())
+        );
+        drop(server);
+    });
+}
