@@ -82,10 +82,7 @@ impl Log {
 
     /// What the runner records to end a step in idle: usage, then the idle.
     fn usage_idle(&mut self, stop_reason: StopReason) {
-        self.push(Event::SessionUsage(logbook_core::event::SessionUsage {
-            usage: Default::default(),
-            budget: None,
-        }));
+        self.push(Event::SessionUsage(logbook_core::event::SessionUsage { usage: Default::default(), budget: None }));
         self.idle(stop_reason);
     }
 

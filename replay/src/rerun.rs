@@ -110,11 +110,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                 } else {
                     (ended, failed)
                 };
-                if matches!(event, Event::SessionStatusIdle(_)) {
-                    Mode::Between
-                } else {
-                    Mode::Call { ended, failed }
-                }
+                if matches!(event, Event::SessionStatusIdle(_)) { Mode::Between } else { Mode::Call { ended, failed } }
             }
             Mode::Results(mut open) => {
                 if let Some(id) = answered(event) {
@@ -147,12 +143,16 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
     };
     match (expected, event) {
         (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Between),
-        (Command::CallModel { .. }, Event::SpanModelRequestStart(_)) => (true, Mode::Call { ended: false, failed: false }),
+        (Command::CallModel { .. }, Event::SpanModelRequestStart(_)) => {
+            (true, Mode::Call { ended: false, failed: false })
+        }
         // A budget stop: the runner idles instead of calling a priced model.
         (Command::CallModel { .. }, Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::BudgetReached)), Mode::Idling)
         }
-        (Command::CloseModelRequest { .. }, Event::SpanModelRequestEnd(end)) => (end.is_error == Some(true), Mode::Between),
+        (Command::CloseModelRequest { .. }, Event::SpanModelRequestEnd(end)) => {
+            (end.is_error == Some(true), Mode::Between)
+        }
         (Command::RunTools(ids), Event::ToolStarted(started)) => {
             (started.tool_use_ids == *ids, Mode::Results(ids.iter().copied().collect()))
         }
@@ -175,10 +175,9 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         }
         (Command::Interrupt { open }, Event::SessionUsage(_)) => (open.is_empty(), Mode::Idling),
         (Command::EndTurn, Event::SessionUsage(_)) => (matches!(next_idle, Some(StopReason::EndTurn)), Mode::Idling),
-        (Command::AwaitClient(ids), Event::SessionUsage(_)) => (
-            matches!(next_idle, Some(StopReason::RequiresAction { event_ids }) if event_ids == ids),
-            Mode::Idling,
-        ),
+        (Command::AwaitClient(ids), Event::SessionUsage(_)) => {
+            (matches!(next_idle, Some(StopReason::RequiresAction { event_ids }) if event_ids == ids), Mode::Idling)
+        }
         (Command::GiveUp, Event::SessionError(error)) => {
             (error.error.retry_status() == RetryStatus::Exhausted, Mode::Idling)
         }
@@ -224,7 +223,11 @@ mod tests {
         events
             .into_iter()
             .enumerate()
-            .map(|(n, event)| Entry { id: EventId::from_parts(1, n as u128), event, at: Timestamp::from_unix_micros(0) })
+            .map(|(n, event)| Entry {
+                id: EventId::from_parts(1, n as u128),
+                event,
+                at: Timestamp::from_unix_micros(0),
+            })
             .collect()
     }
 
@@ -242,7 +245,8 @@ mod tests {
             }));
         }
         events.push(Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }));
-        events.push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }));
+        events
+            .push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }));
         log(events)
     }
 

@@ -393,7 +393,11 @@ fn rerun(data: &Path) -> anyhow::Result<ExitCode> {
     eprintln!(
         "logbook: rerun of {} sessions, {n_steps} runner steps: {}",
         sessions.len(),
-        if n_inconsistent == 0 { "every decision reproduced".to_owned() } else { format!("{n_inconsistent} sessions diverge") }
+        if n_inconsistent == 0 {
+            "every decision reproduced".to_owned()
+        } else {
+            format!("{n_inconsistent} sessions diverge")
+        }
     );
     Ok(if n_inconsistent == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
