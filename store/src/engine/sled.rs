@@ -13,13 +13,16 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Direction, Engine, Pairs, Tree, Write};
 use crate::error::{Error, OpenError};
 
 /// sled's cache. Its default is 1 GiB; the server sets this explicitly.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How long opening waits for sled's file lock (see [`open_waiting_for_lock`]).
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// A directory mtime younger than this may hide a later change in the same
 /// coarse timestamp tick, so it is not trusted to skip a rescan.
@@ -69,14 +72,14 @@ impl SledEngine {
                 fsync_dir(parent).map_err(|err| io_err(format!("fsync of parent directory: {err}")))?;
             }
         }
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
             // Every write goes through our barrier; sled's own periodic flusher
             // would only add fsyncs at moments we do not control.
-            .flush_every_ms(None)
-            .open()
+            .flush_every_ms(None);
+        let db = open_waiting_for_lock(&config)
             .map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })?;
         let open_tree = |tree: Tree| {
             db.open_tree(tree.name()).map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })
@@ -212,6 +215,26 @@ impl DirState {
         let age = SystemTime::now().duration_since(mtime).unwrap_or(Duration::ZERO);
         self.trusted_mtime = (age >= MTIME_TRUST_AFTER).then_some(mtime);
         Ok(())
+    }
+}
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for its file lock: a handle of this
+/// process that was just dropped keeps the lock until sled's background
+/// threads finish. Another process holding it (a running server) still fails,
+/// after the wait, with sled's lock error.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(err))
+                if err.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
     }
 }
 
