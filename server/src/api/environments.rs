@@ -411,16 +411,7 @@ fn resolve_networking(value: &Value, previous: Option<&Networking>) -> Result<Ne
 /// A host rule: a hostname, or `*.` followed by one.
 fn check_host_rule(rule: &str) -> Result<(), ApiError> {
     let host = rule.strip_prefix("*.").unwrap_or(rule);
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if valid {
+    if super::tools::is_hostname(host) {
         Ok(())
     } else {
         Err(ApiError::invalid(format!(

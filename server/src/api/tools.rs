@@ -645,7 +645,8 @@ fn check_tool_extras(name: &str, extra: &Map<String, Value>, field: &str) -> Res
     Ok(())
 }
 
-fn is_hostname(host: &str) -> bool {
+/// Whether `host` is a DNS hostname (labels of letters, digits and inner hyphens).
+pub fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
