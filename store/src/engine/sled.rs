@@ -227,8 +227,9 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, sled::Error>
     let mut pause = Duration::from_millis(5);
     loop {
         match config.open() {
+            // sled reports a held lock as an `Other` IO error with this text.
             Err(sled::Error::Io(err))
-                if err.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < LOCK_WAIT =>
+                if err.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
             {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(200));

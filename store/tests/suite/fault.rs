@@ -105,3 +105,22 @@ fn an_unknown_storage_version_is_refused() {
         other => panic!("expected an unknown storage version, got {other:?}"),
     }
 }
+
+/// Goal: a store reopened in the same process while the previous handle is
+/// still closing (sled keeps its file lock until its threads finish) waits for
+/// the lock instead of failing. Method: hold a handle open in another thread,
+/// release it after a moment (the sleep is the stimulus, not a wait), and open
+/// the same directory meanwhile.
+#[test]
+fn reopening_waits_for_a_handle_that_is_still_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let first = logbook_store::SledStore::open(&path, &super::small_sled_options()).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let second = logbook_store::SledStore::open(&path, &super::small_sled_options());
+    closer.join().unwrap();
+    assert!(second.is_ok(), "{:?}", second.err());
+}
