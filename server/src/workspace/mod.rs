@@ -1,0 +1,3 @@
+//! The session workspace as the log records it: detecting which paths a tool
+//! call changed, storing their contents as blobs, and materializing a
+//! workspace from the log's deltas.
