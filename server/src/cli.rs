@@ -1,4 +1,5 @@
-//! The command line: `logbook serve` and the offline tools (`verify`, `keys`).
+//! The command line: `logbook serve` and the offline tools (`verify`, `keys`,
+//! `rerun`, `export`, `import`).
 //!
 //! Every subcommand reports a failure as one line saying what went wrong and
 //! what to do, and exits non-zero. Long operations print progress to stderr.
@@ -66,13 +67,48 @@ enum Command {
         #[arg(long)]
         no_runner: bool,
     },
-    /// Verify every session's hash chain, every head and every blob.
+    /// Verify every session's hash chain, every head and every blob; or, given
+    /// a BUNDLE, check that exported bundle offline (exit 1 and the first bad
+    /// seq if it is damaged).
     Verify {
         #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
         data: PathBuf,
         /// Print the full report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// A bundle written by `logbook export` or `GET /x/v1/sessions/{id}/export`.
+        bundle: Option<PathBuf>,
+        /// With BUNDLE: require the signed head to be signed by this key (hex, from `GET /x/v1/keys`).
+        #[arg(long, requires = "bundle")]
+        public_key: Option<String>,
+        /// With BUNDLE: an earlier signed head (JSON) the bundle must extend.
+        #[arg(long, requires = "bundle")]
+        against: Option<PathBuf>,
+    },
+    /// Export a session as a verifiable bundle (JSON Lines).
+    Export {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+        /// The audit key file (default: DATA/keys/ed25519.key).
+        #[arg(long, env = "LOGBOOK_AUDIT_KEY")]
+        audit_key: Option<PathBuf>,
+        /// The session id (sesn_...).
+        session: String,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Import a bundle into a data directory (offline: stop the server first).
+    Import {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+        /// The workspace the session is imported into; created if new.
+        #[arg(long, default_value = tenancy::DEFAULT_WORKSPACE)]
+        workspace: String,
+        /// Require the bundle's signed head to be signed by this key (hex).
+        #[arg(long)]
+        public_key: Option<String>,
+        bundle: PathBuf,
     },
     /// Re-execution check: every session's recorded runner decisions must follow
     /// from its recorded inputs through the state machine.
@@ -131,7 +167,16 @@ pub fn main() -> ExitCode {
             };
             serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)), no_runner)
         }
-        Command::Verify { data, json } => verify(&data, json),
+        Command::Verify { bundle: Some(bundle), public_key, against, json, .. } => {
+            crate::offline::verify_bundle(&bundle, public_key.as_deref(), against.as_deref(), json)
+        }
+        Command::Verify { data, json, bundle: None, .. } => verify(&data, json),
+        Command::Export { data, audit_key, session, out } => open_store(&data, 64).and_then(|store| {
+            let key = load_audit_key(&data, audit_key.as_deref())?;
+            crate::offline::export(&store, &key, &session, out.as_deref())
+        }),
+        Command::Import { data, workspace, public_key, bundle } => open_store(&data, 64)
+            .and_then(|store| crate::offline::import(&store, &bundle, &workspace, public_key.as_deref())),
         Command::Keys { command } => keys(command),
         Command::Rerun { data } => rerun(&data),
     };
@@ -142,6 +187,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The audit key at `path`, or the data directory's default one.
+fn load_audit_key(data: &Path, path: Option<&Path>) -> anyhow::Result<crate::audit::AuditKey> {
+    let path = path.map_or_else(|| crate::audit::default_key_path(data), Path::to_owned);
+    Ok(crate::audit::AuditKey::load_or_create(&path)?)
 }
 
 fn open_store(data: &Path, cache_mib: u64) -> anyhow::Result<SledStore> {
@@ -200,6 +251,7 @@ fn serve(
         .with_writer(std::io::stderr)
         .init();
     let store = open_store(data, cache_mib)?;
+    let audit_key = load_audit_key(data, std::env::var_os("LOGBOOK_AUDIT_KEY").map(PathBuf::from).as_deref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     bootstrap_key(&store, clock.as_ref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
@@ -210,6 +262,7 @@ fn serve(
         let local = listener.local_addr().context("reading the bound address")?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(store, clock, config, shutdown_rx);
+        state.set_audit_key(Arc::new(audit_key));
         if no_runner {
             eprintln!("logbook: --no-runner: sessions store their events but do not run");
         } else {

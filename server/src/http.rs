@@ -46,7 +46,7 @@ fn spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec 
 
 /// Every authenticated API route with its handler.
 fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
-    vec![
+    let mut routes = vec![
         (spec(Method::POST, "/v1/agents", "Create an agent"), post(agents::create)),
         (spec(Method::GET, "/v1/agents", "List agents"), get(agents::list)),
         (spec(Method::GET, "/v1/agents/{agent_id}", "Retrieve an agent (optionally a version)"), get(agents::retrieve)),
@@ -82,6 +82,35 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 ..spec(Method::GET, "/v1/sessions/{session_id}/events/stream", "Stream a session's events (SSE)")
             },
             get(stream::stream),
+        ),
+    ];
+    routes.extend(x_table());
+    routes
+}
+
+/// The `/x/v1` extension routes (no beta header needed; same keys and errors).
+fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    use crate::api::x;
+    vec![
+        (spec(Method::GET, "/x/v1/keys", "The public key signed heads are signed with"), get(x::audit::keys)),
+        (
+            spec(Method::GET, "/x/v1/sessions/{session_id}/verify", "Verify a session's chain; a signed head"),
+            get(x::audit::verify),
+        ),
+        (
+            RouteSpec {
+                streaming: true,
+                ..spec(Method::GET, "/x/v1/sessions/{session_id}/export", "Export a session as a verifiable bundle")
+            },
+            get(x::audit::export),
+        ),
+        (
+            spec(
+                Method::POST,
+                "/x/v1/sessions/{session_id}/consistency",
+                "Check that the log extends an earlier signed head",
+            ),
+            post(x::audit::check_consistency),
         ),
     ]
 }
@@ -214,7 +243,8 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    if !betas.contains(&MANAGED_AGENTS_BETA) {
+    let extension = request.uri().path().starts_with("/x/");
+    if !extension && !betas.contains(&MANAGED_AGENTS_BETA) {
         return Err(ApiError::invalid(format!(
             "the anthropic-beta header must include {MANAGED_AGENTS_BETA} to use the Managed Agents API"
         )));
@@ -236,7 +266,7 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError
         state.metrics().rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::rate_limited(wait_ms));
     }
-    let streaming = request.uri().path().ends_with("/stream");
+    let streaming = request.uri().path().ends_with("/stream") || request.uri().path().ends_with("/export");
     request.extensions_mut().insert(tenant);
     Ok(streaming)
 }

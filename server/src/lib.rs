@@ -6,11 +6,13 @@
 //! document and the command line (`cli`).
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod offline;
 pub mod openapi;
 pub mod previews;
 pub mod ratelimit;

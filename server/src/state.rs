@@ -54,6 +54,8 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     /// The runner, once started (absent in tests of the API alone).
     runner: std::sync::OnceLock<crate::runner::RunnerHandle>,
+    /// The key signed heads are signed with, once loaded.
+    audit_key: std::sync::OnceLock<Arc<crate::audit::AuditKey>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
 }
@@ -74,6 +76,7 @@ impl AppState {
                 previews: Previews::default(),
                 shutdown,
                 runner: std::sync::OnceLock::new(),
+                audit_key: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
             }),
         }
@@ -102,6 +105,15 @@ impl AppState {
 
     pub fn runner(&self) -> Option<&crate::runner::RunnerHandle> {
         self.inner.runner.get()
+    }
+
+    /// Attaches the audit key (the `/x/v1` audit endpoints need it).
+    pub fn set_audit_key(&self, key: Arc<crate::audit::AuditKey>) {
+        let _ = self.inner.audit_key.set(key);
+    }
+
+    pub fn audit_key(&self) -> Option<Arc<crate::audit::AuditKey>> {
+        self.inner.audit_key.get().cloned()
     }
 
     pub fn previews(&self) -> &Previews {

@@ -10,6 +10,7 @@ pub mod sessions;
 pub mod stream;
 pub mod tools;
 pub mod wire;
+pub mod x;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

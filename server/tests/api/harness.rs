@@ -29,6 +29,9 @@ pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// The clock's start: 2026-05-01T12:00:00Z.
 pub(crate) const START_MICROS: i64 = 1_777_636_800_000_000;
 
+/// The seed of the test server's audit key.
+pub(crate) const AUDIT_SEED: [u8; 32] = [7; 32];
+
 /// How a request presents its key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Auth<'a> {
@@ -157,6 +160,7 @@ impl Harness {
         assert!(tenancy::revoke_key(&store, &revoked_a, now).unwrap());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = AppState::new(store, Arc::clone(&clock) as Arc<dyn Clock>, config, shutdown_rx);
+        state.set_audit_key(Arc::new(logbook_server::audit::AuditKey::from_seed(AUDIT_SEED)));
         Harness { app: app(state.clone()), state, clock, key_a, key_b, revoked_a, _shutdown: shutdown_tx, _dir: dir }
     }
 

@@ -50,6 +50,9 @@ struct Call {
     list: bool,
     /// A create route that references no existing object: B's key creates in B.
     creates: bool,
+    /// A route about the server, not about any workspace's objects: every
+    /// valid key gets the same answer.
+    global: bool,
 }
 
 /// Fills a route's path parameters with `ids`; an unknown parameter fails the test.
@@ -65,7 +68,7 @@ fn fill(route: &RouteSpec, ids: &Ids) -> String {
 /// The call for a route against `ids`. A route the matrix does not know fails the test.
 fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
     let path = fill(route, ids);
-    let call = |body: Option<Value>| Call { path: path.clone(), body, list: false, creates: false };
+    let call = |body: Option<Value>| Call { path: path.clone(), body, list: false, creates: false, global: false };
     match (route.method.as_str(), route.path) {
         ("POST", "/v1/agents") => {
             Call { creates: true, ..call(Some(json!({"name": "new", "model": "claude-sonnet-4-6"}))) }
@@ -90,8 +93,20 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         | ("DELETE", "/v1/environments/{environment_id}")
         | ("DELETE", "/v1/sessions/{session_id}") => call(None),
         ("POST", "/v1/sessions/{session_id}/events") => call(Some(json!({"events": [user_message("hijacked")]}))),
+        ("GET", "/x/v1/keys") => Call { global: true, ..call(None) },
+        ("GET", "/x/v1/sessions/{session_id}/verify") | ("GET", "/x/v1/sessions/{session_id}/export") => call(None),
+        ("POST", "/x/v1/sessions/{session_id}/consistency") => call(Some(empty_head(&ids.session))),
         (method, path) => panic!("route {method} {path} is missing from the tenant-isolation matrix"),
     }
+}
+
+/// A head of the empty log of `session`, signed with the test server's key:
+/// consistent with any log of that session.
+fn empty_head(session: &str) -> Value {
+    let key = logbook_server::audit::AuditKey::from_seed(crate::harness::AUDIT_SEED);
+    let session = session.parse().expect("a session id");
+    let head = key.sign(session, 0, logbook_core::chain::GENESIS, logbook_core::Timestamp::from_unix_micros(0));
+    json!({"signed_head": head})
 }
 
 async fn send(h: &Harness, route: &RouteSpec, call: &Call, auth: Auth<'_>) -> Resp {
@@ -204,6 +219,8 @@ async fn every_route_is_isolated_between_workspaces() {
                     [&b_objects.agent, &b_objects.env, &b_objects.session].iter().any(|b_id| listed.contains(b_id)),
                     "{what}: B's list does not show B's own objects: {listed:?}"
                 );
+            } else if on_a.global {
+                assert_eq!(resp.status.as_u16(), 200, "{what}: a server-wide route answers every key: {text}");
             } else if on_a.creates {
                 assert_eq!(resp.status.as_u16(), 200, "{what}: B may create in B: {text}");
             } else {

@@ -1,0 +1,371 @@
+//! Session bundles: a session's whole log as self-contained JSON Lines that
+//! anyone can verify offline (`logbook verify BUNDLE`) and load into another
+//! server (`logbook import`), chain intact.
+//!
+//! Line 1 is the [`Header`]: the format, the session, the chain's anchor (the
+//! genesis, or for a fork the parent's hash it continues from), the record
+//! count and the server's [`SignedHead`]; optionally the session object, which
+//! the chain does not cover. Then one [`Line`] per record in seq order: `seq`,
+//! `prev`, `hash`, the canonical bytes in base64 (or, for a redacted record,
+//! only its digest) and the event's JSON. Every line is written in one
+//! canonical form ([`render_line`]): the verifier re-renders each record from
+//! its canonical bytes and requires the line to be byte-identical, so a change
+//! anywhere in a line (the event JSON included) is caught at that line's seq.
+//! See `docs/format.md` for the layout.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use logbook_core::chain::{ChainHash, Digest};
+use logbook_core::record::Body;
+use logbook_core::verify::{Anchor, Depth, Verifier};
+use logbook_core::{Record, Seq, SessionId};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{HeadError, SignedHead};
+
+/// The bundle format this module writes and reads.
+pub const BUNDLE_FORMAT: u32 = 1;
+/// The header's `type`.
+pub const BUNDLE_TYPE: &str = "logbook_bundle";
+/// Longest line accepted when reading a bundle (a record's canonical bytes are
+/// bounded by `MAX_EVENT_BYTES`; base64 and the JSON twin make a line at most
+/// about three times that).
+pub const MAX_LINE_BYTES: usize = 3 * logbook_core::limits::MAX_EVENT_BYTES + 64 * 1024;
+
+/// The first line of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub format: u32,
+    pub session_id: SessionId,
+    /// The seq of the first record and the hash before it.
+    pub anchor: BundleAnchor,
+    pub n_records: u64,
+    pub signed_head: SignedHead,
+    /// The session object as the exporting server stored it (not covered by
+    /// the chain; `logbook import` uses it).
+    #[serde(default)]
+    pub session: Option<serde_json::Value>,
+    /// The signed head's key's signature over this header with this field
+    /// empty ([`header_message`]): the anchor, the count and the session
+    /// object cannot change unnoticed either.
+    pub header_signature: String,
+}
+
+/// Where every bundle's chain starts: bundles hold a session's whole log.
+pub const GENESIS_ANCHOR: BundleAnchor = BundleAnchor { next_seq: Seq::ZERO, prev: logbook_core::chain::GENESIS };
+
+/// Domain separation for the header signature.
+pub const HEADER_CONTEXT: &[u8] = b"logbook bundle header v1\0";
+
+/// The bytes the header signature covers: the context string, then the
+/// header's canonical JSON with `header_signature` empty.
+pub fn header_message(header: &Header) -> Result<Vec<u8>, serde_json::Error> {
+    let unsigned = Header { header_signature: String::new(), ..header.clone() };
+    let mut message = HEADER_CONTEXT.to_vec();
+    message.extend_from_slice(render_header(&unsigned)?.as_bytes());
+    Ok(message)
+}
+
+/// Where a bundle's chain starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleAnchor {
+    pub next_seq: Seq,
+    pub prev: ChainHash,
+}
+
+impl From<BundleAnchor> for Anchor {
+    fn from(anchor: BundleAnchor) -> Anchor {
+        Anchor { next_seq: anchor.next_seq, prev: anchor.prev }
+    }
+}
+
+/// One record of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub seq: Seq,
+    pub prev: ChainHash,
+    pub hash: ChainHash,
+    /// The canonical bytes, base64 (standard alphabet, padded); `None` when
+    /// redacted.
+    pub canonical: Option<String>,
+    /// The payload digest of a redacted record (hex); `None` otherwise.
+    pub digest: Option<String>,
+    /// The event as the API shows it (id, type, fields, processed_at); `None`
+    /// when redacted.
+    pub event: Option<serde_json::Value>,
+}
+
+/// The header line for a session's records.
+pub fn render_header(header: &Header) -> Result<String, serde_json::Error> {
+    serde_json::to_string(header)
+}
+
+/// The one canonical line for `record`.
+pub fn render_line(record: &Record) -> Result<String, RenderError> {
+    let line = match record.body() {
+        Body::Canonical(bytes) => {
+            let entry = record.entry().map_err(|e| RenderError(e.to_string()))?;
+            let event = serde_json::to_value(&entry).map_err(|e| RenderError(e.to_string()))?;
+            Line {
+                seq: record.seq(),
+                prev: record.prev(),
+                hash: record.hash(),
+                canonical: Some(BASE64.encode(bytes)),
+                digest: None,
+                event: Some(event),
+            }
+        }
+        Body::Redacted { digest } => Line {
+            seq: record.seq(),
+            prev: record.prev(),
+            hash: record.hash(),
+            canonical: None,
+            digest: Some(digest.to_hex()),
+            event: None,
+        },
+    };
+    serde_json::to_string(&line).map_err(|e| RenderError(e.to_string()))
+}
+
+/// A record that cannot be rendered (its canonical bytes do not decode).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot render the record as a bundle line: {0}")]
+pub struct RenderError(pub String);
+
+/// What is wrong with a bundle, where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// The header is missing or not a header of a known format.
+    Header { reason: String },
+    /// The signed head does not check out (signature, key, or shape).
+    Signature { reason: String },
+    /// The line expected to hold this seq is not a valid record line.
+    Line { seq: Seq, reason: String },
+    /// A chain link fails at this seq.
+    Chain { seq: Seq, reason: String },
+    /// The bundle ends before the header's record count.
+    Truncated { seq: Seq },
+    /// Lines after the last record the header counts.
+    Trailing { seq: Seq },
+    /// The signed head names another hash than the bundle's last record.
+    HeadMismatch { reason: String },
+}
+
+impl Problem {
+    /// The seq the problem is at, if it is about a record.
+    pub fn seq(&self) -> Option<Seq> {
+        match self {
+            Problem::Line { seq, .. }
+            | Problem::Chain { seq, .. }
+            | Problem::Truncated { seq }
+            | Problem::Trailing { seq } => Some(*seq),
+            Problem::Header { .. } | Problem::Signature { .. } | Problem::HeadMismatch { .. } => None,
+        }
+    }
+}
+
+/// The outcome of checking a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundleReport {
+    pub session_id: Option<SessionId>,
+    /// Record lines read.
+    pub n_lines: u64,
+    /// Records from the anchor before the first problem.
+    pub n_intact: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl BundleReport {
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The first seq with a problem; for a damaged header or signature, the
+    /// anchor's seq (nothing can be trusted from the start).
+    pub fn first_bad_seq(&self) -> Option<Seq> {
+        self.problems.iter().filter_map(Problem::seq).min()
+    }
+}
+
+/// A verified bundle's parts, for import.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub header: Header,
+    pub records: Vec<Record>,
+}
+
+/// Checks a bundle given as lines (without their newlines), with an optional
+/// pinned signing key. Reports every problem, never stops at the first, and
+/// never panics.
+pub fn verify<'a>(lines: impl IntoIterator<Item = &'a str>, expected_key: Option<&[u8; 32]>) -> BundleReport {
+    check(lines, expected_key, false).0
+}
+
+/// Verifies a bundle and returns its records if it is valid.
+pub fn parse<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    expected_key: Option<&[u8; 32]>,
+) -> Result<Parsed, BundleReport> {
+    let (report, parsed) = check(lines, expected_key, true);
+    match parsed {
+        Some(parsed) if report.is_valid() => Ok(parsed),
+        Some(_) | None => Err(report),
+    }
+}
+
+fn check<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    expected_key: Option<&[u8; 32]>,
+    keep: bool,
+) -> (BundleReport, Option<Parsed>) {
+    let mut lines = lines.into_iter();
+    let mut report = BundleReport { session_id: None, n_lines: 0, n_intact: 0, problems: Vec::new() };
+    let header = match lines.next().map(parse_header) {
+        Some(Ok(header)) => header,
+        Some(Err(reason)) => {
+            report.problems.push(Problem::Header { reason });
+            return (report, None);
+        }
+        None => {
+            report.problems.push(Problem::Header { reason: "the bundle is empty".to_owned() });
+            return (report, None);
+        }
+    };
+    report.session_id = Some(header.session_id);
+    if let Err(err) = check_head(&header, expected_key) {
+        report.problems.push(Problem::Signature { reason: err.to_string() });
+    }
+    if header.anchor != GENESIS_ANCHOR {
+        // Bundles always hold the whole log (a fork's inherited prefix too).
+        report
+            .problems
+            .push(Problem::Header { reason: "the chain does not start at seq 0 and the genesis".to_owned() });
+    }
+    if header.n_records != header.signed_head.n_records {
+        report.problems.push(Problem::Header {
+            reason: format!(
+                "the header counts {} records, its signed head {}",
+                header.n_records, header.signed_head.n_records
+            ),
+        });
+    }
+    // The signed count is the one to trust (the signature covers it).
+    let anchor = Anchor::GENESIS;
+    let mut verifier = Verifier::new(anchor, Depth::Entries);
+    let mut records = Vec::new();
+    let mut expected_seq = 0u64;
+    let end = header.signed_head.n_records;
+    let mut last_hash = anchor.prev;
+    for text in lines {
+        if text.is_empty() {
+            continue;
+        }
+        report.n_lines += 1;
+        let seq = Seq::new(expected_seq);
+        if expected_seq >= end {
+            report.problems.push(Problem::Trailing { seq });
+            break;
+        }
+        match parse_line(header.session_id, text) {
+            Ok(record) if record.seq() != seq => {
+                // A line out of place (deleted, reordered, duplicated, or its
+                // seq edited) is reported at the position it occupies.
+                let reason = format!("the line holds seq {} where seq {seq} belongs", record.seq());
+                report.problems.push(Problem::Line { seq, reason });
+                verifier.push(Err(&logbook_core::verify::Unreadable { seq, reason: "line out of place".to_owned() }));
+            }
+            Ok(record) => {
+                verifier.push(Ok(&record));
+                last_hash = record.hash();
+                if keep {
+                    records.push(record);
+                }
+            }
+            Err(reason) => {
+                report.problems.push(Problem::Line { seq, reason });
+                verifier.push(Err(&logbook_core::verify::Unreadable { seq, reason: "damaged line".to_owned() }));
+            }
+        }
+        expected_seq += 1;
+    }
+    let chain_report = verifier.finish();
+    for broken in chain_report.breaks {
+        let already = report.problems.iter().any(|p| p.seq() == Some(broken.seq));
+        if !already {
+            report.problems.push(Problem::Chain { seq: broken.seq, reason: format!("{:?}", broken.kind) });
+        }
+    }
+    if expected_seq < end {
+        report.problems.push(Problem::Truncated { seq: Seq::new(expected_seq) });
+    }
+    if expected_seq == end && header.signed_head.hash != last_hash {
+        report.problems.push(Problem::HeadMismatch {
+            reason: format!("the signed head ends in {}, the bundle's records in {last_hash}", header.signed_head.hash),
+        });
+    }
+    report.problems.sort_by_key(|p| p.seq().map_or(0, |s| s.get().saturating_add(1)));
+    report.n_intact = match report.first_bad_seq() {
+        Some(seq) => seq.get().saturating_sub(anchor.next_seq.get()),
+        None if report.problems.is_empty() => report.n_lines,
+        None => 0,
+    };
+    let parsed = keep.then_some(Parsed { header, records });
+    (report, parsed)
+}
+
+fn parse_header(text: &str) -> Result<Header, String> {
+    let header: Header = serde_json::from_str(text).map_err(|e| format!("not a bundle header: {e}"))?;
+    if header.kind != BUNDLE_TYPE {
+        return Err(format!("type is {:?}, not {BUNDLE_TYPE:?}", header.kind));
+    }
+    if header.format != BUNDLE_FORMAT {
+        return Err(format!("format {} is not the supported format {BUNDLE_FORMAT}", header.format));
+    }
+    let canonical = render_header(&header).map_err(|e| e.to_string())?;
+    if canonical != text {
+        return Err("the header is not in canonical form (it was edited)".to_owned());
+    }
+    Ok(header)
+}
+
+fn check_head(header: &Header, expected_key: Option<&[u8; 32]>) -> Result<(), HeadError> {
+    if header.signed_head.session_id != header.session_id {
+        return Err(HeadError::Shape);
+    }
+    header.signed_head.check(expected_key)?;
+    let message = header_message(header).map_err(|_| HeadError::Shape)?;
+    crate::audit::check_signature(&header.signed_head.public_key, &header.header_signature, &message)
+}
+
+/// Parses one record line and requires it to be in canonical form.
+fn parse_line(session: SessionId, text: &str) -> Result<Record, String> {
+    if text.len() > MAX_LINE_BYTES {
+        return Err(format!("the line is longer than {MAX_LINE_BYTES} bytes"));
+    }
+    let line: Line = serde_json::from_str(text).map_err(|e| format!("not a record line: {e}"))?;
+    let body = match (&line.canonical, &line.digest) {
+        (Some(encoded), None) => {
+            let bytes = BASE64.decode(encoded).map_err(|e| format!("canonical bytes are not base64: {e}"))?;
+            Body::Canonical(bytes)
+        }
+        (None, Some(hex)) => {
+            let digest: Digest = hex.parse().map_err(|e| format!("digest: {e}"))?;
+            Body::Redacted { digest }
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            return Err("a line carries either canonical bytes or a digest".to_owned());
+        }
+    };
+    let record = Record::from_parts(session, line.seq, line.prev, line.hash, body);
+    let rendered = render_line(&record).map_err(|e| e.to_string())?;
+    if rendered != text {
+        return Err("the line differs from its record's canonical rendering (it was edited)".to_owned());
+    }
+    Ok(record)
+}

@@ -1,0 +1,9 @@
+//! Logbook's extensions to the Managed Agents API, under `/x/v1/` so they can
+//! never collide with the compatible surface. They take the same keys and
+//! answer the same error envelope, but need no `anthropic-beta` header.
+//!
+//! [`audit`]: the server's public key, a session's verification report with a
+//! signed head, export as a verifiable bundle, and the consistency check of an
+//! earlier signed head against the current log.
+
+pub mod audit;

@@ -1,0 +1,288 @@
+//! The server's audit key and what it signs: signed heads, session export as a
+//! verifiable bundle, and import of a bundle into a store.
+//!
+//! The ed25519 signing key is a 32-byte seed in its own file (`0600`, by
+//! default `<data>/keys/ed25519.key`, created on first use), not in the store:
+//! whoever can rewrite the store must not thereby be able to re-sign it. The
+//! signed bytes and the bundle format are defined in `logbook_replay::audit`
+//! and `logbook_replay::bundle`, so that verification needs no server.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer as _, SigningKey};
+use logbook_core::verify::{Anchor, Depth, Report, Verifier};
+use logbook_core::{Record, Seq, SessionId, Timestamp};
+use logbook_replay::audit::{SignedHead, SignedHeadType, to_hex};
+use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_TYPE, Header};
+use logbook_store::{Append, MAX_READ_RECORDS, Read, SledStore};
+use rand::RngExt as _;
+
+/// The key file under the data directory, unless configured otherwise.
+pub const DEFAULT_KEY_FILE: &str = "keys/ed25519.key";
+
+/// Most events one import append carries.
+const IMPORT_BATCH_EVENTS: usize = 256;
+/// Most canonical bytes one import append carries (a single larger event goes alone).
+const IMPORT_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Errors of the audit key and of bundles.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit key {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error(transparent)]
+    Store(#[from] logbook_store::Error),
+}
+
+/// The server's signing key.
+pub struct AuditKey {
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the seed.
+        f.debug_struct("AuditKey").field("public_key", &self.public_hex()).finish()
+    }
+}
+
+impl AuditKey {
+    /// Loads the key at `path`, creating it (and its directory) if missing.
+    pub fn load_or_create(path: &Path) -> Result<AuditKey, AuditError> {
+        let fail = |message: String| AuditError::Key { path: path.to_owned(), message };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let seed: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| fail(format!("expected 32 bytes, found {}", bytes.len())))?;
+                Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating its directory: {e}")))?;
+                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                }
+                let seed: [u8; 32] = rand::rng().random();
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| fail(format!("creating it: {e}")))?;
+                file.write_all(&seed).and_then(|()| file.sync_all()).map_err(|e| fail(format!("writing it: {e}")))?;
+                if let Some(dir) = path.parent()
+                    && let Ok(handle) = std::fs::File::open(dir)
+                {
+                    let _ = handle.sync_all();
+                }
+                Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
+            }
+            Err(err) => Err(fail(format!("reading it: {err}"))),
+        }
+    }
+
+    /// A key from a seed (tests).
+    pub fn from_seed(seed: [u8; 32]) -> AuditKey {
+        AuditKey { signing: SigningKey::from_bytes(&seed) }
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    pub fn public_hex(&self) -> String {
+        to_hex(&self.public_key())
+    }
+
+    /// Signs the head of a log of `n_records` ending in `hash`.
+    pub fn sign(
+        &self,
+        session: SessionId,
+        n_records: u64,
+        hash: logbook_core::ChainHash,
+        now: Timestamp,
+    ) -> SignedHead {
+        let mut head = SignedHead {
+            kind: SignedHeadType::SignedHead,
+            session_id: session,
+            n_records,
+            seq: n_records.checked_sub(1).map(Seq::new),
+            hash,
+            signed_at: now,
+            algorithm: logbook_replay::audit::ALGORITHM.to_owned(),
+            public_key: self.public_hex(),
+            signature: String::new(),
+        };
+        let signature = self.signing.sign(&head.message());
+        head.signature = to_hex(&signature.to_bytes());
+        head
+    }
+
+    /// Fills in a bundle header's `header_signature`.
+    pub fn sign_header(&self, header: &mut Header) -> Result<(), serde_json::Error> {
+        let message = logbook_replay::bundle::header_message(header)?;
+        header.header_signature = to_hex(&self.signing.sign(&message).to_bytes());
+        Ok(())
+    }
+}
+
+/// Every record of `session` from `from` on, in pages.
+pub fn for_each_record(
+    store: &SledStore,
+    session: SessionId,
+    from: Seq,
+    mut visit: impl FnMut(&Record) -> Result<(), AuditError>,
+) -> Result<u64, AuditError> {
+    let mut next = from;
+    let mut n = 0;
+    loop {
+        let page = store.read(session, next, MAX_READ_RECORDS)?;
+        let Some(last) = page.last() else { return Ok(n) };
+        let Some(after) = last.seq().next() else { return Ok(n) };
+        for record in &page {
+            visit(record)?;
+            n += 1;
+        }
+        next = after;
+    }
+}
+
+/// The chain report of a session and its signed head.
+pub fn verify_session(
+    store: &SledStore,
+    key: &AuditKey,
+    session: SessionId,
+    now: Timestamp,
+) -> Result<(Report, SignedHead), AuditError> {
+    let head = store.head(session)?;
+    let mut verifier = Verifier::new(Anchor::GENESIS, Depth::Entries);
+    for_each_record(store, session, Seq::ZERO, |record| {
+        verifier.push(Ok(record));
+        Ok(())
+    })?;
+    let report = verifier.finish();
+    let signed = key.sign(session, head.next.get(), head.hash, now);
+    Ok((report, signed))
+}
+
+/// Writes `session` as a bundle to `out`: the header with a fresh signed head,
+/// then every record. `session_object` is the stored session object.
+pub fn export(
+    store: &SledStore,
+    key: &AuditKey,
+    session: SessionId,
+    session_object: Option<serde_json::Value>,
+    now: Timestamp,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, ExportError> {
+    let head = store.head(session)?;
+    let mut header = Header {
+        kind: BUNDLE_TYPE.to_owned(),
+        format: BUNDLE_FORMAT,
+        session_id: session,
+        anchor: bundle::GENESIS_ANCHOR,
+        n_records: head.next.get(),
+        signed_head: key.sign(session, head.next.get(), head.hash, now),
+        session: session_object,
+        header_signature: String::new(),
+    };
+    key.sign_header(&mut header).map_err(|e| ExportError::Io(std::io::Error::other(e)))?;
+    let text = bundle::render_header(&header).map_err(|e| ExportError::Io(std::io::Error::other(e)))?;
+    writeln!(out, "{text}")?;
+    let mut written = 0;
+    let mut next = Seq::ZERO;
+    while next < head.next {
+        let page = store.read(session, next, MAX_READ_RECORDS)?;
+        let Some(last) = page.last() else { break };
+        for record in page.iter().filter(|r| r.seq() < head.next) {
+            let line = bundle::render_line(record)
+                .map_err(|e| ExportError::Render { seq: record.seq(), message: e.to_string() })?;
+            writeln!(out, "{line}")?;
+            written += 1;
+        }
+        let Some(after) = last.seq().next() else { break };
+        next = after;
+    }
+    Ok(written)
+}
+
+/// Errors while exporting.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] logbook_store::Error),
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("record {seq} cannot be rendered: {message}")]
+    Render { seq: Seq, message: String },
+}
+
+/// Errors while importing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the bundle does not verify: {0}")]
+    Invalid(String),
+    #[error("session {0} already exists in this store; imports never overwrite")]
+    Exists(SessionId),
+    #[error("record {0} is redacted; a redacted record cannot be re-appended (its bytes are gone)")]
+    Redacted(Seq),
+    #[error("the bundle starts at seq {0}; only whole logs (from the genesis) can be imported")]
+    NotFromGenesis(Seq),
+    #[error("appending: {0}")]
+    Append(String),
+    #[error(transparent)]
+    Store(#[from] logbook_store::Error),
+    #[error("after import the head is {found}, not the bundle's {expected}: nothing else may write to it")]
+    HeadMismatch { expected: String, found: String },
+}
+
+/// Appends a verified bundle's records to an empty session log in `store`, in
+/// batches, and checks that the resulting chain ends in the bundle's head.
+pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64, ImportError> {
+    let session = parsed.header.session_id;
+    if parsed.header.anchor.next_seq != Seq::ZERO || parsed.header.anchor.prev != logbook_core::chain::GENESIS {
+        return Err(ImportError::NotFromGenesis(parsed.header.anchor.next_seq));
+    }
+    if store.head(session)?.next != Seq::ZERO {
+        return Err(ImportError::Exists(session));
+    }
+    let mut entries = Vec::with_capacity(parsed.records.len());
+    for record in &parsed.records {
+        entries.push(record.entry().map_err(|_| ImportError::Redacted(record.seq()))?);
+    }
+    let mut expected = Seq::ZERO;
+    let mut start = 0;
+    while start < entries.len() {
+        // Batches bounded by count and by bytes, well inside the append limits.
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < entries.len() && end - start < IMPORT_BATCH_EVENTS {
+            let size = parsed.records[end].canonical().map_or(0, <[u8]>::len);
+            if end > start && bytes + size > IMPORT_BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let batch = &entries[start..end];
+        store.append(session, expected, batch).map_err(|e| ImportError::Append(e.to_string()))?;
+        expected = expected.plus(batch.len() as u64).ok_or_else(|| ImportError::Append("seq overflow".to_owned()))?;
+        start = end;
+    }
+    let head = store.head(session)?;
+    if head.hash != parsed.header.signed_head.hash {
+        return Err(ImportError::HeadMismatch {
+            expected: parsed.header.signed_head.hash.to_hex(),
+            found: head.hash.to_hex(),
+        });
+    }
+    Ok(head.next.get())
+}
+
+/// The default key path for a data directory.
+pub fn default_key_path(data: &Path) -> PathBuf {
+    data.join(DEFAULT_KEY_FILE)
+}

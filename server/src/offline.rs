@@ -1,0 +1,197 @@
+//! The offline audit subcommands: `logbook export` (a session as a bundle),
+//! `logbook verify BUNDLE` (checks a bundle without any server) and
+//! `logbook import` (loads a bundle into a data directory, chain intact).
+//!
+//! They work on a stopped server's data directory (sled holds a lock) or on a
+//! bundle file, print progress and failures to stderr, and exit non-zero with
+//! a line that says what to do.
+
+use std::io::{BufRead as _, BufWriter, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use logbook_core::{Clock, SessionId, SystemClock};
+use logbook_replay::audit::{SignedHead, parse_hex};
+use logbook_replay::bundle::{self, BundleReport, MAX_LINE_BYTES};
+use logbook_store::{ResourceKind, Resources, SledStore};
+
+use crate::api::sessions::StoredSession;
+use crate::audit::{self, AuditKey};
+use crate::tenancy;
+
+/// `logbook export`: writes the session's bundle to `out` (or stdout).
+pub fn export(store: &SledStore, key: &AuditKey, session: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let id: SessionId = session.parse().map_err(|_| anyhow::anyhow!("{session} is not a session id (sesn_...)"))?;
+    let object = find_session(store, id)?
+        .ok_or_else(|| anyhow::anyhow!("no session {id} in this data directory; `logbook verify` lists sessions"))?;
+    let value = serde_json::to_value(&object).context("encoding the session object")?;
+    let now = SystemClock.now();
+    let n = match out {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let mut writer = BufWriter::new(file);
+            let n = audit::export(store, key, id, Some(value), now, &mut writer)?;
+            writer.flush().with_context(|| format!("writing {}", path.display()))?;
+            writer.get_ref().sync_all().with_context(|| format!("syncing {}", path.display()))?;
+            n
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut writer = BufWriter::new(stdout.lock());
+            let n = audit::export(store, key, id, Some(value), now, &mut writer)?;
+            writer.flush().context("writing stdout")?;
+            n
+        }
+    };
+    eprintln!("logbook: exported {n} records of {id}, signed by key {}", key.public_hex());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a bundle's lines, refusing lines longer than the format allows.
+fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening the bundle {}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = std::io::Read::take(&mut reader, MAX_LINE_BYTES as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        // A line that is not UTF-8 is kept as lossy text: its check fails at its seq.
+        lines.push(String::from_utf8_lossy(&line).into_owned());
+    }
+}
+
+fn pinned_key(public_key: Option<&str>) -> anyhow::Result<Option<[u8; 32]>> {
+    public_key
+        .map(|hex| parse_hex::<32>(hex).ok_or_else(|| anyhow::anyhow!("--public-key must be 64 lowercase hex digits")))
+        .transpose()
+}
+
+/// `logbook verify BUNDLE`: exit 0 when valid, 1 (naming the first bad seq)
+/// otherwise. With `against`, also checks that the bundle extends that
+/// earlier signed head.
+pub fn verify_bundle(
+    path: &Path,
+    public_key: Option<&str>,
+    against: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pinned = pinned_key(public_key)?;
+    let lines = read_lines(path)?;
+    let report = bundle::verify(lines.iter().map(String::as_str), pinned.as_ref());
+    let mut consistency = None;
+    if let Some(head_path) = against
+        && report.is_valid()
+    {
+        let text = std::fs::read_to_string(head_path).with_context(|| format!("reading {}", head_path.display()))?;
+        let head: SignedHead =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a signed head", head_path.display()))?;
+        head.check(pinned.as_ref()).map_err(|e| anyhow::anyhow!("the earlier signed head does not check out: {e}"))?;
+        let parsed = bundle::parse(lines.iter().map(String::as_str), pinned.as_ref())
+            .map_err(|_| anyhow::anyhow!("the bundle changed while being read"))?;
+        if head.session_id != parsed.header.session_id {
+            anyhow::bail!("the signed head is of {}, the bundle of {}", head.session_id, parsed.header.session_id);
+        }
+        let from = head.seq.map_or(0, |s| s.get());
+        let tail = parsed.records.iter().filter(|r| r.seq().get() >= from);
+        let n_total = parsed.header.anchor.next_seq.get() + parsed.header.n_records;
+        consistency = Some(logbook_replay::audit::consistency(&head, n_total, tail));
+    }
+    if json {
+        let value = serde_json::json!({"report": report, "consistency": consistency});
+        println!("{}", serde_json::to_string_pretty(&value).context("encoding the report")?);
+    }
+    print_report(&report);
+    if let Some(verdict) = &consistency {
+        if verdict.is_consistent() {
+            eprintln!("logbook: consistent with the earlier signed head");
+        } else {
+            eprintln!("logbook: NOT consistent with the earlier signed head: {verdict:?}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_report(report: &BundleReport) {
+    for problem in &report.problems {
+        eprintln!("logbook: {problem:?}");
+    }
+    let session = report.session_id.map_or_else(|| "?".to_owned(), |s| s.to_string());
+    if report.is_valid() {
+        eprintln!("logbook: bundle of {session}: {} records, chain and signed head valid", report.n_lines);
+    } else {
+        match report.first_bad_seq() {
+            Some(seq) => eprintln!("logbook: bundle of {session} is damaged: first bad seq {seq}"),
+            None => eprintln!("logbook: bundle of {session} is damaged: its header or signed head is bad"),
+        }
+    }
+}
+
+/// `logbook import`: verifies the bundle, then loads its session object and
+/// records into `store` under `workspace`.
+pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let pinned = pinned_key(public_key)?;
+    let lines = read_lines(path)?;
+    let parsed = match bundle::parse(lines.iter().map(String::as_str), pinned.as_ref()) {
+        Ok(parsed) => parsed,
+        Err(report) => {
+            print_report(&report);
+            anyhow::bail!("refusing to import a bundle that does not verify");
+        }
+    };
+    let id = parsed.header.session_id;
+    let object: StoredSession = parsed
+        .header
+        .session
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the bundle carries no session object; export it with a newer logbook"))
+        .and_then(|value| serde_json::from_value(value).context("the bundle's session object"))?;
+    if object.id != id {
+        anyhow::bail!("the bundle's session object is {}, its log {id}", object.id);
+    }
+    if find_session(store, id)?.is_some() {
+        anyhow::bail!("session {id} already exists in this data directory; imports never overwrite");
+    }
+    let now = SystemClock.now();
+    let workspace = tenancy::ensure_workspace(store, workspace, now).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let n = audit::import_records(store, &parsed)?;
+    let tenant = tenancy::Tenant { workspace: workspace.id };
+    let bytes =
+        crate::api::to_bytes(&object).map_err(|e| anyhow::anyhow!("encoding the session object: {}", e.message))?;
+    store
+        .swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), None, Some(&bytes))?
+        .map_err(|_| anyhow::anyhow!("session {id} appeared while importing"))?;
+    eprintln!("logbook: imported {n} records of {id} into workspace {}, chain intact", workspace.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stored session object with this id, in any workspace.
+fn find_session(store: &SledStore, id: SessionId) -> anyhow::Result<Option<StoredSession>> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_resources(
+            ResourceKind::Session,
+            b"",
+            after.as_deref(),
+            logbook_store::Direction::Forward,
+            1000,
+        )?;
+        let Some((last, _)) = page.last() else { return Ok(None) };
+        after = Some(last.clone());
+        for (key, bytes) in &page {
+            if key.ends_with(&id.to_bytes()) {
+                return Ok(Some(serde_json::from_slice(bytes).context("decoding a session object")?));
+            }
+        }
+    }
+}
