@@ -3,3 +3,5 @@
 //! bash shell, and the egress proxy the sandbox reaches the network through.
 //! There is no unsandboxed code path: if a sandbox cannot be made, the tool
 //! call fails with an error that says why.
+
+pub mod layout;

@@ -1,0 +1,71 @@
+//! Where a session's directories live on the host, and the paths the sandbox
+//! and the model see them at.
+//!
+//! Every session owns one directory under the data directory's `sandboxes/`
+//! holding its workspace, its uploads (read-only to the agent) and its
+//! outputs. The sandbox binds each one at its fixed path; the file tools,
+//! which run in the server, resolve the model's paths against the same
+//! directories through [`Root`]s, never by string checks.
+
+use std::path::{Path, PathBuf};
+
+use logbook_core::SessionId;
+
+/// The agent's working directory inside the sandbox.
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// Files-API files mounted as session resources (read-only to the agent).
+pub const UPLOADS_DIR: &str = "/mnt/session/uploads";
+/// Deliverables: captured as session-scoped files when the session idles.
+pub const OUTPUTS_DIR: &str = "/mnt/session/outputs";
+
+/// The data directory's subdirectory holding every session's directories.
+pub const SANDBOXES_SUBDIR: &str = "sandboxes";
+
+/// The host directories of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPaths {
+    root: PathBuf,
+}
+
+impl SessionPaths {
+    /// The directories of `session` under the data directory `data`.
+    pub fn new(data: &Path, session: SessionId) -> SessionPaths {
+        SessionPaths { root: data.join(SANDBOXES_SUBDIR).join(session.to_string()) }
+    }
+
+    /// The session's own directory (holds the three below and nothing the
+    /// agent can see directly).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.root.join("workspace")
+    }
+
+    pub fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    pub fn outputs(&self) -> PathBuf {
+        self.root.join("outputs")
+    }
+
+    /// The roots the file tools may act in, the workspace first (relative
+    /// paths resolve against it).
+    pub fn roots(&self) -> [Root; 3] {
+        [
+            Root { sandbox_path: WORKSPACE_DIR, host: self.workspace(), writable: true },
+            Root { sandbox_path: UPLOADS_DIR, host: self.uploads(), writable: false },
+            Root { sandbox_path: OUTPUTS_DIR, host: self.outputs(), writable: true },
+        ]
+    }
+}
+
+/// A directory the agent sees at `sandbox_path` and the server finds at `host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    pub sandbox_path: &'static str,
+    pub host: PathBuf,
+    pub writable: bool,
+}
