@@ -18,6 +18,13 @@ pub const UPLOADS_DIR: &str = "/mnt/session/uploads";
 /// Deliverables: captured as session-scoped files when the session idles.
 pub const OUTPUTS_DIR: &str = "/mnt/session/outputs";
 
+/// The unprivileged user and group every sandbox runs as (`nobody` on
+/// Debian). The session directories and every file the server-side tools
+/// create belong to them, so that bash in the sandbox can change what the file
+/// tools wrote and the other way round.
+pub const SANDBOX_UID: u32 = 65534;
+pub const SANDBOX_GID: u32 = 65534;
+
 /// The data directory's subdirectory holding every session's directories.
 pub const SANDBOXES_SUBDIR: &str = "sandboxes";
 
