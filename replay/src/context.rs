@@ -1,5 +1,5 @@
 //! The context window: the conversation the next model request sends, as a
-//! pure projection of the log.
+//! pure projection of the log, and the planning of its compaction.
 //!
 //! User turns come from `user.message` (and `system.message`, as a text block
 //! marked as coming from the system, since the Messages API has no
@@ -9,22 +9,45 @@
 //! `user.custom_tool_result` and `user.tool_result`, mapped back to the
 //! provider's tool-use ids. Consecutive blocks of one role merge into one
 //! message; in a user message, tool results come first, as the API requires.
+//!
+//! Compaction: an `x.compaction` replaces every message that began at or
+//! before its `through_seq` with its summary, rendered as the first user
+//! message. [`plan_compaction`] only ever cuts where a message begins that is
+//! not a tool result, so a tool use is never separated from its result, and
+//! always keeps the newest message.
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use logbook_core::event::{ContentBlock, Event};
+use logbook_core::event::{Compaction, ContentBlock, Event};
 use logbook_core::{Entry, EventId};
 
-/// One message of the conversation: `{"role", "content": [blocks]}`.
-#[derive(Debug, Clone, PartialEq)]
+use crate::tokens;
+
+/// How the summary of compacted turns is introduced to the model.
+pub const SUMMARY_PREAMBLE: &str = "The earlier part of this conversation was compacted to save context. Its summary:";
+/// Characters of each user text a mechanical (elided) summary keeps.
+pub const ELIDED_TEXT_CHARS: usize = 400;
+/// Lines a mechanical summary keeps (its newest ones).
+pub const ELIDED_MAX_LINES: usize = 200;
+/// What the summarizing model call is asked.
+pub const SUMMARY_INSTRUCTION: &str = "Summarize the conversation so far for your own later use: the user's goals \
+and instructions (quote the latest exactly), decisions made, files read or changed and what they contain that \
+still matters, commands run and their outcomes, open problems and next steps. Be complete but concise; the \
+conversation above will be replaced by your summary.";
+
+/// One message of the conversation: `{"role", "content": [blocks]}`, with the
+/// seq of the first entry that contributed to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: Vec<Value>,
+    pub first_seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     User,
     Assistant,
@@ -38,30 +61,82 @@ impl Message {
         };
         json!({"role": role, "content": self.content})
     }
-}
 
-/// The conversation as of the end of `entries`.
-pub fn conversation<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Message> {
-    let mut builder = Builder::default();
-    for entry in entries {
-        builder.apply(entry);
+    /// Whether a compaction may cut just before this message.
+    fn is_cut_point(&self) -> bool {
+        match self.role {
+            Role::Assistant => true,
+            Role::User => {
+                self.content.first().is_none_or(|b| b.get("type").and_then(Value::as_str) != Some("tool_result"))
+            }
+        }
     }
-    builder.messages
 }
 
-#[derive(Debug, Default)]
-struct Builder {
+/// The summary in effect: its text and the seq of the `x.compaction`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub text: String,
+    pub compaction_seq: u64,
+    pub through_seq: u64,
+}
+
+/// The conversation, folded entry by entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
     messages: Vec<Message>,
-    /// Our tool-use event ids to the provider's tool-use ids.
+    /// Our open tool-use event ids to the provider's tool-use ids.
     provider_ids: BTreeMap<EventId, String>,
+    summary: Option<Summary>,
 }
 
-impl Builder {
-    fn apply(&mut self, entry: &Entry) {
+/// The conversation as of the end of `entries` (the first entry at seq 0).
+pub fn conversation<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Value> {
+    let mut context = Context::default();
+    for (seq, entry) in entries.into_iter().enumerate() {
+        context.apply(seq as u64, entry);
+    }
+    context.messages_json()
+}
+
+impl Context {
+    /// The messages a model request sends now, summary first.
+    pub fn messages_json(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::with_capacity(self.messages.len() + 1);
+        let mut rest = self.messages.iter();
+        if let Some(summary) = &self.summary {
+            let mut blocks = vec![summary_block(&summary.text)];
+            if let Some(first) = self.messages.first()
+                && first.role == Role::User
+            {
+                blocks.extend(first.content.iter().cloned());
+                rest.next();
+            }
+            out.push(json!({"role": "user", "content": blocks}));
+        }
+        out.extend(rest.map(Message::to_json));
+        out
+    }
+
+    /// The kept messages (after the summary).
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    pub fn summary(&self) -> Option<&Summary> {
+        self.summary.as_ref()
+    }
+
+    /// Estimated tokens of [`Context::messages_json`].
+    pub fn estimate_tokens(&self) -> u64 {
+        self.messages_json().iter().map(tokens::message).sum()
+    }
+
+    pub fn apply(&mut self, seq: u64, entry: &Entry) {
         match &entry.event {
             Event::UserMessage(message) => {
                 let blocks = message.content.iter().filter_map(block_json).collect();
-                self.push(Role::User, blocks);
+                self.push(seq, Role::User, blocks);
             }
             Event::SystemMessage(message) => {
                 let blocks = message
@@ -77,7 +152,7 @@ impl Builder {
                         | ContentBlock::Redacted => None,
                     })
                     .collect();
-                self.push(Role::User, blocks);
+                self.push(seq, Role::User, blocks);
             }
             Event::ModelResponse(response) => {
                 for link in &response.tool_uses {
@@ -87,20 +162,21 @@ impl Builder {
                     Value::Array(blocks) => blocks,
                     Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Object(_) => Vec::new(),
                 };
-                self.push(Role::Assistant, blocks);
+                self.push(seq, Role::Assistant, blocks);
             }
             Event::AgentToolResult(result) => {
-                self.tool_result(result.tool_use_id, result.content.as_deref(), result.is_error);
+                self.tool_result(seq, result.tool_use_id, result.content.as_deref(), result.is_error);
             }
             Event::AgentMcpToolResult(result) => {
-                self.tool_result(result.mcp_tool_use_id, result.content.as_deref(), result.is_error);
+                self.tool_result(seq, result.mcp_tool_use_id, result.content.as_deref(), result.is_error);
             }
             Event::UserCustomToolResult(result) => {
-                self.tool_result(result.custom_tool_use_id, result.content.as_deref(), result.is_error);
+                self.tool_result(seq, result.custom_tool_use_id, result.content.as_deref(), result.is_error);
             }
             Event::UserToolResult(result) => {
-                self.tool_result(result.tool_use_id, result.content.as_deref(), result.is_error);
+                self.tool_result(seq, result.tool_use_id, result.content.as_deref(), result.is_error);
             }
+            Event::Compaction(compaction) => self.compact(seq, compaction),
             Event::UserInterrupt(_)
             | Event::UserToolConfirmation(_)
             | Event::UserDefineOutcome(_)
@@ -140,12 +216,39 @@ impl Builder {
             | Event::WorkspaceDelta(_)
             | Event::ForkOrigin(_)
             | Event::ModelRequest(_)
-            | Event::ToolStarted(_) => {}
+            | Event::ToolStarted(_)
+            | Event::AgentConfig(_) => {}
         }
     }
 
-    fn tool_result(&mut self, tool_use_id: EventId, content: Option<&[ContentBlock]>, is_error: Option<bool>) {
-        let provider_id = self.provider_ids.get(&tool_use_id).cloned().unwrap_or_else(|| tool_use_id.to_string());
+    fn compact(&mut self, seq: u64, compaction: &Compaction) {
+        // An empty summary records that nothing could be cut.
+        if compaction.summary.is_empty() {
+            return;
+        }
+        if let Some(current) = &self.summary
+            && compaction.through_seq <= current.through_seq
+        {
+            // Nothing new to replace (a compaction that found nothing to cut).
+            return;
+        }
+        let n_replaced = self.messages.iter().take_while(|m| m.first_seq <= compaction.through_seq).count();
+        self.messages.drain(..n_replaced);
+        self.summary = Some(Summary {
+            text: compaction.summary.clone(),
+            compaction_seq: seq,
+            through_seq: compaction.through_seq,
+        });
+    }
+
+    fn tool_result(
+        &mut self,
+        seq: u64,
+        tool_use_id: EventId,
+        content: Option<&[ContentBlock]>,
+        is_error: Option<bool>,
+    ) {
+        let provider_id = self.provider_ids.remove(&tool_use_id).unwrap_or_else(|| tool_use_id.to_string());
         let content: Vec<Value> = content.unwrap_or_default().iter().filter_map(block_json).collect();
         let mut block = json!({"type": "tool_result", "tool_use_id": provider_id, "content": content});
         if is_error == Some(true)
@@ -159,19 +262,135 @@ impl Builder {
                 let at = last.content.iter().take_while(|b| b["type"] == "tool_result").count();
                 last.content.insert(at, block);
             }
-            Some(_) | None => self.messages.push(Message { role: Role::User, content: vec![block] }),
+            Some(_) | None => self.messages.push(Message { role: Role::User, content: vec![block], first_seq: seq }),
         }
     }
 
-    fn push(&mut self, role: Role, blocks: Vec<Value>) {
+    fn push(&mut self, seq: u64, role: Role, blocks: Vec<Value>) {
         if blocks.is_empty() {
             return;
         }
         match self.messages.last_mut() {
             Some(last) if last.role == role => last.content.extend(blocks),
-            Some(_) | None => self.messages.push(Message { role, content: blocks }),
+            Some(_) | None => self.messages.push(Message { role, content: blocks, first_seq: seq }),
         }
     }
+}
+
+fn summary_block(text: &str) -> Value {
+    json!({"type": "text", "text": format!("{SUMMARY_PREAMBLE}\n\n<summary>\n{text}\n</summary>")})
+}
+
+/// What a compaction would replace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionPlan {
+    /// The last seq whose messages the summary replaces.
+    pub through_seq: u64,
+    /// The messages to summarize (the current summary first, if any), in
+    /// Messages API form.
+    pub replaced: Vec<Value>,
+    /// Estimated tokens of the whole context now, and of what is kept.
+    pub tokens_before: u64,
+    pub tokens_kept: u64,
+}
+
+/// Plans a compaction that keeps the newest messages worth at most
+/// `keep_tokens` (but always the newest message), cutting only before a
+/// message that is not a tool result. `None` when there is nothing to cut.
+pub fn plan_compaction(context: &Context, keep_tokens: u64) -> Option<CompactionPlan> {
+    let messages = &context.messages;
+    let tokens: Vec<u64> = messages.iter().map(|m| tokens::message(&m.to_json())).collect();
+    let tokens_before = context.estimate_tokens();
+    // The earliest cut point whose suffix fits, else the latest cut point.
+    let mut suffix = 0u64;
+    let mut chosen = None;
+    for index in (1..messages.len()).rev() {
+        suffix += tokens[index];
+        if !messages[index].is_cut_point() {
+            continue;
+        }
+        if suffix <= keep_tokens || chosen.is_none() {
+            chosen = Some(index);
+        } else {
+            break;
+        }
+    }
+    let cut = chosen?;
+    let through_seq = messages[cut].first_seq.checked_sub(1)?;
+    let mut replaced = Vec::with_capacity(cut + 1);
+    if let Some(summary) = &context.summary {
+        replaced.push(json!({"role": "user", "content": [summary_block(&summary.text)]}));
+    }
+    for message in &messages[..cut] {
+        merge_push(&mut replaced, message.to_json());
+    }
+    let tokens_kept = tokens[cut..].iter().sum();
+    Some(CompactionPlan { through_seq, replaced, tokens_before, tokens_kept })
+}
+
+/// The messages of the summarizing call: what is replaced, then the
+/// instruction as the last user turn.
+pub fn summary_request_messages(plan: &CompactionPlan) -> Vec<Value> {
+    let mut messages = plan.replaced.clone();
+    merge_push(&mut messages, json!({"role": "user", "content": [{"type": "text", "text": SUMMARY_INSTRUCTION}]}));
+    messages
+}
+
+/// A summary made without the model: the user's texts and the tool calls, in
+/// order, each shortened; the newest [`ELIDED_MAX_LINES`] lines.
+pub fn elided_summary(plan: &CompactionPlan) -> String {
+    let mut lines = Vec::new();
+    for message in &plan.replaced {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+            let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
+            let line = match (role, kind) {
+                ("user", "text") => format!("User: {}", shorten(block["text"].as_str().unwrap_or(""))),
+                ("assistant", "text") => format!("Assistant: {}", shorten(block["text"].as_str().unwrap_or(""))),
+                ("assistant", "tool_use") => {
+                    format!(
+                        "Tool call {}: {}",
+                        block["name"].as_str().unwrap_or("?"),
+                        shorten(&block["input"].to_string())
+                    )
+                }
+                ("user", "tool_result") => {
+                    let error = block.get("is_error").and_then(Value::as_bool) == Some(true);
+                    format!("Tool result{}", if error { " (error)" } else { "" })
+                }
+                _ => continue,
+            };
+            lines.push(line);
+        }
+    }
+    let skip = lines.len().saturating_sub(ELIDED_MAX_LINES);
+    let mut text = String::from("(The model could not summarize; older turns elided.)\n");
+    if skip > 0 {
+        text.push_str(&format!("({skip} earlier lines omitted)\n"));
+    }
+    text.push_str(&lines[skip..].join("\n"));
+    text
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= ELIDED_TEXT_CHARS {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(ELIDED_TEXT_CHARS).collect();
+    format!("{head}…")
+}
+
+/// Pushes a message, merging it into the last one when the roles match.
+fn merge_push(messages: &mut Vec<Value>, message: Value) {
+    if let Some(last) = messages.last_mut()
+        && last.get("role") == message.get("role")
+        && let (Some(Value::Array(into)), Some(Value::Array(from))) =
+            (last.get_mut("content"), message.get("content").cloned())
+    {
+        into.extend(from);
+        return;
+    }
+    messages.push(message);
 }
 
 /// A content block as the Messages API takes it; redacted blocks are dropped.

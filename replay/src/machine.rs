@@ -15,13 +15,19 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
 use logbook_core::event::{
-    ConfirmationResult, EvaluatedPermission, Event, RetryStatus, SessionError, SessionStatusIdle, StopReason,
+    ConfirmationResult, ContentBlock, EvaluatedPermission, Event, RetryStatus, SessionError, SessionStatusIdle,
+    StopReason,
 };
 use logbook_core::{Entry, EventId};
 
+use crate::tokens;
+
 /// The session's status, as its status events say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Idle,
     Running,
@@ -30,7 +36,7 @@ pub enum Status {
 }
 
 /// Which kind of call a tool use is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToolKind {
     /// `agent.tool_use`: a built-in tool the runner executes.
     Builtin,
@@ -41,7 +47,7 @@ pub enum ToolKind {
 }
 
 /// An open tool call: announced, no result yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenTool {
     pub kind: ToolKind,
     pub name: String,
@@ -51,14 +57,14 @@ pub struct OpenTool {
     pub started: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Permission {
     Allow,
     Ask,
     Deny,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Confirmation {
     Allow,
     Deny { message: Option<String> },
@@ -99,6 +105,10 @@ pub enum Command {
     FailTools { ids: Vec<EventId>, reason: FailReason },
     /// Idle with `requires_action` for these calls (confirmations, custom tool results).
     AwaitClient(Vec<EventId>),
+    /// The context nears the model's window: summarize older turns
+    /// (`x.compaction` and `agent.thread_context_compacted`) before the next
+    /// model call.
+    Compact,
     /// The turn is over: usage, then idle `end_turn`.
     EndTurn,
     /// An interrupt: close every open call, then usage and idle `end_turn`.
@@ -119,7 +129,7 @@ impl Default for Policy {
 }
 
 /// A session's state, folded from its log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     status: Option<Status>,
     /// A user message or system message the model has not seen yet.
@@ -141,6 +151,16 @@ pub struct Machine {
     awaited: Option<Vec<EventId>>,
     /// Retries exhausted: the turn must end (the runner records it).
     exhausted: bool,
+    /// Estimated prompt tokens of the next model request: what the model
+    /// reported for the last one (prompt and answer), plus what was added
+    /// since, or a compaction's estimate.
+    context_tokens: u64,
+    /// The context size that asks for a compaction, from the last
+    /// `x.agent_config` (`options.compaction.trigger_tokens`); `None` = never.
+    compaction_trigger: Option<u64>,
+    /// A compaction was recorded since the last model request: do not ask for
+    /// another before the model has been called.
+    compacted: bool,
     n_entries: u64,
 }
 
@@ -180,7 +200,15 @@ impl Machine {
         self.n_entries += 1;
         let id = entry.id;
         match &entry.event {
-            Event::UserMessage(_) | Event::SystemMessage(_) | Event::UserDefineOutcome(_) => self.unseen_input = true,
+            Event::UserMessage(message) => {
+                self.unseen_input = true;
+                self.context_tokens += content_tokens(&message.content);
+            }
+            Event::SystemMessage(message) => {
+                self.unseen_input = true;
+                self.context_tokens += content_tokens(&message.content);
+            }
+            Event::UserDefineOutcome(_) => self.unseen_input = true,
             Event::UserInterrupt(_) => {
                 if self.in_turn() || self.awaiting_client() {
                     self.interrupt_pending = true;
@@ -194,10 +222,22 @@ impl Machine {
                     });
                 }
             }
-            Event::UserCustomToolResult(result) => self.close_tool(result.custom_tool_use_id),
-            Event::UserToolResult(result) => self.close_tool(result.tool_use_id),
-            Event::AgentToolResult(result) => self.close_tool(result.tool_use_id),
-            Event::AgentMcpToolResult(result) => self.close_tool(result.mcp_tool_use_id),
+            Event::UserCustomToolResult(result) => {
+                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.close_tool(result.custom_tool_use_id);
+            }
+            Event::UserToolResult(result) => {
+                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.close_tool(result.tool_use_id);
+            }
+            Event::AgentToolResult(result) => {
+                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.close_tool(result.tool_use_id);
+            }
+            Event::AgentMcpToolResult(result) => {
+                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.close_tool(result.mcp_tool_use_id);
+            }
             Event::AgentToolUse(tool_use) => {
                 self.open_tool(id, ToolKind::Builtin, &tool_use.name, permission(tool_use.evaluated_permission));
             }
@@ -228,7 +268,21 @@ impl Machine {
                 } else {
                     self.failed_attempts = 0;
                     self.last_request_ok = true;
+                    self.compacted = false;
+                    let usage = &end.model_usage;
+                    self.context_tokens = usage.input_tokens
+                        + usage.cache_read_input_tokens
+                        + usage.cache_creation_input_tokens
+                        + usage.output_tokens;
                 }
+            }
+            Event::AgentConfig(config) => {
+                self.compaction_trigger =
+                    config.options.to_value().pointer("/compaction/trigger_tokens").and_then(Value::as_u64);
+            }
+            Event::Compaction(compaction) => {
+                self.compacted = true;
+                self.context_tokens = compaction.tokens_after;
             }
             Event::SessionStatusRunning(_) => {
                 self.status = Some(Status::Running);
@@ -355,9 +409,20 @@ impl Machine {
             return Command::GiveUp;
         }
         if self.unseen_input || self.unseen_results || !self.last_request_ok {
+            if let Some(trigger) = self.compaction_trigger
+                && self.context_tokens >= trigger
+                && !self.compacted
+            {
+                return Command::Compact;
+            }
             return Command::CallModel { attempt: self.failed_attempts + 1 };
         }
         Command::EndTurn
+    }
+
+    /// Estimated prompt tokens of the next model request.
+    pub fn context_tokens(&self) -> u64 {
+        self.context_tokens
     }
 
     /// Whether the session waits on the client (idle with `requires_action`).
@@ -396,6 +461,11 @@ fn is_runnable(tool: &OpenTool) -> bool {
         (Permission::Ask, Some(Confirmation::Deny { .. }) | None) | (Permission::Deny, _) => false,
     };
     allowed && !tool.started && matches!(tool.kind, ToolKind::Builtin | ToolKind::Mcp)
+}
+
+/// Estimated tokens of content blocks added to the context.
+fn content_tokens(blocks: &[ContentBlock]) -> u64 {
+    blocks.iter().filter_map(|b| serde_json::to_value(b).ok()).map(|b| tokens::block(&b)).sum()
 }
 
 fn permission(evaluated: Option<EvaluatedPermission>) -> Permission {

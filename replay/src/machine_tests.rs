@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use logbook_core::event::{
-    AgentCustomToolUse, AgentToolResult, AgentToolUse, ConfirmationResult, ContentBlock, EvaluatedPermission, Event,
-    RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd,
-    SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult, UserInterrupt, UserMessage,
-    UserToolConfirmation,
+    AgentConfig, AgentCustomToolUse, AgentToolResult, AgentToolUse, Compaction, ConfirmationResult, ContentBlock,
+    EvaluatedPermission, Event, RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning,
+    SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult, UserInterrupt,
+    UserMessage, UserToolConfirmation,
 };
 use logbook_core::{Entry, EventId, Json, Timestamp};
 use pretty_assertions::assert_eq;
@@ -279,6 +279,8 @@ impl Choices {
 fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
     let mut log = Log::new();
     let mut executed: BTreeMap<EventId, u32> = BTreeMap::new();
+    // Compaction on: any added content asks for one before the next call.
+    let mut record_compaction_config = choices.pick(2) == 0;
     log.user_message();
     for _ in 0..300 {
         match log.next() {
@@ -317,7 +319,26 @@ fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
                 _ => break,
             },
             Command::StartTurn | Command::Resume => log.running(),
+            Command::Compact => {
+                let summary = if choices.pick(4) == 0 { String::new() } else { "summary".to_owned() };
+                log.push(Event::Compaction(Compaction {
+                    summary,
+                    through_seq: 0,
+                    tokens_before: 10,
+                    tokens_after: 5,
+                    model: None,
+                    usage: Default::default(),
+                }));
+            }
             Command::CallModel { .. } => {
+                if record_compaction_config {
+                    // The settings are recorded with the call that first uses them.
+                    log.push(Event::AgentConfig(AgentConfig {
+                        agent: Json::new(&serde_json::json!({})),
+                        options: Json::new(&serde_json::json!({"compaction": {"trigger_tokens": 1}})),
+                    }));
+                    record_compaction_config = false;
+                }
                 log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
                 match choices.pick(8) {
                     // The runner dies mid-request.

@@ -57,6 +57,8 @@ enum Mode {
     Results(BTreeSet<EventId>),
     /// `session.usage` was recorded; the idle that ends the step follows.
     Idling,
+    /// `x.compaction` was recorded; `agent.thread_context_compacted` may follow.
+    Compacted,
 }
 
 pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) -> RerunReport {
@@ -85,6 +87,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             ),
             Mode::Results(open) => answered(event).is_some_and(|id| open.contains(&id)),
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
+            Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
         };
         if !continues {
             let expected = machine.next(policy);
@@ -125,6 +128,13 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Idling
                 }
             }
+            Mode::Compacted => {
+                if matches!(event, Event::AgentThreadContextCompacted(_)) {
+                    Mode::Between
+                } else {
+                    Mode::Compacted
+                }
+            }
             Mode::Between => Mode::Between,
         };
         machine.apply(entry);
@@ -143,11 +153,13 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
     };
     match (expected, event) {
         (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Between),
-        (Command::CallModel { .. }, Event::SpanModelRequestStart(_)) => {
+        // The settings of the call are recorded with its start when they changed.
+        (Command::CallModel { .. }, Event::SpanModelRequestStart(_) | Event::AgentConfig(_)) => {
             (true, Mode::Call { ended: false, failed: false })
         }
+        (Command::Compact, Event::Compaction(_)) => (true, Mode::Compacted),
         // A budget stop: the runner idles instead of calling a priced model.
-        (Command::CallModel { .. }, Event::SessionUsage(_)) => {
+        (Command::CallModel { .. } | Command::Compact, Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::BudgetReached)), Mode::Idling)
         }
         (Command::CloseModelRequest { .. }, Event::SpanModelRequestEnd(end)) => {

@@ -1,15 +1,18 @@
-//! Usage of a session: tokens summed over its model requests, and the time it
-//! spent running, as a pure projection of its log.
+//! Usage of a session: tokens summed over its model requests (compaction
+//! summaries included), and the time it spent running, as a pure projection
+//! of its log.
 //!
 //! Running time counts from each `session.status_running` to the next
 //! `session.status_idle`, `session.status_rescheduled` or
 //! `session.status_terminated` (a turn still running counts up to its last
 //! entry), so idle time never bills.
 
-use logbook_core::Entry;
-use logbook_core::event::Event;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+use logbook_core::Entry;
+use logbook_core::event::{Event, ModelUsage};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -17,35 +20,62 @@ pub struct Totals {
     pub cache_creation_input_tokens: u64,
     /// Microseconds spent running.
     pub active_micros: u64,
-    /// Model requests made (successful or not).
+    /// Model requests made (successful or not), compaction summaries included.
     pub n_model_requests: u64,
 }
 
-pub fn totals<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Totals {
-    let mut totals = Totals::default();
-    let mut running_since: Option<i64> = None;
-    let mut last_at = None;
-    for entry in entries {
+/// The fold behind [`totals`], for incremental use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageFold {
+    closed: Totals,
+    running_since: Option<i64>,
+    last_at: Option<i64>,
+}
+
+impl UsageFold {
+    pub fn apply(&mut self, entry: &Entry) {
         let at = entry.at.unix_micros();
-        last_at = Some(at);
+        self.last_at = Some(at);
         if let Event::SpanModelRequestEnd(end) = &entry.event {
-            totals.n_model_requests += 1;
-            totals.input_tokens += end.model_usage.input_tokens;
-            totals.output_tokens += end.model_usage.output_tokens;
-            totals.cache_read_input_tokens += end.model_usage.cache_read_input_tokens;
-            totals.cache_creation_input_tokens += end.model_usage.cache_creation_input_tokens;
+            self.add(&end.model_usage);
+        } else if let Event::Compaction(compaction) = &entry.event
+            && compaction.model.is_some()
+        {
+            self.add(&compaction.usage);
         } else if let Event::SessionStatusRunning(_) = &entry.event {
-            running_since.get_or_insert(at);
+            self.running_since.get_or_insert(at);
         } else if matches!(
             entry.event,
             Event::SessionStatusIdle(_) | Event::SessionStatusRescheduled(_) | Event::SessionStatusTerminated(_)
-        ) && let Some(since) = running_since.take()
+        ) && let Some(since) = self.running_since.take()
         {
-            totals.active_micros += u64::try_from(at - since).unwrap_or(0);
+            self.closed.active_micros += u64::try_from(at - since).unwrap_or(0);
         }
     }
-    if let (Some(since), Some(last)) = (running_since, last_at) {
-        totals.active_micros += u64::try_from(last - since).unwrap_or(0);
+
+    fn add(&mut self, usage: &ModelUsage) {
+        let totals = &mut self.closed;
+        totals.n_model_requests += 1;
+        totals.input_tokens += usage.input_tokens;
+        totals.output_tokens += usage.output_tokens;
+        totals.cache_read_input_tokens += usage.cache_read_input_tokens;
+        totals.cache_creation_input_tokens += usage.cache_creation_input_tokens;
     }
-    totals
+
+    /// The totals so far (a turn still running counts up to the last entry).
+    pub fn totals(&self) -> Totals {
+        let mut totals = self.closed;
+        if let (Some(since), Some(last)) = (self.running_since, self.last_at) {
+            totals.active_micros += u64::try_from(last - since).unwrap_or(0);
+        }
+        totals
+    }
+}
+
+pub fn totals<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Totals {
+    let mut fold = UsageFold::default();
+    for entry in entries {
+        fold.apply(entry);
+    }
+    fold.totals()
 }

@@ -120,31 +120,42 @@ fn every_single_byte_change_is_detected_at_its_line() {
         }
     }
     let stride: usize = std::env::var("LOGBOOK_TAMPER_STRIDE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
-    let mut n_checked = 0;
-    let mut misses = Vec::new();
-    for position in (0..bytes.len()).step_by(stride) {
-        // Every byte gets a neighbouring value; every fifth also a far one.
-        let flips: &[u8] = if position % 5 == 0 { &[0x01, 0x20] } else { &[0x01] };
-        for &flip in flips {
-            let mut mutated = bytes.to_vec();
-            mutated[position] ^= flip;
-            let Ok(mutated) = String::from_utf8(mutated) else {
-                // Not UTF-8: `logbook verify` reads such a line lossily, so it
-                // cannot render canonically; check through the lossy path.
-                let lossy = String::from_utf8_lossy(&{
-                    let mut m = bytes.to_vec();
-                    m[position] ^= flip;
-                    m
+    let positions: Vec<usize> = (0..bytes.len()).step_by(stride).collect();
+    let n_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = positions.len().div_ceil(n_threads).max(1);
+    let (n_checked, misses) = std::thread::scope(|scope| {
+        let workers: Vec<_> = positions
+            .chunks(chunk)
+            .map(|positions| {
+                let line_of = &line_of;
+                scope.spawn(move || {
+                    let mut n_checked = 0usize;
+                    let mut misses = Vec::new();
+                    for &position in positions {
+                        // Every byte gets a neighbouring value; every fifth also a far one.
+                        let flips: &[u8] = if position % 5 == 0 { &[0x01, 0x20] } else { &[0x01] };
+                        for &flip in flips {
+                            let mut mutated = bytes.to_vec();
+                            mutated[position] ^= flip;
+                            // Not UTF-8: `logbook verify` reads such a line lossily, so
+                            // it cannot render canonically; check through the lossy path.
+                            let text = match String::from_utf8(mutated) {
+                                Ok(text) => text,
+                                Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+                            };
+                            check_mutation(&text, line_of[position], position, &mut misses);
+                            n_checked += 1;
+                        }
+                    }
+                    (n_checked, misses)
                 })
-                .into_owned();
-                check_mutation(&lossy, line_of[position], position, &mut misses);
-                n_checked += 1;
-                continue;
-            };
-            check_mutation(&mutated, line_of[position], position, &mut misses);
-            n_checked += 1;
-        }
-    }
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).fold((0, Vec::new()), |(n, mut all), (k, misses)| {
+            all.extend(misses);
+            (n + k, all)
+        })
+    });
     assert!(n_checked > 1000, "only {n_checked} mutations");
     assert!(misses.is_empty(), "{} of {n_checked} mutations misreported:\n{}", misses.len(), misses.join("\n"));
 }

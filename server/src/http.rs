@@ -112,6 +112,26 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             ),
             post(x::audit::check_consistency),
         ),
+        (
+            spec(Method::GET, "/x/v1/sessions/{session_id}/slice", "A filtered, budgeted view of a session's events"),
+            get(x::slice::slice),
+        ),
+        (
+            spec(Method::GET, "/x/v1/sessions/{session_id}/events/{seq}", "One event of a session, whole, by seq"),
+            get(x::slice::event),
+        ),
+        (
+            spec(Method::GET, "/x/v1/sessions/{session_id}/context", "A session's context fitted to a token budget"),
+            get(x::state::context),
+        ),
+        (
+            spec(Method::GET, "/x/v1/sessions/{session_id}/state", "A session's state after any seq"),
+            get(x::state::state),
+        ),
+        (
+            spec(Method::GET, "/x/v1/sessions/{session_id}/files/{*path}", "A workspace file's bytes at any seq"),
+            get(x::state::file),
+        ),
     ]
 }
 

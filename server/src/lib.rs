@@ -15,6 +15,7 @@ pub mod net;
 pub mod offline;
 pub mod openapi;
 pub mod previews;
+pub mod projection;
 pub mod ratelimit;
 pub mod runner;
 pub mod sandbox;

@@ -121,6 +121,8 @@ pub enum ResourceKind {
     File = 0x07,
     Setting = 0x08,
     Workspace = 0x09,
+    /// Saved projections of a session at a seq (derived; rebuildable).
+    Checkpoint = 0x0A,
 }
 
 impl ResourceKind {
@@ -134,6 +136,7 @@ impl ResourceKind {
         ResourceKind::File,
         ResourceKind::Setting,
         ResourceKind::Workspace,
+        ResourceKind::Checkpoint,
     ];
 }
 

@@ -67,6 +67,8 @@ pub enum EventType {
     ModelRequest,
     ModelResponse,
     ToolStarted,
+    AgentConfig,
+    Compaction,
 }
 
 /// A string that names no event type.
@@ -126,6 +128,8 @@ impl EventType {
         EventType::ModelRequest,
         EventType::ModelResponse,
         EventType::ToolStarted,
+        EventType::AgentConfig,
+        EventType::Compaction,
     ];
 
     /// The `type` string of the JSON form, e.g. `"user.message"`.
@@ -178,6 +182,8 @@ impl EventType {
             EventType::ModelRequest => "x.model_request",
             EventType::ModelResponse => "x.model_response",
             EventType::ToolStarted => "x.tool_started",
+            EventType::AgentConfig => "x.agent_config",
+            EventType::Compaction => "x.compaction",
         }
     }
 
@@ -244,7 +250,9 @@ impl EventType {
             | EventType::ForkOrigin
             | EventType::ModelRequest
             | EventType::ModelResponse
-            | EventType::ToolStarted => false,
+            | EventType::ToolStarted
+            | EventType::AgentConfig
+            | EventType::Compaction => false,
         }
     }
 
@@ -297,7 +305,9 @@ impl EventType {
             | EventType::ForkOrigin
             | EventType::ModelRequest
             | EventType::ModelResponse
-            | EventType::ToolStarted => false,
+            | EventType::ToolStarted
+            | EventType::AgentConfig
+            | EventType::Compaction => false,
         }
     }
 
@@ -351,7 +361,9 @@ impl EventType {
             | EventType::ForkOrigin
             | EventType::ModelRequest
             | EventType::ModelResponse
-            | EventType::ToolStarted => None,
+            | EventType::ToolStarted
+            | EventType::AgentConfig
+            | EventType::Compaction => None,
         }
     }
 }

@@ -119,6 +119,41 @@ pub struct ToolStarted {
     pub tool_use_ids: Vec<EventId>,
 }
 
+/// `x.agent_config`: the agent and the request settings the model calls after
+/// it are made with. The runner records it before a model call whenever it
+/// differs from the last one recorded, so the request any model call sent can
+/// be rebuilt from the log alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct AgentConfig {
+    /// The session's resolved agent (model, system, tools, MCP servers,
+    /// skills) as the API shows it.
+    pub agent: Json,
+    /// Request settings outside the agent (`max_tokens`, thinking, extra
+    /// system text, extra tool definitions such as MCP tools).
+    pub options: Json,
+}
+
+/// `x.compaction`: a summary the context projection uses in place of the
+/// conversation up to `through_seq`. Recorded next to the public
+/// `agent.thread_context_compacted`; nothing is removed from the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Compaction {
+    /// The text the model sees in place of the replaced conversation. Empty
+    /// when nothing could be cut (the context is then unchanged).
+    pub summary: String,
+    /// The last seq whose conversation the summary replaces.
+    pub through_seq: u64,
+    /// Estimated tokens of the context before and after.
+    pub tokens_before: u64,
+    pub tokens_after: u64,
+    /// The model that wrote the summary; `None` when the older turns were
+    /// elided mechanically (the model call failed).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Tokens the summarizing call used (billed like any model call).
+    pub usage: ModelUsage,
+}
+
 /// serde for 32-byte hashes as 64 lowercase hex characters.
 mod hex32 {
     use std::fmt::Write as _;

@@ -35,7 +35,8 @@ pub use agent::{
 pub use content::{ContentBlock, DocumentSource, ImageSource, SearchResultCitations, SearchResultContent};
 pub use event_type::{EventType, InputType, UnknownEventType};
 pub use internal::{
-    FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
+    AgentConfig, Compaction, FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink,
+    WorkspaceChange, WorkspaceDelta,
 };
 pub use sample::sample_events;
 pub use session::{
@@ -176,6 +177,10 @@ pub enum Event {
     ModelResponse(ModelResponse),
     #[serde(rename = "x.tool_started")]
     ToolStarted(ToolStarted),
+    #[serde(rename = "x.agent_config")]
+    AgentConfig(AgentConfig),
+    #[serde(rename = "x.compaction")]
+    Compaction(Compaction),
 }
 
 impl Event {
@@ -230,6 +235,8 @@ impl Event {
             Event::ModelRequest(_) => EventType::ModelRequest,
             Event::ModelResponse(_) => EventType::ModelResponse,
             Event::ToolStarted(_) => EventType::ToolStarted,
+            Event::AgentConfig(_) => EventType::AgentConfig,
+            Event::Compaction(_) => EventType::Compaction,
         }
     }
 
@@ -284,7 +291,9 @@ impl Event {
             | Event::ForkOrigin(_)
             | Event::ModelRequest(_)
             | Event::ModelResponse(_)
-            | Event::ToolStarted(_) => None,
+            | Event::ToolStarted(_)
+            | Event::AgentConfig(_)
+            | Event::Compaction(_) => None,
         }
     }
 }
@@ -350,6 +359,8 @@ event_from_payload!(
     ModelRequest,
     ModelResponse,
     ToolStarted,
+    AgentConfig,
+    Compaction,
 );
 
 #[cfg(test)]

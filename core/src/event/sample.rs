@@ -10,19 +10,20 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::event::{
-    AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking, AgentThreadContextCompacted,
-    AgentThreadMessageReceived, AgentThreadMessageSent, AgentToolResult, AgentToolUse, AutoPermission, Budget,
-    CacheCreationUsage, ConfirmationResult, ContentBlock, DocumentSource, EvaluatedPermission, Event, FileChange,
-    ForkOrigin, ImageSource, Millis, ModelRequest, ModelResponse, ModelUsage, Money, OutcomeEvaluationResult,
-    RetryStatus, Rubric, SearchResultCitations, SearchResultContent, ServerToolUsage, SessionDeleted, SessionError,
-    SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionStatusTerminated,
-    SessionThreadCreated, SessionThreadStatusIdle, SessionThreadStatusRescheduled, SessionThreadStatusRunning,
-    SessionThreadStatusTerminated, SessionUpdated, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart,
-    SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason,
-    SystemMessage, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, UserCustomToolResult, UserDefineOutcome,
-    UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError,
-    WorkflowRunErrorDetail, WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult,
-    WorkflowRunStatusEnded, WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
+    AgentConfig, AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking,
+    AgentThreadContextCompacted, AgentThreadMessageReceived, AgentThreadMessageSent, AgentToolResult, AgentToolUse,
+    AutoPermission, Budget, CacheCreationUsage, Compaction, ConfirmationResult, ContentBlock, DocumentSource,
+    EvaluatedPermission, Event, FileChange, ForkOrigin, ImageSource, Millis, ModelRequest, ModelResponse, ModelUsage,
+    Money, OutcomeEvaluationResult, RetryStatus, Rubric, SearchResultCitations, SearchResultContent, ServerToolUsage,
+    SessionDeleted, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled,
+    SessionStatusRunning, SessionStatusTerminated, SessionThreadCreated, SessionThreadStatusIdle,
+    SessionThreadStatusRescheduled, SessionThreadStatusRunning, SessionThreadStatusTerminated, SessionUpdated,
+    SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing,
+    SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason, SystemMessage, ToolEvaluation, ToolStarted,
+    ToolUseLink, UsageSnapshot, UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage,
+    UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError, WorkflowRunErrorDetail,
+    WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult, WorkflowRunStatusEnded,
+    WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
 };
 use crate::id::{EventId, OutcomeId, SessionId, ThreadId, WorkflowRunId};
 use crate::json::Json;
@@ -295,6 +296,28 @@ pub fn sample_events() -> Vec<Event> {
             }],
         }),
         Event::ToolStarted(ToolStarted { tool_use_ids: vec![event_id(9)] }),
+        Event::AgentConfig(AgentConfig {
+            agent: Json::new(&serde_json::json!({
+                "model": {"id": "claude-sonnet-4-6", "effort": {"type": "medium"}},
+                "system": "You are a careful engineer.",
+                "tools": [{"type": "agent_toolset_20260401"}]
+            })),
+            options: Json::new(&serde_json::json!({"max_tokens": 16000, "thinking": "from_effort"})),
+        }),
+        Event::Compaction(Compaction {
+            summary: "The user asked to fix the date parser; the tests now pass.".to_owned(),
+            through_seq: 41,
+            tokens_before: 151_000,
+            tokens_after: 12_400,
+            model: Some("claude-sonnet-4-6".to_owned()),
+            usage: ModelUsage {
+                input_tokens: 151_000,
+                output_tokens: 900,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 0,
+                speed: None,
+            },
+        }),
     ]
 }
 

@@ -153,7 +153,9 @@ fn public_and_input_classification() {
             EventType::ForkOrigin,
             EventType::ModelRequest,
             EventType::ModelResponse,
-            EventType::ToolStarted
+            EventType::ToolStarted,
+            EventType::AgentConfig,
+            EventType::Compaction,
         ]
     );
     for &event_type in EventType::ALL {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::request::RequestOptions;
+use super::request::{CompactionSettings, RequestOptions};
 
 /// The endpoint used when `ANTHROPIC_BASE_URL` is not set.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -22,6 +22,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `max_tokens` when the agent does not say: within the output limit of every
 /// Claude 4 and later model.
 pub const DEFAULT_MAX_TOKENS: u32 = 32_000;
+/// The context window assumed when `LOGBOOK_CONTEXT_WINDOW` is not set: every
+/// current Claude model's standard window.
+pub const DEFAULT_CONTEXT_WINDOW: u64 = 200_000;
+/// The context compacts at this share of the window (`LOGBOOK_COMPACTION_PERCENT`;
+/// 0 turns compaction off). Leaves room for the answer and a round of tool
+/// results before the window is reached.
+pub const DEFAULT_COMPACTION_PERCENT: u64 = 80;
+/// A compaction keeps the newest turns worth this share of the window
+/// (`LOGBOOK_COMPACTION_KEEP_PERCENT`).
+pub const DEFAULT_COMPACTION_KEEP_PERCENT: u64 = 20;
 
 /// Connection settings of the Messages API client.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,6 +51,8 @@ pub struct ModelConfig {
     pub betas: Vec<String>,
     /// Default `max_tokens` for requests built with [`ModelConfig::request_options`].
     pub max_tokens: u32,
+    /// When the runner compacts a session's context (`None`: never).
+    pub compaction: Option<CompactionSettings>,
 }
 
 impl ModelConfig {
@@ -54,11 +66,18 @@ impl ModelConfig {
             anthropic_version: ANTHROPIC_VERSION.to_owned(),
             betas: Vec::new(),
             max_tokens: DEFAULT_MAX_TOKENS,
+            compaction: Some(CompactionSettings::from_percent(
+                DEFAULT_CONTEXT_WINDOW,
+                DEFAULT_COMPACTION_PERCENT,
+                DEFAULT_COMPACTION_KEEP_PERCENT,
+            )),
         }
     }
 
     /// Reads `ANTHROPIC_BASE_URL` (default [`DEFAULT_BASE_URL`]),
-    /// `ANTHROPIC_API_KEY` and `ANTHROPIC_BETA`. Empty values count as unset.
+    /// `ANTHROPIC_API_KEY`, `ANTHROPIC_BETA` and the compaction settings
+    /// (`LOGBOOK_CONTEXT_WINDOW`, `LOGBOOK_COMPACTION_PERCENT`,
+    /// `LOGBOOK_COMPACTION_KEEP_PERCENT`). Empty values count as unset.
     pub fn from_env() -> ModelConfig {
         ModelConfig::from_lookup(|name| std::env::var(name).ok())
     }
@@ -71,12 +90,19 @@ impl ModelConfig {
         config.betas = var("ANTHROPIC_BETA")
             .map(|betas| betas.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
+        let number = |name: &str, default: u64| var(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(default);
+        let window = number("LOGBOOK_CONTEXT_WINDOW", DEFAULT_CONTEXT_WINDOW);
+        let trigger = number("LOGBOOK_COMPACTION_PERCENT", DEFAULT_COMPACTION_PERCENT).min(100);
+        let keep = number("LOGBOOK_COMPACTION_KEEP_PERCENT", DEFAULT_COMPACTION_KEEP_PERCENT).min(trigger);
+        config.compaction =
+            (trigger > 0 && window > 0).then(|| CompactionSettings::from_percent(window, trigger, keep));
         config
     }
 
-    /// The request options matching this config (its `max_tokens`).
+    /// The request options matching this config (its `max_tokens` and
+    /// compaction settings).
     pub fn request_options(&self) -> RequestOptions {
-        RequestOptions { max_tokens: self.max_tokens, ..RequestOptions::default() }
+        RequestOptions { max_tokens: self.max_tokens, compaction: self.compaction, ..RequestOptions::default() }
     }
 
     /// `{base_url}/v1/messages`, without doubling a trailing slash.
@@ -101,6 +127,7 @@ impl fmt::Debug for ModelConfig {
             .field("anthropic_version", &self.anthropic_version)
             .field("betas", &self.betas)
             .field("max_tokens", &self.max_tokens)
+            .field("compaction", &self.compaction)
             .finish()
     }
 }

@@ -38,12 +38,14 @@ mod client;
 mod config;
 mod error;
 pub mod request;
+pub mod settings;
 mod stream;
 
 pub use client::{MAX_ERROR_BODY_BYTES, ModelClient};
 pub use config::{
-    ANTHROPIC_VERSION, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TOKENS, ModelConfig,
+    ANTHROPIC_VERSION, DEFAULT_BASE_URL, DEFAULT_COMPACTION_KEEP_PERCENT, DEFAULT_COMPACTION_PERCENT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONTEXT_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TOKENS, ModelConfig,
 };
 pub use error::{MAX_ERROR_MESSAGE_BYTES, MAX_RETRY_AFTER, ModelError};
-pub use request::{AgentView, RequestOptions, Thinking, build_request, tool_definitions};
+pub use request::{AgentView, CompactionSettings, RequestOptions, Thinking, build_request, tool_definitions};
 pub use stream::{MAX_CONTENT_BLOCKS, MAX_SSE_EVENT_BYTES, MAX_STREAM_BYTES, ModelResponse, StreamEvent, Usage};

@@ -70,6 +70,30 @@ pub struct RequestOptions {
     pub extra_system: Vec<String>,
     /// Complete tool definitions sent after the agent's tools (MCP tools).
     pub extra_tools: Vec<Value>,
+    /// When the runner compacts the context; `None` never.
+    pub compaction: Option<CompactionSettings>,
+}
+
+/// When the context is compacted, in estimated tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionSettings {
+    /// The model's context window.
+    pub window_tokens: u64,
+    /// A context at least this big is compacted before the next model call.
+    pub trigger_tokens: u64,
+    /// The newest turns worth about this many tokens are kept verbatim.
+    pub keep_tokens: u64,
+}
+
+impl CompactionSettings {
+    /// A window with the trigger and the kept part as percentages of it.
+    pub fn from_percent(window_tokens: u64, trigger_percent: u64, keep_percent: u64) -> CompactionSettings {
+        CompactionSettings {
+            window_tokens,
+            trigger_tokens: window_tokens.saturating_mul(trigger_percent) / 100,
+            keep_tokens: window_tokens.saturating_mul(keep_percent) / 100,
+        }
+    }
 }
 
 impl Default for RequestOptions {
@@ -79,6 +103,7 @@ impl Default for RequestOptions {
             thinking: Thinking::FromEffort,
             extra_system: Vec::new(),
             extra_tools: Vec::new(),
+            compaction: None,
         }
     }
 }

@@ -20,7 +20,8 @@ use logbook_core::event::{
     SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
-use logbook_replay::{Command, FailReason, Machine, conversation};
+use logbook_replay::state::AgentSettings;
+use logbook_replay::{Command, FailReason, SessionState};
 use logbook_store::{Append, AppendError, Read};
 use serde_json::Value;
 
@@ -28,7 +29,8 @@ use super::{RunnerHandle, TaskSignals, ToolOutcome};
 use crate::api::error::ApiError;
 use crate::api::sessions::{self, Status, StoredSession};
 use crate::api::tools::{PolicyKind, Tool};
-use crate::model::{AgentView, ModelError, StreamEvent, build_request};
+use crate::model::settings::{agent_view, options_from};
+use crate::model::{ModelError, StreamEvent, Thinking, build_request};
 use crate::previews::{Preview, PreviewKind};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -37,6 +39,8 @@ use crate::tenancy::Tenant;
 const MAX_APPEND_ATTEMPTS: usize = 256;
 /// Records read per catch-up step.
 const CATCH_UP_BATCH: usize = 10_000;
+/// `max_tokens` of a summarizing call: a summary longer than this is no summary.
+const SUMMARY_MAX_TOKENS: u32 = 8_192;
 /// Built-in tools the `auto` policy lets run without asking: they only read.
 const AUTO_ALLOWED: [&str; 5] = ["read", "glob", "grep", "web_search", "web_fetch"];
 
@@ -46,7 +50,8 @@ pub(crate) struct Task {
     tenant: Tenant,
     session: SessionId,
     signals: Arc<TaskSignals>,
-    machine: Machine,
+    /// Every projection of the log read so far (the machine among them).
+    projection: SessionState,
     entries: Vec<Entry>,
     /// The last model failure, to name the error when retries run out.
     last_error: Option<ModelError>,
@@ -60,14 +65,23 @@ impl Task {
         session: SessionId,
         signals: Arc<TaskSignals>,
     ) -> Task {
-        Task { state, handle, tenant, session, signals, machine: Machine::new(), entries: Vec::new(), last_error: None }
+        Task {
+            state,
+            handle,
+            tenant,
+            session,
+            signals,
+            projection: SessionState::new(),
+            entries: Vec::new(),
+            last_error: None,
+        }
     }
 
     /// Takes steps until the machine waits (or `max_steps`).
     pub(crate) async fn run(&mut self, max_steps: usize) -> Result<(), ApiError> {
         for _ in 0..max_steps {
             self.catch_up().await?;
-            let command = self.machine.next(&self.handle.config().policy);
+            let command = self.projection.machine.next(&self.handle.config().policy);
             tracing::debug!(session = %self.session, ?command, "runner step");
             match command {
                 Command::Wait => return Ok(()),
@@ -112,6 +126,7 @@ impl Task {
                     self.idle(StopReason::RequiresAction { event_ids: ids }, Vec::new()).await?;
                 }
                 Command::EndTurn => self.idle(StopReason::EndTurn, Vec::new()).await?,
+                Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
                     let results =
@@ -135,7 +150,7 @@ impl Task {
             }
             for record in records {
                 let entry = record.entry().map_err(ApiError::internal)?;
-                self.machine.apply(&entry);
+                self.projection.apply(&entry);
                 self.entries.push(entry);
             }
         }
@@ -195,9 +210,9 @@ impl Task {
         mut before: Vec<(Option<EventId>, Event)>,
     ) -> Result<(), ApiError> {
         let session = self.load_session().await?;
-        let mut totals = logbook_replay::totals(&self.entries);
+        let mut totals = self.projection.usage.totals();
         // A turn still running is counted up to its last entry; the idle is now.
-        if self.machine.in_turn()
+        if self.projection.machine.in_turn()
             && let Some(last) = self.entries.last()
         {
             totals.active_micros += u64::try_from(self.state.now().unix_micros() - last.at.unix_micros()).unwrap_or(0);
@@ -228,27 +243,44 @@ impl Task {
         self.idle(StopReason::RetriesExhausted, vec![(None, Event::SessionError(SessionError { error: detail }))]).await
     }
 
+    /// Whether the session's budget is used up (checked before every model
+    /// call, so a budget overshoots by at most one request).
+    fn budget_reached(&self, session: &StoredSession) -> bool {
+        let Some(limit) = session.budget_cents() else { return false };
+        let totals = self.projection.usage.totals();
+        let cost = super::pricing::list_cost_cents(&session.agent.model.id, &totals).unwrap_or(0);
+        cost >= limit
+    }
+
+    /// The settings the next model call is made with, and the `x.agent_config`
+    /// to record first when they differ from the last recorded ones.
+    fn settings(&self, session: &StoredSession) -> (AgentSettings, Option<Event>) {
+        let agent = serde_json::to_value(&session.agent).unwrap_or(Value::Null);
+        let options = crate::model::settings::options_json(&self.handle.config().request_options);
+        let settings = AgentSettings { agent, options };
+        if self.projection.agent.as_ref() == Some(&settings) {
+            return (settings, None);
+        }
+        let event = Event::AgentConfig(logbook_core::event::AgentConfig {
+            agent: Json::new(&settings.agent),
+            options: Json::new(&settings.options),
+        });
+        (settings, Some(event))
+    }
+
     async fn call_model(&mut self, attempt: u32) -> Result<(), ApiError> {
         let session = self.load_session().await?;
-        // A budget stops the session before a request once the cost reached it,
-        // so it overshoots by at most one request.
-        if let Some(limit) = session.budget_cents() {
-            let totals = logbook_replay::totals(&self.entries);
-            let cost = super::pricing::list_cost_cents(&session.agent.model.id, &totals).unwrap_or(0);
-            if cost >= limit {
-                return self.idle(StopReason::BudgetReached, Vec::new()).await;
-            }
+        if self.budget_reached(&session) {
+            return self.idle(StopReason::BudgetReached, Vec::new()).await;
         }
-        let messages: Vec<Value> = conversation(&self.entries).iter().map(|m| m.to_json()).collect();
-        let tools: Vec<Value> = session.agent.tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect();
-        let view = AgentView {
-            model: session.agent.model.id.clone(),
-            effort: Some(session.agent.model.effort.level.clone()),
-            system: session.agent.system.clone(),
-            tools,
-        };
-        let request = build_request(&view, &messages, &self.handle.config().request_options);
-        let started = self.append(vec![(None, Event::SpanModelRequestStart(SpanModelRequestStart {}))]).await?;
+        let (settings, record) = self.settings(&session);
+        // Built from the recorded settings and the projected context: exactly
+        // what the state endpoint shows for this point of the log.
+        let request = crate::model::settings::request_from(&settings, &self.projection.context.messages_json());
+        let mut opening: Vec<(Option<EventId>, Event)> = record.into_iter().map(|event| (None, event)).collect();
+        opening.push((None, Event::SpanModelRequestStart(SpanModelRequestStart {})));
+        let started = self.append(opening).await?;
+        let started: Vec<Record> = started.into_iter().rev().take(1).collect();
         let Some(start) = started.first() else { return Err(ApiError::internal("append returned nothing")) };
         let start_id = start.entry().map_err(ApiError::internal)?.id;
         let base = start.seq().get() + 2; // after the start and x.model_response
@@ -368,6 +400,108 @@ impl Task {
                 Ok(())
             }
         }
+    }
+
+    /// Compacts the context: asks the model to summarize the older turns (or,
+    /// if that fails, elides them mechanically) and records the summary the
+    /// context projection uses from now on.
+    async fn compact(&mut self) -> Result<(), ApiError> {
+        use logbook_core::event::{AgentThreadContextCompacted, Compaction};
+        use logbook_replay::context::{elided_summary, plan_compaction, summary_request_messages};
+
+        let session = self.load_session().await?;
+        if self.budget_reached(&session) {
+            return self.idle(StopReason::BudgetReached, Vec::new()).await;
+        }
+        // The machine asked from the recorded settings; plan with the same.
+        let settings = match &self.projection.agent {
+            Some(recorded) => recorded.clone(),
+            None => self.settings(&session).0,
+        };
+        let options = options_from(&settings.options);
+        let calibration = self.projection.calibration;
+        let keep =
+            options.compaction.map_or(0, |c| c.keep_tokens).saturating_mul(1_000) / calibration.factor_milli.max(1);
+        let before = self.projection.estimated_prompt_tokens();
+        let Some(plan) = plan_compaction(&self.projection.context, keep) else {
+            // Nothing can be cut (one huge message): record that, and go on.
+            let nothing = Compaction {
+                summary: String::new(),
+                through_seq: 0,
+                tokens_before: before,
+                tokens_after: before,
+                model: None,
+                usage: ModelUsage::default(),
+            };
+            self.append(vec![(None, Event::Compaction(nothing))]).await?;
+            return Ok(());
+        };
+        let summary_options = crate::model::RequestOptions {
+            max_tokens: options.max_tokens.min(SUMMARY_MAX_TOKENS),
+            thinking: Thinking::Disabled,
+            compaction: None,
+            ..options
+        };
+        let request = build_request(&agent_view(&settings.agent), &summary_request_messages(&plan), &summary_options);
+        let mut ignore = |_: StreamEvent| {};
+        let outcome = match self.handle.config().model.as_ref() {
+            Some(client) => {
+                tokio::select! {
+                    res = client.stream(&request, &mut ignore) => Some(res),
+                    () = self.signals.interrupt.notified() => None,
+                }
+            }
+            None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
+        };
+        let (summary, model, usage) = match outcome {
+            // Interrupted: the machine applies the interrupt next.
+            None => return Ok(()),
+            Some(Ok(response)) => {
+                let text: Vec<&str> = response
+                    .content
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect();
+                let usage = ModelUsage {
+                    input_tokens: response.usage.input_tokens,
+                    output_tokens: response.usage.output_tokens,
+                    cache_creation_input_tokens: response.usage.cache_creation_input_tokens,
+                    cache_read_input_tokens: response.usage.cache_read_input_tokens,
+                    speed: None,
+                };
+                let text = text.join("\n");
+                if text.trim().is_empty() {
+                    (elided_summary(&plan), Some(response.model), usage)
+                } else {
+                    (text, Some(response.model), usage)
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(session = %self.session, %error, "the summarizing call failed; eliding older turns");
+                (elided_summary(&plan), None, ModelUsage::default())
+            }
+        };
+        let after = calibration.apply(
+            self.projection.fixed_tokens()
+                + logbook_replay::tokens::text(&summary)
+                + logbook_replay::tokens::BLOCK_OVERHEAD_TOKENS
+                + plan.tokens_kept,
+        );
+        let compaction = Compaction {
+            summary,
+            through_seq: plan.through_seq,
+            tokens_before: before,
+            tokens_after: after,
+            model,
+            usage,
+        };
+        self.append(vec![
+            (None, Event::Compaction(compaction)),
+            (None, Event::AgentThreadContextCompacted(AgentThreadContextCompacted {})),
+        ])
+        .await?;
+        Ok(())
     }
 
     /// Records a failed model call: retried with backoff while attempts last.

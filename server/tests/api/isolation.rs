@@ -58,7 +58,13 @@ struct Call {
 /// Fills a route's path parameters with `ids`; an unknown parameter fails the test.
 fn fill(route: &RouteSpec, ids: &Ids) -> String {
     let mut path = route.path.to_owned();
-    for (param, value) in [("{agent_id}", &ids.agent), ("{environment_id}", &ids.env), ("{session_id}", &ids.session)] {
+    for (param, value) in [
+        ("{agent_id}", &ids.agent),
+        ("{environment_id}", &ids.env),
+        ("{session_id}", &ids.session),
+        ("{*path}", &"workspace/notes.txt".to_owned()),
+        ("{seq}", &"0".to_owned()),
+    ] {
         path = path.replace(param, value);
     }
     assert!(!path.contains('{'), "route {} {} has a path parameter the matrix cannot fill", route.method, route.path);
@@ -96,6 +102,11 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         ("GET", "/x/v1/keys") => Call { global: true, ..call(None) },
         ("GET", "/x/v1/sessions/{session_id}/verify") | ("GET", "/x/v1/sessions/{session_id}/export") => call(None),
         ("POST", "/x/v1/sessions/{session_id}/consistency") => call(Some(empty_head(&ids.session))),
+        ("GET", "/x/v1/sessions/{session_id}/state")
+        | ("GET", "/x/v1/sessions/{session_id}/files/{*path}")
+        | ("GET", "/x/v1/sessions/{session_id}/slice")
+        | ("GET", "/x/v1/sessions/{session_id}/context")
+        | ("GET", "/x/v1/sessions/{session_id}/events/{seq}") => call(None),
         (method, path) => panic!("route {method} {path} is missing from the tenant-isolation matrix"),
     }
 }
@@ -144,7 +155,29 @@ async fn objects_of_a(h: &Harness) -> Ids {
         .await
         .ok();
     h.post(&format!("/v1/sessions/{}/events", id(&session)), &json!({"events": [user_message(SECRET)]})).await.ok();
+    seed_workspace_file(h, id(&session));
     Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+}
+
+/// Records `/workspace/notes.txt` (holding the secret) in the session's log, as
+/// a tool call would.
+fn seed_workspace_file(h: &Harness, session: &str) {
+    use logbook_core::event::{Event, FileChange, WorkspaceChange, WorkspaceDelta};
+    use logbook_store::{Append, Blobs, Read};
+    let session: logbook_core::SessionId = session.parse().unwrap();
+    let store = h.state.store();
+    let blob = store.put_blob(SECRET.as_bytes()).unwrap();
+    let head = store.head(session).unwrap().next;
+    let delta = WorkspaceDelta {
+        tool_use_id: None,
+        changes: vec![WorkspaceChange {
+            path: "/workspace/notes.txt".to_owned(),
+            change: FileChange::Written { blob: *blob.as_bytes(), size: SECRET.len() as u64, mode: 0o644 },
+        }],
+    };
+    let entry =
+        logbook_core::Entry { id: h.state.event_id(head), event: Event::WorkspaceDelta(delta), at: h.state.now() };
+    store.append(session, head, &[entry]).unwrap();
 }
 
 /// Objects of workspace B, so its lists are not trivially empty.

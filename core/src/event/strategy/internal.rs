@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use super::span::model_usage;
 use super::text;
 use crate::event::{
-    Event, FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink, WorkspaceChange,
-    WorkspaceDelta,
+    AgentConfig, Compaction, Event, FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink,
+    WorkspaceChange, WorkspaceDelta,
 };
 use crate::id::{EventId, SessionId};
 
@@ -63,6 +63,16 @@ pub(super) fn variants() -> Vec<BoxedStrategy<Event>> {
             .boxed(),
         prop::collection::vec(any::<EventId>(), 0..4)
             .prop_map(|tool_use_ids| ToolStarted { tool_use_ids }.into())
+            .boxed(),
+        (crate::json::strategy::json_value(), crate::json::strategy::json_value())
+            .prop_map(|(agent, options)| {
+                AgentConfig { agent: crate::json::Json::new(&agent), options: crate::json::Json::new(&options) }.into()
+            })
+            .boxed(),
+        (text(), any::<u64>(), any::<u64>(), any::<u64>(), option::of(text()), model_usage())
+            .prop_map(|(summary, through_seq, tokens_before, tokens_after, model, usage)| {
+                Compaction { summary, through_seq, tokens_before, tokens_after, model, usage }.into()
+            })
             .boxed(),
     ]
 }

@@ -4,6 +4,10 @@
 //!
 //! [`audit`]: the server's public key, a session's verification report with a
 //! signed head, export as a verifiable bundle, and the consistency check of an
-//! earlier signed head against the current log.
+//! earlier signed head against the current log. [`state`]: a session's state
+//! (context window, workspace, status, usage) and files at any seq.
+//! [`slice`]: filtered, budgeted views of a session's events.
 
 pub mod audit;
+pub mod slice;
+pub mod state;

@@ -1,0 +1,239 @@
+//! `/x/v1/sessions/{id}/slice` and `/x/v1/sessions/{id}/events/{seq}`:
+//! reading a session cheaply.
+//!
+//! A slice is the session's events with their seqs, filtered (`types[]`,
+//! `from_seq`/`to_seq`, `last_turns`, `tools[]`, `path`, `include_internal`)
+//! and bounded by a token budget (`budget_tokens`, estimated by
+//! `logbook_replay::tokens`) and a count (`limit`), in either order. Large
+//! payloads come as previews (`logbook_replay::slice`); a cut event names
+//! its handle, `events/{seq}`, which returns it whole.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use logbook_core::{EventType, Record, Seq, SessionId};
+use logbook_replay::slice::{Filter, Relevant, preview};
+use logbook_store::{MAX_READ_RECORDS, Read, SledStore};
+use serde_json::{Value, json};
+
+use crate::api::error::ApiError;
+use crate::api::events::session_of;
+use crate::api::sessions::parse_session_id;
+use crate::api::wire::{Order, Query};
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+/// The token budget of a slice when the request names none.
+pub const DEFAULT_SLICE_BUDGET_TOKENS: u64 = 20_000;
+/// The largest budget a slice may ask for.
+pub const MAX_SLICE_BUDGET_TOKENS: u64 = 1_000_000;
+/// Events in a slice when `limit` is not given, and at most.
+pub const DEFAULT_SLICE_LIMIT: usize = 1_000;
+pub const MAX_SLICE_LIMIT: usize = 10_000;
+
+/// A parsed slice request.
+#[derive(Debug, Clone)]
+pub struct SliceRequest {
+    pub filter: Filter,
+    pub from: u64,
+    /// Inclusive.
+    pub to: u64,
+    pub order: Order,
+    pub budget_tokens: u64,
+    pub limit: usize,
+}
+
+/// The slice of a session's records.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    pub events: Vec<Value>,
+    pub used_tokens: u64,
+    /// Where to continue (the next seq in the slice's order), when cut short.
+    pub next_seq: Option<u64>,
+}
+
+fn parse_request(store: &SledStore, id: SessionId, query: &Query) -> Result<SliceRequest, ApiError> {
+    let head = store.head(id)?.next.get();
+    let last = head.checked_sub(1);
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        query
+            .one(name)
+            .map(|raw| raw.parse::<u64>().map_err(|_| ApiError::invalid(format!("{name}: {raw:?} is not a number"))))
+            .transpose()
+    };
+    let mut types = BTreeSet::new();
+    for raw in query.all("types[]").into_iter().chain(query.all("types")) {
+        let kind: EventType =
+            raw.parse().map_err(|_| ApiError::invalid(format!("types[]: {raw:?} is not an event type")))?;
+        types.insert(kind);
+    }
+    let tools: BTreeSet<String> =
+        query.all("tools[]").into_iter().chain(query.all("tool")).map(str::to_owned).collect();
+    let path = query.one("path").map(|p| format!("/{}", p.trim_start_matches('/')));
+    let filter = Filter { types, include_internal: query.flag("include_internal")?, tools, path };
+    let mut from = number("from_seq")?.unwrap_or(0);
+    let to = number("to_seq")?.unwrap_or(last.unwrap_or(0));
+    if let Some(turns) = number("last_turns")? {
+        from = from.max(turn_start(store, id, turns)?);
+    }
+    let budget_tokens = number("budget_tokens")?.unwrap_or(DEFAULT_SLICE_BUDGET_TOKENS);
+    if budget_tokens == 0 || budget_tokens > MAX_SLICE_BUDGET_TOKENS {
+        return Err(ApiError::invalid(format!("budget_tokens: must be between 1 and {MAX_SLICE_BUDGET_TOKENS}")));
+    }
+    let limit = query.limit(DEFAULT_SLICE_LIMIT, MAX_SLICE_LIMIT)?;
+    let order = query.order(Order::Asc)?;
+    Ok(SliceRequest { filter, from, to, order, budget_tokens, limit })
+}
+
+/// The first seq of the last `turns` turns (a turn ends at a
+/// `session.status_idle`): the seq after the idle that ended the turn before.
+fn turn_start(store: &SledStore, id: SessionId, turns: u64) -> Result<u64, ApiError> {
+    let mut idles = Vec::new();
+    let mut next = Seq::ZERO;
+    loop {
+        let page = store.scan_types(id, &[EventType::SessionStatusIdle], next, MAX_READ_RECORDS)?;
+        let Some(last) = page.last() else { break };
+        let Some(after) = last.seq().next() else { break };
+        idles.extend(page.iter().map(|r| r.seq().get()));
+        next = after;
+    }
+    // A turn still running has no idle yet; it counts as the newest turn.
+    let head = store.head(id)?.next.get();
+    let open_turn = idles.last().is_none_or(|&idle| idle + 1 < head);
+    let ended_wanted = if open_turn { turns.saturating_sub(1) } else { turns };
+    let n = idles.len() as u64;
+    if ended_wanted >= n {
+        return Ok(0);
+    }
+    let before = usize::try_from(n - ended_wanted - 1).unwrap_or(0);
+    Ok(idles.get(before).map_or(0, |&idle| idle + 1))
+}
+
+/// Every record of `[from, to]` in seq order, page by page.
+fn for_each(
+    store: &SledStore,
+    id: SessionId,
+    from: u64,
+    to: u64,
+    mut visit: impl FnMut(&Record) -> Result<bool, ApiError>,
+) -> Result<(), ApiError> {
+    let mut next = from;
+    while next <= to {
+        let page = store.read(id, Seq::new(next), MAX_READ_RECORDS)?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for record in &page {
+            if record.seq().get() > to || !visit(record)? {
+                return Ok(());
+            }
+            next = record.seq().get() + 1;
+        }
+    }
+    Ok(())
+}
+
+/// Builds a slice (blocking; reads the store).
+pub fn build(store: &SledStore, id: SessionId, request: &SliceRequest) -> Result<Slice, ApiError> {
+    let mut relevant = Relevant::default();
+    if request.filter.by_tool_call() {
+        for_each(store, id, request.from, request.to, |record| {
+            let entry = record.entry().map_err(ApiError::internal)?;
+            request.filter.learn(&entry, &mut relevant);
+            Ok(true)
+        })?;
+    }
+    let mut slice = Slice { events: Vec::new(), used_tokens: 0, next_seq: None };
+    let mut take = |record: &Record| -> Result<bool, ApiError> {
+        let entry = record.entry().map_err(ApiError::internal)?;
+        if !request.filter.keeps(&entry, &relevant) {
+            return Ok(true);
+        }
+        let seq = record.seq().get();
+        let shown = preview(seq, &entry);
+        if slice.events.len() >= request.limit || slice.used_tokens + shown.tokens > request.budget_tokens {
+            slice.next_seq = Some(seq);
+            return Ok(false);
+        }
+        slice.used_tokens += shown.tokens;
+        slice.events.push(shown.json);
+        Ok(true)
+    };
+    match request.order {
+        Order::Asc => for_each(store, id, request.from, request.to, &mut take)?,
+        Order::Desc => {
+            let mut before = request.to.saturating_add(1);
+            'pages: while before > request.from {
+                let page = store.read_before(id, Seq::new(before), MAX_READ_RECORDS)?;
+                if page.is_empty() {
+                    break;
+                }
+                for record in page.iter().rev() {
+                    if record.seq().get() < request.from || !take(record)? {
+                        break 'pages;
+                    }
+                    before = record.seq().get();
+                }
+            }
+        }
+    }
+    Ok(slice)
+}
+
+/// `GET /x/v1/sessions/{id}/slice`.
+pub async fn slice(
+    State(app): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(raw): Path<String>,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_session_id(&raw)?;
+    let (request, slice) = app
+        .blocking(move |store| {
+            session_of(store, &tenant, id)?;
+            let request = parse_request(store, id, &query)?;
+            let slice = build(store, id, &request)?;
+            Ok((request, slice))
+        })
+        .await?;
+    Ok(Json(json!({
+        "type": "session_slice",
+        "session_id": id,
+        "from_seq": request.from,
+        "to_seq": request.to,
+        "order": request.order.as_str(),
+        "budget_tokens": request.budget_tokens,
+        "used_tokens": slice.used_tokens,
+        "truncated": slice.next_seq.is_some(),
+        "next_seq": slice.next_seq,
+        "data": slice.events,
+    })))
+}
+
+/// `GET /x/v1/sessions/{id}/events/{seq}`: one event whole, internal ones too.
+pub async fn event(
+    State(app): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((raw, seq)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_session_id(&raw)?;
+    let seq: u64 = seq.parse().map_err(|_| ApiError::invalid(format!("{seq:?} is not a seq")))?;
+    let entry = app
+        .blocking(move |store| {
+            session_of(store, &tenant, id)?;
+            let record = store
+                .read(id, Seq::new(seq), 1)?
+                .into_iter()
+                .next()
+                .filter(|r| r.seq().get() == seq)
+                .ok_or_else(|| ApiError::not_found(format!("the session has no event at seq {seq}")))?;
+            record.entry().map_err(ApiError::internal)
+        })
+        .await?;
+    let mut value = serde_json::to_value(&entry).map_err(ApiError::internal)?;
+    if let Value::Object(map) = &mut value {
+        map.insert("seq".to_owned(), json!(seq));
+    }
+    Ok(Json(value))
+}

@@ -1,0 +1,112 @@
+//! A session's state at any seq, from checkpoints and the log.
+//!
+//! [`state_at`] starts from the nearest saved checkpoint at or before the seq
+//! (a [`SessionState`] folded up to it, zstd-compressed JSON under
+//! `ResourceKind::Checkpoint`) and folds only the records after it, so the
+//! cost of a state is proportional to the distance from that checkpoint
+//! (at most [`CHECKPOINT_INTERVAL`] records) plus the size of the state, never
+//! to the session's length. Checkpoints are made on the way: a fold that
+//! crosses a multiple of the interval saves one. They are derived data: a
+//! missing or unreadable checkpoint is skipped (and logged), never trusted
+//! over the log.
+
+use logbook_core::{Seq, SessionId};
+use logbook_replay::SessionState;
+use logbook_store::{Direction, MAX_READ_RECORDS, Read, ResourceKind, Resources, SledStore};
+
+use crate::api::error::ApiError;
+
+/// Records between checkpoints. A state costs at most this many records'
+/// folding; a checkpoint costs its state's size in storage.
+pub const CHECKPOINT_INTERVAL: u64 = 1_024;
+/// zstd level of checkpoints: fast, and JSON compresses well anyway.
+const CHECKPOINT_ZSTD_LEVEL: i32 = 3;
+/// Largest checkpoint accepted when reading one back (a corrupt length
+/// cannot make the server allocate without bound).
+pub const MAX_CHECKPOINT_BYTES: usize = 256 * 1024 * 1024;
+
+/// The state of `session` after the record at `at` (which must exist).
+pub fn state_at(store: &SledStore, session: SessionId, at: Seq) -> Result<SessionState, ApiError> {
+    let mut state = nearest_checkpoint(store, session, at)?.unwrap_or_default();
+    let target = at.get() + 1;
+    while state.next_seq < target {
+        let want = usize::try_from(target - state.next_seq).unwrap_or(MAX_READ_RECORDS).min(MAX_READ_RECORDS);
+        let records = store.read(session, Seq::new(state.next_seq), want)?;
+        if records.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "at_seq: the session has no record {at} (it has {})",
+                state.next_seq
+            )));
+        }
+        for record in records {
+            if record.seq().get() >= target {
+                break;
+            }
+            let entry = record.entry().map_err(ApiError::internal)?;
+            state.apply(&entry);
+            if state.next_seq % CHECKPOINT_INTERVAL == 0 {
+                save_checkpoint(store, session, &state);
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn checkpoint_key(session: SessionId, next_seq: u64) -> Vec<u8> {
+    let mut key = session.to_bytes().to_vec();
+    key.extend_from_slice(&next_seq.to_be_bytes());
+    key
+}
+
+/// The checkpoint with the largest `next_seq` not beyond `at + 1`.
+fn nearest_checkpoint(store: &SledStore, session: SessionId, at: Seq) -> Result<Option<SessionState>, ApiError> {
+    let prefix = session.to_bytes().to_vec();
+    // Keys sort by seq; scanning backward from just after `at + 1` finds it first.
+    let after = checkpoint_key(session, at.get().saturating_add(2));
+    let pairs = store.scan_resources(ResourceKind::Checkpoint, &prefix, Some(&after), Direction::Backward, 4)?;
+    for (key, value) in pairs {
+        match decode(&value) {
+            Ok(state) if checkpoint_key(session, state.next_seq) == key && state.next_seq <= at.get() + 1 => {
+                return Ok(Some(state));
+            }
+            Ok(_) => tracing::warn!(%session, "a checkpoint does not match its key; skipped"),
+            Err(err) => tracing::warn!(%session, error = %err, "an unreadable checkpoint; skipped"),
+        }
+    }
+    Ok(None)
+}
+
+fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) {
+    let key = checkpoint_key(session, state.next_seq);
+    let result = encode(state).map_err(|e| e.to_string()).and_then(|bytes| {
+        // A concurrent fold may have saved the same checkpoint: same bytes, fine.
+        store.swap_resource(ResourceKind::Checkpoint, &key, None, Some(&bytes)).map(|_| ()).map_err(|e| e.to_string())
+    });
+    if let Err(err) = result {
+        tracing::warn!(%session, error = %err, "cannot save a checkpoint");
+    }
+}
+
+fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
+    let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    zstd::bulk::compress(&json, CHECKPOINT_ZSTD_LEVEL)
+}
+
+fn decode(bytes: &[u8]) -> Result<SessionState, std::io::Error> {
+    let json = zstd::bulk::decompress(bytes, MAX_CHECKPOINT_BYTES)?;
+    serde_json::from_slice(&json).map_err(std::io::Error::other)
+}
+
+/// Removes every checkpoint of `session` (when the session is deleted).
+pub fn delete_checkpoints(store: &SledStore, session: SessionId) -> Result<(), ApiError> {
+    let prefix = session.to_bytes().to_vec();
+    loop {
+        let pairs = store.scan_resources(ResourceKind::Checkpoint, &prefix, None, Direction::Forward, 256)?;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        for (key, value) in pairs {
+            store.swap_resource(ResourceKind::Checkpoint, &key, Some(&value), None)?.ok();
+        }
+    }
+}
