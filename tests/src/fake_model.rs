@@ -12,7 +12,10 @@
 //! from a script ([`script`] module docs): responses and faults (HTTP error
 //! statuses with `retry-after`, a connection cut mid-stream, an `error` event
 //! mid-stream, slow dripping, a hang after the headers). When the script runs
-//! out, the answer is the text [`script::EXHAUSTED_TEXT`].
+//! out, the answer is the text [`script::EXHAUSTED_TEXT`]. A summarizing request
+//! (Logbook's compaction: the last user text starts with [`SUMMARY_REQUEST`])
+//! is answered with a short summary naming how many messages it covers, without
+//! consuming a script step, so scripts need not know when compaction happens.
 //!
 //! Every `/v1/messages` request is recorded (headers with the `x-api-key`
 //! value redacted, and the JSON body). Requests without `anthropic-version`
@@ -52,6 +55,10 @@ pub const MAX_RECORDED_REQUESTS: usize = 10_000;
 pub const MAX_CACHE_BREAKPOINTS: usize = 4;
 /// Pause before a scripted cut, so the bytes before it reach the client.
 const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(50);
+/// How Logbook's summarizing request (`logbook_replay::context::SUMMARY_INSTRUCTION`)
+/// begins.
+pub const SUMMARY_REQUEST: &str = "Summarize the conversation so far";
+
 /// What a recorded `x-api-key` header shows instead of the key.
 pub const REDACTED: &str = "<redacted>";
 
@@ -262,7 +269,11 @@ async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Byte
             drop(inner);
             return error_response(status, None, &message, &format!("req_fake_{:06}", ids.response));
         }
-        (script::next_plan(&mut inner.script), ids)
+        let plan = match body_json.as_ref().and_then(summary_plan) {
+            Some(plan) => plan,
+            None => script::next_plan(&mut inner.script),
+        };
+        (plan, ids)
     };
     let request_id = format!("req_fake_{:06}", ids.response);
     let body_json = body_json.unwrap_or(Value::Null);
@@ -283,6 +294,25 @@ async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Byte
             (sse_headers(&request_id), body).into_response()
         }
     }
+}
+
+/// The answer to a summarizing request, if `body` is one.
+fn summary_plan(body: &Value) -> Option<Plan> {
+    let messages = body.get("messages")?.as_array()?;
+    let last = messages.last()?;
+    let text = last.get("content")?.as_array()?.last()?.get("text")?.as_str()?;
+    if last.get("role")? != "user" || !text.starts_with(SUMMARY_REQUEST) {
+        return None;
+    }
+    let summary = format!("Summary of {} messages: the user asked for work and the tools ran.", messages.len());
+    let response = script::ScriptedResponse {
+        content: vec![json!({"type": "text", "text": summary})],
+        stop_reason: None,
+        stop_sequence: None,
+        usage: None,
+        model: None,
+    };
+    Some(Plan::Stream { response, delay_ms: 0, ending: Ending::Complete })
 }
 
 /// Why a request is refused before the script is consulted, if it is.

@@ -1,0 +1,254 @@
+//! Properties of the whole-state projection, compaction planning and the
+//! low-token context, over random session logs.
+//!
+//! Goal: a state resumed from a checkpoint (its JSON) equals the state folded
+//! from seq 0, at every seq; a compaction never separates a tool use from its
+//! result and always keeps the newest message; a fitted context never exceeds
+//! its budget and keeps the latest instruction and the open calls.
+//! Method: proptest over logs made of turns with tool calls, results,
+//! workspace deltas, settings and compactions planned by `plan_compaction`
+//! itself, as the runner would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use logbook_core::event::{
+    AgentConfig, AgentToolResult, AgentToolUse, Compaction, ContentBlock, Event, FileChange, ModelResponse,
+    SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolUseLink,
+    UserMessage, WorkspaceChange, WorkspaceDelta,
+};
+use logbook_core::{Entry, EventId, Json, Timestamp};
+use logbook_replay::SessionState;
+use logbook_replay::context::plan_compaction;
+use logbook_replay::fit::fit;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// One step of a generated session.
+#[derive(Debug, Clone)]
+enum Step {
+    UserMessage(usize),
+    /// A model response with this many tool calls, each result this long.
+    ToolRound {
+        calls: usize,
+        result_chars: usize,
+    },
+    FinalAnswer,
+    /// Write or remove a file.
+    Delta {
+        path: u8,
+        remove: bool,
+    },
+    Compact,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1usize..400).prop_map(Step::UserMessage),
+        ((1usize..4), (0usize..3000)).prop_map(|(calls, result_chars)| Step::ToolRound { calls, result_chars }),
+        Just(Step::FinalAnswer),
+        (any::<u8>(), any::<bool>()).prop_map(|(path, remove)| Step::Delta { path: path % 16, remove }),
+        Just(Step::Compact),
+    ]
+}
+
+struct Builder {
+    entries: Vec<Entry>,
+    state: SessionState,
+    n: u128,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        let mut b = Builder { entries: Vec::new(), state: SessionState::new(), n: 0 };
+        b.push(Event::AgentConfig(AgentConfig {
+            agent: Json::new(&json!({"model": {"id": "claude-sonnet-4-6"}, "system": "Be brief.", "tools": []})),
+            options: Json::new(
+                &json!({"compaction": {"window_tokens": 4000, "trigger_tokens": 3000, "keep_tokens": 800}}),
+            ),
+        }));
+        b
+    }
+
+    fn push(&mut self, event: Event) -> EventId {
+        self.n += 1;
+        let id = EventId::from_parts(1_764_000_000_000, self.n);
+        let entry = Entry { id, event, at: Timestamp::from_unix_micros(self.n as i64 * 1000) };
+        self.state.apply(&entry);
+        self.entries.push(entry);
+        id
+    }
+
+    fn model_call(&mut self, content: Value, links: Vec<ToolUseLink>) -> EventId {
+        let start = self.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        self.push(Event::ModelResponse(ModelResponse {
+            model_request_start_id: start,
+            content: Json::new(&content),
+            tool_uses: links,
+        }));
+        self.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: start,
+            model_usage: Default::default(),
+            is_error: Some(false),
+        }));
+        start
+    }
+
+    fn apply(&mut self, step: &Step) {
+        match step {
+            Step::UserMessage(len) => {
+                self.push(Event::UserMessage(UserMessage {
+                    content: vec![ContentBlock::Text { text: "u".repeat(*len) }],
+                }));
+                self.push(Event::SessionStatusRunning(SessionStatusRunning {}));
+            }
+            Step::ToolRound { calls, result_chars } => {
+                let base = self.n + 10;
+                let blocks: Vec<Value> = (0..*calls)
+                    .map(|k| json!({"type": "tool_use", "id": format!("toolu_{base}_{k}"), "name": "bash", "input": {"command": "ls"}}))
+                    .collect();
+                // Ids of the public tool-use events, chosen after the response.
+                let n_before = self.n;
+                let links: Vec<ToolUseLink> = (0..*calls)
+                    .map(|k| ToolUseLink {
+                        provider_id: format!("toolu_{base}_{k}"),
+                        event_id: EventId::from_parts(1_764_000_000_000, n_before + 4 + k as u128),
+                    })
+                    .collect();
+                self.model_call(Value::Array(blocks), links.clone());
+                let ids: Vec<EventId> = (0..*calls)
+                    .map(|_| {
+                        self.push(Event::AgentToolUse(AgentToolUse {
+                            name: "bash".into(),
+                            input: Json::new(&json!({"command": "ls"})),
+                            evaluated_permission: None,
+                            evaluation: None,
+                            session_thread_id: None,
+                        }))
+                    })
+                    .collect();
+                assert_eq!(ids, links.iter().map(|l| l.event_id).collect::<Vec<_>>());
+                for id in ids {
+                    self.push(Event::AgentToolResult(AgentToolResult {
+                        tool_use_id: id,
+                        content: Some(vec![ContentBlock::Text { text: "r".repeat(*result_chars) }]),
+                        is_error: Some(false),
+                    }));
+                }
+            }
+            Step::FinalAnswer => {
+                self.model_call(json!([{"type": "text", "text": "done"}]), Vec::new());
+                self.push(Event::SessionStatusIdle(SessionStatusIdle {
+                    stop_reason: StopReason::EndTurn,
+                    stop_details: None,
+                }));
+            }
+            Step::Delta { path, remove } => {
+                let change = if *remove {
+                    FileChange::Removed
+                } else {
+                    FileChange::Written { blob: [*path; 32], size: u64::from(*path), mode: 0o644 }
+                };
+                self.push(Event::WorkspaceDelta(WorkspaceDelta {
+                    tool_use_id: None,
+                    changes: vec![WorkspaceChange { path: format!("/workspace/d{}/f{path}", path % 3), change }],
+                }));
+            }
+            Step::Compact => {
+                if let Some(plan) = plan_compaction(&self.state.context, 500) {
+                    let kept_first =
+                        self.state.context.messages().iter().find(|m| m.first_seq > plan.through_seq).cloned();
+                    self.push(Event::Compaction(Compaction {
+                        summary: format!("summary through {}", plan.through_seq),
+                        through_seq: plan.through_seq,
+                        tokens_before: plan.tokens_before,
+                        tokens_after: plan.tokens_kept,
+                        model: None,
+                        usage: Default::default(),
+                    }));
+                    // The newest message is always kept, and the kept part never
+                    // opens on tool results.
+                    let kept = self.state.context.messages();
+                    assert!(!kept.is_empty(), "a compaction kept nothing");
+                    assert_eq!(kept.first().cloned(), kept_first);
+                    let first = &kept[0];
+                    assert!(
+                        first.content.first().is_none_or(|b| b["type"] != "tool_result"),
+                        "the kept part opens on a tool result"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every tool_result answers a tool_use of the message right before it.
+fn assert_pairs(messages: &[Value]) {
+    for (index, message) in messages.iter().enumerate() {
+        for block in message["content"].as_array().into_iter().flatten().filter(|b| b["type"] == "tool_result") {
+            let before = &messages[index - 1];
+            assert!(
+                before["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b["type"] == "tool_use" && b["id"] == block["tool_use_id"]),
+                "a tool_result without its tool_use in {messages:#?}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn resuming_from_a_checkpoint_equals_folding_from_the_start(steps in prop::collection::vec(step(), 1..40), cut in any::<prop::sample::Index>()) {
+        let mut builder = Builder::new();
+        for step in &steps {
+            builder.apply(step);
+        }
+        let entries = &builder.entries;
+        let cut = cut.index(entries.len());
+        let mut at_cut = SessionState::new();
+        for entry in &entries[..cut] {
+            at_cut.apply(entry);
+        }
+        let saved = serde_json::to_string(&at_cut).unwrap();
+        let mut resumed: SessionState = serde_json::from_str(&saved).unwrap();
+        for entry in &entries[cut..] {
+            resumed.apply(entry);
+        }
+        prop_assert_eq!(&resumed, &builder.state);
+        prop_assert_eq!(&SessionState::project(entries), &builder.state);
+        assert_pairs(&builder.state.context.messages_json());
+    }
+
+    #[test]
+    fn a_fitted_context_fits_and_keeps_the_instruction_and_open_calls(
+        steps in prop::collection::vec(step(), 1..40),
+        budget in 512u64..20_000,
+        open_calls in 0usize..3,
+    ) {
+        let mut builder = Builder::new();
+        builder.apply(&Step::UserMessage(50));
+        for step in &steps {
+            builder.apply(step);
+        }
+        builder.push(Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "LATEST INSTRUCTION: fix the build".into() }] }));
+        if open_calls > 0 {
+            // A response whose calls have no results yet.
+            let blocks: Vec<Value> = (0..open_calls).map(|k| json!({"type": "tool_use", "id": format!("toolu_open_{k}"), "name": "bash", "input": {"command": "make"}})).collect();
+            builder.model_call(Value::Array(blocks), Vec::new());
+        }
+        let fitted = fit(&builder.state, Some("Be brief."), budget);
+        prop_assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
+        let text = serde_json::to_string(&fitted.messages).unwrap();
+        prop_assert!(text.contains("LATEST INSTRUCTION: fix the build"));
+        for k in 0..open_calls {
+            let open_id = format!("toolu_open_{k}");
+            prop_assert!(text.contains(&open_id));
+        }
+        prop_assert_eq!(&fitted.messages[0]["role"], "user");
+        assert_pairs(&fitted.messages);
+    }
+}

@@ -1,0 +1,201 @@
+//! The real `logbook` binary as end-to-end tests drive it: started on a free
+//! loopback port with a data directory and a fake model, and an HTTP client
+//! for its API.
+//!
+//! [`Server::start`] waits for the "serving on" line and forwards the
+//! server's stderr to the test's, prefixed; dropping the server kills it.
+//! [`Api`] sends JSON with the test key and the beta header, and fails the test
+//! on a non-success status unless asked for the raw response.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fake_model::FakeModel;
+
+/// The API key every test server is seeded with.
+pub const KEY: &str = "sk-logbook-runner00000000000000000000000001";
+/// How long a test waits for a turn to end.
+pub const TURN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `logbook` binary next to the running test executable
+/// (`target/debug/deps/test-xxxx` -> `target/debug/logbook`).
+pub fn logbook_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let bin = dir.join("logbook");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
+    bin
+}
+
+/// A running server; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `logbook serve` on `data` against `model`, with echo tools and a
+    /// short retry backoff, plus the extra environment `env`.
+    pub fn start(data: &Path, model: &FakeModel, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(logbook_bin());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+            .arg("--data")
+            .arg(data)
+            .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
+            .env("ANTHROPIC_BASE_URL", model.base_url())
+            .env("ANTHROPIC_API_KEY", "test-key")
+            .env("LOGBOOK_TOOLS", "echo")
+            .env("LOGBOOK_RETRY_BASE_MS", "10")
+            .env("LOGBOOK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start logbook: {e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            let line = lines.next().unwrap_or_else(|| panic!("the server exited before serving"));
+            let line = line.unwrap_or_default();
+            if let Some(rest) = line.strip_prefix("logbook: serving on ") {
+                break rest.split(' ').next().unwrap_or_default().to_owned();
+            }
+        };
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[server] {line}");
+            }
+        });
+        Server { child, base }
+    }
+
+    /// Stops the server (it is killed: no graceful shutdown).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// Runs `logbook ARGS` to completion; returns its exit code, stdout and stderr.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(logbook_bin()).args(args).output().unwrap_or_else(|e| panic!("cannot run logbook: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An HTTP client of one server.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Api {
+        Api { http: reqwest::Client::new(), base: server.base.clone() }
+    }
+
+    /// Sends a request; returns the status and the body (JSON, or the text as
+    /// a JSON string).
+    pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "managed-agents-2026-04-01");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, body)
+    }
+
+    /// Sends a request and fails the test unless it succeeds.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.raw(method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status}: {body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Bytes of a GET (files, exports).
+    pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.bytes().await.unwrap_or_default().to_vec())
+    }
+
+    /// An agent with `tools` in a new environment, and a session of it.
+    pub async fn session(&self, tools: Value) -> String {
+        let agent = self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "e2e", "tools": tools})).await;
+        let env = self.post("/v1/environments", json!({"name": "e2e"})).await;
+        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+        session["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn send(&self, session: &str, events: Value) -> Value {
+        self.post(&format!("/v1/sessions/{session}/events"), json!({ "events": events })).await
+    }
+
+    /// Every listed event of a session (first page of 1,000).
+    pub async fn events(&self, session: &str) -> Vec<Value> {
+        let page = self.get(&format!("/v1/sessions/{session}/events?limit=1000")).await;
+        page["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the `n`-th `session.status_idle` of the session is listed.
+    pub async fn wait_idle(&self, session: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + TURN_DEADLINE;
+        loop {
+            let events = self.events(session).await;
+            if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no idle #{n} within {TURN_DEADLINE:?}: {:#?}", types(&events));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// The `type` of each event.
+pub fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// A one-event `user.message` list.
+pub fn user_message(text: &str) -> Value {
+    json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+}
