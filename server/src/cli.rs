@@ -1,5 +1,5 @@
 //! The command line: `logbook serve` and the offline tools (`verify`, `keys`,
-//! `rerun`, `export`, `import`).
+//! `rerun`, `show`, `export`, `import`).
 //!
 //! Every subcommand reports a failure as one line saying what went wrong and
 //! what to do, and exits non-zero. Long operations print progress to stderr.
@@ -110,11 +110,30 @@ enum Command {
         public_key: Option<String>,
         bundle: PathBuf,
     },
-    /// Re-execution check: every session's recorded runner decisions must follow
-    /// from its recorded inputs through the state machine.
+    /// Re-execution check: every session's (or one session's) recorded runner
+    /// decisions must follow from its recorded inputs through the state machine.
     Rerun {
         #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
         data: PathBuf,
+        /// Only this session (sesn_...).
+        session: Option<String>,
+    },
+    /// A session's state after a seq: the next model request, the workspace,
+    /// status and usage (JSON); or a workspace file; or the fitted context.
+    Show {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+        /// The session id (sesn_...).
+        session: String,
+        /// After this seq (default: the last record).
+        #[arg(long)]
+        at_seq: Option<u64>,
+        /// Print this file's bytes instead (a sandbox path, e.g. /workspace/main.rs).
+        #[arg(long)]
+        file: Option<String>,
+        /// Print the context fitted to this many tokens instead.
+        #[arg(long, conflicts_with = "file")]
+        budget_tokens: Option<u64>,
     },
     /// Manage API keys (offline: stop the server first).
     Keys {
@@ -178,7 +197,9 @@ pub fn main() -> ExitCode {
         Command::Import { data, workspace, public_key, bundle } => open_store(&data, 64)
             .and_then(|store| crate::offline::import(&store, &bundle, &workspace, public_key.as_deref())),
         Command::Keys { command } => keys(command),
-        Command::Rerun { data } => rerun(&data),
+        Command::Rerun { data, session } => rerun(&data, session.as_deref()),
+        Command::Show { data, session, at_seq, file, budget_tokens } => open_store(&data, 64)
+            .and_then(|store| crate::offline::show(&store, &session, at_seq, file.as_deref(), budget_tokens)),
     };
     match res {
         Ok(code) => code,
@@ -411,7 +432,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn rerun(data: &Path) -> anyhow::Result<ExitCode> {
+fn rerun(data: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
     use logbook_store::Read;
     if !data.exists() {
         anyhow::bail!("no data directory at {}; pass --data DIR", data.display());
@@ -419,7 +440,17 @@ fn rerun(data: &Path) -> anyhow::Result<ExitCode> {
     let store = open_store(data, 64)?;
     let mut n_steps = 0;
     let mut n_inconsistent = 0;
-    let sessions = store.sessions().context("listing sessions")?;
+    let sessions = match only {
+        Some(raw) => {
+            let id: logbook_core::SessionId =
+                raw.parse().map_err(|_| anyhow::anyhow!("{raw:?} is not a session id (sesn_...)"))?;
+            if store.head(id)?.next == logbook_core::Seq::ZERO {
+                anyhow::bail!("no session {id} with events in {}", data.display());
+            }
+            vec![id]
+        }
+        None => store.sessions().context("listing sessions")?,
+    };
     for session in &sessions {
         let mut entries = Vec::new();
         loop {

@@ -195,3 +195,44 @@ fn find_session(store: &SledStore, id: SessionId) -> anyhow::Result<Option<Store
         }
     }
 }
+
+/// `logbook show`: a session's state after a seq (JSON on stdout), one of its
+/// workspace files (bytes on stdout), or its context fitted to a budget.
+pub fn show(
+    store: &SledStore,
+    session: &str,
+    at_seq: Option<u64>,
+    file: Option<&str>,
+    budget_tokens: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use logbook_store::Read as _;
+    let id: SessionId = session.parse().map_err(|_| anyhow::anyhow!("{session:?} is not a session id (sesn_...)"))?;
+    let object = find_session(store, id)?.with_context(|| format!("no session {id} in this data directory"))?;
+    let head = store.head(id)?.next.get();
+    let Some(last) = head.checked_sub(1) else { anyhow::bail!("session {id} has no events yet") };
+    let at = at_seq.unwrap_or(last);
+    if at > last {
+        anyhow::bail!("--at-seq {at} is beyond the session's last seq {last}");
+    }
+    let at = logbook_core::Seq::new(at);
+    let projected = crate::projection::state_at(store, id, at).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let options = crate::model::ModelConfig::from_env().request_options();
+    let mut out = std::io::stdout().lock();
+    match (file, budget_tokens) {
+        (Some(path), _) => {
+            let path = format!("/{}", path.trim_start_matches('/'));
+            let bytes = crate::api::x::state::file_bytes(store, &projected, &path, at)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            out.write_all(&bytes)?;
+        }
+        (None, Some(budget)) => {
+            let value = crate::api::x::state::context_json(&options, id, at, &object, &projected, budget);
+            writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        }
+        (None, None) => {
+            let value = crate::api::x::state::state_json(&options, id, at, &object, &projected);
+            writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -124,9 +124,20 @@ async fn every_model_request_is_the_projection_of_the_log_before_it() {
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["type"], "invalid_request_error");
 
+    let online = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={awaiting}")).await;
+
     server.stop();
-    let (code, _, stderr) = run_cli(&["rerun", "--data", data.to_str().unwrap()]);
+    let (code, _, stderr) = run_cli(&["rerun", "--data", data.to_str().unwrap(), &session]);
     assert_eq!(code, 0, "rerun: {stderr}");
+    assert!(stderr.contains("rerun of 1 sessions"), "{stderr}");
+    // `logbook show` is the offline twin of the state endpoint.
+    let at = awaiting.to_string();
+    let (code, stdout, stderr) = run_cli(&["show", "--data", data.to_str().unwrap(), &session, "--at-seq", &at]);
+    assert_eq!(code, 0, "show: {stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), online);
+    let (code, stdout, _) = run_cli(&["show", "--data", data.to_str().unwrap(), &session, "--budget-tokens", "1000"]);
+    assert_eq!(code, 0);
+    assert!(serde_json::from_str::<Value>(&stdout).unwrap()["estimated_tokens"].as_u64().unwrap() <= 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

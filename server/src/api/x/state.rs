@@ -23,6 +23,7 @@ use crate::api::error::ApiError;
 use crate::api::events::session_of;
 use crate::api::sessions::{StoredSession, parse_session_id};
 use crate::api::wire::Query;
+use crate::model::RequestOptions;
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 
@@ -48,20 +49,24 @@ pub(crate) fn resolve_seq(store: &SledStore, id: SessionId, query: &Query) -> Re
     }
 }
 
+/// The request options this server's runner uses now.
+pub(crate) fn current_options(state: &AppState) -> RequestOptions {
+    state.runner().map_or_else(Default::default, |r| r.config().request_options.clone())
+}
+
 /// The settings the next model call would use: the recorded ones, or (before
 /// the first call) the session's agent with the server's current options.
-pub(crate) fn settings_for(
-    state: &AppState,
+pub fn settings_for(
+    options: &RequestOptions,
     projected: &SessionState,
     session: &StoredSession,
 ) -> (AgentSettings, &'static str) {
     if let Some(recorded) = &projected.agent {
         return (recorded.clone(), "recorded");
     }
-    let options = state.runner().map_or_else(Default::default, |r| r.config().request_options.clone());
     let settings = AgentSettings {
         agent: serde_json::to_value(&session.agent).unwrap_or(Value::Null),
-        options: crate::model::settings::options_json(&options),
+        options: crate::model::settings::options_json(options),
     };
     (settings, "current")
 }
@@ -82,12 +87,18 @@ pub async fn state(
             Ok((session, at, projected))
         })
         .await?;
-    Ok(Json(state_json(&app, id, at, &session, &projected)))
+    Ok(Json(state_json(&current_options(&app), id, at, &session, &projected)))
 }
 
 /// The JSON of a projected state (shared with `logbook show`).
-pub fn state_json(app: &AppState, id: SessionId, at: Seq, session: &StoredSession, projected: &SessionState) -> Value {
-    let (settings, source) = settings_for(app, projected, session);
+pub fn state_json(
+    options: &RequestOptions,
+    id: SessionId,
+    at: Seq,
+    session: &StoredSession,
+    projected: &SessionState,
+) -> Value {
+    let (settings, source) = settings_for(options, projected, session);
     let messages = projected.context.messages_json();
     let request = crate::model::settings::request_from(&settings, &messages);
     let totals = projected.usage.totals();
@@ -190,7 +201,7 @@ pub async fn context(
     Path(raw): Path<String>,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
-    use logbook_replay::fit::{DEFAULT_BUDGET_TOKENS, MIN_BUDGET_TOKENS, fit};
+    use logbook_replay::fit::{DEFAULT_BUDGET_TOKENS, MIN_BUDGET_TOKENS};
     let id = parse_session_id(&raw)?;
     let budget = match query.one("budget_tokens") {
         None => DEFAULT_BUDGET_TOKENS,
@@ -212,10 +223,22 @@ pub async fn context(
             Ok((session, at, projected))
         })
         .await?;
-    let (settings, _) = settings_for(&app, &projected, &session);
+    Ok(Json(context_json(&current_options(&app), id, at, &session, &projected, budget)))
+}
+
+/// The JSON of a fitted context (shared with `logbook show --budget-tokens`).
+pub fn context_json(
+    options: &RequestOptions,
+    id: SessionId,
+    at: Seq,
+    session: &StoredSession,
+    projected: &SessionState,
+    budget: u64,
+) -> Value {
+    let (settings, _) = settings_for(options, projected, session);
     let system = settings.agent.get("system").and_then(Value::as_str);
-    let fitted = fit(&projected, system, budget);
-    Ok(Json(json!({
+    let fitted = logbook_replay::fit::fit(projected, system, budget);
+    json!({
         "type": "session_context",
         "session_id": id,
         "at_seq": at,
@@ -224,8 +247,11 @@ pub async fn context(
         "system": fitted.system,
         "messages": fitted.messages,
         "elided": fitted.elided,
-        "calibration": {"factor": projected.calibration.factor_milli as f64 / 1000.0, "samples": projected.calibration.n_samples},
-    })))
+        "calibration": {
+            "factor": projected.calibration.factor_milli as f64 / 1000.0,
+            "samples": projected.calibration.n_samples,
+        },
+    })
 }
 
 /// The largest budget the context endpoint accepts (a model's whole window).
