@@ -334,6 +334,7 @@ async fn the_path_escape_corpus_never_escapes() {
 
     let probes = corpus(&traps);
     assert!(probes.len() >= 300, "the corpus has {} probes", probes.len());
+    eprintln!("path-escape corpus: {} probes", probes.len());
     let mut n_refused = 0;
     for (tool, input, expect) in &probes {
         let probe = format!("{tool} {input}");
@@ -457,6 +458,7 @@ fn race_against(target: impl Fn(&Traps) -> PathBuf) {
     assert!(!traps.outside.join("new").exists() && !traps.outside.join("g.txt").exists());
     // Both states were met: the race ran (a test that never saw the link proves nothing).
     assert!(n_inside > 0 && n_refused > 0, "inside {n_inside}, refused {n_refused}, swaps {n_swaps}");
+    eprintln!("race: {iterations} iterations per tool, {n_swaps} swaps, reads inside {n_inside}, refused {n_refused}");
 }
 
 #[test]

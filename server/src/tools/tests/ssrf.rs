@@ -281,6 +281,7 @@ async fn the_ssrf_corpus_makes_no_connection() {
 
     let corpus = corpus(net.trap4.port(), net.trap6.port());
     assert!(corpus.len() >= 100, "the corpus has {} URL forms", corpus.len());
+    eprintln!("SSRF corpus: {} URL forms", corpus.len());
     for (url, reason) in &corpus {
         let outcome = fx.call("web_fetch", json!({"url": url})).await;
         let text = text_of(&outcome);
