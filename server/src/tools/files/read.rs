@@ -21,6 +21,9 @@ use crate::runner::ToolOutcome;
 /// Largest text file read whole, and largest range of lines returned (the
 /// SDK's cap): more would crowd the context; bash can page through it.
 pub(crate) const MAX_TEXT_BYTES: u64 = 256 * 1024;
+/// Most bytes a view_range read scans for its lines: a sparse file can claim
+/// a terabyte without newlines, and the blocking thread must come back.
+pub(crate) const MAX_SCAN_BYTES: u64 = 256 * 1024 * 1024;
 /// Largest image, as base64 (the SDK's cap, and the Messages API's per-image
 /// limit).
 pub(crate) const MAX_IMAGE_BASE64_BYTES: u64 = 5 * 1024 * 1024;
@@ -135,7 +138,7 @@ fn read_whole_text(file: File, size: u64) -> Result<ToolOutcome, String> {
 }
 
 fn read_lines(file: File, range: LineRange) -> Result<ToolOutcome, String> {
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::new(file.take(MAX_SCAN_BYTES));
     let mut out: Vec<u8> = Vec::new();
     let mut line_no = 0u64;
     loop {
@@ -146,6 +149,12 @@ fn read_lines(file: File, range: LineRange) -> Result<ToolOutcome, String> {
         let limit = usize::try_from(MAX_TEXT_BYTES).unwrap_or(usize::MAX);
         match next_line(&mut reader, wanted.then_some(&mut out), limit) {
             Ok(true) => line_no += 1,
+            Ok(false) if reader.get_ref().limit() == 0 => {
+                return Err(format!(
+                    "view_range reads lines within the first {MAX_SCAN_BYTES} bytes of a file; use bash (sed -n, \
+                     tail) beyond that"
+                ));
+            }
             Ok(false) => break,
             Err(LineError::TooLong) => {
                 return Err(format!(

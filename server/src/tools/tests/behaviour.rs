@@ -58,6 +58,11 @@ async fn read_refuses_what_it_cannot_return() {
     assert_eq!(fx.ok("read", json!({"file_path": "long.txt", "view_range": [2, 3]})).await, "line\nline\n");
     let err = fx.err("read", json!({"file_path": "long.txt", "view_range": [1, 0]})).await;
     assert!(err.contains("read a smaller range"), "{err}");
+    // A file claiming more than the scan limit (sparse: no disk used).
+    let sparse = std::fs::File::create(fx.ws("sparse.txt")).unwrap();
+    sparse.set_len(1 << 40).unwrap();
+    let err = fx.err("read", json!({"file_path": "sparse.txt", "view_range": [2, 3]})).await;
+    assert!(err.contains("within the first 268435456 bytes"), "{err}");
     // A skipped line is not held, however long.
     fx.put("one-long-line.txt", format!("{}\nafter\n", "y".repeat(3 * 1024 * 1024)));
     assert_eq!(fx.ok("read", json!({"file_path": "one-long-line.txt", "view_range": [2, 2]})).await, "after\n");

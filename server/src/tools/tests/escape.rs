@@ -362,7 +362,6 @@ async fn the_path_escape_corpus_never_escapes() {
 async fn escapes_are_refused_for_the_right_reason() {
     let traps = Traps::new();
     let fx = &traps.fx;
-    let reason = |text: String| text;
     for (path, expected) in [
         ("link_outside/secret.txt", "leads outside the session's directories"),
         ("rel_outside/secret.txt", "leads outside the session's directories"),
@@ -376,7 +375,7 @@ async fn escapes_are_refused_for_the_right_reason() {
         ("zero.txt", "not a regular file (it is a character device)"),
         ("loop_a", "loop of symbolic links"),
     ] {
-        let text = reason(fx.err("read", json!({"file_path": path})).await);
+        let text = fx.err("read", json!({"file_path": path})).await;
         assert!(text.contains(expected), "read {path}: {text}");
     }
     let text = fx.err("write", json!({"file_path": "dangling_out", "content": "x"})).await;
