@@ -4,13 +4,33 @@
 //!
 //! [`run`] is the one entry point the runner's tool executor calls for
 //! `read`, `write`, `edit`, `glob`, `grep`, `web_fetch` and `web_search`
-//! (bash runs in the sandbox, see `crate::sandbox`).
+//! (bash runs in the sandbox, see `crate::sandbox`). It refuses a tool the
+//! agent's toolset does not enable, runs the file tools on the blocking pool
+//! and saves any text output over [`spill::MAX_INLINE_CHARS`] to the
+//! workspace ([`spill`]). [`ToolServices`] holds what outlives one call: the
+//! web_fetch HTTP client and the search provider.
+//!
+//! - `path`: the model's paths mapped onto the session's roots (lexical).
+//! - `files`: read, write, edit, glob, grep; `files::confined` is where the
+//!   kernel confinement lives, `files::walk` the descriptor-based walk.
+//! - `web`: web_fetch and web_search.
+
+pub mod files;
+pub mod path;
+pub mod spill;
+pub mod web;
+
+use std::sync::Arc;
 
 use logbook_core::{Json, SessionId};
+use serde_json::Value;
 
 use crate::api::tools::Tool;
 use crate::runner::ToolOutcome;
 use crate::sandbox::layout::SessionPaths;
+
+/// The environment variable naming a SearXNG-compatible search endpoint.
+pub const SEARCH_URL_ENV: &str = "LOGBOOK_SEARCH_URL";
 
 /// What a server-side tool call may use.
 #[derive(Debug, Clone, Copy)]
@@ -18,15 +38,171 @@ pub struct ToolContext<'a> {
     pub session: SessionId,
     /// The session's directories (the file tools' roots).
     pub paths: &'a SessionPaths,
-    /// The session's resolved agent tools (web tool domain lists and limits).
+    /// The session's resolved agent tools (which tools are enabled, web tool
+    /// domain lists and limits).
     pub agent_tools: &'a [Tool],
+    /// Shared by every session: build once at startup.
+    pub services: &'a ToolServices,
+}
+
+/// The long-lived parts of the server-side tools.
+#[derive(Debug, Clone)]
+pub struct ToolServices {
+    fetcher: web::Fetcher,
+    search: Option<Arc<dyn web::SearchProvider>>,
+}
+
+/// Why the tools could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error(transparent)]
+    Fetcher(#[from] web::FetcherError),
+    #[error("{SEARCH_URL_ENV}: {0}")]
+    Search(#[from] web::SearchError),
+}
+
+impl ToolServices {
+    /// Services resolving names with `resolver` and searching with `search`.
+    pub fn new(
+        resolver: Arc<dyn web::HostResolver>,
+        search: Option<Arc<dyn web::SearchProvider>>,
+    ) -> Result<ToolServices, ServicesError> {
+        Ok(ToolServices { fetcher: web::Fetcher::new(resolver)?, search })
+    }
+
+    /// The production setup: the system resolver, and the SearXNG endpoint
+    /// named by `search_url` (from [`SEARCH_URL_ENV`]), if any.
+    pub fn from_search_url(search_url: Option<&str>) -> Result<ToolServices, ServicesError> {
+        let search = match search_url.map(str::trim).filter(|url| !url.is_empty()) {
+            Some(url) => Some(Arc::new(web::SearxngProvider::new(url)?) as Arc<dyn web::SearchProvider>),
+            None => None,
+        };
+        ToolServices::new(Arc::new(web::SystemResolver), search)
+    }
+
+    /// [`ToolServices::from_search_url`] with [`SEARCH_URL_ENV`]: call once at
+    /// startup.
+    pub fn from_env() -> Result<ToolServices, ServicesError> {
+        ToolServices::from_search_url(std::env::var(SEARCH_URL_ENV).ok().as_deref())
+    }
+
+    /// For tests: a fetcher whose checked addresses are rewritten.
+    #[cfg(test)]
+    pub(crate) fn for_tests(fetcher: web::Fetcher, search: Option<Arc<dyn web::SearchProvider>>) -> ToolServices {
+        ToolServices { fetcher, search }
+    }
 }
 
 /// The tools [`run`] handles.
 pub const SERVER_TOOLS: [&str; 7] = ["read", "write", "edit", "glob", "grep", "web_fetch", "web_search"];
 
+/// One of the tools [`run`] handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerTool {
+    Read,
+    Write,
+    Edit,
+    Glob,
+    Grep,
+    WebFetch,
+    WebSearch,
+}
+
+impl ServerTool {
+    fn from_name(name: &str) -> Option<ServerTool> {
+        Some(match name {
+            "read" => ServerTool::Read,
+            "write" => ServerTool::Write,
+            "edit" => ServerTool::Edit,
+            "glob" => ServerTool::Glob,
+            "grep" => ServerTool::Grep,
+            "web_fetch" => ServerTool::WebFetch,
+            "web_search" => ServerTool::WebSearch,
+            _ => return None,
+        })
+    }
+}
+
 /// Runs the server-side built-in tool `name` with `input`.
 pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome {
-    let _ = (ctx, input);
-    ToolOutcome::error(format!("the {name} tool is not implemented on this server yet"))
+    let Some(tool) = ServerTool::from_name(name) else {
+        return ToolOutcome::error(format!("{name} is not a tool this server runs itself"));
+    };
+    if !is_enabled(ctx.agent_tools, name) {
+        return ToolOutcome::error(format!("the {name} tool is not enabled for this agent"));
+    }
+    let input = input.to_value();
+    let roots = files::Roots::new(ctx.paths);
+    let outcome = match tool {
+        ServerTool::Read | ServerTool::Write | ServerTool::Edit | ServerTool::Glob | ServerTool::Grep => {
+            let roots = roots.clone();
+            let task = tokio::task::spawn_blocking(move || run_file_tool(&roots, tool, &input));
+            match task.await {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    tracing::error!(session = %ctx.session, tool = name, %err, "a file tool failed");
+                    ToolOutcome::error(format!("{name}: internal error; the call did not complete"))
+                }
+            }
+        }
+        ServerTool::WebFetch => {
+            let settings = web::FetchSettings::from_tools(ctx.agent_tools);
+            ctx.services.fetcher.run(&settings, &input).await
+        }
+        ServerTool::WebSearch => {
+            let settings = web::SearchSettings::from_tools(ctx.agent_tools);
+            web::search::run(ctx.services.search.as_deref(), &settings, &input).await
+        }
+    };
+    if !needs_spill(&outcome) {
+        return outcome;
+    }
+    let task = tokio::task::spawn_blocking(move || spill::spill_large_outputs(&roots, outcome));
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            tracing::error!(session = %ctx.session, tool = name, %err, "saving a large output failed");
+            ToolOutcome::error(format!("{name}: internal error while saving a large output"))
+        }
+    }
 }
+
+fn run_file_tool(roots: &files::Roots, tool: ServerTool, input: &Value) -> ToolOutcome {
+    match tool {
+        ServerTool::Read => files::read(roots, input),
+        ServerTool::Write => files::write(roots, input),
+        ServerTool::Edit => files::edit(roots, input),
+        ServerTool::Glob => files::glob(roots, input),
+        ServerTool::Grep => files::grep(roots, input),
+        ServerTool::WebFetch | ServerTool::WebSearch => ToolOutcome::error("internal error: not a file tool"),
+    }
+}
+
+/// Whether any text block is long enough to be saved to a file (a cheap
+/// byte-length bound first: a character is at least one byte).
+fn needs_spill(outcome: &ToolOutcome) -> bool {
+    outcome.content.iter().any(|block| match block {
+        logbook_core::event::ContentBlock::Text { text } => {
+            text.len() > spill::MAX_INLINE_CHARS && text.chars().count() > spill::MAX_INLINE_CHARS
+        }
+        logbook_core::event::ContentBlock::Image { .. }
+        | logbook_core::event::ContentBlock::Document { .. }
+        | logbook_core::event::ContentBlock::SearchResult { .. }
+        | logbook_core::event::ContentBlock::Redacted => false,
+    })
+}
+
+/// Whether the agent's built-in toolset enables `name` (per-tool config over
+/// the toolset default; no toolset, no built-in tools).
+fn is_enabled(tools: &[Tool], name: &str) -> bool {
+    tools.iter().any(|tool| match tool {
+        Tool::AgentToolset { default_config, configs } => {
+            configs.iter().find(|config| config.name == name).map_or(default_config.enabled, |config| config.enabled)
+        }
+        Tool::McpToolset { .. } | Tool::Custom { .. } => false,
+    })
+}
+
+#[cfg(test)]
+#[path = "tests/mod.rs"]
+mod tests;

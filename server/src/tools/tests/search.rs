@@ -1,0 +1,107 @@
+//! web_search through the SearXNG provider, against a fake endpoint on
+//! loopback: results become search_result blocks, the agent's domain rules
+//! drop results, and a missing or broken provider is a clear tool error.
+
+use std::sync::Arc;
+
+use logbook_core::event::{ContentBlock, SearchResultCitations, SearchResultContent};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use super::http::{Reply, TestServer};
+use super::{Fixture, text_of};
+use crate::tools::ToolServices;
+use crate::tools::web::{SearchProvider, SearxngProvider, SystemResolver};
+
+fn searxng(target: &str) -> Reply {
+    if !target.starts_with("/search?") || !target.contains("format=json") {
+        return Reply::new(400, "text/plain", "bad request");
+    }
+    let query: String = form_urlencoded::parse(target.split_once('?').unwrap().1.as_bytes())
+        .find(|(key, _)| key == "q")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if query == "fail" {
+        return Reply::new(500, "text/plain", "boom");
+    }
+    let results = json!({"results": [
+        {"url": "https://docs.example.com/tides", "title": "Tides", "content": format!("About {query}")},
+        {"url": "https://blog.spam.net/x", "title": "Spam", "content": "buy"},
+        {"url": "ftp://files.example.com/x", "title": "FTP", "content": "not http"},
+        {"url": "https://example.com/blog/post", "title": "", "content": ""}
+    ]});
+    Reply::new(200, "application/json", results.to_string())
+}
+
+fn fixture(server: &TestServer, tools: Value) -> Fixture {
+    let provider = SearxngProvider::new(&format!("http://{}/search", server.addr)).unwrap();
+    let search: Arc<dyn SearchProvider> = Arc::new(provider);
+    let services = ToolServices::new(Arc::new(SystemResolver), Some(search)).unwrap();
+    Fixture::with_services(tools, services)
+}
+
+fn result(url: &str, title: &str, text: &str) -> ContentBlock {
+    ContentBlock::SearchResult {
+        source: url.to_owned(),
+        title: title.to_owned(),
+        content: vec![SearchResultContent::Text { text: text.to_owned() }],
+        citations: SearchResultCitations { enabled: true },
+    }
+}
+
+#[tokio::test]
+async fn results_become_search_result_blocks() {
+    let server = TestServer::start("127.0.0.1:0", Arc::new(searxng)).await;
+    let fx = fixture(&server, json!([{"type": "agent_toolset_20260401"}]));
+    let outcome = fx.call("web_search", json!({"query": "moon tides"})).await;
+    assert!(!outcome.is_error, "{}", text_of(&outcome));
+    assert_eq!(
+        outcome.content,
+        vec![
+            result("https://docs.example.com/tides", "Tides", "About moon tides"),
+            result("https://blog.spam.net/x", "Spam", "buy"),
+            result("https://example.com/blog/post", "https://example.com/blog/post", "https://example.com/blog/post"),
+        ]
+    );
+    assert!(fx.err("web_search", json!({"query": "fail"})).await.contains("answered HTTP 500"));
+    assert!(fx.err("web_search", json!({"query": "  "})).await.contains("the query is empty"));
+    assert!(fx.err("web_search", json!({"q": "x"})).await.contains("invalid input"));
+}
+
+#[tokio::test]
+async fn domain_rules_drop_results() {
+    let server = TestServer::start("127.0.0.1:0", Arc::new(searxng)).await;
+    let allow = fixture(
+        &server,
+        json!([{
+            "type": "agent_toolset_20260401",
+            "configs": [{"name": "web_search", "allowed_domains": ["example.com/blog"]}]
+        }]),
+    );
+    let outcome = allow.call("web_search", json!({"query": "x"})).await;
+    assert_eq!(outcome.content.len(), 1, "{:?}", outcome.content);
+    assert!(
+        matches!(&outcome.content[0], ContentBlock::SearchResult { source, .. } if source == "https://example.com/blog/post")
+    );
+    let block = fixture(
+        &server,
+        json!([{
+            "type": "agent_toolset_20260401",
+            "configs": [{"name": "web_search", "blocked_domains": ["spam.net", "example.com"]}]
+        }]),
+    );
+    assert_eq!(block.ok("web_search", json!({"query": "x"})).await, "no results for \"x\"");
+}
+
+#[tokio::test]
+async fn without_a_provider_the_tool_says_so() {
+    let fx = Fixture::new();
+    let text = fx.err("web_search", json!({"query": "anything"})).await;
+    assert!(
+        text.starts_with("web_search: no search provider is configured") && text.contains("LOGBOOK_SEARCH_URL"),
+        "{text}"
+    );
+    assert!(ToolServices::from_search_url(Some("not a url")).is_err());
+    assert!(ToolServices::from_search_url(Some("file:///x")).is_err());
+    assert!(ToolServices::from_search_url(Some("  ")).is_ok());
+}

@@ -1,0 +1,128 @@
+//! What web_fetch makes of a response body: readable text from HTML
+//! (dom_smoothie's readability port first, htmd's Markdown of the whole page
+//! when it finds no article), text as it is, PDFs as they are.
+//!
+//! Both HTML parsers take untrusted input: callers run [`html_to_text`] on
+//! the blocking pool, where a panic becomes a failed task instead of a dead
+//! server, and the input is cut to [`MAX_HTML_BYTES`] first.
+
+use dom_smoothie::{Config, Readability, TextMode};
+
+/// Largest HTML document parsed; the rest is dropped before parsing.
+pub(crate) const MAX_HTML_BYTES: usize = 5 * 1024 * 1024;
+/// Most elements readability scores (its own guard against huge pages).
+const MAX_ELEMENTS: usize = 100_000;
+/// Tags whose content is never text for the model.
+const SKIPPED_TAGS: [&str; 7] = ["script", "style", "noscript", "iframe", "svg", "template", "head"];
+
+/// What a body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    Html,
+    Text,
+    Pdf,
+    /// Anything else (images, archives, binaries), with no text for the model.
+    Unsupported,
+}
+
+/// Classifies a body by its `Content-Type` (its media type, without
+/// parameters) or, when there is none, by its first bytes.
+pub(crate) fn classify(content_type: Option<&str>, body: &[u8]) -> BodyKind {
+    let media_type = content_type
+        .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|media_type| !media_type.is_empty());
+    match media_type.as_deref() {
+        Some("text/html" | "application/xhtml+xml") => BodyKind::Html,
+        Some("application/pdf") => BodyKind::Pdf,
+        Some(other)
+            if other.starts_with("text/")
+                || other.ends_with("+json")
+                || other.ends_with("+xml")
+                || matches!(other, "application/json" | "application/xml" | "application/javascript") =>
+        {
+            BodyKind::Text
+        }
+        Some("application/octet-stream") | None => sniff(body),
+        Some(_) => BodyKind::Unsupported,
+    }
+}
+
+fn sniff(body: &[u8]) -> BodyKind {
+    if body.starts_with(b"%PDF-") {
+        return BodyKind::Pdf;
+    }
+    let head = String::from_utf8_lossy(&body[..body.len().min(1024)]).to_ascii_lowercase();
+    let head = head.trim_start();
+    if head.starts_with("<!doctype html") || head.starts_with("<html") {
+        return BodyKind::Html;
+    }
+    if std::str::from_utf8(body).is_ok() { BodyKind::Text } else { BodyKind::Unsupported }
+}
+
+/// A page's title and readable text (Markdown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Page {
+    pub(crate) title: Option<String>,
+    pub(crate) text: String,
+}
+
+/// The readable text of an HTML document fetched from `url`.
+pub(crate) fn html_to_text(html: &str, url: &str) -> Page {
+    let cut = floor_char_boundary(html, MAX_HTML_BYTES);
+    let html = &html[..cut];
+    let config = Config { text_mode: TextMode::Markdown, max_elements_to_parse: MAX_ELEMENTS, ..Config::default() };
+    let article = Readability::new(html, Some(url), Some(config)).and_then(|mut readability| readability.parse());
+    if let Ok(article) = article {
+        let text = article.text_content.trim().to_owned();
+        if !text.is_empty() {
+            let title = Some(article.title.trim().to_owned()).filter(|title| !title.is_empty());
+            return Page { title, text };
+        }
+    }
+    let converter = htmd::HtmlToMarkdown::builder().skip_tags(SKIPPED_TAGS.to_vec()).build();
+    let text = converter.convert(html).unwrap_or_default().trim().to_owned();
+    Page { title: None, text }
+}
+
+/// The largest index `<= at` on a character boundary of `text`.
+pub(crate) fn floor_char_boundary(text: &str, at: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
+    }
+    (0..=at).rev().find(|idx| text.is_char_boundary(*idx)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_content_type_then_by_bytes() {
+        assert_eq!(classify(Some("text/html; charset=utf-8"), b""), BodyKind::Html);
+        assert_eq!(classify(Some("TEXT/PLAIN"), b""), BodyKind::Text);
+        assert_eq!(classify(Some("application/ld+json"), b""), BodyKind::Text);
+        assert_eq!(classify(Some("application/pdf"), b""), BodyKind::Pdf);
+        assert_eq!(classify(Some("image/png"), b"\x89PNG"), BodyKind::Unsupported);
+        assert_eq!(classify(None, b"%PDF-1.7"), BodyKind::Pdf);
+        assert_eq!(classify(None, b"  <!DOCTYPE html><p>x"), BodyKind::Html);
+        assert_eq!(classify(Some("application/octet-stream"), b"plain words"), BodyKind::Text);
+        assert_eq!(classify(None, b"\xff\xfe\x00binary"), BodyKind::Unsupported);
+    }
+
+    #[test]
+    fn readable_text_with_a_fallback() {
+        let article = format!(
+            "<html><head><title>Tides</title><script>var secret = 1;</script></head><body>\
+             <nav>Home | About</nav><article><h1>Tides</h1>{}</article></body></html>",
+            "<p>The tide rises and falls twice a day because of the moon's pull on the oceans.</p>".repeat(20)
+        );
+        let page = html_to_text(&article, "https://example.com/tides");
+        assert!(page.text.contains("twice a day"), "{page:?}");
+        assert!(!page.text.contains("var secret"), "{page:?}");
+
+        let fragment = "<div><b>short</b> note<script>alert(1)</script></div>";
+        let page = html_to_text(fragment, "https://example.com/");
+        assert!(page.text.contains("short"), "{page:?}");
+        assert!(!page.text.contains("alert"), "{page:?}");
+    }
+}
