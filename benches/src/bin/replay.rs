@@ -64,8 +64,29 @@ impl Gen {
 
     fn words(&mut self, n_bytes: usize) -> String {
         const WORDS: &[&str] = &[
-            "fn", "let", "parse", "error", "config", "the", "test", "cargo", "build", "src/lib.rs", "warning:",
-            "struct", "impl", "return", "Ok(())", "match", "self", "value", "=>", "line", "42", "0x1f", "async",
+            "fn",
+            "let",
+            "parse",
+            "error",
+            "config",
+            "the",
+            "test",
+            "cargo",
+            "build",
+            "src/lib.rs",
+            "warning:",
+            "struct",
+            "impl",
+            "return",
+            "Ok(())",
+            "match",
+            "self",
+            "value",
+            "=>",
+            "line",
+            "42",
+            "0x1f",
+            "async",
         ];
         let mut text = String::with_capacity(n_bytes + 16);
         while text.len() < n_bytes {
@@ -87,7 +108,9 @@ impl Gen {
                 1 => json!({"file_path": format!("/workspace/src/m{file}.rs")}),
                 _ => json!({"file_path": format!("/workspace/src/m{file}.rs"), "content": self.words(600)}),
             };
-            blocks.push(json!({"type": "tool_use", "id": format!("toolu_{}_{k}", self.n), "name": "bash", "input": input}));
+            blocks.push(
+                json!({"type": "tool_use", "id": format!("toolu_{}_{k}", self.n), "name": "bash", "input": input}),
+            );
             inputs.push((format!("toolu_{}_{k}", self.n), input));
         }
         // The public tool-use events follow the response and the text message.
@@ -97,7 +120,10 @@ impl Gen {
             .enumerate()
             .map(|(k, (provider_id, _))| ToolUseLink {
                 provider_id: provider_id.clone(),
-                event_id: EventId::from_parts(1_764_000_000_000 + ((first + k as u128) as u64 / 1000), first + k as u128),
+                event_id: EventId::from_parts(
+                    1_764_000_000_000 + ((first + k as u128) as u64 / 1000),
+                    first + k as u128,
+                ),
             })
             .collect();
         self.push(Event::ModelResponse(ModelResponse {
@@ -190,7 +216,6 @@ impl Gen {
         self.push(Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }));
         self.push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }));
     }
-
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -218,8 +243,12 @@ fn main() -> anyhow::Result<()> {
     let began = Instant::now();
     let mut generator = Gen::new(7);
     generator.push(Event::AgentConfig(AgentConfig {
-        agent: Json::new(&json!({"model": {"id": "claude-sonnet-4-6"}, "system": "You are a careful engineer.", "tools": []})),
-        options: Json::new(&json!({"compaction": {"window_tokens": WINDOW, "trigger_tokens": TRIGGER, "keep_tokens": KEEP}})),
+        agent: Json::new(
+            &json!({"model": {"id": "claude-sonnet-4-6"}, "system": "You are a careful engineer.", "tools": []}),
+        ),
+        options: Json::new(
+            &json!({"compaction": {"window_tokens": WINDOW, "trigger_tokens": TRIGGER, "keep_tokens": KEEP}}),
+        ),
     }));
     let mut stored = 0u64;
     let mut n_turns = 0u64;
@@ -239,7 +268,8 @@ fn main() -> anyhow::Result<()> {
 
     // Warm the checkpoints once (the first query of a long session folds it).
     let began = Instant::now();
-    let last = logbook_server::projection::state_at(&store, session, Seq::new(n - 1)).map_err(|e| anyhow::anyhow!(e.message))?;
+    let last = logbook_server::projection::state_at(&store, session, Seq::new(n - 1))
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     eprintln!(
         "first state query (builds the checkpoints): {:.1} s; context {} messages, workspace {} files",
         began.elapsed().as_secs_f64(),
@@ -253,7 +283,8 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..samples {
             let at = rng.random_range(range.clone());
             let began = Instant::now();
-            let state = logbook_server::projection::state_at(&store, session, Seq::new(at)).map_err(|e| anyhow::anyhow!(e.message))?;
+            let state = logbook_server::projection::state_at(&store, session, Seq::new(at))
+                .map_err(|e| anyhow::anyhow!(e.message))?;
             out.push(began.elapsed().as_secs_f64() * 1e3);
             assert_eq!(state.next_seq, at + 1);
         }
@@ -264,7 +295,10 @@ fn main() -> anyhow::Result<()> {
     let (s50, s99) = (percentile(&mut near_start, 0.5), percentile(&mut near_start, 0.99));
     let (a50, a99) = (percentile(&mut anywhere, 0.5), percentile(&mut anywhere, 0.99));
     println!("state_at near the start: p50 {s50:.2} ms p99 {s99:.2} ms");
-    println!("state_at anywhere in {n}: p50 {a50:.2} ms p99 {a99:.2} ms  (ratio p50 {:.2}x, target <= 2x and <= 50 ms)", a50 / s50);
+    println!(
+        "state_at anywhere in {n}: p50 {a50:.2} ms p99 {a99:.2} ms  (ratio p50 {:.2}x, target <= 2x and <= 50 ms)",
+        a50 / s50
+    );
 
     // Verify: the chain from the store vs raw blake3 over the same bytes.
     let mut canonical = Vec::new();
@@ -287,7 +321,10 @@ fn main() -> anyhow::Result<()> {
     let raw = bytes as f64 / began.elapsed().as_secs_f64() / 1e6;
     drop(canonical);
     let began = Instant::now();
-    let mut verifier = logbook_core::verify::Verifier::new(logbook_core::verify::Anchor::GENESIS, logbook_core::verify::Depth::Entries);
+    let mut verifier = logbook_core::verify::Verifier::new(
+        logbook_core::verify::Anchor::GENESIS,
+        logbook_core::verify::Depth::Entries,
+    );
     let mut next = Seq::ZERO;
     loop {
         let page = store.read(session, next, logbook_store::MAX_READ_RECORDS)?;
@@ -306,7 +343,9 @@ fn main() -> anyhow::Result<()> {
     for seed in 0..3u64 {
         let mut coding = Gen::new(100 + seed);
         coding.push(Event::AgentConfig(AgentConfig {
-            agent: Json::new(&json!({"model": {"id": "claude-sonnet-4-6"}, "system": "You are a careful engineer.", "tools": []})),
+            agent: Json::new(
+                &json!({"model": {"id": "claude-sonnet-4-6"}, "system": "You are a careful engineer.", "tools": []}),
+            ),
             options: Json::new(&json!({})),
         }));
         let mut full = logbook_replay::Context::default();
