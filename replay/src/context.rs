@@ -140,7 +140,8 @@ impl Builder {
             | Event::WorkspaceDelta(_)
             | Event::ForkOrigin(_)
             | Event::ModelRequest(_)
-            | Event::ToolStarted(_) => {}
+            | Event::ToolStarted(_)
+            | Event::SessionResource(_) => {}
         }
     }
 

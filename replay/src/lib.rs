@@ -2,7 +2,8 @@
 //!
 //! [`machine`] folds a log into the session's state and says what the runner
 //! must do next; [`context`] projects the conversation the next model request
-//! sends; [`usage`] sums tokens and running time; [`audit`] and [`bundle`]
+//! sends; [`usage`] sums tokens and running time; [`resources`] lists the
+//! attached resources and mounted files; [`audit`] and [`bundle`]
 //! define signed heads and the verifiable export format. Nothing in this crate reads a clock, touches a disk or the network:
 //! the same records always give the same output. It depends on `logbook-core`
 //! only; the server feeds it entries read from the store.
@@ -12,6 +13,7 @@ pub mod bundle;
 pub mod context;
 pub mod machine;
 pub mod rerun;
+pub mod resources;
 pub mod usage;
 
 pub use context::{Message, Role, conversation};

@@ -67,6 +67,7 @@ pub enum EventType {
     ModelRequest,
     ModelResponse,
     ToolStarted,
+    SessionResource,
 }
 
 /// A string that names no event type.
@@ -126,6 +127,7 @@ impl EventType {
         EventType::ModelRequest,
         EventType::ModelResponse,
         EventType::ToolStarted,
+        EventType::SessionResource,
     ];
 
     /// The `type` string of the JSON form, e.g. `"user.message"`.
@@ -178,6 +180,7 @@ impl EventType {
             EventType::ModelRequest => "x.model_request",
             EventType::ModelResponse => "x.model_response",
             EventType::ToolStarted => "x.tool_started",
+            EventType::SessionResource => "x.session_resource",
         }
     }
 
@@ -244,7 +247,8 @@ impl EventType {
             | EventType::ForkOrigin
             | EventType::ModelRequest
             | EventType::ModelResponse
-            | EventType::ToolStarted => false,
+            | EventType::ToolStarted
+            | EventType::SessionResource => false,
         }
     }
 
@@ -297,7 +301,8 @@ impl EventType {
             | EventType::ForkOrigin
             | EventType::ModelRequest
             | EventType::ModelResponse
-            | EventType::ToolStarted => false,
+            | EventType::ToolStarted
+            | EventType::SessionResource => false,
         }
     }
 
@@ -351,7 +356,8 @@ impl EventType {
             | EventType::ForkOrigin
             | EventType::ModelRequest
             | EventType::ModelResponse
-            | EventType::ToolStarted => None,
+            | EventType::ToolStarted
+            | EventType::SessionResource => None,
         }
     }
 }

@@ -35,7 +35,8 @@ pub use agent::{
 pub use content::{ContentBlock, DocumentSource, ImageSource, SearchResultCitations, SearchResultContent};
 pub use event_type::{EventType, InputType, UnknownEventType};
 pub use internal::{
-    FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
+    AttachedResource, FileChange, ForkOrigin, ModelRequest, ModelResponse, RepositoryCheckout, ResourceChange,
+    SessionResource, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
 };
 pub use sample::sample_events;
 pub use session::{
@@ -176,6 +177,8 @@ pub enum Event {
     ModelResponse(ModelResponse),
     #[serde(rename = "x.tool_started")]
     ToolStarted(ToolStarted),
+    #[serde(rename = "x.session_resource")]
+    SessionResource(SessionResource),
 }
 
 impl Event {
@@ -230,6 +233,7 @@ impl Event {
             Event::ModelRequest(_) => EventType::ModelRequest,
             Event::ModelResponse(_) => EventType::ModelResponse,
             Event::ToolStarted(_) => EventType::ToolStarted,
+            Event::SessionResource(_) => EventType::SessionResource,
         }
     }
 
@@ -284,7 +288,8 @@ impl Event {
             | Event::ForkOrigin(_)
             | Event::ModelRequest(_)
             | Event::ModelResponse(_)
-            | Event::ToolStarted(_) => None,
+            | Event::ToolStarted(_)
+            | Event::SessionResource(_) => None,
         }
     }
 }
@@ -350,6 +355,7 @@ event_from_payload!(
     ModelRequest,
     ModelResponse,
     ToolStarted,
+    SessionResource,
 );
 
 #[cfg(test)]

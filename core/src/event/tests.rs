@@ -153,7 +153,8 @@ fn public_and_input_classification() {
             EventType::ForkOrigin,
             EventType::ModelRequest,
             EventType::ModelResponse,
-            EventType::ToolStarted
+            EventType::ToolStarted,
+            EventType::SessionResource
         ]
     );
     for &event_type in EventType::ALL {
