@@ -6,8 +6,10 @@
 //!
 //! [`fake_model`] is a scripted fake of the Anthropic Messages API, used
 //! in-process by Rust tests and as the `fake-model` binary by the others.
+//! [`git_server`] serves git repositories over https on loopback.
 
 pub mod fake_model;
+pub mod git_server;
 
 use std::fmt;
 use std::str::FromStr;

@@ -320,7 +320,7 @@ async fn clone_one(
                     .local(&cache, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}^{{commit}}")])
                     .await;
                 let commit = commit.map_err(|_| CloneError::Checkout(format!("the branch {name:?} does not exist")))?;
-                Checkout::Branch { name: name.clone(), commit }
+                Checkout::Branch { name: name.clone(), commit: commit.trim().to_owned() }
             }
             Some(RepositoryCheckout::Commit { sha }) => {
                 let probe = format!("{sha}^{{commit}}");
@@ -331,7 +331,7 @@ async fn clone_one(
                 }
                 let commit = run.local(&cache, &["rev-parse", "--verify", "--quiet", &probe]).await;
                 let commit = commit.map_err(|_| CloneError::Checkout(format!("the commit {sha} does not exist")))?;
-                Checkout::Detached { commit }
+                Checkout::Detached { commit: commit.trim().to_owned() }
             }
             None => {
                 let name = default_branch.ok_or_else(|| {
@@ -342,7 +342,7 @@ async fn clone_one(
                     .await;
                 let commit =
                     commit.map_err(|_| CloneError::Checkout(format!("the default branch {name:?} has no commit")))?;
-                Checkout::Branch { name, commit }
+                Checkout::Branch { name, commit: commit.trim().to_owned() }
             }
         }
     };
@@ -541,6 +541,7 @@ impl Git<'_> {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let stderr = self.redact(&String::from_utf8_lossy(&output.stderr));
+        tracing::debug!(command = what, %stderr, "git failed");
         Err(classify(what, &stderr))
     }
 
@@ -556,7 +557,15 @@ impl Git<'_> {
 
 /// The error a failed git command means, with its last line of output.
 fn classify(what: &str, stderr: &str) -> CloneError {
-    let line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    // git's own message is the last `fatal:` or `error:` line; hints follow it.
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .or(lines.last())
+        .copied()
+        .unwrap_or("");
     let mut shown: String = line.chars().take(MAX_MESSAGE_BYTES).collect();
     if shown.is_empty() {
         shown = format!("git {what} failed");
