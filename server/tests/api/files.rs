@@ -348,3 +348,42 @@ async fn large_files_are_chunked_and_come_back_whole() {
     assert_eq!(resp.header("content-length"), Some(big.len().to_string().as_str()));
     assert!(resp.bytes[..] == big[..]);
 }
+
+#[tokio::test]
+async fn uploads_past_the_api_body_limit_work_up_to_the_file_limit() {
+    // Goal: the upload route takes files larger than the 32 MB limit of other
+    // requests, up to MAX_FILE_BYTES, and answers 413 past it without holding
+    // the body in memory. Method: streamed bodies of zeros (one chunk, stored
+    // once), 40 MiB and just over the limit.
+    use futures_util::StreamExt;
+    let h = Harness::new();
+    let boundary = "big";
+    let upload = |size: u64| {
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"zeros.bin\"\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let piece = bytes::Bytes::from(vec![0u8; 1024 * 1024]);
+        let n_full = size / piece.len() as u64;
+        let rest = (size % piece.len() as u64) as usize;
+        let body = futures_util::stream::iter(
+            std::iter::once(bytes::Bytes::from(head))
+                .chain(std::iter::repeat_n(piece.clone(), n_full as usize))
+                .chain(std::iter::once(piece.slice(..rest)))
+                .chain(std::iter::once(bytes::Bytes::from(tail))),
+        )
+        .map(Ok::<_, std::io::Error>);
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/files")
+            .header("x-api-key", &h.key_a)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(Body::from_stream(body))
+            .unwrap()
+    };
+    let file = h.raw(upload(40 * 1024 * 1024)).await.ok();
+    assert_eq!(file["size_bytes"], 40 * 1024 * 1024);
+    let limit = logbook_server::resources::content::MAX_FILE_BYTES;
+    let body = h.raw(upload(limit + 1)).await.error(413, "request_too_large");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&limit.to_string()), "{body}");
+}
