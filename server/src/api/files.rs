@@ -147,7 +147,7 @@ pub async fn upload(
                 upload = Some((filename, mime_type, content));
             }
             Some("expires_in_seconds") => {
-                let text = field.text().await.map_err(multipart_error)?;
+                let text = small_text(field).await?;
                 let seconds =
                     text.trim().parse::<i64>().ok().filter(|s| (MIN_EXPIRES_SECONDS..=MAX_EXPIRES_SECONDS).contains(s));
                 expires_in = Some(seconds.ok_or_else(|| {
@@ -210,6 +210,19 @@ async fn store_field(state: &AppState, mut field: Field<'_>) -> Result<Content, 
         return Err(multipart_error(err));
     }
     stored.map_err(content_error)
+}
+
+/// A short text field (a number), read without holding a long one.
+async fn small_text(mut field: Field<'_>) -> Result<String, ApiError> {
+    const MAX_FIELD_BYTES: usize = 64;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::invalid(format!("expires_in_seconds: at most {MAX_FIELD_BYTES} bytes")));
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid("expires_in_seconds: must be an integer"))
 }
 
 fn multipart_error(err: MultipartError) -> ApiError {

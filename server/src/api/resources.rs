@@ -99,44 +99,49 @@ pub fn parse_specs(values: &[Value]) -> Result<Vec<ResourceSpec>, ApiError> {
     values.iter().enumerate().map(|(idx, value)| parse_spec(value, &format!("resources[{idx}]"))).collect()
 }
 
+/// Parses one resource; `at` names it in messages (`resources[0]`, or ""
+/// for a request body that is the resource itself).
 fn parse_spec(value: &Value, at: &str) -> Result<ResourceSpec, ApiError> {
+    let field = |name: &str| if at.is_empty() { name.to_owned() } else { format!("{at}.{name}") };
     let params: ResourceParams = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if path == "." {
-            ApiError::invalid(format!("{at}: {inner}"))
-        } else {
-            ApiError::invalid(format!("{at}.{path}: {inner}"))
+        match (path.as_str(), at.is_empty()) {
+            (".", true) => ApiError::invalid(format!("invalid resource: {inner}")),
+            (".", false) => ApiError::invalid(format!("{at}: {inner}")),
+            (path, _) => ApiError::invalid(format!("{}: {inner}", field(path))),
         }
     })?;
     match params {
         ResourceParams::File { file_id, mount_path } => {
             let file_id = parse_id::<FileId>(&file_id, "file").map_err(|_| files::not_found(&file_id))?;
             let mount = mount::upload_path(mount_path.as_deref(), file_id)
-                .map_err(|err| ApiError::invalid(format!("{at}.mount_path: {err}")))?;
+                .map_err(|err| ApiError::invalid(format!("{}: {err}", field("mount_path"))))?;
             Ok(ResourceSpec::File { file_id, mount })
         }
         ResourceParams::GithubRepository { url, authorization_token, checkout, mount_path } => {
-            let url = RepoUrl::parse(&url).map_err(|err| ApiError::invalid(format!("{at}.url: {err}")))?;
+            let url = RepoUrl::parse(&url).map_err(|err| ApiError::invalid(format!("{}: {err}", field("url"))))?;
             let checkout = checkout
                 .filter(|c| !c.is_null())
                 .map(serde_json::from_value::<RepositoryCheckout>)
                 .transpose()
-                .map_err(|err| ApiError::invalid(format!("{at}.checkout: {err}")))?;
+                .map_err(|err| ApiError::invalid(format!("{}: {err}", field("checkout"))))?;
             if let Some(checkout) = &checkout {
-                check_checkout(checkout).map_err(|err| ApiError::invalid(format!("{at}.{err}")))?;
+                check_checkout(checkout).map_err(|err| ApiError::invalid(field(&err)))?;
             }
             let token = authorization_token.filter(|t| !t.expose().is_empty());
             if token.as_ref().is_some_and(|t| t.expose().len() > MAX_TOKEN_BYTES) {
-                return Err(ApiError::invalid(format!("{at}.authorization_token: at most {MAX_TOKEN_BYTES} bytes")));
+                let message = format!("{}: at most {MAX_TOKEN_BYTES} bytes", field("authorization_token"));
+                return Err(ApiError::invalid(message));
             }
             let mount = mount::repository_path(mount_path.as_deref(), url.name())
-                .map_err(|err| ApiError::invalid(format!("{at}.mount_path: {err}")))?;
+                .map_err(|err| ApiError::invalid(format!("{}: {err}", field("mount_path"))))?;
             Ok(ResourceSpec::Repository { url, checkout, mount, token })
         }
-        ResourceParams::MemoryStore {} => {
-            Err(ApiError::invalid(format!("{at}: memory_store resources are not supported by this server")))
-        }
+        ResourceParams::MemoryStore {} => Err(ApiError::invalid(format!(
+            "{}: memory_store resources are not supported by this server",
+            if at.is_empty() { "type" } else { at }
+        ))),
     }
 }
 
@@ -382,7 +387,7 @@ pub async fn add(
                 "type: only file resources can be added to a session; repositories are given when it is created",
             ));
         }
-        _ => parse_spec(&body, "body")?,
+        _ => parse_spec(&body, "")?,
     };
     let now = state.now();
     let worker = state.clone();

@@ -132,6 +132,19 @@ pub fn store_reader(store: &SledStore, reader: impl Read, limit: u64) -> Result<
     store_pieces(store, pieces, limit)
 }
 
+/// The blake3 hash of what `reader` yields (what [`Content::digest`] would be).
+pub fn digest_of(mut reader: impl Read) -> std::io::Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = read_full(&mut reader, &mut buf)?;
+        if n == 0 {
+            return Ok(Digest::from_bytes(*hasher.finalize().as_bytes()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 /// The chunks of stored contents, in order.
 pub fn chunks(store: &SledStore, blob: Digest, size: u64) -> Result<Vec<Digest>, ContentError> {
     if size <= CHUNK_BYTES as u64 {
@@ -217,6 +230,7 @@ mod tests {
         assert!(out == big);
         // The same contents again: the same blob.
         assert_eq!(store_reader(&store, big.as_slice(), MAX_FILE_BYTES).unwrap(), content);
+        assert_eq!(digest_of(big.as_slice()).unwrap(), content.digest);
     }
 
     #[test]

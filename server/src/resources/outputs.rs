@@ -12,6 +12,7 @@
 //! them; the session object keeps which contents each path was captured with.
 
 use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom};
 
 use logbook_core::event::{Event, FileChange, WorkspaceChange, WorkspaceDelta};
 use logbook_core::{Digest, FileId, SessionId};
@@ -33,6 +34,11 @@ use crate::tenancy::Tenant;
 /// files than this in the outputs directory are captured by later idles only
 /// if earlier names go away.
 pub const MAX_OUTPUT_FILES: usize = 1000;
+
+/// Most bytes one capture stores: an agent filling its outputs with large
+/// files cannot make one idle write more than this to the store (files past
+/// it wait for a later idle, when earlier ones are unchanged and cost nothing).
+pub const MAX_CAPTURE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// What a path of the outputs directory was last captured as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,9 +79,23 @@ fn capture_now(
     let mut changes = Vec::new();
     let mut captured = BTreeMap::new();
     let mut created = Vec::new();
+    let mut stored_bytes = 0u64;
     for output in found {
         let path = format!("{OUTPUTS_DIR}/{}", output.components.join("/"));
-        let content = match content::store_reader(store, output.file, MAX_FILE_BYTES) {
+        if stored_bytes + output.size > MAX_CAPTURE_BYTES {
+            tracing::warn!(%session, %path, limit = MAX_CAPTURE_BYTES, "the outputs are over one capture's limit; the rest waits");
+            continue;
+        }
+        stored_bytes += output.size;
+        // Hash first: an unchanged file (the common case) costs one read and
+        // no store write.
+        let mut file = output.file;
+        let digest = content::digest_of(&mut file).map_err(ApiError::internal)?;
+        if stored.outputs.get(&path).is_some_and(|previous| previous.digest == digest) {
+            continue;
+        }
+        file.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
+        let content = match content::store_reader(store, file, MAX_FILE_BYTES) {
             Ok(content) => content,
             Err(ContentError::TooLarge { limit }) => {
                 tracing::warn!(%session, %path, limit, "an output is over the file size limit; not captured");

@@ -359,9 +359,8 @@ async fn uploads_past_the_api_body_limit_work_up_to_the_file_limit() {
     let h = Harness::new();
     let boundary = "big";
     let upload = |size: u64| {
-        let head = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"zeros.bin\"\r\n\r\n"
-        );
+        let head =
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"zeros.bin\"\r\n\r\n");
         let tail = format!("\r\n--{boundary}--\r\n");
         let piece = bytes::Bytes::from(vec![0u8; 1024 * 1024]);
         let n_full = size / piece.len() as u64;
