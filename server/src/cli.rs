@@ -70,7 +70,9 @@ enum Command {
         /// resources may reach on private addresses: your own forges.
         #[arg(long, env = "LOGBOOK_GIT_PRIVATE_HOSTS", default_value = "")]
         git_private_hosts: String,
-        /// A PEM file of extra certificate authorities for git (a private forge's).
+        /// The certificate authorities git trusts, instead of the system's (a
+        /// PEM bundle: your private forge's CA, plus the system roots if you
+        /// also clone from public forges).
         #[arg(long, env = "LOGBOOK_GIT_CA_FILE")]
         git_ca_file: Option<PathBuf>,
         /// The git executable (default: `git` on the PATH).

@@ -63,7 +63,8 @@ pub struct GitSettings {
     /// Hosts (names or IP literals, as written in URLs) that may resolve to
     /// private addresses: the operator's own forges.
     pub private_hosts: Vec<String>,
-    /// A PEM bundle of extra certificate authorities (a private forge's).
+    /// A PEM bundle git trusts instead of the system's (a private forge's
+    /// CA; git's `http.sslCAInfo` replaces the default bundle).
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
 }
