@@ -28,7 +28,8 @@ pub struct WorkspaceDelta {
 /// One changed path of the workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct WorkspaceChange {
-    /// Relative to the workspace root.
+    /// The absolute sandbox path (`/workspace/src/main.rs`,
+    /// `/mnt/session/uploads/data.csv`, `/mnt/session/outputs/report.md`).
     pub path: String,
     pub change: FileChange,
 }
