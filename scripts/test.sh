@@ -10,6 +10,11 @@ step "tools"
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
+# Repository resources clone with git; their tests serve repositories with
+# `git http-backend` (part of the git package).
+if ! command -v git >/dev/null 2>&1 || [[ ! -x "$(git --exec-path)/git-http-backend" ]]; then
+    apt-get update && apt-get install -y git
+fi
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -161,6 +161,10 @@ prefixed_id!(
     FileId, "file_", "file"
 );
 prefixed_id!(
+    /// A resource attached to a session (a mounted file, a cloned repository).
+    SessionResourceId, "sesrsc_", "session resource"
+);
+prefixed_id!(
     /// A workspace: the tenant that owns API keys and every object.
     WorkspaceId, "wrkspc_", "workspace"
 );

@@ -39,8 +39,8 @@ pub use encoding::{DecodeError, EncodeError};
 pub use entry::Entry;
 pub use event::{Event, EventType};
 pub use id::{
-    AgentId, EnvironmentId, EventId, FileId, OutcomeId, ParseIdError, SessionId, ThreadId, WorkId, WorkflowRunId,
-    WorkspaceId,
+    AgentId, EnvironmentId, EventId, FileId, OutcomeId, ParseIdError, SessionId, SessionResourceId, ThreadId, WorkId,
+    WorkflowRunId, WorkspaceId,
 };
 pub use json::Json;
 pub use record::{Body, Record, Seq};

@@ -218,6 +218,7 @@ impl Context {
             | Event::ModelRequest(_)
             | Event::ToolStarted(_)
             | Event::AgentConfig(_) => {}
+            Event::SessionResource(_) => {}
         }
     }
 

@@ -6,6 +6,7 @@
 //! for the low-token context API; [`usage`] sums tokens and running time;
 //! [`workspace`] folds workspace deltas into the file tree; [`state`] folds
 //! all of them together (the state at any seq, and checkpoints of it);
+//! [`resources`] lists the attached resources and mounted files;
 //! [`slice`] filters and previews events for the slice API; [`tokens`]
 //! estimates token counts; [`audit`] and [`bundle`] define signed
 //! heads and the verifiable export format. Nothing in this crate reads a clock, touches a disk or the network:
@@ -18,6 +19,7 @@ pub mod context;
 pub mod fit;
 pub mod machine;
 pub mod rerun;
+pub mod resources;
 pub mod slice;
 pub mod state;
 pub mod tokens;

@@ -339,7 +339,8 @@ impl Machine {
             | Event::WorkspaceDelta(_)
             | Event::ForkOrigin(_)
             | Event::ModelRequest(_)
-            | Event::ModelResponse(_) => {}
+            | Event::ModelResponse(_)
+            | Event::SessionResource(_) => {}
         }
     }
 

@@ -197,7 +197,8 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
     }
 }
 
-/// Events a client sends (or Logbook records for one): not runner decisions.
+/// Events a client sends (or Logbook records for one, or records while
+/// preparing a session's resources): not runner decisions.
 fn is_client_input(event: &Event) -> bool {
     event.event_type().as_input().is_some()
         || matches!(
@@ -207,7 +208,9 @@ fn is_client_input(event: &Event) -> bool {
                 | Event::SessionStatusTerminated(_)
                 | Event::WorkspaceDelta(_)
                 | Event::ForkOrigin(_)
+                | Event::SessionResource(_)
         )
+        || matches!(event, Event::SessionError(error) if error.error.is_repository_error())
 }
 
 /// The call a runner-made result answers.

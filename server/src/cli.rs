@@ -66,6 +66,18 @@ enum Command {
         /// benchmarks of the API alone, and for operators who drain a server.
         #[arg(long)]
         no_runner: bool,
+        /// Git hosts (names or IP literals, comma-separated) that repository
+        /// resources may reach on private addresses: your own forges.
+        #[arg(long, env = "LOGBOOK_GIT_PRIVATE_HOSTS", default_value = "")]
+        git_private_hosts: String,
+        /// The certificate authorities git trusts, instead of the system's (a
+        /// PEM bundle: your private forge's CA, plus the system roots if you
+        /// also clone from public forges).
+        #[arg(long, env = "LOGBOOK_GIT_CA_FILE")]
+        git_ca_file: Option<PathBuf>,
+        /// The git executable (default: `git` on the PATH).
+        #[arg(long, env = "LOGBOOK_GIT")]
+        git: Option<PathBuf>,
     },
     /// Verify every session's hash chain, every head and every blob; or, given
     /// a BUNDLE, check that exported bundle offline (exit 1 and the first bad
@@ -178,13 +190,17 @@ pub fn main() -> ExitCode {
             sse_ping_secs,
             tcp_user_timeout_secs,
             no_runner,
+            git_private_hosts,
+            git_ca_file,
+            git,
         } => {
             let config = Config {
                 rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
                 sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
                 ..Config::default()
             };
-            serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)), no_runner)
+            let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);
+            serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)), no_runner, git)
         }
         Command::Verify { bundle: Some(bundle), public_key, against, json, .. } => {
             crate::offline::verify_bundle(&bundle, public_key.as_deref(), against.as_deref(), json)
@@ -263,6 +279,7 @@ fn serve(
     config: Config,
     tcp_user_timeout: Duration,
     no_runner: bool,
+    git: crate::resources::git::GitSettings,
 ) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -284,6 +301,7 @@ fn serve(
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(store, clock, config, shutdown_rx);
         state.set_audit_key(Arc::new(audit_key));
+        state.set_resources_host(Arc::new(crate::resources::Host::new(data, git)));
         if no_runner {
             eprintln!("logbook: --no-runner: sessions store their events but do not run");
         } else {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
 use crate::api::wire::MAX_BODY_BYTES;
-use crate::api::{agents, environments, events, sessions, stream};
+use crate::api::{agents, environments, events, files, resources, sessions, stream};
 use crate::openapi;
 use crate::ratelimit::Class;
 use crate::state::AppState;
@@ -84,8 +84,30 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             get(stream::stream),
         ),
     ];
+    routes.extend(files_table());
     routes.extend(x_table());
     routes
+}
+
+/// The Files API and session resources.
+fn files_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let upload = post(files::upload).layer(DefaultBodyLimit::max(files::MAX_UPLOAD_BODY_BYTES));
+    let resource = "/v1/sessions/{session_id}/resources/{resource_id}";
+    vec![
+        (RouteSpec { streaming: true, ..spec(Method::POST, "/v1/files", "Upload a file (multipart)") }, upload),
+        (spec(Method::GET, "/v1/files", "List files (optionally of one session: scope_id)"), get(files::list)),
+        (spec(Method::GET, "/v1/files/{file_id}", "Retrieve a file's metadata"), get(files::retrieve)),
+        (spec(Method::DELETE, "/v1/files/{file_id}", "Delete a file"), delete(files::delete)),
+        (
+            RouteSpec { streaming: true, ..spec(Method::GET, "/v1/files/{file_id}/content", "Download a file") },
+            get(files::content),
+        ),
+        (spec(Method::POST, "/v1/sessions/{session_id}/resources", "Add a file to a session"), post(resources::add)),
+        (spec(Method::GET, "/v1/sessions/{session_id}/resources", "List a session's resources"), get(resources::list)),
+        (spec(Method::GET, resource, "Retrieve a session resource"), get(resources::retrieve)),
+        (spec(Method::POST, resource, "Rotate a repository resource's token"), post(resources::update)),
+        (spec(Method::DELETE, resource, "Remove a file from a session"), delete(resources::delete)),
+    ]
 }
 
 /// The `/x/v1` extension routes (no beta header needed; same keys and errors).
@@ -263,8 +285,11 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let extension = request.uri().path().starts_with("/x/");
-    if !extension && !betas.contains(&MANAGED_AGENTS_BETA) {
+    let path = request.uri().path();
+    let extension = path.starts_with("/x/");
+    // The Files API has its own beta, which the SDK does not send by default.
+    let files = path == "/v1/files" || path.starts_with("/v1/files/");
+    if !extension && !files && !betas.contains(&MANAGED_AGENTS_BETA) {
         return Err(ApiError::invalid(format!(
             "the anthropic-beta header must include {MANAGED_AGENTS_BETA} to use the Managed Agents API"
         )));
@@ -286,7 +311,10 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError
         state.metrics().rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::rate_limited(wait_ms));
     }
-    let streaming = request.uri().path().ends_with("/stream") || request.uri().path().ends_with("/export");
+    // Streams, exports and file transfers are not cut off by the request timeout.
+    let path = request.uri().path();
+    let transfer = files && (path.ends_with("/content") || (path == "/v1/files" && request.method() == Method::POST));
+    let streaming = path.ends_with("/stream") || path.ends_with("/export") || transfer;
     request.extensions_mut().insert(tenant);
     Ok(streaming)
 }

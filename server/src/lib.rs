@@ -3,7 +3,8 @@
 //! The only crate that knows HTTP, the tokio runtime, the model provider and
 //! the sandbox. It holds the Managed Agents API (`api`), the HTTP app with its
 //! middleware (`http`), tenancy (`tenancy`), rate limits, metrics, the OpenAPI
-//! document and the command line (`cli`).
+//! document and the command line (`cli`). `resources` puts session resources
+//! (mounted files, outputs, cloned repositories) on disk.
 
 pub mod api;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod openapi;
 pub mod previews;
 pub mod projection;
 pub mod ratelimit;
+pub mod resources;
 pub mod runner;
 pub mod sandbox;
 pub mod state;

@@ -56,6 +56,8 @@ struct Inner {
     runner: std::sync::OnceLock<crate::runner::RunnerHandle>,
     /// The key signed heads are signed with, once loaded.
     audit_key: std::sync::OnceLock<Arc<crate::audit::AuditKey>>,
+    /// Where session resources go on disk, once configured.
+    resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
 }
@@ -77,6 +79,7 @@ impl AppState {
                 shutdown,
                 runner: std::sync::OnceLock::new(),
                 audit_key: std::sync::OnceLock::new(),
+                resources_host: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
             }),
         }
@@ -114,6 +117,15 @@ impl AppState {
 
     pub fn audit_key(&self) -> Option<Arc<crate::audit::AuditKey>> {
         self.inner.audit_key.get().cloned()
+    }
+
+    /// Attaches the resources host (file mounts, outputs, repositories need it).
+    pub fn set_resources_host(&self, host: Arc<crate::resources::Host>) {
+        let _ = self.inner.resources_host.set(host);
+    }
+
+    pub fn resources_host(&self) -> Option<&Arc<crate::resources::Host>> {
+        self.inner.resources_host.get()
     }
 
     pub fn previews(&self) -> &Previews {

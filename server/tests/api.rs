@@ -35,3 +35,9 @@ mod isolation;
 
 #[path = "api/previews.rs"]
 mod previews;
+
+#[path = "api/files.rs"]
+mod files;
+
+#[path = "api/resources.rs"]
+mod resources;

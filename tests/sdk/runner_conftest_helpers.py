@@ -158,6 +158,8 @@ class RunnerServer:
     proc: Process
     key: str
     fake: FakeModel
+    # The server's data directory (sessions' directories are under sandboxes/).
+    data_dir: Optional[Path] = None
 
     @property
     def url(self) -> str:
@@ -203,7 +205,7 @@ def runner_server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactor
     ]
     proc = _spawn("logbook (runner)", cmd, env, SERVING_RE, "stderr")
     try:
-        yield RunnerServer(proc=proc, key=key, fake=fake_model)
+        yield RunnerServer(proc=proc, key=key, fake=fake_model, data_dir=Path(data_dir))
     finally:
         proc.stop()
 

@@ -7,8 +7,10 @@
 //! [`fake_model`] is a scripted fake of the Anthropic Messages API, used
 //! in-process by Rust tests and as the `fake-model` binary by the others.
 //! [`server`] starts the real `logbook` binary and talks to its API.
+//! [`git_server`] serves git repositories over https on loopback.
 
 pub mod fake_model;
+pub mod git_server;
 pub mod server;
 
 use std::fmt;

@@ -69,6 +69,7 @@ pub enum EventType {
     ToolStarted,
     AgentConfig,
     Compaction,
+    SessionResource,
 }
 
 /// A string that names no event type.
@@ -130,6 +131,7 @@ impl EventType {
         EventType::ToolStarted,
         EventType::AgentConfig,
         EventType::Compaction,
+        EventType::SessionResource,
     ];
 
     /// The `type` string of the JSON form, e.g. `"user.message"`.
@@ -184,6 +186,7 @@ impl EventType {
             EventType::ToolStarted => "x.tool_started",
             EventType::AgentConfig => "x.agent_config",
             EventType::Compaction => "x.compaction",
+            EventType::SessionResource => "x.session_resource",
         }
     }
 
@@ -253,6 +256,7 @@ impl EventType {
             | EventType::ToolStarted
             | EventType::AgentConfig
             | EventType::Compaction => false,
+            EventType::SessionResource => false,
         }
     }
 
@@ -308,6 +312,7 @@ impl EventType {
             | EventType::ToolStarted
             | EventType::AgentConfig
             | EventType::Compaction => false,
+            EventType::SessionResource => false,
         }
     }
 
@@ -364,6 +369,7 @@ impl EventType {
             | EventType::ToolStarted
             | EventType::AgentConfig
             | EventType::Compaction => None,
+            EventType::SessionResource => None,
         }
     }
 }

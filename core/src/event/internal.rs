@@ -11,7 +11,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::event::span::ModelUsage;
-use crate::id::{EventId, SessionId};
+use crate::id::{EventId, FileId, SessionId, SessionResourceId};
 use crate::json::Json;
 
 /// `x.workspace_delta`: how the workspace changed after a tool call.
@@ -28,7 +28,8 @@ pub struct WorkspaceDelta {
 /// One changed path of the workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct WorkspaceChange {
-    /// Relative to the workspace root.
+    /// The absolute sandbox path (`/workspace/src/main.rs`,
+    /// `/mnt/session/uploads/data.csv`, `/mnt/session/outputs/report.md`).
     pub path: String,
     pub change: FileChange,
 }
@@ -152,6 +153,66 @@ pub struct Compaction {
     pub model: Option<String>,
     /// Tokens the summarizing call used (billed like any model call).
     pub usage: ModelUsage,
+}
+
+/// `x.session_resource`: a resource of the session was attached, changed or
+/// detached. The log's record of what the session's `resources` are, so that
+/// the list, and a fork at any point, follow from the log. Secrets (a
+/// repository's token) are never part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct SessionResource {
+    pub resource_id: SessionResourceId,
+    pub change: ResourceChange,
+}
+
+/// What happened to a session resource, tagged by `type`.
+///
+/// # Important
+/// Variant order is the canonical encoding: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResourceChange {
+    /// The resource was attached (at session creation or later).
+    Attached { resource: AttachedResource },
+    /// The resource was removed from the session.
+    Detached,
+    /// A repository's authorization token was replaced. The token itself is
+    /// kept out of the log.
+    TokenRotated,
+    /// A repository was cloned into the workspace at this commit: the
+    /// repository's state as of this point of the log.
+    RepositoryCloned { commit: String },
+}
+
+/// A resource as attached, tagged by `type` like the API's resources.
+///
+/// # Important
+/// Variant order is the canonical encoding: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AttachedResource {
+    /// A Files API file, materialized read-only at `mount_path` (an absolute
+    /// sandbox path under `/mnt/session/uploads`).
+    File { file_id: FileId, mount_path: String },
+    /// A git repository cloned at `mount_path` (an absolute sandbox path
+    /// under `/workspace`).
+    GithubRepository {
+        url: String,
+        mount_path: String,
+        #[serde(default)]
+        checkout: Option<RepositoryCheckout>,
+    },
+}
+
+/// What to check out of a repository, tagged by `type`.
+///
+/// # Important
+/// Variant order is the canonical encoding: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RepositoryCheckout {
+    Branch { name: String },
+    Commit { sha: String },
 }
 
 /// serde for 32-byte hashes as 64 lowercase hex characters.

@@ -35,8 +35,8 @@ pub use agent::{
 pub use content::{ContentBlock, DocumentSource, ImageSource, SearchResultCitations, SearchResultContent};
 pub use event_type::{EventType, InputType, UnknownEventType};
 pub use internal::{
-    AgentConfig, Compaction, FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink,
-    WorkspaceChange, WorkspaceDelta,
+    AgentConfig, AttachedResource, Compaction, FileChange, ForkOrigin, ModelRequest, ModelResponse, RepositoryCheckout,
+    ResourceChange, SessionResource, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
 };
 pub use sample::sample_events;
 pub use session::{
@@ -181,6 +181,8 @@ pub enum Event {
     AgentConfig(AgentConfig),
     #[serde(rename = "x.compaction")]
     Compaction(Compaction),
+    #[serde(rename = "x.session_resource")]
+    SessionResource(SessionResource),
 }
 
 impl Event {
@@ -237,6 +239,7 @@ impl Event {
             Event::ToolStarted(_) => EventType::ToolStarted,
             Event::AgentConfig(_) => EventType::AgentConfig,
             Event::Compaction(_) => EventType::Compaction,
+            Event::SessionResource(_) => EventType::SessionResource,
         }
     }
 
@@ -294,6 +297,7 @@ impl Event {
             | Event::ToolStarted(_)
             | Event::AgentConfig(_)
             | Event::Compaction(_) => None,
+            Event::SessionResource(_) => None,
         }
     }
 }
@@ -361,6 +365,7 @@ event_from_payload!(
     ToolStarted,
     AgentConfig,
     Compaction,
+    SessionResource,
 );
 
 #[cfg(test)]

@@ -12,20 +12,20 @@ use serde_json::json;
 use crate::event::{
     AgentConfig, AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking,
     AgentThreadContextCompacted, AgentThreadMessageReceived, AgentThreadMessageSent, AgentToolResult, AgentToolUse,
-    AutoPermission, Budget, CacheCreationUsage, Compaction, ConfirmationResult, ContentBlock, DocumentSource,
-    EvaluatedPermission, Event, FileChange, ForkOrigin, ImageSource, Millis, ModelRequest, ModelResponse, ModelUsage,
-    Money, OutcomeEvaluationResult, RetryStatus, Rubric, SearchResultCitations, SearchResultContent, ServerToolUsage,
-    SessionDeleted, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled,
-    SessionStatusRunning, SessionStatusTerminated, SessionThreadCreated, SessionThreadStatusIdle,
-    SessionThreadStatusRescheduled, SessionThreadStatusRunning, SessionThreadStatusTerminated, SessionUpdated,
-    SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing,
-    SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason, SystemMessage, ToolEvaluation, ToolStarted,
-    ToolUseLink, UsageSnapshot, UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage,
-    UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError, WorkflowRunErrorDetail,
-    WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult, WorkflowRunStatusEnded,
-    WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
+    AttachedResource, AutoPermission, Budget, CacheCreationUsage, Compaction, ConfirmationResult, ContentBlock,
+    DocumentSource, EvaluatedPermission, Event, FileChange, ForkOrigin, ImageSource, Millis, ModelRequest,
+    ModelResponse, ModelUsage, Money, OutcomeEvaluationResult, RepositoryCheckout, ResourceChange, RetryStatus, Rubric,
+    SearchResultCitations, SearchResultContent, ServerToolUsage, SessionDeleted, SessionError, SessionErrorDetail,
+    SessionResource, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionStatusTerminated,
+    SessionThreadCreated, SessionThreadStatusIdle, SessionThreadStatusRescheduled, SessionThreadStatusRunning,
+    SessionThreadStatusTerminated, SessionUpdated, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart,
+    SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason,
+    SystemMessage, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, UserCustomToolResult, UserDefineOutcome,
+    UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError,
+    WorkflowRunErrorDetail, WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult,
+    WorkflowRunStatusEnded, WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
 };
-use crate::id::{EventId, OutcomeId, SessionId, ThreadId, WorkflowRunId};
+use crate::id::{EventId, OutcomeId, SessionId, SessionResourceId, ThreadId, WorkflowRunId};
 use crate::json::Json;
 
 /// One instance of every [`Event`] variant, in [`EventType::ALL`] order.
@@ -316,6 +316,16 @@ pub fn sample_events() -> Vec<Event> {
                 cache_creation_input_tokens: 0,
                 cache_read_input_tokens: 0,
                 speed: None,
+            },
+        }),
+        Event::SessionResource(SessionResource {
+            resource_id: SessionResourceId::from_parts(T0, 0x5e5),
+            change: ResourceChange::Attached {
+                resource: AttachedResource::GithubRepository {
+                    url: "https://github.com/octo-org/parser".to_owned(),
+                    mount_path: "/workspace/parser".to_owned(),
+                    checkout: Some(RepositoryCheckout::Branch { name: "fix-dates".to_owned() }),
+                },
             },
         }),
     ]

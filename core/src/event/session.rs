@@ -320,6 +320,28 @@ impl SessionErrorDetail {
             | SessionErrorDetail::RepositoryCloneError { retry_status, .. } => *retry_status,
         }
     }
+
+    /// Whether this error is about preparing a repository resource (the
+    /// session continues without it), not about the agent loop.
+    pub fn is_repository_error(&self) -> bool {
+        match self {
+            SessionErrorDetail::RepositoryAuthenticationError { .. }
+            | SessionErrorDetail::RepositoryForbiddenError { .. }
+            | SessionErrorDetail::RepositoryNotFoundError { .. }
+            | SessionErrorDetail::RepositoryCheckoutError { .. }
+            | SessionErrorDetail::RepositoryCloneError { .. } => true,
+            SessionErrorDetail::UnknownError { .. }
+            | SessionErrorDetail::ModelOverloadedError { .. }
+            | SessionErrorDetail::ModelRateLimitedError { .. }
+            | SessionErrorDetail::ModelRequestFailedError { .. }
+            | SessionErrorDetail::McpConnectionFailedError { .. }
+            | SessionErrorDetail::McpAuthenticationFailedError { .. }
+            | SessionErrorDetail::BillingError { .. }
+            | SessionErrorDetail::CredentialHostUnreachableError { .. }
+            | SessionErrorDetail::ToolUseLimitReachedError { .. }
+            | SessionErrorDetail::CompactionLimitReachedError { .. } => false,
+        }
+    }
 }
 
 impl Millis {

@@ -156,6 +156,7 @@ fn public_and_input_classification() {
             EventType::ToolStarted,
             EventType::AgentConfig,
             EventType::Compaction,
+            EventType::SessionResource
         ]
     );
     for &event_type in EventType::ALL {

@@ -6,6 +6,8 @@ pub mod agents;
 pub mod environments;
 pub mod error;
 pub mod events;
+pub mod files;
+pub mod resources;
 pub mod sessions;
 pub mod stream;
 pub mod tools;

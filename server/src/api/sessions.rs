@@ -55,6 +55,12 @@ pub struct StoredSession {
     /// Usage as of the last idle (an index of the log, kept by the runner).
     #[serde(default)]
     pub usage: UsageView,
+    /// What each path of the outputs directory was last captured as.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, crate::resources::outputs::CapturedOutput>,
+    /// The resources as the API shows them, read from the log (never stored).
+    #[serde(skip)]
+    pub resources: Vec<Value>,
 }
 
 /// Cumulative usage the session object shows.
@@ -162,7 +168,7 @@ impl StoredSession {
             "agent": self.agent,
             "title": self.title,
             "metadata": self.metadata,
-            "resources": [],
+            "resources": self.resources,
             "vault_ids": [],
             "outcome_evaluations": [],
             "budget": self.budget,
@@ -243,9 +249,7 @@ pub async fn create(
     }
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
-    if body.resources.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(ApiError::invalid("resources: session resources are not supported by this server yet"));
-    }
+    let specs = super::resources::parse_specs(&body.resources.unwrap_or_default())?;
     if body.vault_ids.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(ApiError::invalid("vault_ids: vaults are not supported by this server"));
     }
@@ -273,7 +277,7 @@ pub async fn create(
             }
             let (agent, from_agent_ref) = resolve_agent(store, &tenant, agent_ref)?;
             let self_hosted = matches!(env.config, EnvConfig::SelfHosted {});
-            let session = StoredSession {
+            let mut session = StoredSession {
                 id,
                 status: Status::Idle,
                 environment_id: env_id,
@@ -288,10 +292,21 @@ pub async fn create(
                 terminated_at: None,
                 self_hosted,
                 usage: UsageView::default(),
+                outputs: std::collections::BTreeMap::new(),
+                resources: Vec::new(),
             };
+            if self_hosted && !specs.is_empty() {
+                return Err(super::resources::self_hosted_error(&session));
+            }
             // Validate every initial event before creating anything.
             let inputs = events::parse_inputs(&initial, InputContext::Initial, &session, now)?;
+            let resolved = super::resources::resolve(store, &tenant, specs, &[], now)?;
+            if let Some(host) = worker_state.resources_host() {
+                host.prepare(id).map_err(ApiError::internal)?;
+            }
+            let prepared = super::resources::prepare(&worker_state, store, id, resolved)?;
             put_new(store, ResourceKind::Session, &tenant.key(id.to_bytes()), &to_bytes(&session)?)?;
+            session.resources = super::resources::record(&worker_state, store, id, prepared)?;
             if !inputs.is_empty() {
                 events::append_inputs(&worker_state, store, &session, inputs)?;
             }
@@ -473,12 +488,12 @@ pub async fn update(
                 }
             }
             if next == current {
-                return Ok(current);
+                return with_log_state(store, current);
             }
             next.updated_at = now;
             swap(store, &tenant, id, &current_bytes, &next)?;
             events::append_system(&worker_state, store, id, vec![Event::SessionUpdated(changes)])?;
-            Ok(next)
+            with_log_state(store, next)
         })
         .await?;
     Ok(Json(session.to_wire(now)))
@@ -634,7 +649,7 @@ pub async fn archive(
         .blocking(move |store| {
             let (current_bytes, mut session) = load(store, &tenant, id)?;
             if session.archived_at.is_some() {
-                return Ok(session);
+                return with_log_state(store, session);
             }
             if with_log_state(store, session.clone())?.status == Status::Running {
                 return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
@@ -650,7 +665,7 @@ pub async fn archive(
                 id,
                 vec![Event::SessionStatusTerminated(SessionStatusTerminated {})],
             )?;
-            Ok(session)
+            with_log_state(store, session)
         })
         .await?;
     Ok(Json(session.to_wire(now)))
@@ -679,6 +694,9 @@ pub async fn delete(
             events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])
         })
         .await?;
+    if let Some(host) = state.resources_host() {
+        host.vault().forget_session(id);
+    }
     Ok(Json(json!({"id": id, "type": "session_deleted"})))
 }
 
@@ -706,6 +724,7 @@ pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<S
             Status::Terminated
         };
     }
+    session.resources = super::resources::attached(store, session.id)?.iter().map(super::resources::to_wire).collect();
     if let Some(record) = store.last_of_types(session.id, &[EventType::SessionUsage])? {
         let entry = record.entry().map_err(ApiError::internal)?;
         if let Event::SessionUsage(usage) = entry.event {

@@ -88,6 +88,7 @@ impl Task {
                 Command::StartTurn | Command::Resume => {
                     self.append(vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))]).await?;
                     self.set_status(Status::Running).await;
+                    crate::resources::before_turn(&self.state, self.tenant, self.session).await;
                 }
                 Command::CallModel { attempt } => self.call_model(attempt).await?,
                 Command::GiveUp => {
@@ -223,6 +224,7 @@ impl Task {
         before.push((None, Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None })));
         self.append(before).await?;
         self.set_status(Status::Idle).await;
+        crate::resources::after_idle(&self.state, self.tenant, self.session);
         let view = sessions::UsageView {
             input_tokens: totals.input_tokens,
             output_tokens: totals.output_tokens,

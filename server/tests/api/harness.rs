@@ -161,6 +161,8 @@ impl Harness {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = AppState::new(store, Arc::clone(&clock) as Arc<dyn Clock>, config, shutdown_rx);
         state.set_audit_key(Arc::new(logbook_server::audit::AuditKey::from_seed(AUDIT_SEED)));
+        let git = logbook_server::resources::git::GitSettings::default();
+        state.set_resources_host(Arc::new(logbook_server::resources::Host::new(&dir.path().join("data"), git)));
         Harness { app: app(state.clone()), state, clock, key_a, key_b, revoked_a, _shutdown: shutdown_tx, _dir: dir }
     }
 
@@ -170,6 +172,43 @@ impl Harness {
         let store = self.state.store();
         let workspace = tenancy::ensure_workspace(store, name, at).unwrap();
         tenancy::create_key(store, &workspace, at).unwrap()
+    }
+
+    /// The server's data directory (the store, and the sessions' directories).
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// Uploads a file with `key` as the SDK does (multipart, part `file`).
+    pub(crate) async fn upload_as(&self, key: &str, filename: &str, content_type: &str, bytes: &[u8]) -> Resp {
+        self.upload_with(Auth::XApiKey(key), filename, content_type, bytes).await
+    }
+
+    /// Uploads a file presenting the key as `auth` says.
+    pub(crate) async fn upload_with(&self, auth: Auth<'_>, filename: &str, content_type: &str, bytes: &[u8]) -> Resp {
+        let boundary = "logbook-test-boundary-7d93";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/files")
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"));
+        builder = match auth {
+            Auth::XApiKey(key) => builder.header("x-api-key", key),
+            Auth::Bearer(key) => builder.header("authorization", format!("Bearer {key}")),
+            Auth::Missing => builder,
+        };
+        self.raw(builder.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Uploads a file as workspace A and returns its metadata.
+    pub(crate) async fn upload(&self, filename: &str, content_type: &str, bytes: &[u8]) -> Value {
+        self.upload_as(&self.key_a, filename, content_type, bytes).await.ok()
     }
 
     /// The tenant a key authenticates as.

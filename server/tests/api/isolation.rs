@@ -21,6 +21,9 @@ const SECRET: &str = "tenant-a-secret";
 const MISSING_AGENT: &str = "agent_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_ENV: &str = "env_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_SESSION: &str = "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+const MISSING_FILE: &str = "file_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+const MISSING_RESOURCE: &str = "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+const MISSING_REPO_RESOURCE: &str = "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0F";
 
 /// Objects of one workspace that path parameters and bodies refer to.
 #[derive(Debug, Clone)]
@@ -28,16 +31,39 @@ struct Ids {
     agent: String,
     env: String,
     session: String,
+    /// A downloadable file (a captured output of `session`).
+    file: String,
+    /// `file` mounted into `session`.
+    resource: String,
+    /// A repository resource of `session`.
+    repo_resource: String,
 }
 
 impl Ids {
     fn missing() -> Ids {
-        Ids { agent: MISSING_AGENT.to_owned(), env: MISSING_ENV.to_owned(), session: MISSING_SESSION.to_owned() }
+        Ids {
+            agent: MISSING_AGENT.to_owned(),
+            env: MISSING_ENV.to_owned(),
+            session: MISSING_SESSION.to_owned(),
+            file: MISSING_FILE.to_owned(),
+            resource: MISSING_RESOURCE.to_owned(),
+            repo_resource: MISSING_REPO_RESOURCE.to_owned(),
+        }
+    }
+
+    /// Every object id, for list checks.
+    fn all(&self) -> [&String; 4] {
+        [&self.agent, &self.env, &self.session, &self.file]
     }
 
     /// Replaces these ids in `text` by placeholders.
     fn erase(&self, text: &str) -> String {
-        text.replace(&self.agent, "<agent>").replace(&self.env, "<env>").replace(&self.session, "<session>")
+        text.replace(&self.agent, "<agent>")
+            .replace(&self.env, "<env>")
+            .replace(&self.session, "<session>")
+            .replace(&self.file, "<file>")
+            .replace(&self.repo_resource, "<resource>")
+            .replace(&self.resource, "<resource>")
     }
 }
 
@@ -53,6 +79,8 @@ struct Call {
     /// A route about the server, not about any workspace's objects: every
     /// valid key gets the same answer.
     global: bool,
+    /// A multipart file upload (the body is ignored).
+    upload: bool,
 }
 
 /// Fills a route's path parameters with `ids`; an unknown parameter fails the test.
@@ -64,6 +92,8 @@ fn fill(route: &RouteSpec, ids: &Ids) -> String {
         ("{session_id}", &ids.session),
         ("{*path}", &"workspace/notes.txt".to_owned()),
         ("{seq}", &"0".to_owned()),
+        ("{file_id}", &ids.file),
+        ("{resource_id}", &ids.resource),
     ] {
         path = path.replace(param, value);
     }
@@ -74,7 +104,14 @@ fn fill(route: &RouteSpec, ids: &Ids) -> String {
 /// The call for a route against `ids`. A route the matrix does not know fails the test.
 fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
     let path = fill(route, ids);
-    let call = |body: Option<Value>| Call { path: path.clone(), body, list: false, creates: false, global: false };
+    let call = |body: Option<Value>| Call {
+        path: path.clone(),
+        body,
+        list: false,
+        creates: false,
+        global: false,
+        upload: false,
+    };
     match (route.method.as_str(), route.path) {
         ("POST", "/v1/agents") => {
             Call { creates: true, ..call(Some(json!({"name": "new", "model": "claude-sonnet-4-6"}))) }
@@ -107,6 +144,21 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         | ("GET", "/x/v1/sessions/{session_id}/slice")
         | ("GET", "/x/v1/sessions/{session_id}/context")
         | ("GET", "/x/v1/sessions/{session_id}/events/{seq}") => call(None),
+        ("POST", "/v1/files") => Call { creates: true, upload: true, ..call(None) },
+        ("GET", "/v1/files") => Call { path: format!("{path}?limit=1000"), list: true, ..call(None) },
+        ("GET", "/v1/files/{file_id}")
+        | ("GET", "/v1/files/{file_id}/content")
+        | ("DELETE", "/v1/files/{file_id}")
+        | ("GET", "/v1/sessions/{session_id}/resources")
+        | ("GET", "/v1/sessions/{session_id}/resources/{resource_id}")
+        | ("DELETE", "/v1/sessions/{session_id}/resources/{resource_id}") => call(None),
+        ("POST", "/v1/sessions/{session_id}/resources") => {
+            call(Some(json!({"type": "file", "file_id": ids.file, "mount_path": "/added/again.csv"})))
+        }
+        ("POST", "/v1/sessions/{session_id}/resources/{resource_id}") => Call {
+            path: route.path.replace("{session_id}", &ids.session).replace("{resource_id}", &ids.repo_resource),
+            ..call(Some(json!({"authorization_token": "rotated-by-someone"})))
+        },
         (method, path) => panic!("route {method} {path} is missing from the tenant-isolation matrix"),
     }
 }
@@ -121,6 +173,9 @@ fn empty_head(session: &str) -> Value {
 }
 
 async fn send(h: &Harness, route: &RouteSpec, call: &Call, auth: Auth<'_>) -> Resp {
+    if call.upload {
+        return h.upload_with(auth, "new.csv", "text/csv", b"a,b\n").await;
+    }
     match (&call.body, route.method.clone()) {
         (Some(body), method) => h.call(method, &call.path, auth, Some(body)).await,
         (None, Method::GET) => h.call(Method::GET, &call.path, auth, None).await,
@@ -150,13 +205,40 @@ async fn objects_of_a(h: &Harness) -> Ids {
     let session = h
         .post(
             "/v1/sessions",
-            &json!({"agent": agent["id"], "environment_id": env["id"], "title": SECRET, "metadata": {"owner": SECRET}}),
+            &json!({"agent": agent["id"], "environment_id": env["id"], "title": SECRET, "metadata": {"owner": SECRET},
+                "resources": [{"type": "github_repository", "url": format!("https://github.com/{SECRET}/repo"),
+                               "authorization_token": SECRET}]}),
         )
         .await
         .ok();
     h.post(&format!("/v1/sessions/{}/events", id(&session)), &json!({"events": [user_message(SECRET)]})).await.ok();
     seed_workspace_file(h, id(&session));
-    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+    let (file, resource, repo_resource) = files_of(h, &h.key_a.clone(), &session, SECRET).await;
+    Ids {
+        agent: id(&agent).to_owned(),
+        env: id(&env).to_owned(),
+        session: id(&session).to_owned(),
+        file,
+        resource,
+        repo_resource,
+    }
+}
+
+/// A captured output of `session` (named and filled with `marker`), mounted
+/// back into it, and a repository resource: (file, resource, repo resource).
+async fn files_of(h: &Harness, key: &str, session: &Value, marker: &str) -> (String, String, String) {
+    let sid = id(session);
+    crate::files::write_output(h, sid, &format!("{marker}.csv"), marker.as_bytes());
+    let captured = crate::files::capture(h, key, sid).await;
+    let file = captured[0].to_string();
+    let auth = Auth::XApiKey(key);
+    let path = format!("/v1/sessions/{sid}/resources");
+    let mounted = json!({"type": "file", "file_id": file, "mount_path": format!("/{marker}/a.csv")});
+    let resource = h.call(Method::POST, &path, auth, Some(&mounted)).await.ok();
+    // Repositories are only given at creation: read the one `objects_*` made.
+    let listed = h.call(Method::GET, &path, auth, None).await.ok();
+    let repo = listed["data"].as_array().unwrap().iter().find(|r| r["type"] == "github_repository").unwrap().clone();
+    (file, id(&resource).to_owned(), id(&repo).to_owned())
 }
 
 /// Records `/workspace/notes.txt` (holding the secret) in the session's log, as
@@ -185,9 +267,18 @@ async fn objects_of_b(h: &Harness) -> Ids {
     let b = Auth::XApiKey(&h.key_b);
     let agent = h.call(Method::POST, "/v1/agents", b, Some(&json!({"name": "b", "model": "m"}))).await.ok();
     let env = h.call(Method::POST, "/v1/environments", b, Some(&json!({"name": "b"}))).await.ok();
-    let body = json!({"agent": agent["id"], "environment_id": env["id"]});
+    let body = json!({"agent": agent["id"], "environment_id": env["id"],
+        "resources": [{"type": "github_repository", "url": "https://github.com/b/repo"}]});
     let session = h.call(Method::POST, "/v1/sessions", b, Some(&body)).await.ok();
-    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+    let (file, resource, repo_resource) = files_of(h, &h.key_b.clone(), &session, "tenant-b").await;
+    Ids {
+        agent: id(&agent).to_owned(),
+        env: id(&env).to_owned(),
+        session: id(&session).to_owned(),
+        file,
+        resource,
+        repo_resource,
+    }
 }
 
 /// Everything A can read about its objects, to check that nothing changed.
@@ -199,6 +290,8 @@ async fn snapshot(h: &Harness, ids: &Ids) -> Vec<Value> {
         format!("/v1/environments/{}", ids.env),
         format!("/v1/sessions/{}", ids.session),
         format!("/v1/sessions/{}/events", ids.session),
+        format!("/v1/files/{}", ids.file),
+        format!("/v1/sessions/{}/resources", ids.session),
     ] {
         let resp = h.get(&path).await;
         out.push(json!({"path": path, "status": resp.status.as_u16(), "body": resp.json()}));
@@ -245,11 +338,11 @@ async fn every_route_is_isolated_between_workspaces() {
             if on_a.list {
                 let page = resp.ok();
                 let listed = ids(&page);
-                for a_id in [&a_ids.agent, &a_ids.env, &a_ids.session] {
+                for a_id in a_ids.all() {
                     assert!(!listed.contains(a_id), "{what}: B's list shows A's {a_id}");
                 }
                 assert!(
-                    [&b_objects.agent, &b_objects.env, &b_objects.session].iter().any(|b_id| listed.contains(b_id)),
+                    b_objects.all().iter().any(|b_id| listed.contains(b_id)),
                     "{what}: B's list does not show B's own objects: {listed:?}"
                 );
             } else if on_a.global {
@@ -294,11 +387,8 @@ async fn every_route_is_isolated_between_workspaces() {
         assert!(resp.status.is_success(), "{what} with A's key: {} {}", resp.status, resp.text());
         if on_a.list {
             let listed = ids(&resp.json());
-            assert!(
-                [&a_ids.agent, &a_ids.env, &a_ids.session].iter().any(|a_id| listed.contains(a_id)),
-                "{what}: A's list does not show A's objects"
-            );
-            for b_id in [&b_objects.agent, &b_objects.env, &b_objects.session] {
+            assert!(a_ids.all().iter().any(|a_id| listed.contains(a_id)), "{what}: A's list does not show A's objects");
+            for b_id in b_objects.all() {
                 assert!(!listed.contains(b_id), "{what}: A's list shows B's {b_id}");
             }
         }
@@ -389,6 +479,8 @@ async fn crafted_and_foreign_cursors_never_cross_workspaces() {
             format!("/v1/sessions?include_archived=true&order=asc&page=sessions_7061{high}"),
             format!("{versions}?page=versions_{high}"),
             format!("{versions}?page=versions_{low}"),
+            format!("/v1/files?page=page_{high}"),
+            format!("/v1/files?page=page_{low}"),
         ];
         for url in urls {
             let resp = h.call(Method::GET, &url, auth, None).await;
@@ -397,7 +489,7 @@ async fn crafted_and_foreign_cursors_never_cross_workspaces() {
                 continue;
             }
             let text = resp.text();
-            let foreign = [&a_ids.agent, &a_ids.env, &a_ids.session].iter().any(|a_id| text.contains(a_id.as_str()));
+            let foreign = a_ids.all().iter().any(|a_id| text.contains(a_id.as_str()));
             if text.contains(SECRET) || foreign {
                 let who = if key == &early { "early" } else { "late" };
                 leaks.push(format!("{who}: GET {url} shows workspace A's objects"));

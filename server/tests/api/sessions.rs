@@ -226,8 +226,9 @@ async fn initial_events_are_validated_all_or_nothing() {
 
 #[tokio::test]
 async fn resources_and_vaults_are_refused_when_non_empty() {
-    // Goal: Logbook has no session resources or vaults: a non-empty
-    // `resources` or `vault_ids` is 400 (nothing created); empty lists are
+    // Goal: Logbook has no vaults: a non-empty `vault_ids` is 400 (nothing
+    // created), and a resource naming no file is 404 (nothing created; the
+    // resources themselves are tested in resources.rs); empty lists are
     // fine; vault_ids cannot be updated. Method: create and update variants.
     let h = Harness::new();
     let agent = h.agent("a").await;
@@ -235,7 +236,7 @@ async fn resources_and_vaults_are_refused_when_non_empty() {
     let base = create_body(agent["id"].clone(), &env);
     let mut body = base.clone();
     body["resources"] = json!([{"type": "file", "file_id": "file_01"}]);
-    h.post("/v1/sessions", &body).await.invalid();
+    h.post("/v1/sessions", &body).await.not_found();
     let mut body = base.clone();
     body["vault_ids"] = json!(["vlt_01"]);
     h.post("/v1/sessions", &body).await.invalid();

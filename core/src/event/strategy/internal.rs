@@ -6,10 +6,10 @@ use proptest::prelude::*;
 use super::span::model_usage;
 use super::text;
 use crate::event::{
-    AgentConfig, Compaction, Event, FileChange, ForkOrigin, ModelRequest, ModelResponse, ToolStarted, ToolUseLink,
-    WorkspaceChange, WorkspaceDelta,
+    AgentConfig, AttachedResource, Compaction, Event, FileChange, ForkOrigin, ModelRequest, ModelResponse,
+    RepositoryCheckout, ResourceChange, SessionResource, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
 };
-use crate::id::{EventId, SessionId};
+use crate::id::{EventId, FileId, SessionId, SessionResourceId};
 
 pub fn workspace_change() -> impl Strategy<Value = WorkspaceChange> {
     let change = prop_oneof![
@@ -22,6 +22,27 @@ pub fn workspace_change() -> impl Strategy<Value = WorkspaceChange> {
         text().prop_map(|target| FileChange::Symlink { target }),
     ];
     (text(), change).prop_map(|(path, change)| WorkspaceChange { path, change })
+}
+
+fn resource_change() -> impl Strategy<Value = ResourceChange> {
+    let checkout = option::of(prop_oneof![
+        text().prop_map(|name| RepositoryCheckout::Branch { name }),
+        text().prop_map(|sha| RepositoryCheckout::Commit { sha }),
+    ]);
+    let resource = prop_oneof![
+        (any::<FileId>(), text()).prop_map(|(file_id, mount_path)| AttachedResource::File { file_id, mount_path }),
+        (text(), text(), checkout).prop_map(|(url, mount_path, checkout)| AttachedResource::GithubRepository {
+            url,
+            mount_path,
+            checkout
+        }),
+    ];
+    prop_oneof![
+        resource.prop_map(|resource| ResourceChange::Attached { resource }),
+        Just(ResourceChange::Detached),
+        Just(ResourceChange::TokenRotated),
+        text().prop_map(|commit| ResourceChange::RepositoryCloned { commit }),
+    ]
 }
 
 /// `x.*`, in `EventType::ALL` order.
@@ -73,6 +94,9 @@ pub(super) fn variants() -> Vec<BoxedStrategy<Event>> {
             .prop_map(|(summary, through_seq, tokens_before, tokens_after, model, usage)| {
                 Compaction { summary, through_seq, tokens_before, tokens_after, model, usage }.into()
             })
+            .boxed(),
+        (any::<SessionResourceId>(), resource_change())
+            .prop_map(|(resource_id, change)| SessionResource { resource_id, change }.into())
             .boxed(),
     ]
 }

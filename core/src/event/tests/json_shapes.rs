@@ -384,3 +384,55 @@ fn internal_events_write_hashes_as_hex() {
         "parent_seq":1,"parent_chain_hash":"AB"}"#;
     assert!(serde_json::from_str::<Event>(bad).is_err());
 }
+
+#[test]
+fn session_resource_records_carry_no_token_field() {
+    // The resource record is the log's copy of what the API shows: a
+    // repository's url, mount path and checkout, never its token.
+    let event = Event::SessionResource(SessionResource {
+        resource_id: "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E".parse().unwrap(),
+        change: ResourceChange::Attached {
+            resource: AttachedResource::GithubRepository {
+                url: "https://github.com/o/r".to_owned(),
+                mount_path: "/workspace/r".to_owned(),
+                checkout: Some(RepositoryCheckout::Commit { sha: "ab".repeat(20) }),
+            },
+        },
+    });
+    assert_json(
+        &event,
+        &format!(
+            r#"{{"type":"x.session_resource","resource_id":"sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E",
+                "change":{{"type":"attached","resource":{{"type":"github_repository","url":"https://github.com/o/r",
+                "mount_path":"/workspace/r","checkout":{{"type":"commit","sha":"{}"}}}}}}}}"#,
+            "ab".repeat(20)
+        ),
+    );
+    let file = Event::SessionResource(SessionResource {
+        resource_id: "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E".parse().unwrap(),
+        change: ResourceChange::Attached {
+            resource: AttachedResource::File {
+                file_id: "file_01JQ8Z7M3P5R7T9V1X3Z5B7D0E".parse().unwrap(),
+                mount_path: "/mnt/session/uploads/data.csv".to_owned(),
+            },
+        },
+    });
+    assert_json(
+        &file,
+        r#"{"type":"x.session_resource","resource_id":"sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E",
+            "change":{"type":"attached","resource":{"type":"file","file_id":"file_01JQ8Z7M3P5R7T9V1X3Z5B7D0E",
+            "mount_path":"/mnt/session/uploads/data.csv"}}}"#,
+    );
+    let cloned = Event::SessionResource(SessionResource {
+        resource_id: "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E".parse().unwrap(),
+        change: ResourceChange::RepositoryCloned { commit: "cd".repeat(20) },
+    });
+    assert_json(
+        &cloned,
+        &format!(
+            r#"{{"type":"x.session_resource","resource_id":"sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E",
+                "change":{{"type":"repository_cloned","commit":"{}"}}}}"#,
+            "cd".repeat(20)
+        ),
+    );
+}

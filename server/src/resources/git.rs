@@ -1,0 +1,683 @@
+//! Repository resources: validating their URLs, and cloning them into the
+//! workspace before the agent starts.
+//!
+//! Any `https://` git URL is accepted, not only `https://github.com/...` (an
+//! extension for self-hosted forges; the resource type keeps its API name
+//! `github_repository`). Because the server itself connects, the host's
+//! addresses are resolved first and must all be public (`net::addr`), unless
+//! the host is on the operator's allowlist of private forges
+//! (`LOGBOOK_GIT_PRIVATE_HOSTS`); git is then pinned to exactly the checked
+//! addresses (`http.curloptResolve`) and does not follow redirects, so DNS
+//! rebinding or a redirect cannot move it elsewhere.
+//!
+//! `git` runs as a child process with a cleared environment: no system or
+//! global configuration, no credential helpers, no prompts, only https. The
+//! token goes in an `Authorization` header set through `GIT_CONFIG_*`
+//! environment variables, never on a command line, never in a config file,
+//! never in an event or a log line.
+//!
+//! Every clone first fetches into a per-server cache (one bare repository per
+//! URL under `<data>/git-cache`), authenticating against the remote each time
+//! (a cached repository is never handed to a session whose token does not
+//! work); a later session's fetch transfers only what changed. The checkout
+//! is cloned from the cache into a staging directory outside the sandbox's
+//! view (copying objects, never hard-linking them, so a session cannot alter
+//! the cache), given to the sandbox user, and moved into the workspace.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use logbook_core::event::{
+    AttachedResource, Event, RepositoryCheckout, ResourceChange, RetryStatus, SessionError, SessionErrorDetail,
+    SessionResource,
+};
+use logbook_core::{SessionId, SessionResourceId};
+
+use super::Host;
+use super::confine::{Root, own_tree};
+use super::mount::MountPath;
+use super::secrets::Secret;
+use crate::net::addr::is_public;
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+/// How long one git command may take before it is killed. Generous: a first
+/// clone of a large repository over a slow link takes minutes.
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest repository URL accepted.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Most bytes of git's error output kept for a message.
+const MAX_MESSAGE_BYTES: usize = 300;
+/// The user name sent with a token (GitHub's convention for tokens; other
+/// forges accept any user name with a personal access token).
+const TOKEN_USER: &str = "x-access-token";
+
+/// How the server runs git.
+#[derive(Debug, Clone)]
+pub struct GitSettings {
+    /// The git executable.
+    pub program: PathBuf,
+    /// Hosts (names or IP literals, as written in URLs) that may resolve to
+    /// private addresses: the operator's own forges.
+    pub private_hosts: Vec<String>,
+    /// A PEM bundle git trusts instead of the system's (a private forge's
+    /// CA; git's `http.sslCAInfo` replaces the default bundle).
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        GitSettings { program: PathBuf::from("git"), private_hosts: Vec::new(), ca_file: None, timeout: GIT_TIMEOUT }
+    }
+}
+
+impl GitSettings {
+    /// Settings from the server's options: `program` (default `git` on the
+    /// `PATH`), a comma-separated host allowlist, an optional CA file.
+    pub fn new(program: Option<PathBuf>, private_hosts: &str, ca_file: Option<PathBuf>) -> GitSettings {
+        GitSettings {
+            program: program.unwrap_or_else(|| find_on_path("git").unwrap_or_else(|| PathBuf::from("git"))),
+            private_hosts: private_hosts
+                .split(',')
+                .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            ca_file,
+            timeout: GIT_TIMEOUT,
+        }
+    }
+}
+
+/// The executable `name` on the server's `PATH` (git runs with a cleared
+/// environment, so it is found once, here).
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+/// A repository URL that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoUrl {
+    url: reqwest::Url,
+    /// The last path segment without `.git`: the default directory name.
+    name: String,
+}
+
+/// Why a repository URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("must be at most {MAX_URL_BYTES} bytes")]
+    TooLong,
+    #[error("is not a URL: {0}")]
+    Unparsable(String),
+    #[error("must be an https:// URL, got {0}://")]
+    NotHttps(String),
+    #[error("must not contain credentials; send the token as authorization_token")]
+    Credentials,
+    #[error("must not have a query or a fragment")]
+    QueryOrFragment,
+    #[error("must name a repository (a path such as /owner/repo)")]
+    NoRepository,
+}
+
+impl RepoUrl {
+    pub fn parse(raw: &str) -> Result<RepoUrl, UrlError> {
+        if raw.len() > MAX_URL_BYTES {
+            return Err(UrlError::TooLong);
+        }
+        let url = reqwest::Url::parse(raw).map_err(|err| UrlError::Unparsable(err.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(UrlError::NotHttps(url.scheme().to_owned()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlError::Credentials);
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(UrlError::QueryOrFragment);
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(UrlError::Unparsable("no host".to_owned()));
+        }
+        let last = url.path_segments().and_then(|mut segments| segments.rfind(|s| !s.is_empty())).unwrap_or("");
+        let name = last.strip_suffix(".git").unwrap_or(last);
+        let valid = !name.is_empty()
+            && !name.starts_with(['.', '-'])
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(UrlError::NoRepository);
+        }
+        let name = name.to_owned();
+        Ok(RepoUrl { url, name })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.url.as_str()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn host(&self) -> String {
+        self.url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+    }
+
+    fn port(&self) -> u16 {
+        self.url.port_or_known_default().unwrap_or(443)
+    }
+}
+
+/// Checks a branch name or commit given as `checkout`.
+pub fn check_checkout(checkout: &RepositoryCheckout) -> Result<(), String> {
+    match checkout {
+        RepositoryCheckout::Branch { name } => {
+            let bad = name.is_empty()
+                || name.len() > 255
+                || name.starts_with(['-', '/', '.'])
+                || name.ends_with(['/', '.'])
+                || name.ends_with(".lock")
+                || name.contains("..")
+                || name.contains("//")
+                || name.contains("@{")
+                || name.chars().any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c));
+            if bad { Err(format!("checkout.name: {name:?} is not a valid branch name")) } else { Ok(()) }
+        }
+        RepositoryCheckout::Commit { sha } => {
+            let ok = (sha.len() == 40 || sha.len() == 64) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+            if ok { Ok(()) } else { Err(format!("checkout.sha: {sha:?} must be a full commit SHA (40 hex digits)")) }
+        }
+    }
+}
+
+/// Why a clone failed; each is one of the API's `repository_*_error`s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloneError {
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    #[error("access was denied: {0}")]
+    Forbidden(String),
+    #[error("the repository was not found: {0}")]
+    NotFound(String),
+    #[error("the checkout failed: {0}")]
+    Checkout(String),
+    #[error("{0}")]
+    Clone(String),
+}
+
+impl CloneError {
+    /// The `session.error` detail for this failure (always `retrying`: the
+    /// session continues without the repository).
+    pub fn detail(&self, url: &str) -> SessionErrorDetail {
+        let message = format!("cloning {url} failed: {self}");
+        let retry_status = RetryStatus::Retrying;
+        let repository_url = Some(url.to_owned());
+        match self {
+            CloneError::Authentication(_) => {
+                SessionErrorDetail::RepositoryAuthenticationError { message, retry_status, repository_url }
+            }
+            CloneError::Forbidden(_) => {
+                SessionErrorDetail::RepositoryForbiddenError { message, retry_status, repository_url }
+            }
+            CloneError::NotFound(_) => {
+                SessionErrorDetail::RepositoryNotFoundError { message, retry_status, repository_url }
+            }
+            CloneError::Checkout(_) => {
+                SessionErrorDetail::RepositoryCheckoutError { message, retry_status, repository_url }
+            }
+            CloneError::Clone(_) => SessionErrorDetail::RepositoryCloneError { message, retry_status, repository_url },
+        }
+    }
+}
+
+/// Clones every repository of the session that is attached, not cloned yet,
+/// and not yet attempted with its current token; records each outcome.
+pub async fn clone_pending(state: &AppState, tenant: Tenant, session: SessionId) {
+    let Some(host) = state.resources_host().cloned() else { return };
+    let _guard = host.lock_task(session).await;
+    let read = move |store: &logbook_store::SledStore| {
+        // A deleted session (its object is gone) clones nothing.
+        crate::api::sessions::load(store, &tenant, session)?;
+        crate::api::resources::attached(store, session)
+    };
+    let pending = match state.blocking(read).await {
+        Ok(resources) => resources,
+        Err(err) => {
+            tracing::warn!(%session, error = %err, "cannot read the session's resources");
+            return;
+        }
+    };
+    for resource in pending {
+        let AttachedResource::GithubRepository { url, mount_path, checkout } = &resource.resource else { continue };
+        if resource.cloned_commit.is_some() {
+            continue;
+        }
+        let Some(token) = host.vault().begin_attempt(session, resource.id) else { continue };
+        let outcome = clone_one(&host, session, resource.id, url, mount_path, checkout.as_ref(), token.as_ref()).await;
+        let event = match outcome {
+            Ok(commit) => {
+                tracing::info!(%session, url = %url, %commit, "repository cloned");
+                Event::SessionResource(SessionResource {
+                    resource_id: resource.id,
+                    change: ResourceChange::RepositoryCloned { commit },
+                })
+            }
+            Err(err) => {
+                tracing::warn!(%session, url = %url, error = %err, "repository clone failed; the session continues without it");
+                Event::SessionError(SessionError { error: err.detail(url) })
+            }
+        };
+        let worker = state.clone();
+        let res =
+            state.blocking(move |store| crate::api::events::append_system(&worker, store, session, vec![event])).await;
+        if let Err(err) = res {
+            tracing::warn!(%session, error = %err, "cannot record a repository's clone");
+        }
+    }
+}
+
+async fn clone_one(
+    host: &Host,
+    session: SessionId,
+    resource: SessionResourceId,
+    url: &str,
+    mount_path: &str,
+    checkout: Option<&RepositoryCheckout>,
+    token: Option<&Secret>,
+) -> Result<String, CloneError> {
+    let repo = RepoUrl::parse(url).map_err(|err| CloneError::Clone(format!("the URL {err}")))?;
+    let mount = MountPath::from_absolute(mount_path)
+        .ok_or_else(|| CloneError::Checkout(format!("{mount_path} is not a workspace path")))?;
+    let settings = host.git();
+    let pin = check_addresses(settings, &repo).await?;
+    let run = Git { settings, repo: &repo, pin: &pin, token };
+    let cache = host.git_cache().join(format!("{}.git", &blake3::hash(repo.as_str().as_bytes()).to_hex()[..32]));
+    let commit = {
+        let _cache_guard = host.lock_repo(repo.as_str()).await;
+        if !cache.join("HEAD").is_file() {
+            std::fs::create_dir_all(&cache).map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
+            run.local(&cache, &["init", "--bare", "--quiet"]).await?;
+        }
+        let default_branch = run.default_branch().await?;
+        run.remote(
+            &cache,
+            &[
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-write-fetch-head",
+                repo.as_str(),
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+        )
+        .await?;
+        match checkout {
+            Some(RepositoryCheckout::Branch { name }) => {
+                let commit = run
+                    .local(&cache, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}^{{commit}}")])
+                    .await;
+                let commit = commit.map_err(|_| CloneError::Checkout(format!("the branch {name:?} does not exist")))?;
+                Checkout::Branch { name: name.clone(), commit: commit.trim().to_owned() }
+            }
+            Some(RepositoryCheckout::Commit { sha }) => {
+                let probe = format!("{sha}^{{commit}}");
+                if run.local(&cache, &["cat-file", "-e", &probe]).await.is_err() {
+                    // Not on any branch or tag: ask for the commit itself.
+                    let _ =
+                        run.remote(&cache, &["fetch", "--quiet", "--no-write-fetch-head", repo.as_str(), sha]).await;
+                }
+                let commit = run.local(&cache, &["rev-parse", "--verify", "--quiet", &probe]).await;
+                let commit = commit.map_err(|_| CloneError::Checkout(format!("the commit {sha} does not exist")))?;
+                Checkout::Detached { commit: commit.trim().to_owned() }
+            }
+            None => {
+                let name = default_branch.ok_or_else(|| {
+                    CloneError::Checkout("the repository has no default branch (is it empty?)".to_owned())
+                })?;
+                let commit = run
+                    .local(&cache, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}^{{commit}}")])
+                    .await;
+                let commit =
+                    commit.map_err(|_| CloneError::Checkout(format!("the default branch {name:?} has no commit")))?;
+                Checkout::Branch { name, commit: commit.trim().to_owned() }
+            }
+        }
+    };
+    let paths = host.paths(session);
+    let staging = paths.root().join(format!(".clone-{resource}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .map_err(|err| CloneError::Clone(format!("creating the staging directory: {err}")))?;
+    let res =
+        stage_and_move(&run, &cache, &staging, &paths.workspace(), &mount, &checkout_commit(&commit), &commit).await;
+    let _ = std::fs::remove_dir_all(&staging);
+    res.map(|()| checkout_commit(&commit))
+}
+
+/// What to check out, resolved to a commit.
+#[derive(Debug, Clone)]
+enum Checkout {
+    Branch { name: String, commit: String },
+    Detached { commit: String },
+}
+
+fn checkout_commit(checkout: &Checkout) -> String {
+    match checkout {
+        Checkout::Branch { commit, .. } | Checkout::Detached { commit } => commit.clone(),
+    }
+}
+
+async fn stage_and_move(
+    run: &Git<'_>,
+    cache: &Path,
+    staging: &Path,
+    workspace: &Path,
+    mount: &MountPath,
+    commit: &str,
+    checkout: &Checkout,
+) -> Result<(), CloneError> {
+    let target = staging.join("repo");
+    let cache_text = cache.to_string_lossy().into_owned();
+    let target_text = target.to_string_lossy().into_owned();
+    run.local(staging, &["clone", "--quiet", "--no-hardlinks", "--no-checkout", &cache_text, &target_text]).await?;
+    let checked_out = match checkout {
+        Checkout::Branch { name, .. } => {
+            run.local(&target, &["checkout", "--quiet", "-B", name, &format!("refs/remotes/origin/{name}")]).await
+        }
+        Checkout::Detached { .. } => run.local(&target, &["checkout", "--quiet", "--detach", commit]).await,
+    };
+    checked_out.map_err(|err| CloneError::Checkout(err.to_string()))?;
+    // The workspace's repository names the real remote, never the cache.
+    run.local(&target, &["remote", "set-url", "origin", run.repo.as_str()]).await?;
+    own_tree(&target).map_err(|err| CloneError::Clone(err.to_string()))?;
+    let root = Root::open(workspace).map_err(|err| CloneError::Clone(err.to_string()))?;
+    root.move_in(staging, "repo", &mount.components()).map_err(|err| match err {
+        super::confine::ConfineError::Exists { .. } | super::confine::ConfineError::IsADirectory { .. } => {
+            CloneError::Checkout(format!("{} already exists in the workspace", mount.absolute()))
+        }
+        other @ (super::confine::ConfineError::Symlink { .. }
+        | super::confine::ConfineError::Escape { .. }
+        | super::confine::ConfineError::NotADirectory { .. }
+        | super::confine::ConfineError::Io { .. }) => CloneError::Clone(other.to_string()),
+    })
+}
+
+/// The addresses git may connect to for `repo`: all of the host's addresses,
+/// each public unless the host is allowlisted. `None` for an IP literal.
+async fn check_addresses(settings: &GitSettings, repo: &RepoUrl) -> Result<Option<Vec<IpAddr>>, CloneError> {
+    let host = repo.host();
+    let allowed = settings.private_hosts.contains(&host);
+    let refuse = |ip: IpAddr| {
+        CloneError::Clone(format!(
+            "refused to connect: {host} resolves to {ip}, which is not a public address \
+             (an operator can allow a private forge with LOGBOOK_GIT_PRIVATE_HOSTS)"
+        ))
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if !allowed && !is_public(ip) {
+            return Err(refuse(ip));
+        }
+        return Ok(None);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), repo.port()))
+        .await
+        .map_err(|err| CloneError::Clone(format!("cannot resolve {host}: {err}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(CloneError::Clone(format!("{host} has no addresses")));
+    }
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for addr in addrs {
+        if !allowed && !is_public(addr.ip()) {
+            return Err(refuse(addr.ip()));
+        }
+        if !ips.contains(&addr.ip()) {
+            ips.push(addr.ip());
+        }
+    }
+    Ok(Some(ips))
+}
+
+/// One repository's git invocations.
+struct Git<'a> {
+    settings: &'a GitSettings,
+    repo: &'a RepoUrl,
+    pin: &'a Option<Vec<IpAddr>>,
+    token: Option<&'a Secret>,
+}
+
+impl Git<'_> {
+    /// The remote's default branch (`None` for an empty repository).
+    async fn default_branch(&self) -> Result<Option<String>, CloneError> {
+        let cwd = std::env::temp_dir();
+        let out = self.remote(&cwd, &["ls-remote", "--symref", self.repo.as_str(), "HEAD"]).await?;
+        Ok(out.lines().find_map(|line| {
+            let rest = line.strip_prefix("ref: refs/heads/")?;
+            rest.split('\t').next().map(str::to_owned)
+        }))
+    }
+
+    /// A command that talks to the remote: https only, pinned, with the token.
+    async fn remote(&self, cwd: &Path, args: &[&str]) -> Result<String, CloneError> {
+        let mut config: Vec<(String, String)> = vec![
+            ("protocol.allow".to_owned(), "never".to_owned()),
+            ("protocol.https.allow".to_owned(), "always".to_owned()),
+            ("http.followRedirects".to_owned(), "false".to_owned()),
+        ];
+        if let Some(ips) = self.pin {
+            let addrs: Vec<String> = ips
+                .iter()
+                .map(|ip| match ip {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                })
+                .collect();
+            config.push((
+                "http.curloptResolve".to_owned(),
+                format!("{}:{}:{}", self.repo.host(), self.repo.port(), addrs.join(",")),
+            ));
+        }
+        if let Some(ca) = &self.settings.ca_file {
+            config.push(("http.sslCAInfo".to_owned(), ca.to_string_lossy().into_owned()));
+        }
+        if let Some(token) = self.token {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN_USER}:{}", token.expose()));
+            config.push(("http.extraHeader".to_owned(), format!("Authorization: Basic {basic}")));
+        }
+        self.run(cwd, args, config).await
+    }
+
+    /// A command on local repositories only (the cache, the staging clone).
+    async fn local(&self, cwd: &Path, args: &[&str]) -> Result<String, CloneError> {
+        self.run(cwd, args, Vec::new()).await
+    }
+
+    async fn run(&self, cwd: &Path, args: &[&str], extra: Vec<(String, String)>) -> Result<String, CloneError> {
+        let mut config: Vec<(String, String)> = vec![
+            ("credential.helper".to_owned(), String::new()),
+            ("core.hooksPath".to_owned(), "/dev/null".to_owned()),
+            ("advice.detachedHead".to_owned(), "false".to_owned()),
+            ("init.defaultBranch".to_owned(), "main".to_owned()),
+            ("safe.directory".to_owned(), "*".to_owned()),
+        ];
+        config.extend(extra);
+        let mut command = tokio::process::Command::new(&self.settings.program);
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", "/nonexistent")
+            .env("LC_ALL", "C")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_COUNT", config.len().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (idx, (key, value)) in config.iter().enumerate() {
+            command.env(format!("GIT_CONFIG_KEY_{idx}"), key).env(format!("GIT_CONFIG_VALUE_{idx}"), value);
+        }
+        let what = args.first().copied().unwrap_or("git");
+        let child = command
+            .spawn()
+            .map_err(|err| CloneError::Clone(format!("cannot run {}: {err}", self.settings.program.display())))?;
+        let output = match tokio::time::timeout(self.settings.timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(err)) => return Err(CloneError::Clone(format!("git {what}: {err}"))),
+            Err(_) => {
+                return Err(CloneError::Clone(format!(
+                    "git {what} took longer than {}s",
+                    self.settings.timeout.as_secs()
+                )));
+            }
+        };
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let stderr = self.redact(&String::from_utf8_lossy(&output.stderr));
+        tracing::debug!(command = what, %stderr, "git failed");
+        Err(classify(what, &stderr))
+    }
+
+    /// Removes the token from a text (git never prints it; this is a second
+    /// line of defence).
+    fn redact(&self, text: &str) -> String {
+        match self.token {
+            Some(token) if !token.expose().is_empty() => text.replace(token.expose(), "[redacted]"),
+            Some(_) | None => text.to_owned(),
+        }
+    }
+}
+
+/// The error a failed git command means, with its last line of output.
+fn classify(what: &str, stderr: &str) -> CloneError {
+    // git's own message is the last `fatal:` or `error:` line; hints follow it.
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .or(lines.last())
+        .copied()
+        .unwrap_or("");
+    let mut shown: String = line.chars().take(MAX_MESSAGE_BYTES).collect();
+    if shown.is_empty() {
+        shown = format!("git {what} failed");
+    }
+    let has = |needle: &str| stderr.contains(needle);
+    if has("Authentication failed")
+        || has("could not read Username")
+        || has("could not read Password")
+        || has("error: 401")
+        || has("terminal prompts disabled")
+    {
+        CloneError::Authentication(shown)
+    } else if has("error: 403") {
+        CloneError::Forbidden(shown)
+    } else if has("error: 404") || has("not found") || has("does not appear to be a git repository") {
+        CloneError::NotFound(shown)
+    } else {
+        CloneError::Clone(shown)
+    }
+}
+
+impl Host {
+    /// Serializes fetches into one cached repository.
+    pub(crate) async fn lock_repo(&self, url: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let idx = usize::from(blake3::hash(url.as_bytes()).as_bytes()[0]) % self.repo_locks.len().max(1);
+        self.repo_locks[idx].lock().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    #[test]
+    fn urls_must_be_plain_https_repositories() {
+        let ok = RepoUrl::parse("https://github.com/octo-org/parser").unwrap();
+        assert_eq!((ok.as_str(), ok.name()), ("https://github.com/octo-org/parser", "parser"));
+        assert_eq!(RepoUrl::parse("https://git.example.com:8443/team/app.git").unwrap().name(), "app");
+        assert_eq!(RepoUrl::parse("https://git.example.com/team/app/").unwrap().name(), "app");
+        for (raw, err) in [
+            ("http://github.com/o/r", UrlError::NotHttps("http".into())),
+            ("ssh://git@github.com/o/r", UrlError::NotHttps("ssh".into())),
+            ("file:///etc", UrlError::NotHttps("file".into())),
+            ("https://ghp_secret@github.com/o/r", UrlError::Credentials),
+            ("https://u:p@github.com/o/r", UrlError::Credentials),
+            ("https://github.com/o/r?x=1", UrlError::QueryOrFragment),
+            ("https://github.com/o/r#main", UrlError::QueryOrFragment),
+            ("https://github.com/", UrlError::NoRepository),
+            ("https://github.com/o/.git", UrlError::NoRepository),
+            ("https://github.com/o/-r", UrlError::NoRepository),
+        ] {
+            assert_eq!(RepoUrl::parse(raw), Err(err), "{raw}");
+        }
+        assert!(matches!(RepoUrl::parse("not a url"), Err(UrlError::Unparsable(_))));
+        assert_eq!(RepoUrl::parse(&format!("https://h/{}", "a".repeat(2048))), Err(UrlError::TooLong));
+    }
+
+    #[test]
+    fn checkouts_reject_option_like_and_invalid_refs() {
+        let branch = |name: &str| check_checkout(&RepositoryCheckout::Branch { name: name.to_owned() });
+        let commit = |sha: &str| check_checkout(&RepositoryCheckout::Commit { sha: sha.to_owned() });
+        assert!(branch("main").is_ok() && branch("feature/dates-2").is_ok());
+        for bad in ["", "-x", "--upload-pack=evil", "a..b", "a b", "a~1", "x.lock", "/a", "a/", "a@{1}", "a\\b"] {
+            assert!(branch(bad).is_err(), "{bad:?}");
+        }
+        assert!(commit(&"a".repeat(40)).is_ok());
+        for bad in ["abc", "--all", &"g".repeat(40)] {
+            assert!(commit(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn git_failures_map_to_the_documented_errors() {
+        let auth = "fatal: could not read Username for 'https://h': terminal prompts disabled\n";
+        assert!(matches!(classify("ls-remote", auth), CloneError::Authentication(_)));
+        let forbidden = "fatal: unable to access 'https://h/r/': The requested URL returned error: 403\n";
+        assert!(matches!(classify("ls-remote", forbidden), CloneError::Forbidden(_)));
+        let missing = "remote: Repository not found.\nfatal: repository 'https://h/r/' not found\n";
+        assert!(matches!(classify("ls-remote", missing), CloneError::NotFound(_)));
+        let other = "fatal: unable to access 'https://h/r/': Failed to connect\n";
+        assert_eq!(
+            classify("fetch", other),
+            CloneError::Clone("fatal: unable to access 'https://h/r/': Failed to connect".into())
+        );
+        let detail = CloneError::NotFound("x".into()).detail("https://h/r");
+        assert!(matches!(
+            detail,
+            SessionErrorDetail::RepositoryNotFoundError { retry_status: RetryStatus::Retrying, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn private_addresses_are_refused_unless_allowlisted() {
+        let settings = GitSettings::default();
+        for url in [
+            "https://127.0.0.1/r",
+            "https://[::1]/r",
+            "https://10.1.2.3/r",
+            "https://169.254.169.254/r",
+            "https://localhost/r",
+        ] {
+            let repo = RepoUrl::parse(url).unwrap();
+            let err = check_addresses(&settings, &repo).await.unwrap_err();
+            assert!(err.to_string().contains("not a public address"), "{url}: {err}");
+        }
+        let allowed = GitSettings::new(None, "localhost, 127.0.0.1,[::1]", None);
+        assert_eq!(allowed.private_hosts, ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(check_addresses(&allowed, &RepoUrl::parse("https://127.0.0.1/r").unwrap()).await, Ok(None));
+        let pinned = check_addresses(&allowed, &RepoUrl::parse("https://localhost/r").unwrap()).await.unwrap();
+        assert!(pinned.unwrap().iter().all(|ip| ip.is_loopback()));
+    }
+}

@@ -1,0 +1,138 @@
+//! Session resources on the host: mounting Files API files into a session's
+//! uploads directory, capturing what the agent leaves in its outputs
+//! directory as session-scoped files, and cloning repositories into its
+//! workspace.
+//!
+//! The API modules (`api::files`, `api::resources`) validate requests and
+//! record what happened in the session's log; this module does the work on
+//! disk, always through kernel-confined operations ([`confine`]). Files go to
+//! the directories `sandbox::layout::SessionPaths` names, owned by the sandbox
+//! user. Contents live in the store as content-addressed blobs ([`content`]).
+//! Repository tokens live only in memory ([`secrets`]).
+//!
+//! Two hooks tie this to the runner: [`before_turn`] clones the repositories
+//! not yet cloned when a turn starts (so before the agent's first model
+//! call), and [`after_idle`] captures outputs shortly after the session goes
+//! idle.
+
+pub mod confine;
+pub mod content;
+pub mod git;
+pub mod mount;
+pub mod outputs;
+pub mod secrets;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use logbook_core::SessionId;
+
+use crate::sandbox::layout::SessionPaths;
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+use self::confine::{ConfineError, Root};
+
+/// Locks striped over sessions: operations that change one session's
+/// resources (add, delete, capture, clone) run one at a time per session.
+const N_LOCK_STRIPES: usize = 64;
+
+/// The data directory's subdirectory holding the per-server clone cache.
+pub const GIT_CACHE_SUBDIR: &str = "git-cache";
+
+/// What the server needs to put resources on disk.
+#[derive(Debug)]
+pub struct Host {
+    data: PathBuf,
+    git: git::GitSettings,
+    vault: secrets::Vault,
+    locks: Vec<Mutex<()>>,
+    tasks: Vec<tokio::sync::Mutex<()>>,
+    /// Fetches into one cached repository run one at a time (striped by URL).
+    repo_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Host {
+    /// Resources of sessions whose directories are under `data` (the server's
+    /// data directory).
+    pub fn new(data: &Path, git: git::GitSettings) -> Host {
+        Host {
+            data: data.to_owned(),
+            git,
+            vault: secrets::Vault::default(),
+            locks: (0..N_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            tasks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            repo_locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    pub fn paths(&self, session: SessionId) -> SessionPaths {
+        SessionPaths::new(&self.data, session)
+    }
+
+    pub fn git(&self) -> &git::GitSettings {
+        &self.git
+    }
+
+    pub fn vault(&self) -> &secrets::Vault {
+        &self.vault
+    }
+
+    /// The per-server cache of repositories cloned so far.
+    pub fn git_cache(&self) -> PathBuf {
+        self.data.join(GIT_CACHE_SUBDIR)
+    }
+
+    /// Creates the session's directories (workspace, uploads, outputs) if
+    /// missing, owned by the sandbox user.
+    pub fn prepare(&self, session: SessionId) -> Result<(), ConfineError> {
+        let paths = self.paths(session);
+        Root::open(&paths.workspace())?;
+        Root::open(&paths.uploads())?;
+        Root::open(&paths.outputs())?;
+        Ok(())
+    }
+
+    /// The session's uploads directory.
+    pub fn uploads(&self, session: SessionId) -> Result<Root, ConfineError> {
+        Root::open(&self.paths(session).uploads())
+    }
+
+    /// Serializes blocking changes to one session's resources.
+    pub fn lock(&self, session: SessionId) -> MutexGuard<'_, ()> {
+        let stripe = &self.locks[stripe(session)];
+        stripe.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serializes the async work of the hooks (clones, captures) per session.
+    pub async fn lock_task(&self, session: SessionId) -> tokio::sync::MutexGuard<'_, ()> {
+        self.tasks[stripe(session)].lock().await
+    }
+}
+
+fn stripe(session: SessionId) -> usize {
+    let bytes = session.to_bytes();
+    // The id's random tail spreads sessions over the stripes.
+    usize::from(bytes[15]) % N_LOCK_STRIPES
+}
+
+/// The runner's hook at the start of a turn: clones the session's
+/// repositories that are not cloned yet (once per token). Failures are
+/// recorded as `repository_*_error` session errors; the turn goes on.
+pub async fn before_turn(state: &AppState, tenant: Tenant, session: SessionId) {
+    git::clone_pending(state, tenant, session).await;
+}
+
+/// The runner's hook after it appended `session.status_idle`: captures the
+/// outputs directory in the background, so the idle is not delayed.
+pub fn after_idle(state: &AppState, tenant: Tenant, session: SessionId) {
+    if state.resources_host().is_none() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(err) = outputs::capture(&state, tenant, session).await {
+            tracing::warn!(%session, error = %err, "capturing the session's outputs failed");
+        }
+    });
+}

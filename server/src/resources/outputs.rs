@@ -1,0 +1,161 @@
+//! Outputs: what the agent leaves under `/mnt/session/outputs` becomes Files
+//! API files scoped to the session (`scope_id` = the session id,
+//! `downloadable: true`), shortly after the session goes idle.
+//!
+//! A capture walks the session's outputs directory (kernel-confined: symbolic
+//! links, FIFOs and devices are skipped, see `confine`), stores each regular
+//! file's contents as blobs, and creates a file for each path whose contents
+//! changed since that path was last captured (unchanged files are not
+//! created again; a changed one gets a new file, the old one stays). The
+//! captured paths and their contents are recorded in the session's log as an
+//! `x.workspace_delta` (no tool call: `tool_use_id` is null), so a fork sees
+//! them; the session object keeps which contents each path was captured with.
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom};
+
+use logbook_core::event::{Event, FileChange, WorkspaceChange, WorkspaceDelta};
+use logbook_core::{Digest, FileId, SessionId};
+use logbook_store::{ResourceKind, Resources, SledStore};
+use serde::{Deserialize, Serialize};
+
+use super::Host;
+use super::confine::Root;
+use super::content::{self, ContentError, MAX_FILE_BYTES};
+use crate::api::error::ApiError;
+use crate::api::files::{self, StoredFile};
+use crate::api::sessions::{self, StoredSession};
+use crate::api::{events, from_bytes, to_bytes};
+use crate::sandbox::layout::OUTPUTS_DIR;
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+/// Most files one capture looks at: a bound on the work of one idle. More
+/// files than this in the outputs directory are captured by later idles only
+/// if earlier names go away.
+pub const MAX_OUTPUT_FILES: usize = 1000;
+
+/// Most bytes one capture stores: an agent filling its outputs with large
+/// files cannot make one idle write more than this to the store (files past
+/// it wait for a later idle, when earlier ones are unchanged and cost nothing).
+pub const MAX_CAPTURE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// What a path of the outputs directory was last captured as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedOutput {
+    pub digest: Digest,
+    pub file_id: FileId,
+}
+
+/// Captures the session's outputs now; returns the files it created.
+pub async fn capture(state: &AppState, tenant: Tenant, session: SessionId) -> Result<Vec<FileId>, ApiError> {
+    let Some(host) = state.resources_host().cloned() else { return Ok(Vec::new()) };
+    let _guard = host.lock_task(session).await;
+    let worker = state.clone();
+    let blocking_host = std::sync::Arc::clone(&host);
+    state.blocking(move |store| capture_now(&worker, store, &blocking_host, tenant, session)).await
+}
+
+fn capture_now(
+    state: &AppState,
+    store: &SledStore,
+    host: &Host,
+    tenant: Tenant,
+    session: SessionId,
+) -> Result<Vec<FileId>, ApiError> {
+    let stored = match sessions::load(store, &tenant, session) {
+        Ok((_, stored)) => stored,
+        // Deleted since it went idle: nothing to capture for.
+        Err(err) if err.status == axum::http::StatusCode::NOT_FOUND => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let dir = host.paths(session).outputs();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let root = Root::open(&dir).map_err(ApiError::internal)?;
+    let found = root.walk_files(MAX_OUTPUT_FILES).map_err(ApiError::internal)?;
+    let now = state.now();
+    let mut changes = Vec::new();
+    let mut captured = BTreeMap::new();
+    let mut created = Vec::new();
+    let mut stored_bytes = 0u64;
+    for output in found {
+        let path = format!("{OUTPUTS_DIR}/{}", output.components.join("/"));
+        if stored_bytes + output.size > MAX_CAPTURE_BYTES {
+            tracing::warn!(%session, %path, limit = MAX_CAPTURE_BYTES, "the outputs are over one capture's limit; the rest waits");
+            continue;
+        }
+        stored_bytes += output.size;
+        // Hash first: an unchanged file (the common case) costs one read and
+        // no store write.
+        let mut file = output.file;
+        let digest = content::digest_of(&mut file).map_err(ApiError::internal)?;
+        if stored.outputs.get(&path).is_some_and(|previous| previous.digest == digest) {
+            continue;
+        }
+        file.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
+        let content = match content::store_reader(store, file, MAX_FILE_BYTES) {
+            Ok(content) => content,
+            Err(ContentError::TooLarge { limit }) => {
+                tracing::warn!(%session, %path, limit, "an output is over the file size limit; not captured");
+                continue;
+            }
+            Err(err) => return Err(files::content_error(err)),
+        };
+        if stored.outputs.get(&path).is_some_and(|previous| previous.digest == content.digest) {
+            continue;
+        }
+        let filename = output.components.last().cloned().unwrap_or_default();
+        let file = StoredFile {
+            id: state.new_id(now, FileId::from_parts),
+            mime_type: files::mime_type(&filename, None),
+            filename,
+            size_bytes: content.size,
+            created_at: now,
+            expires_at: None,
+            downloadable: true,
+            scope: Some(session),
+            blob: content.blob,
+            digest: content.digest,
+        };
+        files::insert(store, &tenant, &file)?;
+        changes.push(WorkspaceChange {
+            path: path.clone(),
+            change: FileChange::Written { blob: *content.blob.as_bytes(), size: content.size, mode: output.mode },
+        });
+        captured.insert(path, CapturedOutput { digest: content.digest, file_id: file.id });
+        created.push(file.id);
+    }
+    if changes.is_empty() {
+        return Ok(created);
+    }
+    events::append_system(
+        state,
+        store,
+        session,
+        vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })],
+    )?;
+    remember(store, &tenant, session, captured)?;
+    Ok(created)
+}
+
+/// Records in the session object what each path was captured as.
+fn remember(
+    store: &SledStore,
+    tenant: &Tenant,
+    session: SessionId,
+    captured: BTreeMap<String, CapturedOutput>,
+) -> Result<(), ApiError> {
+    let key = tenant.key(session.to_bytes());
+    // Other writers (status, usage) change the object too: retry on a race.
+    for _ in 0..16 {
+        let Some(bytes) = store.get_resource(ResourceKind::Session, &key)? else { return Ok(()) };
+        let mut object: StoredSession = from_bytes(&bytes)?;
+        object.outputs.extend(captured.clone());
+        if store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&object)?))?.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(ApiError::conflict(format!("session {session} keeps changing; its captured outputs were not recorded")))
+}

@@ -1,0 +1,441 @@
+//! End to end: repository resources cloned by the real `logbook` binary
+//! from a git server on loopback (https, `git http-backend`), before the
+//! agent starts.
+//!
+//! Goal: the default branch, a branch and a commit are checked out where the
+//! resource says, owned by the sandbox user, with the real remote and no
+//! credentials in the clone; each failure (wrong token, forbidden, missing
+//! repository, missing branch, a host on a private address that is not
+//! allowlisted) is the documented `repository_*_error` session error and the
+//! turn still runs; rotating the token makes the next turn clone; a later
+//! session clones through the server's cache and transfers far less; and the
+//! tokens appear nowhere: not in the data directory (store, logs of git,
+//! clones, cache), the server's output, or the events.
+//! Method: the fake model answers every request with text; sessions are
+//! created with resources, a message starts a turn, and the test waits (with
+//! a deadline, polling the event list) for its idle. Finally `logbook rerun`
+//! checks that the logs, repository errors included, are consistent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use logbook_core::Event;
+use logbook_core::event::ResourceChange;
+use logbook_store::{Read, SledOptions, SledStore};
+use logbook_tests::fake_model::FakeModel;
+use logbook_tests::git_server::{CommitSpec, GitServer, git, make_repo};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-logbook-resources000000000000000000001";
+const TOKEN: &str = "ghp_good_token_7c1e5a9b3d";
+const WRONG_TOKEN: &str = "ghp_wrong_token_0f2d4b6a8c";
+/// Deadline of one turn (clones included) on a loaded machine.
+const TURN_DEADLINE: Duration = Duration::from_secs(120);
+
+fn logbook_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("logbook");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
+    bin
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    /// Everything the server wrote to stderr.
+    output: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, model: &FakeModel, git: &GitServer) -> Server {
+    let mut child = Command::new(logbook_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+        .arg("--data")
+        .arg(data)
+        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
+        .env("ANTHROPIC_BASE_URL", model.base_url())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("LOGBOOK_TOOLS", "echo")
+        .env("LOGBOOK_LOG", "debug")
+        .env("LOGBOOK_GIT_PRIVATE_HOSTS", "localhost")
+        .env("LOGBOOK_GIT_CA_FILE", git.ca_file())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited before serving").unwrap();
+        output.lock().unwrap().push_str(&line);
+        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    let sink = Arc::clone(&output);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    Server { child, base, output }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "managed-agents-2026-04-01");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// A session with these resources; returns its id.
+    async fn session(&self, resources: Value) -> String {
+        let agent = self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "repo-agent"})).await;
+        let env = self.post("/v1/environments", json!({"name": format!("env-{}", rand::random::<u64>())})).await;
+        let body = json!({"agent": agent["id"], "environment_id": env["id"], "resources": resources});
+        self.post("/v1/sessions", body).await["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a message and waits for the `n`-th idle; returns every event.
+    async fn turn(&self, session: &str, n: usize) -> Vec<Value> {
+        let message = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]});
+        self.post(&format!("/v1/sessions/{session}/events"), message).await;
+        let deadline = Instant::now() + TURN_DEADLINE;
+        loop {
+            let page =
+                self.call(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
+            let events = page["data"].as_array().unwrap().clone();
+            if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no idle #{n}: {:?}", types(&events));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+}
+
+fn errors(events: &[Value]) -> Vec<Value> {
+    events.iter().filter(|e| e["type"] == "session.error").map(|e| e["error"].clone()).collect()
+}
+
+fn workspace(data: &Path, session: &str) -> PathBuf {
+    data.join("sandboxes").join(session).join("workspace")
+}
+
+/// The sandbox user when the tests run as root (the server gives files to
+/// it), else the tests' own user.
+fn expected_owner(scratch: &Path) -> u32 {
+    let own = std::fs::metadata(scratch).unwrap().uid();
+    if own == 0 { 65534 } else { own }
+}
+
+/// The repository served to the tests: two commits on main (the second adds a
+/// large, incompressible file, so a clone transfers a sizeable pack) and a
+/// `feature` branch. Returns (main's first, main's second, feature) shas.
+fn repositories(root: &Path) -> (String, String, String) {
+    // xorshift64*: bytes zlib cannot compress.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..400_000)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect();
+    let commits = [
+        CommitSpec { branch: "main", files: vec![("README.md", b"# parser v1\n".to_vec())] },
+        CommitSpec {
+            branch: "main",
+            files: vec![("README.md", b"# parser v2\n".to_vec()), ("data/big.bin", big.clone())],
+        },
+        CommitSpec { branch: "feature", files: vec![("feature.txt", b"feature work\n".to_vec())] },
+    ];
+    let shas = make_repo(root, "private/parser.git", &commits).unwrap();
+    make_repo(root, "public/tools.git", &commits[..1]).unwrap();
+    make_repo(root, "forbidden/secret.git", &commits[..1]).unwrap();
+    make_repo(root, "public/ssrf.git", &commits[..1]).unwrap();
+    (shas[0].clone(), shas[1].clone(), shas[2].clone())
+}
+
+/// Asserts the secrets appear in no file under `data`, not in `output` and not in `events`.
+fn assert_nowhere(data: &Path, output: &str, events: &str, secrets: &[&str]) {
+    let mut files = Vec::new();
+    let mut stack = vec![data.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    assert!(files.len() > 10, "the data directory holds the store, the cache and the clones");
+    for secret in secrets {
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} is in {}", file.display());
+        }
+        assert!(!output.contains(secret), "{secret} is in the server's output");
+        assert!(!events.contains(secret), "{secret} is in the events");
+    }
+}
+
+/// Stops the server and checks every session's log with `logbook rerun`.
+fn rerun_check(server: Server, data: &Path) -> String {
+    let output = server.output.lock().unwrap().clone();
+    drop(server);
+    let out = Command::new(logbook_bin()).arg("rerun").arg("--data").arg(data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rerun found divergent decisions:\n{stderr}");
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_are_checked_out_before_the_agent_starts() {
+    let repos = tempfile::tempdir().unwrap();
+    let (first, second, feature) = repositories(repos.path());
+    let git_server = GitServer::start(repos.path(), TOKEN).unwrap();
+    let model = FakeModel::start(Vec::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &model, &git_server);
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let url = git_server.url("private/parser.git");
+
+    let default = api.session(json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN}])).await;
+    let branch = api
+        .session(json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN,
+                         "checkout": {"type": "branch", "name": "feature"}, "mount_path": "/workspace/src/parser"}]))
+        .await;
+    let commit = api
+        .session(json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN,
+                         "checkout": {"type": "commit", "sha": first}},
+                        {"type": "github_repository", "url": git_server.url("public/tools.git")}]))
+        .await;
+    let mut all_events = String::new();
+    for session in [&default, &branch, &commit] {
+        let events = api.turn(session, 1).await;
+        assert_eq!(errors(&events), Vec::<Value>::new(), "{session}");
+        assert_eq!(
+            types(&events),
+            [
+                "user.message",
+                "session.status_running",
+                "span.model_request_start",
+                "agent.message",
+                "span.model_request_end",
+                "session.usage",
+                "session.status_idle"
+            ]
+        );
+        all_events.push_str(&serde_json::to_string(&events).unwrap());
+        let object = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
+        all_events.push_str(&object.to_string());
+    }
+
+    let head = |path: &Path| git(path, &["rev-parse", "HEAD"]).unwrap().trim().to_owned();
+    let repo = workspace(&data, &default).join("parser");
+    assert_eq!(head(&repo), second);
+    assert_eq!(git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap().trim(), "main");
+    assert_eq!(std::fs::read(repo.join("README.md")).unwrap(), b"# parser v2\n");
+    assert_eq!(git(&repo, &["remote", "get-url", "origin"]).unwrap().trim(), url);
+    assert_eq!(std::fs::metadata(repo.join("README.md")).unwrap().uid(), expected_owner(dir.path()));
+    assert_eq!(std::fs::metadata(repo.join(".git/config")).unwrap().uid(), expected_owner(dir.path()));
+    assert_eq!(git(&repo, &["status", "--porcelain"]).unwrap(), "", "a clean checkout");
+
+    let repo = workspace(&data, &branch).join("src/parser");
+    assert_eq!(head(&repo), feature);
+    assert_eq!(git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap().trim(), "feature");
+    assert_eq!(std::fs::read(repo.join("feature.txt")).unwrap(), b"feature work\n");
+    assert!(!workspace(&data, &branch).join("parser").exists());
+
+    let repo = workspace(&data, &commit).join("parser");
+    assert_eq!(head(&repo), first);
+    assert_eq!(git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap().trim(), "HEAD", "detached");
+    assert_eq!(std::fs::read(repo.join("README.md")).unwrap(), b"# parser v1\n");
+    assert!(workspace(&data, &commit).join("tools/README.md").is_file(), "a public repository needs no token");
+
+    // The repository's state is in the log: its clone is one of its records.
+    let resources = api.call(reqwest::Method::GET, &format!("/v1/sessions/{commit}/resources"), None).await;
+    assert_eq!(resources["data"].as_array().unwrap().len(), 2);
+
+    let output = rerun_check(server, &data);
+    assert!(output.contains("repository cloned"), "the server logged the clones");
+    assert_nowhere(&data, &output, &all_events, &[TOKEN]);
+
+    // The log records each clone's commit: the repository's state for a fork.
+    let store = SledStore::open(&data, &SledOptions { cache_capacity_bytes: 8 << 20 }).unwrap();
+    for (session, want) in [(&default, &second), (&branch, &feature), (&commit, &first)] {
+        let id: logbook_core::SessionId = session.parse().unwrap();
+        let cloned: Vec<String> = store
+            .read(id, logbook_core::Seq::ZERO, 1000)
+            .unwrap()
+            .iter()
+            .filter_map(|record| {
+                let Event::SessionResource(resource) = record.entry().unwrap().event else { return None };
+                let ResourceChange::RepositoryCloned { commit } = resource.change else { return None };
+                Some(commit)
+            })
+            .collect();
+        assert_eq!(cloned.first(), Some(want), "{session}: {cloned:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_failures_are_session_errors_and_the_session_still_runs() {
+    let repos = tempfile::tempdir().unwrap();
+    let (_, second, _) = repositories(repos.path());
+    let git_server = GitServer::start(repos.path(), TOKEN).unwrap();
+    let model = FakeModel::start(Vec::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &model, &git_server);
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let url = git_server.url("private/parser.git");
+    let cases = [
+        (json!({"url": url, "authorization_token": WRONG_TOKEN}), "repository_authentication_error"),
+        (json!({"url": url}), "repository_authentication_error"),
+        (json!({"url": git_server.url("forbidden/secret.git")}), "repository_forbidden_error"),
+        (json!({"url": git_server.url("public/missing.git")}), "repository_not_found_error"),
+        (
+            json!({"url": url, "authorization_token": TOKEN, "checkout": {"type": "branch", "name": "no-such-branch"}}),
+            "repository_checkout_error",
+        ),
+        (
+            json!({"url": url, "authorization_token": TOKEN, "checkout": {"type": "commit", "sha": "0".repeat(40)}}),
+            "repository_checkout_error",
+        ),
+        // 127.0.0.1 is not on the allowlist (only `localhost` is): refused before connecting.
+        (json!({"url": git_server.ip_url("public/ssrf.git")}), "repository_clone_error"),
+    ];
+    let mut all_events = String::new();
+    let mut wrong_token_session = String::new();
+    for (idx, (resource, expected)) in cases.iter().enumerate() {
+        let mut resource = resource.clone();
+        resource["type"] = json!("github_repository");
+        let session = api.session(json!([resource])).await;
+        let events = api.turn(&session, 1).await;
+        all_events.push_str(&serde_json::to_string(&events).unwrap());
+        let errors = errors(&events);
+        assert_eq!(errors.len(), 1, "{expected}: {errors:?}");
+        assert_eq!(errors[0]["type"], *expected, "{}", errors[0]);
+        assert_eq!(errors[0]["retry_status"], json!({"type": "retrying"}));
+        assert_eq!(errors[0]["repository_url"], resource["url"]);
+        // The error comes before the agent starts, and the turn still runs.
+        let order = types(&events);
+        let error_at = order.iter().position(|t| t == "session.error").unwrap();
+        let model_at = order.iter().position(|t| t == "span.model_request_start").unwrap();
+        assert!(error_at < model_at, "{order:?}");
+        assert!(order.contains(&"agent.message".to_owned()), "{order:?}");
+        let idle = events.iter().rfind(|e| e["type"] == "session.status_idle").unwrap();
+        assert_eq!(idle["stop_reason"]["type"], "end_turn");
+        assert!(!workspace(&data, &session).join("parser").exists());
+        if idx == 0 {
+            wrong_token_session = session;
+        }
+    }
+    assert!(!git_server.served().iter().any(|s| s.path.contains("ssrf")), "a refused host is never contacted");
+    assert!(all_events.contains("not a public address"), "the refusal says why");
+
+    // Rotating the token makes the next turn clone.
+    let resources =
+        api.call(reqwest::Method::GET, &format!("/v1/sessions/{wrong_token_session}/resources"), None).await;
+    let resource_id = resources["data"][0]["id"].as_str().unwrap().to_owned();
+    let rotated = api
+        .post(
+            &format!("/v1/sessions/{wrong_token_session}/resources/{resource_id}"),
+            json!({"authorization_token": TOKEN}),
+        )
+        .await;
+    all_events.push_str(&rotated.to_string());
+    let events = api.turn(&wrong_token_session, 2).await;
+    all_events.push_str(&serde_json::to_string(&events).unwrap());
+    assert_eq!(errors(&events).len(), 1, "no new error after the rotation");
+    let repo = workspace(&data, &wrong_token_session).join("parser");
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]).unwrap().trim(), second);
+
+    let output = rerun_check(server, &data);
+    assert_nowhere(&data, &output, &all_events, &[TOKEN, WRONG_TOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_sessions_clone_through_the_cache() {
+    // Goal: the second clone of a repository fetches only what changed (here
+    // nothing), so it transfers far fewer bytes than the first. Method: the git
+    // server records the bytes of every response; compare the pack transfers
+    // (git-upload-pack responses) of the two sessions' clones.
+    let repos = tempfile::tempdir().unwrap();
+    repositories(repos.path());
+    let git_server = GitServer::start(repos.path(), TOKEN).unwrap();
+    let model = FakeModel::start(Vec::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &model, &git_server);
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let resource = json!([{"type": "github_repository", "url": git_server.url("private/parser.git"),
+                           "authorization_token": TOKEN}]);
+    let pack_bytes = |served: &[logbook_tests::git_server::Served]| -> u64 {
+        served.iter().filter(|s| s.path.ends_with("git-upload-pack")).map(|s| s.bytes).sum()
+    };
+    let first = api.session(resource.clone()).await;
+    api.turn(&first, 1).await;
+    let after_first = git_server.served();
+    let second = api.session(resource).await;
+    api.turn(&second, 1).await;
+    let after_second = git_server.served();
+    let first_bytes = pack_bytes(&after_first);
+    let second_bytes = pack_bytes(&after_second[after_first.len()..]);
+    assert!(first_bytes > 300_000, "the first clone transfers the large file: {first_bytes} bytes");
+    assert!(
+        second_bytes * 10 < first_bytes,
+        "the cached clone transferred {second_bytes} bytes, the first {first_bytes}"
+    );
+    for session in [&first, &second] {
+        assert!(workspace(&data, session).join("parser/data/big.bin").is_file());
+    }
+    // Each session has its own copy: no hard links into the cache.
+    let meta = std::fs::metadata(workspace(&data, &second).join("parser/data/big.bin")).unwrap();
+    assert_eq!(meta.nlink(), 1);
+    rerun_check(server, &data);
+}
