@@ -15,6 +15,6 @@ pub mod rerun;
 pub mod usage;
 
 pub use context::{Message, Role, conversation};
-pub use machine::{Command, FailReason, Machine, Policy, Status};
+pub use machine::{Command, FailReason, Machine, Policy, SERVER_SIDE_TOOLS, Status, ToolHost};
 pub use rerun::{RerunReport, check as rerun_check};
 pub use usage::{Totals, totals};
