@@ -5,7 +5,10 @@
 //! Invariant: another workspace's object answers exactly like an object that
 //! does not exist (same status, error type, details and message up to the id),
 //! never 200, never a trace of the object in the body; lists never show
-//! another workspace's objects; failed attempts change nothing.
+//! another workspace's objects; failed attempts change nothing. Routes only
+//! self-hosted workers call take environment keys: there, each workspace uses
+//! the key of its own environment, and B's key on A's environment must answer
+//! like a key on an environment that does not exist.
 
 use axum::http::Method;
 use logbook_server::http::{RouteSpec, routes};
@@ -21,24 +24,47 @@ const SECRET: &str = "tenant-a-secret";
 const MISSING_AGENT: &str = "agent_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_ENV: &str = "env_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_SESSION: &str = "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+const MISSING_WORK: &str = "work_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 
-/// Objects of one workspace that path parameters and bodies refer to.
+/// Objects of one workspace that path parameters and bodies refer to. The
+/// environment is self-hosted, so the session has a work item.
 #[derive(Debug, Clone)]
 struct Ids {
     agent: String,
     env: String,
     session: String,
+    work: String,
+    /// A live environment key of `env`.
+    env_key: String,
 }
 
 impl Ids {
     fn missing() -> Ids {
-        Ids { agent: MISSING_AGENT.to_owned(), env: MISSING_ENV.to_owned(), session: MISSING_SESSION.to_owned() }
+        Ids {
+            agent: MISSING_AGENT.to_owned(),
+            env: MISSING_ENV.to_owned(),
+            session: MISSING_SESSION.to_owned(),
+            work: MISSING_WORK.to_owned(),
+            env_key: String::new(),
+        }
     }
 
     /// Replaces these ids in `text` by placeholders.
     fn erase(&self, text: &str) -> String {
-        text.replace(&self.agent, "<agent>").replace(&self.env, "<env>").replace(&self.session, "<session>")
+        text.replace(&self.agent, "<agent>")
+            .replace(&self.env, "<env>")
+            .replace(&self.session, "<session>")
+            .replace(&self.work, "<work>")
     }
+}
+
+/// The credential a route is called with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cred {
+    /// The workspace's API key.
+    ApiKey,
+    /// The environment key of the workspace's own environment.
+    EnvKey,
 }
 
 /// What one route is called with.
@@ -53,12 +79,18 @@ struct Call {
     /// A route about the server, not about any workspace's objects: every
     /// valid key gets the same answer.
     global: bool,
+    cred: Cred,
 }
 
 /// Fills a route's path parameters with `ids`; an unknown parameter fails the test.
 fn fill(route: &RouteSpec, ids: &Ids) -> String {
     let mut path = route.path.to_owned();
-    for (param, value) in [("{agent_id}", &ids.agent), ("{environment_id}", &ids.env), ("{session_id}", &ids.session)] {
+    for (param, value) in [
+        ("{agent_id}", &ids.agent),
+        ("{environment_id}", &ids.env),
+        ("{session_id}", &ids.session),
+        ("{work_id}", &ids.work),
+    ] {
         path = path.replace(param, value);
     }
     assert!(!path.contains('{'), "route {} {} has a path parameter the matrix cannot fill", route.method, route.path);
@@ -68,7 +100,15 @@ fn fill(route: &RouteSpec, ids: &Ids) -> String {
 /// The call for a route against `ids`. A route the matrix does not know fails the test.
 fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
     let path = fill(route, ids);
-    let call = |body: Option<Value>| Call { path: path.clone(), body, list: false, creates: false, global: false };
+    let call = |body: Option<Value>| Call {
+        path: path.clone(),
+        body,
+        list: false,
+        creates: false,
+        global: false,
+        cred: Cred::ApiKey,
+    };
+    let worker = |body: Option<Value>| Call { cred: Cred::EnvKey, ..call(body) };
     match (route.method.as_str(), route.path) {
         ("POST", "/v1/agents") => {
             Call { creates: true, ..call(Some(json!({"name": "new", "model": "claude-sonnet-4-6"}))) }
@@ -96,6 +136,21 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         ("GET", "/x/v1/keys") => Call { global: true, ..call(None) },
         ("GET", "/x/v1/sessions/{session_id}/verify") | ("GET", "/x/v1/sessions/{session_id}/export") => call(None),
         ("POST", "/x/v1/sessions/{session_id}/consistency") => call(Some(empty_head(&ids.session))),
+        ("GET", "/v1/environments/{environment_id}/work/poll") => {
+            Call { path: format!("{path}?block_ms=1"), ..worker(None) }
+        }
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}/ack") => worker(None),
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}/heartbeat") => {
+            Call { path: format!("{path}?expected_last_heartbeat=NO_HEARTBEAT"), ..worker(None) }
+        }
+        ("GET", "/v1/environments/{environment_id}/work") => worker(None),
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}/stop") => call(Some(json!({"force": true}))),
+        ("GET", "/v1/environments/{environment_id}/work/{work_id}")
+        | ("GET", "/v1/environments/{environment_id}/work/stats")
+        | ("POST", "/x/v1/environments/{environment_id}/work/healthcheck") => call(None),
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}") => {
+            call(Some(json!({"metadata": {"owner": "hijacked"}})))
+        }
         (method, path) => panic!("route {method} {path} is missing from the tenant-isolation matrix"),
     }
 }
@@ -134,8 +189,13 @@ async fn objects_of_a(h: &Harness) -> Ids {
         .agent_with(&json!({"name": format!("{SECRET} agent"), "model": "claude-sonnet-4-6", "system": SECRET,
             "metadata": {"owner": SECRET}}))
         .await;
-    let env =
-        h.post("/v1/environments", &json!({"name": format!("{SECRET} env"), "metadata": {"owner": SECRET}})).await.ok();
+    let env = h
+        .post(
+            "/v1/environments",
+            &json!({"name": format!("{SECRET} env"), "metadata": {"owner": SECRET}, "config": {"type": "self_hosted"}}),
+        )
+        .await
+        .ok();
     let session = h
         .post(
             "/v1/sessions",
@@ -144,17 +204,37 @@ async fn objects_of_a(h: &Harness) -> Ids {
         .await
         .ok();
     h.post(&format!("/v1/sessions/{}/events", id(&session)), &json!({"events": [user_message(SECRET)]})).await.ok();
-    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+    let env_key = environment_key(h, &h.key_a, id(&env));
+    let work = work_of(h, &env_key, id(&env)).await;
+    h.post(&format!("/v1/environments/{}/work/{work}", id(&env)), &json!({"metadata": {"owner": SECRET}})).await.ok();
+    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned(), work, env_key }
 }
 
 /// Objects of workspace B, so its lists are not trivially empty.
 async fn objects_of_b(h: &Harness) -> Ids {
     let b = Auth::XApiKey(&h.key_b);
     let agent = h.call(Method::POST, "/v1/agents", b, Some(&json!({"name": "b", "model": "m"}))).await.ok();
-    let env = h.call(Method::POST, "/v1/environments", b, Some(&json!({"name": "b"}))).await.ok();
+    let body = json!({"name": "b", "config": {"type": "self_hosted"}});
+    let env = h.call(Method::POST, "/v1/environments", b, Some(&body)).await.ok();
     let body = json!({"agent": agent["id"], "environment_id": env["id"]});
     let session = h.call(Method::POST, "/v1/sessions", b, Some(&body)).await.ok();
-    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned() }
+    let env_key = environment_key(h, &h.key_b, id(&env));
+    let work = work_of(h, &env_key, id(&env)).await;
+    Ids { agent: id(&agent).to_owned(), env: id(&env).to_owned(), session: id(&session).to_owned(), work, env_key }
+}
+
+/// A new environment key of `env`, in the workspace of `api_key`.
+fn environment_key(h: &Harness, api_key: &str, env: &str) -> String {
+    let workspace = h.tenant(api_key).workspace;
+    logbook_server::tenancy::create_environment_key(h.state.store(), workspace, env.parse().unwrap(), h.now()).unwrap()
+}
+
+/// The id of the (only) work item of `env`.
+async fn work_of(h: &Harness, env_key: &str, env: &str) -> String {
+    let page = h.call(Method::GET, &format!("/v1/environments/{env}/work"), Auth::Bearer(env_key), None).await.ok();
+    let items = ids(&page);
+    assert_eq!(items.len(), 1, "one session, one work item: {page}");
+    items[0].clone()
 }
 
 /// Everything A can read about its objects, to check that nothing changed.
@@ -166,6 +246,7 @@ async fn snapshot(h: &Harness, ids: &Ids) -> Vec<Value> {
         format!("/v1/environments/{}", ids.env),
         format!("/v1/sessions/{}", ids.session),
         format!("/v1/sessions/{}/events", ids.session),
+        format!("/v1/environments/{}/work/{}", ids.env, ids.work),
     ] {
         let resp = h.get(&path).await;
         out.push(json!({"path": path, "status": resp.status.as_u16(), "body": resp.json()}));
@@ -205,7 +286,11 @@ async fn every_route_is_isolated_between_workspaces() {
         let on_a = call_for(route, &a_ids);
         let on_missing = call_for(route, &Ids::missing());
 
-        for auth in [Auth::XApiKey(&h.key_b), Auth::Bearer(&h.key_b)] {
+        let (key_of_a, key_of_b) = match on_a.cred {
+            Cred::ApiKey => (h.key_a.as_str(), h.key_b.as_str()),
+            Cred::EnvKey => (a_ids.env_key.as_str(), b_objects.env_key.as_str()),
+        };
+        for auth in [Auth::XApiKey(key_of_b), Auth::Bearer(key_of_b)] {
             let resp = send(&h, route, &on_a, auth).await;
             let text = resp.text();
             assert!(!text.contains(SECRET), "{what}: B's answer leaks A's data: {text}");
@@ -232,7 +317,7 @@ async fn every_route_is_isolated_between_workspaces() {
                     shape(&like_missing, &missing),
                     "{what}: B's answer differs from a missing id's"
                 );
-                let a_missing = send(&h, route, &on_missing, Auth::XApiKey(&h.key_a)).await;
+                let a_missing = send(&h, route, &on_missing, Auth::XApiKey(key_of_a)).await;
                 assert_eq!(
                     shape(&a_missing, &missing),
                     shape(&like_missing, &missing),
@@ -241,8 +326,11 @@ async fn every_route_is_isolated_between_workspaces() {
             }
         }
 
+        let revoked_env_key = environment_key(&h, &h.key_a, &a_ids.env);
+        logbook_server::tenancy::revoke_key(h.state.store(), &revoked_env_key, h.now()).unwrap();
         let bad_keys = [
             ("revoked", Auth::XApiKey(&h.revoked_a)),
+            ("revoked environment", Auth::Bearer(&revoked_env_key)),
             ("revoked bearer", Auth::Bearer(&h.revoked_a)),
             ("missing", Auth::Missing),
             ("malformed", Auth::XApiKey("not-a-logbook-key")),
@@ -257,7 +345,12 @@ async fn every_route_is_isolated_between_workspaces() {
 
         assert_eq!(snapshot(&h, &a_ids).await, before, "{what}: refused calls changed A's objects");
 
-        let resp = send(&h, route, &on_a, Auth::XApiKey(&h.key_a)).await;
+        if route.path.ends_with("/heartbeat") {
+            // A lease exists only once the item is acknowledged.
+            let ack = format!("/v1/environments/{}/work/{}/ack", a_ids.env, a_ids.work);
+            h.call(Method::POST, &ack, Auth::Bearer(&a_ids.env_key), None).await.ok();
+        }
+        let resp = send(&h, route, &on_a, Auth::Bearer(key_of_a)).await;
         assert!(resp.status.is_success(), "{what} with A's key: {} {}", resp.status, resp.text());
         if on_a.list {
             let listed = ids(&resp.json());
