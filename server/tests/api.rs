@@ -35,3 +35,6 @@ mod isolation;
 
 #[path = "api/previews.rs"]
 mod previews;
+
+#[path = "api/work.rs"]
+mod work;

@@ -2,11 +2,19 @@
 //!
 //! A work item moves `queued → starting → active → stopping → stopped`:
 //! a poll *claims* a queued item (it stays queued, "pending", until acked; a
-//! claim older than the poll's `reclaim_older_than_ms` may be taken by another
-//! poll), `ack` starts its lease, heartbeats keep it (`active`) and say when to
-//! stop, `stop` ends it (gracefully through `stopping`, or at once). A lease
-//! that is not renewed lapses: the item goes back to the queue (or, if it was
-//! stopping, to `stopped`). Time-based changes are applied lazily, with the
+//! claim older than the poll's `reclaim_older_than_ms` may be claimed again by
+//! another poll), `ack` starts its lease, heartbeats keep it (`active`) and say
+//! when to stop, `stop` ends it (gracefully through `stopping`, or at once). A
+//! lease that is not renewed lapses: the item goes back to the queue (or, if
+//! it was stopping, to `stopped`).
+//!
+//! Each claim gets a sessions token. Acks come with the environment key, so
+//! the ack cannot tell which claim it is: the tokens of every claim since the
+//! item last entered the queue stay valid until the first heartbeat, which
+//! binds the lease to the claim it came with (`expected_last_heartbeat =
+//! NO_HEARTBEAT` can succeed once) and retires the other tokens. Only one
+//! worker can ack, and only one can win the first heartbeat, so two workers
+//! never hold the item at once. Time-based changes are applied lazily, with the
 //! injected clock, whenever an item is read ([`StoredWork::settle`]); there is
 //! no background task, and a restart loses nothing.
 //!
@@ -55,6 +63,9 @@ pub const DEFAULT_RECLAIM_MS: u64 = 5000;
 pub const MAX_POLL_SCAN: usize = 1000;
 /// Compare-and-swap attempts on one item before answering "busy".
 const MAX_CAS_ATTEMPTS: usize = 32;
+/// Open claims of one queued item: polls that keep re-claiming an item nobody
+/// acks retire the oldest claims' tokens beyond this.
+pub const MAX_OPEN_CLAIMS: usize = 16;
 
 const ITEM_TAG: u8 = b'i';
 const LIVE_TAG: u8 = b'l';
@@ -93,7 +104,7 @@ pub enum WorkData {
     Healthcheck {},
 }
 
-/// The poll that holds an item: pending until acked, then the lease holder.
+/// A poll that took the item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// Numbers the item's claims; a sessions token names the claim it was minted for.
@@ -126,9 +137,16 @@ pub struct StoredWork {
     pub latest_heartbeat_at: Option<Timestamp>,
     pub stop_requested_at: Option<Timestamp>,
     pub stopped_at: Option<Timestamp>,
-    pub claim: Option<Claim>,
+    /// Claims since the item last entered the queue, oldest first; once a
+    /// heartbeat bound the lease, only the holder's.
+    pub claims: Vec<Claim>,
+    /// Token hashes (hex) of claims that ended (the lease lapsed or went to
+    /// another claim): their holders are told so (412, 409, 401 "expired")
+    /// until the item stops; at most [`MAX_OPEN_CLAIMS`].
+    #[serde(default)]
+    pub retired_tokens: Vec<String>,
     pub lease: Option<Lease>,
-    /// Claims made so far.
+    /// Claims made so far (numbers them).
     pub n_claims: u64,
 }
 
@@ -178,7 +196,8 @@ impl StoredWork {
             latest_heartbeat_at: None,
             stop_requested_at: None,
             stopped_at: None,
-            claim: None,
+            claims: Vec::new(),
+            retired_tokens: Vec::new(),
             lease: None,
             n_claims: 0,
         }
@@ -199,7 +218,7 @@ impl StoredWork {
                 self.acknowledged_at = None;
                 self.started_at = None;
                 self.latest_heartbeat_at = None;
-                self.claim = None;
+                self.retire_claims(|_| false);
                 self.lease = None;
                 true
             }
@@ -207,37 +226,64 @@ impl StoredWork {
                 self.state = WorkState::Stopped;
                 self.stopped_at = Some(lease.expires_at);
                 self.lease = None;
+                self.retired_tokens.clear();
                 true
             }
             WorkState::Queued | WorkState::Stopped => false,
         }
     }
 
-    /// Whether a poll may take the item now.
+    /// Whether a poll may take the item now: queued, and not claimed within
+    /// the last `reclaim_ms`.
     pub fn claimable(&self, now: Timestamp, reclaim_ms: u64) -> bool {
         let reclaim_micros = i64::try_from(reclaim_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
         self.state == WorkState::Queued
             && self
-                .claim
-                .as_ref()
+                .claims
+                .last()
                 .is_none_or(|claim| claim.at.unix_micros().saturating_add(reclaim_micros) <= now.unix_micros())
     }
 
     /// Claimed by a poll but not acked within the default reclaim window.
     pub fn pending(&self, now: Timestamp) -> bool {
-        self.state == WorkState::Queued && self.claim.is_some() && !self.claimable(now, DEFAULT_RECLAIM_MS)
+        self.state == WorkState::Queued && !self.claims.is_empty() && !self.claimable(now, DEFAULT_RECLAIM_MS)
     }
 
-    /// Whether claim `n` holds the item (a sessions token of that claim is live).
+    /// Whether claim `n` may act for the item (a sessions token of that claim
+    /// is live): one of its open claims, or the one its lease is bound to.
     pub fn held_by(&self, n: u64) -> bool {
-        self.state != WorkState::Stopped && self.claim.as_ref().is_some_and(|claim| claim.n == n)
+        self.state != WorkState::Stopped && self.claims.iter().any(|claim| claim.n == n)
     }
 
-    /// Takes the item for a poll: a new claim, whose sessions token hashes to `token_hash`.
+    /// Takes the item for a poll: a new claim, whose sessions token hashes to
+    /// `token_hash`. Returns the claim's number.
     pub fn take(&mut self, now: Timestamp, token_hash: Option<String>) -> u64 {
         self.n_claims += 1;
-        self.claim = Some(Claim { n: self.n_claims, at: now, token_hash });
+        self.claims.push(Claim { n: self.n_claims, at: now, token_hash });
+        if self.claims.len() > MAX_OPEN_CLAIMS {
+            let oldest = self.claims.remove(0);
+            self.retired_tokens.extend(oldest.token_hash);
+            self.bound_retired();
+        }
         self.n_claims
+    }
+
+    /// Ends the claims `keep` rejects; their tokens are retired.
+    fn retire_claims(&mut self, keep: impl Fn(&Claim) -> bool) {
+        let (kept, ended): (Vec<Claim>, Vec<Claim>) = self.claims.drain(..).partition(|claim| keep(claim));
+        self.claims = kept;
+        self.retired_tokens.extend(ended.into_iter().filter_map(|claim| claim.token_hash));
+        self.bound_retired();
+    }
+
+    fn bound_retired(&mut self) {
+        let excess = self.retired_tokens.len().saturating_sub(MAX_OPEN_CLAIMS);
+        self.retired_tokens.drain(..excess);
+    }
+
+    /// Every token hash the item remembers (live and retired).
+    fn token_hashes(&self) -> impl Iterator<Item = &String> {
+        self.claims.iter().filter_map(|claim| claim.token_hash.as_ref()).chain(&self.retired_tokens)
     }
 
     /// `ack`: starts the lease of a queued item.
@@ -274,10 +320,12 @@ impl StoredWork {
     /// A heartbeat: checks `expected` (the `last_heartbeat` the worker saw, or
     /// [`NO_HEARTBEAT`]; `None` skips the check) and, for a sessions token,
     /// that its claim `holder` still holds the item; extends the lease by
-    /// `ttl_seconds`. Returns whether the lease was extended: a stopping or
-    /// stopped item is not (and is not compared). A mismatch, or an item with
-    /// no lease (queued: never acked, or its lease lapsed), is `Err` with the
-    /// lease as it is.
+    /// `ttl_seconds`. The first heartbeat binds the lease to `holder` (an
+    /// environment key's binds it to no claim): the other claims' tokens are
+    /// retired. Returns whether the lease was extended: a stopping or stopped
+    /// item is not (and is not compared). A mismatch, or an item with no lease
+    /// (queued: never acked, or its lease lapsed), is `Err` with the lease as
+    /// it is.
     pub fn heartbeat(
         &mut self,
         expected: Option<&str>,
@@ -307,6 +355,9 @@ impl StoredWork {
                     Some(previous) if now <= previous => Timestamp::from_unix_micros(previous.unix_micros() + 1),
                     Some(_) | None => now,
                 };
+                if self.latest_heartbeat_at.is_none() {
+                    self.retire_claims(|claim| Some(claim.n) == holder);
+                }
                 self.latest_heartbeat_at = Some(at);
                 self.started_at.get_or_insert(at);
                 self.state = WorkState::Active;
@@ -329,6 +380,8 @@ impl StoredWork {
             self.state = WorkState::Stopped;
             self.stopped_at = Some(now);
             self.lease = None;
+            // The holders of ended claims learn nothing more from a stopped item.
+            self.retired_tokens.clear();
         } else {
             self.state = WorkState::Stopping;
         }
@@ -432,7 +485,7 @@ fn mark_live(store: &SledStore, tenant: &Tenant, item: &StoredWork) -> Result<()
 }
 
 /// Replaces `before` (stored as `old`) with `after`; then drops the live
-/// marker of an item that stopped and the token of a claim that ended.
+/// marker of an item that stopped and the tokens it no longer remembers.
 /// Returns the new stored bytes, or `None` if the item changed meanwhile.
 pub fn commit(
     store: &SledStore,
@@ -450,10 +503,11 @@ pub fn commit(
         let live = live_key(tenant, after.environment_id, Some(after.id));
         store.swap_resource(ResourceKind::WorkItem, &live, Some(b""), None)?.ok();
     }
-    if let Some(Claim { n, token_hash: Some(hash), .. }) = &before.claim
-        && after.claim.as_ref().is_none_or(|claim| claim.n != *n)
-    {
-        delete_token(store, hash)?;
+    let remembered: Vec<&String> = after.token_hashes().collect();
+    for hash in before.token_hashes() {
+        if !remembered.contains(&hash) {
+            delete_token(store, hash)?;
+        }
     }
     Ok(Some(bytes))
 }

@@ -69,6 +69,30 @@ fn a_stale_or_foreign_heartbeat_is_refused_with_the_lease() {
 }
 
 #[test]
+fn the_first_heartbeat_binds_the_lease_to_its_claim() {
+    // Two polls claimed the item (the first was slow to ack); the ack cannot
+    // tell whose it is, so both tokens live until a heartbeat binds one.
+    let mut work = item();
+    let slow = work.take(at(0), Some("aa".repeat(32)));
+    let fast = work.take(at(6), Some("bb".repeat(32)));
+    assert!(work.held_by(slow) && work.held_by(fast));
+    work.ack(at(7), 10).unwrap();
+    assert!(work.held_by(slow) && work.held_by(fast));
+    assert!(work.heartbeat(Some(NO_HEARTBEAT), Some(slow), 10, at(8), 10).is_ok());
+    assert!(work.held_by(slow) && !work.held_by(fast), "the other claim is retired");
+    assert!(work.heartbeat(Some(NO_HEARTBEAT), Some(fast), 10, at(8), 10).is_err());
+    let last = work.last_heartbeat().unwrap();
+    assert!(work.heartbeat(Some(&last), Some(fast), 10, at(9), 10).is_err(), "even with the right value");
+    // Many re-claims of an item nobody acks keep a bounded number of tokens.
+    let mut work = item();
+    for n in 0..(MAX_OPEN_CLAIMS as i64 + 5) {
+        work.take(at(n * 6), None);
+    }
+    assert_eq!(work.claims.len(), MAX_OPEN_CLAIMS);
+    assert!(!work.held_by(1) && work.held_by(work.n_claims));
+}
+
+#[test]
 fn heartbeats_in_the_same_instant_still_change_the_value() {
     let mut work = item();
     work.ack(at(1), 10).unwrap();
@@ -89,7 +113,10 @@ fn a_lapsed_lease_requeues_the_item_and_ends_its_claim() {
     assert!(!work.settle(at(11)), "the lease runs to 12 s");
     assert!(work.settle(at(12)));
     assert_eq!(work.state, WorkState::Queued);
-    assert_eq!((work.queued_at, work.acknowledged_at, work.started_at, work.claim.clone()), (at(12), None, None, None));
+    assert_eq!(
+        (work.queued_at, work.acknowledged_at, work.started_at, work.claims.clone()),
+        (at(12), None, None, vec![])
+    );
     assert!(!work.held_by(n));
     assert!(work.claimable(at(12), DEFAULT_RECLAIM_MS));
     let again = work.take(at(13), None);
