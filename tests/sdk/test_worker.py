@@ -44,6 +44,7 @@ tools_env = harness_for("tools")
 restart_env = harness_for("restart")
 policies_env = harness_for("policies")
 stops_env = harness_for("stops")
+restop_env = harness_for("restop")
 crash_env = harness_for("crash")
 healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
@@ -272,6 +273,30 @@ def test_graceful_and_forced_stops_reach_the_worker(stops_env: WorkerHarness) ->
         h.client.beta.environments.work.stop(second.id, environment_id=h.env_id, force=True)
     assert worker.count(r"force-stop on exit failed") == 0, worker.log()
     assert worker.process.poll() is None, "the worker keeps serving the queue"
+
+
+def test_a_call_in_flight_when_its_item_is_force_stopped_gets_a_new_item(restop_env: WorkerHarness) -> None:
+    """A forced stop ends the lease while the worker runs a call: the worker's result is
+    refused (its sessions token died with the lease), Logbook queues a new item for the
+    session that still waits on the call, and a worker answers it there, once."""
+    h = restop_env
+    worker = h.start_worker(max_idle=1.0)
+    command = "if [ -f once ]; then echo again; else touch once; sleep 3; echo first; fi"
+    h.fake.set_script([tool_response(("toolu_f1", "bash", {"command": command})), text_response("finished")])
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("work")])  # type: ignore[list-item]
+    h.wait_path(worker.workdir / "once", "the worker started the call")
+    first = h.wait_work(session.id, lambda w: w.state == "active", "active")
+    h.client.beta.environments.work.stop(first.id, environment_id=h.env_id, force=True)
+    events = h.wait_end_turn(session.id)
+    results = results_by_call(events)
+    (call,) = of_type(events, "agent.tool_use")
+    assert list(results) == [call.id]
+    assert text_of(results[call.id].content) == "again", "the stopped lease's result was refused"
+    items = h.work_items(session.id)
+    assert len(items) == 2 and items[1].id == first.id, items
+    h.wait_work(session.id, lambda w: w.state == "stopped", "the new item stopped by the worker")
+    assert worker.count(r"failed to send tool result") == 1, worker.log()
 
 
 # --------------------------------------------------------------------------- a crashed worker
