@@ -588,24 +588,78 @@ pub fn live_items(
     env: EnvironmentId,
     now: Timestamp,
 ) -> Result<Vec<(Vec<u8>, StoredWork)>, ApiError> {
+    let mut out = Vec::new();
+    visit_live(store, tenant, env, now, |bytes, item| {
+        out.push((bytes, item));
+        Ok(Visit::Next)
+    })?;
+    Ok(out)
+}
+
+/// Whether [`visit_live`] goes on.
+enum Visit {
+    Next,
+    Stop,
+}
+
+/// Calls `visit` with each live item of an environment, oldest first, with
+/// time applied (and persisted), until it says stop; at most
+/// [`MAX_POLL_SCAN`] items. Markers of stopped or missing items are deleted.
+fn visit_live(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    now: Timestamp,
+    mut visit: impl FnMut(Vec<u8>, StoredWork) -> Result<Visit, ApiError>,
+) -> Result<(), ApiError> {
+    /// Markers read per step: a poll usually claims one of the first.
+    const MARKER_BATCH: usize = 32;
     let prefix = live_key(tenant, env, None);
-    let markers = store.scan_resources(ResourceKind::WorkItem, &prefix, None, Direction::Forward, MAX_POLL_SCAN)?;
-    let mut out = Vec::with_capacity(markers.len());
-    for (key, _) in markers {
-        let Some(raw) = key.get(prefix.len()..).and_then(|rest| <[u8; 16]>::try_from(rest).ok()) else { continue };
-        let work = WorkId::from_bytes(raw);
-        let settled = match load(store, tenant, env, work)? {
-            None => None,
-            Some(_) => Some(load_settled(store, tenant, env, work, now)?),
-        };
-        match settled {
-            Some((bytes, item)) if item.state != WorkState::Stopped => out.push((bytes, item)),
-            Some(_) | None => {
-                store.swap_resource(ResourceKind::WorkItem, &key, Some(b""), None)?.ok();
+    let mut after: Option<Vec<u8>> = None;
+    let mut n_seen = 0;
+    while n_seen < MAX_POLL_SCAN {
+        let markers = store.scan_resources(
+            ResourceKind::WorkItem,
+            &prefix,
+            after.as_deref(),
+            Direction::Forward,
+            MARKER_BATCH,
+        )?;
+        let exhausted = markers.len() < MARKER_BATCH;
+        for (key, _) in markers {
+            n_seen += 1;
+            after = Some(key.clone());
+            let Some(raw) = key.get(prefix.len()..).and_then(|rest| <[u8; 16]>::try_from(rest).ok()) else { continue };
+            let work = WorkId::from_bytes(raw);
+            let settled = match load(store, tenant, env, work)? {
+                None => None,
+                Some((bytes, item)) => {
+                    let mut next = item.clone();
+                    if !next.settle(now) {
+                        Some((bytes, item))
+                    } else {
+                        match commit(store, tenant, &bytes, &item, &next)? {
+                            Some(bytes) => Some((bytes, next)),
+                            None => Some(load_settled(store, tenant, env, work, now)?),
+                        }
+                    }
+                }
+            };
+            match settled {
+                Some((bytes, item)) if item.state != WorkState::Stopped => match visit(bytes, item)? {
+                    Visit::Next => {}
+                    Visit::Stop => return Ok(()),
+                },
+                Some(_) | None => {
+                    store.swap_resource(ResourceKind::WorkItem, &key, Some(b""), None)?.ok();
+                }
             }
         }
+        if exhausted {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A claimed item and the plaintext of its sessions token (session items only).
@@ -624,9 +678,10 @@ pub fn claim_next(
     now: Timestamp,
     reclaim_ms: u64,
 ) -> Result<Option<Claimed>, ApiError> {
-    for (bytes, item) in live_items(store, tenant, env, now)? {
+    let mut claimed = None;
+    visit_live(store, tenant, env, now, |bytes, item| {
         if !item.claimable(now, reclaim_ms) {
-            continue;
+            return Ok(Visit::Next);
         }
         let mut next = item.clone();
         let n = next.n_claims + 1;
@@ -639,16 +694,20 @@ pub fn claim_next(
         };
         next.take(now, token.as_ref().map(|(_, hash)| hex(hash)));
         match commit(store, tenant, &bytes, &item, &next)? {
-            Some(_) => return Ok(Some(Claimed { item: next, token: token.map(|(plain, _)| plain) })),
+            Some(_) => {
+                claimed = Some(Claimed { item: next, token: token.map(|(plain, _)| plain) });
+                Ok(Visit::Stop)
+            }
             None => {
                 // Another poll took it first: its token will never be used.
                 if let Some((_, hash)) = token {
                     tenancy::delete_key_hash(store, &hash)?;
                 }
+                Ok(Visit::Next)
             }
         }
-    }
-    Ok(None)
+    })?;
+    Ok(claimed)
 }
 
 /// The session's latest work item, if any, with time applied (not persisted).
