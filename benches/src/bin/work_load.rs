@@ -225,13 +225,21 @@ fn main() {
             hosted.p50.as_secs_f64() / cloud.p50.as_secs_f64()
         );
 
-        // 2. Baseline: one durable resource write per request.
+        // 2. Baseline: one durable resource write per request (each client its
+        // own environment, so the writes never conflict).
         let writes = Arc::new(AtomicUsize::new(0));
         let n_writes = n_items * 5;
+        let mut own_envs = Vec::new();
+        for client in 0..n_workers {
+            let env = admin
+                .ok(reqwest::Method::POST, "/v1/environments", Some(json!({"name": format!("baseline {client}")})))
+                .await;
+            own_envs.push(env["id"].as_str().unwrap().to_owned());
+        }
         let began = Instant::now();
         let mut tasks = Vec::new();
-        for client in 0..n_workers {
-            let (admin, env, writes) = (admin.clone(), env.clone(), Arc::clone(&writes));
+        for own_env in own_envs {
+            let (admin, writes) = (admin.clone(), Arc::clone(&writes));
             tasks.push(tokio::spawn(async move {
                 let mut samples = Vec::new();
                 loop {
@@ -240,8 +248,8 @@ fn main() {
                         return samples;
                     }
                     let t = Instant::now();
-                    let body = json!({"metadata": {format!("client{client}"): n.to_string()}});
-                    admin.ok(reqwest::Method::POST, &format!("/v1/environments/{env}"), Some(body)).await;
+                    let body = json!({"metadata": {"n": n.to_string()}});
+                    admin.ok(reqwest::Method::POST, &format!("/v1/environments/{own_env}"), Some(body)).await;
                     samples.push(t.elapsed());
                 }
             }));
