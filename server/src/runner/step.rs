@@ -7,7 +7,9 @@
 //! events, `span.model_request_end` and `x.model_request` in one batch. Event
 //! ids shown in previews are chosen before the response completes, from the seq
 //! the event is expected at; an id's seq is therefore a lower bound, which is
-//! what `find_event` relies on.
+//! what `find_event` relies on. A turn's end and a wait on the client are
+//! appended only right after the entries they were decided on: input that
+//! lands first (a worker answering fast) makes the task decide again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
