@@ -27,7 +27,7 @@ pub mod usage;
 pub mod workspace;
 
 pub use context::{Context, Message, Role, conversation};
-pub use machine::{Command, FailReason, Machine, Policy, Status};
+pub use machine::{Command, FailReason, Machine, Policy, SERVER_SIDE_TOOLS, Status, ToolHost};
 pub use rerun::{RerunReport, check as rerun_check};
 pub use state::SessionState;
 pub use usage::{Totals, totals};

@@ -10,6 +10,16 @@
 //! result, can only mean the previous runner died mid-step. The first is
 //! closed and retried; the second gets an error result and is never run again.
 //!
+//! Where built-in tools run is the session's configuration ([`ToolHost`] in
+//! the [`Policy`]): Logbook's sandbox, or, in a self-hosted environment, the
+//! environment's workers. A call a worker runs waits on the client exactly like
+//! a custom tool: the session idles with `requires_action` naming it until a
+//! `user.tool_result` answers it, and a new user message does not supersede it
+//! (a call in flight is not the user's to answer). Permission policies apply
+//! first: a call that asks for confirmation is not executable until allowed,
+//! a denied one never is. Server-side tools ([`SERVER_SIDE_TOOLS`]) and MCP
+//! tools always run in Logbook.
+//!
 //! Nothing here reads a clock or does IO; the same entries always give the
 //! same state and the same command.
 
@@ -120,13 +130,32 @@ pub enum Command {
 pub struct Policy {
     /// Model attempts per request before giving up.
     pub max_model_attempts: u32,
+    /// Where the session's built-in tools run: fixed by its environment.
+    pub tool_host: ToolHost,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { max_model_attempts: 5 }
+        Policy { max_model_attempts: 5, tool_host: ToolHost::Server }
     }
 }
+
+/// Where a session's built-in tool calls (`agent.tool_use`) are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ToolHost {
+    /// Logbook runs them (cloud environments).
+    #[default]
+    Server,
+    /// The self-hosted environment's workers run them and answer each with a
+    /// `user.tool_result`; Logbook never executes them.
+    Worker,
+}
+
+/// Built-in tools Logbook runs itself in every session, self-hosted ones
+/// included: they reach the network from the server (or the model provider
+/// runs them as server tools, and they never become `agent.tool_use`). The
+/// SDK's worker does not implement them.
+pub const SERVER_SIDE_TOOLS: [&str; 2] = ["web_fetch", "web_search"];
 
 /// A session's state, folded from its log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,15 +390,17 @@ impl Machine {
         if !orphaned.is_empty() {
             return Command::FailTools { ids: orphaned, reason: FailReason::Orphaned };
         }
-        let waiting: Vec<EventId> = self.open_tools().filter(|(_, t)| needs_client(t)).map(|(id, _)| id).collect();
+        let host = policy.tool_host;
+        let waiting: Vec<EventId> =
+            self.open_tools().filter(|(_, t)| needs_client(t, host)).map(|(id, _)| id).collect();
         if !self.in_turn() {
             if !waiting.is_empty() {
-                if self.unseen_input {
-                    // A new message instead of answers: the open calls are superseded.
-                    return Command::FailTools {
-                        ids: self.open_tools().map(|(id, _)| id).collect(),
-                        reason: FailReason::Superseded,
-                    };
+                // A new message instead of answers: the open calls are superseded,
+                // except those a worker is executing (they finish, as in a turn).
+                let superseded: Vec<EventId> =
+                    self.open_tools().filter(|(_, t)| !awaits_worker(t, host)).map(|(id, _)| id).collect();
+                if self.unseen_input && !superseded.is_empty() {
+                    return Command::FailTools { ids: superseded, reason: FailReason::Superseded };
                 }
                 // Some answers came, not all: idle again with the rest.
                 if self.awaited.as_ref() != Some(&waiting) {
@@ -399,7 +430,8 @@ impl Machine {
         if !denied.is_empty() {
             return Command::DenyTools(denied);
         }
-        let runnable: Vec<EventId> = self.open_tools().filter(|(_, t)| is_runnable(t)).map(|(id, _)| id).collect();
+        let runnable: Vec<EventId> =
+            self.open_tools().filter(|(_, t)| is_runnable(t, host)).map(|(id, _)| id).collect();
         if !runnable.is_empty() {
             return Command::RunTools(runnable);
         }
@@ -426,6 +458,13 @@ impl Machine {
         self.context_tokens
     }
 
+    /// Open calls that a worker of the session's self-hosted environment is
+    /// to run (allowed, not answered): while there are any, the session needs
+    /// a work item in its environment's queue.
+    pub fn worker_calls(&self, policy: &Policy) -> Vec<EventId> {
+        self.open_tools().filter(|(_, t)| awaits_worker(t, policy.tool_host)).map(|(id, _)| id).collect()
+    }
+
     /// Whether the session waits on the client (idle with `requires_action`).
     fn awaiting_client(&self) -> bool {
         self.status() == Status::Idle && self.awaited.is_some()
@@ -444,24 +483,44 @@ impl Machine {
     }
 }
 
-/// A call that waits on the client: a custom tool, or one asking for
-/// confirmation that has none yet.
-fn needs_client(tool: &OpenTool) -> bool {
+/// A call that waits on the client: a custom tool, one asking for
+/// confirmation that has none yet, or an allowed one a worker runs.
+fn needs_client(tool: &OpenTool, host: ToolHost) -> bool {
     match (tool.kind, &tool.permission, &tool.confirmation) {
         (ToolKind::Custom, _, _) => true,
         (ToolKind::Builtin | ToolKind::Mcp, Permission::Ask, None) => true,
         (ToolKind::Builtin | ToolKind::Mcp, Permission::Ask, Some(_))
-        | (ToolKind::Builtin | ToolKind::Mcp, Permission::Allow | Permission::Deny, _) => false,
+        | (ToolKind::Builtin | ToolKind::Mcp, Permission::Allow | Permission::Deny, _) => awaits_worker(tool, host),
     }
 }
 
-/// A built-in or MCP call the runner may execute now.
-fn is_runnable(tool: &OpenTool) -> bool {
-    let allowed = match (&tool.permission, &tool.confirmation) {
+/// Whether the call is allowed to run: by its policy, or confirmed.
+fn is_allowed(tool: &OpenTool) -> bool {
+    match (&tool.permission, &tool.confirmation) {
         (Permission::Allow, _) | (Permission::Ask, Some(Confirmation::Allow)) => true,
         (Permission::Ask, Some(Confirmation::Deny { .. }) | None) | (Permission::Deny, _) => false,
-    };
-    allowed && !tool.started && matches!(tool.kind, ToolKind::Builtin | ToolKind::Mcp)
+    }
+}
+
+/// Whether the call is executed by a worker of a self-hosted environment.
+fn runs_on_worker(tool: &OpenTool, host: ToolHost) -> bool {
+    match (host, tool.kind) {
+        (ToolHost::Worker, ToolKind::Builtin) => !SERVER_SIDE_TOOLS.contains(&tool.name.as_str()),
+        (ToolHost::Worker, ToolKind::Mcp | ToolKind::Custom) | (ToolHost::Server, _) => false,
+    }
+}
+
+/// An allowed call a worker is to run and has not answered yet.
+fn awaits_worker(tool: &OpenTool, host: ToolHost) -> bool {
+    runs_on_worker(tool, host) && is_allowed(tool)
+}
+
+/// A built-in or MCP call the runner may execute now.
+fn is_runnable(tool: &OpenTool, host: ToolHost) -> bool {
+    is_allowed(tool)
+        && !tool.started
+        && matches!(tool.kind, ToolKind::Builtin | ToolKind::Mcp)
+        && !runs_on_worker(tool, host)
 }
 
 /// Estimated tokens of content blocks added to the context.

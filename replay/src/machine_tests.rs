@@ -8,7 +8,7 @@ use logbook_core::event::{
     AgentConfig, AgentCustomToolUse, AgentToolResult, AgentToolUse, Compaction, ConfirmationResult, ContentBlock,
     EvaluatedPermission, Event, RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning,
     SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult, UserInterrupt,
-    UserMessage, UserToolConfirmation,
+    UserMessage, UserToolConfirmation, UserToolResult,
 };
 use logbook_core::{Entry, EventId, Json, Timestamp};
 use pretty_assertions::assert_eq;
@@ -21,11 +21,22 @@ struct Log {
     entries: Vec<Entry>,
     machine: Machine,
     next_id: u128,
+    policy: Policy,
 }
 
 impl Log {
     fn new() -> Log {
-        Log { entries: Vec::new(), machine: Machine::new(), next_id: 1 }
+        Log::with_host(ToolHost::Server)
+    }
+
+    /// A log of a session whose built-in tools run on `host`.
+    fn with_host(tool_host: ToolHost) -> Log {
+        Log {
+            entries: Vec::new(),
+            machine: Machine::new(),
+            next_id: 1,
+            policy: Policy { tool_host, ..Policy::default() },
+        }
     }
 
     fn push(&mut self, event: Event) -> EventId {
@@ -38,7 +49,7 @@ impl Log {
     }
 
     fn next(&self) -> Command {
-        self.machine.next(&Policy::default())
+        self.machine.next(&self.policy)
     }
 
     fn user_message(&mut self) -> EventId {
@@ -55,8 +66,12 @@ impl Log {
     }
 
     fn tool_use(&mut self, permission: EvaluatedPermission) -> EventId {
+        self.named_tool_use("bash", permission)
+    }
+
+    fn named_tool_use(&mut self, name: &str, permission: EvaluatedPermission) -> EventId {
         self.push(Event::AgentToolUse(AgentToolUse {
-            name: "bash".into(),
+            name: name.into(),
             input: Json::empty_object(),
             evaluated_permission: Some(permission),
             evaluation: None,
@@ -70,6 +85,25 @@ impl Log {
             input: Json::empty_object(),
             session_thread_id: None,
         }))
+    }
+
+    /// A worker's answer to a built-in call.
+    fn worker_result(&mut self, tool_use_id: EventId) {
+        self.push(Event::UserToolResult(UserToolResult {
+            tool_use_id,
+            content: None,
+            is_error: Some(false),
+            session_thread_id: None,
+        }));
+    }
+
+    fn confirm(&mut self, tool_use_id: EventId, allow: bool) {
+        self.push(Event::UserToolConfirmation(UserToolConfirmation {
+            tool_use_id,
+            result: if allow { ConfirmationResult::Allow } else { ConfirmationResult::Deny },
+            deny_message: None,
+            session_thread_id: None,
+        }));
     }
 
     fn result(&mut self, tool_use_id: EventId, is_error: bool) {
@@ -264,6 +298,117 @@ fn a_new_message_supersedes_calls_waiting_on_the_client() {
     assert_eq!(log.next(), Command::StartTurn);
 }
 
+#[test]
+fn in_a_self_hosted_session_allowed_builtin_calls_wait_for_the_worker() {
+    // Goal: with the tools on a worker, an allowed built-in call is never run
+    // by the runner; the session idles with requires_action naming it until
+    // the worker's user.tool_result, then the model sees the result.
+    let mut log = Log::with_host(ToolHost::Worker);
+    log.user_message();
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    log.model_ok();
+    let a = log.tool_use(EvaluatedPermission::Allow);
+    let b = log.named_tool_use("read", EvaluatedPermission::Allow);
+    assert_eq!(log.machine.worker_calls(&log.policy), vec![a, b]);
+    assert_eq!(log.next(), Command::AwaitClient(vec![a, b]));
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![a, b] });
+    assert_eq!(log.next(), Command::Wait);
+    log.worker_result(a);
+    assert_eq!(log.next(), Command::AwaitClient(vec![b]), "partial answers re-idle with the rest");
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![b] });
+    log.worker_result(b);
+    assert!(log.machine.worker_calls(&log.policy).is_empty());
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+}
+
+#[test]
+fn in_a_self_hosted_session_server_side_and_mcp_tools_still_run_in_logbook() {
+    let mut log = Log::with_host(ToolHost::Worker);
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let fetch = log.named_tool_use("web_fetch", EvaluatedPermission::Allow);
+    let bash = log.tool_use(EvaluatedPermission::Allow);
+    assert_eq!(log.next(), Command::RunTools(vec![fetch]));
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![fetch] }));
+    log.result(fetch, false);
+    assert_eq!(log.next(), Command::AwaitClient(vec![bash]));
+    assert_eq!(log.machine.worker_calls(&log.policy), vec![bash]);
+}
+
+#[test]
+fn in_a_self_hosted_session_confirmation_comes_before_the_worker() {
+    // Goal: permission policies are Logbook's: an ask call is not the
+    // worker's until allowed (it is listed while it awaits either), a denied
+    // one never is and gets the denial as its result.
+    for allow in [true, false] {
+        let mut log = Log::with_host(ToolHost::Worker);
+        log.user_message();
+        log.running();
+        log.model_ok();
+        let call = log.tool_use(EvaluatedPermission::Ask);
+        assert!(log.machine.worker_calls(&log.policy).is_empty(), "not executable before confirmation");
+        assert_eq!(log.next(), Command::AwaitClient(vec![call]));
+        log.usage_idle(StopReason::RequiresAction { event_ids: vec![call] });
+        log.confirm(call, allow);
+        if allow {
+            assert_eq!(log.machine.worker_calls(&log.policy), vec![call]);
+            assert_eq!(log.next(), Command::Wait, "still awaited, now from the worker: no new idle");
+            log.worker_result(call);
+            assert_eq!(log.next(), Command::StartTurn);
+        } else {
+            assert!(log.machine.worker_calls(&log.policy).is_empty());
+            assert_eq!(log.next(), Command::StartTurn);
+            log.running();
+            assert_eq!(log.next(), Command::DenyTools(vec![(call, None)]));
+        }
+    }
+    let mut log = Log::with_host(ToolHost::Worker);
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let denied = log.tool_use(EvaluatedPermission::Deny);
+    assert!(log.machine.worker_calls(&log.policy).is_empty());
+    assert_eq!(log.next(), Command::DenyTools(vec![(denied, None)]));
+}
+
+#[test]
+fn in_a_self_hosted_session_a_new_message_waits_for_calls_in_flight() {
+    // Goal: a message sent while a worker runs calls supersedes the calls that
+    // wait on the user (custom tools) but not the worker's; the model sees the
+    // message with the worker's results.
+    let mut log = Log::with_host(ToolHost::Worker);
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let bash = log.tool_use(EvaluatedPermission::Allow);
+    let custom = log.custom_tool_use();
+    assert_eq!(log.next(), Command::AwaitClient(vec![bash, custom]));
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![bash, custom] });
+    log.user_message();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![custom], reason: FailReason::Superseded });
+    log.result(custom, true);
+    assert_eq!(log.next(), Command::AwaitClient(vec![bash]));
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![bash] });
+    assert_eq!(log.next(), Command::Wait);
+    log.worker_result(bash);
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    // An interrupt, though, closes the worker's calls too.
+    let mut log = Log::with_host(ToolHost::Worker);
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let bash = log.tool_use(EvaluatedPermission::Allow);
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![bash] });
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Interrupt { open: vec![bash] });
+}
+
 /// One random choice of the simulated world.
 #[derive(Debug, Clone)]
 struct Choices(Vec<u8>);
@@ -276,8 +421,8 @@ impl Choices {
 
 /// Runs a simulated runner over random choices; returns the log and how many
 /// times each tool ran.
-fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
-    let mut log = Log::new();
+fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32>) {
+    let mut log = Log::with_host(host);
     let mut executed: BTreeMap<EventId, u32> = BTreeMap::new();
     // Compaction on: any added content asks for one before the next call.
     let mut record_compaction_config = choices.pick(2) == 0;
@@ -292,19 +437,21 @@ fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
                     log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
                 }
                 2 | 3 => {
-                    // Answer one waiting call.
+                    // Answer one waiting call: the worker runs the calls it
+                    // may run, the user confirms or answers the others.
+                    let worker_calls = log.machine.worker_calls(&log.policy);
+                    if let Some(id) = worker_calls.first().copied() {
+                        *executed.entry(id).or_default() += 1;
+                        log.worker_result(id);
+                        continue;
+                    }
                     let Some((id, tool)) = log.machine.open_tools().next().map(|(id, t)| (id, t.clone())) else {
                         break;
                     };
                     match tool.kind {
                         ToolKind::Builtin | ToolKind::Mcp => {
                             let allow = choices.pick(2) == 0;
-                            log.push(Event::UserToolConfirmation(UserToolConfirmation {
-                                tool_use_id: id,
-                                result: if allow { ConfirmationResult::Allow } else { ConfirmationResult::Deny },
-                                deny_message: None,
-                                session_thread_id: None,
-                            }));
+                            log.confirm(id, allow);
                         }
                         ToolKind::Custom => {
                             log.push(Event::UserCustomToolResult(UserCustomToolResult {
@@ -361,7 +508,7 @@ fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
                                     session_thread_id: None,
                                 }),
                                 k => Event::AgentToolUse(AgentToolUse {
-                                    name: "bash".into(),
+                                    name: if choices.pick(4) == 0 { "web_fetch" } else { "bash" }.into(),
                                     input: Json::empty_object(),
                                     evaluated_permission: Some(match k {
                                         1 => EvaluatedPermission::Allow,
@@ -401,6 +548,16 @@ fn simulate(mut choices: Choices) -> (Log, BTreeMap<EventId, u32>) {
                 }));
             }
             Command::RunTools(ids) => {
+                for id in &ids {
+                    let call = log.entries.iter().find(|e| e.id == *id).map(|e| e.event.clone());
+                    if let (ToolHost::Worker, Some(Event::AgentToolUse(tool_use))) = (host, call) {
+                        assert!(
+                            SERVER_SIDE_TOOLS.contains(&tool_use.name.as_str()),
+                            "the runner ran {} of a self-hosted session",
+                            tool_use.name
+                        );
+                    }
+                }
                 log.push(Event::ToolStarted(ToolStarted { tool_use_ids: ids.clone() }));
                 for id in ids {
                     *executed.entry(id).or_default() += 1;
@@ -438,12 +595,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Goal: whatever the interleaving of model outputs, confirmations, custom
-    /// results, interrupts and crashes, no tool runs twice, no call gets two
-    /// results, and once nothing is open every call has exactly one result.
+    /// results, worker results, interrupts and crashes, in cloud and
+    /// self-hosted sessions, no tool runs twice, no call gets two results, the
+    /// runner never runs a self-hosted session's worker tools, and once nothing
+    /// is open every call has exactly one result.
     /// Also: applying entries one by one equals projecting the whole log.
     #[test]
-    fn every_tool_use_gets_exactly_one_result(choices in prop::collection::vec(any::<u8>(), 0..400)) {
-        let (log, executed) = simulate(Choices(choices));
+    fn every_tool_use_gets_exactly_one_result(
+        choices in prop::collection::vec(any::<u8>(), 0..400),
+        self_hosted in any::<bool>(),
+    ) {
+        let host = if self_hosted { ToolHost::Worker } else { ToolHost::Server };
+        let (log, executed) = simulate(Choices(choices), host);
         for (id, n) in &executed {
             prop_assert!(*n <= 1, "tool {id} ran {n} times");
         }
@@ -468,7 +631,7 @@ proptest! {
         }
         prop_assert_eq!(Machine::project(&log.entries), log.machine.clone());
         // Re-execution: every recorded decision follows from what came before it.
-        let report = crate::rerun::check(&log.entries, &Policy::default());
+        let report = crate::rerun::check(&log.entries, &log.policy);
         prop_assert!(report.is_consistent(), "{:?}", report.mismatches);
     }
 }

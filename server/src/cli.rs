@@ -1,5 +1,5 @@
-//! The command line: `logbook serve` and the offline tools (`verify`, `keys`,
-//! `rerun`, `show`, `export`, `import`).
+//! The command line: `logbook serve` and the offline tools (`verify`, `keys`
+//! including environment keys, `rerun`, `show`, `export`, `import`).
 //!
 //! Every subcommand reports a failure as one line saying what went wrong and
 //! what to do, and exits non-zero. Long operations print progress to stderr.
@@ -22,7 +22,7 @@ use crate::runner::tools::EchoTools;
 use crate::runner::{RunnerConfig, RunnerHandle, ToolExecutor, UnavailableTools};
 use crate::state::{AppState, Config};
 use crate::tenancy;
-use logbook_replay::Policy;
+use logbook_replay::{Policy, ToolHost};
 
 /// How long the kernel keeps unacknowledged data (or a zero receive window) on
 /// a connection before aborting it: cuts off SSE clients that stopped reading.
@@ -78,6 +78,11 @@ enum Command {
         /// The git executable (default: `git` on the PATH).
         #[arg(long, env = "LOGBOOK_GIT")]
         git: Option<PathBuf>,
+        /// Seconds a self-hosted worker's lease lasts until it asks for
+        /// another (its heartbeats come every half of it, at most every 30 s).
+        #[arg(long, env = "LOGBOOK_WORK_LEASE_TTL_SECS", default_value_t = crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
+              value_parser = clap::value_parser!(u32).range(i64::from(crate::api::work::queue::MIN_LEASE_TTL_SECS)..=i64::from(crate::api::work::queue::MAX_LEASE_TTL_SECS)))]
+        work_lease_ttl_secs: u32,
     },
     /// Verify every session's hash chain, every head and every blob; or, given
     /// a BUNDLE, check that exported bundle offline (exit 1 and the first bad
@@ -161,8 +166,13 @@ enum KeysCommand {
         #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
         data: PathBuf,
         /// Workspace of the key; created if new.
-        #[arg(long, default_value = tenancy::DEFAULT_WORKSPACE)]
+        #[arg(long, default_value = tenancy::DEFAULT_WORKSPACE, conflicts_with = "environment")]
         workspace: String,
+        /// Create an environment key instead: the credential of this
+        /// self-hosted environment's workers (env_...), scoped to its work
+        /// queue and its sessions' events.
+        #[arg(long)]
+        environment: Option<String>,
     },
     /// Revoke a key.
     Revoke {
@@ -193,10 +203,12 @@ pub fn main() -> ExitCode {
             git_private_hosts,
             git_ca_file,
             git,
+            work_lease_ttl_secs,
         } => {
             let config = Config {
                 rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
                 sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
+                work_lease_ttl_secs,
                 ..Config::default()
             };
             let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);
@@ -415,7 +427,28 @@ async fn shutdown_signal() {
 fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
     match command {
-        KeysCommand::Create { data, workspace } => {
+        KeysCommand::Create { data, environment: Some(environment), .. } => {
+            let store = open_store(&data, 64)?;
+            let env: logbook_core::EnvironmentId = environment
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--environment {environment:?} is not an environment id (env_...)"))?;
+            let Some((workspace, found)) =
+                crate::api::work::find_environment(&store, env).map_err(|e| anyhow::anyhow!("{}", e.message))?
+            else {
+                anyhow::bail!("no environment {env} in {}; create it through the API first", data.display());
+            };
+            if !matches!(found.config, crate::api::environments::EnvConfig::SelfHosted {}) {
+                anyhow::bail!("environment {env} is a cloud environment; environment keys are for self_hosted ones");
+            }
+            let key = tenancy::create_environment_key(&store, workspace, env, clock.now())
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            eprintln!(
+                "logbook: created an environment key for {env} ({}); give it to the environment's workers; it will not be shown again:",
+                found.name
+            );
+            println!("{key}");
+        }
+        KeysCommand::Create { data, workspace, environment: None } => {
             let store = open_store(&data, 64)?;
             let workspace = tenancy::ensure_workspace(&store, &workspace, clock.now())
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -443,7 +476,12 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?
                     .map_or_else(|| record.workspace_id.to_string(), |w| w.name);
                 let state = record.revoked_at.map_or_else(|| "live".to_owned(), |at| format!("revoked {at}"));
-                println!("{}...  workspace={workspace}  created={}  {state}", record.hint, record.created_at);
+                let scope = match record.scope {
+                    tenancy::KeyScope::Workspace => String::new(),
+                    tenancy::KeyScope::Environment { environment_id } => format!("  environment={environment_id}"),
+                    tenancy::KeyScope::WorkSession { work_id, .. } => format!("  work={work_id}"),
+                };
+                println!("{}...  workspace={workspace}{scope}  created={}  {state}", record.hint, record.created_at);
             }
         }
     }
@@ -469,6 +507,7 @@ fn rerun(data: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         None => store.sessions().context("listing sessions")?,
     };
+    let self_hosted = crate::api::work::self_hosted_sessions(&store).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     for session in &sessions {
         let mut entries = Vec::new();
         loop {
@@ -480,7 +519,9 @@ fn rerun(data: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
                 entries.push(record.entry().with_context(|| format!("{session}: decoding seq {}", record.seq()))?);
             }
         }
-        let report = logbook_replay::rerun_check(&entries, &Policy::default());
+        // A session's decisions follow from its own policy: where its tools run.
+        let tool_host = if self_hosted.contains(session) { ToolHost::Worker } else { ToolHost::Server };
+        let report = logbook_replay::rerun_check(&entries, &Policy { tool_host, ..Policy::default() });
         n_steps += report.n_steps;
         if !report.is_consistent() {
             n_inconsistent += 1;

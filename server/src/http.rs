@@ -7,11 +7,16 @@
 //!
 //! Middleware, outermost first: request id (every response gets `request-id`,
 //! and error bodies get `request_id`) and metrics; then, on API routes, the
-//! beta header check, authentication, the rate limit and the request timeout.
+//! beta header check, authentication, the credential's scope (each route says
+//! which credentials it takes: API keys, or also the environment keys and
+//! sessions tokens of self-hosted workers; see `api::work::access`), the rate
+//! limit and the request timeout.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::RequestExt;
+use axum::extract::{DefaultBodyLimit, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,11 +26,13 @@ use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
 use crate::api::wire::MAX_BODY_BYTES;
+use crate::api::work::access::PathParams;
+use crate::api::work::{self, Access};
 use crate::api::{agents, environments, events, files, resources, sessions, stream};
 use crate::openapi;
 use crate::ratelimit::Class;
 use crate::state::AppState;
-use crate::tenancy::{self, Tenant};
+use crate::tenancy::{self, Principal, Tenant};
 
 /// The beta every Managed Agents call must name.
 pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
@@ -38,11 +45,22 @@ pub struct RouteSpec {
     pub summary: &'static str,
     /// Streams never time out.
     pub streaming: bool,
+    /// Which credentials it takes (API keys only, unless it is a route the
+    /// self-hosted workers call).
+    pub access: Access,
 }
 
 fn spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec {
-    RouteSpec { method, path, summary, streaming: false }
+    RouteSpec { method, path, summary, streaming: false, access: Access::API_KEY }
 }
+
+/// A route the self-hosted workers call, taking `access`.
+fn worker_spec(method: Method, path: &'static str, summary: &'static str, access: Access) -> RouteSpec {
+    RouteSpec { access, ..spec(method, path, summary) }
+}
+
+/// Which credentials each route (method, path template) takes.
+type AccessTable = Vec<(Method, &'static str, Access)>;
 
 /// Every authenticated API route with its handler.
 fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -70,21 +88,32 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         ),
         (spec(Method::POST, "/v1/sessions", "Create a session"), post(sessions::create)),
         (spec(Method::GET, "/v1/sessions", "List sessions"), get(sessions::list)),
-        (spec(Method::GET, "/v1/sessions/{session_id}", "Retrieve a session"), get(sessions::retrieve)),
+        (
+            worker_spec(Method::GET, "/v1/sessions/{session_id}", "Retrieve a session", Access::ANY),
+            get(sessions::retrieve),
+        ),
         (spec(Method::POST, "/v1/sessions/{session_id}", "Update a session"), post(sessions::update)),
         (spec(Method::DELETE, "/v1/sessions/{session_id}", "Delete a session"), delete(sessions::delete)),
         (spec(Method::POST, "/v1/sessions/{session_id}/archive", "Archive a session"), post(sessions::archive)),
-        (spec(Method::GET, "/v1/sessions/{session_id}/events", "List a session's events"), get(events::list)),
-        (spec(Method::POST, "/v1/sessions/{session_id}/events", "Send events to a session"), post(events::send)),
+        (
+            worker_spec(Method::GET, "/v1/sessions/{session_id}/events", "List a session's events", Access::ANY),
+            get(events::list),
+        ),
+        (
+            worker_spec(Method::POST, "/v1/sessions/{session_id}/events", "Send events to a session", Access::ANY),
+            post(events::send),
+        ),
         (
             RouteSpec {
                 streaming: true,
+                access: Access::ANY,
                 ..spec(Method::GET, "/v1/sessions/{session_id}/events/stream", "Stream a session's events (SSE)")
             },
             get(stream::stream),
         ),
     ];
     routes.extend(files_table());
+    routes.extend(work_table());
     routes.extend(x_table());
     routes
 }
@@ -107,6 +136,62 @@ fn files_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (spec(Method::GET, resource, "Retrieve a session resource"), get(resources::retrieve)),
         (spec(Method::POST, resource, "Rotate a repository resource's token"), post(resources::update)),
         (spec(Method::DELETE, resource, "Remove a file from a session"), delete(resources::delete)),
+    ]
+}
+
+/// The self-hosted work queue (`client.beta.environments.work`).
+fn work_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    const QUEUE: &str = "/v1/environments/{environment_id}/work";
+    const ITEM: &str = "/v1/environments/{environment_id}/work/{work_id}";
+    vec![
+        (
+            worker_spec(
+                Method::GET,
+                "/v1/environments/{environment_id}/work/poll",
+                "Long-poll for a work item",
+                Access::ENVIRONMENT_KEY,
+            ),
+            get(work::poll),
+        ),
+        (
+            worker_spec(
+                Method::POST,
+                "/v1/environments/{environment_id}/work/{work_id}/ack",
+                "Acknowledge a work item",
+                Access::ENVIRONMENT_KEY,
+            ),
+            post(work::ack),
+        ),
+        (
+            worker_spec(
+                Method::POST,
+                "/v1/environments/{environment_id}/work/{work_id}/heartbeat",
+                "Renew a work item's lease",
+                Access::WORKER,
+            ),
+            post(work::heartbeat),
+        ),
+        (
+            worker_spec(
+                Method::POST,
+                "/v1/environments/{environment_id}/work/{work_id}/stop",
+                "Stop a work item",
+                Access::ANY,
+            ),
+            post(work::stop),
+        ),
+        (spec(Method::GET, ITEM, "Retrieve a work item"), get(work::retrieve)),
+        (spec(Method::POST, ITEM, "Update a work item's metadata"), post(work::update)),
+        (worker_spec(Method::GET, QUEUE, "List an environment's work items", Access::ENVIRONMENT_KEY), get(work::list)),
+        (
+            worker_spec(
+                Method::GET,
+                "/v1/environments/{environment_id}/work/stats",
+                "Work queue statistics",
+                Access::MONITOR,
+            ),
+            get(work::stats),
+        ),
     ]
 }
 
@@ -154,6 +239,14 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             spec(Method::GET, "/x/v1/sessions/{session_id}/files/{*path}", "A workspace file's bytes at any seq"),
             get(x::state::file),
         ),
+        (
+            spec(
+                Method::POST,
+                "/x/v1/environments/{environment_id}/work/healthcheck",
+                "Queue a healthcheck item for a self-hosted environment's workers",
+            ),
+            post(work::healthcheck),
+        ),
     ]
 }
 
@@ -164,11 +257,14 @@ pub fn routes() -> Vec<RouteSpec> {
 
 pub fn app(state: AppState) -> Router {
     let mut api = Router::new();
+    let mut access = AccessTable::new();
     for (spec, handler) in table() {
+        access.push((spec.method.clone(), spec.path, spec.access));
         api = api.route(spec.path, handler);
     }
-    let api =
-        api.layer(middleware::from_fn_with_state(state.clone(), guard)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let api = api
+        .layer(middleware::from_fn_with_state((state.clone(), Arc::new(access)), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/health", get(healthz))
@@ -260,8 +356,12 @@ fn ulid_text(ms: u64, random: u128) -> String {
 }
 
 /// Beta header, authentication, rate limit and timeout for API routes.
-async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    match admit(&state, &mut request).await {
+async fn guard(
+    State((state, access)): State<(AppState, Arc<AccessTable>)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match admit(&state, &access, &mut request).await {
         Ok(streaming) => {
             if streaming {
                 return next.run(request).await;
@@ -275,8 +375,9 @@ async fn guard(State(state): State<AppState>, mut request: Request, next: Next) 
     }
 }
 
-/// Checks a request's headers and key; returns whether the route streams.
-async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError> {
+/// Checks a request's headers and key, and that the key's scope reaches the
+/// route and its objects; returns whether the route streams.
+async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) -> Result<bool, ApiError> {
     let headers = request.headers();
     let betas: Vec<&str> = headers
         .get_all("anthropic-beta")
@@ -302,7 +403,24 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError
         return Err(ApiError::unauthenticated("missing API key: send it as x-api-key or as Authorization: Bearer"));
     };
     let key = key.ok_or_else(|| ApiError::unauthenticated("malformed API key header"))?;
-    let tenant: Tenant = state.blocking(move |store| tenancy::authenticate(store, &key)).await?;
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
+    let route_access = route
+        .as_deref()
+        .and_then(|path| access.iter().find(|(method, p, _)| method == request.method() && *p == path))
+        .map_or(Access::API_KEY, |(_, _, access)| *access);
+    let params = match request.extract_parts::<RawPathParams>().await {
+        Ok(raw) => PathParams(raw.iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()),
+        Err(_) => PathParams::default(),
+    };
+    let now = state.now();
+    let principal: Principal = state
+        .blocking(move |store| {
+            let principal = tenancy::authenticate_principal(store, &key)?;
+            work::access::check(store, &principal, route_access, &params, now)?;
+            Ok(principal)
+        })
+        .await?;
+    let tenant: Tenant = principal.tenant();
     let class = match *request.method() {
         Method::GET | Method::HEAD => Class::Read,
         _ => Class::Create,
@@ -316,5 +434,6 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<bool, ApiError
     let transfer = files && (path.ends_with("/content") || (path == "/v1/files" && request.method() == Method::POST));
     let streaming = path.ends_with("/stream") || path.ends_with("/export") || transfer;
     request.extensions_mut().insert(tenant);
+    request.extensions_mut().insert(principal);
     Ok(streaming)
 }

@@ -1,5 +1,5 @@
 //! The state every handler shares: the store, the clock, configuration, rate
-//! limits, metrics and the shutdown signal.
+//! limits, metrics, the work queues' wake-ups and the shutdown signal.
 //!
 //! The store's calls block (sled, and appends wait for fsync), so handlers run
 //! them through [`AppState::blocking`], which moves them to tokio's blocking
@@ -14,6 +14,7 @@ use rand::RngExt;
 use tokio::sync::watch;
 
 use crate::api::error::ApiError;
+use crate::api::work::hub::WorkHub;
 use crate::metrics::Metrics;
 use crate::previews::Previews;
 use crate::ratelimit::{RateLimiter, RateLimits};
@@ -26,6 +27,8 @@ pub struct Config {
     pub sse_ping_interval: Duration,
     /// How long a non-streaming request may take before it answers 504.
     pub request_timeout: Duration,
+    /// The lease a self-hosted worker gets on ack, until it asks for another.
+    pub work_lease_ttl_secs: u32,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             sse_ping_interval: Duration::from_secs(15),
             request_timeout: Duration::from_secs(60),
+            work_lease_ttl_secs: crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
         }
     }
 }
@@ -51,6 +55,8 @@ struct Inner {
     limiter: RateLimiter,
     metrics: Metrics,
     previews: Previews,
+    /// Long-poll wake-ups and the workers seen polling, per work queue.
+    work: WorkHub,
     shutdown: watch::Receiver<bool>,
     /// The runner, once started (absent in tests of the API alone).
     runner: std::sync::OnceLock<crate::runner::RunnerHandle>,
@@ -76,6 +82,7 @@ impl AppState {
                 limiter,
                 metrics: Metrics::default(),
                 previews: Previews::default(),
+                work: WorkHub::default(),
                 shutdown,
                 runner: std::sync::OnceLock::new(),
                 audit_key: std::sync::OnceLock::new(),
@@ -130,6 +137,10 @@ impl AppState {
 
     pub fn previews(&self) -> &Previews {
         &self.inner.previews
+    }
+
+    pub fn work_hub(&self) -> &WorkHub {
+        &self.inner.work
     }
 
     /// Becomes `true` when the server starts shutting down.

@@ -1,12 +1,21 @@
-//! Workspaces and API keys.
+//! Workspaces, API keys and the scoped credentials of self-hosted workers.
 //!
 //! Every object belongs to a workspace; an API key belongs to one workspace and
 //! sees only its objects (another workspace's object answers 404, exactly like a
 //! missing one). Keys are stored only as their blake3 hash: the plaintext is
 //! shown once, when created. Resource keys of every object start with the
 //! owning workspace's 16 id bytes, so a scan can never cross tenants.
+//!
+//! Besides workspace keys there are two narrower credentials, stored the same
+//! way and told apart by their record's [`KeyScope`]: an environment key
+//! (`logbook keys create --environment ENV_ID`), the standing credential of a
+//! self-hosted environment's workers, and a sessions token, minted for one
+//! claim of one work item and handed to the worker inside the poll's `secret`.
+//! Which routes accept which scope is the route table's business
+//! ([`crate::http`]); what a scoped credential may reach there is checked by
+//! `api::work::access`.
 
-use logbook_core::{Timestamp, WorkspaceId};
+use logbook_core::{EnvironmentId, SessionId, Timestamp, WorkId, WorkspaceId};
 use logbook_store::{ResourceKind, Resources, SledStore};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
@@ -22,6 +31,16 @@ pub const KEY_PREFIX: &str = "sk-logbook-";
 /// Longest key accepted on the wire; anything longer is rejected unhashed.
 pub const MAX_KEY_CHARS: usize = 200;
 
+/// Environment keys start with this (it extends [`KEY_PREFIX`], so every
+/// credential passes the same cheap prefix check before hashing).
+pub const ENVIRONMENT_KEY_PREFIX: &str = "sk-logbook-env-";
+
+/// Sessions tokens (one per claim of a work item) start with this.
+pub const SESSIONS_TOKEN_PREFIX: &str = "sk-logbook-wst-";
+
+/// Random bytes in a generated key or token: 192 bits, beyond guessing.
+const SECRET_BYTES: usize = 24;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Workspace {
     pub id: WorkspaceId,
@@ -36,12 +55,44 @@ pub struct KeyRecord {
     pub hint: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// What the key may reach; records written before scopes existed are
+    /// workspace keys.
+    #[serde(default)]
+    pub scope: KeyScope,
+}
+
+/// What a credential may reach inside its workspace.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KeyScope {
+    /// An API key: every object of the workspace, on the routes that take API keys.
+    #[default]
+    Workspace,
+    /// An environment key: one self-hosted environment's work queue and the
+    /// sessions running in that environment.
+    Environment { environment_id: EnvironmentId },
+    /// A sessions token: one work item (its heartbeat and stop) and its
+    /// session, for as long as the claim it was minted for holds the lease.
+    WorkSession { environment_id: EnvironmentId, work_id: WorkId, session_id: SessionId, claim: u64 },
 }
 
 /// Who is calling: the workspace a valid key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tenant {
     pub workspace: WorkspaceId,
+}
+
+/// A valid credential: its workspace and its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub workspace: WorkspaceId,
+    pub scope: KeyScope,
+}
+
+impl Principal {
+    pub fn tenant(&self) -> Tenant {
+        Tenant { workspace: self.workspace }
+    }
 }
 
 impl Tenant {
@@ -57,12 +108,21 @@ impl Tenant {
     }
 }
 
-fn key_hash(key: &str) -> [u8; 32] {
+/// The hash a credential is stored under.
+pub fn key_hash(key: &str) -> [u8; 32] {
     *blake3::hash(key.as_bytes()).as_bytes()
 }
 
-/// Finds the tenant of a presented key.
+/// Finds the workspace of a presented credential of any scope. The route
+/// table decides which scopes a route takes; use [`authenticate_principal`]
+/// where the scope matters.
 pub fn authenticate(store: &SledStore, presented: &str) -> Result<Tenant, ApiError> {
+    authenticate_principal(store, presented).map(|principal| principal.tenant())
+}
+
+/// Finds the workspace and scope of a presented credential. Revocation is read
+/// from the store on every call.
+pub fn authenticate_principal(store: &SledStore, presented: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthenticated("invalid API key");
     if presented.len() > MAX_KEY_CHARS || !presented.starts_with(KEY_PREFIX) {
         return Err(invalid());
@@ -74,7 +134,7 @@ pub fn authenticate(store: &SledStore, presented: &str) -> Result<Tenant, ApiErr
     if record.revoked_at.is_some() {
         return Err(ApiError::unauthenticated("this API key was revoked"));
     }
-    Ok(Tenant { workspace: record.workspace_id })
+    Ok(Principal { workspace: record.workspace_id, scope: record.scope })
 }
 
 /// Finds or creates the workspace called `name`.
@@ -101,11 +161,74 @@ pub fn ensure_workspace(store: &SledStore, name: &str, now: Timestamp) -> Result
 
 /// Creates a key in `workspace` and returns its plaintext (shown only now).
 pub fn create_key(store: &SledStore, workspace: &Workspace, now: Timestamp) -> Result<String, ApiError> {
-    let mut secret = [0u8; 24];
-    rand::rng().fill_bytes(&mut secret);
-    let key = format!("{KEY_PREFIX}{}", hex(&secret));
+    let key = generate(KEY_PREFIX);
     store_key(store, workspace, &key, now)?;
     Ok(key)
+}
+
+/// Creates an environment key: the credential of one self-hosted
+/// environment's workers. Returns its plaintext (shown only now).
+pub fn create_environment_key(
+    store: &SledStore,
+    workspace: WorkspaceId,
+    environment_id: EnvironmentId,
+    now: Timestamp,
+) -> Result<String, ApiError> {
+    let key = generate(ENVIRONMENT_KEY_PREFIX);
+    store_scoped(store, workspace, &key, KeyScope::Environment { environment_id }, now)?;
+    Ok(key)
+}
+
+/// Mints a credential of `scope` (a sessions token) with `prefix`; returns the
+/// plaintext and the hash it is stored under.
+pub fn mint_scoped(
+    store: &SledStore,
+    workspace: WorkspaceId,
+    prefix: &str,
+    scope: KeyScope,
+    now: Timestamp,
+) -> Result<(String, [u8; 32]), ApiError> {
+    let key = generate(prefix);
+    store_scoped(store, workspace, &key, scope, now)?;
+    let hash = key_hash(&key);
+    Ok((key, hash))
+}
+
+/// Deletes a credential by its hash (a sessions token whose claim is over).
+pub fn delete_key_hash(store: &SledStore, hash: &[u8; 32]) -> Result<(), ApiError> {
+    loop {
+        let Some(old) = store.get_resource(ResourceKind::ApiKey, hash)? else { return Ok(()) };
+        if store.swap_resource(ResourceKind::ApiKey, hash, Some(&old), None)?.is_ok() {
+            return Ok(());
+        }
+    }
+}
+
+fn generate(prefix: &str) -> String {
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::rng().fill_bytes(&mut secret);
+    format!("{prefix}{}", hex(&secret))
+}
+
+fn store_scoped(
+    store: &SledStore,
+    workspace: WorkspaceId,
+    key: &str,
+    scope: KeyScope,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let record = KeyRecord {
+        workspace_id: workspace,
+        hint: key.chars().take(KEY_PREFIX.len() + 10).collect(),
+        created_at: now,
+        revoked_at: None,
+        scope,
+    };
+    let bytes = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+    match store.swap_resource(ResourceKind::ApiKey, &key_hash(key), None, Some(&bytes))? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(ApiError::conflict("that key already exists")),
+    }
 }
 
 /// Stores a key chosen by the operator (`LOGBOOK_BOOTSTRAP_KEY`).
@@ -121,6 +244,7 @@ pub fn store_key(store: &SledStore, workspace: &Workspace, key: &str, now: Times
         hint: key.chars().take(KEY_PREFIX.len() + 6).collect(),
         created_at: now,
         revoked_at: None,
+        scope: KeyScope::Workspace,
     };
     let bytes = serde_json::to_vec(&record).map_err(ApiError::internal)?;
     match store.swap_resource(ResourceKind::ApiKey, &key_hash(key), None, Some(&bytes))? {
@@ -146,10 +270,19 @@ pub fn revoke_key(store: &SledStore, key: &str, now: Timestamp) -> Result<bool, 
     }
 }
 
-/// Every key record (hashes are not shown).
+/// Every key record of API keys and environment keys (hashes are not shown;
+/// sessions tokens, which live only as long as a lease, are left out).
 pub fn list_keys(store: &SledStore) -> Result<Vec<KeyRecord>, ApiError> {
     let pairs = store.scan_resources(ResourceKind::ApiKey, b"", None, logbook_store::Direction::Forward, 10_000)?;
-    pairs.iter().map(|(_, bytes)| serde_json::from_slice(bytes).map_err(ApiError::internal)).collect()
+    let mut out = Vec::new();
+    for (_, bytes) in pairs {
+        let record: KeyRecord = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        match record.scope {
+            KeyScope::Workspace | KeyScope::Environment { .. } => out.push(record),
+            KeyScope::WorkSession { .. } => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The workspace with this id, if any.

@@ -41,3 +41,6 @@ mod files;
 
 #[path = "api/resources.rs"]
 mod resources;
+
+#[path = "api/work.rs"]
+mod work;

@@ -86,6 +86,14 @@ impl ApiError {
         err
     }
 
+    /// A precondition the request names does not hold (412), such as a work
+    /// item's heartbeat that does not match its lease.
+    pub fn precondition_failed(message: impl Into<String>) -> ApiError {
+        let mut err = ApiError::new(StatusCode::PRECONDITION_FAILED, ErrorKind::Conflict, message);
+        err.should_retry = Some(false);
+        err
+    }
+
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::RequestTooLarge, message)
     }

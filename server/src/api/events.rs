@@ -1,8 +1,10 @@
 //! `/v1/sessions/{id}/events`: send input events and list a session's history.
 //!
 //! Sending validates every event first (all or nothing), then appends them in
-//! one optimistic append, retried on a conflict with another writer; the echo
-//! is returned only once the events are durable. Listing reads the log, hides
+//! one optimistic append at the head the references were checked against,
+//! checked again after a conflict with another writer (so a tool call never
+//! gets two answers); the echo is returned only once the events are durable.
+//! Worker credentials may only send tool results. Listing reads the log, hides
 //! Logbook's internal `x.*` events, and pages by seq with an opaque cursor.
 
 use axum::extract::{Path, State};
@@ -11,10 +13,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use logbook_core::event::{
-    AgentToolUse, ContentBlock, EvaluatedPermission, Event, EventType, InputType, Rubric, SystemMessage,
-    UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult,
+    AgentToolUse, ConfirmationResult, ContentBlock, EvaluatedPermission, Event, EventType, InputType, Rubric,
+    SystemMessage, UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage, UserToolConfirmation,
+    UserToolResult,
 };
 use logbook_core::{Entry, EventId, OutcomeId, Record, Seq, SessionId, Timestamp};
+use logbook_replay::SERVER_SIDE_TOOLS;
 use logbook_store::{Append, AppendError, Read, SledStore};
 
 use super::error::ApiError;
@@ -22,7 +26,7 @@ use super::sessions::{self, Status, StoredSession};
 use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor};
 use super::{Page, from_bytes};
 use crate::state::AppState;
-use crate::tenancy::Tenant;
+use crate::tenancy::{KeyScope, Principal, Tenant};
 
 /// Most events in one send request.
 pub const MAX_EVENTS_PER_SEND: usize = 100;
@@ -55,6 +59,7 @@ pub struct SendEvents {
 pub async fn send(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
+    Extension(principal): Extension<Principal>,
     Path(session_id): Path<String>,
     JsonBody(body): JsonBody<SendEvents>,
 ) -> Result<Json<Value>, ApiError> {
@@ -65,6 +70,7 @@ pub async fn send(
     if body.events.len() > MAX_EVENTS_PER_SEND {
         return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
     }
+    check_sender(&principal, &body.events)?;
     let worker_state = state.clone();
     let (records, queued) = state
         .blocking(move |store| {
@@ -78,8 +84,13 @@ pub async fn send(
                 matches!(session.status, Status::Running | Status::Rescheduling) && state_has_runner(&worker_state);
             let context = InputContext::Send { requires_action: requires_action(store, id)? };
             let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
-            check_references(store, &session, &inputs)?;
-            append_inputs(&worker_state, store, &session, inputs).map(|records| (records, queued))
+            let starts_work = inputs.iter().any(starts_work);
+            let records = append_checked(&worker_state, store, &session, inputs)?;
+            if starts_work {
+                // A self-hosted session whose work item stopped is queued again.
+                super::work::ensure_session_work(&worker_state, store, &tenant, &session)?;
+            }
+            Ok((records, queued))
         })
         .await?;
     let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
@@ -103,6 +114,38 @@ pub async fn send(
 
 fn state_has_runner(state: &AppState) -> bool {
     state.runner().is_some()
+}
+
+/// Worker credentials (environment keys, sessions tokens) answer tool calls;
+/// they do not converse: only `user.tool_result` and `user.custom_tool_result`.
+fn check_sender(principal: &Principal, events: &[Value]) -> Result<(), ApiError> {
+    match principal.scope {
+        KeyScope::Workspace => Ok(()),
+        KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => {
+            for (idx, event) in events.iter().enumerate() {
+                let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+                if !matches!(kind, "user.tool_result" | "user.custom_tool_result") {
+                    return Err(ApiError::forbidden(format!(
+                        "events[{idx}].type: a worker's credential may only send user.tool_result and user.custom_tool_result events, not {kind:?}; use an API key"
+                    ))
+                    .with_code("credential_not_accepted"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Inputs that give a session something to do (so a self-hosted one needs a worker).
+fn starts_work(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::UserMessage(_)
+            | Event::UserToolConfirmation(_)
+            | Event::UserCustomToolResult(_)
+            | Event::UserDefineOutcome(_)
+            | Event::SystemMessage(_)
+    )
 }
 
 /// Validates input events (shape, content, placement) without touching the log.
@@ -277,10 +320,25 @@ fn check_content(blocks: &[ContentBlock], field: &str, allowed: &[&str], require
     Ok(())
 }
 
-/// Checks that confirmations and tool results answer open calls of this session.
+/// Checks that confirmations and tool results answer open calls of this
+/// session, each at most once (also within the request). A `user.tool_result`
+/// must answer a call a worker may run: an `agent.tool_use` of a tool that
+/// does not run on the server, allowed by its policy or by a
+/// `user.tool_confirmation`, with no result yet.
 fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]) -> Result<(), ApiError> {
+    let mut answered_here: Vec<(EventType, EventId)> = Vec::new();
+    let mut allowed_here: Vec<EventId> = Vec::new();
     for (idx, event) in inputs.iter().enumerate() {
         let field = format!("events[{idx}]");
+        if let Some(target) = event.answers() {
+            let kind = event.event_type();
+            if answered_here.contains(&(kind, target)) {
+                return Err(ApiError::invalid(format!(
+                    "{field}: {target} is already answered by an earlier event of this request"
+                )));
+            }
+            answered_here.push((kind, target));
+        }
         if let Event::UserToolConfirmation(confirmation) = event {
             let id = confirmation.tool_use_id;
             let target = find_event(store, session.id, id)?.map(|entry| entry.event);
@@ -299,6 +357,9 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
             if answered(store, session.id, id, &[EventType::UserToolConfirmation])? {
                 return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} was already confirmed")));
             }
+            if confirmation.result == ConfirmationResult::Allow {
+                allowed_here.push(id);
+            }
         } else if let Event::UserCustomToolResult(result) = event {
             let id = result.custom_tool_use_id;
             let target = find_event(store, session.id, id)?.map(|entry| entry.event);
@@ -313,15 +374,59 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
         } else if let Event::UserToolResult(result) = event {
             let id = result.tool_use_id;
             let target = find_event(store, session.id, id)?.map(|entry| entry.event);
-            if !matches!(target, Some(Event::AgentToolUse(_))) {
+            let Some(Event::AgentToolUse(tool_use)) = target else {
                 return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} is not a tool use of this session")));
-            }
+            };
             if answered(store, session.id, id, &[EventType::UserToolResult, EventType::AgentToolResult])? {
                 return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} already has a result")));
+            }
+            let not_executable = |why: String| {
+                ApiError::invalid(format!("{field}.tool_use_id: {id} ({}) {why}", tool_use.name))
+                    .with_code("tool_use_not_executable")
+            };
+            if SERVER_SIDE_TOOLS.contains(&tool_use.name.as_str()) {
+                return Err(not_executable("runs on the server, not on a worker: Logbook records its result".into()));
+            }
+            match tool_use.evaluated_permission {
+                None | Some(EvaluatedPermission::Allow) => {}
+                Some(EvaluatedPermission::Deny) => {
+                    return Err(not_executable("was denied by the permission policy and must not run".into()));
+                }
+                Some(EvaluatedPermission::Ask) => {
+                    let confirmed = allowed_here.contains(&id)
+                        || confirmation_of(store, session.id, id)? == Some(ConfirmationResult::Allow);
+                    if !confirmed {
+                        return Err(not_executable(
+                            "awaits a user.tool_confirmation; it may run only once allowed".into(),
+                        ));
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The verdict of the confirmation of `target`, if one was recorded.
+fn confirmation_of(
+    store: &SledStore,
+    session: SessionId,
+    target: EventId,
+) -> Result<Option<ConfirmationResult>, ApiError> {
+    let mut from = Seq::new(target.seq_hint().get() + 1);
+    loop {
+        let records = store.scan_types(session, &[EventType::UserToolConfirmation], from, LIST_STEP)?;
+        let Some(last) = records.last() else { return Ok(None) };
+        from = Seq::new(last.seq().get() + 1);
+        for record in &records {
+            let entry = record.entry().map_err(ApiError::internal)?;
+            if let Event::UserToolConfirmation(confirmation) = entry.event
+                && confirmation.tool_use_id == target
+            {
+                return Ok(Some(confirmation.result));
+            }
+        }
+    }
 }
 
 /// Whether the session's latest status is idle with `requires_action`.
@@ -383,6 +488,48 @@ fn answered(store: &SledStore, session: SessionId, target: EventId, types: &[Eve
             }
         }
     }
+}
+
+/// Waits between attempts of a checked append that lost a race: the other
+/// append is usually waiting on its durability barrier.
+const CHECKED_APPEND_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Appends sent input at the durable head after checking its references
+/// against exactly that head: if anything is appended first (the runner
+/// closing a call, another client answering it), the check runs again, so a
+/// call never gets two answers.
+fn append_checked(
+    state: &AppState,
+    store: &SledStore,
+    session: &StoredSession,
+    inputs: Vec<Event>,
+) -> Result<Vec<Record>, ApiError> {
+    for attempt in 0..MAX_APPEND_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(CHECKED_APPEND_BACKOFF);
+        }
+        let head = store.head(session.id)?.next;
+        check_references(store, session, &inputs)?;
+        let at = state.now();
+        let entries: Vec<Entry> = inputs
+            .iter()
+            .enumerate()
+            .map(|(idx, event)| Entry {
+                id: state.event_id(Seq::new(head.get() + idx as u64)),
+                event: event.clone(),
+                at,
+            })
+            .collect();
+        match store.append(session.id, head, &entries) {
+            Ok(records) => {
+                state.metrics().events_appended.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                return Ok(records);
+            }
+            Err(AppendError::Conflict { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ApiError::unavailable("the session is too busy to append to right now; retry"))
 }
 
 /// Appends client input events; returns the durable records.

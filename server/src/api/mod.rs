@@ -12,6 +12,7 @@ pub mod sessions;
 pub mod stream;
 pub mod tools;
 pub mod wire;
+pub mod work;
 pub mod x;
 
 use serde::Serialize;

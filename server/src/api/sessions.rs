@@ -310,6 +310,8 @@ pub async fn create(
             if !inputs.is_empty() {
                 events::append_inputs(&worker_state, store, &session, inputs)?;
             }
+            // A self-hosted session waits in its environment's work queue for a worker.
+            super::work::ensure_session_work(&worker_state, store, &tenant, &session)?;
             Ok(session)
         })
         .await?;

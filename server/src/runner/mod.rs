@@ -8,7 +8,10 @@
 //! task (or tells the running one to look again); an interrupt also cancels the
 //! model call or tool in flight. After a restart, [`RunnerHandle::recover`]
 //! wakes every session whose last status was running, and the machine turns
-//! what was in flight into explicit results.
+//! what was in flight into explicit results. In a self-hosted session the
+//! machine never asks to run a built-in call: the task makes sure the session
+//! has a work item in its environment's queue and waits for the worker's
+//! `user.tool_result`s like any client input.
 
 pub mod pricing;
 mod step;

@@ -7,7 +7,9 @@
 //! events, `span.model_request_end` and `x.model_request` in one batch. Event
 //! ids shown in previews are chosen before the response completes, from the seq
 //! the event is expected at; an id's seq is therefore a lower bound, which is
-//! what `find_event` relies on.
+//! what `find_event` relies on. A turn's end and a wait on the client are
+//! appended only right after the entries they were decided on: input that
+//! lands first (a worker answering fast) makes the task decide again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use logbook_core::event::{
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
 use logbook_replay::state::AgentSettings;
-use logbook_replay::{Command, FailReason, SessionState};
+use logbook_replay::{Command, FailReason, Policy, SessionState, Status as MachineStatus, ToolHost};
 use logbook_store::{Append, AppendError, Read};
 use serde_json::Value;
 
@@ -55,7 +57,24 @@ pub(crate) struct Task {
     entries: Vec<Entry>,
     /// The last model failure, to name the error when retries run out.
     last_error: Option<ModelError>,
+    /// The session's policy, once read (see [`Task::policy`]).
+    policy: Option<Policy>,
 }
+
+/// Where an idle is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleAt {
+    /// At the head, whatever arrived meanwhile: the idle closes work that
+    /// happened (an interrupt, a failed request, retries given up).
+    Head,
+    /// Only right after the entries the machine decided on: a turn's end or a
+    /// wait for the client, which input arriving meanwhile may change.
+    Decided,
+}
+
+/// Pause before deciding again after a decided idle lost a race (the other
+/// append is usually still waiting on its durability barrier).
+const DECIDE_AGAIN_PAUSE: Duration = Duration::from_millis(1);
 
 impl Task {
     pub(crate) fn new(
@@ -74,6 +93,7 @@ impl Task {
             projection: SessionState::new(),
             entries: Vec::new(),
             last_error: None,
+            policy: None,
         }
     }
 
@@ -81,8 +101,18 @@ impl Task {
     pub(crate) async fn run(&mut self, max_steps: usize) -> Result<(), ApiError> {
         for _ in 0..max_steps {
             self.catch_up().await?;
-            let command = self.projection.machine.next(&self.handle.config().policy);
+            if self.projection.machine.status() == MachineStatus::Terminated {
+                return Ok(());
+            }
+            let policy = self.policy().await?;
+            let command = self.projection.machine.next(&policy);
             tracing::debug!(session = %self.session, ?command, "runner step");
+            if policy.tool_host == ToolHost::Worker
+                && matches!(command, Command::Wait | Command::AwaitClient(_))
+                && !self.projection.machine.worker_calls(&policy).is_empty()
+            {
+                self.ensure_work().await?;
+            }
             match command {
                 Command::Wait => return Ok(()),
                 Command::StartTurn | Command::Resume => {
@@ -124,9 +154,9 @@ impl Task {
                     self.append(events).await?;
                 }
                 Command::AwaitClient(ids) => {
-                    self.idle(StopReason::RequiresAction { event_ids: ids }, Vec::new()).await?;
+                    self.idle_at(StopReason::RequiresAction { event_ids: ids }, Vec::new(), IdleAt::Decided).await?;
                 }
-                Command::EndTurn => self.idle(StopReason::EndTurn, Vec::new()).await?,
+                Command::EndTurn => self.idle_at(StopReason::EndTurn, Vec::new(), IdleAt::Decided).await?,
                 Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
@@ -187,6 +217,57 @@ impl Task {
             .await
     }
 
+    /// Appends events at exactly `expected`; `None` if the log moved past it.
+    async fn append_at(
+        &self,
+        expected: Seq,
+        events: Vec<(Option<EventId>, Event)>,
+    ) -> Result<Option<Vec<Record>>, ApiError> {
+        let state = self.state.clone();
+        let session = self.session;
+        self.state
+            .blocking(move |store| {
+                let at = state.now();
+                let entries: Vec<Entry> = events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(idx, (id, event))| Entry {
+                        id: id.unwrap_or_else(|| state.event_id(Seq::new(expected.get() + idx as u64))),
+                        event,
+                        at,
+                    })
+                    .collect();
+                match store.append(session, expected, &entries) {
+                    Ok(records) => Ok(Some(records)),
+                    Err(AppendError::Conflict { .. }) => Ok(None),
+                    Err(other) => Err(other.into()),
+                }
+            })
+            .await
+    }
+
+    /// The session's policy: the runner's, with where the session's built-in
+    /// tools run (its environment decides, once and for all).
+    async fn policy(&mut self) -> Result<Policy, ApiError> {
+        if let Some(policy) = self.policy {
+            return Ok(policy);
+        }
+        let session = self.load_session().await?;
+        let tool_host = if session.self_hosted { ToolHost::Worker } else { ToolHost::Server };
+        let policy = Policy { tool_host, ..self.handle.config().policy };
+        self.policy = Some(policy);
+        Ok(policy)
+    }
+
+    /// Makes sure a self-hosted session waiting on its worker has a work item
+    /// in the queue (its last one may have stopped).
+    async fn ensure_work(&self) -> Result<(), ApiError> {
+        let session = self.load_session().await?;
+        let state = self.state.clone();
+        let tenant = self.tenant;
+        self.state.blocking(move |store| crate::api::work::ensure_session_work(&state, store, &tenant, &session)).await
+    }
+
     async fn load_session(&self) -> Result<StoredSession, ApiError> {
         let tenant = self.tenant;
         let session = self.session;
@@ -205,10 +286,15 @@ impl Task {
     }
 
     /// `session.usage` then `session.status_idle`, after `before`.
-    async fn idle(
+    async fn idle(&mut self, stop_reason: StopReason, before: Vec<(Option<EventId>, Event)>) -> Result<(), ApiError> {
+        self.idle_at(stop_reason, before, IdleAt::Head).await
+    }
+
+    async fn idle_at(
         &mut self,
         stop_reason: StopReason,
         mut before: Vec<(Option<EventId>, Event)>,
+        at: IdleAt,
     ) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         let mut totals = self.projection.usage.totals();
@@ -222,7 +308,20 @@ impl Task {
         let budget = session.budget.as_ref().and_then(|b| serde_json::from_value(b.clone()).ok());
         before.push((None, Event::SessionUsage(SessionUsage { usage: usage_snapshot(&totals, cents), budget })));
         before.push((None, Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None })));
-        self.append(before).await?;
+        match at {
+            IdleAt::Head => {
+                self.append(before).await?;
+            }
+            IdleAt::Decided => {
+                let expected = Seq::new(self.entries.len() as u64);
+                if self.append_at(expected, before).await?.is_none() {
+                    // Input arrived since the decision (a worker's or client's
+                    // answer): decide again instead of idling on stale state.
+                    tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
+                    return Ok(());
+                }
+            }
+        }
         self.set_status(Status::Idle).await;
         crate::resources::after_idle(&self.state, self.tenant, self.session);
         let view = sessions::UsageView {

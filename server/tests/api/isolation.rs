@@ -5,7 +5,11 @@
 //! Invariant: another workspace's object answers exactly like an object that
 //! does not exist (same status, error type, details and message up to the id),
 //! never 200, never a trace of the object in the body; lists never show
-//! another workspace's objects; failed attempts change nothing.
+//! another workspace's objects; failed attempts change nothing. Routes only
+//! self-hosted workers call take environment keys: there, each workspace uses
+//! the key of its own environment, and B's key on A's environment must answer
+//! like a key on an environment that does not exist. Work routes act on a
+//! self-hosted environment of the workspace, the others on a cloud one.
 
 use axum::http::Method;
 use logbook_server::http::{RouteSpec, routes};
@@ -24,8 +28,10 @@ const MISSING_SESSION: &str = "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_FILE: &str = "file_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_RESOURCE: &str = "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 const MISSING_REPO_RESOURCE: &str = "sesrsc_01JQ8Z7M3P5R7T9V1X3Z5B7D0F";
+const MISSING_WORK: &str = "work_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
 
-/// Objects of one workspace that path parameters and bodies refer to.
+/// Objects of one workspace that path parameters and bodies refer to. The
+/// environment is self-hosted, so the session has a work item.
 #[derive(Debug, Clone)]
 struct Ids {
     agent: String,
@@ -37,6 +43,12 @@ struct Ids {
     resource: String,
     /// A repository resource of `session`.
     repo_resource: String,
+    /// A self-hosted environment of the workspace (resources are refused
+    /// there, so it is not `env`), with a session and so a work item.
+    work_env: String,
+    work: String,
+    /// A live environment key of `env`.
+    env_key: String,
 }
 
 impl Ids {
@@ -48,6 +60,9 @@ impl Ids {
             file: MISSING_FILE.to_owned(),
             resource: MISSING_RESOURCE.to_owned(),
             repo_resource: MISSING_REPO_RESOURCE.to_owned(),
+            work_env: MISSING_ENV.to_owned(),
+            work: MISSING_WORK.to_owned(),
+            env_key: String::new(),
         }
     }
 
@@ -64,7 +79,18 @@ impl Ids {
             .replace(&self.file, "<file>")
             .replace(&self.repo_resource, "<resource>")
             .replace(&self.resource, "<resource>")
+            .replace(&self.work, "<work>")
+            .replace(&self.work_env, "<env>")
     }
+}
+
+/// The credential a route is called with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cred {
+    /// The workspace's API key.
+    ApiKey,
+    /// The environment key of the workspace's own environment.
+    EnvKey,
 }
 
 /// What one route is called with.
@@ -81,19 +107,24 @@ struct Call {
     global: bool,
     /// A multipart file upload (the body is ignored).
     upload: bool,
+    /// The credential A's own call uses.
+    cred: Cred,
 }
 
 /// Fills a route's path parameters with `ids`; an unknown parameter fails the test.
 fn fill(route: &RouteSpec, ids: &Ids) -> String {
     let mut path = route.path.to_owned();
+    // Work routes act on the workspace's self-hosted environment.
+    let env = if route.path.contains("/work") { &ids.work_env } else { &ids.env };
     for (param, value) in [
         ("{agent_id}", &ids.agent),
-        ("{environment_id}", &ids.env),
+        ("{environment_id}", env),
         ("{session_id}", &ids.session),
         ("{*path}", &"workspace/notes.txt".to_owned()),
         ("{seq}", &"0".to_owned()),
         ("{file_id}", &ids.file),
         ("{resource_id}", &ids.resource),
+        ("{work_id}", &ids.work),
     ] {
         path = path.replace(param, value);
     }
@@ -111,7 +142,9 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         creates: false,
         global: false,
         upload: false,
+        cred: Cred::ApiKey,
     };
+    let worker = |body: Option<Value>| Call { cred: Cred::EnvKey, ..call(body) };
     match (route.method.as_str(), route.path) {
         ("POST", "/v1/agents") => {
             Call { creates: true, ..call(Some(json!({"name": "new", "model": "claude-sonnet-4-6"}))) }
@@ -159,6 +192,21 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
             path: route.path.replace("{session_id}", &ids.session).replace("{resource_id}", &ids.repo_resource),
             ..call(Some(json!({"authorization_token": "rotated-by-someone"})))
         },
+        ("GET", "/v1/environments/{environment_id}/work/poll") => {
+            Call { path: format!("{path}?block_ms=1"), ..worker(None) }
+        }
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}/ack") => worker(None),
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}/heartbeat") => {
+            Call { path: format!("{path}?expected_last_heartbeat=NO_HEARTBEAT"), ..worker(None) }
+        }
+        ("GET", "/v1/environments/{environment_id}/work") => worker(None),
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}/stop") => call(Some(json!({"force": true}))),
+        ("GET", "/v1/environments/{environment_id}/work/{work_id}")
+        | ("GET", "/v1/environments/{environment_id}/work/stats")
+        | ("POST", "/x/v1/environments/{environment_id}/work/healthcheck") => call(None),
+        ("POST", "/v1/environments/{environment_id}/work/{work_id}") => {
+            call(Some(json!({"metadata": {"owner": "hijacked"}})))
+        }
         (method, path) => panic!("route {method} {path} is missing from the tenant-isolation matrix"),
     }
 }
@@ -214,6 +262,7 @@ async fn objects_of_a(h: &Harness) -> Ids {
     h.post(&format!("/v1/sessions/{}/events", id(&session)), &json!({"events": [user_message(SECRET)]})).await.ok();
     seed_workspace_file(h, id(&session));
     let (file, resource, repo_resource) = files_of(h, &h.key_a.clone(), &session, SECRET).await;
+    let (work_env, work, env_key) = work_of_new_env(h, &h.key_a.clone(), id(&agent), SECRET).await;
     Ids {
         agent: id(&agent).to_owned(),
         env: id(&env).to_owned(),
@@ -221,9 +270,27 @@ async fn objects_of_a(h: &Harness) -> Ids {
         file,
         resource,
         repo_resource,
+        work_env,
+        work,
+        env_key,
     }
 }
 
+/// A new self-hosted environment of the workspace of `api_key`, with a session
+/// of `agent` (so one work item), the item's metadata marked: (env, work, key).
+async fn work_of_new_env(h: &Harness, api_key: &str, agent: &str, marker: &str) -> (String, String, String) {
+    let auth = Auth::XApiKey(api_key);
+    let body = json!({"name": format!("{marker} workers"), "config": {"type": "self_hosted"}});
+    let env = h.call(Method::POST, "/v1/environments", auth, Some(&body)).await.ok();
+    let env = id(&env).to_owned();
+    let body = json!({"agent": agent, "environment_id": env, "title": marker});
+    h.call(Method::POST, "/v1/sessions", auth, Some(&body)).await.ok();
+    let env_key = environment_key(h, api_key, &env);
+    let work = work_of(h, &env_key, &env).await;
+    let update = json!({"metadata": {"owner": marker}});
+    h.call(Method::POST, &format!("/v1/environments/{env}/work/{work}"), auth, Some(&update)).await.ok();
+    (env, work, env_key)
+}
 /// A captured output of `session` (named and filled with `marker`), mounted
 /// back into it, and a repository resource: (file, resource, repo resource).
 async fn files_of(h: &Harness, key: &str, session: &Value, marker: &str) -> (String, String, String) {
@@ -271,6 +338,7 @@ async fn objects_of_b(h: &Harness) -> Ids {
         "resources": [{"type": "github_repository", "url": "https://github.com/b/repo"}]});
     let session = h.call(Method::POST, "/v1/sessions", b, Some(&body)).await.ok();
     let (file, resource, repo_resource) = files_of(h, &h.key_b.clone(), &session, "tenant-b").await;
+    let (work_env, work, env_key) = work_of_new_env(h, &h.key_b.clone(), id(&agent), "tenant-b").await;
     Ids {
         agent: id(&agent).to_owned(),
         env: id(&env).to_owned(),
@@ -278,7 +346,24 @@ async fn objects_of_b(h: &Harness) -> Ids {
         file,
         resource,
         repo_resource,
+        work_env,
+        work,
+        env_key,
     }
+}
+
+/// A new environment key of `env`, in the workspace of `api_key`.
+fn environment_key(h: &Harness, api_key: &str, env: &str) -> String {
+    let workspace = h.tenant(api_key).workspace;
+    logbook_server::tenancy::create_environment_key(h.state.store(), workspace, env.parse().unwrap(), h.now()).unwrap()
+}
+
+/// The id of the (only) work item of `env`.
+async fn work_of(h: &Harness, env_key: &str, env: &str) -> String {
+    let page = h.call(Method::GET, &format!("/v1/environments/{env}/work"), Auth::Bearer(env_key), None).await.ok();
+    let items = ids(&page);
+    assert_eq!(items.len(), 1, "one session, one work item: {page}");
+    items[0].clone()
 }
 
 /// Everything A can read about its objects, to check that nothing changed.
@@ -292,6 +377,7 @@ async fn snapshot(h: &Harness, ids: &Ids) -> Vec<Value> {
         format!("/v1/sessions/{}/events", ids.session),
         format!("/v1/files/{}", ids.file),
         format!("/v1/sessions/{}/resources", ids.session),
+        format!("/v1/environments/{}/work/{}", ids.work_env, ids.work),
     ] {
         let resp = h.get(&path).await;
         out.push(json!({"path": path, "status": resp.status.as_u16(), "body": resp.json()}));
@@ -331,7 +417,11 @@ async fn every_route_is_isolated_between_workspaces() {
         let on_a = call_for(route, &a_ids);
         let on_missing = call_for(route, &Ids::missing());
 
-        for auth in [Auth::XApiKey(&h.key_b), Auth::Bearer(&h.key_b)] {
+        let (key_of_a, key_of_b) = match on_a.cred {
+            Cred::ApiKey => (h.key_a.as_str(), h.key_b.as_str()),
+            Cred::EnvKey => (a_ids.env_key.as_str(), b_objects.env_key.as_str()),
+        };
+        for auth in [Auth::XApiKey(key_of_b), Auth::Bearer(key_of_b)] {
             let resp = send(&h, route, &on_a, auth).await;
             let text = resp.text();
             assert!(!text.contains(SECRET), "{what}: B's answer leaks A's data: {text}");
@@ -358,7 +448,7 @@ async fn every_route_is_isolated_between_workspaces() {
                     shape(&like_missing, &missing),
                     "{what}: B's answer differs from a missing id's"
                 );
-                let a_missing = send(&h, route, &on_missing, Auth::XApiKey(&h.key_a)).await;
+                let a_missing = send(&h, route, &on_missing, Auth::XApiKey(key_of_a)).await;
                 assert_eq!(
                     shape(&a_missing, &missing),
                     shape(&like_missing, &missing),
@@ -367,8 +457,11 @@ async fn every_route_is_isolated_between_workspaces() {
             }
         }
 
+        let revoked_env_key = environment_key(&h, &h.key_a, &a_ids.work_env);
+        logbook_server::tenancy::revoke_key(h.state.store(), &revoked_env_key, h.now()).unwrap();
         let bad_keys = [
             ("revoked", Auth::XApiKey(&h.revoked_a)),
+            ("revoked environment", Auth::Bearer(&revoked_env_key)),
             ("revoked bearer", Auth::Bearer(&h.revoked_a)),
             ("missing", Auth::Missing),
             ("malformed", Auth::XApiKey("not-a-logbook-key")),
@@ -383,7 +476,12 @@ async fn every_route_is_isolated_between_workspaces() {
 
         assert_eq!(snapshot(&h, &a_ids).await, before, "{what}: refused calls changed A's objects");
 
-        let resp = send(&h, route, &on_a, Auth::XApiKey(&h.key_a)).await;
+        if route.path.ends_with("/heartbeat") {
+            // A lease exists only once the item is acknowledged.
+            let ack = format!("/v1/environments/{}/work/{}/ack", a_ids.work_env, a_ids.work);
+            h.call(Method::POST, &ack, Auth::Bearer(&a_ids.env_key), None).await.ok();
+        }
+        let resp = send(&h, route, &on_a, Auth::Bearer(key_of_a)).await;
         assert!(resp.status.is_success(), "{what} with A's key: {} {}", resp.status, resp.text());
         if on_a.list {
             let listed = ids(&resp.json());
@@ -430,9 +528,12 @@ async fn references_in_bodies_and_filters_stay_in_the_workspace() {
         .await
         .ok();
     assert_eq!(ids(&page), Vec::<String>::new());
-    // A sees its own session under that filter.
+    // A sees its own sessions under that filter (one on each environment).
     let page = h.get(&format!("/v1/sessions?agent_id={}", a_ids.agent)).await.ok();
-    assert_eq!(ids(&page), vec![a_ids.session.clone()]);
+    let listed = ids(&page);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.contains(&a_ids.session), "{listed:?}");
+    assert!(!listed.contains(&b_ids.session), "{listed:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,496 @@
+//! `/v1/environments/{environment_id}/work...`: the work queue of a
+//! self-hosted environment, which the official SDK's environment worker polls.
+//!
+//! A session on a self-hosted environment has a work item in the queue when it
+//! is created, when it gets new input after its last item stopped, and when
+//! its runner waits on built-in calls that only a worker can run
+//! ([`ensure_session_work`]). A worker polls (long poll, `block_ms` 1-999),
+//! acks, heartbeats its lease, serves the session's tool calls with the
+//! sessions token the poll's `secret` carries, and stops the item. The item's
+//! state machine and storage are in [`queue`]; which credential may call what
+//! is in [`access`]; long-poll wake-ups and the workers seen polling are in
+//! [`hub`]. Healthcheck items (`/x/v1/.../work/healthcheck`) let an operator
+//! check that a worker is alive: a worker acks and stops them.
+
+pub mod access;
+pub mod hub;
+pub mod queue;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use logbook_core::{EnvironmentId, SessionId, WorkId, WorkspaceId};
+use logbook_store::{Direction, ResourceKind, Resources, SledStore};
+
+use self::queue::{StoredWork, WorkData, WorkState};
+use super::environments::{self, EnvConfig, Environment};
+use super::error::ApiError;
+use super::sessions::StoredSession;
+use super::wire::{JsonBody, Query, decode_owned_cursor, encode_cursor, patch_metadata};
+use super::{Page, from_bytes, parse_id, scan_page};
+use crate::state::AppState;
+use crate::tenancy::{KeyScope, Principal, Tenant};
+
+pub use access::Access;
+
+/// Longest `Anthropic-Worker-ID` accepted: the SDK's are `<hostname>-<12 hex>`.
+pub const MAX_WORKER_ID_CHARS: usize = 256;
+/// Longest `block_ms` the API allows (the SDK uses exactly this).
+pub const MAX_BLOCK_MS: u64 = 999;
+/// Longest `reclaim_older_than_ms` accepted: a day.
+pub const MAX_RECLAIM_MS: u64 = 86_400_000;
+/// Longest `expected_last_heartbeat` accepted (ours are RFC 3339 timestamps).
+pub const MAX_HEARTBEAT_VALUE_CHARS: usize = 64;
+
+pub async fn poll(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(env_id): Path<String>,
+    query: Query,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let env = parse_env_id(&env_id)?;
+    let block_ms = match query.one("block_ms") {
+        None => None,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(ms) if (1..=MAX_BLOCK_MS).contains(&ms) => Some(ms),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "block_ms: must be an integer from 1 to {MAX_BLOCK_MS} (omit it for a poll that does not wait), got {raw:?}"
+                )));
+            }
+        },
+    };
+    let reclaim_ms = match query.one("reclaim_older_than_ms") {
+        None => queue::DEFAULT_RECLAIM_MS,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(ms) if ms <= MAX_RECLAIM_MS => ms,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "reclaim_older_than_ms: must be an integer from 0 to {MAX_RECLAIM_MS}, got {raw:?}"
+                )));
+            }
+        },
+    };
+    let worker = worker_id(&headers)?;
+    state.blocking(move |store| queue_env(store, &tenant, env).map(|_| ())).await?;
+    if let Some(worker) = &worker {
+        state.work_hub().note_poller(tenant.workspace, env, worker, state.now());
+    }
+    let deadline = block_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+    loop {
+        // Listen before looking, so an item enqueued in between wakes this poll.
+        let waiter = state.work_hub().waiter(tenant.workspace, env);
+        let notified = waiter.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = state.now();
+        let claimed = state.blocking(move |store| queue::claim_next(store, &tenant, env, now, reclaim_ms)).await?;
+        if let Some(claimed) = claimed {
+            let secret = claimed.token.as_deref().map(secret_payload);
+            tracing::info!(work = %claimed.item.id, environment = %env, worker = ?worker, "work item claimed");
+            return Ok(Json(claimed.item.to_wire(secret.as_deref())));
+        }
+        let Some(deadline) = deadline else { return Ok(Json(Value::Null)) };
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(Json(Value::Null));
+        }
+    }
+}
+
+pub async fn ack(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((env_id, work_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
+    let now = state.now();
+    let ttl = state.config().work_lease_ttl_secs;
+    let item = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let (item, ()) = queue::update(store, &tenant, env, work, now, |item| match item.ack(now, ttl) {
+                Ok(()) => Ok((true, ())),
+                Err(current) => Err(ApiError::conflict(format!(
+                    "work item {work} is {}; only a queued item can be acknowledged",
+                    current.as_str()
+                ))
+                .with_code("work_not_queued")),
+            })?;
+            Ok(item)
+        })
+        .await?;
+    Ok(Json(item.to_wire(None)))
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(principal): Extension<Principal>,
+    Path((env_id, work_id)): Path<(String, String)>,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
+    let desired = match query.one("desired_ttl_seconds") {
+        None => None,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(secs) if secs >= 1 => Some(
+                u32::try_from(secs).unwrap_or(u32::MAX).clamp(queue::MIN_LEASE_TTL_SECS, queue::MAX_LEASE_TTL_SECS),
+            ),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "desired_ttl_seconds: must be a positive integer (leases last {} to {} seconds), got {raw:?}",
+                    queue::MIN_LEASE_TTL_SECS,
+                    queue::MAX_LEASE_TTL_SECS
+                )));
+            }
+        },
+    };
+    let expected = query.one("expected_last_heartbeat").map(str::to_owned);
+    if let Some(value) = &expected
+        && (value.is_empty() || value.len() > MAX_HEARTBEAT_VALUE_CHARS)
+    {
+        return Err(ApiError::invalid(format!(
+            "expected_last_heartbeat: must be {} or the last_heartbeat of the previous heartbeat, got {value:?}",
+            queue::NO_HEARTBEAT
+        )));
+    }
+    let holder = match principal.scope {
+        KeyScope::WorkSession { claim, .. } => Some(claim),
+        KeyScope::Workspace | KeyScope::Environment { .. } => None,
+    };
+    let now = state.now();
+    let default_ttl = state.config().work_lease_ttl_secs;
+    let (item, extended) = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            queue::update(store, &tenant, env, work, now, |item| {
+                let ttl = desired.unwrap_or_else(|| item.ttl_seconds(default_ttl));
+                match item.heartbeat(expected.as_deref(), holder, ttl, now, default_ttl) {
+                    Ok(extended) => Ok((extended, extended)),
+                    Err(lease) => Err(lease_lost(work, expected.as_deref(), &lease)),
+                }
+            })
+        })
+        .await?;
+    Ok(Json(json!({
+        "type": "work_heartbeat",
+        "last_heartbeat": item.last_heartbeat().unwrap_or_default(),
+        "lease_extended": extended,
+        "state": item.state.as_str(),
+        "ttl_seconds": item.ttl_seconds(default_ttl),
+    })))
+}
+
+/// The 412 a refused heartbeat answers, with the lease as the server holds it.
+fn lease_lost(work: WorkId, expected: Option<&str>, lease: &queue::LeaseState) -> ApiError {
+    let why = match lease.state {
+        WorkState::Queued => "the item is queued: it was never acknowledged, or its lease lapsed".to_owned(),
+        WorkState::Starting | WorkState::Active | WorkState::Stopping | WorkState::Stopped => format!(
+            "expected_last_heartbeat {expected:?} is not the lease's last heartbeat {:?}: another worker may hold it",
+            lease.last_heartbeat.as_deref().unwrap_or(queue::NO_HEARTBEAT)
+        ),
+    };
+    ApiError::precondition_failed(format!("heartbeat of work item {work} refused: {why}"))
+        .with_code("heartbeat_precondition_failed")
+        .with_detail("current_state", lease.to_json())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StopBody {
+    force: Option<bool>,
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(principal): Extension<Principal>,
+    Path((env_id, work_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<StopBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
+    let force = body.force.unwrap_or(false);
+    let now = state.now();
+    let item = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let (item, ()) = queue::update(store, &tenant, env, work, now, |item| {
+                if let KeyScope::WorkSession { claim, .. } = principal.scope
+                    && item.state != WorkState::Stopped
+                    && !item.held_by(claim)
+                {
+                    return Err(ApiError::conflict(format!(
+                        "work item {work} is no longer held by this sessions token's claim; it was not stopped"
+                    ))
+                    .with_code("lease_lost"));
+                }
+                match item.stop(force, now) {
+                    Ok(()) => Ok((true, ())),
+                    Err(queue::AlreadyStopped) => {
+                        Err(ApiError::conflict(format!("work item {work} is already stopped"))
+                            .with_code("work_already_stopped"))
+                    }
+                }
+            })?;
+            Ok(item)
+        })
+        .await?;
+    tracing::info!(work = %item.id, state = item.state.as_str(), force, "work item stop");
+    // A session whose item stopped while it still waits on a worker needs a new one.
+    if let (WorkData::Session { id }, Some(runner)) = (item.data, state.runner()) {
+        runner.wake(&state, tenant.workspace, id, false);
+    }
+    Ok(Json(item.to_wire(None)))
+}
+
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((env_id, work_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
+    let now = state.now();
+    let item = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let (_, mut item) =
+                queue::load(store, &tenant, env, work)?.ok_or_else(|| queue::not_found(&work.to_string()))?;
+            item.settle(now);
+            Ok(item)
+        })
+        .await?;
+    Ok(Json(item.to_wire(None)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateBody {
+    metadata: Option<Map<String, Value>>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path((env_id, work_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
+    let patch = body.metadata.ok_or_else(|| {
+        ApiError::invalid("metadata: required (set a key to a string to upsert it, or to null to delete it)")
+    })?;
+    let now = state.now();
+    let item = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let (item, ()) = queue::update(store, &tenant, env, work, now, |item| {
+                let metadata = patch_metadata(&item.metadata, &patch, false)?;
+                let changed = metadata != item.metadata;
+                item.metadata = metadata;
+                Ok((changed, ()))
+            })?;
+            Ok(item)
+        })
+        .await?;
+    Ok(Json(item.to_wire(None)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(env_id): Path<String>,
+    query: Query,
+) -> Result<Json<Page<Value>>, ApiError> {
+    let env = parse_env_id(&env_id)?;
+    let limit = query.limit(20, 100)?;
+    let prefix = queue::item_key(&tenant, env, None);
+    let after = query.one("page").map(|page| decode_owned_cursor("work", page, &prefix)).transpose()?;
+    let now = state.now();
+    let page = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let scanned =
+                scan_page(store, ResourceKind::WorkItem, &prefix, after, Direction::Backward, limit, |bytes| {
+                    let mut item: StoredWork = from_bytes(bytes)?;
+                    item.settle(now);
+                    Ok(Some(item.to_wire(None)))
+                })?;
+            Ok(Page {
+                data: scanned.items.into_iter().map(|(_, item)| item).collect(),
+                next_page: scanned.next.map(|key| encode_cursor("work", &key)),
+                prev_page: None,
+            })
+        })
+        .await?;
+    Ok(Json(page))
+}
+
+pub async fn stats(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(env_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let env = parse_env_id(&env_id)?;
+    let now = state.now();
+    let (depth, pending, oldest) = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let mut depth = 0usize;
+            let mut pending = 0usize;
+            let mut oldest = None;
+            for (_, item) in queue::live_items(store, &tenant, env, now)? {
+                if item.state != WorkState::Queued {
+                    continue;
+                }
+                if item.pending(now) {
+                    pending += 1;
+                } else {
+                    depth += 1;
+                }
+                oldest = Some(oldest.map_or(item.queued_at, |at: logbook_core::Timestamp| at.min(item.queued_at)));
+            }
+            Ok((depth, pending, oldest))
+        })
+        .await?;
+    Ok(Json(json!({
+        "type": "work_queue_stats",
+        "depth": depth,
+        "pending": pending,
+        "oldest_queued_at": oldest,
+        "workers_polling": state.work_hub().workers_polling(tenant.workspace, env, now),
+    })))
+}
+
+/// `POST /x/v1/environments/{environment_id}/work/healthcheck`: queues a
+/// healthcheck item; a live worker acks and stops it (its `acknowledged_at`
+/// and `stopped_at` show when).
+pub async fn healthcheck(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(env_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let env = parse_env_id(&env_id)?;
+    let now = state.now();
+    let id = state.new_id(now, WorkId::from_parts);
+    let item = state
+        .blocking(move |store| {
+            queue_env(store, &tenant, env)?;
+            let item = StoredWork::new(id, env, WorkData::Healthcheck {}, now);
+            queue::create(store, &tenant, &item)?;
+            Ok(item)
+        })
+        .await?;
+    state.work_hub().wake(tenant.workspace, env);
+    Ok(Json(item.to_wire(None)))
+}
+
+/// Gives a self-hosted session a live work item if it has none (session
+/// created, new input after its item stopped, a worker needed); wakes the
+/// environment's long polls when it enqueued one. Cloud sessions: nothing.
+pub fn ensure_session_work(
+    state: &AppState,
+    store: &SledStore,
+    tenant: &Tenant,
+    session: &StoredSession,
+) -> Result<(), ApiError> {
+    if !session.self_hosted {
+        return Ok(());
+    }
+    let now = state.now();
+    let id = state.new_id(now, WorkId::from_parts);
+    let env = session.environment_id;
+    if let Some(item) = queue::ensure_session_item(store, tenant, env, session.id, id, now)? {
+        tracing::info!(work = %item.id, session = %session.id, environment = %env, "work item queued");
+        state.work_hub().wake(tenant.workspace, env);
+    }
+    Ok(())
+}
+
+/// The session's latest work item (for tests and operators).
+pub fn session_work(
+    state: &AppState,
+    store: &SledStore,
+    tenant: &Tenant,
+    session: SessionId,
+) -> Result<Option<StoredWork>, ApiError> {
+    queue::session_item(store, tenant, session, state.now())
+}
+
+/// Finds an environment by id in any workspace (for the offline
+/// `logbook keys create --environment`): its workspace and the environment.
+pub fn find_environment(store: &SledStore, env: EnvironmentId) -> Result<Option<(WorkspaceId, Environment)>, ApiError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_resources(ResourceKind::Environment, b"", after.as_deref(), Direction::Forward, 1000)?;
+        let Some((last, _)) = page.last() else { return Ok(None) };
+        after = Some(last.clone());
+        for (key, bytes) in &page {
+            if key.len() == 32 && key.ends_with(&env.to_bytes()) {
+                let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
+                return Ok(Some((WorkspaceId::from_bytes(workspace), from_bytes(bytes)?)));
+            }
+        }
+    }
+}
+
+/// Every session, in every workspace, whose built-in tools run on a worker
+/// (for the offline re-execution check, which needs each session's policy).
+pub fn self_hosted_sessions(store: &SledStore) -> Result<HashSet<SessionId>, ApiError> {
+    let mut out = HashSet::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_resources(ResourceKind::Session, b"", after.as_deref(), Direction::Forward, 1000)?;
+        let Some((last, _)) = page.last() else { return Ok(out) };
+        after = Some(last.clone());
+        for (_, bytes) in &page {
+            let session: StoredSession = from_bytes(bytes)?;
+            if session.self_hosted {
+                out.insert(session.id);
+            }
+        }
+    }
+}
+
+/// The environment of a queue route: it must exist in the caller's
+/// workspace and be self-hosted.
+fn queue_env(store: &SledStore, tenant: &Tenant, env: EnvironmentId) -> Result<Environment, ApiError> {
+    let (_, environment) = environments::load(store, tenant, env)?;
+    match environment.config {
+        EnvConfig::SelfHosted {} => Ok(environment),
+        EnvConfig::Cloud { .. } => Err(ApiError::invalid(format!(
+            "environment {env} is a cloud environment; only self_hosted environments have a work queue"
+        ))
+        .with_code("environment_not_self_hosted")),
+    }
+}
+
+fn parse_env_id(raw: &str) -> Result<EnvironmentId, ApiError> {
+    parse_id::<EnvironmentId>(raw, "environment").map_err(|_| environments::not_found(raw))
+}
+
+fn parse_work_id(raw: &str) -> Result<WorkId, ApiError> {
+    parse_id::<WorkId>(raw, "work").map_err(|_| queue::not_found(raw))
+}
+
+/// The `Anthropic-Worker-ID` header, if sent.
+fn worker_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("anthropic-worker-id") else { return Ok(None) };
+    let bad = || {
+        ApiError::invalid(format!("Anthropic-Worker-ID: must be 1 to {MAX_WORKER_ID_CHARS} visible ASCII characters"))
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty() || text.len() > MAX_WORKER_ID_CHARS || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// The poll's `secret`: URL-safe base64 (no padding) of `{"sessions_token": ...}`.
+fn secret_payload(token: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"sessions_token": token}).to_string())
+}
