@@ -45,6 +45,9 @@ pub struct Message {
     pub role: Role,
     pub content: Vec<Value>,
     pub first_seq: u64,
+    /// `tokens::message` of this message, kept up to date as blocks are
+    /// added, so the context's size is known without walking it.
+    pub tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +132,16 @@ impl Context {
 
     /// Estimated tokens of [`Context::messages_json`].
     pub fn estimate_tokens(&self) -> u64 {
-        self.messages_json().iter().map(tokens::message).sum()
+        let messages: u64 = self.messages.iter().map(|m| m.tokens).sum();
+        let summary = match (&self.summary, self.messages.first()) {
+            (None, _) => 0,
+            // Merged into the first kept message when that is the user's.
+            (Some(summary), Some(first)) if first.role == Role::User => tokens::block(&summary_block(&summary.text)),
+            (Some(summary), Some(_) | None) => {
+                tokens::block(&summary_block(&summary.text)) + tokens::MESSAGE_OVERHEAD_TOKENS
+            }
+        };
+        messages + summary
     }
 
     pub fn apply(&mut self, seq: u64, entry: &Entry) {
@@ -261,9 +273,13 @@ impl Context {
             Some(last) if last.role == Role::User => {
                 // Tool results go before any other block of the user turn.
                 let at = last.content.iter().take_while(|b| b["type"] == "tool_result").count();
+                last.tokens += tokens::block(&block);
                 last.content.insert(at, block);
             }
-            Some(_) | None => self.messages.push(Message { role: Role::User, content: vec![block], first_seq: seq }),
+            Some(_) | None => {
+                let tokens = tokens::message(&json!({"content": [&block]}));
+                self.messages.push(Message { role: Role::User, content: vec![block], first_seq: seq, tokens });
+            }
         }
     }
 
@@ -271,9 +287,18 @@ impl Context {
         if blocks.is_empty() {
             return;
         }
+        let added: u64 = blocks.iter().map(tokens::block).sum();
         match self.messages.last_mut() {
-            Some(last) if last.role == role => last.content.extend(blocks),
-            Some(_) | None => self.messages.push(Message { role, content: blocks, first_seq: seq }),
+            Some(last) if last.role == role => {
+                last.tokens += added;
+                last.content.extend(blocks);
+            }
+            Some(_) | None => self.messages.push(Message {
+                role,
+                content: blocks,
+                first_seq: seq,
+                tokens: added + tokens::MESSAGE_OVERHEAD_TOKENS,
+            }),
         }
     }
 }
@@ -300,7 +325,7 @@ pub struct CompactionPlan {
 /// message that is not a tool result. `None` when there is nothing to cut.
 pub fn plan_compaction(context: &Context, keep_tokens: u64) -> Option<CompactionPlan> {
     let messages = &context.messages;
-    let tokens: Vec<u64> = messages.iter().map(|m| tokens::message(&m.to_json())).collect();
+    let tokens: Vec<u64> = messages.iter().map(|m| m.tokens).collect();
     let tokens_before = context.estimate_tokens();
     // The earliest cut point whose suffix fits, else the latest cut point.
     let mut suffix = 0u64;

@@ -220,7 +220,11 @@ proptest! {
         }
         prop_assert_eq!(&resumed, &builder.state);
         prop_assert_eq!(&SessionState::project(entries), &builder.state);
-        assert_pairs(&builder.state.context.messages_json());
+        let messages = builder.state.context.messages_json();
+        assert_pairs(&messages);
+        // The running token count is the count of what is sent.
+        let counted: u64 = messages.iter().map(logbook_replay::tokens::message).sum();
+        prop_assert_eq!(builder.state.context.estimate_tokens(), counted);
     }
 
     #[test]
