@@ -653,6 +653,9 @@ pub async fn archive(
             Ok(session)
         })
         .await?;
+    if let Some(runner) = state.runner() {
+        runner.end_session(id);
+    }
     Ok(Json(session.to_wire(now)))
 }
 
@@ -679,6 +682,9 @@ pub async fn delete(
             events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])
         })
         .await?;
+    if let Some(runner) = state.runner() {
+        runner.end_session(id);
+    }
     Ok(Json(json!({"id": id, "type": "session_deleted"})))
 }
 
