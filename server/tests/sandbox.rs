@@ -27,3 +27,6 @@ mod network;
 
 #[path = "sandbox/deltas.rs"]
 mod deltas;
+
+#[path = "sandbox/packages.rs"]
+mod packages;
