@@ -49,6 +49,9 @@ use policy::EgressPolicy;
 use proxy::{Proxy, Resolve};
 use shell::{Completion, Shell};
 
+/// Live jails one server keeps: starting one more first stops the least
+/// recently used idle jail (its files stay; its next call starts a new one).
+pub const MAX_LIVE_JAILS: usize = 64;
 /// The bash tool's timeout when the call gives none.
 pub const DEFAULT_BASH_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest `timeout_ms` a call may ask for.
@@ -115,6 +118,8 @@ pub struct SandboxConfig {
     /// The `logbook` executable, bound into sandboxes as the forwarder.
     pub forwarder: PathBuf,
     pub resolver: Arc<dyn Resolve>,
+    /// Live jails kept at most (default [`MAX_LIVE_JAILS`]).
+    pub max_live_jails: usize,
 }
 
 impl SandboxConfig {
@@ -124,7 +129,13 @@ impl SandboxConfig {
         let bwrap = std::env::var_os("PATH")
             .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("bwrap")).find(|p| p.is_file()))
             .unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
-        SandboxConfig { data: data.to_owned(), bwrap, forwarder, resolver: Arc::new(proxy::SystemResolver) }
+        SandboxConfig {
+            data: data.to_owned(),
+            bwrap,
+            forwarder,
+            resolver: Arc::new(proxy::SystemResolver),
+            max_live_jails: MAX_LIVE_JAILS,
+        }
     }
 }
 
@@ -145,6 +156,8 @@ struct Inner {
     blobs: BlobStore,
     sessions: Mutex<HashMap<SessionId, Arc<SessionSandbox>>>,
     n_jails: AtomicU64,
+    /// Counts bash calls; a session's last one orders evictions.
+    n_calls: AtomicU64,
 }
 
 impl std::fmt::Debug for SandboxTools {
@@ -163,6 +176,8 @@ struct SessionSandbox {
     paths: SessionPaths,
     shell: tokio::sync::Mutex<Option<Running>>,
     index: tokio::sync::Mutex<Option<Index>>,
+    /// The server's call count at this session's last bash call.
+    last_call: AtomicU64,
 }
 
 /// A live jail with its proxy and cgroup; dropping it kills the jail.
@@ -235,6 +250,7 @@ impl SandboxTools {
                 blobs,
                 sessions: Mutex::new(HashMap::new()),
                 n_jails: AtomicU64::new(0),
+                n_calls: AtomicU64::new(0),
             }),
         })
     }
@@ -251,6 +267,22 @@ impl SandboxTools {
         if !self.inner.config.forwarder.is_file() {
             problems.push(format!("the forwarder {} does not exist", self.inner.config.forwarder.display()));
         }
+        // bubblewrap runs as the sandbox uid and must reach the session
+        // directories (and the forwarder) through every directory above them.
+        let paths = [self.inner.config.data.join(layout::SANDBOXES_SUBDIR), self.inner.config.forwarder.clone()];
+        for dir in paths.iter().flat_map(|path| path.ancestors().skip(1)) {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(dir)
+                && meta.permissions().mode() & 0o001 == 0
+            {
+                problems.push(format!(
+                    "{} (mode {:o}) cannot be traversed by the sandbox uid {SANDBOX_UID}: chmod o+x it",
+                    dir.display(),
+                    meta.permissions().mode() & 0o7777
+                ));
+            }
+        }
+        problems.dedup();
         problems
     }
 
@@ -274,6 +306,7 @@ impl SandboxTools {
                 paths: self.paths(session),
                 shell: tokio::sync::Mutex::new(None),
                 index: tokio::sync::Mutex::new(None),
+                last_call: AtomicU64::new(0),
             })
         }))
     }
@@ -285,6 +318,7 @@ impl SandboxTools {
             Err(err) => return ToolOutcome::error(format!("bash: invalid input: {err}")),
         };
         let sandbox = self.session(call.session);
+        sandbox.last_call.store(self.inner.n_calls.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst);
         let mut slot = sandbox.shell.lock().await;
         if input.restart {
             if let Some(running) = slot.take() {
@@ -307,6 +341,7 @@ impl SandboxTools {
             if let Some(dead) = slot.take() {
                 dead.stop().await;
             }
+            self.evict_idle(call.session).await;
             match self.start(call, &sandbox.paths).await {
                 Ok(running) => *slot = Some(running),
                 Err(err) => return ToolOutcome::error(format!("bash: the sandbox could not be started: {err}")),
@@ -358,6 +393,43 @@ impl SandboxTools {
             Err(err) => {
                 running.stop().await;
                 ToolOutcome::error(format!("bash: lost the shell ({err}); the next command starts a new one"))
+            }
+        }
+    }
+
+    /// Stops the least recently used idle jails while `max_live_jails` or
+    /// more run (a jail busy with a call is never stopped).
+    async fn evict_idle(&self, starting: SessionId) {
+        let sandboxes: Vec<Arc<SessionSandbox>> = {
+            let sessions = match self.inner.sessions.lock() {
+                Ok(sessions) => sessions,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            sessions.iter().filter(|(id, _)| **id != starting).map(|(_, sandbox)| Arc::clone(sandbox)).collect()
+        };
+        let max_live = self.inner.config.max_live_jails;
+        let mut n_live = 0;
+        let mut idle = Vec::new();
+        for sandbox in sandboxes {
+            match sandbox.shell.try_lock() {
+                Ok(slot) if slot.is_some() => {
+                    n_live += 1;
+                    idle.push((sandbox.last_call.load(Ordering::SeqCst), Arc::clone(&sandbox)));
+                }
+                Ok(_) => {}
+                Err(_) => n_live += 1,
+            }
+        }
+        idle.sort_by_key(|(last_call, _)| *last_call);
+        for (_, sandbox) in idle {
+            if n_live < max_live {
+                break;
+            }
+            let running = sandbox.shell.lock().await.take();
+            if let Some(running) = running {
+                tracing::info!(session = %sandbox.paths.root().display(), "stopping an idle sandbox (too many live ones)");
+                running.stop().await;
+                n_live -= 1;
             }
         }
     }

@@ -125,3 +125,21 @@ async fn bad_input_is_a_clear_error() {
         assert!(outcome.is_error && text(&outcome).starts_with(expected), "{}", text(&outcome));
     }
 }
+
+/// Goal: a server keeps a bounded number of live sandboxes: starting one
+/// more stops the least recently used idle one, whose session simply gets a
+/// fresh sandbox at its next call (its files stay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sandboxes_beyond_the_limit_are_stopped_oldest_first() {
+    let sbx = Sbx::with_max_live_jails(2);
+    let env = unrestricted();
+    let (first, second, third) = (session(), session(), session());
+    sbx.ok(first, &env, "echo kept > file; export GONE=1").await;
+    sbx.ok(second, &env, "true").await;
+    let first_pid = sbx.tools.jail_pid(first).await.unwrap();
+    sbx.ok(third, &env, "true").await;
+    assert!(sbx.tools.jail_pid(first).await.is_none(), "the oldest idle sandbox was stopped");
+    assert!(!std::path::Path::new(&format!("/proc/{first_pid}")).exists());
+    assert!(sbx.tools.jail_pid(second).await.is_some() && sbx.tools.jail_pid(third).await.is_some());
+    assert_eq!(sbx.ok(first, &env, "cat file; echo \"[${GONE:-}]\"").await, "kept\n[]\n");
+}
