@@ -30,3 +30,6 @@ mod deltas;
 
 #[path = "sandbox/packages.rs"]
 mod packages;
+
+#[path = "sandbox/fail_closed.rs"]
+mod fail_closed;

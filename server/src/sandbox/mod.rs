@@ -158,6 +158,9 @@ struct Inner {
     n_jails: AtomicU64,
     /// Counts bash calls; a session's last one orders evictions.
     n_calls: AtomicU64,
+    /// Random, so cgroup names never collide with another server's (or another
+    /// executor's in the same process) on the same machine.
+    instance: u32,
 }
 
 impl std::fmt::Debug for SandboxTools {
@@ -251,6 +254,7 @@ impl SandboxTools {
                 sessions: Mutex::new(HashMap::new()),
                 n_jails: AtomicU64::new(0),
                 n_calls: AtomicU64::new(0),
+                instance: rand::random(),
             }),
         })
     }
@@ -457,7 +461,8 @@ impl SandboxTools {
         let proxy = Proxy::start(&paths.run().join("proxy.sock"), policy, Arc::clone(&inner.config.resolver))
             .map_err(|source| SandboxError::Setup { what: "starting the egress proxy".to_owned(), source })?;
         let n = inner.n_jails.fetch_add(1, Ordering::SeqCst);
-        let cgroup = SandboxCgroup::create(&inner.cgroups, &format!("{}-{n}", call.session), SANDBOX_UID)
+        let name = format!("{}-{:08x}-{n}", call.session, inner.instance);
+        let cgroup = SandboxCgroup::create(&inner.cgroups, &name, SANDBOX_UID)
             .map_err(|source| SandboxError::Setup { what: "creating the sandbox's cgroup".to_owned(), source })?;
         let spec = session_spec(paths, layer.as_deref(), &inner.config.forwarder, cgroup.as_ref());
         let mut running = Running { shell: None, proxy: Some(proxy), cgroup };
