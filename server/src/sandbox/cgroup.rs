@@ -188,6 +188,16 @@ impl SandboxCgroup {
     }
 }
 
+impl Drop for SandboxCgroup {
+    /// Best effort for a cgroup that was not destroyed (a cancelled start):
+    /// removed if already empty, else left behind.
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 fn make_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),

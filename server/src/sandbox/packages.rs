@@ -74,12 +74,18 @@ pub struct InstallContext<'a> {
 }
 
 impl PackageCache {
+    /// The cache in `data`, removing partial layers an interrupted install
+    /// left behind (a data directory has one server at a time).
     pub fn new(data: &Path) -> PackageCache {
-        PackageCache {
-            root: data.join(PACKAGES_SUBDIR),
-            installs: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+        let root = data.join(PACKAGES_SUBDIR);
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains(".partial-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
         }
+        PackageCache { root, installs: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
     }
 
     /// The layer for `packages`, installing it first if needed; `None` when

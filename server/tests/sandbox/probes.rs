@@ -23,7 +23,7 @@ use logbook_core::SessionId;
 use logbook_server::api::environments::Environment;
 use logbook_server::sandbox::layout::SANDBOX_UID;
 
-use crate::harness::{Sbx, host, install_probe, session, text, unrestricted};
+use crate::harness::{Sbx, host, install_probe, limited, session, text, unrestricted};
 
 /// Where a probe's control runs.
 enum Control {
@@ -510,6 +510,14 @@ fn build(env: Environment) -> Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_probe_escapes_and_every_control_succeeds() {
     let setup = build(unrestricted());
+    run_probes(setup).await;
+}
+
+/// The same corpus in `limited` mode, with an allowlist that names loopback
+/// (`localhost`) and the package managers: still nothing reaches the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_probe_escapes_in_limited_mode_either() {
+    let setup = build(limited(&["localhost", "*.localhost", "pypi.org"], true));
     run_probes(setup).await;
 }
 
