@@ -16,7 +16,7 @@
 //! Usage (as root, with bubblewrap installed): `cargo build --release -p
 //! logbook-server --bin logbook && cargo run --release -p logbook-benches
 //! --bin sandbox_bench`. Env: `LOGBOOK_BIN` (the forwarder; default
-//! `target/release/logbook`), `LOGBOOK_BENCH_ROUNDS` (bash round trips,
+//! `target/release/logbook`), `LOGBOOK_SANDBOX_BENCH_CALLS` (bash round trips,
 //! default 500; creations are a fifth of it, scans a tenth).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
@@ -115,7 +115,7 @@ fn bare_walk(root: &Path) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds = env_usize("LOGBOOK_BENCH_ROUNDS", 500);
+    let rounds = env_usize("LOGBOOK_SANDBOX_BENCH_CALLS", 500);
     let forwarder =
         std::env::var_os("LOGBOOK_BIN").map_or_else(|| PathBuf::from("target/release/logbook"), PathBuf::from);
     assert!(

@@ -8,7 +8,8 @@
 //! (ctime cannot be set from user space). A scan walks each directory through
 //! file descriptors, never following a symlink (`openat` with `O_NOFOLLOW`,
 //! `statat` without following), so a sandbox that swaps a directory for a
-//! symlink mid-scan cannot make the server read outside the session. Files
+//! symlink mid-scan cannot make the server read outside the session; a few
+//! threads take directories from a shared queue. Files
 //! whose stat fields match the index are unchanged; the rest are opened
 //! beneath their root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`,
 //! checked to be regular files (`O_NONBLOCK`, so a FIFO never blocks), read
@@ -30,8 +31,8 @@ use std::ffi::CStr;
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logbook_core::event::{FileChange, WorkspaceChange};
@@ -46,6 +47,8 @@ pub const RACY_MARGIN: Duration = Duration::from_secs(2);
 pub const MAX_DEPTH: usize = 256;
 /// Threads that hash changed files.
 pub const HASH_THREADS: usize = 4;
+/// Threads that walk directories (at most the machine's parallelism).
+pub const WALK_THREADS: usize = 4;
 
 /// One directory a scan covers.
 #[derive(Debug, Clone, Copy)]
@@ -150,25 +153,31 @@ impl Index {
         sink: &BlobSink<'_>,
     ) -> Result<ScanReport, ScanError> {
         let mut report = ScanReport::default();
-        let mut next: BTreeMap<String, Entry> = BTreeMap::new();
-        let mut candidates = Vec::new();
         let mut root_fds = Vec::new();
+        let mut pending = Vec::new();
         for (root_idx, root) in roots.iter().enumerate() {
-            let fd = match rustix::fs::open(
-                root.host,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT) => {
-                    root_fds.push(None);
-                    continue;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            match rustix::fs::open(root.host, flags, Mode::empty()) {
+                Ok(fd) => {
+                    let walk_fd = rustix::io::dup(&fd).map_err(|err| io_error(root.host.display().to_string(), err))?;
+                    pending.push(Pending {
+                        fd: walk_fd,
+                        root: root_idx,
+                        area: root.area,
+                        prefix: String::new(),
+                        depth: 0,
+                    });
+                    root_fds.push(Some(fd));
                 }
+                Err(rustix::io::Errno::NOENT) => root_fds.push(None),
                 Err(err) => return Err(io_error(root.host.display().to_string(), err)),
-            };
-            self.walk(&fd, root_idx, root.area, String::new(), 0, &mut next, &mut candidates, &mut report)?;
-            root_fds.push(Some(fd));
+            }
         }
+        let found = self.walk(pending)?;
+        report.n_entries = found.n_entries;
+        report.skipped = found.skipped;
+        let candidates = found.candidates;
+        let mut next: BTreeMap<String, Entry> = found.next.into_iter().collect();
         let racy_after = started.checked_sub(RACY_MARGIN).unwrap_or(UNIX_EPOCH);
         let (hashed, n_read) = hash_candidates(&candidates, &root_fds, &self.entries, sink)?;
         report.n_hashed = n_read;
@@ -214,23 +223,76 @@ impl Index {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the walk's state, threaded through the recursion")]
-    fn walk(
-        &self,
-        dir: &OwnedFd,
-        root_idx: usize,
-        area: Area,
-        prefix: String,
-        depth: usize,
-        next: &mut BTreeMap<String, Entry>,
-        candidates: &mut Vec<Candidate>,
-        report: &mut ScanReport,
-    ) -> Result<(), ScanError> {
-        let names = read_names(dir).map_err(|err| io_error(display(area, &prefix), err))?;
+    /// Walks the roots on a few threads, one directory at a time from a
+    /// shared queue: what each entry is, and which files need hashing.
+    fn walk(&self, roots: Vec<Pending>) -> Result<Found, ScanError> {
+        let queue =
+            Queue { state: Mutex::new(QueueState { items: roots, in_flight: 0, error: None }), ready: Condvar::new() };
+        let n_threads = std::thread::available_parallelism().map_or(2, usize::from).clamp(1, WALK_THREADS);
+        let found: Vec<Found> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..n_threads).map(|_| scope.spawn(|| self.walk_worker(&queue))).collect();
+            workers.into_iter().filter_map(|worker| worker.join().ok()).collect()
+        });
+        let state = queue.state.into_inner().map_err(|_| ScanError::Io {
+            path: "/workspace".to_owned(),
+            source: std::io::Error::other("a scan thread panicked"),
+        })?;
+        if let Some(err) = state.error {
+            return Err(err);
+        }
+        let mut all = Found::default();
+        for part in found {
+            all.next.extend(part.next);
+            all.candidates.extend(part.candidates);
+            all.skipped.extend(part.skipped);
+            all.n_entries += part.n_entries;
+        }
+        Ok(all)
+    }
+
+    fn walk_worker(&self, queue: &Queue) -> Found {
+        let mut found = Found::default();
+        let mut subdirs = Vec::new();
+        loop {
+            let work = {
+                let Ok(mut state) = queue.state.lock() else { return found };
+                loop {
+                    if state.error.is_some() {
+                        return found;
+                    }
+                    if let Some(work) = state.items.pop() {
+                        state.in_flight += 1;
+                        break work;
+                    }
+                    if state.in_flight == 0 {
+                        queue.ready.notify_all();
+                        return found;
+                    }
+                    state = match queue.ready.wait(state) {
+                        Ok(state) => state,
+                        Err(_) => return found,
+                    };
+                }
+            };
+            let res = self.walk_dir(work, &mut found, &mut subdirs);
+            let Ok(mut state) = queue.state.lock() else { return found };
+            state.items.append(&mut subdirs);
+            state.in_flight -= 1;
+            if let Err(err) = res {
+                state.error.get_or_insert(err);
+            }
+            queue.ready.notify_all();
+        }
+    }
+
+    /// Looks at the entries of one directory; its subdirectories go to `subdirs`.
+    fn walk_dir(&self, dir: Pending, found: &mut Found, subdirs: &mut Vec<Pending>) -> Result<(), ScanError> {
+        let Pending { fd, root, area, prefix, depth } = dir;
+        let names = read_names(&fd).map_err(|err| io_error(display(area, &prefix), err))?;
         for name in names {
-            report.n_entries += 1;
+            found.n_entries += 1;
             let Ok(name_str) = name.to_str() else {
-                report.skipped.push(format!(
+                found.skipped.push(format!(
                     "{}/{} (name is not UTF-8)",
                     display(area, &prefix),
                     name.to_string_lossy()
@@ -238,7 +300,7 @@ impl Index {
                 continue;
             };
             let relative = if prefix.is_empty() { name_str.to_owned() } else { format!("{prefix}/{name_str}") };
-            let stat = match rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            let stat = match rustix::fs::statat(&fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) => stat,
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(err) => return Err(io_error(display(area, &relative), err)),
@@ -247,38 +309,38 @@ impl Index {
             match FileType::from_raw_mode(stat.st_mode) {
                 FileType::Directory => {
                     if depth + 1 >= MAX_DEPTH {
-                        report.skipped.push(format!("{path} (deeper than {MAX_DEPTH} levels)"));
+                        found.skipped.push(format!("{path} (deeper than {MAX_DEPTH} levels)"));
                         continue;
                     }
                     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    let sub = match rustix::fs::openat(dir, name.as_c_str(), flags, Mode::empty()) {
+                    let sub = match rustix::fs::openat(&fd, name.as_c_str(), flags, Mode::empty()) {
                         Ok(sub) => sub,
                         // Replaced by something else since the stat: seen next time.
                         Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => continue,
                         Err(err) => return Err(io_error(path, err)),
                     };
-                    self.walk(&sub, root_idx, area, relative, depth + 1, next, candidates, report)?;
+                    subdirs.push(Pending { fd: sub, root, area, prefix: relative, depth: depth + 1 });
                 }
                 FileType::RegularFile => {
                     let key = stat_key(&stat);
                     match self.entries.get(&path) {
                         Some(old) if old.stat == Some(key) && matches!(old.node, Node::File { .. }) => {
-                            next.insert(path, old.clone());
+                            found.next.push((path, old.clone()));
                         }
-                        _ => candidates.push(Candidate { path, root: root_idx, relative }),
+                        _ => found.candidates.push(Candidate { path, root, relative }),
                     }
                 }
                 FileType::Symlink => {
-                    let target = match rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new()) {
+                    let target = match rustix::fs::readlinkat(&fd, name.as_c_str(), Vec::new()) {
                         Ok(target) => target,
                         Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => continue,
                         Err(err) => return Err(io_error(path, err)),
                     };
                     let Ok(target) = target.into_string() else {
-                        report.skipped.push(format!("{path} (link target is not UTF-8)"));
+                        found.skipped.push(format!("{path} (link target is not UTF-8)"));
                         continue;
                     };
-                    next.insert(path, Entry { node: Node::Symlink { target }, stat: None });
+                    found.next.push((path, Entry { node: Node::Symlink { target }, stat: None }));
                 }
                 FileType::Fifo
                 | FileType::Socket
@@ -289,6 +351,37 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// A directory waiting to be walked.
+struct Pending {
+    fd: OwnedFd,
+    root: usize,
+    area: Area,
+    prefix: String,
+    depth: usize,
+}
+
+/// What one walk thread found.
+#[derive(Default)]
+struct Found {
+    next: Vec<(String, Entry)>,
+    candidates: Vec<Candidate>,
+    skipped: Vec<String>,
+    n_entries: usize,
+}
+
+/// The walk's shared work queue.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    items: Vec<Pending>,
+    /// Directories being read (their subdirectories are not queued yet).
+    in_flight: usize,
+    error: Option<ScanError>,
 }
 
 fn read_names(dir: &OwnedFd) -> rustix::io::Result<Vec<std::ffi::CString>> {
