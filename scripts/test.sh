@@ -10,10 +10,28 @@ step "tools"
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
+# The sandbox tests (server/tests/sandbox, tests/tests/sandbox_runner.rs) run
+# as root with bubblewrap and use, inside sandboxes, what a sandbox image has
+# under /usr: python3 with pip, node with npm, curl, procps, util-linux.
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+[ -x /usr/bin/npm ] || missing+=(npm)
 # Repository resources clone with git; their tests serve repositories with
 # `git http-backend` (part of the git package).
 if ! command -v git >/dev/null 2>&1 || [[ ! -x "$(git --exec-path)/git-http-backend" ]]; then
-    apt-get update && apt-get install -y git
+    missing+=(git)
+fi
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+# apt package installs in sandboxes resolve against the host's package lists.
+if [ "${#missing[@]}" -gt 0 ] || ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+    $SUDO apt-get update -qq
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
 step "format and lints"

@@ -19,7 +19,8 @@ use crate::http::app;
 use crate::model::{ModelClient, ModelConfig};
 use crate::ratelimit::RateLimits;
 use crate::runner::tools::EchoTools;
-use crate::runner::{RunnerConfig, RunnerHandle, ToolExecutor, UnavailableTools};
+use crate::runner::{RunnerConfig, RunnerHandle, ToolExecutor};
+use crate::sandbox::{SandboxConfig, SandboxTools};
 use crate::state::{AppState, Config};
 use crate::tenancy;
 use logbook_replay::{Policy, ToolHost};
@@ -157,6 +158,15 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inside a sandbox only: relay the sandbox's loopback proxy port to its
+    /// egress proxy socket.
+    #[command(hide = true)]
+    SandboxForward {
+        #[arg(long, default_value = crate::sandbox::forward::LISTEN_ADDR)]
+        listen: String,
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +238,9 @@ pub fn main() -> ExitCode {
         Command::Rerun { data, session } => rerun(&data, session.as_deref()),
         Command::Show { data, session, at_seq, file, budget_tokens } => open_store(&data, 64)
             .and_then(|store| crate::offline::show(&store, &session, at_seq, file.as_deref(), budget_tokens)),
+        Command::SandboxForward { listen, socket } => crate::sandbox::forward::run(&listen, &socket)
+            .map(|()| ExitCode::SUCCESS)
+            .with_context(|| format!("forwarding {listen} to {}", socket.display())),
     };
     match res {
         Ok(code) => code,
@@ -317,7 +330,7 @@ fn serve(
         if no_runner {
             eprintln!("logbook: --no-runner: sessions store their events but do not run");
         } else {
-            let runner = RunnerHandle::new(runner_config_from_env()?);
+            let runner = RunnerHandle::new(runner_config_from_env(data, state.store())?);
             state.set_runner(runner.clone());
             let n_recovered = runner.recover(&state).await;
             if n_recovered > 0 {
@@ -326,6 +339,7 @@ fn serve(
         }
         eprintln!("logbook: serving on http://{local} with data in {}", data.display());
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = state.clone();
         let server = axum::serve(TimeoutListener { listener, tcp_user_timeout }, app(state)).with_graceful_shutdown(
             async move {
                 shutdown_signal().await;
@@ -345,8 +359,14 @@ fn serve(
             res = server => res.context("serving HTTP")?,
             () = grace => {
                 eprintln!("logbook: connections still open after {}s; exiting", SHUTDOWN_GRACE.as_secs());
+                if let Some(runner) = stopping.runner() {
+                    runner.shutdown_tools().await;
+                }
                 return Ok(ExitCode::SUCCESS);
             }
+        }
+        if let Some(runner) = stopping.runner() {
+            runner.shutdown_tools().await;
         }
         eprintln!("logbook: shut down cleanly");
         Ok(ExitCode::SUCCESS)
@@ -354,9 +374,10 @@ fn serve(
 }
 
 /// The runner's model client and tools, from the environment: `ANTHROPIC_API_KEY`,
-/// `ANTHROPIC_BASE_URL`; `LOGBOOK_TOOLS=echo` selects the test-only echo tools;
+/// `ANTHROPIC_BASE_URL`; built-in tools run in sandboxes unless
+/// `LOGBOOK_TOOLS=echo` selects the test-only echo tools;
 /// `LOGBOOK_RETRY_BASE_MS` sets the model retry backoff.
-fn runner_config_from_env() -> anyhow::Result<RunnerConfig> {
+fn runner_config_from_env(data: &Path, store: &SledStore) -> anyhow::Result<RunnerConfig> {
     let model_config = ModelConfig::from_env();
     let request_options = model_config.request_options();
     let model = ModelClient::new(model_config).context("setting up the model client")?;
@@ -365,7 +386,7 @@ fn runner_config_from_env() -> anyhow::Result<RunnerConfig> {
             eprintln!("logbook: LOGBOOK_TOOLS=echo: built-in tools echo their input (tests only)");
             Arc::new(EchoTools)
         }
-        Ok("") | Err(_) => Arc::new(UnavailableTools),
+        Ok("") | Err(_) => Arc::new(sandbox_tools(data, store)?),
         Ok(other) => anyhow::bail!("LOGBOOK_TOOLS={other}: the only test tool set is `echo`"),
     };
     let retry_base = std::env::var("LOGBOOK_RETRY_BASE_MS")
@@ -373,6 +394,21 @@ fn runner_config_from_env() -> anyhow::Result<RunnerConfig> {
         .and_then(|v| v.parse().ok())
         .map_or(crate::runner::RETRY_BASE, Duration::from_millis);
     Ok(RunnerConfig { model: Some(model), request_options, tools, policy: Policy::default(), retry_base })
+}
+
+/// The sandboxed built-in tools; problems that will stop every sandbox are
+/// printed now (tool calls then fail saying the same), never worked around.
+fn sandbox_tools(data: &Path, store: &SledStore) -> anyhow::Result<SandboxTools> {
+    let forwarder = std::env::current_exe().context("finding the logbook executable (the sandbox forwarder)")?;
+    let mut config = SandboxConfig::for_data(data, forwarder);
+    let services = crate::tools::ToolServices::from_env().context("setting up web_fetch and web_search")?;
+    config.tool_services = Some(Arc::new(services));
+    let tools = SandboxTools::new(config, Arc::new(store.clone())).context("preparing the sandboxes")?;
+    for problem in tools.check() {
+        eprintln!("logbook: WARNING: sandboxes cannot start: {problem}; bash tool calls will fail");
+    }
+    eprintln!("logbook: sandboxes: {}", tools.describe_limits());
+    Ok(tools)
 }
 
 /// A listener that sets `TCP_USER_TIMEOUT` on every accepted connection.

@@ -5,7 +5,8 @@
 //! service for tool use, confirmations, custom tools, model faults, interrupts
 //! and a kill -9 mid-turn; the model sees tool results under its own tool ids.
 //! Method: start the fake model with a script, start the server pointed at it
-//! (`LOGBOOK_TOOLS=echo`: built-in tools echo their input; no sandbox yet),
+//! (`LOGBOOK_TOOLS=echo`: built-in tools echo their input instead of running in
+//! the sandbox; `sandbox_runner.rs` runs them for real),
 //! send events over HTTP and wait (with deadlines, polling the list) for the
 //! idle that ends the turn.
 

@@ -670,6 +670,9 @@ pub async fn archive(
             with_log_state(store, session)
         })
         .await?;
+    if let Some(runner) = state.runner() {
+        runner.end_session(id);
+    }
     Ok(Json(session.to_wire(now)))
 }
 
@@ -698,6 +701,9 @@ pub async fn delete(
         .await?;
     if let Some(host) = state.resources_host() {
         host.vault().forget_session(id);
+    }
+    if let Some(runner) = state.runner() {
+        runner.end_session(id);
     }
     Ok(Json(json!({"id": id, "type": "session_deleted"})))
 }

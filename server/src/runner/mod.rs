@@ -29,7 +29,7 @@ use crate::model::{ModelClient, RequestOptions};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 
-pub use tools::{ToolExecutor, ToolOutcome, UnavailableTools};
+pub use tools::{ToolCall, ToolExecutor, ToolOutcome, UnavailableTools};
 
 /// Backoff of the first retry of a model request; doubles per attempt.
 pub const RETRY_BASE: Duration = Duration::from_millis(500);
@@ -124,6 +124,16 @@ impl RunnerHandle {
             self.wake(state, *workspace, *session, false);
         }
         sessions.len()
+    }
+
+    /// The session ended (archived or deleted): its sandbox is released.
+    pub fn end_session(&self, session: SessionId) {
+        self.inner.config.tools.end_session(session);
+    }
+
+    /// Stops every sandbox (server shutdown).
+    pub async fn shutdown_tools(&self) {
+        self.inner.config.tools.shutdown().await;
     }
 
     pub(crate) fn config(&self) -> &RunnerConfig {

@@ -20,6 +20,7 @@ use logbook_core::event::{
     ContentBlock, EvaluatedPermission, Event, ModelRequest, ModelResponse, ModelUsage, RetryStatus, SessionError,
     SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionUsage,
     SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
+    WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
 use logbook_replay::state::AgentSettings;
@@ -27,7 +28,9 @@ use logbook_replay::{Command, FailReason, Policy, SessionState, Status as Machin
 use logbook_store::{Append, AppendError, Read};
 use serde_json::Value;
 
+use super::tools::{ToolCall, ToolExecutor};
 use super::{RunnerHandle, TaskSignals, ToolOutcome};
+use crate::api::environments::{self, Environment};
 use crate::api::error::ApiError;
 use crate::api::sessions::{self, Status, StoredSession};
 use crate::api::tools::{PolicyKind, Tool};
@@ -640,15 +643,35 @@ impl Task {
 
     async fn run_tools(&mut self, ids: Vec<EventId>) -> Result<(), ApiError> {
         self.append(vec![(None, Event::ToolStarted(ToolStarted { tool_use_ids: ids.clone() }))]).await?;
+        let session = self.load_session().await?;
+        let environment = self.load_environment(&session).await;
+        let tools = Arc::clone(&self.handle.config().tools);
         for id in ids {
             let call = self.entries.iter().find(|e| e.id == id).map(|e| e.event.clone());
             let outcome = match call {
                 Some(Event::AgentToolUse(tool_use)) => {
-                    let tools = Arc::clone(&self.handle.config().tools);
-                    tokio::select! {
-                        outcome = tools.run(self.session, &tool_use.name, &tool_use.input) => outcome,
-                        () = self.signals.interrupt.notified() => {
-                            // The machine closes this and the other open calls.
+                    let call = ToolCall {
+                        session: self.session,
+                        tool_use_id: id,
+                        name: &tool_use.name,
+                        input: &tool_use.input,
+                        agent_tools: &session.agent.tools,
+                        environment: environment.as_ref(),
+                        log: &self.entries,
+                    };
+                    let finished = tokio::select! {
+                        outcome = tools.run(&call) => Some(outcome),
+                        () = self.signals.interrupt.notified() => None,
+                    };
+                    match finished {
+                        Some(outcome) => outcome,
+                        None => {
+                            // The machine closes this and the other open calls;
+                            // what the call changed before it stopped is still recorded.
+                            let delta = self.workspace_delta(tools.as_ref(), id).await;
+                            if !delta.is_empty() {
+                                self.append(delta).await?;
+                            }
                             return Ok(());
                         }
                     }
@@ -659,9 +682,41 @@ impl Task {
                 )),
                 _ => ToolOutcome::error("internal error: the tool call was not found in the log"),
             };
-            self.append(vec![(None, tool_result(id, outcome))]).await?;
+            let mut events = self.workspace_delta(tools.as_ref(), id).await;
+            events.push((None, tool_result(id, outcome)));
+            self.append(events).await?;
         }
         Ok(())
+    }
+
+    /// The session's environment, if it can be loaded (a tool that needs it
+    /// fails clearly without it).
+    async fn load_environment(&self, session: &StoredSession) -> Option<Environment> {
+        let tenant = self.tenant;
+        let id = session.environment_id;
+        match self.state.blocking(move |store| environments::load(store, &tenant, id).map(|(_, env)| env)).await {
+            Ok(environment) => Some(environment),
+            Err(err) => {
+                tracing::warn!(session = %self.session, error = %err, "cannot load the session's environment");
+                None
+            }
+        }
+    }
+
+    /// An `x.workspace_delta` with what the call `id` changed, or nothing when
+    /// it changed nothing. A failed scan is logged; its changes are found by
+    /// the next one.
+    async fn workspace_delta(&self, tools: &dyn ToolExecutor, id: EventId) -> Vec<(Option<EventId>, Event)> {
+        match tools.workspace_changes(self.session, &self.entries).await {
+            Ok(changes) if changes.is_empty() => Vec::new(),
+            Ok(changes) => {
+                vec![(None, Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: Some(id), changes }))]
+            }
+            Err(err) => {
+                tracing::warn!(session = %self.session, error = %err, "cannot record the workspace changes");
+                Vec::new()
+            }
+        }
     }
 }
 

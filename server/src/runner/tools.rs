@@ -1,6 +1,7 @@
-//! Tool execution as the runner sees it: a trait, so that the sandboxed
-//! built-in toolset (bash, read, write, ...) can plug in, and what the server
-//! does until a sandbox is configured.
+//! Tool execution as the runner sees it: the [`ToolExecutor`] trait, so the
+//! sandboxed built-in toolset (`crate::sandbox::SandboxTools`: bash in the
+//! session's sandbox, the file and web tools in the server) plugs in, and the
+//! stand-ins used without it.
 //!
 //! There is no unsandboxed fallback: [`UnavailableTools`] answers every
 //! built-in call with an error result saying the tool is not available. The
@@ -10,8 +11,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use logbook_core::Json;
-use logbook_core::event::ContentBlock;
+use logbook_core::event::{ContentBlock, WorkspaceChange};
+use logbook_core::{Entry, EventId, Json, SessionId};
+
+use crate::api::environments::Environment;
+use crate::api::tools::Tool;
 
 /// What a tool call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,15 +28,66 @@ impl ToolOutcome {
     pub fn error(message: impl Into<String>) -> ToolOutcome {
         ToolOutcome { content: vec![ContentBlock::Text { text: message.into() }], is_error: true }
     }
+
+    pub fn text(text: impl Into<String>) -> ToolOutcome {
+        ToolOutcome { content: vec![ContentBlock::Text { text: text.into() }], is_error: false }
+    }
 }
 
-/// A boxed tool future (object-safe async).
-pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = ToolOutcome> + Send + 'a>>;
+/// A boxed future (object-safe async).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed tool future.
+pub type ToolFuture<'a> = BoxFuture<'a, ToolOutcome>;
 
-/// Runs built-in and MCP tool calls.
+/// One built-in tool call and what it may need to know about its session.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    pub session: SessionId,
+    /// The `agent.tool_use` event of the call.
+    pub tool_use_id: EventId,
+    pub name: &'a str,
+    pub input: &'a Json,
+    /// The session's resolved agent tools (tool configs, web tool settings).
+    pub agent_tools: &'a [Tool],
+    /// The session's environment (networking, packages), when it could be
+    /// loaded; a sandbox refuses to start without it.
+    pub environment: Option<&'a Environment>,
+    /// The session's log so far.
+    pub log: &'a [Entry],
+}
+
+/// Why the workspace changes of a call could not be recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ChangesError(pub String);
+
+/// Runs built-in tool calls and reports what they changed in the workspace.
 pub trait ToolExecutor: Send + Sync + std::fmt::Debug {
-    /// Runs `name` with `input` for `session`. Cancelled (dropped) on interrupt.
-    fn run<'a>(&'a self, session: logbook_core::SessionId, name: &'a str, input: &'a Json) -> ToolFuture<'a>;
+    /// Runs one call. Cancelled (dropped) on interrupt: an executor must then
+    /// leave nothing running that the next call could trip over.
+    fn run<'a>(&'a self, call: &'a ToolCall<'a>) -> ToolFuture<'a>;
+
+    /// What changed in the session's workspace and outputs since the last
+    /// time this was asked (contents already stored as blobs); `log` is the
+    /// session's log, from which the executor can rebuild what it knew.
+    fn workspace_changes<'a>(
+        &'a self,
+        session: SessionId,
+        log: &'a [Entry],
+    ) -> BoxFuture<'a, Result<Vec<WorkspaceChange>, ChangesError>> {
+        let _ = (session, log);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The session ended (archived or deleted): release what it holds.
+    fn end_session(&self, session: SessionId) {
+        let _ = session;
+    }
+
+    /// The server is shutting down: stop everything still running.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The server without a sandbox: every built-in tool call fails clearly.
@@ -40,10 +95,11 @@ pub trait ToolExecutor: Send + Sync + std::fmt::Debug {
 pub struct UnavailableTools;
 
 impl ToolExecutor for UnavailableTools {
-    fn run<'a>(&'a self, _session: logbook_core::SessionId, name: &'a str, _input: &'a Json) -> ToolFuture<'a> {
+    fn run<'a>(&'a self, call: &'a ToolCall<'a>) -> ToolFuture<'a> {
         Box::pin(async move {
             ToolOutcome::error(format!(
-                "the {name} tool is not available on this server: no sandbox is configured for built-in tools"
+                "the {} tool is not available on this server: no sandbox is configured for built-in tools",
+                call.name
             ))
         })
     }
@@ -55,12 +111,12 @@ impl ToolExecutor for UnavailableTools {
 pub struct EchoTools;
 
 impl ToolExecutor for EchoTools {
-    fn run<'a>(&'a self, _session: logbook_core::SessionId, name: &'a str, input: &'a Json) -> ToolFuture<'a> {
+    fn run<'a>(&'a self, call: &'a ToolCall<'a>) -> ToolFuture<'a> {
         Box::pin(async move {
-            if name == "fail" {
+            if call.name == "fail" {
                 return ToolOutcome::error("echo: the fail tool always fails");
             }
-            ToolOutcome { content: vec![ContentBlock::Text { text: format!("{name}: {input}") }], is_error: false }
+            ToolOutcome::text(format!("{}: {}", call.name, call.input))
         })
     }
 }

@@ -58,6 +58,44 @@ impl SessionPaths {
         self.root.join("outputs")
     }
 
+    /// Host-side sockets of the sandbox (its egress proxy), bound read-only
+    /// into the sandbox; not a file-tool root.
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// Creates the session's directories if missing: the session directory
+    /// (mode 0700) and the workspace, uploads and outputs in it (0755), all
+    /// owned by the sandbox uid, and `run` owned by root. Also makes the
+    /// `sandboxes/` directory above them traversable but not listable (0711).
+    /// Needs root when the directories are new.
+    pub fn create(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        if let Some(parent) = self.root.parent()
+            && !parent.exists()
+        {
+            std::fs::create_dir_all(parent)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+        }
+        let dirs =
+            [(self.root.clone(), 0o700), (self.workspace(), 0o755), (self.uploads(), 0o755), (self.outputs(), 0o755)];
+        for (dir, mode) in dirs {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+                    chown(&dir, Some(SANDBOX_UID), Some(SANDBOX_GID))?;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err),
+            }
+        }
+        match std::fs::create_dir(self.run()) {
+            Ok(()) => std::fs::set_permissions(self.run(), std::fs::Permissions::from_mode(0o755)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// The roots the file tools may act in, the workspace first (relative
     /// paths resolve against it).
     pub fn roots(&self) -> [Root; 3] {

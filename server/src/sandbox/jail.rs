@@ -1,0 +1,354 @@
+//! One bubblewrap process: the argument list (a pure function of a
+//! [`JailSpec`], so tests can read it) and the spawn.
+//!
+//! How a jail starts: the server (root) spawns `/bin/sh` as the sandbox uid
+//! and gid (`SANDBOX_UID`, supplementary groups dropped) in a new process
+//! group, with an empty environment. That wrapper writes its pid to the
+//! sandbox's `cgroup.procs` files, sets the rlimits, opens the seccomp filter
+//! on fd 3 and execs bubblewrap, which (unprivileged) creates new user, pid,
+//! ipc, uts, net and cgroup namespaces with the same uid inside (so files the
+//! sandbox creates belong to a real, unprivileged host uid, never to root),
+//! forbids further user namespaces, drops every capability, sets
+//! `no_new_privs`, loads the seccomp filter and builds the root: an empty
+//! tmpfs with `/usr` and the `/bin`, `/lib*`, `/sbin` links or directories as
+//! the host has them, a minimal `/etc` (generated `passwd`, `group`, `hosts`,
+//! `nsswitch.conf` plus a fixed list of host files that hold no secrets),
+//! private `/proc`, `/dev` and `/tmp`, the spec's own mounts, and finally
+//! remounts `/` read-only. `--die-with-parent` ties the sandbox to the server
+//! process; killing the bubblewrap process ends its pid namespace and with it
+//! every process of the sandbox.
+//!
+//! The server must run as root (it switches to the sandbox uid); otherwise
+//! jails do not start, and every tool call that needs one fails saying so.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::SandboxError;
+use super::layout::{SANDBOX_GID, SANDBOX_UID};
+
+/// The sandbox's hostname.
+pub const HOSTNAME: &str = "sandbox";
+/// Size of the sandbox's private `/tmp` (it is memory, charged to the
+/// sandbox's memory cgroup).
+pub const TMP_SIZE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Processes per user (the rlimit). All sandboxes share one uid and the
+/// kernel counts this limit per user across user namespaces, so it is a
+/// machine-wide backstop for when cgroups are unavailable; the per-sandbox
+/// limit is the cgroup's `pids.max`.
+pub const RLIMIT_NPROC: u64 = 4096;
+/// Largest file a sandbox process may write.
+pub const RLIMIT_FSIZE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Address space per process: a backstop below the machine's memory, high
+/// enough for runtimes that reserve large virtual areas (V8, Go, the JVM).
+pub const RLIMIT_AS_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+/// Open files per process.
+pub const RLIMIT_NOFILE: u64 = 8192;
+
+/// Host entries of `/etc` bound read-only into every sandbox when present:
+/// what libraries, TLS and package managers read, and nothing that holds
+/// secrets (no `shadow`, `ssl/private`, `gitconfig` credential helpers, ...).
+const ETC_ENTRIES: &[&str] = &[
+    "alternatives",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "mime.types",
+    "protocols",
+    "services",
+    "os-release",
+    "debian_version",
+    "inputrc",
+    "gai.conf",
+    "host.conf",
+    "python3",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "perl",
+    "pip.conf",
+    "npmrc",
+    "apt",
+];
+
+/// Files of the generated minimal `/etc`.
+const GENERATED_ETC: &[(&str, &str)] = &[
+    ("passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:sandbox:/workspace:/bin/bash\n"),
+    ("group", "root:x:0:\nnogroup:x:65534:\n"),
+    ("hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+    ("nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
+];
+
+/// The top-level system entries bound from the host as they are there (a
+/// symlink stays a symlink, a directory is bound read-only).
+const SYSTEM_ENTRIES: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// The wrapper that joins the cgroups, sets the rlimits and execs bwrap with
+/// the seccomp filter on fd 3. Arguments: cgroup.procs files (space
+/// separated), the filter's path, NPROC, FSIZE (512-byte blocks), AS (KiB),
+/// NOFILE, then the bwrap command line.
+const WRAPPER: &str = r#"set -e
+for f in $1; do echo $$ > "$f"; done
+ulimit -p "$3"
+ulimit -f "$4"
+ulimit -v "$5"
+ulimit -n "$6"
+ulimit -c 0
+seccomp=$2
+shift 6
+exec "$@" 3< "$seccomp"
+"#;
+
+/// What the server prepared once for every jail.
+#[derive(Debug, Clone)]
+pub struct System {
+    pub bwrap: PathBuf,
+    /// The generated `/etc` files and the seccomp filter live here.
+    pub dir: PathBuf,
+}
+
+impl System {
+    /// Writes the generated `/etc` files and the seccomp filter under `dir`
+    /// (readable by the sandbox uid, writable only by root).
+    pub fn prepare(bwrap: PathBuf, dir: &Path) -> Result<System, SandboxError> {
+        let setup = |what: &str| {
+            let what = what.to_owned();
+            move |source| SandboxError::Setup { what, source }
+        };
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&etc).map_err(setup("creating the sandbox /etc"))?;
+        for (name, text) in GENERATED_ETC {
+            std::fs::write(etc.join(name), text).map_err(setup("writing the sandbox /etc"))?;
+        }
+        let program = super::seccomp::program()
+            .ok_or(SandboxError::Unsupported { reason: "no seccomp filter for this CPU architecture".to_owned() })?;
+        std::fs::write(dir.join("seccomp.bpf"), program).map_err(setup("writing the seccomp filter"))?;
+        for path in [dir, etc.as_path()] {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(setup("setting permissions of the sandbox /etc"))?;
+        }
+        Ok(System { bwrap, dir: dir.to_owned() })
+    }
+
+    fn seccomp(&self) -> PathBuf {
+        self.dir.join("seccomp.bpf")
+    }
+}
+
+/// A mount of the spec, on top of the system ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// Read-write bind of a host path.
+    Bind { host: PathBuf, dest: String },
+    /// Read-only bind of a host path.
+    ReadOnly { host: PathBuf, dest: String },
+}
+
+/// What one jail is: its mounts, environment, command and cgroup.
+#[derive(Debug, Clone)]
+pub struct JailSpec {
+    pub mounts: Vec<Mount>,
+    pub env: Vec<(String, String)>,
+    pub chdir: String,
+    pub command: Vec<String>,
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// bubblewrap's arguments for `spec` (after the wrapper's own ones).
+pub fn bwrap_args(system: &System, spec: &JailSpec) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&[
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup-try",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--seccomp",
+        "3",
+        "--hostname",
+        HOSTNAME,
+        "--clearenv",
+    ]);
+    let uid = SANDBOX_UID.to_string();
+    let gid = SANDBOX_GID.to_string();
+    push(&["--uid", &uid, "--gid", &gid]);
+    for (key, value) in &spec.env {
+        push(&["--setenv", key, value]);
+    }
+    push(&["--ro-bind", "/usr", "/usr"]);
+    for name in SYSTEM_ENTRIES {
+        let host = Path::new("/").join(name);
+        let dest = format!("/{name}");
+        match std::fs::read_link(&host) {
+            Ok(target) => {
+                args.extend(["--symlink".into(), target.into_os_string(), dest.into()]);
+            }
+            Err(_) if host.is_dir() => args.extend(["--ro-bind".into(), host.into_os_string(), dest.into()]),
+            Err(_) => {}
+        }
+    }
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["--dir", "/etc"]);
+    for (name, _) in GENERATED_ETC {
+        args.extend([
+            "--ro-bind".into(),
+            system.dir.join("etc").join(name).into_os_string(),
+            format!("/etc/{name}").into(),
+        ]);
+    }
+    for name in ETC_ENTRIES {
+        let host = Path::new("/etc").join(name);
+        if host.exists() {
+            args.extend(["--ro-bind".into(), host.into_os_string(), format!("/etc/{name}").into()]);
+        }
+    }
+    let tmp_size = TMP_SIZE_BYTES.to_string();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["--proc", "/proc", "--dev", "/dev", "--size", &tmp_size, "--tmpfs", "/tmp"]);
+    push(&["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]);
+    for mount in &spec.mounts {
+        let (flag, host, dest) = match mount {
+            Mount::Bind { host, dest } => ("--bind", host, dest),
+            Mount::ReadOnly { host, dest } => ("--ro-bind", host, dest),
+        };
+        args.extend([flag.into(), host.clone().into_os_string(), dest.into()]);
+    }
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["--remount-ro", "/", "--chdir", &spec.chdir, "--"]);
+    push(&spec.command.iter().map(String::as_str).collect::<Vec<_>>());
+    args
+}
+
+/// The rlimits the wrapper sets, each no higher than the server's own hard
+/// limit (an unprivileged process cannot raise a hard limit).
+fn rlimits() -> [String; 4] {
+    use rustix::process::{Resource, getrlimit};
+    let capped = |resource: Resource, want: u64| getrlimit(resource).maximum.map_or(want, |max| max.min(want));
+    [
+        capped(Resource::Nproc, RLIMIT_NPROC).to_string(),
+        (capped(Resource::Fsize, RLIMIT_FSIZE_BYTES) / 512).to_string(),
+        (capped(Resource::As, RLIMIT_AS_BYTES) / 1024).to_string(),
+        capped(Resource::Nofile, RLIMIT_NOFILE).to_string(),
+    ]
+}
+
+/// A running jail: the bubblewrap process and its stdio.
+#[derive(Debug)]
+pub struct Jail {
+    pub child: tokio::process::Child,
+    /// The process group of the wrapper/bubblewrap process.
+    pub pgid: Option<rustix::process::Pid>,
+}
+
+impl Jail {
+    /// Starts `spec` with piped stdin, stdout and stderr. Must be called on a
+    /// thread that outlives the jail (a runtime worker, not a blocking-pool
+    /// thread): the parent-death signal follows the spawning thread.
+    pub fn spawn(system: &System, spec: &JailSpec) -> Result<Jail, SandboxError> {
+        if !system.bwrap.exists() {
+            return Err(SandboxError::NoBubblewrap { path: system.bwrap.clone() });
+        }
+        if !rustix::process::geteuid().is_root() {
+            return Err(SandboxError::NotRoot);
+        }
+        let procs: Vec<String> = spec.cgroup_procs.iter().map(|p| p.display().to_string()).collect();
+        let [nproc, fsize, address_space, nofile] = rlimits();
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("logbook-sandbox")
+            .arg(procs.join(" "))
+            .arg(system.seccomp())
+            .args([nproc, fsize, address_space, nofile])
+            .arg(&system.bwrap)
+            .args(bwrap_args(system, spec))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .uid(SANDBOX_UID)
+            .gid(SANDBOX_GID)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|source| SandboxError::Setup {
+            what: "starting the sandbox (/bin/sh and bubblewrap)".to_owned(),
+            source,
+        })?;
+        let pgid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
+        Ok(Jail { child, pgid })
+    }
+
+    /// Kills the jail's process group (bubblewrap; its pid namespace, and so
+    /// every sandbox process, goes with it).
+    pub fn kill(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_argument_list_isolates_and_confines() {
+        let system = System { bwrap: "/usr/bin/bwrap".into(), dir: "/data/sandboxes/.system".into() };
+        let spec = JailSpec {
+            mounts: vec![
+                Mount::Bind { host: "/data/ws".into(), dest: "/workspace".to_owned() },
+                Mount::ReadOnly { host: "/data/up".into(), dest: "/mnt/session/uploads".to_owned() },
+            ],
+            env: vec![("HOME".to_owned(), "/workspace".to_owned())],
+            chdir: "/workspace".to_owned(),
+            command: vec!["/bin/bash".to_owned(), "--noprofile".to_owned(), "--norc".to_owned()],
+            cgroup_procs: Vec::new(),
+        };
+        let args: Vec<String> = bwrap_args(&system, &spec).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let joined = args.join(" ");
+        for expected in [
+            "--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-net",
+            "--disable-userns",
+            "--die-with-parent --new-session",
+            "--cap-drop ALL",
+            "--seccomp 3",
+            "--clearenv",
+            "--uid 65534 --gid 65534",
+            "--setenv HOME /workspace",
+            "--ro-bind /usr /usr",
+            "--proc /proc --dev /dev",
+            "--tmpfs /tmp",
+            "--bind /data/ws /workspace",
+            "--ro-bind /data/up /mnt/session/uploads",
+            "--ro-bind /data/sandboxes/.system/etc/passwd /etc/passwd",
+            "--remount-ro / --chdir /workspace -- /bin/bash --noprofile --norc",
+        ] {
+            assert!(joined.contains(expected), "missing {expected:?} in {joined}");
+        }
+        for forbidden in
+            ["--share-net", "--ro-bind / /", "--bind / ", "shadow", "ssl/private", "gitconfig", "--cap-add"]
+        {
+            assert!(!joined.contains(forbidden), "{forbidden:?} in {joined}");
+        }
+        // The remount and the command come last.
+        assert!(joined.ends_with("-- /bin/bash --noprofile --norc"));
+    }
+}

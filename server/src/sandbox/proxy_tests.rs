@@ -1,0 +1,108 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::*;
+use crate::sandbox::policy::HostRule;
+
+#[test]
+fn parses_connect_and_absolute_form_requests() {
+    let connect = parse_head(b"CONNECT PyPI.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n").unwrap();
+    assert_eq!((connect.host.as_str(), connect.port, connect.forward_head), ("pypi.org", 443, None));
+    let v6 = parse_head(b"CONNECT [::1]:8443 HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!((v6.host.as_str(), v6.port), ("::1", 8443));
+    let get = parse_head(
+        b"GET http://example.com/a?b HTTP/1.1\r\nHost: evil.com\r\nProxy-Authorization: x\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((get.host.as_str(), get.port), ("example.com", 80));
+    assert_eq!(
+        String::from_utf8(get.forward_head.unwrap()).unwrap(),
+        "GET /a?b HTTP/1.1\r\nAccept: */*\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+    );
+}
+
+#[test]
+fn refuses_malformed_and_non_proxy_requests() {
+    for head in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET https://example.com/ HTTP/1.1\r\n\r\n",
+        b"CONNECT example.com HTTP/1.1\r\n\r\n",
+        b"CONNECT user@example.com:443 HTTP/1.1\r\n\r\n",
+        b"GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n",
+        b"CONNECT :443 HTTP/1.1\r\n\r\n",
+        b"CONNECT example.com:99999 HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/ HTTP/2\r\n\r\n",
+        b"garbage\r\n\r\n",
+    ] {
+        assert!(parse_head(head).is_err(), "{}", String::from_utf8_lossy(head));
+    }
+}
+
+/// Resolves every name to one address and counts the lookups.
+#[derive(Debug)]
+struct FixedResolver {
+    addr: SocketAddr,
+    n_lookups: AtomicUsize,
+}
+
+impl Resolve for FixedResolver {
+    fn resolve<'a>(&'a self, _host: &'a str, _port: u16) -> ResolveFuture<'a> {
+        self.n_lookups.fetch_add(1, Ordering::SeqCst);
+        let addr = self.addr;
+        Box::pin(async move { Ok(vec![addr]) })
+    }
+}
+
+async fn ask(path: &std::path::Path, head: &str) -> String {
+    let mut stream = UnixStream::connect(path).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    response
+}
+
+/// Goal: the proxy refuses by policy before resolving, and refuses a name
+/// that resolves to loopback without connecting. Method: a loopback listener
+/// counts connections; a resolver maps every name to it.
+#[tokio::test]
+async fn blocked_hosts_get_a_403_naming_them_and_no_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let n_accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&n_accepted);
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let resolver = Arc::new(FixedResolver { addr: target, n_lookups: AtomicUsize::new(0) });
+    let policy = EgressPolicy::Hosts(vec![HostRule::Exact("allowed.example".to_owned())]);
+    let path = dir.path().join("proxy.sock");
+    let _proxy = Proxy::start(&path, policy, Arc::clone(&resolver) as Arc<dyn Resolve>).unwrap();
+
+    let refused = ask(&path, "CONNECT blocked.example:443 HTTP/1.1\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("blocked.example"), "{refused}");
+    assert_eq!(resolver.n_lookups.load(Ordering::SeqCst), 0, "refused by policy before any lookup");
+
+    let private = ask(&path, "CONNECT allowed.example:443 HTTP/1.1\r\n\r\n").await;
+    assert!(private.starts_with("HTTP/1.1 403"), "{private}");
+    assert!(private.contains("non-public"), "{private}");
+    let plain = ask(&path, &format!("GET http://allowed.example:{}/ HTTP/1.1\r\n\r\n", target.port())).await;
+    assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
+    let literal = ask(&path, &format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", target.port())).await;
+    assert!(literal.starts_with("HTTP/1.1 403"), "{literal}");
+
+    // Positive control: the listener does count a direct connection.
+    tokio::net::TcpStream::connect(target).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while n_accepted.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(n_accepted.load(Ordering::SeqCst), 1, "only the control connection reached the listener");
+}

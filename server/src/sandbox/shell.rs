@@ -1,0 +1,246 @@
+//! The persistent bash of a sandbox: `bash --noprofile --norc` as the jail's
+//! command, fed scripts on stdin, with completion found by a marker line.
+//!
+//! Each command is sent as a quoted here-document read into a variable and
+//! `eval`ed in the shell itself (so `cd`, variables, functions and background
+//! jobs persist between calls, and a syntax error is just a non-zero status),
+//! with stdin from `/dev/null` and stderr merged into stdout. Then the shell
+//! prints `\n<marker> <status>\n` on fd 9, a copy of its stdout made at
+//! start-up, so a command that redirects its own stdout cannot swallow it.
+//! The marker holds 128 random bits drawn per shell plus a counter; a command
+//! can still forge it (it can read its own shell's state), which only lets it
+//! end its own call early or lie about its own status.
+//!
+//! Output is read as it comes into a [`TailBuffer`], so a flood never holds
+//! more than the cap in the server. Output that background jobs write between
+//! calls is kept and shows at the start of the next call's output.
+
+use std::time::Duration;
+
+use rand::RngExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStdin, ChildStdout};
+
+use super::SandboxError;
+use super::jail::{Jail, JailSpec, System};
+use super::output::{MAX_OUTPUT_BYTES, TailBuffer};
+
+/// How long a new shell may take to answer its start-up script.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the output of an exited shell is still read for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of bubblewrap's own stderr kept for error messages.
+const MAX_STDERR_BYTES: usize = 8 * 1024;
+/// Read size from the shell's stdout.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The command finished with this status.
+    Exited { status: i32, output: Vec<u8>, truncated: bool },
+    /// The timeout passed first; the shell must be killed.
+    TimedOut { output: Vec<u8>, truncated: bool },
+    /// The shell itself ended (the command ran `exit`, or was killed).
+    ShellEnded { output: Vec<u8>, truncated: bool },
+}
+
+/// A running shell in its jail.
+#[derive(Debug)]
+pub struct Shell {
+    jail: Jail,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+    marker: String,
+    n_commands: u64,
+    /// Bytes read after the last marker (background output).
+    pending: Vec<u8>,
+}
+
+impl Shell {
+    /// Starts a jail running bash and runs `init` in it; fails with what
+    /// bubblewrap or the script printed if it does not come up.
+    pub async fn start(system: &System, spec: &JailSpec, init: &str) -> Result<Shell, SandboxError> {
+        let mut jail = Jail::spawn(system, spec)?;
+        let (Some(stdin), Some(stdout), Some(mut stderr)) =
+            (jail.child.stdin.take(), jail.child.stdout.take(), jail.child.stderr.take())
+        else {
+            jail.kill();
+            return Err(SandboxError::Startup { detail: "the sandbox's pipes are missing".to_owned() });
+        };
+        let stderr = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while let Ok(n) = stderr.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_STDERR_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            kept
+        });
+        let marker = format!("__LOGBOOK_DONE_{:032x}", rand::rng().random::<u128>());
+        let mut shell = Shell { jail, stdin, stdout, stderr, marker, n_commands: 0, pending: Vec::new() };
+        let script = format!(
+            "exec 9>&1 2>&1\nPS1=''; PS2=''; PS4='+ '\n{init}\nprintf '\\n%s %d\\n' '{marker}_0' \"$?\" >&9\n",
+            marker = shell.marker
+        );
+        match shell.exchange(&script, STARTUP_TIMEOUT).await {
+            Ok(Completion::Exited { status: 0, .. }) => Ok(shell),
+            Ok(Completion::Exited { status, output, .. }) => {
+                let detail = format!("the start-up script failed with status {status}: {}", lossy_tail(&output));
+                shell.kill().await;
+                Err(SandboxError::Startup { detail })
+            }
+            Ok(Completion::TimedOut { .. }) => {
+                shell.kill().await;
+                Err(SandboxError::Startup { detail: format!("no answer within {}s", STARTUP_TIMEOUT.as_secs()) })
+            }
+            Ok(Completion::ShellEnded { output, .. }) => {
+                let stderr = shell.kill().await;
+                Err(SandboxError::Startup {
+                    detail: format!("bubblewrap exited: {}{}", lossy_tail(&stderr), lossy_tail(&output)),
+                })
+            }
+            Err(source) => {
+                let stderr = shell.kill().await;
+                Err(SandboxError::Startup { detail: format!("{source}: {}", lossy_tail(&stderr)) })
+            }
+        }
+    }
+
+    /// Runs `command` (which must not contain NUL bytes) with a timeout.
+    pub async fn run(&mut self, command: &str, timeout: Duration) -> std::io::Result<Completion> {
+        self.n_commands += 1;
+        let delimiter = loop {
+            let delimiter = format!("__LOGBOOK_EOF_{:032x}", rand::rng().random::<u128>());
+            if !command.contains(&delimiter) {
+                break delimiter;
+            }
+        };
+        let script = format!(
+            "IFS= read -r -d '' __logbook_cmd <<'{delimiter}'\n{command}\n{delimiter}\n\
+             eval \"$__logbook_cmd\" </dev/null 2>&1; printf '\\n%s %d\\n' '{marker}_{n}' \"$?\" >&9\n",
+            marker = self.marker,
+            n = self.n_commands,
+        );
+        self.exchange(&script, timeout).await
+    }
+
+    /// Sends `script` and reads until the current marker, the timeout or the
+    /// end of the shell.
+    async fn exchange(&mut self, script: &str, timeout: Duration) -> std::io::Result<Completion> {
+        let marker = format!("\n{}_{} ", self.marker, self.n_commands);
+        let mut buf = TailBuffer::new(MAX_OUTPUT_BYTES + marker.len() + 16);
+        buf.push(&std::mem::take(&mut self.pending));
+        let Shell { jail, stdin, stdout, pending, .. } = self;
+        let io = async {
+            stdin.write_all(script.as_bytes()).await?;
+            stdin.flush().await?;
+            let mut chunk = vec![0u8; READ_CHUNK];
+            loop {
+                if let Some((status, end, rest)) = find_marker(buf.bytes(), marker.as_bytes()) {
+                    *pending = rest;
+                    return Ok::<_, std::io::Error>(Some((status, end)));
+                }
+                let n = stdout.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.push(&chunk[..n]);
+            }
+        };
+        let outcome = tokio::select! {
+            res = io => Some(res?),
+            () = tokio::time::sleep(timeout) => None,
+        };
+        match outcome {
+            Some(Some((status, end))) => {
+                let total = buf.bytes().len();
+                buf.truncate_end(total - end);
+                let (output, truncated) = cap(buf.finish());
+                Ok(Completion::Exited { status, output, truncated })
+            }
+            Some(None) => {
+                // The shell closed its stdout: wait for it to end, then report.
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, jail.child.wait()).await;
+                let (output, truncated) = cap(buf.finish());
+                Ok(Completion::ShellEnded { output, truncated })
+            }
+            None => {
+                let (output, truncated) = cap(buf.finish());
+                Ok(Completion::TimedOut { output, truncated })
+            }
+        }
+    }
+
+    /// Whether the shell's process has ended.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.jail.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the jail without waiting (for `Drop`).
+    pub fn kill_now(&mut self) {
+        self.jail.kill();
+    }
+
+    /// Kills the jail and returns what bubblewrap wrote to stderr.
+    pub async fn kill(mut self) -> Vec<u8> {
+        self.jail.kill();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.jail.child.wait()).await;
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.stderr).await {
+            Ok(Ok(stderr)) => stderr,
+            Ok(Err(_)) | Err(_) => {
+                self.stderr.abort();
+                Vec::new()
+            }
+        }
+    }
+
+    /// The pid of the jail's outer process (for tests and diagnostics).
+    pub fn pid(&self) -> Option<u32> {
+        self.jail.child.id()
+    }
+}
+
+/// Finds `\n<marker>_<n> <status>\n` in `bytes`: the status, where the output
+/// ends, and what follows the marker line.
+fn find_marker(bytes: &[u8], marker: &[u8]) -> Option<(i32, usize, Vec<u8>)> {
+    let start = bytes.windows(marker.len()).rposition(|w| w == marker)?;
+    let after = &bytes[start + marker.len()..];
+    let line_end = after.iter().position(|b| *b == b'\n')?;
+    let status = std::str::from_utf8(&after[..line_end]).ok()?.trim().parse().ok()?;
+    Some((status, start, after[line_end + 1..].to_vec()))
+}
+
+/// The last [`MAX_OUTPUT_BYTES`] of an output (the buffer held a little more,
+/// room for the marker line).
+fn cap((mut output, truncated): (Vec<u8>, bool)) -> (Vec<u8>, bool) {
+    if output.len() <= MAX_OUTPUT_BYTES {
+        return (output, truncated);
+    }
+    output.drain(..output.len() - MAX_OUTPUT_BYTES);
+    (output, true)
+}
+
+fn lossy_tail(bytes: &[u8]) -> String {
+    const KEEP: usize = 2000;
+    let start = bytes.len().saturating_sub(KEEP);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_marker_line_and_keeps_what_follows() {
+        let bytes = b"hello\n\n__M_3 42\nlate background output";
+        let (status, end, rest) = find_marker(bytes, b"\n__M_3 ").unwrap();
+        assert_eq!((status, &bytes[..end], rest.as_slice()), (42, &b"hello\n"[..], &b"late background output"[..]));
+        assert!(find_marker(b"x\n__M_3 4", b"\n__M_3 ").is_none(), "an unfinished line is not a marker yet");
+        assert!(find_marker(b"x\n__M_2 0\n", b"\n__M_3 ").is_none(), "an older marker does not count");
+    }
+}

@@ -1,0 +1,169 @@
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::sync::Mutex;
+
+use logbook_core::event::{FileChange, WorkspaceDelta};
+
+use super::*;
+use crate::workspace::tree::materialize;
+
+/// Collects stored blobs in memory.
+#[derive(Default)]
+struct Sink {
+    stored: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Sink {
+    fn put(&self, bytes: &[u8]) -> Result<[u8; 32], String> {
+        self.stored.lock().unwrap().push(bytes.to_vec());
+        Ok(*blake3::hash(bytes).as_bytes())
+    }
+
+    fn n_stored(&self) -> usize {
+        self.stored.lock().unwrap().len()
+    }
+}
+
+fn scan(index: &mut Index, ws: &Path, out: &Path, sink: &Sink) -> ScanReport {
+    let roots = [ScanRoot { area: Area::Workspace, host: ws }, ScanRoot { area: Area::Outputs, host: out }];
+    // A start far in the future: nothing counts as racy, so the test sees
+    // exactly what the stat fields vouch for.
+    let started = SystemTime::now() + Duration::from_secs(24 * 3600);
+    index.scan(&roots, started, &|bytes: &[u8]| sink.put(bytes)).unwrap()
+}
+
+fn summary(report: &ScanReport) -> Vec<(String, &'static str)> {
+    report
+        .changes
+        .iter()
+        .map(|c| {
+            let kind = match c.change {
+                FileChange::Written { .. } => "written",
+                FileChange::Removed => "removed",
+                FileChange::Symlink { .. } => "symlink",
+            };
+            (c.path.clone(), kind)
+        })
+        .collect()
+}
+
+fn owned(items: &[(&str, &'static str)]) -> Vec<(String, &'static str)> {
+    items.iter().map(|(p, k)| ((*p).to_owned(), *k)).collect()
+}
+
+#[test]
+fn reports_writes_links_removals_and_mode_changes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(ws.join("src")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(ws.join("a.txt"), "a").unwrap();
+    std::fs::write(ws.join("src/lib.rs"), "fn main() {}").unwrap();
+    std::fs::write(out.join("report.md"), "# r").unwrap();
+    symlink("a.txt", ws.join("link")).unwrap();
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let first = scan(&mut index, &ws, &out, &sink);
+    assert_eq!(
+        summary(&first),
+        owned(&[
+            ("/mnt/session/outputs/report.md", "written"),
+            ("a.txt", "written"),
+            ("link", "symlink"),
+            ("src/lib.rs", "written")
+        ])
+    );
+    assert_eq!(sink.n_stored(), 3);
+
+    // Nothing changed: nothing reported, nothing hashed.
+    let again = scan(&mut index, &ws, &out, &sink);
+    assert_eq!((again.changes.len(), again.n_hashed), (0, 0));
+
+    std::fs::write(ws.join("a.txt"), "b").unwrap();
+    std::fs::set_permissions(ws.join("src/lib.rs"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    std::fs::remove_file(ws.join("link")).unwrap();
+    symlink("src", ws.join("link")).unwrap();
+    let third = scan(&mut index, &ws, &out, &sink);
+    assert_eq!(
+        summary(&third),
+        owned(&[
+            ("/mnt/session/outputs/report.md", "removed"),
+            ("a.txt", "written"),
+            ("link", "symlink"),
+            ("src/lib.rs", "written")
+        ])
+    );
+}
+
+#[test]
+fn a_rewrite_with_the_same_content_is_not_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("same"), "x").unwrap();
+    let sink = Sink::default();
+    let mut index = Index::default();
+    scan(&mut index, &ws, &out, &sink);
+    std::fs::remove_file(ws.join("same")).unwrap();
+    std::fs::write(ws.join("same"), "x").unwrap();
+    let report = scan(&mut index, &ws, &out, &sink);
+    assert_eq!((report.changes.len(), report.n_hashed), (0, 1), "hashed again (new inode), not reported");
+}
+
+#[test]
+fn fifos_devices_and_symlinked_directories_are_never_followed_or_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "secret").unwrap();
+    symlink(&outside, ws.join("escape")).unwrap();
+    symlink("/etc/shadow", ws.join("shadow")).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, ws.join("fifo").as_path(), FileType::Fifo, Mode::from_raw_mode(0o644), 0)
+        .unwrap();
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let report = scan(&mut index, &ws, &out, &sink);
+    assert_eq!(summary(&report), owned(&[("escape", "symlink"), ("shadow", "symlink")]));
+    assert_eq!(sink.n_stored(), 0, "no file content was read");
+}
+
+#[test]
+fn a_racy_file_is_hashed_again_and_an_index_from_the_log_reports_only_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("kept"), "same").unwrap();
+    std::fs::write(ws.join("edited"), "old").unwrap();
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let roots = [ScanRoot { area: Area::Workspace, host: &ws }, ScanRoot { area: Area::Outputs, host: &out }];
+    let first = index.scan(&roots, SystemTime::now(), &|bytes: &[u8]| sink.put(bytes)).unwrap();
+    let again = index.scan(&roots, SystemTime::now(), &|bytes: &[u8]| sink.put(bytes)).unwrap();
+    assert_eq!((again.changes.len(), again.n_hashed), (0, 2), "just-written files are not vouched for");
+
+    // A restart: the index comes from the log's deltas, and the files are
+    // hashed once against it.
+    let log = WorkspaceDelta { tool_use_id: None, changes: first.changes };
+    let mut rebuilt = Index::from_tree(&materialize([&log]).unwrap());
+    std::fs::write(ws.join("edited"), "new").unwrap();
+    let report = scan(&mut rebuilt, &ws, &out, &sink);
+    assert_eq!(summary(&report), owned(&[("edited", "written")]));
+}
+
+#[test]
+fn the_index_tree_is_what_the_deltas_materialize() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(ws.join("d/e")).unwrap();
+    std::fs::write(ws.join("d/e/f"), "f").unwrap();
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let mut deltas = vec![WorkspaceDelta { tool_use_id: None, changes: scan(&mut index, &ws, &out, &sink).changes }];
+    std::fs::remove_dir_all(ws.join("d")).unwrap();
+    std::fs::write(ws.join("d"), "now a file").unwrap();
+    deltas.push(WorkspaceDelta { tool_use_id: None, changes: scan(&mut index, &ws, &out, &sink).changes });
+    assert_eq!(materialize(&deltas).unwrap(), index.tree());
+    assert_eq!(index.len(), 1);
+}

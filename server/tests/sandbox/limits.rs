@@ -1,0 +1,81 @@
+//! Resource limits (G-X5): a fork bomb and an output flood stay inside their
+//! own sandbox, and another session keeps answering meanwhile.
+
+use serde_json::json;
+
+use logbook_server::sandbox::cgroup::PIDS_MAX;
+use logbook_server::sandbox::output::{MAX_OUTPUT_BYTES, TRUNCATED_MARKER};
+
+use crate::harness::{Sbx, session, text, unrestricted};
+
+/// Goal: a fork bomb is capped at the sandbox's pids limit, ends with the
+/// call's timeout, and another session's command completes while it rages.
+/// Method: the bomb and the other session's commands run concurrently; the
+/// other session must also be able to start processes (the per-user rlimit
+/// is shared by all sandboxes, the cgroup limit is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_contained_and_another_session_stays_responsive() {
+    let sbx = Sbx::new();
+    let (bomber, other, env) = (session(), session(), unrestricted());
+    sbx.ok(other, &env, "true").await;
+    let bomb = sbx.run(
+        bomber,
+        &env,
+        "bash",
+        json!({"command": "bomb() { bomb | bomb & }; bomb; sleep 100", "timeout_ms": 8000}),
+    );
+    let bystander = async {
+        // Give the bomb a moment to start, through a command of our own.
+        sbx.ok(other, &env, "sleep 1").await;
+        sbx.ok(other, &env, "for i in $(seq 20); do (echo $i > /dev/null) & done; wait; echo alive").await
+    };
+    let (bombed, alive) = tokio::join!(bomb, bystander);
+    assert!(bombed.is_error, "{}", text(&bombed));
+    assert!(text(&bombed).contains("timed out"), "{}", text(&bombed));
+    assert_eq!(alive, "alive\n");
+    // The bomber's next command gets a fresh sandbox and works.
+    assert_eq!(sbx.ok(bomber, &env, "echo recovered").await, "recovered\n");
+}
+
+/// Goal: the number of processes in one sandbox never passes the cgroup's
+/// pids limit. Method: start far more background processes than the limit
+/// and count what the sandbox's own /proc shows (with builtins only: at the
+/// limit, nothing can fork). The loop runs in a subshell: bash gives up and
+/// exits when a fork keeps failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_are_capped_per_sandbox() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), unrestricted());
+    let count = sbx
+        .ok(
+            s,
+            &env,
+            &format!(
+                "(for i in $(seq {}); do sleep 60 & done) >/dev/null 2>&1; c=0; for p in /proc/[0-9]*; do c=$((c+1)); done; echo $c",
+                PIDS_MAX + 150
+            ),
+        )
+        .await;
+    let count: u32 = count.trim().parse().unwrap();
+    assert!(count <= PIDS_MAX, "{count} processes in one sandbox, limit {PIDS_MAX}");
+    assert!(count >= PIDS_MAX - 20, "the limit, not something else, stopped the processes: {count}");
+}
+
+/// Goal: an output flood leaves a capped tool result and does not stall
+/// another session. Method: an endless `yes` with a short timeout, and a
+/// 50 MB burst that ends by itself, while another session answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_flood_is_capped_and_another_session_stays_responsive() {
+    let sbx = Sbx::new();
+    let (flooder, other, env) = (session(), session(), unrestricted());
+    let endless = sbx.run(flooder, &env, "bash", json!({"command": "yes logbook-flood", "timeout_ms": 3000}));
+    let bystander = sbx.ok(other, &env, "echo alive");
+    let (flooded, alive) = tokio::join!(endless, bystander);
+    assert!(flooded.is_error && text(&flooded).contains("timed out"));
+    assert!(text(&flooded).len() <= MAX_OUTPUT_BYTES + 300, "{} bytes", text(&flooded).len());
+    assert_eq!(alive, "alive\n");
+    let burst = sbx.ok(flooder, &env, "head -c 50000000 /dev/zero | tr '\\0' y; echo; echo done").await;
+    assert!(burst.starts_with(TRUNCATED_MARKER));
+    assert!(burst.ends_with("yyy\ndone\n"));
+    assert!(burst.len() <= MAX_OUTPUT_BYTES + TRUNCATED_MARKER.len() + 1);
+}

@@ -1,0 +1,103 @@
+//! Egress (G-X3): `limited` reaches only its allowed hosts (plus the package
+//! managers when allowed), a refused host gets a 403 naming it, and nothing
+//! reaches the host's loopback even through an allowed name; `unrestricted`
+//! reaches public hosts. The allowed hosts used are the registries this
+//! project's machines reach (PyPI, npm).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::harness::{Sbx, limited, session, text, unrestricted};
+
+/// A loopback listener that counts connections and answers each with a tiny
+/// HTTP response.
+fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&n);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let _ = stream.read(&mut [0u8; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, n)
+}
+
+/// Goal: in `limited` mode no byte reaches a loopback listener, whatever
+/// the allowlist says; allowed public hosts work; others get a 403 naming
+/// the host. Method: the allowlist holds `localhost` (an attacker's dream)
+/// and `pypi.org`; a listener counts connections; the positive control is a
+/// connection from the test itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_reaches_only_allowed_public_hosts() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), limited(&["localhost", "pypi.org", "*.localhost"], false));
+    let (port, n_connections) = counting_listener();
+    for url in [
+        format!("--noproxy '' http://localhost:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://a.localhost:{port}/"),
+        format!("http://127.0.0.1:{port}/"),
+        format!("--noproxy '' -p http://localhost:{port}/"),
+        format!("--noproxy '' http://127.0.0.1:{port}/"),
+        format!("--noproxy '*' http://127.0.0.1:{port}/"),
+        format!("'http://[::ffff:127.0.0.1]:{port}/'"),
+    ] {
+        let outcome = sbx.bash(s, &env, &format!("curl -sf --max-time 10 {url}")).await;
+        assert!(outcome.is_error, "{url}: {}", text(&outcome));
+    }
+    // NO_PROXY names localhost (for servers inside the sandbox): override it.
+    let refused = sbx.bash(s, &env, &format!("curl -s --noproxy '' --max-time 10 http://localhost:{port}/")).await;
+    assert!(text(&refused).contains("localhost") && text(&refused).contains("non-public"), "{}", text(&refused));
+    let blocked = sbx.bash(s, &env, "curl -s --max-time 10 http://registry.npmjs.org/").await;
+    assert!(
+        text(&blocked).contains("egress to registry.npmjs.org is blocked"),
+        "a 403 naming the host: {}",
+        text(&blocked)
+    );
+    let tunnel = sbx.bash(s, &env, "curl -sS --max-time 10 https://registry.npmjs.org/ 2>&1").await;
+    assert!(tunnel.is_error && text(&tunnel).contains("403"), "{}", text(&tunnel));
+    let allowed =
+        sbx.ok(s, &env, "curl -sf --max-time 60 https://pypi.org/simple/six/ | grep -c 'six-' | head -1").await;
+    assert!(allowed.trim().parse::<u32>().unwrap() > 0, "the allowed host works: {allowed}");
+    assert_eq!(n_connections.load(Ordering::SeqCst), 0, "the sandbox reached the loopback listener");
+    // Positive control: the listener does count.
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let counted =
+        crate::harness::eventually(std::time::Duration::from_secs(10), || n_connections.load(Ordering::SeqCst) == 1)
+            .await;
+    assert!(counted);
+}
+
+/// Goal: `allow_package_managers` opens the registries and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_managers_open_the_registries_only() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), limited(&[], true));
+    sbx.ok(s, &env, "curl -sf --max-time 60 -o /dev/null https://registry.npmjs.org/is-number").await;
+    let blocked = sbx.bash(s, &env, "curl -s --max-time 10 http://example.org/").await;
+    assert!(text(&blocked).contains("egress to example.org is blocked"), "{}", text(&blocked));
+    let nothing = limited(&[], false);
+    let closed = sbx.bash(session(), &nothing, "curl -sS --max-time 10 https://pypi.org/ 2>&1").await;
+    assert!(closed.is_error && text(&closed).contains("403"), "{}", text(&closed));
+}
+
+/// Goal: `unrestricted` reaches public hosts through the proxy and still not
+/// the host's loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrestricted_reaches_public_hosts_but_not_loopback() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), unrestricted());
+    let (port, n_connections) = counting_listener();
+    sbx.ok(s, &env, "curl -sf --max-time 60 -o /dev/null https://registry.npmjs.org/is-number").await;
+    let loopback = sbx.bash(s, &env, &format!("curl -s --noproxy '' --max-time 10 http://127.0.0.1:{port}/")).await;
+    assert!(text(&loopback).contains("non-public"), "{}", text(&loopback));
+    assert_eq!(n_connections.load(Ordering::SeqCst), 0);
+}

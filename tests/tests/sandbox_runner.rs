@@ -1,0 +1,247 @@
+//! End-to-end: the real `logbook` binary with its default, sandboxed tools,
+//! driven by the scripted fake Messages API.
+//!
+//! Goal: a model that calls bash gets the command's real output as its
+//! `agent.tool_result`, the log holds an `x.workspace_delta` for the call
+//! whose blob is the file's content, and an interrupt during a long command
+//! kills it and the next turn's bash still works. Method: start the fake
+//! model and the server (no `LOGBOOK_TOOLS`: bubblewrap sandboxes), send
+//! messages over HTTP, wait for idles with deadlines, then stop the server
+//! and read the log from the store directly (internal events are not listed
+//! by the API), and check every decision with `logbook rerun`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_core::event::{Event, FileChange};
+use logbook_core::{Digest, SessionId};
+use logbook_store::{Blobs, Read, SledOptions, SledStore};
+use logbook_tests::fake_model::FakeModel;
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-logbook-sandbox0000000000000000000000001";
+
+fn logbook_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("logbook");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
+    bin
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A data directory the sandbox uid can traverse (a tempdir is 0700).
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    (dir, data)
+}
+
+fn start(data: &Path, model: &FakeModel) -> Server {
+    let mut child = Command::new(logbook_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+        .arg("--data")
+        .arg(data)
+        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
+        .env("ANTHROPIC_BASE_URL", model.base_url())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env_remove("LOGBOOK_TOOLS")
+        .env("LOGBOOK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited before serving").unwrap();
+        assert!(!line.contains("sandboxes cannot start"), "{line}");
+        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("[server] {line}");
+        }
+    });
+    Server { child, base }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "managed-agents-2026-04-01");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn session(&self) -> String {
+        let tools = json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_allow"}}}]);
+        let agent =
+            self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "sandboxed", "tools": tools})).await;
+        let env = self.post("/v1/environments", json!({"name": "sandboxed"})).await;
+        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+        session["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn send(&self, session: &str, events: Value) {
+        self.post(&format!("/v1/sessions/{session}/events"), json!({ "events": events })).await;
+    }
+
+    async fn events(&self, session: &str) -> Vec<Value> {
+        let page = self.call(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
+        page["data"].as_array().unwrap().clone()
+    }
+
+    async fn wait_for(&self, session: &str, what: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let events = self.events(session).await;
+            if events.iter().filter(|e| e["type"] == what).count() >= n {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no {what} #{n} in time: {:#?}", types(&events));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+}
+
+fn message(text: &str) -> Value {
+    json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+}
+
+fn bash_call(id: &str, command: &str) -> Value {
+    json!({"content": [{"type": "tool_use", "id": id, "name": "bash", "input": {"command": command}}], "stop_reason": "tool_use"})
+}
+
+fn answer(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "stop_reason": "end_turn"})
+}
+
+fn rerun_check(data: &Path) {
+    let out = Command::new(logbook_bin()).arg("rerun").arg("--data").arg(data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("every decision reproduced"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bash_runs_in_the_sandbox_and_its_effects_are_in_the_log() {
+    let model = FakeModel::start(vec![
+        bash_call("toolu_1", "echo hello > greeting.txt && cat greeting.txt && id -u"),
+        answer("Wrote the greeting."),
+    ])
+    .expect("fake starts");
+    let (_dir, data) = data_dir();
+    let server = start(&data, &model);
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let session = api.session().await;
+    api.send(&session, message("greet")).await;
+    let events = api.wait_for(&session, "session.status_idle", 1).await;
+    let tool_use = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!(result["tool_use_id"], tool_use["id"]);
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(result["content"][0]["text"], "hello\n65534\n");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    // The model saw the same output.
+    let requests = model.requests();
+    let sent = &requests[1].body["messages"].as_array().unwrap().last().unwrap()["content"][0];
+    assert_eq!(sent["content"][0]["text"], "hello\n65534\n");
+    let tool_use_id = tool_use["id"].as_str().unwrap().parse().unwrap();
+    drop(server);
+
+    let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+    let session_id: SessionId = session.parse().unwrap();
+    let records = store.read(session_id, logbook_core::Seq::ZERO, 10_000).unwrap();
+    let entries: Vec<_> = records.iter().map(|r| r.entry().unwrap()).collect();
+    let (delta_idx, delta) = entries
+        .iter()
+        .enumerate()
+        .find_map(|(idx, e)| if let Event::WorkspaceDelta(d) = &e.event { Some((idx, d.clone())) } else { None })
+        .expect("an x.workspace_delta in the log");
+    assert_eq!(delta.tool_use_id, Some(tool_use_id));
+    assert_eq!(delta.changes.len(), 1);
+    assert_eq!(delta.changes[0].path, "greeting.txt");
+    let FileChange::Written { blob, size, mode } = &delta.changes[0].change else { panic!("{delta:?}") };
+    assert_eq!((*size, *mode), (6, 0o644));
+    assert_eq!(store.get_blob(Digest::from_bytes(*blob)).unwrap().unwrap(), b"hello\n");
+    // Recorded before the call's result.
+    let result_idx = entries.iter().position(|e| matches!(e.event, Event::AgentToolResult(_))).unwrap();
+    assert_eq!(delta_idx + 1, result_idx);
+    drop(store);
+    rerun_check(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_kills_a_long_command_and_the_next_turn_works() {
+    let model = FakeModel::start(vec![
+        bash_call("toolu_long", "touch started && sleep 600 && touch finished"),
+        bash_call("toolu_next", "ls"),
+        answer("Done."),
+    ])
+    .expect("fake starts");
+    let (_dir, data) = data_dir();
+    let server = start(&data, &model);
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let session = api.session().await;
+    api.send(&session, message("wait a long time")).await;
+    let started = data.join("sandboxes").join(&session).join("workspace").join("started");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command did not start");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_for(&session, "session.status_idle", 1).await;
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!(result["is_error"], true);
+    assert!(result["content"][0]["text"].as_str().unwrap().contains("interrupted"), "{result}");
+    // The next turn runs bash in a fresh sandbox: the old command is gone.
+    api.send(&session, message("what is there?")).await;
+    let events = api.wait_for(&session, "session.status_idle", 2).await;
+    let last_result = events.iter().rev().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!(last_result["is_error"], false, "{last_result}");
+    assert_eq!(last_result["content"][0]["text"], "started\n");
+    assert!(!data.join("sandboxes").join(&session).join("workspace").join("finished").exists());
+    drop(server);
+    rerun_check(&data);
+}
