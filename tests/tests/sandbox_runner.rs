@@ -200,7 +200,7 @@ async fn bash_runs_in_the_sandbox_and_its_effects_are_in_the_log() {
         .expect("an x.workspace_delta in the log");
     assert_eq!(delta.tool_use_id, Some(tool_use_id));
     assert_eq!(delta.changes.len(), 1);
-    assert_eq!(delta.changes[0].path, "greeting.txt");
+    assert_eq!(delta.changes[0].path, "/workspace/greeting.txt");
     let FileChange::Written { blob, size, mode } = &delta.changes[0].change else { panic!("{delta:?}") };
     assert_eq!((*size, *mode), (6, 0o644));
     assert_eq!(store.get_blob(Digest::from_bytes(*blob)).unwrap().unwrap(), b"hello\n");

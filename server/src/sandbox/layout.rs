@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use logbook_core::SessionId;
 
 /// The agent's working directory inside the sandbox.
-pub const WORKSPACE_DIR: &str = "/workspace";
+pub const WORKSPACE_DIR: &str = logbook_replay::workspace::WORKSPACE_ROOT;
 /// Files-API files mounted as session resources (read-only to the agent).
-pub const UPLOADS_DIR: &str = "/mnt/session/uploads";
+pub const UPLOADS_DIR: &str = logbook_replay::workspace::UPLOADS_ROOT;
 /// Deliverables: captured as session-scoped files when the session idles.
-pub const OUTPUTS_DIR: &str = "/mnt/session/outputs";
+pub const OUTPUTS_DIR: &str = logbook_replay::workspace::OUTPUTS_ROOT;
 
 /// The unprivileged user and group every sandbox runs as (`nobody` on
 /// Debian). The session directories and every file the server-side tools

@@ -506,7 +506,7 @@ impl SandboxTools {
         let mut guard = sandbox.index.lock().await;
         let index = match guard.take() {
             Some(index) => index,
-            None => Index::from_tree(&materialize_entries(log).map_err(|err| ChangesError(err.to_string()))?),
+            None => Index::from_tree(&materialize_entries(log)),
         };
         let paths = sandbox.paths.clone();
         let blobs = Arc::clone(&self.inner.blobs);

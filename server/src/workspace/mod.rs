@@ -5,7 +5,8 @@
 //! change detection (a stat-only walk against a per-session index, hashing
 //! only files it cannot vouch for) and stores changed contents as blobs keyed
 //! by blake3. The runner appends the changes as an `x.workspace_delta`. The
-//! workspace at any seq is then [`tree::materialize`] of the deltas up to it,
+//! workspace at any seq is then the fold of the deltas up to it (the replay
+//! crate's `workspace::Tree`),
 //! and [`tree::write_tree`] writes such a tree to a directory, for state at a
 //! seq and for forks.
 
@@ -13,4 +14,4 @@ pub mod scan;
 pub mod tree;
 
 pub use scan::{Index, ScanError, ScanReport, ScanRoot};
-pub use tree::{Area, Node, Tree, TreeError, WriteError, materialize, materialize_entries, write_tree};
+pub use tree::{Area, Node, Tree, WriteError, materialize, materialize_entries, write_tree};

@@ -117,8 +117,12 @@ impl Index {
     /// An index that knows `tree`'s contents but vouches for nothing: the
     /// first scan hashes every file and reports only real differences (used
     /// after a restart, with the tree the log describes).
+    /// Only the workspace and outputs: mounted uploads are not scanned.
     pub fn from_tree(tree: &Tree) -> Index {
-        let entries = tree.nodes().iter().map(|(path, node)| (path.clone(), Entry { node: node.clone(), stat: None }));
+        let entries = [Area::Workspace, Area::Outputs]
+            .into_iter()
+            .flat_map(|area| tree.in_area(area))
+            .map(|(path, node)| (path.to_owned(), Entry { node: node.clone(), stat: None }));
         Index { entries: entries.collect() }
     }
 
@@ -131,7 +135,7 @@ impl Index {
                 Node::Symlink { target } => FileChange::Symlink { target: target.clone() },
             };
             // Paths in the index were produced by a walk, so they are clean.
-            let _ = tree.apply(&WorkspaceChange { path: path.clone(), change });
+            let _ = tree.apply_change(&WorkspaceChange { path: path.clone(), change });
         }
         tree
     }
@@ -532,14 +536,7 @@ fn hash_one(
 }
 
 fn display(area: Area, relative: &str) -> String {
-    if relative.is_empty() {
-        match area {
-            Area::Workspace => "/workspace".to_owned(),
-            Area::Outputs => crate::sandbox::layout::OUTPUTS_DIR.to_owned(),
-        }
-    } else {
-        recorded_path(area, relative)
-    }
+    if relative.is_empty() { area.root().to_owned() } else { recorded_path(area, relative) }
 }
 
 fn io_error(path: String, err: rustix::io::Errno) -> ScanError {

@@ -176,7 +176,7 @@ proptest! {
                     deltas.push(WorkspaceDelta { tool_use_id: None, changes });
                 }
             }
-            let tree = materialize(&deltas).unwrap();
+            let tree = materialize(&deltas);
             let rebuilt = tempfile::tempdir().unwrap();
             let (ws, out) = (rebuilt.path().join("workspace"), rebuilt.path().join("outputs"));
             write_tree(&tree, sbx.store.as_ref(), &ws, &out, None).unwrap();
@@ -201,7 +201,7 @@ async fn bash_effects_are_recorded_and_an_index_rebuilt_from_the_log_agrees() {
     .await;
     let changes = sbx.changes(s).await;
     let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(paths, ["m", "src/main.rs"]);
+    assert_eq!(paths, ["/workspace/m", "/workspace/src/main.rs"]);
     assert!(sbx.changes(s).await.is_empty(), "nothing changed since");
     // A fresh executor over the same data directory knows only the log.
     let log = vec![logbook_core::Entry {

@@ -182,9 +182,18 @@ pub async fn file(
 /// The bytes of `path` in a projected workspace.
 pub fn file_bytes(store: &SledStore, projected: &SessionState, path: &str, at: Seq) -> Result<Vec<u8>, ApiError> {
     match projected.workspace.get(path) {
-        Some(Node::File { blob, .. }) => store
-            .get_blob(logbook_core::Digest::from_bytes(*blob))?
-            .ok_or_else(|| ApiError::internal(format!("the blob of {path} is missing from the store"))),
+        Some(Node::File { blob, size, .. }) => {
+            let digest = logbook_core::Digest::from_bytes(*blob);
+            if path.starts_with(&format!("{}/", logbook_replay::workspace::UPLOADS_ROOT)) {
+                // A mounted file's blob may name its chunks.
+                let mut bytes = Vec::new();
+                crate::resources::content::copy_to(store, digest, *size, &mut bytes).map_err(ApiError::internal)?;
+                return Ok(bytes);
+            }
+            store
+                .get_blob(digest)?
+                .ok_or_else(|| ApiError::internal(format!("the blob of {path} is missing from the store")))
+        }
         Some(Node::Symlink { target }) => {
             Err(ApiError::invalid(format!("{path} is a symbolic link to {target} at seq {at}, not a file")))
         }
