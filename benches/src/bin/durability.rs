@@ -371,64 +371,61 @@ fn diagnostics(settings: &Settings, corpus: &Corpus, fixture: &ReadFixture, smal
     println!("## Diagnostics: where the store's time goes\n");
     let dir = scratch::temp_dir()?;
     let costs = diag::append_costs(corpus, 5000, dir.path())?;
-    let cpu = costs.mem_append + costs.sled_apply;
-    let barrier = costs.sled_sync + costs.fdatasync_prealloc;
     println!("Append path, one thread, no contention (means over the corpus's events):\n");
     println!("| operation | time |\n|---|---:|");
     println!(
-        "| store logic per 1-event append (memory engine: encode, hash, zstd frame) | {} |",
+        "| an append's work before any lock (canonical encoding, blake3, zstd when it pays), per event | {} |",
+        nanos(costs.prepare)
+    );
+    println!(
+        "| whole 1-event append over the memory engine (the above, sealing, batch copy, committer handoff, publication) | {} |",
         nanos(costs.mem_append)
     );
-    println!("| sled `apply` of one event's 3 writes | {} |", nanos(costs.sled_apply));
     println!(
-        "| `SledEngine::sync` (sled flush + fdatasync of its file + new-file checks) | {} |",
-        nanos(costs.sled_sync)
+        "| one batch of one event written to the log and made durable (`pwrite` + `fdatasync` of a segment) | {} |",
+        nanos(costs.log_write)
     );
-    println!(
-        "| 100 B `pwrite` + `fdatasync`, preallocated file (the head journal) | {} |",
-        nanos(costs.fdatasync_prealloc)
-    );
+    println!("| 100 B `pwrite` + `fdatasync`, preallocated file | {} |", nanos(costs.fdatasync_prealloc));
     println!("| 4 KiB append + `fdatasync`, growing file (the raw baseline) | {} |", nanos(costs.fdatasync_append));
     println!(
-        "\nSo one barrier costs about {} (sled sync + journal fdatasync) against {} for the raw baseline's one \
-         fdatasync, and each append needs about {} of CPU before it can join a barrier. Bounds for {} writers on \
-         {} cores: barrier-bound {:.0} appends/s (all {} writers in every barrier), CPU-bound {:.0} appends/s.\n",
-        nanos(barrier),
+        "\nSo the store's barrier is one log write ({}) against {} for the raw baseline's, and each append needs \
+         about {} of CPU. Bounds for {} writers on {} cores: barrier-bound {:.0} appends/s (all {} writers in \
+         every batch), CPU-bound {:.0} appends/s.\n",
+        nanos(costs.log_write),
         nanos(costs.fdatasync_append),
-        nanos(cpu),
+        nanos(costs.mem_append),
         settings.writers,
         settings.threads,
-        settings.writers as f64 / barrier.as_secs_f64(),
+        settings.writers as f64 / costs.log_write.as_secs_f64(),
         settings.writers,
-        settings.threads as f64 / cpu.as_secs_f64(),
+        settings.threads as f64 / costs.mem_append.as_secs_f64(),
     );
     let stages = diag::read_stages(&fixture.store, &fixture.sessions, 100, 5)?;
     let small_stages = diag::read_stages(&small.store, &small.sessions, 100, 5)?;
     println!("Reading the last 100 records, cumulative stages (medians over {} reads):\n", 5 * fixture.sessions.len());
     println!("| stage | with large outputs | no large outputs |\n|---|---:|---:|");
     for (stage, a, b) in [
-        ("sled range scan (100 framed values copied out)", stages.scan, small_stages.scan),
-        ("+ unframe (zstd decompression, fresh context per value)", stages.unframe, small_stages.unframe),
-        ("(instead: scan + unframe reusing one zstd context)", stages.unframe_reused, small_stages.unframe_reused),
-        ("+ decode envelopes", stages.decode, small_stages.decode),
+        ("`pread` of the 100 entries from the log", stages.read, small_stages.read),
+        ("+ decompress bodies, build records", stages.decode, small_stages.decode),
         ("+ check each record's hash (blake3)", stages.hash, small_stages.hash),
-        ("store `read_before`", stages.store, small_stages.store),
+        ("store `read_before`, tail cache emptied first", stages.store_cold, small_stages.store_cold),
+        ("store `read_before`, from the tail cache", stages.store_cached, small_stages.store_cached),
     ] {
         println!("| {stage} | {} | {} |", micros(a), micros(b));
     }
     let scan = diag::scan_stages(&fixture.store)?;
     let mib = scan.canonical_bytes as f64 / (1 << 20) as f64;
     println!(
-        "\nScanning the whole read fixture ({} records, {mib:.1} MiB canonical), cumulative stages:\n",
+        "\nScanning the whole log of the read fixture ({} records, {mib:.1} MiB canonical), cumulative stages:\n",
         scan.n_records
     );
     println!("| stage | time | MiB/s canonical |\n|---|---:|---:|");
     for (stage, took) in [
-        ("sled scan of every event value", scan.scan),
-        ("+ unframe", scan.unframe),
-        ("+ decode envelopes", scan.decode),
+        ("read every batch (checksums checked)", scan.scan),
+        ("+ decompress every record", scan.decode),
         ("+ verify links (blake3 of each record)", scan.links),
-        ("+ decode entries (`verify_all`'s depth)", scan.entries),
+        ("+ decode entries", scan.entries),
+        ("store `verify_all` (the above, index cross-check, blobs)", scan.verify_all),
     ] {
         println!("| {stage} | {:.0} ms | {:.0} |", took.as_secs_f64() * 1e3, mib / took.as_secs_f64());
     }

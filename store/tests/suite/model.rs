@@ -1,7 +1,8 @@
 //! Model-based test: random operation sequences against a store and a plain
-//! `Vec` per session, including reopening the store mid-sequence. Goal: the
-//! store behaves exactly like the model (appends, conflicts, reads, heads,
-//! scans) and nothing acknowledged is lost across a reopen.
+//! `Vec` per session, including reopening the store mid-sequence, cleanly or
+//! after a crash (in memory: a power loss). Goal: the store behaves exactly
+//! like the model (appends, conflicts, reads, heads, scans) and nothing
+//! acknowledged is lost across a reopen or a crash.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,9 @@ enum Op {
     ReadBefore { session: u64, before: u64, limit: usize },
     ScanType { session: u64, type_idx: usize },
     Head { session: u64 },
+    Checkpoint,
     Reopen,
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -29,7 +32,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..3, 0u64..14, 0usize..6).prop_map(|(session, before, limit)| Op::ReadBefore { session, before, limit }),
         1 => (0u64..3, 0usize..EventType::ALL.len()).prop_map(|(session, type_idx)| Op::ScanType { session, type_idx }),
         1 => (0u64..3).prop_map(|session| Op::Head { session }),
+        1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -111,7 +116,9 @@ fn run<F: Fixture>(mut fixture: F, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(head, want);
             }
+            Op::Checkpoint => fixture.checkpoint(),
             Op::Reopen => fixture = fixture.reopen(),
+            Op::Crash => fixture = fixture.crash(),
         }
     }
     Ok(())
