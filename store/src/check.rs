@@ -118,9 +118,14 @@ impl<E: Engine> LogStore<E> {
         let core = &self.inner.core;
         let end = core.queue.durable_end();
         let slots: Vec<Arc<Slot>> = core.slots.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
-        // The parents' hashes at fork points, filled in as the scan passes them.
-        let mut fork_points: HashMap<(SessionId, Seq), Option<ChainHash>> =
-            slots.iter().filter_map(|slot| slot.origin.get().map(|o| ((o.parent, o.at_seq), None))).collect();
+        // The hashes at fork points, keyed by the session that stores the
+        // record there (a parent's own record, or one of its ancestors'),
+        // filled in as the scan passes them.
+        let owners: HashMap<SessionId, Arc<Slot>> = slots.iter().map(|s| (s.id, Arc::clone(s))).collect();
+        let mut fork_points: HashMap<(SessionId, Seq), Option<ChainHash>> = slots
+            .iter()
+            .filter_map(|slot| slot.origin.get().map(|o| ((owner_of(&owners, o.parent, o.at_seq), o.at_seq), None)))
+            .collect();
         let mut chains: HashMap<SessionId, Chain> = HashMap::new();
         let mut views: HashMap<SessionId, IndexView> = slots.iter().map(|s| (s.id, IndexView::of(s))).collect();
         let mut done = VerifyProgress { n_records: 0, n_sessions: 0, n_blobs: 0 };
@@ -203,7 +208,7 @@ impl<E: Engine> LogStore<E> {
             .into_iter()
             .map(|(session, chain)| {
                 let slot = slots.iter().find(|s| s.id == session);
-                finish(session, chain, slot.map(|s| s.durable_head()), &fork_points)
+                finish(session, chain, slot.map(|s| s.durable_head()), &owners, &fork_points)
             })
             .collect();
         // Index entries past a session's head.
@@ -263,10 +268,18 @@ impl Chain {
     }
 }
 
+/// The session that stores `session`'s record at `seq`: itself, or for a
+/// fork's inherited prefix, the ancestor whose own records cover `seq`.
+fn owner_of(slots: &HashMap<SessionId, Arc<Slot>>, session: SessionId, seq: Seq) -> SessionId {
+    let Some(origin) = slots.get(&session).and_then(|s| s.origin.get()) else { return session };
+    origin.ancestry.iter().find(|(_, end)| seq < *end).map_or(session, |(owner, _)| *owner)
+}
+
 fn finish(
     session: SessionId,
     chain: Chain,
     head: Option<crate::Head>,
+    owners: &HashMap<SessionId, Arc<Slot>>,
     fork_points: &HashMap<(SessionId, Seq), Option<ChainHash>>,
 ) -> SessionReport {
     let Chain { verifier, anchor, origin, misplaced } = chain;
@@ -277,7 +290,7 @@ fn finish(
         None => (anchor.next_seq, anchor.prev),
     };
     if let Some((parent, at_seq, claimed)) = origin {
-        match fork_points.get(&(parent, at_seq)) {
+        match fork_points.get(&(owner_of(owners, parent, at_seq), at_seq)) {
             Some(Some(hash)) if *hash == claimed => {}
             Some(Some(hash)) => report.breaks.push(Break {
                 seq: anchor.next_seq,

@@ -3,6 +3,7 @@
 mod conformance;
 mod corruption;
 mod fault;
+mod forks;
 mod migration;
 mod model;
 mod tamper;
