@@ -199,7 +199,7 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 events,
                 elapsed,
                 disk_bytes: store.size_on_disk()?,
-                logical_bytes: bytes_of(&written, &|p| p.framed_len),
+                logical_bytes: bytes_of(&written, &|p| p.stored_len),
                 json_bytes: bytes_of(&written, &|p| p.json_line.len()),
                 n_syncs: stats.n_syncs,
                 note: format!(

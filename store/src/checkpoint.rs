@@ -13,7 +13,9 @@
 //! The checkpointer thread runs one when [`CHECKPOINT_BYTES`] of log were
 //! written since the last, every [`CHECKPOINT_INTERVAL`] if anything is
 //! pending, and when the store closes. It also trims the tail caches when they
-//! hold more than their budget.
+//! hold more than their budget, and prepares the log's next segment (zeroes
+//! made durable, see [`crate::engine::LogDir::prepare_segment`]) once the
+//! current one is a quarter full, so that the committer never waits for it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -25,7 +27,7 @@ use crate::index;
 use crate::keys::{self, MetaKey};
 use crate::log::Core;
 use crate::session::{Slot, TAIL_CACHE_BYTES};
-use crate::wal::BatchHeader;
+use crate::wal::{BatchHeader, SEGMENT_BYTES, offset_of, segment_of};
 
 /// Log bytes after which a checkpoint runs: bounds what recovery replays and
 /// what the pending lists hold (≈ 40k records of 1.7 KB, ≈ 2 MB of locations).
@@ -57,6 +59,9 @@ struct State {
     next_batch: u64,
     bytes_since: u64,
     sweep: bool,
+    /// A segment to prepare, and the highest one asked for so far.
+    prepare: Option<u64>,
+    prepare_asked: u64,
     stop: bool,
 }
 
@@ -71,6 +76,8 @@ impl Checkpoints {
                 // Replayed log since the checkpoint: checkpoint soon if any.
                 bytes_since: if end > checkpoint.0 { CHECKPOINT_BYTES / 2 } else { 0 },
                 sweep: false,
+                prepare: None,
+                prepare_asked: segment_of(end),
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -85,7 +92,13 @@ impl Checkpoints {
         state.bytes_since += header.end().saturating_sub(header.lsn);
         state.end = header.end();
         state.next_batch = header.batch + 1;
-        if state.bytes_since >= CHECKPOINT_BYTES {
+        let next_segment = segment_of(header.lsn) + 1;
+        let ask = offset_of(header.end()) >= SEGMENT_BYTES / 4 && next_segment > state.prepare_asked;
+        if ask {
+            state.prepare = Some(next_segment);
+            state.prepare_asked = next_segment;
+        }
+        if ask || state.bytes_since >= CHECKPOINT_BYTES {
             drop(state);
             self.wake.notify_one();
         }
@@ -129,6 +142,14 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
         let due = loop {
             if state.stop {
                 return;
+            }
+            if let Some(segment) = state.prepare.take() {
+                drop(state);
+                // On failure the committer creates the segment itself, unprepared.
+                let _ = core.log.prepare_segment(segment, SEGMENT_BYTES);
+                let Ok(next) = checkpoints.lock() else { return };
+                state = next;
+                continue;
             }
             if state.sweep {
                 state.sweep = false;

@@ -1007,11 +1007,20 @@ impl SegmentReader {
     fn find_valid_after(&mut self, offset: u64, number: u64) -> Option<u64> {
         let mut at = offset + BATCH_ALIGN;
         while at + BATCH_HEADER_BYTES as u64 <= self.len {
-            let is_magic = self.read(at, BATCH_MAGIC.len()).is_ok_and(|b| b == BATCH_MAGIC);
-            if is_magic && matches!(self.batch_at(at, number, None), Ok(Some(_))) {
-                return Some(lsn(number, at));
+            // Look for the magic a buffer at a time (most of a prepared
+            // segment's remainder is zeroes).
+            let window = SCAN_READ_BYTES.min((self.len - at) as usize) / BATCH_ALIGN as usize * BATCH_ALIGN as usize;
+            let Ok(bytes) = self.read(at, window.max(BATCH_ALIGN as usize)) else { return None };
+            let found = bytes.chunks_exact(BATCH_ALIGN as usize).position(|word| word == BATCH_MAGIC);
+            let Some(idx) = found else {
+                at += window.max(BATCH_ALIGN as usize) as u64;
+                continue;
+            };
+            let candidate = at + idx as u64 * BATCH_ALIGN;
+            if matches!(self.batch_at(candidate, number, None), Ok(Some(_))) {
+                return Some(lsn(number, candidate));
             }
-            at += BATCH_ALIGN;
+            at = candidate + BATCH_ALIGN;
         }
         None
     }

@@ -154,7 +154,10 @@ fn print_corpus(corpus: &Corpus, took: Duration) {
     println!("| form | bytes/event (mean) |\n|---|---:|");
     println!("| canonical (bincode, what the chain hashes) | {:.0} |", stats.canonical_bytes as f64 / n);
     println!("| record envelope (uncompressed) | {:.0} |", stats.envelope_bytes as f64 / n);
-    println!("| store frame of the envelope (zstd-3 when it pays) | {:.0} |", stats.framed_bytes as f64 / n);
+    println!(
+        "| store's log entry (96 B header + canonical bytes, zstd-3 when it pays) | {:.0} |",
+        stats.stored_bytes as f64 / n
+    );
     println!("| JSONL line | {:.0} |", stats.json_bytes as f64 / n);
     let mut sizes: Vec<usize> = corpus.sessions.iter().flat_map(|s| &s.events).map(|e| e.json_line.len()).collect();
     sizes.sort_unstable();
@@ -178,10 +181,10 @@ fn specs(writers: usize) -> Vec<RunSpec> {
         spec("SQLite WAL FULL, 1 event/txn", System::Sqlite, writers),
         spec("SQLite WAL FULL, ≤32 events/txn (group commit)", System::SqliteBatched, writers),
         spec("JSONL file/session, fdatasync/event", System::Jsonl, writers),
-        spec("Logbook sled, 1 event/append", System::Logbook { events_per_append: 1 }, writers),
-        spec("Logbook sled, 4 events/append", System::Logbook { events_per_append: 4 }, writers),
-        spec("Logbook sled, 1 event/append", System::Logbook { events_per_append: 1 }, 32),
-        spec("Logbook sled, 1 event/append", System::Logbook { events_per_append: 1 }, 1),
+        spec("Logbook, 1 event/append", System::Logbook { events_per_append: 1 }, writers),
+        spec("Logbook, 4 events/append", System::Logbook { events_per_append: 4 }, writers),
+        spec("Logbook, 1 event/append", System::Logbook { events_per_append: 1 }, 32),
+        spec("Logbook, 1 event/append", System::Logbook { events_per_append: 1 }, 1),
     ]
 }
 
@@ -272,11 +275,7 @@ fn size(corpus: &Corpus) {
     println!("| JSONL | {} | 1.00 |", stats.json_bytes);
     println!("| canonical | {} | {:.3} |", stats.canonical_bytes, stats.canonical_bytes as f64 / json);
     println!("| record envelopes | {} | {:.3} |", stats.envelope_bytes, stats.envelope_bytes as f64 / json);
-    println!(
-        "| store frames (what sled is given) | {} | {:.3} |",
-        stats.framed_bytes,
-        stats.framed_bytes as f64 / json
-    );
+    println!("| store log entries (logical) | {} | {:.3} |", stats.stored_bytes, stats.stored_bytes as f64 / json);
     println!();
 }
 
@@ -347,7 +346,7 @@ fn read_and_verify(
                 ("raw `blake3::hash` per record", blake_rate),
                 ("`verify` in memory, links", links),
                 ("`verify` in memory, links + entry decoding", entries),
-                ("store `verify_all` (sled read, unframe, decode, verify)", store),
+                ("store `verify_all` (log scan, decompress, decode, verify, index cross-check)", store),
             ] {
                 println!("| {} | {what} | {rate:.0} | {:.2} |", round + 1, rate / blake_rate);
             }
@@ -535,9 +534,9 @@ fn open_section(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -
         size_on_disk as f64 / json
     );
     println!(
-        "| store frames (logical) | {:.0} B/event = {:.3} × JSONL |",
-        built.framed_bytes as f64 / built.n_events as f64,
-        built.framed_bytes as f64 / json
+        "| store log entries (logical) | {:.0} B/event = {:.3} × JSONL |",
+        built.stored_bytes as f64 / built.n_events as f64,
+        built.stored_bytes as f64 / json
     );
     println!("| JSONL of the same events | {:.0} B/event |", json / built.n_events as f64);
     println!();
@@ -635,8 +634,8 @@ fn summary(findings: &Findings) {
         best("raw limit: 1 thread, write+fdatasync of 32 records", 1),
         best("raw write+fdatasync, ≤32 records/sync", writers),
         best("SQLite WAL FULL, 1 event/txn", writers),
-        best("Logbook sled, 1 event/append", writers),
-        best("Logbook sled, 4 events/append", writers),
+        best("Logbook, 1 event/append", writers),
+        best("Logbook, 4 events/append", writers),
     ) {
         println!(
             "| durable appends/s ≥ 0.6 × raw group commit (1 event/append, {writers} writers) | {one:.0}/s = {:.2} × the \
@@ -680,9 +679,9 @@ fn summary(findings: &Findings) {
     }
     let corpus = &findings.corpus;
     if corpus.json_bytes > 0 {
-        let ratio = corpus.framed_bytes as f64 / corpus.json_bytes as f64;
+        let ratio = corpus.stored_bytes as f64 / corpus.json_bytes as f64;
         println!(
-            "| stored bytes/event ≤ 0.5 × JSONL (store frames, logical) | {ratio:.3} × | {} |",
+            "| stored bytes/event ≤ 0.5 × JSONL (store log entries, logical) | {ratio:.3} × | {} |",
             verdict(ratio <= 0.5)
         );
     }

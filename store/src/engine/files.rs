@@ -18,6 +18,12 @@ use super::{LogDir, SegmentFile};
 /// File name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = "wal";
 
+/// Suffix of a segment being prepared (zero-filled) before it is renamed into place.
+const PREPARING_SUFFIX: &str = "prep";
+
+/// Bytes of zeroes written per `write` while preparing a segment.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
 /// Segment files kept open. Reads of old segments reopen them beyond this;
 /// bounded so that a store of thousands of segments does not exhaust file
 /// descriptors.
@@ -42,6 +48,13 @@ impl FsLogDir {
             std::fs::create_dir_all(path)?;
             if let Some(parent) = path.parent() {
                 File::open(parent)?.sync_all()?;
+            }
+        }
+        // A preparation a crash interrupted is useless: start it over when needed.
+        for item in std::fs::read_dir(path)? {
+            let item = item?;
+            if item.file_name().to_str().is_some_and(|n| n.ends_with(PREPARING_SUFFIX)) {
+                std::fs::remove_file(item.path())?;
             }
         }
         Ok(FsLogDir { path: path.to_owned(), open: Mutex::new(BTreeMap::new()) })
@@ -103,6 +116,33 @@ impl LogDir for FsLogDir {
         }
         open.insert(number, Arc::clone(&segment));
         Ok(segment)
+    }
+
+    fn prepare_segment(&self, number: u64, len: u64) -> io::Result<()> {
+        let path = self.segment_path(number);
+        if path.exists() {
+            return Ok(());
+        }
+        let temp = path.with_extension(format!("{SEGMENT_SUFFIX}.{PREPARING_SUFFIX}"));
+        {
+            let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
+            let zeroes = vec![0u8; ZERO_CHUNK_BYTES];
+            let mut written = 0u64;
+            while written < len {
+                let n = (len - written).min(ZERO_CHUNK_BYTES as u64) as usize;
+                std::io::Write::write_all(&mut file, &zeroes[..n])?;
+                written += n as u64;
+            }
+            file.sync_all()?;
+        }
+        // Under the lock `open_segment` takes: the log may have created the
+        // segment itself meanwhile, and that one must not be replaced.
+        let _open = self.lock()?;
+        if path.exists() {
+            return std::fs::remove_file(&temp);
+        }
+        std::fs::rename(&temp, &path)?;
+        File::open(&self.path)?.sync_all()
     }
 
     fn size_on_disk(&self) -> io::Result<u64> {

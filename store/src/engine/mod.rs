@@ -107,6 +107,16 @@ pub trait LogDir: Send + Sync + Debug + 'static {
 
     /// Bytes the segments occupy.
     fn size_on_disk(&self) -> io::Result<u64>;
+
+    /// Creates segment `number` ahead of its use, `len` bytes of zeroes made
+    /// durable, so that appends to it overwrite allocated blocks and their
+    /// `fdatasync` has no file size or block allocation to write. Does nothing
+    /// if the segment exists. Safe to call while the log is being written: a
+    /// segment appears complete or not at all.
+    fn prepare_segment(&self, number: u64, len: u64) -> io::Result<()> {
+        let _ = (number, len);
+        Ok(())
+    }
 }
 
 /// One segment file. Reads and writes are positional, so any number of threads
