@@ -11,15 +11,32 @@
 //! While one batch is being synced the next one fills, so one `fdatasync`
 //! serves every writer that arrived during the previous one.
 //!
+//! Left alone, steady writers split into two cohorts that alternate (one
+//! syncing while the other prepares), each batch holding about half of them.
+//! So after a sync the committer lingers, briefly, for the writers it just
+//! released to submit again, merging the cohorts: until as many writes have
+//! joined the open batch as the finished batch held, at most a fraction of
+//! the last sync's duration ([`LINGER_FRACTION`], capped at [`MAX_LINGER`]).
+//! A lone writer never waits (it is the one released), and when syncs are
+//! fast the linger is short.
+//!
 //! A failed write or sync poisons the queue for good: nothing in that batch or
 //! any later one is acknowledged (after an fsync error the kernel may have
 //! dropped the dirty pages; retrying proves nothing).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::wal::{BatchBuf, BatchHeader, LogWriter, MAX_BATCH_BYTES};
+
+/// The committer waits at most this fraction of the last sync's duration for
+/// released writers to rejoin: a wait that is small next to the sync it saves.
+pub(crate) const LINGER_FRACTION: f64 = 0.5;
+
+/// And never longer than this.
+pub(crate) const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// What the committer calls once a batch is durable, before acknowledging it.
 pub(crate) trait Publisher<T>: Send + Sync + 'static {
@@ -54,6 +71,9 @@ struct State<T> {
     stop: bool,
     /// The log is durable up to here (the end of the last synced batch).
     durable_end: u64,
+    /// Writes in the last batch synced, and how long its sync took.
+    last_batch_writes: u64,
+    last_sync: Duration,
     stats: BarrierStats,
 }
 
@@ -62,11 +82,13 @@ struct Pending<T> {
     buf: BatchBuf,
     effects: Vec<T>,
     done: Arc<Done>,
+    /// Writes (submits) in this batch.
+    n_writes: u64,
 }
 
 impl<T> Default for Pending<T> {
     fn default() -> Self {
-        Pending { buf: BatchBuf::new(), effects: Vec::new(), done: Arc::new(Done::default()) }
+        Pending { buf: BatchBuf::new(), effects: Vec::new(), done: Arc::new(Done::default()), n_writes: 0 }
     }
 }
 
@@ -119,6 +141,8 @@ impl<T: Send + 'static> CommitQueue<T> {
                 poisoned: None,
                 stop: false,
                 durable_end,
+                last_batch_writes: 0,
+                last_sync: Duration::ZERO,
                 stats: BarrierStats::default(),
             }),
             work: Condvar::new(),
@@ -160,6 +184,7 @@ impl<T: Send + 'static> CommitQueue<T> {
             }
         }
         state.stats.n_waits += 1;
+        state.open.n_writes += 1;
         let ticket = Ticket(Arc::clone(&state.open.done));
         drop(state);
         self.work.notify_one();
@@ -186,12 +211,16 @@ impl<T: Send + 'static> CommitQueue<T> {
                 pending.done.complete(Err(reason));
                 continue;
             }
+            let started = Instant::now();
             match writer.write(&mut pending.buf) {
                 Ok(header) => {
+                    let took = started.elapsed();
                     publisher.publish(&header, std::mem::take(&mut pending.effects));
                     if let Ok(mut state) = self.lock() {
                         state.durable_end = writer.end();
                         state.stats.n_syncs += 1;
+                        state.last_batch_writes = pending.n_writes;
+                        state.last_sync = took;
                     }
                     pending.done.complete(Ok(()));
                 }
@@ -206,18 +235,28 @@ impl<T: Send + 'static> CommitQueue<T> {
         }
     }
 
-    /// The next batch to write, waiting for one; `None` once stopped and drained.
+    /// The next batch to write, waiting for one (and lingering for released
+    /// writers, see the module documentation); `None` once stopped and drained.
     fn next_pending(&self) -> Option<Pending<T>> {
         let mut state = self.lock().ok()?;
+        let linger = state.last_sync.mul_f64(LINGER_FRACTION).min(MAX_LINGER);
+        let mut deadline: Option<Instant> = None;
         loop {
             if let Some(pending) = state.sealed.pop_front() {
                 return Some(pending);
             }
-            if !state.open.buf.is_empty() {
-                return Some(std::mem::take(&mut state.open));
-            }
-            if state.stop {
+            if state.stop && state.open.buf.is_empty() {
                 return None;
+            }
+            if !state.open.buf.is_empty() {
+                let enough = state.open.n_writes >= state.last_batch_writes || state.stop;
+                let now = Instant::now();
+                let until = *deadline.get_or_insert(now + linger);
+                if enough || now >= until {
+                    return Some(std::mem::take(&mut state.open));
+                }
+                state = self.work.wait_timeout(state, until - now).ok()?.0;
+                continue;
             }
             state = self.work.wait(state).ok()?;
         }

@@ -7,7 +7,8 @@
 //! `read` (latency of reading a session's last 100 events, store against
 //! SQLite), `verify` (verification against raw blake3 over the same bytes),
 //! `diag` (the store's append, read and scan costs broken down), `open`
-//! (opening, then verifying, a store of many events) and `dict` (a
+//! (opening, then verifying, a store of many events), `fork` (forking a
+//! session of 1k events against one of 1M) and `dict` (a
 //! trained zstd dictionary against plain zstd on small events). Sizes come
 //! from `LOGBOOK_BENCH_*` environment variables; see `benches/README.md`.
 //!
@@ -27,10 +28,10 @@ use logbook_benches::durable::{self, Limits, RunResult, RunSpec, System};
 use logbook_benches::reads::{ReadFixture, quantile};
 use logbook_benches::verify::{blake3_baseline, verify_in_memory, verify_store};
 use logbook_benches::workload::WorkloadConfig;
-use logbook_benches::{open, scratch};
+use logbook_benches::{forks, open, scratch};
 use logbook_core::verify::Depth;
 
-const SECTIONS: &[&str] = &["throughput", "size", "read", "verify", "diag", "open", "dict"];
+const SECTIONS: &[&str] = &["throughput", "size", "read", "verify", "diag", "open", "fork", "dict"];
 
 /// Sizes of the run, from the environment.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ struct Settings {
     reads: usize,
     open_events: u64,
     open_dir: Option<PathBuf>,
+    fork_events: u64,
+    forks: usize,
     threads: usize,
 }
 
@@ -66,6 +69,8 @@ impl Settings {
             reads: env("LOGBOOK_BENCH_READS", 2000)?,
             open_events: env("LOGBOOK_BENCH_OPEN_EVENTS", 100_000)?,
             open_dir: std::env::var_os("LOGBOOK_BENCH_OPEN_DIR").map(PathBuf::from),
+            fork_events: env("LOGBOOK_BENCH_FORK_EVENTS", 1_000_000)?,
+            forks: env("LOGBOOK_BENCH_FORKS", 200)?,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         })
     }
@@ -90,6 +95,8 @@ struct Findings {
     read_p50_small: Option<(Duration, Duration)>,
     verify: Vec<(String, f64)>,
     open: Option<(u64, Vec<Duration>)>,
+    /// p50 of forking the small and the large parent, and of a 1-event append.
+    fork_p50: Option<(u64, Duration, u64, Duration, Duration)>,
     /// Bytes on disk over the JSONL bytes of the same events, per measurement.
     disk_vs_jsonl: Vec<(String, f64)>,
 }
@@ -130,6 +137,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("open") {
         open_section(&settings, &corpus, &mut findings)?;
+    }
+    if run("fork") {
+        fork_section(&settings, &mut findings)?;
     }
     if run("dict") {
         dict_section(&settings, &corpus)?;
@@ -432,6 +442,57 @@ fn diagnostics(settings: &Settings, corpus: &Corpus, fixture: &ReadFixture, smal
     Ok(())
 }
 
+fn fork_section(settings: &Settings, findings: &mut Findings) -> anyhow::Result<()> {
+    println!("## Forking a session\n");
+    // Small events: what a fork costs does not depend on their size, and a
+    // parent of 1M small events builds in seconds.
+    let config = WorkloadConfig { big_every: 0, ..WorkloadConfig::new(settings.seed, settings.corpus_events) };
+    let corpus = Corpus::build(&config, settings.threads)?;
+    let dir = scratch::temp_dir()?;
+    let store = logbook_store::SledStore::open(&dir.path().join("store"), &logbook_store::SledOptions::default())?;
+    let mut results = Vec::new();
+    for (idx, n_events) in [1_000u64, settings.fork_events].into_iter().enumerate() {
+        let parent = logbook_core::SessionId::from_parts(1_700_000_000_000 + idx as u64, u128::from(n_events));
+        let took = forks::build_parent(&store, &corpus, parent, n_events)?;
+        println!("parent of {n_events} events built in {:.1} s", took.as_secs_f64());
+        results
+            .push((n_events, forks::fork_times(&store, &corpus, parent, settings.forks, settings.seed + idx as u64)?));
+    }
+    println!(
+        "\n{} forks of each parent at random seqs, each with one first event; after each, a read of the fork's last \
+         100 records, and, as the baseline, a 1-event append to a session of its own (one group commit, as a fork \
+         is). Durable when they return.\n",
+        settings.forks
+    );
+    println!(
+        "| parent | fork p50 | fork p90 | fork p99 | read of the fork's last 100, p50 | 1-event append p50 | fork / append |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (n_events, times) in &results {
+        let fork = quantile(&times.fork, 0.5);
+        let append = quantile(&times.append, 0.5);
+        println!(
+            "| {n_events} events | {} | {} | {} | {} | {} | {:.2} |",
+            micros(fork),
+            micros(quantile(&times.fork, 0.9)),
+            micros(quantile(&times.fork, 0.99)),
+            micros(quantile(&times.read_after_fork, 0.5)),
+            micros(append),
+            fork.as_secs_f64() / append.as_secs_f64(),
+        );
+    }
+    if let [(small_n, small), (large_n, large)] = results.as_slice() {
+        let (small_p50, large_p50) = (quantile(&small.fork, 0.5), quantile(&large.fork, 0.5));
+        println!(
+            "\nFork p50 at {large_n} events / at {small_n} events = {:.2}.\n",
+            large_p50.as_secs_f64() / small_p50.as_secs_f64()
+        );
+        let append = quantile(&large.append, 0.5).min(quantile(&small.append, 0.5));
+        findings.fork_p50 = Some((*small_n, small_p50, *large_n, large_p50, append));
+    }
+    Ok(())
+}
+
 /// The lowest p50 of each system over the rounds.
 fn best_p50s(p50s: &[(Duration, Duration)]) -> Option<(Duration, Duration)> {
     Some((p50s.iter().map(|p| p.0).min()?, p50s.iter().map(|p| p.1).min()?))
@@ -700,6 +761,17 @@ fn summary(findings: &Findings) {
             worst.as_secs_f64() * 1e3,
             verdict(worst <= Duration::from_secs(2)),
             if *n < 1_000_000 { " (fewer than 1M events: not the target's size)" } else { "" }
+        );
+    }
+    if let Some((small_n, small, large_n, large, append)) = findings.fork_p50 {
+        println!(
+            "| fork ≤ 5 ms, the same at 1k and 1M events | p50 {} at {small_n} events, {} at {large_n} events \
+             ({:.2} ×); a 1-event append: {} | {} |",
+            micros(small),
+            micros(large),
+            large.as_secs_f64() / small.as_secs_f64(),
+            micros(append),
+            verdict(large <= Duration::from_millis(5) && large.as_secs_f64() / small.as_secs_f64() < 1.5)
         );
     }
 }
