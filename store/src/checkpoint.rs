@@ -27,7 +27,7 @@ use crate::index;
 use crate::keys::{self, MetaKey};
 use crate::log::Core;
 use crate::session::{Slot, TAIL_CACHE_BYTES};
-use crate::wal::{BatchHeader, SEGMENT_BYTES, offset_of, segment_of};
+use crate::wal::{BatchHeader, offset_of, segment_of};
 
 /// Log bytes after which a checkpoint runs: bounds what recovery replays and
 /// what the pending lists hold (≈ 40k records of 1.7 KB, ≈ 2 MB of locations).
@@ -62,11 +62,12 @@ struct State {
     /// A segment to prepare, and the highest one asked for so far.
     prepare: Option<u64>,
     prepare_asked: u64,
+    segment_bytes: u64,
     stop: bool,
 }
 
 impl Checkpoints {
-    pub(crate) fn new(checkpoint: (u64, u64), end: u64, next_batch: u64) -> Checkpoints {
+    pub(crate) fn new(checkpoint: (u64, u64), end: u64, next_batch: u64, segment_bytes: u64) -> Checkpoints {
         Checkpoints {
             state: Mutex::new(State {
                 lsn: checkpoint.0,
@@ -78,6 +79,7 @@ impl Checkpoints {
                 sweep: false,
                 prepare: None,
                 prepare_asked: segment_of(end),
+                segment_bytes,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -93,7 +95,7 @@ impl Checkpoints {
         state.end = header.end();
         state.next_batch = header.batch + 1;
         let next_segment = segment_of(header.lsn) + 1;
-        let ask = offset_of(header.end()) >= SEGMENT_BYTES / 4 && next_segment > state.prepare_asked;
+        let ask = offset_of(header.end()) >= state.segment_bytes / 4 && next_segment > state.prepare_asked;
         if ask {
             state.prepare = Some(next_segment);
             state.prepare_asked = next_segment;
@@ -144,9 +146,10 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
                 return;
             }
             if let Some(segment) = state.prepare.take() {
+                let segment_bytes = state.segment_bytes;
                 drop(state);
                 // On failure the committer creates the segment itself, unprepared.
-                let _ = core.log.prepare_segment(segment, SEGMENT_BYTES);
+                let _ = core.log.prepare_segment(segment, segment_bytes);
                 let Ok(next) = checkpoints.lock() else { return };
                 state = next;
                 continue;

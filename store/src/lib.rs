@@ -63,6 +63,7 @@ pub use keys::ResourceKind;
 pub use log::{LogStore, SLED_DIR, STORAGE_VERSION};
 pub use recovery::MAX_FORK_DEPTH;
 pub use subscription::Subscription;
+pub use wal::WalOptions;
 
 /// The store on sled: the default.
 pub type SledStore = LogStore<SledEngine>;

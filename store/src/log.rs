@@ -34,7 +34,7 @@ use crate::index::{self, Located};
 use crate::keys;
 use crate::session::{PendingRecord, Slot, WriteHead};
 use crate::subscription::Subscription;
-use crate::wal::{self, BatchBuf, BatchHeader, BodyCodec, ForkEntry, Location, RECORD_HEADER_BYTES};
+use crate::wal::{self, BatchBuf, BatchHeader, BodyCodec, ForkEntry, Location, RECORD_HEADER_BYTES, WalOptions};
 use crate::{Append, Head, MAX_READ_RECORDS, Read, Subscribe, frame};
 
 /// The layout version this binary reads and writes. See `docs/format.md`.
@@ -102,6 +102,11 @@ impl LogStore<SledEngine> {
     /// `dir/sled`, the log in `dir/log`. A storage version 1 directory is
     /// migrated first.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, OpenError> {
+        LogStore::open_with(dir, options, &WalOptions::default())
+    }
+
+    /// [`LogStore::open`] with the log written as `wal` says.
+    pub fn open_with(dir: &Path, options: &SledOptions, wal: &WalOptions) -> Result<Self, OpenError> {
         if !dir.exists() {
             let io_err = |err: std::io::Error| OpenError::Io { path: dir.to_owned(), reason: err.to_string() };
             std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -111,7 +116,7 @@ impl LogStore<SledEngine> {
         }
         let engine = SledEngine::open(dir, options)?;
         crate::migrate::migrate_if_needed(&engine, dir)?;
-        LogStore::with_engine(engine)
+        LogStore::with_options(engine, wal)
     }
 }
 
@@ -130,13 +135,19 @@ impl<E: Engine> LogStore<E> {
     /// normally. A log damaged in a way that could hide acknowledged writes
     /// refuses to open.
     pub fn with_engine(engine: E) -> Result<Self, OpenError> {
+        LogStore::with_options(engine, &WalOptions::default())
+    }
+
+    /// [`LogStore::with_engine`] with the log written as `wal` says.
+    pub fn with_options(engine: E, wal: &WalOptions) -> Result<Self, OpenError> {
         let recovered = crate::recovery::recover(&engine)?;
+        let writer = recovered.writer.with_segment_bytes(wal.segment_bytes);
         let core = Arc::new(Core {
             log: engine.log_dir(),
             engine,
             slots: RwLock::new(recovered.slots),
-            queue: CommitQueue::new(recovered.writer.end()),
-            checkpoints: Checkpoints::new(recovered.checkpoint, recovered.writer.end(), recovered.writer.next_batch()),
+            queue: CommitQueue::new(writer.end()),
+            checkpoints: Checkpoints::new(recovered.checkpoint, writer.end(), writer.next_batch(), wal.segment_bytes),
             damage: recovered.damage,
             cache_bytes: AtomicUsize::new(0),
             ticks: AtomicU64::new(0),
@@ -152,7 +163,6 @@ impl<E: Engine> LogStore<E> {
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
         let committer = {
             let core = Arc::clone(&core);
-            let writer = recovered.writer;
             spawn("logbook-commit")
                 .spawn(move || core.queue.run(writer, &*core))
                 .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?

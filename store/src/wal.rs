@@ -42,8 +42,22 @@ pub const WAL_FORMAT: u32 = 1;
 
 /// A segment is closed once the next batch would not fit under this size; a
 /// larger batch gets a segment of its own. 64 MiB keeps the number of files
-/// small (16 per GiB) while a segment stays cheap to scan on recovery.
+/// small (16 per GiB) while a segment stays cheap to scan on recovery. The
+/// format allows any size up to 4 GiB per segment ([`WalOptions`]).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// How the store writes its log. Segments of any size read the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    /// See [`SEGMENT_BYTES`]; small segments are for tests of rollover.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { segment_bytes: SEGMENT_BYTES }
+    }
+}
 
 /// Most bytes in one batch. A batch is one `pwrite`; appends beyond this wait
 /// for the next batch. Well above one maximal append or blob (64 MiB each).
@@ -605,6 +619,7 @@ pub fn read_entry(dir: &dyn LogDir, location: Location) -> io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub struct LogWriter {
     dir: Arc<dyn LogDir>,
+    segment_bytes: u64,
     segment: Option<Arc<dyn SegmentFile>>,
     header: Option<SegmentHeader>,
     key: Option<BatchKey>,
@@ -621,6 +636,7 @@ impl LogWriter {
     pub fn new(dir: Arc<dyn LogDir>, end: u64, next_batch: u64, header: Option<SegmentHeader>) -> LogWriter {
         LogWriter {
             dir,
+            segment_bytes: SEGMENT_BYTES,
             segment: None,
             key: header.map(|h| h.batch_key()),
             header,
@@ -628,6 +644,12 @@ impl LogWriter {
             offset: offset_of(end),
             next_batch,
         }
+    }
+
+    /// The same writer, closing segments at `segment_bytes` (at most 4 GiB).
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> LogWriter {
+        self.segment_bytes = segment_bytes.clamp(SEGMENT_HEADER_BYTES as u64 + 1, u64::from(u32::MAX));
+        self
     }
 
     /// Where the next batch will go.
@@ -644,7 +666,7 @@ impl LogWriter {
     pub fn write(&mut self, batch: &mut BatchBuf) -> io::Result<BatchHeader> {
         let total = align((BATCH_HEADER_BYTES + batch.payload_len()) as u64);
         let fresh = self.header.is_none() || self.offset < SEGMENT_HEADER_BYTES as u64;
-        let full = self.offset > SEGMENT_HEADER_BYTES as u64 && self.offset + total > SEGMENT_BYTES;
+        let full = self.offset > SEGMENT_HEADER_BYTES as u64 && self.offset + total > self.segment_bytes;
         if full {
             self.number += 1;
         }
