@@ -73,6 +73,8 @@ struct State<T> {
     durable_end: u64,
     /// Writes in the last batch synced, and how long its sync took.
     last_batch_writes: u64,
+    /// Bytes of the last batch taken: the next one starts with that capacity.
+    last_batch_bytes: usize,
     last_sync: Duration,
     stats: BarrierStats,
 }
@@ -142,6 +144,7 @@ impl<T: Send + 'static> CommitQueue<T> {
                 stop: false,
                 durable_end,
                 last_batch_writes: 0,
+                last_batch_bytes: 0,
                 last_sync: Duration::ZERO,
                 stats: BarrierStats::default(),
             }),
@@ -253,7 +256,10 @@ impl<T: Send + 'static> CommitQueue<T> {
                 let now = Instant::now();
                 let until = *deadline.get_or_insert(now + linger);
                 if enough || now >= until {
-                    return Some(std::mem::take(&mut state.open));
+                    let capacity = state.open.buf.bytes.len().max(state.last_batch_bytes);
+                    state.last_batch_bytes = state.open.buf.bytes.len();
+                    let next = Pending { buf: BatchBuf::with_capacity(capacity), ..Pending::default() };
+                    return Some(std::mem::replace(&mut state.open, next));
                 }
                 state = self.work.wait_timeout(state, until - now).ok()?.0;
                 continue;

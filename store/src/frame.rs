@@ -65,19 +65,9 @@ pub fn encode(payload: &[u8]) -> Vec<u8> {
 pub fn compress(payload: &[u8], out: &mut Vec<u8>) -> Codec {
     if payload.len() >= COMPRESS_MIN_BYTES {
         let start = out.len();
-        // Keep the compressed form only if it saves enough: give zstd no more room.
-        let room = payload.len() - payload.len() * COMPRESS_MIN_SAVING_PERCENT / 100;
-        out.reserve(zstd::zstd_safe::compress_bound(payload.len()));
-        let compressed = COMPRESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
-            }
-            let compressor = slot.as_mut()?;
-            let mut cursor = std::io::Cursor::new(&mut *out);
-            cursor.set_position(start as u64);
-            compressor.compress_to_buffer(payload, &mut cursor).ok()
-        });
+        let room = room_for(payload);
+        out.reserve(room);
+        let compressed = compress_into(payload, out, start);
         match compressed {
             Some(n) if n <= room => {
                 out.truncate(start + n);
@@ -88,6 +78,43 @@ pub fn compress(payload: &[u8], out: &mut Vec<u8>) -> Codec {
     }
     out.extend_from_slice(payload);
     Codec::Raw
+}
+
+/// `payload` compressed, if that pays; `None` (and no copy) if not.
+pub fn compressed(payload: &[u8]) -> Option<Vec<u8>> {
+    if payload.len() < COMPRESS_MIN_BYTES {
+        return None;
+    }
+    let room = room_for(payload);
+    let mut out = Vec::with_capacity(room);
+    match compress_into(payload, &mut out, 0) {
+        Some(n) if n <= room => {
+            out.truncate(n);
+            Some(out)
+        }
+        Some(_) | None => None,
+    }
+}
+
+/// The most bytes a compressed form may take to be kept: zstd is given only
+/// that much room, so it gives up early on what does not compress.
+fn room_for(payload: &[u8]) -> usize {
+    payload.len() - payload.len() * COMPRESS_MIN_SAVING_PERCENT / 100
+}
+
+/// Compresses `payload` into `out`'s spare capacity from `start` with this
+/// thread's context; the compressed length, or `None` if it did not fit.
+fn compress_into(payload: &[u8], out: &mut Vec<u8>, start: usize) -> Option<usize> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        let compressor = slot.as_mut()?;
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(start as u64);
+        compressor.compress_to_buffer(payload, &mut cursor).ok()
+    })
 }
 
 /// Decompresses a zstd frame this store wrote (it states its size), refusing
@@ -198,6 +225,9 @@ mod tests {
         blake3::Hasher::new().update(b"seed").finalize_xof().fill(&mut random);
         assert_eq!(compress(&random, &mut out), Codec::Raw);
         assert_eq!(&out[1..], &random[..]);
+        assert_eq!(compressed(&random), None);
+        assert_eq!(compressed(b"short"), None);
+        assert_eq!(decompress(&compressed(&long).unwrap(), long.len()).unwrap(), long);
     }
 
     proptest! {

@@ -553,11 +553,7 @@ pub(crate) fn prepare(entries: &[Entry], allow_empty: bool) -> Result<Vec<Prepar
         if n_bytes > MAX_APPEND_BYTES {
             return Err(AppendError::AppendTooLarge { n_bytes, max: MAX_APPEND_BYTES });
         }
-        let mut compressed = Vec::new();
-        let body = match frame::compress(&canonical, &mut compressed) {
-            frame::Codec::Zstd => Some(compressed),
-            frame::Codec::Raw => None,
-        };
+        let body = frame::compressed(&canonical);
         out.push(Prepared {
             digest: chain::digest(&canonical),
             code: entry.event.event_type().code(),

@@ -322,7 +322,14 @@ impl Default for BatchBuf {
 
 impl BatchBuf {
     pub fn new() -> BatchBuf {
-        BatchBuf { bytes: vec![0u8; BATCH_HEADER_BYTES], n_entries: 0 }
+        BatchBuf::with_capacity(BATCH_HEADER_BYTES)
+    }
+
+    /// An empty batch with room for `capacity` bytes before it grows.
+    pub fn with_capacity(capacity: usize) -> BatchBuf {
+        let mut bytes = Vec::with_capacity(capacity.max(BATCH_HEADER_BYTES));
+        bytes.resize(BATCH_HEADER_BYTES, 0);
+        BatchBuf { bytes, n_entries: 0 }
     }
 
     /// Bytes of entries so far.
