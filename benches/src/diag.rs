@@ -37,7 +37,7 @@ pub struct AppendCosts {
     /// the copy into the batch, the committer's handoff and publication.
     pub mem_append: Duration,
     /// One batch of one event written to the log and made durable (`pwrite`
-    /// + `fdatasync` into a segment file): the store's whole barrier.
+    /// + `fdatasync` into a segment prepared ahead): the store's whole barrier.
     pub log_write: Duration,
     /// `pwrite` of 100 bytes into a preallocated file + `fdatasync`.
     pub fdatasync_prealloc: Duration,
@@ -79,6 +79,8 @@ pub fn append_costs(corpus: &Corpus, n: usize, dir: &Path) -> anyhow::Result<App
 
     let n_syncs = events.len().min(500);
     let log: Arc<dyn LogDir> = Arc::new(FsLogDir::open(&dir.join("log"))?);
+    // As the store writes: into a segment prepared ahead, bodies compressed.
+    log.prepare_segment(0, wal::SEGMENT_BYTES)?;
     let mut writer = LogWriter::new(log, 0, 0, None);
     let mut in_write = Duration::ZERO;
     for (session, entry) in events.iter().take(n_syncs) {
@@ -86,7 +88,11 @@ pub fn append_costs(corpus: &Corpus, n: usize, dir: &Path) -> anyhow::Result<App
         let mut batch = BatchBuf::new();
         let hash = chain::link(chain::GENESIS, Seq::ZERO, chain::digest(&canonical));
         let code = entry.event.event_type().code();
-        batch.push_record(*session, Seq::ZERO, chain::GENESIS, hash, code, BodyCodec::Raw, &canonical);
+        let (codec, body) = match frame::compressed(&canonical) {
+            Some(compressed) => (BodyCodec::Zstd, compressed),
+            None => (BodyCodec::Raw, canonical),
+        };
+        batch.push_record(*session, Seq::ZERO, chain::GENESIS, hash, code, codec, &body);
         let start = Instant::now();
         writer.write(&mut batch)?;
         in_write += start.elapsed();

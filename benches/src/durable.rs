@@ -198,14 +198,15 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 label: spec.label.clone(),
                 events,
                 elapsed,
-                disk_bytes: store.size_on_disk()?,
+                disk_bytes: store.stored_bytes()?,
                 logical_bytes: bytes_of(&written, &|p| p.stored_len),
                 json_bytes: bytes_of(&written, &|p| p.json_line.len()),
                 n_syncs: stats.n_syncs,
                 note: format!(
-                    "{:.1} appends ({:.1} events) per barrier",
+                    "{:.1} appends ({:.1} events) per barrier; {:.0} MiB allocated on disk",
                     ratio(stats.n_waits, stats.n_syncs),
-                    ratio(events, stats.n_syncs)
+                    ratio(events, stats.n_syncs),
+                    store.size_on_disk()? as f64 / f64::from(1 << 20)
                 ),
             })
         }

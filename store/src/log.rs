@@ -199,9 +199,28 @@ impl<E: Engine> LogStore<E> {
         out
     }
 
-    /// Bytes on disk: the log's segments and the engine's indexes.
+    /// Bytes on disk: the log's segments (a segment prepared ahead included)
+    /// and the engine's indexes and resources.
     pub fn size_on_disk(&self) -> Result<u64, Error> {
-        self.inner.core.engine.size_on_disk()
+        let core = &self.inner.core;
+        let log = core.log.size_on_disk().map_err(|err| Error::Engine(format!("measuring the log: {err}")))?;
+        Ok(log + core.engine.size_on_disk()?)
+    }
+
+    /// Bytes the store's data takes: the log up to its end (the zeroes of a
+    /// segment prepared ahead are free space, not data) and the engine's
+    /// indexes and resources.
+    pub fn stored_bytes(&self) -> Result<u64, Error> {
+        let core = &self.inner.core;
+        let end = core.queue.durable_end();
+        let io = |err: std::io::Error| Error::Engine(format!("measuring the log: {err}"));
+        let mut log = wal::offset_of(end);
+        for number in core.log.segments().map_err(io)? {
+            if number < wal::segment_of(end) {
+                log += core.log.open_segment(number, false).and_then(|s| s.len()).map_err(io)?;
+            }
+        }
+        Ok(log + core.engine.size_on_disk()?)
     }
 
     /// Where the log stores a session's own record: for tools and tests that

@@ -554,7 +554,7 @@ fn open_section(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -
     // Cold opens (the store's files evicted from the page cache), then warm ones.
     let mut opens = Vec::new();
     let mut lock_waits = Vec::new();
-    let mut size_on_disk = 0;
+    let (mut size_on_disk, mut stored) = (0, 0);
     for cold in [true, true, true, false, false, false] {
         if cold {
             // A closed store's files are clean; wait for sled to let go of them first.
@@ -564,6 +564,7 @@ fn open_section(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -
         }
         let opened = open::time_open(&dir)?;
         size_on_disk = opened.store.size_on_disk()?;
+        stored = opened.store.stored_bytes()?;
         opens.push((cold, opened.took));
         lock_waits.push(opened.lock_wait);
     }
@@ -589,7 +590,13 @@ fn open_section(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -
         built.canonical_bytes as f64 / (1 << 20) as f64 / verify_time.as_secs_f64()
     );
     println!(
-        "| `size_on_disk` | {:.1} MiB = {:.0} B/event = {:.3} × JSONL |",
+        "| `stored_bytes` (the log up to its end, sled) | {:.1} MiB = {:.0} B/event = {:.3} × JSONL |",
+        stored as f64 / (1 << 20) as f64,
+        stored as f64 / built.n_events as f64,
+        stored as f64 / json
+    );
+    println!(
+        "| `size_on_disk` (with the segment prepared ahead) | {:.1} MiB = {:.0} B/event = {:.3} × JSONL |",
         size_on_disk as f64 / (1 << 20) as f64,
         size_on_disk as f64 / built.n_events as f64,
         size_on_disk as f64 / json
@@ -601,7 +608,7 @@ fn open_section(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -
     );
     println!("| JSONL of the same events | {:.0} B/event |", json / built.n_events as f64);
     println!();
-    findings.disk_vs_jsonl.push((format!("store of {} events", built.n_events), size_on_disk as f64 / json));
+    findings.disk_vs_jsonl.push((format!("store of {} events", built.n_events), stored as f64 / json));
     findings.open = Some((built.n_events, opens.iter().map(|o| o.1).collect()));
     Ok(())
 }
@@ -748,7 +755,7 @@ fn summary(findings: &Findings) {
     }
     for (what, ratio) in &findings.disk_vs_jsonl {
         println!(
-            "| stored bytes/event ≤ 0.5 × JSONL (`size_on_disk`, {what}) | {ratio:.3} × | {} |",
+            "| stored bytes/event ≤ 0.5 × JSONL (`stored_bytes`, {what}) | {ratio:.3} × | {} |",
             verdict(*ratio <= 0.5)
         );
     }

@@ -90,7 +90,8 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// engine's key-value data.
     fn log_dir(&self) -> Arc<dyn LogDir>;
 
-    /// Bytes the engine occupies on disk, segments included (0 in memory).
+    /// Bytes the engine's key-value data occupies on disk, the log's
+    /// segments not included (0 in memory).
     fn size_on_disk(&self) -> Result<u64, Error>;
 }
 

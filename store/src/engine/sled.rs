@@ -206,9 +206,7 @@ impl Engine for SledEngine {
     }
 
     fn size_on_disk(&self) -> Result<u64, Error> {
-        let segments =
-            self.log.size_on_disk().map_err(|err| Error::Engine(format!("measuring the log segments: {err}")))?;
-        Ok(self.db.size_on_disk()? + segments)
+        Ok(self.db.size_on_disk()?)
     }
 }
 
