@@ -75,6 +75,9 @@ struct State<T> {
     last_batch_writes: u64,
     /// Bytes of the last batch taken: the next one starts with that capacity.
     last_batch_bytes: usize,
+    /// The committer sleeps until the open batch holds this many writes (1:
+    /// any; `u64::MAX`: it is busy): a write wakes it only when it matters.
+    wake_at: u64,
     last_sync: Duration,
     stats: BarrierStats,
 }
@@ -145,6 +148,7 @@ impl<T: Send + 'static> CommitQueue<T> {
                 durable_end,
                 last_batch_writes: 0,
                 last_batch_bytes: 0,
+                wake_at: u64::MAX,
                 last_sync: Duration::ZERO,
                 stats: BarrierStats::default(),
             }),
@@ -168,7 +172,8 @@ impl<T: Send + 'static> CommitQueue<T> {
         if state.stop {
             return Err(Error::Engine("the store is closing".to_owned()));
         }
-        if !state.open.buf.is_empty() && state.open.buf.payload_len() + n_bytes > MAX_BATCH_BYTES {
+        let sealed = !state.open.buf.is_empty() && state.open.buf.payload_len() + n_bytes > MAX_BATCH_BYTES;
+        if sealed {
             let full = std::mem::take(&mut state.open);
             state.sealed.push_back(full);
         }
@@ -189,8 +194,11 @@ impl<T: Send + 'static> CommitQueue<T> {
         state.stats.n_waits += 1;
         state.open.n_writes += 1;
         let ticket = Ticket(Arc::clone(&state.open.done));
+        let wake = sealed || state.open.n_writes >= state.wake_at;
         drop(state);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         Ok(ticket)
     }
 
@@ -246,6 +254,7 @@ impl<T: Send + 'static> CommitQueue<T> {
         let mut deadline: Option<Instant> = None;
         loop {
             if let Some(pending) = state.sealed.pop_front() {
+                state.wake_at = u64::MAX;
                 return Some(pending);
             }
             if state.stop && state.open.buf.is_empty() {
@@ -256,14 +265,17 @@ impl<T: Send + 'static> CommitQueue<T> {
                 let now = Instant::now();
                 let until = *deadline.get_or_insert(now + linger);
                 if enough || now >= until {
+                    state.wake_at = u64::MAX;
                     let capacity = state.open.buf.bytes.len().max(state.last_batch_bytes);
                     state.last_batch_bytes = state.open.buf.bytes.len();
                     let next = Pending { buf: BatchBuf::with_capacity(capacity), ..Pending::default() };
                     return Some(std::mem::replace(&mut state.open, next));
                 }
+                state.wake_at = state.last_batch_writes;
                 state = self.work.wait_timeout(state, until - now).ok()?.0;
                 continue;
             }
+            state.wake_at = 1;
             state = self.work.wait(state).ok()?;
         }
     }
