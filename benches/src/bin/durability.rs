@@ -95,6 +95,9 @@ struct Findings {
     read_p50_small: Option<(Duration, Duration)>,
     verify: Vec<(String, f64)>,
     open: Option<(u64, Vec<Duration>)>,
+    /// Median over the rounds of the store's rate ÷ the raw limit, ÷ SQLite
+    /// 1/txn (1 event/append), and 4 events/append ÷ the raw limit.
+    round_ratios: Option<(f64, f64, f64)>,
     /// p50 of forking the small and the large parent, and of a 1-event append.
     fork_p50: Option<(u64, Duration, u64, Duration, Duration)>,
     /// Bytes on disk over the JSONL bytes of the same events, per measurement.
@@ -182,19 +185,27 @@ fn print_corpus(corpus: &Corpus, took: Duration) {
     );
 }
 
+const RAW_LIMIT: &str = "raw limit: 1 thread, write+fdatasync of 32 records";
+const RAW_N: &str = "raw write+fdatasync, ≤32 records/sync";
+const SQLITE: &str = "SQLite WAL FULL, 1 event/txn";
+const LOGBOOK_1: &str = "Logbook, 1 event/append";
+const LOGBOOK_4: &str = "Logbook, 4 events/append";
+
+/// The configurations, the ones the targets compare run next to each other
+/// so that the machine's load changes as little as possible between them.
 fn specs(writers: usize) -> Vec<RunSpec> {
     let spec = |label: &str, system, writers| RunSpec { label: label.to_owned(), system, writers };
     vec![
-        spec("raw limit: 1 thread, write+fdatasync of 32 records", System::RawLoop, 1),
-        spec("raw write+fdatasync, ≤32 records/sync", System::Raw, 32),
-        spec("raw write+fdatasync, ≤32 records/sync", System::Raw, writers),
-        spec("SQLite WAL FULL, 1 event/txn", System::Sqlite, writers),
+        spec(RAW_LIMIT, System::RawLoop, 1),
+        spec(LOGBOOK_1, System::Logbook { events_per_append: 1 }, writers),
+        spec(SQLITE, System::Sqlite, writers),
+        spec(LOGBOOK_4, System::Logbook { events_per_append: 4 }, writers),
+        spec(RAW_N, System::Raw, writers),
+        spec(RAW_N, System::Raw, 32),
         spec("SQLite WAL FULL, ≤32 events/txn (group commit)", System::SqliteBatched, writers),
         spec("JSONL file/session, fdatasync/event", System::Jsonl, writers),
-        spec("Logbook, 1 event/append", System::Logbook { events_per_append: 1 }, writers),
-        spec("Logbook, 4 events/append", System::Logbook { events_per_append: 4 }, writers),
-        spec("Logbook, 1 event/append", System::Logbook { events_per_append: 1 }, 32),
-        spec("Logbook, 1 event/append", System::Logbook { events_per_append: 1 }, 1),
+        spec(LOGBOOK_1, System::Logbook { events_per_append: 1 }, 32),
+        spec(LOGBOOK_1, System::Logbook { events_per_append: 1 }, 1),
     ]
 }
 
@@ -234,10 +245,10 @@ fn throughput(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -> 
     // Noise (other work on the machine) only ever slows a run down, so the
     // best round is the estimate of each configuration's capacity.
     let best = |k: &str| -> f64 { findings.throughput.get(k).map_or(0.0, |runs| best_rate(runs)) };
-    let all = self::specs(settings.writers);
-    let raw_limit = best(&key(&all[0]));
-    let raw_n = best(&key(&all[2]));
-    let sqlite = best(&key(&all[3]));
+    let n = settings.writers;
+    let raw_limit = best(&format!("{RAW_LIMIT} | 1"));
+    let raw_n = best(&format!("{RAW_N} | {n}"));
+    let sqlite = best(&format!("{SQLITE} | {n}"));
     println!(
         "| configuration | writers | events/s per round | best | × raw limit | × raw ({} w) | × SQLite 1/txn | \
          batching | disk B/event | logical B/event | disk × JSONL |",
@@ -273,7 +284,54 @@ fn throughput(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -> 
         }
     }
     println!();
+    per_round_ratios(settings, findings);
     Ok(())
+}
+
+/// Ratios of the store to its baselines within each round (the runs a few
+/// seconds apart), and their medians: steadier than ratios of best rounds
+/// when other work on the machine comes and goes.
+fn per_round_ratios(settings: &Settings, findings: &mut Findings) {
+    let n = settings.writers;
+    let rates = |k: String| -> Vec<f64> {
+        findings.throughput.get(&k).map(|runs| runs.iter().map(RunResult::events_per_sec).collect()).unwrap_or_default()
+    };
+    let (one, four) = (rates(format!("{LOGBOOK_1} | {n}")), rates(format!("{LOGBOOK_4} | {n}")));
+    let (limit, raw_n, sqlite) =
+        (rates(format!("{RAW_LIMIT} | 1")), rates(format!("{RAW_N} | {n}")), rates(format!("{SQLITE} | {n}")));
+    let ratio = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y.max(1e-9)).collect() };
+    let columns = [
+        ("1 event/append ÷ raw limit", ratio(&one, &limit)),
+        (&*format!("1 event/append ÷ raw ({n} w)"), ratio(&one, &raw_n)),
+        ("1 event/append ÷ SQLite 1/txn", ratio(&one, &sqlite)),
+        ("4 events/append ÷ raw limit", ratio(&four, &limit)),
+    ]
+    .map(|(name, values)| (name.to_owned(), values));
+    if columns.iter().all(|(_, v)| v.is_empty()) {
+        return;
+    }
+    println!("Logbook ({n} writers) against the baselines of the same round:\n");
+    println!("| round | {} |", columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(" | "));
+    println!("|---|{}|", columns.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
+    let n_rounds = columns.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    for round in 0..n_rounds {
+        let cells: Vec<String> =
+            columns.iter().map(|(_, v)| v.get(round).map_or("".to_owned(), |r| format!("{r:.2}"))).collect();
+        println!("| {} | {} |", round + 1, cells.join(" | "));
+    }
+    let medians: Vec<f64> = columns.iter().map(|(_, v)| median(v)).collect();
+    println!("| **median** | {} |\n", medians.iter().map(|m| format!("**{m:.2}**")).collect::<Vec<_>>().join(" | "));
+    findings.round_ratios = Some((medians[0], medians[2], medians[3]));
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        len if len % 2 == 1 => sorted[len / 2],
+        len => (sorted[len / 2 - 1] + sorted[len / 2]) / 2.0,
+    }
 }
 
 fn size(corpus: &Corpus) {
@@ -699,11 +757,11 @@ fn summary(findings: &Findings) {
         .unwrap_or(16);
     let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
     if let (Some(raw_limit), Some(raw_n), Some(sqlite), Some(one), Some(four)) = (
-        best("raw limit: 1 thread, write+fdatasync of 32 records", 1),
-        best("raw write+fdatasync, ≤32 records/sync", writers),
-        best("SQLite WAL FULL, 1 event/txn", writers),
-        best("Logbook, 1 event/append", writers),
-        best("Logbook, 4 events/append", writers),
+        best(RAW_LIMIT, 1),
+        best(RAW_N, writers),
+        best(SQLITE, writers),
+        best(LOGBOOK_1, writers),
+        best(LOGBOOK_4, writers),
     ) {
         println!(
             "| durable appends/s ≥ 0.6 × raw group commit (1 event/append, {writers} writers) | {one:.0}/s = {:.2} × the \
@@ -722,6 +780,15 @@ fn summary(findings: &Findings) {
             "| durable appends/s ≥ 3 × SQLite FULL per event | {one:.0}/s vs {sqlite:.0}/s = {:.2} × | {} |",
             one / sqlite,
             verdict(one / sqlite >= 3.0)
+        );
+    }
+    if let Some((limit, sqlite, four)) = findings.round_ratios {
+        println!(
+            "| same targets, median of the per-round ratios | 1 event/append: {limit:.2} × the raw limit, {sqlite:.2} × \
+             SQLite 1/txn; 4 events/append: {four:.2} × the raw limit | {} / {} / {} |",
+            verdict(limit >= 0.6),
+            verdict(sqlite >= 3.0),
+            verdict(four >= 0.6)
         );
     }
     if let Some((store, sqlite)) = findings.read_p50 {
