@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
 use logbook_core::Seq;
-use logbook_store::{Append, SledOptions, SledStore};
+use logbook_store::{Append, SledOptions, SledStore, WalOptions};
 
 use crate::corpus::{Corpus, Prepared};
 use crate::jsonl::JsonlLog;
@@ -43,6 +43,8 @@ pub enum System {
     Jsonl,
     /// The Logbook store on sled, `events_per_append` events per `append`.
     Logbook { events_per_append: usize },
+    /// The same with the committer never lingering for released writers.
+    LogbookNoLinger { events_per_append: usize },
 }
 
 /// One configuration of a run.
@@ -184,8 +186,17 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 note: "1 fdatasync per event".to_owned(),
             })
         }
-        System::Logbook { events_per_append } => {
-            let store = SledStore::open(&dir.join("logbook"), &SledOptions::default())?;
+        System::Logbook { events_per_append } | System::LogbookNoLinger { events_per_append } => {
+            let wal = match spec.system {
+                System::LogbookNoLinger { .. } => WalOptions { max_linger: Duration::ZERO, ..WalOptions::default() },
+                System::RawLoop
+                | System::Raw
+                | System::Sqlite
+                | System::SqliteBatched
+                | System::Jsonl
+                | System::Logbook { .. } => WalOptions::default(),
+            };
+            let store = SledStore::open_with(&dir.join("logbook"), &SledOptions::default(), &wal)?;
             let (events, elapsed, written) =
                 drive(corpus, spec.writers, events_per_append, limits, |idx, seq, range| {
                     let session = &sessions[idx];

@@ -35,8 +35,8 @@ use crate::wal::{BatchBuf, BatchHeader, LogWriter, MAX_BATCH_BYTES};
 /// released writers to rejoin: a wait that is small next to the sync it saves.
 pub(crate) const LINGER_FRACTION: f64 = 0.5;
 
-/// And never longer than this.
-pub(crate) const MAX_LINGER: Duration = Duration::from_millis(1);
+/// And never longer than this (the default of [`crate::WalOptions::max_linger`]).
+pub const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// What the committer calls once a batch is durable, before acknowledging it.
 pub(crate) trait Publisher<T>: Send + Sync + 'static {
@@ -71,6 +71,8 @@ struct State<T> {
     stop: bool,
     /// The log is durable up to here (the end of the last synced batch).
     durable_end: u64,
+    /// The longest the committer lingers (zero: never).
+    max_linger: Duration,
     /// Writes in the last batch synced, and how long its sync took.
     last_batch_writes: u64,
     /// Bytes of the last batch taken: the next one starts with that capacity.
@@ -137,8 +139,8 @@ fn lock_poisoned() -> Error {
 }
 
 impl<T: Send + 'static> CommitQueue<T> {
-    /// A queue whose log is durable up to `durable_end`.
-    pub(crate) fn new(durable_end: u64) -> CommitQueue<T> {
+    /// A queue whose log is durable up to `durable_end`, lingering at most `max_linger`.
+    pub(crate) fn new(durable_end: u64, max_linger: Duration) -> CommitQueue<T> {
         CommitQueue {
             state: Mutex::new(State {
                 open: Pending::default(),
@@ -146,6 +148,7 @@ impl<T: Send + 'static> CommitQueue<T> {
                 poisoned: None,
                 stop: false,
                 durable_end,
+                max_linger,
                 last_batch_writes: 0,
                 last_batch_bytes: 0,
                 wake_at: u64::MAX,
@@ -250,7 +253,7 @@ impl<T: Send + 'static> CommitQueue<T> {
     /// writers, see the module documentation); `None` once stopped and drained.
     fn next_pending(&self) -> Option<Pending<T>> {
         let mut state = self.lock().ok()?;
-        let linger = state.last_sync.mul_f64(LINGER_FRACTION).min(MAX_LINGER);
+        let linger = state.last_sync.mul_f64(LINGER_FRACTION).min(state.max_linger);
         let mut deadline: Option<Instant> = None;
         loop {
             if let Some(pending) = state.sealed.pop_front() {

@@ -146,7 +146,7 @@ impl<E: Engine> LogStore<E> {
             log: engine.log_dir(),
             engine,
             slots: RwLock::new(recovered.slots),
-            queue: CommitQueue::new(writer.end()),
+            queue: CommitQueue::new(writer.end(), wal.max_linger),
             checkpoints: Checkpoints::new(recovered.checkpoint, writer.end(), writer.next_batch(), wal.segment_bytes),
             damage: recovered.damage,
             cache_bytes: AtomicUsize::new(0),

@@ -51,11 +51,15 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 pub struct WalOptions {
     /// See [`SEGMENT_BYTES`]; small segments are for tests of rollover.
     pub segment_bytes: u64,
+    /// The longest the group committer waits for the writers it just
+    /// released before it writes the next batch (see `store/src/commit.rs`);
+    /// zero never waits.
+    pub max_linger: std::time::Duration,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: SEGMENT_BYTES }
+        WalOptions { segment_bytes: SEGMENT_BYTES, max_linger: crate::commit::MAX_LINGER }
     }
 }
 

@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     let dir = PathBuf::from(dir);
     let n_sessions: u64 = n_sessions.parse().context("N_SESSIONS")?;
     let writers: u64 = writers.parse().context("WRITERS_PER_SESSION")?;
-    let wal = WalOptions { segment_bytes: SEGMENT_BYTES };
+    let wal = WalOptions { segment_bytes: SEGMENT_BYTES, ..WalOptions::default() };
     let store = Arc::new(SledStore::open_with(&dir, &SledOptions { cache_capacity_bytes: 16 << 20 }, &wal)?);
     println!("ready");
     let checkpointer = {
