@@ -168,7 +168,7 @@ fn print_corpus(corpus: &Corpus, took: Duration) {
     println!("| canonical (bincode, what the chain hashes) | {:.0} |", stats.canonical_bytes as f64 / n);
     println!("| record envelope (uncompressed) | {:.0} |", stats.envelope_bytes as f64 / n);
     println!(
-        "| store's log entry (96 B header + canonical bytes, zstd-3 when it pays) | {:.0} |",
+        "| store's log entry (96 B header + canonical bytes, zstd level 1 when it pays) | {:.0} |",
         stats.stored_bytes as f64 / n
     );
     println!("| JSONL line | {:.0} |", stats.json_bytes as f64 / n);
@@ -707,7 +707,7 @@ fn print_dict(report: &DictReport, dict_size: usize, round: usize) {
         report.training_time.as_secs_f64()
     );
     println!(
-        "| envelope size | events | raw B | store today B (× raw) | zstd-3 every value | zstd-3 + dict every value | \
+        "| envelope size | events | raw B | store today (zstd-1) B (× raw) | zstd-3 every value | zstd-3 + dict every value | \
          dict where it saves (× store today) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
