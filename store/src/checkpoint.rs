@@ -34,8 +34,10 @@ use crate::wal::{BatchHeader, offset_of, segment_of};
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// A checkpoint also runs this long after the last one if records are
-/// pending, so that an idle store's recovery replays little.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// pending: it bounds what recovery replays, and the stretch of log whose
+/// loss after a crash recovery could not tell from the crash (see
+/// `docs/format.md`, 6.4). A checkpoint costs two sled syncs in the background.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The checkpointer's shared state.
 #[derive(Debug)]
