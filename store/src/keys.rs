@@ -10,7 +10,7 @@
 //!
 //! | tree        | key                                        | value                                       |
 //! |-------------|--------------------------------------------|---------------------------------------------|
-//! | `log`       | `0x10 session[16] chunk[8]`                | record locations: see [`crate::index`]      |
+//! | `log`       | `0x10 session[16] chunk[8]`                | record locations: see `store/src/index.rs`   |
 //! | `log`       | `0x11 session[16] type[2] span[8]`         | seqs of that type in the span               |
 //! | `log`       | `0x12 session[16]`                         | head: `next[8] hash[32]`                    |
 //! | `log`       | `0x13 child[16]`                           | fork origin: `parent[16] at_seq[8] hash[32]`|

@@ -6,7 +6,7 @@
 //! `segment << 32 | offset`. Each segment starts with a [`SegmentHeader`]
 //! carrying a random salt; after it come batches, each written with one
 //! `pwrite` and made durable with one `fdatasync` by the group committer
-//! ([`crate::commit`]). A batch is a [`BATCH_HEADER_BYTES`] header (magic,
+//! (`store/src/commit.rs`). A batch is a [`BATCH_HEADER_BYTES`] header (magic,
 //! LSN, batch number, length, entry count, and a checksum keyed by the
 //! segment's salt over the header and the payload) followed by its entries,
 //! padded to [`BATCH_ALIGN`]. Entries are records, resource writes, blobs and

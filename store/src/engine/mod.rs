@@ -3,7 +3,7 @@
 //! write-ahead log that holds every record.
 //!
 //! All store logic (chains, heads, limits, group commit, indexes,
-//! subscriptions) lives in [`crate::log`] and runs unchanged over every engine,
+//! subscriptions) lives in `store/src/log.rs` and runs unchanged over every engine,
 //! so the one conformance suite tests the same logic on sled and in memory. An
 //! engine knows nothing of sessions or records: it stores bytes under keys and
 //! bytes in numbered segment files.
