@@ -10,9 +10,12 @@
 //! the sessions that store it (flattened through forks of forks, see
 //! [`crate::session::Origin`]), with the records carrying the fork's id.
 //!
-//! Logs are never deleted, so a parent's records outlive every fork that
-//! references them; a parent that keeps growing is seen by its forks only up
-//! to their fork points.
+//! Logs are never deleted (deleting a session through the API appends
+//! `session.deleted` and removes its resource; its records stay), so a
+//! parent's records outlive every fork that references them, and a parent
+//! that keeps growing is seen by its forks only up to their fork points. A
+//! purge of records, should one ever be added, must refuse a session that
+//! [`Fork::forks_of`] lists forks of.
 
 use logbook_core::{Entry, Record, Seq, SessionId};
 

@@ -146,7 +146,9 @@ pub trait Fork {
     /// Where `session`'s log comes from, if it is a fork.
     fn fork_origin(&self, session: SessionId) -> Result<Option<ForkOrigin>, Error>;
 
-    /// The forks of `parent` (direct ones), with their fork points.
+    /// The forks of `parent` (direct ones), with their fork points. Logs are
+    /// never deleted, so forks never lose their inherited prefix; anything that
+    /// would remove a session's records must refuse while this lists forks.
     fn forks_of(&self, parent: SessionId) -> Result<Vec<(SessionId, Seq)>, Error>;
 }
 
