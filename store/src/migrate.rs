@@ -21,7 +21,7 @@ use logbook_core::{ChainHash, Digest, Seq, SessionId, chain};
 
 use crate::engine::sled::SledEngine;
 use crate::engine::{Direction, Engine, LogDir, Tree, Write, prefix_range};
-use crate::error::{Error, OpenError};
+use crate::error::OpenError;
 use crate::index;
 use crate::journal;
 use crate::keys::{self, LogKeyKind, MetaKey, ResourceKind};
@@ -145,7 +145,8 @@ impl Output {
 /// Every version 1 head.
 fn v1_heads(engine: &SledEngine) -> Result<BTreeMap<SessionId, Head>, String> {
     let mut heads = BTreeMap::new();
-    for (key, value) in pages(engine, Tree::Log, &[LogKeyKind::V1Head as u8])? {
+    for pair in pages(engine, Tree::Log, &[LogKeyKind::V1Head as u8])? {
+        let (key, value) = pair?;
         let session = keys::v1::parse_head_key(&key).ok_or("malformed version 1 head key")?;
         let (next, hash) = keys::parse_head_value(&value).ok_or_else(|| format!("{session}: malformed head"))?;
         heads.insert(session, Head { next, hash });
@@ -164,7 +165,8 @@ fn migrate_session(
     let (mut expected, mut prev) = (Seq::ZERO, chain::GENESIS);
     let mut prefix = vec![LogKeyKind::V1Event as u8];
     prefix.extend_from_slice(&session.to_bytes());
-    for (key, value) in pages(engine, Tree::Log, &prefix)? {
+    for pair in pages(engine, Tree::Log, &prefix)? {
+        let (key, value) = pair?;
         let (_, seq) = keys::v1::parse_event_key(&key).ok_or("malformed version 1 event key")?;
         let bad = |what: &str| format!("{session}: record {seq} {what}");
         if seq != expected {
@@ -203,7 +205,8 @@ fn migrate_session(
 }
 
 fn migrate_blobs(engine: &SledEngine, out: &mut Output) -> Result<(), String> {
-    for (key, value) in pages(engine, Tree::Blobs, &[])? {
+    for pair in pages(engine, Tree::Blobs, &[])? {
+        let (key, value) = pair?;
         let digest = Digest::from_bytes(key.as_slice().try_into().map_err(|_| "malformed blob key")?);
         let bytes = frame::decode(&value).map_err(|e| format!("blob {digest}: {e}"))?;
         if chain::digest(&bytes) != digest {
@@ -219,7 +222,8 @@ fn migrate_blobs(engine: &SledEngine, out: &mut Output) -> Result<(), String> {
 }
 
 fn migrate_resources(engine: &SledEngine, out: &mut Output) -> Result<(), String> {
-    for (key, value) in pages(engine, Tree::Resources, &[])? {
+    for pair in pages(engine, Tree::Resources, &[])? {
+        let (key, value) = pair?;
         let (kind, name) = key.split_first().ok_or("empty resource key")?;
         let kind = ResourceKind::from_byte(*kind).ok_or("unknown resource kind")?;
         frame::decode(&value).map_err(|e| format!("resource {}: {e}", String::from_utf8_lossy(name)))?;
@@ -280,16 +284,35 @@ fn remove_prefix(engine: &SledEngine, tree: Tree, prefix: &[u8]) -> Result<bool,
 }
 
 /// Every pair with `prefix`, read in pages.
-fn pages(engine: &SledEngine, tree: Tree, prefix: &[u8]) -> Result<crate::engine::Pairs, String> {
+/// Every pair with `prefix`, read a page at a time (so that a large version 1
+/// store is never held in memory whole).
+fn pages<'a>(
+    engine: &'a SledEngine,
+    tree: Tree,
+    prefix: &[u8],
+) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), String>> + 'a, String> {
     let (mut start, end) = range_of(prefix);
-    let mut out = Vec::new();
-    loop {
-        let page =
-            engine.range(tree, (start, end.clone()), Direction::Forward, PAGE).map_err(|e: Error| e.to_string())?;
-        let Some((last, _)) = page.last() else { return Ok(out) };
-        start = Bound::Excluded(last.clone());
-        out.extend(page);
-    }
+    let mut page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)> = Vec::new().into_iter();
+    let mut done = false;
+    Ok(std::iter::from_fn(move || {
+        loop {
+            if let Some(pair) = page.next() {
+                start = Bound::Excluded(pair.0.clone());
+                return Some(Ok(pair));
+            }
+            if done {
+                return None;
+            }
+            match engine.range(tree, (start.clone(), end.clone()), Direction::Forward, PAGE) {
+                Ok(next) if next.is_empty() => done = true,
+                Ok(next) => page = next.into_iter(),
+                Err(err) => {
+                    done = true;
+                    return Some(Err(err.to_string()));
+                }
+            }
+        }
+    }))
 }
 
 fn range_of(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
