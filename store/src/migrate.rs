@@ -284,15 +284,18 @@ fn remove_prefix(engine: &SledEngine, tree: Tree, prefix: &[u8]) -> Result<bool,
 }
 
 /// Every pair with `prefix`, read in pages.
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// Every pair with `prefix`, read a page at a time (so that a large version 1
 /// store is never held in memory whole).
 fn pages<'a>(
     engine: &'a SledEngine,
     tree: Tree,
     prefix: &[u8],
-) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), String>> + 'a, String> {
+) -> Result<impl Iterator<Item = Result<Pair, String>> + 'a, String> {
     let (mut start, end) = range_of(prefix);
-    let mut page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)> = Vec::new().into_iter();
+    let mut page: std::vec::IntoIter<Pair> = Vec::new().into_iter();
     let mut done = false;
     Ok(std::iter::from_fn(move || {
         loop {
