@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds="${LOGBOOK_FUZZ_SECONDS:-30}"
-targets="${LOGBOOK_FUZZ_TARGETS:-decode_record verify_chain resolve_path}"
+targets="${LOGBOOK_FUZZ_TARGETS:-decode_record verify_chain decode_wal resolve_path}"
 
 # Inputs larger than any record or chain the targets build gain nothing and
 # slow every run; 20 s is ample for one input even under AddressSanitizer.

@@ -2,15 +2,15 @@
 //!
 //! For each event: the [`Entry`] (what the Logbook store appends), its JSONL
 //! line (what the JSONL and SQLite baselines write), its record envelope sealed
-//! at its seq (what the raw baseline writes: the bytes the store frames, before
-//! compression) and the size of the store's frame of that envelope. Computing
+//! at its seq (what the raw baseline writes: the record before compression)
+//! and the size of the store's log entry for it. Computing
 //! them up front keeps serialization out of the timed loops of the baselines;
 //! the store serializes inside `append`, as it must.
 
 use std::sync::Arc;
 
 use logbook_core::{Entry, Record, Seq, SessionId, chain};
-use logbook_store::frame;
+use logbook_store::{frame, wal};
 
 use crate::workload::{self, WorkloadConfig};
 
@@ -22,8 +22,9 @@ pub struct Prepared {
     /// The record envelope (uncompressed) at the event's seq in its session.
     pub envelope: Arc<[u8]>,
     pub canonical_len: usize,
-    /// Bytes of the store's frame of the envelope (compressed when that pays).
-    pub framed_len: usize,
+    /// Bytes of the store's log entry for the record: its fixed header and the
+    /// canonical bytes, compressed when that pays.
+    pub stored_len: usize,
 }
 
 /// One session's prepared events.
@@ -51,7 +52,7 @@ pub struct CorpusStats {
     pub n_big: u64,
     pub canonical_bytes: u64,
     pub envelope_bytes: u64,
-    pub framed_bytes: u64,
+    pub stored_bytes: u64,
     pub json_bytes: u64,
 }
 
@@ -86,7 +87,7 @@ impl Corpus {
             stats.n_big += u64::from(event.canonical_len >= 50 * 1024);
             stats.canonical_bytes += event.canonical_len as u64;
             stats.envelope_bytes += event.envelope.len() as u64;
-            stats.framed_bytes += event.framed_len as u64;
+            stats.stored_bytes += event.stored_len as u64;
             stats.json_bytes += event.json_line.len() as u64;
         }
         stats
@@ -102,10 +103,12 @@ fn prepare(log: &workload::SessionLog) -> anyhow::Result<PreparedSession> {
         let record = Record::from_canonical(log.session, Seq::new(idx as u64), prev, canonical);
         prev = record.hash();
         let envelope = record.to_envelope()?;
-        let framed_len = frame::encode(&envelope).len();
+        let mut body = Vec::new();
+        frame::compress(record.canonical().unwrap_or_default(), &mut body);
+        let stored_len = wal::RECORD_HEADER_BYTES + body.len();
         let mut line = workload::jsonl_line(log.session, entry)?.into_bytes();
         line.push(b'\n');
-        events.push(Prepared { json_line: line.into(), envelope: envelope.into(), canonical_len, framed_len });
+        events.push(Prepared { json_line: line.into(), envelope: envelope.into(), canonical_len, stored_len });
     }
     Ok(PreparedSession { session: log.session, entries: log.entries.clone(), events })
 }

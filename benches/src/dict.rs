@@ -185,7 +185,7 @@ pub fn measure(train_corpus: &Corpus, test_corpus: &Corpus, dict_size: usize) ->
         classes,
         total,
         timings,
-        corpus_store_bytes: test_corpus.stats().framed_bytes,
+        corpus_store_bytes: test_corpus.stats().stored_bytes,
     })
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
 use logbook_core::Seq;
-use logbook_store::{Append, SledOptions, SledStore};
+use logbook_store::{Append, SledOptions, SledStore, WalOptions};
 
 use crate::corpus::{Corpus, Prepared};
 use crate::jsonl::JsonlLog;
@@ -43,6 +43,8 @@ pub enum System {
     Jsonl,
     /// The Logbook store on sled, `events_per_append` events per `append`.
     Logbook { events_per_append: usize },
+    /// The same with the committer never lingering for released writers.
+    LogbookNoLinger { events_per_append: usize },
 }
 
 /// One configuration of a run.
@@ -184,8 +186,17 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 note: "1 fdatasync per event".to_owned(),
             })
         }
-        System::Logbook { events_per_append } => {
-            let store = SledStore::open(&dir.join("logbook"), &SledOptions::default())?;
+        System::Logbook { events_per_append } | System::LogbookNoLinger { events_per_append } => {
+            let wal = match spec.system {
+                System::LogbookNoLinger { .. } => WalOptions { max_linger: Duration::ZERO, ..WalOptions::default() },
+                System::RawLoop
+                | System::Raw
+                | System::Sqlite
+                | System::SqliteBatched
+                | System::Jsonl
+                | System::Logbook { .. } => WalOptions::default(),
+            };
+            let store = SledStore::open_with(&dir.join("logbook"), &SledOptions::default(), &wal)?;
             let (events, elapsed, written) =
                 drive(corpus, spec.writers, events_per_append, limits, |idx, seq, range| {
                     let session = &sessions[idx];
@@ -198,14 +209,15 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 label: spec.label.clone(),
                 events,
                 elapsed,
-                disk_bytes: store.size_on_disk()?,
-                logical_bytes: bytes_of(&written, &|p| p.framed_len),
+                disk_bytes: store.stored_bytes()?,
+                logical_bytes: bytes_of(&written, &|p| p.stored_len),
                 json_bytes: bytes_of(&written, &|p| p.json_line.len()),
                 n_syncs: stats.n_syncs,
                 note: format!(
-                    "{:.1} appends ({:.1} events) per barrier",
+                    "{:.1} appends ({:.1} events) per barrier; {:.0} MiB allocated on disk",
                     ratio(stats.n_waits, stats.n_syncs),
-                    ratio(events, stats.n_syncs)
+                    ratio(events, stats.n_syncs),
+                    store.size_on_disk()? as f64 / f64::from(1 << 20)
                 ),
             })
         }

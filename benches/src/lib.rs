@@ -6,7 +6,7 @@
 //! `fdatasync`, the physical limit), [`sqlite`] (WAL, `synchronous=FULL`) and
 //! [`jsonl`] (a file per session, `fdatasync` per event). [`durable`] drives
 //! any of them, or the store, with N writer threads; [`reads`], [`verify`],
-//! [`open`] and [`dict`] hold the other measurements, and [`diag`] breaks the
+//! [`open`], [`forks`] and [`dict`] hold the other measurements, and [`diag`] breaks the
 //! store's costs down. The `durability` binary
 //! runs them all side by side and prints the tables; the criterion bench
 //! `micro` times the small operations. See `benches/README.md`.
@@ -15,6 +15,7 @@ pub mod corpus;
 pub mod diag;
 pub mod dict;
 pub mod durable;
+pub mod forks;
 pub mod group;
 pub mod jsonl;
 pub mod open;

@@ -28,7 +28,7 @@ pub struct OpenStore {
     /// `None` when an earlier run's store was reused.
     pub build_time: Option<Duration>,
     pub canonical_bytes: u64,
-    pub framed_bytes: u64,
+    pub stored_bytes: u64,
     pub json_bytes: u64,
 }
 
@@ -47,7 +47,7 @@ pub fn build_or_reuse(corpus: &Corpus, n_events: u64, dir: &Path, threads: usize
             let event = &session.events[idx % session.events.len()];
             out.n_events += 1;
             out.canonical_bytes += event.canonical_len as u64;
-            out.framed_bytes += event.framed_len as u64;
+            out.stored_bytes += event.stored_len as u64;
             out.json_bytes += event.json_line.len() as u64;
         }
     }

@@ -608,7 +608,7 @@ fn verify(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
             eprintln!("logbook: {}: break at seq {}: {:?}", damaged.session, brk.seq, brk.kind);
         }
     }
-    for err in &report.blob_errors {
+    for err in report.blob_errors.iter().chain(&report.log_errors) {
         eprintln!("logbook: {err}");
     }
     let intact = report.is_intact() && store.store_damage().is_empty();

@@ -1,26 +1,31 @@
 //! Whole-store verification (`logbook verify`).
 //!
-//! One pass over every stored record in key order, that is session by session
-//! and seq by seq, feeding each session's records to a [`Verifier`] at
-//! [`Depth::Entries`] and comparing where each chain ends with its stored head.
-//! Unlike reads, which stop at the first damage, this reports every break, and
-//! it also finds records that no head accounts for. Blobs are re-hashed.
+//! One sequential pass over the write-ahead log, from its first segment to its
+//! durable end: every record is decoded and fed to its session's [`Verifier`]
+//! at [`Depth::Entries`] (a fork's verifier starts at its origin, and the
+//! parent's hash at the fork point is checked against the origin), every blob
+//! is re-hashed, and where each chain ends is compared with the session's head.
+//! Reading the log rather than the index also checks the index: every
+//! record's indexed location must be where the scan found it, a head that
+//! stops short of the log's records and a session the log does not know are
+//! reported. Unlike reads, which stop at the first damage, this reports every
+//! break, and damage to the log itself (a batch failing its checksum has its
+//! records checked one by one; an unreadable stretch is skipped and reported).
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Report, Verifier, read_stored};
-use logbook_core::{ChainHash, Seq, SessionId, chain};
+use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Report, Unreadable, Verifier};
+use logbook_core::{ChainHash, Seq, SessionId};
 use serde::Serialize;
 
-use crate::engine::{Direction, Engine, Tree, prefix_range};
+use crate::engine::Engine;
 use crate::error::Error;
-use crate::frame;
-use crate::keys;
+use crate::index::Chunk;
+use crate::keys::{self, CHUNK_SEQS};
 use crate::log::LogStore;
-
-/// Records read per engine scan.
-const SCAN_PAGE: usize = 4096;
+use crate::session::{PendingRecord, Slot};
+use crate::wal::{self, Entry, Location, Scan};
 
 /// Where a long verification is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,8 @@ pub struct StoreReport {
     pub n_records: u64,
     pub n_blobs: u64,
     pub blob_errors: Vec<String>,
+    /// Damage to the log outside any one record (a damaged batch, a stray segment).
+    pub log_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,7 +54,7 @@ pub struct SessionReport {
 
 impl StoreReport {
     pub fn is_intact(&self) -> bool {
-        self.blob_errors.is_empty() && self.sessions.iter().all(|s| s.report.is_intact())
+        self.blob_errors.is_empty() && self.log_errors.is_empty() && self.sessions.iter().all(|s| s.report.is_intact())
     }
 
     /// Sessions with at least one break.
@@ -56,112 +63,262 @@ impl StoreReport {
     }
 }
 
+/// One session's verification in progress.
+#[derive(Debug)]
+struct Chain {
+    verifier: Verifier,
+    anchor: Anchor,
+    /// For a fork: the parent and the parent's hash it claims at `at_seq`.
+    origin: Option<(SessionId, Seq, ChainHash)>,
+    /// Records whose index entry disagrees with the log.
+    misplaced: Vec<Break>,
+}
+
+/// One session's index as of the start of the verification.
+#[derive(Debug)]
+struct IndexView {
+    durable_next: Seq,
+    indexed_next: Seq,
+    pending: Vec<PendingRecord>,
+    chunk: Option<(u64, Option<Chunk>)>,
+}
+
+impl IndexView {
+    fn of(slot: &Slot) -> IndexView {
+        let (indexed_next, pending) = slot
+            .lock_index()
+            .map(|index| (index.indexed_next, index.pending.iter().copied().collect()))
+            .unwrap_or((Seq::ZERO, Vec::new()));
+        IndexView { durable_next: slot.durable_head().next, indexed_next, pending, chunk: None }
+    }
+
+    /// Where the index says `seq` is; `None` if it does not know.
+    fn location(&mut self, engine: &dyn Engine, session: SessionId, seq: Seq) -> Option<Location> {
+        if seq >= self.indexed_next {
+            return self.pending.get((seq.get() - self.indexed_next.get()) as usize).map(|p| p.location);
+        }
+        let chunk_no = seq.get() / CHUNK_SEQS;
+        if self.chunk.as_ref().map(|(n, _)| *n) != Some(chunk_no) {
+            let key = keys::locations_key(session, seq);
+            let chunk =
+                engine.get(crate::engine::Tree::Log, &key).ok().flatten().and_then(|v| Chunk::decode(chunk_no, &v));
+            self.chunk = Some((chunk_no, chunk));
+        }
+        let (_, chunk) = self.chunk.as_ref()?;
+        let chunk = chunk.as_ref()?;
+        let idx = seq.get().checked_sub(chunk.first.get())?;
+        chunk.entries.get(idx as usize).map(|(location, _)| *location)
+    }
+}
+
 impl<E: Engine> LogStore<E> {
     /// Verifies every chain, every head and every blob. `progress` is called
-    /// after each page of records or blobs.
+    /// after each batch of the log.
     pub fn verify_all(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<StoreReport, Error> {
-        let engine = &self.inner.engine;
-        let heads = load_heads(engine)?;
-        let mut sessions = Vec::new();
-        let mut current: Option<(SessionId, Verifier)> = None;
+        let core = &self.inner.core;
+        let end = core.queue.durable_end();
+        let slots: Vec<Arc<Slot>> = core.slots.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
+        // The hashes at fork points, keyed by the session that stores the
+        // record there (a parent's own record, or one of its ancestors'),
+        // filled in as the scan passes them.
+        let owners: HashMap<SessionId, Arc<Slot>> = slots.iter().map(|s| (s.id, Arc::clone(s))).collect();
+        let mut fork_points: HashMap<(SessionId, Seq), Option<ChainHash>> = slots
+            .iter()
+            .filter_map(|slot| slot.origin.get().map(|o| ((owner_of(&owners, o.parent, o.at_seq), o.at_seq), None)))
+            .collect();
+        let mut chains: HashMap<SessionId, Chain> = HashMap::new();
+        let mut views: HashMap<SessionId, IndexView> = slots.iter().map(|s| (s.id, IndexView::of(s))).collect();
         let mut done = VerifyProgress { n_records: 0, n_sessions: 0, n_blobs: 0 };
-        let event_kind = [keys::LogKeyKind::Event as u8];
-        let (mut start, end) = prefix_range(&event_kind);
+        let mut blob_errors = Vec::new();
+        let mut log_errors = Vec::new();
+        let mut scan = Scan::new(Arc::clone(&core.log), 0, None)
+            .map_err(|err| Error::Engine(format!("reading the log: {err}")))?;
         loop {
-            let page = engine.range(Tree::Log, (start.clone(), end.clone()), Direction::Forward, SCAN_PAGE)?;
-            let Some((last_key, _)) = page.last() else { break };
-            start = Bound::Excluded(last_key.clone());
-            for (key, value) in &page {
-                let Some((session, seq)) = keys::parse_event_key(key) else { continue };
-                if current.as_ref().map(|(s, _)| *s) != Some(session) {
-                    if let Some((done_session, verifier)) = current.take() {
-                        sessions.push(finish(done_session, verifier, heads.get(&done_session)));
-                        done.n_sessions += 1;
-                    }
-                    current = Some((session, Verifier::new(Anchor::GENESIS, Depth::Entries)));
+            let batch = match scan.next_salvaged() {
+                Ok(Some(salvaged)) if salvaged.batch.header.lsn < end => {
+                    log_errors.extend(salvaged.problem);
+                    salvaged.batch
                 }
-                if let Some((_, verifier)) = current.as_mut() {
-                    let stored = frame::decode(value)
-                        .map_err(|err| logbook_core::verify::Unreadable { seq, reason: err.to_string() })
-                        .and_then(|envelope| read_stored(session, seq, &envelope));
-                    match &stored {
-                        Ok(record) => verifier.push(Ok(record)),
-                        Err(unreadable) => verifier.push(Err(unreadable)),
-                    }
+                Ok(Some(_) | None) => break,
+                Err(err) => {
+                    log_errors.push(err.to_string());
+                    break;
                 }
-                done.n_records += 1;
+            };
+            for item in wal::entries(&batch.payload) {
+                let (offset, entry) = match item {
+                    Ok(found) => found,
+                    Err(reason) => {
+                        log_errors.push(format!("batch at LSN {:#x}: {reason}", batch.header.lsn));
+                        break;
+                    }
+                };
+                match entry {
+                    Entry::Record { header, body } => {
+                        done.n_records += 1;
+                        let chain = chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
+                        let lsn = batch.header.lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
+                        if let Some(view) = views.get_mut(&header.session)
+                            && header.seq < view.durable_next
+                        {
+                            let indexed = view.location(&core.engine, header.session, header.seq);
+                            if indexed.map(|l| l.lsn) != Some(lsn) {
+                                let reason = match indexed {
+                                    Some(location) => {
+                                        format!("the index places it at {location}, the log has it at LSN {lsn:#x}")
+                                    }
+                                    None => "the index does not list it".to_owned(),
+                                };
+                                chain.misplaced.push(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } });
+                            }
+                        }
+                        match wal::record_from_entry(&header, body) {
+                            Ok(record) => {
+                                chain.verifier.push(Ok(&record));
+                                if let Some(slot) = fork_points.get_mut(&(header.session, header.seq)) {
+                                    *slot = Some(record.hash());
+                                }
+                            }
+                            Err(reason) => chain.verifier.push(Err(&Unreadable { seq: header.seq, reason })),
+                        }
+                    }
+                    Entry::Fork(fork) => {
+                        let anchor = Anchor { next_seq: Seq::new(fork.at_seq.get() + 1), prev: fork.parent_hash };
+                        let origin = Some((fork.parent, fork.at_seq, fork.parent_hash));
+                        if chains.insert(fork.child, Chain::new(anchor, origin)).is_some() {
+                            log_errors.push(format!("{} is forked after it already had records", fork.child));
+                        }
+                    }
+                    Entry::Blob { digest, codec, body } => {
+                        done.n_blobs += 1;
+                        if let Err(reason) = wal::blob_bytes(digest, codec, body) {
+                            blob_errors.push(format!("blob {digest}: {reason}"));
+                        }
+                    }
+                    Entry::Resource { .. } => {}
+                }
             }
+            done.n_sessions = chains.len() as u64;
             progress(done);
         }
-        if let Some((session, verifier)) = current.take() {
-            sessions.push(finish(session, verifier, heads.get(&session)));
-            done.n_sessions += 1;
+        if let Err(err) = scan.end() {
+            log_errors.push(err.to_string());
         }
-        // Heads whose sessions have no records at all.
-        for (session, head) in &heads {
-            if sessions.iter().all(|s| s.session != *session) {
+        let mut sessions: Vec<SessionReport> = chains
+            .into_iter()
+            .map(|(session, chain)| {
+                let slot = slots.iter().find(|s| s.id == session);
+                finish(session, chain, slot.map(|s| s.durable_head()), &owners, &fork_points)
+            })
+            .collect();
+        // Index entries past a session's head.
+        for slot in &slots {
+            if let Some(seq) = index_past_head(&core.engine, slot)? {
+                let reason = format!("the index lists a record at seq {seq}, past the head");
+                let brk = Break { seq, kind: BreakKind::Unreadable { reason } };
+                match sessions.iter_mut().find(|s| s.session == slot.id) {
+                    Some(found) => {
+                        found.report.breaks.push(brk);
+                        found.report.breaks.sort_by_key(|b| b.seq);
+                    }
+                    None => {
+                        let mut report = Verifier::new(Anchor::GENESIS, Depth::Entries).finish();
+                        report.breaks.push(brk);
+                        sessions.push(SessionReport { session: slot.id, report });
+                    }
+                }
+            }
+        }
+        // Sessions the index knows that the log does not.
+        for slot in &slots {
+            let head = slot.durable_head();
+            if head.next > slot.own_start() && sessions.iter().all(|s| s.session != slot.id) {
                 let mut report = Verifier::new(Anchor::GENESIS, Depth::Entries).finish();
-                report.breaks.push(Break {
-                    seq: Seq::ZERO,
-                    kind: BreakKind::Unreadable { reason: format!("head records {:?} but no record is stored", head) },
-                });
-                sessions.push(SessionReport { session: *session, report });
+                let reason =
+                    format!("the index says {} records ending in {} but the log holds none", head.next, head.hash);
+                report.breaks.push(Break { seq: slot.own_start(), kind: BreakKind::Unreadable { reason } });
+                sessions.push(SessionReport { session: slot.id, report });
             }
         }
         sessions.sort_by_key(|s| s.session);
-
-        let mut blob_errors = Vec::new();
-        let (mut start, end) = (Bound::Unbounded, Bound::Unbounded);
-        loop {
-            let page = engine.range(Tree::Blobs, (start.clone(), end.clone()), Direction::Forward, 256)?;
-            let Some((last_key, _)) = page.last() else { break };
-            start = Bound::Excluded(last_key.clone());
-            for (key, value) in &page {
-                done.n_blobs += 1;
-                let ok =
-                    frame::decode(value).map(|bytes| chain::digest(&bytes).as_bytes().as_slice() == key.as_slice());
-                match ok {
-                    Ok(true) => {}
-                    Ok(false) => blob_errors.push(format!("blob {key:02x?}: contents do not match its hash")),
-                    Err(err) => blob_errors.push(format!("blob {key:02x?}: {err}")),
-                }
-            }
-            progress(done);
-        }
-        Ok(StoreReport { sessions, n_records: done.n_records, n_blobs: done.n_blobs, blob_errors })
+        Ok(StoreReport { sessions, n_records: done.n_records, n_blobs: done.n_blobs, blob_errors, log_errors })
     }
 }
 
-fn load_heads(engine: &dyn Engine) -> Result<BTreeMap<SessionId, Option<(Seq, ChainHash)>>, Error> {
-    let mut heads = BTreeMap::new();
-    let (mut start, end) = prefix_range(&[keys::LogKeyKind::Head as u8]);
-    loop {
-        let page = engine.range(Tree::Log, (start.clone(), end.clone()), Direction::Forward, SCAN_PAGE)?;
-        let Some((last_key, _)) = page.last() else { break };
-        start = Bound::Excluded(last_key.clone());
-        for (key, value) in page {
-            if let Some(session) = keys::parse_head_key(&key) {
-                heads.insert(session, keys::parse_head_value(&value));
-            }
+/// The first seq at or past `slot`'s durable head that its checkpointed index lists.
+fn index_past_head(engine: &dyn Engine, slot: &Slot) -> Result<Option<Seq>, Error> {
+    let head = slot.durable_head().next;
+    let from = keys::locations_key(slot.id, head).to_vec();
+    let (_, end) = crate::engine::prefix_range(&keys::session_prefix(keys::LogKeyKind::Locations, slot.id));
+    let range = (std::ops::Bound::Included(from), end);
+    for (key, value) in engine.range(crate::engine::Tree::Log, range, crate::engine::Direction::Forward, 2)? {
+        let Some((_, chunk_no)) = keys::parse_locations_key(&key) else { continue };
+        let Some(chunk) = Chunk::decode(chunk_no, &value) else { return Ok(Some(Seq::new(chunk_no * CHUNK_SEQS))) };
+        let end = Seq::new(chunk.first.get() + chunk.entries.len() as u64);
+        if end > head {
+            return Ok(Some(head.max(chunk.first)));
         }
     }
-    Ok(heads)
+    Ok(None)
 }
 
-fn finish(session: SessionId, verifier: Verifier, head: Option<&Option<(Seq, ChainHash)>>) -> SessionReport {
+impl Chain {
+    fn new(anchor: Anchor, origin: Option<(SessionId, Seq, ChainHash)>) -> Chain {
+        Chain { verifier: Verifier::new(anchor, Depth::Entries), anchor, origin, misplaced: Vec::new() }
+    }
+}
+
+/// The session that stores `session`'s record at `seq`: itself, or for a
+/// fork's inherited prefix, the ancestor whose own records cover `seq`.
+fn owner_of(slots: &HashMap<SessionId, Arc<Slot>>, session: SessionId, seq: Seq) -> SessionId {
+    let Some(origin) = slots.get(&session).and_then(|s| s.origin.get()) else { return session };
+    origin.ancestry.iter().find(|(_, end)| seq < *end).map_or(session, |(owner, _)| *owner)
+}
+
+fn finish(
+    session: SessionId,
+    chain: Chain,
+    head: Option<crate::Head>,
+    owners: &HashMap<SessionId, Arc<Slot>>,
+    fork_points: &HashMap<(SessionId, Seq), Option<ChainHash>>,
+) -> SessionReport {
+    let Chain { verifier, anchor, origin, misplaced } = chain;
     let mut report = verifier.finish();
-    let chain_end = report.head.map(|(seq, hash)| (Seq::new(seq.get() + 1), hash));
-    let problem = match head {
-        None => Some("records are stored but the session has no head".to_owned()),
-        Some(None) => Some("the head record is malformed".to_owned()),
-        Some(Some(head)) if Some(*head) != chain_end => {
-            Some(format!("head says {} records ending in {}, the chain ends at {:?}", head.0, head.1, chain_end))
+    report.breaks.extend(misplaced);
+    let chain_end = match report.head {
+        Some((seq, hash)) => (Seq::new(seq.get() + 1), hash),
+        None => (anchor.next_seq, anchor.prev),
+    };
+    if let Some((parent, at_seq, claimed)) = origin {
+        match fork_points.get(&(owner_of(owners, parent, at_seq), at_seq)) {
+            Some(Some(hash)) if *hash == claimed => {}
+            Some(Some(hash)) => report.breaks.push(Break {
+                seq: anchor.next_seq,
+                kind: BreakKind::PrevMismatch { expected: *hash, found: claimed },
+            }),
+            Some(None) | None => report.breaks.push(Break {
+                seq: anchor.next_seq,
+                kind: BreakKind::Unreadable {
+                    reason: format!("the fork's parent {parent} has no record at seq {at_seq}"),
+                },
+            }),
         }
-        Some(Some(_)) => None,
+    }
+    let problem = match head {
+        None => Some("records are in the log but the index has no such session".to_owned()),
+        Some(head) if (head.next, head.hash) != chain_end => Some(format!(
+            "the index says {} records ending in {}, the log's chain ends at {} with {}",
+            head.next, head.hash, chain_end.0, chain_end.1
+        )),
+        Some(_) => None,
     };
     if let Some(reason) = problem {
-        let seq = chain_end.map_or(Seq::ZERO, |(next, _)| next);
+        let seq = chain_end.0.min(head.map_or(chain_end.0, |h| h.next));
         report.breaks.push(Break { seq, kind: BreakKind::Unreadable { reason } });
+    }
+    report.breaks.sort_by_key(|b| b.seq);
+    if let Some(first) = report.breaks.first() {
+        report.n_intact = report.n_intact.min(first.seq.get().saturating_sub(anchor.next_seq.get()));
     }
     SessionReport { session, report }
 }

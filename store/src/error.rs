@@ -1,5 +1,6 @@
 //! The store's errors: one [`Error`] for every operation, plus [`AppendError`]
-//! for appends, where callers branch on conflicts.
+//! for appends, where callers branch on conflicts, [`ForkError`] for forks and
+//! [`OpenError`] for opening.
 //!
 //! Corruption is a value ([`Corruption`]) naming the session and seq it was found
 //! at, never a panic and never silently wrong data. A failed durability barrier
@@ -10,6 +11,8 @@
 use std::path::PathBuf;
 
 use logbook_core::{EncodeError, Seq, SessionId};
+
+use crate::wal::ScanError;
 
 /// Where and what damage was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +68,25 @@ pub enum AppendError {
     Store(#[from] Error),
 }
 
+/// Why a fork was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    /// A fork is a new session; this one already has records or is a fork.
+    #[error("{child} already exists; a fork must be a new session")]
+    Exists { child: SessionId },
+    #[error("{parent} has {next} records, so it has no record at seq {at_seq} to fork at")]
+    BeyondHead { parent: SessionId, at_seq: Seq, next: Seq },
+    #[error("a session cannot be its own fork")]
+    SelfFork { session: SessionId },
+    #[error("forks of forks are limited to {max} levels")]
+    TooDeep { max: usize },
+    /// The fork's first events were refused.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
 /// Why a store did not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -78,6 +100,14 @@ pub enum OpenError {
     NotAStore { path: PathBuf },
     #[error(transparent)]
     Corrupted(#[from] StoreCorruption),
+    #[error(
+        "the write-ahead log is damaged: {0}; nothing was changed. Run `logbook verify`, then restore the data directory from a backup or an export"
+    )]
+    DamagedLog(#[from] ScanError),
+    #[error(
+        "cannot migrate the storage version 1 data in {path}: {reason}. Nothing was changed; open it with the previous logbook release to export it, or restore a backup"
+    )]
+    Migration { path: PathBuf, reason: String },
 }
 
 impl From<sled::Error> for Error {

@@ -1,10 +1,13 @@
 //! Blobs and resources: the store's non-log data.
 //!
 //! Blobs are keyed by the blake3 hash of their bytes, so a payload referenced
-//! by many events or forks is stored once; a read re-hashes and refuses bytes
-//! that do not match their key. Resources are opaque values under
-//! `(kind, key)` with compare-and-swap, for the API's objects. Both pass the
-//! same durability barrier as appends before a write returns.
+//! by many events or forks is stored once; their bytes are an entry of the
+//! write-ahead log and the index records where, and a read re-hashes and
+//! refuses bytes that do not match their key. Resources are opaque values
+//! under `(kind, key)` with compare-and-swap, for the API's objects: the
+//! engine holds the current value, and each write is also a log entry, so it
+//! is durable when its batch is and recovery can replay it. Both pass the same
+//! group commit as appends before a write returns.
 
 use std::ops::Bound;
 
@@ -14,46 +17,59 @@ use logbook_core::{Digest, chain};
 use crate::engine::{Direction, Engine, Tree, prefix_range};
 use crate::error::{Error, StoreCorruption};
 use crate::keys::{self, ResourceKind};
-use crate::log::LogStore;
+use crate::log::{Effect, LogStore};
+use crate::wal::{self, Location};
 use crate::{Blobs, MAX_READ_RECORDS, Resources, frame};
+
+/// Longest resource key: the log stores its length in 16 bits.
+pub(crate) const MAX_RESOURCE_KEY_BYTES: usize = u16::MAX as usize;
 
 impl<E: Engine> Blobs for LogStore<E> {
     fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error> {
-        let inner = &*self.inner;
-        inner.barrier.check()?;
+        let core = &*self.inner.core;
+        core.check_poisoned()?;
         if bytes.len() > MAX_BLOB_BYTES {
             return Err(Error::Invalid(format!("blob of {} bytes is over the limit of {MAX_BLOB_BYTES}", bytes.len())));
         }
-        let hash = chain::digest(bytes);
-        if inner.engine.get(Tree::Blobs, hash.as_bytes())?.is_none() {
-            inner.engine.apply(Tree::Blobs, vec![(hash.as_bytes().to_vec(), Some(frame::encode(bytes)))])?;
+        let digest = chain::digest(bytes);
+        if core.engine.get(Tree::Log, &keys::blob_key(digest))?.is_some() {
+            // Stored already; wait for whatever is in flight, as the first put did.
+            if let Some(ticket) = core.queue.flush_ticket()? {
+                ticket.wait()?;
+            }
+            return Ok(digest);
         }
-        // Even when the blob was already there: a concurrent writer may have put it
-        // and not yet passed its barrier.
-        inner.wait_durable(None)?;
-        Ok(hash)
+        let (codec, body) = wal::code_blob(bytes);
+        let ticket = core.queue.submit(wal::BLOB_HEADER_BYTES + body.len(), |buf| {
+            let offset = buf.next_offset();
+            let len = buf.push_blob(digest, codec, &body);
+            Ok(Some(vec![Effect::Blob { digest, offset, len }]))
+        })?;
+        ticket.wait()?;
+        Ok(digest)
     }
 
     fn get_blob(&self, hash: Digest) -> Result<Option<Vec<u8>>, Error> {
-        let Some(framed) = self.inner.engine.get(Tree::Blobs, hash.as_bytes())? else {
+        let core = &*self.inner.core;
+        let Some(value) = core.engine.get(Tree::Log, &keys::blob_key(hash))? else {
             return Ok(None);
         };
         let corrupt = |what: String| Error::StoreCorrupted(StoreCorruption { place: format!("blob {hash}"), what });
-        let bytes = frame::decode(&framed).map_err(|err| corrupt(err.to_string()))?;
-        if chain::digest(&bytes) != hash {
-            return Err(corrupt("contents do not match the blob's hash".to_owned()));
-        }
-        Ok(Some(bytes))
+        let (lsn, len) = keys::parse_blob_value(&value).ok_or_else(|| corrupt("malformed blob location".to_owned()))?;
+        let location = Location { lsn, len };
+        let entry =
+            wal::read_entry(&*core.log, location).map_err(|err| corrupt(format!("reading {location}: {err}")))?;
+        wal::decode_blob(&entry, hash).map(Some).map_err(corrupt)
     }
 
     fn has_blob(&self, hash: Digest) -> Result<bool, Error> {
-        Ok(self.inner.engine.get(Tree::Blobs, hash.as_bytes())?.is_some())
+        Ok(self.inner.core.engine.get(Tree::Log, &keys::blob_key(hash))?.is_some())
     }
 }
 
 impl<E: Engine> Resources for LogStore<E> {
     fn get_resource(&self, kind: ResourceKind, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        match self.inner.engine.get(Tree::Resources, &keys::resource_key(kind, key))? {
+        match self.inner.core.engine.get(Tree::Resources, &keys::resource_key(kind, key))? {
             Some(framed) => decode_resource(kind, key, &framed).map(Some),
             None => Ok(None),
         }
@@ -66,32 +82,46 @@ impl<E: Engine> Resources for LogStore<E> {
         old: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<Result<(), Option<Vec<u8>>>, Error> {
-        let inner = &*self.inner;
-        inner.barrier.check()?;
+        let core = &*self.inner.core;
+        core.check_poisoned()?;
+        if key.len() > MAX_RESOURCE_KEY_BYTES {
+            return Err(Error::Invalid(format!(
+                "resource key of {} bytes is over {MAX_RESOURCE_KEY_BYTES}",
+                key.len()
+            )));
+        }
         let full_key = keys::resource_key(kind, key);
-        // The engine compares stored (framed) bytes, and framing is deterministic
-        // only per codec decision, so compare on the decoded value and swap on the
-        // exact stored bytes.
-        let stored = inner.engine.get(Tree::Resources, &full_key)?;
-        let current = match &stored {
-            Some(framed) => Some(decode_resource(kind, key, framed)?),
-            None => None,
-        };
-        if current.as_deref() != old {
-            return Ok(Err(current));
-        }
-        let res =
-            inner.engine.compare_and_swap(Tree::Resources, &full_key, stored.as_deref(), new.map(frame::encode))?;
-        match res {
-            Ok(()) => {
-                inner.wait_durable(None)?;
-                Ok(Ok(()))
+        let framed = new.map(frame::encode);
+        let ticket = {
+            // Held until the write is in the log's batch, so that resource
+            // writes reach the engine and the log in the same order.
+            let _order = core.resource_lock.lock().map_err(|_| Error::Engine("resource lock poisoned".to_owned()))?;
+            // The engine compares stored (framed) bytes, and framing is deterministic
+            // only per codec decision, so compare on the decoded value and swap on the
+            // exact stored bytes.
+            let stored = core.engine.get(Tree::Resources, &full_key)?;
+            let current = match &stored {
+                Some(framed) => Some(decode_resource(kind, key, framed)?),
+                None => None,
+            };
+            if current.as_deref() != old {
+                return Ok(Err(current));
             }
-            Err(now) => match now {
-                Some(framed) => Ok(Err(Some(decode_resource(kind, key, &framed)?))),
-                None => Ok(Err(None)),
-            },
-        }
+            if let Err(now) =
+                core.engine.compare_and_swap(Tree::Resources, &full_key, stored.as_deref(), framed.clone())?
+            {
+                return match now {
+                    Some(framed) => Ok(Err(Some(decode_resource(kind, key, &framed)?))),
+                    None => Ok(Err(None)),
+                };
+            }
+            core.queue.submit(16 + key.len() + framed.as_ref().map_or(0, Vec::len), |buf| {
+                buf.push_resource(kind, key, framed.as_deref());
+                Ok(None)
+            })?
+        };
+        ticket.wait()?;
+        Ok(Ok(()))
     }
 
     fn scan_resources(
@@ -122,7 +152,8 @@ impl<E: Engine> Resources for LogStore<E> {
                 Direction::Backward => end = Bound::Excluded(cursor),
             }
         }
-        let pairs = self.inner.engine.range(Tree::Resources, (start, end), direction, limit.min(MAX_READ_RECORDS))?;
+        let pairs =
+            self.inner.core.engine.range(Tree::Resources, (start, end), direction, limit.min(MAX_READ_RECORDS))?;
         pairs
             .into_iter()
             .map(|(full_key, framed)| {

@@ -2,11 +2,14 @@
 //!
 //! A session's log is an append-only, hash-chained sequence of records. The
 //! store appends with an expected seq (optimistic concurrency), acknowledges an
-//! append only after a durability barrier shared by concurrent writers (group
-//! commit), shows readers and subscribers only durable records, keeps large
-//! payloads as content-addressed blobs, and holds the API's resources (agents,
-//! environments, session metadata) as key-value pairs. The same logic runs over
-//! two engines, sled (the default) and memory, held to one conformance suite.
+//! append only once its write-ahead log batch, shared by concurrent writers
+//! (group commit), is durable, shows readers and subscribers only durable
+//! records, forks a session by reference, keeps large payloads as
+//! content-addressed blobs, and holds the API's resources (agents,
+//! environments, session metadata) as key-value pairs. Records live in the
+//! write-ahead log's segments; the engine (sled by default, or memory) holds
+//! indexes rebuilt from the log, checkpointed in the background. The same
+//! logic runs over both engines, held to one conformance suite.
 //!
 //! Every method blocks (sled is synchronous); call them from
 //! `spawn_blocking` in async code. Subscriptions are async.
@@ -32,25 +35,35 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod keys;
+pub mod wal;
 
-mod barrier;
 mod check;
+mod checkpoint;
+mod commit;
+mod fork;
+mod index;
 mod journal;
 mod kv;
 mod log;
+mod migrate;
+mod recovery;
+mod session;
 mod subscription;
 
 use logbook_core::{ChainHash, Digest, Entry, EventType, Record, Seq, SessionId};
 
-pub use barrier::BarrierStats;
-pub use check::{StoreReport, VerifyProgress};
+pub use check::{SessionReport, StoreReport, VerifyProgress};
+pub use checkpoint::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL};
+pub use commit::{BarrierStats, MAX_LINGER};
 pub use engine::Direction;
 pub use engine::mem::MemEngine;
 pub use engine::sled::{SledEngine, SledOptions};
-pub use error::{AppendError, Corruption, Error, OpenError, StoreCorruption};
+pub use error::{AppendError, Corruption, Error, ForkError, OpenError, StoreCorruption};
 pub use keys::ResourceKind;
 pub use log::{LogStore, SLED_DIR, STORAGE_VERSION};
+pub use recovery::MAX_FORK_DEPTH;
 pub use subscription::Subscription;
+pub use wal::WalOptions;
 
 /// The store on sled: the default.
 pub type SledStore = LogStore<SledEngine>;
@@ -103,6 +116,42 @@ pub trait Read {
     fn sessions(&self) -> Result<Vec<SessionId>, Error>;
 }
 
+/// Where a fork's log comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkOrigin {
+    pub parent: SessionId,
+    /// The parent's last seq the fork shares.
+    pub at_seq: Seq,
+    /// The parent's chain hash at `at_seq`; the fork's own records chain from it.
+    pub parent_hash: ChainHash,
+}
+
+/// Forking a session by reference.
+pub trait Fork {
+    /// Creates `child` as a fork of `parent` at `at_seq`: its log is the
+    /// parent's records `0..=at_seq`, shared and not copied, then `entries`
+    /// (possibly none) from `at_seq + 1` on, the first chaining from the
+    /// parent's hash at `at_seq`. Atomic and durable when it returns; costs
+    /// the same whatever the parent's length. Reads, type scans,
+    /// subscriptions and verification of the fork include the inherited
+    /// prefix, its records carrying the fork's id. Forks of forks work.
+    fn fork(
+        &self,
+        child: SessionId,
+        parent: SessionId,
+        at_seq: Seq,
+        entries: &[Entry],
+    ) -> Result<Vec<Record>, ForkError>;
+
+    /// Where `session`'s log comes from, if it is a fork.
+    fn fork_origin(&self, session: SessionId) -> Result<Option<ForkOrigin>, Error>;
+
+    /// The forks of `parent` (direct ones), with their fork points. Logs are
+    /// never deleted, so forks never lose their inherited prefix; anything that
+    /// would remove a session's records must refuse while this lists forks.
+    fn forks_of(&self, parent: SessionId) -> Result<Vec<(SessionId, Seq)>, Error>;
+}
+
 /// Following a session's log as it grows.
 pub trait Subscribe {
     /// A subscription delivering every durable record from `from` on.
@@ -146,6 +195,6 @@ pub trait Resources {
 }
 
 /// Everything a store does.
-pub trait Store: Append + Read + Subscribe + Blobs + Resources + Send + Sync {}
+pub trait Store: Append + Read + Subscribe + Fork + Blobs + Resources + Send + Sync {}
 
-impl<T: Append + Read + Subscribe + Blobs + Resources + Send + Sync> Store for T {}
+impl<T: Append + Read + Subscribe + Fork + Blobs + Resources + Send + Sync> Store for T {}

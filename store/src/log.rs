@@ -1,41 +1,53 @@
-//! The store's logic over any engine: open, append with group commit, reads of
-//! durable records, quarantine of corrupt sessions.
+//! The store's logic over any engine: appends through the write-ahead log,
+//! reads of durable records, forks, quarantine of corrupt sessions.
 //!
-//! Per session the store keeps a slot in memory: the written head (under the
-//! session's write lock, which serializes appenders of one session), the durable
-//! length (a watch channel that readers clamp to and subscribers wait on) and a
-//! corruption marker. An append writes its records, the type index entries and
-//! the new head in one atomic engine batch, then waits for the barrier, and only
-//! then moves the durable length: nothing is read, streamed or acknowledged
-//! before it is durable.
+//! An append encodes, hashes and compresses its entries without any lock,
+//! then, under the session's write lock, checks the expected seq, seals the
+//! records onto the chain and copies them into the open batch of the group
+//! committer ([`crate::commit`]). It returns once the committer has made that
+//! batch durable and published it: indexed the records in the session's
+//! pending list and moved its durable head. Nothing is read, streamed or
+//! acknowledged before it is durable. Checkpoints ([`crate::checkpoint`]) move
+//! pending records into the engine's index in the background.
+//!
+//! A read takes records from the session's tail cache when it holds them, or
+//! else locates them through the index and reads them from the log, checking
+//! each one's place and hash and the links between them. A fork's reads of
+//! its inherited prefix are served by the sessions that store it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use logbook_core::limits::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MAX_EVENTS_PER_APPEND, MAX_EVENTS_PER_SESSION};
-use logbook_core::verify::read_stored;
-use logbook_core::{ChainHash, Entry, EventType, Record, Seq, SessionId, chain};
-use tokio::sync::watch;
+use logbook_core::{Body, ChainHash, Digest, Entry, EventType, Record, Seq, SessionId, chain};
 
-use crate::barrier::{Barrier, BarrierStats};
+use crate::checkpoint::Checkpoints;
+use crate::commit::{BarrierStats, CommitQueue, Publisher, Ticket};
 use crate::engine::mem::MemEngine;
 use crate::engine::sled::{SledEngine, SledOptions};
-use crate::engine::{Direction, Engine, Tree, Write, prefix_range};
+use crate::engine::{Engine, LogDir, Tree};
 use crate::error::{AppendError, Corruption, Error, OpenError, StoreCorruption};
-use crate::journal::{Journal, Journaled};
-use crate::keys::{self, MetaKey};
+use crate::index::{self, Located};
+use crate::keys;
+use crate::session::{PendingRecord, Slot, WriteHead};
 use crate::subscription::Subscription;
+use crate::wal::{self, BatchBuf, BatchHeader, BodyCodec, ForkEntry, Location, RECORD_HEADER_BYTES, WalOptions};
 use crate::{Append, Head, MAX_READ_RECORDS, Read, Subscribe, frame};
 
 /// The layout version this binary reads and writes. See `docs/format.md`.
-pub const STORAGE_VERSION: u32 = 1;
+pub const STORAGE_VERSION: u32 = 2;
 
 /// Records checked at the end of every session's chain on open.
 pub(crate) const TAIL_CHECK_RECORDS: usize = 8;
 
-/// A store over engine `E`. Cheap to clone; clones share everything.
+/// sled's directory inside a data directory; the log's segments are in `log/`.
+pub const SLED_DIR: &str = crate::engine::sled::SLED_DIR;
+
+/// A store over engine `E`. Cheap to clone; clones share everything. Dropping
+/// the last clone stops the committer and writes a final checkpoint.
 #[derive(Debug)]
 pub struct LogStore<E: Engine> {
     pub(crate) inner: Arc<Inner<E>>,
@@ -47,36 +59,54 @@ impl<E: Engine> Clone for LogStore<E> {
     }
 }
 
+/// The store and its background threads.
 #[derive(Debug)]
 pub(crate) struct Inner<E: Engine> {
-    pub(crate) engine: E,
-    pub(crate) barrier: Barrier,
-    slots: RwLock<HashMap<SessionId, Arc<Slot>>>,
-    /// The head journal; `None` for engines that do not persist.
-    journal: Option<Mutex<Journal>>,
-    /// Damage found on open outside any one session.
-    damage: Vec<StoreCorruption>,
+    pub(crate) core: Arc<Core<E>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by [`LogStore::crash`]: close without the final checkpoint.
+    crashed: std::sync::atomic::AtomicBool,
 }
 
+/// Everything the store's threads share.
 #[derive(Debug)]
-pub(crate) struct Slot {
-    write: Mutex<WriteHead>,
-    durable: watch::Sender<Head>,
-    corrupt: OnceLock<Corruption>,
+pub(crate) struct Core<E: Engine> {
+    pub(crate) engine: E,
+    pub(crate) log: Arc<dyn LogDir>,
+    pub(crate) slots: RwLock<HashMap<SessionId, Arc<Slot>>>,
+    pub(crate) queue: CommitQueue<Vec<Effect>>,
+    pub(crate) checkpoints: Checkpoints,
+    /// Damage found on open outside any one session.
+    pub(crate) damage: Vec<StoreCorruption>,
+    /// Bytes held by all tail caches.
+    pub(crate) cache_bytes: AtomicUsize,
+    ticks: AtomicU64,
+    /// Serializes resource writes, so that their order in the engine is their
+    /// order in the log.
+    pub(crate) resource_lock: Mutex<()>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct WriteHead {
-    next: Seq,
-    hash: ChainHash,
+/// What publishing a durable batch does, per write.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// An append's records: index them and move the session's durable head.
+    Records { slot: Arc<Slot>, first: Seq, records: Vec<(u32, u32, u16, ChainHash)> },
+    /// A blob: record where it is.
+    Blob { digest: Digest, offset: u32, len: u32 },
+    /// A fork: record its origin and make the session visible.
+    Fork { slot: Arc<Slot>, entry: ForkEntry },
 }
-
-/// sled's directory inside a data directory; the head journal sits beside it.
-pub const SLED_DIR: &str = "sled";
 
 impl LogStore<SledEngine> {
-    /// Opens (or creates) the store in the data directory `dir`.
+    /// Opens (or creates) the store in the data directory `dir`: sled in
+    /// `dir/sled`, the log in `dir/log`. A storage version 1 directory is
+    /// migrated first.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, OpenError> {
+        LogStore::open_with(dir, options, &WalOptions::default())
+    }
+
+    /// [`LogStore::open`] with the log written as `wal` says.
+    pub fn open_with(dir: &Path, options: &SledOptions, wal: &WalOptions) -> Result<Self, OpenError> {
         if !dir.exists() {
             let io_err = |err: std::io::Error| OpenError::Io { path: dir.to_owned(), reason: err.to_string() };
             std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -84,10 +114,9 @@ impl LogStore<SledEngine> {
                 std::fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io_err)?;
             }
         }
-        let engine = SledEngine::open(&dir.join(SLED_DIR), options)?;
-        let journal = Journal::open(dir)
-            .map_err(|err| OpenError::Io { path: dir.to_owned(), reason: format!("head journal: {err}") })?;
-        LogStore::build(engine, Some(journal))
+        let engine = SledEngine::open(dir, options)?;
+        crate::migrate::migrate_if_needed(&engine, dir)?;
+        LogStore::with_options(engine, wal)
     }
 }
 
@@ -100,177 +129,157 @@ impl LogStore<MemEngine> {
 
 impl<E: Engine> LogStore<E> {
     /// Opens a store over `engine`: checks the storage version, loads every
-    /// session's head and checks the tail of its chain. A session whose tail is
-    /// damaged is quarantined (its reads and appends fail with its
-    /// [`Corruption`]); the others work normally.
+    /// session's head, replays the log from the last checkpoint and checks the
+    /// tail of every chain. A session whose log is damaged is quarantined (its
+    /// reads and appends fail with its [`Corruption`]); the others work
+    /// normally. A log damaged in a way that could hide acknowledged writes
+    /// refuses to open.
     pub fn with_engine(engine: E) -> Result<Self, OpenError> {
-        LogStore::build(engine, None)
+        LogStore::with_options(engine, &WalOptions::default())
     }
 
-    fn build(engine: E, journal: Option<(Journal, Journaled)>) -> Result<Self, OpenError> {
-        check_storage_version(&engine)?;
-        let (journal, journaled) = match journal {
-            Some((journal, journaled)) => (Some(Mutex::new(journal)), Some(journaled)),
-            None => (None, None),
-        };
-        let mut inner = Inner {
+    /// [`LogStore::with_engine`] with the log written as `wal` says.
+    pub fn with_options(engine: E, wal: &WalOptions) -> Result<Self, OpenError> {
+        let recovered = crate::recovery::recover(&engine)?;
+        let writer = recovered.writer.with_segment_bytes(wal.segment_bytes);
+        let core = Arc::new(Core {
+            log: engine.log_dir(),
             engine,
-            barrier: Barrier::default(),
-            slots: RwLock::new(HashMap::new()),
-            journal,
-            damage: Vec::new(),
+            slots: RwLock::new(recovered.slots),
+            queue: CommitQueue::new(writer.end(), wal.max_linger),
+            checkpoints: Checkpoints::new(recovered.checkpoint, writer.end(), writer.next_batch(), wal.segment_bytes),
+            damage: recovered.damage,
+            cache_bytes: AtomicUsize::new(0),
+            ticks: AtomicU64::new(0),
+            resource_lock: Mutex::new(()),
+        });
+        core.check_tails();
+        // Replayed records wait for the next checkpoint like appended ones.
+        for slot in core.slots.read().map(|s| s.values().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            if slot.lock_index().is_ok_and(|index| !index.pending.is_empty()) {
+                core.checkpoints.mark_dirty(&slot);
+            }
+        }
+        let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        let committer = {
+            let core = Arc::clone(&core);
+            spawn("logbook-commit")
+                .spawn(move || core.queue.run(writer, &*core))
+                .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
         };
-        let mut slots = HashMap::new();
-        let engine_err = |err: Error| StoreCorruption { place: "log tree".to_owned(), what: err.to_string() };
-        let mut after = Bound::Included(vec![keys::LogKeyKind::Head as u8]);
-        loop {
-            let range = (after.clone(), prefix_range(&[keys::LogKeyKind::Head as u8]).1);
-            let page = inner.engine.range(Tree::Log, range, Direction::Forward, 4096).map_err(engine_err)?;
-            let Some((last_key, _)) = page.last() else { break };
-            after = Bound::Excluded(last_key.clone());
-            for (key, value) in &page {
-                let Some(session) = keys::parse_head_key(key) else {
-                    return Err(OpenError::Corrupted(StoreCorruption {
-                        place: "log tree".to_owned(),
-                        what: format!("malformed head key {key:02x?}"),
-                    }));
-                };
-                let slot = match keys::parse_head_value(value) {
-                    Some((next, hash)) => {
-                        let slot = Slot::new(next, hash);
-                        if let Err(corruption) = inner.check_tail(session, next, hash) {
-                            let _ = slot.corrupt.set(corruption);
-                        }
-                        slot
-                    }
-                    None => {
-                        let slot = Slot::new(Seq::ZERO, chain::GENESIS);
-                        let _ = slot.corrupt.set(Corruption {
-                            session,
-                            seq: Seq::ZERO,
-                            what: "head record is malformed".to_owned(),
-                        });
-                        slot
-                    }
-                };
-                slots.insert(session, Arc::new(slot));
-            }
-        }
-        let commit = read_commit(&inner.engine).map_err(engine_err)?;
-        if let Some(journaled) = journaled {
-            inner.check_journal(&journaled, &mut slots);
-            if journaled.commit > commit {
-                inner.damage.push(StoreCorruption {
-                    place: "storage engine".to_owned(),
-                    what: format!(
-                        "the engine holds commits up to {commit} but commits up to {} were acknowledged: \
-                         acknowledged writes were lost",
-                        journaled.commit
-                    ),
-                });
-            }
-            inner.barrier.start_commits_at(journaled.commit);
-        }
-        inner.barrier.start_commits_at(commit);
-        inner.slots = RwLock::new(slots);
-        Ok(LogStore { inner: Arc::new(inner) })
+        let checkpointer = {
+            let core = Arc::clone(&core);
+            spawn("logbook-checkpoint")
+                .spawn(move || crate::checkpoint::run(&core))
+                .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
+        };
+        let threads = Mutex::new(vec![committer, checkpointer]);
+        Ok(LogStore { inner: Arc::new(Inner { core, threads, crashed: std::sync::atomic::AtomicBool::new(false) }) })
     }
 
     /// Damage found on open that is not confined to one session.
     pub fn store_damage(&self) -> &[StoreCorruption] {
-        &self.inner.damage
+        &self.inner.core.damage
     }
 
     pub fn engine(&self) -> &E {
-        &self.inner.engine
+        &self.inner.core.engine
     }
 
     /// Group-commit counters since open.
     pub fn barrier_stats(&self) -> BarrierStats {
-        self.inner.barrier.stats()
+        self.inner.core.queue.stats()
     }
 
     /// Sessions found corrupt so far (on open or on a later read).
     pub fn quarantined(&self) -> Vec<Corruption> {
-        let slots = self.inner.slots.read().map(|slots| slots.clone()).unwrap_or_default();
+        let slots = self.inner.core.slots.read().map(|slots| slots.clone()).unwrap_or_default();
         let mut out: Vec<Corruption> = slots.values().filter_map(|slot| slot.corrupt.get().cloned()).collect();
         out.sort_by_key(|c| c.session);
         out
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk: the log's segments (a segment prepared ahead included)
+    /// and the engine's indexes and resources.
     pub fn size_on_disk(&self) -> Result<u64, Error> {
-        self.inner.engine.size_on_disk()
+        let core = &self.inner.core;
+        let log = core.log.size_on_disk().map_err(|err| Error::Engine(format!("measuring the log: {err}")))?;
+        Ok(log + core.engine.size_on_disk()?)
     }
-}
 
-fn read_commit(engine: &dyn Engine) -> Result<u64, Error> {
-    match engine.get(Tree::Meta, MetaKey::Commit.as_bytes())? {
-        None => Ok(0),
-        Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
-            Ok(raw) => Ok(u64::from_be_bytes(raw)),
-            Err(_) => Err(Error::StoreCorrupted(StoreCorruption {
-                place: "meta tree".to_owned(),
-                what: "commit number is malformed".to_owned(),
-            })),
-        },
-    }
-}
-
-fn check_storage_version(engine: &dyn Engine) -> Result<(), OpenError> {
-    let io =
-        |err: Error| OpenError::Corrupted(StoreCorruption { place: "meta tree".to_owned(), what: err.to_string() });
-    match engine.get(Tree::Meta, MetaKey::StorageVersion.as_bytes()).map_err(io)? {
-        Some(bytes) => {
-            let raw: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
-                OpenError::Corrupted(StoreCorruption {
-                    place: "meta tree".to_owned(),
-                    what: format!("storage version is {} bytes, not 4", bytes.len()),
-                })
-            })?;
-            let found = u32::from_be_bytes(raw);
-            if found != STORAGE_VERSION {
-                return Err(OpenError::UnknownStorageVersion { found, supported: STORAGE_VERSION });
+    /// Bytes the store's data takes: the log up to its end (the zeroes of a
+    /// segment prepared ahead are free space, not data) and the engine's
+    /// indexes and resources.
+    pub fn stored_bytes(&self) -> Result<u64, Error> {
+        let core = &self.inner.core;
+        let end = core.queue.durable_end();
+        let io = |err: std::io::Error| Error::Engine(format!("measuring the log: {err}"));
+        let mut log = wal::offset_of(end);
+        for number in core.log.segments().map_err(io)? {
+            if number < wal::segment_of(end) {
+                log += core.log.open_segment(number, false).and_then(|s| s.len()).map_err(io)?;
             }
-            Ok(())
         }
-        None => {
-            let any_data = Tree::ALL.iter().any(|tree| {
-                engine
-                    .range(*tree, (Bound::Unbounded, Bound::Unbounded), Direction::Forward, 1)
-                    .map(|p| !p.is_empty())
-                    .unwrap_or(true)
-            });
-            if any_data {
-                return Err(OpenError::NotAStore { path: Path::new("(engine)").to_owned() });
+        Ok(log + core.engine.size_on_disk()?)
+    }
+
+    /// Where the log stores a session's own record: for tools and tests that
+    /// inspect or damage the raw log. `None` for records the session does not
+    /// store itself (not durable, or a fork's inherited prefix).
+    pub fn locate(&self, session: SessionId, seq: Seq) -> Result<Option<Location>, Error> {
+        let core = &self.inner.core;
+        let Some(slot) = core.slot(session) else { return Ok(None) };
+        if seq < slot.own_start() || seq >= slot.durable_head().next {
+            return Ok(None);
+        }
+        let located = index::locate(&core.engine, &slot, seq, Seq::new(seq.get() + 1))?;
+        Ok(located.first().map(|l| l.location))
+    }
+
+    /// Empties every session's tail cache: later reads go to the log until
+    /// appends and reads fill the caches again. For benchmarks of cold reads,
+    /// and to give memory back.
+    pub fn clear_caches(&self) {
+        let core = &self.inner.core;
+        let slots: Vec<Arc<Slot>> = core.slots.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
+        for slot in slots {
+            if let Ok(mut cache) = slot.lock_cache() {
+                cache.clear(&core.cache_bytes);
             }
-            let writes =
-                vec![(MetaKey::StorageVersion.as_bytes().to_vec(), Some(STORAGE_VERSION.to_be_bytes().to_vec()))];
-            engine.apply(Tree::Meta, writes).map_err(io)?;
-            engine.sync().map_err(io)
+        }
+    }
+
+    /// Closes the store as a crash would, for crash tests: the background
+    /// threads stop, and no final checkpoint is written. (Other clones and
+    /// subscriptions keep it open until they are dropped too.)
+    pub fn crash(self) {
+        self.inner.crashed.store(true, Ordering::SeqCst);
+    }
+
+    /// Moves every durable record into the engine's index and makes the index
+    /// durable now, instead of in the background.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        crate::checkpoint::checkpoint(&self.inner.core)
+    }
+}
+
+impl<E: Engine> Drop for Inner<E> {
+    fn drop(&mut self) {
+        self.core.queue.stop();
+        self.core.checkpoints.stop();
+        let threads = self.threads.get_mut().map(std::mem::take).unwrap_or_default();
+        for thread in threads {
+            let _ = thread.join();
+        }
+        // The last checkpoint makes the next open fast; the log has everything
+        // even if it fails.
+        if !self.crashed.load(Ordering::SeqCst) {
+            let _ = crate::checkpoint::checkpoint(&self.core);
         }
     }
 }
 
-impl Slot {
-    fn new(next: Seq, hash: ChainHash) -> Slot {
-        let (durable, _) = watch::channel(Head { next, hash });
-        Slot { write: Mutex::new(WriteHead { next, hash }), durable, corrupt: OnceLock::new() }
-    }
-
-    pub(crate) fn durable_rx(&self) -> watch::Receiver<Head> {
-        self.durable.subscribe()
-    }
-
-    fn check_corrupt(&self) -> Result<(), Error> {
-        match self.corrupt.get() {
-            Some(corruption) => Err(Error::Corrupted(corruption.clone())),
-            None => Ok(()),
-        }
-    }
-}
-
-impl<E: Engine> Inner<E> {
+impl<E: Engine> Core<E> {
     pub(crate) fn slot(&self, session: SessionId) -> Option<Arc<Slot>> {
         self.slots.read().ok()?.get(&session).cloned()
     }
@@ -280,10 +289,21 @@ impl<E: Engine> Inner<E> {
             return Ok(slot);
         }
         let mut slots = self.slots.write().map_err(|_| Error::Engine("session table lock poisoned".to_owned()))?;
-        Ok(Arc::clone(slots.entry(session).or_insert_with(|| Arc::new(Slot::new(Seq::ZERO, chain::GENESIS)))))
+        Ok(Arc::clone(slots.entry(session).or_insert_with(|| Arc::new(Slot::empty(session)))))
     }
 
-    fn quarantine(&self, slot: &Slot, corruption: Corruption) -> Error {
+    pub(crate) fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<(), Error> {
+        match self.queue.poisoned() {
+            Some(reason) => Err(Error::Poisoned { reason }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn quarantine(&self, slot: &Slot, corruption: Corruption) -> Error {
         let _ = slot.corrupt.set(corruption);
         match slot.corrupt.get() {
             Some(first) => Error::Corrupted(first.clone()),
@@ -291,156 +311,225 @@ impl<E: Engine> Inner<E> {
         }
     }
 
-    /// The barrier's sync: record the commit number, make the engine durable,
-    /// journal the heads.
-    fn sync(&self, commit: u64, heads: &BTreeMap<SessionId, Head>) -> Result<(), Error> {
-        self.engine
-            .apply(Tree::Meta, vec![(MetaKey::Commit.as_bytes().to_vec(), Some(commit.to_be_bytes().to_vec()))])?;
-        self.engine.sync()?;
-        if let Some(journal) = &self.journal {
-            let mut journal = journal.lock().map_err(|_| Error::Engine("head journal lock poisoned".to_owned()))?;
-            journal.append(commit, heads).map_err(|err| Error::Engine(format!("writing the head journal: {err}")))?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn wait_durable(&self, head: Option<(SessionId, Head)>) -> Result<(), Error> {
-        self.barrier.wait(head, &|commit, heads| self.sync(commit, heads))
-    }
-
-    /// Quarantines every session whose stored head falls short of its journaled one.
-    fn check_journal(&self, journaled: &Journaled, slots: &mut HashMap<SessionId, Arc<Slot>>) {
-        for (session, acked) in &journaled.heads {
-            let session = *session;
-            let slot = slots.entry(session).or_insert_with(|| Arc::new(Slot::new(Seq::ZERO, chain::GENESIS)));
+    /// Checks the last records of every session against its head; quarantines
+    /// the ones that do not match.
+    fn check_tails(&self) {
+        let slots: Vec<Arc<Slot>> = self.slots.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
+        for slot in slots {
             if slot.corrupt.get().is_some() {
                 continue;
             }
-            let stored = slot.durable.borrow().next;
-            let problem = if stored < acked.next {
-                Some(Corruption {
-                    session,
-                    seq: stored,
-                    what: format!(
-                        "records {stored}..{} were acknowledged but the storage engine no longer has them",
-                        acked.next
-                    ),
-                })
-            } else {
-                let last = Seq::new(acked.next.get().saturating_sub(1));
-                match self.engine.get(Tree::Log, &keys::event_key(session, last)) {
-                    Ok(Some(value)) => {
-                        match decode_pairs(session, std::iter::once((keys::event_key(session, last).to_vec(), value))) {
-                            Ok(records) if records.first().map(Record::hash) == Some(acked.hash) => None,
-                            Ok(_) => Some(Corruption {
-                                session,
-                                seq: last,
-                                what: "record differs from the acknowledged one".to_owned(),
-                            }),
-                            Err(corruption) => Some(corruption),
-                        }
-                    }
-                    Ok(None) => Some(Corruption { session, seq: last, what: "acknowledged record missing".to_owned() }),
-                    Err(err) => Some(Corruption { session, seq: last, what: err.to_string() }),
+            let head = slot.durable_head();
+            let own_start = slot.own_start();
+            let from = Seq::new(head.next.get().saturating_sub(TAIL_CHECK_RECORDS as u64).max(own_start.get()));
+            if from >= head.next {
+                continue;
+            }
+            let checked = self.read_own(&slot, from, head.next).and_then(|records| match records.last() {
+                Some(last) if last.hash() == head.hash => Ok(()),
+                Some(last) => Err(Error::Corrupted(Corruption {
+                    session: slot.id,
+                    seq: last.seq(),
+                    what: "last record's hash differs from the head's".to_owned(),
+                })),
+                None => {
+                    Err(Error::Corrupted(Corruption { session: slot.id, seq: from, what: "tail missing".to_owned() }))
                 }
-            };
-            if let Some(corruption) = problem {
+            });
+            if let Err(Error::Corrupted(corruption)) = checked {
                 let _ = slot.corrupt.set(corruption);
             }
         }
     }
 
-    /// Checks the last records of a session against its head.
-    fn check_tail(&self, session: SessionId, next: Seq, hash: ChainHash) -> Result<(), Corruption> {
-        let corrupt = |seq: Seq, what: String| Corruption { session, seq, what };
-        if next == Seq::ZERO {
-            return Err(corrupt(Seq::ZERO, "head records an empty log".to_owned()));
-        }
-        let range = (
-            Bound::Included(keys::event_key(session, Seq::ZERO).to_vec()),
-            prefix_range(&keys::event_prefix(session)).1,
-        );
-        let pairs = self
-            .engine
-            .range(Tree::Log, range, Direction::Backward, TAIL_CHECK_RECORDS)
-            .map_err(|err| corrupt(next, format!("reading the tail: {err}")))?;
-        let records = decode_pairs(session, pairs.into_iter().rev())?;
-        let Some(last) = records.last() else {
-            return Err(corrupt(Seq::ZERO, format!("head says {next} records but none are stored")));
-        };
-        let last_seq = Seq::new(next.get() - 1);
-        if last.seq() != last_seq {
-            let seq = if last.seq() > last_seq { last.seq() } else { Seq::new(last.seq().get() + 1) };
-            return Err(corrupt(
-                seq,
-                format!("head says the last record is {last_seq}, storage ends at {}", last.seq()),
-            ));
-        }
-        if last.hash() != hash {
-            return Err(corrupt(last_seq, "last record's hash differs from the head's".to_owned()));
-        }
-        check_links(session, &records)
-    }
-
+    /// Durable records `from .. end_wanted` of `session` (clamped to its
+    /// durable head), its inherited prefix included.
     pub(crate) fn read_range(&self, session: SessionId, from: Seq, end_wanted: Seq) -> Result<Vec<Record>, Error> {
         let Some(slot) = self.slot(session) else { return Ok(Vec::new()) };
         slot.check_corrupt()?;
-        let durable = slot.durable.borrow().next;
-        let end = end_wanted.min(durable);
+        let end = end_wanted.min(slot.durable_head().next);
         if from >= end {
             return Ok(Vec::new());
         }
-        let range = (
-            Bound::Included(keys::event_key(session, from).to_vec()),
-            Bound::Excluded(keys::event_key(session, end).to_vec()),
-        );
-        let n_wanted = (end.get() - from.get()) as usize;
-        let pairs = self.engine.range(Tree::Log, range, Direction::Forward, n_wanted)?;
-        let records = decode_pairs(session, pairs.into_iter()).map_err(|c| self.quarantine(&slot, c))?;
-        let checked = check_links(session, &records).and_then(|()| {
-            // Every durable record in the range must be there.
-            let mut expected = from;
-            for record in &records {
-                if record.seq() != expected {
-                    return Err(Corruption { session, seq: expected, what: "record missing".to_owned() });
+        slot.last_used.store(self.tick(), Ordering::Relaxed);
+        let own_start = slot.own_start();
+        let mut out = Vec::with_capacity((end.get() - from.get()) as usize);
+        if let Some(origin) = slot.origin.get()
+            && from < own_start
+        {
+            let mut part_start = Seq::ZERO;
+            for (owner, part_end) in &origin.ancestry {
+                let (lo, hi) = (from.max(part_start), end.min(*part_end));
+                if lo < hi {
+                    let owner_slot = self.slot(*owner).ok_or_else(|| {
+                        Error::Corrupted(Corruption {
+                            session,
+                            seq: lo,
+                            what: format!("the fork's ancestor {owner} is missing"),
+                        })
+                    })?;
+                    owner_slot.check_corrupt()?;
+                    out.extend(self.read_own(&owner_slot, lo, hi)?.into_iter().map(|r| restamp(r, session)));
                 }
-                expected = Seq::new(expected.get() + 1);
+                part_start = *part_end;
             }
-            if expected != end {
-                return Err(Corruption { session, seq: expected, what: "record missing".to_owned() });
+        }
+        if end > own_start {
+            out.extend(self.read_own(&slot, from.max(own_start), end)?);
+        }
+        check_contiguous(session, from, end, &out).map_err(|c| self.quarantine(&slot, c))?;
+        Ok(out)
+    }
+
+    /// `slot`'s own records `from .. end`, all durable: from the tail cache if
+    /// it holds them, else from the log, checked.
+    pub(crate) fn read_own(&self, slot: &Slot, from: Seq, end: Seq) -> Result<Vec<Record>, Error> {
+        let (cached_tail, disk_end) = {
+            let cache = slot.lock_cache()?;
+            if let Some(records) = cache.get(from, end) {
+                return Ok(records);
             }
-            Ok(())
-        });
-        checked.map_err(|c| self.quarantine(&slot, c))?;
+            match cache.get(cache.first, end) {
+                Some(tail) if cache.first > from => (tail, cache.first),
+                Some(_) | None => (Vec::new(), end),
+            }
+        };
+        let located = index::locate(&self.engine, slot, from, disk_end)?;
+        let mut records = self.read_located(slot, &located)?;
+        let reached_head = end == slot.durable_head().next;
+        records.extend(cached_tail);
+        if reached_head && !records.is_empty() {
+            slot.lock_cache()?.install(&records, &self.cache_bytes);
+        }
         Ok(records)
+    }
+
+    /// Reads located records from the log (adjacent ones in one read) and
+    /// checks each: its place, its hash, its link to the one before.
+    fn read_located(&self, slot: &Slot, located: &[Located]) -> Result<Vec<Record>, Error> {
+        let mut out = Vec::with_capacity(located.len());
+        let mut at = 0;
+        while at < located.len() {
+            let first = located[at].location;
+            let mut run_end = at + 1;
+            let mut len = u64::from(first.len);
+            while run_end < located.len()
+                && located[run_end].location.lsn == first.lsn + len
+                && len + u64::from(located[run_end].location.len) <= READ_RUN_BYTES
+            {
+                len += u64::from(located[run_end].location.len);
+                run_end += 1;
+            }
+            let bytes = wal::read_entry(&*self.log, Location { lsn: first.lsn, len: len as u32 })
+                .map_err(|err| self.read_error(slot, located[at].seq, &located[at].location, &err))?;
+            let mut offset = 0usize;
+            for item in &located[at..run_end] {
+                let entry = &bytes[offset..offset + item.location.len as usize];
+                offset += item.location.len as usize;
+                let record = wal::decode_record(entry, slot.id, item.seq)
+                    .map_err(|what| self.quarantine(slot, Corruption { session: slot.id, seq: item.seq, what }))?;
+                out.push(record);
+            }
+            at = run_end;
+        }
+        check_links(slot.id, &out).map_err(|c| self.quarantine(slot, c))?;
+        Ok(out)
+    }
+
+    fn read_error(&self, slot: &Slot, seq: Seq, location: &Location, err: &std::io::Error) -> Error {
+        // A missing file or missing bytes are damage; anything else (EIO, ...)
+        // may be transient and quarantines nothing.
+        let gone = matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound);
+        if gone {
+            let what = format!("its bytes at {location} are gone: {err}");
+            return self.quarantine(slot, Corruption { session: slot.id, seq, what });
+        }
+        Error::Engine(format!("reading {}#{seq} at {location}: {err}", slot.id))
+    }
+
+    /// Submits a slot's sealed records to the log and updates its written head
+    /// and tail cache. Called with the slot's write lock held.
+    pub(crate) fn submit_records(
+        &self,
+        slot: &Arc<Slot>,
+        head: &mut WriteHead,
+        prepared: Vec<Prepared>,
+        fork: Option<ForkEntry>,
+    ) -> Result<(Ticket, Vec<Record>), Error> {
+        let first = head.next;
+        let (mut seq, mut prev) = (head.next, head.hash);
+        let mut records = Vec::with_capacity(prepared.len());
+        let mut bodies = Vec::with_capacity(prepared.len());
+        let mut n_bytes = fork.map_or(0, |_| wal::FORK_ENTRY_BYTES);
+        for item in prepared {
+            let hash = chain::link(prev, seq, item.digest);
+            n_bytes += RECORD_HEADER_BYTES + item.body.as_ref().map_or(item.canonical.len(), Vec::len);
+            bodies.push((item.code, item.body));
+            records.push(Record::from_parts(slot.id, seq, prev, hash, Body::Canonical(item.canonical)));
+            prev = hash;
+            seq = Seq::new(seq.get() + 1);
+        }
+        let ticket = self.queue.submit(n_bytes, |buf: &mut BatchBuf| {
+            let mut effects = Vec::new();
+            if let Some(entry) = fork {
+                buf.push_fork(&entry);
+                effects.push(Effect::Fork { slot: Arc::clone(slot), entry });
+            }
+            let mut located = Vec::with_capacity(records.len());
+            for (record, (code, body)) in records.iter().zip(&bodies) {
+                let offset = buf.next_offset();
+                let (codec, bytes) = match body {
+                    Some(compressed) => (BodyCodec::Zstd, compressed.as_slice()),
+                    None => (BodyCodec::Raw, record.canonical().unwrap_or_default()),
+                };
+                let len =
+                    buf.push_record(record.session(), record.seq(), record.prev(), record.hash(), *code, codec, bytes);
+                located.push((offset, len, *code, record.hash()));
+            }
+            if !located.is_empty() {
+                effects.push(Effect::Records { slot: Arc::clone(slot), first, records: located });
+            }
+            Ok(Some(effects))
+        })?;
+        *head = WriteHead { next: seq, hash: prev };
+        let mut cache = slot.lock_cache()?;
+        for record in &records {
+            cache.push(record, &self.cache_bytes);
+        }
+        drop(cache);
+        if self.cache_bytes.load(Ordering::Relaxed) > crate::session::TAIL_CACHE_BYTES {
+            self.checkpoints.request_sweep();
+        }
+        slot.last_used.store(self.tick(), Ordering::Relaxed);
+        Ok((ticket, records))
     }
 }
 
-/// Decodes `(key, framed envelope)` pairs of one session into self-consistent records.
-fn decode_pairs(
-    session: SessionId,
-    pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
-) -> Result<Vec<Record>, Corruption> {
-    let mut out = Vec::new();
-    for (key, value) in pairs {
-        let Some((key_session, seq)) = keys::parse_event_key(&key) else {
-            return Err(Corruption { session, seq: Seq::ZERO, what: format!("malformed event key {key:02x?}") });
-        };
-        if key_session != session {
-            return Err(Corruption { session, seq, what: "event key of another session in range".to_owned() });
-        }
-        let envelope = frame::decode(&value).map_err(|err| Corruption { session, seq, what: err.to_string() })?;
-        let record = read_stored(session, seq, &envelope).map_err(|unreadable| Corruption {
-            session,
-            seq,
-            what: unreadable.reason,
-        })?;
-        if !record.is_self_consistent() {
-            return Err(Corruption { session, seq, what: "stored hash does not match the record".to_owned() });
-        }
-        out.push(record);
+/// Bytes read from the log in one `pread` when a session's records are adjacent.
+const READ_RUN_BYTES: u64 = 4 << 20;
+
+/// A record with another session's id: how a fork's inherited records read.
+/// The session is not part of the chain, so the record verifies unchanged.
+fn restamp(record: Record, session: SessionId) -> Record {
+    if record.session() == session {
+        return record;
     }
-    Ok(out)
+    Record::from_parts(session, record.seq(), record.prev(), record.hash(), record.body().clone())
+}
+
+/// Checks that `records` are exactly `from .. end`, linked.
+fn check_contiguous(session: SessionId, from: Seq, end: Seq, records: &[Record]) -> Result<(), Corruption> {
+    let mut expected = from;
+    for record in records {
+        if record.seq() != expected {
+            return Err(Corruption { session, seq: expected, what: "record missing".to_owned() });
+        }
+        expected = Seq::new(expected.get() + 1);
+    }
+    if expected != end {
+        return Err(Corruption { session, seq: expected, what: "record missing".to_owned() });
+    }
+    check_links(session, records)
 }
 
 /// Checks that consecutive records link.
@@ -457,92 +546,153 @@ fn check_links(session: SessionId, records: &[Record]) -> Result<(), Corruption>
     Ok(())
 }
 
-impl<E: Engine> Append for LogStore<E> {
-    fn append(&self, session: SessionId, expected: Seq, entries: &[Entry]) -> Result<Vec<Record>, AppendError> {
-        let inner = &*self.inner;
-        inner.barrier.check()?;
-        if entries.is_empty() || entries.len() > MAX_EVENTS_PER_APPEND {
-            return Err(AppendError::BadCount { n_events: entries.len(), max: MAX_EVENTS_PER_APPEND });
+/// An entry encoded, hashed and compressed, ready to be sealed.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    canonical: Vec<u8>,
+    digest: Digest,
+    code: u16,
+    /// The compressed canonical bytes, when compression paid.
+    body: Option<Vec<u8>>,
+}
+
+/// Checks an append's limits and prepares its entries, with no lock held.
+pub(crate) fn prepare(entries: &[Entry], allow_empty: bool) -> Result<Vec<Prepared>, AppendError> {
+    if (entries.is_empty() && !allow_empty) || entries.len() > MAX_EVENTS_PER_APPEND {
+        return Err(AppendError::BadCount { n_events: entries.len(), max: MAX_EVENTS_PER_APPEND });
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    let mut n_bytes = 0usize;
+    for (event_idx, entry) in entries.iter().enumerate() {
+        let canonical = entry.to_canonical()?;
+        if canonical.len() > MAX_EVENT_BYTES {
+            return Err(AppendError::EventTooLarge { event_idx, n_bytes: canonical.len(), max: MAX_EVENT_BYTES });
         }
-        let mut canonical = Vec::with_capacity(entries.len());
-        let mut n_bytes = 0usize;
-        for (event_idx, entry) in entries.iter().enumerate() {
-            let bytes = entry.to_canonical()?;
-            if bytes.len() > MAX_EVENT_BYTES {
-                return Err(AppendError::EventTooLarge { event_idx, n_bytes: bytes.len(), max: MAX_EVENT_BYTES });
-            }
-            n_bytes += bytes.len();
-            canonical.push((bytes, entry.event.event_type()));
-        }
+        n_bytes += canonical.len();
         if n_bytes > MAX_APPEND_BYTES {
             return Err(AppendError::AppendTooLarge { n_bytes, max: MAX_APPEND_BYTES });
         }
+        let body = frame::compressed(&canonical);
+        out.push(Prepared {
+            digest: chain::digest(&canonical),
+            code: entry.event.event_type().code(),
+            canonical,
+            body,
+        });
+    }
+    Ok(out)
+}
 
-        let slot = inner.slot_or_create(session)?;
-        let (records, end) = {
-            let mut head = slot.write.lock().map_err(|_| Error::Engine("session write lock poisoned".to_owned()))?;
+impl<E: Engine> Publisher<Vec<Effect>> for Core<E> {
+    fn publish(&self, header: &BatchHeader, effects: Vec<Vec<Effect>>) {
+        for effect in effects.into_iter().flatten() {
+            match effect {
+                Effect::Records { slot, first, records } => self.publish_records(header, &slot, first, &records),
+                Effect::Blob { digest, offset, len } => {
+                    let location = keys::blob_value(header.lsn + u64::from(offset), len).to_vec();
+                    if let Err(err) =
+                        self.engine.apply(Tree::Log, vec![(keys::blob_key(digest).to_vec(), Some(location))])
+                    {
+                        self.queue.poison(format!("indexing a blob: {err}"));
+                    }
+                }
+                Effect::Fork { slot, entry } => {
+                    let writes = vec![
+                        (
+                            keys::origin_key(entry.child).to_vec(),
+                            Some(keys::origin_value(entry.parent, entry.at_seq, entry.parent_hash).to_vec()),
+                        ),
+                        (
+                            keys::fork_key(entry.parent, entry.child).to_vec(),
+                            Some(entry.at_seq.get().to_be_bytes().to_vec()),
+                        ),
+                    ];
+                    if let Err(err) = self.engine.apply(Tree::Log, writes) {
+                        self.queue.poison(format!("indexing a fork: {err}"));
+                    }
+                    slot.publish(Head { next: Seq::new(entry.at_seq.get() + 1), hash: entry.parent_hash });
+                }
+            }
+        }
+        self.checkpoints.note_written(header);
+    }
+}
+
+impl<E: Engine> Core<E> {
+    fn publish_records(
+        &self,
+        header: &BatchHeader,
+        slot: &Arc<Slot>,
+        first: Seq,
+        records: &[(u32, u32, u16, ChainHash)],
+    ) {
+        let Ok(mut index) = slot.lock_index() else { return };
+        if index.end() != first {
+            // Appends of a session are published in seq order; anything else
+            // is a bug, and the session must not be read past it.
+            drop(index);
+            let _ = slot.corrupt.set(Corruption {
+                session: slot.id,
+                seq: first,
+                what: "published out of order".to_owned(),
+            });
+            return;
+        }
+        for (offset, len, code, hash) in records {
+            let location = Location { lsn: header.lsn + u64::from(*offset), len: *len };
+            index.pending.push_back(PendingRecord { location, code: *code, hash: *hash });
+        }
+        drop(index);
+        if let Some((_, _, _, hash)) = records.last() {
+            slot.publish(Head { next: Seq::new(first.get() + records.len() as u64), hash: *hash });
+        }
+        self.checkpoints.mark_dirty(slot);
+    }
+}
+
+impl<E: Engine> Append for LogStore<E> {
+    fn append(&self, session: SessionId, expected: Seq, entries: &[Entry]) -> Result<Vec<Record>, AppendError> {
+        let core = &*self.inner.core;
+        core.check_poisoned()?;
+        let prepared = prepare(entries, false)?;
+        let slot = core.slot_or_create(session)?;
+        let (ticket, records) = {
+            let mut head = slot.lock_write()?;
             slot.check_corrupt()?;
             if head.next != expected {
                 return Err(AppendError::Conflict { session, expected, actual: head.next });
             }
-            let end = head
-                .next
-                .plus(entries.len() as u64)
-                .ok_or(AppendError::SessionFull { session, max: MAX_EVENTS_PER_SESSION })?;
-            let mut records = Vec::with_capacity(entries.len());
-            let mut writes: Vec<Write> = Vec::with_capacity(2 * entries.len() + 1);
-            let (mut seq, mut prev) = (head.next, head.hash);
-            for (bytes, event_type) in canonical {
-                let record = Record::from_canonical(session, seq, prev, bytes);
-                let envelope = record.to_envelope()?;
-                writes.push((keys::event_key(session, seq).to_vec(), Some(frame::encode(&envelope))));
-                writes.push((keys::type_key(session, event_type, seq).to_vec(), Some(Vec::new())));
-                prev = record.hash();
-                seq = Seq::new(seq.get() + 1);
-                records.push(record);
+            if head.next.plus(entries.len() as u64).is_none() {
+                return Err(AppendError::SessionFull { session, max: MAX_EVENTS_PER_SESSION });
             }
-            writes.push((keys::head_key(session).to_vec(), Some(keys::head_value(end, prev).to_vec())));
-            inner.engine.apply(Tree::Log, writes)?;
-            *head = WriteHead { next: end, hash: prev };
-            (records, end)
+            core.submit_records(&slot, &mut head, prepared, None)?
         };
-        let new_head = Head { next: end, hash: records.last().map_or(chain::GENESIS, Record::hash) };
-        inner.wait_durable(Some((session, new_head)))?;
-        slot.durable.send_if_modified(|durable| {
-            // Another appender's barrier may already have covered this append
-            // and published a later head.
-            let moved = durable.next < end;
-            if moved {
-                *durable = new_head;
-            }
-            moved
-        });
+        ticket.wait()?;
         Ok(records)
     }
 }
 
 impl<E: Engine> Read for LogStore<E> {
     fn head(&self, session: SessionId) -> Result<Head, Error> {
-        let Some(slot) = self.inner.slot(session) else {
+        let Some(slot) = self.inner.core.slot(session) else {
             return Ok(Head { next: Seq::ZERO, hash: chain::GENESIS });
         };
         slot.check_corrupt()?;
-        let head = *slot.durable.borrow();
-        Ok(head)
+        Ok(slot.durable_head())
     }
 
     fn read(&self, session: SessionId, from: Seq, limit: usize) -> Result<Vec<Record>, Error> {
         let limit = limit.min(MAX_READ_RECORDS) as u64;
         let end = Seq::new(from.get().saturating_add(limit));
-        self.inner.read_range(session, from, end)
+        self.inner.core.read_range(session, from, end)
     }
 
     fn read_before(&self, session: SessionId, before: Seq, limit: usize) -> Result<Vec<Record>, Error> {
-        let Some(slot) = self.inner.slot(session) else { return Ok(Vec::new()) };
-        let before = before.min(slot.durable.borrow().next);
+        let Some(slot) = self.inner.core.slot(session) else { return Ok(Vec::new()) };
+        let before = before.min(slot.durable_head().next);
         let limit = limit.min(MAX_READ_RECORDS) as u64;
         let from = Seq::new(before.get().saturating_sub(limit));
-        self.inner.read_range(session, from, before)
+        self.inner.core.read_range(session, from, before)
     }
 
     fn scan_types(
@@ -552,37 +702,27 @@ impl<E: Engine> Read for LogStore<E> {
         from: Seq,
         limit: usize,
     ) -> Result<Vec<Record>, Error> {
-        let Some(slot) = self.inner.slot(session) else { return Ok(Vec::new()) };
+        let core = &*self.inner.core;
+        let Some(slot) = core.slot(session) else { return Ok(Vec::new()) };
         slot.check_corrupt()?;
-        let durable = slot.durable.borrow().next;
+        let durable = slot.durable_head().next;
         let limit = limit.min(MAX_READ_RECORDS);
+        let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
         let mut seqs = Vec::new();
-        for event_type in types {
-            let range = (
-                Bound::Included(keys::type_key(session, *event_type, from).to_vec()),
-                Bound::Excluded(keys::type_key(session, *event_type, durable).to_vec()),
-            );
-            for (key, _) in self.inner.engine.range(Tree::Log, range, Direction::Forward, limit)? {
-                match keys::parse_type_key(&key) {
-                    Some((_, _, seq)) => seqs.push(seq),
-                    None => {
-                        let corruption = Corruption { session, seq: from, what: "malformed type index key".to_owned() };
-                        return Err(self.inner.quarantine(&slot, corruption));
-                    }
-                }
+        for (owner, lo, hi) in core.parts(&slot, from, durable)? {
+            if seqs.len() >= limit {
+                break;
             }
+            seqs.extend(index::scan_types(&core.engine, &owner, &codes, lo, hi, limit - seqs.len())?);
         }
-        seqs.sort_unstable();
-        seqs.dedup();
-        seqs.truncate(limit);
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            let mut records = self.inner.read_range(session, seq, Seq::new(seq.get() + 1))?;
+            let mut records = core.read_range(session, seq, Seq::new(seq.get() + 1))?;
             match records.pop() {
                 Some(record) => out.push(record),
                 None => {
                     let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
-                    return Err(self.inner.quarantine(&slot, corruption));
+                    return Err(core.quarantine(&slot, corruption));
                 }
             }
         }
@@ -590,45 +730,70 @@ impl<E: Engine> Read for LogStore<E> {
     }
 
     fn last_of_types(&self, session: SessionId, types: &[EventType]) -> Result<Option<Record>, Error> {
-        let Some(slot) = self.inner.slot(session) else { return Ok(None) };
+        let core = &*self.inner.core;
+        let Some(slot) = core.slot(session) else { return Ok(None) };
         slot.check_corrupt()?;
-        let durable = slot.durable.borrow().next;
-        let mut latest: Option<Seq> = None;
-        for event_type in types {
-            let range = (
-                Bound::Included(keys::type_key(session, *event_type, Seq::ZERO).to_vec()),
-                Bound::Excluded(keys::type_key(session, *event_type, durable).to_vec()),
-            );
-            if let Some((key, _)) = self.inner.engine.range(Tree::Log, range, Direction::Backward, 1)?.pop() {
-                match keys::parse_type_key(&key) {
-                    Some((_, _, seq)) => latest = latest.max(Some(seq)),
-                    None => {
-                        let corruption =
-                            Corruption { session, seq: Seq::ZERO, what: "malformed type index key".to_owned() };
-                        return Err(self.inner.quarantine(&slot, corruption));
-                    }
-                }
+        let durable = slot.durable_head().next;
+        let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
+        let mut latest = None;
+        for (owner, _, hi) in core.parts(&slot, Seq::ZERO, durable)?.into_iter().rev() {
+            latest = index::last_of_types(&core.engine, &owner, &codes, hi)?;
+            if latest.is_some() {
+                break;
             }
         }
         let Some(seq) = latest else { return Ok(None) };
-        let mut records = self.inner.read_range(session, seq, Seq::new(seq.get() + 1))?;
+        let mut records = core.read_range(session, seq, Seq::new(seq.get() + 1))?;
         match records.pop() {
             Some(record) => Ok(Some(record)),
             None => {
                 let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
-                Err(self.inner.quarantine(&slot, corruption))
+                Err(core.quarantine(&slot, corruption))
             }
         }
     }
 
     fn sessions(&self) -> Result<Vec<SessionId>, Error> {
-        let slots = self.inner.slots.read().map_err(|_| Error::Engine("session table lock poisoned".to_owned()))?;
+        let slots =
+            self.inner.core.slots.read().map_err(|_| Error::Engine("session table lock poisoned".to_owned()))?;
         let mut out: Vec<SessionId> = slots
             .iter()
-            .filter(|(_, slot)| slot.corrupt.get().is_some() || slot.durable.borrow().next > Seq::ZERO)
+            .filter(|(_, slot)| slot.corrupt.get().is_some() || slot.durable_head().next > Seq::ZERO)
             .map(|(session, _)| *session)
             .collect();
         out.sort_unstable();
+        Ok(out)
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// The sessions storing `slot`'s records `from .. end`, in seq order, each
+    /// with the part `lo .. hi` it stores.
+    pub(crate) fn parts(&self, slot: &Arc<Slot>, from: Seq, end: Seq) -> Result<Vec<(Arc<Slot>, Seq, Seq)>, Error> {
+        let mut out = Vec::new();
+        let own_start = slot.own_start();
+        if let Some(origin) = slot.origin.get() {
+            let mut part_start = Seq::ZERO;
+            for (owner, part_end) in &origin.ancestry {
+                let (lo, hi) = (from.max(part_start), end.min(*part_end));
+                if lo < hi {
+                    let owner_slot = self.slot(*owner).ok_or_else(|| {
+                        Error::Corrupted(Corruption {
+                            session: slot.id,
+                            seq: lo,
+                            what: format!("the fork's ancestor {owner} is missing"),
+                        })
+                    })?;
+                    owner_slot.check_corrupt()?;
+                    out.push((owner_slot, lo, hi));
+                }
+                part_start = *part_end;
+            }
+        }
+        let lo = from.max(own_start);
+        if lo < end {
+            out.push((Arc::clone(slot), lo, end));
+        }
         Ok(out)
     }
 }

@@ -23,11 +23,11 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
 
 impl<E: Engine> Source for Inner<E> {
     fn durable_rx(&self, session: SessionId) -> Result<watch::Receiver<Head>, Error> {
-        Ok(self.slot_or_create(session)?.durable_rx())
+        Ok(self.core.slot_or_create(session)?.durable_rx())
     }
 
     fn read_range(&self, session: SessionId, from: Seq, end: Seq) -> Result<Vec<Record>, Error> {
-        Inner::read_range(self, session, from, end)
+        self.core.read_range(session, from, end)
     }
 }
 

@@ -1,15 +1,21 @@
-//! The storage engines under the store: an ordered key-value map per tree with
-//! atomic batches, plus a durability barrier.
+//! The storage engines under the store: an ordered key-value map per tree for
+//! indexes and resources, plus a directory of log segments for the
+//! write-ahead log that holds every record.
 //!
-//! All store logic (chains, heads, limits, group commit, subscriptions) lives in
-//! [`crate::log`] and runs unchanged over every engine, so the one conformance
-//! suite tests the same logic on sled and in memory. An engine knows nothing of
-//! sessions or records.
+//! All store logic (chains, heads, limits, group commit, indexes,
+//! subscriptions) lives in `store/src/log.rs` and runs unchanged over every engine,
+//! so the one conformance suite tests the same logic on sled and in memory. An
+//! engine knows nothing of sessions or records: it stores bytes under keys and
+//! bytes in numbered segment files.
 
+use std::fmt::Debug;
+use std::io;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::error::Error;
 
+pub mod files;
 pub mod mem;
 pub mod sled;
 
@@ -17,7 +23,10 @@ pub mod sled;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tree {
     Meta,
+    /// Derived indexes of the log: record locations, the type index, heads,
+    /// forks, blob locations.
     Log,
+    /// Storage version 1 only: blob bytes. Emptied by the migration to version 2.
     Blobs,
     Resources,
 }
@@ -72,12 +81,74 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         new: Option<Vec<u8>>,
     ) -> Result<Result<(), Option<Vec<u8>>>, Error>;
 
-    /// Makes every write that returned before this call durable. Called by the
-    /// group-commit barrier only, never concurrently with itself.
+    /// Makes every key-value write that returned before this call durable.
+    /// Called by checkpoints (and opening), never on the commit path: the
+    /// write-ahead log makes appends durable.
     fn sync(&self) -> Result<(), Error>;
 
-    /// Bytes the engine occupies on disk (0 in memory).
+    /// The directory of write-ahead log segments that belongs with this
+    /// engine's key-value data.
+    fn log_dir(&self) -> Arc<dyn LogDir>;
+
+    /// Bytes the engine's key-value data occupies on disk, the log's
+    /// segments not included (0 in memory).
     fn size_on_disk(&self) -> Result<u64, Error>;
+}
+
+/// A directory of numbered segment files: where the write-ahead log, and so
+/// every record, lives. Segments are only ever created and written; the store
+/// never deletes one (a log is never deleted).
+pub trait LogDir: Send + Sync + Debug + 'static {
+    /// The numbers of the segments present, ascending.
+    fn segments(&self) -> io::Result<Vec<u64>>;
+
+    /// Opens segment `number`; with `create`, creates it empty if missing and
+    /// makes the new directory entry durable before returning.
+    fn open_segment(&self, number: u64, create: bool) -> io::Result<Arc<dyn SegmentFile>>;
+
+    /// Bytes the segments occupy.
+    fn size_on_disk(&self) -> io::Result<u64>;
+
+    /// Creates segment `number` ahead of its use, `len` bytes of zeroes made
+    /// durable, so that appends to it overwrite allocated blocks and their
+    /// `fdatasync` has no file size or block allocation to write. Does nothing
+    /// if the segment exists. Safe to call while the log is being written: a
+    /// segment appears complete or not at all.
+    fn prepare_segment(&self, number: u64, len: u64) -> io::Result<()> {
+        let _ = (number, len);
+        Ok(())
+    }
+}
+
+/// One segment file. Reads and writes are positional, so any number of threads
+/// may read while one writes.
+pub trait SegmentFile: Send + Sync + Debug {
+    /// Reads as many bytes as there are at `offset`, up to `buf.len()`; fewer
+    /// only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// `fdatasync`: every byte written before this call is on stable storage.
+    fn sync_data(&self) -> io::Result<()>;
+
+    fn len(&self) -> io::Result<u64>;
+
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let n_read = self.read_at(buf, offset)?;
+        if n_read < buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read {n_read} of {} bytes at offset {offset}: past the end of the segment", buf.len()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// All keys starting with `prefix`, as a range.

@@ -1,6 +1,10 @@
-//! The sled engine, with a durability barrier that sled 0.34.7 lacks.
+//! The sled engine: sled for the indexes and resources, segment files for the
+//! write-ahead log, in one data directory (`sled/` and `log/`).
 //!
-//! sled's `flush()` writes its log with `sync_file_range`, which flushes neither
+//! sled is never on the commit path: the write-ahead log makes appends
+//! durable, and sled is brought up to date in the background and made durable
+//! at checkpoints. sled 0.34.7 still needs a real durability barrier for those:
+//! its `flush()` writes its log with `sync_file_range`, which flushes neither
 //! the disk's write cache nor file metadata, writes values over ~128 KiB to
 //! separate files in `blobs/` without any fsync, and renames snapshots without
 //! fsyncing the directory. [`SledEngine::sync`] therefore runs `flush()` and then
@@ -12,11 +16,18 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Direction, Engine, Pairs, Tree, Write};
+use super::files::FsLogDir;
+use super::{Direction, Engine, LogDir, Pairs, Tree, Write};
 use crate::error::{Error, OpenError};
+
+/// sled's directory inside a data directory.
+pub const SLED_DIR: &str = "sled";
+
+/// The write-ahead log's directory inside a data directory.
+pub const LOG_DIR: &str = "log";
 
 /// sled's cache. Its default is 1 GiB; the server sets this explicitly.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -44,6 +55,7 @@ pub struct SledEngine {
     db: sled::Db,
     trees: [sled::Tree; 4],
     dir: PathBuf,
+    log: Arc<FsLogDir>,
     sync_state: Mutex<SyncState>,
 }
 
@@ -62,7 +74,10 @@ struct DirState {
 }
 
 impl SledEngine {
-    pub fn open(dir: &Path, options: &SledOptions) -> Result<SledEngine, OpenError> {
+    /// Opens (or creates) the engine in the data directory `data`: sled in
+    /// `data/sled`, the log segments in `data/log`.
+    pub fn open(data: &Path, options: &SledOptions) -> Result<SledEngine, OpenError> {
+        let dir = &data.join(SLED_DIR);
         let io_err = |reason: String| OpenError::Io { path: dir.to_owned(), reason };
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|err| io_err(err.to_string()))?;
@@ -88,13 +103,30 @@ impl SledEngine {
             [open_tree(Tree::Meta)?, open_tree(Tree::Log)?, open_tree(Tree::Blobs)?, open_tree(Tree::Resources)?];
         let db_file = File::open(dir.join("db")).map_err(|err| io_err(format!("opening sled's db file: {err}")))?;
         let dirs = vec![DirState::new(dir.to_owned()), DirState::new(dir.join("blobs"))];
-        let engine = SledEngine { db, trees, dir: dir.to_owned(), sync_state: Mutex::new(SyncState { db_file, dirs }) };
+        let log_path = data.join(LOG_DIR);
+        let log = FsLogDir::open(&log_path).map_err(|err| OpenError::Io {
+            path: log_path.clone(),
+            reason: format!("opening the log directory: {err}"),
+        })?;
+        let engine = SledEngine {
+            db,
+            trees,
+            dir: dir.to_owned(),
+            log: Arc::new(log),
+            sync_state: Mutex::new(SyncState { db_file, dirs }),
+        };
         engine.sync().map_err(|err| io_err(format!("initial durability barrier: {err}")))?;
         Ok(engine)
     }
 
+    /// sled's own directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The log segments' directory.
+    pub fn files(&self) -> &FsLogDir {
+        &self.log
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
@@ -167,6 +199,10 @@ impl Engine for SledEngine {
             dir.sync_new_entries().map_err(|err| io("fsync of new files", err))?;
         }
         Ok(())
+    }
+
+    fn log_dir(&self) -> Arc<dyn LogDir> {
+        Arc::clone(&self.log) as Arc<dyn LogDir>
     }
 
     fn size_on_disk(&self) -> Result<u64, Error> {

@@ -3,6 +3,8 @@
 mod conformance;
 mod corruption;
 mod fault;
+mod forks;
+mod migration;
 mod model;
 mod tamper;
 
@@ -17,6 +19,11 @@ pub(crate) trait Fixture: Sized {
     type Store: Store + 'static;
     fn store(&self) -> &Self::Store;
     fn reopen(self) -> Self;
+    /// Runs a checkpoint now.
+    fn checkpoint(&self);
+    /// Stops the store as a crash would (no final checkpoint; in memory, also
+    /// a power loss: what was not synced is gone) and opens it again.
+    fn crash(self) -> Self;
 }
 
 pub(crate) struct MemFixture {
@@ -42,6 +49,18 @@ impl Fixture for MemFixture {
     fn reopen(self) -> Self {
         let MemFixture { engine, store } = self;
         drop(store);
+        let store = MemStore::with_engine(engine.clone_handle()).unwrap();
+        MemFixture { engine, store }
+    }
+
+    fn checkpoint(&self) {
+        self.store.checkpoint().unwrap();
+    }
+
+    fn crash(self) -> Self {
+        let MemFixture { engine, store } = self;
+        store.crash();
+        engine.lose_unsynced().unwrap();
         let store = MemStore::with_engine(engine.clone_handle()).unwrap();
         MemFixture { engine, store }
     }
@@ -85,6 +104,18 @@ impl Fixture for SledFixture {
     fn reopen(mut self) -> Self {
         // sled releases its file lock only when every handle is dropped.
         drop(self.store.take());
+        let store = SledStore::open(&self.data_dir(), &small_sled_options()).unwrap();
+        SledFixture { dir: self.dir, store: Some(store) }
+    }
+
+    fn checkpoint(&self) {
+        self.store().checkpoint().unwrap();
+    }
+
+    fn crash(mut self) -> Self {
+        if let Some(store) = self.store.take() {
+            store.crash();
+        }
         let store = SledStore::open(&self.data_dir(), &small_sled_options()).unwrap();
         SledFixture { dir: self.dir, store: Some(store) }
     }

@@ -1,12 +1,14 @@
 //! Model-based test: random operation sequences against a store and a plain
-//! `Vec` per session, including reopening the store mid-sequence. Goal: the
-//! store behaves exactly like the model (appends, conflicts, reads, heads,
-//! scans) and nothing acknowledged is lost across a reopen.
+//! `Vec` per session, including reopening the store mid-sequence, cleanly or
+//! after a crash (in memory: a power loss). Goal: the store behaves exactly
+//! like the model (appends, conflicts, reads, heads, scans) and nothing
+//! acknowledged is lost across a reopen or a crash. Forks are in the mix: a
+//! fork's model log is a copy of its parent's prefix, the store's is not.
 
 use std::collections::BTreeMap;
 
 use logbook_core::{ChainHash, Entry, EventType, Seq};
-use logbook_store::{Append, AppendError, Head, Read};
+use logbook_store::{Append, AppendError, Fork, ForkError, Head, Read};
 use proptest::prelude::*;
 
 use super::{Fixture, MemFixture, SledFixture, session};
@@ -18,18 +20,25 @@ enum Op {
     ReadBefore { session: u64, before: u64, limit: usize },
     ScanType { session: u64, type_idx: usize },
     Head { session: u64 },
+    Fork { parent: u64, child: u64, at: u64, entries: Vec<Entry> },
+    Checkpoint,
     Reopen,
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u64..3, prop::collection::vec(any::<Entry>(), 1..4), prop_oneof![8 => Just(0i64), 1 => -2i64..3])
+        6 => (0u64..5, prop::collection::vec(any::<Entry>(), 1..4), prop_oneof![8 => Just(0i64), 1 => -2i64..3])
             .prop_map(|(session, entries, skew)| Op::Append { session, entries, skew }),
-        2 => (0u64..3, 0u64..12, 0usize..6).prop_map(|(session, from, limit)| Op::Read { session, from, limit }),
-        1 => (0u64..3, 0u64..14, 0usize..6).prop_map(|(session, before, limit)| Op::ReadBefore { session, before, limit }),
-        1 => (0u64..3, 0usize..EventType::ALL.len()).prop_map(|(session, type_idx)| Op::ScanType { session, type_idx }),
-        1 => (0u64..3).prop_map(|session| Op::Head { session }),
+        2 => (0u64..5, 0u64..12, 0usize..6).prop_map(|(session, from, limit)| Op::Read { session, from, limit }),
+        1 => (0u64..5, 0u64..14, 0usize..6).prop_map(|(session, before, limit)| Op::ReadBefore { session, before, limit }),
+        1 => (0u64..5, 0usize..EventType::ALL.len()).prop_map(|(session, type_idx)| Op::ScanType { session, type_idx }),
+        1 => (0u64..5).prop_map(|session| Op::Head { session }),
+        1 => (0u64..5, 2u64..5, 0u64..8, prop::collection::vec(any::<Entry>(), 0..3))
+            .prop_map(|(parent, child, at, entries)| Op::Fork { parent, child, at, entries }),
+        1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -111,7 +120,29 @@ fn run<F: Fixture>(mut fixture: F, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(head, want);
             }
+            Op::Fork { parent, child, at, entries } => {
+                let parent_log = model.logs.get(&parent).cloned().unwrap_or_default();
+                let child_exists = model.logs.get(&child).is_some_and(|log| !log.is_empty());
+                let res = fixture.store().fork(session(child), session(parent), Seq::new(at), &entries);
+                if parent == child {
+                    prop_assert!(matches!(res, Err(ForkError::SelfFork { .. })), "{res:?}");
+                } else if at >= parent_log.len() as u64 {
+                    prop_assert!(matches!(res, Err(ForkError::BeyondHead { .. })), "{res:?}");
+                } else if child_exists {
+                    prop_assert!(matches!(res, Err(ForkError::Exists { .. })), "{res:?}");
+                } else {
+                    let records = res.map_err(|err| TestCaseError::fail(err.to_string()))?;
+                    let mut log = parent_log[..=at as usize].to_vec();
+                    for (record, entry) in records.iter().zip(&entries) {
+                        prop_assert_eq!(&record.entry().map_err(|e| TestCaseError::fail(e.to_string()))?, entry);
+                        log.push((entry.clone(), record.hash()));
+                    }
+                    model.logs.insert(child, log);
+                }
+            }
+            Op::Checkpoint => fixture.checkpoint(),
             Op::Reopen => fixture = fixture.reopen(),
+            Op::Crash => fixture = fixture.crash(),
         }
     }
     Ok(())

@@ -1,35 +1,52 @@
-//! Tamper tests: logical edits applied straight to the engine, below the
-//! store's API, as someone with write access to the data directory could.
+//! Tamper tests: edits applied below the store's API, to the log's segments or
+//! to the index in sled, as someone with write access to the data directory
+//! could.
 //!
-//! Goal: every edit is detected, the verifier names the first bad seq for local
-//! edits, and the head journal catches what the chain alone cannot (a deleted
-//! tail, or a chain recomputed after an edit). Method: build a store, tamper
-//! through `Engine::apply`, then run `verify_all` and reopen.
+//! Goal: every edit is detected, by a read (typed error naming the seq) and
+//! by `verify_all`, which names the first bad seq. Method: build a store with
+//! one batch per record, tamper with the raw bytes (located through
+//! `LogStore::locate`) or the index keys (the layout in `docs/format.md`),
+//! reopen (so no cached record hides the edit), then read and verify.
+//!
+//! What local checks cannot catch, by design: a history rewritten in place
+//! with a recomputed chain *and* recomputed batch checksums. Signed heads and
+//! the consistency check (`/x/v1`) catch that.
+
+use std::sync::Arc;
 
 use logbook_core::verify::BreakKind;
 use logbook_core::{Record, Seq};
-use logbook_store::engine::{Engine, Tree};
-use logbook_store::{Append, Error, Read, frame, keys};
+use logbook_store::engine::{Engine, LogDir, Tree};
+use logbook_store::wal::{self, BatchBuf, BodyCodec, LogWriter, Scan};
+use logbook_store::{Append, Error, Read, SledEngine, StoreReport, keys};
 
-use super::{Fixture, SledFixture, entries, entry, session};
+use super::{Fixture, SledFixture, entries, entry, session, small_sled_options};
 
 const N_RECORDS: u64 = 12;
+/// Bytes of one entry of a location chunk: `lsn[8] len[4] type[2]`.
+const LOCATION_BYTES: usize = 14;
 
 fn build() -> (SledFixture, Vec<Record>) {
     let fixture = SledFixture::new();
-    let records = fixture.store().append(session(1), Seq::ZERO, &entries(0..N_RECORDS)).unwrap();
+    let mut records = Vec::new();
+    for i in 0..N_RECORDS {
+        records.extend(fixture.store().append(session(1), Seq::new(i), &entries(i..i + 1)).unwrap());
+    }
     fixture.store().append(session(2), Seq::ZERO, &entries(0..3)).unwrap();
+    fixture.store().checkpoint().unwrap();
     (fixture, records)
 }
 
-fn put_record(fixture: &SledFixture, record: &Record) {
-    let key = keys::event_key(record.session(), record.seq()).to_vec();
-    let value = frame::encode(&record.to_envelope().unwrap());
-    fixture.store().engine().apply(Tree::Log, vec![(key, Some(value))]).unwrap();
+fn segment_of(dir: &Arc<dyn LogDir>, lsn: u64) -> Arc<dyn logbook_store::engine::SegmentFile> {
+    dir.open_segment(wal::segment_of(lsn), false).unwrap()
 }
 
-fn first_break(fixture: &SledFixture) -> (Seq, BreakKind) {
-    let report = fixture.store().verify_all(&mut |_| {}).unwrap();
+fn report(fixture: &SledFixture) -> StoreReport {
+    fixture.store().verify_all(&mut |_| {}).unwrap()
+}
+
+/// The first break of the only damaged session, which must be session 1.
+fn first_break(report: &StoreReport) -> (Seq, BreakKind) {
     let damaged: Vec<_> = report.damaged().collect();
     assert_eq!(damaged.len(), 1, "only the tampered session is damaged: {report:?}");
     assert_eq!(damaged[0].session, session(1));
@@ -37,111 +54,152 @@ fn first_break(fixture: &SledFixture) -> (Seq, BreakKind) {
     (brk.seq, brk.kind)
 }
 
+/// Reading session 1 fails with a typed error at one of `seqs` (the first
+/// damage the read, or the tail check on open, came across).
+fn assert_read_fails_at(fixture: &SledFixture, seqs: &[u64]) {
+    match fixture.store().read(session(1), Seq::ZERO, 100) {
+        Err(Error::Corrupted(corruption)) => assert!(seqs.contains(&corruption.seq.get()), "{corruption}"),
+        other => panic!("expected corruption at {seqs:?}, got {other:?}"),
+    }
+    assert_eq!(fixture.store().read(session(2), Seq::ZERO, 100).unwrap().len(), 3, "the other session reads");
+}
+
 #[test]
 fn edited_payload_is_named_at_its_seq() {
-    let (fixture, records) = build();
-    let victim = &records[5];
-    // Same seq, prev and stored hash; different event.
-    let forged = Record::from_parts(
-        victim.session(),
-        victim.seq(),
-        victim.prev(),
-        victim.hash(),
-        logbook_core::Body::Canonical(entry(99).to_canonical().unwrap()),
-    );
-    put_record(&fixture, &forged);
-    let (seq, kind) = first_break(&fixture);
+    let (fixture, _) = build();
+    let location = fixture.store().locate(session(1), Seq::new(5)).unwrap().unwrap();
+    let dir = fixture.store().engine().log_dir();
+    let segment = segment_of(&dir, location.lsn);
+    let mut bytes = vec![0u8; location.len as usize];
+    segment.read_exact_at(&mut bytes, wal::offset_of(location.lsn)).unwrap();
+    let (wal::Entry::Record { header, .. }, _) = wal::decode_entry(&bytes).unwrap() else { panic!("not a record") };
+    assert_eq!(header.codec, BodyCodec::Raw, "a small sample event is stored raw");
+    // Same seq, prev and stored hash; one byte of the event changed.
+    let at = wal::offset_of(location.lsn) + wal::RECORD_HEADER_BYTES as u64 + 3;
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, at).unwrap();
+    segment.write_at(&[byte[0] ^ 0x01], at).unwrap();
+
+    let fixture = fixture.reopen();
+    let report = report(&fixture);
+    let (seq, kind) = first_break(&report);
     assert_eq!(seq, Seq::new(5));
     assert!(matches!(kind, BreakKind::HashMismatch { .. }), "{kind:?}");
-    // Reading through it fails with a typed error naming the seq.
-    match fixture.store().read(session(1), Seq::ZERO, 100) {
-        Err(Error::Corrupted(corruption)) => assert_eq!(corruption.seq, Seq::new(5)),
-        other => panic!("expected corruption, got {other:?}"),
-    }
-    // The other session is unaffected.
-    assert_eq!(fixture.store().read(session(2), Seq::ZERO, 100).unwrap().len(), 3);
+    assert!(!report.log_errors.is_empty(), "the batch's checksum fails too");
+    assert_read_fails_at(&fixture, &[5]);
 }
 
 #[test]
 fn deleted_record_is_named_at_its_seq() {
     let (fixture, _) = build();
-    let key = keys::event_key(session(1), Seq::new(7)).to_vec();
-    fixture.store().engine().apply(Tree::Log, vec![(key, None)]).unwrap();
-    let (seq, kind) = first_break(&fixture);
+    let location = fixture.store().locate(session(1), Seq::new(7)).unwrap().unwrap();
+    let dir = fixture.store().engine().log_dir();
+    segment_of(&dir, location.lsn).write_at(&vec![0u8; location.len as usize], wal::offset_of(location.lsn)).unwrap();
+
+    let fixture = fixture.reopen();
+    let (seq, kind) = first_break(&report(&fixture));
     assert_eq!(seq, Seq::new(7));
     assert!(matches!(kind, BreakKind::SeqGap { .. }), "{kind:?}");
+    assert_read_fails_at(&fixture, &[7]);
 }
 
 #[test]
-fn swapped_records_are_named_at_the_first() {
-    let (fixture, records) = build();
-    let (a, b) = (&records[3], &records[4]);
+fn swapped_index_entries_are_named_at_the_first() {
+    let (fixture, _) = build();
     let engine = fixture.store().engine();
-    let value = |r: &Record| frame::encode(&r.to_envelope().unwrap());
-    engine
-        .apply(
-            Tree::Log,
-            vec![
-                (keys::event_key(session(1), a.seq()).to_vec(), Some(value(b))),
-                (keys::event_key(session(1), b.seq()).to_vec(), Some(value(a))),
-            ],
-        )
-        .unwrap();
-    let (seq, _) = first_break(&fixture);
+    let key = keys::locations_key(session(1), Seq::ZERO).to_vec();
+    let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+    let (a, b) = (1 + 3 * LOCATION_BYTES, 1 + 4 * LOCATION_BYTES);
+    let third = chunk[a..a + LOCATION_BYTES].to_vec();
+    chunk.copy_within(b..b + LOCATION_BYTES, a);
+    chunk[b..b + LOCATION_BYTES].copy_from_slice(&third);
+    engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+    engine.sync().unwrap();
+
+    let fixture = fixture.reopen();
+    let (seq, _) = first_break(&report(&fixture));
     assert_eq!(seq, Seq::new(3));
+    assert_read_fails_at(&fixture, &[3, 4]);
 }
 
 #[test]
-fn inserted_record_past_the_head_is_reported() {
-    let (fixture, records) = build();
-    let last = records.last().unwrap();
-    let extra = Record::seal(session(1), Seq::new(N_RECORDS), last.hash(), &entry(500)).unwrap();
-    put_record(&fixture, &extra);
-    let (seq, kind) = first_break(&fixture);
-    assert_eq!(seq, Seq::new(N_RECORDS + 1));
+fn an_index_entry_past_the_head_is_reported() {
+    let (fixture, _) = build();
+    let engine = fixture.store().engine();
+    let key = keys::locations_key(session(1), Seq::ZERO).to_vec();
+    let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+    let last = chunk[chunk.len() - LOCATION_BYTES..].to_vec();
+    chunk.extend_from_slice(&last);
+    engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+    let (seq, kind) = first_break(&report(&fixture));
+    assert_eq!(seq, Seq::new(N_RECORDS));
     assert!(matches!(kind, BreakKind::Unreadable { .. }), "{kind:?}");
 }
 
-/// A deleted tail with the head rewritten to match, and a chain recomputed
-/// from an edited record onwards, both verify on their own. The head journal,
-/// written at every barrier outside sled, catches them on the next open.
+/// A deleted tail (index entries and head rewritten to match), and a chain
+/// recomputed from a record on and appended to the log with the index pointed
+/// at it: both read back consistently, so only the log shows them, and
+/// `verify_all` reports them at the first seq changed.
 #[test]
-fn truncated_tail_and_recomputed_chain_are_caught_by_the_journal() {
+fn truncated_tail_and_recomputed_chain_are_reported_by_verify() {
     for recompute in [false, true] {
         let (fixture, records) = build();
-        let engine = fixture.store().engine();
-        let mut writes = Vec::new();
         let cut = 8usize;
-        let mut prev = records[cut - 1].hash();
-        let mut end = Seq::new(cut as u64);
+        let data_dir = fixture.data_dir();
+        let dir_guard = fixture.close();
+        let engine = SledEngine::open(&data_dir, &small_sled_options()).unwrap();
+        let key = keys::locations_key(session(1), Seq::ZERO).to_vec();
+        let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+        chunk.truncate(1 + cut * LOCATION_BYTES);
+        let mut head = (Seq::new(cut as u64), records[cut - 1].hash());
         if recompute {
-            // Rewrite records cut.. with other content and a consistent chain.
-            for (idx, _) in records.iter().enumerate().skip(cut) {
+            // Forge records cut.. with other content and a consistent chain,
+            // in a valid batch at the log's end, and point the index at them.
+            let log = engine.log_dir();
+            let mut scan = Scan::new(Arc::clone(&log), 0, Some(0)).unwrap();
+            while scan.next_batch().unwrap().is_some() {}
+            let end = scan.end().unwrap();
+            let mut writer = LogWriter::new(Arc::clone(&log), end.end, end.next_batch, end.header);
+            let mut batch = BatchBuf::new();
+            let mut offsets = Vec::new();
+            let mut prev = head.1;
+            for idx in cut..records.len() {
                 let forged = Record::seal(session(1), Seq::new(idx as u64), prev, &entry(1000 + idx as u64)).unwrap();
+                let offset = batch.next_offset();
+                let code = forged.entry().unwrap().event.event_type().code();
+                let canonical = forged.canonical().unwrap();
+                let len =
+                    batch.push_record(session(1), forged.seq(), prev, forged.hash(), code, BodyCodec::Raw, canonical);
+                offsets.push((offset, len, code));
                 prev = forged.hash();
-                end = Seq::new(idx as u64 + 1);
-                writes.push((
-                    keys::event_key(session(1), forged.seq()).to_vec(),
-                    Some(frame::encode(&forged.to_envelope().unwrap())),
-                ));
             }
-        } else {
-            for record in &records[cut..] {
-                writes.push((keys::event_key(session(1), record.seq()).to_vec(), None));
+            let header = writer.write(&mut batch).unwrap();
+            for (offset, len, code) in offsets {
+                chunk.extend_from_slice(&(header.lsn + u64::from(offset)).to_le_bytes());
+                chunk.extend_from_slice(&len.to_le_bytes());
+                chunk.extend_from_slice(&code.to_le_bytes());
             }
+            head = (Seq::new(records.len() as u64), prev);
+            // The checkpoint now covers the forged batch, so no replay undoes it.
+            let checkpoint = keys::checkpoint_value(writer.end(), writer.next_batch()).to_vec();
+            engine.apply(Tree::Meta, vec![(b"checkpoint".to_vec(), Some(checkpoint))]).unwrap();
         }
-        writes.push((keys::head_key(session(1)).to_vec(), Some(keys::head_value(end, prev).to_vec())));
-        engine.apply(Tree::Log, writes).unwrap();
+        let head_value = keys::head_value(head.0, head.1).to_vec();
+        engine
+            .apply(Tree::Log, vec![(key, Some(chunk)), (keys::head_key(session(1)).to_vec(), Some(head_value))])
+            .unwrap();
         engine.sync().unwrap();
-        assert!(fixture.store().verify_all(&mut |_| {}).unwrap().is_intact(), "the chain alone cannot tell");
+        drop(engine);
 
-        let fixture = fixture.reopen();
-        let quarantined = fixture.store().quarantined();
-        assert_eq!(quarantined.len(), 1, "recompute={recompute}: {quarantined:?}");
-        assert_eq!(quarantined[0].session, session(1));
-        let expected_seq = if recompute { Seq::new(N_RECORDS - 1) } else { Seq::new(cut as u64) };
-        assert_eq!(quarantined[0].seq, expected_seq, "recompute={recompute}");
-        assert!(matches!(fixture.store().read(session(1), Seq::ZERO, 100), Err(Error::Corrupted(_))));
-        assert_eq!(fixture.store().read(session(2), Seq::ZERO, 100).unwrap().len(), 3);
+        let store = logbook_store::SledStore::open(&data_dir, &small_sled_options()).unwrap();
+        assert!(store.quarantined().is_empty(), "recompute={recompute}: reads see a consistent log");
+        assert_eq!(store.read(session(1), Seq::ZERO, 100).unwrap().len(), head.0.get() as usize);
+        let report = store.verify_all(&mut |_| {}).unwrap();
+        let damaged: Vec<_> = report.damaged().collect();
+        assert_eq!(damaged.len(), 1, "recompute={recompute}: {report:?}");
+        assert_eq!(damaged[0].session, session(1));
+        assert_eq!(damaged[0].report.first_break().unwrap().seq, Seq::new(cut as u64), "recompute={recompute}");
+        drop(store);
+        drop(dir_guard);
     }
 }

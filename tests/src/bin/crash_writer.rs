@@ -3,7 +3,10 @@
 //!
 //! Usage: `crash-writer DATA_DIR N_SESSIONS WRITERS_PER_SESSION`. Writers of one
 //! session race each other (optimistic appends with retry on conflict), so the
-//! test exercises conflicts and group commit together.
+//! test exercises conflicts and group commit together. The log's segments are
+//! small (`SEGMENT_BYTES`) and another thread checkpoints all the time, so that
+//! kills also land during segment rollovers, segment preparation and
+//! checkpoints.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,8 +15,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use logbook_core::event::sample_events;
 use logbook_core::{Entry, EventId, Timestamp};
-use logbook_store::{Append, AppendError, Read, SledOptions, SledStore};
+use logbook_store::{Append, AppendError, Read, SledOptions, SledStore, WalOptions};
 use logbook_tests::{Ack, crash_session};
+
+/// Segments of the crash test's log: a few appends fill one.
+const SEGMENT_BYTES: u64 = 64 << 10;
+
+/// Pause between the checkpointing thread's checkpoints (the stimulus, not a wait).
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,8 +32,18 @@ fn main() -> anyhow::Result<()> {
     let dir = PathBuf::from(dir);
     let n_sessions: u64 = n_sessions.parse().context("N_SESSIONS")?;
     let writers: u64 = writers.parse().context("WRITERS_PER_SESSION")?;
-    let store = Arc::new(SledStore::open(&dir, &SledOptions { cache_capacity_bytes: 16 << 20 })?);
+    let wal = WalOptions { segment_bytes: SEGMENT_BYTES, ..WalOptions::default() };
+    let store = Arc::new(SledStore::open_with(&dir, &SledOptions { cache_capacity_bytes: 16 << 20 }, &wal)?);
     println!("ready");
+    let checkpointer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            loop {
+                store.checkpoint()?;
+                std::thread::sleep(CHECKPOINT_PAUSE);
+            }
+        })
+    };
     let samples = Arc::new(sample_events());
     let mut handles = Vec::new();
     for n in 0..n_sessions {
@@ -64,5 +83,5 @@ fn main() -> anyhow::Result<()> {
     for handle in handles {
         handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
     }
-    Ok(())
+    checkpointer.join().map_err(|_| anyhow::anyhow!("checkpointer panicked"))?
 }

@@ -1,0 +1,323 @@
+//! Group commit: concurrent writers share one `pwrite` + `fdatasync` of the
+//! write-ahead log.
+//!
+//! A writer encodes its entries into the open batch (under the queue's lock,
+//! which it holds only for the copy) together with the effects that must
+//! follow durability, gets a [`Ticket`], and waits on it. One committer thread
+//! takes the open batch as soon as the previous one is durable, writes it with
+//! one `pwrite`, makes it durable with one `fdatasync`, hands the effects to
+//! the [`Publisher`] (which indexes the records and moves the durable heads,
+//! so readers and subscribers see them), and only then completes the ticket.
+//! While one batch is being synced the next one fills, so one `fdatasync`
+//! serves every writer that arrived during the previous one.
+//!
+//! Left alone, steady writers split into two cohorts that alternate (one
+//! syncing while the other prepares), each batch holding about half of them.
+//! So after a sync the committer lingers, briefly, for the writers it just
+//! released to submit again, merging the cohorts: until as many writes have
+//! joined the open batch as the finished batch held, at most a fraction of
+//! the last sync's duration ([`LINGER_FRACTION`], capped at [`MAX_LINGER`]).
+//! A lone writer never waits (it is the one released), and when syncs are
+//! fast the linger is short.
+//!
+//! A failed write or sync poisons the queue for good: nothing in that batch or
+//! any later one is acknowledged (after an fsync error the kernel may have
+//! dropped the dirty pages; retrying proves nothing).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::wal::{BatchBuf, BatchHeader, LogWriter, MAX_BATCH_BYTES};
+
+/// The committer waits at most this fraction of the last sync's duration for
+/// released writers to rejoin: a wait that is small next to the sync it saves.
+pub(crate) const LINGER_FRACTION: f64 = 0.5;
+
+/// And never longer than this (the default of [`crate::WalOptions::max_linger`]).
+pub const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// What the committer calls once a batch is durable, before acknowledging it.
+pub(crate) trait Publisher<T>: Send + Sync + 'static {
+    fn publish(&self, header: &BatchHeader, effects: Vec<T>);
+}
+
+/// Counters for benchmarks and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BarrierStats {
+    /// Batches written and synced (`fdatasync`s of the log).
+    pub n_syncs: u64,
+    /// Writes (appends, blobs, resources, forks) that waited on one.
+    pub n_waits: u64,
+    /// Checkpoints of the indexes.
+    pub n_checkpoints: u64,
+}
+
+/// The queue of batches and its committer's shared state.
+#[derive(Debug)]
+pub(crate) struct CommitQueue<T> {
+    state: Mutex<State<T>>,
+    /// Signals the committer: work queued, or stop.
+    work: Condvar,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    open: Pending<T>,
+    /// Batches that filled up before the committer took them, oldest first.
+    sealed: VecDeque<Pending<T>>,
+    poisoned: Option<String>,
+    stop: bool,
+    /// The log is durable up to here (the end of the last synced batch).
+    durable_end: u64,
+    /// The longest the committer lingers (zero: never).
+    max_linger: Duration,
+    /// Writes in the last batch synced, and how long its sync took.
+    last_batch_writes: u64,
+    /// Bytes of the last batch taken: the next one starts with that capacity.
+    last_batch_bytes: usize,
+    /// The committer sleeps until the open batch holds this many writes (1:
+    /// any; `u64::MAX`: it is busy): a write wakes it only when it matters.
+    wake_at: u64,
+    last_sync: Duration,
+    stats: BarrierStats,
+}
+
+#[derive(Debug)]
+struct Pending<T> {
+    buf: BatchBuf,
+    effects: Vec<T>,
+    done: Arc<Done>,
+    /// Writes (submits) in this batch.
+    n_writes: u64,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending { buf: BatchBuf::new(), effects: Vec::new(), done: Arc::new(Done::default()), n_writes: 0 }
+    }
+}
+
+/// A batch's outcome, shared by its writers.
+#[derive(Debug, Default)]
+struct Done {
+    outcome: Mutex<Option<Result<(), String>>>,
+    ready: Condvar,
+}
+
+/// A writer's claim on the batch holding its entries.
+#[derive(Debug)]
+#[must_use = "a write is durable only once its ticket's wait returns Ok"]
+pub(crate) struct Ticket(Arc<Done>);
+
+impl Ticket {
+    /// Blocks until the batch is durable and its effects are published.
+    pub(crate) fn wait(self) -> Result<(), Error> {
+        let mut outcome = self.0.outcome.lock().map_err(|_| lock_poisoned())?;
+        loop {
+            match &*outcome {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(reason)) => return Err(Error::Poisoned { reason: reason.clone() }),
+                None => outcome = self.0.ready.wait(outcome).map_err(|_| lock_poisoned())?,
+            }
+        }
+    }
+}
+
+impl Done {
+    fn complete(&self, res: Result<(), String>) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            *outcome = Some(res);
+        }
+        self.ready.notify_all();
+    }
+}
+
+fn lock_poisoned() -> Error {
+    Error::Engine("commit queue lock poisoned".to_owned())
+}
+
+impl<T: Send + 'static> CommitQueue<T> {
+    /// A queue whose log is durable up to `durable_end`, lingering at most `max_linger`.
+    pub(crate) fn new(durable_end: u64, max_linger: Duration) -> CommitQueue<T> {
+        CommitQueue {
+            state: Mutex::new(State {
+                open: Pending::default(),
+                sealed: VecDeque::new(),
+                poisoned: None,
+                stop: false,
+                durable_end,
+                max_linger,
+                last_batch_writes: 0,
+                last_batch_bytes: 0,
+                wake_at: u64::MAX,
+                last_sync: Duration::ZERO,
+                stats: BarrierStats::default(),
+            }),
+            work: Condvar::new(),
+        }
+    }
+
+    /// Adds entries to the open batch: `write` appends them to the batch (it
+    /// gets the batch and the offset its first entry will have) and returns
+    /// the effect to publish once they are durable. `n_bytes` estimates what
+    /// `write` appends, so a batch never grows past [`MAX_BATCH_BYTES`] unless
+    /// one write alone does.
+    pub(crate) fn submit<F>(&self, n_bytes: usize, write: F) -> Result<Ticket, Error>
+    where
+        F: FnOnce(&mut BatchBuf) -> Result<Option<T>, Error>,
+    {
+        let mut state = self.lock()?;
+        if let Some(reason) = &state.poisoned {
+            return Err(Error::Poisoned { reason: reason.clone() });
+        }
+        if state.stop {
+            return Err(Error::Engine("the store is closing".to_owned()));
+        }
+        let sealed = !state.open.buf.is_empty() && state.open.buf.payload_len() + n_bytes > MAX_BATCH_BYTES;
+        if sealed {
+            let full = std::mem::take(&mut state.open);
+            state.sealed.push_back(full);
+        }
+        let rollback = state.open.buf.bytes.len();
+        let n_entries = state.open.buf.n_entries;
+        match write(&mut state.open.buf) {
+            Ok(effect) => {
+                if let Some(effect) = effect {
+                    state.open.effects.push(effect);
+                }
+            }
+            Err(err) => {
+                state.open.buf.bytes.truncate(rollback);
+                state.open.buf.n_entries = n_entries;
+                return Err(err);
+            }
+        }
+        state.stats.n_waits += 1;
+        state.open.n_writes += 1;
+        let ticket = Ticket(Arc::clone(&state.open.done));
+        let wake = sealed || state.open.n_writes >= state.wake_at;
+        drop(state);
+        if wake {
+            self.work.notify_one();
+        }
+        Ok(ticket)
+    }
+
+    /// A ticket that completes once everything submitted so far is durable.
+    pub(crate) fn flush_ticket(&self) -> Result<Option<Ticket>, Error> {
+        let state = self.lock()?;
+        if let Some(reason) = &state.poisoned {
+            return Err(Error::Poisoned { reason: reason.clone() });
+        }
+        if state.open.buf.is_empty() {
+            return Ok(state.sealed.back().map(|p| Ticket(Arc::clone(&p.done))));
+        }
+        Ok(Some(Ticket(Arc::clone(&state.open.done))))
+    }
+
+    /// Runs the committer until [`CommitQueue::stop`]: the committer thread's body.
+    pub(crate) fn run(&self, mut writer: LogWriter, publisher: &dyn Publisher<T>) {
+        while let Some(mut pending) = self.next_pending() {
+            let poisoned = self.lock().ok().and_then(|s| s.poisoned.clone());
+            if let Some(reason) = poisoned {
+                pending.done.complete(Err(reason));
+                continue;
+            }
+            let started = Instant::now();
+            match writer.write(&mut pending.buf) {
+                Ok(header) => {
+                    let took = started.elapsed();
+                    publisher.publish(&header, std::mem::take(&mut pending.effects));
+                    if let Ok(mut state) = self.lock() {
+                        state.durable_end = writer.end();
+                        state.stats.n_syncs += 1;
+                        state.last_batch_writes = pending.n_writes;
+                        state.last_sync = took;
+                    }
+                    pending.done.complete(Ok(()));
+                }
+                Err(err) => {
+                    let reason = format!("writing the log: {err}");
+                    if let Ok(mut state) = self.lock() {
+                        state.poisoned = Some(reason.clone());
+                    }
+                    pending.done.complete(Err(reason));
+                }
+            }
+        }
+    }
+
+    /// The next batch to write, waiting for one (and lingering for released
+    /// writers, see the module documentation); `None` once stopped and drained.
+    fn next_pending(&self) -> Option<Pending<T>> {
+        let mut state = self.lock().ok()?;
+        let linger = state.last_sync.mul_f64(LINGER_FRACTION).min(state.max_linger);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if let Some(pending) = state.sealed.pop_front() {
+                state.wake_at = u64::MAX;
+                return Some(pending);
+            }
+            if state.stop && state.open.buf.is_empty() {
+                return None;
+            }
+            if !state.open.buf.is_empty() {
+                let enough = state.open.n_writes >= state.last_batch_writes || state.stop;
+                let now = Instant::now();
+                let until = *deadline.get_or_insert(now + linger);
+                if enough || now >= until {
+                    state.wake_at = u64::MAX;
+                    let capacity = state.open.buf.bytes.len().max(state.last_batch_bytes);
+                    state.last_batch_bytes = state.open.buf.bytes.len();
+                    let next = Pending { buf: BatchBuf::with_capacity(capacity), ..Pending::default() };
+                    return Some(std::mem::replace(&mut state.open, next));
+                }
+                state.wake_at = state.last_batch_writes;
+                state = self.work.wait_timeout(state, until - now).ok()?.0;
+                continue;
+            }
+            state.wake_at = 1;
+            state = self.work.wait(state).ok()?;
+        }
+    }
+
+    /// Stops the committer once everything queued is written.
+    pub(crate) fn stop(&self) {
+        if let Ok(mut state) = self.lock() {
+            state.stop = true;
+        }
+        self.work.notify_all();
+    }
+
+    /// Fails every later write: the store can no longer make anything durable.
+    pub(crate) fn poison(&self, reason: String) {
+        if let Ok(mut state) = self.lock() {
+            state.poisoned.get_or_insert(reason);
+        }
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.lock().ok().and_then(|state| state.poisoned.clone())
+    }
+
+    /// The LSN up to which the log is durable.
+    pub(crate) fn durable_end(&self) -> u64 {
+        self.lock().map(|state| state.durable_end).unwrap_or(0)
+    }
+
+    pub(crate) fn stats(&self) -> BarrierStats {
+        self.lock().map(|state| state.stats).unwrap_or_default()
+    }
+
+    pub(crate) fn count_checkpoint(&self) {
+        if let Ok(mut state) = self.lock() {
+            state.stats.n_checkpoints += 1;
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State<T>>, Error> {
+        self.state.lock().map_err(|_| lock_poisoned())
+    }
+}

@@ -1,0 +1,183 @@
+//! Segment files on disk: the write-ahead log's [`LogDir`] for the sled store.
+//!
+//! Segment `n` is the file `{n:016x}.wal` in the log directory. A created file
+//! is `fsync`ed together with its directory before it is used, so its
+//! directory entry survives a power loss; after that only `fdatasync` is
+//! needed. Open files are kept in a small cache so that reads do not reopen
+//! them.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{LogDir, SegmentFile};
+
+/// File name suffix of a segment.
+pub const SEGMENT_SUFFIX: &str = "wal";
+
+/// Suffix of a segment being prepared (zero-filled) before it is renamed into place.
+const PREPARING_SUFFIX: &str = "prep";
+
+/// Bytes of zeroes written per `write` while preparing a segment.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Segment files kept open. Reads of old segments reopen them beyond this;
+/// bounded so that a store of thousands of segments does not exhaust file
+/// descriptors.
+const MAX_OPEN_SEGMENTS: usize = 64;
+
+/// A directory of segment files.
+#[derive(Debug)]
+pub struct FsLogDir {
+    path: PathBuf,
+    open: Mutex<BTreeMap<u64, Arc<FsSegment>>>,
+}
+
+#[derive(Debug)]
+pub struct FsSegment {
+    file: File,
+}
+
+impl FsLogDir {
+    /// Opens (creating if needed, durably) the directory `path`.
+    pub fn open(path: &Path) -> io::Result<FsLogDir> {
+        if !path.exists() {
+            std::fs::create_dir_all(path)?;
+            if let Some(parent) = path.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        // A preparation a crash interrupted is useless: start it over when needed.
+        for item in std::fs::read_dir(path)? {
+            let item = item?;
+            if item.file_name().to_str().is_some_and(|n| n.ends_with(PREPARING_SUFFIX)) {
+                std::fs::remove_file(item.path())?;
+            }
+        }
+        Ok(FsLogDir { path: path.to_owned(), open: Mutex::new(BTreeMap::new()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of segment `number`.
+    pub fn segment_path(&self, number: u64) -> PathBuf {
+        self.path.join(format!("{number:016x}.{SEGMENT_SUFFIX}"))
+    }
+
+    fn lock(&self) -> io::Result<MutexGuard<'_, BTreeMap<u64, Arc<FsSegment>>>> {
+        self.open.lock().map_err(|_| io::Error::other("segment cache lock poisoned"))
+    }
+}
+
+impl LogDir for FsLogDir {
+    fn segments(&self) -> io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for item in std::fs::read_dir(&self.path)? {
+            let name = item?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX).and_then(|s| s.strip_suffix('.')) else { continue };
+            if stem.len() == 16
+                && let Ok(number) = u64::from_str_radix(stem, 16)
+            {
+                out.push(number);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn open_segment(&self, number: u64, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
+        let mut open = self.lock()?;
+        if let Some(segment) = open.get(&number) {
+            return Ok(Arc::clone(segment) as Arc<dyn SegmentFile>);
+        }
+        let path = self.segment_path(number);
+        let exists = path.exists();
+        if !exists && !create {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no segment {}", path.display())));
+        }
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?;
+        if !exists {
+            // The new file's entry must survive a power loss before anything
+            // written to it is acknowledged.
+            file.sync_all()?;
+            File::open(&self.path)?.sync_all()?;
+        }
+        let segment = Arc::new(FsSegment { file });
+        if open.len() >= MAX_OPEN_SEGMENTS
+            && let Some(oldest) = open.keys().next().copied()
+        {
+            open.remove(&oldest);
+        }
+        open.insert(number, Arc::clone(&segment));
+        Ok(segment)
+    }
+
+    fn prepare_segment(&self, number: u64, len: u64) -> io::Result<()> {
+        let path = self.segment_path(number);
+        if path.exists() {
+            return Ok(());
+        }
+        let temp = path.with_extension(format!("{SEGMENT_SUFFIX}.{PREPARING_SUFFIX}"));
+        {
+            let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
+            let zeroes = vec![0u8; ZERO_CHUNK_BYTES];
+            let mut written = 0u64;
+            while written < len {
+                let n = (len - written).min(ZERO_CHUNK_BYTES as u64) as usize;
+                std::io::Write::write_all(&mut file, &zeroes[..n])?;
+                written += n as u64;
+            }
+            file.sync_all()?;
+        }
+        // Under the lock `open_segment` takes: the log may have created the
+        // segment itself meanwhile, and that one must not be replaced.
+        let _open = self.lock()?;
+        if path.exists() {
+            return std::fs::remove_file(&temp);
+        }
+        std::fs::rename(&temp, &path)?;
+        File::open(&self.path)?.sync_all()
+    }
+
+    fn size_on_disk(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for number in self.segments()? {
+            // Allocated blocks, not the apparent length: what the disk holds.
+            total += std::fs::metadata(self.segment_path(number))?.blocks() * 512;
+        }
+        Ok(total)
+    }
+}
+
+impl SegmentFile for FsSegment {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut n_read = 0;
+        while n_read < buf.len() {
+            match self.file.read_at(&mut buf[n_read..], offset + n_read as u64) {
+                Ok(0) => break,
+                Ok(n) => n_read += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(n_read)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}

@@ -1,0 +1,236 @@
+//! What the store keeps in memory per session: its slot.
+//!
+//! A slot holds the written head (under the session's write lock, which
+//! serializes its appenders), the durable head (a watch channel that readers
+//! clamp to and subscribers wait on), a corruption marker, the locations of
+//! its durable records not yet checkpointed into the index, a cache of its
+//! latest records, and, for a fork, where its log comes from.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use logbook_core::{ChainHash, Record, Seq, SessionId, chain};
+use tokio::sync::watch;
+
+use crate::Head;
+use crate::error::{Corruption, Error};
+use crate::wal::Location;
+
+/// Records of a session kept in its tail cache. A read of the last 100 events
+/// (what a client resuming a conversation asks for) is served from memory.
+pub(crate) const TAIL_CACHE_RECORDS: usize = 128;
+
+/// Canonical bytes one session's tail cache may hold, so that a few huge tool
+/// outputs cannot hold the cache of many sessions.
+pub(crate) const TAIL_CACHE_SESSION_BYTES: usize = 4 << 20;
+
+/// Canonical bytes all tail caches may hold together; beyond it the least
+/// recently used sessions' caches are dropped.
+pub(crate) const TAIL_CACHE_BYTES: usize = 128 << 20;
+
+/// What one cached record is counted as besides its canonical bytes.
+const RECORD_OVERHEAD_BYTES: usize = 160;
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: SessionId,
+    pub(crate) write: Mutex<WriteHead>,
+    pub(crate) durable: watch::Sender<Head>,
+    pub(crate) corrupt: OnceLock<Corruption>,
+    pub(crate) index: Mutex<SlotIndex>,
+    pub(crate) cache: Mutex<TailCache>,
+    pub(crate) origin: OnceLock<Origin>,
+    /// In the checkpointer's list of slots with pending index entries.
+    pub(crate) dirty: AtomicBool,
+    /// When this slot was last read or written, in [`crate::log::Core`]'s ticks.
+    pub(crate) last_used: AtomicU64,
+}
+
+/// The head as appenders see it: written, maybe not yet durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriteHead {
+    pub(crate) next: Seq,
+    pub(crate) hash: ChainHash,
+}
+
+/// Where a fork's log comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) parent: SessionId,
+    /// The parent's last shared seq.
+    pub(crate) at_seq: Seq,
+    /// The parent's hash at `at_seq`: the fork's chain continues from it.
+    pub(crate) parent_hash: ChainHash,
+    /// Who stores each part of the inherited prefix: `(owner, end)` in seq
+    /// order, the owner's own records covering `[previous end, end)`. Flattened
+    /// through forks of forks, so a read never walks a chain of parents.
+    pub(crate) ancestry: Vec<(SessionId, Seq)>,
+}
+
+impl Origin {
+    /// The first seq the fork stores itself.
+    pub(crate) fn own_start(&self) -> Seq {
+        Seq::new(self.at_seq.get() + 1)
+    }
+}
+
+/// The durable records not yet in the checkpointed index.
+#[derive(Debug)]
+pub(crate) struct SlotIndex {
+    /// Records below this are in the engine's location index.
+    pub(crate) indexed_next: Seq,
+    /// Records from `indexed_next` on, in seq order.
+    pub(crate) pending: VecDeque<PendingRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingRecord {
+    pub(crate) location: Location,
+    pub(crate) code: u16,
+    pub(crate) hash: ChainHash,
+}
+
+impl SlotIndex {
+    pub(crate) fn end(&self) -> Seq {
+        Seq::new(self.indexed_next.get() + self.pending.len() as u64)
+    }
+}
+
+/// The session's latest records, contiguous: `first .. first + records.len()`.
+/// Records enter when appended (before they are durable: readers clamp to the
+/// durable head) or when a read from disk reaches the head.
+#[derive(Debug)]
+pub(crate) struct TailCache {
+    pub(crate) first: Seq,
+    pub(crate) records: VecDeque<Record>,
+    pub(crate) bytes: usize,
+}
+
+impl Slot {
+    pub(crate) fn new(id: SessionId, next: Seq, hash: ChainHash) -> Slot {
+        let (durable, _) = watch::channel(Head { next, hash });
+        Slot {
+            id,
+            write: Mutex::new(WriteHead { next, hash }),
+            durable,
+            corrupt: OnceLock::new(),
+            index: Mutex::new(SlotIndex { indexed_next: next, pending: VecDeque::new() }),
+            cache: Mutex::new(TailCache { first: next, records: VecDeque::new(), bytes: 0 }),
+            origin: OnceLock::new(),
+            dirty: AtomicBool::new(false),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn empty(id: SessionId) -> Slot {
+        Slot::new(id, Seq::ZERO, chain::GENESIS)
+    }
+
+    pub(crate) fn durable_rx(&self) -> watch::Receiver<Head> {
+        self.durable.subscribe()
+    }
+
+    pub(crate) fn durable_head(&self) -> Head {
+        *self.durable.borrow()
+    }
+
+    pub(crate) fn check_corrupt(&self) -> Result<(), Error> {
+        match self.corrupt.get() {
+            Some(corruption) => Err(Error::Corrupted(corruption.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The first seq this session stores itself (0 unless it is a fork).
+    pub(crate) fn own_start(&self) -> Seq {
+        self.origin.get().map_or(Seq::ZERO, Origin::own_start)
+    }
+
+    /// Moves the durable head forward to `head` (never back).
+    pub(crate) fn publish(&self, head: Head) {
+        self.durable.send_if_modified(|durable| {
+            let moved = durable.next < head.next;
+            if moved {
+                *durable = head;
+            }
+            moved
+        });
+    }
+
+    pub(crate) fn lock_write(&self) -> Result<MutexGuard<'_, WriteHead>, Error> {
+        self.write.lock().map_err(|_| Error::Engine("session write lock poisoned".to_owned()))
+    }
+
+    pub(crate) fn lock_index(&self) -> Result<MutexGuard<'_, SlotIndex>, Error> {
+        self.index.lock().map_err(|_| Error::Engine("session index lock poisoned".to_owned()))
+    }
+
+    pub(crate) fn lock_cache(&self) -> Result<MutexGuard<'_, TailCache>, Error> {
+        self.cache.lock().map_err(|_| Error::Engine("session cache lock poisoned".to_owned()))
+    }
+}
+
+impl TailCache {
+    pub(crate) fn end(&self) -> Seq {
+        Seq::new(self.first.get() + self.records.len() as u64)
+    }
+
+    /// Adds the next record; a record that does not follow the cached ones
+    /// restarts the cache. `total` counts the bytes of every cache.
+    pub(crate) fn push(&mut self, record: &Record, total: &AtomicUsize) {
+        if self.end() != record.seq() {
+            self.clear(total);
+            self.first = record.seq();
+        }
+        let size = record_size(record);
+        self.records.push_back(record.clone());
+        self.bytes += size;
+        total.fetch_add(size, Ordering::Relaxed);
+        while self.records.len() > TAIL_CACHE_RECORDS
+            || (self.bytes > TAIL_CACHE_SESSION_BYTES && self.records.len() > 1)
+        {
+            self.pop_front(total);
+        }
+    }
+
+    /// Replaces an empty cache by `records` (ending at the durable head), keeping the last ones.
+    pub(crate) fn install(&mut self, records: &[Record], total: &AtomicUsize) {
+        if !self.records.is_empty() {
+            return;
+        }
+        let keep = records.len().min(TAIL_CACHE_RECORDS);
+        for record in &records[records.len() - keep..] {
+            self.push(record, total);
+        }
+    }
+
+    /// Clones of the records `from .. end` if all are cached.
+    pub(crate) fn get(&self, from: Seq, end: Seq) -> Option<Vec<Record>> {
+        if from < self.first || end > self.end() || from >= end {
+            return None;
+        }
+        let start = (from.get() - self.first.get()) as usize;
+        let stop = (end.get() - self.first.get()) as usize;
+        Some(self.records.range(start..stop).cloned().collect())
+    }
+
+    pub(crate) fn clear(&mut self, total: &AtomicUsize) {
+        total.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    fn pop_front(&mut self, total: &AtomicUsize) {
+        if let Some(record) = self.records.pop_front() {
+            let size = record_size(&record);
+            self.bytes -= size;
+            total.fetch_sub(size, Ordering::Relaxed);
+            self.first = Seq::new(self.first.get() + 1);
+        }
+    }
+}
+
+fn record_size(record: &Record) -> usize {
+    record.canonical().map_or(32, <[u8]>::len) + RECORD_OVERHEAD_BYTES
+}
