@@ -71,6 +71,24 @@ struct ManifestBody {
     chunks: Vec<Digest>,
 }
 
+/// The blobs that store `bytes` (contents held in memory), in the order to
+/// put them: the contents themselves when they fit one chunk, else each chunk
+/// and then the manifest. The last one names the contents, exactly as
+/// [`store_pieces`] would name the same bytes.
+pub fn blobs_of(bytes: &[u8]) -> Result<Vec<std::borrow::Cow<'_, [u8]>>, ContentError> {
+    use std::borrow::Cow;
+    if bytes.len() <= CHUNK_BYTES {
+        return Ok(vec![Cow::Borrowed(bytes)]);
+    }
+    let mut out: Vec<Cow<'_, [u8]>> = bytes.chunks(CHUNK_BYTES).map(Cow::Borrowed).collect();
+    let chunks = out.iter().map(|chunk| Digest::from_bytes(*blake3::hash(chunk).as_bytes())).collect();
+    let digest = Digest::from_bytes(*blake3::hash(bytes).as_bytes());
+    let manifest = Manifest { chunked_v1: ManifestBody { size: bytes.len() as u64, digest, chunks } };
+    let manifest = serde_json::to_vec(&manifest).map_err(|err| ContentError::Source(err.to_string()))?;
+    out.push(Cow::Owned(manifest));
+    Ok(out)
+}
+
 /// Stores contents arriving in pieces (from an upload or a file), at most
 /// `limit` bytes. Blocks (it writes blobs): run it off the async threads.
 pub fn store_pieces<E: std::fmt::Display>(
@@ -146,7 +164,7 @@ pub fn digest_of(mut reader: impl Read) -> std::io::Result<Digest> {
 }
 
 /// The chunks of stored contents, in order.
-pub fn chunks(store: &SledStore, blob: Digest, size: u64) -> Result<Vec<Digest>, ContentError> {
+pub fn chunks(store: &(impl Blobs + ?Sized), blob: Digest, size: u64) -> Result<Vec<Digest>, ContentError> {
     if size <= CHUNK_BYTES as u64 {
         return Ok(vec![blob]);
     }
@@ -159,12 +177,17 @@ pub fn chunks(store: &SledStore, blob: Digest, size: u64) -> Result<Vec<Digest>,
 }
 
 /// One chunk's bytes.
-pub fn chunk(store: &SledStore, digest: Digest) -> Result<Vec<u8>, ContentError> {
+pub fn chunk(store: &(impl Blobs + ?Sized), digest: Digest) -> Result<Vec<u8>, ContentError> {
     store.get_blob(digest)?.ok_or(ContentError::Missing(digest))
 }
 
 /// Writes stored contents to `out`, one chunk in memory at a time.
-pub fn copy_to(store: &SledStore, blob: Digest, size: u64, out: &mut impl Write) -> Result<(), ContentError> {
+pub fn copy_to(
+    store: &(impl Blobs + ?Sized),
+    blob: Digest,
+    size: u64,
+    out: &mut impl Write,
+) -> Result<(), ContentError> {
     let mut written = 0u64;
     for digest in chunks(store, blob, size)? {
         let bytes = chunk(store, digest)?;
@@ -231,6 +254,15 @@ mod tests {
         // The same contents again: the same blob.
         assert_eq!(store_reader(&store, big.as_slice(), MAX_FILE_BYTES).unwrap(), content);
         assert_eq!(digest_of(big.as_slice()).unwrap(), content.digest);
+        // In memory: the same blobs, the last naming the contents.
+        let blobs = blobs_of(&big).unwrap();
+        assert_eq!(blobs.len(), 4);
+        assert_eq!(logbook_core::chain::digest(&blobs[3]), content.blob);
+        let small_blobs = blobs_of(b"a,b\n1,2\n").unwrap();
+        assert_eq!(small_blobs.len(), 1);
+        assert_eq!(logbook_core::chain::digest(&small_blobs[0]), small.blob);
+        let exact = vec![3u8; CHUNK_BYTES];
+        assert_eq!(blobs_of(&exact).unwrap().len(), 1);
     }
 
     #[test]

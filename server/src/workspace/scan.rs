@@ -517,17 +517,20 @@ fn hash_one(
     if bytes.len() > MAX_BLOB_BYTES {
         return Ok(Hashed::TooLarge);
     }
-    let blob = *blake3::hash(&bytes).as_bytes();
+    // Contents over one chunk are stored as chunks and named by their
+    // manifest, like every file the server stores (`resources::content`).
+    let store_error = |message: String| ScanError::Store { path: candidate.path.clone(), message };
+    let pieces = crate::resources::content::blobs_of(&bytes).map_err(|err| store_error(err.to_string()))?;
+    let hashes: Vec<[u8; 32]> = pieces.iter().map(|piece| *blake3::hash(piece).as_bytes()).collect();
+    let Some(&blob) = hashes.last() else { return Err(store_error("no blob names the contents".to_owned())) };
     let mode = stat.st_mode & 0o777;
     let node = Node::File { blob, size: bytes.len() as u64, mode };
     let changed = old.get(&candidate.path).map(|entry| &entry.node) != Some(&node);
     if changed {
-        let stored = sink(&bytes).map_err(|message| ScanError::Store { path: candidate.path.clone(), message })?;
-        if stored != blob {
-            return Err(ScanError::Store {
-                path: candidate.path.clone(),
-                message: "the store returned another hash than blake3 of the content".to_owned(),
-            });
+        for (piece, hash) in pieces.iter().zip(&hashes) {
+            if sink(piece).map_err(store_error)? != *hash {
+                return Err(store_error("the store returned another hash than blake3 of the content".to_owned()));
+            }
         }
     }
     // The content read may be newer than the stat taken before opening: vouch

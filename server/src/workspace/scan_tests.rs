@@ -167,3 +167,34 @@ fn the_index_tree_is_what_the_deltas_materialize() {
     assert_eq!(materialize(&deltas), index.tree());
     assert_eq!(index.len(), 1);
 }
+
+#[test]
+fn a_file_over_one_chunk_is_stored_as_chunks_and_written_back_whole() {
+    use crate::resources::content::CHUNK_BYTES;
+    use logbook_store::{Blobs, MemStore};
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let big: Vec<u8> = (0..CHUNK_BYTES + CHUNK_BYTES / 3).map(|n| (n % 253) as u8).collect();
+    std::fs::write(ws.join("big.bin"), &big).unwrap();
+    let mut index = Index::default();
+    let sink = Sink::default();
+    let report = scan(&mut index, &ws, &out, &sink);
+    // Two chunks and the manifest naming them, as `resources::content` stores files.
+    assert_eq!(sink.n_stored(), 3);
+    let [change] = report.changes.as_slice() else { panic!("{:?}", report.changes) };
+    let FileChange::Written { blob, size, .. } = change.change else { panic!("{change:?}") };
+    assert_eq!(size, big.len() as u64);
+    let stored = sink.stored.lock().unwrap().clone();
+    assert_eq!(blob, *blake3::hash(&stored[2]).as_bytes(), "the manifest names the file");
+
+    let store = MemStore::in_memory().unwrap();
+    for bytes in &stored {
+        store.put_blob(bytes).unwrap();
+    }
+    let tree = materialize(&[WorkspaceDelta { tool_use_id: None, changes: report.changes.clone() }]);
+    let (ws2, out2) = (dir.path().join("ws2"), dir.path().join("out2"));
+    crate::workspace::write_tree(&tree, &store, &ws2, &out2, None).unwrap();
+    assert!(std::fs::read(ws2.join("big.bin")).unwrap() == big);
+}

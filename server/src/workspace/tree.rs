@@ -6,12 +6,13 @@
 //! `/mnt/session/uploads` and `/mnt/session/outputs`) and its rules are the
 //! replay crate's, so the server and every projection agree on them.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use logbook_core::event::Event;
 use logbook_core::{Digest, Entry};
 use logbook_store::Blobs;
+
+use crate::resources::content::{ContentError, copy_to};
 
 pub use logbook_replay::workspace::{Area, BadPath, Node, Tree, materialize, recorded_path, split};
 
@@ -22,8 +23,8 @@ pub enum WriteError {
     NotEmpty { path: PathBuf },
     #[error("blob {blob} of {path:?} is missing from the store")]
     MissingBlob { path: String, blob: String },
-    #[error("blob {blob} of {path:?} has {actual} bytes, the delta says {recorded}")]
-    SizeMismatch { path: String, blob: String, recorded: u64, actual: u64 },
+    #[error("blob {blob} of {path:?} does not hold the {recorded} bytes the delta says")]
+    SizeMismatch { path: String, blob: String, recorded: u64 },
     #[error("reading blob {blob}: {source}")]
     Store { blob: String, source: logbook_store::Error },
     #[error("writing {path}: {source}")]
@@ -41,7 +42,7 @@ pub fn materialize_entries(entries: &[Entry]) -> Tree {
 
 /// Writes `tree`'s workspace and outputs into `workspace` and `outputs`
 /// (created if missing, else required to be empty), reading contents from
-/// `blobs`; its uploads are mounted files, which `resources::mount` writes. Files get their
+/// `blobs` (chunked ones one chunk at a time); its uploads are mounted files, which `resources::mount` writes. Files get their
 /// recorded permission bits (never setuid, setgid or sticky); with `owner`,
 /// every created file, link and directory is given to that uid and gid.
 pub fn write_tree(
@@ -92,18 +93,6 @@ pub fn write_tree(
         match node {
             Node::File { blob, size, mode } => {
                 let digest = Digest::from_bytes(*blob);
-                let bytes = blobs
-                    .get_blob(digest)
-                    .map_err(|source| WriteError::Store { blob: digest.to_hex(), source })?
-                    .ok_or_else(|| WriteError::MissingBlob { path: path.clone(), blob: digest.to_hex() })?;
-                if bytes.len() as u64 != *size {
-                    return Err(WriteError::SizeMismatch {
-                        path: path.clone(),
-                        blob: digest.to_hex(),
-                        recorded: *size,
-                        actual: bytes.len() as u64,
-                    });
-                }
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -111,7 +100,14 @@ pub fn write_tree(
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(&target_path)
                     .map_err(io)?;
-                file.write_all(&bytes).map_err(io)?;
+                copy_to(blobs, digest, *size, &mut file).map_err(|err| match err {
+                    ContentError::Missing(_) => WriteError::MissingBlob { path: path.clone(), blob: digest.to_hex() },
+                    ContentError::Store(source) => WriteError::Store { blob: digest.to_hex(), source },
+                    ContentError::Sink(source) => WriteError::Io { path: target_path.clone(), source },
+                    ContentError::BadManifest(_) | ContentError::TooLarge { .. } | ContentError::Source(_) => {
+                        WriteError::SizeMismatch { path: path.clone(), blob: digest.to_hex(), recorded: *size }
+                    }
+                })?;
                 file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777)).map_err(io)?;
                 if let Some((uid, gid)) = owner {
                     rustix::fs::fchown(
