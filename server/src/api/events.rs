@@ -341,7 +341,7 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
         }
         if let Event::UserToolConfirmation(confirmation) = event {
             let id = confirmation.tool_use_id;
-            let target = find_event(store, session.id, id)?.map(|entry| entry.event);
+            let target = find_event(store, session.id, id)?.map(|(_, entry)| entry.event);
             let permission = if let Some(Event::AgentToolUse(AgentToolUse { evaluated_permission, .. })) = &target {
                 *evaluated_permission
             } else if let Some(Event::AgentMcpToolUse(tool_use)) = &target {
@@ -362,7 +362,7 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
             }
         } else if let Event::UserCustomToolResult(result) = event {
             let id = result.custom_tool_use_id;
-            let target = find_event(store, session.id, id)?.map(|entry| entry.event);
+            let target = find_event(store, session.id, id)?.map(|(_, entry)| entry.event);
             if !matches!(target, Some(Event::AgentCustomToolUse(_))) {
                 return Err(ApiError::invalid(format!(
                     "{field}.custom_tool_use_id: {id} is not a custom tool use of this session"
@@ -373,7 +373,7 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
             }
         } else if let Event::UserToolResult(result) = event {
             let id = result.tool_use_id;
-            let target = find_event(store, session.id, id)?.map(|entry| entry.event);
+            let target = find_event(store, session.id, id)?.map(|(_, entry)| entry.event);
             let Some(Event::AgentToolUse(tool_use)) = target else {
                 return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} is not a tool use of this session")));
             };
@@ -451,11 +451,11 @@ fn requires_action(store: &SledStore, session: SessionId) -> Result<bool, ApiErr
 /// Records scanned past an id's seq hint before giving up on finding it.
 const MAX_FIND_SCAN: usize = 10_000;
 
-/// The entry with this id in the session's log, found through the seq its id
-/// carries. That seq is a lower bound (the runner picks ids of streamed events
-/// before appending them, and other appends may land first), so a miss scans
-/// forward a bounded distance.
-pub fn find_event(store: &SledStore, session: SessionId, id: EventId) -> Result<Option<Entry>, ApiError> {
+/// The entry with this id in the session's log and its seq, found through the
+/// seq its id carries. That seq is a lower bound (the runner picks ids of
+/// streamed events before appending them, and other appends may land first),
+/// so a miss scans forward a bounded distance.
+pub fn find_event(store: &SledStore, session: SessionId, id: EventId) -> Result<Option<(Seq, Entry)>, ApiError> {
     let mut from = id.seq_hint();
     let mut scanned = 0;
     while scanned < MAX_FIND_SCAN {
@@ -465,7 +465,7 @@ pub fn find_event(store: &SledStore, session: SessionId, id: EventId) -> Result<
         for record in &records {
             let entry = record.entry().map_err(ApiError::internal)?;
             if entry.id == id {
-                return Ok(Some(entry));
+                return Ok(Some((record.seq(), entry)));
             }
         }
         scanned += records.len();

@@ -74,7 +74,7 @@ pub async fn stream(
                 // Live only: start at the durable head as of now.
                 None => store.head(id)?.next,
                 Some(event_id) => match find_event(store, id, event_id)? {
-                    Some(_) => Seq::new(event_id.seq_hint().get() + 1),
+                    Some((seq, _)) => Seq::new(seq.get() + 1),
                     None => {
                         return Err(ApiError::invalid(format!(
                             "Last-Event-ID: {event_id} is not an event of session {id}"
