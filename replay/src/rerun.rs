@@ -170,16 +170,16 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         (Command::RunTools(ids), Event::ToolStarted(started)) => {
             (started.tool_use_ids == *ids, Mode::Results(ids.iter().copied().collect()))
         }
-        (Command::DenyTools(calls), Event::AgentToolResult(_)) => {
+        (Command::DenyTools(calls), Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let ids: Vec<EventId> = calls.iter().map(|(id, _)| *id).collect();
             let first = answered(event);
             (first.is_some_and(|id| ids.contains(&id)), results_of(ids, first))
         }
-        (Command::FailTools { ids, .. }, Event::AgentToolResult(_)) => {
+        (Command::FailTools { ids, .. }, Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let first = answered(event);
             (first.is_some_and(|id| ids.contains(&id)), results_of(ids.clone(), first))
         }
-        (Command::Interrupt { open }, Event::AgentToolResult(_)) => {
+        (Command::Interrupt { open }, Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let first = answered(event);
             let mut rest = results_of(open.clone(), first);
             if rest == Mode::Between {
@@ -277,6 +277,47 @@ mod tests {
         assert_eq!(report.mismatches.len(), 1, "{report:?}");
         assert_eq!(report.mismatches[0].entry_idx, 2);
         assert_eq!(report.mismatches[0].recorded, "session.usage");
+    }
+
+    #[test]
+    fn a_denied_mcp_call_is_answered_by_an_mcp_tool_result() {
+        use logbook_core::Json;
+        use logbook_core::event::{AgentMcpToolResult, AgentMcpToolUse, EvaluatedPermission};
+        let start = Event::SpanModelRequestStart(SpanModelRequestStart {});
+        let end = |start: u128| {
+            Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: EventId::from_parts(1, start),
+                model_usage: Default::default(),
+                is_error: Some(false),
+            })
+        };
+        // The runner records what the model asked for before the call's end.
+        let events = vec![
+            Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            start.clone(),
+            Event::AgentMcpToolUse(AgentMcpToolUse {
+                name: "delete_everything".into(),
+                mcp_server_name: "docs".into(),
+                input: Json::empty_object(),
+                evaluated_permission: Some(EvaluatedPermission::Deny),
+                evaluation: None,
+                session_thread_id: None,
+            }),
+            end(2),
+            Event::AgentMcpToolResult(AgentMcpToolResult {
+                mcp_tool_use_id: EventId::from_parts(1, 3),
+                content: None,
+                is_error: Some(true),
+            }),
+            start,
+            end(6),
+            Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ];
+        let report = check(&log(events), &Policy::default());
+        assert!(report.is_consistent(), "{report:?}");
+        assert_eq!(report.n_steps, 5);
     }
 
     #[test]
