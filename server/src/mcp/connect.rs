@@ -24,7 +24,7 @@ use rmcp::ServiceExt;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
 use rmcp::service::{ClientInitializeError, RoleClient, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use url::Url;
 
 use super::tools::ListedTool;
@@ -147,7 +147,14 @@ async fn list_tools(service: &RunningService<RoleClient, ClientConfig>) -> Resul
 }
 
 fn init_error(err: &ClientInitializeError, url: &str, shown_url: &str) -> ConnectError {
-    let message = redact(&chain(err), url, shown_url);
+    // The SDK's transport error is not the initialize error's `source`: follow
+    // it by hand, or the reason (a refused address, say) would be lost.
+    let message = if let ClientInitializeError::TransportError { error, context } = err {
+        format!("{}, when {context}", chain(&*error.error))
+    } else {
+        chain(err)
+    };
+    let message = redact(&message, url, shown_url);
     if err.is_authorization_required() || is_auth_status(&message) {
         ConnectError::Authentication(format!("{shown_url} requires authorization: {message}"))
     } else {
@@ -173,15 +180,24 @@ fn is_auth_status(message: &str) -> bool {
 /// An error and its sources, joined.
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![err.to_string()];
-    let mut source = err.source();
+    let mut source = next_cause(err);
     while let Some(current) = source {
         let text = current.to_string();
         if !parts.iter().any(|part| part.contains(&text)) {
             parts.push(text);
         }
-        source = current.source();
+        source = next_cause(current);
     }
     parts.join(": ")
+}
+
+/// What caused `err`: its `source`, or for the SDK's HTTP client error (which
+/// does not name the HTTP client's error as its source) that error.
+fn next_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a (dyn std::error::Error + 'static)> {
+    if let Some(StreamableHttpError::Client(inner)) = err.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        return Some(inner);
+    }
+    err.source()
 }
 
 /// `message` with the server's URL (which may carry a token) cut down to
