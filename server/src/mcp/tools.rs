@@ -68,12 +68,14 @@ impl ListedTool {
     }
 }
 
-/// A server's enabled tools, as the model is offered them.
+/// What the model is offered of the servers' tools.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Offered {
-    /// Complete Messages API tool definitions.
+    /// Complete Messages API tool definitions of the enabled tools.
     pub definitions: Vec<Value>,
-    /// Which server and tool each definition's name stands for.
+    /// Which server and tool each name stands for: the enabled tools', and
+    /// the disabled ones' too, so that a call of a disabled tool is still an
+    /// `agent.mcp_tool_use` (denied).
     pub names: Vec<McpToolName>,
 }
 
@@ -84,11 +86,12 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
     let mut taken = BTreeSet::new();
     for (server, tools) in servers {
         for tool in tools.iter().take(MAX_TOOLS_PER_SERVER) {
+            let name = model_name(server, &tool.name, &taken);
+            taken.insert(name.clone());
+            offered.names.push(McpToolName { name: name.clone(), server: server.to_owned(), tool: tool.name.clone() });
             if !is_enabled(agent_tools, server, &tool.name) {
                 continue;
             }
-            let name = model_name(server, &tool.name, &taken);
-            taken.insert(name.clone());
             let mut definition = Map::new();
             definition.insert("name".to_owned(), json!(name));
             if let Some(description) = &tool.description {
@@ -96,7 +99,6 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
             }
             definition.insert("input_schema".to_owned(), tool.input_schema.clone());
             offered.definitions.push(Value::Object(definition));
-            offered.names.push(McpToolName { name, server: server.to_owned(), tool: tool.name.clone() });
         }
     }
     offered

@@ -57,11 +57,15 @@ fn only_enabled_tools_are_offered_and_permissions_follow_the_toolset() {
         names,
         [
             ("mcp__docs__search", "docs", "search"),
+            ("mcp__docs__delete", "docs", "delete"),
             ("mcp__docs__write", "docs", "write"),
             ("mcp__docs__judge", "docs", "judge"),
             ("mcp__off__only", "off", "only"),
+            ("mcp__off__other", "off", "other"),
         ]
     );
+    let offered_names: Vec<&Value> = offered.definitions.iter().map(|d| &d["name"]).collect();
+    assert_eq!(offered_names, ["mcp__docs__search", "mcp__docs__write", "mcp__docs__judge", "mcp__off__only"]);
     assert_eq!(
         offered.definitions[0],
         json!({"name": "mcp__docs__search", "description": "does search", "input_schema": {"type": "object"}})
