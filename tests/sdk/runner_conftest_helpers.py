@@ -23,10 +23,12 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
 import time
+import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,21 +178,28 @@ def fake_model() -> Iterator[FakeModel]:
         proc.stop()
 
 
-@pytest.fixture(scope="session")
-def runner_server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerServer]:
+def _start_runner_server(
+    fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory, name: str, tools: Optional[str]
+) -> RunnerServer:
+    """`logbook serve` against the fake model; `tools="echo"` selects the echo
+    tools, `None` the real sandboxed tools (needs root and bubblewrap)."""
     binary = _binary("LOGBOOK_BIN", DEFAULT_LOGBOOK_BIN, "cargo build -p logbook-server --bin logbook")
-    data_dir = tmp_path_factory.mktemp("logbook-runner-data")
+    # Traversable by the sandbox user (pytest's own temporary root is not), so
+    # the sessions' directories are DATA/sandboxes, where tests look.
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+    os.chmod(data_dir, 0o711)
     key = f"sk-logbook-{secrets.token_hex(16)}"
     env = dict(os.environ)
-    for name in ("LOGBOOK_LISTEN", "LOGBOOK_DATA", "LOGBOOK_RATE_CREATE", "LOGBOOK_RATE_READ", "LOGBOOK_LOG"):
-        env.pop(name, None)
+    for var in ("LOGBOOK_LISTEN", "LOGBOOK_DATA", "LOGBOOK_RATE_CREATE", "LOGBOOK_RATE_READ", "LOGBOOK_LOG", "LOGBOOK_TOOLS"):
+        env.pop(var, None)
     env.update(
         LOGBOOK_BOOTSTRAP_KEY=key,
         ANTHROPIC_BASE_URL=fake_model.url,
         ANTHROPIC_API_KEY="test",
-        LOGBOOK_TOOLS="echo",
         LOGBOOK_RETRY_BASE_MS="10",
     )
+    if tools is not None:
+        env["LOGBOOK_TOOLS"] = tools
     cmd = [
         str(binary),
         "serve",
@@ -203,11 +212,52 @@ def runner_server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactor
         "--rate-read",
         "0",
     ]
-    proc = _spawn("logbook (runner)", cmd, env, SERVING_RE, "stderr")
+    proc = _spawn(f"logbook ({name})", cmd, env, SERVING_RE, "stderr")
+    return RunnerServer(proc=proc, key=key, fake=fake_model, data_dir=Path(data_dir))
+
+
+@pytest.fixture(scope="session")
+def runner_server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerServer]:
+    server = _start_runner_server(fake_model, tmp_path_factory, "logbook-runner-data", "echo")
     try:
-        yield RunnerServer(proc=proc, key=key, fake=fake_model, data_dir=Path(data_dir))
+        yield server
     finally:
-        proc.stop()
+        server.proc.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(fake_model: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerServer]:
+    """A runner server whose built-in tools run for real, in sandboxes."""
+    if os.geteuid() != 0:
+        pytest.fail("the sandboxed-tools tests need root (the sandbox runs tools as an unprivileged uid)", pytrace=False)
+    server = _start_runner_server(fake_model, tmp_path_factory, "logbook-sandbox-data", None)
+    try:
+        yield server
+    finally:
+        server.proc.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def sandbox_harness(sandbox_server: RunnerServer) -> Iterator[Harness]:
+    """A harness on the sandboxed server, with its own strict client and environment."""
+    client = anthropic.Anthropic(
+        api_key=sandbox_server.key,
+        base_url=sandbox_server.url,
+        max_retries=0,
+        _strict_response_validation=True,
+        timeout=CLIENT_TIMEOUT_S,
+    )
+    env = client.beta.environments.create(name=unique("sandbox-env"))
+    sandbox_server.fake.reset()
+    h = Harness(client, sandbox_server, env.id)
+    try:
+        yield h
+    finally:
+        h.settle()
+        sandbox_server.fake.reset()
+        print(f"--- sandbox server log during the test ---\n{sandbox_server.proc.tail(h.log_mark)}")
 
 
 @pytest.fixture(scope="session")

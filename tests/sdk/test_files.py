@@ -7,11 +7,11 @@ gives an agent works end to end: upload a CSV and a PDF, start a session that
 mounts them, let the agent produce a report in /mnt/session/outputs, and get
 the report back with `files.list(scope_id=...)` and `files.download`.
 
-Method: the plain conformance server for the API surface; the runner server
-with the scripted fake model for the end-to-end job, where the model calls a
-custom tool `write_report` and the test, acting as that tool, writes the
-report into the session's outputs directory on the host (the sandbox and its
-file tools are another component; with them, the agent writes it itself).
+Method: the plain conformance server for the API surface; for the end-to-end
+job, a server with the real sandboxed tools and the scripted fake model: the
+model reads the CSV and the PDF with the read tool and bash and writes the
+report with the write tool; and the echo-tools runner server for the outputs
+capture details (the test writes files into the outputs directory itself).
 Expected behaviour: managed-agents-api.md §2.6, §3.4; managed-agents-behaviour.md
 §6.1 (outputs become files scoped to the session, shortly after the idle).
 """
@@ -38,6 +38,8 @@ from runner_conftest_helpers import (  # noqa: F401 - fixtures are found by name
     runner_client,
     runner_env,
     runner_server,
+    sandbox_harness,
+    sandbox_server,
     text_response,
     tool_response,
     types,
@@ -279,3 +281,53 @@ def test_upload_mount_report_and_download(harness: Harness) -> None:
     _outputs_file(client, session.id, "notes.txt")
     names: List[str] = [f.filename for f in client.beta.files.list(scope_id=session.id, betas=MANAGED_AGENTS)]
     assert sorted(names) == ["notes.txt", "report.md"], names
+
+
+def test_the_agent_reads_the_mounted_files_and_writes_the_report_itself(sandbox_harness: Harness) -> None:
+    # The issue's job, with nothing done on the agent's behalf: the model's
+    # read, bash and write calls run in the session's sandbox.
+    h = sandbox_harness
+    client = h.client
+    csv = client.beta.files.upload(file=("sales.csv", CSV, "text/csv"))
+    pdf = client.beta.files.upload(file=("q1.pdf", PDF, "application/pdf"))
+    h.fake.set_script(
+        [
+            tool_response(("toolu_read", "read", {"file_path": "/mnt/session/uploads/data/sales.csv"})),
+            tool_response(
+                ("toolu_bash", "bash", {"command": "wc -l < /mnt/session/uploads/data/sales.csv; head -c 8 /mnt/session/uploads/data/q1.pdf"})
+            ),
+            tool_response(("toolu_pdf", "read", {"file_path": "/mnt/session/uploads/data/q1.pdf"})),
+            tool_response(("toolu_write", "write", {"file_path": "/mnt/session/outputs/report.md", "content": REPORT})),
+            text_response("The report is in /mnt/session/outputs/report.md."),
+        ]
+    )
+    toolset = {"type": "agent_toolset_20260401"}
+    agent = client.beta.agents.create(name=unique("analyst"), model=MODEL, tools=[toolset])  # type: ignore[list-item]
+    session = client.beta.sessions.create(
+        agent=agent.id,
+        environment_id=h.env_id,
+        resources=[
+            {"type": "file", "file_id": csv.id, "mount_path": "/data/sales.csv"},
+            {"type": "file", "file_id": pdf.id, "mount_path": "/data/q1.pdf"},
+        ],
+    )
+    h.sessions.append(session.id)
+    reader = h.open_stream(session.id)
+    h.send(session.id, user_message("Summarize /mnt/session/uploads/data/sales.csv and q1.pdf into a report."))
+    events = h.wait_idles(reader, 1)
+    assert events[-1].stop_reason.type == "end_turn", types(events)
+    results = {r.tool_use_id: r for r in events if r.type == "agent.tool_result"}
+    uses = {u.input.get("file_path") or u.input.get("command"): u for u in events if u.type == "agent.tool_use"}
+    assert len(results) == 4, types(events)
+    for use in uses.values():
+        assert results[use.id].is_error is False, results[use.id]
+    read_csv = results[uses["/mnt/session/uploads/data/sales.csv"].id]
+    assert "north,10,12" in read_csv.content[0].text
+    bash = next(r for u, r in ((u, results[u.id]) for u in uses.values()) if u.name == "bash")
+    assert bash.content[0].text.startswith("3\n%PDF-1.4"), bash.content[0].text
+    read_pdf = results[uses["/mnt/session/uploads/data/q1.pdf"].id]
+    assert read_pdf.content[0].type == "document"
+    # The report, written by the agent, comes back as a session-scoped file.
+    report = _outputs_file(client, session.id, "report.md")
+    assert report.downloadable is True
+    assert client.beta.files.download(report.id).read() == REPORT.encode()

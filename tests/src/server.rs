@@ -31,6 +31,15 @@ pub fn logbook_bin() -> PathBuf {
     bin
 }
 
+/// Which built-in tools a test server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tools {
+    /// Calls echo their input (runner tests that need no sandbox).
+    Echo,
+    /// The real sandboxed tools.
+    Sandbox,
+}
+
 /// A running server; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
@@ -49,6 +58,17 @@ impl Server {
     /// Starts `logbook serve` on `data` against `model`, with echo tools and a
     /// short retry backoff, plus the extra environment `env`.
     pub fn start(data: &Path, model: &FakeModel, env: &[(&str, &str)]) -> Server {
+        Server::start_with(data, model, env, Tools::Echo)
+    }
+
+    /// [`Server::start`] with the real sandboxed tools (needs root and
+    /// bubblewrap; `data` should be reachable by the sandbox user, see
+    /// `logbook_server::sandbox::layout::sandboxes_root`).
+    pub fn start_sandboxed(data: &Path, model: &FakeModel, env: &[(&str, &str)]) -> Server {
+        Server::start_with(data, model, env, Tools::Sandbox)
+    }
+
+    fn start_with(data: &Path, model: &FakeModel, env: &[(&str, &str)], tools: Tools) -> Server {
         let mut command = Command::new(logbook_bin());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
@@ -57,11 +77,17 @@ impl Server {
             .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
             .env("ANTHROPIC_BASE_URL", model.base_url())
             .env("ANTHROPIC_API_KEY", "test-key")
-            .env("LOGBOOK_TOOLS", "echo")
+            .env_remove("LOGBOOK_TOOLS")
             .env("LOGBOOK_RETRY_BASE_MS", "10")
             .env("LOGBOOK_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        match tools {
+            Tools::Echo => {
+                command.env("LOGBOOK_TOOLS", "echo");
+            }
+            Tools::Sandbox => {}
+        }
         for (name, value) in env {
             command.env(name, value);
         }

@@ -316,3 +316,81 @@ async fn bundles_verify_offline_catch_a_changed_byte_and_import_intact() {
     let (code, _, stderr) = run_cli(&["verify", "--data", other.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// The files of a host directory, by sandbox path under `root`: bytes of
+/// regular files, `-> target` of links.
+fn snapshot(dir: &std::path::Path, root: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![(dir.to_path_buf(), root.to_owned())];
+    while let Some((host, sandbox)) = stack.pop() {
+        for entry in std::fs::read_dir(&host).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            let (host, sandbox) = (entry.path(), format!("{sandbox}/{name}"));
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                out.insert(sandbox, format!("-> {}", std::fs::read_link(&host).unwrap().display()).into_bytes());
+            } else if kind.is_dir() {
+                stack.push((host, sandbox));
+            } else {
+                out.insert(sandbox, std::fs::read(&host).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_at_every_idle_is_the_projection_of_the_log() {
+    // Three turns of real bash in the sandbox change the workspace and the
+    // outputs; after each, the host directories are the truth the projection
+    // at that idle's seq must match, byte for byte.
+    let turns = [
+        "mkdir -p src && printf 'fn main() {}\\n' > src/main.rs && echo draft > notes.txt && ln -s src/main.rs entry",
+        "sed -i s/draft/final/ notes.txt && rm entry && mkdir -p /mnt/session/outputs/r && echo done > /mnt/session/outputs/r/report.md",
+        "rm -r src && printf '\\x00\\x01binary' > data.bin && chmod 600 data.bin",
+    ];
+    let mut script = Vec::new();
+    for (n, command) in turns.iter().enumerate() {
+        script.push(bash(&format!("toolu_{n}"), command));
+        script.push(text("ok"));
+    }
+    let model = FakeModel::start(script).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_sandboxed(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = api.session(toolset()).await;
+    let host = data.join("sandboxes").join(&session);
+    let mut expected = Vec::new();
+    for n in 1..=turns.len() {
+        api.send(&session, user_message("next step")).await;
+        let events = api.wait_idle(&session, n).await;
+        let result = events.iter().rev().find(|e| e["type"] == "agent.tool_result").unwrap();
+        assert_eq!(result["is_error"], false, "{result}");
+        let idle = *seqs_of(&api, &session, "session.status_idle").await.last().unwrap();
+        let mut files = snapshot(&host.join("workspace"), "/workspace");
+        files.extend(snapshot(&host.join("outputs"), "/mnt/session/outputs"));
+        expected.push((idle, files));
+    }
+    assert!(expected[0].1.contains_key("/workspace/entry"), "{:?}", expected[0].1.keys());
+    for (idle, files) in &expected {
+        let state = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={idle}")).await;
+        let mut projected = std::collections::BTreeMap::new();
+        for file in state["workspace"]["files"].as_array().unwrap() {
+            let path = file["path"].as_str().unwrap().to_owned();
+            let bytes = if file["type"] == "symlink" {
+                format!("-> {}", file["target"].as_str().unwrap()).into_bytes()
+            } else {
+                let (status, bytes) =
+                    api.get_bytes(&format!("/x/v1/sessions/{session}/files{path}?at_seq={idle}")).await;
+                assert_eq!(status, 200, "{path}");
+                bytes
+            };
+            projected.insert(path, bytes);
+        }
+        assert_eq!(&projected, files, "the workspace at seq {idle}");
+    }
+    server.stop();
+}

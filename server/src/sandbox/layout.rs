@@ -28,6 +28,36 @@ pub const SANDBOX_GID: u32 = 65534;
 /// The data directory's subdirectory holding every session's directories.
 pub const SANDBOXES_SUBDIR: &str = "sandboxes";
 
+/// Where sessions' directories go when the data directory cannot be reached
+/// by the sandbox user (see [`sandboxes_root`]).
+pub const FALLBACK_SANDBOXES_DIR: &str = "/var/lib/logbook/sandboxes";
+
+/// The directory holding every session's directories for the data directory
+/// `data`: `DATA/sandboxes`, unless a directory above it cannot be traversed
+/// by other users (a data directory under `/root`, say), which bubblewrap,
+/// running as the sandbox user, needs in order to bind them. Then a directory
+/// of [`FALLBACK_SANDBOXES_DIR`] named by a hash of the data directory's
+/// canonical path. Sessions' directories are derived data (the log holds the
+/// workspace), so they may live outside the data directory.
+pub fn sandboxes_root(data: &Path) -> PathBuf {
+    let inside = data.join(SANDBOXES_SUBDIR);
+    if traversable_by_others(&inside) {
+        return inside;
+    }
+    let canonical = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_owned());
+    let hash = blake3::hash(std::os::unix::ffi::OsStrExt::as_bytes(canonical.as_os_str()));
+    Path::new(FALLBACK_SANDBOXES_DIR).join(&hash.to_hex()[..16])
+}
+
+/// Whether every existing directory above `path` lets other users through
+/// (missing ones will be created traversable).
+pub fn traversable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).map_or(true, |meta| meta.permissions().mode() & 0o001 != 0))
+}
+
 /// The host directories of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPaths {
@@ -35,9 +65,10 @@ pub struct SessionPaths {
 }
 
 impl SessionPaths {
-    /// The directories of `session` under the data directory `data`.
+    /// The directories of `session` of the data directory `data` (under
+    /// [`sandboxes_root`]).
     pub fn new(data: &Path, session: SessionId) -> SessionPaths {
-        SessionPaths { root: data.join(SANDBOXES_SUBDIR).join(session.to_string()) }
+        SessionPaths { root: sandboxes_root(data).join(session.to_string()) }
     }
 
     /// The session's own directory (holds the three below and nothing the

@@ -155,6 +155,9 @@ pub struct SandboxTools {
 }
 
 struct Inner {
+    /// The forwarder executable bubblewrap binds: the configured one, or a
+    /// copy the sandbox user can reach (see [`reachable_forwarder`]).
+    forwarder: PathBuf,
     /// The server-side tools' web client and search provider.
     services: Arc<crate::tools::ToolServices>,
     config: SandboxConfig,
@@ -240,12 +243,13 @@ impl SandboxTools {
     /// cannot be written; a missing bubblewrap or a non-root server shows up
     /// when a jail starts (see [`SandboxTools::check`]).
     pub fn new(config: SandboxConfig, blobs: BlobStore) -> Result<SandboxTools, SandboxError> {
-        let sandboxes = config.data.join(layout::SANDBOXES_SUBDIR);
+        let sandboxes = layout::sandboxes_root(&config.data);
         std::fs::create_dir_all(&sandboxes)
             .map_err(|source| SandboxError::Setup { what: format!("creating {}", sandboxes.display()), source })?;
         std::fs::set_permissions(&sandboxes, std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .map_err(|source| SandboxError::Setup { what: format!("securing {}", sandboxes.display()), source })?;
         let system = System::prepare(config.bwrap.clone(), &sandboxes.join(".system"))?;
+        let forwarder = reachable_forwarder(&config.forwarder, &system.dir)?;
         let cgroups = if rustix::process::geteuid().is_root() {
             CgroupSupport::detect()
         } else {
@@ -258,6 +262,7 @@ impl SandboxTools {
         };
         Ok(SandboxTools {
             inner: Arc::new(Inner {
+                forwarder,
                 services,
                 config,
                 system,
@@ -281,12 +286,12 @@ impl SandboxTools {
         if !rustix::process::geteuid().is_root() {
             problems.push(SandboxError::NotRoot.to_string());
         }
-        if !self.inner.config.forwarder.is_file() {
-            problems.push(format!("the forwarder {} does not exist", self.inner.config.forwarder.display()));
+        if !self.inner.forwarder.is_file() {
+            problems.push(format!("the forwarder {} does not exist", self.inner.forwarder.display()));
         }
         // bubblewrap runs as the sandbox uid and must reach the session
         // directories (and the forwarder) through every directory above them.
-        let paths = [self.inner.config.data.join(layout::SANDBOXES_SUBDIR), self.inner.config.forwarder.clone()];
+        let paths = [layout::sandboxes_root(&self.inner.config.data), self.inner.forwarder.clone()];
         for dir in paths.iter().flat_map(|path| path.ancestors().skip(1)) {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(dir)
@@ -467,7 +472,7 @@ impl SandboxTools {
         let ctx = InstallContext {
             system: &inner.system,
             cgroups: &inner.cgroups,
-            forwarder: &inner.config.forwarder,
+            forwarder: &inner.forwarder,
             resolver: &inner.config.resolver,
         };
         let layer = inner.packages.ensure(ctx, packages, &policy).await?;
@@ -477,7 +482,7 @@ impl SandboxTools {
         let name = format!("{}-{:08x}-{n}", call.session, inner.instance);
         let cgroup = SandboxCgroup::create(&inner.cgroups, &name, SANDBOX_UID)
             .map_err(|source| SandboxError::Setup { what: "creating the sandbox's cgroup".to_owned(), source })?;
-        let spec = session_spec(paths, layer.as_deref(), &inner.config.forwarder, cgroup.as_ref());
+        let spec = session_spec(paths, layer.as_deref(), &inner.forwarder, cgroup.as_ref());
         let mut running = Running { shell: None, proxy: Some(proxy), cgroup };
         running.shell = Some(Shell::start(&inner.system, &spec, FORWARDER_INIT).await?);
         Ok(running)
@@ -612,6 +617,27 @@ impl ToolExecutor for SandboxTools {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.stop_all())
     }
+}
+
+/// `forwarder` if the sandbox user can reach it, else a hard link (or, on
+/// another file system, a copy) of it in the sandboxes' system directory:
+/// bubblewrap binds it as the sandbox user, through every directory above it.
+fn reachable_forwarder(forwarder: &Path, system_dir: &Path) -> Result<PathBuf, SandboxError> {
+    if layout::traversable_by_others(forwarder) || !forwarder.is_file() {
+        return Ok(forwarder.to_owned());
+    }
+    let setup = |what: &str| {
+        let what = format!("{what} {} into {}", forwarder.display(), system_dir.display());
+        move |source| SandboxError::Setup { what, source }
+    };
+    let reachable = system_dir.join("logbook-forward");
+    let _ = std::fs::remove_file(&reachable);
+    if std::fs::hard_link(forwarder, &reachable).is_err() {
+        std::fs::copy(forwarder, &reachable).map_err(setup("copying the forwarder"))?;
+    }
+    std::fs::set_permissions(&reachable, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(setup("making reachable the forwarder"))?;
+    Ok(reachable)
 }
 
 /// The jail of a session: its directories, the proxy socket, the forwarder

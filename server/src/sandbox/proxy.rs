@@ -72,7 +72,7 @@ impl Proxy {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(err),
         }
-        let listener = UnixListener::bind(path)?;
+        let listener = bind_unix(path)?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
         let policy = Arc::new(policy);
         let task = tokio::spawn(serve(listener, policy, resolver));
@@ -82,6 +82,31 @@ impl Proxy {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The longest path a unix socket address holds (`sun_path` less its NUL).
+const MAX_SUN_PATH: usize = 107;
+
+/// Binds a unix socket at `path`, however deep the data directory is: a path
+/// too long for a socket address is reached through the parent directory's
+/// descriptor (`/proc/self/fd/N/name`), which the kernel resolves to the same
+/// directory.
+fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::fd::AsRawFd as _;
+    if path.as_os_str().len() <= MAX_SUN_PATH {
+        return UnixListener::bind(path);
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a socket path needs a directory and a name",
+        ));
+    };
+    let dir = std::fs::File::open(parent)?;
+    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let listener = UnixListener::bind(&short)?;
+    drop(dir);
+    Ok(listener)
 }
 
 impl Drop for Proxy {

@@ -106,3 +106,23 @@ async fn blocked_hosts_get_a_403_naming_them_and_no_connection() {
     }
     assert_eq!(n_accepted.load(Ordering::SeqCst), 1, "only the control connection reached the listener");
 }
+
+#[tokio::test]
+async fn the_socket_binds_under_a_data_directory_deeper_than_a_socket_address() {
+    // A socket address holds 107 bytes of path; data directories (and test
+    // temporary directories) are often deeper.
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir
+        .path()
+        .join("a-long-directory-name-".repeat(4))
+        .join("sandboxes")
+        .join("sesn_01KQHPHXG0ER84196JGGSX5KCB")
+        .join("run");
+    std::fs::create_dir_all(&deep).unwrap();
+    let path = deep.join("proxy.sock");
+    assert!(path.as_os_str().len() > 108, "{}", path.display());
+    let resolver = Arc::new(FixedResolver { addr: "127.0.0.1:9".parse().unwrap(), n_lookups: AtomicUsize::new(0) });
+    let _proxy = Proxy::start(&path, EgressPolicy::Hosts(Vec::new()), resolver as Arc<dyn Resolve>).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
+}

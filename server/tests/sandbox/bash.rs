@@ -143,3 +143,42 @@ async fn idle_sandboxes_beyond_the_limit_are_stopped_oldest_first() {
     assert!(sbx.tools.jail_pid(second).await.is_some() && sbx.tools.jail_pid(third).await.is_some());
     assert_eq!(sbx.ok(first, &env, "cat file; echo \"[${GONE:-}]\"").await, "kept\n[]\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_the_sandbox_user_cannot_reach_still_works() {
+    // A data directory under a 0700 directory (/root, or a fresh tempdir):
+    // the sessions' directories and the forwarder move where the sandbox
+    // user can reach them, and bash runs.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let root = logbook_server::sandbox::layout::sandboxes_root(&data);
+    assert!(root.starts_with(logbook_server::sandbox::layout::FALLBACK_SANDBOXES_DIR), "{}", root.display());
+    let store = std::sync::Arc::new(logbook_store::MemStore::in_memory().unwrap());
+    // A forwarder behind the same 0700 directory.
+    let forwarder = dir.path().join("logbook");
+    std::fs::copy(env!("CARGO_BIN_EXE_logbook"), &forwarder).unwrap();
+    let config = logbook_server::sandbox::SandboxConfig::for_data(&data, forwarder);
+    let tools = logbook_server::sandbox::SandboxTools::new(config, store as _).unwrap();
+    assert_eq!(tools.check(), Vec::<String>::new());
+    let (s, env) = (session(), unrestricted());
+    let input =
+        logbook_core::Json::new(&serde_json::json!({"command": "echo reached > here.txt && cat here.txt && id -u"}));
+    let call = logbook_server::runner::ToolCall {
+        session: s,
+        tool_use_id: logbook_core::EventId::for_seq(1, logbook_core::Seq::new(1), 1),
+        name: "bash",
+        input: &input,
+        agent_tools: &[],
+        environment: Some(&env),
+        log: &[],
+    };
+    let outcome = logbook_server::runner::ToolExecutor::run(&tools, &call).await;
+    assert!(!outcome.is_error, "{outcome:?}");
+    assert_eq!(crate::harness::text(&outcome), "reached\n65534\n");
+    assert_eq!(std::fs::read(tools.paths(s).workspace().join("here.txt")).unwrap(), b"reached\n");
+    logbook_server::runner::ToolExecutor::end_session(&tools, s);
+    let _ = std::fs::remove_dir_all(&root);
+}
