@@ -217,7 +217,9 @@ impl Api {
 
     /// Checks that every model request `model` received equals the request
     /// the state endpoint rebuilds from the log just before its start (the
-    /// recorded settings and the projected context); returns how many.
+    /// recorded settings and the projected context); returns how many. For
+    /// sessions without compactions (summary requests have no start of their
+    /// own; `replay.rs` filters them).
     pub async fn assert_requests_reproject(&self, session: &str, model: &FakeModel) -> usize {
         let starts = self.seqs_of(session, "span.model_request_start").await;
         let received: Vec<Value> = model.requests().into_iter().map(|r| r.body).collect();
