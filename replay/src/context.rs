@@ -9,6 +9,9 @@
 //! `user.custom_tool_result` and `user.tool_result`, mapped back to the
 //! provider's tool-use ids. Consecutive blocks of one role merge into one
 //! message; in a user message, tool results come first, as the API requires.
+//! Server tools (web search and fetch run by the provider) have their use and
+//! result inside the provider's content; the `agent.tool_result` made from
+//! such a result is for the API's clients and adds nothing here.
 //!
 //! Compaction: an `x.compaction` replaces every message that began at or
 //! before its `through_seq` with its summary, rendered as the first user
@@ -16,7 +19,7 @@
 //! not a tool result, so a tool use is never separated from its result, and
 //! always keeps the newest message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -90,6 +93,11 @@ pub struct Context {
     messages: Vec<Message>,
     /// Our open tool-use event ids to the provider's tool-use ids.
     provider_ids: BTreeMap<EventId, String>,
+    /// Tool uses the provider runs itself (server tools) whose result has not
+    /// been recorded yet: their results are already part of the provider's
+    /// content, so their `agent.tool_result` adds nothing here.
+    #[serde(default)]
+    provider_run: BTreeSet<EventId>,
     summary: Option<Summary>,
 }
 
@@ -167,8 +175,13 @@ impl Context {
                 self.push(seq, Role::User, blocks);
             }
             Event::ModelResponse(response) => {
+                let provider_run = crate::machine::provider_run_tool_uses(response);
                 for link in &response.tool_uses {
-                    self.provider_ids.insert(link.event_id, link.provider_id.clone());
+                    if provider_run.contains(&link.event_id) {
+                        self.provider_run.insert(link.event_id);
+                    } else {
+                        self.provider_ids.insert(link.event_id, link.provider_id.clone());
+                    }
                 }
                 let blocks = match response.content.to_value() {
                     Value::Array(blocks) => blocks,
@@ -177,7 +190,9 @@ impl Context {
                 self.push(seq, Role::Assistant, blocks);
             }
             Event::AgentToolResult(result) => {
-                self.tool_result(seq, result.tool_use_id, result.content.as_deref(), result.is_error);
+                if !self.provider_run.remove(&result.tool_use_id) {
+                    self.tool_result(seq, result.tool_use_id, result.content.as_deref(), result.is_error);
+                }
             }
             Event::AgentMcpToolResult(result) => {
                 self.tool_result(seq, result.mcp_tool_use_id, result.content.as_deref(), result.is_error);
@@ -230,7 +245,7 @@ impl Context {
             | Event::ModelRequest(_)
             | Event::ToolStarted(_)
             | Event::AgentConfig(_) => {}
-            Event::SessionResource(_) => {}
+            Event::SessionResource(_) | Event::ServerToolRequests(_) => {}
         }
     }
 
@@ -427,5 +442,67 @@ fn block_json(block: &ContentBlock) -> Option<Value> {
         | ContentBlock::Image { .. }
         | ContentBlock::Document { .. }
         | ContentBlock::SearchResult { .. } => serde_json::to_value(block).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use logbook_core::event::{
+        AgentToolResult, AgentToolUse, EvaluatedPermission, ModelResponse, ToolUseLink, UserMessage,
+    };
+    use logbook_core::{Json, Timestamp};
+
+    use super::*;
+
+    fn entry(n: u128, event: Event) -> Entry {
+        Entry { id: EventId::from_parts(1, n), event, at: Timestamp::from_unix_micros(0) }
+    }
+
+    #[test]
+    fn server_tool_results_stay_inside_the_providers_content() {
+        // Goal: a web search the provider ran (paused, then continued) is sent
+        // back as the provider's own blocks, in one assistant turn, and its
+        // `agent.tool_result` adds no tool_result block the API would reject.
+        let search = EventId::from_parts(1, 3);
+        let use_block = json!({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                               "input": {"query": "q"}});
+        let result_block = json!({"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []});
+        let log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "find".into() }] })),
+            entry(
+                2,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: EventId::from_parts(1, 0),
+                    content: Json::new(&json!([use_block])),
+                    tool_uses: vec![ToolUseLink { provider_id: "srvtoolu_1".into(), event_id: search }],
+                }),
+            ),
+            entry(
+                3,
+                Event::AgentToolUse(AgentToolUse {
+                    name: "web_search".into(),
+                    input: Json::new(&json!({"query": "q"})),
+                    evaluated_permission: Some(EvaluatedPermission::Allow),
+                    evaluation: None,
+                    session_thread_id: None,
+                }),
+            ),
+            entry(
+                4,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: EventId::from_parts(1, 0),
+                    content: Json::new(&json!([result_block, {"type": "text", "text": "found"}])),
+                    tool_uses: Vec::new(),
+                }),
+            ),
+            entry(5, Event::AgentToolResult(AgentToolResult { tool_use_id: search, content: None, is_error: None })),
+        ];
+        assert_eq!(
+            conversation(&log),
+            vec![
+                json!({"role": "user", "content": [{"type": "text", "text": "find"}]}),
+                json!({"role": "assistant", "content": [use_block, result_block, {"type": "text", "text": "found"}]}),
+            ]
+        );
     }
 }

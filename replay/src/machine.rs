@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use logbook_core::event::{
-    ConfirmationResult, ContentBlock, EvaluatedPermission, Event, RetryStatus, SessionError, SessionStatusIdle,
-    StopReason,
+    ConfirmationResult, ContentBlock, EvaluatedPermission, Event, ModelResponse, RetryStatus, SessionError,
+    SessionStatusIdle, StopReason,
 };
 use logbook_core::{Entry, EventId};
 
@@ -157,6 +157,17 @@ pub enum ToolHost {
 /// SDK's worker does not implement them.
 pub const SERVER_SIDE_TOOLS: [&str; 2] = ["web_fetch", "web_search"];
 
+/// The provider's stop reason for a response whose server tools are still
+/// working: the turn is not over, the model is called again with the
+/// response as it is.
+pub const PAUSE_TURN: &str = "pause_turn";
+
+/// Consecutive `pause_turn` responses continued before the turn ends anyway:
+/// a provider that never finishes must not bill model calls forever (each
+/// continuation already lets the provider run about ten server tool
+/// iterations).
+pub const MAX_PAUSE_CONTINUATIONS: u32 = 16;
+
 /// A session's state, folded from its log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
@@ -190,6 +201,17 @@ pub struct Machine {
     /// A compaction was recorded since the last model request: do not ask for
     /// another before the model has been called.
     compacted: bool,
+    /// The last response stopped with `pause_turn`: call the model again.
+    #[serde(default)]
+    paused: bool,
+    /// `pause_turn` responses in a row in this turn.
+    #[serde(default)]
+    n_paused: u32,
+    /// Tool uses of the last response that its provider runs itself (server
+    /// tools): shown as `agent.tool_use`, answered inside the response, never
+    /// run or awaited here.
+    #[serde(default)]
+    provider_run: Vec<EventId>,
     n_entries: u64,
 }
 
@@ -268,7 +290,9 @@ impl Machine {
                 self.close_tool(result.mcp_tool_use_id);
             }
             Event::AgentToolUse(tool_use) => {
-                self.open_tool(id, ToolKind::Builtin, &tool_use.name, permission(tool_use.evaluated_permission));
+                if !self.provider_run.contains(&id) {
+                    self.open_tool(id, ToolKind::Builtin, &tool_use.name, permission(tool_use.evaluated_permission));
+                }
             }
             Event::AgentMcpToolUse(tool_use) => {
                 self.open_tool(id, ToolKind::Mcp, &tool_use.name, permission(tool_use.evaluated_permission));
@@ -288,6 +312,7 @@ impl Machine {
                 self.unseen_input = false;
                 self.unseen_results = false;
                 self.last_request_ok = false;
+                self.paused = false;
             }
             Event::SpanModelRequestEnd(end) => {
                 self.open_request = None;
@@ -316,6 +341,7 @@ impl Machine {
             Event::SessionStatusRunning(_) => {
                 self.status = Some(Status::Running);
                 self.exhausted = false;
+                self.n_paused = 0;
             }
             Event::SessionStatusRescheduled(_) => self.status = Some(Status::Rescheduling),
             Event::SessionStatusTerminated(_) | Event::SessionDeleted(_) => self.status = Some(Status::Terminated),
@@ -335,6 +361,8 @@ impl Machine {
                         self.exhausted = false;
                         self.unseen_results = false;
                         self.last_request_ok = true;
+                        self.paused = false;
+                        self.n_paused = 0;
                     }
                 }
             }
@@ -367,9 +395,13 @@ impl Machine {
             | Event::WorkflowRunError(_)
             | Event::WorkspaceDelta(_)
             | Event::ForkOrigin(_)
-            | Event::ModelRequest(_)
-            | Event::ModelResponse(_)
-            | Event::SessionResource(_) => {}
+            | Event::SessionResource(_)
+            | Event::ServerToolRequests(_) => {}
+            Event::ModelResponse(response) => self.provider_run = provider_run_tool_uses(response),
+            Event::ModelRequest(request) => {
+                self.paused = request.stop_reason.as_deref() == Some(PAUSE_TURN);
+                self.n_paused = if self.paused { self.n_paused.saturating_add(1) } else { 0 };
+            }
         }
     }
 
@@ -441,7 +473,8 @@ impl Machine {
         if self.failed_attempts >= policy.max_model_attempts {
             return Command::GiveUp;
         }
-        if self.unseen_input || self.unseen_results || !self.last_request_ok {
+        let continues = self.paused && self.n_paused <= MAX_PAUSE_CONTINUATIONS;
+        if self.unseen_input || self.unseen_results || !self.last_request_ok || continues {
             if let Some(trigger) = self.compaction_trigger
                 && self.context_tokens >= trigger
                 && !self.compacted
@@ -521,6 +554,24 @@ fn is_runnable(tool: &OpenTool, host: ToolHost) -> bool {
         && !tool.started
         && matches!(tool.kind, ToolKind::Builtin | ToolKind::Mcp)
         && !runs_on_worker(tool, host)
+}
+
+/// The events of a response's tool uses that its provider runs itself: the
+/// links to `server_tool_use` blocks (web search, web fetch).
+pub fn provider_run_tool_uses(response: &ModelResponse) -> Vec<EventId> {
+    let content = response.content.to_value();
+    let blocks = content.as_array().map(Vec::as_slice).unwrap_or_default();
+    response
+        .tool_uses
+        .iter()
+        .filter(|link| {
+            blocks.iter().any(|block| {
+                block.get("type").and_then(Value::as_str) == Some("server_tool_use")
+                    && block.get("id").and_then(Value::as_str) == Some(link.provider_id.as_str())
+            })
+        })
+        .map(|link| link.event_id)
+        .collect()
 }
 
 /// Estimated tokens of content blocks added to the context.

@@ -635,3 +635,122 @@ proptest! {
         prop_assert!(report.is_consistent(), "{:?}", report.mismatches);
     }
 }
+
+/// A model response's records as the runner appends them: the provider's
+/// content, the public events, the span's end and `x.model_request` with the
+/// stop reason. `public` gets the id each public event will have.
+fn respond(
+    log: &mut Log,
+    content: serde_json::Value,
+    stop_reason: &str,
+    public: impl FnOnce(&[EventId]) -> Vec<Event>,
+) {
+    use logbook_core::event::{ModelRequest, ModelResponse, ToolUseLink};
+    let start = log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    // Ids are sequential: the response is next, then the public events.
+    let first_public = log.next_id + 1;
+    let ids: Vec<EventId> = (0..8).map(|n| EventId::from_parts(1_764_000_000_000, first_public + n)).collect();
+    let events = public(&ids);
+    let links = content
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| matches!(b["type"].as_str(), Some("tool_use" | "server_tool_use")))
+        .zip(&ids)
+        .map(|(block, id)| ToolUseLink {
+            provider_id: block["id"].as_str().unwrap_or_default().to_owned(),
+            event_id: *id,
+        })
+        .collect();
+    log.push(Event::ModelResponse(ModelResponse {
+        model_request_start_id: start,
+        content: Json::new(&content),
+        tool_uses: links,
+    }));
+    for event in events {
+        log.push(event);
+    }
+    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: start,
+        model_usage: Default::default(),
+        is_error: Some(false),
+    }));
+    log.push(Event::ModelRequest(ModelRequest {
+        model_request_start_id: start,
+        model: "m".into(),
+        request_id: None,
+        stop_reason: Some(stop_reason.to_owned()),
+        usage: Default::default(),
+        duration_ms: 1,
+        attempt: 1,
+    }));
+}
+
+fn web_search_use() -> Event {
+    Event::AgentToolUse(AgentToolUse {
+        name: "web_search".into(),
+        input: Json::new(&serde_json::json!({"query": "rust"})),
+        evaluated_permission: Some(EvaluatedPermission::Allow),
+        evaluation: None,
+        session_thread_id: None,
+    })
+}
+
+#[test]
+fn a_paused_response_is_continued_until_the_provider_finishes() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    let search = serde_json::json!([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                                     "input": {"query": "rust"}}]);
+    respond(&mut log, search, PAUSE_TURN, |_| vec![web_search_use()]);
+    // The search is the provider's: not run here, not awaited, and the turn goes on.
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let result = serde_json::json!([{"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                                     {"type": "text", "text": "found it"}]);
+    let search_id = EventId::from_parts(1_764_000_000_000, 5);
+    respond(&mut log, result, "end_turn", |_| {
+        vec![Event::AgentToolResult(AgentToolResult { tool_use_id: search_id, content: None, is_error: None })]
+    });
+    assert_eq!(log.next(), Command::EndTurn);
+}
+
+#[test]
+fn answered_server_tool_uses_do_not_call_the_model_again() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    let content = serde_json::json!([
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "rust"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+        {"type": "text", "text": "done"}]);
+    respond(&mut log, content, "end_turn", |ids| {
+        vec![
+            web_search_use(),
+            Event::AgentToolResult(AgentToolResult { tool_use_id: ids[0], content: None, is_error: None }),
+        ]
+    });
+    assert_eq!(log.machine.open_tools().count(), 0);
+    assert_eq!(log.next(), Command::EndTurn);
+}
+
+#[test]
+fn a_provider_that_never_finishes_is_continued_a_bounded_number_of_times() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    let mut calls = 0;
+    while log.next() == (Command::CallModel { attempt: 1 }) {
+        calls += 1;
+        assert!(calls <= MAX_PAUSE_CONTINUATIONS + 1, "{calls} calls");
+        respond(&mut log, serde_json::json!([{"type": "text", "text": "still searching"}]), PAUSE_TURN, |_| vec![]);
+    }
+    assert_eq!(calls, MAX_PAUSE_CONTINUATIONS + 1);
+    assert_eq!(log.next(), Command::EndTurn);
+    // The next turn may pause again.
+    log.usage_idle(StopReason::EndTurn);
+    log.user_message();
+    log.running();
+    respond(&mut log, serde_json::json!([{"type": "text", "text": "again"}]), PAUSE_TURN, |_| vec![]);
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+}

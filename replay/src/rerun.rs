@@ -76,7 +76,9 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
         let continues = match &mode {
             Mode::Between => false,
             Mode::Call { ended: false, .. } => true,
-            Mode::Call { ended: true, failed: false } => matches!(event, Event::ModelRequest(_)),
+            Mode::Call { ended: true, failed: false } => {
+                matches!(event, Event::ModelRequest(_) | Event::ServerToolRequests(_))
+            }
             Mode::Call { ended: true, failed: true } => matches!(
                 event,
                 Event::ModelRequest(_)
@@ -168,16 +170,16 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         (Command::RunTools(ids), Event::ToolStarted(started)) => {
             (started.tool_use_ids == *ids, Mode::Results(ids.iter().copied().collect()))
         }
-        (Command::DenyTools(calls), Event::AgentToolResult(_)) => {
+        (Command::DenyTools(calls), Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let ids: Vec<EventId> = calls.iter().map(|(id, _)| *id).collect();
             let first = answered(event);
             (first.is_some_and(|id| ids.contains(&id)), results_of(ids, first))
         }
-        (Command::FailTools { ids, .. }, Event::AgentToolResult(_)) => {
+        (Command::FailTools { ids, .. }, Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let first = answered(event);
             (first.is_some_and(|id| ids.contains(&id)), results_of(ids.clone(), first))
         }
-        (Command::Interrupt { open }, Event::AgentToolResult(_)) => {
+        (Command::Interrupt { open }, Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let first = answered(event);
             let mut rest = results_of(open.clone(), first);
             if rest == Mode::Between {
@@ -198,7 +200,8 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
 }
 
 /// Events a client sends (or Logbook records for one, or records while
-/// preparing a session's resources): not runner decisions.
+/// preparing a session's resources or connecting its MCP servers): not runner
+/// decisions.
 fn is_client_input(event: &Event) -> bool {
     event.event_type().as_input().is_some()
         || matches!(
@@ -210,7 +213,7 @@ fn is_client_input(event: &Event) -> bool {
                 | Event::ForkOrigin(_)
                 | Event::SessionResource(_)
         )
-        || matches!(event, Event::SessionError(error) if error.error.is_repository_error())
+        || matches!(event, Event::SessionError(error) if error.error.is_repository_error() || error.error.is_mcp_error())
 }
 
 /// The call a runner-made result answers.
@@ -274,5 +277,91 @@ mod tests {
         assert_eq!(report.mismatches.len(), 1, "{report:?}");
         assert_eq!(report.mismatches[0].entry_idx, 2);
         assert_eq!(report.mismatches[0].recorded, "session.usage");
+    }
+
+    #[test]
+    fn a_denied_mcp_call_is_answered_by_an_mcp_tool_result() {
+        use logbook_core::Json;
+        use logbook_core::event::{AgentMcpToolResult, AgentMcpToolUse, EvaluatedPermission};
+        let start = Event::SpanModelRequestStart(SpanModelRequestStart {});
+        let end = |start: u128| {
+            Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: EventId::from_parts(1, start),
+                model_usage: Default::default(),
+                is_error: Some(false),
+            })
+        };
+        // The runner records what the model asked for before the call's end.
+        let events = vec![
+            Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            start.clone(),
+            Event::AgentMcpToolUse(AgentMcpToolUse {
+                name: "delete_everything".into(),
+                mcp_server_name: "docs".into(),
+                input: Json::empty_object(),
+                evaluated_permission: Some(EvaluatedPermission::Deny),
+                evaluation: None,
+                session_thread_id: None,
+            }),
+            end(2),
+            Event::AgentMcpToolResult(AgentMcpToolResult {
+                mcp_tool_use_id: EventId::from_parts(1, 3),
+                content: None,
+                is_error: Some(true),
+            }),
+            start,
+            end(6),
+            Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ];
+        let report = check(&log(events), &Policy::default());
+        assert!(report.is_consistent(), "{report:?}");
+        assert_eq!(report.n_steps, 5);
+    }
+
+    #[test]
+    fn mcp_connection_errors_and_server_tool_counts_are_not_decisions() {
+        use logbook_core::event::{
+            ModelRequest, ServerToolRequests, SessionError, SessionErrorDetail, SpanModelRequestEnd,
+            SpanModelRequestStart,
+        };
+        let mut events = vec![
+            Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            Event::SessionError(SessionError {
+                error: SessionErrorDetail::McpConnectionFailedError {
+                    message: "down".into(),
+                    retry_status: RetryStatus::Retrying,
+                    mcp_server_name: "docs".into(),
+                },
+            }),
+            Event::SpanModelRequestStart(SpanModelRequestStart {}),
+            Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: EventId::from_parts(1, 3),
+                model_usage: Default::default(),
+                is_error: Some(false),
+            }),
+            Event::ModelRequest(ModelRequest {
+                model_request_start_id: EventId::from_parts(1, 3),
+                model: "m".into(),
+                request_id: None,
+                stop_reason: Some("end_turn".into()),
+                usage: Default::default(),
+                duration_ms: 1,
+                attempt: 1,
+            }),
+            Event::ServerToolRequests(ServerToolRequests {
+                model_request_start_id: EventId::from_parts(1, 3),
+                web_search_requests: 1,
+                web_fetch_requests: 0,
+            }),
+        ];
+        events.push(Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }));
+        events
+            .push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }));
+        let report = check(&log(events), &Policy::default());
+        assert!(report.is_consistent(), "{report:?}");
+        assert_eq!(report.n_steps, 3);
     }
 }

@@ -1,6 +1,6 @@
 //! Usage of a session: tokens summed over its model requests (compaction
-//! summaries included), and the time it spent running, as a pure projection
-//! of its log.
+//! summaries included), the provider's server tool uses (web searches), and
+//! the time it spent running, as a pure projection of its log.
 //!
 //! Running time counts from each `session.status_running` to the next
 //! `session.status_idle`, `session.status_rescheduled` or
@@ -22,6 +22,11 @@ pub struct Totals {
     pub active_micros: u64,
     /// Model requests made (successful or not), compaction summaries included.
     pub n_model_requests: u64,
+    /// Server tool uses the provider reported (`x.server_tool_requests`).
+    #[serde(default)]
+    pub web_search_requests: u64,
+    #[serde(default)]
+    pub web_fetch_requests: u64,
 }
 
 /// The fold behind [`totals`], for incremental use.
@@ -42,6 +47,9 @@ impl UsageFold {
             && compaction.model.is_some()
         {
             self.add(&compaction.usage);
+        } else if let Event::ServerToolRequests(requests) = &entry.event {
+            self.closed.web_search_requests += requests.web_search_requests;
+            self.closed.web_fetch_requests += requests.web_fetch_requests;
         } else if let Event::SessionStatusRunning(_) = &entry.event {
             self.running_since.get_or_insert(at);
         } else if matches!(

@@ -79,6 +79,11 @@ enum Command {
         /// The git executable (default: `git` on the PATH).
         #[arg(long, env = "LOGBOOK_GIT")]
         git: Option<PathBuf>,
+        /// MCP server hosts (names or IP literals, comma-separated) that
+        /// agents' MCP servers may reach on private addresses: your own MCP
+        /// servers. Every other host must resolve to public addresses only.
+        #[arg(long, env = "LOGBOOK_MCP_PRIVATE_HOSTS", default_value = "")]
+        mcp_private_hosts: String,
         /// Seconds a self-hosted worker's lease lasts until it asks for
         /// another (its heartbeats come every half of it, at most every 30 s).
         #[arg(long, env = "LOGBOOK_WORK_LEASE_TTL_SECS", default_value_t = crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
@@ -213,6 +218,7 @@ pub fn main() -> ExitCode {
             git_private_hosts,
             git_ca_file,
             git,
+            mcp_private_hosts,
             work_lease_ttl_secs,
         } => {
             let config = Config {
@@ -222,7 +228,16 @@ pub fn main() -> ExitCode {
                 ..Config::default()
             };
             let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);
-            serve(listen, &data, cache_mib, config, Duration::from_secs(tcp_user_timeout_secs.max(1)), no_runner, git)
+            let remotes = Remotes { git, mcp: crate::mcp::McpSettings::new(&mcp_private_hosts) };
+            serve(
+                listen,
+                &data,
+                cache_mib,
+                config,
+                Duration::from_secs(tcp_user_timeout_secs.max(1)),
+                no_runner,
+                remotes,
+            )
         }
         Command::Verify { bundle: Some(bundle), public_key, against, json, .. } => {
             crate::offline::verify_bundle(&bundle, public_key.as_deref(), against.as_deref(), json)
@@ -297,6 +312,13 @@ fn bootstrap_key(store: &SledStore, clock: &dyn Clock) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where sessions' remote resources come from: git forges and MCP servers.
+#[derive(Debug)]
+struct Remotes {
+    git: crate::resources::git::GitSettings,
+    mcp: crate::mcp::McpSettings,
+}
+
 fn serve(
     listen: SocketAddr,
     data: &Path,
@@ -304,8 +326,9 @@ fn serve(
     config: Config,
     tcp_user_timeout: Duration,
     no_runner: bool,
-    git: crate::resources::git::GitSettings,
+    remotes: Remotes,
 ) -> anyhow::Result<ExitCode> {
+    let Remotes { git, mcp } = remotes;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOGBOOK_LOG")
@@ -330,7 +353,7 @@ fn serve(
         if no_runner {
             eprintln!("logbook: --no-runner: sessions store their events but do not run");
         } else {
-            let runner = RunnerHandle::new(runner_config_from_env(data, state.store())?);
+            let runner = RunnerHandle::new(runner_config_from_env(data, state.store(), mcp)?);
             state.set_runner(runner.clone());
             let n_recovered = runner.recover(&state).await;
             if n_recovered > 0 {
@@ -377,8 +400,12 @@ fn serve(
 /// `ANTHROPIC_BASE_URL`; built-in tools run in sandboxes unless
 /// `LOGBOOK_TOOLS=echo` selects the test-only echo tools;
 /// `LOGBOOK_RETRY_BASE_MS` sets the model retry backoff.
-fn runner_config_from_env(data: &Path, store: &SledStore) -> anyhow::Result<RunnerConfig> {
-    let model_config = ModelConfig::from_env();
+fn runner_config_from_env(
+    data: &Path,
+    store: &SledStore,
+    mcp: crate::mcp::McpSettings,
+) -> anyhow::Result<RunnerConfig> {
+    let model_config = ModelConfig::from_env()?;
     let request_options = model_config.request_options();
     let model = ModelClient::new(model_config).context("setting up the model client")?;
     let tools: Arc<dyn ToolExecutor> = match std::env::var("LOGBOOK_TOOLS").as_deref() {
@@ -393,7 +420,8 @@ fn runner_config_from_env(data: &Path, store: &SledStore) -> anyhow::Result<Runn
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(crate::runner::RETRY_BASE, Duration::from_millis);
-    Ok(RunnerConfig { model: Some(model), request_options, tools, policy: Policy::default(), retry_base })
+    let mcp = Arc::new(crate::mcp::McpHub::new(mcp).context("setting up MCP connections")?);
+    Ok(RunnerConfig { model: Some(model), request_options, tools, mcp, policy: Policy::default(), retry_base })
 }
 
 /// The sandboxed built-in tools; problems that will stop every sandbox are

@@ -4,12 +4,14 @@
 //! the sandbox. It holds the Managed Agents API (`api`), the HTTP app with its
 //! middleware (`http`), tenancy (`tenancy`), rate limits, metrics, the OpenAPI
 //! document and the command line (`cli`). `resources` puts session resources
-//! (mounted files, outputs, cloned repositories) on disk.
+//! (mounted files, outputs, cloned repositories) on disk; `mcp` connects
+//! sessions to their agents' MCP servers.
 
 pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod net;

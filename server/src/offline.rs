@@ -216,7 +216,7 @@ pub fn show(
     }
     let at = logbook_core::Seq::new(at);
     let projected = crate::projection::state_at(store, id, at).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let options = crate::model::ModelConfig::from_env().request_options();
+    let options = crate::model::ModelConfig::from_env()?.request_options();
     let mut out = std::io::stdout().lock();
     match (file, budget_tokens) {
         (Some(path), _) => {

@@ -8,9 +8,12 @@
 //! in-process by Rust tests and as the `fake-model` binary by the others.
 //! [`server`] starts the real `logbook` binary and talks to its API.
 //! [`git_server`] serves git repositories over https on loopback.
+//! [`mcp_server`] is a small MCP server (the official SDK's server side) on
+//! loopback.
 
 pub mod fake_model;
 pub mod git_server;
+pub mod mcp_server;
 pub mod server;
 
 use std::fmt;

@@ -192,6 +192,46 @@ impl Api {
         session["id"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// An agent from `agent` (its `model` and `name` filled in when absent)
+    /// in an environment from `environment`, and a session of it.
+    pub async fn session_with(&self, mut agent: Value, environment: Value) -> String {
+        if let Some(fields) = agent.as_object_mut() {
+            fields.entry("model").or_insert_with(|| json!("claude-sonnet-4-6"));
+            fields.entry("name").or_insert_with(|| json!("e2e"));
+        }
+        let agent = self.post("/v1/agents", agent).await;
+        let env = self.post("/v1/environments", environment).await;
+        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+        session["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The seqs of every record of `event_type` (internal ones included).
+    pub async fn seqs_of(&self, session: &str, event_type: &str) -> Vec<u64> {
+        let slice = self
+            .get(&format!(
+                "/x/v1/sessions/{session}/slice?types[]={event_type}&include_internal=true&budget_tokens=1000000&limit=10000"
+            ))
+            .await;
+        slice["data"].as_array().into_iter().flatten().filter_map(|e| e["seq"].as_u64()).collect()
+    }
+
+    /// Checks that every model request `model` received equals the request
+    /// the state endpoint rebuilds from the log just before its start (the
+    /// recorded settings and the projected context); returns how many. For
+    /// sessions without compactions (summary requests have no start of their
+    /// own; `replay.rs` filters them).
+    pub async fn assert_requests_reproject(&self, session: &str, model: &FakeModel) -> usize {
+        let starts = self.seqs_of(session, "span.model_request_start").await;
+        let received: Vec<Value> = model.requests().into_iter().map(|r| r.body).collect();
+        assert_eq!(starts.len(), received.len(), "one recorded start per request the model received");
+        for (start, body) in starts.iter().zip(&received) {
+            let state = self.get(&format!("/x/v1/sessions/{session}/state?at_seq={}", start - 1)).await;
+            assert_eq!(state["context"]["settings"], "recorded", "settings at {start}");
+            assert_eq!(&state["context"]["request"], body, "the request of the call at seq {start}");
+        }
+        starts.len()
+    }
+
     pub async fn send(&self, session: &str, events: Value) -> Value {
         self.post(&format!("/v1/sessions/{session}/events"), json!({ "events": events })).await
     }

@@ -70,7 +70,13 @@ async fn every_block_type_round_trips() {
     assert_eq!(response.stop_reason.as_deref(), Some("tool_use"));
     assert_eq!(
         response.usage,
-        Usage { input_tokens: 120, output_tokens: 45, cache_creation_input_tokens: 0, cache_read_input_tokens: 100 }
+        Usage {
+            input_tokens: 120,
+            output_tokens: 45,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 100,
+            ..Usage::default()
+        }
     );
     assert_eq!(response.request_id.as_deref(), Some("req_fake_000001"));
 

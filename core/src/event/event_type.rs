@@ -70,6 +70,7 @@ pub enum EventType {
     AgentConfig,
     Compaction,
     SessionResource,
+    ServerToolRequests,
 }
 
 /// A string that names no event type.
@@ -132,6 +133,7 @@ impl EventType {
         EventType::AgentConfig,
         EventType::Compaction,
         EventType::SessionResource,
+        EventType::ServerToolRequests,
     ];
 
     /// The `type` string of the JSON form, e.g. `"user.message"`.
@@ -187,6 +189,7 @@ impl EventType {
             EventType::AgentConfig => "x.agent_config",
             EventType::Compaction => "x.compaction",
             EventType::SessionResource => "x.session_resource",
+            EventType::ServerToolRequests => "x.server_tool_requests",
         }
     }
 
@@ -256,7 +259,7 @@ impl EventType {
             | EventType::ToolStarted
             | EventType::AgentConfig
             | EventType::Compaction => false,
-            EventType::SessionResource => false,
+            EventType::SessionResource | EventType::ServerToolRequests => false,
         }
     }
 
@@ -312,7 +315,7 @@ impl EventType {
             | EventType::ToolStarted
             | EventType::AgentConfig
             | EventType::Compaction => false,
-            EventType::SessionResource => false,
+            EventType::SessionResource | EventType::ServerToolRequests => false,
         }
     }
 
@@ -369,7 +372,7 @@ impl EventType {
             | EventType::ToolStarted
             | EventType::AgentConfig
             | EventType::Compaction => None,
-            EventType::SessionResource => None,
+            EventType::SessionResource | EventType::ServerToolRequests => None,
         }
     }
 }

@@ -112,6 +112,19 @@ pub struct ToolUseLink {
     pub event_id: EventId,
 }
 
+/// `x.server_tool_requests`: the provider's count of server tool uses
+/// (`usage.server_tool_use`) in one model call, recorded next to its
+/// `x.model_request` when the provider reported any. Web searches are billed
+/// per request, so a session's `list_cost` and `usage.server_tool_use` are
+/// sums of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ServerToolRequests {
+    /// The `span.model_request_start` event of this call.
+    pub model_request_start_id: EventId,
+    pub web_search_requests: u64,
+    pub web_fetch_requests: u64,
+}
+
 /// `x.tool_started`: the runner is about to execute these tool calls. A call
 /// that started and has no result when a crashed server comes back gets an
 /// error result: a side effect is never run twice.

@@ -36,7 +36,7 @@ pub use content::{ContentBlock, DocumentSource, ImageSource, SearchResultCitatio
 pub use event_type::{EventType, InputType, UnknownEventType};
 pub use internal::{
     AgentConfig, AttachedResource, Compaction, FileChange, ForkOrigin, ModelRequest, ModelResponse, RepositoryCheckout,
-    ResourceChange, SessionResource, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
+    ResourceChange, ServerToolRequests, SessionResource, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
 };
 pub use sample::sample_events;
 pub use session::{
@@ -183,6 +183,8 @@ pub enum Event {
     Compaction(Compaction),
     #[serde(rename = "x.session_resource")]
     SessionResource(SessionResource),
+    #[serde(rename = "x.server_tool_requests")]
+    ServerToolRequests(ServerToolRequests),
 }
 
 impl Event {
@@ -240,6 +242,7 @@ impl Event {
             Event::AgentConfig(_) => EventType::AgentConfig,
             Event::Compaction(_) => EventType::Compaction,
             Event::SessionResource(_) => EventType::SessionResource,
+            Event::ServerToolRequests(_) => EventType::ServerToolRequests,
         }
     }
 
@@ -297,7 +300,7 @@ impl Event {
             | Event::ToolStarted(_)
             | Event::AgentConfig(_)
             | Event::Compaction(_) => None,
-            Event::SessionResource(_) => None,
+            Event::SessionResource(_) | Event::ServerToolRequests(_) => None,
         }
     }
 }
@@ -366,6 +369,7 @@ event_from_payload!(
     AgentConfig,
     Compaction,
     SessionResource,
+    ServerToolRequests,
 );
 
 #[cfg(test)]

@@ -15,15 +15,16 @@ use crate::event::{
     AttachedResource, AutoPermission, Budget, CacheCreationUsage, Compaction, ConfirmationResult, ContentBlock,
     DocumentSource, EvaluatedPermission, Event, FileChange, ForkOrigin, ImageSource, Millis, ModelRequest,
     ModelResponse, ModelUsage, Money, OutcomeEvaluationResult, RepositoryCheckout, ResourceChange, RetryStatus, Rubric,
-    SearchResultCitations, SearchResultContent, ServerToolUsage, SessionDeleted, SessionError, SessionErrorDetail,
-    SessionResource, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionStatusTerminated,
-    SessionThreadCreated, SessionThreadStatusIdle, SessionThreadStatusRescheduled, SessionThreadStatusRunning,
-    SessionThreadStatusTerminated, SessionUpdated, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart,
-    SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart, Speed, StopDetails, StopReason,
-    SystemMessage, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, UserCustomToolResult, UserDefineOutcome,
-    UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult, WorkflowRunCreated, WorkflowRunError,
-    WorkflowRunErrorDetail, WorkflowRunPhase, WorkflowRunPhaseEnded, WorkflowRunPhaseStarted, WorkflowRunResult,
-    WorkflowRunStatusEnded, WorkflowRunStatusIdle, WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
+    SearchResultCitations, SearchResultContent, ServerToolRequests, ServerToolUsage, SessionDeleted, SessionError,
+    SessionErrorDetail, SessionResource, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning,
+    SessionStatusTerminated, SessionThreadCreated, SessionThreadStatusIdle, SessionThreadStatusRescheduled,
+    SessionThreadStatusRunning, SessionThreadStatusTerminated, SessionUpdated, SessionUsage, SpanModelRequestEnd,
+    SpanModelRequestStart, SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart, Speed,
+    StopDetails, StopReason, SystemMessage, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
+    UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult,
+    WorkflowRunCreated, WorkflowRunError, WorkflowRunErrorDetail, WorkflowRunPhase, WorkflowRunPhaseEnded,
+    WorkflowRunPhaseStarted, WorkflowRunResult, WorkflowRunStatusEnded, WorkflowRunStatusIdle,
+    WorkflowRunStatusRunning, WorkspaceChange, WorkspaceDelta,
 };
 use crate::id::{EventId, OutcomeId, SessionId, SessionResourceId, ThreadId, WorkflowRunId};
 use crate::json::Json;
@@ -327,6 +328,11 @@ pub fn sample_events() -> Vec<Event> {
                     checkout: Some(RepositoryCheckout::Branch { name: "fix-dates".to_owned() }),
                 },
             },
+        }),
+        Event::ServerToolRequests(ServerToolRequests {
+            model_request_start_id: request_start,
+            web_search_requests: 3,
+            web_fetch_requests: 1,
         }),
     ]
 }

@@ -342,6 +342,28 @@ impl SessionErrorDetail {
             | SessionErrorDetail::CompactionLimitReachedError { .. } => false,
         }
     }
+
+    /// Whether this error is about connecting to an MCP server (the session
+    /// continues without its tools), not a decision of the agent loop.
+    pub fn is_mcp_error(&self) -> bool {
+        match self {
+            SessionErrorDetail::McpConnectionFailedError { .. }
+            | SessionErrorDetail::McpAuthenticationFailedError { .. } => true,
+            SessionErrorDetail::UnknownError { .. }
+            | SessionErrorDetail::ModelOverloadedError { .. }
+            | SessionErrorDetail::ModelRateLimitedError { .. }
+            | SessionErrorDetail::ModelRequestFailedError { .. }
+            | SessionErrorDetail::BillingError { .. }
+            | SessionErrorDetail::CredentialHostUnreachableError { .. }
+            | SessionErrorDetail::ToolUseLimitReachedError { .. }
+            | SessionErrorDetail::CompactionLimitReachedError { .. }
+            | SessionErrorDetail::RepositoryAuthenticationError { .. }
+            | SessionErrorDetail::RepositoryForbiddenError { .. }
+            | SessionErrorDetail::RepositoryNotFoundError { .. }
+            | SessionErrorDetail::RepositoryCheckoutError { .. }
+            | SessionErrorDetail::RepositoryCloneError { .. } => false,
+        }
+    }
 }
 
 impl Millis {

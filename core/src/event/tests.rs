@@ -156,7 +156,8 @@ fn public_and_input_classification() {
             EventType::ToolStarted,
             EventType::AgentConfig,
             EventType::Compaction,
-            EventType::SessionResource
+            EventType::SessionResource,
+            EventType::ServerToolRequests
         ]
     );
     for &event_type in EventType::ALL {

@@ -73,6 +73,11 @@ pub struct UsageView {
     pub active_seconds: f64,
     /// List cost in cents, when the model is priced.
     pub list_cost_cents: Option<u64>,
+    /// Server tool uses the model provider billed.
+    #[serde(default)]
+    pub web_search_requests: u64,
+    #[serde(default)]
+    pub web_fetch_requests: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +148,10 @@ impl StoredSession {
             "output_tokens": usage.output_tokens,
             "cache_read_input_tokens": usage.cache_read_input_tokens,
             "cache_creation": {"ephemeral_5m_input_tokens": usage.cache_creation_input_tokens},
+            "server_tool_use": {
+                "web_search_requests": usage.web_search_requests,
+                "web_fetch_requests": usage.web_fetch_requests,
+            },
             "active_seconds": usage.active_seconds,
         });
         if let (Some(cents), Some(obj)) = (usage.list_cost_cents, out.as_object_mut()) {
@@ -276,6 +285,7 @@ pub async fn create(
                     .with_code("environment_archived"));
             }
             let (agent, from_agent_ref) = resolve_agent(store, &tenant, agent_ref)?;
+            crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
             let self_hosted = matches!(env.config, EnvConfig::SelfHosted {});
             let mut session = StoredSession {
                 id,
@@ -747,6 +757,8 @@ pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<S
                     .unwrap_or(0),
                 active_seconds: snapshot.active_seconds.map_or(0.0, |ms| ms.0 as f64 / 1000.0),
                 list_cost_cents: snapshot.list_cost.and_then(|cost| cost.amount.parse().ok()),
+                web_search_requests: snapshot.server_tool_use.as_ref().and_then(|s| s.web_search_requests).unwrap_or(0),
+                web_fetch_requests: snapshot.server_tool_use.as_ref().and_then(|s| s.web_fetch_requests).unwrap_or(0),
             };
         }
     }

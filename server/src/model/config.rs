@@ -7,10 +7,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::request::{CompactionSettings, RequestOptions};
+use super::request::{CompactionSettings, RequestOptions, WebTools};
 
 /// The endpoint used when `ANTHROPIC_BASE_URL` is not set.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The host of Anthropic's API: the only backend with Anthropic's server
+/// tools, so the default of `LOGBOOK_WEB_TOOLS` is `server` for it and
+/// `client` for any other.
+pub const ANTHROPIC_API_HOST: &str = "api.anthropic.com";
 /// The `anthropic-version` header every request carries.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Time allowed to establish a connection (TCP and TLS).
@@ -53,13 +57,17 @@ pub struct ModelConfig {
     pub max_tokens: u32,
     /// When the runner compacts a session's context (`None`: never).
     pub compaction: Option<CompactionSettings>,
+    /// Who runs web_search and web_fetch (`LOGBOOK_WEB_TOOLS`).
+    pub web_tools: WebTools,
 }
 
 impl ModelConfig {
     /// A config for `base_url` with every other setting at its default and no key.
     pub fn new(base_url: impl Into<String>) -> ModelConfig {
+        let base_url = base_url.into();
         ModelConfig {
-            base_url: base_url.into(),
+            web_tools: default_web_tools(&base_url),
+            base_url,
             api_key: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -75,15 +83,17 @@ impl ModelConfig {
     }
 
     /// Reads `ANTHROPIC_BASE_URL` (default [`DEFAULT_BASE_URL`]),
-    /// `ANTHROPIC_API_KEY`, `ANTHROPIC_BETA` and the compaction settings
+    /// `ANTHROPIC_API_KEY`, `ANTHROPIC_BETA`, the compaction settings
     /// (`LOGBOOK_CONTEXT_WINDOW`, `LOGBOOK_COMPACTION_PERCENT`,
-    /// `LOGBOOK_COMPACTION_KEEP_PERCENT`). Empty values count as unset.
-    pub fn from_env() -> ModelConfig {
+    /// `LOGBOOK_COMPACTION_KEEP_PERCENT`) and `LOGBOOK_WEB_TOOLS` (`server` or
+    /// `client`; default `server` for Anthropic's API, else `client`). Empty
+    /// values count as unset.
+    pub fn from_env() -> Result<ModelConfig, ConfigError> {
         ModelConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// [`ModelConfig::from_env`] over any variable lookup, for tests.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ModelConfig {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ModelConfig, ConfigError> {
         let var = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let mut config = ModelConfig::new(var("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()));
         config.api_key = var("ANTHROPIC_API_KEY");
@@ -96,19 +106,40 @@ impl ModelConfig {
         let keep = number("LOGBOOK_COMPACTION_KEEP_PERCENT", DEFAULT_COMPACTION_KEEP_PERCENT).min(trigger);
         config.compaction =
             (trigger > 0 && window > 0).then(|| CompactionSettings::from_percent(window, trigger, keep));
-        config
+        if let Some(web_tools) = var("LOGBOOK_WEB_TOOLS") {
+            config.web_tools = WebTools::parse(&web_tools).ok_or(ConfigError::WebTools { value: web_tools })?;
+        }
+        Ok(config)
     }
 
     /// The request options matching this config (its `max_tokens` and
     /// compaction settings).
     pub fn request_options(&self) -> RequestOptions {
-        RequestOptions { max_tokens: self.max_tokens, compaction: self.compaction, ..RequestOptions::default() }
+        RequestOptions {
+            max_tokens: self.max_tokens,
+            compaction: self.compaction,
+            web_tools: self.web_tools,
+            ..RequestOptions::default()
+        }
     }
 
     /// `{base_url}/v1/messages`, without doubling a trailing slash.
     pub fn messages_url(&self) -> String {
         format!("{}/v1/messages", self.base_url.trim_end_matches('/'))
     }
+}
+
+/// A setting of the environment that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("LOGBOOK_WEB_TOOLS={value}: must be `server` (Anthropic's server tools) or `client` (run by Logbook)")]
+    WebTools { value: String },
+}
+
+/// `server` when `base_url` is Anthropic's API, else `client`.
+fn default_web_tools(base_url: &str) -> WebTools {
+    let host = url::Url::parse(base_url).ok().and_then(|url| url.host_str().map(str::to_ascii_lowercase));
+    if host.as_deref() == Some(ANTHROPIC_API_HOST) { WebTools::Server } else { WebTools::Client }
 }
 
 impl Default for ModelConfig {
@@ -128,6 +159,7 @@ impl fmt::Debug for ModelConfig {
             .field("betas", &self.betas)
             .field("max_tokens", &self.max_tokens)
             .field("compaction", &self.compaction)
+            .field("web_tools", &self.web_tools)
             .finish()
     }
 }

@@ -17,7 +17,7 @@
 //! # async fn example() -> Result<(), logbook_server::model::ModelError> {
 //! use logbook_server::model::{AgentView, ModelClient, ModelConfig, StreamEvent, build_request};
 //!
-//! let config = ModelConfig::from_env();
+//! let Ok(config) = ModelConfig::from_env() else { return Ok(()) };
 //! let client = ModelClient::new(config.clone())?;
 //! let agent = AgentView { model: "claude-sonnet-4-6".into(), ..AgentView::default() };
 //! let conversation = [serde_json::json!({"role": "user", "content": "Hello"})];
@@ -43,9 +43,12 @@ mod stream;
 
 pub use client::{MAX_ERROR_BODY_BYTES, ModelClient};
 pub use config::{
-    ANTHROPIC_VERSION, DEFAULT_BASE_URL, DEFAULT_COMPACTION_KEEP_PERCENT, DEFAULT_COMPACTION_PERCENT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONTEXT_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TOKENS, ModelConfig,
+    ANTHROPIC_API_HOST, ANTHROPIC_VERSION, ConfigError, DEFAULT_BASE_URL, DEFAULT_COMPACTION_KEEP_PERCENT,
+    DEFAULT_COMPACTION_PERCENT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONTEXT_WINDOW, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_TOKENS, ModelConfig,
 };
 pub use error::{MAX_ERROR_MESSAGE_BYTES, MAX_RETRY_AFTER, ModelError};
-pub use request::{AgentView, CompactionSettings, RequestOptions, Thinking, build_request, tool_definitions};
+pub use request::{
+    AgentView, CompactionSettings, McpToolName, RequestOptions, Thinking, WebTools, build_request, tool_definitions,
+};
 pub use stream::{MAX_CONTENT_BLOCKS, MAX_SSE_EVENT_BYTES, MAX_STREAM_BYTES, ModelResponse, StreamEvent, Usage};

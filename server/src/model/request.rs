@@ -6,9 +6,15 @@
 //! the agent configuration leaves open:
 //!
 //! - **Tools.** The built-in toolset's enabled tools become client tools with
-//!   input schemas (bash, read, write, edit, glob, grep) or Anthropic server
-//!   tools (`web_search_20250305`, `web_fetch_20250910`, with their domain
-//!   filters and location passed through); custom tools are sent as
+//!   input schemas (bash, read, write, edit, glob, grep). `web_search` and
+//!   `web_fetch` depend on [`RequestOptions::web_tools`]: with
+//!   [`WebTools::Server`] (the backend is Anthropic's API) they are Anthropic
+//!   server tools (`web_search_20250305`, `web_fetch_20250910`, with their
+//!   domain filters and location passed through) that the provider runs,
+//!   except one whose permission policy is `always_ask`, which is sent as a
+//!   client tool so that the call can wait for a confirmation; with
+//!   [`WebTools::Client`] (any other backend) both are client tools with
+//!   inputs `{query}` and `{url}`, run by Logbook. Custom tools are sent as
 //!   `{name, description, input_schema}`. MCP toolsets are not sent: the
 //!   runner passes their definitions in [`RequestOptions::extra_tools`] once it
 //!   has listed them. A disabled tool is never sent. The order is fixed
@@ -72,6 +78,53 @@ pub struct RequestOptions {
     pub extra_tools: Vec<Value>,
     /// When the runner compacts the context; `None` never.
     pub compaction: Option<CompactionSettings>,
+    /// Who runs `web_search` and `web_fetch`.
+    pub web_tools: WebTools,
+    /// The MCP server and tool each MCP tool name in `extra_tools` stands for
+    /// (not sent: the runner maps the model's calls back with it).
+    pub mcp_tools: Vec<McpToolName>,
+}
+
+/// The model's name of an MCP tool, and whose tool it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpToolName {
+    /// The name in the tool definition (`mcp__server__tool`, made unique).
+    pub name: String,
+    /// The `mcp_servers[].name` of the agent.
+    pub server: String,
+    /// The tool's name on that server.
+    pub tool: String,
+}
+
+/// Who runs the built-in web tools (`LOGBOOK_WEB_TOOLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebTools {
+    /// The model provider, as Anthropic server tools (only Anthropic's API
+    /// has them). Settings recorded before this option existed mean this.
+    #[default]
+    Server,
+    /// Logbook, as ordinary client tools (`crate::tools::run`): for any other
+    /// Anthropic-compatible backend.
+    Client,
+}
+
+impl WebTools {
+    /// The recorded name: `server` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebTools::Server => "server",
+            WebTools::Client => "client",
+        }
+    }
+
+    /// From a recorded or configured name.
+    pub fn parse(name: &str) -> Option<WebTools> {
+        match name {
+            "server" => Some(WebTools::Server),
+            "client" => Some(WebTools::Client),
+            _ => None,
+        }
+    }
 }
 
 /// When the context is compacted, in estimated tokens.
@@ -104,6 +157,8 @@ impl Default for RequestOptions {
             extra_system: Vec::new(),
             extra_tools: Vec::new(),
             compaction: None,
+            web_tools: WebTools::default(),
+            mcp_tools: Vec::new(),
         }
     }
 }
@@ -124,7 +179,7 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
     request.insert("model".to_owned(), json!(agent.model));
     request.insert("max_tokens".to_owned(), json!(options.max_tokens));
 
-    let mut tools = tool_definitions(&agent.tools);
+    let mut tools = tool_definitions(&agent.tools, options.web_tools);
     tools.extend(options.extra_tools.iter().cloned());
     for tool in &mut tools {
         if let Value::Object(tool) = tool {
@@ -169,12 +224,12 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
 
 /// The Messages API tool definitions for an agent's tool entries (built-in
 /// toolset and custom tools; MCP toolsets and unknown entries are skipped).
-pub fn tool_definitions(entries: &[Value]) -> Vec<Value> {
+pub fn tool_definitions(entries: &[Value], web_tools: WebTools) -> Vec<Value> {
     let mut builtin = Vec::new();
     let mut custom = Vec::new();
     for entry in entries {
         match entry.get("type").and_then(Value::as_str) {
-            Some(AGENT_TOOLSET_TYPE) => builtin.extend(builtin_definitions(entry)),
+            Some(AGENT_TOOLSET_TYPE) => builtin.extend(builtin_definitions(entry, web_tools)),
             Some("custom") => custom.extend(custom_definition(entry)),
             // MCP tools come from the server's own listing, through
             // `RequestOptions::extra_tools`; anything else is not a tool we send.
@@ -190,16 +245,22 @@ fn ephemeral() -> Value {
 }
 
 /// The enabled built-in tools of one `agent_toolset_20260401` entry.
-fn builtin_definitions(toolset: &Value) -> Vec<Value> {
+fn builtin_definitions(toolset: &Value, web_tools: WebTools) -> Vec<Value> {
+    let default_config = toolset.get("default_config");
     let default_enabled =
-        toolset.get("default_config").and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(true);
+        default_config.and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(true);
+    let default_policy = default_config.and_then(|config| config.pointer("/permission_policy/type"));
     let configs = toolset.get("configs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let mut definitions = Vec::new();
     for name in BUILTIN_TOOL_ORDER {
         let config = configs.iter().find(|config| config.get("name").and_then(Value::as_str) == Some(name));
         let enabled =
             config.and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(default_enabled);
-        if enabled && let Some(definition) = builtin_definition(name, config) {
+        let policy = config.and_then(|config| config.pointer("/permission_policy/type")).or(default_policy);
+        // A provider's server tool runs without asking anyone.
+        let asks = policy.and_then(Value::as_str) == Some("always_ask");
+        let web_tools = if asks { WebTools::Client } else { web_tools };
+        if enabled && let Some(definition) = builtin_definition(name, config, web_tools) {
             definitions.push(definition);
         }
     }
@@ -207,16 +268,22 @@ fn builtin_definitions(toolset: &Value) -> Vec<Value> {
 }
 
 /// The definition of one built-in tool, with its config's extras applied.
-fn builtin_definition(name: &str, config: Option<&Value>) -> Option<Value> {
-    let (description, schema) = match name {
-        "bash" => (BASH_DESCRIPTION, bash_schema()),
-        "read" => (READ_DESCRIPTION, read_schema()),
-        "write" => (WRITE_DESCRIPTION, write_schema()),
-        "edit" => (EDIT_DESCRIPTION, edit_schema()),
-        "glob" => (GLOB_DESCRIPTION, glob_schema()),
-        "grep" => (GREP_DESCRIPTION, grep_schema()),
-        "web_search" => return Some(server_tool(WEB_SEARCH_TOOL_TYPE, name, config, &WEB_SEARCH_EXTRAS)),
-        "web_fetch" => return Some(server_tool(WEB_FETCH_TOOL_TYPE, name, config, &WEB_FETCH_EXTRAS)),
+fn builtin_definition(name: &str, config: Option<&Value>, web_tools: WebTools) -> Option<Value> {
+    let (description, schema) = match (name, web_tools) {
+        ("bash", _) => (BASH_DESCRIPTION, bash_schema()),
+        ("read", _) => (READ_DESCRIPTION, read_schema()),
+        ("write", _) => (WRITE_DESCRIPTION, write_schema()),
+        ("edit", _) => (EDIT_DESCRIPTION, edit_schema()),
+        ("glob", _) => (GLOB_DESCRIPTION, glob_schema()),
+        ("grep", _) => (GREP_DESCRIPTION, grep_schema()),
+        ("web_search", WebTools::Server) => {
+            return Some(server_tool(WEB_SEARCH_TOOL_TYPE, name, config, &WEB_SEARCH_EXTRAS));
+        }
+        ("web_fetch", WebTools::Server) => {
+            return Some(server_tool(WEB_FETCH_TOOL_TYPE, name, config, &WEB_FETCH_EXTRAS));
+        }
+        ("web_search", WebTools::Client) => (WEB_SEARCH_DESCRIPTION, web_search_schema()),
+        ("web_fetch", WebTools::Client) => (WEB_FETCH_DESCRIPTION, web_fetch_schema()),
         _ => return None,
     };
     Some(json!({"name": name, "description": description, "input_schema": schema}))
@@ -366,6 +433,34 @@ const GREP_DESCRIPTION: &str = "Search file contents with a regular expression (
 Searches the working directory, or path (a directory or one file) when given, skipping binary \
 files and .git. Returns matching lines as `path:line:text`; long output is truncated, so narrow \
 the pattern or the path when there are many matches.";
+
+const WEB_SEARCH_DESCRIPTION: &str = "Search the web. Returns result titles, URLs and snippets for the \
+query; fetch a result with web_fetch to read it. Some domains may be excluded by the agent's \
+configuration.";
+
+const WEB_FETCH_DESCRIPTION: &str = "Fetch a web page or PDF by URL and return its readable content \
+(HTML as text, PDFs as documents). Only http and https URLs of public hosts; the agent's \
+configuration may allow or block domains.";
+
+fn web_search_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "What to search for."}
+        },
+        "required": ["query"]
+    })
+}
+
+fn web_fetch_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "description": "The http or https URL to fetch."}
+        },
+        "required": ["url"]
+    })
+}
 
 fn bash_schema() -> Value {
     json!({

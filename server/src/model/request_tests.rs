@@ -100,8 +100,8 @@ fn representative_agent_gives_the_exact_request() {
             {"name": "grep", "description": GREP_DESCRIPTION, "input_schema": grep_schema()},
             {"type": "web_fetch_20250910", "name": "web_fetch", "blocked_domains": ["example.com"],
                 "max_content_tokens": 5000},
-            {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["docs.rs"],
-                "user_location": {"type": "approximate", "city": "Berlin", "country": "DE"}},
+            // Asks before every call, so Logbook runs it (the provider would not ask).
+            {"name": "web_search", "description": WEB_SEARCH_DESCRIPTION, "input_schema": web_search_schema()},
             {"name": "get_weather", "description": "Weather for a city",
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
                 "cache_control": {"type": "ephemeral"}}
@@ -294,4 +294,53 @@ fn unknown_and_malformed_tool_entries_are_skipped() {
         ..AgentView::default()
     };
     assert_eq!(build_request(&agent, &[], &RequestOptions::default()).get("tools"), None);
+}
+
+#[test]
+fn web_tools_are_server_tools_only_when_the_provider_runs_them() {
+    // Goal: with an Anthropic backend web tools are the provider's server
+    // tools (their domain settings passed through), except one that must ask
+    // first; with any other backend both are client tools Logbook runs.
+    let toolset = |policy: &str| {
+        json!({"type": "agent_toolset_20260401",
+        "default_config": {"enabled": false, "permission_policy": {"type": "always_allow"}},
+        "configs": [
+            {"name": "web_fetch", "type": "web_fetch", "enabled": true, "permission_policy": {"type": policy},
+                "allowed_domains": ["docs.rs"]},
+            {"name": "web_search", "type": "web_search", "enabled": true,
+                "permission_policy": {"type": "always_allow"}, "blocked_domains": ["example.com"]}
+        ]})
+    };
+    let agent = |policy: &str| AgentView { model: "m".into(), tools: vec![toolset(policy)], ..AgentView::default() };
+    let server = RequestOptions { web_tools: WebTools::Server, ..RequestOptions::default() };
+    let client = RequestOptions { web_tools: WebTools::Client, ..RequestOptions::default() };
+
+    let request = build_request(&agent("always_allow"), &[], &server);
+    assert_eq!(
+        request["tools"],
+        json!([
+            {"type": "web_fetch_20250910", "name": "web_fetch", "allowed_domains": ["docs.rs"]},
+            {"type": "web_search_20250305", "name": "web_search", "blocked_domains": ["example.com"],
+                "cache_control": {"type": "ephemeral"}}
+        ])
+    );
+    let request = build_request(&agent("always_ask"), &[], &server);
+    assert_eq!(
+        request["tools"][0],
+        json!({"name": "web_fetch", "description": WEB_FETCH_DESCRIPTION,
+        "input_schema": web_fetch_schema()})
+    );
+    assert_eq!(request["tools"][1]["type"], "web_search_20250305");
+
+    let request = build_request(&agent("auto"), &[], &client);
+    assert_eq!(
+        request["tools"],
+        json!([
+            {"name": "web_fetch", "description": WEB_FETCH_DESCRIPTION, "input_schema": web_fetch_schema()},
+            {"name": "web_search", "description": WEB_SEARCH_DESCRIPTION, "input_schema": web_search_schema(),
+                "cache_control": {"type": "ephemeral"}}
+        ])
+    );
+    assert_eq!(web_search_schema()["required"], json!(["query"]));
+    assert_eq!(web_fetch_schema()["required"], json!(["url"]));
 }

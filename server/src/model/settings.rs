@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use logbook_replay::state::AgentSettings;
 
-use super::request::{AgentView, CompactionSettings, RequestOptions, Thinking, build_request};
+use super::request::{AgentView, CompactionSettings, McpToolName, RequestOptions, Thinking, WebTools, build_request};
 
 /// The options as recorded: every field of [`RequestOptions`].
 pub fn options_json(options: &RequestOptions) -> Value {
@@ -33,6 +33,12 @@ pub fn options_json(options: &RequestOptions) -> Value {
         "extra_system": options.extra_system,
         "extra_tools": options.extra_tools,
         "compaction": compaction,
+        "web_tools": options.web_tools.as_str(),
+        "mcp_tools": options
+            .mcp_tools
+            .iter()
+            .map(|t| json!({"name": t.name, "server": t.server, "tool": t.tool}))
+            .collect::<Vec<Value>>(),
     })
 }
 
@@ -66,6 +72,18 @@ pub fn options_from(value: &Value) -> RequestOptions {
         extra_system: strings("extra_system"),
         extra_tools: value.get("extra_tools").and_then(Value::as_array).cloned().unwrap_or_default(),
         compaction,
+        // Settings recorded before the option existed sent server tools.
+        web_tools: value.get("web_tools").and_then(Value::as_str).and_then(WebTools::parse).unwrap_or_default(),
+        mcp_tools: value
+            .get("mcp_tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let field = |name: &str| t.get(name).and_then(Value::as_str).map(str::to_owned);
+                Some(McpToolName { name: field("name")?, server: field("server")?, tool: field("tool")? })
+            })
+            .collect(),
     }
 }
 
@@ -96,6 +114,8 @@ mod tests {
             extra_system: vec!["env note".into()],
             extra_tools: vec![json!({"name": "mcp__x__y", "input_schema": {"type": "object"}})],
             compaction: Some(CompactionSettings::from_percent(1000, 80, 20)),
+            web_tools: WebTools::Client,
+            mcp_tools: vec![McpToolName { name: "mcp__x__y".into(), server: "x".into(), tool: "y".into() }],
         };
         assert_eq!(options_from(&options_json(&options)), options);
         assert_eq!(options_from(&options_json(&RequestOptions::default())), RequestOptions::default());

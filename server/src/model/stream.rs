@@ -75,7 +75,8 @@ pub struct ModelResponse {
     pub request_id: Option<String>,
 }
 
-/// Token counts of one response. `message_start` gives the input side and a
+/// Token counts of one response, and the server tool uses it billed
+/// (`usage.server_tool_use`). `message_start` gives the input side and a
 /// provisional output count; each `message_delta` carries cumulative counts
 /// that replace the ones it names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +85,10 @@ pub struct Usage {
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    #[serde(default)]
+    pub web_search_requests: u64,
+    #[serde(default)]
+    pub web_fetch_requests: u64,
 }
 
 impl Usage {
@@ -102,6 +107,13 @@ impl Usage {
         }
         if let Some(n) = count("cache_read_input_tokens") {
             self.cache_read_input_tokens = n;
+        }
+        let server_tool = |name: &str| usage.get("server_tool_use").and_then(|s| s.get(name)).and_then(Value::as_u64);
+        if let Some(n) = server_tool("web_search_requests") {
+            self.web_search_requests = n;
+        }
+        if let Some(n) = server_tool("web_fetch_requests") {
+            self.web_fetch_requests = n;
         }
     }
 }

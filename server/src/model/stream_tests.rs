@@ -53,6 +53,7 @@ fn expected_text_response() -> ModelResponse {
             output_tokens: 15,
             cache_creation_input_tokens: 7,
             cache_read_input_tokens: 100,
+            ..Usage::default()
         },
         request_id: None,
     }
@@ -296,7 +297,14 @@ async fn usage_from_message_delta_replaces_only_what_it_names() {
     let usage = read_str(&everything).await.expect("a complete message").usage;
     assert_eq!(
         usage,
-        Usage { input_tokens: 12, output_tokens: 5, cache_creation_input_tokens: 3, cache_read_input_tokens: 4 }
+        Usage {
+            input_tokens: 12,
+            output_tokens: 5,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: 4,
+            web_search_requests: 1,
+            web_fetch_requests: 0
+        }
     );
 }
 

@@ -11,9 +11,12 @@
 //! what was in flight into explicit results. In a self-hosted session the
 //! machine never asks to run a built-in call: the task makes sure the session
 //! has a work item in its environment's queue and waits for the worker's
-//! `user.tool_result`s like any client input.
+//! `user.tool_result`s like any client input. MCP calls always run here,
+//! through the session's connections in `crate::mcp`, which the task
+//! prepares when a turn starts.
 
 pub mod pricing;
+pub mod server_tools;
 mod step;
 pub mod tools;
 
@@ -44,6 +47,8 @@ pub struct RunnerConfig {
     pub model: Option<ModelClient>,
     pub request_options: RequestOptions,
     pub tools: Arc<dyn ToolExecutor>,
+    /// Sessions' connections to their agents' MCP servers.
+    pub mcp: Arc<crate::mcp::McpHub>,
     pub policy: Policy,
     /// Retry backoff base (tests use a small one).
     pub retry_base: Duration,
@@ -129,11 +134,13 @@ impl RunnerHandle {
     /// The session ended (archived or deleted): its sandbox is released.
     pub fn end_session(&self, session: SessionId) {
         self.inner.config.tools.end_session(session);
+        self.inner.config.mcp.end_session(session);
     }
 
-    /// Stops every sandbox (server shutdown).
+    /// Stops every sandbox and closes every MCP connection (server shutdown).
     pub async fn shutdown_tools(&self) {
         self.inner.config.tools.shutdown().await;
+        self.inner.config.mcp.close_all();
     }
 
     pub(crate) fn config(&self) -> &RunnerConfig {

@@ -1,7 +1,10 @@
 //! List prices, for a session's `list_cost` and budgets.
 //!
 //! Dollars per million tokens by model family (input, output; cache writes at
-//! 1.25x input, cache reads at 0.1x input), plus $0.08 per hour a session runs.
+//! 1.25x input, cache reads at 0.1x input), plus $10 per 1,000 web searches the
+//! provider ran (its `usage.server_tool_use`; web fetches are free, and
+//! searches Logbook runs through its own provider are not billed here), plus
+//! $0.08 per hour a session runs.
 //! A model this table does not know has no price: its sessions report no
 //! `list_cost` and cannot be budgeted. Amounts are in cents (the API's minor
 //! units, as decimal strings on the wire).
@@ -10,6 +13,8 @@ use logbook_replay::Totals;
 
 /// Dollars per running hour.
 pub const RUNTIME_DOLLARS_PER_HOUR: f64 = 0.08;
+/// Dollars per web search the provider ran ($10 per 1,000).
+pub const WEB_SEARCH_DOLLARS: f64 = 10.0 / 1_000.0;
 
 /// (model id prefix, input $/MTok, output $/MTok), most specific first.
 const PRICES: &[(&str, f64, f64)] = &[
@@ -31,6 +36,7 @@ pub fn list_cost_cents(model: &str, totals: &Totals) -> Option<u64> {
         + totals.output_tokens as f64 * per_token(*output)
         + totals.cache_creation_input_tokens as f64 * per_token(*input) * 1.25
         + totals.cache_read_input_tokens as f64 * per_token(*input) * 0.1
+        + totals.web_search_requests as f64 * WEB_SEARCH_DOLLARS
         + totals.active_micros as f64 / 3.6e9 * RUNTIME_DOLLARS_PER_HOUR;
     Some((dollars * 100.0).ceil() as u64)
 }
@@ -50,5 +56,12 @@ mod tests {
         // $3 + $1.50 + $0.08 = $4.58
         assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(458));
         assert_eq!(list_cost_cents("some-local-model", &totals), None);
+    }
+
+    #[test]
+    fn web_searches_cost_ten_dollars_a_thousand() {
+        let totals = Totals { web_search_requests: 150, web_fetch_requests: 40, ..Totals::default() };
+        // 150 searches = $1.50; fetches are free.
+        assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(150));
     }
 }

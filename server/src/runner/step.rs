@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logbook_core::event::{
-    AgentCustomToolUse, AgentMessage, AgentThinking, AgentToolResult, AgentToolUse, AutoPermission, CacheCreationUsage,
-    ContentBlock, EvaluatedPermission, Event, ModelRequest, ModelResponse, ModelUsage, RetryStatus, SessionError,
-    SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionUsage,
-    SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
-    WorkspaceDelta,
+    AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking, AgentToolResult,
+    AgentToolUse, AutoPermission, CacheCreationUsage, ContentBlock, EvaluatedPermission, Event, ModelRequest,
+    ModelResponse, ModelUsage, RetryStatus, ServerToolRequests, ServerToolUsage, SessionError, SessionErrorDetail,
+    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionUsage, SpanModelRequestEnd,
+    SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
 use logbook_replay::state::AgentSettings;
@@ -28,6 +28,7 @@ use logbook_replay::{Command, FailReason, Policy, SessionState, Status as Machin
 use logbook_store::{Append, AppendError, Read};
 use serde_json::Value;
 
+use super::server_tools;
 use super::tools::{ToolCall, ToolExecutor};
 use super::{RunnerHandle, TaskSignals, ToolOutcome};
 use crate::api::environments::{self, Environment};
@@ -35,7 +36,7 @@ use crate::api::error::ApiError;
 use crate::api::sessions::{self, Status, StoredSession};
 use crate::api::tools::{PolicyKind, Tool};
 use crate::model::settings::{agent_view, options_from};
-use crate::model::{ModelError, StreamEvent, Thinking, build_request};
+use crate::model::{McpToolName, ModelError, StreamEvent, Thinking, build_request};
 use crate::previews::{Preview, PreviewKind};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -116,12 +117,17 @@ impl Task {
             {
                 self.ensure_work().await?;
             }
-            match command {
+            match command.clone() {
                 Command::Wait => return Ok(()),
                 Command::StartTurn | Command::Resume => {
                     self.append(vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))]).await?;
                     self.set_status(Status::Running).await;
                     crate::resources::before_turn(&self.state, self.tenant, self.session).await;
+                    // Idle to running: connect what is not connected yet (a
+                    // failed server is tried again here, as hosted).
+                    if command == Command::StartTurn {
+                        self.prepare_mcp().await?;
+                    }
                 }
                 Command::CallModel { attempt } => self.call_model(attempt).await?,
                 Command::GiveUp => {
@@ -140,7 +146,7 @@ impl Task {
                                 Some(message) => format!("The user denied this tool call: {message}"),
                                 None => "This tool call was denied by the permission policy.".to_owned(),
                             };
-                            (None, tool_result(id, ToolOutcome::error(text)))
+                            (None, self.answer(id, ToolOutcome::error(text)))
                         })
                         .collect();
                     self.append(events).await?;
@@ -153,7 +159,7 @@ impl Task {
                         FailReason::Interrupted => "Tool execution was interrupted before completion. Please retry.",
                         FailReason::Superseded => "The user sent a new message instead of answering this tool call.",
                     };
-                    let events = ids.into_iter().map(|id| (None, tool_result(id, ToolOutcome::error(text)))).collect();
+                    let events = ids.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
                     self.append(events).await?;
                 }
                 Command::AwaitClient(ids) => {
@@ -164,7 +170,7 @@ impl Task {
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
                     let results =
-                        open.into_iter().map(|id| (None, tool_result(id, ToolOutcome::error(text)))).collect();
+                        open.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
                     self.idle(StopReason::EndTurn, results).await?;
                 }
             }
@@ -334,6 +340,8 @@ impl Task {
             cache_creation_input_tokens: totals.cache_creation_input_tokens,
             active_seconds: totals.active_micros as f64 / 1e6,
             list_cost_cents: cents,
+            web_search_requests: totals.web_search_requests,
+            web_fetch_requests: totals.web_fetch_requests,
         };
         let (tenant, id) = (self.tenant, self.session);
         if let Err(err) = self.state.blocking(move |store| sessions::set_usage(store, &tenant, id, view)).await {
@@ -360,7 +368,15 @@ impl Task {
     /// to record first when they differ from the last recorded ones.
     fn settings(&self, session: &StoredSession) -> (AgentSettings, Option<Event>) {
         let agent = serde_json::to_value(&session.agent).unwrap_or(Value::Null);
-        let options = crate::model::settings::options_json(&self.handle.config().request_options);
+        let mut request_options = self.handle.config().request_options.clone();
+        let listed = self.handle.config().mcp.tools(self.session, &session.agent.mcp_servers);
+        let offered = crate::mcp::tools::offer(
+            &session.agent.tools,
+            listed.iter().map(|server| (server.server.as_str(), server.tools.as_slice())),
+        );
+        request_options.extra_tools.extend(offered.definitions);
+        request_options.mcp_tools.extend(offered.names);
+        let options = crate::model::settings::options_json(&request_options);
         let settings = AgentSettings { agent, options };
         if self.projection.agent.as_ref() == Some(&settings) {
             return (settings, None);
@@ -377,7 +393,12 @@ impl Task {
         if self.budget_reached(&session) {
             return self.idle(StopReason::BudgetReached, Vec::new()).await;
         }
+        // After a restart (or an eviction) mid-turn the connections are gone.
+        if !session.agent.mcp_servers.is_empty() && !self.handle.config().mcp.is_prepared(self.session) {
+            self.prepare_mcp().await?;
+        }
         let (settings, record) = self.settings(&session);
+        let mcp_names = options_from(&settings.options).mcp_tools;
         // Built from the recorded settings and the projected context: exactly
         // what the state endpoint shows for this point of the log.
         let request = crate::model::settings::request_from(&settings, &self.projection.context.messages_json());
@@ -411,7 +432,12 @@ impl Task {
                         "thinking" | "redacted_thinking" => Some(PreviewKind::Thinking),
                         _ => None,
                     };
-                    if matches!(kind.as_str(), "text" | "thinking" | "redacted_thinking" | "tool_use") {
+                    // Blocks that always become exactly one event get their id
+                    // now (a web tool result may become none: its events take
+                    // the seq they land at, so every chosen id stays a lower bound).
+                    if matches!(kind.as_str(), "text" | "thinking" | "redacted_thinking" | "tool_use")
+                        || kind == server_tools::SERVER_TOOL_USE
+                    {
                         let id = state.event_id(Seq::new(base + n_public_blocks));
                         n_public_blocks += 1;
                         preview_ids.insert(index, id);
@@ -472,10 +498,31 @@ impl Task {
                             if let Some(provider_id) = block.get("id").and_then(Value::as_str) {
                                 links.push(ToolUseLink { provider_id: provider_id.to_owned(), event_id: id });
                             }
-                            public.push((Some(id), tool_use_event(&session, name, input)));
+                            public.push((Some(id), tool_use_event(&session, &mcp_names, name, input)));
                         }
-                        // Server tool blocks (web search results, ...) stay in x.model_response.
-                        _ => {}
+                        server_tools::SERVER_TOOL_USE => {
+                            // A call the provider runs: shown, never run here.
+                            let id = id.unwrap_or_else(|| self.state.event_id(Seq::new(base + public.len() as u64)));
+                            let name = block.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+                            let input = Json::new(block.get("input").unwrap_or(&Value::Null));
+                            if let Some(provider_id) = block.get("id").and_then(Value::as_str) {
+                                links.push(ToolUseLink { provider_id: provider_id.to_owned(), event_id: id });
+                            }
+                            public.push((Some(id), provider_tool_use_event(&session, name, input)));
+                        }
+                        // Its result, here or after a pause_turn.
+                        _ => {
+                            if let Some((provider_id, outcome)) = server_tools::result_outcome(block) {
+                                let call = links
+                                    .iter()
+                                    .find(|link| link.provider_id == provider_id)
+                                    .map(|link| link.event_id)
+                                    .or_else(|| self.linked_event(&provider_id));
+                                if let Some(call) = call {
+                                    public.push((None, tool_result(call, outcome)));
+                                }
+                            }
+                        }
                     }
                 }
                 events.push((
@@ -500,6 +547,16 @@ impl Task {
                         attempt,
                     }),
                 ));
+                if response.usage.web_search_requests > 0 || response.usage.web_fetch_requests > 0 {
+                    events.push((
+                        None,
+                        Event::ServerToolRequests(ServerToolRequests {
+                            model_request_start_id: start_id,
+                            web_search_requests: response.usage.web_search_requests,
+                            web_fetch_requests: response.usage.web_fetch_requests,
+                        }),
+                    ));
+                }
                 self.append(events).await?;
                 Ok(())
             }
@@ -676,10 +733,34 @@ impl Task {
                         }
                     }
                 }
-                Some(Event::AgentMcpToolUse(tool_use)) => ToolOutcome::error(format!(
-                    "MCP server {} is not connected: MCP tools are not supported by this server yet",
-                    tool_use.mcp_server_name
-                )),
+                Some(Event::AgentMcpToolUse(tool_use)) => {
+                    let server = session.agent.mcp_servers.iter().find(|s| s.name == tool_use.mcp_server_name);
+                    let Some(server) = server else {
+                        let text = format!("the agent has no MCP server named {:?}", tool_use.mcp_server_name);
+                        self.append(vec![(None, mcp_tool_result(id, ToolOutcome::error(text)))]).await?;
+                        continue;
+                    };
+                    let hub = Arc::clone(&self.handle.config().mcp);
+                    let input = tool_use.input.to_value();
+                    let finished = tokio::select! {
+                        outcome = hub.call(self.session, server, &tool_use.name, &input) => Some(outcome),
+                        () = self.signals.interrupt.notified() => None,
+                    };
+                    // Interrupted: the machine closes this and the other open calls.
+                    let Some(outcome) = finished else { return Ok(()) };
+                    let policy = self.policy().await?;
+                    let outcome = match policy.tool_host {
+                        ToolHost::Server => tools.save_large_outputs(self.session, outcome).await,
+                        ToolHost::Worker => crate::tools::spill::preview_large_outputs(
+                            outcome,
+                            "the session's workspace is on its self-hosted worker",
+                        ),
+                    };
+                    let mut events = self.workspace_delta(tools.as_ref(), id).await;
+                    events.push((None, mcp_tool_result(id, outcome)));
+                    self.append(events).await?;
+                    continue;
+                }
                 _ => ToolOutcome::error("internal error: the tool call was not found in the log"),
             };
             let mut events = self.workspace_delta(tools.as_ref(), id).await;
@@ -687,6 +768,65 @@ impl Task {
             self.append(events).await?;
         }
         Ok(())
+    }
+
+    /// Connects the session's MCP servers that are not connected and records
+    /// each failure as a `session.error` (the session goes on without that
+    /// server's tools). An interrupt stops the wait; nothing is recorded then.
+    async fn prepare_mcp(&mut self) -> Result<(), ApiError> {
+        let session = self.load_session().await?;
+        let hub = Arc::clone(&self.handle.config().mcp);
+        if session.agent.mcp_servers.is_empty() {
+            hub.end_session(self.session);
+            return Ok(());
+        }
+        let failures = tokio::select! {
+            failures = hub.prepare(self.session, &session.agent.mcp_servers) => failures,
+            () = self.signals.interrupt.notified() => return Ok(()),
+        };
+        let events: Vec<(Option<EventId>, Event)> = failures
+            .into_iter()
+            .map(|failure| {
+                tracing::warn!(session = %self.session, server = %failure.server, error = %failure.error,
+                    "MCP server not connected");
+                let retry_status = RetryStatus::Retrying;
+                let mcp_server_name = failure.server;
+                let error = match failure.error {
+                    crate::mcp::ConnectError::Authentication(message) => {
+                        SessionErrorDetail::McpAuthenticationFailedError { message, retry_status, mcp_server_name }
+                    }
+                    crate::mcp::ConnectError::Connection(message) => {
+                        SessionErrorDetail::McpConnectionFailedError { message, retry_status, mcp_server_name }
+                    }
+                };
+                (None, Event::SessionError(SessionError { error }))
+            })
+            .collect();
+        if !events.is_empty() {
+            self.append(events).await?;
+        }
+        Ok(())
+    }
+
+    /// The result event closing the open call `id`: `agent.mcp_tool_result`
+    /// for an MCP call, `agent.tool_result` for any other.
+    fn answer(&self, id: EventId, outcome: ToolOutcome) -> Event {
+        let kind = self.projection.machine.open_tools().find(|(open, _)| *open == id).map(|(_, tool)| tool.kind);
+        match kind {
+            Some(logbook_replay::machine::ToolKind::Mcp) => mcp_tool_result(id, outcome),
+            Some(logbook_replay::machine::ToolKind::Builtin | logbook_replay::machine::ToolKind::Custom) | None => {
+                tool_result(id, outcome)
+            }
+        }
+    }
+
+    /// The event made from the provider's tool use `provider_id` in an
+    /// earlier response of the log.
+    fn linked_event(&self, provider_id: &str) -> Option<EventId> {
+        self.entries.iter().rev().find_map(|entry| {
+            let Event::ModelResponse(response) = &entry.event else { return None };
+            response.tool_uses.iter().find(|link| link.provider_id == provider_id).map(|link| link.event_id)
+        })
     }
 
     /// The session's environment, if it can be loaded (a tool that needs it
@@ -736,18 +876,55 @@ fn tool_result(tool_use_id: EventId, outcome: ToolOutcome) -> Event {
     })
 }
 
-/// The event for a tool_use block: a custom tool, or a built-in one with the
-/// permission its policy gives.
-fn tool_use_event(session: &StoredSession, name: String, input: Json) -> Event {
+fn mcp_tool_result(mcp_tool_use_id: EventId, outcome: ToolOutcome) -> Event {
+    Event::AgentMcpToolResult(AgentMcpToolResult {
+        mcp_tool_use_id,
+        content: Some(outcome.content),
+        is_error: Some(outcome.is_error),
+    })
+}
+
+/// The event for a tool_use block: a custom tool, an MCP tool (by the names
+/// recorded with the call's settings) with its toolset's permission, or a
+/// built-in one with the permission its policy gives.
+fn tool_use_event(session: &StoredSession, mcp_names: &[McpToolName], name: String, input: Json) -> Event {
     let custom = session.agent.tools.iter().any(|t| matches!(t, Tool::Custom { name: n, .. } if *n == name));
     if custom {
         return Event::AgentCustomToolUse(AgentCustomToolUse { name, input, session_thread_id: None });
+    }
+    if let Some(mcp) = mcp_names.iter().find(|mcp| mcp.name == name) {
+        let (permission, evaluation) = crate::mcp::tools::permission(&session.agent.tools, &mcp.server, &mcp.tool);
+        return Event::AgentMcpToolUse(AgentMcpToolUse {
+            name: mcp.tool.clone(),
+            mcp_server_name: mcp.server.clone(),
+            input,
+            evaluated_permission: Some(permission),
+            evaluation,
+            session_thread_id: None,
+        });
     }
     let (permission, evaluation) = permission_for(session, &name);
     Event::AgentToolUse(AgentToolUse {
         name,
         input,
         evaluated_permission: Some(permission),
+        evaluation,
+        session_thread_id: None,
+    })
+}
+
+/// The event for a server_tool_use block: a built-in web tool the provider
+/// has run already, so whatever the policy says it was allowed (a web tool
+/// that must ask is never sent as a server tool).
+fn provider_tool_use_event(session: &StoredSession, name: String, input: Json) -> Event {
+    let evaluation = match permission_for(session, &name) {
+        (EvaluatedPermission::Allow, evaluation) => evaluation,
+        (EvaluatedPermission::Ask | EvaluatedPermission::Deny, _) => None,
+    };
+    Event::AgentToolUse(AgentToolUse {
+        name,
+        input,
+        evaluated_permission: Some(EvaluatedPermission::Allow),
         evaluation,
         session_thread_id: None,
     })
@@ -820,7 +997,10 @@ fn usage_snapshot(totals: &logbook_replay::Totals, cents: Option<u64>) -> UsageS
             ephemeral_5m_input_tokens: Some(totals.cache_creation_input_tokens),
             ephemeral_1h_input_tokens: None,
         }),
-        server_tool_use: None,
+        server_tool_use: Some(ServerToolUsage {
+            web_search_requests: Some(totals.web_search_requests),
+            web_fetch_requests: Some(totals.web_fetch_requests),
+        }),
         active_seconds: Some(logbook_core::event::Millis(totals.active_micros / 1000)),
         list_cost: cents.map(|c| logbook_core::event::Money { amount: c.to_string(), currency: "USD".to_owned() }),
     }

@@ -79,6 +79,18 @@ pub trait ToolExecutor: Send + Sync + std::fmt::Debug {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// `outcome` with every text block over 100,000 characters replaced by a
+    /// preview, the whole text saved to the session's workspace when the
+    /// executor has one (MCP results; the built-in tools do this
+    /// themselves). Without a workspace the rest is left out, and the preview
+    /// says so.
+    fn save_large_outputs(&self, session: SessionId, outcome: ToolOutcome) -> BoxFuture<'_, ToolOutcome> {
+        let _ = session;
+        Box::pin(async move {
+            crate::tools::spill::preview_large_outputs(outcome, "this server keeps no workspace for the session")
+        })
+    }
+
     /// The session ended (archived or deleted): release what it holds.
     fn end_session(&self, session: SessionId) {
         let _ = session;

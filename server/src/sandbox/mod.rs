@@ -590,6 +590,23 @@ impl ToolExecutor for SandboxTools {
         Box::pin(self.changes(session, log))
     }
 
+    fn save_large_outputs(&self, session: SessionId, outcome: ToolOutcome) -> BoxFuture<'_, ToolOutcome> {
+        Box::pin(async move {
+            let paths = self.paths(session);
+            if let Err(err) = paths.create() {
+                let reason = format!("the session's directories cannot be created: {err}");
+                return crate::tools::spill::preview_large_outputs(outcome, &reason);
+            }
+            let task = tokio::task::spawn_blocking(move || {
+                crate::tools::spill::spill_large_outputs(&crate::tools::files::Roots::new(&paths), outcome)
+            });
+            match task.await {
+                Ok(outcome) => outcome,
+                Err(err) => ToolOutcome::error(format!("internal error while saving a large output: {err}")),
+            }
+        })
+    }
+
     fn end_session(&self, session: SessionId) {
         let tools = self.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -36,6 +36,20 @@ pub(crate) fn spill_large_outputs(roots: &Roots, mut outcome: ToolOutcome) -> To
     outcome
 }
 
+/// Replaces every text block of `outcome` over the limit by a preview without
+/// saving it (`reason` says why it could not be saved, e.g. the workspace is
+/// on a self-hosted worker).
+pub fn preview_large_outputs(mut outcome: ToolOutcome, reason: &str) -> ToolOutcome {
+    for block in &mut outcome.content {
+        let ContentBlock::Text { text } = block else { continue };
+        let n_chars = text.chars().count();
+        if n_chars > MAX_INLINE_CHARS {
+            *text = preview(text, n_chars, Err(reason.to_owned()));
+        }
+    }
+    outcome
+}
+
 /// Saves `text` in the workspace; the sandbox path, or why it failed.
 fn save(roots: &Roots, text: &str) -> Result<String, String> {
     let hash = blake3::hash(text.as_bytes()).to_hex();

@@ -50,7 +50,8 @@ async fn create_from_id_pinned_version_and_overrides() {
             "title": "t1", "metadata": {}, "resources": [], "vault_ids": [], "outcome_evaluations": [],
             "budget": null, "deployment_id": null,
             "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
-                      "cache_creation": {"ephemeral_5m_input_tokens": 0}, "active_seconds": 0.0},
+                      "cache_creation": {"ephemeral_5m_input_tokens": 0},
+                      "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0}, "active_seconds": 0.0},
             "created_at": now, "updated_at": now, "archived_at": null
         })
     );

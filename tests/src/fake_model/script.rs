@@ -39,7 +39,8 @@ pub struct ScriptedResponse {
     /// Default: `tool_use` when the content has a `tool_use` block, else `end_turn`.
     pub stop_reason: Option<String>,
     pub stop_sequence: Option<String>,
-    /// Counts to report; missing ones are estimated from the sizes.
+    /// Counts to report; missing ones are estimated from the sizes. A
+    /// `server_tool_use` object is passed through in `message_delta`.
     pub usage: Option<Map<String, Value>>,
     /// Default: the `model` of the request.
     pub model: Option<String>,
@@ -209,11 +210,18 @@ pub fn events(
     for (index, block) in response.content.iter().enumerate() {
         block_events(&mut events, index, block, ids);
     }
+    let mut delta_usage = json!({"output_tokens": output_tokens});
+    // The API reports server tool uses (web searches) with the final counts.
+    if let (Some(server), Some(usage)) =
+        (response.usage.as_ref().and_then(|usage| usage.get("server_tool_use")), delta_usage.as_object_mut())
+    {
+        usage.insert("server_tool_use".to_owned(), server.clone());
+    }
     events.push(event(
         "message_delta",
         json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": response.stop_sequence},
-            "usage": {"output_tokens": output_tokens}}),
+            "usage": delta_usage}),
     ));
     events.push(event("message_stop", json!({"type": "message_stop"})));
     events

@@ -7,7 +7,8 @@ use super::span::model_usage;
 use super::text;
 use crate::event::{
     AgentConfig, AttachedResource, Compaction, Event, FileChange, ForkOrigin, ModelRequest, ModelResponse,
-    RepositoryCheckout, ResourceChange, SessionResource, ToolStarted, ToolUseLink, WorkspaceChange, WorkspaceDelta,
+    RepositoryCheckout, ResourceChange, ServerToolRequests, SessionResource, ToolStarted, ToolUseLink, WorkspaceChange,
+    WorkspaceDelta,
 };
 use crate::id::{EventId, FileId, SessionId, SessionResourceId};
 
@@ -97,6 +98,11 @@ pub(super) fn variants() -> Vec<BoxedStrategy<Event>> {
             .boxed(),
         (any::<SessionResourceId>(), resource_change())
             .prop_map(|(resource_id, change)| SessionResource { resource_id, change }.into())
+            .boxed(),
+        (any::<EventId>(), any::<u64>(), any::<u64>())
+            .prop_map(|(model_request_start_id, web_search_requests, web_fetch_requests)| {
+                ServerToolRequests { model_request_start_id, web_search_requests, web_fetch_requests }.into()
+            })
             .boxed(),
     ]
 }

@@ -436,3 +436,19 @@ fn session_resource_records_carry_no_token_field() {
         ),
     );
 }
+
+#[test]
+fn server_tool_requests_name_their_model_call() {
+    let event = Event::ServerToolRequests(ServerToolRequests {
+        model_request_start_id: tool_use_id(),
+        web_search_requests: 2,
+        web_fetch_requests: 0,
+    });
+    assert_json(
+        &event,
+        &format!(
+            r#"{{"type":"x.server_tool_requests","model_request_start_id":"{TOOL_USE_ID}",
+                "web_search_requests":2,"web_fetch_requests":0}}"#
+        ),
+    );
+}

@@ -127,6 +127,10 @@ pub fn state_json(
             "cache_creation_input_tokens": totals.cache_creation_input_tokens,
             "active_seconds": totals.active_micros as f64 / 1e6,
             "model_requests": totals.n_model_requests,
+            "server_tool_use": {
+                "web_search_requests": totals.web_search_requests,
+                "web_fetch_requests": totals.web_fetch_requests,
+            },
         },
         "open_tool_calls": open,
         "context": {

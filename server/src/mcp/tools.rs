@@ -1,0 +1,239 @@
+//! What the model sees of MCP servers and what it gets back: tool
+//! definitions under collision-free names, the permission of each call, and
+//! call results as tool result content. Pure: no IO.
+//!
+//! A listed tool is offered as `mcp__<server>__<tool>`, with characters the
+//! Messages API does not allow in a tool name replaced by `_`; a name that
+//! would be longer than [`MAX_TOOL_NAME_CHARS`] or is already taken is cut and
+//! given a short hash of the server and tool names, so every name is unique
+//! and the same listing always gives the same names. The events keep the bare
+//! tool name and the server's name (`agent.mcp_tool_use`), which is why the
+//! mapping is recorded with the settings ([`McpToolName`], in
+//! `RequestOptions::mcp_tools`): the runner maps a call back with the
+//! recorded table, never by parsing the name.
+
+use std::collections::BTreeSet;
+
+use logbook_core::event::ToolEvaluation;
+use logbook_core::event::{AutoPermission, ContentBlock, DocumentSource, EvaluatedPermission, ImageSource};
+use serde_json::{Map, Value, json};
+
+use crate::api::tools::{PolicyKind, Tool};
+use crate::model::request::McpToolName;
+use crate::runner::ToolOutcome;
+
+/// The Messages API's longest tool name.
+pub const MAX_TOOL_NAME_CHARS: usize = 64;
+/// The prefix of every MCP tool's name, reserved for them (custom tools may
+/// not use it).
+pub const NAME_PREFIX: &str = "mcp__";
+/// Tools offered per server at most: the API's limit on tools per agent; a
+/// server listing more is cut (and the cut logged).
+pub const MAX_TOOLS_PER_SERVER: usize = 128;
+/// Longest description kept; MCP servers write long ones, and every request
+/// carries them.
+pub const MAX_DESCRIPTION_CHARS: usize = 4_096;
+/// Largest input schema offered (its JSON); a bigger one is replaced by an
+/// open object schema rather than filling the context.
+pub const MAX_SCHEMA_BYTES: usize = 32 * 1024;
+/// What the model gets for a call that returned no content.
+pub const NO_OUTPUT: &str = "(no output)";
+/// Image types the Messages API accepts in tool results.
+const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// One tool a server listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedTool {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON Schema object.
+    pub input_schema: Value,
+}
+
+impl ListedTool {
+    /// A tool from its `tools/list` JSON (`name`, `description`,
+    /// `inputSchema`); `None` without a name.
+    pub fn from_json(tool: &Value) -> Option<ListedTool> {
+        let name = tool.get("name").and_then(Value::as_str).filter(|name| !name.is_empty())?.to_owned();
+        let description = tool.get("description").and_then(Value::as_str).map(|text| cut(text, MAX_DESCRIPTION_CHARS));
+        let mut input_schema = tool.get("inputSchema").cloned().unwrap_or_else(|| json!({"type": "object"}));
+        if !input_schema.is_object() || input_schema.to_string().len() > MAX_SCHEMA_BYTES {
+            input_schema = json!({"type": "object"});
+        }
+        if let Value::Object(schema) = &mut input_schema {
+            // The Messages API requires an object schema.
+            schema.insert("type".to_owned(), json!("object"));
+        }
+        Some(ListedTool { name, description, input_schema })
+    }
+}
+
+/// What the model is offered of the servers' tools.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Offered {
+    /// Complete Messages API tool definitions of the enabled tools.
+    pub definitions: Vec<Value>,
+    /// Which server and tool each name stands for: the enabled tools', and
+    /// the disabled ones' too, so that a call of a disabled tool is still an
+    /// `agent.mcp_tool_use` (denied).
+    pub names: Vec<McpToolName>,
+}
+
+/// The definitions of every enabled tool of `servers` (in the agent's server
+/// order, each server's tools in its listing order).
+pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a str, &'a [ListedTool])>) -> Offered {
+    let mut offered = Offered::default();
+    let mut taken = BTreeSet::new();
+    for (server, tools) in servers {
+        for tool in tools.iter().take(MAX_TOOLS_PER_SERVER) {
+            let name = model_name(server, &tool.name, &taken);
+            taken.insert(name.clone());
+            offered.names.push(McpToolName { name: name.clone(), server: server.to_owned(), tool: tool.name.clone() });
+            if !is_enabled(agent_tools, server, &tool.name) {
+                continue;
+            }
+            let mut definition = Map::new();
+            definition.insert("name".to_owned(), json!(name));
+            if let Some(description) = &tool.description {
+                definition.insert("description".to_owned(), json!(description));
+            }
+            definition.insert("input_schema".to_owned(), tool.input_schema.clone());
+            offered.definitions.push(Value::Object(definition));
+        }
+    }
+    offered
+}
+
+/// The model's name for `tool` of `server`, unique among `taken`.
+pub fn model_name(server: &str, tool: &str, taken: &BTreeSet<String>) -> String {
+    let plain = format!("{NAME_PREFIX}{}__{}", sanitize(server), sanitize(tool));
+    if plain.len() <= MAX_TOOL_NAME_CHARS && !taken.contains(&plain) {
+        return plain;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(server.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(tool.as_bytes());
+    let hash = hasher.finalize().to_hex();
+    for length in [8, 16, 32, 64] {
+        let suffix = &hash.as_str()[..length];
+        // ASCII only after sanitizing, so byte lengths are char counts.
+        let keep = MAX_TOOL_NAME_CHARS - 1 - length;
+        let name = format!("{}_{suffix}", &plain[..plain.len().min(keep)]);
+        if !taken.contains(&name) {
+            return name;
+        }
+    }
+    // 2^256 to one: the full hash collided too. Still unique: count up.
+    (0u64..)
+        .map(|n| format!("{NAME_PREFIX}{n}"))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| NAME_PREFIX.to_owned())
+}
+
+/// `[A-Za-z0-9_-]` kept, anything else `_`.
+fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+/// Whether the agent's toolset for `server` enables `tool` (its config, else
+/// the toolset's default; no toolset, no tools).
+pub fn is_enabled(agent_tools: &[Tool], server: &str, tool: &str) -> bool {
+    toolset_config(agent_tools, server, tool).is_some_and(|(enabled, _)| enabled)
+}
+
+/// The evaluated permission of a call of `tool` on `server`: per-tool config
+/// over the toolset's default (`always_ask` unless set). `auto` asks: MCP
+/// tools are the server's, and its hints about them are not to be trusted.
+pub fn permission(agent_tools: &[Tool], server: &str, tool: &str) -> (EvaluatedPermission, Option<ToolEvaluation>) {
+    match toolset_config(agent_tools, server, tool) {
+        None | Some((false, _)) => (EvaluatedPermission::Deny, None),
+        Some((true, PolicyKind::AlwaysAllow)) => (EvaluatedPermission::Allow, Some(ToolEvaluation::AlwaysAllow)),
+        Some((true, PolicyKind::AlwaysAsk)) => (EvaluatedPermission::Ask, Some(ToolEvaluation::AlwaysAsk)),
+        Some((true, PolicyKind::Auto)) => {
+            let verdict = AutoPermission::Ask { reason_code: "indeterminate".to_owned() };
+            (EvaluatedPermission::Ask, Some(ToolEvaluation::Auto { evaluated_permission: verdict }))
+        }
+    }
+}
+
+fn toolset_config(agent_tools: &[Tool], server: &str, tool: &str) -> Option<(bool, PolicyKind)> {
+    agent_tools.iter().find_map(|entry| match entry {
+        Tool::McpToolset { mcp_server_name, default_config, configs } if mcp_server_name == server => {
+            Some(match configs.iter().find(|config| config.name == tool) {
+                Some(config) => (config.enabled, config.permission_policy.kind),
+                None => (default_config.enabled, default_config.permission_policy.kind),
+            })
+        }
+        Tool::McpToolset { .. } | Tool::AgentToolset { .. } | Tool::Custom { .. } => None,
+    })
+}
+
+/// A `tools/call` result (its JSON) as tool result content: text as text,
+/// images of the types the API takes as images, PDFs as documents, text
+/// resources as text; anything else is described in a line of text rather
+/// than dropped. Structured content stands in when there is no content.
+pub fn outcome(result: &Value) -> ToolOutcome {
+    let is_error = result.get("isError").and_then(Value::as_bool).unwrap_or(false);
+    let mut content: Vec<ContentBlock> =
+        result.get("content").and_then(Value::as_array).into_iter().flatten().map(block).collect();
+    if content.is_empty()
+        && let Some(structured) = result.get("structuredContent").filter(|value| !value.is_null())
+    {
+        content.push(ContentBlock::Text { text: structured.to_string() });
+    }
+    if content.is_empty() {
+        content.push(ContentBlock::Text { text: NO_OUTPUT.to_owned() });
+    }
+    ToolOutcome { content, is_error }
+}
+
+fn block(item: &Value) -> ContentBlock {
+    let text = |name: &str| item.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    match item.get("type").and_then(Value::as_str) {
+        Some("text") => ContentBlock::Text { text: text("text") },
+        Some("image") if IMAGE_TYPES.contains(&text("mimeType").as_str()) => {
+            ContentBlock::Image { source: ImageSource::Base64 { media_type: text("mimeType"), data: text("data") } }
+        }
+        Some("image" | "audio") => ContentBlock::Text {
+            text: format!(
+                "[{} content of type {} left out: tool results cannot carry it]",
+                text("type"),
+                text("mimeType")
+            ),
+        },
+        Some("resource") => {
+            let resource = item.get("resource").unwrap_or(&Value::Null);
+            let field = |name: &str| resource.get(name).and_then(Value::as_str);
+            let uri = field("uri").unwrap_or_default();
+            match (field("text"), field("blob"), field("mimeType")) {
+                (Some(body), _, _) => ContentBlock::Text { text: format!("[resource {uri}]\n{body}") },
+                (None, Some(blob), Some("application/pdf")) => ContentBlock::Document {
+                    source: DocumentSource::Base64 { media_type: "application/pdf".to_owned(), data: blob.to_owned() },
+                    title: Some(uri.to_owned()),
+                    context: None,
+                },
+                (None, Some(_), mime) => ContentBlock::Text {
+                    text: format!("[binary resource {uri} ({}) left out]", mime.unwrap_or("unknown type")),
+                },
+                (None, None, _) => ContentBlock::Text { text: format!("[resource {uri}]") },
+            }
+        }
+        Some("resource_link") => {
+            ContentBlock::Text { text: format!("[resource link: {} <{}>]", text("name"), text("uri")) }
+        }
+        Some(_) | None => ContentBlock::Text { text: item.to_string() },
+    }
+}
+
+/// `text` cut to `max` characters.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "tools_tests.rs"]
+mod tests;

@@ -1,0 +1,133 @@
+//! Tests of MCP tool naming, permissions and result conversion.
+
+use std::collections::BTreeSet;
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+use super::*;
+use crate::api::tools::resolve_tools;
+
+fn listed(name: &str) -> ListedTool {
+    ListedTool {
+        name: name.to_owned(),
+        description: Some(format!("does {name}")),
+        input_schema: json!({"type": "object"}),
+    }
+}
+
+#[test]
+fn names_are_valid_unique_and_stable() {
+    // Goal: whatever a server and tool are called, the model gets a name the
+    // Messages API accepts, unique across servers, the same every time.
+    let taken = BTreeSet::new();
+    assert_eq!(model_name("docs", "search", &taken), "mcp__docs__search");
+    assert_eq!(model_name("my docs!", "find.page", &taken), "mcp__my_docs___find_page");
+    let long = model_name(&"s".repeat(200), &"t".repeat(200), &taken);
+    assert!(long.len() <= MAX_TOOL_NAME_CHARS, "{long}");
+    assert_eq!(long, model_name(&"s".repeat(200), &"t".repeat(200), &taken));
+    // Two pairs that sanitize alike both get names, and different ones.
+    let first = model_name("a b", "x", &taken);
+    let taken: BTreeSet<String> = [first.clone()].into();
+    let second = model_name("a_b", "x", &taken);
+    assert_ne!(first, second);
+    for name in [&first, &second, &long] {
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{name}");
+        assert!(name.starts_with(NAME_PREFIX));
+    }
+}
+
+#[test]
+fn only_enabled_tools_are_offered_and_permissions_follow_the_toolset() {
+    let tools = resolve_tools(&[
+        json!({"type": "mcp_toolset", "mcp_server_name": "docs",
+               "configs": [{"name": "delete", "enabled": false},
+                           {"name": "search", "permission_policy": {"type": "always_allow"}},
+                           {"name": "judge", "permission_policy": {"type": "auto"}}]}),
+        json!({"type": "mcp_toolset", "mcp_server_name": "off", "default_config": {"enabled": false},
+               "configs": [{"name": "only", "enabled": true}]}),
+    ])
+    .unwrap();
+    let docs = [listed("search"), listed("delete"), listed("write"), listed("judge")];
+    let off = [listed("only"), listed("other")];
+    let offered = offer(&tools, [("docs", &docs[..]), ("off", &off[..])]);
+    let names: Vec<(&str, &str, &str)> =
+        offered.names.iter().map(|n| (n.name.as_str(), n.server.as_str(), n.tool.as_str())).collect();
+    assert_eq!(
+        names,
+        [
+            ("mcp__docs__search", "docs", "search"),
+            ("mcp__docs__delete", "docs", "delete"),
+            ("mcp__docs__write", "docs", "write"),
+            ("mcp__docs__judge", "docs", "judge"),
+            ("mcp__off__only", "off", "only"),
+            ("mcp__off__other", "off", "other"),
+        ]
+    );
+    let offered_names: Vec<&Value> = offered.definitions.iter().map(|d| &d["name"]).collect();
+    assert_eq!(offered_names, ["mcp__docs__search", "mcp__docs__write", "mcp__docs__judge", "mcp__off__only"]);
+    assert_eq!(
+        offered.definitions[0],
+        json!({"name": "mcp__docs__search", "description": "does search", "input_schema": {"type": "object"}})
+    );
+    assert_eq!(permission(&tools, "docs", "search"), (EvaluatedPermission::Allow, Some(ToolEvaluation::AlwaysAllow)));
+    // MCP's default policy asks.
+    assert_eq!(permission(&tools, "docs", "write"), (EvaluatedPermission::Ask, Some(ToolEvaluation::AlwaysAsk)));
+    assert_eq!(permission(&tools, "docs", "judge").0, EvaluatedPermission::Ask);
+    assert_eq!(permission(&tools, "docs", "delete"), (EvaluatedPermission::Deny, None));
+    assert_eq!(permission(&tools, "nope", "search"), (EvaluatedPermission::Deny, None));
+}
+
+#[test]
+fn listed_tools_are_made_safe_to_offer() {
+    let tool = ListedTool::from_json(&json!({"name": "t", "description": "d".repeat(10_000),
+        "inputSchema": {"properties": {"q": {"type": "string"}}}}))
+    .unwrap();
+    assert_eq!(tool.description.unwrap().chars().count(), MAX_DESCRIPTION_CHARS);
+    assert_eq!(tool.input_schema, json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+    let huge = ListedTool::from_json(&json!({"name": "t", "inputSchema": {"type": "object",
+        "description": "x".repeat(MAX_SCHEMA_BYTES)}}))
+    .unwrap();
+    assert_eq!(huge.input_schema, json!({"type": "object"}));
+    assert!(ListedTool::from_json(&json!({"description": "no name"})).is_none());
+}
+
+#[test]
+fn results_become_tool_result_content() {
+    let result = json!({"content": [
+        {"type": "text", "text": "hello"},
+        {"type": "image", "data": "iVBOR", "mimeType": "image/png"},
+        {"type": "image", "data": "AAAA", "mimeType": "image/tiff"},
+        {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
+        {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "body"}},
+        {"type": "resource", "resource": {"uri": "file:///a.pdf", "blob": "JVBER", "mimeType": "application/pdf"}},
+        {"type": "resource_link", "uri": "file:///b", "name": "b"}
+    ], "isError": true});
+    let outcome = outcome(&result);
+    assert!(outcome.is_error);
+    assert_eq!(
+        outcome.content,
+        vec![
+            ContentBlock::Text { text: "hello".into() },
+            ContentBlock::Image {
+                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBOR".into() }
+            },
+            ContentBlock::Text {
+                text: "[image content of type image/tiff left out: tool results cannot carry it]".into()
+            },
+            ContentBlock::Text {
+                text: "[audio content of type audio/wav left out: tool results cannot carry it]".into()
+            },
+            ContentBlock::Text { text: "[resource file:///a.txt]\nbody".into() },
+            ContentBlock::Document {
+                source: DocumentSource::Base64 { media_type: "application/pdf".into(), data: "JVBER".into() },
+                title: Some("file:///a.pdf".into()),
+                context: None,
+            },
+            ContentBlock::Text { text: "[resource link: b <file:///b>]".into() },
+        ]
+    );
+    let structured = super::outcome(&json!({"content": [], "structuredContent": {"n": 1}}));
+    assert_eq!(structured, ToolOutcome::text("{\"n\":1}"));
+    assert_eq!(super::outcome(&json!({})), ToolOutcome::text(NO_OUTPUT));
+}
