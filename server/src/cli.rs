@@ -158,6 +158,30 @@ enum Command {
         #[arg(long, conflicts_with = "file")]
         budget_tokens: Option<u64>,
     },
+    /// Fork a session after a seq or an event (offline: stop the server
+    /// first): a new session sharing its log up to there, with its workspace
+    /// as it was; the server continues it when it starts. Prints the session.
+    Fork {
+        #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
+        data: PathBuf,
+        /// The session to fork (sesn_...).
+        session: String,
+        /// Fork after this seq.
+        #[arg(long, required_unless_present = "at_event_id", conflicts_with = "at_event_id")]
+        at_seq: Option<u64>,
+        /// Fork after this event (sevt_...).
+        #[arg(long)]
+        at_event_id: Option<String>,
+        /// Run the fork with this model instead.
+        #[arg(long)]
+        model: Option<String>,
+        /// Run the fork with this system prompt instead.
+        #[arg(long)]
+        system: Option<String>,
+        /// The fork's title.
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// Manage API keys (offline: stop the server first).
     Keys {
         #[command(subcommand)]
@@ -253,6 +277,21 @@ pub fn main() -> ExitCode {
         Command::Rerun { data, session } => rerun(&data, session.as_deref()),
         Command::Show { data, session, at_seq, file, budget_tokens } => open_store(&data, 64)
             .and_then(|store| crate::offline::show(&store, &session, at_seq, file.as_deref(), budget_tokens)),
+        Command::Fork { data, session, at_seq, at_event_id, model, system, title } => {
+            let mut agent = serde_json::Map::new();
+            if let Some(model) = model {
+                agent.insert("model".to_owned(), serde_json::Value::String(model));
+            }
+            if let Some(system) = system {
+                agent.insert("system".to_owned(), serde_json::Value::String(system));
+            }
+            let request = serde_json::json!({"at_seq": at_seq, "at_event_id": at_event_id, "title": title,
+                "agent": if agent.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(agent) }});
+            serde_json::from_value(request)
+                .context("the fork request")
+                .and_then(|request| open_store(&data, 64).map(|store| (store, request)))
+                .and_then(|(store, request)| crate::offline::fork(&store, &data, &session, request))
+        }
         Command::SandboxForward { listen, socket } => crate::sandbox::forward::run(&listen, &socket)
             .map(|()| ExitCode::SUCCESS)
             .with_context(|| format!("forwarding {listen} to {}", socket.display())),

@@ -240,6 +240,10 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             get(x::state::file),
         ),
         (
+            spec(Method::POST, "/x/v1/sessions/{session_id}/fork", "A new session continuing this one from any seq"),
+            post(x::fork::fork),
+        ),
+        (
             spec(
                 Method::POST,
                 "/x/v1/environments/{environment_id}/work/healthcheck",

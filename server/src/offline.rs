@@ -1,6 +1,8 @@
-//! The offline audit subcommands: `logbook export` (a session as a bundle),
-//! `logbook verify BUNDLE` (checks a bundle without any server) and
-//! `logbook import` (loads a bundle into a data directory, chain intact).
+//! The offline subcommands: `logbook export` (a session as a bundle),
+//! `logbook verify BUNDLE` (checks a bundle without any server),
+//! `logbook import` (loads a bundle into a data directory, chain intact),
+//! `logbook show` (a session's state at a seq) and `logbook fork` (a new
+//! session continuing one from a seq).
 //!
 //! They work on a stopped server's data directory (sled holds a lock) or on a
 //! bundle file, print progress and failures to stderr, and exit non-zero with
@@ -177,6 +179,11 @@ pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Optio
 
 /// The stored session object with this id, in any workspace.
 fn find_session(store: &SledStore, id: SessionId) -> anyhow::Result<Option<StoredSession>> {
+    Ok(find_session_in(store, id)?.map(|(_, session)| session))
+}
+
+/// The session object with this id and the workspace it belongs to.
+fn find_session_in(store: &SledStore, id: SessionId) -> anyhow::Result<Option<(tenancy::Tenant, StoredSession)>> {
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = store.scan_resources(
@@ -189,8 +196,9 @@ fn find_session(store: &SledStore, id: SessionId) -> anyhow::Result<Option<Store
         let Some((last, _)) = page.last() else { return Ok(None) };
         after = Some(last.clone());
         for (key, bytes) in &page {
-            if key.ends_with(&id.to_bytes()) {
-                return Ok(Some(serde_json::from_slice(bytes).context("decoding a session object")?));
+            if let Some(workspace) = key.strip_suffix(&id.to_bytes()).and_then(|w| <[u8; 16]>::try_from(w).ok()) {
+                let tenant = tenancy::Tenant { workspace: logbook_core::WorkspaceId::from_bytes(workspace) };
+                return Ok(Some((tenant, serde_json::from_slice(bytes).context("decoding a session object")?)));
             }
         }
     }
@@ -234,5 +242,35 @@ pub fn show(
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `logbook fork`: a new session continuing `session` after `at_seq` (or the
+/// event `at_event_id`), with its workspace written under `data`; prints the
+/// new session (JSON). The server wakes it when it next starts.
+pub fn fork(
+    store: &SledStore,
+    data: &Path,
+    session: &str,
+    request: crate::api::x::fork::ForkRequest,
+) -> anyhow::Result<ExitCode> {
+    use crate::api::x::fork::{ForkPlace, fork_session};
+    let parent: SessionId =
+        session.parse().map_err(|_| anyhow::anyhow!("{session:?} is not a session id (sesn_...)"))?;
+    let (tenant, _) =
+        find_session_in(store, parent)?.with_context(|| format!("no session {parent} in this data directory"))?;
+    let now = SystemClock.now();
+    let child = SessionId::from_parts(
+        u64::try_from(now.unix_ms()).unwrap_or(0),
+        rand::RngExt::random::<u128>(&mut rand::rng()),
+    );
+    let paths = crate::sandbox::layout::SessionPaths::new(data, child);
+    let place = ForkPlace { tenant, parent, child, now, paths: Some(&paths) };
+    let forked = fork_session(store, &place, request).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    eprintln!(
+        "forked {parent} after seq {} into {child} ({} workspace entries written)",
+        forked.origin.parent_seq, forked.n_files
+    );
+    println!("{}", serde_json::to_string_pretty(&forked.to_wire(now))?);
     Ok(ExitCode::SUCCESS)
 }

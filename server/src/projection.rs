@@ -9,10 +9,15 @@
 //! crosses a multiple of the interval saves one. They are derived data: a
 //! missing or unreadable checkpoint is skipped (and logged), never trusted
 //! over the log.
+//!
+//! A fork shares its parent's records up to the fork point, so states within
+//! that prefix are the parent's: their checkpoints are saved and found under
+//! the ancestor that wrote the records, and a fork of a long session is as
+//! cheap to project as its parent.
 
 use logbook_core::{Seq, SessionId};
 use logbook_replay::SessionState;
-use logbook_store::{Direction, MAX_READ_RECORDS, Read, ResourceKind, Resources, SledStore};
+use logbook_store::{Direction, Fork, MAX_FORK_DEPTH, MAX_READ_RECORDS, Read, ResourceKind, Resources, SledStore};
 
 use crate::api::error::ApiError;
 
@@ -45,7 +50,7 @@ pub fn state_at(store: &SledStore, session: SessionId, at: Seq) -> Result<Sessio
             let entry = record.entry().map_err(ApiError::internal)?;
             state.apply(&entry);
             if state.next_seq % CHECKPOINT_INTERVAL == 0 {
-                save_checkpoint(store, session, &state);
+                save_checkpoint(store, owner(store, session, state.next_seq)?, &state);
             }
         }
     }
@@ -58,8 +63,37 @@ fn checkpoint_key(session: SessionId, next_seq: u64) -> Vec<u8> {
     key
 }
 
-/// The checkpoint with the largest `next_seq` not beyond `at + 1`.
+/// The session whose log holds the records before `next_seq`: a fork's
+/// inherited prefix belongs to the ancestor that wrote it.
+fn owner(store: &SledStore, session: SessionId, next_seq: u64) -> Result<SessionId, ApiError> {
+    let mut owner = session;
+    for _ in 0..=MAX_FORK_DEPTH {
+        match store.fork_origin(owner)? {
+            Some(origin) if next_seq <= origin.at_seq.get() + 1 => owner = origin.parent,
+            Some(_) | None => return Ok(owner),
+        }
+    }
+    Ok(owner)
+}
+
+/// The checkpoint with the largest `next_seq` not beyond `at + 1`: the
+/// session's own, else (within a fork's inherited prefix) its ancestors'.
 fn nearest_checkpoint(store: &SledStore, session: SessionId, at: Seq) -> Result<Option<SessionState>, ApiError> {
+    let (mut session, mut at) = (session, at);
+    for _ in 0..=MAX_FORK_DEPTH {
+        if let Some(state) = own_checkpoint(store, session, at)? {
+            return Ok(Some(state));
+        }
+        match store.fork_origin(session)? {
+            Some(origin) => (session, at) = (origin.parent, at.min(origin.at_seq)),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// The checkpoint saved under `session` with the largest `next_seq` not beyond `at + 1`.
+fn own_checkpoint(store: &SledStore, session: SessionId, at: Seq) -> Result<Option<SessionState>, ApiError> {
     let prefix = session.to_bytes().to_vec();
     // Keys sort by seq; scanning backward from just after `at + 1` finds it first.
     let after = checkpoint_key(session, at.get().saturating_add(2));
@@ -110,3 +144,7 @@ pub fn delete_checkpoints(store: &SledStore, session: SessionId) -> Result<(), A
         }
     }
 }
+
+#[cfg(test)]
+#[path = "projection_tests.rs"]
+mod tests;

@@ -296,6 +296,15 @@ async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Byte
     }
 }
 
+/// Whether `body` is Logbook's compaction request (its last user text starts
+/// with [`SUMMARY_REQUEST`]).
+pub fn is_summary_request(body: &Value) -> bool {
+    let Some(last) = body.get("messages").and_then(Value::as_array).and_then(|m| m.last()) else { return false };
+    let text = last.get("content").and_then(Value::as_array).and_then(|c| c.last()).and_then(|b| b.get("text"));
+    last.get("role").is_some_and(|role| role == "user")
+        && text.and_then(Value::as_str).is_some_and(|t| t.starts_with(SUMMARY_REQUEST))
+}
+
 /// The answer to a summarizing request, if `body` is one.
 fn summary_plan(body: &Value) -> Option<Plan> {
     let messages = body.get("messages")?.as_array()?;

@@ -7,6 +7,7 @@
 //! [`Api`] sends JSON with the test key and the beta header, and fails the test
 //! on a non-success status unless asked for the raw response.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,6 +185,33 @@ impl Api {
         (status, response.bytes().await.unwrap_or_default().to_vec())
     }
 
+    /// Uploads `bytes` as `filename` through the Files API (multipart, as
+    /// the SDK sends it); returns the file id.
+    pub async fn upload(&self, filename: &str, bytes: &[u8]) -> String {
+        const BOUNDARY: &str = "logbook-test-boundary-7d0e";
+        let mut body = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let response = self
+            .http
+            .post(format!("{}/v1/files", self.base))
+            .header("x-api-key", KEY)
+            .header("anthropic-beta", "files-api-2025-04-14")
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("upload: {e}"));
+        let status = response.status().as_u16();
+        let file: Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, 200, "upload: {file}");
+        file["id"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// An agent with `tools` in a new environment, and a session of it.
     pub async fn session(&self, tools: Value) -> String {
         let agent = self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "e2e", "tools": tools})).await;
@@ -215,21 +243,51 @@ impl Api {
         slice["data"].as_array().into_iter().flatten().filter_map(|e| e["seq"].as_u64()).collect()
     }
 
-    /// Checks that every model request `model` received equals the request
-    /// the state endpoint rebuilds from the log just before its start (the
-    /// recorded settings and the projected context); returns how many. For
-    /// sessions without compactions (summary requests have no start of their
-    /// own; `replay.rs` filters them).
+    /// Checks that every model request `model` received (compaction summaries
+    /// aside: they have no start of their own) equals the request the state
+    /// endpoint rebuilds from the log just before its start (the recorded
+    /// settings and the projected context); returns how many.
     pub async fn assert_requests_reproject(&self, session: &str, model: &FakeModel) -> usize {
+        let received: Vec<Value> = model
+            .requests()
+            .into_iter()
+            .map(|r| r.body)
+            .filter(|body| !crate::fake_model::is_summary_request(body))
+            .collect();
+        self.assert_bodies_reproject(session, &received).await
+    }
+
+    /// Checks that `bodies`, in order, are the requests of the session's model
+    /// calls as the state endpoint rebuilds them at the seq before each start.
+    pub async fn assert_bodies_reproject(&self, session: &str, bodies: &[Value]) -> usize {
         let starts = self.seqs_of(session, "span.model_request_start").await;
-        let received: Vec<Value> = model.requests().into_iter().map(|r| r.body).collect();
-        assert_eq!(starts.len(), received.len(), "one recorded start per request the model received");
-        for (start, body) in starts.iter().zip(&received) {
+        assert_eq!(starts.len(), bodies.len(), "one recorded start per request the model received");
+        for (start, body) in starts.iter().zip(bodies) {
             let state = self.get(&format!("/x/v1/sessions/{session}/state?at_seq={}", start - 1)).await;
             assert_eq!(state["context"]["settings"], "recorded", "settings at {start}");
             assert_eq!(&state["context"]["request"], body, "the request of the call at seq {start}");
         }
         starts.len()
+    }
+
+    /// The workspace the state endpoint projects at `at`, as
+    /// [`host_snapshot`] shows a directory: file bytes, `-> target` of links.
+    pub async fn projected_files(&self, session: &str, at: u64) -> BTreeMap<String, Vec<u8>> {
+        let state = self.get(&format!("/x/v1/sessions/{session}/state?at_seq={at}")).await;
+        let mut projected = BTreeMap::new();
+        for file in state["workspace"]["files"].as_array().into_iter().flatten() {
+            let path = file["path"].as_str().unwrap_or_default().to_owned();
+            let bytes = if file["type"] == "symlink" {
+                format!("-> {}", file["target"].as_str().unwrap_or_default()).into_bytes()
+            } else {
+                let (status, bytes) =
+                    self.get_bytes(&format!("/x/v1/sessions/{session}/files{path}?at_seq={at}")).await;
+                assert_eq!(status, 200, "{path}");
+                bytes
+            };
+            projected.insert(path, bytes);
+        }
+        projected
     }
 
     pub async fn send(&self, session: &str, events: Value) -> Value {
@@ -264,4 +322,29 @@ pub fn types(events: &[Value]) -> Vec<String> {
 /// A one-event `user.message` list.
 pub fn user_message(text: &str) -> Value {
     json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+}
+
+/// The files of a host directory, by sandbox path under `root`: bytes of
+/// regular files, `-> target` of links. Panics (failing the test) when the
+/// directory cannot be read.
+pub fn host_snapshot(dir: &Path, root: &str) -> BTreeMap<String, Vec<u8>> {
+    fn read(host: &Path, sandbox: &str, out: &mut BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(host)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (host, sandbox) = (entry.path(), format!("{sandbox}/{name}"));
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                out.insert(sandbox, format!("-> {}", std::fs::read_link(&host)?.display()).into_bytes());
+            } else if kind.is_dir() {
+                read(&host, &sandbox, out)?;
+            } else {
+                out.insert(sandbox, std::fs::read(&host)?);
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    read(dir, root, &mut out).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    out
 }

@@ -13,8 +13,8 @@
 
 use std::collections::BTreeSet;
 
-use logbook_tests::fake_model::{FakeModel, SUMMARY_REQUEST};
-use logbook_tests::server::{Api, Server, run_cli, types, user_message};
+use logbook_tests::fake_model::{FakeModel, is_summary_request};
+use logbook_tests::server::{Api, Server, host_snapshot, run_cli, types, user_message};
 use serde_json::{Value, json};
 
 fn toolset() -> Value {
@@ -29,41 +29,6 @@ fn bash(id: &str, command: &str) -> Value {
 
 fn text(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}]})
-}
-
-fn is_summary_request(body: &Value) -> bool {
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_array())
-        .and_then(|c| c.last())
-        .and_then(|b| b["text"].as_str())
-        .is_some_and(|t| t.starts_with(SUMMARY_REQUEST))
-}
-
-/// The seqs of every record of `types` (internal ones included).
-async fn seqs_of(api: &Api, session: &str, event_type: &str) -> Vec<u64> {
-    let slice = api
-        .get(&format!(
-            "/x/v1/sessions/{session}/slice?types[]={event_type}&include_internal=true&budget_tokens=1000000&limit=10000"
-        ))
-        .await;
-    slice["data"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
-}
-
-/// Every model request the fake received (summaries aside) equals the
-/// request the state endpoint rebuilds at the seq before its start.
-async fn assert_requests_reproject(api: &Api, session: &str, model: &FakeModel) -> usize {
-    let starts = seqs_of(api, session, "span.model_request_start").await;
-    let received: Vec<Value> =
-        model.requests().into_iter().map(|r| r.body).filter(|body| !is_summary_request(body)).collect();
-    assert_eq!(starts.len(), received.len(), "one recorded start per request the model received");
-    for (start, body) in starts.iter().zip(&received) {
-        let state = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={}", start - 1)).await;
-        assert_eq!(state["context"]["settings"], "recorded", "settings at {start}");
-        assert_eq!(&state["context"]["request"], body, "the request of the call at seq {start}");
-    }
-    starts.len()
 }
 
 /// Every tool_result in a request answers a tool_use of the message before it.
@@ -112,10 +77,10 @@ async fn every_model_request_is_the_projection_of_the_log_before_it() {
     api.wait_idle(&session, 2).await;
     api.send(&session, user_message("and now?")).await;
     api.wait_idle(&session, 3).await;
-    assert_eq!(assert_requests_reproject(&api, &session, &model).await, 5);
+    assert_eq!(api.assert_requests_reproject(&session, &model).await, 5);
 
     // The state at a seq in the middle: the custom call open, status idle.
-    let awaiting = seqs_of(&api, &session, "session.status_idle").await[0];
+    let awaiting = api.seqs_of(&session, "session.status_idle").await[0];
     let state = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={awaiting}")).await;
     assert_eq!(state["status"], "idle");
     assert_eq!(state["open_tool_calls"][0]["name"], "get_weather");
@@ -176,10 +141,10 @@ async fn compaction_keeps_the_context_within_the_window_and_reprojects() {
         assert!(tokens <= window, "a request of ~{tokens} tokens exceeds the {window}-token window");
     }
     // The first user instruction survives in every later request's summary or verbatim.
-    assert_requests_reproject(&api, &session, &model).await;
+    api.assert_requests_reproject(&session, &model).await;
 
     // The state after a compaction names it and its summary.
-    let compacted = seqs_of(&api, &session, "x.compaction").await;
+    let compacted = api.seqs_of(&session, "x.compaction").await;
     let state = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={}", compacted[0])).await;
     assert_eq!(state["context"]["last_compaction_seq"], compacted[0]);
     assert!(state["context"]["summary"]["text"].as_str().unwrap().starts_with("Summary of"));
@@ -317,29 +282,6 @@ async fn bundles_verify_offline_catch_a_changed_byte_and_import_intact() {
     assert_eq!(code, 0, "{stderr}");
 }
 
-/// The files of a host directory, by sandbox path under `root`: bytes of
-/// regular files, `-> target` of links.
-fn snapshot(dir: &std::path::Path, root: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![(dir.to_path_buf(), root.to_owned())];
-    while let Some((host, sandbox)) = stack.pop() {
-        for entry in std::fs::read_dir(&host).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().into_string().unwrap();
-            let (host, sandbox) = (entry.path(), format!("{sandbox}/{name}"));
-            let kind = entry.file_type().unwrap();
-            if kind.is_symlink() {
-                out.insert(sandbox, format!("-> {}", std::fs::read_link(&host).unwrap().display()).into_bytes());
-            } else if kind.is_dir() {
-                stack.push((host, sandbox));
-            } else {
-                out.insert(sandbox, std::fs::read(&host).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workspace_at_every_idle_is_the_projection_of_the_log() {
     // Three turns of real bash in the sandbox change the workspace and the
@@ -369,27 +311,14 @@ async fn the_workspace_at_every_idle_is_the_projection_of_the_log() {
         let events = api.wait_idle(&session, n).await;
         let result = events.iter().rev().find(|e| e["type"] == "agent.tool_result").unwrap();
         assert_eq!(result["is_error"], false, "{result}");
-        let idle = *seqs_of(&api, &session, "session.status_idle").await.last().unwrap();
-        let mut files = snapshot(&host.join("workspace"), "/workspace");
-        files.extend(snapshot(&host.join("outputs"), "/mnt/session/outputs"));
+        let idle = *api.seqs_of(&session, "session.status_idle").await.last().unwrap();
+        let mut files = host_snapshot(&host.join("workspace"), "/workspace");
+        files.extend(host_snapshot(&host.join("outputs"), "/mnt/session/outputs"));
         expected.push((idle, files));
     }
     assert!(expected[0].1.contains_key("/workspace/entry"), "{:?}", expected[0].1.keys());
     for (idle, files) in &expected {
-        let state = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={idle}")).await;
-        let mut projected = std::collections::BTreeMap::new();
-        for file in state["workspace"]["files"].as_array().unwrap() {
-            let path = file["path"].as_str().unwrap().to_owned();
-            let bytes = if file["type"] == "symlink" {
-                format!("-> {}", file["target"].as_str().unwrap()).into_bytes()
-            } else {
-                let (status, bytes) =
-                    api.get_bytes(&format!("/x/v1/sessions/{session}/files{path}?at_seq={idle}")).await;
-                assert_eq!(status, 200, "{path}");
-                bytes
-            };
-            projected.insert(path, bytes);
-        }
+        let projected = api.projected_files(&session, *idle).await;
         assert_eq!(&projected, files, "the workspace at seq {idle}");
     }
     server.stop();

@@ -204,6 +204,14 @@ pub struct AgentRefObject {
     kind: String,
     id: String,
     version: Option<u32>,
+    #[serde(flatten)]
+    overrides: AgentOverrides,
+}
+
+/// What `agent_with_overrides` (and a fork) may change of an agent: a field
+/// that is present replaces the agent's; `null` clears it where allowed.
+#[derive(Debug, Default, Deserialize)]
+pub struct AgentOverrides {
     #[serde(default, deserialize_with = "double_option")]
     model: Option<Option<ModelIn>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -214,6 +222,36 @@ pub struct AgentRefObject {
     mcp_servers: Option<Option<Vec<McpServer>>>,
     #[serde(default, deserialize_with = "double_option")]
     skills: Option<Option<Vec<SkillIn>>>,
+}
+
+impl AgentOverrides {
+    /// Applies the overrides to `snapshot`, validating each as agent create does.
+    pub fn apply(self, snapshot: &mut SessionAgent) -> Result<(), ApiError> {
+        match self.model {
+            None => {}
+            Some(None) => {
+                return Err(ApiError::invalid("agent.model: cannot be null").with_code("agent_model_required"));
+            }
+            // A model override runs at the model's default effort.
+            Some(Some(model)) => snapshot.model = model.resolve(None)?,
+        }
+        if let Some(system) = self.system {
+            if let Some(system) = &system {
+                tools::check_system(system)?;
+            }
+            snapshot.system = system.filter(|s| !s.is_empty());
+        }
+        if let Some(tools) = self.tools {
+            snapshot.tools = resolve_tools(&tools.unwrap_or_default())?;
+        }
+        if let Some(servers) = self.mcp_servers {
+            snapshot.mcp_servers = servers.unwrap_or_default();
+        }
+        if let Some(skills) = self.skills {
+            snapshot.skills = resolve_skills(skills.unwrap_or_default())?;
+        }
+        check_mcp(&snapshot.mcp_servers, &snapshot.tools)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,32 +384,7 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
             match obj.kind.as_str() {
                 "agent" => Ok((snapshot, true)),
                 "agent_with_overrides" => {
-                    match obj.model {
-                        None => {}
-                        Some(None) => {
-                            return Err(
-                                ApiError::invalid("agent.model: cannot be null").with_code("agent_model_required")
-                            );
-                        }
-                        // A model override runs at the model's default effort.
-                        Some(Some(model)) => snapshot.model = model.resolve(None)?,
-                    }
-                    if let Some(system) = obj.system {
-                        if let Some(system) = &system {
-                            tools::check_system(system)?;
-                        }
-                        snapshot.system = system.filter(|s| !s.is_empty());
-                    }
-                    if let Some(tools) = obj.tools {
-                        snapshot.tools = resolve_tools(&tools.unwrap_or_default())?;
-                    }
-                    if let Some(servers) = obj.mcp_servers {
-                        snapshot.mcp_servers = servers.unwrap_or_default();
-                    }
-                    if let Some(skills) = obj.skills {
-                        snapshot.skills = resolve_skills(skills.unwrap_or_default())?;
-                    }
-                    check_mcp(&snapshot.mcp_servers, &snapshot.tools)?;
+                    obj.overrides.apply(&mut snapshot)?;
                     Ok((snapshot, true))
                 }
                 other => {

@@ -177,6 +177,7 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         | ("GET", "/x/v1/sessions/{session_id}/slice")
         | ("GET", "/x/v1/sessions/{session_id}/context")
         | ("GET", "/x/v1/sessions/{session_id}/events/{seq}") => call(None),
+        ("POST", "/x/v1/sessions/{session_id}/fork") => call(Some(json!({"at_seq": 0}))),
         ("POST", "/v1/files") => Call { creates: true, upload: true, ..call(None) },
         ("GET", "/v1/files") => Call { path: format!("{path}?limit=1000"), list: true, ..call(None) },
         ("GET", "/v1/files/{file_id}")

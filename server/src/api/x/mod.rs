@@ -6,8 +6,10 @@
 //! signed head, export as a verifiable bundle, and the consistency check of an
 //! earlier signed head against the current log. [`state`]: a session's state
 //! (context window, workspace, status, usage) and files at any seq.
-//! [`slice`]: filtered, budgeted views of a session's events.
+//! [`slice`]: filtered, budgeted views of a session's events. [`fork`]: a new
+//! session continuing another from any point of its log.
 
 pub mod audit;
+pub mod fork;
 pub mod slice;
 pub mod state;

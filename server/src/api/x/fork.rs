@@ -1,0 +1,263 @@
+//! `POST /x/v1/sessions/{id}/fork`: a new session that continues another one
+//! from any point of its log.
+//!
+//! The fork's log is the parent's records up to the fork point, shared by
+//! reference (`logbook_store::Fork`), then its own records from an
+//! `x.fork_origin` on, chained from the parent's hash at that point, so its
+//! chain proves its ancestry. Its workspace, outputs and mounted files are
+//! written from the projection at the fork point; its agent is the one the
+//! parent ran with there (the recorded `x.agent_config`), optionally with
+//! overrides, so a turn can be retried with another model or prompt. For the
+//! compatible API it is an ordinary session: its events list, stream and take
+//! input like any other.
+//!
+//! A fork taken in the middle of a turn continues the way a session does
+//! after a restart: a model call without its response is made (again, with
+//! the fork's agent), a tool call without its result gets an error result and
+//! is never run a second time. Repository tokens are secrets held in memory
+//! for the parent only; they are not carried into the fork.
+
+use axum::extract::{Path as UrlPath, State};
+use axum::{Extension, Json};
+use logbook_core::event::{Event, ForkOrigin};
+use logbook_core::{Entry, EventId, Seq, SessionId, Timestamp};
+use logbook_replay::SessionState;
+use logbook_replay::workspace::{Area, Node, split};
+use logbook_store::{Fork, ForkError, Read, ResourceKind, SledStore};
+use rand::RngExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::error::ApiError;
+use crate::api::events::find_event;
+use crate::api::sessions::{self, AgentOverrides, MAX_TITLE_CHARS, SessionAgent, Status, StoredSession};
+use crate::api::wire::{JsonBody, check_metadata};
+use crate::api::{put_new, to_bytes};
+use crate::resources::confine::Root;
+use crate::resources::mount;
+use crate::sandbox::layout::{SANDBOX_GID, SANDBOX_UID, SessionPaths};
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+use crate::workspace::write_tree;
+
+/// The body of a fork request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkRequest {
+    /// Fork after this record of the parent (exactly one of the two).
+    pub at_seq: Option<u64>,
+    /// Fork after this event of the parent.
+    pub at_event_id: Option<String>,
+    /// Changes to the agent the fork runs with (model, system, tools,
+    /// mcp_servers, skills), as in `agent_with_overrides`.
+    pub agent: Option<AgentOverrides>,
+    /// The fork's title (default: the parent's).
+    pub title: Option<String>,
+    /// The fork's metadata (default: the parent's).
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// What a fork needs besides the request: where and when it is made.
+#[derive(Debug)]
+pub struct ForkPlace<'a> {
+    pub tenant: Tenant,
+    pub parent: SessionId,
+    pub child: SessionId,
+    pub now: Timestamp,
+    /// The host directories of the child's sandbox, or `None` when this
+    /// server keeps no workspaces (nothing is written then).
+    pub paths: Option<&'a SessionPaths>,
+}
+
+/// A fork made: the new session and where it came from.
+#[derive(Debug)]
+pub struct Forked {
+    pub session: StoredSession,
+    pub origin: ForkOrigin,
+    /// Files written into the fork's workspace, outputs and uploads.
+    pub n_files: usize,
+}
+
+impl Forked {
+    /// The API object: the session, with the fork's origin.
+    pub fn to_wire(&self, now: Timestamp) -> Value {
+        let mut wire = self.session.to_wire(now);
+        if let Some(object) = wire.as_object_mut() {
+            object.insert("fork_origin".to_owned(), json!(self.origin));
+        }
+        wire
+    }
+}
+
+/// `POST /x/v1/sessions/{id}/fork`.
+pub async fn fork(
+    State(app): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    UrlPath(raw): UrlPath<String>,
+    JsonBody(body): JsonBody<ForkRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let parent = sessions::parse_session_id(&raw)?;
+    let now = app.now();
+    let child = app.new_id(now, SessionId::from_parts);
+    let paths = app.resources_host().map(|host| host.paths(child));
+    let worker_state = app.clone();
+    let forked = app
+        .blocking(move |store| {
+            let place = ForkPlace { tenant, parent, child, now, paths: paths.as_ref() };
+            let forked = fork_session(store, &place, body)?;
+            crate::api::work::ensure_session_work(&worker_state, store, &tenant, &forked.session)?;
+            Ok(forked)
+        })
+        .await?;
+    if let Some(runner) = app.runner() {
+        runner.wake(&app, tenant.workspace, child, false);
+    }
+    Ok(Json(forked.to_wire(now)))
+}
+
+/// Makes the fork: checks the request, writes the workspace, forks the log
+/// and stores the session object, in that order (a failure before the log is
+/// forked leaves nothing behind). Blocks: run it off the async threads.
+pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest) -> Result<Forked, ApiError> {
+    if let Some(title) = &body.title {
+        crate::api::tools::check_len(title, 0, MAX_TITLE_CHARS, "title")?;
+    }
+    if let Some(metadata) = &body.metadata {
+        check_metadata(metadata)?;
+    }
+    let (_, parent) = sessions::load(store, &place.tenant, place.parent)?;
+    let at = fork_point(store, place.parent, body.at_seq, body.at_event_id.as_deref())?;
+    let projected = crate::projection::state_at(store, place.parent, at)?;
+    let status = match projected.machine.status() {
+        logbook_replay::Status::Idle => Status::Idle,
+        logbook_replay::Status::Running => Status::Running,
+        logbook_replay::Status::Rescheduling => Status::Rescheduling,
+        logbook_replay::Status::Terminated => {
+            return Err(ApiError::invalid(format!(
+                "the session is terminated at seq {at}; fork at a seq before its termination"
+            )));
+        }
+    };
+    let mut agent = agent_at(&projected, &parent);
+    if let Some(overrides) = body.agent {
+        overrides.apply(&mut agent)?;
+    }
+    let session = StoredSession {
+        id: place.child,
+        status,
+        environment_id: parent.environment_id,
+        agent,
+        from_agent_ref: parent.from_agent_ref,
+        title: body.title.or(parent.title),
+        metadata: body.metadata.unwrap_or(parent.metadata),
+        budget: parent.budget,
+        created_at: place.now,
+        updated_at: place.now,
+        archived_at: None,
+        terminated_at: None,
+        self_hosted: parent.self_hosted,
+        usage: sessions::UsageView::default(),
+        outputs: std::collections::BTreeMap::new(),
+        resources: Vec::new(),
+    };
+    let parent_record = store
+        .read(place.parent, at, 1)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal(format!("record {at} of {} vanished", place.parent)))?;
+    let origin = ForkOrigin {
+        parent_session_id: place.parent,
+        parent_seq: at.get(),
+        parent_chain_hash: *parent_record.hash().as_bytes(),
+    };
+    // A self-hosted session's files live on its workers' machines.
+    let n_files = match place.paths.filter(|_| !parent.self_hosted) {
+        Some(paths) => write_workspace(store, paths, &projected).inspect_err(|_| {
+            // Nothing refers to the new directories yet.
+            let _ = std::fs::remove_dir_all(paths.root());
+        })?,
+        None => 0,
+    };
+    let first = Seq::new(at.get() + 1);
+    let ms = u64::try_from(place.now.unix_ms()).unwrap_or(0);
+    let entry = Entry {
+        id: EventId::for_seq(ms, first, rand::rng().random::<u64>()),
+        event: Event::ForkOrigin(origin.clone()),
+        at: place.now,
+    };
+    store.fork(place.child, place.parent, at, &[entry]).map_err(fork_error)?;
+    put_new(store, ResourceKind::Session, &place.tenant.key(place.child.to_bytes()), &to_bytes(&session)?)?;
+    let session = sessions::with_log_state(store, session)?;
+    Ok(Forked { session, origin, n_files })
+}
+
+/// The parent's seq a request names: `at_seq`, or the seq of `at_event_id`.
+fn fork_point(
+    store: &SledStore,
+    parent: SessionId,
+    at_seq: Option<u64>,
+    at_event_id: Option<&str>,
+) -> Result<Seq, ApiError> {
+    let next = store.head(parent)?.next.get();
+    match (at_seq, at_event_id) {
+        (Some(at), None) if at < next => Ok(Seq::new(at)),
+        (Some(at), None) => Err(ApiError::invalid(match next.checked_sub(1) {
+            Some(last) => format!("at_seq: {at} is beyond the session's last seq {last}"),
+            None => "at_seq: the session has no events yet".to_owned(),
+        })),
+        (None, Some(raw)) => {
+            let id: EventId =
+                raw.parse().map_err(|_| ApiError::invalid(format!("at_event_id: {raw:?} is not an event id")))?;
+            match find_event(store, parent, id)? {
+                Some((seq, _)) => Ok(seq),
+                None => Err(ApiError::invalid(format!("at_event_id: {id} is not an event of session {parent}"))),
+            }
+        }
+        (Some(_), Some(_)) | (None, None) => Err(ApiError::invalid("give exactly one of at_seq and at_event_id")),
+    }
+}
+
+/// The agent the parent ran with at the fork point: the recorded one, or
+/// (before its first model call) the session's own.
+fn agent_at(projected: &SessionState, parent: &StoredSession) -> SessionAgent {
+    projected
+        .agent
+        .as_ref()
+        .and_then(|recorded| serde_json::from_value::<SessionAgent>(recorded.agent.clone()).ok())
+        .unwrap_or_else(|| parent.agent.clone())
+}
+
+/// Writes the projected workspace, outputs and mounted files into the fork's
+/// new directories; returns how many files it wrote.
+fn write_workspace(store: &SledStore, paths: &SessionPaths, projected: &SessionState) -> Result<usize, ApiError> {
+    paths.create().map_err(|err| ApiError::internal(format!("creating the fork's directories: {err}")))?;
+    let owner = rustix::process::geteuid().is_root().then_some((SANDBOX_UID, SANDBOX_GID));
+    write_tree(&projected.workspace, store, &paths.workspace(), &paths.outputs(), owner)
+        .map_err(|err| ApiError::internal(format!("writing the fork's workspace: {err}")))?;
+    let uploads: std::collections::BTreeMap<String, logbook_replay::resources::RecordedFile> = projected
+        .workspace
+        .iter()
+        .filter(|(path, _)| split(path).is_ok_and(|(area, _)| area == Area::Uploads))
+        .filter_map(|(path, node)| match node {
+            Node::File { blob, size, mode } => Some((
+                path.to_owned(),
+                logbook_replay::resources::RecordedFile { blob: *blob, size: *size, mode: *mode },
+            )),
+            Node::Symlink { .. } => None,
+        })
+        .collect();
+    let root = Root::open(&paths.uploads()).map_err(|err| ApiError::internal(format!("the fork's uploads: {err}")))?;
+    mount::materialize(store, &root, &uploads).map_err(|err| ApiError::internal(format!("mounting files: {err}")))?;
+    Ok(projected.workspace.len())
+}
+
+fn fork_error(err: ForkError) -> ApiError {
+    match err {
+        ForkError::BeyondHead { .. } | ForkError::SelfFork { .. } | ForkError::TooDeep { .. } => {
+            ApiError::invalid(err.to_string())
+        }
+        ForkError::Exists { .. } => ApiError::conflict(err.to_string()),
+        ForkError::Append(err) => err.into(),
+        ForkError::Store(err) => err.into(),
+    }
+}

@@ -1,0 +1,63 @@
+use logbook_core::event::sample_events;
+use logbook_core::{Entry, EventId, Timestamp};
+use logbook_store::{Append, Fork, SledOptions};
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("data"), &SledOptions { cache_capacity_bytes: 8 << 20 }).unwrap();
+    (dir, store)
+}
+
+fn session(n: u128) -> SessionId {
+    SessionId::from_parts(1_700_000_000_000, n)
+}
+
+/// `n` entries cycling through every event type.
+fn entries(first_seq: u64, n: usize) -> Vec<Entry> {
+    let samples = sample_events();
+    (0..n)
+        .map(|i| {
+            let seq = first_seq + i as u64;
+            Entry {
+                id: EventId::for_seq(1_700_000_000_000, Seq::new(seq), 7),
+                event: samples[seq as usize % samples.len()].clone(),
+                at: Timestamp::from_unix_micros(1_700_000_000_000_000 + seq as i64),
+            }
+        })
+        .collect()
+}
+
+fn checkpoints_of(store: &SledStore, session: SessionId) -> Vec<u64> {
+    let pairs =
+        store.scan_resources(ResourceKind::Checkpoint, &session.to_bytes(), None, Direction::Forward, 1000).unwrap();
+    pairs.iter().map(|(key, _)| u64::from_be_bytes(key[16..24].try_into().unwrap())).collect()
+}
+
+#[test]
+fn a_fork_projects_its_inherited_prefix_from_the_parents_checkpoints() {
+    let (_dir, store) = store();
+    let (parent, child) = (session(1), session(2));
+    let n = 3 * CHECKPOINT_INTERVAL as usize;
+    for (i, chunk) in entries(0, n).chunks(500).enumerate() {
+        store.append(parent, Seq::new(i as u64 * 500), chunk).unwrap();
+    }
+    let at = Seq::new(2 * CHECKPOINT_INTERVAL + 100);
+    store.fork(child, parent, at, &entries(at.get() + 1, 10)).unwrap();
+
+    // Within the prefix the fork's state is the parent's, and folding the
+    // fork saves its checkpoints under the parent, who wrote those records.
+    let inside = Seq::new(2 * CHECKPOINT_INTERVAL + 50);
+    assert_eq!(state_at(&store, child, inside).unwrap(), state_at(&store, parent, inside).unwrap());
+    assert_eq!(checkpoints_of(&store, parent), vec![CHECKPOINT_INTERVAL, 2 * CHECKPOINT_INTERVAL]);
+    assert!(checkpoints_of(&store, child).is_empty());
+    // Past the fork point the fork's own records count, from the parent's checkpoint on.
+    let past = Seq::new(at.get() + 10);
+    let mut full = SessionState::new();
+    for record in store.read(child, Seq::ZERO, 100_000).unwrap() {
+        full.apply(&record.entry().unwrap());
+    }
+    assert_eq!(state_at(&store, child, past).unwrap(), full);
+    assert!(nearest_checkpoint(&store, child, past).unwrap().is_some_and(|s| s.next_seq == 2 * CHECKPOINT_INTERVAL));
+}
