@@ -32,7 +32,7 @@ from anthropic.lib.tools import beta_async_tool
 from anthropic.types.beta import BetaManagedAgentsDeltaEvent, BetaManagedAgentsStartEvent
 from anthropic.types.beta.sessions import BetaManagedAgentsAgentMessageEvent
 
-from helpers import user_message
+from helpers import MODEL, user_message
 from runner_conftest_helpers import (  # noqa: F401 - fixtures are found by name
     TURN_DEADLINE_S,
     WEATHER_TOOL,
@@ -1039,3 +1039,46 @@ def test_session_object_agrees_with_the_idle_event(harness: Harness) -> None:
         f"of {n_sessions * n_turns} retrieves right after session.status_idle, {len(lagging_status)} still "
         f"said running and {len(lagging_usage)} had the previous usage; e.g. {(lagging_status + lagging_usage)[:4]}"
     )
+
+
+# --------------------------------------------------------------------------- 8. forks (a Logbook extension)
+
+
+def test_a_fork_is_an_ordinary_session_to_the_sdk(harness: Harness) -> None:
+    """A fork made through `/x/v1` retries the turn with another model; the SDK
+    sees it as any session: retrieve, list and stream validate strictly, the
+    shared prefix keeps the parent's event ids, and the new turn streams."""
+    h = harness
+    h.fake.set_script([text_response("first answer"), text_response("second opinion")])
+    parent = h.session([])
+    reader = h.open_stream(parent.id)
+    (sent,) = h.send(parent.id, user_message("what is the answer?"))
+    h.wait_idles(reader, 1)
+
+    fork = h.client.post(
+        f"/x/v1/sessions/{parent.id}/fork",
+        cast_to=object,
+        body={"at_event_id": sent.id, "agent": {"model": "claude-opus-4-6"}},
+    )
+    assert isinstance(fork, dict) and fork["fork_origin"]["parent_session_id"] == parent.id, fork
+    h.sessions.append(fork["id"])
+    retrieved = h.client.beta.sessions.retrieve(fork["id"])
+    assert retrieved.agent.model.id == "claude-opus-4-6"
+    assert retrieved.environment_id == parent.environment_id
+    h.wait_status(fork["id"], "idle")
+
+    listed = h.listed(fork["id"])
+    assert listed[0].id == sent.id, "the shared prefix keeps the parent's event ids"
+    answers = [e for e in listed if e.type == "agent.message"]
+    assert [text_of(a.content) for a in answers] == ["second opinion"]
+    requests = h.requests()
+    assert [r["body"]["model"] for r in requests] == [MODEL, "claude-opus-4-6"]
+    assert requests[0]["body"]["messages"] == requests[1]["body"]["messages"]
+
+    # The fork takes input and streams like any session.
+    h.fake.set_script([text_response("third")])
+    fork_reader = h.open_stream(fork["id"])
+    h.send(fork["id"], user_message("and again?"))
+    streamed = h.wait_idles(fork_reader, 1)
+    assert text_of(first(streamed, "agent.message").content) == "third"
+    assert [e.id for e in h.listed(parent.id)][-1] != streamed[-1].id, "the parent did not move"
