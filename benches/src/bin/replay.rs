@@ -6,6 +6,9 @@
 //!   start (the cost must not grow with length; target ≤ 50 ms and ≤ 2×);
 //! - **verify**: the session's chain verified from the store, in MB/s of
 //!   canonical bytes, against `blake3::hash` over the same bytes in memory;
+//! - **fork**: the store's fork of a 1k-event session beside the long one
+//!   (target ≤ 5 ms and independent of length), and a whole fork as the
+//!   endpoint makes it (state, workspace written, log);
 //! - **low-token context** of long coding sessions: tokens of the fitted
 //!   context at turn 100 (default budget) as a fraction of re-sending the
 //!   whole history, with the must-keep items checked (target ≤ 0.2).
@@ -32,7 +35,7 @@ use logbook_replay::context::plan_compaction;
 use logbook_replay::fit::{DEFAULT_BUDGET_TOKENS, fit};
 use logbook_store::{Append, Read, SledOptions, SledStore};
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
 const WINDOW: u64 = 200_000;
@@ -45,12 +48,20 @@ struct Gen {
     rng: StdRng,
     state: SessionState,
     entries: Vec<Entry>,
+    /// File contents the deltas name, for the caller to store.
+    blobs: Vec<Vec<u8>>,
     n: u128,
 }
 
 impl Gen {
     fn new(seed: u64) -> Gen {
-        Gen { rng: StdRng::seed_from_u64(seed), state: SessionState::new(), entries: Vec::new(), n: 0 }
+        Gen {
+            rng: StdRng::seed_from_u64(seed),
+            state: SessionState::new(),
+            entries: Vec::new(),
+            blobs: Vec::new(),
+            n: 0,
+        }
     }
 
     fn push(&mut self, event: Event) -> EventId {
@@ -167,15 +178,16 @@ impl Gen {
                 is_error: Some(false),
             }));
             let file = self.rng.random_range(0..WORKSPACE_FILES);
-            let mut blob = [0u8; 32];
-            self.rng.fill_bytes(&mut blob);
+            let contents = format!("// m{file}, version {}\n", self.n).repeat(8).into_bytes();
+            let blob = *blake3::hash(&contents).as_bytes();
             self.push(Event::WorkspaceDelta(WorkspaceDelta {
                 tool_use_id: Some(id),
                 changes: vec![WorkspaceChange {
                     path: format!("/workspace/src/m{file}.rs"),
-                    change: FileChange::Written { blob, size: size as u64, mode: 0o644 },
+                    change: FileChange::Written { blob, size: contents.len() as u64, mode: 0o644 },
                 }],
             }));
+            self.blobs.push(contents);
         }
         if self.state.estimated_prompt_tokens() >= TRIGGER
             && let Some(plan) = plan_compaction(&self.state.context, KEEP)
@@ -252,11 +264,13 @@ fn main() -> anyhow::Result<()> {
     }));
     let mut stored = 0u64;
     let mut n_turns = 0u64;
+    let mut contents: Vec<Vec<u8>> = Vec::new();
     while stored < events {
         generator.turn();
         n_turns += 1;
         stored += generator.entries.len() as u64;
         let mut base = store.head(session)?.next.get();
+        contents.append(&mut generator.blobs);
         let batch: Vec<Entry> = std::mem::take(&mut generator.entries);
         for chunk in batch.chunks(APPEND_BATCH) {
             store.append(session, Seq::new(base), chunk)?;
@@ -320,24 +334,109 @@ fn main() -> anyhow::Result<()> {
     }
     let raw = bytes as f64 / began.elapsed().as_secs_f64() / 1e6;
     drop(canonical);
-    let began = Instant::now();
-    let mut verifier = logbook_core::verify::Verifier::new(
-        logbook_core::verify::Anchor::GENESIS,
-        logbook_core::verify::Depth::Entries,
+    for (depth, what) in [
+        (logbook_core::verify::Depth::Links, "hash links"),
+        (logbook_core::verify::Depth::Entries, "links and entries decoded (the audit endpoint)"),
+    ] {
+        let began = Instant::now();
+        let mut verifier = logbook_core::verify::Verifier::new(logbook_core::verify::Anchor::GENESIS, depth);
+        let mut next = Seq::ZERO;
+        loop {
+            let page = store.read(session, next, logbook_store::MAX_READ_RECORDS)?;
+            let Some(last) = page.last() else { break };
+            next = Seq::new(last.seq().get() + 1);
+            for record in &page {
+                verifier.push(Ok(record));
+            }
+        }
+        let report = verifier.finish();
+        anyhow::ensure!(report.is_intact(), "the generated chain does not verify");
+        let ours = bytes as f64 / began.elapsed().as_secs_f64() / 1e6;
+        println!(
+            "verify from the store ({what}): {ours:.0} MB/s; raw blake3 in memory: {raw:.0} MB/s  (ratio {:.2}x)",
+            ours / raw
+        );
+    }
+
+    // Fork: the log part (the store's fork by reference) of a 1k-event
+    // session and of the long one, side by side; then a whole fork as the
+    // endpoint makes it (the state at the fork point, its workspace written
+    // to disk, the log forked), whose cost follows the workspace's size.
+    let small = SessionId::from_parts(1_764_000_000_000, 2);
+    let mut small_gen = Gen::new(9);
+    while store.head(small)?.next.get() < 1_000 {
+        small_gen.turn();
+        let base = store.head(small)?.next.get();
+        store.append(small, Seq::new(base), &std::mem::take(&mut small_gen.entries))?;
+    }
+    let n_small = store.head(small)?.next.get();
+    let mut n_children = 1_000u128;
+    let mut fork_times = |parent: SessionId, len: u64| -> anyhow::Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            n_children += 1;
+            let child = SessionId::from_parts(1_764_000_000_000, n_children);
+            let at = Seq::new(rng.random_range(0..len));
+            let began = Instant::now();
+            logbook_store::Fork::fork(&store, child, parent, at, &[])?;
+            out.push(began.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(out)
+    };
+    let mut small_forks = fork_times(small, n_small)?;
+    let mut long_forks = fork_times(session, n)?;
+    let (f50, f99) = (percentile(&mut small_forks, 0.5), percentile(&mut small_forks, 0.99));
+    let (l50, l99) = (percentile(&mut long_forks, 0.5), percentile(&mut long_forks, 0.99));
+    println!("fork of a {n_small}-event session: p50 {f50:.3} ms p99 {f99:.3} ms");
+    println!(
+        "fork of the {n}-event session: p50 {l50:.3} ms p99 {l99:.3} ms  (ratio p50 {:.2}x, target <= 5 ms and independent of length)",
+        l50 / f50
     );
-    let mut next = Seq::ZERO;
-    loop {
-        let page = store.read(session, next, logbook_store::MAX_READ_RECORDS)?;
-        let Some(last) = page.last() else { break };
-        next = Seq::new(last.seq().get() + 1);
-        for record in &page {
-            verifier.push(Ok(record));
+    // The files' contents, stored by 16 writers so their syncs are shared.
+    let began = Instant::now();
+    let n_contents = contents.len();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = contents
+            .chunks(n_contents.div_ceil(16).max(1))
+            .map(|part| {
+                let store = &store;
+                scope.spawn(move || part.iter().try_for_each(|c| logbook_store::Blobs::put_blob(store, c).map(|_| ())))
+            })
+            .collect();
+        for worker in workers {
+            worker.join().map_err(|_| anyhow::anyhow!("a blob writer panicked"))??;
+        }
+        Ok(())
+    })?;
+    drop(contents);
+    eprintln!("stored {n_contents} file contents in {:.1} s", began.elapsed().as_secs_f64());
+    let mut whole = Vec::new();
+    let mut n_files = 0;
+    for i in 0..samples.min(20) {
+        let at = Seq::new(rng.random_range(0..n));
+        let target = tempfile::tempdir()?;
+        n_children += 1;
+        let child = SessionId::from_parts(1_764_000_000_000, n_children);
+        let began = Instant::now();
+        let state =
+            logbook_server::projection::state_at(&store, session, at).map_err(|e| anyhow::anyhow!(e.message))?;
+        logbook_server::workspace::write_tree(
+            &state.workspace,
+            &store,
+            &target.path().join("workspace"),
+            &target.path().join("outputs"),
+            None,
+        )?;
+        logbook_store::Fork::fork(&store, child, session, at, &[])?;
+        whole.push(began.elapsed().as_secs_f64() * 1e3);
+        if i == 0 {
+            n_files = state.workspace.len();
         }
     }
-    let report = verifier.finish();
-    anyhow::ensure!(report.is_intact(), "the generated chain does not verify");
-    let ours = bytes as f64 / began.elapsed().as_secs_f64() / 1e6;
-    println!("verify from the store: {ours:.0} MB/s; raw blake3 in memory: {raw:.0} MB/s  (ratio {:.2}x)", ours / raw);
+    let (w50, w99) = (percentile(&mut whole, 0.5), percentile(&mut whole, 0.99));
+    println!(
+        "a whole fork of the {n}-event session (state, {n_files}-file workspace written, log): p50 {w50:.1} ms p99 {w99:.1} ms"
+    );
 
     // The low-token context at turn 100 of long coding sessions.
     for seed in 0..3u64 {
