@@ -57,6 +57,8 @@ struct Inner {
     previews: Previews,
     /// Long-poll wake-ups and the workers seen polling, per work queue.
     work: WorkHub,
+    /// Workspace API keys authenticated recently.
+    keys: crate::tenancy::KeyCache,
     shutdown: watch::Receiver<bool>,
     /// The runner, once started (absent in tests of the API alone).
     runner: std::sync::OnceLock<crate::runner::RunnerHandle>,
@@ -83,6 +85,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 previews: Previews::default(),
                 work: WorkHub::default(),
+                keys: crate::tenancy::KeyCache::default(),
                 shutdown,
                 runner: std::sync::OnceLock::new(),
                 audit_key: std::sync::OnceLock::new(),
@@ -141,6 +144,10 @@ impl AppState {
 
     pub fn work_hub(&self) -> &WorkHub {
         &self.inner.work
+    }
+
+    pub fn key_cache(&self) -> &crate::tenancy::KeyCache {
+        &self.inner.keys
     }
 
     /// Becomes `true` when the server starts shutting down.

@@ -137,6 +137,44 @@ pub fn authenticate_principal(store: &SledStore, presented: &str) -> Result<Prin
     Ok(Principal { workspace: record.workspace_id, scope: record.scope })
 }
 
+/// How long an authenticated API key is remembered. Keys are created and
+/// revoked only offline (`logbook keys`, with the server stopped), so this
+/// bounds staleness for any future online change rather than being needed now.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most keys remembered at once (the cache is emptied when it fills).
+pub const MAX_CACHED_KEYS: usize = 10_000;
+
+/// Recently authenticated workspace API keys, by hash, so that most requests
+/// authenticate without a store lookup (which runs off the async threads).
+/// Environment keys and sessions tokens are never cached: their checks read
+/// the store per request.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
+}
+
+impl KeyCache {
+    /// The principal of a key authenticated less than [`KEY_CACHE_TTL`] ago.
+    pub fn get(&self, hash: &[u8; 32], now: std::time::Instant) -> Option<Principal> {
+        let entries = self.entries.lock().ok()?;
+        let (principal, at) = entries.get(hash)?;
+        (now.saturating_duration_since(*at) < KEY_CACHE_TTL).then_some(*principal)
+    }
+
+    /// Remembers a workspace key just authenticated (other scopes are ignored).
+    pub fn insert(&self, hash: [u8; 32], principal: Principal, now: std::time::Instant) {
+        if principal.scope != KeyScope::Workspace {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_CACHED_KEYS {
+                entries.clear();
+            }
+            entries.insert(hash, (principal, now));
+        }
+    }
+}
+
 /// Finds or creates the workspace called `name`.
 pub fn ensure_workspace(store: &SledStore, name: &str, now: Timestamp) -> Result<Workspace, ApiError> {
     if name.is_empty() || name.len() > 64 {
@@ -299,4 +337,37 @@ pub fn workspace_by_id(store: &SledStore, id: WorkspaceId) -> Result<Option<Work
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn the_key_cache_keeps_workspace_keys_for_a_while_and_nothing_else() {
+        let cache = KeyCache::default();
+        let workspace = WorkspaceId::from_parts(1_700_000_000_000, 7);
+        let key = Principal { workspace, scope: KeyScope::Workspace };
+        let env_key = Principal {
+            workspace,
+            scope: KeyScope::Environment { environment_id: EnvironmentId::from_parts(1_700_000_000_000, 9) },
+        };
+        let t0 = Instant::now();
+        cache.insert([1; 32], key, t0);
+        cache.insert([2; 32], env_key, t0);
+        assert_eq!(cache.get(&[1; 32], t0 + Duration::from_secs(1)), Some(key));
+        assert_eq!(cache.get(&[2; 32], t0), None, "environment keys are checked against the store every time");
+        assert_eq!(cache.get(&[3; 32], t0), None);
+        assert_eq!(cache.get(&[1; 32], t0 + KEY_CACHE_TTL), None, "an entry expires");
+        for n in 0..MAX_CACHED_KEYS as u32 + 1 {
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&n.to_be_bytes());
+            cache.insert(hash, key, t0);
+        }
+        assert!(cache.entries.lock().unwrap().len() <= MAX_CACHED_KEYS, "bounded");
+    }
 }

@@ -74,15 +74,20 @@ pub async fn send(
     let worker_state = state.clone();
     let (records, queued) = state
         .blocking(move |store| {
-            let (_, session) = sessions::load(store, &tenant, id)?;
-            let session = sessions::with_log_state(store, session)?;
+            // Only the status is read from the log here (one record), not the
+            // resources and usage a retrieve overlays: this is the hot path.
+            let (_, mut session) = sessions::load(store, &tenant, id)?;
+            let last_status = sessions::last_status(store, id)?;
+            if let Some(status) = last_status.as_ref().and_then(sessions::status_of) {
+                session.status = status;
+            }
             if session.archived_at.is_some() || session.status == Status::Terminated {
                 return Err(ApiError::invalid(format!("session {id} is archived or terminated and accepts no events")));
             }
             // Sent during a turn, a message or interrupt waits for the runner.
             let queued =
                 matches!(session.status, Status::Running | Status::Rescheduling) && state_has_runner(&worker_state);
-            let context = InputContext::Send { requires_action: requires_action(store, id)? };
+            let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
             let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
             let starts_work = inputs.iter().any(starts_work);
             let records = append_checked(&worker_state, store, &session, inputs)?;
@@ -430,22 +435,14 @@ fn confirmation_of(
 }
 
 /// Whether the session's latest status is idle with `requires_action`.
-fn requires_action(store: &SledStore, session: SessionId) -> Result<bool, ApiError> {
-    let statuses = [
-        EventType::SessionStatusIdle,
-        EventType::SessionStatusRunning,
-        EventType::SessionStatusRescheduled,
-        EventType::SessionStatusTerminated,
-    ];
-    let Some(record) = store.last_of_types(session, &statuses)? else { return Ok(false) };
-    let entry = record.entry().map_err(ApiError::internal)?;
-    Ok(matches!(
-        entry.event,
-        Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
+fn requires_action(last_status: Option<&Event>) -> bool {
+    matches!(
+        last_status,
+        Some(Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
             stop_reason: logbook_core::event::StopReason::RequiresAction { .. },
             ..
-        })
-    ))
+        }))
+    )
 }
 
 /// Records scanned past an id's seq hint before giving up on finding it.

@@ -737,23 +737,8 @@ pub async fn delete(
 pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<StoredSession, ApiError> {
     use logbook_core::event::{Event, EventType};
     use logbook_store::Read;
-    let statuses = [
-        EventType::SessionStatusRunning,
-        EventType::SessionStatusIdle,
-        EventType::SessionStatusRescheduled,
-        EventType::SessionStatusTerminated,
-    ];
-    if let Some(record) = store.last_of_types(session.id, &statuses)? {
-        let entry = record.entry().map_err(ApiError::internal)?;
-        session.status = if let Event::SessionStatusRunning(_) = entry.event {
-            Status::Running
-        } else if let Event::SessionStatusIdle(_) = entry.event {
-            Status::Idle
-        } else if let Event::SessionStatusRescheduled(_) = entry.event {
-            Status::Rescheduling
-        } else {
-            Status::Terminated
-        };
+    if let Some(status) = last_status(store, session.id)?.as_ref().and_then(status_of) {
+        session.status = status;
     }
     session.resources = super::resources::attached(store, session.id)?.iter().map(super::resources::to_wire).collect();
     if let Some(record) = store.last_of_types(session.id, &[EventType::SessionUsage])? {
@@ -776,6 +761,38 @@ pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<S
         }
     }
     Ok(session)
+}
+
+/// The session's last status event, if it has one (the log is the truth for
+/// status; the object's `status` is a cache of it).
+pub fn last_status(store: &SledStore, id: SessionId) -> Result<Option<Event>, ApiError> {
+    use logbook_core::event::EventType;
+    use logbook_store::Read;
+    let statuses = [
+        EventType::SessionStatusRunning,
+        EventType::SessionStatusIdle,
+        EventType::SessionStatusRescheduled,
+        EventType::SessionStatusTerminated,
+    ];
+    match store.last_of_types(id, &statuses)? {
+        Some(record) => Ok(Some(record.entry().map_err(ApiError::internal)?.event)),
+        None => Ok(None),
+    }
+}
+
+/// The status a status event sets.
+pub fn status_of(event: &Event) -> Option<Status> {
+    if let Event::SessionStatusRunning(_) = event {
+        Some(Status::Running)
+    } else if let Event::SessionStatusIdle(_) = event {
+        Some(Status::Idle)
+    } else if let Event::SessionStatusRescheduled(_) = event {
+        Some(Status::Rescheduling)
+    } else if let Event::SessionStatusTerminated(_) = event {
+        Some(Status::Terminated)
+    } else {
+        None
+    }
 }
 
 /// Records a status the runner appended (the object's status is an index of
