@@ -198,7 +198,11 @@ impl FakeModel {
                 // Not a graceful shutdown: hanging responses never finish, and
                 // dropping the runtime below cancels them.
                 tokio::select! {
-                    _ = axum::serve(listener, app) => {}
+                    // Without TCP_NODELAY each streamed event after the first
+                    // waits for the client's delayed ACK (tens of ms per call).
+                    _ = axum::serve(axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    }), app) => {}
                     _ = stop_rx => {}
                 }
             });
