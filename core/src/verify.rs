@@ -91,6 +91,11 @@ pub enum Depth {
     Entries,
 }
 
+/// Records from which [`Verifier::push_all`] spreads its work over threads.
+pub const PARALLEL_VERIFY_MIN: usize = 512;
+/// Most threads [`Verifier::push_all`] uses.
+pub const MAX_VERIFY_THREADS: usize = 4;
+
 /// An incremental verifier over one session's records in seq order.
 #[derive(Debug)]
 pub struct Verifier {
@@ -126,11 +131,67 @@ impl Verifier {
         }
     }
 
+    /// Checks the next records, in order: the same as [`Self::push`] on
+    /// each, with the per-record work (hashing the body, decoding the entry)
+    /// spread over up to [`MAX_VERIFY_THREADS`] threads for long runs.
+    pub fn push_all(&mut self, records: &[Record]) {
+        let depth = self.depth;
+        let work = |record: &Record| {
+            let computed = record.computed_hash();
+            let undecodable = match record.body() {
+                Body::Canonical(bytes) if depth == Depth::Entries && computed == record.hash() => {
+                    crate::entry::Entry::from_canonical(bytes).err().map(|err| err.to_string())
+                }
+                Body::Canonical(_) | Body::Redacted { .. } => None,
+            };
+            (computed, undecodable)
+        };
+        let n_threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_VERIFY_THREADS);
+        let checked: Vec<(ChainHash, Option<String>)> = if records.len() < PARALLEL_VERIFY_MIN || n_threads == 1 {
+            records.iter().map(work).collect()
+        } else {
+            let per_thread = records.len().div_ceil(n_threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = records
+                    .chunks(per_thread)
+                    .map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .zip(records.chunks(per_thread))
+                    // A panicked worker's part is checked again here.
+                    .flat_map(|(handle, part)| handle.join().unwrap_or_else(|_| part.iter().map(work).collect()))
+                    .collect()
+            })
+        };
+        for (record, (computed, undecodable)) in records.iter().zip(checked) {
+            let n_breaks_before = self.report.breaks.len();
+            self.report.n_records += 1;
+            self.check_with(record, computed, undecodable);
+            if self.report.breaks.len() == n_breaks_before && self.report.n_intact + 1 == self.report.n_records {
+                self.report.n_intact += 1;
+            }
+        }
+    }
+
     pub fn finish(self) -> Report {
         self.report
     }
 
     fn check(&mut self, record: &Record) {
+        let computed = record.computed_hash();
+        let undecodable = match record.body() {
+            Body::Canonical(bytes) if self.depth == Depth::Entries && computed == record.hash() => {
+                crate::entry::Entry::from_canonical(bytes).err().map(|err| err.to_string())
+            }
+            Body::Canonical(_) | Body::Redacted { .. } => None,
+        };
+        self.check_with(record, computed, undecodable);
+    }
+
+    /// The checks of one record, given its computed hash and (at
+    /// [`Depth::Entries`]) why its body does not decode.
+    fn check_with(&mut self, record: &Record, computed: ChainHash, undecodable: Option<String>) {
         let seq = record.seq();
         if seq != self.expected.next_seq {
             // Reported at the first seq that is missing (or out of place).
@@ -139,20 +200,14 @@ impl Verifier {
         } else if self.expected.prev != UNKNOWN_PREV && record.prev() != self.expected.prev {
             self.note(seq, BreakKind::PrevMismatch { expected: self.expected.prev, found: record.prev() });
         }
-        let computed = record.computed_hash();
         if computed != record.hash() {
             self.note(seq, BreakKind::HashMismatch { stored: record.hash(), computed });
         }
-        match record.body() {
-            Body::Redacted { .. } => self.report.n_redacted += 1,
-            Body::Canonical(bytes) => {
-                if self.depth == Depth::Entries
-                    && computed == record.hash()
-                    && let Err(err) = crate::entry::Entry::from_canonical(bytes)
-                {
-                    self.note(seq, BreakKind::EntryUndecodable { reason: err.to_string() });
-                }
-            }
+        if let Body::Redacted { .. } = record.body() {
+            self.report.n_redacted += 1;
+        }
+        if let Some(reason) = undecodable {
+            self.note(seq, BreakKind::EntryUndecodable { reason });
         }
         self.report.head = Some((seq, record.hash()));
         self.expected = Anchor { next_seq: next_or_same(seq), prev: record.hash() };

@@ -108,3 +108,42 @@ proptest! {
         prop_assert_eq!(report.n_records, envelopes.len() as u64);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Goal: verifying records in batches, spread over threads, reports
+    /// exactly what verifying them one by one does, damage included.
+    #[test]
+    fn push_all_reports_what_push_does(
+        n in 1usize..(3 * PARALLEL_VERIFY_MIN),
+        damaged in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+        removed in prop::option::of(any::<prop::sample::Index>()),
+        depth in prop_oneof![Just(Depth::Links), Just(Depth::Entries)],
+    ) {
+        let bodies: Vec<Vec<u8>> = (0..n).map(|i| format!("body {i}").into_bytes()).collect();
+        let mut records = chain_of(&bodies);
+        for pick in &damaged {
+            let victim = pick.index(records.len());
+            let record = &records[victim];
+            let mut body = match record.body() {
+                Body::Canonical(bytes) => bytes.clone(),
+                Body::Redacted { .. } => Vec::new(),
+            };
+            body.push(b'!');
+            records[victim] = Record::from_parts(session(), record.seq(), record.prev(), record.hash(), Body::Canonical(body));
+        }
+        if let Some(pick) = removed {
+            records.remove(pick.index(records.len()));
+        }
+        let mut one_by_one = Verifier::new(Anchor::GENESIS, depth);
+        for record in &records {
+            one_by_one.push(Ok(record));
+        }
+        let mut batched = Verifier::new(Anchor::GENESIS, depth);
+        for page in records.chunks(PARALLEL_VERIFY_MIN + 7) {
+            batched.push_all(page);
+        }
+        prop_assert_eq!(batched.finish(), one_by_one.finish());
+    }
+}

@@ -159,10 +159,13 @@ pub fn verify_session(
 ) -> Result<(Report, SignedHead), AuditError> {
     let head = store.head(session)?;
     let mut verifier = Verifier::new(Anchor::GENESIS, Depth::Entries);
-    for_each_record(store, session, Seq::ZERO, |record| {
-        verifier.push(Ok(record));
-        Ok(())
-    })?;
+    let mut next = Seq::ZERO;
+    loop {
+        let page = store.read(session, next, MAX_READ_RECORDS)?;
+        let Some(after) = page.last().and_then(|last| last.seq().next()) else { break };
+        verifier.push_all(&page);
+        next = after;
+    }
     let report = verifier.finish();
     let signed = key.sign(session, head.next.get(), head.hash, now);
     Ok((report, signed))

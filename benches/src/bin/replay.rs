@@ -345,9 +345,7 @@ fn main() -> anyhow::Result<()> {
             let page = store.read(session, next, logbook_store::MAX_READ_RECORDS)?;
             let Some(last) = page.last() else { break };
             next = Seq::new(last.seq().get() + 1);
-            for record in &page {
-                verifier.push(Ok(record));
-            }
+            verifier.push_all(&page);
         }
         let report = verifier.finish();
         anyhow::ensure!(report.is_intact(), "the generated chain does not verify");

@@ -203,3 +203,34 @@ fn truncated_tail_and_recomputed_chain_are_reported_by_verify() {
         drop(dir_guard);
     }
 }
+
+#[test]
+fn a_long_read_decoded_on_several_threads_names_the_first_damaged_seq() {
+    // 1,200 records: one read of all of them is decoded in parallel parts.
+    let fixture = SledFixture::new();
+    let n = 1_200u64;
+    for start in (0..n).step_by(100) {
+        fixture.store().append(session(1), Seq::new(start), &entries(start..start + 100)).unwrap();
+    }
+    fixture.store().append(session(2), Seq::ZERO, &entries(0..3)).unwrap();
+    fixture.store().checkpoint().unwrap();
+    let intact = fixture.store().read(session(1), Seq::ZERO, n as usize).unwrap();
+    let mut fixture = fixture.reopen();
+    assert_eq!(fixture.store().read(session(1), Seq::ZERO, n as usize).unwrap(), intact, "parallel = cached");
+
+    // Damage a record in the last part, then one in the first: the read names
+    // the earliest, whichever thread met it.
+    for seq in [1_100, 300] {
+        let location = fixture.store().locate(session(1), Seq::new(seq)).unwrap().unwrap();
+        let at = wal::offset_of(location.lsn) + wal::RECORD_HEADER_BYTES as u64 + 3;
+        let segment = segment_of(&fixture.store().engine().log_dir(), location.lsn);
+        let mut byte = [0u8];
+        segment.read_exact_at(&mut byte, at).unwrap();
+        segment.write_at(&[byte[0] ^ 0x01], at).unwrap();
+        fixture = fixture.reopen();
+        match fixture.store().read(session(1), Seq::ZERO, n as usize) {
+            Err(Error::Corrupted(corruption)) => assert_eq!(corruption.seq, Seq::new(seq), "{corruption}"),
+            other => panic!("expected corruption at {seq}, got {:?}", other.map(|r| r.len())),
+        }
+    }
+}
