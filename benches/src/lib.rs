@@ -9,7 +9,9 @@
 //! [`open`], [`forks`] and [`dict`] hold the other measurements, and [`diag`] breaks the
 //! store's costs down. The `durability` binary
 //! runs them all side by side and prints the tables; the criterion bench
-//! `micro` times the small operations. See `benches/README.md`.
+//! `micro` times the small operations. [`serve`] starts the real server for
+//! the load benchmarks (`http_load`, `work_load`, `runner_load`,
+//! `files_load`). See `benches/README.md`.
 
 pub mod corpus;
 pub mod diag;
@@ -22,6 +24,7 @@ pub mod open;
 pub mod raw;
 pub mod reads;
 pub mod scratch;
+pub mod serve;
 pub mod sqlite;
 pub mod text;
 pub mod verify;

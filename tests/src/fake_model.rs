@@ -47,6 +47,8 @@ use serde_json::{Value, json};
 
 use script::{Ending, Ids, Plan, Step};
 
+use crate::loopback::Loopback;
+
 /// Largest request body accepted (conversations with images get big).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// Most requests remembered; older ones are dropped first.
@@ -160,8 +162,8 @@ pub struct FakeModel {
     state: FakeState,
     addr: SocketAddr,
     base_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Serves until dropped.
+    _server: Loopback,
 }
 
 impl FakeModel {
@@ -172,48 +174,11 @@ impl FakeModel {
 
     pub fn start_with(script: Vec<Value>, options: FakeOptions) -> Result<FakeModel, FakeModelError> {
         let state = FakeState::new(script, options)?;
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(state.clone());
-        let thread = std::thread::Builder::new().name("fake-model".to_owned()).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                // Not a graceful shutdown: hanging responses never finish, and
-                // dropping the runtime below cancels them.
-                tokio::select! {
-                    // Without TCP_NODELAY each streamed event after the first
-                    // waits for the client's delayed ACK (tens of ms per call).
-                    _ = axum::serve(axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    }), app) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error.into()),
-            Err(_) => return Err(std::io::Error::other("the fake-model thread died while starting").into()),
-        }
+        let server = Loopback::serve("fake-model", move || app, |_| {})?;
+        let addr = server.addr();
         let base_url = format!("http://{addr}");
-        Ok(FakeModel { state, addr, base_url, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(FakeModel { state, addr, base_url, _server: server })
     }
 
     /// `http://127.0.0.1:PORT`, to use as `ANTHROPIC_BASE_URL`.
@@ -239,17 +204,6 @@ impl FakeModel {
 
     pub fn state(&self) -> &FakeState {
         &self.state
-    }
-}
-
-impl Drop for FakeModel {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

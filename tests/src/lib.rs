@@ -9,10 +9,12 @@
 //! [`server`] starts the real `logbook` binary and talks to its API.
 //! [`git_server`] serves git repositories over https on loopback.
 //! [`mcp_server`] is a small MCP server (the official SDK's server side) on
-//! loopback.
+//! loopback. [`loopback`] runs the in-process fake model and MCP server: an
+//! axum app on its own thread, with TCP_NODELAY, stopped on drop.
 
 pub mod fake_model;
 pub mod git_server;
+pub mod loopback;
 pub mod mcp_server;
 pub mod server;
 

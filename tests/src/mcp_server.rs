@@ -32,6 +32,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Map, Value, json};
 
+use crate::loopback::Loopback;
+
 /// The tools it lists, in order.
 pub const TOOLS: [&str; 5] = ["echo", "add", "big", "fail", "delete_everything"];
 /// The bearer token [`Auth`] modes expect.
@@ -58,67 +60,38 @@ struct Shared {
 #[derive(Debug)]
 pub struct McpServer {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Loopback,
 }
 
 impl McpServer {
     pub fn start(auth: Auth) -> std::io::Result<McpServer> {
         let shared = Arc::new(Shared::default());
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let handler = Handler { shared: Arc::clone(&shared) };
         let counter = Arc::clone(&shared);
-        let thread = std::thread::Builder::new().name("mcp-server".to_owned()).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error));
-                        return;
-                    }
-                };
+        let server = Loopback::serve(
+            "mcp-server",
+            move || {
                 let service = StreamableHttpService::new(
                     move || Ok(handler.clone()),
                     Arc::new(LocalSessionManager::default()),
                     StreamableHttpServerConfig::default(),
                 );
-                let app = Router::new()
-                    .nest_service("/mcp", service)
-                    .layer(middleware::from_fn_with_state(auth, require_token));
-                let _ = ready_tx.send(Ok(()));
-                let listener = Counting { inner: listener, shared: counter };
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        })?;
-        match ready_rx.recv() {
-            Ok(result) => result?,
-            Err(_) => return Err(std::io::Error::other("the MCP server thread died while starting")),
-        }
-        Ok(McpServer { shared, addr, stop: Some(stop_tx), thread: Some(thread) })
+                Router::new().nest_service("/mcp", service).layer(middleware::from_fn_with_state(auth, require_token))
+            },
+            move |_| {
+                counter.connections.fetch_add(1, Ordering::SeqCst);
+            },
+        )?;
+        Ok(McpServer { shared, server })
     }
 
     /// `http://127.0.0.1:PORT/mcp`.
     pub fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
+        format!("http://{}/mcp", self.server.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every tool call so far: the tool and its arguments.
@@ -129,17 +102,6 @@ impl McpServer {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for McpServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -165,30 +127,6 @@ async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -
             response
         }
         Auth::Plain => (StatusCode::UNAUTHORIZED, Body::from("token required")).into_response(),
-    }
-}
-
-/// The listener, counting accepted connections.
-struct Counting {
-    inner: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-}
-
-impl axum::serve::Listener for Counting {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            if let Ok(accepted) = self.inner.accept().await {
-                self.shared.connections.fetch_add(1, Ordering::SeqCst);
-                return accepted;
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 

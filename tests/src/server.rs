@@ -1,16 +1,21 @@
-//! The real `logbook` binary as end-to-end tests drive it: started on a free
-//! loopback port with a data directory and a fake model, and an HTTP client
-//! for its API.
+//! The real `logbook` binary as end-to-end tests (and the load benchmarks)
+//! drive it: started on a free loopback port with a data directory and a fake
+//! model, and an HTTP client for its API.
 //!
-//! [`Server::start`] waits for the "serving on" line and forwards the
-//! server's stderr to the test's, prefixed; dropping the server kills it.
-//! [`Api`] sends JSON with the test key and the beta header, and fails the test
-//! on a non-success status unless asked for the raw response.
+//! [`Launch`] is how any `logbook serve` child is started: it waits for the
+//! "serving on" line, keeps the server's stderr (forwarded to the test's,
+//! prefixed, or read and dropped), and the [`Server`] it returns kills the
+//! child when dropped. [`Server::start`] and [`Server::start_sandboxed`] are
+//! the tests' usual launches. [`Api`] sends JSON with the server's key and the
+//! beta header, and fails the test on a non-success status unless asked for
+//! the raw response.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -19,8 +24,12 @@ use crate::fake_model::FakeModel;
 
 /// The API key every test server is seeded with.
 pub const KEY: &str = "sk-logbook-runner00000000000000000000000001";
-/// How long a test waits for a turn to end.
+/// How long a test waits for a turn to end (see [`Api::with_turn_deadline`]).
 pub const TURN_DEADLINE: Duration = Duration::from_secs(30);
+/// How often [`Api::wait_idle`] lists the events (see [`Api::with_poll_interval`]).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// What a sandboxed server prints before serving when bash calls will fail.
+const SANDBOX_PROBLEM: &str = "sandboxes cannot start";
 
 /// The `logbook` binary next to the running test executable
 /// (`target/debug/deps/test-xxxx` -> `target/debug/logbook`).
@@ -41,11 +50,115 @@ enum Tools {
     Sandbox,
 }
 
+/// What becomes of a server's stderr once it serves (the lines before are
+/// always kept, see [`Server::output`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stderr {
+    /// Printed on the test's stderr prefixed `[server] `, and kept.
+    Forward,
+    /// Read and dropped, so the server never blocks on a full pipe and
+    /// nothing grows (benchmarks).
+    Discard,
+}
+
+/// How a `logbook serve` child is started: `BIN serve --listen 127.0.0.1:0
+/// --rate-create 0 --rate-read 0 --data DATA`, seeded with a key, logging
+/// warnings, stdout dropped; more arguments and environment on top.
+#[derive(Debug)]
+pub struct Launch {
+    command: Command,
+    key: String,
+    stderr: Stderr,
+}
+
+impl Launch {
+    pub fn new(bin: &Path, data: &Path, key: &str) -> Launch {
+        let mut command = Command::new(bin);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+            .arg("--data")
+            .arg(data)
+            .env("LOGBOOK_BOOTSTRAP_KEY", key)
+            .env("LOGBOOK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Launch { command, key: key.to_owned(), stderr: Stderr::Forward }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Launch {
+        self.command.arg(arg);
+        self
+    }
+
+    /// Sets (or, given again, replaces) an environment variable of the server.
+    pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Launch {
+        self.command.env(name, value);
+        self
+    }
+
+    pub fn env_remove(mut self, name: impl AsRef<OsStr>) -> Launch {
+        self.command.env_remove(name);
+        self
+    }
+
+    /// Points the server's model client at `model`.
+    pub fn model(self, model: &FakeModel) -> Launch {
+        self.env("ANTHROPIC_BASE_URL", model.base_url()).env("ANTHROPIC_API_KEY", "test-key")
+    }
+
+    pub fn stderr(mut self, stderr: Stderr) -> Launch {
+        self.stderr = stderr;
+        self
+    }
+
+    /// Starts the server and waits until it serves; fails (panics) when it
+    /// cannot start or exits first.
+    pub fn start(mut self) -> Server {
+        let program = self.command.get_program().to_string_lossy().into_owned();
+        let mut child = self.command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {program}: {e}; build it first (cargo build [--release] -p logbook-server)")
+        });
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            let line = lines.next().unwrap_or_else(|| panic!("the server exited before serving"));
+            let line = line.unwrap_or_else(|e| panic!("reading the server's stderr: {e}"));
+            keep_line(&output, &line);
+            if let Some(rest) = line.strip_prefix("logbook: serving on ") {
+                break rest.split(' ').next().unwrap_or_default().to_owned();
+            }
+        };
+        let sink = Arc::clone(&output);
+        let mode = self.stderr;
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                match mode {
+                    Stderr::Forward => {
+                        eprintln!("[server] {line}");
+                        keep_line(&sink, &line);
+                    }
+                    Stderr::Discard => {}
+                }
+            }
+        });
+        Server { child, base, key: self.key, output }
+    }
+}
+
+fn keep_line(output: &Mutex<String>, line: &str) {
+    let mut text = output.lock().unwrap_or_else(PoisonError::into_inner);
+    text.push_str(line);
+    text.push('\n');
+}
+
 /// A running server; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
     child: Child,
     pub base: String,
+    key: String,
+    output: Arc<Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -57,57 +170,47 @@ impl Drop for Server {
 
 impl Server {
     /// Starts `logbook serve` on `data` against `model`, with echo tools and a
-    /// short retry backoff, plus the extra environment `env`.
+    /// short retry backoff, plus the extra environment `env` (which may
+    /// replace any of those settings).
     pub fn start(data: &Path, model: &FakeModel, env: &[(&str, &str)]) -> Server {
         Server::start_with(data, model, env, Tools::Echo)
     }
 
     /// [`Server::start`] with the real sandboxed tools (needs root and
     /// bubblewrap; `data` should be reachable by the sandbox user, see
-    /// `logbook_server::sandbox::layout::sandboxes_root`).
+    /// `logbook_server::sandbox::layout::sandboxes_root`). Fails when the
+    /// server says its sandboxes cannot start.
     pub fn start_sandboxed(data: &Path, model: &FakeModel, env: &[(&str, &str)]) -> Server {
-        Server::start_with(data, model, env, Tools::Sandbox)
+        let server = Server::start_with(data, model, env, Tools::Sandbox);
+        let output = server.output();
+        assert!(!output.contains(SANDBOX_PROBLEM), "{output}");
+        server
     }
 
     fn start_with(data: &Path, model: &FakeModel, env: &[(&str, &str)], tools: Tools) -> Server {
-        let mut command = Command::new(logbook_bin());
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
-            .arg("--data")
-            .arg(data)
-            .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-            .env("ANTHROPIC_BASE_URL", model.base_url())
-            .env("ANTHROPIC_API_KEY", "test-key")
+        let mut launch = Launch::new(&logbook_bin(), data, KEY)
+            .model(model)
             .env_remove("LOGBOOK_TOOLS")
-            .env("LOGBOOK_RETRY_BASE_MS", "10")
-            .env("LOGBOOK_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("LOGBOOK_RETRY_BASE_MS", "10");
         match tools {
-            Tools::Echo => {
-                command.env("LOGBOOK_TOOLS", "echo");
-            }
+            Tools::Echo => launch = launch.env("LOGBOOK_TOOLS", "echo"),
             Tools::Sandbox => {}
         }
         for (name, value) in env {
-            command.env(name, value);
+            launch = launch.env(name, value);
         }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start logbook: {e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let line = lines.next().unwrap_or_else(|| panic!("the server exited before serving"));
-            let line = line.unwrap_or_default();
-            if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-                break rest.split(' ').next().unwrap_or_default().to_owned();
-            }
-        };
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("[server] {line}");
-            }
-        });
-        Server { child, base }
+        launch.start()
+    }
+
+    /// Everything the server wrote to stderr so far, a line each (with
+    /// [`Stderr::Discard`], only what it wrote before serving).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the server (it is killed: no graceful shutdown).
@@ -126,26 +229,65 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `logbook rerun --data DATA` and fails the test unless every recorded
+/// decision follows from the logs; returns rerun's stderr.
+pub fn rerun_passes(data: &Path) -> String {
+    let out = Command::new(logbook_bin())
+        .arg("rerun")
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run logbook rerun: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "rerun found divergent decisions:\n{stderr}");
+    stderr
+}
+
 /// An HTTP client of one server.
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
     pub base: String,
+    key: String,
+    turn_deadline: Duration,
+    poll_interval: Duration,
 }
 
 impl Api {
     pub fn new(server: &Server) -> Api {
-        Api { http: reqwest::Client::new(), base: server.base.clone() }
+        Api {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+            key: server.key.clone(),
+            turn_deadline: TURN_DEADLINE,
+            poll_interval: POLL_INTERVAL,
+        }
+    }
+
+    /// How long [`Api::wait_idle`] waits (sandboxes and clones are slower
+    /// than echo tools).
+    pub fn with_turn_deadline(mut self, deadline: Duration) -> Api {
+        self.turn_deadline = deadline;
+        self
+    }
+
+    /// How often [`Api::wait_idle`] lists the events (a benchmark that times
+    /// turns polls often).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Api {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// A request to `path` with the server's key (and no other header), on
+    /// this client's pooled connections.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).header("x-api-key", &self.key)
     }
 
     /// Sends a request; returns the status and the body (JSON, or the text as
     /// a JSON string).
     pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .header("anthropic-beta", "managed-agents-2026-04-01");
+        let mut request = self.request(method, path).header("anthropic-beta", "managed-agents-2026-04-01");
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -174,13 +316,7 @@ impl Api {
 
     /// Bytes of a GET (files, exports).
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let response = self.request(reqwest::Method::GET, path).send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
         let status = response.status().as_u16();
         (status, response.bytes().await.unwrap_or_default().to_vec())
     }
@@ -197,9 +333,7 @@ impl Api {
         body.extend_from_slice(bytes);
         body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
         let response = self
-            .http
-            .post(format!("{}/v1/files", self.base))
-            .header("x-api-key", KEY)
+            .request(reqwest::Method::POST, "/v1/files")
             .header("anthropic-beta", "files-api-2025-04-14")
             .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
             .body(body)
@@ -222,14 +356,24 @@ impl Api {
 
     /// An agent from `agent` (its `model` and `name` filled in when absent)
     /// in an environment from `environment`, and a session of it.
-    pub async fn session_with(&self, mut agent: Value, environment: Value) -> String {
-        if let Some(fields) = agent.as_object_mut() {
-            fields.entry("model").or_insert_with(|| json!("claude-sonnet-4-6"));
-            fields.entry("name").or_insert_with(|| json!("e2e"));
+    pub async fn session_with(&self, agent: Value, environment: Value) -> String {
+        self.session_with_fields(agent, environment, json!({})).await
+    }
+
+    /// [`Api::session_with`], the session created with `fields` (an object:
+    /// `resources`, `budget`...) besides its agent and environment.
+    pub async fn session_with_fields(&self, mut agent: Value, environment: Value, fields: Value) -> String {
+        if let Some(agent) = agent.as_object_mut() {
+            agent.entry("model").or_insert_with(|| json!("claude-sonnet-4-6"));
+            agent.entry("name").or_insert_with(|| json!("e2e"));
         }
         let agent = self.post("/v1/agents", agent).await;
         let env = self.post("/v1/environments", environment).await;
-        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+        let mut body = json!({"agent": agent["id"], "environment_id": env["id"]});
+        if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
+            body.extend(fields.clone());
+        }
+        let session = self.post("/v1/sessions", body).await;
         session["id"].as_str().unwrap_or_default().to_owned()
     }
 
@@ -300,16 +444,17 @@ impl Api {
         page["data"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Waits until the `n`-th `session.status_idle` of the session is listed.
+    /// Waits until the `n`-th `session.status_idle` of the session is listed;
+    /// returns every listed event.
     pub async fn wait_idle(&self, session: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + TURN_DEADLINE;
+        let deadline = Instant::now() + self.turn_deadline;
         loop {
             let events = self.events(session).await;
             if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
                 return events;
             }
-            assert!(Instant::now() < deadline, "no idle #{n} within {TURN_DEADLINE:?}: {:#?}", types(&events));
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            assert!(Instant::now() < deadline, "no idle #{n} within {:?}: {:#?}", self.turn_deadline, types(&events));
+            tokio::time::sleep(self.poll_interval).await;
         }
     }
 }

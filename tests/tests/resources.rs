@@ -18,138 +18,44 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use logbook_core::Event;
 use logbook_core::event::ResourceChange;
 use logbook_store::{Read, SledOptions, SledStore};
 use logbook_tests::fake_model::FakeModel;
 use logbook_tests::git_server::{CommitSpec, GitServer, git, make_repo};
+use logbook_tests::server::{Api, Server, rerun_passes, types, user_message};
 use serde_json::{Value, json};
 
-const KEY: &str = "sk-logbook-resources000000000000000000001";
 const TOKEN: &str = "ghp_good_token_7c1e5a9b3d";
 const WRONG_TOKEN: &str = "ghp_wrong_token_0f2d4b6a8c";
 /// Deadline of one turn (clones included) on a loaded machine.
 const TURN_DEADLINE: Duration = Duration::from_secs(120);
 
-fn logbook_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("logbook");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
-    bin
+/// The server (echo tools, debug logs, `localhost` allowed as a git host that
+/// is trusted through the git server's CA), and a client that waits long
+/// enough for clones.
+fn start(data: &Path, model: &FakeModel, git: &GitServer) -> (Server, Api) {
+    let ca_file = git.ca_file().to_str().unwrap().to_owned();
+    let env = [("LOGBOOK_LOG", "debug"), ("LOGBOOK_GIT_PRIVATE_HOSTS", "localhost"), ("LOGBOOK_GIT_CA_FILE", &ca_file)];
+    let server = Server::start(data, model, &env);
+    let api = Api::new(&server).with_turn_deadline(TURN_DEADLINE);
+    (server, api)
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    /// Everything the server wrote to stderr.
-    output: Arc<Mutex<String>>,
+/// A session with these resources; returns its id.
+async fn new_session(api: &Api, resources: Value) -> String {
+    let environment = json!({"name": format!("env-{}", rand::random::<u64>())});
+    api.session_with_fields(json!({"name": "repo-agent"}), environment, json!({"resources": resources})).await
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, model: &FakeModel, git: &GitServer) -> Server {
-    let mut child = Command::new(logbook_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
-        .arg("--data")
-        .arg(data)
-        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-        .env("ANTHROPIC_BASE_URL", model.base_url())
-        .env("ANTHROPIC_API_KEY", "test-key")
-        .env("LOGBOOK_TOOLS", "echo")
-        .env("LOGBOOK_LOG", "debug")
-        .env("LOGBOOK_GIT_PRIVATE_HOSTS", "localhost")
-        .env("LOGBOOK_GIT_CA_FILE", git.ca_file())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = Arc::new(Mutex::new(String::new()));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        output.lock().unwrap().push_str(&line);
-        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-    let sink = Arc::clone(&output);
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let mut text = sink.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    Server { child, base, output }
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .header("anthropic-beta", "managed-agents-2026-04-01");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// A session with these resources; returns its id.
-    async fn session(&self, resources: Value) -> String {
-        let agent = self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "repo-agent"})).await;
-        let env = self.post("/v1/environments", json!({"name": format!("env-{}", rand::random::<u64>())})).await;
-        let body = json!({"agent": agent["id"], "environment_id": env["id"], "resources": resources});
-        self.post("/v1/sessions", body).await["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Sends a message and waits for the `n`-th idle; returns every event.
-    async fn turn(&self, session: &str, n: usize) -> Vec<Value> {
-        let message = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]});
-        self.post(&format!("/v1/sessions/{session}/events"), message).await;
-        let deadline = Instant::now() + TURN_DEADLINE;
-        loop {
-            let page =
-                self.call(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
-            let events = page["data"].as_array().unwrap().clone();
-            if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
-                return events;
-            }
-            assert!(Instant::now() < deadline, "no idle #{n}: {:?}", types(&events));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+/// Sends a message and waits for the `n`-th idle; returns every event.
+async fn turn(api: &Api, session: &str, n: usize) -> Vec<Value> {
+    api.send(session, user_message("go")).await;
+    api.wait_idle(session, n).await
 }
 
 fn errors(events: &[Value]) -> Vec<Value> {
@@ -221,13 +127,12 @@ fn assert_nowhere(data: &Path, output: &str, events: &str, secrets: &[&str]) {
     }
 }
 
-/// Stops the server and checks every session's log with `logbook rerun`.
+/// Stops the server and checks every session's log with `logbook rerun`;
+/// returns what the server wrote to stderr.
 fn rerun_check(server: Server, data: &Path) -> String {
-    let output = server.output.lock().unwrap().clone();
+    let output = server.output();
     drop(server);
-    let out = Command::new(logbook_bin()).arg("rerun").arg("--data").arg(data).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "rerun found divergent decisions:\n{stderr}");
+    rerun_passes(data);
     output
 }
 
@@ -239,23 +144,27 @@ async fn repositories_are_checked_out_before_the_agent_starts() {
     let model = FakeModel::start(Vec::new()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start(&data, &model, &git_server);
-    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let (server, api) = start(&data, &model, &git_server);
     let url = git_server.url("private/parser.git");
 
-    let default = api.session(json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN}])).await;
-    let branch = api
-        .session(json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN,
-                         "checkout": {"type": "branch", "name": "feature"}, "mount_path": "/workspace/src/parser"}]))
-        .await;
-    let commit = api
-        .session(json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN,
+    let default =
+        new_session(&api, json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN}])).await;
+    let branch = new_session(
+        &api,
+        json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN,
+                         "checkout": {"type": "branch", "name": "feature"}, "mount_path": "/workspace/src/parser"}]),
+    )
+    .await;
+    let commit = new_session(
+        &api,
+        json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN,
                          "checkout": {"type": "commit", "sha": first}},
-                        {"type": "github_repository", "url": git_server.url("public/tools.git")}]))
-        .await;
+                        {"type": "github_repository", "url": git_server.url("public/tools.git")}]),
+    )
+    .await;
     let mut all_events = String::new();
     for session in [&default, &branch, &commit] {
-        let events = api.turn(session, 1).await;
+        let events = turn(&api, session, 1).await;
         assert_eq!(errors(&events), Vec::<Value>::new(), "{session}");
         assert_eq!(
             types(&events),
@@ -270,7 +179,7 @@ async fn repositories_are_checked_out_before_the_agent_starts() {
             ]
         );
         all_events.push_str(&serde_json::to_string(&events).unwrap());
-        let object = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
+        let object = api.get(&format!("/v1/sessions/{session}")).await;
         all_events.push_str(&object.to_string());
     }
 
@@ -297,7 +206,7 @@ async fn repositories_are_checked_out_before_the_agent_starts() {
     assert!(workspace(&data, &commit).join("tools/README.md").is_file(), "a public repository needs no token");
 
     // The repository's state is in the log: its clone is one of its records.
-    let resources = api.call(reqwest::Method::GET, &format!("/v1/sessions/{commit}/resources"), None).await;
+    let resources = api.get(&format!("/v1/sessions/{commit}/resources")).await;
     assert_eq!(resources["data"].as_array().unwrap().len(), 2);
 
     let output = rerun_check(server, &data);
@@ -330,8 +239,7 @@ async fn clone_failures_are_session_errors_and_the_session_still_runs() {
     let model = FakeModel::start(Vec::new()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start(&data, &model, &git_server);
-    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let (server, api) = start(&data, &model, &git_server);
     let url = git_server.url("private/parser.git");
     let cases = [
         (json!({"url": url, "authorization_token": WRONG_TOKEN}), "repository_authentication_error"),
@@ -354,8 +262,8 @@ async fn clone_failures_are_session_errors_and_the_session_still_runs() {
     for (idx, (resource, expected)) in cases.iter().enumerate() {
         let mut resource = resource.clone();
         resource["type"] = json!("github_repository");
-        let session = api.session(json!([resource])).await;
-        let events = api.turn(&session, 1).await;
+        let session = new_session(&api, json!([resource])).await;
+        let events = turn(&api, &session, 1).await;
         all_events.push_str(&serde_json::to_string(&events).unwrap());
         let errors = errors(&events);
         assert_eq!(errors.len(), 1, "{expected}: {errors:?}");
@@ -379,8 +287,7 @@ async fn clone_failures_are_session_errors_and_the_session_still_runs() {
     assert!(all_events.contains("not a public address"), "the refusal says why");
 
     // Rotating the token makes the next turn clone.
-    let resources =
-        api.call(reqwest::Method::GET, &format!("/v1/sessions/{wrong_token_session}/resources"), None).await;
+    let resources = api.get(&format!("/v1/sessions/{wrong_token_session}/resources")).await;
     let resource_id = resources["data"][0]["id"].as_str().unwrap().to_owned();
     let rotated = api
         .post(
@@ -389,7 +296,7 @@ async fn clone_failures_are_session_errors_and_the_session_still_runs() {
         )
         .await;
     all_events.push_str(&rotated.to_string());
-    let events = api.turn(&wrong_token_session, 2).await;
+    let events = turn(&api, &wrong_token_session, 2).await;
     all_events.push_str(&serde_json::to_string(&events).unwrap());
     assert_eq!(errors(&events).len(), 1, "no new error after the rotation");
     let repo = workspace(&data, &wrong_token_session).join("parser");
@@ -411,18 +318,17 @@ async fn later_sessions_clone_through_the_cache() {
     let model = FakeModel::start(Vec::new()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start(&data, &model, &git_server);
-    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let (server, api) = start(&data, &model, &git_server);
     let resource = json!([{"type": "github_repository", "url": git_server.url("private/parser.git"),
                            "authorization_token": TOKEN}]);
     let pack_bytes = |served: &[logbook_tests::git_server::Served]| -> u64 {
         served.iter().filter(|s| s.path.ends_with("git-upload-pack")).map(|s| s.bytes).sum()
     };
-    let first = api.session(resource.clone()).await;
-    api.turn(&first, 1).await;
+    let first = new_session(&api, resource.clone()).await;
+    turn(&api, &first, 1).await;
     let after_first = git_server.served();
-    let second = api.session(resource).await;
-    api.turn(&second, 1).await;
+    let second = new_session(&api, resource).await;
+    turn(&api, &second, 1).await;
     let after_second = git_server.served();
     let first_bytes = pack_bytes(&after_first);
     let second_bytes = pack_bytes(&after_second[after_first.len()..]);

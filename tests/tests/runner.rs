@@ -12,144 +12,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logbook_tests::fake_model::FakeModel;
+use logbook_tests::server::{Api, Server, rerun_passes, types, user_message};
 use serde_json::{Value, json};
-
-const KEY: &str = "sk-logbook-runner00000000000000000000000001";
-
-fn logbook_bin() -> PathBuf {
-    // target/debug/deps/runner-xxxx -> target/debug/logbook
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("logbook");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
-    bin
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, model: &FakeModel) -> Server {
-    let mut child = Command::new(logbook_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
-        .arg("--data")
-        .arg(data)
-        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-        .env("ANTHROPIC_BASE_URL", model.base_url())
-        .env("ANTHROPIC_API_KEY", "test-key")
-        .env("LOGBOOK_TOOLS", "echo")
-        .env("LOGBOOK_RETRY_BASE_MS", "10")
-        .env("LOGBOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("[server] {line}");
-        }
-    });
-    Server { child, base }
-}
 
 /// Stops the server and checks, with `logbook rerun`, that every recorded
 /// decision of every session follows from the log through the state machine.
 fn rerun_check(server: Server, data: &Path) {
     drop(server);
-    let out = Command::new(logbook_bin()).arg("rerun").arg("--data").arg(data).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "rerun found divergent decisions:\n{stderr}");
+    let stderr = rerun_passes(data);
     assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &Server) -> Api {
-        Api { http: reqwest::Client::new(), base: server.base.clone() }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .header("anthropic-beta", "managed-agents-2026-04-01");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn session(&self, tools: Value) -> String {
-        let agent =
-            self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "runner", "tools": tools})).await;
-        let env = self.post("/v1/environments", json!({"name": "runner"})).await;
-        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
-        session["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn send(&self, session: &str, events: Value) -> Value {
-        self.post(&format!("/v1/sessions/{session}/events"), json!({ "events": events })).await
-    }
-
-    async fn events(&self, session: &str) -> Vec<Value> {
-        let page = self.call(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
-        page["data"].as_array().unwrap().clone()
-    }
-
-    /// Waits until the `n`-th `session.status_idle` of the session is listed.
-    async fn wait_idle(&self, session: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let events = self.events(session).await;
-            if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
-                return events;
-            }
-            assert!(Instant::now() < deadline, "no idle #{n} within 30 s: {:#?}", types(&events));
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
-}
-
-fn message(text: &str) -> Value {
-    json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+/// An agent with `tools` in a new environment, and a session of it.
+async fn new_session(api: &Api, tools: Value) -> String {
+    api.session_with(json!({"name": "runner", "tools": tools}), json!({"name": "runner"})).await
 }
 
 fn toolset(policy: &str) -> Value {
@@ -168,10 +48,10 @@ async fn a_tool_using_turn_has_the_hosted_event_sequence() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), &model);
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
-    let session = api.session(toolset("always_allow")).await;
-    api.send(&session, message("what is here?")).await;
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("what is here?")).await;
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(
         types(&events),
@@ -204,7 +84,7 @@ async fn a_tool_using_turn_has_the_hosted_event_sequence() {
     assert_eq!(last["content"][0]["type"], "tool_result");
     assert_eq!(last["content"][0]["tool_use_id"], "toolu_01");
     assert_eq!(messages[1]["content"][1]["id"], "toolu_01");
-    let session_obj = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
+    let session_obj = api.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(session_obj["status"], "idle");
     rerun_check(server, &dir.path().join("data"));
 }
@@ -218,10 +98,10 @@ async fn always_ask_waits_and_a_denial_becomes_an_error_result() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), &model);
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
-    let session = api.session(toolset("always_ask")).await;
-    api.send(&session, message("clean up")).await;
+    let session = new_session(&api, toolset("always_ask")).await;
+    api.send(&session, user_message("clean up")).await;
     let events = api.wait_idle(&session, 1).await;
     let idle = events.last().unwrap();
     assert_eq!(idle["stop_reason"]["type"], "requires_action");
@@ -250,10 +130,10 @@ async fn custom_tools_wait_for_the_client_result() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), &model);
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
-    let session = api.session(toolset("always_allow")).await;
-    api.send(&session, message("weather?")).await;
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("weather?")).await;
     let events = api.wait_idle(&session, 1).await;
     let call = events.iter().find(|e| e["type"] == "agent.custom_tool_use").unwrap();
     assert_eq!(events.last().unwrap()["stop_reason"]["event_ids"], json!([call["id"]]));
@@ -284,10 +164,10 @@ async fn transient_faults_are_retried_and_a_rejected_key_ends_the_turn() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), &model);
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
-    let session = api.session(toolset("always_allow")).await;
-    api.send(&session, message("hi")).await;
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hi")).await;
     let events = api.wait_idle(&session, 1).await;
     let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
     assert_eq!(errors.len(), 2, "{:#?}", types(&events));
@@ -302,7 +182,7 @@ async fn transient_faults_are_retried_and_a_rejected_key_ends_the_turn() {
     );
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
 
-    api.send(&session, message("again")).await;
+    api.send(&session, user_message("again")).await;
     let events = api.wait_idle(&session, 2).await;
     let last_error = events.iter().rev().find(|e| e["type"] == "session.error").unwrap();
     assert_eq!(last_error["error"]["retry_status"]["type"], "exhausted");
@@ -319,10 +199,10 @@ async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), &model);
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
-    let session = api.session(toolset("always_allow")).await;
-    api.send(&session, message("tell me everything")).await;
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("tell me everything")).await;
     // Wait until the model request is under way, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
@@ -343,10 +223,10 @@ async fn a_kill_mid_turn_is_recovered_on_restart() {
     let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start(&data, &model);
+    let server = Server::start(&data, &model, &[]);
     let api = Api::new(&server);
-    let session = api.session(toolset("always_allow")).await;
-    api.send(&session, message("hi")).await;
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hi")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
         assert!(Instant::now() < deadline);
@@ -354,7 +234,7 @@ async fn a_kill_mid_turn_is_recovered_on_restart() {
     }
     drop(server); // SIGKILL mid model request
     model.set_script(vec![json!({"content": [{"type": "text", "text": "Back."}], "stop_reason": "end_turn"})]).unwrap();
-    let server = start(&data, &model);
+    let server = Server::start(&data, &model, &[]);
     let api = Api::new(&server);
     let events = api.wait_idle(&session, 1).await;
     let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "span.model_request_end").collect();
@@ -374,17 +254,17 @@ async fn a_budget_stops_the_session_after_at_most_one_request() {
     })])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), &model);
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
-    let agent = api
-        .post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "b", "tools": toolset("always_allow")}))
-        .await;
-    let env = api.post("/v1/environments", json!({"name": "b"})).await;
     let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
-    let session =
-        api.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"], "budget": budget})).await;
-    let session = session["id"].as_str().unwrap().to_owned();
-    api.send(&session, message("go")).await;
+    let session = api
+        .session_with_fields(
+            json!({"name": "b", "tools": toolset("always_allow")}),
+            json!({"name": "b"}),
+            json!({"budget": budget}),
+        )
+        .await;
+    api.send(&session, user_message("go")).await;
     let events = api.wait_idle(&session, 1).await;
     // One request cost $3 (1M input tokens) against a $1 budget: the tool
     // still runs, the next request is not made.
@@ -393,7 +273,7 @@ async fn a_budget_stops_the_session_after_at_most_one_request() {
     let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
     assert_eq!(usage["usage"]["input_tokens"], 1_000_000);
     assert_eq!(usage["usage"]["list_cost"]["currency"], "USD");
-    let object = api.call(reqwest::Method::GET, &format!("/v1/sessions/{session}"), None).await;
+    let object = api.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(object["usage"]["input_tokens"], 1_000_000);
     assert!(object["usage"]["list_cost"]["amount"].as_str().unwrap().parse::<u64>().unwrap() >= 300);
     rerun_check(server, &dir.path().join("data"));

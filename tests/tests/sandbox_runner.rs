@@ -12,39 +12,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logbook_core::event::{Event, FileChange};
 use logbook_core::{Digest, SessionId};
 use logbook_store::{Blobs, Read, SledOptions, SledStore};
 use logbook_tests::fake_model::FakeModel;
+use logbook_tests::server::{Api, Server, rerun_passes, user_message};
 use serde_json::{Value, json};
 
-const KEY: &str = "sk-logbook-sandbox0000000000000000000000001";
-
-fn logbook_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("logbook");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p logbook-server)", bin.display());
-    bin
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Deadline of one sandboxed turn on a loaded machine.
+const TURN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A data directory the sandbox uid can traverse (a tempdir is 0700).
 fn data_dir() -> (tempfile::TempDir, PathBuf) {
@@ -54,99 +34,18 @@ fn data_dir() -> (tempfile::TempDir, PathBuf) {
     (dir, data)
 }
 
-fn start(data: &Path, model: &FakeModel) -> Server {
-    let mut child = Command::new(logbook_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
-        .arg("--data")
-        .arg(data)
-        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-        .env("ANTHROPIC_BASE_URL", model.base_url())
-        .env("ANTHROPIC_API_KEY", "test-key")
-        .env_remove("LOGBOOK_TOOLS")
-        .env("LOGBOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        assert!(!line.contains("sandboxes cannot start"), "{line}");
-        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("[server] {line}");
-        }
-    });
-    Server { child, base }
+/// The server with its sandboxed tools, and a client that waits long enough.
+fn start(data: &Path, model: &FakeModel) -> (Server, Api) {
+    let server = Server::start_sandboxed(data, model, &[]);
+    let api = Api::new(&server).with_turn_deadline(TURN_DEADLINE);
+    (server, api)
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .header("anthropic-beta", "managed-agents-2026-04-01");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn session(&self) -> String {
-        let tools = json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_allow"}}}]);
-        let agent =
-            self.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "sandboxed", "tools": tools})).await;
-        let env = self.post("/v1/environments", json!({"name": "sandboxed"})).await;
-        let session = self.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": env["id"]})).await;
-        session["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn send(&self, session: &str, events: Value) {
-        self.post(&format!("/v1/sessions/{session}/events"), json!({ "events": events })).await;
-    }
-
-    async fn events(&self, session: &str) -> Vec<Value> {
-        let page = self.call(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
-        page["data"].as_array().unwrap().clone()
-    }
-
-    async fn wait_for(&self, session: &str, what: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let events = self.events(session).await;
-            if events.iter().filter(|e| e["type"] == what).count() >= n {
-                return events;
-            }
-            assert!(Instant::now() < deadline, "no {what} #{n} in time: {:#?}", types(&events));
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
-}
-
-fn message(text: &str) -> Value {
-    json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+/// An agent with the built-in tools, always allowed, and a session of it.
+async fn new_session(api: &Api) -> String {
+    let tools =
+        json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_allow"}}}]);
+    api.session_with(json!({"name": "sandboxed", "tools": tools}), json!({"name": "sandboxed"})).await
 }
 
 fn bash_call(id: &str, command: &str) -> Value {
@@ -158,9 +57,8 @@ fn answer(text: &str) -> Value {
 }
 
 fn rerun_check(data: &Path) {
-    let out = Command::new(logbook_bin()).arg("rerun").arg("--data").arg(data).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.contains("every decision reproduced"), "{stderr}");
+    let stderr = rerun_passes(data);
+    assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,11 +69,10 @@ async fn bash_runs_in_the_sandbox_and_its_effects_are_in_the_log() {
     ])
     .expect("fake starts");
     let (_dir, data) = data_dir();
-    let server = start(&data, &model);
-    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
-    let session = api.session().await;
-    api.send(&session, message("greet")).await;
-    let events = api.wait_for(&session, "session.status_idle", 1).await;
+    let (server, api) = start(&data, &model);
+    let session = new_session(&api).await;
+    api.send(&session, user_message("greet")).await;
+    let events = api.wait_idle(&session, 1).await;
     let tool_use = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
     let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
     assert_eq!(result["tool_use_id"], tool_use["id"]);
@@ -220,10 +117,9 @@ async fn an_interrupt_kills_a_long_command_and_the_next_turn_works() {
     ])
     .expect("fake starts");
     let (_dir, data) = data_dir();
-    let server = start(&data, &model);
-    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
-    let session = api.session().await;
-    api.send(&session, message("wait a long time")).await;
+    let (server, api) = start(&data, &model);
+    let session = new_session(&api).await;
+    api.send(&session, user_message("wait a long time")).await;
     let started = data.join("sandboxes").join(&session).join("workspace").join("started");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !started.exists() {
@@ -231,13 +127,13 @@ async fn an_interrupt_kills_a_long_command_and_the_next_turn_works() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     api.send(&session, json!([{"type": "user.interrupt"}])).await;
-    let events = api.wait_for(&session, "session.status_idle", 1).await;
+    let events = api.wait_idle(&session, 1).await;
     let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
     assert_eq!(result["is_error"], true);
     assert!(result["content"][0]["text"].as_str().unwrap().contains("interrupted"), "{result}");
     // The next turn runs bash in a fresh sandbox: the old command is gone.
-    api.send(&session, message("what is there?")).await;
-    let events = api.wait_for(&session, "session.status_idle", 2).await;
+    api.send(&session, user_message("what is there?")).await;
+    let events = api.wait_idle(&session, 2).await;
     let last_result = events.iter().rev().find(|e| e["type"] == "agent.tool_result").unwrap();
     assert_eq!(last_result["is_error"], false, "{last_result}");
     assert_eq!(last_result["content"][0]["text"], "started\n");

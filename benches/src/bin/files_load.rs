@@ -23,20 +23,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use logbook_benches::serve;
 use logbook_store::{Blobs, SledOptions, SledStore};
 use logbook_tests::fake_model::FakeModel;
 use logbook_tests::git_server::{CommitSpec, GitServer, make_repo};
+use logbook_tests::server::{Api, Server, user_message};
 use serde_json::{Value, json};
 
-const KEY: &str = "sk-logbook-files0000000000000000000000001";
 const TOKEN: &str = "bench-token";
 const FILE_BYTES: usize = 64 * 1024 * 1024;
 const CHUNK: usize = 8 * 1024 * 1024;
+/// How often a waiting benchmark lists events or files: turns are timed, so
+/// the wait adds at most this much to each.
+const POLL: Duration = Duration::from_millis(5);
+/// A turn that has not ended by then (a clone on a loaded machine takes
+/// seconds) has hung: the benchmark fails.
+const TURN_DEADLINE: Duration = Duration::from_secs(600);
 
 fn rounds() -> usize {
     std::env::var("LOGBOOK_FILES_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
@@ -55,129 +61,38 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The server with sandboxed tools, `localhost` allowed as a git host
+/// trusted through the git server's CA.
 fn start(data: &Path, model: &FakeModel, git: &GitServer) -> Server {
-    let bin = std::env::var("LOGBOOK_BIN").unwrap_or_else(|_| "target/release/logbook".to_owned());
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
-        .arg("--data")
-        .arg(data)
-        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-        .env("ANTHROPIC_BASE_URL", model.base_url())
-        .env("ANTHROPIC_API_KEY", "bench")
-        .env("LOGBOOK_LOG", "warn")
+    serve::launch(data)
+        .model(model)
         .env("LOGBOOK_GIT_PRIVATE_HOSTS", "localhost")
         .env("LOGBOOK_GIT_CA_FILE", git.ca_file())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!("cannot start {bin}: {err}; build it with cargo build --release -p logbook-server")
-        });
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
+        .start()
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+/// A session with these resources; returns its id.
+async fn new_session(api: &Api, resources: Value) -> String {
+    let environment = json!({"name": format!("e{}", rand::random::<u64>())});
+    api.session_with_fields(json!({"model": "m", "name": "b"}), environment, json!({"resources": resources})).await
 }
 
-impl Api {
-    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .header("anthropic-beta", "managed-agents-2026-04-01");
-        if let Some(body) = body {
-            request = request.json(&body);
+/// Sends a message and waits for the session's `n`-th idle, which must come
+/// without a session error.
+async fn turn(api: &Api, session: &str, n: usize) {
+    api.send(session, user_message("go")).await;
+    let events = api.wait_idle(session, n).await;
+    assert!(!events.iter().any(|e| e["type"] == "session.error"), "{events:?}");
+}
+
+/// Waits for the session's output `name` and returns its id.
+async fn wait_output(api: &Api, session: &str, name: &str) -> String {
+    loop {
+        let page = api.get(&format!("/v1/files?scope_id={session}")).await;
+        if let Some(file) = page["data"].as_array().unwrap().iter().find(|f| f["filename"] == name) {
+            return file["id"].as_str().unwrap().to_owned();
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
-    async fn upload(&self, name: &str, bytes: &[u8]) -> Value {
-        let boundary = "bench-boundary";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let response = self
-            .http
-            .post(format!("{}/v1/files", self.base))
-            .header("x-api-key", KEY)
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-        response.json().await.unwrap()
-    }
-
-    async fn session(&self, resources: Value) -> String {
-        let agent = self.json(reqwest::Method::POST, "/v1/agents", Some(json!({"model": "m", "name": "b"}))).await;
-        let env = self
-            .json(
-                reqwest::Method::POST,
-                "/v1/environments",
-                Some(json!({"name": format!("e{}", rand::random::<u64>())})),
-            )
-            .await;
-        let body = json!({"agent": agent["id"], "environment_id": env["id"], "resources": resources});
-        self.json(reqwest::Method::POST, "/v1/sessions", Some(body)).await["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Sends a message and waits for the session's `n`-th idle.
-    async fn turn(&self, session: &str, n: usize) {
-        let message = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]});
-        self.json(reqwest::Method::POST, &format!("/v1/sessions/{session}/events"), Some(message)).await;
-        loop {
-            let page =
-                self.json(reqwest::Method::GET, &format!("/v1/sessions/{session}/events?limit=1000"), None).await;
-            let events = page["data"].as_array().unwrap();
-            if events.iter().filter(|e| e["type"] == "session.status_idle").count() >= n {
-                assert!(!events.iter().any(|e| e["type"] == "session.error"), "{events:?}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Waits for the session's output `name` and returns its id.
-    async fn output(&self, session: &str, name: &str) -> String {
-        loop {
-            let page = self.json(reqwest::Method::GET, &format!("/v1/files?scope_id={session}"), None).await;
-            if let Some(file) = page["data"].as_array().unwrap().iter().find(|f| f["filename"] == name) {
-                return file["id"].as_str().unwrap().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -222,7 +137,7 @@ async fn main() {
     let model = FakeModel::start(Vec::new()).unwrap();
     let data = scratch.path().join("data");
     let server = start(&data, &model, &git_server);
-    let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
+    let api = Api::new(&server).with_poll_interval(POLL).with_turn_deadline(TURN_DEADLINE);
     let bytes = noise(FILE_BYTES, 42);
     println!("files_load: {} rounds, best of each; ratio = ours / baseline time (lower is better)", rounds());
 
@@ -236,7 +151,7 @@ async fn main() {
         let mut varied = bytes.clone();
         varied[0] = round as u8; // new contents each round: nothing deduplicated
         let started = Instant::now();
-        file_id = api.upload("noise.bin", &varied).await["id"].as_str().unwrap().to_owned();
+        file_id = api.upload("noise.bin", &varied).await;
         upload_times.push(started.elapsed());
         let started = Instant::now();
         for chunk in varied.chunks(CHUNK) {
@@ -250,7 +165,7 @@ async fn main() {
     let (mut mount_times, mut write_times) = (Vec::new(), Vec::new());
     for _ in 0..rounds() {
         let started = Instant::now();
-        api.session(json!([{"type": "file", "file_id": file_id}])).await;
+        new_session(&api, json!([{"type": "file", "file_id": file_id}])).await;
         mount_times.push(started.elapsed());
         let path: PathBuf = scratch.path().join("plain.bin");
         let started = Instant::now();
@@ -260,23 +175,17 @@ async fn main() {
     line("mount 64 MiB (session create)", best(&mount_times), best(&write_times), Some(FILE_BYTES));
 
     // Download of a captured output vs reading its blobs back from a store.
-    let session = api.session(json!([])).await;
+    let session = new_session(&api, json!([])).await;
     std::fs::write(data.join("sandboxes").join(&session).join("outputs/noise.bin"), &bytes).unwrap();
-    api.turn(&session, 1).await;
-    let output = api.output(&session, "noise.bin").await;
+    turn(&api, &session, 1).await;
+    let output = wait_output(&api, &session, "noise.bin").await;
     let dir = tempfile::tempdir_in("target").unwrap();
     let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
     let digests: Vec<_> = bytes.chunks(CHUNK).map(|chunk| store.put_blob(chunk).unwrap()).collect();
     let (mut download_times, mut read_times) = (Vec::new(), Vec::new());
     for _ in 0..rounds() {
         let started = Instant::now();
-        let response = api
-            .http
-            .get(format!("{}/v1/files/{output}/content", api.base))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap();
+        let response = api.request(reqwest::Method::GET, &format!("/v1/files/{output}/content")).send().await.unwrap();
         let body = response.bytes().await.unwrap();
         download_times.push(started.elapsed());
         assert_eq!(body.len(), FILE_BYTES);
@@ -318,23 +227,23 @@ async fn main() {
         plain_times.push(started.elapsed());
     }
     let resource = json!([{"type": "github_repository", "url": url, "authorization_token": TOKEN}]);
-    let cold_session = api.session(resource.clone()).await;
+    let cold_session = new_session(&api, resource.clone()).await;
     let started = Instant::now();
-    api.turn(&cold_session, 1).await;
+    turn(&api, &cold_session, 1).await;
     let cold = started.elapsed();
     let mut warm_times = Vec::new();
     for _ in 0..rounds() {
-        let session = api.session(resource.clone()).await;
+        let session = new_session(&api, resource.clone()).await;
         let started = Instant::now();
-        api.turn(&session, 1).await;
+        turn(&api, &session, 1).await;
         warm_times.push(started.elapsed());
     }
     // A turn without a repository: the part of a turn that is not the clone.
     let mut bare_times = Vec::new();
     for _ in 0..rounds() {
-        let session = api.session(json!([])).await;
+        let session = new_session(&api, json!([])).await;
         let started = Instant::now();
-        api.turn(&session, 1).await;
+        turn(&api, &session, 1).await;
         bare_times.push(started.elapsed());
     }
     line("turn with a cold clone", cold, best(&plain_times), None);

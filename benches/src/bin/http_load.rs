@@ -13,58 +13,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use logbook_benches::serve::{self, KEY};
 use logbook_core::event::{ContentBlock, Event, UserMessage};
 use logbook_core::{Entry, EventId, SessionId, Timestamp};
 use logbook_store::{Append, Read as _, SledOptions, SledStore};
 
-const KEY: &str = "sk-logbook-load0000000000000000000000000001";
 const N_SESSIONS: usize = 100;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data: &std::path::Path) -> Server {
-    let bin = std::env::var("LOGBOOK_BIN").unwrap_or_else(|_| "target/release/logbook".to_owned());
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0", "--no-runner"])
-        .arg("--data")
-        .arg(data)
-        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-        .env("LOGBOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!("cannot start {bin}: {err}; build it with cargo build --release -p logbook-server")
-        });
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.strip_prefix("logbook: serving on http://") {
-            break rest.split(' ').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
 }
 
 /// A keep-alive HTTP/1.1 connection.
@@ -171,8 +132,8 @@ fn main() {
     let n_events = env_usize("LOGBOOK_LOAD_EVENTS", 20_000);
     let n_subscribers = env_usize("LOGBOOK_LOAD_SUBSCRIBERS", 100);
     let dir = tempfile::tempdir_in("target").unwrap();
-    let server = start_server(&dir.path().join("data"));
-    let addr = server.addr;
+    let server = serve::launch(&dir.path().join("data")).arg("--no-runner").start();
+    let addr = serve::addr(&server);
     let mut setup = Conn::open(addr);
     let (_, agent) = setup.call("POST", "/v1/agents", r#"{"model":"claude-sonnet-4-6","name":"load"}"#);
     let (_, env) = setup.call("POST", "/v1/environments", r#"{"name":"load"}"#);

@@ -15,29 +15,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use logbook_benches::serve::{self, KEY};
 use logbook_tests::fake_model::FakeModel;
 use serde_json::{Value, json};
 
-const KEY: &str = "sk-logbook-runnerload000000000000000000001";
-
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -125,29 +110,7 @@ fn main() {
     runtime.block_on(async move {
         let model = FakeModel::start(script(steps, turns)).unwrap();
         let dir = tempfile::tempdir_in("target").unwrap();
-        let bin = std::env::var("LOGBOOK_BIN").unwrap_or_else(|_| "target/release/logbook".to_owned());
-        let mut child = Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-            .env("ANTHROPIC_BASE_URL", model.base_url())
-            .env("ANTHROPIC_API_KEY", "bench")
-            .env("LOGBOOK_TOOLS", "echo")
-            .env("LOGBOOK_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let base = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-                break rest.split(' ').next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let server = Server { child, base };
+        let server = serve::launch(&dir.path().join("data")).model(&model).env("LOGBOOK_TOOLS", "echo").start();
         let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
         let tools = json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_allow"}}}]);
         let agent = api.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "bench", "tools": tools})).await;
@@ -178,7 +141,7 @@ fn main() {
 
         // 2. Many sessions at once, one turn each.
         model.set_script(script(steps, n_sessions)).unwrap();
-        let rss_before = rss_kib(server.child.id());
+        let rss_before = rss_kib(server.pid());
         let mut ids = Vec::with_capacity(n_sessions);
         for _ in 0..n_sessions {
             ids.push(api.post("/v1/sessions", session_body.clone()).await["id"].as_str().unwrap().to_owned());
@@ -195,7 +158,7 @@ fn main() {
             "{n_sessions} concurrent sessions × {steps}-step turns: all idle after {:.2} s; server RSS {} -> {} KiB",
             started.elapsed().as_secs_f64(),
             rss_before,
-            rss_kib(server.child.id())
+            rss_kib(server.pid())
         );
         drop(server);
     });

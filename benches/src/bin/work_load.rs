@@ -25,60 +25,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use logbook_benches::serve::{self, KEY};
 use serde_json::{Value, json};
-
-const KEY: &str = "sk-logbook-workload00000000000000000000001";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn bin() -> String {
-    std::env::var("LOGBOOK_BIN").unwrap_or_else(|_| "target/release/logbook".to_owned())
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data: &std::path::Path) -> Server {
-    let bin = bin();
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0", "--no-runner"])
-        .arg("--data")
-        .arg(data)
-        .env("LOGBOOK_BOOTSTRAP_KEY", KEY)
-        .env("LOGBOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!("cannot start {bin}: {err}; build it with cargo build --release -p logbook-server")
-        });
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.strip_prefix("logbook: serving on ") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
 }
 
 #[derive(Clone)]
@@ -142,7 +98,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
 
     // The environment, then its key, minted offline.
-    let server = start_server(&data);
+    let server = serve::launch(&data).arg("--no-runner").start();
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let admin = Api { http: http.clone(), base: server.base.clone(), key: KEY.to_owned() };
     let (env, cloud_env, agent) = runtime.block_on(async {
@@ -164,7 +120,7 @@ fn main() {
         )
     });
     drop(server);
-    let out = Command::new(bin())
+    let out = Command::new(serve::bin())
         .args(["keys", "create", "--data"])
         .arg(&data)
         .args(["--environment", &env])
@@ -172,7 +128,7 @@ fn main() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let env_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let server = start_server(&data);
+    let server = serve::launch(&data).arg("--no-runner").start();
     let admin = Api { http: http.clone(), base: server.base.clone(), key: KEY.to_owned() };
     let worker = Api { http: http.clone(), base: server.base.clone(), key: env_key };
     println!("work_load: {n_items} items, {n_workers} workers, {n_wakeups} wake-ups; server {}", server.base);
