@@ -141,3 +141,44 @@ async fn an_interrupt_kills_a_long_command_and_the_next_turn_works() {
     drop(server);
     rerun_check(&data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on() {
+    // The server is killed (SIGKILL) while bash runs; after the restart the
+    // call gets an explicit error result (it is never run a second time),
+    // the model is called again with that result, and the turn ends.
+    let model = FakeModel::start(vec![
+        bash_call("toolu_killed", "echo run >> runs.txt && sleep 600 && touch finished"),
+        answer("The command was cut off."),
+    ])
+    .expect("fake starts");
+    let (_dir, data) = data_dir();
+    let (server, api) = start(&data, &model);
+    let session = new_session(&api).await;
+    api.send(&session, user_message("run the long job")).await;
+    let runs = data.join("sandboxes").join(&session).join("workspace").join("runs.txt");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !runs.exists() {
+        assert!(Instant::now() < deadline, "the command did not start");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(server); // SIGKILL mid tool call
+
+    let (server, api) = start(&data, &model);
+    let events = api.wait_idle(&session, 1).await;
+    let results: Vec<&Value> = events.iter().filter(|e| e["type"] == "agent.tool_result").collect();
+    assert_eq!(results.len(), 1, "exactly one result for the call: {results:?}");
+    assert_eq!(results[0]["is_error"], true);
+    assert!(results[0]["content"][0]["text"].as_str().unwrap().contains("restarted"), "{}", results[0]);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "the command was not run again");
+    let answer = events.iter().rev().find(|e| e["type"] == "agent.message").unwrap();
+    assert_eq!(answer["content"][0]["text"], "The command was cut off.");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "the model is called again after the restart");
+    let last = requests[1].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["content"][0]["type"], "tool_result", "{last}");
+    assert_eq!(last["content"][0]["tool_use_id"], "toolu_killed");
+    assert_eq!(last["content"][0]["is_error"], true);
+    drop(server);
+    rerun_check(&data);
+}
