@@ -460,7 +460,37 @@ fn runner_config_from_env(
         .and_then(|v| v.parse().ok())
         .map_or(crate::runner::RETRY_BASE, Duration::from_millis);
     let mcp = Arc::new(crate::mcp::McpHub::new(mcp).context("setting up MCP connections")?);
-    Ok(RunnerConfig { model: Some(model), request_options, tools, mcp, policy: Policy::default(), retry_base })
+    let auto_allowed = auto_allowed_from(std::env::var("LOGBOOK_AUTO_ALLOW").ok().as_deref())?;
+    Ok(RunnerConfig {
+        model: Some(model),
+        request_options,
+        tools,
+        mcp,
+        policy: Policy::default(),
+        retry_base,
+        auto_allowed,
+    })
+}
+
+/// The tools the `auto` policy allows: `LOGBOOK_AUTO_ALLOW`, a comma-separated
+/// list of built-in tool names (empty: ask for every tool), else the default.
+fn auto_allowed_from(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
+    use crate::runner::{BUILT_IN_TOOLS, DEFAULT_AUTO_ALLOWED};
+    let Some(raw) = raw else { return Ok(DEFAULT_AUTO_ALLOWED.iter().map(|t| (*t).to_owned()).collect()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            if BUILT_IN_TOOLS.contains(&name) {
+                Ok(name.to_owned())
+            } else {
+                anyhow::bail!(
+                    "LOGBOOK_AUTO_ALLOW: {name:?} is not a built-in tool (one of {})",
+                    BUILT_IN_TOOLS.join(", ")
+                )
+            }
+        })
+        .collect()
 }
 
 /// The sandboxed built-in tools; problems that will stop every sandbox are

@@ -221,7 +221,16 @@ impl Server {
 
 /// Runs `logbook ARGS` to completion; returns its exit code, stdout and stderr.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(logbook_bin()).args(args).output().unwrap_or_else(|e| panic!("cannot run logbook: {e}"));
+    run_cli_env(args, &[])
+}
+
+/// [`run_cli`] with extra environment variables.
+pub fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(logbook_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run logbook: {e}"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

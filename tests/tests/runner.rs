@@ -278,3 +278,48 @@ async fn a_budget_stops_the_session_after_at_most_one_request() {
     assert!(object["usage"]["list_cost"]["amount"].as_str().unwrap().parse::<u64>().unwrap() >= 300);
     rerun_check(server, &dir.path().join("data"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auto_policy_runs_the_allowed_tools_and_asks_for_the_rest() {
+    // One response calls a reading tool and bash. By default `auto` runs the
+    // read and asks for bash; with LOGBOOK_AUTO_ALLOW naming bash, both run.
+    let calls = json!({"content": [
+        {"type": "tool_use", "id": "toolu_r", "name": "read", "input": {"file_path": "/workspace/a.txt"}},
+        {"type": "tool_use", "id": "toolu_b", "name": "bash", "input": {"command": "ls"}}],
+        "stop_reason": "tool_use"});
+    let done = json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"});
+    for (allow, bash_asks) in [(None, true), (Some("bash, read"), false)] {
+        let model = FakeModel::start(vec![calls.clone(), done.clone()]).expect("fake starts");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let env: Vec<(&str, &str)> = allow.map(|list| ("LOGBOOK_AUTO_ALLOW", list)).into_iter().collect();
+        let server = Server::start(&data, &model, &env);
+        let api = Api::new(&server);
+        let session = new_session(&api, toolset("auto")).await;
+        api.send(&session, user_message("look and list")).await;
+        let events = api.wait_idle(&session, 1).await;
+        let uses: Vec<&Value> = events.iter().filter(|e| e["type"] == "agent.tool_use").collect();
+        let (read, bash) = (uses[0], uses[1]);
+        assert_eq!(read["evaluated_permission"], "allow", "{read}");
+        assert_eq!(read["evaluation"]["type"], "auto", "{read}");
+        let idle = events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap();
+        if bash_asks {
+            assert_eq!(bash["evaluated_permission"], "ask", "{bash}");
+            assert_eq!(idle["stop_reason"]["type"], "requires_action", "{idle}");
+            assert_eq!(idle["stop_reason"]["event_ids"], json!([bash["id"]]));
+        } else {
+            assert_eq!(bash["evaluated_permission"], "allow", "{bash}");
+            assert_eq!(idle["stop_reason"]["type"], "end_turn", "{idle}");
+        }
+        rerun_check(server, &data);
+    }
+    // A name that is not a built-in tool stops the server at start-up.
+    let model = FakeModel::start(vec![]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = logbook_tests::server::run_cli_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data", dir.path().join("data").to_str().unwrap()],
+        &[("LOGBOOK_AUTO_ALLOW", "bash,rm"), ("ANTHROPIC_BASE_URL", model.base_url()), ("ANTHROPIC_API_KEY", "k")],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("LOGBOOK_AUTO_ALLOW") && stderr.contains("\"rm\""), "{stderr}");
+}

@@ -52,7 +52,17 @@ pub struct RunnerConfig {
     pub policy: Policy,
     /// Retry backoff base (tests use a small one).
     pub retry_base: Duration,
+    /// Built-in tools the `auto` permission policy runs without asking
+    /// (`LOGBOOK_AUTO_ALLOW`; default [`DEFAULT_AUTO_ALLOWED`]); it asks for
+    /// the others. Each decision is recorded in its `agent.tool_use`, so
+    /// changing this never changes how a log re-projects.
+    pub auto_allowed: Vec<String>,
 }
+
+/// Built-in tools the `auto` policy runs without asking by default: they only read.
+pub const DEFAULT_AUTO_ALLOWED: [&str; 5] = ["read", "glob", "grep", "web_search", "web_fetch"];
+/// The built-in tools `LOGBOOK_AUTO_ALLOW` may name.
+pub const BUILT_IN_TOOLS: [&str; 8] = ["bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search"];
 
 /// Shared handle: which sessions have a task, and their signals.
 #[derive(Debug, Clone)]

@@ -47,8 +47,6 @@ const MAX_APPEND_ATTEMPTS: usize = 256;
 const CATCH_UP_BATCH: usize = 10_000;
 /// `max_tokens` of a summarizing call: a summary longer than this is no summary.
 const SUMMARY_MAX_TOKENS: u32 = 8_192;
-/// Built-in tools the `auto` policy lets run without asking: they only read.
-const AUTO_ALLOWED: [&str; 5] = ["read", "glob", "grep", "web_search", "web_fetch"];
 
 pub(crate) struct Task {
     state: AppState,
@@ -498,7 +496,8 @@ impl Task {
                             if let Some(provider_id) = block.get("id").and_then(Value::as_str) {
                                 links.push(ToolUseLink { provider_id: provider_id.to_owned(), event_id: id });
                             }
-                            public.push((Some(id), tool_use_event(&session, &mcp_names, name, input)));
+                            let auto = &self.handle.config().auto_allowed;
+                            public.push((Some(id), tool_use_event(&session, auto, &mcp_names, name, input)));
                         }
                         server_tools::SERVER_TOOL_USE => {
                             // A call the provider runs: shown, never run here.
@@ -508,7 +507,8 @@ impl Task {
                             if let Some(provider_id) = block.get("id").and_then(Value::as_str) {
                                 links.push(ToolUseLink { provider_id: provider_id.to_owned(), event_id: id });
                             }
-                            public.push((Some(id), provider_tool_use_event(&session, name, input)));
+                            let auto = &self.handle.config().auto_allowed;
+                            public.push((Some(id), provider_tool_use_event(&session, auto, name, input)));
                         }
                         // Its result, here or after a pause_turn.
                         _ => {
@@ -887,7 +887,13 @@ fn mcp_tool_result(mcp_tool_use_id: EventId, outcome: ToolOutcome) -> Event {
 /// The event for a tool_use block: a custom tool, an MCP tool (by the names
 /// recorded with the call's settings) with its toolset's permission, or a
 /// built-in one with the permission its policy gives.
-fn tool_use_event(session: &StoredSession, mcp_names: &[McpToolName], name: String, input: Json) -> Event {
+fn tool_use_event(
+    session: &StoredSession,
+    auto_allowed: &[String],
+    mcp_names: &[McpToolName],
+    name: String,
+    input: Json,
+) -> Event {
     let custom = session.agent.tools.iter().any(|t| matches!(t, Tool::Custom { name: n, .. } if *n == name));
     if custom {
         return Event::AgentCustomToolUse(AgentCustomToolUse { name, input, session_thread_id: None });
@@ -903,7 +909,7 @@ fn tool_use_event(session: &StoredSession, mcp_names: &[McpToolName], name: Stri
             session_thread_id: None,
         });
     }
-    let (permission, evaluation) = permission_for(session, &name);
+    let (permission, evaluation) = permission_for(session, auto_allowed, &name);
     Event::AgentToolUse(AgentToolUse {
         name,
         input,
@@ -916,8 +922,8 @@ fn tool_use_event(session: &StoredSession, mcp_names: &[McpToolName], name: Stri
 /// The event for a server_tool_use block: a built-in web tool the provider
 /// has run already, so whatever the policy says it was allowed (a web tool
 /// that must ask is never sent as a server tool).
-fn provider_tool_use_event(session: &StoredSession, name: String, input: Json) -> Event {
-    let evaluation = match permission_for(session, &name) {
+fn provider_tool_use_event(session: &StoredSession, auto_allowed: &[String], name: String, input: Json) -> Event {
+    let evaluation = match permission_for(session, auto_allowed, &name) {
         (EvaluatedPermission::Allow, evaluation) => evaluation,
         (EvaluatedPermission::Ask | EvaluatedPermission::Deny, _) => None,
     };
@@ -931,8 +937,13 @@ fn provider_tool_use_event(session: &StoredSession, name: String, input: Json) -
 }
 
 /// The permission of a built-in tool under the agent's toolset config. The
-/// `auto` policy allows the read-only tools and asks for the rest.
-fn permission_for(session: &StoredSession, name: &str) -> (EvaluatedPermission, Option<ToolEvaluation>) {
+/// `auto` policy allows the tools in `auto_allowed` (by default the read-only
+/// ones, `RunnerConfig::auto_allowed`) and asks for the rest.
+fn permission_for(
+    session: &StoredSession,
+    auto_allowed: &[String],
+    name: &str,
+) -> (EvaluatedPermission, Option<ToolEvaluation>) {
     for tool in &session.agent.tools {
         if let Tool::AgentToolset { default_config, configs } = tool {
             let (enabled, policy) = match configs.iter().find(|c| c.name == name) {
@@ -946,7 +957,7 @@ fn permission_for(session: &StoredSession, name: &str) -> (EvaluatedPermission, 
                 PolicyKind::AlwaysAllow => (EvaluatedPermission::Allow, Some(ToolEvaluation::AlwaysAllow)),
                 PolicyKind::AlwaysAsk => (EvaluatedPermission::Ask, Some(ToolEvaluation::AlwaysAsk)),
                 PolicyKind::Auto => {
-                    if AUTO_ALLOWED.contains(&name) {
+                    if auto_allowed.iter().any(|allowed| allowed == name) {
                         (
                             EvaluatedPermission::Allow,
                             Some(ToolEvaluation::Auto { evaluated_permission: AutoPermission::Allow }),
