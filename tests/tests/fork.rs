@@ -248,3 +248,66 @@ async fn a_fork_retries_a_turn_with_another_model_on_the_same_context() {
     let (code, _, stderr) = run_cli(&["fork", "--data", data.to_str().unwrap(), &parent]);
     assert_ne!(code, 0, "a fork point is required: {stderr}");
 }
+
+/// The lines of a session's exported bundle after its header: one per
+/// record, with seq, prev, hash and canonical bytes (no session id).
+async fn bundle_lines(api: &Api, session: &str) -> Vec<String> {
+    let (status, bytes) = api.get_bytes(&format!("/x/v1/sessions/{session}/export")).await;
+    assert_eq!(status, 200);
+    String::from_utf8(bytes).unwrap().lines().skip(1).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_at_random_seqs_verify_share_the_prefix_and_start_from_its_workspace() {
+    let mut script = Vec::new();
+    for (n, command) in [
+        "mkdir -p d && echo 1 > d/a && echo x > b",
+        "echo 2 >> d/a && rm b && ln -s d/a link && echo r > /mnt/session/outputs/r.md",
+        "rm -r d && printf 'bin\\x00' > c && chmod 700 c",
+    ]
+    .iter()
+    .enumerate()
+    {
+        script.push(bash(&format!("toolu_{n}"), command));
+        script.push(text("ok"));
+    }
+    let model = FakeModel::start(script).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_sandboxed(&data, &model, &[]);
+    let api = Api::new(&server);
+    let parent = api.session(json!([{"type": "agent_toolset_20260401"}])).await;
+    for n in 1..=3 {
+        api.send(&parent, user_message("next")).await;
+        api.wait_idle(&parent, n).await;
+    }
+    let parent_lines = bundle_lines(&api, &parent).await;
+    let last = parent_lines.len() as u64 - 1;
+
+    // Seeded picks over the whole log, the ends included.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut seqs = vec![0, last];
+    for _ in 0..6 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        seqs.push(x % (last + 1));
+    }
+    for at in seqs {
+        let forked = fork(&api, &parent, json!({"at_seq": at})).await;
+        let child = forked["id"].as_str().unwrap().to_owned();
+        // The workspace on disk is the projection at the fork point.
+        assert_eq!(on_disk(&data, &child), api.projected_files(&parent, at).await, "workspace of a fork at {at}");
+        // The chain verifies through the shared prefix, which is byte for byte the parent's.
+        let report = api.get(&format!("/x/v1/sessions/{child}/verify")).await;
+        assert_eq!(report["valid"], true, "fork at {at}: {report}");
+        let child_lines = bundle_lines(&api, &child).await;
+        let shared = at as usize + 1;
+        assert_eq!(child_lines[..shared], parent_lines[..shared], "the prefix of a fork at {at}");
+        assert!(child_lines[shared].contains(&format!("\"seq\":{}", at + 1)), "{}", child_lines[shared]);
+    }
+    // Whatever the forks did afterwards, the parent's log is unchanged.
+    assert_eq!(bundle_lines(&api, &parent).await, parent_lines);
+    server.stop();
+}
