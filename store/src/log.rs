@@ -407,43 +407,6 @@ impl<E: Engine> Core<E> {
     /// Reads located records from the log (adjacent ones in one read) and
     /// checks each: its place, its hash, its link to the one before.
     fn read_located(&self, slot: &Slot, located: &[Located]) -> Result<Vec<Record>, Error> {
-        if located.len() >= PARALLEL_DECODE_MIN {
-            return self.read_located_parallel(slot, located);
-        }
-        let mut out = Vec::with_capacity(located.len());
-        let mut at = 0;
-        while at < located.len() {
-            let first = located[at].location;
-            let mut run_end = at + 1;
-            let mut len = u64::from(first.len);
-            while run_end < located.len()
-                && located[run_end].location.lsn == first.lsn + len
-                && len + u64::from(located[run_end].location.len) <= READ_RUN_BYTES
-            {
-                len += u64::from(located[run_end].location.len);
-                run_end += 1;
-            }
-            let bytes = wal::read_entry(&*self.log, Location { lsn: first.lsn, len: len as u32 })
-                .map_err(|err| self.read_error(slot, located[at].seq, &located[at].location, &err))?;
-            let mut offset = 0usize;
-            for item in &located[at..run_end] {
-                let entry = &bytes[offset..offset + item.location.len as usize];
-                offset += item.location.len as usize;
-                let record = wal::decode_record(entry, slot.id, item.seq)
-                    .map_err(|what| self.quarantine(slot, Corruption { session: slot.id, seq: item.seq, what }))?;
-                out.push(record);
-            }
-            at = run_end;
-        }
-        check_links(slot.id, &out).map_err(|c| self.quarantine(slot, c))?;
-        Ok(out)
-    }
-
-    /// [`Self::read_located`] for many records: the log is read in runs as
-    /// there, then the entries are decoded (decompressed and their hashes
-    /// checked) on up to [`MAX_DECODE_THREADS`] threads, which is most of a
-    /// long read's time.
-    fn read_located_parallel(&self, slot: &Slot, located: &[Located]) -> Result<Vec<Record>, Error> {
         // The runs' bytes, and for each record its run and offset.
         let mut runs: Vec<Vec<u8>> = Vec::new();
         let mut places: Vec<(usize, usize)> = Vec::with_capacity(located.len());
@@ -469,8 +432,9 @@ impl<E: Engine> Core<E> {
             runs.push(bytes);
             at = run_end;
         }
-        let n_threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_DECODE_THREADS);
-        let per_thread = located.len().div_ceil(n_threads);
+        // Decoding (decompressing, checking each hash) is most of a long
+        // read's time: many records are decoded on up to MAX_DECODE_THREADS
+        // threads, in parts kept in seq order.
         let decode = |range: std::ops::Range<usize>| -> Decoded {
             range
                 .map(|i| {
@@ -481,15 +445,25 @@ impl<E: Engine> Core<E> {
                 })
                 .collect()
         };
-        let parts: Vec<Option<Decoded>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..n_threads)
-                .map(|t| {
-                    let range = (t * per_thread).min(located.len())..((t + 1) * per_thread).min(located.len());
-                    scope.spawn(move || decode(range))
-                })
-                .collect();
-            handles.into_iter().map(|handle| handle.join().ok()).collect()
-        });
+        let n_threads = if located.len() < PARALLEL_DECODE_MIN {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_DECODE_THREADS)
+        };
+        let parts: Vec<Option<Decoded>> = if n_threads == 1 {
+            vec![Some(decode(0..located.len()))]
+        } else {
+            let per_thread = located.len().div_ceil(n_threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..n_threads)
+                    .map(|t| {
+                        let range = (t * per_thread).min(located.len())..((t + 1) * per_thread).min(located.len());
+                        scope.spawn(move || decode(range))
+                    })
+                    .collect();
+                handles.into_iter().map(|handle| handle.join().ok()).collect()
+            })
+        };
         // Parts are in seq order, so the first error met is the first bad seq.
         let mut out = Vec::with_capacity(located.len());
         for part in parts {
