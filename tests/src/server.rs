@@ -219,6 +219,17 @@ impl Server {
     }
 }
 
+/// A temporary directory the sandbox uid can traverse (a tempdir is 0700),
+/// and the data directory to use inside it. Keep the `TempDir` alive.
+pub fn sandbox_data_dir() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.path().display()));
+    let data = dir.path().join("data");
+    (dir, data)
+}
+
 /// Runs `logbook ARGS` to completion; returns its exit code, stdout and stderr.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     run_cli_env(args, &[])

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use logbook_tests::fake_model::FakeModel;
-use logbook_tests::server::{Api, Server, host_snapshot, run_cli, user_message};
+use logbook_tests::server::{Api, Server, host_snapshot, run_cli, sandbox_data_dir, user_message};
 use serde_json::{Value, json};
 
 fn bash(id: &str, command: &str) -> Value {
@@ -71,9 +71,7 @@ async fn a_fork_starts_from_the_parents_workspace_and_goes_its_own_way() {
         text("grandchild done"),
     ])
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let data = dir.path().join("data");
+    let (dir, data) = sandbox_data_dir();
     let server = Server::start_sandboxed(&data, &model, &[]);
     let api = Api::new(&server);
     let file_id = api.upload("prices.csv", b"item,price\ntea,3\n").await;
@@ -272,9 +270,7 @@ async fn forks_at_random_seqs_verify_share_the_prefix_and_start_from_its_workspa
         script.push(text("ok"));
     }
     let model = FakeModel::start(script).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let data = dir.path().join("data");
+    let (_dir, data) = sandbox_data_dir();
     let server = Server::start_sandboxed(&data, &model, &[]);
     let api = Api::new(&server);
     let parent = api.session(json!([{"type": "agent_toolset_20260401"}])).await;

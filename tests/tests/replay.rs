@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use logbook_tests::fake_model::{FakeModel, is_summary_request};
-use logbook_tests::server::{Api, Server, host_snapshot, run_cli, types, user_message};
+use logbook_tests::server::{Api, Server, host_snapshot, run_cli, sandbox_data_dir, types, user_message};
 use serde_json::{Value, json};
 
 fn toolset() -> Value {
@@ -298,9 +298,7 @@ async fn the_workspace_at_every_idle_is_the_projection_of_the_log() {
         script.push(text("ok"));
     }
     let model = FakeModel::start(script).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let data = dir.path().join("data");
+    let (_dir, data) = sandbox_data_dir();
     let server = Server::start_sandboxed(&data, &model, &[]);
     let api = Api::new(&server);
     let session = api.session(toolset()).await;

@@ -12,27 +12,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logbook_core::event::{Event, FileChange};
 use logbook_core::{Digest, SessionId};
 use logbook_store::{Blobs, Read, SledOptions, SledStore};
 use logbook_tests::fake_model::FakeModel;
-use logbook_tests::server::{Api, Server, rerun_passes, user_message};
+use logbook_tests::server::{Api, Server, rerun_passes, sandbox_data_dir, user_message};
 use serde_json::{Value, json};
 
 /// Deadline of one sandboxed turn on a loaded machine.
 const TURN_DEADLINE: Duration = Duration::from_secs(120);
-
-/// A data directory the sandbox uid can traverse (a tempdir is 0700).
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let data = dir.path().join("data");
-    (dir, data)
-}
 
 /// The server with its sandboxed tools, and a client that waits long enough.
 fn start(data: &Path, model: &FakeModel) -> (Server, Api) {
@@ -68,7 +59,7 @@ async fn bash_runs_in_the_sandbox_and_its_effects_are_in_the_log() {
         answer("Wrote the greeting."),
     ])
     .expect("fake starts");
-    let (_dir, data) = data_dir();
+    let (_dir, data) = sandbox_data_dir();
     let (server, api) = start(&data, &model);
     let session = new_session(&api).await;
     api.send(&session, user_message("greet")).await;
@@ -116,7 +107,7 @@ async fn an_interrupt_kills_a_long_command_and_the_next_turn_works() {
         answer("Done."),
     ])
     .expect("fake starts");
-    let (_dir, data) = data_dir();
+    let (_dir, data) = sandbox_data_dir();
     let (server, api) = start(&data, &model);
     let session = new_session(&api).await;
     api.send(&session, user_message("wait a long time")).await;
@@ -152,7 +143,7 @@ async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on(
         answer("The command was cut off."),
     ])
     .expect("fake starts");
-    let (_dir, data) = data_dir();
+    let (_dir, data) = sandbox_data_dir();
     let (server, api) = start(&data, &model);
     let session = new_session(&api).await;
     api.send(&session, user_message("run the long job")).await;
