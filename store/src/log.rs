@@ -352,30 +352,14 @@ impl<E: Engine> Core<E> {
             return Ok(Vec::new());
         }
         slot.last_used.store(self.tick(), Ordering::Relaxed);
-        let own_start = slot.own_start();
         let mut out = Vec::with_capacity((end.get() - from.get()) as usize);
-        if let Some(origin) = slot.origin.get()
-            && from < own_start
-        {
-            let mut part_start = Seq::ZERO;
-            for (owner, part_end) in &origin.ancestry {
-                let (lo, hi) = (from.max(part_start), end.min(*part_end));
-                if lo < hi {
-                    let owner_slot = self.slot(*owner).ok_or_else(|| {
-                        Error::Corrupted(Corruption {
-                            session,
-                            seq: lo,
-                            what: format!("the fork's ancestor {owner} is missing"),
-                        })
-                    })?;
-                    owner_slot.check_corrupt()?;
-                    out.extend(self.read_own(&owner_slot, lo, hi)?.into_iter().map(|r| restamp(r, session)));
-                }
-                part_start = *part_end;
+        // A fork's inherited parts are its ancestors' records, stamped as its own.
+        for (owner, lo, hi) in self.parts(&slot, from, end)? {
+            if owner.id == session {
+                out.extend(self.read_own(&owner, lo, hi)?);
+            } else {
+                out.extend(self.read_own(&owner, lo, hi)?.into_iter().map(|r| restamp(r, session)));
             }
-        }
-        if end > own_start {
-            out.extend(self.read_own(&slot, from.max(own_start), end)?);
         }
         check_contiguous(session, from, end, &out).map_err(|c| self.quarantine(&slot, c))?;
         Ok(out)

@@ -489,7 +489,7 @@ impl Task {
                             public.push((id, Event::AgentMessage(AgentMessage { content })));
                         }
                         "thinking" | "redacted_thinking" => public.push((id, Event::AgentThinking(AgentThinking {}))),
-                        "tool_use" => {
+                        "tool_use" | server_tools::SERVER_TOOL_USE => {
                             let id = id.unwrap_or_else(|| self.state.event_id(Seq::new(base + public.len() as u64)));
                             let name = block.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
                             let input = Json::new(block.get("input").unwrap_or(&Value::Null));
@@ -497,18 +497,13 @@ impl Task {
                                 links.push(ToolUseLink { provider_id: provider_id.to_owned(), event_id: id });
                             }
                             let auto = &self.handle.config().auto_allowed;
-                            public.push((Some(id), tool_use_event(&session, auto, &mcp_names, name, input)));
-                        }
-                        server_tools::SERVER_TOOL_USE => {
-                            // A call the provider runs: shown, never run here.
-                            let id = id.unwrap_or_else(|| self.state.event_id(Seq::new(base + public.len() as u64)));
-                            let name = block.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
-                            let input = Json::new(block.get("input").unwrap_or(&Value::Null));
-                            if let Some(provider_id) = block.get("id").and_then(Value::as_str) {
-                                links.push(ToolUseLink { provider_id: provider_id.to_owned(), event_id: id });
-                            }
-                            let auto = &self.handle.config().auto_allowed;
-                            public.push((Some(id), provider_tool_use_event(&session, auto, name, input)));
+                            let event = if kind == "tool_use" {
+                                tool_use_event(&session, auto, &mcp_names, name, input)
+                            } else {
+                                // A call the provider runs: shown, never run here.
+                                provider_tool_use_event(&session, auto, name, input)
+                            };
+                            public.push((Some(id), event));
                         }
                         // Its result, here or after a pause_turn.
                         _ => {
