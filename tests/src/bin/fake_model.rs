@@ -46,6 +46,10 @@ fn main() -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "fake-model listening on http://{addr}")?;
         stdout.flush()?;
+        // TCP_NODELAY, or each streamed event waits for the client's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router(state)).await.context("serving")
     })
 }
