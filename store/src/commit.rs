@@ -26,6 +26,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -99,11 +100,18 @@ impl<T> Default for Pending<T> {
     }
 }
 
-/// A batch's outcome, shared by its writers.
+/// A batch's outcome, shared by its writers: blocked threads wait on
+/// `ready`, async tasks leave a waker.
 #[derive(Debug, Default)]
 struct Done {
-    outcome: Mutex<Option<Result<(), String>>>,
+    outcome: Mutex<Outcome>,
     ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    result: Option<Result<(), String>>,
+    wakers: Vec<Waker>,
 }
 
 /// A writer's claim on the batch holding its entries.
@@ -116,10 +124,29 @@ impl Ticket {
     pub(crate) fn wait(self) -> Result<(), Error> {
         let mut outcome = self.0.outcome.lock().map_err(|_| lock_poisoned())?;
         loop {
-            match &*outcome {
+            match &outcome.result {
                 Some(Ok(())) => return Ok(()),
                 Some(Err(reason)) => return Err(Error::Poisoned { reason: reason.clone() }),
                 None => outcome = self.0.ready.wait(outcome).map_err(|_| lock_poisoned())?,
+            }
+        }
+    }
+
+    /// Ready once the batch is durable and its effects are published (for
+    /// async callers: nothing blocks while the batch is written).
+    pub(crate) fn poll_durable(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut outcome = match self.0.outcome.lock() {
+            Ok(outcome) => outcome,
+            Err(_) => return Poll::Ready(Err(lock_poisoned())),
+        };
+        match &outcome.result {
+            Some(Ok(())) => Poll::Ready(Ok(())),
+            Some(Err(reason)) => Poll::Ready(Err(Error::Poisoned { reason: reason.clone() })),
+            None => {
+                if !outcome.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                    outcome.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
             }
         }
     }
@@ -127,10 +154,15 @@ impl Ticket {
 
 impl Done {
     fn complete(&self, res: Result<(), String>) {
-        if let Ok(mut outcome) = self.outcome.lock() {
-            *outcome = Some(res);
-        }
+        // A poisoned lock still holds the wakers: every waiter must hear.
+        let mut outcome = self.outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        outcome.result = Some(res);
+        let wakers = std::mem::take(&mut outcome.wakers);
+        drop(outcome);
         self.ready.notify_all();
+        for waker in wakers {
+            waker.wake();
+        }
     }
 }
 

@@ -685,8 +685,47 @@ impl<E: Engine> Core<E> {
     }
 }
 
-impl<E: Engine> Append for LogStore<E> {
-    fn append(&self, session: SessionId, expected: Seq, entries: &[Entry]) -> Result<Vec<Record>, AppendError> {
+/// An append submitted to the log: its records are sealed and in a batch,
+/// and they are durable (and visible to readers) once this future is ready or
+/// [`PendingAppend::wait`] returns. Dropping it does not undo the append.
+#[derive(Debug)]
+#[must_use = "the records are durable only once this is awaited or waited on"]
+pub struct PendingAppend {
+    ticket: Ticket,
+    records: Vec<Record>,
+}
+
+impl PendingAppend {
+    /// Blocks until the records are durable, and returns them.
+    pub fn wait(self) -> Result<Vec<Record>, AppendError> {
+        self.ticket.wait()?;
+        Ok(self.records)
+    }
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<Vec<Record>, AppendError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.ticket.poll_durable(cx) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(std::mem::take(&mut self.records))),
+            std::task::Poll::Ready(Err(err)) => std::task::Poll::Ready(Err(err.into())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<E: Engine> LogStore<E> {
+    /// [`Append::append`] without the wait: the records are sealed and
+    /// submitted (a conflict or a full session is an error now), and the
+    /// returned [`PendingAppend`] completes once they are durable. For async
+    /// callers, which then wait without holding a thread.
+    pub fn append_submit(
+        &self,
+        session: SessionId,
+        expected: Seq,
+        entries: &[Entry],
+    ) -> Result<PendingAppend, AppendError> {
         let core = &*self.inner.core;
         core.check_poisoned()?;
         let prepared = prepare(entries, false)?;
@@ -702,8 +741,13 @@ impl<E: Engine> Append for LogStore<E> {
             }
             core.submit_records(&slot, &mut head, prepared, None)?
         };
-        ticket.wait()?;
-        Ok(records)
+        Ok(PendingAppend { ticket, records })
+    }
+}
+
+impl<E: Engine> Append for LogStore<E> {
+    fn append(&self, session: SessionId, expected: Seq, entries: &[Entry]) -> Result<Vec<Record>, AppendError> {
+        self.append_submit(session, expected, entries)?.wait()
     }
 }
 

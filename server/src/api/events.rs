@@ -19,7 +19,7 @@ use logbook_core::event::{
 };
 use logbook_core::{Entry, EventId, OutcomeId, Record, Seq, SessionId, Timestamp};
 use logbook_replay::SERVER_SIDE_TOOLS;
-use logbook_store::{Append, AppendError, Read, SledStore};
+use logbook_store::{Append, AppendError, PendingAppend, Read, SledStore};
 
 use super::error::ApiError;
 use super::sessions::{self, Status, StoredSession};
@@ -90,14 +90,22 @@ pub async fn send(
             let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
             let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
             let starts_work = inputs.iter().any(starts_work);
-            let records = append_checked(&worker_state, store, &session, inputs)?;
-            if starts_work {
-                // A self-hosted session whose work item stopped is queued again.
+            let pending = submit_checked(&worker_state, store, &session, inputs)?;
+            if starts_work && session.self_hosted {
+                // A self-hosted session whose work item stopped is queued
+                // again, once its new input is durable.
+                let records = pending.wait()?;
                 super::work::ensure_session_work(&worker_state, store, &tenant, &session)?;
+                return Ok((Appended::Durable(records), queued));
             }
-            Ok((records, queued))
+            Ok((Appended::Submitted(pending), queued))
         })
         .await?;
+    // Acknowledged only once durable; the wait holds no thread.
+    let records = match records {
+        Appended::Durable(records) => records,
+        Appended::Submitted(pending) => pending.await?,
+    };
     let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
     if queued {
         // The echo of a queued event has `processed_at: null` (API reference
@@ -115,6 +123,12 @@ pub async fn send(
         runner.wake(&state, tenant.workspace, id, interrupt);
     }
     Ok(Json(json!({ "data": data })))
+}
+
+/// Sent events: durable already, or submitted and awaited by the handler.
+enum Appended {
+    Durable(Vec<Record>),
+    Submitted(PendingAppend),
 }
 
 fn state_has_runner(state: &AppState) -> bool {
@@ -495,12 +509,15 @@ const CHECKED_APPEND_BACKOFF: std::time::Duration = std::time::Duration::from_mi
 /// against exactly that head: if anything is appended first (the runner
 /// closing a call, another client answering it), the check runs again, so a
 /// call never gets two answers.
-fn append_checked(
+///
+/// The events are submitted, not yet durable: the returned append completes
+/// once they are (awaited by the handler, so no thread waits on the disk).
+fn submit_checked(
     state: &AppState,
     store: &SledStore,
     session: &StoredSession,
     inputs: Vec<Event>,
-) -> Result<Vec<Record>, ApiError> {
+) -> Result<PendingAppend, ApiError> {
     for attempt in 0..MAX_APPEND_ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(CHECKED_APPEND_BACKOFF);
@@ -517,10 +534,10 @@ fn append_checked(
                 at,
             })
             .collect();
-        match store.append(session.id, head, &entries) {
-            Ok(records) => {
-                state.metrics().events_appended.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                return Ok(records);
+        match store.append_submit(session.id, head, &entries) {
+            Ok(pending) => {
+                state.metrics().events_appended.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                return Ok(pending);
             }
             Err(AppendError::Conflict { .. }) => {}
             Err(other) => return Err(other.into()),

@@ -329,3 +329,39 @@ macro_rules! conformance {
 
 conformance!(mem, super::super::MemFixture::new());
 conformance!(sled, super::super::SledFixture::new());
+
+/// Polls `future` to completion on this thread, parking between wake-ups.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => return output,
+            std::task::Poll::Pending => std::thread::park_timeout(Duration::from_secs(1)),
+        }
+    }
+}
+
+#[test]
+fn an_awaited_append_is_durable_and_readable() {
+    let fixture = super::SledFixture::new();
+    let store = fixture.store();
+    let first = store.append_submit(session(1), Seq::ZERO, &entries(0..2)).unwrap();
+    let second = store.append_submit(session(1), Seq::new(2), &entries(2..3)).unwrap();
+    // A conflict is known at submission, before anything is durable.
+    let conflict = store.append_submit(session(1), Seq::ZERO, &entries(0..1));
+    assert!(matches!(conflict, Err(AppendError::Conflict { .. })), "{conflict:?}");
+    let mut records = block_on(first).unwrap();
+    records.extend(block_on(second).unwrap());
+    assert_eq!(records.len(), 3);
+    assert_eq!(store.read(session(1), Seq::ZERO, 10).unwrap(), records, "awaited records are readable");
+    let fixture = fixture.crash();
+    assert_eq!(fixture.store().read(session(1), Seq::ZERO, 10).unwrap(), records, "and survive a crash");
+}
