@@ -1,3 +1,6 @@
+//! Tests of projections at a seq: a fork's inherited prefix is projected from,
+//! and checkpointed under, the ancestor that wrote it.
+
 use logbook_core::event::sample_events;
 use logbook_core::{Entry, EventId, Timestamp};
 use logbook_store::{Append, Fork, SledOptions};
