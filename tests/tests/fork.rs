@@ -229,11 +229,22 @@ async fn a_fork_retries_a_turn_with_another_model_on_the_same_context() {
         assert!(text.contains(needle), "{body}: {text}");
     }
 
-    // `logbook fork` is the offline twin.
+    // Deleting the parent takes nothing from the fork: its shared prefix,
+    // its chain and its projections stay (logs are never deleted).
+    let before = api.events(&child).await;
+    let (status, deleted) = api.raw(reqwest::Method::DELETE, &format!("/v1/sessions/{parent}"), None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(api.events(&child).await, before);
+    let report = api.get(&format!("/x/v1/sessions/{child}/verify")).await;
+    assert_eq!(report["valid"], true, "{report}");
+    let state = api.get(&format!("/x/v1/sessions/{child}/state?at_seq={}", own[0] - 1)).await;
+    assert_eq!(state["context"]["request"], requests[1], "projections of the fork survive its parent");
+
+    // `logbook fork` is the offline twin (here, a fork of the fork).
     server.stop();
     let at = fork_point.to_string();
     let (code, stdout, stderr) =
-        run_cli(&["fork", "--data", data.to_str().unwrap(), &parent, "--at-seq", &at, "--model", "claude-haiku-4-5"]);
+        run_cli(&["fork", "--data", data.to_str().unwrap(), &child, "--at-seq", &at, "--model", "claude-haiku-4-5"]);
     assert_eq!(code, 0, "fork: {stderr}");
     let offline: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(offline["agent"]["model"]["id"], "claude-haiku-4-5");
@@ -242,7 +253,7 @@ async fn a_fork_retries_a_turn_with_another_model_on_the_same_context() {
     let (code, stdout, stderr) = run_cli(&["show", "--data", data.to_str().unwrap(), id]);
     assert_eq!(code, 0, "show: {stderr}");
     let shown: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(shown["fork_origin"]["parent_session_id"], parent.as_str());
+    assert_eq!(shown["fork_origin"]["parent_session_id"], child.as_str());
     let (code, _, stderr) = run_cli(&["fork", "--data", data.to_str().unwrap(), &parent]);
     assert_ne!(code, 0, "a fork point is required: {stderr}");
 }
