@@ -82,18 +82,18 @@ fn capture_now(
     let mut stored_bytes = 0u64;
     for output in found {
         let path = format!("{OUTPUTS_DIR}/{}", output.components.join("/"));
-        if stored_bytes + output.size > MAX_CAPTURE_BYTES {
-            tracing::warn!(%session, %path, limit = MAX_CAPTURE_BYTES, "the outputs are over one capture's limit; the rest waits");
-            continue;
-        }
-        stored_bytes += output.size;
-        // Hash first: an unchanged file (the common case) costs one read and
-        // no store write.
+        // Hash first: an unchanged file (the common case) costs one read, no
+        // store write, and nothing of the capture's budget.
         let mut file = output.file;
         let digest = content::digest_of(&mut file).map_err(ApiError::internal)?;
         if stored.outputs.get(&path).is_some_and(|previous| previous.digest == digest) {
             continue;
         }
+        if stored_bytes + output.size > MAX_CAPTURE_BYTES {
+            tracing::warn!(%session, %path, limit = MAX_CAPTURE_BYTES, "the outputs are over one capture's limit; the rest waits");
+            continue;
+        }
+        stored_bytes += output.size;
         file.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
         let content = match content::store_reader(store, file, MAX_FILE_BYTES) {
             Ok(content) => content,
@@ -103,6 +103,7 @@ fn capture_now(
             }
             Err(err) => return Err(files::content_error(err)),
         };
+        // The file may have changed back while it was stored.
         if stored.outputs.get(&path).is_some_and(|previous| previous.digest == content.digest) {
             continue;
         }
