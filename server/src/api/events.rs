@@ -72,7 +72,7 @@ pub async fn send(
     }
     check_sender(&principal, &body.events)?;
     let worker_state = state.clone();
-    let (records, queued) = state
+    let (pending, queued, rework) = state
         .blocking(move |store| {
             // Only the status is read from the log here (one record), not the
             // resources and usage a retrieve overlays: this is the hot path.
@@ -89,23 +89,19 @@ pub async fn send(
                 matches!(session.status, Status::Running | Status::Rescheduling) && state_has_runner(&worker_state);
             let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
             let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
-            let starts_work = inputs.iter().any(starts_work);
+            // A self-hosted session whose work item stopped is queued again
+            // once its new input is durable.
+            let rework = (session.self_hosted && inputs.iter().any(starts_work)).then_some(session.clone());
             let pending = submit_checked(&worker_state, store, &session, inputs)?;
-            if starts_work && session.self_hosted {
-                // A self-hosted session whose work item stopped is queued
-                // again, once its new input is durable.
-                let records = pending.wait()?;
-                super::work::ensure_session_work(&worker_state, store, &tenant, &session)?;
-                return Ok((Appended::Durable(records), queued));
-            }
-            Ok((Appended::Submitted(pending), queued))
+            Ok((pending, queued, rework))
         })
         .await?;
     // Acknowledged only once durable; the wait holds no thread.
-    let records = match records {
-        Appended::Durable(records) => records,
-        Appended::Submitted(pending) => pending.await?,
-    };
+    let records = pending.await?;
+    if let Some(session) = rework {
+        let worker_state = state.clone();
+        state.blocking(move |store| super::work::ensure_session_work(&worker_state, store, &tenant, &session)).await?;
+    }
     let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
     if queued {
         // The echo of a queued event has `processed_at: null` (API reference
@@ -123,12 +119,6 @@ pub async fn send(
         runner.wake(&state, tenant.workspace, id, interrupt);
     }
     Ok(Json(json!({ "data": data })))
-}
-
-/// Sent events: durable already, or submitted and awaited by the handler.
-enum Appended {
-    Durable(Vec<Record>),
-    Submitted(PendingAppend),
 }
 
 fn state_has_runner(state: &AppState) -> bool {

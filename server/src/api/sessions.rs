@@ -676,7 +676,7 @@ pub async fn archive(
             if session.archived_at.is_some() {
                 return with_log_state(store, session);
             }
-            if with_log_state(store, session.clone())?.status == Status::Running {
+            if last_status(store, id)?.as_ref().and_then(status_of) == Some(Status::Running) {
                 return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
             }
             session.archived_at = Some(now);
@@ -711,8 +711,8 @@ pub async fn delete(
     let worker_state = state.clone();
     state
         .blocking(move |store| {
-            let (current_bytes, session) = load(store, &tenant, id)?;
-            if with_log_state(store, session.clone())?.status == Status::Running {
+            let (current_bytes, _) = load(store, &tenant, id)?;
+            if last_status(store, id)?.as_ref().and_then(status_of) == Some(Status::Running) {
                 return Err(ApiError::conflict(format!("session {id} is running; interrupt it before deleting")));
             }
             match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(&current_bytes), None)? {
