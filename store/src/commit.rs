@@ -152,6 +152,36 @@ impl Ticket {
     }
 }
 
+/// The committer's exit guard. Leaving [`CommitQueue::run`] other than by a
+/// stop with nothing queued (a panic while publishing, a poisoned lock) would
+/// leave every waiting writer, and every later one, blocked forever: instead
+/// the queue is poisoned and every batch it holds fails.
+struct Abandon<'a, T> {
+    queue: &'a CommitQueue<T>,
+    /// The batch being written, if any.
+    in_flight: Option<Arc<Done>>,
+}
+
+impl<T> Drop for Abandon<'_, T> {
+    fn drop(&mut self) {
+        let mut state = self.queue.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let drained = state.stop && state.open.buf.is_empty() && state.sealed.is_empty();
+        if drained && self.in_flight.is_none() {
+            return;
+        }
+        let reason =
+            state.poisoned.get_or_insert_with(|| "the log's committer stopped unexpectedly".to_owned()).clone();
+        let mut failed: Vec<Arc<Done>> = self.in_flight.take().into_iter().collect();
+        failed.extend(state.sealed.drain(..).map(|pending| pending.done));
+        failed.push(Arc::clone(&state.open.done));
+        drop(state);
+        for done in failed {
+            done.complete(Err(reason.clone()));
+        }
+        self.queue.work.notify_all();
+    }
+}
+
 impl Done {
     fn complete(&self, res: Result<(), String>) {
         // A poisoned lock still holds the wakers: every waiter must hear.
@@ -251,7 +281,9 @@ impl<T: Send + 'static> CommitQueue<T> {
 
     /// Runs the committer until [`CommitQueue::stop`]: the committer thread's body.
     pub(crate) fn run(&self, mut writer: LogWriter, publisher: &dyn Publisher<T>) {
+        let mut guard = Abandon { queue: self, in_flight: None };
         while let Some(mut pending) = self.next_pending() {
+            guard.in_flight = Some(Arc::clone(&pending.done));
             let poisoned = self.lock().ok().and_then(|s| s.poisoned.clone());
             if let Some(reason) = poisoned {
                 pending.done.complete(Err(reason));
@@ -278,6 +310,7 @@ impl<T: Send + 'static> CommitQueue<T> {
                     pending.done.complete(Err(reason));
                 }
             }
+            guard.in_flight = None;
         }
     }
 
@@ -351,5 +384,53 @@ impl<T: Send + 'static> CommitQueue<T> {
 
     fn lock(&self) -> Result<MutexGuard<'_, State<T>>, Error> {
         self.state.lock().map_err(|_| lock_poisoned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use logbook_core::{ChainHash, Seq, SessionId};
+
+    use super::*;
+    use crate::engine::mem::MemLogDir;
+    use crate::wal::BodyCodec;
+
+    /// Panics on its first batch, as a bug while publishing would.
+    struct Panicking;
+
+    impl Publisher<()> for Panicking {
+        fn publish(&self, _: &BatchHeader, _: Vec<()>) {
+            panic!("a publishing bug");
+        }
+    }
+
+    fn submit(queue: &CommitQueue<()>) -> Result<Ticket, Error> {
+        queue.submit(64, |buf| {
+            let session = SessionId::from_parts(1, 1);
+            let hash = ChainHash::from_bytes([1; 32]);
+            buf.push_record(session, Seq::ZERO, hash, hash, 3, BodyCodec::Raw, b"body");
+            Ok(None)
+        })
+    }
+
+    #[test]
+    fn a_committer_that_dies_fails_its_writers_instead_of_leaving_them_waiting() {
+        let queue = Arc::new(CommitQueue::<()>::new(0, Duration::ZERO));
+        let ticket = submit(&queue).unwrap();
+        let writer = LogWriter::new(Arc::new(MemLogDir::default()), 0, 0, None);
+        let committer = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || queue.run(writer, &Panicking))
+        };
+        assert!(committer.join().is_err(), "the publisher panicked");
+        // Waited for on another thread, with a deadline: a lost ticket must
+        // fail the test, not hang it.
+        let (sent, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sent.send(ticket.wait()));
+        let outcome = outcome.recv_timeout(Duration::from_secs(60)).expect("the waiting writer hears of it");
+        assert!(matches!(outcome, Err(Error::Poisoned { .. })), "{outcome:?}");
+        assert!(submit(&queue).is_err(), "and later writers are refused at once");
     }
 }

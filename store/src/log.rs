@@ -661,17 +661,16 @@ impl<E: Engine> Core<E> {
         first: Seq,
         records: &[(u32, u32, u16, ChainHash)],
     ) {
-        let Ok(mut index) = slot.lock_index() else { return };
+        // Appends of a session are published in seq order, under a lock no
+        // one panics with; anything else is a bug, and the session must not
+        // be read past it (its durable records would be missing from reads).
+        let broken = |what: &str| {
+            let _ = slot.corrupt.set(Corruption { session: slot.id, seq: first, what: what.to_owned() });
+        };
+        let Ok(mut index) = slot.lock_index() else { return broken("its index lock was poisoned while publishing") };
         if index.end() != first {
-            // Appends of a session are published in seq order; anything else
-            // is a bug, and the session must not be read past it.
             drop(index);
-            let _ = slot.corrupt.set(Corruption {
-                session: slot.id,
-                seq: first,
-                what: "published out of order".to_owned(),
-            });
-            return;
+            return broken("published out of order");
         }
         for (offset, len, code, hash) in records {
             let location = Location { lsn: header.lsn + u64::from(*offset), len: *len };
