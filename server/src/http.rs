@@ -60,7 +60,9 @@ fn worker_spec(method: Method, path: &'static str, summary: &'static str, access
 }
 
 /// Which credentials each route (method, path template) takes.
-type AccessTable = Vec<(Method, &'static str, Access)>;
+/// Per route (method, path pattern): who may call it, and whether it streams
+/// (no request timeout).
+type AccessTable = std::collections::HashMap<(Method, &'static str), (Access, bool)>;
 
 /// Every authenticated API route with its handler.
 fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -263,7 +265,7 @@ pub fn app(state: AppState) -> Router {
     let mut api = Router::new();
     let mut access = AccessTable::new();
     for (spec, handler) in table() {
-        access.push((spec.method.clone(), spec.path, spec.access));
+        access.insert((spec.method.clone(), spec.path), (spec.access, spec.streaming));
         api = api.route(spec.path, handler);
     }
     let api = api
@@ -408,14 +410,11 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
     };
     let key = key.ok_or_else(|| ApiError::unauthenticated("malformed API key header"))?;
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
-    let route_access = route
+    let (route_access, streaming) = route
         .as_deref()
-        .and_then(|path| access.iter().find(|(method, p, _)| method == request.method() && *p == path))
-        .map_or(Access::API_KEY, |(_, _, access)| *access);
-    let params = match request.extract_parts::<RawPathParams>().await {
-        Ok(raw) => PathParams(raw.iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()),
-        Err(_) => PathParams::default(),
-    };
+        .and_then(|path| access.get(&(request.method().clone(), path)))
+        .copied()
+        .unwrap_or((Access::API_KEY, false));
     let now = state.now();
     let hash = tenancy::key_hash(&key);
     // A workspace key passes any route that takes API keys without the store.
@@ -423,6 +422,10 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
     let principal: Principal = match cached {
         Some(principal) => principal,
         None => {
+            let params = match request.extract_parts::<RawPathParams>().await {
+                Ok(raw) => PathParams(raw.iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()),
+                Err(_) => PathParams::default(),
+            };
             let principal = state
                 .blocking(move |store| {
                     let principal = tenancy::authenticate_principal(store, &key)?;
@@ -443,10 +446,8 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
         state.metrics().rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::rate_limited(wait_ms));
     }
-    // Streams, exports and file transfers are not cut off by the request timeout.
-    let path = request.uri().path();
-    let transfer = files && (path.ends_with("/content") || (path == "/v1/files" && request.method() == Method::POST));
-    let streaming = path.ends_with("/stream") || path.ends_with("/export") || transfer;
+    // Streams, exports and file transfers (`RouteSpec::streaming`) are not
+    // cut off by the request timeout.
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(principal);
     Ok(streaming)
