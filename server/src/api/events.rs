@@ -422,20 +422,9 @@ fn confirmation_of(
     session: SessionId,
     target: EventId,
 ) -> Result<Option<ConfirmationResult>, ApiError> {
-    let mut from = Seq::new(target.seq_hint().get() + 1);
-    loop {
-        let records = store.scan_types(session, &[EventType::UserToolConfirmation], from, LIST_STEP)?;
-        let Some(last) = records.last() else { return Ok(None) };
-        from = Seq::new(last.seq().get() + 1);
-        for record in &records {
-            let entry = record.entry().map_err(ApiError::internal)?;
-            if let Event::UserToolConfirmation(confirmation) = entry.event
-                && confirmation.tool_use_id == target
-            {
-                return Ok(Some(confirmation.result));
-            }
-        }
-    }
+    Ok(answer_to(store, session, target, &[EventType::UserToolConfirmation])?.and_then(|event| {
+        if let Event::UserToolConfirmation(confirmation) = event { Some(confirmation.result) } else { None }
+    }))
 }
 
 /// Whether the session's latest status is idle with `requires_action`.
@@ -477,15 +466,26 @@ pub fn find_event(store: &SledStore, session: SessionId, id: EventId) -> Result<
 
 /// Whether an event of one of `types` after the target names `target`.
 fn answered(store: &SledStore, session: SessionId, target: EventId, types: &[EventType]) -> Result<bool, ApiError> {
+    Ok(answer_to(store, session, target, types)?.is_some())
+}
+
+/// The first event of `types` that answers `target` (scanning the type index
+/// from just after the target's seq hint).
+fn answer_to(
+    store: &SledStore,
+    session: SessionId,
+    target: EventId,
+    types: &[EventType],
+) -> Result<Option<Event>, ApiError> {
     let mut from = Seq::new(target.seq_hint().get() + 1);
     loop {
         let records = store.scan_types(session, types, from, LIST_STEP)?;
-        let Some(last) = records.last() else { return Ok(false) };
+        let Some(last) = records.last() else { return Ok(None) };
         from = Seq::new(last.seq().get() + 1);
         for record in &records {
             let entry = record.entry().map_err(ApiError::internal)?;
             if entry.event.answers() == Some(target) {
-                return Ok(true);
+                return Ok(Some(entry.event));
             }
         }
     }
