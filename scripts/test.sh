@@ -27,7 +27,7 @@ if ! command -v git >/dev/null 2>&1 || [[ ! -x "$(git --exec-path)/git-http-back
 fi
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 # apt package installs in sandboxes resolve against the host's package lists.
-if [ "${#missing[@]}" -gt 0 ] || ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+if [ "${#missing[@]}" -gt 0 ] || ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     $SUDO apt-get update -qq
 fi
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -268,7 +268,7 @@ def test_graceful_and_forced_stops_reach_the_worker(stops_env: WorkerHarness) ->
     forced = h.client.beta.environments.work.stop(second.id, environment_id=h.env_id, force=True)
     assert forced.state == "stopped"
     worker.wait_log(r"heartbeat signals shutdown state=stopped", after=mark)
-    worker.wait_log(r"idle; polling|still polling|poll", after=mark)
+    worker.wait_log(r"idle; polling|still polling", after=mark)
     with pytest.raises(anthropic.ConflictError):
         h.client.beta.environments.work.stop(second.id, environment_id=h.env_id, force=True)
     assert worker.count(r"force-stop on exit failed") == 0, worker.log()
@@ -281,13 +281,16 @@ def test_a_call_in_flight_when_its_item_is_force_stopped_gets_a_new_item(restop_
     session that still waits on the call, and a worker answers it there, once."""
     h = restop_env
     worker = h.start_worker(max_idle=1.0)
-    command = "if [ -f once ]; then echo again; else touch once; sleep 3; echo first; fi"
+    # The first run finishes only once the test has stopped its item (the
+    # `go` file), so the order comes from the test, not from a clock.
+    command = "if [ -f once ]; then echo again; else touch once; while [ ! -f go ]; do sleep 0.05; done; echo first; fi"
     h.fake.set_script([tool_response(("toolu_f1", "bash", {"command": command})), text_response("finished")])
     session = h.session()
     h.client.beta.sessions.events.send(session.id, events=[user_message("work")])  # type: ignore[list-item]
     h.wait_path(worker.workdir / "once", "the worker started the call")
     first = h.wait_work(session.id, lambda w: w.state == "active", "active")
     h.client.beta.environments.work.stop(first.id, environment_id=h.env_id, force=True)
+    (worker.workdir / "go").touch()
     events = h.wait_end_turn(session.id)
     results = results_by_call(events)
     (call,) = of_type(events, "agent.tool_use")

@@ -83,7 +83,9 @@ fn acknowledged_appends_survive_sigkill() {
                 n_acks += 1;
             }
         }
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // Killed by us, not ended by a failure of its own (which it reports).
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{context}: {status}");
         n_acks_total += n_acks;
 
         let store = SledStore::open(&data, &SledOptions { cache_capacity_bytes: 16 << 20 })

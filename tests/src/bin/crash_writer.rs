@@ -35,11 +35,20 @@ fn main() -> anyhow::Result<()> {
     let wal = WalOptions { segment_bytes: SEGMENT_BYTES, ..WalOptions::default() };
     let store = Arc::new(SledStore::open_with(&dir, &SledOptions { cache_capacity_bytes: 16 << 20 }, &wal)?);
     println!("ready");
+    // Nothing joins these threads (the process runs until it is killed), so
+    // a thread that fails ends the process with its reason: the test then
+    // sees an exit instead of the kill it sent.
+    let fail = |what: &str, err: anyhow::Error| -> ! {
+        eprintln!("crash-writer: {what} failed: {err:#}");
+        std::process::exit(2);
+    };
     let checkpointer = {
         let store = Arc::clone(&store);
-        std::thread::spawn(move || -> anyhow::Result<()> {
+        std::thread::spawn(move || {
             loop {
-                store.checkpoint()?;
+                if let Err(err) = store.checkpoint() {
+                    fail("a checkpoint", err.into());
+                }
                 std::thread::sleep(CHECKPOINT_PAUSE);
             }
         })
@@ -50,38 +59,48 @@ fn main() -> anyhow::Result<()> {
         for w in 0..writers {
             let store = Arc::clone(&store);
             let samples = Arc::clone(&samples);
-            handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
-                let session = crash_session(n);
-                let mut counter: u64 = w << 40;
-                loop {
-                    counter += 1;
-                    let n_events = 1 + (counter % 3) as usize;
-                    let batch: Vec<Entry> = (0..n_events)
-                        .map(|k| Entry {
-                            id: EventId::from_parts(1_764_000_000_000, u128::from(counter) << 8 | k as u128),
-                            event: samples[(counter as usize + k) % samples.len()].clone(),
-                            at: Timestamp::from_unix_micros(1_764_000_000_000_000 + counter as i64),
-                        })
-                        .collect();
-                    let head = store.head(session)?;
-                    match store.append(session, head.next, &batch) {
-                        Ok(records) => {
-                            let last = records.last().context("append returned no records")?;
-                            let ack =
-                                Ack { session, next: last.seq().next().context("seq overflow")?, hash: last.hash() };
-                            let mut out = std::io::stdout().lock();
-                            writeln!(out, "{ack}")?;
-                            out.flush()?;
+            handles.push(std::thread::spawn(move || {
+                let written = (|| -> anyhow::Result<()> {
+                    let session = crash_session(n);
+                    let mut counter: u64 = w << 40;
+                    loop {
+                        counter += 1;
+                        let n_events = 1 + (counter % 3) as usize;
+                        let batch: Vec<Entry> = (0..n_events)
+                            .map(|k| Entry {
+                                id: EventId::from_parts(1_764_000_000_000, u128::from(counter) << 8 | k as u128),
+                                event: samples[(counter as usize + k) % samples.len()].clone(),
+                                at: Timestamp::from_unix_micros(1_764_000_000_000_000 + counter as i64),
+                            })
+                            .collect();
+                        let head = store.head(session)?;
+                        match store.append(session, head.next, &batch) {
+                            Ok(records) => {
+                                let last = records.last().context("append returned no records")?;
+                                let ack = Ack {
+                                    session,
+                                    next: last.seq().next().context("seq overflow")?,
+                                    hash: last.hash(),
+                                };
+                                let mut out = std::io::stdout().lock();
+                                writeln!(out, "{ack}")?;
+                                out.flush()?;
+                            }
+                            Err(AppendError::Conflict { .. }) => {}
+                            Err(other) => return Err(other.into()),
                         }
-                        Err(AppendError::Conflict { .. }) => {}
-                        Err(other) => return Err(other.into()),
                     }
+                })();
+                if let Err(err) = written {
+                    fail("a writer", err);
                 }
             }));
         }
     }
+    // The threads end only by a panic (a failure exits the process).
     for handle in handles {
-        handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
     }
-    checkpointer.join().map_err(|_| anyhow::anyhow!("checkpointer panicked"))?
+    checkpointer.join().map_err(|_| anyhow::anyhow!("checkpointer panicked"))?;
+    Ok(())
 }
