@@ -213,16 +213,9 @@ pub fn show(
     file: Option<&str>,
     budget_tokens: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
-    use logbook_store::Read as _;
     let id: SessionId = session.parse().map_err(|_| anyhow::anyhow!("{session:?} is not a session id (sesn_...)"))?;
     let object = find_session(store, id)?.with_context(|| format!("no session {id} in this data directory"))?;
-    let head = store.head(id)?.next.get();
-    let Some(last) = head.checked_sub(1) else { anyhow::bail!("session {id} has no events yet") };
-    let at = at_seq.unwrap_or(last);
-    if at > last {
-        anyhow::bail!("--at-seq {at} is beyond the session's last seq {last}");
-    }
-    let at = logbook_core::Seq::new(at);
+    let at = crate::api::x::state::seq_at(store, id, at_seq).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let projected = crate::projection::state_at(store, id, at).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let options = crate::model::ModelConfig::from_env()?.request_options();
     let mut out = std::io::stdout().lock();

@@ -89,6 +89,17 @@ pub enum Status {
     Terminated,
 }
 
+impl From<logbook_replay::Status> for Status {
+    fn from(status: logbook_replay::Status) -> Status {
+        match status {
+            logbook_replay::Status::Idle => Status::Idle,
+            logbook_replay::Status::Running => Status::Running,
+            logbook_replay::Status::Rescheduling => Status::Rescheduling,
+            logbook_replay::Status::Terminated => Status::Terminated,
+        }
+    }
+}
+
 impl Status {
     fn parse(raw: &str) -> Result<Status, ApiError> {
         match raw {

@@ -469,13 +469,7 @@ impl Task {
             Some(Err(error)) => self.model_failed(start_id, attempt, error).await,
             Some(Ok(response)) => {
                 self.last_error = None;
-                let usage = ModelUsage {
-                    input_tokens: response.usage.input_tokens,
-                    output_tokens: response.usage.output_tokens,
-                    cache_creation_input_tokens: response.usage.cache_creation_input_tokens,
-                    cache_read_input_tokens: response.usage.cache_read_input_tokens,
-                    speed: None,
-                };
+                let usage = model_usage(&response.usage);
                 let mut events: Vec<(Option<EventId>, Event)> = Vec::new();
                 let mut public: Vec<(Option<EventId>, Event)> = Vec::new();
                 let mut links = Vec::new();
@@ -619,13 +613,7 @@ impl Task {
                     .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
                     .filter_map(|b| b.get("text").and_then(Value::as_str))
                     .collect();
-                let usage = ModelUsage {
-                    input_tokens: response.usage.input_tokens,
-                    output_tokens: response.usage.output_tokens,
-                    cache_creation_input_tokens: response.usage.cache_creation_input_tokens,
-                    cache_read_input_tokens: response.usage.cache_read_input_tokens,
-                    speed: None,
-                };
+                let usage = model_usage(&response.usage);
                 let text = text.join("\n");
                 if text.trim().is_empty() {
                     (elided_summary(&plan), Some(response.model), usage)
@@ -912,6 +900,17 @@ fn tool_use_event(
         evaluation,
         session_thread_id: None,
     })
+}
+
+/// The token counts a response reported, as `span.model_request_end` records them.
+fn model_usage(usage: &crate::model::Usage) -> ModelUsage {
+    ModelUsage {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        cache_read_input_tokens: usage.cache_read_input_tokens,
+        speed: None,
+    }
 }
 
 /// The event for a server_tool_use block: a built-in web tool the provider

@@ -128,16 +128,12 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     let (_, parent) = sessions::load(store, &place.tenant, place.parent)?;
     let at = fork_point(store, place.parent, body.at_seq, body.at_event_id.as_deref())?;
     let projected = crate::projection::state_at(store, place.parent, at)?;
-    let status = match projected.machine.status() {
-        logbook_replay::Status::Idle => Status::Idle,
-        logbook_replay::Status::Running => Status::Running,
-        logbook_replay::Status::Rescheduling => Status::Rescheduling,
-        logbook_replay::Status::Terminated => {
-            return Err(ApiError::invalid(format!(
-                "the session is terminated at seq {at}; fork at a seq before its termination"
-            )));
-        }
-    };
+    let status = Status::from(projected.machine.status());
+    if status == Status::Terminated {
+        return Err(ApiError::invalid(format!(
+            "the session is terminated at seq {at}; fork at a seq before its termination"
+        )));
+    }
     let mut agent = agent_at(&projected, &parent);
     if let Some(overrides) = body.agent {
         overrides.apply(&mut agent)?;

@@ -33,19 +33,25 @@ pub const MAX_STATE_FILES: usize = 10_000;
 
 /// The seq a request asks about: `at_seq`, or the last record.
 pub(crate) fn resolve_seq(store: &SledStore, id: SessionId, query: &Query) -> Result<Seq, ApiError> {
+    let at = match query.one("at_seq") {
+        None => None,
+        Some(raw) => Some(raw.parse().map_err(|_| ApiError::invalid(format!("at_seq: {raw:?} is not a seq")))?),
+    };
+    seq_at(store, id, at)
+}
+
+/// `at`, checked against the session's log, or its last seq.
+pub(crate) fn seq_at(store: &SledStore, id: SessionId, at: Option<u64>) -> Result<Seq, ApiError> {
     let head = store.head(id)?;
     let Some(last) = head.next.get().checked_sub(1) else {
         return Err(ApiError::invalid("the session has no events yet"));
     };
-    match query.one("at_seq") {
+    match at {
         None => Ok(Seq::new(last)),
-        Some(raw) => {
-            let at: u64 = raw.parse().map_err(|_| ApiError::invalid(format!("at_seq: {raw:?} is not a seq")))?;
-            if at > last {
-                return Err(ApiError::invalid(format!("at_seq: {at} is beyond the session's last seq {last}")));
-            }
-            Ok(Seq::new(at))
+        Some(at) if at > last => {
+            Err(ApiError::invalid(format!("at_seq: {at} is beyond the session's last seq {last}")))
         }
+        Some(at) => Ok(Seq::new(at)),
     }
 }
 
@@ -109,12 +115,7 @@ pub fn state_json(
         .collect();
     let files: Vec<Value> =
         projected.workspace.iter().take(MAX_STATE_FILES).map(|(path, node)| node_json(path, node)).collect();
-    let status = match projected.machine.status() {
-        logbook_replay::Status::Idle => "idle",
-        logbook_replay::Status::Running => "running",
-        logbook_replay::Status::Rescheduling => "rescheduling",
-        logbook_replay::Status::Terminated => "terminated",
-    };
+    let status = crate::api::sessions::Status::from(projected.machine.status());
     json!({
         "type": "session_state",
         "session_id": id,
