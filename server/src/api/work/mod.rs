@@ -110,24 +110,37 @@ pub async fn ack(
     Extension(tenant): Extension<Tenant>,
     Path((env_id, work_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
-    let now = state.now();
     let ttl = state.config().work_lease_ttl_secs;
-    let item = state
+    let (item, _) = change_item(&state, tenant, &env_id, &work_id, move |item, work, now| match item.ack(now, ttl) {
+        Ok(()) => Ok(true),
+        Err(current) => Err(ApiError::conflict(format!(
+            "work item {work} is {}; only a queued item can be acknowledged",
+            current.as_str()
+        ))
+        .with_code("work_not_queued")),
+    })
+    .await?;
+    Ok(Json(item.to_wire(None)))
+}
+
+/// Changes one item of an environment's queue: the ids parsed, the queue
+/// checked, `change` applied to the item (with its id and the time) and
+/// retried on concurrent writes (`queue::update`). Says whether it changed.
+async fn change_item(
+    state: &AppState,
+    tenant: Tenant,
+    env_id: &str,
+    work_id: &str,
+    mut change: impl FnMut(&mut StoredWork, WorkId, logbook_core::Timestamp) -> Result<bool, ApiError> + Send + 'static,
+) -> Result<(StoredWork, bool), ApiError> {
+    let (env, work) = (parse_env_id(env_id)?, parse_work_id(work_id)?);
+    let now = state.now();
+    state
         .blocking(move |store| {
             queue_env(store, &tenant, env)?;
-            let (item, ()) = queue::update(store, &tenant, env, work, now, |item| match item.ack(now, ttl) {
-                Ok(()) => Ok((true, ())),
-                Err(current) => Err(ApiError::conflict(format!(
-                    "work item {work} is {}; only a queued item can be acknowledged",
-                    current.as_str()
-                ))
-                .with_code("work_not_queued")),
-            })?;
-            Ok(item)
+            queue::update(store, &tenant, env, work, now, |item| change(item, work, now))
         })
-        .await?;
-    Ok(Json(item.to_wire(None)))
+        .await
 }
 
 pub async fn heartbeat(
@@ -137,7 +150,6 @@ pub async fn heartbeat(
     Path((env_id, work_id)): Path<(String, String)>,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
-    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
     let desired = match query.one("desired_ttl_seconds") {
         None => None,
         Some(raw) => match raw.parse::<u64>() {
@@ -166,20 +178,13 @@ pub async fn heartbeat(
         KeyScope::WorkSession { claim, .. } => Some(claim),
         KeyScope::Workspace | KeyScope::Environment { .. } => None,
     };
-    let now = state.now();
     let default_ttl = state.config().work_lease_ttl_secs;
-    let (item, extended) = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            queue::update(store, &tenant, env, work, now, |item| {
-                let ttl = desired.unwrap_or_else(|| item.ttl_seconds(default_ttl));
-                match item.heartbeat(expected.as_deref(), holder, ttl, now, default_ttl) {
-                    Ok(extended) => Ok((extended, extended)),
-                    Err(lease) => Err(lease_lost(work, expected.as_deref(), &lease)),
-                }
-            })
-        })
-        .await?;
+    let (item, extended) = change_item(&state, tenant, &env_id, &work_id, move |item, work, now| {
+        let ttl = desired.unwrap_or_else(|| item.ttl_seconds(default_ttl));
+        item.heartbeat(expected.as_deref(), holder, ttl, now, default_ttl)
+            .map_err(|lease| lease_lost(work, expected.as_deref(), &lease))
+    })
+    .await?;
     Ok(Json(json!({
         "type": "work_heartbeat",
         "last_heartbeat": item.last_heartbeat().unwrap_or_default(),
@@ -215,31 +220,23 @@ pub async fn stop(
     Path((env_id, work_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<StopBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
     let force = body.force.unwrap_or(false);
-    let now = state.now();
-    let item = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let (item, ()) = queue::update(store, &tenant, env, work, now, |item| {
-                if let KeyScope::WorkSession { claim, .. } = principal.scope
-                    && item.state != WorkState::Stopped
-                    && !item.held_by(claim)
-                {
-                    return Err(ApiError::conflict(format!(
-                        "work item {work} is no longer held by this sessions token's claim; it was not stopped"
-                    ))
-                    .with_code("lease_lost"));
-                }
-                match item.stop(force, now) {
-                    Ok(()) => Ok((true, ())),
-                    Err(queue::AlreadyStopped) => {
-                        Err(ApiError::conflict(format!("work item {work} is already stopped"))
-                            .with_code("work_already_stopped"))
-                    }
-                }
-            })?;
-            Ok(item)
+    let (item, _) =
+        change_item(&state, tenant, &env_id, &work_id, move |item, work, now| {
+            if let KeyScope::WorkSession { claim, .. } = principal.scope
+                && item.state != WorkState::Stopped
+                && !item.held_by(claim)
+            {
+                return Err(ApiError::conflict(format!(
+                    "work item {work} is no longer held by this sessions token's claim; it was not stopped"
+                ))
+                .with_code("lease_lost"));
+            }
+            match item.stop(force, now) {
+                Ok(()) => Ok(true),
+                Err(queue::AlreadyStopped) => Err(ApiError::conflict(format!("work item {work} is already stopped"))
+                    .with_code("work_already_stopped")),
+            }
         })
         .await?;
     tracing::info!(work = %item.id, state = item.state.as_str(), force, "work item stop");
@@ -280,23 +277,16 @@ pub async fn update(
     Path((env_id, work_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
     let patch = body.metadata.ok_or_else(|| {
         ApiError::invalid("metadata: required (set a key to a string to upsert it, or to null to delete it)")
     })?;
-    let now = state.now();
-    let item = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let (item, ()) = queue::update(store, &tenant, env, work, now, |item| {
-                let metadata = patch_metadata(&item.metadata, &patch, false)?;
-                let changed = metadata != item.metadata;
-                item.metadata = metadata;
-                Ok((changed, ()))
-            })?;
-            Ok(item)
-        })
-        .await?;
+    let (item, _) = change_item(&state, tenant, &env_id, &work_id, move |item, _, _| {
+        let metadata = patch_metadata(&item.metadata, &patch, false)?;
+        let changed = metadata != item.metadata;
+        item.metadata = metadata;
+        Ok(changed)
+    })
+    .await?;
     Ok(Json(item.to_wire(None)))
 }
 

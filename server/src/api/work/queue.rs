@@ -557,24 +557,24 @@ pub fn load_settled(
 }
 
 /// Applies `change` to an item (time applied first), retrying on concurrent
-/// writes. `change` returns `Ok(false)` to leave the item as it is.
-pub fn update<T>(
+/// writes. `change` returns `Ok(false)` to leave the item as it is; the
+/// result says whether it changed.
+pub fn update(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     work: WorkId,
     now: Timestamp,
-    mut change: impl FnMut(&mut StoredWork) -> Result<(bool, T), ApiError>,
-) -> Result<(StoredWork, T), ApiError> {
+    mut change: impl FnMut(&mut StoredWork) -> Result<bool, ApiError>,
+) -> Result<(StoredWork, bool), ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (bytes, item) = load_settled(store, tenant, env, work, now)?;
         let mut next = item.clone();
-        let (changed, out) = change(&mut next)?;
-        if !changed {
-            return Ok((item, out));
+        if !change(&mut next)? {
+            return Ok((item, false));
         }
         if commit(store, tenant, &bytes, &item, &next)?.is_some() {
-            return Ok((next, out));
+            return Ok((next, true));
         }
     }
     Err(busy(work))
