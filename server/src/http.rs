@@ -361,6 +361,16 @@ fn ulid_text(ms: u64, random: u128) -> String {
     logbook_core::EventId::from_parts(ms, random).to_string().trim_start_matches("sevt_").to_owned()
 }
 
+/// Whether the `anthropic-beta` headers (each a comma-separated list) name `beta`.
+pub fn has_beta(headers: &axum::http::HeaderMap, beta: &str) -> bool {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|b| b.trim() == beta)
+}
+
 /// Beta header, authentication, rate limit and timeout for API routes.
 async fn guard(
     State((state, access)): State<(AppState, Arc<AccessTable>)>,
@@ -385,18 +395,11 @@ async fn guard(
 /// route and its objects; returns whether the route streams.
 async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) -> Result<bool, ApiError> {
     let headers = request.headers();
-    let betas: Vec<&str> = headers
-        .get_all("anthropic-beta")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
     let path = request.uri().path();
     let extension = path.starts_with("/x/");
     // The Files API has its own beta, which the SDK does not send by default.
     let files = path == "/v1/files" || path.starts_with("/v1/files/");
-    if !extension && !files && !betas.contains(&MANAGED_AGENTS_BETA) {
+    if !extension && !files && !has_beta(headers, MANAGED_AGENTS_BETA) {
         return Err(ApiError::invalid(format!(
             "the anthropic-beta header must include {MANAGED_AGENTS_BETA} to use the Managed Agents API"
         )));

@@ -366,8 +366,7 @@ pub async fn list(
     let scope = match query.one("scope_id") {
         None => None,
         Some(raw) => {
-            let betas = headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
-            if !betas.iter().flat_map(|v| v.split(',')).any(|b| b.trim() == MANAGED_AGENTS_BETA) {
+            if !crate::http::has_beta(&headers, MANAGED_AGENTS_BETA) {
                 return Err(ApiError::invalid(format!(
                     "scope_id: listing a session's files needs the anthropic-beta header {MANAGED_AGENTS_BETA}"
                 )));

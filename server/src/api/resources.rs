@@ -333,8 +333,8 @@ fn host(state: &AppState) -> Result<&std::sync::Arc<Host>, ApiError> {
 
 fn confine_error(err: confine::ConfineError) -> ApiError {
     match err {
-        confine::ConfineError::Symlink { .. } => ApiError::invalid(format!("mount_path: {err}")),
-        confine::ConfineError::Escape { .. }
+        confine::ConfineError::Symlink { .. }
+        | confine::ConfineError::Escape { .. }
         | confine::ConfineError::NotADirectory { .. }
         | confine::ConfineError::IsADirectory { .. }
         | confine::ConfineError::Exists { .. } => ApiError::invalid(format!("mount_path: {err}")),
