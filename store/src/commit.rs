@@ -267,18 +267,6 @@ impl<T: Send + 'static> CommitQueue<T> {
         Ok(ticket)
     }
 
-    /// A ticket that completes once everything submitted so far is durable.
-    pub(crate) fn flush_ticket(&self) -> Result<Option<Ticket>, Error> {
-        let state = self.lock()?;
-        if let Some(reason) = &state.poisoned {
-            return Err(Error::Poisoned { reason: reason.clone() });
-        }
-        if state.open.buf.is_empty() {
-            return Ok(state.sealed.back().map(|p| Ticket(Arc::clone(&p.done))));
-        }
-        Ok(Some(Ticket(Arc::clone(&state.open.done))))
-    }
-
     /// Runs the committer until [`CommitQueue::stop`]: the committer thread's body.
     pub(crate) fn run(&self, mut writer: LogWriter, publisher: &dyn Publisher<T>) {
         let mut guard = Abandon { queue: self, in_flight: None };

@@ -33,10 +33,8 @@ impl<E: Engine> Blobs for LogStore<E> {
         }
         let digest = chain::digest(bytes);
         if core.engine.get(Tree::Log, &keys::blob_key(digest))?.is_some() {
-            // Stored already; wait for whatever is in flight, as the first put did.
-            if let Some(ticket) = core.queue.flush_ticket()? {
-                ticket.wait()?;
-            }
+            // Stored already, and durable: a blob's key is indexed only once
+            // its batch is synced (`Core::publish`).
             return Ok(digest);
         }
         let (codec, body) = wal::code_blob(bytes);
