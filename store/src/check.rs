@@ -149,7 +149,7 @@ impl<E: Engine> LogStore<E> {
                 let (offset, entry) = match item {
                     Ok(found) => found,
                     Err(reason) => {
-                        log_errors.push(format!("batch at LSN {:#x}: {reason}", batch.header.lsn));
+                        log_errors.push(format!("the batch at {}: {reason}", wal::Lsn(batch.header.lsn)));
                         break;
                     }
                 };
@@ -165,7 +165,10 @@ impl<E: Engine> LogStore<E> {
                             if indexed.map(|l| l.lsn) != Some(lsn) {
                                 let reason = match indexed {
                                     Some(location) => {
-                                        format!("the index places it at {location}, the log has it at LSN {lsn:#x}")
+                                        format!(
+                                            "the index places it at {location}, the log has it at {}",
+                                            wal::Lsn(lsn)
+                                        )
                                     }
                                     None => "the index does not list it".to_owned(),
                                 };

@@ -23,7 +23,7 @@ use crate::error::{Corruption, Error, OpenError, StoreCorruption};
 use crate::keys::{self, LogKeyKind, MetaKey};
 use crate::log::STORAGE_VERSION;
 use crate::session::{Origin, PendingRecord, Slot};
-use crate::wal::{self, Entry, ForkEntry, Location, LogWriter, Scan};
+use crate::wal::{self, Entry, ForkEntry, Location, LogWriter, Lsn, Scan};
 
 /// Forks of forks of ... are limited to this depth: a fork's inherited prefix
 /// is read through this many sessions at most.
@@ -95,7 +95,7 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<Recovered, OpenError> {
         // Writing on from here would overwrite checkpointed records.
         return Err(OpenError::DamagedLog(wal::ScanError::BadSegment {
             segment: wal::segment_of(end.end),
-            reason: format!("the log ends at LSN {:#x}, before its last checkpoint at {from:#x}", end.end),
+            reason: format!("the log ends at {}, before its last checkpoint at {}", Lsn(end.end), Lsn(from)),
         }));
     }
     let damage = Vec::new();
@@ -223,7 +223,7 @@ fn replay_batch(
     for item in wal::entries(payload) {
         let (offset, entry) = item.map_err(|reason| StoreCorruption {
             place: "write-ahead log".to_owned(),
-            what: format!("intact batch at LSN {batch_lsn:#x} holds an undecodable entry: {reason}"),
+            what: format!("the intact batch at {} holds an undecodable entry: {reason}", Lsn(batch_lsn)),
         })?;
         let lsn = batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
         match entry {

@@ -194,6 +194,16 @@ impl fmt::Display for Location {
     }
 }
 
+/// An LSN as people read it: the segment and the byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "segment {} offset {}", segment_of(self.0), offset_of(self.0))
+    }
+}
+
 /// The first bytes of every segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -727,7 +737,7 @@ impl LogWriter {
 pub enum ScanError {
     #[error("reading the log: {0}")]
     Io(String),
-    #[error("the log is damaged at LSN {at:#x} ({reason}): an intact batch follows at LSN {later:#x}")]
+    #[error("the log is damaged at {} ({reason}): an intact batch follows at {}", Lsn(*at), Lsn(*later))]
     Damaged { at: u64, later: u64, reason: String },
     #[error("segment {segment} is damaged: {reason}")]
     BadSegment { segment: u64, reason: String },
@@ -851,7 +861,7 @@ impl Scan {
                 let Some(batch) = reader.batch_ignoring_checksum(self.offset, self.number) else {
                     return Ok(None);
                 };
-                let problem = format!("batch at LSN {:#x} fails its checksum", batch.header.lsn);
+                let problem = format!("the batch at {} fails its checksum", Lsn(batch.header.lsn));
                 self.offset = offset_of(batch.header.end());
                 self.expected_batch = None;
                 self.done = false;
@@ -862,14 +872,14 @@ impl Scan {
                 self.expected_batch = None;
                 if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number) {
                     self.offset = offset_of(batch.header.end());
-                    let problem = format!("batch at LSN {at:#x}: {reason}");
+                    let problem = format!("the batch at {}: {reason}", Lsn(at));
                     return Ok(Some(Salvaged { batch, problem: Some(problem) }));
                 }
                 if later <= at {
                     return Ok(None);
                 }
                 self.offset = offset_of(later);
-                let problem = format!("LSN {at:#x} to {later:#x} unreadable ({reason}): skipped");
+                let problem = format!("{} to {} unreadable ({reason}): skipped", Lsn(at), Lsn(later));
                 let batch = self.next_batch()?;
                 Ok(batch.map(|batch| Salvaged { batch, problem: Some(problem) }))
             }
@@ -1004,7 +1014,7 @@ impl SegmentReader {
         let head = head.to_vec();
         let header = BatchHeader::decode(&head).ok_or_else(|| invalid("no batch header"))?;
         if header.lsn != lsn(number, offset) {
-            return Err(BatchProblem::Invalid(format!("batch header claims LSN {:#x}", header.lsn)));
+            return Err(BatchProblem::Invalid(format!("the batch header claims {}", Lsn(header.lsn))));
         }
         if header.len as usize > MAX_BATCH_BYTES {
             return Err(BatchProblem::Invalid(format!("batch claims {} bytes", header.len)));
