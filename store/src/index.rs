@@ -18,7 +18,7 @@ use logbook_core::{Seq, SessionId};
 use crate::engine::{Direction, Engine, Tree, Write};
 use crate::error::{Corruption, Error};
 use crate::keys::{self, CHUNK_SEQS, TYPE_SPAN_SEQS};
-use crate::session::{PendingRecord, Slot};
+use crate::session::{Latest, PendingRecord, Slot};
 use crate::wal::Location;
 
 /// Bytes of one entry of a location chunk.
@@ -189,9 +189,31 @@ pub(crate) fn scan_types(
     Ok(seqs)
 }
 
-/// The latest of `slot`'s own records before `end` whose type code is in `codes`.
+/// The latest of `slot`'s own records before `end` whose type code is in
+/// `codes`: from the slot's type memo, asking the index only for what the
+/// memo does not know.
 pub(crate) fn last_of_types(engine: &dyn Engine, slot: &Slot, codes: &[u16], end: Seq) -> Result<Option<Seq>, Error> {
-    let (indexed_next, pending) = pending_matches(slot, codes, slot.own_start(), end)?;
+    let mut latest: Option<Seq> = None;
+    for &code in codes {
+        let known = slot.lock_types()?.latest(code, end);
+        let found = match known {
+            Latest::Known(found) => found,
+            Latest::LookUpBefore(tracked_from) => {
+                let before = scan_last_of_code(engine, slot, code, tracked_from)?;
+                slot.lock_types()?.learn(code, before);
+                before
+            }
+            Latest::Unknown => scan_last_of_code(engine, slot, code, end)?,
+        };
+        latest = latest.max(found);
+    }
+    Ok(latest)
+}
+
+/// The latest of `slot`'s own records of type `code` before `end`, from its
+/// pending records and the checkpointed type index.
+fn scan_last_of_code(engine: &dyn Engine, slot: &Slot, code: u16, end: Seq) -> Result<Option<Seq>, Error> {
+    let (indexed_next, pending) = pending_matches(slot, &[code], slot.own_start(), end)?;
     if let Some(last) = pending.last() {
         return Ok(Some(*last));
     }
@@ -199,26 +221,21 @@ pub(crate) fn last_of_types(engine: &dyn Engine, slot: &Slot, codes: &[u16], end
     if indexed_end == Seq::ZERO {
         return Ok(None);
     }
-    let mut latest: Option<Seq> = None;
-    for code in codes {
-        let first_key = keys::type_key_for_code(slot.id, *code, 0).to_vec();
-        let mut end_bound =
-            Bound::Included(keys::type_key_for_code(slot.id, *code, (indexed_end.get() - 1) / TYPE_SPAN_SEQS).to_vec());
-        'pages: loop {
-            let range = (Bound::Included(first_key.clone()), end_bound.clone());
-            let page = engine.range(Tree::Log, range, Direction::Backward, SPANS_PER_READ)?;
-            let Some((page_last, _)) = page.last() else { break };
-            end_bound = Bound::Excluded(page_last.clone());
-            for (key, value) in &page {
-                let found = decode_span(slot.id, key, value)?.into_iter().rev().find(|seq| *seq < indexed_end);
-                if let Some(seq) = found {
-                    latest = latest.max(Some(seq));
-                    break 'pages;
-                }
+    let first_key = keys::type_key_for_code(slot.id, code, 0).to_vec();
+    let mut end_bound =
+        Bound::Included(keys::type_key_for_code(slot.id, code, (indexed_end.get() - 1) / TYPE_SPAN_SEQS).to_vec());
+    loop {
+        let range = (Bound::Included(first_key.clone()), end_bound.clone());
+        let page = engine.range(Tree::Log, range, Direction::Backward, SPANS_PER_READ)?;
+        let Some((page_last, _)) = page.last() else { return Ok(None) };
+        end_bound = Bound::Excluded(page_last.clone());
+        for (key, value) in &page {
+            let found = decode_span(slot.id, key, value)?.into_iter().rev().find(|seq| *seq < indexed_end);
+            if found.is_some() {
+                return Ok(found);
             }
         }
     }
-    Ok(latest)
 }
 
 /// The slot's pending records in `from .. end` with one of `codes`, and where

@@ -519,6 +519,11 @@ impl<E: Engine> Core<E> {
             Ok(Some(effects))
         })?;
         *head = WriteHead { next: seq, hash: prev };
+        let mut types = slot.lock_types()?;
+        for (offset, (code, _)) in bodies.iter().enumerate() {
+            types.note(*code, Seq::new(first.get() + offset as u64));
+        }
+        drop(types);
         let mut cache = slot.lock_cache()?;
         for record in &records {
             cache.push(record, &self.cache_bytes);
@@ -741,6 +746,22 @@ impl<E: Engine> LogStore<E> {
             core.submit_records(&slot, &mut head, prepared, None)?
         };
         Ok(PendingAppend { ticket, records })
+    }
+}
+
+impl<E: Engine> LogStore<E> {
+    /// Waits until `session`'s durable head reaches `seq`: what a checked
+    /// appender that lost a race awaits before it reads the head again, so the
+    /// winner's records are durable and visible to its checks. A batch that
+    /// fails never moves the head (the next append reports why), so callers
+    /// bound the wait with a timeout. Returns `false` if the store is dropped.
+    pub fn wait_durable(
+        &self,
+        session: SessionId,
+        seq: Seq,
+    ) -> Result<impl std::future::Future<Output = bool> + Send + 'static, Error> {
+        let mut rx = self.inner.core.slot_or_create(session)?.durable_rx();
+        Ok(async move { rx.wait_for(|head| head.next >= seq).await.is_ok() })
     }
 }
 

@@ -4,9 +4,10 @@
 //! serializes its appenders), the durable head (a watch channel that readers
 //! clamp to and subscribers wait on), a corruption marker, the locations of
 //! its durable records not yet checkpointed into the index, a cache of its
-//! latest records, and, for a fork, where its log comes from.
+//! latest records, the latest record of each event type, and, for a fork,
+//! where its log comes from.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -40,6 +41,7 @@ pub(crate) struct Slot {
     pub(crate) corrupt: OnceLock<Corruption>,
     pub(crate) index: Mutex<SlotIndex>,
     pub(crate) cache: Mutex<TailCache>,
+    pub(crate) types: Mutex<TypeMemo>,
     pub(crate) origin: OnceLock<Origin>,
     /// In the checkpointer's list of slots with pending index entries.
     pub(crate) dirty: AtomicBool,
@@ -52,6 +54,65 @@ pub(crate) struct Slot {
 pub(crate) struct WriteHead {
     pub(crate) next: Seq,
     pub(crate) hash: ChainHash,
+}
+
+/// The latest of the slot's own records of each type code, so that "the
+/// session's latest status" is a map lookup rather than an index scan. Every
+/// record written from `tracked_from` on is noted as it is submitted; what
+/// came before is looked up once per code and never changes. Bounded by the
+/// number of event types.
+#[derive(Debug)]
+pub(crate) struct TypeMemo {
+    /// The written head when the slot was made.
+    tracked_from: Seq,
+    /// The latest written record of each code from `tracked_from` on.
+    written: HashMap<u16, Seq>,
+    /// The latest record of each code before `tracked_from`, once looked up.
+    before: HashMap<u16, Option<Seq>>,
+}
+
+/// What the memo knows of the latest record of a code before some seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Latest {
+    /// It is this one (or there is none).
+    Known(Option<Seq>),
+    /// Ask the index for the latest before this seq, and tell [`TypeMemo::learn`].
+    LookUpBefore(Seq),
+    /// Ask the index (the records in question are written but not durable,
+    /// or older than what is tracked).
+    Unknown,
+}
+
+impl TypeMemo {
+    fn new(tracked_from: Seq) -> TypeMemo {
+        TypeMemo { tracked_from, written: HashMap::new(), before: HashMap::new() }
+    }
+
+    /// Notes a record written at `seq` (called in seq order, under the write lock).
+    pub(crate) fn note(&mut self, code: u16, seq: Seq) {
+        self.written.insert(code, seq);
+    }
+
+    /// The latest own record of `code` before `end`.
+    pub(crate) fn latest(&self, code: u16, end: Seq) -> Latest {
+        if let Some(&seq) = self.written.get(&code) {
+            // The latest written of all; if it is past `end`, an earlier one may still be before it.
+            return if seq < end { Latest::Known(Some(seq)) } else { Latest::Unknown };
+        }
+        // Nothing of `code` written since `tracked_from`.
+        if end < self.tracked_from {
+            return Latest::Unknown;
+        }
+        match self.before.get(&code) {
+            Some(before) => Latest::Known(*before),
+            None => Latest::LookUpBefore(self.tracked_from),
+        }
+    }
+
+    /// Records what the index said is the latest record of `code` before `tracked_from`.
+    pub(crate) fn learn(&mut self, code: u16, before: Option<Seq>) {
+        self.before.insert(code, before);
+    }
 }
 
 /// Where a fork's log comes from.
@@ -117,6 +178,7 @@ impl Slot {
             corrupt: OnceLock::new(),
             index: Mutex::new(SlotIndex { indexed_next: next, pending: VecDeque::new() }),
             cache: Mutex::new(TailCache { first: next, records: VecDeque::new(), bytes: 0 }),
+            types: Mutex::new(TypeMemo::new(next)),
             origin: OnceLock::new(),
             dirty: AtomicBool::new(false),
             last_used: AtomicU64::new(0),
@@ -164,6 +226,10 @@ impl Slot {
 
     pub(crate) fn lock_index(&self) -> Result<MutexGuard<'_, SlotIndex>, Error> {
         self.index.lock().map_err(|_| Error::Engine("session index lock poisoned".to_owned()))
+    }
+
+    pub(crate) fn lock_types(&self) -> Result<MutexGuard<'_, TypeMemo>, Error> {
+        self.types.lock().map_err(|_| Error::Engine("session type memo lock poisoned".to_owned()))
     }
 
     pub(crate) fn lock_cache(&self) -> Result<MutexGuard<'_, TailCache>, Error> {

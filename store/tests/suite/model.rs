@@ -19,6 +19,7 @@ enum Op {
     Read { session: u64, from: u64, limit: usize },
     ReadBefore { session: u64, before: u64, limit: usize },
     ScanType { session: u64, type_idx: usize },
+    LastOfTypes { session: u64, type_idxs: Vec<usize> },
     Head { session: u64 },
     Fork { parent: u64, child: u64, at: u64, entries: Vec<Entry> },
     Checkpoint,
@@ -33,6 +34,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..5, 0u64..12, 0usize..6).prop_map(|(session, from, limit)| Op::Read { session, from, limit }),
         1 => (0u64..5, 0u64..14, 0usize..6).prop_map(|(session, before, limit)| Op::ReadBefore { session, before, limit }),
         1 => (0u64..5, 0usize..EventType::ALL.len()).prop_map(|(session, type_idx)| Op::ScanType { session, type_idx }),
+        2 => (0u64..5, prop::collection::vec(0usize..EventType::ALL.len(), 1..12))
+            .prop_map(|(session, type_idxs)| Op::LastOfTypes { session, type_idxs }),
         1 => (0u64..5).prop_map(|session| Op::Head { session }),
         1 => (0u64..5, 2u64..5, 0u64..8, prop::collection::vec(any::<Entry>(), 0..3))
             .prop_map(|(parent, child, at, entries)| Op::Fork { parent, child, at, entries }),
@@ -110,6 +113,16 @@ fn run<F: Fixture>(mut fixture: F, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map(|(idx, _)| idx as u64)
                     .collect();
                 prop_assert_eq!(got.iter().map(|r| r.seq().get()).collect::<Vec<_>>(), want);
+            }
+            Op::LastOfTypes { session: s, type_idxs } => {
+                let types: Vec<EventType> = type_idxs.iter().map(|idx| EventType::ALL[*idx]).collect();
+                let log = model.logs.get(&s).map(Vec::as_slice).unwrap_or_default();
+                let got = fixture
+                    .store()
+                    .last_of_types(session(s), &types)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let want = log.iter().rposition(|(entry, _)| types.contains(&entry.event.event_type()));
+                prop_assert_eq!(got.map(|r| r.seq().get()), want.map(|idx| idx as u64));
             }
             Op::Head { session: s } => {
                 let log = model.logs.get(&s).map(Vec::as_slice).unwrap_or_default();
