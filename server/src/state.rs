@@ -59,6 +59,8 @@ struct Inner {
     work: WorkHub,
     /// Workspace API keys authenticated recently.
     keys: crate::tenancy::KeyCache,
+    /// Sessions as last decoded, for the send path.
+    sessions: crate::api::sessions::DecodedSessions,
     shutdown: watch::Receiver<bool>,
     /// The runner, once started (absent in tests of the API alone).
     runner: std::sync::OnceLock<crate::runner::RunnerHandle>,
@@ -86,6 +88,7 @@ impl AppState {
                 previews: Previews::default(),
                 work: WorkHub::default(),
                 keys: crate::tenancy::KeyCache::default(),
+                sessions: crate::api::sessions::DecodedSessions::default(),
                 shutdown,
                 runner: std::sync::OnceLock::new(),
                 audit_key: std::sync::OnceLock::new(),
@@ -93,6 +96,11 @@ impl AppState {
                 last_id: std::sync::Mutex::new((0, 0)),
             }),
         }
+    }
+
+    /// Sessions as last decoded (see [`crate::api::sessions::DecodedSessions`]).
+    pub fn sessions(&self) -> &crate::api::sessions::DecodedSessions {
+        &self.inner.sessions
     }
 
     pub fn store(&self) -> &SledStore {

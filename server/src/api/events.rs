@@ -71,31 +71,25 @@ pub async fn send(
         return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
     }
     check_sender(&principal, &body.events)?;
-    let worker_state = state.clone();
-    let (pending, queued, rework) = state
-        .blocking(move |store| {
-            // Only the status is read from the log here (one record), not the
-            // resources and usage a retrieve overlays: this is the hot path.
-            let (_, mut session) = sessions::load(store, &tenant, id)?;
-            let last_status = sessions::last_status(store, id)?;
-            if let Some(status) = last_status.as_ref().and_then(sessions::status_of) {
-                session.status = status;
+    let mut attempt = 0;
+    let (pending, queued, rework) = loop {
+        attempt += 1;
+        // Inline on the async thread: every read here is of memory (the
+        // session's tail cache and the index's cache) in all but cold cases,
+        // and a hop to the blocking pool cost more than the work itself.
+        match try_send(&state, &tenant, id, &body.events)? {
+            SendAttempt::Submitted { pending, queued, rework } => break (pending, queued, rework),
+            SendAttempt::Behind(written) if attempt < MAX_APPEND_ATTEMPTS => {
+                // Another append to this session is not durable yet: wait for
+                // it (no thread waits), then check against the new head.
+                let durable = state.store().wait_durable(id, written)?;
+                let _ = tokio::time::timeout(RACE_WAIT, durable).await;
             }
-            if session.archived_at.is_some() || session.status == Status::Terminated {
-                return Err(ApiError::invalid(format!("session {id} is archived or terminated and accepts no events")));
+            SendAttempt::Behind(_) => {
+                return Err(ApiError::unavailable("the session is too busy to append to right now; retry"));
             }
-            // Sent during a turn, a message or interrupt waits for the runner.
-            let queued =
-                matches!(session.status, Status::Running | Status::Rescheduling) && state_has_runner(&worker_state);
-            let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
-            let inputs = parse_inputs(&body.events, context, &session, worker_state.now())?;
-            // A self-hosted session whose work item stopped is queued again
-            // once its new input is durable.
-            let rework = (session.self_hosted && inputs.iter().any(starts_work)).then_some(session.clone());
-            let pending = submit_checked(&worker_state, store, &session, inputs)?;
-            Ok((pending, queued, rework))
-        })
-        .await?;
+        }
+    };
     // Acknowledged only once durable; the wait holds no thread.
     let records = pending.await?;
     if let Some(session) = rework {
@@ -491,14 +485,52 @@ fn answer_to(
     }
 }
 
-/// Waits between attempts of a checked append that lost a race: the other
-/// append is usually waiting on its durability barrier.
-const CHECKED_APPEND_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
+/// The longest a send that lost a race waits for the winner's records to
+/// become durable before it reads the head again (a failed batch never moves
+/// the head; the next attempt then reports the store's error).
+const RACE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One attempt at a send: the events submitted, or the head they must wait for.
+enum SendAttempt {
+    Submitted {
+        pending: PendingAppend,
+        queued: bool,
+        rework: Option<std::sync::Arc<StoredSession>>,
+    },
+    /// Another append to the session is written but not yet durable; the
+    /// session's written head is here.
+    Behind(Seq),
+}
+
+/// Checks a send against the session's durable state and submits it.
+fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) -> Result<SendAttempt, ApiError> {
+    let store = state.store();
+    // Only the status is read from the log here (one record), not the
+    // resources and usage a retrieve overlays: this is the hot path.
+    let session = state.sessions().load(store, tenant, id)?;
+    let last_status = sessions::last_status(store, id)?;
+    let status = last_status.as_ref().and_then(sessions::status_of).unwrap_or(session.status);
+    if session.archived_at.is_some() || status == Status::Terminated {
+        return Err(ApiError::invalid(format!("session {id} is archived or terminated and accepts no events")));
+    }
+    // Sent during a turn, a message or interrupt waits for the runner.
+    let queued = matches!(status, Status::Running | Status::Rescheduling) && state_has_runner(state);
+    let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
+    let inputs = parse_inputs(events, context, &session, state.now())?;
+    // A self-hosted session whose work item stopped is queued again once its
+    // new input is durable.
+    let rework = (session.self_hosted && inputs.iter().any(starts_work)).then(|| std::sync::Arc::clone(&session));
+    Ok(match submit_checked(state, store, &session, inputs)? {
+        Ok(pending) => SendAttempt::Submitted { pending, queued, rework },
+        Err(written) => SendAttempt::Behind(written),
+    })
+}
 
 /// Appends sent input at the durable head after checking its references
-/// against exactly that head: if anything is appended first (the runner
-/// closing a call, another client answering it), the check runs again, so a
-/// call never gets two answers.
+/// against exactly that head: if anything was appended after it (the runner
+/// closing a call, another client answering it), the events are not
+/// submitted and the session's written head is returned, so the caller waits
+/// for it to be durable and checks again, and a call never gets two answers.
 ///
 /// The events are submitted, not yet durable: the returned append completes
 /// once they are (awaited by the handler, so no thread waits on the disk).
@@ -507,33 +539,23 @@ fn submit_checked(
     store: &SledStore,
     session: &StoredSession,
     inputs: Vec<Event>,
-) -> Result<PendingAppend, ApiError> {
-    for attempt in 0..MAX_APPEND_ATTEMPTS {
-        if attempt > 0 {
-            std::thread::sleep(CHECKED_APPEND_BACKOFF);
+) -> Result<Result<PendingAppend, Seq>, ApiError> {
+    let head = store.head(session.id)?.next;
+    check_references(store, session, &inputs)?;
+    let at = state.now();
+    let entries: Vec<Entry> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(idx, event)| Entry { id: state.event_id(Seq::new(head.get() + idx as u64)), event, at })
+        .collect();
+    match store.append_submit(session.id, head, &entries) {
+        Ok(pending) => {
+            state.metrics().events_appended.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(Ok(pending))
         }
-        let head = store.head(session.id)?.next;
-        check_references(store, session, &inputs)?;
-        let at = state.now();
-        let entries: Vec<Entry> = inputs
-            .iter()
-            .enumerate()
-            .map(|(idx, event)| Entry {
-                id: state.event_id(Seq::new(head.get() + idx as u64)),
-                event: event.clone(),
-                at,
-            })
-            .collect();
-        match store.append_submit(session.id, head, &entries) {
-            Ok(pending) => {
-                state.metrics().events_appended.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                return Ok(pending);
-            }
-            Err(AppendError::Conflict { .. }) => {}
-            Err(other) => return Err(other.into()),
-        }
+        Err(AppendError::Conflict { actual, .. }) => Ok(Err(actual)),
+        Err(other) => Err(other.into()),
     }
-    Err(ApiError::unavailable("the session is too busy to append to right now; retry"))
 }
 
 /// Appends client input events; returns the durable records.

@@ -880,6 +880,64 @@ pub fn load(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<(Vec<u8
     Ok((bytes, session))
 }
 
+/// Most sessions [`DecodedSessions`] keeps, and most stored bytes of them
+/// together; past either it starts over.
+const DECODED_SESSIONS: usize = 4096;
+const DECODED_SESSION_BYTES: usize = 32 << 20;
+
+/// Sessions as last decoded, each with the stored bytes it was decoded from.
+/// Sending an event reads the session's stored bytes (one index lookup) and
+/// decodes them only if they changed since: the agent snapshot they hold
+/// (system prompt, tools) can be far larger than the event. Nothing is
+/// invalidated: a session whose bytes differ is decoded again, so this can
+/// never answer with a stale session. Tenancy is checked by the read itself
+/// (the key includes the workspace).
+#[derive(Debug, Default)]
+pub struct DecodedSessions {
+    entries: std::sync::Mutex<DecodedEntries>,
+}
+
+#[derive(Debug, Default)]
+struct DecodedEntries {
+    by_id: std::collections::HashMap<SessionId, (Vec<u8>, std::sync::Arc<StoredSession>)>,
+    bytes: usize,
+}
+
+impl DecodedSessions {
+    /// The session `id` of `tenant`, as stored now.
+    pub fn load(
+        &self,
+        store: &SledStore,
+        tenant: &Tenant,
+        id: SessionId,
+    ) -> Result<std::sync::Arc<StoredSession>, ApiError> {
+        let bytes = store
+            .get_resource(ResourceKind::Session, &tenant.key(id.to_bytes()))?
+            .ok_or_else(|| not_found(&id.to_string()))?;
+        // A poisoned lock only means a panic elsewhere mid-insert: the map is
+        // still a map of whole entries, each checked against the bytes.
+        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((stored, session)) = entries.by_id.get(&id)
+            && *stored == bytes
+        {
+            return Ok(std::sync::Arc::clone(session));
+        }
+        drop(entries);
+        let session = std::sync::Arc::new(from_bytes::<StoredSession>(&bytes)?);
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.by_id.len() >= DECODED_SESSIONS || entries.bytes + bytes.len() > DECODED_SESSION_BYTES {
+            *entries = DecodedEntries::default();
+        }
+        if bytes.len() <= DECODED_SESSION_BYTES / 16 {
+            entries.bytes += bytes.len();
+            if let Some((old, _)) = entries.by_id.insert(id, (bytes, std::sync::Arc::clone(&session))) {
+                entries.bytes -= old.len();
+            }
+        }
+        Ok(session)
+    }
+}
+
 fn swap(store: &SledStore, tenant: &Tenant, id: SessionId, old: &[u8], new: &StoredSession) -> Result<(), ApiError> {
     match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(old), Some(&to_bytes(new)?))? {
         Ok(()) => Ok(()),

@@ -433,3 +433,43 @@ async fn system_message_while_requires_action_only_trails_a_tool_result() {
     let result = json!({"type": "user.custom_tool_result", "custom_tool_use_id": calls[0], "content": [{"type": "text", "text": "ok"}]});
     h.post(&path, &events_body(vec![result, system_message("s")])).await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
+    // Goal: sends racing on one session never fail for losing the race (a
+    // loser waits for the winner's records to be durable and checks again),
+    // every message lands exactly once in a gap-free log, and of several
+    // concurrent confirmations of one call exactly one is accepted.
+    // Method: 40 messages and 6 confirmations of one open call, all at once.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![tool_use("ask")]);
+    let before = h.events(&session).await.len();
+    let confirm = json!({"type": "user.tool_confirmation", "tool_use_id": calls[0], "result": "allow"});
+    let message_bodies: Vec<Value> = (0..40).map(|i| events_body(vec![user_message(&format!("m{i}"))])).collect();
+    let confirm_body = events_body(vec![confirm]);
+    let messages = message_bodies.iter().map(|body| h.post(&path, body));
+    let confirmations = (0..6).map(|_| h.post(&path, &confirm_body));
+    let (messages, confirmations) =
+        tokio::join!(futures_util::future::join_all(messages), futures_util::future::join_all(confirmations));
+    for resp in &messages {
+        assert_eq!(resp.status.as_u16(), 200, "a racing send must land: {}", resp.text());
+    }
+    let accepted = confirmations.iter().filter(|resp| resp.status.as_u16() == 200).count();
+    assert_eq!(accepted, 1, "exactly one confirmation of the call is accepted");
+    for resp in confirmations.iter().filter(|resp| resp.status.as_u16() != 200) {
+        resp.invalid();
+    }
+    let events = h.events(&session).await;
+    assert_eq!(events.len(), before + 41, "every message and one confirmation, nothing twice");
+    let mut texts: Vec<String> = events[before..]
+        .iter()
+        .filter(|e| e["type"] == "user.message")
+        .map(|e| e["content"][0]["text"].as_str().unwrap().to_owned())
+        .collect();
+    texts.sort_unstable();
+    let mut want: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(texts, want);
+}

@@ -549,3 +549,25 @@ async fn create_validation() {
     let unique: BTreeSet<String> = ids(&h.get("/v1/sessions").await.ok()).into_iter().collect();
     assert_eq!(unique.len(), 1);
 }
+
+#[tokio::test]
+async fn the_decoded_session_cache_follows_every_change() {
+    // Goal: the send path's cache of decoded sessions never answers with a
+    // session as it was: after an update, the next load shows the update.
+    // Method: load (cached), update the title through the API, load again.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid: logbook_core::SessionId = id(&session).parse().unwrap();
+    let store = h.state.store();
+    let workspace = logbook_server::tenancy::ensure_workspace(store, "tenant-a", h.now()).unwrap();
+    let tenant = logbook_server::tenancy::Tenant { workspace: workspace.id };
+    let first = h.state.sessions().load(store, &tenant, sid).unwrap();
+    assert_eq!(first.title, None);
+    h.post(&format!("/v1/sessions/{}", id(&session)), &json!({"title": "renamed"})).await.ok();
+    let second = h.state.sessions().load(store, &tenant, sid).unwrap();
+    assert_eq!(second.title.as_deref(), Some("renamed"));
+    let other = logbook_server::tenancy::ensure_workspace(store, "tenant-b", h.now()).unwrap();
+    let err =
+        h.state.sessions().load(store, &logbook_server::tenancy::Tenant { workspace: other.id }, sid).unwrap_err();
+    assert_eq!(err.status.as_u16(), 404, "another workspace's load misses, cached or not");
+}
