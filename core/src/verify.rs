@@ -96,6 +96,51 @@ pub const PARALLEL_VERIFY_MIN: usize = 512;
 /// Most threads [`Verifier::push_all`] uses.
 pub const MAX_VERIFY_THREADS: usize = 4;
 
+/// The per-record part of verifying, independent of the chain around the
+/// record, so it can run on any thread: the record's computed hash and, at
+/// [`Depth::Entries`], why its body does not decode as an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prechecked {
+    computed: ChainHash,
+    undecodable: Option<String>,
+}
+
+impl Prechecked {
+    pub fn of(record: &Record, depth: Depth) -> Prechecked {
+        let computed = record.computed_hash();
+        let undecodable = match record.body() {
+            Body::Canonical(bytes) if depth == Depth::Entries && computed == record.hash() => {
+                crate::entry::Entry::from_canonical(bytes).err().map(|err| err.to_string())
+            }
+            Body::Canonical(_) | Body::Redacted { .. } => None,
+        };
+        Prechecked { computed, undecodable }
+    }
+}
+
+/// `work` over `items` in order, spread over up to [`MAX_VERIFY_THREADS`]
+/// threads when there are at least [`PARALLEL_VERIFY_MIN`] items. A part
+/// whose thread panicked is done again on the calling thread.
+pub fn map_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let n_threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_VERIFY_THREADS);
+    if items.len() < PARALLEL_VERIFY_MIN || n_threads == 1 {
+        return items.iter().map(&work).collect();
+    }
+    let per_thread = items.len().div_ceil(n_threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .zip(items.chunks(per_thread))
+            .flat_map(|(handle, part)| handle.join().unwrap_or_else(|_| part.iter().map(work).collect()))
+            .collect()
+    })
+}
+
 /// An incremental verifier over one session's records in seq order.
 #[derive(Debug)]
 pub struct Verifier {
@@ -136,41 +181,20 @@ impl Verifier {
     /// spread over up to [`MAX_VERIFY_THREADS`] threads for long runs.
     pub fn push_all(&mut self, records: &[Record]) {
         let depth = self.depth;
-        let work = |record: &Record| {
-            let computed = record.computed_hash();
-            let undecodable = match record.body() {
-                Body::Canonical(bytes) if depth == Depth::Entries && computed == record.hash() => {
-                    crate::entry::Entry::from_canonical(bytes).err().map(|err| err.to_string())
-                }
-                Body::Canonical(_) | Body::Redacted { .. } => None,
-            };
-            (computed, undecodable)
-        };
-        let n_threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_VERIFY_THREADS);
-        let checked: Vec<(ChainHash, Option<String>)> = if records.len() < PARALLEL_VERIFY_MIN || n_threads == 1 {
-            records.iter().map(work).collect()
-        } else {
-            let per_thread = records.len().div_ceil(n_threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = records
-                    .chunks(per_thread)
-                    .map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(records.chunks(per_thread))
-                    // A panicked worker's part is checked again here.
-                    .flat_map(|(handle, part)| handle.join().unwrap_or_else(|_| part.iter().map(work).collect()))
-                    .collect()
-            })
-        };
-        for (record, (computed, undecodable)) in records.iter().zip(checked) {
-            let n_breaks_before = self.report.breaks.len();
-            self.report.n_records += 1;
-            self.check_with(record, computed, undecodable);
-            if self.report.breaks.len() == n_breaks_before && self.report.n_intact + 1 == self.report.n_records {
-                self.report.n_intact += 1;
-            }
+        let checked = map_parallel(records, |record| Prechecked::of(record, depth));
+        for (record, pre) in records.iter().zip(checked) {
+            self.push_prechecked(record, pre);
+        }
+    }
+
+    /// Checks the next record given its [`Prechecked`] work, done at this
+    /// verifier's depth (on any thread): the same as [`Self::push`].
+    pub fn push_prechecked(&mut self, record: &Record, pre: Prechecked) {
+        let n_breaks_before = self.report.breaks.len();
+        self.report.n_records += 1;
+        self.check_with(record, pre.computed, pre.undecodable);
+        if self.report.breaks.len() == n_breaks_before && self.report.n_intact + 1 == self.report.n_records {
+            self.report.n_intact += 1;
         }
     }
 
@@ -179,14 +203,8 @@ impl Verifier {
     }
 
     fn check(&mut self, record: &Record) {
-        let computed = record.computed_hash();
-        let undecodable = match record.body() {
-            Body::Canonical(bytes) if self.depth == Depth::Entries && computed == record.hash() => {
-                crate::entry::Entry::from_canonical(bytes).err().map(|err| err.to_string())
-            }
-            Body::Canonical(_) | Body::Redacted { .. } => None,
-        };
-        self.check_with(record, computed, undecodable);
+        let pre = Prechecked::of(record, self.depth);
+        self.check_with(record, pre.computed, pre.undecodable);
     }
 
     /// The checks of one record, given its computed hash and (at

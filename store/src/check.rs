@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Report, Unreadable, Verifier};
-use logbook_core::{ChainHash, Seq, SessionId};
+use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Prechecked, Report, Unreadable, Verifier, map_parallel};
+use logbook_core::{ChainHash, Digest, Record, Seq, SessionId};
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -25,7 +25,39 @@ use crate::index::Chunk;
 use crate::keys::{self, CHUNK_SEQS};
 use crate::log::LogStore;
 use crate::session::{PendingRecord, Slot};
-use crate::wal::{self, Entry, Location, Scan};
+use crate::wal::{self, Entry, Location, Scan, ScannedBatch};
+
+/// Log payload bytes whose records are decompressed, hashed and decoded
+/// together on several threads before they are checked in log order.
+const VERIFY_WINDOW_BYTES: usize = 8 << 20;
+
+/// An entry's own work, done on any thread: a record read back and
+/// prechecked (at [`Depth::Entries`], every chain's depth), or a blob re-hashed.
+enum Checked {
+    Record { header: wal::RecordHeader, read: Result<(Record, Prechecked), String> },
+    Blob { digest: Digest, read: Result<(), String> },
+    Fork(wal::ForkEntry),
+    Resource,
+}
+
+impl Checked {
+    fn of(entry: &Entry<'_>) -> Checked {
+        match entry {
+            Entry::Record { header, body } => Checked::Record {
+                header: *header,
+                read: wal::record_from_entry(header, body).map(|record| {
+                    let pre = Prechecked::of(&record, Depth::Entries);
+                    (record, pre)
+                }),
+            },
+            Entry::Blob { digest, codec, body } => {
+                Checked::Blob { digest: *digest, read: wal::blob_bytes(*digest, *codec, body).map(|_| ()) }
+            }
+            Entry::Fork(fork) => Checked::Fork(*fork),
+            Entry::Resource { .. } => Checked::Resource,
+        }
+    }
+}
 
 /// Where a long verification is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +145,7 @@ impl IndexView {
 
 impl<E: Engine> LogStore<E> {
     /// Verifies every chain, every head and every blob. `progress` is called
-    /// after each batch of the log.
+    /// after each window of the log's batches.
     pub fn verify_all(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<StoreReport, Error> {
         let core = &self.inner.core;
         let end = core.queue.durable_end();
@@ -133,31 +165,50 @@ impl<E: Engine> LogStore<E> {
         let mut log_errors = Vec::new();
         let mut scan = Scan::new(Arc::clone(&core.log), 0, None)
             .map_err(|err| Error::Engine(format!("reading the log: {err}")))?;
-        loop {
-            let batch = match scan.next_salvaged() {
-                Ok(Some(salvaged)) if salvaged.batch.header.lsn < end => {
-                    log_errors.extend(salvaged.problem);
-                    salvaged.batch
-                }
-                Ok(Some(_) | None) => break,
-                Err(err) => {
-                    log_errors.push(err.to_string());
-                    break;
-                }
-            };
-            for item in wal::entries(&batch.payload) {
-                let (offset, entry) = match item {
-                    Ok(found) => found,
-                    Err(reason) => {
-                        log_errors.push(format!("the batch at {}: {reason}", wal::Lsn(batch.header.lsn)));
+        let mut scanned_all = false;
+        while !scanned_all {
+            // A window of batches; their records' own work (decompressing,
+            // hashing, decoding) runs on several threads, then every check
+            // that follows the chains and the index runs here, in log order.
+            let mut window: Vec<ScannedBatch> = Vec::new();
+            let mut window_bytes = 0;
+            while window_bytes < VERIFY_WINDOW_BYTES {
+                match scan.next_salvaged() {
+                    Ok(Some(salvaged)) if salvaged.batch.header.lsn < end => {
+                        log_errors.extend(salvaged.problem);
+                        window_bytes += salvaged.batch.payload.len();
+                        window.push(salvaged.batch);
+                    }
+                    Ok(Some(_) | None) => {
+                        scanned_all = true;
                         break;
                     }
-                };
-                match entry {
-                    Entry::Record { header, body } => {
+                    Err(err) => {
+                        log_errors.push(err.to_string());
+                        scanned_all = true;
+                        break;
+                    }
+                }
+            }
+            let mut items: Vec<(u64, usize, Entry<'_>)> = Vec::new();
+            for batch in &window {
+                for item in wal::entries(&batch.payload) {
+                    match item {
+                        Ok((offset, entry)) => items.push((batch.header.lsn, offset, entry)),
+                        Err(reason) => {
+                            log_errors.push(format!("the batch at {}: {reason}", wal::Lsn(batch.header.lsn)));
+                            break;
+                        }
+                    }
+                }
+            }
+            let checked = map_parallel(&items, |(_, _, entry)| Checked::of(entry));
+            for ((batch_lsn, offset, _), checked) in items.iter().zip(checked) {
+                match checked {
+                    Checked::Record { header, read } => {
                         done.n_records += 1;
                         let chain = chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
-                        let lsn = batch.header.lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
+                        let lsn = batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
                         if let Some(view) = views.get_mut(&header.session)
                             && header.seq < view.durable_next
                         {
@@ -175,9 +226,9 @@ impl<E: Engine> LogStore<E> {
                                 chain.misplaced.push(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } });
                             }
                         }
-                        match wal::record_from_entry(&header, body) {
-                            Ok(record) => {
-                                chain.verifier.push(Ok(&record));
+                        match read {
+                            Ok((record, pre)) => {
+                                chain.verifier.push_prechecked(&record, pre);
                                 if let Some(slot) = fork_points.get_mut(&(header.session, header.seq)) {
                                     *slot = Some(record.hash());
                                 }
@@ -185,20 +236,20 @@ impl<E: Engine> LogStore<E> {
                             Err(reason) => chain.verifier.push(Err(&Unreadable { seq: header.seq, reason })),
                         }
                     }
-                    Entry::Fork(fork) => {
+                    Checked::Fork(fork) => {
                         let anchor = Anchor { next_seq: Seq::new(fork.at_seq.get() + 1), prev: fork.parent_hash };
                         let origin = Some((fork.parent, fork.at_seq, fork.parent_hash));
                         if chains.insert(fork.child, Chain::new(anchor, origin)).is_some() {
                             log_errors.push(format!("{} is forked after it already had records", fork.child));
                         }
                     }
-                    Entry::Blob { digest, codec, body } => {
+                    Checked::Blob { digest, read } => {
                         done.n_blobs += 1;
-                        if let Err(reason) = wal::blob_bytes(digest, codec, body) {
+                        if let Err(reason) = read {
                             blob_errors.push(format!("blob {digest}: {reason}"));
                         }
                     }
-                    Entry::Resource { .. } => {}
+                    Checked::Resource => {}
                 }
             }
             done.n_sessions = chains.len() as u64;

@@ -205,8 +205,9 @@ fn truncated_tail_and_recomputed_chain_are_reported_by_verify() {
 }
 
 #[test]
-fn a_long_read_decoded_on_several_threads_names_the_first_damaged_seq() {
-    // 1,200 records: one read of all of them is decoded in parallel parts.
+fn long_reads_and_verify_on_several_threads_name_the_damaged_seqs() {
+    // 1,200 records: one read of all of them is decoded in parallel parts, and
+    // so is verify_all's window of the log that holds them.
     let fixture = SledFixture::new();
     let n = 1_200u64;
     for start in (0..n).step_by(100) {
@@ -233,4 +234,13 @@ fn a_long_read_decoded_on_several_threads_names_the_first_damaged_seq() {
             other => panic!("expected corruption at {seq}, got {:?}", other.map(|r| r.len())),
         }
     }
+
+    // verify_all reports every break, whichever thread read the record.
+    let report = fixture.store().verify_all(&mut |_| {}).unwrap();
+    assert_eq!(report.n_records, n + 3);
+    let damaged: Vec<_> = report.damaged().collect();
+    assert_eq!(damaged.len(), 1, "only session 1 is damaged: {report:?}");
+    let seqs: Vec<u64> = damaged[0].report.breaks.iter().map(|b| b.seq.get()).collect();
+    assert!(seqs.contains(&300) && seqs.contains(&1_100), "both damaged records are named: {seqs:?}");
+    assert_eq!(damaged[0].report.first_break().unwrap().seq, Seq::new(300));
 }
