@@ -34,7 +34,7 @@ const VERIFY_WINDOW_BYTES: usize = 8 << 20;
 /// An entry's own work, done on any thread: a record read back and
 /// prechecked (at [`Depth::Entries`], every chain's depth), or a blob re-hashed.
 enum Checked {
-    Record { header: wal::RecordHeader, read: Result<(Record, Prechecked), String> },
+    Record { header: wal::RecordHeader, read: Result<Box<(Record, Prechecked)>, String> },
     Blob { digest: Digest, read: Result<(), String> },
     Fork(wal::ForkEntry),
     Resource,
@@ -47,7 +47,7 @@ impl Checked {
                 header: *header,
                 read: wal::record_from_entry(header, body).map(|record| {
                     let pre = Prechecked::of(&record, Depth::Entries);
-                    (record, pre)
+                    Box::new((record, pre))
                 }),
             },
             Entry::Blob { digest, codec, body } => {
@@ -227,7 +227,8 @@ impl<E: Engine> LogStore<E> {
                             }
                         }
                         match read {
-                            Ok((record, pre)) => {
+                            Ok(read) => {
+                                let (record, pre) = *read;
                                 chain.verifier.push_prechecked(&record, pre);
                                 if let Some(slot) = fork_points.get_mut(&(header.session, header.seq)) {
                                     *slot = Some(record.hash());
