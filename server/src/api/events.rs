@@ -71,13 +71,22 @@ pub async fn send(
         return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
     }
     check_sender(&principal, &body.events)?;
+    // Small sends (nearly all) are checked and submitted inline on the async
+    // thread: what they read is in memory in all but cold cases, and a hop to
+    // the blocking pool cost more than the work itself. A large one would hold
+    // the thread while it is encoded and compressed, so it takes the hop.
+    let inline = body.events.iter().map(text_bytes).sum::<usize>() <= INLINE_SEND_MAX_BYTES;
+    let events = std::sync::Arc::new(body.events);
     let mut attempt = 0;
     let (pending, queued, rework) = loop {
         attempt += 1;
-        // Inline on the async thread: every read here is of memory (the
-        // session's tail cache and the index's cache) in all but cold cases,
-        // and a hop to the blocking pool cost more than the work itself.
-        match try_send(&state, &tenant, id, &body.events)? {
+        let tried = if inline {
+            try_send(&state, &tenant, id, &events)?
+        } else {
+            let (worker_state, events) = (state.clone(), std::sync::Arc::clone(&events));
+            state.blocking(move |_| try_send(&worker_state, &tenant, id, &events)).await?
+        };
+        match tried {
             SendAttempt::Submitted { pending, queued, rework } => break (pending, queued, rework),
             SendAttempt::Behind(written) if attempt < MAX_APPEND_ATTEMPTS => {
                 // Another append to this session is not durable yet: wait for
@@ -482,6 +491,21 @@ fn answer_to(
                 return Ok(Some(entry.event));
             }
         }
+    }
+}
+
+/// Sends whose strings hold up to this many bytes are checked and submitted
+/// inline on the async thread (see [`send`]); larger ones on the blocking pool.
+const INLINE_SEND_MAX_BYTES: usize = 64 << 10;
+
+/// The bytes of the strings in `value` (keys included): what encoding and
+/// compressing it will cost, roughly.
+fn text_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(fields) => fields.iter().map(|(key, value)| key.len() + text_bytes(value)).sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
     }
 }
 

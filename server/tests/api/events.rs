@@ -440,14 +440,17 @@ async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
     // loser waits for the winner's records to be durable and checks again),
     // every message lands exactly once in a gap-free log, and of several
     // concurrent confirmations of one call exactly one is accepted.
-    // Method: 40 messages and 6 confirmations of one open call, all at once.
+    // Method: 40 messages (one of them large) and 6 confirmations of one open
+    // call, all at once.
     let h = Harness::new();
     let session = h.quick_session().await;
     let path = format!("/v1/sessions/{}/events", id(&session));
     let calls = h.inject(&session, vec![tool_use("ask")]);
     let before = h.events(&session).await.len();
     let confirm = json!({"type": "user.tool_confirmation", "tool_use_id": calls[0], "result": "allow"});
-    let message_bodies: Vec<Value> = (0..40).map(|i| events_body(vec![user_message(&format!("m{i}"))])).collect();
+    // Message 0 is large: it is checked and submitted on the blocking pool.
+    let text = |i: usize| if i == 0 { format!("m0{}", "x".repeat(100_000)) } else { format!("m{i}") };
+    let message_bodies: Vec<Value> = (0..40).map(|i| events_body(vec![user_message(&text(i))])).collect();
     let confirm_body = events_body(vec![confirm]);
     let messages = message_bodies.iter().map(|body| h.post(&path, body));
     let confirmations = (0..6).map(|_| h.post(&path, &confirm_body));
@@ -469,7 +472,7 @@ async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
         .map(|e| e["content"][0]["text"].as_str().unwrap().to_owned())
         .collect();
     texts.sort_unstable();
-    let mut want: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let mut want: Vec<String> = (0..40).map(text).collect();
     want.sort_unstable();
     assert_eq!(texts, want);
 }
