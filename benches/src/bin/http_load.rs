@@ -5,9 +5,12 @@
 //! Usage: `cargo build --release -p logbook-server && cargo run --release -p
 //! logbook-benches --bin http_load`. Env: `LOGBOOK_BIN` (default
 //! `target/release/logbook`), `LOGBOOK_LOAD_EVENTS` (events per configuration,
-//! default 20000), `LOGBOOK_LOAD_SUBSCRIBERS` (default 100). Prints durable
-//! events/s and p50/p99 latency at 16 and 64 clients, the ratio to the store's
-//! in-process rate, and append-to-SSE-delivery latency with many subscribers.
+//! default 40000), `LOGBOOK_LOAD_SUBSCRIBERS` (default 100), `LOGBOOK_LOAD_CLIENTS`
+//! (default `16,64`), `LOGBOOK_LOAD_ROUNDS` (default 3). Prints, per round,
+//! durable events/s and p50/p99 latency at each client count with the ratio
+//! to the store's in-process rate measured just before, and `GET /healthz` at
+//! the same concurrency (the HTTP ceiling); then the medians over the rounds,
+//! and append-to-SSE-delivery latency with many subscribers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
 
@@ -70,6 +73,11 @@ fn barriers(conn: &mut Conn) -> f64 {
         .find_map(|line| line.strip_prefix("logbook_store_barriers "))
         .and_then(|value| value.trim().parse().ok())
         .expect("/metrics reports logbook_store_barriers")
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -223,7 +231,7 @@ fn parse_response(buf: &[u8]) -> Option<(u16, usize)> {
 }
 
 fn main() {
-    let n_events = env_usize("LOGBOOK_LOAD_EVENTS", 20_000);
+    let n_events = env_usize("LOGBOOK_LOAD_EVENTS", 40_000);
     let n_subscribers = env_usize("LOGBOOK_LOAD_SUBSCRIBERS", 100);
     let dir = tempfile::tempdir_in("target").unwrap();
     let server = serve::launch(&dir.path().join("data")).arg("--no-runner").start();
@@ -239,35 +247,54 @@ fn main() {
         .ok()
         .map(|v| v.split(',').map(|n| n.trim().parse().expect("LOGBOOK_LOAD_CLIENTS: numbers")).collect())
         .unwrap_or_else(|| vec![16, 64]);
-    println!("| config | durable events/s | p50 ms | p99 ms | × store in-process |");
-    println!("|---|---:|---:|---:|---:|");
-    for &clients in &client_counts {
-        let store = store_rate(clients, n_events.min(20_000));
-        let barriers_before = barriers(&mut setup);
-        let sessions = Arc::clone(&sessions);
-        let (rate, latencies) = drive(addr, clients, n_events, move |c, i| {
-            let session = &sessions[(c * 7919 + i) % N_SESSIONS];
-            let body = format!(
-                r#"{{"events":[{{"type":"user.message","content":[{{"type":"text","text":"message {i} from client {c}: please look at the failing test"}}]}}]}}"#
+    let rounds = env_usize("LOGBOOK_LOAD_ROUNDS", 3).max(1);
+    // Per client count: each round's HTTP rate and its ratio to the store's.
+    let mut summary: Vec<(usize, Vec<f64>, Vec<f64>, Vec<f64>)> =
+        client_counts.iter().map(|&clients| (clients, Vec::new(), Vec::new(), Vec::new())).collect();
+    println!("| round | config | durable events/s | p50 ms | p99 ms | × store in-process |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for round in 1..=rounds {
+        for (clients, rates, ratios, ceilings) in &mut summary {
+            let clients = *clients;
+            let store = store_rate(clients, n_events.min(20_000));
+            let barriers_before = barriers(&mut setup);
+            let sessions = Arc::clone(&sessions);
+            let (rate, latencies) = drive(addr, clients, n_events, move |c, i| {
+                let session = &sessions[(c * 7919 + i) % N_SESSIONS];
+                let body = format!(
+                    r#"{{"events":[{{"type":"user.message","content":[{{"type":"text","text":"message {i} from client {c}: please look at the failing test"}}]}}]}}"#
+                );
+                ("POST", format!("/v1/sessions/{session}/events"), body)
+            });
+            let per_barrier = latencies.len() as f64 / (barriers(&mut setup) - barriers_before).max(1.0);
+            println!(
+                "| {round} | {clients} clients, 100 sessions | {rate:.0} | {:.2} | {:.2} | {:.2} (store {store:.0}/s; {per_barrier:.1} events per fsync) |",
+                percentile(&latencies, 0.5) as f64 / 1000.0,
+                percentile(&latencies, 0.99) as f64 / 1000.0,
+                rate / store
             );
-            ("POST", format!("/v1/sessions/{session}/events"), body)
-        });
-        let per_barrier = latencies.len() as f64 / (barriers(&mut setup) - barriers_before).max(1.0);
-        println!(
-            "| {clients} clients, 100 sessions | {rate:.0} | {:.2} | {:.2} | {:.2} (store {store:.0}/s; {per_barrier:.1} events per fsync) |",
-            percentile(&latencies, 0.5) as f64 / 1000.0,
-            percentile(&latencies, 0.99) as f64 / 1000.0,
-            rate / store
-        );
+            rates.push(rate);
+            ratios.push(rate / store);
+            // The same clients against `/healthz` (no store work, no body):
+            // what this loopback HTTP stack and this load generator can do.
+            let (ceiling, latencies) =
+                drive(addr, clients, n_events, |_, _| ("GET", "/healthz".to_owned(), String::new()));
+            println!(
+                "| {round} | {clients} clients, GET /healthz (HTTP ceiling) | {ceiling:.0} req/s | {:.2} | {:.2} | |",
+                percentile(&latencies, 0.5) as f64 / 1000.0,
+                percentile(&latencies, 0.99) as f64 / 1000.0,
+            );
+            ceilings.push(ceiling);
+        }
     }
-    // The same clients against `/healthz` (no store work, no body): what
-    // this loopback HTTP stack and this load generator can do at all.
-    for &clients in &client_counts {
-        let (rate, latencies) = drive(addr, clients, n_events, |_, _| ("GET", "/healthz".to_owned(), String::new()));
+    println!("\n| config | median durable events/s | median × store | median HTTP ceiling req/s |");
+    println!("|---|---:|---:|---:|");
+    for (clients, rates, ratios, ceilings) in &mut summary {
         println!(
-            "| {clients} clients, GET /healthz (HTTP ceiling) | {rate:.0} req/s | {:.2} | {:.2} | |",
-            percentile(&latencies, 0.5) as f64 / 1000.0,
-            percentile(&latencies, 0.99) as f64 / 1000.0,
+            "| {clients} clients | {:.0} | {:.2} | {:.0} |",
+            median(rates),
+            median(ratios),
+            median(ceilings)
         );
     }
 
