@@ -25,7 +25,7 @@ use logbook_core::event::{
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
 use logbook_replay::state::AgentSettings;
 use logbook_replay::{Command, FailReason, Policy, SessionState, Status as MachineStatus, ToolHost};
-use logbook_store::{Append, AppendError, Read};
+use logbook_store::{AppendError, Read};
 use serde_json::Value;
 
 use super::server_tools;
@@ -213,15 +213,19 @@ impl Task {
                             at,
                         })
                         .collect();
-                    match store.append(session, expected, &entries) {
-                        Ok(records) => return Ok(records),
+                    match store.append_submit(session, expected, &entries) {
+                        Ok(pending) => return Ok(pending),
                         Err(AppendError::Conflict { actual, .. }) => expected = actual,
                         Err(other) => return Err(other.into()),
                     }
                 }
                 Err(ApiError::unavailable("the session is too busy to append to"))
             })
+            .await?
+            // Durability is awaited here, not on a blocking thread: many
+            // sessions' turns waiting on one sync hold no threads.
             .await
+            .map_err(ApiError::from)
     }
 
     /// Appends events at exactly `expected`; `None` if the log moved past it.
@@ -232,7 +236,8 @@ impl Task {
     ) -> Result<Option<Vec<Record>>, ApiError> {
         let state = self.state.clone();
         let session = self.session;
-        self.state
+        let submitted = self
+            .state
             .blocking(move |store| {
                 let at = state.now();
                 let entries: Vec<Entry> = events
@@ -244,13 +249,17 @@ impl Task {
                         at,
                     })
                     .collect();
-                match store.append(session, expected, &entries) {
-                    Ok(records) => Ok(Some(records)),
+                match store.append_submit(session, expected, &entries) {
+                    Ok(pending) => Ok(Some(pending)),
                     Err(AppendError::Conflict { .. }) => Ok(None),
                     Err(other) => Err(other.into()),
                 }
             })
-            .await
+            .await?;
+        match submitted {
+            Some(pending) => Ok(Some(pending.await?)),
+            None => Ok(None),
+        }
     }
 
     /// The session's policy: the runner's, with where the session's built-in
