@@ -290,12 +290,7 @@ fn main() {
     println!("\n| config | median durable events/s | median × store | median HTTP ceiling req/s |");
     println!("|---|---:|---:|---:|");
     for (clients, rates, ratios, ceilings) in &mut summary {
-        println!(
-            "| {clients} clients | {:.0} | {:.2} | {:.0} |",
-            median(rates),
-            median(ratios),
-            median(ceilings)
-        );
+        println!("| {clients} clients | {:.0} | {:.2} | {:.0} |", median(rates), median(ratios), median(ceilings));
     }
 
     // Append-to-delivery latency with one SSE subscriber per session.
