@@ -75,6 +75,10 @@ fn barriers(conn: &mut Conn) -> f64 {
         .expect("/metrics reports logbook_store_barriers")
 }
 
+/// Per client count: each round's HTTP rate, its ratio to the store's, and
+/// the HTTP ceiling.
+type Rounds = (usize, Vec<f64>, Vec<f64>, Vec<f64>);
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -248,8 +252,7 @@ fn main() {
         .map(|v| v.split(',').map(|n| n.trim().parse().expect("LOGBOOK_LOAD_CLIENTS: numbers")).collect())
         .unwrap_or_else(|| vec![16, 64]);
     let rounds = env_usize("LOGBOOK_LOAD_ROUNDS", 3).max(1);
-    // Per client count: each round's HTTP rate and its ratio to the store's.
-    let mut summary: Vec<(usize, Vec<f64>, Vec<f64>, Vec<f64>)> =
+    let mut summary: Vec<Rounds> =
         client_counts.iter().map(|&clients| (clients, Vec::new(), Vec::new(), Vec::new())).collect();
     println!("| round | config | durable events/s | p50 ms | p99 ms | × store in-process |");
     println!("|---|---|---:|---:|---:|---:|");
