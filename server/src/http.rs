@@ -301,6 +301,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         ("logbook_store_barriers", "Durability barriers (fsync rounds) since start.", stats.n_syncs as f64),
         ("logbook_store_barrier_waits", "Writes that waited on a durability barrier.", stats.n_waits as f64),
         (
+            "logbook_store_barrier_seconds",
+            "Time spent writing and syncing the log's batches.",
+            stats.sync_micros as f64 / 1e6,
+        ),
+        (
             "logbook_store_quarantined_sessions",
             "Sessions quarantined for integrity failures.",
             state.store().quarantined().len() as f64,

@@ -66,13 +66,17 @@ fn json_field(body: &str, field: &str) -> String {
     value[field].as_str().unwrap().to_owned()
 }
 
-/// The server's count of durability barriers (fsyncs of the log), from `/metrics`.
-fn barriers(conn: &mut Conn) -> f64 {
+/// The server's count of durability barriers (fsyncs of the log) and the
+/// seconds spent in them, from `/metrics`.
+fn barriers(conn: &mut Conn) -> (f64, f64) {
     let (_, body) = conn.call("GET", "/metrics", "");
-    body.lines()
-        .find_map(|line| line.strip_prefix("logbook_store_barriers "))
-        .and_then(|value| value.trim().parse().ok())
-        .expect("/metrics reports logbook_store_barriers")
+    let metric = |name: &str| {
+        body.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("/metrics reports {name}"))
+    };
+    (metric("logbook_store_barriers"), metric("logbook_store_barrier_seconds"))
 }
 
 /// Per client count: each round's HTTP rate, its ratio to the store's, and
@@ -269,9 +273,12 @@ fn main() {
                 );
                 ("POST", format!("/v1/sessions/{session}/events"), body)
             });
-            let per_barrier = latencies.len() as f64 / (barriers(&mut setup) - barriers_before).max(1.0);
+            let barriers_after = barriers(&mut setup);
+            let n_barriers = (barriers_after.0 - barriers_before.0).max(1.0);
+            let per_barrier = latencies.len() as f64 / n_barriers;
+            let barrier_us = (barriers_after.1 - barriers_before.1) / n_barriers * 1e6;
             println!(
-                "| {round} | {clients} clients, 100 sessions | {rate:.0} | {:.2} | {:.2} | {:.2} (store {store:.0}/s; {per_barrier:.1} events per fsync) |",
+                "| {round} | {clients} clients, 100 sessions | {rate:.0} | {:.2} | {:.2} | {:.2} (store {store:.0}/s; {per_barrier:.1} events per fsync of {barrier_us:.0} µs) |",
                 percentile(&latencies, 0.5) as f64 / 1000.0,
                 percentile(&latencies, 0.99) as f64 / 1000.0,
                 rate / store

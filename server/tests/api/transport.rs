@@ -396,6 +396,9 @@ async fn healthz_metrics_and_openapi() {
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad metric name in {line:?}");
         assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE line for {name}");
     }
+    for store_metric in ["logbook_store_barriers ", "logbook_store_barrier_seconds "] {
+        assert!(text.contains(store_metric), "{store_metric}missing");
+    }
     assert!(
         text.contains(r#"logbook_http_requests_total{method="GET",route="/v1/agents/{agent_id}",status="200"} 1"#),
         "{text}"
