@@ -519,11 +519,6 @@ impl<E: Engine> Core<E> {
             Ok(Some(effects))
         })?;
         *head = WriteHead { next: seq, hash: prev };
-        let mut types = slot.lock_types()?;
-        for (offset, (code, _)) in bodies.iter().enumerate() {
-            types.note(*code, Seq::new(first.get() + offset as u64));
-        }
-        drop(types);
         let mut cache = slot.lock_cache()?;
         for record in &records {
             cache.push(record, &self.cache_bytes);
@@ -681,6 +676,16 @@ impl<E: Engine> Core<E> {
             let location = Location { lsn: header.lsn + u64::from(*offset), len: *len };
             index.pending.push_back(PendingRecord { location, code: *code, hash: *hash });
         }
+        // The type memo learns the records before the durable head covers
+        // them: a reader that saw the head must find them there.
+        let Ok(mut types) = slot.lock_types() else {
+            drop(index);
+            return broken("its type memo lock was poisoned while publishing");
+        };
+        for (n, (_, _, code, _)) in records.iter().enumerate() {
+            types.note(*code, Seq::new(first.get() + n as u64));
+        }
+        drop(types);
         drop(index);
         if let Some((_, _, _, hash)) = records.last() {
             slot.publish(Head { next: Seq::new(first.get() + records.len() as u64), hash: *hash });

@@ -58,14 +58,15 @@ pub(crate) struct WriteHead {
 
 /// The latest of the slot's own records of each type code, so that "the
 /// session's latest status" is a map lookup rather than an index scan. Every
-/// record written from `tracked_from` on is noted as it is submitted; what
-/// came before is looked up once per code and never changes. Bounded by the
-/// number of event types.
+/// record from `tracked_from` on is noted as it is published (under the index
+/// lock, before the durable head moves past it, so a reader that read the head
+/// finds in the memo every record below it); what came before is looked up
+/// once per code and never changes. Bounded by the number of event types.
 #[derive(Debug)]
 pub(crate) struct TypeMemo {
-    /// The written head when the slot was made.
+    /// The durable head when the slot was made.
     tracked_from: Seq,
-    /// The latest written record of each code from `tracked_from` on.
+    /// The latest published record of each code from `tracked_from` on.
     written: HashMap<u16, Seq>,
     /// The latest record of each code before `tracked_from`, once looked up.
     before: HashMap<u16, Option<Seq>>,
@@ -78,8 +79,8 @@ pub(crate) enum Latest {
     Known(Option<Seq>),
     /// Ask the index for the latest before this seq, and tell [`TypeMemo::learn`].
     LookUpBefore(Seq),
-    /// Ask the index (the records in question are written but not durable,
-    /// or older than what is tracked).
+    /// Ask the index (a newer record of the code was published after the
+    /// caller read its end, or the end is older than what is tracked).
     Unknown,
 }
 
@@ -88,7 +89,7 @@ impl TypeMemo {
         TypeMemo { tracked_from, written: HashMap::new(), before: HashMap::new() }
     }
 
-    /// Notes a record written at `seq` (called in seq order, under the write lock).
+    /// Notes a record published at `seq` (called in seq order, under the index lock).
     pub(crate) fn note(&mut self, code: u16, seq: Seq) {
         self.written.insert(code, seq);
     }
@@ -96,7 +97,7 @@ impl TypeMemo {
     /// The latest own record of `code` before `end`.
     pub(crate) fn latest(&self, code: u16, end: Seq) -> Latest {
         if let Some(&seq) = self.written.get(&code) {
-            // The latest written of all; if it is past `end`, an earlier one may still be before it.
+            // The latest published of all; if it is past `end`, an earlier one may still be before it.
             return if seq < end { Latest::Known(Some(seq)) } else { Latest::Unknown };
         }
         // Nothing of `code` written since `tracked_from`.

@@ -160,6 +160,52 @@ pub(crate) fn scan_by_type<F: Fixture>(fixture: F) {
     assert_eq!(from_later.iter().map(|r| r.seq().get()).collect::<Vec<_>>(), vec![expected[1]]);
 }
 
+/// Goal: the latest record of a type is never older than what is already
+/// durable, while appends land concurrently (the per-session type memo must
+/// know a record by the time the durable head covers it). Method: one thread
+/// appends deterministic entries one at a time; another reads the durable head
+/// and then the latest of one type, which must be at least the latest of that
+/// type below the head it read.
+pub(crate) fn latest_of_a_type_keeps_up_with_the_durable_head<F>(fixture: F)
+where
+    F: Fixture + Send + Sync + 'static,
+{
+    const N_APPENDS: u64 = 2_000;
+    let fixture = Arc::new(fixture);
+    let s = session(12);
+    let samples: Vec<EventType> = (0..N_APPENDS).map(|i| entry(i).event.event_type()).collect();
+    let writer = {
+        let fixture = Arc::clone(&fixture);
+        std::thread::spawn(move || {
+            let store = fixture.store();
+            for i in 0..N_APPENDS {
+                store.append(s, Seq::new(i), &[entry(i)]).unwrap();
+            }
+        })
+    };
+    let store = fixture.store();
+    let mut n_checks = 0u64;
+    let mut turn = 0usize;
+    loop {
+        let durable = store.head(s).unwrap().next.get();
+        let wanted = samples[turn % samples.len()];
+        turn += 1;
+        let expected = samples[..durable as usize].iter().rposition(|t| *t == wanted);
+        let got = store.last_of_types(s, &[wanted]).unwrap().map(|r| r.seq().get());
+        if let Some(expected) = expected {
+            let got = got.unwrap_or_else(|| panic!("no {wanted:?} below {durable}, expected #{expected}"));
+            assert!(got >= expected as u64, "latest {wanted:?} is #{got} below {durable}, but #{expected} is durable");
+            assert_eq!(samples[got as usize], wanted);
+        }
+        n_checks += 1;
+        if durable == N_APPENDS {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert!(n_checks > 1);
+}
+
 pub(crate) fn subscription_sees_later_appends_in_order<F: Fixture>(fixture: F) {
     let store = fixture.store();
     let s = session(6);
@@ -302,6 +348,10 @@ macro_rules! conformance {
             #[test]
             fn scan_by_type() {
                 super::scan_by_type($fixture);
+            }
+            #[test]
+            fn latest_of_a_type_keeps_up_with_the_durable_head() {
+                super::latest_of_a_type_keeps_up_with_the_durable_head($fixture);
             }
             #[test]
             fn subscription_sees_later_appends_in_order() {
