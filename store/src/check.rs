@@ -31,6 +31,26 @@ use crate::wal::{self, Entry, Location, Scan, ScannedBatch};
 /// together on several threads before they are checked in log order.
 const VERIFY_WINDOW_BYTES: usize = 8 << 20;
 
+/// And at most this many bytes of them decoded at once: a window's records
+/// can expand far beyond its stored bytes (32 MB of repeated text compresses
+/// to a few KB), and a part's records are all held until they are checked.
+const VERIFY_DECODED_BYTES: usize = 64 << 20;
+
+/// The end of the part of `items` from `start` whose decoded bodies fit in
+/// [`VERIFY_DECODED_BYTES`] (at least one entry, however large).
+fn decoded_part_end(items: &[(u64, usize, Entry<'_>)], start: usize) -> usize {
+    let mut decoded = 0usize;
+    let mut end = start;
+    while let Some((_, _, entry)) = items.get(end) {
+        decoded = decoded.saturating_add(entry.decoded_len());
+        if end > start && decoded > VERIFY_DECODED_BYTES {
+            break;
+        }
+        end += 1;
+    }
+    end
+}
+
 /// An entry's own work, done on any thread: a record read back and
 /// prechecked (at [`Depth::Entries`], every chain's depth), or a blob re-hashed.
 enum Checked {
@@ -202,55 +222,63 @@ impl<E: Engine> LogStore<E> {
                     }
                 }
             }
-            let checked = map_parallel(&items, |(_, _, entry)| Checked::of(entry));
-            for ((batch_lsn, offset, _), checked) in items.iter().zip(checked) {
-                match checked {
-                    Checked::Record { header, read } => {
-                        done.n_records += 1;
-                        let chain = chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
-                        let lsn = batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
-                        if let Some(view) = views.get_mut(&header.session)
-                            && header.seq < view.durable_next
-                        {
-                            let indexed = view.location(&core.engine, header.session, header.seq);
-                            if indexed.map(|l| l.lsn) != Some(lsn) {
-                                let reason = match indexed {
-                                    Some(location) => {
-                                        format!(
-                                            "the index places it at {location}, the log has it at {}",
-                                            wal::Lsn(lsn)
-                                        )
-                                    }
-                                    None => "the index does not list it".to_owned(),
-                                };
-                                chain.misplaced.push(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } });
-                            }
-                        }
-                        match read {
-                            Ok(read) => {
-                                let (record, pre) = *read;
-                                chain.verifier.push_prechecked(&record, pre);
-                                if let Some(slot) = fork_points.get_mut(&(header.session, header.seq)) {
-                                    *slot = Some(record.hash());
+            let mut part_start = 0;
+            while part_start < items.len() {
+                let part = &items[part_start..decoded_part_end(&items, part_start)];
+                part_start += part.len();
+                let checked = map_parallel(part, |(_, _, entry)| Checked::of(entry));
+                for ((batch_lsn, offset, _), checked) in part.iter().zip(checked) {
+                    match checked {
+                        Checked::Record { header, read } => {
+                            done.n_records += 1;
+                            let chain =
+                                chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
+                            let lsn = batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
+                            if let Some(view) = views.get_mut(&header.session)
+                                && header.seq < view.durable_next
+                            {
+                                let indexed = view.location(&core.engine, header.session, header.seq);
+                                if indexed.map(|l| l.lsn) != Some(lsn) {
+                                    let reason = match indexed {
+                                        Some(location) => {
+                                            format!(
+                                                "the index places it at {location}, the log has it at {}",
+                                                wal::Lsn(lsn)
+                                            )
+                                        }
+                                        None => "the index does not list it".to_owned(),
+                                    };
+                                    chain
+                                        .misplaced
+                                        .push(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } });
                                 }
                             }
-                            Err(reason) => chain.verifier.push(Err(&Unreadable { seq: header.seq, reason })),
+                            match read {
+                                Ok(read) => {
+                                    let (record, pre) = *read;
+                                    chain.verifier.push_prechecked(&record, pre);
+                                    if let Some(slot) = fork_points.get_mut(&(header.session, header.seq)) {
+                                        *slot = Some(record.hash());
+                                    }
+                                }
+                                Err(reason) => chain.verifier.push(Err(&Unreadable { seq: header.seq, reason })),
+                            }
                         }
-                    }
-                    Checked::Fork(fork) => {
-                        let anchor = Anchor { next_seq: Seq::new(fork.at_seq.get() + 1), prev: fork.parent_hash };
-                        let origin = Some((fork.parent, fork.at_seq, fork.parent_hash));
-                        if chains.insert(fork.child, Chain::new(anchor, origin)).is_some() {
-                            log_errors.push(format!("{} is forked after it already had records", fork.child));
+                        Checked::Fork(fork) => {
+                            let anchor = Anchor { next_seq: Seq::new(fork.at_seq.get() + 1), prev: fork.parent_hash };
+                            let origin = Some((fork.parent, fork.at_seq, fork.parent_hash));
+                            if chains.insert(fork.child, Chain::new(anchor, origin)).is_some() {
+                                log_errors.push(format!("{} is forked after it already had records", fork.child));
+                            }
                         }
-                    }
-                    Checked::Blob { digest, read } => {
-                        done.n_blobs += 1;
-                        if let Err(reason) = read {
-                            blob_errors.push(format!("blob {digest}: {reason}"));
+                        Checked::Blob { digest, read } => {
+                            done.n_blobs += 1;
+                            if let Err(reason) = read {
+                                blob_errors.push(format!("blob {digest}: {reason}"));
+                            }
                         }
+                        Checked::Resource => {}
                     }
-                    Checked::Resource => {}
                 }
             }
             done.n_sessions = chains.len() as u64;
@@ -376,4 +404,55 @@ fn finish(
         report.n_intact = report.n_intact.min(first.seq.get().saturating_sub(anchor.next_seq.get()));
     }
     SessionReport { session, report }
+}
+
+#[cfg(test)]
+mod tests {
+    use logbook_core::chain;
+
+    use super::*;
+    use crate::wal::{BodyCodec, RecordHeader};
+
+    fn parts(items: &[(u64, usize, Entry<'_>)]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut start = 0;
+        while start < items.len() {
+            let end = decoded_part_end(items, start);
+            sizes.push(end - start);
+            start = end;
+        }
+        sizes
+    }
+
+    /// Goal: `verify_all` holds at most its decoded budget of records at once,
+    /// however well they compress. Method: records whose 4 MiB bodies are
+    /// stored in a few hundred bytes, split into parts by their claimed size.
+    #[test]
+    fn a_part_holds_at_most_the_decoded_budget_of_records() {
+        let expanded = vec![b'a'; 4 << 20];
+        let body = crate::frame::compressed(&expanded).unwrap();
+        assert!(body.len() < 4096, "4 MiB of one byte stored in {} bytes", body.len());
+        let header = RecordHeader {
+            session: SessionId::from_parts(1_764_000_000_000, 1),
+            seq: Seq::ZERO,
+            prev: chain::GENESIS,
+            hash: chain::GENESIS,
+            code: 0,
+            codec: BodyCodec::Zstd,
+            body_len: body.len() as u32,
+        };
+        let record = |offset| (0u64, offset, Entry::Record { header, body: &body });
+        let items: Vec<_> = (0..40).map(record).collect();
+        let per_part = VERIFY_DECODED_BYTES / (4 << 20);
+        assert_eq!(parts(&items), vec![per_part, per_part, 40 - 2 * per_part]);
+        // The largest blob fills a part on its own.
+        let blob = crate::frame::compressed(&vec![b'a'; logbook_core::limits::MAX_BLOB_BYTES]).unwrap();
+        let digest = Digest::from_bytes([0; 32]);
+        let items = vec![
+            (0, 0, Entry::Record { header, body: &body }),
+            (0, 1, Entry::Blob { digest, codec: BodyCodec::Zstd, body: &blob }),
+            (0, 2, Entry::Resource { kind: crate::ResourceKind::Session, key: b"k", value: None }),
+        ];
+        assert_eq!(parts(&items), vec![1, 2]);
+    }
 }

@@ -117,6 +117,11 @@ fn compress_into(payload: &[u8], out: &mut Vec<u8>, start: usize) -> Option<usiz
     })
 }
 
+/// The size a zstd frame says it decompresses to, if it has a header that says.
+pub fn claimed_size(payload: &[u8]) -> Option<u64> {
+    zstd::zstd_safe::get_frame_content_size(payload).ok().flatten()
+}
+
 /// Decompresses a zstd frame this store wrote (it states its size), refusing
 /// sizes over `max_bytes`.
 pub fn decompress(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, FrameError> {

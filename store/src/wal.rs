@@ -483,6 +483,26 @@ pub enum Entry<'a> {
     Fork(ForkEntry),
 }
 
+impl Entry<'_> {
+    /// Bytes of this entry's body once decoded (what its frame claims, capped
+    /// at the limit decoding enforces): what reading it holds in memory.
+    pub fn decoded_len(&self) -> usize {
+        match self {
+            Entry::Record { header, body } => decoded_body_len(header.codec, body, MAX_EVENT_BYTES),
+            Entry::Blob { codec, body, .. } => decoded_body_len(*codec, body, MAX_BLOB_BYTES),
+            Entry::Resource { .. } | Entry::Fork(_) => 0,
+        }
+    }
+}
+
+fn decoded_body_len(codec: BodyCodec, body: &[u8], max_bytes: usize) -> usize {
+    match codec {
+        BodyCodec::Raw | BodyCodec::Redacted => body.len(),
+        BodyCodec::Zstd => frame::claimed_size(body)
+            .map_or(body.len(), |claimed| usize::try_from(claimed).unwrap_or(max_bytes).min(max_bytes)),
+    }
+}
+
 /// Decodes the entry at the start of `bytes`; returns it and its length.
 pub fn decode_entry(bytes: &[u8]) -> Result<(Entry<'_>, usize), String> {
     let kind = *bytes.first().ok_or("empty entry")?;
