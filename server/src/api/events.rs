@@ -74,8 +74,11 @@ pub async fn send(
     // Small sends (nearly all) are checked and submitted inline on the async
     // thread: what they read is in memory in all but cold cases, and a hop to
     // the blocking pool cost more than the work itself. A large one would hold
-    // the thread while it is encoded and compressed, so it takes the hop.
-    let inline = body.events.iter().map(text_bytes).sum::<usize>() <= INLINE_SEND_MAX_BYTES;
+    // the thread while it is encoded and compressed, and an answer to a call
+    // looks the call up in the log (scans whose length the request does not
+    // bound), so they take the hop.
+    let inline = body.events.iter().map(text_bytes).sum::<usize>() <= INLINE_SEND_MAX_BYTES
+        && !body.events.iter().any(answers_a_call);
     let events = std::sync::Arc::new(body.events);
     let mut attempt = 0;
     let (pending, queued, rework) = loop {
@@ -509,6 +512,15 @@ fn text_bytes(value: &Value) -> usize {
     }
 }
 
+/// Whether `event` is an answer to a call, which the send checks against the
+/// call and its other answers in the log (see [`check_references`]).
+fn answers_a_call(event: &Value) -> bool {
+    matches!(
+        event.get("type").and_then(Value::as_str),
+        Some("user.tool_confirmation" | "user.custom_tool_result" | "user.tool_result")
+    )
+}
+
 /// The longest a send that lost a race waits for the winner's records to
 /// become durable before it reads the head again (a failed batch never moves
 /// the head; the next attempt then reports the store's error).
@@ -529,6 +541,10 @@ enum SendAttempt {
 /// Checks a send against the session's durable state and submits it.
 fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) -> Result<SendAttempt, ApiError> {
     let store = state.store();
+    // Everything below is checked against the log at this head or later, and
+    // the events are appended at it: if anything lands after it (a status
+    // the checks did not see), the append conflicts and the send checks again.
+    let head = store.head(id)?.next;
     // Only the status is read from the log here (one record), not the
     // resources and usage a retrieve overlays: this is the hot path.
     let session = state.sessions().load(store, tenant, id)?;
@@ -544,14 +560,15 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     // A self-hosted session whose work item stopped is queued again once its
     // new input is durable.
     let rework = (session.self_hosted && inputs.iter().any(starts_work)).then(|| std::sync::Arc::clone(&session));
-    Ok(match submit_checked(state, store, &session, inputs)? {
+    Ok(match submit_checked(state, store, &session, inputs, head)? {
         Ok(pending) => SendAttempt::Submitted { pending, queued, rework },
         Err(written) => SendAttempt::Behind(written),
     })
 }
 
-/// Appends sent input at the durable head after checking its references
-/// against exactly that head: if anything was appended after it (the runner
+/// Appends sent input at `head`, a durable head read before anything the
+/// send was checked against, after checking its references against the log
+/// at or past it: if anything was appended after it (the runner
 /// closing a call, another client answering it), the events are not
 /// submitted and the session's written head is returned, so the caller waits
 /// for it to be durable and checks again, and a call never gets two answers.
@@ -563,8 +580,8 @@ fn submit_checked(
     store: &SledStore,
     session: &StoredSession,
     inputs: Vec<Event>,
+    head: Seq,
 ) -> Result<Result<PendingAppend, Seq>, ApiError> {
-    let head = store.head(session.id)?.next;
     check_references(store, session, &inputs)?;
     let at = state.now();
     let entries: Vec<Entry> = inputs

@@ -925,10 +925,11 @@ impl DecodedSessions {
         drop(entries);
         let session = std::sync::Arc::new(from_bytes::<StoredSession>(&bytes)?);
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.by_id.len() >= DECODED_SESSIONS || entries.bytes + bytes.len() > DECODED_SESSION_BYTES {
-            *entries = DecodedEntries::default();
-        }
+        // Sessions too large to keep are not kept, and do not empty the map.
         if bytes.len() <= DECODED_SESSION_BYTES / 16 {
+            if entries.by_id.len() >= DECODED_SESSIONS || entries.bytes + bytes.len() > DECODED_SESSION_BYTES {
+                *entries = DecodedEntries::default();
+            }
             entries.bytes += bytes.len();
             if let Some((old, _)) = entries.by_id.insert(id, (bytes, std::sync::Arc::clone(&session))) {
                 entries.bytes -= old.len();
