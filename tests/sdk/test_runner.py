@@ -621,6 +621,9 @@ def test_interrupt_mid_stream_ends_the_turn_without_a_message(harness: Harness) 
     reader = h.open_stream(session.id, event_deltas=["agent.message"])
     h.send(session.id, user_message("tell me everything"))
     h.wait(reader, lambda evs: "span.model_request_start" in types(evs), "span.model_request_start")
+    # The span starts before the request leaves: interrupt only once the fake
+    # took it (and with it the slow answer), or the next turn would get that one.
+    h.wait_requests(lambda rs: len(rs) >= 1, "the first model request")
     interrupted_at = time.monotonic()
     (interrupt,) = h.send(session.id, {"type": "user.interrupt"})
     events = h.wait_idles(reader, 1)
@@ -697,6 +700,7 @@ def test_interrupt_then_message_in_one_request_starts_the_next_turn(harness: Har
     reader = h.open_stream(session.id)
     h.send(session.id, user_message("old question"))
     h.wait(reader, lambda evs: "span.model_request_start" in types(evs), "span.model_request_start")
+    h.wait_requests(lambda rs: len(rs) >= 1, "the first model request (and with it the slow answer)")
     _, new = h.send(session.id, {"type": "user.interrupt"}, user_message("new question"))
     events = h.wait_idles(reader, 2)
     idles = of_type(events, "session.status_idle")
