@@ -668,8 +668,16 @@ pub async fn list(
     let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
     let order = query.order(Order::Asc)?;
     let range = query.time_range("created_at")?;
-    let types: Vec<EventType> =
-        query.all("types").iter().filter_map(|t| t.parse().ok()).filter(|t: &EventType| t.is_public()).collect();
+    // Internal types (`x.*`) are types nothing listed has; anything else that
+    // is not a type is a mistake worth saying.
+    let mut types: Vec<EventType> = Vec::new();
+    for raw in query.all("types") {
+        let event_type: EventType =
+            raw.parse().map_err(|_| ApiError::invalid(format!("types[]: {raw:?} is not an event type")))?;
+        if event_type.is_public() {
+            types.push(event_type);
+        }
+    }
     let type_filter = !query.all("types").is_empty();
     let cursor = match query.one("page") {
         None => None,
@@ -707,13 +715,17 @@ pub async fn list(
             match order {
                 Order::Asc => {
                     let mut from = cursor.unwrap_or(Seq::ZERO);
+                    let mut exhausted = false;
                     for _ in 0..MAX_LIST_STEPS {
                         let records = if type_filter {
                             store.scan_types(id, &types, from, LIST_STEP)?
                         } else {
                             store.read(id, from, LIST_STEP)?
                         };
-                        let Some(last) = records.last() else { break };
+                        let Some(last) = records.last() else {
+                            exhausted = true;
+                            break;
+                        };
                         let step_end = Seq::new(last.seq().get() + 1);
                         for record in &records {
                             if data.len() == limit {
@@ -725,7 +737,10 @@ pub async fn list(
                             }
                         }
                         from = step_end;
-                        if data.len() == limit || records.len() < LIST_STEP {
+                        if data.len() < limit && records.len() < LIST_STEP {
+                            exhausted = true;
+                        }
+                        if data.len() == limit || exhausted {
                             break;
                         }
                     }
@@ -741,8 +756,12 @@ pub async fn list(
                         if !more {
                             next_cursor = None;
                         }
-                    } else {
+                    } else if exhausted {
                         next_cursor = None;
+                    } else {
+                        // The scan's budget ran out before the page filled:
+                        // the next page goes on from where it stopped.
+                        next_cursor = Some(from);
                     }
                 }
                 Order::Desc => {
@@ -773,24 +792,31 @@ pub async fn list(
                             break;
                         }
                     }
-                    if data.len() < limit && exhausted {
-                        next_cursor = None;
+                    if data.len() < limit {
+                        // Done, or the scan's budget ran out before the page
+                        // filled: the next page goes on from where it stopped.
+                        next_cursor = (!exhausted).then_some(before);
                     }
                     // A full page: send a cursor only if an older matching event exists.
                     if data.len() == limit
                         && let Some(before) = next_cursor
                     {
-                        let mut more = false;
+                        // If the probe's budget runs out first, the cursor stays:
+                        // at worst the next page is empty.
+                        let mut more = true;
                         let mut probe = before;
                         for _ in 0..MAX_LIST_STEPS {
                             let records = store.read_before(id, probe, LIST_STEP)?;
-                            let Some(first) = records.first() else { break };
+                            let Some(first) = records.first() else {
+                                more = false;
+                                break;
+                            };
                             let first_seq = first.seq();
                             if records.iter().map(&keep).any(|r| matches!(r, Ok(Some(_)))) {
-                                more = true;
                                 break;
                             }
                             if first_seq == Seq::ZERO {
+                                more = false;
                                 break;
                             }
                             probe = first_seq;

@@ -197,9 +197,10 @@ pub fn decode_owned_cursor(kind: &str, cursor: &str, prefix: &[u8]) -> Result<Ve
 pub fn decode_cursor(kind: &str, cursor: &str) -> Result<Vec<u8>, ApiError> {
     let bad = || ApiError::invalid(format!("page: {cursor:?} is not a cursor this list returned"));
     let hex = cursor.strip_prefix(kind).and_then(|rest| rest.strip_prefix('_')).ok_or_else(bad)?;
-    if hex.len() % 2 != 0 || hex.len() > 512 {
+    if hex.len() % 2 != 0 || hex.len() > 512 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
+    // All ASCII now, so every two-byte slice falls on character boundaries.
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad())).collect()
 }
 
