@@ -17,6 +17,10 @@ use tokio::sync::broadcast;
 /// Previews buffered per session before slow streams start losing them.
 pub const PREVIEW_CAPACITY: usize = 1024;
 
+/// With this many channels, a new subscription first drops those nobody
+/// listens to any more.
+const SWEEP_AT_CHANNELS: usize = 64;
+
 /// The events a preview can be for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreviewKind {
@@ -70,10 +74,44 @@ impl Previews {
     pub fn subscribe(&self, session: SessionId) -> broadcast::Receiver<Preview> {
         match self.channels.lock() {
             Ok(mut channels) => {
+                // Channels whose streams all closed after the last preview
+                // was published; dropped here so the map stays bounded by
+                // the streams open (plus one sweep's worth).
+                if channels.len() >= SWEEP_AT_CHANNELS {
+                    channels.retain(|_, sender| sender.receiver_count() > 0);
+                }
                 channels.entry(session).or_insert_with(|| broadcast::channel(PREVIEW_CAPACITY).0).subscribe()
             }
             // A poisoned map only costs previews.
             Err(_) => broadcast::channel(1).1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(n: u64) -> SessionId {
+        SessionId::from_parts(1_764_000_000_000 + n, u128::from(n))
+    }
+
+    /// Goal: channels of sessions whose streams closed do not pile up.
+    /// Method: many sessions subscribed to and dropped without a publish,
+    /// then one more subscription.
+    #[test]
+    fn channels_nobody_listens_to_are_dropped() {
+        let previews = Previews::default();
+        let kept = previews.subscribe(session(0));
+        for n in 1..1000 {
+            drop(previews.subscribe(session(n)));
+        }
+        let _new = previews.subscribe(session(1000));
+        let n_channels = previews.channels.lock().unwrap().len();
+        assert!(n_channels <= SWEEP_AT_CHANNELS + 1, "{n_channels} channels left");
+        let event_id = EventId::from_parts(1_764_000_000_000, 1);
+        previews.publish(session(0), Preview::Start { event_id, kind: PreviewKind::Message });
+        let mut kept = kept;
+        assert_eq!(kept.try_recv().unwrap().event_id(), event_id, "a listened-to channel stays");
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use logbook_core::event::Event;
-use logbook_core::{EventId, Seq};
+use logbook_core::{EventId, EventType, Seq};
 use logbook_store::{Read, Subscribe, Subscription};
 
 use super::error::ApiError;
@@ -67,12 +67,16 @@ pub async fn stream(
             })?),
             Some(Err(_)) => return Err(ApiError::invalid("Last-Event-ID: not a valid header value")),
         };
-    let (session, from) = state
+    let (from, finished) = state
         .blocking(move |store| {
+            // The head before the session: an archive or delete changes the
+            // session before it appends, so a session read as live has its
+            // closing event, if any, at or past this head.
+            let head = store.head(id)?.next;
             let (_, session) = sessions::load(store, &tenant, id)?;
             let from = match last_event_id {
                 // Live only: start at the durable head as of now.
-                None => store.head(id)?.next,
+                None => head,
                 Some(event_id) => match find_event(store, id, event_id)? {
                     Some((seq, _)) => Seq::new(seq.get() + 1),
                     None => {
@@ -82,7 +86,14 @@ pub async fn stream(
                     }
                 },
             };
-            Ok((session, from))
+            // A stream that starts past the session's closing event (live on
+            // a terminated session, or resumed after that event) ends at once
+            // instead of pinging forever; one before it delivers it and ends.
+            let closed_before = store
+                .last_of_types(id, &[EventType::SessionStatusTerminated, EventType::SessionDeleted])?
+                .is_some_and(|record| record.seq() < from);
+            let finished = closed_before || (session.status == Status::Terminated && last_event_id.is_none());
+            Ok((from, finished))
         })
         .await?;
     // Previews are subscribed before reading anything, so none published from
@@ -90,7 +101,6 @@ pub async fn stream(
     let want = Wanted { message: deltas.contains(&"agent.message"), thinking: deltas.contains(&"agent.thinking") };
     let previews = (want.message || want.thinking).then(|| state.previews().subscribe(id));
     let subscription = state.store().subscribe(id, from);
-    let finished = session.status == Status::Terminated && last_event_id.is_none();
     let body = events(subscription, previews, want, state.clone(), finished);
     let keep_alive =
         KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));

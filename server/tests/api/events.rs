@@ -346,6 +346,7 @@ async fn list_filters_orders_and_cursors() {
         vec![all[0].clone(), all[2].clone(), all[3].clone()]
     );
     assert_eq!(data(list("types[]=x.workspace_delta".into()).await.ok()), Vec::<Value>::new());
+    list("types[]=agent.mesage".into()).await.invalid();
     assert_eq!(data(list("types[]=x.fork_origin&types[]=agent.message".into()).await.ok()), vec![all[1].clone()]);
 
     let mut reversed = all.clone();
@@ -388,7 +389,79 @@ async fn list_filters_orders_and_cursors() {
     list(format!("limit=1&page={desc_cursor}")).await.invalid();
     list("page=garbage".into()).await.invalid();
     list("page=sessions_6e6400".into()).await.invalid();
+    list("page=events_a%C3%A90".into()).await.invalid();
     h.get("/v1/sessions/sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E/events").await.not_found();
+}
+
+#[tokio::test]
+async fn lists_go_on_past_long_runs_of_unlisted_events() {
+    // Goal: a list whose scan budget runs out before its page fills says
+    // where to go on (a cursor), never "no more" (a null next_page), whatever
+    // the order and filters. Method: two messages around 33,000 internal
+    // events (more than one request scans), walked with each order and filter.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    h.tick(1000);
+    h.post(&path, &events_body(vec![user_message("first")])).await.ok();
+    let delta = internal_events().remove(0);
+    for _ in 0..33 {
+        h.inject(&session, vec![delta.clone(); 1000]);
+    }
+    h.tick(1000);
+    let last_at = h.now();
+    h.post(&path, &events_body(vec![user_message("last")])).await.ok();
+    let texts = |events: Vec<Value>| -> Vec<String> {
+        events.iter().map(|e| e["content"][0]["text"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(texts(walk(&h, &session, "limit=10").await), ["first", "last"]);
+    assert_eq!(texts(walk(&h, &session, "limit=10&order=desc").await), ["last", "first"]);
+    assert_eq!(texts(walk(&h, &session, "limit=1&order=desc").await), ["last", "first"]);
+    assert_eq!(texts(walk(&h, &session, "limit=10&types[]=user.message").await), ["first", "last"]);
+    let since = last_at.to_string();
+    assert_eq!(texts(walk(&h, &session, &format!("limit=10&created_at[gte]={since}")).await), ["last"]);
+    assert_eq!(texts(walk(&h, &session, &format!("limit=10&order=desc&created_at[lt]={since}")).await), ["first"]);
+}
+
+/// The SSE body of the session's stream (resumed after `last_event_id`),
+/// read until the server ends it; `None` if it is still open at the deadline.
+async fn stream_until_closed(h: &Harness, session: &Value, last_event_id: Option<&str>) -> Option<String> {
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut builder = Request::builder()
+        .uri(format!("/v1/sessions/{}/events/stream", id(session)))
+        .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
+        .header("x-api-key", &h.key_a);
+    if let Some(last) = last_event_id {
+        builder = builder.header("last-event-id", last);
+    }
+    let response = h.app.clone().oneshot(builder.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), response.into_body().collect()).await.ok()?;
+    Some(String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_stream_that_starts_past_the_closing_event_ends() {
+    // Goal: a stream that starts past `session.status_terminated` (live on a
+    // session the runner terminated, whose stored status says nothing of it,
+    // or resumed with Last-Event-ID at that event) ends rather than pinging
+    // forever; one resumed before it delivers it and ends (API digest §3.4).
+    // Method: a terminated event appended as the runner would, streams read
+    // to their end under a deadline.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let sent = h.post(&path, &events_body(vec![user_message("hi")])).await.ok();
+    let message_id = sent["data"][0]["id"].as_str().unwrap().to_owned();
+    let terminated = h.inject(&session, vec![event(json!({"type": "session.status_terminated"}))]).remove(0);
+    let live = stream_until_closed(&h, &session, None).await.expect("a live stream of a terminated session ends");
+    assert!(!live.contains("event: session."), "{live}");
+    let resumed = stream_until_closed(&h, &session, Some(&terminated)).await.expect("resumed at the end, it ends");
+    assert!(!resumed.contains("event: session."), "{resumed}");
+    let replay = stream_until_closed(&h, &session, Some(&message_id)).await.expect("a replay through the end ends");
+    assert!(replay.contains("event: session.status_terminated"), "{replay}");
 }
 
 #[tokio::test]
