@@ -113,10 +113,21 @@ impl<E: Engine> Resources for LogStore<E> {
                     None => Ok(Err(None)),
                 };
             }
-            core.queue.submit(16 + key.len() + framed.as_ref().map_or(0, Vec::len), |buf| {
+            let submitted = core.queue.submit(16 + key.len() + framed.as_ref().map_or(0, Vec::len), |buf| {
                 buf.push_resource(kind, key, framed.as_deref());
                 Ok(None)
-            })?
+            });
+            match submitted {
+                Ok(ticket) => ticket,
+                Err(err) => {
+                    // Not in the log (the store is closing or poisoned): put
+                    // the old value back (still under the lock, so it is ours
+                    // to replace), lest a later checkpoint make durable a
+                    // change the log never had and the caller was told failed.
+                    let _ = core.engine.compare_and_swap(Tree::Resources, &full_key, framed.as_deref(), stored);
+                    return Err(err);
+                }
+            }
         };
         ticket.wait()?;
         Ok(Ok(()))
@@ -170,4 +181,25 @@ fn decode_resource(kind: ResourceKind, key: &[u8], framed: &[u8]) -> Result<Vec<
             what: err.to_string(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemStore;
+
+    /// Goal: a resource write the log refused leaves the old value, so no
+    /// later checkpoint can make durable what the caller was told failed.
+    /// Method: a store whose committer was told to stop (as at close), then a
+    /// swap that passes the checks but cannot be submitted.
+    #[test]
+    fn a_swap_the_log_refuses_leaves_the_old_value() {
+        let store = MemStore::in_memory().unwrap();
+        store.swap_resource(ResourceKind::Session, b"k", None, Some(b"v1")).unwrap().unwrap();
+        store.inner.core.queue.stop();
+        assert!(store.swap_resource(ResourceKind::Session, b"k", Some(b"v1"), Some(b"v2")).is_err());
+        assert_eq!(store.get_resource(ResourceKind::Session, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+        assert!(store.swap_resource(ResourceKind::Session, b"new", None, Some(b"v")).is_err());
+        assert_eq!(store.get_resource(ResourceKind::Session, b"new").unwrap(), None);
+    }
 }
