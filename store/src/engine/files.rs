@@ -3,8 +3,11 @@
 //! Segment `n` is the file `{n:016x}.wal` in the log directory. A created file
 //! is `fsync`ed together with its directory before it is used, so its
 //! directory entry survives a power loss; after that only `fdatasync` is
-//! needed. Open files are kept in a small cache so that reads do not reopen
-//! them.
+//! needed. The directory is also `fsync`ed when it is opened (an entry a crash
+//! left unsynced, created or renamed just before it, is made durable before
+//! the log writes on) and when the log starts writing a segment it did not
+//! create (one prepared ahead, whose own directory sync may have failed).
+//! Open files are kept in a small cache so that reads do not reopen them.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -57,6 +60,7 @@ impl FsLogDir {
                 std::fs::remove_file(item.path())?;
             }
         }
+        File::open(path)?.sync_all()?;
         Ok(FsLogDir { path: path.to_owned(), open: Mutex::new(BTreeMap::new()) })
     }
 
@@ -103,9 +107,12 @@ impl LogDir for FsLogDir {
         }
         let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?;
         if !exists {
-            // The new file's entry must survive a power loss before anything
-            // written to it is acknowledged.
             file.sync_all()?;
+        }
+        if create {
+            // The file's entry must survive a power loss before anything
+            // written to it is acknowledged: a new one, or one prepared ahead
+            // (its rename's directory sync may have failed unnoticed).
             File::open(&self.path)?.sync_all()?;
         }
         let segment = Arc::new(FsSegment { file });
