@@ -39,6 +39,15 @@ pub(crate) const LINGER_FRACTION: f64 = 0.5;
 /// And never longer than this (the default of [`crate::WalOptions::max_linger`]).
 pub const MAX_LINGER: Duration = Duration::from_millis(1);
 
+/// Most bytes one write (an append, a blob, a resource) may add to a batch:
+/// half a batch, far above any of them (64 MiB each at most), so a batch of
+/// one write and its framing always fits.
+pub(crate) const MAX_WRITE_BYTES: usize = MAX_BATCH_BYTES / 2;
+
+const _: () = assert!(logbook_core::limits::MAX_APPEND_BYTES + (1 << 20) <= MAX_WRITE_BYTES);
+const _: () = assert!(logbook_core::limits::MAX_BLOB_BYTES + (1 << 20) <= MAX_WRITE_BYTES);
+const _: () = assert!(crate::kv::MAX_RESOURCE_VALUE_BYTES + (1 << 20) <= MAX_WRITE_BYTES);
+
 /// What the committer calls once a batch is durable, before acknowledging it.
 pub(crate) trait Publisher<T>: Send + Sync + 'static {
     fn publish(&self, header: &BatchHeader, effects: Vec<T>);
@@ -227,12 +236,16 @@ impl<T: Send + 'static> CommitQueue<T> {
     /// Adds entries to the open batch: `write` appends them to the batch (it
     /// gets the batch and the offset its first entry will have) and returns
     /// the effect to publish once they are durable. `n_bytes` estimates what
-    /// `write` appends, so a batch never grows past [`MAX_BATCH_BYTES`] unless
-    /// one write alone does.
+    /// `write` appends, so a batch never grows past [`MAX_BATCH_BYTES`]; one
+    /// write over [`MAX_WRITE_BYTES`] is refused (a reader would take its
+    /// batch for damage).
     pub(crate) fn submit<F>(&self, n_bytes: usize, write: F) -> Result<Ticket, Error>
     where
         F: FnOnce(&mut BatchBuf) -> Result<Option<T>, Error>,
     {
+        if n_bytes > MAX_WRITE_BYTES {
+            return Err(Error::Invalid(format!("a write of {n_bytes} bytes is over the log's {MAX_WRITE_BYTES}")));
+        }
         let mut state = self.lock()?;
         if let Some(reason) = &state.poisoned {
             return Err(Error::Poisoned { reason: reason.clone() });

@@ -24,6 +24,9 @@ use crate::{Blobs, MAX_READ_RECORDS, Resources, frame};
 /// Longest resource key: the log stores its length in 16 bits.
 pub(crate) const MAX_RESOURCE_KEY_BYTES: usize = u16::MAX as usize;
 
+/// Largest resource value (framed): objects are small; this bounds a batch.
+pub(crate) const MAX_RESOURCE_VALUE_BYTES: usize = 64 << 20;
+
 impl<E: Engine> Blobs for LogStore<E> {
     fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error> {
         let core = &*self.inner.core;
@@ -90,6 +93,11 @@ impl<E: Engine> Resources for LogStore<E> {
         }
         let full_key = keys::resource_key(kind, key);
         let framed = new.map(frame::encode);
+        if let Some(len) = framed.as_ref().map(Vec::len).filter(|len| *len > MAX_RESOURCE_VALUE_BYTES) {
+            return Err(Error::Invalid(format!(
+                "resource value of {len} bytes (stored) is over {MAX_RESOURCE_VALUE_BYTES}"
+            )));
+        }
         let ticket = {
             // Held until the write is in the log's batch, so that resource
             // writes reach the engine and the log in the same order.
@@ -201,5 +209,27 @@ mod tests {
         assert_eq!(store.get_resource(ResourceKind::Session, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
         assert!(store.swap_resource(ResourceKind::Session, b"new", None, Some(b"v")).is_err());
         assert_eq!(store.get_resource(ResourceKind::Session, b"new").unwrap(), None);
+    }
+
+    /// Goal: a resource value too large for the log is a typed error, not a
+    /// batch a reader would take for damage. Method: incompressible values
+    /// just under and over the limit.
+    #[test]
+    fn an_oversized_resource_value_is_refused() {
+        let store = MemStore::in_memory().unwrap();
+        let mut noise = vec![0u8; MAX_RESOURCE_VALUE_BYTES + 1];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for byte in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *byte = x as u8;
+        }
+        let err = store.swap_resource(ResourceKind::Session, b"big", None, Some(&noise)).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        assert_eq!(store.get_resource(ResourceKind::Session, b"big").unwrap(), None);
+        let fits = &noise[..MAX_RESOURCE_VALUE_BYTES - 64];
+        store.swap_resource(ResourceKind::Session, b"big", None, Some(fits)).unwrap().unwrap();
+        assert_eq!(store.get_resource(ResourceKind::Session, b"big").unwrap().as_deref(), Some(fits));
     }
 }
