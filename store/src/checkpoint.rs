@@ -19,7 +19,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, Tree};
 use crate::error::Error;
@@ -141,6 +141,9 @@ impl Checkpoints {
 /// The checkpointer thread's body.
 pub(crate) fn run<E: Engine>(core: &Core<E>) {
     let checkpoints = &core.checkpoints;
+    // Counted from the last checkpoint (or from when nothing was pending), not
+    // from the last wake-up: sweeps and preparations wake the thread often.
+    let mut deadline = Instant::now() + CHECKPOINT_INTERVAL;
     loop {
         let Ok(mut state) = checkpoints.lock() else { return };
         let due = loop {
@@ -163,24 +166,42 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
             if state.bytes_since >= CHECKPOINT_BYTES {
                 break true;
             }
-            let Ok((next, timeout)) = checkpoints.wake.wait_timeout(state, CHECKPOINT_INTERVAL) else { return };
-            state = next;
-            if timeout.timed_out() && state.end > state.lsn {
-                break true;
+            let now = Instant::now();
+            if now >= deadline {
+                if state.end > state.lsn {
+                    break true;
+                }
+                deadline = now + CHECKPOINT_INTERVAL;
             }
+            let Ok((next, _)) = checkpoints.wake.wait_timeout(state, deadline - now) else { return };
+            state = next;
         };
         drop(state);
         sweep_caches(core);
-        if due && let Err(err) = checkpoint(core) {
-            // The index may have lost pages the kernel failed to write: fail stop.
-            core.queue.poison(format!("checkpoint failed: {err}"));
-            return;
+        if due {
+            deadline = Instant::now() + CHECKPOINT_INTERVAL;
+            if checkpoint(core).is_err() {
+                // Poisoned by the failure (see `checkpoint`): nothing more to do.
+                return;
+            }
         }
     }
 }
 
-/// Runs one checkpoint (see the module documentation).
+/// Runs one checkpoint (see the module documentation). Fail-stop, like the
+/// log: a failed one poisons the store (the engine may have lost pages the
+/// kernel failed to write), and none runs on a poisoned store (a sync after
+/// a failed one proves nothing, and could record as durable what is not).
 pub(crate) fn checkpoint<E: Engine>(core: &Core<E>) -> Result<(), Error> {
+    core.check_poisoned()?;
+    let result = write_checkpoint(core);
+    if let Err(err) = &result {
+        core.queue.poison(format!("checkpoint failed: {err}"));
+    }
+    result
+}
+
+fn write_checkpoint<E: Engine>(core: &Core<E>) -> Result<(), Error> {
     let checkpoints = &core.checkpoints;
     let _running = checkpoints.running.lock().map_err(|_| Error::Engine("checkpoint lock poisoned".to_owned()))?;
     let (target, next_batch) = {

@@ -46,6 +46,23 @@ fn a_failed_sync_acknowledges_nothing_and_stops_the_store() {
 /// every acknowledged append and never a torn one. Method: the memory engine
 /// keeps what was synced apart from what was written; appends, a checkpoint,
 /// more appends, then "power loss" and reopen.
+/// A checkpoint is fail-stop like the log: one that fails poisons the store,
+/// and none runs on a poisoned store (a later sync succeeding proves nothing
+/// about the pages the failed one may have lost).
+#[test]
+fn a_failed_checkpoint_stops_the_store() {
+    let engine = MemEngine::new();
+    let store = LogStore::with_engine(engine.clone_handle()).unwrap();
+    let s = session(2);
+    store.append(s, Seq::ZERO, &entries(0..2)).unwrap();
+    engine.fail_syncs(true);
+    assert!(store.checkpoint().is_err());
+    engine.fail_syncs(false);
+    assert!(matches!(store.checkpoint(), Err(Error::Poisoned { .. })), "no checkpoint after a failed one");
+    assert!(matches!(store.append(s, Seq::new(2), &entries(2..3)), Err(AppendError::Store(Error::Poisoned { .. }))));
+    assert_eq!(store.read(s, Seq::ZERO, 10).unwrap().len(), 2, "what was durable stays readable");
+}
+
 #[test]
 fn a_power_loss_keeps_every_acknowledged_append() {
     let engine = MemEngine::new();
