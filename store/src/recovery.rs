@@ -85,7 +85,9 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<Recovered, OpenError> {
     let mut states = load_heads(engine)?;
     load_origins(engine, &mut states)?;
 
-    let mut scan = Scan::new(Arc::clone(&log), from, checkpoint.map(|(_, batch)| batch))
+    // Without a checkpoint the log starts at batch 0: a first batch numbered
+    // otherwise (say, segment 0 zeroed before segment 1) is damage.
+    let mut scan = Scan::new(Arc::clone(&log), from, Some(first_batch))
         .map_err(|err| OpenError::Io { path: "(log)".into(), reason: err.to_string() })?;
     while let Some(batch) = scan.next_batch()? {
         replay_batch(engine, &mut states, batch.header.lsn, &batch.payload)?;

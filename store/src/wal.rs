@@ -962,7 +962,29 @@ impl Scan {
         let file = self.dir.open_segment(next, false).map_err(|e| ScanError::Io(e.to_string()))?;
         let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
         reader.load_header(next);
-        Ok(matches!(reader.batch_at(SEGMENT_HEADER_BYTES as u64, next, self.expected_batch), Ok(Some(_))))
+        if reader.key.is_none() {
+            // Prepared (zeroes) or torn at creation: no batch in it can be valid.
+            return Ok(false);
+        }
+        let first = SEGMENT_HEADER_BYTES as u64;
+        let at = lsn(next, first);
+        let reason = match reader.batch_at(first, next, self.expected_batch) {
+            Ok(Some(_)) => return Ok(true),
+            Ok(None) => "nothing written".to_owned(),
+            Err(BatchProblem::Invalid(reason)) => reason,
+            Err(BatchProblem::Misnumbered { found, expected }) => {
+                let reason = format!("intact batch numbered {found} where {expected} belongs");
+                return Err(ScanError::Damaged { at, later: at, reason });
+            }
+        };
+        // A rollover writes the new segment's header and first batch in one
+        // write, after everything before is durable: if that first batch is
+        // torn, nothing can follow it. An intact batch later on is damage,
+        // not a clean end (which a rollover would then overwrite).
+        match reader.find_valid_after(first, next) {
+            Some(later) => Err(ScanError::Damaged { at, later, reason }),
+            None => Ok(false),
+        }
     }
 }
 

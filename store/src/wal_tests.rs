@@ -241,3 +241,32 @@ fn a_prepared_next_segment_is_not_data() {
     assert_eq!(end.end, next.end());
     assert_eq!(dir.open_segment(1, false).unwrap().len().unwrap(), 1 << 20, "written in place, not appended");
 }
+
+/// Goal: damage to the first batch of a later segment, with intact batches
+/// after it, is reported as damage, not taken for the log's end (a rollover
+/// would then overwrite the acknowledged batches after it). Method: batches
+/// of 20 MiB, so the fourth and fifth are in segment 1; flip a byte in the
+/// fourth.
+#[test]
+fn damage_at_the_start_of_the_next_segment_is_reported() {
+    let dir = dir();
+    let mut writer = LogWriter::new(Arc::clone(&dir), 0, 0, None);
+    let big = |fill: u8| {
+        let mut batch = BatchBuf::new();
+        batch.push_blob(logbook_core::Digest::from_bytes([fill; 32]), BodyCodec::Raw, &vec![fill; 20 << 20]);
+        batch
+    };
+    let written: Vec<BatchHeader> = (0..5).map(|idx| writer.write(&mut big(idx)).unwrap()).collect();
+    assert_eq!(written.iter().map(|h| segment_of(h.lsn)).collect::<Vec<_>>(), [0, 0, 0, 1, 1]);
+    let at = offset_of(written[3].lsn) + 100;
+    let segment = dir.open_segment(1, false).unwrap();
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, at).unwrap();
+    segment.write_at(&[byte[0] ^ 0x10], at).unwrap();
+    match scan_all(&dir) {
+        Err(ScanError::Damaged { at, later, .. }) => assert_eq!((at, later), (written[3].lsn, written[4].lsn)),
+        other => panic!("expected damage, got {other:?}"),
+    }
+    segment.write_at(&byte, at).unwrap();
+    assert_eq!(scan_all(&dir).unwrap().0, written);
+}
