@@ -365,6 +365,16 @@ impl<E: Engine> Core<E> {
         Ok(out)
     }
 
+    /// Whether [`Core::read_range`] of `from .. end` would be served from
+    /// memory (the session's own tail cache), with no read of the log.
+    pub(crate) fn is_cached(&self, session: SessionId, from: Seq, end: Seq) -> bool {
+        let Some(slot) = self.slot(session) else { return true };
+        if from < slot.own_start() {
+            return false;
+        }
+        slot.lock_cache().is_ok_and(|cache| from >= cache.first && end <= cache.end())
+    }
+
     /// `slot`'s own records `from .. end`, all durable: from the tail cache if
     /// it holds them, else from the log, checked.
     pub(crate) fn read_own(&self, slot: &Slot, from: Seq, end: Seq) -> Result<Vec<Record>, Error> {

@@ -3,7 +3,10 @@
 //! A subscription reads durable records from its cursor on and then waits for
 //! the session's durable head to move. It never sees a record before that
 //! record's barrier has passed, and never skips or repeats one: it reads by seq.
-//! Its memory use is bounded by the batch size the caller asks for.
+//! Its memory use is bounded by the batch size the caller asks for. Awaited
+//! on a tokio runtime, a batch that must be read from the log (not in the
+//! session's tail cache: a replay from far back) is read on the blocking
+//! pool, so that it does not hold an async worker.
 
 use std::sync::Arc;
 
@@ -19,6 +22,8 @@ use crate::log::Inner;
 pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     fn durable_rx(&self, session: SessionId) -> Result<watch::Receiver<Head>, Error>;
     fn read_range(&self, session: SessionId, from: Seq, end: Seq) -> Result<Vec<Record>, Error>;
+    /// Whether `read_range` of these would be served from memory.
+    fn is_cached(&self, session: SessionId, from: Seq, end: Seq) -> bool;
 }
 
 impl<E: Engine> Source for Inner<E> {
@@ -29,6 +34,10 @@ impl<E: Engine> Source for Inner<E> {
     fn read_range(&self, session: SessionId, from: Seq, end: Seq) -> Result<Vec<Record>, Error> {
         self.core.read_range(session, from, end)
     }
+
+    fn is_cached(&self, session: SessionId, from: Seq, end: Seq) -> bool {
+        self.core.is_cached(session, from, end)
+    }
 }
 
 /// Follows one session from a seq on. Dropping it unsubscribes.
@@ -38,11 +47,15 @@ pub struct Subscription {
     session: SessionId,
     next: Seq,
     rx: Option<watch::Receiver<Head>>,
+    /// A read of the batch from `next` on the blocking pool, kept across a
+    /// cancelled [`Subscription::next_batch`] so the next call awaits it
+    /// rather than starting over.
+    reading: Option<tokio::task::JoinHandle<Result<Vec<Record>, Error>>>,
 }
 
 impl Subscription {
     pub(crate) fn new(source: Arc<dyn Source>, session: SessionId, from: Seq) -> Subscription {
-        Subscription { source, session, next: from, rx: None }
+        Subscription { source, session, next: from, rx: None, reading: None }
     }
 
     /// The seq of the next record this subscription will deliver.
@@ -52,11 +65,34 @@ impl Subscription {
 
     /// Waits for and returns the next records (at most `max`). Returns `None`
     /// only if the store was dropped.
+    ///
+    /// Cancel-safe: dropped mid-read, it delivers nothing and moves nothing;
+    /// the next call picks the same read up.
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, Error> {
         loop {
-            let batch = self.try_next_batch(max)?;
-            if !batch.is_empty() {
-                return Ok(Some(batch));
+            if let Some(reading) = self.reading.as_mut() {
+                let read = reading.await;
+                self.reading = None;
+                let batch = read.map_err(|err| Error::Engine(format!("a subscription's read failed: {err}")))??;
+                if !batch.is_empty() {
+                    self.advance(&batch);
+                    return Ok(Some(batch));
+                }
+            } else if let Some((from, end)) = self.next_range(max)? {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) if !self.source.is_cached(self.session, from, end) => {
+                        let (source, session) = (Arc::clone(&self.source), self.session);
+                        self.reading = Some(runtime.spawn_blocking(move || source.read_range(session, from, end)));
+                        continue;
+                    }
+                    Ok(_) | Err(_) => {
+                        let batch = self.source.read_range(self.session, from, end)?;
+                        if !batch.is_empty() {
+                            self.advance(&batch);
+                            return Ok(Some(batch));
+                        }
+                    }
+                }
             }
             let Some(rx) = self.rx.as_mut() else { return Ok(None) };
             if rx.changed().await.is_err() {
@@ -67,21 +103,33 @@ impl Subscription {
 
     /// The records durable now from the cursor on (at most `max`), without waiting.
     pub fn try_next_batch(&mut self, max: usize) -> Result<Vec<Record>, Error> {
+        // A read left by a cancelled `next_batch` covers the same records: its
+        // result is dropped, and they are read here instead.
+        self.reading = None;
+        let Some((from, end)) = self.next_range(max)? else { return Ok(Vec::new()) };
+        let records = self.source.read_range(self.session, from, end)?;
+        self.advance(&records);
+        Ok(records)
+    }
+
+    /// The seqs of the next batch of at most `max` durable records, if any.
+    fn next_range(&mut self, max: usize) -> Result<Option<(Seq, Seq)>, Error> {
         if self.rx.is_none() {
             self.rx = Some(self.source.durable_rx(self.session)?);
         }
         let durable = match self.rx.as_mut() {
             Some(rx) => rx.borrow_and_update().next,
-            None => return Ok(Vec::new()),
+            None => return Ok(None),
         };
         if self.next >= durable {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let end = Seq::new(durable.get().min(self.next.get().saturating_add(max.max(1) as u64)));
-        let records = self.source.read_range(self.session, self.next, end)?;
+        Ok(Some((self.next, Seq::new(durable.get().min(self.next.get().saturating_add(max.max(1) as u64))))))
+    }
+
+    fn advance(&mut self, records: &[Record]) {
         if let Some(last) = records.last() {
             self.next = Seq::new(last.seq().get() + 1);
         }
-        Ok(records)
     }
 }
