@@ -142,6 +142,18 @@ fn an_intact_batch_out_of_place_is_damage() {
     assert!(matches!(scan_all(&dir), Err(ScanError::Damaged { .. })));
 }
 
+/// `n` batches of one 20 MiB blob each: three fill a 64 MiB segment.
+fn write_big_batches(dir: &Arc<dyn LogDir>, n: u8) -> (LogWriter, Vec<BatchHeader>) {
+    let mut writer = LogWriter::new(Arc::clone(dir), 0, 0, None);
+    let big = |fill: u8| {
+        let mut batch = BatchBuf::new();
+        batch.push_blob(logbook_core::Digest::from_bytes([fill; 32]), BodyCodec::Raw, &vec![fill; 20 << 20]);
+        batch
+    };
+    let written = (0..n).map(|idx| writer.write(&mut big(idx)).unwrap()).collect();
+    (writer, written)
+}
+
 fn read_header(dir: &Arc<dyn LogDir>) -> Vec<u8> {
     let mut bytes = vec![0u8; SEGMENT_HEADER_BYTES];
     dir.open_segment(0, false).unwrap().read_exact_at(&mut bytes, 0).unwrap();
@@ -154,13 +166,7 @@ fn read_header(dir: &Arc<dyn LogDir>) -> Vec<u8> {
 #[test]
 fn segments_roll_over_and_strays_are_reported() {
     let dir = dir();
-    let mut writer = LogWriter::new(Arc::clone(&dir), 0, 0, None);
-    let big = |fill: u8| {
-        let mut batch = BatchBuf::new();
-        batch.push_blob(logbook_core::Digest::from_bytes([fill; 32]), BodyCodec::Raw, &vec![fill; 20 << 20]);
-        batch
-    };
-    let written: Vec<BatchHeader> = (0..4).map(|idx| writer.write(&mut big(idx)).unwrap()).collect();
+    let (writer, written) = write_big_batches(&dir, 4);
     assert_eq!(written.iter().map(|h| segment_of(h.lsn)).collect::<Vec<_>>(), [0, 0, 0, 1]);
     assert_eq!(offset_of(written[3].lsn), SEGMENT_HEADER_BYTES as u64);
     let (read, end) = scan_all(&dir).unwrap();
@@ -250,13 +256,7 @@ fn a_prepared_next_segment_is_not_data() {
 #[test]
 fn damage_at_the_start_of_the_next_segment_is_reported() {
     let dir = dir();
-    let mut writer = LogWriter::new(Arc::clone(&dir), 0, 0, None);
-    let big = |fill: u8| {
-        let mut batch = BatchBuf::new();
-        batch.push_blob(logbook_core::Digest::from_bytes([fill; 32]), BodyCodec::Raw, &vec![fill; 20 << 20]);
-        batch
-    };
-    let written: Vec<BatchHeader> = (0..5).map(|idx| writer.write(&mut big(idx)).unwrap()).collect();
+    let (_, written) = write_big_batches(&dir, 5);
     assert_eq!(written.iter().map(|h| segment_of(h.lsn)).collect::<Vec<_>>(), [0, 0, 0, 1, 1]);
     let at = offset_of(written[3].lsn) + 100;
     let segment = dir.open_segment(1, false).unwrap();
