@@ -974,6 +974,7 @@ impl Scan {
             Err(BatchProblem::Invalid(reason)) => reason,
             Err(BatchProblem::Misnumbered { found, expected }) => {
                 let reason = format!("intact batch numbered {found} where {expected} belongs");
+                (self.number, self.offset, self.reader) = (next, first, Some(reader));
                 return Err(ScanError::Damaged { at, later: at, reason });
             }
         };
@@ -982,7 +983,12 @@ impl Scan {
         // torn, nothing can follow it. An intact batch later on is damage,
         // not a clean end (which a rollover would then overwrite).
         match reader.find_valid_after(first, next) {
-            Some(later) => Err(ScanError::Damaged { at, later, reason }),
+            Some(later) => {
+                // The damage is in `next`: the scan moves there, so that a
+                // salvaging scan goes on from it (not from this segment again).
+                (self.number, self.offset, self.reader) = (next, first, Some(reader));
+                Err(ScanError::Damaged { at, later, reason })
+            }
             None => Ok(false),
         }
     }

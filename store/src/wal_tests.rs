@@ -267,6 +267,15 @@ fn damage_at_the_start_of_the_next_segment_is_reported() {
         Err(ScanError::Damaged { at, later, .. }) => assert_eq!((at, later), (written[3].lsn, written[4].lsn)),
         other => panic!("expected damage, got {other:?}"),
     }
+    // Verification's salvaging scan goes on past it, once.
+    let mut scan = Scan::new(Arc::clone(&dir), 0, Some(0)).unwrap();
+    let mut salvaged = Vec::new();
+    while let Some(batch) = scan.next_salvaged().unwrap() {
+        salvaged.push((batch.batch.header.lsn, batch.problem.is_some()));
+        assert!(salvaged.len() <= written.len(), "the scan came back over {salvaged:?}");
+    }
+    let expected: Vec<(u64, bool)> = written.iter().enumerate().map(|(idx, h)| (h.lsn, idx == 3)).collect();
+    assert_eq!(salvaged, expected);
     segment.write_at(&byte, at).unwrap();
     assert_eq!(scan_all(&dir).unwrap().0, written);
 }
