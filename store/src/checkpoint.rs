@@ -144,6 +144,10 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
     // Counted from the last checkpoint (or from when nothing was pending), not
     // from the last wake-up: sweeps and preparations wake the thread often.
     let mut deadline = Instant::now() + CHECKPOINT_INTERVAL;
+    // Once a checkpoint failed (or the store was poisoned), none is due any
+    // more; the thread stays for the cache sweeps, which a store still
+    // serving reads needs.
+    let mut stopped = false;
     loop {
         let Ok(mut state) = checkpoints.lock() else { return };
         let due = loop {
@@ -163,12 +167,12 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
                 state.sweep = false;
                 break false;
             }
-            if state.bytes_since >= CHECKPOINT_BYTES {
+            if !stopped && state.bytes_since >= CHECKPOINT_BYTES {
                 break true;
             }
             let now = Instant::now();
             if now >= deadline {
-                if state.end > state.lsn {
+                if !stopped && state.end > state.lsn {
                     break true;
                 }
                 deadline = now + CHECKPOINT_INTERVAL;
@@ -180,10 +184,8 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
         sweep_caches(core);
         if due {
             deadline = Instant::now() + CHECKPOINT_INTERVAL;
-            if checkpoint(core).is_err() {
-                // Poisoned by the failure (see `checkpoint`): nothing more to do.
-                return;
-            }
+            // On failure the store is poisoned (see `checkpoint`).
+            stopped = checkpoint(core).is_err();
         }
     }
 }

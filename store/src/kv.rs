@@ -98,7 +98,7 @@ impl<E: Engine> Resources for LogStore<E> {
                 "resource value of {len} bytes (stored) is over {MAX_RESOURCE_VALUE_BYTES}"
             )));
         }
-        let ticket = {
+        let (ticket, stored) = {
             // Held until the write is in the log's batch, so that resource
             // writes reach the engine and the log in the same order.
             let _order = core.resource_lock.lock().map_err(|_| Error::Engine("resource lock poisoned".to_owned()))?;
@@ -126,18 +126,27 @@ impl<E: Engine> Resources for LogStore<E> {
                 Ok(None)
             });
             match submitted {
-                Ok(ticket) => ticket,
+                Ok(ticket) => (ticket, stored),
                 Err(err) => {
                     // Not in the log (the store is closing or poisoned): put
                     // the old value back (still under the lock, so it is ours
-                    // to replace), lest a later checkpoint make durable a
-                    // change the log never had and the caller was told failed.
+                    // to replace), lest the engine keep, and a later flush
+                    // make durable, a change the log never had and the
+                    // caller was told failed.
                     let _ = core.engine.compare_and_swap(Tree::Resources, &full_key, framed.as_deref(), stored);
                     return Err(err);
                 }
             }
         };
-        ticket.wait()?;
+        if let Err(err) = ticket.wait() {
+            // Its batch failed (the store is now poisoned): the same, unless
+            // another write changed the value since (then that one's undo
+            // applies, or it stands as it did before this one).
+            if let Ok(_order) = core.resource_lock.lock() {
+                let _ = core.engine.compare_and_swap(Tree::Resources, &full_key, framed.as_deref(), stored);
+            }
+            return Err(err);
+        }
         Ok(Ok(()))
     }
 

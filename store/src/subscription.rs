@@ -67,7 +67,9 @@ impl Subscription {
     /// only if the store was dropped.
     ///
     /// Cancel-safe: dropped mid-read, it delivers nothing and moves nothing;
-    /// the next call picks the same read up.
+    /// the next call picks the same read up. (A read left behind when the
+    /// subscription is dropped finishes on its own, holding the store open
+    /// until then: one batch.)
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, Error> {
         loop {
             if let Some(reading) = self.reading.as_mut() {

@@ -98,6 +98,10 @@ impl LogDir for FsLogDir {
     fn open_segment(&self, number: u64, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
         let mut open = self.lock()?;
         if let Some(segment) = open.get(&number) {
+            if create {
+                // The writer starting it (see below), though a reader opened it first.
+                File::open(&self.path)?.sync_all()?;
+            }
             return Ok(Arc::clone(segment) as Arc<dyn SegmentFile>);
         }
         let path = self.segment_path(number);

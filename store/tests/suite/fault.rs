@@ -63,6 +63,18 @@ fn a_failed_checkpoint_stops_the_store() {
     assert_eq!(store.read(s, Seq::ZERO, 10).unwrap().len(), 2, "what was durable stays readable");
 }
 
+/// A resource write whose batch failed is not left behind in the index:
+/// readers keep seeing the old value, as the log has it.
+#[test]
+fn a_resource_write_whose_batch_failed_leaves_the_old_value() {
+    let engine = MemEngine::new();
+    let store = LogStore::with_engine(engine.clone_handle()).unwrap();
+    store.swap_resource(ResourceKind::Agent, b"k", None, Some(b"v1")).unwrap().unwrap();
+    engine.fail_syncs(true);
+    assert!(store.swap_resource(ResourceKind::Agent, b"k", Some(b"v1"), Some(b"v2")).is_err());
+    assert_eq!(store.get_resource(ResourceKind::Agent, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+}
+
 #[test]
 fn a_power_loss_keeps_every_acknowledged_append() {
     let engine = MemEngine::new();
