@@ -1069,6 +1069,9 @@ def test_a_fork_is_an_ordinary_session_to_the_sdk(harness: Harness) -> None:
     retrieved = h.client.beta.sessions.retrieve(fork["id"])
     assert retrieved.agent.model.id == "claude-opus-4-6"
     assert retrieved.environment_id == parent.environment_id
+    # The fork starts idle (its prefix ends before the parent's turn): wait
+    # for its own turn to reach the model, then for that turn to end.
+    h.wait_requests(lambda rs: len(rs) >= 2, "the fork's model request")
     h.wait_status(fork["id"], "idle")
 
     listed = h.listed(fork["id"])
