@@ -337,7 +337,32 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let method = request.method().clone();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let mut response = next.run(request).await;
+    // A panicking handler answers 500 with the envelope and a request id
+    // instead of dropping the connection (the SDK would retry blind).
+    let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(next.run(request)));
+    let mut response = match run.await {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ApiError::internal(format!("request {request_id}: a handler panicked: {what}")).into_response()
+        }
+    };
+    if response.extensions().get::<ApiError>().is_none() && is_bare_error(&response) {
+        // An extractor's rejection (say, a path segment that is not UTF-8)
+        // answers in plain text: give it the API's envelope too.
+        let (parts, body) = response.into_parts();
+        let text = axum::body::to_bytes(body, MAX_BARE_ERROR_BYTES).await.unwrap_or_default();
+        let mut error = ApiError::for_status(parts.status, String::from_utf8_lossy(&text).trim());
+        if error.message.is_empty() {
+            error.message = parts.status.canonical_reason().unwrap_or("error").to_owned();
+        }
+        response = Response::from_parts(parts, axum::body::Body::empty());
+        response.extensions_mut().insert(error);
+    }
     if let Some(error) = response.extensions().get::<ApiError>().cloned() {
         let headers = response.headers().clone();
         let mut rebuilt = (error.status, Json(error.body(Some(&request_id)))).into_response();
@@ -360,6 +385,16 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         tracing::debug!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request");
     }
     response
+}
+
+/// Most bytes of a plain-text error body carried into the envelope's message.
+const MAX_BARE_ERROR_BYTES: usize = 4096;
+
+/// An error response without the API's envelope: plain text or nothing.
+fn is_bare_error(response: &Response) -> bool {
+    let status = response.status();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    (status.is_client_error() || status.is_server_error()) && !content_type.starts_with("application/json")
 }
 
 fn ulid_text(ms: u64, random: u128) -> String {
@@ -387,9 +422,18 @@ async fn guard(
             if streaming {
                 return next.run(request).await;
             }
+            let reads = matches!(*request.method(), Method::GET | Method::HEAD);
             match tokio::time::timeout(state.config().request_timeout, next.run(request)).await {
                 Ok(response) => response,
-                Err(_) => ApiError::timeout("the request took too long; retry").into_response(),
+                Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
+                Err(_) => {
+                    // The write may still land (work handed to the store goes
+                    // on): a blind retry could make it twice. Read, then decide.
+                    let mut err =
+                        ApiError::timeout("the request took too long; it may still take effect: check before retrying");
+                    err.should_retry = Some(false);
+                    err.into_response()
+                }
             }
         }
         Err(err) => err.into_response(),
@@ -412,7 +456,13 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
     let key = if let Some(value) = headers.get("x-api-key") {
         value.to_str().ok().map(str::trim).map(str::to_owned)
     } else if let Some(value) = headers.get("authorization") {
-        value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).map(str::to_owned)
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim().to_owned())
     } else {
         return Err(ApiError::unauthenticated("missing API key: send it as x-api-key or as Authorization: Bearer"));
     };

@@ -70,6 +70,10 @@ struct Inner {
     resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
+    /// Held by whatever makes or checks a session's reference to an
+    /// environment (creating a session, deleting an environment), so that a
+    /// delete never races a create into a session without its environment.
+    environment_refs: std::sync::Mutex<()>,
 }
 
 /// The 80 random bits of a ULID.
@@ -94,6 +98,7 @@ impl AppState {
                 audit_key: std::sync::OnceLock::new(),
                 resources_host: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
+                environment_refs: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -165,6 +170,12 @@ impl AppState {
 
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// See `Inner::environment_refs`. Blocking: take it on the blocking pool.
+    pub fn environment_refs(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.inner.environment_refs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A fresh id for an object created at `now`: ids sort by creation, also

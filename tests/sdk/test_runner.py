@@ -32,7 +32,7 @@ from anthropic.lib.tools import beta_async_tool
 from anthropic.types.beta import BetaManagedAgentsDeltaEvent, BetaManagedAgentsStartEvent
 from anthropic.types.beta.sessions import BetaManagedAgentsAgentMessageEvent
 
-from helpers import MODEL, user_message
+from helpers import MODEL, unique, user_message
 from runner_conftest_helpers import (  # noqa: F401 - fixtures are found by name
     TURN_DEADLINE_S,
     WEATHER_TOOL,
@@ -602,6 +602,23 @@ def test_event_deltas_preview_the_message_before_it_is_buffered(harness: Harness
     # Previews are never persisted.
     listed = h.listed(session.id)
     assert [e.id for e in listed] == [e.id for e in plain_events]
+
+
+def test_initial_events_create_the_session_running(harness: Harness) -> None:
+    """§3.2: a non-empty `initial_events` creates the session directly in `running`; the turn runs."""
+    h = harness
+    h.fake.set_script([text_response("Hello from the start.")])
+    agent = h.client.beta.agents.create(name=unique("initial-agent"), model=MODEL, tools=[toolset()])  # type: ignore[arg-type]
+    session = h.client.beta.sessions.create(
+        agent=agent.id, environment_id=h.env_id, initial_events=[user_message("hello")]  # type: ignore[list-item]
+    )
+    h.sessions.append(session.id)
+    assert session.status == "running", session.status
+    h.wait_requests(lambda rs: len(rs) >= 1, "the initial turn's model request")
+    done = h.wait_status(session.id, "idle")
+    assert done.status == "idle"
+    answers = [e for e in h.listed(session.id) if e.type == "agent.message"]
+    assert [text_of(a.content) for a in answers] == ["Hello from the start."]
 
 
 # --------------------------------------------------------------------------- 5. interrupts

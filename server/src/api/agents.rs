@@ -306,11 +306,12 @@ pub async fn versions(
     let page = state
         .blocking(move |store| {
             // 404 for an agent of another workspace, like any missing one.
-            load_latest(store, &tenant, id)?;
+            let (_, latest) = load_latest(store, &tenant, id)?;
             let prefix = tenant.key(id.to_bytes());
             let scanned =
                 scan_page(store, ResourceKind::AgentVersion, &prefix, after, Direction::Backward, limit, |bytes| {
-                    from_bytes::<Agent>(bytes).map(Some)
+                    // Archiving is the agent's, not a version's: every version shows it.
+                    from_bytes::<Agent>(bytes).map(|version| Some(Agent { archived_at: latest.archived_at, ..version }))
                 })?;
             Ok(Page {
                 data: scanned.items.into_iter().map(|(_, agent)| agent).collect(),
@@ -339,12 +340,13 @@ pub fn load_latest(store: &SledStore, tenant: &Tenant, id: AgentId) -> Result<(V
     Ok((bytes, agent))
 }
 
-/// A given version, or the latest.
+/// A given version, or the latest. An archived agent's versions are all
+/// archived (archiving is one-way and the agent's, stored on its latest).
 pub fn load_version(store: &SledStore, tenant: &Tenant, id: AgentId, version: Option<u32>) -> Result<Agent, ApiError> {
     let (_, latest) = load_latest(store, tenant, id)?;
     let Some(version) = version.filter(|v| *v != latest.version) else { return Ok(latest) };
     match store.get_resource(ResourceKind::AgentVersion, &version_key(tenant, id, version))? {
-        Some(bytes) => from_bytes(&bytes),
+        Some(bytes) => from_bytes::<Agent>(&bytes).map(|agent| Agent { archived_at: latest.archived_at, ..agent }),
         None => {
             Err(ApiError::not_found(format!("agent {id} has no version {version}"))
                 .with_code("agent_version_not_found"))

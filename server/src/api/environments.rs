@@ -265,9 +265,19 @@ pub async fn delete(
     Path(env_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_env_id(&env_id)?;
+    let worker_state = state.clone();
     state
         .blocking(move |store| {
+            let _refs = worker_state.environment_refs();
             let (current_bytes, _) = load(store, &tenant, id)?;
+            // Behaviour digest §6.4: an environment is deleted only when no
+            // session references it (archive it instead).
+            if super::sessions::any_in_environment(store, &tenant, id)? {
+                return Err(ApiError::conflict(format!(
+                    "environment {id} is used by sessions; delete them first, or archive the environment"
+                ))
+                .with_code("environment_in_use"));
+            }
             match store.swap_resource(
                 ResourceKind::Environment,
                 &tenant.key(id.to_bytes()),
@@ -275,7 +285,7 @@ pub async fn delete(
                 None,
             )? {
                 Ok(()) => Ok(()),
-                Err(_) => Err(ApiError::conflict(format!("environment {id} changed concurrently; retry"))),
+                Err(_) => Err(ApiError::conflict_transient(format!("environment {id} changed concurrently; retry"))),
             }
         })
         .await?;
@@ -307,7 +317,7 @@ fn swap(store: &SledStore, tenant: &Tenant, id: EnvironmentId, old: &[u8], new: 
         Some(&to_bytes(new)?),
     )? {
         Ok(()) => Ok(()),
-        Err(_) => Err(ApiError::conflict(format!("environment {id} changed concurrently; retry"))),
+        Err(_) => Err(ApiError::conflict_transient(format!("environment {id} changed concurrently; retry"))),
     }
 }
 

@@ -86,6 +86,14 @@ impl ApiError {
         err
     }
 
+    /// A conflict with a concurrent write that the same request, sent again,
+    /// gets past (`x-should-retry: true`): lost compare-and-swap races.
+    pub fn conflict_transient(message: impl Into<String>) -> ApiError {
+        let mut err = ApiError::new(StatusCode::CONFLICT, ErrorKind::Conflict, message);
+        err.should_retry = Some(true);
+        err
+    }
+
     /// A precondition the request names does not hold (412), such as a work
     /// item's heartbeat that does not match its lease.
     pub fn precondition_failed(message: impl Into<String>) -> ApiError {
@@ -106,6 +114,24 @@ impl ApiError {
         );
         err.retry_after_ms = Some(retry_after_ms);
         err
+    }
+
+    /// The envelope for an error response something other than a handler
+    /// made (an extractor's rejection, a panic): its status keeps its meaning.
+    pub fn for_status(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let kind = match status.as_u16() {
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::Permission,
+            404 | 405 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            413 => ErrorKind::RequestTooLarge,
+            429 => ErrorKind::RateLimit,
+            504 => ErrorKind::Timeout,
+            503 | 529 => ErrorKind::Overloaded,
+            code if code < 500 => ErrorKind::InvalidRequest,
+            _ => ErrorKind::Api,
+        };
+        ApiError::new(status, kind, message)
     }
 
     pub fn timeout(message: impl Into<String>) -> ApiError {

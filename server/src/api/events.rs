@@ -152,7 +152,7 @@ fn check_sender(principal: &Principal, events: &[Value]) -> Result<(), ApiError>
 }
 
 /// Inputs that give a session something to do (so a self-hosted one needs a worker).
-fn starts_work(event: &Event) -> bool {
+pub(crate) fn starts_work(event: &Event) -> bool {
     matches!(
         event,
         Event::UserMessage(_)

@@ -464,7 +464,7 @@ pub async fn delete(
             let current = store.get_resource(ResourceKind::File, &key)?.ok_or_else(|| not_found(&id.to_string()))?;
             match store.swap_resource(ResourceKind::File, &key, Some(&current), None)? {
                 Ok(()) => Ok(()),
-                Err(_) => Err(ApiError::conflict(format!("file {id} changed concurrently; retry"))),
+                Err(_) => Err(ApiError::conflict_transient(format!("file {id} changed concurrently; retry"))),
             }
         })
         .await?;

@@ -94,7 +94,7 @@ pub fn put_new(store: &SledStore, kind: ResourceKind, key: &[u8], bytes: &[u8]) 
         Ok(()) => Ok(()),
         Err(current) => match store.swap_resource(kind, key, current.as_deref(), Some(bytes))? {
             Ok(()) => Ok(()),
-            Err(_) => Err(ApiError::conflict("concurrent write; retry")),
+            Err(_) => Err(ApiError::conflict_transient("concurrent write; retry")),
         },
     }
 }

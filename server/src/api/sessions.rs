@@ -328,6 +328,7 @@ pub async fn create(
     let session = state
         .blocking(move |store| {
             let env_id: EnvironmentId = env_id.parse().map_err(|_| environments::not_found(&env_id))?;
+            let _refs = worker_state.environment_refs();
             let (_, env) = environments::load(store, &tenant, env_id)?;
             if env.archived_at.is_some() {
                 return Err(ApiError::invalid(format!("environment {env_id} is archived and cannot start sessions"))
@@ -359,6 +360,11 @@ pub async fn create(
             }
             // Validate every initial event before creating anything.
             let inputs = events::parse_inputs(&initial, InputContext::Initial, &session, now)?;
+            // Behaviour digest §3.2: initial input creates the session running
+            // (when a runner will run it; without one, idle is the truth).
+            if worker_state.runner().is_some() && inputs.iter().any(events::starts_work) {
+                session.status = Status::Running;
+            }
             let resolved = super::resources::resolve(store, &tenant, specs, &[], now)?;
             if let Some(host) = worker_state.resources_host() {
                 host.prepare(id).map_err(ApiError::internal)?;
@@ -728,7 +734,9 @@ pub async fn delete(
             }
             match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(&current_bytes), None)? {
                 Ok(()) => {}
-                Err(_) => return Err(ApiError::conflict(format!("session {id} changed concurrently; retry"))),
+                Err(_) => {
+                    return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
+                }
             }
             events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])
         })
@@ -846,6 +854,22 @@ pub fn set_usage(store: &SledStore, tenant: &Tenant, id: SessionId, usage: Usage
     Err(ApiError::conflict(format!("session {id} keeps changing; usage not recorded")))
 }
 
+/// Whether any session of `tenant` (archived ones too) runs in environment `env`.
+pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId) -> Result<bool, ApiError> {
+    let prefix = tenant.prefix();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_resources(ResourceKind::Session, &prefix, after.as_deref(), Direction::Forward, 1000)?;
+        let Some((last, _)) = page.last() else { return Ok(false) };
+        after = Some(last.clone());
+        for (_, bytes) in &page {
+            if from_bytes::<StoredSession>(bytes)?.environment_id == env {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 /// Every session, in every workspace, whose status is running or rescheduling.
 pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, SessionId)>, ApiError> {
     let mut out = Vec::new();
@@ -942,6 +966,6 @@ impl DecodedSessions {
 fn swap(store: &SledStore, tenant: &Tenant, id: SessionId, old: &[u8], new: &StoredSession) -> Result<(), ApiError> {
     match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(old), Some(&to_bytes(new)?))? {
         Ok(()) => Ok(()),
-        Err(_) => Err(ApiError::conflict(format!("session {id} changed concurrently; retry"))),
+        Err(_) => Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry"))),
     }
 }

@@ -500,8 +500,19 @@ async fn archive_is_one_way_and_read_only() {
     let env = h.env("e").await;
     h.post("/v1/sessions", &json!({"agent": id(&agent), "environment_id": id(&env)})).await.invalid();
     assert_eq!(ids(&h.get("/v1/agents").await.ok()), vec![id(&kept)]);
+    // Archiving is the agent's: an older version pinned, or listed, is archived too.
+    let kept_path = format!("/v1/agents/{}", id(&kept));
+    h.post(&kept_path, &json!({"version": kept["version"], "name": "kept v2"})).await.ok();
+    h.post_empty(&format!("{kept_path}/archive")).await.ok();
+    let pinned = json!({"type": "agent", "id": id(&kept), "version": kept["version"]});
+    h.post("/v1/sessions", &json!({"agent": pinned, "environment_id": id(&env)})).await.invalid();
+    let v1 = h.get(&format!("{kept_path}?version={}", kept["version"])).await.ok();
+    assert!(v1["archived_at"].is_string(), "{v1}");
+    let versions = h.get(&format!("{kept_path}/versions")).await.ok();
+    assert!(versions["data"].as_array().unwrap().iter().all(|v| v["archived_at"].is_string()), "{versions}");
     let all = ids(&h.get("/v1/agents?include_archived=true").await.ok());
     assert_eq!(all.iter().collect::<BTreeSet<_>>(), [id(&kept).to_owned(), id(&agent).to_owned()].iter().collect());
+    assert!(ids(&h.get("/v1/agents").await.ok()).is_empty());
     h.get("/v1/agents?include_archived=maybe").await.invalid();
     h.post_empty("/v1/agents/agent_01JQ8Z7M3P5R7T9V1X3Z5B7D0E/archive").await.not_found();
 }

@@ -271,6 +271,29 @@ async fn delete_then_not_found() {
 }
 
 #[tokio::test]
+async fn an_environment_in_use_is_not_deleted() {
+    // Goal: an environment is deleted only when no session references it
+    // (behaviour digest §6.4): 409 `environment_in_use`, not to be retried,
+    // while a session (archived too) uses it; deleted once they are gone.
+    // Method: a session in it, archived, then deleted.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let env = h.env("busy").await;
+    let session = h.session(&agent, &env).await;
+    let path = format!("/v1/environments/{}", id(&env));
+    let refused = h.delete(&path).await;
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.headers.get("x-should-retry").unwrap(), "false");
+    let body: Value = serde_json::from_slice(&refused.bytes).unwrap();
+    assert_eq!(body["error"]["details"]["error_code"], "environment_in_use", "{body}");
+    h.post_empty(&format!("/v1/sessions/{}/archive", id(&session))).await.ok();
+    assert_eq!(h.delete(&path).await.status, 409, "an archived session still references it");
+    h.delete(&format!("/v1/sessions/{}", id(&session))).await.ok();
+    h.delete(&path).await.ok();
+    h.get(&path).await.not_found();
+}
+
+#[tokio::test]
 async fn list_pages() {
     // Goal: the environment list pages newest first with limit/page and
     // refuses bad limits and foreign cursors. Method: 3 environments, limit 2.

@@ -30,6 +30,16 @@ async fn both_key_headers_authenticate() {
     let via_bearer = h.call(Method::GET, &path, Auth::Bearer(&h.key_a), None).await.ok();
     assert_eq!(via_header, agent);
     assert_eq!(via_bearer, agent);
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    for scheme in ["bearer", "BEARER"] {
+        let request = Request::builder()
+            .uri(&path)
+            .header("anthropic-beta", MANAGED_AGENTS_BETA)
+            .header("authorization", format!("{scheme} {}", h.key_a))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(h.raw(request).await.ok(), agent, "{scheme}");
+    }
 }
 
 #[tokio::test]
@@ -269,6 +279,17 @@ async fn unknown_route_is_a_404_envelope() {
 }
 
 #[tokio::test]
+async fn an_extractor_rejection_is_an_error_envelope() {
+    // Goal: requests that fail before a handler runs (a path segment that is
+    // not UTF-8) still answer in the API's envelope with a request id, not in
+    // axum's plain text. Method: percent-encoded invalid UTF-8 in ids.
+    let h = Harness::new();
+    for path in ["/v1/sessions/%FF", "/v1/agents/%C3%28", "/v1/sessions/%FF/events"] {
+        h.get(path).await.invalid();
+    }
+}
+
+#[tokio::test]
 async fn wrong_method_on_a_known_path_is_an_error_envelope() {
     // Goal: updates are POST only (API digest §1); PATCH, PUT or DELETE on a
     // path that exists is an error in the envelope with a request id (404 or
@@ -442,7 +463,10 @@ async fn slow_request_is_504_timeout_error() {
         .header("content-type", "application/json")
         .body(Body::from_stream(never))
         .unwrap();
-    h.raw(request).await.error(504, "timeout_error");
+    let resp = h.raw(request).await;
+    resp.error(504, "timeout_error");
+    // A write may still land after its timeout: the SDK must not resend it blind.
+    assert_eq!(resp.header("x-should-retry"), Some("false"));
     // A normal request still works.
     h.get("/v1/agents").await.ok();
 }

@@ -448,9 +448,7 @@ pub fn not_found(raw: &str) -> ApiError {
 }
 
 fn busy(id: WorkId) -> ApiError {
-    let mut err = ApiError::conflict(format!("work item {id} is changing concurrently; retry"));
-    err.should_retry = Some(true);
-    err
+    ApiError::conflict_transient(format!("work item {id} is changing concurrently; retry"))
 }
 
 /// An item with its stored bytes.
@@ -767,7 +765,7 @@ pub fn ensure_session_item(
         mark_live(store, tenant, &item)?;
         return Ok(Some(item));
     }
-    Err(ApiError::conflict(format!("session {session}'s work item is changing concurrently; retry")))
+    Err(ApiError::conflict_transient(format!("session {session}'s work item is changing concurrently; retry")))
 }
 
 #[cfg(test)]
