@@ -578,20 +578,48 @@ fn check_tool_extras(name: &str, extra: &Map<String, Value>, field: &str) -> Res
             if items.is_empty() || items.len() > MAX_DOMAINS {
                 return Err(ApiError::invalid(format!("{field}.{key}: 1 to {MAX_DOMAINS} domains")));
             }
-            for item in items {
+            let mut seen = std::collections::HashSet::new();
+            for (idx, item) in items.iter().enumerate() {
+                let entry = format!("{field}.{key}.{idx}");
                 let domain = item.as_str().unwrap_or("");
+                if domain.is_empty() || domain.len() > MAX_DOMAIN_CHARS {
+                    return Err(ApiError::invalid(format!("{entry}: must be 1 to {MAX_DOMAIN_CHARS} characters")));
+                }
+                if !seen.insert(domain.to_ascii_lowercase()) {
+                    return Err(ApiError::invalid(format!("{entry}: {domain:?} is listed twice")));
+                }
                 // web_search accepts a path suffix (example.com/docs); web_fetch plain hostnames only.
                 let (host, path) = match domain.split_once('/') {
                     Some((host, path)) if name == "web_search" => (host, Some(path)),
                     Some(_) => ("", None),
                     None => (domain, None),
                 };
+                if host.contains(':') || host.rsplit('.').next().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+                {
+                    return Err(ApiError::invalid(format!(
+                        "{entry}: IP addresses are not supported; name a hostname ({domain:?})"
+                    )));
+                }
                 let path_ok =
                     path.is_none_or(|p| !p.is_empty() && !p.chars().any(|c| c.is_whitespace() || c.is_control()));
                 if !is_hostname(host) || !path_ok {
                     return Err(ApiError::invalid(format!(
-                        "{field}.{key}: {domain:?} is not a plain hostname{}",
+                        "{entry}: {domain:?} is not a plain ASCII hostname (punycode for others){}",
                         if name == "web_search" { " (optionally with a /path)" } else { "" }
+                    )));
+                }
+                let lower = host.to_ascii_lowercase();
+                if !lower.contains('.') {
+                    return Err(ApiError::invalid(format!(
+                        "{entry}: {domain:?} is a single label; name a registrable domain or a host in one"
+                    )));
+                }
+                if RESERVED_DOMAINS
+                    .iter()
+                    .any(|reserved| lower == *reserved || lower.ends_with(&format!(".{reserved}")))
+                {
+                    return Err(ApiError::invalid(format!(
+                        "{entry}: {domain:?} is a local or reserved name, not reachable from the web tools"
                     )));
                 }
             }
@@ -644,6 +672,12 @@ fn check_tool_extras(name: &str, extra: &Map<String, Value>, field: &str) -> Res
     }
     Ok(())
 }
+
+/// Longest entry of a web tool's domain list.
+const MAX_DOMAIN_CHARS: usize = 255;
+
+/// Names (and their subdomains) a web tool's domain list may not hold.
+const RESERVED_DOMAINS: [&str; 5] = ["localhost", "local", "internal", "localdomain", "invalid"];
 
 /// Whether `host` is a DNS hostname (labels of letters, digits and inner hyphens).
 pub fn is_hostname(host: &str) -> bool {
