@@ -289,7 +289,10 @@ pub struct SessionUpdate {
     vault_ids: Option<Value>,
 }
 
+/// The agent fields a session update may change (API digest: `agent?` =
+/// `{tools?, mcp_servers?}` only); anything else is refused, not ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SessionAgentUpdate {
     #[serde(default, deserialize_with = "double_option")]
     tools: Option<Option<Vec<Value>>>,
@@ -510,9 +513,9 @@ pub async fn update(
                 }
             }
             if let Some(agent) = body.agent {
-                if live.status == Status::Running {
+                if matches!(live.status, Status::Running | Status::Rescheduling) {
                     return Err(ApiError::invalid(
-                        "agent: the session is running; send user.interrupt and wait for idle before changing its tools",
+                        "agent: the session is not idle; send user.interrupt and wait for idle before changing its tools",
                     ));
                 }
                 if !current.from_agent_ref {
@@ -523,6 +526,12 @@ pub async fn update(
                 }
                 if let Some(servers) = agent.mcp_servers {
                     next.agent.mcp_servers = servers.unwrap_or_default();
+                    // As at create: a limited environment decides which MCP hosts it reaches.
+                    // (A session outliving its environment, from before deletes
+                    // checked for sessions, has nothing left to check against.)
+                    if let Ok((_, env)) = environments::load(store, &tenant, current.environment_id) {
+                        crate::mcp::check_environment(&next.agent.mcp_servers, &env.config)?;
+                    }
                 }
                 check_mcp(&next.agent.mcp_servers, &next.agent.tools)?;
                 if next.agent != current.agent {

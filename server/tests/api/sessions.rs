@@ -331,10 +331,36 @@ async fn update_title_metadata_and_tools() {
     h.post(&path, &json!({"agent": {"tools": [{"type": "mcp_toolset", "mcp_server_name": "nowhere"}]}}))
         .await
         .invalid();
+    // Only tools and mcp_servers may change; other agent fields are refused, not ignored.
+    h.post(&path, &json!({"agent": {"system": "be someone else"}})).await.invalid();
     h.post(&path, &json!({"title": "x".repeat(513)})).await.invalid();
     let body = h.post(&path, &json!({"metadata": {"k": ["v"]}})).await.invalid();
     assert_eq!(body["error"]["details"]["error_code"], "invalid_metadata");
     h.post("/v1/sessions/sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E", &json!({"title": "x"})).await.not_found();
+}
+
+#[tokio::test]
+async fn an_update_cannot_add_an_mcp_server_a_limited_environment_refuses() {
+    // Goal: as at create, an update's mcp_servers must be reachable under a
+    // limited environment that does not allow MCP servers at large. Method:
+    // a session in such an environment, updated with one allowed host and
+    // one outside its allowed_hosts.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let networking = json!({"type": "limited", "allowed_hosts": ["mcp.allowed.example"],
+        "allow_mcp_servers": false, "allow_package_managers": false});
+    let env = h
+        .post("/v1/environments", &json!({"name": "limited", "config": {"type": "cloud", "networking": networking}}))
+        .await
+        .ok();
+    let session = h.session(&agent, &env).await;
+    let path = format!("/v1/sessions/{}", id(&session));
+    let server = |url: &str| json!({"type": "url", "name": "tools", "url": url});
+    let toolset = json!({"type": "mcp_toolset", "mcp_server_name": "tools"});
+    let update = |url: &str| json!({"agent": {"mcp_servers": [server(url)], "tools": [toolset.clone()]}});
+    let body = h.post(&path, &update("https://mcp.elsewhere.example/sse")).await.invalid();
+    assert!(body["error"]["message"].as_str().unwrap().contains("allowed_hosts"), "{body}");
+    h.post(&path, &update("https://mcp.allowed.example/sse")).await.ok();
 }
 
 #[tokio::test]
