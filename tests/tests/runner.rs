@@ -276,6 +276,20 @@ async fn a_budget_stops_the_session_after_at_most_one_request() {
     let object = api.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(object["usage"]["input_tokens"], 1_000_000);
     assert!(object["usage"]["list_cost"]["amount"].as_str().unwrap().parse::<u64>().unwrap() >= 300);
+    // Paused at the cap (behaviour digest §12): a new message is refused, a
+    // new cap at or below the consumed cost too; one above it is taken.
+    let (status, body) = api
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/events"),
+            Some(json!({"events": user_message("more")})),
+        )
+        .await;
+    assert_eq!((status, body["error"]["details"]["error_code"].clone()), (400, json!("budget_reached")), "{body}");
+    let cap = |cents: &str| json!({"budget": {"type": "limit", "max_list_cost": {"amount": cents, "currency": "USD"}}});
+    let (status, body) = api.raw(reqwest::Method::POST, &format!("/v1/sessions/{session}"), Some(cap("200"))).await;
+    assert_eq!((status, body["error"]["details"]["error_code"].clone()), (400, json!("budget_not_raised")), "{body}");
+    api.post(&format!("/v1/sessions/{session}"), cap("100000")).await;
     rerun_check(server, &dir.path().join("data"));
 }
 

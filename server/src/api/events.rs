@@ -444,6 +444,28 @@ fn requires_action(last_status: Option<&Event>) -> bool {
     )
 }
 
+/// Whether the session's latest status is idle, paused at its budget.
+fn at_budget(last_status: Option<&Event>) -> bool {
+    matches!(
+        last_status,
+        Some(Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
+            stop_reason: logbook_core::event::StopReason::BudgetReached,
+            ..
+        }))
+    )
+}
+
+/// What a session paused at its budget still accepts (behaviour digest §12).
+fn settles_a_call(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::UserToolConfirmation(_)
+            | Event::UserToolResult(_)
+            | Event::UserCustomToolResult(_)
+            | Event::UserInterrupt(_)
+    )
+}
+
 /// Records scanned past an id's seq hint before giving up on finding it.
 const MAX_FIND_SCAN: usize = 10_000;
 
@@ -557,6 +579,15 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     let queued = matches!(status, Status::Running | Status::Rescheduling) && state_has_runner(state);
     let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
     let inputs = parse_inputs(events, context, &session, state.now())?;
+    if at_budget(last_status.as_ref())
+        && let Some(idx) = inputs.iter().position(|event| !settles_a_call(event))
+    {
+        return Err(ApiError::invalid(format!(
+            "events[{idx}]: the session is paused at its budget; until the budget is raised or removed it \
+             accepts only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt"
+        ))
+        .with_code("budget_reached"));
+    }
     // A self-hosted session whose work item stopped is queued again once its
     // new input is durable.
     let rework = (session.self_hosted && inputs.iter().any(starts_work)).then(|| std::sync::Arc::clone(&session));

@@ -431,7 +431,10 @@ fn check_budget(budget: &Value) -> Result<(), ApiError> {
         && budget
             .pointer("/max_list_cost/amount")
             .and_then(Value::as_str)
-            .is_some_and(|a| !a.is_empty() && a.len() <= 18 && a.bytes().all(|b| b.is_ascii_digit()))
+            // Whole cents, no leading zeros, more than zero (behaviour digest §12).
+            .is_some_and(|a| {
+                !a.is_empty() && a.len() <= 18 && a.bytes().all(|b| b.is_ascii_digit()) && !a.starts_with('0')
+            })
         && budget.pointer("/max_list_cost/currency").and_then(Value::as_str) == Some("USD");
     if ok {
         Ok(())
@@ -500,6 +503,15 @@ pub async fn update(
                     }
                     (_, Some(budget)) => {
                         check_budget(&budget)?;
+                        // A new cap must leave room to run (behaviour digest §12).
+                        let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str).unwrap_or("");
+                        let consumed = live.usage.list_cost_cents.unwrap_or(0);
+                        if Some(&budget) != current.budget.as_ref() && amount.parse::<u64>().is_ok_and(|a| a <= consumed) {
+                            return Err(ApiError::invalid(
+                                "budget.max_list_cost must be greater than the session's consumed list cost",
+                            )
+                            .with_code("budget_not_raised"));
+                        }
                         if Some(&budget) != current.budget.as_ref() {
                             changes.budget = Some(Some(budget_event(&budget)?));
                             next.budget = Some(budget);

@@ -266,6 +266,8 @@ async fn budget_validation() {
         json!({"type": "limit", "max_list_cost": {"amount": 2500, "currency": "USD"}}),
         json!({"type": "limit", "max_list_cost": {"amount": "2500", "currency": "EUR"}}),
         json!({"type": "limit", "max_list_cost": {"amount": "-5", "currency": "USD"}}),
+        json!({"type": "limit", "max_list_cost": {"amount": "0", "currency": "USD"}}),
+        json!({"type": "limit", "max_list_cost": {"amount": "0250", "currency": "USD"}}),
         json!({"type": "limit", "max_list_cost": {"amount": "2.50", "currency": "USD"}}),
         json!({"type": "limit", "max_list_cost": {"amount": "", "currency": "USD"}}),
         json!({"type": "limit"}),
