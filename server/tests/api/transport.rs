@@ -399,6 +399,11 @@ async fn healthz_metrics_and_openapi() {
     let plain = |path: &str| h.raw(Request::builder().uri(path).body(Body::empty()).unwrap());
     let health = plain("/healthz").await.ok();
     assert_eq!(health["status"], "ok");
+    assert_eq!(
+        (health["quarantined_sessions"].clone(), health["store_damage"].clone()),
+        (json!(0), json!(0)),
+        "counts, no ids"
+    );
 
     let agent = h.agent("a").await;
     h.get(&format!("/v1/agents/{}", id(&agent))).await.ok();
