@@ -213,12 +213,17 @@ enum KeysCommand {
         #[arg(long)]
         environment: Option<String>,
     },
-    /// Revoke a key.
+    /// Revoke a key: given whole (`-` reads it from standard input, keeping
+    /// it out of shell history and `ps`), or by the hint `keys list` shows.
     Revoke {
         #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
         data: PathBuf,
-        /// The key to revoke.
-        key: String,
+        /// The key to revoke, or `-` to read it from standard input.
+        #[arg(required_unless_present = "hint", conflicts_with = "hint")]
+        key: Option<String>,
+        /// Revoke the one live key whose hint (as `keys list` prints it) is this.
+        #[arg(long)]
+        hint: Option<String>,
     },
     /// List keys (their first characters, workspace, state).
     List {
@@ -593,12 +598,31 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             );
             println!("{key}");
         }
-        KeysCommand::Revoke { data, key } => {
+        KeysCommand::Revoke { data, key, hint } => {
             let store = open_store(&data, 64)?;
-            let revoked =
-                tenancy::revoke_key(&store, &key, clock.now()).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            if !revoked {
-                anyhow::bail!("no live key matches; `logbook keys list --data {}` shows the keys", data.display());
+            let listing = format!("`logbook keys list --data {}` shows the keys", data.display());
+            if let Some(hint) = hint {
+                match tenancy::revoke_by_hint(&store, &hint, clock.now())
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                {
+                    tenancy::HintRevoke::Revoked => {}
+                    tenancy::HintRevoke::NoMatch => anyhow::bail!("no live key has the hint {hint:?}; {listing}"),
+                    tenancy::HintRevoke::Ambiguous(n) => {
+                        anyhow::bail!("{n} live keys share the hint {hint:?}; revoke with the key itself")
+                    }
+                }
+            } else {
+                let mut key = key.unwrap_or_default();
+                if key == "-" {
+                    key.clear();
+                    std::io::stdin().read_line(&mut key)?;
+                }
+                let key = key.trim();
+                let revoked =
+                    tenancy::revoke_key(&store, key, clock.now()).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                if !revoked {
+                    anyhow::bail!("no live key matches; {listing}");
+                }
             }
             eprintln!("logbook: revoked the key");
         }

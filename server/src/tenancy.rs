@@ -308,6 +308,43 @@ pub fn revoke_key(store: &SledStore, key: &str, now: Timestamp) -> Result<bool, 
     }
 }
 
+/// What revoking by hint found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HintRevoke {
+    /// The one live key with that hint is revoked now.
+    Revoked,
+    /// No live key has that hint.
+    NoMatch,
+    /// Several live keys share it: nothing was revoked.
+    Ambiguous(usize),
+}
+
+/// Revokes the one live key whose hint (the first characters `keys list`
+/// shows) is `hint`, for an operator who no longer has the key itself.
+pub fn revoke_by_hint(store: &SledStore, hint: &str, now: Timestamp) -> Result<HintRevoke, ApiError> {
+    let hint = hint.trim().trim_end_matches("...");
+    let pairs = store.scan_resources(ResourceKind::ApiKey, b"", None, logbook_store::Direction::Forward, 10_000)?;
+    let mut live = Vec::new();
+    for (hash, bytes) in pairs {
+        let record: KeyRecord = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        let listed = matches!(record.scope, KeyScope::Workspace | KeyScope::Environment { .. });
+        if listed && record.revoked_at.is_none() && record.hint == hint {
+            live.push((hash, bytes, record));
+        }
+    }
+    let (hash, old, mut record) = match live.len() {
+        0 => return Ok(HintRevoke::NoMatch),
+        1 => live.remove(0),
+        n => return Ok(HintRevoke::Ambiguous(n)),
+    };
+    record.revoked_at = Some(now);
+    let new = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+    match store.swap_resource(ResourceKind::ApiKey, &hash, Some(&old), Some(&new))? {
+        Ok(()) => Ok(HintRevoke::Revoked),
+        Err(_) => Err(ApiError::conflict_transient("the key changed while being revoked; retry")),
+    }
+}
+
 /// Every key record of API keys and environment keys (hashes are not shown;
 /// sessions tokens, which live only as long as a lease, are left out).
 pub fn list_keys(store: &SledStore) -> Result<Vec<KeyRecord>, ApiError> {

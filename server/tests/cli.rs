@@ -3,7 +3,8 @@
 //! Goal: `logbook verify` says "intact" and exits 0 on a healthy store, names
 //! the damaged session and seq and exits 2 on a tampered one, and fails with a
 //! clear message on a missing directory. Method: build a store with the library,
-//! tamper with a record's bytes in the log, run the real binary.
+//! tamper with a record's bytes in the log, run the real binary. Also `logbook
+//! keys revoke` from standard input and by hint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
@@ -75,4 +76,52 @@ fn verify_of_a_missing_directory_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("no data directory") && stderr.contains("--data"), "{stderr}");
+}
+
+/// Runs `logbook keys ARGS --data DIR`, feeding `stdin`.
+fn keys(args: &[&str], data: &Path, stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .arg("keys")
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Goal: a key can be revoked without putting it on the command line: from
+/// standard input (`-`), or by the hint `keys list` shows; an unknown hint
+/// fails with a message. Method: two keys created, one revoked each way,
+/// the list read after each.
+#[test]
+fn keys_are_revoked_from_stdin_or_by_their_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let created = |n: usize| {
+        let out = keys(&["create"], &data, "");
+        assert!(out.status.success(), "create #{n}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (first, _second) = (created(1), created(2));
+    let listed = || String::from_utf8(keys(&["list"], &data, "").stdout).unwrap();
+    assert_eq!(listed().matches("  live").count(), 2, "{}", listed());
+
+    let out = keys(&["revoke", "-"], &data, &format!("{first}\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listed().matches("  live").count(), 1, "{}", listed());
+
+    let live_line = listed().lines().find(|line| line.ends_with("  live")).unwrap().to_owned();
+    let hint = live_line.split("...").next().unwrap().to_owned();
+    let out = keys(&["revoke", "--hint", "sk-logbook-nosuchhint"], &data, "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no live key has the hint"));
+    let out = keys(&["revoke", "--hint", &format!("{hint}...")], &data, "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listed().matches("  live").count(), 0, "{}", listed());
 }
