@@ -161,6 +161,54 @@ impl IndexView {
         let idx = seq.get().checked_sub(chunk.first.get())?;
         chunk.entries.get(idx as usize).map(|(location, _)| *location)
     }
+
+    /// The break to report if the index does not place this durable record
+    /// where the log has it (`lsn`); records past the durable head are not
+    /// indexed yet and pass.
+    fn misplaced(&mut self, engine: &dyn Engine, header: &wal::RecordHeader, lsn: u64) -> Option<Break> {
+        if header.seq >= self.durable_next {
+            return None;
+        }
+        let reason = match self.location(engine, header.session, header.seq) {
+            Some(location) if location.lsn == lsn => return None,
+            Some(location) => format!("the index places it at {location}, the log has it at {}", wal::Lsn(lsn)),
+            None => "the index does not list it".to_owned(),
+        };
+        Some(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } })
+    }
+}
+
+/// Batches of the log read for one round of [`LogStore::verify_all`].
+struct Window {
+    batches: Vec<ScannedBatch>,
+    /// The scan reached the durable end (or could go no further).
+    last: bool,
+}
+
+/// The next [`VERIFY_WINDOW_BYTES`] of batches below `end`; damage the scan
+/// salvaged past, or stopped at, goes to `log_errors`.
+fn next_window(scan: &mut Scan, end: u64, log_errors: &mut Vec<String>) -> Window {
+    let mut window = Window { batches: Vec::new(), last: false };
+    let mut bytes = 0;
+    while bytes < VERIFY_WINDOW_BYTES {
+        match scan.next_salvaged() {
+            Ok(Some(salvaged)) if salvaged.batch.header.lsn < end => {
+                log_errors.extend(salvaged.problem);
+                bytes += salvaged.batch.payload.len();
+                window.batches.push(salvaged.batch);
+            }
+            Ok(Some(_) | None) => {
+                window.last = true;
+                break;
+            }
+            Err(err) => {
+                log_errors.push(err.to_string());
+                window.last = true;
+                break;
+            }
+        }
+    }
+    window
 }
 
 impl<E: Engine> LogStore<E> {
@@ -185,33 +233,13 @@ impl<E: Engine> LogStore<E> {
         let mut log_errors = Vec::new();
         let mut scan = Scan::new(Arc::clone(&core.log), 0, None)
             .map_err(|err| Error::Engine(format!("reading the log: {err}")))?;
-        let mut scanned_all = false;
-        while !scanned_all {
+        loop {
             // A window of batches; their records' own work (decompressing,
             // hashing, decoding) runs on several threads, then every check
             // that follows the chains and the index runs here, in log order.
-            let mut window: Vec<ScannedBatch> = Vec::new();
-            let mut window_bytes = 0;
-            while window_bytes < VERIFY_WINDOW_BYTES {
-                match scan.next_salvaged() {
-                    Ok(Some(salvaged)) if salvaged.batch.header.lsn < end => {
-                        log_errors.extend(salvaged.problem);
-                        window_bytes += salvaged.batch.payload.len();
-                        window.push(salvaged.batch);
-                    }
-                    Ok(Some(_) | None) => {
-                        scanned_all = true;
-                        break;
-                    }
-                    Err(err) => {
-                        log_errors.push(err.to_string());
-                        scanned_all = true;
-                        break;
-                    }
-                }
-            }
+            let window = next_window(&mut scan, end, &mut log_errors);
             let mut items: Vec<(u64, usize, Entry<'_>)> = Vec::new();
-            for batch in &window {
+            for batch in &window.batches {
                 for item in wal::entries(&batch.payload) {
                     match item {
                         Ok((offset, entry)) => items.push((batch.header.lsn, offset, entry)),
@@ -234,24 +262,9 @@ impl<E: Engine> LogStore<E> {
                             let chain =
                                 chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
                             let lsn = batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
-                            if let Some(view) = views.get_mut(&header.session)
-                                && header.seq < view.durable_next
-                            {
-                                let indexed = view.location(&core.engine, header.session, header.seq);
-                                if indexed.map(|l| l.lsn) != Some(lsn) {
-                                    let reason = match indexed {
-                                        Some(location) => {
-                                            format!(
-                                                "the index places it at {location}, the log has it at {}",
-                                                wal::Lsn(lsn)
-                                            )
-                                        }
-                                        None => "the index does not list it".to_owned(),
-                                    };
-                                    chain
-                                        .misplaced
-                                        .push(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } });
-                                }
+                            let view = views.get_mut(&header.session);
+                            if let Some(misplaced) = view.and_then(|v| v.misplaced(&core.engine, &header, lsn)) {
+                                chain.misplaced.push(misplaced);
                             }
                             match read {
                                 Ok(read) => {
@@ -283,6 +296,9 @@ impl<E: Engine> LogStore<E> {
             }
             done.n_sessions = chains.len() as u64;
             progress(done);
+            if window.last {
+                break;
+            }
         }
         if let Err(err) = scan.end() {
             log_errors.push(err.to_string());
