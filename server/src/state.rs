@@ -70,10 +70,11 @@ struct Inner {
     resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
-    /// Held by whatever makes or checks a session's reference to an
-    /// environment (creating a session, deleting an environment), so that a
-    /// delete never races a create into a session without its environment.
-    environment_refs: std::sync::Mutex<()>,
+    /// Shared by session creates (around their environment check and write),
+    /// exclusive for an environment's delete (around its check for sessions),
+    /// so that a delete never races a create into a session without its
+    /// environment, while creates still run, and group-commit, side by side.
+    environment_refs: std::sync::RwLock<()>,
 }
 
 /// The 80 random bits of a ULID.
@@ -98,7 +99,7 @@ impl AppState {
                 audit_key: std::sync::OnceLock::new(),
                 resources_host: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
-                environment_refs: std::sync::Mutex::new(()),
+                environment_refs: std::sync::RwLock::new(()),
             }),
         }
     }
@@ -172,10 +173,16 @@ impl AppState {
         self.inner.clock.now()
     }
 
-    /// See `Inner::environment_refs`. Blocking: take it on the blocking pool.
-    pub fn environment_refs(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Held while a session naming an environment is written (see
+    /// `Inner::environment_refs`). Blocking: take it on the blocking pool.
+    pub fn environment_in_use(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.inner.environment_refs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.environment_refs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Held while an environment is checked for sessions and deleted.
+    pub fn environment_unused(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.inner.environment_refs.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A fresh id for an object created at `now`: ids sort by creation, also

@@ -331,7 +331,6 @@ pub async fn create(
     let session = state
         .blocking(move |store| {
             let env_id: EnvironmentId = env_id.parse().map_err(|_| environments::not_found(&env_id))?;
-            let _refs = worker_state.environment_refs();
             let (_, env) = environments::load(store, &tenant, env_id)?;
             if env.archived_at.is_some() {
                 return Err(ApiError::invalid(format!("environment {env_id} is archived and cannot start sessions"))
@@ -373,7 +372,13 @@ pub async fn create(
                 host.prepare(id).map_err(ApiError::internal)?;
             }
             let prepared = super::resources::prepare(&worker_state, store, id, resolved)?;
-            put_new(store, ResourceKind::Session, &tenant.key(id.to_bytes()), &to_bytes(&session)?)?;
+            {
+                // The environment still exists when a session naming it
+                // does: no delete runs between this check and the write.
+                let _in_use = worker_state.environment_in_use();
+                environments::load(store, &tenant, env_id)?;
+                put_new(store, ResourceKind::Session, &tenant.key(id.to_bytes()), &to_bytes(&session)?)?;
+            }
             session.resources = super::resources::record(&worker_state, store, id, prepared)?;
             if !inputs.is_empty() {
                 events::append_inputs(&worker_state, store, &session, inputs)?;
