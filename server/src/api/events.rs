@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use logbook_core::event::{
     AgentToolUse, ConfirmationResult, ContentBlock, EvaluatedPermission, Event, EventType, InputType, Rubric,
-    SystemMessage, UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage, UserToolConfirmation,
-    UserToolResult,
+    StopReason, SystemMessage, UserCustomToolResult, UserDefineOutcome, UserInterrupt, UserMessage,
+    UserToolConfirmation, UserToolResult,
 };
 use logbook_core::{Entry, EventId, OutcomeId, Record, Seq, SessionId, Timestamp};
 use logbook_replay::SERVER_SIDE_TOOLS;
@@ -433,26 +433,9 @@ fn confirmation_of(
     }))
 }
 
-/// Whether the session's latest status is idle with `requires_action`.
-fn requires_action(last_status: Option<&Event>) -> bool {
-    matches!(
-        last_status,
-        Some(Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
-            stop_reason: logbook_core::event::StopReason::RequiresAction { .. },
-            ..
-        }))
-    )
-}
-
-/// Whether the session's latest status is idle, paused at its budget.
-fn at_budget(last_status: Option<&Event>) -> bool {
-    matches!(
-        last_status,
-        Some(Event::SessionStatusIdle(logbook_core::event::SessionStatusIdle {
-            stop_reason: logbook_core::event::StopReason::BudgetReached,
-            ..
-        }))
-    )
+/// Why the session is idle, if its latest status is idle.
+fn idle_reason(last_status: Option<&Event>) -> Option<&StopReason> {
+    if let Some(Event::SessionStatusIdle(idle)) = last_status { Some(&idle.stop_reason) } else { None }
 }
 
 /// What a session paused at its budget still accepts (behaviour digest §12).
@@ -577,9 +560,11 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     }
     // Sent during a turn, a message or interrupt waits for the runner.
     let queued = matches!(status, Status::Running | Status::Rescheduling) && state_has_runner(state);
-    let context = InputContext::Send { requires_action: requires_action(last_status.as_ref()) };
+    let idle = idle_reason(last_status.as_ref());
+    let requires_action = matches!(idle, Some(StopReason::RequiresAction { .. }));
+    let context = InputContext::Send { requires_action };
     let inputs = parse_inputs(events, context, &session, state.now())?;
-    if at_budget(last_status.as_ref())
+    if matches!(idle, Some(StopReason::BudgetReached))
         && let Some(idx) = inputs.iter().position(|event| !settles_a_call(event))
     {
         return Err(ApiError::invalid(format!(

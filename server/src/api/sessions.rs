@@ -508,16 +508,16 @@ pub async fn update(
                     }
                     (_, Some(budget)) => {
                         check_budget(&budget)?;
-                        // A new cap must leave room to run (behaviour digest §12).
-                        let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str).unwrap_or("");
-                        let consumed = live.usage.list_cost_cents.unwrap_or(0);
-                        if Some(&budget) != current.budget.as_ref() && amount.parse::<u64>().is_ok_and(|a| a <= consumed) {
-                            return Err(ApiError::invalid(
-                                "budget.max_list_cost must be greater than the session's consumed list cost",
-                            )
-                            .with_code("budget_not_raised"));
-                        }
                         if Some(&budget) != current.budget.as_ref() {
+                            // A new cap must leave room to run (behaviour digest §12).
+                            let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str);
+                            let consumed = live.usage.list_cost_cents.unwrap_or(0);
+                            if amount.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a <= consumed) {
+                                return Err(ApiError::invalid(
+                                    "budget.max_list_cost must be greater than the session's consumed list cost",
+                                )
+                                .with_code("budget_not_raised"));
+                            }
                             changes.budget = Some(Some(budget_event(&budget)?));
                             next.budget = Some(budget);
                         }
