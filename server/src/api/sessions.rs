@@ -880,38 +880,52 @@ pub fn set_usage(store: &SledStore, tenant: &Tenant, id: SessionId, usage: Usage
     Err(ApiError::conflict(format!("session {id} keeps changing; usage not recorded")))
 }
 
-/// Whether any session of `tenant` (archived ones too) runs in environment `env`.
-pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId) -> Result<bool, ApiError> {
-    let prefix = tenant.prefix();
+/// Visits every stored session under `prefix` (a workspace's, or all of them
+/// for `b""`) with its key, reading a page of [`SCAN_PAGE`] at a time, until
+/// `visit` breaks.
+pub fn scan_sessions(
+    store: &SledStore,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], StoredSession) -> std::ops::ControlFlow<()>,
+) -> Result<(), ApiError> {
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan_resources(ResourceKind::Session, &prefix, after.as_deref(), Direction::Forward, 1000)?;
-        let Some((last, _)) = page.last() else { return Ok(false) };
+        let page =
+            store.scan_resources(ResourceKind::Session, prefix, after.as_deref(), Direction::Forward, SCAN_PAGE)?;
+        let Some((last, _)) = page.last() else { return Ok(()) };
         after = Some(last.clone());
-        for (_, bytes) in &page {
-            if from_bytes::<StoredSession>(bytes)?.environment_id == env {
-                return Ok(true);
+        for (key, bytes) in &page {
+            if visit(key, from_bytes(bytes)?).is_break() {
+                return Ok(());
             }
         }
     }
 }
 
+/// Sessions read per page by [`scan_sessions`].
+const SCAN_PAGE: usize = 1000;
+
+/// Whether any session of `tenant` (archived ones too) runs in environment `env`.
+pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId) -> Result<bool, ApiError> {
+    let mut found = false;
+    scan_sessions(store, &tenant.prefix(), |_, session| {
+        found = session.environment_id == env;
+        if found { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+    })?;
+    Ok(found)
+}
+
 /// Every session, in every workspace, whose status is running or rescheduling.
 pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, SessionId)>, ApiError> {
     let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_resources(ResourceKind::Session, b"", after.as_deref(), Direction::Forward, 1000)?;
-        let Some((last, _)) = page.last() else { return Ok(out) };
-        after = Some(last.clone());
-        for (key, bytes) in &page {
-            let session: StoredSession = from_bytes(bytes)?;
-            if matches!(session.status, Status::Running | Status::Rescheduling) {
-                let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
-                out.push((logbook_core::WorkspaceId::from_bytes(workspace), session.id));
-            }
+    scan_sessions(store, b"", |key, session| {
+        if matches!(session.status, Status::Running | Status::Rescheduling) {
+            let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
+            out.push((logbook_core::WorkspaceId::from_bytes(workspace), session.id));
         }
-    }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 pub fn not_found(raw: &str) -> ApiError {

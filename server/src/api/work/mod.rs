@@ -432,18 +432,13 @@ pub fn find_environment(store: &SledStore, env: EnvironmentId) -> Result<Option<
 /// (for the offline re-execution check, which needs each session's policy).
 pub fn self_hosted_sessions(store: &SledStore) -> Result<HashSet<SessionId>, ApiError> {
     let mut out = HashSet::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_resources(ResourceKind::Session, b"", after.as_deref(), Direction::Forward, 1000)?;
-        let Some((last, _)) = page.last() else { return Ok(out) };
-        after = Some(last.clone());
-        for (_, bytes) in &page {
-            let session: StoredSession = from_bytes(bytes)?;
-            if session.self_hosted {
-                out.insert(session.id);
-            }
+    crate::api::sessions::scan_sessions(store, b"", |_, session| {
+        if session.self_hosted {
+            out.insert(session.id);
         }
-    }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// The environment of a queue route: it must exist in the caller's
