@@ -293,16 +293,20 @@ pub fn store_key(store: &SledStore, workspace: &Workspace, key: &str, now: Times
 
 /// Revokes a key. Returns whether it existed and was live.
 pub fn revoke_key(store: &SledStore, key: &str, now: Timestamp) -> Result<bool, ApiError> {
-    let hash = key_hash(key);
+    revoke_hash(store, &key_hash(key), now)
+}
+
+/// Revokes the key stored under `hash`. Returns whether it existed and was live.
+fn revoke_hash(store: &SledStore, hash: &[u8], now: Timestamp) -> Result<bool, ApiError> {
     loop {
-        let Some(old) = store.get_resource(ResourceKind::ApiKey, &hash)? else { return Ok(false) };
+        let Some(old) = store.get_resource(ResourceKind::ApiKey, hash)? else { return Ok(false) };
         let mut record: KeyRecord = serde_json::from_slice(&old).map_err(ApiError::internal)?;
         if record.revoked_at.is_some() {
             return Ok(false);
         }
         record.revoked_at = Some(now);
         let new = serde_json::to_vec(&record).map_err(ApiError::internal)?;
-        if store.swap_resource(ResourceKind::ApiKey, &hash, Some(&old), Some(&new))?.is_ok() {
+        if store.swap_resource(ResourceKind::ApiKey, hash, Some(&old), Some(&new))?.is_ok() {
             return Ok(true);
         }
     }
@@ -323,41 +327,49 @@ pub enum HintRevoke {
 /// shows) is `hint`, for an operator who no longer has the key itself.
 pub fn revoke_by_hint(store: &SledStore, hint: &str, now: Timestamp) -> Result<HintRevoke, ApiError> {
     let hint = hint.trim().trim_end_matches("...");
-    let pairs = store.scan_resources(ResourceKind::ApiKey, b"", None, logbook_store::Direction::Forward, 10_000)?;
-    let mut live = Vec::new();
-    for (hash, bytes) in pairs {
-        let record: KeyRecord = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-        let listed = matches!(record.scope, KeyScope::Workspace | KeyScope::Environment { .. });
-        if listed && record.revoked_at.is_none() && record.hint == hint {
-            live.push((hash, bytes, record));
-        }
-    }
-    let (hash, old, mut record) = match live.len() {
-        0 => return Ok(HintRevoke::NoMatch),
-        1 => live.remove(0),
-        n => return Ok(HintRevoke::Ambiguous(n)),
-    };
-    record.revoked_at = Some(now);
-    let new = serde_json::to_vec(&record).map_err(ApiError::internal)?;
-    match store.swap_resource(ResourceKind::ApiKey, &hash, Some(&old), Some(&new))? {
-        Ok(()) => Ok(HintRevoke::Revoked),
-        Err(_) => Err(ApiError::conflict_transient("the key changed while being revoked; retry")),
+    let live: Vec<Vec<u8>> = listed_keys(store)?
+        .into_iter()
+        .filter(|(_, record)| record.revoked_at.is_none() && record.hint == hint)
+        .map(|(hash, _)| hash)
+        .collect();
+    match live.as_slice() {
+        [] => Ok(HintRevoke::NoMatch),
+        // Revoked in between by someone else: no live key had it after all.
+        [hash] => Ok(if revoke_hash(store, hash, now)? { HintRevoke::Revoked } else { HintRevoke::NoMatch }),
+        several => Ok(HintRevoke::Ambiguous(several.len())),
     }
 }
 
 /// Every key record of API keys and environment keys (hashes are not shown;
 /// sessions tokens, which live only as long as a lease, are left out).
 pub fn list_keys(store: &SledStore) -> Result<Vec<KeyRecord>, ApiError> {
-    let pairs = store.scan_resources(ResourceKind::ApiKey, b"", None, logbook_store::Direction::Forward, 10_000)?;
+    Ok(listed_keys(store)?.into_iter().map(|(_, record)| record).collect())
+}
+
+/// The records `list_keys` shows, each with the hash it is stored under,
+/// read a page at a time (all of them, however many).
+fn listed_keys(store: &SledStore) -> Result<Vec<(Vec<u8>, KeyRecord)>, ApiError> {
+    const PAGE: usize = 1000;
     let mut out = Vec::new();
-    for (_, bytes) in pairs {
-        let record: KeyRecord = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-        match record.scope {
-            KeyScope::Workspace | KeyScope::Environment { .. } => out.push(record),
-            KeyScope::WorkSession { .. } => {}
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_resources(
+            ResourceKind::ApiKey,
+            b"",
+            after.as_deref(),
+            logbook_store::Direction::Forward,
+            PAGE,
+        )?;
+        let Some((last, _)) = page.last() else { return Ok(out) };
+        after = Some(last.clone());
+        for (hash, bytes) in page {
+            let record: KeyRecord = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+            match record.scope {
+                KeyScope::Workspace | KeyScope::Environment { .. } => out.push((hash, record)),
+                KeyScope::WorkSession { .. } => {}
+            }
         }
     }
-    Ok(out)
 }
 
 /// The workspace with this id, if any.
