@@ -68,11 +68,32 @@ pub fn encode_versioned<T: Encode>(format: u8, value: &T) -> Result<Vec<u8>, Enc
 /// exactly the input.
 pub fn decode_versioned<T: Decode<()> + Encode>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
     let value = decode_versioned_lenient::<T>(format, bytes)?;
-    let reencoded = encode_versioned(format, &value).map_err(|err| DecodeError::Malformed { reason: err.reason })?;
-    if reencoded != bytes {
-        return Err(DecodeError::NotCanonical);
+    // The format byte was checked by the lenient decode.
+    let mut matches = Matches { rest: bytes.get(1..).unwrap_or_default() };
+    match bincode::encode_into_writer(&value, &mut matches, CANONICAL) {
+        Ok(()) if matches.rest.is_empty() => Ok(value),
+        Ok(()) | Err(_) => Err(DecodeError::NotCanonical),
     }
-    Ok(value)
+}
+
+/// A bincode writer that compares what is written with the bytes a value was
+/// decoded from instead of keeping it: the canonical check of
+/// [`decode_versioned`] without a second copy of the value's bytes. It stops
+/// the encoding at the first byte that differs.
+struct Matches<'a> {
+    rest: &'a [u8],
+}
+
+impl bincode::enc::write::Writer for Matches<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        match self.rest.strip_prefix(bytes) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(())
+            }
+            None => Err(bincode::error::EncodeError::Other("not the bytes the value was decoded from")),
+        }
+    }
 }
 
 fn decode_versioned_lenient<T: Decode<()>>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
