@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::chain::{self, ChainHash};
+use crate::chain::{self, ChainHash, Digest};
 use crate::id::SessionId;
 use crate::record::{Body, Record, Seq};
 
@@ -97,24 +97,57 @@ pub const PARALLEL_VERIFY_MIN: usize = 512;
 pub const MAX_VERIFY_THREADS: usize = 4;
 
 /// The per-record part of verifying, independent of the chain around the
-/// record, so it can run on any thread: the record's computed hash and, at
-/// [`Depth::Entries`], why its body does not decode as an entry.
+/// record, so it can run on any thread: the record's place in its chain (seq,
+/// stored `prev` and hash), its computed hash and, at [`Depth::Entries`], why
+/// its body does not decode as an entry. It holds no body, so a caller
+/// reading many records can drop each one's bytes as soon as it is prechecked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prechecked {
+    seq: Seq,
+    prev: ChainHash,
+    stored: ChainHash,
+    redacted: bool,
     computed: ChainHash,
     undecodable: Option<String>,
 }
 
+/// A stored record's body as [`Prechecked::of_parts`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyRef<'a> {
+    Canonical(&'a [u8]),
+    Redacted { digest: Digest },
+}
+
 impl Prechecked {
     pub fn of(record: &Record, depth: Depth) -> Prechecked {
-        let computed = record.computed_hash();
-        let undecodable = match record.body() {
-            Body::Canonical(bytes) if depth == Depth::Entries && computed == record.hash() => {
+        let body = match record.body() {
+            Body::Canonical(bytes) => BodyRef::Canonical(bytes),
+            Body::Redacted { digest } => BodyRef::Redacted { digest: *digest },
+        };
+        Prechecked::of_parts(record.seq(), record.prev(), record.hash(), body, depth)
+    }
+
+    /// The same as [`Prechecked::of`] on the record with these parts, for a
+    /// caller that has them without a [`Record`] (a body decompressed into a
+    /// reused buffer).
+    pub fn of_parts(seq: Seq, prev: ChainHash, stored: ChainHash, body: BodyRef<'_>, depth: Depth) -> Prechecked {
+        let digest = match body {
+            BodyRef::Canonical(bytes) => chain::digest(bytes),
+            BodyRef::Redacted { digest } => digest,
+        };
+        let computed = chain::link(prev, seq, digest);
+        let undecodable = match body {
+            BodyRef::Canonical(bytes) if depth == Depth::Entries && computed == stored => {
                 crate::entry::Entry::from_canonical(bytes).err().map(|err| err.to_string())
             }
-            Body::Canonical(_) | Body::Redacted { .. } => None,
+            BodyRef::Canonical(_) | BodyRef::Redacted { .. } => None,
         };
-        Prechecked { computed, undecodable }
+        Prechecked { seq, prev, stored, redacted: matches!(body, BodyRef::Redacted { .. }), computed, undecodable }
+    }
+
+    /// The record's stored hash: what the next record's `prev` must be.
+    pub fn stored_hash(&self) -> ChainHash {
+        self.stored
     }
 }
 
@@ -122,21 +155,32 @@ impl Prechecked {
 /// threads when there are at least [`PARALLEL_VERIFY_MIN`] items. A part
 /// whose thread panicked is done again on the calling thread.
 pub fn map_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    map_parallel_with(items, || (), |(), item| work(item))
+}
+
+/// [`map_parallel`] with a value each thread makes once (`init`) and lends
+/// to its `work` on every item: a reused buffer, say.
+pub fn map_parallel_with<T: Sync, S, R: Send>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    let run = |part: &[T]| {
+        let mut state = init();
+        part.iter().map(|item| work(&mut state, item)).collect::<Vec<_>>()
+    };
     let n_threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_VERIFY_THREADS);
     if items.len() < PARALLEL_VERIFY_MIN || n_threads == 1 {
-        return items.iter().map(&work).collect();
+        return run(items);
     }
     let per_thread = items.len().div_ceil(n_threads);
-    let work = &work;
+    let run = &run;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per_thread)
-            .map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<_>>()))
-            .collect();
+        let handles: Vec<_> = items.chunks(per_thread).map(|part| scope.spawn(move || run(part))).collect();
         handles
             .into_iter()
             .zip(items.chunks(per_thread))
-            .flat_map(|(handle, part)| handle.join().unwrap_or_else(|_| part.iter().map(work).collect()))
+            .flat_map(|(handle, part)| handle.join().unwrap_or_else(|_| run(part)))
             .collect()
     })
 }
@@ -181,18 +225,17 @@ impl Verifier {
     /// spread over up to [`MAX_VERIFY_THREADS`] threads for long runs.
     pub fn push_all(&mut self, records: &[Record]) {
         let depth = self.depth;
-        let checked = map_parallel(records, |record| Prechecked::of(record, depth));
-        for (record, pre) in records.iter().zip(checked) {
-            self.push_prechecked(record, pre);
+        for pre in map_parallel(records, |record| Prechecked::of(record, depth)) {
+            self.push_prechecked(pre);
         }
     }
 
     /// Checks the next record given its [`Prechecked`] work, done at this
     /// verifier's depth (on any thread): the same as [`Self::push`].
-    pub fn push_prechecked(&mut self, record: &Record, pre: Prechecked) {
+    pub fn push_prechecked(&mut self, pre: Prechecked) {
         let n_breaks_before = self.report.breaks.len();
         self.report.n_records += 1;
-        self.check_with(record, pre.computed, pre.undecodable);
+        self.check_with(pre);
         if self.report.breaks.len() == n_breaks_before && self.report.n_intact + 1 == self.report.n_records {
             self.report.n_intact += 1;
         }
@@ -203,32 +246,30 @@ impl Verifier {
     }
 
     fn check(&mut self, record: &Record) {
-        let pre = Prechecked::of(record, self.depth);
-        self.check_with(record, pre.computed, pre.undecodable);
+        self.check_with(Prechecked::of(record, self.depth));
     }
 
-    /// The checks of one record, given its computed hash and (at
-    /// [`Depth::Entries`]) why its body does not decode.
-    fn check_with(&mut self, record: &Record, computed: ChainHash, undecodable: Option<String>) {
-        let seq = record.seq();
+    /// The checks of one record, given its [`Prechecked`] work.
+    fn check_with(&mut self, pre: Prechecked) {
+        let Prechecked { seq, prev, stored, redacted, computed, undecodable } = pre;
         if seq != self.expected.next_seq {
             // Reported at the first seq that is missing (or out of place).
             let at = seq.min(self.expected.next_seq);
             self.note(at, BreakKind::SeqGap { expected: self.expected.next_seq, found: seq });
-        } else if self.expected.prev != UNKNOWN_PREV && record.prev() != self.expected.prev {
-            self.note(seq, BreakKind::PrevMismatch { expected: self.expected.prev, found: record.prev() });
+        } else if self.expected.prev != UNKNOWN_PREV && prev != self.expected.prev {
+            self.note(seq, BreakKind::PrevMismatch { expected: self.expected.prev, found: prev });
         }
-        if computed != record.hash() {
-            self.note(seq, BreakKind::HashMismatch { stored: record.hash(), computed });
+        if computed != stored {
+            self.note(seq, BreakKind::HashMismatch { stored, computed });
         }
-        if let Body::Redacted { .. } = record.body() {
+        if redacted {
             self.report.n_redacted += 1;
         }
         if let Some(reason) = undecodable {
             self.note(seq, BreakKind::EntryUndecodable { reason });
         }
-        self.report.head = Some((seq, record.hash()));
-        self.expected = Anchor { next_seq: next_or_same(seq), prev: record.hash() };
+        self.report.head = Some((seq, stored));
+        self.expected = Anchor { next_seq: next_or_same(seq), prev: stored };
     }
 
     fn note(&mut self, seq: Seq, kind: BreakKind) {

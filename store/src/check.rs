@@ -14,9 +14,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
-use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Prechecked, Report, Unreadable, Verifier, map_parallel};
-use logbook_core::{ChainHash, Digest, Record, Seq, SessionId};
+use logbook_core::verify::{
+    Anchor, Break, BreakKind, Depth, Prechecked, Report, Unreadable, Verifier, map_parallel_with,
+};
+use logbook_core::{ChainHash, Digest, Seq, SessionId};
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -53,25 +56,23 @@ fn decoded_part_end(items: &[(u64, usize, Entry<'_>)], start: usize) -> usize {
 
 /// An entry's own work, done on any thread: a record read back and
 /// prechecked (at [`Depth::Entries`], every chain's depth), or a blob re-hashed.
+/// Neither keeps the entry's bytes.
 enum Checked {
-    Record { header: wal::RecordHeader, read: Result<Box<(Record, Prechecked)>, String> },
+    Record { header: wal::RecordHeader, read: Result<Prechecked, String> },
     Blob { digest: Digest, read: Result<(), String> },
     Fork(wal::ForkEntry),
     Resource,
 }
 
 impl Checked {
-    fn of(entry: &Entry<'_>) -> Checked {
+    /// `scratch` is the calling thread's buffer for decompressed bodies.
+    fn of(entry: &Entry<'_>, scratch: &mut Vec<u8>) -> Checked {
         match entry {
-            Entry::Record { header, body } => Checked::Record {
-                header: *header,
-                read: wal::record_from_entry(header, body).map(|record| {
-                    let pre = Prechecked::of(&record, Depth::Entries);
-                    Box::new((record, pre))
-                }),
-            },
+            Entry::Record { header, body } => {
+                Checked::Record { header: *header, read: wal::precheck_entry(header, body, Depth::Entries, scratch) }
+            }
             Entry::Blob { digest, codec, body } => {
-                Checked::Blob { digest: *digest, read: wal::blob_bytes(*digest, *codec, body).map(|_| ()) }
+                Checked::Blob { digest: *digest, read: wal::check_blob_entry(*digest, *codec, body, scratch) }
             }
             Entry::Fork(fork) => Checked::Fork(*fork),
             Entry::Resource { .. } => Checked::Resource,
@@ -178,22 +179,26 @@ impl IndexView {
     }
 }
 
+/// Windows the log reader may have read ahead of the checks.
+const VERIFY_WINDOWS_AHEAD: usize = 1;
+
 /// Batches of the log read for one round of [`LogStore::verify_all`].
 struct Window {
     batches: Vec<ScannedBatch>,
+    /// Damage the scan salvaged past, or stopped at, reading them.
+    errors: Vec<String>,
     /// The scan reached the durable end (or could go no further).
     last: bool,
 }
 
-/// The next [`VERIFY_WINDOW_BYTES`] of batches below `end`; damage the scan
-/// salvaged past, or stopped at, goes to `log_errors`.
-fn next_window(scan: &mut Scan, end: u64, log_errors: &mut Vec<String>) -> Window {
-    let mut window = Window { batches: Vec::new(), last: false };
+/// The next [`VERIFY_WINDOW_BYTES`] of batches below `end`.
+fn next_window(scan: &mut Scan, end: u64) -> Window {
+    let mut window = Window { batches: Vec::new(), errors: Vec::new(), last: false };
     let mut bytes = 0;
     while bytes < VERIFY_WINDOW_BYTES {
         match scan.next_salvaged() {
             Ok(Some(salvaged)) if salvaged.batch.header.lsn < end => {
-                log_errors.extend(salvaged.problem);
+                window.errors.extend(salvaged.problem);
                 bytes += salvaged.batch.payload.len();
                 window.batches.push(salvaged.batch);
             }
@@ -202,13 +207,107 @@ fn next_window(scan: &mut Scan, end: u64, log_errors: &mut Vec<String>) -> Windo
                 break;
             }
             Err(err) => {
-                log_errors.push(err.to_string());
+                window.errors.push(err.to_string());
                 window.last = true;
                 break;
             }
         }
     }
     window
+}
+
+/// Reads the log in windows up to `end` and hands them on, until the last or
+/// until nobody takes them; then how the scan ended.
+fn read_windows(mut scan: Scan, end: u64, windows: SyncSender<Window>) -> Result<(), String> {
+    loop {
+        let window = next_window(&mut scan, end);
+        let last = window.last;
+        if windows.send(window).is_err() || last {
+            break;
+        }
+    }
+    scan.end().map(|_| ()).map_err(|err| err.to_string())
+}
+
+/// What [`LogStore::verify_all`] has found so far, window by window.
+struct Pass<'a> {
+    engine: &'a dyn Engine,
+    chains: HashMap<SessionId, Chain>,
+    views: HashMap<SessionId, IndexView>,
+    /// The hashes at fork points (see `verify_all`), filled in as the scan passes them.
+    fork_points: HashMap<(SessionId, Seq), Option<ChainHash>>,
+    done: VerifyProgress,
+    blob_errors: Vec<String>,
+    log_errors: Vec<String>,
+}
+
+impl Pass<'_> {
+    /// Checks one window of the log: its records' own work (decompressing,
+    /// hashing, decoding) on several threads, then every check that follows
+    /// the chains and the index here, in log order.
+    fn check_window(&mut self, window: Window) {
+        let Window { batches, errors, last: _ } = window;
+        self.log_errors.extend(errors);
+        let mut items: Vec<(u64, usize, Entry<'_>)> = Vec::new();
+        for batch in &batches {
+            for item in wal::entries(&batch.payload) {
+                match item {
+                    Ok((offset, entry)) => items.push((batch.header.lsn, offset, entry)),
+                    Err(reason) => {
+                        self.log_errors.push(format!("the batch at {}: {reason}", wal::Lsn(batch.header.lsn)));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut part_start = 0;
+        while part_start < items.len() {
+            let part = &items[part_start..decoded_part_end(&items, part_start)];
+            part_start += part.len();
+            let checked = map_parallel_with(part, Vec::new, |scratch, (_, _, entry)| Checked::of(entry, scratch));
+            for ((batch_lsn, offset, _), checked) in part.iter().zip(checked) {
+                self.check_entry(batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64, checked);
+            }
+        }
+        self.done.n_sessions = self.chains.len() as u64;
+    }
+
+    /// The in-order checks of the entry at `lsn`.
+    fn check_entry(&mut self, lsn: u64, checked: Checked) {
+        match checked {
+            Checked::Record { header, read } => {
+                self.done.n_records += 1;
+                let chain = self.chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
+                let view = self.views.get_mut(&header.session);
+                if let Some(misplaced) = view.and_then(|v| v.misplaced(self.engine, &header, lsn)) {
+                    chain.misplaced.push(misplaced);
+                }
+                match read {
+                    Ok(pre) => {
+                        if let Some(slot) = self.fork_points.get_mut(&(header.session, header.seq)) {
+                            *slot = Some(pre.stored_hash());
+                        }
+                        chain.verifier.push_prechecked(pre);
+                    }
+                    Err(reason) => chain.verifier.push(Err(&Unreadable { seq: header.seq, reason })),
+                }
+            }
+            Checked::Fork(fork) => {
+                let anchor = Anchor { next_seq: Seq::new(fork.at_seq.get() + 1), prev: fork.parent_hash };
+                let origin = Some((fork.parent, fork.at_seq, fork.parent_hash));
+                if self.chains.insert(fork.child, Chain::new(anchor, origin)).is_some() {
+                    self.log_errors.push(format!("{} is forked after it already had records", fork.child));
+                }
+            }
+            Checked::Blob { digest, read } => {
+                self.done.n_blobs += 1;
+                if let Err(reason) = read {
+                    self.blob_errors.push(format!("blob {digest}: {reason}"));
+                }
+            }
+            Checked::Resource => {}
+        }
+    }
 }
 
 impl<E: Engine> LogStore<E> {
@@ -222,86 +321,37 @@ impl<E: Engine> LogStore<E> {
         // record there (a parent's own record, or one of its ancestors'),
         // filled in as the scan passes them.
         let owners: HashMap<SessionId, Arc<Slot>> = slots.iter().map(|s| (s.id, Arc::clone(s))).collect();
-        let mut fork_points: HashMap<(SessionId, Seq), Option<ChainHash>> = slots
+        let fork_points: HashMap<(SessionId, Seq), Option<ChainHash>> = slots
             .iter()
             .filter_map(|slot| slot.origin.get().map(|o| ((owner_of(&owners, o.parent, o.at_seq), o.at_seq), None)))
             .collect();
-        let mut chains: HashMap<SessionId, Chain> = HashMap::new();
-        let mut views: HashMap<SessionId, IndexView> = slots.iter().map(|s| (s.id, IndexView::of(s))).collect();
-        let mut done = VerifyProgress { n_records: 0, n_sessions: 0, n_blobs: 0 };
-        let mut blob_errors = Vec::new();
-        let mut log_errors = Vec::new();
-        let mut scan = Scan::new(Arc::clone(&core.log), 0, None)
+        let mut pass = Pass {
+            engine: &core.engine,
+            chains: HashMap::new(),
+            views: slots.iter().map(|s| (s.id, IndexView::of(s))).collect(),
+            fork_points,
+            done: VerifyProgress { n_records: 0, n_sessions: 0, n_blobs: 0 },
+            blob_errors: Vec::new(),
+            log_errors: Vec::new(),
+        };
+        let scan = Scan::new(Arc::clone(&core.log), 0, None)
             .map_err(|err| Error::Engine(format!("reading the log: {err}")))?;
-        loop {
-            // A window of batches; their records' own work (decompressing,
-            // hashing, decoding) runs on several threads, then every check
-            // that follows the chains and the index runs here, in log order.
-            let window = next_window(&mut scan, end, &mut log_errors);
-            let mut items: Vec<(u64, usize, Entry<'_>)> = Vec::new();
-            for batch in &window.batches {
-                for item in wal::entries(&batch.payload) {
-                    match item {
-                        Ok((offset, entry)) => items.push((batch.header.lsn, offset, entry)),
-                        Err(reason) => {
-                            log_errors.push(format!("the batch at {}: {reason}", wal::Lsn(batch.header.lsn)));
-                            break;
-                        }
-                    }
-                }
+        // The log is read on its own thread, a window ahead: reading the next
+        // window overlaps checking this one.
+        let read = std::thread::scope(|scope| {
+            let (windows_tx, windows) = std::sync::mpsc::sync_channel(VERIFY_WINDOWS_AHEAD);
+            let reader = scope.spawn(move || read_windows(scan, end, windows_tx));
+            for window in windows {
+                pass.check_window(window);
+                progress(pass.done);
             }
-            let mut part_start = 0;
-            while part_start < items.len() {
-                let part = &items[part_start..decoded_part_end(&items, part_start)];
-                part_start += part.len();
-                let checked = map_parallel(part, |(_, _, entry)| Checked::of(entry));
-                for ((batch_lsn, offset, _), checked) in part.iter().zip(checked) {
-                    match checked {
-                        Checked::Record { header, read } => {
-                            done.n_records += 1;
-                            let chain =
-                                chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
-                            let lsn = batch_lsn + (wal::BATCH_HEADER_BYTES + offset) as u64;
-                            let view = views.get_mut(&header.session);
-                            if let Some(misplaced) = view.and_then(|v| v.misplaced(&core.engine, &header, lsn)) {
-                                chain.misplaced.push(misplaced);
-                            }
-                            match read {
-                                Ok(read) => {
-                                    let (record, pre) = *read;
-                                    chain.verifier.push_prechecked(&record, pre);
-                                    if let Some(slot) = fork_points.get_mut(&(header.session, header.seq)) {
-                                        *slot = Some(record.hash());
-                                    }
-                                }
-                                Err(reason) => chain.verifier.push(Err(&Unreadable { seq: header.seq, reason })),
-                            }
-                        }
-                        Checked::Fork(fork) => {
-                            let anchor = Anchor { next_seq: Seq::new(fork.at_seq.get() + 1), prev: fork.parent_hash };
-                            let origin = Some((fork.parent, fork.at_seq, fork.parent_hash));
-                            if chains.insert(fork.child, Chain::new(anchor, origin)).is_some() {
-                                log_errors.push(format!("{} is forked after it already had records", fork.child));
-                            }
-                        }
-                        Checked::Blob { digest, read } => {
-                            done.n_blobs += 1;
-                            if let Err(reason) = read {
-                                blob_errors.push(format!("blob {digest}: {reason}"));
-                            }
-                        }
-                        Checked::Resource => {}
-                    }
-                }
-            }
-            done.n_sessions = chains.len() as u64;
-            progress(done);
-            if window.last {
-                break;
-            }
-        }
-        if let Err(err) = scan.end() {
-            log_errors.push(err.to_string());
+            reader.join()
+        });
+        let Pass { chains, fork_points, done, blob_errors, mut log_errors, .. } = pass;
+        match read {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => log_errors.push(reason),
+            Err(_) => log_errors.push("the thread reading the log panicked".to_owned()),
         }
         let mut sessions: Vec<SessionReport> = chains
             .into_iter()

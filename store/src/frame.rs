@@ -125,6 +125,15 @@ pub fn claimed_size(payload: &[u8]) -> Option<u64> {
 /// Decompresses a zstd frame this store wrote (it states its size), refusing
 /// sizes over `max_bytes`.
 pub fn decompress(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    decompress_into(payload, max_bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out`, replacing what it held: a caller decompressing
+/// many frames reuses one buffer instead of allocating (and for large frames,
+/// mapping and zeroing fresh pages) for each.
+pub fn decompress_into(payload: &[u8], max_bytes: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
     // The frame header states the content size; refuse absurd claims before
     // allocating, so corrupt bytes cannot make us allocate gigabytes.
     let claimed = zstd::zstd_safe::get_frame_content_size(payload)
@@ -137,19 +146,20 @@ pub fn decompress(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, FrameErro
         // Frames this store writes always state their size.
         None => return Err(FrameError::Decompress { reason: "frame does not state its size".to_owned() }),
     };
-    let mut out = Vec::with_capacity(capacity);
+    out.clear();
+    out.reserve(capacity);
     let res = DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = zstd::bulk::Decompressor::new().ok();
         }
         match slot.as_mut() {
-            Some(decompressor) => decompressor.decompress_to_buffer(payload, &mut out).map_err(|err| err.to_string()),
+            Some(decompressor) => decompressor.decompress_to_buffer(payload, out).map_err(|err| err.to_string()),
             None => Err("cannot create a zstd context".to_owned()),
         }
     });
     match res {
-        Ok(n) if n == capacity => Ok(out),
+        Ok(n) if n == capacity => Ok(()),
         Ok(n) => Err(FrameError::Decompress { reason: format!("frame claims {capacity} bytes but holds {n}") }),
         Err(reason) => Err(FrameError::Decompress { reason }),
     }

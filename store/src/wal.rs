@@ -31,6 +31,7 @@ use std::io;
 use std::sync::Arc;
 
 use logbook_core::limits::{MAX_BLOB_BYTES, MAX_EVENT_BYTES};
+use logbook_core::verify::{BodyRef, Depth, Prechecked};
 use logbook_core::{Body, ChainHash, Digest, Record, Seq, SessionId};
 
 use crate::engine::{LogDir, SegmentFile};
@@ -615,12 +616,34 @@ pub fn record_from_entry(header: &RecordHeader, body: &[u8]) -> Result<Record, S
     let body = match header.codec {
         BodyCodec::Raw => Body::Canonical(body.to_vec()),
         BodyCodec::Zstd => Body::Canonical(frame::decompress(body, MAX_EVENT_BYTES).map_err(|e| e.to_string())?),
-        BodyCodec::Redacted => {
-            let digest: [u8; 32] = body.try_into().map_err(|_| "redacted body is not a 32-byte digest")?;
-            Body::Redacted { digest: Digest::from_bytes(digest) }
-        }
+        BodyCodec::Redacted => Body::Redacted { digest: redacted_digest(body)? },
     };
     Ok(Record::from_parts(header.session, header.seq, header.prev, header.hash, body))
+}
+
+/// [`Prechecked::of`] the record a record entry stores, without keeping it:
+/// a compressed body is decompressed into `scratch`, which the caller reuses.
+pub fn precheck_entry(
+    header: &RecordHeader,
+    body: &[u8],
+    depth: Depth,
+    scratch: &mut Vec<u8>,
+) -> Result<Prechecked, String> {
+    let body = match header.codec {
+        BodyCodec::Raw => BodyRef::Canonical(body),
+        BodyCodec::Zstd => {
+            frame::decompress_into(body, MAX_EVENT_BYTES, scratch).map_err(|e| e.to_string())?;
+            BodyRef::Canonical(scratch)
+        }
+        BodyCodec::Redacted => BodyRef::Redacted { digest: redacted_digest(body)? },
+    };
+    Ok(Prechecked::of_parts(header.seq, header.prev, header.hash, body, depth))
+}
+
+/// The digest a redacted record's body holds in place of its bytes.
+fn redacted_digest(body: &[u8]) -> Result<Digest, String> {
+    let digest: [u8; 32] = body.try_into().map_err(|_| "redacted body is not a 32-byte digest")?;
+    Ok(Digest::from_bytes(digest))
 }
 
 /// A blob entry's bytes, checked against its digest.
@@ -637,12 +660,29 @@ pub fn decode_blob(bytes: &[u8], digest: Digest) -> Result<Vec<u8>, String> {
 
 /// A blob entry's bytes from its body, checked against its digest.
 pub fn blob_bytes(digest: Digest, codec: BodyCodec, body: &[u8]) -> Result<Vec<u8>, String> {
+    match codec {
+        BodyCodec::Raw => check_blob(digest, body.to_vec()),
+        BodyCodec::Zstd => check_blob(digest, frame::decompress(body, MAX_BLOB_BYTES).map_err(|e| e.to_string())?),
+        BodyCodec::Redacted => Err("blob cannot be redacted".to_owned()),
+    }
+}
+
+/// Checks a blob entry's bytes against its digest without keeping them: a
+/// compressed body is decompressed into `scratch`, which the caller reuses.
+pub fn check_blob_entry(digest: Digest, codec: BodyCodec, body: &[u8], scratch: &mut Vec<u8>) -> Result<(), String> {
     let bytes = match codec {
-        BodyCodec::Raw => body.to_vec(),
-        BodyCodec::Zstd => frame::decompress(body, MAX_BLOB_BYTES).map_err(|e| e.to_string())?,
+        BodyCodec::Raw => body,
+        BodyCodec::Zstd => {
+            frame::decompress_into(body, MAX_BLOB_BYTES, scratch).map_err(|e| e.to_string())?;
+            scratch.as_slice()
+        }
         BodyCodec::Redacted => return Err("blob cannot be redacted".to_owned()),
     };
-    if logbook_core::chain::digest(&bytes) != digest {
+    check_blob(digest, bytes).map(|_| ())
+}
+
+fn check_blob<B: AsRef<[u8]>>(digest: Digest, bytes: B) -> Result<B, String> {
+    if logbook_core::chain::digest(bytes.as_ref()) != digest {
         return Err("contents do not match the blob's hash".to_owned());
     }
     Ok(bytes)

@@ -279,3 +279,50 @@ fn damage_at_the_start_of_the_next_segment_is_reported() {
     segment.write_at(&byte, at).unwrap();
     assert_eq!(scan_all(&dir).unwrap().0, written);
 }
+
+/// Goal: checking a record entry in place (`precheck_entry`, with one reused
+/// buffer for decompressed bodies) finds what checking the record read back
+/// (`record_from_entry`, then `Prechecked::of`) finds. Method: raw,
+/// compressed and redacted bodies, intact and with a wrong stored hash, a
+/// large compressed body before small ones so the buffer is reused larger
+/// than they need.
+#[test]
+fn checking_an_entry_in_place_agrees_with_reading_it_back() {
+    use logbook_core::event::{ContentBlock, Event, SystemMessage};
+    use logbook_core::verify::{Depth, Prechecked};
+    use logbook_core::{Entry, EventId, Timestamp, chain};
+
+    let entry = |text: String| {
+        let event = Event::SystemMessage(SystemMessage { content: vec![ContentBlock::Text { text }] });
+        Entry { id: EventId::from_parts(1, 1), event, at: Timestamp::from_unix_micros(1) }.to_canonical().unwrap()
+    };
+    let session = SessionId::from_parts(1, 1);
+    let bodies = [entry("x".repeat(300_000)), entry("y".repeat(400)), entry("short".to_owned())];
+    let mut scratch = Vec::new();
+    for depth in [Depth::Links, Depth::Entries] {
+        for canonical in &bodies {
+            let prev = ChainHash::from_bytes([7; 32]);
+            let hash = chain::link(prev, Seq::new(3), chain::digest(canonical));
+            let compressed = crate::frame::compressed(canonical);
+            let mut stored = vec![(BodyCodec::Raw, canonical.clone())];
+            stored.extend(compressed.map(|body| (BodyCodec::Zstd, body)));
+            stored.push((BodyCodec::Redacted, chain::digest(canonical).as_bytes().to_vec()));
+            for (codec, body) in stored {
+                for hash in [hash, ChainHash::from_bytes([9; 32])] {
+                    let header = RecordHeader {
+                        session,
+                        seq: Seq::new(3),
+                        prev,
+                        hash,
+                        code: 0,
+                        codec,
+                        body_len: body.len() as u32,
+                    };
+                    let read_back = Prechecked::of(&record_from_entry(&header, &body).unwrap(), depth);
+                    assert_eq!(precheck_entry(&header, &body, depth, &mut scratch), Ok(read_back), "{codec:?}");
+                }
+            }
+        }
+    }
+    assert!(scratch.capacity() >= bodies[0].len(), "the buffer was reused, not replaced");
+}
