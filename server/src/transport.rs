@@ -101,38 +101,51 @@ pub async fn serve(listener: TcpListener, app: Router, transport: Transport, shu
             () = &mut shutdown => break,
             accepted = accept(&listener, transport) => accepted,
         };
-        let service = TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
+        let app = app.clone();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(transport.header_read_timeout);
-            let conn = http.serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(err) = res {
-                            tracing::debug!(error = %err, %addr, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    stopped = stop.wait_for(|stop| *stop), if !stopping => {
-                        stopping = true;
-                        if stopped.is_ok() {
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
-            }
-            drop(stop);
+            serve_connection(stream, addr, app, transport, stop).await;
+            // Freed only once the socket is closed: the next client is
+            // accepted after this one is gone.
+            drop(slot);
         });
     }
     drop(listener);
     stop_tx.send_replace(true);
     drop(stop_rx);
     stop_tx.closed().await;
+}
+
+/// Serves one connection until it closes; after `stop` turns true, it closes
+/// once idle or after its in-flight response.
+async fn serve_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    app: Router,
+    transport: Transport,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(transport.header_read_timeout);
+    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(err) = res {
+                    tracing::debug!(error = %err, %addr, "connection ended with an error");
+                }
+                return;
+            }
+            stopped = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                if stopped.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// The next connection, with its socket options set.
