@@ -23,11 +23,15 @@ use crate::runner::{RunnerConfig, RunnerHandle, ToolExecutor};
 use crate::sandbox::{SandboxConfig, SandboxTools};
 use crate::state::{AppState, Config};
 use crate::tenancy;
+use crate::transport::{self, Transport};
 use logbook_replay::{Policy, ToolHost};
 
-/// How long the kernel keeps unacknowledged data (or a zero receive window) on
-/// a connection before aborting it: cuts off SSE clients that stopped reading.
-pub const DEFAULT_TCP_USER_TIMEOUT_SECS: u64 = 60;
+/// `serve --tcp-user-timeout-secs` by default (see [`transport::DEFAULT_TCP_USER_TIMEOUT`]).
+pub const DEFAULT_TCP_USER_TIMEOUT_SECS: u64 = transport::DEFAULT_TCP_USER_TIMEOUT.as_secs();
+/// `serve --header-read-timeout-secs` by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_HEADER_READ_TIMEOUT.as_secs();
+/// `serve --body-read-timeout-secs` by default.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_BODY_READ_TIMEOUT.as_secs();
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
@@ -63,6 +67,19 @@ enum Command {
         /// Seconds a connection may leave sent data unread before it is cut off.
         #[arg(long, default_value_t = DEFAULT_TCP_USER_TIMEOUT_SECS)]
         tcp_user_timeout_secs: u64,
+        /// Seconds a client has to send a request's line and headers, from
+        /// connecting or from its previous response (an idle keep-alive
+        /// connection is closed after as long).
+        #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+        header_read_timeout_secs: u64,
+        /// Seconds a request body may take to arrive, plus one per 16 KiB
+        /// received; a slower body is cut off with a 408.
+        #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT_SECS)]
+        body_read_timeout_secs: u64,
+        /// Most connections open at once; past it, new ones wait to be accepted.
+        #[arg(long, default_value_t = transport::DEFAULT_MAX_CONNECTIONS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(transport::MAX_CONNECTIONS_LIMIT)))]
+        max_connections: u32,
         /// Store events without running sessions (no model calls): for
         /// benchmarks of the API alone, and for operators who drain a server.
         #[arg(long)]
@@ -243,6 +260,9 @@ pub fn main() -> ExitCode {
             rate_read,
             sse_ping_secs,
             tcp_user_timeout_secs,
+            header_read_timeout_secs,
+            body_read_timeout_secs,
+            max_connections,
             no_runner,
             git_private_hosts,
             git_ca_file,
@@ -253,20 +273,18 @@ pub fn main() -> ExitCode {
             let config = Config {
                 rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
                 sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
+                body_read_timeout: Duration::from_secs(body_read_timeout_secs.max(1)),
                 work_lease_ttl_secs,
                 ..Config::default()
             };
             let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);
             let remotes = Remotes { git, mcp: crate::mcp::McpSettings::new(&mcp_private_hosts) };
-            serve(
-                listen,
-                &data,
-                cache_mib,
-                config,
-                Duration::from_secs(tcp_user_timeout_secs.max(1)),
-                no_runner,
-                remotes,
-            )
+            let transport = Transport {
+                tcp_user_timeout: Duration::from_secs(tcp_user_timeout_secs.max(1)),
+                header_read_timeout: Duration::from_secs(header_read_timeout_secs.max(1)),
+                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            };
+            serve(listen, &data, cache_mib, config, transport, no_runner, remotes)
         }
         Command::Verify { bundle: Some(bundle), public_key, against, json, .. } => {
             crate::offline::verify_bundle(&bundle, public_key.as_deref(), against.as_deref(), json)
@@ -368,7 +386,7 @@ fn serve(
     data: &Path,
     cache_mib: u64,
     config: Config,
-    tcp_user_timeout: Duration,
+    transport: Transport,
     no_runner: bool,
     remotes: Remotes,
 ) -> anyhow::Result<ExitCode> {
@@ -407,14 +425,12 @@ fn serve(
         eprintln!("logbook: serving on http://{local} with data in {}", data.display());
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
         let stopping = state.clone();
-        let server = axum::serve(TimeoutListener { listener, tcp_user_timeout }, app(state)).with_graceful_shutdown(
-            async move {
-                shutdown_signal().await;
-                eprintln!("logbook: shutting down: finishing in-flight requests, closing streams");
-                let _ = shutdown_tx.send(true);
-                let _ = fired_tx.send(());
-            },
-        );
+        let server = transport::serve(listener, app(state), transport, async move {
+            shutdown_signal().await;
+            eprintln!("logbook: shutting down: finishing in-flight requests, closing streams");
+            let _ = shutdown_tx.send(true);
+            let _ = fired_tx.send(());
+        });
         let grace = async {
             if fired_rx.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -423,7 +439,7 @@ fn serve(
             }
         };
         tokio::select! {
-            res = server => res.context("serving HTTP")?,
+            () = server => {}
             () = grace => {
                 eprintln!("logbook: connections still open after {}s; exiting", SHUTDOWN_GRACE.as_secs());
                 if let Some(runner) = stopping.runner() {
@@ -511,39 +527,6 @@ fn sandbox_tools(data: &Path, store: &SledStore) -> anyhow::Result<SandboxTools>
     }
     eprintln!("logbook: sandboxes: {}", tools.describe_limits());
     Ok(tools)
-}
-
-/// A listener that sets `TCP_USER_TIMEOUT` on every accepted connection.
-struct TimeoutListener {
-    listener: tokio::net::TcpListener,
-    tcp_user_timeout: Duration,
-}
-
-impl axum::serve::Listener for TimeoutListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    let sock = socket2::SockRef::from(&stream);
-                    let _ = sock.set_tcp_user_timeout(Some(self.tcp_user_timeout));
-                    let _ = stream.set_nodelay(true);
-                    return (stream, addr);
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
 }
 
 async fn shutdown_signal() {

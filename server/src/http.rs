@@ -10,9 +10,11 @@
 //! beta header check, authentication, the credential's scope (each route says
 //! which credentials it takes: API keys, or also the environment keys and
 //! sessions tokens of self-hosted workers; see `api::work::access`), the rate
-//! limit and the request timeout.
+//! limit and the request timeout. Every request's body must arrive in time
+//! (`body_deadline`, [`crate::transport::DeadlineBody`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::RequestExt;
@@ -33,6 +35,7 @@ use crate::openapi;
 use crate::ratelimit::Class;
 use crate::state::AppState;
 use crate::tenancy::{self, Principal, Tenant};
+use crate::transport::DeadlineBody;
 
 /// The beta every Managed Agents call must name.
 pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
@@ -279,6 +282,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -387,6 +391,29 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     } else {
         tracing::debug!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request");
     }
+    response
+}
+
+/// Bounds how long a request body may take to arrive
+/// ([`crate::transport::DeadlineBody`]). A body cut off answers 408 whatever
+/// the handler made of the failed read, and closes the connection (the rest
+/// of the body may still be on its way).
+async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let timeout = state.config().body_read_timeout;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&timed_out);
+    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, timeout, flag)));
+    let response = next.run(request).await;
+    if !timed_out.load(Ordering::Relaxed) {
+        return response;
+    }
+    let message = format!(
+        "the request body took too long to arrive: it must arrive within {} s, plus 1 s per {} KiB received",
+        timeout.as_secs(),
+        crate::transport::BODY_MIN_BYTES_PER_SEC / 1024
+    );
+    let mut response = ApiError::request_timeout(message).into_response();
+    response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

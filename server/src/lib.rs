@@ -2,7 +2,8 @@
 //!
 //! The only crate that knows HTTP, the tokio runtime, the model provider and
 //! the sandbox. It holds the Managed Agents API (`api`), the HTTP app with its
-//! middleware (`http`), tenancy (`tenancy`), rate limits, metrics, the OpenAPI
+//! middleware (`http`), its transport (`transport`: connections, slow
+//! clients, graceful shutdown), tenancy (`tenancy`), rate limits, metrics, the OpenAPI
 //! document and the command line (`cli`). `resources` puts session resources
 //! (mounted files, outputs, cloned repositories) on disk; `mcp` connects
 //! sessions to their agents' MCP servers.
@@ -26,4 +27,5 @@ pub mod sandbox;
 pub mod state;
 pub mod tenancy;
 pub mod tools;
+pub mod transport;
 pub mod workspace;

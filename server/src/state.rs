@@ -27,6 +27,10 @@ pub struct Config {
     pub sse_ping_interval: Duration,
     /// How long a non-streaming request may take before it answers 504.
     pub request_timeout: Duration,
+    /// How long a request body may take to arrive, plus a second per
+    /// `transport::BODY_MIN_BYTES_PER_SEC` bytes received, before it is cut
+    /// off with a 408.
+    pub body_read_timeout: Duration,
     /// The lease a self-hosted worker gets on ack, until it asks for another.
     pub work_lease_ttl_secs: u32,
 }
@@ -37,6 +41,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             sse_ping_interval: Duration::from_secs(15),
             request_timeout: Duration::from_secs(60),
+            body_read_timeout: crate::transport::DEFAULT_BODY_READ_TIMEOUT,
             work_lease_ttl_secs: crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
         }
     }

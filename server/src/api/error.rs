@@ -126,12 +126,17 @@ impl ApiError {
             409 => ErrorKind::Conflict,
             413 => ErrorKind::RequestTooLarge,
             429 => ErrorKind::RateLimit,
-            504 => ErrorKind::Timeout,
+            408 | 504 => ErrorKind::Timeout,
             503 | 529 => ErrorKind::Overloaded,
             code if code < 500 => ErrorKind::InvalidRequest,
             _ => ErrorKind::Api,
         };
         ApiError::new(status, kind, message)
+    }
+
+    /// 408: the client did not send its request in time (nothing ran).
+    pub fn request_timeout(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorKind::Timeout, message)
     }
 
     pub fn timeout(message: impl Into<String>) -> ApiError {

@@ -7,6 +7,15 @@
 //! streams send `event: ping`. The stream ends after `session.status_terminated`
 //! or `session.deleted`, and when the server shuts down.
 //!
+//! A stream opened with a self-hosted worker's sessions token lives no longer
+//! than the token: its claim's hold on the work item is checked again at least
+//! every ping interval, and when the lease is due to expire (by the injected
+//! clock), and the stream ends once the lease lapsed, was released or went to
+//! another claim. It ends without an error frame, as at shutdown: the
+//! worker's reconnect is answered 401 (the token expired), which the SDK
+//! treats as final. API keys and environment keys change only offline, so
+//! their streams are not checked again.
+//!
 //! Memory per connection is bounded: the stream is pulled by the connection.
 //! Records are read from the store only when the socket takes more, in batches
 //! of at most [`STREAM_BATCH`], so a client that stops reading costs a
@@ -15,6 +24,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -27,25 +37,31 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use logbook_core::event::Event;
-use logbook_core::{EventId, EventType, Seq};
+use logbook_core::{EventId, EventType, Seq, Timestamp};
 use logbook_store::{Read, Subscribe, Subscription};
 
 use super::error::ApiError;
 use super::events::find_event;
 use super::sessions::{self, Status};
 use super::wire::Query;
+use super::work::access::{self, Hold};
 use crate::previews::{Preview, PreviewKind};
 use crate::state::AppState;
-use crate::tenancy::Tenant;
+use crate::tenancy::{KeyScope, Principal, Tenant};
 
 /// Records read from the store per step of a stream.
 pub const STREAM_BATCH: usize = 64;
 /// Most `event_deltas[]` values.
 pub const MAX_EVENT_DELTAS: usize = 100;
+/// Shortest wait between two checks of a sessions token's lease, so that a
+/// lease due any moment (or a clock a little behind tokio's) is not polled in
+/// a tight loop.
+pub const LEASE_CHECK_FLOOR: Duration = Duration::from_millis(100);
 
 pub async fn stream(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
+    Extension(principal): Extension<Principal>,
     Path(session_id): Path<String>,
     query: Query,
     headers: HeaderMap,
@@ -67,7 +83,8 @@ pub async fn stream(
             })?),
             Some(Err(_)) => return Err(ApiError::invalid("Last-Event-ID: not a valid header value")),
         };
-    let (from, finished) = state
+    let now = state.now();
+    let (from, finished, hold) = state
         .blocking(move |store| {
             // The head before the session: an archive or delete changes the
             // session before it appends, so a session read as live has its
@@ -93,15 +110,24 @@ pub async fn stream(
                 .last_of_types(id, &[EventType::SessionStatusTerminated, EventType::SessionDeleted])?
                 .is_some_and(|record| record.seq() < from);
             let finished = closed_before || (session.status == Status::Terminated && last_event_id.is_none());
-            Ok((from, finished))
+            // Read after the guard's check: a lease may have ended since.
+            let hold = access::hold(store, &principal, now)?;
+            Ok((from, finished, hold))
         })
         .await?;
+    let lease = match (principal.scope, hold) {
+        (_, Hold::Ended) => return Err(ApiError::unauthenticated(access::TOKEN_EXPIRED)),
+        (KeyScope::WorkSession { .. }, Hold::Held { until }) => {
+            Some(LeaseWatch { principal, next_check: next_lease_check(state.config().sse_ping_interval, until, now) })
+        }
+        (KeyScope::Workspace | KeyScope::Environment { .. }, Hold::Held { .. }) => None,
+    };
     // Previews are subscribed before reading anything, so none published from
     // now on is missed; they are ephemeral and never replayed.
     let want = Wanted { message: deltas.contains(&"agent.message"), thinking: deltas.contains(&"agent.thinking") };
     let previews = (want.message || want.thinking).then(|| state.previews().subscribe(id));
     let subscription = state.store().subscribe(id, from);
-    let body = events(subscription, previews, want, state.clone(), finished);
+    let body = events(subscription, previews, want, lease, state.clone(), finished);
     let keep_alive =
         KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));
     let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
@@ -116,6 +142,24 @@ pub async fn stream(
 struct Wanted {
     message: bool,
     thinking: bool,
+}
+
+/// The sessions token a stream was opened with, and when to check next that
+/// its claim still holds the work item.
+#[derive(Debug)]
+struct LeaseWatch {
+    principal: Principal,
+    next_check: tokio::time::Instant,
+}
+
+/// When to check a lease again: after `every` (the ping interval), or when
+/// it is due to expire, if sooner (but not sooner than [`LEASE_CHECK_FLOOR`]).
+fn next_lease_check(every: Duration, until: Option<Timestamp>, now: Timestamp) -> tokio::time::Instant {
+    let wait = until.map_or(every, |until| {
+        let left = u64::try_from(until.unix_micros().saturating_sub(now.unix_micros())).unwrap_or(0);
+        Duration::from_micros(left).max(LEASE_CHECK_FLOOR).min(every)
+    });
+    tokio::time::Instant::now() + wait
 }
 
 /// Most ids a stream remembers as previewed or finished; beyond it the sets
@@ -135,6 +179,8 @@ struct StreamState {
     pending: std::collections::VecDeque<SseEvent>,
     state: AppState,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set when a sessions token opened the stream.
+    lease: Option<LeaseWatch>,
     done: bool,
     _open: OpenStream,
 }
@@ -152,6 +198,7 @@ fn events(
     subscription: Subscription,
     previews: Option<broadcast::Receiver<Preview>>,
     want: Wanted,
+    lease: Option<LeaseWatch>,
     state: AppState,
     finished: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -165,6 +212,7 @@ fn events(
         finished: HashSet::new(),
         pending: std::collections::VecDeque::new(),
         shutdown: state.shutdown(),
+        lease,
         _open: OpenStream(state.clone()),
         state,
         done: finished,
@@ -188,6 +236,12 @@ fn events(
                 }
                 batch = st.subscription.next_batch(STREAM_BATCH) => batch,
                 _ = st.shutdown.changed() => return None,
+                () = lease_check_due(st.lease.as_ref()) => {
+                    if st.lease_holds().await {
+                        continue;
+                    }
+                    return None;
+                }
             };
             match batch {
                 Ok(Some(records)) => {
@@ -246,7 +300,35 @@ async fn next_preview(receiver: &mut Option<broadcast::Receiver<Preview>>) -> Re
     }
 }
 
+/// Resolves when the stream's lease is due for a check; never without one.
+async fn lease_check_due(lease: Option<&LeaseWatch>) {
+    match lease {
+        Some(lease) => tokio::time::sleep_until(lease.next_check).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl StreamState {
+    /// Whether the sessions token that opened the stream still holds its
+    /// work item; schedules the next check if so. A failed read ends the
+    /// stream too (the reconnect is checked afresh).
+    async fn lease_holds(&mut self) -> bool {
+        let Some(lease) = self.lease.as_mut() else { return true };
+        let principal = lease.principal;
+        let now = self.state.now();
+        match self.state.blocking(move |store| access::hold(store, &principal, now)).await {
+            Ok(Hold::Held { until }) => {
+                lease.next_check = next_lease_check(self.state.config().sse_ping_interval, until, now);
+                true
+            }
+            Ok(Hold::Ended) => false,
+            Err(err) => {
+                tracing::warn!(error = %err.message, "checking a stream's lease failed; ending the stream");
+                false
+            }
+        }
+    }
+
     fn take_preview(&mut self, preview: Result<Preview, RecvError>) {
         match preview {
             Ok(Preview::Start { event_id, kind }) => {

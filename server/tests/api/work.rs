@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use axum::http::Method;
 use base64::Engine;
 use logbook_core::Event;
+use logbook_server::ratelimit::RateLimits;
+use logbook_server::state::Config;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
@@ -826,4 +828,99 @@ async fn healthcheck_items_are_claimed_and_stopped_like_any_item() {
     assert!(stopped["acknowledged_at"].is_string() && stopped["stopped_at"].is_string());
     let cloud = h.env("cloud").await;
     h.post_empty(&format!("/x/v1/environments/{}/work/healthcheck", id(&cloud))).await.invalid();
+}
+
+/// How long a stream may take to show an event or to end.
+const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the session's event stream with `key` as a Bearer credential.
+async fn open_stream(h: &Harness, session: &str, key: &str) -> axum::body::Body {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(format!("/v1/sessions/{session}/events/stream"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body()
+}
+
+/// Reads a stream until its text shows `needle`; panics if it ends or the deadline passes first.
+async fn read_until(body: &mut axum::body::Body, needle: &str) {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    let read = async {
+        while !text.contains(needle) {
+            let frame = body.frame().await.unwrap_or_else(|| panic!("the stream ended before {needle}: {text}"));
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    tokio::time::timeout(STREAM_DEADLINE, read).await.unwrap_or_else(|_| panic!("no {needle} within the deadline"));
+}
+
+/// Whether the stream ends (pings aside) within the deadline.
+async fn ends(body: &mut axum::body::Body) -> bool {
+    use http_body_util::BodyExt;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    };
+    tokio::time::timeout(STREAM_DEADLINE, drain).await.is_ok()
+}
+
+#[tokio::test]
+async fn a_stream_opened_with_a_sessions_token_ends_with_its_lease() {
+    // Goal: a stream opened with a sessions token lives no longer than the
+    // token: it outlives a lease that was renewed, ends when the lease lapses
+    // and when the worker releases the item, while an API key's stream of the
+    // same session stays open. Method: streams read through the router with a
+    // short ping interval (the longest gap between checks); the lease ends by
+    // advancing the manual clock, then by a stop; each end is awaited under a
+    // deadline, and the API key's stream must still deliver a later event.
+    let config = Config {
+        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0 },
+        sse_ping_interval: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
+    let h = Harness::with_config(config);
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let polled = q.poll(&h, "").await.ok();
+    let (work, token) = (id(&polled).to_owned(), token_of(&polled));
+    q.ack(&h, &work).await.ok();
+    let t = Auth::Bearer(&token);
+    let beat = heartbeat(&h, &q, &work, t, &format!("{}&desired_ttl_seconds=10", expected("NO_HEARTBEAT"))).await;
+    let last = beat.ok()["last_heartbeat"].as_str().unwrap().to_owned();
+    let mut by_token = open_stream(&h, &session, &token).await;
+    let mut by_key = open_stream(&h, &session, &h.key_a).await;
+    let session_value = json!({"id": session});
+
+    // Renewed at 9 s for 10 s more: at 18 s the first lease would have lapsed.
+    h.tick(9_000);
+    let beat = heartbeat(&h, &q, &work, t, &expected(&last)).await.ok();
+    assert_eq!(beat["lease_extended"], true);
+    h.tick(9_000);
+    let call = h.inject(&session_value, vec![tool_use("bash", Some("allow"))]).remove(0);
+    read_until(&mut by_token, &call).await;
+
+    h.tick(2_000);
+    assert!(ends(&mut by_token).await, "the lease lapsed: the token's stream ends");
+    let later = h.inject(&session_value, vec![tool_use("bash", Some("allow"))]).remove(0);
+    read_until(&mut by_key, &later).await;
+
+    // The next worker's stream ends when it releases the item.
+    let polled = q.poll(&h, "").await.ok();
+    assert_eq!(id(&polled), work);
+    let token = token_of(&polled);
+    q.ack(&h, &work).await.ok();
+    heartbeat(&h, &q, &work, Auth::Bearer(&token), &expected("NO_HEARTBEAT")).await.ok();
+    let mut by_token = open_stream(&h, &session, &token).await;
+    stop(&h, &q, &work, Auth::Bearer(&token), true).await.ok();
+    assert!(ends(&mut by_token).await, "the item stopped: the token's stream ends");
+    let last = h.inject(&session_value, vec![tool_use("bash", Some("allow"))]).remove(0);
+    read_until(&mut by_key, &last).await;
 }

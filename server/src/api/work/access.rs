@@ -100,7 +100,7 @@ pub fn check(
             }
             Ok(())
         }
-        KeyScope::WorkSession { environment_id, work_id, session_id, claim } => {
+        KeyScope::WorkSession { environment_id, work_id, session_id, .. } => {
             if !access.sessions_token {
                 return Err(refused("a sessions token"));
             }
@@ -108,20 +108,49 @@ pub fn check(
             same_work(params, work_id)?;
             if let Some(raw) = params.get("session_id") {
                 same_session(raw, session_id)?;
-                let item = queue::load(store, &principal.tenant(), environment_id, work_id)?;
-                let live = item.is_some_and(|(_, mut item)| {
-                    item.settle(now);
-                    item.held_by(claim)
-                });
-                if !live {
-                    return Err(ApiError::unauthenticated(
-                        "this sessions token expired: its work item's lease ended; poll for the work again",
-                    ));
+                match hold(store, principal, now)? {
+                    Hold::Held { .. } => {}
+                    Hold::Ended => return Err(ApiError::unauthenticated(TOKEN_EXPIRED)),
                 }
             }
             Ok(())
         }
     }
+}
+
+/// What a sessions token whose claim no longer holds its item is told.
+pub const TOKEN_EXPIRED: &str = "this sessions token expired: its work item's lease ended; poll for the work again";
+
+/// Whether a sessions token's claim still holds its work item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The claim holds the item; its lease runs until `until` unless renewed
+    /// (`None`: no lease yet, the claim is not acked).
+    Held { until: Option<Timestamp> },
+    /// The lease lapsed, went to another claim, or the item stopped or is
+    /// gone: the token reaches nothing any more.
+    Ended,
+}
+
+/// Whether `principal`, a sessions token, still holds its item at `now`.
+/// Every other credential holds no lease and is always [`Hold::Held`]: it
+/// changes only offline.
+pub fn hold(store: &SledStore, principal: &Principal, now: Timestamp) -> Result<Hold, ApiError> {
+    let KeyScope::WorkSession { environment_id, work_id, claim, .. } = principal.scope else {
+        return Ok(Hold::Held { until: None });
+    };
+    let item = queue::load(store, &principal.tenant(), environment_id, work_id)?;
+    Ok(match item {
+        Some((_, mut item)) => {
+            item.settle(now);
+            if item.held_by(claim) {
+                Hold::Held { until: item.lease.map(|lease| lease.expires_at) }
+            } else {
+                Hold::Ended
+            }
+        }
+        None => Hold::Ended,
+    })
 }
 
 fn same_env(params: &PathParams, own: EnvironmentId) -> Result<(), ApiError> {
