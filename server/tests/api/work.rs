@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::Method;
 use base64::Engine;
 use logbook_core::Event;
+use logbook_server::ratelimit::RateLimits;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
@@ -698,6 +699,39 @@ async fn workers_polling_counts_distinct_workers_over_30_seconds() {
     assert_eq!(with_key["workers_polling"], 2);
     h.tick(30_001);
     assert_eq!(q.stats(&h).await["workers_polling"], 0);
+}
+
+#[tokio::test]
+async fn workers_polling_do_not_use_up_the_workspace_reads() {
+    // Goal: worker calls (polls, acks, heartbeats with worker credentials)
+    // draw on their own allowance, not on the workspace's read or create
+    // limits (behaviour digest §14 names those for the API's create and read
+    // endpoints; the work queue is not among them), so a fleet of idle
+    // workers cannot starve the API. Method: a read limit whose burst is 3,
+    // twenty empty polls with the environment key, then API reads.
+    let h = Harness::with_limits(RateLimits { read_per_minute: 60, ..RateLimits::default() });
+    let q = Queue::new(&h).await;
+    for n_poll in 0..20 {
+        let resp = q.poll(&h, "").await;
+        assert_eq!(resp.status.as_u16(), 200, "poll {n_poll}: {}", resp.text());
+        assert_eq!(resp.json(), Value::Null);
+    }
+    for _ in 0..3 {
+        h.get("/v1/agents").await.ok();
+    }
+    h.get("/v1/agents").await.error(429, "rate_limit_error");
+
+    // The workers' own allowance is limited too, and using it up leaves the
+    // workspace's reads alone.
+    let h = Harness::with_limits(RateLimits { create_per_minute: 0, read_per_minute: 60, work_per_minute: 60 });
+    let q = Queue::new(&h).await;
+    for _ in 0..3 {
+        q.poll(&h, "").await.ok();
+    }
+    let refused = q.poll(&h, "").await;
+    refused.error(429, "rate_limit_error");
+    assert_eq!(refused.header("retry-after-ms"), Some("1000"));
+    h.get("/v1/agents").await.ok();
 }
 
 #[tokio::test]
