@@ -61,6 +61,10 @@ enum Command {
         /// Read calls (GET) per minute per workspace; 0 for no limit.
         #[arg(long, env = "LOGBOOK_RATE_READ", default_value_t = 1200)]
         rate_read: u32,
+        /// Calls per minute per workspace made with its self-hosted workers'
+        /// credentials (environment keys, sessions tokens); 0 for no limit.
+        #[arg(long, env = "LOGBOOK_RATE_WORK", default_value_t = crate::ratelimit::DEFAULT_WORK_PER_MINUTE)]
+        rate_work: u32,
         /// Seconds between SSE pings on idle streams.
         #[arg(long, default_value_t = 15)]
         sse_ping_secs: u64,
@@ -258,6 +262,7 @@ pub fn main() -> ExitCode {
             cache_mib,
             rate_create,
             rate_read,
+            rate_work,
             sse_ping_secs,
             tcp_user_timeout_secs,
             header_read_timeout_secs,
@@ -271,7 +276,11 @@ pub fn main() -> ExitCode {
             work_lease_ttl_secs,
         } => {
             let config = Config {
-                rate_limits: RateLimits { create_per_minute: rate_create, read_per_minute: rate_read },
+                rate_limits: RateLimits {
+                    create_per_minute: rate_create,
+                    read_per_minute: rate_read,
+                    work_per_minute: rate_work,
+                },
                 sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
                 body_read_timeout: Duration::from_secs(body_read_timeout_secs.max(1)),
                 work_lease_ttl_secs,

@@ -34,7 +34,7 @@ use crate::api::{agents, environments, events, files, resources, sessions, strea
 use crate::openapi;
 use crate::ratelimit::Class;
 use crate::state::AppState;
-use crate::tenancy::{self, Principal, Tenant};
+use crate::tenancy::{self, KeyScope, Principal, Tenant};
 use crate::transport::DeadlineBody;
 
 /// The beta every Managed Agents call must name.
@@ -526,11 +526,16 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
         }
     };
     let tenant: Tenant = principal.tenant();
-    let class = match *request.method() {
-        Method::GET | Method::HEAD => Class::Read,
-        _ => Class::Create,
+    // Workers have their own allowance (see `ratelimit`): their polls and
+    // heartbeats never use up the workspace's API limits.
+    let class = match principal.scope {
+        KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => Class::Work,
+        KeyScope::Workspace => match *request.method() {
+            Method::GET | Method::HEAD => Class::Read,
+            _ => Class::Create,
+        },
     };
-    if let Err(wait_ms) = state.limiter().check(tenant.workspace, class, Instant::now()) {
+    if let Err(wait_ms) = state.limiter().check(tenant.workspace, class, state.now()) {
         state.metrics().rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::rate_limited(wait_ms));
     }

@@ -94,6 +94,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "0",
         "--rate-read",
         "0",
+        "--rate-work",
+        "0",
         # These tests cover the API surface; the runner has its own end-to-end
         # tests against the fake model (tests/tests/runner.rs).
         "--no-runner",

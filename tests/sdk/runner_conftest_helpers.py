@@ -211,6 +211,8 @@ def _start_runner_server(
         "0",
         "--rate-read",
         "0",
+        "--rate-work",
+        "0",
     ]
     proc = _spawn(f"logbook ({name})", cmd, env, SERVING_RE, "stderr")
     return RunnerServer(proc=proc, key=key, fake=fake_model, data_dir=Path(data_dir))

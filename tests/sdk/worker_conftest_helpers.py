@@ -91,7 +91,7 @@ def _serve(binary: Path, data: Path, key: str, fake_url: str) -> Process:
         LOGBOOK_RETRY_BASE_MS="10",
         LOGBOOK_WORK_LEASE_TTL_SECS=str(LEASE_TTL_S),
     )
-    cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data", str(data), "--rate-create", "0", "--rate-read", "0"]
+    cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data", str(data), "--rate-create", "0", "--rate-read", "0", "--rate-work", "0"]
     return _spawn("logbook (worker tests)", cmd, env, SERVING_RE, "stderr")
 
 

@@ -62,7 +62,7 @@ pub enum Stderr {
 }
 
 /// How a `logbook serve` child is started: `BIN serve --listen 127.0.0.1:0
-/// --rate-create 0 --rate-read 0 --data DATA`, seeded with a key, logging
+/// --rate-create 0 --rate-read 0 --rate-work 0 --data DATA`, seeded with a key, logging
 /// warnings, stdout dropped; more arguments and environment on top.
 #[derive(Debug)]
 pub struct Launch {
@@ -75,7 +75,7 @@ impl Launch {
     pub fn new(bin: &Path, data: &Path, key: &str) -> Launch {
         let mut command = Command::new(bin);
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0", "--rate-work", "0"])
             .arg("--data")
             .arg(data)
             .env("LOGBOOK_BOOTSTRAP_KEY", key)

@@ -91,6 +91,9 @@ pub async fn send(
         };
         match tried {
             SendAttempt::Submitted { pending, queued, rework } => break (pending, queued, rework),
+            // Nothing to append: every event was an interrupt the session
+            // ignores while paused at its budget.
+            SendAttempt::Ignored => return Ok(Json(json!({ "data": [] }))),
             SendAttempt::Behind(written) if attempt < MAX_APPEND_ATTEMPTS => {
                 // Another append to this session is not durable yet: wait for
                 // it (no thread waits), then check against the new head.
@@ -449,6 +452,13 @@ fn settles_a_call(event: &Event) -> bool {
     )
 }
 
+/// Whether a session paused at its budget accepts `event` but drops it: an
+/// interrupt then is neither persisted, listed nor echoed (behaviour digest
+/// §3.6, §12), since there is no turn to interrupt and nothing may start one.
+fn ignored_at_budget(event: &Event) -> bool {
+    matches!(event, Event::UserInterrupt(_))
+}
+
 /// Records scanned past an id's seq hint before giving up on finding it.
 const MAX_FIND_SCAN: usize = 10_000;
 
@@ -541,6 +551,8 @@ enum SendAttempt {
     /// Another append to the session is written but not yet durable; the
     /// session's written head is here.
     Behind(Seq),
+    /// Every event was ignored (see [`ignored_at_budget`]): nothing appended.
+    Ignored,
 }
 
 /// Checks a send against the session's durable state and submits it.
@@ -563,15 +575,19 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     let idle = idle_reason(last_status.as_ref());
     let requires_action = matches!(idle, Some(StopReason::RequiresAction { .. }));
     let context = InputContext::Send { requires_action };
-    let inputs = parse_inputs(events, context, &session, state.now())?;
-    if matches!(idle, Some(StopReason::BudgetReached))
-        && let Some(idx) = inputs.iter().position(|event| !settles_a_call(event))
-    {
-        return Err(ApiError::invalid(format!(
-            "events[{idx}]: the session is paused at its budget; until the budget is raised or removed it \
-             accepts only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt"
-        ))
-        .with_code("budget_reached"));
+    let mut inputs = parse_inputs(events, context, &session, state.now())?;
+    if matches!(idle, Some(StopReason::BudgetReached)) {
+        if let Some(idx) = inputs.iter().position(|event| !settles_a_call(event)) {
+            return Err(ApiError::invalid(format!(
+                "events[{idx}]: the session is paused at its budget; until the budget is raised or removed it \
+                 accepts only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt"
+            ))
+            .with_code("budget_reached"));
+        }
+        inputs.retain(|event| !ignored_at_budget(event));
+        if inputs.is_empty() {
+            return Ok(SendAttempt::Ignored);
+        }
     }
     // A self-hosted session whose work item stopped is queued again once its
     // new input is durable.

@@ -7,6 +7,7 @@ pub mod environments;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod model_id;
 pub mod resources;
 pub mod sessions;
 pub mod stream;

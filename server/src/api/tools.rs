@@ -75,6 +75,7 @@ impl ModelIn {
         if id.trim().is_empty() || id.len() > 256 {
             return Err(ApiError::invalid("model.id: must be a model id such as claude-sonnet-4-6"));
         }
+        super::model_id::check(&id, "model.id")?;
         let effort = match effort {
             Some(EffortIn::Level(level) | EffortIn::Object { level }) => {
                 if !EFFORTS.contains(&level.as_str()) {

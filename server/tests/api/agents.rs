@@ -188,6 +188,82 @@ async fn create_minimal_fills_defaults() {
     assert_eq!(agent["model"]["effort"], json!({"type": "xhigh"}));
 }
 
+/// Ids of Claude models older than 4.5, in the forms the Messages API,
+/// Bedrock and Vertex name them.
+const OLDER_MODELS: [&str; 19] = [
+    "claude-instant-1.2",
+    "claude-v1",
+    "claude-2",
+    "claude-2.1",
+    "claude-3-opus-20240229",
+    "claude-3-haiku-20240307",
+    "claude-3-5-sonnet-20241022",
+    "claude-3-5-haiku-latest",
+    "claude-3-7-sonnet-20250219",
+    "claude-sonnet-4",
+    "claude-sonnet-4-0",
+    "claude-opus-4-0",
+    "claude-sonnet-4-20250514",
+    "claude-opus-4-1",
+    "claude-opus-4-1-20250805",
+    "Claude-3-Opus-20240229",
+    "anthropic.claude-3-haiku-20240307-v1:0",
+    "us.anthropic.claude-sonnet-4-20250514-v1:0",
+    "claude-3-5-sonnet-v2@20241022",
+];
+
+/// Ids that are Claude 4.5 or later, or that Logbook does not recognise as
+/// an older Claude model (a self-hosted backend's own names).
+const ACCEPTED_MODELS: [&str; 14] = [
+    "m",
+    "local-llama-3",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-5",
+    "claude-opus-4-6",
+    "claude-opus-4-8",
+    "claude-sonnet-5",
+    "claude-haiku-5-5",
+    "claude-fable-5-2",
+    "claude-next",
+    "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "claude-sonnet-4-5@20250929",
+];
+
+#[tokio::test]
+async fn models_older_than_claude_4_5_are_a_400_and_any_other_id_is_accepted() {
+    // Goal: the model must be Claude 4.5 or later (behaviour digest §2).
+    // Logbook runs against any Anthropic-compatible backend, so it refuses
+    // only ids that are recognisably older Claude models (400
+    // invalid_request_error naming the id and the rule) and accepts every
+    // other id (README "Models"). Method: each id as a bare string and as
+    // an object on agent create, on agent update, and as a session's
+    // `agent_with_overrides` model.
+    let h = Harness::new();
+    let agent = h.agent_with(&json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    let env = h.env("e").await;
+    let update = format!("/v1/agents/{}", id(&agent));
+    let session_with = |model: &str| json!({"agent": {"type": "agent_with_overrides", "id": agent["id"], "model": model}, "environment_id": env["id"]});
+    for model in OLDER_MODELS {
+        for body in [json!({"name": "a", "model": model}), json!({"name": "a", "model": {"id": model}})] {
+            let refused = h.post("/v1/agents", &body).await.invalid();
+            let message = refused["error"]["message"].as_str().unwrap();
+            assert!(message.contains(model) && message.contains("4.5"), "{model}: {message}");
+        }
+        h.post(&update, &json!({"model": model})).await.invalid();
+        h.post("/v1/sessions", &session_with(model)).await.invalid();
+    }
+    for model in ACCEPTED_MODELS {
+        let created = h.agent_with(&json!({"name": "a", "model": {"id": model}})).await;
+        assert_eq!(created["model"]["id"], model);
+        let updated = h.post(&update, &json!({"model": model})).await.ok();
+        assert_eq!(updated["model"]["id"], model);
+        let session = h.post("/v1/sessions", &session_with(model)).await.ok();
+        assert_eq!(session["agent"]["model"]["id"], model);
+    }
+}
+
 #[tokio::test]
 async fn every_validation_rule_is_a_400() {
     // Goal: each rule of behaviour digest §2 / API digest §3.1 rejects with

@@ -507,6 +507,37 @@ async fn system_message_while_requires_action_only_trails_a_tool_result() {
     h.post(&path, &events_body(vec![result, system_message("s")])).await.ok();
 }
 
+#[tokio::test]
+async fn an_interrupt_while_paused_at_the_budget_is_accepted_and_ignored() {
+    // Goal: paused at its budget, a session accepts a user.interrupt and
+    // ignores it: not persisted, not listed, not echoed (behaviour digest
+    // §3.6, §12), while a user.message is still refused with
+    // `budget_reached`. Method: inject an open custom call and the budget
+    // idle, send an interrupt alone, a message, then a result with an
+    // interrupt, and list after each.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![custom_tool_use()]);
+    h.inject(&session, vec![event(json!({"type": "session.status_idle", "stop_reason": {"type": "budget_reached"}}))]);
+    let before = h.events(&session).await;
+    let interrupt = json!({"type": "user.interrupt"});
+
+    let sent = h.post(&path, &events_body(vec![interrupt.clone()])).await.ok();
+    assert_eq!(sent, json!({"data": []}), "an ignored interrupt is not echoed");
+    assert_eq!(h.events(&session).await, before, "an ignored interrupt is not listed");
+
+    let refused = h.post(&path, &events_body(vec![user_message("more")])).await.invalid();
+    assert_eq!(refused["error"]["details"]["error_code"], "budget_reached", "{refused}");
+
+    let result = json!({"type": "user.custom_tool_result", "custom_tool_use_id": calls[0],
+        "content": [{"type": "text", "text": "ok"}]});
+    let sent = h.post(&path, &events_body(vec![interrupt, result])).await.ok();
+    assert_eq!(types_of(sent["data"].as_array().unwrap()), ["user.custom_tool_result"]);
+    let listed = h.events(&session).await;
+    assert_eq!(types_of(&listed[before.len()..]), ["user.custom_tool_result"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
     // Goal: sends racing on one session never fail for losing the race (a

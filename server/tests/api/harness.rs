@@ -139,7 +139,7 @@ pub(crate) fn check_envelope(body: &Value, request_id_header: Option<&str>) {
 impl Harness {
     /// A server with unlimited rates.
     pub(crate) fn new() -> Harness {
-        Harness::with_limits(RateLimits { create_per_minute: 0, read_per_minute: 0 })
+        Harness::with_limits(RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 })
     }
 
     pub(crate) fn with_limits(rate_limits: RateLimits) -> Harness {

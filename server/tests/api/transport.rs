@@ -364,7 +364,7 @@ async fn rate_limit_is_per_workspace_with_retry_after() {
     // `retry-after` (seconds) and `retry-after-ms`; another workspace is
     // unaffected, and so is the same workspace's create allowance. Method:
     // 60 reads/min allows a burst of 3; send reads until refused.
-    let h = Harness::with_limits(RateLimits { create_per_minute: 0, read_per_minute: 60 });
+    let h = Harness::with_limits(RateLimits { create_per_minute: 0, read_per_minute: 60, work_per_minute: 0 });
     let mut n_ok = 0;
     let refused = loop {
         let resp = h.get("/v1/agents").await;
@@ -375,7 +375,7 @@ async fn rate_limit_is_per_workspace_with_retry_after() {
         n_ok += 1;
         assert!(n_ok <= 10, "no 429 after {n_ok} reads");
     };
-    assert!((3..=4).contains(&n_ok), "burst of {n_ok}");
+    assert_eq!(n_ok, 3, "burst of {n_ok}");
     refused.error(429, "rate_limit_error");
     let retry_after: u64 = refused.header("retry-after").expect("retry-after").parse().unwrap();
     assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
@@ -387,6 +387,34 @@ async fn rate_limit_is_per_workspace_with_retry_after() {
     h.post("/v1/agents", &json!({"name": "x", "model": "m"})).await.ok();
     // Requests that fail authentication are not charged to anyone.
     h.call(Method::GET, "/v1/agents", Auth::XApiKey(&h.revoked_a), None).await.error(401, "authentication_error");
+}
+
+#[tokio::test]
+async fn a_full_burst_passes_and_the_next_waits_for_retry_after() {
+    // Goal: with the default limits (behaviour digest §14: 1,200 reads and
+    // 300 creates a minute), a workspace may send 3 s of its allowance at
+    // once (60 reads, 15 creates; README "Commands"); the next request is
+    // refused with the exact wait, and after that wait, on the server's
+    // injected clock, one more passes. Method: the clock stands still while
+    // the bursts are sent, then advances by `retry-after-ms`.
+    let h = Harness::with_limits(RateLimits::default());
+    for n_read in 0..60 {
+        let resp = h.get("/v1/agents").await;
+        assert_eq!(resp.status.as_u16(), 200, "read {n_read}: {}", resp.text());
+    }
+    let refused = h.get("/v1/agents").await;
+    refused.error(429, "rate_limit_error");
+    assert_eq!((refused.header("retry-after"), refused.header("retry-after-ms")), (Some("1"), Some("50")));
+    h.tick(50);
+    h.get("/v1/agents").await.ok();
+    h.get("/v1/agents").await.error(429, "rate_limit_error");
+    for n_create in 0..15 {
+        let resp = h.post("/v1/agents", &json!({"name": format!("a{n_create}"), "model": "m"})).await;
+        assert_eq!(resp.status.as_u16(), 200, "create {n_create}: {}", resp.text());
+    }
+    let refused = h.post("/v1/agents", &json!({"name": "late", "model": "m"})).await;
+    refused.error(429, "rate_limit_error");
+    assert_eq!((refused.header("retry-after"), refused.header("retry-after-ms")), (Some("1"), Some("200")));
 }
 
 #[tokio::test]
@@ -454,7 +482,7 @@ async fn slow_request_is_504_timeout_error() {
     // 200 ms timeout and a request body that never finishes arriving, so the
     // handler waits on it until the timeout fires.
     let config = Config {
-        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0 },
+        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
         request_timeout: Duration::from_millis(200),
         ..Config::default()
     };

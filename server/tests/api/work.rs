@@ -703,6 +703,39 @@ async fn workers_polling_counts_distinct_workers_over_30_seconds() {
 }
 
 #[tokio::test]
+async fn workers_polling_do_not_use_up_the_workspace_reads() {
+    // Goal: worker calls (polls, acks, heartbeats with worker credentials)
+    // draw on their own allowance, not on the workspace's read or create
+    // limits (behaviour digest §14 names those for the API's create and read
+    // endpoints; the work queue is not among them), so a fleet of idle
+    // workers cannot starve the API. Method: a read limit whose burst is 3,
+    // twenty empty polls with the environment key, then API reads.
+    let h = Harness::with_limits(RateLimits { read_per_minute: 60, ..RateLimits::default() });
+    let q = Queue::new(&h).await;
+    for n_poll in 0..20 {
+        let resp = q.poll(&h, "").await;
+        assert_eq!(resp.status.as_u16(), 200, "poll {n_poll}: {}", resp.text());
+        assert_eq!(resp.json(), Value::Null);
+    }
+    for _ in 0..3 {
+        h.get("/v1/agents").await.ok();
+    }
+    h.get("/v1/agents").await.error(429, "rate_limit_error");
+
+    // The workers' own allowance is limited too, and using it up leaves the
+    // workspace's reads alone.
+    let h = Harness::with_limits(RateLimits { create_per_minute: 0, read_per_minute: 60, work_per_minute: 60 });
+    let q = Queue::new(&h).await;
+    for _ in 0..3 {
+        q.poll(&h, "").await.ok();
+    }
+    let refused = q.poll(&h, "").await;
+    refused.error(429, "rate_limit_error");
+    assert_eq!(refused.header("retry-after-ms"), Some("1000"));
+    h.get("/v1/agents").await.ok();
+}
+
+#[tokio::test]
 async fn a_dormant_session_is_queued_again_when_it_gets_new_input() {
     // Goal: once a session's work item stopped, new input (a message, a
     // confirmation, a custom tool result) queues a new item; while one is
@@ -882,7 +915,7 @@ async fn a_stream_opened_with_a_sessions_token_ends_with_its_lease() {
     // advancing the manual clock, then by a stop; each end is awaited under a
     // deadline, and the API key's stream must still deliver a later event.
     let config = Config {
-        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0 },
+        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
         sse_ping_interval: std::time::Duration::from_millis(200),
         ..Config::default()
     };

@@ -27,7 +27,18 @@ impl Server {
     /// Starts `logbook serve` on `data` with unlimited rate limits and `extra` arguments.
     pub(crate) fn start(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_logbook"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--rate-create", "0", "--rate-read", "0", "--no-runner"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-create",
+                "0",
+                "--rate-read",
+                "0",
+                "--rate-work",
+                "0",
+                "--no-runner",
+            ])
             .arg("--data")
             .arg(data)
             .args(extra)
