@@ -152,37 +152,63 @@ impl Prechecked {
 }
 
 /// `work` over `items` in order, spread over up to [`MAX_VERIFY_THREADS`]
-/// threads when there are at least [`PARALLEL_VERIFY_MIN`] items. A part
-/// whose thread panicked is done again on the calling thread.
+/// threads when there are at least [`PARALLEL_VERIFY_MIN`] items. Items whose
+/// thread panicked are done again on the calling thread.
 pub fn map_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     map_parallel_with(items, || (), |(), item| work(item))
 }
 
+/// Items a thread of [`map_parallel_with`] takes at a time: small enough that
+/// threads finish together when items differ in cost (a 500 KiB tool output
+/// among 1 KiB messages), large enough that taking them costs nothing.
+const PARALLEL_CLAIM: usize = 32;
+
 /// [`map_parallel`] with a value each thread makes once (`init`) and lends
-/// to its `work` on every item: a reused buffer, say.
+/// to its `work` on every item: a reused buffer, say. The calling thread
+/// works too; every thread claims [`PARALLEL_CLAIM`] items at a time until
+/// none are left.
 pub fn map_parallel_with<T: Sync, S, R: Send>(
     items: &[T],
     init: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, &T) -> R + Sync,
 ) -> Vec<R> {
-    let run = |part: &[T]| {
-        let mut state = init();
-        part.iter().map(|item| work(&mut state, item)).collect::<Vec<_>>()
-    };
     let n_threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_VERIFY_THREADS);
     if items.len() < PARALLEL_VERIFY_MIN || n_threads == 1 {
-        return run(items);
+        let mut state = init();
+        return items.iter().map(|item| work(&mut state, item)).collect();
     }
-    let per_thread = items.len().div_ceil(n_threads);
-    let run = &run;
+    let claims: Vec<&[T]> = items.chunks(PARALLEL_CLAIM).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each thread's results: (claim number, the claim's results).
+    let take_claims = || {
+        let mut state = init();
+        let mut done = Vec::new();
+        loop {
+            let claim_no = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(claim) = claims.get(claim_no) else { break };
+            done.push((claim_no, claim.iter().map(|item| work(&mut state, item)).collect::<Vec<_>>()));
+        }
+        done
+    };
+    let take_claims = &take_claims;
+    let mut by_claim: Vec<Option<Vec<R>>> = claims.iter().map(|_| None).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items.chunks(per_thread).map(|part| scope.spawn(move || run(part))).collect();
-        handles
-            .into_iter()
-            .zip(items.chunks(per_thread))
-            .flat_map(|(handle, part)| handle.join().unwrap_or_else(|_| run(part)))
-            .collect()
-    })
+        let helpers: Vec<_> = (1..n_threads).map(|_| scope.spawn(take_claims)).collect();
+        let own = take_claims();
+        // A helper that panicked loses its claims; they are done again below.
+        for (claim_no, results) in own.into_iter().chain(helpers.into_iter().flat_map(|h| h.join().unwrap_or_default()))
+        {
+            by_claim[claim_no] = Some(results);
+        }
+    });
+    let mut state = init();
+    by_claim
+        .into_iter()
+        .zip(&claims)
+        .flat_map(|(results, claim)| {
+            results.unwrap_or_else(|| claim.iter().map(|item| work(&mut state, item)).collect())
+        })
+        .collect()
 }
 
 /// An incremental verifier over one session's records in seq order.

@@ -147,3 +147,27 @@ proptest! {
         prop_assert_eq!(batched.finish(), one_by_one.finish());
     }
 }
+
+/// Goal: `map_parallel_with` gives every item's result in item order, each
+/// thread lending its own state to its items, and items whose thread panicked
+/// are done again on the caller. Method: more items than one thread's claim,
+/// of uneven cost; then work that panics on every thread but the caller's.
+#[test]
+fn map_parallel_keeps_order_and_redoes_what_a_panicking_thread_lost() {
+    let items: Vec<u64> = (0..(4 * PARALLEL_VERIFY_MIN as u64)).collect();
+    let uneven = |calls: &mut u64, item: &u64| {
+        *calls += 1;
+        let spins = if item % 97 == 0 { 20_000 } else { 10 };
+        (0..spins).for_each(|spin| {
+            std::hint::black_box(spin);
+        });
+        *item
+    };
+    assert_eq!(map_parallel_with(&items, || 0u64, uneven), items);
+    let caller = std::thread::current().id();
+    let only_on_the_caller = |(): &mut (), item: &u64| {
+        assert_eq!(std::thread::current().id(), caller, "work on another thread fails");
+        *item
+    };
+    assert_eq!(map_parallel_with(&items, || (), only_on_the_caller), items);
+}
