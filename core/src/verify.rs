@@ -152,8 +152,9 @@ impl Prechecked {
 }
 
 /// `work` over `items` in order, spread over up to [`MAX_VERIFY_THREADS`]
-/// threads when there are at least [`PARALLEL_VERIFY_MIN`] items. Items whose
-/// thread panicked are done again on the calling thread.
+/// threads when there are at least [`PARALLEL_VERIFY_MIN`] items. Items a
+/// helper thread lost by panicking are done again on the calling thread; a
+/// panic on the calling thread propagates.
 pub fn map_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     map_parallel_with(items, || (), |(), item| work(item))
 }

@@ -157,17 +157,32 @@ fn map_parallel_keeps_order_and_redoes_what_a_panicking_thread_lost() {
     let items: Vec<u64> = (0..(4 * PARALLEL_VERIFY_MIN as u64)).collect();
     let uneven = |calls: &mut u64, item: &u64| {
         *calls += 1;
-        let spins = if item % 97 == 0 { 20_000 } else { 10 };
+        let spins = if item.is_multiple_of(97) { 20_000 } else { 10 };
         (0..spins).for_each(|spin| {
             std::hint::black_box(spin);
         });
         *item
     };
     assert_eq!(map_parallel_with(&items, || 0u64, uneven), items);
+    // Work fails on every thread but the caller's, and the caller's first
+    // item waits (under a deadline) until a helper has taken a claim and
+    // failed, so the lost claim must be done again.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let parallel = std::thread::available_parallelism().map_or(1, usize::from) > 1;
     let caller = std::thread::current().id();
-    let only_on_the_caller = |(): &mut (), item: &u64| {
-        assert_eq!(std::thread::current().id(), caller, "work on another thread fails");
+    let helper_failed = AtomicBool::new(false);
+    let fails_off_the_caller = |(): &mut (), item: &u64| {
+        if std::thread::current().id() != caller {
+            helper_failed.store(true, Ordering::SeqCst);
+            panic!("work on a helper thread fails");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while parallel && !helper_failed.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "no helper thread took a claim");
+            std::thread::yield_now();
+        }
         *item
     };
-    assert_eq!(map_parallel_with(&items, || (), only_on_the_caller), items);
+    assert_eq!(map_parallel_with(&items, || (), fails_off_the_caller), items);
+    assert_eq!(helper_failed.load(Ordering::SeqCst), parallel, "a helper failed, and its items were redone");
 }

@@ -33,6 +33,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_HEADER_READ
 /// `serve --body-read-timeout-secs` by default.
 pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_BODY_READ_TIMEOUT.as_secs();
 /// How long shutdown waits for in-flight requests.
+/// The longest interval or timeout `serve` takes, in seconds (a day): far
+/// past any useful setting, and small enough that adding it to an instant
+/// never overflows.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Parser)]
@@ -66,19 +70,19 @@ enum Command {
         #[arg(long, env = "LOGBOOK_RATE_WORK", default_value_t = crate::ratelimit::DEFAULT_WORK_PER_MINUTE)]
         rate_work: u32,
         /// Seconds between SSE pings on idle streams.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         sse_ping_secs: u64,
         /// Seconds a connection may leave sent data unread before it is cut off.
-        #[arg(long, default_value_t = DEFAULT_TCP_USER_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = DEFAULT_TCP_USER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         tcp_user_timeout_secs: u64,
         /// Seconds a client has to send a request's line and headers, from
         /// connecting or from its previous response (an idle keep-alive
         /// connection is closed after as long).
-        #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         header_read_timeout_secs: u64,
         /// Seconds a request body may take to arrive, plus one per 16 KiB
         /// received; a slower body is cut off with a 408.
-        #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         body_read_timeout_secs: u64,
         /// Most connections open at once; past it, new ones wait to be accepted.
         #[arg(long, default_value_t = transport::DEFAULT_MAX_CONNECTIONS,

@@ -4,7 +4,7 @@
 //! the damaged session and seq and exits 2 on a tampered one, and fails with a
 //! clear message on a missing directory. Method: build a store with the library,
 //! tamper with a record's bytes in the log, run the real binary. Also `logbook
-//! keys revoke` from standard input and by hint.
+//! keys revoke` from standard input and by hint, and `serve`'s range checks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
@@ -76,6 +76,24 @@ fn verify_of_a_missing_directory_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("no data directory") && stderr.contains("--data"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_timeouts_out_of_range_before_touching_the_data() {
+    // A timeout of 0, or one so long that adding it to an instant would
+    // overflow, is a usage error (exit 2), not a server that panics per request.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for flag in ["--header-read-timeout-secs", "--body-read-timeout-secs", "--tcp-user-timeout-secs", "--sse-ping-secs"]
+    {
+        for value in ["0", "86401", "18446744073709551615"] {
+            let out = logbook(&["serve", "--listen", "127.0.0.1:0", flag, value], &data);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+            assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        }
+    }
+    assert!(!data.exists(), "nothing was created");
 }
 
 /// Runs `logbook keys ARGS --data DIR`, feeding `stdin`.

@@ -226,6 +226,14 @@ fn events(
             if st.done || *st.shutdown.borrow() {
                 return None;
             }
+            // Checked here as well as in the select below: a stream catching
+            // up on a backlog, or fed previews, always has a ready arm before
+            // the check's.
+            if st.lease.as_ref().is_some_and(|lease| lease.next_check <= tokio::time::Instant::now())
+                && !st.lease_holds().await
+            {
+                return None;
+            }
             let batch = tokio::select! {
                 // Previews first: those published before an event was appended
                 // go out before it.

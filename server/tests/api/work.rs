@@ -957,3 +957,58 @@ async fn a_stream_opened_with_a_sessions_token_ends_with_its_lease() {
     let last = h.inject(&session_value, vec![tool_use("bash", Some("allow"))]).remove(0);
     read_until(&mut by_key, &last).await;
 }
+
+#[tokio::test]
+async fn a_lease_that_ends_while_its_stream_has_a_backlog_ends_the_stream() {
+    // Goal: a sessions token's stream catching up on a backlog ends when the
+    // lease does, instead of after the backlog. Method: a backlog of ten
+    // stream batches; the token's stream reads three events, the lease lapses
+    // by the manual clock, two pings on an API key's stream opened just after
+    // it show the check is due; then the token's stream is read to its end
+    // under a deadline. (The subscription yields between batches, so this
+    // holds even without the check at the top of the stream's loop; that
+    // check is for a stream whose previews are always ready.)
+    let config = Config {
+        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
+        sse_ping_interval: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
+    let h = Harness::with_config(config);
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let polled = q.poll(&h, "").await.ok();
+    let (work, token) = (id(&polled).to_owned(), token_of(&polled));
+    q.ack(&h, &work).await.ok();
+    let beat =
+        heartbeat(&h, &q, &work, Auth::Bearer(&token), &format!("{}&desired_ttl_seconds=10", expected("NO_HEARTBEAT")))
+            .await;
+    beat.ok();
+    let mut by_token = open_stream(&h, &session, &token).await;
+    let mut by_key = open_stream(&h, &session, &h.key_a).await;
+    let session_value = json!({"id": session});
+    let backlog = 10 * logbook_server::api::stream::STREAM_BATCH;
+    let mut ids = Vec::new();
+    for _ in 0..backlog / 8 {
+        ids.extend(h.inject(&session_value, (0..8).map(|_| tool_use("bash", Some("allow"))).collect()));
+    }
+    let last = ids.last().unwrap().clone();
+    // The token's stream is under way when the lease lapses.
+    read_until(&mut by_token, &ids[2]).await;
+    h.tick(11_000);
+    read_until(&mut by_key, &last).await;
+    for _ in 0..2 {
+        read_until(&mut by_key, "event: ping").await;
+    }
+    let delivered = async {
+        use http_body_util::BodyExt;
+        let mut n_events = 0;
+        while let Some(frame) = by_token.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                n_events += String::from_utf8_lossy(&data).matches("event: agent.tool_use").count();
+            }
+        }
+        n_events
+    };
+    let delivered = tokio::time::timeout(STREAM_DEADLINE, delivered).await.expect("the token's stream ends");
+    assert!(delivered < backlog, "the stream ended with its lease, not after the backlog: {delivered} of {backlog}");
+}
