@@ -399,6 +399,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// the handler made of the failed read, and closes the connection (the rest
 /// of the body may still be on its way).
 async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if http_body::Body::is_end_stream(request.body()) {
+        // No body (most GETs and DELETEs): nothing to time.
+        return next.run(request).await;
+    }
     let timeout = state.config().body_read_timeout;
     let timed_out = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&timed_out);
