@@ -1,6 +1,12 @@
 //! Opening a store: the storage version, the checkpointed heads and forks,
 //! and the replay of the log from the last checkpoint.
 //!
+//! The segments to replay are first synced and dropped from the page cache,
+//! so that the replay reads what the disk holds: after a failed `fdatasync`
+//! (the store stopped, then restarted without a reboot) the kernel may still
+//! cache pages that never reached the disk, marked clean, and replaying them
+//! would build on records a power loss would take away.
+//!
 //! The engine's trees hold everything up to the checkpoint's LSN; the log
 //! holds everything. Recovery loads the heads and fork origins from the trees,
 //! then reads every batch from the checkpoint to the end of the log
@@ -85,6 +91,10 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<Recovered, OpenError> {
     let mut states = load_heads(engine)?;
     load_origins(engine, &mut states)?;
 
+    // What is replayed is read from the disk: after a failed `fdatasync`,
+    // pages that never got there may still be cached (see `forget_cached`).
+    log.forget_cached(wal::segment_of(from))
+        .map_err(|err| OpenError::Io { path: "(log)".into(), reason: format!("syncing the log's tail: {err}") })?;
     // Without a checkpoint the log starts at batch 0: a first batch numbered
     // otherwise (say, segment 0 zeroed before segment 1) is damage.
     let mut scan = Scan::new(Arc::clone(&log), from, Some(first_batch))

@@ -118,6 +118,16 @@ pub trait LogDir: Send + Sync + Debug + 'static {
         let _ = (number, len);
         Ok(())
     }
+
+    /// Makes later reads of the segments from `from` on come from the disk
+    /// rather than from cached pages: what is cached dirty is synced, then the
+    /// cache is dropped. After a failed `fdatasync` the kernel may keep the
+    /// pages that never reached the disk, marked clean; a restart without a
+    /// reboot would read them back as if they were durable.
+    fn forget_cached(&self, from: u64) -> io::Result<()> {
+        let _ = from;
+        Ok(())
+    }
 }
 
 /// One segment file. Reads and writes are positional, so any number of threads
