@@ -905,15 +905,20 @@ async fn ends(body: &mut axum::body::Body) -> bool {
     tokio::time::timeout(STREAM_DEADLINE, drain).await.is_ok()
 }
 
-#[tokio::test]
-async fn a_stream_opened_with_a_sessions_token_ends_with_its_lease() {
-    // Goal: a stream opened with a sessions token lives no longer than the
-    // token: it outlives a lease that was renewed, ends when the lease lapses
-    // and when the worker releases the item, while an API key's stream of the
-    // same session stays open. Method: streams read through the router with a
-    // short ping interval (the longest gap between checks); the lease ends by
-    // advancing the manual clock, then by a stop; each end is awaited under a
-    // deadline, and the API key's stream must still deliver a later event.
+/// A harness whose streams ping every 200 ms (the longest gap between lease
+/// checks), and a session whose work item a worker took with a 10 s lease:
+/// the queue, the session, the item, its sessions token and its
+/// `last_heartbeat`.
+struct LeasedSession {
+    h: Harness,
+    q: Queue,
+    session: String,
+    work: String,
+    token: String,
+    last_heartbeat: String,
+}
+
+async fn leased_session() -> LeasedSession {
     let config = Config {
         rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
         sse_ping_interval: std::time::Duration::from_millis(200),
@@ -927,7 +932,21 @@ async fn a_stream_opened_with_a_sessions_token_ends_with_its_lease() {
     q.ack(&h, &work).await.ok();
     let t = Auth::Bearer(&token);
     let beat = heartbeat(&h, &q, &work, t, &format!("{}&desired_ttl_seconds=10", expected("NO_HEARTBEAT"))).await;
-    let last = beat.ok()["last_heartbeat"].as_str().unwrap().to_owned();
+    let last_heartbeat = beat.ok()["last_heartbeat"].as_str().unwrap().to_owned();
+    LeasedSession { h, q, session, work, token, last_heartbeat }
+}
+
+#[tokio::test]
+async fn a_stream_opened_with_a_sessions_token_ends_with_its_lease() {
+    // Goal: a stream opened with a sessions token lives no longer than the
+    // token: it outlives a lease that was renewed, ends when the lease lapses
+    // and when the worker releases the item, while an API key's stream of the
+    // same session stays open. Method: streams read through the router with a
+    // short ping interval (the longest gap between checks); the lease ends by
+    // advancing the manual clock, then by a stop; each end is awaited under a
+    // deadline, and the API key's stream must still deliver a later event.
+    let LeasedSession { h, q, session, work, token, last_heartbeat: last } = leased_session().await;
+    let t = Auth::Bearer(&token);
     let mut by_token = open_stream(&h, &session, &token).await;
     let mut by_key = open_stream(&h, &session, &h.key_a).await;
     let session_value = json!({"id": session});
@@ -968,21 +987,7 @@ async fn a_lease_that_ends_while_its_stream_has_a_backlog_ends_the_stream() {
     // under a deadline. (The subscription yields between batches, so this
     // holds even without the check at the top of the stream's loop; that
     // check is for a stream whose previews are always ready.)
-    let config = Config {
-        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
-        sse_ping_interval: std::time::Duration::from_millis(200),
-        ..Config::default()
-    };
-    let h = Harness::with_config(config);
-    let q = Queue::new(&h).await;
-    let session = q.session(&h).await;
-    let polled = q.poll(&h, "").await.ok();
-    let (work, token) = (id(&polled).to_owned(), token_of(&polled));
-    q.ack(&h, &work).await.ok();
-    let beat =
-        heartbeat(&h, &q, &work, Auth::Bearer(&token), &format!("{}&desired_ttl_seconds=10", expected("NO_HEARTBEAT")))
-            .await;
-    beat.ok();
+    let LeasedSession { h, session, token, .. } = leased_session().await;
     let mut by_token = open_stream(&h, &session, &token).await;
     let mut by_key = open_stream(&h, &session, &h.key_a).await;
     let session_value = json!({"id": session});
