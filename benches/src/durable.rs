@@ -35,6 +35,9 @@ pub enum System {
     /// [`crate::raw`]: writers hand records to a committer that `write`s and
     /// `fdatasync`s up to [`RAW_BATCH`] at a time.
     Raw,
+    /// The same with this many committers, so that syncs overlap (a
+    /// diagnostic: what overlapping `fdatasync`s of one file give).
+    RawPipelined { depth: usize },
     /// [`crate::sqlite::SqliteLog`]: one transaction per event.
     Sqlite,
     /// [`crate::sqlite::SqliteBatched`]: up to 32 events per transaction.
@@ -113,9 +116,18 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 note: format!("{:.1} records per fdatasync", ratio(events, n_syncs)),
             })
         }
-        System::Raw => {
+        System::Raw | System::RawPipelined { .. } => {
             let path = dir.join("raw.log");
-            let log = RawLog::create(&path)?;
+            let log = match spec.system {
+                System::RawPipelined { depth } => RawLog::create_pipelined(&path, depth)?,
+                System::RawLoop
+                | System::Raw
+                | System::Sqlite
+                | System::SqliteBatched
+                | System::Jsonl
+                | System::Logbook { .. }
+                | System::LogbookNoLinger { .. } => RawLog::create(&path)?,
+            };
             let (events, elapsed, written) = drive(corpus, spec.writers, 1, limits, |idx, seq, range| {
                 let event = event_at(corpus, idx, range.start)?;
                 log.append(Arc::clone(&event.envelope)).with_context(|| format!("raw append {idx}#{seq}"))
@@ -191,6 +203,7 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 System::LogbookNoLinger { .. } => WalOptions { max_linger: Duration::ZERO, ..WalOptions::default() },
                 System::RawLoop
                 | System::Raw
+                | System::RawPipelined { .. }
                 | System::Sqlite
                 | System::SqliteBatched
                 | System::Jsonl

@@ -49,6 +49,36 @@ impl RawLog {
         Ok(RawLog { committer })
     }
 
+    /// The same log with `depth` committers (see
+    /// [`GroupCommit::start_pipelined`]): each batch is written at the offset
+    /// it reserved with one `pwrite` and made durable with its own
+    /// `fdatasync`, while the next batch is written and synced. A diagnostic
+    /// of overlapping syncs of one file, not a baseline of the issue.
+    pub fn create_pipelined(path: &Path, depth: usize) -> anyhow::Result<RawLog> {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let file: File = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())?;
+        let end = AtomicU64::new(0);
+        let committer = GroupCommit::start_pipelined(RAW_BATCH, depth, move |batch: &mut Vec<Arc<[u8]>>| {
+            let mut buf = Vec::new();
+            for record in batch.iter() {
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(record);
+            }
+            let offset = end.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            file.write_all_at(&buf, offset)?;
+            file.sync_data()?;
+            Ok(())
+        });
+        Ok(RawLog { committer })
+    }
+
     /// Appends `record` and returns once it is durable.
     pub fn append(&self, record: Arc<[u8]>) -> anyhow::Result<()> {
         self.committer.submit(record)

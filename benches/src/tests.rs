@@ -65,34 +65,41 @@ fn a_jsonl_line_is_the_api_event_plus_its_session() {
 
 #[test]
 fn the_group_committer_commits_every_item_in_batches() {
-    // Goal: no acknowledged item is lost and batches respect the limit.
-    // Method: 8 threads submit 50 items each; the commit function records batches.
-    let committed = Arc::new(Mutex::new(Vec::new()));
-    let sizes = Arc::new(Mutex::new(Vec::new()));
-    let (c, s) = (Arc::clone(&committed), Arc::clone(&sizes));
-    let group = GroupCommit::start(4, move |batch: &mut Vec<u32>| {
-        s.lock().unwrap().push(batch.len());
-        c.lock().unwrap().extend(batch.iter().copied());
-        Ok(())
-    });
-    std::thread::scope(|scope| {
-        for thread in 0..8u32 {
-            let group = &group;
-            let committed = &committed;
-            scope.spawn(move || {
-                for idx in 0..50 {
-                    let item = thread * 1000 + idx;
-                    group.submit(item).unwrap();
-                    assert!(committed.lock().unwrap().contains(&item), "acknowledged before commit");
-                }
-            });
-        }
-    });
-    let stats = group.finish().unwrap();
-    let mut all = committed.lock().unwrap().clone();
-    all.sort_unstable();
-    let expected: Vec<u32> = (0..8).flat_map(|t| (0..50).map(move |i| t * 1000 + i)).collect();
-    assert_eq!(all, expected);
-    assert!(sizes.lock().unwrap().iter().all(|n| (1..=4).contains(n)));
-    assert_eq!(stats.n_items, 400);
+    // Goal: no acknowledged item is lost and batches respect the limit, with
+    // one committer and with three committing at once. Method: 8 threads
+    // submit 50 items each; the commit function records batches.
+    for depth in [1, 3] {
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (c, s) = (Arc::clone(&committed), Arc::clone(&sizes));
+        let commit = move |batch: &mut Vec<u32>| {
+            s.lock().unwrap().push(batch.len());
+            c.lock().unwrap().extend(batch.iter().copied());
+            Ok(())
+        };
+        let group = match depth {
+            1 => GroupCommit::start(4, commit),
+            _ => GroupCommit::start_pipelined(4, depth, commit),
+        };
+        std::thread::scope(|scope| {
+            for thread in 0..8u32 {
+                let group = &group;
+                let committed = &committed;
+                scope.spawn(move || {
+                    for idx in 0..50 {
+                        let item = thread * 1000 + idx;
+                        group.submit(item).unwrap();
+                        assert!(committed.lock().unwrap().contains(&item), "acknowledged before commit");
+                    }
+                });
+            }
+        });
+        let stats = group.finish().unwrap();
+        let mut all = committed.lock().unwrap().clone();
+        all.sort_unstable();
+        let expected: Vec<u32> = (0..8).flat_map(|t| (0..50).map(move |i| t * 1000 + i)).collect();
+        assert_eq!(all, expected, "depth {depth}");
+        assert!(sizes.lock().unwrap().iter().all(|n| (1..=4).contains(n)));
+        assert_eq!(stats.n_items, 400);
+    }
 }

@@ -187,6 +187,8 @@ fn print_corpus(corpus: &Corpus, took: Duration) {
 
 const RAW_LIMIT: &str = "raw limit: 1 thread, write+fdatasync of 32 records";
 const RAW_N: &str = "raw write+fdatasync, ≤32 records/sync";
+const RAW_2: &str = "raw, ≤32 records/sync, 2 syncs in flight (diagnostic)";
+const RAW_4: &str = "raw, ≤32 records/sync, 4 syncs in flight (diagnostic)";
 const SQLITE: &str = "SQLite WAL FULL, 1 event/txn";
 const LOGBOOK_1: &str = "Logbook, 1 event/append";
 const LOGBOOK_4: &str = "Logbook, 4 events/append";
@@ -203,6 +205,8 @@ fn specs(writers: usize) -> Vec<RunSpec> {
         spec("Logbook, 1 event/append, no linger", System::LogbookNoLinger { events_per_append: 1 }, writers),
         spec(RAW_N, System::Raw, writers),
         spec(RAW_N, System::Raw, 32),
+        spec(RAW_2, System::RawPipelined { depth: 2 }, writers),
+        spec(RAW_4, System::RawPipelined { depth: 4 }, writers),
         spec("SQLite WAL FULL, ≤32 events/txn (group commit)", System::SqliteBatched, writers),
         spec("JSONL file/session, fdatasync/event", System::Jsonl, writers),
         spec(LOGBOOK_1, System::Logbook { events_per_append: 1 }, 32),
