@@ -14,7 +14,6 @@
 //! (`body_deadline`, [`crate::transport::DeadlineBody`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::RequestExt;
@@ -35,7 +34,7 @@ use crate::openapi;
 use crate::ratelimit::Class;
 use crate::state::AppState;
 use crate::tenancy::{self, KeyScope, Principal, Tenant};
-use crate::transport::DeadlineBody;
+use crate::transport::{BodyProgress, DeadlineBody};
 
 /// The beta every Managed Agents call must name.
 pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
@@ -404,11 +403,13 @@ async fn body_deadline(State(state): State<AppState>, request: Request, next: Ne
         return next.run(request).await;
     }
     let timeout = state.config().body_read_timeout;
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&timed_out);
-    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, timeout, flag)));
+    let progress = Arc::new(BodyProgress::default());
+    let body_progress = Arc::clone(&progress);
+    let mut request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, timeout, body_progress)));
+    // For `guard`'s request timeout.
+    request.extensions_mut().insert(Arc::clone(&progress));
     let response = next.run(request).await;
-    if !timed_out.load(Ordering::Relaxed) {
+    if !progress.timed_out() {
         return response;
     }
     let message = format!(
@@ -457,8 +458,18 @@ async fn guard(
                 return next.run(request).await;
             }
             let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+            let body = request.extensions().get::<Arc<BodyProgress>>().cloned();
             match tokio::time::timeout(state.config().request_timeout, next.run(request)).await {
                 Ok(response) => response,
+                Err(_) if body.is_some_and(|body| body.waiting_for_client()) => {
+                    // The handler was waiting for the rest of the body: the
+                    // client's slowness, not ours, and nothing was done yet.
+                    let timeout = state.config().request_timeout.as_secs_f64();
+                    let message = format!("the request body was still arriving when the request's {timeout} s ran out");
+                    let mut response = ApiError::request_timeout(message).into_response();
+                    response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
                 Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
                 Err(_) => {
                     // The write may still land (work handed to the store goes

@@ -181,8 +181,30 @@ pub struct DeadlineBody {
     /// Armed the first time the body has to wait for the client: a body that
     /// is already buffered (most JSON requests) never touches the timer.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Set when the deadline cut the body off, for the middleware to answer 408.
-    timed_out: Arc<std::sync::atomic::AtomicBool>,
+    /// What the middleware learns of the body (see [`BodyProgress`]).
+    progress: Arc<BodyProgress>,
+}
+
+/// How a request body is going, for the HTTP middleware: whether its
+/// deadline cut it off (answer 408 whatever the handler made of that), and
+/// whether the handler is waiting for more of it (a request timeout that
+/// fires then is the client's slowness, not the server's: 408, not 504).
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    timed_out: std::sync::atomic::AtomicBool,
+    waiting: std::sync::atomic::AtomicBool,
+}
+
+impl BodyProgress {
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last read of the body found nothing yet: the request is waiting
+    /// for the client.
+    pub fn waiting_for_client(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The error of a body that fell behind its deadline.
@@ -191,9 +213,9 @@ pub struct DeadlineBody {
 pub struct BodyTimedOut;
 
 impl DeadlineBody {
-    /// Wraps `inner`, starting its clock now; `timed_out` is set if it is cut off.
-    pub fn new(inner: axum::body::Body, timeout: Duration, timed_out: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        DeadlineBody { inner, start: tokio::time::Instant::now(), timeout, n_received: 0, sleep: None, timed_out }
+    /// Wraps `inner`, starting its clock now; `progress` hears how it went.
+    pub fn new(inner: axum::body::Body, timeout: Duration, progress: Arc<BodyProgress>) -> Self {
+        DeadlineBody { inner, start: tokio::time::Instant::now(), timeout, n_received: 0, sleep: None, progress }
     }
 
     fn deadline(&self) -> tokio::time::Instant {
@@ -220,16 +242,20 @@ impl http_body::Body for DeadlineBody {
                     sleep.as_mut().reset(deadline);
                 }
             }
+            this.progress.waiting.store(false, std::sync::atomic::Ordering::Relaxed);
             return Poll::Ready(frame);
         }
         let deadline = this.deadline();
         let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                this.timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
+                this.progress.timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
                 Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                this.progress.waiting.store(true, std::sync::atomic::Ordering::Relaxed);
+                Poll::Pending
+            }
         }
     }
 

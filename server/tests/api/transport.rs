@@ -478,16 +478,57 @@ async fn healthz_metrics_and_openapi() {
 #[tokio::test]
 async fn slow_request_is_504_timeout_error() {
     // Goal: a request that outlives the configured request timeout answers
-    // 504 timeout_error in the envelope (behaviour digest §14). Method: a
-    // 200 ms timeout and a request body that never finishes arriving, so the
-    // handler waits on it until the timeout fires.
+    // 504 timeout_error in the envelope (behaviour digest §14), and a write
+    // says not to retry blind. Method: a 200 ms timeout and a session create
+    // held up by the lock an environment delete takes (held by the test);
+    // once it is released the create goes through: a write may land after
+    // its 504.
     let config = Config {
         rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
         request_timeout: Duration::from_millis(200),
         ..Config::default()
     };
     let h = Harness::with_config(config);
-    let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let agent = h.agent("a").await;
+    let env = h.env("e").await;
+    let body = json!({"agent": id(&agent), "environment_id": id(&env)});
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let state = h.state.clone();
+    let deleting = std::thread::spawn(move || {
+        let _unused = state.environment_unused();
+        locked_tx.send(()).unwrap();
+        // Held until the test says so (or gives up).
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+    });
+    locked.recv_timeout(Duration::from_secs(60)).expect("the lock is taken");
+    let resp = h.post("/v1/sessions", &body).await;
+    resp.error(504, "timeout_error");
+    assert_eq!(resp.header("x-should-retry"), Some("false"));
+    release.send(()).unwrap();
+    deleting.join().unwrap();
+    // A normal request still works.
+    h.get("/v1/agents").await.ok();
+}
+
+#[tokio::test]
+async fn a_body_still_arriving_at_the_request_timeout_is_408() {
+    // Goal: when the request timeout fires while the handler waits for the
+    // rest of the body, the client was slow: 408 timeout_error and the
+    // connection closed, not a 504 saying a write may have landed. Method:
+    // a 200 ms request timeout, the body deadline far away, and a request
+    // body that never finishes arriving.
+    let config = Config {
+        rate_limits: RateLimits { create_per_minute: 0, read_per_minute: 0, work_per_minute: 0 },
+        request_timeout: Duration::from_millis(200),
+        body_read_timeout: Duration::from_secs(600),
+        ..Config::default()
+    };
+    let h = Harness::with_config(config);
+    let never = futures_util::StreamExt::chain(
+        futures_util::stream::iter([Ok::<_, std::io::Error>(b"{".to_vec())]),
+        futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>(),
+    );
     let request = Request::builder()
         .method(Method::POST)
         .uri("/v1/agents")
@@ -497,11 +538,9 @@ async fn slow_request_is_504_timeout_error() {
         .body(Body::from_stream(never))
         .unwrap();
     let resp = h.raw(request).await;
-    resp.error(504, "timeout_error");
-    // A write may still land after its timeout: the SDK must not resend it blind.
-    assert_eq!(resp.header("x-should-retry"), Some("false"));
-    // A normal request still works.
-    h.get("/v1/agents").await.ok();
+    resp.error(408, "timeout_error");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(h.get("/v1/agents").await.ok()["data"], json!([]), "nothing was created");
 }
 
 #[tokio::test]
