@@ -169,7 +169,10 @@ fn commit_batches<T>(shared: &Shared<T>, max_batch: usize, commit: &dyn Fn(&mut 
         state.taken += n as u64;
         let last = state.taken;
         drop(state);
-        let result = commit(&mut batch);
+        // A panicking commit fails the committer like an error does: the
+        // batches after it would otherwise wait for it for ever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&mut batch)))
+            .unwrap_or_else(|_| Err(anyhow!("the commit function panicked")));
         batch.clear();
         let Ok(mut state) = shared.state.lock() else { return };
         // Acknowledged in order: after every batch taken before this one.

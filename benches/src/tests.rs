@@ -103,3 +103,59 @@ fn the_group_committer_commits_every_item_in_batches() {
         assert_eq!(stats.n_items, 400);
     }
 }
+
+#[test]
+fn pipelined_commits_are_acknowledged_in_the_order_they_were_taken() {
+    // Goal: with two committers, a batch committed early is acknowledged only
+    // after every batch taken before it. Method: the first batch's commit
+    // waits (under a deadline) until the second batch's commit has returned;
+    // the second batch's writer must then still find the first one committed
+    // when its submit returns.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let wait_for = |flag: &AtomicBool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !flag.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::yield_now();
+        }
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let first_started = Arc::new(AtomicBool::new(false));
+    let second_done = Arc::new(AtomicBool::new(false));
+    let first_done = Arc::new(AtomicBool::new(false));
+    let commit = {
+        let (calls, first_started, second_done, first_done) =
+            (Arc::clone(&calls), Arc::clone(&first_started), Arc::clone(&second_done), Arc::clone(&first_done));
+        move |_: &mut Vec<u32>| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                first_started.store(true, Ordering::SeqCst);
+                wait_for(&second_done, "the second batch was committed meanwhile");
+                first_done.store(true, Ordering::SeqCst);
+            } else {
+                second_done.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    };
+    let group = Arc::new(GroupCommit::start_pipelined(4, 2, commit));
+    let first = std::thread::spawn({
+        let group = Arc::clone(&group);
+        move || group.submit(1)
+    });
+    wait_for(&first_started, "the first batch was taken");
+    // Submitted on its own thread and awaited with a deadline: a broken
+    // ordering may also leave it waiting for ever.
+    let (sent, second) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let group = Arc::clone(&group);
+        let first_done = Arc::clone(&first_done);
+        move || sent.send(group.submit(2).map(|()| first_done.load(Ordering::SeqCst)))
+    });
+    let first_was_done = second.recv_timeout(Duration::from_secs(60)).expect("the second item is acknowledged");
+    assert!(first_was_done.unwrap(), "acknowledged before the batch taken before it");
+    first.join().unwrap().unwrap();
+    let group = Arc::try_unwrap(group).unwrap_or_else(|_| panic!("no submitter holds the committer"));
+    assert_eq!(group.finish().unwrap().n_items, 2);
+}

@@ -202,12 +202,15 @@ pub fn map_parallel_with<T: Sync, S, R: Send>(
             by_claim[claim_no] = Some(results);
         }
     });
-    let mut state = init();
+    let mut redo_state = None;
     by_claim
         .into_iter()
         .zip(&claims)
         .flat_map(|(results, claim)| {
-            results.unwrap_or_else(|| claim.iter().map(|item| work(&mut state, item)).collect())
+            results.unwrap_or_else(|| {
+                let state = redo_state.get_or_insert_with(&init);
+                claim.iter().map(|item| work(state, item)).collect()
+            })
         })
         .collect()
 }

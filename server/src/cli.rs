@@ -32,11 +32,11 @@ pub const DEFAULT_TCP_USER_TIMEOUT_SECS: u64 = transport::DEFAULT_TCP_USER_TIMEO
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_HEADER_READ_TIMEOUT.as_secs();
 /// `serve --body-read-timeout-secs` by default.
 pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_BODY_READ_TIMEOUT.as_secs();
-/// How long shutdown waits for in-flight requests.
 /// The longest interval or timeout `serve` takes, in seconds (a day): far
 /// past any useful setting, and small enough that adding it to an instant
 /// never overflows.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Parser)]

@@ -93,8 +93,14 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<Recovered, OpenError> {
 
     // What is replayed is read from the disk: after a failed `fdatasync`,
     // pages that never got there may still be cached (see `forget_cached`).
-    log.forget_cached(wal::segment_of(from))
-        .map_err(|err| OpenError::Io { path: "(log)".into(), reason: format!("syncing the log's tail: {err}") })?;
+    log.forget_cached(wal::segment_of(from)).map_err(|err| OpenError::Io {
+        path: "(log)".into(),
+        reason: format!(
+            "syncing the log's tail before replaying it: {err}. After a run that stopped on a failed write, \
+                 this reports a write that was never acknowledged and is lost: opening again is safe. If it \
+                 recurs, the disk is failing"
+        ),
+    })?;
     // Without a checkpoint the log starts at batch 0: a first batch numbered
     // otherwise (say, segment 0 zeroed before segment 1) is damage.
     let mut scan = Scan::new(Arc::clone(&log), from, Some(first_batch))
