@@ -9,7 +9,9 @@
 //! segment, [`Engine::sync`] for the maps). [`MemEngine::lose_unsynced`]
 //! simulates a power loss by throwing away everything live that was never
 //! synced, and [`MemEngine::fail_syncs`] makes every later sync fail, as a
-//! disk returning EIO would.
+//! disk returning EIO would: the failed bytes stay readable ("cached") but
+//! are no longer waiting to be written, as Linux leaves them, until
+//! [`LogDir::forget_cached`] drops what the "disk" does not hold.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -207,6 +209,18 @@ impl LogDir for MemLogDir {
     fn size_on_disk(&self) -> io::Result<u64> {
         Ok(0)
     }
+
+    fn forget_cached(&self, from: u64) -> io::Result<()> {
+        let segments: Vec<Arc<MemSegment>> =
+            self.lock()?.range(from..).map(|(_, segment)| Arc::clone(segment)).collect();
+        for segment in segments {
+            segment.sync_data()?;
+            let mut state = segment.write_state()?;
+            let SegmentState { live, durable, .. } = &mut *state;
+            live.clone_from(durable);
+        }
+        Ok(())
+    }
 }
 
 impl MemSegment {
@@ -245,10 +259,13 @@ impl SegmentFile for MemSegment {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.write_state()?;
         if self.failing.load(Ordering::SeqCst) {
+            // As Linux does after a failed writeback: the pages stay cached,
+            // no longer dirty, and never reach the disk.
+            state.dirty = None;
             return Err(io::Error::other("injected: fsync returned EIO"));
         }
-        let mut state = self.write_state()?;
         let SegmentState { live, durable, dirty } = &mut *state;
         if let Some((from, to)) = dirty.take() {
             if durable.len() < to {

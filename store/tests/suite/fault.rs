@@ -42,6 +42,28 @@ fn a_failed_sync_acknowledges_nothing_and_stops_the_store() {
     assert!(matches!(store.swap_resource(ResourceKind::Agent, b"a", None, Some(b"v")), Err(Error::Poisoned { .. })));
 }
 
+/// Goal: after a failed sync, a restart without a reboot does not replay the
+/// failed batch from the page cache, where the kernel may have left it
+/// (marked clean, never written). Method: the memory engine models that
+/// cache; a batch whose sync failed, then the store reopened on the same
+/// engine with the disk answering again.
+#[test]
+fn a_batch_whose_sync_failed_is_not_replayed_after_a_restart() {
+    let engine = MemEngine::new();
+    let store = LogStore::with_engine(engine.clone_handle()).unwrap();
+    let s = session(3);
+    store.append(s, Seq::ZERO, &entries(0..2)).unwrap();
+    engine.fail_syncs(true);
+    assert!(store.append(s, Seq::new(2), &entries(2..3)).is_err());
+    drop(store);
+    engine.fail_syncs(false);
+    let store = LogStore::with_engine(engine.clone_handle()).unwrap();
+    assert_eq!(store.head(s).unwrap().next, Seq::new(2), "the failed append is not there");
+    assert_eq!(store.read(s, Seq::ZERO, 10).unwrap().len(), 2);
+    store.append(s, Seq::new(2), &entries(2..3)).unwrap();
+    assert_eq!(store.read(s, Seq::ZERO, 10).unwrap().len(), 3);
+}
+
 /// Goal: a simulated power loss (every write not yet synced is gone) keeps
 /// every acknowledged append and never a torn one. Method: the memory engine
 /// keeps what was synced apart from what was written; appends, a checkpoint,
