@@ -28,13 +28,7 @@ pub struct RawLog {
 impl RawLog {
     /// Creates (truncating) the log file at `path`.
     pub fn create(path: &Path) -> anyhow::Result<RawLog> {
-        let mut file: File = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())?;
+        let mut file = create_durably(path)?;
         let mut buf = Vec::new();
         let committer = GroupCommit::start(RAW_BATCH, move |batch: &mut Vec<Arc<[u8]>>| {
             buf.clear();
@@ -57,13 +51,7 @@ impl RawLog {
     pub fn create_pipelined(path: &Path, depth: usize) -> anyhow::Result<RawLog> {
         use std::os::unix::fs::FileExt;
         use std::sync::atomic::{AtomicU64, Ordering};
-        let file: File = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())?;
+        let file = create_durably(path)?;
         let end = AtomicU64::new(0);
         let committer = GroupCommit::start_pipelined(RAW_BATCH, depth, move |batch: &mut Vec<Arc<[u8]>>| {
             let mut buf = Vec::new();
@@ -91,4 +79,16 @@ impl RawLog {
     pub fn finish(self) -> anyhow::Result<CommitStats> {
         self.committer.finish()
     }
+}
+
+/// Creates (truncating) the file at `path` and makes its directory entry durable.
+fn create_durably(path: &Path) -> anyhow::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())?;
+    Ok(file)
 }
