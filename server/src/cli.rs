@@ -285,16 +285,16 @@ pub fn main() -> ExitCode {
                     read_per_minute: rate_read,
                     work_per_minute: rate_work,
                 },
-                sse_ping_interval: Duration::from_secs(sse_ping_secs.max(1)),
-                body_read_timeout: Duration::from_secs(body_read_timeout_secs.max(1)),
+                sse_ping_interval: Duration::from_secs(sse_ping_secs),
+                body_read_timeout: Duration::from_secs(body_read_timeout_secs),
                 work_lease_ttl_secs,
                 ..Config::default()
             };
             let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);
             let remotes = Remotes { git, mcp: crate::mcp::McpSettings::new(&mcp_private_hosts) };
             let transport = Transport {
-                tcp_user_timeout: Duration::from_secs(tcp_user_timeout_secs.max(1)),
-                header_read_timeout: Duration::from_secs(header_read_timeout_secs.max(1)),
+                tcp_user_timeout: Duration::from_secs(tcp_user_timeout_secs),
+                header_read_timeout: Duration::from_secs(header_read_timeout_secs),
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             };
             serve(listen, &data, cache_mib, config, transport, no_runner, remotes)

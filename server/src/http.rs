@@ -417,6 +417,12 @@ async fn body_deadline(State(state): State<AppState>, request: Request, next: Ne
         timeout.as_secs(),
         crate::transport::BODY_MIN_BYTES_PER_SEC / 1024
     );
+    body_too_slow(message)
+}
+
+/// 408 for a request whose body did not arrive in time, closing the
+/// connection: the rest of the body may still be on its way.
+fn body_too_slow(message: String) -> Response {
     let mut response = ApiError::request_timeout(message).into_response();
     response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
     response
@@ -465,10 +471,7 @@ async fn guard(
                     // The handler was waiting for the rest of the body: the
                     // client's slowness, not ours, and nothing was done yet.
                     let timeout = state.config().request_timeout.as_secs_f64();
-                    let message = format!("the request body was still arriving when the request's {timeout} s ran out");
-                    let mut response = ApiError::request_timeout(message).into_response();
-                    response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
-                    response
+                    body_too_slow(format!("the request body was still arriving when the request's {timeout} s ran out"))
                 }
                 Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
                 Err(_) => {

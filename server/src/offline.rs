@@ -184,24 +184,19 @@ fn find_session(store: &SledStore, id: SessionId) -> anyhow::Result<Option<Store
 
 /// The session object with this id and the workspace it belongs to.
 fn find_session_in(store: &SledStore, id: SessionId) -> anyhow::Result<Option<(tenancy::Tenant, StoredSession)>> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_resources(
-            ResourceKind::Session,
-            b"",
-            after.as_deref(),
-            logbook_store::Direction::Forward,
-            1000,
-        )?;
-        let Some((last, _)) = page.last() else { return Ok(None) };
-        after = Some(last.clone());
-        for (key, bytes) in &page {
-            if let Some(workspace) = key.strip_suffix(&id.to_bytes()).and_then(|w| <[u8; 16]>::try_from(w).ok()) {
-                let tenant = tenancy::Tenant { workspace: logbook_core::WorkspaceId::from_bytes(workspace) };
-                return Ok(Some((tenant, serde_json::from_slice(bytes).context("decoding a session object")?)));
-            }
-        }
-    }
+    let mut found = None;
+    crate::api::scan_all(store, ResourceKind::Session, b"", |key, bytes| {
+        let Some(workspace) = key.strip_suffix(&id.to_bytes()).and_then(|w| <[u8; 16]>::try_from(w).ok()) else {
+            return Ok(std::ops::ControlFlow::Continue(()));
+        };
+        let tenant = tenancy::Tenant { workspace: logbook_core::WorkspaceId::from_bytes(workspace) };
+        found = Some((tenant, bytes.to_vec()));
+        Ok(std::ops::ControlFlow::Break(()))
+    })
+    .map_err(|err| anyhow::anyhow!("reading the sessions: {}", err.message))?;
+    found
+        .map(|(tenant, bytes)| Ok((tenant, serde_json::from_slice(&bytes).context("decoding a session object")?)))
+        .transpose()
 }
 
 /// `logbook show`: a session's state after a seq (JSON on stdout), one of its

@@ -346,30 +346,19 @@ pub fn list_keys(store: &SledStore) -> Result<Vec<KeyRecord>, ApiError> {
     Ok(listed_keys(store)?.into_iter().map(|(_, record)| record).collect())
 }
 
-/// The records `list_keys` shows, each with the hash it is stored under,
-/// read a page at a time (all of them, however many).
+/// The records `list_keys` shows, each with the hash it is stored under
+/// (all of them, however many).
 fn listed_keys(store: &SledStore) -> Result<Vec<(Vec<u8>, KeyRecord)>, ApiError> {
-    const PAGE: usize = 1000;
     let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_resources(
-            ResourceKind::ApiKey,
-            b"",
-            after.as_deref(),
-            logbook_store::Direction::Forward,
-            PAGE,
-        )?;
-        let Some((last, _)) = page.last() else { return Ok(out) };
-        after = Some(last.clone());
-        for (hash, bytes) in page {
-            let record: KeyRecord = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-            match record.scope {
-                KeyScope::Workspace | KeyScope::Environment { .. } => out.push((hash, record)),
-                KeyScope::WorkSession { .. } => {}
-            }
+    crate::api::scan_all(store, ResourceKind::ApiKey, b"", |hash, bytes| {
+        let record: KeyRecord = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
+        match record.scope {
+            KeyScope::Workspace | KeyScope::Environment { .. } => out.push((hash.to_vec(), record)),
+            KeyScope::WorkSession { .. } => {}
         }
-    }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    Ok(out)
 }
 
 /// The workspace with this id, if any.

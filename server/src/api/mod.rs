@@ -88,6 +88,29 @@ pub fn scan_page<T>(
     Ok(Scanned { items, next: cursor })
 }
 
+/// Visits every resource of `kind` under `prefix`, with its key and bytes, a
+/// batch of [`SCAN_BATCH`] at a time, until `visit` breaks. For walks of the
+/// whole store (start-up, offline commands), never for a request's page:
+/// that is [`scan_page`], which bounds its work.
+pub fn scan_all(
+    store: &SledStore,
+    kind: ResourceKind,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<std::ops::ControlFlow<()>, ApiError>,
+) -> Result<(), ApiError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let batch = store.scan_resources(kind, prefix, after.as_deref(), Direction::Forward, SCAN_BATCH)?;
+        let Some((last, _)) = batch.last() else { return Ok(()) };
+        after = Some(last.clone());
+        for (key, bytes) in &batch {
+            if visit(key, bytes)?.is_break() {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Writes a value that must not exist yet; overwrites a leftover of an
 /// interrupted earlier write at the same key.
 pub fn put_new(store: &SledStore, kind: ResourceKind, key: &[u8], bytes: &[u8]) -> Result<(), ApiError> {

@@ -881,29 +881,14 @@ pub fn set_usage(store: &SledStore, tenant: &Tenant, id: SessionId, usage: Usage
 }
 
 /// Visits every stored session under `prefix` (a workspace's, or all of them
-/// for `b""`) with its key, reading a page of [`SCAN_PAGE`] at a time, until
-/// `visit` breaks.
+/// for `b""`) with its key, until `visit` breaks (see [`super::scan_all`]).
 pub fn scan_sessions(
     store: &SledStore,
     prefix: &[u8],
     mut visit: impl FnMut(&[u8], StoredSession) -> std::ops::ControlFlow<()>,
 ) -> Result<(), ApiError> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page =
-            store.scan_resources(ResourceKind::Session, prefix, after.as_deref(), Direction::Forward, SCAN_PAGE)?;
-        let Some((last, _)) = page.last() else { return Ok(()) };
-        after = Some(last.clone());
-        for (key, bytes) in &page {
-            if visit(key, from_bytes(bytes)?).is_break() {
-                return Ok(());
-            }
-        }
-    }
+    super::scan_all(store, ResourceKind::Session, prefix, |key, bytes| Ok(visit(key, from_bytes(bytes)?)))
 }
-
-/// Sessions read per page by [`scan_sessions`].
-const SCAN_PAGE: usize = 1000;
 
 /// Whether any session of `tenant` (archived ones too) runs in environment `env`.
 pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId) -> Result<bool, ApiError> {

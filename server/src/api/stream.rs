@@ -226,9 +226,9 @@ fn events(
             if st.done || *st.shutdown.borrow() {
                 return None;
             }
-            // Checked here as well as in the select below: a stream catching
-            // up on a backlog, or fed previews, always has a ready arm before
-            // the check's.
+            // Checked here, not only when the select below wakes for it: a
+            // stream catching up on a backlog, or fed previews, always has a
+            // ready arm before the check's.
             if st.lease.as_ref().is_some_and(|lease| lease.next_check <= tokio::time::Instant::now())
                 && !st.lease_holds().await
             {
@@ -244,12 +244,8 @@ fn events(
                 }
                 batch = st.subscription.next_batch(STREAM_BATCH) => batch,
                 _ = st.shutdown.changed() => return None,
-                () = lease_check_due(st.lease.as_ref()) => {
-                    if st.lease_holds().await {
-                        continue;
-                    }
-                    return None;
-                }
+                // Checked at the top of the loop.
+                () = lease_check_due(st.lease.as_ref()) => continue,
             };
             match batch {
                 Ok(Some(records)) => {

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use logbook_core::{EnvironmentId, SessionId, WorkId, WorkspaceId};
-use logbook_store::{Direction, ResourceKind, Resources, SledStore};
+use logbook_store::{Direction, ResourceKind, SledStore};
 
 use self::queue::{StoredWork, WorkData, WorkState};
 use super::environments::{self, EnvConfig, Environment};
@@ -414,18 +414,15 @@ pub fn session_work(
 /// Finds an environment by id in any workspace (for the offline
 /// `logbook keys create --environment`): its workspace and the environment.
 pub fn find_environment(store: &SledStore, env: EnvironmentId) -> Result<Option<(WorkspaceId, Environment)>, ApiError> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_resources(ResourceKind::Environment, b"", after.as_deref(), Direction::Forward, 1000)?;
-        let Some((last, _)) = page.last() else { return Ok(None) };
-        after = Some(last.clone());
-        for (key, bytes) in &page {
-            if key.len() == 32 && key.ends_with(&env.to_bytes()) {
-                let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
-                return Ok(Some((WorkspaceId::from_bytes(workspace), from_bytes(bytes)?)));
-            }
-        }
-    }
+    let mut found = None;
+    crate::api::scan_all(store, ResourceKind::Environment, b"", |key, bytes| {
+        let Some(workspace) = key.strip_suffix(&env.to_bytes()).and_then(|w| <[u8; 16]>::try_from(w).ok()) else {
+            return Ok(std::ops::ControlFlow::Continue(()));
+        };
+        found = Some((WorkspaceId::from_bytes(workspace), from_bytes(bytes)?));
+        Ok(std::ops::ControlFlow::Break(()))
+    })?;
+    Ok(found)
 }
 
 /// Every session, in every workspace, whose built-in tools run on a worker
