@@ -1,11 +1,13 @@
 //! Opening a store: the storage version, the checkpointed heads and forks,
 //! and the replay of the log from the last checkpoint.
 //!
-//! The segments to replay are first synced and dropped from the page cache,
-//! so that the replay reads what the disk holds: after a failed `fdatasync`
-//! (the store stopped, then restarted without a reboot) the kernel may still
-//! cache pages that never reached the disk, marked clean, and replaying them
-//! would build on records a power loss would take away.
+//! The segments to replay are first synced and dropped from the page cache.
+//! The sync keeps what a crashed process wrote but never synced: later
+//! appends will chain onto those batches, so they must not be lost. The drop
+//! makes the replay read what the disk holds: after a failed `fdatasync` (the
+//! store stopped, then restarted without a reboot) the kernel may still cache
+//! pages that never reached the disk, marked clean, and replaying them would
+//! build on records a power loss would take away.
 //!
 //! The engine's trees hold everything up to the checkpoint's LSN; the log
 //! holds everything. Recovery loads the heads and fork origins from the trees,
@@ -13,10 +15,7 @@
 //! ([`crate::wal::Scan`] tells a torn tail from damage) and applies each entry
 //! again: records join their session's pending list (checked for seq
 //! continuity and chain links), resource writes and blob locations are
-//! written to the trees again (idempotently), forks get their origin. Then the
-//! replayed segments are `fdatasync`ed: after a process crash they may hold
-//! batches that were written but never synced, and those must not be lost
-//! once later appends chain onto them.
+//! written to the trees again (idempotently), forks get their origin.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -117,11 +116,6 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<Recovered, OpenError> {
         }));
     }
     let damage = Vec::new();
-    for segment in wal::segment_of(from)..=wal::segment_of(end.end) {
-        if let Ok(file) = log.open_segment(segment, false) {
-            file.sync_data().map_err(|err| OpenError::Io { path: "(log)".into(), reason: err.to_string() })?;
-        }
-    }
     let next_batch = if end.next_batch == 0 && checkpoint.is_some() { first_batch } else { end.next_batch };
     let writer = LogWriter::new(Arc::clone(&log), end.end, next_batch, end.header);
     let slots = build_slots(states);
