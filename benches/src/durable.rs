@@ -38,6 +38,9 @@ pub enum System {
     /// The same with this many committers, so that syncs overlap (a
     /// diagnostic: what overlapping `fdatasync`s of one file give).
     RawPipelined { depth: usize },
+    /// Writers' records spread over this many files by session, each file with
+    /// its own committer (a diagnostic: what a log striped over files gives).
+    RawStriped { stripes: usize },
     /// [`crate::sqlite::SqliteLog`]: one transaction per event.
     Sqlite,
     /// [`crate::sqlite::SqliteBatched`]: up to 32 events per transaction.
@@ -122,6 +125,7 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 System::RawPipelined { depth } => RawLog::create_pipelined(&path, depth)?,
                 System::RawLoop
                 | System::Raw
+                | System::RawStriped { .. }
                 | System::Sqlite
                 | System::SqliteBatched
                 | System::Jsonl
@@ -142,6 +146,33 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 json_bytes: bytes_of(&written, &|p| p.json_line.len()),
                 n_syncs: stats.n_batches,
                 note: format!("{:.1} records per fdatasync", ratio(stats.n_items, stats.n_batches)),
+            })
+        }
+        System::RawStriped { stripes } => {
+            let logs: Vec<RawLog> =
+                (0..stripes).map(|i| RawLog::create(&dir.join(format!("raw{i}.log")))).collect::<Result<_, _>>()?;
+            let (events, elapsed, written) = drive(corpus, spec.writers, 1, limits, |idx, seq, range| {
+                let event = event_at(corpus, idx, range.start)?;
+                logs[idx % stripes]
+                    .append(Arc::clone(&event.envelope))
+                    .with_context(|| format!("raw append {idx}#{seq}"))
+            })?;
+            let (mut items, mut batches, mut disk) = (0, 0, 0);
+            for (i, log) in logs.into_iter().enumerate() {
+                let stats = log.finish()?;
+                items += stats.n_items;
+                batches += stats.n_batches;
+                disk += std::fs::metadata(dir.join(format!("raw{i}.log")))?.len();
+            }
+            Ok(RunResult {
+                label: spec.label.clone(),
+                events,
+                elapsed,
+                disk_bytes: disk,
+                logical_bytes: bytes_of(&written, &|p| p.envelope.len() + 4),
+                json_bytes: bytes_of(&written, &|p| p.json_line.len()),
+                n_syncs: batches,
+                note: format!("{:.1} records per fdatasync", ratio(items, batches)),
             })
         }
         System::Sqlite => {
@@ -204,6 +235,7 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 System::RawLoop
                 | System::Raw
                 | System::RawPipelined { .. }
+                | System::RawStriped { .. }
                 | System::Sqlite
                 | System::SqliteBatched
                 | System::Jsonl

@@ -13,6 +13,7 @@
 //! the load benchmarks (`http_load`, `work_load`, `runner_load`,
 //! `files_load`). See `benches/README.md`.
 
+pub mod codec;
 pub mod corpus;
 pub mod diag;
 pub mod dict;

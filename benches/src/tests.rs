@@ -1,5 +1,6 @@
-//! Tests of the workload generator and the group committer: determinism, the
-//! promised shape of the corpus, and that every submitted item is committed.
+//! Tests of the workload generator, the group committer and the diagnostics:
+//! determinism, the promised shape of the corpus, that every submitted item is
+//! committed, and that the codec probe measures what the store stores.
 
 use std::sync::{Arc, Mutex};
 
@@ -158,4 +159,72 @@ fn pipelined_commits_are_acknowledged_in_the_order_they_were_taken() {
     first.join().unwrap().unwrap();
     let group = Arc::try_unwrap(group).unwrap_or_else(|_| panic!("no submitter holds the committer"));
     assert_eq!(group.finish().unwrap().n_items, 2);
+}
+
+#[test]
+fn a_striped_raw_log_keeps_every_acknowledged_record_in_its_stripe() {
+    // Every record the writers were acknowledged for is in one of the stripes'
+    // files, once: the files hold exactly the acknowledged records' bytes.
+    use std::time::Duration;
+
+    use crate::corpus::Corpus;
+    use crate::durable::{self, Limits, RunSpec, System};
+
+    let corpus = Corpus::build(&WorkloadConfig { n_sessions: 12, big_every: 0, ..WorkloadConfig::new(7, 8) }, 2)
+        .expect("corpus");
+    let dir = crate::scratch::temp_dir().expect("scratch dir");
+    let spec = RunSpec { label: "striped".to_owned(), system: System::RawStriped { stripes: 3 }, writers: 4 };
+    let limits = Limits { max_events: 60, max_time: Duration::from_secs(120) };
+    let result = durable::run(&spec, &corpus, &limits, dir.path()).expect("run");
+    assert_eq!(result.events, 60);
+    assert_eq!(result.disk_bytes, result.logical_bytes);
+    for stripe in 0..3 {
+        let len = std::fs::metadata(dir.path().join(format!("raw{stripe}.log"))).expect("stripe file").len();
+        assert!(len > 0, "stripe {stripe} got no records");
+    }
+}
+
+#[test]
+fn the_verify_bound_is_what_the_cores_could_decompress_and_hash() {
+    use crate::codec::{self, CodecReport, LevelRow};
+
+    // 1 / (1/1000 + 1/3000) = 750 MiB/s a core; two cores: 1500 of 3000.
+    let row = LevelRow { level: 1, stored_ratio: 0.4, compress_mib_s: 300.0, decompress_mib_s: 1000.0 };
+    let report = CodecReport { canonical_mib: 1.0, blake3_mib_s: 3000.0, rows: vec![row] };
+    assert!((report.bound(&row, 2) - 0.5).abs() < 1e-9);
+    assert!((report.bound(&row, 1) - 0.25).abs() < 1e-9);
+
+    // The best of two rounds takes each speed's best.
+    let slower = CodecReport {
+        blake3_mib_s: 2000.0,
+        rows: vec![LevelRow { decompress_mib_s: 1200.0, ..row }],
+        ..report.clone()
+    };
+    let best = codec::best_of(&[slower, report]).expect("two reports");
+    assert_eq!(best.blake3_mib_s, 3000.0);
+    assert_eq!(best.rows[0].decompress_mib_s, 1200.0);
+}
+
+#[test]
+fn the_codec_probe_stores_at_the_stores_level_what_the_store_would() {
+    use logbook_store::frame;
+
+    use crate::codec;
+    use crate::corpus::Corpus;
+
+    let corpus = Corpus::build(&WorkloadConfig { n_sessions: 4, big_every: 5, ..WorkloadConfig::new(3, 12) }, 2)
+        .expect("corpus");
+    let report = codec::measure(&corpus, 1).expect("measure");
+    assert_eq!(report.rows.len(), codec::LEVELS.len());
+    let (mut canonical, mut stored) = (0usize, 0usize);
+    for entry in corpus.sessions.iter().flat_map(|s| &s.entries) {
+        let bytes = entry.to_canonical().unwrap();
+        let mut out = Vec::new();
+        frame::compress(&bytes, &mut out);
+        canonical += bytes.len();
+        stored += out.len();
+    }
+    let store_row = report.rows.iter().find(|row| row.level == frame::ZSTD_LEVEL).expect("the store's level");
+    assert!((store_row.stored_ratio - stored as f64 / canonical as f64).abs() < 1e-9);
+    assert!(report.rows.iter().all(|row| row.stored_ratio > 0.0 && row.stored_ratio <= 1.0));
 }
