@@ -868,8 +868,13 @@ const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens the session's event stream with `key` as a Bearer credential.
 async fn open_stream(h: &Harness, session: &str, key: &str) -> axum::body::Body {
+    open_stream_with(h, session, key, "").await
+}
+
+/// The same, with a query string (`?...` or empty).
+async fn open_stream_with(h: &Harness, session: &str, key: &str, query: &str) -> axum::body::Body {
     use tower::ServiceExt;
-    let request = axum::http::Request::get(format!("/v1/sessions/{session}/events/stream"))
+    let request = axum::http::Request::get(format!("/v1/sessions/{session}/events/stream{query}"))
         .header("authorization", format!("Bearer {key}"))
         .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
         .body(axum::body::Body::empty())
@@ -986,7 +991,7 @@ async fn a_lease_that_ends_while_its_stream_has_a_backlog_ends_the_stream() {
     // it show the check is due; then the token's stream is read to its end
     // under a deadline. (The subscription yields between batches, so this
     // holds even without the check at the top of the stream's loop; that
-    // check is for a stream whose previews are always ready.)
+    // check is for a stream whose previews are always ready: the next test.)
     let LeasedSession { h, session, token, .. } = leased_session().await;
     let mut by_token = open_stream(&h, &session, &token).await;
     let mut by_key = open_stream(&h, &session, &h.key_a).await;
@@ -1016,4 +1021,48 @@ async fn a_lease_that_ends_while_its_stream_has_a_backlog_ends_the_stream() {
     };
     let delivered = tokio::time::timeout(STREAM_DEADLINE, delivered).await.expect("the token's stream ends");
     assert!(delivered < backlog, "the stream ended with its lease, not after the backlog: {delivered} of {backlog}");
+}
+
+#[tokio::test]
+async fn a_lease_that_ends_while_previews_keep_coming_ends_the_stream() {
+    // Goal: a sessions token's stream whose previews are always ready still
+    // ends when its lease does (the stream's select prefers previews, so only
+    // the check at the top of its loop sees the lease). Method: the token's
+    // stream asks for message previews and is not read while a preview's
+    // start and 1,000 deltas are published; two pings on an API key's stream
+    // opened after it show the token stream's check is due; the lease lapses
+    // by the manual clock; then the token's stream is read to its end under a
+    // deadline and must deliver none of the deltas.
+    use logbook_server::previews::{Preview, PreviewKind};
+    use logbook_store::Read as _;
+
+    let LeasedSession { h, session, token, .. } = leased_session().await;
+    let mut by_token = open_stream_with(&h, &session, &token, "?event_deltas%5B%5D=agent.message").await;
+    let mut by_key = open_stream(&h, &session, &h.key_a).await;
+    let sid: logbook_core::SessionId = session.parse().unwrap();
+    let head = h.state.store().head(sid).unwrap();
+    let message_id: logbook_core::EventId = h.state.event_id(head.next);
+    let previews = h.state.previews();
+    let n_deltas = 1_000;
+    assert!(n_deltas < logbook_server::previews::PREVIEW_CAPACITY, "no preview is lost to a lag");
+    previews.publish(sid, Preview::Start { event_id: message_id, kind: PreviewKind::Message });
+    for _ in 0..n_deltas {
+        previews.publish(sid, Preview::Delta { event_id: message_id, index: 0, text: "x".into() });
+    }
+    for _ in 0..2 {
+        read_until(&mut by_key, "event: ping").await;
+    }
+    h.tick(11_000);
+    let delivered = async {
+        use http_body_util::BodyExt;
+        let mut n = 0;
+        while let Some(frame) = by_token.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                n += String::from_utf8_lossy(&data).matches("event: event_delta").count();
+            }
+        }
+        n
+    };
+    let delivered = tokio::time::timeout(STREAM_DEADLINE, delivered).await.expect("the token's stream ends");
+    assert_eq!(delivered, 0, "the lease had lapsed before the stream was read");
 }
