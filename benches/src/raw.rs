@@ -67,6 +67,40 @@ impl RawLog {
         Ok(RawLog { committer })
     }
 
+    /// The same log in a file of `bytes` zeroes written and synced ahead,
+    /// as the store prepares its segments: each batch overwrites allocated
+    /// blocks, so its `fdatasync` writes data only. Batches wrap around to
+    /// the file's start at its end (what this measures is the syncs, not
+    /// what the file keeps). A diagnostic, not a baseline of the issue.
+    pub fn create_prepared(path: &Path, bytes: u64) -> anyhow::Result<RawLog> {
+        use std::os::unix::fs::FileExt;
+        let mut file = create_durably(path)?;
+        let zeroes = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        while written < bytes {
+            file.write_all(&zeroes)?;
+            written += zeroes.len() as u64;
+        }
+        file.sync_all()?;
+        let mut end = 0u64;
+        let mut buf = Vec::new();
+        let committer = GroupCommit::start(RAW_BATCH, move |batch: &mut Vec<Arc<[u8]>>| {
+            buf.clear();
+            for record in batch.iter() {
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(record);
+            }
+            if end + buf.len() as u64 > written {
+                end = 0;
+            }
+            file.write_all_at(&buf, end)?;
+            end += buf.len() as u64;
+            file.sync_data()?;
+            Ok(())
+        });
+        Ok(RawLog { committer })
+    }
+
     /// Appends `record` and returns once it is durable.
     pub fn append(&self, record: Arc<[u8]>) -> anyhow::Result<()> {
         self.committer.submit(record)

@@ -214,8 +214,9 @@ fn specs(writers: usize) -> Vec<RunSpec> {
         spec(RAW_N, System::Raw, 32),
         spec(RAW_2, System::RawPipelined { depth: 2 }, writers),
         spec(RAW_4, System::RawPipelined { depth: 4 }, writers),
-        spec("raw, striped over 2 files (diagnostic)", System::RawStriped { stripes: 2 }, writers),
-        spec("raw, striped over 4 files (diagnostic)", System::RawStriped { stripes: 4 }, writers),
+        spec("raw, 1 prepared file (diagnostic)", System::RawStriped { stripes: 1 }, writers),
+        spec("raw, striped over 2 prepared files (diagnostic)", System::RawStriped { stripes: 2 }, writers),
+        spec("raw, striped over 4 prepared files (diagnostic)", System::RawStriped { stripes: 4 }, writers),
         spec(RAW_N, System::Raw, 1),
         spec("SQLite WAL FULL, ≤32 events/txn (group commit)", System::SqliteBatched, writers),
         spec("JSONL file/session, fdatasync/event", System::Jsonl, writers),
@@ -278,14 +279,14 @@ fn throughput(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -> 
         let last = runs.last();
         let events = last.map_or(1, |r| r.events.max(1)) as f64;
         println!(
-            "| {} | {} | {} | **{:.0}** | {:.2} | {:.2} | {} | {} | {:.0} | {:.0} | {:.3} |",
+            "| {} | {} | {} | **{:.0}** | {} | {} | {} | {} | {:.0} | {:.0} | {:.3} |",
             spec.label,
             spec.writers,
             per_round.join(" / "),
             m,
-            m / raw_limit.max(1e-9),
-            m / raw_n.max(1e-9),
-            if sqlite > 0.0 { format!("{:.2}", m / sqlite) } else { "–".to_owned() },
+            ratio_to(m, raw_limit),
+            ratio_to(m, raw_n),
+            ratio_to(m, sqlite),
             last.map_or(String::new(), |r| r.note.clone()),
             last.map_or(0.0, |r| r.disk_bytes as f64 / events),
             last.map_or(0.0, |r| r.logical_bytes as f64 / events),
@@ -923,6 +924,11 @@ fn summary(findings: &Findings) {
             verdict(large <= Duration::from_millis(5) && large.as_secs_f64() / small.as_secs_f64() < 1.5)
         );
     }
+}
+
+/// `rate ÷ baseline`, or a dash when the baseline did not run (`LOGBOOK_BENCH_ONLY`).
+fn ratio_to(rate: f64, baseline: f64) -> String {
+    if baseline > 0.0 { format!("{:.2}", rate / baseline) } else { "–".to_owned() }
 }
 
 /// The highest events/s of a configuration's rounds.
