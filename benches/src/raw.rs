@@ -31,11 +31,7 @@ impl RawLog {
         let mut file = create_durably(path)?;
         let mut buf = Vec::new();
         let committer = GroupCommit::start(RAW_BATCH, move |batch: &mut Vec<Arc<[u8]>>| {
-            buf.clear();
-            for record in batch.iter() {
-                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
-                buf.extend_from_slice(record);
-            }
+            frame_batch(batch, &mut buf);
             file.write_all(&buf)?;
             file.sync_data()?;
             Ok(())
@@ -55,10 +51,7 @@ impl RawLog {
         let end = AtomicU64::new(0);
         let committer = GroupCommit::start_pipelined(RAW_BATCH, depth, move |batch: &mut Vec<Arc<[u8]>>| {
             let mut buf = Vec::new();
-            for record in batch.iter() {
-                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
-                buf.extend_from_slice(record);
-            }
+            frame_batch(batch, &mut buf);
             let offset = end.fetch_add(buf.len() as u64, Ordering::Relaxed);
             file.write_all_at(&buf, offset)?;
             file.sync_data()?;
@@ -85,11 +78,7 @@ impl RawLog {
         let mut end = 0u64;
         let mut buf = Vec::new();
         let committer = GroupCommit::start(RAW_BATCH, move |batch: &mut Vec<Arc<[u8]>>| {
-            buf.clear();
-            for record in batch.iter() {
-                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
-                buf.extend_from_slice(record);
-            }
+            frame_batch(batch, &mut buf);
             if end + buf.len() as u64 > written {
                 end = 0;
             }
@@ -112,6 +101,15 @@ impl RawLog {
 
     pub fn finish(self) -> anyhow::Result<CommitStats> {
         self.committer.finish()
+    }
+}
+
+/// A batch as one buffer, each record prefixed with its length (u32 LE).
+fn frame_batch(batch: &[Arc<[u8]>], buf: &mut Vec<u8>) {
+    buf.clear();
+    for record in batch {
+        buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        buf.extend_from_slice(record);
     }
 }
 
