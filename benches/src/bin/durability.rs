@@ -218,6 +218,7 @@ fn specs(writers: usize) -> Vec<RunSpec> {
         spec("raw, striped over 2 prepared files (diagnostic)", System::RawStriped { stripes: 2 }, writers),
         spec("raw, striped over 4 prepared files (diagnostic)", System::RawStriped { stripes: 4 }, writers),
         spec(RAW_N, System::Raw, 1),
+        spec("raw, 1 prepared file (diagnostic)", System::RawStriped { stripes: 1 }, 1),
         spec("SQLite WAL FULL, ≤32 events/txn (group commit)", System::SqliteBatched, writers),
         spec("JSONL file/session, fdatasync/event", System::Jsonl, writers),
         spec(LOGBOOK_1, System::Logbook { events_per_append: 1 }, 32),
