@@ -4,12 +4,18 @@
 //! by many events or forks is stored once; their bytes are an entry of the
 //! write-ahead log and the index records where, and a read re-hashes and
 //! refuses bytes that do not match their key. Resources are opaque values
-//! under `(kind, key)` with compare-and-swap, for the API's objects: the
-//! engine holds the current value, and each write is also a log entry, so it
-//! is durable when its batch is and recovery can replay it. Both pass the same
-//! group commit as appends before a write returns.
+//! under `(kind, key)` with compare-and-swap, for the API's objects: each
+//! write is a log entry, and the engine takes the new value only once that
+//! entry's batch is durable (as blob and fork keys), so the engine never
+//! holds a value the log lacks: a checkpoint's sync of the engine cannot make
+//! an unacknowledged write durable, and a failed write has nothing to undo.
+//! Until then the write is a [`PendingResources`] entry, which later writes of
+//! the key compare against. Both pass the same group commit as appends
+//! before a write returns.
 
+use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::MutexGuard;
 
 use logbook_core::limits::MAX_BLOB_BYTES;
 use logbook_core::{Digest, chain};
@@ -26,6 +32,41 @@ pub(crate) const MAX_RESOURCE_KEY_BYTES: usize = u16::MAX as usize;
 
 /// Largest resource value (framed): objects are small; this bounds a batch.
 pub(crate) const MAX_RESOURCE_VALUE_BYTES: usize = 64 << 20;
+
+/// Resource writes queued in the log whose batch is not durable yet: per
+/// full key, the value the latest of them sets, and which write that is.
+/// Reads see only the engine (durable values); a write compares against the
+/// pending value first, so writers of one key are serialized as before. An
+/// entry leaves when its write is published (the engine has the value then)
+/// or fails, unless a later write of the key replaced it.
+#[derive(Debug, Default)]
+pub(crate) struct PendingResources {
+    next_write: u64,
+    by_key: HashMap<Vec<u8>, PendingValue>,
+}
+
+#[derive(Debug)]
+struct PendingValue {
+    write: u64,
+    framed: Option<Vec<u8>>,
+}
+
+impl<E: Engine> crate::log::Core<E> {
+    /// The pending resource writes, locked.
+    fn lock_resources(&self) -> Result<MutexGuard<'_, PendingResources>, Error> {
+        self.resources.lock().map_err(|_| Error::Engine("resource lock poisoned".to_owned()))
+    }
+
+    /// `write` of `key` is settled (published or failed): forgets it, unless a
+    /// later write of the key is pending.
+    pub(crate) fn settle_resource(&self, key: &[u8], write: u64) {
+        // A poisoned lock still holds the map; the entry must go either way.
+        let mut pending = self.resources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.by_key.get(key).is_some_and(|value| value.write == write) {
+            pending.by_key.remove(key);
+        }
+    }
+}
 
 impl<E: Engine> Blobs for LogStore<E> {
     fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error> {
@@ -98,53 +139,37 @@ impl<E: Engine> Resources for LogStore<E> {
                 "resource value of {len} bytes (stored) is over {MAX_RESOURCE_VALUE_BYTES}"
             )));
         }
-        let (ticket, stored) = {
-            // Held until the write is in the log's batch, so that resource
-            // writes reach the engine and the log in the same order.
-            let _order = core.resource_lock.lock().map_err(|_| Error::Engine("resource lock poisoned".to_owned()))?;
-            // The engine compares stored (framed) bytes, and framing is deterministic
-            // only per codec decision, so compare on the decoded value and swap on the
-            // exact stored bytes.
-            let stored = core.engine.get(Tree::Resources, &full_key)?;
-            let current = match &stored {
+        let (ticket, write) = {
+            // Held until the write is queued, so that writes of a key are
+            // compared against the latest queued one and logged in order.
+            let mut pending = self.inner.core.lock_resources()?;
+            // Compared on the decoded value: framing is deterministic only per
+            // codec decision.
+            let current = match pending.by_key.get(&full_key) {
+                Some(value) => value.framed.clone(),
+                None => core.engine.get(Tree::Resources, &full_key)?,
+            };
+            let current = match &current {
                 Some(framed) => Some(decode_resource(kind, key, framed)?),
                 None => None,
             };
             if current.as_deref() != old {
                 return Ok(Err(current));
             }
-            if let Err(now) =
-                core.engine.compare_and_swap(Tree::Resources, &full_key, stored.as_deref(), framed.clone())?
-            {
-                return match now {
-                    Some(framed) => Ok(Err(Some(decode_resource(kind, key, &framed)?))),
-                    None => Ok(Err(None)),
-                };
-            }
-            let submitted = core.queue.submit(16 + key.len() + framed.as_ref().map_or(0, Vec::len), |buf| {
+            let write = pending.next_write;
+            pending.next_write += 1;
+            let effect = Effect::Resource { key: full_key.clone(), framed: framed.clone(), write };
+            let ticket = core.queue.submit(16 + key.len() + framed.as_ref().map_or(0, Vec::len), |buf| {
                 buf.push_resource(kind, key, framed.as_deref());
-                Ok(None)
-            });
-            match submitted {
-                Ok(ticket) => (ticket, stored),
-                Err(err) => {
-                    // Not in the log (the store is closing or poisoned): put
-                    // the old value back (still under the lock, so it is ours
-                    // to replace), lest the engine keep, and a later flush
-                    // make durable, a change the log never had and the
-                    // caller was told failed.
-                    let _ = core.engine.compare_and_swap(Tree::Resources, &full_key, framed.as_deref(), stored);
-                    return Err(err);
-                }
-            }
+                Ok(Some(vec![effect]))
+            })?;
+            pending.by_key.insert(full_key.clone(), PendingValue { write, framed });
+            (ticket, write)
         };
         if let Err(err) = ticket.wait() {
-            // Its batch failed (the store is now poisoned): the same, unless
-            // another write changed the value since (then that one's undo
-            // applies, or it stands as it did before this one).
-            if let Ok(_order) = core.resource_lock.lock() {
-                let _ = core.engine.compare_and_swap(Tree::Resources, &full_key, framed.as_deref(), stored);
-            }
+            // Its batch failed (the store is now poisoned): the engine never
+            // had the value.
+            core.settle_resource(&full_key, write);
             return Err(err);
         }
         Ok(Ok(()))

@@ -50,6 +50,9 @@ mod recovery;
 mod session;
 mod subscription;
 
+#[cfg(test)]
+mod durability_tests;
+
 use logbook_core::{ChainHash, Digest, Entry, EventType, Record, Seq, SessionId};
 
 pub use check::{SessionReport, StoreReport, VerifyProgress};

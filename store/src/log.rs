@@ -81,9 +81,10 @@ pub(crate) struct Core<E: Engine> {
     /// Bytes held by all tail caches.
     pub(crate) cache_bytes: AtomicUsize,
     ticks: AtomicU64,
-    /// Serializes resource writes, so that their order in the engine is their
-    /// order in the log.
-    pub(crate) resource_lock: Mutex<()>,
+    /// Resource writes in the log's queue, not yet durable. Held while a
+    /// resource write is compared and queued, so that writes of a key are
+    /// compared against the latest queued one and reach the log in order.
+    pub(crate) resources: Mutex<crate::kv::PendingResources>,
 }
 
 /// What publishing a durable batch does, per write.
@@ -95,6 +96,9 @@ pub(crate) enum Effect {
     Blob { digest: Digest, offset: u32, len: u32 },
     /// A fork: record its origin and make the session visible.
     Fork { slot: Arc<Slot>, entry: ForkEntry },
+    /// A resource write: the engine takes the value only now that it is
+    /// durable (see [`crate::kv::PendingResources`]).
+    Resource { key: Vec<u8>, framed: Option<Vec<u8>>, write: u64 },
 }
 
 impl LogStore<SledEngine> {
@@ -151,7 +155,7 @@ impl<E: Engine> LogStore<E> {
             damage: recovered.damage,
             cache_bytes: AtomicUsize::new(0),
             ticks: AtomicU64::new(0),
-            resource_lock: Mutex::new(()),
+            resources: Mutex::new(crate::kv::PendingResources::default()),
         });
         core.check_tails();
         // Replayed records wait for the next checkpoint like appended ones.
@@ -394,6 +398,7 @@ impl<E: Engine> Core<E> {
         records.extend(cached_tail);
         if reached_head && !records.is_empty() {
             slot.lock_cache()?.install(&records, &self.cache_bytes);
+            self.keep_caches_in_budget();
         }
         Ok(records)
     }
@@ -534,9 +539,7 @@ impl<E: Engine> Core<E> {
             cache.push(record, &self.cache_bytes);
         }
         drop(cache);
-        if self.cache_bytes.load(Ordering::Relaxed) > crate::session::TAIL_CACHE_BYTES {
-            self.checkpoints.request_sweep();
-        }
+        self.keep_caches_in_budget();
         slot.last_used.store(self.tick(), Ordering::Relaxed);
         Ok((ticket, records))
     }
@@ -657,6 +660,12 @@ impl<E: Engine> Publisher<Vec<Effect>> for Core<E> {
                     }
                     slot.publish(Head { next: Seq::new(entry.at_seq.get() + 1), hash: entry.parent_hash });
                 }
+                Effect::Resource { key, framed, write } => {
+                    if let Err(err) = self.engine.apply(Tree::Resources, vec![(key.clone(), framed)]) {
+                        self.queue.poison(format!("writing a resource: {err}"));
+                    }
+                    self.settle_resource(&key, write);
+                }
             }
         }
         self.checkpoints.note_written(header);
@@ -664,6 +673,14 @@ impl<E: Engine> Publisher<Vec<Effect>> for Core<E> {
 }
 
 impl<E: Engine> Core<E> {
+    /// Asks the checkpointer to shrink the tail caches if they grew past
+    /// their budget (by appends, or by reads that reached a session's head).
+    fn keep_caches_in_budget(&self) {
+        if self.cache_bytes.load(Ordering::Relaxed) > crate::session::TAIL_CACHE_BYTES {
+            self.checkpoints.request_sweep();
+        }
+    }
+
     fn publish_records(
         &self,
         header: &BatchHeader,
