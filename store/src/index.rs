@@ -260,10 +260,12 @@ fn decode_span(session: SessionId, key: &[u8], value: &[u8]) -> Result<Vec<Seq>,
     if key_session != session || !value.len().is_multiple_of(2) {
         return Err(malformed());
     }
-    Ok(value
+    let base = span.checked_mul(TYPE_SPAN_SEQS).ok_or_else(malformed)?;
+    value
         .chunks_exact(2)
-        .map(|pair| Seq::new(span * TYPE_SPAN_SEQS + u64::from(u16::from_le_bytes([pair[0], pair[1]]))))
-        .collect())
+        .map(|pair| base.checked_add(u64::from(u16::from_le_bytes([pair[0], pair[1]]))).map(Seq::new))
+        .collect::<Option<Vec<Seq>>>()
+        .ok_or_else(malformed)
 }
 
 /// The engine writes that add `records` (the slot's records from `first` on)

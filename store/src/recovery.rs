@@ -189,6 +189,9 @@ fn load_origins(engine: &dyn Engine, states: &mut BTreeMap<SessionId, State>) ->
         let child = keys::parse_origin_key(&key).ok_or_else(|| malformed(&key))?;
         let state = states.entry(child).or_insert_with(State::empty);
         match keys::parse_origin_value(&value) {
+            Some((_, at_seq, _)) if at_seq.get() == u64::MAX => {
+                state.fail(child, Seq::ZERO, "fork origin is past the last seq".to_owned());
+            }
             Some((parent, at_seq, hash)) => {
                 let own_start = Seq::new(at_seq.get() + 1);
                 if state.next < own_start {

@@ -690,6 +690,13 @@ fn check_blob<B: AsRef<[u8]>>(digest: Digest, bytes: B) -> Result<B, String> {
 
 /// Reads the entry at `location`.
 pub fn read_entry(dir: &dyn LogDir, location: Location) -> io::Result<Vec<u8>> {
+    // The length comes from the index: a damaged one must not size the buffer.
+    if location.len as usize > MAX_BATCH_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("an entry of {} bytes is longer than any batch ({MAX_BATCH_BYTES})", location.len),
+        ));
+    }
     let segment = dir.open_segment(segment_of(location.lsn), false)?;
     let mut buf = vec![0u8; location.len as usize];
     segment.read_exact_at(&mut buf, offset_of(location.lsn))?;

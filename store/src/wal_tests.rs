@@ -326,3 +326,14 @@ fn checking_an_entry_in_place_agrees_with_reading_it_back() {
     }
     assert!(scratch.capacity() >= bodies[0].len(), "the buffer was reused, not replaced");
 }
+
+#[test]
+fn an_entry_length_no_batch_could_hold_is_refused_before_reading() {
+    // Goal: a damaged index cannot size a read's buffer (up to 4 GiB).
+    let dir = dir();
+    let (_writer, headers) = write_batches(&dir, 1);
+    let lsn = headers[0].lsn;
+    let err = read_entry(&*dir, Location { lsn, len: u32::MAX }).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert!(read_entry(&*dir, Location { lsn, len: 48 }).is_ok());
+}
