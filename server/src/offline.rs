@@ -217,9 +217,10 @@ pub fn show(
     match (file, budget_tokens) {
         (Some(path), _) => {
             let path = format!("/{}", path.trim_start_matches('/'));
-            let bytes = crate::api::x::state::file_bytes(store, &projected, &path, at)
+            let (blob, size) = crate::api::x::state::file_contents(&projected, &path, at)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            out.write_all(&bytes)?;
+            crate::resources::content::copy_to(store, blob, size, &mut out)
+                .with_context(|| format!("reading {path} from the store"))?;
         }
         (None, Some(budget)) => {
             let value = crate::api::x::state::context_json(&options, id, at, &object, &projected, budget);
@@ -253,7 +254,7 @@ pub fn fork(
         rand::RngExt::random::<u128>(&mut rand::rng()),
     );
     let paths = crate::sandbox::layout::SessionPaths::new(data, child);
-    let place = ForkPlace { tenant, parent, child, now, paths: Some(&paths) };
+    let place = ForkPlace { tenant, parent, child, now, paths: Some(&paths), state: None };
     let forked = fork_session(store, &place, request).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     eprintln!(
         "forked {parent} after seq {} into {child} ({} workspace entries written)",

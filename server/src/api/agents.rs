@@ -95,6 +95,7 @@ pub async fn create(
     JsonBody(body): JsonBody<AgentCreate>,
 ) -> Result<Json<Agent>, ApiError> {
     check_name(&body.name)?;
+    crate::api::tools::check_description(body.description.as_deref())?;
     if let Some(system) = &body.system {
         check_system(system)?;
     }
@@ -204,6 +205,7 @@ fn apply_update(current: &Agent, body: AgentUpdate) -> Result<Agent, ApiError> {
         }
     }
     if let Some(description) = body.description {
+        crate::api::tools::check_description(description.as_deref())?;
         next.description = description.filter(|d| !d.is_empty());
     }
     if let Some(system) = body.system {

@@ -115,6 +115,7 @@ pub async fn create(
     JsonBody(body): JsonBody<EnvironmentCreate>,
 ) -> Result<Json<Environment>, ApiError> {
     check_env_name(&body.name)?;
+    crate::api::tools::check_description(body.description.as_deref())?;
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let config = resolve_config(body.config.as_ref(), None)?;
@@ -176,6 +177,7 @@ pub async fn update(
                 }
             }
             if let Some(description) = body.description {
+                crate::api::tools::check_description(description.as_deref())?;
                 next.description = description;
             }
             if let Some(patch) = body.metadata {

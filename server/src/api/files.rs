@@ -13,7 +13,6 @@
 //! its metadata; its blobs stay while any session log names them (there is
 //! no blob garbage collection yet).
 
-use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -430,18 +429,7 @@ pub async fn content(
         })
         .await?;
     // One chunk in memory at a time, read as the client consumes the body.
-    let store = state.store().clone();
-    let stream = futures_util::stream::unfold((store, chunks.into_iter()), |(store, mut rest)| async move {
-        let digest = rest.next()?;
-        let read = store.clone();
-        let bytes = tokio::task::spawn_blocking(move || content::chunk(&read, digest))
-            .await
-            .map_err(|err| std::io::Error::other(err.to_string()))
-            .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())))
-            .map(bytes::Bytes::from);
-        Some((bytes, (store, rest)))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(content::chunk_stream(state.store().clone(), chunks));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&file.mime_type) {
         headers.insert("content-type", value);
@@ -469,6 +457,29 @@ pub async fn delete(
         })
         .await?;
     Ok(Json(json!({"id": id, "type": "file_deleted"})))
+}
+
+/// Deletes the files scoped to `session` (its captured outputs, every
+/// version of them): a deleted session's outputs are deleted with it
+/// (behaviour digest §3.8). Walks the workspace's files (session deletes are
+/// rare; outputs are not indexed by session). Returns how many went.
+pub fn delete_scoped(store: &SledStore, tenant: &Tenant, session: SessionId) -> Result<usize, ApiError> {
+    let mut scoped: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    super::scan_all(store, ResourceKind::File, &tenant.prefix(), |key, bytes| {
+        let file: StoredFile = from_bytes(bytes)?;
+        if file.scope == Some(session) {
+            scoped.push((key.to_vec(), bytes.to_vec()));
+        }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    let mut n_deleted = 0;
+    for (key, bytes) in scoped {
+        // A file deleted meanwhile is gone already; files never change otherwise.
+        if store.swap_resource(ResourceKind::File, &key, Some(&bytes), None)?.is_ok() {
+            n_deleted += 1;
+        }
+    }
+    Ok(n_deleted)
 }
 
 pub fn parse_file_id(raw: &str) -> Result<FileId, ApiError> {

@@ -332,10 +332,7 @@ pub async fn create(
         .blocking(move |store| {
             let env_id: EnvironmentId = env_id.parse().map_err(|_| environments::not_found(&env_id))?;
             let (_, env) = environments::load(store, &tenant, env_id)?;
-            if env.archived_at.is_some() {
-                return Err(ApiError::invalid(format!("environment {env_id} is archived and cannot start sessions"))
-                    .with_code("environment_archived"));
-            }
+            check_can_start(env_id, &env)?;
             let (agent, from_agent_ref) = resolve_agent(store, &tenant, agent_ref)?;
             crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
             let self_hosted = matches!(env.config, EnvConfig::SelfHosted {});
@@ -392,6 +389,15 @@ pub async fn create(
         runner.wake(&state, tenant.workspace, session.id, false);
     }
     Ok(Json(session.to_wire(now)))
+}
+
+/// An archived environment starts no sessions (created or forked).
+pub(crate) fn check_can_start(env_id: EnvironmentId, env: &environments::Environment) -> Result<(), ApiError> {
+    match env.archived_at {
+        Some(_) => Err(ApiError::invalid(format!("environment {env_id} is archived and cannot start sessions"))
+            .with_code("environment_archived")),
+        None => Ok(()),
+    }
 }
 
 fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Result<(SessionAgent, bool), ApiError> {
@@ -764,7 +770,9 @@ pub async fn delete(
                     return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
                 }
             }
-            events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])
+            events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])?;
+            super::files::delete_scoped(store, &tenant, id)?;
+            Ok(())
         })
         .await?;
     if let Some(host) = state.resources_host() {

@@ -801,6 +801,15 @@ fn take_policy(object: &mut Map<String, Value>, field: &str) -> Result<Option<Pe
     }
 }
 
+/// Longest agent or environment `description` (behaviour digest's limits
+/// table: 2,048 characters for an agent's; environments get the same).
+pub const MAX_DESCRIPTION_CHARS: usize = 2048;
+
+/// `description`, when given, is at most [`MAX_DESCRIPTION_CHARS`] long.
+pub fn check_description(description: Option<&str>) -> Result<(), ApiError> {
+    description.map_or(Ok(()), |text| check_len(text, 0, MAX_DESCRIPTION_CHARS, "description"))
+}
+
 pub fn check_len(text: &str, min: usize, max: usize, field: &str) -> Result<(), ApiError> {
     let n = text.chars().count();
     if n < min || n > max {

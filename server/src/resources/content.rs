@@ -181,6 +181,23 @@ pub fn chunk(store: &(impl Blobs + ?Sized), digest: Digest) -> Result<Vec<u8>, C
     store.get_blob(digest)?.ok_or(ContentError::Missing(digest))
 }
 
+/// A response body of `chunks`' bytes, each read from the store (on the
+/// blocking pool) only when the client has taken the one before: one chunk
+/// in memory at a time, whatever the size.
+pub fn chunk_stream(store: logbook_store::SledStore, chunks: Vec<Digest>) -> axum::body::Body {
+    let stream = futures_util::stream::unfold((store, chunks.into_iter()), |(store, mut rest)| async move {
+        let digest = rest.next()?;
+        let read = store.clone();
+        let bytes = tokio::task::spawn_blocking(move || chunk(&read, digest))
+            .await
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())))
+            .map(bytes::Bytes::from);
+        Some((bytes, (store, rest)))
+    });
+    axum::body::Body::from_stream(stream)
+}
+
 /// Writes stored contents to `out`, one chunk in memory at a time.
 pub fn copy_to(
     store: &(impl Blobs + ?Sized),

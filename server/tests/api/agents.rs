@@ -855,3 +855,30 @@ async fn multiagent_must_be_a_known_shape() {
     let wrong = check_cases(&h, cases.collect()).await;
     assert!(wrong.is_empty(), "FIXME: multiagent is stored without validation:\n{}", wrong.join("\n"));
 }
+
+#[tokio::test]
+async fn agent_and_environment_descriptions_are_bounded() {
+    // Behaviour digest §14 table: agent name 1-256 / description 2,048
+    // chars (environments get the same bound); every agent version and every
+    // session snapshot copies a description, so it must be bounded.
+    let h = Harness::new();
+    let long = "d".repeat(4 << 20);
+    let agent = h.post("/v1/agents", &json!({"name": "a", "model": "claude-sonnet-4-6", "description": long})).await;
+    let env = h.post("/v1/environments", &json!({"name": "e", "description": long})).await;
+    assert_eq!(
+        (agent.status.as_u16(), env.status.as_u16()),
+        (400, 400),
+        "a 4 MiB description was accepted (agent {}, environment {})",
+        agent.status,
+        env.status
+    );
+    let at_limit = "d".repeat(2048);
+    let agent =
+        h.post("/v1/agents", &json!({"name": "a", "model": "claude-sonnet-4-6", "description": at_limit})).await;
+    let agent = agent.ok();
+    h.post(&format!("/v1/agents/{}", id(&agent)), &json!({"version": agent["version"], "description": long}))
+        .await
+        .invalid();
+    let env = h.post("/v1/environments", &json!({"name": "e", "description": at_limit})).await.ok();
+    h.post(&format!("/v1/environments/{}", id(&env)), &json!({"description": long})).await.invalid();
+}

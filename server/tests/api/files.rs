@@ -386,3 +386,77 @@ async fn uploads_past_the_api_body_limit_work_up_to_the_file_limit() {
     let body = h.raw(upload(limit + 1)).await.error(413, "request_too_large");
     assert!(body["error"]["message"].as_str().unwrap().contains(&limit.to_string()), "{body}");
 }
+
+#[tokio::test]
+async fn deleting_a_session_removes_the_files_it_produced() {
+    // Behaviour digest §3.8: "Delete: removes record, events, sandbox,
+    // session-produced files (not Files-API uploads ...)". A session's
+    // captured outputs are Files-API files scoped to it
+    // (`resources::outputs`); here one is stored the way the capture stores
+    // it, then the session is deleted.
+    use logbook_core::{FileId, SessionId};
+    use logbook_server::api::files::{StoredFile, insert};
+    use logbook_server::resources::content::{MAX_FILE_BYTES, store_reader};
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let session_id: SessionId = id(&session).parse().unwrap();
+    let store = h.state.store();
+    let content = store_reader(store, &b"quarterly numbers\n"[..], MAX_FILE_BYTES).unwrap();
+    let file = StoredFile {
+        id: FileId::from_parts(1_777_636_800_001, 42),
+        filename: "report.txt".to_owned(),
+        mime_type: "text/plain".to_owned(),
+        size_bytes: content.size,
+        created_at: h.now(),
+        expires_at: None,
+        downloadable: true,
+        scope: Some(session_id),
+        blob: content.blob,
+        digest: content.digest,
+    };
+    insert(store, &h.tenant(&h.key_a), &file).unwrap();
+    let file_path = format!("/v1/files/{}", file.id);
+    h.get(&file_path).await.ok();
+    h.delete(&format!("/v1/sessions/{}", id(&session))).await.ok();
+    h.get(&format!("/v1/sessions/{}", id(&session))).await.not_found();
+    let listed = h.get(&format!("/v1/files?scope_id={}", id(&session))).await.ok();
+    let content = h.get(&format!("{file_path}/content")).await;
+    assert_eq!(
+        listed["data"].as_array().map(Vec::len),
+        Some(0),
+        "the deleted session's output is still listed under its scope; its content answers {} {:?}",
+        content.status,
+        content.text()
+    );
+    h.get(&file_path).await.not_found();
+}
+
+#[tokio::test]
+async fn a_workspace_file_is_served_whole_at_any_size() {
+    // Goal: `GET /x/v1/sessions/{id}/files/{path}` answers a workspace file's
+    // bytes, also when it is over one chunk (its blob then names a manifest
+    // of chunks, not the contents). Method: two files recorded the way the
+    // sandbox records them, one small and one a little over 8 MiB.
+    use logbook_core::event::{FileChange, WorkspaceChange, WorkspaceDelta};
+    use logbook_server::resources::content::{CHUNK_BYTES, MAX_FILE_BYTES, store_reader};
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let store = h.state.store();
+    let small = b"fn main() {}\n".to_vec();
+    let large: Vec<u8> = (0..CHUNK_BYTES + 100).map(|i| (i % 251) as u8).collect();
+    let mut changes = Vec::new();
+    for (path, bytes) in [("/workspace/main.rs", &small), ("/workspace/data.bin", &large)] {
+        let content = store_reader(store, &bytes[..], MAX_FILE_BYTES).unwrap();
+        let change = FileChange::Written { blob: *content.blob.as_bytes(), size: content.size, mode: 0o644 };
+        changes.push(WorkspaceChange { path: path.to_owned(), change });
+    }
+    h.inject(&session, vec![logbook_core::Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })]);
+    for (path, bytes) in [("workspace/main.rs", &small), ("workspace/data.bin", &large)] {
+        let got = h.get(&format!("/x/v1/sessions/{}/files/{path}", id(&session))).await;
+        assert_eq!(got.status.as_u16(), 200, "{path}: {}", got.text());
+        assert_eq!(got.header("content-length"), Some(bytes.len().to_string().as_str()), "{path}");
+        assert!(got.bytes[..] == bytes[..], "{path}: {} bytes served, not its {} bytes", got.bytes.len(), bytes.len());
+    }
+    h.get(&format!("/x/v1/sessions/{}/files/workspace/missing", id(&session))).await.not_found();
+}

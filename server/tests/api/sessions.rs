@@ -599,3 +599,72 @@ async fn the_decoded_session_cache_follows_every_change() {
         h.state.sessions().load(store, &logbook_server::tenancy::Tenant { workspace: other.id }, sid).unwrap_err();
     assert_eq!(err.status.as_u16(), 404, "another workspace's load misses, cached or not");
 }
+
+/// A limited cloud environment that allows only `mcp.allowed.example`.
+async fn limited_env(h: &Harness) -> serde_json::Value {
+    let networking = json!({"type": "limited", "allowed_hosts": ["mcp.allowed.example"],
+        "allow_mcp_servers": false, "allow_package_managers": false});
+    h.post("/v1/environments", &json!({"name": "limited", "config": {"type": "cloud", "networking": networking}}))
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn a_fork_cannot_add_an_mcp_server_a_limited_environment_refuses() {
+    // Session create and session update refuse an MCP server whose host is
+    // outside a limited environment's allowed_hosts (mcp::check_environment);
+    // a fork with agent overrides makes a new session in the same environment
+    // and must be held to the same rule.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let env = limited_env(&h).await;
+    let session = h
+        .post(
+            "/v1/sessions",
+            &json!({"agent": agent["id"], "environment_id": env["id"],
+            "initial_events": [user_message("hi")]}),
+        )
+        .await
+        .ok();
+    let overrides = json!({
+        "mcp_servers": [{"type": "url", "name": "tools", "url": "https://mcp.elsewhere.example/sse"}],
+        "tools": [{"type": "mcp_toolset", "mcp_server_name": "tools"}],
+    });
+    // The same overrides at create are refused...
+    h.post("/v1/sessions", &json!({"environment_id": env["id"],
+        "agent": {"type": "agent_with_overrides", "id": agent["id"], "mcp_servers": overrides["mcp_servers"], "tools": overrides["tools"]}}))
+        .await
+        .invalid();
+    // ...and must be refused on a fork too.
+    let resp =
+        h.post(&format!("/x/v1/sessions/{}/fork", id(&session)), &json!({"at_seq": 0, "agent": overrides})).await;
+    let forked = if resp.status.is_success() { Some(resp.json()) } else { None };
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "a fork escaped the environment's allowed_hosts for MCP: {}",
+        forked.map(|f| f["agent"]["mcp_servers"].to_string()).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn a_fork_cannot_start_a_session_in_an_archived_environment() {
+    // "archived envs can't start sessions" (API digest §2.2); session create
+    // answers 400 environment_archived. A fork makes a new session in its
+    // parent's environment without looking at it.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let env = h.env("e").await;
+    let session = h
+        .post(
+            "/v1/sessions",
+            &json!({"agent": agent["id"], "environment_id": env["id"],
+            "initial_events": [user_message("hi")]}),
+        )
+        .await
+        .ok();
+    h.post_empty(&format!("/v1/environments/{}/archive", id(&env))).await.ok();
+    h.post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"]})).await.invalid();
+    let resp = h.post(&format!("/x/v1/sessions/{}/fork", id(&session)), &json!({"at_seq": 0})).await;
+    assert_eq!(resp.status.as_u16(), 400, "fork started a session in an archived environment: {}", resp.text());
+}

@@ -28,6 +28,7 @@ use rand::RngExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::api::environments;
 use crate::api::error::ApiError;
 use crate::api::events::find_event;
 use crate::api::sessions::{self, AgentOverrides, MAX_TITLE_CHARS, SessionAgent, Status, StoredSession};
@@ -67,6 +68,9 @@ pub struct ForkPlace<'a> {
     /// The host directories of the child's sandbox, or `None` when this
     /// server keeps no workspaces (nothing is written then).
     pub paths: Option<&'a SessionPaths>,
+    /// The running server, whose environment deletes the fork must not race;
+    /// `None` offline (the data directory is the command's alone).
+    pub state: Option<&'a AppState>,
 }
 
 /// A fork made: the new session and where it came from.
@@ -103,7 +107,7 @@ pub async fn fork(
     let worker_state = app.clone();
     let forked = app
         .blocking(move |store| {
-            let place = ForkPlace { tenant, parent, child, now, paths: paths.as_ref() };
+            let place = ForkPlace { tenant, parent, child, now, paths: paths.as_ref(), state: Some(&worker_state) };
             let forked = fork_session(store, &place, body)?;
             crate::api::work::ensure_session_work(&worker_state, store, &tenant, &forked.session)?;
             Ok(forked)
@@ -138,6 +142,11 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     if let Some(overrides) = body.agent {
         overrides.apply(&mut agent)?;
     }
+    // A fork starts a session in its parent's environment: the rules of
+    // starting one there hold (session create checks the same).
+    let (_, env) = environments::load(store, &place.tenant, parent.environment_id)?;
+    sessions::check_can_start(parent.environment_id, &env)?;
+    crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
     let session = StoredSession {
         id: place.child,
         status,
@@ -181,8 +190,14 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
         event: Event::ForkOrigin(origin.clone()),
         at: place.now,
     };
-    store.fork(place.child, place.parent, at, &[entry]).map_err(fork_error)?;
-    put_new(store, ResourceKind::Session, &place.tenant.key(place.child.to_bytes()), &to_bytes(&session)?)?;
+    {
+        // The environment still exists when a session naming it does: no
+        // delete runs between this check and the write.
+        let _in_use = place.state.map(AppState::environment_in_use);
+        environments::load(store, &place.tenant, parent.environment_id)?;
+        store.fork(place.child, place.parent, at, &[entry]).map_err(fork_error)?;
+        put_new(store, ResourceKind::Session, &place.tenant.key(place.child.to_bytes()), &to_bytes(&session)?)?;
+    }
     let session = sessions::with_log_state(store, session)?;
     Ok(Forked { session, origin, n_files })
 }

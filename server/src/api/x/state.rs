@@ -8,7 +8,6 @@
 //! request of the model call whose `span.model_request_start` is at seq S is
 //! the state at `S - 1`'s `context.request`.
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -16,7 +15,7 @@ use logbook_core::{Seq, SessionId};
 use logbook_replay::SessionState;
 use logbook_replay::state::AgentSettings;
 use logbook_replay::workspace::Node;
-use logbook_store::{Blobs, Read, SledStore};
+use logbook_store::{Read, SledStore};
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
@@ -171,34 +170,30 @@ pub async fn file(
 ) -> Result<Response, ApiError> {
     let id = parse_session_id(&raw)?;
     let wanted = format!("/{}", path.trim_start_matches('/'));
-    let bytes = app
+    let (chunks, size) = app
         .blocking(move |store| {
             session_of(store, &tenant, id)?;
             let at = resolve_seq(store, id, &query)?;
             let projected = crate::projection::state_at(store, id, at)?;
-            file_bytes(store, &projected, &wanted, at)
+            let (blob, size) = file_contents(&projected, &wanted, at)?;
+            let chunks = crate::resources::content::chunks(store, blob, size).map_err(ApiError::internal)?;
+            Ok((chunks, size))
         })
         .await?;
-    let mut response = Body::from(bytes).into_response();
-    response.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/octet-stream"));
-    Ok(response)
+    // One chunk in memory at a time, read as the client consumes the body.
+    let body = crate::resources::content::chunk_stream(app.store().clone(), chunks);
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert("content-type", axum::http::HeaderValue::from_static("application/octet-stream"));
+    headers.insert("content-length", axum::http::HeaderValue::from(size));
+    Ok(response.into_response())
 }
 
-/// The bytes of `path` in a projected workspace.
-pub fn file_bytes(store: &SledStore, projected: &SessionState, path: &str, at: Seq) -> Result<Vec<u8>, ApiError> {
+/// The stored contents (a blob, or a manifest of chunks: see
+/// `resources::content`) and size of `path` in a projected workspace.
+pub fn file_contents(projected: &SessionState, path: &str, at: Seq) -> Result<(logbook_core::Digest, u64), ApiError> {
     match projected.workspace.get(path) {
-        Some(Node::File { blob, size, .. }) => {
-            let digest = logbook_core::Digest::from_bytes(*blob);
-            if path.starts_with(&format!("{}/", logbook_replay::workspace::UPLOADS_ROOT)) {
-                // A mounted file's blob may name its chunks.
-                let mut bytes = Vec::new();
-                crate::resources::content::copy_to(store, digest, *size, &mut bytes).map_err(ApiError::internal)?;
-                return Ok(bytes);
-            }
-            store
-                .get_blob(digest)?
-                .ok_or_else(|| ApiError::internal(format!("the blob of {path} is missing from the store")))
-        }
+        Some(Node::File { blob, size, .. }) => Ok((logbook_core::Digest::from_bytes(*blob), *size)),
         Some(Node::Symlink { target }) => {
             Err(ApiError::invalid(format!("{path} is a symbolic link to {target} at seq {at}, not a file")))
         }
