@@ -175,6 +175,7 @@ pub async fn update(
                     current.version
                 )));
             }
+            let pinned = body.version.is_some();
             let mut next = apply_update(&current, body)?;
             if next == current {
                 return Ok(current);
@@ -184,7 +185,17 @@ pub async fn update(
             let bytes = to_bytes(&next)?;
             match store.swap_resource(ResourceKind::Agent, &key, Some(&current_bytes), Some(&bytes))? {
                 Ok(()) => {}
-                Err(_) => return Err(ApiError::conflict(format!("agent {id} was updated concurrently; retry"))),
+                // With a version, the client's view is now stale; without
+                // one, sending the update again is right (the SDK retries it).
+                Err(_) if pinned => {
+                    return Err(ApiError::conflict(format!(
+                        "agent {id} was updated concurrently: version {} is no longer current; retrieve the agent and retry",
+                        current.version
+                    )));
+                }
+                Err(_) => {
+                    return Err(ApiError::conflict_transient(format!("agent {id} was updated concurrently; retry")));
+                }
             }
             put_new(store, ResourceKind::AgentVersion, &version_key(&tenant, id, next.version), &bytes)?;
             Ok(next)
@@ -288,7 +299,7 @@ pub async fn archive(
             let key = tenant.key(id.to_bytes());
             match store.swap_resource(ResourceKind::Agent, &key, Some(&current_bytes), Some(&bytes))? {
                 Ok(()) => Ok(agent),
-                Err(_) => Err(ApiError::conflict(format!("agent {id} was updated concurrently; retry"))),
+                Err(_) => Err(ApiError::conflict_transient(format!("agent {id} was updated concurrently; retry"))),
             }
         })
         .await?;
