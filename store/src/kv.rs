@@ -68,6 +68,39 @@ impl<E: Engine> Blobs for LogStore<E> {
     }
 }
 
+/// A resource's value as the store holds it: framed, perhaps compressed.
+/// Equal stored bytes always decode to equal values, so a caller that keeps
+/// what it made of a value can compare these to learn that the value did not
+/// change, without decompressing it again (see
+/// [`LogStore::get_resource_stored`]). Unequal bytes may still hold an equal
+/// value: decode them to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    kind: ResourceKind,
+    key: Vec<u8>,
+    framed: Vec<u8>,
+}
+
+impl StoredResource {
+    /// The value, as [`Resources::get_resource`] returns it.
+    pub fn decode(&self) -> Result<Vec<u8>, Error> {
+        decode_resource(self.kind, &self.key, &self.framed)
+    }
+}
+
+impl<E: Engine> LogStore<E> {
+    /// The resource `key` of `kind` as stored, not yet decoded: for callers
+    /// that keep decoded values and decode again only when the stored bytes
+    /// differ ([`StoredResource`]).
+    pub fn get_resource_stored(&self, kind: ResourceKind, key: &[u8]) -> Result<Option<StoredResource>, Error> {
+        Ok(self.inner.core.engine.get(Tree::Resources, &keys::resource_key(kind, key))?.map(|framed| StoredResource {
+            kind,
+            key: key.to_vec(),
+            framed,
+        }))
+    }
+}
+
 impl<E: Engine> Resources for LogStore<E> {
     fn get_resource(&self, kind: ResourceKind, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         match self.inner.core.engine.get(Tree::Resources, &keys::resource_key(kind, key))? {
