@@ -198,22 +198,20 @@ pub fn parse_inputs(
         let parse_err = |err: serde_json::Error| ApiError::invalid(format!("{field}: {err}"));
         let event = match input_type {
             InputType::UserMessage => {
-                let event: UserMessage = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserMessage::deserialize(value).map_err(parse_err)?;
                 check_content(&event.content, &field, &["text", "image", "document"], true)?;
                 Event::UserMessage(event)
             }
-            InputType::UserInterrupt => {
-                Event::UserInterrupt(serde_json::from_value::<UserInterrupt>(value.clone()).map_err(parse_err)?)
-            }
+            InputType::UserInterrupt => Event::UserInterrupt(UserInterrupt::deserialize(value).map_err(parse_err)?),
             InputType::UserToolConfirmation => {
-                let event: UserToolConfirmation = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserToolConfirmation::deserialize(value).map_err(parse_err)?;
                 if event.deny_message.is_some() && event.result != logbook_core::event::ConfirmationResult::Deny {
                     return Err(ApiError::invalid(format!("{field}.deny_message: only allowed when result is deny")));
                 }
                 Event::UserToolConfirmation(event)
             }
             InputType::UserCustomToolResult => {
-                let event: UserCustomToolResult = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserCustomToolResult::deserialize(value).map_err(parse_err)?;
                 if let Some(content) = &event.content {
                     check_content(content, &field, &["text", "image", "document", "search_result"], false)?;
                 }
@@ -225,7 +223,7 @@ pub fn parse_inputs(
                         "{field}: user.tool_result is only accepted on sessions in self_hosted environments"
                     )));
                 }
-                let event: UserToolResult = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserToolResult::deserialize(value).map_err(parse_err)?;
                 if let Some(content) = &event.content {
                     check_content(content, &field, &["text", "image", "document", "search_result"], false)?;
                 }
@@ -239,7 +237,7 @@ pub fn parse_inputs(
                 Event::UserDefineOutcome(parse_outcome(value, &field, now)?)
             }
             InputType::SystemMessage => {
-                let event: SystemMessage = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = SystemMessage::deserialize(value).map_err(parse_err)?;
                 check_content(&event.content, &field, &["text"], true)?;
                 if idx + 1 != raw.len() {
                     return Err(ApiError::invalid(format!(
@@ -279,7 +277,7 @@ struct OutcomeIn {
 
 fn parse_outcome(value: &Value, field: &str, now: Timestamp) -> Result<UserDefineOutcome, ApiError> {
     let outcome: OutcomeIn =
-        serde_json::from_value(value.clone()).map_err(|err| ApiError::invalid(format!("{field}: {err}")))?;
+        OutcomeIn::deserialize(value).map_err(|err| ApiError::invalid(format!("{field}: {err}")))?;
     if outcome.description.trim().is_empty() {
         return Err(ApiError::invalid(format!("{field}.description: must not be empty")));
     }
