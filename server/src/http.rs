@@ -339,10 +339,11 @@ async fn not_found(request: Request) -> ApiError {
 /// Request ids, error envelopes with the id, metrics, logs.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = state.new_id(state.now(), |ms, random| format!("req_{}", ulid_text(ms, random)));
+    let request_id = state.new_id(state.now(), request_id);
     let method = request.method().clone();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // A reference-counted copy of the route template, not a new string.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     // A panicking handler answers 500 with the envelope and a request id
     // instead of dropping the connection (the SDK would retry blind).
     let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(next.run(request)));
@@ -379,16 +380,17 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         }
         response = rebuilt;
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("request-id", value);
-    }
     let status = response.status();
     let seconds = started.elapsed().as_secs_f64();
-    state.metrics().observe(method.as_str(), &route, status.as_u16(), seconds);
+    state.metrics().observe(method.as_str(), route, status.as_u16(), seconds);
     if status.is_server_error() {
         tracing::warn!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request failed");
     } else {
         tracing::debug!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request");
+    }
+    // Last, as it takes the id's string (the header keeps its bytes, uncopied).
+    if let Ok(value) = HeaderValue::try_from(request_id) {
+        response.headers_mut().insert("request-id", value);
     }
     response
 }
@@ -438,9 +440,22 @@ fn is_bare_error(response: &Response) -> bool {
     (status.is_client_error() || status.is_server_error()) && !content_type.starts_with("application/json")
 }
 
-fn ulid_text(ms: u64, random: u128) -> String {
-    logbook_core::EventId::from_parts(ms, random).to_string().trim_start_matches("sevt_").to_owned()
+/// A request id, `req_` and a ULID: one allocation, sized for it.
+fn request_id(ms: u64, random: u128) -> String {
+    use std::fmt::Write;
+    let ulid = logbook_core::EventId::from_parts(ms, random);
+    let mut id = String::with_capacity(REQUEST_ID_CAPACITY);
+    // Writing to a String cannot fail.
+    let _ = write!(id, "{ulid}");
+    id.replace_range(..logbook_core::EventId::PREFIX.len(), REQUEST_ID_PREFIX);
+    id
 }
+
+/// What a request id starts with.
+const REQUEST_ID_PREFIX: &str = "req_";
+/// The bytes of an event id's text (its prefix and a 26-character ULID):
+/// room for the request id made from it.
+const REQUEST_ID_CAPACITY: usize = logbook_core::EventId::PREFIX.len() + 26;
 
 /// Whether the `anthropic-beta` headers (each a comma-separated list) name `beta`.
 pub fn has_beta(headers: &axum::http::HeaderMap, beta: &str) -> bool {
