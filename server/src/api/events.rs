@@ -8,8 +8,9 @@
 //! Logbook's internal `x.*` events, and pages by seq with an opaque cursor.
 
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use logbook_core::event::{
@@ -23,7 +24,7 @@ use logbook_store::{Append, AppendError, PendingAppend, Read, SledStore};
 
 use super::error::ApiError;
 use super::sessions::{self, Status, StoredSession};
-use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor};
+use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor, json_response};
 use super::{Page, from_bytes};
 use crate::state::AppState;
 use crate::tenancy::{KeyScope, Principal, Tenant};
@@ -62,7 +63,7 @@ pub async fn send(
     Extension(principal): Extension<Principal>,
     Path(session_id): Path<String>,
     JsonBody(body): JsonBody<SendEvents>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = sessions::parse_session_id(&session_id)?;
     if body.events.is_empty() {
         return Err(ApiError::invalid("events: must contain at least one event"));
@@ -93,7 +94,7 @@ pub async fn send(
             SendAttempt::Submitted { pending, queued, rework } => break (pending, queued, rework),
             // Nothing to append: every event was an interrupt the session
             // ignores while paused at its budget.
-            SendAttempt::Ignored => return Ok(Json(json!({ "data": [] }))),
+            SendAttempt::Ignored => return Ok(Json(json!({ "data": [] })).into_response()),
             SendAttempt::Behind(written) if attempt < MAX_APPEND_ATTEMPTS => {
                 // Another append to this session is not durable yet: wait for
                 // it (no thread waits), then check against the new head.
@@ -127,8 +128,19 @@ pub async fn send(
         let interrupt = data.iter().any(|e| e["type"] == "user.interrupt");
         runner.wake(&state, tenant.workspace, id, interrupt);
     }
-    Ok(Json(json!({ "data": data })))
+    Ok(json_response(&Echo { data: &data }, data.len() * ECHO_BYTES_PER_EVENT))
 }
+
+/// The answer to a send, `{"data": [...]}`: what `json!({"data": data})`
+/// writes, without building the map.
+#[derive(Serialize)]
+struct Echo<'a> {
+    data: &'a [Value],
+}
+
+/// Room reserved per echoed event for the answer to a send: a typical
+/// event's JSON fits, so its buffer is not grown (and copied) on the way.
+const ECHO_BYTES_PER_EVENT: usize = 1024;
 
 fn state_has_runner(state: &AppState) -> bool {
     state.runner().is_some()
