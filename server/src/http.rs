@@ -281,7 +281,6 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -346,7 +345,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     // A panicking handler answers 500 with the envelope and a request id
     // instead of dropping the connection (the SDK would retry blind).
-    let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(next.run(request)));
+    let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body_deadline(&state, request, next)));
     let mut response = match run.await {
         Ok(response) => response,
         Err(panic) => {
@@ -399,7 +398,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// ([`crate::transport::DeadlineBody`]). A body cut off answers 408 whatever
 /// the handler made of the failed read, and closes the connection (the rest
 /// of the body may still be on its way).
-async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+///
+/// Called by [`observe`], inside it, rather than as a middleware layer of its
+/// own: each layer costs every request a clone of the service under it and
+/// a boxed future.
+async fn body_deadline(state: &AppState, request: Request, next: Next) -> Response {
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs and DELETEs): nothing to time.
         return next.run(request).await;
