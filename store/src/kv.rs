@@ -238,6 +238,28 @@ mod tests {
     use super::*;
     use crate::MemStore;
 
+    /// Goal: a caller that compares stored forms (`get_resource_stored`)
+    /// sees a change whenever the value changed, and decodes what
+    /// `get_resource` returns. Method: a compressible value read twice, then
+    /// swapped for another, read stored and plain.
+    #[test]
+    fn stored_forms_are_equal_while_the_value_is_and_decode_to_it() {
+        let store = MemStore::in_memory().unwrap();
+        let v1 = "a session with a long agent snapshot ".repeat(64).into_bytes();
+        let v2 = "a session with a long agent snapshot, updated ".repeat(64).into_bytes();
+        assert_eq!(store.get_resource_stored(ResourceKind::Session, b"k").unwrap(), None);
+        store.swap_resource(ResourceKind::Session, b"k", None, Some(&v1)).unwrap().unwrap();
+        let first = store.get_resource_stored(ResourceKind::Session, b"k").unwrap().unwrap();
+        let again = store.get_resource_stored(ResourceKind::Session, b"k").unwrap().unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.decode().unwrap(), v1);
+        assert_eq!(store.get_resource(ResourceKind::Session, b"k").unwrap(), Some(v1.clone()));
+        store.swap_resource(ResourceKind::Session, b"k", Some(&v1), Some(&v2)).unwrap().unwrap();
+        let changed = store.get_resource_stored(ResourceKind::Session, b"k").unwrap().unwrap();
+        assert_ne!(first, changed);
+        assert_eq!(changed.decode().unwrap(), v2);
+    }
+
     /// Goal: a resource write the log refused leaves the old value, so no
     /// later checkpoint can make durable what the caller was told failed.
     /// Method: a store whose committer was told to stop (as at close), then a
