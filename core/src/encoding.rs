@@ -51,8 +51,16 @@ pub struct EncodeError {
 }
 
 /// Encodes `value` behind a format byte.
+///
+/// The value is measured first (an encoding pass that only counts bytes)
+/// so that its buffer is allocated once, at its size: grown from nothing as
+/// bytes arrive it would be reallocated and copied several times for a
+/// typical entry, and kept with up to twice the room it needs.
 pub fn encode_versioned<T: Encode>(format: u8, value: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut out = vec![format];
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(value, &mut size, CANONICAL).map_err(|err| EncodeError { reason: err.to_string() })?;
+    let mut out = Vec::with_capacity(1 + size.bytes_written);
+    out.push(format);
     bincode::encode_into_std_write(value, &mut out, CANONICAL)
         .map_err(|err| EncodeError { reason: err.to_string() })?;
     Ok(out)

@@ -281,7 +281,6 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -339,13 +338,14 @@ async fn not_found(request: Request) -> ApiError {
 /// Request ids, error envelopes with the id, metrics, logs.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = state.new_id(state.now(), |ms, random| format!("req_{}", ulid_text(ms, random)));
+    let request_id = state.new_id(state.now(), request_id);
     let method = request.method().clone();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // A reference-counted copy of the route template, not a new string.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     // A panicking handler answers 500 with the envelope and a request id
     // instead of dropping the connection (the SDK would retry blind).
-    let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(next.run(request)));
+    let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body_deadline(&state, request, next)));
     let mut response = match run.await {
         Ok(response) => response,
         Err(panic) => {
@@ -379,16 +379,17 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         }
         response = rebuilt;
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("request-id", value);
-    }
     let status = response.status();
     let seconds = started.elapsed().as_secs_f64();
-    state.metrics().observe(method.as_str(), &route, status.as_u16(), seconds);
+    state.metrics().observe(method.as_str(), route, status.as_u16(), seconds);
     if status.is_server_error() {
         tracing::warn!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request failed");
     } else {
         tracing::debug!(request_id = %request_id, %method, %route, status = status.as_u16(), seconds, "request");
+    }
+    // Last, as it takes the id's string (the header keeps its bytes, uncopied).
+    if let Ok(value) = HeaderValue::try_from(request_id) {
+        response.headers_mut().insert("request-id", value);
     }
     response
 }
@@ -397,7 +398,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// ([`crate::transport::DeadlineBody`]). A body cut off answers 408 whatever
 /// the handler made of the failed read, and closes the connection (the rest
 /// of the body may still be on its way).
-async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+///
+/// Called by [`observe`], inside it, rather than as a middleware layer of its
+/// own: each layer costs every request a clone of the service under it and
+/// a boxed future.
+async fn body_deadline(state: &AppState, request: Request, next: Next) -> Response {
     if http_body::Body::is_end_stream(request.body()) {
         // No body (most GETs and DELETEs): nothing to time.
         return next.run(request).await;
@@ -438,9 +443,22 @@ fn is_bare_error(response: &Response) -> bool {
     (status.is_client_error() || status.is_server_error()) && !content_type.starts_with("application/json")
 }
 
-fn ulid_text(ms: u64, random: u128) -> String {
-    logbook_core::EventId::from_parts(ms, random).to_string().trim_start_matches("sevt_").to_owned()
+/// A request id, `req_` and a ULID: one allocation, sized for it.
+fn request_id(ms: u64, random: u128) -> String {
+    use std::fmt::Write;
+    let ulid = logbook_core::EventId::from_parts(ms, random);
+    let mut id = String::with_capacity(REQUEST_ID_CAPACITY);
+    // Writing to a String cannot fail.
+    let _ = write!(id, "{ulid}");
+    id.replace_range(..logbook_core::EventId::PREFIX.len(), REQUEST_ID_PREFIX);
+    id
 }
+
+/// What a request id starts with.
+const REQUEST_ID_PREFIX: &str = "req_";
+/// The bytes of an event id's text (its prefix and a 26-character ULID):
+/// room for the request id made from it.
+const REQUEST_ID_CAPACITY: usize = logbook_core::EventId::PREFIX.len() + 26;
 
 /// Whether the `anthropic-beta` headers (each a comma-separated list) name `beta`.
 pub fn has_beta(headers: &axum::http::HeaderMap, beta: &str) -> bool {

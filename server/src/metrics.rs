@@ -9,8 +9,10 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// (method, route, status) -> (count, total seconds).
-type RequestTable = BTreeMap<(String, String, u16), (u64, f64)>;
+/// method -> route -> status -> (count, total seconds). Nested, not keyed by
+/// the triple, so that counting a request looks its keys up by reference and
+/// allocates nothing once they exist; walked in the same order.
+type RequestTable = BTreeMap<String, BTreeMap<String, BTreeMap<u16, (u64, f64)>>>;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -24,18 +26,41 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         if let Ok(mut requests) = self.requests.lock() {
-            let entry = requests.entry((method.to_owned(), route.to_owned(), status)).or_insert((0, 0.0));
+            let routes = match requests.get_mut(method) {
+                Some(routes) => routes,
+                None => requests.entry(method.to_owned()).or_default(),
+            };
+            let statuses = match routes.get_mut(route) {
+                Some(statuses) => statuses,
+                None => routes.entry(route.to_owned()).or_default(),
+            };
+            let entry = statuses.entry(status).or_insert((0, 0.0));
             entry.0 += 1;
             entry.1 += seconds;
         }
+    }
+
+    /// Every (method, route, status) counted, in that order, with its count
+    /// and total seconds.
+    fn requests(&self) -> Vec<(String, String, u16, u64, f64)> {
+        let Ok(requests) = self.requests.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        for (method, routes) in requests.iter() {
+            for (route, statuses) in routes {
+                for (status, (count, seconds)) in statuses {
+                    out.push((method.clone(), route.clone(), *status, *count, *seconds));
+                }
+            }
+        }
+        out
     }
 
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP logbook_http_requests_total HTTP requests answered.");
         let _ = writeln!(out, "# TYPE logbook_http_requests_total counter");
-        let requests = self.requests.lock().map(|r| r.clone()).unwrap_or_default();
-        for ((method, route, status), (count, _)) in &requests {
+        let requests = self.requests();
+        for (method, route, status, count, _) in &requests {
             let _ = writeln!(
                 out,
                 "logbook_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
@@ -43,7 +68,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP logbook_http_request_seconds_total Time spent answering HTTP requests.");
         let _ = writeln!(out, "# TYPE logbook_http_request_seconds_total counter");
-        for ((method, route, status), (_, seconds)) in &requests {
+        for (method, route, status, _, seconds) in &requests {
             let _ = writeln!(
                 out,
                 "logbook_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {seconds}"

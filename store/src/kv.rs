@@ -109,6 +109,39 @@ impl<E: Engine> Blobs for LogStore<E> {
     }
 }
 
+/// A resource's value as the store holds it: framed, perhaps compressed.
+/// Equal stored bytes always decode to equal values, so a caller that keeps
+/// what it made of a value can compare these to learn that the value did not
+/// change, without decompressing it again (see
+/// [`LogStore::get_resource_stored`]). Unequal bytes may still hold an equal
+/// value: decode them to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    kind: ResourceKind,
+    key: Vec<u8>,
+    framed: Vec<u8>,
+}
+
+impl StoredResource {
+    /// The value, as [`Resources::get_resource`] returns it.
+    pub fn decode(&self) -> Result<Vec<u8>, Error> {
+        decode_resource(self.kind, &self.key, &self.framed)
+    }
+}
+
+impl<E: Engine> LogStore<E> {
+    /// The resource `key` of `kind` as stored, not yet decoded: for callers
+    /// that keep decoded values and decode again only when the stored bytes
+    /// differ ([`StoredResource`]).
+    pub fn get_resource_stored(&self, kind: ResourceKind, key: &[u8]) -> Result<Option<StoredResource>, Error> {
+        Ok(self.inner.core.engine.get(Tree::Resources, &keys::resource_key(kind, key))?.map(|framed| StoredResource {
+            kind,
+            key: key.to_vec(),
+            framed,
+        }))
+    }
+}
+
 impl<E: Engine> Resources for LogStore<E> {
     fn get_resource(&self, kind: ResourceKind, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         match self.inner.core.engine.get(Tree::Resources, &keys::resource_key(kind, key))? {
@@ -229,6 +262,28 @@ fn decode_resource(kind: ResourceKind, key: &[u8], framed: &[u8]) -> Result<Vec<
 mod tests {
     use super::*;
     use crate::MemStore;
+
+    /// Goal: a caller that compares stored forms (`get_resource_stored`)
+    /// sees a change whenever the value changed, and decodes what
+    /// `get_resource` returns. Method: a compressible value read twice, then
+    /// swapped for another, read stored and plain.
+    #[test]
+    fn stored_forms_are_equal_while_the_value_is_and_decode_to_it() {
+        let store = MemStore::in_memory().unwrap();
+        let v1 = "a session with a long agent snapshot ".repeat(64).into_bytes();
+        let v2 = "a session with a long agent snapshot, updated ".repeat(64).into_bytes();
+        assert_eq!(store.get_resource_stored(ResourceKind::Session, b"k").unwrap(), None);
+        store.swap_resource(ResourceKind::Session, b"k", None, Some(&v1)).unwrap().unwrap();
+        let first = store.get_resource_stored(ResourceKind::Session, b"k").unwrap().unwrap();
+        let again = store.get_resource_stored(ResourceKind::Session, b"k").unwrap().unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.decode().unwrap(), v1);
+        assert_eq!(store.get_resource(ResourceKind::Session, b"k").unwrap(), Some(v1.clone()));
+        store.swap_resource(ResourceKind::Session, b"k", Some(&v1), Some(&v2)).unwrap().unwrap();
+        let changed = store.get_resource_stored(ResourceKind::Session, b"k").unwrap().unwrap();
+        assert_ne!(first, changed);
+        assert_eq!(changed.decode().unwrap(), v2);
+    }
 
     /// Goal: a resource write the log refused leaves the old value, so no
     /// later checkpoint can make durable what the caller was told failed.

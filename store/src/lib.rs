@@ -63,6 +63,7 @@ pub use engine::mem::MemEngine;
 pub use engine::sled::{SledEngine, SledOptions};
 pub use error::{AppendError, Corruption, Error, ForkError, OpenError, StoreCorruption};
 pub use keys::ResourceKind;
+pub use kv::StoredResource;
 pub use log::{LogStore, PendingAppend, SLED_DIR, STORAGE_VERSION};
 pub use recovery::MAX_FORK_DEPTH;
 pub use subscription::Subscription;

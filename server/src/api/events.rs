@@ -8,8 +8,9 @@
 //! Logbook's internal `x.*` events, and pages by seq with an opaque cursor.
 
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use logbook_core::event::{
@@ -23,7 +24,7 @@ use logbook_store::{Append, AppendError, PendingAppend, Read, SledStore};
 
 use super::error::ApiError;
 use super::sessions::{self, Status, StoredSession};
-use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor};
+use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor, json_response};
 use super::{Page, from_bytes};
 use crate::state::AppState;
 use crate::tenancy::{KeyScope, Principal, Tenant};
@@ -62,7 +63,7 @@ pub async fn send(
     Extension(principal): Extension<Principal>,
     Path(session_id): Path<String>,
     JsonBody(body): JsonBody<SendEvents>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = sessions::parse_session_id(&session_id)?;
     if body.events.is_empty() {
         return Err(ApiError::invalid("events: must contain at least one event"));
@@ -93,7 +94,7 @@ pub async fn send(
             SendAttempt::Submitted { pending, queued, rework } => break (pending, queued, rework),
             // Nothing to append: every event was an interrupt the session
             // ignores while paused at its budget.
-            SendAttempt::Ignored => return Ok(Json(json!({ "data": [] }))),
+            SendAttempt::Ignored => return Ok(Json(json!({ "data": [] })).into_response()),
             SendAttempt::Behind(written) if attempt < MAX_APPEND_ATTEMPTS => {
                 // Another append to this session is not durable yet: wait for
                 // it (no thread waits), then check against the new head.
@@ -127,8 +128,19 @@ pub async fn send(
         let interrupt = data.iter().any(|e| e["type"] == "user.interrupt");
         runner.wake(&state, tenant.workspace, id, interrupt);
     }
-    Ok(Json(json!({ "data": data })))
+    Ok(json_response(&Echo { data: &data }, data.len() * ECHO_BYTES_PER_EVENT))
 }
+
+/// The answer to a send, `{"data": [...]}`: what `json!({"data": data})`
+/// writes, without building the map.
+#[derive(Serialize)]
+struct Echo<'a> {
+    data: &'a [Value],
+}
+
+/// Room reserved per echoed event for the answer to a send: a typical
+/// event's JSON fits, so its buffer is not grown (and copied) on the way.
+const ECHO_BYTES_PER_EVENT: usize = 1024;
 
 fn state_has_runner(state: &AppState) -> bool {
     state.runner().is_some()
@@ -198,22 +210,20 @@ pub fn parse_inputs(
         let parse_err = |err: serde_json::Error| ApiError::invalid(format!("{field}: {err}"));
         let event = match input_type {
             InputType::UserMessage => {
-                let event: UserMessage = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserMessage::deserialize(value).map_err(parse_err)?;
                 check_content(&event.content, &field, &["text", "image", "document"], true)?;
                 Event::UserMessage(event)
             }
-            InputType::UserInterrupt => {
-                Event::UserInterrupt(serde_json::from_value::<UserInterrupt>(value.clone()).map_err(parse_err)?)
-            }
+            InputType::UserInterrupt => Event::UserInterrupt(UserInterrupt::deserialize(value).map_err(parse_err)?),
             InputType::UserToolConfirmation => {
-                let event: UserToolConfirmation = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserToolConfirmation::deserialize(value).map_err(parse_err)?;
                 if event.deny_message.is_some() && event.result != logbook_core::event::ConfirmationResult::Deny {
                     return Err(ApiError::invalid(format!("{field}.deny_message: only allowed when result is deny")));
                 }
                 Event::UserToolConfirmation(event)
             }
             InputType::UserCustomToolResult => {
-                let event: UserCustomToolResult = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserCustomToolResult::deserialize(value).map_err(parse_err)?;
                 if let Some(content) = &event.content {
                     check_content(content, &field, &["text", "image", "document", "search_result"], false)?;
                 }
@@ -225,7 +235,7 @@ pub fn parse_inputs(
                         "{field}: user.tool_result is only accepted on sessions in self_hosted environments"
                     )));
                 }
-                let event: UserToolResult = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = UserToolResult::deserialize(value).map_err(parse_err)?;
                 if let Some(content) = &event.content {
                     check_content(content, &field, &["text", "image", "document", "search_result"], false)?;
                 }
@@ -239,7 +249,7 @@ pub fn parse_inputs(
                 Event::UserDefineOutcome(parse_outcome(value, &field, now)?)
             }
             InputType::SystemMessage => {
-                let event: SystemMessage = serde_json::from_value(value.clone()).map_err(parse_err)?;
+                let event = SystemMessage::deserialize(value).map_err(parse_err)?;
                 check_content(&event.content, &field, &["text"], true)?;
                 if idx + 1 != raw.len() {
                     return Err(ApiError::invalid(format!(
@@ -279,7 +289,7 @@ struct OutcomeIn {
 
 fn parse_outcome(value: &Value, field: &str, now: Timestamp) -> Result<UserDefineOutcome, ApiError> {
     let outcome: OutcomeIn =
-        serde_json::from_value(value.clone()).map_err(|err| ApiError::invalid(format!("{field}: {err}")))?;
+        OutcomeIn::deserialize(value).map_err(|err| ApiError::invalid(format!("{field}: {err}")))?;
     if outcome.description.trim().is_empty() {
         return Err(ApiError::invalid(format!("{field}.description: must not be empty")));
     }

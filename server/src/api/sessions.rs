@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use logbook_core::event::{Event, SessionDeleted, SessionStatusTerminated, SessionUpdated};
 use logbook_core::{AgentId, EnvironmentId, Json as CoreJson, SessionId, Timestamp};
-use logbook_store::{Direction, ResourceKind, Resources, SledStore};
+use logbook_store::{Direction, ResourceKind, Resources, SledStore, StoredResource};
 
 use super::agents::{self, Agent};
 use super::environments::{self, EnvConfig};
@@ -937,7 +937,7 @@ pub fn load(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<(Vec<u8
     Ok((bytes, session))
 }
 
-/// Most sessions [`DecodedSessions`] keeps, and most stored bytes of them
+/// Most sessions [`DecodedSessions`] keeps, and most (decoded) bytes of them
 /// together; past either it starts over.
 const DECODED_SESSIONS: usize = 4096;
 const DECODED_SESSION_BYTES: usize = 32 << 20;
@@ -945,10 +945,12 @@ const DECODED_SESSION_BYTES: usize = 32 << 20;
 /// Sessions as last decoded, each with the stored bytes it was decoded from.
 /// Sending an event reads the session's stored bytes (one index lookup) and
 /// decodes them only if they changed since: the agent snapshot they hold
-/// (system prompt, tools) can be far larger than the event. Nothing is
-/// invalidated: a session whose bytes differ is decoded again, so this can
-/// never answer with a stale session. Tenancy is checked by the read itself
-/// (the key includes the workspace).
+/// (system prompt, tools) can be far larger than the event. The bytes
+/// compared are the store's own (framed, perhaps compressed,
+/// [`StoredResource`]), so an unchanged session is neither decompressed nor
+/// parsed. Nothing is invalidated: a session whose bytes differ is decoded
+/// again, so this can never answer with a stale session. Tenancy is checked
+/// by the read itself (the key includes the workspace).
 #[derive(Debug, Default)]
 pub struct DecodedSessions {
     entries: std::sync::Mutex<DecodedEntries>,
@@ -956,7 +958,10 @@ pub struct DecodedSessions {
 
 #[derive(Debug, Default)]
 struct DecodedEntries {
-    by_id: std::collections::HashMap<SessionId, (Vec<u8>, std::sync::Arc<StoredSession>)>,
+    /// Each session with the stored bytes it was decoded from and the length
+    /// of its decoded bytes (what [`DECODED_SESSION_BYTES`] bounds: the
+    /// decoded session is about as large).
+    by_id: std::collections::HashMap<SessionId, (StoredResource, std::sync::Arc<StoredSession>, usize)>,
     bytes: usize,
 }
 
@@ -968,28 +973,30 @@ impl DecodedSessions {
         tenant: &Tenant,
         id: SessionId,
     ) -> Result<std::sync::Arc<StoredSession>, ApiError> {
-        let bytes = store
-            .get_resource(ResourceKind::Session, &tenant.key(id.to_bytes()))?
+        let stored = store
+            .get_resource_stored(ResourceKind::Session, &tenant.key(id.to_bytes()))?
             .ok_or_else(|| not_found(&id.to_string()))?;
         // A poisoned lock only means a panic elsewhere mid-insert: the map is
         // still a map of whole entries, each checked against the bytes.
         let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((stored, session)) = entries.by_id.get(&id)
-            && *stored == bytes
+        if let Some((known, session, _)) = entries.by_id.get(&id)
+            && *known == stored
         {
             return Ok(std::sync::Arc::clone(session));
         }
         drop(entries);
+        let bytes = stored.decode()?;
         let session = std::sync::Arc::new(from_bytes::<StoredSession>(&bytes)?);
+        let len = bytes.len();
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Sessions too large to keep are not kept, and do not empty the map.
-        if bytes.len() <= DECODED_SESSION_BYTES / 16 {
-            if entries.by_id.len() >= DECODED_SESSIONS || entries.bytes + bytes.len() > DECODED_SESSION_BYTES {
+        if len <= DECODED_SESSION_BYTES / 16 {
+            if entries.by_id.len() >= DECODED_SESSIONS || entries.bytes + len > DECODED_SESSION_BYTES {
                 *entries = DecodedEntries::default();
             }
-            entries.bytes += bytes.len();
-            if let Some((old, _)) = entries.by_id.insert(id, (bytes, std::sync::Arc::clone(&session))) {
-                entries.bytes -= old.len();
+            entries.bytes += len;
+            if let Some((_, _, old_len)) = entries.by_id.insert(id, (stored, std::sync::Arc::clone(&session), len)) {
+                entries.bytes -= old_len;
             }
         }
         Ok(session)
