@@ -149,7 +149,7 @@ fn pipelined_commits_are_acknowledged_in_the_order_they_were_taken() {
     // Submitted on its own thread and awaited with a deadline: a broken
     // ordering may also leave it waiting for ever.
     let (sent, second) = std::sync::mpsc::channel();
-    std::thread::spawn({
+    let second_writer = std::thread::spawn({
         let group = Arc::clone(&group);
         let first_done = Arc::clone(&first_done);
         move || sent.send(group.submit(2).map(|()| first_done.load(Ordering::SeqCst)))
@@ -157,6 +157,8 @@ fn pipelined_commits_are_acknowledged_in_the_order_they_were_taken() {
     let first_was_done = second.recv_timeout(Duration::from_secs(60)).expect("the second item is acknowledged");
     assert!(first_was_done.unwrap(), "acknowledged before the batch taken before it");
     first.join().unwrap().unwrap();
+    // Its thread may still hold the committer for a moment after sending.
+    second_writer.join().unwrap().unwrap();
     let group = Arc::try_unwrap(group).unwrap_or_else(|_| panic!("no submitter holds the committer"));
     assert_eq!(group.finish().unwrap().n_items, 2);
 }
