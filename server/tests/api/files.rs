@@ -415,9 +415,13 @@ async fn deleting_a_session_removes_the_files_it_produced() {
         digest: content.digest,
     };
     insert(store, &h.tenant(&h.key_a), &file).unwrap();
+    // An upload (no scope) is the user's, not the session's: it stays.
+    let upload = StoredFile { id: FileId::from_parts(1_777_636_800_002, 43), scope: None, ..file.clone() };
+    insert(store, &h.tenant(&h.key_a), &upload).unwrap();
     let file_path = format!("/v1/files/{}", file.id);
     h.get(&file_path).await.ok();
     h.delete(&format!("/v1/sessions/{}", id(&session))).await.ok();
+    h.get(&format!("/v1/files/{}", upload.id)).await.ok();
     h.get(&format!("/v1/sessions/{}", id(&session))).await.not_found();
     let listed = h.get(&format!("/v1/files?scope_id={}", id(&session))).await.ok();
     let content = h.get(&format!("{file_path}/content")).await;

@@ -650,8 +650,8 @@ async fn a_fork_cannot_add_an_mcp_server_a_limited_environment_refuses() {
 #[tokio::test]
 async fn a_fork_cannot_start_a_session_in_an_archived_environment() {
     // "archived envs can't start sessions" (API digest §2.2); session create
-    // answers 400 environment_archived. A fork makes a new session in its
-    // parent's environment without looking at it.
+    // answers 400 environment_archived, and so must a fork, which makes a new
+    // session in its parent's environment.
     let h = Harness::new();
     let agent = h.agent("a").await;
     let env = h.env("e").await;
