@@ -60,3 +60,17 @@ impl FromStr for Ack {
 pub fn crash_session(n: u64) -> SessionId {
     SessionId::from_parts(1_764_000_000_000, 0xc4a5 << 16 | u128::from(n))
 }
+
+/// The resource the crash writer counts up: its kind and key.
+pub const CRASH_COUNTER: (logbook_store::ResourceKind, &[u8]) =
+    (logbook_store::ResourceKind::Setting, b"crash-counter");
+
+/// The crash counter's value: absent is 0, else a u64 little-endian.
+pub fn counter_value(stored: Option<&[u8]>) -> anyhow::Result<u64> {
+    match stored {
+        None => Ok(0),
+        Some(bytes) => Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| anyhow::anyhow!("the crash counter holds {} bytes", bytes.len()))?,
+        )),
+    }
+}

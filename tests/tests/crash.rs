@@ -9,7 +9,11 @@
 //! it after a random number of acks (0 for 10% of iterations: a kill during
 //! start-up and recovery), reopens the store and checks it against every ack
 //! ever printed. Iterations: `LOGBOOK_CRASH_ITERATIONS` (default 100), seed
-//! `LOGBOOK_CRASH_SEED`.
+//! `LOGBOOK_CRASH_SEED`. Resources too: the writer counts a resource up by
+//! compare-and-swap, one write in flight at a time, and prints each value
+//! acknowledged; after the crash the counter holds the last acknowledged value
+//! or the one write in flight after it, never less (a lost write) and never
+//! more, and never less than it held after the previous crash.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -17,8 +21,8 @@ use std::process::{Command, Stdio};
 
 use logbook_core::verify::{Anchor, verify_chain};
 use logbook_core::{Record, Seq, SessionId};
-use logbook_store::{Read, SledOptions, SledStore};
-use logbook_tests::{Ack, crash_session};
+use logbook_store::{Read, Resources, SledOptions, SledStore};
+use logbook_tests::{Ack, CRASH_COUNTER, counter_value, crash_session};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -40,6 +44,9 @@ fn acknowledged_appends_survive_sigkill() {
     let mut acked: BTreeMap<SessionId, Ack> = BTreeMap::new();
     let mut seen: BTreeMap<SessionId, Vec<Record>> = BTreeMap::new();
     let mut n_acks_total = 0u64;
+    // The highest acknowledged value of the counter, and its value after the last crash.
+    let mut counter_acked = 0u64;
+    let mut counter_seen = 0u64;
 
     for iteration in 0..iterations {
         let context = format!("seed {seed} iteration {iteration}");
@@ -62,6 +69,10 @@ fn acknowledged_appends_survive_sigkill() {
                 if line == "ready" {
                     continue;
                 }
+                if let Some(value) = line.strip_prefix("resource ") {
+                    counter_acked = counter_acked.max(value.parse().unwrap());
+                    continue;
+                }
                 let ack: Ack = line.parse().unwrap();
                 record_ack(&mut acked, ack);
                 n_acks += 1;
@@ -76,6 +87,13 @@ fn acknowledged_appends_survive_sigkill() {
         for line in lines {
             let Ok(line) = line else { break };
             if line == "ready" || line.is_empty() {
+                continue;
+            }
+            if let Some(value) = line.strip_prefix("resource ") {
+                // A line cut short by the kill is no acknowledgement.
+                if let Ok(value) = value.parse::<u64>() {
+                    counter_acked = counter_acked.max(value);
+                }
                 continue;
             }
             if let Ok(ack) = line.parse::<Ack>() {
@@ -122,11 +140,23 @@ fn acknowledged_appends_survive_sigkill() {
             }
             seen.insert(session, records);
         }
+        let (kind, key) = CRASH_COUNTER;
+        let counter = counter_value(store.get_resource(kind, key).unwrap().as_deref()).unwrap();
+        assert!(
+            (counter_acked..=counter_acked + 1).contains(&counter) && counter >= counter_seen,
+            "{context}: the counter holds {counter}; acknowledged {counter_acked}, held {counter_seen} after the last crash"
+        );
+        counter_seen = counter;
+        counter_acked = counter_acked.max(counter);
         drop(store);
     }
     let n_records: usize = seen.values().map(Vec::len).sum();
-    eprintln!("crash test: {iterations} kills, {n_acks_total} acks checked, {n_records} records at the end");
+    eprintln!(
+        "crash test: {iterations} kills, {n_acks_total} acks checked, {n_records} records and a counter of \
+         {counter_seen} at the end"
+    );
     assert!(n_acks_total > 0, "the writer never acknowledged anything");
+    assert!(counter_seen > 0, "the resource counter never moved");
 }
 
 fn record_ack(acked: &mut BTreeMap<SessionId, Ack>, ack: Ack) {

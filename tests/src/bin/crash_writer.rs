@@ -1,5 +1,7 @@
 //! A child process for the crash test: appends to a store from many threads
-//! until it is killed, printing an `ack` line after every acknowledged append.
+//! until it is killed, printing an `ack` line after every acknowledged append;
+//! and one more thread counts up a resource by compare-and-swap, printing
+//! `resource N` once the write of `N` was acknowledged.
 //!
 //! Usage: `crash-writer DATA_DIR N_SESSIONS WRITERS_PER_SESSION`. Writers of one
 //! session race each other (optimistic appends with retry on conflict), so the
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use logbook_core::event::sample_events;
 use logbook_core::{Entry, EventId, Timestamp};
-use logbook_store::{Append, AppendError, Read, SledOptions, SledStore, WalOptions};
-use logbook_tests::{Ack, crash_session};
+use logbook_store::{Append, AppendError, Read, Resources, SledOptions, SledStore, WalOptions};
+use logbook_tests::{Ack, CRASH_COUNTER, crash_session};
 
 /// Segments of the crash test's log: a few appends fill one.
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -50,6 +52,26 @@ fn main() -> anyhow::Result<()> {
                     fail("a checkpoint", err.into());
                 }
                 std::thread::sleep(CHECKPOINT_PAUSE);
+            }
+        })
+    };
+    let counter = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let counted = (|| -> anyhow::Result<()> {
+                let (kind, key) = CRASH_COUNTER;
+                loop {
+                    let current = store.get_resource(kind, key)?;
+                    let n = logbook_tests::counter_value(current.as_deref())?;
+                    if store.swap_resource(kind, key, current.as_deref(), Some(&(n + 1).to_le_bytes()))?.is_ok() {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "resource {}", n + 1)?;
+                        out.flush()?;
+                    }
+                }
+            })();
+            if let Err(err) = counted {
+                fail("the resource counter", err);
             }
         })
     };
@@ -102,5 +124,6 @@ fn main() -> anyhow::Result<()> {
         handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
     }
     checkpointer.join().map_err(|_| anyhow::anyhow!("checkpointer panicked"))?;
+    counter.join().map_err(|_| anyhow::anyhow!("resource counter panicked"))?;
     Ok(())
 }
