@@ -743,7 +743,7 @@ pub async fn archive(
         })
         .await?;
     if let Some(runner) = state.runner() {
-        runner.end_session(id);
+        runner.end_session(id).await;
     }
     Ok(Json(session.to_wire(now)))
 }
@@ -775,11 +775,23 @@ pub async fn delete(
             Ok(())
         })
         .await?;
+    if let Some(runner) = state.runner() {
+        runner.end_session(id).await;
+    }
     if let Some(host) = state.resources_host() {
         host.vault().forget_session(id);
-    }
-    if let Some(runner) = state.runner() {
-        runner.end_session(id);
+        // Nothing of the session runs any more: its directories (workspace,
+        // mounted files, outputs) go with it. The log keeps what they held
+        // as blobs.
+        let root = host.paths(id).root().to_owned();
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&root) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            Ok(()) | Err(_) => Ok(()),
+        })
+        .await;
+        if let Ok(Err(err)) = removed {
+            tracing::warn!(session = %id, error = %err, "the deleted session's directories could not be removed");
+        }
     }
     Ok(Json(json!({"id": id, "type": "session_deleted"})))
 }

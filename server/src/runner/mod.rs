@@ -141,10 +141,11 @@ impl RunnerHandle {
         sessions.len()
     }
 
-    /// The session ended (archived or deleted): its sandbox is released.
-    pub fn end_session(&self, session: SessionId) {
-        self.inner.config.tools.end_session(session);
+    /// The session ended (archived or deleted): its sandbox and MCP
+    /// connections are released; once this returns, nothing of it runs.
+    pub async fn end_session(&self, session: SessionId) {
         self.inner.config.mcp.end_session(session);
+        self.inner.config.tools.end_session(session).await;
     }
 
     /// Stops every sandbox and closes every MCP connection (server shutdown).

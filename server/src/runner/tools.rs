@@ -92,8 +92,10 @@ pub trait ToolExecutor: Send + Sync + std::fmt::Debug {
     }
 
     /// The session ended (archived or deleted): release what it holds.
-    fn end_session(&self, session: SessionId) {
+    /// Resolves once nothing of it runs any more.
+    fn end_session(&self, session: SessionId) -> BoxFuture<'_, ()> {
         let _ = session;
+        Box::pin(async {})
     }
 
     /// The server is shutting down: stop everything still running.

@@ -607,11 +607,8 @@ impl ToolExecutor for SandboxTools {
         })
     }
 
-    fn end_session(&self, session: SessionId) {
-        let tools = self.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { tools.end(session).await });
-        }
+    fn end_session(&self, session: SessionId) -> BoxFuture<'_, ()> {
+        Box::pin(self.end(session))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -452,3 +452,20 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn deleting_a_session_removes_its_directories() {
+    // Goal: a deleted session's directories (workspace, mounted files,
+    // outputs) do not outlive it on disk; an archived one keeps them.
+    // Method: two sessions with a mounted file; one archived, one deleted.
+    let h = Harness::new();
+    let csv = h.upload("sales.csv", "text/csv", CSV).await;
+    let kept = session_with(&h, json!([{"type": "file", "file_id": id(&csv)}])).await.ok();
+    let gone = session_with(&h, json!([{"type": "file", "file_id": id(&csv)}])).await.ok();
+    let dir = |session: &Value| h.data_dir().join("sandboxes").join(id(session));
+    assert!(uploads(&h, id(&gone)).join(id(&csv)).exists(), "the mounted file is on disk");
+    h.post_empty(&format!("/v1/sessions/{}/archive", id(&kept))).await.ok();
+    h.delete(&format!("/v1/sessions/{}", id(&gone))).await.ok();
+    assert!(!dir(&gone).exists(), "{} outlived its session", dir(&gone).display());
+    assert!(uploads(&h, id(&kept)).join(id(&csv)).exists(), "an archived session keeps its files");
+}

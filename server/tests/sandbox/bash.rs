@@ -179,6 +179,6 @@ async fn a_data_directory_the_sandbox_user_cannot_reach_still_works() {
     assert!(!outcome.is_error, "{outcome:?}");
     assert_eq!(crate::harness::text(&outcome), "reached\n65534\n");
     assert_eq!(std::fs::read(tools.paths(s).workspace().join("here.txt")).unwrap(), b"reached\n");
-    logbook_server::runner::ToolExecutor::end_session(&tools, s);
+    logbook_server::runner::ToolExecutor::end_session(&tools, s).await;
     let _ = std::fs::remove_dir_all(&root);
 }
