@@ -129,16 +129,6 @@ impl Engine for GatedEngine {
         self.inner.apply(tree, writes)
     }
 
-    fn compare_and_swap(
-        &self,
-        tree: Tree,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Option<Vec<u8>>,
-    ) -> Result<Result<(), Option<Vec<u8>>>, Error> {
-        self.inner.compare_and_swap(tree, key, old, new)
-    }
-
     fn sync(&self) -> Result<(), Error> {
         self.inner.sync()
     }

@@ -175,17 +175,18 @@ impl<E: Engine> Resources for LogStore<E> {
         let (ticket, write) = {
             // Held until the write is queued, so that writes of a key are
             // compared against the latest queued one and logged in order.
-            let mut pending = self.inner.core.lock_resources()?;
+            let mut pending = core.lock_resources()?;
             // Compared on the decoded value: framing is deterministic only per
             // codec decision.
-            let current = match pending.by_key.get(&full_key) {
-                Some(value) => value.framed.clone(),
-                None => core.engine.get(Tree::Resources, &full_key)?,
+            let durable;
+            let stored = match pending.by_key.get(&full_key) {
+                Some(value) => value.framed.as_deref(),
+                None => {
+                    durable = core.engine.get(Tree::Resources, &full_key)?;
+                    durable.as_deref()
+                }
             };
-            let current = match &current {
-                Some(framed) => Some(decode_resource(kind, key, framed)?),
-                None => None,
-            };
+            let current = stored.map(|framed| decode_resource(kind, key, framed)).transpose()?;
             if current.as_deref() != old {
                 return Ok(Err(current));
             }

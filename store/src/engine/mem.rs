@@ -131,26 +131,6 @@ impl Engine for MemEngine {
         Ok(())
     }
 
-    fn compare_and_swap(
-        &self,
-        tree: Tree,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Option<Vec<u8>>,
-    ) -> Result<Result<(), Option<Vec<u8>>>, Error> {
-        let mut maps = self.lock()?;
-        let map = &mut maps[index(tree)];
-        let current = map.get(key);
-        if current.map(Vec::as_slice) != old {
-            return Ok(Err(current.cloned()));
-        }
-        match new {
-            Some(value) => map.insert(key.to_vec(), value),
-            None => map.remove(key),
-        };
-        Ok(Ok(()))
-    }
-
     fn sync(&self) -> Result<(), Error> {
         if self.shared.log.failing.load(Ordering::SeqCst) {
             return Err(Error::Engine("injected: fsync returned EIO".to_owned()));

@@ -72,15 +72,6 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// Applies all writes to one tree atomically: after a crash, all or none.
     fn apply(&self, tree: Tree, writes: Vec<Write>) -> Result<(), Error>;
 
-    /// Sets `key` to `new` if it currently is `old`. Returns the current value on mismatch.
-    fn compare_and_swap(
-        &self,
-        tree: Tree,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Option<Vec<u8>>,
-    ) -> Result<Result<(), Option<Vec<u8>>>, Error>;
-
     /// Makes every key-value write that returned before this call durable.
     /// Called by checkpoints (and opening), never on the commit path: the
     /// write-ahead log makes appends durable.

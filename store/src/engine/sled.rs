@@ -177,19 +177,6 @@ impl Engine for SledEngine {
         Ok(())
     }
 
-    fn compare_and_swap(
-        &self,
-        tree: Tree,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Option<Vec<u8>>,
-    ) -> Result<Result<(), Option<Vec<u8>>>, Error> {
-        Ok(self
-            .tree(tree)
-            .compare_and_swap(key, old, new)?
-            .map_err(|conflict| conflict.current.map(|value| value.to_vec())))
-    }
-
     fn sync(&self) -> Result<(), Error> {
         let mut state = self.lock_sync()?;
         self.db.flush()?;
