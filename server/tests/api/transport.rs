@@ -458,6 +458,13 @@ async fn healthz_metrics_and_openapi() {
         "{text}"
     );
     assert!(!text.contains(id(&agent)), "metrics must not be labelled by object id");
+    // Methods a client makes up share one label: no series per made-up token.
+    for made_up in ["FROB1", "FROB2"] {
+        h.raw(Request::builder().method(made_up).uri("/v1/agents").body(Body::empty()).unwrap()).await;
+    }
+    let text = plain("/metrics").await.text();
+    assert!(!text.contains("FROB"), "{text}");
+    assert!(text.contains(r#"method="OTHER""#), "{text}");
 
     let doc = plain("/openapi.json").await.ok();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
