@@ -1,0 +1,56 @@
+//! Review findings (branch review-core) in API-key handling. Each test fails
+//! on the code it was written against and passes once the defect is fixed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook_core::{EnvironmentId, SessionId, Timestamp, WorkId};
+use logbook_server::api::work::Access;
+use logbook_server::api::work::access::{self, PathParams};
+use logbook_server::tenancy::{self, KeyScope};
+use logbook_store::{SledOptions, SledStore};
+
+fn now() -> Timestamp {
+    Timestamp::from_unix_micros(1_764_000_000_000_000)
+}
+
+/// An operator revokes a leaked environment key (offline, as documented) and
+/// restarts the server. The sessions token a worker minted with that key
+/// before (the poll's `secret`) still authenticates and still passes the
+/// guard of the heartbeat route, which renews the lease: the worker keeps its
+/// session for as long as it heartbeats. Nothing lists or revokes sessions
+/// tokens (`keys list` leaves them out), so the operator has no way to cut it
+/// off.
+#[test]
+fn revoking_an_environment_key_cuts_off_the_sessions_tokens_minted_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+    let workspace = tenancy::ensure_workspace(&store, "default", now()).unwrap();
+    let env = EnvironmentId::from_parts(1_764_000_000_000, 1);
+    let work = WorkId::from_parts(1_764_000_000_000, 2);
+    let env_key = tenancy::create_environment_key(&store, workspace.id, env, now()).unwrap();
+    let scope = KeyScope::WorkSession {
+        environment_id: env,
+        work_id: work,
+        session_id: SessionId::from_parts(1_764_000_000_000, 3),
+        claim: 1,
+    };
+    let (token, _) =
+        tenancy::mint_scoped(&store, workspace.id, tenancy::SESSIONS_TOKEN_PREFIX, scope, now()).unwrap();
+    assert!(tenancy::revoke_key(&store, &env_key, now()).unwrap());
+    assert!(tenancy::authenticate_principal(&store, &env_key).is_err(), "the environment key is revoked");
+
+    let params = PathParams(vec![
+        ("environment_id".to_owned(), env.to_string()),
+        ("work_id".to_owned(), work.to_string()),
+    ]);
+    let heartbeat_admitted = tenancy::authenticate_principal(&store, &token)
+        .and_then(|principal| access::check(&store, &principal, Access::WORKER, &params, now()))
+        .is_ok();
+    assert!(!heartbeat_admitted, "a sessions token of a revoked environment key is still admitted");
+}
+
