@@ -54,3 +54,24 @@ fn revoking_an_environment_key_cuts_off_the_sessions_tokens_minted_under_it() {
     assert!(!heartbeat_admitted, "a sessions token of a revoked environment key is still admitted");
 }
 
+/// `LOGBOOK_BOOTSTRAP_KEY` read from a secret file often ends in a newline.
+/// `store_key` accepts it verbatim and stores the hash of the key *with* the
+/// newline, but the guard trims what clients present (`x-api-key`,
+/// `Authorization: Bearer`), and `keys revoke` trims too: the first key can
+/// never authenticate nor be revoked by value, and since a key now exists the
+/// next `serve` does not seed another one.
+#[test]
+fn a_bootstrap_key_with_a_trailing_newline_is_refused_or_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+    let workspace = tenancy::ensure_workspace(&store, "default", now()).unwrap();
+    let key = "sk-logbook-0123456789abcdef0123";
+    match tenancy::store_key(&store, &workspace, &format!("{key}\n"), now()) {
+        Err(_) => {} // refused: the operator is told at startup
+        Ok(()) => assert!(
+            tenancy::authenticate_principal(&store, key).is_ok(),
+            "stored a key no client can present (the guard trims the header)"
+        ),
+    }
+}
+
