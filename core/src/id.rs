@@ -78,7 +78,13 @@ macro_rules! prefixed_id {
                 if rest.len() != 26 || rest.bytes().any(|b| b.is_ascii_lowercase()) {
                     return Err(err());
                 }
-                Ulid::from_string(rest).map(Self).map_err(|_| err())
+                let ulid = Ulid::from_string(rest).map_err(|_| err())?;
+                // 26 base32 digits hold 130 bits and the decoder drops the top
+                // two; any other spelling of the same 128 bits is refused too.
+                if ulid.to_string() != rest {
+                    return Err(err());
+                }
+                Ok(Self(ulid))
             }
         }
 

@@ -4,7 +4,9 @@
 //! values are stored as canonical JSON text: compact, object keys sorted, as
 //! serde_json prints a `Value` whose maps are `BTreeMap`s. In JSON the value is
 //! written inline, unchanged. Decoding checks that the text is valid JSON, so a
-//! decoded [`Json`] can always be serialized.
+//! decoded [`Json`] can always be serialized. Nesting is bounded by
+//! [`MAX_JSON_DEPTH`] both ways: encoding refuses a deeper value, decoding
+//! parses up to it (beyond serde_json's default of 128).
 
 use std::fmt;
 
@@ -14,6 +16,8 @@ use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+
+use crate::limits::MAX_JSON_DEPTH;
 
 /// A JSON value held as canonical JSON text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,9 +47,11 @@ impl Json {
         &self.0
     }
 
-    /// The value, parsed. Cannot fail for a `Json` built by this module.
+    /// The value, parsed. Cannot fail for a `Json` that was decoded or can be
+    /// encoded; only a value nested deeper than [`MAX_JSON_DEPTH`] (which
+    /// sealing refuses) reads as `null`.
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+        parse_bounded(&self.0).unwrap_or(Value::Null)
     }
 
     /// Whether the value is a JSON object.
@@ -86,6 +92,9 @@ impl<'de> Deserialize<'de> for Json {
 
 impl Encode for Json {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        if !depth_within_limit(&self.0) {
+            return Err(EncodeError::Other("JSON value nested deeper than MAX_JSON_DEPTH"));
+        }
         self.0.encode(encoder)
     }
 }
@@ -93,8 +102,7 @@ impl Encode for Json {
 impl<Context> Decode<Context> for Json {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let text = String::decode(decoder)?;
-        let value: Value =
-            serde_json::from_str(&text).map_err(|_| DecodeError::Other("JSON payload is not valid JSON"))?;
+        let value = parse_bounded(&text).map_err(DecodeError::Other)?;
         // Only canonical text is accepted, so that decode(encode(x)) == x and two
         // stored forms of one value cannot exist.
         let canonical = value.to_string();
@@ -105,6 +113,53 @@ impl<Context> Decode<Context> for Json {
     }
 }
 bincode::impl_borrow_decode!(Json);
+
+/// Whether JSON text nests at most [`MAX_JSON_DEPTH`] arrays and objects.
+/// A linear scan with no recursion. For text that is not valid JSON the count
+/// is exact up to the first error, which is as far as a parser goes.
+fn depth_within_limit(text: &str) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Parses JSON text nested up to [`MAX_JSON_DEPTH`] levels. serde_json's own
+/// limit (128) is lifted only after [`depth_within_limit`] has bounded the
+/// recursion, so no input can exhaust the stack.
+fn parse_bounded(text: &str) -> Result<Value, &'static str> {
+    if !depth_within_limit(text) {
+        return Err("JSON payload nested deeper than MAX_JSON_DEPTH");
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let value = Value::deserialize(&mut deserializer).map_err(|_| "JSON payload is not valid JSON")?;
+    deserializer.end().map_err(|_| "JSON payload is not valid JSON")?;
+    Ok(value)
+}
 
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod strategy {
@@ -167,5 +222,39 @@ mod tests {
             let res: Result<(Json, usize), _> = bincode::decode_from_slice(&bytes, config);
             assert!(res.is_err(), "{text} must not decode");
         }
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_round_trips_and_deeper_is_refused_both_ways() {
+        let config = bincode::config::standard();
+        let deepest = Json::parse(&nested(100)).unwrap();
+        // Wrapped past serde_json's default limit of 128, as events wrap
+        // parsed values, and still within MAX_JSON_DEPTH.
+        let wrapped = Json::new(&serde_json::json!([[{"input": [[[deepest.to_value()]]]}]]));
+        let bytes = bincode::encode_to_vec(&wrapped, config).unwrap();
+        let (back, _): (Json, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, wrapped);
+        assert_ne!(back.to_value(), Value::Null);
+
+        let too_deep = Json(nested(MAX_JSON_DEPTH + 1));
+        assert!(bincode::encode_to_vec(&too_deep, config).is_err(), "encoding refuses what decoding would");
+        // Far deeper text, as a damaged store could hold: refused by the scan,
+        // without recursing.
+        let bytes = bincode::encode_to_vec(nested(1_000_000), config).unwrap();
+        let res: Result<(Json, usize), _> = bincode::decode_from_slice(&bytes, config);
+        assert!(res.is_err());
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let text = format!(r#"["{}\"{}"]"#, "[".repeat(MAX_JSON_DEPTH * 2), "{".repeat(MAX_JSON_DEPTH * 2));
+        assert!(depth_within_limit(&text));
+        assert!(parse_bounded(&text).is_ok());
+        assert!(depth_within_limit(&nested(MAX_JSON_DEPTH)));
+        assert!(!depth_within_limit(&nested(MAX_JSON_DEPTH + 1)));
     }
 }

@@ -21,6 +21,15 @@ pub const MAX_APPEND_BYTES: usize = 64 * 1024 * 1024;
 /// single values, so this stays well under what sled handles comfortably.
 pub const MAX_BLOB_BYTES: usize = 64 * 1024 * 1024;
 
+/// Deepest nesting (arrays and objects) of a JSON value inside an event.
+/// serde_json's parser stops at 128 levels, and events wrap parsed values in a
+/// few more (a model's tool input inside a model response's content array),
+/// so stored values may nest deeper than serde_json parses by default. They
+/// are parsed with this limit instead, checked by a scan before the parser
+/// runs so it never recurses deeper; encoding refuses deeper values, so every
+/// value that is stored decodes.
+pub const MAX_JSON_DEPTH: usize = 256;
+
 /// Largest record envelope: the canonical bytes plus the fixed fields.
 pub const MAX_RECORD_BYTES: usize = MAX_EVENT_BYTES + 256;
 

@@ -238,10 +238,21 @@ impl Verifier {
         self.report.n_records += 1;
         match item {
             Err(unreadable) => {
-                self.note(unreadable.seq, BreakKind::Unreadable { reason: unreadable.reason.clone() });
-                // Nothing stored can be trusted to re-anchor on: the next record's
-                // `prev` is accepted as long as its seq follows.
-                self.expected = Anchor { next_seq: next_or_same(unreadable.seq), prev: UNKNOWN_PREV };
+                let expected = self.expected.next_seq;
+                if unreadable.seq != expected {
+                    self.note(expected, BreakKind::SeqGap { expected, found: unreadable.seq });
+                }
+                let reason = unreadable.reason.clone();
+                if unreadable.seq < expected {
+                    // Out of place, like a stray record in `check_with`: the
+                    // chain stays anchored on the last record in place.
+                    self.note(expected, BreakKind::Unreadable { reason });
+                } else {
+                    self.note(unreadable.seq, BreakKind::Unreadable { reason });
+                    // Nothing stored can be trusted to re-anchor on: the next record's
+                    // `prev` is accepted as long as its seq follows.
+                    self.expected = Anchor { next_seq: next_or_same(unreadable.seq), prev: UNKNOWN_PREV };
+                }
             }
             Ok(record) => self.check(record),
         }
@@ -282,10 +293,18 @@ impl Verifier {
     /// The checks of one record, given its [`Prechecked`] work.
     fn check_with(&mut self, pre: Prechecked) {
         let Prechecked { seq, prev, stored, redacted, computed, undecodable } = pre;
-        if seq != self.expected.next_seq {
-            // Reported at the first seq that is missing (or out of place).
-            let at = seq.min(self.expected.next_seq);
-            self.note(at, BreakKind::SeqGap { expected: self.expected.next_seq, found: seq });
+        let expected = self.expected.next_seq;
+        if seq < expected {
+            // A record out of place (a stray copy, or one from the past): the
+            // break is reported where it stands, and the chain stays anchored
+            // on the last record in place, so the records around it that are
+            // intact are not blamed.
+            self.note(expected, BreakKind::SeqGap { expected, found: seq });
+            return;
+        }
+        if seq > expected {
+            // Reported at the first seq that is missing.
+            self.note(expected, BreakKind::SeqGap { expected, found: seq });
         } else if self.expected.prev != UNKNOWN_PREV && prev != self.expected.prev {
             self.note(seq, BreakKind::PrevMismatch { expected: self.expected.prev, found: prev });
         }

@@ -53,4 +53,3 @@ fn a_deep_json_value_serializes_as_itself_not_null() {
     let out = serde_json::to_value(&json).unwrap();
     assert_ne!(out, Value::Null, "the value was replaced by null");
 }
-

@@ -39,15 +39,12 @@ fn revoking_an_environment_key_cuts_off_the_sessions_tokens_minted_under_it() {
         session_id: SessionId::from_parts(1_764_000_000_000, 3),
         claim: 1,
     };
-    let (token, _) =
-        tenancy::mint_scoped(&store, workspace.id, tenancy::SESSIONS_TOKEN_PREFIX, scope, now()).unwrap();
+    let (token, _) = tenancy::mint_scoped(&store, workspace.id, tenancy::SESSIONS_TOKEN_PREFIX, scope, now()).unwrap();
     assert!(tenancy::revoke_key(&store, &env_key, now()).unwrap());
     assert!(tenancy::authenticate_principal(&store, &env_key).is_err(), "the environment key is revoked");
 
-    let params = PathParams(vec![
-        ("environment_id".to_owned(), env.to_string()),
-        ("work_id".to_owned(), work.to_string()),
-    ]);
+    let params =
+        PathParams(vec![("environment_id".to_owned(), env.to_string()), ("work_id".to_owned(), work.to_string())]);
     let heartbeat_admitted = tenancy::authenticate_principal(&store, &token)
         .and_then(|principal| access::check(&store, &principal, Access::WORKER, &params, now()))
         .is_ok();
