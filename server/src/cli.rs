@@ -378,7 +378,10 @@ fn bootstrap_key(store: &SledStore, clock: &dyn Clock) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("LOGBOOK_BOOTSTRAP_KEY: {}", e.message))?;
             eprintln!("logbook: stored LOGBOOK_BOOTSTRAP_KEY as the first API key (workspace {})", workspace.name);
         }
-        _ => {
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("LOGBOOK_BOOTSTRAP_KEY is not valid UTF-8; no key was stored")
+        }
+        Ok(_) | Err(std::env::VarError::NotPresent) => {
             let key = tenancy::create_key(store, &workspace, clock.now()).map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!("logbook: created the first API key (workspace {}); it will not be shown again:", workspace.name);
             println!("{key}");
@@ -562,7 +565,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
     match command {
         KeysCommand::Create { data, environment: Some(environment), .. } => {
-            let store = open_store(&data, 64)?;
+            let store = open_existing_store(&data)?;
             let env: logbook_core::EnvironmentId = environment
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--environment {environment:?} is not an environment id (env_...)"))?;
@@ -595,7 +598,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             println!("{key}");
         }
         KeysCommand::Revoke { data, key, hint } => {
-            let store = open_store(&data, 64)?;
+            let store = open_existing_store(&data)?;
             let listing = format!("`logbook keys list --data {}` shows the keys", data.display());
             if let Some(hint) = hint {
                 match tenancy::revoke_by_hint(&store, &hint, clock.now())
@@ -623,7 +626,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             eprintln!("logbook: revoked the key");
         }
         KeysCommand::List { data } => {
-            let store = open_store(&data, 64)?;
+            let store = open_existing_store(&data)?;
             for record in tenancy::list_keys(&store).map_err(|e| anyhow::anyhow!("{}", e.message))? {
                 let workspace = tenancy::workspace_by_id(&store, record.workspace_id)
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?
@@ -639,6 +642,16 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store of a data directory that must exist already: a mistyped
+/// `--data` is an error rather than a new empty store. (`keys create` of an
+/// API key may make one, to seed a server before its first start.)
+fn open_existing_store(data: &Path) -> anyhow::Result<SledStore> {
+    if !data.exists() {
+        anyhow::bail!("no data directory at {}; pass --data DIR", data.display());
+    }
+    open_store(data, 64)
 }
 
 fn rerun(data: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {

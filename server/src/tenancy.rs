@@ -271,15 +271,23 @@ fn store_scoped(
 
 /// Stores a key chosen by the operator (`LOGBOOK_BOOTSTRAP_KEY`).
 pub fn store_key(store: &SledStore, workspace: &Workspace, key: &str, now: Timestamp) -> Result<(), ApiError> {
-    if !key.starts_with(KEY_PREFIX) || key.len() < KEY_PREFIX.len() + 16 || key.len() > MAX_KEY_CHARS {
+    // Visible ASCII only: clients' headers are trimmed before lookup, so a key
+    // stored with a newline from a secret file could never authenticate.
+    if !key.starts_with(KEY_PREFIX)
+        || key.len() < KEY_PREFIX.len() + 16
+        || key.len() > MAX_KEY_CHARS
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(ApiError::invalid(format!(
-            "API keys must start with {KEY_PREFIX} followed by 16 to {} characters",
+            "API keys must start with {KEY_PREFIX} followed by 16 to {} visible ASCII characters \
+             (no spaces or line breaks)",
             MAX_KEY_CHARS - KEY_PREFIX.len()
         )));
     }
     let record = KeyRecord {
         workspace_id: workspace.id,
-        hint: key.chars().take(KEY_PREFIX.len() + 6).collect(),
+        // Four characters: an operator's key may have as few as 16 secret ones.
+        hint: key.chars().take(KEY_PREFIX.len() + 4).collect(),
         created_at: now,
         revoked_at: None,
         scope: KeyScope::Workspace,
@@ -297,17 +305,50 @@ pub fn revoke_key(store: &SledStore, key: &str, now: Timestamp) -> Result<bool, 
 }
 
 /// Revokes the key stored under `hash`. Returns whether it existed and was live.
+///
+/// Revoking an environment key also revokes every sessions token of its
+/// environment. A token does not record which key minted it, so a token from
+/// a leaked key could otherwise heartbeat its lease for ever; workers holding
+/// a token of a key that is still live get 401 and poll again.
 fn revoke_hash(store: &SledStore, hash: &[u8], now: Timestamp) -> Result<bool, ApiError> {
+    let Some(record) = revoke_one(store, hash, now)? else { return Ok(false) };
+    match record.scope {
+        KeyScope::Environment { environment_id } => {
+            let mut tokens = Vec::new();
+            crate::api::scan_all(store, ResourceKind::ApiKey, b"", |hash, bytes| {
+                let record: KeyRecord = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
+                match record.scope {
+                    KeyScope::WorkSession { environment_id: env, .. }
+                        if env == environment_id && record.revoked_at.is_none() =>
+                    {
+                        tokens.push(hash.to_vec());
+                    }
+                    KeyScope::Workspace | KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => {}
+                }
+                Ok(std::ops::ControlFlow::Continue(()))
+            })?;
+            for token in tokens {
+                revoke_one(store, &token, now)?;
+            }
+        }
+        KeyScope::Workspace | KeyScope::WorkSession { .. } => {}
+    }
+    Ok(true)
+}
+
+/// Marks the credential under `hash` revoked; returns its record if it was
+/// live.
+fn revoke_one(store: &SledStore, hash: &[u8], now: Timestamp) -> Result<Option<KeyRecord>, ApiError> {
     loop {
-        let Some(old) = store.get_resource(ResourceKind::ApiKey, hash)? else { return Ok(false) };
+        let Some(old) = store.get_resource(ResourceKind::ApiKey, hash)? else { return Ok(None) };
         let mut record: KeyRecord = serde_json::from_slice(&old).map_err(ApiError::internal)?;
         if record.revoked_at.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         record.revoked_at = Some(now);
         let new = serde_json::to_vec(&record).map_err(ApiError::internal)?;
         if store.swap_resource(ResourceKind::ApiKey, hash, Some(&old), Some(&new))?.is_ok() {
-            return Ok(true);
+            return Ok(Some(record));
         }
     }
 }
@@ -407,5 +448,73 @@ mod tests {
             cache.insert(hash, key, t0);
         }
         assert!(cache.entries.lock().unwrap().len() <= MAX_CACHED_KEYS, "bounded");
+    }
+
+    fn fixed_now() -> Timestamp {
+        Timestamp::from_unix_micros(1_764_000_000_000_000)
+    }
+
+    /// An operator revokes a leaked environment key (offline, as documented) and
+    /// restarts the server. The sessions token a worker minted with that key
+    /// before (the poll's `secret`) still authenticates and still passes the
+    /// guard of the heartbeat route, which renews the lease: the worker keeps its
+    /// session for as long as it heartbeats. Nothing lists or revokes sessions
+    /// tokens (`keys list` leaves them out), so the operator has no way to cut it
+    /// off.
+    #[test]
+    fn revoking_an_environment_key_cuts_off_the_sessions_tokens_minted_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &logbook_store::SledOptions::default()).unwrap();
+        let workspace = ensure_workspace(&store, "default", fixed_now()).unwrap();
+        let env = EnvironmentId::from_parts(1_764_000_000_000, 1);
+        let work = WorkId::from_parts(1_764_000_000_000, 2);
+        let env_key = create_environment_key(&store, workspace.id, env, fixed_now()).unwrap();
+        let scope = KeyScope::WorkSession {
+            environment_id: env,
+            work_id: work,
+            session_id: SessionId::from_parts(1_764_000_000_000, 3),
+            claim: 1,
+        };
+        let (token, _) = mint_scoped(&store, workspace.id, SESSIONS_TOKEN_PREFIX, scope, fixed_now()).unwrap();
+        assert!(revoke_key(&store, &env_key, fixed_now()).unwrap());
+        assert!(authenticate_principal(&store, &env_key).is_err(), "the environment key is revoked");
+
+        let params = crate::api::work::access::PathParams(vec![
+            ("environment_id".to_owned(), env.to_string()),
+            ("work_id".to_owned(), work.to_string()),
+        ]);
+        let heartbeat_admitted = authenticate_principal(&store, &token)
+            .and_then(|principal| {
+                crate::api::work::access::check(
+                    &store,
+                    &principal,
+                    crate::api::work::Access::WORKER,
+                    &params,
+                    fixed_now(),
+                )
+            })
+            .is_ok();
+        assert!(!heartbeat_admitted, "a sessions token of a revoked environment key is still admitted");
+    }
+
+    /// `LOGBOOK_BOOTSTRAP_KEY` read from a secret file often ends in a newline.
+    /// `store_key` accepts it verbatim and stores the hash of the key *with* the
+    /// newline, but the guard trims what clients present (`x-api-key`,
+    /// `Authorization: Bearer`), and `keys revoke` trims too: the first key can
+    /// never authenticate nor be revoked by value, and since a key now exists the
+    /// next `serve` does not seed another one.
+    #[test]
+    fn a_bootstrap_key_with_a_trailing_newline_is_refused_or_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &logbook_store::SledOptions::default()).unwrap();
+        let workspace = ensure_workspace(&store, "default", fixed_now()).unwrap();
+        let key = "sk-logbook-0123456789abcdef0123";
+        match store_key(&store, &workspace, &format!("{key}\n"), fixed_now()) {
+            Err(_) => {} // refused: the operator is told at startup
+            Ok(()) => assert!(
+                authenticate_principal(&store, key).is_ok(),
+                "stored a key no client can present (the guard trims the header)"
+            ),
+        }
     }
 }

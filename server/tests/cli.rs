@@ -8,8 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
+use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use logbook_core::event::sample_events;
 use logbook_core::{Entry, EventId, Seq, SessionId, Timestamp};
@@ -142,4 +145,76 @@ fn keys_are_revoked_from_stdin_or_by_their_hint() {
     let out = keys(&["revoke", "--hint", &format!("{hint}...")], &data, "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(listed().matches("  live").count(), 0, "{}", listed());
+}
+
+/// Goal: a mistyped `--data` is an error for the key commands that read an
+/// existing store, not a new empty store. Method: list, revoke and an
+/// environment key's create against a missing directory; the directory must
+/// still not exist after each.
+#[test]
+fn key_commands_that_need_a_store_refuse_a_missing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mistyped");
+    for args in
+        [&["list"][..], &["revoke", "-"][..], &["create", "--environment", "env_01KB0000000000000000000000"][..]]
+    {
+        let out = keys(args, &data, "sk-logbook-0123456789abcdef0123\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains("no data directory"), "{args:?}: {stderr}");
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+}
+
+/// A `LOGBOOK_BOOTSTRAP_KEY` that is not valid UTF-8 is not reported: the
+/// server silently generates and prints a random key instead of the one the
+/// operator configured (and never seeds the configured one later).
+#[test]
+fn a_non_utf8_bootstrap_key_is_an_error_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-runner", "--data"])
+        .arg(&data)
+        .env("LOGBOOK_BOOTSTRAP_KEY", std::ffi::OsStr::from_bytes(b"sk-logbook-0123456789abcdef\xff"))
+        .env("LOGBOOK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read stdout on a thread: serve prints a generated key there, then keeps running.
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut text = String::new();
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if text.contains('\n') {
+                break;
+            }
+        }
+        let _ = tx.send(text);
+    });
+    // Either serve exits (refusing the key: stdout closes empty) or it prints a line.
+    let stdout = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(!stdout.contains("sk-logbook-"), "a random key was generated and printed instead: {stdout:?}");
+    assert!(status.is_some_and(|s| !s.success()), "serve must refuse a bootstrap key it cannot read");
 }

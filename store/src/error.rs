@@ -92,7 +92,9 @@ pub enum ForkError {
 pub enum OpenError {
     #[error("cannot use data directory {path}: {reason}")]
     Io { path: PathBuf, reason: String },
-    #[error("storage engine refused to open {path}: {reason}; run `logbook verify` or restore from an export")]
+    #[error(
+        "storage engine refused to open {path}: {reason}; if no other process has it open, run `logbook verify` or restore from an export"
+    )]
     Engine { path: PathBuf, reason: String },
     #[error("storage version {found} is newer than this binary supports ({supported}); upgrade logbook")]
     UnknownStorageVersion { found: u32, supported: u32 },
