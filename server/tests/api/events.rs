@@ -580,3 +580,33 @@ async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
     want.sort_unstable();
     assert_eq!(texts, want);
 }
+
+#[tokio::test]
+async fn a_custom_tool_result_for_a_call_already_closed_by_the_server_is_refused() {
+    // Goal: a call gets one answer (ARCHITECTURE "a tool call gets one
+    // answer"; behaviour digest §3.6: an interrupt closes each pending call
+    // "with an error tool result"; a new message supersedes them the same
+    // way). Once the runner has closed an open custom tool call with an
+    // `agent.tool_result`, a late `user.custom_tool_result` for it answers a
+    // call that is no longer open: it must be 400, not appended (the context
+    // would then hold a second tool_result for one tool_use, which the
+    // Messages API rejects on every later model call). Method: inject the
+    // call and the error result the runner appends on interrupt, then send
+    // the client's result.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![custom_tool_use()]);
+    h.inject(
+        &session,
+        vec![event(json!({"type": "agent.tool_result", "tool_use_id": calls[0], "is_error": true,
+            "content": [{"type": "text", "text": "Tool execution was interrupted before completion. Please retry."}]}))],
+    );
+    let before = h.events(&session).await.len();
+    let late = json!({"type": "user.custom_tool_result", "custom_tool_use_id": calls[0],
+        "content": [{"type": "text", "text": "sunny"}]});
+    let resp = h.post(&path, &events_body(vec![late])).await;
+    assert_eq!(resp.status.as_u16(), 400, "a second answer to a closed custom call was accepted: {}", resp.text());
+    resp.invalid();
+    assert_eq!(h.events(&session).await.len(), before, "nothing appended");
+}
