@@ -610,3 +610,26 @@ async fn a_custom_tool_result_for_a_call_already_closed_by_the_server_is_refused
     resp.invalid();
     assert_eq!(h.events(&session).await.len(), before, "nothing appended");
 }
+
+#[tokio::test]
+async fn a_confirmation_of_a_call_already_closed_by_the_server_is_refused() {
+    // Goal: a `user.tool_confirmation` resolves a call that awaits one
+    // (behaviour digest §3.5); a call the runner already closed (an interrupt
+    // or a superseding message answers it with an error `agent.tool_result`,
+    // §3.6) no longer awaits anything, so confirming it is 400 like confirming
+    // an already-confirmed call. Method: inject an `ask` call and its closing
+    // error result, then confirm it.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let calls = h.inject(&session, vec![tool_use("ask")]);
+    h.inject(
+        &session,
+        vec![event(json!({"type": "agent.tool_result", "tool_use_id": calls[0], "is_error": true,
+            "content": [{"type": "text", "text": "Tool execution was interrupted before completion. Please retry."}]}))],
+    );
+    let confirm = json!({"type": "user.tool_confirmation", "tool_use_id": calls[0], "result": "allow"});
+    let resp = h.post(&path, &events_body(vec![confirm])).await;
+    assert_eq!(resp.status.as_u16(), 400, "a confirmation of a closed call was accepted: {}", resp.text());
+    resp.invalid();
+}
