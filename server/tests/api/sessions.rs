@@ -668,3 +668,22 @@ async fn a_fork_cannot_start_a_session_in_an_archived_environment() {
     let resp = h.post(&format!("/x/v1/sessions/{}/fork", id(&session)), &json!({"at_seq": 0})).await;
     assert_eq!(resp.status.as_u16(), 400, "fork started a session in an archived environment: {}", resp.text());
 }
+
+#[tokio::test]
+async fn initial_events_hold_at_most_100_file_sourced_documents() {
+    // Goal: behaviour digest §3.2: `initial_events` takes "≤100 file-sourced
+    // `document` blocks across the list"; 101 refuse the whole request (400,
+    // nothing created), while 100 are fine. Method: 101 document blocks with
+    // a `file` source spread over two user.message events, then 100.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let env = h.env("e").await;
+    let doc = |n: usize| json!({"type": "document", "source": {"type": "file", "file_id": format!("file_{n:04}")}});
+    let message = |range: std::ops::Range<usize>| json!({"type": "user.message", "content": range.map(doc).collect::<Vec<_>>()});
+    let with_initial =
+        |events: Vec<Value>| json!({"agent": agent["id"], "environment_id": env["id"], "initial_events": events});
+    let resp = h.post("/v1/sessions", &with_initial(vec![message(0..60), message(60..101)])).await;
+    assert_eq!(resp.status.as_u16(), 400, "101 file-sourced documents in initial_events were accepted: {}", resp.text());
+    resp.invalid();
+    assert_eq!(n_sessions(&h).await, 0, "nothing created");
+}
