@@ -687,3 +687,37 @@ async fn initial_events_hold_at_most_100_file_sourced_documents() {
     resp.invalid();
     assert_eq!(n_sessions(&h).await, 0, "nothing created");
 }
+
+#[tokio::test]
+async fn a_restart_resumes_sessions_whose_log_has_unanswered_input() {
+    // Goal: nothing acknowledged is lost across a stop (SIGTERM's grace
+    // runs out, or a crash): a `user.message` acknowledged on an idle
+    // session must still get its turn after a restart. `serve` resumes the
+    // sessions `sessions::unfinished` names (`RunnerHandle::recover`), which
+    // reads the session object's cached `status`; that cache becomes
+    // `running` only after the runner has appended `session.status_running`
+    // and then updated the object. A stop between the send's acknowledgement
+    // and that update leaves the message in the log and the session never
+    // resumed (the client waits forever for a turn). Method: no runner here,
+    // so the state is exactly that window: a message acknowledged on an idle
+    // session (case 1), and a `session.status_running` in the log whose
+    // object update never happened (case 2); both must be resumed.
+    let h = Harness::new();
+    let waiting = h.quick_session().await;
+    h.post(&format!("/v1/sessions/{}/events", id(&waiting)), &events_body(vec![user_message("hi")])).await.ok();
+    let running = h.quick_session().await;
+    h.inject(&running, vec![serde_json::from_value(json!({"type": "session.status_running"})).unwrap()]);
+    let resumed: BTreeSet<String> = logbook_server::api::sessions::unfinished(h.state.store())
+        .unwrap()
+        .into_iter()
+        .map(|(_, session)| session.to_string())
+        .collect();
+    assert!(
+        resumed.contains(id(&waiting)),
+        "a session with an acknowledged, unanswered user.message is not resumed on restart: {resumed:?}"
+    );
+    assert!(
+        resumed.contains(id(&running)),
+        "a session whose log says running is not resumed on restart: {resumed:?}"
+    );
+}
