@@ -572,3 +572,49 @@ async fn internal_failure_is_a_generic_500_api_error() {
     // Other agents are unaffected.
     h.agent("b").await;
 }
+
+/// `/openapi.json`, as a client without a key reads it.
+async fn openapi(h: &Harness) -> serde_json::Value {
+    h.raw(Request::builder().uri("/openapi.json").body(Body::empty()).unwrap()).await.ok()
+}
+
+/// The names of an operation's parameters that are `in` `location`.
+fn parameter_names(operation: &serde_json::Value, location: &str) -> BTreeSet<String> {
+    operation["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["in"] == location)
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn openapi_documents_the_query_parameters_routes_take() {
+    // Goal: `/openapi.json` describes every route's parameters, not only
+    // its path parameters: the lists' `limit` and `page` (API digest §1
+    // "Pagination"), the events list's `order` and `types[]` (§2.5), the
+    // stream's `event_deltas[]`, an agent's `version` (§2.1) and the work
+    // poll's `block_ms` (§2.3) are all read by the server. Method: read the
+    // document and look for each.
+    let h = Harness::new();
+    let doc = openapi(&h).await;
+    let expected: Vec<(&str, &str, &[&str])> = vec![
+        ("get", "/v1/agents", &["limit", "page", "include_archived"]),
+        ("get", "/v1/agents/{agent_id}", &["version"]),
+        ("get", "/v1/sessions", &["limit", "page", "order", "agent_id", "statuses[]"]),
+        ("get", "/v1/sessions/{session_id}/events", &["limit", "page", "order", "types[]"]),
+        ("get", "/v1/sessions/{session_id}/events/stream", &["event_deltas[]"]),
+        ("get", "/v1/environments/{environment_id}/work/poll", &["block_ms", "reclaim_older_than_ms"]),
+    ];
+    let mut missing = Vec::new();
+    for (method, path, names) in expected {
+        let documented = parameter_names(&doc["paths"][path][method], "query");
+        for name in names {
+            if !documented.contains(*name) {
+                missing.push(format!("{method} {path} ?{name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "query parameters the server reads are not in /openapi.json:\n{}", missing.join("\n"));
+}
