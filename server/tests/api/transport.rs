@@ -618,3 +618,17 @@ async fn openapi_documents_the_query_parameters_routes_take() {
     }
     assert!(missing.is_empty(), "query parameters the server reads are not in /openapi.json:\n{}", missing.join("\n"));
 }
+
+#[tokio::test]
+async fn openapi_describes_the_file_upload_as_multipart() {
+    // Goal: the document describes request bodies as the server reads them:
+    // `POST /v1/files` takes `multipart/form-data` (part `file`), not JSON.
+    // Method: read the upload's requestBody.
+    let h = Harness::new();
+    let doc = openapi(&h).await;
+    let content = &doc["paths"]["/v1/files"]["post"]["requestBody"]["content"];
+    assert!(
+        content.get("multipart/form-data").is_some(),
+        "POST /v1/files is documented with a body of {content}, but the server reads multipart/form-data"
+    );
+}
