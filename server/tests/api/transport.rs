@@ -632,3 +632,32 @@ async fn openapi_describes_the_file_upload_as_multipart() {
         "POST /v1/files is documented with a body of {content}, but the server reads multipart/form-data"
     );
 }
+
+#[tokio::test]
+async fn openapi_requires_the_beta_header_only_where_the_server_does() {
+    // Goal: the document marks `anthropic-beta` required only on routes that
+    // refuse a request without it: the `/x/v1` extensions and the Files API
+    // take requests without the managed-agents beta (http.rs `admit`).
+    // Method: call one route of each without the header (it works), then
+    // read what the document says of the header there.
+    let h = Harness::new();
+    for path in ["/x/v1/keys", "/v1/files"] {
+        let request =
+            Request::builder().uri(path).header("x-api-key", h.key_a.as_str()).body(Body::empty()).unwrap();
+        h.raw(request).await.ok();
+    }
+    let doc = openapi(&h).await;
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !(path.starts_with("/x/") || path == "/v1/files" || path.starts_with("/v1/files/")) {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            let beta = operation["parameters"].as_array().into_iter().flatten().find(|p| p["name"] == "anthropic-beta");
+            if beta.is_some_and(|p| p["required"] == true) {
+                wrong.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "anthropic-beta is documented as required where the server does not require it:\n{}", wrong.join("\n"));
+}
