@@ -661,3 +661,25 @@ async fn openapi_requires_the_beta_header_only_where_the_server_does() {
     }
     assert!(wrong.is_empty(), "anthropic-beta is documented as required where the server does not require it:\n{}", wrong.join("\n"));
 }
+
+#[tokio::test]
+async fn openapi_path_templates_are_valid() {
+    // Goal: every path in the document is an OpenAPI path template whose
+    // `{name}` segments are its path parameters; axum's catch-all syntax
+    // (`{*path}`) is not OpenAPI and its parameter name `*path` is not an
+    // identifier generators accept. Method: check every template segment.
+    let h = Harness::new();
+    let doc = openapi(&h).await;
+    let bad: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|path| {
+            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).any(|name| {
+                !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        })
+        .cloned()
+        .collect();
+    assert!(bad.is_empty(), "paths that are not OpenAPI templates: {bad:?}");
+}
