@@ -633,3 +633,36 @@ async fn a_confirmation_of_a_call_already_closed_by_the_server_is_refused() {
     assert_eq!(resp.status.as_u16(), 400, "a confirmation of a closed call was accepted: {}", resp.text());
     resp.invalid();
 }
+
+#[tokio::test]
+async fn content_naming_a_file_that_is_not_the_workspaces_is_refused() {
+    // Goal: an image or document block with a `file` source (API digest
+    // §4.3) names a file of the caller's Files API. The send neither checks
+    // that the file exists in this workspace nor does the runner resolve it
+    // (the block goes verbatim to the Messages API, where Logbook's ids mean
+    // nothing), so the message is accepted and every model call of the turn
+    // fails. A file id that names no file of this workspace, or another
+    // workspace's file, must be refused when sent. Method: send each; the
+    // same block naming workspace A's own upload is accepted.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let theirs = h.upload_as(&h.key_b, "b.txt", "text/plain", b"workspace b's secret").await.ok();
+    let ours = h.upload("a.txt", "text/plain", b"notes").await;
+    let doc = |file_id: &str| {
+        json!({"type": "user.message", "content": [
+            {"type": "text", "text": "read this"},
+            {"type": "document", "source": {"type": "file", "file_id": file_id}}]})
+    };
+    let mut accepted = Vec::new();
+    for (case, file_id) in [("no such file", "file_011CNha8iCJcU1wXNR6q4V8w"), ("another workspace's file", id(&theirs))] {
+        let resp = h.post(&path, &events_body(vec![doc(file_id)])).await;
+        if resp.status.is_success() {
+            accepted.push(case);
+        } else {
+            assert!(matches!(resp.status.as_u16(), 400 | 404), "{case}: {}", resp.text());
+        }
+    }
+    h.post(&path, &events_body(vec![doc(id(&ours))])).await.ok();
+    assert!(accepted.is_empty(), "file-sourced content naming files the caller does not have was accepted: {accepted:?}");
+}
