@@ -683,3 +683,38 @@ async fn openapi_path_templates_are_valid() {
         .collect();
     assert!(bad.is_empty(), "paths that are not OpenAPI templates: {bad:?}");
 }
+
+#[tokio::test]
+async fn body_over_32_mb_is_413_on_routes_that_ignore_their_body_too() {
+    // Goal: behaviour digest §14: a Sessions, Agents or Environments request
+    // over 32 MB is refused with 413 request_too_large. Routes whose handler
+    // reads no body (archive, delete) take a 33 MB body (content-length
+    // given) and act on it as if it were empty. Method: archive an agent and
+    // a session and delete a session with a 33 MB body; each must be 413 and
+    // change nothing.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let session = h.quick_session().await;
+    let big = vec![b' '; 33 * 1024 * 1024];
+    let mut wrong = Vec::new();
+    for (method, path) in [
+        (Method::POST, format!("/v1/agents/{}/archive", id(&agent))),
+        (Method::POST, format!("/v1/sessions/{}/archive", id(&session))),
+        (Method::DELETE, format!("/v1/sessions/{}", id(&session))),
+    ] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(&path)
+            .header("anthropic-beta", MANAGED_AGENTS_BETA)
+            .header("x-api-key", h.key_a.as_str())
+            .header("content-type", "application/json")
+            .header("content-length", big.len().to_string())
+            .body(Body::from(big.clone()))
+            .unwrap();
+        let resp = h.raw(request).await;
+        if resp.status != StatusCode::PAYLOAD_TOO_LARGE {
+            wrong.push(format!("{method} {path}: {}", resp.status));
+        }
+    }
+    assert!(wrong.is_empty(), "33 MB bodies accepted:\n{}", wrong.join("\n"));
+}
