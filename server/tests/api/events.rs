@@ -666,3 +666,24 @@ async fn content_naming_a_file_that_is_not_the_workspaces_is_refused() {
     h.post(&path, &events_body(vec![doc(id(&ours))])).await.ok();
     assert!(accepted.is_empty(), "file-sourced content naming files the caller does not have was accepted: {accepted:?}");
 }
+
+#[tokio::test]
+async fn an_interrupt_naming_a_thread_the_session_does_not_have_is_refused() {
+    // Goal: `user.interrupt` may name `session_thread_id` (API digest §4.1):
+    // only that thread is interrupted, and naming a thread that is not
+    // running (terminated) is 400 (behaviour digest §3.6). A thread id that
+    // is not a thread of this session is a client mistake: refused, not
+    // accepted and applied to the whole session (the machine ignores the
+    // field and interrupts everything). Method: send an interrupt naming a
+    // well-formed thread id the session never had.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let interrupt = json!({"type": "user.interrupt", "session_thread_id": "sthr_01JQ8Z7M3P5R7T9V1X3Z5B7D0E"});
+    let resp = h.post(&path, &events_body(vec![interrupt])).await;
+    assert!(
+        matches!(resp.status.as_u16(), 400 | 404),
+        "an interrupt naming a thread this session does not have was accepted: {}",
+        resp.text()
+    );
+}
