@@ -33,12 +33,15 @@ use crate::tenancy::{KeyScope, Principal, Tenant};
 pub const MAX_EVENTS_PER_SEND: usize = 100;
 /// Most content blocks in one event.
 pub const MAX_CONTENT_BLOCKS: usize = 1000;
+/// Most `document` blocks with a `file` source across `initial_events`
+/// (behaviour digest §3.2).
+pub const MAX_INITIAL_FILE_DOCUMENTS: usize = 100;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// Most attempts of an append that keeps losing races with other writers (the
 /// runner appends to the same sessions). A lost race costs no fsync, only a
 /// re-read of the head.
-const MAX_APPEND_ATTEMPTS: usize = 256;
+pub(crate) const MAX_APPEND_ATTEMPTS: usize = 256;
 /// Records read per step when listing with filters, and most steps per request.
 const LIST_STEP: usize = 1000;
 const MAX_LIST_STEPS: usize = 32;
@@ -117,8 +120,10 @@ pub async fn send(
         // The echo of a queued event has `processed_at: null` (API reference
         // §4.1); the log records when it arrived, and lists show that.
         for event in &mut data {
-            if matches!(event["type"].as_str(), Some("user.message" | "user.interrupt" | "system.message"))
-                && let Some(obj) = event.as_object_mut()
+            if matches!(
+                event["type"].as_str(),
+                Some("user.message" | "user.interrupt" | "user.tool_confirmation" | "system.message")
+            ) && let Some(obj) = event.as_object_mut()
             {
                 obj.insert("processed_at".to_owned(), Value::Null);
             }
@@ -178,6 +183,43 @@ pub(crate) fn starts_work(event: &Event) -> bool {
     )
 }
 
+/// The content blocks of an input event (none for events without content).
+fn input_blocks(event: &Event) -> &[ContentBlock] {
+    if let Event::UserMessage(message) = event {
+        &message.content
+    } else if let Event::UserCustomToolResult(result) = event {
+        result.content.as_deref().unwrap_or(&[])
+    } else {
+        &[]
+    }
+}
+
+/// The file id a block's `file` source names, if it has one.
+fn file_source(block: &ContentBlock) -> Option<&str> {
+    match block {
+        ContentBlock::Image { source: logbook_core::event::ImageSource::File { file_id } }
+        | ContentBlock::Document { source: logbook_core::event::DocumentSource::File { file_id }, .. } => Some(file_id),
+        ContentBlock::Text { .. }
+        | ContentBlock::Image { .. }
+        | ContentBlock::Document { .. }
+        | ContentBlock::SearchResult { .. }
+        | ContentBlock::Redacted => None,
+    }
+}
+
+/// Checks that every `file` source names a live file of the caller's
+/// workspace (another workspace's file answers like a missing one): the
+/// runner reads it from the Files API when it calls the model.
+pub fn check_files(store: &SledStore, tenant: &Tenant, inputs: &[Event], now: Timestamp) -> Result<(), ApiError> {
+    for event in inputs {
+        for file_id in input_blocks(event).iter().filter_map(file_source) {
+            let id = super::files::parse_file_id(file_id)?;
+            super::files::load_live(store, tenant, id, now)?;
+        }
+    }
+    Ok(())
+}
+
 /// Validates input events (shape, content, placement) without touching the log.
 pub fn parse_inputs(
     raw: &[Value],
@@ -214,7 +256,18 @@ pub fn parse_inputs(
                 check_content(&event.content, &field, &["text", "image", "document"], true)?;
                 Event::UserMessage(event)
             }
-            InputType::UserInterrupt => Event::UserInterrupt(UserInterrupt::deserialize(value).map_err(parse_err)?),
+            InputType::UserInterrupt => {
+                let event = UserInterrupt::deserialize(value).map_err(parse_err)?;
+                // Logbook runs one agent per session and so has no threads:
+                // any thread named is one this session does not have (the
+                // hosted platform refuses a thread that is not running).
+                if let Some(thread) = event.session_thread_id {
+                    return Err(ApiError::invalid(format!(
+                        "{field}.session_thread_id: {thread} is not a running thread of this session"
+                    )));
+                }
+                Event::UserInterrupt(event)
+            }
             InputType::UserToolConfirmation => {
                 let event = UserToolConfirmation::deserialize(value).map_err(parse_err)?;
                 if event.deny_message.is_some() && event.result != logbook_core::event::ConfirmationResult::Deny {
@@ -276,6 +329,19 @@ pub fn parse_inputs(
             }
         };
         out.push(event);
+    }
+    if matches!(context, InputContext::Initial) {
+        let n_file_documents = out
+            .iter()
+            .flat_map(input_blocks)
+            .filter(|block| matches!(block, ContentBlock::Document { .. }) && file_source(block).is_some())
+            .count();
+        if n_file_documents > MAX_INITIAL_FILE_DOCUMENTS {
+            return Err(ApiError::invalid(format!(
+                "initial_events: at most {MAX_INITIAL_FILE_DOCUMENTS} file-sourced document blocks across the list \
+                 ({n_file_documents} given)"
+            )));
+        }
     }
     Ok(out)
 }
@@ -385,6 +451,13 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
             if answered(store, session.id, id, &[EventType::UserToolConfirmation])? {
                 return Err(ApiError::invalid(format!("{field}.tool_use_id: {id} was already confirmed")));
             }
+            // Closed by the server (an interrupt or a superseding message
+            // answers pending calls with an error result): nothing awaits it.
+            if answered(store, session.id, id, &[EventType::AgentToolResult, EventType::AgentMcpToolResult])? {
+                return Err(ApiError::invalid(format!(
+                    "{field}.tool_use_id: {id} already has a result and no longer awaits confirmation"
+                )));
+            }
             if confirmation.result == ConfirmationResult::Allow {
                 allowed_here.push(id);
             }
@@ -396,7 +469,9 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
                     "{field}.custom_tool_use_id: {id} is not a custom tool use of this session"
                 )));
             }
-            if answered(store, session.id, id, &[EventType::UserCustomToolResult])? {
+            // The server's error result closes a call that was interrupted
+            // or superseded: one answer per call, as for `user.tool_result`.
+            if answered(store, session.id, id, &[EventType::UserCustomToolResult, EventType::AgentToolResult])? {
                 return Err(ApiError::invalid(format!("{field}.custom_tool_use_id: {id} already has a result")));
             }
         } else if let Event::UserToolResult(result) = event {
@@ -549,7 +624,7 @@ fn answers_a_call(event: &Value) -> bool {
 /// The longest a send that lost a race waits for the winner's records to
 /// become durable before it reads the head again (a failed batch never moves
 /// the head; the next attempt then reports the store's error).
-const RACE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const RACE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One attempt at a send: the events submitted, or the head they must wait for.
 enum SendAttempt {
@@ -586,6 +661,7 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     let requires_action = matches!(idle, Some(StopReason::RequiresAction { .. }));
     let context = InputContext::Send { requires_action };
     let mut inputs = parse_inputs(events, context, &session, state.now())?;
+    check_files(store, tenant, &inputs, state.now())?;
     if matches!(idle, Some(StopReason::BudgetReached)) {
         if let Some(idx) = inputs.iter().position(|event| !settles_a_call(event)) {
             return Err(ApiError::invalid(format!(

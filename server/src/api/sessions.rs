@@ -359,6 +359,7 @@ pub async fn create(
             }
             // Validate every initial event before creating anything.
             let inputs = events::parse_inputs(&initial, InputContext::Initial, &session, now)?;
+            events::check_files(store, &tenant, &inputs, now)?;
             // Behaviour digest §3.2: initial input creates the session running
             // (when a runner will run it; without one, idle is the truth).
             if worker_state.runner().is_some() && inputs.iter().any(events::starts_work) {
@@ -718,34 +719,88 @@ pub async fn archive(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_session_id(&session_id)?;
     let now = state.now();
-    let worker_state = state.clone();
-    let session = state
-        .blocking(move |store| {
-            let (current_bytes, mut session) = load(store, &tenant, id)?;
-            if session.archived_at.is_some() {
-                return with_log_state(store, session);
+    let mut attempt = 0;
+    let session = loop {
+        attempt += 1;
+        let worker_state = state.clone();
+        match state.blocking(move |store| try_archive(&worker_state, store, &tenant, id, now)).await? {
+            ArchiveAttempt::Done(session) => break session,
+            ArchiveAttempt::Behind(written) if attempt < events::MAX_APPEND_ATTEMPTS => {
+                // Another append is not durable yet: wait for it, then check
+                // the status again at the new head (as a send does).
+                let durable = state.store().wait_durable(id, written)?;
+                let _ = tokio::time::timeout(events::RACE_WAIT, durable).await;
             }
-            if last_status(store, id)?.as_ref().and_then(status_of) == Some(Status::Running) {
-                return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
+            ArchiveAttempt::Behind(_) => {
+                return Err(ApiError::unavailable("the session is too busy to archive right now; retry"));
             }
-            session.archived_at = Some(now);
-            session.updated_at = now;
-            session.status = Status::Terminated;
-            session.terminated_at.get_or_insert(now);
-            swap(store, &tenant, id, &current_bytes, &session)?;
-            events::append_system(
-                &worker_state,
-                store,
-                id,
-                vec![Event::SessionStatusTerminated(SessionStatusTerminated {})],
-            )?;
-            with_log_state(store, session)
-        })
-        .await?;
+        }
+    };
     if let Some(runner) = state.runner() {
         runner.end_session(id).await;
     }
     Ok(Json(session.to_wire(now)))
+}
+
+/// What one try at archiving found.
+enum ArchiveAttempt {
+    Done(StoredSession),
+    /// Something was appended after the head the status was checked at.
+    Behind(logbook_core::Seq),
+}
+
+/// Archives at the durable head the status was checked at: the
+/// `session.status_terminated` is appended there, so a message sent (and a
+/// turn started) in between makes the append conflict and the check run
+/// again, rather than a turn being cut short. The object is marked after
+/// the log: from the terminated status on, sends are refused.
+fn try_archive(
+    state: &AppState,
+    store: &SledStore,
+    tenant: &Tenant,
+    id: SessionId,
+    now: Timestamp,
+) -> Result<ArchiveAttempt, ApiError> {
+    use logbook_store::{Append, Read};
+    let head = store.head(id)?.next;
+    let (_, session) = load(store, tenant, id)?;
+    if session.archived_at.is_some() {
+        return Ok(ArchiveAttempt::Done(with_log_state(store, session)?));
+    }
+    let status = last_status(store, id)?;
+    if status.as_ref().and_then(status_of) == Some(Status::Running) {
+        return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
+    }
+    if status.as_ref().and_then(status_of) != Some(Status::Terminated) {
+        let entry = logbook_core::Entry {
+            id: state.event_id(head),
+            event: Event::SessionStatusTerminated(SessionStatusTerminated {}),
+            at: now,
+        };
+        match store.append(id, head, &[entry]) {
+            Ok(records) => {
+                state.metrics().events_appended.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(logbook_store::AppendError::Conflict { actual, .. }) => return Ok(ArchiveAttempt::Behind(actual)),
+            Err(other) => return Err(other.into()),
+        }
+    }
+    // The log says terminated; mark the object (again if it changed meanwhile).
+    for _ in 0..events::MAX_APPEND_ATTEMPTS {
+        let (current_bytes, mut session) = load(store, tenant, id)?;
+        if session.archived_at.is_some() {
+            return Ok(ArchiveAttempt::Done(with_log_state(store, session)?));
+        }
+        session.archived_at = Some(now);
+        session.updated_at = now;
+        session.status = Status::Terminated;
+        session.terminated_at.get_or_insert(now);
+        let key = tenant.key(id.to_bytes());
+        if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), Some(&to_bytes(&session)?))?.is_ok() {
+            return Ok(ArchiveAttempt::Done(with_log_state(store, session)?));
+        }
+    }
+    Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
 }
 
 /// Deletes the session: it answers 404 from now on and `session.deleted` ends
@@ -920,17 +975,66 @@ pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId
     Ok(found)
 }
 
-/// Every session, in every workspace, whose status is running or rescheduling.
+/// Every session, in every workspace, that has work to continue after a
+/// restart: its object or its log says running or rescheduling, or its log
+/// holds input that starts work after its last status (acknowledged, but
+/// the stop came before the runner recorded the turn). Waking a session
+/// with nothing to do is harmless: its runner finds nothing and waits.
 pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, SessionId)>, ApiError> {
     let mut out = Vec::new();
+    let mut to_check = Vec::new();
     scan_sessions(store, b"", |key, session| {
-        if matches!(session.status, Status::Running | Status::Rescheduling) {
-            let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
-            out.push((logbook_core::WorkspaceId::from_bytes(workspace), session.id));
+        let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
+        let workspace = logbook_core::WorkspaceId::from_bytes(workspace);
+        match session.status {
+            Status::Running | Status::Rescheduling => out.push((workspace, session.id)),
+            Status::Idle if session.archived_at.is_none() => to_check.push((workspace, session.id)),
+            Status::Idle | Status::Terminated => {}
         }
         std::ops::ControlFlow::Continue(())
     })?;
+    for (workspace, id) in to_check {
+        if log_has_work(store, id)? {
+            out.push((workspace, id));
+        }
+    }
     Ok(out)
+}
+
+/// Whether a session's log says it is running or rescheduling, or holds
+/// input that starts work after its last status.
+fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
+    use logbook_core::event::EventType;
+    use logbook_store::Read;
+    let statuses = [
+        EventType::SessionStatusRunning,
+        EventType::SessionStatusIdle,
+        EventType::SessionStatusRescheduled,
+        EventType::SessionStatusTerminated,
+    ];
+    let from = match store.last_of_types(id, &statuses)? {
+        None => logbook_core::Seq::ZERO,
+        Some(record) => {
+            let status = record.entry().map_err(ApiError::internal)?.event.event_type();
+            if matches!(status, EventType::SessionStatusRunning | EventType::SessionStatusRescheduled) {
+                return Ok(true);
+            }
+            if status == EventType::SessionStatusTerminated {
+                return Ok(false);
+            }
+            logbook_core::Seq::new(record.seq().get() + 1)
+        }
+    };
+    // What `events::starts_work` names, and a worker's tool result.
+    let inputs = [
+        EventType::UserMessage,
+        EventType::UserToolConfirmation,
+        EventType::UserCustomToolResult,
+        EventType::UserDefineOutcome,
+        EventType::SystemMessage,
+        EventType::UserToolResult,
+    ];
+    Ok(!store.scan_types(id, &inputs, from, 1)?.is_empty())
 }
 
 pub fn not_found(raw: &str) -> ApiError {
