@@ -655,7 +655,9 @@ async fn content_naming_a_file_that_is_not_the_workspaces_is_refused() {
             {"type": "document", "source": {"type": "file", "file_id": file_id}}]})
     };
     let mut accepted = Vec::new();
-    for (case, file_id) in [("no such file", "file_011CNha8iCJcU1wXNR6q4V8w"), ("another workspace's file", id(&theirs))] {
+    for (case, file_id) in
+        [("no such file", "file_011CNha8iCJcU1wXNR6q4V8w"), ("another workspace's file", id(&theirs))]
+    {
         let resp = h.post(&path, &events_body(vec![doc(file_id)])).await;
         if resp.status.is_success() {
             accepted.push(case);
@@ -664,7 +666,10 @@ async fn content_naming_a_file_that_is_not_the_workspaces_is_refused() {
         }
     }
     h.post(&path, &events_body(vec![doc(id(&ours))])).await.ok();
-    assert!(accepted.is_empty(), "file-sourced content naming files the caller does not have was accepted: {accepted:?}");
+    assert!(
+        accepted.is_empty(),
+        "file-sourced content naming files the caller does not have was accepted: {accepted:?}"
+    );
 }
 
 #[tokio::test]

@@ -679,11 +679,17 @@ async fn initial_events_hold_at_most_100_file_sourced_documents() {
     let agent = h.agent("a").await;
     let env = h.env("e").await;
     let doc = |n: usize| json!({"type": "document", "source": {"type": "file", "file_id": format!("file_{n:04}")}});
-    let message = |range: std::ops::Range<usize>| json!({"type": "user.message", "content": range.map(doc).collect::<Vec<_>>()});
+    let message =
+        |range: std::ops::Range<usize>| json!({"type": "user.message", "content": range.map(doc).collect::<Vec<_>>()});
     let with_initial =
         |events: Vec<Value>| json!({"agent": agent["id"], "environment_id": env["id"], "initial_events": events});
     let resp = h.post("/v1/sessions", &with_initial(vec![message(0..60), message(60..101)])).await;
-    assert_eq!(resp.status.as_u16(), 400, "101 file-sourced documents in initial_events were accepted: {}", resp.text());
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "101 file-sourced documents in initial_events were accepted: {}",
+        resp.text()
+    );
     resp.invalid();
     assert_eq!(n_sessions(&h).await, 0, "nothing created");
 }
@@ -716,8 +722,5 @@ async fn a_restart_resumes_sessions_whose_log_has_unanswered_input() {
         resumed.contains(id(&waiting)),
         "a session with an acknowledged, unanswered user.message is not resumed on restart: {resumed:?}"
     );
-    assert!(
-        resumed.contains(id(&running)),
-        "a session whose log says running is not resumed on restart: {resumed:?}"
-    );
+    assert!(resumed.contains(id(&running)), "a session whose log says running is not resumed on restart: {resumed:?}");
 }
