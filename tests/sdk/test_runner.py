@@ -20,6 +20,7 @@ managed-agents-api.md §4.2, §4.5 and §6.
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from typing import Any, List
@@ -782,6 +783,37 @@ def test_a_message_sent_during_a_model_call_is_seen_by_the_model(harness: Harnes
         if event.type == "user.message":
             assert event.processed_at is not None, "processed messages carry processed_at"
     assert [e.id for e in of_type(events, "user.message")] == [first_msg.id, second_msg.id]
+
+
+def test_file_sourced_blocks_reach_the_model_as_contents(harness: Harness) -> None:
+    """Files API ids mean nothing to the Messages API: the runner sends the file's contents."""
+    h = harness
+    h.fake.set_script([text_response("read them")])
+    notes = h.client.beta.files.upload(file=("notes.md", b"# plan\nship it", "text/markdown"))
+    picture = h.client.beta.files.upload(file=("dot.png", b"\x89PNG\r\n\x1a\nfake", "image/png"))
+    session = h.session([toolset()])
+    reader = h.open_stream(session.id)
+    h.send(
+        session.id,
+        {
+            "type": "user.message",
+            "content": [
+                {"type": "text", "text": "what do these say?"},
+                {"type": "document", "source": {"type": "file", "file_id": notes.id}},
+                {"type": "image", "source": {"type": "file", "file_id": picture.id}},
+            ],
+        },
+    )
+    h.wait_idles(reader, 1)
+    (request,) = h.requests()
+    blocks = [b for m in request["body"]["messages"] if m["role"] == "user" for b in m["content"]]
+    sources = [b["source"] for b in blocks if b["type"] in ("document", "image")]
+    assert sources == [
+        {"type": "text", "media_type": "text/plain", "data": "# plan\nship it"},
+        {"type": "base64", "media_type": "image/png", "data": base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()},
+    ], sources
+    listed = [e for e in h.listed(session.id) if e.type == "user.message"]
+    assert listed[0].content[1].source.type == "file", "the log keeps the block as sent"
 
 
 def test_a_message_queued_during_a_turn_is_echoed_unprocessed(harness: Harness) -> None:

@@ -724,7 +724,7 @@ pub async fn archive(
         attempt += 1;
         let worker_state = state.clone();
         match state.blocking(move |store| try_archive(&worker_state, store, &tenant, id, now)).await? {
-            ArchiveAttempt::Done(session) => break session,
+            ArchiveAttempt::Done(session) => break *session,
             ArchiveAttempt::Behind(written) if attempt < events::MAX_APPEND_ATTEMPTS => {
                 // Another append is not durable yet: wait for it, then check
                 // the status again at the new head (as a send does).
@@ -744,7 +744,7 @@ pub async fn archive(
 
 /// What one try at archiving found.
 enum ArchiveAttempt {
-    Done(StoredSession),
+    Done(Box<StoredSession>),
     /// Something was appended after the head the status was checked at.
     Behind(logbook_core::Seq),
 }
@@ -765,7 +765,7 @@ fn try_archive(
     let head = store.head(id)?.next;
     let (_, session) = load(store, tenant, id)?;
     if session.archived_at.is_some() {
-        return Ok(ArchiveAttempt::Done(with_log_state(store, session)?));
+        return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
     }
     let status = last_status(store, id)?;
     if status.as_ref().and_then(status_of) == Some(Status::Running) {
@@ -789,7 +789,7 @@ fn try_archive(
     for _ in 0..events::MAX_APPEND_ATTEMPTS {
         let (current_bytes, mut session) = load(store, tenant, id)?;
         if session.archived_at.is_some() {
-            return Ok(ArchiveAttempt::Done(with_log_state(store, session)?));
+            return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
         }
         session.archived_at = Some(now);
         session.updated_at = now;
@@ -797,7 +797,7 @@ fn try_archive(
         session.terminated_at.get_or_insert(now);
         let key = tenant.key(id.to_bytes());
         if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), Some(&to_bytes(&session)?))?.is_ok() {
-            return Ok(ArchiveAttempt::Done(with_log_state(store, session)?));
+            return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
         }
     }
     Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))

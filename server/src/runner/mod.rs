@@ -15,6 +15,7 @@
 //! through the session's connections in `crate::mcp`, which the task
 //! prepares when a turn starts.
 
+pub mod inline;
 pub mod pricing;
 pub mod server_tools;
 mod step;

@@ -407,8 +407,20 @@ impl Task {
         let (settings, record) = self.settings(&session);
         let mcp_names = options_from(&settings.options).mcp_tools;
         // Built from the recorded settings and the projected context: exactly
-        // what the state endpoint shows for this point of the log.
-        let request = crate::model::settings::request_from(&settings, &self.projection.context.messages_json());
+        // what the state endpoint shows for this point of the log, with file
+        // sources read from the Files API (`inline`).
+        let mut messages = self.projection.context.messages_json();
+        if super::inline::has_file_sources(&messages) {
+            let (tenant, now) = (self.tenant, self.state.now());
+            messages = self
+                .state
+                .blocking(move |store| {
+                    super::inline::inline_files(store, &tenant, now, &mut messages)?;
+                    Ok(messages)
+                })
+                .await?;
+        }
+        let request = crate::model::settings::request_from(&settings, &messages);
         let mut opening: Vec<(Option<EventId>, Event)> = record.into_iter().map(|event| (None, event)).collect();
         opening.push((None, Event::SpanModelRequestStart(SpanModelRequestStart {})));
         let started = self.append(opening).await?;

@@ -1,0 +1,256 @@
+//! File-sourced content made readable for the model.
+//!
+//! An `image` or `document` block may name a file of the Files API
+//! (`source: {type: "file", file_id}`). Those ids are Logbook's own and mean
+//! nothing to the Messages API, so before each model call the runner replaces
+//! such a source with the file's contents: base64 for images and PDFs, text
+//! for text files. The log keeps the block as the client sent it (the send
+//! checked that the file existed). A file that is gone by the time of the call
+//! (deleted, expired), too large, or of a type the model cannot read becomes a
+//! text block saying so, so that one bad block does not fail every call of
+//! the session.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use logbook_core::Timestamp;
+use logbook_store::SledStore;
+
+use crate::api::error::ApiError;
+use crate::api::files::{self, StoredFile};
+use crate::resources::content;
+use crate::tenancy::Tenant;
+
+/// Largest file inlined into a model request. The Messages API takes requests
+/// of up to 32 MB and base64 grows bytes by a third.
+pub const MAX_INLINE_FILE_BYTES: u64 = 20 * 1024 * 1024;
+
+/// Most bytes of files inlined into one request; past it, further files
+/// become text blocks saying they were left out.
+pub const MAX_INLINE_REQUEST_BYTES: u64 = 24 * 1024 * 1024;
+
+/// Image types the Messages API reads.
+const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// Whether any block in `messages` has a `file` source (the common case has
+/// none, and then the store is not touched).
+pub fn has_file_sources(messages: &[Value]) -> bool {
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::Array(items) => items.iter().any(walk),
+            Value::Object(map) => {
+                map.get("source").and_then(|source| source.get("type")).and_then(Value::as_str) == Some("file")
+                    || map.values().any(walk)
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
+        }
+    }
+    messages.iter().any(walk)
+}
+
+/// Replaces every `file` source in `messages` (at any depth: tool results
+/// hold blocks too) with the file's contents read from `store`.
+pub fn inline_files(
+    store: &SledStore,
+    tenant: &Tenant,
+    now: Timestamp,
+    messages: &mut [Value],
+) -> Result<(), ApiError> {
+    let mut budget = MAX_INLINE_REQUEST_BYTES;
+    for message in messages {
+        inline_in(store, tenant, now, message, &mut budget)?;
+    }
+    Ok(())
+}
+
+fn inline_in(
+    store: &SledStore,
+    tenant: &Tenant,
+    now: Timestamp,
+    value: &mut Value,
+    budget: &mut u64,
+) -> Result<(), ApiError> {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                inline_in(store, tenant, now, item, budget)?;
+            }
+        }
+        Value::Object(map) => {
+            let file_id = map
+                .get("source")
+                .filter(|source| source.get("type").and_then(Value::as_str) == Some("file"))
+                .and_then(|source| source.get("file_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let kind = map.get("type").and_then(Value::as_str).map(str::to_owned);
+            match (file_id, kind.as_deref()) {
+                (Some(file_id), Some(kind @ ("image" | "document"))) => {
+                    *value = resolved_block(store, tenant, now, value, kind, &file_id, budget)?;
+                }
+                (Some(_) | None, _) => {
+                    for item in map.values_mut() {
+                        inline_in(store, tenant, now, item, budget)?;
+                    }
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+    Ok(())
+}
+
+/// The block with its file source replaced, or a text block saying why not.
+fn resolved_block(
+    store: &SledStore,
+    tenant: &Tenant,
+    now: Timestamp,
+    block: &Value,
+    kind: &str,
+    file_id: &str,
+    budget: &mut u64,
+) -> Result<Value, ApiError> {
+    let note = |why: String| json!({"type": "text", "text": format!("[{kind} from file {file_id}: {why}]")});
+    let file = match files::parse_file_id(file_id).and_then(|id| files::load_live(store, tenant, id, now)) {
+        Ok(file) => file,
+        Err(err) if err.status.is_client_error() => return Ok(note("the file is no longer available".to_owned())),
+        Err(err) => return Err(err),
+    };
+    if file.size_bytes > MAX_INLINE_FILE_BYTES.min(*budget) {
+        return Ok(note(format!(
+            "{} bytes is more than this request can carry ({MAX_INLINE_FILE_BYTES} per file, \
+             {MAX_INLINE_REQUEST_BYTES} per request); it was left out",
+            file.size_bytes
+        )));
+    }
+    let source = match kind {
+        "image" if IMAGE_TYPES.contains(&file.mime_type.as_str()) => base64_source(store, &file)?,
+        "document" if file.mime_type == "application/pdf" => base64_source(store, &file)?,
+        "document" if file.mime_type.starts_with("text/") => {
+            let bytes = read(store, &file)?;
+            json!({"type": "text", "media_type": "text/plain", "data": String::from_utf8_lossy(&bytes)})
+        }
+        _ => {
+            return Ok(note(format!("the model cannot read a file of type {} here; it was left out", file.mime_type)));
+        }
+    };
+    *budget -= file.size_bytes;
+    let mut block = block.clone();
+    if let Some(map) = block.as_object_mut() {
+        map.insert("source".to_owned(), source);
+    }
+    Ok(block)
+}
+
+fn base64_source(store: &SledStore, file: &StoredFile) -> Result<Value, ApiError> {
+    let bytes = read(store, file)?;
+    Ok(json!({
+        "type": "base64",
+        "media_type": file.mime_type,
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+}
+
+fn read(store: &SledStore, file: &StoredFile) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(usize::try_from(file.size_bytes).unwrap_or(0));
+    content::copy_to(store, file.blob, file.size_bytes, &mut out).map_err(files::content_error)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use logbook_core::{FileId, WorkspaceId};
+    use logbook_store::SledOptions;
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_unix_micros(1_764_000_000_000_000)
+    }
+
+    fn upload(store: &SledStore, tenant: &Tenant, n: u128, mime_type: &str, bytes: &[u8]) -> String {
+        let stored = content::store_reader(store, bytes, content::MAX_FILE_BYTES).unwrap();
+        let file = StoredFile {
+            id: FileId::from_parts(1_764_000_000_000, n),
+            filename: format!("f{n}"),
+            mime_type: mime_type.to_owned(),
+            size_bytes: stored.size,
+            created_at: now(),
+            expires_at: None,
+            downloadable: false,
+            scope: None,
+            blob: stored.blob,
+            digest: stored.digest,
+        };
+        files::insert(store, tenant, &file).unwrap();
+        file.id.to_string()
+    }
+
+    fn image(file_id: &str) -> Value {
+        json!({"type": "image", "source": {"type": "file", "file_id": file_id}})
+    }
+
+    fn document(file_id: &str) -> Value {
+        json!({"type": "document", "title": "t", "source": {"type": "file", "file_id": file_id}})
+    }
+
+    #[test]
+    fn file_sources_become_contents_or_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let ours = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let theirs = Tenant { workspace: WorkspaceId::from_parts(1, 2) };
+        let png = upload(&store, &ours, 1, "image/png", b"\x89PNG fake");
+        let pdf = upload(&store, &ours, 2, "application/pdf", b"%PDF-1.7 fake");
+        let text = upload(&store, &ours, 3, "text/markdown", "# notes é".as_bytes());
+        let zip = upload(&store, &ours, 4, "application/zip", b"PK");
+        let other = upload(&store, &theirs, 5, "text/plain", b"their secret");
+        let mut messages = vec![
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "look"}, image(&png), document(&pdf), document(&text),
+                document(&zip), document(&other), image("file_011CNha8iCJcU1wXNR6q4V8w"),
+            ]}),
+            // A custom tool's result holds blocks of its own.
+            json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image(&png)]}]}),
+        ];
+        assert!(has_file_sources(&messages));
+        inline_files(&store, &ours, now(), &mut messages).unwrap();
+        assert!(!has_file_sources(&messages), "{messages:?}");
+        let blocks = messages[0]["content"].as_array().unwrap();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(blocks[0], json!({"type": "text", "text": "look"}));
+        assert_eq!(
+            blocks[1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": b64(b"\x89PNG fake")})
+        );
+        assert_eq!(blocks[2]["source"]["data"], b64(b"%PDF-1.7 fake"));
+        assert_eq!(blocks[2]["title"], "t", "the block's other fields stay");
+        assert_eq!(blocks[3]["source"], json!({"type": "text", "media_type": "text/plain", "data": "# notes é"}));
+        for (idx, why) in
+            [(4, "cannot read a file of type application/zip"), (5, "no longer available"), (6, "no longer available")]
+        {
+            assert_eq!(blocks[idx]["type"], "text", "{idx}: {}", blocks[idx]);
+            assert!(blocks[idx]["text"].as_str().unwrap().contains(why), "{idx}: {}", blocks[idx]);
+        }
+        assert!(!blocks[5].to_string().contains("their secret"), "another workspace's file is never read");
+        assert_eq!(messages[1]["content"][0]["content"][0]["source"]["type"], "base64");
+    }
+
+    #[test]
+    fn files_past_the_request_budget_are_left_out_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let big = vec![b'x'; usize::try_from(MAX_INLINE_FILE_BYTES).unwrap()];
+        let first = upload(&store, &tenant, 1, "text/plain", &big);
+        let second = upload(&store, &tenant, 2, "text/plain", &big[..big.len() / 2]);
+        let mut messages = vec![json!({"role": "user", "content": [document(&first), document(&second)]})];
+        inline_files(&store, &tenant, now(), &mut messages).unwrap();
+        assert_eq!(messages[0]["content"][0]["source"]["type"], "text");
+        let left_out = &messages[0]["content"][1];
+        assert_eq!(left_out["type"], "text");
+        assert!(left_out["text"].as_str().unwrap().contains("left out"), "{left_out}");
+    }
+}
