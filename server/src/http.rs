@@ -12,8 +12,10 @@
 //! beta header check, authentication, the credential's scope (each route says
 //! which credentials it takes: API keys, or also the environment keys and
 //! sessions tokens of self-hosted workers; see `api::work::access`), the rate
-//! limit and the request timeout. Every request's body must arrive in time
-//! (`body_deadline`, [`crate::transport::DeadlineBody`]).
+//! limit, the body limit (32 MB, the file upload's own above it; also on
+//! routes whose handler reads no body) and the request timeout. Every
+//! request's body must arrive in time (`body_deadline`,
+//! [`crate::transport::DeadlineBody`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,7 +98,9 @@ pub enum ParamKind {
 /// What a route's handler reads as its request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestBody {
-    /// Nothing.
+    /// Nothing. A body sent anyway is still held to the limit: the guard
+    /// reads it (at most [`MAX_BODY_BYTES`]) before the handler runs, and
+    /// hands the handler the same bytes.
     None,
     /// A JSON object with required fields: the route needs a body.
     Json,
@@ -153,20 +157,37 @@ fn query_spec(path: &'static str, summary: &'static str, query: &'static [QueryP
     RouteSpec { query, ..spec(Method::GET, path, summary) }
 }
 
-/// What the guard needs to know of a route: who may call it, and whether it
-/// streams (no request timeout).
+/// What the guard needs to know of a route: who may call it, whether it
+/// streams (no request timeout), and its body's limit.
 #[derive(Debug, Clone, Copy)]
 struct RouteRule {
     access: Access,
     streaming: bool,
+    max_body_bytes: usize,
+    /// The handler reads no body, so the guard reads it first to hold it to
+    /// `max_body_bytes` ([`RequestBody::None`]).
+    read_body_first: bool,
 }
 
 impl RouteRule {
-    /// A method the route does not have (answered 405): API keys.
-    const UNMATCHED: RouteRule = RouteRule { access: Access::API_KEY, streaming: false };
+    /// A method the route does not have (answered 405): API keys and the
+    /// API's body limit; the answer reads no body, so none is read.
+    const UNMATCHED: RouteRule =
+        RouteRule { access: Access::API_KEY, streaming: false, max_body_bytes: MAX_BODY_BYTES, read_body_first: false };
 
     fn of(spec: &RouteSpec) -> RouteRule {
-        RouteRule { access: spec.access, streaming: spec.streaming }
+        let read_body_first = match spec.body {
+            RequestBody::None => true,
+            // The handler's extractor reads the body, within the route's
+            // `DefaultBodyLimit`.
+            RequestBody::Json | RequestBody::OptionalJson | RequestBody::Multipart => false,
+        };
+        RouteRule {
+            access: spec.access,
+            streaming: spec.streaming,
+            max_body_bytes: spec.max_body_bytes(),
+            read_body_first,
+        }
     }
 }
 
@@ -766,40 +787,82 @@ pub fn has_beta(headers: &axum::http::HeaderMap, beta: &str) -> bool {
         .any(|b| b.trim() == beta)
 }
 
-/// Beta header, authentication, rate limit and timeout for API routes.
+/// Beta header, authentication, rate limit, body limit and timeout for API
+/// routes.
 async fn guard(
     State((state, rules)): State<(AppState, Arc<RouteRules>)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match admit(&state, &rules, &mut request).await {
-        Ok(rule) => {
-            if rule.streaming {
-                return next.run(request).await;
-            }
-            let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-            let body = request.extensions().get::<Arc<BodyProgress>>().cloned();
-            match tokio::time::timeout(state.config().request_timeout, next.run(request)).await {
-                Ok(response) => response,
-                Err(_) if body.is_some_and(|body| body.waiting_for_client()) => {
-                    // The handler was waiting for the rest of the body: the
-                    // client's slowness, not ours, and nothing was done yet.
-                    let timeout = state.config().request_timeout.as_secs_f64();
-                    body_too_slow(format!("the request body was still arriving when the request's {timeout} s ran out"))
-                }
-                Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
-                Err(_) => {
-                    // The write may still land (work handed to the store goes
-                    // on): a blind retry could make it twice. Read, then decide.
-                    let mut err =
-                        ApiError::timeout("the request took too long; it may still take effect: check before retrying");
-                    err.should_retry = Some(false);
-                    err.into_response()
-                }
-            }
-        }
-        Err(err) => err.into_response(),
+    let rule = match admit(&state, &rules, &mut request).await {
+        Ok(rule) => rule,
+        Err(err) => return err.into_response(),
+    };
+    // A declared length over the limit is refused before anything reads
+    // the body, on every route: those whose handler never reads it too.
+    if declared_length(&request).is_some_and(|n| n > rule.max_body_bytes) {
+        return body_too_large(rule.max_body_bytes).into_response();
     }
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    let body = request.extensions().get::<Arc<BodyProgress>>().cloned();
+    let run = async move {
+        let request =
+            if rule.read_body_first { read_unread_body(request, rule.max_body_bytes).await? } else { request };
+        Ok::<_, ApiError>(next.run(request).await)
+    };
+    if rule.streaming {
+        return run.await.unwrap_or_else(IntoResponse::into_response);
+    }
+    match tokio::time::timeout(state.config().request_timeout, run).await {
+        Ok(response) => response.unwrap_or_else(IntoResponse::into_response),
+        Err(_) if body.is_some_and(|body| body.waiting_for_client()) => {
+            // The handler was waiting for the rest of the body: the
+            // client's slowness, not ours, and nothing was done yet.
+            let timeout = state.config().request_timeout.as_secs_f64();
+            body_too_slow(format!("the request body was still arriving when the request's {timeout} s ran out"))
+        }
+        Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
+        Err(_) => {
+            // The write may still land (work handed to the store goes
+            // on): a blind retry could make it twice. Read, then decide.
+            let mut err =
+                ApiError::timeout("the request took too long; it may still take effect: check before retrying");
+            err.should_retry = Some(false);
+            err.into_response()
+        }
+    }
+}
+
+/// The request's `content-length`, if it has one that parses.
+fn declared_length(request: &Request) -> Option<usize> {
+    request.headers().get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
+}
+
+/// The request of a route whose handler reads no body, with its body read
+/// first, so that a body sent without a `content-length` (chunked) is held
+/// to the limit as well: over `limit` bytes is a 413 and the handler does
+/// not run. The handler gets the same bytes. An empty body (nearly every
+/// such request) is not touched.
+async fn read_unread_body(request: Request, limit: usize) -> Result<Request, ApiError> {
+    use futures_util::StreamExt;
+    if http_body::Body::is_end_stream(request.body()) {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|err| ApiError::invalid(format!("could not read the request body: {err}")))?;
+        if bytes.len().saturating_add(chunk.len()) > limit {
+            return Err(body_too_large(limit));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// Whether requests to `path` (a request's path, or a route's template) must

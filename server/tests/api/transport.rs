@@ -753,6 +753,35 @@ async fn openapi_lists_the_operational_routes_the_router_serves() {
 }
 
 #[tokio::test]
+async fn a_streamed_body_over_32_mb_is_413_on_routes_that_ignore_their_body() {
+    // Goal: the body limit holds on a route whose handler reads no body
+    // even when the body comes without a content-length (chunked): the
+    // server reads it (at most 32 MB) before the handler runs, refuses it
+    // past the limit and changes nothing; a small streamed body is read and
+    // ignored. Method: archive an agent with a streamed 33 MB body, then
+    // with a streamed `{}`.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let path = format!("/v1/agents/{}/archive", id(&agent));
+    let archive = |chunks: Vec<Result<Vec<u8>, std::io::Error>>| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(&path)
+            .header("anthropic-beta", MANAGED_AGENTS_BETA)
+            .header("x-api-key", h.key_a.as_str())
+            .header("content-type", "application/json")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap()
+    };
+    let big = (0..33).map(|_| Ok(vec![b' '; 1024 * 1024])).collect();
+    h.raw(archive(big)).await.error(413, "request_too_large");
+    let unchanged = h.get(&format!("/v1/agents/{}", id(&agent))).await.ok();
+    assert_eq!(unchanged["archived_at"], serde_json::Value::Null, "a refused archive changes nothing");
+    let archived = h.raw(archive(vec![Ok(b"{}".to_vec())])).await.ok();
+    assert!(archived["archived_at"].is_string(), "{archived}");
+}
+
+#[tokio::test]
 async fn openapi_requires_a_request_body_where_the_handler_needs_one() {
     // Goal: the document describes each route's body as its handler reads
     // it: creates need a JSON body, updates of optional fields take an
