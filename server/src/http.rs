@@ -2,16 +2,20 @@
 //! operational endpoints (`/healthz`, `/metrics`, `/openapi.json`).
 //!
 //! [`routes`] is the single list of API routes: the router is built from it,
-//! the OpenAPI document is generated from it, and the tenant-isolation test
+//! the OpenAPI document is generated from it (with each route's query
+//! parameters, request body and response), and the tenant-isolation test
 //! walks it, so a route cannot exist without being documented and tested.
+//! [`operational_routes`] lists the others the router serves, also documented.
 //!
 //! Middleware, outermost first: request id (every response gets `request-id`,
 //! and error bodies get `request_id`) and metrics; then, on API routes, the
 //! beta header check, authentication, the credential's scope (each route says
 //! which credentials it takes: API keys, or also the environment keys and
 //! sessions tokens of self-hosted workers; see `api::work::access`), the rate
-//! limit and the request timeout. Every request's body must arrive in time
-//! (`body_deadline`, [`crate::transport::DeadlineBody`]).
+//! limit, the body limit (32 MB, the file upload's own above it; also on
+//! routes whose handler reads no body) and the request timeout. Every
+//! request's body must arrive in time (`body_deadline`,
+//! [`crate::transport::DeadlineBody`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,10 +54,87 @@ pub struct RouteSpec {
     /// Which credentials it takes (API keys only, unless it is a route the
     /// self-hosted workers call).
     pub access: Access,
+    /// The query parameters its handler reads (`api::wire::Query`).
+    pub query: &'static [QueryParam],
+    /// What its handler reads as the request body.
+    pub body: RequestBody,
+    /// What it answers with on success.
+    pub response: ResponseBody,
+}
+
+impl RouteSpec {
+    /// The largest request body the route takes: the API's 32 MB, or the
+    /// file upload's own limit.
+    pub fn max_body_bytes(&self) -> usize {
+        match self.body {
+            RequestBody::None | RequestBody::Json | RequestBody::OptionalJson => MAX_BODY_BYTES,
+            RequestBody::Multipart => files::MAX_UPLOAD_BODY_BYTES,
+        }
+    }
+}
+
+/// A query parameter a route's handler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryParam {
+    /// As the SDK sends it: arrays as `name[]`, ranges as `name[gte]`.
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub description: &'static str,
+}
+
+/// The type of a query parameter's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+    /// An RFC 3339 datetime or a bare date.
+    DateTime,
+    /// Repeated: `name[]=a&name[]=b`.
+    StringArray,
+}
+
+/// What a route's handler reads as its request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// Nothing. A body sent anyway is still held to the limit: the guard
+    /// reads it (at most [`MAX_BODY_BYTES`]) before the handler runs, and
+    /// hands the handler the same bytes.
+    None,
+    /// A JSON object with required fields: the route needs a body.
+    Json,
+    /// A JSON object whose fields are all optional; an empty body reads as `{}`.
+    OptionalJson,
+    /// `multipart/form-data` with a `file` part (the file upload).
+    Multipart,
+}
+
+/// What a route answers with on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    Json,
+    /// Server-sent events.
+    EventStream,
+    /// A file's bytes.
+    Bytes,
+    /// JSON Lines (an exported bundle).
+    JsonLines,
+    /// Prometheus' text format.
+    Text,
 }
 
 fn spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec {
-    RouteSpec { method, path, summary, streaming: false, access: Access::API_KEY }
+    RouteSpec {
+        method,
+        path,
+        summary,
+        streaming: false,
+        access: Access::API_KEY,
+        query: &[],
+        body: RequestBody::None,
+        response: ResponseBody::Json,
+    }
 }
 
 /// A route the self-hosted workers call, taking `access`.
@@ -61,27 +142,83 @@ fn worker_spec(method: Method, path: &'static str, summary: &'static str, access
     RouteSpec { access, ..spec(method, path, summary) }
 }
 
-/// Which credentials each route (method, path template) takes.
-/// Per route (method, path pattern): who may call it, and whether it streams
-/// (no request timeout).
-type AccessTable = std::collections::HashMap<(Method, &'static str), (Access, bool)>;
+/// A route that reads a JSON body with required fields.
+fn json_spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec {
+    RouteSpec { body: RequestBody::Json, ..spec(method, path, summary) }
+}
+
+/// A route that reads a JSON body whose fields are all optional.
+fn optional_json_spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec {
+    RouteSpec { body: RequestBody::OptionalJson, ..spec(method, path, summary) }
+}
+
+/// A GET route whose handler reads `query`.
+fn query_spec(path: &'static str, summary: &'static str, query: &'static [QueryParam]) -> RouteSpec {
+    RouteSpec { query, ..spec(Method::GET, path, summary) }
+}
+
+/// What the guard needs to know of a route: who may call it, whether it
+/// streams (no request timeout), and its body's limit.
+#[derive(Debug, Clone, Copy)]
+struct RouteRule {
+    access: Access,
+    streaming: bool,
+    max_body_bytes: usize,
+    /// The handler reads no body, so the guard reads it first to hold it to
+    /// `max_body_bytes` ([`RequestBody::None`]).
+    read_body_first: bool,
+}
+
+impl RouteRule {
+    /// A method the route does not have (answered 405): API keys and the
+    /// API's body limit; the answer reads no body, so none is read.
+    const UNMATCHED: RouteRule =
+        RouteRule { access: Access::API_KEY, streaming: false, max_body_bytes: MAX_BODY_BYTES, read_body_first: false };
+
+    fn of(spec: &RouteSpec) -> RouteRule {
+        let read_body_first = match spec.body {
+            RequestBody::None => true,
+            // The handler's extractor reads the body, within the route's
+            // `DefaultBodyLimit`.
+            RequestBody::Json | RequestBody::OptionalJson | RequestBody::Multipart => false,
+        };
+        RouteRule {
+            access: spec.access,
+            streaming: spec.streaming,
+            max_body_bytes: spec.max_body_bytes(),
+            read_body_first,
+        }
+    }
+}
+
+/// The rule of each route, by method and path template.
+type RouteRules = std::collections::HashMap<(Method, &'static str), RouteRule>;
 
 /// Every authenticated API route with its handler.
 fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut routes = vec![
-        (spec(Method::POST, "/v1/agents", "Create an agent"), post(agents::create)),
-        (spec(Method::GET, "/v1/agents", "List agents"), get(agents::list)),
-        (spec(Method::GET, "/v1/agents/{agent_id}", "Retrieve an agent (optionally a version)"), get(agents::retrieve)),
-        (spec(Method::POST, "/v1/agents/{agent_id}", "Update an agent (new version)"), post(agents::update)),
+        (json_spec(Method::POST, "/v1/agents", "Create an agent"), post(agents::create)),
+        (query_spec("/v1/agents", "List agents", query::AGENTS), get(agents::list)),
+        (
+            query_spec("/v1/agents/{agent_id}", "Retrieve an agent (optionally a version)", query::AGENT),
+            get(agents::retrieve),
+        ),
+        (
+            optional_json_spec(Method::POST, "/v1/agents/{agent_id}", "Update an agent (new version)"),
+            post(agents::update),
+        ),
         (spec(Method::POST, "/v1/agents/{agent_id}/archive", "Archive an agent"), post(agents::archive)),
-        (spec(Method::GET, "/v1/agents/{agent_id}/versions", "List an agent's versions"), get(agents::versions)),
-        (spec(Method::POST, "/v1/environments", "Create an environment"), post(environments::create)),
-        (spec(Method::GET, "/v1/environments", "List environments"), get(environments::list)),
+        (query_spec("/v1/agents/{agent_id}/versions", "List an agent's versions", query::PAGED), get(agents::versions)),
+        (json_spec(Method::POST, "/v1/environments", "Create an environment"), post(environments::create)),
+        (query_spec("/v1/environments", "List environments", query::ENVIRONMENTS), get(environments::list)),
         (
             spec(Method::GET, "/v1/environments/{environment_id}", "Retrieve an environment"),
             get(environments::retrieve),
         ),
-        (spec(Method::POST, "/v1/environments/{environment_id}", "Update an environment"), post(environments::update)),
+        (
+            optional_json_spec(Method::POST, "/v1/environments/{environment_id}", "Update an environment"),
+            post(environments::update),
+        ),
         (
             spec(Method::DELETE, "/v1/environments/{environment_id}", "Delete an environment"),
             delete(environments::delete),
@@ -90,28 +227,39 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             spec(Method::POST, "/v1/environments/{environment_id}/archive", "Archive an environment"),
             post(environments::archive),
         ),
-        (spec(Method::POST, "/v1/sessions", "Create a session"), post(sessions::create)),
-        (spec(Method::GET, "/v1/sessions", "List sessions"), get(sessions::list)),
+        (json_spec(Method::POST, "/v1/sessions", "Create a session"), post(sessions::create)),
+        (query_spec("/v1/sessions", "List sessions", query::SESSIONS), get(sessions::list)),
         (
             worker_spec(Method::GET, "/v1/sessions/{session_id}", "Retrieve a session", Access::ANY),
             get(sessions::retrieve),
         ),
-        (spec(Method::POST, "/v1/sessions/{session_id}", "Update a session"), post(sessions::update)),
+        (optional_json_spec(Method::POST, "/v1/sessions/{session_id}", "Update a session"), post(sessions::update)),
         (spec(Method::DELETE, "/v1/sessions/{session_id}", "Delete a session"), delete(sessions::delete)),
         (spec(Method::POST, "/v1/sessions/{session_id}/archive", "Archive a session"), post(sessions::archive)),
         (
-            worker_spec(Method::GET, "/v1/sessions/{session_id}/events", "List a session's events", Access::ANY),
+            RouteSpec {
+                access: Access::ANY,
+                ..query_spec("/v1/sessions/{session_id}/events", "List a session's events", query::EVENTS)
+            },
             get(events::list),
         ),
         (
-            worker_spec(Method::POST, "/v1/sessions/{session_id}/events", "Send events to a session", Access::ANY),
+            RouteSpec {
+                access: Access::ANY,
+                ..json_spec(Method::POST, "/v1/sessions/{session_id}/events", "Send events to a session")
+            },
             post(events::send),
         ),
         (
             RouteSpec {
                 streaming: true,
                 access: Access::ANY,
-                ..spec(Method::GET, "/v1/sessions/{session_id}/events/stream", "Stream a session's events (SSE)")
+                response: ResponseBody::EventStream,
+                ..query_spec(
+                    "/v1/sessions/{session_id}/events/stream",
+                    "Stream a session's events (SSE)",
+                    query::STREAM,
+                )
             },
             get(stream::stream),
         ),
@@ -124,21 +272,37 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 
 /// The Files API and session resources.
 fn files_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
-    let upload = post(files::upload).layer(DefaultBodyLimit::max(files::MAX_UPLOAD_BODY_BYTES));
     let resource = "/v1/sessions/{session_id}/resources/{resource_id}";
     vec![
-        (RouteSpec { streaming: true, ..spec(Method::POST, "/v1/files", "Upload a file (multipart)") }, upload),
-        (spec(Method::GET, "/v1/files", "List files (optionally of one session: scope_id)"), get(files::list)),
+        (
+            RouteSpec {
+                streaming: true,
+                body: RequestBody::Multipart,
+                ..spec(Method::POST, "/v1/files", "Upload a file (multipart)")
+            },
+            post(files::upload),
+        ),
+        (query_spec("/v1/files", "List files (optionally of one session: scope_id)", query::FILES), get(files::list)),
         (spec(Method::GET, "/v1/files/{file_id}", "Retrieve a file's metadata"), get(files::retrieve)),
         (spec(Method::DELETE, "/v1/files/{file_id}", "Delete a file"), delete(files::delete)),
         (
-            RouteSpec { streaming: true, ..spec(Method::GET, "/v1/files/{file_id}/content", "Download a file") },
+            RouteSpec {
+                streaming: true,
+                response: ResponseBody::Bytes,
+                ..spec(Method::GET, "/v1/files/{file_id}/content", "Download a file")
+            },
             get(files::content),
         ),
-        (spec(Method::POST, "/v1/sessions/{session_id}/resources", "Add a file to a session"), post(resources::add)),
-        (spec(Method::GET, "/v1/sessions/{session_id}/resources", "List a session's resources"), get(resources::list)),
+        (
+            json_spec(Method::POST, "/v1/sessions/{session_id}/resources", "Add a file to a session"),
+            post(resources::add),
+        ),
+        (
+            query_spec("/v1/sessions/{session_id}/resources", "List a session's resources", query::PAGED),
+            get(resources::list),
+        ),
         (spec(Method::GET, resource, "Retrieve a session resource"), get(resources::retrieve)),
-        (spec(Method::POST, resource, "Rotate a repository resource's token"), post(resources::update)),
+        (json_spec(Method::POST, resource, "Rotate a repository resource's token"), post(resources::update)),
         (spec(Method::DELETE, resource, "Remove a file from a session"), delete(resources::delete)),
     ]
 }
@@ -149,12 +313,10 @@ fn work_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     const ITEM: &str = "/v1/environments/{environment_id}/work/{work_id}";
     vec![
         (
-            worker_spec(
-                Method::GET,
-                "/v1/environments/{environment_id}/work/poll",
-                "Long-poll for a work item",
-                Access::ENVIRONMENT_KEY,
-            ),
+            RouteSpec {
+                access: Access::ENVIRONMENT_KEY,
+                ..query_spec("/v1/environments/{environment_id}/work/poll", "Long-poll for a work item", query::POLL)
+            },
             get(work::poll),
         ),
         (
@@ -167,26 +329,37 @@ fn work_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             post(work::ack),
         ),
         (
-            worker_spec(
-                Method::POST,
-                "/v1/environments/{environment_id}/work/{work_id}/heartbeat",
-                "Renew a work item's lease",
-                Access::WORKER,
-            ),
+            RouteSpec {
+                query: query::HEARTBEAT,
+                ..worker_spec(
+                    Method::POST,
+                    "/v1/environments/{environment_id}/work/{work_id}/heartbeat",
+                    "Renew a work item's lease",
+                    Access::WORKER,
+                )
+            },
             post(work::heartbeat),
         ),
         (
-            worker_spec(
-                Method::POST,
-                "/v1/environments/{environment_id}/work/{work_id}/stop",
-                "Stop a work item",
-                Access::ANY,
-            ),
+            RouteSpec {
+                access: Access::ANY,
+                ..optional_json_spec(
+                    Method::POST,
+                    "/v1/environments/{environment_id}/work/{work_id}/stop",
+                    "Stop a work item",
+                )
+            },
             post(work::stop),
         ),
         (spec(Method::GET, ITEM, "Retrieve a work item"), get(work::retrieve)),
-        (spec(Method::POST, ITEM, "Update a work item's metadata"), post(work::update)),
-        (worker_spec(Method::GET, QUEUE, "List an environment's work items", Access::ENVIRONMENT_KEY), get(work::list)),
+        (json_spec(Method::POST, ITEM, "Update a work item's metadata"), post(work::update)),
+        (
+            RouteSpec {
+                access: Access::ENVIRONMENT_KEY,
+                ..query_spec(QUEUE, "List an environment's work items", query::PAGED)
+            },
+            get(work::list),
+        ),
         (
             worker_spec(
                 Method::GET,
@@ -211,12 +384,13 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (
             RouteSpec {
                 streaming: true,
+                response: ResponseBody::JsonLines,
                 ..spec(Method::GET, "/x/v1/sessions/{session_id}/export", "Export a session as a verifiable bundle")
             },
             get(x::audit::export),
         ),
         (
-            spec(
+            json_spec(
                 Method::POST,
                 "/x/v1/sessions/{session_id}/consistency",
                 "Check that the log extends an earlier signed head",
@@ -224,7 +398,11 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             post(x::audit::check_consistency),
         ),
         (
-            spec(Method::GET, "/x/v1/sessions/{session_id}/slice", "A filtered, budgeted view of a session's events"),
+            query_spec(
+                "/x/v1/sessions/{session_id}/slice",
+                "A filtered, budgeted view of a session's events",
+                query::SLICE,
+            ),
             get(x::slice::slice),
         ),
         (
@@ -232,19 +410,34 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             get(x::slice::event),
         ),
         (
-            spec(Method::GET, "/x/v1/sessions/{session_id}/context", "A session's context fitted to a token budget"),
+            query_spec(
+                "/x/v1/sessions/{session_id}/context",
+                "A session's context fitted to a token budget",
+                query::CONTEXT,
+            ),
             get(x::state::context),
         ),
         (
-            spec(Method::GET, "/x/v1/sessions/{session_id}/state", "A session's state after any seq"),
+            query_spec("/x/v1/sessions/{session_id}/state", "A session's state after any seq", query::AT_SEQ_ONLY),
             get(x::state::state),
         ),
         (
-            spec(Method::GET, "/x/v1/sessions/{session_id}/files/{*path}", "A workspace file's bytes at any seq"),
+            RouteSpec {
+                response: ResponseBody::Bytes,
+                ..query_spec(
+                    "/x/v1/sessions/{session_id}/files/{*path}",
+                    "A workspace file's bytes at any seq",
+                    query::AT_SEQ_ONLY,
+                )
+            },
             get(x::state::file),
         ),
         (
-            spec(Method::POST, "/x/v1/sessions/{session_id}/fork", "A new session continuing this one from any seq"),
+            json_spec(
+                Method::POST,
+                "/x/v1/sessions/{session_id}/fork",
+                "A new session continuing this one from any seq",
+            ),
             post(x::fork::fork),
         ),
         (
@@ -258,26 +451,132 @@ fn x_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
+/// The query parameters of the route table, as the handlers read them.
+mod query {
+    use super::{ParamKind, QueryParam};
+
+    const fn param(name: &'static str, kind: ParamKind, description: &'static str) -> QueryParam {
+        QueryParam { name, kind, description }
+    }
+
+    const LIMIT: QueryParam = param("limit", ParamKind::Integer, "Page size");
+    const PAGE: QueryParam = param("page", ParamKind::String, "The cursor of the page to read (a list's next_page)");
+    const ORDER: QueryParam = param("order", ParamKind::String, "asc or desc");
+    const INCLUDE_ARCHIVED: QueryParam =
+        param("include_archived", ParamKind::Boolean, "Whether archived objects are listed too");
+    const CREATED_GT: QueryParam = param("created_at[gt]", ParamKind::DateTime, "Created after");
+    const CREATED_GTE: QueryParam = param("created_at[gte]", ParamKind::DateTime, "Created at or after");
+    const CREATED_LT: QueryParam = param("created_at[lt]", ParamKind::DateTime, "Created before");
+    const CREATED_LTE: QueryParam = param("created_at[lte]", ParamKind::DateTime, "Created at or before");
+    const AT_SEQ: QueryParam = param("at_seq", ParamKind::Integer, "The seq to answer as of (default: the last)");
+    const BUDGET_TOKENS: QueryParam = param("budget_tokens", ParamKind::Integer, "The token budget");
+    const TYPES: QueryParam = param("types[]", ParamKind::StringArray, "Only events of these types");
+
+    pub(super) const PAGED: &[QueryParam] = &[LIMIT, PAGE];
+    pub(super) const AGENTS: &[QueryParam] =
+        &[LIMIT, PAGE, INCLUDE_ARCHIVED, CREATED_GT, CREATED_GTE, CREATED_LT, CREATED_LTE];
+    pub(super) const AGENT: &[QueryParam] =
+        &[param("version", ParamKind::Integer, "The version to retrieve (default: the latest)")];
+    pub(super) const ENVIRONMENTS: &[QueryParam] = &[LIMIT, PAGE, INCLUDE_ARCHIVED];
+    pub(super) const SESSIONS: &[QueryParam] = &[
+        LIMIT,
+        PAGE,
+        ORDER,
+        INCLUDE_ARCHIVED,
+        CREATED_GT,
+        CREATED_GTE,
+        CREATED_LT,
+        CREATED_LTE,
+        param("statuses[]", ParamKind::StringArray, "Only sessions with these statuses"),
+        param("agent_id", ParamKind::String, "Only sessions of this agent"),
+        param("agent_version", ParamKind::Integer, "Only sessions of this version of agent_id"),
+        param("deployment_id", ParamKind::String, "Logbook has no deployments: matches nothing"),
+        param("memory_store_id", ParamKind::String, "Logbook has no memory stores: matches nothing"),
+    ];
+    pub(super) const EVENTS: &[QueryParam] =
+        &[LIMIT, PAGE, ORDER, CREATED_GT, CREATED_GTE, CREATED_LT, CREATED_LTE, TYPES];
+    pub(super) const STREAM: &[QueryParam] = &[param(
+        "event_deltas[]",
+        ParamKind::StringArray,
+        "Also stream the deltas of these events (agent.message, agent.thinking)",
+    )];
+    pub(super) const FILES: &[QueryParam] = &[
+        LIMIT,
+        PAGE,
+        param("scope_id", ParamKind::String, "Only the files of this session (needs the Managed Agents beta)"),
+        param("ids[]", ParamKind::StringArray, "Only these files (not with limit or page)"),
+    ];
+    pub(super) const POLL: &[QueryParam] = &[
+        param("block_ms", ParamKind::Integer, "How long to wait for an item (omit for a poll that does not wait)"),
+        param("reclaim_older_than_ms", ParamKind::Integer, "Claim items claimed but not acked for this long"),
+    ];
+    pub(super) const HEARTBEAT: &[QueryParam] = &[
+        param("desired_ttl_seconds", ParamKind::Integer, "The lease's new time to live"),
+        param(
+            "expected_last_heartbeat",
+            ParamKind::String,
+            "The last_heartbeat of the previous heartbeat (the first: the lease's no-heartbeat marker)",
+        ),
+    ];
+    pub(super) const SLICE: &[QueryParam] = &[
+        TYPES,
+        param("tools[]", ParamKind::StringArray, "Only the calls and results of these tools"),
+        param("path", ParamKind::String, "Only the tool calls that touched this path, with their results"),
+        param("include_internal", ParamKind::Boolean, "Whether internal (x.*) events are included"),
+        param("from_seq", ParamKind::Integer, "The first seq"),
+        param("to_seq", ParamKind::Integer, "The last seq"),
+        param("last_turns", ParamKind::Integer, "Only the last this many turns"),
+        BUDGET_TOKENS,
+        LIMIT,
+        ORDER,
+    ];
+    pub(super) const CONTEXT: &[QueryParam] = &[AT_SEQ, BUDGET_TOKENS];
+    pub(super) const AT_SEQ_ONLY: &[QueryParam] = &[AT_SEQ];
+}
+
 /// The API route table (without handlers).
 pub fn routes() -> Vec<RouteSpec> {
     table().into_iter().map(|(spec, _)| spec).collect()
 }
 
+/// A route outside the API: a GET that takes no key and no beta header, and
+/// is not rate limited.
+#[derive(Debug, Clone)]
+pub struct OperationalRoute {
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub response: ResponseBody,
+}
+
+/// The operational routes with their handlers.
+fn operational_table() -> Vec<(OperationalRoute, MethodRouter<AppState>)> {
+    let route = |path, summary, response| OperationalRoute { path, summary, response };
+    vec![
+        (route("/healthz", "Liveness and store health", ResponseBody::Json), get(healthz)),
+        (route("/health", "Liveness and store health (as /healthz)", ResponseBody::Json), get(healthz)),
+        (route("/metrics", "Prometheus metrics", ResponseBody::Text), get(metrics)),
+        (route("/openapi.json", "This document", ResponseBody::Json), get(openapi_doc)),
+    ]
+}
+
+/// The operational routes (without handlers).
+pub fn operational_routes() -> Vec<OperationalRoute> {
+    operational_table().into_iter().map(|(route, _)| route).collect()
+}
+
 pub fn app(state: AppState) -> Router {
     let mut api = Router::new();
-    let mut access = AccessTable::new();
+    let mut rules = RouteRules::new();
     for (spec, handler) in table() {
-        access.insert((spec.method.clone(), spec.path), (spec.access, spec.streaming));
-        api = api.route(spec.path, handler);
+        rules.insert((spec.method.clone(), spec.path), RouteRule::of(&spec));
+        api = api.route(spec.path, handler.layer(DefaultBodyLimit::max(spec.max_body_bytes())));
     }
-    let api = api
-        .layer(middleware::from_fn_with_state((state.clone(), Arc::new(access)), guard))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/health", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_doc))
+    let api = api.layer(middleware::from_fn_with_state((state.clone(), Arc::new(rules)), guard));
+    let mut router = Router::new();
+    for (route, handler) in operational_table() {
+        router = router.route(route.path, handler);
+    }
+    router
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -322,7 +621,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn openapi_doc() -> Json<Value> {
-    Json(openapi::document(&routes()))
+    Json(openapi::document(&routes(), &operational_routes()))
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
@@ -488,51 +787,99 @@ pub fn has_beta(headers: &axum::http::HeaderMap, beta: &str) -> bool {
         .any(|b| b.trim() == beta)
 }
 
-/// Beta header, authentication, rate limit and timeout for API routes.
+/// Beta header, authentication, rate limit, body limit and timeout for API
+/// routes.
 async fn guard(
-    State((state, access)): State<(AppState, Arc<AccessTable>)>,
+    State((state, rules)): State<(AppState, Arc<RouteRules>)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match admit(&state, &access, &mut request).await {
-        Ok(streaming) => {
-            if streaming {
-                return next.run(request).await;
-            }
-            let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-            let body = request.extensions().get::<Arc<BodyProgress>>().cloned();
-            match tokio::time::timeout(state.config().request_timeout, next.run(request)).await {
-                Ok(response) => response,
-                Err(_) if body.is_some_and(|body| body.waiting_for_client()) => {
-                    // The handler was waiting for the rest of the body: the
-                    // client's slowness, not ours, and nothing was done yet.
-                    let timeout = state.config().request_timeout.as_secs_f64();
-                    body_too_slow(format!("the request body was still arriving when the request's {timeout} s ran out"))
-                }
-                Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
-                Err(_) => {
-                    // The write may still land (work handed to the store goes
-                    // on): a blind retry could make it twice. Read, then decide.
-                    let mut err =
-                        ApiError::timeout("the request took too long; it may still take effect: check before retrying");
-                    err.should_retry = Some(false);
-                    err.into_response()
-                }
-            }
+    let rule = match admit(&state, &rules, &mut request).await {
+        Ok(rule) => rule,
+        Err(err) => return err.into_response(),
+    };
+    // A declared length over the limit is refused before anything reads
+    // the body, on every route: those whose handler never reads it too.
+    if declared_length(&request).is_some_and(|n| n > rule.max_body_bytes) {
+        return body_too_large(rule.max_body_bytes).into_response();
+    }
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    let body = request.extensions().get::<Arc<BodyProgress>>().cloned();
+    let run = async move {
+        let request =
+            if rule.read_body_first { read_unread_body(request, rule.max_body_bytes).await? } else { request };
+        Ok::<_, ApiError>(next.run(request).await)
+    };
+    if rule.streaming {
+        return run.await.unwrap_or_else(IntoResponse::into_response);
+    }
+    match tokio::time::timeout(state.config().request_timeout, run).await {
+        Ok(response) => response.unwrap_or_else(IntoResponse::into_response),
+        Err(_) if body.is_some_and(|body| body.waiting_for_client()) => {
+            // The handler was waiting for the rest of the body: the
+            // client's slowness, not ours, and nothing was done yet.
+            let timeout = state.config().request_timeout.as_secs_f64();
+            body_too_slow(format!("the request body was still arriving when the request's {timeout} s ran out"))
         }
-        Err(err) => err.into_response(),
+        Err(_) if reads => ApiError::timeout("the request took too long; retry").into_response(),
+        Err(_) => {
+            // The write may still land (work handed to the store goes
+            // on): a blind retry could make it twice. Read, then decide.
+            let mut err =
+                ApiError::timeout("the request took too long; it may still take effect: check before retrying");
+            err.should_retry = Some(false);
+            err.into_response()
+        }
     }
 }
 
-/// Checks a request's headers and key, and that the key's scope reaches the
-/// route and its objects; returns whether the route streams.
-async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) -> Result<bool, ApiError> {
-    let headers = request.headers();
-    let path = request.uri().path();
+/// The request's `content-length`, if it has one that parses.
+fn declared_length(request: &Request) -> Option<usize> {
+    request.headers().get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
+}
+
+/// The request of a route whose handler reads no body, with its body read
+/// first, so that a body sent without a `content-length` (chunked) is held
+/// to the limit as well: over `limit` bytes is a 413 and the handler does
+/// not run. The handler gets the same bytes. An empty body (nearly every
+/// such request) is not touched.
+async fn read_unread_body(request: Request, limit: usize) -> Result<Request, ApiError> {
+    use futures_util::StreamExt;
+    if http_body::Body::is_end_stream(request.body()) {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|err| ApiError::invalid(format!("could not read the request body: {err}")))?;
+        if bytes.len().saturating_add(chunk.len()) > limit {
+            return Err(body_too_large(limit));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Whether requests to `path` (a request's path, or a route's template) must
+/// name [`MANAGED_AGENTS_BETA`] in `anthropic-beta`: all but the `/x/v1`
+/// extensions and the Files API, which has its own beta that the SDK does
+/// not send by default.
+pub fn requires_managed_agents_beta(path: &str) -> bool {
     let extension = path.starts_with("/x/");
-    // The Files API has its own beta, which the SDK does not send by default.
     let files = path == "/v1/files" || path.starts_with("/v1/files/");
-    if !extension && !files && !has_beta(headers, MANAGED_AGENTS_BETA) {
+    !extension && !files
+}
+
+/// Checks a request's headers and key, and that the key's scope reaches the
+/// route and its objects; returns the route's rule.
+async fn admit(state: &AppState, rules: &RouteRules, request: &mut Request) -> Result<RouteRule, ApiError> {
+    let headers = request.headers();
+    if requires_managed_agents_beta(request.uri().path()) && !has_beta(headers, MANAGED_AGENTS_BETA) {
         return Err(ApiError::invalid(format!(
             "the anthropic-beta header must include {MANAGED_AGENTS_BETA} to use the Managed Agents API"
         )));
@@ -552,11 +899,12 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
     };
     let key = key.ok_or_else(|| ApiError::unauthenticated("malformed API key header"))?;
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
-    let (route_access, streaming) = route
+    let rule = route
         .as_deref()
-        .and_then(|path| access.get(&(request.method().clone(), path)))
+        .and_then(|path| rules.get(&(request.method().clone(), path)))
         .copied()
-        .unwrap_or((Access::API_KEY, false));
+        .unwrap_or(RouteRule::UNMATCHED);
+    let route_access = rule.access;
     let now = state.now();
     let hash = tenancy::key_hash(&key);
     // A workspace key passes any route that takes API keys without the store.
@@ -597,5 +945,5 @@ async fn admit(state: &AppState, access: &AccessTable, request: &mut Request) ->
     // cut off by the request timeout.
     request.extensions_mut().insert(tenant);
     request.extensions_mut().insert(principal);
-    Ok(streaming)
+    Ok(rule)
 }

@@ -1,5 +1,7 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, generated from the route
-//! table so it always lists every route the server has.
+//! tables so it always lists every route the server has: the API routes with
+//! their path and query parameters, request bodies and responses, and the
+//! operational routes.
 //!
 //! Schemas are deliberately coarse (objects with their required fields and the
 //! error envelope); the authoritative shapes are the Managed Agents API's,
@@ -7,53 +9,30 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::http::{MANAGED_AGENTS_BETA, RouteSpec};
+use crate::http::{
+    MANAGED_AGENTS_BETA, OperationalRoute, ParamKind, QueryParam, RequestBody, ResponseBody, RouteSpec,
+    requires_managed_agents_beta,
+};
 
-pub fn document(routes: &[RouteSpec]) -> Value {
+pub fn document(routes: &[RouteSpec], operational: &[OperationalRoute]) -> Value {
     let mut paths = Map::new();
     for route in routes {
-        let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
-        let method = route.method.as_str().to_lowercase();
-        let parameters: Vec<Value> = path_params(route.path)
-            .into_iter()
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .chain(std::iter::once(json!({
-                "name": "anthropic-beta", "in": "header", "required": true,
-                "schema": {"type": "string"}, "description": format!("comma list including {MANAGED_AGENTS_BETA}")
-            })))
-            .collect();
-        let ok = if route.streaming {
-            json!({"description": "Server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}})
-        } else {
-            json!({"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}})
-        };
-        let mut operation = json!({
-            "summary": route.summary,
-            "operationId": operation_id(route),
-            "parameters": parameters,
-            "security": [{"ApiKey": []}, {"Bearer": []}],
-            "responses": {
-                "200": ok,
-                "400": {"$ref": "#/components/responses/Error"},
-                "401": {"$ref": "#/components/responses/Error"},
-                "404": {"$ref": "#/components/responses/Error"},
-                "409": {"$ref": "#/components/responses/Error"},
-                "413": {"$ref": "#/components/responses/Error"},
-                "429": {"$ref": "#/components/responses/Error"},
-                "500": {"$ref": "#/components/responses/Error"}
-            }
-        });
-        if route.method == axum::http::Method::POST
+        let mut operation = api_operation(route);
+        if let Some(body) = request_body(route.body)
             && let Some(op) = operation.as_object_mut()
         {
-            op.insert(
-                "requestBody".to_owned(),
-                json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}}),
-            );
+            op.insert("requestBody".to_owned(), body);
         }
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert(method, operation);
-        }
+        insert(&mut paths, route.path, route.method.as_str(), operation);
+    }
+    for route in operational {
+        let operation = json!({
+            "summary": route.summary,
+            "operationId": operation_id("get", route.path),
+            "security": [],
+            "responses": {"200": success(route.response)}
+        });
+        insert(&mut paths, route.path, "GET", operation);
     }
     json!({
         "openapi": "3.1.0",
@@ -96,15 +75,156 @@ pub fn document(routes: &[RouteSpec]) -> Value {
     })
 }
 
-fn path_params(path: &str) -> Vec<&str> {
-    path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
+/// Adds `operation` under `path` (as an OpenAPI template) and `method`.
+fn insert(paths: &mut Map<String, Value>, path: &str, method: &str, operation: Value) {
+    let entry = paths.entry(openapi_path(path)).or_insert_with(|| json!({}));
+    if let Some(item) = entry.as_object_mut() {
+        item.insert(method.to_lowercase(), operation);
+    }
 }
 
-fn operation_id(route: &RouteSpec) -> String {
-    let mut id = route.method.as_str().to_lowercase();
-    for segment in route.path.split('/').filter(|s| !s.is_empty() && *s != "v1") {
+/// An API route's operation, without its request body.
+fn api_operation(route: &RouteSpec) -> Value {
+    let parameters: Vec<Value> = path_params(route.path)
+        .into_iter()
+        .map(path_param)
+        .chain(route.query.iter().map(query_param))
+        .chain(std::iter::once(beta_header(route.path)))
+        .collect();
+    json!({
+        "summary": route.summary,
+        "operationId": operation_id(route.method.as_str(), route.path),
+        "parameters": parameters,
+        "security": [{"ApiKey": []}, {"Bearer": []}],
+        "responses": {
+            "200": success(route.response),
+            "400": {"$ref": "#/components/responses/Error"},
+            "401": {"$ref": "#/components/responses/Error"},
+            "404": {"$ref": "#/components/responses/Error"},
+            "409": {"$ref": "#/components/responses/Error"},
+            "413": {"$ref": "#/components/responses/Error"},
+            "429": {"$ref": "#/components/responses/Error"},
+            "500": {"$ref": "#/components/responses/Error"}
+        }
+    })
+}
+
+/// A path parameter: a `{name}` segment, or a catch-all `{*name}` that may
+/// hold several segments.
+fn path_param(param: PathParam<'_>) -> Value {
+    match param {
+        PathParam::Segment(name) => json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}),
+        PathParam::Rest(name) => json!({
+            "name": name, "in": "path", "required": true, "schema": {"type": "string"},
+            "description": "The rest of the path: may hold slashes, sent as they are"
+        }),
+    }
+}
+
+fn query_param(param: &QueryParam) -> Value {
+    let schema = match param.kind {
+        ParamKind::String => json!({"type": "string"}),
+        ParamKind::Integer => json!({"type": "integer", "minimum": 0}),
+        ParamKind::Boolean => json!({"type": "boolean"}),
+        ParamKind::DateTime => json!({"type": "string", "format": "date-time"}),
+        ParamKind::StringArray => json!({"type": "array", "items": {"type": "string"}}),
+    };
+    let mut value = json!({
+        "name": param.name, "in": "query", "required": false,
+        "schema": schema, "description": param.description
+    });
+    if param.kind == ParamKind::StringArray
+        && let Some(obj) = value.as_object_mut()
+    {
+        obj.insert("style".to_owned(), json!("form"));
+        obj.insert("explode".to_owned(), json!(true));
+    }
+    value
+}
+
+/// The `anthropic-beta` header, required where the guard requires it.
+fn beta_header(path: &str) -> Value {
+    let required = requires_managed_agents_beta(path);
+    let description = if required {
+        format!("A comma-separated list including {MANAGED_AGENTS_BETA}")
+    } else {
+        format!("A comma-separated list of betas; this route does not need {MANAGED_AGENTS_BETA}")
+    };
+    json!({
+        "name": "anthropic-beta", "in": "header", "required": required,
+        "schema": {"type": "string"}, "description": description
+    })
+}
+
+fn request_body(body: RequestBody) -> Option<Value> {
+    let json_object = json!({"application/json": {"schema": {"type": "object"}}});
+    match body {
+        RequestBody::None => None,
+        RequestBody::Json => Some(json!({"required": true, "content": json_object})),
+        // An empty body reads as `{}`.
+        RequestBody::OptionalJson => Some(json!({"required": false, "content": json_object})),
+        RequestBody::Multipart => Some(json!({
+            "required": true,
+            "content": {"multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"}}
+                }
+            }}
+        })),
+    }
+}
+
+fn success(response: ResponseBody) -> Value {
+    let (description, content) = match response {
+        ResponseBody::Json => ("Success", json!({"application/json": {"schema": {"type": "object"}}})),
+        ResponseBody::EventStream => {
+            ("Server-sent events", json!({"text/event-stream": {"schema": {"type": "string"}}}))
+        }
+        ResponseBody::Bytes => (
+            "The file's bytes",
+            json!({"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}),
+        ),
+        ResponseBody::JsonLines => ("JSON Lines", json!({"application/x-ndjson": {"schema": {"type": "string"}}})),
+        ResponseBody::Text => ("Text", json!({"text/plain": {"schema": {"type": "string"}}})),
+    };
+    json!({"description": description, "content": content})
+}
+
+/// A path parameter of a route template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathParam<'a> {
+    /// `{name}`: one segment.
+    Segment(&'a str),
+    /// `{*name}`: axum's catch-all, the rest of the path.
+    Rest(&'a str),
+}
+
+fn path_params(path: &str) -> Vec<PathParam<'_>> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| match name.strip_prefix('*') {
+            Some(rest) => PathParam::Rest(rest),
+            None => PathParam::Segment(name),
+        })
+        .collect()
+}
+
+/// A route template as an OpenAPI path template: axum's catch-all `{*name}`
+/// becomes `{name}` (OpenAPI has no catch-all; the parameter says it may
+/// hold slashes).
+fn openapi_path(path: &str) -> String {
+    path.replace("{*", "{")
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_lowercase();
+    for segment in path.split('/').filter(|s| !s.is_empty() && *s != "v1") {
         id.push('_');
-        id.push_str(segment.trim_start_matches('{').trim_end_matches('}'));
+        let name = segment.trim_start_matches('{').trim_start_matches('*').trim_end_matches('}');
+        // An identifier, as code generators name methods after it.
+        id.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }));
     }
     id
 }

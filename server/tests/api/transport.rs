@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use logbook_core::AgentId;
-use logbook_server::http::{MANAGED_AGENTS_BETA, routes};
+use logbook_server::http::{MANAGED_AGENTS_BETA, operational_routes, routes};
 use logbook_server::ratelimit::RateLimits;
 use logbook_server::state::Config;
 use logbook_store::{ResourceKind, Resources};
@@ -422,7 +422,8 @@ async fn healthz_metrics_and_openapi() {
     // Goal: the operational endpoints work without a key or beta header:
     // `/healthz` says ok, `/metrics` is Prometheus text that counts API
     // requests by route template, and `/openapi.json` lists exactly the routes
-    // of `routes()`. Method: make one API request, then read all three.
+    // of `routes()` and `operational_routes()`. Method: make one API request,
+    // then read all three.
     let h = Harness::new();
     let plain = |path: &str| h.raw(Request::builder().uri(path).body(Body::empty()).unwrap());
     let health = plain("/healthz").await.ok();
@@ -474,9 +475,19 @@ async fn healthz_metrics_and_openapi() {
         n_operations += item.as_object().unwrap().len();
     }
     let table = routes();
-    assert_eq!(n_operations, table.len(), "the document lists exactly the routes");
+    let operational = operational_routes();
+    assert_eq!(n_operations, table.len() + operational.len(), "the document lists exactly the routes");
+    for route in &operational {
+        assert!(
+            doc["paths"][route.path]["get"]["summary"].is_string(),
+            "GET {} is missing from /openapi.json",
+            route.path
+        );
+    }
     for route in table {
-        let operation = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
+        // axum's catch-all `{*name}` is documented as the template `{name}`.
+        let path = route.path.replace("{*", "{");
+        let operation = &doc["paths"][path.as_str()][route.method.as_str().to_lowercase()];
         assert!(operation.is_object(), "{} {} is missing from /openapi.json", route.method, route.path);
         assert!(operation["summary"].is_string());
     }
@@ -642,8 +653,7 @@ async fn openapi_requires_the_beta_header_only_where_the_server_does() {
     // read what the document says of the header there.
     let h = Harness::new();
     for path in ["/x/v1/keys", "/v1/files"] {
-        let request =
-            Request::builder().uri(path).header("x-api-key", h.key_a.as_str()).body(Body::empty()).unwrap();
+        let request = Request::builder().uri(path).header("x-api-key", h.key_a.as_str()).body(Body::empty()).unwrap();
         h.raw(request).await.ok();
     }
     let doc = openapi(&h).await;
@@ -659,7 +669,11 @@ async fn openapi_requires_the_beta_header_only_where_the_server_does() {
             }
         }
     }
-    assert!(wrong.is_empty(), "anthropic-beta is documented as required where the server does not require it:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "anthropic-beta is documented as required where the server does not require it:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -675,9 +689,9 @@ async fn openapi_path_templates_are_valid() {
         .unwrap()
         .keys()
         .filter(|path| {
-            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).any(|name| {
-                !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            })
+            path.split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .any(|name| !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         })
         .cloned()
         .collect();
@@ -736,4 +750,53 @@ async fn openapi_lists_the_operational_routes_the_router_serves() {
         }
     }
     assert!(missing.is_empty(), "served but not in /openapi.json: {missing:?}");
+}
+
+#[tokio::test]
+async fn a_streamed_body_over_32_mb_is_413_on_routes_that_ignore_their_body() {
+    // Goal: the body limit holds on a route whose handler reads no body
+    // even when the body comes without a content-length (chunked): the
+    // server reads it (at most 32 MB) before the handler runs, refuses it
+    // past the limit and changes nothing; a small streamed body is read and
+    // ignored. Method: archive an agent with a streamed 33 MB body, then
+    // with a streamed `{}`.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let path = format!("/v1/agents/{}/archive", id(&agent));
+    let archive = |chunks: Vec<Result<Vec<u8>, std::io::Error>>| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(&path)
+            .header("anthropic-beta", MANAGED_AGENTS_BETA)
+            .header("x-api-key", h.key_a.as_str())
+            .header("content-type", "application/json")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap()
+    };
+    let big = (0..33).map(|_| Ok(vec![b' '; 1024 * 1024])).collect();
+    h.raw(archive(big)).await.error(413, "request_too_large");
+    let unchanged = h.get(&format!("/v1/agents/{}", id(&agent))).await.ok();
+    assert_eq!(unchanged["archived_at"], serde_json::Value::Null, "a refused archive changes nothing");
+    let archived = h.raw(archive(vec![Ok(b"{}".to_vec())])).await.ok();
+    assert!(archived["archived_at"].is_string(), "{archived}");
+}
+
+#[tokio::test]
+async fn openapi_requires_a_request_body_where_the_handler_needs_one() {
+    // Goal: the document describes each route's body as its handler reads
+    // it: creates need a JSON body, updates of optional fields take an
+    // optional one (an empty body reads as `{}`), archive and delete take
+    // none. Method: read the requestBody of one route of each kind.
+    let h = Harness::new();
+    let doc = openapi(&h).await;
+    let body = |method: &str, path: &str| doc["paths"][path][method]["requestBody"].clone();
+    for path in ["/v1/agents", "/v1/environments", "/v1/sessions", "/v1/sessions/{session_id}/events"] {
+        let create = body("post", path);
+        assert_eq!(create["required"], true, "POST {path}: {create}");
+        assert!(create["content"]["application/json"].is_object(), "POST {path}: {create}");
+    }
+    assert_eq!(body("post", "/v1/files")["required"], true);
+    assert_eq!(body("post", "/v1/agents/{agent_id}")["required"], false);
+    assert!(body("post", "/v1/agents/{agent_id}/archive").is_null());
+    assert!(body("delete", "/v1/sessions/{session_id}").is_null());
 }
