@@ -256,3 +256,19 @@ proptest! {
         assert_pairs(&fitted.messages);
     }
 }
+
+#[test]
+fn a_fitted_context_fits_even_when_the_newest_message_has_many_small_blocks() {
+    // Goal: fit.rs promises "the result never exceeds the budget, shrinking
+    // previews further when it must". Shrinking only shortens long strings;
+    // a newest message made of many short blocks (a user.message of 150
+    // lines sent as blocks, an MCP result of many parts) costs its block
+    // framing whatever the edge, so the fitted context overshoots the budget
+    // several times over. Method: one such message, the smallest budget.
+    let mut builder = Builder::new();
+    let blocks = (0..150).map(|k| ContentBlock::Text { text: format!("line {k}") }).collect();
+    builder.push(Event::UserMessage(UserMessage { content: blocks }));
+    let budget = logbook_replay::fit::MIN_BUDGET_TOKENS;
+    let fitted = fit(&builder.state, Some("Be brief."), budget);
+    assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
+}
