@@ -459,6 +459,42 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_started_by_an_outcome_alone_sends_a_valid_request() {
+        // Goal: `user.define_outcome` is input that starts a turn (the machine
+        // marks it unseen and asks for a model call), and initial_events may
+        // hold it alone (behaviour digest §3.2). The context renders nothing
+        // for it, so the call that follows sends `messages: []` (first turn;
+        // the API refuses it, the runner retries until retries_exhausted) or
+        // ends on the assistant's last answer (a prefill, not the outcome).
+        // Method: a session whose only input is an outcome; when the machine
+        // says to call the model, the request must have a user turn last.
+        use crate::machine::{Command, Machine, Policy};
+        use logbook_core::OutcomeId;
+        use logbook_core::event::{Rubric, SessionStatusRunning, UserDefineOutcome};
+
+        let log = vec![
+            entry(
+                1,
+                Event::UserDefineOutcome(UserDefineOutcome {
+                    outcome_id: OutcomeId::from_parts(1, 1),
+                    description: "A passing test suite.".into(),
+                    rubric: Rubric::Text { content: "- all tests pass".into() },
+                    max_iterations: None,
+                }),
+            ),
+            entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
+        ];
+        let machine = Machine::project(&log);
+        assert_eq!(machine.next(&Policy::default()), Command::CallModel { attempt: 1 });
+        let messages = conversation(&log);
+        assert_eq!(
+            messages.last().map(|m| m["role"].clone()),
+            Some(json!("user")),
+            "the model is called with {messages:?}"
+        );
+    }
+
+    #[test]
     fn server_tool_results_stay_inside_the_providers_content() {
         // Goal: a web search the provider ran (paused, then continued) is sent
         // back as the provider's own blocks, in one assistant turn, and its
