@@ -894,3 +894,38 @@ async fn x_a_fork_inside_a_model_calls_records_leaves_no_tool_use_unanswered() {
     let messages = state["context"]["request"]["messages"].as_array().unwrap().clone();
     assert_request_is_valid(&messages);
 }
+
+#[tokio::test]
+async fn x_a_slice_always_makes_progress_past_an_event_larger_than_its_budget() {
+    // Goal: a slice is "bounded by a token budget", and a cut-short slice
+    // says where to continue (`next_seq`). A single event whose preview alone
+    // exceeds the budget (a user.message of many blocks, each under the
+    // preview's cut of 2,000 characters: nothing of it is cut) is never
+    // returned and `next_seq` names that same event again, so a client
+    // following `next_seq` loops forever at the default budget.
+    // Method: one such message, then a short one; page through the slice
+    // with the default budget; every page must return an event or move
+    // `next_seq` past the page's start.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    let blocks: Vec<Value> =
+        (0..40).map(|k| json!({"type": "text", "text": format!("{k}{}", "x".repeat(1_900))})).collect();
+    let big = json!({"type": "user.message", "content": blocks});
+    h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![big])).await.ok();
+    h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![user_message("and this")])).await.ok();
+    let mut from = 0u64;
+    let mut seen = 0usize;
+    for _ in 0..10 {
+        let page = h.get(&format!("/x/v1/sessions/{sid}/slice?from_seq={from}")).await.ok();
+        let n = page["data"].as_array().unwrap().len();
+        seen += n;
+        let Some(next) = page["next_seq"].as_u64() else { break };
+        assert!(
+            n > 0 || next > from,
+            "a slice page from seq {from} returned nothing and continues at {next}: it can never make progress"
+        );
+        from = next;
+    }
+    assert!(seen >= 2, "the slice never reached both messages");
+}
