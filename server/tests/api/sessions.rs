@@ -929,3 +929,47 @@ async fn x_a_slice_always_makes_progress_past_an_event_larger_than_its_budget() 
     }
     assert!(seen >= 2, "the slice never reached both messages");
 }
+
+#[tokio::test]
+async fn x_a_tool_filtered_slice_continued_at_next_seq_keeps_the_results_of_earlier_calls() {
+    // Goal: `tools[]` keeps "tool calls of these names, with their results"
+    // (replay/src/slice.rs). The server learns which calls are relevant only
+    // from the records of the requested range, so continuing a cut-short
+    // slice at its `next_seq` (or any `from_seq` after a call) drops the
+    // results whose calls came before the range.
+    // Method: one bash call and its result; a slice with `limit=1` returns
+    // the call and `next_seq` at the result; the continuation must return
+    // the result.
+    use logbook_core::Event;
+    use logbook_core::event::{AgentToolResult, AgentToolUse, ContentBlock};
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![user_message("build it")])).await.ok();
+    let call = h.inject(
+        &session,
+        vec![Event::AgentToolUse(AgentToolUse {
+            name: "bash".into(),
+            input: logbook_core::Json::new(&json!({"command": "make"})),
+            evaluated_permission: None,
+            evaluation: None,
+            session_thread_id: None,
+        })],
+    );
+    let call_id: logbook_core::EventId = call[0].parse().unwrap();
+    h.inject(
+        &session,
+        vec![Event::AgentToolResult(AgentToolResult {
+            tool_use_id: call_id,
+            content: Some(vec![ContentBlock::Text { text: "built".into() }]),
+            is_error: Some(false),
+        })],
+    );
+    let first = h.get(&format!("/x/v1/sessions/{sid}/slice?tools[]=bash&limit=1")).await.ok();
+    assert_eq!(first["data"][0]["type"], "agent.tool_use", "{first}");
+    let next = first["next_seq"].as_u64().expect("the first page is cut short");
+    let rest = h.get(&format!("/x/v1/sessions/{sid}/slice?tools[]=bash&from_seq={next}")).await.ok();
+    let types: Vec<&str> = rest["data"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["agent.tool_result"], "the continuation lost the call's result: {rest}");
+}
