@@ -495,6 +495,57 @@ mod tests {
     }
 
     #[test]
+    fn a_message_sent_while_the_model_answers_comes_after_the_answer() {
+        // Goal: a user.message sent while a model call streams is appended to
+        // the log between `span.model_request_start` and the response's
+        // records (sends never wait for the runner). The model did not see it,
+        // and the machine calls the model again for it. The context pushes it
+        // before the response arrives, so it merges into the user turn the
+        // model answered: the next request claims the user said it before the
+        // answer, and ends on the assistant's turn (a prefill of the old
+        // answer) instead of on the new message.
+        // Method: a turn whose follow-up arrives mid-call; when the machine
+        // says to call the model again, the request must end with the
+        // follow-up, after the answer.
+        use crate::machine::{Command, Machine, Policy};
+        use logbook_core::event::{SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart};
+
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let start = EventId::from_parts(1, 3);
+        let log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: text("first question") })),
+            entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
+            entry(3, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+            entry(4, Event::UserMessage(UserMessage { content: text("follow-up") })),
+            entry(
+                5,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: start,
+                    content: Json::new(&json!([{"type": "text", "text": "first answer"}])),
+                    tool_uses: Vec::new(),
+                }),
+            ),
+            entry(
+                6,
+                Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                    model_request_start_id: start,
+                    model_usage: Default::default(),
+                    is_error: Some(false),
+                }),
+            ),
+        ];
+        assert_eq!(Machine::project(&log).next(&Policy::default()), Command::CallModel { attempt: 1 });
+        assert_eq!(
+            conversation(&log),
+            vec![
+                json!({"role": "user", "content": [{"type": "text", "text": "first question"}]}),
+                json!({"role": "assistant", "content": [{"type": "text", "text": "first answer"}]}),
+                json!({"role": "user", "content": [{"type": "text", "text": "follow-up"}]}),
+            ]
+        );
+    }
+
+    #[test]
     fn server_tool_results_stay_inside_the_providers_content() {
         // Goal: a web search the provider ran (paused, then continued) is sent
         // back as the provider's own blocks, in one assistant turn, and its
