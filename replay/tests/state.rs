@@ -272,3 +272,49 @@ fn a_fitted_context_fits_even_when_the_newest_message_has_many_small_blocks() {
     let fitted = fit(&builder.state, Some("Be brief."), budget);
     assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
 }
+
+#[test]
+fn a_fork_taken_mid_turn_does_not_bill_the_time_between_the_parents_turn_and_the_fork() {
+    // Goal: usage counts running time "from each session.status_running to
+    // the next idle", so idle time never bills. A fork taken in the middle of
+    // a turn inherits the open `session.status_running` of its parent; its
+    // own records start at `x.fork_origin`, made whenever the fork was
+    // requested (a day later, here). The fold keeps the parent's clock
+    // running across that gap, so the fork's `active_seconds` (and its
+    // list_cost, which prices runtime, and so its budget) include the whole
+    // day. Method: a turn running for 5 s in the parent, a fork a day later
+    // whose turn runs 10 s more.
+    use logbook_core::SessionId;
+    use logbook_core::event::ForkOrigin;
+    use logbook_replay::usage::totals;
+
+    const SECOND: i64 = 1_000_000;
+    let at = |micros: i64, n: u128, event: Event| Entry {
+        id: EventId::from_parts(1_764_000_000_000, n),
+        event,
+        at: Timestamp::from_unix_micros(1_764_000_000_000_000 + micros),
+    };
+    let text = vec![ContentBlock::Text { text: "go".into() }];
+    let log = vec![
+        at(0, 1, Event::UserMessage(UserMessage { content: text })),
+        at(0, 2, Event::SessionStatusRunning(SessionStatusRunning {})),
+        at(5 * SECOND, 3, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+        // The fork: the parent's records up to here, then its own.
+        at(
+            86_400 * SECOND,
+            4,
+            Event::ForkOrigin(ForkOrigin {
+                parent_session_id: SessionId::from_parts(1_764_000_000_000, 9),
+                parent_seq: 2,
+                parent_chain_hash: [0; 32],
+            }),
+        ),
+        at(
+            86_410 * SECOND,
+            5,
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ),
+    ];
+    let active = totals(&log).active_micros / SECOND as u64;
+    assert!(active <= 15, "the fork bills {active} s of running time for a turn that ran 15 s");
+}
