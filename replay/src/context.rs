@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use logbook_core::event::{Compaction, ContentBlock, Event};
+use logbook_core::event::{Compaction, ContentBlock, Event, Rubric};
 use logbook_core::{Entry, EventId};
 
 use crate::tokens;
@@ -99,6 +99,14 @@ pub struct Context {
     #[serde(default)]
     provider_run: BTreeSet<EventId>,
     summary: Option<Summary>,
+    /// Whether a model request is open (started, its response not recorded).
+    #[serde(default)]
+    request_open: bool,
+    /// User and system input that arrived while a request was open: the model
+    /// was not sent it, so it goes after that request's response (sends never
+    /// wait for the runner, so it lands between the start and the response).
+    #[serde(default)]
+    held: Vec<Vec<Value>>,
 }
 
 /// The conversation as of the end of `entries` (the first entry at seq 0).
@@ -156,7 +164,7 @@ impl Context {
         match &entry.event {
             Event::UserMessage(message) => {
                 let blocks = message.content.iter().filter_map(block_json).collect();
-                self.push(seq, Role::User, blocks);
+                self.push_input(seq, blocks);
             }
             Event::SystemMessage(message) => {
                 let blocks = message
@@ -172,8 +180,27 @@ impl Context {
                         | ContentBlock::Redacted => None,
                     })
                     .collect();
-                self.push(seq, Role::User, blocks);
+                self.push_input(seq, blocks);
             }
+            Event::UserDefineOutcome(outcome) => {
+                // The outcome starts work on its own (behaviour digest §10):
+                // the agent is told what to produce and how it will be judged.
+                let mut blocks = vec![json!({"type": "text", "text": format!(
+                    "<outcome>\nWork towards this outcome:\n{}\n</outcome>", outcome.description
+                )})];
+                blocks.push(match &outcome.rubric {
+                    Rubric::Text { content } => {
+                        json!({"type": "text", "text": format!("<rubric>\n{content}\n</rubric>")})
+                    }
+                    // Read from the Files API when the request is sent.
+                    Rubric::File { file_id } => json!({
+                        "type": "document", "title": "rubric", "source": {"type": "file", "file_id": file_id}
+                    }),
+                });
+                self.push_input(seq, blocks);
+            }
+            Event::SpanModelRequestStart(_) => self.request_open = true,
+            Event::SpanModelRequestEnd(_) => self.release_held(seq),
             Event::ModelResponse(response) => {
                 let provider_run = crate::machine::provider_run_tool_uses(response);
                 for link in &response.tool_uses {
@@ -188,6 +215,7 @@ impl Context {
                     Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Object(_) => Vec::new(),
                 };
                 self.push(seq, Role::Assistant, blocks);
+                self.release_held(seq);
             }
             Event::AgentToolResult(result) => {
                 if !self.provider_run.remove(&result.tool_use_id) {
@@ -206,7 +234,6 @@ impl Context {
             Event::Compaction(compaction) => self.compact(seq, compaction),
             Event::UserInterrupt(_)
             | Event::UserToolConfirmation(_)
-            | Event::UserDefineOutcome(_)
             | Event::AgentMessage(_)
             | Event::AgentThinking(_)
             | Event::AgentToolUse(_)
@@ -228,8 +255,6 @@ impl Context {
             | Event::SessionThreadStatusIdle(_)
             | Event::SessionThreadStatusRescheduled(_)
             | Event::SessionThreadStatusTerminated(_)
-            | Event::SpanModelRequestStart(_)
-            | Event::SpanModelRequestEnd(_)
             | Event::SpanOutcomeEvaluationStart(_)
             | Event::SpanOutcomeEvaluationOngoing(_)
             | Event::SpanOutcomeEvaluationEnd(_)
@@ -295,6 +320,25 @@ impl Context {
                 let tokens = tokens::message(&json!({"content": [&block]}));
                 self.messages.push(Message { role: Role::User, content: vec![block], first_seq: seq, tokens });
             }
+        }
+    }
+
+    /// User or system input: held while a model request is open.
+    fn push_input(&mut self, seq: u64, blocks: Vec<Value>) {
+        if self.request_open {
+            self.held.push(blocks);
+        } else {
+            self.push(seq, Role::User, blocks);
+        }
+    }
+
+    /// Closes the open request: input held during it follows its response.
+    /// Pushed at `seq` (the response's or the end's), so messages' first seqs
+    /// stay in log order for compaction's cut points.
+    fn release_held(&mut self, seq: u64) {
+        self.request_open = false;
+        for blocks in std::mem::take(&mut self.held) {
+            self.push(seq, Role::User, blocks);
         }
     }
 

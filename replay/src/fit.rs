@@ -181,10 +181,19 @@ fn estimate(fitted: &Fitted, state: &SessionState) -> u64 {
 /// the newest message alone exceeds).
 fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
     let mut edge = RECENT_EDGE_CHARS;
+    let mut merged = false;
     loop {
         fitted.estimated_tokens = estimate(fitted, state);
         if fitted.estimated_tokens <= budget || edge < 8 {
             break;
+        }
+        if !merged {
+            // Many short text blocks cost their framing whatever the edge:
+            // join each run of them into one block first, which the edge
+            // then shortens like any long text.
+            merged = true;
+            fitted.messages.iter_mut().for_each(merge_text_runs);
+            continue;
         }
         edge /= 2;
         let mut cuts = Cuts::default();
@@ -197,6 +206,31 @@ fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
             fitted.elided.push(Elided::Text { chars: cuts.chars });
         }
     }
+}
+
+/// Joins each run of adjacent plain text blocks (`type` and `text` only) of
+/// a message's content into one block, lines separated by newlines.
+fn merge_text_runs(message: &mut Value) {
+    let Some(Value::Array(blocks)) = message.get_mut("content") else { return };
+    let plain_text = |block: &Value| {
+        block.as_object().is_some_and(|map| map.len() == 2 && map.get("type") == Some(&json!("text")))
+            && block.get("text").is_some_and(Value::is_string)
+    };
+    let mut out: Vec<Value> = Vec::with_capacity(blocks.len());
+    for block in std::mem::take(blocks) {
+        if plain_text(&block)
+            && let Some(last) = out.last_mut()
+            && plain_text(last)
+            && let (Some(Value::String(into)), Some(text)) =
+                (last.get_mut("text"), block.get("text").and_then(Value::as_str))
+        {
+            into.push('\n');
+            into.push_str(text);
+            continue;
+        }
+        out.push(block);
+    }
+    *blocks = out;
 }
 
 fn shrink_strings(value: &mut Value, edge: usize, cuts: &mut Cuts) {

@@ -104,7 +104,9 @@ fn tool_call(event: &Event) -> Option<(&str, &logbook_core::Json)> {
 }
 
 /// The tool call an event answers, confirms or records the effects of.
-fn call_of(event: &Event) -> Option<EventId> {
+/// The tool call an event answers or belongs to (results, confirmations,
+/// a call's workspace changes).
+pub fn call_of(event: &Event) -> Option<EventId> {
     if let Event::AgentToolResult(result) = event {
         Some(result.tool_use_id)
     } else if let Event::UserToolResult(result) = event {

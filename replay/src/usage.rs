@@ -40,8 +40,16 @@ pub struct UsageFold {
 impl UsageFold {
     pub fn apply(&mut self, entry: &Entry) {
         let at = entry.at.unix_micros();
-        self.last_at = Some(at);
-        if let Event::SpanModelRequestEnd(end) = &entry.event {
+        let previous = self.last_at.replace(at);
+        if let Event::ForkOrigin(_) = &entry.event
+            && let (Some(since), Some(previous)) = (self.running_since, previous)
+        {
+            // A fork of a running turn: the parent's interval ends at the last
+            // record the fork copied and the fork's starts at its origin, so
+            // the time between the two (however long) is not billed.
+            self.closed.active_micros += u64::try_from(previous - since).unwrap_or(0);
+            self.running_since = Some(at);
+        } else if let Event::SpanModelRequestEnd(end) = &entry.event {
             self.add(&end.model_usage);
         } else if let Event::Compaction(compaction) = &entry.event
             && compaction.model.is_some()

@@ -423,7 +423,12 @@ impl Task {
         let request = crate::model::settings::request_from(&settings, &messages);
         let mut opening: Vec<(Option<EventId>, Event)> = record.into_iter().map(|event| (None, event)).collect();
         opening.push((None, Event::SpanModelRequestStart(SpanModelRequestStart {})));
-        let started = self.append(opening).await?;
+        // Appended at the head the request was built from: input that arrived
+        // meanwhile (while the session loaded, MCP connected or files were
+        // read) would otherwise stand before the start, as if the model had
+        // been sent it. Then the run loop catches up and decides again.
+        let expected = Seq::new(self.entries.len() as u64);
+        let Some(started) = self.append_at(expected, opening).await? else { return Ok(()) };
         let started: Vec<Record> = started.into_iter().rev().take(1).collect();
         let Some(start) = started.first() else { return Err(ApiError::internal("append returned nothing")) };
         let start_id = start.entry().map_err(ApiError::internal)?.id;

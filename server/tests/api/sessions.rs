@@ -886,7 +886,13 @@ async fn x_a_fork_inside_a_model_calls_records_leaves_no_tool_use_unanswered() {
                     Event::AgentToolResult(AgentToolResult { tool_use_id: id, content: None, is_error: Some(true) })
                 })
                 .collect(),
-            other => panic!("the fork's runner would not call the model again: {other:?}"),
+            other @ (Command::Wait
+            | Command::GiveUp
+            | Command::DenyTools(_)
+            | Command::AwaitClient(_)
+            | Command::Compact
+            | Command::EndTurn
+            | Command::Interrupt { .. }) => panic!("the fork's runner would not call the model again: {other:?}"),
         };
         append_events(&h, &child, events);
     }

@@ -20,7 +20,7 @@
 use axum::extract::{Path as UrlPath, State};
 use axum::{Extension, Json};
 use logbook_core::event::{Event, ForkOrigin};
-use logbook_core::{Entry, EventId, Seq, SessionId, Timestamp};
+use logbook_core::{Entry, EventId, EventType, Seq, SessionId, Timestamp};
 use logbook_replay::SessionState;
 use logbook_replay::workspace::{Area, Node, split};
 use logbook_store::{Fork, ForkError, Read, ResourceKind, SledStore};
@@ -131,6 +131,7 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     }
     let (_, parent) = sessions::load(store, &place.tenant, place.parent)?;
     let at = fork_point(store, place.parent, body.at_seq, body.at_event_id.as_deref())?;
+    let at = past_open_response(store, place.parent, at)?;
     let projected = crate::projection::state_at(store, place.parent, at)?;
     let status = Status::from(projected.machine.status());
     if status == Status::Terminated {
@@ -226,6 +227,42 @@ fn fork_point(
         }
         (Some(_), Some(_)) | (None, None) => Err(ApiError::invalid("give exactly one of at_seq and at_event_id")),
     }
+}
+
+/// Most records looked at around a fork point for a model response's batch
+/// (a response's records are one append: bounded by its tool calls).
+const MAX_BATCH_LOOKAROUND: usize = 4096;
+
+/// The fork point moved past the rest of a model response's records, when
+/// `at` falls among them. The runner appends a response as one batch
+/// (`x.model_response`, an `agent.tool_use` per call, ...,
+/// `span.model_request_end`); a fork cut inside it would keep every call in
+/// the context but only some in the machine, and the calls it lost would
+/// never be answered, so the API would refuse the fork's every request.
+fn past_open_response(store: &SledStore, parent: SessionId, at: Seq) -> Result<Seq, ApiError> {
+    let next = Seq::new(at.get() + 1);
+    let mut open_response = None;
+    for record in store.read_before(parent, next, MAX_BATCH_LOOKAROUND)?.iter().rev() {
+        let event = record.entry().map_err(ApiError::internal)?.event;
+        if let Event::ModelResponse(response) = event {
+            open_response = Some(response.model_request_start_id);
+            break;
+        }
+        if matches!(event.event_type(), EventType::SpanModelRequestStart | EventType::SpanModelRequestEnd) {
+            break;
+        }
+    }
+    let Some(start) = open_response else { return Ok(at) };
+    for record in store.read(parent, next, MAX_BATCH_LOOKAROUND)? {
+        if let Event::SpanModelRequestEnd(end) = record.entry().map_err(ApiError::internal)?.event
+            && end.model_request_start_id == start
+        {
+            return Ok(record.seq());
+        }
+    }
+    // The request never ended (the parent stopped mid-batch): the fork
+    // closes it, as a restart would.
+    Ok(at)
 }
 
 /// The agent the parent ran with at the fork point: the recorded one, or

@@ -28,6 +28,10 @@ use crate::tenancy::Tenant;
 pub const DEFAULT_SLICE_BUDGET_TOKENS: u64 = 20_000;
 /// The largest budget a slice may ask for.
 pub const MAX_SLICE_BUDGET_TOKENS: u64 = 1_000_000;
+/// Most records one slice request reads (a filter that matches little must
+/// not read a whole long session at once): past it the page ends and
+/// `next_seq` says where to continue.
+pub const MAX_SCAN_RECORDS: usize = 50_000;
 /// Events in a slice when `limit` is not given, and at most.
 pub const DEFAULT_SLICE_LIMIT: usize = 1_000;
 pub const MAX_SLICE_LIMIT: usize = 10_000;
@@ -137,22 +141,52 @@ fn for_each(
 /// Builds a slice (blocking; reads the store).
 pub fn build(store: &SledStore, id: SessionId, request: &SliceRequest) -> Result<Slice, ApiError> {
     let mut relevant = Relevant::default();
+    // The pre-pass covers the records this request can scan at most; calls
+    // outside it whose answers are scanned are looked up one by one.
+    let window = MAX_SCAN_RECORDS as u64;
+    let learned = match request.order {
+        Order::Asc => (request.from, request.to.min(request.from.saturating_add(window))),
+        Order::Desc => (request.from.max(request.to.saturating_sub(window)), request.to),
+    };
     if request.filter.by_tool_call() {
-        for_each(store, id, request.from, request.to, |record| {
+        for_each(store, id, learned.0, learned.1, |record| {
             let entry = record.entry().map_err(ApiError::internal)?;
             request.filter.learn(&entry, &mut relevant);
             Ok(true)
         })?;
     }
     let mut slice = Slice { events: Vec::new(), used_tokens: 0, next_seq: None };
+    // Calls made before the range whose answers fall in it, looked up once.
+    let mut looked_up: BTreeSet<logbook_core::EventId> = BTreeSet::new();
+    let mut n_scanned = 0usize;
     let mut take = |record: &Record| -> Result<bool, ApiError> {
+        let seq = record.seq().get();
+        n_scanned += 1;
+        if n_scanned > MAX_SCAN_RECORDS {
+            // Bounded work per request: the client continues at next_seq.
+            slice.next_seq = Some(seq);
+            return Ok(false);
+        }
         let entry = record.entry().map_err(ApiError::internal)?;
+        if request.filter.by_tool_call()
+            && let Some(call) = logbook_replay::slice::call_of(&entry.event)
+            && !(learned.0..=learned.1).contains(&call.seq_hint().get())
+            && !relevant.tool_uses.contains(&call)
+            && looked_up.insert(call)
+            && let Some((_, call_entry)) = crate::api::events::find_event(store, id, call)?
+        {
+            // A slice continued at `next_seq` (or started mid-turn) keeps
+            // the answers of relevant calls made before it.
+            request.filter.learn(&call_entry, &mut relevant);
+        }
         if !request.filter.keeps(&entry, &relevant) {
             return Ok(true);
         }
-        let seq = record.seq().get();
         let shown = preview(seq, &entry);
-        if slice.events.len() >= request.limit || slice.used_tokens + shown.tokens > request.budget_tokens {
+        // The first kept event is taken even over the budget: a page that
+        // took nothing would name itself as the next, and paging would stall.
+        let over = slice.used_tokens + shown.tokens > request.budget_tokens && !slice.events.is_empty();
+        if slice.events.len() >= request.limit || over {
             slice.next_seq = Some(seq);
             return Ok(false);
         }
