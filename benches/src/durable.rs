@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
 use logbook_core::Seq;
-use logbook_store::{Append, SledOptions, SledStore, WalOptions};
+use logbook_store::{Append, MAX_LINGER, SledOptions, SledStore, WalOptions};
 
 use crate::corpus::{Corpus, Prepared};
 use crate::jsonl::JsonlLog;
@@ -54,8 +54,8 @@ pub enum System {
     Jsonl,
     /// The Logbook store on sled, `events_per_append` events per `append`.
     Logbook { events_per_append: usize },
-    /// The same with the committer never lingering for released writers.
-    LogbookNoLinger { events_per_append: usize },
+    /// The same with the committer lingering (up to [`MAX_LINGER`]) for released writers.
+    LogbookLinger { events_per_append: usize },
 }
 
 /// One configuration of a run.
@@ -135,7 +135,7 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 | System::SqliteBatched
                 | System::Jsonl
                 | System::Logbook { .. }
-                | System::LogbookNoLinger { .. } => RawLog::create(&path)?,
+                | System::LogbookLinger { .. } => RawLog::create(&path)?,
             };
             let (events, elapsed, written) = drive(corpus, spec.writers, 1, limits, |idx, seq, range| {
                 let event = event_at(corpus, idx, range.start)?;
@@ -236,9 +236,9 @@ pub fn run(spec: &RunSpec, corpus: &Corpus, limits: &Limits, dir: &Path) -> anyh
                 note: "1 fdatasync per event".to_owned(),
             })
         }
-        System::Logbook { events_per_append } | System::LogbookNoLinger { events_per_append } => {
+        System::Logbook { events_per_append } | System::LogbookLinger { events_per_append } => {
             let wal = match spec.system {
-                System::LogbookNoLinger { .. } => WalOptions { max_linger: Duration::ZERO, ..WalOptions::default() },
+                System::LogbookLinger { .. } => WalOptions { max_linger: MAX_LINGER, ..WalOptions::default() },
                 System::RawLoop
                 | System::Raw
                 | System::RawPipelined { .. }

@@ -13,12 +13,15 @@
 //!
 //! Left alone, steady writers split into two cohorts that alternate (one
 //! syncing while the other prepares), each batch holding about half of them.
-//! So after a sync the committer lingers, briefly, for the writers it just
-//! released to submit again, merging the cohorts: until as many writes have
-//! joined the open batch as the finished batch held, at most a fraction of
-//! the last sync's duration ([`LINGER_FRACTION`], capped at [`MAX_LINGER`]).
-//! A lone writer never waits (it is the one released), and when syncs are
-//! fast the linger is short.
+//! A store may be opened to have the committer linger after a sync, briefly,
+//! for the writers it just released to submit again, merging the cohorts:
+//! until as many writes have joined the open batch as the finished batch
+//! held, at most a fraction of the last sync's duration ([`LINGER_FRACTION`],
+//! capped at `WalOptions::max_linger`, at most [`MAX_LINGER`]). It is off by
+//! default: measured on the target machine, bigger batches did not make up
+//! for the wait (16 in-process writers, 4 events per append: 60-62k events/s
+//! never lingering against 52-55k lingering; 16 HTTP clients: +15-25 %; see
+//! `benches/README.md`).
 //!
 //! A failed write or sync poisons the queue for good: nothing in that batch or
 //! any later one is acknowledged (after an fsync error the kernel may have
@@ -36,7 +39,7 @@ use crate::wal::{BatchBuf, BatchHeader, LogWriter, MAX_BATCH_BYTES};
 /// released writers to rejoin: a wait that is small next to the sync it saves.
 pub(crate) const LINGER_FRACTION: f64 = 0.5;
 
-/// And never longer than this (the default of [`crate::WalOptions::max_linger`]).
+/// And never longer than this (what the benchmarks' lingering configuration uses).
 pub const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// Most bytes one write (an append, a blob, a resource) may add to a batch:

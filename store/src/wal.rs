@@ -54,13 +54,13 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// The longest the group committer waits for the writers it just
     /// released before it writes the next batch (see `store/src/commit.rs`);
-    /// zero never waits.
+    /// zero, the default, never waits.
     pub max_linger: std::time::Duration,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: SEGMENT_BYTES, max_linger: crate::commit::MAX_LINGER }
+        WalOptions { segment_bytes: SEGMENT_BYTES, max_linger: std::time::Duration::ZERO }
     }
 }
 

@@ -209,7 +209,7 @@ fn specs(writers: usize) -> Vec<RunSpec> {
         spec(LOGBOOK_1, System::Logbook { events_per_append: 1 }, writers),
         spec(SQLITE, System::Sqlite, writers),
         spec(LOGBOOK_4, System::Logbook { events_per_append: 4 }, writers),
-        spec("Logbook, 1 event/append, no linger", System::LogbookNoLinger { events_per_append: 1 }, writers),
+        spec("Logbook, 1 event/append, lingering", System::LogbookLinger { events_per_append: 1 }, writers),
         spec(RAW_N, System::Raw, writers),
         spec(RAW_N, System::Raw, 32),
         spec(RAW_2, System::RawPipelined { depth: 2 }, writers),
@@ -293,8 +293,7 @@ fn throughput(settings: &Settings, corpus: &Corpus, findings: &mut Findings) -> 
             last.map_or(0.0, |r| r.logical_bytes as f64 / events),
             last.map_or(0.0, |r| r.disk_bytes as f64 / r.json_bytes.max(1) as f64),
         );
-        if let Some(run) =
-            last.filter(|_| matches!(spec.system, System::Logbook { .. } | System::LogbookNoLinger { .. }))
+        if let Some(run) = last.filter(|_| matches!(spec.system, System::Logbook { .. } | System::LogbookLinger { .. }))
         {
             findings.disk_vs_jsonl.push((
                 format!("after the throughput run {} ({} writers)", spec.label, spec.writers),
@@ -316,7 +315,7 @@ fn per_round_ratios(settings: &Settings, findings: &mut Findings) {
         findings.throughput.get(&k).map(|runs| runs.iter().map(RunResult::events_per_sec).collect()).unwrap_or_default()
     };
     let (one, four) = (rates(format!("{LOGBOOK_1} | {n}")), rates(format!("{LOGBOOK_4} | {n}")));
-    let no_linger = rates(format!("{LOGBOOK_1}, no linger | {n}"));
+    let lingering = rates(format!("{LOGBOOK_1}, lingering | {n}"));
     let (limit, raw_n, sqlite) =
         (rates(format!("{RAW_LIMIT} | 1")), rates(format!("{RAW_N} | {n}")), rates(format!("{SQLITE} | {n}")));
     let ratio = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y.max(1e-9)).collect() };
@@ -325,7 +324,7 @@ fn per_round_ratios(settings: &Settings, findings: &mut Findings) {
         (&*format!("1 event/append ÷ raw ({n} w)"), ratio(&one, &raw_n)),
         ("1 event/append ÷ SQLite 1/txn", ratio(&one, &sqlite)),
         ("4 events/append ÷ raw limit", ratio(&four, &limit)),
-        ("no linger ÷ raw limit", ratio(&no_linger, &limit)),
+        ("lingering ÷ raw limit", ratio(&lingering, &limit)),
     ]
     .map(|(name, values)| (name.to_owned(), values));
     if columns.iter().all(|(_, v)| v.is_empty()) {
