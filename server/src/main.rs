@@ -1,9 +1,10 @@
 //! The `logbook` binary: parses the command line and runs a subcommand.
 
-/// mimalloc instead of glibc malloc: the request path allocates small buffers
-/// on many threads, where glibc spent a tenth of the CPU (see benches/README.md).
+/// jemalloc instead of glibc malloc: the request path allocates small buffers
+/// on many threads, where glibc spent a tenth of the CPU; mimalloc was as fast
+/// but held five times the memory (see benches/README.md, `http_load`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     logbook_server::cli::main()

@@ -9,8 +9,8 @@
 //! run, default 40000), `LOGBOOK_LOAD_SUBSCRIBERS` (default 100),
 //! `LOGBOOK_LOAD_CLIENTS` (default `16,64`), `LOGBOOK_LOAD_ROUNDS` (default 3).
 //! This binary keeps the system allocator: the store's in-process rate with
-//! it is higher and steadier than with the server's mimalloc, so the ratio's
-//! denominator is the store at its best. Prints, per round,
+//! it was higher and steadier than with mimalloc, so the ratio's denominator
+//! is the store at its best (the server uses jemalloc). Prints, per round,
 //! durable events/s and p50/p99 latency at each client count with the ratio
 //! to the store's in-process rate measured just before, and `GET /healthz` at
 //! the same concurrency (the HTTP ceiling); then the medians over the rounds,
