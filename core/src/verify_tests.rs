@@ -237,3 +237,34 @@ fn a_duplicated_record_is_reported_where_it_stands_and_not_before_the_valid_pref
         "records 0..=2 are intact and must not be blamed: {report:?}"
     );
 }
+
+/// A record whose seq is far ahead of where it stands (a damaged or stray
+/// record claiming seq 1000, its hash not matching) between records 1 and 2
+/// of an otherwise intact chain. Since the out-of-place change the verifier
+/// anchors on the stray record's seq (1000 → expects 1001), so every intact
+/// record after it (2, 3, 4) counts as "from the past" and is reported as a
+/// SeqGap at 1001 without ever re-anchoring, and the report's head is the
+/// stray record. Before the change it re-anchored on record 2. One stray
+/// record must not make the rest of the chain unverifiable.
+#[test]
+fn a_stray_record_from_the_future_does_not_unanchor_the_intact_records_after_it() {
+    let records = chain_of_n(5);
+    let stray = Record::from_canonical(session(), Seq::new(1000), records[1].hash(), vec![7; 3]);
+    let mut verifier = Verifier::new(Anchor::GENESIS, Depth::Links);
+    verifier.push(Ok(&records[0]));
+    verifier.push(Ok(&records[1]));
+    verifier.push(Ok(&stray));
+    for record in &records[2..] {
+        verifier.push(Ok(record));
+    }
+    let report = verifier.finish();
+    assert_eq!(
+        report.head,
+        Some((Seq::new(4), records[4].hash())),
+        "the chain continues through records 2..=4: {report:?}"
+    );
+    assert!(
+        report.breaks.iter().all(|brk| brk.seq.get() < 1000),
+        "intact records 2..=4 are blamed at the stray's seq: {report:?}"
+    );
+}
