@@ -269,3 +269,34 @@ fn a_rewritten_history_with_recomputed_hashes_fails_the_consistency_check() {
     tampered.seq = Some(Seq::new(20));
     assert!(tampered.check(None).is_err());
 }
+
+/// Since today's change, stored JSON may nest up to `MAX_JSON_DEPTH` (256):
+/// a model's tool input of 127 levels (what `server/src/model/stream.rs`
+/// accepts) wrapped into `x.model_response`'s content seals and decodes. But
+/// a bundle line carries the event as JSON inside the line object, and
+/// `bundle::parse_line` reads it with serde_json's default recursion limit
+/// (128): the export of such a session is refused by its own verifier.
+#[test]
+fn a_bundle_of_a_record_with_deep_but_storable_json_verifies() {
+    use logbook_core::Json;
+    use logbook_core::event::{Event, ModelResponse, ToolUseLink};
+    let mut input = serde_json::Value::Null;
+    for _ in 0..127 {
+        input = serde_json::Value::Array(vec![input]);
+    }
+    let content = serde_json::json!([{"type": "tool_use", "id": "toolu_1", "name": "bash", "input": input}]);
+    let entry = Entry {
+        id: EventId::from_parts(T0, 1),
+        at: Timestamp::from_unix_micros(T0 as i64 * 1000),
+        event: Event::ModelResponse(ModelResponse {
+            model_request_start_id: EventId::from_parts(T0, 2),
+            content: Json::new(&content),
+            tool_uses: vec![ToolUseLink { provider_id: "toolu_1".to_owned(), event_id: EventId::from_parts(T0, 3) }],
+        }),
+    };
+    let records = chain(&[entry]);
+    assert!(records[0].entry().is_ok(), "the record decodes");
+    let text = bundle_lines(&records).join("\n") + "\n";
+    let report = verify_text(&text);
+    assert!(report.is_valid(), "{report:?}");
+}
