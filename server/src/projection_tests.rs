@@ -64,3 +64,39 @@ fn a_fork_projects_its_inherited_prefix_from_the_parents_checkpoints() {
     assert_eq!(state_at(&store, child, past).unwrap(), full);
     assert!(nearest_checkpoint(&store, child, past).unwrap().is_some_and(|s| s.next_seq == 2 * CHECKPOINT_INTERVAL));
 }
+
+/// Stored JSON may now nest up to `MAX_JSON_DEPTH` (256), and a model's tool
+/// input of 127 levels (what `model/stream.rs` accepts) inside
+/// `x.model_response` now decodes. The context keeps that content, and a
+/// checkpoint is the state as JSON read back with serde_json's default
+/// recursion limit (128): the checkpoint of such a session never decodes, is
+/// skipped as unreadable, and every state of the session is folded from the
+/// last readable checkpoint (or seq 0), unbounded by `CHECKPOINT_INTERVAL`.
+#[test]
+fn a_checkpoint_of_a_state_holding_deep_but_storable_json_decodes() {
+    use logbook_core::Json;
+    use logbook_core::event::{Event, ModelResponse, ToolUseLink};
+    let mut input = serde_json::Value::Null;
+    for _ in 0..127 {
+        input = serde_json::Value::Array(vec![input]);
+    }
+    let content = serde_json::json!([{"type": "tool_use", "id": "toolu_1", "name": "bash", "input": input}]);
+    let entry = Entry {
+        id: EventId::for_seq(1_700_000_000_000, Seq::ZERO, 7),
+        at: Timestamp::from_unix_micros(1_700_000_000_000_000),
+        event: Event::ModelResponse(ModelResponse {
+            model_request_start_id: EventId::from_parts(1_700_000_000_000, 2),
+            content: Json::new(&content),
+            tool_uses: vec![ToolUseLink {
+                provider_id: "toolu_1".to_owned(),
+                event_id: EventId::from_parts(1_700_000_000_000, 3),
+            }],
+        }),
+    };
+    let record = logbook_core::Record::seal(session(9), Seq::ZERO, logbook_core::chain::GENESIS, &entry).unwrap();
+    let mut state = SessionState::new();
+    state.apply(&record.entry().expect("the record decodes"));
+    let bytes = encode(&state).unwrap();
+    let back = decode(&bytes);
+    assert!(back.is_ok(), "the checkpoint does not decode: {:?}", back.err());
+}
