@@ -238,6 +238,27 @@ mod tests {
         assert_eq!(messages[1]["content"][0]["content"][0]["source"]["type"], "base64");
     }
 
+    /// The request budget is in raw bytes (24 MiB), but images and PDFs are
+    /// sent base64, a third larger: files that fit the budget make a request
+    /// of more than 32 MiB, over the Messages API's 32 MB request limit. The
+    /// blocks stay in the context, so every later call of the session is
+    /// refused the same way (and an image over the API's 5 MB per-image
+    /// limit likewise), which the module says one bad block must not do.
+    #[test]
+    fn inlined_files_keep_the_request_under_the_messages_api_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let big = vec![b'x'; usize::try_from(MAX_INLINE_FILE_BYTES).unwrap()];
+        let first = upload(&store, &tenant, 1, "image/png", &big);
+        let rest = usize::try_from(MAX_INLINE_REQUEST_BYTES - MAX_INLINE_FILE_BYTES).unwrap();
+        let second = upload(&store, &tenant, 2, "application/pdf", &big[..rest]);
+        let mut messages = vec![json!({"role": "user", "content": [image(&first), document(&second)]})];
+        inline_files(&store, &tenant, now(), &mut messages).unwrap();
+        let request_bytes = serde_json::to_vec(&messages).unwrap().len();
+        assert!(request_bytes <= 32 * 1024 * 1024, "the inlined messages alone are {request_bytes} bytes");
+    }
+
     #[test]
     fn files_past_the_request_budget_are_left_out_with_a_note() {
         let dir = tempfile::tempdir().unwrap();
