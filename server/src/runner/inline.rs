@@ -259,6 +259,30 @@ mod tests {
         assert!(request_bytes <= 32 * 1024 * 1024, "the inlined messages alone are {request_bytes} bytes");
     }
 
+    /// `inline_in` walks every value of every message, so an object shaped
+    /// like a file-sourced block inside the assistant's `tool_use.input`
+    /// (arbitrary JSON the model wrote, e.g. a custom tool that takes file
+    /// references) is rewritten too: the history the model is sent claims it
+    /// wrote the file's whole contents (or a note) as the tool's input.
+    /// Only content blocks (message content, tool_result content) hold
+    /// sources to resolve.
+    #[test]
+    fn a_tool_use_input_naming_a_file_is_sent_as_the_model_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let png = upload(&store, &tenant, 1, "image/png", b"\x89PNG fake");
+        let input = json!({"attachment": image(&png), "missing": document("file_011CNha8iCJcU1wXNR6q4V8w")});
+        let mut messages = vec![
+            json!({"role": "user", "content": [{"type": "text", "text": "attach it"}]}),
+            json!({"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "attach", "input": input.clone()},
+            ]}),
+        ];
+        inline_files(&store, &tenant, now(), &mut messages).unwrap();
+        assert_eq!(messages[1]["content"][0]["input"], input, "the model's tool input was rewritten");
+    }
+
     #[test]
     fn files_past_the_request_budget_are_left_out_with_a_note() {
         let dir = tempfile::tempdir().unwrap();
