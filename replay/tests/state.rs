@@ -318,3 +318,40 @@ fn a_fork_taken_mid_turn_does_not_bill_the_time_between_the_parents_turn_and_the
     let active = totals(&log).active_micros / SECOND as u64;
     assert!(active <= 15, "the fork bills {active} s of running time for a turn that ran 15 s");
 }
+
+#[test]
+fn a_fitted_context_fits_when_the_newest_tool_result_has_many_small_blocks() {
+    // Goal: the fix for many small blocks (merge_text_runs) joins runs of
+    // text blocks at a message's top level only. The case its own test names,
+    // "an MCP result of many parts", is a tool_result whose *inner* content
+    // holds the many blocks: they are never merged, so the fitted context
+    // still overshoots its budget several times over. Method: one call whose
+    // result has 150 short text parts, the smallest budget.
+    let mut builder = Builder::new();
+    builder.push(Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "go".into() }] }));
+    builder.push(Event::SessionStatusRunning(SessionStatusRunning {}));
+    let n_before = builder.n;
+    let link = ToolUseLink {
+        provider_id: "toolu_many".into(),
+        event_id: EventId::from_parts(1_764_000_000_000, n_before + 4),
+    };
+    builder.model_call(
+        json!([{"type": "tool_use", "id": "toolu_many", "name": "bash", "input": {"command": "ls"}}]),
+        vec![link],
+    );
+    let id = builder.push(Event::AgentToolUse(AgentToolUse {
+        name: "bash".into(),
+        input: Json::new(&json!({"command": "ls"})),
+        evaluated_permission: None,
+        evaluation: None,
+        session_thread_id: None,
+    }));
+    builder.push(Event::AgentToolResult(AgentToolResult {
+        tool_use_id: id,
+        content: Some((0..150).map(|k| ContentBlock::Text { text: format!("part {k}") }).collect()),
+        is_error: Some(false),
+    }));
+    let budget = logbook_replay::fit::MIN_BUDGET_TOKENS;
+    let fitted = fit(&builder.state, Some("Be brief."), budget);
+    assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
+}
