@@ -590,6 +590,66 @@ mod tests {
     }
 
     #[test]
+    fn a_compaction_cut_at_held_input_replaces_exactly_what_it_summarized() {
+        // Goal: input held during a model call is released at the response's
+        // seq, so the assistant's answer and the held user turn share a
+        // `first_seq`. A compaction cut at that user turn (a cut point: it
+        // holds no tool_result) records `through_seq = first_seq - 1`, which
+        // is before the answer: the plan summarizes [question, answer], but
+        // applying the compaction drops only the question, so the answer is
+        // both in the summary and kept (and `tokens_kept` is wrong).
+        // Method: plan with nothing to keep (the latest cut point), apply it,
+        // and compare what is kept with what the plan said it keeps.
+        use logbook_core::event::{ModelUsage, SpanModelRequestEnd, SpanModelRequestStart};
+
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let start = EventId::from_parts(1, 2);
+        let log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: text("first question") })),
+            entry(2, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+            entry(3, Event::UserMessage(UserMessage { content: text("follow-up") })),
+            entry(
+                4,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: start,
+                    content: Json::new(&json!([{"type": "text", "text": "first answer"}])),
+                    tool_uses: Vec::new(),
+                }),
+            ),
+            entry(
+                5,
+                Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                    model_request_start_id: start,
+                    model_usage: ModelUsage::default(),
+                    is_error: Some(false),
+                }),
+            ),
+        ];
+        let mut context = Context::default();
+        for (seq, e) in log.iter().enumerate() {
+            context.apply(seq as u64, e);
+        }
+        let plan = plan_compaction(&context, 0).expect("something to cut");
+        let n_replaced = plan.replaced.len();
+        let compaction = Compaction {
+            summary: "summary".into(),
+            through_seq: plan.through_seq,
+            tokens_before: plan.tokens_before,
+            tokens_after: plan.tokens_kept,
+            model: None,
+            usage: ModelUsage::default(),
+        };
+        context.apply(log.len() as u64, &entry(6, Event::Compaction(compaction)));
+        let kept: Vec<Value> = context.messages().iter().map(Message::to_json).collect();
+        assert_eq!(
+            kept,
+            vec![json!({"role": "user", "content": [{"type": "text", "text": "follow-up"}]})],
+            "the plan replaced {n_replaced} messages (through seq {}), yet kept {kept:?}",
+            plan.through_seq
+        );
+    }
+
+    #[test]
     fn server_tool_results_stay_inside_the_providers_content() {
         // Goal: a web search the provider ran (paused, then continued) is sent
         // back as the provider's own blocks, in one assistant turn, and its
