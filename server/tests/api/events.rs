@@ -692,3 +692,36 @@ async fn an_interrupt_naming_a_thread_the_session_does_not_have_is_refused() {
         resp.text()
     );
 }
+
+#[tokio::test]
+async fn an_outcome_whose_rubric_names_a_file_that_is_not_the_workspaces_is_refused() {
+    // Goal: sends now check that every `file` source names a live file of the
+    // caller's workspace (`events::check_files`), and the context now renders
+    // a `user.define_outcome`'s file rubric as a file-sourced document for
+    // the model. But `check_files` looks only at user.message and
+    // user.custom_tool_result content: a rubric naming no file of this
+    // workspace (or another workspace's file) is accepted, and the outcome
+    // is graded against a rubric the model is told is unavailable.
+    // Method: send each; the caller's own file is accepted.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let theirs = h.upload_as(&h.key_b, "b.txt", "text/plain", b"workspace b's rubric").await.ok();
+    let ours = h.upload("a.txt", "text/plain", b"- all tests pass").await;
+    let outcome = |file_id: &str| {
+        json!({"type": "user.define_outcome", "description": "d", "rubric": {"type": "file", "file_id": file_id}})
+    };
+    let mut accepted = Vec::new();
+    for (case, file_id) in
+        [("no such file", "file_011CNha8iCJcU1wXNR6q4V8w"), ("another workspace's file", id(&theirs))]
+    {
+        let resp = h.post(&path, &events_body(vec![outcome(file_id)])).await;
+        if resp.status.is_success() {
+            accepted.push(case);
+        } else {
+            assert!(matches!(resp.status.as_u16(), 400 | 404), "{case}: {}", resp.text());
+        }
+    }
+    h.post(&path, &events_body(vec![outcome(id(&ours))])).await.ok();
+    assert!(accepted.is_empty(), "rubrics naming files the caller does not have were accepted: {accepted:?}");
+}
