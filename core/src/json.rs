@@ -115,13 +115,18 @@ impl<Context> Decode<Context> for Json {
 bincode::impl_borrow_decode!(Json);
 
 /// Whether JSON text nests at most [`MAX_JSON_DEPTH`] arrays and objects.
-/// A linear scan with no recursion. For text that is not valid JSON the count
-/// is exact up to the first error, which is as far as a parser goes.
 fn depth_within_limit(text: &str) -> bool {
+    depth_at_most(text.as_bytes(), MAX_JSON_DEPTH)
+}
+
+/// Whether JSON text nests at most `limit` arrays and objects. A linear scan
+/// with no recursion. For text that is not valid JSON the count is exact up
+/// to the first error, which is as far as a parser goes.
+fn depth_at_most(text: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
-    for &byte in text.as_bytes() {
+    for &byte in text {
         if in_string {
             if escaped {
                 escaped = false;
@@ -136,7 +141,7 @@ fn depth_within_limit(text: &str) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > MAX_JSON_DEPTH {
+                if depth > limit {
                     return false;
                 }
             }
@@ -145,6 +150,22 @@ fn depth_within_limit(text: &str) -> bool {
         }
     }
     true
+}
+
+/// Deserializes JSON that carries event values ([`Json`], nested up to
+/// [`MAX_JSON_DEPTH`]) inside at most `own_depth` levels of its own structure:
+/// a checkpoint of a session's state, a line of an exported bundle. serde_json's
+/// default limit (128) would refuse what the log stores; the depth is bounded
+/// by a scan first, so no input can exhaust the stack.
+pub fn from_slice_deep<T: serde::de::DeserializeOwned>(bytes: &[u8], own_depth: usize) -> Result<T, serde_json::Error> {
+    if !depth_at_most(bytes, MAX_JSON_DEPTH.saturating_add(own_depth)) {
+        return Err(<serde_json::Error as serde::de::Error>::custom("JSON nested deeper than the log can hold"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
 }
 
 /// Parses JSON text nested up to [`MAX_JSON_DEPTH`] levels. serde_json's own

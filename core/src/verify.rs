@@ -220,6 +220,10 @@ pub fn map_parallel_with<T: Sync, S, R: Send>(
 pub struct Verifier {
     depth: Depth,
     expected: Anchor,
+    /// The anchor before the last record that jumped ahead: if the record
+    /// after the jump continues from here instead, the jump was a stray and
+    /// the chain goes on from this anchor.
+    before_jump: Option<Anchor>,
     report: Report,
 }
 
@@ -228,6 +232,7 @@ impl Verifier {
         Verifier {
             depth,
             expected: anchor,
+            before_jump: None,
             report: Report { n_records: 0, n_intact: 0, n_redacted: 0, head: None, breaks: Vec::new() },
         }
     }
@@ -238,6 +243,7 @@ impl Verifier {
         self.report.n_records += 1;
         match item {
             Err(unreadable) => {
+                self.before_jump = None;
                 let expected = self.expected.next_seq;
                 if unreadable.seq != expected {
                     self.note(expected, BreakKind::SeqGap { expected, found: unreadable.seq });
@@ -293,6 +299,15 @@ impl Verifier {
     /// The checks of one record, given its [`Prechecked`] work.
     fn check_with(&mut self, pre: Prechecked) {
         let Prechecked { seq, prev, stored, redacted, computed, undecodable } = pre;
+        if let Some(before) = self.before_jump.take()
+            && seq != self.expected.next_seq
+            && seq == before.next_seq
+            && (before.prev == UNKNOWN_PREV || prev == before.prev)
+        {
+            // The record that jumped ahead was a stray (its break is noted):
+            // this one continues the chain from before it.
+            self.expected = before;
+        }
         let expected = self.expected.next_seq;
         if seq < expected {
             // A record out of place (a stray copy, or one from the past): the
@@ -305,6 +320,7 @@ impl Verifier {
         if seq > expected {
             // Reported at the first seq that is missing.
             self.note(expected, BreakKind::SeqGap { expected, found: seq });
+            self.before_jump = Some(self.expected);
         } else if self.expected.prev != UNKNOWN_PREV && prev != self.expected.prev {
             self.note(seq, BreakKind::PrevMismatch { expected: self.expected.prev, found: prev });
         }

@@ -343,12 +343,17 @@ fn check_head(header: &Header, expected_key: Option<&[u8; 32]>) -> Result<(), He
     crate::audit::check_signature(&header.signed_head.public_key, &header.header_signature, &message)
 }
 
+/// Levels of a record line's own structure above the event's values.
+const LINE_OWN_DEPTH: usize = 16;
+
 /// Parses one record line and requires it to be in canonical form.
 fn parse_line(session: SessionId, text: &str) -> Result<Record, String> {
     if text.len() > MAX_LINE_BYTES {
         return Err(format!("the line is longer than {MAX_LINE_BYTES} bytes"));
     }
-    let line: Line = serde_json::from_str(text).map_err(|e| format!("not a record line: {e}"))?;
+    // A line carries an event as deep as the log stores it.
+    let line: Line = logbook_core::json::from_slice_deep(text.as_bytes(), LINE_OWN_DEPTH)
+        .map_err(|e| format!("not a record line: {e}"))?;
     let body = match (&line.canonical, &line.digest) {
         (Some(encoded), None) => {
             let bytes = BASE64.decode(encoded).map_err(|e| format!("canonical bytes are not base64: {e}"))?;

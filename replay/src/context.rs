@@ -333,12 +333,14 @@ impl Context {
     }
 
     /// Closes the open request: input held during it follows its response.
-    /// Pushed at `seq` (the response's or the end's), so messages' first seqs
-    /// stay in log order for compaction's cut points.
+    /// Pushed as of the record after `seq` (the response's or the end's):
+    /// messages' first seqs stay in log order and distinct, so a compaction
+    /// cut before the held input (`through_seq` = its first seq − 1) covers
+    /// the response it follows.
     fn release_held(&mut self, seq: u64) {
         self.request_open = false;
         for blocks in std::mem::take(&mut self.held) {
-            self.push(seq, Role::User, blocks);
+            self.push(seq.saturating_add(1), Role::User, blocks);
         }
     }
 
@@ -604,7 +606,7 @@ mod tests {
 
         let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
         let start = EventId::from_parts(1, 2);
-        let log = vec![
+        let log = [
             entry(1, Event::UserMessage(UserMessage { content: text("first question") })),
             entry(2, Event::SpanModelRequestStart(SpanModelRequestStart {})),
             entry(3, Event::UserMessage(UserMessage { content: text("follow-up") })),

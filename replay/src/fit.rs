@@ -209,9 +209,21 @@ fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
 }
 
 /// Joins each run of adjacent plain text blocks (`type` and `text` only) of
-/// a message's content into one block, lines separated by newlines.
+/// a message's content, and of each tool result's content in it, into one
+/// block, lines separated by newlines.
 fn merge_text_runs(message: &mut Value) {
     let Some(Value::Array(blocks)) = message.get_mut("content") else { return };
+    merge_runs(blocks);
+    for block in blocks.iter_mut() {
+        if block.get("type") == Some(&json!("tool_result"))
+            && let Some(Value::Array(inner)) = block.get_mut("content")
+        {
+            merge_runs(inner);
+        }
+    }
+}
+
+fn merge_runs(blocks: &mut Vec<Value>) {
     let plain_text = |block: &Value| {
         block.as_object().is_some_and(|map| map.len() == 2 && map.get("type") == Some(&json!("text")))
             && block.get("text").is_some_and(Value::is_string)

@@ -126,9 +126,14 @@ fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
     zstd::bulk::compress(&json, CHECKPOINT_ZSTD_LEVEL)
 }
 
+/// Levels of a checkpoint's own structure above the event values it holds
+/// (state → context → message → content → block …), with room to spare.
+const CHECKPOINT_OWN_DEPTH: usize = 32;
+
 fn decode(bytes: &[u8]) -> Result<SessionState, std::io::Error> {
     let json = zstd::bulk::decompress(bytes, MAX_CHECKPOINT_BYTES)?;
-    serde_json::from_slice(&json).map_err(std::io::Error::other)
+    // The state holds event values as deep as the log stores them.
+    logbook_core::json::from_slice_deep(&json, CHECKPOINT_OWN_DEPTH).map_err(std::io::Error::other)
 }
 
 /// Removes every checkpoint of `session` (when the session is deleted).

@@ -212,7 +212,14 @@ fn file_source(block: &ContentBlock) -> Option<&str> {
 /// runner reads it from the Files API when it calls the model.
 pub fn check_files(store: &SledStore, tenant: &Tenant, inputs: &[Event], now: Timestamp) -> Result<(), ApiError> {
     for event in inputs {
-        for file_id in input_blocks(event).iter().filter_map(file_source) {
+        let rubric = if let Event::UserDefineOutcome(outcome) = event
+            && let Rubric::File { file_id } = &outcome.rubric
+        {
+            Some(file_id.as_str())
+        } else {
+            None
+        };
+        for file_id in input_blocks(event).iter().filter_map(file_source).chain(rubric) {
             let id = super::files::parse_file_id(file_id)?;
             super::files::load_live(store, tenant, id, now)?;
         }

@@ -21,35 +21,70 @@ use crate::api::files::{self, StoredFile};
 use crate::resources::content;
 use crate::tenancy::Tenant;
 
-/// Largest file inlined into a model request. The Messages API takes requests
-/// of up to 32 MB and base64 grows bytes by a third.
+/// Largest file inlined into a model request, as sent (base64 for images
+/// and PDFs, escaped text for text files). The Messages API takes requests of
+/// up to 32 MB.
 pub const MAX_INLINE_FILE_BYTES: u64 = 20 * 1024 * 1024;
 
-/// Most bytes of files inlined into one request; past it, further files
-/// become text blocks saying they were left out.
+/// Largest image inlined, as sent: the Messages API refuses images over 5 MB.
+pub const MAX_INLINE_IMAGE_BYTES: u64 = 5_000_000;
+
+/// Most bytes of files inlined into one request, as sent, leaving room under
+/// the 32 MB limit for the rest of the request; past it, further files become
+/// text blocks saying they were left out.
 pub const MAX_INLINE_REQUEST_BYTES: u64 = 24 * 1024 * 1024;
 
 /// Image types the Messages API reads.
 const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
-/// Whether any block in `messages` has a `file` source (the common case has
-/// none, and then the store is not touched).
-pub fn has_file_sources(messages: &[Value]) -> bool {
-    fn walk(value: &Value) -> bool {
-        match value {
-            Value::Array(items) => items.iter().any(walk),
-            Value::Object(map) => {
-                map.get("source").and_then(|source| source.get("type")).and_then(Value::as_str) == Some("file")
-                    || map.values().any(walk)
+/// The content blocks that may hold file sources: a user turn's blocks and
+/// the blocks inside its tool results. Never the assistant's (a `tool_use`
+/// input is what the model wrote, whatever its shape).
+fn source_blocks(messages: &mut [Value]) -> Vec<&mut Value> {
+    let mut out = Vec::new();
+    for message in messages.iter_mut() {
+        if message.get("role").and_then(Value::as_str) != Some("user") {
+            continue;
+        }
+        let Some(blocks) = message.get_mut("content").and_then(Value::as_array_mut) else { continue };
+        for block in blocks.iter_mut() {
+            if block.get("type").and_then(Value::as_str) == Some("tool_result") {
+                if let Some(inner) = block.get_mut("content").and_then(Value::as_array_mut) {
+                    out.extend(inner.iter_mut());
+                }
+            } else {
+                out.push(block);
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
         }
     }
-    messages.iter().any(walk)
+    out
 }
 
-/// Replaces every `file` source in `messages` (at any depth: tool results
-/// hold blocks too) with the file's contents read from `store`.
+/// The file a content block's source names, with the block's type, if it is
+/// an image or document with a `file` source.
+fn file_of(block: &Value) -> Option<(&str, &str)> {
+    let kind = block.get("type").and_then(Value::as_str).filter(|kind| matches!(*kind, "image" | "document"))?;
+    let source = block.get("source").filter(|source| source.get("type").and_then(Value::as_str) == Some("file"))?;
+    Some((kind, source.get("file_id").and_then(Value::as_str)?))
+}
+
+/// Whether any content block of `messages` has a `file` source (the common
+/// case has none, and then the store is not touched).
+pub fn has_file_sources(messages: &[Value]) -> bool {
+    let blocks = |value: &Value| value.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    messages.iter().filter(|message| message.get("role").and_then(Value::as_str) == Some("user")).any(|message| {
+        message.get("content").and_then(Value::as_array).is_some_and(|content| {
+            content.iter().any(|block| {
+                file_of(block).is_some()
+                    || (block.get("type").and_then(Value::as_str) == Some("tool_result")
+                        && blocks(block).iter().any(|inner| file_of(inner).is_some()))
+            })
+        })
+    })
+}
+
+/// Replaces the `file` source of every image and document block a user turn
+/// holds (tool results included) with the file's contents read from `store`.
 pub fn inline_files(
     store: &SledStore,
     tenant: &Tenant,
@@ -57,45 +92,11 @@ pub fn inline_files(
     messages: &mut [Value],
 ) -> Result<(), ApiError> {
     let mut budget = MAX_INLINE_REQUEST_BYTES;
-    for message in messages {
-        inline_in(store, tenant, now, message, &mut budget)?;
-    }
-    Ok(())
-}
-
-fn inline_in(
-    store: &SledStore,
-    tenant: &Tenant,
-    now: Timestamp,
-    value: &mut Value,
-    budget: &mut u64,
-) -> Result<(), ApiError> {
-    match value {
-        Value::Array(items) => {
-            for item in items {
-                inline_in(store, tenant, now, item, budget)?;
-            }
+    for block in source_blocks(messages) {
+        if let Some((kind, file_id)) = file_of(block) {
+            let (kind, file_id) = (kind.to_owned(), file_id.to_owned());
+            *block = resolved_block(store, tenant, now, block, &kind, &file_id, &mut budget)?;
         }
-        Value::Object(map) => {
-            let file_id = map
-                .get("source")
-                .filter(|source| source.get("type").and_then(Value::as_str) == Some("file"))
-                .and_then(|source| source.get("file_id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let kind = map.get("type").and_then(Value::as_str).map(str::to_owned);
-            match (file_id, kind.as_deref()) {
-                (Some(file_id), Some(kind @ ("image" | "document"))) => {
-                    *value = resolved_block(store, tenant, now, value, kind, &file_id, budget)?;
-                }
-                (Some(_) | None, _) => {
-                    for item in map.values_mut() {
-                        inline_in(store, tenant, now, item, budget)?;
-                    }
-                }
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
     }
     Ok(())
 }
@@ -116,17 +117,29 @@ fn resolved_block(
         Err(err) if err.status.is_client_error() => return Ok(note("the file is no longer available".to_owned())),
         Err(err) => return Err(err),
     };
-    if file.size_bytes > MAX_INLINE_FILE_BYTES.min(*budget) {
-        return Ok(note(format!(
-            "{} bytes is more than this request can carry ({MAX_INLINE_FILE_BYTES} per file, \
-             {MAX_INLINE_REQUEST_BYTES} per request); it was left out",
-            file.size_bytes
-        )));
-    }
+    let limit = if kind == "image" { MAX_INLINE_IMAGE_BYTES } else { MAX_INLINE_FILE_BYTES }.min(*budget);
+    let too_large = |sent: u64| {
+        note(format!("{sent} bytes as sent is more than this request can carry ({limit} left for it); it was left out"))
+    };
+    // Base64 sends 4 bytes for every 3: refuse before reading what cannot fit.
+    let base64_len = file.size_bytes.div_ceil(3) * 4;
     let source = match kind {
-        "image" if IMAGE_TYPES.contains(&file.mime_type.as_str()) => base64_source(store, &file)?,
-        "document" if file.mime_type == "application/pdf" => base64_source(store, &file)?,
+        "image" if IMAGE_TYPES.contains(&file.mime_type.as_str()) => {
+            if base64_len > limit {
+                return Ok(too_large(base64_len));
+            }
+            base64_source(store, &file)?
+        }
+        "document" if file.mime_type == "application/pdf" => {
+            if base64_len > limit {
+                return Ok(too_large(base64_len));
+            }
+            base64_source(store, &file)?
+        }
         "document" if file.mime_type.starts_with("text/") => {
+            if file.size_bytes > limit {
+                return Ok(too_large(file.size_bytes));
+            }
             let bytes = read(store, &file)?;
             json!({"type": "text", "media_type": "text/plain", "data": String::from_utf8_lossy(&bytes)})
         }
@@ -134,7 +147,13 @@ fn resolved_block(
             return Ok(note(format!("the model cannot read a file of type {} here; it was left out", file.mime_type)));
         }
     };
-    *budget -= file.size_bytes;
+    // What is sent, escapes included (text with many quotes or control
+    // characters grows when written as JSON).
+    let sent = serde_json::to_vec(&source).map_or(u64::MAX, |bytes| bytes.len() as u64);
+    if sent > limit {
+        return Ok(too_large(sent));
+    }
+    *budget -= sent;
     let mut block = block.clone();
     if let Some(map) = block.as_object_mut() {
         map.insert("source".to_owned(), source);
@@ -288,7 +307,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
         let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
-        let big = vec![b'x'; usize::try_from(MAX_INLINE_FILE_BYTES).unwrap()];
+        // Room for the source's JSON around the text.
+        let big = vec![b'x'; usize::try_from(MAX_INLINE_FILE_BYTES).unwrap() - 1024];
         let first = upload(&store, &tenant, 1, "text/plain", &big);
         let second = upload(&store, &tenant, 2, "text/plain", &big[..big.len() / 2]);
         let mut messages = vec![json!({"role": "user", "content": [document(&first), document(&second)]})];

@@ -428,7 +428,14 @@ impl Task {
         // read) would otherwise stand before the start, as if the model had
         // been sent it. Then the run loop catches up and decides again.
         let expected = Seq::new(self.entries.len() as u64);
-        let Some(started) = self.append_at(expected, opening).await? else { return Ok(()) };
+        let Some(started) = self.append_at(expected, opening).await? else {
+            // What landed may not be durable yet (catching up reads durable
+            // records only): wait for it, so deciding again sees it rather
+            // than building the same request again.
+            let durable = self.state.store().wait_durable(self.session, Seq::new(expected.get() + 1))?;
+            let _ = tokio::time::timeout(crate::api::events::RACE_WAIT, durable).await;
+            return Ok(());
+        };
         let started: Vec<Record> = started.into_iter().rev().take(1).collect();
         let Some(start) = started.first() else { return Err(ApiError::internal("append returned nothing")) };
         let start_id = start.entry().map_err(ApiError::internal)?.id;

@@ -708,9 +708,7 @@ async fn an_outcome_whose_rubric_names_a_file_that_is_not_the_workspaces_is_refu
     let path = format!("/v1/sessions/{}/events", id(&session));
     let theirs = h.upload_as(&h.key_b, "b.txt", "text/plain", b"workspace b's rubric").await.ok();
     let ours = h.upload("a.txt", "text/plain", b"- all tests pass").await;
-    let outcome = |file_id: &str| {
-        json!({"type": "user.define_outcome", "description": "d", "rubric": {"type": "file", "file_id": file_id}})
-    };
+    let outcome = |file_id: &str| json!({"type": "user.define_outcome", "description": "d", "rubric": {"type": "file", "file_id": file_id}});
     let mut accepted = Vec::new();
     for (case, file_id) in
         [("no such file", "file_011CNha8iCJcU1wXNR6q4V8w"), ("another workspace's file", id(&theirs))]
