@@ -104,6 +104,10 @@ fn own_checkpoint(store: &SledStore, session: SessionId, at: Seq) -> Result<Opti
                 return Ok(Some(state));
             }
             Ok(_) => tracing::warn!(%session, "a checkpoint does not match its key; skipped"),
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidData && err.to_string() == OLD_FORMAT => {
+                // Made by an older projection: gone, so a new one can be saved.
+                let _ = store.swap_resource(ResourceKind::Checkpoint, &key, Some(&value), None);
+            }
             Err(err) => tracing::warn!(%session, error = %err, "an unreadable checkpoint; skipped"),
         }
     }
@@ -121,16 +125,30 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
     }
 }
 
+/// The first byte of every checkpoint: the form of the state it holds. Bump
+/// it whenever the projection changes what a state means (not only its
+/// fields): a checkpoint of another form is deleted when met and the state
+/// folded again from the log, which is the truth.
+/// 2: input held while a model request is open (`Context::held`).
+const CHECKPOINT_FORMAT: u8 = 2;
+
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
     let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    zstd::bulk::compress(&json, CHECKPOINT_ZSTD_LEVEL)
+    let mut out = vec![CHECKPOINT_FORMAT];
+    out.extend(zstd::bulk::compress(&json, CHECKPOINT_ZSTD_LEVEL)?);
+    Ok(out)
 }
+
+const OLD_FORMAT: &str = "a checkpoint of another format";
 
 /// Levels of a checkpoint's own structure above the event values it holds
 /// (state → context → message → content → block …), with room to spare.
 const CHECKPOINT_OWN_DEPTH: usize = 32;
 
 fn decode(bytes: &[u8]) -> Result<SessionState, std::io::Error> {
+    let Some((&CHECKPOINT_FORMAT, bytes)) = bytes.split_first() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, OLD_FORMAT));
+    };
     let json = zstd::bulk::decompress(bytes, MAX_CHECKPOINT_BYTES)?;
     // The state holds event values as deep as the log stores them.
     logbook_core::json::from_slice_deep(&json, CHECKPOINT_OWN_DEPTH).map_err(std::io::Error::other)

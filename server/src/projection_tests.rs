@@ -100,3 +100,31 @@ fn a_checkpoint_of_a_state_holding_deep_but_storable_json_decodes() {
     let back = decode(&bytes);
     assert!(back.is_ok(), "the checkpoint does not decode: {:?}", back.err());
 }
+
+/// Goal: a checkpoint made by an older projection (another first byte) is
+/// not used, and is replaced: the state is folded from the log and a
+/// checkpoint of the current form is saved in its place.
+#[test]
+fn a_checkpoint_of_an_older_format_is_replaced_by_folding_the_log() {
+    let (_dir, store) = store();
+    let id = session(3);
+    for (i, chunk) in entries(0, CHECKPOINT_INTERVAL as usize + 10).chunks(500).enumerate() {
+        store.append(id, Seq::new(i as u64 * 500), chunk).unwrap();
+    }
+    let at = Seq::new(CHECKPOINT_INTERVAL + 5);
+    let folded = state_at(&store, id, at).unwrap();
+    let key = checkpoint_key(id, CHECKPOINT_INTERVAL);
+    let current = store.get_resource(ResourceKind::Checkpoint, &key).unwrap().unwrap();
+    assert_eq!(current[0], CHECKPOINT_FORMAT);
+    // An older form: the same state under another format byte, claiming to
+    // be a different one (a stale projection would mislead).
+    let mut stale = SessionState::new();
+    stale.next_seq = CHECKPOINT_INTERVAL;
+    let mut old = encode(&stale).unwrap();
+    old[0] = CHECKPOINT_FORMAT - 1;
+    store.swap_resource(ResourceKind::Checkpoint, &key, Some(&current), Some(&old)).unwrap().unwrap();
+
+    assert_eq!(state_at(&store, id, at).unwrap(), folded, "the stale checkpoint was used");
+    let replaced = store.get_resource(ResourceKind::Checkpoint, &key).unwrap().unwrap();
+    assert_eq!(replaced[0], CHECKPOINT_FORMAT, "the stale checkpoint was not replaced");
+}
