@@ -979,3 +979,31 @@ async fn x_a_tool_filtered_slice_continued_at_next_seq_keeps_the_results_of_earl
     let types: Vec<&str> = rest["data"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(types, ["agent.tool_result"], "the continuation lost the call's result: {rest}");
 }
+
+#[tokio::test]
+async fn x_a_slice_reads_a_bounded_number_of_records_per_request() {
+    // Goal: a filter that matches little must not read a whole long session
+    // in one request: a page stops after MAX_SCAN_RECORDS records and says
+    // where to continue, and continuing reaches the end. Method: a session
+    // one record longer than the cap, a filter that matches nothing.
+    use logbook_server::api::x::slice::MAX_SCAN_RECORDS;
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    let message = |k: usize| {
+        serde_json::from_value(json!({"type": "user.message", "content": [{"type": "text", "text": format!("m{k}")}]}))
+            .unwrap()
+    };
+    let mut n = 0;
+    while n <= MAX_SCAN_RECORDS {
+        let batch = (MAX_SCAN_RECORDS + 1 - n).min(1000);
+        h.inject(&session, (n..n + batch).map(message).collect());
+        n += batch;
+    }
+    let page = h.get(&format!("/x/v1/sessions/{sid}/slice?types[]=session.error")).await.ok();
+    assert_eq!(page["data"].as_array().unwrap().len(), 0);
+    let next = page["next_seq"].as_u64().expect("a page cut short by the scan cap says where to continue");
+    assert_eq!(next, MAX_SCAN_RECORDS as u64);
+    let rest = h.get(&format!("/x/v1/sessions/{sid}/slice?types[]=session.error&from_seq={next}")).await.ok();
+    assert_eq!(rest["next_seq"], Value::Null, "{rest}");
+}
