@@ -318,4 +318,32 @@ mod tests {
         assert_eq!(left_out["type"], "text");
         assert!(left_out["text"].as_str().unwrap().contains("left out"), "{left_out}");
     }
+    /// The request budget is spent oldest block first, so once older turns'
+    /// files use it up, the file the user has just sent (the newest user
+    /// turn, the one the model is asked about) is the one left out, on this
+    /// call and on every later one, while files the model has already
+    /// answered about are sent again in full. The newest turn's files should
+    /// be budgeted first (walk the messages newest first).
+    #[test]
+    fn the_newest_turns_file_is_inlined_before_older_turns_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let size = usize::try_from(MAX_INLINE_REQUEST_BYTES).unwrap() / 2 + 1024;
+        let old = upload(&store, &tenant, 1, "text/plain", &vec![b'o'; size]);
+        let new = upload(&store, &tenant, 2, "text/plain", &vec![b'n'; size]);
+        let mut messages = vec![
+            json!({"role": "user", "content": [{"type": "text", "text": "read this"}, document(&old)]}),
+            json!({"role": "assistant", "content": [{"type": "text", "text": "done"}]}),
+            json!({"role": "user", "content": [{"type": "text", "text": "now this one"}, document(&new)]}),
+        ];
+        inline_files(&store, &tenant, now(), &mut messages).unwrap();
+        let newest = &messages[2]["content"][1];
+        assert_eq!(
+            newest["type"],
+            "document",
+            "the file just sent was left out: {}",
+            newest.to_string().chars().take(300).collect::<String>()
+        );
+    }
 }
