@@ -92,7 +92,9 @@ pub fn inline_files(
     messages: &mut [Value],
 ) -> Result<(), ApiError> {
     let mut budget = MAX_INLINE_REQUEST_BYTES;
-    for block in source_blocks(messages) {
+    // Newest first: when the budget runs out, older turns' files (already
+    // answered about) are the ones left out, not the file just sent.
+    for block in source_blocks(messages).into_iter().rev() {
         if let Some((kind, file_id)) = file_of(block) {
             let (kind, file_id) = (kind.to_owned(), file_id.to_owned());
             *block = resolved_block(store, tenant, now, block, &kind, &file_id, &mut budget)?;
@@ -311,13 +313,14 @@ mod tests {
         let big = vec![b'x'; usize::try_from(MAX_INLINE_FILE_BYTES).unwrap() - 1024];
         let first = upload(&store, &tenant, 1, "text/plain", &big);
         let second = upload(&store, &tenant, 2, "text/plain", &big[..big.len() / 2]);
-        let mut messages = vec![json!({"role": "user", "content": [document(&first), document(&second)]})];
+        let mut messages = vec![json!({"role": "user", "content": [document(&second), document(&first)]})];
         inline_files(&store, &tenant, now(), &mut messages).unwrap();
-        assert_eq!(messages[0]["content"][0]["source"]["type"], "text");
-        let left_out = &messages[0]["content"][1];
+        assert_eq!(messages[0]["content"][1]["source"]["type"], "text", "the newest block goes first");
+        let left_out = &messages[0]["content"][0];
         assert_eq!(left_out["type"], "text");
         assert!(left_out["text"].as_str().unwrap().contains("left out"), "{left_out}");
     }
+
     /// The request budget is spent oldest block first, so once older turns'
     /// files use it up, the file the user has just sent (the newest user
     /// turn, the one the model is asked about) is the one left out, on this

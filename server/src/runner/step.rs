@@ -625,7 +625,19 @@ impl Task {
             compaction: None,
             ..options
         };
-        let request = build_request(&agent_view(&settings.agent), &summary_request_messages(&plan), &summary_options);
+        // File sources mean nothing to the provider here either.
+        let mut messages = summary_request_messages(&plan);
+        if super::inline::has_file_sources(&messages) {
+            let (tenant, now) = (self.tenant, self.state.now());
+            messages = self
+                .state
+                .blocking(move |store| {
+                    super::inline::inline_files(store, &tenant, now, &mut messages)?;
+                    Ok(messages)
+                })
+                .await?;
+        }
+        let request = build_request(&agent_view(&settings.agent), &messages, &summary_options);
         let mut ignore = |_: StreamEvent| {};
         let outcome = match self.handle.config().model.as_ref() {
             Some(client) => {

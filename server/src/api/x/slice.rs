@@ -32,6 +32,9 @@ pub const MAX_SLICE_BUDGET_TOKENS: u64 = 1_000_000;
 /// not read a whole long session at once): past it the page ends and
 /// `next_seq` says where to continue.
 pub const MAX_SCAN_RECORDS: usize = 50_000;
+/// Most calls before the scanned range one slice request looks up (each
+/// lookup may read several records); past it the page ends there.
+pub const MAX_CALL_LOOKUPS: usize = 1_000;
 /// Events in a slice when `limit` is not given, and at most.
 pub const DEFAULT_SLICE_LIMIT: usize = 1_000;
 pub const MAX_SLICE_LIMIT: usize = 10_000;
@@ -158,6 +161,7 @@ pub fn build(store: &SledStore, id: SessionId, request: &SliceRequest) -> Result
     let mut slice = Slice { events: Vec::new(), used_tokens: 0, next_seq: None };
     // Calls made before the range whose answers fall in it, looked up once.
     let mut looked_up: BTreeSet<logbook_core::EventId> = BTreeSet::new();
+    let mut n_lookups = 0usize;
     let mut n_scanned = 0usize;
     let mut take = |record: &Record| -> Result<bool, ApiError> {
         let seq = record.seq().get();
@@ -172,12 +176,21 @@ pub fn build(store: &SledStore, id: SessionId, request: &SliceRequest) -> Result
             && let Some(call) = logbook_replay::slice::call_of(&entry.event)
             && !(learned.0..=learned.1).contains(&call.seq_hint().get())
             && !relevant.tool_uses.contains(&call)
-            && looked_up.insert(call)
-            && let Some((_, call_entry)) = crate::api::events::find_event(store, id, call)?
+            && !looked_up.contains(&call)
         {
-            // A slice continued at `next_seq` (or started mid-turn) keeps
-            // the answers of relevant calls made before it.
-            request.filter.learn(&call_entry, &mut relevant);
+            if n_lookups == MAX_CALL_LOOKUPS {
+                // Each lookup may read many records: bounded too. The page
+                // has passed at least this many records, so it progresses.
+                slice.next_seq = Some(seq);
+                return Ok(false);
+            }
+            n_lookups += 1;
+            looked_up.insert(call);
+            if let Some((_, call_entry)) = crate::api::events::find_event(store, id, call)? {
+                // A slice continued at `next_seq` (or started mid-turn) keeps
+                // the answers of relevant calls made before it.
+                request.filter.learn(&call_entry, &mut relevant);
+            }
         }
         if !request.filter.keeps(&entry, &relevant) {
             return Ok(true);
