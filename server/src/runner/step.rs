@@ -395,6 +395,21 @@ impl Task {
         (settings, Some(event))
     }
 
+    /// `messages` with their file sources read from the Files API
+    /// (`inline`); the store is touched only when there are some.
+    async fn with_files_inlined(&self, mut messages: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+        if !super::inline::has_file_sources(&messages) {
+            return Ok(messages);
+        }
+        let (tenant, now) = (self.tenant, self.state.now());
+        self.state
+            .blocking(move |store| {
+                super::inline::inline_files(store, &tenant, now, &mut messages)?;
+                Ok(messages)
+            })
+            .await
+    }
+
     async fn call_model(&mut self, attempt: u32) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
@@ -409,17 +424,7 @@ impl Task {
         // Built from the recorded settings and the projected context: exactly
         // what the state endpoint shows for this point of the log, with file
         // sources read from the Files API (`inline`).
-        let mut messages = self.projection.context.messages_json();
-        if super::inline::has_file_sources(&messages) {
-            let (tenant, now) = (self.tenant, self.state.now());
-            messages = self
-                .state
-                .blocking(move |store| {
-                    super::inline::inline_files(store, &tenant, now, &mut messages)?;
-                    Ok(messages)
-                })
-                .await?;
-        }
+        let messages = self.with_files_inlined(self.projection.context.messages_json()).await?;
         let request = crate::model::settings::request_from(&settings, &messages);
         let mut opening: Vec<(Option<EventId>, Event)> = record.into_iter().map(|event| (None, event)).collect();
         opening.push((None, Event::SpanModelRequestStart(SpanModelRequestStart {})));
@@ -626,17 +631,7 @@ impl Task {
             ..options
         };
         // File sources mean nothing to the provider here either.
-        let mut messages = summary_request_messages(&plan);
-        if super::inline::has_file_sources(&messages) {
-            let (tenant, now) = (self.tenant, self.state.now());
-            messages = self
-                .state
-                .blocking(move |store| {
-                    super::inline::inline_files(store, &tenant, now, &mut messages)?;
-                    Ok(messages)
-                })
-                .await?;
-        }
+        let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
         let request = build_request(&agent_view(&settings.agent), &messages, &summary_options);
         let mut ignore = |_: StreamEvent| {};
         let outcome = match self.handle.config().model.as_ref() {
