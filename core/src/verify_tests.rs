@@ -268,3 +268,23 @@ fn a_stray_record_from_the_future_does_not_unanchor_the_intact_records_after_it(
         "intact records 2..=4 are blamed at the stray's seq: {report:?}"
     );
 }
+
+/// Found by fuzzing: at the last seq a session may hold, the anchor cannot
+/// move past the record just taken, so an unreadable item stored after it
+/// (a copy of it under the next key) must be reported where it stands, not
+/// as a gap at the seq that was just verified.
+#[test]
+fn an_unreadable_item_after_the_last_possible_seq_is_blamed_where_it_stands() {
+    let last = crate::limits::MAX_EVENTS_PER_SESSION;
+    let anchor = Anchor { next_seq: Seq::new(last - 1), prev: chain::GENESIS };
+    let first = Record::from_canonical(session(), Seq::new(last - 1), chain::GENESIS, vec![1; 3]);
+    let second = Record::from_canonical(session(), Seq::new(last), first.hash(), vec![2; 3]);
+    let copy = Unreadable { seq: Seq::new(last + 1), reason: "a copy of the last record".to_owned() };
+    let mut verifier = Verifier::new(anchor, Depth::Links);
+    verifier.push(Ok(&first));
+    verifier.push(Ok(&second));
+    verifier.push(Err(&copy));
+    let report = verifier.finish();
+    assert_eq!(report.n_intact, 2, "{report:?}");
+    assert_eq!(report.first_break().map(|brk| brk.seq), Some(Seq::new(last + 1)), "{report:?}");
+}
