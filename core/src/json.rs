@@ -172,6 +172,10 @@ pub fn from_slice_deep<T: serde::de::DeserializeOwned>(bytes: &[u8], own_depth: 
 /// limit (128) is lifted only after [`depth_within_limit`] has bounded the
 /// recursion, so no input can exhaust the stack.
 fn parse_bounded(text: &str) -> Result<Value, &'static str> {
+    // The common case, in one pass: serde_json's own limit is ample.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     if !depth_within_limit(text) {
         return Err("JSON payload nested deeper than MAX_JSON_DEPTH");
     }
