@@ -71,14 +71,15 @@ fn file_of(block: &Value) -> Option<(&str, &str)> {
 /// Whether any content block of `messages` has a `file` source (the common
 /// case has none, and then the store is not touched).
 pub fn has_file_sources(messages: &[Value]) -> bool {
-    let blocks = |value: &Value| value.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    // Runs before every model call: reads only, copies nothing.
+    fn content(value: &Value) -> &[Value] {
+        value.get("content").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
     messages.iter().filter(|message| message.get("role").and_then(Value::as_str) == Some("user")).any(|message| {
-        message.get("content").and_then(Value::as_array).is_some_and(|content| {
-            content.iter().any(|block| {
-                file_of(block).is_some()
-                    || (block.get("type").and_then(Value::as_str) == Some("tool_result")
-                        && blocks(block).iter().any(|inner| file_of(inner).is_some()))
-            })
+        content(message).iter().any(|block| {
+            file_of(block).is_some()
+                || (block.get("type").and_then(Value::as_str) == Some("tool_result")
+                    && content(block).iter().any(|inner| file_of(inner).is_some()))
         })
     })
 }
