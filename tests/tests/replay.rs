@@ -160,6 +160,45 @@ async fn compaction_keeps_the_context_within_the_window_and_reprojects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_summarizes_a_sent_file_by_its_content_not_its_id() {
+    // A file sent as a document source is inlined in the turn's requests; the
+    // summarizing request, which carries the compacted turns, must inline it
+    // too: Logbook's file ids mean nothing to the provider.
+    let script: Vec<Value> =
+        (0..8).map(|n| bash(&format!("toolu_{n}"), &format!("step {n}: {}", "x".repeat(1_400)))).collect();
+    let model = FakeModel::start([script, vec![text("All steps done.")]].concat()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &model,
+        &[
+            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
+            ("LOGBOOK_COMPACTION_PERCENT", "60"),
+            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
+        ],
+    );
+    let api = Api::new(&server);
+    let file = api.upload("plan.txt", b"# plan\nship it on friday").await;
+    let session = api.session(toolset()).await;
+    api.send(
+        &session,
+        json!([{"type": "user.message", "content": [
+            {"type": "text", "text": "follow the plan, in steps"},
+            {"type": "document", "source": {"type": "file", "file_id": file}}]}]),
+    )
+    .await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
+    let requests: Vec<Value> = model.requests().into_iter().map(|r| r.body).collect();
+    let summaries: Vec<&Value> = requests.iter().filter(|b| is_summary_request(b)).collect();
+    assert!(!summaries.is_empty(), "no compaction: {:?}", types(&events));
+    for body in &requests {
+        assert!(!body.to_string().contains(&file), "a request names the file by id: {body:#}");
+    }
+    assert!(summaries[0].to_string().contains("ship it on friday"), "{:#}", summaries[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slices_and_the_low_token_context_fit_their_budgets() {
     let mut script: Vec<Value> =
         (0..12).map(|n| bash(&format!("toolu_{n}"), &format!("cat big-{n}.log # {}", "y".repeat(3_000)))).collect();
