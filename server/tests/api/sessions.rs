@@ -981,6 +981,61 @@ async fn x_a_tool_filtered_slice_continued_at_next_seq_keeps_the_results_of_earl
 }
 
 #[tokio::test]
+async fn x_a_slice_looks_up_a_bounded_number_of_earlier_calls_per_request() {
+    // Goal: a result whose call lies before the scanned range makes the slice
+    // look the call up (each lookup may read many records), so one request
+    // makes at most MAX_CALL_LOOKUPS of them, then says where to continue;
+    // continuing keeps the rest. Method: MAX_CALL_LOOKUPS + 1 bash calls,
+    // then their results; a `tools[]=bash` slice from the first result.
+    use logbook_core::Event;
+    use logbook_core::event::{AgentToolResult, AgentToolUse};
+    use logbook_server::api::x::slice::MAX_CALL_LOOKUPS;
+    use logbook_store::Read;
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    let n = MAX_CALL_LOOKUPS + 1;
+    let calls = h.inject(
+        &session,
+        (0..n)
+            .map(|k| {
+                Event::AgentToolUse(AgentToolUse {
+                    name: "bash".into(),
+                    input: logbook_core::Json::new(&json!({"command": format!("echo {k}")})),
+                    evaluated_permission: None,
+                    evaluation: None,
+                    session_thread_id: None,
+                })
+            })
+            .collect(),
+    );
+    let parsed: logbook_core::SessionId = sid.parse().unwrap();
+    let from = h.state.store().head(parsed).unwrap().next.get();
+    h.inject(
+        &session,
+        calls
+            .iter()
+            .map(|call| {
+                Event::AgentToolResult(AgentToolResult {
+                    tool_use_id: call.parse().unwrap(),
+                    content: None,
+                    is_error: Some(false),
+                })
+            })
+            .collect(),
+    );
+    let query = "tools[]=bash&limit=10000&budget_tokens=1000000";
+    let first = h.get(&format!("/x/v1/sessions/{sid}/slice?{query}&from_seq={from}")).await.ok();
+    assert_eq!(first["data"].as_array().unwrap().len(), MAX_CALL_LOOKUPS, "one result per lookup, then the cap");
+    let next = first["next_seq"].as_u64().expect("a page cut short by the lookup cap says where to continue");
+    assert_eq!(next, from + MAX_CALL_LOOKUPS as u64);
+    let rest = h.get(&format!("/x/v1/sessions/{sid}/slice?{query}&from_seq={next}")).await.ok();
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["next_seq"], Value::Null, "{rest}");
+}
+
+#[tokio::test]
 async fn x_a_slice_reads_a_bounded_number_of_records_per_request() {
     // Goal: a filter that matches little must not read a whole long session
     // in one request: a page stops after MAX_SCAN_RECORDS records and says
