@@ -134,6 +134,55 @@ async fn an_interrupt_kills_a_long_command_and_the_next_turn_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_sent_while_another_call_runs_is_echoed_unprocessed() {
+    // Goal: a user.tool_confirmation that arrives while the session runs is
+    // queued, so its echo has `processed_at: null` (API reference §4.1), as a
+    // queued user.message's has. Method: one response calls bash (allowed),
+    // which waits for a file the test creates, and write (always ask); the
+    // confirmation is sent while bash waits, then the file releases it.
+    let model = FakeModel::start(vec![
+        json!({"content": [
+            {"type": "tool_use", "id": "toolu_wait", "name": "bash",
+             "input": {"command": "for i in $(seq 1200); do [ -e go ] && break; sleep 0.1; done; echo released"}},
+            {"type": "tool_use", "id": "toolu_ask", "name": "write",
+             "input": {"file_path": "/workspace/note.txt", "content": "noted"}}],
+            "stop_reason": "tool_use"}),
+        answer("Both done."),
+    ])
+    .expect("fake starts");
+    let (_dir, data) = sandbox_data_dir();
+    let (server, api) = start(&data, &model);
+    let tools = json!([{"type": "agent_toolset_20260401",
+        "default_config": {"permission_policy": {"type": "always_allow"}},
+        "configs": [{"name": "write", "permission_policy": {"type": "always_ask"}}]}]);
+    let session = api.session_with(json!({"name": "asks", "tools": tools}), json!({"name": "asks"})).await;
+    api.send(&session, user_message("wait, then write")).await;
+    let deadline = Instant::now() + TURN_DEADLINE;
+    let ask = loop {
+        let events = api.events(&session).await;
+        if let Some(ask) = events.iter().find(|e| e["type"] == "agent.tool_use" && e["name"] == "write") {
+            break ask.clone();
+        }
+        assert!(Instant::now() < deadline, "no write call listed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(ask["evaluated_permission"], "ask", "{ask}");
+    let echo = api
+        .send(&session, json!([{"type": "user.tool_confirmation", "tool_use_id": ask["id"], "result": "allow"}]))
+        .await;
+    assert_eq!(echo["data"][0]["type"], "user.tool_confirmation", "{echo}");
+    assert_eq!(echo["data"][0]["processed_at"], Value::Null, "sent while bash runs, it is queued: {echo}");
+    std::fs::write(data.join("sandboxes").join(&session).join("workspace").join("go"), b"").unwrap();
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{events:#?}");
+    let results: Vec<&Value> = events.iter().filter(|e| e["type"] == "agent.tool_result").collect();
+    assert_eq!(results.len(), 2, "{events:#?}");
+    assert!(results.iter().all(|r| r["is_error"] == false), "{results:#?}");
+    drop(server);
+    rerun_check(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on() {
     // The server is killed (SIGKILL) while bash runs; after the restart the
     // call gets an explicit error result (it is never run a second time),
