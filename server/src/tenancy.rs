@@ -497,6 +497,22 @@ mod tests {
         assert!(!heartbeat_admitted, "a sessions token of a revoked environment key is still admitted");
     }
 
+    /// `keys list` shows a key's hint. An operator's key may have as few as
+    /// 16 secret characters, so the hint shows four of them, not ten.
+    #[test]
+    fn a_keys_hint_shows_four_secret_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &logbook_store::SledOptions::default()).unwrap();
+        let workspace = ensure_workspace(&store, "default", fixed_now()).unwrap();
+        store_key(&store, &workspace, "sk-logbook-0123456789abcdef", fixed_now()).unwrap();
+        let generated = create_key(&store, &workspace, fixed_now()).unwrap();
+        let mut hints: Vec<String> = list_keys(&store).unwrap().into_iter().map(|record| record.hint).collect();
+        hints.sort();
+        let mut expected = vec!["sk-logbook-0123".to_owned(), generated[..KEY_PREFIX.len() + 4].to_owned()];
+        expected.sort();
+        assert_eq!(hints, expected);
+    }
+
     /// `LOGBOOK_BOOTSTRAP_KEY` read from a secret file often ends in a newline.
     /// `store_key` accepts it verbatim and stores the hash of the key *with* the
     /// newline, but the guard trims what clients present (`x-api-key`,
