@@ -89,6 +89,18 @@ pub enum Status {
     Terminated,
 }
 
+impl Status {
+    /// The status as the API spells it.
+    pub fn wire(self) -> &'static str {
+        match self {
+            Status::Idle => "idle",
+            Status::Running => "running",
+            Status::Rescheduling => "rescheduling",
+            Status::Terminated => "terminated",
+        }
+    }
+}
+
 impl From<logbook_replay::Status> for Status {
     fn from(status: logbook_replay::Status) -> Status {
         match status {
@@ -768,8 +780,24 @@ fn try_archive(
         return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
     }
     let status = last_status(store, id)?;
-    if status.as_ref().and_then(status_of) == Some(Status::Running) {
-        return Err(ApiError::conflict(format!("session {id} is running; interrupt it before archiving")));
+    if let Some(busy @ (Status::Running | Status::Rescheduling)) = status.as_ref().and_then(status_of) {
+        return Err(ApiError::conflict(format!("session {id} is {}; interrupt it before archiving", busy.wire())));
+    }
+    // Input acknowledged before the runner recorded the turn it starts:
+    // archiving now would end the session with that input never answered.
+    // The runner records the turn in a moment (and then the session is
+    // running, to be interrupted first). Without a runner, or for a
+    // self-hosted session (its input waits for a worker that may never
+    // come), nothing is about to start, so the archive goes ahead.
+    if status.as_ref().and_then(status_of) != Some(Status::Terminated)
+        && state.runner().is_some()
+        && !session.self_hosted
+        && log_has_work(store, id)?
+    {
+        return Err(ApiError::conflict_transient(format!(
+            "session {id} has input its agent has not started on yet; retry in a moment \
+             (a running session must be interrupted before it is archived)"
+        )));
     }
     if status.as_ref().and_then(status_of) != Some(Status::Terminated) {
         let entry = logbook_core::Entry {
@@ -816,8 +844,13 @@ pub async fn delete(
     state
         .blocking(move |store| {
             let (current_bytes, _) = load(store, &tenant, id)?;
-            if last_status(store, id)?.as_ref().and_then(status_of) == Some(Status::Running) {
-                return Err(ApiError::conflict(format!("session {id} is running; interrupt it before deleting")));
+            if let Some(busy @ (Status::Running | Status::Rescheduling)) =
+                last_status(store, id)?.as_ref().and_then(status_of)
+            {
+                return Err(ApiError::conflict(format!(
+                    "session {id} is {}; interrupt it before deleting",
+                    busy.wire()
+                )));
             }
             match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(&current_bytes), None)? {
                 Ok(()) => {}

@@ -529,6 +529,66 @@ async fn archive_terminates_and_refuses_events() {
 }
 
 #[tokio::test]
+async fn archive_waits_for_input_the_runner_has_not_started_on() {
+    // Goal: with a runner, a session whose log holds input after its last
+    // idle (acknowledged, the turn not recorded yet) is not archived: that
+    // would end it with the input never answered. The answer is a 409 the
+    // client may retry; a rescheduling turn is refused like a running one
+    // (archive and delete). Self-hosted sessions (input waits for a worker)
+    // and servers without a runner archive as before. Method: a runner that
+    // is never woken (events are injected, not sent), so nothing starts.
+    use logbook_core::Event;
+    use logbook_core::event::{SessionStatusIdle, SessionStatusRescheduled, StopReason, UserMessage};
+    use logbook_server::runner::tools::EchoTools;
+    use logbook_server::runner::{RunnerConfig, RunnerHandle};
+
+    let h = Harness::new();
+    let message = || {
+        Event::UserMessage(UserMessage {
+            content: vec![logbook_core::event::ContentBlock::Text { text: "hello".into() }],
+        })
+    };
+    // Created and given input before the runner is attached: it would wake
+    // for a new session and act on what it finds.
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}", id(&session));
+    let agent = h.agent("hosted").await;
+    let env = h.self_hosted_env("workers").await;
+    let self_hosted = h.session(&agent, &env).await;
+    h.inject(&session, vec![message()]);
+    h.inject(&self_hosted, vec![message()]);
+    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
+    h.state.set_runner(RunnerHandle::new(RunnerConfig {
+        model: None,
+        request_options: Default::default(),
+        tools: std::sync::Arc::new(EchoTools),
+        mcp: std::sync::Arc::new(mcp),
+        policy: Default::default(),
+        retry_base: std::time::Duration::from_millis(1),
+        auto_allowed: Vec::new(),
+    }));
+
+    let refused = h.post_empty(&format!("{path}/archive")).await;
+    assert_eq!(refused.header("x-should-retry"), Some("true"));
+    let body = refused.error(409, "conflict_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not started on"), "{body}");
+
+    h.inject(&session, vec![Event::SessionStatusRescheduled(SessionStatusRescheduled {})]);
+    for refused in [h.post_empty(&format!("{path}/archive")).await, h.delete(&path).await] {
+        let body = refused.error(409, "conflict_error");
+        assert!(body["error"]["message"].as_str().unwrap().contains("is rescheduling"), "{body}");
+    }
+
+    h.inject(
+        &session,
+        vec![Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None })],
+    );
+    assert_eq!(h.post_empty(&format!("{path}/archive")).await.ok()["status"], "terminated");
+    let archived = h.post_empty(&format!("/v1/sessions/{}/archive", id(&self_hosted))).await.ok();
+    assert_eq!(archived["status"], "terminated", "a self-hosted session's input waits for a worker");
+}
+
+#[tokio::test]
 async fn delete_then_not_found() {
     // Goal: DELETE answers `{id, type:"session_deleted"}`; afterwards every
     // session route answers 404 like an unknown id, and the list no longer
