@@ -464,3 +464,23 @@ async fn a_workspace_file_is_served_whole_at_any_size() {
     }
     h.get(&format!("/x/v1/sessions/{}/files/workspace/missing", id(&session))).await.not_found();
 }
+
+#[tokio::test]
+async fn review_ids_and_scope_id_together_list_only_files_of_that_scope() {
+    // DEFECT (review-work): GET /v1/files with `ids` returns early
+    // (server/src/api/files.rs, `list`, the `if !ids.is_empty()` branch)
+    // without reading `scope_id`: the scope filter is silently dropped, so a
+    // caller asking "which of these files belong to session S" gets files of
+    // other sessions and plain uploads back. The SDK documents `ids` as
+    // exclusive with `page` and `limit` only; `scope_id` still filters.
+    let h = Harness::new();
+    let upload = h.upload("notes.txt", "text/plain", b"mine").await;
+    let session = h.quick_session().await;
+    write_output(&h, id(&session), "report.md", b"# Report\n");
+    let output = capture(&h, &h.key_a, id(&session)).await[0].to_string();
+    let both = format!("ids[]={}&ids[]={output}", id(&upload));
+    let all = get_with_beta(&h, &format!("/v1/files?{both}")).await.ok();
+    assert_eq!(ids(&all).len(), 2);
+    let scoped = get_with_beta(&h, &format!("/v1/files?{both}&scope_id={}", id(&session))).await.ok();
+    assert_eq!(ids(&scoped), [output], "scope_id was ignored: {scoped}");
+}
