@@ -330,6 +330,23 @@ pub async fn list(
     headers: HeaderMap,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    // `scope_id` filters both ways of listing: by `ids` and by pages.
+    let scope = match query.one("scope_id") {
+        None => None,
+        Some(raw) => {
+            if !crate::http::has_beta(&headers, MANAGED_AGENTS_BETA) {
+                return Err(ApiError::invalid(format!(
+                    "scope_id: listing a session's files needs the anthropic-beta header {MANAGED_AGENTS_BETA}"
+                )));
+            }
+            // A scope that is not a session id matches nothing.
+            Some(raw.parse::<SessionId>().ok())
+        }
+    };
+    let in_scope = move |file: &StoredFile| match scope {
+        None => true,
+        Some(wanted) => wanted.is_some() && file.scope == wanted,
+    };
     let ids = query.all("ids");
     if !ids.is_empty() {
         if query.one("page").is_some() || query.one("limit").is_some() {
@@ -353,7 +370,10 @@ pub async fn list(
                 let mut data = Vec::new();
                 for id in wanted {
                     if let Some(bytes) = store.get_resource(ResourceKind::File, &tenant.key(id.to_bytes()))? {
-                        data.push(from_bytes::<StoredFile>(&bytes)?.to_wire());
+                        let file: StoredFile = from_bytes(&bytes)?;
+                        if in_scope(&file) {
+                            data.push(file.to_wire());
+                        }
                     }
                 }
                 Ok(data)
@@ -362,29 +382,13 @@ pub async fn list(
         return Ok(Json(json!({"data": data, "next_page": null})));
     }
     let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
-    let scope = match query.one("scope_id") {
-        None => None,
-        Some(raw) => {
-            if !crate::http::has_beta(&headers, MANAGED_AGENTS_BETA) {
-                return Err(ApiError::invalid(format!(
-                    "scope_id: listing a session's files needs the anthropic-beta header {MANAGED_AGENTS_BETA}"
-                )));
-            }
-            // A scope that is not a session id matches nothing.
-            Some(raw.parse::<SessionId>().ok())
-        }
-    };
     let after = query.one("page").map(|page| decode_owned_cursor("page", page, &tenant.prefix())).transpose()?;
     let page = state
         .blocking(move |store| {
             let scanned =
                 scan_page(store, ResourceKind::File, &tenant.prefix(), after, Direction::Backward, limit, |bytes| {
                     let file: StoredFile = from_bytes(bytes)?;
-                    let keep = match scope {
-                        None => true,
-                        Some(wanted) => wanted.is_some() && file.scope == wanted,
-                    };
-                    Ok(keep.then_some(file))
+                    Ok(in_scope(&file).then_some(file))
                 })?;
             Ok(json!({
                 "data": scanned.items.iter().map(|(_, file)| file.to_wire()).collect::<Vec<_>>(),

@@ -466,8 +466,8 @@ async fn a_workspace_file_is_served_whole_at_any_size() {
 }
 
 #[tokio::test]
-async fn review_ids_and_scope_id_together_list_only_files_of_that_scope() {
-    // DEFECT (review-work): GET /v1/files with `ids` returns early
+async fn ids_and_scope_id_together_list_only_files_of_that_scope() {
+    // Goal: GET /v1/files with `ids` used to return early
     // (server/src/api/files.rs, `list`, the `if !ids.is_empty()` branch)
     // without reading `scope_id`: the scope filter is silently dropped, so a
     // caller asking "which of these files belong to session S" gets files of
