@@ -337,3 +337,44 @@ async fn the_auto_policy_runs_the_allowed_tools_and_asks_for_the_rest() {
     assert_ne!(code, 0);
     assert!(stderr.contains("LOGBOOK_AUTO_ALLOW") && stderr.contains("\"rm\""), "{stderr}");
 }
+
+/// Defect (review-runner): raising a session's budget does not resume the
+/// work it paused. Behaviour digest §12: "Resume only by budget update ... or
+/// removal; resumption is automatic." The runner idles `budget_reached` with
+/// a tool result the model has not seen; the budget update appends
+/// `session.updated`, which neither wakes the runner nor gives the machine
+/// anything to do (its `budget_reached` idle cleared `unseen_results`), so the
+/// session stays idle for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_budget_resumes_the_paused_turn() {
+    let model = FakeModel::start(vec![
+        json!({
+            "content": [{"type": "tool_use", "id": "toolu_b", "name": "bash", "input": {"command": "ls"}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 1_000_000, "output_tokens": 10}
+        }),
+        json!({"content": [{"type": "text", "text": "Listed."}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 10, "output_tokens": 10}}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session = api
+        .session_with_fields(
+            json!({"name": "b", "tools": toolset("always_allow")}),
+            json!({"name": "b"}),
+            json!({"budget": budget}),
+        )
+        .await;
+    api.send(&session, user_message("go")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "budget_reached");
+    let cap = json!({"budget": {"type": "limit", "max_list_cost": {"amount": "100000", "currency": "USD"}}});
+    api.post(&format!("/v1/sessions/{session}"), cap).await;
+    // The paused turn goes on by itself: the model sees the tool result.
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert_eq!(model.requests().len(), 2);
+}
