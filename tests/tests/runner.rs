@@ -378,3 +378,53 @@ async fn a_raised_budget_resumes_the_paused_turn() {
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert_eq!(model.requests().len(), 2);
 }
+
+/// Defect (review-runner): a message queued during the request that uses up
+/// the budget makes the runner loop. The runner idles `budget_reached`
+/// before its next call (step.rs `call_model`), but the machine still holds
+/// the unseen message, so it starts a turn again at once
+/// (`session.status_running`), the budget check idles again, and so on:
+/// thousands of running/usage/idle events per wake (up to
+/// `MAX_STEPS_PER_WAKE` steps), for a session that is supposed to be paused
+/// at its budget (behaviour digest §12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "drip", "delay_ms": 150}),
+        json!({
+            "content": [{"type": "text", "text": "An expensive answer."}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1_000_000, "output_tokens": 10}
+        }),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session = api
+        .session_with_fields(
+            json!({"name": "b", "tools": toolset("always_allow")}),
+            json!({"name": "b"}),
+            json!({"budget": budget}),
+        )
+        .await;
+    api.send(&session, user_message("first")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Queued while the expensive request streams.
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap()["stop_reason"]["type"],
+        "budget_reached");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = api.events(&session).await;
+    let kinds = types(&events);
+    let running = kinds.iter().filter(|t| *t == "session.status_running").count();
+    let idles = kinds.iter().filter(|t| *t == "session.status_idle").count();
+    assert_eq!((running, idles), (1, 1), "paused at the budget, the session must stay idle: {} events", events.len());
+    assert_eq!(model.requests().len(), 1);
+}
