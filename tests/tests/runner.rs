@@ -428,3 +428,42 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     assert_eq!((running, idles), (1, 1), "paused at the budget, the session must stay idle: {} events", events.len());
     assert_eq!(model.requests().len(), 1);
 }
+
+/// Defect (review-runner): when retries are exhausted, input queued during
+/// the dead turn is not flushed. Behaviour digest §3.7: "`exhausted` — this
+/// turn is dead; queued inputs are flushed; session returns to idle (stop
+/// reason `retries_exhausted`); client may send a new prompt." Here a message
+/// sent while the failing request streams stays "unseen" in the machine
+/// (machine.rs: the `retries_exhausted` idle does not clear `unseen_input`),
+/// so right after the `retries_exhausted` idle the runner starts another turn
+/// on its own and calls the model again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_flush_the_queued_input() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "drip", "delay_ms": 150}),
+        json!({"fault": "error_event", "after_events": 4, "error_type": "authentication_error", "message": "bad key"}),
+        json!({"content": [{"type": "text", "text": "never seen"}], "stop_reason": "end_turn"}),
+        json!({"content": [{"type": "text", "text": "A turn nobody asked for."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Queued while the request that will fail for good streams.
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let idle = events.iter().find(|e| e["type"] == "session.status_idle").unwrap();
+    assert_eq!(idle["stop_reason"]["type"], "retries_exhausted", "{:#?}", types(&events));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = api.events(&session).await;
+    let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
+    assert_eq!(running, 1, "the dead turn's queued input started another turn: {:#?}", types(&events));
+    assert_eq!(model.requests().len(), 1);
+}
