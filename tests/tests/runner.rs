@@ -467,3 +467,70 @@ async fn exhausted_retries_flush_the_queued_input() {
     assert_eq!(running, 1, "the dead turn's queued input started another turn: {:#?}", types(&events));
     assert_eq!(model.requests().len(), 1);
 }
+
+/// Defect (review-runner): a call can get two answers. The runner closes
+/// open calls (an interrupt's error results, step.rs `Command::Interrupt`;
+/// likewise `FailTools` and `DenyTools`) with a plain `append` at whatever
+/// the head is, without checking that the calls are still open there. A
+/// client's `user.custom_tool_result` that lands between the runner's
+/// catch-up and that append is accepted by the API (the call is open at its
+/// head) and the runner's error result follows it: two answers to one call.
+/// The context then holds two `tool_result` blocks for it (the second under
+/// Logbook's event id, which the model never saw), which the Messages API
+/// rejects, so every later turn of the session fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_racing_a_custom_tool_result_never_answers_a_call_twice() {
+    let custom = json!({"content": [{"type": "tool_use", "id": "toolu_w", "name": "get_weather", "input": {"city": "Oslo"}}],
+                        "stop_reason": "tool_use"});
+    let model = FakeModel::start(vec![]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let session = new_session(&api, toolset("always_allow")).await;
+    let path = format!("/v1/sessions/{session}/events");
+    let mut idles = 0;
+    for round in 0..40 {
+        model.set_script(vec![custom.clone()]).unwrap();
+        api.send(&session, user_message("weather?")).await;
+        idles += 1;
+        let events = api.wait_idle(&session, idles).await;
+        let call = events.iter().rev().find(|e| e["type"] == "agent.custom_tool_use").unwrap()["id"].clone();
+        assert_eq!(events.last().unwrap()["stop_reason"]["event_ids"], json!([call]), "round {round}");
+        // The user stops the session while the client answers the call.
+        let interrupt = api.raw(reqwest::Method::POST, &path, Some(json!({"events": [{"type": "user.interrupt"}]})));
+        let answer = api.raw(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"events": [{"type": "user.custom_tool_result", "custom_tool_use_id": call,
+                                    "content": [{"type": "text", "text": "-3 C"}]}]})),
+        );
+        let ((status, body), _) = tokio::join!(interrupt, answer);
+        assert_eq!(status, 200, "{body}");
+        // However the race goes, the session ends up idle again.
+        idles += 1;
+        api.wait_idle(&session, idles).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let events = loop {
+            let events = api.events(&session).await;
+            let kinds = types(&events);
+            if kinds.last().map(String::as_str) == Some("session.status_idle")
+                && events.iter().filter(|e| e["type"] == "session.status_idle").count() == idles
+            {
+                break events;
+            }
+            // The answer may have started a turn the interrupt then ended: one more idle.
+            if events.iter().filter(|e| e["type"] == "session.status_idle").count() > idles {
+                idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+                continue;
+            }
+            assert!(Instant::now() < deadline, "{kinds:#?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let answers: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["tool_use_id"] == call || e["custom_tool_use_id"] == call)
+            .filter(|e| e["type"] != "user.tool_confirmation")
+            .collect();
+        assert!(answers.len() <= 1, "round {round}: call {call} answered {} times: {answers:#?}", answers.len());
+    }
+}
