@@ -754,3 +754,33 @@ fn a_provider_that_never_finishes_is_continued_a_bounded_number_of_times() {
     respond(&mut log, serde_json::json!([{"type": "text", "text": "again"}]), PAUSE_TURN, |_| vec![]);
     assert_eq!(log.next(), Command::CallModel { attempt: 1 });
 }
+
+/// Defect (review-runner): a message queued while the model was answering
+/// makes the machine announce a `requires_action` it retracts at once. In
+/// the turn, `next` waits on the client for the custom call (`AwaitClient`)
+/// although the queued message is unseen; once that idle is recorded the
+/// out-of-turn branch treats the very same message as sent "instead of
+/// answering" and closes the call (`FailTools { Superseded }`) with no new
+/// input in between. The client is told to answer a call that is closed
+/// before it can (its answer is then refused as already answered); the
+/// message was sent before the call even existed.
+#[test]
+fn a_requires_action_idle_is_not_retracted_without_new_input() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    // Sent while the model streams its answer.
+    log.user_message();
+    let call = log.custom_tool_use();
+    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: EventId::from_parts(0, 0),
+        model_usage: Default::default(),
+        is_error: Some(false),
+    }));
+    if let Command::AwaitClient(ids) = log.next() {
+        assert_eq!(ids, vec![call]);
+        log.usage_idle(StopReason::RequiresAction { event_ids: ids });
+        assert_eq!(log.next(), Command::Wait, "the call it just asked the client to answer is closed");
+    }
+}
