@@ -784,3 +784,25 @@ fn a_requires_action_idle_is_not_retracted_without_new_input() {
         assert_eq!(log.next(), Command::Wait, "the call it just asked the client to answer is closed");
     }
 }
+
+/// Defect (review-runner): an interrupt that lands after a message but
+/// before the runner recorded `session.status_running` is dropped. The
+/// machine only notes an interrupt while a turn runs or the session awaits
+/// the client (`apply`, `Event::UserInterrupt`), so "send a message, then
+/// stop" (the user's stop landing before the runner picked the message up,
+/// or both in one request) runs the whole turn: the model is called and
+/// nothing interrupts it. Events are processed in order (behaviour digest
+/// §4.2), so the interrupt comes after the turn the message starts.
+#[test]
+fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
+    let mut log = Log::new();
+    log.user_message();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    if log.next() == Command::StartTurn {
+        log.running();
+    }
+    assert!(
+        !matches!(log.next(), Command::CallModel { .. }),
+        "the interrupt sent after the message was ignored: the model is called"
+    );
+}
