@@ -534,3 +534,38 @@ async fn an_interrupt_racing_a_custom_tool_result_never_answers_a_call_twice() {
         assert!(answers.len() <= 1, "round {round}: call {call} answered {} times: {answers:#?}", answers.len());
     }
 }
+
+/// Defect (review-runner): a model request that is interrupted (or breaks)
+/// after `message_start` is recorded with zero usage, though the provider
+/// reported (and bills) its input tokens. step.rs `call_model` closes it with
+/// `request_end(start_id, ModelUsage::default(), true)` (and `model_failed`
+/// does the same), and `StreamEvent::MessageStart` does not carry the usage,
+/// so `session.usage`, `list_cost` and the budget check miss every such
+/// request: a session whose requests keep breaking mid-stream spends without
+/// limit against a budget that sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_request_keeps_the_usage_the_provider_reported() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "drip", "delay_ms": 300}),
+        json!({"content": [{"type": "text", "text": "a long answer that is still streaming when the user stops it"}],
+               "stop_reason": "end_turn", "usage": {"input_tokens": 1_000_000, "output_tokens": 10}}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("tell me everything")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // message_start (two chunks, 300 ms each) has arrived; the text has not.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
+    let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
+    assert_eq!(usage["usage"]["input_tokens"], 1_000_000, "{usage}");
+}
