@@ -569,3 +569,27 @@ async fn an_interrupted_request_keeps_the_usage_the_provider_reported() {
     let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
     assert_eq!(usage["usage"]["input_tokens"], 1_000_000, "{usage}");
 }
+
+/// Defect (review-runner): a turn the model refuses ends as a plain
+/// `end_turn`. The wire format (managed-agents-api.md, `session.status_idle`)
+/// has `stop_reason: {type: "refusal"}` with `stop_details: {type:
+/// "refusal", category?, explanation?}`, and `StopReason::Refusal` exists in
+/// core, but nothing produces it: the machine ends every turn whose last
+/// response has no tool calls with `Command::EndTurn`, whatever the
+/// provider's `stop_reason` was (recorded in `x.model_request`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_turn_idles_with_the_refusal_stop_reason() {
+    let model = FakeModel::start(vec![json!({
+        "content": [{"type": "text", "text": "I can't help with that."}],
+        "stop_reason": "refusal"
+    })])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("something the model refuses")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let idle = events.last().unwrap();
+    assert_eq!(idle["stop_reason"]["type"], "refusal", "{idle}");
+}
