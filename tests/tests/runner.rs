@@ -593,3 +593,26 @@ async fn a_refused_turn_idles_with_the_refusal_stop_reason() {
     let idle = events.last().unwrap();
     assert_eq!(idle["stop_reason"]["type"], "refusal", "{idle}");
 }
+
+/// Defect (review-runner): a response with more content blocks than one
+/// append may hold wedges the session in `running`. The stream accepts up
+/// to `MAX_CONTENT_BLOCKS` (4,096) blocks, but step.rs `call_model` appends
+/// the response's events (one per block, plus `x.model_response`, the end
+/// and `x.model_request`) in one append, which the store refuses past
+/// `MAX_EVENTS_PER_APPEND` (1,024). The error ends the task ("runner step
+/// failed; the session waits for new input"): no `session.error`, no idle,
+/// the request left open; every later wake closes it and makes the same
+/// call again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_many_blocks_does_not_wedge_the_session() {
+    let blocks: Vec<Value> = (0..1_100).map(|n| json!({"type": "text", "text": format!("part {n}")})).collect();
+    let model = FakeModel::start(vec![json!({"content": blocks, "stop_reason": "end_turn"})]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(15));
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("list everything, one block each")).await;
+    // Whatever the runner makes of it, the turn ends.
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.iter().filter(|e| e["type"] == "session.status_idle").count(), 1);
+}
