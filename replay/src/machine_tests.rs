@@ -806,3 +806,34 @@ fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
         "the interrupt sent after the message was ignored: the model is called"
     );
 }
+
+/// Defect (review-runner): a `system.message` accompanying a tool result
+/// supersedes the calls still awaited. While the session idles with
+/// `requires_action`, the API accepts a `system.message` only right after a
+/// `user.custom_tool_result` / `user.tool_result` (api/events.rs). The
+/// machine counts it as new input (`unseen_input`), so answering one of two
+/// calls together with a system note closes the other one as "The user sent
+/// a new message instead of answering this tool call", where the behaviour
+/// digest (§3.5) says resolving fewer than all re-emits the idle with the
+/// remaining ids.
+#[test]
+fn a_system_message_with_a_tool_result_does_not_supersede_the_other_calls() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let first = log.custom_tool_use();
+    let second = log.custom_tool_use();
+    assert_eq!(log.next(), Command::AwaitClient(vec![first, second]));
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![first, second] });
+    log.push(Event::UserCustomToolResult(UserCustomToolResult {
+        custom_tool_use_id: first,
+        content: None,
+        is_error: None,
+        session_thread_id: None,
+    }));
+    log.push(Event::SystemMessage(logbook_core::event::SystemMessage {
+        content: vec![ContentBlock::Text { text: "the first result came from the cache".into() }],
+    }));
+    assert_eq!(log.next(), Command::AwaitClient(vec![second]));
+}
