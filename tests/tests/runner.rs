@@ -616,3 +616,40 @@ async fn a_response_with_many_blocks_does_not_wedge_the_session() {
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(events.iter().filter(|e| e["type"] == "session.status_idle").count(), 1);
 }
+
+/// Defect (review-runner), same root as
+/// `a_message_queued_when_the_budget_runs_out_does_not_restart_turns`, with
+/// no timing involved: the request that crosses the budget ends its turn
+/// normally (`end_turn`), so the API still takes the next message; the
+/// runner then pauses at the budget before calling the model and, the
+/// message still unseen, starts a turn again at once, over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns() {
+    let model = FakeModel::start(vec![json!({
+        "content": [{"type": "text", "text": "An expensive answer."}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1_000_000, "output_tokens": 10}
+    })])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session = api
+        .session_with_fields(
+            json!({"name": "b", "tools": toolset("always_allow")}),
+            json!({"name": "b"}),
+            json!({"budget": budget}),
+        )
+        .await;
+    api.send(&session, user_message("first")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "budget_reached");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = api.events(&session).await;
+    let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
+    assert_eq!(running, 2, "paused at the budget, the session must stay idle: {} events", events.len());
+}
