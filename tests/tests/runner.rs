@@ -653,3 +653,57 @@ async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns()
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 2, "paused at the budget, the session must stay idle: {} events", events.len());
 }
+
+/// Defect (review-runner): an interrupt's wake-up outlives the interrupt.
+/// `RunnerHandle::wake` calls `Notify::notify_one`, which stores a permit
+/// when the task is not waiting in one of its `select!`s (it is appending,
+/// say). The interrupt itself is applied from the log, but the permit stays;
+/// when the same task goes on (the documented "interrupt, then a message in
+/// the same request starts the next turn"), the next turn's first model call
+/// is cut at once: a `span.model_request_end` with `is_error` and no
+/// `session.error`, an attempt spent on nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_interrupt_does_not_cut_the_next_turns_model_call() {
+    let round = |n: usize| {
+        json!({"content": [{"type": "tool_use", "id": format!("toolu_{n}"), "name": "bash", "input": {"command": "ls"}}],
+               "stop_reason": "tool_use"})
+    };
+    let model = FakeModel::start(vec![]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(20));
+    let session = new_session(&api, toolset("always_allow")).await;
+    let mut idles = 0;
+    for attempt in 0..6 {
+        // A turn of quick tool rounds: the runner spends most of it appending.
+        model.set_script((0..40).map(round).collect()).unwrap();
+        api.send(&session, user_message("work")).await;
+        let seen = api.events(&session).await.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = api.events(&session).await;
+            if events[seen.min(events.len())..].iter().filter(|e| e["type"] == "agent.tool_result").count() >= 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let before = api.events(&session).await.len();
+        api.send(&session, json!([{"type": "user.interrupt"},
+                                  {"type": "user.message", "content": [{"type": "text", "text": "now this"}]}]))
+            .await;
+        // The interrupted turn's idle, then the next turn's.
+        model.set_script(vec![json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"})])
+            .unwrap();
+        idles += 2;
+        let events = api.wait_idle(&session, idles).await;
+        let interrupted = events[before..].iter().position(|e| e["type"] == "session.status_idle").unwrap() + before;
+        let next_turn = &events[interrupted + 1..];
+        let spurious = next_turn.iter().enumerate().any(|(idx, e)| {
+            e["type"] == "span.model_request_end"
+                && e["is_error"] == true
+                && next_turn.get(idx + 1).is_none_or(|n| n["type"] != "session.error")
+        });
+        assert!(!spurious, "attempt {attempt}: the next turn's model call was cut: {:#?}", types(next_turn));
+    }
+}
