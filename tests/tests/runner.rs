@@ -707,3 +707,37 @@ async fn an_applied_interrupt_does_not_cut_the_next_turns_model_call() {
         assert!(!spurious, "attempt {attempt}: the next turn's model call was cut: {:#?}", types(next_turn));
     }
 }
+
+/// Defect (review-runner): the budget is checked against the cost rounded
+/// up to whole cents. step.rs `budget_reached` compares
+/// `pricing::list_cost_cents` (which takes the ceiling) with the limit, so a
+/// session that has spent $0.9900x of a $1.00 budget is paused as if it had
+/// spent $1.00. Behaviour digest §12: the budget is "enforced between model
+/// requests on the exact unrounded total (reported values rounded to
+/// cents)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_is_checked_on_the_unrounded_cost() {
+    let model = FakeModel::start(vec![
+        // 330,000 input tokens on Sonnet: $0.99, plus a second or so of runtime.
+        json!({"content": [{"type": "tool_use", "id": "toolu_b", "name": "bash", "input": {"command": "ls"}}],
+               "stop_reason": "tool_use", "usage": {"input_tokens": 330_000, "output_tokens": 1}}),
+        json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 10, "output_tokens": 1}}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session = api
+        .session_with_fields(
+            json!({"name": "b", "tools": toolset("always_allow")}),
+            json!({"name": "b"}),
+            json!({"budget": budget}),
+        )
+        .await;
+    api.send(&session, user_message("go")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert_eq!(model.requests().len(), 2);
+}
