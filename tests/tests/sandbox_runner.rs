@@ -222,3 +222,43 @@ async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on(
     drop(server);
     rerun_check(&data);
 }
+
+/// DEFECT (changes kept out of the log): everything one call changed goes
+/// into a single `x.workspace_delta`, appended with the call's result, and
+/// nothing bounds its size. A command that leaves ~9,000 symbolic links with
+/// 4,000-byte targets (a second of work, no disk to speak of) makes that
+/// event larger than `MAX_EVENT_BYTES` (32 MiB): the append is refused, the
+/// runner step fails, and the scan's index has already moved on, so none of
+/// the call's changes (here `evidence.txt`) ever reach the log that forks,
+/// state at a seq and audits rebuild the workspace from ("every change a
+/// tool call makes to the workspace or outputs is in an `x.workspace_delta`
+/// appended with the call's result"). Method: one bash call making the links
+/// and a file; the turn must end and the file must be in a recorded delta.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_a_huge_delta_still_records_its_changes() {
+    let command = "python3 -c \"import os; t='t'*4000; [os.symlink(t, 'l%05d' % i) for i in range(9000)]\" \
+                   && echo evidence > evidence.txt && echo done";
+    let model = FakeModel::start(vec![bash_call("toolu_1", command), answer("Done.")]).expect("fake starts");
+    let (_dir, data) = sandbox_data_dir();
+    let (server, api) = start(&data, &model);
+    let session = new_session(&api).await;
+    api.send(&session, user_message("go")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut events = api.events(&session).await;
+    while Instant::now() < deadline && !events.iter().any(|e| e["type"] == "session.status_idle") {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        events = api.events(&session).await;
+    }
+    let output = server.output();
+    drop(server);
+    let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+    let session_id: SessionId = session.parse().unwrap();
+    let records = store.read(session_id, logbook_core::Seq::ZERO, 10_000).unwrap();
+    let recorded = records.iter().any(|r| match r.entry().unwrap().event {
+        Event::WorkspaceDelta(delta) => delta.changes.iter().any(|c| c.path == "/workspace/evidence.txt"),
+        _ => false,
+    });
+    let shown: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    let errors: Vec<&str> = output.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    assert!(recorded, "evidence.txt is in no x.workspace_delta; events: {shown:?}; server: {errors:?}");
+}
