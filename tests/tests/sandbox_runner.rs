@@ -254,9 +254,9 @@ async fn a_call_with_a_huge_delta_still_records_its_changes() {
     let store = SledStore::open(&data, &SledOptions::default()).unwrap();
     let session_id: SessionId = session.parse().unwrap();
     let records = store.read(session_id, logbook_core::Seq::ZERO, 10_000).unwrap();
-    let recorded = records.iter().any(|r| match r.entry().unwrap().event {
-        Event::WorkspaceDelta(delta) => delta.changes.iter().any(|c| c.path == "/workspace/evidence.txt"),
-        _ => false,
+    let recorded = records.iter().any(|r| {
+        let Event::WorkspaceDelta(delta) = r.entry().unwrap().event else { return false };
+        delta.changes.iter().any(|c| c.path == "/workspace/evidence.txt")
     });
     let shown: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     let errors: Vec<&str> = output.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
