@@ -238,6 +238,11 @@ impl Machine {
         self.n_entries
     }
 
+    /// The model request started and not ended, if any.
+    pub fn open_request(&self) -> Option<EventId> {
+        self.open_request
+    }
+
     pub fn open_tools(&self) -> impl Iterator<Item = (EventId, &OpenTool)> {
         self.order.iter().filter_map(|id| self.tools.get(id).map(|tool| (*id, tool)))
     }

@@ -167,9 +167,11 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         (Command::CloseModelRequest { .. }, Event::SpanModelRequestEnd(end)) => {
             (end.is_error == Some(true), Mode::Between)
         }
-        (Command::RunTools(ids), Event::ToolStarted(started)) => {
-            (started.tool_use_ids == *ids, Mode::Results(ids.iter().copied().collect()))
-        }
+        // The runner runs the calls one per step (older logs: all at once).
+        (Command::RunTools(ids), Event::ToolStarted(started)) => (
+            !started.tool_use_ids.is_empty() && ids.starts_with(&started.tool_use_ids),
+            Mode::Results(started.tool_use_ids.iter().copied().collect()),
+        ),
         (Command::DenyTools(calls), Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let ids: Vec<EventId> = calls.iter().map(|(id, _)| *id).collect();
             let first = answered(event);
@@ -188,7 +190,10 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
             (first.is_some_and(|id| open.contains(&id)), rest)
         }
         (Command::Interrupt { open }, Event::SessionUsage(_)) => (open.is_empty(), Mode::Idling),
-        (Command::EndTurn, Event::SessionUsage(_)) => (matches!(next_idle, Some(StopReason::EndTurn)), Mode::Idling),
+        // `refusal` when the turn's last response was refused.
+        (Command::EndTurn, Event::SessionUsage(_)) => {
+            (matches!(next_idle, Some(StopReason::EndTurn | StopReason::Refusal)), Mode::Idling)
+        }
         (Command::AwaitClient(ids), Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::RequiresAction { event_ids }) if event_ids == ids), Mode::Idling)
         }

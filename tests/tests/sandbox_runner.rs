@@ -185,10 +185,15 @@ async fn a_confirmation_sent_while_another_call_runs_is_echoed_unprocessed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on() {
     // The server is killed (SIGKILL) while bash runs; after the restart the
-    // call gets an explicit error result (it is never run a second time),
-    // the model is called again with that result, and the turn ends.
+    // call gets an explicit error result (it is never run a second time), a
+    // second call of the same response that had not started runs then, the
+    // model is called again with both results, and the turn ends.
     let model = FakeModel::start(vec![
-        bash_call("toolu_killed", "echo run >> runs.txt && sleep 600 && touch finished"),
+        json!({"content": [
+            {"type": "tool_use", "id": "toolu_killed", "name": "bash",
+             "input": {"command": "echo run >> runs.txt && sleep 600 && touch finished"}},
+            {"type": "tool_use", "id": "toolu_next", "name": "bash", "input": {"command": "echo next >> runs.txt"}}],
+            "stop_reason": "tool_use"}),
         answer("The command was cut off."),
     ])
     .expect("fake starts");
@@ -207,10 +212,11 @@ async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on(
     let (server, api) = start(&data, &model);
     let events = api.wait_idle(&session, 1).await;
     let results: Vec<&Value> = events.iter().filter(|e| e["type"] == "agent.tool_result").collect();
-    assert_eq!(results.len(), 1, "exactly one result for the call: {results:?}");
+    assert_eq!(results.len(), 2, "exactly one result per call: {results:?}");
     assert_eq!(results[0]["is_error"], true);
     assert!(results[0]["content"][0]["text"].as_str().unwrap().contains("restarted"), "{}", results[0]);
-    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "the command was not run again");
+    assert_eq!(results[1]["is_error"], false, "the call that had not started runs: {}", results[1]);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\nnext\n", "the killed command was not run again");
     let answer = events.iter().rev().find(|e| e["type"] == "agent.message").unwrap();
     assert_eq!(answer["content"][0]["text"], "The command was cut off.");
     let requests = model.requests();
@@ -219,6 +225,7 @@ async fn a_kill_during_a_tool_call_closes_it_with_an_error_and_the_turn_goes_on(
     assert_eq!(last["content"][0]["type"], "tool_result", "{last}");
     assert_eq!(last["content"][0]["tool_use_id"], "toolu_killed");
     assert_eq!(last["content"][0]["is_error"], true);
+    assert_eq!(last["content"][1]["tool_use_id"], "toolu_next");
     drop(server);
     rerun_check(&data);
 }

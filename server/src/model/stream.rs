@@ -28,20 +28,31 @@ use sse_stream::{Sse, SseByteStream};
 use super::error::{ModelError, truncate};
 
 /// Most bytes one model response may stream. Far above what `max_tokens`
-/// allows with SSE framing; a stream past it is broken, not buffered.
-pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
+/// allows with SSE framing; a stream past it is broken, not buffered. The
+/// response is recorded twice in one append (`x.model_response` and the
+/// public events), so it must fit one event and half an append.
+pub const MAX_STREAM_BYTES: usize = 16 * 1024 * 1024;
 /// Most bytes received without completing an SSE event. A single event can
 /// carry a whole server-tool result (a fetched page), hence not tiny.
-pub const MAX_SSE_EVENT_BYTES: usize = 16 * 1024 * 1024;
-/// Most content blocks in one response.
-pub const MAX_CONTENT_BLOCKS: usize = 4_096;
+pub const MAX_SSE_EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// Most content blocks in one response. Each becomes at most one event,
+/// and a response's events are appended together with a few more.
+pub const MAX_CONTENT_BLOCKS: usize = 1_000;
+
+const _: () = assert!(MAX_SSE_EVENT_BYTES < MAX_STREAM_BYTES);
+// With room for the envelopes and the few other events of the append.
+const _: () = assert!(MAX_STREAM_BYTES <= logbook_core::limits::MAX_EVENT_BYTES / 2);
+const _: () = assert!(2 * MAX_STREAM_BYTES <= logbook_core::limits::MAX_APPEND_BYTES / 2);
+const _: () = assert!(MAX_CONTENT_BLOCKS + 16 <= logbook_core::limits::MAX_EVENTS_PER_APPEND);
 
 /// Progress of a streaming response, for live previews. The final
 /// [`ModelResponse`] is the authority; these only say what arrived so far.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    /// `message_start`: the message id and the model that answers.
-    MessageStart { id: String, model: String },
+    /// `message_start`: the message id, the model that answers, and the
+    /// usage it reports (the input side is final from here on: a request cut
+    /// short later is still billed for it).
+    MessageStart { id: String, model: String, usage: Usage },
     /// A content block began; `kind` is its `type` (`text`, `thinking`,
     /// `tool_use`, `server_tool_use`, `web_search_tool_result`, ...).
     BlockStart { index: usize, kind: String },
@@ -356,7 +367,7 @@ impl Accumulator {
         let (id, model) = (text("id"), text("model"));
         self.usage.merge(message.get("usage"));
         self.head = Some((id.clone(), model.clone()));
-        on_event(StreamEvent::MessageStart { id, model });
+        on_event(StreamEvent::MessageStart { id, model, usage: self.usage });
         Ok(Fed::More)
     }
 

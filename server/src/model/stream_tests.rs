@@ -122,7 +122,14 @@ async fn text_stream_in_one_chunk() {
         vec![
             StreamEvent::MessageStart {
                 id: "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY".to_owned(),
-                model: "claude-sonnet-4-6".to_owned()
+                model: "claude-sonnet-4-6".to_owned(),
+                usage: Usage {
+                    input_tokens: 25,
+                    output_tokens: 1,
+                    cache_creation_input_tokens: 7,
+                    cache_read_input_tokens: 100,
+                    ..Usage::default()
+                }
             },
             StreamEvent::BlockStart { index: 0, kind: "text".to_owned() },
             StreamEvent::TextDelta { index: 0, text: "Héllo".to_owned() },

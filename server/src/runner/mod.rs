@@ -39,7 +39,7 @@ pub use tools::{ToolCall, ToolExecutor, ToolOutcome, UnavailableTools};
 pub const RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest backoff between model attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(8);
-/// Steps one task takes before yielding to other sessions and re-checking.
+/// Steps one task takes before yielding to other sessions and going on.
 const MAX_STEPS_PER_WAKE: usize = 10_000;
 
 /// What the runner needs besides the app state.
@@ -86,6 +86,15 @@ pub(crate) struct TaskSignals {
     pub(crate) interrupt: Notify,
 }
 
+impl TaskSignals {
+    /// Drops a stored interrupt signal, if any: the interrupt it announced
+    /// is in the log, which the task reads next.
+    pub(crate) fn forget_interrupt(&self) {
+        use futures_util::FutureExt as _;
+        let _ = self.interrupt.notified().now_or_never();
+    }
+}
+
 impl RunnerHandle {
     pub fn new(config: RunnerConfig) -> RunnerHandle {
         RunnerHandle { inner: Arc::new(Inner { config, tasks: Mutex::new(HashMap::new()) }) }
@@ -111,8 +120,19 @@ impl RunnerHandle {
         tokio::spawn(async move {
             let mut task = step::Task::new(state, handle.clone(), tenant, session, Arc::clone(&signals));
             loop {
-                if let Err(err) = task.run(MAX_STEPS_PER_WAKE).await {
-                    tracing::error!(%session, error = %err, "runner step failed; the session waits for new input");
+                match task.run(MAX_STEPS_PER_WAKE).await {
+                    Ok(step::Stopped::Waiting) => {}
+                    Ok(step::Stopped::StepLimit) => {
+                        // A long turn: let other sessions' tasks run, then go on.
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::error!(%session, error = %err, "runner step failed; ending the turn");
+                        if let Err(err) = task.fail_turn().await {
+                            tracing::error!(%session, error = %err, "cannot end the failed turn; the session waits for new input");
+                        }
+                    }
                 }
                 // Exit unless something arrived while the task decided to stop.
                 let Ok(mut tasks) = handle.inner.tasks.lock() else { return };

@@ -48,6 +48,15 @@ const CATCH_UP_BATCH: usize = 10_000;
 /// `max_tokens` of a summarizing call: a summary longer than this is no summary.
 const SUMMARY_MAX_TOKENS: u32 = 8_192;
 
+/// Why [`Task::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// The machine waits for input (or the session ended).
+    Waiting,
+    /// The step limit was reached with work left: yield, then run again.
+    StepLimit,
+}
+
 pub(crate) struct Task {
     state: AppState,
     handle: RunnerHandle,
@@ -99,12 +108,16 @@ impl Task {
         }
     }
 
-    /// Takes steps until the machine waits (or `max_steps`).
-    pub(crate) async fn run(&mut self, max_steps: usize) -> Result<(), ApiError> {
+    /// Takes steps until the machine waits, or `max_steps` were taken.
+    pub(crate) async fn run(&mut self, max_steps: usize) -> Result<Stopped, ApiError> {
         for _ in 0..max_steps {
+            // Every interrupt up to here is in the log the machine reads
+            // next (the API wakes the task only once one is durable): a
+            // signal left over from one must not cut the next call short.
+            self.signals.forget_interrupt();
             self.catch_up().await?;
             if self.projection.machine.status() == MachineStatus::Terminated {
-                return Ok(());
+                return Ok(Stopped::Waiting);
             }
             let policy = self.policy().await?;
             let command = self.projection.machine.next(&policy);
@@ -116,7 +129,7 @@ impl Task {
                 self.ensure_work().await?;
             }
             match command.clone() {
-                Command::Wait => return Ok(()),
+                Command::Wait => return Ok(Stopped::Waiting),
                 Command::StartTurn | Command::Resume => {
                     self.append(vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))]).await?;
                     self.set_status(Status::Running).await;
@@ -136,6 +149,10 @@ impl Task {
                     self.append(vec![(None, request_end(start_id, ModelUsage::default(), true))]).await?;
                 }
                 Command::RunTools(ids) => self.run_tools(ids).await?,
+                // Closing results are appended only right after the entries
+                // they were decided on: a client's answer that lands first
+                // (a custom tool result racing an interrupt) makes the task
+                // decide again instead of answering the call twice.
                 Command::DenyTools(calls) => {
                     let events = calls
                         .into_iter()
@@ -147,7 +164,7 @@ impl Task {
                             (None, self.answer(id, ToolOutcome::error(text)))
                         })
                         .collect();
-                    self.append(events).await?;
+                    self.append_decided(events).await?;
                 }
                 Command::FailTools { ids, reason } => {
                     let text = match reason {
@@ -158,22 +175,65 @@ impl Task {
                         FailReason::Superseded => "The user sent a new message instead of answering this tool call.",
                     };
                     let events = ids.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
-                    self.append(events).await?;
+                    self.append_decided(events).await?;
                 }
                 Command::AwaitClient(ids) => {
                     self.idle_at(StopReason::RequiresAction { event_ids: ids }, Vec::new(), IdleAt::Decided).await?;
                 }
-                Command::EndTurn => self.idle_at(StopReason::EndTurn, Vec::new(), IdleAt::Decided).await?,
+                Command::EndTurn => self.idle_at(self.end_turn_reason(), Vec::new(), IdleAt::Decided).await?,
                 Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
                     let results =
                         open.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
-                    self.idle(StopReason::EndTurn, results).await?;
+                    self.idle_at(StopReason::EndTurn, results, IdleAt::Decided).await?;
                 }
             }
         }
+        Ok(Stopped::StepLimit)
+    }
+
+    /// Appends events only right after the entries the machine decided on;
+    /// if something landed since, appends nothing (the run loop catches up
+    /// and decides again).
+    async fn append_decided(&self, events: Vec<(Option<EventId>, Event)>) -> Result<(), ApiError> {
+        let expected = Seq::new(self.entries.len() as u64);
+        if self.append_at(expected, events).await?.is_none() {
+            tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
+        }
         Ok(())
+    }
+
+    /// How a turn the machine ends stops: `refusal` when the provider
+    /// refused in the turn's last response, else `end_turn`.
+    fn end_turn_reason(&self) -> StopReason {
+        let last_stop = self.entries.iter().rev().find_map(|entry| {
+            if let Event::ModelRequest(request) = &entry.event { Some(request.stop_reason.as_deref()) } else { None }
+        });
+        if last_stop == Some(Some("refusal")) { StopReason::Refusal } else { StopReason::EndTurn }
+    }
+
+    /// Ends a turn a step failed in (the caller logs the error): the
+    /// open model request is closed, and a `session.error` and an idle say
+    /// the turn is over, so the session is not left `running` with no task.
+    /// Nothing is appended if the session is not in a turn.
+    pub(crate) async fn fail_turn(&mut self) -> Result<(), ApiError> {
+        self.catch_up().await?;
+        if !self.projection.machine.in_turn() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        if let Some(start_id) = self.projection.machine.open_request() {
+            events.push((None, request_end(start_id, ModelUsage::default(), true)));
+        }
+        let detail = SessionErrorDetail::UnknownError {
+            // The message names no internals (it is shown to clients); the
+            // server log has them.
+            message: "the turn stopped on an internal error of the server; see its log".to_owned(),
+            retry_status: RetryStatus::Exhausted,
+        };
+        events.push((None, Event::SessionError(SessionError { error: detail })));
+        self.idle(StopReason::RetriesExhausted, events).await
     }
 
     /// Reads and applies every durable entry not yet seen.
@@ -451,9 +511,11 @@ impl Task {
                     "no model API is configured: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint)"
                         .to_owned(),
             };
-            return self.model_failed(start_id, attempt, error).await;
+            return self.model_failed(start_id, attempt, error, ModelUsage::default()).await;
         };
         let began = Instant::now();
+        // What the provider reported so far: a request cut short is billed too.
+        let mut reported = crate::model::Usage::default();
         // Preview ids by content block index, chosen at block start.
         let mut preview_ids: HashMap<usize, EventId> = HashMap::new();
         let mut n_public_blocks = 0u64;
@@ -487,11 +549,10 @@ impl Task {
                         state.previews().publish(session_id, Preview::Delta { event_id: *id, index: 0, text });
                     }
                 }
-                StreamEvent::MessageStart { .. }
-                | StreamEvent::ThinkingDelta { .. }
+                StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
+                StreamEvent::ThinkingDelta { .. }
                 | StreamEvent::InputJsonDelta { .. }
-                | StreamEvent::BlockStop { .. }
-                | StreamEvent::MessageDelta { .. } => {}
+                | StreamEvent::BlockStop { .. } => {}
             };
             tokio::select! {
                 res = client.stream(&request, &mut on_event) => Some(res),
@@ -501,10 +562,10 @@ impl Task {
         match outcome {
             None => {
                 // Interrupted: close the request; the machine applies the interrupt.
-                self.append(vec![(None, request_end(start_id, ModelUsage::default(), true))]).await?;
+                self.append(vec![(None, request_end(start_id, model_usage(&reported), true))]).await?;
                 Ok(())
             }
-            Some(Err(error)) => self.model_failed(start_id, attempt, error).await,
+            Some(Err(error)) => self.model_failed(start_id, attempt, error, model_usage(&reported)).await,
             Some(Ok(response)) => {
                 self.last_error = None;
                 let usage = model_usage(&response.usage);
@@ -688,12 +749,19 @@ impl Task {
         Ok(())
     }
 
-    /// Records a failed model call: retried with backoff while attempts last.
-    async fn model_failed(&mut self, start_id: EventId, attempt: u32, error: ModelError) -> Result<(), ApiError> {
+    /// Records a failed model call, with the usage the provider reported
+    /// before it failed: retried with backoff while attempts last.
+    async fn model_failed(
+        &mut self,
+        start_id: EventId,
+        attempt: u32,
+        error: ModelError,
+        usage: ModelUsage,
+    ) -> Result<(), ApiError> {
         tracing::warn!(session = %self.session, attempt, %error, "model call failed");
         let max = self.handle.config().policy.max_model_attempts;
         let retrying = error.is_retryable() && attempt < max;
-        let end = (None, request_end(start_id, ModelUsage::default(), true));
+        let end = (None, request_end(start_id, usage, true));
         if !retrying {
             let detail = error_detail(Some(&error), RetryStatus::Exhausted);
             self.last_error = Some(error);
@@ -721,74 +789,94 @@ impl Task {
         Ok(())
     }
 
+    /// Runs the first of the calls the machine named (the run loop comes
+    /// back for the others), marked started just before it runs: after a
+    /// crash, only a call that was running is reported as orphaned; the ones
+    /// after it run then.
     async fn run_tools(&mut self, ids: Vec<EventId>) -> Result<(), ApiError> {
-        self.append(vec![(None, Event::ToolStarted(ToolStarted { tool_use_ids: ids.clone() }))]).await?;
+        let Some(&id) = ids.first() else { return Ok(()) };
+        self.append(vec![(None, Event::ToolStarted(ToolStarted { tool_use_ids: vec![id] }))]).await?;
         let session = self.load_session().await?;
         let environment = self.load_environment(&session).await;
         let tools = Arc::clone(&self.handle.config().tools);
-        for id in ids {
-            let call = self.entries.iter().find(|e| e.id == id).map(|e| e.event.clone());
-            let outcome = match call {
-                Some(Event::AgentToolUse(tool_use)) => {
-                    let call = ToolCall {
-                        session: self.session,
-                        tool_use_id: id,
-                        name: &tool_use.name,
-                        input: &tool_use.input,
-                        agent_tools: &session.agent.tools,
-                        environment: environment.as_ref(),
-                        log: &self.entries,
-                    };
-                    let finished = tokio::select! {
-                        outcome = tools.run(&call) => Some(outcome),
-                        () = self.signals.interrupt.notified() => None,
-                    };
-                    match finished {
-                        Some(outcome) => outcome,
-                        None => {
-                            // The machine closes this and the other open calls;
-                            // what the call changed before it stopped is still recorded.
-                            let delta = self.workspace_delta(tools.as_ref(), id).await;
-                            if !delta.is_empty() {
-                                self.append(delta).await?;
-                            }
-                            return Ok(());
-                        }
+        let call = self.entries.iter().find(|e| e.id == id).map(|e| e.event.clone());
+        let outcome = match call {
+            Some(Event::AgentToolUse(tool_use)) => {
+                let call = ToolCall {
+                    session: self.session,
+                    tool_use_id: id,
+                    name: &tool_use.name,
+                    input: &tool_use.input,
+                    agent_tools: &session.agent.tools,
+                    environment: environment.as_ref(),
+                    log: &self.entries,
+                };
+                let finished = tokio::select! {
+                    outcome = tools.run(&call) => Some(outcome),
+                    () = self.signals.interrupt.notified() => None,
+                };
+                match finished {
+                    Some(outcome) => outcome,
+                    None => {
+                        // The machine closes this and the other open calls;
+                        // what the call changed before it stopped is still recorded.
+                        let delta = self.workspace_delta(tools.as_ref(), id).await;
+                        self.append_after_delta(delta, Vec::new()).await?;
+                        return Ok(());
                     }
                 }
-                Some(Event::AgentMcpToolUse(tool_use)) => {
-                    let server = session.agent.mcp_servers.iter().find(|s| s.name == tool_use.mcp_server_name);
-                    let Some(server) = server else {
-                        let text = format!("the agent has no MCP server named {:?}", tool_use.mcp_server_name);
-                        self.append(vec![(None, mcp_tool_result(id, ToolOutcome::error(text)))]).await?;
-                        continue;
-                    };
-                    let hub = Arc::clone(&self.handle.config().mcp);
-                    let input = tool_use.input.to_value();
-                    let finished = tokio::select! {
-                        outcome = hub.call(self.session, server, &tool_use.name, &input) => Some(outcome),
-                        () = self.signals.interrupt.notified() => None,
-                    };
-                    // Interrupted: the machine closes this and the other open calls.
-                    let Some(outcome) = finished else { return Ok(()) };
-                    let policy = self.policy().await?;
-                    let outcome = match policy.tool_host {
-                        ToolHost::Server => tools.save_large_outputs(self.session, outcome).await,
-                        ToolHost::Worker => crate::tools::spill::preview_large_outputs(
-                            outcome,
-                            "the session's workspace is on its self-hosted worker",
-                        ),
-                    };
-                    let mut events = self.workspace_delta(tools.as_ref(), id).await;
-                    events.push((None, mcp_tool_result(id, outcome)));
-                    self.append(events).await?;
-                    continue;
-                }
-                _ => ToolOutcome::error("internal error: the tool call was not found in the log"),
-            };
-            let mut events = self.workspace_delta(tools.as_ref(), id).await;
-            events.push((None, tool_result(id, outcome)));
-            self.append(events).await?;
+            }
+            Some(Event::AgentMcpToolUse(tool_use)) => {
+                let server = session.agent.mcp_servers.iter().find(|s| s.name == tool_use.mcp_server_name);
+                let Some(server) = server else {
+                    let text = format!("the agent has no MCP server named {:?}", tool_use.mcp_server_name);
+                    self.append(vec![(None, mcp_tool_result(id, ToolOutcome::error(text)))]).await?;
+                    return Ok(());
+                };
+                let hub = Arc::clone(&self.handle.config().mcp);
+                let input = tool_use.input.to_value();
+                let finished = tokio::select! {
+                    outcome = hub.call(self.session, server, &tool_use.name, &input) => Some(outcome),
+                    () = self.signals.interrupt.notified() => None,
+                };
+                // Interrupted: the machine closes this and the other open calls.
+                let Some(outcome) = finished else { return Ok(()) };
+                let policy = self.policy().await?;
+                let outcome = match policy.tool_host {
+                    ToolHost::Server => tools.save_large_outputs(self.session, outcome).await,
+                    ToolHost::Worker => crate::tools::spill::preview_large_outputs(
+                        outcome,
+                        "the session's workspace is on its self-hosted worker",
+                    ),
+                };
+                let delta = self.workspace_delta(tools.as_ref(), id).await;
+                self.append_after_delta(delta, vec![(None, mcp_tool_result(id, outcome))]).await?;
+                return Ok(());
+            }
+            _ => ToolOutcome::error("internal error: the tool call was not found in the log"),
+        };
+        let delta = self.workspace_delta(tools.as_ref(), id).await;
+        self.append_after_delta(delta, vec![(None, tool_result(id, outcome))]).await?;
+        Ok(())
+    }
+
+    /// Appends a call's `x.workspace_delta` events, then `last` (its result)
+    /// with the final ones: in one append when they fit, else in several of
+    /// [`DELTAS_PER_APPEND`] (a crash between them leaves true changes
+    /// recorded and the call without a result, which the machine closes).
+    async fn append_after_delta(
+        &self,
+        mut delta: Vec<(Option<EventId>, Event)>,
+        last: Vec<(Option<EventId>, Event)>,
+    ) -> Result<(), ApiError> {
+        while delta.len() > DELTAS_PER_APPEND {
+            let rest = delta.split_off(DELTAS_PER_APPEND);
+            self.append(delta).await?;
+            delta = rest;
+        }
+        delta.extend(last);
+        if !delta.is_empty() {
+            self.append(delta).await?;
         }
         Ok(())
     }
@@ -871,16 +959,52 @@ impl Task {
     /// the next one.
     async fn workspace_delta(&self, tools: &dyn ToolExecutor, id: EventId) -> Vec<(Option<EventId>, Event)> {
         match tools.workspace_changes(self.session, &self.entries).await {
-            Ok(changes) if changes.is_empty() => Vec::new(),
-            Ok(changes) => {
-                vec![(None, Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: Some(id), changes }))]
-            }
+            Ok(changes) => split_delta(id, changes),
             Err(err) => {
                 tracing::warn!(session = %self.session, error = %err, "cannot record the workspace changes");
                 Vec::new()
             }
         }
     }
+}
+
+/// Most estimated bytes of changes one `x.workspace_delta` holds: a call
+/// may change any number of paths, an event holds at most
+/// `MAX_EVENT_BYTES`.
+const DELTA_EVENT_BYTES: usize = 1 << 20;
+/// Most `x.workspace_delta` events in one append (with room to spare under
+/// `MAX_APPEND_BYTES`).
+const DELTAS_PER_APPEND: usize = 16;
+/// Bytes of a change besides its path and link target (tags, hash, size, mode).
+const CHANGE_OVERHEAD_BYTES: usize = 64;
+
+const _: () = assert!(DELTA_EVENT_BYTES * 2 <= logbook_core::limits::MAX_EVENT_BYTES);
+const _: () = assert!(DELTA_EVENT_BYTES * (DELTAS_PER_APPEND + 1) <= logbook_core::limits::MAX_APPEND_BYTES / 2);
+
+/// A call's changes as `x.workspace_delta` events of at most
+/// [`DELTA_EVENT_BYTES`] each (estimated), in order; none for no change.
+fn split_delta(id: EventId, changes: Vec<logbook_core::event::WorkspaceChange>) -> Vec<(Option<EventId>, Event)> {
+    let mut events = Vec::new();
+    let mut part = Vec::new();
+    let mut part_bytes = 0;
+    for change in changes {
+        let target = match &change.change {
+            logbook_core::event::FileChange::Symlink { target } => target.len(),
+            logbook_core::event::FileChange::Written { .. } | logbook_core::event::FileChange::Removed => 0,
+        };
+        let bytes = change.path.len() + target + CHANGE_OVERHEAD_BYTES;
+        if !part.is_empty() && part_bytes + bytes > DELTA_EVENT_BYTES {
+            let changes = std::mem::take(&mut part);
+            events.push((None, Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: Some(id), changes })));
+            part_bytes = 0;
+        }
+        part_bytes += bytes;
+        part.push(change);
+    }
+    if !part.is_empty() {
+        events.push((None, Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: Some(id), changes: part })));
+    }
+    events
 }
 
 fn request_end(start_id: EventId, usage: ModelUsage, is_error: bool) -> Event {
