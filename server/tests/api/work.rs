@@ -1066,3 +1066,23 @@ async fn a_lease_that_ends_while_previews_keep_coming_ends_the_stream() {
     let delivered = tokio::time::timeout(STREAM_DEADLINE, delivered).await.expect("the token's stream ends");
     assert_eq!(delivered, 0, "the lease had lapsed before the stream was read");
 }
+
+#[tokio::test]
+async fn review_a_deleted_sessions_queued_item_is_not_handed_to_workers() {
+    // DEFECT (review-work): deleting a session leaves its work item live in
+    // the queue (sessions::delete, server/src/api/sessions.rs, never touches
+    // the work queue). Polls keep handing workers an item for a session that
+    // no longer exists (the SDK worker then fails it on the 404 of
+    // GET /v1/sessions/{id}), and `stats.depth` counts it, so a fleet scaled
+    // on depth starts workers for nothing. Expected: the item of a deleted
+    // session is stopped with it (nothing to poll, depth 0).
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    h.delete(&format!("/v1/sessions/{session}")).await.ok();
+    h.get(&format!("/v1/sessions/{session}")).await.not_found();
+    assert_eq!(q.stats(&h).await["depth"], 0, "a deleted session's item is still counted as waiting");
+    let polled = q.poll(&h, "").await;
+    assert_eq!(polled.text(), "null", "a worker was handed the item of a deleted session: {}", polled.text());
+}
