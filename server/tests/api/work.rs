@@ -1086,3 +1086,39 @@ async fn review_a_deleted_sessions_queued_item_is_not_handed_to_workers() {
     let polled = q.poll(&h, "").await;
     assert_eq!(polled.text(), "null", "a worker was handed the item of a deleted session: {}", polled.text());
 }
+
+#[tokio::test]
+async fn review_items_queued_behind_a_thousand_running_ones_are_counted_and_handed_out() {
+    // DEFECT (review-work): queue::visit_live (server/src/api/work/queue.rs,
+    // the `while n_seen < MAX_POLL_SCAN` loop) stops after MAX_POLL_SCAN
+    // (1000; 1024 in practice, it reads markers 32 at a time) live markers,
+    // and it counts the items it cannot hand out (leased, or claimed and not
+    // yet acked). Once 1024 items are running (acked: their leases keep them
+    // live at the front of the queue), the items queued behind them are never
+    // reached: every poll answers null and `stats` (same scan) says depth 0
+    // while 76 items wait. A fleet of more than ~1000 concurrent workers on
+    // one environment starves every new session until enough of the first
+    // ones stop.
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let path = format!("/x/v1/environments/{}/work/healthcheck", q.env);
+    let n_items = logbook_server::api::work::queue::MAX_POLL_SCAN + 100;
+    for _ in 0..n_items {
+        h.post_empty(&path).await.ok();
+    }
+    // Workers take the items one by one and keep running them (acked).
+    for n_taken in 0..n_items {
+        let polled = q.poll(&h, "").await;
+        if polled.text() == "null" {
+            let stats = q.stats(&h).await;
+            panic!(
+                "poll {n_taken} answered null while {} items were still queued behind {n_taken} running ones (stats: {stats})",
+                n_items - n_taken
+            );
+        }
+        q.ack(&h, id(&polled.ok())).await.ok();
+    }
+    let session = q.session(&h).await;
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    assert_eq!(q.poll(&h, "").await.ok()["data"]["id"], session.as_str());
+}
