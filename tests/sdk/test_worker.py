@@ -48,6 +48,7 @@ restop_env = harness_for("restop")
 crash_env = harness_for("crash")
 healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
+review_lapse_env = harness_for("review-lapse")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -334,6 +335,42 @@ def test_a_crashed_workers_call_is_finished_by_the_next_worker_once(crash_env: W
     requests = h.fake.requests()
     (result,) = tool_results_sent(requests[1])
     assert result["tool_use_id"] == "toolu_c1" and block_text(result) == "resumed"
+
+
+def test_review_a_stopping_item_whose_worker_vanished_gives_the_waiting_session_a_new_item(
+    review_lapse_env: WorkerHarness,
+) -> None:
+    """DEFECT (review-work): a graceful stop puts an active item in `stopping`; if its worker
+    then dies before confirming, the lease lapses and the item ends `stopped`
+    (StoredWork::settle, server/src/api/work/queue.rs, applied lazily on reads). Nothing
+    wakes the session's runner then: only the stop handler (server/src/api/work/mod.rs,
+    `runner.wake` after a stop request) and new input do, and at the graceful stop the item
+    was still live, so `ensure_session_work` queued nothing. The session keeps waiting on a
+    built-in call that no worker will ever be given: no live item, `running` forever (it
+    cannot be archived or deleted without an interrupt). A forced stop in the same spot does
+    queue a new item (test_a_call_in_flight_when_its_item_is_force_stopped_gets_a_new_item).
+    Method: the test is the worker (raw poll/ack/heartbeat with the environment key, a 2 s
+    lease), requests a graceful stop with the API key, and stops heartbeating."""
+    h = review_lapse_env
+    h.fake.set_script([tool_response(("toolu_l1", "bash", {"command": "echo hi"})), text_response("done")])
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    h.wait_events(session.id, lambda events: bool(of_type(events, "agent.tool_use")), "the bash call")
+    work = h.env_client.beta.environments.work
+    item = work.poll(h.env_id, block_ms=999, anthropic_worker_id="review-doomed-worker")
+    assert item is not None and item.data.id == session.id
+    work.ack(item.id, environment_id=h.env_id)
+    beat = work.heartbeat(
+        item.id, environment_id=h.env_id, desired_ttl_seconds=2, expected_last_heartbeat="NO_HEARTBEAT"
+    )
+    assert beat.state == "active" and beat.ttl_seconds == 2
+    stopping = h.client.beta.environments.work.stop(item.id, environment_id=h.env_id)
+    assert stopping.state == "stopping"
+    # The worker dies here: no heartbeat confirms the stop; the 2 s lease lapses.
+    h.wait_work(session.id, lambda w: w.id == item.id and w.state == "stopped", "stopped by the lapse")
+    # The call still waits for a worker, so the session needs a new item in the queue.
+    fresh = h.wait_work(session.id, lambda w: w.id != item.id and w.state != "stopped", "a new item for the waiting call")
+    assert fresh.state == "queued"
 
 
 # --------------------------------------------------------------------------- healthchecks
