@@ -49,6 +49,7 @@ crash_env = harness_for("crash")
 healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
 review_lapse_env = harness_for("review-lapse")
+review_churn_env = harness_for("review-churn")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -371,6 +372,44 @@ def test_review_a_stopping_item_whose_worker_vanished_gives_the_waiting_session_
     # The call still waits for a worker, so the session needs a new item in the queue.
     fresh = h.wait_work(session.id, lambda w: w.id != item.id and w.state != "stopped", "a new item for the waiting call")
     assert fresh.state == "queued"
+
+
+def test_review_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(review_churn_env: WorkerHarness) -> None:
+    """DEFECT (review-work): when the worker itself fails a work item (the SDK worker's
+    `stop(force=True)` with the item's sessions token after any exception in `_handle_item`)
+    while the session still waits on a built-in call, the stop handler wakes the runner
+    (server/src/api/work/mod.rs, `stop` -> `runner.wake`) and the runner queues a brand new
+    item at once (runner/step.rs `ensure_work`). A worker whose failure is deterministic (bad
+    workdir, a tool context that cannot start, a stream it may not open) gets the new item on
+    its very next poll and fails it again: an endless poll/ack/fail loop, each turn persisting
+    one more work item (and sessions token) that is never deleted. Hosted behaviour
+    (managed-agents-behaviour.md §3.6, §11): a worker that fails the work item leaves the
+    session idle/requires_action, and an interrupt re-queues the work. Method: the test is
+    the failing worker (poll, ack, first heartbeat, force-stop with the sessions token),
+    ten times in a row."""
+    h = review_churn_env
+    h.fake.set_script([tool_response(("toolu_x1", "bash", {"command": "echo hi"})), text_response("done")])
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    h.wait_events(session.id, lambda events: bool(of_type(events, "agent.tool_use")), "the bash call")
+    work = h.env_client.beta.environments.work
+    failed = []
+    for _ in range(10):
+        item = work.poll(h.env_id, block_ms=999, anthropic_worker_id="review-failing-worker")
+        if item is None:
+            break
+        assert item.data.id == session.id and item.secret
+        work.ack(item.id, environment_id=h.env_id)
+        payload = json.loads(base64.urlsafe_b64decode(item.secret + "=" * (-len(item.secret) % 4)))
+        token_work = strict_client(h.server.url, auth_token=payload["sessions_token"]).beta.environments.work
+        token_work.heartbeat(item.id, environment_id=h.env_id, expected_last_heartbeat="NO_HEARTBEAT")
+        # The worker hits its (deterministic) error and fails the item, as the SDK does.
+        token_work.stop(item.id, environment_id=h.env_id, force=True)
+        failed.append(item.id)
+    assert len(failed) == 1, (
+        f"the failing worker got the session back {len(failed)} times in a row "
+        f"({len(h.work_items(session.id))} work items for one call)"
+    )
 
 
 # --------------------------------------------------------------------------- healthchecks
