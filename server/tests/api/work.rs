@@ -1068,14 +1068,14 @@ async fn a_lease_that_ends_while_previews_keep_coming_ends_the_stream() {
 }
 
 #[tokio::test]
-async fn review_a_deleted_sessions_queued_item_is_not_handed_to_workers() {
-    // DEFECT (review-work): deleting a session leaves its work item live in
-    // the queue (sessions::delete, server/src/api/sessions.rs, never touches
-    // the work queue). Polls keep handing workers an item for a session that
-    // no longer exists (the SDK worker then fails it on the 404 of
-    // GET /v1/sessions/{id}), and `stats.depth` counts it, so a fleet scaled
-    // on depth starts workers for nothing. Expected: the item of a deleted
-    // session is stopped with it (nothing to poll, depth 0).
+async fn a_deleted_or_archived_sessions_item_is_stopped_with_it() {
+    // Goal: deleting or archiving a session stops its work item, as a forced
+    // stop would: a worker is never handed the item of a session that no
+    // longer exists or takes no events (the SDK worker would fail it on the
+    // 404 of GET /v1/sessions/{id}), and `stats.depth` does not count it (a
+    // fleet scaled on depth would start workers for nothing). Method: a
+    // queued session deleted, another archived; depth, poll and the items
+    // after each.
     let h = Harness::new();
     let q = Queue::new(&h).await;
     let session = q.session(&h).await;
@@ -1085,6 +1085,18 @@ async fn review_a_deleted_sessions_queued_item_is_not_handed_to_workers() {
     assert_eq!(q.stats(&h).await["depth"], 0, "a deleted session's item is still counted as waiting");
     let polled = q.poll(&h, "").await;
     assert_eq!(polled.text(), "null", "a worker was handed the item of a deleted session: {}", polled.text());
+    assert_eq!(q.list(&h).await[0]["state"], "stopped");
+
+    let archived = q.session(&h).await;
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    h.post_empty(&format!("/v1/sessions/{archived}/archive")).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 0, "an archived session's item is still counted as waiting");
+    assert_eq!(q.poll(&h, "").await.text(), "null", "a worker was handed the item of an archived session");
+    let items = q.list(&h).await;
+    assert_eq!(
+        (items[0]["data"]["id"].as_str(), items[0]["state"].as_str()),
+        (Some(archived.as_str()), Some("stopped"))
+    );
 }
 
 #[tokio::test]

@@ -401,6 +401,24 @@ pub fn ensure_session_work(
     Ok(())
 }
 
+/// Stops a deleted or archived session's live work item, as a forced stop
+/// would: it is no longer handed to workers nor counted in `stats`. Cloud
+/// sessions: nothing.
+pub fn stop_session_work(
+    state: &AppState,
+    store: &SledStore,
+    tenant: &Tenant,
+    session: &StoredSession,
+) -> Result<(), ApiError> {
+    if !session.self_hosted {
+        return Ok(());
+    }
+    if let Some(item) = queue::stop_session_item(store, tenant, session.id, state.now())? {
+        tracing::info!(work = %item.id, session = %session.id, "work item stopped with its session");
+    }
+    Ok(())
+}
+
 /// The session's latest work item (for tests and operators).
 pub fn session_work(
     state: &AppState,

@@ -726,6 +726,29 @@ pub fn session_item(
     Ok(item)
 }
 
+/// Stops the session's latest item at once if it is live (the session was
+/// deleted or archived: no worker is to be given it, and `stats` must not
+/// count it); a worker holding it hears so on its next heartbeat. Returns the
+/// item if this stopped it.
+pub fn stop_session_item(
+    store: &SledStore,
+    tenant: &Tenant,
+    session: SessionId,
+    now: Timestamp,
+) -> Result<Option<StoredWork>, ApiError> {
+    let Some(bytes) = store.get_resource(ResourceKind::WorkItem, &session_key(tenant, session))? else {
+        return Ok(None);
+    };
+    let pointer: SessionWork = from_bytes(&bytes)?;
+    // A pointer to nothing (a crash) means no item.
+    if load(store, tenant, pointer.environment_id, pointer.work_id)?.is_none() {
+        return Ok(None);
+    }
+    let (item, changed) =
+        update(store, tenant, pointer.environment_id, pointer.work_id, now, |item| Ok(item.stop(true, now).is_ok()))?;
+    Ok(changed.then_some(item))
+}
+
 /// Makes sure a session has a live work item in `env`'s queue; returns the
 /// item it enqueued, or `None` if one was live already. Concurrent callers
 /// enqueue one item between them: a new item becomes visible to polls (its
