@@ -1100,17 +1100,17 @@ async fn a_deleted_or_archived_sessions_item_is_stopped_with_it() {
 }
 
 #[tokio::test]
-async fn review_items_queued_behind_a_thousand_running_ones_are_counted_and_handed_out() {
-    // DEFECT (review-work): queue::visit_live (server/src/api/work/queue.rs,
-    // the `while n_seen < MAX_POLL_SCAN` loop) stops after MAX_POLL_SCAN
-    // (1000; 1024 in practice, it reads markers 32 at a time) live markers,
-    // and it counts the items it cannot hand out (leased, or claimed and not
-    // yet acked). Once 1024 items are running (acked: their leases keep them
-    // live at the front of the queue), the items queued behind them are never
-    // reached: every poll answers null and `stats` (same scan) says depth 0
-    // while 76 items wait. A fleet of more than ~1000 concurrent workers on
-    // one environment starves every new session until enough of the first
-    // ones stop.
+async fn items_queued_behind_a_thousand_running_ones_are_counted_and_handed_out() {
+    // Goal: however many items are being served (acked: their leases keep
+    // them live), the items queued behind them are found by polls and counted
+    // by `stats`; a poll's scan is bounded by the queued items it looks at
+    // (MAX_POLL_SCAN), not by the running ones. Before the queue had its own
+    // markers, a scan of every live item stopped after ~1000, so a fleet of
+    // more than ~1000 concurrent workers on one environment starved every new
+    // session and `stats` said depth 0 while items waited. Method:
+    // MAX_POLL_SCAN + 100 healthcheck items, each polled and acked in turn
+    // (every poll must find the next), then a session's item: depth 1, and
+    // the next poll hands it out.
     let h = Harness::new();
     let q = Queue::new(&h).await;
     let path = format!("/x/v1/environments/{}/work/healthcheck", q.env);
@@ -1133,4 +1133,54 @@ async fn review_items_queued_behind_a_thousand_running_ones_are_counted_and_hand
     let session = q.session(&h).await;
     assert_eq!(q.stats(&h).await["depth"], 1);
     assert_eq!(q.poll(&h, "").await.ok()["data"]["id"], session.as_str());
+}
+
+#[tokio::test]
+async fn items_marked_in_the_layout_before_queue_markers_are_still_served() {
+    // Goal: a data directory written before queued and leased items had
+    // their own markers (one `ws 'l' env work` marker per unstopped item)
+    // still works: its queued items are counted and handed out, and a lapse
+    // of its leased ones is still noticed (docs/format.md §5, work items).
+    // Method: a queued and an acked item whose markers are rewritten into the
+    // old layout in the store; stats, a poll, and a poll after the lease ran
+    // out.
+    use logbook_store::{Direction, ResourceKind, Resources};
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let leased = q.session(&h).await;
+    h.tick(5);
+    let queued = q.session(&h).await;
+    let polled = q.poll(&h, "").await.ok();
+    assert_eq!(polled["data"]["id"], leased.as_str());
+    let leased_work = id(&polled).to_owned();
+    q.ack(&h, &leased_work).await.ok();
+
+    let store = h.state.store();
+    let env: logbook_core::EnvironmentId = q.env.parse().unwrap();
+    let mut prefix = h.tenant(&h.key_a).prefix();
+    for tag in [b'q', b'e'] {
+        let mut range = prefix.clone();
+        range.push(tag);
+        range.extend_from_slice(&env.to_bytes());
+        for (key, _) in store.scan_resources(ResourceKind::WorkItem, &range, None, Direction::Forward, 100).unwrap() {
+            store.swap_resource(ResourceKind::WorkItem, &key, Some(b""), None).unwrap().unwrap();
+        }
+    }
+    prefix.push(b'l');
+    prefix.extend_from_slice(&env.to_bytes());
+    for item in q.list(&h).await {
+        let work: logbook_core::WorkId = item["id"].as_str().unwrap().parse().unwrap();
+        let mut key = prefix.clone();
+        key.extend_from_slice(&work.to_bytes());
+        store.swap_resource(ResourceKind::WorkItem, &key, None, Some(b"")).unwrap().unwrap();
+    }
+
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    assert_eq!(q.poll(&h, "").await.ok()["data"]["id"], queued.as_str());
+    assert_eq!(q.poll(&h, "").await.text(), "null", "the acked item is not handed out while leased");
+    h.tick(301_000);
+    let again = q.poll(&h, "").await.ok();
+    assert_eq!((id(&again), again["state"].as_str()), (leased_work.as_str(), Some("queued")), "its lease lapsed");
+    let old = store.scan_resources(ResourceKind::WorkItem, &prefix, None, Direction::Forward, 100).unwrap();
+    assert_eq!(old.len(), 0, "the old markers were converted");
 }

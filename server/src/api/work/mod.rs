@@ -333,10 +333,7 @@ pub async fn stats(
             let mut depth = 0usize;
             let mut pending = 0usize;
             let mut oldest = None;
-            for (_, item) in queue::live_items(store, &tenant, env, now)? {
-                if item.state != WorkState::Queued {
-                    continue;
-                }
+            for item in queue::queued_items(store, &tenant, env, now)? {
                 if item.pending(now) {
                     pending += 1;
                 } else {

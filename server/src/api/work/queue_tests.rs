@@ -181,3 +181,22 @@ fn the_wire_object_has_every_field_and_a_secret_only_when_given() {
         StoredWork::new(WorkId::from_parts(1, 9), EnvironmentId::from_parts(1, 2), WorkData::Healthcheck {}, at(0));
     assert_eq!(check.to_wire(None)["data"], json!({"type": "healthcheck", "id": WorkId::from_parts(1, 9)}));
 }
+
+#[test]
+fn only_a_lease_that_ends_sooner_moves_its_lapse_check() {
+    // Goal: a lease marker moves only when it must: acking sets the look at
+    // the lease's expiry, a heartbeat that extends the lease leaves it (so
+    // heartbeats write no marker), one that shortens it brings it forward, and
+    // the lease's end clears it. Method: the item's transitions, one by one.
+    let mut work = item();
+    let n = work.take(at(0), None);
+    work.ack(at(1), 10).unwrap();
+    assert_eq!(work.lapse_check_at, Some(at(11)));
+    assert_eq!(work.heartbeat(Some(NO_HEARTBEAT), Some(n), 30, at(2), 10), Ok(true));
+    assert_eq!(work.lapse_check_at, Some(at(11)), "extended: the look stays");
+    let last = work.last_heartbeat().unwrap();
+    assert_eq!(work.heartbeat(Some(&last), Some(n), 2, at(3), 10), Ok(true));
+    assert_eq!(work.lapse_check_at, Some(at(5)), "shortened: the look comes forward");
+    assert!(work.settle(at(5)));
+    assert_eq!((work.state, work.lapse_check_at), (WorkState::Queued, None));
+}
