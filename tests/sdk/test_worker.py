@@ -48,7 +48,7 @@ restop_env = harness_for("restop")
 crash_env = harness_for("crash")
 healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
-review_lapse_env = harness_for("review-lapse")
+lapse_env = harness_for("lapse")
 review_churn_env = harness_for("review-churn")
 
 
@@ -338,21 +338,19 @@ def test_a_crashed_workers_call_is_finished_by_the_next_worker_once(crash_env: W
     assert result["tool_use_id"] == "toolu_c1" and block_text(result) == "resumed"
 
 
-def test_review_a_stopping_item_whose_worker_vanished_gives_the_waiting_session_a_new_item(
-    review_lapse_env: WorkerHarness,
+def test_a_stopping_item_whose_worker_vanished_gives_the_waiting_session_a_new_item(
+    lapse_env: WorkerHarness,
 ) -> None:
-    """DEFECT (review-work): a graceful stop puts an active item in `stopping`; if its worker
-    then dies before confirming, the lease lapses and the item ends `stopped`
-    (StoredWork::settle, server/src/api/work/queue.rs, applied lazily on reads). Nothing
-    wakes the session's runner then: only the stop handler (server/src/api/work/mod.rs,
-    `runner.wake` after a stop request) and new input do, and at the graceful stop the item
-    was still live, so `ensure_session_work` queued nothing. The session keeps waiting on a
-    built-in call that no worker will ever be given: no live item, `running` forever (it
-    cannot be archived or deleted without an interrupt). A forced stop in the same spot does
-    queue a new item (test_a_call_in_flight_when_its_item_is_force_stopped_gets_a_new_item).
-    Method: the test is the worker (raw poll/ack/heartbeat with the environment key, a 2 s
-    lease), requests a graceful stop with the API key, and stops heartbeating."""
-    h = review_lapse_env
+    """Goal: a graceful stop puts an active item in `stopping`; if its worker dies before
+    confirming, the lease lapses and the item ends `stopped`. The session still waits on a
+    built-in call, so it gets a new item, as after a forced stop
+    (test_a_call_in_flight_when_its_item_is_force_stopped_gets_a_new_item): the request that
+    applies the lapse (here the listing) wakes the session's runner, which queues it. Before,
+    the stop request's wake-up came while the item was live and nothing woke the runner after
+    the lapse: no worker was ever given the call. Method: the test is the worker (raw
+    poll/ack/heartbeat with the environment key, a 2 s lease), requests a graceful stop with
+    the API key, and stops heartbeating; it only lists the work items."""
+    h = lapse_env
     h.fake.set_script([tool_response(("toolu_l1", "bash", {"command": "echo hi"})), text_response("done")])
     session = h.session()
     h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]

@@ -1184,3 +1184,35 @@ async fn items_marked_in_the_layout_before_queue_markers_are_still_served() {
     let old = store.scan_resources(ResourceKind::WorkItem, &prefix, None, Direction::Forward, 100).unwrap();
     assert_eq!(old.len(), 0, "the old markers were converted");
 }
+#[tokio::test]
+async fn a_stopping_item_that_lapses_is_reported_by_the_request_that_finds_it() {
+    // Goal: a stopping item whose worker never confirms lapses to stopped,
+    // and the request that applies the lapse reports its session (so the
+    // handler wakes its runner, which queues a new item if calls still wait):
+    // a poll finds it through the lease markers due, without reading the
+    // item itself; a lapse back to the queue is not reported. Method: the
+    // queue functions a poll uses, called directly (the harness has no
+    // runner to wake), after a clock advance.
+    use logbook_server::api::work::queue::{self, Lapsed};
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let stopping = q.session(&h).await;
+    h.tick(5);
+    let requeued = q.session(&h).await;
+    let mut works = Vec::new();
+    for _ in 0..2 {
+        let polled = q.poll(&h, "").await.ok();
+        q.ack(&h, id(&polled)).await.ok();
+        works.push(id(&polled).to_owned());
+    }
+    h.post(&q.path(&format!("/{}/stop", works[0])), &json!({"force": false})).await.ok();
+    h.tick(301_000);
+    let (store, tenant) = (h.state.store(), h.tenant(&h.key_a));
+    let env = q.env.parse().unwrap();
+    let mut lapsed = Lapsed::default();
+    let claimed = queue::claim_next(store, &tenant, env, h.state.now(), queue::DEFAULT_RECLAIM_MS, &mut lapsed);
+    let claimed = claimed.unwrap().expect("the lapsed lease is back in the queue");
+    assert_eq!(claimed.item.data, queue::WorkData::Session { id: requeued.parse().unwrap() });
+    assert_eq!(lapsed.sessions(), [stopping.parse().unwrap()], "only the stopping item's lapse ends it");
+    assert_eq!(q.retrieve(&h, &works[0]).await["state"], "stopped");
+}

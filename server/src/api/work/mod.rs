@@ -4,9 +4,12 @@
 //! A session on a self-hosted environment has a work item in the queue when it
 //! is created, when it gets new input after its last item stopped, and when
 //! its runner waits on built-in calls that only a worker can run
-//! ([`ensure_session_work`]). A worker polls (long poll, `block_ms` 1-999),
-//! acks, heartbeats its lease, serves the session's tool calls with the
-//! sessions token the poll's `secret` carries, and stops the item. The item's
+//! ([`ensure_session_work`]): a stop wakes the runner, and so does a request
+//! that finds a stopping item lapsed to stopped ([`queue::Lapsed`]), so a
+//! session still waiting on a call is queued again. A worker polls (long
+//! poll, `block_ms` 1-999), acks, heartbeats its lease, serves the session's
+//! tool calls with the sessions token the poll's `secret` carries, and stops
+//! the item. The item's
 //! state machine and storage are in [`queue`]; which credential may call what
 //! is in [`access`]; long-poll wake-ups and the workers seen polling are in
 //! [`hub`]. Healthcheck items (`/x/v1/.../work/healthcheck`) let an operator
@@ -92,7 +95,10 @@ pub async fn poll(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = state.now();
-        let claimed = state.blocking(move |store| queue::claim_next(store, &tenant, env, now, reclaim_ms)).await?;
+        let claimed = with_lapses(&state, tenant, move |store, lapsed| {
+            queue::claim_next(store, &tenant, env, now, reclaim_ms, lapsed)
+        })
+        .await?;
         if let Some(claimed) = claimed {
             let secret = claimed.token.as_deref().map(secret_payload);
             tracing::info!(work = %claimed.item.id, environment = %env, worker = ?worker, "work item claimed");
@@ -135,12 +141,37 @@ async fn change_item(
 ) -> Result<(StoredWork, bool), ApiError> {
     let (env, work) = (parse_env_id(env_id)?, parse_work_id(work_id)?);
     let now = state.now();
-    state
+    with_lapses(state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        queue::update(store, &tenant, env, work, now, lapsed, |item| change(item, work, now))
+    })
+    .await
+}
+
+/// Runs `work` on the blocking pool with a [`queue::Lapsed`] to note lapses
+/// in, then wakes the runners of the sessions whose stopping item lapsed to
+/// stopped (one still waiting on a worker gets a new item), whether `work`
+/// succeeded or not: a lapse persisted before a refusal (a late worker's
+/// stop of an item that lapsed meanwhile) needs its wake-up too.
+async fn with_lapses<T: Send + 'static>(
+    state: &AppState,
+    tenant: Tenant,
+    work: impl FnOnce(&SledStore, &mut queue::Lapsed) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (result, lapsed) = state
         .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            queue::update(store, &tenant, env, work, now, |item| change(item, work, now))
+            let mut lapsed = queue::Lapsed::default();
+            let result = work(store, &mut lapsed);
+            Ok((result, lapsed))
         })
-        .await
+        .await?;
+    if let Some(runner) = state.runner() {
+        for session in lapsed.sessions() {
+            tracing::info!(%session, "a stopping work item lapsed; the session's runner looks again");
+            runner.wake(state, tenant.workspace, *session, false);
+        }
+    }
+    result
 }
 
 pub async fn heartbeat(
@@ -254,15 +285,11 @@ pub async fn retrieve(
 ) -> Result<Json<Value>, ApiError> {
     let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
     let now = state.now();
-    let item = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let (_, mut item) =
-                queue::load(store, &tenant, env, work)?.ok_or_else(|| queue::not_found(&work.to_string()))?;
-            item.settle(now);
-            Ok(item)
-        })
-        .await?;
+    let (_, item) = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        queue::load_settled(store, &tenant, env, work, now, lapsed)
+    })
+    .await?;
     Ok(Json(item.to_wire(None)))
 }
 
@@ -301,22 +328,22 @@ pub async fn list(
     let prefix = queue::item_key(&tenant, env, None);
     let after = query.one("page").map(|page| decode_owned_cursor("work", page, &prefix)).transpose()?;
     let now = state.now();
-    let page = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let scanned =
-                scan_page(store, ResourceKind::WorkItem, &prefix, after, Direction::Backward, limit, |bytes| {
-                    let mut item: StoredWork = from_bytes(bytes)?;
-                    item.settle(now);
-                    Ok(Some(item.to_wire(None)))
-                })?;
-            Ok(Page {
-                data: scanned.items.into_iter().map(|(_, item)| item).collect(),
-                next_page: scanned.next.map(|key| encode_cursor("work", &key)),
-                prev_page: None,
-            })
+    let page = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        // Lapses are applied (and persisted) before the list shows them.
+        queue::apply_lapses(store, &tenant, env, now, lapsed)?;
+        let scanned = scan_page(store, ResourceKind::WorkItem, &prefix, after, Direction::Backward, limit, |bytes| {
+            let mut item: StoredWork = from_bytes(bytes)?;
+            item.settle(now);
+            Ok(Some(item.to_wire(None)))
+        })?;
+        Ok(Page {
+            data: scanned.items.into_iter().map(|(_, item)| item).collect(),
+            next_page: scanned.next.map(|key| encode_cursor("work", &key)),
+            prev_page: None,
         })
-        .await?;
+    })
+    .await?;
     Ok(Json(page))
 }
 
@@ -327,23 +354,22 @@ pub async fn stats(
 ) -> Result<Json<Value>, ApiError> {
     let env = parse_env_id(&env_id)?;
     let now = state.now();
-    let (depth, pending, oldest) = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let mut depth = 0usize;
-            let mut pending = 0usize;
-            let mut oldest = None;
-            for item in queue::queued_items(store, &tenant, env, now)? {
-                if item.pending(now) {
-                    pending += 1;
-                } else {
-                    depth += 1;
-                }
-                oldest = Some(oldest.map_or(item.queued_at, |at: logbook_core::Timestamp| at.min(item.queued_at)));
+    let (depth, pending, oldest) = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        let mut depth = 0usize;
+        let mut pending = 0usize;
+        let mut oldest = None;
+        for item in queue::queued_items(store, &tenant, env, now, lapsed)? {
+            if item.pending(now) {
+                pending += 1;
+            } else {
+                depth += 1;
             }
-            Ok((depth, pending, oldest))
-        })
-        .await?;
+            oldest = Some(oldest.map_or(item.queued_at, |at: logbook_core::Timestamp| at.min(item.queued_at)));
+        }
+        Ok((depth, pending, oldest))
+    })
+    .await?;
     Ok(Json(json!({
         "type": "work_queue_stats",
         "depth": depth,

@@ -205,6 +205,30 @@ impl LeaseState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyStopped;
 
+/// Sessions whose stopping item a lapse ended while a request looked (its
+/// worker never confirmed the stop). The request wakes their runners, which
+/// queue a new item for a session still waiting on a worker: the stop
+/// request's own wake-up came while the item was live, and nothing else
+/// would tell them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lapsed(Vec<SessionId>);
+
+impl Lapsed {
+    /// Notes `after` if it is `before` ended by a lapse.
+    fn note(&mut self, before: &StoredWork, after: &StoredWork) {
+        if let (WorkState::Stopping, WorkState::Stopped, WorkData::Session { id }) =
+            (before.state, after.state, after.data)
+            && !self.0.contains(&id)
+        {
+            self.0.push(id);
+        }
+    }
+
+    pub fn sessions(&self) -> &[SessionId] {
+        &self.0
+    }
+}
+
 /// Where a session's latest work item is (`ws 's' session`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionWork {
@@ -615,24 +639,28 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Loads an item with time applied and persisted (a lapsed lease re-queues
-/// it before anyone acts on it).
+/// it before anyone acts on it; a stopping item it ends is noted in
+/// `lapsed`).
 pub fn load_settled(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     work: WorkId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
 ) -> Result<(Vec<u8>, StoredWork), ApiError> {
-    settle_stored(store, tenant, env, work, now)?.ok_or_else(|| not_found(&work.to_string()))
+    settle_stored(store, tenant, env, work, now, lapsed)?.ok_or_else(|| not_found(&work.to_string()))
 }
 
-/// [`load_settled`], `None` for a missing item.
+/// [`load_settled`], `None` for a missing item. Every lapse is persisted
+/// here, so every one that ends an item is noted.
 fn settle_stored(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     work: WorkId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
 ) -> Result<Option<(Vec<u8>, StoredWork)>, ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
         let Some((bytes, item)) = load(store, tenant, env, work)? else { return Ok(None) };
@@ -641,25 +669,27 @@ fn settle_stored(
             return Ok(Some((bytes, item)));
         }
         if let Some(bytes) = commit(store, tenant, &bytes, &item, &next)? {
+            lapsed.note(&item, &next);
             return Ok(Some((bytes, next)));
         }
     }
     Err(busy(work))
 }
 
-/// Applies `change` to an item (time applied first), retrying on concurrent
-/// writes. `change` returns `Ok(false)` to leave the item as it is; the
-/// result says whether it changed.
+/// Applies `change` to an item (time applied first, its lapse noted in
+/// `lapsed`), retrying on concurrent writes. `change` returns `Ok(false)` to
+/// leave the item as it is; the result says whether it changed.
 pub fn update(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     work: WorkId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
     mut change: impl FnMut(&mut StoredWork) -> Result<bool, ApiError>,
 ) -> Result<(StoredWork, bool), ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (bytes, item) = load_settled(store, tenant, env, work, now)?;
+        let (bytes, item) = load_settled(store, tenant, env, work, now, lapsed)?;
         let mut next = item.clone();
         if !change(&mut next)? {
             return Ok((item, false));
@@ -679,9 +709,10 @@ pub fn queued_items(
     tenant: &Tenant,
     env: EnvironmentId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
 ) -> Result<Vec<StoredWork>, ApiError> {
     let mut out = Vec::new();
-    visit_queued(store, tenant, env, now, MAX_STATS_SCAN, |_, item| {
+    visit_queued(store, tenant, env, now, MAX_STATS_SCAN, lapsed, |_, item| {
         out.push(item);
         Ok(Visit::Next)
     })?;
@@ -706,10 +737,10 @@ fn visit_queued(
     env: EnvironmentId,
     now: Timestamp,
     limit: usize,
+    lapsed: &mut Lapsed,
     mut visit: impl FnMut(Vec<u8>, StoredWork) -> Result<Visit, ApiError>,
 ) -> Result<(), ApiError> {
-    convert_old_markers(store, tenant, env)?;
-    apply_due_lapses(store, tenant, env, now)?;
+    apply_lapses(store, tenant, env, now, lapsed)?;
     let prefix = queued_key(tenant, env, None);
     let mut after: Option<Vec<u8>> = None;
     let mut n_seen = 0;
@@ -726,7 +757,8 @@ fn visit_queued(
             n_seen += 1;
             after = Some(key.clone());
             let Some(raw) = key.get(prefix.len()..).and_then(|rest| <[u8; 16]>::try_from(rest).ok()) else { continue };
-            if let Some((bytes, item)) = look_at_marked(store, tenant, env, &key, WorkId::from_bytes(raw), now)? {
+            let work = WorkId::from_bytes(raw);
+            if let Some((bytes, item)) = look_at_marked(store, tenant, env, &key, work, now, lapsed)? {
                 match visit(bytes, item)? {
                     Visit::Next => {}
                     Visit::Stop => return Ok(()),
@@ -740,11 +772,32 @@ fn visit_queued(
     Ok(())
 }
 
+/// Brings an environment's queue up to `now`: converts markers of the old
+/// layout, then applies the lapses due (see [`apply_due_lapses`]). Every
+/// read of the queue starts here.
+pub fn apply_lapses(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    now: Timestamp,
+    lapsed: &mut Lapsed,
+) -> Result<(), ApiError> {
+    convert_old_markers(store, tenant, env)?;
+    apply_due_lapses(store, tenant, env, now, lapsed)
+}
+
 /// Looks for lapses at the lease markers due by `now` (at most
 /// [`MAX_POLL_SCAN`]): a lapsed lease sends its item back to the queue (or
-/// ends a stopping one); a lease renewed since moves its marker to its new
-/// expiry. Markers are in due order, so this reads only the due ones.
-fn apply_due_lapses(store: &SledStore, tenant: &Tenant, env: EnvironmentId, now: Timestamp) -> Result<(), ApiError> {
+/// ends a stopping one, noted in `lapsed`); a lease renewed since moves its
+/// marker to its new expiry. Markers are in due order, so this reads only
+/// the due ones.
+fn apply_due_lapses(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    now: Timestamp,
+    lapsed: &mut Lapsed,
+) -> Result<(), ApiError> {
     let prefix = env_key(tenant, LEASE_TAG, env, None);
     let mut after: Option<Vec<u8>> = None;
     let mut n_seen = 0;
@@ -771,7 +824,7 @@ fn apply_due_lapses(store: &SledStore, tenant: &Tenant, env: EnvironmentId, now:
                 return Ok(());
             }
             let work = WorkId::from_bytes(raw);
-            let Some((bytes, item)) = look_at_marked(store, tenant, env, &key, work, now)? else { continue };
+            let Some((bytes, item)) = look_at_marked(store, tenant, env, &key, work, now, lapsed)? else { continue };
             // Not lapsed: the lease was renewed past the look. Look again at its expiry.
             if let Some(lease) = item.lease {
                 let mut next = item.clone();
@@ -798,8 +851,9 @@ fn look_at_marked(
     key: &[u8],
     work: WorkId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
 ) -> Result<Option<(Vec<u8>, StoredWork)>, ApiError> {
-    let Some((bytes, item)) = settle_stored(store, tenant, env, work, now)? else {
+    let Some((bytes, item)) = settle_stored(store, tenant, env, work, now, lapsed)? else {
         unmark(store, key)?;
         return Ok(None);
     };
@@ -859,9 +913,10 @@ pub fn claim_next(
     env: EnvironmentId,
     now: Timestamp,
     reclaim_ms: u64,
+    lapsed: &mut Lapsed,
 ) -> Result<Option<Claimed>, ApiError> {
     let mut claimed = None;
-    visit_queued(store, tenant, env, now, MAX_POLL_SCAN, |bytes, item| {
+    visit_queued(store, tenant, env, now, MAX_POLL_SCAN, lapsed, |bytes, item| {
         if !item.claimable(now, reclaim_ms) {
             return Ok(Visit::Next);
         }
@@ -928,8 +983,11 @@ pub fn stop_session_item(
     if load(store, tenant, pointer.environment_id, pointer.work_id)?.is_none() {
         return Ok(None);
     }
-    let (item, changed) =
-        update(store, tenant, pointer.environment_id, pointer.work_id, now, |item| Ok(item.stop(true, now).is_ok()))?;
+    // The session is gone: a lapse noted on the way needs no new item.
+    let mut lapsed = Lapsed::default();
+    let (item, changed) = update(store, tenant, pointer.environment_id, pointer.work_id, now, &mut lapsed, |item| {
+        Ok(item.stop(true, now).is_ok())
+    })?;
     Ok(changed.then_some(item))
 }
 
