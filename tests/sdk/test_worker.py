@@ -49,7 +49,7 @@ crash_env = harness_for("crash")
 healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
 lapse_env = harness_for("lapse")
-review_churn_env = harness_for("review-churn")
+churn_env = harness_for("churn")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -372,20 +372,18 @@ def test_a_stopping_item_whose_worker_vanished_gives_the_waiting_session_a_new_i
     assert fresh.state == "queued"
 
 
-def test_review_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(review_churn_env: WorkerHarness) -> None:
-    """DEFECT (review-work): when the worker itself fails a work item (the SDK worker's
-    `stop(force=True)` with the item's sessions token after any exception in `_handle_item`)
-    while the session still waits on a built-in call, the stop handler wakes the runner
-    (server/src/api/work/mod.rs, `stop` -> `runner.wake`) and the runner queues a brand new
-    item at once (runner/step.rs `ensure_work`). A worker whose failure is deterministic (bad
-    workdir, a tool context that cannot start, a stream it may not open) gets the new item on
-    its very next poll and fails it again: an endless poll/ack/fail loop, each turn persisting
-    one more work item (and sessions token) that is never deleted. Hosted behaviour
-    (managed-agents-behaviour.md §3.6, §11): a worker that fails the work item leaves the
-    session idle/requires_action, and an interrupt re-queues the work. Method: the test is
-    the failing worker (poll, ack, first heartbeat, force-stop with the sessions token),
-    ten times in a row."""
-    h = review_churn_env
+def test_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(churn_env: WorkerHarness) -> None:
+    """Goal: when the worker itself fails a work item (the SDK worker's `stop(force=True)`
+    with the item's sessions token after any exception in `_handle_item`) while the session
+    still waits on a built-in call, no new item is queued for that call: a worker whose
+    failure is deterministic (bad workdir, a tool context that cannot start, a stream it may
+    not open) would get it on its very next poll and fail it again, an endless poll/ack/fail
+    loop persisting one more work item and sessions token per pass. As hosted
+    (managed-agents-behaviour.md §3.6), the session stays idle with `requires_action`, and
+    an interrupt re-queues the work (it also closes the waiting call, as for any
+    `requires_action`). Method: the test is the failing worker (poll, ack, first heartbeat,
+    force-stop with the sessions token), ten times in a row; then it sends an interrupt."""
+    h = churn_env
     h.fake.set_script([tool_response(("toolu_x1", "bash", {"command": "echo hi"})), text_response("done")])
     session = h.session()
     h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
@@ -408,6 +406,14 @@ def test_review_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(revi
         f"the failing worker got the session back {len(failed)} times in a row "
         f"({len(h.work_items(session.id))} work items for one call)"
     )
+    status = h.client.beta.sessions.retrieve(session.id).status
+    assert status == "idle", f"the session waits for an interrupt or input, not a worker: {status}"
+    h.client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])  # type: ignore[list-item]
+    fresh = h.wait_work(session.id, lambda w: w.id != failed[0], "the work queued again by the interrupt")
+    assert fresh.state == "queued"
+    events = h.wait_end_turn(session.id)
+    (call,) = of_type(events, "agent.tool_use")
+    assert of_type(events, "agent.tool_result")[-1].tool_use_id == call.id, describe(events)
 
 
 # --------------------------------------------------------------------------- healthchecks

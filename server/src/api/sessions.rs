@@ -27,6 +27,7 @@ use super::tools::{
 use super::wire::{
     JsonBody, Order, Query, check_metadata, decode_cursor, double_option, encode_cursor, patch_metadata,
 };
+use super::work::WorkNeed;
 use super::{from_bytes, parse_id, put_new, scan_page, to_bytes};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -394,7 +395,7 @@ pub async fn create(
                 events::append_inputs(&worker_state, store, &session, inputs)?;
             }
             // A self-hosted session waits in its environment's work queue for a worker.
-            super::work::ensure_session_work(&worker_state, store, &tenant, &session)?;
+            super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)?;
             Ok(session)
         })
         .await?;

@@ -23,6 +23,7 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
 use crate::harness::{Auth, Harness, Resp, events_body, id, ids, user_message};
+use logbook_server::api::work::WorkNeed;
 
 /// A self-hosted environment of workspace A, with an environment key.
 struct Queue {
@@ -739,7 +740,9 @@ async fn workers_polling_do_not_use_up_the_workspace_reads() {
 async fn a_dormant_session_is_queued_again_when_it_gets_new_input() {
     // Goal: once a session's work item stopped, new input (a message, a
     // confirmation, a custom tool result) queues a new item; while one is
-    // live, input does not queue another; an interrupt queues nothing.
+    // live, input does not queue another; an interrupt queues nothing (unless
+    // the session waits on calls: see
+    // a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_input).
     let h = Harness::new();
     let q = Queue::new(&h).await;
     let session = q.session(&h).await;
@@ -1184,6 +1187,7 @@ async fn items_marked_in_the_layout_before_queue_markers_are_still_served() {
     let old = store.scan_resources(ResourceKind::WorkItem, &prefix, None, Direction::Forward, 100).unwrap();
     assert_eq!(old.len(), 0, "the old markers were converted");
 }
+
 #[tokio::test]
 async fn a_stopping_item_that_lapses_is_reported_by_the_request_that_finds_it() {
     // Goal: a stopping item whose worker never confirms lapses to stopped,
@@ -1215,4 +1219,73 @@ async fn a_stopping_item_that_lapses_is_reported_by_the_request_that_finds_it() 
     assert_eq!(claimed.item.data, queue::WorkData::Session { id: requeued.parse().unwrap() });
     assert_eq!(lapsed.sessions(), [stopping.parse().unwrap()], "only the stopping item's lapse ends it");
     assert_eq!(q.retrieve(&h, &works[0]).await["state"], "stopped");
+}
+
+#[tokio::test]
+async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_input() {
+    // Goal: a worker that stops its own item unasked (the SDK worker's
+    // force-stop with the sessions token after any error) while the session
+    // waits on its calls failed them: the runner, which asks for an item
+    // whenever calls wait on a worker (`WorkNeed::WorkerCalls`), gets none, so
+    // a worker whose failure is deterministic is not handed the session back
+    // in an endless poll, ack, fail loop. The session stays idle with
+    // `requires_action`; an interrupt (behaviour digest §3.6) or new input
+    // queues the work again. A stop the operator asked for (forced, or
+    // graceful and confirmed by the worker) is no failure: the runner gets a
+    // new item at once. Method: the harness has no runner, so the test calls
+    // `ensure_session_work` as the runner does, after each kind of stop.
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let tenant = h.tenant(&h.key_a);
+    let ensure = |need| {
+        let store = h.state.store();
+        let (_, stored) = logbook_server::api::sessions::load(store, &tenant, session.parse().unwrap()).unwrap();
+        logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, need).unwrap();
+    };
+    let take = async || {
+        let polled = q.poll(&h, "").await.ok();
+        let (work, token) = (id(&polled).to_owned(), token_of(&polled));
+        q.ack(&h, &work).await.ok();
+        heartbeat(&h, &q, &work, Auth::Bearer(&token), &expected("NO_HEARTBEAT")).await.ok();
+        (work, token)
+    };
+    let handle = json!({"id": session});
+    let [call] = <[String; 1]>::try_from(h.inject(&handle, vec![tool_use("bash", Some("allow"))])).unwrap();
+    let waiting =
+        json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [call]}});
+    h.inject(&handle, vec![serde_json::from_value(waiting).unwrap()]);
+
+    // The worker fails its item: no new one for the calls, however often the runner asks.
+    let (failed, token) = take().await;
+    stop(&h, &q, &failed, Auth::Bearer(&token), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 0);
+    assert_eq!(q.poll(&h, "").await.text(), "null", "the failing worker got its session back");
+    // An interrupt queues the work again.
+    let path = format!("/v1/sessions/{session}/events");
+    h.post(&path, &events_body(vec![json!({"type": "user.interrupt"})])).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 1, "an interrupt re-queues the work");
+    // So does new input, after the next failure (this time with the environment key).
+    let (failed, _) = take().await;
+    stop(&h, &q, &failed, Auth::Bearer(&q.key), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 0);
+    h.post(&path, &events_body(vec![user_message("try again")])).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 1, "new input re-queues the work");
+
+    // The operator's graceful stop, confirmed by the worker: a new item for the calls.
+    let (confirmed, token) = take().await;
+    stop(&h, &q, &confirmed, Auth::XApiKey(&h.key_a), false).await.ok();
+    stop(&h, &q, &confirmed, Auth::Bearer(&token), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 1, "a requested stop is no failure");
+    // The operator's forced stop: likewise.
+    let (forced, _) = take().await;
+    stop(&h, &q, &forced, Auth::XApiKey(&h.key_a), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    let items = q.list(&h).await;
+    assert_eq!(items.len(), 5, "one item per stop, none for the repeated asks: {items:?}");
 }

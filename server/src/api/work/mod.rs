@@ -4,16 +4,18 @@
 //! A session on a self-hosted environment has a work item in the queue when it
 //! is created, when it gets new input after its last item stopped, and when
 //! its runner waits on built-in calls that only a worker can run
-//! ([`ensure_session_work`]): a stop wakes the runner, and so does a request
-//! that finds a stopping item lapsed to stopped ([`queue::Lapsed`]), so a
-//! session still waiting on a call is queued again. A worker polls (long
-//! poll, `block_ms` 1-999), acks, heartbeats its lease, serves the session's
-//! tool calls with the sessions token the poll's `secret` carries, and stops
-//! the item. The item's
-//! state machine and storage are in [`queue`]; which credential may call what
-//! is in [`access`]; long-poll wake-ups and the workers seen polling are in
-//! [`hub`]. Healthcheck items (`/x/v1/.../work/healthcheck`) let an operator
-//! check that a worker is alive: a worker acks and stops them.
+//! ([`ensure_session_work`]; not for calls whose worker failed its item, see
+//! [`WorkNeed`]): a stop wakes the runner, and so does a request that finds
+//! a stopping item lapsed to stopped ([`queue::Lapsed`]), so a session still
+//! waiting on a call is queued again. A worker polls (long poll, `block_ms`
+//! 1-999), acks, heartbeats its lease, serves the session's tool calls with
+//! the sessions token the poll's `secret` carries, and stops the item. The
+//! item's state machine and storage are in [`queue`]; which credential may
+//! call what is in [`access`]; long-poll wake-ups and the workers seen
+//! polling are in [`hub`]. Healthcheck items (`/x/v1/.../work/healthcheck`)
+//! let an operator check that a worker is alive: a worker acks and stops
+//! them. Deleting or archiving a session stops its item
+//! ([`stop_session_work`]).
 
 pub mod access;
 pub mod hub;
@@ -42,6 +44,7 @@ use crate::state::AppState;
 use crate::tenancy::{KeyScope, Principal, Tenant};
 
 pub use access::Access;
+pub use queue::WorkNeed;
 
 /// Longest `Anthropic-Worker-ID` accepted: the SDK's are `<hostname>-<12 hex>`.
 pub const MAX_WORKER_ID_CHARS: usize = 256;
@@ -252,6 +255,10 @@ pub async fn stop(
     JsonBody(body): JsonBody<StopBody>,
 ) -> Result<Json<Value>, ApiError> {
     let force = body.force.unwrap_or(false);
+    let by = match principal.scope {
+        KeyScope::Workspace => queue::StopBy::Operator,
+        KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => queue::StopBy::Worker,
+    };
     let (item, _) =
         change_item(&state, tenant, &env_id, &work_id, move |item, work, now| {
             if let KeyScope::WorkSession { claim, .. } = principal.scope
@@ -263,7 +270,7 @@ pub async fn stop(
                 ))
                 .with_code("lease_lost"));
             }
-            match item.stop(force, now) {
+            match item.stop(force, by, now) {
                 Ok(()) => Ok(true),
                 Err(queue::AlreadyStopped) => Err(ApiError::conflict(format!("work item {work} is already stopped"))
                     .with_code("work_already_stopped")),
@@ -271,7 +278,8 @@ pub async fn stop(
         })
         .await?;
     tracing::info!(work = %item.id, state = item.state.as_str(), force, "work item stop");
-    // A session whose item stopped while it still waits on a worker needs a new one.
+    // A session whose item stopped while it still waits on a worker needs a
+    // new one, unless its worker failed it (`WorkNeed::WorkerCalls`).
     if let (WorkData::Session { id }, Some(runner)) = (item.data, state.runner()) {
         runner.wake(&state, tenant.workspace, id, false);
     }
@@ -402,14 +410,16 @@ pub async fn healthcheck(
     Ok(Json(item.to_wire(None)))
 }
 
-/// Gives a self-hosted session a live work item if it has none (session
-/// created, new input after its item stopped, a worker needed); wakes the
-/// environment's long polls when it enqueued one. Cloud sessions: nothing.
+/// Gives a self-hosted session a live work item if it has none and `need`
+/// calls for one (session created, new input after its item stopped, a
+/// worker needed: see [`WorkNeed`]); wakes the environment's long
+/// polls when it enqueued one. Cloud sessions: nothing.
 pub fn ensure_session_work(
     state: &AppState,
     store: &SledStore,
     tenant: &Tenant,
     session: &StoredSession,
+    need: WorkNeed,
 ) -> Result<(), ApiError> {
     if !session.self_hosted {
         return Ok(());
@@ -417,7 +427,7 @@ pub fn ensure_session_work(
     let now = state.now();
     let id = state.new_id(now, WorkId::from_parts);
     let env = session.environment_id;
-    if let Some(item) = queue::ensure_session_item(store, tenant, env, session.id, id, now)? {
+    if let Some(item) = queue::ensure_session_item(store, tenant, env, session.id, id, now, need)? {
         tracing::info!(work = %item.id, session = %session.id, environment = %env, "work item queued");
         state.work_hub().wake(tenant.workspace, env);
     }

@@ -180,6 +180,13 @@ pub struct StoredWork {
     /// (and in items stored before it existed: their lease's expiry is used).
     #[serde(default)]
     pub lapse_check_at: Option<Timestamp>,
+    /// Its worker stopped it unasked (with a worker's credential, no stop
+    /// having been requested): a worker that stops its item while calls still
+    /// wait on it failed them, and the session's runner does not queue a new
+    /// item for those calls; an interrupt or new input does (see
+    /// [`WorkNeed`]).
+    #[serde(default)]
+    pub stopped_by_worker: bool,
 }
 
 /// The lease as a refused heartbeat reports it (`error.details.current_state`).
@@ -199,6 +206,31 @@ impl LeaseState {
             "ttl_seconds": self.ttl_seconds,
         })
     }
+}
+
+/// Who asks for a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBy {
+    /// The workspace's API key: an operator, or Logbook itself.
+    Operator,
+    /// A worker's credential (the item's sessions token, or the environment's key).
+    Worker,
+}
+
+/// Why a session is given a work item ([`ensure_session_item`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkNeed {
+    /// It was created, or got input: a message, an answer, or an interrupt
+    /// while it waits on calls. A stopped item is replaced whoever stopped it.
+    Input,
+    /// Its runner waits on calls only a worker runs. A stopped item is
+    /// replaced unless its own worker stopped it unasked
+    /// ([`StoredWork::stopped_by_worker`]): that worker failed the calls, and a
+    /// new item at once would go to the next poll, very likely the same
+    /// failing worker, in an endless poll, ack, fail loop. As hosted (behaviour
+    /// digest §3.6), the session stays idle with `requires_action` until an
+    /// interrupt or new input queues the work again.
+    WorkerCalls,
 }
 
 /// Why a stop changed nothing.
@@ -257,6 +289,7 @@ impl StoredWork {
             lease: None,
             n_claims: 0,
             lapse_check_at: None,
+            stopped_by_worker: false,
         }
     }
 
@@ -435,12 +468,18 @@ impl StoredWork {
 
     /// `stop`: a queued item stops at once (no worker to tell), a started one
     /// goes to `stopping` until its worker confirms (or `force` stops it now).
-    pub fn stop(&mut self, force: bool, now: Timestamp) -> Result<(), AlreadyStopped> {
+    /// A worker's stop that nobody asked for is remembered
+    /// ([`StoredWork::stopped_by_worker`]); its confirmation of a requested
+    /// one is not.
+    pub fn stop(&mut self, force: bool, by: StopBy, now: Timestamp) -> Result<(), AlreadyStopped> {
         let stop_now = match (self.state, force) {
             (WorkState::Stopped, _) => return Err(AlreadyStopped),
             (WorkState::Queued, _) | (WorkState::Starting | WorkState::Active | WorkState::Stopping, true) => true,
             (WorkState::Starting | WorkState::Active | WorkState::Stopping, false) => false,
         };
+        if by == StopBy::Worker && self.stop_requested_at.is_none() {
+            self.stopped_by_worker = true;
+        }
         self.stop_requested_at.get_or_insert(now);
         if stop_now {
             self.state = WorkState::Stopped;
@@ -986,13 +1025,15 @@ pub fn stop_session_item(
     // The session is gone: a lapse noted on the way needs no new item.
     let mut lapsed = Lapsed::default();
     let (item, changed) = update(store, tenant, pointer.environment_id, pointer.work_id, now, &mut lapsed, |item| {
-        Ok(item.stop(true, now).is_ok())
+        Ok(item.stop(true, StopBy::Operator, now).is_ok())
     })?;
     Ok(changed.then_some(item))
 }
 
-/// Makes sure a session has a live work item in `env`'s queue; returns the
-/// item it enqueued, or `None` if one was live already. Concurrent callers
+/// Makes sure a session has a live work item in `env`'s queue when `need`
+/// calls for one; returns the item it enqueued, or `None` if one was live
+/// already (or, for [`WorkNeed::WorkerCalls`], its worker failed the last
+/// one). Concurrent callers
 /// enqueue one item between them: a new item becomes visible to polls (its
 /// live marker) only after it won the session pointer; a loser deletes its
 /// invisible item. A pointer to a missing item (a crash) counts as none, and
@@ -1004,6 +1045,7 @@ pub fn ensure_session_item(
     session: SessionId,
     new_id: WorkId,
     now: Timestamp,
+    need: WorkNeed,
 ) -> Result<Option<StoredWork>, ApiError> {
     let key = session_key(tenant, session);
     for _ in 0..MAX_CAS_ATTEMPTS {
@@ -1015,6 +1057,10 @@ pub fn ensure_session_item(
                 if item.state != WorkState::Stopped {
                     mark(store, tenant, &item)?;
                     return Ok(None);
+                }
+                match need {
+                    WorkNeed::WorkerCalls if item.stopped_by_worker => return Ok(None),
+                    WorkNeed::WorkerCalls | WorkNeed::Input => {}
                 }
             }
         }
