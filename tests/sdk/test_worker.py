@@ -48,6 +48,8 @@ restop_env = harness_for("restop")
 crash_env = harness_for("crash")
 healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
+lapse_env = harness_for("lapse")
+churn_env = harness_for("churn")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -334,6 +336,84 @@ def test_a_crashed_workers_call_is_finished_by_the_next_worker_once(crash_env: W
     requests = h.fake.requests()
     (result,) = tool_results_sent(requests[1])
     assert result["tool_use_id"] == "toolu_c1" and block_text(result) == "resumed"
+
+
+def test_a_stopping_item_whose_worker_vanished_gives_the_waiting_session_a_new_item(
+    lapse_env: WorkerHarness,
+) -> None:
+    """Goal: a graceful stop puts an active item in `stopping`; if its worker dies before
+    confirming, the lease lapses and the item ends `stopped`. The session still waits on a
+    built-in call, so it gets a new item, as after a forced stop
+    (test_a_call_in_flight_when_its_item_is_force_stopped_gets_a_new_item): the request that
+    applies the lapse (here the listing) wakes the session's runner, which queues it. Before,
+    the stop request's wake-up came while the item was live and nothing woke the runner after
+    the lapse: no worker was ever given the call. Method: the test is the worker (raw
+    poll/ack/heartbeat with the environment key, a 2 s lease), requests a graceful stop with
+    the API key, and stops heartbeating; it only lists the work items."""
+    h = lapse_env
+    h.fake.set_script([tool_response(("toolu_l1", "bash", {"command": "echo hi"})), text_response("done")])
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    h.wait_events(session.id, lambda events: bool(of_type(events, "agent.tool_use")), "the bash call")
+    work = h.env_client.beta.environments.work
+    item = work.poll(h.env_id, block_ms=999, anthropic_worker_id="review-doomed-worker")
+    assert item is not None and item.data.id == session.id
+    work.ack(item.id, environment_id=h.env_id)
+    beat = work.heartbeat(
+        item.id, environment_id=h.env_id, desired_ttl_seconds=2, expected_last_heartbeat="NO_HEARTBEAT"
+    )
+    assert beat.state == "active" and beat.ttl_seconds == 2
+    stopping = h.client.beta.environments.work.stop(item.id, environment_id=h.env_id)
+    assert stopping.state == "stopping"
+    # The worker dies here: no heartbeat confirms the stop; the 2 s lease lapses.
+    h.wait_work(session.id, lambda w: w.id == item.id and w.state == "stopped", "stopped by the lapse")
+    # The call still waits for a worker, so the session needs a new item in the queue.
+    fresh = h.wait_work(session.id, lambda w: w.id != item.id and w.state != "stopped", "a new item for the waiting call")
+    assert fresh.state == "queued"
+
+
+def test_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(churn_env: WorkerHarness) -> None:
+    """Goal: when the worker itself fails a work item (the SDK worker's `stop(force=True)`
+    with the item's sessions token after any exception in `_handle_item`) while the session
+    still waits on a built-in call, no new item is queued for that call: a worker whose
+    failure is deterministic (bad workdir, a tool context that cannot start, a stream it may
+    not open) would get it on its very next poll and fail it again, an endless poll/ack/fail
+    loop persisting one more work item and sessions token per pass. As hosted
+    (managed-agents-behaviour.md §3.6), the session stays idle with `requires_action`, and
+    an interrupt re-queues the work (it also closes the waiting call, as for any
+    `requires_action`). Method: the test is the failing worker (poll, ack, first heartbeat,
+    force-stop with the sessions token), ten times in a row; then it sends an interrupt."""
+    h = churn_env
+    h.fake.set_script([tool_response(("toolu_x1", "bash", {"command": "echo hi"})), text_response("done")])
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    h.wait_events(session.id, lambda events: bool(of_type(events, "agent.tool_use")), "the bash call")
+    work = h.env_client.beta.environments.work
+    failed = []
+    for _ in range(10):
+        item = work.poll(h.env_id, block_ms=999, anthropic_worker_id="review-failing-worker")
+        if item is None:
+            break
+        assert item.data.id == session.id and item.secret
+        work.ack(item.id, environment_id=h.env_id)
+        payload = json.loads(base64.urlsafe_b64decode(item.secret + "=" * (-len(item.secret) % 4)))
+        token_work = strict_client(h.server.url, auth_token=payload["sessions_token"]).beta.environments.work
+        token_work.heartbeat(item.id, environment_id=h.env_id, expected_last_heartbeat="NO_HEARTBEAT")
+        # The worker hits its (deterministic) error and fails the item, as the SDK does.
+        token_work.stop(item.id, environment_id=h.env_id, force=True)
+        failed.append(item.id)
+    assert len(failed) == 1, (
+        f"the failing worker got the session back {len(failed)} times in a row "
+        f"({len(h.work_items(session.id))} work items for one call)"
+    )
+    status = h.client.beta.sessions.retrieve(session.id).status
+    assert status == "idle", f"the session waits for an interrupt or input, not a worker: {status}"
+    h.client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])  # type: ignore[list-item]
+    fresh = h.wait_work(session.id, lambda w: w.id != failed[0], "the work queued again by the interrupt")
+    assert fresh.state == "queued"
+    events = h.wait_end_turn(session.id)
+    (call,) = of_type(events, "agent.tool_use")
+    assert of_type(events, "agent.tool_result")[-1].tool_use_id == call.id, describe(events)
 
 
 # --------------------------------------------------------------------------- healthchecks

@@ -25,6 +25,7 @@ use logbook_store::{Append, AppendError, PendingAppend, Read, SledStore};
 use super::error::ApiError;
 use super::sessions::{self, Status, StoredSession};
 use super::wire::{JsonBody, Order, Query, decode_cursor, encode_cursor, json_response};
+use super::work::WorkNeed;
 use super::{Page, from_bytes};
 use crate::state::AppState;
 use crate::tenancy::{KeyScope, Principal, Tenant};
@@ -113,7 +114,11 @@ pub async fn send(
     let records = pending.await?;
     if let Some(session) = rework {
         let worker_state = state.clone();
-        state.blocking(move |store| super::work::ensure_session_work(&worker_state, store, &tenant, &session)).await?;
+        state
+            .blocking(move |store| {
+                super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)
+            })
+            .await?;
     }
     let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
     if queued {
@@ -683,8 +688,11 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
         }
     }
     // A self-hosted session whose work item stopped is queued again once its
-    // new input is durable.
-    let rework = (session.self_hosted && inputs.iter().any(starts_work)).then(|| std::sync::Arc::clone(&session));
+    // new input is durable; so is one waiting on calls that gets an interrupt
+    // (behaviour digest §3.6: it re-queues the work a failing worker left).
+    let interrupts = requires_action && inputs.iter().any(|event| matches!(event, Event::UserInterrupt(_)));
+    let rework = (session.self_hosted && (interrupts || inputs.iter().any(starts_work)))
+        .then(|| std::sync::Arc::clone(&session));
     Ok(match submit_checked(state, store, &session, inputs, head)? {
         Ok(pending) => SendAttempt::Submitted { pending, queued, rework },
         Err(written) => SendAttempt::Behind(written),

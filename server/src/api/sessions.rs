@@ -27,6 +27,7 @@ use super::tools::{
 use super::wire::{
     JsonBody, Order, Query, check_metadata, decode_cursor, double_option, encode_cursor, patch_metadata,
 };
+use super::work::WorkNeed;
 use super::{from_bytes, parse_id, put_new, scan_page, to_bytes};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -394,7 +395,7 @@ pub async fn create(
                 events::append_inputs(&worker_state, store, &session, inputs)?;
             }
             // A self-hosted session waits in its environment's work queue for a worker.
-            super::work::ensure_session_work(&worker_state, store, &tenant, &session)?;
+            super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)?;
             Ok(session)
         })
         .await?;
@@ -748,6 +749,10 @@ pub async fn archive(
             }
         }
     };
+    // No worker is to be given the session any more (again, if the archive
+    // was repeated after a crash between the two).
+    let (worker_state, archived) = (state.clone(), session.clone());
+    state.blocking(move |store| super::work::stop_session_work(&worker_state, store, &tenant, &archived)).await?;
     if let Some(runner) = state.runner() {
         runner.end_session(id).await;
     }
@@ -843,7 +848,7 @@ pub async fn delete(
     let worker_state = state.clone();
     state
         .blocking(move |store| {
-            let (current_bytes, _) = load(store, &tenant, id)?;
+            let (current_bytes, session) = load(store, &tenant, id)?;
             if let Some(busy @ (Status::Running | Status::Rescheduling)) =
                 last_status(store, id)?.as_ref().and_then(status_of)
             {
@@ -860,6 +865,8 @@ pub async fn delete(
             }
             events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])?;
             super::files::delete_scoped(store, &tenant, id)?;
+            // No worker is to be given the session any more.
+            super::work::stop_session_work(&worker_state, store, &tenant, &session)?;
             Ok(())
         })
         .await?;

@@ -35,6 +35,7 @@ use crate::api::environments::{self, Environment};
 use crate::api::error::ApiError;
 use crate::api::sessions::{self, Status, StoredSession};
 use crate::api::tools::{PolicyKind, Tool};
+use crate::api::work::WorkNeed;
 use crate::model::settings::{agent_view, options_from};
 use crate::model::{McpToolName, ModelError, StreamEvent, Thinking, build_request};
 use crate::previews::{Preview, PreviewKind};
@@ -336,12 +337,18 @@ impl Task {
     }
 
     /// Makes sure a self-hosted session waiting on its worker has a work item
-    /// in the queue (its last one may have stopped).
+    /// in the queue (its last one may have stopped), unless its worker failed
+    /// the last one: then the calls wait for an interrupt or new input, which
+    /// queue the work ([`WorkNeed::WorkerCalls`]).
     async fn ensure_work(&self) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         let state = self.state.clone();
         let tenant = self.tenant;
-        self.state.blocking(move |store| crate::api::work::ensure_session_work(&state, store, &tenant, &session)).await
+        self.state
+            .blocking(move |store| {
+                crate::api::work::ensure_session_work(&state, store, &tenant, &session, WorkNeed::WorkerCalls)
+            })
+            .await
     }
 
     async fn load_session(&self) -> Result<StoredSession, ApiError> {

@@ -23,6 +23,7 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
 use crate::harness::{Auth, Harness, Resp, events_body, id, ids, user_message};
+use logbook_server::api::work::WorkNeed;
 
 /// A self-hosted environment of workspace A, with an environment key.
 struct Queue {
@@ -739,7 +740,9 @@ async fn workers_polling_do_not_use_up_the_workspace_reads() {
 async fn a_dormant_session_is_queued_again_when_it_gets_new_input() {
     // Goal: once a session's work item stopped, new input (a message, a
     // confirmation, a custom tool result) queues a new item; while one is
-    // live, input does not queue another; an interrupt queues nothing.
+    // live, input does not queue another; an interrupt queues nothing (unless
+    // the session waits on calls: see
+    // a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_input).
     let h = Harness::new();
     let q = Queue::new(&h).await;
     let session = q.session(&h).await;
@@ -1065,4 +1068,224 @@ async fn a_lease_that_ends_while_previews_keep_coming_ends_the_stream() {
     };
     let delivered = tokio::time::timeout(STREAM_DEADLINE, delivered).await.expect("the token's stream ends");
     assert_eq!(delivered, 0, "the lease had lapsed before the stream was read");
+}
+
+#[tokio::test]
+async fn a_deleted_or_archived_sessions_item_is_stopped_with_it() {
+    // Goal: deleting or archiving a session stops its work item, as a forced
+    // stop would: a worker is never handed the item of a session that no
+    // longer exists or takes no events (the SDK worker would fail it on the
+    // 404 of GET /v1/sessions/{id}), and `stats.depth` does not count it (a
+    // fleet scaled on depth would start workers for nothing). Method: a
+    // queued session deleted, another archived; depth, poll and the items
+    // after each.
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    h.delete(&format!("/v1/sessions/{session}")).await.ok();
+    h.get(&format!("/v1/sessions/{session}")).await.not_found();
+    assert_eq!(q.stats(&h).await["depth"], 0, "a deleted session's item is still counted as waiting");
+    let polled = q.poll(&h, "").await;
+    assert_eq!(polled.text(), "null", "a worker was handed the item of a deleted session: {}", polled.text());
+    assert_eq!(q.list(&h).await[0]["state"], "stopped");
+
+    let archived = q.session(&h).await;
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    h.post_empty(&format!("/v1/sessions/{archived}/archive")).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 0, "an archived session's item is still counted as waiting");
+    assert_eq!(q.poll(&h, "").await.text(), "null", "a worker was handed the item of an archived session");
+    let items = q.list(&h).await;
+    assert_eq!(
+        (items[0]["data"]["id"].as_str(), items[0]["state"].as_str()),
+        (Some(archived.as_str()), Some("stopped"))
+    );
+}
+
+#[tokio::test]
+async fn items_queued_behind_a_thousand_running_ones_are_counted_and_handed_out() {
+    // Goal: however many items are being served (acked: their leases keep
+    // them live), the items queued behind them are found by polls and counted
+    // by `stats`; a poll's scan is bounded by the queued items it looks at
+    // (MAX_POLL_SCAN), not by the running ones. Before the queue had its own
+    // markers, a scan of every live item stopped after ~1000, so a fleet of
+    // more than ~1000 concurrent workers on one environment starved every new
+    // session and `stats` said depth 0 while items waited. Method:
+    // MAX_POLL_SCAN + 100 healthcheck items, each polled and acked in turn
+    // (every poll must find the next), then a session's item: depth 1, and
+    // the next poll hands it out.
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let path = format!("/x/v1/environments/{}/work/healthcheck", q.env);
+    let n_items = logbook_server::api::work::queue::MAX_POLL_SCAN + 100;
+    for _ in 0..n_items {
+        h.post_empty(&path).await.ok();
+    }
+    // Workers take the items one by one and keep running them (acked).
+    for n_taken in 0..n_items {
+        let polled = q.poll(&h, "").await;
+        if polled.text() == "null" {
+            let stats = q.stats(&h).await;
+            panic!(
+                "poll {n_taken} answered null while {} items were still queued behind {n_taken} running ones (stats: {stats})",
+                n_items - n_taken
+            );
+        }
+        q.ack(&h, id(&polled.ok())).await.ok();
+    }
+    let session = q.session(&h).await;
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    assert_eq!(q.poll(&h, "").await.ok()["data"]["id"], session.as_str());
+}
+
+#[tokio::test]
+async fn items_marked_in_the_layout_before_queue_markers_are_still_served() {
+    // Goal: a data directory written before queued and leased items had
+    // their own markers (one `ws 'l' env work` marker per unstopped item)
+    // still works: its queued items are counted and handed out, and a lapse
+    // of its leased ones is still noticed (docs/format.md §5, work items).
+    // Method: a queued and an acked item whose markers are rewritten into the
+    // old layout in the store; stats, a poll, and a poll after the lease ran
+    // out.
+    use logbook_store::{Direction, ResourceKind, Resources};
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let leased = q.session(&h).await;
+    h.tick(5);
+    let queued = q.session(&h).await;
+    let polled = q.poll(&h, "").await.ok();
+    assert_eq!(polled["data"]["id"], leased.as_str());
+    let leased_work = id(&polled).to_owned();
+    q.ack(&h, &leased_work).await.ok();
+
+    let store = h.state.store();
+    let env: logbook_core::EnvironmentId = q.env.parse().unwrap();
+    let mut prefix = h.tenant(&h.key_a).prefix();
+    for tag in [b'q', b'e'] {
+        let mut range = prefix.clone();
+        range.push(tag);
+        range.extend_from_slice(&env.to_bytes());
+        for (key, _) in store.scan_resources(ResourceKind::WorkItem, &range, None, Direction::Forward, 100).unwrap() {
+            store.swap_resource(ResourceKind::WorkItem, &key, Some(b""), None).unwrap().unwrap();
+        }
+    }
+    prefix.push(b'l');
+    prefix.extend_from_slice(&env.to_bytes());
+    for item in q.list(&h).await {
+        let work: logbook_core::WorkId = item["id"].as_str().unwrap().parse().unwrap();
+        let mut key = prefix.clone();
+        key.extend_from_slice(&work.to_bytes());
+        store.swap_resource(ResourceKind::WorkItem, &key, None, Some(b"")).unwrap().unwrap();
+    }
+
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    assert_eq!(q.poll(&h, "").await.ok()["data"]["id"], queued.as_str());
+    assert_eq!(q.poll(&h, "").await.text(), "null", "the acked item is not handed out while leased");
+    h.tick(301_000);
+    let again = q.poll(&h, "").await.ok();
+    assert_eq!((id(&again), again["state"].as_str()), (leased_work.as_str(), Some("queued")), "its lease lapsed");
+    let old = store.scan_resources(ResourceKind::WorkItem, &prefix, None, Direction::Forward, 100).unwrap();
+    assert_eq!(old.len(), 0, "the old markers were converted");
+}
+
+#[tokio::test]
+async fn a_stopping_item_that_lapses_is_reported_by_the_request_that_finds_it() {
+    // Goal: a stopping item whose worker never confirms lapses to stopped,
+    // and the request that applies the lapse reports its session (so the
+    // handler wakes its runner, which queues a new item if calls still wait):
+    // a poll finds it through the lease markers due, without reading the
+    // item itself; a lapse back to the queue is not reported. Method: the
+    // queue functions a poll uses, called directly (the harness has no
+    // runner to wake), after a clock advance.
+    use logbook_server::api::work::queue::{self, Lapsed};
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let stopping = q.session(&h).await;
+    h.tick(5);
+    let requeued = q.session(&h).await;
+    let mut works = Vec::new();
+    for _ in 0..2 {
+        let polled = q.poll(&h, "").await.ok();
+        q.ack(&h, id(&polled)).await.ok();
+        works.push(id(&polled).to_owned());
+    }
+    h.post(&q.path(&format!("/{}/stop", works[0])), &json!({"force": false})).await.ok();
+    h.tick(301_000);
+    let (store, tenant) = (h.state.store(), h.tenant(&h.key_a));
+    let env = q.env.parse().unwrap();
+    let mut lapsed = Lapsed::default();
+    let claimed = queue::claim_next(store, &tenant, env, h.state.now(), queue::DEFAULT_RECLAIM_MS, &mut lapsed);
+    let claimed = claimed.unwrap().expect("the lapsed lease is back in the queue");
+    assert_eq!(claimed.item.data, queue::WorkData::Session { id: requeued.parse().unwrap() });
+    assert_eq!(lapsed.sessions(), [stopping.parse().unwrap()], "only the stopping item's lapse ends it");
+    assert_eq!(q.retrieve(&h, &works[0]).await["state"], "stopped");
+}
+
+#[tokio::test]
+async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_input() {
+    // Goal: a worker that stops its own item unasked (the SDK worker's
+    // force-stop with the sessions token after any error) while the session
+    // waits on its calls failed them: the runner, which asks for an item
+    // whenever calls wait on a worker (`WorkNeed::WorkerCalls`), gets none, so
+    // a worker whose failure is deterministic is not handed the session back
+    // in an endless poll, ack, fail loop. The session stays idle with
+    // `requires_action`; an interrupt (behaviour digest §3.6) or new input
+    // queues the work again. A stop the operator asked for (forced, or
+    // graceful and confirmed by the worker) is no failure: the runner gets a
+    // new item at once. Method: the harness has no runner, so the test calls
+    // `ensure_session_work` as the runner does, after each kind of stop.
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let tenant = h.tenant(&h.key_a);
+    let ensure = |need| {
+        let store = h.state.store();
+        let (_, stored) = logbook_server::api::sessions::load(store, &tenant, session.parse().unwrap()).unwrap();
+        logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, need).unwrap();
+    };
+    let take = async || {
+        let polled = q.poll(&h, "").await.ok();
+        let (work, token) = (id(&polled).to_owned(), token_of(&polled));
+        q.ack(&h, &work).await.ok();
+        heartbeat(&h, &q, &work, Auth::Bearer(&token), &expected("NO_HEARTBEAT")).await.ok();
+        (work, token)
+    };
+    let handle = json!({"id": session});
+    let [call] = <[String; 1]>::try_from(h.inject(&handle, vec![tool_use("bash", Some("allow"))])).unwrap();
+    let waiting =
+        json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [call]}});
+    h.inject(&handle, vec![serde_json::from_value(waiting).unwrap()]);
+
+    // The worker fails its item: no new one for the calls, however often the runner asks.
+    let (failed, token) = take().await;
+    stop(&h, &q, &failed, Auth::Bearer(&token), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 0);
+    assert_eq!(q.poll(&h, "").await.text(), "null", "the failing worker got its session back");
+    // An interrupt queues the work again.
+    let path = format!("/v1/sessions/{session}/events");
+    h.post(&path, &events_body(vec![json!({"type": "user.interrupt"})])).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 1, "an interrupt re-queues the work");
+    // So does new input, after the next failure (this time with the environment key).
+    let (failed, _) = take().await;
+    stop(&h, &q, &failed, Auth::Bearer(&q.key), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 0);
+    h.post(&path, &events_body(vec![user_message("try again")])).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 1, "new input re-queues the work");
+
+    // The operator's graceful stop, confirmed by the worker: a new item for the calls.
+    let (confirmed, token) = take().await;
+    stop(&h, &q, &confirmed, Auth::XApiKey(&h.key_a), false).await.ok();
+    stop(&h, &q, &confirmed, Auth::Bearer(&token), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 1, "a requested stop is no failure");
+    // The operator's forced stop: likewise.
+    let (forced, _) = take().await;
+    stop(&h, &q, &forced, Auth::XApiKey(&h.key_a), true).await.ok();
+    ensure(WorkNeed::WorkerCalls);
+    assert_eq!(q.stats(&h).await["depth"], 1);
+    let items = q.list(&h).await;
+    assert_eq!(items.len(), 5, "one item per stop, none for the repeated asks: {items:?}");
 }

@@ -4,13 +4,18 @@
 //! A session on a self-hosted environment has a work item in the queue when it
 //! is created, when it gets new input after its last item stopped, and when
 //! its runner waits on built-in calls that only a worker can run
-//! ([`ensure_session_work`]). A worker polls (long poll, `block_ms` 1-999),
-//! acks, heartbeats its lease, serves the session's tool calls with the
-//! sessions token the poll's `secret` carries, and stops the item. The item's
-//! state machine and storage are in [`queue`]; which credential may call what
-//! is in [`access`]; long-poll wake-ups and the workers seen polling are in
-//! [`hub`]. Healthcheck items (`/x/v1/.../work/healthcheck`) let an operator
-//! check that a worker is alive: a worker acks and stops them.
+//! ([`ensure_session_work`]; not for calls whose worker failed its item, see
+//! [`WorkNeed`]): a stop wakes the runner, and so does a request that finds
+//! a stopping item lapsed to stopped ([`queue::Lapsed`]), so a session still
+//! waiting on a call is queued again. A worker polls (long poll, `block_ms`
+//! 1-999), acks, heartbeats its lease, serves the session's tool calls with
+//! the sessions token the poll's `secret` carries, and stops the item. The
+//! item's state machine and storage are in [`queue`]; which credential may
+//! call what is in [`access`]; long-poll wake-ups and the workers seen
+//! polling are in [`hub`]. Healthcheck items (`/x/v1/.../work/healthcheck`)
+//! let an operator check that a worker is alive: a worker acks and stops
+//! them. Deleting or archiving a session stops its item
+//! ([`stop_session_work`]).
 
 pub mod access;
 pub mod hub;
@@ -39,6 +44,7 @@ use crate::state::AppState;
 use crate::tenancy::{KeyScope, Principal, Tenant};
 
 pub use access::Access;
+pub use queue::WorkNeed;
 
 /// Longest `Anthropic-Worker-ID` accepted: the SDK's are `<hostname>-<12 hex>`.
 pub const MAX_WORKER_ID_CHARS: usize = 256;
@@ -92,7 +98,10 @@ pub async fn poll(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = state.now();
-        let claimed = state.blocking(move |store| queue::claim_next(store, &tenant, env, now, reclaim_ms)).await?;
+        let claimed = with_lapses(&state, tenant, move |store, lapsed| {
+            queue::claim_next(store, &tenant, env, now, reclaim_ms, lapsed)
+        })
+        .await?;
         if let Some(claimed) = claimed {
             let secret = claimed.token.as_deref().map(secret_payload);
             tracing::info!(work = %claimed.item.id, environment = %env, worker = ?worker, "work item claimed");
@@ -135,12 +144,37 @@ async fn change_item(
 ) -> Result<(StoredWork, bool), ApiError> {
     let (env, work) = (parse_env_id(env_id)?, parse_work_id(work_id)?);
     let now = state.now();
-    state
+    with_lapses(state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        queue::update(store, &tenant, env, work, now, lapsed, |item| change(item, work, now))
+    })
+    .await
+}
+
+/// Runs `work` on the blocking pool with a [`queue::Lapsed`] to note lapses
+/// in, then wakes the runners of the sessions whose stopping item lapsed to
+/// stopped (one still waiting on a worker gets a new item), whether `work`
+/// succeeded or not: a lapse persisted before a refusal (a late worker's
+/// stop of an item that lapsed meanwhile) needs its wake-up too.
+async fn with_lapses<T: Send + 'static>(
+    state: &AppState,
+    tenant: Tenant,
+    work: impl FnOnce(&SledStore, &mut queue::Lapsed) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (result, lapsed) = state
         .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            queue::update(store, &tenant, env, work, now, |item| change(item, work, now))
+            let mut lapsed = queue::Lapsed::default();
+            let result = work(store, &mut lapsed);
+            Ok((result, lapsed))
         })
-        .await
+        .await?;
+    if let Some(runner) = state.runner() {
+        for session in lapsed.sessions() {
+            tracing::info!(%session, "a stopping work item lapsed; the session's runner looks again");
+            runner.wake(state, tenant.workspace, *session, false);
+        }
+    }
+    result
 }
 
 pub async fn heartbeat(
@@ -221,6 +255,10 @@ pub async fn stop(
     JsonBody(body): JsonBody<StopBody>,
 ) -> Result<Json<Value>, ApiError> {
     let force = body.force.unwrap_or(false);
+    let by = match principal.scope {
+        KeyScope::Workspace => queue::StopBy::Operator,
+        KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => queue::StopBy::Worker,
+    };
     let (item, _) =
         change_item(&state, tenant, &env_id, &work_id, move |item, work, now| {
             if let KeyScope::WorkSession { claim, .. } = principal.scope
@@ -232,7 +270,7 @@ pub async fn stop(
                 ))
                 .with_code("lease_lost"));
             }
-            match item.stop(force, now) {
+            match item.stop(force, by, now) {
                 Ok(()) => Ok(true),
                 Err(queue::AlreadyStopped) => Err(ApiError::conflict(format!("work item {work} is already stopped"))
                     .with_code("work_already_stopped")),
@@ -240,7 +278,8 @@ pub async fn stop(
         })
         .await?;
     tracing::info!(work = %item.id, state = item.state.as_str(), force, "work item stop");
-    // A session whose item stopped while it still waits on a worker needs a new one.
+    // A session whose item stopped while it still waits on a worker needs a
+    // new one, unless its worker failed it (`WorkNeed::WorkerCalls`).
     if let (WorkData::Session { id }, Some(runner)) = (item.data, state.runner()) {
         runner.wake(&state, tenant.workspace, id, false);
     }
@@ -254,15 +293,11 @@ pub async fn retrieve(
 ) -> Result<Json<Value>, ApiError> {
     let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
     let now = state.now();
-    let item = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let (_, mut item) =
-                queue::load(store, &tenant, env, work)?.ok_or_else(|| queue::not_found(&work.to_string()))?;
-            item.settle(now);
-            Ok(item)
-        })
-        .await?;
+    let (_, item) = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        queue::load_settled(store, &tenant, env, work, now, lapsed)
+    })
+    .await?;
     Ok(Json(item.to_wire(None)))
 }
 
@@ -301,22 +336,22 @@ pub async fn list(
     let prefix = queue::item_key(&tenant, env, None);
     let after = query.one("page").map(|page| decode_owned_cursor("work", page, &prefix)).transpose()?;
     let now = state.now();
-    let page = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let scanned =
-                scan_page(store, ResourceKind::WorkItem, &prefix, after, Direction::Backward, limit, |bytes| {
-                    let mut item: StoredWork = from_bytes(bytes)?;
-                    item.settle(now);
-                    Ok(Some(item.to_wire(None)))
-                })?;
-            Ok(Page {
-                data: scanned.items.into_iter().map(|(_, item)| item).collect(),
-                next_page: scanned.next.map(|key| encode_cursor("work", &key)),
-                prev_page: None,
-            })
+    let page = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        // Lapses are applied (and persisted) before the list shows them.
+        queue::apply_lapses(store, &tenant, env, now, lapsed)?;
+        let scanned = scan_page(store, ResourceKind::WorkItem, &prefix, after, Direction::Backward, limit, |bytes| {
+            let mut item: StoredWork = from_bytes(bytes)?;
+            item.settle(now);
+            Ok(Some(item.to_wire(None)))
+        })?;
+        Ok(Page {
+            data: scanned.items.into_iter().map(|(_, item)| item).collect(),
+            next_page: scanned.next.map(|key| encode_cursor("work", &key)),
+            prev_page: None,
         })
-        .await?;
+    })
+    .await?;
     Ok(Json(page))
 }
 
@@ -327,26 +362,22 @@ pub async fn stats(
 ) -> Result<Json<Value>, ApiError> {
     let env = parse_env_id(&env_id)?;
     let now = state.now();
-    let (depth, pending, oldest) = state
-        .blocking(move |store| {
-            queue_env(store, &tenant, env)?;
-            let mut depth = 0usize;
-            let mut pending = 0usize;
-            let mut oldest = None;
-            for (_, item) in queue::live_items(store, &tenant, env, now)? {
-                if item.state != WorkState::Queued {
-                    continue;
-                }
-                if item.pending(now) {
-                    pending += 1;
-                } else {
-                    depth += 1;
-                }
-                oldest = Some(oldest.map_or(item.queued_at, |at: logbook_core::Timestamp| at.min(item.queued_at)));
+    let (depth, pending, oldest) = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        let mut depth = 0usize;
+        let mut pending = 0usize;
+        let mut oldest = None;
+        for item in queue::queued_items(store, &tenant, env, now, lapsed)? {
+            if item.pending(now) {
+                pending += 1;
+            } else {
+                depth += 1;
             }
-            Ok((depth, pending, oldest))
-        })
-        .await?;
+            oldest = Some(oldest.map_or(item.queued_at, |at: logbook_core::Timestamp| at.min(item.queued_at)));
+        }
+        Ok((depth, pending, oldest))
+    })
+    .await?;
     Ok(Json(json!({
         "type": "work_queue_stats",
         "depth": depth,
@@ -379,10 +410,34 @@ pub async fn healthcheck(
     Ok(Json(item.to_wire(None)))
 }
 
-/// Gives a self-hosted session a live work item if it has none (session
-/// created, new input after its item stopped, a worker needed); wakes the
-/// environment's long polls when it enqueued one. Cloud sessions: nothing.
+/// Gives a self-hosted session a live work item if it has none and `need`
+/// calls for one (session created, new input after its item stopped, a
+/// worker needed: see [`WorkNeed`]); wakes the environment's long
+/// polls when it enqueued one. Cloud sessions: nothing.
 pub fn ensure_session_work(
+    state: &AppState,
+    store: &SledStore,
+    tenant: &Tenant,
+    session: &StoredSession,
+    need: WorkNeed,
+) -> Result<(), ApiError> {
+    if !session.self_hosted {
+        return Ok(());
+    }
+    let now = state.now();
+    let id = state.new_id(now, WorkId::from_parts);
+    let env = session.environment_id;
+    if let Some(item) = queue::ensure_session_item(store, tenant, env, session.id, id, now, need)? {
+        tracing::info!(work = %item.id, session = %session.id, environment = %env, "work item queued");
+        state.work_hub().wake(tenant.workspace, env);
+    }
+    Ok(())
+}
+
+/// Stops a deleted or archived session's live work item, as a forced stop
+/// would: it is no longer handed to workers nor counted in `stats`. Cloud
+/// sessions: nothing.
+pub fn stop_session_work(
     state: &AppState,
     store: &SledStore,
     tenant: &Tenant,
@@ -391,12 +446,8 @@ pub fn ensure_session_work(
     if !session.self_hosted {
         return Ok(());
     }
-    let now = state.now();
-    let id = state.new_id(now, WorkId::from_parts);
-    let env = session.environment_id;
-    if let Some(item) = queue::ensure_session_item(store, tenant, env, session.id, id, now)? {
-        tracing::info!(work = %item.id, session = %session.id, environment = %env, "work item queued");
-        state.work_hub().wake(tenant.workspace, env);
+    if let Some(item) = queue::stop_session_item(store, tenant, session.id, state.now())? {
+        tracing::info!(work = %item.id, session = %session.id, "work item stopped with its session");
     }
     Ok(())
 }

@@ -15,25 +15,39 @@
 //! NO_HEARTBEAT` can succeed once) and retires the other tokens. Only one
 //! worker can ack, and only one can win the first heartbeat, so two workers
 //! never hold the item at once. Time-based changes are applied lazily, with the
-//! injected clock, whenever an item is read ([`StoredWork::settle`]); there is
-//! no background task, and a restart loses nothing.
+//! injected clock, whenever an item is read ([`StoredWork::settle`]) and, for
+//! leases nobody renews, by every poll and `stats` first (the lease markers
+//! due, below); there is no background task, and a restart loses nothing.
 //!
 //! Items are resources of kind `WorkItem`. Every key starts with the
 //! workspace's 16 bytes (so a scan never crosses tenants), then a tag:
 //!
-//! | key                         | value                                        |
-//! |-----------------------------|----------------------------------------------|
-//! | `ws 'i' env[16] work[16]`   | the item (JSON)                              |
-//! | `ws 'l' env[16] work[16]`   | empty: the item is live (not stopped)        |
-//! | `ws 's' session[16]`        | the session's latest item (`SessionWork`)    |
+//! | key                              | value                                     |
+//! |----------------------------------|-------------------------------------------|
+//! | `ws 'i' env[16] work[16]`        | the item (JSON)                           |
+//! | `ws 'q' env[16] work[16]`        | empty: the item is queued                 |
+//! | `ws 'e' env[16] due[8] work[16]` | empty: the item is leased; look at `due`  |
+//! | `ws 's' session[16]`             | the session's latest item (`SessionWork`) |
 //!
-//! Polls scan the live markers in key order, which is creation order (ids are
-//! ULIDs), so the queue is first in, first out, and an item whose lease lapsed
-//! keeps its place at the front. Writes that touch several keys are ordered so
-//! that a crash between them leaves something harmless: a session pointer is
-//! claimed before its item exists (a pointer to nothing means "no item"), a
-//! live marker is written before its item and deleted after it stops (a marker
-//! of a stopped or missing item is repaired by the next poll).
+//! An item has the marker of its state ([`marker`]): queued (waiting, or
+//! claimed and not acked) items a queue marker, leased ones (starting, active,
+//! stopping) a lease marker, stopped ones none. Polls scan the queue markers
+//! in key order, which is creation order (ids are ULIDs), so the queue is
+//! first in, first out, and an item whose lease lapsed keeps its place at the
+//! front; items being served are not in that range, so however many run, the
+//! queued ones behind them are found. Lease markers are in due order (`due`:
+//! big-endian microseconds, [`StoredWork::lapse_check_at`]): a poll reads only
+//! those due, applies the lapses, and moves the marker of a lease renewed
+//! since to its new expiry (so heartbeats write no marker). Markers of the
+//! layout before 2026-12-06 (`ws 'l' env work`, one per unstopped item) are
+//! converted by the first polls or `stats` of their environment.
+//!
+//! Writes that touch several keys are ordered so that a crash between them
+//! leaves something harmless: a session pointer is claimed before its item
+//! becomes visible (a pointer to nothing means "no item"); an item is written
+//! before its new marker, which is written before its old marker is deleted.
+//! A marker left behind (by a crash, or a race between two changes of an
+//! item) is met by a scan, which deletes it and writes the item's own.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -58,9 +72,16 @@ pub const MAX_LEASE_TTL_SECS: u32 = 3600;
 pub const DEFAULT_LEASE_TTL_SECS: u32 = 300;
 /// An un-acked claim older than this is offered again (the API's default).
 pub const DEFAULT_RECLAIM_MS: u64 = 5000;
-/// Live items one poll looks at: bounds a poll's work on a queue that no
-/// worker has drained for a long time (the rest are reached as these go).
+/// Queued items one poll looks at (items being served are not among them):
+/// bounds a poll's work on a queue that no worker has drained for a long
+/// time (the rest are reached as these go). Also the most lease markers, and
+/// the most markers of the old layout, one request handles.
 pub const MAX_POLL_SCAN: usize = 1000;
+/// Queued items `stats` counts: past this, `depth` and `pending` stop growing
+/// (a queue that deep needs no exact figure to be scaled on).
+pub const MAX_STATS_SCAN: usize = 10_000;
+/// Markers read per step of a scan: a poll usually claims one of the first.
+const MARKER_BATCH: usize = 32;
 /// Compare-and-swap attempts on one item before answering "busy".
 const MAX_CAS_ATTEMPTS: usize = 32;
 /// Open claims of one queued item: polls that keep re-claiming an item nobody
@@ -68,7 +89,11 @@ const MAX_CAS_ATTEMPTS: usize = 32;
 pub const MAX_OPEN_CLAIMS: usize = 16;
 
 const ITEM_TAG: u8 = b'i';
-const LIVE_TAG: u8 = b'l';
+const QUEUED_TAG: u8 = b'q';
+const LEASE_TAG: u8 = b'e';
+/// The layout before 2026-12-06: a marker per unstopped item, queued or
+/// leased. Only converted (see [`convert_old_markers`]), never written.
+const OLD_LIVE_TAG: u8 = b'l';
 const SESSION_TAG: u8 = b's';
 
 /// A work item's state, as the API names it.
@@ -148,6 +173,20 @@ pub struct StoredWork {
     pub lease: Option<Lease>,
     /// Claims made so far (numbers them).
     pub n_claims: u64,
+    /// When a lease's lapse is next looked for (its lease marker's time): the
+    /// lease's expiry when the item was acked or last looked at, or earlier
+    /// (a heartbeat that shortened the lease); heartbeats that extend the
+    /// lease leave it, so they write no marker. `None` when there is no lease
+    /// (and in items stored before it existed: their lease's expiry is used).
+    #[serde(default)]
+    pub lapse_check_at: Option<Timestamp>,
+    /// Its worker stopped it unasked (with a worker's credential, no stop
+    /// having been requested): a worker that stops its item while calls still
+    /// wait on it failed them, and the session's runner does not queue a new
+    /// item for those calls; an interrupt or new input does (see
+    /// [`WorkNeed`]).
+    #[serde(default)]
+    pub stopped_by_worker: bool,
 }
 
 /// The lease as a refused heartbeat reports it (`error.details.current_state`).
@@ -169,9 +208,58 @@ impl LeaseState {
     }
 }
 
+/// Who asks for a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBy {
+    /// The workspace's API key: an operator, or Logbook itself.
+    Operator,
+    /// A worker's credential (the item's sessions token, or the environment's key).
+    Worker,
+}
+
+/// Why a session is given a work item ([`ensure_session_item`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkNeed {
+    /// It was created, or got input: a message, an answer, or an interrupt
+    /// while it waits on calls. A stopped item is replaced whoever stopped it.
+    Input,
+    /// Its runner waits on calls only a worker runs. A stopped item is
+    /// replaced unless its own worker stopped it unasked
+    /// ([`StoredWork::stopped_by_worker`]): that worker failed the calls, and a
+    /// new item at once would go to the next poll, very likely the same
+    /// failing worker, in an endless poll, ack, fail loop. As hosted (behaviour
+    /// digest §3.6), the session stays idle with `requires_action` until an
+    /// interrupt or new input queues the work again.
+    WorkerCalls,
+}
+
 /// Why a stop changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyStopped;
+
+/// Sessions whose stopping item a lapse ended while a request looked (its
+/// worker never confirmed the stop). The request wakes their runners, which
+/// queue a new item for a session still waiting on a worker: the stop
+/// request's own wake-up came while the item was live, and nothing else
+/// would tell them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lapsed(Vec<SessionId>);
+
+impl Lapsed {
+    /// Notes `after` if it is `before` ended by a lapse.
+    fn note(&mut self, before: &StoredWork, after: &StoredWork) {
+        if let (WorkState::Stopping, WorkState::Stopped, WorkData::Session { id }) =
+            (before.state, after.state, after.data)
+            && !self.0.contains(&id)
+        {
+            self.0.push(id);
+        }
+    }
+
+    pub fn sessions(&self) -> &[SessionId] {
+        &self.0
+    }
+}
 
 /// Where a session's latest work item is (`ws 's' session`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +288,8 @@ impl StoredWork {
             retired_tokens: Vec::new(),
             lease: None,
             n_claims: 0,
+            lapse_check_at: None,
+            stopped_by_worker: false,
         }
     }
 
@@ -220,12 +310,14 @@ impl StoredWork {
                 self.latest_heartbeat_at = None;
                 self.retire_claims(|_| false);
                 self.lease = None;
+                self.lapse_check_at = None;
                 true
             }
             WorkState::Stopping => {
                 self.state = WorkState::Stopped;
                 self.stopped_at = Some(lease.expires_at);
                 self.lease = None;
+                self.lapse_check_at = None;
                 self.retired_tokens.clear();
                 true
             }
@@ -292,7 +384,9 @@ impl StoredWork {
             WorkState::Queued => {
                 self.state = WorkState::Starting;
                 self.acknowledged_at = Some(now);
-                self.lease = Some(Lease { ttl_seconds, expires_at: plus_seconds(now, ttl_seconds) });
+                let expires_at = plus_seconds(now, ttl_seconds);
+                self.lease = Some(Lease { ttl_seconds, expires_at });
+                self.lapse_check_at = Some(expires_at);
                 Ok(())
             }
             other @ (WorkState::Starting | WorkState::Active | WorkState::Stopping | WorkState::Stopped) => Err(other),
@@ -361,7 +455,12 @@ impl StoredWork {
                 self.latest_heartbeat_at = Some(at);
                 self.started_at.get_or_insert(at);
                 self.state = WorkState::Active;
-                self.lease = Some(Lease { ttl_seconds, expires_at: plus_seconds(now, ttl_seconds) });
+                let expires_at = plus_seconds(now, ttl_seconds);
+                self.lease = Some(Lease { ttl_seconds, expires_at });
+                // Only a lease that now ends before the look moves its marker.
+                if self.lapse_check_at.is_none_or(|at| expires_at < at) {
+                    self.lapse_check_at = Some(expires_at);
+                }
                 Ok(true)
             }
         }
@@ -369,23 +468,35 @@ impl StoredWork {
 
     /// `stop`: a queued item stops at once (no worker to tell), a started one
     /// goes to `stopping` until its worker confirms (or `force` stops it now).
-    pub fn stop(&mut self, force: bool, now: Timestamp) -> Result<(), AlreadyStopped> {
+    /// A worker's stop that nobody asked for is remembered
+    /// ([`StoredWork::stopped_by_worker`]); its confirmation of a requested
+    /// one is not.
+    pub fn stop(&mut self, force: bool, by: StopBy, now: Timestamp) -> Result<(), AlreadyStopped> {
         let stop_now = match (self.state, force) {
             (WorkState::Stopped, _) => return Err(AlreadyStopped),
             (WorkState::Queued, _) | (WorkState::Starting | WorkState::Active | WorkState::Stopping, true) => true,
             (WorkState::Starting | WorkState::Active | WorkState::Stopping, false) => false,
         };
+        if by == StopBy::Worker && self.stop_requested_at.is_none() {
+            self.stopped_by_worker = true;
+        }
         self.stop_requested_at.get_or_insert(now);
         if stop_now {
             self.state = WorkState::Stopped;
             self.stopped_at = Some(now);
             self.lease = None;
+            self.lapse_check_at = None;
             // The holders of ended claims learn nothing more from a stopped item.
             self.retired_tokens.clear();
         } else {
             self.state = WorkState::Stopping;
         }
         Ok(())
+    }
+
+    /// When the lease marker of a leased item has its lapse looked for.
+    fn lapse_due(&self) -> Timestamp {
+        self.lapse_check_at.or(self.lease.map(|lease| lease.expires_at)).unwrap_or(self.queued_at)
     }
 
     /// The API's Work object; `secret` only on the poll that claims it.
@@ -432,8 +543,31 @@ pub fn item_key(tenant: &Tenant, env: EnvironmentId, work: Option<WorkId>) -> Ve
     env_key(tenant, ITEM_TAG, env, work)
 }
 
-fn live_key(tenant: &Tenant, env: EnvironmentId, work: Option<WorkId>) -> Vec<u8> {
-    env_key(tenant, LIVE_TAG, env, work)
+/// The key of a queued item's marker, and the prefix of an environment's (`work` None).
+fn queued_key(tenant: &Tenant, env: EnvironmentId, work: Option<WorkId>) -> Vec<u8> {
+    env_key(tenant, QUEUED_TAG, env, work)
+}
+
+/// `ws 'e' env due[8] work`: the lease marker of a leased item, due at
+/// `due` (big-endian microseconds, so key order is due order).
+fn lease_key(tenant: &Tenant, env: EnvironmentId, due: Timestamp, work: WorkId) -> Vec<u8> {
+    let mut key = env_key(tenant, LEASE_TAG, env, None);
+    key.extend_from_slice(&u64::try_from(due.unix_micros()).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(&work.to_bytes());
+    key
+}
+
+/// The marker an item has in its state: queued items one in the queue
+/// (`'q'`, in creation order), leased ones one in the lease range (`'e'`, in
+/// due order), stopped ones none.
+fn marker(tenant: &Tenant, item: &StoredWork) -> Option<Vec<u8>> {
+    match item.state {
+        WorkState::Queued => Some(queued_key(tenant, item.environment_id, Some(item.id))),
+        WorkState::Starting | WorkState::Active | WorkState::Stopping => {
+            Some(lease_key(tenant, item.environment_id, item.lapse_due(), item.id))
+        }
+        WorkState::Stopped => None,
+    }
 }
 
 fn session_key(tenant: &Tenant, session: SessionId) -> Vec<u8> {
@@ -467,24 +601,32 @@ pub fn load(
     }
 }
 
-/// Writes a new item, then its live marker (so polls never see a marker of
-/// an item that is not written yet).
+/// Writes a new item, then its marker (so polls never see a marker of an
+/// item that is not written yet).
 pub fn create(store: &SledStore, tenant: &Tenant, item: &StoredWork) -> Result<(), ApiError> {
     let key = item_key(tenant, item.environment_id, Some(item.id));
     crate::api::put_new(store, ResourceKind::WorkItem, &key, &to_bytes(item)?)?;
-    mark_live(store, tenant, item)
+    mark(store, tenant, item)
 }
 
-/// Writes the live marker of an item that is not stopped (idempotent).
-fn mark_live(store: &SledStore, tenant: &Tenant, item: &StoredWork) -> Result<(), ApiError> {
-    let live = live_key(tenant, item.environment_id, Some(item.id));
-    store.swap_resource(ResourceKind::WorkItem, &live, None, Some(b""))?.ok();
+/// Writes the marker of the item's state, if it has one (idempotent).
+fn mark(store: &SledStore, tenant: &Tenant, item: &StoredWork) -> Result<(), ApiError> {
+    if let Some(key) = marker(tenant, item) {
+        store.swap_resource(ResourceKind::WorkItem, &key, None, Some(b""))?.ok();
+    }
     Ok(())
 }
 
-/// Replaces `before` (stored as `old`) with `after`; then drops the live
-/// marker of an item that stopped and the tokens it no longer remembers.
-/// Returns the new stored bytes, or `None` if the item changed meanwhile.
+fn unmark(store: &SledStore, key: &[u8]) -> Result<(), ApiError> {
+    store.swap_resource(ResourceKind::WorkItem, key, Some(b""), None)?.ok();
+    Ok(())
+}
+
+/// Replaces `before` (stored as `old`) with `after`; then moves the item's
+/// marker (the new one written before the old one is deleted, so a crash in
+/// between leaves the old one, which the scan that meets it repairs) and
+/// drops the tokens it no longer remembers. Returns the new stored bytes, or
+/// `None` if the item changed meanwhile.
 pub fn commit(
     store: &SledStore,
     tenant: &Tenant,
@@ -497,9 +639,12 @@ pub fn commit(
     if store.swap_resource(ResourceKind::WorkItem, &key, Some(old), Some(&bytes))?.is_err() {
         return Ok(None);
     }
-    if after.state == WorkState::Stopped && before.state != WorkState::Stopped {
-        let live = live_key(tenant, after.environment_id, Some(after.id));
-        store.swap_resource(ResourceKind::WorkItem, &live, Some(b""), None)?.ok();
+    let (was, is) = (marker(tenant, before), marker(tenant, after));
+    if was != is {
+        mark(store, tenant, after)?;
+        if let Some(was) = was {
+            unmark(store, &was)?;
+        }
     }
     let remembered: Vec<&String> = after.token_hashes().collect();
     for hash in before.token_hashes() {
@@ -533,40 +678,57 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Loads an item with time applied and persisted (a lapsed lease re-queues
-/// it before anyone acts on it).
+/// it before anyone acts on it; a stopping item it ends is noted in
+/// `lapsed`).
 pub fn load_settled(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     work: WorkId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
 ) -> Result<(Vec<u8>, StoredWork), ApiError> {
+    settle_stored(store, tenant, env, work, now, lapsed)?.ok_or_else(|| not_found(&work.to_string()))
+}
+
+/// [`load_settled`], `None` for a missing item. Every lapse is persisted
+/// here, so every one that ends an item is noted.
+fn settle_stored(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    work: WorkId,
+    now: Timestamp,
+    lapsed: &mut Lapsed,
+) -> Result<Option<(Vec<u8>, StoredWork)>, ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (bytes, item) = load(store, tenant, env, work)?.ok_or_else(|| not_found(&work.to_string()))?;
+        let Some((bytes, item)) = load(store, tenant, env, work)? else { return Ok(None) };
         let mut next = item.clone();
         if !next.settle(now) {
-            return Ok((bytes, item));
+            return Ok(Some((bytes, item)));
         }
         if let Some(bytes) = commit(store, tenant, &bytes, &item, &next)? {
-            return Ok((bytes, next));
+            lapsed.note(&item, &next);
+            return Ok(Some((bytes, next)));
         }
     }
     Err(busy(work))
 }
 
-/// Applies `change` to an item (time applied first), retrying on concurrent
-/// writes. `change` returns `Ok(false)` to leave the item as it is; the
-/// result says whether it changed.
+/// Applies `change` to an item (time applied first, its lapse noted in
+/// `lapsed`), retrying on concurrent writes. `change` returns `Ok(false)` to
+/// leave the item as it is; the result says whether it changed.
 pub fn update(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     work: WorkId,
     now: Timestamp,
+    lapsed: &mut Lapsed,
     mut change: impl FnMut(&mut StoredWork) -> Result<bool, ApiError>,
 ) -> Result<(StoredWork, bool), ApiError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (bytes, item) = load_settled(store, tenant, env, work, now)?;
+        let (bytes, item) = load_settled(store, tenant, env, work, now, lapsed)?;
         let mut next = item.clone();
         if !change(&mut next)? {
             return Ok((item, false));
@@ -578,41 +740,104 @@ pub fn update(
     Err(busy(work))
 }
 
-/// The live items of an environment, oldest first, with time applied (and
-/// persisted); stale markers are repaired on the way.
-pub fn live_items(
+/// The queued items of an environment (waiting, or claimed and not acked),
+/// oldest first, at most [`MAX_STATS_SCAN`], after the lapses due (see
+/// [`visit_queued`]).
+pub fn queued_items(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     now: Timestamp,
-) -> Result<Vec<(Vec<u8>, StoredWork)>, ApiError> {
+    lapsed: &mut Lapsed,
+) -> Result<Vec<StoredWork>, ApiError> {
     let mut out = Vec::new();
-    visit_live(store, tenant, env, now, |bytes, item| {
-        out.push((bytes, item));
+    visit_queued(store, tenant, env, now, MAX_STATS_SCAN, lapsed, |_, item| {
+        out.push(item);
         Ok(Visit::Next)
     })?;
     Ok(out)
 }
 
-/// Whether [`visit_live`] goes on.
+/// Whether [`visit_queued`] goes on.
 enum Visit {
     Next,
     Stop,
 }
 
-/// Calls `visit` with each live item of an environment, oldest first, with
-/// time applied (and persisted), until it says stop; at most
-/// [`MAX_POLL_SCAN`] items. Markers of stopped or missing items are deleted.
-fn visit_live(
+/// Calls `visit` with each queued item of an environment, oldest first,
+/// until it says stop; at most `limit` items. Items being served have no
+/// queue marker, so however many there are, they cost nothing here. First,
+/// markers of the old layout are converted and the lapses due are applied
+/// (both bounded), so an item whose lease lapsed is back in the queue, at its
+/// old place, before the queue is read.
+fn visit_queued(
     store: &SledStore,
     tenant: &Tenant,
     env: EnvironmentId,
     now: Timestamp,
+    limit: usize,
+    lapsed: &mut Lapsed,
     mut visit: impl FnMut(Vec<u8>, StoredWork) -> Result<Visit, ApiError>,
 ) -> Result<(), ApiError> {
-    /// Markers read per step: a poll usually claims one of the first.
-    const MARKER_BATCH: usize = 32;
-    let prefix = live_key(tenant, env, None);
+    apply_lapses(store, tenant, env, now, lapsed)?;
+    let prefix = queued_key(tenant, env, None);
+    let mut after: Option<Vec<u8>> = None;
+    let mut n_seen = 0;
+    while n_seen < limit {
+        let markers = store.scan_resources(
+            ResourceKind::WorkItem,
+            &prefix,
+            after.as_deref(),
+            Direction::Forward,
+            MARKER_BATCH.min(limit - n_seen),
+        )?;
+        let exhausted = markers.len() < MARKER_BATCH.min(limit - n_seen);
+        for (key, _) in markers {
+            n_seen += 1;
+            after = Some(key.clone());
+            let Some(raw) = key.get(prefix.len()..).and_then(|rest| <[u8; 16]>::try_from(rest).ok()) else { continue };
+            let work = WorkId::from_bytes(raw);
+            if let Some((bytes, item)) = look_at_marked(store, tenant, env, &key, work, now, lapsed)? {
+                match visit(bytes, item)? {
+                    Visit::Next => {}
+                    Visit::Stop => return Ok(()),
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Brings an environment's queue up to `now`: converts markers of the old
+/// layout, then applies the lapses due (see [`apply_due_lapses`]). Every
+/// read of the queue starts here.
+pub fn apply_lapses(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    now: Timestamp,
+    lapsed: &mut Lapsed,
+) -> Result<(), ApiError> {
+    convert_old_markers(store, tenant, env)?;
+    apply_due_lapses(store, tenant, env, now, lapsed)
+}
+
+/// Looks for lapses at the lease markers due by `now` (at most
+/// [`MAX_POLL_SCAN`]): a lapsed lease sends its item back to the queue (or
+/// ends a stopping one, noted in `lapsed`); a lease renewed since moves its
+/// marker to its new expiry. Markers are in due order, so this reads only
+/// the due ones.
+fn apply_due_lapses(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    now: Timestamp,
+    lapsed: &mut Lapsed,
+) -> Result<(), ApiError> {
+    let prefix = env_key(tenant, LEASE_TAG, env, None);
     let mut after: Option<Vec<u8>> = None;
     let mut n_seen = 0;
     while n_seen < MAX_POLL_SCAN {
@@ -627,31 +852,83 @@ fn visit_live(
         for (key, _) in markers {
             n_seen += 1;
             after = Some(key.clone());
-            let Some(raw) = key.get(prefix.len()..).and_then(|rest| <[u8; 16]>::try_from(rest).ok()) else { continue };
-            let work = WorkId::from_bytes(raw);
-            let settled = match load(store, tenant, env, work)? {
-                None => None,
-                Some((bytes, item)) => {
-                    let mut next = item.clone();
-                    if !next.settle(now) {
-                        Some((bytes, item))
-                    } else {
-                        match commit(store, tenant, &bytes, &item, &next)? {
-                            Some(bytes) => Some((bytes, next)),
-                            None => Some(load_settled(store, tenant, env, work, now)?),
-                        }
-                    }
-                }
+            let Some(rest) = key.get(prefix.len()..) else { continue };
+            let (Some(due), Some(raw)) = (
+                rest.get(..8).and_then(|due| <[u8; 8]>::try_from(due).ok()),
+                rest.get(8..).and_then(|work| <[u8; 16]>::try_from(work).ok()),
+            ) else {
+                continue;
             };
-            match settled {
-                Some((bytes, item)) if item.state != WorkState::Stopped => match visit(bytes, item)? {
-                    Visit::Next => {}
-                    Visit::Stop => return Ok(()),
-                },
-                Some(_) | None => {
-                    store.swap_resource(ResourceKind::WorkItem, &key, Some(b""), None)?.ok();
-                }
+            if i64::try_from(u64::from_be_bytes(due)).unwrap_or(i64::MAX) > now.unix_micros() {
+                return Ok(());
             }
+            let work = WorkId::from_bytes(raw);
+            let Some((bytes, item)) = look_at_marked(store, tenant, env, &key, work, now, lapsed)? else { continue };
+            // Not lapsed: the lease was renewed past the look. Look again at its expiry.
+            if let Some(lease) = item.lease {
+                let mut next = item.clone();
+                next.lapse_check_at = Some(lease.expires_at);
+                // A change meanwhile leaves this marker due: the next request looks again.
+                commit(store, tenant, &bytes, &item, &next)?;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The item a marker names, with time applied (and persisted), if the marker
+/// is the item's: `None` for a marker a crash or a lost race left behind
+/// (the item is missing or in another state), which is deleted, and the
+/// item's own marker written in case the same crash lost it.
+fn look_at_marked(
+    store: &SledStore,
+    tenant: &Tenant,
+    env: EnvironmentId,
+    key: &[u8],
+    work: WorkId,
+    now: Timestamp,
+    lapsed: &mut Lapsed,
+) -> Result<Option<(Vec<u8>, StoredWork)>, ApiError> {
+    let Some((bytes, item)) = settle_stored(store, tenant, env, work, now, lapsed)? else {
+        unmark(store, key)?;
+        return Ok(None);
+    };
+    if marker(tenant, &item).as_deref() == Some(key) {
+        return Ok(Some((bytes, item)));
+    }
+    mark(store, tenant, &item)?;
+    unmark(store, key)?;
+    // A writer may have moved the item back to this marker between the look
+    // and the delete (it writes the marker after the item): look once more.
+    if let Some((_, again)) = load(store, tenant, env, work)?
+        && marker(tenant, &again).as_deref() == Some(key)
+    {
+        mark(store, tenant, &again)?;
+    }
+    Ok(None)
+}
+
+/// Converts an environment's markers of the old layout (one `'l'` marker per
+/// unstopped item) into the markers of their items' states, at most
+/// [`MAX_POLL_SCAN`] per call; once none is left this is one empty scan.
+fn convert_old_markers(store: &SledStore, tenant: &Tenant, env: EnvironmentId) -> Result<(), ApiError> {
+    let prefix = env_key(tenant, OLD_LIVE_TAG, env, None);
+    let mut n_seen = 0;
+    while n_seen < MAX_POLL_SCAN {
+        let markers = store.scan_resources(ResourceKind::WorkItem, &prefix, None, Direction::Forward, MARKER_BATCH)?;
+        let exhausted = markers.len() < MARKER_BATCH;
+        for (key, _) in markers {
+            n_seen += 1;
+            let raw = key.get(prefix.len()..).and_then(|rest| <[u8; 16]>::try_from(rest).ok());
+            if let Some(raw) = raw
+                && let Some((_, item)) = load(store, tenant, env, WorkId::from_bytes(raw))?
+            {
+                mark(store, tenant, &item)?;
+            }
+            unmark(store, &key)?;
         }
         if exhausted {
             break;
@@ -675,9 +952,10 @@ pub fn claim_next(
     env: EnvironmentId,
     now: Timestamp,
     reclaim_ms: u64,
+    lapsed: &mut Lapsed,
 ) -> Result<Option<Claimed>, ApiError> {
     let mut claimed = None;
-    visit_live(store, tenant, env, now, |bytes, item| {
+    visit_queued(store, tenant, env, now, MAX_POLL_SCAN, lapsed, |bytes, item| {
         if !item.claimable(now, reclaim_ms) {
             return Ok(Visit::Next);
         }
@@ -726,8 +1004,36 @@ pub fn session_item(
     Ok(item)
 }
 
-/// Makes sure a session has a live work item in `env`'s queue; returns the
-/// item it enqueued, or `None` if one was live already. Concurrent callers
+/// Stops the session's latest item at once if it is live (the session was
+/// deleted or archived: no worker is to be given it, and `stats` must not
+/// count it); a worker holding it hears so on its next heartbeat. Returns the
+/// item if this stopped it.
+pub fn stop_session_item(
+    store: &SledStore,
+    tenant: &Tenant,
+    session: SessionId,
+    now: Timestamp,
+) -> Result<Option<StoredWork>, ApiError> {
+    let Some(bytes) = store.get_resource(ResourceKind::WorkItem, &session_key(tenant, session))? else {
+        return Ok(None);
+    };
+    let pointer: SessionWork = from_bytes(&bytes)?;
+    // A pointer to nothing (a crash) means no item.
+    if load(store, tenant, pointer.environment_id, pointer.work_id)?.is_none() {
+        return Ok(None);
+    }
+    // The session is gone: a lapse noted on the way needs no new item.
+    let mut lapsed = Lapsed::default();
+    let (item, changed) = update(store, tenant, pointer.environment_id, pointer.work_id, now, &mut lapsed, |item| {
+        Ok(item.stop(true, StopBy::Operator, now).is_ok())
+    })?;
+    Ok(changed.then_some(item))
+}
+
+/// Makes sure a session has a live work item in `env`'s queue when `need`
+/// calls for one; returns the item it enqueued, or `None` if one was live
+/// already (or, for [`WorkNeed::WorkerCalls`], its worker failed the last
+/// one). Concurrent callers
 /// enqueue one item between them: a new item becomes visible to polls (its
 /// live marker) only after it won the session pointer; a loser deletes its
 /// invisible item. A pointer to a missing item (a crash) counts as none, and
@@ -739,6 +1045,7 @@ pub fn ensure_session_item(
     session: SessionId,
     new_id: WorkId,
     now: Timestamp,
+    need: WorkNeed,
 ) -> Result<Option<StoredWork>, ApiError> {
     let key = session_key(tenant, session);
     for _ in 0..MAX_CAS_ATTEMPTS {
@@ -748,8 +1055,12 @@ pub fn ensure_session_item(
             if let Some((_, mut item)) = load(store, tenant, pointer.environment_id, pointer.work_id)? {
                 item.settle(now);
                 if item.state != WorkState::Stopped {
-                    mark_live(store, tenant, &item)?;
+                    mark(store, tenant, &item)?;
                     return Ok(None);
+                }
+                match need {
+                    WorkNeed::WorkerCalls if item.stopped_by_worker => return Ok(None),
+                    WorkNeed::WorkerCalls | WorkNeed::Input => {}
                 }
             }
         }
@@ -762,7 +1073,7 @@ pub fn ensure_session_item(
             store.swap_resource(ResourceKind::WorkItem, &item_key, Some(&item_bytes), None)?.ok();
             continue;
         }
-        mark_live(store, tenant, &item)?;
+        mark(store, tenant, &item)?;
         return Ok(Some(item));
     }
     Err(ApiError::conflict_transient(format!("session {session}'s work item is changing concurrently; retry")))

@@ -35,13 +35,13 @@ fn a_lease_runs_queued_starting_active_stopping_stopped() {
     let last = work.last_heartbeat().unwrap();
     assert_eq!(work.heartbeat(Some(&last), Some(n), 20, at(3), 10), Ok(true));
     assert_eq!(work.ttl_seconds(10), 20);
-    work.stop(false, at(4)).unwrap();
+    work.stop(false, StopBy::Operator, at(4)).unwrap();
     assert_eq!((work.state, work.stop_requested_at), (WorkState::Stopping, Some(at(4))));
     // A stopping item is not compared and not extended: the worker shuts down.
     assert_eq!(work.heartbeat(Some("anything"), Some(n), 20, at(5), 10), Ok(false));
-    work.stop(true, at(6)).unwrap();
+    work.stop(true, StopBy::Operator, at(6)).unwrap();
     assert_eq!((work.state, work.stopped_at), (WorkState::Stopped, Some(at(6))));
-    assert_eq!(work.stop(true, at(7)), Err(AlreadyStopped));
+    assert_eq!(work.stop(true, StopBy::Operator, at(7)), Err(AlreadyStopped));
     assert_eq!(work.heartbeat(Some(NO_HEARTBEAT), None, 20, at(8), 10), Ok(false));
     assert!(!work.held_by(n), "a stopped item's token is dead");
 }
@@ -124,7 +124,7 @@ fn a_lapsed_lease_requeues_the_item_and_ends_its_claim() {
     // A stopping item whose worker never confirms ends stopped.
     let mut work = item();
     work.ack(at(1), 10).unwrap();
-    work.stop(false, at(2)).unwrap();
+    work.stop(false, StopBy::Operator, at(2)).unwrap();
     assert!(work.settle(at(11)));
     assert_eq!((work.state, work.stopped_at), (WorkState::Stopped, Some(at(11))));
 }
@@ -145,7 +145,7 @@ fn an_unacked_claim_is_offered_again_after_the_reclaim_window() {
 #[test]
 fn stopping_a_queued_item_stops_it_at_once() {
     let mut work = item();
-    work.stop(false, at(1)).unwrap();
+    work.stop(false, StopBy::Operator, at(1)).unwrap();
     assert_eq!((work.state, work.stop_requested_at, work.stopped_at), (WorkState::Stopped, Some(at(1)), Some(at(1))));
     assert_eq!(work.ack(at(2), 10), Err(WorkState::Stopped));
 }
@@ -180,4 +180,44 @@ fn the_wire_object_has_every_field_and_a_secret_only_when_given() {
     let check =
         StoredWork::new(WorkId::from_parts(1, 9), EnvironmentId::from_parts(1, 2), WorkData::Healthcheck {}, at(0));
     assert_eq!(check.to_wire(None)["data"], json!({"type": "healthcheck", "id": WorkId::from_parts(1, 9)}));
+}
+
+#[test]
+fn only_a_lease_that_ends_sooner_moves_its_lapse_check() {
+    // Goal: a lease marker moves only when it must: acking sets the look at
+    // the lease's expiry, a heartbeat that extends the lease leaves it (so
+    // heartbeats write no marker), one that shortens it brings it forward, and
+    // the lease's end clears it. Method: the item's transitions, one by one.
+    let mut work = item();
+    let n = work.take(at(0), None);
+    work.ack(at(1), 10).unwrap();
+    assert_eq!(work.lapse_check_at, Some(at(11)));
+    assert_eq!(work.heartbeat(Some(NO_HEARTBEAT), Some(n), 30, at(2), 10), Ok(true));
+    assert_eq!(work.lapse_check_at, Some(at(11)), "extended: the look stays");
+    let last = work.last_heartbeat().unwrap();
+    assert_eq!(work.heartbeat(Some(&last), Some(n), 2, at(3), 10), Ok(true));
+    assert_eq!(work.lapse_check_at, Some(at(5)), "shortened: the look comes forward");
+    assert!(work.settle(at(5)));
+    assert_eq!((work.state, work.lapse_check_at), (WorkState::Queued, None));
+}
+
+#[test]
+fn only_a_workers_unasked_stop_is_remembered_as_its_own() {
+    // Goal: a stop made with a worker's credential that nobody asked for
+    // marks the item `stopped_by_worker` (the runner then queues nothing for
+    // the calls it failed); the worker's confirmation of a requested stop,
+    // and an operator's stop, do not. Method: three items, three stops.
+    let mut failed = item();
+    failed.ack(at(1), 10).unwrap();
+    failed.stop(true, StopBy::Worker, at(2)).unwrap();
+    assert!(failed.stopped_by_worker);
+    let mut confirmed = item();
+    confirmed.ack(at(1), 10).unwrap();
+    confirmed.stop(false, StopBy::Operator, at(2)).unwrap();
+    confirmed.stop(true, StopBy::Worker, at(3)).unwrap();
+    assert_eq!((confirmed.state, confirmed.stopped_by_worker), (WorkState::Stopped, false));
+    let mut forced = item();
+    forced.ack(at(1), 10).unwrap();
+    forced.stop(true, StopBy::Operator, at(2)).unwrap();
+    assert!(!forced.stopped_by_worker);
 }

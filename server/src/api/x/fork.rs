@@ -33,6 +33,7 @@ use crate::api::error::ApiError;
 use crate::api::events::find_event;
 use crate::api::sessions::{self, AgentOverrides, MAX_TITLE_CHARS, SessionAgent, Status, StoredSession};
 use crate::api::wire::{JsonBody, check_metadata};
+use crate::api::work::WorkNeed;
 use crate::api::{put_new, to_bytes};
 use crate::resources::confine::Root;
 use crate::resources::mount;
@@ -109,7 +110,7 @@ pub async fn fork(
         .blocking(move |store| {
             let place = ForkPlace { tenant, parent, child, now, paths: paths.as_ref(), state: Some(&worker_state) };
             let forked = fork_session(store, &place, body)?;
-            crate::api::work::ensure_session_work(&worker_state, store, &tenant, &forked.session)?;
+            crate::api::work::ensure_session_work(&worker_state, store, &tenant, &forked.session, WorkNeed::Input)?;
             Ok(forked)
         })
         .await?;
