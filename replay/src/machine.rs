@@ -20,6 +20,12 @@
 //! a denied one never is. Server-side tools ([`SERVER_SIDE_TOOLS`]) and MCP
 //! tools always run in Logbook.
 //!
+//! A session's budget is checked by the runner before each model call (the
+//! price list is not in the log); the idle `budget_reached` it records pauses
+//! the session: the work it stopped (unseen input or results, a request to
+//! retry) is kept, nothing starts a turn, and only a budget change (the
+//! `session.updated` the update endpoint records) resumes it.
+//!
 //! Nothing here reads a clock or does IO; the same entries always give the
 //! same state and the same command.
 
@@ -212,6 +218,13 @@ pub struct Machine {
     /// run or awaited here.
     #[serde(default)]
     provider_run: Vec<EventId>,
+    /// The last idle was `budget_reached` and the budget has not changed
+    /// since: the session is paused, its pending work kept for when it is.
+    #[serde(default)]
+    at_budget: bool,
+    /// The budget changed while paused: the paused work goes on in a new turn.
+    #[serde(default)]
+    resume: bool,
     n_entries: u64,
 }
 
@@ -342,6 +355,8 @@ impl Machine {
                 self.status = Some(Status::Running);
                 self.exhausted = false;
                 self.n_paused = 0;
+                self.at_budget = false;
+                self.resume = false;
             }
             Event::SessionStatusRescheduled(_) => self.status = Some(Status::Rescheduling),
             Event::SessionStatusTerminated(_) | Event::SessionDeleted(_) => self.status = Some(Status::Terminated),
@@ -350,10 +365,17 @@ impl Machine {
                 self.interrupt_pending = false;
                 match stop_reason {
                     StopReason::RequiresAction { event_ids } => self.awaited = Some(event_ids.clone()),
-                    StopReason::EndTurn
-                    | StopReason::RetriesExhausted
-                    | StopReason::BudgetReached
-                    | StopReason::Refusal => {
+                    StopReason::BudgetReached => {
+                        // Paused before a model call: what that call was for (unseen
+                        // input or results, a failed request, a paused response) is
+                        // kept for when the budget is raised.
+                        self.awaited = None;
+                        self.failed_attempts = 0;
+                        self.exhausted = false;
+                        self.at_budget = true;
+                        self.resume = false;
+                    }
+                    StopReason::EndTurn | StopReason::RetriesExhausted | StopReason::Refusal => {
                         // The turn is over: results recorded in it (error results of an
                         // interrupt, say) do not start another one.
                         self.awaited = None;
@@ -376,7 +398,6 @@ impl Machine {
             | Event::AgentThreadMessageSent(_)
             | Event::AgentThreadMessageReceived(_)
             | Event::AgentThreadContextCompacted(_)
-            | Event::SessionUpdated(_)
             | Event::SessionUsage(_)
             | Event::SessionThreadCreated(_)
             | Event::SessionThreadStatusRunning(_)
@@ -397,6 +418,14 @@ impl Machine {
             | Event::ForkOrigin(_)
             | Event::SessionResource(_)
             | Event::ServerToolRequests(_) => {}
+            Event::SessionUpdated(update) => {
+                // A raised or removed budget resumes a session paused at it;
+                // the runner checks the new one before the next model call.
+                if update.budget.is_some() && self.at_budget {
+                    self.at_budget = false;
+                    self.resume = true;
+                }
+            }
             Event::ModelResponse(response) => self.provider_run = provider_run_tool_uses(response),
             Event::ModelRequest(request) => {
                 self.paused = request.stop_reason.as_deref() == Some(PAUSE_TURN);
@@ -440,7 +469,12 @@ impl Machine {
                 }
                 return Command::Wait;
             }
-            if self.unseen_input || self.unseen_results || !self.tools.is_empty() {
+            // Paused at the budget: input queued before the pause waits for a
+            // budget change, and the API refuses more until then.
+            if self.at_budget {
+                return Command::Wait;
+            }
+            if self.unseen_input || self.unseen_results || !self.tools.is_empty() || self.resume {
                 return Command::StartTurn;
             }
             return Command::Wait;

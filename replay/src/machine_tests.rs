@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use logbook_core::event::{
     AgentConfig, AgentCustomToolUse, AgentToolResult, AgentToolUse, Compaction, ConfirmationResult, ContentBlock,
     EvaluatedPermission, Event, RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning,
-    SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult, UserInterrupt,
+    SessionUpdated, SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult,
+    UserInterrupt,
     UserMessage, UserToolConfirmation, UserToolResult,
 };
 use logbook_core::{Entry, EventId, Json, Timestamp};
@@ -836,4 +837,70 @@ fn a_system_message_with_a_tool_result_does_not_supersede_the_other_calls() {
         content: vec![ContentBlock::Text { text: "the first result came from the cache".into() }],
     }));
     assert_eq!(log.next(), Command::AwaitClient(vec![second]));
+}
+
+/// Goal: a session paused at its budget stays paused with the input queued
+/// before the pause, and a budget change (not another update) resumes it.
+/// Method: a message lands while the model answers; the runner then pauses
+/// at the budget instead of the next call; an update of the title, then a
+/// removal of the budget, are recorded.
+#[test]
+fn a_pause_at_the_budget_keeps_queued_input_until_the_budget_changes() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    log.user_message();
+    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: EventId::from_parts(0, 0),
+        model_usage: Default::default(),
+        is_error: Some(false),
+    }));
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.usage_idle(StopReason::BudgetReached);
+    assert_eq!(log.next(), Command::Wait, "paused at the budget, the queued message starts nothing");
+    let update = |budget| SessionUpdated { agent: None, budget, metadata: None, title: None };
+    log.push(Event::SessionUpdated(SessionUpdated { title: Some(Some("renamed".into())), ..update(None) }));
+    assert_eq!(log.next(), Command::Wait, "only a budget change resumes");
+    log.push(Event::SessionUpdated(update(Some(None))));
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.model_ok();
+    assert_eq!(log.next(), Command::EndTurn);
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+}
+
+/// Goal: the work a budget pause stopped goes on when the budget is raised,
+/// though no new input arrives: the model sees the tool results it paused
+/// before.
+/// Method: a tool runs, the runner pauses at the budget before the call
+/// that would show its result; the budget is removed.
+#[test]
+fn a_budget_change_resumes_a_turn_paused_before_its_tool_results_were_seen() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    let call = log.tool_use(EvaluatedPermission::Allow);
+    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: EventId::from_parts(0, 0),
+        model_usage: Default::default(),
+        is_error: Some(false),
+    }));
+    assert_eq!(log.next(), Command::RunTools(vec![call]));
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![call] }));
+    log.result(call, false);
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.usage_idle(StopReason::BudgetReached);
+    assert_eq!(log.next(), Command::Wait);
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Wait, "an interrupt while paused at the budget is ignored");
+    log.push(Event::SessionUpdated(SessionUpdated { agent: None, budget: Some(None), metadata: None, title: None }));
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
 }

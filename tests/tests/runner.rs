@@ -379,14 +379,13 @@ async fn a_raised_budget_resumes_the_paused_turn() {
     assert_eq!(model.requests().len(), 2);
 }
 
-/// Defect (review-runner): a message queued during the request that uses up
-/// the budget makes the runner loop. The runner idles `budget_reached`
-/// before its next call (step.rs `call_model`), but the machine still holds
-/// the unseen message, so it starts a turn again at once
-/// (`session.status_running`), the budget check idles again, and so on:
-/// thousands of running/usage/idle events per wake (up to
-/// `MAX_STEPS_PER_WAKE` steps), for a session that is supposed to be paused
-/// at its budget (behaviour digest §12).
+/// Goal: a session paused at its budget stays paused with the input queued
+/// before the pause (behaviour digest §12): no turn starts again until the
+/// budget changes (the runner used to restart turns in a loop, up to
+/// `MAX_STEPS_PER_WAKE` of them per wake).
+/// Method: a message is sent while the request that uses up the budget
+/// streams; the runner pauses before the next call; a second later the log
+/// still holds one turn and one idle, and `logbook rerun` reproduces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     let model = FakeModel::start(vec![
@@ -427,6 +426,7 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     let idles = kinds.iter().filter(|t| *t == "session.status_idle").count();
     assert_eq!((running, idles), (1, 1), "paused at the budget, the session must stay idle: {} events", events.len());
     assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Defect (review-runner): when retries are exhausted, input queued during
@@ -617,12 +617,13 @@ async fn a_response_with_many_blocks_does_not_wedge_the_session() {
     assert_eq!(events.iter().filter(|e| e["type"] == "session.status_idle").count(), 1);
 }
 
-/// Defect (review-runner), same root as
-/// `a_message_queued_when_the_budget_runs_out_does_not_restart_turns`, with
-/// no timing involved: the request that crosses the budget ends its turn
-/// normally (`end_turn`), so the API still takes the next message; the
-/// runner then pauses at the budget before calling the model and, the
-/// message still unseen, starts a turn again at once, over and over.
+/// Goal: as `a_message_queued_when_the_budget_runs_out_does_not_restart_turns`,
+/// with no timing involved: a message accepted after the turn that crossed
+/// the budget ended normally starts one turn, which pauses, and no other.
+/// Method: the first turn's single request costs $3 against a $1 budget and
+/// ends `end_turn`; a second message follows; a second after its
+/// `budget_reached` idle the log holds two turns, and `logbook rerun`
+/// reproduces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns() {
     let model = FakeModel::start(vec![json!({
@@ -652,6 +653,7 @@ async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns()
     let events = api.events(&session).await;
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 2, "paused at the budget, the session must stay idle: {} events", events.len());
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Defect (review-runner): an interrupt's wake-up outlives the interrupt.

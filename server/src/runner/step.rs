@@ -69,8 +69,10 @@ enum IdleAt {
     /// At the head, whatever arrived meanwhile: the idle closes work that
     /// happened (an interrupt, a failed request, retries given up).
     Head,
-    /// Only right after the entries the machine decided on: a turn's end or a
-    /// wait for the client, which input arriving meanwhile may change.
+    /// Only right after the entries the machine decided on: a turn's end, a
+    /// wait for the client or a pause at the budget, which input arriving
+    /// meanwhile may change (a budget raised as the pause is recorded must
+    /// not be missed: it is what resumes the session).
     Decided,
 }
 
@@ -413,7 +415,7 @@ impl Task {
     async fn call_model(&mut self, attempt: u32) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
-            return self.idle(StopReason::BudgetReached, Vec::new()).await;
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await;
         }
         // After a restart (or an eviction) mid-turn the connections are gone.
         if !session.agent.mcp_servers.is_empty() && !self.handle.config().mcp.is_prepared(self.session) {
@@ -599,7 +601,7 @@ impl Task {
 
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
-            return self.idle(StopReason::BudgetReached, Vec::new()).await;
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await;
         }
         // The machine asked from the recorded settings; plan with the same.
         let settings = match &self.projection.agent {
