@@ -338,13 +338,14 @@ async fn the_auto_policy_runs_the_allowed_tools_and_asks_for_the_rest() {
     assert!(stderr.contains("LOGBOOK_AUTO_ALLOW") && stderr.contains("\"rm\""), "{stderr}");
 }
 
-/// Defect (review-runner): raising a session's budget does not resume the
-/// work it paused. Behaviour digest §12: "Resume only by budget update ... or
-/// removal; resumption is automatic." The runner idles `budget_reached` with
-/// a tool result the model has not seen; the budget update appends
-/// `session.updated`, which neither wakes the runner nor gives the machine
-/// anything to do (its `budget_reached` idle cleared `unseen_results`), so the
-/// session stays idle for good.
+/// Goal: raising the budget of a session paused at it resumes the paused
+/// work by itself (behaviour digest §12: "resumption is automatic"), though
+/// no new input arrives: the model sees the tool result it paused before.
+/// Method: the first request costs $3 against a $1 budget and calls a tool;
+/// the runner pauses before the next call; the budget is raised to $1,000;
+/// the turn goes on to `end_turn` with a second request, and `logbook rerun`
+/// reproduces it. Compaction is off: the 1M-token context would otherwise be
+/// summarized first, in a request of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raised_budget_resumes_the_paused_turn() {
     let model = FakeModel::start(vec![
@@ -358,7 +359,7 @@ async fn a_raised_budget_resumes_the_paused_turn() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_COMPACTION_PERCENT", "0")]);
     let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
     let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
     let session = api
@@ -377,6 +378,7 @@ async fn a_raised_budget_resumes_the_paused_turn() {
     let events = api.wait_idle(&session, 2).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert_eq!(model.requests().len(), 2);
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Goal: a session paused at its budget stays paused with the input queued

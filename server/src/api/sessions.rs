@@ -493,7 +493,7 @@ pub async fn update(
     }
     let now = state.now();
     let worker_state = state.clone();
-    let session = state
+    let (session, budget_changed) = state
         .blocking(move |store| {
             let (current_bytes, current) = load(store, &tenant, id)?;
             let live = with_log_state(store, current.clone())?;
@@ -575,14 +575,20 @@ pub async fn update(
                 }
             }
             if next == current {
-                return with_log_state(store, current);
+                return Ok((with_log_state(store, current)?, false));
             }
             next.updated_at = now;
             swap(store, &tenant, id, &current_bytes, &next)?;
+            let budget_changed = changes.budget.is_some();
             events::append_system(&worker_state, store, id, vec![Event::SessionUpdated(changes)])?;
-            with_log_state(store, next)
+            Ok((with_log_state(store, next)?, budget_changed))
         })
         .await?;
+    // A session paused at its budget resumes by itself once it is raised or
+    // removed (behaviour digest §12): the runner reads the update from the log.
+    if budget_changed && let Some(runner) = state.runner() {
+        runner.wake(&state, tenant.workspace, id, false);
+    }
     Ok(Json(session.to_wire(now)))
 }
 
@@ -1058,7 +1064,8 @@ fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
             logbook_core::Seq::new(record.seq().get() + 1)
         }
     };
-    // What `events::starts_work` names, and a worker's tool result.
+    // What `events::starts_work` names, a worker's tool result, and an update
+    // (a budget raised for a session paused at it resumes the paused work).
     let inputs = [
         EventType::UserMessage,
         EventType::UserToolConfirmation,
@@ -1066,6 +1073,7 @@ fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
         EventType::UserDefineOutcome,
         EventType::SystemMessage,
         EventType::UserToolResult,
+        EventType::SessionUpdated,
     ];
     Ok(!store.scan_types(id, &inputs, from, 1)?.is_empty())
 }
