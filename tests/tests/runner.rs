@@ -712,13 +712,14 @@ async fn an_applied_interrupt_does_not_cut_the_next_turns_model_call() {
     }
 }
 
-/// Defect (review-runner): the budget is checked against the cost rounded
-/// up to whole cents. step.rs `budget_reached` compares
-/// `pricing::list_cost_cents` (which takes the ceiling) with the limit, so a
-/// session that has spent $0.9900x of a $1.00 budget is paused as if it had
-/// spent $1.00. Behaviour digest §12: the budget is "enforced between model
-/// requests on the exact unrounded total (reported values rounded to
-/// cents)".
+/// Goal: the budget is checked on the exact unrounded cost (behaviour
+/// digest §12), not on `list_cost` rounded up to a cent: a session that has
+/// spent $0.99 and a fraction of a cent of a $1.00 budget is not paused.
+/// Method: the first request costs $0.99 (330,000 input tokens on Sonnet)
+/// and calls a tool; with the runtime the cost reported is $1.00, yet the
+/// next request is made and the turn ends `end_turn`; `logbook rerun`
+/// reproduces it. Compaction is off: the 330,000-token context would
+/// otherwise be summarized first, in a request of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_is_checked_on_the_unrounded_cost() {
     let model = FakeModel::start(vec![
@@ -730,7 +731,7 @@ async fn the_budget_is_checked_on_the_unrounded_cost() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_COMPACTION_PERCENT", "0")]);
     let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
     let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
     let session = api
@@ -744,4 +745,5 @@ async fn the_budget_is_checked_on_the_unrounded_cost() {
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert_eq!(model.requests().len(), 2);
+    rerun_check(server, &dir.path().join("data"));
 }

@@ -365,12 +365,14 @@ impl Task {
     }
 
     /// Whether the session's budget is used up (checked before every model
-    /// call, so a budget overshoots by at most one request).
+    /// call, so a budget overshoots by at most one request), on the exact
+    /// unrounded cost (behaviour digest §12): the cost `list_cost` reports is
+    /// rounded up to a cent, and would pause a session still under its budget.
     fn budget_reached(&self, session: &StoredSession) -> bool {
         let Some(limit) = session.budget_cents() else { return false };
         let totals = self.projection.usage.totals();
-        let cost = super::pricing::list_cost_cents(&session.agent.model.id, &totals).unwrap_or(0);
-        cost >= limit
+        let cost = super::pricing::list_cost_exact_cents(&session.agent.model.id, &totals).unwrap_or(0.0);
+        cost >= limit as f64
     }
 
     /// The settings the next model call is made with, and the `x.agent_config`
