@@ -378,6 +378,12 @@ impl Machine {
                     StopReason::EndTurn | StopReason::RetriesExhausted | StopReason::Refusal => {
                         // The turn is over: results recorded in it (error results of an
                         // interrupt, say) do not start another one.
+                        if matches!(stop_reason, StopReason::RetriesExhausted) {
+                            // A dead turn flushes the input queued during it (behaviour
+                            // digest §3.7): the model sees it with the next message, which
+                            // is what starts a turn again.
+                            self.unseen_input = false;
+                        }
                         self.awaited = None;
                         self.failed_attempts = 0;
                         self.exhausted = false;

@@ -904,3 +904,40 @@ fn a_budget_change_resumes_a_turn_paused_before_its_tool_results_were_seen() {
     let report = crate::rerun::check(&log.entries, &log.policy);
     assert!(report.is_consistent(), "{:?}", report.mismatches);
 }
+
+/// Goal: when retries are exhausted, the input queued during the dead turn
+/// is flushed (behaviour digest §3.7): it starts no turn, a later message
+/// does.
+/// Method: a message lands while the last attempt fails; the runner gives
+/// up; then another message is sent.
+#[test]
+fn exhausted_retries_flush_the_input_queued_during_the_turn() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    for attempt in 1..=Policy::default().max_model_attempts {
+        assert_eq!(log.next(), Command::CallModel { attempt });
+        log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        if attempt == Policy::default().max_model_attempts {
+            log.user_message();
+        }
+        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: EventId::from_parts(0, 0),
+            model_usage: Default::default(),
+            is_error: Some(true),
+        }));
+    }
+    assert_eq!(log.next(), Command::GiveUp);
+    log.push(Event::SessionError(SessionError {
+        error: SessionErrorDetail::ModelOverloadedError {
+            message: "overloaded".into(),
+            retry_status: RetryStatus::Exhausted,
+        },
+    }));
+    log.usage_idle(StopReason::RetriesExhausted);
+    assert_eq!(log.next(), Command::Wait, "the queued message is flushed with the dead turn");
+    log.user_message();
+    assert_eq!(log.next(), Command::StartTurn);
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+}

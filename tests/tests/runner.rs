@@ -431,14 +431,13 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     rerun_check(server, &dir.path().join("data"));
 }
 
-/// Defect (review-runner): when retries are exhausted, input queued during
-/// the dead turn is not flushed. Behaviour digest §3.7: "`exhausted` — this
-/// turn is dead; queued inputs are flushed; session returns to idle (stop
-/// reason `retries_exhausted`); client may send a new prompt." Here a message
-/// sent while the failing request streams stays "unseen" in the machine
-/// (machine.rs: the `retries_exhausted` idle does not clear `unseen_input`),
-/// so right after the `retries_exhausted` idle the runner starts another turn
-/// on its own and calls the model again.
+/// Goal: when retries are exhausted, input queued during the dead turn is
+/// flushed (behaviour digest §3.7: "queued inputs are flushed; session
+/// returns to idle"): no turn starts on its own after `retries_exhausted`.
+/// Method: a message is sent while the request that fails for good (a
+/// rejected key) streams; a second after the `retries_exhausted` idle the log
+/// holds one turn and the model one request, and `logbook rerun` reproduces
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_flush_the_queued_input() {
     let model = FakeModel::start(vec![
@@ -468,6 +467,7 @@ async fn exhausted_retries_flush_the_queued_input() {
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 1, "the dead turn's queued input started another turn: {:#?}", types(&events));
     assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Defect (review-runner): a call can get two answers. The runner closes
