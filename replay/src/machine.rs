@@ -180,6 +180,11 @@ pub struct Machine {
     status: Option<Status>,
     /// A user message or system message the model has not seen yet.
     unseen_input: bool,
+    /// A user message (or outcome) the model has not seen: sent instead of
+    /// answering, it supersedes the calls still open. A `system.message`
+    /// does not (the API takes one with a tool result only).
+    #[serde(default)]
+    new_message: bool,
     /// Tool results arrived that the model has not seen yet.
     unseen_results: bool,
     /// The open model request, if one started and did not end.
@@ -266,13 +271,17 @@ impl Machine {
         match &entry.event {
             Event::UserMessage(message) => {
                 self.unseen_input = true;
+                self.new_message = true;
                 self.context_tokens += content_tokens(&message.content);
             }
             Event::SystemMessage(message) => {
                 self.unseen_input = true;
                 self.context_tokens += content_tokens(&message.content);
             }
-            Event::UserDefineOutcome(_) => self.unseen_input = true,
+            Event::UserDefineOutcome(_) => {
+                self.unseen_input = true;
+                self.new_message = true;
+            }
             Event::UserInterrupt(_) => {
                 if self.in_turn() || self.awaiting_client() {
                     self.interrupt_pending = true;
@@ -323,6 +332,7 @@ impl Machine {
             Event::SpanModelRequestStart(_) => {
                 self.open_request = Some(id);
                 self.unseen_input = false;
+                self.new_message = false;
                 self.unseen_results = false;
                 self.last_request_ok = false;
                 self.paused = false;
@@ -383,6 +393,7 @@ impl Machine {
                             // digest §3.7): the model sees it with the next message, which
                             // is what starts a turn again.
                             self.unseen_input = false;
+                            self.new_message = false;
                         }
                         self.awaited = None;
                         self.failed_attempts = 0;
@@ -466,7 +477,7 @@ impl Machine {
                 // except those a worker is executing (they finish, as in a turn).
                 let superseded: Vec<EventId> =
                     self.open_tools().filter(|(_, t)| !awaits_worker(t, host)).map(|(id, _)| id).collect();
-                if self.unseen_input && !superseded.is_empty() {
+                if self.new_message && !superseded.is_empty() {
                     return Command::FailTools { ids: superseded, reason: FailReason::Superseded };
                 }
                 // Some answers came, not all: idle again with the rest.

@@ -808,15 +808,13 @@ fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
     );
 }
 
-/// Defect (review-runner): a `system.message` accompanying a tool result
-/// supersedes the calls still awaited. While the session idles with
-/// `requires_action`, the API accepts a `system.message` only right after a
-/// `user.custom_tool_result` / `user.tool_result` (api/events.rs). The
-/// machine counts it as new input (`unseen_input`), so answering one of two
-/// calls together with a system note closes the other one as "The user sent
-/// a new message instead of answering this tool call", where the behaviour
-/// digest (§3.5) says resolving fewer than all re-emits the idle with the
-/// remaining ids.
+/// Goal: a `system.message` sent with a tool result (the only way the API
+/// takes one while the session waits on the client) is not a message sent
+/// instead of answering: resolving fewer than all calls re-emits the idle
+/// with the remaining ids (behaviour digest §3.5), and the model sees the
+/// note with the answers.
+/// Method: two custom calls wait; the first is answered together with a
+/// system message; then the second is answered.
 #[test]
 fn a_system_message_with_a_tool_result_does_not_supersede_the_other_calls() {
     let mut log = Log::new();
@@ -837,6 +835,17 @@ fn a_system_message_with_a_tool_result_does_not_supersede_the_other_calls() {
         content: vec![ContentBlock::Text { text: "the first result came from the cache".into() }],
     }));
     assert_eq!(log.next(), Command::AwaitClient(vec![second]));
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![second] });
+    assert_eq!(log.next(), Command::Wait);
+    log.push(Event::UserCustomToolResult(UserCustomToolResult {
+        custom_tool_use_id: second,
+        content: None,
+        is_error: None,
+        session_thread_id: None,
+    }));
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
 }
 
 /// Goal: a session paused at its budget stays paused with the input queued
