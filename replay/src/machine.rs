@@ -180,9 +180,11 @@ pub struct Machine {
     status: Option<Status>,
     /// A user message or system message the model has not seen yet.
     unseen_input: bool,
-    /// A user message (or outcome) the model has not seen: sent instead of
-    /// answering, it supersedes the calls still open. A `system.message`
-    /// does not (the API takes one with a tool result only).
+    /// A user message (or outcome) arrived since the session last waited on
+    /// the client: sent instead of answering, it supersedes the calls still
+    /// open. Input queued before the wait was announced does not (the client
+    /// is asked to answer the calls, and the model sees it with the answers),
+    /// nor does a `system.message` (the API takes one with a tool result only).
     #[serde(default)]
     new_message: bool,
     /// Tool results arrived that the model has not seen yet.
@@ -374,7 +376,12 @@ impl Machine {
                 self.status = Some(Status::Idle);
                 self.interrupt_pending = false;
                 match stop_reason {
-                    StopReason::RequiresAction { event_ids } => self.awaited = Some(event_ids.clone()),
+                    StopReason::RequiresAction { event_ids } => {
+                        self.awaited = Some(event_ids.clone());
+                        // What was sent before the client was asked is not an answer
+                        // instead of one: the calls stay open for the client.
+                        self.new_message = false;
+                    }
                     StopReason::BudgetReached => {
                         // Paused before a model call: what that call was for (unseen
                         // input or results, a failed request, a paused response) is

@@ -756,34 +756,50 @@ fn a_provider_that_never_finishes_is_continued_a_bounded_number_of_times() {
     assert_eq!(log.next(), Command::CallModel { attempt: 1 });
 }
 
-/// Defect (review-runner): a message queued while the model was answering
-/// makes the machine announce a `requires_action` it retracts at once. In
-/// the turn, `next` waits on the client for the custom call (`AwaitClient`)
-/// although the queued message is unseen; once that idle is recorded the
-/// out-of-turn branch treats the very same message as sent "instead of
-/// answering" and closes the call (`FailTools { Superseded }`) with no new
-/// input in between. The client is told to answer a call that is closed
-/// before it can (its answer is then refused as already answered); the
-/// message was sent before the call even existed.
+/// Goal: the session never announces `requires_action` and retracts it
+/// without new input. A message queued while the model answered was sent
+/// before the call existed: the turn waits on the client for the call, and
+/// once that idle is recorded the same message does not close the call as
+/// "sent instead of answering"; the model sees it with the answer. A
+/// message sent after the idle still supersedes.
+/// Method: a message lands while the model streams a custom call; the idle
+/// is recorded; the call is answered. Then the same up to the idle, and a
+/// message after it.
 #[test]
 fn a_requires_action_idle_is_not_retracted_without_new_input() {
-    let mut log = Log::new();
-    log.user_message();
-    log.running();
-    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
-    // Sent while the model streams its answer.
-    log.user_message();
-    let call = log.custom_tool_use();
-    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
-        model_request_start_id: EventId::from_parts(0, 0),
-        model_usage: Default::default(),
-        is_error: Some(false),
+    let queued_then_idle = || {
+        let mut log = Log::new();
+        log.user_message();
+        log.running();
+        log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        // Sent while the model streams its answer.
+        log.user_message();
+        let call = log.custom_tool_use();
+        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: EventId::from_parts(0, 0),
+            model_usage: Default::default(),
+            is_error: Some(false),
+        }));
+        assert_eq!(log.next(), Command::AwaitClient(vec![call]));
+        log.usage_idle(StopReason::RequiresAction { event_ids: vec![call] });
+        (log, call)
+    };
+    let (mut log, call) = queued_then_idle();
+    assert_eq!(log.next(), Command::Wait, "the call it just asked the client to answer is closed");
+    log.push(Event::UserCustomToolResult(UserCustomToolResult {
+        custom_tool_use_id: call,
+        content: None,
+        is_error: None,
+        session_thread_id: None,
     }));
-    if let Command::AwaitClient(ids) = log.next() {
-        assert_eq!(ids, vec![call]);
-        log.usage_idle(StopReason::RequiresAction { event_ids: ids });
-        assert_eq!(log.next(), Command::Wait, "the call it just asked the client to answer is closed");
-    }
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+    let (mut log, call) = queued_then_idle();
+    log.user_message();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![call], reason: FailReason::Superseded });
 }
 
 /// Defect (review-runner): an interrupt that lands after a message but
