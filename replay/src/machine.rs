@@ -20,6 +20,13 @@
 //! a denied one never is. Server-side tools ([`SERVER_SIDE_TOOLS`]) and MCP
 //! tools always run in Logbook.
 //!
+//! An interrupt stops what the input before it asked for: the turn under way
+//! (or the one that input was about to start, if the runner had not picked it
+//! up yet), with the input the model has not seen; that input stays in the
+//! conversation but starts nothing, and input sent after the interrupt starts
+//! the next turn. The turn ends idle `end_turn`, its open calls closed with
+//! error results, without another model call.
+//!
 //! A session's budget is checked by the runner before each model call (the
 //! price list is not in the log); the idle `budget_reached` it records pauses
 //! the session: the work it stopped (unseen input or results, a request to
@@ -198,7 +205,8 @@ pub struct Machine {
     /// Open tool calls in announcement order.
     tools: BTreeMap<EventId, OpenTool>,
     order: Vec<EventId>,
-    /// An interrupt arrived during the current turn and was not applied yet.
+    /// An interrupt arrived during the current turn (or before the turn the
+    /// input before it was to start) and was not applied yet.
     interrupt_pending: bool,
     /// The ids of the last `requires_action` idle, to not repeat it.
     awaited: Option<Vec<EventId>>,
@@ -285,8 +293,17 @@ impl Machine {
                 self.new_message = true;
             }
             Event::UserInterrupt(_) => {
-                if self.in_turn() || self.awaiting_client() {
+                // It stops the turn under way, the wait on the client, or the turn
+                // the input not yet picked up was about to start; against an idle
+                // session with nothing pending, or one paused at its budget, it is
+                // a no-op.
+                if self.in_turn() || self.awaiting_client() || (self.unseen_input && !self.at_budget) {
                     self.interrupt_pending = true;
+                    // Input sent before the stop is stopped with it: it stays in the
+                    // conversation (the model sees it with the next turn's input) but
+                    // starts nothing. Input sent after it starts the next turn.
+                    self.unseen_input = false;
+                    self.new_message = false;
                 }
             }
             Event::UserToolConfirmation(confirmation) => {

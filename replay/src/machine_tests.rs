@@ -802,14 +802,16 @@ fn a_requires_action_idle_is_not_retracted_without_new_input() {
     assert_eq!(log.next(), Command::FailTools { ids: vec![call], reason: FailReason::Superseded });
 }
 
-/// Defect (review-runner): an interrupt that lands after a message but
-/// before the runner recorded `session.status_running` is dropped. The
-/// machine only notes an interrupt while a turn runs or the session awaits
-/// the client (`apply`, `Event::UserInterrupt`), so "send a message, then
-/// stop" (the user's stop landing before the runner picked the message up,
-/// or both in one request) runs the whole turn: the model is called and
-/// nothing interrupts it. Events are processed in order (behaviour digest
-/// §4.2), so the interrupt comes after the turn the message starts.
+/// Goal: an interrupt that lands after a message, before the runner
+/// recorded the turn's `session.status_running`, stops that turn: "send,
+/// then stop" (the stop landing before the runner picked the message up, or
+/// both in one request) calls no model. The turn ends idle `end_turn`
+/// (behaviour digest §3.6; there is no running status, as when an interrupt
+/// ends a wait on the client). The message stays in the conversation but
+/// starts nothing; a message after the interrupt starts the next turn. The
+/// same holds when the runner recorded the running status first.
+/// Method: a message then an interrupt; a message, an interrupt and a
+/// message; a message, the turn's running status, then an interrupt.
 #[test]
 fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
     let mut log = Log::new();
@@ -822,6 +824,33 @@ fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
         !matches!(log.next(), Command::CallModel { .. }),
         "the interrupt sent after the message was ignored: the model is called"
     );
+    assert_eq!(log.next(), Command::Interrupt { open: vec![] });
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::Wait, "the interrupted message starts no turn");
+    log.user_message();
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+
+    // In one request, a message after the interrupt starts the next turn.
+    let mut log = Log::new();
+    log.user_message();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    log.user_message();
+    assert_eq!(log.next(), Command::Interrupt { open: vec![] });
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::StartTurn);
+
+    // The runner started the turn first: the same outcome.
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Interrupt { open: vec![] });
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::Wait, "the interrupted turn is not started again");
 }
 
 /// Goal: a `system.message` sent with a tool result (the only way the API

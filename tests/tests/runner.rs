@@ -218,6 +218,37 @@ async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
     rerun_check(server, &dir.path().join("data"));
 }
 
+/// Goal: "send, then stop" in one request stops the turn the message would
+/// start (behaviour digest §3.6: the turn ends `end_turn`): the model is not
+/// called, the message starts no turn later, and the next message does.
+/// Method: a message and an interrupt in one request to an idle session;
+/// then another message; `logbook rerun` reproduces the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_then_an_interrupt_in_one_request_calls_no_model() {
+    let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "Hello."}], "stop_reason": "end_turn"})])
+        .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(
+        &session,
+        json!([{"type": "user.message", "content": [{"type": "text", "text": "do it"}]}, {"type": "user.interrupt"}]),
+    )
+    .await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = api.events(&session).await;
+    assert!(!types(&events).contains(&"span.model_request_start".to_owned()), "{:#?}", types(&events));
+    assert_eq!(model.requests().len(), 0);
+    api.send(&session, user_message("now this")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &dir.path().join("data"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_turn_is_recovered_on_restart() {
     let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
