@@ -8,8 +8,7 @@ use logbook_core::event::{
     AgentConfig, AgentCustomToolUse, AgentToolResult, AgentToolUse, Compaction, ConfirmationResult, ContentBlock,
     EvaluatedPermission, Event, RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning,
     SessionUpdated, SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult,
-    UserInterrupt,
-    UserMessage, UserToolConfirmation, UserToolResult,
+    UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult,
 };
 use logbook_core::{Entry, EventId, Json, Timestamp};
 use pretty_assertions::assert_eq;

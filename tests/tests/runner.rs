@@ -225,8 +225,9 @@ async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
 /// then another message; `logbook rerun` reproduces the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_then_an_interrupt_in_one_request_calls_no_model() {
-    let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "Hello."}], "stop_reason": "end_turn"})])
-        .expect("fake starts");
+    let model =
+        FakeModel::start(vec![json!({"content": [{"type": "text", "text": "Hello."}], "stop_reason": "end_turn"})])
+            .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server);
@@ -450,8 +451,10 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     // Queued while the expensive request streams.
     api.send(&session, user_message("second")).await;
     let events = api.wait_idle(&session, 1).await;
-    assert_eq!(events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap()["stop_reason"]["type"],
-        "budget_reached");
+    assert_eq!(
+        events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap()["stop_reason"]["type"],
+        "budget_reached"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let events = api.events(&session).await;
     let kinds = types(&events);
@@ -724,11 +727,15 @@ async fn an_applied_interrupt_does_not_cut_the_next_turns_model_call() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let before = api.events(&session).await.len();
-        api.send(&session, json!([{"type": "user.interrupt"},
-                                  {"type": "user.message", "content": [{"type": "text", "text": "now this"}]}]))
-            .await;
+        api.send(
+            &session,
+            json!([{"type": "user.interrupt"},
+                                  {"type": "user.message", "content": [{"type": "text", "text": "now this"}]}]),
+        )
+        .await;
         // The interrupted turn's idle, then the next turn's.
-        model.set_script(vec![json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"})])
+        model
+            .set_script(vec![json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"})])
             .unwrap();
         idles += 2;
         let events = api.wait_idle(&session, idles).await;
