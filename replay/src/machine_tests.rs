@@ -429,7 +429,7 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
     log.user_message();
     for _ in 0..300 {
         match log.next() {
-            Command::Wait => match choices.pick(6) {
+            Command::Wait => match choices.pick(7) {
                 0 => {
                     log.user_message();
                 }
@@ -460,8 +460,23 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
                                 is_error: None,
                                 session_thread_id: None,
                             }));
+                            // A system message may come with the result.
+                            if choices.pick(3) == 0 {
+                                log.push(Event::SystemMessage(logbook_core::event::SystemMessage {
+                                    content: vec![ContentBlock::Text { text: "note".into() }],
+                                }));
+                            }
                         }
                     }
+                }
+                // The budget is removed (a session paused at it resumes).
+                4 => {
+                    log.push(Event::SessionUpdated(SessionUpdated {
+                        agent: None,
+                        budget: Some(None),
+                        metadata: None,
+                        title: None,
+                    }));
                 }
                 _ => break,
             },
@@ -478,6 +493,11 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
                 }));
             }
             Command::CallModel { .. } => {
+                // The runner pauses at the budget instead of calling the model.
+                if choices.pick(10) == 0 {
+                    log.usage_idle(StopReason::BudgetReached);
+                    continue;
+                }
                 if record_compaction_config {
                     // The settings are recorded with the call that first uses them.
                     log.push(Event::AgentConfig(AgentConfig {
@@ -595,10 +615,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Goal: whatever the interleaving of model outputs, confirmations, custom
-    /// results, worker results, interrupts and crashes, in cloud and
-    /// self-hosted sessions, no tool runs twice, no call gets two results, the
-    /// runner never runs a self-hosted session's worker tools, and once nothing
-    /// is open every call has exactly one result.
+    /// results (with system messages), worker results, interrupts, pauses at
+    /// the budget, budget changes and crashes, in cloud and self-hosted
+    /// sessions, no tool runs twice, no call gets two results, the runner
+    /// never runs a self-hosted session's worker tools, and once nothing is
+    /// open every call has exactly one result.
     /// Also: applying entries one by one equals projecting the whole log.
     #[test]
     fn every_tool_use_gets_exactly_one_result(
