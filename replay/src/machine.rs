@@ -297,13 +297,16 @@ impl Machine {
                 // the input not yet picked up was about to start; against an idle
                 // session with nothing pending, or one paused at its budget, it is
                 // a no-op.
-                if self.in_turn() || self.awaiting_client() || (self.unseen_input && !self.at_budget) {
+                let pending = self.unseen_input || self.resume;
+                if self.in_turn() || self.awaiting_client() || (pending && !self.at_budget) {
                     self.interrupt_pending = true;
                     // Input sent before the stop is stopped with it: it stays in the
                     // conversation (the model sees it with the next turn's input) but
-                    // starts nothing. Input sent after it starts the next turn.
+                    // starts nothing. Input sent after it starts the next turn. So
+                    // does work resumed by a budget change but not started yet.
                     self.unseen_input = false;
                     self.new_message = false;
+                    self.resume = false;
                 }
             }
             Event::UserToolConfirmation(confirmation) => {

@@ -973,10 +973,18 @@ fn a_budget_change_resumes_a_turn_paused_before_its_tool_results_were_seen() {
     assert_eq!(log.next(), Command::Wait, "an interrupt while paused at the budget is ignored");
     log.push(Event::SessionUpdated(SessionUpdated { agent: None, budget: Some(None), metadata: None, title: None }));
     assert_eq!(log.next(), Command::StartTurn);
+    let mut interrupted = Log { entries: log.entries.clone(), machine: log.machine.clone(), ..Log::new() };
     log.running();
     assert_eq!(log.next(), Command::CallModel { attempt: 1 });
     let report = crate::rerun::check(&log.entries, &log.policy);
     assert!(report.is_consistent(), "{:?}", report.mismatches);
+    // An interrupt after the budget change, before the turn starts, stops the
+    // resumed work like any turn about to start.
+    interrupted.next_id = 100;
+    interrupted.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(interrupted.next(), Command::Interrupt { open: vec![] });
+    interrupted.usage_idle(StopReason::EndTurn);
+    assert_eq!(interrupted.next(), Command::Wait);
 }
 
 /// Goal: when retries are exhausted, the input queued during the dead turn

@@ -939,6 +939,39 @@ pub fn last_status(store: &SledStore, id: SessionId) -> Result<Option<Event>, Ap
     }
 }
 
+/// `session.updated` records read per step when looking for a budget change.
+const UPDATES_STEP: usize = 64;
+
+/// Whether the session's budget changed (a `session.updated` with `budget`)
+/// after its last status: a session paused at its budget is then no longer
+/// paused but resuming, as its runner decides from the same log.
+pub fn budget_changed_since_last_status(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
+    use logbook_core::event::EventType;
+    use logbook_store::Read;
+    let statuses = [
+        EventType::SessionStatusRunning,
+        EventType::SessionStatusIdle,
+        EventType::SessionStatusRescheduled,
+        EventType::SessionStatusTerminated,
+    ];
+    let mut from = match store.last_of_types(id, &statuses)? {
+        Some(record) => logbook_core::Seq::new(record.seq().get() + 1),
+        None => logbook_core::Seq::ZERO,
+    };
+    loop {
+        let records = store.scan_types(id, &[EventType::SessionUpdated], from, UPDATES_STEP)?;
+        let Some(last) = records.last() else { return Ok(false) };
+        for record in &records {
+            if let Event::SessionUpdated(update) = record.entry().map_err(ApiError::internal)?.event
+                && update.budget.is_some()
+            {
+                return Ok(true);
+            }
+        }
+        from = logbook_core::Seq::new(last.seq().get() + 1);
+    }
+}
+
 /// The status a status event sets.
 pub fn status_of(event: &Event) -> Option<Status> {
     if let Event::SessionStatusRunning(_) = event {
