@@ -20,6 +20,19 @@
 //! a denied one never is. Server-side tools ([`SERVER_SIDE_TOOLS`]) and MCP
 //! tools always run in Logbook.
 //!
+//! An interrupt stops what the input before it asked for: the turn under way
+//! (or the one that input was about to start, if the runner had not picked it
+//! up yet), with the input the model has not seen; that input stays in the
+//! conversation but starts nothing, and input sent after the interrupt starts
+//! the next turn. The turn ends idle `end_turn`, its open calls closed with
+//! error results, without another model call.
+//!
+//! A session's budget is checked by the runner before each model call (the
+//! price list is not in the log); the idle `budget_reached` it records pauses
+//! the session: the work it stopped (unseen input or results, a request to
+//! retry) is kept, nothing starts a turn, and only a budget change (the
+//! `session.updated` the update endpoint records) resumes it.
+//!
 //! Nothing here reads a clock or does IO; the same entries always give the
 //! same state and the same command.
 
@@ -174,6 +187,13 @@ pub struct Machine {
     status: Option<Status>,
     /// A user message or system message the model has not seen yet.
     unseen_input: bool,
+    /// A user message (or outcome) arrived since the session last waited on
+    /// the client: sent instead of answering, it supersedes the calls still
+    /// open. Input queued before the wait was announced does not (the client
+    /// is asked to answer the calls, and the model sees it with the answers),
+    /// nor does a `system.message` (the API takes one with a tool result only).
+    #[serde(default)]
+    new_message: bool,
     /// Tool results arrived that the model has not seen yet.
     unseen_results: bool,
     /// The open model request, if one started and did not end.
@@ -185,7 +205,8 @@ pub struct Machine {
     /// Open tool calls in announcement order.
     tools: BTreeMap<EventId, OpenTool>,
     order: Vec<EventId>,
-    /// An interrupt arrived during the current turn and was not applied yet.
+    /// An interrupt arrived during the current turn (or before the turn the
+    /// input before it was to start) and was not applied yet.
     interrupt_pending: bool,
     /// The ids of the last `requires_action` idle, to not repeat it.
     awaited: Option<Vec<EventId>>,
@@ -212,6 +233,13 @@ pub struct Machine {
     /// run or awaited here.
     #[serde(default)]
     provider_run: Vec<EventId>,
+    /// The last idle was `budget_reached` and the budget has not changed
+    /// since: the session is paused, its pending work kept for when it is.
+    #[serde(default)]
+    at_budget: bool,
+    /// The budget changed while paused: the paused work goes on in a new turn.
+    #[serde(default)]
+    resume: bool,
     n_entries: u64,
 }
 
@@ -258,16 +286,32 @@ impl Machine {
         match &entry.event {
             Event::UserMessage(message) => {
                 self.unseen_input = true;
+                self.new_message = true;
                 self.context_tokens += content_tokens(&message.content);
             }
             Event::SystemMessage(message) => {
                 self.unseen_input = true;
                 self.context_tokens += content_tokens(&message.content);
             }
-            Event::UserDefineOutcome(_) => self.unseen_input = true,
+            Event::UserDefineOutcome(_) => {
+                self.unseen_input = true;
+                self.new_message = true;
+            }
             Event::UserInterrupt(_) => {
-                if self.in_turn() || self.awaiting_client() {
+                // It stops the turn under way, the wait on the client, or the turn
+                // the input not yet picked up was about to start; against an idle
+                // session with nothing pending, or one paused at its budget, it is
+                // a no-op.
+                let pending = self.unseen_input || self.resume;
+                if self.in_turn() || self.awaiting_client() || (pending && !self.at_budget) {
                     self.interrupt_pending = true;
+                    // Input sent before the stop is stopped with it: it stays in the
+                    // conversation (the model sees it with the next turn's input) but
+                    // starts nothing. Input sent after it starts the next turn. So
+                    // does work resumed by a budget change but not started yet.
+                    self.unseen_input = false;
+                    self.new_message = false;
+                    self.resume = false;
                 }
             }
             Event::UserToolConfirmation(confirmation) => {
@@ -315,6 +359,7 @@ impl Machine {
             Event::SpanModelRequestStart(_) => {
                 self.open_request = Some(id);
                 self.unseen_input = false;
+                self.new_message = false;
                 self.unseen_results = false;
                 self.last_request_ok = false;
                 self.paused = false;
@@ -347,6 +392,8 @@ impl Machine {
                 self.status = Some(Status::Running);
                 self.exhausted = false;
                 self.n_paused = 0;
+                self.at_budget = false;
+                self.resume = false;
             }
             Event::SessionStatusRescheduled(_) => self.status = Some(Status::Rescheduling),
             Event::SessionStatusTerminated(_) | Event::SessionDeleted(_) => self.status = Some(Status::Terminated),
@@ -354,13 +401,32 @@ impl Machine {
                 self.status = Some(Status::Idle);
                 self.interrupt_pending = false;
                 match stop_reason {
-                    StopReason::RequiresAction { event_ids } => self.awaited = Some(event_ids.clone()),
-                    StopReason::EndTurn
-                    | StopReason::RetriesExhausted
-                    | StopReason::BudgetReached
-                    | StopReason::Refusal => {
+                    StopReason::RequiresAction { event_ids } => {
+                        self.awaited = Some(event_ids.clone());
+                        // What was sent before the client was asked is not an answer
+                        // instead of one: the calls stay open for the client.
+                        self.new_message = false;
+                    }
+                    StopReason::BudgetReached => {
+                        // Paused before a model call: what that call was for (unseen
+                        // input or results, a failed request, a paused response) is
+                        // kept for when the budget is raised.
+                        self.awaited = None;
+                        self.failed_attempts = 0;
+                        self.exhausted = false;
+                        self.at_budget = true;
+                        self.resume = false;
+                    }
+                    StopReason::EndTurn | StopReason::RetriesExhausted | StopReason::Refusal => {
                         // The turn is over: results recorded in it (error results of an
                         // interrupt, say) do not start another one.
+                        if matches!(stop_reason, StopReason::RetriesExhausted) {
+                            // A dead turn flushes the input queued during it (behaviour
+                            // digest §3.7): the model sees it with the next message, which
+                            // is what starts a turn again.
+                            self.unseen_input = false;
+                            self.new_message = false;
+                        }
                         self.awaited = None;
                         self.failed_attempts = 0;
                         self.exhausted = false;
@@ -381,7 +447,6 @@ impl Machine {
             | Event::AgentThreadMessageSent(_)
             | Event::AgentThreadMessageReceived(_)
             | Event::AgentThreadContextCompacted(_)
-            | Event::SessionUpdated(_)
             | Event::SessionUsage(_)
             | Event::SessionThreadCreated(_)
             | Event::SessionThreadStatusRunning(_)
@@ -402,6 +467,14 @@ impl Machine {
             | Event::ForkOrigin(_)
             | Event::SessionResource(_)
             | Event::ServerToolRequests(_) => {}
+            Event::SessionUpdated(update) => {
+                // A raised or removed budget resumes a session paused at it;
+                // the runner checks the new one before the next model call.
+                if update.budget.is_some() && self.at_budget {
+                    self.at_budget = false;
+                    self.resume = true;
+                }
+            }
             Event::ModelResponse(response) => self.provider_run = provider_run_tool_uses(response),
             Event::ModelRequest(request) => {
                 self.paused = request.stop_reason.as_deref() == Some(PAUSE_TURN);
@@ -436,7 +509,7 @@ impl Machine {
                 // except those a worker is executing (they finish, as in a turn).
                 let superseded: Vec<EventId> =
                     self.open_tools().filter(|(_, t)| !awaits_worker(t, host)).map(|(id, _)| id).collect();
-                if self.unseen_input && !superseded.is_empty() {
+                if self.new_message && !superseded.is_empty() {
                     return Command::FailTools { ids: superseded, reason: FailReason::Superseded };
                 }
                 // Some answers came, not all: idle again with the rest.
@@ -445,7 +518,12 @@ impl Machine {
                 }
                 return Command::Wait;
             }
-            if self.unseen_input || self.unseen_results || !self.tools.is_empty() {
+            // Paused at the budget: input queued before the pause waits for a
+            // budget change, and the API refuses more until then.
+            if self.at_budget {
+                return Command::Wait;
+            }
+            if self.unseen_input || self.unseen_results || !self.tools.is_empty() || self.resume {
                 return Command::StartTurn;
             }
             return Command::Wait;

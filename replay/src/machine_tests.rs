@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use logbook_core::event::{
     AgentConfig, AgentCustomToolUse, AgentToolResult, AgentToolUse, Compaction, ConfirmationResult, ContentBlock,
     EvaluatedPermission, Event, RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle, SessionStatusRunning,
-    SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult, UserInterrupt,
-    UserMessage, UserToolConfirmation, UserToolResult,
+    SessionUpdated, SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted, UserCustomToolResult,
+    UserInterrupt, UserMessage, UserToolConfirmation, UserToolResult,
 };
 use logbook_core::{Entry, EventId, Json, Timestamp};
 use pretty_assertions::assert_eq;
@@ -429,7 +429,7 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
     log.user_message();
     for _ in 0..300 {
         match log.next() {
-            Command::Wait => match choices.pick(6) {
+            Command::Wait => match choices.pick(7) {
                 0 => {
                     log.user_message();
                 }
@@ -460,8 +460,23 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
                                 is_error: None,
                                 session_thread_id: None,
                             }));
+                            // A system message may come with the result.
+                            if choices.pick(3) == 0 {
+                                log.push(Event::SystemMessage(logbook_core::event::SystemMessage {
+                                    content: vec![ContentBlock::Text { text: "note".into() }],
+                                }));
+                            }
                         }
                     }
+                }
+                // The budget is removed (a session paused at it resumes).
+                4 => {
+                    log.push(Event::SessionUpdated(SessionUpdated {
+                        agent: None,
+                        budget: Some(None),
+                        metadata: None,
+                        title: None,
+                    }));
                 }
                 _ => break,
             },
@@ -478,6 +493,11 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
                 }));
             }
             Command::CallModel { .. } => {
+                // The runner pauses at the budget instead of calling the model.
+                if choices.pick(10) == 0 {
+                    log.usage_idle(StopReason::BudgetReached);
+                    continue;
+                }
                 if record_compaction_config {
                     // The settings are recorded with the call that first uses them.
                     log.push(Event::AgentConfig(AgentConfig {
@@ -595,10 +615,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Goal: whatever the interleaving of model outputs, confirmations, custom
-    /// results, worker results, interrupts and crashes, in cloud and
-    /// self-hosted sessions, no tool runs twice, no call gets two results, the
-    /// runner never runs a self-hosted session's worker tools, and once nothing
-    /// is open every call has exactly one result.
+    /// results (with system messages), worker results, interrupts, pauses at
+    /// the budget, budget changes and crashes, in cloud and self-hosted
+    /// sessions, no tool runs twice, no call gets two results, the runner
+    /// never runs a self-hosted session's worker tools, and once nothing is
+    /// open every call has exactly one result.
     /// Also: applying entries one by one equals projecting the whole log.
     #[test]
     fn every_tool_use_gets_exactly_one_result(
@@ -755,44 +776,62 @@ fn a_provider_that_never_finishes_is_continued_a_bounded_number_of_times() {
     assert_eq!(log.next(), Command::CallModel { attempt: 1 });
 }
 
-/// Defect (review-runner): a message queued while the model was answering
-/// makes the machine announce a `requires_action` it retracts at once. In
-/// the turn, `next` waits on the client for the custom call (`AwaitClient`)
-/// although the queued message is unseen; once that idle is recorded the
-/// out-of-turn branch treats the very same message as sent "instead of
-/// answering" and closes the call (`FailTools { Superseded }`) with no new
-/// input in between. The client is told to answer a call that is closed
-/// before it can (its answer is then refused as already answered); the
-/// message was sent before the call even existed.
+/// Goal: the session never announces `requires_action` and retracts it
+/// without new input. A message queued while the model answered was sent
+/// before the call existed: the turn waits on the client for the call, and
+/// once that idle is recorded the same message does not close the call as
+/// "sent instead of answering"; the model sees it with the answer. A
+/// message sent after the idle still supersedes.
+/// Method: a message lands while the model streams a custom call; the idle
+/// is recorded; the call is answered. Then the same up to the idle, and a
+/// message after it.
 #[test]
 fn a_requires_action_idle_is_not_retracted_without_new_input() {
-    let mut log = Log::new();
-    log.user_message();
-    log.running();
-    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
-    // Sent while the model streams its answer.
-    log.user_message();
-    let call = log.custom_tool_use();
-    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
-        model_request_start_id: EventId::from_parts(0, 0),
-        model_usage: Default::default(),
-        is_error: Some(false),
+    let queued_then_idle = || {
+        let mut log = Log::new();
+        log.user_message();
+        log.running();
+        log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        // Sent while the model streams its answer.
+        log.user_message();
+        let call = log.custom_tool_use();
+        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: EventId::from_parts(0, 0),
+            model_usage: Default::default(),
+            is_error: Some(false),
+        }));
+        assert_eq!(log.next(), Command::AwaitClient(vec![call]));
+        log.usage_idle(StopReason::RequiresAction { event_ids: vec![call] });
+        (log, call)
+    };
+    let (mut log, call) = queued_then_idle();
+    assert_eq!(log.next(), Command::Wait, "the call it just asked the client to answer is closed");
+    log.push(Event::UserCustomToolResult(UserCustomToolResult {
+        custom_tool_use_id: call,
+        content: None,
+        is_error: None,
+        session_thread_id: None,
     }));
-    if let Command::AwaitClient(ids) = log.next() {
-        assert_eq!(ids, vec![call]);
-        log.usage_idle(StopReason::RequiresAction { event_ids: ids });
-        assert_eq!(log.next(), Command::Wait, "the call it just asked the client to answer is closed");
-    }
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+    let (mut log, call) = queued_then_idle();
+    log.user_message();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![call], reason: FailReason::Superseded });
 }
 
-/// Defect (review-runner): an interrupt that lands after a message but
-/// before the runner recorded `session.status_running` is dropped. The
-/// machine only notes an interrupt while a turn runs or the session awaits
-/// the client (`apply`, `Event::UserInterrupt`), so "send a message, then
-/// stop" (the user's stop landing before the runner picked the message up,
-/// or both in one request) runs the whole turn: the model is called and
-/// nothing interrupts it. Events are processed in order (behaviour digest
-/// §4.2), so the interrupt comes after the turn the message starts.
+/// Goal: an interrupt that lands after a message, before the runner
+/// recorded the turn's `session.status_running`, stops that turn: "send,
+/// then stop" (the stop landing before the runner picked the message up, or
+/// both in one request) calls no model. The turn ends idle `end_turn`
+/// (behaviour digest §3.6; there is no running status, as when an interrupt
+/// ends a wait on the client). The message stays in the conversation but
+/// starts nothing; a message after the interrupt starts the next turn. The
+/// same holds when the runner recorded the running status first.
+/// Method: a message then an interrupt; a message, an interrupt and a
+/// message; a message, the turn's running status, then an interrupt.
 #[test]
 fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
     let mut log = Log::new();
@@ -805,17 +844,42 @@ fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
         !matches!(log.next(), Command::CallModel { .. }),
         "the interrupt sent after the message was ignored: the model is called"
     );
+    assert_eq!(log.next(), Command::Interrupt { open: vec![] });
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::Wait, "the interrupted message starts no turn");
+    log.user_message();
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+
+    // In one request, a message after the interrupt starts the next turn.
+    let mut log = Log::new();
+    log.user_message();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    log.user_message();
+    assert_eq!(log.next(), Command::Interrupt { open: vec![] });
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::StartTurn);
+
+    // The runner started the turn first: the same outcome.
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Interrupt { open: vec![] });
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::Wait, "the interrupted turn is not started again");
 }
 
-/// Defect (review-runner): a `system.message` accompanying a tool result
-/// supersedes the calls still awaited. While the session idles with
-/// `requires_action`, the API accepts a `system.message` only right after a
-/// `user.custom_tool_result` / `user.tool_result` (api/events.rs). The
-/// machine counts it as new input (`unseen_input`), so answering one of two
-/// calls together with a system note closes the other one as "The user sent
-/// a new message instead of answering this tool call", where the behaviour
-/// digest (§3.5) says resolving fewer than all re-emits the idle with the
-/// remaining ids.
+/// Goal: a `system.message` sent with a tool result (the only way the API
+/// takes one while the session waits on the client) is not a message sent
+/// instead of answering: resolving fewer than all calls re-emits the idle
+/// with the remaining ids (behaviour digest §3.5), and the model sees the
+/// note with the answers.
+/// Method: two custom calls wait; the first is answered together with a
+/// system message; then the second is answered.
 #[test]
 fn a_system_message_with_a_tool_result_does_not_supersede_the_other_calls() {
     let mut log = Log::new();
@@ -836,4 +900,126 @@ fn a_system_message_with_a_tool_result_does_not_supersede_the_other_calls() {
         content: vec![ContentBlock::Text { text: "the first result came from the cache".into() }],
     }));
     assert_eq!(log.next(), Command::AwaitClient(vec![second]));
+    log.usage_idle(StopReason::RequiresAction { event_ids: vec![second] });
+    assert_eq!(log.next(), Command::Wait);
+    log.push(Event::UserCustomToolResult(UserCustomToolResult {
+        custom_tool_use_id: second,
+        content: None,
+        is_error: None,
+        session_thread_id: None,
+    }));
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+}
+
+/// Goal: a session paused at its budget stays paused with the input queued
+/// before the pause, and a budget change (not another update) resumes it.
+/// Method: a message lands while the model answers; the runner then pauses
+/// at the budget instead of the next call; an update of the title, then a
+/// removal of the budget, are recorded.
+#[test]
+fn a_pause_at_the_budget_keeps_queued_input_until_the_budget_changes() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    log.user_message();
+    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: EventId::from_parts(0, 0),
+        model_usage: Default::default(),
+        is_error: Some(false),
+    }));
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.usage_idle(StopReason::BudgetReached);
+    assert_eq!(log.next(), Command::Wait, "paused at the budget, the queued message starts nothing");
+    let update = |budget| SessionUpdated { agent: None, budget, metadata: None, title: None };
+    log.push(Event::SessionUpdated(SessionUpdated { title: Some(Some("renamed".into())), ..update(None) }));
+    assert_eq!(log.next(), Command::Wait, "only a budget change resumes");
+    log.push(Event::SessionUpdated(update(Some(None))));
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.model_ok();
+    assert_eq!(log.next(), Command::EndTurn);
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+}
+
+/// Goal: the work a budget pause stopped goes on when the budget is raised,
+/// though no new input arrives: the model sees the tool results it paused
+/// before.
+/// Method: a tool runs, the runner pauses at the budget before the call
+/// that would show its result; the budget is removed.
+#[test]
+fn a_budget_change_resumes_a_turn_paused_before_its_tool_results_were_seen() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+    let call = log.tool_use(EvaluatedPermission::Allow);
+    log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: EventId::from_parts(0, 0),
+        model_usage: Default::default(),
+        is_error: Some(false),
+    }));
+    assert_eq!(log.next(), Command::RunTools(vec![call]));
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![call] }));
+    log.result(call, false);
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    log.usage_idle(StopReason::BudgetReached);
+    assert_eq!(log.next(), Command::Wait);
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Wait, "an interrupt while paused at the budget is ignored");
+    log.push(Event::SessionUpdated(SessionUpdated { agent: None, budget: Some(None), metadata: None, title: None }));
+    assert_eq!(log.next(), Command::StartTurn);
+    let mut interrupted = Log { entries: log.entries.clone(), machine: log.machine.clone(), ..Log::new() };
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+    // An interrupt after the budget change, before the turn starts, stops the
+    // resumed work like any turn about to start.
+    interrupted.next_id = 100;
+    interrupted.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(interrupted.next(), Command::Interrupt { open: vec![] });
+    interrupted.usage_idle(StopReason::EndTurn);
+    assert_eq!(interrupted.next(), Command::Wait);
+}
+
+/// Goal: when retries are exhausted, the input queued during the dead turn
+/// is flushed (behaviour digest §3.7): it starts no turn, a later message
+/// does.
+/// Method: a message lands while the last attempt fails; the runner gives
+/// up; then another message is sent.
+#[test]
+fn exhausted_retries_flush_the_input_queued_during_the_turn() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    for attempt in 1..=Policy::default().max_model_attempts {
+        assert_eq!(log.next(), Command::CallModel { attempt });
+        log.push(Event::SpanModelRequestStart(SpanModelRequestStart {}));
+        if attempt == Policy::default().max_model_attempts {
+            log.user_message();
+        }
+        log.push(Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: EventId::from_parts(0, 0),
+            model_usage: Default::default(),
+            is_error: Some(true),
+        }));
+    }
+    assert_eq!(log.next(), Command::GiveUp);
+    log.push(Event::SessionError(SessionError {
+        error: SessionErrorDetail::ModelOverloadedError {
+            message: "overloaded".into(),
+            retry_status: RetryStatus::Exhausted,
+        },
+    }));
+    log.usage_idle(StopReason::RetriesExhausted);
+    assert_eq!(log.next(), Command::Wait, "the queued message is flushed with the dead turn");
+    log.user_message();
+    assert_eq!(log.next(), Command::StartTurn);
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
 }

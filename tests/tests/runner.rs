@@ -218,6 +218,38 @@ async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
     rerun_check(server, &dir.path().join("data"));
 }
 
+/// Goal: "send, then stop" in one request stops the turn the message would
+/// start (behaviour digest §3.6: the turn ends `end_turn`): the model is not
+/// called, the message starts no turn later, and the next message does.
+/// Method: a message and an interrupt in one request to an idle session;
+/// then another message; `logbook rerun` reproduces the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_then_an_interrupt_in_one_request_calls_no_model() {
+    let model =
+        FakeModel::start(vec![json!({"content": [{"type": "text", "text": "Hello."}], "stop_reason": "end_turn"})])
+            .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(
+        &session,
+        json!([{"type": "user.message", "content": [{"type": "text", "text": "do it"}]}, {"type": "user.interrupt"}]),
+    )
+    .await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = api.events(&session).await;
+    assert!(!types(&events).contains(&"span.model_request_start".to_owned()), "{:#?}", types(&events));
+    assert_eq!(model.requests().len(), 0);
+    api.send(&session, user_message("now this")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &dir.path().join("data"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_turn_is_recovered_on_restart() {
     let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
@@ -338,13 +370,14 @@ async fn the_auto_policy_runs_the_allowed_tools_and_asks_for_the_rest() {
     assert!(stderr.contains("LOGBOOK_AUTO_ALLOW") && stderr.contains("\"rm\""), "{stderr}");
 }
 
-/// Defect (review-runner): raising a session's budget does not resume the
-/// work it paused. Behaviour digest §12: "Resume only by budget update ... or
-/// removal; resumption is automatic." The runner idles `budget_reached` with
-/// a tool result the model has not seen; the budget update appends
-/// `session.updated`, which neither wakes the runner nor gives the machine
-/// anything to do (its `budget_reached` idle cleared `unseen_results`), so the
-/// session stays idle for good.
+/// Goal: raising the budget of a session paused at it resumes the paused
+/// work by itself (behaviour digest §12: "resumption is automatic"), though
+/// no new input arrives: the model sees the tool result it paused before.
+/// Method: the first request costs $3 against a $1 budget and calls a tool;
+/// the runner pauses before the next call; the budget is raised to $1,000;
+/// the turn goes on to `end_turn` with a second request, and `logbook rerun`
+/// reproduces it. Compaction is off: the 1M-token context would otherwise be
+/// summarized first, in a request of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raised_budget_resumes_the_paused_turn() {
     let model = FakeModel::start(vec![
@@ -358,7 +391,7 @@ async fn a_raised_budget_resumes_the_paused_turn() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_COMPACTION_PERCENT", "0")]);
     let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
     let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
     let session = api
@@ -377,16 +410,16 @@ async fn a_raised_budget_resumes_the_paused_turn() {
     let events = api.wait_idle(&session, 2).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert_eq!(model.requests().len(), 2);
+    rerun_check(server, &dir.path().join("data"));
 }
 
-/// Defect (review-runner): a message queued during the request that uses up
-/// the budget makes the runner loop. The runner idles `budget_reached`
-/// before its next call (step.rs `call_model`), but the machine still holds
-/// the unseen message, so it starts a turn again at once
-/// (`session.status_running`), the budget check idles again, and so on:
-/// thousands of running/usage/idle events per wake (up to
-/// `MAX_STEPS_PER_WAKE` steps), for a session that is supposed to be paused
-/// at its budget (behaviour digest §12).
+/// Goal: a session paused at its budget stays paused with the input queued
+/// before the pause (behaviour digest §12): no turn starts again until the
+/// budget changes (the runner used to restart turns in a loop, up to
+/// `MAX_STEPS_PER_WAKE` of them per wake).
+/// Method: a message is sent while the request that uses up the budget
+/// streams; the runner pauses before the next call; a second later the log
+/// still holds one turn and one idle, and `logbook rerun` reproduces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     let model = FakeModel::start(vec![
@@ -429,16 +462,16 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     let idles = kinds.iter().filter(|t| *t == "session.status_idle").count();
     assert_eq!((running, idles), (1, 1), "paused at the budget, the session must stay idle: {} events", events.len());
     assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &dir.path().join("data"));
 }
 
-/// Defect (review-runner): when retries are exhausted, input queued during
-/// the dead turn is not flushed. Behaviour digest §3.7: "`exhausted` — this
-/// turn is dead; queued inputs are flushed; session returns to idle (stop
-/// reason `retries_exhausted`); client may send a new prompt." Here a message
-/// sent while the failing request streams stays "unseen" in the machine
-/// (machine.rs: the `retries_exhausted` idle does not clear `unseen_input`),
-/// so right after the `retries_exhausted` idle the runner starts another turn
-/// on its own and calls the model again.
+/// Goal: when retries are exhausted, input queued during the dead turn is
+/// flushed (behaviour digest §3.7: "queued inputs are flushed; session
+/// returns to idle"): no turn starts on its own after `retries_exhausted`.
+/// Method: a message is sent while the request that fails for good (a
+/// rejected key) streams; a second after the `retries_exhausted` idle the log
+/// holds one turn and the model one request, and `logbook rerun` reproduces
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_flush_the_queued_input() {
     let model = FakeModel::start(vec![
@@ -468,6 +501,7 @@ async fn exhausted_retries_flush_the_queued_input() {
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 1, "the dead turn's queued input started another turn: {:#?}", types(&events));
     assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Defect (review-runner): a call can get two answers. The runner closes
@@ -619,12 +653,13 @@ async fn a_response_with_many_blocks_does_not_wedge_the_session() {
     assert_eq!(events.iter().filter(|e| e["type"] == "session.status_idle").count(), 1);
 }
 
-/// Defect (review-runner), same root as
-/// `a_message_queued_when_the_budget_runs_out_does_not_restart_turns`, with
-/// no timing involved: the request that crosses the budget ends its turn
-/// normally (`end_turn`), so the API still takes the next message; the
-/// runner then pauses at the budget before calling the model and, the
-/// message still unseen, starts a turn again at once, over and over.
+/// Goal: as `a_message_queued_when_the_budget_runs_out_does_not_restart_turns`,
+/// with no timing involved: a message accepted after the turn that crossed
+/// the budget ended normally starts one turn, which pauses, and no other.
+/// Method: the first turn's single request costs $3 against a $1 budget and
+/// ends `end_turn`; a second message follows; a second after its
+/// `budget_reached` idle the log holds two turns, and `logbook rerun`
+/// reproduces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns() {
     let model = FakeModel::start(vec![json!({
@@ -654,6 +689,7 @@ async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns()
     let events = api.events(&session).await;
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 2, "paused at the budget, the session must stay idle: {} events", events.len());
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Defect (review-runner): an interrupt's wake-up outlives the interrupt.
@@ -714,13 +750,14 @@ async fn an_applied_interrupt_does_not_cut_the_next_turns_model_call() {
     }
 }
 
-/// Defect (review-runner): the budget is checked against the cost rounded
-/// up to whole cents. step.rs `budget_reached` compares
-/// `pricing::list_cost_cents` (which takes the ceiling) with the limit, so a
-/// session that has spent $0.9900x of a $1.00 budget is paused as if it had
-/// spent $1.00. Behaviour digest §12: the budget is "enforced between model
-/// requests on the exact unrounded total (reported values rounded to
-/// cents)".
+/// Goal: the budget is checked on the exact unrounded cost (behaviour
+/// digest §12), not on `list_cost` rounded up to a cent: a session that has
+/// spent $0.99 and a fraction of a cent of a $1.00 budget is not paused.
+/// Method: the first request costs $0.99 (330,000 input tokens on Sonnet)
+/// and calls a tool; with the runtime the cost reported is $1.00, yet the
+/// next request is made and the turn ends `end_turn`; `logbook rerun`
+/// reproduces it. Compaction is off: the 330,000-token context would
+/// otherwise be summarized first, in a request of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_is_checked_on_the_unrounded_cost() {
     let model = FakeModel::start(vec![
@@ -732,7 +769,7 @@ async fn the_budget_is_checked_on_the_unrounded_cost() {
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_COMPACTION_PERCENT", "0")]);
     let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
     let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
     let session = api
@@ -746,4 +783,5 @@ async fn the_budget_is_checked_on_the_unrounded_cost() {
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert_eq!(model.requests().len(), 2);
+    rerun_check(server, &dir.path().join("data"));
 }

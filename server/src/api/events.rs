@@ -674,7 +674,9 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     let context = InputContext::Send { requires_action };
     let mut inputs = parse_inputs(events, context, &session, state.now())?;
     check_files(store, tenant, &inputs, state.now())?;
-    if matches!(idle, Some(StopReason::BudgetReached)) {
+    // Paused at the budget until it is raised or removed: from then on the
+    // runner resumes the paused work, and the session takes input again.
+    if matches!(idle, Some(StopReason::BudgetReached)) && !sessions::budget_changed_since_last_status(store, id)? {
         if let Some(idx) = inputs.iter().position(|event| !settles_a_call(event)) {
             return Err(ApiError::invalid(format!(
                 "events[{idx}]: the session is paused at its budget; until the budget is raised or removed it \

@@ -494,7 +494,7 @@ pub async fn update(
     }
     let now = state.now();
     let worker_state = state.clone();
-    let session = state
+    let (session, budget_changed) = state
         .blocking(move |store| {
             let (current_bytes, current) = load(store, &tenant, id)?;
             let live = with_log_state(store, current.clone())?;
@@ -576,14 +576,20 @@ pub async fn update(
                 }
             }
             if next == current {
-                return with_log_state(store, current);
+                return Ok((with_log_state(store, current)?, false));
             }
             next.updated_at = now;
             swap(store, &tenant, id, &current_bytes, &next)?;
+            let budget_changed = changes.budget.is_some();
             events::append_system(&worker_state, store, id, vec![Event::SessionUpdated(changes)])?;
-            with_log_state(store, next)
+            Ok((with_log_state(store, next)?, budget_changed))
         })
         .await?;
+    // A session paused at its budget resumes by itself once it is raised or
+    // removed (behaviour digest §12): the runner reads the update from the log.
+    if budget_changed && let Some(runner) = state.runner() {
+        runner.wake(&state, tenant.workspace, id, false);
+    }
     Ok(Json(session.to_wire(now)))
 }
 
@@ -940,6 +946,39 @@ pub fn last_status(store: &SledStore, id: SessionId) -> Result<Option<Event>, Ap
     }
 }
 
+/// `session.updated` records read per step when looking for a budget change.
+const UPDATES_STEP: usize = 64;
+
+/// Whether the session's budget changed (a `session.updated` with `budget`)
+/// after its last status: a session paused at its budget is then no longer
+/// paused but resuming, as its runner decides from the same log.
+pub fn budget_changed_since_last_status(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
+    use logbook_core::event::EventType;
+    use logbook_store::Read;
+    let statuses = [
+        EventType::SessionStatusRunning,
+        EventType::SessionStatusIdle,
+        EventType::SessionStatusRescheduled,
+        EventType::SessionStatusTerminated,
+    ];
+    let mut from = match store.last_of_types(id, &statuses)? {
+        Some(record) => logbook_core::Seq::new(record.seq().get() + 1),
+        None => logbook_core::Seq::ZERO,
+    };
+    loop {
+        let records = store.scan_types(id, &[EventType::SessionUpdated], from, UPDATES_STEP)?;
+        let Some(last) = records.last() else { return Ok(false) };
+        for record in &records {
+            if let Event::SessionUpdated(update) = record.entry().map_err(ApiError::internal)?.event
+                && update.budget.is_some()
+            {
+                return Ok(true);
+            }
+        }
+        from = logbook_core::Seq::new(last.seq().get() + 1);
+    }
+}
+
 /// The status a status event sets.
 pub fn status_of(event: &Event) -> Option<Status> {
     if let Event::SessionStatusRunning(_) = event {
@@ -1065,7 +1104,8 @@ fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
             logbook_core::Seq::new(record.seq().get() + 1)
         }
     };
-    // What `events::starts_work` names, and a worker's tool result.
+    // What `events::starts_work` names, a worker's tool result, and an update
+    // (a budget raised for a session paused at it resumes the paused work).
     let inputs = [
         EventType::UserMessage,
         EventType::UserToolConfirmation,
@@ -1073,6 +1113,7 @@ fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
         EventType::UserDefineOutcome,
         EventType::SystemMessage,
         EventType::UserToolResult,
+        EventType::SessionUpdated,
     ];
     Ok(!store.scan_types(id, &inputs, from, 1)?.is_empty())
 }

@@ -28,8 +28,15 @@ const PRICES: &[(&str, f64, f64)] = &[
     ("claude-fable", 3.0, 15.0),
 ];
 
-/// The list cost of `totals` on `model`, in cents (rounded up), if priced.
+/// The list cost of `totals` on `model`, in cents (rounded up), if priced:
+/// what `list_cost` reports.
 pub fn list_cost_cents(model: &str, totals: &Totals) -> Option<u64> {
+    list_cost_exact_cents(model, totals).map(|cents| cents.ceil() as u64)
+}
+
+/// The list cost of `totals` on `model`, in cents, unrounded, if priced:
+/// what a budget is checked against (behaviour digest §12).
+pub fn list_cost_exact_cents(model: &str, totals: &Totals) -> Option<f64> {
     let (_, input, output) = PRICES.iter().find(|(prefix, _, _)| model.starts_with(prefix))?;
     let per_token = |dollars_per_mtok: f64| dollars_per_mtok / 1_000_000.0;
     let dollars = totals.input_tokens as f64 * per_token(*input)
@@ -38,7 +45,7 @@ pub fn list_cost_cents(model: &str, totals: &Totals) -> Option<u64> {
         + totals.cache_read_input_tokens as f64 * per_token(*input) * 0.1
         + totals.web_search_requests as f64 * WEB_SEARCH_DOLLARS
         + totals.active_micros as f64 / 3.6e9 * RUNTIME_DOLLARS_PER_HOUR;
-    Some((dollars * 100.0).ceil() as u64)
+    Some(dollars * 100.0)
 }
 
 #[cfg(test)]
@@ -63,5 +70,14 @@ mod tests {
         let totals = Totals { web_search_requests: 150, web_fetch_requests: 40, ..Totals::default() };
         // 150 searches = $1.50; fetches are free.
         assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(150));
+    }
+
+    #[test]
+    fn the_exact_cost_is_not_rounded_and_the_reported_one_is_rounded_up() {
+        // 330,000 input tokens on Sonnet: $0.99, plus 0.01 s of runtime.
+        let totals = Totals { input_tokens: 330_000, active_micros: 10_000, ..Totals::default() };
+        let exact = list_cost_exact_cents("claude-sonnet-4-6", &totals).unwrap_or_default();
+        assert!(exact > 99.0 && exact < 99.001, "{exact}");
+        assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(100));
     }
 }

@@ -79,8 +79,10 @@ enum IdleAt {
     /// At the head, whatever arrived meanwhile: the idle closes work that
     /// happened (an interrupt, a failed request, retries given up).
     Head,
-    /// Only right after the entries the machine decided on: a turn's end or a
-    /// wait for the client, which input arriving meanwhile may change.
+    /// Only right after the entries the machine decided on: a turn's end, a
+    /// wait for the client or a pause at the budget, which input arriving
+    /// meanwhile may change (a budget raised as the pause is recorded must
+    /// not be missed: it is what resumes the session).
     Decided,
 }
 
@@ -430,12 +432,14 @@ impl Task {
     }
 
     /// Whether the session's budget is used up (checked before every model
-    /// call, so a budget overshoots by at most one request).
+    /// call, so a budget overshoots by at most one request), on the exact
+    /// unrounded cost (behaviour digest §12): the cost `list_cost` reports is
+    /// rounded up to a cent, and would pause a session still under its budget.
     fn budget_reached(&self, session: &StoredSession) -> bool {
         let Some(limit) = session.budget_cents() else { return false };
         let totals = self.projection.usage.totals();
-        let cost = super::pricing::list_cost_cents(&session.agent.model.id, &totals).unwrap_or(0);
-        cost >= limit
+        let cost = super::pricing::list_cost_exact_cents(&session.agent.model.id, &totals).unwrap_or(0.0);
+        cost >= limit as f64
     }
 
     /// The settings the next model call is made with, and the `x.agent_config`
@@ -480,7 +484,7 @@ impl Task {
     async fn call_model(&mut self, attempt: u32) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
-            return self.idle(StopReason::BudgetReached, Vec::new()).await;
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await;
         }
         // After a restart (or an eviction) mid-turn the connections are gone.
         if !session.agent.mcp_servers.is_empty() && !self.handle.config().mcp.is_prepared(self.session) {
@@ -667,7 +671,7 @@ impl Task {
 
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
-            return self.idle(StopReason::BudgetReached, Vec::new()).await;
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await;
         }
         // The machine asked from the recorded settings; plan with the same.
         let settings = match &self.projection.agent {

@@ -538,6 +538,27 @@ async fn an_interrupt_while_paused_at_the_budget_is_accepted_and_ignored() {
     assert_eq!(types_of(&listed[before.len()..]), ["user.custom_tool_result"]);
 }
 
+#[tokio::test]
+async fn a_session_paused_at_the_budget_takes_input_again_once_the_budget_changes() {
+    // Goal: a session is paused at its budget from its `budget_reached`
+    // idle until a `session.updated` changes the budget (the runner resumes
+    // the paused work from the same log): an update of the title leaves it
+    // paused, a budget removal ends the pause, and a message is taken again
+    // before the runner has recorded the resumed turn.
+    // Method: inject the budget idle, then a title update, then a budget
+    // removal, sending a message after each.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    h.inject(&session, vec![event(json!({"type": "session.status_idle", "stop_reason": {"type": "budget_reached"}}))]);
+    h.inject(&session, vec![event(json!({"type": "session.updated", "title": "renamed"}))]);
+    let refused = h.post(&path, &events_body(vec![user_message("more")])).await.invalid();
+    assert_eq!(refused["error"]["details"]["error_code"], "budget_reached", "{refused}");
+    h.inject(&session, vec![event(json!({"type": "session.updated", "budget": null}))]);
+    let sent = h.post(&path, &events_body(vec![user_message("more")])).await.ok();
+    assert_eq!(types_of(sent["data"].as_array().unwrap()), ["user.message"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
     // Goal: sends racing on one session never fail for losing the race (a
