@@ -20,12 +20,13 @@
 //! a denied one never is. Server-side tools ([`SERVER_SIDE_TOOLS`]) and MCP
 //! tools always run in Logbook.
 //!
-//! An interrupt stops what the input before it asked for: the turn under way
-//! (or the one that input was about to start, if the runner had not picked it
-//! up yet), with the input the model has not seen; that input stays in the
-//! conversation but starts nothing, and input sent after the interrupt starts
-//! the next turn. The turn ends idle `end_turn`, its open calls closed with
-//! error results, without another model call.
+//! An interrupt stops the turn under way, or the one the input before it was
+//! about to start (the runner had not picked it up, or had not called the
+//! model yet): that input stays in the conversation but starts nothing. Input
+//! queued behind a turn that already called the model is not stopped: the
+//! interrupt jumps the queue ahead of it, and it starts the next turn, as
+//! input sent after the interrupt does. The turn ends idle `end_turn`, its
+//! open calls closed with error results, without another model call.
 //!
 //! A session's budget is checked by the runner before each model call (the
 //! price list is not in the log); the idle `budget_reached` it records pauses
@@ -240,6 +241,10 @@ pub struct Machine {
     /// The budget changed while paused: the paused work goes on in a new turn.
     #[serde(default)]
     resume: bool,
+    /// A model request started since the session was last idle: unseen input
+    /// is then queued behind the turn's work, not what started it.
+    #[serde(default)]
+    turn_called_model: bool,
     n_entries: u64,
 }
 
@@ -305,12 +310,18 @@ impl Machine {
                 let pending = self.unseen_input || self.resume;
                 if self.in_turn() || self.awaiting_client() || (pending && !self.at_budget) {
                     self.interrupt_pending = true;
-                    // Input sent before the stop is stopped with it: it stays in the
-                    // conversation (the model sees it with the next turn's input) but
-                    // starts nothing. Input sent after it starts the next turn. So
-                    // does work resumed by a budget change but not started yet.
-                    self.unseen_input = false;
-                    self.new_message = false;
+                    // Input that a turn about to start (or started, with no model
+                    // call yet) was for is stopped with it: it stays in the
+                    // conversation (the model sees it with the next turn's input)
+                    // but starts nothing; so does work resumed by a budget change.
+                    // Input queued behind a turn that already called the model is
+                    // not what the stop was for: the interrupt "jumps the queue"
+                    // ahead of it (behaviour digest §3.6) and it starts the next
+                    // turn, as input sent after the interrupt does.
+                    if !self.turn_called_model {
+                        self.unseen_input = false;
+                        self.new_message = false;
+                    }
                     self.resume = false;
                 }
             }
@@ -358,6 +369,7 @@ impl Machine {
             }
             Event::SpanModelRequestStart(_) => {
                 self.open_request = Some(id);
+                self.turn_called_model = true;
                 self.unseen_input = false;
                 self.new_message = false;
                 self.unseen_results = false;
@@ -400,6 +412,7 @@ impl Machine {
             Event::SessionStatusIdle(SessionStatusIdle { stop_reason, .. }) => {
                 self.status = Some(Status::Idle);
                 self.interrupt_pending = false;
+                self.turn_called_model = false;
                 match stop_reason {
                     StopReason::RequiresAction { event_ids } => {
                         self.awaited = Some(event_ids.clone());

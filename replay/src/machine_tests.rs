@@ -873,6 +873,28 @@ fn an_interrupt_right_after_a_message_is_not_lost_before_the_turn_starts() {
     assert_eq!(log.next(), Command::Wait, "the interrupted turn is not started again");
 }
 
+/// Goal: input queued behind a turn that already called the model is not
+/// what an interrupt stops: the interrupt jumps the queue ahead of it
+/// (behaviour digest §3.6), ends the turn, and the queued message starts the
+/// next turn. Method: a turn whose model call ran a tool; a message, then an
+/// interrupt, while the tool's result is pending.
+#[test]
+fn an_interrupt_jumps_the_queue_ahead_of_a_message_queued_behind_the_turn() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let call = log.tool_use(EvaluatedPermission::Allow);
+    log.user_message();
+    log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+    assert_eq!(log.next(), Command::Interrupt { open: vec![call] });
+    log.result(call, true);
+    log.usage_idle(StopReason::EndTurn);
+    assert_eq!(log.next(), Command::StartTurn, "the message queued behind the turn was dropped");
+    log.running();
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+}
+
 /// Goal: a `system.message` sent with a tool result (the only way the API
 /// takes one while the session waits on the client) is not a message sent
 /// instead of answering: resolving fewer than all calls re-emits the idle

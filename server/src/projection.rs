@@ -130,7 +130,9 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
 /// fields): a checkpoint of another form is deleted when met and the state
 /// folded again from the log, which is the truth.
 /// 2: input held while a model request is open (`Context::held`).
-const CHECKPOINT_FORMAT: u8 = 2;
+/// 3: the machine pauses at a budget, and an interrupt stops the input its
+/// turn was for.
+const CHECKPOINT_FORMAT: u8 = 3;
 
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
     let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
