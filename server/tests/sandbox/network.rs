@@ -101,3 +101,46 @@ async fn unrestricted_reaches_public_hosts_but_not_loopback() {
     assert!(text(&loopback).contains("non-public"), "{}", text(&loopback));
     assert_eq!(n_connections.load(Ordering::SeqCst), 0);
 }
+
+/// DEFECT (network policy bypass): `web_fetch`, which Logbook runs itself in
+/// the server (`tools::run`), never looks at the environment's networking.
+/// A `limited` environment's `allowed_hosts` is meant to be the session's
+/// whole egress (DESIGN.md: "`limited` has no network except an allowlisting
+/// proxy"; managed-agents-behaviour.md §6.4: a limited environment's
+/// `allowed_hosts` also applies to web_fetch, which answers `url_not_allowed`),
+/// but `ToolContext` carries no environment and `FetchSettings` only the
+/// agent's own domain lists, so the model (or a prompt injection) can send
+/// workspace data to any public host. Method: a limited environment allowing
+/// only pypi.org; bash's curl to registry.npmjs.org is refused by the proxy
+/// (the control), the same URL through web_fetch must be refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_networking_also_bounds_web_fetch() {
+    use logbook_core::{EventId, Json, Seq};
+    use logbook_server::runner::{ToolCall, ToolExecutor};
+    use serde_json::json;
+
+    let sbx = Sbx::new();
+    let (s, env) = (session(), limited(&["pypi.org"], false));
+    let url = "https://registry.npmjs.org/is-number";
+    // Control: the sandbox itself cannot reach the host.
+    let curl = sbx.bash(s, &env, &format!("curl -sS --max-time 10 {url} 2>&1")).await;
+    assert!(curl.is_error && text(&curl).contains("403"), "{}", text(&curl));
+    let tools = logbook_server::api::tools::resolve_tools(&[json!({"type": "agent_toolset_20260401"})]).unwrap();
+    let input = Json::new(&json!({ "url": url }));
+    let call = ToolCall {
+        session: s,
+        tool_use_id: EventId::for_seq(1, Seq::new(1), 1),
+        name: "web_fetch",
+        input: &input,
+        agent_tools: &tools,
+        environment: Some(&env),
+        log: &[],
+    };
+    let fetched = sbx.tools.run(&call).await;
+    assert!(
+        fetched.is_error && text(&fetched).contains("url_not_allowed"),
+        "web_fetch reached registry.npmjs.org, which the limited environment does not allow: is_error={} {}",
+        fetched.is_error,
+        text(&fetched).chars().take(300).collect::<String>()
+    );
+}
