@@ -144,3 +144,45 @@ async fn limited_networking_also_bounds_web_fetch() {
         text(&fetched).chars().take(300).collect::<String>()
     );
 }
+
+/// DEFECT (host services reachable through the proxy): the proxy refuses
+/// loopback and private addresses but not the host's own interface
+/// addresses. On a host whose address passes `is_public` (a public IP on
+/// bare metal or a dev box; here eth0 is 192.0.2.2, a documentation address
+/// `is_public` allows on purpose), a sandbox reaches every host service
+/// listening on all interfaces (the Logbook API under
+/// `LOGBOOK_LISTEN=0.0.0.0:...`, its /metrics, databases), which the
+/// sandbox docs say it never does. Method: a listener on 0.0.0.0 counts
+/// connections; an `unrestricted` sandbox fetches the host's own outbound
+/// address through the proxy; the positive control connects from the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_own_addresses_are_not_reachable_through_the_proxy() {
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&n);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let _ = stream.read(&mut [0u8; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhost-secret");
+        }
+    });
+    // The host's own address on its outbound interface (no packet is sent).
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    probe.connect("8.8.8.8:53").unwrap();
+    let own = probe.local_addr().unwrap().ip();
+    // Positive control: the service answers on that address.
+    std::net::TcpStream::connect((own, port)).unwrap();
+    assert!(crate::harness::eventually(std::time::Duration::from_secs(10), || n.load(Ordering::SeqCst) == 1).await);
+    let sbx = Sbx::new();
+    let outcome = sbx.bash(session(), &unrestricted(), &format!("curl -s --max-time 10 http://{own}:{port}/")).await;
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        1,
+        "the sandbox reached a host service at the host's own address {own}:{port}: {}",
+        text(&outcome)
+    );
+}
