@@ -186,3 +186,32 @@ async fn the_hosts_own_addresses_are_not_reachable_through_the_proxy() {
         text(&outcome)
     );
 }
+
+/// DEFECT (limited networking bypassed by fronting): the proxy checks the
+/// host of `CONNECT` and then relays whatever TLS the sandbox sends, without
+/// looking at the ClientHello's server name. A sandbox allowed only
+/// `pypi.org` opens `CONNECT pypi.org:443` and then speaks TLS for
+/// `registry.npmjs.org` (SNI and Host); any front end that serves several
+/// names on one address (a CDN, a shared ingress, this machine's registry
+/// mirror) answers for the name the policy refused. Method: the direct
+/// request to registry.npmjs.org is refused (the control), the fronted one
+/// must be too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_to_an_allowed_host_cannot_carry_tls_for_another() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), limited(&["pypi.org"], false));
+    let direct = sbx.bash(s, &env, "curl -sS --max-time 20 https://registry.npmjs.org/is-number 2>&1").await;
+    assert!(direct.is_error && text(&direct).contains("403"), "{}", text(&direct));
+    let fronted = sbx
+        .bash(
+            s,
+            &env,
+            "curl -sS --max-time 20 --connect-to registry.npmjs.org:443:pypi.org:443 https://registry.npmjs.org/is-number 2>&1",
+        )
+        .await;
+    assert!(
+        !text(&fronted).contains("\"name\": \"is-number\"") && !text(&fronted).contains("\"name\":\"is-number\""),
+        "registry.npmjs.org answered through a tunnel the policy opened for pypi.org: {}",
+        text(&fronted).chars().take(200).collect::<String>()
+    );
+}
