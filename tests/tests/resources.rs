@@ -390,8 +390,7 @@ async fn git_never_uses_a_repository_another_user_planted_above_its_working_dire
     let api = Api::new(&server).with_turn_deadline(TURN_DEADLINE);
     let url = git_server.url("private/parser.git");
     let session =
-        new_session(&api, json!([{"type": "github_repository", "url": url, "authorization_token": WRONG_TOKEN}]))
-            .await;
+        new_session(&api, json!([{"type": "github_repository", "url": url, "authorization_token": WRONG_TOKEN}])).await;
     let events = turn(&api, &session, 1).await;
     assert_eq!(errors(&events).len(), 1, "the clone fails: {:?}", errors(&events));
     drop(server);
