@@ -301,7 +301,9 @@ async fn clone_one(
     let settings = host.git();
     let pin = check_addresses(settings, &repo).await?;
     let run = Git { settings, repo: &repo, pin: &pin, token };
-    let cache = host.git_cache().join(format!("{}.git", &blake3::hash(repo.as_str().as_bytes()).to_hex()[..32]));
+    // Private: it holds every private repository cloned so far.
+    let cache_root = host.private_git_cache().map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
+    let cache = cache_root.join(format!("{}.git", &blake3::hash(repo.as_str().as_bytes()).to_hex()[..32]));
     let commit = {
         let _cache_guard = host.lock_repo(repo.as_str()).await;
         if !cache.join("HEAD").is_file() {
