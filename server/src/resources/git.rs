@@ -359,9 +359,13 @@ async fn clone_one(
         }
     };
     let paths = host.paths(session);
+    // The staging directory is root's, 0700, inside the private session
+    // directory: nobody else sees the checkout before it is moved in.
+    paths.create().map_err(|err| CloneError::Clone(format!("creating the session's directories: {err}")))?;
     let staging = paths.root().join(format!(".clone-{resource}"));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&staging)
         .map_err(|err| CloneError::Clone(format!("creating the staging directory: {err}")))?;
     let res =
         stage_and_move(&run, &cache, &staging, &paths.workspace(), &mount, &checkout_commit(&commit), &commit).await;

@@ -106,9 +106,11 @@ impl Host {
     }
 
     /// Creates the session's directories (workspace, uploads, outputs) if
-    /// missing, owned by the sandbox user.
+    /// missing, owned by the sandbox user, inside the private session
+    /// directory `SessionPaths::create` makes (0700).
     pub fn prepare(&self, session: SessionId) -> Result<(), ConfineError> {
         let paths = self.paths(session);
+        paths.create().map_err(|source| ConfineError::Io { path: paths.root().display().to_string(), source })?;
         Root::open(&paths.workspace())?;
         Root::open(&paths.uploads())?;
         Root::open(&paths.outputs())?;
