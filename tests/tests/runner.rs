@@ -418,8 +418,10 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
     // Queued while the expensive request streams.
     api.send(&session, user_message("second")).await;
     let events = api.wait_idle(&session, 1).await;
-    assert_eq!(events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap()["stop_reason"]["type"],
-        "budget_reached");
+    assert_eq!(
+        events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap()["stop_reason"]["type"],
+        "budget_reached"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let events = api.events(&session).await;
     let kinds = types(&events);
@@ -689,11 +691,15 @@ async fn an_applied_interrupt_does_not_cut_the_next_turns_model_call() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let before = api.events(&session).await.len();
-        api.send(&session, json!([{"type": "user.interrupt"},
-                                  {"type": "user.message", "content": [{"type": "text", "text": "now this"}]}]))
-            .await;
+        api.send(
+            &session,
+            json!([{"type": "user.interrupt"},
+                                  {"type": "user.message", "content": [{"type": "text", "text": "now this"}]}]),
+        )
+        .await;
         // The interrupted turn's idle, then the next turn's.
-        model.set_script(vec![json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"})])
+        model
+            .set_script(vec![json!({"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn"})])
             .unwrap();
         idles += 2;
         let events = api.wait_idle(&session, idles).await;
