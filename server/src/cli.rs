@@ -414,6 +414,11 @@ fn serve(
         )
         .with_writer(std::io::stderr)
         .init();
+    // Egress refuses the host's own addresses; read them now so that a
+    // problem shows at start-up (they are read again as they age).
+    if let Err(err) = crate::net::addr::refresh_own_addresses() {
+        eprintln!("logbook: WARNING: cannot read the host's own addresses ({err}); egress cannot refuse them");
+    }
     let store = open_store(data, cache_mib)?;
     let audit_key = load_audit_key(data, std::env::var_os("LOGBOOK_AUDIT_KEY").map(PathBuf::from).as_deref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

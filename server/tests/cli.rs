@@ -218,3 +218,36 @@ fn a_non_utf8_bootstrap_key_is_an_error_not_ignored() {
     assert!(!stdout.contains("sk-logbook-"), "a random key was generated and printed instead: {stdout:?}");
     assert!(status.is_some_and(|s| !s.success()), "serve must refuse a bootstrap key it cannot read");
 }
+
+/// DEFECT (every tenant's data readable by every local user): the data
+/// directory and everything in it are created with the process umask's modes
+/// (0755 directories, 0644 files: `log/*.wal` holds every session's events,
+/// `sled/` the blobs of uploads, workspaces and outputs). The sandbox needs
+/// the data directory traversable by the sandbox uid (docs/sandbox.md), so a
+/// deployment such as `--data /var/lib/logbook` is; then any local account
+/// (a service user, a shell user, a compromised daemon) reads all of it.
+/// Method: let the binary create a store under a world-traversable
+/// directory; no file with data may be reachable and readable by others.
+#[test]
+fn the_store_is_not_readable_by_other_local_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let out = keys(&["create"], &data, "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut exposed = Vec::new();
+    // (directory, reachable by others)
+    let mut stack = vec![(data.clone(), true)];
+    while let Some((path, reachable)) = stack.pop() {
+        let mode = std::fs::symlink_metadata(&path).unwrap().permissions().mode();
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push((entry.unwrap().path(), reachable && mode & 0o001 != 0));
+            }
+        } else if reachable && mode & 0o004 != 0 {
+            exposed.push(format!("{:o} {}", mode & 0o777, path.strip_prefix(&data).unwrap().display()));
+        }
+    }
+    assert!(exposed.is_empty(), "readable by any local user: {exposed:?}");
+}

@@ -101,6 +101,11 @@ pub(crate) enum Effect {
     Resource { key: Vec<u8>, framed: Option<Vec<u8>>, write: u64 },
 }
 
+/// The mode of a data directory the store creates: traversable by others (the
+/// sandbox user reaches the session directories through it), listable by the
+/// server's user only.
+pub(crate) const DATA_DIR_MODE: u32 = 0o711;
+
 impl LogStore<SledEngine> {
     /// Opens (or creates) the store in the data directory `dir`: sled in
     /// `dir/sled`, the log in `dir/log`. A storage version 1 directory is
@@ -113,7 +118,11 @@ impl LogStore<SledEngine> {
     pub fn open_with(dir: &Path, options: &SledOptions, wal: &WalOptions) -> Result<Self, OpenError> {
         if !dir.exists() {
             let io_err = |err: std::io::Error| OpenError::Io { path: dir.to_owned(), reason: err.to_string() };
-            std::fs::create_dir_all(dir).map_err(io_err)?;
+            // Traversable (the sandbox user reaches `sandboxes/` through it)
+            // but not listable; what is in it is private (see `engine::files`).
+            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), DATA_DIR_MODE)
+                .create(dir)
+                .map_err(io_err)?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io_err)?;
             }

@@ -345,3 +345,55 @@ async fn later_sessions_clone_through_the_cache() {
     assert_eq!(meta.nlink(), 1);
     rerun_check(server, &data);
 }
+
+/// DEFECT (local root code execution / token theft through git's repository
+/// discovery): `ls-remote`, which carries the token, runs with the server's
+/// temp directory (`/tmp`, writable by every local user) as its working
+/// directory, with `safe.directory=*` on every git command. git therefore
+/// discovers any `.git` a local user planted in `/tmp` (or above the
+/// directory), trusts its config although another user owns it (the check
+/// `safe.directory=*` turns off), and follows it: `core.askPass` runs a
+/// program of that user's choosing as root whenever the forge answers 401 (a
+/// wrong or missing token); `url.*.insteadOf` or `http.proxy` would send the
+/// token elsewhere. Method: the server's `TMPDIR` holds a `.git` owned by
+/// the sandbox user (standing for any unprivileged local user) whose
+/// `core.askPass` writes a marker; a session with a wrong token makes the
+/// clone meet a 401; the marker must not appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_never_uses_a_repository_another_user_planted_above_its_working_directory() {
+    let repos = tempfile::tempdir().unwrap();
+    repositories(repos.path());
+    let git_server = GitServer::start(repos.path(), TOKEN).unwrap();
+    let model = FakeModel::start(Vec::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    git(&tmp, &["init", "--quiet", "."]).unwrap();
+    let marker = tmp.join("askpass-ran");
+    let askpass = tmp.join("askpass.sh");
+    std::fs::write(&askpass, format!("#!/bin/sh\nid -u >> {}\necho x\n", marker.display())).unwrap();
+    std::fs::set_permissions(&askpass, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    git(&tmp, &["config", "core.askPass", askpass.to_str().unwrap()]).unwrap();
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534", tmp.join(".git").to_str().unwrap(), askpass.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ca_file = git_server.ca_file().to_str().unwrap().to_owned();
+    let env = [
+        ("LOGBOOK_GIT_PRIVATE_HOSTS", "localhost"),
+        ("LOGBOOK_GIT_CA_FILE", ca_file.as_str()),
+        ("TMPDIR", tmp.to_str().unwrap()),
+    ];
+    let server = Server::start(&data, &model, &env);
+    let api = Api::new(&server).with_turn_deadline(TURN_DEADLINE);
+    let url = git_server.url("private/parser.git");
+    let session =
+        new_session(&api, json!([{"type": "github_repository", "url": url, "authorization_token": WRONG_TOKEN}])).await;
+    let events = turn(&api, &session, 1).await;
+    assert_eq!(errors(&events).len(), 1, "the clone fails: {:?}", errors(&events));
+    drop(server);
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert!(ran.is_empty(), "the planted core.askPass ran as uid(s) {:?}", ran.lines().collect::<Vec<_>>());
+}

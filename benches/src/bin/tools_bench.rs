@@ -29,6 +29,7 @@ use grep_searcher::sinks::UTF8;
 use logbook_core::{Json, SessionId};
 use logbook_server::api::tools::resolve_tools;
 use logbook_server::sandbox::layout::SessionPaths;
+use logbook_server::sandbox::policy::EgressPolicy;
 use logbook_server::tools::{ToolContext, ToolServices, run};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde_json::{Value, json};
@@ -102,8 +103,14 @@ fn main() {
 
     let tools = resolve_tools(&[json!({"type": "agent_toolset_20260401"})]).unwrap();
     let services = ToolServices::from_search_url(None).unwrap();
-    let ctx =
-        ToolContext { session: SessionId::from_parts(1, 1), paths: &paths, agent_tools: &tools, services: &services };
+    let egress = EgressPolicy::Open;
+    let ctx = ToolContext {
+        session: SessionId::from_parts(1, 1),
+        paths: &paths,
+        agent_tools: &tools,
+        egress: &egress,
+        services: &services,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = |name: &str, input: Value| {
         let outcome = runtime.block_on(run(&ctx, name, &Json::new(&input)));

@@ -4,3 +4,4 @@
 //! link-local or cloud metadata addresses.
 
 pub mod addr;
+pub mod sni;

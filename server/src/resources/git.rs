@@ -11,7 +11,14 @@
 //! rebinding or a redirect cannot move it elsewhere.
 //!
 //! `git` runs as a child process with a cleared environment: no system or
-//! global configuration, no credential helpers, no prompts, only https. The
+//! global configuration, no credential helpers, no prompts, only https. It
+//! never discovers a repository: every command runs in a directory the server
+//! created (the cache, or a staging directory), with `GIT_CEILING_DIRECTORIES`
+//! naming that directory's parent, so a `.git` another local user planted in
+//! `/tmp` or above the data directory is never read (its `core.askPass` or
+//! `url.*.insteadOf` would run as root or redirect the token). Every
+//! repository git touches is the server's own, so git's ownership check
+//! (`safe.directory`) stays on. The
 //! token goes in an `Authorization` header set through `GIT_CONFIG_*`
 //! environment variables, never on a command line, never in a config file,
 //! never in an event or a log line.
@@ -294,14 +301,18 @@ async fn clone_one(
     let settings = host.git();
     let pin = check_addresses(settings, &repo).await?;
     let run = Git { settings, repo: &repo, pin: &pin, token };
-    let cache = host.git_cache().join(format!("{}.git", &blake3::hash(repo.as_str().as_bytes()).to_hex()[..32]));
+    // Private: it holds every private repository cloned so far.
+    let cache_root = host.private_git_cache().map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
+    let cache = cache_root.join(format!("{}.git", &blake3::hash(repo.as_str().as_bytes()).to_hex()[..32]));
     let commit = {
         let _cache_guard = host.lock_repo(repo.as_str()).await;
         if !cache.join("HEAD").is_file() {
             std::fs::create_dir_all(&cache).map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
             run.local(&cache, &["init", "--bare", "--quiet"]).await?;
         }
-        let default_branch = run.default_branch().await?;
+        // `ls-remote` needs no repository; it runs in the cache's own
+        // directory, which the server made.
+        let default_branch = run.default_branch(&cache).await?;
         run.remote(
             &cache,
             &[
@@ -348,9 +359,13 @@ async fn clone_one(
         }
     };
     let paths = host.paths(session);
+    // The staging directory is root's, 0700, inside the private session
+    // directory: nobody else sees the checkout before it is moved in.
+    paths.create().map_err(|err| CloneError::Clone(format!("creating the session's directories: {err}")))?;
     let staging = paths.root().join(format!(".clone-{resource}"));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&staging)
         .map_err(|err| CloneError::Clone(format!("creating the staging directory: {err}")))?;
     let res =
         stage_and_move(&run, &cache, &staging, &paths.workspace(), &mount, &checkout_commit(&commit), &commit).await;
@@ -451,10 +466,10 @@ struct Git<'a> {
 }
 
 impl Git<'_> {
-    /// The remote's default branch (`None` for an empty repository).
-    async fn default_branch(&self) -> Result<Option<String>, CloneError> {
-        let cwd = std::env::temp_dir();
-        let out = self.remote(&cwd, &["ls-remote", "--symref", self.repo.as_str(), "HEAD"]).await?;
+    /// The remote's default branch (`None` for an empty repository), asked
+    /// from `cwd`, a directory the server owns.
+    async fn default_branch(&self, cwd: &Path) -> Result<Option<String>, CloneError> {
+        let out = self.remote(cwd, &["ls-remote", "--symref", self.repo.as_str(), "HEAD"]).await?;
         Ok(out.lines().find_map(|line| {
             let rest = line.strip_prefix("ref: refs/heads/")?;
             rest.split('\t').next().map(str::to_owned)
@@ -496,20 +511,25 @@ impl Git<'_> {
         self.run(cwd, args, Vec::new()).await
     }
 
+    /// Runs git in `cwd`, a directory the server created: git looks for a
+    /// repository in `cwd` only (`GIT_CEILING_DIRECTORIES` is its parent),
+    /// never in the directories above it, which other users may write.
     async fn run(&self, cwd: &Path, args: &[&str], extra: Vec<(String, String)>) -> Result<String, CloneError> {
         let mut config: Vec<(String, String)> = vec![
             ("credential.helper".to_owned(), String::new()),
             ("core.hooksPath".to_owned(), "/dev/null".to_owned()),
+            ("core.askPass".to_owned(), String::new()),
             ("advice.detachedHead".to_owned(), "false".to_owned()),
             ("init.defaultBranch".to_owned(), "main".to_owned()),
-            ("safe.directory".to_owned(), "*".to_owned()),
         ];
         config.extend(extra);
+        let ceiling = ceiling_of(cwd)?;
         let mut command = tokio::process::Command::new(&self.settings.program);
         command
             .args(args)
             .current_dir(cwd)
             .env_clear()
+            .env("GIT_CEILING_DIRECTORIES", ceiling)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", "/nonexistent")
             .env("LC_ALL", "C")
@@ -554,6 +574,21 @@ impl Git<'_> {
             Some(_) | None => text.to_owned(),
         }
     }
+}
+
+/// The value of `GIT_CEILING_DIRECTORIES` that confines git's repository
+/// discovery to `cwd` itself: `cwd`'s parent, absolute (git ignores relative
+/// entries, and it never climbs into a ceiling directory).
+fn ceiling_of(cwd: &Path) -> Result<std::ffi::OsString, CloneError> {
+    let absolute =
+        std::path::absolute(cwd).map_err(|err| CloneError::Clone(format!("resolving {}: {err}", cwd.display())))?;
+    let parent = absolute.parent().unwrap_or(Path::new("/"));
+    if parent.as_os_str().as_encoded_bytes().contains(&b':') {
+        // A colon would split the list: refuse rather than leave git free to
+        // climb.
+        return Err(CloneError::Clone(format!("the path {} contains ':'", parent.display())));
+    }
+    Ok(parent.as_os_str().to_owned())
 }
 
 /// The error a failed git command means, with its last line of output.

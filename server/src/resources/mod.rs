@@ -39,6 +39,8 @@ const N_LOCK_STRIPES: usize = 64;
 
 /// The data directory's subdirectory holding the per-server clone cache.
 pub const GIT_CACHE_SUBDIR: &str = "git-cache";
+/// The git cache's mode: the server's user only.
+const GIT_CACHE_MODE: u32 = 0o700;
 
 /// What the server needs to put resources on disk.
 #[derive(Debug)]
@@ -83,10 +85,32 @@ impl Host {
         self.data.join(GIT_CACHE_SUBDIR)
     }
 
+    /// Creates the git cache mode 0700 (it holds private repositories), or
+    /// restricts an existing one to it.
+    pub fn private_git_cache(&self) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = self.git_cache();
+        match std::fs::DirBuilder::new().mode(GIT_CACHE_MODE).create(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if !meta.is_dir() {
+            return Err(std::io::Error::other(format!("{} is not a directory", dir.display())));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(GIT_CACHE_MODE))?;
+        }
+        Ok(dir)
+    }
+
     /// Creates the session's directories (workspace, uploads, outputs) if
-    /// missing, owned by the sandbox user.
+    /// missing, owned by the sandbox user, inside the private session
+    /// directory `SessionPaths::create` makes (0700).
     pub fn prepare(&self, session: SessionId) -> Result<(), ConfineError> {
         let paths = self.paths(session);
+        paths.create().map_err(|source| ConfineError::Io { path: paths.root().display().to_string(), source })?;
         Root::open(&paths.workspace())?;
         Root::open(&paths.uploads())?;
         Root::open(&paths.outputs())?;

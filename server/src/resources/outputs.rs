@@ -10,6 +10,11 @@
 //! captured paths and their contents are recorded in the session's log as an
 //! `x.workspace_delta` (no tool call: `tool_use_id` is null), so a fork sees
 //! them; the session object keeps which contents each path was captured with.
+//!
+//! A capture's work is bounded before any file is read: a file over
+//! `MAX_FILE_BYTES` (by its size) is skipped unread and logged, at most
+//! [`MAX_CAPTURE_READ_BYTES`] are read to hash files and at most
+//! [`MAX_CAPTURE_BYTES`] stored; what does not fit waits for a later idle.
 
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom};
@@ -39,6 +44,11 @@ pub const MAX_OUTPUT_FILES: usize = 1000;
 /// files cannot make one idle write more than this to the store (files past
 /// it wait for a later idle, when earlier ones are unchanged and cost nothing).
 pub const MAX_CAPTURE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Most bytes one capture reads to hash outputs (unchanged ones included):
+/// hashing costs the sandbox nothing to cause (a sparse file is free), so it
+/// is bounded too. Files past it wait for a later idle.
+pub const MAX_CAPTURE_READ_BYTES: u64 = 2 * MAX_CAPTURE_BYTES;
 
 /// What a path of the outputs directory was last captured as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,12 +90,25 @@ fn capture_now(
     let mut captured = BTreeMap::new();
     let mut created = Vec::new();
     let mut stored_bytes = 0u64;
+    let mut read_bytes = 0u64;
     for output in found {
         let path = format!("{OUTPUTS_DIR}/{}", output.components.join("/"));
+        // Judged by size, unread: it could never be stored (a sparse file of
+        // any size costs the sandbox nothing).
+        if output.size > MAX_FILE_BYTES {
+            tracing::warn!(%session, %path, size = output.size, limit = MAX_FILE_BYTES, "an output is over the file size limit; not captured");
+            continue;
+        }
+        if read_bytes + output.size > MAX_CAPTURE_READ_BYTES {
+            tracing::warn!(%session, %path, limit = MAX_CAPTURE_READ_BYTES, "the outputs are over one capture's read limit; the rest waits");
+            continue;
+        }
+        read_bytes += output.size;
         // Hash first: an unchanged file (the common case) costs one read, no
-        // store write, and nothing of the capture's budget.
+        // store write, and nothing of the capture's storage budget. No more
+        // than the size seen is read, even if the file grows meanwhile.
         let mut file = output.file;
-        let digest = content::digest_of(&mut file).map_err(ApiError::internal)?;
+        let digest = content::digest_of(std::io::Read::take(&mut file, output.size)).map_err(ApiError::internal)?;
         if stored.outputs.get(&path).is_some_and(|previous| previous.digest == digest) {
             continue;
         }

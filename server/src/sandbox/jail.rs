@@ -49,6 +49,11 @@ pub const RLIMIT_NOFILE: u64 = 8192;
 /// Host entries of `/etc` bound read-only into every sandbox when present:
 /// what libraries, TLS and package managers read, and nothing that holds
 /// secrets (no `shadow`, `ssl/private`, `gitconfig` credential helpers, ...).
+/// Package-manager configuration often does (`pip.conf` index URLs with
+/// tokens, `npmrc` auth tokens, apt's `auth.conf.d` and proxy settings in
+/// `apt.conf.d`), so none of it is bound: apt gets only what resolves its
+/// sources (the source lists, trusted keys, pinning), pip and npm the
+/// generated [`GENERATED_TRUST`].
 const ETC_ENTRIES: &[&str] = &[
     "alternatives",
     "ssl/certs",
@@ -73,9 +78,26 @@ const ETC_ENTRIES: &[&str] = &[
     "python3.12",
     "python3.13",
     "perl",
-    "pip.conf",
-    "npmrc",
-    "apt",
+    "apt/sources.list",
+    "apt/sources.list.d",
+    "apt/trusted.gpg",
+    "apt/trusted.gpg.d",
+    "apt/keyrings",
+    "apt/preferences",
+    "apt/preferences.d",
+];
+
+/// The host's CA bundle (bound with `ssl/certs`), which holds any CA the
+/// operator added (an egress proxy's, a private registry's).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Generated package-manager configuration, written and bound only when the
+/// host has [`CA_BUNDLE`]: pip and npm trust the host's CAs (pip's own
+/// bundle would not hold an operator's), and carry nothing else of the
+/// host's configuration.
+const GENERATED_TRUST: &[(&str, &str)] = &[
+    ("pip.conf", "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"),
+    ("npmrc", "cafile=/etc/ssl/certs/ca-certificates.crt\n"),
 ];
 
 /// Files of the generated minimal `/etc`.
@@ -126,6 +148,19 @@ impl System {
         std::fs::create_dir_all(&etc).map_err(setup("creating the sandbox /etc"))?;
         for (name, text) in GENERATED_ETC {
             std::fs::write(etc.join(name), text).map_err(setup("writing the sandbox /etc"))?;
+        }
+        let trusted = Path::new(CA_BUNDLE).is_file();
+        for (name, text) in GENERATED_TRUST {
+            let path = etc.join(name);
+            if trusted {
+                std::fs::write(&path, text).map_err(setup("writing the sandbox /etc"))?;
+            } else {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(setup("writing the sandbox /etc")(err)),
+                }
+            }
         }
         let program = super::seccomp::program()
             .ok_or(SandboxError::Unsupported { reason: "no seccomp filter for this CPU architecture".to_owned() })?;
@@ -209,6 +244,12 @@ pub fn bwrap_args(system: &System, spec: &JailSpec) -> Vec<OsString> {
             system.dir.join("etc").join(name).into_os_string(),
             format!("/etc/{name}").into(),
         ]);
+    }
+    for (name, _) in GENERATED_TRUST {
+        let generated = system.dir.join("etc").join(name);
+        if generated.is_file() {
+            args.extend(["--ro-bind".into(), generated.into_os_string(), format!("/etc/{name}").into()]);
+        }
     }
     for name in ETC_ENTRIES {
         let host = Path::new("/etc").join(name);
@@ -350,5 +391,40 @@ mod tests {
         }
         // The remount and the command come last.
         assert!(joined.ends_with("-- /bin/bash --noprofile --norc"));
+    }
+
+    /// Goal: no host package-manager configuration, which often holds
+    /// credentials (registry tokens, apt's auth.conf.d, proxy settings in
+    /// apt.conf.d), is bound into a sandbox; apt's source lists and keys are.
+    /// Method: the bind sources of the argument list, on this host.
+    #[test]
+    fn package_manager_credentials_are_not_bound() {
+        let system = System { bwrap: "/usr/bin/bwrap".into(), dir: "/nonexistent/.system".into() };
+        let spec = JailSpec {
+            mounts: Vec::new(),
+            env: Vec::new(),
+            chdir: "/".to_owned(),
+            command: vec!["/bin/true".to_owned()],
+            cgroup_procs: Vec::new(),
+        };
+        let args: Vec<String> = bwrap_args(&system, &spec).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let sources: Vec<&str> = args
+            .windows(2)
+            .filter(|pair| matches!(pair[0].as_str(), "--ro-bind" | "--bind" | "--ro-bind-try" | "--bind-try"))
+            .map(|pair| pair[1].as_str())
+            .collect();
+        for source in &sources {
+            let forbidden = matches!(*source, "/etc" | "/etc/apt" | "/etc/pip.conf" | "/etc/npmrc")
+                || source.starts_with("/etc/apt/apt.conf")
+                || source.starts_with("/etc/apt/auth.conf");
+            assert!(!forbidden, "{source} is bound into the sandbox: {sources:?}");
+        }
+        for name in ETC_ENTRIES {
+            assert!(!name.contains("pip") && !name.contains("npm") && *name != "apt", "{name}");
+            assert!(!name.starts_with("apt/apt.conf") && !name.starts_with("apt/auth.conf"), "{name}");
+        }
+        if Path::new("/etc/apt/sources.list.d").exists() {
+            assert!(sources.contains(&"/etc/apt/sources.list.d"), "apt's sources are needed: {sources:?}");
+        }
     }
 }

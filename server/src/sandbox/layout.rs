@@ -97,11 +97,14 @@ impl SessionPaths {
 
     /// Creates the session's directories if missing: the session directory
     /// (mode 0700) and the workspace, uploads and outputs in it (0755), all
-    /// owned by the sandbox uid, and `run` owned by root. Also makes the
-    /// `sandboxes/` directory above them traversable but not listable (0711).
-    /// Needs root when the directories are new.
+    /// owned by the sandbox uid (when the server runs as root), and `run`
+    /// owned by root. Also makes the `sandboxes/` directory above them
+    /// traversable but not listable (0711). An existing session directory
+    /// that others can reach, or that the sandbox uid does not own, is made
+    /// so (something else may have created it first).
     pub fn create(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::{PermissionsExt, chown};
+        use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+        let as_root = rustix::process::geteuid().is_root();
         if let Some(parent) = self.root.parent()
             && !parent.exists()
         {
@@ -114,7 +117,21 @@ impl SessionPaths {
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
                     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
-                    chown(&dir, Some(SANDBOX_UID), Some(SANDBOX_GID))?;
+                    if as_root {
+                        chown(&dir, Some(SANDBOX_UID), Some(SANDBOX_GID))?;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && dir == self.root => {
+                    let meta = std::fs::symlink_metadata(&dir)?;
+                    if !meta.is_dir() {
+                        return Err(std::io::Error::other(format!("{} is not a directory", dir.display())));
+                    }
+                    if meta.mode() & 0o077 != 0 {
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+                    }
+                    if as_root && (meta.uid() != SANDBOX_UID || meta.gid() != SANDBOX_GID) {
+                        chown(&dir, Some(SANDBOX_UID), Some(SANDBOX_GID))?;
+                    }
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(err),

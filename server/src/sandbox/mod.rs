@@ -494,10 +494,12 @@ impl SandboxTools {
         if let Err(err) = paths.create() {
             return ToolOutcome::error(format!("{}: cannot create the session's directories: {err}", call.name));
         }
+        let egress = crate::tools::egress_of(call.environment);
         let ctx = crate::tools::ToolContext {
             session: call.session,
             paths: &paths,
             agent_tools: call.agent_tools,
+            egress: &egress,
             services: &self.inner.services,
         };
         crate::tools::run(&ctx, call.name, call.input).await

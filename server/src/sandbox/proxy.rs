@@ -10,7 +10,11 @@
 //! addresses gets a 403 too), connects, and then relays bytes both ways.
 //! Plain HTTP requests are sent on as `Connection: close` with the `Host`
 //! header set to the checked target, so one connection never reaches a second
-//! host. The proxy never connects anywhere before these checks pass.
+//! host. Under a `limited` policy a `CONNECT` tunnel must start with a TLS
+//! ClientHello whose server name (SNI) is the checked host (`net::sni`):
+//! otherwise a tunnel opened for an allowed host could carry TLS for any other
+//! name its front end serves. The proxy never connects anywhere before these
+//! checks pass, and relays nothing before the ClientHello is checked.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +30,7 @@ use tokio::task::JoinSet;
 
 use super::policy::{EgressPolicy, normalize};
 use crate::net::addr::is_public;
+use crate::net::sni;
 
 /// Longest request head accepted (request line and headers).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -37,6 +42,11 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to an upstream address may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its TLS ClientHello through a tunnel.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The TLS alert sent when a tunnel's ClientHello is refused: fatal,
+/// `unrecognized_name` (112), so the client's error says what happened.
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [21, 3, 1, 0, 2, 2, 112];
 
 /// Resolves host names (a trait so tests can make names resolve anywhere).
 pub trait Resolve: Send + Sync + std::fmt::Debug {
@@ -217,13 +227,59 @@ async fn handle(mut client: UnixStream, policy: &EgressPolicy, resolver: &dyn Re
         respond(&mut client, 502, &message).await?;
         return Err(ProxyError::Refused(message));
     };
-    match &request.forward_head {
-        None => client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await?,
-        Some(head) => upstream.write_all(head).await?,
-    }
+    let rest = match &request.forward_head {
+        None => {
+            client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await?;
+            match policy {
+                EgressPolicy::Open => rest,
+                EgressPolicy::Hosts(_) => check_hello(&mut client, &request.host, policy, rest).await?,
+            }
+        }
+        Some(head) => {
+            upstream.write_all(head).await?;
+            rest
+        }
+    };
     upstream.write_all(&rest).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
+}
+
+/// Reads the tunnel's first bytes, after `read` (already read), up to the end
+/// of the TLS ClientHello, and returns them if its server name is `host` and
+/// `policy` allows it; otherwise sends the client a TLS alert and refuses.
+async fn check_hello(
+    client: &mut UnixStream,
+    host: &str,
+    policy: &EgressPolicy,
+    mut read: Vec<u8>,
+) -> Result<Vec<u8>, ProxyError> {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let mut chunk = [0u8; 4096];
+    let outcome = loop {
+        match sni::server_name(&read) {
+            Ok(Some(name)) => break Ok(name),
+            Ok(None) => {}
+            Err(err) => break Err(err.to_string()),
+        }
+        let room = sni::MAX_HELLO_BYTES.saturating_sub(read.len()).clamp(1, chunk.len());
+        let n = match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
+            Ok(Ok(0)) => return Err(ProxyError::Refused("the client closed before its ClientHello".to_owned())),
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => break Err("the TLS ClientHello did not arrive in time".to_owned()),
+        };
+        read.extend_from_slice(&chunk[..n]);
+    };
+    let refusal = match outcome {
+        Ok(name) if name == host && policy.allows(&name) => return Ok(read),
+        Ok(name) => format!("the tunnel to {host} carries TLS for {name}, which this tunnel was not opened for"),
+        Err(reason) => format!("{reason} (a tunnel to {host} must carry TLS naming {host})"),
+    };
+    tracing::info!(host = %host, reason = %refusal, "sandbox egress blocked by policy");
+    client.write_all(&ALERT_UNRECOGNIZED_NAME).await?;
+    client.shutdown().await?;
+    Err(ProxyError::Refused(refusal))
 }
 
 /// Reads up to the end of the request head; returns the head and any bytes

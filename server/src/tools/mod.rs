@@ -25,9 +25,11 @@ use std::sync::Arc;
 use logbook_core::{Json, SessionId};
 use serde_json::Value;
 
+use crate::api::environments::{EnvConfig, Environment};
 use crate::api::tools::Tool;
 use crate::runner::ToolOutcome;
 use crate::sandbox::layout::SessionPaths;
+use crate::sandbox::policy::EgressPolicy;
 
 /// The environment variable naming a SearXNG-compatible search endpoint.
 pub const SEARCH_URL_ENV: &str = "LOGBOOK_SEARCH_URL";
@@ -41,6 +43,9 @@ pub struct ToolContext<'a> {
     /// The session's resolved agent tools (which tools are enabled, web tool
     /// domain lists and limits).
     pub agent_tools: &'a [Tool],
+    /// The hosts the session's environment lets it reach: the web tools obey
+    /// it as the sandbox's proxy does (see [`egress_of`]).
+    pub egress: &'a EgressPolicy,
     /// Shared by every session: build once at startup.
     pub services: &'a ToolServices,
 }
@@ -146,11 +151,11 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
             }
         }
         ServerTool::WebFetch => {
-            let settings = web::FetchSettings::from_tools(ctx.agent_tools);
+            let settings = web::FetchSettings::from_tools(ctx.agent_tools, ctx.egress);
             ctx.services.fetcher.run(&settings, &input).await
         }
         ServerTool::WebSearch => {
-            let settings = web::SearchSettings::from_tools(ctx.agent_tools);
+            let settings = web::SearchSettings::from_tools(ctx.agent_tools, ctx.egress);
             web::search::run(ctx.services.search.as_deref(), &settings, &input).await
         }
     };
@@ -164,6 +169,18 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
             tracing::error!(session = %ctx.session, tool = name, %err, "saving a large output failed");
             ToolOutcome::error(format!("{name}: internal error while saving a large output"))
         }
+    }
+}
+
+/// The hosts the web tools may reach for a session in `environment`: a cloud
+/// environment's networking (`limited`: its `allowed_hosts`), any host for a
+/// self-hosted one (its tools run elsewhere), and none when the environment
+/// could not be loaded (the policy is unknown, so nothing is allowed).
+pub fn egress_of(environment: Option<&Environment>) -> EgressPolicy {
+    match environment.map(|environment| &environment.config) {
+        Some(EnvConfig::Cloud { networking, .. }) => EgressPolicy::from_networking(networking),
+        Some(EnvConfig::SelfHosted {}) => EgressPolicy::Open,
+        None => EgressPolicy::Hosts(Vec::new()),
     }
 }
 

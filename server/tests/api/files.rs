@@ -326,6 +326,35 @@ async fn outputs_become_session_files_once_and_download() {
     assert!(h.events(&session).await.iter().all(|e| !e["type"].as_str().unwrap().starts_with("x.")));
 }
 
+/// DEFECT (unbounded host work from the sandbox): a capture hashes every
+/// regular file of the outputs directory in full (`content::digest_of`)
+/// before it looks at `MAX_FILE_BYTES` or `MAX_CAPTURE_BYTES`, so a file that
+/// can never be captured is still read, whole, at every idle. A sparse file
+/// costs the sandbox nothing (`truncate -s 4G`, up to the 4 GiB file-size
+/// rlimit, 1000 of them per capture): every idle then has the server read
+/// ~4 TiB on its blocking pool while holding the session's task lock.
+/// Method: one sparse file just over `MAX_FILE_BYTES`; the capture must
+/// leave it unread (the process's `rchar` grows by less than its size).
+#[tokio::test]
+async fn a_capture_does_not_read_outputs_it_cannot_store() {
+    fn rchar() -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap();
+        io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap().trim().parse().unwrap()
+    }
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session);
+    write_output(&h, sid, "small.txt", b"ok");
+    let limit = logbook_server::resources::content::MAX_FILE_BYTES;
+    let path = h.data_dir().join("sandboxes").join(sid).join("outputs").join("sparse.bin");
+    std::fs::File::create(&path).unwrap().set_len(limit + 32 * 1024 * 1024).unwrap();
+    let before = rchar();
+    let created = capture(&h, &h.key_a, sid).await;
+    let read = rchar() - before;
+    assert_eq!(created.len(), 1, "only small.txt can be captured");
+    assert!(read < limit, "one capture read {read} bytes to store 2: the over-limit sparse file was read whole");
+}
+
 #[tokio::test]
 async fn large_files_are_chunked_and_come_back_whole() {
     // Goal: a file over one chunk (8 MiB) is stored as chunks and comes back

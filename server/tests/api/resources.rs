@@ -117,6 +117,37 @@ async fn files_mounted_at_creation_are_on_disk_in_the_log_and_on_the_session() {
     assert_eq!(all["data"][0]["resources"], json!(resources));
 }
 
+/// DEFECT (session files readable by every local user): the session
+/// directory is meant to be mode 0700, owned by the sandbox user, so that
+/// nobody else on the host reaches its workspace, uploads and outputs
+/// (`SessionPaths::create`, docs/sandbox.md "the session dir 0700"), and
+/// `sandboxes/` 0711 so session ids cannot be listed. But a session created
+/// with resources gets its directories from `Host::prepare` ->
+/// `confine::Root::open` -> `create_dir_all`, with the process umask's modes
+/// (0755, root-owned); `SessionPaths::create` later finds them existing and
+/// leaves them so. Session ids are in every jail's `bwrap` command line (`ps`),
+/// so any local user can then read every such session's files (0644/0444).
+/// Method: attach a file at creation, let the sandbox's own set-up run too,
+/// and look at the modes.
+#[tokio::test]
+async fn a_session_directory_made_for_resources_is_private() {
+    let h = Harness::new();
+    let csv = h.upload("sales.csv", "text/csv", CSV).await;
+    let session = session_with(&h, json!([{"type": "file", "file_id": id(&csv)}])).await.ok();
+    let sid = id(&session);
+    let paths = logbook_server::sandbox::layout::SessionPaths::new(&h.data_dir(), sid.parse().unwrap());
+    assert_eq!(paths.root(), h.data_dir().join("sandboxes").join(sid));
+    paths.create().unwrap();
+    let meta = std::fs::metadata(paths.root()).unwrap();
+    let mode = meta.permissions().mode() & 0o777;
+    assert!(
+        mode & 0o077 == 0 && meta.uid() == expected_owner(),
+        "the session directory {} is mode {mode:o}, owner {}: other local users can read its files",
+        paths.root().display(),
+        meta.uid()
+    );
+}
+
 #[tokio::test]
 async fn resources_are_added_listed_retrieved_and_deleted_on_a_running_session() {
     let h = Harness::new();

@@ -8,11 +8,17 @@
 //! the log writes on) and when the log starts writing a segment it did not
 //! create (one prepared ahead, whose own directory sync may have failed).
 //! Open files are kept in a small cache so that reads do not reopen them.
+//!
+//! The store is private to the server's user: the log and sled directories
+//! are created mode [`PRIVATE_DIR_MODE`] and the segments
+//! [`PRIVATE_FILE_MODE`], and opening a store made before that restricts them
+//! ([`make_private_dir`]). The data directory itself must stay traversable by
+//! the sandbox user, so its own mode cannot protect them.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,6 +45,52 @@ pub struct FsLogDir {
     open: Mutex<BTreeMap<u64, Arc<FsSegment>>>,
 }
 
+/// The mode of the store's directories: the server's user only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The mode of the store's files.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates the directory `path` (and its missing parents) mode
+/// [`PRIVATE_DIR_MODE`], or restricts an existing one to it; then restricts
+/// each entry directly in it that others could reach (files to
+/// [`PRIVATE_FILE_MODE`], directories to [`PRIVATE_DIR_MODE`]; symbolic links
+/// are left alone). Returns whether it created the directory.
+pub fn make_private_dir(path: &Path) -> io::Result<bool> {
+    let created = match std::fs::DirBuilder::new().recursive(false).mode(PRIVATE_DIR_MODE).create(path) {
+        Ok(()) => true,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(path)?;
+            true
+        }
+        Err(err) => return Err(err),
+    };
+    restrict(path, PRIVATE_DIR_MODE)?;
+    for item in std::fs::read_dir(path)? {
+        let item = item?;
+        let kind = item.file_type()?;
+        if kind.is_dir() {
+            restrict(&item.path(), PRIVATE_DIR_MODE)?;
+        } else if kind.is_file() {
+            restrict(&item.path(), PRIVATE_FILE_MODE)?;
+        }
+    }
+    Ok(created)
+}
+
+/// Takes away the group's and others' permissions of `path` (not a symbolic
+/// link), leaving `mode` if it had any of them.
+fn restrict(path: &Path, mode: u32) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() || meta.mode() & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 #[derive(Debug)]
 pub struct FsSegment {
     file: File,
@@ -47,11 +99,10 @@ pub struct FsSegment {
 impl FsLogDir {
     /// Opens (creating if needed, durably) the directory `path`.
     pub fn open(path: &Path) -> io::Result<FsLogDir> {
-        if !path.exists() {
-            std::fs::create_dir_all(path)?;
-            if let Some(parent) = path.parent() {
-                File::open(parent)?.sync_all()?;
-            }
+        if make_private_dir(path)?
+            && let Some(parent) = path.parent()
+        {
+            File::open(parent)?.sync_all()?;
         }
         // A preparation a crash interrupted is useless: start it over when needed.
         for item in std::fs::read_dir(path)? {
@@ -109,7 +160,13 @@ impl LogDir for FsLogDir {
         if !exists && !create {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no segment {}", path.display())));
         }
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&path)?;
         if !exists {
             file.sync_all()?;
         }
@@ -136,7 +193,8 @@ impl LogDir for FsLogDir {
         }
         let temp = path.with_extension(format!("{SEGMENT_SUFFIX}.{PREPARING_SUFFIX}"));
         {
-            let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
+            let mut file =
+                OpenOptions::new().write(true).create(true).truncate(true).mode(PRIVATE_FILE_MODE).open(&temp)?;
             let zeroes = vec![0u8; ZERO_CHUNK_BYTES];
             let mut written = 0u64;
             while written < len {

@@ -79,8 +79,9 @@ impl SledEngine {
     pub fn open(data: &Path, options: &SledOptions) -> Result<SledEngine, OpenError> {
         let dir = &data.join(SLED_DIR);
         let io_err = |reason: String| OpenError::Io { path: dir.to_owned(), reason };
-        let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|err| io_err(err.to_string()))?;
+        // Private: sled creates its files with the process umask's modes, so
+        // the directory is what keeps them from other users.
+        let created = super::files::make_private_dir(dir).map_err(|err| io_err(err.to_string()))?;
         if created {
             // The new directory's own entry must survive a crash too.
             if let Some(parent) = dir.parent() {
@@ -96,6 +97,8 @@ impl SledEngine {
             .flush_every_ms(None);
         let db = open_waiting_for_lock(&config)
             .map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })?;
+        // The files sled just created (db, conf, blobs/) get private modes too.
+        super::files::make_private_dir(dir).map_err(|err| io_err(err.to_string()))?;
         let open_tree = |tree: Tree| {
             db.open_tree(tree.name()).map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })
         };

@@ -1,6 +1,8 @@
 //! `write {file_path, content}` (create or overwrite, with parent
 //! directories) and `edit {file_path, old_string, new_string, replace_all?}`
-//! (exact string replacement, unique unless `replace_all`).
+//! (exact string replacement, unique unless `replace_all`). `edit` reads
+//! and makes files of at most `MAX_TEXT_BYTES`: a larger result is refused
+//! before it is built.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
@@ -87,10 +89,22 @@ fn edit_file(roots: &Roots, input: &EditInput) -> Result<ToolOutcome, String> {
             "edit: old_string appears {count} times in {file_path} (must be unique)"
         )));
     }
-    let (updated, n_replaced) = if replace_all {
-        (content.replace(&input.old_string, &input.new_string), count)
+    let n_replaced = if replace_all { count } else { 1 };
+    // Refused before anything is built: `replace_all` multiplies new_string by
+    // the number of matches, in the server's memory and on the host's disk.
+    let removed = (n_replaced as u64).saturating_mul(input.old_string.len() as u64);
+    let added = (n_replaced as u64).saturating_mul(input.new_string.len() as u64);
+    let result_size = (content.len() as u64).saturating_sub(removed).saturating_add(added);
+    if result_size > MAX_TEXT_BYTES {
+        return Ok(ToolOutcome::error(format!(
+            "edit: the edited {file_path} would be {result_size} bytes ({n_replaced} replacement(s)), more than the \
+             {MAX_TEXT_BYTES}-byte limit; the file is unchanged. Use bash (sed, awk) to make a large file"
+        )));
+    }
+    let updated = if replace_all {
+        content.replace(&input.old_string, &input.new_string)
     } else {
-        (content.replacen(&input.old_string, &input.new_string, 1), 1)
+        content.replacen(&input.old_string, &input.new_string, 1)
     };
     file.seek(SeekFrom::Start(0)).map_err(|err| err.to_string())?;
     file.write_all(updated.as_bytes()).map_err(|err| err.to_string())?;

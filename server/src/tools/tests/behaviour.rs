@@ -211,6 +211,30 @@ async fn edit_replaces_exact_unique_strings() {
     assert_eq!(std::fs::read_to_string(fx.paths.uploads().join("u.txt")).unwrap(), "abc");
 }
 
+/// DEFECT (unbounded amplification in the server): `edit` caps the file it
+/// reads at 256 KiB but not the file it makes. With `replace_all`, a one-byte
+/// `old_string` in a 256 KiB file and an N-byte `new_string` builds a
+/// 256 Ki x N byte string in the server process (root, outside every sandbox
+/// cgroup) and writes it to the host disk (the server is not bound by the
+/// sandbox's file-size rlimit): one tool call with a 100 KB `new_string`
+/// asks for ~26 GB, taking the server (and every tenant's sessions) down.
+/// Method: a small amplification (64 KiB x 1 KiB = 64 MiB) must be refused
+/// like an oversized input file, leaving the file as it was.
+#[tokio::test]
+async fn edit_refuses_results_beyond_the_text_limit() {
+    let fx = Fixture::new();
+    let path = fx.put("amp.txt", "a".repeat(64 * 1024));
+    let input = json!({"file_path": "amp.txt", "old_string": "a", "new_string": "b".repeat(1024), "replace_all": true});
+    let outcome = fx.call("edit", input).await;
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        outcome.is_error && size == 64 * 1024,
+        "edit grew a 64 KiB file to {size} bytes (is_error={}): {}",
+        outcome.is_error,
+        text_of(&outcome)
+    );
+}
+
 /// Sets a file's modification time to `secs` after the epoch.
 fn set_mtime(path: &std::path::Path, secs: u64) {
     let file = std::fs::File::options().write(true).open(path).unwrap();

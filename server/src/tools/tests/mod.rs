@@ -33,6 +33,7 @@ use super::{ToolContext, ToolServices, run};
 use crate::api::tools::{Tool, resolve_tools};
 use crate::runner::ToolOutcome;
 use crate::sandbox::layout::SessionPaths;
+use crate::sandbox::policy::EgressPolicy;
 
 /// Hang guard for one tool call: far beyond any healthy call, so it only
 /// ever fires on a hang.
@@ -44,6 +45,8 @@ pub(super) struct Fixture {
     pub(super) data: PathBuf,
     pub(super) paths: SessionPaths,
     pub(super) tools: Vec<Tool>,
+    /// The environment's networking (any host unless a test limits it).
+    pub(super) egress: EgressPolicy,
     pub(super) services: ToolServices,
 }
 
@@ -66,7 +69,7 @@ impl Fixture {
             std::fs::create_dir_all(&path).unwrap();
         }
         let tools = resolve_tools(tools.as_array().unwrap()).unwrap();
-        Fixture { _dir: dir, data, paths, tools, services }
+        Fixture { _dir: dir, data, paths, tools, egress: EgressPolicy::Open, services }
     }
 
     /// The host path of `rel` in the workspace.
@@ -88,6 +91,7 @@ impl Fixture {
             session: SessionId::from_parts(1, 1),
             paths: &self.paths,
             agent_tools: &self.tools,
+            egress: &self.egress,
             services: &self.services,
         };
         let input = Json::new(&input);

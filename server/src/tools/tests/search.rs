@@ -105,3 +105,16 @@ async fn without_a_provider_the_tool_says_so() {
     assert!(ToolServices::from_search_url(Some("file:///x")).is_err());
     assert!(ToolServices::from_search_url(Some("  ")).is_ok());
 }
+
+/// Goal: results on hosts a `limited` environment does not allow are dropped
+/// (the hosted tool omits them). Method: the environment allows only
+/// `*.example.com`.
+#[tokio::test]
+async fn limited_networking_drops_results() {
+    use crate::sandbox::policy::{EgressPolicy, HostRule};
+    let server = TestServer::start("127.0.0.1:0", Arc::new(searxng)).await;
+    let mut fx = fixture(&server, json!([{"type": "agent_toolset_20260401"}]));
+    fx.egress = EgressPolicy::Hosts(vec![HostRule::parse("*.example.com")]);
+    let outcome = fx.call("web_search", json!({"query": "x"})).await;
+    assert_eq!(outcome.content, vec![result("https://docs.example.com/tides", "Tides", "About x")]);
+}

@@ -382,3 +382,26 @@ async fn only_checked_addresses_are_dialled() {
     assert!(fx.ok("web_fetch", json!({"url": "http://public.test/"})).await.contains("LEAKED"));
     assert_eq!(net.trap4.connections(), 1);
 }
+
+/// Goal: a `limited` environment's `allowed_hosts` bound web_fetch as they
+/// bound the sandbox: a host outside them is `url_not_allowed`, on the first
+/// URL and on every redirect, and an IP address never matches. Method: the
+/// fixture's environment allows only `public.test`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_networking_bounds_fetches_and_their_redirects() {
+    use crate::sandbox::policy::{EgressPolicy, HostRule};
+    let net = Net::start().await;
+    let mut fx = net.default_fixture();
+    fx.egress = EgressPolicy::Hosts(vec![HostRule::parse("public.test")]);
+    assert!(fx.ok("web_fetch", json!({"url": "http://PUBLIC.test./text"})).await.contains("plain text body"));
+    let text = fx.err("web_fetch", json!({"url": "http://other.test/text"})).await;
+    assert!(text.starts_with("web_fetch error url_not_allowed: ") && text.contains("networking"), "{text}");
+    let text =
+        fx.err("web_fetch", json!({"url": "http://public.test/redirect?to=http%3A%2F%2Fother.test%2Ftext"})).await;
+    assert!(text.starts_with("web_fetch error url_not_allowed: "), "{text}");
+    assert!(fx.err("web_fetch", json!({"url": "http://203.0.113.10/text"})).await.contains("url_not_allowed"));
+    // `limited` with no hosts allows nothing, as when the environment is unknown.
+    fx.egress = crate::tools::egress_of(None);
+    assert!(fx.err("web_fetch", json!({"url": "http://public.test/text"})).await.contains("url_not_allowed"));
+    assert_eq!(net.trapped(), 0);
+}

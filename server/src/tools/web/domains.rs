@@ -2,12 +2,17 @@
 //! `allowed_domains` / `blocked_domains` (a domain covers its subdomains;
 //! web_search entries may add a path prefix) and web_fetch's
 //! `max_content_tokens`. The API validated them when the agent was saved
-//! (`api::tools`); anything unreadable here counts as absent.
+//! (`api::tools`); anything unreadable here counts as absent. On top of them,
+//! the session environment's networking ([`EgressPolicy`]): a `limited`
+//! environment's `allowed_hosts` bound the web tools as they bound the
+//! sandbox (a fetch elsewhere is `url_not_allowed`, a search drops the
+//! result).
 
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
 use crate::api::tools::Tool;
+use crate::sandbox::policy::EgressPolicy;
 
 /// Which URLs a web tool may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,29 +36,48 @@ pub(crate) struct DomainRule {
 pub(crate) struct FetchSettings {
     pub(crate) rules: DomainRules,
     pub(crate) max_content_tokens: Option<u64>,
+    /// The hosts the session's environment lets it reach.
+    pub(crate) egress: EgressPolicy,
 }
 
 /// What web_search's config says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SearchSettings {
     pub(crate) rules: DomainRules,
+    /// The hosts the session's environment lets it reach.
+    pub(crate) egress: EgressPolicy,
 }
 
 impl FetchSettings {
-    pub(crate) fn from_tools(tools: &[Tool]) -> FetchSettings {
+    /// The agent's web_fetch config, within the environment's `egress`.
+    pub(crate) fn from_tools(tools: &[Tool], egress: &EgressPolicy) -> FetchSettings {
         let extra = tool_extra(tools, "web_fetch");
         FetchSettings {
             rules: extra.map(DomainRules::from_extra).unwrap_or(DomainRules::Any),
             max_content_tokens: extra.and_then(|extra| extra.get("max_content_tokens")).and_then(Value::as_u64),
+            egress: egress.clone(),
         }
     }
 }
 
 impl SearchSettings {
-    pub(crate) fn from_tools(tools: &[Tool]) -> SearchSettings {
+    /// The agent's web_search config, within the environment's `egress`.
+    pub(crate) fn from_tools(tools: &[Tool], egress: &EgressPolicy) -> SearchSettings {
         SearchSettings {
             rules: tool_extra(tools, "web_search").map(DomainRules::from_extra).unwrap_or(DomainRules::Any),
+            egress: egress.clone(),
         }
+    }
+}
+
+/// Whether the environment's `egress` lets the session reach `url`'s host
+/// (IP-address hosts match no `limited` rule).
+pub(crate) fn egress_permits(egress: &EgressPolicy, url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(domain)) => egress.allows(domain),
+        Some(Host::Ipv4(ip)) => egress.allows(&ip.to_string()),
+        Some(Host::Ipv6(ip)) => egress.allows(&ip.to_string()),
+        None => false,
     }
 }
 

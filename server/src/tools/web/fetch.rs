@@ -2,7 +2,9 @@
 //! server and returned as readable text or a document block.
 //!
 //! Only `http` and `https`, no credentials in the URL, the agent's
-//! `allowed_domains` / `blocked_domains` (refused as `url_not_allowed`), and
+//! `allowed_domains` / `blocked_domains` and the environment's networking (a
+//! `limited` environment's `allowed_hosts`), both refused as
+//! `url_not_allowed`, and
 //! connections to public addresses only: names through [`CheckedResolver`],
 //! IP-address hosts checked here. Redirects are followed by hand, at most
 //! [`MAX_REDIRECTS`], each new URL going through every check again. Proxies
@@ -24,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::{Host, Url};
 
-use super::domains::FetchSettings;
+use super::domains::{FetchSettings, egress_permits};
 use super::extract::{self, BodyKind};
 use super::guard::{self, CheckedResolver, HostResolver};
 use crate::net::addr::is_public;
@@ -213,6 +215,15 @@ pub(crate) fn check_url(url: &Url, settings: &FetchSettings) -> Result<(), Failu
         return Err(Failure::new(
             Code::UrlNotAllowed,
             format!("{url} is not allowed by the agent's web_fetch domains"),
+        ));
+    }
+    if !egress_permits(&settings.egress, url) {
+        return Err(Failure::new(
+            Code::UrlNotAllowed,
+            format!(
+                "{url}: the host is not allowed by this environment's networking policy \
+                 (limited networking reaches only its allowed_hosts)"
+            ),
         ));
     }
     if let Some(ip) = ip

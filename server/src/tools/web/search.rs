@@ -10,7 +10,9 @@
 //! and usually on the operator's own network, so it is deliberately not put
 //! through web_fetch's public-address filter; the model chooses only the query.
 //! Results outside the agent's `allowed_domains` (or inside its
-//! `blocked_domains`) are dropped, as the hosted tool does.
+//! `blocked_domains`), or on a host a `limited` environment does not allow,
+//! are dropped, as the hosted tool does. The query itself goes to the
+//! operator's endpoint whatever the environment allows.
 
 use std::fmt;
 use std::future::Future;
@@ -22,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::domains::SearchSettings;
+use super::domains::{SearchSettings, egress_permits};
 use crate::runner::ToolOutcome;
 
 /// Most results returned to the model.
@@ -168,7 +170,7 @@ pub(crate) async fn run(
         .into_iter()
         .filter_map(|hit| {
             let url = Url::parse(&hit.url).ok().filter(|url| matches!(url.scheme(), "http" | "https"))?;
-            settings.rules.permits(&url).then(|| result_block(hit, url))
+            (settings.rules.permits(&url) && egress_permits(&settings.egress, &url)).then(|| result_block(hit, url))
         })
         .take(MAX_SEARCH_RESULTS)
         .collect();
