@@ -1289,3 +1289,46 @@ async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_in
     let items = q.list(&h).await;
     assert_eq!(items.len(), 5, "one item per stop, none for the repeated asks: {items:?}");
 }
+
+#[tokio::test]
+async fn a_worker_releasing_its_item_before_any_call_waits_is_no_failure_of_later_calls() {
+    // Defect (review of ebd3c8a, queue.rs `StoredWork::stop`): a worker's
+    // unasked stop sets `stopped_by_worker` whatever the session is doing,
+    // though the field's own doc says a worker "that stops its item while
+    // calls still wait on it failed them". A worker that releases its item
+    // while no call waits on it (the SDK worker force-stops its item on
+    // SIGTERM, or after idling out at the end of a turn; here mid-turn, the
+    // model still answering) failed nothing, yet the flag stays on the item:
+    // when the model then asks for `bash`, the runner's
+    // `ensure_session_work(WorkerCalls)` queues nothing and the session sits
+    // idle with `requires_action` for a call no worker will ever be handed,
+    // until the user interrupts or sends something. Method: as the test
+    // above, the runner's ensure called directly (the harness has no runner).
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let tenant = h.tenant(&h.key_a);
+    let handle = json!({"id": session});
+    // A worker takes the session's item; a turn starts, with no call yet.
+    let polled = q.poll(&h, "").await.ok();
+    let (work, token) = (id(&polled).to_owned(), token_of(&polled));
+    q.ack(&h, &work).await.ok();
+    heartbeat(&h, &q, &work, Auth::Bearer(&token), &expected("NO_HEARTBEAT")).await.ok();
+    let running: Event = serde_json::from_value(json!({"type": "session.status_running"})).unwrap();
+    h.inject(&handle, vec![running]);
+    // The worker is scaled down (SIGTERM): it releases its item. No call waits.
+    stop(&h, &q, &work, Auth::Bearer(&token), true).await.ok();
+    // The model now asks for bash: the call waits on a worker.
+    let [call] = <[String; 1]>::try_from(h.inject(&handle, vec![tool_use("bash", Some("allow"))])).unwrap();
+    let waiting =
+        json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [call]}});
+    h.inject(&handle, vec![serde_json::from_value(waiting).unwrap()]);
+    let store = h.state.store();
+    let (_, stored) = logbook_server::api::sessions::load(store, &tenant, session.parse().unwrap()).unwrap();
+    logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, WorkNeed::WorkerCalls).unwrap();
+    assert_eq!(
+        q.stats(&h).await["depth"],
+        1,
+        "a call made after its worker released the item gets no worker: the session waits forever"
+    );
+}
