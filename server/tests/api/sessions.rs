@@ -1122,3 +1122,72 @@ async fn x_a_slice_reads_a_bounded_number_of_records_per_request() {
     let rest = h.get(&format!("/x/v1/sessions/{sid}/slice?types[]=session.error&from_seq={next}")).await.ok();
     assert_eq!(rest["next_seq"], Value::Null, "{rest}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_decision_loop_is_still_bounded_by_the_step_limit() {
+    // Defect (review of b1619a6, runner/mod.rs `Stopped::StepLimit`): a task
+    // at its step limit (MAX_STEPS_PER_WAKE, 10,000) now yields and goes on
+    // instead of stopping, so nothing bounds a decision loop that never
+    // reaches `Wait` any more. Before, such a loop (a machine bug) cost at
+    // most 10,000 steps per wake and the task ended; now the task appends
+    // forever: the log (and disk) grows without bound and a core spins until
+    // the server restarts. The budget loop the runner review found (unfixed:
+    // `a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns`,
+    // tests/tests/runner.rs) is such a loop: status_running, usage,
+    // idle(budget_reached), over and over. Method: a session with a 1-cent
+    // budget whose first turn cost more (injected), a runner (no model
+    // needed: the budget is checked first), a message; the task must end
+    // within a generous deadline (10,000 steps take a few seconds here).
+    use logbook_core::event::{
+        ModelUsage, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart, StopReason,
+        UserMessage,
+    };
+    use logbook_server::runner::tools::EchoTools;
+    use logbook_server::runner::{RunnerConfig, RunnerHandle};
+    let h = Harness::new();
+    let agent = h.agent("budget").await;
+    let env = h.env("budget").await;
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "1", "currency": "USD"}});
+    let session = h
+        .post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"], "budget": budget}))
+        .await
+        .ok();
+    let sid = id(&session).to_owned();
+    let start = h.inject(&session, vec![
+        logbook_core::Event::UserMessage(UserMessage {
+            content: vec![logbook_core::event::ContentBlock::Text { text: "first".into() }],
+        }),
+        logbook_core::Event::SessionStatusRunning(SessionStatusRunning {}),
+        logbook_core::Event::SpanModelRequestStart(SpanModelRequestStart {}),
+    ])[2]
+        .parse()
+        .unwrap();
+    h.inject(&session, vec![
+        logbook_core::Event::SpanModelRequestEnd(SpanModelRequestEnd {
+            model_request_start_id: start,
+            model_usage: ModelUsage { input_tokens: 1_000_000, ..Default::default() },
+            is_error: Some(false),
+        }),
+        logbook_core::Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+    ]);
+    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
+    let runner = RunnerHandle::new(RunnerConfig {
+        model: None,
+        request_options: Default::default(),
+        tools: std::sync::Arc::new(EchoTools),
+        mcp: std::sync::Arc::new(mcp),
+        policy: Default::default(),
+        retry_base: std::time::Duration::from_millis(1),
+        auto_allowed: Vec::new(),
+    });
+    h.state.set_runner(runner.clone());
+    h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![user_message("second")])).await.ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while runner.n_active() > 0 {
+        if std::time::Instant::now() > deadline {
+            let head = logbook_store::Read::head(h.state.store(), sid.parse().unwrap()).unwrap().next.get();
+            panic!("the session's task still runs after 90 s: its log has {head} events and keeps growing");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
