@@ -1332,3 +1332,36 @@ async fn a_worker_releasing_its_item_before_any_call_waits_is_no_failure_of_late
         "a call made after its worker released the item gets no worker: the session waits forever"
     );
 }
+
+#[tokio::test]
+async fn a_runner_step_that_began_before_an_archive_queues_no_item_after_it() {
+    // Defect (review of 1cb09cb/ebd3c8a, work/mod.rs `ensure_session_work`,
+    // queue.rs `ensure_session_item`): archiving stops a self-hosted
+    // session's item (`stop_session_work`, as an operator's forced stop), but
+    // nothing stops the session's runner from queueing a new one right
+    // after: a runner step that read the log before the
+    // `session.status_terminated` (woken by a worker's answer to one of two
+    // calls, say) ends with `ensure_work` (step.rs) for the call still
+    // waiting, and `ensure_session_item` replaces an operator-stopped item
+    // for an archived session as for any other. The archived session's item
+    // is handed to a worker and counted in `stats.depth` (the very thing
+    // 1cb09cb prevents). Method: a session waiting on a worker's call is
+    // archived; then the runner's call, as its late step makes it.
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let tenant = h.tenant(&h.key_a);
+    let handle = json!({"id": session});
+    let [call] = <[String; 1]>::try_from(h.inject(&handle, vec![tool_use("bash", Some("allow"))])).unwrap();
+    let waiting =
+        json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [call]}});
+    h.inject(&handle, vec![serde_json::from_value(waiting).unwrap()]);
+    h.post_empty(&format!("/v1/sessions/{session}/archive")).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 0);
+    // The runner's step that read the log before the archive ends now.
+    let store = h.state.store();
+    let (_, stored) = logbook_server::api::sessions::load(store, &tenant, session.parse().unwrap()).unwrap();
+    logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, WorkNeed::WorkerCalls).unwrap();
+    assert_eq!(q.stats(&h).await["depth"], 0, "an archived session's item was queued again");
+    assert_eq!(q.poll(&h, "").await.text(), "null", "a worker was handed the item of an archived session");
+}
