@@ -1191,3 +1191,67 @@ async fn a_runaway_decision_loop_is_still_bounded_by_the_step_limit() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_hosted_sessions_unstarted_input_is_not_archived_away_either() {
+    // Defect (review of d0f2f61, sessions.rs `try_archive`): archive refuses
+    // (retryably) while acknowledged input waits for the runner, except for
+    // self-hosted sessions, on the premise that "its input waits for a worker
+    // that may never come, nothing is about to start". But a self-hosted
+    // session's turns are run by Logbook's runner like any other (only its
+    // built-in tool calls go to a worker; behaviour digest §7.1:
+    // orchestration stays on the server): a message starts a turn and a
+    // model call at once, with no worker anywhere. So archiving a
+    // self-hosted session right after a message is acknowledged ends it with
+    // the message never answered, the race the commit closed for cloud
+    // sessions. Method: first, that a self-hosted session's message starts a
+    // turn with no worker (a runner without a model: the turn ends
+    // retries_exhausted); then input acknowledged and not started yet, as in
+    // `archive_waits_for_input_the_runner_has_not_started_on`.
+    use logbook_core::Event;
+    use logbook_core::event::UserMessage;
+    use logbook_server::runner::tools::EchoTools;
+    use logbook_server::runner::{RunnerConfig, RunnerHandle};
+
+    let h = Harness::new();
+    let agent = h.agent("hosted").await;
+    let env = h.self_hosted_env("workers").await;
+    let self_hosted = h.session(&agent, &env).await;
+    let path = format!("/v1/sessions/{}", id(&self_hosted));
+    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
+    let runner = RunnerHandle::new(RunnerConfig {
+        model: None,
+        request_options: Default::default(),
+        tools: std::sync::Arc::new(EchoTools),
+        mcp: std::sync::Arc::new(mcp),
+        policy: Default::default(),
+        retry_base: std::time::Duration::from_millis(1),
+        auto_allowed: Vec::new(),
+    });
+    h.state.set_runner(runner.clone());
+    // No worker polls, ever: the runner still takes the turn.
+    h.post(&format!("{path}/events"), &events_body(vec![user_message("hello")])).await.ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while runner.n_active() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the turn did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let kinds: Vec<String> =
+        h.events(&self_hosted).await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert!(kinds.iter().any(|k| k == "span.model_request_start"), "{kinds:?}");
+
+    // Input acknowledged, its turn not recorded yet (the runner is not woken).
+    h.inject(
+        &self_hosted,
+        vec![Event::UserMessage(UserMessage {
+            content: vec![logbook_core::event::ContentBlock::Text { text: "again".into() }],
+        })],
+    );
+    let archived = h.post_empty(&format!("{path}/archive")).await;
+    assert_eq!(
+        archived.header("x-should-retry"),
+        Some("true"),
+        "a self-hosted session was archived with input its runner was about to start on: {}",
+        archived.text()
+    );
+}
