@@ -59,6 +59,10 @@ enum Mode {
     Idling,
     /// `x.compaction` was recorded; `agent.thread_context_compacted` may follow.
     Compacted,
+    /// A turn the runner gave up on an internal error, in whatever step
+    /// (`session.error` exhausted first): the open request's end and the open
+    /// calls' error results follow, then usage and the idle.
+    Failing,
 }
 
 pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) -> RerunReport {
@@ -90,7 +94,19 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             Mode::Results(open) => answered(event).is_some_and(|id| open.contains(&id)),
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
             Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
+            Mode::Failing => matches!(
+                event,
+                Event::SpanModelRequestEnd(_)
+                    | Event::AgentToolResult(_)
+                    | Event::AgentMcpToolResult(_)
+                    | Event::SessionUsage(_)
+                    | Event::SessionStatusIdle(_)
+            ),
         };
+        // The runner ends a turn a step failed in with an exhausted
+        // `session.error` (`fail_turn`), which no command decides.
+        let gives_up =
+            matches!(event, Event::SessionError(error) if error.error.retry_status() == RetryStatus::Exhausted);
         if !continues {
             let expected = machine.next(policy);
             report.n_steps += 1;
@@ -98,6 +114,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                 if let Event::SessionStatusIdle(idle) = &e.event { Some(idle.stop_reason.clone()) } else { None }
             });
             let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref());
+            let (ok, new_mode) = if !ok && gives_up { (true, Mode::Failing) } else { (ok, new_mode) };
             if !ok {
                 report.mismatches.push(Mismatch {
                     entry_idx,
@@ -135,6 +152,13 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Between
                 } else {
                     Mode::Compacted
+                }
+            }
+            Mode::Failing => {
+                if matches!(event, Event::SessionStatusIdle(_)) {
+                    Mode::Between
+                } else {
+                    Mode::Failing
                 }
             }
             Mode::Between => Mode::Between,

@@ -1,13 +1,12 @@
-//! Review of b1619a6 (runner: "a failing step ends the turn"): the events
-//! `Task::fail_turn` (server/src/runner/step.rs) appends are not accepted by
-//! `logbook rerun`.
+//! `logbook rerun` accepts the events `Task::fail_turn`
+//! (server/src/runner/step.rs) appends to end a turn a step failed in.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use logbook_core::event::{
-    AgentToolUse, ContentBlock, Event, RetryStatus, SessionError, SessionErrorDetail, SessionStatusIdle,
-    SessionStatusRunning, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolStarted,
-    UserMessage,
+    AgentToolResult, AgentToolUse, ContentBlock, Event, RetryStatus, SessionError, SessionErrorDetail,
+    SessionStatusIdle, SessionStatusRunning, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, StopReason,
+    ToolStarted, UserMessage,
 };
 use logbook_core::{Entry, EventId, Json, Timestamp};
 use logbook_replay::{Policy, rerun_check};
@@ -53,12 +52,18 @@ fn a_turn_ended_by_a_failing_tool_step_reruns_consistently() {
             is_error: Some(false),
         }),
         Event::ToolStarted(ToolStarted { tool_use_ids: vec![EventId::from_parts(1, 3)] }),
-        // What `fail_turn` appends when the tool step fails.
+        // What `fail_turn` appends when the tool step fails: the error, the
+        // open call closed, usage and the idle.
         Event::SessionError(SessionError {
             error: SessionErrorDetail::UnknownError {
                 message: "the turn stopped on an internal error of the server; see its log".into(),
                 retry_status: RetryStatus::Exhausted,
             },
+        }),
+        Event::AgentToolResult(AgentToolResult {
+            tool_use_id: EventId::from_parts(1, 3),
+            content: None,
+            is_error: Some(true),
         }),
         Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }),
         Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::RetriesExhausted, stop_details: None }),

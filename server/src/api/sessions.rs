@@ -797,12 +797,11 @@ fn try_archive(
     // Input acknowledged before the runner recorded the turn it starts:
     // archiving now would end the session with that input never answered.
     // The runner records the turn in a moment (and then the session is
-    // running, to be interrupted first). Without a runner, or for a
-    // self-hosted session (its input waits for a worker that may never
-    // come), nothing is about to start, so the archive goes ahead.
+    // running, to be interrupted first); it runs self-hosted sessions' turns
+    // too (only their tool calls go to a worker). Without a runner nothing is
+    // about to start, so the archive goes ahead.
     if status.as_ref().and_then(status_of) != Some(Status::Terminated)
         && state.runner().is_some()
-        && !session.self_hosted
         && log_has_work(store, id)?
     {
         return Err(ApiError::conflict_transient(format!(

@@ -41,6 +41,9 @@ pub const RETRY_BASE: Duration = Duration::from_millis(500);
 pub const RETRY_MAX: Duration = Duration::from_secs(8);
 /// Steps one task takes before yielding to other sessions and going on.
 const MAX_STEPS_PER_WAKE: usize = 10_000;
+/// Rounds of [`MAX_STEPS_PER_WAKE`] steps one wake may take (about 80,000
+/// model calls) before its turn is ended as a runaway decision loop.
+const MAX_STEP_LIMITS_PER_WAKE: usize = 16;
 
 /// What the runner needs besides the app state.
 #[derive(Debug)]
@@ -119,13 +122,24 @@ impl RunnerHandle {
         let tenant = Tenant { workspace };
         tokio::spawn(async move {
             let mut task = step::Task::new(state, handle.clone(), tenant, session, Arc::clone(&signals));
+            let mut limits = 0;
             loop {
                 match task.run(MAX_STEPS_PER_WAKE).await {
                     Ok(step::Stopped::Waiting) => {}
-                    Ok(step::Stopped::StepLimit) => {
+                    Ok(step::Stopped::StepLimit) if limits + 1 < MAX_STEP_LIMITS_PER_WAKE => {
                         // A long turn: let other sessions' tasks run, then go on.
+                        limits += 1;
                         tokio::task::yield_now().await;
                         continue;
+                    }
+                    Ok(step::Stopped::StepLimit) => {
+                        // No turn takes this many steps: a decision loop (a bug),
+                        // which must not append for ever.
+                        tracing::error!(%session, steps = MAX_STEPS_PER_WAKE * MAX_STEP_LIMITS_PER_WAKE,
+                            "the runner took too many steps without waiting; ending the turn");
+                        if let Err(err) = task.fail_turn().await {
+                            tracing::error!(%session, error = %err, "cannot end the runaway turn");
+                        }
                     }
                     Err(err) => {
                         tracing::error!(%session, error = %err, "runner step failed; ending the turn");
@@ -138,6 +152,7 @@ impl RunnerHandle {
                 let Ok(mut tasks) = handle.inner.tasks.lock() else { return };
                 if signals.dirty.swap(false, std::sync::atomic::Ordering::SeqCst) {
                     drop(tasks);
+                    limits = 0;
                     continue;
                 }
                 tasks.remove(&session);

@@ -125,16 +125,26 @@ impl Task {
             let policy = self.policy().await?;
             let command = self.projection.machine.next(&policy);
             tracing::debug!(session = %self.session, ?command, "runner step");
-            if policy.tool_host == ToolHost::Worker
-                && matches!(command, Command::Wait | Command::AwaitClient(_))
-                && !self.projection.machine.worker_calls(&policy).is_empty()
-            {
-                self.ensure_work().await?;
+            let worker_calls =
+                if policy.tool_host == ToolHost::Worker && matches!(command, Command::Wait | Command::AwaitClient(_)) {
+                    self.projection.machine.worker_calls(&policy)
+                } else {
+                    Vec::new()
+                };
+            if !worker_calls.is_empty() {
+                self.ensure_work(&worker_calls).await?;
             }
             match command.clone() {
                 Command::Wait => return Ok(Stopped::Waiting),
                 Command::StartTurn | Command::Resume => {
-                    self.append(vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))]).await?;
+                    // Only right after what it was decided on: an archive (or an
+                    // interrupt) landing first makes the task decide again.
+                    let expected = Seq::new(self.entries.len() as u64);
+                    let running = vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))];
+                    if self.append_at(expected, running).await?.is_none() {
+                        tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
+                        continue;
+                    }
                     self.set_status(Status::Running).await;
                     crate::resources::before_turn(&self.state, self.tenant, self.session).await;
                     // Idle to running: connect what is not connected yet (a
@@ -225,17 +235,24 @@ impl Task {
         if !self.projection.machine.in_turn() {
             return Ok(());
         }
-        let mut events = Vec::new();
-        if let Some(start_id) = self.projection.machine.open_request() {
-            events.push((None, request_end(start_id, ModelUsage::default(), true)));
-        }
         let detail = SessionErrorDetail::UnknownError {
             // The message names no internals (it is shown to clients); the
             // server log has them.
             message: "the turn stopped on an internal error of the server; see its log".to_owned(),
             retry_status: RetryStatus::Exhausted,
         };
-        events.push((None, Event::SessionError(SessionError { error: detail })));
+        // The error first: `rerun` reads what follows it as the closing of a
+        // failed turn, whatever step it failed in.
+        let mut events = vec![(None, Event::SessionError(SessionError { error: detail }))];
+        if let Some(start_id) = self.projection.machine.open_request() {
+            events.push((None, request_end(start_id, ModelUsage::default(), true)));
+        }
+        // No call of a dead turn is left open to run later without input.
+        let open: Vec<EventId> = self.projection.machine.open_tools().map(|(id, _)| id).collect();
+        for id in open {
+            let text = "The turn stopped on an internal error of the server before this call finished.";
+            events.push((None, self.answer(id, ToolOutcome::error(text))));
+        }
         self.idle(StopReason::RetriesExhausted, events).await
     }
 
@@ -342,14 +359,20 @@ impl Task {
     /// in the queue (its last one may have stopped), unless its worker failed
     /// the last one: then the calls wait for an interrupt or new input, which
     /// queue the work ([`WorkNeed::WorkerCalls`]).
-    async fn ensure_work(&self) -> Result<(), ApiError> {
+    async fn ensure_work(&self, calls: &[EventId]) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         let state = self.state.clone();
         let tenant = self.tenant;
+        let newest_call_at = self
+            .entries
+            .iter()
+            .filter(|entry| calls.contains(&entry.id))
+            .map(|entry| entry.at)
+            .max()
+            .unwrap_or_else(|| self.state.now());
+        let need = WorkNeed::WorkerCalls { newest_call_at };
         self.state
-            .blocking(move |store| {
-                crate::api::work::ensure_session_work(&state, store, &tenant, &session, WorkNeed::WorkerCalls)
-            })
+            .blocking(move |store| crate::api::work::ensure_session_work(&state, store, &tenant, &session, need))
             .await
     }
 

@@ -534,8 +534,8 @@ async fn archive_waits_for_input_the_runner_has_not_started_on() {
     // idle (acknowledged, the turn not recorded yet) is not archived: that
     // would end it with the input never answered. The answer is a 409 the
     // client may retry; a rescheduling turn is refused like a running one
-    // (archive and delete). Self-hosted sessions (input waits for a worker)
-    // and servers without a runner archive as before. Method: a runner that
+    // (archive and delete), for self-hosted sessions too. Servers without a
+    // runner archive as before. Method: a runner that
     // is never woken (events are injected, not sent), so nothing starts.
     use logbook_core::Event;
     use logbook_core::event::{SessionStatusIdle, SessionStatusRescheduled, StopReason, UserMessage};
@@ -584,8 +584,11 @@ async fn archive_waits_for_input_the_runner_has_not_started_on() {
         vec![Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None })],
     );
     assert_eq!(h.post_empty(&format!("{path}/archive")).await.ok()["status"], "terminated");
-    let archived = h.post_empty(&format!("/v1/sessions/{}/archive", id(&self_hosted))).await.ok();
-    assert_eq!(archived["status"], "terminated", "a self-hosted session's input waits for a worker");
+    // The runner runs self-hosted sessions' turns too (only their tool calls
+    // go to a worker): the same answer.
+    let refused = h.post_empty(&format!("/v1/sessions/{}/archive", id(&self_hosted))).await;
+    assert_eq!(refused.header("x-should-retry"), Some("true"));
+    refused.error(409, "conflict_error");
 }
 
 #[tokio::test]
@@ -1153,23 +1156,32 @@ async fn a_runaway_decision_loop_is_still_bounded_by_the_step_limit() {
         .await
         .ok();
     let sid = id(&session).to_owned();
-    let start = h.inject(&session, vec![
-        logbook_core::Event::UserMessage(UserMessage {
-            content: vec![logbook_core::event::ContentBlock::Text { text: "first".into() }],
-        }),
-        logbook_core::Event::SessionStatusRunning(SessionStatusRunning {}),
-        logbook_core::Event::SpanModelRequestStart(SpanModelRequestStart {}),
-    ])[2]
-        .parse()
-        .unwrap();
-    h.inject(&session, vec![
-        logbook_core::Event::SpanModelRequestEnd(SpanModelRequestEnd {
-            model_request_start_id: start,
-            model_usage: ModelUsage { input_tokens: 1_000_000, ..Default::default() },
-            is_error: Some(false),
-        }),
-        logbook_core::Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
-    ]);
+    let start = h.inject(
+        &session,
+        vec![
+            logbook_core::Event::UserMessage(UserMessage {
+                content: vec![logbook_core::event::ContentBlock::Text { text: "first".into() }],
+            }),
+            logbook_core::Event::SessionStatusRunning(SessionStatusRunning {}),
+            logbook_core::Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        ],
+    )[2]
+    .parse()
+    .unwrap();
+    h.inject(
+        &session,
+        vec![
+            logbook_core::Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: start,
+                model_usage: ModelUsage { input_tokens: 1_000_000, ..Default::default() },
+                is_error: Some(false),
+            }),
+            logbook_core::Event::SessionStatusIdle(SessionStatusIdle {
+                stop_reason: StopReason::EndTurn,
+                stop_details: None,
+            }),
+        ],
+    );
     let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
     let runner = RunnerHandle::new(RunnerConfig {
         model: None,

@@ -1255,12 +1255,13 @@ async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_in
     let waiting =
         json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [call]}});
     h.inject(&handle, vec![serde_json::from_value(waiting).unwrap()]);
+    let calls = WorkNeed::WorkerCalls { newest_call_at: h.now() };
 
     // The worker fails its item: no new one for the calls, however often the runner asks.
     let (failed, token) = take().await;
     stop(&h, &q, &failed, Auth::Bearer(&token), true).await.ok();
-    ensure(WorkNeed::WorkerCalls);
-    ensure(WorkNeed::WorkerCalls);
+    ensure(calls);
+    ensure(calls);
     assert_eq!(q.stats(&h).await["depth"], 0);
     assert_eq!(q.poll(&h, "").await.text(), "null", "the failing worker got its session back");
     // An interrupt queues the work again.
@@ -1270,7 +1271,7 @@ async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_in
     // So does new input, after the next failure (this time with the environment key).
     let (failed, _) = take().await;
     stop(&h, &q, &failed, Auth::Bearer(&q.key), true).await.ok();
-    ensure(WorkNeed::WorkerCalls);
+    ensure(calls);
     assert_eq!(q.stats(&h).await["depth"], 0);
     h.post(&path, &events_body(vec![user_message("try again")])).await.ok();
     assert_eq!(q.stats(&h).await["depth"], 1, "new input re-queues the work");
@@ -1279,12 +1280,12 @@ async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_in
     let (confirmed, token) = take().await;
     stop(&h, &q, &confirmed, Auth::XApiKey(&h.key_a), false).await.ok();
     stop(&h, &q, &confirmed, Auth::Bearer(&token), true).await.ok();
-    ensure(WorkNeed::WorkerCalls);
+    ensure(calls);
     assert_eq!(q.stats(&h).await["depth"], 1, "a requested stop is no failure");
     // The operator's forced stop: likewise.
     let (forced, _) = take().await;
     stop(&h, &q, &forced, Auth::XApiKey(&h.key_a), true).await.ok();
-    ensure(WorkNeed::WorkerCalls);
+    ensure(calls);
     assert_eq!(q.stats(&h).await["depth"], 1);
     let items = q.list(&h).await;
     assert_eq!(items.len(), 5, "one item per stop, none for the repeated asks: {items:?}");
@@ -1292,8 +1293,8 @@ async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_in
 
 #[tokio::test]
 async fn a_worker_releasing_its_item_before_any_call_waits_is_no_failure_of_later_calls() {
-    // Defect (review of ebd3c8a, queue.rs `StoredWork::stop`): a worker's
-    // unasked stop sets `stopped_by_worker` whatever the session is doing,
+    // Goal (found by review of ebd3c8a): a worker's unasked stop sets
+    // `stopped_by_worker` whatever the session is doing,
     // though the field's own doc says a worker "that stops its item while
     // calls still wait on it failed them". A worker that releases its item
     // while no call waits on it (the SDK worker force-stops its item on
@@ -1318,6 +1319,7 @@ async fn a_worker_releasing_its_item_before_any_call_waits_is_no_failure_of_late
     h.inject(&handle, vec![running]);
     // The worker is scaled down (SIGTERM): it releases its item. No call waits.
     stop(&h, &q, &work, Auth::Bearer(&token), true).await.ok();
+    h.tick(1000);
     // The model now asks for bash: the call waits on a worker.
     let [call] = <[String; 1]>::try_from(h.inject(&handle, vec![tool_use("bash", Some("allow"))])).unwrap();
     let waiting =
@@ -1325,7 +1327,8 @@ async fn a_worker_releasing_its_item_before_any_call_waits_is_no_failure_of_late
     h.inject(&handle, vec![serde_json::from_value(waiting).unwrap()]);
     let store = h.state.store();
     let (_, stored) = logbook_server::api::sessions::load(store, &tenant, session.parse().unwrap()).unwrap();
-    logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, WorkNeed::WorkerCalls).unwrap();
+    let need = WorkNeed::WorkerCalls { newest_call_at: h.now() };
+    logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, need).unwrap();
     assert_eq!(
         q.stats(&h).await["depth"],
         1,
@@ -1361,7 +1364,8 @@ async fn a_runner_step_that_began_before_an_archive_queues_no_item_after_it() {
     // The runner's step that read the log before the archive ends now.
     let store = h.state.store();
     let (_, stored) = logbook_server::api::sessions::load(store, &tenant, session.parse().unwrap()).unwrap();
-    logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, WorkNeed::WorkerCalls).unwrap();
+    let need = WorkNeed::WorkerCalls { newest_call_at: h.now() };
+    logbook_server::api::work::ensure_session_work(&h.state, store, &tenant, &stored, need).unwrap();
     assert_eq!(q.stats(&h).await["depth"], 0, "an archived session's item was queued again");
     assert_eq!(q.poll(&h, "").await.text(), "null", "a worker was handed the item of an archived session");
 }

@@ -424,10 +424,26 @@ pub fn ensure_session_work(
     if !session.self_hosted {
         return Ok(());
     }
+    // A session archived or deleted since the caller read it gets no item: its
+    // archive (or deletion) stopped the one it had. One archived while this
+    // queues is checked again after; whichever side comes second stops the
+    // new item.
+    let ended = |store: &SledStore| match super::sessions::load(store, tenant, session.id) {
+        Ok((_, current)) => Ok(current.archived_at.is_some()),
+        Err(err) if err.status == axum::http::StatusCode::NOT_FOUND => Ok(true),
+        Err(err) => Err(err),
+    };
+    if ended(store)? {
+        return Ok(());
+    }
     let now = state.now();
     let id = state.new_id(now, WorkId::from_parts);
     let env = session.environment_id;
     if let Some(item) = queue::ensure_session_item(store, tenant, env, session.id, id, now, need)? {
+        if ended(store)? {
+            queue::stop_session_item(store, tenant, session.id, now)?;
+            return Ok(());
+        }
         tracing::info!(work = %item.id, session = %session.id, environment = %env, "work item queued");
         state.work_hub().wake(tenant.workspace, env);
     }

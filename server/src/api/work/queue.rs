@@ -223,14 +223,16 @@ pub enum WorkNeed {
     /// It was created, or got input: a message, an answer, or an interrupt
     /// while it waits on calls. A stopped item is replaced whoever stopped it.
     Input,
-    /// Its runner waits on calls only a worker runs. A stopped item is
-    /// replaced unless its own worker stopped it unasked
-    /// ([`StoredWork::stopped_by_worker`]): that worker failed the calls, and a
-    /// new item at once would go to the next poll, very likely the same
-    /// failing worker, in an endless poll, ack, fail loop. As hosted (behaviour
-    /// digest §3.6), the session stays idle with `requires_action` until an
-    /// interrupt or new input queues the work again.
-    WorkerCalls,
+    /// Its runner waits on calls only a worker runs, the newest announced at
+    /// `newest_call_at`. A stopped item is replaced unless its own worker
+    /// stopped it unasked ([`StoredWork::stopped_by_worker`]) after every
+    /// waiting call was announced: that worker failed the calls, and a new
+    /// item at once would go to the next poll, very likely the same failing
+    /// worker, in an endless poll, ack, fail loop. As hosted (behaviour digest
+    /// §3.6), the session stays idle with `requires_action` until an interrupt
+    /// or new input queues the work again. A worker that released its item
+    /// before a call was announced (idled out at a turn's end) failed nothing.
+    WorkerCalls { newest_call_at: Timestamp },
 }
 
 /// Why a stop changed nothing.
@@ -1059,8 +1061,12 @@ pub fn ensure_session_item(
                     return Ok(None);
                 }
                 match need {
-                    WorkNeed::WorkerCalls if item.stopped_by_worker => return Ok(None),
-                    WorkNeed::WorkerCalls | WorkNeed::Input => {}
+                    WorkNeed::WorkerCalls { newest_call_at }
+                        if item.stopped_by_worker && item.stopped_at.is_some_and(|at| at >= newest_call_at) =>
+                    {
+                        return Ok(None);
+                    }
+                    WorkNeed::WorkerCalls { .. } | WorkNeed::Input => {}
                 }
             }
         }
