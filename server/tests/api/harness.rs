@@ -323,6 +323,26 @@ impl Harness {
         self.session(&agent, &env).await
     }
 
+    /// Attaches a runner with no model (a turn it starts ends with retries
+    /// exhausted) and the echo tools, and returns it. A runner wakes for a
+    /// session when the session is created or sent input; input injected
+    /// before this is attached is found only by archive's and other checks.
+    pub(crate) fn attach_runner(&self) -> logbook_server::runner::RunnerHandle {
+        use logbook_server::runner::{RunnerConfig, RunnerHandle};
+        let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
+        let runner = RunnerHandle::new(RunnerConfig {
+            model: None,
+            request_options: Default::default(),
+            tools: Arc::new(logbook_server::runner::tools::EchoTools),
+            mcp: Arc::new(mcp),
+            policy: Default::default(),
+            retry_base: std::time::Duration::from_millis(1),
+            auto_allowed: Vec::new(),
+        });
+        self.state.set_runner(runner.clone());
+        runner
+    }
+
     /// Appends server-side events to a session's log directly through the
     /// store, as the runner would; returns their ids.
     pub(crate) fn inject(&self, session: &Value, events: Vec<Event>) -> Vec<String> {

@@ -539,8 +539,6 @@ async fn archive_waits_for_input_the_runner_has_not_started_on() {
     // is never woken (events are injected, not sent), so nothing starts.
     use logbook_core::Event;
     use logbook_core::event::{SessionStatusIdle, SessionStatusRescheduled, StopReason, UserMessage};
-    use logbook_server::runner::tools::EchoTools;
-    use logbook_server::runner::{RunnerConfig, RunnerHandle};
 
     let h = Harness::new();
     let message = || {
@@ -557,16 +555,7 @@ async fn archive_waits_for_input_the_runner_has_not_started_on() {
     let self_hosted = h.session(&agent, &env).await;
     h.inject(&session, vec![message()]);
     h.inject(&self_hosted, vec![message()]);
-    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
-    h.state.set_runner(RunnerHandle::new(RunnerConfig {
-        model: None,
-        request_options: Default::default(),
-        tools: std::sync::Arc::new(EchoTools),
-        mcp: std::sync::Arc::new(mcp),
-        policy: Default::default(),
-        retry_base: std::time::Duration::from_millis(1),
-        auto_allowed: Vec::new(),
-    }));
+    h.attach_runner();
 
     let refused = h.post_empty(&format!("{path}/archive")).await;
     assert_eq!(refused.header("x-should-retry"), Some("true"));
@@ -1145,8 +1134,6 @@ async fn a_runaway_decision_loop_is_still_bounded_by_the_step_limit() {
         ModelUsage, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart, StopReason,
         UserMessage,
     };
-    use logbook_server::runner::tools::EchoTools;
-    use logbook_server::runner::{RunnerConfig, RunnerHandle};
     let h = Harness::new();
     let agent = h.agent("budget").await;
     let env = h.env("budget").await;
@@ -1182,17 +1169,7 @@ async fn a_runaway_decision_loop_is_still_bounded_by_the_step_limit() {
             }),
         ],
     );
-    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
-    let runner = RunnerHandle::new(RunnerConfig {
-        model: None,
-        request_options: Default::default(),
-        tools: std::sync::Arc::new(EchoTools),
-        mcp: std::sync::Arc::new(mcp),
-        policy: Default::default(),
-        retry_base: std::time::Duration::from_millis(1),
-        auto_allowed: Vec::new(),
-    });
-    h.state.set_runner(runner.clone());
+    let runner = h.attach_runner();
     h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![user_message("second")])).await.ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while runner.n_active() > 0 {
@@ -1222,25 +1199,13 @@ async fn a_self_hosted_sessions_unstarted_input_is_not_archived_away_either() {
     // `archive_waits_for_input_the_runner_has_not_started_on`.
     use logbook_core::Event;
     use logbook_core::event::UserMessage;
-    use logbook_server::runner::tools::EchoTools;
-    use logbook_server::runner::{RunnerConfig, RunnerHandle};
 
     let h = Harness::new();
     let agent = h.agent("hosted").await;
     let env = h.self_hosted_env("workers").await;
     let self_hosted = h.session(&agent, &env).await;
     let path = format!("/v1/sessions/{}", id(&self_hosted));
-    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
-    let runner = RunnerHandle::new(RunnerConfig {
-        model: None,
-        request_options: Default::default(),
-        tools: std::sync::Arc::new(EchoTools),
-        mcp: std::sync::Arc::new(mcp),
-        policy: Default::default(),
-        retry_base: std::time::Duration::from_millis(1),
-        auto_allowed: Vec::new(),
-    });
-    h.state.set_runner(runner.clone());
+    let runner = h.attach_runner();
     // No worker polls, ever: the runner still takes the turn.
     h.post(&format!("{path}/events"), &events_body(vec![user_message("hello")])).await.ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -995,15 +995,23 @@ pub fn session_item(
     session: SessionId,
     now: Timestamp,
 ) -> Result<Option<StoredWork>, ApiError> {
+    let Some((_, mut item)) = latest_of_session(store, tenant, session)? else { return Ok(None) };
+    item.settle(now);
+    Ok(Some(item))
+}
+
+/// The session's latest work item as stored, if any (a pointer to nothing,
+/// left by a crash, means none).
+fn latest_of_session(
+    store: &SledStore,
+    tenant: &Tenant,
+    session: SessionId,
+) -> Result<Option<(SessionWork, StoredWork)>, ApiError> {
     let Some(bytes) = store.get_resource(ResourceKind::WorkItem, &session_key(tenant, session))? else {
         return Ok(None);
     };
     let pointer: SessionWork = from_bytes(&bytes)?;
-    let mut item = load(store, tenant, pointer.environment_id, pointer.work_id)?.map(|(_, item)| item);
-    if let Some(item) = &mut item {
-        item.settle(now);
-    }
-    Ok(item)
+    Ok(load(store, tenant, pointer.environment_id, pointer.work_id)?.map(|(_, item)| (pointer, item)))
 }
 
 /// Stops the session's latest item at once if it is live (the session was
@@ -1016,14 +1024,7 @@ pub fn stop_session_item(
     session: SessionId,
     now: Timestamp,
 ) -> Result<Option<StoredWork>, ApiError> {
-    let Some(bytes) = store.get_resource(ResourceKind::WorkItem, &session_key(tenant, session))? else {
-        return Ok(None);
-    };
-    let pointer: SessionWork = from_bytes(&bytes)?;
-    // A pointer to nothing (a crash) means no item.
-    if load(store, tenant, pointer.environment_id, pointer.work_id)?.is_none() {
-        return Ok(None);
-    }
+    let Some((pointer, _)) = latest_of_session(store, tenant, session)? else { return Ok(None) };
     // The session is gone: a lapse noted on the way needs no new item.
     let mut lapsed = Lapsed::default();
     let (item, changed) = update(store, tenant, pointer.environment_id, pointer.work_id, now, &mut lapsed, |item| {
