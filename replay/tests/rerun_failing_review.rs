@@ -1,0 +1,122 @@
+//! Review of 9184097 (rerun's `Mode::Failing`): rerun must still reject the
+//! exhausted `session.error` closings `Task::fail_turn` never writes.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use logbook_core::event::{
+    AgentMessage, AgentToolResult, AgentToolUse, ContentBlock, Event, RetryStatus, SessionError, SessionErrorDetail,
+    SessionStatusIdle, SessionStatusRunning, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, StopReason,
+    ToolStarted, UserMessage,
+};
+use logbook_core::{Entry, EventId, Json, Timestamp};
+use logbook_replay::{Policy, rerun_check};
+
+fn log(events: Vec<Event>) -> Vec<Entry> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(n, event)| Entry { id: EventId::from_parts(1, n as u128), event, at: Timestamp::from_unix_micros(0) })
+        .collect()
+}
+
+fn exhausted() -> Event {
+    Event::SessionError(SessionError {
+        error: SessionErrorDetail::UnknownError {
+            message: "the turn stopped on an internal error of the server; see its log".into(),
+            retry_status: RetryStatus::Exhausted,
+        },
+    })
+}
+
+fn end(start: u128, is_error: bool) -> Event {
+    Event::SpanModelRequestEnd(SpanModelRequestEnd {
+        model_request_start_id: EventId::from_parts(1, start),
+        model_usage: Default::default(),
+        is_error: Some(is_error),
+    })
+}
+
+fn idle(stop_reason: StopReason) -> Event {
+    Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None })
+}
+
+fn usage() -> Event {
+    Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None })
+}
+
+/// Defect (replay/src/rerun.rs:109, `gives_up`): any exhausted
+/// `session.error` that does not match the machine's command switches rerun
+/// to `Mode::Failing`, whatever state the session is in. `fail_turn`
+/// (server/src/runner/step.rs:234) appends nothing outside a turn, yet rerun
+/// accepts a "failed turn" recorded on an idle session with no turn at all
+/// (no `session.status_running` before it), closed by an idle of any stop
+/// reason. A tampered or buggy log passes `logbook rerun`.
+#[test]
+fn rerun_rejects_a_failed_turn_closing_on_an_idle_session() {
+    let events = vec![
+        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+        Event::SessionStatusRunning(SessionStatusRunning {}),
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        Event::AgentMessage(AgentMessage { content: vec![ContentBlock::Text { text: "hello".into() }] }),
+        end(2, false),
+        usage(),
+        idle(StopReason::EndTurn),
+    ];
+    let turn = events.len();
+    let mut events = events;
+    events.extend([
+        // No turn is under way: the runner's fail_turn appends nothing here.
+        exhausted(),
+        usage(),
+        idle(StopReason::EndTurn),
+    ]);
+    let entries = log(events);
+    assert!(rerun_check(&entries[..turn], &Policy::default()).is_consistent(), "the turn itself reruns");
+    let report = rerun_check(&entries, &Policy::default());
+    assert!(!report.is_consistent(), "rerun accepts an exhausted session.error and an idle outside any turn");
+}
+
+/// Defect (replay/src/rerun.rs:97-104, `Mode::Failing`): after an exhausted
+/// `session.error` rerun accepts any `agent.tool_result`, even for a call
+/// already answered, so a call with two answers (the defect class
+/// `append_decided` was introduced against) passes rerun when the second
+/// answer follows a `session.error`.
+#[test]
+fn rerun_rejects_a_second_answer_after_a_failed_turn_error() {
+    let events = vec![
+        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+        Event::SessionStatusRunning(SessionStatusRunning {}),
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        Event::AgentToolUse(AgentToolUse {
+            name: "bash".into(),
+            input: Json::empty_object(),
+            evaluated_permission: None,
+            evaluation: None,
+            session_thread_id: None,
+        }),
+        end(2, false),
+        Event::ToolStarted(ToolStarted { tool_use_ids: vec![EventId::from_parts(1, 3)] }),
+        Event::AgentToolResult(AgentToolResult {
+            tool_use_id: EventId::from_parts(1, 3),
+            content: None,
+            is_error: Some(false),
+        }),
+    ];
+    let answered = events.len();
+    let mut events = events;
+    events.extend([
+        exhausted(),
+        // The call is answered already: fail_turn closes only open calls.
+        Event::AgentToolResult(AgentToolResult {
+            tool_use_id: EventId::from_parts(1, 3),
+            content: None,
+            is_error: Some(true),
+        }),
+        usage(),
+        idle(StopReason::RetriesExhausted),
+    ]);
+    let entries = log(events);
+    assert!(rerun_check(&entries[..answered], &Policy::default()).is_consistent(), "the answered call reruns");
+    let report = rerun_check(&entries, &Policy::default());
+    assert!(!report.is_consistent(), "rerun accepts a second answer to a call after a session.error");
+}
