@@ -1232,3 +1232,52 @@ async fn a_self_hosted_sessions_unstarted_input_is_not_archived_away_either() {
         archived.text()
     );
 }
+
+#[tokio::test]
+async fn an_idle_session_whose_title_changed_can_be_archived() {
+    // Defect (review of d0f2f61/3eab5ae/9184097, sessions.rs `log_has_work`,
+    // server/src/api/sessions.rs:1115): `session.updated` counts as input that
+    // starts work, so any update after the last idle (a title, metadata, an
+    // agent's tools; only a budget change of a session paused at its budget
+    // starts anything) makes every archive a retryable 409 "has input its
+    // agent has not started on yet". The runner records no status for such an
+    // update (the machine ignores it), so nothing ever clears it: the session
+    // cannot be archived until a
+    // new message runs a whole turn. Since 9184097 self-hosted sessions too.
+    // Method: a runner attached (never needed: a title change wakes nothing),
+    // an idle session, a title change, then archive.
+    use logbook_core::Event;
+    use logbook_core::event::{SessionStatusIdle, SessionStatusRunning, StopReason, UserMessage};
+    use logbook_server::runner::tools::EchoTools;
+    use logbook_server::runner::{RunnerConfig, RunnerHandle};
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}", id(&session));
+    // A finished turn: the session is idle.
+    h.inject(
+        &session,
+        vec![
+            Event::UserMessage(UserMessage {
+                content: vec![logbook_core::event::ContentBlock::Text { text: "hi".into() }],
+            }),
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ],
+    );
+    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
+    h.state.set_runner(RunnerHandle::new(RunnerConfig {
+        model: None,
+        request_options: Default::default(),
+        tools: std::sync::Arc::new(EchoTools),
+        mcp: std::sync::Arc::new(mcp),
+        policy: Default::default(),
+        retry_base: std::time::Duration::from_millis(1),
+        auto_allowed: Vec::new(),
+    }));
+    h.post(&path, &json!({"title": "renamed"})).await.ok();
+    // Give a runner every chance to record something (it has nothing to do).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let archived = h.post_empty(&format!("{path}/archive")).await;
+    assert_eq!(archived.ok()["status"], "terminated", "an idle session whose title changed cannot be archived");
+}
