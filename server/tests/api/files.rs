@@ -513,3 +513,37 @@ async fn ids_and_scope_id_together_list_only_files_of_that_scope() {
     let scoped = get_with_beta(&h, &format!("/v1/files?{both}&scope_id={}", id(&session))).await.ok();
     assert_eq!(ids(&scoped), [output], "scope_id was ignored: {scoped}");
 }
+
+/// Defect (review of a992103, server/src/resources/outputs.rs:102-106): the
+/// per-capture read budget (`MAX_CAPTURE_READ_BYTES`) counts unchanged
+/// outputs too, and every capture walks the outputs in the same order, so
+/// once the files ahead of it add up to the budget an output is never
+/// captured, at any later idle: the commit's "files past it wait for a later
+/// idle" does not hold (unlike the storage budget, which unchanged files do
+/// not use). Eight outputs of `MAX_FILE_BYTES` (sparse, free to make) fill
+/// the 2 GiB read budget; a ninth, small one is never captured (or, in the
+/// other walk order, the last big one). Method: four captures (four idles)
+/// with nothing changing; every output must have been captured once.
+#[tokio::test]
+async fn an_output_past_the_read_budget_is_captured_at_a_later_idle() {
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session);
+    let limit = logbook_server::resources::content::MAX_FILE_BYTES;
+    assert_eq!(8 * limit, logbook_server::resources::outputs::MAX_CAPTURE_READ_BYTES);
+    let dir = h.data_dir().join("sandboxes").join(sid).join("outputs");
+    write_output(&h, sid, "note.txt", b"the deliverable");
+    for n in 0..8 {
+        std::fs::File::create(dir.join(format!("big{n}.bin"))).unwrap().set_len(limit).unwrap();
+    }
+    let mut created = Vec::new();
+    for _ in 0..4 {
+        created.extend(capture(&h, &h.key_a, sid).await);
+    }
+    assert_eq!(
+        created.len(),
+        9,
+        "after four idles with nothing changed, only {} of 9 outputs were captured",
+        created.len()
+    );
+}
