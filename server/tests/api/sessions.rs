@@ -1281,3 +1281,54 @@ async fn an_idle_session_whose_title_changed_can_be_archived() {
     let archived = h.post_empty(&format!("{path}/archive")).await;
     assert_eq!(archived.ok()["status"], "terminated", "an idle session whose title changed cannot be archived");
 }
+
+#[tokio::test]
+async fn a_self_hosted_session_waiting_on_a_worker_that_never_comes_can_be_archived() {
+    // Defect (review of 9184097, server/src/api/sessions.rs:804 `try_archive`
+    // now applies `log_has_work` to self-hosted sessions): a self-hosted
+    // session idle `requires_action` on calls a worker runs holds a message
+    // sent meanwhile until the worker answers (the machine supersedes only
+    // calls no worker executes, so it decides `Wait`). `log_has_work` sees the
+    // message after the last idle and every archive answers a retryable 409
+    // "has input its agent has not started on yet; retry in a moment", for as
+    // long as no worker comes, which is exactly when one archives such a
+    // session. Before 9184097 this archive went ahead. Method: a runner
+    // attached and woken by the message; a worker never polls.
+    use logbook_server::runner::tools::EchoTools;
+    use logbook_server::runner::{RunnerConfig, RunnerHandle};
+
+    let h = Harness::new();
+    let agent = h.agent("hosted").await;
+    let env = h.self_hosted_env("workers").await;
+    let session = h.session(&agent, &env).await;
+    let path = format!("/v1/sessions/{}", id(&session));
+    let running: logbook_core::Event = serde_json::from_value(json!({"type": "session.status_running"})).unwrap();
+    let call: logbook_core::Event = serde_json::from_value(
+        json!({"type": "agent.tool_use", "name": "bash", "input": {"command": "ls"}, "evaluated_permission": "allow"}),
+    )
+    .unwrap();
+    let ids = h.inject(&session, vec![running, call]);
+    let waiting =
+        json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [ids[1]]}});
+    h.inject(&session, vec![serde_json::from_value(waiting).unwrap()]);
+    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
+    h.state.set_runner(RunnerHandle::new(RunnerConfig {
+        model: None,
+        request_options: Default::default(),
+        tools: std::sync::Arc::new(EchoTools),
+        mcp: std::sync::Arc::new(mcp),
+        policy: Default::default(),
+        retry_base: std::time::Duration::from_millis(1),
+        auto_allowed: Vec::new(),
+    }));
+    h.post(&format!("{path}/events"), &events_body(vec![user_message("are you there?")])).await.ok();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let retrieved = h.get(&path).await.ok();
+    assert_eq!(retrieved["status"], "idle", "the session waits on its worker: {retrieved}");
+    let archived = h.post_empty(&format!("{path}/archive")).await;
+    assert_eq!(
+        archived.ok()["status"],
+        "terminated",
+        "a self-hosted session whose input waits behind a worker that never comes cannot be archived"
+    );
+}
