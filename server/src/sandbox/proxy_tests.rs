@@ -126,3 +126,66 @@ async fn the_socket_binds_under_a_data_directory_deeper_than_a_socket_address() 
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
 }
+
+/// A TLS ClientHello record naming `name` (SNI), with these further
+/// extensions (type, data).
+fn client_hello(name: &str, extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut sni = vec![0u8];
+    sni.extend(u16::try_from(name.len()).unwrap().to_be_bytes());
+    sni.extend(name.as_bytes());
+    let mut sni_data = u16::try_from(sni.len()).unwrap().to_be_bytes().to_vec();
+    sni_data.extend(sni);
+    let mut all = vec![(0u16, sni_data)];
+    all.extend(extensions.iter().cloned());
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01]);
+    body.extend([1, 0]);
+    let mut ext = Vec::new();
+    for (kind, data) in &all {
+        ext.extend(kind.to_be_bytes());
+        ext.extend(u16::try_from(data.len()).unwrap().to_be_bytes());
+        ext.extend(data);
+    }
+    body.extend(u16::try_from(ext.len()).unwrap().to_be_bytes());
+    body.extend(ext);
+    let mut handshake = vec![1u8];
+    handshake.extend(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+    handshake.extend(body);
+    let mut record = vec![22, 3, 1];
+    record.extend(u16::try_from(handshake.len()).unwrap().to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+/// Defect (review of beebe27, proxy.rs `check_hello`, server/src/sandbox/proxy.rs:275):
+/// the check reads only the ClientHello's cleartext (outer) server name. A
+/// ClientHello carrying `encrypted_client_hello` (ECH, extension 0xfe0d, RFC
+/// 9849; Go's crypto/tls and curl --ech speak it) names the real server only
+/// in its encrypted inner hello, which the front end decrypts whatever the
+/// outer name says (the client chooses the ECH config, public_name
+/// included). So `CONNECT allowed:443` plus an outer SNI of `allowed` and an
+/// inner one of any other name the same ECH-capable front end (a CDN) serves
+/// passes: exactly the fronting the commit set out to stop. A tunnel whose
+/// hello offers ECH must be refused (its real name cannot be checked).
+/// Method: `check_hello` on such a hello, for an allowed host.
+#[tokio::test]
+async fn a_tunnel_hello_offering_encrypted_client_hello_is_refused() {
+    let policy = EgressPolicy::Hosts(vec![HostRule::Exact("allowed.example".to_owned())]);
+    // The control: the plain hello for the allowed host passes.
+    let (mut ours, _theirs) = UnixStream::pair().unwrap();
+    let plain = client_hello("allowed.example", &[]);
+    assert!(check_hello(&mut ours, "allowed.example", &policy, plain).await.is_ok());
+    // An outer ECH extension (type 0 = outer, then an opaque payload).
+    let mut ech = vec![0u8, 0x00, 0x20, 0x00, 0x01, 0x01, 0x00, 0x20];
+    ech.extend([0x42; 32]);
+    ech.extend([0x00, 0x40]);
+    ech.extend([0x17; 64]);
+    let (mut ours, _theirs) = UnixStream::pair().unwrap();
+    let hello = client_hello("allowed.example", &[(0xfe0d, ech)]);
+    assert!(
+        check_hello(&mut ours, "allowed.example", &policy, hello).await.is_err(),
+        "a hello whose real server name is encrypted (ECH) passes the tunnel's name check"
+    );
+}
