@@ -60,9 +60,10 @@ enum Mode {
     /// `x.compaction` was recorded; `agent.thread_context_compacted` may follow.
     Compacted,
     /// A turn the runner gave up on an internal error, in whatever step
-    /// (`session.error` exhausted first): the open request's end and the open
-    /// calls' error results follow, then usage and the idle.
-    Failing,
+    /// (`session.error` exhausted first): the open request's end and error
+    /// results of these open calls follow, then usage and the idle
+    /// `retries_exhausted`.
+    Failing(BTreeSet<EventId>),
 }
 
 pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) -> RerunReport {
@@ -94,19 +95,21 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             Mode::Results(open) => answered(event).is_some_and(|id| open.contains(&id)),
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
             Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
-            Mode::Failing => matches!(
-                event,
-                Event::SpanModelRequestEnd(_)
-                    | Event::AgentToolResult(_)
-                    | Event::AgentMcpToolResult(_)
-                    | Event::SessionUsage(_)
-                    | Event::SessionStatusIdle(_)
-            ),
+            Mode::Failing(open) => {
+                if let Event::SessionStatusIdle(idle) = event {
+                    idle.stop_reason == StopReason::RetriesExhausted
+                } else if let Some(id) = answered(event) {
+                    open.contains(&id)
+                } else {
+                    matches!(event, Event::SpanModelRequestEnd(_) | Event::SessionUsage(_))
+                }
+            }
         };
         // The runner ends a turn a step failed in with an exhausted
-        // `session.error` (`fail_turn`), which no command decides.
-        let gives_up =
-            matches!(event, Event::SessionError(error) if error.error.retry_status() == RetryStatus::Exhausted);
+        // `session.error` (`fail_turn`), which no command decides; only a
+        // turn under way ends so.
+        let gives_up = machine.in_turn()
+            && matches!(event, Event::SessionError(error) if error.error.retry_status() == RetryStatus::Exhausted);
         if !continues {
             let expected = machine.next(policy);
             report.n_steps += 1;
@@ -114,7 +117,11 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                 if let Event::SessionStatusIdle(idle) = &e.event { Some(idle.stop_reason.clone()) } else { None }
             });
             let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref());
-            let (ok, new_mode) = if !ok && gives_up { (true, Mode::Failing) } else { (ok, new_mode) };
+            let (ok, new_mode) = if !ok && gives_up {
+                (true, Mode::Failing(machine.open_tools().map(|(id, _)| id).collect()))
+            } else {
+                (ok, new_mode)
+            };
             if !ok {
                 report.mismatches.push(Mismatch {
                     entry_idx,
@@ -154,11 +161,14 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Compacted
                 }
             }
-            Mode::Failing => {
+            Mode::Failing(mut open) => {
                 if matches!(event, Event::SessionStatusIdle(_)) {
                     Mode::Between
                 } else {
-                    Mode::Failing
+                    if let Some(id) = answered(event) {
+                        open.remove(&id);
+                    }
+                    Mode::Failing(open)
                 }
             }
             Mode::Between => Mode::Between,

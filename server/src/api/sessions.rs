@@ -802,7 +802,7 @@ fn try_archive(
     // about to start, so the archive goes ahead.
     if status.as_ref().and_then(status_of) != Some(Status::Terminated)
         && state.runner().is_some()
-        && log_has_work(store, id)?
+        && runner_has_work(store, &session, head)?
     {
         return Err(ApiError::conflict_transient(format!(
             "session {id} has input its agent has not started on yet; retry in a moment \
@@ -839,6 +839,19 @@ fn try_archive(
         }
     }
     Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
+}
+
+/// Whether the session's runner, deciding at `head`, would act rather than
+/// wait: a turn to start (input it has not started on, a paused budget
+/// raised), a request or call to close. Input held behind calls a worker
+/// runs, or a title change, gives it nothing to do.
+fn runner_has_work(store: &SledStore, session: &StoredSession, head: logbook_core::Seq) -> Result<bool, ApiError> {
+    use logbook_replay::{Command, Policy, ToolHost};
+    let Some(last) = head.get().checked_sub(1) else { return Ok(false) };
+    let machine = crate::projection::state_at(store, session.id, logbook_core::Seq::new(last))?.machine;
+    let tool_host = if session.self_hosted { ToolHost::Worker } else { ToolHost::Server };
+    let command = machine.next(&Policy { tool_host, ..Policy::default() });
+    Ok(!matches!(command, Command::Wait | Command::AwaitClient(_)))
 }
 
 /// Deletes the session: it answers 404 from now on and `session.deleted` ends

@@ -538,7 +538,10 @@ async fn archive_waits_for_input_the_runner_has_not_started_on() {
     // runner archive as before. Method: a runner that
     // is never woken (events are injected, not sent), so nothing starts.
     use logbook_core::Event;
-    use logbook_core::event::{SessionStatusIdle, SessionStatusRescheduled, StopReason, UserMessage};
+    use logbook_core::event::{
+        SessionStatusIdle, SessionStatusRescheduled, SpanModelRequestEnd, SpanModelRequestStart, StopReason,
+        UserMessage,
+    };
 
     let h = Harness::new();
     let message = || {
@@ -568,9 +571,18 @@ async fn archive_waits_for_input_the_runner_has_not_started_on() {
         assert!(body["error"]["message"].as_str().unwrap().contains("is rescheduling"), "{body}");
     }
 
+    // The turn answers the message and ends.
+    let start = h.inject(&session, vec![Event::SpanModelRequestStart(SpanModelRequestStart {})])[0].parse().unwrap();
     h.inject(
         &session,
-        vec![Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None })],
+        vec![
+            Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: start,
+                model_usage: Default::default(),
+                is_error: Some(false),
+            }),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ],
     );
     assert_eq!(h.post_empty(&format!("{path}/archive")).await.ok()["status"], "terminated");
     // The runner runs self-hosted sessions' turns too (only their tool calls
@@ -1235,7 +1247,7 @@ async fn a_self_hosted_sessions_unstarted_input_is_not_archived_away_either() {
 
 #[tokio::test]
 async fn an_idle_session_whose_title_changed_can_be_archived() {
-    // Defect (review of d0f2f61/3eab5ae/9184097, sessions.rs `log_has_work`,
+    // Goal (found by review of d0f2f61/3eab5ae/9184097, sessions.rs `log_has_work`,
     // server/src/api/sessions.rs:1115): `session.updated` counts as input that
     // starts work, so any update after the last idle (a title, metadata, an
     // agent's tools; only a budget change of a session paused at its budget
@@ -1247,9 +1259,9 @@ async fn an_idle_session_whose_title_changed_can_be_archived() {
     // Method: a runner attached (never needed: a title change wakes nothing),
     // an idle session, a title change, then archive.
     use logbook_core::Event;
-    use logbook_core::event::{SessionStatusIdle, SessionStatusRunning, StopReason, UserMessage};
-    use logbook_server::runner::tools::EchoTools;
-    use logbook_server::runner::{RunnerConfig, RunnerHandle};
+    use logbook_core::event::{
+        SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart, StopReason, UserMessage,
+    };
 
     let h = Harness::new();
     let session = h.quick_session().await;
@@ -1262,19 +1274,21 @@ async fn an_idle_session_whose_title_changed_can_be_archived() {
                 content: vec![logbook_core::event::ContentBlock::Text { text: "hi".into() }],
             }),
             Event::SessionStatusRunning(SessionStatusRunning {}),
+        ],
+    );
+    let start = h.inject(&session, vec![Event::SpanModelRequestStart(SpanModelRequestStart {})])[0].parse().unwrap();
+    h.inject(
+        &session,
+        vec![
+            Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: start,
+                model_usage: Default::default(),
+                is_error: Some(false),
+            }),
             Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
         ],
     );
-    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
-    h.state.set_runner(RunnerHandle::new(RunnerConfig {
-        model: None,
-        request_options: Default::default(),
-        tools: std::sync::Arc::new(EchoTools),
-        mcp: std::sync::Arc::new(mcp),
-        policy: Default::default(),
-        retry_base: std::time::Duration::from_millis(1),
-        auto_allowed: Vec::new(),
-    }));
+    h.attach_runner();
     h.post(&path, &json!({"title": "renamed"})).await.ok();
     // Give a runner every chance to record something (it has nothing to do).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -1284,7 +1298,7 @@ async fn an_idle_session_whose_title_changed_can_be_archived() {
 
 #[tokio::test]
 async fn a_self_hosted_session_waiting_on_a_worker_that_never_comes_can_be_archived() {
-    // Defect (review of 9184097, server/src/api/sessions.rs:804 `try_archive`
+    // Goal (found by review of 9184097, server/src/api/sessions.rs:804 `try_archive`
     // now applies `log_has_work` to self-hosted sessions): a self-hosted
     // session idle `requires_action` on calls a worker runs holds a message
     // sent meanwhile until the worker answers (the machine supersedes only
@@ -1294,9 +1308,6 @@ async fn a_self_hosted_session_waiting_on_a_worker_that_never_comes_can_be_archi
     // long as no worker comes, which is exactly when one archives such a
     // session. Before 9184097 this archive went ahead. Method: a runner
     // attached and woken by the message; a worker never polls.
-    use logbook_server::runner::tools::EchoTools;
-    use logbook_server::runner::{RunnerConfig, RunnerHandle};
-
     let h = Harness::new();
     let agent = h.agent("hosted").await;
     let env = h.self_hosted_env("workers").await;
@@ -1311,16 +1322,7 @@ async fn a_self_hosted_session_waiting_on_a_worker_that_never_comes_can_be_archi
     let waiting =
         json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [ids[1]]}});
     h.inject(&session, vec![serde_json::from_value(waiting).unwrap()]);
-    let mcp = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("")).unwrap();
-    h.state.set_runner(RunnerHandle::new(RunnerConfig {
-        model: None,
-        request_options: Default::default(),
-        tools: std::sync::Arc::new(EchoTools),
-        mcp: std::sync::Arc::new(mcp),
-        policy: Default::default(),
-        retry_base: std::time::Duration::from_millis(1),
-        auto_allowed: Vec::new(),
-    }));
+    h.attach_runner();
     h.post(&format!("{path}/events"), &events_body(vec![user_message("are you there?")])).await.ok();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let retrieved = h.get(&path).await.ok();
