@@ -8,7 +8,8 @@
 //! than [`MAX_HELLO_BYTES`]. It reassembles a ClientHello split over several
 //! handshake records (large post-quantum key shares do that) but accepts
 //! nothing else before it: the first bytes of the tunnel must be TLS
-//! handshake records holding a ClientHello.
+//! handshake records holding a ClientHello. A ClientHello offering
+//! Encrypted Client Hello is refused: the name it really asks for is hidden.
 
 /// Most bytes of TLS records read to find a ClientHello's end. A ClientHello
 /// is a few hundred bytes to a few KiB; this is one full record and more.
@@ -23,6 +24,9 @@ const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// The `server_name` extension (RFC 6066).
 const EXTENSION_SERVER_NAME: u16 = 0;
+/// The `encrypted_client_hello` extension (RFC 9849): the name it asks for
+/// is encrypted, and the cleartext one is only the front end's.
+const EXTENSION_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
 /// The `host_name` name type of a `server_name` entry.
 const NAME_TYPE_HOST: u8 = 0;
 /// The longest DNS name.
@@ -39,6 +43,8 @@ pub enum HelloError {
     TooLarge,
     #[error("the TLS ClientHello names no server (SNI)")]
     NoServerName,
+    #[error("the TLS ClientHello offers Encrypted Client Hello, which hides the server it asks for")]
+    Encrypted,
 }
 
 /// The host name the ClientHello at the start of `bytes` asks for, lowercase
@@ -104,6 +110,9 @@ fn client_hello_name(body: &[u8]) -> Result<String, HelloError> {
         let kind = extensions.u16().ok_or(malformed.clone())?;
         let length = extensions.u16().ok_or(malformed.clone())?;
         let data = extensions.take(usize::from(length)).ok_or(malformed.clone())?;
+        if kind == EXTENSION_ENCRYPTED_CLIENT_HELLO {
+            return Err(HelloError::Encrypted);
+        }
         if kind != EXTENSION_SERVER_NAME {
             continue;
         }
