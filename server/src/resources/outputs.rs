@@ -12,9 +12,11 @@
 //! them; the session object keeps which contents each path was captured with.
 //!
 //! A capture's work is bounded before any file is read: a file over
-//! `MAX_FILE_BYTES` (by its size) is skipped unread and logged, at most
-//! [`MAX_CAPTURE_READ_BYTES`] are read to hash files and at most
-//! [`MAX_CAPTURE_BYTES`] stored; what does not fit waits for a later idle.
+//! `MAX_FILE_BYTES` (by its size) is skipped unread and logged, a file
+//! unchanged since its capture (same inode, size and change time) is not
+//! read, at most [`MAX_CAPTURE_READ_BYTES`] are read to hash files and at
+//! most [`MAX_CAPTURE_BYTES`] stored; what does not fit waits for a later
+//! idle, when what was read this time is not read again.
 
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom};
@@ -55,6 +57,30 @@ pub const MAX_CAPTURE_READ_BYTES: u64 = 2 * MAX_CAPTURE_BYTES;
 pub struct CapturedOutput {
     pub digest: Digest,
     pub file_id: FileId,
+    /// The file as it was when hashed: while it is the same, the contents
+    /// are, and the file is not read again (so unchanged outputs cost no
+    /// read budget, and a file past it is reached at a later idle).
+    #[serde(default)]
+    pub stamp: Option<FileStamp>,
+}
+
+/// What tells a file's contents unchanged without reading them: its inode,
+/// size and change time, which no user can set (writing the file updates
+/// it, and so does setting its modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub ino: u64,
+    pub size: u64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl FileStamp {
+    fn of(file: &std::fs::File) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().ok()?;
+        Some(FileStamp { ino: meta.ino(), size: meta.size(), ctime: meta.ctime(), ctime_nsec: meta.ctime_nsec() })
+    }
 }
 
 /// Captures the session's outputs now; returns the files it created.
@@ -99,6 +125,12 @@ fn capture_now(
             tracing::warn!(%session, %path, size = output.size, limit = MAX_FILE_BYTES, "an output is over the file size limit; not captured");
             continue;
         }
+        let stamp = FileStamp::of(&output.file);
+        let previous = stored.outputs.get(&path);
+        if stamp.is_some() && previous.is_some_and(|previous| previous.stamp == stamp) {
+            // Unchanged since it was captured: not read again.
+            continue;
+        }
         if read_bytes + output.size > MAX_CAPTURE_READ_BYTES {
             tracing::warn!(%session, %path, limit = MAX_CAPTURE_READ_BYTES, "the outputs are over one capture's read limit; the rest waits");
             continue;
@@ -109,7 +141,9 @@ fn capture_now(
         // than the size seen is read, even if the file grows meanwhile.
         let mut file = output.file;
         let digest = content::digest_of(std::io::Read::take(&mut file, output.size)).map_err(ApiError::internal)?;
-        if stored.outputs.get(&path).is_some_and(|previous| previous.digest == digest) {
+        if let Some(previous) = previous.filter(|previous| previous.digest == digest) {
+            // Unchanged, seen anew (touched, or captured before stamps).
+            captured.insert(path, CapturedOutput { stamp, ..previous.clone() });
             continue;
         }
         if stored_bytes + output.size > MAX_CAPTURE_BYTES {
@@ -148,19 +182,20 @@ fn capture_now(
             path: path.clone(),
             change: FileChange::Written { blob: *content.blob.as_bytes(), size: content.size, mode: output.mode },
         });
-        captured.insert(path, CapturedOutput { digest: content.digest, file_id: file.id });
+        captured.insert(path, CapturedOutput { digest: content.digest, file_id: file.id, stamp });
         created.push(file.id);
     }
-    if changes.is_empty() {
-        return Ok(created);
+    if !changes.is_empty() {
+        events::append_system(
+            state,
+            store,
+            session,
+            vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })],
+        )?;
     }
-    events::append_system(
-        state,
-        store,
-        session,
-        vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })],
-    )?;
-    remember(store, &tenant, session, captured)?;
+    if !captured.is_empty() {
+        remember(store, &tenant, session, captured)?;
+    }
     Ok(created)
 }
 

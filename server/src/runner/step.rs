@@ -193,7 +193,9 @@ impl Task {
                 Command::AwaitClient(ids) => {
                     self.idle_at(StopReason::RequiresAction { event_ids: ids }, Vec::new(), IdleAt::Decided).await?;
                 }
-                Command::EndTurn => self.idle_at(self.end_turn_reason(), Vec::new(), IdleAt::Decided).await?,
+                Command::EndTurn => {
+                    self.idle_at(self.end_turn_reason(), Vec::new(), IdleAt::Decided).await?;
+                }
                 Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
@@ -231,29 +233,36 @@ impl Task {
     /// the turn is over, so the session is not left `running` with no task.
     /// Nothing is appended if the session is not in a turn.
     pub(crate) async fn fail_turn(&mut self) -> Result<(), ApiError> {
-        self.catch_up().await?;
-        if !self.projection.machine.in_turn() {
-            return Ok(());
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            self.catch_up().await?;
+            if !self.projection.machine.in_turn() {
+                return Ok(());
+            }
+            let detail = SessionErrorDetail::UnknownError {
+                // The message names no internals (it is shown to clients); the
+                // server log has them.
+                message: "the turn stopped on an internal error of the server; see its log".to_owned(),
+                retry_status: RetryStatus::Exhausted,
+            };
+            // The error first: `rerun` reads what follows it as the closing of a
+            // failed turn, whatever step it failed in.
+            let mut events = vec![(None, Event::SessionError(SessionError { error: detail }))];
+            if let Some(start_id) = self.projection.machine.open_request() {
+                events.push((None, request_end(start_id, ModelUsage::default(), true)));
+            }
+            // No call of a dead turn is left open to run later without input.
+            let open: Vec<EventId> = self.projection.machine.open_tools().map(|(id, _)| id).collect();
+            for id in open {
+                let text = "The turn stopped on an internal error of the server before this call finished.";
+                events.push((None, self.answer(id, ToolOutcome::error(text))));
+            }
+            // Right after what it read: a client's answer landing first would
+            // otherwise get a second one here. Then read and close again.
+            if self.idle_at(StopReason::RetriesExhausted, events, IdleAt::Decided).await? {
+                return Ok(());
+            }
         }
-        let detail = SessionErrorDetail::UnknownError {
-            // The message names no internals (it is shown to clients); the
-            // server log has them.
-            message: "the turn stopped on an internal error of the server; see its log".to_owned(),
-            retry_status: RetryStatus::Exhausted,
-        };
-        // The error first: `rerun` reads what follows it as the closing of a
-        // failed turn, whatever step it failed in.
-        let mut events = vec![(None, Event::SessionError(SessionError { error: detail }))];
-        if let Some(start_id) = self.projection.machine.open_request() {
-            events.push((None, request_end(start_id, ModelUsage::default(), true)));
-        }
-        // No call of a dead turn is left open to run later without input.
-        let open: Vec<EventId> = self.projection.machine.open_tools().map(|(id, _)| id).collect();
-        for id in open {
-            let text = "The turn stopped on an internal error of the server before this call finished.";
-            events.push((None, self.answer(id, ToolOutcome::error(text))));
-        }
-        self.idle(StopReason::RetriesExhausted, events).await
+        Err(ApiError::unavailable("the session is too busy to end its failed turn"))
     }
 
     /// Reads and applies every durable entry not yet seen.
@@ -395,15 +404,17 @@ impl Task {
 
     /// `session.usage` then `session.status_idle`, after `before`.
     async fn idle(&mut self, stop_reason: StopReason, before: Vec<(Option<EventId>, Event)>) -> Result<(), ApiError> {
-        self.idle_at(stop_reason, before, IdleAt::Head).await
+        self.idle_at(stop_reason, before, IdleAt::Head).await.map(drop)
     }
 
+    /// Appends `before`, `session.usage` and the idle; `Ok(false)` when
+    /// `at` is [`IdleAt::Decided`] and input landed first (nothing appended).
     async fn idle_at(
         &mut self,
         stop_reason: StopReason,
         mut before: Vec<(Option<EventId>, Event)>,
         at: IdleAt,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let session = self.load_session().await?;
         let mut totals = self.projection.usage.totals();
         // A turn still running is counted up to its last entry; the idle is now.
@@ -426,7 +437,7 @@ impl Task {
                     // Input arrived since the decision (a worker's or client's
                     // answer): decide again instead of idling on stale state.
                     tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
@@ -446,7 +457,7 @@ impl Task {
         if let Err(err) = self.state.blocking(move |store| sessions::set_usage(store, &tenant, id, view)).await {
             tracing::warn!(session = %id, error = %err, "cannot record the session usage");
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn give_up(&mut self, error: Option<&ModelError>) -> Result<(), ApiError> {
@@ -507,7 +518,7 @@ impl Task {
     async fn call_model(&mut self, attempt: u32) -> Result<(), ApiError> {
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
-            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await;
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await.map(drop);
         }
         // After a restart (or an eviction) mid-turn the connections are gone.
         if !session.agent.mcp_servers.is_empty() && !self.handle.config().mcp.is_prepared(self.session) {
@@ -694,7 +705,7 @@ impl Task {
 
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
-            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await;
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await.map(drop);
         }
         // The machine asked from the recorded settings; plan with the same.
         let settings = match &self.projection.agent {
