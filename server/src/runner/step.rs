@@ -86,10 +86,6 @@ enum IdleAt {
     Decided,
 }
 
-/// Pause before deciding again after a decided idle lost a race (the other
-/// append is usually still waiting on its durability barrier).
-const DECIDE_AGAIN_PAUSE: Duration = Duration::from_millis(1);
-
 impl Task {
     pub(crate) fn new(
         state: AppState,
@@ -139,10 +135,8 @@ impl Task {
                 Command::StartTurn | Command::Resume => {
                     // Only right after what it was decided on: an archive (or an
                     // interrupt) landing first makes the task decide again.
-                    let expected = Seq::new(self.entries.len() as u64);
                     let running = vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))];
-                    if self.append_at(expected, running).await?.is_none() {
-                        tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
+                    if !self.append_decided(running).await? {
                         continue;
                     }
                     self.set_status(Status::Running).await;
@@ -208,14 +202,24 @@ impl Task {
         Ok(Stopped::StepLimit)
     }
 
-    /// Appends events only right after the entries the machine decided on;
-    /// if something landed since, appends nothing (the run loop catches up
-    /// and decides again).
-    async fn append_decided(&self, events: Vec<(Option<EventId>, Event)>) -> Result<(), ApiError> {
+    /// Appends events only right after the entries the machine decided on.
+    /// `Ok(false)` if something landed since: nothing is appended, and the
+    /// run loop, catching up, decides again.
+    async fn append_decided(&self, events: Vec<(Option<EventId>, Event)>) -> Result<bool, ApiError> {
         let expected = Seq::new(self.entries.len() as u64);
-        if self.append_at(expected, events).await?.is_none() {
-            tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
+        if self.append_at(expected, events).await?.is_some() {
+            return Ok(true);
         }
+        self.wait_for_landed(expected).await?;
+        Ok(false)
+    }
+
+    /// Waits (boundedly) until what another append put at `seq` is durable:
+    /// catching up reads durable records only, and deciding again before
+    /// it sees them would decide the same thing.
+    async fn wait_for_landed(&self, seq: Seq) -> Result<(), ApiError> {
+        let durable = self.state.store().wait_durable(self.session, Seq::new(seq.get() + 1))?;
+        let _ = tokio::time::timeout(crate::api::events::RACE_WAIT, durable).await;
         Ok(())
     }
 
@@ -432,11 +436,9 @@ impl Task {
                 self.append(before).await?;
             }
             IdleAt::Decided => {
-                let expected = Seq::new(self.entries.len() as u64);
-                if self.append_at(expected, before).await?.is_none() {
-                    // Input arrived since the decision (a worker's or client's
-                    // answer): decide again instead of idling on stale state.
-                    tokio::time::sleep(DECIDE_AGAIN_PAUSE).await;
+                // Input arrived since the decision (a worker's or client's
+                // answer): decide again instead of idling on stale state.
+                if !self.append_decided(before).await? {
                     return Ok(false);
                 }
             }
@@ -539,11 +541,7 @@ impl Task {
         // been sent it. Then the run loop catches up and decides again.
         let expected = Seq::new(self.entries.len() as u64);
         let Some(started) = self.append_at(expected, opening).await? else {
-            // What landed may not be durable yet (catching up reads durable
-            // records only): wait for it, so deciding again sees it rather
-            // than building the same request again.
-            let durable = self.state.store().wait_durable(self.session, Seq::new(expected.get() + 1))?;
-            let _ = tokio::time::timeout(crate::api::events::RACE_WAIT, durable).await;
+            self.wait_for_landed(expected).await?;
             return Ok(());
         };
         let started: Vec<Record> = started.into_iter().rev().take(1).collect();
