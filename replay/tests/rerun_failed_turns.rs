@@ -46,6 +46,33 @@ fn usage() -> Event {
     Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None })
 }
 
+/// A turn whose model call asked for bash (the call is event 3), started.
+fn tool_call_started() -> Vec<Event> {
+    vec![
+        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+        Event::SessionStatusRunning(SessionStatusRunning {}),
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        Event::AgentToolUse(AgentToolUse {
+            name: "bash".into(),
+            input: Json::empty_object(),
+            evaluated_permission: None,
+            evaluation: None,
+            session_thread_id: None,
+        }),
+        end(2, false),
+        Event::ToolStarted(ToolStarted { tool_use_ids: vec![EventId::from_parts(1, 3)] }),
+    ]
+}
+
+/// An answer to the bash call of [`tool_call_started`].
+fn bash_result(is_error: bool) -> Event {
+    Event::AgentToolResult(AgentToolResult {
+        tool_use_id: EventId::from_parts(1, 3),
+        content: None,
+        is_error: Some(is_error),
+    })
+}
+
 /// Defect (replay/src/rerun.rs:109, `gives_up`): any exhausted
 /// `session.error` that does not match the machine's command switches rerun
 /// to `Mode::Failing`, whatever state the session is in. `fail_turn`
@@ -85,35 +112,13 @@ fn rerun_rejects_a_failed_turn_closing_on_an_idle_session() {
 /// answer follows a `session.error`.
 #[test]
 fn rerun_rejects_a_second_answer_after_a_failed_turn_error() {
-    let events = vec![
-        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
-        Event::SessionStatusRunning(SessionStatusRunning {}),
-        Event::SpanModelRequestStart(SpanModelRequestStart {}),
-        Event::AgentToolUse(AgentToolUse {
-            name: "bash".into(),
-            input: Json::empty_object(),
-            evaluated_permission: None,
-            evaluation: None,
-            session_thread_id: None,
-        }),
-        end(2, false),
-        Event::ToolStarted(ToolStarted { tool_use_ids: vec![EventId::from_parts(1, 3)] }),
-        Event::AgentToolResult(AgentToolResult {
-            tool_use_id: EventId::from_parts(1, 3),
-            content: None,
-            is_error: Some(false),
-        }),
-    ];
+    let mut events = tool_call_started();
+    events.push(bash_result(false));
     let answered = events.len();
-    let mut events = events;
     events.extend([
         exhausted(),
         // The call is answered already: fail_turn closes only open calls.
-        Event::AgentToolResult(AgentToolResult {
-            tool_use_id: EventId::from_parts(1, 3),
-            content: None,
-            is_error: Some(true),
-        }),
+        bash_result(true),
         usage(),
         idle(StopReason::RetriesExhausted),
     ]);
@@ -123,55 +128,17 @@ fn rerun_rejects_a_second_answer_after_a_failed_turn_error() {
     assert!(!report.is_consistent(), "rerun accepts a second answer to a call after a session.error");
 }
 
-/// Defect: `fail_turn` ends a turn whatever step failed, with
-/// `session.error` (unknown_error, exhausted), `session.usage` and an idle
-/// `retries_exhausted`; rerun accepts those only inside a failed model call
-/// (`Mode::Call { failed: true }`). A step that fails elsewhere (here a tool
-/// step: `x.tool_started` recorded, then the step errs, e.g. its result
-/// cannot be appended or the session cannot be loaded) leaves a log that
-/// rerun reports as not produced by the state machine (it expects
-/// `FailTools { Orphaned }` for the started call), so `logbook rerun` fails
-/// on logs the runner itself writes. The same holds for a failure right after
-/// `session.status_running` (rerun expects `CallModel`). Note also that the
-/// turn ends with the call still open: the machine later closes it as
-/// orphaned, and any call of that response not started yet (unanswered, not
-/// waiting on the client) makes the next wake start a turn and run it (a
-/// dead turn's call, run with no new input but whatever wakes the task).
+/// Goal: `fail_turn` ends a turn whatever step failed, with `session.error`
+/// (unknown_error, exhausted) first, the open calls closed, `session.usage`
+/// and an idle `retries_exhausted`; rerun accepts that after a tool step too
+/// (it once accepted it only inside a failed model call, so `logbook rerun`
+/// failed on logs the runner itself writes).
+/// Method: a turn whose tool step failed after `x.tool_started`.
 #[test]
 fn a_turn_ended_by_a_failing_tool_step_reruns_consistently() {
-    let events = vec![
-        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
-        Event::SessionStatusRunning(SessionStatusRunning {}),
-        Event::SpanModelRequestStart(SpanModelRequestStart {}),
-        Event::AgentToolUse(AgentToolUse {
-            name: "bash".into(),
-            input: Json::empty_object(),
-            evaluated_permission: None,
-            evaluation: None,
-            session_thread_id: None,
-        }),
-        Event::SpanModelRequestEnd(SpanModelRequestEnd {
-            model_request_start_id: EventId::from_parts(1, 2),
-            model_usage: Default::default(),
-            is_error: Some(false),
-        }),
-        Event::ToolStarted(ToolStarted { tool_use_ids: vec![EventId::from_parts(1, 3)] }),
-        // What `fail_turn` appends when the tool step fails: the error, the
-        // open call closed, usage and the idle.
-        Event::SessionError(SessionError {
-            error: SessionErrorDetail::UnknownError {
-                message: "the turn stopped on an internal error of the server; see its log".into(),
-                retry_status: RetryStatus::Exhausted,
-            },
-        }),
-        Event::AgentToolResult(AgentToolResult {
-            tool_use_id: EventId::from_parts(1, 3),
-            content: None,
-            is_error: Some(true),
-        }),
-        Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }),
-        Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::RetriesExhausted, stop_details: None }),
-    ];
+    let mut events = tool_call_started();
+    // What `fail_turn` appends when the tool step fails.
+    events.extend([exhausted(), bash_result(true), usage(), idle(StopReason::RetriesExhausted)]);
     let report = rerun_check(&log(events), &Policy::default());
     assert!(report.is_consistent(), "rerun rejects a log the runner's fail_turn wrote: {report:?}");
 }
