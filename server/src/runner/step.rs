@@ -7,9 +7,12 @@
 //! events, `span.model_request_end` and `x.model_request` in one batch. Event
 //! ids shown in previews are chosen before the response completes, from the seq
 //! the event is expected at; an id's seq is therefore a lower bound, which is
-//! what `find_event` relies on. A turn's end and a wait on the client are
-//! appended only right after the entries they were decided on: input that
-//! lands first (a worker answering fast) makes the task decide again.
+//! what `find_event` relies on. A turn's start and end, a model call's
+//! opening, closing error results and a wait on the client are appended only
+//! right after the entries they were decided on (`Task::append_decided`):
+//! input that lands first (a worker answering fast) makes the task decide
+//! again once it is durable. A call's workspace changes may take several
+//! `x.workspace_delta` events and appends (`split_delta`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
