@@ -614,6 +614,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Sessions quarantined for integrity failures.",
             state.store().quarantined().len() as f64,
         ),
+        (
+            "logbook_runner_sessions",
+            "Sessions with a runner task (working, or deciding what to do next).",
+            state.runner().map_or(0, |runner| runner.n_active()) as f64,
+        ),
+        (
+            "logbook_runner_folded_bytes",
+            "Canonical bytes of the session logs the runner keeps folded for their next wake.",
+            state.runner().map_or(0, |runner| runner.folded_usage().1) as f64,
+        ),
     ];
     let mut response = state.metrics().render(&extra).into_response();
     response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -6,7 +6,14 @@
 //! `target/release/logbook`), `LOGBOOK_RUNNER_STEPS` (tool steps per turn,
 //! default 20), `LOGBOOK_RUNNER_TURNS` (sequential turns for the overhead
 //! figures, default 50, so 1000 model calls), `LOGBOOK_RUNNER_SESSIONS`
-//! (concurrent sessions, default 200).
+//! (concurrent sessions, default 200), `LOGBOOK_RUNNER_LONG_TURNS` (turns of
+//! the long session, default 300) and `LOGBOOK_RUNNER_LONG_STEPS` (its tool
+//! steps per turn, default 5).
+//!
+//! The long session measures what a wake costs as a session's log grows: the
+//! time from a message's `processed_at` to its turn's `session.status_running`
+//! (both the server's clock), which is the runner catching up with the log
+//! and deciding, over the first and the last ten turns.
 //!
 //! The fake model answers instantly and the tool is the server's test-only
 //! `echo` executor (it runs nothing), so a step's time is the runner's own
@@ -86,6 +93,31 @@ impl Api {
             .json::<Value>()
             .await
             .unwrap()
+    }
+
+    /// The newest turn's wake: microseconds from the newest `user.message`'s
+    /// `processed_at` to the `session.status_running` that follows it.
+    async fn last_wake_us(&self, session: &str) -> u64 {
+        let page = self.get(&format!("/v1/sessions/{session}/events?order=desc&limit=1000")).await;
+        let events = page["data"].as_array().unwrap();
+        let at = |event: &Value| event["processed_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+        let message = events.iter().position(|e| e["type"] == "user.message").unwrap();
+        let running = events[..message].iter().rev().find(|e| e["type"] == "session.status_running").unwrap();
+        let span = at(running).as_microsecond() - at(&events[message]).as_microsecond();
+        u64::try_from(span).unwrap()
+    }
+
+    /// How many events the session lists.
+    async fn n_events(&self, session: &str) -> usize {
+        let mut n = 0;
+        let mut page = self.get(&format!("/v1/sessions/{session}/events?limit=1000")).await;
+        loop {
+            n += page["data"].as_array().map_or(0, Vec::len);
+            match page["next_page"].as_str() {
+                Some(next) => page = self.get(&format!("/v1/sessions/{session}/events?limit=1000&page={next}")).await,
+                None => return n,
+            }
+        }
     }
 
     /// Waits until the session has `n` idles, polling its events.
@@ -200,6 +232,30 @@ fn main() {
             started.elapsed().as_secs_f64(),
             rss_before,
             rss_kib(server.pid())
+        );
+
+        // 3. One long session: a wake's cost as the log grows.
+        let long_turns = env_usize("LOGBOOK_RUNNER_LONG_TURNS", 300).clamp(20, 1_000);
+        let long_steps = env_usize("LOGBOOK_RUNNER_LONG_STEPS", 5);
+        model.set_script(script(long_steps, long_turns)).unwrap();
+        let session = api.post("/v1/sessions", session_body.clone()).await["id"].as_str().unwrap().to_owned();
+        let mut wake_us = Vec::with_capacity(long_turns);
+        for turn in 0..long_turns {
+            api.post(&format!("/v1/sessions/{session}/events"), go()).await;
+            api.clone().wait_idle(session.clone(), turn + 1).await;
+            wake_us.push(api.last_wake_us(&session).await);
+        }
+        let n_events = api.n_events(&session).await;
+        let p50 = |slice: &[u64]| {
+            let mut slice = slice.to_vec();
+            slice.sort_unstable();
+            slice[slice.len() / 2] as f64 / 1000.0
+        };
+        let (first, last) = (p50(&wake_us[..10]), p50(&wake_us[long_turns - 10..]));
+        println!(
+            "one session, {long_turns} turns × {long_steps} steps ({n_events} listed events): wake (message processed -> \
+             turn running), p50 of the first 10 turns {first:.3} ms, of the last 10 {last:.3} ms ({:.2} ×)",
+            last / first
         );
         drop(server);
     });

@@ -1,7 +1,8 @@
 //! The runner: drives sessions by interpreting the state machine's commands.
 //!
 //! One tokio task per active session. The task reads the session's new log
-//! entries, folds them into the [`Machine`], asks for the next [`Command`],
+//! entries (new since the fold its session's previous task left, kept in
+//! `folded`), folds them into the [`Machine`], asks for the next [`Command`],
 //! carries it out (a model call, tool runs, status events) and appends what
 //! happened; then asks again, until the machine says [`Command::Wait`]. It
 //! changes a session only by appending events. [`RunnerHandle::wake`] starts a
@@ -15,6 +16,7 @@
 //! through the session's connections in `crate::mcp`, which the task
 //! prepares when a turn starts.
 
+mod folded;
 pub mod inline;
 pub mod pricing;
 pub mod server_tools;
@@ -78,6 +80,8 @@ pub struct RunnerHandle {
 struct Inner {
     config: RunnerConfig,
     tasks: Mutex<HashMap<SessionId, Arc<TaskSignals>>>,
+    /// What finished tasks had read, for their sessions' next wakes.
+    folded: folded::FoldedCache,
 }
 
 /// Signals from the API to a session's task.
@@ -100,7 +104,9 @@ impl TaskSignals {
 
 impl RunnerHandle {
     pub fn new(config: RunnerConfig) -> RunnerHandle {
-        RunnerHandle { inner: Arc::new(Inner { config, tasks: Mutex::new(HashMap::new()) }) }
+        RunnerHandle {
+            inner: Arc::new(Inner { config, tasks: Mutex::new(HashMap::new()), folded: Default::default() }),
+        }
     }
 
     /// Makes sure the session's task runs and sees the latest entries.
@@ -121,7 +127,9 @@ impl RunnerHandle {
         let state = state.clone();
         let tenant = Tenant { workspace };
         tokio::spawn(async move {
-            let mut task = step::Task::new(state, handle.clone(), tenant, session, Arc::clone(&signals));
+            // A session woken before goes on from what its last task read.
+            let folded = handle.inner.folded.take(session).unwrap_or_default();
+            let mut task = step::Task::new(state, handle.clone(), tenant, session, Arc::clone(&signals), folded);
             let mut limits = 0;
             loop {
                 match task.run(MAX_STEPS_PER_WAKE).await {
@@ -155,6 +163,9 @@ impl RunnerHandle {
                     limits = 0;
                     continue;
                 }
+                // Parked before the task is gone from the map: a wake that
+                // finds no task finds the fold.
+                handle.inner.folded.park(session, task.into_folded());
                 tasks.remove(&session);
                 return;
             }
@@ -180,6 +191,7 @@ impl RunnerHandle {
     /// The session ended (archived or deleted): its sandbox and MCP
     /// connections are released; once this returns, nothing of it runs.
     pub async fn end_session(&self, session: SessionId) {
+        self.inner.folded.forget(session);
         self.inner.config.mcp.end_session(session);
         self.inner.config.tools.end_session(session).await;
     }
@@ -197,5 +209,11 @@ impl RunnerHandle {
     /// Sessions with a live task (for tests and metrics).
     pub fn n_active(&self) -> usize {
         self.inner.tasks.lock().map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// Sessions whose folded log is kept for their next wake, and the
+    /// canonical bytes of their entries (for tests and metrics).
+    pub fn folded_usage(&self) -> (usize, usize) {
+        self.inner.folded.usage()
     }
 }

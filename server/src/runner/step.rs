@@ -31,6 +31,7 @@ use logbook_replay::{Command, FailReason, Policy, SessionState, Status as Machin
 use logbook_store::{AppendError, Read};
 use serde_json::Value;
 
+use super::folded::Folded;
 use super::server_tools;
 use super::tools::{ToolCall, ToolExecutor};
 use super::{RunnerHandle, TaskSignals, ToolOutcome};
@@ -70,6 +71,8 @@ pub(crate) struct Task {
     /// Every projection of the log read so far (the machine among them).
     projection: SessionState,
     entries: Vec<Entry>,
+    /// The canonical bytes of `entries`.
+    entry_bytes: usize,
     /// The last model failure, to name the error when retries run out.
     last_error: Option<ModelError>,
     /// The session's policy, once read (see [`Task::policy`]).
@@ -96,6 +99,7 @@ impl Task {
         tenant: Tenant,
         session: SessionId,
         signals: Arc<TaskSignals>,
+        folded: Folded,
     ) -> Task {
         Task {
             state,
@@ -103,11 +107,17 @@ impl Task {
             tenant,
             session,
             signals,
-            projection: SessionState::new(),
-            entries: Vec::new(),
+            projection: folded.projection,
+            entries: folded.entries,
+            entry_bytes: folded.bytes,
             last_error: None,
             policy: None,
         }
+    }
+
+    /// What the task has read of the log, for the session's next task.
+    pub(crate) fn into_folded(self) -> Folded {
+        Folded { projection: self.projection, entries: self.entries, bytes: self.entry_bytes }
     }
 
     /// Takes steps until the machine waits, or `max_steps` were taken.
@@ -286,6 +296,7 @@ impl Task {
                 let entry = record.entry().map_err(ApiError::internal)?;
                 self.projection.apply(&entry);
                 self.entries.push(entry);
+                self.entry_bytes += record.canonical().map_or(0, <[u8]>::len);
             }
         }
     }

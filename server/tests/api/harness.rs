@@ -343,6 +343,20 @@ impl Harness {
         runner
     }
 
+    /// Waits until no session has a runner task (each woke, did its work and
+    /// found nothing more to do), failing after `deadline`: the point after
+    /// which a runner that was going to append something has appended it.
+    pub(crate) async fn wait_runner_quiet(
+        runner: &logbook_server::runner::RunnerHandle,
+        deadline: std::time::Duration,
+    ) {
+        let until = std::time::Instant::now() + deadline;
+        while runner.n_active() > 0 {
+            assert!(std::time::Instant::now() < until, "the runner still works after {deadline:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Appends server-side events to a session's log directly through the
     /// store, as the runner would; returns their ids.
     pub(crate) fn inject(&self, session: &Value, events: Vec<Event>) -> Vec<String> {

@@ -1245,6 +1245,41 @@ async fn a_self_hosted_sessions_unstarted_input_is_not_archived_away_either() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_next_wake_goes_on_from_what_its_last_task_read() {
+    // Goal: a finished task's fold of the log is kept, covering exactly the
+    // log as it then was, so the session's next wake reads only what was
+    // appended since; an archived session's fold is dropped. (That a task
+    // going on from a fold decides as a fresh one does is what `logbook
+    // rerun` checks after every multi-turn end-to-end test.)
+    use logbook_core::Seq;
+    use logbook_store::Read as _;
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid: logbook_core::SessionId = id(&session).parse().unwrap();
+    let path = format!("/v1/sessions/{sid}");
+    let log_bytes = || -> usize {
+        let records = h.state.store().read(sid, Seq::ZERO, 10_000).unwrap();
+        records.iter().map(|r| r.canonical().map_or(0, <[u8]>::len)).sum()
+    };
+    let runner = h.attach_runner();
+    assert_eq!(runner.folded_usage(), (0, 0));
+    // No model is configured: each turn ends `retries_exhausted`.
+    h.post(&format!("{path}/events"), &events_body(vec![user_message("one")])).await.ok();
+    Harness::wait_runner_quiet(&runner, std::time::Duration::from_secs(10)).await;
+    let first = log_bytes();
+    assert_eq!(runner.folded_usage(), (1, first));
+    h.post(&format!("{path}/events"), &events_body(vec![user_message("two")])).await.ok();
+    Harness::wait_runner_quiet(&runner, std::time::Duration::from_secs(10)).await;
+    let second = log_bytes();
+    assert!(second > first);
+    assert_eq!(runner.folded_usage(), (1, second));
+    let archived = h.post_empty(&format!("{path}/archive")).await;
+    assert_eq!(archived.ok()["status"], "terminated");
+    assert_eq!(runner.folded_usage(), (0, 0), "an archived session's fold is kept");
+}
+
 #[tokio::test]
 async fn an_idle_session_whose_title_changed_can_be_archived() {
     // Goal (found by review of d0f2f61/3eab5ae/9184097, sessions.rs `log_has_work`,
