@@ -477,6 +477,28 @@ impl Api {
             tokio::time::sleep(self.poll_interval).await;
         }
     }
+
+    /// Waits until no session of the server has a runner task (each woke,
+    /// did its work and found nothing more to do), as `/metrics` reports it:
+    /// from then on, the logs hold everything the runner was going to append
+    /// for what was sent so far. Fails after the turn deadline.
+    pub async fn wait_runner_quiet(&self) {
+        let deadline = Instant::now() + self.turn_deadline;
+        loop {
+            let response = self.request(reqwest::Method::GET, "/metrics").send().await.expect("GET /metrics");
+            let text = response.text().await.expect("metrics text");
+            let active = text
+                .lines()
+                .find_map(|line| line.strip_prefix("logbook_runner_sessions "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .expect("/metrics reports logbook_runner_sessions");
+            if active == 0.0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the runner still works after {:?}", self.turn_deadline);
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
 }
 
 /// The `type` of each event.

@@ -239,7 +239,7 @@ async fn a_message_then_an_interrupt_in_one_request_calls_no_model() {
     .await;
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.wait_runner_quiet().await;
     let events = api.events(&session).await;
     assert!(!types(&events).contains(&"span.model_request_start".to_owned()), "{:#?}", types(&events));
     assert_eq!(model.requests().len(), 0);
@@ -455,7 +455,7 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
         events.iter().rev().find(|e| e["type"] == "session.status_idle").unwrap()["stop_reason"]["type"],
         "budget_reached"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.wait_runner_quiet().await;
     let events = api.events(&session).await;
     let kinds = types(&events);
     let running = kinds.iter().filter(|t| *t == "session.status_running").count();
@@ -469,7 +469,7 @@ async fn a_message_queued_when_the_budget_runs_out_does_not_restart_turns() {
 /// flushed (behaviour digest §3.7: "queued inputs are flushed; session
 /// returns to idle"): no turn starts on its own after `retries_exhausted`.
 /// Method: a message is sent while the request that fails for good (a
-/// rejected key) streams; a second after the `retries_exhausted` idle the log
+/// rejected key) streams; once the runner is quiet after the `retries_exhausted` idle, the log
 /// holds one turn and the model one request, and `logbook rerun` reproduces
 /// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +496,7 @@ async fn exhausted_retries_flush_the_queued_input() {
     let events = api.wait_idle(&session, 1).await;
     let idle = events.iter().find(|e| e["type"] == "session.status_idle").unwrap();
     assert_eq!(idle["stop_reason"]["type"], "retries_exhausted", "{:#?}", types(&events));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.wait_runner_quiet().await;
     let events = api.events(&session).await;
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 1, "the dead turn's queued input started another turn: {:#?}", types(&events));
@@ -591,14 +591,34 @@ async fn an_interrupted_request_keeps_the_usage_the_provider_reported() {
     let server = Server::start(&dir.path().join("data"), &model, &[]);
     let api = Api::new(&server).with_turn_deadline(Duration::from_secs(10));
     let session = new_session(&api, toolset("always_allow")).await;
+    // The runner previews the answer's text as it streams: once its
+    // `event_start` is out, the runner has read `message_start` (which comes
+    // first on the provider's stream) and the text is far from complete.
+    let stream = api
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{session}/events/stream?event_deltas%5B%5D=agent.message"),
+        )
+        .header("anthropic-beta", "managed-agents-2026-04-01")
+        .send()
+        .await
+        .expect("stream opens");
+    assert_eq!(stream.status(), 200);
     api.send(&session, user_message("tell me everything")).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // message_start (two chunks, 300 ms each) has arrived; the text has not.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut chunks = stream.bytes_stream();
+    let mut seen = Vec::new();
+    let started = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt as _;
+        while let Some(Ok(chunk)) = chunks.next().await {
+            seen.extend_from_slice(&chunk);
+            if String::from_utf8_lossy(&seen).contains("event_start") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "no preview of the answer: {}", String::from_utf8_lossy(&seen));
     api.send(&session, json!([{"type": "user.interrupt"}])).await;
     let events = api.wait_idle(&session, 1).await;
     assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
@@ -657,7 +677,7 @@ async fn a_response_with_many_blocks_does_not_wedge_the_session() {
 /// with no timing involved: a message accepted after the turn that crossed
 /// the budget ended normally starts one turn, which pauses, and no other.
 /// Method: the first turn's single request costs $3 against a $1 budget and
-/// ends `end_turn`; a second message follows; a second after its
+/// ends `end_turn`; a second message follows; once the runner is quiet after its
 /// `budget_reached` idle the log holds two turns, and `logbook rerun`
 /// reproduces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,7 +705,7 @@ async fn a_message_after_a_turn_that_crossed_the_budget_does_not_restart_turns()
     api.send(&session, user_message("second")).await;
     let events = api.wait_idle(&session, 2).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "budget_reached");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.wait_runner_quiet().await;
     let events = api.events(&session).await;
     let running = types(&events).iter().filter(|t| *t == "session.status_running").count();
     assert_eq!(running, 2, "paused at the budget, the session must stay idle: {} events", events.len());

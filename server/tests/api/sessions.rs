@@ -1220,11 +1220,7 @@ async fn a_self_hosted_sessions_unstarted_input_is_not_archived_away_either() {
     let runner = h.attach_runner();
     // No worker polls, ever: the runner still takes the turn.
     h.post(&format!("{path}/events"), &events_body(vec![user_message("hello")])).await.ok();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while runner.n_active() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the turn did not end");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    Harness::wait_runner_quiet(&runner, std::time::Duration::from_secs(10)).await;
     let kinds: Vec<String> =
         h.events(&self_hosted).await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
     assert!(kinds.iter().any(|k| k == "span.model_request_start"), "{kinds:?}");
@@ -1323,10 +1319,10 @@ async fn an_idle_session_whose_title_changed_can_be_archived() {
             Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
         ],
     );
-    h.attach_runner();
+    let runner = h.attach_runner();
     h.post(&path, &json!({"title": "renamed"})).await.ok();
-    // Give a runner every chance to record something (it has nothing to do).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Had the update woken the runner, whatever it records is recorded by now.
+    Harness::wait_runner_quiet(&runner, std::time::Duration::from_secs(10)).await;
     let archived = h.post_empty(&format!("{path}/archive")).await;
     assert_eq!(archived.ok()["status"], "terminated", "an idle session whose title changed cannot be archived");
 }
@@ -1357,9 +1353,10 @@ async fn a_self_hosted_session_waiting_on_a_worker_that_never_comes_can_be_archi
     let waiting =
         json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": [ids[1]]}});
     h.inject(&session, vec![serde_json::from_value(waiting).unwrap()]);
-    h.attach_runner();
+    let runner = h.attach_runner();
     h.post(&format!("{path}/events"), &events_body(vec![user_message("are you there?")])).await.ok();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The runner woke on the message and decided to wait for the worker.
+    Harness::wait_runner_quiet(&runner, std::time::Duration::from_secs(10)).await;
     let retrieved = h.get(&path).await.ok();
     assert_eq!(retrieved["status"], "idle", "the session waits on its worker: {retrieved}");
     let archived = h.post_empty(&format!("{path}/archive")).await;

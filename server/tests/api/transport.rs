@@ -451,7 +451,7 @@ async fn healthz_metrics_and_openapi() {
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad metric name in {line:?}");
         assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE line for {name}");
     }
-    for store_metric in ["logbook_store_barriers ", "logbook_store_barrier_seconds "] {
+    for store_metric in ["logbook_store_barriers ", "logbook_store_barrier_seconds ", "logbook_runner_sessions "] {
         assert!(text.contains(store_metric), "{store_metric}missing");
     }
     assert!(
