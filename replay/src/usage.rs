@@ -52,8 +52,11 @@ impl UsageFold {
         } else if let Event::SpanModelRequestEnd(end) = &entry.event {
             self.add(&end.model_usage);
         } else if let Event::Compaction(compaction) = &entry.event
-            && compaction.model.is_some()
+            && (compaction.model.is_some() || compaction.usage != ModelUsage::default())
         {
+            // A summary the model wrote, or a summarizing call that failed
+            // after the provider reported (and billed) usage; an elision
+            // without any call adds nothing.
             self.add(&compaction.usage);
         } else if let Event::ServerToolRequests(requests) = &entry.event {
             self.closed.web_search_requests += requests.web_search_requests;

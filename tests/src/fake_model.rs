@@ -80,6 +80,9 @@ pub struct RecordedRequest {
 pub struct FakeOptions {
     /// When set, requests whose `x-api-key` differs get a 401.
     pub api_key: Option<String>,
+    /// When set, every summarizing request's answer is cut after this many
+    /// events (as the `cut` fault does), so compaction's fallback is tested.
+    pub summary_cut_after: Option<usize>,
 }
 
 /// A fake that cannot start or a script that does not parse.
@@ -104,12 +107,19 @@ struct Inner {
     /// Responses served so far (for unique message and tool ids).
     n_responses: u64,
     api_key: Option<String>,
+    summary_cut_after: Option<usize>,
 }
 
 impl FakeState {
     pub fn new(script: Vec<Value>, options: FakeOptions) -> Result<FakeState, FakeModelError> {
         let script = Step::parse_script(script).map_err(FakeModelError::Script)?;
-        let inner = Inner { script, requests: VecDeque::new(), n_responses: 0, api_key: options.api_key };
+        let inner = Inner {
+            script,
+            requests: VecDeque::new(),
+            n_responses: 0,
+            api_key: options.api_key,
+            summary_cut_after: options.summary_cut_after,
+        };
         Ok(FakeState { inner: Arc::new(Mutex::new(inner)) })
     }
 
@@ -227,7 +237,7 @@ async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Byte
             drop(inner);
             return error_response(status, None, &message, &format!("req_fake_{:06}", ids.response));
         }
-        let plan = match body_json.as_ref().and_then(summary_plan) {
+        let plan = match body_json.as_ref().and_then(|body| summary_plan(body, inner.summary_cut_after)) {
             Some(plan) => plan,
             None => script::next_plan(&mut inner.script),
         };
@@ -264,7 +274,7 @@ pub fn is_summary_request(body: &Value) -> bool {
 }
 
 /// The answer to a summarizing request, if `body` is one.
-fn summary_plan(body: &Value) -> Option<Plan> {
+fn summary_plan(body: &Value, cut_after: Option<usize>) -> Option<Plan> {
     let messages = body.get("messages")?.as_array()?;
     let last = messages.last()?;
     let text = last.get("content")?.as_array()?.last()?.get("text")?.as_str()?;
@@ -279,7 +289,8 @@ fn summary_plan(body: &Value) -> Option<Plan> {
         usage: None,
         model: None,
     };
-    Some(Plan::Stream { response, delay_ms: 0, ending: Ending::Complete })
+    let ending = cut_after.map_or(Ending::Complete, |after_events| Ending::Cut { after_events });
+    Some(Plan::Stream { response, delay_ms: 0, ending })
 }
 
 /// Why a request is refused before the script is consulted, if it is.

@@ -142,7 +142,8 @@ async fn the_key_is_checked() {
     // Goal: a wrong key is a 401 (Authentication, not retryable); no key at
     // all fails before anything is sent.
     let fake =
-        FakeModel::start_with(vec![], FakeOptions { api_key: Some("sk-other".to_owned()) }).expect("the fake starts");
+        FakeModel::start_with(vec![], FakeOptions { api_key: Some("sk-other".to_owned()), ..FakeOptions::default() })
+            .expect("the fake starts");
     let (result, _) = call(&client(&fake)).await;
     let error = result.expect_err("a wrong key is refused");
     assert_eq!(error, ModelError::Authentication { message: "authentication_error: invalid x-api-key".to_owned() });

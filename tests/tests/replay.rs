@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use logbook_tests::fake_model::{FakeModel, is_summary_request};
+use logbook_tests::fake_model::{FakeModel, FakeOptions, is_summary_request};
 use logbook_tests::server::{Api, Server, host_snapshot, run_cli, sandbox_data_dir, types, user_message};
 use serde_json::{Value, json};
 
@@ -196,6 +196,47 @@ async fn a_compaction_summarizes_a_sent_file_by_its_content_not_its_id() {
         assert!(!body.to_string().contains(&file), "a request names the file by id: {body:#}");
     }
     assert!(summaries[0].to_string().contains("ship it on friday"), "{:#}", summaries[0]);
+}
+
+/// Goal: a summarizing call that breaks after `message_start` is billed for
+/// what the provider reported, like any failed model call (behaviour digest
+/// §12): the session's usage counts it, though the older turns are elided
+/// mechanically.
+/// Method: every summarizing request is cut after `message_start`; the
+/// session's usage at the end exceeds the sum of its listed model requests'
+/// by the summaries' input tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summarizing_call_that_breaks_is_billed_for_what_was_reported() {
+    let script: Vec<Value> =
+        (0..8).map(|n| bash(&format!("toolu_{n}"), &format!("step {n}: {}", "x".repeat(1_400)))).collect();
+    let options = FakeOptions { summary_cut_after: Some(1), ..FakeOptions::default() };
+    let model = FakeModel::start_with([script, vec![text("All steps done.")]].concat(), options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &model,
+        &[
+            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
+            ("LOGBOOK_COMPACTION_PERCENT", "60"),
+            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
+        ],
+    );
+    let api = Api::new(&server);
+    let session = api.session(toolset()).await;
+    api.send(&session, user_message("run the steps")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
+    let n_summaries = model.requests().iter().filter(|r| is_summary_request(&r.body)).count() as u64;
+    assert!(n_summaries > 0, "no compaction: {:?}", types(&events));
+    let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "span.model_request_end").collect();
+    let listed: u64 = ends.iter().map(|e| e["model_usage"]["input_tokens"].as_u64().unwrap()).sum();
+    let state = api.get(&format!("/x/v1/sessions/{session}/state")).await;
+    let usage = &state["usage"];
+    assert_eq!(usage["model_requests"].as_u64(), Some(ends.len() as u64 + n_summaries), "{usage}");
+    assert!(
+        usage["input_tokens"].as_u64().unwrap() > listed,
+        "the broken summarizing calls were not billed: {usage} against {listed} listed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

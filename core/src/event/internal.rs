@@ -164,7 +164,8 @@ pub struct Compaction {
     /// elided mechanically (the model call failed).
     #[serde(default)]
     pub model: Option<String>,
-    /// Tokens the summarizing call used (billed like any model call).
+    /// Tokens the summarizing call used (billed like any model call): for a
+    /// call that failed, what the provider reported before it failed.
     pub usage: ModelUsage,
 }
 

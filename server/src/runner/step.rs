@@ -751,11 +751,21 @@ impl Task {
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
         let request = build_request(&agent_view(&settings.agent), &messages, &summary_options);
-        let mut ignore = |_: StreamEvent| {};
+        // What the provider reported so far: a call that fails after
+        // `message_start` is still billed for its input.
+        let mut reported = crate::model::Usage::default();
+        let mut on_event = |event: StreamEvent| match event {
+            StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
+            StreamEvent::BlockStart { .. }
+            | StreamEvent::TextDelta { .. }
+            | StreamEvent::ThinkingDelta { .. }
+            | StreamEvent::InputJsonDelta { .. }
+            | StreamEvent::BlockStop { .. } => {}
+        };
         let outcome = match self.handle.config().model.as_ref() {
             Some(client) => {
                 tokio::select! {
-                    res = client.stream(&request, &mut ignore) => Some(res),
+                    res = client.stream(&request, &mut on_event) => Some(res),
                     () = self.signals.interrupt.notified() => None,
                 }
             }
@@ -781,7 +791,7 @@ impl Task {
             }
             Some(Err(error)) => {
                 tracing::warn!(session = %self.session, %error, "the summarizing call failed; eliding older turns");
-                (elided_summary(&plan), None, ModelUsage::default())
+                (elided_summary(&plan), None, model_usage(&reported))
             }
         };
         let after = calibration.apply(
