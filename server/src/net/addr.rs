@@ -43,11 +43,19 @@ const IF_INET6: &str = "/proc/net/if_inet6";
 /// Whether a session may connect to `ip`: a public class of address, and not
 /// one of the host's own.
 pub fn is_public(ip: IpAddr) -> bool {
+    is_public_given(ip, is_own)
+}
+
+/// [`is_public`], with `own` saying which addresses are the host's.
+fn is_public_given(ip: IpAddr, own: impl Fn(IpAddr) -> bool) -> bool {
     let public = match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => is_public_v6(v6),
     };
-    public && !is_own(canonical(ip))
+    // An IPv6 address in an embedding form may be the host's own as itself
+    // (a 6to4 or NAT64 address on an interface) or as the IPv4 address it
+    // carries: both are refused.
+    public && !own(ip) && !own(canonical(ip))
 }
 
 /// The IPv4 address an IPv6 address carries, or the address itself.
@@ -315,6 +323,21 @@ mod tests {
                 assert!(!is_public(IpAddr::V6(v4.to_ipv6_mapped())), "{own} mapped");
             }
         }
+    }
+
+    #[test]
+    fn an_own_address_in_an_embedding_form_is_own_as_itself_and_as_what_it_carries() {
+        // The host holds a 6to4 address (carrying 192.88.99.7, a public
+        // IPv4 address it does not hold) and the IPv4 address 198.51.100.9.
+        let nets = [
+            OwnNet { addr: "2002:c058:6307::1".parse().unwrap(), prefix: 128 },
+            OwnNet { addr: "198.51.100.9".parse().unwrap(), prefix: 32 },
+        ];
+        let own = |ip: IpAddr| nets.iter().any(|net| net.contains(ip));
+        let public = |text: &str| is_public_given(text.parse().unwrap(), own);
+        assert!(!public("2002:c058:6307::1"), "the host's own 6to4 address");
+        assert!(public("2002:c058:6307::2") && public("192.88.99.7"));
+        assert!(!public("198.51.100.9") && !public("::ffff:198.51.100.9") && !public("64:ff9b::c633:6409"));
     }
 
     #[test]
