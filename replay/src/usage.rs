@@ -49,18 +49,8 @@ impl UsageFold {
             // the time between the two (however long) is not billed.
             self.closed.active_micros += u64::try_from(previous - since).unwrap_or(0);
             self.running_since = Some(at);
-        } else if let Event::SpanModelRequestEnd(end) = &entry.event {
-            self.add(&end.model_usage);
-        } else if let Event::Compaction(compaction) = &entry.event
-            && (compaction.model.is_some() || compaction.usage != ModelUsage::default())
-        {
-            // A summary the model wrote, or a summarizing call that failed
-            // after the provider reported (and billed) usage; an elision
-            // without any call adds nothing.
-            self.add(&compaction.usage);
-        } else if let Event::ServerToolRequests(requests) = &entry.event {
-            self.closed.web_search_requests += requests.web_search_requests;
-            self.closed.web_fetch_requests += requests.web_fetch_requests;
+        } else if self.count(&entry.event) {
+            // A request's, a summary's or the server tools' usage: counted.
         } else if let Event::SessionStatusRunning(_) = &entry.event {
             self.running_since.get_or_insert(at);
         } else if matches!(
@@ -70,6 +60,30 @@ impl UsageFold {
         {
             self.closed.active_micros += u64::try_from(at - since).unwrap_or(0);
         }
+    }
+
+    /// Counts what `event` used (its model request's tokens, a summarizing
+    /// call's, the provider's server tool uses); whether it was such an
+    /// event. For events about to be appended, which the totals must
+    /// include before they are durable (a `session.usage` appended with
+    /// them), as for folded ones.
+    pub fn count(&mut self, event: &Event) -> bool {
+        if let Event::SpanModelRequestEnd(end) = event {
+            self.add(&end.model_usage);
+        } else if let Event::Compaction(compaction) = event {
+            // A summary the model wrote, or a summarizing call that failed
+            // after the provider reported (and billed) usage; an elision
+            // without any call adds nothing.
+            if compaction.model.is_some() || compaction.usage != ModelUsage::default() {
+                self.add(&compaction.usage);
+            }
+        } else if let Event::ServerToolRequests(requests) = event {
+            self.closed.web_search_requests += requests.web_search_requests;
+            self.closed.web_fetch_requests += requests.web_fetch_requests;
+        } else {
+            return false;
+        }
+        true
     }
 
     fn add(&mut self, usage: &ModelUsage) {

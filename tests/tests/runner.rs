@@ -805,3 +805,37 @@ async fn the_budget_is_checked_on_the_unrounded_cost() {
     assert_eq!(model.requests().len(), 2);
     rerun_check(server, &dir.path().join("data"));
 }
+
+/// Defect (review-model): the `session.usage` that closes a turn whose last
+/// request failed for good leaves that request out. `model_failed` (step.rs)
+/// puts the request's `span.model_request_end` (with the usage the provider
+/// reported before failing: a request cut short is billed too) in the same
+/// append as the `session.usage` and the idle, but `idle_at` computes the
+/// snapshot from the projection *before* that append; the session object's
+/// usage (`set_usage`) is the same stale total. The last attempt of every
+/// exhausted retry loop is lost the same way.
+/// Method: a stream that reports its input tokens in `message_start` and
+/// then fails with a final error event; the usage before the idle must count
+/// what the request's end records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_before_a_failed_turns_idle_counts_the_failed_request() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "error_event", "after_events": 2, "error_type": "invalid_request_error", "message": "bad"}),
+        json!({"content": [{"type": "text", "text": "never finished"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 1_000_000, "output_tokens": 10}}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hi")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted", "{:#?}", types(&events));
+    let end = events.iter().find(|e| e["type"] == "span.model_request_end").unwrap();
+    assert_eq!(end["model_usage"]["input_tokens"], 1_000_000, "{end}");
+    let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
+    assert_eq!(usage["usage"]["input_tokens"], 1_000_000, "the failed request's usage is left out: {usage}");
+    let session_obj = api.get(&format!("/v1/sessions/{session}")).await;
+    assert_eq!(session_obj["usage"]["input_tokens"], 1_000_000, "{}", session_obj["usage"]);
+}

@@ -434,7 +434,13 @@ impl Task {
         at: IdleAt,
     ) -> Result<bool, ApiError> {
         let session = self.load_session().await?;
-        let mut totals = self.projection.usage.totals();
+        // What `before` records (a failed request's end, say) is counted
+        // too: the snapshot appended with it must include it.
+        let mut fold = self.projection.usage;
+        for (_, event) in &before {
+            fold.count(event);
+        }
+        let mut totals = fold.totals();
         // A turn still running is counted up to its last entry; the idle is now.
         if self.projection.machine.in_turn()
             && let Some(last) = self.entries.last()
