@@ -9,6 +9,8 @@
 //! `user.custom_tool_result` and `user.tool_result`, mapped back to the
 //! provider's tool-use ids. Consecutive blocks of one role merge into one
 //! message; in a user message, tool results come first, as the API requires.
+//! Blank text blocks (which the provider sometimes returns, and always
+//! refuses in a request) are left out.
 //! Server tools (web search and fetch run by the provider) have their use and
 //! result inside the provider's content; the `agent.tool_result` made from
 //! such a result is for the API's clients and adds nothing here.
@@ -210,10 +212,13 @@ impl Context {
                         self.provider_ids.insert(link.event_id, link.provider_id.clone());
                     }
                 }
-                let blocks = match response.content.to_value() {
+                let mut blocks = match response.content.to_value() {
                     Value::Array(blocks) => blocks,
                     Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Object(_) => Vec::new(),
                 };
+                // The provider sometimes answers with an empty text block,
+                // but refuses one in a request.
+                blocks.retain(|block| !is_blank_text(block));
                 self.push(seq, Role::Assistant, blocks);
                 self.release_held(seq);
             }
@@ -364,6 +369,12 @@ impl Context {
     }
 }
 
+/// Whether `block` is a text block with nothing but whitespace.
+fn is_blank_text(block: &Value) -> bool {
+    block.get("type").and_then(Value::as_str) == Some("text")
+        && block.get("text").and_then(Value::as_str).is_none_or(|text| text.trim().is_empty())
+}
+
 fn summary_block(text: &str) -> Value {
     json!({"type": "text", "text": format!("{SUMMARY_PREAMBLE}\n\n<summary>\n{text}\n</summary>")})
 }
@@ -480,10 +491,12 @@ fn merge_push(messages: &mut Vec<Value>, message: Value) {
     messages.push(message);
 }
 
-/// A content block as the Messages API takes it; redacted blocks are dropped.
+/// A content block as the Messages API takes it; redacted blocks and blank
+/// text (which the API refuses with a final 400) are dropped.
 fn block_json(block: &ContentBlock) -> Option<Value> {
     match block {
         ContentBlock::Redacted => None,
+        ContentBlock::Text { text } if text.trim().is_empty() => None,
         ContentBlock::Text { .. }
         | ContentBlock::Image { .. }
         | ContentBlock::Document { .. }
@@ -649,6 +662,59 @@ mod tests {
             "the plan replaced {n_replaced} messages (through seq {}), yet kept {kept:?}",
             plan.through_seq
         );
+    }
+
+    #[test]
+    fn an_empty_text_block_the_model_returned_is_not_sent_back() {
+        // Goal: the Messages API sometimes returns an empty text block (e.g.
+        // `[{"type":"text","text":""}, {"type":"tool_use",...}]`), but refuses
+        // one in a request with a non-retryable 400 "messages: text content
+        // blocks must be non-empty". The context replays `x.model_response`
+        // verbatim, so once such a response is recorded every later request of
+        // the session is refused: the session is poisoned for good.
+        // Method: a response with an empty text block and a tool use, then the
+        // tool's result; the conversation the next request sends must hold no
+        // text block with empty (or whitespace-only) text.
+        let call = EventId::from_parts(1, 3);
+        let log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "go".into() }] })),
+            entry(
+                2,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: EventId::from_parts(1, 0),
+                    content: Json::new(&json!([
+                        {"type": "text", "text": ""},
+                        {"type": "tool_use", "id": "toolu_1", "name": "bash", "input": {"command": "ls"}}
+                    ])),
+                    tool_uses: vec![ToolUseLink { provider_id: "toolu_1".into(), event_id: call }],
+                }),
+            ),
+            entry(
+                3,
+                Event::AgentToolUse(AgentToolUse {
+                    name: "bash".into(),
+                    input: Json::new(&json!({"command": "ls"})),
+                    evaluated_permission: Some(EvaluatedPermission::Allow),
+                    evaluation: None,
+                    session_thread_id: None,
+                }),
+            ),
+            entry(
+                4,
+                Event::AgentToolResult(AgentToolResult {
+                    tool_use_id: call,
+                    content: Some(vec![ContentBlock::Text { text: "a.txt".into() }]),
+                    is_error: Some(false),
+                }),
+            ),
+        ];
+        let messages = conversation(&log);
+        let empty: Vec<&Value> = messages
+            .iter()
+            .flat_map(|m| m["content"].as_array().into_iter().flatten())
+            .filter(|b| b["type"] == "text" && b["text"].as_str().is_some_and(|t| t.trim().is_empty()))
+            .collect();
+        assert!(empty.is_empty(), "the next request sends empty text blocks {empty:?} in {messages:#?}");
     }
 
     #[test]

@@ -839,3 +839,48 @@ async fn the_usage_before_a_failed_turns_idle_counts_the_failed_request() {
     let session_obj = api.get(&format!("/v1/sessions/{session}")).await;
     assert_eq!(session_obj["usage"]["input_tokens"], 1_000_000, "{}", session_obj["usage"]);
 }
+
+/// Defect (review-model): a client's empty text block is accepted and then
+/// sent to the model in every later request. `check_content` (api/events.rs)
+/// accepts `{"type": "text", "text": ""}` (or whitespace only) in a
+/// `user.message`, and the context passes it through, but the Messages API
+/// refuses any request holding one with a final 400 ("messages: text content
+/// blocks must be non-empty" / "must contain non-whitespace text"): the turn
+/// ends `retries_exhausted`, and so does every later one, since the block
+/// stays in the log the context is built from.
+/// Method: a message with an empty and a whitespace-only text block beside a
+/// real one; either the send is refused with a 400, or no model request
+/// carries a blank text block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_text_block_from_the_client_never_reaches_the_model() {
+    let model =
+        FakeModel::start(vec![json!({"content": [{"type": "text", "text": "Hello."}], "stop_reason": "end_turn"})])
+            .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    let (status, body) = api
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/events"),
+            Some(json!({"events": [{"type": "user.message", "content": [
+                {"type": "text", "text": ""}, {"type": "text", "text": "  \n"}, {"type": "text", "text": "hello"}]}]})),
+        )
+        .await;
+    if status == 400 {
+        return;
+    }
+    assert!(status < 300, "{status}: {body}");
+    api.wait_idle(&session, 1).await;
+    for request in model.requests() {
+        let blank: Vec<&Value> = request.body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["content"].as_array().into_iter().flatten())
+            .filter(|b| b["type"] == "text" && b["text"].as_str().is_some_and(|t| t.trim().is_empty()))
+            .collect();
+        assert!(blank.is_empty(), "the model is sent blank text blocks, which it refuses: {blank:?}");
+    }
+}

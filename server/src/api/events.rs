@@ -423,6 +423,12 @@ fn check_content(blocks: &[ContentBlock], field: &str, allowed: &[&str], require
             )));
         }
     }
+    // The model is never sent a blank text block (the Messages API refuses
+    // them), so input made only of those would reach it as nothing at all.
+    let blank = |block: &ContentBlock| matches!(block, ContentBlock::Text { text } if text.trim().is_empty());
+    if required && blocks.iter().all(blank) {
+        return Err(ApiError::invalid(format!("{field}.content: must contain a block that is not blank text")));
+    }
     Ok(())
 }
 

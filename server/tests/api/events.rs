@@ -234,6 +234,9 @@ async fn tool_result_only_on_self_hosted_and_no_redacted_input() {
         json!({"type": "user.custom_tool_result", "custom_tool_use_id": missing_event_id(), "content": [{"type": "redacted"}]}),
         json!({"type": "user.message", "content": []}),
         json!({"type": "user.message"}),
+        // Only blank text: the model would be sent nothing (it refuses blank text blocks).
+        json!({"type": "user.message", "content": [{"type": "text", "text": ""}, {"type": "text", "text": " \n\t"}]}),
+        json!({"type": "system.message", "content": [{"type": "text", "text": "  "}]}),
         json!({"type": "user.message", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "x"}}]}),
         json!({"type": "user.message", "content": [{"type": "search_result", "source": "https://x", "title": "t",
             "content": [{"type": "text", "text": "x"}], "citations": {"enabled": false}}]}),
