@@ -318,3 +318,55 @@ async fn forks_at_random_seqs_verify_share_the_prefix_and_start_from_its_workspa
     assert_eq!(bundle_lines(&api, &parent).await, parent_lines);
     server.stop();
 }
+
+/// Defect (review-model): a fork taken inside a `pause_turn` response ends
+/// the paused turn instead of continuing it. `past_open_response` (api/x/
+/// fork.rs) moves a fork point inside a response's batch to its
+/// `span.model_request_end`, but the batch goes on with `x.model_request`,
+/// which carries the provider's `stop_reason`; the machine learns that the
+/// response paused only from it (`Machine::apply`, `Event::ModelRequest`).
+/// The fork therefore ends the turn idle `end_turn` with the provider's
+/// server tool call unanswered in its context (the paused assistant content
+/// ends on a `server_tool_use` with no result), where the parent called the
+/// model again to let the provider finish.
+/// Method: a parent whose turn pauses once; a fork at its paused response's
+/// `x.model_response` must call the model again (a second request start in
+/// the fork's log), as the parent did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_inside_a_paused_response_continues_the_turn() {
+    let model = FakeModel::start(vec![
+        json!({"content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "long"}}],
+               "stop_reason": "pause_turn",
+               "usage": {"server_tool_use": {"web_search_requests": 1}}}),
+        json!({"content": [
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                {"type": "text", "text": "Nothing found."}]}),
+        json!({"content": [
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                {"type": "text", "text": "The fork found nothing either."}]}),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[("LOGBOOK_WEB_TOOLS", "server")]);
+    let api = Api::new(&server);
+    let parent = api.session(json!([{"type": "agent_toolset_20260401"}])).await;
+    api.send(&parent, user_message("search long")).await;
+    let parent_events = api.wait_idle(&parent, 1).await;
+    let starts = parent_events.iter().filter(|e| e["type"] == "span.model_request_start").count();
+    assert_eq!(starts, 2, "the parent continued its paused turn");
+
+    let paused = api.seqs_of(&parent, "x.model_response").await[0];
+    let forked = fork(&api, &parent, json!({"at_seq": paused})).await;
+    let child = forked["id"].as_str().unwrap().to_owned();
+    let child_events = api.wait_idle(&child, 1).await;
+    let starts = child_events.iter().filter(|e| e["type"] == "span.model_request_start").count();
+    assert_eq!(
+        starts,
+        2,
+        "the fork ended the paused turn ({}) without letting the provider finish",
+        child_events.last().unwrap()["stop_reason"]
+    );
+}

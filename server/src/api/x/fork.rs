@@ -237,33 +237,71 @@ const MAX_BATCH_LOOKAROUND: usize = 4096;
 /// The fork point moved past the rest of a model response's records, when
 /// `at` falls among them. The runner appends a response as one batch
 /// (`x.model_response`, an `agent.tool_use` per call, ...,
-/// `span.model_request_end`); a fork cut inside it would keep every call in
-/// the context but only some in the machine, and the calls it lost would
-/// never be answered, so the API would refuse the fork's every request.
+/// `span.model_request_end`, then `x.model_request` with the provider's stop
+/// reason and, if the provider ran server tools, `x.server_tool_requests`); a
+/// fork cut inside it would keep every call in the context but only some in
+/// the machine, and the calls it lost would never be answered, so the API
+/// would refuse the fork's every request. A cut before `x.model_request`
+/// loses the stop reason (a paused turn would end) and the server tools'
+/// usage.
 fn past_open_response(store: &SledStore, parent: SessionId, at: Seq) -> Result<Seq, ApiError> {
     let next = Seq::new(at.get() + 1);
-    let mut open_response = None;
+    // The request whose response batch `at` falls in, if it does, and
+    // whether the batch's `span.model_request_end` is at or before `at`.
+    let mut open: Option<(EventId, bool)> = None;
+    // Whether every record from `at` back so far is of a batch's tail.
+    let mut tail_only = true;
     for record in store.read_before(parent, next, MAX_BATCH_LOOKAROUND)?.iter().rev() {
         let event = record.entry().map_err(ApiError::internal)?.event;
-        if let Event::ModelResponse(response) = event {
-            open_response = Some(response.model_request_start_id);
+        if let Event::ModelResponse(response) = &event {
+            open = Some((response.model_request_start_id, false));
             break;
         }
-        if matches!(event.event_type(), EventType::SpanModelRequestStart | EventType::SpanModelRequestEnd) {
+        if let Event::SpanModelRequestEnd(end) = &event {
+            // After a request's end, only its tail belongs to its batch.
+            if tail_only {
+                open = Some((end.model_request_start_id, true));
+            }
             break;
         }
+        if event.event_type() == EventType::SpanModelRequestStart {
+            break;
+        }
+        tail_only &= batch_tail_of(&event).is_some();
     }
-    let Some(start) = open_response else { return Ok(at) };
+    let Some((start, mut ended)) = open else { return Ok(at) };
+    let mut last = at;
     for record in store.read(parent, next, MAX_BATCH_LOOKAROUND)? {
-        if let Event::SpanModelRequestEnd(end) = record.entry().map_err(ApiError::internal)?.event
-            && end.model_request_start_id == start
-        {
-            return Ok(record.seq());
+        let event = record.entry().map_err(ApiError::internal)?.event;
+        if !ended {
+            if let Event::SpanModelRequestEnd(end) = &event
+                && end.model_request_start_id == start
+            {
+                ended = true;
+                last = record.seq();
+            }
+            continue;
         }
+        if batch_tail_of(&event) != Some(start) {
+            break;
+        }
+        last = record.seq();
     }
-    // The request never ended (the parent stopped mid-batch): the fork
-    // closes it, as a restart would.
-    Ok(at)
+    // A request that never ended (the parent stopped mid-batch) leaves the
+    // point where it was: the fork closes the request, as a restart would.
+    Ok(if ended { last } else { at })
+}
+
+/// The request whose batch `event` ends, if it is one of a response batch's
+/// records after `span.model_request_end`.
+fn batch_tail_of(event: &Event) -> Option<EventId> {
+    if let Event::ModelRequest(request) = event {
+        Some(request.model_request_start_id)
+    } else if let Event::ServerToolRequests(requests) = event {
+        Some(requests.model_request_start_id)
+    } else {
+        None
+    }
 }
 
 /// The agent the parent ran with at the fork point: the recorded one, or
