@@ -31,6 +31,8 @@ use logbook_core::{Entry, EventId};
 
 use crate::tokens;
 
+/// The provider's stop reason for a response it refused to give.
+const REFUSAL: &str = "refusal";
 /// How the summary of compacted turns is introduced to the model.
 pub const SUMMARY_PREAMBLE: &str = "The earlier part of this conversation was compacted to save context. Its summary:";
 /// Characters of each user text a mechanical (elided) summary keeps.
@@ -109,6 +111,19 @@ pub struct Context {
     /// wait for the runner, so it lands between the start and the response).
     #[serde(default)]
     held: Vec<Vec<Value>>,
+    /// Where the newest response's blocks went: its request, the message
+    /// they joined and how many blocks that message had before them (so a
+    /// refused response can be taken out again).
+    #[serde(default)]
+    last_response: Option<ResponsePlace>,
+}
+
+/// See [`Context::last_response`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ResponsePlace {
+    start: EventId,
+    message: usize,
+    blocks_before: usize,
 }
 
 /// The conversation as of the end of `entries` (the first entry at seq 0).
@@ -219,8 +234,23 @@ impl Context {
                 // The provider sometimes answers with an empty text block,
                 // but refuses one in a request.
                 blocks.retain(|block| !is_blank_text(block));
+                self.last_response = match self.messages.last() {
+                    Some(last) if last.role == Role::Assistant && !blocks.is_empty() => Some(ResponsePlace {
+                        start: response.model_request_start_id,
+                        message: self.messages.len() - 1,
+                        blocks_before: last.content.len(),
+                    }),
+                    Some(_) | None => Some(ResponsePlace {
+                        start: response.model_request_start_id,
+                        message: self.messages.len(),
+                        blocks_before: 0,
+                    }),
+                };
                 self.push(seq, Role::Assistant, blocks);
                 self.release_held(seq);
+            }
+            Event::ModelRequest(request) if request.stop_reason.as_deref() == Some(REFUSAL) => {
+                self.forget_refused(request.model_request_start_id);
             }
             Event::AgentToolResult(result) => {
                 if !self.provider_run.remove(&result.tool_use_id) {
@@ -277,6 +307,63 @@ impl Context {
             | Event::AgentConfig(_) => {}
             Event::SessionResource(_) | Event::ServerToolRequests(_) => {}
         }
+    }
+
+    /// Takes a refused response out of the conversation, with the input
+    /// that drew it: the provider refuses every later request that still
+    /// holds them ("remove or rephrase the turn that triggered the refusal").
+    /// Tool results in that input stay (their calls must be answered), and
+    /// so does input that arrived while the refused request was open.
+    fn forget_refused(&mut self, start: EventId) {
+        let Some(place) = self.last_response.take() else { return };
+        if place.start != start || place.message >= self.messages.len() {
+            return;
+        }
+        let mut cut = place.message;
+        let response = &mut self.messages[place.message];
+        // A refused response with calls in it stays: their results will
+        // name them (a refusal has none in practice).
+        let refused = response.content.get(place.blocks_before..).unwrap_or_default();
+        if refused.iter().any(|block| block["type"] == "tool_use" || block["type"] == "server_tool_use") {
+            return;
+        }
+        response.content.truncate(place.blocks_before);
+        if response.content.is_empty() {
+            self.messages.remove(place.message);
+        } else {
+            response.tokens = tokens::message(&response.to_json());
+            cut += 1;
+        }
+        // The input before the response drew it, unless it was a summary's
+        // first message or the response continued an earlier one.
+        if place.blocks_before == 0
+            && let Some(input_at) = cut.checked_sub(1)
+            && let Some(input) = self.messages.get_mut(input_at)
+            && input.role == Role::User
+        {
+            input.content.retain(|block| block["type"] == "tool_result");
+            if input.content.is_empty() {
+                self.messages.remove(input_at);
+            } else {
+                input.tokens = tokens::message(&input.to_json());
+            }
+        }
+        self.merge_neighbours();
+    }
+
+    /// Merges consecutive messages of one role (left by a removal).
+    fn merge_neighbours(&mut self) {
+        let mut merged: Vec<Message> = Vec::with_capacity(self.messages.len());
+        for message in std::mem::take(&mut self.messages) {
+            match merged.last_mut() {
+                Some(last) if last.role == message.role => {
+                    last.content.extend(message.content);
+                    last.tokens = tokens::message(&last.to_json());
+                }
+                Some(_) | None => merged.push(message),
+            }
+        }
+        self.messages = merged;
     }
 
     fn compact(&mut self, seq: u64, compaction: &Compaction) {
@@ -715,6 +802,72 @@ mod tests {
             .filter(|b| b["type"] == "text" && b["text"].as_str().is_some_and(|t| t.trim().is_empty()))
             .collect();
         assert!(empty.is_empty(), "the next request sends empty text blocks {empty:?} in {messages:#?}");
+    }
+
+    #[test]
+    fn a_refused_turn_is_not_sent_to_the_model_again() {
+        // Goal: after `stop_reason: refusal` the Messages API documentation
+        // says the conversation must be reset before continuing ("remove or
+        // rephrase the turn that triggered the refusal, or clear the
+        // conversation history entirely. Attempting to continue without
+        // resetting will result in continued refusals"; Handle streaming
+        // refusals). The runner ends the turn idle `refusal`, but the context
+        // keeps the refused response (and the input that triggered it), so
+        // every later turn of the session sends them again and is refused
+        // again.
+        // Method: a turn refused mid-answer, then a new message; the
+        // conversation the next request sends must not hold the refused
+        // partial answer.
+        use logbook_core::event::{
+            ModelRequest, ModelUsage, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd,
+            SpanModelRequestStart, StopReason,
+        };
+
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let start = EventId::from_parts(1, 3);
+        let log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: text("something the classifier stops") })),
+            entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
+            entry(3, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+            entry(
+                4,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: start,
+                    content: Json::new(&json!([{"type": "text", "text": "Sure, the first step is"}])),
+                    tool_uses: Vec::new(),
+                }),
+            ),
+            entry(
+                5,
+                Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                    model_request_start_id: start,
+                    model_usage: ModelUsage::default(),
+                    is_error: Some(false),
+                }),
+            ),
+            entry(
+                6,
+                Event::ModelRequest(ModelRequest {
+                    model_request_start_id: start,
+                    model: "claude-sonnet-4-6".into(),
+                    request_id: None,
+                    stop_reason: Some("refusal".into()),
+                    usage: ModelUsage::default(),
+                    duration_ms: 1,
+                    attempt: 1,
+                }),
+            ),
+            entry(
+                7,
+                Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::Refusal, stop_details: None }),
+            ),
+            entry(8, Event::UserMessage(UserMessage { content: text("let us talk about something else") })),
+        ];
+        let messages = conversation(&log);
+        assert!(
+            !serde_json::to_string(&messages).unwrap().contains("Sure, the first step is"),
+            "the next request sends the refused answer again: {messages:#?}"
+        );
     }
 
     #[test]

@@ -132,7 +132,9 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
 /// 2: input held while a model request is open (`Context::held`).
 /// 3: the machine pauses at a budget, and an interrupt stops the input its
 /// turn was for.
-const CHECKPOINT_FORMAT: u8 = 3;
+/// 4: the context leaves out blank text blocks and a refused response with
+/// the input that drew it (`Context::last_response`).
+const CHECKPOINT_FORMAT: u8 = 4;
 
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
     let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
