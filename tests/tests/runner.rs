@@ -884,3 +884,33 @@ async fn a_blank_text_block_from_the_client_never_reaches_the_model() {
         assert!(blank.is_empty(), "the model is sent blank text blocks, which it refuses: {blank:?}");
     }
 }
+
+/// Defect (review): a call of a tool the agent does not have (a name the
+/// model made up) is `agent.tool_use` with `evaluated_permission: allow` and
+/// `evaluation: always_allow` whenever the agent has the built-in toolset:
+/// `permission_for` (runner/step.rs) falls back to the toolset's
+/// `default_config` for any name, not only the eight built-in tools. The
+/// behaviour digest §8.2: "A call to a tool not enabled in the session is
+/// denied with no `evaluation`". Under `always_ask` the user is asked to
+/// confirm a tool that does not exist; on a self-hosted environment the call
+/// is handed to the worker. Method: the model calls `delete_everything`
+/// (no such tool) for an agent with the toolset (always_allow) and a custom
+/// tool; the call must be denied, without an evaluation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_a_tool_the_agent_does_not_have_is_denied() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_x", "name": "delete_everything", "input": {}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("go")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let tool_use = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
+    assert_eq!(tool_use["evaluated_permission"], "deny", "{tool_use}");
+    assert!(tool_use.get("evaluation").is_none_or(Value::is_null), "{tool_use}");
+}

@@ -1175,6 +1175,11 @@ fn permission_for(
     auto_allowed: &[String],
     name: &str,
 ) -> (EvaluatedPermission, Option<ToolEvaluation>) {
+    // The toolset's configs apply to its built-in tools only: a name the
+    // model made up is no tool of the agent (behaviour digest §8.2).
+    if !crate::api::tools::BUILTIN_TOOLS.contains(&name) {
+        return (EvaluatedPermission::Deny, None);
+    }
     for tool in &session.agent.tools {
         if let Tool::AgentToolset { default_config, configs } = tool {
             let (enabled, policy) = match configs.iter().find(|c| c.name == name) {
