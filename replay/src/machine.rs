@@ -44,7 +44,7 @@ use serde_json::Value;
 
 use logbook_core::event::{
     ConfirmationResult, ContentBlock, EvaluatedPermission, Event, ModelResponse, RetryStatus, SessionError,
-    SessionStatusIdle, StopReason,
+    SessionErrorDetail, SessionStatusIdle, StopReason,
 };
 use logbook_core::{Entry, EventId};
 
@@ -182,6 +182,12 @@ pub const PAUSE_TURN: &str = "pause_turn";
 /// iterations).
 pub const MAX_PAUSE_CONTINUATIONS: u32 = 16;
 
+/// What the provider's refusal of a prompt over the model's context window
+/// says (`400 invalid_request_error: prompt is too long: N tokens > M
+/// maximum`). The runner retries such a request once, after a compaction
+/// the machine asks for when the retrying `session.error` says this.
+pub const PROMPT_TOO_LONG: &str = "prompt is too long";
+
 /// A session's state, folded from its log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
@@ -223,6 +229,10 @@ pub struct Machine {
     /// A compaction was recorded since the last model request: do not ask for
     /// another before the model has been called.
     compacted: bool,
+    /// The last request was refused as longer than the model's window
+    /// ([`PROMPT_TOO_LONG`]) and is to be retried: compact first.
+    #[serde(default)]
+    too_long: bool,
     /// The last response stopped with `pause_turn`: call the model again.
     #[serde(default)]
     paused: bool,
@@ -278,6 +288,13 @@ impl Machine {
 
     pub fn open_tools(&self) -> impl Iterator<Item = (EventId, &OpenTool)> {
         self.order.iter().filter_map(|id| self.tools.get(id).map(|tool| (*id, tool)))
+    }
+
+    /// Whether a compaction may still be asked for before the next model
+    /// call (none was recorded since the last request that succeeded): a
+    /// prompt refused as too long is worth retrying only then.
+    pub fn may_compact(&self) -> bool {
+        !self.compacted
     }
 
     /// Whether a turn is under way (running or rescheduling).
@@ -385,6 +402,7 @@ impl Machine {
                     self.failed_attempts = 0;
                     self.last_request_ok = true;
                     self.compacted = false;
+                    self.too_long = false;
                     let usage = &end.model_usage;
                     self.context_tokens = usage.input_tokens
                         + usage.cache_read_input_tokens
@@ -398,6 +416,7 @@ impl Machine {
             }
             Event::Compaction(compaction) => {
                 self.compacted = true;
+                self.too_long = false;
                 self.context_tokens = compaction.tokens_after;
             }
             Event::SessionStatusRunning(_) => {
@@ -453,6 +472,12 @@ impl Machine {
             Event::SessionError(SessionError { error }) => {
                 if error.retry_status() == RetryStatus::Exhausted {
                     self.exhausted = true;
+                }
+                if let SessionErrorDetail::ModelRequestFailedError { message, retry_status: RetryStatus::Retrying } =
+                    error
+                    && message.contains(PROMPT_TOO_LONG)
+                {
+                    self.too_long = true;
                 }
             }
             Event::AgentMessage(_)
@@ -571,10 +596,8 @@ impl Machine {
         }
         let continues = self.paused && self.n_paused <= MAX_PAUSE_CONTINUATIONS;
         if self.unseen_input || self.unseen_results || !self.last_request_ok || continues {
-            if let Some(trigger) = self.compaction_trigger
-                && self.context_tokens >= trigger
-                && !self.compacted
-            {
+            let over_trigger = self.compaction_trigger.is_some_and(|trigger| self.context_tokens >= trigger);
+            if (over_trigger || self.too_long) && !self.compacted {
                 return Command::Compact;
             }
             return Command::CallModel { attempt: self.failed_attempts + 1 };

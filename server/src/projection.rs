@@ -133,7 +133,8 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
 /// 3: the machine pauses at a budget, and an interrupt stops the input its
 /// turn was for.
 /// 4: the context leaves out blank text blocks and a refused response with
-/// the input that drew it (`Context::last_response`).
+/// the input that drew it (`Context::last_response`); the machine compacts
+/// after a prompt refused as too long (`Machine::too_long`).
 const CHECKPOINT_FORMAT: u8 = 4;
 
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {

@@ -914,3 +914,78 @@ async fn a_call_of_a_tool_the_agent_does_not_have_is_denied() {
     assert_eq!(tool_use["evaluated_permission"], "deny", "{tool_use}");
     assert!(tool_use.get("evaluation").is_none_or(Value::is_null), "{tool_use}");
 }
+
+/// Defect (review-model): a context that outgrows the model's window is
+/// never compacted once the token estimate is wrong. Compaction is only ever
+/// triggered by the machine's estimate (`Command::Compact` when
+/// `context_tokens >= trigger_tokens`); when the provider itself refuses the
+/// request with `400 invalid_request_error: prompt is too long: N tokens >
+/// M maximum` (the estimate undercounted: code, non-English text, images),
+/// the error is `InvalidRequest`, not retryable, and the turn dies
+/// `retries_exhausted`. Nothing changes the context, so every later turn
+/// sends a longer prompt and dies the same way: the session is wedged for
+/// good, although the harness is to compact "when it approaches the context
+/// window" (behaviour digest §5).
+/// Method: a first turn answered; the second turn's request is refused as
+/// too long; the runner must compact and answer the turn (the fake answers
+/// the summarizing call itself), not end it `retries_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_the_provider_finds_too_long_is_compacted_not_the_end_of_the_session() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+        json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+        json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert!(
+        types(&events).contains(&"agent.thread_context_compacted".to_owned()),
+        "a prompt over the window was not compacted: {:#?}",
+        events
+            .iter()
+            .filter(|e| e["type"] == "session.error" || e["type"] == "session.status_idle")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    rerun_check(server, &dir.path().join("data"));
+}
+
+/// Goal: a prompt still too long after the compaction it caused ends the
+/// turn instead of retrying for ever: one compaction, one retry, then
+/// `retries_exhausted`.
+/// Method: the second turn's request and its retry are both refused as too
+/// long; `logbook rerun` reproduces the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_still_too_long_after_compacting_ends_the_turn() {
+    let too_long =
+        json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"});
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+        too_long.clone(),
+        too_long,
+        json!({"content": [{"type": "text", "text": "Never sent."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    api.wait_idle(&session, 1).await;
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted", "{:#?}", types(&events));
+    let kinds = types(&events);
+    assert_eq!(kinds.iter().filter(|t| *t == "agent.thread_context_compacted").count(), 1, "{kinds:#?}");
+    let failed = events.iter().filter(|e| e["type"] == "span.model_request_end" && e["is_error"] == true).count();
+    assert_eq!(failed, 2, "{kinds:#?}");
+    rerun_check(server, &dir.path().join("data"));
+}

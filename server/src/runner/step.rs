@@ -26,6 +26,7 @@ use logbook_core::event::{
     SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
+use logbook_replay::machine::PROMPT_TOO_LONG;
 use logbook_replay::state::AgentSettings;
 use logbook_replay::{Command, FailReason, Policy, SessionState, Status as MachineStatus, ToolHost};
 use logbook_store::{AppendError, Read};
@@ -833,7 +834,12 @@ impl Task {
     ) -> Result<(), ApiError> {
         tracing::warn!(session = %self.session, attempt, %error, "model call failed");
         let max = self.handle.config().policy.max_model_attempts;
-        let retrying = error.is_retryable() && attempt < max;
+        // A prompt over the model's window is retried once the machine has
+        // compacted (it asks to when the retrying error says so), unless it
+        // compacted for this request already.
+        let too_long = matches!(&error, ModelError::InvalidRequest { message, .. } if message.contains(PROMPT_TOO_LONG))
+            && self.projection.machine.may_compact();
+        let retrying = (error.is_retryable() || too_long) && attempt < max;
         let end = (None, request_end(start_id, usage, true));
         if !retrying {
             let detail = error_detail(Some(&error), RetryStatus::Exhausted);
@@ -846,7 +852,12 @@ impl Task {
                 .await;
         }
         let detail = error_detail(Some(&error), RetryStatus::Retrying);
-        let delay = error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt));
+        let delay = if too_long {
+            // Nothing to wait for: the compaction is what changes.
+            Duration::ZERO
+        } else {
+            error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt))
+        };
         self.last_error = Some(error);
         self.append(vec![
             end,
