@@ -80,9 +80,12 @@ pub struct RecordedRequest {
 pub struct FakeOptions {
     /// When set, requests whose `x-api-key` differs get a 401.
     pub api_key: Option<String>,
-    /// When set, every summarizing request's answer is cut after this many
+    /// When set, summarizing requests' answers are cut after this many
     /// events (as the `cut` fault does), so compaction's fallback is tested.
     pub summary_cut_after: Option<usize>,
+    /// With `summary_cut_after`: cut only this many summarizing answers (the
+    /// first ones); `None`: every one.
+    pub summary_cuts: Option<usize>,
 }
 
 /// A fake that cannot start or a script that does not parse.
@@ -108,6 +111,8 @@ struct Inner {
     n_responses: u64,
     api_key: Option<String>,
     summary_cut_after: Option<usize>,
+    /// Summarizing answers still to cut (`None`: every one).
+    summary_cuts_left: Option<usize>,
 }
 
 impl FakeState {
@@ -119,6 +124,7 @@ impl FakeState {
             n_responses: 0,
             api_key: options.api_key,
             summary_cut_after: options.summary_cut_after,
+            summary_cuts_left: options.summary_cuts,
         };
         Ok(FakeState { inner: Arc::new(Mutex::new(inner)) })
     }
@@ -237,8 +243,19 @@ async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Byte
             drop(inner);
             return error_response(status, None, &message, &format!("req_fake_{:06}", ids.response));
         }
-        let plan = match body_json.as_ref().and_then(|body| summary_plan(body, inner.summary_cut_after)) {
-            Some(plan) => plan,
+        let cut_after = match inner.summary_cuts_left {
+            Some(0) => None,
+            Some(_) | None => inner.summary_cut_after,
+        };
+        let plan = match body_json.as_ref().and_then(|body| summary_plan(body, cut_after)) {
+            Some(plan) => {
+                if cut_after.is_some()
+                    && let Some(left) = inner.summary_cuts_left.as_mut()
+                {
+                    *left -= 1;
+                }
+                plan
+            }
             None => script::next_plan(&mut inner.script),
         };
         (plan, ids)

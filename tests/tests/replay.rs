@@ -227,16 +227,52 @@ async fn a_summarizing_call_that_breaks_is_billed_for_what_was_reported() {
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
     let n_summaries = model.requests().iter().filter(|r| is_summary_request(&r.body)).count() as u64;
-    assert!(n_summaries > 0, "no compaction: {:?}", types(&events));
+    let n_compactions = events.iter().filter(|e| e["type"] == "agent.thread_context_compacted").count() as u64;
+    assert!(n_compactions > 0, "no compaction: {:?}", types(&events));
+    // A broken stream is transient: each compaction tried its call three times.
+    assert_eq!(n_summaries, 3 * n_compactions);
     let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "span.model_request_end").collect();
     let listed: u64 = ends.iter().map(|e| e["model_usage"]["input_tokens"].as_u64().unwrap()).sum();
     let state = api.get(&format!("/x/v1/sessions/{session}/state")).await;
     let usage = &state["usage"];
-    assert_eq!(usage["model_requests"].as_u64(), Some(ends.len() as u64 + n_summaries), "{usage}");
+    assert_eq!(usage["model_requests"].as_u64(), Some(ends.len() as u64 + n_compactions), "{usage}");
     assert!(
         usage["input_tokens"].as_u64().unwrap() > listed,
         "the broken summarizing calls were not billed: {usage} against {listed} listed"
     );
+}
+
+/// Goal: a summarizing call that fails transiently (a broken stream, an
+/// overloaded provider) is tried again: the older turns are summarized, not
+/// elided for good because of one bad moment.
+/// Method: the first summarizing answer is cut; every compaction still
+/// holds the model's summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summarizing_call_that_breaks_once_is_tried_again() {
+    let script: Vec<Value> =
+        (0..8).map(|n| bash(&format!("toolu_{n}"), &format!("step {n}: {}", "x".repeat(1_400)))).collect();
+    let options = FakeOptions { summary_cut_after: Some(1), summary_cuts: Some(1), ..FakeOptions::default() };
+    let model = FakeModel::start_with([script, vec![text("All steps done.")]].concat(), options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &model,
+        &[
+            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
+            ("LOGBOOK_COMPACTION_PERCENT", "60"),
+            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
+        ],
+    );
+    let api = Api::new(&server);
+    let session = api.session(toolset()).await;
+    api.send(&session, user_message("run the steps")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
+    let compacted = api.seqs_of(&session, "x.compaction").await;
+    assert!(!compacted.is_empty(), "no compaction: {:?}", types(&events));
+    let state = api.get(&format!("/x/v1/sessions/{session}/state?at_seq={}", compacted[0])).await;
+    let summary = state["context"]["summary"]["text"].as_str().unwrap();
+    assert!(summary.starts_with("Summary of"), "the first compaction elided the turns: {summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

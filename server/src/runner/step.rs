@@ -51,6 +51,9 @@ use crate::tenancy::Tenant;
 const MAX_APPEND_ATTEMPTS: usize = 256;
 /// Records read per catch-up step.
 const CATCH_UP_BATCH: usize = 10_000;
+/// Attempts of a summarizing call that keeps failing transiently before the
+/// older turns are elided instead.
+const SUMMARY_MAX_ATTEMPTS: u32 = 3;
 /// `max_tokens` of a summarizing call: a summary longer than this is no summary.
 const SUMMARY_MAX_TOKENS: u32 = 8_192;
 
@@ -758,27 +761,50 @@ impl Task {
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
         let request = build_request(&agent_view(&settings.agent), &messages, &summary_options);
-        // What the provider reported so far: a call that fails after
-        // `message_start` is still billed for its input.
-        let mut reported = crate::model::Usage::default();
-        let mut on_event = |event: StreamEvent| match event {
-            StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
-            StreamEvent::BlockStart { .. }
-            | StreamEvent::TextDelta { .. }
-            | StreamEvent::ThinkingDelta { .. }
-            | StreamEvent::InputJsonDelta { .. }
-            | StreamEvent::BlockStop { .. } => {}
-        };
-        let outcome = match self.handle.config().model.as_ref() {
-            Some(client) => {
-                tokio::select! {
-                    res = client.stream(&request, &mut on_event) => Some(res),
-                    () = self.signals.interrupt.notified() => None,
+        // Usage the provider reported for attempts that failed after
+        // `message_start`: billed, so recorded with the compaction.
+        let mut failed_usage = ModelUsage::default();
+        let mut attempt = 1;
+        let outcome = loop {
+            // What the provider reported so far in this attempt.
+            let mut reported = crate::model::Usage::default();
+            let mut on_event = |event: StreamEvent| match event {
+                StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
+                StreamEvent::BlockStart { .. }
+                | StreamEvent::TextDelta { .. }
+                | StreamEvent::ThinkingDelta { .. }
+                | StreamEvent::InputJsonDelta { .. }
+                | StreamEvent::BlockStop { .. } => {}
+            };
+            let outcome = match self.handle.config().model.as_ref() {
+                Some(client) => {
+                    tokio::select! {
+                        res = client.stream(&request, &mut on_event) => Some(res),
+                        () = self.signals.interrupt.notified() => None,
+                    }
                 }
+                None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
+            };
+            match outcome {
+                // A transient failure (overloaded, rate limited, a broken
+                // stream) is no reason to lose the older turns' detail.
+                Some(Err(error)) if error.is_retryable() && attempt < SUMMARY_MAX_ATTEMPTS => {
+                    tracing::warn!(session = %self.session, attempt, %error, "the summarizing call failed; retrying");
+                    add_usage(&mut failed_usage, &model_usage(&reported));
+                    let delay =
+                        error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.signals.interrupt.notified() => break None,
+                    }
+                    attempt += 1;
+                }
+                Some(Err(error)) => break Some(Err((error, model_usage(&reported)))),
+                Some(Ok(response)) => break Some(Ok(response)),
+                None => break None,
             }
-            None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
         };
-        let (summary, model, usage) = match outcome {
+        let (summary, model, mut usage) = match outcome {
             // Interrupted: the machine applies the interrupt next.
             None => return Ok(()),
             Some(Ok(response)) => {
@@ -796,11 +822,12 @@ impl Task {
                     (text, Some(response.model), usage)
                 }
             }
-            Some(Err(error)) => {
+            Some(Err((error, reported))) => {
                 tracing::warn!(session = %self.session, %error, "the summarizing call failed; eliding older turns");
-                (elided_summary(&plan), None, model_usage(&reported))
+                (elided_summary(&plan), None, reported)
             }
         };
+        add_usage(&mut usage, &failed_usage);
         let after = calibration.apply(
             self.projection.fixed_tokens()
                 + logbook_replay::tokens::text(&summary)
@@ -1148,6 +1175,14 @@ fn tool_use_event(
         evaluation,
         session_thread_id: None,
     })
+}
+
+/// Adds `more` to `usage`'s token counts.
+fn add_usage(usage: &mut ModelUsage, more: &ModelUsage) {
+    usage.input_tokens += more.input_tokens;
+    usage.output_tokens += more.output_tokens;
+    usage.cache_creation_input_tokens += more.cache_creation_input_tokens;
+    usage.cache_read_input_tokens += more.cache_read_input_tokens;
 }
 
 /// The token counts a response reported, as `span.model_request_end` records them.
