@@ -913,6 +913,34 @@ async fn a_call_of_a_tool_the_agent_does_not_have_is_denied() {
     let tool_use = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
     assert_eq!(tool_use["evaluated_permission"], "deny", "{tool_use}");
     assert!(tool_use.get("evaluation").is_none_or(Value::is_null), "{tool_use}");
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("not one of the agent's tools"), "{text}");
+}
+
+/// Goal: the model is told who denied a call: a user's denial without a
+/// message reads as the user's, not as the permission policy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_denial_without_a_message_is_told_as_the_users() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_a", "name": "bash", "input": {"command": "ls"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "Understood."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_ask")).await;
+    api.send(&session, user_message("look")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let tool_use = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
+    api.send(&session, json!([{"type": "user.tool_confirmation", "tool_use_id": tool_use["id"], "result": "deny"}]))
+        .await;
+    let events = api.wait_idle(&session, 2).await;
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!(result["content"][0]["text"], "The user denied this tool call.");
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Defect (review-model): a context that outgrows the model's window is

@@ -181,9 +181,17 @@ impl Task {
                     let events = calls
                         .into_iter()
                         .map(|(id, message)| {
-                            let text = match message {
-                                Some(message) => format!("The user denied this tool call: {message}"),
-                                None => "This tool call was denied by the permission policy.".to_owned(),
+                            let by_user = self.projection.machine.open_tools().any(|(open, tool)| {
+                                open == id
+                                    && matches!(tool.confirmation, Some(logbook_replay::machine::Confirmation::Deny { .. }))
+                            });
+                            let text = match (message, by_user) {
+                                (Some(message), _) => format!("The user denied this tool call: {message}"),
+                                (None, true) => "The user denied this tool call.".to_owned(),
+                                (None, false) => {
+                                    "This tool call was denied: the tool is disabled or is not one of the agent's tools."
+                                        .to_owned()
+                                }
                             };
                             (None, self.answer(id, ToolOutcome::error(text)))
                         })
