@@ -122,3 +122,18 @@ fn truncation_respects_char_boundaries() {
     assert_eq!(truncate("héllo", 3), "hé…");
     assert_eq!(truncate("héllo", 10), "héllo");
 }
+
+#[test]
+fn request_timeouts_and_conflicts_are_retryable() {
+    // Goal: 408 (request timeout) and 409 (conflict) are transient: the
+    // official Anthropic SDKs retry them, like 429 and 5xx (their
+    // `shouldRetry`: 408, 409, 429, >= 500). `from_status` files every
+    // non-5xx status it does not name as `InvalidRequest`, which is final:
+    // a turn that meets a proxy's or the API's 408 dies `retries_exhausted`
+    // at once, recorded as if the request itself were wrong.
+    // Method: classify both statuses; each must be retryable.
+    for status in [408, 409] {
+        let error = ModelError::from_status(status, None, &envelope("api_error", "try again"));
+        assert!(error.is_retryable(), "{status} is final: {error:?}");
+    }
+}
