@@ -344,3 +344,30 @@ fn web_tools_are_server_tools_only_when_the_provider_runs_them() {
     assert_eq!(web_search_schema()["required"], json!(["query"]));
     assert_eq!(web_fetch_schema()["required"], json!(["url"]));
 }
+
+#[test]
+fn models_without_extended_thinking_are_not_sent_a_thinking_budget() {
+    // Goal: Claude 4.7 and later models do not support extended thinking
+    // (`thinking: {type: "enabled", budget_tokens}`) and reject a request
+    // that uses it with a 400 (Messages API docs, "Troubleshooting
+    // thinking": "Claude 4.7 and later models do not support it and reject
+    // requests that use it"); they think with `{type: "adaptive"}`. The
+    // agent API accepts these models (managed-agents-api.md lists
+    // claude-opus-4-7, claude-opus-4-8, claude-sonnet-5, claude-opus-5...)
+    // and resolves effort to `high` by default, and `thinking_budget` turns
+    // any effort from medium up into an extended-thinking budget whatever
+    // the model: every model request of such an agent is refused
+    // (`InvalidRequest`, final), so every turn ends `retries_exhausted`.
+    // Method: a request for each such model at the default effort must not
+    // ask for extended thinking.
+    for model in ["claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-5", "claude-opus-5"] {
+        let agent = AgentView { model: model.to_owned(), effort: Some("high".to_owned()), ..AgentView::default() };
+        let request = build_request(&agent, &[], &RequestOptions::default());
+        assert_ne!(
+            request.pointer("/thinking/type").and_then(Value::as_str),
+            Some("enabled"),
+            "{model} is sent extended thinking, which it rejects: {}",
+            request["thinking"]
+        );
+    }
+}
