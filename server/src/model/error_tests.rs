@@ -137,3 +137,19 @@ fn request_timeouts_and_conflicts_are_retryable() {
         assert!(error.is_retryable(), "{status} is final: {error:?}");
     }
 }
+
+#[test]
+fn a_billing_error_event_is_not_retried() {
+    // Goal: `billing_error` (HTTP 402: a problem with the organisation's
+    // billing) does not go away by sending the same request again, and the
+    // session is to report it as its own `session.error` type
+    // (`billing_error`, behaviour digest §3.7). `from_error_event` files any
+    // type it does not name as `Server { status: 500 }`, which is retryable:
+    // the runner re-sends the request with backoff until its attempts run
+    // out, each time recording `model_request_failed_error` with
+    // `retry_status: retrying`, as if the API had failed.
+    // Method: classify a `billing_error` event; it must be final.
+    let event = json!({"type": "error", "error": {"type": "billing_error", "message": "credit balance too low"}});
+    let error = ModelError::from_error_event(&event);
+    assert!(!error.is_retryable(), "a billing error is retried: {error:?}");
+}
