@@ -244,6 +244,21 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
     Value::Object(request)
 }
 
+/// `request` with tool use forbidden (`tool_choice: {"type": "none"}`), for
+/// a request whose answer must be text: the summarizing request of a
+/// compaction, which a tool call's preamble would otherwise answer. The tool
+/// definitions stay: the conversation holds `tool_use` blocks, which the API
+/// accepts only with their tools defined. A request without tools is
+/// returned as it is (`tool_choice` needs tools).
+pub fn without_tool_use(mut request: Value) -> Value {
+    if let Value::Object(fields) = &mut request
+        && fields.get("tools").and_then(Value::as_array).is_some_and(|tools| !tools.is_empty())
+    {
+        fields.insert("tool_choice".to_owned(), json!({"type": "none"}));
+    }
+    request
+}
+
 /// The Messages API tool definitions for an agent's tool entries (built-in
 /// toolset and custom tools; MCP toolsets and unknown entries are skipped).
 pub fn tool_definitions(entries: &[Value], web_tools: WebTools) -> Vec<Value> {

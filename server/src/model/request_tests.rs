@@ -443,3 +443,12 @@ fn a_request_without_thinking_sends_no_thinking_field_to_any_model() {
         assert_eq!(request.get("output_config"), None, "{model}");
     }
 }
+
+#[test]
+fn a_request_without_tool_use_keeps_its_tools_and_forbids_calling_them() {
+    let request = without_tool_use(build_request(&agent(), &conversation(), &RequestOptions::default()));
+    assert_eq!(request["tool_choice"], json!({"type": "none"}));
+    assert!(request["tools"].as_array().is_some_and(|tools| !tools.is_empty()));
+    let bare = AgentView { model: "claude-opus-4-7".into(), ..AgentView::default() };
+    assert_eq!(without_tool_use(build_request(&bare, &[], &RequestOptions::default())).get("tool_choice"), None);
+}

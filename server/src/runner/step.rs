@@ -40,7 +40,7 @@ use crate::api::sessions::{self, Status, StoredSession};
 use crate::api::tools::{PolicyKind, Tool};
 use crate::api::work::WorkNeed;
 use crate::model::settings::{agent_view, options_from};
-use crate::model::{McpToolName, ModelError, StreamEvent, Thinking, build_request};
+use crate::model::{McpToolName, ModelError, StreamEvent, Thinking, build_request, without_tool_use};
 use crate::previews::{Preview, PreviewKind};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -739,7 +739,7 @@ impl Task {
         };
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
-        let request = build_request(&agent_view(&settings.agent), &messages, &summary_options);
+        let request = without_tool_use(build_request(&agent_view(&settings.agent), &messages, &summary_options));
         let mut ignore = |_: StreamEvent| {};
         let outcome = match self.handle.config().model.as_ref() {
             Some(client) => {
