@@ -785,3 +785,27 @@ async fn the_budget_is_checked_on_the_unrounded_cost() {
     assert_eq!(model.requests().len(), 2);
     rerun_check(server, &dir.path().join("data"));
 }
+
+/// Goal: a billing error (HTTP 402) is final: not retried, reported as the
+/// `session.error` type `billing_error` (behaviour digest §3.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_error_ends_the_turn_at_once_as_billing_error() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "status", "status": 402, "message": "credit balance too low"}),
+        json!({"content": [{"type": "text", "text": "Not to be reached."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hi")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert_eq!(errors.len(), 1, "{:#?}", types(&events));
+    assert_eq!(errors[0]["error"]["type"], "billing_error");
+    assert_eq!(errors[0]["error"]["retry_status"]["type"], "exhausted");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted");
+    assert_eq!(model.requests().len(), 1, "a billing error is not retried");
+    rerun_check(server, &dir.path().join("data"));
+}

@@ -29,7 +29,8 @@ pub enum ModelError {
     /// 529, or an `overloaded_error` event in the stream.
     #[error("the model API is overloaded: {message}")]
     Overloaded { retry_after: Option<Duration>, message: String },
-    /// A 5xx other than 529, or an `api_error` event in the stream.
+    /// A 5xx other than 529, or an `api_error` or `timeout_error` event in
+    /// the stream.
     #[error("the model API failed with status {status}: {message}")]
     Server { status: u16, message: String },
     /// The stream broke: connection reset, ended before `message_stop`, bytes
@@ -40,6 +41,11 @@ pub enum ModelError {
     /// 401/403, or no API key configured (checked before sending).
     #[error("the model API refused the credentials: {message}")]
     Authentication { message: String },
+    /// 402, or a `billing_error` event: the organisation's billing stops
+    /// the request (no credit, say). Sending it again does not help; the
+    /// session reports it as its own `session.error` type, `billing_error`.
+    #[error("the model API refused the request for billing reasons: {message}")]
+    Billing { message: String },
     /// Any other 4xx: the request itself is wrong (400, 404, 413, ...).
     /// `status` is 0 when the client refused to send it (unrepresentable headers).
     #[error("the model API rejected the request with status {status}: {message}")]
@@ -58,7 +64,7 @@ impl ModelError {
             | ModelError::Server { .. }
             | ModelError::Broken { .. }
             | ModelError::Connect { .. } => true,
-            ModelError::Authentication { .. } | ModelError::InvalidRequest { .. } => false,
+            ModelError::Authentication { .. } | ModelError::Billing { .. } | ModelError::InvalidRequest { .. } => false,
         }
     }
 
@@ -69,6 +75,7 @@ impl ModelError {
             ModelError::Server { .. }
             | ModelError::Broken { .. }
             | ModelError::Authentication { .. }
+            | ModelError::Billing { .. }
             | ModelError::InvalidRequest { .. }
             | ModelError::Connect { .. } => None,
         }
@@ -82,6 +89,7 @@ impl ModelError {
             429 => ModelError::RateLimited { retry_after, message },
             529 => ModelError::Overloaded { retry_after, message },
             401 | 403 => ModelError::Authentication { message },
+            402 => ModelError::Billing { message },
             500..=599 => ModelError::Server { status, message },
             // Redirects are followed by the HTTP client; what is left, and every
             // other non-success status, is a request this endpoint will not serve.
@@ -104,12 +112,15 @@ impl ModelError {
             "overloaded_error" => ModelError::Overloaded { retry_after: None, message },
             "rate_limit_error" => ModelError::RateLimited { retry_after: None, message },
             "authentication_error" | "permission_error" => ModelError::Authentication { message },
+            "billing_error" => ModelError::Billing { message },
             "invalid_request_error" => ModelError::InvalidRequest { status: 400, message },
             "not_found_error" => ModelError::InvalidRequest { status: 404, message },
             "request_too_large" => ModelError::InvalidRequest { status: 413, message },
             "timeout_error" => ModelError::Server { status: 504, message },
-            // `api_error` and any type this client does not know: the server
-            // failed while generating, which is worth a retry.
+            "api_error" => ModelError::Server { status: 500, message },
+            // A type this client does not know: taken for a failure of the
+            // server while generating, worth a retry (bounded by the runner's
+            // attempts), rather than ending the turn on a transient error.
             _ => ModelError::Server { status: 500, message },
         }
     }

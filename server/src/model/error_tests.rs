@@ -153,3 +153,11 @@ fn a_billing_error_event_is_not_retried() {
     let error = ModelError::from_error_event(&event);
     assert!(!error.is_retryable(), "a billing error is retried: {error:?}");
 }
+
+#[test]
+fn payment_required_is_a_final_billing_error() {
+    let error = ModelError::from_status(402, None, &envelope("billing_error", "credit balance too low"));
+    assert_eq!(error, ModelError::Billing { message: "billing_error: credit balance too low".into() });
+    assert!(!error.is_retryable());
+    assert_eq!(error.retry_after(), None);
+}

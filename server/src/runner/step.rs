@@ -1189,6 +1189,7 @@ fn error_detail(error: Option<&ModelError>, retry_status: RetryStatus) -> Sessio
     match error {
         ModelError::RateLimited { .. } => SessionErrorDetail::ModelRateLimitedError { message, retry_status },
         ModelError::Overloaded { .. } => SessionErrorDetail::ModelOverloadedError { message, retry_status },
+        ModelError::Billing { .. } => SessionErrorDetail::BillingError { message, retry_status },
         ModelError::Server { .. }
         | ModelError::Broken { .. }
         | ModelError::Authentication { .. }
