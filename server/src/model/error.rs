@@ -29,8 +29,10 @@ pub enum ModelError {
     /// 529, or an `overloaded_error` event in the stream.
     #[error("the model API is overloaded: {message}")]
     Overloaded { retry_after: Option<Duration>, message: String },
-    /// A 5xx other than 529, or an `api_error` or `timeout_error` event in
-    /// the stream.
+    /// The server failed or could not finish: a 5xx other than 529, 408
+    /// (request timeout), 409 (conflict), or an `api_error`, `timeout_error`
+    /// or `conflict_error` event in the stream. The official SDKs retry all
+    /// of these.
     #[error("the model API failed with status {status}: {message}")]
     Server { status: u16, message: String },
     /// The stream broke: connection reset, ended before `message_stop`, bytes
@@ -90,10 +92,43 @@ impl ModelError {
             529 => ModelError::Overloaded { retry_after, message },
             401 | 403 => ModelError::Authentication { message },
             402 => ModelError::Billing { message },
-            500..=599 => ModelError::Server { status, message },
+            // Transient, as the official SDKs treat them (they retry 408,
+            // 409, 429 and every 5xx).
+            408 | 409 | 500..=599 => ModelError::Server { status, message },
             // Redirects are followed by the HTTP client; what is left, and every
             // other non-success status, is a request this endpoint will not serve.
             _ => ModelError::InvalidRequest { status, message },
+        }
+    }
+
+    /// Applies the endpoint's `x-should-retry` header, which overrides the
+    /// classification by status as in the official SDKs: `true` makes a
+    /// final error retryable, `false` a retryable one final. Credentials
+    /// stay final whatever it says: a retry cannot fix them.
+    pub(crate) fn with_should_retry(self, should_retry: Option<&str>) -> ModelError {
+        match (should_retry.map(str::trim), self) {
+            (Some("true"), ModelError::Billing { message }) => ModelError::Server { status: 402, message },
+            (Some("true"), ModelError::InvalidRequest { status, message }) if status != 0 => {
+                ModelError::Server { status, message }
+            }
+            (Some("false"), ModelError::Server { status, message }) => ModelError::InvalidRequest { status, message },
+            (Some("false"), ModelError::RateLimited { message, .. }) => {
+                ModelError::InvalidRequest { status: 429, message }
+            }
+            (Some("false"), ModelError::Overloaded { message, .. }) => {
+                ModelError::InvalidRequest { status: 529, message }
+            }
+            (
+                _,
+                error @ (ModelError::RateLimited { .. }
+                | ModelError::Overloaded { .. }
+                | ModelError::Server { .. }
+                | ModelError::Broken { .. }
+                | ModelError::Authentication { .. }
+                | ModelError::Billing { .. }
+                | ModelError::InvalidRequest { .. }
+                | ModelError::Connect { .. }),
+            ) => error,
         }
     }
 
@@ -117,6 +152,7 @@ impl ModelError {
             "not_found_error" => ModelError::InvalidRequest { status: 404, message },
             "request_too_large" => ModelError::InvalidRequest { status: 413, message },
             "timeout_error" => ModelError::Server { status: 504, message },
+            "conflict_error" => ModelError::Server { status: 409, message },
             "api_error" => ModelError::Server { status: 500, message },
             // A type this client does not know: taken for a failure of the
             // server while generating, worth a retry (bounded by the runner's

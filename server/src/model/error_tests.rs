@@ -161,3 +161,22 @@ fn payment_required_is_a_final_billing_error() {
     assert!(!error.is_retryable());
     assert_eq!(error.retry_after(), None);
 }
+
+#[test]
+fn x_should_retry_overrides_the_status() {
+    let body = envelope("api_error", "no");
+    let status =
+        |status: u16, header: Option<&str>| ModelError::from_status(status, None, &body).with_should_retry(header);
+    for code in [400, 402, 404, 413] {
+        assert!(status(code, Some("true")).is_retryable(), "{code}");
+        assert!(!status(code, Some("false")).is_retryable(), "{code}");
+        assert!(!status(code, None).is_retryable(), "{code}");
+    }
+    for code in [408, 409, 429, 500, 503, 529] {
+        assert!(!status(code, Some("false")).is_retryable(), "{code}");
+        assert!(status(code, Some("true")).is_retryable(), "{code}");
+        assert!(status(code, Some("maybe")).is_retryable(), "{code}");
+    }
+    // Credentials are not fixed by a retry, whatever the header says.
+    assert!(!status(401, Some("true")).is_retryable());
+}
