@@ -273,10 +273,9 @@ async fn a_tool_input_cut_by_max_tokens_is_a_max_tokens_response_not_a_broken_st
             assert_eq!(response.stop_reason.as_deref(), Some("max_tokens"));
             assert_eq!(response.usage.output_tokens, 4096, "the output billed is recorded");
         }
-        Err(error) => panic!(
-            "a max_tokens response is read as an error (retryable: {}): {error}",
-            error.is_retryable()
-        ),
+        Err(error) => {
+            panic!("a max_tokens response is read as an error (retryable: {}): {error}", error.is_retryable())
+        }
     }
 }
 
@@ -505,4 +504,36 @@ async fn metadata_only_blocks_and_comments_are_ignored() {
     let stream = format!(": keep-alive comment\n\nretry: 100\n\n{}", sse(&[start(), stop()]));
     let response = read_str(&stream).await.expect("a complete message");
     assert_eq!(response.id, "msg_x");
+}
+
+#[tokio::test]
+async fn only_the_last_block_of_a_max_tokens_response_may_have_a_cut_input() {
+    // Goal: the cut block is kept with an object input (it is sent back in
+    // later requests), and an unparsable input anywhere else is still a
+    // broken stream: under another stop reason, or followed by a block.
+    let tool = |index: usize| block_start(index, json!({"type": "tool_use", "id": "t", "name": "n", "input": {}}));
+    let partial = |index: usize| delta(index, json!({"type": "input_json_delta", "partial_json": "{\"a\": \"b"}));
+    let cut = sse(&[start(), tool(0), partial(0), block_stop(0), message_delta("max_tokens", 10), stop()]);
+    let response = read_str(&cut).await.unwrap();
+    assert_eq!(response.content, vec![json!({"type": "tool_use", "id": "t", "name": "n", "input": {}})]);
+
+    let not_cut = sse(&[start(), tool(0), partial(0), block_stop(0), message_delta("tool_use", 10), stop()]);
+    let followed = sse(&[
+        start(),
+        tool(0),
+        partial(0),
+        block_stop(0),
+        block_start(1, json!({"type": "text", "text": ""})),
+        block_stop(1),
+        message_delta("max_tokens", 10),
+        stop(),
+    ]);
+    for stream in [not_cut, followed] {
+        match read_str(&stream).await {
+            Err(ModelError::Broken { reason }) => {
+                assert!(reason.contains("the input of block 0 is not JSON"), "{reason}")
+            }
+            other => panic!("expected a broken stream, got {other:?}"),
+        }
+    }
 }
