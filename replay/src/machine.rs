@@ -18,7 +18,9 @@
 //! (a call in flight is not the user's to answer). Permission policies apply
 //! first: a call that asks for confirmation is not executable until allowed,
 //! a denied one never is. Server-side tools ([`SERVER_SIDE_TOOLS`]) and MCP
-//! tools always run in Logbook.
+//! tools always run in Logbook. A call whose input `max_tokens` cut off
+//! ([`cut_tool_use`]) is answered with an error result, never run or put to
+//! the client: the model sees why, and can call again with less.
 //!
 //! An interrupt stops the turn under way, or the one the input before it was
 //! about to start (the runner had not picked it up, or had not called the
@@ -79,6 +81,10 @@ pub struct OpenTool {
     pub confirmation: Option<Confirmation>,
     /// `x.tool_started` was recorded for it.
     pub started: bool,
+    /// `max_tokens` cut its input off ([`cut_tool_use`]): it is answered
+    /// with an error result, never run or awaited.
+    #[serde(default)]
+    pub cut: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +109,9 @@ pub enum FailReason {
     Interrupted,
     /// The user sent a new message instead of answering.
     Superseded,
+    /// `max_tokens` ran out while the model wrote the call's input: what
+    /// there is of it is not the call the model meant ([`cut_tool_use`]).
+    CutByMaxTokens,
 }
 
 /// The runner's next step.
@@ -176,6 +185,9 @@ pub const SERVER_SIDE_TOOLS: [&str; 2] = ["web_fetch", "web_search"];
 /// response as it is.
 pub const PAUSE_TURN: &str = "pause_turn";
 
+/// The provider's stop reason for a response cut off by `max_tokens`.
+pub const MAX_TOKENS: &str = "max_tokens";
+
 /// Consecutive `pause_turn` responses continued before the turn ends anyway:
 /// a provider that never finishes must not bill model calls forever (each
 /// continuation already lets the provider run about ten server tool
@@ -244,6 +256,11 @@ pub struct Machine {
     /// run or awaited here.
     #[serde(default)]
     provider_run: Vec<EventId>,
+    /// The call of the last response's last block ([`cut_tool_use`]): cut
+    /// off if the response stopped with `max_tokens` (its `x.model_request`,
+    /// recorded after the calls, says).
+    #[serde(default)]
+    last_tool_use: Option<EventId>,
     /// The last idle was `budget_reached` and the budget has not changed
     /// since: the session is paused, its pending work kept for when it is.
     #[serde(default)]
@@ -513,8 +530,17 @@ impl Machine {
                     self.resume = true;
                 }
             }
-            Event::ModelResponse(response) => self.provider_run = provider_run_tool_uses(response),
+            Event::ModelResponse(response) => {
+                self.provider_run = provider_run_tool_uses(response);
+                self.last_tool_use = cut_tool_use(response);
+            }
             Event::ModelRequest(request) => {
+                let last_tool_use = self.last_tool_use.take();
+                if request.stop_reason.as_deref() == Some(MAX_TOKENS)
+                    && let Some(tool) = last_tool_use.and_then(|id| self.tools.get_mut(&id))
+                {
+                    tool.cut = true;
+                }
                 self.paused = request.stop_reason.as_deref() == Some(PAUSE_TURN);
                 self.n_paused = if self.paused { self.n_paused.saturating_add(1) } else { 0 };
             }
@@ -583,6 +609,10 @@ impl Machine {
         if !denied.is_empty() {
             return Command::DenyTools(denied);
         }
+        let cut: Vec<EventId> = self.open_tools().filter(|(_, t)| t.cut).map(|(id, _)| id).collect();
+        if !cut.is_empty() {
+            return Command::FailTools { ids: cut, reason: FailReason::CutByMaxTokens };
+        }
         let runnable: Vec<EventId> =
             self.open_tools().filter(|(_, t)| is_runnable(t, host)).map(|(id, _)| id).collect();
         if !runnable.is_empty() {
@@ -623,7 +653,8 @@ impl Machine {
     }
 
     fn open_tool(&mut self, id: EventId, kind: ToolKind, name: &str, permission: Permission) {
-        self.tools.insert(id, OpenTool { kind, name: name.to_owned(), permission, confirmation: None, started: false });
+        let tool = OpenTool { kind, name: name.to_owned(), permission, confirmation: None, started: false, cut: false };
+        self.tools.insert(id, tool);
         self.order.push(id);
     }
 
@@ -636,8 +667,12 @@ impl Machine {
 }
 
 /// A call that waits on the client: a custom tool, one asking for
-/// confirmation that has none yet, or an allowed one a worker runs.
+/// confirmation that has none yet, or an allowed one a worker runs; never a
+/// cut one (the runner answers it).
 fn needs_client(tool: &OpenTool, host: ToolHost) -> bool {
+    if tool.cut {
+        return false;
+    }
     match (tool.kind, &tool.permission, &tool.confirmation) {
         (ToolKind::Custom, _, _) => true,
         (ToolKind::Builtin | ToolKind::Mcp, Permission::Ask, None) => true,
@@ -646,8 +681,12 @@ fn needs_client(tool: &OpenTool, host: ToolHost) -> bool {
     }
 }
 
-/// Whether the call is allowed to run: by its policy, or confirmed.
+/// Whether the call is allowed to run: by its policy, or confirmed, and
+/// not cut off.
 fn is_allowed(tool: &OpenTool) -> bool {
+    if tool.cut {
+        return false;
+    }
     match (&tool.permission, &tool.confirmation) {
         (Permission::Allow, _) | (Permission::Ask, Some(Confirmation::Allow)) => true,
         (Permission::Ask, Some(Confirmation::Deny { .. }) | None) | (Permission::Deny, _) => false,
@@ -691,6 +730,24 @@ pub fn provider_run_tool_uses(response: &ModelResponse) -> Vec<EventId> {
         })
         .map(|link| link.event_id)
         .collect()
+}
+
+/// The event of a response's last content block when that block is a
+/// `tool_use` (a call Logbook or the client answers). When the response
+/// stopped with `max_tokens`, that call's input was cut off: the model was
+/// still writing it (the stream keeps it as `input: {}` when its JSON is
+/// incomplete). Derived from `x.model_response` and the stop reason in
+/// `x.model_request`, so the decision re-projects from the log. A call whose
+/// JSON happened to be complete when the tokens ran out is treated the same:
+/// nothing says the model had finished it.
+pub fn cut_tool_use(response: &ModelResponse) -> Option<EventId> {
+    let content = response.content.to_value();
+    let last = content.as_array().and_then(|blocks| blocks.last())?;
+    if last.get("type").and_then(Value::as_str) != Some("tool_use") {
+        return None;
+    }
+    let provider_id = last.get("id").and_then(Value::as_str)?;
+    response.tool_uses.iter().find(|link| link.provider_id == provider_id).map(|link| link.event_id)
 }
 
 /// Estimated tokens of content blocks added to the context.

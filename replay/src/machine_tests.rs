@@ -1045,3 +1045,64 @@ fn exhausted_retries_flush_the_input_queued_during_the_turn() {
     let report = crate::rerun::check(&log.entries, &log.policy);
     assert!(report.is_consistent(), "{:?}", report.mismatches);
 }
+
+#[test]
+fn a_tool_call_cut_by_max_tokens_gets_an_error_result_and_the_others_run() {
+    // Goal: the last call of a response that stopped with `max_tokens` was
+    // cut off while the model wrote it: it is answered with an error, never
+    // run or awaited; a complete call before it runs as usual.
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    let content = serde_json::json!([
+        {"type": "tool_use", "id": "toolu_a", "name": "read", "input": {"file_path": "a"}},
+        {"type": "tool_use", "id": "toolu_b", "name": "write", "input": {}}]);
+    respond(&mut log, content, MAX_TOKENS, |_| {
+        vec![log_tool_use("read", EvaluatedPermission::Allow), log_tool_use("write", EvaluatedPermission::Ask)]
+    });
+    let ids: Vec<EventId> = log.machine.open_tools().map(|(id, _)| id).collect();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![ids[1]], reason: FailReason::CutByMaxTokens });
+    log.result(ids[1], true);
+    assert_eq!(log.next(), Command::RunTools(vec![ids[0]]));
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![ids[0]] }));
+    log.result(ids[0], false);
+    assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+
+    // A custom call cut off is not put to the client either.
+    let custom = serde_json::json!([{"type": "tool_use", "id": "toolu_c", "name": "get_weather", "input": {}}]);
+    respond(&mut log, custom, MAX_TOKENS, |_| {
+        vec![Event::AgentCustomToolUse(AgentCustomToolUse {
+            name: "get_weather".into(),
+            input: Json::empty_object(),
+            session_thread_id: None,
+        })]
+    });
+    let custom_id = log.machine.open_tools().map(|(id, _)| id).next().unwrap();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![custom_id], reason: FailReason::CutByMaxTokens });
+    log.result(custom_id, true);
+
+    // Text cut off after a complete call: the call runs.
+    let content = serde_json::json!([
+        {"type": "tool_use", "id": "toolu_d", "name": "read", "input": {"file_path": "d"}},
+        {"type": "text", "text": "and then"}]);
+    respond(&mut log, content, MAX_TOKENS, |_| vec![log_tool_use("read", EvaluatedPermission::Allow)]);
+    let read = log.machine.open_tools().map(|(id, _)| id).next().unwrap();
+    assert_eq!(log.next(), Command::RunTools(vec![read]));
+    log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![read] }));
+    log.result(read, false);
+    respond(&mut log, serde_json::json!([{"type": "text", "text": "done"}]), "end_turn", |_| Vec::new());
+    assert_eq!(log.next(), Command::EndTurn);
+    log.usage_idle(StopReason::EndTurn);
+    let report = crate::rerun::check(&log.entries, &log.policy);
+    assert!(report.is_consistent(), "{:?}", report.mismatches);
+}
+
+fn log_tool_use(name: &str, permission: EvaluatedPermission) -> Event {
+    Event::AgentToolUse(AgentToolUse {
+        name: name.into(),
+        input: Json::empty_object(),
+        evaluated_permission: Some(permission),
+        evaluation: None,
+        session_thread_id: None,
+    })
+}

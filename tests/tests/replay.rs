@@ -437,3 +437,48 @@ async fn the_workspace_at_every_idle_is_the_projection_of_the_log() {
     }
     server.stop();
 }
+
+/// Defect (review-model): the summarizing request of a compaction offers the
+/// agent's tools and lets the model use them. `Task::compact` (step.rs)
+/// builds it with `build_request` from the agent, so it carries every tool
+/// definition and no `tool_choice`; after a conversation of tool calls the
+/// model may well answer "Summarize the conversation so far" with a tool
+/// call ("Let me check the file first." + `tool_use`). The runner keeps only
+/// the text blocks: that preamble becomes the summary (or, with no text, the
+/// mechanical elision), and the older turns are replaced by it for good.
+/// Method: a session compacted by a small window; every summarizing request
+/// the fake received must forbid tool use (`tool_choice: none`; the tools
+/// themselves stay, since the history holds tool_use blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summarizing_request_does_not_let_the_model_call_tools() {
+    let script: Vec<Value> =
+        (0..8).map(|n| bash(&format!("toolu_{n}"), &format!("step {n}: {}", "x".repeat(1_400)))).collect();
+    let model = FakeModel::start([script, vec![text("All steps done.")]].concat()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &model,
+        &[
+            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
+            ("LOGBOOK_COMPACTION_PERCENT", "60"),
+            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
+        ],
+    );
+    let api = Api::new(&server);
+    let session = api.session(toolset()).await;
+    api.send(&session, user_message("run the steps")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
+    let requests: Vec<Value> = model.requests().into_iter().map(|r| r.body).collect();
+    let summaries: Vec<&Value> = requests.iter().filter(|b| is_summary_request(b)).collect();
+    assert!(!summaries.is_empty(), "no compaction: {:?}", types(&events));
+    for body in summaries {
+        let offers_tools = body["tools"].as_array().is_some_and(|tools| !tools.is_empty());
+        assert!(
+            !offers_tools || body["tool_choice"]["type"] == "none",
+            "the summarizing request lets the model call tools: tools {} and tool_choice {}",
+            body["tools"].as_array().map_or(0, Vec::len),
+            body["tool_choice"]
+        );
+    }
+}

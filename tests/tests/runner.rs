@@ -1017,3 +1017,86 @@ async fn a_prompt_still_too_long_after_compacting_ends_the_turn() {
     assert_eq!(failed, 2, "{kinds:#?}");
     rerun_check(server, &dir.path().join("data"));
 }
+
+/// Goal: a tool call whose input `max_tokens` cut off is a complete response,
+/// not a broken stream: the model is not called again with the same request,
+/// the call is not run (its input is not the one the model meant) but
+/// answered with an error result that says why, and the turn goes on.
+/// Method: a response that stops with `max_tokens` in the middle of a write's
+/// input; then a text answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_cut_by_max_tokens_is_answered_with_an_error_and_the_turn_goes_on() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "Writing the file."},
+                           {"type": "tool_use", "id": "toolu_cut", "name": "write",
+                            "partial_input": "{\"file_path\": \"a.txt\", \"content\": \"lorem ipsum do"}],
+               "stop_reason": "max_tokens"}),
+        json!({"content": [{"type": "text", "text": "I will write it in parts."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("write a.txt")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(
+        types(&events),
+        [
+            "user.message",
+            "session.status_running",
+            "span.model_request_start",
+            "agent.message",
+            "agent.tool_use",
+            "span.model_request_end",
+            "agent.tool_result",
+            "span.model_request_start",
+            "agent.message",
+            "span.model_request_end",
+            "session.usage",
+            "session.status_idle",
+        ],
+        "{events:#?}"
+    );
+    let call = events.iter().find(|e| e["type"] == "agent.tool_use").unwrap();
+    assert_eq!(call["input"], json!({}));
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!(result["tool_use_id"], call["id"]);
+    assert_eq!(result["is_error"], true);
+    assert!(result["content"][0]["text"].as_str().unwrap().contains("max_tokens"), "{result}");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    // The model saw the cut call (input `{}`) and its error result.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "the cut response was not retried");
+    let messages = requests[1].body["messages"].as_array().unwrap();
+    let assistant = &messages[messages.len() - 2]["content"];
+    let tool_use = assistant.as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap();
+    assert_eq!((&tool_use["id"], &tool_use["input"]), (&json!("toolu_cut"), &json!({})));
+    let answer = &messages[messages.len() - 1]["content"][0];
+    assert_eq!((&answer["tool_use_id"], &answer["is_error"]), (&json!("toolu_cut"), &json!(true)));
+    rerun_check(server, &dir.path().join("data"));
+}
+
+/// Goal: a billing error (HTTP 402) is final: not retried, reported as the
+/// `session.error` type `billing_error` (behaviour digest §3.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_error_ends_the_turn_at_once_as_billing_error() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "status", "status": 402, "message": "credit balance too low"}),
+        json!({"content": [{"type": "text", "text": "Not to be reached."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hi")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert_eq!(errors.len(), 1, "{:#?}", types(&events));
+    assert_eq!(errors[0]["error"]["type"], "billing_error");
+    assert_eq!(errors[0]["error"]["retry_status"]["type"], "exhausted");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted");
+    assert_eq!(model.requests().len(), 1, "a billing error is not retried");
+    rerun_check(server, &dir.path().join("data"));
+}

@@ -103,8 +103,10 @@ impl ModelClient {
                 header(response.headers(), "retry-after-ms").as_deref(),
                 header(response.headers(), "retry-after").as_deref(),
             );
+            let should_retry = header(response.headers(), "x-should-retry");
             let body = self.read_error_body(response).await;
-            let error = ModelError::from_status(status.as_u16(), retry_after, &body);
+            let error =
+                ModelError::from_status(status.as_u16(), retry_after, &body).with_should_retry(should_retry.as_deref());
             tracing::debug!(%status, request_id = ?request_id, %error, "model request failed");
             return Err(error);
         }

@@ -29,7 +29,10 @@ pub enum ModelError {
     /// 529, or an `overloaded_error` event in the stream.
     #[error("the model API is overloaded: {message}")]
     Overloaded { retry_after: Option<Duration>, message: String },
-    /// A 5xx other than 529, or an `api_error` event in the stream.
+    /// The server failed or could not finish: a 5xx other than 529, 408
+    /// (request timeout), 409 (conflict), or an `api_error`, `timeout_error`
+    /// or `conflict_error` event in the stream. The official SDKs retry all
+    /// of these.
     #[error("the model API failed with status {status}: {message}")]
     Server { status: u16, message: String },
     /// The stream broke: connection reset, ended before `message_stop`, bytes
@@ -40,6 +43,11 @@ pub enum ModelError {
     /// 401/403, or no API key configured (checked before sending).
     #[error("the model API refused the credentials: {message}")]
     Authentication { message: String },
+    /// 402, or a `billing_error` event: the organisation's billing stops
+    /// the request (no credit, say). Sending it again does not help; the
+    /// session reports it as its own `session.error` type, `billing_error`.
+    #[error("the model API refused the request for billing reasons: {message}")]
+    Billing { message: String },
     /// Any other 4xx: the request itself is wrong (400, 404, 413, ...).
     /// `status` is 0 when the client refused to send it (unrepresentable headers).
     #[error("the model API rejected the request with status {status}: {message}")]
@@ -58,7 +66,7 @@ impl ModelError {
             | ModelError::Server { .. }
             | ModelError::Broken { .. }
             | ModelError::Connect { .. } => true,
-            ModelError::Authentication { .. } | ModelError::InvalidRequest { .. } => false,
+            ModelError::Authentication { .. } | ModelError::Billing { .. } | ModelError::InvalidRequest { .. } => false,
         }
     }
 
@@ -69,6 +77,7 @@ impl ModelError {
             ModelError::Server { .. }
             | ModelError::Broken { .. }
             | ModelError::Authentication { .. }
+            | ModelError::Billing { .. }
             | ModelError::InvalidRequest { .. }
             | ModelError::Connect { .. } => None,
         }
@@ -82,10 +91,44 @@ impl ModelError {
             429 => ModelError::RateLimited { retry_after, message },
             529 => ModelError::Overloaded { retry_after, message },
             401 | 403 => ModelError::Authentication { message },
-            500..=599 => ModelError::Server { status, message },
+            402 => ModelError::Billing { message },
+            // Transient, as the official SDKs treat them (they retry 408,
+            // 409, 429 and every 5xx).
+            408 | 409 | 500..=599 => ModelError::Server { status, message },
             // Redirects are followed by the HTTP client; what is left, and every
             // other non-success status, is a request this endpoint will not serve.
             _ => ModelError::InvalidRequest { status, message },
+        }
+    }
+
+    /// Applies the endpoint's `x-should-retry` header, which overrides the
+    /// classification by status as in the official SDKs: `true` makes a
+    /// final error retryable, `false` a retryable one final. Credentials
+    /// stay final whatever it says: a retry cannot fix them.
+    pub(crate) fn with_should_retry(self, should_retry: Option<&str>) -> ModelError {
+        match (should_retry.map(str::trim), self) {
+            (Some("true"), ModelError::Billing { message }) => ModelError::Server { status: 402, message },
+            (Some("true"), ModelError::InvalidRequest { status, message }) if status != 0 => {
+                ModelError::Server { status, message }
+            }
+            (Some("false"), ModelError::Server { status, message }) => ModelError::InvalidRequest { status, message },
+            (Some("false"), ModelError::RateLimited { message, .. }) => {
+                ModelError::InvalidRequest { status: 429, message }
+            }
+            (Some("false"), ModelError::Overloaded { message, .. }) => {
+                ModelError::InvalidRequest { status: 529, message }
+            }
+            (
+                _,
+                error @ (ModelError::RateLimited { .. }
+                | ModelError::Overloaded { .. }
+                | ModelError::Server { .. }
+                | ModelError::Broken { .. }
+                | ModelError::Authentication { .. }
+                | ModelError::Billing { .. }
+                | ModelError::InvalidRequest { .. }
+                | ModelError::Connect { .. }),
+            ) => error,
         }
     }
 
@@ -104,12 +147,16 @@ impl ModelError {
             "overloaded_error" => ModelError::Overloaded { retry_after: None, message },
             "rate_limit_error" => ModelError::RateLimited { retry_after: None, message },
             "authentication_error" | "permission_error" => ModelError::Authentication { message },
+            "billing_error" => ModelError::Billing { message },
             "invalid_request_error" => ModelError::InvalidRequest { status: 400, message },
             "not_found_error" => ModelError::InvalidRequest { status: 404, message },
             "request_too_large" => ModelError::InvalidRequest { status: 413, message },
             "timeout_error" => ModelError::Server { status: 504, message },
-            // `api_error` and any type this client does not know: the server
-            // failed while generating, which is worth a retry.
+            "conflict_error" => ModelError::Server { status: 409, message },
+            "api_error" => ModelError::Server { status: 500, message },
+            // A type this client does not know: taken for a failure of the
+            // server while generating, worth a retry (bounded by the runner's
+            // attempts), rather than ending the turn on a transient error.
             _ => ModelError::Server { status: 500, message },
         }
     }

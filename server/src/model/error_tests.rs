@@ -122,3 +122,61 @@ fn truncation_respects_char_boundaries() {
     assert_eq!(truncate("héllo", 3), "hé…");
     assert_eq!(truncate("héllo", 10), "héllo");
 }
+
+#[test]
+fn request_timeouts_and_conflicts_are_retryable() {
+    // Goal: 408 (request timeout) and 409 (conflict) are transient: the
+    // official Anthropic SDKs retry them, like 429 and 5xx (their
+    // `shouldRetry`: 408, 409, 429, >= 500). `from_status` files every
+    // non-5xx status it does not name as `InvalidRequest`, which is final:
+    // a turn that meets a proxy's or the API's 408 dies `retries_exhausted`
+    // at once, recorded as if the request itself were wrong.
+    // Method: classify both statuses; each must be retryable.
+    for status in [408, 409] {
+        let error = ModelError::from_status(status, None, &envelope("api_error", "try again"));
+        assert!(error.is_retryable(), "{status} is final: {error:?}");
+    }
+}
+
+#[test]
+fn a_billing_error_event_is_not_retried() {
+    // Goal: `billing_error` (HTTP 402: a problem with the organisation's
+    // billing) does not go away by sending the same request again, and the
+    // session is to report it as its own `session.error` type
+    // (`billing_error`, behaviour digest §3.7). `from_error_event` files any
+    // type it does not name as `Server { status: 500 }`, which is retryable:
+    // the runner re-sends the request with backoff until its attempts run
+    // out, each time recording `model_request_failed_error` with
+    // `retry_status: retrying`, as if the API had failed.
+    // Method: classify a `billing_error` event; it must be final.
+    let event = json!({"type": "error", "error": {"type": "billing_error", "message": "credit balance too low"}});
+    let error = ModelError::from_error_event(&event);
+    assert!(!error.is_retryable(), "a billing error is retried: {error:?}");
+}
+
+#[test]
+fn payment_required_is_a_final_billing_error() {
+    let error = ModelError::from_status(402, None, &envelope("billing_error", "credit balance too low"));
+    assert_eq!(error, ModelError::Billing { message: "billing_error: credit balance too low".into() });
+    assert!(!error.is_retryable());
+    assert_eq!(error.retry_after(), None);
+}
+
+#[test]
+fn x_should_retry_overrides_the_status() {
+    let body = envelope("api_error", "no");
+    let status =
+        |status: u16, header: Option<&str>| ModelError::from_status(status, None, &body).with_should_retry(header);
+    for code in [400, 402, 404, 413] {
+        assert!(status(code, Some("true")).is_retryable(), "{code}");
+        assert!(!status(code, Some("false")).is_retryable(), "{code}");
+        assert!(!status(code, None).is_retryable(), "{code}");
+    }
+    for code in [408, 409, 429, 500, 503, 529] {
+        assert!(!status(code, Some("false")).is_retryable(), "{code}");
+        assert!(status(code, Some("true")).is_retryable(), "{code}");
+        assert!(status(code, Some("maybe")).is_retryable(), "{code}");
+    }
+    // Credentials are not fixed by a retry, whatever the header says.
+    assert!(!status(401, Some("true")).is_retryable());
+}

@@ -49,6 +49,7 @@ pub use config::{
 };
 pub use error::{MAX_ERROR_MESSAGE_BYTES, MAX_RETRY_AFTER, ModelError};
 pub use request::{
-    AgentView, CompactionSettings, McpToolName, RequestOptions, Thinking, WebTools, build_request, tool_definitions,
+    AgentView, CompactionSettings, McpToolName, RequestOptions, Thinking, ThinkingSupport, WebTools, build_request,
+    thinking_support, tool_definitions, without_tool_use,
 };
 pub use stream::{MAX_CONTENT_BLOCKS, MAX_SSE_EVENT_BYTES, MAX_STREAM_BYTES, ModelResponse, StreamEvent, Usage};

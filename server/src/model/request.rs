@@ -27,12 +27,21 @@
 //!   Breakpoints already in the conversation are kept while the total stays
 //!   within [`MAX_CACHE_BREAKPOINTS`]; beyond it the earliest are dropped.
 //!   Breakpoints inside the caller's tool definitions are always dropped.
-//! - **Thinking.** With [`Thinking::FromEffort`], the agent's effort picks an
-//!   extended-thinking budget: `low` none, `medium` 4,096, `high` 16,000,
-//!   `xhigh` 24,000, `max` 31,000 tokens, capped so that at least
-//!   [`MIN_ANSWER_TOKENS`] of `max_tokens` remain for the answer, and left out
-//!   when that leaves less than the API's minimum of 1,024. No effort, or one
-//!   this code does not know, means no thinking.
+//! - **Thinking.** How a model takes the `thinking` parameter depends on the
+//!   model ([`thinking_support`]). With [`Thinking::FromEffort`], a model that
+//!   thinks adaptively (Claude Opus and Sonnet 4.6, Opus 4.7 and later,
+//!   Mythos, the 5-series) is sent `thinking: {"type": "adaptive"}` and the
+//!   agent's effort as `output_config: {"effort": ...}`: Opus 4.7 and later
+//!   reject `{"type": "enabled", budget_tokens}` with a 400, and 4.6
+//!   deprecates it. Older models get an extended-thinking budget from the
+//!   effort: `low` none, `medium` 4,096, `high` 16,000, `xhigh` 24,000, `max`
+//!   31,000 tokens, capped so that at least [`MIN_ANSWER_TOKENS`] of
+//!   `max_tokens` remain for the answer, and left out when that leaves less
+//!   than the API's minimum of 1,024. No effort, or one this code does not
+//!   know, means no budget (and, for an adaptive model, no `output_config`:
+//!   the model's default effort). [`Thinking::Disabled`] sends neither field:
+//!   leaving `thinking` out is the one way to not think that every model
+//!   accepts (adaptive-only models refuse `{"type": "disabled"}`).
 
 use serde_json::{Map, Value, json};
 
@@ -169,7 +178,9 @@ pub enum Thinking {
     /// A budget chosen from the agent's effort (see the module docs).
     #[default]
     FromEffort,
-    /// Never: for endpoints or models without extended thinking.
+    /// Never: neither `thinking` nor `output_config` is sent (endpoints
+    /// without thinking, the summarizing request of a compaction). Leaving
+    /// `thinking` out is accepted by every model, adaptive-only ones included.
     Disabled,
 }
 
@@ -215,11 +226,37 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
     limit_breakpoints(&mut messages, MAX_CACHE_BREAKPOINTS.saturating_sub(n_breakpoints));
     request.insert("messages".to_owned(), Value::Array(messages));
 
-    if let Some(budget) = thinking_budget(agent.effort.as_deref(), options) {
-        request.insert("thinking".to_owned(), json!({"type": "enabled", "budget_tokens": budget}));
+    match (options.thinking, thinking_support(&agent.model)) {
+        (Thinking::Disabled, _) => {}
+        (Thinking::FromEffort, support @ (ThinkingSupport::AdaptiveOnly | ThinkingSupport::AdaptiveOrBudget)) => {
+            request.insert("thinking".to_owned(), json!({"type": "adaptive"}));
+            if let Some(effort) = adaptive_effort(agent.effort.as_deref(), support) {
+                request.insert("output_config".to_owned(), json!({"effort": effort}));
+            }
+        }
+        (Thinking::FromEffort, ThinkingSupport::BudgetOnly) => {
+            if let Some(budget) = thinking_budget(agent.effort.as_deref(), options.max_tokens) {
+                request.insert("thinking".to_owned(), json!({"type": "enabled", "budget_tokens": budget}));
+            }
+        }
     }
     request.insert("stream".to_owned(), Value::Bool(true));
     Value::Object(request)
+}
+
+/// `request` with tool use forbidden (`tool_choice: {"type": "none"}`), for
+/// a request whose answer must be text: the summarizing request of a
+/// compaction, which a tool call's preamble would otherwise answer. The tool
+/// definitions stay: the conversation holds `tool_use` blocks, which the API
+/// accepts only with their tools defined. A request without tools is
+/// returned as it is (`tool_choice` needs tools).
+pub fn without_tool_use(mut request: Value) -> Value {
+    if let Value::Object(fields) = &mut request
+        && fields.get("tools").and_then(Value::as_array).is_some_and(|tools| !tools.is_empty())
+    {
+        fields.insert("tool_choice".to_owned(), json!({"type": "none"}));
+    }
+    request
 }
 
 /// The Messages API tool definitions for an agent's tool entries (built-in
@@ -382,20 +419,98 @@ fn limit_breakpoints(messages: &mut [Value], allowed: usize) {
     }
 }
 
-/// The thinking budget for an effort, or `None` for no thinking.
-fn thinking_budget(effort: Option<&str>, options: &RequestOptions) -> Option<u32> {
-    let wanted = match options.thinking {
-        Thinking::Disabled => return None,
-        Thinking::FromEffort => match effort? {
-            "medium" => 4_096,
-            "high" => 16_000,
-            "xhigh" => 24_000,
-            "max" => 31_000,
-            // `low` thinks not at all; unknown levels are treated the same.
-            _ => return None,
-        },
+/// How a model takes the `thinking` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkingSupport {
+    /// Only `{"type": "adaptive"}`, with the effort in `output_config`:
+    /// `{"type": "enabled", budget_tokens}` and `{"type": "disabled"}` are
+    /// refused with a 400 (Claude Opus 4.7 and later, Mythos, the 5-series).
+    AdaptiveOnly,
+    /// Adaptive thinking, which Logbook uses, or the deprecated extended
+    /// thinking budget (Claude Opus 4.6, Sonnet 4.6).
+    AdaptiveOrBudget,
+    /// Only an extended-thinking budget (Claude 4.5 and earlier, and any
+    /// model that is not a Claude id).
+    BudgetOnly,
+}
+
+/// The first Claude version (major, minor) that thinks adaptively.
+pub const FIRST_ADAPTIVE_VERSION: (u32, u32) = (4, 6);
+/// The first Claude version (major, minor) that refuses a thinking budget.
+pub const FIRST_ADAPTIVE_ONLY_VERSION: (u32, u32) = (4, 7);
+/// Claude families whose ids carry no version and that think adaptively
+/// only (`claude-mythos-preview`).
+pub const ADAPTIVE_ONLY_FAMILIES: [&str; 1] = ["mythos"];
+/// The effort levels of `output_config.effort`.
+pub const EFFORT_LEVELS: [&str; 5] = ["low", "medium", "high", "xhigh", "max"];
+
+/// How `model` takes the `thinking` parameter, from its id.
+///
+/// A Claude id (`claude-<family>-<major>[-<minor>][-<date>]`, also inside a
+/// cloud provider's id such as `anthropic.claude-opus-4-7-v1:0` or
+/// `claude-opus-4-7@20260101`) is placed by its version against
+/// [`FIRST_ADAPTIVE_VERSION`] and [`FIRST_ADAPTIVE_ONLY_VERSION`]; a family
+/// in [`ADAPTIVE_ONLY_FAMILIES`] is adaptive-only whatever follows it. The
+/// defaults for ids this cannot place, and why:
+/// - A Claude id in the old naming (`claude-3-5-sonnet-...`, `claude-2.1`) is
+///   budget-only: those models predate adaptive thinking.
+/// - A Claude id with a family but no version Logbook can read is
+///   adaptive-only: every known model is placed by its version, so an
+///   unreadable one is most likely a newer model, and every Claude model
+///   since 4.7 refuses a budget.
+/// - Any other id (another Anthropic-compatible backend) is budget-only: the
+///   compatible APIs implement the original `enabled` form, and it is what
+///   Logbook always sent them.
+pub fn thinking_support(model: &str) -> ThinkingSupport {
+    const CLAUDE: &str = "claude-";
+    let model = model.to_ascii_lowercase();
+    let Some(start) = model.find(CLAUDE) else { return ThinkingSupport::BudgetOnly };
+    let mut parts = model[start + CLAUDE.len()..].split(|c: char| !c.is_ascii_alphanumeric());
+    let family = parts.next().unwrap_or_default();
+    if family.starts_with(|c: char| c.is_ascii_digit()) {
+        return ThinkingSupport::BudgetOnly;
+    }
+    if ADAPTIVE_ONLY_FAMILIES.contains(&family) {
+        return ThinkingSupport::AdaptiveOnly;
+    }
+    // A version number has one or two digits; a longer number is a date
+    // (`claude-sonnet-4-20250514` is 4.0).
+    let number = |part: Option<&str>| part.filter(|part| part.len() <= 2).and_then(|part| part.parse::<u32>().ok());
+    let Some(major) = number(parts.next()) else { return ThinkingSupport::AdaptiveOnly };
+    let version = (major, number(parts.next()).unwrap_or(0));
+    if version >= FIRST_ADAPTIVE_ONLY_VERSION {
+        ThinkingSupport::AdaptiveOnly
+    } else if version >= FIRST_ADAPTIVE_VERSION {
+        ThinkingSupport::AdaptiveOrBudget
+    } else {
+        ThinkingSupport::BudgetOnly
+    }
+}
+
+/// The `output_config.effort` for an adaptive model, or `None` (the model's
+/// default) for no effort or one this code does not know. `xhigh` came with
+/// Opus 4.7: a 4.6 model is sent `high` instead of a level it may refuse.
+fn adaptive_effort(effort: Option<&str>, support: ThinkingSupport) -> Option<&'static str> {
+    let effort = EFFORT_LEVELS.into_iter().find(|level| Some(*level) == effort)?;
+    match (effort, support) {
+        ("xhigh", ThinkingSupport::AdaptiveOrBudget) => Some("high"),
+        (effort, ThinkingSupport::AdaptiveOnly | ThinkingSupport::AdaptiveOrBudget | ThinkingSupport::BudgetOnly) => {
+            Some(effort)
+        }
+    }
+}
+
+/// The extended-thinking budget for an effort, or `None` for no thinking.
+fn thinking_budget(effort: Option<&str>, max_tokens: u32) -> Option<u32> {
+    let wanted = match effort? {
+        "medium" => 4_096,
+        "high" => 16_000,
+        "xhigh" => 24_000,
+        "max" => 31_000,
+        // `low` thinks not at all; unknown levels are treated the same.
+        _ => return None,
     };
-    let budget = wanted.min(options.max_tokens.saturating_sub(MIN_ANSWER_TOKENS));
+    let budget = wanted.min(max_tokens.saturating_sub(MIN_ANSWER_TOKENS));
     (budget >= MIN_THINKING_BUDGET).then_some(budget)
 }
 

@@ -1,5 +1,5 @@
 //! Tests of `build_request`: the exact body for a representative agent,
-//! cache breakpoint placement and limits, disabled tools, thinking budgets.
+//! cache breakpoint placement and limits, disabled tools, thinking per model.
 
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -90,7 +90,8 @@ fn representative_agent_gives_the_exact_request() {
         "model": "claude-sonnet-4-6",
         "max_tokens": 32000,
         "stream": true,
-        "thinking": {"type": "enabled", "budget_tokens": 16000},
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
         "system": [{"type": "text", "text": "You are a careful engineer.", "cache_control": {"type": "ephemeral"}}],
         "tools": [
             {"name": "read", "description": READ_DESCRIPTION, "input_schema": read_schema()},
@@ -343,4 +344,111 @@ fn web_tools_are_server_tools_only_when_the_provider_runs_them() {
     );
     assert_eq!(web_search_schema()["required"], json!(["query"]));
     assert_eq!(web_fetch_schema()["required"], json!(["url"]));
+}
+
+#[test]
+fn models_without_extended_thinking_are_not_sent_a_thinking_budget() {
+    // Goal: Claude 4.7 and later models do not support extended thinking
+    // (`thinking: {type: "enabled", budget_tokens}`) and reject a request
+    // that uses it with a 400 (Messages API docs, "Troubleshooting
+    // thinking": "Claude 4.7 and later models do not support it and reject
+    // requests that use it"); they think with `{type: "adaptive"}`. The
+    // agent API accepts these models (managed-agents-api.md lists
+    // claude-opus-4-7, claude-opus-4-8, claude-sonnet-5, claude-opus-5...)
+    // and resolves effort to `high` by default, and `thinking_budget` turns
+    // any effort from medium up into an extended-thinking budget whatever
+    // the model: every model request of such an agent is refused
+    // (`InvalidRequest`, final), so every turn ends `retries_exhausted`.
+    // Method: a request for each such model at the default effort must not
+    // ask for extended thinking.
+    for model in ["claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-5", "claude-opus-5"] {
+        let agent = AgentView { model: model.to_owned(), effort: Some("high".to_owned()), ..AgentView::default() };
+        let request = build_request(&agent, &[], &RequestOptions::default());
+        assert_ne!(
+            request.pointer("/thinking/type").and_then(Value::as_str),
+            Some("enabled"),
+            "{model} is sent extended thinking, which it rejects: {}",
+            request["thinking"]
+        );
+    }
+}
+
+#[test]
+fn thinking_support_is_read_from_the_model_id() {
+    let cases = [
+        ("claude-opus-5", ThinkingSupport::AdaptiveOnly),
+        ("claude-sonnet-5", ThinkingSupport::AdaptiveOnly),
+        ("claude-fable-5-2", ThinkingSupport::AdaptiveOnly),
+        ("claude-haiku-5-5", ThinkingSupport::AdaptiveOnly),
+        ("claude-mythos-5", ThinkingSupport::AdaptiveOnly),
+        ("claude-mythos-preview", ThinkingSupport::AdaptiveOnly),
+        ("claude-opus-4-8", ThinkingSupport::AdaptiveOnly),
+        ("claude-opus-4-7", ThinkingSupport::AdaptiveOnly),
+        ("anthropic.claude-opus-4-7-v1:0", ThinkingSupport::AdaptiveOnly),
+        ("claude-opus-4-7@20260101", ThinkingSupport::AdaptiveOnly),
+        ("claude-opus-4-6", ThinkingSupport::AdaptiveOrBudget),
+        ("claude-sonnet-4-6", ThinkingSupport::AdaptiveOrBudget),
+        ("claude-haiku-4-5-20251001", ThinkingSupport::BudgetOnly),
+        ("claude-opus-4-5-20251101", ThinkingSupport::BudgetOnly),
+        ("claude-sonnet-4-5", ThinkingSupport::BudgetOnly),
+        ("claude-opus-4-1-20250805", ThinkingSupport::BudgetOnly),
+        ("claude-sonnet-4-20250514", ThinkingSupport::BudgetOnly),
+        ("claude-3-7-sonnet-20250219", ThinkingSupport::BudgetOnly),
+        // Unknown ids: a Claude family without a readable version is taken
+        // for a new model; anything else for a compatible backend.
+        ("claude-quill", ThinkingSupport::AdaptiveOnly),
+        ("glm-4.6", ThinkingSupport::BudgetOnly),
+        ("m", ThinkingSupport::BudgetOnly),
+    ];
+    for (model, expected) in cases {
+        assert_eq!(thinking_support(model), expected, "{model}");
+    }
+}
+
+#[test]
+fn adaptive_models_get_adaptive_thinking_and_the_effort_in_output_config() {
+    let request = |model: &str, effort: Option<&str>| {
+        let agent = AgentView { model: model.to_owned(), effort: effort.map(str::to_owned), ..AgentView::default() };
+        let request = build_request(&agent, &[], &RequestOptions::default());
+        (request.get("thinking").cloned(), request.get("output_config").cloned())
+    };
+    let adaptive = Some(json!({"type": "adaptive"}));
+    let effort = |level: &str| Some(json!({"effort": level}));
+    for level in ["low", "medium", "high", "xhigh", "max"] {
+        assert_eq!(request("claude-opus-4-7", Some(level)), (adaptive.clone(), effort(level)), "{level}");
+    }
+    assert_eq!(request("claude-opus-4-6", Some("max")), (adaptive.clone(), effort("max")));
+    // `xhigh` is newer than the 4.6 models.
+    assert_eq!(request("claude-sonnet-4-6", Some("xhigh")), (adaptive.clone(), effort("high")));
+    // No effort, or an unknown one: the model's default.
+    assert_eq!(request("claude-opus-5", None), (adaptive.clone(), None));
+    assert_eq!(request("claude-opus-5", Some("turbo")), (adaptive, None));
+    // Budget-only models never get `output_config`.
+    assert_eq!(
+        request("claude-sonnet-4-5", Some("high")),
+        (Some(json!({"type": "enabled", "budget_tokens": 16_000})), None)
+    );
+}
+
+#[test]
+fn a_request_without_thinking_sends_no_thinking_field_to_any_model() {
+    // Goal: the summarizing request of a compaction (`Thinking::Disabled`)
+    // must not send `{type: "disabled"}` (nor a budget) to a model that
+    // thinks adaptively only: both are refused with a 400.
+    for model in ["claude-opus-4-7", "claude-opus-5", "claude-sonnet-4-6", "claude-sonnet-4-5", "m"] {
+        let agent = AgentView { model: model.to_owned(), effort: Some("max".to_owned()), ..AgentView::default() };
+        let options = RequestOptions { thinking: Thinking::Disabled, ..RequestOptions::default() };
+        let request = build_request(&agent, &[], &options);
+        assert_eq!(request.get("thinking"), None, "{model}");
+        assert_eq!(request.get("output_config"), None, "{model}");
+    }
+}
+
+#[test]
+fn a_request_without_tool_use_keeps_its_tools_and_forbids_calling_them() {
+    let request = without_tool_use(build_request(&agent(), &conversation(), &RequestOptions::default()));
+    assert_eq!(request["tool_choice"], json!({"type": "none"}));
+    assert!(request["tools"].as_array().is_some_and(|tools| !tools.is_empty()));
+    let bare = AgentView { model: "claude-opus-4-7".into(), ..AgentView::default() };
+    assert_eq!(without_tool_use(build_request(&bare, &[], &RequestOptions::default())).get("tool_choice"), None);
 }

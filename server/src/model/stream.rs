@@ -7,8 +7,13 @@
 //! the content blocks the API would have returned non-streamed. Blocks whose
 //! type this client does not know are kept exactly as they arrived, and so are
 //! unknown fields of known blocks; unknown event and delta types are skipped,
-//! as the API asks of clients. Anything else that is not the protocol is
-//! [`ModelError::Broken`], never a panic.
+//! as the API asks of clients. A tool call whose input `max_tokens` cut off
+//! (its JSON incomplete, in the last block of a response that stops with
+//! `max_tokens`) is part of a complete response: the block is kept with
+//! `input: {}` (the API needs an object when it is sent back), and the runner
+//! answers the call with an error result instead of running it. An
+//! unparsable input anywhere else, and anything else that is not the
+//! protocol, is [`ModelError::Broken`], never a panic.
 //!
 //! This module does no HTTP; `client` feeds it a response body and tests feed
 //! it recorded bytes.
@@ -263,9 +268,22 @@ struct Block {
     stopped: bool,
 }
 
+/// A tool input that did not parse when its block stopped: acceptable only
+/// as the last block of a response that stops with `max_tokens`.
+#[derive(Debug)]
+struct CutInput {
+    /// Why it is not JSON, and its start: the error if it was not cut.
+    error: String,
+}
+
+/// The stop reason of a response cut off by `max_tokens`.
+const MAX_TOKENS_STOP_REASON: &str = "max_tokens";
+
 /// Folds Messages API stream events into a message. Pure: no IO, no clock.
 #[derive(Debug, Default)]
 pub(crate) struct Accumulator {
+    /// The tool input that did not parse, if one did not.
+    cut_input: Option<CutInput>,
     /// `(id, model)` once `message_start` arrived.
     head: Option<(String, String)>,
     blocks: Vec<Block>,
@@ -320,6 +338,11 @@ impl Accumulator {
     /// The message, once `message_stop` was fed.
     pub(crate) fn finish(self) -> Result<ModelResponse, ModelError> {
         let (id, model) = self.head.ok_or_else(|| ModelError::broken("message_stop before message_start"))?;
+        if self.stop_reason.as_deref() != Some(MAX_TOKENS_STOP_REASON)
+            && let Some(cut) = self.cut_input
+        {
+            return Err(ModelError::broken(cut.error));
+        }
         let mut content = Vec::with_capacity(self.blocks.len());
         for (index, block) in self.blocks.into_iter().enumerate() {
             if !block.stopped {
@@ -340,6 +363,9 @@ impl Accumulator {
 
     /// The error for a body that ended before `message_stop`.
     pub(crate) fn ended_early(&self) -> ModelError {
+        if let Some(cut) = &self.cut_input {
+            return ModelError::broken(format!("{} (and the stream ended before message_stop)", cut.error));
+        }
         let received = match &self.head {
             None => "before message_start".to_owned(),
             Some(_) => format!("after {} content block(s)", self.blocks.len()),
@@ -386,6 +412,10 @@ impl Accumulator {
         }
         if index >= MAX_CONTENT_BLOCKS {
             return Err(ModelError::broken(format!("more than {MAX_CONTENT_BLOCKS} content blocks")));
+        }
+        // The model went on after the input: it was not cut, it is not JSON.
+        if let Some(cut) = self.cut_input.take() {
+            return Err(ModelError::broken(cut.error));
         }
         let Some(Value::Object(block)) = value.get("content_block") else {
             return Err(ModelError::broken(format!("content_block_start {index} without a content_block object")));
@@ -446,23 +476,32 @@ impl Accumulator {
 
     fn block_stop(&mut self, value: &Value, on_event: &mut (dyn FnMut(StreamEvent) + Send)) -> Result<Fed, ModelError> {
         let index = event_index(value, "content_block_stop")?;
+        let mut cut = None;
         let block = self.open_block(index, "content_block_stop")?;
         if let Some(partial) = block.partial_json.take() {
             // The API sends `""` deltas for a tool called without arguments.
             let input = if partial.trim().is_empty() {
                 Value::Object(Map::new())
             } else {
-                serde_json::from_str(&partial).map_err(|error| {
-                    ModelError::broken(format!(
-                        "the input of block {index} is not JSON ({error}): {}",
-                        truncate(&partial, 200)
-                    ))
-                })?
+                match serde_json::from_str(&partial) {
+                    Ok(input) => input,
+                    Err(error) => {
+                        // Cut by `max_tokens` if the response says so next;
+                        // `finish` and the events after decide.
+                        let error =
+                            format!("the input of block {index} is not JSON ({error}): {}", truncate(&partial, 200));
+                        cut = Some(CutInput { error });
+                        Value::Object(Map::new())
+                    }
+                }
             };
             block.value.insert("input".to_owned(), input);
         }
         block.stopped = true;
         on_event(StreamEvent::BlockStop { index, block: Value::Object(block.value.clone()) });
+        if cut.is_some() {
+            self.cut_input = cut;
+        }
         Ok(Fed::More)
     }
 
@@ -475,6 +514,11 @@ impl Accumulator {
         if let Some(delta) = value.get("delta") {
             if let Some(reason) = delta.get("stop_reason") {
                 self.stop_reason = reason.as_str().map(str::to_owned);
+                if self.stop_reason.as_deref() != Some(MAX_TOKENS_STOP_REASON)
+                    && let Some(cut) = self.cut_input.take()
+                {
+                    return Err(ModelError::broken(cut.error));
+                }
             }
             if let Some(sequence) = delta.get("stop_sequence") {
                 self.stop_sequence = sequence.as_str().map(str::to_owned);

@@ -242,6 +242,44 @@ async fn tool_use_input_split_mid_token() {
 }
 
 #[tokio::test]
+async fn a_tool_input_cut_by_max_tokens_is_a_max_tokens_response_not_a_broken_stream() {
+    // Goal: when `max_tokens` runs out while the model writes a tool call's
+    // input, the API streams the partial input JSON, stops the block, and
+    // reports `stop_reason: max_tokens` with the output tokens billed
+    // (Messages API docs, "Handling stop reasons": an incomplete tool use
+    // block). That is a complete, well-formed stream. The accumulator parses
+    // the input at `content_block_stop` and fails the whole response as
+    // `Broken`, which is retryable: the runner re-sends the same request
+    // (same `max_tokens`, same cut) until its attempts run out, each attempt
+    // billed for its output yet recorded with only `message_start`'s
+    // provisional output count, and the turn ends `retries_exhausted` with a
+    // misleading "stream broke" error.
+    // Method: such a stream; it must read as a `max_tokens` response with the
+    // reported usage (or at least not as a retryable failure).
+    let stream = sse(&[
+        start(),
+        block_start(0, json!({"type": "text", "text": ""})),
+        delta(0, json!({"type": "text_delta", "text": "Writing the file."})),
+        block_stop(0),
+        block_start(1, json!({"type": "tool_use", "id": "toolu_01A", "name": "write", "input": {}})),
+        delta(1, json!({"type": "input_json_delta", "partial_json": "{\"path\": \"/w/a.txt\", \"content\": \"lo"})),
+        delta(1, json!({"type": "input_json_delta", "partial_json": "rem ipsum dol"})),
+        block_stop(1),
+        message_delta("max_tokens", 4096),
+        stop(),
+    ]);
+    match read_str(&stream).await {
+        Ok(response) => {
+            assert_eq!(response.stop_reason.as_deref(), Some("max_tokens"));
+            assert_eq!(response.usage.output_tokens, 4096, "the output billed is recorded");
+        }
+        Err(error) => {
+            panic!("a max_tokens response is read as an error (retryable: {}): {error}", error.is_retryable())
+        }
+    }
+}
+
+#[tokio::test]
 async fn server_tool_blocks_and_citations_pass_through() {
     // Goal: server tool blocks (input streamed like tool_use, results whole),
     // citations and blocks of unknown types arrive exactly as sent; unknown
@@ -466,4 +504,36 @@ async fn metadata_only_blocks_and_comments_are_ignored() {
     let stream = format!(": keep-alive comment\n\nretry: 100\n\n{}", sse(&[start(), stop()]));
     let response = read_str(&stream).await.expect("a complete message");
     assert_eq!(response.id, "msg_x");
+}
+
+#[tokio::test]
+async fn only_the_last_block_of_a_max_tokens_response_may_have_a_cut_input() {
+    // Goal: the cut block is kept with an object input (it is sent back in
+    // later requests), and an unparsable input anywhere else is still a
+    // broken stream: under another stop reason, or followed by a block.
+    let tool = |index: usize| block_start(index, json!({"type": "tool_use", "id": "t", "name": "n", "input": {}}));
+    let partial = |index: usize| delta(index, json!({"type": "input_json_delta", "partial_json": "{\"a\": \"b"}));
+    let cut = sse(&[start(), tool(0), partial(0), block_stop(0), message_delta("max_tokens", 10), stop()]);
+    let response = read_str(&cut).await.unwrap();
+    assert_eq!(response.content, vec![json!({"type": "tool_use", "id": "t", "name": "n", "input": {}})]);
+
+    let not_cut = sse(&[start(), tool(0), partial(0), block_stop(0), message_delta("tool_use", 10), stop()]);
+    let followed = sse(&[
+        start(),
+        tool(0),
+        partial(0),
+        block_stop(0),
+        block_start(1, json!({"type": "text", "text": ""})),
+        block_stop(1),
+        message_delta("max_tokens", 10),
+        stop(),
+    ]);
+    for stream in [not_cut, followed] {
+        match read_str(&stream).await {
+            Err(ModelError::Broken { reason }) => {
+                assert!(reason.contains("the input of block 0 is not JSON"), "{reason}")
+            }
+            other => panic!("expected a broken stream, got {other:?}"),
+        }
+    }
 }

@@ -42,7 +42,7 @@ use crate::api::sessions::{self, Status, StoredSession};
 use crate::api::tools::{PolicyKind, Tool};
 use crate::api::work::WorkNeed;
 use crate::model::settings::{agent_view, options_from};
-use crate::model::{McpToolName, ModelError, StreamEvent, Thinking, build_request};
+use crate::model::{McpToolName, ModelError, StreamEvent, Thinking, build_request, without_tool_use};
 use crate::previews::{Preview, PreviewKind};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -205,6 +205,11 @@ impl Task {
                         }
                         FailReason::Interrupted => "Tool execution was interrupted before completion. Please retry.",
                         FailReason::Superseded => "The user sent a new message instead of answering this tool call.",
+                        FailReason::CutByMaxTokens => {
+                            "This tool call was not run: the response reached max_tokens while its input was being \
+                             written, so the input was cut off. Call the tool again with a shorter input (split a \
+                             large file into several writes or edits)."
+                        }
                     };
                     let events = ids.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
                     self.append_decided(events).await?;
@@ -768,7 +773,7 @@ impl Task {
         };
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
-        let request = build_request(&agent_view(&settings.agent), &messages, &summary_options);
+        let request = without_tool_use(build_request(&agent_view(&settings.agent), &messages, &summary_options));
         // Usage the provider reported for attempts that failed after
         // `message_start`: billed, so recorded with the compaction.
         let mut failed_usage = ModelUsage::default();
@@ -1275,6 +1280,7 @@ fn error_detail(error: Option<&ModelError>, retry_status: RetryStatus) -> Sessio
     match error {
         ModelError::RateLimited { .. } => SessionErrorDetail::ModelRateLimitedError { message, retry_status },
         ModelError::Overloaded { .. } => SessionErrorDetail::ModelOverloadedError { message, retry_status },
+        ModelError::Billing { .. } => SessionErrorDetail::BillingError { message, retry_status },
         ModelError::Server { .. }
         | ModelError::Broken { .. }
         | ModelError::Authentication { .. }

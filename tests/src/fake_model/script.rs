@@ -34,7 +34,10 @@ pub enum Step {
 pub struct ScriptedResponse {
     /// Blocks as the non-streamed API would return them. `text`, `thinking`,
     /// `tool_use` and `server_tool_use` are streamed with deltas; any other
-    /// block arrives whole in its `content_block_start`.
+    /// block arrives whole in its `content_block_start`. A `tool_use` block
+    /// with a `partial_input` string streams that text as its input JSON
+    /// instead of `input` (with `stop_reason: "max_tokens"`, an input the
+    /// token limit cut off).
     pub content: Vec<Value>,
     /// Default: `tool_use` when the content has a `tool_use` block, else `end_turn`.
     pub stop_reason: Option<String>,
@@ -148,8 +151,10 @@ pub fn error_type(status: u16) -> &'static str {
     match status {
         400 => "invalid_request_error",
         401 => "authentication_error",
+        402 => "billing_error",
         403 => "permission_error",
         404 => "not_found_error",
+        409 => "conflict_error",
         413 => "request_too_large",
         429 => "rate_limit_error",
         529 => "overloaded_error",
@@ -270,8 +275,10 @@ fn block_events(events: &mut Vec<(String, Value)>, index: usize, block: &Value, 
             events.push(start(json!({"type": kind, "id": id, "name": text("name"), "input": {}})));
             // The API opens with an empty chunk, then cuts the JSON anywhere.
             events.push(delta(json!({"type": "input_json_delta", "partial_json": ""})));
-            let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
-            let input = input.to_string();
+            let input = match block.get("partial_input").and_then(Value::as_str) {
+                Some(partial) => partial.to_owned(),
+                None => block.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
+            };
             let n_pieces = input.chars().count().div_ceil(INPUT_JSON_CHUNK_CHARS);
             for piece in pieces(&input, n_pieces) {
                 events.push(delta(json!({"type": "input_json_delta", "partial_json": piece})));
