@@ -1100,3 +1100,39 @@ async fn a_billing_error_ends_the_turn_at_once_as_billing_error() {
     assert_eq!(model.requests().len(), 1, "a billing error is not retried");
     rerun_check(server, &dir.path().join("data"));
 }
+
+/// Defect (review): with the provider's server tools
+/// (`LOGBOOK_WEB_TOOLS=server`), a web tool whose policy is `auto` is sent
+/// as a server tool, which the provider runs without asking anyone, even
+/// when the operator's `LOGBOOK_AUTO_ALLOW` leaves it out (so `auto` must
+/// ask for it, as `permission_for` decides for a client call). Only
+/// `always_ask` is sent as a client tool (`builtin_definitions`,
+/// model/request.rs), and `provider_tool_use_event` then records the call as
+/// allowed. Behaviour digest §8.2: `auto` pauses like `always_ask` when it
+/// does not allow. Method: `LOGBOOK_AUTO_ALLOW=read`, web_fetch under `auto`;
+/// the request must offer web_fetch as a client tool (name, input_schema),
+/// not as `web_fetch_20250910`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_web_tool_the_operator_does_not_allow_is_not_a_provider_server_tool() {
+    let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn"})])
+        .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &model,
+        &[("LOGBOOK_AUTO_ALLOW", "read"), ("LOGBOOK_WEB_TOOLS", "server")],
+    );
+    let api = Api::new(&server);
+    let tools = json!([{"type": "agent_toolset_20260401", "default_config": {"enabled": false},
+        "configs": [{"name": "web_fetch", "enabled": true, "permission_policy": {"type": "auto"}}]}]);
+    let session = new_session(&api, tools).await;
+    api.send(&session, user_message("fetch it")).await;
+    api.wait_idle(&session, 1).await;
+    let requests = model.requests();
+    let web_fetch =
+        requests[0].body["tools"].as_array().unwrap().iter().find(|tool| tool["name"] == "web_fetch").cloned().unwrap();
+    assert!(
+        web_fetch.get("input_schema").is_some() && web_fetch.get("type").is_none(),
+        "web_fetch under auto, which must ask for it here, is the provider's server tool: {web_fetch}"
+    );
+}

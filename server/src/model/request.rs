@@ -92,6 +92,11 @@ pub struct RequestOptions {
     /// The MCP server and tool each MCP tool name in `extra_tools` stands for
     /// (not sent: the runner maps the model's calls back with it).
     pub mcp_tools: Vec<McpToolName>,
+    /// The built-in tools the `auto` policy allows without asking (the
+    /// runner's `LOGBOOK_AUTO_ALLOW`): a web tool under `auto` outside it
+    /// asks, so it is never the provider's server tool, which runs unasked.
+    /// `None` (settings recorded before this existed): `auto` never asks.
+    pub auto_allowed: Option<Vec<String>>,
 }
 
 /// The model's name of an MCP tool, and whose tool it is.
@@ -168,6 +173,7 @@ impl Default for RequestOptions {
             compaction: None,
             web_tools: WebTools::default(),
             mcp_tools: Vec::new(),
+            auto_allowed: None,
         }
     }
 }
@@ -190,7 +196,7 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
     request.insert("model".to_owned(), json!(agent.model));
     request.insert("max_tokens".to_owned(), json!(options.max_tokens));
 
-    let mut tools = tool_definitions(&agent.tools, options.web_tools);
+    let mut tools = tool_definitions(&agent.tools, options.web_tools, options.auto_allowed.as_deref());
     tools.extend(options.extra_tools.iter().cloned());
     for tool in &mut tools {
         if let Value::Object(tool) = tool {
@@ -261,12 +267,12 @@ pub fn without_tool_use(mut request: Value) -> Value {
 
 /// The Messages API tool definitions for an agent's tool entries (built-in
 /// toolset and custom tools; MCP toolsets and unknown entries are skipped).
-pub fn tool_definitions(entries: &[Value], web_tools: WebTools) -> Vec<Value> {
+pub fn tool_definitions(entries: &[Value], web_tools: WebTools, auto_allowed: Option<&[String]>) -> Vec<Value> {
     let mut builtin = Vec::new();
     let mut custom = Vec::new();
     for entry in entries {
         match entry.get("type").and_then(Value::as_str) {
-            Some(AGENT_TOOLSET_TYPE) => builtin.extend(builtin_definitions(entry, web_tools)),
+            Some(AGENT_TOOLSET_TYPE) => builtin.extend(builtin_definitions(entry, web_tools, auto_allowed)),
             Some("custom") => custom.extend(custom_definition(entry)),
             // MCP tools come from the server's own listing, through
             // `RequestOptions::extra_tools`; anything else is not a tool we send.
@@ -282,7 +288,7 @@ fn ephemeral() -> Value {
 }
 
 /// The enabled built-in tools of one `agent_toolset_20260401` entry.
-fn builtin_definitions(toolset: &Value, web_tools: WebTools) -> Vec<Value> {
+fn builtin_definitions(toolset: &Value, web_tools: WebTools, auto_allowed: Option<&[String]>) -> Vec<Value> {
     let default_config = toolset.get("default_config");
     let default_enabled =
         default_config.and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(true);
@@ -295,7 +301,11 @@ fn builtin_definitions(toolset: &Value, web_tools: WebTools) -> Vec<Value> {
             config.and_then(|config| config.get("enabled")).and_then(Value::as_bool).unwrap_or(default_enabled);
         let policy = config.and_then(|config| config.pointer("/permission_policy/type")).or(default_policy);
         // A provider's server tool runs without asking anyone.
-        let asks = policy.and_then(Value::as_str) == Some("always_ask");
+        let asks = match policy.and_then(Value::as_str) {
+            Some("always_ask") => true,
+            Some("auto") => auto_allowed.is_some_and(|allowed| !allowed.iter().any(|tool| tool == name)),
+            Some(_) | None => false,
+        };
         let web_tools = if asks { WebTools::Client } else { web_tools };
         if enabled && let Some(definition) = builtin_definition(name, config, web_tools) {
             definitions.push(definition);

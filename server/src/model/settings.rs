@@ -34,6 +34,7 @@ pub fn options_json(options: &RequestOptions) -> Value {
         "extra_tools": options.extra_tools,
         "compaction": compaction,
         "web_tools": options.web_tools.as_str(),
+        "auto_allowed": options.auto_allowed,
         "mcp_tools": options
             .mcp_tools
             .iter()
@@ -84,6 +85,10 @@ pub fn options_from(value: &Value) -> RequestOptions {
                 Some(McpToolName { name: field("name")?, server: field("server")?, tool: field("tool")? })
             })
             .collect(),
+        auto_allowed: value
+            .get("auto_allowed")
+            .and_then(Value::as_array)
+            .map(|tools| tools.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
     }
 }
 
@@ -116,6 +121,7 @@ mod tests {
             compaction: Some(CompactionSettings::from_percent(1000, 80, 20)),
             web_tools: WebTools::Client,
             mcp_tools: vec![McpToolName { name: "mcp__x__y".into(), server: "x".into(), tool: "y".into() }],
+            auto_allowed: Some(vec!["read".into()]),
         };
         assert_eq!(options_from(&options_json(&options)), options);
         assert_eq!(options_from(&options_json(&RequestOptions::default())), RequestOptions::default());

@@ -520,6 +520,7 @@ impl Task {
     fn settings(&self, session: &StoredSession) -> (AgentSettings, Option<Event>) {
         let agent = serde_json::to_value(&session.agent).unwrap_or(Value::Null);
         let mut request_options = self.handle.config().request_options.clone();
+        request_options.auto_allowed = Some(self.handle.config().auto_allowed.clone());
         let listed = self.handle.config().mcp.tools(self.session, &session.agent.mcp_servers);
         let offered = crate::mcp::tools::offer(
             &session.agent.tools,
