@@ -485,13 +485,17 @@ impl Api {
     pub async fn wait_runner_quiet(&self) {
         let deadline = Instant::now() + self.turn_deadline;
         loop {
-            let response = self.request(reqwest::Method::GET, "/metrics").send().await.expect("GET /metrics");
-            let text = response.text().await.expect("metrics text");
+            let response = self
+                .request(reqwest::Method::GET, "/metrics")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+            let text = response.text().await.unwrap_or_else(|e| panic!("the metrics text: {e}"));
             let active = text
                 .lines()
                 .find_map(|line| line.strip_prefix("logbook_runner_sessions "))
                 .and_then(|value| value.trim().parse::<f64>().ok())
-                .expect("/metrics reports logbook_runner_sessions");
+                .unwrap_or_else(|| panic!("/metrics reports no logbook_runner_sessions: {text}"));
             if active == 0.0 {
                 return;
             }
