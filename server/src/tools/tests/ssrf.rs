@@ -405,3 +405,33 @@ async fn limited_networking_bounds_fetches_and_their_redirects() {
     assert!(fx.err("web_fetch", json!({"url": "http://public.test/text"})).await.contains("url_not_allowed"));
     assert_eq!(net.trapped(), 0);
 }
+
+/// Defect (review): web_fetch's `url_sources` (managed-agents-api.md, the
+/// web_fetch extras: which parts of the context a fetched URL may come from)
+/// is validated when the agent is saved and then ignored: the web_fetch
+/// Logbook runs fetches any URL the model writes (no `url_not_in_prior_context`,
+/// §8.3), and the request builder does not pass `url_sources` to the
+/// provider's server tool either. A URL built by the model (a prompt
+/// injection's exfiltration URL) is fetched though the agent allows URLs
+/// only from web_search results. Method: a web_fetch config whose only
+/// source is web_search's results; with no search result in the session at
+/// all, any URL must be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_bound_what_web_fetch_fetches() {
+    let net = Net::start().await;
+    let fx = net.fixture(json!([{
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_fetch", "url_sources": {
+            "user_input": "none",
+            "client_tool_results": "none",
+            "server_tool_results": {"type": "only", "tools": [{"type": "tool_reference", "name": "web_search"}]}
+        }}]
+    }]));
+    let outcome = fx.call("web_fetch", json!({"url": "http://public.test/text?secret=from-the-model"})).await;
+    assert!(
+        outcome.is_error && text_of(&outcome).contains("url_not_in_prior_context"),
+        "a URL from no allowed source was fetched: {}",
+        text_of(&outcome)
+    );
+}
+
