@@ -125,4 +125,28 @@ mod tests {
         assert!(page.text.contains("short"), "{page:?}");
         assert!(!page.text.contains("alert"), "{page:?}");
     }
+
+    /// Defect (review): `MAX_HTML_BYTES` bounds the bytes parsed, not the
+    /// work: a page of nested `<div>`s (100,000 of them, 500 KB, a tenth of
+    /// the cap) keeps `html_to_text` busy far beyond web_fetch's 30 s
+    /// deadline (a 200,000-deep page ran for over 15 minutes at full CPU).
+    /// The deadline in `Fetcher::run` answers the model, but the blocking
+    /// task cannot be cancelled: each such fetch pins a core and a
+    /// blocking-pool thread of the server, and every call the model makes
+    /// adds one. Method: the conversion on its own thread must finish within
+    /// `FETCH_TIMEOUT`.
+    #[test]
+    fn deeply_nested_html_is_converted_within_the_fetch_deadline() {
+        let html = "<div>".repeat(100_000);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let page = html_to_text(&html, "https://example.com/deep");
+            let _ = done.send(page.text.len());
+        });
+        let deadline = super::super::fetch::FETCH_TIMEOUT;
+        assert!(
+            finished.recv_timeout(deadline).is_ok(),
+            "converting a 500 KB page of nested divs took longer than {deadline:?}"
+        );
+    }
 }
