@@ -435,3 +435,24 @@ async fn url_sources_bound_what_web_fetch_fetches() {
     );
 }
 
+
+/// Defect (review): the HTML of a fetched page is turned into text by
+/// recursive walks (htmd's `walk_node`, dom_smoothie), and `MAX_HTML_BYTES`
+/// bounds the bytes, not the nesting. A 25 KB page of 5,000 nested `<div>`s
+/// overflows the 2 MiB stack of the blocking-pool thread (debug build; a
+/// release build needs a deeper page, well within the 5 MiB cap). A stack
+/// overflow is not a panic `spawn_blocking` could catch: it aborts the
+/// process, so one page the model fetches (a prompt injection's link) kills
+/// the whole server and every session in it. Method: the "public" site
+/// serves such a page; web_fetch must answer (an error result is fine).
+/// Run it with nextest (one process per test): the defect aborts the
+/// process running it (SIGABRT, "stack overflow").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_page_does_not_bring_the_server_down() {
+    let deep = Arc::new(|_: &str| Reply::new(200, "text/html", "<div>".repeat(5_000).into_bytes()));
+    let site = TestServer::start("127.0.0.1:0", deep).await;
+    let services = services_with(Arc::new(FakeDns::default()), vec![(PUBLIC_IP, site.addr)], None);
+    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
+    let outcome = fx.call("web_fetch", json!({"url": "http://public.test/deep"})).await;
+    assert!(!text_of(&outcome).is_empty(), "{outcome:?}");
+}
