@@ -435,7 +435,6 @@ async fn url_sources_bound_what_web_fetch_fetches() {
     );
 }
 
-
 /// Defect (review): the HTML of a fetched page is turned into text by
 /// recursive walks (htmd's `walk_node`, dom_smoothie), and `MAX_HTML_BYTES`
 /// bounds the bytes, not the nesting. A 25 KB page of 5,000 nested `<div>`s

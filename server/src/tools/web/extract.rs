@@ -4,14 +4,17 @@
 //!
 //! Both HTML parsers take untrusted input: callers run [`html_to_text`] on
 //! the blocking pool, where a panic becomes a failed task instead of a dead
-//! server, and the input is cut to [`MAX_HTML_BYTES`] first.
+//! server, and the input is cut to [`MAX_HTML_BYTES`] first. Both recurse
+//! per level of nesting, which no panic handler catches (a stack overflow
+//! aborts the process): a page that `scan` finds too deep or too large is
+//! never given to them, and its text with the tags stripped stands in.
 
 use dom_smoothie::{Config, Readability, TextMode};
 
+use super::scan;
+
 /// Largest HTML document parsed; the rest is dropped before parsing.
 pub(crate) const MAX_HTML_BYTES: usize = 5 * 1024 * 1024;
-/// Most elements readability scores (its own guard against huge pages).
-const MAX_ELEMENTS: usize = 100_000;
 /// Tags whose content is never text for the model.
 const SKIPPED_TAGS: [&str; 7] = ["script", "style", "noscript", "iframe", "svg", "template", "head"];
 
@@ -70,7 +73,16 @@ pub(crate) struct Page {
 pub(crate) fn html_to_text(html: &str, url: &str) -> Page {
     let cut = floor_char_boundary(html, MAX_HTML_BYTES);
     let html = &html[..cut];
-    let config = Config { text_mode: TextMode::Markdown, max_elements_to_parse: MAX_ELEMENTS, ..Config::default() };
+    if !scan::within_bounds(html) {
+        return Page { title: None, text: scan::plain_text(html) };
+    }
+    parse_to_text(html, url)
+}
+
+/// What the parsers make of `html`: only for a document `scan` has bounded.
+fn parse_to_text(html: &str, url: &str) -> Page {
+    let config =
+        Config { text_mode: TextMode::Markdown, max_elements_to_parse: scan::MAX_ELEMENTS, ..Config::default() };
     let article = Readability::new(html, Some(url), Some(config)).and_then(|mut readability| readability.parse());
     if let Ok(article) = article {
         let text = article.text_content.trim().to_owned();

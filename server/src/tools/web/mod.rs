@@ -3,12 +3,14 @@
 //!
 //! `domains` reads the agent's settings for both, `guard` is the checked
 //! name resolution, `fetch` the fetch itself, `extract` turns bodies into
-//! text, `search` the provider trait and its SearXNG implementation.
+//! text (`scan` first bounds what its HTML parsers are given), `search`
+//! the provider trait and its SearXNG implementation.
 
 mod domains;
 mod extract;
 pub mod fetch;
 mod guard;
+mod scan;
 pub mod search;
 
 pub(crate) use domains::{FetchSettings, SearchSettings};
