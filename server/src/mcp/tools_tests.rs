@@ -96,7 +96,7 @@ fn listed_tools_are_made_safe_to_offer() {
 fn results_become_tool_result_content() {
     let result = json!({"content": [
         {"type": "text", "text": "hello"},
-        {"type": "image", "data": "iVBOR", "mimeType": "image/png"},
+        {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
         {"type": "image", "data": "AAAA", "mimeType": "image/tiff"},
         {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
         {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "body"}},
@@ -110,7 +110,7 @@ fn results_become_tool_result_content() {
         vec![
             ContentBlock::Text { text: "hello".into() },
             ContentBlock::Image {
-                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBOR".into() }
+                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() }
             },
             ContentBlock::Text {
                 text: "[image content of type image/tiff left out: tool results cannot carry it]".into()
