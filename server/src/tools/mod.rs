@@ -195,18 +195,9 @@ fn run_file_tool(roots: &files::Roots, tool: ServerTool, input: &Value) -> ToolO
     }
 }
 
-/// Whether any text block is long enough to be saved to a file (a cheap
-/// byte-length bound first: a character is at least one byte).
+/// Whether the output's text is long enough to be saved to a file.
 fn needs_spill(outcome: &ToolOutcome) -> bool {
-    outcome.content.iter().any(|block| match block {
-        logbook_core::event::ContentBlock::Text { text } => {
-            text.len() > spill::MAX_INLINE_CHARS && text.chars().count() > spill::MAX_INLINE_CHARS
-        }
-        logbook_core::event::ContentBlock::Image { .. }
-        | logbook_core::event::ContentBlock::Document { .. }
-        | logbook_core::event::ContentBlock::SearchResult { .. }
-        | logbook_core::event::ContentBlock::Redacted => false,
-    })
+    spill::oversized_text_chars(outcome).is_some()
 }
 
 /// Whether the agent's built-in toolset enables `name` (per-tool config over
