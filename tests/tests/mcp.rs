@@ -310,7 +310,11 @@ async fn results_over_100k_characters_are_saved_to_the_workspace() {
     let last = api.seqs_of(&session, "agent.mcp_tool_result").await[0];
     let (status, bytes) = api.get_bytes(&format!("/x/v1/sessions/{session}/files{path}?at_seq={last}")).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
-    assert_eq!(bytes.len(), 150_000);
+    // Whole, its one long line broken into lines of 2,000 characters (so
+    // that read's view_range and grep can reach all of it).
+    let saved = String::from_utf8(bytes).unwrap();
+    assert_eq!(saved.replace('\n', ""), "x".repeat(150_000));
+    assert!(saved.lines().all(|line| line.len() == 2_000), "{:?}", saved.lines().map(str::len).collect::<Vec<_>>());
     server.stop();
     rerun_passes(&data);
 }

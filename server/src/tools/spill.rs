@@ -9,8 +9,12 @@
 //! named by content, so the same output is saved once and nothing depends on
 //! a clock or a random number. It is written like the write tool writes
 //! (confined, owned by the sandbox's user). The text blocks are joined with a
-//! line break. If saving fails the model still gets the preview, with a note
-//! saying the rest was lost.
+//! line break, and lines over [`SAVED_LINE_CHARS`] are broken into lines of
+//! that many characters (the preview says so): read's view_range refuses a
+//! line over its 256 KiB and grep cuts lines at that length, so an unbroken
+//! line (minified JSON, a page of text) could not be read back as the
+//! preview says. If saving fails the model still gets the preview, with a
+//! note saying the rest was lost.
 
 use logbook_core::event::ContentBlock;
 
@@ -25,6 +29,9 @@ pub const PREVIEW_HEAD_CHARS: usize = 6_000;
 pub const PREVIEW_TAIL_CHARS: usize = 2_000;
 /// Where saved outputs go, below the workspace.
 pub const SPILL_DIR: &str = ".logbook/tool-outputs";
+/// Longest line in a saved output: grep's own cut, so a match shows its
+/// whole line, and far below what view_range returns.
+pub const SAVED_LINE_CHARS: usize = super::files::MAX_LINE_CHARS;
 
 /// The number of characters of `outcome`'s text blocks together, when it is
 /// over [`MAX_INLINE_CHARS`] (a cheap byte-length bound first: a character
@@ -45,7 +52,7 @@ pub(crate) fn spill_large_outputs(roots: &Roots, outcome: ToolOutcome) -> ToolOu
     }
     let text = joined_text(&outcome);
     let n_chars = text.chars().count();
-    let saved = save(roots, &text);
+    let saved = save(roots, &wrap_long_lines(&text, SAVED_LINE_CHARS));
     with_preview(outcome, preview(&text, n_chars, saved))
 }
 
@@ -94,6 +101,24 @@ fn with_preview(mut outcome: ToolOutcome, preview: String) -> ToolOutcome {
     outcome
 }
 
+/// `text` with every line over `max_chars` characters broken into lines of
+/// `max_chars` (the last one shorter).
+fn wrap_long_lines(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / max_chars.max(1) + 1);
+    for line in text.split_inclusive('\n') {
+        let mut in_line = 0usize;
+        for ch in line.chars() {
+            if in_line == max_chars && ch != '\n' {
+                out.push('\n');
+                in_line = 0;
+            }
+            out.push(ch);
+            in_line += 1;
+        }
+    }
+    out
+}
+
 /// Saves `text` in the workspace; the sandbox path, or why it failed.
 fn save(roots: &Roots, text: &str) -> Result<String, String> {
     let hash = blake3::hash(text.as_bytes()).to_hex();
@@ -112,8 +137,9 @@ fn preview(text: &str, n_chars: usize, saved: Result<String, String>) -> String 
     let note = match saved {
         Ok(path) => format!(
             "[This output is {n_chars} characters, more than the {MAX_INLINE_CHARS} shown in full. It is saved \
-             whole in {path}: read it with view_range, or search it with grep. Its first {PREVIEW_HEAD_CHARS} and \
-             last {PREVIEW_TAIL_CHARS} characters follow.]"
+             whole in {path} (lines over {SAVED_LINE_CHARS} characters broken into lines of that length): read it \
+             with view_range, or search it with grep. Its first {PREVIEW_HEAD_CHARS} and last {PREVIEW_TAIL_CHARS} \
+             characters follow.]"
         ),
         Err(reason) => format!(
             "[This output is {n_chars} characters, more than the {MAX_INLINE_CHARS} shown in full, and saving it \

@@ -474,9 +474,5 @@ async fn a_saved_single_line_output_can_be_read_back_as_its_preview_says() {
     assert!(preview.contains("read it with view_range"), "{}", &preview[..300]);
     let path = preview.split_whitespace().find(|word| word.starts_with("/workspace/")).unwrap().trim_end_matches(':');
     let outcome = fx.call("read", json!({"file_path": path, "view_range": [1, 1]})).await;
-    assert!(
-        !outcome.is_error,
-        "the saved output cannot be read back with view_range: {}",
-        text_of(&outcome)
-    );
+    assert!(!outcome.is_error, "the saved output cannot be read back with view_range: {}", text_of(&outcome));
 }
