@@ -48,6 +48,9 @@ pub struct ToolContext<'a> {
     pub egress: &'a EgressPolicy,
     /// Shared by every session: build once at startup.
     pub services: &'a ToolServices,
+    /// The session's log so far: web_fetch's `url_sources` bound URLs to
+    /// what it holds.
+    pub log: &'a [logbook_core::entry::Entry],
 }
 
 /// The long-lived parts of the server-side tools.
@@ -151,7 +154,7 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
             }
         }
         ServerTool::WebFetch => {
-            let settings = web::FetchSettings::from_tools(ctx.agent_tools, ctx.egress);
+            let settings = web::FetchSettings::from_tools(ctx.agent_tools, ctx.egress).with_context(ctx.log);
             ctx.services.fetcher.run(&settings, &input).await
         }
         ServerTool::WebSearch => {
