@@ -413,6 +413,9 @@ fn serve(
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // The MCP SDK logs server URLs, which may carry tokens: cut down to
+        // scheme://host:port whatever the filter (mcp::log says why).
+        .event_format(crate::mcp::log::RedactSdkUrls::new(tracing_subscriber::fmt::format()))
         .init();
     // Egress refuses the host's own addresses; read them now so that a
     // problem shows at start-up (they are read again as they age).

@@ -18,8 +18,10 @@
 //!
 //! - `connect`: the address checks, the HTTP client, connecting and listing.
 //! - `tools`: names, definitions and permissions, results as content.
+//! - `log`: the SDK's own log events, with the URLs they name cut down.
 
 pub mod connect;
+pub mod log;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};

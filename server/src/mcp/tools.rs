@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 
+use base64::Engine as _;
 use logbook_core::event::ToolEvaluation;
 use logbook_core::event::{AutoPermission, ContentBlock, DocumentSource, EvaluatedPermission, ImageSource};
 use serde_json::{Map, Value, json};
@@ -21,6 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::api::tools::{PolicyKind, Tool};
 use crate::model::request::McpToolName;
 use crate::runner::ToolOutcome;
+use crate::tools::files::MAX_IMAGE_BASE64_BYTES;
 
 /// The Messages API's longest tool name.
 pub const MAX_TOOL_NAME_CHARS: usize = 64;
@@ -192,9 +194,7 @@ fn block(item: &Value) -> ContentBlock {
     let text = |name: &str| item.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
     match item.get("type").and_then(Value::as_str) {
         Some("text") => ContentBlock::Text { text: text("text") },
-        Some("image") if IMAGE_TYPES.contains(&text("mimeType").as_str()) => {
-            ContentBlock::Image { source: ImageSource::Base64 { media_type: text("mimeType"), data: text("data") } }
-        }
+        Some("image") if IMAGE_TYPES.contains(&text("mimeType").as_str()) => image(text("mimeType"), text("data")),
         Some("image" | "audio") => ContentBlock::Text {
             text: format!(
                 "[{} content of type {} left out: tool results cannot carry it]",
@@ -224,6 +224,22 @@ fn block(item: &Value) -> ContentBlock {
         }
         Some(_) | None => ContentBlock::Text { text: item.to_string() },
     }
+}
+
+/// An image block, or a note in its place when the Messages API would refuse
+/// it: over its per-image limit (the read tool's cap) or not base64. Such a
+/// block, once in the session's log, would have every later request of the
+/// session refused, so the session could not go on.
+fn image(media_type: String, data: String) -> ContentBlock {
+    let too_large = u64::try_from(data.len()).map_or(true, |len| len > MAX_IMAGE_BASE64_BYTES);
+    let problem = if too_large {
+        format!("{} bytes of base64, more than the limit of {MAX_IMAGE_BASE64_BYTES}", data.len())
+    } else if base64::engine::general_purpose::STANDARD.decode(data.as_bytes()).is_err() {
+        "its data is not valid base64".to_owned()
+    } else {
+        return ContentBlock::Image { source: ImageSource::Base64 { media_type, data } };
+    };
+    ContentBlock::Text { text: format!("[image content of type {media_type} left out: {problem}]") }
 }
 
 /// `text` cut to `max` characters.

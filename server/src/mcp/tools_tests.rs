@@ -96,7 +96,7 @@ fn listed_tools_are_made_safe_to_offer() {
 fn results_become_tool_result_content() {
     let result = json!({"content": [
         {"type": "text", "text": "hello"},
-        {"type": "image", "data": "iVBOR", "mimeType": "image/png"},
+        {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
         {"type": "image", "data": "AAAA", "mimeType": "image/tiff"},
         {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
         {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "body"}},
@@ -110,7 +110,7 @@ fn results_become_tool_result_content() {
         vec![
             ContentBlock::Text { text: "hello".into() },
             ContentBlock::Image {
-                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBOR".into() }
+                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() }
             },
             ContentBlock::Text {
                 text: "[image content of type image/tiff left out: tool results cannot carry it]".into()
@@ -130,4 +130,33 @@ fn results_become_tool_result_content() {
     let structured = super::outcome(&json!({"content": [], "structuredContent": {"n": 1}}));
     assert_eq!(structured, ToolOutcome::text("{\"n\":1}"));
     assert_eq!(super::outcome(&json!({})), ToolOutcome::text(NO_OUTPUT));
+}
+
+/// Defect (review): an MCP server's image is passed on as an image block
+/// whatever its size. The Messages API refuses an image over 5 MiB of base64
+/// (the cap the read tool applies, §8.3), so once such a result is in the
+/// log every later request of the session is refused (400) and the session
+/// cannot go on: one MCP response (up to `connect::MAX_RESPONSE_BYTES`, 16
+/// MiB) wedges it. Method: a 6 MiB base64 PNG in a `tools/call` result; the
+/// content must not carry an image block over 5 MiB (a note in its place, as
+/// for the types tool results cannot carry).
+#[test]
+fn images_over_the_messages_api_limit_are_not_passed_on() {
+    const MAX_IMAGE_BASE64_BYTES: usize = 5 * 1024 * 1024;
+    let data = "A".repeat(6 * 1024 * 1024);
+    let outcome = outcome(&json!({"content": [{"type": "image", "data": data, "mimeType": "image/png"}]}));
+    let oversized: Vec<usize> = outcome
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Image { source: ImageSource::Base64 { data, .. } } => Some(data.len()),
+            ContentBlock::Image { .. }
+            | ContentBlock::Text { .. }
+            | ContentBlock::Document { .. }
+            | ContentBlock::SearchResult { .. }
+            | ContentBlock::Redacted => None,
+        })
+        .filter(|len| *len > MAX_IMAGE_BASE64_BYTES)
+        .collect();
+    assert!(oversized.is_empty(), "image blocks of {oversized:?} bytes of base64 reach the model's context");
 }

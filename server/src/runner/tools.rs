@@ -79,10 +79,10 @@ pub trait ToolExecutor: Send + Sync + std::fmt::Debug {
         Box::pin(async { Ok(Vec::new()) })
     }
 
-    /// `outcome` with every text block over 100,000 characters replaced by a
-    /// preview, the whole text saved to the session's workspace when the
-    /// executor has one (MCP results; the built-in tools do this
-    /// themselves). Without a workspace the rest is left out, and the preview
+    /// `outcome` with its text, when over 100,000 characters (its text
+    /// blocks together), replaced by one preview, the whole text saved to
+    /// the session's workspace when the executor has one (MCP results; the
+    /// built-in tools do this themselves). Without a workspace the rest is left out, and the preview
     /// says so.
     fn save_large_outputs(&self, session: SessionId, outcome: ToolOutcome) -> BoxFuture<'_, ToolOutcome> {
         let _ = session;

@@ -501,6 +501,7 @@ impl SandboxTools {
             agent_tools: call.agent_tools,
             egress: &egress,
             services: &self.inner.services,
+            log: call.log,
         };
         crate::tools::run(&ctx, call.name, call.input).await
     }

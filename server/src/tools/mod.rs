@@ -48,6 +48,9 @@ pub struct ToolContext<'a> {
     pub egress: &'a EgressPolicy,
     /// Shared by every session: build once at startup.
     pub services: &'a ToolServices,
+    /// The session's log so far: web_fetch's `url_sources` bound URLs to
+    /// what it holds.
+    pub log: &'a [logbook_core::entry::Entry],
 }
 
 /// The long-lived parts of the server-side tools.
@@ -151,7 +154,7 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
             }
         }
         ServerTool::WebFetch => {
-            let settings = web::FetchSettings::from_tools(ctx.agent_tools, ctx.egress);
+            let settings = web::FetchSettings::from_tools(ctx.agent_tools, ctx.egress).with_context(ctx.log);
             ctx.services.fetcher.run(&settings, &input).await
         }
         ServerTool::WebSearch => {
@@ -195,18 +198,9 @@ fn run_file_tool(roots: &files::Roots, tool: ServerTool, input: &Value) -> ToolO
     }
 }
 
-/// Whether any text block is long enough to be saved to a file (a cheap
-/// byte-length bound first: a character is at least one byte).
+/// Whether the output's text is long enough to be saved to a file.
 fn needs_spill(outcome: &ToolOutcome) -> bool {
-    outcome.content.iter().any(|block| match block {
-        logbook_core::event::ContentBlock::Text { text } => {
-            text.len() > spill::MAX_INLINE_CHARS && text.chars().count() > spill::MAX_INLINE_CHARS
-        }
-        logbook_core::event::ContentBlock::Image { .. }
-        | logbook_core::event::ContentBlock::Document { .. }
-        | logbook_core::event::ContentBlock::SearchResult { .. }
-        | logbook_core::event::ContentBlock::Redacted => false,
-    })
+    spill::oversized_text_chars(outcome).is_some()
 }
 
 /// Whether the agent's built-in toolset enables `name` (per-tool config over

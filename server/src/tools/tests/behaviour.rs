@@ -419,3 +419,60 @@ async fn run_refuses_unknown_and_disabled_tools() {
     let fx = Fixture::with_tools(json!([]));
     assert!(fx.err("read", json!({"file_path": "a.txt"})).await.contains("not enabled"));
 }
+
+/// Defect (review): the 100,000-character rule (§8.3 "Output >100k chars →
+/// file", `spill`'s own doc: "Largest text block put in the context as it
+/// is") is applied to each text block on its own, never to the output. An
+/// MCP result (the runner saves MCP outputs with `spill_large_outputs`) of
+/// several text blocks, each under the limit, goes into the log and the
+/// model's context whole, however large: here 5 × 60,000 characters.
+/// Method: one outcome of five 60,000-character text blocks through
+/// `spill_large_outputs`, as `save_large_outputs` calls it; the text left
+/// inline must be at most the limit.
+#[tokio::test]
+async fn an_output_of_many_text_blocks_is_saved_when_it_is_over_the_limit() {
+    let fx = Fixture::new();
+    let roots = Roots::new(&fx.paths);
+    let block = ContentBlock::Text { text: "y".repeat(60_000) };
+    let outcome = crate::runner::ToolOutcome { content: vec![block; 5], is_error: false };
+    let saved = crate::tools::spill::spill_large_outputs(&roots, outcome);
+    let inline: usize = saved
+        .content
+        .iter()
+        .map(|block| match block {
+            ContentBlock::Text { text } => text.chars().count(),
+            ContentBlock::Image { .. }
+            | ContentBlock::Document { .. }
+            | ContentBlock::SearchResult { .. }
+            | ContentBlock::Redacted => 0,
+        })
+        .sum();
+    assert!(
+        inline <= MAX_INLINE_CHARS,
+        "{inline} characters of one output stay inline, more than the {MAX_INLINE_CHARS} the spill rule allows"
+    );
+}
+
+/// Defect (review): a saved output whose text is one long line (minified
+/// JSON from an MCP server, a page of web_fetch text without newlines) cannot
+/// be read back the way its preview says ("read it with view_range, or
+/// search it with grep"): read refuses the whole file (over 256 KiB) and
+/// view_range refuses the line (over 256 KiB), grep cuts it at 2,000
+/// characters. All but the preview's 8,000 characters are out of the file
+/// tools' reach (only bash, which an agent may not have, can page it).
+/// Method: a 300,000-character single-line output is saved; then read with
+/// the view_range the note suggests must return part of it.
+#[tokio::test]
+async fn a_saved_single_line_output_can_be_read_back_as_its_preview_says() {
+    let fx = Fixture::new();
+    let roots = Roots::new(&fx.paths);
+    let line: String = (0..30_000).map(|idx| format!("{idx:09},")).collect();
+    assert_eq!(line.len(), 300_000);
+    let outcome = crate::runner::ToolOutcome { content: vec![ContentBlock::Text { text: line }], is_error: false };
+    let saved = crate::tools::spill::spill_large_outputs(&roots, outcome);
+    let preview = text_of(&saved);
+    assert!(preview.contains("read it with view_range"), "{}", &preview[..300]);
+    let path = preview.split_whitespace().find(|word| word.starts_with("/workspace/")).unwrap().trim_end_matches(':');
+    let outcome = fx.call("read", json!({"file_path": path, "view_range": [1, 1]})).await;
+    assert!(!outcome.is_error, "the saved output cannot be read back with view_range: {}", text_of(&outcome));
+}

@@ -93,6 +93,7 @@ impl Fixture {
             agent_tools: &self.tools,
             egress: &self.egress,
             services: &self.services,
+            log: &[],
         };
         let input = Json::new(&input);
         match tokio::time::timeout(CALL_DEADLINE, run(&ctx, name, &input)).await {

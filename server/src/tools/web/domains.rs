@@ -1,15 +1,18 @@
 //! The web tools' settings from the agent's toolset config:
 //! `allowed_domains` / `blocked_domains` (a domain covers its subdomains;
 //! web_search entries may add a path prefix) and web_fetch's
-//! `max_content_tokens`. The API validated them when the agent was saved
+//! `max_content_tokens` and `url_sources` (`sources`). The API validated them when the agent was saved
 //! (`api::tools`); anything unreadable here counts as absent. On top of them,
 //! the session environment's networking ([`EgressPolicy`]): a `limited`
 //! environment's `allowed_hosts` bound the web tools as they bound the
 //! sandbox (a fetch elsewhere is `url_not_allowed`, a search drops the
 //! result).
 
+use logbook_core::entry::Entry;
 use serde_json::{Map, Value};
 use url::{Host, Url};
+
+use super::sources::UrlSources;
 
 use crate::api::tools::Tool;
 use crate::sandbox::policy::EgressPolicy;
@@ -38,6 +41,12 @@ pub(crate) struct FetchSettings {
     pub(crate) max_content_tokens: Option<u64>,
     /// The hosts the session's environment lets it reach.
     pub(crate) egress: EgressPolicy,
+    /// Where a fetched URL may come from.
+    pub(crate) url_sources: UrlSources,
+    /// The texts of the session's context a URL must appear in, when
+    /// `url_sources` bounds them ([`FetchSettings::with_context`]); `None`:
+    /// any URL.
+    pub(crate) allowed_context: Option<Vec<String>>,
 }
 
 /// What web_search's config says.
@@ -56,7 +65,18 @@ impl FetchSettings {
             rules: extra.map(DomainRules::from_extra).unwrap_or(DomainRules::Any),
             max_content_tokens: extra.and_then(|extra| extra.get("max_content_tokens")).and_then(Value::as_u64),
             egress: egress.clone(),
+            url_sources: extra.map_or(UrlSources::ALL, UrlSources::from_extra),
+            allowed_context: None,
         }
+    }
+
+    /// These settings with the texts of the session's `log` that
+    /// `url_sources` lets URLs come from (none read when it allows all).
+    pub(crate) fn with_context(mut self, log: &[Entry]) -> FetchSettings {
+        if !self.url_sources.admits_all() {
+            self.allowed_context = Some(self.url_sources.allowed_texts(log));
+        }
+        self
     }
 }
 

@@ -4,14 +4,17 @@
 //!
 //! Both HTML parsers take untrusted input: callers run [`html_to_text`] on
 //! the blocking pool, where a panic becomes a failed task instead of a dead
-//! server, and the input is cut to [`MAX_HTML_BYTES`] first.
+//! server, and the input is cut to [`MAX_HTML_BYTES`] first. Both recurse
+//! per level of nesting, which no panic handler catches (a stack overflow
+//! aborts the process): a page that `scan` finds too deep or too large is
+//! never given to them, and its text with the tags stripped stands in.
 
 use dom_smoothie::{Config, Readability, TextMode};
 
+use super::scan;
+
 /// Largest HTML document parsed; the rest is dropped before parsing.
 pub(crate) const MAX_HTML_BYTES: usize = 5 * 1024 * 1024;
-/// Most elements readability scores (its own guard against huge pages).
-const MAX_ELEMENTS: usize = 100_000;
 /// Tags whose content is never text for the model.
 const SKIPPED_TAGS: [&str; 7] = ["script", "style", "noscript", "iframe", "svg", "template", "head"];
 
@@ -70,7 +73,16 @@ pub(crate) struct Page {
 pub(crate) fn html_to_text(html: &str, url: &str) -> Page {
     let cut = floor_char_boundary(html, MAX_HTML_BYTES);
     let html = &html[..cut];
-    let config = Config { text_mode: TextMode::Markdown, max_elements_to_parse: MAX_ELEMENTS, ..Config::default() };
+    if !scan::within_bounds(html) {
+        return Page { title: None, text: scan::plain_text(html) };
+    }
+    parse_to_text(html, url)
+}
+
+/// What the parsers make of `html`: only for a document `scan` has bounded.
+fn parse_to_text(html: &str, url: &str) -> Page {
+    let config =
+        Config { text_mode: TextMode::Markdown, max_elements_to_parse: scan::MAX_ELEMENTS, ..Config::default() };
     let article = Readability::new(html, Some(url), Some(config)).and_then(|mut readability| readability.parse());
     if let Ok(article) = article {
         let text = article.text_content.trim().to_owned();
@@ -124,5 +136,29 @@ mod tests {
         let page = html_to_text(fragment, "https://example.com/");
         assert!(page.text.contains("short"), "{page:?}");
         assert!(!page.text.contains("alert"), "{page:?}");
+    }
+
+    /// Defect (review): `MAX_HTML_BYTES` bounds the bytes parsed, not the
+    /// work: a page of nested `<div>`s (100,000 of them, 500 KB, a tenth of
+    /// the cap) keeps `html_to_text` busy far beyond web_fetch's 30 s
+    /// deadline (a 200,000-deep page ran for over 15 minutes at full CPU).
+    /// The deadline in `Fetcher::run` answers the model, but the blocking
+    /// task cannot be cancelled: each such fetch pins a core and a
+    /// blocking-pool thread of the server, and every call the model makes
+    /// adds one. Method: the conversion on its own thread must finish within
+    /// `FETCH_TIMEOUT`.
+    #[test]
+    fn deeply_nested_html_is_converted_within_the_fetch_deadline() {
+        let html = "<div>".repeat(100_000);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let page = html_to_text(&html, "https://example.com/deep");
+            let _ = done.send(page.text.len());
+        });
+        let deadline = super::super::fetch::FETCH_TIMEOUT;
+        assert!(
+            finished.recv_timeout(deadline).is_ok(),
+            "converting a 500 KB page of nested divs took longer than {deadline:?}"
+        );
     }
 }

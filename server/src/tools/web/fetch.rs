@@ -12,7 +12,9 @@
 //! The whole fetch has a deadline and the body a size cap. Errors are tool
 //! errors whose text starts with the Messages API's web fetch error codes
 //! (`invalid_input`, `url_too_long`, `url_not_allowed`, `url_not_accessible`,
-//! `unsupported_content_type`).
+//! `unsupported_content_type`, `url_not_in_prior_context`). The URL the model
+//! asks for (not the redirects the site answers with) must appear in the
+//! parts of the session's log the agent's `url_sources` allow (`sources`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -109,6 +111,14 @@ impl Fetcher {
         }
         let mut url = Url::parse(raw_url.trim())
             .map_err(|err| Failure::new(Code::InvalidInput, format!("{raw_url} is not a valid URL: {err}")))?;
+        if let Some(texts) = &settings.allowed_context
+            && !texts.iter().any(|text| text.contains(raw_url.trim()) || text.contains(url.as_str()))
+        {
+            return Err(Failure::new(
+                Code::UrlNotInPriorContext,
+                format!("{url} appears in no part of the conversation the agent's url_sources allow URLs from"),
+            ));
+        }
         for n_redirects in 0..=MAX_REDIRECTS {
             check_url(&url, settings)?;
             let response = self.client.get(url.clone()).send().await.map_err(|err| request_failure(&url, &err))?;
@@ -155,6 +165,8 @@ pub(crate) enum Code {
     UrlNotAllowed,
     UrlNotAccessible,
     UnsupportedContentType,
+    /// The URL is in no part of the context `url_sources` allows.
+    UrlNotInPriorContext,
 }
 
 impl Code {
@@ -165,6 +177,7 @@ impl Code {
             Code::UrlNotAllowed => "url_not_allowed",
             Code::UrlNotAccessible => "url_not_accessible",
             Code::UnsupportedContentType => "unsupported_content_type",
+            Code::UrlNotInPriorContext => "url_not_in_prior_context",
         }
     }
 }
