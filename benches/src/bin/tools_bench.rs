@@ -110,6 +110,7 @@ fn main() {
         agent_tools: &tools,
         egress: &egress,
         services: &services,
+        log: &[],
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = |name: &str, input: Value| {
