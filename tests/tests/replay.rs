@@ -27,6 +27,20 @@ fn bash(id: &str, command: &str) -> Value {
     json!({"content": [{"type": "tool_use", "id": id, "name": "bash", "input": {"command": command}}]})
 }
 
+/// A server whose context window is 3,000 tokens, compacted at 60 %
+/// keeping 15 %: a few 1,400-character tool results fill it.
+fn small_window_server(data: &std::path::Path, model: &FakeModel) -> Server {
+    Server::start(
+        data,
+        model,
+        &[
+            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
+            ("LOGBOOK_COMPACTION_PERCENT", "60"),
+            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
+        ],
+    )
+}
+
 fn text(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}]})
 }
@@ -168,15 +182,7 @@ async fn a_compaction_summarizes_a_sent_file_by_its_content_not_its_id() {
         (0..8).map(|n| bash(&format!("toolu_{n}"), &format!("step {n}: {}", "x".repeat(1_400)))).collect();
     let model = FakeModel::start([script, vec![text("All steps done.")]].concat()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &model,
-        &[
-            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
-            ("LOGBOOK_COMPACTION_PERCENT", "60"),
-            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
-        ],
-    );
+    let server = small_window_server(&dir.path().join("data"), &model);
     let api = Api::new(&server);
     let file = api.upload("plan.txt", b"# plan\nship it on friday").await;
     let session = api.session(toolset()).await;
@@ -212,15 +218,7 @@ async fn a_summarizing_call_that_breaks_is_billed_for_what_was_reported() {
     let options = FakeOptions { summary_cut_after: Some(1), ..FakeOptions::default() };
     let model = FakeModel::start_with([script, vec![text("All steps done.")]].concat(), options).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &model,
-        &[
-            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
-            ("LOGBOOK_COMPACTION_PERCENT", "60"),
-            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
-        ],
-    );
+    let server = small_window_server(&dir.path().join("data"), &model);
     let api = Api::new(&server);
     let session = api.session(toolset()).await;
     api.send(&session, user_message("run the steps")).await;
@@ -254,15 +252,7 @@ async fn a_summarizing_call_that_breaks_once_is_tried_again() {
     let options = FakeOptions { summary_cut_after: Some(1), summary_cuts: Some(1), ..FakeOptions::default() };
     let model = FakeModel::start_with([script, vec![text("All steps done.")]].concat(), options).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &model,
-        &[
-            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
-            ("LOGBOOK_COMPACTION_PERCENT", "60"),
-            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
-        ],
-    );
+    let server = small_window_server(&dir.path().join("data"), &model);
     let api = Api::new(&server);
     let session = api.session(toolset()).await;
     api.send(&session, user_message("run the steps")).await;
@@ -455,15 +445,7 @@ async fn a_summarizing_request_does_not_let_the_model_call_tools() {
         (0..8).map(|n| bash(&format!("toolu_{n}"), &format!("step {n}: {}", "x".repeat(1_400)))).collect();
     let model = FakeModel::start([script, vec![text("All steps done.")]].concat()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &model,
-        &[
-            ("LOGBOOK_CONTEXT_WINDOW", "3000"),
-            ("LOGBOOK_COMPACTION_PERCENT", "60"),
-            ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
-        ],
-    );
+    let server = small_window_server(&dir.path().join("data"), &model);
     let api = Api::new(&server);
     let session = api.session(toolset()).await;
     api.send(&session, user_message("run the steps")).await;
