@@ -871,6 +871,83 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_with_no_content_still_takes_out_the_input_that_drew_it() {
+        // Defect (review of 444f1d5): a refusal often comes with no content at
+        // all (the classifier stops the answer before its first block). The
+        // runner records the `ModelResponse` with `content: []`; the context
+        // sets `last_response` to `message: messages.len()` (the slot the
+        // blocks would have taken) but pushes nothing, so `forget_refused`
+        // finds `place.message >= messages.len()` and returns without taking
+        // out the user input that drew the refusal. Every later request still
+        // holds it and is refused again: the session is refused for good,
+        // which is what 444f1d5 was to end.
+        // Method: a first turn answered, a second refused with empty content,
+        // then a new message; the next request must not hold the refused input.
+        use logbook_core::event::{
+            ModelRequest, ModelUsage, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd,
+            SpanModelRequestStart, StopReason,
+        };
+
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let response = |n: u128, start: EventId, content: Value, stop: &str| {
+            vec![
+                entry(
+                    n,
+                    Event::ModelResponse(ModelResponse {
+                        model_request_start_id: start,
+                        content: Json::new(&content),
+                        tool_uses: Vec::new(),
+                    }),
+                ),
+                entry(
+                    n + 1,
+                    Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                        model_request_start_id: start,
+                        model_usage: ModelUsage::default(),
+                        is_error: Some(false),
+                    }),
+                ),
+                entry(
+                    n + 2,
+                    Event::ModelRequest(ModelRequest {
+                        model_request_start_id: start,
+                        model: "claude-sonnet-4-6".into(),
+                        request_id: None,
+                        stop_reason: Some(stop.into()),
+                        usage: ModelUsage::default(),
+                        duration_ms: 1,
+                        attempt: 1,
+                    }),
+                ),
+            ]
+        };
+        let mut log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: text("hello") })),
+            entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
+            entry(3, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+        ];
+        log.extend(response(4, EventId::from_parts(1, 3), json!([{"type": "text", "text": "Hi."}]), "end_turn"));
+        log.push(entry(
+            7,
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ));
+        log.push(entry(8, Event::UserMessage(UserMessage { content: text("something the classifier stops") })));
+        log.push(entry(9, Event::SessionStatusRunning(SessionStatusRunning {})));
+        log.push(entry(10, Event::SpanModelRequestStart(SpanModelRequestStart {})));
+        log.extend(response(11, EventId::from_parts(1, 10), json!([]), "refusal"));
+        log.push(entry(
+            14,
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::Refusal, stop_details: None }),
+        ));
+        log.push(entry(15, Event::UserMessage(UserMessage { content: text("let us talk about something else") })));
+        let messages = conversation(&log);
+        assert!(
+            !serde_json::to_string(&messages).unwrap().contains("something the classifier stops"),
+            "the next request sends the input that drew the refusal again: {messages:#?}"
+        );
+    }
+
+    #[test]
     fn server_tool_results_stay_inside_the_providers_content() {
         // Goal: a web search the provider ran (paused, then continued) is sent
         // back as the provider's own blocks, in one assistant turn, and its
