@@ -160,3 +160,57 @@ fn images_over_the_messages_api_limit_are_not_passed_on() {
         .collect();
     assert!(oversized.is_empty(), "image blocks of {oversized:?} bytes of base64 reach the model's context");
 }
+
+/// Defect (review of efd98e2): the fix turns an MCP image the Messages API
+/// would refuse into a note, but a PDF resource goes into the log as a
+/// `document` block whatever its data: a `blob` that is not base64 is
+/// passed on as it is (the fixture of `results_become_tool_result_content`,
+/// `"JVBER"`, is one). The provider refuses every later request that holds
+/// that block (400 invalid_request_error), so the session wedges exactly as
+/// it did for images. Method: a `tools/call` result with a PDF resource whose
+/// blob is not base64; the content must not carry it as a document block.
+#[test]
+fn a_pdf_resource_the_messages_api_would_refuse_is_not_passed_on() {
+    use base64::Engine as _;
+    let blob = "%PDF-1.7 this is not base64!";
+    assert!(base64::engine::general_purpose::STANDARD.decode(blob).is_err());
+    let outcome = outcome(&json!({"content": [
+        {"type": "resource", "resource": {"uri": "file:///a.pdf", "blob": blob, "mimeType": "application/pdf"}}
+    ]}));
+    let invalid: Vec<&str> = outcome
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Document { source: DocumentSource::Base64 { data, .. }, .. } => Some(data.as_str()),
+            ContentBlock::Document { .. }
+            | ContentBlock::Image { .. }
+            | ContentBlock::Text { .. }
+            | ContentBlock::SearchResult { .. }
+            | ContentBlock::Redacted => None,
+        })
+        .filter(|data| base64::engine::general_purpose::STANDARD.decode(data).is_err())
+        .collect();
+    assert!(invalid.is_empty(), "document blocks whose data is not base64 reach the model's context: {invalid:?}");
+}
+
+/// Defect (review of efd98e2): an MCP image within 5 MiB of valid base64
+/// is passed on whatever its dimensions, but the Messages API rejects an
+/// image over 8,000 pixels on a side (Claude vision docs: "images larger
+/// than 8000x8000 px will be rejected"); once in the log, every later
+/// request of the session is refused. Method: a valid PNG header of
+/// 9,000 x 10 pixels (a few bytes of base64); it must become a note.
+#[test]
+fn an_mcp_image_over_the_messages_api_dimensions_is_not_passed_on() {
+    use base64::Engine as _;
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(&9_000u32.to_be_bytes());
+    png.extend_from_slice(&10u32.to_be_bytes());
+    png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    let data = base64::engine::general_purpose::STANDARD.encode(&png);
+    let outcome = outcome(&json!({"content": [{"type": "image", "data": data, "mimeType": "image/png"}]}));
+    assert!(
+        !outcome.content.iter().any(|block| matches!(block, ContentBlock::Image { .. })),
+        "a 9000-pixel-wide image reaches the model's context: {:?}",
+        outcome.content
+    );
+}
