@@ -1136,3 +1136,45 @@ async fn an_auto_web_tool_the_operator_does_not_allow_is_not_a_provider_server_t
         "web_fetch under auto, which must ask for it here, is the provider's server tool: {web_fetch}"
     );
 }
+
+/// Defect (review of 46340df): the compaction after a refusal as too long
+/// matches only `prompt is too long`, but near the window the Messages API
+/// most often refuses with another message: since Claude 3.7 a request whose
+/// prompt plus `max_tokens` exceeds the context window fails `400
+/// invalid_request_error: input length and \`max_tokens\` exceed context
+/// limit: N + M > W, decrease input length or \`max_tokens\` and try again`
+/// (no silent lowering of max_tokens). With the agent's max_tokens in the
+/// tens of thousands, that is the refusal a growing session meets first; it
+/// is final, no compaction follows, and every later turn fails the same
+/// way: the session stays wedged.
+/// Method: as `a_prompt_the_provider_finds_too_long_is_compacted_not_the_end_of_the_session`,
+/// with that message; the turn must compact and end `end_turn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_over_the_window_with_max_tokens_is_compacted_too() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+        json!({"fault": "status", "status": 400, "message":
+            "input length and `max_tokens` exceed context limit: 190012 + 32000 > 200000, decrease input length or `max_tokens` and try again"}),
+        json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert!(
+        types(&events).contains(&"agent.thread_context_compacted".to_owned()),
+        "a prompt over the window (with max_tokens) was not compacted: {:#?}",
+        events
+            .iter()
+            .filter(|e| e["type"] == "session.error" || e["type"] == "session.status_idle")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    rerun_check(server, &dir.path().join("data"));
+}
