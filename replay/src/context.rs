@@ -948,6 +948,72 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_with_no_content_keeps_the_input_sent_during_it() {
+        // Defect (review of 444f1d5): `forget_refused` promises that input
+        // sent while the refused request was open stays. When the refused
+        // response has no (non-blank) content and follows an assistant
+        // message (a `pause_turn` continuation), `last_response` points at
+        // `messages.len()`, the slot its blocks would have taken; nothing is
+        // pushed there, but the held input released after it is, and the
+        // refusal then takes that user message out instead: the user's words
+        // are silently dropped from the conversation.
+        // Method: a paused response, its continuation refused with empty
+        // content while the user sent a message; the next request must hold
+        // that message.
+        use logbook_core::event::{
+            ModelRequest, ModelUsage, SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart,
+        };
+
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let response = |n: u128, start: EventId, content: Value, stop: &str| {
+            vec![
+                entry(
+                    n,
+                    Event::ModelResponse(ModelResponse {
+                        model_request_start_id: start,
+                        content: Json::new(&content),
+                        tool_uses: Vec::new(),
+                    }),
+                ),
+                entry(
+                    n + 1,
+                    Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                        model_request_start_id: start,
+                        model_usage: ModelUsage::default(),
+                        is_error: Some(false),
+                    }),
+                ),
+                entry(
+                    n + 2,
+                    Event::ModelRequest(ModelRequest {
+                        model_request_start_id: start,
+                        model: "claude-sonnet-4-6".into(),
+                        request_id: None,
+                        stop_reason: Some(stop.into()),
+                        usage: ModelUsage::default(),
+                        duration_ms: 1,
+                        attempt: 1,
+                    }),
+                ),
+            ]
+        };
+        let mut log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: text("look this up") })),
+            entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
+            entry(3, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+        ];
+        log.extend(response(4, EventId::from_parts(1, 3), json!([{"type": "text", "text": "Looking."}]), "pause_turn"));
+        log.push(entry(7, Event::SpanModelRequestStart(SpanModelRequestStart {})));
+        log.push(entry(8, Event::UserMessage(UserMessage { content: text("and keep it short please") })));
+        log.extend(response(9, EventId::from_parts(1, 7), json!([]), "refusal"));
+        let messages = conversation(&log);
+        assert!(
+            serde_json::to_string(&messages).unwrap().contains("and keep it short please"),
+            "the input sent during the refused request was dropped: {messages:#?}"
+        );
+    }
+
+    #[test]
     fn server_tool_results_stay_inside_the_providers_content() {
         // Goal: a web search the provider ran (paused, then continued) is sent
         // back as the provider's own blocks, in one assistant turn, and its
