@@ -122,8 +122,12 @@ pub struct Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct ResponsePlace {
     start: EventId,
-    message: usize,
-    blocks_before: usize,
+    /// The message the response's blocks joined and how many blocks it had
+    /// before them; `None` when the response added no block.
+    response: Option<(usize, usize)>,
+    /// The user message just before a response that began a new turn (the
+    /// input that drew it); `None` for a continuation of an earlier answer.
+    input: Option<usize>,
 }
 
 /// The conversation as of the end of `entries` (the first entry at seq 0).
@@ -234,18 +238,18 @@ impl Context {
                 // The provider sometimes answers with an empty text block,
                 // but refuses one in a request.
                 blocks.retain(|block| !is_blank_text(block));
-                self.last_response = match self.messages.last() {
-                    Some(last) if last.role == Role::Assistant && !blocks.is_empty() => Some(ResponsePlace {
-                        start: response.model_request_start_id,
-                        message: self.messages.len() - 1,
-                        blocks_before: last.content.len(),
-                    }),
-                    Some(_) | None => Some(ResponsePlace {
-                        start: response.model_request_start_id,
-                        message: self.messages.len(),
-                        blocks_before: 0,
-                    }),
-                };
+                let n = self.messages.len();
+                let last_role = self.messages.last().map(|last| last.role);
+                let continues = last_role == Some(Role::Assistant);
+                self.last_response = Some(ResponsePlace {
+                    start: response.model_request_start_id,
+                    response: match (blocks.is_empty(), &self.messages.last()) {
+                        (true, _) => None,
+                        (false, Some(last)) if continues => Some((n - 1, last.content.len())),
+                        (false, Some(_) | None) => Some((n, 0)),
+                    },
+                    input: (last_role == Some(Role::User)).then(|| n - 1),
+                });
                 self.push(seq, Role::Assistant, blocks);
                 self.release_held(seq);
             }
@@ -316,34 +320,31 @@ impl Context {
     /// so does input that arrived while the refused request was open.
     fn forget_refused(&mut self, start: EventId) {
         let Some(place) = self.last_response.take() else { return };
-        if place.start != start || place.message >= self.messages.len() {
+        if place.start != start {
             return;
         }
-        let mut cut = place.message;
-        let response = &mut self.messages[place.message];
-        // A refused response with calls in it stays: their results will
-        // name them (a refusal has none in practice).
-        let refused = response.content.get(place.blocks_before..).unwrap_or_default();
-        if refused.iter().any(|block| block["type"] == "tool_use" || block["type"] == "server_tool_use") {
-            return;
+        // The response first: it comes after the input, whose index stays.
+        if let Some((at, blocks_before)) = place.response {
+            let Some(response) = self.messages.get_mut(at).filter(|m| m.role == Role::Assistant) else { return };
+            // A refused response with calls in it stays: their results will
+            // name them (a refusal has none in practice).
+            let refused = response.content.get(blocks_before..).unwrap_or_default();
+            if refused.iter().any(|block| block["type"] == "tool_use" || block["type"] == "server_tool_use") {
+                return;
+            }
+            response.content.truncate(blocks_before);
+            if response.content.is_empty() {
+                self.messages.remove(at);
+            } else {
+                response.tokens = tokens::message(&response.to_json());
+            }
         }
-        response.content.truncate(place.blocks_before);
-        if response.content.is_empty() {
-            self.messages.remove(place.message);
-        } else {
-            response.tokens = tokens::message(&response.to_json());
-            cut += 1;
-        }
-        // The input before the response drew it, unless it was a summary's
-        // first message or the response continued an earlier one.
-        if place.blocks_before == 0
-            && let Some(input_at) = cut.checked_sub(1)
-            && let Some(input) = self.messages.get_mut(input_at)
-            && input.role == Role::User
+        if let Some(at) = place.input
+            && let Some(input) = self.messages.get_mut(at).filter(|m| m.role == Role::User)
         {
             input.content.retain(|block| block["type"] == "tool_result");
             if input.content.is_empty() {
-                self.messages.remove(input_at);
+                self.messages.remove(at);
             } else {
                 input.tokens = tokens::message(&input.to_json());
             }

@@ -194,11 +194,18 @@ pub const MAX_TOKENS: &str = "max_tokens";
 /// iterations).
 pub const MAX_PAUSE_CONTINUATIONS: u32 = 16;
 
-/// What the provider's refusal of a prompt over the model's context window
-/// says (`400 invalid_request_error: prompt is too long: N tokens > M
-/// maximum`). The runner retries such a request once, after a compaction
-/// the machine asks for when the retrying `session.error` says this.
-pub const PROMPT_TOO_LONG: &str = "prompt is too long";
+/// What the provider says when it refuses a request over the model's context
+/// window: the prompt alone (`400 prompt is too long: N tokens > M maximum`)
+/// or with `max_tokens` (`400 input length and max_tokens exceed context
+/// limit: N + M > W`). The runner retries such a request once, after a
+/// compaction the machine asks for when the retrying `session.error` says
+/// this ([`is_over_the_window`]).
+pub const OVER_THE_WINDOW: [&str; 2] = ["prompt is too long", "exceed context limit"];
+
+/// Whether an error message says the request was over the model's window.
+pub fn is_over_the_window(message: &str) -> bool {
+    OVER_THE_WINDOW.iter().any(|says| message.contains(says))
+}
 
 /// A session's state, folded from its log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,7 +249,7 @@ pub struct Machine {
     /// another before the model has been called.
     compacted: bool,
     /// The last request was refused as longer than the model's window
-    /// ([`PROMPT_TOO_LONG`]) and is to be retried: compact first.
+    /// ([`OVER_THE_WINDOW`]) and is to be retried: compact first.
     #[serde(default)]
     too_long: bool,
     /// The last response stopped with `pause_turn`: call the model again.
@@ -448,6 +455,9 @@ impl Machine {
             Event::SessionStatusIdle(SessionStatusIdle { stop_reason, .. }) => {
                 self.status = Some(Status::Idle);
                 self.interrupt_pending = false;
+                // A turn that ended after compacting (still over the window,
+                // say) leaves the next turn free to compact again.
+                self.compacted = false;
                 self.turn_called_model = false;
                 match stop_reason {
                     StopReason::RequiresAction { event_ids } => {
@@ -492,7 +502,7 @@ impl Machine {
                 }
                 if let SessionErrorDetail::ModelRequestFailedError { message, retry_status: RetryStatus::Retrying } =
                     error
-                    && message.contains(PROMPT_TOO_LONG)
+                    && is_over_the_window(message)
                 {
                     self.too_long = true;
                 }

@@ -988,7 +988,7 @@ async fn a_prompt_the_provider_finds_too_long_is_compacted_not_the_end_of_the_se
 
 /// Goal: a prompt still too long after the compaction it caused ends the
 /// turn instead of retrying for ever: one compaction, one retry, then
-/// `retries_exhausted`.
+/// `retries_exhausted`; the next turn may compact again.
 /// Method: the second turn's request and its retry are both refused as too
 /// long; `logbook rerun` reproduces the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -998,8 +998,9 @@ async fn a_prompt_still_too_long_after_compacting_ends_the_turn() {
     let model = FakeModel::start(vec![
         json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
         too_long.clone(),
+        too_long.clone(),
         too_long,
-        json!({"content": [{"type": "text", "text": "Never sent."}], "stop_reason": "end_turn"}),
+        json!({"content": [{"type": "text", "text": "Third answer."}], "stop_reason": "end_turn"}),
     ])
     .expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
@@ -1015,6 +1016,12 @@ async fn a_prompt_still_too_long_after_compacting_ends_the_turn() {
     assert_eq!(kinds.iter().filter(|t| *t == "agent.thread_context_compacted").count(), 1, "{kinds:#?}");
     let failed = events.iter().filter(|e| e["type"] == "span.model_request_end" && e["is_error"] == true).count();
     assert_eq!(failed, 2, "{kinds:#?}");
+    // The next turn may compact again (the context grew since).
+    api.send(&session, user_message("third")).await;
+    let events = api.wait_idle(&session, 3).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    let kinds = types(&events);
+    assert_eq!(kinds.iter().filter(|t| *t == "agent.thread_context_compacted").count(), 2, "{kinds:#?}");
     rerun_check(server, &dir.path().join("data"));
 }
 

@@ -26,7 +26,7 @@ use logbook_core::event::{
     SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
-use logbook_replay::machine::PROMPT_TOO_LONG;
+use logbook_replay::machine::is_over_the_window;
 use logbook_replay::state::AgentSettings;
 use logbook_replay::{Command, FailReason, Policy, SessionState, Status as MachineStatus, ToolHost};
 use logbook_store::{AppendError, Read};
@@ -878,7 +878,7 @@ impl Task {
         // A prompt over the model's window is retried once the machine has
         // compacted (it asks to when the retrying error says so), unless it
         // compacted for this request already.
-        let too_long = matches!(&error, ModelError::InvalidRequest { message, .. } if message.contains(PROMPT_TOO_LONG))
+        let too_long = matches!(&error, ModelError::InvalidRequest { message, .. } if is_over_the_window(message))
             && self.projection.machine.may_compact();
         let retrying = (error.is_retryable() || too_long) && attempt < max;
         let end = (None, request_end(start_id, usage, true));
