@@ -208,10 +208,16 @@ fn block(item: &Value) -> ContentBlock {
             let uri = field("uri").unwrap_or_default();
             match (field("text"), field("blob"), field("mimeType")) {
                 (Some(body), _, _) => ContentBlock::Text { text: format!("[resource {uri}]\n{body}") },
-                (None, Some(blob), Some("application/pdf")) => ContentBlock::Document {
-                    source: DocumentSource::Base64 { media_type: "application/pdf".to_owned(), data: blob.to_owned() },
-                    title: Some(uri.to_owned()),
-                    context: None,
+                (None, Some(blob), Some("application/pdf")) => match pdf_problem(blob) {
+                    None => ContentBlock::Document {
+                        source: DocumentSource::Base64 {
+                            media_type: "application/pdf".to_owned(),
+                            data: blob.to_owned(),
+                        },
+                        title: Some(uri.to_owned()),
+                        context: None,
+                    },
+                    Some(problem) => ContentBlock::Text { text: format!("[PDF resource {uri} left out: {problem}]") },
                 },
                 (None, Some(_), mime) => ContentBlock::Text {
                     text: format!("[binary resource {uri} ({}) left out]", mime.unwrap_or("unknown type")),
@@ -234,12 +240,80 @@ fn image(media_type: String, data: String) -> ContentBlock {
     let too_large = u64::try_from(data.len()).map_or(true, |len| len > MAX_IMAGE_BASE64_BYTES);
     let problem = if too_large {
         format!("{} bytes of base64, more than the limit of {MAX_IMAGE_BASE64_BYTES}", data.len())
-    } else if base64::engine::general_purpose::STANDARD.decode(data.as_bytes()).is_err() {
-        "its data is not valid base64".to_owned()
     } else {
-        return ContentBlock::Image { source: ImageSource::Base64 { media_type, data } };
+        match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+            Err(_) => "its data is not valid base64".to_owned(),
+            Ok(bytes) => match image_dimensions(&bytes) {
+                Some((width, height)) if width.max(height) > MAX_IMAGE_SIDE_PIXELS => {
+                    format!("{width} x {height} pixels, more than the limit of {MAX_IMAGE_SIDE_PIXELS} on a side")
+                }
+                Some(_) | None => return ContentBlock::Image { source: ImageSource::Base64 { media_type, data } },
+            },
+        }
     };
     ContentBlock::Text { text: format!("[image content of type {media_type} left out: {problem}]") }
+}
+
+/// The longest side of an image the Messages API takes (larger ones are
+/// refused, and a refused block in the log fails every later request).
+const MAX_IMAGE_SIDE_PIXELS: u32 = 8_000;
+
+/// Why the Messages API would refuse a base64 PDF, if it would.
+fn pdf_problem(blob: &str) -> Option<String> {
+    let max = crate::tools::files::MAX_PDF_BYTES;
+    match base64::engine::general_purpose::STANDARD.decode(blob.as_bytes()) {
+        Err(_) => Some("its data is not valid base64".to_owned()),
+        Ok(bytes) if u64::try_from(bytes.len()).map_or(true, |len| len > max) => {
+            Some(format!("{} bytes, more than the limit of {max}", bytes.len()))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// An image's width and height from its header (PNG, GIF, JPEG, WebP), if
+/// the bytes are one of those and say.
+fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |at: usize| Some(u32::from(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?)));
+    let le16 = |at: usize| Some(u32::from(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?)));
+    let be32 = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let le24 = |at: usize| {
+        let b = bytes.get(at..at + 3)?;
+        Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
+    };
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Some((be32(16)?, be32(20)?));
+    }
+    if bytes.starts_with(b"GIF8") {
+        return Some((le16(6)?, le16(8)?));
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        return match bytes.get(12..16)? {
+            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+            b"VP8 " => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
+            b"VP8L" => {
+                let bits = u32::from_le_bytes(bytes.get(21..25)?.try_into().ok()?);
+                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+            }
+            _ => None,
+        };
+    }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        // Walk the segments to the first start-of-frame marker.
+        let mut at = 2;
+        while at + 4 <= bytes.len() {
+            if bytes[at] != 0xff {
+                return None;
+            }
+            let marker = bytes[at + 1];
+            let length = usize::try_from(be16(at + 2)?).ok()?;
+            let start_of_frame = matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
+            if start_of_frame {
+                return Some((be16(at + 7)?, be16(at + 5)?));
+            }
+            at += 2 + length;
+        }
+    }
+    None
 }
 
 /// `text` cut to `max` characters.

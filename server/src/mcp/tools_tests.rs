@@ -100,7 +100,7 @@ fn results_become_tool_result_content() {
         {"type": "image", "data": "AAAA", "mimeType": "image/tiff"},
         {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
         {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "body"}},
-        {"type": "resource", "resource": {"uri": "file:///a.pdf", "blob": "JVBER", "mimeType": "application/pdf"}},
+        {"type": "resource", "resource": {"uri": "file:///a.pdf", "blob": "JVBERi0=", "mimeType": "application/pdf"}},
         {"type": "resource_link", "uri": "file:///b", "name": "b"}
     ], "isError": true});
     let outcome = outcome(&result);
@@ -120,7 +120,7 @@ fn results_become_tool_result_content() {
             },
             ContentBlock::Text { text: "[resource file:///a.txt]\nbody".into() },
             ContentBlock::Document {
-                source: DocumentSource::Base64 { media_type: "application/pdf".into(), data: "JVBER".into() },
+                source: DocumentSource::Base64 { media_type: "application/pdf".into(), data: "JVBERi0=".into() },
                 title: Some("file:///a.pdf".into()),
                 context: None,
             },
@@ -213,4 +213,20 @@ fn an_mcp_image_over_the_messages_api_dimensions_is_not_passed_on() {
         "a 9000-pixel-wide image reaches the model's context: {:?}",
         outcome.content
     );
+}
+
+#[test]
+fn image_dimensions_are_read_from_each_headers_format() {
+    // GIF: logical screen width and height, little-endian.
+    assert_eq!(super::image_dimensions(b"GIF89a\x40\x1f\x0a\x00rest"), Some((8_000, 10)));
+    // JPEG: an APP0 segment, then a baseline start of frame (height, width).
+    let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00];
+    jpeg.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 0x08, 0x00, 0x0a, 0x23, 0x28]);
+    assert_eq!(super::image_dimensions(&jpeg), Some((9_000, 10)));
+    // WebP (extended): 24-bit sizes minus one.
+    let mut webp = b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\0\0\0\0".to_vec();
+    webp.extend_from_slice(&[0x27, 0x23, 0x00, 0x09, 0x00, 0x00]);
+    assert_eq!(super::image_dimensions(&webp), Some((9_000, 10)));
+    assert_eq!(super::image_dimensions(b"not an image"), None);
+    assert_eq!(super::image_dimensions(&[0xff, 0xd8, 0xff]), None);
 }

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 pub(crate) use glob::glob;
 pub(crate) use grep::{MAX_LINE_CHARS, grep};
-pub(crate) use read::{MAX_IMAGE_BASE64_BYTES, read};
+pub(crate) use read::{MAX_IMAGE_BASE64_BYTES, MAX_PDF_BYTES, read};
 pub(crate) use write::{edit, write};
 
 use self::confined::RootDir;
