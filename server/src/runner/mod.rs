@@ -91,6 +91,8 @@ pub(crate) struct TaskSignals {
     pub(crate) dirty: std::sync::atomic::AtomicBool,
     /// An interrupt arrived: stop what is in flight.
     pub(crate) interrupt: Notify,
+    /// The session ended (archived or deleted): its fold is not kept.
+    pub(crate) ended: std::sync::atomic::AtomicBool,
 }
 
 impl TaskSignals {
@@ -164,8 +166,12 @@ impl RunnerHandle {
                     continue;
                 }
                 // Parked before the task is gone from the map: a wake that
-                // finds no task finds the fold.
-                handle.inner.folded.park(session, task.into_folded());
+                // finds no task finds the fold. `end_session` marks a live
+                // task under the same lock, so an ended session's fold is
+                // either never parked or forgotten after.
+                if !signals.ended.load(std::sync::atomic::Ordering::SeqCst) {
+                    handle.inner.folded.park(session, task.into_folded());
+                }
                 tasks.remove(&session);
                 return;
             }
@@ -191,6 +197,11 @@ impl RunnerHandle {
     /// The session ended (archived or deleted): its sandbox and MCP
     /// connections are released; once this returns, nothing of it runs.
     pub async fn end_session(&self, session: SessionId) {
+        if let Ok(tasks) = self.inner.tasks.lock()
+            && let Some(signals) = tasks.get(&session)
+        {
+            signals.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.inner.folded.forget(session);
         self.inner.config.mcp.end_session(session);
         self.inner.config.tools.end_session(session).await;
