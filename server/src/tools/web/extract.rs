@@ -2,16 +2,35 @@
 //! (dom_smoothie's readability port first, htmd's Markdown of the whole page
 //! when it finds no article), text as it is, PDFs as they are.
 //!
-//! Both HTML parsers take untrusted input: callers run [`html_to_text`] on
-//! the blocking pool, where a panic becomes a failed task instead of a dead
-//! server, and the input is cut to [`MAX_HTML_BYTES`] first. Both recurse
-//! per level of nesting, which no panic handler catches (a stack overflow
-//! aborts the process): a page that `scan` finds too deep or too large is
-//! never given to them, and its text with the tags stripped stands in.
+//! Both HTML parsers take untrusted input: callers run [`html_to_text`] on a
+//! thread of its own ([`html_to_text_on_own_thread`]), where a panic becomes
+//! an error instead of a dead server, and the input is cut to
+//! [`MAX_HTML_BYTES`] first. Both recurse per level of nesting, which no
+//! panic handler catches (a stack overflow aborts the process): a page that
+//! `scan` finds too deep or too large is never given to them, and its text
+//! with the tags stripped stands in. `scan` only approximates the parsers'
+//! depth, so the thread also has a stack far larger than the bounds need
+//! ([`HTML_THREAD_STACK_BYTES`]).
 
 use dom_smoothie::{Config, Readability, TextMode};
 
 use super::scan;
+
+/// Stack of the thread that parses a page: 32 × the default 2 MiB, on
+/// which the parsers overflowed below 1,000 nested elements in a debug
+/// build; `scan` keeps them to 128. Only the pages used are committed.
+pub(crate) const HTML_THREAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// [`html_to_text`] on a new thread with [`HTML_THREAD_STACK_BYTES`] of
+/// stack; an error if the thread cannot start or panics.
+pub(crate) async fn html_to_text_on_own_thread(html: String, url: String) -> Result<Page, std::io::Error> {
+    let (send, receive) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("web-html".to_owned()).stack_size(HTML_THREAD_STACK_BYTES).spawn(move || {
+        // The receiver may be gone (the call timed out): nothing to tell.
+        let _ = send.send(html_to_text(&html, &url));
+    })?;
+    receive.await.map_err(|_| std::io::Error::other("the HTML parser thread failed"))
+}
 
 /// Largest HTML document parsed; the rest is dropped before parsing.
 pub(crate) const MAX_HTML_BYTES: usize = 5 * 1024 * 1024;

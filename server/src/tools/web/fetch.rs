@@ -315,10 +315,9 @@ async fn read_body(response: reqwest::Response, url: &Url, settings: &FetchSetti
         BodyKind::Html => {
             let html = String::from_utf8_lossy(&body).into_owned();
             let page_url = url.to_string();
-            let page =
-                tokio::task::spawn_blocking(move || extract::html_to_text(&html, &page_url)).await.map_err(|_| {
-                    Failure::new(Code::UnsupportedContentType, format!("{url}: the HTML could not be parsed"))
-                })?;
+            let page = extract::html_to_text_on_own_thread(html, page_url).await.map_err(|_| {
+                Failure::new(Code::UnsupportedContentType, format!("{url}: the HTML could not be parsed"))
+            })?;
             Ok(text_outcome(url, page.title, limit_tokens(page.text, settings.max_content_tokens)))
         }
         BodyKind::Text => {
