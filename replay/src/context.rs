@@ -111,9 +111,8 @@ pub struct Context {
     /// wait for the runner, so it lands between the start and the response).
     #[serde(default)]
     held: Vec<Vec<Value>>,
-    /// Where the newest response's blocks went: its request, the message
-    /// they joined and how many blocks that message had before them (so a
-    /// refused response can be taken out again).
+    /// Where the newest response's blocks went and which input drew it, so
+    /// that a refused response can be taken out again with that input.
     #[serde(default)]
     last_response: Option<ResponsePlace>,
 }
@@ -125,9 +124,10 @@ struct ResponsePlace {
     /// The message the response's blocks joined and how many blocks it had
     /// before them; `None` when the response added no block.
     response: Option<(usize, usize)>,
-    /// The user message just before a response that began a new turn (the
-    /// input that drew it); `None` for a continuation of an earlier answer.
-    input: Option<usize>,
+    /// The user message just before the response (the input that drew it)
+    /// and how many blocks it had then: input held during the request may
+    /// join it after; `None` for a continuation of an earlier answer.
+    input: Option<(usize, usize)>,
 }
 
 /// The conversation as of the end of `entries` (the first entry at seq 0).
@@ -239,16 +239,15 @@ impl Context {
                 // but refuses one in a request.
                 blocks.retain(|block| !is_blank_text(block));
                 let n = self.messages.len();
-                let last_role = self.messages.last().map(|last| last.role);
-                let continues = last_role == Some(Role::Assistant);
+                let (response_at, input) = match self.messages.last() {
+                    Some(last) if last.role == Role::Assistant => ((n - 1, last.content.len()), None),
+                    Some(last) => ((n, 0), Some((n - 1, last.content.len()))),
+                    None => ((n, 0), None),
+                };
                 self.last_response = Some(ResponsePlace {
                     start: response.model_request_start_id,
-                    response: match (blocks.is_empty(), &self.messages.last()) {
-                        (true, _) => None,
-                        (false, Some(last)) if continues => Some((n - 1, last.content.len())),
-                        (false, Some(_) | None) => Some((n, 0)),
-                    },
-                    input: (last_role == Some(Role::User)).then(|| n - 1),
+                    response: (!blocks.is_empty()).then_some(response_at),
+                    input,
                 });
                 self.push(seq, Role::Assistant, blocks);
                 self.release_held(seq);
@@ -339,10 +338,16 @@ impl Context {
                 response.tokens = tokens::message(&response.to_json());
             }
         }
-        if let Some(at) = place.input
+        if let Some((at, n_blocks)) = place.input
             && let Some(input) = self.messages.get_mut(at).filter(|m| m.role == Role::User)
         {
-            input.content.retain(|block| block["type"] == "tool_result");
+            // Only the blocks it had when the response came: input held
+            // during the request may have joined it since.
+            let mut index = 0;
+            input.content.retain(|block| {
+                index += 1;
+                index > n_blocks || block["type"] == "tool_result"
+            });
             if input.content.is_empty() {
                 self.messages.remove(at);
             } else {
@@ -1012,6 +1017,53 @@ mod tests {
             serde_json::to_string(&messages).unwrap().contains("and keep it short please"),
             "the input sent during the refused request was dropped: {messages:#?}"
         );
+    }
+
+    #[test]
+    fn a_refusal_with_no_content_keeps_input_sent_during_it_that_joined_the_drawing_input() {
+        // Goal: with no response block in between, input held during the
+        // refused request joins the user message that drew the refusal; the
+        // refusal takes out only what that message held before.
+        use logbook_core::event::{ModelRequest, ModelUsage, SpanModelRequestEnd, SpanModelRequestStart};
+
+        let start = EventId::from_parts(1, 2);
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let log = vec![
+            entry(1, Event::UserMessage(UserMessage { content: text("something the classifier stops") })),
+            entry(2, Event::SpanModelRequestStart(SpanModelRequestStart {})),
+            entry(3, Event::UserMessage(UserMessage { content: text("never mind, tell me a joke") })),
+            entry(
+                4,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: start,
+                    content: Json::new(&json!([])),
+                    tool_uses: Vec::new(),
+                }),
+            ),
+            entry(
+                5,
+                Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                    model_request_start_id: start,
+                    model_usage: ModelUsage::default(),
+                    is_error: Some(false),
+                }),
+            ),
+            entry(
+                6,
+                Event::ModelRequest(ModelRequest {
+                    model_request_start_id: start,
+                    model: "claude-sonnet-4-6".into(),
+                    request_id: None,
+                    stop_reason: Some("refusal".into()),
+                    usage: ModelUsage::default(),
+                    duration_ms: 1,
+                    attempt: 1,
+                }),
+            ),
+        ];
+        let sent = serde_json::to_string(&conversation(&log)).unwrap();
+        assert!(!sent.contains("classifier stops"), "{sent}");
+        assert!(sent.contains("tell me a joke"), "the input sent during the refused request was dropped: {sent}");
     }
 
     #[test]
