@@ -391,6 +391,13 @@ async fn a_token_in_a_server_url_never_reaches_the_log() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let output = server.output();
+    // The SDK's failure line must be there, or the test would pass on a log
+    // that names no URL at all.
+    let failure = output.lines().find(|line| line.contains("delete session"));
+    assert!(
+        failure.is_some_and(|line| line.contains("://")),
+        "the SDK logged no failure naming the server's URL:\n{output}"
+    );
     let leaked: Vec<&str> = output.lines().filter(|line| line.contains(SECRET)).collect();
     assert!(leaked.is_empty(), "the MCP server's URL token is in the server's log:\n{}", leaked.join("\n"));
 }
