@@ -543,6 +543,9 @@ fn auto_allowed_from(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
 fn sandbox_tools(data: &Path, store: &SledStore) -> anyhow::Result<SandboxTools> {
     let forwarder = std::env::current_exe().context("finding the logbook executable (the sandbox forwarder)")?;
     let mut config = SandboxConfig::for_data(data, forwarder);
+    if let Some(bytes) = sandbox_disk_limit_from_env()? {
+        config.disk_limit.bytes = bytes;
+    }
     let services = crate::tools::ToolServices::from_env().context("setting up web_fetch and web_search")?;
     config.tool_services = Some(Arc::new(services));
     let tools = SandboxTools::new(config, Arc::new(store.clone())).context("preparing the sandboxes")?;
@@ -552,6 +555,24 @@ fn sandbox_tools(data: &Path, store: &SledStore) -> anyhow::Result<SandboxTools>
     eprintln!("logbook: sandboxes: {}", tools.describe_limits());
     Ok(tools)
 }
+
+/// `LOGBOOK_SANDBOX_DISK_MB`: what one session's workspace and outputs may
+/// hold, in megabytes (10^6 bytes; default 10,000, the hosted 10 GB).
+fn sandbox_disk_limit_from_env() -> anyhow::Result<Option<u64>> {
+    let Some(value) = std::env::var_os("LOGBOOK_SANDBOX_DISK_MB") else { return Ok(None) };
+    let megabytes = value
+        .to_str()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|mb| (1..=MAX_SANDBOX_DISK_MB).contains(mb))
+        .with_context(|| {
+            format!("LOGBOOK_SANDBOX_DISK_MB={value:?}: expected a whole number of megabytes from 1 to {MAX_SANDBOX_DISK_MB}")
+        })?;
+    Ok(Some(megabytes * 1_000_000))
+}
+
+/// The largest `LOGBOOK_SANDBOX_DISK_MB` (1 PB: past any real disk, short of
+/// overflowing a byte count).
+const MAX_SANDBOX_DISK_MB: u64 = 1_000_000_000;
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -32,6 +32,17 @@ impl ToolOutcome {
     pub fn text(text: impl Into<String>) -> ToolOutcome {
         ToolOutcome { content: vec![ContentBlock::Text { text: text.into() }], is_error: false }
     }
+
+    /// This outcome with `note` as its first text (joined to a leading text
+    /// block by a blank line), for something the model must hear first.
+    pub fn with_preamble(mut self, note: &str) -> ToolOutcome {
+        if let Some(ContentBlock::Text { text }) = self.content.first_mut() {
+            *text = format!("{note}\n\n{text}");
+        } else {
+            self.content.insert(0, ContentBlock::Text { text: note.to_owned() });
+        }
+        self
+    }
 }
 
 /// A boxed future (object-safe async).

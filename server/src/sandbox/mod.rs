@@ -17,6 +17,7 @@
 //! it.
 
 pub mod cgroup;
+pub mod disk;
 pub mod forward;
 pub mod jail;
 pub mod layout;
@@ -30,7 +31,7 @@ pub mod shell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use logbook_core::event::WorkspaceChange;
@@ -42,6 +43,7 @@ use crate::api::environments::EnvConfig;
 use crate::runner::tools::{BoxFuture, ChangesError, ToolCall, ToolExecutor, ToolFuture, ToolOutcome};
 use crate::workspace::{Area, Index, ScanRoot, materialize_entries};
 use cgroup::{CgroupSupport, SandboxCgroup};
+use disk::{DiskLimit, Watch};
 use jail::{JailSpec, Mount, System};
 use layout::{OUTPUTS_DIR, SANDBOX_UID, SessionPaths, UPLOADS_DIR, WORKSPACE_DIR};
 use packages::{InstallContext, PACKAGES_DIR, PackageCache};
@@ -122,6 +124,8 @@ pub struct SandboxConfig {
     pub resolver: Arc<dyn Resolve>,
     /// Live jails kept at most (default [`MAX_LIVE_JAILS`]).
     pub max_live_jails: usize,
+    /// What a session's workspace and outputs may hold (see [`disk`]).
+    pub disk_limit: DiskLimit,
     /// What the server-side tools use (web_fetch's client, the search
     /// provider); `None` builds the default one, without a search provider.
     pub tool_services: Option<Arc<crate::tools::ToolServices>>,
@@ -140,6 +144,7 @@ impl SandboxConfig {
             forwarder,
             resolver: Arc::new(proxy::SystemResolver),
             max_live_jails: MAX_LIVE_JAILS,
+            disk_limit: DiskLimit::default(),
             tool_services: None,
         }
     }
@@ -192,14 +197,59 @@ struct SessionSandbox {
     index: tokio::sync::Mutex<Option<Index>>,
     /// The server's call count at this session's last bash call.
     last_call: AtomicU64,
+    /// Why the disk watch stopped the jail between calls, for the next
+    /// call's result.
+    disk_note: Mutex<Option<String>>,
 }
 
-/// A live jail with its proxy and cgroup; dropping it kills the jail.
+impl SessionSandbox {
+    fn set_disk_note(&self, note: String) {
+        match self.disk_note.lock() {
+            Ok(mut slot) => *slot = Some(note),
+            Err(poisoned) => *poisoned.into_inner() = Some(note),
+        }
+    }
+
+    fn take_disk_note(&self) -> Option<String> {
+        match self.disk_note.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+}
+
+/// A live jail with its proxy, cgroup and disk watch; dropping it kills the
+/// jail and ends the watch.
 #[derive(Debug)]
 struct Running {
     shell: Option<Shell>,
     proxy: Option<Proxy>,
     cgroup: Option<SandboxCgroup>,
+    disk: Option<DiskWatch>,
+}
+
+/// A jail's disk watch and the task measuring for it; dropping it ends the
+/// task unless [`DiskWatch::disarm`]ed.
+#[derive(Debug)]
+struct DiskWatch {
+    watch: Arc<Watch>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DiskWatch {
+    /// Lets the task run on when this is dropped (the task itself stopping
+    /// the jail must not cancel itself half way).
+    fn disarm(mut self) {
+        self.task = None;
+    }
+}
+
+impl Drop for DiskWatch {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Running {
@@ -329,6 +379,7 @@ impl SandboxTools {
                 shell: tokio::sync::Mutex::new(None),
                 index: tokio::sync::Mutex::new(None),
                 last_call: AtomicU64::new(0),
+                disk_note: Mutex::new(None),
             })
         }))
     }
@@ -358,24 +409,56 @@ impl SandboxTools {
             None | Some(0) => DEFAULT_BASH_TIMEOUT,
             Some(ms) => Duration::from_millis(ms).min(MAX_BASH_TIMEOUT),
         };
+        // A jail the disk watch found over its limit while this call waited
+        // for the slot is stopped here.
+        if let Some(reason) = slot.as_ref().and_then(|running| running.disk.as_ref()).and_then(|d| d.watch.exceeded()) {
+            sandbox.set_disk_note(disk_stop_note(&reason));
+            if let Some(running) = slot.take() {
+                running.stop().await;
+            }
+        }
+        let note = sandbox.take_disk_note();
+        let with_note = |outcome: ToolOutcome| match &note {
+            Some(note) => outcome.with_preamble(note),
+            None => outcome,
+        };
         let alive = slot.as_mut().and_then(|running| running.shell.as_mut()).is_some_and(|shell| !shell.has_exited());
         if !alive {
             if let Some(dead) = slot.take() {
                 dead.stop().await;
             }
             self.evict_idle(call.session).await;
-            match self.start(call, &sandbox.paths).await {
+            match self.start(call, &sandbox).await {
                 Ok(running) => *slot = Some(running),
-                Err(err) => return ToolOutcome::error(format!("bash: the sandbox could not be started: {err}")),
+                Err(err) => {
+                    return with_note(ToolOutcome::error(format!("bash: the sandbox could not be started: {err}")));
+                }
             }
         }
         // While the command runs the jail is out of the slot: if this call is
         // cancelled, dropping `running` kills it, and the next call starts a
         // fresh one.
         let Some(mut running) = slot.take() else { return ToolOutcome::error("bash: the sandbox is gone") };
+        let watch = running.disk.as_ref().map(|disk| Arc::clone(&disk.watch));
         let Some(shell) = running.shell.as_mut() else { return ToolOutcome::error("bash: the sandbox is gone") };
-        let completion = shell.run(&command, timeout).await;
-        match completion {
+        let went_over = async {
+            match &watch {
+                Some(watch) => watch.went_over().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut completion = shell.run_until(&command, timeout, went_over).await;
+        // A command that ended as its jail went over the limit is reported
+        // as stopped: the jail must go either way.
+        if let Ok(Completion::Exited { output, truncated, .. }) = &mut completion
+            && watch.as_ref().is_some_and(|watch| watch.exceeded().is_some())
+        {
+            completion = Ok(Completion::Stopped {
+                output: std::mem::take(output),
+                truncated: std::mem::replace(truncated, false),
+            });
+        }
+        let outcome = match completion {
             Ok(Completion::Exited { status, output, truncated }) => {
                 *slot = Some(running);
                 let text = output::render(&output, truncated);
@@ -412,11 +495,24 @@ impl SandboxTools {
                 }
                 ToolOutcome::error(message)
             }
+            Ok(Completion::Stopped { output, truncated }) => {
+                running.stop().await;
+                let reason = watch.and_then(|watch| watch.exceeded()).unwrap_or_else(|| "it was stopped".to_owned());
+                tracing::warn!(session = %call.session, %reason, "a sandbox went over its disk limit during a command");
+                let mut message = format!("bash: the command was stopped: {}", disk_stop_note(&reason));
+                let text = output::render(&output, truncated);
+                if !text.is_empty() {
+                    message.push_str("\n\nOutput before it was stopped:\n");
+                    message.push_str(&text);
+                }
+                ToolOutcome::error(message)
+            }
             Err(err) => {
                 running.stop().await;
                 ToolOutcome::error(format!("bash: lost the shell ({err}); the next command starts a new one"))
             }
-        }
+        };
+        with_note(outcome)
     }
 
     /// Stops the least recently used idle jails while `max_live_jails` or
@@ -456,8 +552,9 @@ impl SandboxTools {
         }
     }
 
-    /// Starts the session's jail from its environment.
-    async fn start(&self, call: &ToolCall<'_>, paths: &SessionPaths) -> Result<Running, SandboxError> {
+    /// Starts the session's jail from its environment, with its disk watch.
+    async fn start(&self, call: &ToolCall<'_>, sandbox: &Arc<SessionSandbox>) -> Result<Running, SandboxError> {
+        let paths = &sandbox.paths;
         let environment = call.environment.ok_or(SandboxError::NoEnvironment)?;
         let (networking, packages) = match &environment.config {
             EnvConfig::Cloud { networking, packages } => (networking, packages),
@@ -483,8 +580,23 @@ impl SandboxTools {
         let cgroup = SandboxCgroup::create(&inner.cgroups, &name, SANDBOX_UID)
             .map_err(|source| SandboxError::Setup { what: "creating the sandbox's cgroup".to_owned(), source })?;
         let spec = session_spec(paths, layer.as_deref(), &inner.forwarder, cgroup.as_ref());
-        let mut running = Running { shell: None, proxy: Some(proxy), cgroup };
+        let mut running = Running { shell: None, proxy: Some(proxy), cgroup, disk: None };
         running.shell = Some(Shell::start(&inner.system, &spec, FORWARDER_INIT).await?);
+        let watch = Arc::new(Watch::new(inner.config.disk_limit));
+        // The baseline: what the directories hold before any command of this
+        // jail ran (a jail is stopped only for growing past the limit).
+        let roots = vec![paths.workspace(), paths.outputs()];
+        let (baseline, _) = disk::measure(roots.clone(), inner.config.disk_limit.entries).await;
+        match baseline {
+            Ok(usage) => {
+                watch.observe(usage);
+            }
+            Err(err) => {
+                tracing::warn!(session = %call.session, error = %err, "the sandbox's disk use could not be measured")
+            }
+        }
+        let task = tokio::spawn(watch_disk(Arc::downgrade(sandbox), Arc::clone(&watch), roots, call.session));
+        running.disk = Some(DiskWatch { watch, task: Some(task) });
         Ok(running)
     }
 
@@ -616,6 +728,71 @@ impl ToolExecutor for SandboxTools {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.stop_all())
+    }
+}
+
+/// What the model is told when the disk watch stopped its jail for `reason`.
+fn disk_stop_note(reason: &str) -> String {
+    format!(
+        "the sandbox went over its disk limit ({reason}), so every process in it was killed and the next \
+         command starts a new shell. Delete files in {WORKSPACE_DIR} or {OUTPUTS_DIR} to get back under the limit."
+    )
+}
+
+/// Measures a live jail's directories until it goes over its disk limit
+/// (see [`disk`]), then stops the jail if no call is using it (a running call
+/// hears of it through the watch and stops it itself). Ends when the jail's
+/// [`DiskWatch`] is dropped, or with the session's sandbox.
+async fn watch_disk(sandbox: Weak<SessionSandbox>, watch: Arc<Watch>, roots: Vec<PathBuf>, session: SessionId) {
+    let limit = watch.limit();
+    let mut took = Duration::ZERO;
+    let reason = loop {
+        tokio::time::sleep(disk::next_check_after(took)).await;
+        let (usage, walk) = disk::measure(roots.clone(), limit.entries).await;
+        took = walk;
+        match usage {
+            Ok(usage) => {
+                if let Some(reason) = watch.observe(usage) {
+                    break reason;
+                }
+            }
+            Err(err) => tracing::warn!(%session, error = %err, "the sandbox's disk use could not be measured"),
+        }
+    };
+    // A call holding the slot stops the jail itself (it hears of it through
+    // the watch, or sees it once its command ends); if it returned the jail
+    // to the slot regardless, the slot frees up and the jail is stopped here.
+    loop {
+        let Some(sandbox) = sandbox.upgrade() else { return };
+        let taken = match sandbox.shell.try_lock() {
+            Ok(mut slot) => {
+                let ours = slot
+                    .as_ref()
+                    .and_then(|running| running.disk.as_ref())
+                    .is_some_and(|d| Arc::ptr_eq(&d.watch, &watch));
+                if !ours {
+                    return;
+                }
+                tracing::warn!(%session, %reason, "a sandbox went over its disk limit between calls; stopping it");
+                sandbox.set_disk_note(format!("Note: after the last command, {}", disk_stop_note(&reason)));
+                Some(slot.take())
+            }
+            Err(_) => None,
+        };
+        match taken {
+            Some(Some(mut running)) => {
+                if let Some(disk) = running.disk.take() {
+                    disk.disarm();
+                }
+                running.stop().await;
+                return;
+            }
+            Some(None) => return,
+            None => {
+                drop(sandbox);
+                tokio::time::sleep(disk::CHECK_INTERVAL).await;
+            }
+        }
     }
 }
 

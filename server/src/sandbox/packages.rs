@@ -207,6 +207,8 @@ impl PackageCache {
                 Err(format!("the install took over {}s:\n{}", INSTALL_TIMEOUT.as_secs(), tail(&output)))
             }
             Ok(Completion::ShellEnded { output, .. }) => Err(format!("the install's shell died:\n{}", tail(&output))),
+            // (The install runs without a stop signal.)
+            Ok(Completion::Stopped { output, .. }) => Err(format!("the install was stopped:\n{}", tail(&output))),
             Err(err) => Err(err.to_string()),
         };
         match outcome {

@@ -43,6 +43,18 @@ pub enum Completion {
     TimedOut { output: Vec<u8>, truncated: bool },
     /// The shell itself ended (the command ran `exit`, or was killed).
     ShellEnded { output: Vec<u8>, truncated: bool },
+    /// The caller's stop signal came first (the sandbox went over its disk
+    /// limit); the shell must be killed.
+    Stopped { output: Vec<u8>, truncated: bool },
+}
+
+/// What ended a wait in [`Shell::exchange`]: the read (with the status and
+/// the marker's end, or `None` if the shell closed its output), the timeout
+/// or the caller's stop signal.
+enum Ended {
+    Read(Option<(i32, usize)>),
+    TimedOut,
+    Stopped,
 }
 
 /// A running shell in its jail.
@@ -87,14 +99,15 @@ impl Shell {
             "exec 9>&1 2>&1\nPS1=''; PS2=''; PS4='+ '\n{init}\nprintf '\\n%s %d\\n' '{marker}_0' \"$?\" >&9\n",
             marker = shell.marker
         );
-        match shell.exchange(&script, STARTUP_TIMEOUT).await {
+        match shell.exchange(&script, STARTUP_TIMEOUT, std::future::pending()).await {
             Ok(Completion::Exited { status: 0, .. }) => Ok(shell),
             Ok(Completion::Exited { status, output, .. }) => {
                 let detail = format!("the start-up script failed with status {status}: {}", lossy_tail(&output));
                 shell.kill().await;
                 Err(SandboxError::Startup { detail })
             }
-            Ok(Completion::TimedOut { .. }) => {
+            // (The start-up exchange has no stop signal.)
+            Ok(Completion::TimedOut { .. } | Completion::Stopped { .. }) => {
                 shell.kill().await;
                 Err(SandboxError::Startup { detail: format!("no answer within {}s", STARTUP_TIMEOUT.as_secs()) })
             }
@@ -113,6 +126,17 @@ impl Shell {
 
     /// Runs `command` (which must not contain NUL bytes) with a timeout.
     pub async fn run(&mut self, command: &str, timeout: Duration) -> std::io::Result<Completion> {
+        self.run_until(command, timeout, std::future::pending()).await
+    }
+
+    /// Runs `command` like [`Shell::run`], ending early with
+    /// [`Completion::Stopped`] if `stop` resolves first.
+    pub async fn run_until(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<Completion> {
         self.n_commands += 1;
         let delimiter = loop {
             let delimiter = format!("__LOGBOOK_EOF_{:032x}", rand::rng().random::<u128>());
@@ -126,12 +150,17 @@ impl Shell {
             marker = self.marker,
             n = self.n_commands,
         );
-        self.exchange(&script, timeout).await
+        self.exchange(&script, timeout, stop).await
     }
 
-    /// Sends `script` and reads until the current marker, the timeout or the
-    /// end of the shell.
-    async fn exchange(&mut self, script: &str, timeout: Duration) -> std::io::Result<Completion> {
+    /// Sends `script` and reads until the current marker, the timeout, `stop`
+    /// or the end of the shell.
+    async fn exchange(
+        &mut self,
+        script: &str,
+        timeout: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<Completion> {
         let marker = format!("\n{}_{} ", self.marker, self.n_commands);
         let mut buf = TailBuffer::new(MAX_OUTPUT_BYTES + marker.len() + 16);
         buf.push(&std::mem::take(&mut self.pending));
@@ -153,25 +182,30 @@ impl Shell {
             }
         };
         let outcome = tokio::select! {
-            res = io => Some(res?),
-            () = tokio::time::sleep(timeout) => None,
+            res = io => Ended::Read(res?),
+            () = tokio::time::sleep(timeout) => Ended::TimedOut,
+            () = stop => Ended::Stopped,
         };
         match outcome {
-            Some(Some((status, end))) => {
+            Ended::Read(Some((status, end))) => {
                 let total = buf.bytes().len();
                 buf.truncate_end(total - end);
                 let (output, truncated) = cap(buf.finish());
                 Ok(Completion::Exited { status, output, truncated })
             }
-            Some(None) => {
+            Ended::Read(None) => {
                 // The shell closed its stdout: wait for it to end, then report.
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, jail.child.wait()).await;
                 let (output, truncated) = cap(buf.finish());
                 Ok(Completion::ShellEnded { output, truncated })
             }
-            None => {
+            Ended::TimedOut => {
                 let (output, truncated) = cap(buf.finish());
                 Ok(Completion::TimedOut { output, truncated })
+            }
+            Ended::Stopped => {
+                let (output, truncated) = cap(buf.finish());
+                Ok(Completion::Stopped { output, truncated })
             }
         }
     }

@@ -388,7 +388,7 @@ struct QueueState {
     error: Option<ScanError>,
 }
 
-fn read_names(dir: &OwnedFd) -> rustix::io::Result<Vec<std::ffi::CString>> {
+pub(crate) fn read_names(dir: &OwnedFd) -> rustix::io::Result<Vec<std::ffi::CString>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;

@@ -29,6 +29,11 @@ impl Sbx {
     }
 
     pub(crate) fn with_max_live_jails(max_live_jails: usize) -> Sbx {
+        Sbx::with_config(|config| SandboxConfig { max_live_jails, ..config })
+    }
+
+    /// A sandbox made with the default configuration as `adjust` changes it.
+    pub(crate) fn with_config(adjust: impl FnOnce(SandboxConfig) -> SandboxConfig) -> Sbx {
         let dir = tempfile::tempdir().unwrap();
         // bubblewrap runs as the sandbox uid and must reach the session
         // directories through the data directory (a tempdir is 0700).
@@ -37,10 +42,7 @@ impl Sbx {
         std::fs::create_dir(&data).unwrap();
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
         let store = Arc::new(MemStore::in_memory().unwrap());
-        let config = SandboxConfig {
-            max_live_jails,
-            ..SandboxConfig::for_data(&data, PathBuf::from(env!("CARGO_BIN_EXE_logbook")))
-        };
+        let config = adjust(SandboxConfig::for_data(&data, PathBuf::from(env!("CARGO_BIN_EXE_logbook"))));
         let tools = SandboxTools::new(config, Arc::clone(&store) as _).unwrap();
         assert_eq!(tools.check(), Vec::<String>::new(), "the sandbox prerequisites (root, bubblewrap) are missing");
         Sbx { tools, store, data, _dir: dir }

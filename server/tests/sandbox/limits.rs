@@ -1,9 +1,14 @@
 //! Resource limits (G-X5): a fork bomb and an output flood stay inside their
-//! own sandbox, and another session keeps answering meanwhile.
+//! own sandbox, and another session keeps answering meanwhile; a sandbox that
+//! fills its disk limit is stopped, during a command or between calls.
 
 use serde_json::json;
 
+use std::time::{Duration, Instant};
+
+use logbook_server::sandbox::SandboxConfig;
 use logbook_server::sandbox::cgroup::PIDS_MAX;
+use logbook_server::sandbox::disk::DiskLimit;
 use logbook_server::sandbox::output::{MAX_OUTPUT_BYTES, TRUNCATED_MARKER};
 
 use crate::harness::{Sbx, session, text, unrestricted};
@@ -78,4 +83,76 @@ async fn an_output_flood_is_capped_and_another_session_stays_responsive() {
     assert!(burst.starts_with(TRUNCATED_MARKER));
     assert!(burst.ends_with("yyy\ndone\n"));
     assert!(burst.len() <= MAX_OUTPUT_BYTES + TRUNCATED_MARKER.len() + 1);
+}
+
+/// A sandbox whose sessions may hold `bytes` bytes and `entries` files.
+fn with_disk_limit(bytes: u64, entries: u64) -> Sbx {
+    Sbx::with_config(|config| SandboxConfig { disk_limit: DiskLimit { bytes, entries }, ..config })
+}
+
+/// Goal: a command that writes past the sandbox's disk limit is stopped, not
+/// left to fill the host's disk until its timeout; the jail's files stay, the
+/// agent can still look at them (over the limit but not growing) and delete
+/// them, and then write again. Method: a 20 MB limit, a command that writes
+/// 64 MB and then waits far longer than the test will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_writing_past_the_disk_limit_is_stopped() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let (s, env) = (session(), unrestricted());
+    let filled = sbx
+        .run(
+            s,
+            &env,
+            "bash",
+            serde_json::json!({"command": "head -c 64000000 /dev/zero > big; echo written; sleep 600", "timeout_ms": 600_000}),
+        )
+        .await;
+    assert!(filled.is_error, "{}", text(&filled));
+    assert!(text(&filled).contains("over the sandbox's disk limit of 20000000 bytes"), "{}", text(&filled));
+    assert!(text(&filled).contains("Output before it was stopped:\nwritten"), "{}", text(&filled));
+    // Over the limit but steady: commands run.
+    assert_eq!(sbx.ok(s, &env, "stat -c %s big").await, "64000000\n");
+    sbx.ok(s, &env, "rm big").await;
+    assert_eq!(sbx.ok(s, &env, "head -c 1000000 /dev/zero > small; stat -c %s small").await, "1000000\n");
+}
+
+/// Goal: many empty files are stopped too (each costs an inode, and the
+/// watch's walk must stay bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_making_too_many_files_is_stopped() {
+    let sbx = with_disk_limit(10_000_000_000, 300);
+    let (s, env) = (session(), unrestricted());
+    let made = sbx
+        .run(
+            s,
+            &env,
+            "bash",
+            serde_json::json!({"command": "mkdir d && cd d && for i in $(seq 1000); do : > f$i; done; sleep 600", "timeout_ms": 600_000}),
+        )
+        .await;
+    assert!(made.is_error, "{}", text(&made));
+    assert!(text(&made).contains("more than 300 files and directories"), "{}", text(&made));
+}
+
+/// Goal: a background job that fills the disk between calls is stopped with
+/// its jail, and the next call's result says why its shell is new. Method: a
+/// background writer started by a call that returns at once; the test waits
+/// (deadline) for the jail to be gone, then runs a command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_job_filling_the_disk_between_calls_is_stopped() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let (s, env) = (session(), unrestricted());
+    sbx.ok(s, &env, "(sleep 1; head -c 64000000 /dev/zero > bg; sleep 600) >/dev/null 2>&1 & echo started").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sbx.tools.jail_pid(s).await.is_some() {
+        assert!(Instant::now() < deadline, "the filling jail was not stopped within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let next = sbx.bash(s, &env, "echo fresh").await;
+    assert!(!next.is_error, "{}", text(&next));
+    let said = text(&next);
+    assert!(said.starts_with("Note: after the last command, the sandbox went over its disk limit"), "{said}");
+    assert!(said.ends_with("\n\nfresh\n"), "{said}");
+    // The note is said once.
+    assert_eq!(sbx.ok(s, &env, "echo again").await, "again\n");
 }

@@ -1,0 +1,241 @@
+//! The sandbox's disk limit: how much a session's writable directories (its
+//! workspace and outputs) may hold, and the watch that enforces it while the
+//! session's jail lives.
+//!
+//! The hosted platform gives each sandbox 10 GB of disk. Here the writable
+//! directories are plain directories on the data directory's file system,
+//! which a runaway command (or a background job left running between calls)
+//! could fill for every session and for the store itself. `RLIMIT_FSIZE`
+//! bounds one file, `/tmp` is a tmpfs charged to the jail's memory cgroup;
+//! this module bounds the sum. File systems give no portable per-directory
+//! quota, so the limit is enforced by measuring: [`disk_usage`] walks the
+//! directories through file descriptors (never following a symlink, so a
+//! sandbox cannot point the walk elsewhere), adding up allocated blocks (a
+//! sparse file counts what it holds, a file with several links once), and a
+//! [`Watch`] measures every [`CHECK_INTERVAL`] (or twenty times the last
+//! walk's duration, if longer). A jail found over the limit with more in it than at
+//! the previous measurement is killed, every process in it: a command running
+//! then ends with an error saying why; a jail idle between calls is stopped
+//! and the next call's result says so. A jail over the limit that is not
+//! growing is left alone, so the agent can delete files to get back under it.
+//! What a jail writes between two measurements can go past the limit; the
+//! overshoot is bounded by one interval's writing.
+
+use std::collections::HashSet;
+use std::ffi::CStr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+/// The default disk limit of a sandbox (the hosted platform's 10 GB).
+pub const DISK_LIMIT_BYTES: u64 = 10 * 1000 * 1000 * 1000;
+/// The default limit on files and directories in a sandbox's writable
+/// directories (each costs an inode whatever its size; it also bounds a walk).
+pub const MAX_ENTRIES: u64 = 1_000_000;
+/// How often a live jail's disk use is measured, at most.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A walk taking `t` is not repeated within `t` times this, so that measuring
+/// a huge tree (a `node_modules` of 50,000 files walks in ≈ 0.1 s) costs a
+/// live jail at most a twentieth of a core.
+const WALK_COST_FACTOR: u32 = 20;
+/// Directory depth the walk descends to (deeper entries are not counted; the
+/// walk holds one descriptor per level).
+pub const MAX_DEPTH: usize = 256;
+
+/// A sandbox's disk limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskLimit {
+    /// Allocated bytes the writable directories may hold.
+    pub bytes: u64,
+    /// Files, directories and links they may hold.
+    pub entries: u64,
+}
+
+impl Default for DiskLimit {
+    fn default() -> DiskLimit {
+        DiskLimit { bytes: DISK_LIMIT_BYTES, entries: MAX_ENTRIES }
+    }
+}
+
+/// What a walk found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Allocated bytes (blocks × 512) of every entry, each inode once.
+    pub bytes: u64,
+    /// Entries seen (the walk stops counting past the limit it was given).
+    pub entries: u64,
+}
+
+impl Usage {
+    /// Why this usage is over `limit`, if it is.
+    pub fn over(&self, limit: &DiskLimit) -> Option<String> {
+        if self.bytes > limit.bytes {
+            Some(format!("its files take {} bytes, over the sandbox's disk limit of {} bytes", self.bytes, limit.bytes))
+        } else if self.entries > limit.entries {
+            Some(format!("it holds more than {} files and directories, the sandbox's limit", limit.entries))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `self` holds more than `before`.
+    fn grew_since(&self, before: &Usage) -> bool {
+        self.bytes > before.bytes || self.entries > before.entries
+    }
+}
+
+/// Measures the directories under `roots` (missing ones count nothing),
+/// stopping once more than `max_entries` entries were seen.
+pub fn disk_usage(roots: &[&Path], max_entries: u64) -> std::io::Result<Usage> {
+    let mut usage = Usage::default();
+    let mut seen_links = HashSet::new();
+    for root in roots {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(*root, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(err) => return Err(err.into()),
+        };
+        let stat = rustix::fs::fstat(&fd)?;
+        usage.bytes = usage.bytes.saturating_add(allocated(&stat));
+        // Depth first, one open directory and its unread names per level.
+        let names = crate::workspace::scan::read_names(&fd)?;
+        let mut stack = vec![(fd, names)];
+        loop {
+            let depth = stack.len();
+            let Some((dir, names)) = stack.last_mut() else { break };
+            let Some(name) = names.pop() else {
+                stack.pop();
+                continue;
+            };
+            usage.entries += 1;
+            if usage.entries > max_entries {
+                return Ok(usage);
+            }
+            let stat = match rustix::fs::statat(&*dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+            if is_dir || stat.st_nlink <= 1 || seen_links.insert((stat.st_dev, stat.st_ino)) {
+                usage.bytes = usage.bytes.saturating_add(allocated(&stat));
+            }
+            if is_dir && depth < MAX_DEPTH {
+                let sub = match open_dir_at(&*dir, name.as_c_str()) {
+                    Ok(Some(sub)) => sub,
+                    Ok(None) => continue,
+                    Err(err) => return Err(err.into()),
+                };
+                let names = match crate::workspace::scan::read_names(&sub) {
+                    Ok(names) => names,
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(err) => return Err(err.into()),
+                };
+                stack.push((sub, names));
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// Opens the directory `name` beneath `dir` without following a symlink;
+/// `None` if it was replaced or removed since it was looked at.
+fn open_dir_at(dir: &std::os::fd::OwnedFd, name: &CStr) -> rustix::io::Result<Option<std::os::fd::OwnedFd>> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(sub) => Ok(Some(sub)),
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The bytes a stat says its inode has allocated.
+fn allocated(stat: &rustix::fs::Stat) -> u64 {
+    u64::try_from(stat.st_blocks).unwrap_or(0).saturating_mul(512)
+}
+
+/// The disk watch of one live jail: it measures, decides, and remembers why
+/// it stopped the jail.
+#[derive(Debug)]
+pub struct Watch {
+    limit: DiskLimit,
+    state: Mutex<WatchState>,
+    /// Woken (with a stored permit) when the jail goes over its limit.
+    over: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    /// The last measurement, if one was made.
+    last: Option<Usage>,
+    /// Why the jail must stop, once it must.
+    exceeded: Option<String>,
+}
+
+impl Watch {
+    pub fn new(limit: DiskLimit) -> Watch {
+        Watch { limit, state: Mutex::new(WatchState::default()), over: tokio::sync::Notify::new() }
+    }
+
+    /// Takes a measurement: returns why the jail must stop if it is over its
+    /// limit and holds more than at the previous measurement (the first
+    /// measurement is the baseline a jail starts from).
+    pub fn observe(&self, usage: Usage) -> Option<String> {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = state.last.replace(usage);
+        if state.exceeded.is_some() {
+            return state.exceeded.clone();
+        }
+        let grew = before.is_some_and(|before| usage.grew_since(&before));
+        let reason = usage.over(&self.limit).filter(|_| grew)?;
+        state.exceeded = Some(reason.clone());
+        drop(state);
+        self.over.notify_one();
+        Some(reason)
+    }
+
+    /// Why the jail went over its limit, if it did.
+    pub fn exceeded(&self) -> Option<String> {
+        match self.state.lock() {
+            Ok(state) => state.exceeded.clone(),
+            Err(poisoned) => poisoned.into_inner().exceeded.clone(),
+        }
+    }
+
+    /// Resolves once the jail has gone over its limit.
+    pub async fn went_over(&self) {
+        self.over.notified().await;
+    }
+
+    pub fn limit(&self) -> DiskLimit {
+        self.limit
+    }
+}
+
+/// The pause before the next measurement, given how long the last walk took.
+pub fn next_check_after(walk: Duration) -> Duration {
+    CHECK_INTERVAL.max(walk.saturating_mul(WALK_COST_FACTOR))
+}
+
+/// Measures `roots` on a blocking thread; `None` (with the error logged by the
+/// caller) if the walk failed, and how long it took.
+pub async fn measure(roots: Vec<std::path::PathBuf>, max_entries: u64) -> (std::io::Result<Usage>, Duration) {
+    let started = Instant::now();
+    let walked = tokio::task::spawn_blocking(move || {
+        let roots: Vec<&Path> = roots.iter().map(std::path::PathBuf::as_path).collect();
+        disk_usage(&roots, max_entries)
+    })
+    .await;
+    let usage = walked.unwrap_or_else(|err| Err(std::io::Error::other(format!("the disk walk failed: {err}"))));
+    (usage, started.elapsed())
+}
+
+#[cfg(test)]
+#[path = "disk_tests.rs"]
+mod tests;
