@@ -99,6 +99,28 @@ fn serve_refuses_timeouts_out_of_range_before_touching_the_data() {
     assert!(!data.exists(), "nothing was created");
 }
 
+/// Goal: a sandbox disk limit that is not a number of megabytes in range stops
+/// `serve` with a message naming the variable, instead of a silent default.
+#[test]
+fn serve_refuses_a_bad_sandbox_disk_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["lots", "0", "-5", "1000000001"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .env("LOGBOOK_SANDBOX_DISK_MB", value)
+            .env("ANTHROPIC_API_KEY", "test-key")
+            .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+            .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{value}: {stderr}");
+        assert!(stderr.contains("LOGBOOK_SANDBOX_DISK_MB"), "{value}: {stderr}");
+    }
+}
+
 /// Runs `logbook keys ARGS --data DIR`, feeding `stdin`.
 fn keys(args: &[&str], data: &Path, stdin: &str) -> Output {
     use std::io::Write as _;
