@@ -44,3 +44,6 @@ mod resources;
 
 #[path = "api/work.rs"]
 mod work;
+
+#[path = "api/review.rs"]
+mod review;
