@@ -38,3 +38,34 @@ async fn a_budget_on_a_model_without_a_list_price_is_refused_at_create() {
     let body = resp.invalid();
     assert_eq!(body["error"]["details"]["error_code"], "model_not_budgetable", "{body}");
 }
+
+/// Behaviour digest §6.6 (Billing): "Worked example: 1 h, Opus 5, 50k in / 15k out =
+/// $0.705; with 40k cache reads $0.525." (and §16: "$0.705 / $0.525 | worked pricing
+/// example (1 h Opus 5, 50k in, 15k out; 40k cached)").
+///
+/// That is Opus 5 at $5 / $25 per million tokens (cache reads at 0.1x input) plus
+/// $0.08 per running hour. `runner::pricing::PRICES` has no row for `claude-opus-5`,
+/// so it falls through to the generic `claude-opus` row at
+/// $15 / $75: the session's `usage.list_cost` reads three times the list price and a
+/// budget pauses an Opus 5 session at a third of what it allows.
+#[test]
+fn opus_5_is_priced_as_the_worked_example_says() {
+    use logbook_replay::Totals;
+    use logbook_server::runner::pricing::list_cost_cents;
+    let hour = 3_600_000_000;
+    let plain = Totals { input_tokens: 50_000, output_tokens: 15_000, active_micros: hour, ..Totals::default() };
+    // 40k of the 50k input tokens read from the cache: 10k uncached.
+    let cached = Totals {
+        input_tokens: 10_000,
+        cache_read_input_tokens: 40_000,
+        output_tokens: 15_000,
+        active_micros: hour,
+        ..Totals::default()
+    };
+    // $0.705 and $0.525, in cents rounded up.
+    assert_eq!(
+        (list_cost_cents("claude-opus-5", &plain), list_cost_cents("claude-opus-5", &cached)),
+        (Some(71), Some(53)),
+        "list cost of claude-opus-5 for the documented worked example"
+    );
+}
