@@ -69,3 +69,38 @@ fn opus_5_is_priced_as_the_worked_example_says() {
         "list cost of claude-opus-5 for the documented worked example"
     );
 }
+
+/// Behaviour digest §3.2 (agent_with_overrides): "`null`/`[]` → cleared (but `model:null`
+/// → 400 `agent_model_required`; clearing `tools` while skills are effective → 400 because
+/// skills need `read`; ...)".
+///
+/// `AgentOverrides::apply` clears the tools and checks only the MCP servers against
+/// them, so a session whose agent has skills starts with no `read` tool to load them.
+#[tokio::test]
+async fn overriding_tools_to_nothing_while_skills_are_effective_is_refused() {
+    let h = Harness::new();
+    let agent = h
+        .agent_with(&json!({
+            "name": "with-skills",
+            "model": "claude-sonnet-4-6",
+            "tools": [{"type": "agent_toolset_20260401"}],
+            "skills": [{"type": "anthropic", "skill_id": "xlsx"}],
+        }))
+        .await;
+    let env = h.env("e").await;
+    for cleared in [json!([]), Value::Null] {
+        let body = json!({
+            "agent": {"type": "agent_with_overrides", "id": id(&agent), "tools": cleared},
+            "environment_id": id(&env),
+        });
+        let resp = h.post("/v1/sessions", &body).await;
+        assert_eq!(
+            resp.status.as_u16(),
+            400,
+            "clearing tools (tools: {cleared}) while the agent's skills stay effective must be refused, got {}: {}",
+            resp.status,
+            resp.text()
+        );
+        resp.invalid();
+    }
+}
