@@ -104,3 +104,37 @@ async fn overriding_tools_to_nothing_while_skills_are_effective_is_refused() {
         resp.invalid();
     }
 }
+
+/// API digest §1 (Pagination): "the SDK auto-pages by re-sending the same query plus
+/// `page=<next_page>` until `next_page` is null/empty"; §2.6: `GET
+/// /v1/sessions/{sid}/resources` takes `limit`, `page`.
+///
+/// The resources list's cursor is the id of the page's last resource, and the next
+/// page starts after that id's position in the current list. Once that resource
+/// is deleted (files can be removed from a running session at any time), the id
+/// has no position: the page comes back empty with a null `next_page`, so the
+/// client's walk ends and every later resource is skipped.
+#[tokio::test]
+async fn a_resource_page_whose_cursor_resource_was_deleted_goes_on_with_the_rest() {
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let base = format!("/v1/sessions/{}/resources", id(&session));
+    let mut attached = Vec::new();
+    for name in ["a.csv", "b.csv", "c.csv"] {
+        let file = h.upload(name, "text/csv", b"x,y\n1,2\n").await;
+        h.tick(1);
+        attached.push(h.post(&base, &json!({"type": "file", "file_id": id(&file)})).await.ok());
+    }
+    let first = h.get(&format!("{base}?limit=1")).await.ok();
+    assert_eq!(crate::harness::ids(&first), [id(&attached[0]).to_owned()]);
+    let cursor = first["next_page"].as_str().unwrap().to_owned();
+    // The first page's resource goes before the client asks for the second.
+    h.delete(&format!("{base}/{}", id(&attached[0]))).await.ok();
+    let second = h.get(&format!("{base}?limit=1&page={cursor}")).await.ok();
+    assert_eq!(
+        crate::harness::ids(&second),
+        [id(&attached[1]).to_owned()],
+        "the page after the cursor must continue with the next resource: {second}"
+    );
+    assert!(second["next_page"].is_string(), "one more resource remains: {second}");
+}
