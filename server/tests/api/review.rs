@@ -138,3 +138,32 @@ async fn a_resource_page_whose_cursor_resource_was_deleted_goes_on_with_the_rest
     );
     assert!(second["next_page"].is_string(), "one more resource remains: {second}");
 }
+
+/// API digest §1 (Pagination): "the SDK auto-pages by re-sending the same query plus
+/// `page=<next_page>` until `next_page` is null/empty"; §2.5: the events list takes
+/// `created_at[gt|gte|lt|lte]` (compared to `processed_at`).
+///
+/// In ascending order, a full page checks whether more events follow with
+/// `more_public_after` (or a type scan), which ignores the `created_at` range: a
+/// page that holds the last match still gets a `next_page`, and the client pays
+/// for a further request that can only come back empty. The other lists (and
+/// the descending events list) probe with the whole filter.
+#[tokio::test]
+async fn an_events_page_holding_the_last_match_of_a_time_range_has_no_next_page() {
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let mut processed = Vec::new();
+    for text in ["a", "b", "c"] {
+        h.tick(1000);
+        let echo = h.post(&path, &crate::harness::events_body(vec![crate::harness::user_message(text)])).await.ok();
+        processed.push(echo["data"][0]["processed_at"].as_str().unwrap().to_owned());
+    }
+    // Exactly two events are before the third: a page of two holds them all.
+    let query = format!("{path}?limit=2&order=asc&created_at%5Blt%5D={}", processed[2]);
+    let page = h.get(&query).await.ok();
+    assert_eq!(page["data"].as_array().unwrap().len(), 2, "{page}");
+    let desc = h.get(&format!("{path}?limit=2&order=desc&created_at%5Blt%5D={}", processed[2])).await.ok();
+    assert_eq!(desc["next_page"], Value::Null, "descending: nothing more matches: {desc}");
+    assert_eq!(page["next_page"], Value::Null, "ascending: nothing more matches the range: {page}");
+}
