@@ -167,3 +167,30 @@ async fn an_events_page_holding_the_last_match_of_a_time_range_has_no_next_page(
     assert_eq!(desc["next_page"], Value::Null, "descending: nothing more matches: {desc}");
     assert_eq!(page["next_page"], Value::Null, "ascending: nothing more matches the range: {page}");
 }
+
+/// API digest §3.3 (Session): "REQ ... `outcome_evaluations` (one per define_outcome)";
+/// "`outcome_evaluations[]`: `{type:"outcome_evaluation", outcome_id (outc_...),
+/// description, iteration (0-based), result (pending|running|evaluating|...)`";
+/// behaviour digest §10: "Session object `outcome_evaluations[].result` shows
+/// `pending|running|evaluating` until done."
+///
+/// `StoredSession::to_wire` writes `"outcome_evaluations": []` whatever the log
+/// holds, so an accepted `user.define_outcome` never shows on the session.
+#[tokio::test]
+async fn a_defined_outcome_shows_in_the_sessions_outcome_evaluations() {
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let outcome = json!({"type": "user.define_outcome", "description": "a report",
+        "rubric": {"type": "text", "content": "has a title"}});
+    let echo = h
+        .post(&format!("/v1/sessions/{}/events", id(&session)), &crate::harness::events_body(vec![outcome]))
+        .await
+        .ok();
+    let outcome_id = echo["data"][0]["outcome_id"].as_str().unwrap().to_owned();
+    let retrieved = h.get(&format!("/v1/sessions/{}", id(&session))).await.ok();
+    let evaluations = retrieved["outcome_evaluations"].as_array().unwrap();
+    assert_eq!(evaluations.len(), 1, "one evaluation per user.define_outcome: {retrieved}");
+    assert_eq!(evaluations[0]["type"], "outcome_evaluation");
+    assert_eq!(evaluations[0]["outcome_id"], outcome_id.as_str());
+    assert_eq!(evaluations[0]["description"], "a report");
+}
