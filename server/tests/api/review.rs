@@ -194,3 +194,27 @@ async fn a_defined_outcome_shows_in_the_sessions_outcome_evaluations() {
     assert_eq!(evaluations[0]["outcome_id"], outcome_id.as_str());
     assert_eq!(evaluations[0]["description"], "a report");
 }
+
+/// API digest §3.1 (Multiagent): roster entry = "agent id string | `{type:"agent", id,
+/// version?}` | ... Responses resolve refs to `{type:"agent", id, version}`"; behaviour
+/// digest §9: "agent id (pinned to latest at coordinator save) ... Roster versions are
+/// snapshotted when the coordinator is saved."
+///
+/// `tools::resolve_multiagent` turns a bare id into `{type: "agent", id}` and keeps
+/// `{type: "agent", id}` as given: no version is pinned (nor is the agent looked
+/// up), so the response lacks the `version` the SDK's roster model carries, and
+/// a later update of the member silently changes what the coordinator runs.
+#[tokio::test]
+async fn a_coordinator_roster_pins_each_member_to_its_version_at_save() {
+    let h = Harness::new();
+    let member = h.agent("member").await;
+    let coordinator = h
+        .agent_with(&json!({
+            "name": "lead",
+            "model": "claude-sonnet-4-6",
+            "multiagent": {"type": "coordinator", "agents": [id(&member), {"type": "agent", "id": id(&member)}]},
+        }))
+        .await;
+    let pinned = json!({"type": "agent", "id": id(&member), "version": 1});
+    assert_eq!(coordinator["multiagent"]["agents"], json!([pinned, pinned]), "{coordinator}");
+}
