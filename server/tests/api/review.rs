@@ -218,3 +218,41 @@ async fn a_coordinator_roster_pins_each_member_to_its_version_at_save() {
     let pinned = json!({"type": "agent", "id": id(&member), "version": 1});
     assert_eq!(coordinator["multiagent"]["agents"], json!([pinned, pinned]), "{coordinator}");
 }
+
+/// Behaviour digest §6.4 (Networking): "Newer doc: a `limited` cloud environment's
+/// `allowed_hosts` also applies to them [web_search/web_fetch] (session create/update →
+/// 400 if an enabled web tool's `allowed_domains` entry isn't within `allowed_hosts`; at
+/// runtime fetch → `url_not_allowed`, search omits results)".
+///
+/// Session create checks only the MCP servers against a limited environment
+/// (`mcp::check_environment`); a web tool restricted to domains the environment
+/// never lets through is accepted, and every call of it then fails at runtime.
+#[tokio::test]
+async fn a_web_tool_domain_outside_a_limited_environments_hosts_is_refused_at_create() {
+    let h = Harness::new();
+    let env = h
+        .post(
+            "/v1/environments",
+            &json!({"name": "limited", "config": {"type": "cloud",
+                "networking": {"type": "limited", "allowed_hosts": ["example.com"]}}}),
+        )
+        .await
+        .ok();
+    let agent = h
+        .agent_with(&json!({
+            "name": "fetcher",
+            "model": "claude-sonnet-4-6",
+            "tools": [{"type": "agent_toolset_20260401",
+                "configs": [{"name": "web_fetch", "allowed_domains": ["other.org"]}]}],
+        }))
+        .await;
+    let resp = h.post("/v1/sessions", &json!({"agent": id(&agent), "environment_id": id(&env)})).await;
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "web_fetch.allowed_domains [other.org] is outside the environment's allowed_hosts [example.com], got {}: {}",
+        resp.status,
+        resp.text()
+    );
+    resp.invalid();
+}
