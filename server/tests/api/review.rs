@@ -256,3 +256,33 @@ async fn a_web_tool_domain_outside_a_limited_environments_hosts_is_refused_at_cr
     );
     resp.invalid();
 }
+
+/// Behaviour digest §8.3 (web_fetch / web_search config): "`allowed_domains` or
+/// `blocked_domains` (... plain ASCII hostnames, subdomains covered, no IPs, no bare
+/// TLD/public suffix/single label, no `localhost`/`.local`/...)"; "Violations → 400
+/// `invalid_request_error` naming list and index".
+///
+/// `check_tool_extras` refuses single labels and reserved names but not a public
+/// suffix of more than one label: `co.uk` (every UK company's domain) is accepted
+/// as if it were one registrable domain.
+#[tokio::test]
+async fn a_public_suffix_is_refused_as_a_web_tool_domain() {
+    let h = Harness::new();
+    for domain in ["co.uk", "org.uk"] {
+        let body = json!({
+            "name": "fetcher",
+            "model": "claude-sonnet-4-6",
+            "tools": [{"type": "agent_toolset_20260401",
+                "configs": [{"name": "web_fetch", "allowed_domains": [domain]}]}],
+        });
+        let resp = h.post("/v1/agents", &body).await;
+        assert_eq!(
+            resp.status.as_u16(),
+            400,
+            "allowed_domains [{domain}] is a public suffix, got {}: {}",
+            resp.status,
+            resp.text()
+        );
+        resp.invalid();
+    }
+}
