@@ -286,3 +286,41 @@ async fn a_public_suffix_is_refused_as_a_web_tool_domain() {
         resp.invalid();
     }
 }
+
+/// Behaviour digest §9 (Multiagent threads): "Coordinator agent has `multiagent.agents`
+/// (1–**20** distinct entries): agent id ..., `{type:"agent",id,version}`,
+/// `{type:"self"}` (≤1), and `{type:"advisor", model}` (≤1, reserved name
+/// `anthropic.advisor`). Depth limit **1** (referencing an agent with its own roster →
+/// validation error)."
+///
+/// `tools::resolve_multiagent` checks each entry's shape and the count only: a
+/// roster naming `self` twice, the same agent twice, two advisors, or an agent
+/// that is itself a coordinator is stored. (The existing
+/// `agents::multiagent_must_be_a_known_shape` even expects 20 `self` entries to be
+/// accepted, which the reference's "≤1" contradicts.)
+#[tokio::test]
+async fn a_coordinator_roster_holds_distinct_entries_one_self_one_advisor_and_no_nested_roster() {
+    let h = Harness::new();
+    let member = h.agent("member").await;
+    let nested = h
+        .agent_with(&json!({"name": "sub-lead", "model": "claude-sonnet-4-6",
+            "multiagent": {"type": "coordinator", "agents": [id(&member)]}}))
+        .await;
+    let advisor = json!({"type": "advisor", "model": "claude-opus-4-6"});
+    let cases = [
+        ("self twice", json!([{"type": "self"}, {"type": "self"}])),
+        ("the same agent twice", json!([id(&member), id(&member)])),
+        ("two advisors", json!([advisor, advisor])),
+        ("a member with its own roster", json!([id(&nested)])),
+    ];
+    let mut accepted = Vec::new();
+    for (case, roster) in cases {
+        let body = json!({"name": "lead", "model": "claude-sonnet-4-6",
+            "multiagent": {"type": "coordinator", "agents": roster}});
+        let resp = h.post("/v1/agents", &body).await;
+        if resp.status.as_u16() != 400 {
+            accepted.push(format!("{case}: {}", resp.status));
+        }
+    }
+    assert!(accepted.is_empty(), "rosters the reference refuses were accepted:\n{}", accepted.join("\n"));
+}
