@@ -431,7 +431,12 @@ pub async fn list(
     let resources = state.blocking(move |store| load_session(store, &tenant, id, false).map(|(_, r)| r)).await?;
     let start = match after {
         None => 0,
-        Some(after) => resources.iter().position(|r| r.id == after).map_or(resources.len(), |idx| idx + 1),
+        // A cursor whose resource was deleted since goes on with the first
+        // one attached after it (ids grow with attach time).
+        Some(after) => match resources.iter().position(|r| r.id == after) {
+            Some(idx) => idx + 1,
+            None => resources.iter().position(|r| r.id > after).unwrap_or(resources.len()),
+        },
     };
     let rest = &resources[start.min(resources.len())..];
     let n = limit.unwrap_or(rest.len()).min(rest.len());
