@@ -889,11 +889,32 @@ pub async fn list(
                     if data.len() == limit
                         && let Some(after) = next_cursor
                     {
-                        let more = if type_filter {
-                            !store.scan_types(id, &types, after, 1)?.is_empty()
-                        } else {
-                            more_public_after(store, id, after)?
-                        };
+                        // With the whole filter (types, public, created_at),
+                        // as the descending probe; if its budget runs out
+                        // first, the cursor stays: at worst the next page is
+                        // empty.
+                        let mut more = true;
+                        let mut probe = after;
+                        for _ in 0..MAX_LIST_STEPS {
+                            let records = if type_filter {
+                                store.scan_types(id, &types, probe, LIST_STEP)?
+                            } else {
+                                store.read(id, probe, LIST_STEP)?
+                            };
+                            let Some(last) = records.last() else {
+                                more = false;
+                                break;
+                            };
+                            let next = Seq::new(last.seq().get() + 1);
+                            if records.iter().map(&keep).any(|r| matches!(r, Ok(Some(_)))) {
+                                break;
+                            }
+                            if records.len() < LIST_STEP {
+                                more = false;
+                                break;
+                            }
+                            probe = next;
+                        }
                         if !more {
                             next_cursor = None;
                         }
@@ -981,22 +1002,6 @@ pub async fn list(
         })
         .await?;
     Ok(Json(page))
-}
-
-fn more_public_after(store: &SledStore, session: SessionId, after: Seq) -> Result<bool, ApiError> {
-    let mut from = after;
-    for _ in 0..MAX_LIST_STEPS {
-        let records = store.read(session, from, LIST_STEP)?;
-        let Some(last) = records.last() else { return Ok(false) };
-        for record in &records {
-            let entry = record.entry().map_err(ApiError::internal)?;
-            if entry.event.event_type().is_public() {
-                return Ok(true);
-            }
-        }
-        from = Seq::new(last.seq().get() + 1);
-    }
-    Ok(true)
 }
 
 /// Reads the stored session object of `id`, for handlers outside this module.
