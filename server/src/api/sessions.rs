@@ -62,6 +62,10 @@ pub struct StoredSession {
     /// The resources as the API shows them, read from the log (never stored).
     #[serde(skip)]
     pub resources: Vec<Value>,
+    /// One per `user.define_outcome`, as its evaluation spans leave it, read
+    /// from the log (never stored).
+    #[serde(skip)]
+    pub outcome_evaluations: Vec<Value>,
 }
 
 /// Cumulative usage the session object shows.
@@ -203,7 +207,7 @@ impl StoredSession {
             "metadata": self.metadata,
             "resources": self.resources,
             "vault_ids": [],
-            "outcome_evaluations": [],
+            "outcome_evaluations": self.outcome_evaluations,
             "budget": self.budget,
             "deployment_id": null,
             "stats": {"active_seconds": self.usage.active_seconds, "duration_seconds": duration},
@@ -265,6 +269,7 @@ impl AgentOverrides {
             }
             snapshot.system = system.filter(|s| !s.is_empty());
         }
+        let tools_or_skills = self.tools.is_some() || self.skills.is_some();
         if let Some(tools) = self.tools {
             snapshot.tools = resolve_tools(&tools.unwrap_or_default())?;
         }
@@ -273,6 +278,14 @@ impl AgentOverrides {
         }
         if let Some(skills) = self.skills {
             snapshot.skills = resolve_skills(skills.unwrap_or_default())?;
+        }
+        // Behaviour digest §3.2: skills are loaded with `read`, so overrides
+        // may not leave skills without it.
+        if tools_or_skills && !snapshot.skills.is_empty() && !crate::tools::is_enabled(&snapshot.tools, "read") {
+            return Err(ApiError::invalid(
+                "agent.tools: the agent's skills need the read tool (an agent_toolset_20260401 with read enabled); \
+                 keep it or clear skills too",
+            ));
         }
         check_mcp(&snapshot.mcp_servers, &snapshot.tools)
     }
@@ -347,7 +360,11 @@ pub async fn create(
             let (_, env) = environments::load(store, &tenant, env_id)?;
             check_can_start(env_id, &env)?;
             let (agent, from_agent_ref) = resolve_agent(store, &tenant, agent_ref)?;
+            if budget.is_some() {
+                check_budgetable(&agent.model)?;
+            }
             crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
+            crate::tools::check_environment(&agent.tools, &env.config)?;
             let self_hosted = matches!(env.config, EnvConfig::SelfHosted {});
             let mut session = StoredSession {
                 id,
@@ -366,6 +383,7 @@ pub async fn create(
                 usage: UsageView::default(),
                 outputs: std::collections::BTreeMap::new(),
                 resources: Vec::new(),
+                outcome_evaluations: Vec::new(),
             };
             if self_hosted && !specs.is_empty() {
                 return Err(super::resources::self_hosted_error(&session));
@@ -449,6 +467,20 @@ fn check_not_archived(agent: &Agent) -> Result<(), ApiError> {
         return Err(ApiError::invalid(format!("agent {} is archived and cannot start sessions", agent.id)));
     }
     Ok(())
+}
+
+/// A budget needs a list price to count against (behaviour digest §12:
+/// "Models without list price → 400 at create").
+pub(crate) fn check_budgetable(model: &ModelConfig) -> Result<(), ApiError> {
+    let totals = logbook_replay::Totals::default();
+    match crate::runner::pricing::list_cost_cents(&model.id, &totals) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::invalid(format!(
+            "budget: model {} has no list price on this server, so a budget cannot be kept",
+            model.id
+        ))
+        .with_code("model_not_budgetable")),
+    }
 }
 
 fn check_budget(budget: &Value) -> Result<(), ApiError> {
@@ -560,6 +592,9 @@ pub async fn update(
                 }
                 if let Some(tools) = agent.tools {
                     next.agent.tools = resolve_tools(&tools.unwrap_or_default())?;
+                    if let Ok((_, env)) = environments::load(store, &tenant, current.environment_id) {
+                        crate::tools::check_environment(&next.agent.tools, &env.config)?;
+                    }
                 }
                 if let Some(servers) = agent.mcp_servers {
                     next.agent.mcp_servers = servers.unwrap_or_default();
@@ -919,6 +954,7 @@ pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<S
         session.status = status;
     }
     session.resources = super::resources::attached(store, session.id)?.iter().map(super::resources::to_wire).collect();
+    session.outcome_evaluations = outcome_evaluations(store, session.id)?;
     if let Some(record) = store.last_of_types(session.id, &[EventType::SessionUsage])? {
         let entry = record.entry().map_err(ApiError::internal)?;
         if let Event::SessionUsage(usage) = entry.event {
@@ -939,6 +975,61 @@ pub fn with_log_state(store: &SledStore, mut session: StoredSession) -> Result<S
         }
     }
     Ok(session)
+}
+
+/// Outcome events read per session for `outcome_evaluations` (outcomes and
+/// their evaluation spans; a session defines a few, each evaluated at most
+/// 20 times): what lies beyond is not shown.
+const MAX_OUTCOME_EVENTS: usize = 4096;
+
+/// The session's `outcome_evaluations`: one per `user.define_outcome`, in
+/// order, `pending` until an evaluation span names it, then `evaluating`,
+/// then the verdict of its last `span.outcome_evaluation_end` (API digest
+/// §3.3). Logbook's runner does not grade outcomes itself; the spans come
+/// from imported logs.
+fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, ApiError> {
+    use logbook_core::event::EventType;
+    use logbook_store::Read;
+    let types = [
+        EventType::UserDefineOutcome,
+        EventType::SpanOutcomeEvaluationStart,
+        EventType::SpanOutcomeEvaluationOngoing,
+        EventType::SpanOutcomeEvaluationEnd,
+    ];
+    let records = store.scan_types(id, &types, logbook_core::Seq::ZERO, MAX_OUTCOME_EVENTS)?;
+    let mut evaluations: Vec<(logbook_core::OutcomeId, Map<String, Value>)> = Vec::new();
+    for record in records {
+        let entry = record.entry().map_err(ApiError::internal)?;
+        let (outcome_id, update) = if let Event::UserDefineOutcome(defined) = &entry.event {
+            let mut evaluation = Map::new();
+            evaluation.insert("type".to_owned(), json!("outcome_evaluation"));
+            evaluation.insert("outcome_id".to_owned(), json!(defined.outcome_id));
+            evaluation.insert("description".to_owned(), json!(defined.description));
+            evaluation.insert("iteration".to_owned(), json!(0));
+            evaluation.insert("result".to_owned(), json!("pending"));
+            evaluations.push((defined.outcome_id, evaluation));
+            continue;
+        } else if let Event::SpanOutcomeEvaluationStart(span) = &entry.event {
+            (span.outcome_id, json!({"iteration": span.iteration, "result": "evaluating"}))
+        } else if let Event::SpanOutcomeEvaluationOngoing(span) = &entry.event {
+            (span.outcome_id, json!({"iteration": span.iteration, "result": "evaluating"}))
+        } else if let Event::SpanOutcomeEvaluationEnd(span) = &entry.event {
+            let update = json!({"iteration": span.iteration, "result": span.result,
+                "explanation": span.explanation, "completed_at": entry.at});
+            (span.outcome_id, update)
+        } else {
+            continue;
+        };
+        if let Some((_, evaluation)) = evaluations.iter_mut().find(|(id, _)| *id == outcome_id)
+            && let Value::Object(update) = update
+        {
+            // A new iteration's span leaves the last verdict behind.
+            evaluation.remove("explanation");
+            evaluation.remove("completed_at");
+            evaluation.extend(update);
+        }
+    }
+    Ok(evaluations.into_iter().map(|(_, evaluation)| Value::Object(evaluation)).collect())
 }
 
 /// The session's last status event, if it has one (the log is the truth for

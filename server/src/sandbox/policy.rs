@@ -114,6 +114,28 @@ impl EgressPolicy {
             }
         }
     }
+
+    /// Whether some host at or under `domain` (a web tool's `allowed_domains`
+    /// entry, which covers its subdomains) may be reached: `domain` itself,
+    /// or a rule naming a host beneath it.
+    pub fn reaches_within(&self, domain: &str) -> bool {
+        match self {
+            EgressPolicy::Open => true,
+            EgressPolicy::Hosts(rules) => {
+                let domain = normalize(domain);
+                let beneath = |host: &str| {
+                    host == domain
+                        || (host.len() > domain.len() + 1
+                            && host.ends_with(domain.as_str())
+                            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+                };
+                self.allows(&domain)
+                    || rules.iter().any(|rule| match rule {
+                        HostRule::Exact(host) | HostRule::Subdomains(host) => beneath(host),
+                    })
+            }
+        }
+    }
 }
 
 impl HostRule {

@@ -187,6 +187,39 @@ pub fn egress_of(environment: Option<&Environment>) -> EgressPolicy {
     }
 }
 
+/// The web tools that take `allowed_domains`.
+const WEB_TOOLS: [&str; 2] = ["web_fetch", "web_search"];
+
+/// Refuses an enabled web tool whose `allowed_domains` names a domain a
+/// `limited` environment never lets it reach (behaviour digest §6.4: such a
+/// session is refused at create and update, rather than failing every call).
+pub fn check_environment(tools: &[Tool], config: &EnvConfig) -> Result<(), crate::api::error::ApiError> {
+    let EnvConfig::Cloud { networking: networking @ crate::api::environments::Networking::Limited { .. }, .. } = config
+    else {
+        return Ok(());
+    };
+    let policy = EgressPolicy::from_networking(networking);
+    for name in WEB_TOOLS.into_iter().filter(|name| is_enabled(tools, name)) {
+        let domains = tools.iter().filter_map(|tool| match tool {
+            Tool::AgentToolset { configs, .. } => configs.iter().find(|config| config.name == name),
+            Tool::McpToolset { .. } | Tool::Custom { .. } => None,
+        });
+        let domains = domains
+            .filter_map(|config| config.extra.get("allowed_domains").and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str);
+        for (idx, domain) in domains.enumerate() {
+            if !policy.reaches_within(domain) {
+                return Err(crate::api::error::ApiError::invalid(format!(
+                    "agent.tools: {name}.allowed_domains[{idx}] {domain:?} is not within the environment's \
+                     networking.allowed_hosts, so {name} could never reach it; add it there or remove it"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_file_tool(roots: &files::Roots, tool: ServerTool, input: &Value) -> ToolOutcome {
     match tool {
         ServerTool::Read => files::read(roots, input),
@@ -205,7 +238,7 @@ fn needs_spill(outcome: &ToolOutcome) -> bool {
 
 /// Whether the agent's built-in toolset enables `name` (per-tool config over
 /// the toolset default; no toolset, no built-in tools).
-fn is_enabled(tools: &[Tool], name: &str) -> bool {
+pub(crate) fn is_enabled(tools: &[Tool], name: &str) -> bool {
     tools.iter().any(|tool| match tool {
         Tool::AgentToolset { default_config, configs } => {
             configs.iter().find(|config| config.name == name).map_or(default_config.enabled, |config| config.enabled)

@@ -143,12 +143,18 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     let mut agent = agent_at(&projected, &parent);
     if let Some(overrides) = body.agent {
         overrides.apply(&mut agent)?;
+        // The fork keeps its parent's budget: a model override must be
+        // priced, as at create.
+        if parent.budget.is_some() {
+            sessions::check_budgetable(&agent.model)?;
+        }
     }
     // A fork starts a session in its parent's environment: the rules of
     // starting one there hold (session create checks the same).
     let (_, env) = environments::load(store, &place.tenant, parent.environment_id)?;
     sessions::check_can_start(parent.environment_id, &env)?;
     crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
+    crate::tools::check_environment(&agent.tools, &env.config)?;
     let session = StoredSession {
         id: place.child,
         status,
@@ -166,6 +172,7 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
         usage: sessions::UsageView::default(),
         outputs: std::collections::BTreeMap::new(),
         resources: Vec::new(),
+        outcome_evaluations: Vec::new(),
     };
     let parent_record = store
         .read(place.parent, at, 1)?
