@@ -1366,3 +1366,35 @@ async fn a_self_hosted_session_waiting_on_a_worker_that_never_comes_can_be_archi
         "a self-hosted session whose input waits behind a worker that never comes cannot be archived"
     );
 }
+
+/// Goal: under a `limited` environment, a web tool's `allowed_domains` must
+/// reach something the environment allows: the domain itself or a host
+/// beneath it is enough, and the rule holds for a tools update too, not only
+/// at create (behaviour digest §6.4).
+#[tokio::test]
+async fn web_tool_domains_are_checked_against_a_limited_environment_at_create_and_update() {
+    let h = Harness::new();
+    let env = h
+        .post(
+            "/v1/environments",
+            &json!({"name": "limited", "config": {"type": "cloud",
+                "networking": {"type": "limited", "allowed_hosts": ["example.com", "api.example.org"]}}}),
+        )
+        .await
+        .ok();
+    let fetch_only = |domains: Value| json!([{"type": "agent_toolset_20260401", "configs": [{"name": "web_fetch", "allowed_domains": domains}]}]);
+    let agent = h
+        .agent_with(&json!({"name": "fetcher", "model": "claude-sonnet-4-6",
+            "tools": fetch_only(json!(["example.com", "example.org"]))}))
+        .await;
+    // example.com is allowed; example.org is not, but api.example.org beneath it is.
+    let session = h.post("/v1/sessions", &json!({"agent": id(&agent), "environment_id": id(&env)})).await.ok();
+    let path = format!("/v1/sessions/{}", id(&session));
+    let refused = h.post(&path, &json!({"agent": {"tools": fetch_only(json!(["example.com", "other.net"]))}})).await;
+    let body = refused.invalid();
+    assert!(body["error"]["message"].as_str().unwrap().contains("allowed_domains[1] \"other.net\""), "{body}");
+    // A disabled web tool is not checked.
+    let disabled = json!([{"type": "agent_toolset_20260401",
+        "configs": [{"name": "web_fetch", "enabled": false, "allowed_domains": ["other.net"]}]}]);
+    h.post(&path, &json!({"agent": {"tools": disabled}})).await.ok();
+}
