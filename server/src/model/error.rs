@@ -23,12 +23,14 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 2_048;
 /// runner's decision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
-    /// 429: the organisation's rate limit was hit.
+    /// 429: the organisation's rate limit was hit. `retryable` is false only
+    /// when the endpoint said `x-should-retry: false`.
     #[error("rate limited by the model API: {message}")]
-    RateLimited { retry_after: Option<Duration>, message: String },
-    /// 529, or an `overloaded_error` event in the stream.
+    RateLimited { retry_after: Option<Duration>, message: String, retryable: bool },
+    /// 529, or an `overloaded_error` event in the stream (`retryable` as for
+    /// [`ModelError::RateLimited`]).
     #[error("the model API is overloaded: {message}")]
-    Overloaded { retry_after: Option<Duration>, message: String },
+    Overloaded { retry_after: Option<Duration>, message: String, retryable: bool },
     /// The server failed or could not finish: a 5xx other than 529, 408
     /// (request timeout), 409 (conflict), or an `api_error`, `timeout_error`
     /// or `conflict_error` event in the stream. The official SDKs retry all
@@ -61,11 +63,8 @@ impl ModelError {
     /// Whether the same request may succeed when sent again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ModelError::RateLimited { .. }
-            | ModelError::Overloaded { .. }
-            | ModelError::Server { .. }
-            | ModelError::Broken { .. }
-            | ModelError::Connect { .. } => true,
+            ModelError::RateLimited { retryable, .. } | ModelError::Overloaded { retryable, .. } => *retryable,
+            ModelError::Server { .. } | ModelError::Broken { .. } | ModelError::Connect { .. } => true,
             ModelError::Authentication { .. } | ModelError::Billing { .. } | ModelError::InvalidRequest { .. } => false,
         }
     }
@@ -88,8 +87,8 @@ impl ModelError {
     pub(crate) fn from_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ModelError {
         let message = error_message(body).unwrap_or_else(|| format!("HTTP status {status}"));
         match status {
-            429 => ModelError::RateLimited { retry_after, message },
-            529 => ModelError::Overloaded { retry_after, message },
+            429 => ModelError::RateLimited { retry_after, message, retryable: true },
+            529 => ModelError::Overloaded { retry_after, message, retryable: true },
             401 | 403 => ModelError::Authentication { message },
             402 => ModelError::Billing { message },
             // Transient, as the official SDKs treat them (they retry 408,
@@ -112,11 +111,12 @@ impl ModelError {
                 ModelError::Server { status, message }
             }
             (Some("false"), ModelError::Server { status, message }) => ModelError::InvalidRequest { status, message },
-            (Some("false"), ModelError::RateLimited { message, .. }) => {
-                ModelError::InvalidRequest { status: 429, message }
+            // Still reported as what they are, only not retried.
+            (Some("false"), ModelError::RateLimited { retry_after, message, .. }) => {
+                ModelError::RateLimited { retry_after, message, retryable: false }
             }
-            (Some("false"), ModelError::Overloaded { message, .. }) => {
-                ModelError::InvalidRequest { status: 529, message }
+            (Some("false"), ModelError::Overloaded { retry_after, message, .. }) => {
+                ModelError::Overloaded { retry_after, message, retryable: false }
             }
             (
                 _,
@@ -144,8 +144,8 @@ impl ModelError {
             .map(|m| truncate(&format!("{kind}: {m}"), MAX_ERROR_MESSAGE_BYTES))
             .unwrap_or_else(|| format!("error event {kind:?}"));
         match kind {
-            "overloaded_error" => ModelError::Overloaded { retry_after: None, message },
-            "rate_limit_error" => ModelError::RateLimited { retry_after: None, message },
+            "overloaded_error" => ModelError::Overloaded { retry_after: None, message, retryable: true },
+            "rate_limit_error" => ModelError::RateLimited { retry_after: None, message, retryable: true },
             "authentication_error" | "permission_error" => ModelError::Authentication { message },
             "billing_error" => ModelError::Billing { message },
             "invalid_request_error" => ModelError::InvalidRequest { status: 400, message },

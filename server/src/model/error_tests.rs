@@ -16,8 +16,22 @@ fn envelope(kind: &str, message: &str) -> Vec<u8> {
 fn statuses_map_to_variants() {
     let wait = Some(Duration::from_secs(3));
     let cases = [
-        (429, ModelError::RateLimited { retry_after: wait, message: "rate_limit_error: slow down".into() }),
-        (529, ModelError::Overloaded { retry_after: wait, message: "rate_limit_error: slow down".into() }),
+        (
+            429,
+            ModelError::RateLimited {
+                retry_after: wait,
+                message: "rate_limit_error: slow down".into(),
+                retryable: true,
+            },
+        ),
+        (
+            529,
+            ModelError::Overloaded {
+                retry_after: wait,
+                message: "rate_limit_error: slow down".into(),
+                retryable: true,
+            },
+        ),
         (500, ModelError::Server { status: 500, message: "rate_limit_error: slow down".into() }),
         (503, ModelError::Server { status: 503, message: "rate_limit_error: slow down".into() }),
         (401, ModelError::Authentication { message: "rate_limit_error: slow down".into() }),
@@ -35,8 +49,8 @@ fn statuses_map_to_variants() {
 fn retryable_and_retry_after() {
     let wait = Some(Duration::from_millis(1500));
     let retryable = [
-        ModelError::RateLimited { retry_after: wait, message: String::new() },
-        ModelError::Overloaded { retry_after: wait, message: String::new() },
+        ModelError::RateLimited { retry_after: wait, message: String::new(), retryable: true },
+        ModelError::Overloaded { retry_after: wait, message: String::new(), retryable: true },
         ModelError::Server { status: 502, message: String::new() },
         ModelError::Broken { reason: String::new() },
         ModelError::Connect { reason: String::new() },
@@ -83,11 +97,11 @@ fn error_events_map_by_type() {
     let message = |kind: &str| format!("{kind}: m");
     assert_eq!(
         ModelError::from_error_event(&event("overloaded_error")),
-        ModelError::Overloaded { retry_after: None, message: message("overloaded_error") }
+        ModelError::Overloaded { retry_after: None, message: message("overloaded_error"), retryable: true }
     );
     assert_eq!(
         ModelError::from_error_event(&event("rate_limit_error")),
-        ModelError::RateLimited { retry_after: None, message: message("rate_limit_error") }
+        ModelError::RateLimited { retry_after: None, message: message("rate_limit_error"), retryable: true }
     );
     assert_eq!(
         ModelError::from_error_event(&event("api_error")),
@@ -179,4 +193,8 @@ fn x_should_retry_overrides_the_status() {
     }
     // Credentials are not fixed by a retry, whatever the header says.
     assert!(!status(401, Some("true")).is_retryable());
+    // A final rate limit or overload is still reported as what it is (the
+    // session.error's type), only not retried.
+    assert!(matches!(status(429, Some("false")), ModelError::RateLimited { retryable: false, .. }));
+    assert!(matches!(status(529, Some("false")), ModelError::Overloaded { retryable: false, .. }));
 }

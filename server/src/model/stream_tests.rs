@@ -384,7 +384,11 @@ async fn error_event_mid_stream() {
     let result = read_str(&stream).await;
     assert_eq!(
         result,
-        Err(ModelError::Overloaded { retry_after: None, message: "overloaded_error: Overloaded".to_owned() })
+        Err(ModelError::Overloaded {
+            retry_after: None,
+            message: "overloaded_error: Overloaded".to_owned(),
+            retryable: true
+        })
     );
     assert!(result.is_err_and(|error| error.is_retryable()));
 
