@@ -851,6 +851,15 @@ pub async fn list(
                 }
                 serde_json::to_value(&entry).map(Some).map_err(ApiError::internal)
             };
+            // The next step of an ascending walk from `from`: records of the
+            // asked types through the type index, or every record.
+            let read_step = |from: Seq| -> Result<Vec<Record>, ApiError> {
+                Ok(if type_filter {
+                    store.scan_types(id, &types, from, LIST_STEP)?
+                } else {
+                    store.read(id, from, LIST_STEP)?
+                })
+            };
             let mut data = Vec::new();
             let mut next_cursor: Option<Seq> = None;
             match order {
@@ -858,11 +867,7 @@ pub async fn list(
                     let mut from = cursor.unwrap_or(Seq::ZERO);
                     let mut exhausted = false;
                     for _ in 0..MAX_LIST_STEPS {
-                        let records = if type_filter {
-                            store.scan_types(id, &types, from, LIST_STEP)?
-                        } else {
-                            store.read(id, from, LIST_STEP)?
-                        };
+                        let records = read_step(from)?;
                         let Some(last) = records.last() else {
                             exhausted = true;
                             break;
@@ -896,11 +901,7 @@ pub async fn list(
                         let mut more = true;
                         let mut probe = after;
                         for _ in 0..MAX_LIST_STEPS {
-                            let records = if type_filter {
-                                store.scan_types(id, &types, probe, LIST_STEP)?
-                            } else {
-                                store.read(id, probe, LIST_STEP)?
-                            };
+                            let records = read_step(probe)?;
                             let Some(last) = records.last() else {
                                 more = false;
                                 break;
