@@ -556,7 +556,8 @@ pub async fn update(
                     (None, Some(_)) => {
                         return Err(ApiError::invalid(
                             "budget: a budget can only be set when the session is created (budget_create_only)",
-                        ));
+                        )
+                        .with_code("budget_create_only"));
                     }
                     (_, Some(budget)) => {
                         check_budget(&budget)?;

@@ -289,7 +289,8 @@ async fn budget_validation() {
     // Now it has none: a budget cannot be added.
     h.post(&path, &json!({"budget": good})).await.invalid();
     let plain = h.session(&agent, &env).await;
-    h.post(&format!("/v1/sessions/{}", id(&plain)), &json!({"budget": good})).await.invalid();
+    let refused = h.post(&format!("/v1/sessions/{}", id(&plain)), &json!({"budget": good})).await.invalid();
+    assert_eq!(refused["error"]["details"]["error_code"], "budget_create_only", "{refused}");
 }
 
 #[tokio::test]
