@@ -6,6 +6,7 @@ mod fault;
 mod forks;
 mod migration;
 mod model;
+mod review;
 mod tamper;
 
 use std::path::PathBuf;

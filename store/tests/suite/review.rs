@@ -1,0 +1,47 @@
+//! Review (store): failing tests that demonstrate defects found in review.
+//! Each test states the promise it checks; see the commit that added it.
+
+use logbook_core::Seq;
+use logbook_store::engine::Engine;
+use logbook_store::wal::{self, RECORD_HEADER_BYTES};
+use logbook_store::{Append, Error, Fork, Read};
+
+use super::{Fixture, MemFixture, entries, session};
+
+/// Flips one byte of the body of `session`'s own record at `seq`, in the log.
+fn damage_record(fixture: &MemFixture, s: logbook_core::SessionId, seq: u64) {
+    let location = fixture.store().locate(s, Seq::new(seq)).unwrap().unwrap();
+    let log = fixture.store().engine().log_dir();
+    let segment = log.open_segment(wal::segment_of(location.lsn), false).unwrap();
+    let at = wal::offset_of(location.lsn) + RECORD_HEADER_BYTES as u64 + 3;
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, at).unwrap();
+    segment.write_at(&[byte[0] ^ 0x20], at).unwrap();
+    segment.sync_data().unwrap();
+}
+
+/// Goal: damage to a parent's record *past* a fork point quarantines the
+/// parent only; the fork, whose inherited prefix (the parent's records up to
+/// the fork point) is intact, keeps reading ("a damaged session is
+/// quarantined and the others keep working", ARCHITECTURE.md). Method: a
+/// parent of 12 records, a fork at seq 2, the parent's seq 11 damaged in the
+/// log, reopen (the tail check quarantines the parent), read the fork.
+#[test]
+fn damage_past_a_fork_point_leaves_the_fork_readable() {
+    let fixture = MemFixture::new();
+    let (parent, child) = (session(300), session(301));
+    let parent_records = fixture.store().append(parent, Seq::ZERO, &entries(0..12)).unwrap();
+    let own = fixture.store().fork(child, parent, Seq::new(2), &entries(50..53)).unwrap();
+    damage_record(&fixture, parent, 11);
+    let fixture = fixture.reopen();
+    assert!(
+        matches!(fixture.store().read(parent, Seq::new(11), 1), Err(Error::Corrupted(_))),
+        "the parent's damaged record is refused"
+    );
+    let read = fixture.store().read(child, Seq::ZERO, 100).unwrap_or_else(|err| {
+        panic!("the fork's records 0..=2 (inherited, intact) and 3..6 (its own) must read, got: {err}")
+    });
+    assert_eq!(read.len(), 6);
+    assert_eq!(read[2].hash(), parent_records[2].hash());
+    assert_eq!(read[3..], own[..]);
+}
