@@ -337,3 +337,28 @@ fn an_entry_length_no_batch_could_hold_is_refused_before_reading() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     assert!(read_entry(&*dir, Location { lsn, len: 48 }).is_ok());
 }
+
+/// Goal: a damaged header on a segment that holds more than one batch is
+/// reported, not taken for a segment torn at creation. A rollover writes the
+/// header and the segment's first batch in one write and only writes the next
+/// batch once that one is durable, so a second batch proves the header was
+/// durable too; ending the log before the segment silently drops the
+/// acknowledged batches in it, and the next rollover overwrites them. Method:
+/// batches of 20 MiB, so the fourth and fifth are in segment 1; zero segment
+/// 1's header (as a zeroed disk block would), scan.
+#[test]
+fn a_damaged_header_on_a_segment_holding_several_batches_is_reported() {
+    let dir = dir();
+    let (_, written) = write_big_batches(&dir, 5);
+    assert_eq!(written.iter().map(|h| segment_of(h.lsn)).collect::<Vec<_>>(), [0, 0, 0, 1, 1]);
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    match scan_all(&dir) {
+        Err(ScanError::BadSegment { segment: 1, .. } | ScanError::Damaged { .. }) => {}
+        Ok((read, end)) => panic!(
+            "segment 1's two acknowledged batches were dropped without a word: the log reads {} batches and ends at {}",
+            read.len(),
+            Lsn(end.end)
+        ),
+        Err(other) => panic!("expected damage in segment 1, got {other}"),
+    }
+}
