@@ -45,3 +45,32 @@ fn damage_past_a_fork_point_leaves_the_fork_readable() {
     assert_eq!(read[2].hash(), parent_records[2].hash());
     assert_eq!(read[3..], own[..]);
 }
+
+/// Goal: a fork the store accepted and acknowledged opens again. A fork of a
+/// fork at a seq the grandparent stores has a one-part ancestry however long
+/// the chain of forks, and `fork` accepts it (its limit is on the flattened
+/// ancestry); reopening must not refuse what was accepted. Method: a chain of
+/// 70 forks, each of the previous one at seq 2 (a record of the root), with
+/// ids that sort before their parents' (the store takes ids from its caller),
+/// reopen, read the last fork.
+#[test]
+fn a_long_chain_of_forks_at_an_inherited_seq_survives_reopen() {
+    let fixture = MemFixture::new();
+    let root = session(1000);
+    let root_records = fixture.store().append(root, Seq::ZERO, &entries(0..5)).unwrap();
+    let mut parent = root;
+    for k in 1..=70 {
+        let child = session(900 - k);
+        fixture.store().fork(child, parent, Seq::new(2), &[]).unwrap_or_else(|err| panic!("fork {k}: {err}"));
+        parent = child;
+    }
+    let last = parent;
+    assert_eq!(fixture.store().read(last, Seq::ZERO, 10).unwrap().len(), 3, "before reopening");
+    let fixture = fixture.reopen();
+    let read = fixture
+        .store()
+        .read(last, Seq::ZERO, 10)
+        .unwrap_or_else(|err| panic!("the acknowledged fork is refused after reopening: {err}"));
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[2].hash(), root_records[2].hash());
+}
