@@ -2,9 +2,9 @@
 //! Each test states the promise it checks; see the commit that added it.
 
 use logbook_core::Seq;
-use logbook_store::engine::Engine;
+use logbook_store::engine::{Engine, Tree};
 use logbook_store::wal::{self, RECORD_HEADER_BYTES};
-use logbook_store::{Append, Error, Fork, Read};
+use logbook_store::{Append, Error, Fork, Read, keys};
 
 use super::{Fixture, MemFixture, entries, session};
 
@@ -73,4 +73,33 @@ fn a_long_chain_of_forks_at_an_inherited_seq_survives_reopen() {
         .unwrap_or_else(|err| panic!("the acknowledged fork is refused after reopening: {err}"));
     assert_eq!(read.len(), 3);
     assert_eq!(read[2].hash(), root_records[2].hash());
+}
+
+/// Goal: a damaged index entry is reported as corruption naming the session
+/// and seq (ARCHITECTURE.md: "corruption is a value (`Corruption` naming the
+/// session and seq)"), like every other damaged location, not as a failure of
+/// the storage engine that a caller would take for transient and retry.
+/// Method: the location of seq 3 in the checkpointed index given a length no
+/// batch can hold (the bytes as a flipped high bit of the length would leave
+/// them), caches dropped, read.
+#[test]
+fn an_index_location_longer_than_any_batch_is_corruption() {
+    let fixture = MemFixture::new();
+    let s = session(400);
+    for i in 0..6 {
+        fixture.store().append(s, Seq::new(i), &entries(i..i + 1)).unwrap();
+    }
+    fixture.store().checkpoint().unwrap();
+    let engine = fixture.store().engine();
+    let key = keys::locations_key(s, Seq::ZERO).to_vec();
+    let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+    // `first[1]` then `lsn[8] len[4] type[2]` per seq: the high byte of seq 3's length.
+    let at = 1 + 3 * 14 + 8 + 3;
+    chunk[at] ^= 0x80;
+    engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+    fixture.store().clear_caches();
+    match fixture.store().read(s, Seq::ZERO, 10) {
+        Err(Error::Corrupted(corruption)) => assert_eq!((corruption.session, corruption.seq), (s, Seq::new(3))),
+        other => panic!("expected corruption of {s} at seq 3, got {other:?}"),
+    }
 }
