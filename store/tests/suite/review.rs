@@ -4,9 +4,9 @@
 use logbook_core::Seq;
 use logbook_store::engine::{Engine, Tree};
 use logbook_store::wal::{self, RECORD_HEADER_BYTES};
-use logbook_store::{Append, Error, Fork, Read, keys};
+use logbook_store::{Append, Error, Fork, Read, SledStore, WalOptions, keys};
 
-use super::{Fixture, MemFixture, entries, session};
+use super::{Fixture, MemFixture, entries, session, small_sled_options};
 
 /// Flips one byte of the body of `session`'s own record at `seq`, in the log.
 fn damage_record(fixture: &MemFixture, s: logbook_core::SessionId, seq: u64) {
@@ -101,5 +101,49 @@ fn an_index_location_longer_than_any_batch_is_corruption() {
     match fixture.store().read(s, Seq::ZERO, 10) {
         Err(Error::Corrupted(corruption)) => assert_eq!((corruption.session, corruption.seq), (s, Seq::new(3))),
         other => panic!("expected corruption of {s} at seq 3, got {other:?}"),
+    }
+}
+
+/// Goal: a record whose bytes are gone (its segment cut short) is named at
+/// its own seq, not at the first record of the read it was part of (records
+/// before it are intact; "corruption ... naming the session and seq").
+/// Method: 12 records in one append (adjacent in the log), more appends so
+/// that the log rolls into a second small segment and a clean close
+/// checkpoints there, then the first segment cut in the middle of seq 9;
+/// reopen (the tail check reads seqs 4..12 in one run) and read.
+#[test]
+fn a_record_cut_off_the_end_of_its_segment_is_named_at_its_seq() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let wal = WalOptions { segment_bytes: 64 << 10, ..WalOptions::default() };
+    let s = session(500);
+    let location = {
+        let store = SledStore::open_with(&data, &small_sled_options(), &wal).unwrap();
+        store.append(s, Seq::ZERO, &entries(0..12)).unwrap();
+        // Another session's appends until the log is in its second segment.
+        let other = session(501);
+        let mut n = 0;
+        loop {
+            store.append(other, Seq::new(n), &entries(n..n + 4)).unwrap();
+            n += 4;
+            let last = store.locate(other, Seq::new(n - 1)).unwrap().unwrap();
+            if wal::segment_of(last.lsn) > 0 {
+                break;
+            }
+        }
+        store.locate(s, Seq::new(9)).unwrap().unwrap()
+    };
+    assert_eq!(wal::segment_of(location.lsn), 0);
+    let segment = data.join("log").join(format!("{:016x}.wal", 0));
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    file.set_len(wal::offset_of(location.lsn) + u64::from(location.len) / 2).unwrap();
+    drop(file);
+
+    let store = SledStore::open_with(&data, &small_sled_options(), &wal).unwrap();
+    match store.read(s, Seq::ZERO, 100) {
+        Err(Error::Corrupted(corruption)) => {
+            assert_eq!((corruption.session, corruption.seq), (s, Seq::new(9)), "{corruption}");
+        }
+        other => panic!("expected corruption of {s} at seq 9, got {other:?}"),
     }
 }
