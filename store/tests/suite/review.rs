@@ -4,7 +4,7 @@
 use logbook_core::Seq;
 use logbook_store::engine::{Engine, Tree};
 use logbook_store::wal::{self, RECORD_HEADER_BYTES};
-use logbook_store::{Append, Error, Fork, Read, SledStore, WalOptions, keys};
+use logbook_store::{Append, Error, Fork, LogStore, MemEngine, Read, SledStore, WalOptions, keys};
 
 use super::{Fixture, MemFixture, entries, session, small_sled_options};
 
@@ -185,5 +185,52 @@ fn a_type_index_entry_naming_a_record_of_another_type_is_caught() {
         wrong.is_empty() && !report.is_intact(),
         "a scan for {wanted:?} returned seqs {wrong:?} of another type, and verify_all reports the store intact: {}",
         report.is_intact()
+    );
+}
+
+/// Goal: `verify_all` reports damage where it is ("reports every break ...
+/// so independent damage is reported where it is"): one flipped bit in an
+/// old segment's header (outside any record: reads never look at it) must
+/// not make it report every later session broken (the scan stops at the
+/// header, so nothing after it is checked). Method: one session written
+/// until the log rolls into segment 1, another written there, a byte of
+/// segment 0's salt flipped, verify.
+#[test]
+fn a_damaged_old_segment_header_does_not_stop_verification() {
+    let engine = MemEngine::new();
+    let wal = WalOptions { segment_bytes: 4096, ..WalOptions::default() };
+    let store = LogStore::with_options(engine.clone_handle(), &wal).unwrap();
+    let (early, late) = (session(700), session(701));
+    store.append(early, Seq::ZERO, &entries(0..2)).unwrap();
+    // `early` alone until the log has rolled into segment 1, then `late` there.
+    let mut n = 2;
+    loop {
+        store.append(early, Seq::new(n), &entries(n..n + 1)).unwrap();
+        n += 1;
+        let last = store.locate(early, Seq::new(n - 1)).unwrap().unwrap();
+        if wal::segment_of(last.lsn) >= 1 {
+            break;
+        }
+    }
+    store.append(late, Seq::ZERO, &entries(0..3)).unwrap();
+    let late_records = store.read(late, Seq::ZERO, 100).unwrap();
+    assert!(late_records.iter().all(|r| {
+        let l = store.locate(late, r.seq()).unwrap().unwrap();
+        wal::segment_of(l.lsn) >= 1
+    }));
+    assert!(store.verify_all(&mut |_| {}).unwrap().is_intact(), "intact before the damage");
+    let segment = engine.log_dir().open_segment(0, false).unwrap();
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, 30).unwrap();
+    segment.write_at(&[byte[0] ^ 1], 30).unwrap();
+
+    assert_eq!(store.read(late, Seq::ZERO, 100).unwrap(), late_records, "reads never look at the header");
+    let report = store.verify_all(&mut |_| {}).unwrap();
+    assert!(!report.log_errors.is_empty(), "the header's damage is reported");
+    let damaged: Vec<_> = report.damaged().map(|s| (s.session, s.report.first_break().map(|b| b.seq))).collect();
+    assert!(
+        report.damaged().all(|s| s.session != late),
+        "{late}, whose records are all intact in later segments, is reported broken: {damaged:?}; log errors: {:?}",
+        report.log_errors
     );
 }
