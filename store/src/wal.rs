@@ -991,8 +991,18 @@ impl Scan {
             if starts_inside {
                 return Err(bad("has a damaged header, though it holds checkpointed batches"));
             }
-            // A segment whose header never became durable holds nothing.
+            // A segment whose header never became durable holds nothing,
+            // unless a batch in it shows that its header was durable once.
+            // (With a later segment, `next_batch` reports the header anyway.)
             self.offset = SEGMENT_HEADER_BYTES as u64;
+            if !self.segments.contains(&(self.number + 1))
+                && let Some(evidence) = reader.durable_batch_evidence(self.number, self.expected_batch)
+            {
+                let segment = self.number;
+                // The reader stays, so that a salvaging scan reads on from it.
+                self.reader = Some(reader);
+                return Err(damaged_header(segment, evidence));
+            }
         } else if self.offset < SEGMENT_HEADER_BYTES as u64 {
             self.offset = SEGMENT_HEADER_BYTES as u64;
         }
@@ -1009,11 +1019,20 @@ impl Scan {
         let file = self.dir.open_segment(next, false).map_err(|e| ScanError::Io(e.to_string()))?;
         let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
         reader.load_header(next);
+        let first = SEGMENT_HEADER_BYTES as u64;
         if reader.key.is_none() {
-            // Prepared (zeroes) or torn at creation: no batch in it can be valid.
+            // Prepared (zeroes) or torn at creation: no batch in it can be
+            // valid, and it holds nothing. Unless a batch in it shows that its
+            // header was durable: then the header is damaged, and ending the
+            // log here would drop acknowledged batches (the next rollover
+            // would overwrite them).
+            if let Some(evidence) = reader.durable_batch_evidence(next, self.expected_batch) {
+                // The scan moves to `next`, so that a salvaging scan reads on from it.
+                (self.number, self.offset, self.reader) = (next, first, Some(reader));
+                return Err(damaged_header(next, evidence));
+            }
             return Ok(false);
         }
-        let first = SEGMENT_HEADER_BYTES as u64;
         let at = lsn(next, first);
         let reason = match reader.batch_at(first, next, self.expected_batch) {
             Ok(Some(_)) => return Ok(true),
@@ -1039,6 +1058,30 @@ impl Scan {
             None => Ok(false),
         }
     }
+}
+
+/// The error for segment `segment`, whose header does not decode although
+/// the batch header at `evidence` shows it was durable once (see
+/// [`SegmentReader::durable_batch_evidence`]).
+fn damaged_header(segment: u64, evidence: u64) -> ScanError {
+    ScanError::BadSegment {
+        segment,
+        reason: format!(
+            "its header is damaged, though the batch at {} shows that batches in it were durable \
+             (a rollover writes the header with the segment's first batch, the next batch only once that is synced)",
+            Lsn(evidence)
+        ),
+    }
+}
+
+/// Whether a batch numbered `batch` at `offset` can be a later batch (not
+/// the first) of a segment whose first batch is numbered `first` (`None`:
+/// unknown, anything can): numbers grow by one a batch, and each batch takes
+/// at least [`BATCH_HEADER_BYTES`].
+fn follows_first_batch(batch: u64, offset: u64, first: Option<u64>) -> bool {
+    let Some(first) = first else { return true };
+    let room = offset.saturating_sub(SEGMENT_HEADER_BYTES as u64) / BATCH_HEADER_BYTES as u64;
+    batch > first && batch - first <= room
 }
 
 /// Why there is no valid batch where one was looked for.
@@ -1129,21 +1172,62 @@ impl SegmentReader {
         Ok(Some(ScannedBatch { header, payload }))
     }
 
+    /// The header of the batch at `offset` if it has the magic, states this
+    /// position and a length that a batch can have and the segment holds,
+    /// whatever its checksum says (checking that needs the segment's key).
+    fn batch_header_at(&mut self, offset: u64, number: u64) -> Option<BatchHeader> {
+        let header = BatchHeader::decode(self.read(offset, BATCH_HEADER_BYTES).ok()?)?;
+        let end = offset + BATCH_HEADER_BYTES as u64 + u64::from(header.len);
+        let plausible = header.lsn == lsn(number, offset) && header.len as usize <= MAX_BATCH_BYTES && end <= self.len;
+        plausible.then_some(header)
+    }
+
     /// The batch at `offset` if its header is intact and its payload within
     /// the segment, whatever its checksum says.
     fn batch_ignoring_checksum(&mut self, offset: u64, number: u64) -> Option<ScannedBatch> {
-        let head = self.read(offset, BATCH_HEADER_BYTES).ok()?.to_vec();
-        let header = BatchHeader::decode(&head)?;
-        if header.lsn != lsn(number, offset) || header.len as usize > MAX_BATCH_BYTES {
-            return None;
-        }
+        let header = self.batch_header_at(offset, number)?;
         let payload = self.read(offset + BATCH_HEADER_BYTES as u64, header.len as usize).ok()?.to_vec();
         Some(ScannedBatch { header, payload })
     }
 
     /// The LSN of a valid batch after `offset` in this segment, if any.
     fn find_valid_after(&mut self, offset: u64, number: u64) -> Option<u64> {
-        let mut at = offset + BATCH_ALIGN;
+        let found = self.find_magic_from(offset + BATCH_ALIGN, |reader, candidate| {
+            matches!(reader.batch_at(candidate, number, None), Ok(Some(_)))
+        })?;
+        Some(lsn(number, found))
+    }
+
+    /// For a segment whose header does not decode (so whose batches cannot be
+    /// checked): the LSN of a batch header showing that the header was
+    /// durable once, if there is one. A rollover writes the header and the
+    /// segment's first batch in one write, and the next batch only once that
+    /// write is synced: so a batch header past the first batch's end (the
+    /// first batch's header states it; without it, anywhere past the first
+    /// batch's place), standing where it says it is and numbered as a later
+    /// batch of the segment can be (`first_batch` is the number the first
+    /// batch must carry, if known), is one a torn creation cannot have left.
+    /// The bytes past the first batch's end are, after a torn creation, what
+    /// the file held before: zeroes, or nothing. Reads at most the rest of the
+    /// segment, and only for a damaged header.
+    fn durable_batch_evidence(&mut self, number: u64, first_batch: Option<u64>) -> Option<u64> {
+        let first_at = SEGMENT_HEADER_BYTES as u64;
+        let from = match self.batch_header_at(first_at, number) {
+            Some(first) => offset_of(first.end()),
+            None => first_at + BATCH_ALIGN,
+        };
+        let found = self.find_magic_from(from, |reader, candidate| {
+            reader
+                .batch_header_at(candidate, number)
+                .is_some_and(|header| follows_first_batch(header.batch, candidate, first_batch))
+        })?;
+        Some(lsn(number, found))
+    }
+
+    /// The first offset from `from` (a multiple of [`BATCH_ALIGN`]) holding
+    /// the batch magic where `accept` holds, if any in this segment.
+    fn find_magic_from(&mut self, from: u64, mut accept: impl FnMut(&mut Self, u64) -> bool) -> Option<u64> {
+        let mut at = from;
         while at + BATCH_HEADER_BYTES as u64 <= self.len {
             // Look for the magic a buffer at a time (most of a prepared
             // segment's remainder is zeroes).
@@ -1155,8 +1239,8 @@ impl SegmentReader {
                 continue;
             };
             let candidate = at + idx as u64 * BATCH_ALIGN;
-            if matches!(self.batch_at(candidate, number, None), Ok(Some(_))) {
-                return Some(lsn(number, candidate));
+            if accept(self, candidate) {
+                return Some(candidate);
             }
             at = candidate + BATCH_ALIGN;
         }

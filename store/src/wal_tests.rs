@@ -362,3 +362,61 @@ fn a_damaged_header_on_a_segment_holding_several_batches_is_reported() {
         Err(other) => panic!("expected damage in segment 1, got {other}"),
     }
 }
+
+/// Goal: a damaged header is told from a segment torn at creation by the
+/// batches after the segment's first, and only by those: a zeroed block that
+/// takes the first batch's header along is still reported (the next batch's
+/// header and number tell), a segment whose only batch is in the last segment
+/// is not (a torn creation looks the same), and bytes inside the first
+/// batch's payload that look like a batch header are not taken for one.
+/// Method: batches of 20 MiB, so segment 1 holds the fourth (and fifth).
+#[test]
+fn a_damaged_header_is_told_from_a_torn_creation_by_the_batches_after_the_first() {
+    // A zeroed 4 KiB block over segment 1's header and its first batch's header.
+    let dir = dir();
+    let (_, written) = write_big_batches(&dir, 5);
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; 4096], 0).unwrap();
+    match scan_all(&dir) {
+        Err(ScanError::BadSegment { segment: 1, reason }) => {
+            assert!(reason.contains(&Lsn(written[4].lsn).to_string()), "{reason}");
+        }
+        other => panic!("expected segment 1 reported, got {other:?}"),
+    }
+
+    // Segment 0 alone, with several batches: its header damaged is reported
+    // too (the scan starts in it); with one batch, the log is empty.
+    let dir = self::dir();
+    write_batches(&dir, 3);
+    dir.open_segment(0, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    assert!(matches!(scan_all(&dir), Err(ScanError::BadSegment { segment: 0, .. })));
+    let dir = self::dir();
+    write_batches(&dir, 1);
+    dir.open_segment(0, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    let (read, end) = scan_all(&dir).unwrap();
+    assert_eq!((read.len(), end.end, end.next_batch), (0, lsn(0, SEGMENT_HEADER_BYTES as u64), 0));
+
+    // Segment 1 torn at creation: its header lost, its one batch's payload
+    // holding (as any client's bytes can) what looks like the header of the
+    // batch after it, standing where it says it is.
+    let dir = self::dir();
+    let (mut writer, written) = write_big_batches(&dir, 3);
+    let first = SEGMENT_HEADER_BYTES as u64;
+    let body_at = first + (BATCH_HEADER_BYTES + BLOB_HEADER_BYTES) as u64;
+    let forged_at = align(body_at);
+    let mut forged = BATCH_MAGIC.to_vec();
+    forged.extend_from_slice(&lsn(1, forged_at).to_le_bytes());
+    forged.extend_from_slice(&4u64.to_le_bytes());
+    forged.extend_from_slice(&8u32.to_le_bytes());
+    forged.extend_from_slice(&1u32.to_le_bytes());
+    forged.extend_from_slice(&[0xab; CHECKSUM_BYTES + 8]);
+    let mut body = vec![0u8; (forged_at - body_at) as usize];
+    body.extend_from_slice(&forged);
+    body.resize(20 << 20, 7);
+    let mut batch = BatchBuf::new();
+    batch.push_blob(logbook_core::Digest::from_bytes([3; 32]), BodyCodec::Raw, &body);
+    let fourth = writer.write(&mut batch).unwrap();
+    assert_eq!(fourth.lsn, lsn(1, first));
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    let (read, end) = scan_all(&dir).unwrap();
+    assert_eq!((read, end.end), (written.clone(), written[2].end()));
+}
