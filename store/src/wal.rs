@@ -21,7 +21,9 @@
 //! damage, not a torn tail, and is reported instead of silently cutting the
 //! log short. The salt makes the checksums unforgeable by anyone who cannot
 //! read the data directory, so bytes a client put in an event can never pass
-//! for a batch.
+//! for a batch. Verification's salvaging scan ([`Scan::next_salvaged`]) reads
+//! on past damage, and reads a segment whose header is damaged (so whose
+//! checksums cannot be checked) by its batch headers alone.
 //!
 //! All integers are little-endian. The byte layout is specified in
 //! `docs/format.md`; offsets here are named constants derived from one another.
@@ -829,6 +831,12 @@ pub struct Scan {
     /// The number the next batch must carry, once known.
     expected_batch: Option<u64>,
     done: bool,
+    /// A salvaging scan ([`Scan::next_salvaged`]) is reading a segment whose
+    /// header does not decode, batch header by batch header.
+    keyless: bool,
+    /// A damaged segment header the salvaging scan met and has not yet
+    /// reported with a batch: its segment and why.
+    unreported: Option<(u64, String)>,
 }
 
 /// A batch read by [`Scan::next_salvaged`], and what was wrong around it.
@@ -836,6 +844,17 @@ pub struct Scan {
 pub struct Salvaged {
     pub batch: ScannedBatch,
     pub problem: Option<String>,
+}
+
+impl Salvaged {
+    /// The same batch with `problem` reported before its own.
+    fn with_problem_first(mut self, problem: String) -> Salvaged {
+        self.problem = Some(match self.problem.take() {
+            Some(own) => format!("{problem}; {own}"),
+            None => problem,
+        });
+        self
+    }
 }
 
 /// Where a scan ended: the log's end and the next batch number.
@@ -846,6 +865,10 @@ pub struct ScanEnd {
     /// The header of the end's segment, if it holds one.
     pub header: Option<SegmentHeader>,
 }
+
+/// How a salvaging scan says that it read a segment's batches without their
+/// checksums.
+const KEYLESS_NOTE: &str = "its batches are read by their headers alone, without their checksums";
 
 /// Bytes read per `pread` while scanning.
 const SCAN_READ_BYTES: usize = 1 << 20;
@@ -862,6 +885,8 @@ impl Scan {
             reader: None,
             expected_batch: batch,
             done: false,
+            keyless: false,
+            unreported: None,
         })
     }
 
@@ -916,42 +941,138 @@ impl Scan {
     /// Like [`Scan::next_batch`], but for verification: a batch whose header
     /// is intact but whose checksum fails is returned with the problem (its
     /// records are then checked one by one), and past a batch that cannot be
-    /// read at all the scan skips to the next valid one, reporting the gap.
+    /// read at all the scan skips to the next valid one, reporting the gap. A
+    /// segment whose header does not decode is reported as damaged (with the
+    /// next batch returned, or as the error at the end if none follows) and
+    /// its batches are read by their headers alone, without their checksums
+    /// (whose key the header holds); then the scan goes on into the next
+    /// segment. The records' hashes still check every entry.
     pub fn next_salvaged(&mut self) -> Result<Option<Salvaged>, ScanError> {
-        match self.next_batch() {
-            Ok(Some(batch)) => Ok(Some(Salvaged { batch, problem: None })),
-            Ok(None) => {
-                // The end, unless what is there has an intact header: then it
-                // is a damaged batch, not a torn one (the caller ignores
-                // batches past the log's durable end, where a torn one is).
-                let Some(reader) = self.reader.as_mut() else { return Ok(None) };
-                let Some(batch) = reader.batch_ignoring_checksum(self.offset, self.number) else {
-                    return Ok(None);
-                };
-                let problem = format!("the batch at {} fails its checksum", Lsn(batch.header.lsn));
-                self.offset = offset_of(batch.header.end());
-                self.expected_batch = None;
-                self.done = false;
-                Ok(Some(Salvaged { batch, problem: Some(problem) }))
-            }
-            Err(ScanError::Damaged { at, later, reason }) => {
-                let Some(reader) = self.reader.as_mut() else { return Ok(None) };
-                self.expected_batch = None;
-                if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number) {
-                    self.offset = offset_of(batch.header.end());
-                    let problem = format!("the batch at {}: {reason}", Lsn(at));
-                    return Ok(Some(Salvaged { batch, problem: Some(problem) }));
-                }
-                if later <= at {
-                    return Ok(None);
-                }
-                self.offset = offset_of(later);
-                let problem = format!("{} to {} unreadable ({reason}): skipped", Lsn(at), Lsn(later));
-                let batch = self.next_batch()?;
-                Ok(batch.map(|batch| Salvaged { batch, problem: Some(problem) }))
-            }
-            Err(other) => Err(other),
+        let next = self.salvage_next();
+        let Some((segment, reason)) = self.unreported.take() else { return next };
+        let header_problem = format!("segment {segment}: {reason}; {KEYLESS_NOTE}");
+        match next {
+            Ok(Some(salvaged)) => Ok(Some(salvaged.with_problem_first(header_problem))),
+            Ok(None) => Err(ScanError::BadSegment { segment, reason }),
+            Err(err) => Err(ScanError::BadSegment { segment, reason: format!("{reason}; then {err}") }),
         }
+    }
+
+    /// What [`Scan::next_salvaged`] returns, before the damaged header it
+    /// may have met on the way (`unreported`) is added.
+    fn salvage_next(&mut self) -> Result<Option<Salvaged>, ScanError> {
+        loop {
+            if self.keyless {
+                if let Some(salvaged) = self.next_keyless() {
+                    return Ok(Some(salvaged));
+                }
+                // The damaged segment is read: on to the next one, if any.
+                self.keyless = false;
+                let next = self.number + 1;
+                if !self.segments.contains(&next) {
+                    // Done with it (so that a call after the end does not read it again).
+                    (self.done, self.reader) = (true, None);
+                    return Ok(None);
+                }
+                (self.number, self.offset, self.reader) = (next, SEGMENT_HEADER_BYTES as u64, None);
+                (self.expected_batch, self.done) = (None, false);
+                continue;
+            }
+            return match self.next_batch() {
+                Ok(Some(batch)) => Ok(Some(Salvaged { batch, problem: None })),
+                Ok(None) if self.header_damaged_here() => {
+                    // The scan started in a segment whose header does not
+                    // decode, the last one, with nothing showing it durable
+                    // (torn at creation, or damaged): its batches are read
+                    // anyway. The caller ignores batches past the log's
+                    // durable end (a torn creation's), their problem with them.
+                    self.start_keyless();
+                    let header_problem = format!("segment {}'s header does not decode: {KEYLESS_NOTE}", self.number);
+                    let salvaged = self.next_keyless().map(|salvaged| salvaged.with_problem_first(header_problem));
+                    if salvaged.is_none() {
+                        (self.keyless, self.done, self.reader) = (false, true, None);
+                    }
+                    Ok(salvaged)
+                }
+                Ok(None) => {
+                    // The end, unless what is there has an intact header: then it
+                    // is a damaged batch, not a torn one (the caller ignores
+                    // batches past the log's durable end, where a torn one is).
+                    let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+                    let Some(batch) = reader.batch_ignoring_checksum(self.offset, self.number) else {
+                        return Ok(None);
+                    };
+                    let problem = format!("the batch at {} fails its checksum", Lsn(batch.header.lsn));
+                    self.offset = offset_of(batch.header.end());
+                    self.expected_batch = None;
+                    self.done = false;
+                    Ok(Some(Salvaged { batch, problem: Some(problem) }))
+                }
+                Err(ScanError::BadSegment { segment, reason })
+                    if segment == self.number && self.header_damaged_here() =>
+                {
+                    // Reported with the next batch salvaged (`next_salvaged`).
+                    self.unreported = Some((segment, reason));
+                    self.start_keyless();
+                    continue;
+                }
+                Err(ScanError::Damaged { at, later, reason }) => {
+                    let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+                    self.expected_batch = None;
+                    if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number) {
+                        self.offset = offset_of(batch.header.end());
+                        let problem = format!("the batch at {}: {reason}", Lsn(at));
+                        return Ok(Some(Salvaged { batch, problem: Some(problem) }));
+                    }
+                    if later <= at {
+                        return Ok(None);
+                    }
+                    self.offset = offset_of(later);
+                    let problem = format!("{} to {} unreadable ({reason}): skipped", Lsn(at), Lsn(later));
+                    let batch = self.next_batch()?;
+                    Ok(batch.map(|batch| Salvaged { batch, problem: Some(problem) }))
+                }
+                Err(other) => Err(other),
+            };
+        }
+    }
+
+    /// Whether the scan is in a segment whose header does not decode.
+    fn header_damaged_here(&self) -> bool {
+        self.reader.as_ref().is_some_and(|reader| reader.header.is_none())
+    }
+
+    /// Reads the current segment (whose header does not decode) from its
+    /// first batch on, by batch headers ([`Scan::next_keyless`]).
+    fn start_keyless(&mut self) {
+        (self.keyless, self.done) = (true, false);
+        self.offset = SEGMENT_HEADER_BYTES as u64;
+        self.expected_batch = None;
+    }
+
+    /// The next batch of the current segment, whose header does not decode:
+    /// the batch at the scan's offset if its header is intact (with the
+    /// magic, stating that position and a length the segment holds), else
+    /// the next such one in the segment, the stretch before it reported as
+    /// skipped. `None` at the segment's end.
+    fn next_keyless(&mut self) -> Option<Salvaged> {
+        let number = self.number;
+        let at = self.offset;
+        let reader = self.reader.as_mut()?;
+        let (batch, problem) = match reader.batch_ignoring_checksum(at, number) {
+            Some(batch) => (batch, None),
+            None => {
+                let later = reader.find_magic_from(at + BATCH_ALIGN, |reader, candidate| {
+                    reader.batch_header_at(candidate, number).is_some()
+                })?;
+                let batch = reader.batch_ignoring_checksum(later, number)?;
+                let skipped =
+                    format!("{} to {} holds no batch header: skipped", Lsn(lsn(number, at)), Lsn(lsn(number, later)));
+                (batch, Some(skipped))
+            }
+        };
+        self.offset = offset_of(batch.header.end());
+        Some(Salvaged { batch, problem })
     }
 
     /// Where the log ends, once [`Scan::next_batch`] returned `None`; also
