@@ -1323,20 +1323,23 @@ impl SegmentReader {
     /// checked): the LSN of a batch header showing that the header was
     /// durable once, if there is one. A rollover writes the header and the
     /// segment's first batch in one write, and the next batch only once that
-    /// write is synced: so a batch header past the first batch's end (the
-    /// first batch's header states it; without it, anywhere past the first
-    /// batch's place), standing where it says it is and numbered as a later
+    /// write is synced: so a batch header past the first batch's end (as the
+    /// first batch's header states it; without that header, no evidence is
+    /// looked for), standing where it says it is and numbered as a later
     /// batch of the segment can be (`first_batch` is the number the first
     /// batch must carry, if known), is one a torn creation cannot have left.
     /// The bytes past the first batch's end are, after a torn creation, what
     /// the file held before: zeroes, or nothing. Reads at most the rest of the
-    /// segment, and only for a damaged header.
+    /// segment, and only for a damaged header over a readable first batch.
     fn durable_batch_evidence(&mut self, number: u64, first_batch: Option<u64>) -> Option<u64> {
         let first_at = SEGMENT_HEADER_BYTES as u64;
-        let from = match self.batch_header_at(first_at, number) {
-            Some(first) => offset_of(first.end()),
-            None => first_at + BATCH_ALIGN,
-        };
+        // Without the first batch's header there is nothing to search from:
+        // a segment prepared ahead (all zeroes) looks exactly like that, and
+        // searching it would read up to a whole segment at every open. A
+        // header zeroed together with the first batch's header is a blind
+        // spot (docs/format.md §6.4).
+        let first = self.batch_header_at(first_at, number)?;
+        let from = offset_of(first.end());
         let found = self.find_magic_from(from, |reader, candidate| {
             reader
                 .batch_header_at(candidate, number)

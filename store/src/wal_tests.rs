@@ -372,16 +372,24 @@ fn a_damaged_header_on_a_segment_holding_several_batches_is_reported() {
 /// Method: batches of 20 MiB, so segment 1 holds the fourth (and fifth).
 #[test]
 fn a_damaged_header_is_told_from_a_torn_creation_by_the_batches_after_the_first() {
-    // A zeroed 4 KiB block over segment 1's header and its first batch's header.
+    // Segment 1's header zeroed, its first batch's header intact.
     let dir = dir();
     let (_, written) = write_big_batches(&dir, 5);
-    dir.open_segment(1, false).unwrap().write_at(&[0u8; 4096], 0).unwrap();
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
     match scan_all(&dir) {
         Err(ScanError::BadSegment { segment: 1, reason }) => {
             assert!(reason.contains(&Lsn(written[4].lsn).to_string()), "{reason}");
         }
         other => panic!("expected segment 1 reported, got {other:?}"),
     }
+    // A zeroed 4 KiB block over segment 1's header and its first batch's
+    // header looks like a segment prepared ahead: the blind spot (searching
+    // a prepared segment would read all of it at every open).
+    let dir = self::dir();
+    let (_, written) = write_big_batches(&dir, 5);
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; 4096], 0).unwrap();
+    let (read, _) = scan_all(&dir).unwrap();
+    assert!(read.len() < written.len(), "the blind spot: segment 1's batches are not read");
 
     // Segment 0 alone, with several batches: its header damaged is reported
     // too (the scan starts in it); with one batch, the log is empty.
