@@ -21,7 +21,9 @@
 //! damage, not a torn tail, and is reported instead of silently cutting the
 //! log short. The salt makes the checksums unforgeable by anyone who cannot
 //! read the data directory, so bytes a client put in an event can never pass
-//! for a batch.
+//! for a batch. Verification's salvaging scan ([`Scan::next_salvaged`]) reads
+//! on past damage, and reads a segment whose header is damaged (so whose
+//! checksums cannot be checked) by its batch headers alone.
 //!
 //! All integers are little-endian. The byte layout is specified in
 //! `docs/format.md`; offsets here are named constants derived from one another.
@@ -829,6 +831,12 @@ pub struct Scan {
     /// The number the next batch must carry, once known.
     expected_batch: Option<u64>,
     done: bool,
+    /// A salvaging scan ([`Scan::next_salvaged`]) is reading a segment whose
+    /// header does not decode, batch header by batch header.
+    keyless: bool,
+    /// A damaged segment header the salvaging scan met and has not yet
+    /// reported with a batch: its segment and why.
+    unreported: Option<(u64, String)>,
 }
 
 /// A batch read by [`Scan::next_salvaged`], and what was wrong around it.
@@ -836,6 +844,17 @@ pub struct Scan {
 pub struct Salvaged {
     pub batch: ScannedBatch,
     pub problem: Option<String>,
+}
+
+impl Salvaged {
+    /// The same batch with `problem` reported before its own.
+    fn with_problem_first(mut self, problem: String) -> Salvaged {
+        self.problem = Some(match self.problem.take() {
+            Some(own) => format!("{problem}; {own}"),
+            None => problem,
+        });
+        self
+    }
 }
 
 /// Where a scan ended: the log's end and the next batch number.
@@ -846,6 +865,10 @@ pub struct ScanEnd {
     /// The header of the end's segment, if it holds one.
     pub header: Option<SegmentHeader>,
 }
+
+/// How a salvaging scan says that it read a segment's batches without their
+/// checksums.
+const KEYLESS_NOTE: &str = "its batches are read by their headers alone, without their checksums";
 
 /// Bytes read per `pread` while scanning.
 const SCAN_READ_BYTES: usize = 1 << 20;
@@ -862,6 +885,8 @@ impl Scan {
             reader: None,
             expected_batch: batch,
             done: false,
+            keyless: false,
+            unreported: None,
         })
     }
 
@@ -916,42 +941,138 @@ impl Scan {
     /// Like [`Scan::next_batch`], but for verification: a batch whose header
     /// is intact but whose checksum fails is returned with the problem (its
     /// records are then checked one by one), and past a batch that cannot be
-    /// read at all the scan skips to the next valid one, reporting the gap.
+    /// read at all the scan skips to the next valid one, reporting the gap. A
+    /// segment whose header does not decode is reported as damaged (with the
+    /// next batch returned, or as the error at the end if none follows) and
+    /// its batches are read by their headers alone, without their checksums
+    /// (whose key the header holds); then the scan goes on into the next
+    /// segment. The records' hashes still check every entry.
     pub fn next_salvaged(&mut self) -> Result<Option<Salvaged>, ScanError> {
-        match self.next_batch() {
-            Ok(Some(batch)) => Ok(Some(Salvaged { batch, problem: None })),
-            Ok(None) => {
-                // The end, unless what is there has an intact header: then it
-                // is a damaged batch, not a torn one (the caller ignores
-                // batches past the log's durable end, where a torn one is).
-                let Some(reader) = self.reader.as_mut() else { return Ok(None) };
-                let Some(batch) = reader.batch_ignoring_checksum(self.offset, self.number) else {
-                    return Ok(None);
-                };
-                let problem = format!("the batch at {} fails its checksum", Lsn(batch.header.lsn));
-                self.offset = offset_of(batch.header.end());
-                self.expected_batch = None;
-                self.done = false;
-                Ok(Some(Salvaged { batch, problem: Some(problem) }))
-            }
-            Err(ScanError::Damaged { at, later, reason }) => {
-                let Some(reader) = self.reader.as_mut() else { return Ok(None) };
-                self.expected_batch = None;
-                if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number) {
-                    self.offset = offset_of(batch.header.end());
-                    let problem = format!("the batch at {}: {reason}", Lsn(at));
-                    return Ok(Some(Salvaged { batch, problem: Some(problem) }));
-                }
-                if later <= at {
-                    return Ok(None);
-                }
-                self.offset = offset_of(later);
-                let problem = format!("{} to {} unreadable ({reason}): skipped", Lsn(at), Lsn(later));
-                let batch = self.next_batch()?;
-                Ok(batch.map(|batch| Salvaged { batch, problem: Some(problem) }))
-            }
-            Err(other) => Err(other),
+        let next = self.salvage_next();
+        let Some((segment, reason)) = self.unreported.take() else { return next };
+        let header_problem = format!("segment {segment}: {reason}; {KEYLESS_NOTE}");
+        match next {
+            Ok(Some(salvaged)) => Ok(Some(salvaged.with_problem_first(header_problem))),
+            Ok(None) => Err(ScanError::BadSegment { segment, reason }),
+            Err(err) => Err(ScanError::BadSegment { segment, reason: format!("{reason}; then {err}") }),
         }
+    }
+
+    /// What [`Scan::next_salvaged`] returns, before the damaged header it
+    /// may have met on the way (`unreported`) is added.
+    fn salvage_next(&mut self) -> Result<Option<Salvaged>, ScanError> {
+        loop {
+            if self.keyless {
+                if let Some(salvaged) = self.next_keyless() {
+                    return Ok(Some(salvaged));
+                }
+                // The damaged segment is read: on to the next one, if any.
+                self.keyless = false;
+                let next = self.number + 1;
+                if !self.segments.contains(&next) {
+                    // Done with it (so that a call after the end does not read it again).
+                    (self.done, self.reader) = (true, None);
+                    return Ok(None);
+                }
+                (self.number, self.offset, self.reader) = (next, SEGMENT_HEADER_BYTES as u64, None);
+                (self.expected_batch, self.done) = (None, false);
+                continue;
+            }
+            return match self.next_batch() {
+                Ok(Some(batch)) => Ok(Some(Salvaged { batch, problem: None })),
+                Ok(None) if self.header_damaged_here() => {
+                    // The scan started in a segment whose header does not
+                    // decode, the last one, with nothing showing it durable
+                    // (torn at creation, or damaged): its batches are read
+                    // anyway. The caller ignores batches past the log's
+                    // durable end (a torn creation's), their problem with them.
+                    self.start_keyless();
+                    let header_problem = format!("segment {}'s header does not decode: {KEYLESS_NOTE}", self.number);
+                    let salvaged = self.next_keyless().map(|salvaged| salvaged.with_problem_first(header_problem));
+                    if salvaged.is_none() {
+                        (self.keyless, self.done, self.reader) = (false, true, None);
+                    }
+                    Ok(salvaged)
+                }
+                Ok(None) => {
+                    // The end, unless what is there has an intact header: then it
+                    // is a damaged batch, not a torn one (the caller ignores
+                    // batches past the log's durable end, where a torn one is).
+                    let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+                    let Some(batch) = reader.batch_ignoring_checksum(self.offset, self.number) else {
+                        return Ok(None);
+                    };
+                    let problem = format!("the batch at {} fails its checksum", Lsn(batch.header.lsn));
+                    self.offset = offset_of(batch.header.end());
+                    self.expected_batch = None;
+                    self.done = false;
+                    Ok(Some(Salvaged { batch, problem: Some(problem) }))
+                }
+                Err(ScanError::BadSegment { segment, reason })
+                    if segment == self.number && self.header_damaged_here() =>
+                {
+                    // Reported with the next batch salvaged (`next_salvaged`).
+                    self.unreported = Some((segment, reason));
+                    self.start_keyless();
+                    continue;
+                }
+                Err(ScanError::Damaged { at, later, reason }) => {
+                    let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+                    self.expected_batch = None;
+                    if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number) {
+                        self.offset = offset_of(batch.header.end());
+                        let problem = format!("the batch at {}: {reason}", Lsn(at));
+                        return Ok(Some(Salvaged { batch, problem: Some(problem) }));
+                    }
+                    if later <= at {
+                        return Ok(None);
+                    }
+                    self.offset = offset_of(later);
+                    let problem = format!("{} to {} unreadable ({reason}): skipped", Lsn(at), Lsn(later));
+                    let batch = self.next_batch()?;
+                    Ok(batch.map(|batch| Salvaged { batch, problem: Some(problem) }))
+                }
+                Err(other) => Err(other),
+            };
+        }
+    }
+
+    /// Whether the scan is in a segment whose header does not decode.
+    fn header_damaged_here(&self) -> bool {
+        self.reader.as_ref().is_some_and(|reader| reader.header.is_none())
+    }
+
+    /// Reads the current segment (whose header does not decode) from its
+    /// first batch on, by batch headers ([`Scan::next_keyless`]).
+    fn start_keyless(&mut self) {
+        (self.keyless, self.done) = (true, false);
+        self.offset = SEGMENT_HEADER_BYTES as u64;
+        self.expected_batch = None;
+    }
+
+    /// The next batch of the current segment, whose header does not decode:
+    /// the batch at the scan's offset if its header is intact (with the
+    /// magic, stating that position and a length the segment holds), else
+    /// the next such one in the segment, the stretch before it reported as
+    /// skipped. `None` at the segment's end.
+    fn next_keyless(&mut self) -> Option<Salvaged> {
+        let number = self.number;
+        let at = self.offset;
+        let reader = self.reader.as_mut()?;
+        let (batch, problem) = match reader.batch_ignoring_checksum(at, number) {
+            Some(batch) => (batch, None),
+            None => {
+                let later = reader.find_magic_from(at + BATCH_ALIGN, |reader, candidate| {
+                    reader.batch_header_at(candidate, number).is_some()
+                })?;
+                let batch = reader.batch_ignoring_checksum(later, number)?;
+                let skipped =
+                    format!("{} to {} holds no batch header: skipped", Lsn(lsn(number, at)), Lsn(lsn(number, later)));
+                (batch, Some(skipped))
+            }
+        };
+        self.offset = offset_of(batch.header.end());
+        Some(Salvaged { batch, problem })
     }
 
     /// Where the log ends, once [`Scan::next_batch`] returned `None`; also
@@ -991,8 +1112,18 @@ impl Scan {
             if starts_inside {
                 return Err(bad("has a damaged header, though it holds checkpointed batches"));
             }
-            // A segment whose header never became durable holds nothing.
+            // A segment whose header never became durable holds nothing,
+            // unless a batch in it shows that its header was durable once.
+            // (With a later segment, `next_batch` reports the header anyway.)
             self.offset = SEGMENT_HEADER_BYTES as u64;
+            if !self.segments.contains(&(self.number + 1))
+                && let Some(evidence) = reader.durable_batch_evidence(self.number, self.expected_batch)
+            {
+                let segment = self.number;
+                // The reader stays, so that a salvaging scan reads on from it.
+                self.reader = Some(reader);
+                return Err(damaged_header(segment, evidence));
+            }
         } else if self.offset < SEGMENT_HEADER_BYTES as u64 {
             self.offset = SEGMENT_HEADER_BYTES as u64;
         }
@@ -1009,11 +1140,20 @@ impl Scan {
         let file = self.dir.open_segment(next, false).map_err(|e| ScanError::Io(e.to_string()))?;
         let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
         reader.load_header(next);
+        let first = SEGMENT_HEADER_BYTES as u64;
         if reader.key.is_none() {
-            // Prepared (zeroes) or torn at creation: no batch in it can be valid.
+            // Prepared (zeroes) or torn at creation: no batch in it can be
+            // valid, and it holds nothing. Unless a batch in it shows that its
+            // header was durable: then the header is damaged, and ending the
+            // log here would drop acknowledged batches (the next rollover
+            // would overwrite them).
+            if let Some(evidence) = reader.durable_batch_evidence(next, self.expected_batch) {
+                // The scan moves to `next`, so that a salvaging scan reads on from it.
+                (self.number, self.offset, self.reader) = (next, first, Some(reader));
+                return Err(damaged_header(next, evidence));
+            }
             return Ok(false);
         }
-        let first = SEGMENT_HEADER_BYTES as u64;
         let at = lsn(next, first);
         let reason = match reader.batch_at(first, next, self.expected_batch) {
             Ok(Some(_)) => return Ok(true),
@@ -1039,6 +1179,30 @@ impl Scan {
             None => Ok(false),
         }
     }
+}
+
+/// The error for segment `segment`, whose header does not decode although
+/// the batch header at `evidence` shows it was durable once (see
+/// [`SegmentReader::durable_batch_evidence`]).
+fn damaged_header(segment: u64, evidence: u64) -> ScanError {
+    ScanError::BadSegment {
+        segment,
+        reason: format!(
+            "its header is damaged, though the batch at {} shows that batches in it were durable \
+             (a rollover writes the header with the segment's first batch, the next batch only once that is synced)",
+            Lsn(evidence)
+        ),
+    }
+}
+
+/// Whether a batch numbered `batch` at `offset` can be a later batch (not
+/// the first) of a segment whose first batch is numbered `first` (`None`:
+/// unknown, anything can): numbers grow by one a batch, and each batch takes
+/// at least [`BATCH_HEADER_BYTES`].
+fn follows_first_batch(batch: u64, offset: u64, first: Option<u64>) -> bool {
+    let Some(first) = first else { return true };
+    let room = offset.saturating_sub(SEGMENT_HEADER_BYTES as u64) / BATCH_HEADER_BYTES as u64;
+    batch > first && batch - first <= room
 }
 
 /// Why there is no valid batch where one was looked for.
@@ -1129,21 +1293,65 @@ impl SegmentReader {
         Ok(Some(ScannedBatch { header, payload }))
     }
 
+    /// The header of the batch at `offset` if it has the magic, states this
+    /// position and a length that a batch can have and the segment holds,
+    /// whatever its checksum says (checking that needs the segment's key).
+    fn batch_header_at(&mut self, offset: u64, number: u64) -> Option<BatchHeader> {
+        let header = BatchHeader::decode(self.read(offset, BATCH_HEADER_BYTES).ok()?)?;
+        let end = offset + BATCH_HEADER_BYTES as u64 + u64::from(header.len);
+        let plausible = header.lsn == lsn(number, offset) && header.len as usize <= MAX_BATCH_BYTES && end <= self.len;
+        plausible.then_some(header)
+    }
+
     /// The batch at `offset` if its header is intact and its payload within
     /// the segment, whatever its checksum says.
     fn batch_ignoring_checksum(&mut self, offset: u64, number: u64) -> Option<ScannedBatch> {
-        let head = self.read(offset, BATCH_HEADER_BYTES).ok()?.to_vec();
-        let header = BatchHeader::decode(&head)?;
-        if header.lsn != lsn(number, offset) || header.len as usize > MAX_BATCH_BYTES {
-            return None;
-        }
+        let header = self.batch_header_at(offset, number)?;
         let payload = self.read(offset + BATCH_HEADER_BYTES as u64, header.len as usize).ok()?.to_vec();
         Some(ScannedBatch { header, payload })
     }
 
     /// The LSN of a valid batch after `offset` in this segment, if any.
     fn find_valid_after(&mut self, offset: u64, number: u64) -> Option<u64> {
-        let mut at = offset + BATCH_ALIGN;
+        let found = self.find_magic_from(offset + BATCH_ALIGN, |reader, candidate| {
+            matches!(reader.batch_at(candidate, number, None), Ok(Some(_)))
+        })?;
+        Some(lsn(number, found))
+    }
+
+    /// For a segment whose header does not decode (so whose batches cannot be
+    /// checked): the LSN of a batch header showing that the header was
+    /// durable once, if there is one. A rollover writes the header and the
+    /// segment's first batch in one write, and the next batch only once that
+    /// write is synced: so a batch header past the first batch's end (as the
+    /// first batch's header states it; without that header, no evidence is
+    /// looked for), standing where it says it is and numbered as a later
+    /// batch of the segment can be (`first_batch` is the number the first
+    /// batch must carry, if known), is one a torn creation cannot have left.
+    /// The bytes past the first batch's end are, after a torn creation, what
+    /// the file held before: zeroes, or nothing. Reads at most the rest of the
+    /// segment, and only for a damaged header over a readable first batch.
+    fn durable_batch_evidence(&mut self, number: u64, first_batch: Option<u64>) -> Option<u64> {
+        let first_at = SEGMENT_HEADER_BYTES as u64;
+        // Without the first batch's header there is nothing to search from:
+        // a segment prepared ahead (all zeroes) looks exactly like that, and
+        // searching it would read up to a whole segment at every open. A
+        // header zeroed together with the first batch's header is a blind
+        // spot (docs/format.md §6.4).
+        let first = self.batch_header_at(first_at, number)?;
+        let from = offset_of(first.end());
+        let found = self.find_magic_from(from, |reader, candidate| {
+            reader
+                .batch_header_at(candidate, number)
+                .is_some_and(|header| follows_first_batch(header.batch, candidate, first_batch))
+        })?;
+        Some(lsn(number, found))
+    }
+
+    /// The first offset from `from` (a multiple of [`BATCH_ALIGN`]) holding
+    /// the batch magic where `accept` holds, if any in this segment.
+    fn find_magic_from(&mut self, from: u64, mut accept: impl FnMut(&mut Self, u64) -> bool) -> Option<u64> {
+        let mut at = from;
         while at + BATCH_HEADER_BYTES as u64 <= self.len {
             // Look for the magic a buffer at a time (most of a prepared
             // segment's remainder is zeroes).
@@ -1155,8 +1363,8 @@ impl SegmentReader {
                 continue;
             };
             let candidate = at + idx as u64 * BATCH_ALIGN;
-            if matches!(self.batch_at(candidate, number, None), Ok(Some(_))) {
-                return Some(lsn(number, candidate));
+            if accept(self, candidate) {
+                return Some(candidate);
             }
             at = candidate + BATCH_ALIGN;
         }

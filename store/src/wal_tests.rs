@@ -362,3 +362,125 @@ fn a_damaged_header_on_a_segment_holding_several_batches_is_reported() {
         Err(other) => panic!("expected damage in segment 1, got {other}"),
     }
 }
+
+/// Goal: a damaged header is told from a segment torn at creation by the
+/// batches after the segment's first, and only by those: a zeroed block that
+/// takes the first batch's header along is still reported (the next batch's
+/// header and number tell), a segment whose only batch is in the last segment
+/// is not (a torn creation looks the same), and bytes inside the first
+/// batch's payload that look like a batch header are not taken for one.
+/// Method: batches of 20 MiB, so segment 1 holds the fourth (and fifth).
+#[test]
+fn a_damaged_header_is_told_from_a_torn_creation_by_the_batches_after_the_first() {
+    // Segment 1's header zeroed, its first batch's header intact.
+    let dir = dir();
+    let (_, written) = write_big_batches(&dir, 5);
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    match scan_all(&dir) {
+        Err(ScanError::BadSegment { segment: 1, reason }) => {
+            assert!(reason.contains(&Lsn(written[4].lsn).to_string()), "{reason}");
+        }
+        other => panic!("expected segment 1 reported, got {other:?}"),
+    }
+    // A zeroed 4 KiB block over segment 1's header and its first batch's
+    // header looks like a segment prepared ahead: the blind spot (searching
+    // a prepared segment would read all of it at every open).
+    let dir = self::dir();
+    let (_, written) = write_big_batches(&dir, 5);
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; 4096], 0).unwrap();
+    let (read, _) = scan_all(&dir).unwrap();
+    assert!(read.len() < written.len(), "the blind spot: segment 1's batches are not read");
+
+    // Segment 0 alone, with several batches: its header damaged is reported
+    // too (the scan starts in it); with one batch, the log is empty.
+    let dir = self::dir();
+    write_batches(&dir, 3);
+    dir.open_segment(0, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    assert!(matches!(scan_all(&dir), Err(ScanError::BadSegment { segment: 0, .. })));
+    let dir = self::dir();
+    write_batches(&dir, 1);
+    dir.open_segment(0, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    let (read, end) = scan_all(&dir).unwrap();
+    assert_eq!((read.len(), end.end, end.next_batch), (0, lsn(0, SEGMENT_HEADER_BYTES as u64), 0));
+
+    // Segment 1 torn at creation: its header lost, its one batch's payload
+    // holding (as any client's bytes can) what looks like the header of the
+    // batch after it, standing where it says it is.
+    let dir = self::dir();
+    let (mut writer, written) = write_big_batches(&dir, 3);
+    let first = SEGMENT_HEADER_BYTES as u64;
+    let body_at = first + (BATCH_HEADER_BYTES + BLOB_HEADER_BYTES) as u64;
+    let forged_at = align(body_at);
+    let mut forged = BATCH_MAGIC.to_vec();
+    forged.extend_from_slice(&lsn(1, forged_at).to_le_bytes());
+    forged.extend_from_slice(&4u64.to_le_bytes());
+    forged.extend_from_slice(&8u32.to_le_bytes());
+    forged.extend_from_slice(&1u32.to_le_bytes());
+    forged.extend_from_slice(&[0xab; CHECKSUM_BYTES + 8]);
+    let mut body = vec![0u8; (forged_at - body_at) as usize];
+    body.extend_from_slice(&forged);
+    body.resize(20 << 20, 7);
+    let mut batch = BatchBuf::new();
+    batch.push_blob(logbook_core::Digest::from_bytes([3; 32]), BodyCodec::Raw, &body);
+    let fourth = writer.write(&mut batch).unwrap();
+    assert_eq!(fourth.lsn, lsn(1, first));
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    let (read, end) = scan_all(&dir).unwrap();
+    assert_eq!((read, end.end), (written.clone(), written[2].end()));
+}
+
+/// Salvages the whole log: each batch's LSN and problem.
+fn salvage_all(dir: &Arc<dyn LogDir>) -> (Vec<(u64, Option<String>)>, Option<ScanError>) {
+    let mut scan = Scan::new(Arc::clone(dir), 0, None).unwrap();
+    let mut salvaged = Vec::new();
+    loop {
+        match scan.next_salvaged() {
+            Ok(Some(batch)) => salvaged.push((batch.batch.header.lsn, batch.problem)),
+            Ok(None) => break,
+            Err(err) => return (salvaged, Some(err)),
+        }
+        assert!(salvaged.len() <= 16, "the scan came back over {salvaged:?}");
+    }
+    assert!(matches!(scan.next_salvaged(), Ok(None)), "after the end, the end");
+    (salvaged, None)
+}
+
+/// Goal: verification's salvaging scan reports a damaged segment header as
+/// damage of that segment, reads its batches by their headers alone and goes
+/// on into the next segment; a batch header lost in such a segment is
+/// reported as a skipped stretch; a damaged last header with several batches
+/// is salvaged the same way. Method: batches of 20 MiB (segments 0 and 1),
+/// one bit of segment 0's salt flipped, then also batch 1's header zeroed;
+/// then only segment 1's header zeroed.
+#[test]
+fn a_salvaging_scan_reads_on_through_a_segment_whose_header_is_damaged() {
+    let dir = dir();
+    let (_, written) = write_big_batches(&dir, 5);
+    let lsns: Vec<u64> = written.iter().map(|h| h.lsn).collect();
+    let segment = dir.open_segment(0, false).unwrap();
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, 30).unwrap();
+    segment.write_at(&[byte[0] ^ 1], 30).unwrap();
+    let (salvaged, err) = salvage_all(&dir);
+    assert_eq!(err, None);
+    assert_eq!(salvaged.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(), lsns);
+    let problems: Vec<bool> = salvaged.iter().map(|(_, problem)| problem.is_some()).collect();
+    assert_eq!(problems, [true, false, false, false, false], "{salvaged:?}");
+    let problem = salvaged[0].1.as_deref().unwrap_or_default();
+    assert!(problem.contains("segment 0") && problem.contains("without their checksums"), "{problem}");
+
+    segment.write_at(&[0u8; BATCH_HEADER_BYTES], offset_of(lsns[1])).unwrap();
+    let (salvaged, err) = salvage_all(&dir);
+    assert_eq!(err, None);
+    assert_eq!(salvaged.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(), [lsns[0], lsns[2], lsns[3], lsns[4]]);
+    let problem = salvaged[1].1.as_deref().unwrap_or_default();
+    assert!(problem.contains(&format!("{} to {}", Lsn(lsns[1]), Lsn(lsns[2]))), "{problem}");
+
+    let dir = self::dir();
+    write_big_batches(&dir, 5);
+    dir.open_segment(1, false).unwrap().write_at(&[0u8; SEGMENT_HEADER_BYTES], 0).unwrap();
+    let (salvaged, err) = salvage_all(&dir);
+    assert_eq!(err, None);
+    let problems: Vec<(u64, bool)> = salvaged.iter().map(|(lsn, problem)| (*lsn, problem.is_some())).collect();
+    assert_eq!(problems, lsns.iter().enumerate().map(|(idx, lsn)| (*lsn, idx == 3)).collect::<Vec<_>>());
+}
