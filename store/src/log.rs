@@ -849,7 +849,7 @@ impl<E: Engine> Read for LogStore<E> {
         let limit = limit.min(MAX_READ_RECORDS);
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
         let mut seqs = Vec::new();
-        for (owner, lo, hi) in core.parts(&slot, from, durable)? {
+        for (owner, lo, hi) in core.layout(&slot, from, durable)? {
             if seqs.len() >= limit {
                 break;
             }
@@ -876,7 +876,7 @@ impl<E: Engine> Read for LogStore<E> {
         let durable = slot.durable_head().next;
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
         let mut latest = None;
-        for (owner, _, hi) in core.parts(&slot, Seq::ZERO, durable)?.into_iter().rev() {
+        for (owner, _, hi) in core.layout(&slot, Seq::ZERO, durable)?.into_iter().rev() {
             latest = index::last_of_types(&core.engine, &owner, &codes, hi)?;
             if latest.is_some() {
                 break;
@@ -908,8 +908,32 @@ impl<E: Engine> Read for LogStore<E> {
 
 impl<E: Engine> Core<E> {
     /// The sessions storing `slot`'s records `from .. end`, in seq order, each
-    /// with the part `lo .. hi` it stores.
+    /// with the part `lo .. hi` it stores, for reading those records.
+    ///
+    /// An ancestor found corrupt refuses only the parts that reach the seq
+    /// its corruption names: its records below that seq are what the fork
+    /// inherited, and each one read is still checked (place, hash, links)
+    /// like any other, so a fork whose inherited prefix is intact stays
+    /// readable while its ancestor is quarantined for damage past it.
     pub(crate) fn parts(&self, slot: &Arc<Slot>, from: Seq, end: Seq) -> Result<Vec<(Arc<Slot>, Seq, Seq)>, Error> {
+        let parts = self.layout(slot, from, end)?;
+        for (owner, _, hi) in &parts {
+            if owner.id == slot.id {
+                continue;
+            }
+            if let Some(corruption) = owner.corrupt.get()
+                && corruption.seq < *hi
+            {
+                return Err(Error::Corrupted(corruption.clone()));
+            }
+        }
+        Ok(parts)
+    }
+
+    /// [`Core::parts`] without judging the ancestors' corruption: for lookups
+    /// in their indexes (type scans), whose records are then read through
+    /// [`Core::read_range`], which does.
+    fn layout(&self, slot: &Arc<Slot>, from: Seq, end: Seq) -> Result<Vec<(Arc<Slot>, Seq, Seq)>, Error> {
         let mut out = Vec::new();
         let own_start = slot.own_start();
         if let Some(origin) = slot.origin.get() {
@@ -924,7 +948,6 @@ impl<E: Engine> Core<E> {
                             what: format!("the fork's ancestor {owner} is missing"),
                         })
                     })?;
-                    owner_slot.check_corrupt()?;
                     out.push((owner_slot, lo, hi));
                 }
                 part_start = *part_end;
