@@ -431,7 +431,7 @@ impl<E: Engine> Core<E> {
                 run_end += 1;
             }
             let bytes = wal::read_entry(&*self.log, Location { lsn: first.lsn, len: len as u32 })
-                .map_err(|err| self.read_error(slot, located[at].seq, &located[at].location, &err))?;
+                .map_err(|err| self.read_error(slot, &located[at..run_end], &err))?;
             let mut offset = 0usize;
             for item in &located[at..run_end] {
                 places.push((runs.len(), offset));
@@ -487,15 +487,57 @@ impl<E: Engine> Core<E> {
         Ok(out)
     }
 
-    fn read_error(&self, slot: &Slot, seq: Seq, location: &Location, err: &std::io::Error) -> Error {
-        // A missing file or missing bytes are damage; anything else (EIO, ...)
-        // may be transient and quarantines nothing.
-        let gone = matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound);
-        if gone {
-            let what = format!("its bytes at {location} are gone: {err}");
-            return self.quarantine(slot, Corruption { session: slot.id, seq, what });
+    /// The error for a failed read of `run` (adjacent records read in one
+    /// `pread`). A missing segment, missing bytes or a location no batch can
+    /// hold (`InvalidData` from [`wal::read_entry`]) are damage: the session
+    /// is quarantined at the first record whose bytes are gone, which need
+    /// not be the run's first. Anything else (EIO, ...) may be transient and
+    /// quarantines nothing.
+    fn read_error(&self, slot: &Slot, run: &[Located], err: &std::io::Error) -> Error {
+        let damage = matches!(
+            err.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+        );
+        let Some(first) = run.first() else {
+            return Error::Engine(format!("reading {} from the log: {err}", slot.id));
+        };
+        if !damage {
+            let last = run.last().map_or(first.seq, |l| l.seq);
+            return Error::Engine(format!("reading {}#{}..={last} at {}: {err}", slot.id, first.seq, first.location));
         }
-        Error::Engine(format!("reading {}#{seq} at {location}: {err}", slot.id))
+        if err.kind() == std::io::ErrorKind::InvalidData {
+            // Only a location's own length can be over the limit: a run of
+            // several is at most `READ_RUN_BYTES`.
+            let item = run.iter().find(|item| item.location.len as usize > wal::MAX_BATCH_BYTES).unwrap_or(first);
+            let what = format!("the index places it at {}, which no batch can hold: {err}", item.location);
+            return self.quarantine(slot, Corruption { session: slot.id, seq: item.seq, what });
+        }
+        let corruption = match self.first_cut_off(run) {
+            Some((item, segment_len)) => Corruption {
+                session: slot.id,
+                seq: item.seq,
+                what: format!("its bytes at {} are gone: the segment ends at offset {segment_len}", item.location),
+            },
+            None => Corruption {
+                session: slot.id,
+                seq: first.seq,
+                what: format!("its bytes at {} are gone: {err}", first.location),
+            },
+        };
+        self.quarantine(slot, corruption)
+    }
+
+    /// The first record of `run` that its segment, shorter than the run
+    /// needs, cuts off, with the segment's length; `None` if that cannot be
+    /// told (the segment is missing or its length unknown): then the run's
+    /// first record is the first whose bytes are gone. Only on the error path.
+    fn first_cut_off<'a>(&self, run: &'a [Located]) -> Option<(&'a Located, u64)> {
+        let first = run.first()?;
+        let segment = self.log.open_segment(wal::segment_of(first.location.lsn), false).ok()?;
+        let segment_len = segment.len().ok()?;
+        run.iter()
+            .find(|item| wal::offset_of(item.location.lsn) + u64::from(item.location.len) > segment_len)
+            .map(|item| (item, segment_len))
     }
 
     /// Submits a slot's sealed records to the log and updates its written head
@@ -556,6 +598,7 @@ impl<E: Engine> Core<E> {
 
 /// Bytes read from the log in one `pread` when a session's records are adjacent.
 const READ_RUN_BYTES: u64 = 4 << 20;
+const _: () = assert!(READ_RUN_BYTES <= wal::MAX_BATCH_BYTES as u64, "a run is never refused for its length");
 /// Records in one read from which decoding is spread over threads (below it,
 /// starting threads costs more than it saves).
 const PARALLEL_DECODE_MIN: usize = 512;
