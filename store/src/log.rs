@@ -891,22 +891,13 @@ impl<E: Engine> Read for LogStore<E> {
         let durable = slot.durable_head().next;
         let limit = limit.min(MAX_READ_RECORDS);
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
-        let mut seqs = Vec::new();
+        let mut out = Vec::new();
         for (owner, lo, hi) in core.layout(&slot, from, durable)? {
-            if seqs.len() >= limit {
+            if out.len() >= limit {
                 break;
             }
-            seqs.extend(index::scan_types(&core.engine, &owner, &codes, lo, hi, limit - seqs.len())?);
-        }
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let mut records = core.read_range(session, seq, Seq::new(seq.get() + 1))?;
-            match records.pop() {
-                Some(record) => out.push(record),
-                None => {
-                    let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
-                    return Err(core.quarantine(&slot, corruption));
-                }
+            for seq in index::scan_types(&core.engine, &owner, &codes, lo, hi, limit - out.len())? {
+                out.push(core.read_listed(&slot, &owner, seq, &codes)?);
             }
         }
         Ok(out)
@@ -918,22 +909,12 @@ impl<E: Engine> Read for LogStore<E> {
         slot.check_corrupt()?;
         let durable = slot.durable_head().next;
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
-        let mut latest = None;
         for (owner, _, hi) in core.layout(&slot, Seq::ZERO, durable)?.into_iter().rev() {
-            latest = index::last_of_types(&core.engine, &owner, &codes, hi)?;
-            if latest.is_some() {
-                break;
+            if let Some(seq) = index::last_of_types(&core.engine, &owner, &codes, hi)? {
+                return core.read_listed(&slot, &owner, seq, &codes).map(Some);
             }
         }
-        let Some(seq) = latest else { return Ok(None) };
-        let mut records = core.read_range(session, seq, Seq::new(seq.get() + 1))?;
-        match records.pop() {
-            Some(record) => Ok(Some(record)),
-            None => {
-                let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
-                Err(core.quarantine(&slot, corruption))
-            }
-        }
+        Ok(None)
     }
 
     fn sessions(&self) -> Result<Vec<SessionId>, Error> {
@@ -950,6 +931,31 @@ impl<E: Engine> Read for LogStore<E> {
 }
 
 impl<E: Engine> Core<E> {
+    /// `slot`'s record at `seq`, which `owner` (the slot, or the ancestor
+    /// storing that seq) lists in its type index as one of `codes`. The
+    /// record's own type is checked against `codes`: a damaged or rewritten
+    /// type index must not make a scan return records of other types. A
+    /// mismatch quarantines `owner`, whose index it is. A redacted record has
+    /// no bytes to read its type from and is returned as listed.
+    fn read_listed(&self, slot: &Arc<Slot>, owner: &Slot, seq: Seq, codes: &[u16]) -> Result<Record, Error> {
+        let Some(record) = self.read_range(slot.id, seq, Seq::new(seq.get() + 1))?.pop() else {
+            let corruption = Corruption { session: slot.id, seq, what: "type index names a missing record".to_owned() };
+            return Err(self.quarantine(slot, corruption));
+        };
+        let Some(canonical) = record.canonical() else { return Ok(record) };
+        match index::event_code(canonical) {
+            Some(code) if codes.contains(&code) => Ok(record),
+            found => {
+                let found = found.map_or("no readable type".to_owned(), |code| match EventType::from_code(code) {
+                    Some(event_type) => format!("type {event_type}"),
+                    None => format!("unknown type code {code}"),
+                });
+                let what = format!("the type index lists it under type codes {codes:?}, but it has {found}");
+                Err(self.quarantine(owner, Corruption { session: owner.id, seq, what }))
+            }
+        }
+    }
+
     /// The sessions storing `slot`'s records `from .. end`, in seq order, each
     /// with the part `lo .. hi` it stores, for reading those records.
     ///

@@ -321,3 +321,56 @@ fn a_quarantined_ancestor_refuses_only_the_reads_that_reach_its_damage() {
         Err(logbook_store::ForkError::Store(Error::Corrupted(_)))
     ));
 }
+
+/// Goal: a type index that misstates a record's type is reported by
+/// `verify_all` at that record's seq, whichever way it errs, and a scan that
+/// the misstatement would make return a record of another type reports
+/// corruption instead (and quarantines the session). Method: per case, the
+/// checkpointed type span of a record's type loses that record, the record's
+/// location entry gives another type, or another type's span lists it;
+/// verify, and scan for the type the index claims.
+#[test]
+fn a_type_index_that_misstates_a_record_is_reported() {
+    let type_of = |record: &Record| record.entry().unwrap().event.event_type().code();
+    let span_key = |code: u16| keys::type_key_for_code(session(1), code, 0).to_vec();
+    let offsets =
+        |span: &[u8]| -> Vec<u16> { span.chunks_exact(2).map(|p| u16::from_le_bytes([p[0], p[1]])).collect() };
+    let encode = |offsets: &[u16]| -> Vec<u8> { offsets.iter().flat_map(|o| o.to_le_bytes()).collect() };
+    for case in ["unlisted", "location type", "listed under another type"] {
+        let (fixture, records) = build();
+        let engine = fixture.store().engine();
+        let (seq, code) = (4usize, type_of(&records[4]));
+        let other = records.iter().map(type_of).find(|c| *c != code).unwrap();
+        match case {
+            "unlisted" => {
+                let span = engine.get(Tree::Log, &span_key(code)).unwrap().unwrap();
+                let kept: Vec<u16> = offsets(&span).into_iter().filter(|o| usize::from(*o) != seq).collect();
+                engine.apply(Tree::Log, vec![(span_key(code), Some(encode(&kept)))]).unwrap();
+            }
+            "location type" => {
+                let key = keys::locations_key(session(1), Seq::ZERO).to_vec();
+                let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+                let at = 1 + seq * LOCATION_BYTES + 12;
+                chunk[at..at + 2].copy_from_slice(&other.to_le_bytes());
+                engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+            }
+            _ => {
+                let span = engine.get(Tree::Log, &span_key(other)).unwrap().unwrap();
+                let mut listed = offsets(&span);
+                listed.push(seq as u16);
+                listed.sort_unstable();
+                engine.apply(Tree::Log, vec![(span_key(other), Some(encode(&listed)))]).unwrap();
+            }
+        }
+        let (first, kind) = first_break(&report(&fixture));
+        assert_eq!(first, Seq::new(seq as u64), "{case}: {kind:?}");
+        if case == "listed under another type" {
+            let other_type = logbook_core::EventType::from_code(other).unwrap();
+            match fixture.store().scan_types(session(1), &[other_type], Seq::ZERO, 100) {
+                Err(Error::Corrupted(corruption)) => assert_eq!(corruption.seq, Seq::new(seq as u64)),
+                found => panic!("{case}: a scan for {other_type} returned {found:?}"),
+            }
+            assert!(matches!(fixture.store().read(session(1), Seq::ZERO, 1), Err(Error::Corrupted(_))), "quarantined");
+        }
+    }
+}
