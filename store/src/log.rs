@@ -421,10 +421,16 @@ impl<E: Engine> Core<E> {
         let mut at = 0;
         while at < located.len() {
             let first = located[at].location;
+            // Locations come from the index: a damaged LSN near `u64::MAX`
+            // must be corruption of its record, not an overflow.
+            if first.lsn.checked_add(u64::from(first.len)).is_none() {
+                let what = format!("the index places it at {first}, past the last position of the log");
+                return Err(self.quarantine(slot, Corruption { session: slot.id, seq: located[at].seq, what }));
+            }
             let mut run_end = at + 1;
             let mut len = u64::from(first.len);
             while run_end < located.len()
-                && located[run_end].location.lsn == first.lsn + len
+                && first.lsn.checked_add(len) == Some(located[run_end].location.lsn)
                 && len + u64::from(located[run_end].location.len) <= READ_RUN_BYTES
             {
                 len += u64::from(located[run_end].location.len);

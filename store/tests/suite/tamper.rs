@@ -374,3 +374,30 @@ fn a_type_index_that_misstates_a_record_is_reported() {
         }
     }
 }
+
+/// Goal: an index location at the very end of the LSN space (a forged or
+/// damaged `lsn`) is corruption of its record, not an arithmetic overflow
+/// (a panic in a debug build) when the read looks for the records adjacent
+/// to it. Method: seq 3's checkpointed location given an LSN a few bytes
+/// below `u64::MAX`, caches dropped, a read of all six records.
+#[test]
+fn an_index_location_at_the_end_of_the_lsn_space_is_corruption() {
+    let fixture = MemFixture::new();
+    let s = session(410);
+    for i in 0..6 {
+        fixture.store().append(s, Seq::new(i), &entries(i..i + 1)).unwrap();
+    }
+    fixture.store().checkpoint().unwrap();
+    let engine = fixture.store().engine();
+    let key = keys::locations_key(s, Seq::ZERO).to_vec();
+    let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+    let at = 1 + 3 * LOCATION_BYTES;
+    chunk[at..at + 8].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+    engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+    fixture.store().clear_caches();
+    match fixture.store().read(s, Seq::ZERO, 10) {
+        Err(Error::Corrupted(corruption)) => assert_eq!((corruption.session, corruption.seq), (s, Seq::new(3))),
+        other => panic!("expected corruption of {s} at seq 3, got {other:?}"),
+    }
+    assert!(matches!(fixture.store().read(s, Seq::ZERO, 1), Err(Error::Corrupted(_))), "quarantined");
+}
