@@ -6,13 +6,15 @@
 //! parent's hash at the fork point is checked against the origin), every blob
 //! is re-hashed, and where each chain ends is compared with the session's head.
 //! Reading the log rather than the index also checks the index: every
-//! record's indexed location must be where the scan found it, a head that
+//! record's indexed location must be where the scan found it, with its
+//! type, every type-index entry must list a record of its type, a head that
 //! stops short of the log's records and a session the log does not know are
 //! reported. Unlike reads, which stop at the first damage, this reports every
 //! break, and damage to the log itself (a batch failing its checksum has its
 //! records checked one by one; an unreadable stretch is skipped and reported).
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
@@ -22,9 +24,9 @@ use logbook_core::verify::{
 use logbook_core::{ChainHash, Digest, Seq, SessionId};
 use serde::Serialize;
 
-use crate::engine::Engine;
+use crate::engine::{Direction, Engine, Tree, prefix_range};
 use crate::error::Error;
-use crate::index::Chunk;
+use crate::index::{self, Chunk};
 use crate::keys::{self, CHUNK_SEQS};
 use crate::log::LogStore;
 use crate::session::{PendingRecord, Slot};
@@ -58,8 +60,17 @@ fn decoded_part_end(items: &[(u64, usize, Entry<'_>)], start: usize) -> usize {
 /// prechecked (at [`Depth::Entries`], every chain's depth), or a blob re-hashed.
 /// Neither keeps the entry's bytes.
 enum Checked {
-    Record { header: wal::RecordHeader, read: Result<Prechecked, String> },
-    Blob { digest: Digest, read: Result<(), String> },
+    /// `code`: the type code the record's canonical bytes hold (`None` for a
+    /// redacted record, or bytes that could not be read).
+    Record {
+        header: wal::RecordHeader,
+        read: Result<Prechecked, String>,
+        code: Option<u16>,
+    },
+    Blob {
+        digest: Digest,
+        read: Result<(), String>,
+    },
     Fork(wal::ForkEntry),
     Resource,
 }
@@ -69,7 +80,14 @@ impl Checked {
     fn of(entry: &Entry<'_>, scratch: &mut Vec<u8>) -> Checked {
         match entry {
             Entry::Record { header, body } => {
-                Checked::Record { header: *header, read: wal::precheck_entry(header, body, Depth::Entries, scratch) }
+                let read = wal::precheck_entry(header, body, Depth::Entries, scratch);
+                // A compressed body was decompressed into `scratch`.
+                let code = read.as_ref().ok().and_then(|_| match header.codec {
+                    wal::BodyCodec::Raw => index::event_code(body),
+                    wal::BodyCodec::Zstd => index::event_code(scratch),
+                    wal::BodyCodec::Redacted => None,
+                });
+                Checked::Record { header: *header, read, code }
             }
             Entry::Blob { digest, codec, body } => {
                 Checked::Blob { digest: *digest, read: wal::check_blob_entry(*digest, *codec, body, scratch) }
@@ -145,10 +163,10 @@ impl IndexView {
         IndexView { durable_next: slot.durable_head().next, indexed_next, pending, chunk: None }
     }
 
-    /// Where the index says `seq` is; `None` if it does not know.
-    fn location(&mut self, engine: &dyn Engine, session: SessionId, seq: Seq) -> Option<Location> {
+    /// Where the index says `seq` is, and its type code; `None` if it does not know.
+    fn location(&mut self, engine: &dyn Engine, session: SessionId, seq: Seq) -> Option<(Location, u16)> {
         if seq >= self.indexed_next {
-            return self.pending.get((seq.get() - self.indexed_next.get()) as usize).map(|p| p.location);
+            return self.pending.get((seq.get() - self.indexed_next.get()) as usize).map(|p| (p.location, p.code));
         }
         let chunk_no = seq.get() / CHUNK_SEQS;
         if self.chunk.as_ref().map(|(n, _)| *n) != Some(chunk_no) {
@@ -160,19 +178,24 @@ impl IndexView {
         let (_, chunk) = self.chunk.as_ref()?;
         let chunk = chunk.as_ref()?;
         let idx = seq.get().checked_sub(chunk.first.get())?;
-        chunk.entries.get(idx as usize).map(|(location, _)| *location)
+        chunk.entries.get(idx as usize).copied()
     }
 
     /// The break to report if the index does not place this durable record
-    /// where the log has it (`lsn`); records past the durable head are not
-    /// indexed yet and pass.
+    /// where the log has it (`lsn`), or gives it another type than the log's
+    /// entry; records past the durable head are not indexed yet and pass.
+    /// (The type index proper is checked against these types once the log
+    /// has been read: [`type_index_break`].)
     fn misplaced(&mut self, engine: &dyn Engine, header: &wal::RecordHeader, lsn: u64) -> Option<Break> {
         if header.seq >= self.durable_next {
             return None;
         }
         let reason = match self.location(engine, header.session, header.seq) {
-            Some(location) if location.lsn == lsn => return None,
-            Some(location) => format!("the index places it at {location}, the log has it at {}", wal::Lsn(lsn)),
+            Some((location, code)) if location.lsn == lsn && code == header.code => return None,
+            Some((location, _)) if location.lsn != lsn => {
+                format!("the index places it at {location}, the log has it at {}", wal::Lsn(lsn))
+            }
+            Some((_, code)) => format!("the index gives it type code {code}, the log type code {}", header.code),
             None => "the index does not list it".to_owned(),
         };
         Some(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } })
@@ -275,12 +298,18 @@ impl Pass<'_> {
     /// The in-order checks of the entry at `lsn`.
     fn check_entry(&mut self, lsn: u64, checked: Checked) {
         match checked {
-            Checked::Record { header, read } => {
+            Checked::Record { header, read, code } => {
                 self.done.n_records += 1;
                 let chain = self.chains.entry(header.session).or_insert_with(|| Chain::new(Anchor::GENESIS, None));
                 let view = self.views.get_mut(&header.session);
                 if let Some(misplaced) = view.and_then(|v| v.misplaced(self.engine, &header, lsn)) {
                     chain.misplaced.push(misplaced);
+                }
+                // The entry's type (what the index is built from) is not
+                // hashed; the event's own is.
+                if let Some(code) = code.filter(|code| *code != header.code) {
+                    let reason = format!("its entry gives type code {}, its event has type code {code}", header.code);
+                    chain.misplaced.push(Break { seq: header.seq, kind: BreakKind::Unreadable { reason } });
                 }
                 match read {
                     Ok(pre) => {
@@ -347,7 +376,7 @@ impl<E: Engine> LogStore<E> {
             }
             reader.join()
         });
-        let Pass { chains, fork_points, done, blob_errors, mut log_errors, .. } = pass;
+        let Pass { chains, views, fork_points, done, blob_errors, mut log_errors, .. } = pass;
         match read {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => log_errors.push(reason),
@@ -360,11 +389,18 @@ impl<E: Engine> LogStore<E> {
                 finish(session, chain, slot.map(|s| s.durable_head()), &owners, &fork_points)
             })
             .collect();
-        // Index entries past a session's head.
+        // Index entries past a session's head, and type-index entries that
+        // misstate a record's type (as checked against the log above).
         for slot in &slots {
+            let mut breaks = Vec::new();
             if let Some(seq) = index_past_head(&core.engine, slot)? {
                 let reason = format!("the index lists a record at seq {seq}, past the head");
-                let brk = Break { seq, kind: BreakKind::Unreadable { reason } };
+                breaks.push(Break { seq, kind: BreakKind::Unreadable { reason } });
+            }
+            if let Some(view) = views.get(&slot.id) {
+                breaks.extend(type_index_break(&core.engine, slot, view.indexed_next)?);
+            }
+            for brk in breaks {
                 match sessions.iter_mut().find(|s| s.session == slot.id) {
                     Some(found) => {
                         found.report.breaks.push(brk);
@@ -410,6 +446,82 @@ fn index_past_head(engine: &dyn Engine, slot: &Slot) -> Result<Option<Seq>, Erro
     }
     Ok(None)
 }
+
+/// The first of `slot`'s checkpointed records below `indexed_next` (what
+/// was checkpointed when the verification started: checkpoints since only
+/// add later seqs) that its type index misstates: listed under a type code
+/// other than the one its location entry gives (which the pass checked
+/// against the log), listed twice, listed though the session does not store
+/// it, or not listed at all. Records past a gap in the location chunks are
+/// left to the pass, which reports the gap. Reads the session's location
+/// chunks and type spans once; holds a type code per record of this one
+/// session (less than the location chunks themselves).
+fn type_index_break(engine: &dyn Engine, slot: &Slot, indexed_next: Seq) -> Result<Option<Break>, Error> {
+    let own_start = slot.own_start();
+    let unreadable = |seq: Seq, reason: String| Ok(Some(Break { seq, kind: BreakKind::Unreadable { reason } }));
+    // The type code each location entry gives, from own_start on, up to
+    // indexed_next or the first gap; `None` once the type index listed it.
+    let mut codes: Vec<Option<u16>> = Vec::new();
+    let next_seq = |codes: &Vec<Option<u16>>| own_start.get() + codes.len() as u64;
+    let (mut start, end) = prefix_range(&keys::session_prefix(keys::LogKeyKind::Locations, slot.id));
+    'chunks: while next_seq(&codes) < indexed_next.get() {
+        let page = engine.range(Tree::Log, (start, end.clone()), Direction::Forward, TYPE_CHECK_PAGE)?;
+        let Some((page_last, _)) = page.last() else { break };
+        start = Bound::Excluded(page_last.clone());
+        for (key, value) in &page {
+            let Some(chunk) = keys::parse_locations_key(key).and_then(|(_, no)| Chunk::decode(no, value)) else {
+                break 'chunks;
+            };
+            for (idx, (_, code)) in chunk.entries.iter().enumerate() {
+                let seq = chunk.first.get() + idx as u64;
+                if seq < next_seq(&codes) {
+                    continue;
+                }
+                if seq > next_seq(&codes) || seq >= indexed_next.get() {
+                    break 'chunks;
+                }
+                codes.push(Some(*code));
+            }
+        }
+    }
+    let (mut start, end) = prefix_range(&keys::session_prefix(keys::LogKeyKind::TypeIndex, slot.id));
+    loop {
+        let page = engine.range(Tree::Log, (start, end.clone()), Direction::Forward, TYPE_CHECK_PAGE)?;
+        let Some((page_last, _)) = page.last() else { break };
+        start = Bound::Excluded(page_last.clone());
+        for (key, value) in &page {
+            let (seqs, code) = match (index::decode_span(slot.id, key, value), keys::parse_type_key(key)) {
+                (Ok(seqs), Some((_, code, _))) => (seqs, code),
+                (Err(err), _) => return unreadable(own_start, err.to_string()),
+                (Ok(_), None) => return unreadable(own_start, "malformed type index key".to_owned()),
+            };
+            for seq in seqs.into_iter().filter(|seq| *seq < indexed_next) {
+                let Some(idx) = seq.get().checked_sub(own_start.get()) else {
+                    let reason =
+                        format!("the type index lists it under type code {code}; the session does not store it");
+                    return unreadable(seq, reason);
+                };
+                let Some(listed) = codes.get_mut(idx as usize) else { continue };
+                match listed.take() {
+                    Some(indexed) if indexed == code => {}
+                    Some(indexed) => {
+                        let reason =
+                            format!("the type index lists it under type code {code}, its location under {indexed}");
+                        return unreadable(seq, reason);
+                    }
+                    None => return unreadable(seq, format!("the type index lists it twice (again under {code})")),
+                }
+            }
+        }
+    }
+    match codes.iter().position(Option::is_some) {
+        Some(idx) => unreadable(Seq::new(own_start.get() + idx as u64), "the type index does not list it".to_owned()),
+        None => Ok(None),
+    }
+}
+
+/// Index keys read per engine call while checking the type index.
+const TYPE_CHECK_PAGE: usize = 256;
 
 impl Chain {
     fn new(anchor: Anchor, origin: Option<(SessionId, Seq, ChainHash)>) -> Chain {

@@ -78,6 +78,26 @@ impl Chunk {
     }
 }
 
+/// Where an entry's canonical bytes hold its event's variant index (the
+/// event type's code): after the entry format byte and the 16-byte event id
+/// (docs/format.md, 2.2).
+const EVENT_CODE_AT: usize = 1 + 16;
+
+/// The event type code an entry's canonical bytes hold, read in place
+/// without decoding the entry (no allocation): the bincode varint of the
+/// `Event` variant index, one byte below 251, else 251 and a `u16`. `None`
+/// for bytes that are no entry of this format or no code.
+pub(crate) fn event_code(canonical: &[u8]) -> Option<u16> {
+    if *canonical.first()? != logbook_core::encoding::ENTRY_FORMAT_V1 {
+        return None;
+    }
+    match *canonical.get(EVENT_CODE_AT)? {
+        small @ 0..=250 => Some(u16::from(small)),
+        251 => Some(u16::from_le_bytes(canonical.get(EVENT_CODE_AT + 1..EVENT_CODE_AT + 3)?.try_into().ok()?)),
+        252..=255 => None,
+    }
+}
+
 /// The locations of `slot`'s own records `from .. end` (all must exist).
 pub(crate) fn locate(engine: &dyn Engine, slot: &Slot, from: Seq, end: Seq) -> Result<Vec<Located>, Error> {
     let session = slot.id;
@@ -253,7 +273,8 @@ fn pending_matches(slot: &Slot, codes: &[u16], from: Seq, end: Seq) -> Result<(S
     Ok((index.indexed_next, matches))
 }
 
-fn decode_span(session: SessionId, key: &[u8], value: &[u8]) -> Result<Vec<Seq>, Error> {
+/// The seqs a type-index span lists.
+pub(crate) fn decode_span(session: SessionId, key: &[u8], value: &[u8]) -> Result<Vec<Seq>, Error> {
     let malformed =
         || Error::Corrupted(Corruption { session, seq: Seq::ZERO, what: "malformed type index entry".to_owned() });
     let (key_session, _, span) = keys::parse_type_key(key).ok_or_else(malformed)?;
@@ -337,6 +358,23 @@ pub(crate) fn checkpoint_writes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Goal: the type code read in place from canonical bytes is the event's
+    /// type for every event type. Method: one sample event of each type.
+    #[test]
+    fn event_codes_read_in_place_are_the_event_types() {
+        for (i, event) in logbook_core::event::sample_events().into_iter().enumerate() {
+            let entry = logbook_core::Entry {
+                id: logbook_core::EventId::from_parts(1_764_000_000_000, i as u128),
+                at: logbook_core::Timestamp::from_unix_micros(1_764_000_000_000_000),
+                event,
+            };
+            let canonical = entry.to_canonical().unwrap();
+            assert_eq!(event_code(&canonical), Some(entry.event.event_type().code()), "{}", entry.event.event_type());
+        }
+        assert_eq!(event_code(&[]), None);
+        assert_eq!(event_code(&[9; 40]), None, "another entry format");
+    }
 
     #[test]
     fn chunks_round_trip_and_reject_garbage() {

@@ -421,17 +421,23 @@ impl<E: Engine> Core<E> {
         let mut at = 0;
         while at < located.len() {
             let first = located[at].location;
+            // Locations come from the index: a damaged LSN near `u64::MAX`
+            // must be corruption of its record, not an overflow.
+            if first.lsn.checked_add(u64::from(first.len)).is_none() {
+                let what = format!("the index places it at {first}, past the last position of the log");
+                return Err(self.quarantine(slot, Corruption { session: slot.id, seq: located[at].seq, what }));
+            }
             let mut run_end = at + 1;
             let mut len = u64::from(first.len);
             while run_end < located.len()
-                && located[run_end].location.lsn == first.lsn + len
+                && first.lsn.checked_add(len) == Some(located[run_end].location.lsn)
                 && len + u64::from(located[run_end].location.len) <= READ_RUN_BYTES
             {
                 len += u64::from(located[run_end].location.len);
                 run_end += 1;
             }
             let bytes = wal::read_entry(&*self.log, Location { lsn: first.lsn, len: len as u32 })
-                .map_err(|err| self.read_error(slot, located[at].seq, &located[at].location, &err))?;
+                .map_err(|err| self.read_error(slot, &located[at..run_end], &err))?;
             let mut offset = 0usize;
             for item in &located[at..run_end] {
                 places.push((runs.len(), offset));
@@ -487,15 +493,57 @@ impl<E: Engine> Core<E> {
         Ok(out)
     }
 
-    fn read_error(&self, slot: &Slot, seq: Seq, location: &Location, err: &std::io::Error) -> Error {
-        // A missing file or missing bytes are damage; anything else (EIO, ...)
-        // may be transient and quarantines nothing.
-        let gone = matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound);
-        if gone {
-            let what = format!("its bytes at {location} are gone: {err}");
-            return self.quarantine(slot, Corruption { session: slot.id, seq, what });
+    /// The error for a failed read of `run` (adjacent records read in one
+    /// `pread`). A missing segment, missing bytes or a location no batch can
+    /// hold (`InvalidData` from [`wal::read_entry`]) are damage: the session
+    /// is quarantined at the first record whose bytes are gone, which need
+    /// not be the run's first. Anything else (EIO, ...) may be transient and
+    /// quarantines nothing.
+    fn read_error(&self, slot: &Slot, run: &[Located], err: &std::io::Error) -> Error {
+        let damage = matches!(
+            err.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+        );
+        let Some(first) = run.first() else {
+            return Error::Engine(format!("reading {} from the log: {err}", slot.id));
+        };
+        if !damage {
+            let last = run.last().map_or(first.seq, |l| l.seq);
+            return Error::Engine(format!("reading {}#{}..={last} at {}: {err}", slot.id, first.seq, first.location));
         }
-        Error::Engine(format!("reading {}#{seq} at {location}: {err}", slot.id))
+        if err.kind() == std::io::ErrorKind::InvalidData {
+            // Only a location's own length can be over the limit: a run of
+            // several is at most `READ_RUN_BYTES`.
+            let item = run.iter().find(|item| item.location.len as usize > wal::MAX_BATCH_BYTES).unwrap_or(first);
+            let what = format!("the index places it at {}, which no batch can hold: {err}", item.location);
+            return self.quarantine(slot, Corruption { session: slot.id, seq: item.seq, what });
+        }
+        let corruption = match self.first_cut_off(run) {
+            Some((item, segment_len)) => Corruption {
+                session: slot.id,
+                seq: item.seq,
+                what: format!("its bytes at {} are gone: the segment ends at offset {segment_len}", item.location),
+            },
+            None => Corruption {
+                session: slot.id,
+                seq: first.seq,
+                what: format!("its bytes at {} are gone: {err}", first.location),
+            },
+        };
+        self.quarantine(slot, corruption)
+    }
+
+    /// The first record of `run` that its segment, shorter than the run
+    /// needs, cuts off, with the segment's length; `None` if that cannot be
+    /// told (the segment is missing or its length unknown): then the run's
+    /// first record is the first whose bytes are gone. Only on the error path.
+    fn first_cut_off<'a>(&self, run: &'a [Located]) -> Option<(&'a Located, u64)> {
+        let first = run.first()?;
+        let segment = self.log.open_segment(wal::segment_of(first.location.lsn), false).ok()?;
+        let segment_len = segment.len().ok()?;
+        run.iter()
+            .find(|item| wal::offset_of(item.location.lsn) + u64::from(item.location.len) > segment_len)
+            .map(|item| (item, segment_len))
     }
 
     /// Submits a slot's sealed records to the log and updates its written head
@@ -556,6 +604,7 @@ impl<E: Engine> Core<E> {
 
 /// Bytes read from the log in one `pread` when a session's records are adjacent.
 const READ_RUN_BYTES: u64 = 4 << 20;
+const _: () = assert!(READ_RUN_BYTES <= wal::MAX_BATCH_BYTES as u64, "a run is never refused for its length");
 /// Records in one read from which decoding is spread over threads (below it,
 /// starting threads costs more than it saves).
 const PARALLEL_DECODE_MIN: usize = 512;
@@ -848,22 +897,13 @@ impl<E: Engine> Read for LogStore<E> {
         let durable = slot.durable_head().next;
         let limit = limit.min(MAX_READ_RECORDS);
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
-        let mut seqs = Vec::new();
-        for (owner, lo, hi) in core.parts(&slot, from, durable)? {
-            if seqs.len() >= limit {
+        let mut out = Vec::new();
+        for (owner, lo, hi) in core.layout(&slot, from, durable)? {
+            if out.len() >= limit {
                 break;
             }
-            seqs.extend(index::scan_types(&core.engine, &owner, &codes, lo, hi, limit - seqs.len())?);
-        }
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let mut records = core.read_range(session, seq, Seq::new(seq.get() + 1))?;
-            match records.pop() {
-                Some(record) => out.push(record),
-                None => {
-                    let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
-                    return Err(core.quarantine(&slot, corruption));
-                }
+            for seq in index::scan_types(&core.engine, &owner, &codes, lo, hi, limit - out.len())? {
+                out.push(core.read_listed(&slot, &owner, seq, &codes)?);
             }
         }
         Ok(out)
@@ -875,22 +915,12 @@ impl<E: Engine> Read for LogStore<E> {
         slot.check_corrupt()?;
         let durable = slot.durable_head().next;
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
-        let mut latest = None;
-        for (owner, _, hi) in core.parts(&slot, Seq::ZERO, durable)?.into_iter().rev() {
-            latest = index::last_of_types(&core.engine, &owner, &codes, hi)?;
-            if latest.is_some() {
-                break;
+        for (owner, _, hi) in core.layout(&slot, Seq::ZERO, durable)?.into_iter().rev() {
+            if let Some(seq) = index::last_of_types(&core.engine, &owner, &codes, hi)? {
+                return core.read_listed(&slot, &owner, seq, &codes).map(Some);
             }
         }
-        let Some(seq) = latest else { return Ok(None) };
-        let mut records = core.read_range(session, seq, Seq::new(seq.get() + 1))?;
-        match records.pop() {
-            Some(record) => Ok(Some(record)),
-            None => {
-                let corruption = Corruption { session, seq, what: "type index names a missing record".to_owned() };
-                Err(core.quarantine(&slot, corruption))
-            }
-        }
+        Ok(None)
     }
 
     fn sessions(&self) -> Result<Vec<SessionId>, Error> {
@@ -907,9 +937,58 @@ impl<E: Engine> Read for LogStore<E> {
 }
 
 impl<E: Engine> Core<E> {
+    /// `slot`'s record at `seq`, which `owner` (the slot, or the ancestor
+    /// storing that seq) lists in its type index as one of `codes`. The
+    /// record's own type is checked against `codes`: a damaged or rewritten
+    /// type index must not make a scan return records of other types. A
+    /// mismatch quarantines `owner`, whose index it is. A redacted record has
+    /// no bytes to read its type from and is returned as listed.
+    fn read_listed(&self, slot: &Arc<Slot>, owner: &Slot, seq: Seq, codes: &[u16]) -> Result<Record, Error> {
+        let Some(record) = self.read_range(slot.id, seq, Seq::new(seq.get() + 1))?.pop() else {
+            let corruption = Corruption { session: slot.id, seq, what: "type index names a missing record".to_owned() };
+            return Err(self.quarantine(slot, corruption));
+        };
+        let Some(canonical) = record.canonical() else { return Ok(record) };
+        match index::event_code(canonical) {
+            Some(code) if codes.contains(&code) => Ok(record),
+            found => {
+                let found = found.map_or("no readable type".to_owned(), |code| match EventType::from_code(code) {
+                    Some(event_type) => format!("type {event_type}"),
+                    None => format!("unknown type code {code}"),
+                });
+                let what = format!("the type index lists it under type codes {codes:?}, but it has {found}");
+                Err(self.quarantine(owner, Corruption { session: owner.id, seq, what }))
+            }
+        }
+    }
+
     /// The sessions storing `slot`'s records `from .. end`, in seq order, each
-    /// with the part `lo .. hi` it stores.
+    /// with the part `lo .. hi` it stores, for reading those records.
+    ///
+    /// An ancestor found corrupt refuses only the parts that reach the seq
+    /// its corruption names: its records below that seq are what the fork
+    /// inherited, and each one read is still checked (place, hash, links)
+    /// like any other, so a fork whose inherited prefix is intact stays
+    /// readable while its ancestor is quarantined for damage past it.
     pub(crate) fn parts(&self, slot: &Arc<Slot>, from: Seq, end: Seq) -> Result<Vec<(Arc<Slot>, Seq, Seq)>, Error> {
+        let parts = self.layout(slot, from, end)?;
+        for (owner, _, hi) in &parts {
+            if owner.id == slot.id {
+                continue;
+            }
+            if let Some(corruption) = owner.corrupt.get()
+                && corruption.seq < *hi
+            {
+                return Err(Error::Corrupted(corruption.clone()));
+            }
+        }
+        Ok(parts)
+    }
+
+    /// [`Core::parts`] without judging the ancestors' corruption: for lookups
+    /// in their indexes (type scans), whose records are then read through
+    /// [`Core::read_range`], which does.
+    fn layout(&self, slot: &Arc<Slot>, from: Seq, end: Seq) -> Result<Vec<(Arc<Slot>, Seq, Seq)>, Error> {
         let mut out = Vec::new();
         let own_start = slot.own_start();
         if let Some(origin) = slot.origin.get() {
@@ -924,7 +1003,6 @@ impl<E: Engine> Core<E> {
                             what: format!("the fork's ancestor {owner} is missing"),
                         })
                     })?;
-                    owner_slot.check_corrupt()?;
                     out.push((owner_slot, lo, hi));
                 }
                 part_start = *part_end;

@@ -17,7 +17,7 @@
 //! continuity and chain links), resource writes and blob locations are
 //! written to the trees again (idempotently), forks get their origin.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -31,7 +31,9 @@ use crate::session::{Origin, PendingRecord, Slot};
 use crate::wal::{self, Entry, ForkEntry, Location, LogWriter, Lsn, Scan};
 
 /// Forks of forks of ... are limited to this depth: a fork's inherited prefix
-/// is read through this many sessions at most.
+/// is read through this many sessions at most (the length of its flattened
+/// ancestry, checked by `fork` and again on open; the chain of parents
+/// behind it may be longer).
 pub const MAX_FORK_DEPTH: usize = 64;
 
 /// Keys read per engine scan on open.
@@ -311,18 +313,10 @@ fn replay_fork(states: &mut BTreeMap<SessionId, State>, fork: &ForkEntry, log_wr
 
 /// Slots from the recovered states, forks with their flattened ancestry.
 fn build_slots(mut states: BTreeMap<SessionId, State>) -> HashMap<SessionId, Arc<Slot>> {
-    let children: Vec<SessionId> = states.iter().filter(|(_, s)| s.origin.is_some()).map(|(id, _)| *id).collect();
-    let mut ancestries: HashMap<SessionId, Vec<(SessionId, Seq)>> = HashMap::new();
-    for child in children {
-        match ancestry(&states, child, &mut ancestries, 0) {
-            Ok(ancestry) => {
-                ancestries.insert(child, ancestry);
-            }
-            Err(what) => {
-                if let Some(state) = states.get_mut(&child) {
-                    state.fail(child, Seq::ZERO, what);
-                }
-            }
+    let mut ancestries = ancestries(&states);
+    for (child, known) in &ancestries {
+        if let (Err(what), Some(state)) = (known, states.get_mut(child)) {
+            state.fail(*child, Seq::ZERO, what.clone());
         }
     }
     let mut slots = HashMap::with_capacity(states.len());
@@ -332,7 +326,7 @@ fn build_slots(mut states: BTreeMap<SessionId, State>) -> HashMap<SessionId, Arc
             index.indexed_next = state.indexed_next;
             index.pending = state.pending.into_iter().collect();
         }
-        if let (Some((parent, at_seq, parent_hash)), Some(ancestry)) = (state.origin, ancestries.remove(&session)) {
+        if let (Some((parent, at_seq, parent_hash)), Some(Ok(ancestry))) = (state.origin, ancestries.remove(&session)) {
             let _ = slot.origin.set(Origin { parent, at_seq, parent_hash, ancestry });
         }
         if let Some(corruption) = state.corrupt {
@@ -343,19 +337,55 @@ fn build_slots(mut states: BTreeMap<SessionId, State>) -> HashMap<SessionId, Arc
     slots
 }
 
-/// The flattened ancestry of fork `child` (see [`Origin::ancestry`]).
-fn ancestry(
-    states: &BTreeMap<SessionId, State>,
-    child: SessionId,
-    memo: &mut HashMap<SessionId, Vec<(SessionId, Seq)>>,
-    depth: usize,
-) -> Result<Vec<(SessionId, Seq)>, String> {
-    if let Some(known) = memo.get(&child) {
-        return Ok(known.clone());
+/// A fork's flattened ancestry (see [`Origin::ancestry`]), or why it has none.
+type Ancestry = Result<Vec<(SessionId, Seq)>, String>;
+
+/// The flattened ancestry of every fork, each computed once from its
+/// parent's, parents first. The limit is the one `fork` applies, on the
+/// flattened ancestry ([`MAX_FORK_DEPTH`] sessions), not on the chain of
+/// parents: a fork of a fork at a seq the grandparent stores has the
+/// grandparent's one part however long the chain, and whatever `fork`
+/// accepted must open again. Iterative, so that no chain of parents (a
+/// long one, or a cycle in a damaged index) can exhaust the stack.
+fn ancestries(states: &BTreeMap<SessionId, State>) -> HashMap<SessionId, Ancestry> {
+    let mut known: HashMap<SessionId, Ancestry> = HashMap::new();
+    for (child, state) in states {
+        if state.origin.is_none() || known.contains_key(child) {
+            continue;
+        }
+        // The forks from `child` up to the first whose parent is known or is
+        // no fork: theirs are computed in reverse order, parents first.
+        let mut path = vec![*child];
+        let mut on_path: HashSet<SessionId> = HashSet::from([*child]);
+        let mut cycle_from = None;
+        let mut at = *child;
+        while let Some((parent, _, _)) = states.get(&at).and_then(|s| s.origin) {
+            if known.contains_key(&parent) || states.get(&parent).is_none_or(|p| p.origin.is_none()) {
+                break;
+            }
+            if !on_path.insert(parent) {
+                cycle_from = path.iter().position(|s| *s == parent);
+                break;
+            }
+            path.push(parent);
+            at = parent;
+        }
+        if let Some(first) = cycle_from {
+            for session in path.drain(first..) {
+                known.insert(session, Err("the fork's ancestry is a cycle".to_owned()));
+            }
+        }
+        for session in path.into_iter().rev() {
+            let ancestry = ancestry(states, session, &known);
+            known.insert(session, ancestry);
+        }
     }
-    if depth > MAX_FORK_DEPTH {
-        return Err(format!("fork ancestry deeper than {MAX_FORK_DEPTH} (or a cycle)"));
-    }
+    known
+}
+
+/// The flattened ancestry of fork `child`, from its parent's in `known` (a
+/// parent that is no fork has none).
+fn ancestry(states: &BTreeMap<SessionId, State>, child: SessionId, known: &HashMap<SessionId, Ancestry>) -> Ancestry {
     let Some((parent, at_seq, _)) = states.get(&child).and_then(|s| s.origin) else {
         return Ok(Vec::new());
     };
@@ -363,8 +393,17 @@ fn ancestry(
     if parent_state.next <= at_seq {
         return Err(format!("the fork's parent {parent} has no record at seq {at_seq}"));
     }
-    let parent_ancestry = ancestry(states, parent, memo, depth + 1)?;
-    Ok(flatten(&parent_ancestry, parent, parent_state.origin.map(|(_, s, _)| Seq::new(s.get() + 1)), at_seq))
+    let parent_origin = parent_state.origin.map(|(_, s, _)| Seq::new(s.get() + 1));
+    let flattened = match (parent_origin, known.get(&parent)) {
+        (None, _) => flatten(&[], parent, None, at_seq),
+        (Some(_), Some(Ok(parent_ancestry))) => flatten(parent_ancestry, parent, parent_origin, at_seq),
+        (Some(_), Some(Err(what))) => return Err(format!("the fork's parent {parent}: {what}")),
+        (Some(_), None) => return Err(format!("the fork's parent {parent} has no known ancestry")),
+    };
+    if flattened.len() > MAX_FORK_DEPTH {
+        return Err(format!("the fork's ancestry is read through more than {MAX_FORK_DEPTH} sessions"));
+    }
+    Ok(flattened)
 }
 
 /// A child's ancestry from its parent's: the parent's parts up to `at_seq`,
@@ -388,4 +427,64 @@ pub(crate) fn flatten(
         out.push((parent, end));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    fn id(n: u64) -> SessionId {
+        SessionId::from_parts(1_764_000_000_000 + n, u128::from(n))
+    }
+
+    fn state(next: u64, origin: Option<(SessionId, u64)>) -> State {
+        let mut state = State::empty();
+        state.next = Seq::new(next);
+        state.origin = origin.map(|(parent, at_seq)| (parent, Seq::new(at_seq), chain::GENESIS));
+        state
+    }
+
+    /// Goal: recovery accepts any chain of forks whose flattened ancestry
+    /// `fork` accepted, however long the chain of parents, without deep
+    /// recursion. Method: 10 000 forks, each of the previous one at seq 2 (a
+    /// record of the root), with ids sorting before their parents'.
+    #[test]
+    fn a_long_chain_of_forks_at_an_inherited_seq_has_a_one_part_ancestry() {
+        let root = id(20_000);
+        let mut states = BTreeMap::from([(root, state(5, None))]);
+        let mut parent = root;
+        for k in 1..=10_000 {
+            let child = id(20_000 - k);
+            states.insert(child, state(3, Some((parent, 2))));
+            parent = child;
+        }
+        let known = ancestries(&states);
+        assert_eq!(known.len(), 10_000);
+        assert!(known.values().all(|a| a.as_ref().is_ok_and(|a| *a == vec![(root, Seq::new(3))])));
+    }
+
+    /// Goal: the limit on open is `fork`'s, on the flattened ancestry; a
+    /// cycle of origins (a damaged index) fails its forks and their
+    /// descendants without looping. Method: fork `k` of fork `k - 1` at its
+    /// own first record, so that each adds a part; and two forks of each other.
+    #[test]
+    fn ancestries_longer_than_the_limit_and_cycles_fail() {
+        let root = id(0);
+        let mut states = BTreeMap::from([(root, state(2, None))]);
+        for k in 1..=(MAX_FORK_DEPTH as u64 + 2) {
+            states.insert(id(k), state(k + 1, Some((id(k - 1), k - 1))));
+        }
+        let (a, b, c) = (id(1000), id(1001), id(1002));
+        states.insert(a, state(5, Some((b, 1))));
+        states.insert(b, state(5, Some((a, 1))));
+        states.insert(c, state(5, Some((a, 2))));
+        let known = ancestries(&states);
+        let depth = MAX_FORK_DEPTH as u64;
+        assert_eq!(known[&id(depth)].as_ref().map(Vec::len), Ok(MAX_FORK_DEPTH));
+        assert!(known[&id(depth + 1)].is_err(), "one part more than fork() accepts");
+        assert!(known[&id(depth + 2)].is_err(), "a fork of a refused fork");
+        assert!(known[&a].is_err() && known[&b].is_err() && known[&c].is_err());
+    }
 }

@@ -18,9 +18,9 @@ use logbook_core::verify::BreakKind;
 use logbook_core::{Record, Seq};
 use logbook_store::engine::{Engine, LogDir, Tree};
 use logbook_store::wal::{self, BatchBuf, BodyCodec, LogWriter, Scan};
-use logbook_store::{Append, Error, Read, SledEngine, StoreReport, keys};
+use logbook_store::{Append, Error, Fork, Read, SledEngine, StoreReport, Subscribe, keys};
 
-use super::{Fixture, SledFixture, entries, entry, session, small_sled_options};
+use super::{Fixture, MemFixture, SledFixture, entries, entry, session, small_sled_options};
 
 const N_RECORDS: u64 = 12;
 /// Bytes of one entry of a location chunk: `lsn[8] len[4] type[2]`.
@@ -243,4 +243,161 @@ fn long_reads_and_verify_on_several_threads_name_the_damaged_seqs() {
     let seqs: Vec<u64> = damaged[0].report.breaks.iter().map(|b| b.seq.get()).collect();
     assert!(seqs.contains(&300) && seqs.contains(&1_100), "both damaged records are named: {seqs:?}");
     assert_eq!(damaged[0].report.first_break().unwrap().seq, Seq::new(300));
+}
+
+/// Flips one byte of the body of `s`'s own record at `seq`, in the log.
+fn damage_own_record(store: &logbook_store::MemStore, s: logbook_core::SessionId, seq: u64) {
+    let location = store.locate(s, Seq::new(seq)).unwrap().unwrap();
+    let segment = segment_of(&store.engine().log_dir(), location.lsn);
+    let at = wal::offset_of(location.lsn) + wal::RECORD_HEADER_BYTES as u64 + 3;
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, at).unwrap();
+    segment.write_at(&[byte[0] ^ 0x20], at).unwrap();
+    segment.sync_data().unwrap();
+}
+
+/// Goal: a quarantined ancestor refuses exactly the fork's reads that reach
+/// the seq its corruption names, on every read path: range reads, type
+/// scans, the latest of a type, subscriptions and forks of the fork; what
+/// lies below it (inherited and intact) and the fork's own records read.
+/// Method: a parent of 12 records, a fork at seq 8 with 3 records of its
+/// own, the parent's seq 5 damaged, reopen (the tail check quarantines the
+/// parent at seq 5), then read the fork every way, below and across seq 5.
+#[test]
+fn a_quarantined_ancestor_refuses_only_the_reads_that_reach_its_damage() {
+    let fixture = MemFixture::new();
+    let (parent, child) = (session(310), session(311));
+    let parent_records = fixture.store().append(parent, Seq::ZERO, &entries(0..12)).unwrap();
+    let own = fixture.store().fork(child, parent, Seq::new(8), &entries(50..53)).unwrap();
+    damage_own_record(fixture.store(), parent, 5);
+    let fixture = fixture.reopen();
+    let store = fixture.store();
+    let corrupt_at = |result: Result<_, Error>| match result {
+        Err(Error::Corrupted(corruption)) => Some((corruption.session, corruption.seq)),
+        Err(_) | Ok(_) => None,
+    };
+    assert_eq!(corrupt_at(store.read(parent, Seq::ZERO, 1).map(|_| ())), Some((parent, Seq::new(5))));
+
+    // Range reads: below the damage, and the fork's own records.
+    let below = store.read(child, Seq::ZERO, 5).unwrap();
+    assert_eq!(
+        below.iter().map(Record::hash).collect::<Vec<_>>(),
+        parent_records[..5].iter().map(Record::hash).collect::<Vec<_>>()
+    );
+    assert_eq!(store.read(child, Seq::new(9), 10).unwrap(), own);
+    assert_eq!(corrupt_at(store.read(child, Seq::ZERO, 100).map(|_| ())), Some((parent, Seq::new(5))));
+    assert_eq!(corrupt_at(store.read(child, Seq::new(5), 1).map(|_| ())), Some((parent, Seq::new(5))));
+
+    // Type scans and the latest of a type: what they return is read the same way.
+    let type_of = |record: &Record| record.entry().unwrap().event.event_type();
+    let first_type = type_of(&parent_records[0]);
+    let found = store.scan_types(child, &[first_type], Seq::ZERO, 1).unwrap();
+    assert_eq!(found.iter().map(Record::seq).collect::<Vec<_>>(), vec![Seq::ZERO]);
+    assert!(
+        corrupt_at(store.scan_types(child, &[type_of(&parent_records[5])], Seq::new(5), 100).map(|_| ())).is_some()
+    );
+    let latest_own = store.last_of_types(child, &[type_of(&own[2])]).unwrap().unwrap();
+    assert_eq!(latest_own.seq(), own[2].seq());
+    let only_below: Vec<_> = parent_records[..5]
+        .iter()
+        .map(type_of)
+        .filter(|t| parent_records[5..9].iter().chain(&own).all(|r| type_of(r) != *t))
+        .collect();
+    if let Some(t) = only_below.first() {
+        assert!(store.last_of_types(child, &[*t]).unwrap().is_some_and(|r| r.seq() < Seq::new(5)));
+    }
+
+    // A subscription delivers up to the damage, then reports it.
+    let mut subscription = store.subscribe(child, Seq::ZERO);
+    assert_eq!(subscription.try_next_batch(5).unwrap().len(), 5);
+    assert!(corrupt_at(subscription.try_next_batch(5).map(|_| ())).is_some());
+
+    // A fork of the fork below the damage reads; one past it is refused.
+    let grandchild = session(312);
+    store.fork(grandchild, child, Seq::new(3), &[]).unwrap();
+    assert_eq!(store.read(grandchild, Seq::ZERO, 100).unwrap().len(), 4);
+    assert!(matches!(
+        store.fork(session(313), child, Seq::new(6), &[]),
+        Err(logbook_store::ForkError::Store(Error::Corrupted(_)))
+    ));
+}
+
+/// Goal: a type index that misstates a record's type is reported by
+/// `verify_all` at that record's seq, whichever way it errs, and a scan that
+/// the misstatement would make return a record of another type reports
+/// corruption instead (and quarantines the session). Method: per case, the
+/// checkpointed type span of a record's type loses that record, the record's
+/// location entry gives another type, or another type's span lists it;
+/// verify, and scan for the type the index claims.
+#[test]
+fn a_type_index_that_misstates_a_record_is_reported() {
+    let type_of = |record: &Record| record.entry().unwrap().event.event_type().code();
+    let span_key = |code: u16| keys::type_key_for_code(session(1), code, 0).to_vec();
+    let offsets =
+        |span: &[u8]| -> Vec<u16> { span.chunks_exact(2).map(|p| u16::from_le_bytes([p[0], p[1]])).collect() };
+    let encode = |offsets: &[u16]| -> Vec<u8> { offsets.iter().flat_map(|o| o.to_le_bytes()).collect() };
+    for case in ["unlisted", "location type", "listed under another type"] {
+        let (fixture, records) = build();
+        let engine = fixture.store().engine();
+        let (seq, code) = (4usize, type_of(&records[4]));
+        let other = records.iter().map(type_of).find(|c| *c != code).unwrap();
+        match case {
+            "unlisted" => {
+                let span = engine.get(Tree::Log, &span_key(code)).unwrap().unwrap();
+                let kept: Vec<u16> = offsets(&span).into_iter().filter(|o| usize::from(*o) != seq).collect();
+                engine.apply(Tree::Log, vec![(span_key(code), Some(encode(&kept)))]).unwrap();
+            }
+            "location type" => {
+                let key = keys::locations_key(session(1), Seq::ZERO).to_vec();
+                let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+                let at = 1 + seq * LOCATION_BYTES + 12;
+                chunk[at..at + 2].copy_from_slice(&other.to_le_bytes());
+                engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+            }
+            _ => {
+                let span = engine.get(Tree::Log, &span_key(other)).unwrap().unwrap();
+                let mut listed = offsets(&span);
+                listed.push(seq as u16);
+                listed.sort_unstable();
+                engine.apply(Tree::Log, vec![(span_key(other), Some(encode(&listed)))]).unwrap();
+            }
+        }
+        let (first, kind) = first_break(&report(&fixture));
+        assert_eq!(first, Seq::new(seq as u64), "{case}: {kind:?}");
+        if case == "listed under another type" {
+            let other_type = logbook_core::EventType::from_code(other).unwrap();
+            match fixture.store().scan_types(session(1), &[other_type], Seq::ZERO, 100) {
+                Err(Error::Corrupted(corruption)) => assert_eq!(corruption.seq, Seq::new(seq as u64)),
+                found => panic!("{case}: a scan for {other_type} returned {found:?}"),
+            }
+            assert!(matches!(fixture.store().read(session(1), Seq::ZERO, 1), Err(Error::Corrupted(_))), "quarantined");
+        }
+    }
+}
+
+/// Goal: an index location at the very end of the LSN space (a forged or
+/// damaged `lsn`) is corruption of its record, not an arithmetic overflow
+/// (a panic in a debug build) when the read looks for the records adjacent
+/// to it. Method: seq 3's checkpointed location given an LSN a few bytes
+/// below `u64::MAX`, caches dropped, a read of all six records.
+#[test]
+fn an_index_location_at_the_end_of_the_lsn_space_is_corruption() {
+    let fixture = MemFixture::new();
+    let s = session(410);
+    for i in 0..6 {
+        fixture.store().append(s, Seq::new(i), &entries(i..i + 1)).unwrap();
+    }
+    fixture.store().checkpoint().unwrap();
+    let engine = fixture.store().engine();
+    let key = keys::locations_key(s, Seq::ZERO).to_vec();
+    let mut chunk = engine.get(Tree::Log, &key).unwrap().unwrap();
+    let at = 1 + 3 * LOCATION_BYTES;
+    chunk[at..at + 8].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+    engine.apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+    fixture.store().clear_caches();
+    match fixture.store().read(s, Seq::ZERO, 10) {
+        Err(Error::Corrupted(corruption)) => assert_eq!((corruption.session, corruption.seq), (s, Seq::new(3))),
+        other => panic!("expected corruption of {s} at seq 3, got {other:?}"),
+    }
+    assert!(matches!(fixture.store().read(s, Seq::ZERO, 1), Err(Error::Corrupted(_))), "quarantined");
 }
