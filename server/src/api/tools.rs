@@ -693,50 +693,66 @@ pub fn is_hostname(host: &str) -> bool {
         })
 }
 
-/// Validates `multiagent` (preview) and resolves bare agent ids in a roster to
-/// `{type: "agent", id}`.
-pub fn resolve_multiagent(value: Option<Value>) -> Result<Option<Value>, ApiError> {
+/// Most entries of a coordinator roster, and of a `predefined_agents` list
+/// (API digest §3.1; behaviour digest §9).
+pub const MAX_ROSTER_ENTRIES: usize = 20;
+
+/// An agent a roster names, as the caller's workspace holds it when the
+/// roster is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RosterMember {
+    /// The version the roster pins.
+    pub version: u32,
+}
+
+/// Finds the agent a roster entry names: given the entry's field, the agent
+/// id and the version it asks for (`None`: the latest), the member, or the
+/// error that names the entry (a missing agent, or another workspace's).
+pub type RosterLookup<'a> = dyn Fn(&str, &str, Option<u32>) -> Result<RosterMember, ApiError> + 'a;
+
+/// Validates `multiagent` (preview) and resolves every agent reference of a
+/// roster (a coordinator's `agents`, a `multiagent_20261001` toggle's
+/// `predefined_agents`) to `{type: "agent", id, version}`, the version pinned
+/// through `lookup` when the coordinator is saved (API digest §3.1: "Responses
+/// resolve refs to `{type:"agent", id, version}`"; behaviour digest §9:
+/// "Roster versions are snapshotted when the coordinator is saved").
+pub fn resolve_multiagent(value: Option<Value>, lookup: &RosterLookup<'_>) -> Result<Option<Value>, ApiError> {
     let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
     let object = value.as_object().ok_or_else(|| ApiError::invalid("multiagent: must be an object or null"))?;
-    let roster_entry = |entry: &Value, field: &str| -> Result<Value, ApiError> {
-        if let Some(id) = entry.as_str() {
-            return Ok(serde_json::json!({"type": "agent", "id": id}));
-        }
-        match entry.get("type").and_then(Value::as_str) {
-            Some("agent") if entry.get("id").and_then(Value::as_str).is_some() => Ok(entry.clone()),
-            Some("self") => Ok(entry.clone()),
-            Some("advisor") if entry.get("model").is_some_and(|m| !m.is_null()) => Ok(entry.clone()),
-            _ => Err(ApiError::invalid(format!(
-                "{field}: must be an agent id, {{type: agent, id}}, {{type: self}} or {{type: advisor, model}}"
-            ))),
-        }
-    };
-    let toggle = |key: &str, allowed_extra: &[&str]| -> Result<(), ApiError> {
-        let Some(setting) = object.get(key).filter(|v| !v.is_null()) else { return Ok(()) };
+    let toggle = |key: &str, allowed_extra: &[&str]| -> Result<Option<Value>, ApiError> {
+        let Some(setting) = object.get(key).filter(|v| !v.is_null()) else { return Ok(None) };
         let field = format!("multiagent.{key}");
         match setting.get("type").and_then(Value::as_str) {
-            Some("disabled") => Ok(()),
+            Some("disabled") => Ok(Some(setting.clone())),
             Some("enabled") => {
                 for extra in setting.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default() {
                     if extra != "type" && !allowed_extra.contains(&extra.as_str()) {
                         return Err(ApiError::invalid(format!("{field}.{extra}: not a setting of {key}")));
                     }
                 }
+                if key == "advisor" && setting.get("model").is_none_or(Value::is_null) {
+                    return Err(ApiError::invalid(format!("{field}.model: required when enabled")));
+                }
+                let mut resolved = setting.clone();
                 if let Some(agents) = setting.get("predefined_agents").filter(|v| !v.is_null()) {
                     let agents = agents
                         .as_array()
                         .ok_or_else(|| ApiError::invalid(format!("{field}.predefined_agents: must be an array")))?;
-                    if agents.len() > 20 {
-                        return Err(ApiError::invalid(format!("{field}.predefined_agents: at most 20")));
+                    if agents.len() > MAX_ROSTER_ENTRIES {
+                        return Err(ApiError::invalid(format!(
+                            "{field}.predefined_agents: at most {MAX_ROSTER_ENTRIES}"
+                        )));
                     }
-                    for (idx, agent) in agents.iter().enumerate() {
-                        roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"))?;
+                    let pinned = agents
+                        .iter()
+                        .enumerate()
+                        .map(|(idx, agent)| roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"), lookup))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Some(resolved) = resolved.as_object_mut() {
+                        resolved.insert("predefined_agents".to_owned(), Value::Array(pinned));
                     }
                 }
-                if key == "advisor" && setting.get("model").is_none_or(Value::is_null) {
-                    return Err(ApiError::invalid(format!("{field}.model: required when enabled")));
-                }
-                Ok(())
+                Ok(Some(resolved))
             }
             _ => Err(ApiError::invalid(format!("{field}.type: must be enabled or disabled"))),
         }
@@ -747,24 +763,70 @@ pub fn resolve_multiagent(value: Option<Value>) -> Result<Option<Value>, ApiErro
                 .get("agents")
                 .and_then(Value::as_array)
                 .ok_or_else(|| ApiError::invalid("multiagent.agents: required, an array"))?;
-            if agents.is_empty() || agents.len() > 20 {
-                return Err(ApiError::invalid("multiagent.agents: 1 to 20 agents"));
+            if agents.is_empty() || agents.len() > MAX_ROSTER_ENTRIES {
+                return Err(ApiError::invalid(format!("multiagent.agents: 1 to {MAX_ROSTER_ENTRIES} agents")));
             }
             let resolved = agents
                 .iter()
                 .enumerate()
-                .map(|(idx, a)| roster_entry(a, &format!("multiagent.agents[{idx}]")))
+                .map(|(idx, a)| roster_entry(a, &format!("multiagent.agents[{idx}]"), lookup))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(serde_json::json!({"type": "coordinator", "agents": resolved})))
         }
         Some("multiagent_20261001") => {
-            toggle("advisor", &["model"])?;
-            toggle("subagents", &["inline_agents", "predefined_agents"])?;
-            toggle("workflows", &["inline_agents", "predefined_agents"])?;
-            Ok(Some(value.clone()))
+            let mut resolved = object.clone();
+            for (key, allowed_extra) in [
+                ("advisor", &["model"][..]),
+                ("subagents", &["inline_agents", "predefined_agents"][..]),
+                ("workflows", &["inline_agents", "predefined_agents"][..]),
+            ] {
+                if let Some(setting) = toggle(key, allowed_extra)? {
+                    resolved.insert(key.to_owned(), setting);
+                }
+            }
+            Ok(Some(Value::Object(resolved)))
         }
         _ => Err(ApiError::invalid("multiagent.type: must be coordinator or multiagent_20261001")),
     }
+}
+
+/// One roster entry, checked and resolved: an agent (a bare id or
+/// `{type: "agent", id, version?}`) becomes `{type: "agent", id, version}`
+/// with the version `lookup` pins; `self` and `advisor` entries stay as given.
+fn roster_entry(entry: &Value, field: &str, lookup: &RosterLookup<'_>) -> Result<Value, ApiError> {
+    let (id, version) = match entry {
+        Value::String(id) => (id.as_str(), None),
+        Value::Object(object) => match object.get("type").and_then(Value::as_str) {
+            Some("agent") => {
+                let id = object
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::invalid(format!("{field}.id: required, an agent id")))?;
+                let version = match object.get("version") {
+                    None | Some(Value::Null) => None,
+                    Some(version) => {
+                        Some(version.as_u64().filter(|v| *v >= 1).and_then(|v| u32::try_from(v).ok()).ok_or_else(
+                            || ApiError::invalid(format!("{field}.version: must be an integer of at least 1")),
+                        )?)
+                    }
+                };
+                (id, version)
+            }
+            Some("self") => return Ok(entry.clone()),
+            Some("advisor") if object.get("model").is_some_and(|m| !m.is_null()) => return Ok(entry.clone()),
+            _ => return Err(roster_entry_shape(field)),
+        },
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) => return Err(roster_entry_shape(field)),
+    };
+    let member = lookup(field, id, version)?;
+    Ok(serde_json::json!({"type": "agent", "id": id, "version": member.version}))
+}
+
+/// The error for a roster entry of no known shape.
+fn roster_entry_shape(field: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "{field}: must be an agent id, {{type: agent, id, version?}}, {{type: self}} or {{type: advisor, model}}"
+    ))
 }
 
 fn array_field<'a>(object: &'a Map<String, Value>, key: &str, field: &str) -> Result<&'a [Value], ApiError> {
