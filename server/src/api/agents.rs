@@ -127,8 +127,9 @@ pub async fn create(
     let agent = state
         .blocking(move |store| {
             // The roster's members are pinned to their versions as stored now.
-            let lookup =
-                |field: &str, member: &str, version: Option<u32>| roster_member(store, &tenant, field, member, version);
+            let lookup = |field: &str, member: &str, version: Option<u32>| {
+                roster_member(store, &tenant, None, field, member, version)
+            };
             let agent = Agent { multiagent: tools::resolve_multiagent(multiagent, &lookup)?, ..agent };
             let bytes = to_bytes(&agent)?;
             put_new(store, ResourceKind::Agent, &tenant.key(agent.id.to_bytes()), &bytes)?;
@@ -182,7 +183,7 @@ pub async fn update(
             }
             let pinned = body.version.is_some();
             let lookup = |field: &str, member: &str, version: Option<u32>| {
-                roster_member(store, &tenant, field, member, version)
+                roster_member(store, &tenant, Some(id), field, member, version)
             };
             let mut next = apply_update(&current, body, &lookup)?;
             if next == current {
@@ -358,10 +359,12 @@ pub fn not_found(id: AgentId) -> ApiError {
 /// The agent `raw_id` that the roster entry `field` names, at `version` (the
 /// latest when `None`), looked up in the caller's workspace: another
 /// workspace's agent is not found, like a missing one, and the 404 names the
-/// entry.
+/// entry. The coordinator being updated (`coordinator`) names itself with
+/// `{type: "self"}`, not its id.
 fn roster_member(
     store: &SledStore,
     tenant: &Tenant,
+    coordinator: Option<AgentId>,
     field: &str,
     raw_id: &str,
     version: Option<u32>,
@@ -369,6 +372,9 @@ fn roster_member(
     let id = raw_id
         .parse::<AgentId>()
         .map_err(|_| ApiError::not_found(format!("{field}: agent {raw_id} not found")).with_code("agent_not_found"))?;
+    if coordinator == Some(id) {
+        return Err(ApiError::invalid(format!("{field}: names the agent itself; use {{type: self}}")));
+    }
     let agent = load_version(store, tenant, id, version).map_err(|err| {
         if err.status == axum::http::StatusCode::NOT_FOUND {
             ApiError { message: format!("{field}: {}", err.message), ..err }
@@ -376,7 +382,7 @@ fn roster_member(
             err
         }
     })?;
-    Ok(RosterMember { version: agent.version })
+    Ok(RosterMember { version: agent.version, multiagent: agent.multiagent.is_some() })
 }
 
 /// The latest version, with its stored bytes (for compare-and-swap).

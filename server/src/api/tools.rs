@@ -696,6 +696,10 @@ pub fn is_hostname(host: &str) -> bool {
 /// Most entries of a coordinator roster, and of a `predefined_agents` list
 /// (API digest §3.1; behaviour digest §9).
 pub const MAX_ROSTER_ENTRIES: usize = 20;
+/// Most `{type: "self"}` entries of a coordinator roster (behaviour digest §9: "≤1").
+pub const MAX_ROSTER_SELF_ENTRIES: usize = 1;
+/// Most `{type: "advisor", model}` entries of a coordinator roster (behaviour digest §9: "≤1").
+pub const MAX_ROSTER_ADVISORS: usize = 1;
 
 /// An agent a roster names, as the caller's workspace holds it when the
 /// roster is saved.
@@ -703,6 +707,29 @@ pub const MAX_ROSTER_ENTRIES: usize = 20;
 pub struct RosterMember {
     /// The version the roster pins.
     pub version: u32,
+    /// Whether that version is itself multiagent (has a roster of its own).
+    pub multiagent: bool,
+}
+
+/// What a roster entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RosterRef {
+    /// Another agent, found in the workspace.
+    Agent { id: String, member: RosterMember },
+    /// The coordinator itself (`{type: "self"}`).
+    Coordinator,
+    /// The platform's advisor (`{type: "advisor", model}`).
+    Advisor,
+}
+
+impl RosterRef {
+    /// The id of the agent this names, if another agent.
+    fn agent_id(&self) -> Option<&str> {
+        match self {
+            RosterRef::Agent { id, .. } => Some(id),
+            RosterRef::Coordinator | RosterRef::Advisor => None,
+        }
+    }
 }
 
 /// Finds the agent a roster entry names: given the entry's field, the agent
@@ -746,7 +773,10 @@ pub fn resolve_multiagent(value: Option<Value>, lookup: &RosterLookup<'_>) -> Re
                     let pinned = agents
                         .iter()
                         .enumerate()
-                        .map(|(idx, agent)| roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"), lookup))
+                        .map(|(idx, agent)| {
+                            roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"), lookup)
+                                .map(|(resolved, _)| resolved)
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     if let Some(resolved) = resolved.as_object_mut() {
                         resolved.insert("predefined_agents".to_owned(), Value::Array(pinned));
@@ -766,11 +796,15 @@ pub fn resolve_multiagent(value: Option<Value>, lookup: &RosterLookup<'_>) -> Re
             if agents.is_empty() || agents.len() > MAX_ROSTER_ENTRIES {
                 return Err(ApiError::invalid(format!("multiagent.agents: 1 to {MAX_ROSTER_ENTRIES} agents")));
             }
-            let resolved = agents
-                .iter()
-                .enumerate()
-                .map(|(idx, a)| roster_entry(a, &format!("multiagent.agents[{idx}]"), lookup))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut resolved = Vec::with_capacity(agents.len());
+            let mut refs = Vec::with_capacity(agents.len());
+            for (idx, entry) in agents.iter().enumerate() {
+                let field = format!("multiagent.agents[{idx}]");
+                let (value, named) = roster_entry(entry, &field, lookup)?;
+                check_coordinator_entry(&field, &named, &refs)?;
+                resolved.push(value);
+                refs.push(named);
+            }
             Ok(Some(serde_json::json!({"type": "coordinator", "agents": resolved})))
         }
         Some("multiagent_20261001") => {
@@ -790,10 +824,49 @@ pub fn resolve_multiagent(value: Option<Value>, lookup: &RosterLookup<'_>) -> Re
     }
 }
 
-/// One roster entry, checked and resolved: an agent (a bare id or
-/// `{type: "agent", id, version?}`) becomes `{type: "agent", id, version}`
-/// with the version `lookup` pins; `self` and `advisor` entries stay as given.
-fn roster_entry(entry: &Value, field: &str, lookup: &RosterLookup<'_>) -> Result<Value, ApiError> {
+/// A coordinator roster's entry `field`, naming `named`, after the entries
+/// `before` it (behaviour digest §9: "1–20 distinct entries: ...
+/// `{type:"self"}` (≤1), and `{type:"advisor", model}` (≤1) ... Depth limit 1
+/// (referencing an agent with its own roster → validation error)").
+fn check_coordinator_entry(field: &str, named: &RosterRef, before: &[RosterRef]) -> Result<(), ApiError> {
+    match named {
+        RosterRef::Agent { id, member } => {
+            if before.iter().any(|other| other.agent_id() == Some(id.as_str())) {
+                return Err(ApiError::invalid(format!(
+                    "{field}: agent {id} is already in the roster; list each agent once"
+                )));
+            }
+            if member.multiagent {
+                return Err(ApiError::invalid(format!(
+                    "{field}: agent {id} (version {}) is itself multiagent; a roster is one level deep, \
+                     so its agents cannot have rosters of their own",
+                    member.version
+                )));
+            }
+        }
+        RosterRef::Coordinator => {
+            if before.iter().filter(|other| **other == RosterRef::Coordinator).count() >= MAX_ROSTER_SELF_ENTRIES {
+                return Err(ApiError::invalid(format!(
+                    "{field}: {{type: self}} may appear at most {MAX_ROSTER_SELF_ENTRIES} time in a roster"
+                )));
+            }
+        }
+        RosterRef::Advisor => {
+            if before.iter().filter(|other| **other == RosterRef::Advisor).count() >= MAX_ROSTER_ADVISORS {
+                return Err(ApiError::invalid(format!(
+                    "{field}: a roster holds at most {MAX_ROSTER_ADVISORS} advisor"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One roster entry, checked and resolved, with what it names: an agent (a
+/// bare id or `{type: "agent", id, version?}`) becomes `{type: "agent", id,
+/// version}` with the version `lookup` pins; `self` and `advisor` entries
+/// stay as given.
+fn roster_entry(entry: &Value, field: &str, lookup: &RosterLookup<'_>) -> Result<(Value, RosterRef), ApiError> {
     let (id, version) = match entry {
         Value::String(id) => (id.as_str(), None),
         Value::Object(object) => match object.get("type").and_then(Value::as_str) {
@@ -812,14 +885,17 @@ fn roster_entry(entry: &Value, field: &str, lookup: &RosterLookup<'_>) -> Result
                 };
                 (id, version)
             }
-            Some("self") => return Ok(entry.clone()),
-            Some("advisor") if object.get("model").is_some_and(|m| !m.is_null()) => return Ok(entry.clone()),
+            Some("self") => return Ok((entry.clone(), RosterRef::Coordinator)),
+            Some("advisor") if object.get("model").is_some_and(|m| !m.is_null()) => {
+                return Ok((entry.clone(), RosterRef::Advisor));
+            }
             _ => return Err(roster_entry_shape(field)),
         },
         Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) => return Err(roster_entry_shape(field)),
     };
     let member = lookup(field, id, version)?;
-    Ok(serde_json::json!({"type": "agent", "id": id, "version": member.version}))
+    let resolved = serde_json::json!({"type": "agent", "id": id, "version": member.version});
+    Ok((resolved, RosterRef::Agent { id: id.to_owned(), member }))
 }
 
 /// The error for a roster entry of no known shape.
@@ -930,6 +1006,45 @@ mod tests {
         assert!(check_mcp(std::slice::from_ref(&server), &tools).is_ok());
         assert!(check_mcp(&[], &tools).is_err());
         assert!(check_mcp(&[server], &[]).is_err());
+    }
+
+    #[test]
+    fn a_coordinator_roster_holds_distinct_entries_and_no_nested_roster() {
+        // `agent_nested` is itself multiagent; every other id is a plain agent at version 2.
+        let lookup = |_: &str, id: &str, version: Option<u32>| {
+            Ok(RosterMember { version: version.unwrap_or(2), multiagent: id == "agent_nested" })
+        };
+        let coordinator = |agents: Value| Some(json!({"type": "coordinator", "agents": agents}));
+        let advisor = json!({"type": "advisor", "model": "claude-opus-4-6"});
+        let ok = resolve_multiagent(
+            coordinator(
+                json!(["agent_a", {"type": "agent", "id": "agent_b", "version": 1}, {"type": "self"}, advisor]),
+            ),
+            &lookup,
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            coordinator(json!([{"type": "agent", "id": "agent_a", "version": 2},
+                {"type": "agent", "id": "agent_b", "version": 1}, {"type": "self"}, advisor]))
+        );
+        let cases = [
+            (json!([{"type": "self"}, {"type": "self"}]), "multiagent.agents[1]: {type: self} may appear"),
+            (
+                json!(["agent_a", {"type": "agent", "id": "agent_a", "version": 1}]),
+                "multiagent.agents[1]: agent agent_a is already",
+            ),
+            (json!([advisor, advisor]), "multiagent.agents[1]: a roster holds at most 1 advisor"),
+            (
+                json!(["agent_a", "agent_nested"]),
+                "multiagent.agents[1]: agent agent_nested (version 2) is itself multiagent",
+            ),
+        ];
+        for (agents, message) in cases {
+            let err = resolve_multiagent(coordinator(agents.clone()), &lookup).unwrap_err();
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{agents}");
+            assert!(err.message.starts_with(message), "{agents}: {}", err.message);
+        }
     }
 
     #[test]

@@ -833,11 +833,20 @@ async fn check_cases(h: &Harness, cases: Vec<(&str, Value, bool)>) -> Vec<String
 
 #[tokio::test]
 async fn multiagent_must_be_a_known_shape() {
-    // Goal: `multiagent` is null, a `coordinator` with 1 to 20 roster
-    // entries, or a `multiagent_20261001` object (API digest §3.1); other
-    // values are refused rather than stored verbatim. Method: create variants.
+    // Goal: `multiagent` is null, a `coordinator` with 1 to 20 distinct
+    // roster entries, or a `multiagent_20261001` object (API digest §3.1;
+    // behaviour digest §9: "1–20 distinct entries", `self` at most once);
+    // other values are refused rather than stored verbatim. Method: create
+    // variants; a roster of n is `self` and n - 1 distinct agents.
     let h = Harness::new();
-    let roster = |n: usize| Value::Array((0..n).map(|_| json!({"type": "self"})).collect());
+    let mut members = Vec::new();
+    for n in 0..20 {
+        members.push(json!(id(&h.agent(&format!("member {n}")).await)));
+    }
+    let roster = |n: usize| {
+        let agents = members.iter().take(n.saturating_sub(1)).cloned();
+        Value::Array(std::iter::once(json!({"type": "self"})).chain(agents).collect())
+    };
     let cases: Vec<(&str, Value, bool)> = vec![
         ("null", Value::Null, true),
         ("multiagent_20261001", json!({"type": "multiagent_20261001"}), true),
@@ -880,15 +889,18 @@ async fn roster_members_are_agents_of_the_workspace_pinned_when_the_coordinator_
     assert_eq!(stored["multiagent"], lead["multiagent"]);
     // Saving the roster again pins the member's version at that save; an
     // entry's own version is kept.
+    let other = h.agent("other").await;
+    bump(&h, id(&other), 1).await;
     let updated = h
         .post(
             &format!("/v1/agents/{}", id(&lead)),
             &json!({"version": 1, "multiagent": {"type": "coordinator",
-                "agents": [member_id, {"type": "agent", "id": member_id, "version": 1}]}}),
+                "agents": [member_id, {"type": "agent", "id": id(&other), "version": 1}]}}),
         )
         .await
         .ok();
-    assert_eq!(updated["multiagent"]["agents"], json!([pinned(3), pinned(1)]));
+    let other_v1 = json!({"type": "agent", "id": id(&other), "version": 1});
+    assert_eq!(updated["multiagent"]["agents"], json!([pinned(3), other_v1]));
     let toggles = h
         .agent_with(&json!({"name": "lead", "model": "m", "multiagent": {"type": "multiagent_20261001",
             "subagents": {"type": "enabled", "predefined_agents": [member_id]}}}))
@@ -908,6 +920,15 @@ async fn roster_members_are_agents_of_the_workspace_pinned_when_the_coordinator_
         assert!(message.starts_with("multiagent.agents[1]: "), "{message}");
     }
     let resp = h.post("/v1/agents", &coordinator(json!([{"type": "agent", "id": member_id, "version": "1"}]))).await;
+    resp.invalid();
+    // An agent names itself with `self`, not its id (its roster would pin
+    // its own previous version).
+    let resp = h
+        .post(
+            &format!("/v1/agents/{}", id(&lead)),
+            &json!({"multiagent": {"type": "coordinator", "agents": [id(&lead)]}}),
+        )
+        .await;
     resp.invalid();
     // Another workspace's agent answers like a missing one.
     let foreign = h
