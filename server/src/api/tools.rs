@@ -623,6 +623,12 @@ fn check_tool_extras(name: &str, extra: &Map<String, Value>, field: &str) -> Res
                         "{entry}: {domain:?} is a local or reserved name, not reachable from the web tools"
                     )));
                 }
+                if is_public_suffix(&lower) {
+                    return Err(ApiError::invalid(format!(
+                        "{entry}: {domain:?} is a public suffix, under which unrelated parties register their own \
+                         domains; name a registrable domain or a host in one"
+                    )));
+                }
             }
         }
     }
@@ -679,6 +685,15 @@ const MAX_DOMAIN_CHARS: usize = 255;
 
 /// Names (and their subdomains) a web tool's domain list may not hold.
 const RESERVED_DOMAINS: [&str; 5] = ["localhost", "local", "internal", "localdomain", "invalid"];
+
+/// Whether `host` (in lower case) is itself a public suffix of the Public
+/// Suffix List, ICANN or private section, its wildcard and exception rules
+/// applied: `co.uk`, `github.io` and `anything.ck` (`*.ck`) are, while
+/// `example.co.uk` and `www.ck` (`!www.ck`) are not. A name under a TLD the
+/// list does not know is not one (only its last label would be).
+pub fn is_public_suffix(host: &str) -> bool {
+    psl::suffix(host.as_bytes()).is_some_and(|suffix| suffix.is_known() && suffix.as_bytes().len() == host.len())
+}
 
 /// Whether `host` is a DNS hostname (labels of letters, digits and inner hyphens).
 pub fn is_hostname(host: &str) -> bool {
@@ -1044,6 +1059,16 @@ mod tests {
             let err = resolve_multiagent(coordinator(agents.clone()), &lookup).unwrap_err();
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{agents}");
             assert!(err.message.starts_with(message), "{agents}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn public_suffixes_follow_the_lists_wildcard_and_exception_rules() {
+        for suffix in ["co.uk", "org.uk", "com.au", "github.io", "com", "foo.ck", "foo.kawasaki.jp"] {
+            assert!(is_public_suffix(suffix), "{suffix}");
+        }
+        for domain in ["example.co.uk", "example.com", "foo.github.io", "www.ck", "city.kawasaki.jp", "example.zzzz"] {
+            assert!(!is_public_suffix(domain), "{domain}");
         }
     }
 
