@@ -17,8 +17,8 @@ use logbook_store::{Direction, ResourceKind, Resources, SledStore};
 
 use super::error::ApiError;
 use super::tools::{
-    self, McpServer, ModelConfig, ModelIn, Skill, SkillIn, Tool, check_mcp, check_name, check_system, resolve_skills,
-    resolve_tools,
+    self, McpServer, ModelConfig, ModelIn, RosterLookup, RosterMember, Skill, SkillIn, Tool, check_mcp, check_name,
+    check_system, resolve_skills, resolve_tools,
 };
 use super::wire::{JsonBody, Query, check_metadata, decode_owned_cursor, double_option, encode_cursor, patch_metadata};
 use super::{Page, from_bytes, parse_id, put_new, scan_page, to_bytes};
@@ -105,6 +105,7 @@ pub async fn create(
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let now = state.now();
+    let multiagent = body.multiagent;
     let agent = Agent {
         id: state.new_id(now, AgentId::from_parts),
         object: "agent".to_owned(),
@@ -117,18 +118,23 @@ pub async fn create(
         skills: resolve_skills(body.skills.unwrap_or_default())?,
         metadata,
         execution_identity: tools::resolve_execution_identity(body.execution_identity)?,
-        multiagent: tools::resolve_multiagent(body.multiagent)?,
+        multiagent: None,
         version: 1,
         created_at: now,
         updated_at: now,
         archived_at: None,
     };
-    let stored = agent.clone();
-    state
+    let agent = state
         .blocking(move |store| {
-            let bytes = to_bytes(&stored)?;
-            put_new(store, ResourceKind::Agent, &tenant.key(stored.id.to_bytes()), &bytes)?;
-            put_new(store, ResourceKind::AgentVersion, &version_key(&tenant, stored.id, 1), &bytes)
+            // The roster's members are pinned to their versions as stored now.
+            let lookup = |field: &str, member: &str, version: Option<u32>| {
+                roster_member(store, &tenant, None, field, member, version)
+            };
+            let agent = Agent { multiagent: tools::resolve_multiagent(multiagent, &lookup)?, ..agent };
+            let bytes = to_bytes(&agent)?;
+            put_new(store, ResourceKind::Agent, &tenant.key(agent.id.to_bytes()), &bytes)?;
+            put_new(store, ResourceKind::AgentVersion, &version_key(&tenant, agent.id, 1), &bytes)?;
+            Ok(agent)
         })
         .await?;
     Ok(Json(agent))
@@ -176,7 +182,10 @@ pub async fn update(
                 )));
             }
             let pinned = body.version.is_some();
-            let mut next = apply_update(&current, body)?;
+            let lookup = |field: &str, member: &str, version: Option<u32>| {
+                roster_member(store, &tenant, Some(id), field, member, version)
+            };
+            let mut next = apply_update(&current, body, &lookup)?;
             if next == current {
                 return Ok(current);
             }
@@ -204,8 +213,9 @@ pub async fn update(
     Ok(Json(agent))
 }
 
-/// Applies an update's fields (version and timestamps untouched).
-fn apply_update(current: &Agent, body: AgentUpdate) -> Result<Agent, ApiError> {
+/// Applies an update's fields (version and timestamps untouched); a new
+/// roster's members are found through `lookup`.
+fn apply_update(current: &Agent, body: AgentUpdate, lookup: &RosterLookup<'_>) -> Result<Agent, ApiError> {
     let mut next = current.clone();
     match body.name {
         None => {}
@@ -244,7 +254,7 @@ fn apply_update(current: &Agent, body: AgentUpdate) -> Result<Agent, ApiError> {
         next.metadata = patch_metadata(&current.metadata, &patch.unwrap_or_default(), false)?;
     }
     if let Some(multiagent) = body.multiagent {
-        next.multiagent = tools::resolve_multiagent(multiagent)?;
+        next.multiagent = tools::resolve_multiagent(multiagent, lookup)?;
     }
     if let Some(identity) = body.execution_identity {
         next.execution_identity = tools::resolve_execution_identity(identity)?;
@@ -344,6 +354,35 @@ fn version_key(tenant: &Tenant, id: AgentId, version: u32) -> Vec<u8> {
 
 pub fn not_found(id: AgentId) -> ApiError {
     ApiError::not_found(format!("agent {id} not found")).with_code("agent_not_found")
+}
+
+/// The agent `raw_id` that the roster entry `field` names, at `version` (the
+/// latest when `None`), looked up in the caller's workspace: another
+/// workspace's agent is not found, like a missing one, and the 404 names the
+/// entry. The coordinator being updated (`coordinator`) names itself with
+/// `{type: "self"}`, not its id.
+fn roster_member(
+    store: &SledStore,
+    tenant: &Tenant,
+    coordinator: Option<AgentId>,
+    field: &str,
+    raw_id: &str,
+    version: Option<u32>,
+) -> Result<RosterMember, ApiError> {
+    let id = raw_id
+        .parse::<AgentId>()
+        .map_err(|_| ApiError::not_found(format!("{field}: agent {raw_id} not found")).with_code("agent_not_found"))?;
+    if coordinator == Some(id) {
+        return Err(ApiError::invalid(format!("{field}: names the agent itself; use {{type: self}}")));
+    }
+    let agent = load_version(store, tenant, id, version).map_err(|err| {
+        if err.status == axum::http::StatusCode::NOT_FOUND {
+            ApiError { message: format!("{field}: {}", err.message), ..err }
+        } else {
+            err
+        }
+    })?;
+    Ok(RosterMember { version: agent.version, multiagent: agent.multiagent.is_some() })
 }
 
 /// The latest version, with its stored bytes (for compare-and-swap).

@@ -623,6 +623,12 @@ fn check_tool_extras(name: &str, extra: &Map<String, Value>, field: &str) -> Res
                         "{entry}: {domain:?} is a local or reserved name, not reachable from the web tools"
                     )));
                 }
+                if is_public_suffix(&lower) {
+                    return Err(ApiError::invalid(format!(
+                        "{entry}: {domain:?} is a public suffix, under which unrelated parties register their own \
+                         domains; name a registrable domain or a host in one"
+                    )));
+                }
             }
         }
     }
@@ -680,6 +686,15 @@ const MAX_DOMAIN_CHARS: usize = 255;
 /// Names (and their subdomains) a web tool's domain list may not hold.
 const RESERVED_DOMAINS: [&str; 5] = ["localhost", "local", "internal", "localdomain", "invalid"];
 
+/// Whether `host` (in lower case) is itself a public suffix of the Public
+/// Suffix List, ICANN or private section, its wildcard and exception rules
+/// applied: `co.uk`, `github.io` and `anything.ck` (`*.ck`) are, while
+/// `example.co.uk` and `www.ck` (`!www.ck`) are not. A name under a TLD the
+/// list does not know is not one (only its last label would be).
+pub fn is_public_suffix(host: &str) -> bool {
+    psl::suffix(host.as_bytes()).is_some_and(|suffix| suffix.is_known() && suffix.as_bytes().len() == host.len())
+}
+
 /// Whether `host` is a DNS hostname (labels of letters, digits and inner hyphens).
 pub fn is_hostname(host: &str) -> bool {
     !host.is_empty()
@@ -693,50 +708,96 @@ pub fn is_hostname(host: &str) -> bool {
         })
 }
 
-/// Validates `multiagent` (preview) and resolves bare agent ids in a roster to
-/// `{type: "agent", id}`.
-pub fn resolve_multiagent(value: Option<Value>) -> Result<Option<Value>, ApiError> {
+/// Most entries of a coordinator roster, and of a `predefined_agents` list
+/// (API digest §3.1; behaviour digest §9).
+pub const MAX_ROSTER_ENTRIES: usize = 20;
+/// Most `{type: "self"}` entries of a coordinator roster (behaviour digest §9: "≤1").
+pub const MAX_ROSTER_SELF_ENTRIES: usize = 1;
+/// Most `{type: "advisor", model}` entries of a coordinator roster (behaviour digest §9: "≤1").
+pub const MAX_ROSTER_ADVISORS: usize = 1;
+
+/// An agent a roster names, as the caller's workspace holds it when the
+/// roster is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RosterMember {
+    /// The version the roster pins.
+    pub version: u32,
+    /// Whether that version is itself multiagent (has a roster of its own).
+    pub multiagent: bool,
+}
+
+/// What a roster entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RosterRef {
+    /// Another agent, found in the workspace.
+    Agent { id: String, member: RosterMember },
+    /// The coordinator itself (`{type: "self"}`).
+    Coordinator,
+    /// The platform's advisor (`{type: "advisor", model}`).
+    Advisor,
+}
+
+impl RosterRef {
+    /// The id of the agent this names, if another agent.
+    fn agent_id(&self) -> Option<&str> {
+        match self {
+            RosterRef::Agent { id, .. } => Some(id),
+            RosterRef::Coordinator | RosterRef::Advisor => None,
+        }
+    }
+}
+
+/// Finds the agent a roster entry names: given the entry's field, the agent
+/// id and the version it asks for (`None`: the latest), the member, or the
+/// error that names the entry (a missing agent, or another workspace's).
+pub type RosterLookup<'a> = dyn Fn(&str, &str, Option<u32>) -> Result<RosterMember, ApiError> + 'a;
+
+/// Validates `multiagent` (preview) and resolves every agent reference of a
+/// roster (a coordinator's `agents`, a `multiagent_20261001` toggle's
+/// `predefined_agents`) to `{type: "agent", id, version}`, the version pinned
+/// through `lookup` when the coordinator is saved (API digest §3.1: "Responses
+/// resolve refs to `{type:"agent", id, version}`"; behaviour digest §9:
+/// "Roster versions are snapshotted when the coordinator is saved").
+pub fn resolve_multiagent(value: Option<Value>, lookup: &RosterLookup<'_>) -> Result<Option<Value>, ApiError> {
     let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
     let object = value.as_object().ok_or_else(|| ApiError::invalid("multiagent: must be an object or null"))?;
-    let roster_entry = |entry: &Value, field: &str| -> Result<Value, ApiError> {
-        if let Some(id) = entry.as_str() {
-            return Ok(serde_json::json!({"type": "agent", "id": id}));
-        }
-        match entry.get("type").and_then(Value::as_str) {
-            Some("agent") if entry.get("id").and_then(Value::as_str).is_some() => Ok(entry.clone()),
-            Some("self") => Ok(entry.clone()),
-            Some("advisor") if entry.get("model").is_some_and(|m| !m.is_null()) => Ok(entry.clone()),
-            _ => Err(ApiError::invalid(format!(
-                "{field}: must be an agent id, {{type: agent, id}}, {{type: self}} or {{type: advisor, model}}"
-            ))),
-        }
-    };
-    let toggle = |key: &str, allowed_extra: &[&str]| -> Result<(), ApiError> {
-        let Some(setting) = object.get(key).filter(|v| !v.is_null()) else { return Ok(()) };
+    let toggle = |key: &str, allowed_extra: &[&str]| -> Result<Option<Value>, ApiError> {
+        let Some(setting) = object.get(key).filter(|v| !v.is_null()) else { return Ok(None) };
         let field = format!("multiagent.{key}");
         match setting.get("type").and_then(Value::as_str) {
-            Some("disabled") => Ok(()),
+            Some("disabled") => Ok(Some(setting.clone())),
             Some("enabled") => {
                 for extra in setting.as_object().map(|o| o.keys().collect::<Vec<_>>()).unwrap_or_default() {
                     if extra != "type" && !allowed_extra.contains(&extra.as_str()) {
                         return Err(ApiError::invalid(format!("{field}.{extra}: not a setting of {key}")));
                     }
                 }
+                if key == "advisor" && setting.get("model").is_none_or(Value::is_null) {
+                    return Err(ApiError::invalid(format!("{field}.model: required when enabled")));
+                }
+                let mut resolved = setting.clone();
                 if let Some(agents) = setting.get("predefined_agents").filter(|v| !v.is_null()) {
                     let agents = agents
                         .as_array()
                         .ok_or_else(|| ApiError::invalid(format!("{field}.predefined_agents: must be an array")))?;
-                    if agents.len() > 20 {
-                        return Err(ApiError::invalid(format!("{field}.predefined_agents: at most 20")));
+                    if agents.len() > MAX_ROSTER_ENTRIES {
+                        return Err(ApiError::invalid(format!(
+                            "{field}.predefined_agents: at most {MAX_ROSTER_ENTRIES}"
+                        )));
                     }
-                    for (idx, agent) in agents.iter().enumerate() {
-                        roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"))?;
+                    let pinned = agents
+                        .iter()
+                        .enumerate()
+                        .map(|(idx, agent)| {
+                            roster_entry(agent, &format!("{field}.predefined_agents[{idx}]"), lookup)
+                                .map(|(resolved, _)| resolved)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Some(resolved) = resolved.as_object_mut() {
+                        resolved.insert("predefined_agents".to_owned(), Value::Array(pinned));
                     }
                 }
-                if key == "advisor" && setting.get("model").is_none_or(Value::is_null) {
-                    return Err(ApiError::invalid(format!("{field}.model: required when enabled")));
-                }
-                Ok(())
+                Ok(Some(resolved))
             }
             _ => Err(ApiError::invalid(format!("{field}.type: must be enabled or disabled"))),
         }
@@ -747,24 +808,116 @@ pub fn resolve_multiagent(value: Option<Value>) -> Result<Option<Value>, ApiErro
                 .get("agents")
                 .and_then(Value::as_array)
                 .ok_or_else(|| ApiError::invalid("multiagent.agents: required, an array"))?;
-            if agents.is_empty() || agents.len() > 20 {
-                return Err(ApiError::invalid("multiagent.agents: 1 to 20 agents"));
+            if agents.is_empty() || agents.len() > MAX_ROSTER_ENTRIES {
+                return Err(ApiError::invalid(format!("multiagent.agents: 1 to {MAX_ROSTER_ENTRIES} agents")));
             }
-            let resolved = agents
-                .iter()
-                .enumerate()
-                .map(|(idx, a)| roster_entry(a, &format!("multiagent.agents[{idx}]")))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut resolved = Vec::with_capacity(agents.len());
+            let mut refs = Vec::with_capacity(agents.len());
+            for (idx, entry) in agents.iter().enumerate() {
+                let field = format!("multiagent.agents[{idx}]");
+                let (value, named) = roster_entry(entry, &field, lookup)?;
+                check_coordinator_entry(&field, &named, &refs)?;
+                resolved.push(value);
+                refs.push(named);
+            }
             Ok(Some(serde_json::json!({"type": "coordinator", "agents": resolved})))
         }
         Some("multiagent_20261001") => {
-            toggle("advisor", &["model"])?;
-            toggle("subagents", &["inline_agents", "predefined_agents"])?;
-            toggle("workflows", &["inline_agents", "predefined_agents"])?;
-            Ok(Some(value.clone()))
+            let mut resolved = object.clone();
+            for (key, allowed_extra) in [
+                ("advisor", &["model"][..]),
+                ("subagents", &["inline_agents", "predefined_agents"][..]),
+                ("workflows", &["inline_agents", "predefined_agents"][..]),
+            ] {
+                if let Some(setting) = toggle(key, allowed_extra)? {
+                    resolved.insert(key.to_owned(), setting);
+                }
+            }
+            Ok(Some(Value::Object(resolved)))
         }
         _ => Err(ApiError::invalid("multiagent.type: must be coordinator or multiagent_20261001")),
     }
+}
+
+/// A coordinator roster's entry `field`, naming `named`, after the entries
+/// `before` it (behaviour digest §9: "1–20 distinct entries: ...
+/// `{type:"self"}` (≤1), and `{type:"advisor", model}` (≤1) ... Depth limit 1
+/// (referencing an agent with its own roster → validation error)").
+fn check_coordinator_entry(field: &str, named: &RosterRef, before: &[RosterRef]) -> Result<(), ApiError> {
+    match named {
+        RosterRef::Agent { id, member } => {
+            if before.iter().any(|other| other.agent_id() == Some(id.as_str())) {
+                return Err(ApiError::invalid(format!(
+                    "{field}: agent {id} is already in the roster; list each agent once"
+                )));
+            }
+            if member.multiagent {
+                return Err(ApiError::invalid(format!(
+                    "{field}: agent {id} (version {}) is itself multiagent; a roster is one level deep, \
+                     so its agents cannot have rosters of their own",
+                    member.version
+                )));
+            }
+        }
+        RosterRef::Coordinator => {
+            if before.iter().filter(|other| **other == RosterRef::Coordinator).count() >= MAX_ROSTER_SELF_ENTRIES {
+                return Err(ApiError::invalid(format!(
+                    "{field}: {{type: self}} may appear at most {MAX_ROSTER_SELF_ENTRIES} time in a roster"
+                )));
+            }
+        }
+        RosterRef::Advisor => {
+            if before.iter().filter(|other| **other == RosterRef::Advisor).count() >= MAX_ROSTER_ADVISORS {
+                return Err(ApiError::invalid(format!(
+                    "{field}: a roster holds at most {MAX_ROSTER_ADVISORS} advisor"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One roster entry, checked and resolved, with what it names: an agent (a
+/// bare id or `{type: "agent", id, version?}`) becomes `{type: "agent", id,
+/// version}` with the version `lookup` pins; `self` and `advisor` entries
+/// stay as given.
+fn roster_entry(entry: &Value, field: &str, lookup: &RosterLookup<'_>) -> Result<(Value, RosterRef), ApiError> {
+    let (id, version) = match entry {
+        Value::String(id) => (id.as_str(), None),
+        Value::Object(object) => match object.get("type").and_then(Value::as_str) {
+            Some("agent") => {
+                let id = object
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::invalid(format!("{field}.id: required, an agent id")))?;
+                let version = match object.get("version") {
+                    None | Some(Value::Null) => None,
+                    Some(version) => {
+                        Some(version.as_u64().filter(|v| *v >= 1).and_then(|v| u32::try_from(v).ok()).ok_or_else(
+                            || ApiError::invalid(format!("{field}.version: must be an integer of at least 1")),
+                        )?)
+                    }
+                };
+                (id, version)
+            }
+            Some("self") => return Ok((entry.clone(), RosterRef::Coordinator)),
+            Some("advisor") if object.get("model").is_some_and(|m| !m.is_null()) => {
+                return Ok((entry.clone(), RosterRef::Advisor));
+            }
+            _ => return Err(roster_entry_shape(field)),
+        },
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) => return Err(roster_entry_shape(field)),
+    };
+    let member = lookup(field, id, version)?;
+    let resolved = serde_json::json!({"type": "agent", "id": id, "version": member.version});
+    Ok((resolved, RosterRef::Agent { id: id.to_owned(), member }))
+}
+
+/// The error for a roster entry of no known shape.
+fn roster_entry_shape(field: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "{field}: must be an agent id, {{type: agent, id, version?}}, {{type: self}} or {{type: advisor, model}}"
+    ))
 }
 
 fn array_field<'a>(object: &'a Map<String, Value>, key: &str, field: &str) -> Result<&'a [Value], ApiError> {
@@ -868,6 +1021,55 @@ mod tests {
         assert!(check_mcp(std::slice::from_ref(&server), &tools).is_ok());
         assert!(check_mcp(&[], &tools).is_err());
         assert!(check_mcp(&[server], &[]).is_err());
+    }
+
+    #[test]
+    fn a_coordinator_roster_holds_distinct_entries_and_no_nested_roster() {
+        // `agent_nested` is itself multiagent; every other id is a plain agent at version 2.
+        let lookup = |_: &str, id: &str, version: Option<u32>| {
+            Ok(RosterMember { version: version.unwrap_or(2), multiagent: id == "agent_nested" })
+        };
+        let coordinator = |agents: Value| Some(json!({"type": "coordinator", "agents": agents}));
+        let advisor = json!({"type": "advisor", "model": "claude-opus-4-6"});
+        let ok = resolve_multiagent(
+            coordinator(
+                json!(["agent_a", {"type": "agent", "id": "agent_b", "version": 1}, {"type": "self"}, advisor]),
+            ),
+            &lookup,
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            coordinator(json!([{"type": "agent", "id": "agent_a", "version": 2},
+                {"type": "agent", "id": "agent_b", "version": 1}, {"type": "self"}, advisor]))
+        );
+        let cases = [
+            (json!([{"type": "self"}, {"type": "self"}]), "multiagent.agents[1]: {type: self} may appear"),
+            (
+                json!(["agent_a", {"type": "agent", "id": "agent_a", "version": 1}]),
+                "multiagent.agents[1]: agent agent_a is already",
+            ),
+            (json!([advisor, advisor]), "multiagent.agents[1]: a roster holds at most 1 advisor"),
+            (
+                json!(["agent_a", "agent_nested"]),
+                "multiagent.agents[1]: agent agent_nested (version 2) is itself multiagent",
+            ),
+        ];
+        for (agents, message) in cases {
+            let err = resolve_multiagent(coordinator(agents.clone()), &lookup).unwrap_err();
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{agents}");
+            assert!(err.message.starts_with(message), "{agents}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn public_suffixes_follow_the_lists_wildcard_and_exception_rules() {
+        for suffix in ["co.uk", "org.uk", "com.au", "github.io", "com", "foo.ck", "foo.kawasaki.jp"] {
+            assert!(is_public_suffix(suffix), "{suffix}");
+        }
+        for domain in ["example.co.uk", "example.com", "foo.github.io", "www.ck", "city.kawasaki.jp", "example.zzzz"] {
+            assert!(!is_public_suffix(domain), "{domain}");
+        }
     }
 
     #[test]

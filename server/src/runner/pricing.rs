@@ -1,6 +1,6 @@
 //! List prices, for a session's `list_cost` and budgets.
 //!
-//! Dollars per million tokens by model family (input, output; cache writes at
+//! Dollars per million tokens by model (input, output; cache writes at
 //! 1.25x input, cache reads at 0.1x input), plus $10 per 1,000 web searches the
 //! provider ran (its `usage.server_tool_use`; web fetches are free, and
 //! searches Logbook runs through its own provider are not billed here), plus
@@ -16,17 +16,44 @@ pub const RUNTIME_DOLLARS_PER_HOUR: f64 = 0.08;
 /// Dollars per web search the provider ran ($10 per 1,000).
 pub const WEB_SEARCH_DOLLARS: f64 = 10.0 / 1_000.0;
 
-/// (model id prefix, input $/MTok, output $/MTok), most specific first.
+/// (model id, input $/MTok, output $/MTok). An id matches the model of that
+/// exact id, or of that id followed by a release date
+/// (`claude-opus-4-5-20251101`); it is never a prefix of a family, so a newer
+/// model (`claude-opus-5-5`, `claude-sonnet-5`) is not priced as an older one.
+/// Claude Opus 5 is the behaviour digest's §6.6 worked example ("1 h, Opus 5,
+/// 50k in / 15k out = $0.705; with 40k cache reads $0.525"), which only
+/// $5 / $25 satisfies; the rest are the published list prices of the 4-series.
+/// A model whose list price no source gives stays out of this table.
 const PRICES: &[(&str, f64, f64)] = &[
-    ("claude-opus-4-5", 5.0, 25.0),
-    ("claude-opus-4-6", 5.0, 25.0),
-    ("claude-opus-4-7", 5.0, 25.0),
+    ("claude-opus-5", 5.0, 25.0),
     ("claude-opus-4-8", 5.0, 25.0),
-    ("claude-opus", 15.0, 75.0),
-    ("claude-sonnet", 3.0, 15.0),
-    ("claude-haiku", 1.0, 5.0),
-    ("claude-fable", 3.0, 15.0),
+    ("claude-opus-4-7", 5.0, 25.0),
+    ("claude-opus-4-6", 5.0, 25.0),
+    ("claude-opus-4-5", 5.0, 25.0),
+    ("claude-opus-4-1", 15.0, 75.0),
+    ("claude-opus-4-0", 15.0, 75.0),
+    ("claude-opus-4", 15.0, 75.0),
+    ("claude-sonnet-4-6", 3.0, 15.0),
+    ("claude-sonnet-4-5", 3.0, 15.0),
+    ("claude-sonnet-4-0", 3.0, 15.0),
+    ("claude-sonnet-4", 3.0, 15.0),
+    ("claude-haiku-4-5", 1.0, 5.0),
 ];
+
+/// The digits of the release date a model id may end with (`-20251101`).
+const RELEASE_DATE_DIGITS: usize = 8;
+
+/// Whether `model` is the model `id` names: the id itself, or the id with a
+/// release date appended.
+fn is_model(model: &str, id: &str) -> bool {
+    match model.strip_prefix(id) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('-')
+            .is_some_and(|date| date.len() == RELEASE_DATE_DIGITS && date.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
+}
 
 /// The list cost of `totals` on `model`, in cents (rounded up), if priced:
 /// what `list_cost` reports.
@@ -37,7 +64,7 @@ pub fn list_cost_cents(model: &str, totals: &Totals) -> Option<u64> {
 /// The list cost of `totals` on `model`, in cents, unrounded, if priced:
 /// what a budget is checked against (behaviour digest §12).
 pub fn list_cost_exact_cents(model: &str, totals: &Totals) -> Option<f64> {
-    let (_, input, output) = PRICES.iter().find(|(prefix, _, _)| model.starts_with(prefix))?;
+    let (_, input, output) = PRICES.iter().find(|(id, _, _)| is_model(model, id))?;
     let per_token = |dollars_per_mtok: f64| dollars_per_mtok / 1_000_000.0;
     let dollars = totals.input_tokens as f64 * per_token(*input)
         + totals.output_tokens as f64 * per_token(*output)
@@ -79,5 +106,42 @@ mod tests {
         let exact = list_cost_exact_cents("claude-sonnet-4-6", &totals).unwrap_or_default();
         assert!(exact > 99.0 && exact < 99.001, "{exact}");
         assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(100));
+    }
+
+    #[test]
+    fn opus_5_is_priced_as_the_worked_example() {
+        // Behaviour digest §6.6: 1 h, 50k in / 15k out = $0.705.
+        let totals =
+            Totals { input_tokens: 50_000, output_tokens: 15_000, active_micros: 3_600_000_000, ..Totals::default() };
+        let exact = list_cost_exact_cents("claude-opus-5", &totals).unwrap_or_default();
+        assert!((exact - 70.5).abs() < 1e-9, "{exact}");
+    }
+
+    #[test]
+    fn a_dated_id_is_priced_as_its_model() {
+        let totals = Totals { input_tokens: 1_000_000, ..Totals::default() };
+        assert_eq!(list_cost_cents("claude-opus-4-5-20251101", &totals), Some(500));
+        assert_eq!(list_cost_cents("claude-sonnet-4-20250514", &totals), Some(300));
+        assert_eq!(list_cost_cents("claude-opus-4-1-20250805", &totals), Some(1500));
+        assert_eq!(list_cost_cents("claude-haiku-4-5-20251001", &totals), Some(100));
+    }
+
+    #[test]
+    fn a_model_with_no_known_list_price_is_unpriced() {
+        // Newer models the API names but no source prices must not fall into
+        // an older model's row.
+        let totals = Totals { input_tokens: 1_000_000, ..Totals::default() };
+        for model in [
+            "claude-opus-5-5",
+            "claude-sonnet-5",
+            "claude-sonnet-5-5",
+            "claude-haiku-5-5",
+            "claude-fable-5",
+            "claude-opus-4-9",
+            "claude-opus-5-latest",
+            "claude-opus",
+        ] {
+            assert_eq!(list_cost_cents(model, &totals), None, "{model}");
+        }
     }
 }

@@ -833,11 +833,20 @@ async fn check_cases(h: &Harness, cases: Vec<(&str, Value, bool)>) -> Vec<String
 
 #[tokio::test]
 async fn multiagent_must_be_a_known_shape() {
-    // Goal: `multiagent` is null, a `coordinator` with 1 to 20 roster
-    // entries, or a `multiagent_20261001` object (API digest §3.1); other
-    // values are refused rather than stored verbatim. Method: create variants.
+    // Goal: `multiagent` is null, a `coordinator` with 1 to 20 distinct
+    // roster entries, or a `multiagent_20261001` object (API digest §3.1;
+    // behaviour digest §9: "1–20 distinct entries", `self` at most once);
+    // other values are refused rather than stored verbatim. Method: create
+    // variants; a roster of n is `self` and n - 1 distinct agents.
     let h = Harness::new();
-    let roster = |n: usize| Value::Array((0..n).map(|_| json!({"type": "self"})).collect());
+    let mut members = Vec::new();
+    for n in 0..20 {
+        members.push(json!(id(&h.agent(&format!("member {n}")).await)));
+    }
+    let roster = |n: usize| {
+        let agents = members.iter().take(n.saturating_sub(1)).cloned();
+        Value::Array(std::iter::once(json!({"type": "self"})).chain(agents).collect())
+    };
     let cases: Vec<(&str, Value, bool)> = vec![
         ("null", Value::Null, true),
         ("multiagent_20261001", json!({"type": "multiagent_20261001"}), true),
@@ -854,6 +863,90 @@ async fn multiagent_must_be_a_known_shape() {
     });
     let wrong = check_cases(&h, cases.collect()).await;
     assert!(wrong.is_empty(), "FIXME: multiagent is stored without validation:\n{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn roster_members_are_agents_of_the_workspace_pinned_when_the_coordinator_is_saved() {
+    // Goal: every agent reference of a roster (a coordinator's `agents`, a
+    // toggle's `predefined_agents`) is answered as `{type: "agent", id,
+    // version}` (API digest §3.1), pinned to the member's version when the
+    // coordinator is saved unless the entry names one (behaviour digest §9);
+    // a member that is missing, of another workspace or without the version
+    // asked for is a 404 naming the entry. Method: update the member around
+    // coordinator saves; name members that do not resolve.
+    let h = Harness::new();
+    let member = h.agent("member").await;
+    let member_id = id(&member).to_owned();
+    bump(&h, &member_id, 1).await;
+    let coordinator =
+        |agents: Value| json!({"name": "lead", "model": "m", "multiagent": {"type": "coordinator", "agents": agents}});
+    let lead = h.agent_with(&coordinator(json!([member_id, {"type": "self"}]))).await;
+    let pinned = |version: u32| json!({"type": "agent", "id": member_id, "version": version});
+    assert_eq!(lead["multiagent"]["agents"], json!([pinned(2), {"type": "self"}]));
+    // A later member version leaves the saved roster as it was.
+    bump(&h, &member_id, 2).await;
+    let stored = h.get(&format!("/v1/agents/{}", id(&lead))).await.ok();
+    assert_eq!(stored["multiagent"], lead["multiagent"]);
+    // Saving the roster again pins the member's version at that save; an
+    // entry's own version is kept.
+    let other = h.agent("other").await;
+    bump(&h, id(&other), 1).await;
+    let updated = h
+        .post(
+            &format!("/v1/agents/{}", id(&lead)),
+            &json!({"version": 1, "multiagent": {"type": "coordinator",
+                "agents": [member_id, {"type": "agent", "id": id(&other), "version": 1}]}}),
+        )
+        .await
+        .ok();
+    let other_v1 = json!({"type": "agent", "id": id(&other), "version": 1});
+    assert_eq!(updated["multiagent"]["agents"], json!([pinned(3), other_v1]));
+    let toggles = h
+        .agent_with(&json!({"name": "lead", "model": "m", "multiagent": {"type": "multiagent_20261001",
+            "subagents": {"type": "enabled", "predefined_agents": [member_id]}}}))
+        .await;
+    assert_eq!(toggles["multiagent"]["subagents"]["predefined_agents"], json!([pinned(3)]));
+
+    let missing = "agent_01JQ8Z7M3P5R7T9V1X3Z5B7D0E";
+    for (entry, code) in [
+        (json!(missing), "agent_not_found"),
+        (json!("not-an-id"), "agent_not_found"),
+        (json!({"type": "agent", "id": member_id, "version": 9}), "agent_version_not_found"),
+    ] {
+        let resp = h.post("/v1/agents", &coordinator(json!([{"type": "self"}, entry]))).await;
+        let body = resp.not_found();
+        assert_eq!(body["error"]["details"]["error_code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("multiagent.agents[1]: "), "{message}");
+    }
+    let resp = h.post("/v1/agents", &coordinator(json!([{"type": "agent", "id": member_id, "version": "1"}]))).await;
+    resp.invalid();
+    // An agent names itself with `self`, not its id (its roster would pin
+    // its own previous version).
+    let resp = h
+        .post(
+            &format!("/v1/agents/{}", id(&lead)),
+            &json!({"multiagent": {"type": "coordinator", "agents": [id(&lead)]}}),
+        )
+        .await;
+    resp.invalid();
+    // Another workspace's agent answers like a missing one.
+    let foreign = h
+        .call(
+            axum::http::Method::POST,
+            "/v1/agents",
+            crate::harness::Auth::XApiKey(&h.key_b),
+            Some(&coordinator(json!([member_id]))),
+        )
+        .await;
+    let body = foreign.not_found();
+    assert_eq!(body["error"]["details"]["error_code"], "agent_not_found", "{body}");
+}
+
+/// Updates agent `agent_id` from `version` to the next one.
+async fn bump(h: &Harness, agent_id: &str, version: u64) {
+    let body = json!({"version": version, "description": format!("v{}", version + 1)});
+    h.post(&format!("/v1/agents/{agent_id}"), &body).await.ok();
 }
 
 #[tokio::test]

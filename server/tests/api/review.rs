@@ -207,16 +207,19 @@ async fn a_defined_outcome_shows_in_the_sessions_outcome_evaluations() {
 #[tokio::test]
 async fn a_coordinator_roster_pins_each_member_to_its_version_at_save() {
     let h = Harness::new();
+    // Two members, one named by a bare id and one by `{type: "agent", id}`:
+    // the same agent twice is refused (the roster's entries are distinct).
     let member = h.agent("member").await;
+    let other = h.agent("other").await;
     let coordinator = h
         .agent_with(&json!({
             "name": "lead",
             "model": "claude-sonnet-4-6",
-            "multiagent": {"type": "coordinator", "agents": [id(&member), {"type": "agent", "id": id(&member)}]},
+            "multiagent": {"type": "coordinator", "agents": [id(&member), {"type": "agent", "id": id(&other)}]},
         }))
         .await;
-    let pinned = json!({"type": "agent", "id": id(&member), "version": 1});
-    assert_eq!(coordinator["multiagent"]["agents"], json!([pinned, pinned]), "{coordinator}");
+    let pinned = |agent: &Value| json!({"type": "agent", "id": id(agent), "version": 1});
+    assert_eq!(coordinator["multiagent"]["agents"], json!([pinned(&member), pinned(&other)]), "{coordinator}");
 }
 
 /// Behaviour digest §6.4 (Networking): "Newer doc: a `limited` cloud environment's
