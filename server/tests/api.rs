@@ -47,3 +47,6 @@ mod work;
 
 #[path = "api/review.rs"]
 mod review;
+
+#[path = "api/audit.rs"]
+mod audit;
