@@ -57,3 +57,73 @@ async fn the_verify_endpoint_reports_a_tampered_record_as_a_break_not_a_500() {
     assert_eq!(report["valid"], false, "{report}");
     assert_eq!(report["breaks"][0]["seq"], 5, "{report}");
 }
+
+/// The session's bundle, as `GET /x/v1/sessions/{id}/export` streams it.
+async fn export(h: &Harness, session: &str) -> Vec<u8> {
+    let resp = h.get(&format!("/x/v1/sessions/{session}/export")).await;
+    assert_eq!(resp.status.as_u16(), 200, "export: {}", resp.text());
+    resp.bytes.to_vec()
+}
+
+/// GET as workspace A, collecting the body without panicking when the
+/// stream fails: `(status, body or the stream's error)`.
+async fn get_body(h: &Harness, path: &str) -> (u16, Result<Vec<u8>, String>) {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
+        .header("x-api-key", &h.key_a)
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes().to_vec()).map_err(|e| e.to_string());
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_imported_session_still_has_its_workspace_files() {
+    // Goal: a bundle is "the session" (`GET /x/v1/sessions/{id}/export`) and
+    // `logbook import` loads it into another data directory. The session's
+    // workspace is a projection of its log, but the log names file contents
+    // only by blob hash, and the bundle carries no blobs: after the import
+    // the state endpoint lists the file while its contents are gone (the
+    // files endpoint answers 200 and then breaks off the body; `logbook show
+    // --file` fails the same way). Method: a file recorded the way the
+    // sandbox records it; export from one server; import into another; read
+    // the file there.
+    use logbook_core::Event;
+    use logbook_core::event::{FileChange, WorkspaceChange, WorkspaceDelta};
+    use logbook_server::resources::content::{MAX_FILE_BYTES, store_reader};
+
+    let a = Harness::new();
+    let session = a.quick_session().await;
+    let sid = id(&session).to_owned();
+    let bytes = b"fn main() { println!(\"exported\"); }\n".to_vec();
+    let content = store_reader(a.state.store(), &bytes[..], MAX_FILE_BYTES).unwrap();
+    let change = FileChange::Written { blob: *content.blob.as_bytes(), size: content.size, mode: 0o644 };
+    let changes = vec![WorkspaceChange { path: "/workspace/main.rs".to_owned(), change }];
+    a.inject(&session, vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })]);
+    let (status, served) = get_body(&a, &format!("/x/v1/sessions/{sid}/files/workspace/main.rs")).await;
+    assert_eq!((status, served.as_deref().ok()), (200, Some(&bytes[..])), "the exporting server serves the file");
+
+    let bundle = export(&a, &sid).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("session.jsonl");
+    std::fs::write(&path, &bundle).unwrap();
+
+    let b = Harness::new();
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None).unwrap();
+    let state = b.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
+    assert_eq!(state["workspace"]["files"][0]["path"], "/workspace/main.rs", "{state}");
+    let (status, served) = get_body(&b, &format!("/x/v1/sessions/{sid}/files/workspace/main.rs")).await;
+    assert!(
+        status == 200 && served.as_deref().ok() == Some(&bytes[..]),
+        "the imported session lists /workspace/main.rs but its contents are not there: {status} {served:?}"
+    );
+}
