@@ -127,3 +127,91 @@ async fn an_imported_session_still_has_its_workspace_files() {
         "the imported session lists /workspace/main.rs but its contents are not there: {status} {served:?}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_import_leaves_no_partial_log_behind() {
+    // Goal: `logbook import` "loads a verified bundle ... chain intact"; one
+    // that fails must leave the data directory as it was, so that the
+    // session can be imported once the bundle is fixed. A bundle verifies
+    // with events the store refuses to append (an event of more than
+    // MAX_EVENT_BYTES canonical bytes still decodes: the decoder's limit is
+    // MAX_RECORD_BYTES), and `audit::import_records` appends the bundle in
+    // several durable appends before it meets the refused one: the records
+    // before it stay in the log for good, without a session object, and every
+    // later import of that session is refused as "already exists".
+    // Method: a bundle of a real session object with a small record, then one
+    // just over the event limit, signed with another key (no key pinned);
+    // import it; then import the real export of that session.
+    use logbook_core::event::{ContentBlock, UserMessage};
+    use logbook_core::limits::MAX_EVENT_BYTES;
+    use logbook_core::{Entry, Event, EventId, Record, Seq, SessionId};
+    use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_TYPE, GENESIS_ANCHOR, Header};
+    use logbook_server::audit::AuditKey;
+    use logbook_store::Read as _;
+    use serde_json::Value;
+
+    let a = Harness::new();
+    let session = a.quick_session().await;
+    let sid: SessionId = id(&session).parse().unwrap();
+    a.inject(&session, vec![agent_message("hello")]);
+    let genuine = export(&a, id(&session)).await;
+    let genuine_text = String::from_utf8(genuine.clone()).unwrap();
+    let header: Value = serde_json::from_str(genuine_text.lines().next().unwrap()).unwrap();
+    let object = header["session"].clone();
+    assert_eq!(object["id"], id(&session));
+
+    let now = a.now();
+    let ms = u64::try_from(now.unix_ms()).unwrap();
+    let entry = |seq: u64, text: String| Entry {
+        id: EventId::for_seq(ms, Seq::new(seq), seq + 1),
+        event: Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text }] }),
+        at: now,
+    };
+    let overhead = entry(1, String::new()).to_canonical().unwrap().len();
+    // The text's length prefix grows from one byte to five.
+    let big = entry(1, "x".repeat(MAX_EVENT_BYTES + 12 - overhead));
+    let first = Record::seal(sid, Seq::ZERO, logbook_core::chain::GENESIS, &entry(0, "hi".to_owned())).unwrap();
+    let second = Record::seal(sid, Seq::new(1), first.hash(), &big).unwrap();
+    let size = second.canonical().unwrap().len();
+    assert!(size > MAX_EVENT_BYTES, "the second event is over the limit ({size} bytes)");
+    assert!(second.entry().is_ok(), "and still decodes");
+
+    let key = AuditKey::from_seed([3; 32]);
+    let mut header = Header {
+        kind: BUNDLE_TYPE.to_owned(),
+        format: BUNDLE_FORMAT,
+        session_id: sid,
+        anchor: GENESIS_ANCHOR,
+        n_records: 2,
+        signed_head: key.sign(sid, 2, second.hash(), now),
+        session: Some(object),
+        header_signature: String::new(),
+    };
+    key.sign_header(&mut header).unwrap();
+    let lines = [
+        bundle::render_header(&header).unwrap(),
+        bundle::render_line(&first).unwrap(),
+        bundle::render_line(&second).unwrap(),
+    ];
+    let report = bundle::verify(lines.iter().map(String::as_str), None);
+    assert!(report.is_valid(), "the crafted bundle verifies: {report:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let crafted = dir.path().join("crafted.jsonl");
+    std::fs::write(&crafted, lines.join("\n") + "\n").unwrap();
+    let genuine_path = dir.path().join("genuine.jsonl");
+    std::fs::write(&genuine_path, &genuine).unwrap();
+    drop((lines, first, second, big));
+
+    let b = Harness::new();
+    let store = b.state.store();
+    let failed = logbook_server::offline::import(store, &crafted, "tenant-a", None);
+    assert!(failed.is_err(), "the store refuses the oversized event");
+    assert_eq!(
+        store.head(sid).unwrap().next,
+        Seq::ZERO,
+        "a failed import left {} records of {sid} in the log, with no session object",
+        store.head(sid).unwrap().next
+    );
+    let retried = logbook_server::offline::import(store, &genuine_path, "tenant-a", None);
+    assert!(retried.is_ok(), "the genuine bundle cannot be imported after the failed import: {retried:?}");
+}
