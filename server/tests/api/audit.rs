@@ -215,3 +215,41 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
     let retried = logbook_server::offline::import(store, &genuine_path, "tenant-a", None);
     assert!(retried.is_ok(), "the genuine bundle cannot be imported after the failed import: {retried:?}");
 }
+
+#[tokio::test]
+async fn last_turns_after_a_title_change_still_returns_the_last_turn() {
+    // Goal: `slice?last_turns=K` is "from the start of the K-th last turn (a
+    // turn ends at `session.status_idle`)"; a turn is "from a user input to
+    // the next `session.status_idle`" (glossary). `slice::turn_start` counts
+    // anything after the last idle as a running turn, so a session whose
+    // title was changed after its turn ended (a `session.updated`, no input,
+    // nothing running) answers `last_turns=1` with no event of its last turn.
+    // Method: one whole turn (message, running, reply, idle) recorded, then
+    // a title update; the slice of the last turn must hold the reply.
+    use logbook_core::Event;
+    use logbook_core::event::{SessionStatusIdle, SessionStatusRunning, StopReason};
+    use serde_json::json;
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    h.post(&format!("/v1/sessions/{sid}/events"), &json!({"events": [crate::harness::user_message("hi")]})).await.ok();
+    h.inject(
+        &session,
+        vec![
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            agent_message("the reply"),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ],
+    );
+    let whole = h.get(&format!("/x/v1/sessions/{sid}/slice?last_turns=1")).await.ok();
+    assert!(whole["data"].as_array().unwrap().iter().any(|e| e["type"] == "agent.message"), "{whole}");
+    h.post(&format!("/v1/sessions/{sid}"), &json!({"title": "renamed"})).await.ok();
+    let slice = h.get(&format!("/x/v1/sessions/{sid}/slice?last_turns=1")).await.ok();
+    let types: Vec<&str> = slice["data"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(
+        types.contains(&"agent.message") && types.contains(&"user.message"),
+        "last_turns=1 after a title change holds no event of the last turn: {types:?} (from_seq {})",
+        slice["from_seq"]
+    );
+}
