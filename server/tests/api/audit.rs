@@ -253,3 +253,44 @@ async fn last_turns_after_a_title_change_still_returns_the_last_turn() {
         slice["from_seq"]
     );
 }
+
+#[tokio::test]
+async fn a_newest_first_slice_by_tool_with_a_to_seq_past_the_head_keeps_the_open_call() {
+    // Goal: a slice filtered by `tools[]` holds the tool calls of those
+    // names (docs/extensions.md, Slices), whatever `to_seq` says beyond the
+    // log. `slice::build` learns which calls are relevant in a pre-pass over
+    // the window of `MAX_SCAN_RECORDS` seqs ending at `to_seq`, unclamped:
+    // with `order=desc` and a `to_seq` far past the head the window holds no
+    // record, and a call whose result is not in the log yet (the one the
+    // session waits on) is never learned and left out.
+    // Method: a bash call with no result yet; the same newest-first slice
+    // with and without a large `to_seq`.
+    use logbook_core::Event;
+    use logbook_core::Json;
+    use logbook_core::event::AgentToolUse;
+    use logbook_core::event::SessionStatusRunning;
+    use serde_json::{Value, json};
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    h.inject(
+        &session,
+        vec![
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            Event::AgentToolUse(AgentToolUse {
+                name: "bash".into(),
+                input: Json::new(&json!({"command": "ls"})),
+                evaluated_permission: None,
+                evaluation: None,
+                session_thread_id: None,
+            }),
+        ],
+    );
+    let calls =
+        |slice: &Value| slice["data"].as_array().unwrap().iter().filter(|e| e["type"] == "agent.tool_use").count();
+    let bounded = h.get(&format!("/x/v1/sessions/{sid}/slice?tools[]=bash&order=desc")).await.ok();
+    assert_eq!(calls(&bounded), 1, "{bounded}");
+    let unbounded = h.get(&format!("/x/v1/sessions/{sid}/slice?tools[]=bash&order=desc&to_seq=1000000")).await.ok();
+    assert_eq!(calls(&unbounded), 1, "with to_seq past the head the open bash call is missing: {unbounded}");
+}
