@@ -273,3 +273,67 @@ fn the_store_is_not_readable_by_other_local_users() {
     }
     assert!(exposed.is_empty(), "readable by any local user: {exposed:?}");
 }
+
+/// DEFECT (a forged continuation passes `--against`): `logbook verify BUNDLE
+/// --against HEAD.json` "also checks that the bundle extends that earlier
+/// signed head", the head a client kept from the server. Without
+/// `--public-key`, the bundle's own signature is only checked against the key
+/// the bundle names, and nothing ties that key to the key of the earlier head:
+/// anyone holding the first records can append events of their choosing,
+/// sign the result with a key of their own and get "chain and signed head
+/// valid ... consistent with the earlier signed head", exit 0. Method: a log
+/// and a head the server signed after 5 of its 10 records; a bundle with the
+/// same 5 records and 5 others, signed with another key; verified against
+/// the server's head (the server's own export is the control).
+#[test]
+fn verify_against_an_earlier_head_refuses_a_bundle_signed_by_another_key() {
+    use logbook_server::audit::{self, AuditKey};
+    use logbook_store::Read as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let session = SessionId::from_parts(1_764_000_000_000, 42);
+    let now = Timestamp::from_unix_micros(1_765_000_000_000_000);
+    let server_key = AuditKey::from_seed([1; 32]);
+    let genuine = entries(10);
+    let export_to = |data: &Path, key: &AuditKey, log: &[Entry], path: &Path| {
+        let store = SledStore::open(data, &SledOptions::default()).unwrap();
+        store.append(session, Seq::ZERO, log).unwrap();
+        let mut out = Vec::new();
+        audit::export(&store, key, session, None, now, &mut out).unwrap();
+        std::fs::write(path, out).unwrap();
+        store.read(session, Seq::new(4), 1).unwrap().remove(0).hash()
+    };
+    let genuine_path = dir.path().join("genuine.jsonl");
+    let fifth = export_to(&dir.path().join("server"), &server_key, &genuine, &genuine_path);
+    let head_path = dir.path().join("head.json");
+    std::fs::write(&head_path, serde_json::to_string(&server_key.sign(session, 5, fifth, now)).unwrap()).unwrap();
+
+    let mut forged = genuine[..5].to_vec();
+    forged.extend(
+        genuine[5..].iter().map(|entry| Entry {
+            at: Timestamp::from_unix_micros(entry.at.unix_micros() + 1_000_000),
+            ..entry.clone()
+        }),
+    );
+    let forged_path = dir.path().join("forged.jsonl");
+    let forged_fifth = export_to(&dir.path().join("forger"), &AuditKey::from_seed([2; 32]), &forged, &forged_path);
+    assert_eq!(forged_fifth, fifth, "the forged bundle shares the signed prefix");
+
+    let verify_against = |bundle: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .arg("verify")
+            .arg(bundle)
+            .arg("--against")
+            .arg(&head_path)
+            .output()
+            .unwrap()
+    };
+    let out = verify_against(&genuine_path);
+    assert!(out.status.success(), "the server's own bundle: {}", String::from_utf8_lossy(&out.stderr));
+    let out = verify_against(&forged_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a bundle signed by another key than the earlier head's passes as its continuation: {stderr}"
+    );
+}
