@@ -337,3 +337,27 @@ fn verify_against_an_earlier_head_refuses_a_bundle_signed_by_another_key() {
         "a bundle signed by another key than the earlier head's passes as its continuation: {stderr}"
     );
 }
+
+/// DEFECT (a mistyped `--data` makes a new store and a new audit key): the
+/// offline commands that read one session (`export`, `show`, `fork`) open
+/// the data directory with `SledStore::open`, which creates it, and `export`
+/// then creates an audit key in it; they end with "no session ... in this
+/// data directory; `logbook verify` lists sessions" (it does not list them),
+/// never saying that the directory did not exist. `verify`, `rerun` and the
+/// key commands refuse a missing directory with "no data directory ...; pass
+/// --data DIR". Method: each command against a missing directory.
+#[test]
+fn offline_session_commands_refuse_a_missing_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mistyped");
+    let session = SessionId::from_parts(1_764_000_000_000, 42).to_string();
+    for args in [&["export", &session][..], &["show", &session][..], &["fork", &session, "--at-seq", "0"][..]] {
+        let out = logbook(args, &data);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        let created = data.exists();
+        let _ = std::fs::remove_dir_all(&data);
+        assert!(stderr.contains("no data directory"), "{args:?} does not say the directory is missing: {stderr}");
+        assert!(!created, "{args:?} created a store at {}", data.display());
+    }
+}
