@@ -294,3 +294,65 @@ async fn a_newest_first_slice_by_tool_with_a_to_seq_past_the_head_keeps_the_open
     let unbounded = h.get(&format!("/x/v1/sessions/{sid}/slice?tools[]=bash&order=desc&to_seq=1000000")).await.ok();
     assert_eq!(calls(&unbounded), 1, "with to_seq past the head the open bash call is missing: {unbounded}");
 }
+
+/// A custom tool whose `input_schema` holds arrays nested `depth` levels.
+fn deep_tool(depth: usize) -> serde_json::Value {
+    use serde_json::json;
+    let mut nested = json!([]);
+    for _ in 1..depth {
+        nested = json!([nested]);
+    }
+    json!({"type": "custom", "name": "deep", "description": "d", "input_schema": {"type": "object", "examples": nested}})
+}
+
+/// JSON as deep as the log stores it (the harness's `json()` stops at 128 levels).
+fn deep_json(bytes: &[u8]) -> serde_json::Value {
+    logbook_core::json::from_slice_deep(bytes, 16).unwrap()
+}
+
+#[tokio::test]
+async fn a_session_of_an_agent_the_api_accepted_stays_readable() {
+    // Goal: whatever agent `POST /v1/agents` accepts can run a session that
+    // the API and the `/x/v1` extensions can read. A custom tool's
+    // `input_schema` is accepted nested as deep as serde_json's default limit
+    // lets the request body parse (128 levels); the session object stores
+    // the agent one level deeper, and `api::from_bytes` reads stored objects
+    // with that same default limit. The session is created (200) and from
+    // then on every read of it is a 500: the session, its export and verify,
+    // archive and delete, and the list of every session of the workspace,
+    // for good (the session cannot be deleted either).
+    // Method: the deepest such schema agent create accepts; a session of
+    // that agent; then read it.
+    use serde_json::json;
+
+    let h = Harness::new();
+    let env = h.env("e").await;
+    let mut agent = None;
+    for depth in (1..=130).rev() {
+        let body = json!({"name": "deep", "model": "claude-sonnet-4-6", "tools": [deep_tool(depth)]});
+        let resp = h.post("/v1/agents", &body).await;
+        if resp.status.as_u16() == 200 {
+            agent = Some(deep_json(&resp.bytes));
+            break;
+        }
+    }
+    let agent = agent.expect("agent create accepts some depth");
+    let resp = h.post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+    assert_eq!(resp.status.as_u16(), 200, "the session is created");
+    let sid = deep_json(&resp.bytes)["id"].as_str().unwrap().to_owned();
+    let mut statuses = Vec::new();
+    for path in [
+        "/v1/sessions".to_owned(),
+        format!("/v1/sessions/{sid}"),
+        format!("/x/v1/sessions/{sid}/verify"),
+        format!("/x/v1/sessions/{sid}/export"),
+    ] {
+        statuses.push((h.get(&path).await.status.as_u16(), path));
+    }
+    statuses
+        .push((h.delete(&format!("/v1/sessions/{sid}")).await.status.as_u16(), format!("DELETE /v1/sessions/{sid}")));
+    assert!(
+        statuses.iter().all(|(status, _)| *status == 200),
+        "a session of an agent the API accepted cannot be read, exported or deleted: {statuses:?}"
+    );
+}
