@@ -356,3 +356,43 @@ async fn a_session_of_an_agent_the_api_accepted_stays_readable() {
         "a session of an agent the API accepted cannot be read, exported or deleted: {statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bundle_of_a_session_with_a_deep_tool_schema_verifies() {
+    // Goal: an untouched bundle verifies (`logbook verify BUNDLE`, exit 0)
+    // and imports. The header carries the session object, whose agent may
+    // hold a custom tool `input_schema` nested as deep as the API reads
+    // back; the header nests it one level deeper again, and
+    // `bundle::parse_header` parses it with serde_json's default limit (128
+    // levels), while record lines are read with `from_slice_deep`. Such a
+    // session's own export is reported damaged ("not a bundle header:
+    // recursion limit exceeded") and cannot be imported.
+    // Method: the deepest schema whose session the API still reads back;
+    // export that session; verify the bundle with the server's key pinned.
+    use logbook_replay::bundle;
+    use logbook_server::audit::AuditKey;
+    use serde_json::json;
+
+    let h = Harness::new();
+    let env = h.env("e").await;
+    let mut session = None;
+    for depth in (1..=130).rev() {
+        let body = json!({"name": "deep", "model": "claude-sonnet-4-6", "tools": [deep_tool(depth)]});
+        let resp = h.post("/v1/agents", &body).await;
+        if resp.status.as_u16() != 200 {
+            continue;
+        }
+        let agent = deep_json(&resp.bytes);
+        let resp = h.post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"]})).await;
+        let sid = deep_json(&resp.bytes)["id"].as_str().unwrap().to_owned();
+        if h.get(&format!("/v1/sessions/{sid}")).await.status.as_u16() == 200 {
+            session = Some(sid);
+            break;
+        }
+    }
+    let sid = session.expect("some depth gives a readable session");
+    let text = String::from_utf8(export(&h, &sid).await).unwrap();
+    let pinned = AuditKey::from_seed(crate::harness::AUDIT_SEED).public_key();
+    let report = bundle::verify(text.lines(), Some(&pinned));
+    assert!(report.is_valid(), "the server's own untouched export does not verify: {:?}", report.problems);
+}
