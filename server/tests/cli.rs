@@ -361,3 +361,65 @@ fn offline_session_commands_refuse_a_missing_data_directory() {
         assert!(!created, "{args:?} created a store at {}", data.display());
     }
 }
+
+/// DEFECT (no progress on long offline operations): "every long operation
+/// shows progress" (DESIGN.md, Command line), and `offline.rs` says its
+/// commands "print progress ... to stderr"; `logbook verify --data` prints a
+/// line every half second. `export`, `verify BUNDLE` and `import` print
+/// nothing until they are done, however long the session: on a session of
+/// millions of events they look hung. Method: a session long enough that
+/// each command runs for seconds; every run that took over two seconds must
+/// have printed a line before its last.
+#[test]
+fn export_verify_and_import_of_a_long_session_show_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let session = SessionId::from_parts(1_764_000_000_000, 42);
+    {
+        let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+        let all = entries(200_000);
+        for (k, chunk) in all.chunks(1024).enumerate() {
+            store.append(session, Seq::new((k * 1024) as u64), chunk).unwrap();
+        }
+        // The session object the offline commands look the session up by.
+        let object: logbook_server::api::sessions::StoredSession = serde_json::from_value(serde_json::json!({
+            "id": session.to_string(), "status": "idle", "environment_id": "env_01KAV9FT00000000000000001A",
+            "agent": {"id": "agent_01KAV9FT00000000000000001A", "type": "agent", "version": 1, "name": "a",
+                "description": null, "model": {"id": "claude-sonnet-4-6", "effort": {"type": "high"}, "speed": "standard", "inference_geo": null}, "system": null, "tools": [],
+                "mcp_servers": [], "skills": [], "execution_identity": {"type": "service_account"},
+                "multiagent": null},
+            "from_agent_ref": true, "title": null, "metadata": {}, "budget": null,
+            "created_at": "2025-11-24T16:00:00Z", "updated_at": "2025-11-24T16:00:00Z",
+            "archived_at": null, "terminated_at": null, "self_hosted": false,
+        }))
+        .unwrap();
+        let now = Timestamp::from_unix_micros(1_764_000_000_000_000);
+        let workspace = logbook_server::tenancy::ensure_workspace(&store, "default", now).unwrap();
+        let key = logbook_server::tenancy::Tenant { workspace: workspace.id }.key(session.to_bytes());
+        let bytes = logbook_server::api::to_bytes(&object).unwrap();
+        logbook_server::api::put_new(&store, logbook_store::ResourceKind::Session, &key, &bytes).unwrap();
+    }
+    let bundle = dir.path().join("bundle.jsonl");
+    let bundle_arg = bundle.to_str().unwrap().to_owned();
+    let other = dir.path().join("other");
+    let id = session.to_string();
+    let runs: [(&str, Vec<&str>, &Path); 3] = [
+        ("export", vec!["export", &id, "-o", &bundle_arg], &data),
+        ("verify BUNDLE", vec!["verify", &bundle_arg], &data),
+        ("import", vec!["import", &bundle_arg], &other),
+    ];
+    let mut silent = Vec::new();
+    for (name, args, data) in runs {
+        let started = Instant::now();
+        let out = logbook(&args, data);
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{name}: {stderr}");
+        let n_lines = stderr.lines().count();
+        eprintln!("{name}: {took:?}, {n_lines} lines on stderr");
+        if took > Duration::from_secs(2) && n_lines < 2 {
+            silent.push(format!("{name} ran {took:?} and printed only {stderr:?}"));
+        }
+    }
+    assert!(silent.is_empty(), "long operations without progress: {silent:#?}");
+}
