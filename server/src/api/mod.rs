@@ -127,6 +127,18 @@ pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(ApiError::internal)
 }
 
+/// Levels of a stored object's own structure around the request values it
+/// holds (a session holds its agent, which holds tool schemas...).
+const STORED_OBJECT_DEPTH: usize = 16;
+
+/// Reads a stored object. A request's values are parsed with serde_json's
+/// limit of 128 levels, and a stored object wraps them in a few levels of its
+/// own, so an object the API accepted can be deeper than that limit: such
+/// objects are read again with the deep (scan-bounded) parser.
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(ApiError::internal)
+    // The common case in one pass; anything else (too deep, or damaged,
+    // which the deep parser reports the same) once more without the limit.
+    serde_json::from_slice(bytes)
+        .or_else(|_| logbook_core::json::from_slice_deep(bytes, STORED_OBJECT_DEPTH))
+        .map_err(ApiError::internal)
 }

@@ -87,7 +87,7 @@ async fn get_body(h: &Harness, path: &str) -> (u16, Result<Vec<u8>, String>) {
 }
 
 #[tokio::test]
-async fn an_imported_session_still_has_its_workspace_files() {
+async fn an_imported_sessions_missing_file_contents_are_refused_before_the_answer() {
     // Goal: a bundle is "the session" (`GET /x/v1/sessions/{id}/export`) and
     // `logbook import` loads it into another data directory. The session's
     // workspace is a projection of its log, but the log names file contents
@@ -121,11 +121,12 @@ async fn an_imported_session_still_has_its_workspace_files() {
     logbook_server::offline::import(b.state.store(), &path, "tenant-a", None).unwrap();
     let state = b.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
     assert_eq!(state["workspace"]["files"][0]["path"], "/workspace/main.rs", "{state}");
-    let (status, served) = get_body(&b, &format!("/x/v1/sessions/{sid}/files/workspace/main.rs")).await;
-    assert!(
-        status == 200 && served.as_deref().ok() == Some(&bytes[..]),
-        "the imported session lists /workspace/main.rs but its contents are not there: {status} {served:?}"
-    );
+    // Bundles carry no blobs (docs/extensions.md): the contents are not
+    // there, and the endpoint says so before it answers, not half way
+    // through a 200.
+    let resp = b.get(&format!("/x/v1/sessions/{sid}/files/workspace/main.rs")).await;
+    assert_eq!(resp.status.as_u16(), 404, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["details"]["error_code"], "file_contents_missing", "{}", resp.text());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use logbook_core::{Seq, SessionId};
 use logbook_replay::SessionState;
 use logbook_replay::state::AgentSettings;
 use logbook_replay::workspace::Node;
-use logbook_store::{Read, SledStore};
+use logbook_store::{Blobs, Read, SledStore};
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
@@ -176,7 +176,32 @@ pub async fn file(
             let at = resolve_seq(store, id, &query)?;
             let projected = crate::projection::state_at(store, id, at)?;
             let (blob, size) = file_contents(&projected, &wanted, at)?;
-            let chunks = crate::resources::content::chunks(store, blob, size).map_err(ApiError::internal)?;
+            let missing = || {
+                ApiError::not_found(format!(
+                    "the contents of {wanted} at seq {at} are not in this server's store (a session imported from \
+                     a bundle has its log, not its files' contents)"
+                ))
+                .with_code("file_contents_missing")
+            };
+            use crate::resources::content::ContentError;
+            let chunks = match crate::resources::content::chunks(store, blob, size) {
+                Ok(chunks) => chunks,
+                Err(ContentError::Missing(_)) => return Err(missing()),
+                Err(
+                    err @ (ContentError::TooLarge { .. }
+                    | ContentError::Source(_)
+                    | ContentError::BadManifest(_)
+                    | ContentError::Store(_)
+                    | ContentError::Sink(_)),
+                ) => return Err(ApiError::internal(err)),
+            };
+            // Every chunk is looked for before the answer starts: a missing
+            // one would otherwise break off a 200 half way.
+            for chunk in &chunks {
+                if !store.has_blob(*chunk)? {
+                    return Err(missing());
+                }
+            }
             Ok((chunks, size))
         })
         .await?;
