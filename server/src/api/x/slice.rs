@@ -44,7 +44,8 @@ pub const MAX_SLICE_LIMIT: usize = 10_000;
 pub struct SliceRequest {
     pub filter: Filter,
     pub from: u64,
-    /// Inclusive.
+    /// Inclusive; at most the last seq of the log (a larger `to_seq` is
+    /// clamped to it).
     pub to: u64,
     pub order: Order,
     pub budget_tokens: u64,
@@ -80,7 +81,10 @@ fn parse_request(store: &SledStore, id: SessionId, query: &Query) -> Result<Slic
     let path = query.one("path").map(|p| format!("/{}", p.trim_start_matches('/')));
     let filter = Filter { types, include_internal: query.flag("include_internal")?, tools, path };
     let mut from = number("from_seq")?.unwrap_or(0);
-    let to = number("to_seq")?.unwrap_or(last.unwrap_or(0));
+    // `to` is clamped to the last seq: the pre-pass window of `build` is
+    // counted back from it, and a window past the head holds no record.
+    let last = last.unwrap_or(0);
+    let to = number("to_seq")?.map_or(last, |to| to.min(last));
     if let Some(turns) = number("last_turns")? {
         from = from.max(turn_start(store, id, turns)?);
     }
