@@ -303,7 +303,7 @@ pub fn main() -> ExitCode {
             crate::offline::verify_bundle(&bundle, public_key.as_deref(), against.as_deref(), json)
         }
         Command::Verify { data, json, bundle: None, .. } => verify(&data, json),
-        Command::Export { data, audit_key, session, out } => open_store(&data, 64).and_then(|store| {
+        Command::Export { data, audit_key, session, out } => open_existing_store(&data).and_then(|store| {
             let key = load_audit_key(&data, audit_key.as_deref())?;
             crate::offline::export(&store, &key, &session, out.as_deref())
         }),
@@ -311,7 +311,7 @@ pub fn main() -> ExitCode {
             .and_then(|store| crate::offline::import(&store, &bundle, &workspace, public_key.as_deref())),
         Command::Keys { command } => keys(command),
         Command::Rerun { data, session } => rerun(&data, session.as_deref()),
-        Command::Show { data, session, at_seq, file, budget_tokens } => open_store(&data, 64)
+        Command::Show { data, session, at_seq, file, budget_tokens } => open_existing_store(&data)
             .and_then(|store| crate::offline::show(&store, &session, at_seq, file.as_deref(), budget_tokens)),
         Command::Fork { data, session, at_seq, at_event_id, model, system, title } => {
             let mut agent = serde_json::Map::new();
@@ -325,7 +325,7 @@ pub fn main() -> ExitCode {
                 "agent": if agent.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(agent) }});
             serde_json::from_value(request)
                 .context("the fork request")
-                .and_then(|request| open_store(&data, 64).map(|store| (store, request)))
+                .and_then(|request| open_existing_store(&data).map(|store| (store, request)))
                 .and_then(|(store, request)| crate::offline::fork(&store, &data, &session, request))
         }
         Command::SandboxForward { listen, socket } => crate::sandbox::forward::run(&listen, &socket)

@@ -26,7 +26,7 @@ use crate::tenancy;
 pub fn export(store: &SledStore, key: &AuditKey, session: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let id: SessionId = session.parse().map_err(|_| anyhow::anyhow!("{session} is not a session id (sesn_...)"))?;
     let object = find_session(store, id)?
-        .ok_or_else(|| anyhow::anyhow!("no session {id} in this data directory; `logbook verify` lists sessions"))?;
+        .ok_or_else(|| anyhow::anyhow!("no session {id} in this data directory; `logbook verify --json` names them"))?;
     let value = serde_json::to_value(&object).context("encoding the session object")?;
     let now = SystemClock.now();
     let n = match out {

@@ -44,7 +44,8 @@ pub const MAX_SLICE_LIMIT: usize = 10_000;
 pub struct SliceRequest {
     pub filter: Filter,
     pub from: u64,
-    /// Inclusive.
+    /// Inclusive; at most the last seq of the log (a larger `to_seq` is
+    /// clamped to it).
     pub to: u64,
     pub order: Order,
     pub budget_tokens: u64,
@@ -80,7 +81,10 @@ fn parse_request(store: &SledStore, id: SessionId, query: &Query) -> Result<Slic
     let path = query.one("path").map(|p| format!("/{}", p.trim_start_matches('/')));
     let filter = Filter { types, include_internal: query.flag("include_internal")?, tools, path };
     let mut from = number("from_seq")?.unwrap_or(0);
-    let to = number("to_seq")?.unwrap_or(last.unwrap_or(0));
+    // `to` is clamped to the last seq: the pre-pass window of `build` is
+    // counted back from it, and a window past the head holds no record.
+    let last = last.unwrap_or(0);
+    let to = number("to_seq")?.map_or(last, |to| to.min(last));
     if let Some(turns) = number("last_turns")? {
         from = from.max(turn_start(store, id, turns)?);
     }
@@ -93,8 +97,28 @@ fn parse_request(store: &SledStore, id: SessionId, query: &Query) -> Result<Slic
     Ok(SliceRequest { filter, from, to, order, budget_tokens, limit })
 }
 
+/// What starts a turn (a turn runs from a user input to the next
+/// `session.status_idle`): the inputs that give a session work (as
+/// `events::starts_work` names them, and a worker's tool result) and a
+/// running status. Records after the last idle count as an open turn only
+/// if one of them is among these; a `session.updated` (a title change), an
+/// interrupt of an idle session or usage alone does not start one.
+const TURN_STARTS: [EventType; 8] = [
+    EventType::UserMessage,
+    EventType::UserToolConfirmation,
+    EventType::UserCustomToolResult,
+    EventType::UserToolResult,
+    EventType::UserDefineOutcome,
+    EventType::SystemMessage,
+    EventType::SessionStatusRunning,
+    EventType::SessionStatusRescheduled,
+];
+
 /// The first seq of the last `turns` turns (a turn ends at a
 /// `session.status_idle`): the seq after the idle that ended the turn before.
+/// Records after the last idle that start no turn (see [`TURN_STARTS`]) are
+/// not a turn of their own: the slice from the start of the last completed
+/// turn holds them too.
 fn turn_start(store: &SledStore, id: SessionId, turns: u64) -> Result<u64, ApiError> {
     let mut idles = Vec::new();
     let mut next = Seq::ZERO;
@@ -106,8 +130,9 @@ fn turn_start(store: &SledStore, id: SessionId, turns: u64) -> Result<u64, ApiEr
         next = after;
     }
     // A turn still running has no idle yet; it counts as the newest turn.
-    let head = store.head(id)?.next.get();
-    let open_turn = idles.last().is_none_or(|&idle| idle + 1 < head);
+    // Only input or a running status after the last idle opens one.
+    let after_last_idle = idles.last().map_or(Seq::ZERO, |&idle| Seq::new(idle + 1));
+    let open_turn = !store.scan_types(id, &TURN_STARTS, after_last_idle, 1)?.is_empty();
     let ended_wanted = if open_turn { turns.saturating_sub(1) } else { turns };
     let n = idles.len() as u64;
     if ended_wanted >= n {
