@@ -12,7 +12,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey};
-use logbook_core::verify::{Anchor, Depth, Report, Verifier};
+use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Report, Verifier};
 use logbook_core::{Record, Seq, SessionId, Timestamp};
 use logbook_replay::audit::{SignedHead, SignedHeadType, to_hex};
 use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_TYPE, Header};
@@ -150,24 +150,49 @@ pub fn for_each_record(
     }
 }
 
-/// The chain report of a session and its signed head.
+/// The chain report of a session and, when the chain verified, its signed
+/// head.
+///
+/// Records are read through the store, which checks each record's hash and
+/// link as it reads and refuses (and quarantines the session at) the first one
+/// that fails. Such a refusal ([`logbook_store::Error::Corrupted`], naming the
+/// session and seq) is what this report exists to tell, not a failure of the
+/// check: it becomes an [`BreakKind::Unreadable`] break at that seq, and the
+/// walk stops there (a quarantined session cannot be read past it; `logbook
+/// verify --data`, which scans the log itself, reports every break after it).
+/// `n_records` is then the number of records the session's head counts, and
+/// `n_intact` the records verified before the refused read.
+///
+/// No head is signed over a chain that failed verification: the second value
+/// is `None` whenever the report has a break. Any other store error is an
+/// error.
 pub fn verify_session(
     store: &SledStore,
     key: &AuditKey,
     session: SessionId,
     now: Timestamp,
-) -> Result<(Report, SignedHead), AuditError> {
+) -> Result<(Report, Option<SignedHead>), AuditError> {
     let head = store.head(session)?;
     let mut verifier = Verifier::new(Anchor::GENESIS, Depth::Entries);
     let mut next = Seq::ZERO;
-    loop {
-        let page = store.read(session, next, MAX_READ_RECORDS)?;
-        let Some(after) = page.last().and_then(|last| last.seq().next()) else { break };
+    let refused = loop {
+        let page = match store.read(session, next, MAX_READ_RECORDS) {
+            Ok(page) => page,
+            Err(logbook_store::Error::Corrupted(corruption)) => break Some(corruption),
+            Err(other) => return Err(other.into()),
+        };
+        let Some(after) = page.last().and_then(|last| last.seq().next()) else { break None };
         verifier.push_all(&page);
         next = after;
+    };
+    let mut report = verifier.finish();
+    if let Some(corruption) = refused {
+        let reason = format!("the store refuses to read it: {corruption}");
+        report.breaks.push(Break { seq: corruption.seq, kind: BreakKind::Unreadable { reason } });
+        report.breaks.sort_by_key(|b| b.seq);
+        report.n_records = report.n_records.max(head.next.get());
     }
-    let report = verifier.finish();
-    let signed = key.sign(session, head.next.get(), head.hash, now);
+    let signed = report.is_intact().then(|| key.sign(session, head.next.get(), head.hash, now));
     Ok((report, signed))
 }
 
