@@ -80,7 +80,8 @@ fn pinned_key(public_key: Option<&str>) -> anyhow::Result<Option<[u8; 32]>> {
 
 /// `logbook verify BUNDLE`: exit 0 when valid, 1 (naming the first bad seq)
 /// otherwise. With `against`, also checks that the bundle extends that
-/// earlier signed head.
+/// earlier signed head and, when no key is pinned, that the bundle is signed
+/// by the earlier head's key (exit 1 otherwise).
 pub fn verify_bundle(
     path: &Path,
     public_key: Option<&str>,
@@ -102,6 +103,19 @@ pub fn verify_bundle(
             .map_err(|_| anyhow::anyhow!("the bundle changed while being read"))?;
         if head.session_id != parsed.header.session_id {
             anyhow::bail!("the signed head is of {}, the bundle of {}", head.session_id, parsed.header.session_id);
+        }
+        // Without --public-key the bundle's signature was only checked
+        // against the key the bundle itself names: a continuation must be
+        // signed by the key that signed the earlier head, or anyone holding
+        // the first records could append their own and sign the result.
+        if pinned.is_none() && parsed.header.signed_head.public_key != head.public_key {
+            print_report(&report);
+            eprintln!(
+                "logbook: REFUSED: the bundle is signed by key {}, the earlier signed head by key {}; \
+                 a continuation must be signed by the same key (pass --public-key to check against a key you trust)",
+                parsed.header.signed_head.public_key, head.public_key
+            );
+            return Ok(ExitCode::from(1));
         }
         let from = head.seq.map_or(0, |s| s.get());
         let tail = parsed.records.iter().filter(|r| r.seq().get() >= from);
