@@ -253,42 +253,98 @@ pub enum ExportError {
 pub enum ImportError {
     #[error("the bundle does not verify: {0}")]
     Invalid(String),
-    #[error("session {0} already exists in this store; imports never overwrite")]
+    #[error("session {0} already exists in this store with other records; imports never overwrite")]
     Exists(SessionId),
     #[error("record {0} is redacted; a redacted record cannot be re-appended (its bytes are gone)")]
     Redacted(Seq),
     #[error("the bundle starts at seq {0}; only whole logs (from the genesis) can be imported")]
     NotFromGenesis(Seq),
-    #[error("appending: {0}")]
-    Append(String),
+    /// A record the store would refuse to append, found before anything was
+    /// appended: the store is unchanged.
+    #[error("record {seq} cannot be imported, nothing was imported: {reason}")]
+    OverLimit { seq: Seq, reason: String },
+    /// An append failed after `appended` records were in the log. A log
+    /// cannot be shortened, so they stay; importing the same bundle again
+    /// resumes after them.
+    #[error(
+        "appending from record {appended}: {source}; records 0..{appended} stay in the log (it cannot be shortened) \
+         and importing this bundle again resumes after them"
+    )]
+    Append {
+        appended: Seq,
+        #[source]
+        source: logbook_store::AppendError,
+    },
     #[error(transparent)]
     Store(#[from] logbook_store::Error),
     #[error("after import the head is {found}, not the bundle's {expected}: nothing else may write to it")]
     HeadMismatch { expected: String, found: String },
 }
 
+/// Checks that the store's append limits (`logbook_core::limits`) accept
+/// every record of `parsed`, so that an import the store would refuse part-way
+/// is refused before its first append. A bundle verifies with records the
+/// store never writes: the decoder's limit (`MAX_RECORD_BYTES`) is above the
+/// append limit (`MAX_EVENT_BYTES`).
+fn check_append_limits(parsed: &bundle::Parsed) -> Result<(), ImportError> {
+    use logbook_core::limits::{MAX_EVENT_BYTES, MAX_EVENTS_PER_SESSION};
+    if parsed.records.len() as u64 > MAX_EVENTS_PER_SESSION {
+        return Err(ImportError::OverLimit {
+            seq: Seq::new(MAX_EVENTS_PER_SESSION),
+            reason: format!("a session holds at most {MAX_EVENTS_PER_SESSION} events"),
+        });
+    }
+    for record in &parsed.records {
+        let Some(canonical) = record.canonical() else { return Err(ImportError::Redacted(record.seq())) };
+        if canonical.len() > MAX_EVENT_BYTES {
+            return Err(ImportError::OverLimit {
+                seq: record.seq(),
+                reason: format!(
+                    "its event is {} canonical bytes, over the store's limit of {MAX_EVENT_BYTES}",
+                    canonical.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Appends a verified bundle's records to an empty session log in `store`, in
 /// batches, and checks that the resulting chain ends in the bundle's head.
+///
+/// Every record is checked against the store's append limits before the
+/// first append, so a bundle the store would refuse leaves it unchanged. If
+/// an append still fails part-way (a full disk, say), the records appended
+/// stay (a log cannot be shortened) and the error says so; a later import
+/// of the same bundle finds a log that is a prefix of it (the hash of its
+/// last record equals the bundle's at that seq, and chain hashes commit to
+/// everything before) and resumes after it. A log that is not such a prefix
+/// is [`ImportError::Exists`]. The caller makes sure no session object
+/// exists for the session (only a log an import left behind is resumed).
 pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64, ImportError> {
     let session = parsed.header.session_id;
     if parsed.header.anchor.next_seq != Seq::ZERO || parsed.header.anchor.prev != logbook_core::chain::GENESIS {
         return Err(ImportError::NotFromGenesis(parsed.header.anchor.next_seq));
     }
-    if store.head(session)?.next != Seq::ZERO {
-        return Err(ImportError::Exists(session));
-    }
-    let mut entries = Vec::with_capacity(parsed.records.len());
-    for record in &parsed.records {
+    let existing = store.head(session)?;
+    let resume_at = match usize::try_from(existing.next.get()) {
+        Ok(0) => 0,
+        Ok(n) if parsed.records.get(n - 1).is_some_and(|last| last.hash() == existing.hash) => n,
+        Ok(_) | Err(_) => return Err(ImportError::Exists(session)),
+    };
+    check_append_limits(parsed)?;
+    let mut entries = Vec::with_capacity(parsed.records.len() - resume_at);
+    for record in &parsed.records[resume_at..] {
         entries.push(record.entry().map_err(|_| ImportError::Redacted(record.seq()))?);
     }
-    let mut expected = Seq::ZERO;
+    let mut expected = existing.next;
     let mut start = 0;
     while start < entries.len() {
         // Batches bounded by count and by bytes, well inside the append limits.
         let mut end = start;
         let mut bytes = 0usize;
         while end < entries.len() && end - start < IMPORT_BATCH_EVENTS {
-            let size = parsed.records[end].canonical().map_or(0, <[u8]>::len);
+            let size = parsed.records[resume_at + end].canonical().map_or(0, <[u8]>::len);
             if end > start && bytes + size > IMPORT_BATCH_BYTES {
                 break;
             }
@@ -296,8 +352,11 @@ pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64,
             end += 1;
         }
         let batch = &entries[start..end];
-        store.append(session, expected, batch).map_err(|e| ImportError::Append(e.to_string()))?;
-        expected = expected.plus(batch.len() as u64).ok_or_else(|| ImportError::Append("seq overflow".to_owned()))?;
+        store.append(session, expected, batch).map_err(|source| ImportError::Append { appended: expected, source })?;
+        expected = expected.plus(batch.len() as u64).ok_or_else(|| ImportError::OverLimit {
+            seq: expected,
+            reason: format!("a session holds at most {} events", logbook_core::limits::MAX_EVENTS_PER_SESSION),
+        })?;
         start = end;
     }
     let head = store.head(session)?;
