@@ -206,6 +206,20 @@ pub fn export(
     now: Timestamp,
     out: &mut dyn std::io::Write,
 ) -> Result<u64, ExportError> {
+    export_with_progress(store, key, session, session_object, now, out, &mut |_| {})
+}
+
+/// [`export`], calling `progress` with the number of records written so far
+/// after each page of them (for `logbook export`'s progress lines).
+pub fn export_with_progress(
+    store: &SledStore,
+    key: &AuditKey,
+    session: SessionId,
+    session_object: Option<serde_json::Value>,
+    now: Timestamp,
+    out: &mut dyn std::io::Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, ExportError> {
     let head = store.head(session)?;
     let mut header = Header {
         kind: BUNDLE_TYPE.to_owned(),
@@ -231,6 +245,7 @@ pub fn export(
             writeln!(out, "{line}")?;
             written += 1;
         }
+        progress(written);
         let Some(after) = last.seq().next() else { break };
         next = after;
     }
@@ -321,7 +336,14 @@ fn check_append_limits(parsed: &bundle::Parsed) -> Result<(), ImportError> {
 /// everything before) and resumes after it. A log that is not such a prefix
 /// is [`ImportError::Exists`]. The caller makes sure no session object
 /// exists for the session (only a log an import left behind is resumed).
-pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64, ImportError> {
+///
+/// `progress` is called with the number of records in the log after each
+/// append.
+pub fn import_records(
+    store: &SledStore,
+    parsed: &bundle::Parsed,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, ImportError> {
     let session = parsed.header.session_id;
     if parsed.header.anchor.next_seq != Seq::ZERO || parsed.header.anchor.prev != logbook_core::chain::GENESIS {
         return Err(ImportError::NotFromGenesis(parsed.header.anchor.next_seq));
@@ -357,6 +379,7 @@ pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64,
             seq: expected,
             reason: format!("a session holds at most {} events", logbook_core::limits::MAX_EVENTS_PER_SESSION),
         })?;
+        progress(expected.get());
         start = end;
     }
     let head = store.head(session)?;
