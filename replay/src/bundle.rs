@@ -319,8 +319,19 @@ fn check<'a>(
     (report, parsed)
 }
 
+/// Levels of the header's own structure above the JSON values its session
+/// object carries (header, session, agent, tools, tool, `input_schema`, with
+/// room to spare).
+const HEADER_OWN_DEPTH: usize = 16;
+
+/// Parses the header line and requires it to be in canonical form. The
+/// session object may carry values (a custom tool's `input_schema`) as deep
+/// as the log stores them, deeper than serde_json's default limit of 128, so
+/// the header is read the way record lines are: bounded by a depth scan,
+/// then without serde_json's limit.
 fn parse_header(text: &str) -> Result<Header, String> {
-    let header: Header = serde_json::from_str(text).map_err(|e| format!("not a bundle header: {e}"))?;
+    let header: Header = logbook_core::json::from_slice_deep(text.as_bytes(), HEADER_OWN_DEPTH)
+        .map_err(|e| format!("not a bundle header: {e}"))?;
     if header.kind != BUNDLE_TYPE {
         return Err(format!("type is {:?}, not {BUNDLE_TYPE:?}", header.kind));
     }

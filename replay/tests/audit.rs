@@ -300,3 +300,43 @@ fn a_bundle_of_a_record_with_deep_but_storable_json_verifies() {
     let report = verify_text(&text);
     assert!(report.is_valid(), "{report:?}");
 }
+
+#[test]
+fn a_bundle_whose_session_object_carries_a_deep_tool_schema_verifies() {
+    // The header's session object may hold a custom tool's `input_schema`
+    // nested past serde_json's default limit of 128 levels (the log stores
+    // values up to MAX_JSON_DEPTH); the header must parse like record lines.
+    let mut schema = serde_json::json!({"type": "string"});
+    // 200 levels of schema: past serde_json's 128, inside MAX_JSON_DEPTH.
+    for _ in 0..100 {
+        schema = serde_json::json!({"type": "object", "properties": {"x": schema}});
+    }
+    let records = chain(&entries(3));
+    let hash = records.last().map_or(chain::GENESIS, Record::hash);
+    let mut header = Header {
+        kind: BUNDLE_TYPE.to_owned(),
+        format: BUNDLE_FORMAT,
+        session_id: session(),
+        anchor: BundleAnchor { next_seq: Seq::ZERO, prev: chain::GENESIS },
+        n_records: records.len() as u64,
+        signed_head: sign(&key(), records.len() as u64, hash),
+        session: Some(serde_json::json!({"agent": {"tools": [{"type": "custom", "input_schema": schema}]}})),
+        header_signature: String::new(),
+    };
+    header.header_signature = to_hex(&key().sign(&bundle::header_message(&header).unwrap()).to_bytes());
+    let mut lines = vec![bundle::render_header(&header).unwrap()];
+    lines.extend(records.iter().map(|r| bundle::render_line(r).unwrap()));
+    let text = lines.join("\n") + "\n";
+    let report = verify_text(&text);
+    assert!(report.is_valid(), "{report:?}");
+
+    // Deeper than the log can hold is still refused, as a header problem.
+    let mut too_deep = serde_json::Value::Null;
+    for _ in 0..logbook_core::limits::MAX_JSON_DEPTH + 64 {
+        too_deep = serde_json::Value::Array(vec![too_deep]);
+    }
+    header.session = Some(too_deep);
+    let line = bundle::render_header(&header).unwrap();
+    let report = bundle::verify([line.as_str()], None);
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::Header { .. })), "{report:?}");
+}

@@ -12,7 +12,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey};
-use logbook_core::verify::{Anchor, Depth, Report, Verifier};
+use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Report, Verifier};
 use logbook_core::{Record, Seq, SessionId, Timestamp};
 use logbook_replay::audit::{SignedHead, SignedHeadType, to_hex};
 use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_TYPE, Header};
@@ -150,24 +150,49 @@ pub fn for_each_record(
     }
 }
 
-/// The chain report of a session and its signed head.
+/// The chain report of a session and, when the chain verified, its signed
+/// head.
+///
+/// Records are read through the store, which checks each record's hash and
+/// link as it reads and refuses (and quarantines the session at) the first one
+/// that fails. Such a refusal ([`logbook_store::Error::Corrupted`], naming the
+/// session and seq) is what this report exists to tell, not a failure of the
+/// check: it becomes an [`BreakKind::Unreadable`] break at that seq, and the
+/// walk stops there (a quarantined session cannot be read past it; `logbook
+/// verify --data`, which scans the log itself, reports every break after it).
+/// `n_records` is then the number of records the session's head counts, and
+/// `n_intact` the records verified before the refused read.
+///
+/// No head is signed over a chain that failed verification: the second value
+/// is `None` whenever the report has a break. Any other store error is an
+/// error.
 pub fn verify_session(
     store: &SledStore,
     key: &AuditKey,
     session: SessionId,
     now: Timestamp,
-) -> Result<(Report, SignedHead), AuditError> {
+) -> Result<(Report, Option<SignedHead>), AuditError> {
     let head = store.head(session)?;
     let mut verifier = Verifier::new(Anchor::GENESIS, Depth::Entries);
     let mut next = Seq::ZERO;
-    loop {
-        let page = store.read(session, next, MAX_READ_RECORDS)?;
-        let Some(after) = page.last().and_then(|last| last.seq().next()) else { break };
+    let refused = loop {
+        let page = match store.read(session, next, MAX_READ_RECORDS) {
+            Ok(page) => page,
+            Err(logbook_store::Error::Corrupted(corruption)) => break Some(corruption),
+            Err(other) => return Err(other.into()),
+        };
+        let Some(after) = page.last().and_then(|last| last.seq().next()) else { break None };
         verifier.push_all(&page);
         next = after;
+    };
+    let mut report = verifier.finish();
+    if let Some(corruption) = refused {
+        let reason = format!("the store refuses to read it: {corruption}");
+        report.breaks.push(Break { seq: corruption.seq, kind: BreakKind::Unreadable { reason } });
+        report.breaks.sort_by_key(|b| b.seq);
+        report.n_records = report.n_records.max(head.next.get());
     }
-    let report = verifier.finish();
-    let signed = key.sign(session, head.next.get(), head.hash, now);
+    let signed = report.is_intact().then(|| key.sign(session, head.next.get(), head.hash, now));
     Ok((report, signed))
 }
 
@@ -180,6 +205,20 @@ pub fn export(
     session_object: Option<serde_json::Value>,
     now: Timestamp,
     out: &mut dyn std::io::Write,
+) -> Result<u64, ExportError> {
+    export_with_progress(store, key, session, session_object, now, out, &mut |_| {})
+}
+
+/// [`export`], calling `progress` with the number of records written so far
+/// after each page of them (for `logbook export`'s progress lines).
+pub fn export_with_progress(
+    store: &SledStore,
+    key: &AuditKey,
+    session: SessionId,
+    session_object: Option<serde_json::Value>,
+    now: Timestamp,
+    out: &mut dyn std::io::Write,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<u64, ExportError> {
     let head = store.head(session)?;
     let mut header = Header {
@@ -206,6 +245,7 @@ pub fn export(
             writeln!(out, "{line}")?;
             written += 1;
         }
+        progress(written);
         let Some(after) = last.seq().next() else { break };
         next = after;
     }
@@ -228,42 +268,105 @@ pub enum ExportError {
 pub enum ImportError {
     #[error("the bundle does not verify: {0}")]
     Invalid(String),
-    #[error("session {0} already exists in this store; imports never overwrite")]
+    #[error("session {0} already exists in this store with other records; imports never overwrite")]
     Exists(SessionId),
     #[error("record {0} is redacted; a redacted record cannot be re-appended (its bytes are gone)")]
     Redacted(Seq),
     #[error("the bundle starts at seq {0}; only whole logs (from the genesis) can be imported")]
     NotFromGenesis(Seq),
-    #[error("appending: {0}")]
-    Append(String),
+    /// A record the store would refuse to append, found before anything was
+    /// appended: the store is unchanged.
+    #[error("record {seq} cannot be imported, nothing was imported: {reason}")]
+    OverLimit { seq: Seq, reason: String },
+    /// An append failed after `appended` records were in the log. A log
+    /// cannot be shortened, so they stay; importing the same bundle again
+    /// resumes after them.
+    #[error(
+        "appending from record {appended}: {source}; records 0..{appended} stay in the log (it cannot be shortened) \
+         and importing this bundle again resumes after them"
+    )]
+    Append {
+        appended: Seq,
+        #[source]
+        source: logbook_store::AppendError,
+    },
     #[error(transparent)]
     Store(#[from] logbook_store::Error),
     #[error("after import the head is {found}, not the bundle's {expected}: nothing else may write to it")]
     HeadMismatch { expected: String, found: String },
 }
 
+/// Checks that the store's append limits (`logbook_core::limits`) accept
+/// every record of `parsed`, so that an import the store would refuse part-way
+/// is refused before its first append. A bundle verifies with records the
+/// store never writes: the decoder's limit (`MAX_RECORD_BYTES`) is above the
+/// append limit (`MAX_EVENT_BYTES`).
+fn check_append_limits(parsed: &bundle::Parsed) -> Result<(), ImportError> {
+    use logbook_core::limits::{MAX_EVENT_BYTES, MAX_EVENTS_PER_SESSION};
+    if parsed.records.len() as u64 > MAX_EVENTS_PER_SESSION {
+        return Err(ImportError::OverLimit {
+            seq: Seq::new(MAX_EVENTS_PER_SESSION),
+            reason: format!("a session holds at most {MAX_EVENTS_PER_SESSION} events"),
+        });
+    }
+    for record in &parsed.records {
+        let Some(canonical) = record.canonical() else { return Err(ImportError::Redacted(record.seq())) };
+        if canonical.len() > MAX_EVENT_BYTES {
+            return Err(ImportError::OverLimit {
+                seq: record.seq(),
+                reason: format!(
+                    "its event is {} canonical bytes, over the store's limit of {MAX_EVENT_BYTES}",
+                    canonical.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Appends a verified bundle's records to an empty session log in `store`, in
 /// batches, and checks that the resulting chain ends in the bundle's head.
-pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64, ImportError> {
+///
+/// Every record is checked against the store's append limits before the
+/// first append, so a bundle the store would refuse leaves it unchanged. If
+/// an append still fails part-way (a full disk, say), the records appended
+/// stay (a log cannot be shortened) and the error says so; a later import
+/// of the same bundle finds a log that is a prefix of it (the hash of its
+/// last record equals the bundle's at that seq, and chain hashes commit to
+/// everything before) and resumes after it. A log that is not such a prefix
+/// is [`ImportError::Exists`]. The caller makes sure no session object
+/// exists for the session (only a log an import left behind is resumed).
+///
+/// `progress` is called with the number of records in the log after each
+/// append.
+pub fn import_records(
+    store: &SledStore,
+    parsed: &bundle::Parsed,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, ImportError> {
     let session = parsed.header.session_id;
     if parsed.header.anchor.next_seq != Seq::ZERO || parsed.header.anchor.prev != logbook_core::chain::GENESIS {
         return Err(ImportError::NotFromGenesis(parsed.header.anchor.next_seq));
     }
-    if store.head(session)?.next != Seq::ZERO {
-        return Err(ImportError::Exists(session));
-    }
-    let mut entries = Vec::with_capacity(parsed.records.len());
-    for record in &parsed.records {
+    let existing = store.head(session)?;
+    let resume_at = match usize::try_from(existing.next.get()) {
+        Ok(0) => 0,
+        Ok(n) if parsed.records.get(n - 1).is_some_and(|last| last.hash() == existing.hash) => n,
+        Ok(_) | Err(_) => return Err(ImportError::Exists(session)),
+    };
+    check_append_limits(parsed)?;
+    let mut entries = Vec::with_capacity(parsed.records.len() - resume_at);
+    for record in &parsed.records[resume_at..] {
         entries.push(record.entry().map_err(|_| ImportError::Redacted(record.seq()))?);
     }
-    let mut expected = Seq::ZERO;
+    let mut expected = existing.next;
     let mut start = 0;
     while start < entries.len() {
         // Batches bounded by count and by bytes, well inside the append limits.
         let mut end = start;
         let mut bytes = 0usize;
         while end < entries.len() && end - start < IMPORT_BATCH_EVENTS {
-            let size = parsed.records[end].canonical().map_or(0, <[u8]>::len);
+            let size = parsed.records[resume_at + end].canonical().map_or(0, <[u8]>::len);
             if end > start && bytes + size > IMPORT_BATCH_BYTES {
                 break;
             }
@@ -271,8 +374,12 @@ pub fn import_records(store: &SledStore, parsed: &bundle::Parsed) -> Result<u64,
             end += 1;
         }
         let batch = &entries[start..end];
-        store.append(session, expected, batch).map_err(|e| ImportError::Append(e.to_string()))?;
-        expected = expected.plus(batch.len() as u64).ok_or_else(|| ImportError::Append("seq overflow".to_owned()))?;
+        store.append(session, expected, batch).map_err(|source| ImportError::Append { appended: expected, source })?;
+        expected = expected.plus(batch.len() as u64).ok_or_else(|| ImportError::OverLimit {
+            seq: expected,
+            reason: format!("a session holds at most {} events", logbook_core::limits::MAX_EVENTS_PER_SESSION),
+        })?;
+        progress(expected.get());
         start = end;
     }
     let head = store.head(session)?;

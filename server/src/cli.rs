@@ -746,15 +746,14 @@ fn verify(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     let store = open_store(data, 64)?;
     let started = Instant::now();
-    let mut last_print = Instant::now();
+    let mut lines = crate::progress::Progress::new("verified", None);
     let report = store
         .verify_all(&mut |progress| {
-            if last_print.elapsed().as_millis() >= 500 {
+            if lines.due() {
                 eprintln!(
                     "logbook: verified {} records in {} sessions, {} blobs",
                     progress.n_records, progress.n_sessions, progress.n_blobs
                 );
-                last_print = Instant::now();
             }
         })
         .context("reading the store")?;

@@ -19,6 +19,7 @@ pub mod net;
 pub mod offline;
 pub mod openapi;
 pub mod previews;
+pub mod progress;
 pub mod projection;
 pub mod ratelimit;
 pub mod resources;

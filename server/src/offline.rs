@@ -16,10 +16,11 @@ use anyhow::Context;
 use logbook_core::{Clock, SessionId, SystemClock};
 use logbook_replay::audit::{SignedHead, parse_hex};
 use logbook_replay::bundle::{self, BundleReport, MAX_LINE_BYTES};
-use logbook_store::{ResourceKind, Resources, SledStore};
+use logbook_store::{Read as _, ResourceKind, Resources, SledStore};
 
 use crate::api::sessions::StoredSession;
 use crate::audit::{self, AuditKey};
+use crate::progress::Progress;
 use crate::tenancy;
 
 /// `logbook export`: writes the session's bundle to `out` (or stdout).
@@ -29,11 +30,13 @@ pub fn export(store: &SledStore, key: &AuditKey, session: &str, out: Option<&Pat
         .ok_or_else(|| anyhow::anyhow!("no session {id} in this data directory; `logbook verify --json` names them"))?;
     let value = serde_json::to_value(&object).context("encoding the session object")?;
     let now = SystemClock.now();
+    let mut progress = Progress::new("exported", Some(store.head(id)?.next.get()));
+    let mut tick = |n: u64| progress.tick(n);
     let n = match out {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
             let mut writer = BufWriter::new(file);
-            let n = audit::export(store, key, id, Some(value), now, &mut writer)?;
+            let n = audit::export_with_progress(store, key, id, Some(value), now, &mut writer, &mut tick)?;
             writer.flush().with_context(|| format!("writing {}", path.display()))?;
             writer.get_ref().sync_all().with_context(|| format!("syncing {}", path.display()))?;
             n
@@ -41,7 +44,7 @@ pub fn export(store: &SledStore, key: &AuditKey, session: &str, out: Option<&Pat
         None => {
             let stdout = std::io::stdout();
             let mut writer = BufWriter::new(stdout.lock());
-            let n = audit::export(store, key, id, Some(value), now, &mut writer)?;
+            let n = audit::export_with_progress(store, key, id, Some(value), now, &mut writer, &mut tick)?;
             writer.flush().context("writing stdout")?;
             n
         }
@@ -50,8 +53,10 @@ pub fn export(store: &SledStore, key: &AuditKey, session: &str, out: Option<&Pat
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a bundle's lines, refusing lines longer than the format allows.
+/// Reads a bundle's lines, refusing lines longer than the format allows,
+/// with progress lines (in records: the lines after the header).
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let mut progress = Progress::new("read", None);
     let file = std::fs::File::open(path).with_context(|| format!("opening the bundle {}", path.display()))?;
     let mut reader = std::io::BufReader::new(file);
     let mut lines = Vec::new();
@@ -69,7 +74,23 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         }
         // A line that is not UTF-8 is kept as lossy text: its check fails at its seq.
         lines.push(String::from_utf8_lossy(&line).into_owned());
+        progress.tick(lines.len().saturating_sub(1) as u64);
     }
+}
+
+/// A verifier's progress over a bundle's `lines` (header first, then one
+/// line per record).
+fn checking(lines: &[String]) -> Progress {
+    Progress::new("verified", Some(lines.iter().skip(1).filter(|l| !l.is_empty()).count() as u64))
+}
+
+/// `lines` as `bundle::verify` and `bundle::parse` take them, ticking
+/// `progress` with the records checked so far as each line is taken.
+fn with_progress<'a>(lines: &'a [String], progress: &'a mut Progress) -> impl Iterator<Item = &'a str> + 'a {
+    lines.iter().enumerate().map(move |(i, line)| {
+        progress.tick((i as u64).saturating_sub(1));
+        line.as_str()
+    })
 }
 
 fn pinned_key(public_key: Option<&str>) -> anyhow::Result<Option<[u8; 32]>> {
@@ -80,7 +101,8 @@ fn pinned_key(public_key: Option<&str>) -> anyhow::Result<Option<[u8; 32]>> {
 
 /// `logbook verify BUNDLE`: exit 0 when valid, 1 (naming the first bad seq)
 /// otherwise. With `against`, also checks that the bundle extends that
-/// earlier signed head.
+/// earlier signed head and, when no key is pinned, that the bundle is signed
+/// by the earlier head's key (exit 1 otherwise).
 pub fn verify_bundle(
     path: &Path,
     public_key: Option<&str>,
@@ -89,7 +111,7 @@ pub fn verify_bundle(
 ) -> anyhow::Result<ExitCode> {
     let pinned = pinned_key(public_key)?;
     let lines = read_lines(path)?;
-    let report = bundle::verify(lines.iter().map(String::as_str), pinned.as_ref());
+    let report = bundle::verify(with_progress(&lines, &mut checking(&lines)), pinned.as_ref());
     let mut consistency = None;
     if let Some(head_path) = against
         && report.is_valid()
@@ -98,10 +120,23 @@ pub fn verify_bundle(
         let head: SignedHead =
             serde_json::from_str(&text).with_context(|| format!("{} is not a signed head", head_path.display()))?;
         head.check(pinned.as_ref()).map_err(|e| anyhow::anyhow!("the earlier signed head does not check out: {e}"))?;
-        let parsed = bundle::parse(lines.iter().map(String::as_str), pinned.as_ref())
+        let parsed = bundle::parse(with_progress(&lines, &mut checking(&lines)), pinned.as_ref())
             .map_err(|_| anyhow::anyhow!("the bundle changed while being read"))?;
         if head.session_id != parsed.header.session_id {
             anyhow::bail!("the signed head is of {}, the bundle of {}", head.session_id, parsed.header.session_id);
+        }
+        // Without --public-key the bundle's signature was only checked
+        // against the key the bundle itself names: a continuation must be
+        // signed by the key that signed the earlier head, or anyone holding
+        // the first records could append their own and sign the result.
+        if pinned.is_none() && parsed.header.signed_head.public_key != head.public_key {
+            print_report(&report);
+            eprintln!(
+                "logbook: REFUSED: the bundle is signed by key {}, the earlier signed head by key {}; \
+                 a continuation must be signed by the same key (pass --public-key to check against a key you trust)",
+                parsed.header.signed_head.public_key, head.public_key
+            );
+            return Ok(ExitCode::from(1));
         }
         let from = head.seq.map_or(0, |s| s.get());
         let tail = parsed.records.iter().filter(|r| r.seq().get() >= from);
@@ -144,7 +179,7 @@ fn print_report(report: &BundleReport) {
 pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
     let pinned = pinned_key(public_key)?;
     let lines = read_lines(path)?;
-    let parsed = match bundle::parse(lines.iter().map(String::as_str), pinned.as_ref()) {
+    let parsed = match bundle::parse(with_progress(&lines, &mut checking(&lines)), pinned.as_ref()) {
         Ok(parsed) => parsed,
         Err(report) => {
             print_report(&report);
@@ -166,7 +201,8 @@ pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Optio
     }
     let now = SystemClock.now();
     let workspace = tenancy::ensure_workspace(store, workspace, now).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let n = audit::import_records(store, &parsed)?;
+    let mut progress = Progress::new("imported", Some(parsed.records.len() as u64));
+    let n = audit::import_records(store, &parsed, &mut |n| progress.tick(n))?;
     let tenant = tenancy::Tenant { workspace: workspace.id };
     let bytes =
         crate::api::to_bytes(&object).map_err(|e| anyhow::anyhow!("encoding the session object: {}", e.message))?;

@@ -218,6 +218,49 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
 }
 
 #[tokio::test]
+async fn an_import_resumes_after_the_records_a_failed_one_left_behind() {
+    // Goal: an append that fails part-way (a full disk) leaves its records in
+    // the log, which cannot be shortened; importing the same bundle again
+    // must go on after them instead of being refused for good, and a log
+    // that is not a prefix of the bundle must still never be continued.
+    // Method: the first records of a genuine export appended by hand with no
+    // session object (what such a failure leaves), then the import; and a
+    // log whose one record differs, then the import.
+    use logbook_core::{Entry, Seq, SessionId, Timestamp};
+    use logbook_replay::bundle;
+    use logbook_store::{Append as _, Read as _};
+
+    let a = Harness::new();
+    let session = a.quick_session().await;
+    let sid: SessionId = id(&session).parse().unwrap();
+    a.inject(&session, (0..20).map(|k| agent_message(&format!("message {k}"))).collect());
+    let genuine = export(&a, id(&session)).await;
+    let text = String::from_utf8(genuine.clone()).unwrap();
+    let parsed = bundle::parse(text.lines(), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("genuine.jsonl");
+    std::fs::write(&path, &genuine).unwrap();
+    let first: Vec<Entry> = parsed.records[..7].iter().map(|r| r.entry().unwrap()).collect();
+
+    let b = Harness::new();
+    let store = b.state.store();
+    store.append(sid, Seq::ZERO, &first).unwrap();
+    let resumed = logbook_server::offline::import(store, &path, "tenant-a", None);
+    assert!(resumed.is_ok(), "the import does not resume after the records left behind: {resumed:?}");
+    let head = store.head(sid).unwrap();
+    assert_eq!(head.next.get(), parsed.records.len() as u64);
+    assert_eq!(head.hash, parsed.header.signed_head.hash);
+
+    let c = Harness::new();
+    let store = c.state.store();
+    let other = Entry { at: Timestamp::from_unix_micros(first[0].at.unix_micros() + 1), ..first[0].clone() };
+    store.append(sid, Seq::ZERO, &[other]).unwrap();
+    let refused = logbook_server::offline::import(store, &path, "tenant-a", None);
+    assert!(refused.is_err(), "a log that is not a prefix of the bundle was continued");
+    assert_eq!(store.head(sid).unwrap().next, Seq::new(1), "the refused import appended");
+}
+
+#[tokio::test]
 async fn last_turns_after_a_title_change_still_returns_the_last_turn() {
     // Goal: `slice?last_turns=K` is "from the start of the K-th last turn (a
     // turn ends at `session.status_idle`)"; a turn is "from a user input to

@@ -40,7 +40,10 @@ pub async fn keys(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     })))
 }
 
-/// `GET /x/v1/sessions/{id}/verify`: the chain report and a signed head.
+/// `GET /x/v1/sessions/{id}/verify`: the chain report and a signed head
+/// (`null` when the chain has a break: no head is signed over a damaged
+/// chain). A record the store refuses to read is a break in the report
+/// (`valid: false`), never a 500.
 pub async fn verify(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
