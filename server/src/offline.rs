@@ -231,7 +231,13 @@ fn find_session_in(store: &SledStore, id: SessionId) -> anyhow::Result<Option<(t
     })
     .map_err(|err| anyhow::anyhow!("reading the sessions: {}", err.message))?;
     found
-        .map(|(tenant, bytes)| Ok((tenant, serde_json::from_slice(&bytes).context("decoding a session object")?)))
+        .map(|(tenant, bytes)| {
+            Ok((
+                tenant,
+                crate::api::from_bytes(&bytes)
+                    .map_err(|err| anyhow::anyhow!("decoding a session object: {}", err.message))?,
+            ))
+        })
         .transpose()
 }
 
