@@ -180,12 +180,17 @@ async fn status_faults() {
         results[0],
         Err(ModelError::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
-            message: "rate_limit_error: slow down".to_owned()
+            message: "rate_limit_error: slow down".to_owned(),
+            retryable: true,
         })
     );
     assert_eq!(
         results[1],
-        Err(ModelError::Overloaded { retry_after: None, message: "overloaded_error: scripted status 529".to_owned() })
+        Err(ModelError::Overloaded {
+            retry_after: None,
+            message: "overloaded_error: scripted status 529".to_owned(),
+            retryable: true,
+        })
     );
     assert_eq!(results[2], Err(ModelError::Server { status: 500, message: "api_error: boom".to_owned() }));
     assert!(matches!(results[3], Err(ModelError::Authentication { .. })), "{:?}", results[3]);
@@ -234,7 +239,8 @@ async fn an_error_event_mid_stream() {
         result,
         Err(ModelError::Overloaded {
             retry_after: None,
-            message: "overloaded_error: scripted overloaded_error".into()
+            message: "overloaded_error: scripted overloaded_error".into(),
+            retryable: true,
         })
     );
     assert!(events.iter().any(|event| matches!(event, StreamEvent::TextDelta { .. })), "text streamed first");
