@@ -1399,3 +1399,32 @@ async fn web_tool_domains_are_checked_against_a_limited_environment_at_create_an
         "configs": [{"name": "web_fetch", "enabled": false, "allowed_domains": ["other.net"]}]}]);
     h.post(&path, &json!({"agent": {"tools": disabled}})).await.ok();
 }
+
+/// Review (stop 20): behaviour digest §3.2 — skills are loaded with `read`,
+/// so clearing the tools while skills stay effective is refused. Session
+/// create refuses it for `agent_with_overrides`, but a session update of
+/// `agent.tools` replaces the tools without the check, leaving the session's
+/// skills with no `read` tool to load them.
+#[tokio::test]
+async fn updating_tools_to_nothing_while_skills_are_effective_is_refused() {
+    let h = Harness::new();
+    let agent = h
+        .agent_with(&json!({
+            "name": "with-skills",
+            "model": "claude-sonnet-4-6",
+            "tools": [{"type": "agent_toolset_20260401"}],
+            "skills": [{"type": "anthropic", "skill_id": "xlsx"}],
+        }))
+        .await;
+    let env = h.env("e").await;
+    let session = h.post("/v1/sessions", &json!({"agent": id(&agent), "environment_id": id(&env)})).await.ok();
+    let path = format!("/v1/sessions/{}", id(&session));
+    let resp = h.post(&path, &json!({"agent": {"tools": []}})).await;
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "clearing tools by update while the agent's skills stay effective must be refused, got {}: {}",
+        resp.status,
+        resp.text()
+    );
+}
