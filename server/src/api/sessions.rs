@@ -281,14 +281,23 @@ impl AgentOverrides {
         }
         // Behaviour digest §3.2: skills are loaded with `read`, so overrides
         // may not leave skills without it.
-        if tools_or_skills && !snapshot.skills.is_empty() && !crate::tools::is_enabled(&snapshot.tools, "read") {
-            return Err(ApiError::invalid(
-                "agent.tools: the agent's skills need the read tool (an agent_toolset_20260401 with read enabled); \
-                 keep it or clear skills too",
-            ));
+        if tools_or_skills {
+            check_skills_can_load(snapshot)?;
         }
         check_mcp(&snapshot.mcp_servers, &snapshot.tools)
     }
+}
+
+/// Skills are loaded with the `read` tool (behaviour digest §3.2): an agent
+/// snapshot whose tools were changed may not leave its skills without it.
+fn check_skills_can_load(agent: &SessionAgent) -> Result<(), ApiError> {
+    if !agent.skills.is_empty() && !crate::tools::is_enabled(&agent.tools, "read") {
+        return Err(ApiError::invalid(
+            "agent.tools: the agent's skills need the read tool (an agent_toolset_20260401 with read enabled); \
+             keep it or clear skills too",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -593,6 +602,7 @@ pub async fn update(
                 }
                 if let Some(tools) = agent.tools {
                     next.agent.tools = resolve_tools(&tools.unwrap_or_default())?;
+                    check_skills_can_load(&next.agent)?;
                     if let Ok((_, env)) = environments::load(store, &tenant, current.environment_id) {
                         crate::tools::check_environment(&next.agent.tools, &env.config)?;
                     }

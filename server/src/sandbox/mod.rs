@@ -412,7 +412,7 @@ impl SandboxTools {
         // A jail the disk watch found over its limit while this call waited
         // for the slot is stopped here.
         if let Some(reason) = slot.as_ref().and_then(|running| running.disk.as_ref()).and_then(|d| d.watch.exceeded()) {
-            sandbox.set_disk_note(disk_stop_note(&reason));
+            sandbox.set_disk_note(disk_note(&reason));
             if let Some(running) = slot.take() {
                 running.stop().await;
             }
@@ -739,6 +739,16 @@ fn disk_stop_note(reason: &str) -> String {
     )
 }
 
+/// The note that opens the first result after the disk watch stopped a jail
+/// between calls (this call ran in a new shell).
+fn disk_note(reason: &str) -> String {
+    format!(
+        "Note: after the last command, the sandbox went over its disk limit ({reason}), so every process in it was \
+         killed and this command ran in a new shell. Delete files in {WORKSPACE_DIR} or {OUTPUTS_DIR} to get back \
+         under the limit."
+    )
+}
+
 /// Measures a live jail's directories until it goes over its disk limit
 /// (see [`disk`]), then stops the jail if no call is using it (a running call
 /// hears of it through the watch and stops it itself). Ends when the jail's
@@ -774,7 +784,7 @@ async fn watch_disk(sandbox: Weak<SessionSandbox>, watch: Arc<Watch>, roots: Vec
                     return;
                 }
                 tracing::warn!(%session, %reason, "a sandbox went over its disk limit between calls; stopping it");
-                sandbox.set_disk_note(format!("Note: after the last command, {}", disk_stop_note(&reason)));
+                sandbox.set_disk_note(disk_note(&reason));
                 Some(slot.take())
             }
             Err(_) => None,
