@@ -19,9 +19,11 @@
 //! and the next call's result says so. A jail over the limit that is not
 //! growing is left alone, so the agent can delete files to get back under it.
 //! What a jail writes between two measurements can go past the limit; the
-//! overshoot is one interval's writing. Not seen by the walk (known gaps,
-//! see docs/sandbox.md): files deleted while still open, entries below
-//! [`MAX_DEPTH`], and growth past the walk's entry cut-off.
+//! overshoot is one interval's writing. Files deleted while a jail process
+//! still holds them open have no name for the walk: they are found through
+//! `/proc/<pid>/fd` of the processes in the jail's cgroup (without cgroups,
+//! they are not seen). Not seen at all (known gaps, see docs/sandbox.md):
+//! entries below [`MAX_DEPTH`], and growth past the walk's entry cut-off.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -143,6 +145,41 @@ pub fn disk_usage(roots: &[&Path], max_entries: u64) -> std::io::Result<Usage> {
     Ok(usage)
 }
 
+/// Directory entries of `/proc/<pid>/fd` looked at per measurement, at most
+/// (a jail holds at most its pids limit × its open-files limit).
+pub const MAX_OPEN_FDS_SCANNED: usize = 1 << 20;
+
+/// Bytes allocated to regular files on the device `dev` that the processes
+/// `pids` hold open after they were deleted: such a file has no name for the
+/// walk to find, yet a process can go on filling it. Each inode once;
+/// processes that end meanwhile are skipped.
+pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = HashSet::new();
+    let mut bytes = 0u64;
+    let mut scanned = 0usize;
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            scanned += 1;
+            if scanned > MAX_OPEN_FDS_SCANNED {
+                return bytes;
+            }
+            let deleted = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"));
+            if !deleted {
+                continue;
+            }
+            // The fd's link leads to the open inode itself, name or none.
+            let Ok(meta) = std::fs::metadata(fd.path()) else { continue };
+            if meta.is_file() && meta.nlink() == 0 && meta.dev() == dev && seen.insert(meta.ino()) {
+                bytes = bytes.saturating_add(meta.blocks().saturating_mul(512));
+            }
+        }
+    }
+    bytes
+}
+
 /// Opens the directory `name` beneath `dir` without following a symlink;
 /// `None` if it was replaced or removed since it was looked at.
 fn open_dir_at(dir: &std::os::fd::OwnedFd, name: &CStr) -> rustix::io::Result<Option<std::os::fd::OwnedFd>> {
@@ -225,13 +262,27 @@ pub fn next_check_after(walk: Duration) -> Duration {
     CHECK_INTERVAL.max(walk.saturating_mul(WALK_COST_FACTOR))
 }
 
-/// Measures `roots` on a blocking thread; `None` (with the error logged by the
-/// caller) if the walk failed, and how long it took.
-pub async fn measure(roots: Vec<std::path::PathBuf>, max_entries: u64) -> (std::io::Result<Usage>, Duration) {
+/// Measures `roots` on a blocking thread, adding what the processes listed
+/// in the cgroup file `procs` (if any) hold open on the first root's device
+/// after deleting it; the error if the walk failed, and how long it took.
+pub async fn measure(
+    roots: Vec<std::path::PathBuf>,
+    procs: Option<std::path::PathBuf>,
+    max_entries: u64,
+) -> (std::io::Result<Usage>, Duration) {
     let started = Instant::now();
     let walked = tokio::task::spawn_blocking(move || {
-        let roots: Vec<&Path> = roots.iter().map(std::path::PathBuf::as_path).collect();
-        disk_usage(&roots, max_entries)
+        use std::os::unix::fs::MetadataExt as _;
+        let paths: Vec<&Path> = roots.iter().map(std::path::PathBuf::as_path).collect();
+        let mut usage = disk_usage(&paths, max_entries)?;
+        let pids: Vec<i32> = procs
+            .and_then(|procs| std::fs::read_to_string(procs).ok())
+            .map(|listed| listed.lines().filter_map(|line| line.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        if let Some(dev) = roots.first().and_then(|root| std::fs::symlink_metadata(root).ok()).map(|m| m.dev()) {
+            usage.bytes = usage.bytes.saturating_add(unlinked_open_bytes(&pids, dev));
+        }
+        Ok(usage)
     })
     .await;
     let usage = walked.unwrap_or_else(|err| Err(std::io::Error::other(format!("the disk walk failed: {err}"))));

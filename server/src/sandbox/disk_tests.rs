@@ -116,3 +116,27 @@ fn a_slow_walk_spaces_the_next_one_out() {
     assert_eq!(next_check_after(Duration::from_millis(1)), CHECK_INTERVAL);
     assert_eq!(next_check_after(Duration::from_secs(2)), Duration::from_secs(40));
 }
+
+/// Goal: a file a process keeps open after deleting it still counts (it has
+/// no name for the walk to find, and a process can go on filling it); a
+/// file on another device does not. Method: this test process is the one
+/// holding the file (found through its own `/proc/<pid>/fd`).
+#[test]
+fn an_unlinked_open_file_is_counted() {
+    use std::io::Write as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dev = std::fs::metadata(dir.path()).unwrap_or_else(|e| panic!("{e}")).dev();
+    let me = [i32::try_from(std::process::id()).unwrap_or_else(|e| panic!("{e}"))];
+    let before = unlinked_open_bytes(&me, dev);
+    let path = dir.path().join("hidden");
+    let mut file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    file.write_all(&vec![7u8; 8 << 20]).unwrap_or_else(|e| panic!("{e}"));
+    file.sync_all().unwrap_or_else(|e| panic!("{e}"));
+    let after = unlinked_open_bytes(&me, dev);
+    assert!(after >= before + (8 << 20), "{before} then {after}");
+    assert_eq!(unlinked_open_bytes(&me, dev.wrapping_add(1)), 0, "another device's files are not counted");
+    drop(file);
+    assert_eq!(unlinked_open_bytes(&me, dev), before, "closed, it is gone");
+}

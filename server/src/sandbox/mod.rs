@@ -586,7 +586,8 @@ impl SandboxTools {
         // The baseline: what the directories hold before any command of this
         // jail ran (a jail is stopped only for growing past the limit).
         let roots = vec![paths.workspace(), paths.outputs()];
-        let (baseline, _) = disk::measure(roots.clone(), inner.config.disk_limit.entries).await;
+        let procs = running.cgroup.as_ref().and_then(|cgroup| cgroup.procs_files().into_iter().next());
+        let (baseline, _) = disk::measure(roots.clone(), procs.clone(), inner.config.disk_limit.entries).await;
         match baseline {
             Ok(usage) => {
                 watch.observe(usage);
@@ -595,7 +596,7 @@ impl SandboxTools {
                 tracing::warn!(session = %call.session, error = %err, "the sandbox's disk use could not be measured")
             }
         }
-        let task = tokio::spawn(watch_disk(Arc::downgrade(sandbox), Arc::clone(&watch), roots, call.session));
+        let task = tokio::spawn(watch_disk(Arc::downgrade(sandbox), Arc::clone(&watch), roots, procs, call.session));
         running.disk = Some(DiskWatch { watch, task: Some(task) });
         Ok(running)
     }
@@ -753,12 +754,18 @@ fn disk_note(reason: &str) -> String {
 /// (see [`disk`]), then stops the jail if no call is using it (a running call
 /// hears of it through the watch and stops it itself). Ends when the jail's
 /// [`DiskWatch`] is dropped, or with the session's sandbox.
-async fn watch_disk(sandbox: Weak<SessionSandbox>, watch: Arc<Watch>, roots: Vec<PathBuf>, session: SessionId) {
+async fn watch_disk(
+    sandbox: Weak<SessionSandbox>,
+    watch: Arc<Watch>,
+    roots: Vec<PathBuf>,
+    procs: Option<PathBuf>,
+    session: SessionId,
+) {
     let limit = watch.limit();
     let mut took = Duration::ZERO;
     let reason = loop {
         tokio::time::sleep(disk::next_check_after(took)).await;
-        let (usage, walk) = disk::measure(roots.clone(), limit.entries).await;
+        let (usage, walk) = disk::measure(roots.clone(), procs.clone(), limit.entries).await;
         took = walk;
         match usage {
             Ok(usage) => {

@@ -116,6 +116,26 @@ async fn a_command_writing_past_the_disk_limit_is_stopped() {
     assert_eq!(sbx.ok(s, &env, "head -c 1000000 /dev/zero > small; stat -c %s small").await, "1000000\n");
 }
 
+/// Goal: a file deleted while a process still fills it counts against the
+/// limit (the walk cannot see it by name). Method: bash holds the file on fd
+/// 3 after deleting it and writes 64 MB to it past a 20 MB limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_still_being_written_is_stopped() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let (s, env) = (session(), unrestricted());
+    let filled = sbx
+        .run(
+            s,
+            &env,
+            "bash",
+            serde_json::json!({"command": "exec 3>hidden; rm hidden; head -c 64000000 /dev/zero >&3; sleep 600",
+                "timeout_ms": 600_000}),
+        )
+        .await;
+    assert!(filled.is_error, "{}", text(&filled));
+    assert!(text(&filled).contains("over the sandbox's disk limit of 20000000 bytes"), "{}", text(&filled));
+}
+
 /// Goal: many empty files are stopped too (each costs an inode, and the
 /// watch's walk must stay bounded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
