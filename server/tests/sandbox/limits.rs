@@ -90,6 +90,16 @@ fn with_disk_limit(bytes: u64, entries: u64) -> Sbx {
     Sbx::with_config(|config| SandboxConfig { disk_limit: DiskLimit { bytes, entries }, ..config })
 }
 
+/// Runs `command` in `session` with a timeout far longer than any test
+/// waits, expects the disk watch to stop it, and returns what it said.
+async fn stopped_by_the_disk_watch(sbx: &Sbx, session: logbook_core::SessionId, command: &str) -> String {
+    let env = unrestricted();
+    let outcome = sbx.run(session, &env, "bash", serde_json::json!({"command": command, "timeout_ms": 600_000})).await;
+    let said = text(&outcome);
+    assert!(outcome.is_error && said.starts_with("bash: the command was stopped: "), "{said}");
+    said
+}
+
 /// Goal: a command that writes past the sandbox's disk limit is stopped, not
 /// left to fill the host's disk until its timeout; the jail's files stay, the
 /// agent can still look at them (over the limit but not growing) and delete
@@ -99,17 +109,9 @@ fn with_disk_limit(bytes: u64, entries: u64) -> Sbx {
 async fn a_command_writing_past_the_disk_limit_is_stopped() {
     let sbx = with_disk_limit(20_000_000, 10_000);
     let (s, env) = (session(), unrestricted());
-    let filled = sbx
-        .run(
-            s,
-            &env,
-            "bash",
-            serde_json::json!({"command": "head -c 64000000 /dev/zero > big; echo written; sleep 600", "timeout_ms": 600_000}),
-        )
-        .await;
-    assert!(filled.is_error, "{}", text(&filled));
-    assert!(text(&filled).contains("over the sandbox's disk limit of 20000000 bytes"), "{}", text(&filled));
-    assert!(text(&filled).contains("Output before it was stopped:\nwritten"), "{}", text(&filled));
+    let said = stopped_by_the_disk_watch(&sbx, s, "head -c 64000000 /dev/zero > big; echo written; sleep 600").await;
+    assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
+    assert!(said.contains("Output before it was stopped:\nwritten"), "{said}");
     // Over the limit but steady: commands run.
     assert_eq!(sbx.ok(s, &env, "stat -c %s big").await, "64000000\n");
     sbx.ok(s, &env, "rm big").await;
@@ -122,18 +124,9 @@ async fn a_command_writing_past_the_disk_limit_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_file_still_being_written_is_stopped() {
     let sbx = with_disk_limit(20_000_000, 10_000);
-    let (s, env) = (session(), unrestricted());
-    let filled = sbx
-        .run(
-            s,
-            &env,
-            "bash",
-            serde_json::json!({"command": "exec 3>hidden; rm hidden; head -c 64000000 /dev/zero >&3; sleep 600",
-                "timeout_ms": 600_000}),
-        )
-        .await;
-    assert!(filled.is_error, "{}", text(&filled));
-    assert!(text(&filled).contains("over the sandbox's disk limit of 20000000 bytes"), "{}", text(&filled));
+    let command = "exec 3>hidden; rm hidden; head -c 64000000 /dev/zero >&3; sleep 600";
+    let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
+    assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
 }
 
 /// Goal: many empty files are stopped too (each costs an inode, and the
@@ -141,17 +134,9 @@ async fn a_deleted_file_still_being_written_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_making_too_many_files_is_stopped() {
     let sbx = with_disk_limit(10_000_000_000, 300);
-    let (s, env) = (session(), unrestricted());
-    let made = sbx
-        .run(
-            s,
-            &env,
-            "bash",
-            serde_json::json!({"command": "mkdir d && cd d && for i in $(seq 1000); do : > f$i; done; sleep 600", "timeout_ms": 600_000}),
-        )
-        .await;
-    assert!(made.is_error, "{}", text(&made));
-    assert!(text(&made).contains("more than 300 files and directories"), "{}", text(&made));
+    let command = "mkdir d && cd d && for i in $(seq 1000); do : > f$i; done; sleep 600";
+    let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
+    assert!(said.contains("more than 300 files and directories"), "{said}");
 }
 
 /// Goal: a background job that fills the disk between calls is stopped with
