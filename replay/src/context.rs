@@ -610,6 +610,42 @@ mod tests {
         Entry { id: EventId::from_parts(1, n), event, at: Timestamp::from_unix_micros(0) }
     }
 
+    /// A model call's recorded batch from seq `n` on: its response with
+    /// `content`, the span's end and the request stopping for `stop`.
+    fn response(n: u128, start: EventId, content: Value, stop: &str) -> Vec<Entry> {
+        use logbook_core::event::{ModelRequest, ModelUsage, SpanModelRequestEnd};
+        vec![
+            entry(
+                n,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: start,
+                    content: Json::new(&content),
+                    tool_uses: Vec::new(),
+                }),
+            ),
+            entry(
+                n + 1,
+                Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                    model_request_start_id: start,
+                    model_usage: ModelUsage::default(),
+                    is_error: Some(false),
+                }),
+            ),
+            entry(
+                n + 2,
+                Event::ModelRequest(ModelRequest {
+                    model_request_start_id: start,
+                    model: "claude-sonnet-4-6".into(),
+                    request_id: None,
+                    stop_reason: Some(stop.into()),
+                    usage: ModelUsage::default(),
+                    duration_ms: 1,
+                    attempt: 1,
+                }),
+            ),
+        ]
+    }
+
     #[test]
     fn a_turn_started_by_an_outcome_alone_sends_a_valid_request() {
         // Goal: `user.define_outcome` is input that starts a turn (the machine
@@ -824,51 +860,23 @@ mod tests {
         // Method: a turn refused mid-answer, then a new message; the
         // conversation the next request sends must not hold the refused
         // partial answer.
-        use logbook_core::event::{
-            ModelRequest, ModelUsage, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd,
-            SpanModelRequestStart, StopReason,
-        };
+        use logbook_core::event::{SessionStatusIdle, SessionStatusRunning, SpanModelRequestStart, StopReason};
 
         let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
         let start = EventId::from_parts(1, 3);
-        let log = vec![
+        let mut log = vec![
             entry(1, Event::UserMessage(UserMessage { content: text("something the classifier stops") })),
             entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
             entry(3, Event::SpanModelRequestStart(SpanModelRequestStart {})),
-            entry(
-                4,
-                Event::ModelResponse(ModelResponse {
-                    model_request_start_id: start,
-                    content: Json::new(&json!([{"type": "text", "text": "Sure, the first step is"}])),
-                    tool_uses: Vec::new(),
-                }),
-            ),
-            entry(
-                5,
-                Event::SpanModelRequestEnd(SpanModelRequestEnd {
-                    model_request_start_id: start,
-                    model_usage: ModelUsage::default(),
-                    is_error: Some(false),
-                }),
-            ),
-            entry(
-                6,
-                Event::ModelRequest(ModelRequest {
-                    model_request_start_id: start,
-                    model: "claude-sonnet-4-6".into(),
-                    request_id: None,
-                    stop_reason: Some("refusal".into()),
-                    usage: ModelUsage::default(),
-                    duration_ms: 1,
-                    attempt: 1,
-                }),
-            ),
+        ];
+        log.extend(response(4, start, json!([{"type": "text", "text": "Sure, the first step is"}]), "refusal"));
+        log.extend([
             entry(
                 7,
                 Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::Refusal, stop_details: None }),
             ),
             entry(8, Event::UserMessage(UserMessage { content: text("let us talk about something else") })),
-        ];
+        ]);
         let messages = conversation(&log);
         assert!(
             !serde_json::to_string(&messages).unwrap().contains("Sure, the first step is"),
@@ -889,44 +897,9 @@ mod tests {
         // which is what 444f1d5 was to end.
         // Method: a first turn answered, a second refused with empty content,
         // then a new message; the next request must not hold the refused input.
-        use logbook_core::event::{
-            ModelRequest, ModelUsage, SessionStatusIdle, SessionStatusRunning, SpanModelRequestEnd,
-            SpanModelRequestStart, StopReason,
-        };
+        use logbook_core::event::{SessionStatusIdle, SessionStatusRunning, SpanModelRequestStart, StopReason};
 
         let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
-        let response = |n: u128, start: EventId, content: Value, stop: &str| {
-            vec![
-                entry(
-                    n,
-                    Event::ModelResponse(ModelResponse {
-                        model_request_start_id: start,
-                        content: Json::new(&content),
-                        tool_uses: Vec::new(),
-                    }),
-                ),
-                entry(
-                    n + 1,
-                    Event::SpanModelRequestEnd(SpanModelRequestEnd {
-                        model_request_start_id: start,
-                        model_usage: ModelUsage::default(),
-                        is_error: Some(false),
-                    }),
-                ),
-                entry(
-                    n + 2,
-                    Event::ModelRequest(ModelRequest {
-                        model_request_start_id: start,
-                        model: "claude-sonnet-4-6".into(),
-                        request_id: None,
-                        stop_reason: Some(stop.into()),
-                        usage: ModelUsage::default(),
-                        duration_ms: 1,
-                        attempt: 1,
-                    }),
-                ),
-            ]
-        };
         let mut log = vec![
             entry(1, Event::UserMessage(UserMessage { content: text("hello") })),
             entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
@@ -966,43 +939,9 @@ mod tests {
         // Method: a paused response, its continuation refused with empty
         // content while the user sent a message; the next request must hold
         // that message.
-        use logbook_core::event::{
-            ModelRequest, ModelUsage, SessionStatusRunning, SpanModelRequestEnd, SpanModelRequestStart,
-        };
+        use logbook_core::event::{SessionStatusRunning, SpanModelRequestStart};
 
         let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
-        let response = |n: u128, start: EventId, content: Value, stop: &str| {
-            vec![
-                entry(
-                    n,
-                    Event::ModelResponse(ModelResponse {
-                        model_request_start_id: start,
-                        content: Json::new(&content),
-                        tool_uses: Vec::new(),
-                    }),
-                ),
-                entry(
-                    n + 1,
-                    Event::SpanModelRequestEnd(SpanModelRequestEnd {
-                        model_request_start_id: start,
-                        model_usage: ModelUsage::default(),
-                        is_error: Some(false),
-                    }),
-                ),
-                entry(
-                    n + 2,
-                    Event::ModelRequest(ModelRequest {
-                        model_request_start_id: start,
-                        model: "claude-sonnet-4-6".into(),
-                        request_id: None,
-                        stop_reason: Some(stop.into()),
-                        usage: ModelUsage::default(),
-                        duration_ms: 1,
-                        attempt: 1,
-                    }),
-                ),
-            ]
-        };
         let mut log = vec![
             entry(1, Event::UserMessage(UserMessage { content: text("look this up") })),
             entry(2, Event::SessionStatusRunning(SessionStatusRunning {})),
@@ -1024,43 +963,16 @@ mod tests {
         // Goal: with no response block in between, input held during the
         // refused request joins the user message that drew the refusal; the
         // refusal takes out only what that message held before.
-        use logbook_core::event::{ModelRequest, ModelUsage, SpanModelRequestEnd, SpanModelRequestStart};
+        use logbook_core::event::SpanModelRequestStart;
 
         let start = EventId::from_parts(1, 2);
         let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
-        let log = vec![
+        let mut log = vec![
             entry(1, Event::UserMessage(UserMessage { content: text("something the classifier stops") })),
             entry(2, Event::SpanModelRequestStart(SpanModelRequestStart {})),
             entry(3, Event::UserMessage(UserMessage { content: text("never mind, tell me a joke") })),
-            entry(
-                4,
-                Event::ModelResponse(ModelResponse {
-                    model_request_start_id: start,
-                    content: Json::new(&json!([])),
-                    tool_uses: Vec::new(),
-                }),
-            ),
-            entry(
-                5,
-                Event::SpanModelRequestEnd(SpanModelRequestEnd {
-                    model_request_start_id: start,
-                    model_usage: ModelUsage::default(),
-                    is_error: Some(false),
-                }),
-            ),
-            entry(
-                6,
-                Event::ModelRequest(ModelRequest {
-                    model_request_start_id: start,
-                    model: "claude-sonnet-4-6".into(),
-                    request_id: None,
-                    stop_reason: Some("refusal".into()),
-                    usage: ModelUsage::default(),
-                    duration_ms: 1,
-                    attempt: 1,
-                }),
-            ),
         ];
+        log.extend(response(4, start, json!([]), "refusal"));
         let sent = serde_json::to_string(&conversation(&log)).unwrap();
         assert!(!sent.contains("classifier stops"), "{sent}");
         assert!(sent.contains("tell me a joke"), "the input sent during the refused request was dropped: {sent}");
