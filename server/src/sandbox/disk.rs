@@ -22,8 +22,18 @@
 //! overshoot is one interval's writing. Files deleted while a jail process
 //! still holds them open have no name for the walk: they are found through
 //! `/proc/<pid>/fd` of the processes in the jail's cgroup (without cgroups,
-//! they are not seen). Not seen at all (known gaps, see docs/sandbox.md):
-//! entries below [`MAX_DEPTH`], and growth past the walk's entry cut-off.
+//! they are not seen).
+//!
+//! A walk is bounded: it stops past the entry limit, does not descend below
+//! [`MAX_DEPTH`] directories, and cannot enter a directory it may not read.
+//! What lies beyond such a [`Cut`] is not counted, so a cut walk cannot tell
+//! whether the jail grew. A cut walk therefore counts as over the limit, and
+//! growth is then judged by the whole file system the directories are on:
+//! a jail whose walk is cut is stopped as soon as that file system holds
+//! more bytes or inodes than at the previous measurement, whoever wrote
+//! them. Only a jail already far outside the norm (a million files, 256
+//! levels of directories) is judged so coarsely, and deleting files (which
+//! is what it is asked to do) shrinks the file system.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -70,11 +80,53 @@ pub struct Usage {
     pub bytes: u64,
     /// Entries seen (the walk stops counting past the limit it was given).
     pub entries: u64,
+    /// Why the walk did not see everything, if it did not.
+    pub cut: Option<Cut>,
+    /// What the file systems holding the directories hold in all, whoever
+    /// wrote it: how growth is judged when the walk was cut.
+    pub device: DeviceUse,
+}
+
+/// Why a walk stopped short of seeing everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// More entries than the walk's limit.
+    Entries,
+    /// Directories below [`MAX_DEPTH`].
+    Depth,
+    /// A directory the server may not read (the jail changed its mode).
+    Unreadable,
+    /// The walk failed with this error.
+    Failed(rustix::io::Errno),
+}
+
+/// Used bytes and inodes of the file systems under a walk's roots (each file
+/// system once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceUse {
+    pub bytes: u64,
+    pub inodes: u64,
 }
 
 impl Usage {
     /// Why this usage is over `limit`, if it is.
     pub fn over(&self, limit: &DiskLimit) -> Option<String> {
+        match self.cut {
+            Some(Cut::Entries) => {
+                return Some(format!(
+                    "it holds more than {} files and directories, the sandbox's limit",
+                    limit.entries
+                ));
+            }
+            Some(Cut::Depth) => {
+                return Some(format!("it nests directories more than {MAX_DEPTH} levels deep, the sandbox's limit"));
+            }
+            Some(Cut::Unreadable) => {
+                return Some("it holds a directory the disk limit's watch may not read".to_owned());
+            }
+            Some(Cut::Failed(err)) => return Some(format!("its disk use cannot be measured ({err})")),
+            None => {}
+        }
         if self.bytes > limit.bytes {
             Some(format!("its files take {} bytes, over the sandbox's disk limit of {} bytes", self.bytes, limit.bytes))
         } else if self.entries > limit.entries {
@@ -84,23 +136,56 @@ impl Usage {
         }
     }
 
-    /// Whether `self` holds more than `before`.
+    /// Whether `self` holds more than `before`: by what the walks counted
+    /// if both saw everything, else by the whole file system.
     fn grew_since(&self, before: &Usage) -> bool {
-        self.bytes > before.bytes || self.entries > before.entries
+        if self.cut.is_some() || before.cut.is_some() {
+            self.device.bytes > before.device.bytes || self.device.inodes > before.device.inodes
+        } else {
+            self.bytes > before.bytes || self.entries > before.entries
+        }
     }
 }
 
 /// Measures the directories under `roots` (missing ones count nothing),
-/// stopping once more than `max_entries` entries were seen.
-pub fn disk_usage(roots: &[&Path], max_entries: u64) -> std::io::Result<Usage> {
-    let mut usage = Usage::default();
+/// stopping once more than `max_entries` entries were seen. Never fails: a
+/// walk that cannot go on says why in [`Usage::cut`].
+pub fn disk_usage(roots: &[&Path], max_entries: u64) -> Usage {
+    let mut usage = Usage { device: device_use(roots), ..Usage::default() };
+    if let Err(err) = walk(roots, max_entries, &mut usage) {
+        usage.cut = Some(Cut::Failed(err));
+    }
+    usage
+}
+
+/// Used bytes and inodes of the file systems holding `roots`, each once
+/// (missing roots, and file systems that do not say, count nothing).
+fn device_use(roots: &[&Path]) -> DeviceUse {
+    let mut seen = HashSet::new();
+    let mut device = DeviceUse::default();
+    for root in roots {
+        let Ok(stat) = rustix::fs::lstat(*root) else { continue };
+        if !seen.insert(stat.st_dev) {
+            continue;
+        }
+        let Ok(fs) = rustix::fs::statvfs(*root) else { continue };
+        let used_blocks = fs.f_blocks.saturating_sub(fs.f_bfree);
+        device.bytes = device.bytes.saturating_add(used_blocks.saturating_mul(fs.f_frsize));
+        device.inodes = device.inodes.saturating_add(fs.f_files.saturating_sub(fs.f_ffree));
+    }
+    device
+}
+
+/// The walk of [`disk_usage`]: adds what it sees to `usage`, sets its cut
+/// where it stops short, fails on an unexpected error.
+fn walk(roots: &[&Path], max_entries: u64, usage: &mut Usage) -> rustix::io::Result<()> {
     let mut seen_links = HashSet::new();
     for root in roots {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::open(*root, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => continue,
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(err),
         };
         let stat = rustix::fs::fstat(&fd)?;
         usage.bytes = usage.bytes.saturating_add(allocated(&stat));
@@ -116,33 +201,51 @@ pub fn disk_usage(roots: &[&Path], max_entries: u64) -> std::io::Result<Usage> {
             };
             usage.entries += 1;
             if usage.entries > max_entries {
-                return Ok(usage);
+                usage.cut = Some(Cut::Entries);
+                return Ok(());
             }
             let stat = match rustix::fs::statat(&*dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) => stat,
                 Err(rustix::io::Errno::NOENT) => continue,
-                Err(err) => return Err(err.into()),
+                Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+                    usage.cut.get_or_insert(Cut::Unreadable);
+                    continue;
+                }
+                Err(err) => return Err(err),
             };
             let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
             if is_dir || stat.st_nlink <= 1 || seen_links.insert((stat.st_dev, stat.st_ino)) {
                 usage.bytes = usage.bytes.saturating_add(allocated(&stat));
             }
-            if is_dir && depth < MAX_DEPTH {
-                let sub = match open_dir_at(&*dir, name.as_c_str()) {
-                    Ok(Some(sub)) => sub,
-                    Ok(None) => continue,
-                    Err(err) => return Err(err.into()),
-                };
-                let names = match crate::workspace::scan::read_names(&sub) {
-                    Ok(names) => names,
-                    Err(rustix::io::Errno::NOENT) => continue,
-                    Err(err) => return Err(err.into()),
-                };
-                stack.push((sub, names));
+            if !is_dir {
+                continue;
             }
+            if depth >= MAX_DEPTH {
+                usage.cut.get_or_insert(Cut::Depth);
+                continue;
+            }
+            let sub = match open_dir_at(&*dir, name.as_c_str()) {
+                Ok(Some(sub)) => sub,
+                Ok(None) => continue,
+                Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+                    usage.cut.get_or_insert(Cut::Unreadable);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let names = match crate::workspace::scan::read_names(&sub) {
+                Ok(names) => names,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+                    usage.cut.get_or_insert(Cut::Unreadable);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            stack.push((sub, names));
         }
     }
-    Ok(usage)
+    Ok(())
 }
 
 /// Directory entries of `/proc/<pid>/fd` looked at per measurement, at most
@@ -264,17 +367,17 @@ pub fn next_check_after(walk: Duration) -> Duration {
 
 /// Measures `roots` on a blocking thread, adding what the processes listed
 /// in the cgroup file `procs` (if any) hold open on the first root's device
-/// after deleting it; the error if the walk failed, and how long it took.
+/// after deleting it; the usage, and how long it took.
 pub async fn measure(
     roots: Vec<std::path::PathBuf>,
     procs: Option<std::path::PathBuf>,
     max_entries: u64,
-) -> (std::io::Result<Usage>, Duration) {
+) -> (Usage, Duration) {
     let started = Instant::now();
     let walked = tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::MetadataExt as _;
         let paths: Vec<&Path> = roots.iter().map(std::path::PathBuf::as_path).collect();
-        let mut usage = disk_usage(&paths, max_entries)?;
+        let mut usage = disk_usage(&paths, max_entries);
         let pids: Vec<i32> = procs
             .and_then(|procs| std::fs::read_to_string(procs).ok())
             .map(|listed| listed.lines().filter_map(|line| line.trim().parse().ok()).collect())
@@ -282,10 +385,13 @@ pub async fn measure(
         if let Some(dev) = roots.first().and_then(|root| std::fs::symlink_metadata(root).ok()).map(|m| m.dev()) {
             usage.bytes = usage.bytes.saturating_add(unlinked_open_bytes(&pids, dev));
         }
-        Ok(usage)
+        usage
     })
     .await;
-    let usage = walked.unwrap_or_else(|err| Err(std::io::Error::other(format!("the disk walk failed: {err}"))));
+    // The blocking task only ends early if it panicked or the runtime is
+    // shutting down: judged like any walk that failed.
+    let usage =
+        walked.unwrap_or_else(|_| Usage { cut: Some(Cut::Failed(rustix::io::Errno::CANCELED)), ..Usage::default() });
     (usage, started.elapsed())
 }
 

@@ -588,14 +588,8 @@ impl SandboxTools {
         let roots = vec![paths.workspace(), paths.outputs()];
         let procs = running.cgroup.as_ref().and_then(|cgroup| cgroup.procs_files().into_iter().next());
         let (baseline, _) = disk::measure(roots.clone(), procs.clone(), inner.config.disk_limit.entries).await;
-        match baseline {
-            Ok(usage) => {
-                watch.observe(usage);
-            }
-            Err(err) => {
-                tracing::warn!(session = %call.session, error = %err, "the sandbox's disk use could not be measured")
-            }
-        }
+        log_failed_walk(call.session, &baseline);
+        watch.observe(baseline);
         let task = tokio::spawn(watch_disk(Arc::downgrade(sandbox), Arc::clone(&watch), roots, procs, call.session));
         running.disk = Some(DiskWatch { watch, task: Some(task) });
         Ok(running)
@@ -750,6 +744,14 @@ fn disk_note(reason: &str) -> String {
     )
 }
 
+/// Logs a disk walk that failed (the watch then judges growth by the whole
+/// file system, see [`disk`]).
+fn log_failed_walk(session: SessionId, usage: &disk::Usage) {
+    if let Some(disk::Cut::Failed(err)) = usage.cut {
+        tracing::warn!(%session, error = %err, "the sandbox's disk use could not be measured");
+    }
+}
+
 /// Measures a live jail's directories until it goes over its disk limit
 /// (see [`disk`]), then stops the jail if no call is using it (a running call
 /// hears of it through the watch and stops it itself). Ends when the jail's
@@ -767,13 +769,9 @@ async fn watch_disk(
         tokio::time::sleep(disk::next_check_after(took)).await;
         let (usage, walk) = disk::measure(roots.clone(), procs.clone(), limit.entries).await;
         took = walk;
-        match usage {
-            Ok(usage) => {
-                if let Some(reason) = watch.observe(usage) {
-                    break reason;
-                }
-            }
-            Err(err) => tracing::warn!(%session, error = %err, "the sandbox's disk use could not be measured"),
+        log_failed_walk(session, &usage);
+        if let Some(reason) = watch.observe(usage) {
+            break reason;
         }
     };
     // A call holding the slot stops the jail itself (it hears of it through

@@ -135,8 +135,26 @@ async fn a_deleted_file_still_being_written_is_stopped() {
 async fn a_command_making_too_many_files_is_stopped() {
     let sbx = with_disk_limit(10_000_000_000, 300);
     let command = "mkdir d && cd d && for i in $(seq 1000); do : > f$i; done; sleep 600";
-    let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
+    let s = session();
+    let said = stopped_by_the_disk_watch(&sbx, s, command).await;
     assert!(said.contains("more than 300 files and directories"), "{said}");
+    // The next jail starts past the walk's cut: what it writes is still seen
+    // (by the file system's growth), though the walk never reaches it.
+    let command = "mkdir -p zz && head -c 64000000 /dev/zero > zz/big; sleep 600";
+    let said = stopped_by_the_disk_watch(&sbx, s, command).await;
+    assert!(said.contains("more than 300 files and directories"), "{said}");
+}
+
+/// Goal: nesting directories deeper than the walk goes does not hide what is
+/// written beneath them. Method: 300 levels of directories, then 64 MB
+/// written at the bottom past a 20 MB limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_writing_below_the_walk_depth_is_stopped() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let command =
+        "for i in $(seq 300); do mkdir d && cd d || exit 1; done; head -c 64000000 /dev/zero > big; sleep 600";
+    let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
+    assert!(said.contains("more than 256 levels deep"), "{said}");
 }
 
 /// Goal: a background job that fills the disk between calls is stopped with
