@@ -397,6 +397,26 @@ struct Remotes {
     mcp: crate::mcp::McpSettings,
 }
 
+/// The open-files limit `serve` raises its soft limit to (or to the hard
+/// limit, if lower): every connection, stream, sandbox shell, egress proxy
+/// and disk walk holds descriptors, and the common default soft limit (1024)
+/// is far below what a busy server holds. Sandboxes set their own limit.
+const WANTED_OPEN_FILES: u64 = 1 << 20;
+
+/// Raises the soft open-files limit towards [`WANTED_OPEN_FILES`], as far as
+/// the hard limit allows; says so if it cannot.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.map_or(WANTED_OPEN_FILES, |hard| hard.min(WANTED_OPEN_FILES));
+    if limit.current.is_some_and(|soft| soft < wanted) {
+        let raised = Rlimit { current: Some(wanted), maximum: limit.maximum };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("logbook: WARNING: cannot raise the open-files limit to {wanted} ({err})");
+        }
+    }
+}
+
 fn serve(
     listen: SocketAddr,
     data: &Path,
@@ -422,6 +442,7 @@ fn serve(
     if let Err(err) = crate::net::addr::refresh_own_addresses() {
         eprintln!("logbook: WARNING: cannot read the host's own addresses ({err}); egress cannot refuse them");
     }
+    raise_open_files_limit();
     let store = open_store(data, cache_mib)?;
     let audit_key = load_audit_key(data, std::env::var_os("LOGBOOK_AUDIT_KEY").map(PathBuf::from).as_deref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

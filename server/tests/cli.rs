@@ -423,3 +423,41 @@ fn export_verify_and_import_of_a_long_session_show_progress() {
     }
     assert!(silent.is_empty(), "long operations without progress: {silent:#?}");
 }
+
+/// Goal: `serve` raises its soft open-files limit as far as the hard limit
+/// allows (connections, streams, sandboxes and disk walks all hold
+/// descriptors; the usual default of 1024 is far too low). Method: start it
+/// under `prlimit` with a soft limit of 256 and read its limits from /proc.
+#[test]
+fn serve_raises_its_open_files_limit() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(4).map(str::to_owned))
+        .unwrap();
+    let mut child = Command::new("prlimit")
+        .arg(format!("--nofile=256:{hard}"))
+        .arg(env!("CARGO_BIN_EXE_logbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-runner", "--data"])
+        .arg(dir.path().join("data"))
+        .env("LOGBOOK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs logbook");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited before serving");
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let soft = limits.lines().find(|line| line.starts_with("Max open files")).unwrap().split_whitespace().nth(3);
+    let wanted = if hard == "unlimited" { 1 << 20 } else { hard.parse::<u64>().unwrap().min(1 << 20) };
+    assert_eq!(soft, Some(wanted.to_string().as_str()), "{limits}");
+}
