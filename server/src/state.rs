@@ -75,6 +75,9 @@ struct Inner {
     resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
+    /// The millisecond of the last event id made: event ids never take an
+    /// earlier one, so they keep increasing when the wall clock steps back.
+    last_event_ms: std::sync::atomic::AtomicU64,
     /// Shared by session creates (around their environment check and write),
     /// exclusive for an environment's delete (around its check for sessions),
     /// so that a delete never races a create into a session without its
@@ -104,6 +107,7 @@ impl AppState {
                 audit_key: std::sync::OnceLock::new(),
                 resources_host: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
+                last_event_ms: std::sync::atomic::AtomicU64::new(0),
                 environment_refs: std::sync::RwLock::new(()),
             }),
         }
@@ -208,9 +212,12 @@ impl AppState {
         make(id_ms, random)
     }
 
-    /// The id of the event that will be stored at `seq`.
+    /// The id of the event that will be stored at `seq`. Its millisecond
+    /// never goes back (a clock stepped back keeps the last one), so the ids
+    /// of a session's events increase with their seqs within a process.
     pub fn event_id(&self, seq: Seq) -> EventId {
-        let ms = u64::try_from(self.now().unix_ms()).unwrap_or(0);
+        let now = u64::try_from(self.now().unix_ms()).unwrap_or(0);
+        let ms = self.inner.last_event_ms.fetch_max(now, std::sync::atomic::Ordering::Relaxed).max(now);
         EventId::for_seq(ms, seq, rand::rng().random::<u64>())
     }
 
