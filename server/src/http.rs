@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use axum::RequestExt;
 use axum::extract::{DefaultBodyLimit, MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
@@ -670,12 +670,29 @@ async fn openapi_doc() -> Json<Value> {
 
 async fn method_not_allowed(request: Request) -> ApiError {
     let mut err = ApiError::invalid(format!("{} is not allowed on {}", request.method(), request.uri().path()));
-    err.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    err.status = StatusCode::METHOD_NOT_ALLOWED;
     err
 }
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+/// Most bytes of header fields a request may carry (names, values and
+/// their separators): more is refused with 431 before anything runs.
+/// hyper's own bound on a request head (`transport::MAX_HEAD_BUFFER_BYTES`)
+/// is larger, so requests between the two get the API's envelope.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The 431 for `headers` if they are over [`MAX_HEADER_BYTES`].
+fn headers_too_large(headers: &HeaderMap) -> Option<ApiError> {
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    (bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::for_status(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request's headers take {bytes} bytes, over the limit of {MAX_HEADER_BYTES}"),
+        )
+    })
 }
 
 /// Request ids, error envelopes with the id, metrics, logs.
@@ -688,17 +705,18 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     // A panicking handler answers 500 with the envelope and a request id
     // instead of dropping the connection (the SDK would retry blind).
+    let oversized = headers_too_large(request.headers());
     let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body_deadline(&state, request, next)));
-    let mut response = match run.await {
-        Ok(response) => response,
-        Err(panic) => {
+    let mut response = match oversized {
+        Some(error) => error.into_response(),
+        None => run.await.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             ApiError::internal(format!("request {request_id}: a handler panicked: {what}")).into_response()
-        }
+        }),
     };
     if response.extensions().get::<ApiError>().is_none() && is_bare_error(&response) {
         // An extractor's rejection (say, a path segment that is not UTF-8)
@@ -822,7 +840,7 @@ const REQUEST_ID_PREFIX: &str = "req_";
 const REQUEST_ID_CAPACITY: usize = logbook_core::EventId::PREFIX.len() + 26;
 
 /// Whether the `anthropic-beta` headers (each a comma-separated list) name `beta`.
-pub fn has_beta(headers: &axum::http::HeaderMap, beta: &str) -> bool {
+pub fn has_beta(headers: &HeaderMap, beta: &str) -> bool {
     headers
         .get_all("anthropic-beta")
         .iter()

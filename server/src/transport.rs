@@ -118,6 +118,12 @@ pub async fn serve(listener: TcpListener, app: Router, transport: Transport, shu
 
 /// Serves one connection until it closes; after `stop` turns true, it closes
 /// once idle or after its in-flight response.
+/// hyper's read buffer per connection, which bounds a request head: a head
+/// larger is refused by hyper itself (a bare 431). Heads between
+/// `http::MAX_HEADER_BYTES` and this get the API's envelope; bodies stream
+/// through it in pieces. (hyper's default is about 400 KiB.)
+pub const MAX_HEAD_BUFFER_BYTES: usize = 64 * 1024;
+
 async fn serve_connection(
     stream: TcpStream,
     addr: SocketAddr,
@@ -126,7 +132,9 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(transport.header_read_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(transport.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER_BYTES);
     let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;
