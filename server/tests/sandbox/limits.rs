@@ -129,6 +129,32 @@ async fn a_deleted_file_still_being_written_is_stopped() {
     assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
 }
 
+/// Goal: a file deleted while a process still fills it through a shared
+/// memory mapping counts against the limit too: the walk cannot see it by
+/// name, and no descriptor in `/proc/<pid>/fd` holds it once the process
+/// has closed it (only the mapping does). Method: python (through libc, as
+/// its own mmap module keeps a descriptor) maps a 64 MB file, closes and
+/// deletes it, then fills the mapping and syncs it to disk past a 20 MB
+/// limit; the command ends by itself after 20 s (far longer than the watch's
+/// one-second interval) if it is not stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_still_filled_through_a_mapping_is_stopped() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let command = "python3 -c 'import ctypes, os, time\n\
+                   libc = ctypes.CDLL(None)\n\
+                   libc.mmap.restype = ctypes.c_void_p\n\
+                   libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
+                   libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]\n\
+                   n = 64000000\n\
+                   fd = os.open(\"hidden\", os.O_RDWR | os.O_CREAT, 0o644); os.ftruncate(fd, n)\n\
+                   addr = libc.mmap(None, n, 3, 1, fd, 0)\n\
+                   os.close(fd); os.unlink(\"hidden\")\n\
+                   ctypes.memset(addr, 1, n); assert libc.msync(addr, n, 4) == 0\n\
+                   print(\"written\", flush=True); time.sleep(20)'";
+    let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
+    assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
+}
+
 /// Goal: many empty files are stopped too (each costs an inode, and the
 /// watch's walk must stay bounded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
