@@ -129,6 +129,26 @@ async fn a_deleted_file_still_being_written_is_stopped() {
     assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
 }
 
+/// Goal: the disk limit bounds what a session holds, whatever the number of
+/// calls: docs/sandbox.md puts the overshoot at one interval's writing. A
+/// jail stopped for going over leaves its files, and the next call's jail
+/// takes what is there as its baseline, so each new jail may again write an
+/// interval's worth before it is measured, and the overshoots add up.
+/// Method: a 20 MB limit and three calls, each writing 30 MB (each is
+/// stopped); the session may then hold at most the limit plus one such
+/// overshoot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overshoots_of_successive_jails_do_not_add_up() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let (s, env) = (session(), unrestricted());
+    for n in 0..3 {
+        let command = format!("head -c 30000000 /dev/zero > fill{n}; sleep 600");
+        stopped_by_the_disk_watch(&sbx, s, &command).await;
+    }
+    let held: u64 = sbx.ok(s, &env, "du -sb --apparent-size /workspace | cut -f1").await.trim().parse().unwrap();
+    assert!(held <= 20_000_000 + 30_000_000, "the session holds {held} bytes under a 20000000-byte limit");
+}
+
 /// Goal: a file deleted while a process still fills it through a shared
 /// memory mapping counts against the limit too: the walk cannot see it by
 /// name, and no descriptor in `/proc/<pid>/fd` holds it once the process
