@@ -20,9 +20,11 @@
 //! growing is left alone, so the agent can delete files to get back under it.
 //! What a jail writes between two measurements can go past the limit; the
 //! overshoot is one interval's writing. Files deleted while a jail process
-//! still holds them open have no name for the walk: they are found through
-//! `/proc/<pid>/fd` of the processes in the jail's cgroup (without cgroups,
-//! they are not seen).
+//! still holds them open or mapped have no name for the walk: they are found
+//! through `/proc/<pid>/fd` and `/proc/<pid>/map_files` of the processes in
+//! the jail's cgroup (without cgroups, they are not seen). A jail that starts
+//! over its limit runs with a file-size limit of 0, so it can delete files
+//! but not write them (otherwise each call's jail could add an overshoot).
 //!
 //! A walk is bounded: it stops past the entry limit, does not descend below
 //! [`MAX_DEPTH`] directories, and cannot enter a directory it may not read.
@@ -249,40 +251,69 @@ fn walk(roots: &[&Path], max_entries: u64, usage: &mut Usage) -> rustix::io::Res
     Ok(())
 }
 
-/// Directory entries of `/proc/<pid>/fd` looked at per measurement, at most
-/// (a jail holds at most its pids limit × its open-files limit).
+/// Entries of `/proc/<pid>/fd` and lines of `/proc/<pid>/maps` looked at
+/// per measurement, at most (a jail holds at most its pids limit × its
+/// open-files limit of descriptors).
 pub const MAX_OPEN_FDS_SCANNED: usize = 1 << 20;
 
 /// Bytes allocated to regular files on the device `dev` that the processes
-/// `pids` hold open after they were deleted: such a file has no name for the
-/// walk to find, yet a process can go on filling it. Each inode once;
-/// processes that end meanwhile are skipped.
+/// `pids` hold open, or mapped, after they were deleted: such a file has no
+/// name for the walk to find, yet a process can go on filling it (through a
+/// descriptor, or through a shared mapping after closing the descriptor).
+/// Each inode once; processes that end meanwhile are skipped. Mappings are
+/// read through `/proc/<pid>/map_files`, which needs `CAP_SYS_ADMIN` (a
+/// root server): without it mapped files are not seen.
 pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     let mut seen = HashSet::new();
     let mut bytes = 0u64;
     let mut scanned = 0usize;
+    let mut count = |path: &Path, bytes: &mut u64| {
+        // The link leads to the open inode itself, name or none.
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+            && meta.nlink() == 0
+            && meta.dev() == dev
+            && seen.insert(meta.ino())
+        {
+            *bytes = bytes.saturating_add(meta.blocks().saturating_mul(512));
+        }
+    };
     for pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-        for fd in fds.flatten() {
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            for fd in fds.flatten() {
+                scanned += 1;
+                if scanned > MAX_OPEN_FDS_SCANNED {
+                    return bytes;
+                }
+                let deleted = std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.as_os_str().as_encoded_bytes().ends_with(DELETED));
+                if deleted {
+                    count(&fd.path(), &mut bytes);
+                }
+            }
+        }
+        let Ok(maps) = std::fs::read(format!("/proc/{pid}/maps")) else { continue };
+        for line in maps.split(|b| *b == b'\n') {
             scanned += 1;
             if scanned > MAX_OPEN_FDS_SCANNED {
                 return bytes;
             }
-            let deleted = std::fs::read_link(fd.path())
-                .is_ok_and(|target| target.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"));
-            if !deleted {
+            if !line.ends_with(DELETED) {
                 continue;
             }
-            // The fd's link leads to the open inode itself, name or none.
-            let Ok(meta) = std::fs::metadata(fd.path()) else { continue };
-            if meta.is_file() && meta.nlink() == 0 && meta.dev() == dev && seen.insert(meta.ino()) {
-                bytes = bytes.saturating_add(meta.blocks().saturating_mul(512));
-            }
+            let Some(range) = line.split(|b| *b == b' ').next().and_then(|range| std::str::from_utf8(range).ok())
+            else {
+                continue;
+            };
+            count(Path::new(&format!("/proc/{pid}/map_files/{range}")), &mut bytes);
         }
     }
     bytes
 }
+
+/// How `/proc` marks the name of a file that was deleted.
+const DELETED: &[u8] = b" (deleted)";
 
 /// Opens the directory `name` beneath `dir` without following a symlink;
 /// `None` if it was replaced or removed since it was looked at.

@@ -123,6 +123,7 @@ ulimit -f "$4"
 ulimit -v "$5"
 ulimit -n "$6"
 ulimit -c 0
+trap '' XFSZ
 seccomp=$2
 shift 6
 exec "$@" 3< "$seccomp"
@@ -194,6 +195,11 @@ pub struct JailSpec {
     pub chdir: String,
     pub command: Vec<String>,
     pub cgroup_procs: Vec<PathBuf>,
+    /// The largest file a process in the jail may write (`RLIMIT_FSIZE`):
+    /// [`RLIMIT_FSIZE_BYTES`], or 0 for a jail that starts over its disk
+    /// limit (it may delete files, not write them). `SIGXFSZ` is ignored, so
+    /// a write past it fails with `EFBIG` instead of killing the writer.
+    pub max_file_bytes: u64,
 }
 
 /// bubblewrap's arguments for `spec` (after the wrapper's own ones).
@@ -276,12 +282,12 @@ pub fn bwrap_args(system: &System, spec: &JailSpec) -> Vec<OsString> {
 
 /// The rlimits the wrapper sets, each no higher than the server's own hard
 /// limit (an unprivileged process cannot raise a hard limit).
-fn rlimits() -> [String; 4] {
+fn rlimits(max_file_bytes: u64) -> [String; 4] {
     use rustix::process::{Resource, getrlimit};
     let capped = |resource: Resource, want: u64| getrlimit(resource).maximum.map_or(want, |max| max.min(want));
     [
         capped(Resource::Nproc, RLIMIT_NPROC).to_string(),
-        (capped(Resource::Fsize, RLIMIT_FSIZE_BYTES) / 512).to_string(),
+        (capped(Resource::Fsize, max_file_bytes) / 512).to_string(),
         (capped(Resource::As, RLIMIT_AS_BYTES) / 1024).to_string(),
         capped(Resource::Nofile, RLIMIT_NOFILE).to_string(),
     ]
@@ -307,7 +313,7 @@ impl Jail {
             return Err(SandboxError::NotRoot);
         }
         let procs: Vec<String> = spec.cgroup_procs.iter().map(|p| p.display().to_string()).collect();
-        let [nproc, fsize, address_space, nofile] = rlimits();
+        let [nproc, fsize, address_space, nofile] = rlimits(spec.max_file_bytes);
         let mut command = tokio::process::Command::new("/bin/sh");
         command
             .arg("-c")
@@ -362,6 +368,7 @@ mod tests {
             chdir: "/workspace".to_owned(),
             command: vec!["/bin/bash".to_owned(), "--noprofile".to_owned(), "--norc".to_owned()],
             cgroup_procs: Vec::new(),
+            max_file_bytes: RLIMIT_FSIZE_BYTES,
         };
         let args: Vec<String> = bwrap_args(&system, &spec).into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
@@ -406,6 +413,7 @@ mod tests {
             chdir: "/".to_owned(),
             command: vec!["/bin/true".to_owned()],
             cgroup_procs: Vec::new(),
+            max_file_bytes: RLIMIT_FSIZE_BYTES,
         };
         let args: Vec<String> = bwrap_args(&system, &spec).into_iter().map(|a| a.into_string().unwrap()).collect();
         let sources: Vec<&str> = args

@@ -226,6 +226,10 @@ struct Running {
     proxy: Option<Proxy>,
     cgroup: Option<SandboxCgroup>,
     disk: Option<DiskWatch>,
+    /// Why the jail started over its disk limit, if it did: it then runs
+    /// with a file-size limit of 0 (see [`disk`]) until its directories are
+    /// back under the limit, when the next call replaces it.
+    over_at_start: Option<String>,
 }
 
 /// A jail's disk watch and the task measuring for it; dropping it ends the
@@ -417,11 +421,16 @@ impl SandboxTools {
                 running.stop().await;
             }
         }
-        let note = sandbox.take_disk_note();
-        let with_note = |outcome: ToolOutcome| match &note {
-            Some(note) => outcome.with_preamble(note),
-            None => outcome,
-        };
+        // A jail that started over the limit cannot write: once its
+        // directories are back under, it is replaced by one that can.
+        if slot.as_ref().is_some_and(|running| running.over_at_start.is_some())
+            && self.back_under_the_limit(call.session).await
+            && let Some(running) = slot.take()
+        {
+            running.stop().await;
+            sandbox.set_disk_note(BACK_UNDER_NOTE.to_owned());
+        }
+        let mut notes: Vec<String> = sandbox.take_disk_note().into_iter().collect();
         let alive = slot.as_mut().and_then(|running| running.shell.as_mut()).is_some_and(|shell| !shell.has_exited());
         if !alive {
             if let Some(dead) = slot.take() {
@@ -429,12 +438,20 @@ impl SandboxTools {
             }
             self.evict_idle(call.session).await;
             match self.start(call, &sandbox).await {
-                Ok(running) => *slot = Some(running),
+                Ok(running) => {
+                    if let Some(reason) = &running.over_at_start {
+                        notes.push(read_only_note(reason));
+                    }
+                    *slot = Some(running);
+                }
                 Err(err) => {
-                    return with_note(ToolOutcome::error(format!("bash: the sandbox could not be started: {err}")));
+                    let outcome = ToolOutcome::error(format!("bash: the sandbox could not be started: {err}"));
+                    return notes.iter().rev().fold(outcome, |outcome, note| outcome.with_preamble(note));
                 }
             }
         }
+        let with_note =
+            |outcome: ToolOutcome| notes.iter().rev().fold(outcome, |outcome, note| outcome.with_preamble(note));
         // While the command runs the jail is out of the slot: if this call is
         // cancelled, dropping `running` kills it, and the next call starts a
         // fresh one.
@@ -579,20 +596,35 @@ impl SandboxTools {
         let name = format!("{}-{:08x}-{n}", call.session, inner.instance);
         let cgroup = SandboxCgroup::create(&inner.cgroups, &name, SANDBOX_UID)
             .map_err(|source| SandboxError::Setup { what: "creating the sandbox's cgroup".to_owned(), source })?;
-        let spec = session_spec(paths, layer.as_deref(), &inner.forwarder, cgroup.as_ref());
-        let mut running = Running { shell: None, proxy: Some(proxy), cgroup, disk: None };
-        running.shell = Some(Shell::start(&inner.system, &spec, FORWARDER_INIT).await?);
-        let watch = Arc::new(Watch::new(inner.config.disk_limit));
         // The baseline: what the directories hold before any command of this
-        // jail ran (a jail is stopped only for growing past the limit).
+        // jail runs (a jail is stopped only for growing past the limit). A
+        // jail that starts over the limit may not write at all: otherwise
+        // each call's jail could add another interval's overshoot.
         let roots = vec![paths.workspace(), paths.outputs()];
-        let procs = running.cgroup.as_ref().and_then(|cgroup| cgroup.procs_files().into_iter().next());
+        let procs = cgroup.as_ref().and_then(|cgroup| cgroup.procs_files().into_iter().next());
         let (baseline, _) = disk::measure(roots.clone(), procs.clone(), inner.config.disk_limit.entries).await;
         log_failed_walk(call.session, &baseline);
+        let over_at_start = baseline.over(&inner.config.disk_limit);
+        let mut spec = session_spec(paths, layer.as_deref(), &inner.forwarder, cgroup.as_ref());
+        if over_at_start.is_some() {
+            spec.max_file_bytes = 0;
+        }
+        let mut running = Running { shell: None, proxy: Some(proxy), cgroup, disk: None, over_at_start };
+        running.shell = Some(Shell::start(&inner.system, &spec, FORWARDER_INIT).await?);
+        let watch = Arc::new(Watch::new(inner.config.disk_limit));
         watch.observe(baseline);
         let task = tokio::spawn(watch_disk(Arc::downgrade(sandbox), Arc::clone(&watch), roots, procs, call.session));
         running.disk = Some(DiskWatch { watch, task: Some(task) });
         Ok(running)
+    }
+
+    /// Whether the session's directories are under its disk limit now (a
+    /// fresh measurement; a walk that cannot see everything is over).
+    async fn back_under_the_limit(&self, session: SessionId) -> bool {
+        let paths = self.paths(session);
+        let limit = self.inner.config.disk_limit;
+        let (usage, _) = disk::measure(vec![paths.workspace(), paths.outputs()], None, limit.entries).await;
+        usage.over(&limit).is_none()
     }
 
     /// Runs a server-side tool against the session's directories.
@@ -726,6 +758,19 @@ impl ToolExecutor for SandboxTools {
     }
 }
 
+/// Said with the first command of a jail that replaced one that started
+/// over the disk limit, once the files were deleted.
+const BACK_UNDER_NOTE: &str = "Note: the sandbox is back under its disk limit, so this command ran in a new shell \
+     that can write files again.";
+
+/// Said with the first command of a jail that starts over its disk limit.
+fn read_only_note(reason: &str) -> String {
+    format!(
+        "Note: the sandbox is over its disk limit ({reason}), so commands cannot write files (writes fail with \
+         \"File too large\") until files in {WORKSPACE_DIR} or {OUTPUTS_DIR} are deleted to get back under it."
+    )
+}
+
 /// What the model is told when the disk watch stopped its jail for `reason`.
 fn disk_stop_note(reason: &str) -> String {
     format!(
@@ -856,6 +901,7 @@ fn session_spec(
         chdir: WORKSPACE_DIR.to_owned(),
         command: SHELL_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
         cgroup_procs: cgroup.map(SandboxCgroup::procs_files).unwrap_or_default(),
+        max_file_bytes: jail::RLIMIT_FSIZE_BYTES,
     }
 }
 

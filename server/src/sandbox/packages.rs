@@ -186,6 +186,7 @@ impl PackageCache {
             chdir: "/tmp".to_owned(),
             command: super::SHELL_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
             cgroup_procs: cgroup.as_ref().map(SandboxCgroup::procs_files).unwrap_or_default(),
+            max_file_bytes: super::jail::RLIMIT_FSIZE_BYTES,
         };
         let result = async {
             let mut shell = Shell::start(ctx.system, &spec, super::FORWARDER_INIT).await?;

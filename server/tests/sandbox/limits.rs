@@ -112,10 +112,15 @@ async fn a_command_writing_past_the_disk_limit_is_stopped() {
     let said = stopped_by_the_disk_watch(&sbx, s, "head -c 64000000 /dev/zero > big; echo written; sleep 600").await;
     assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
     assert!(said.contains("Output before it was stopped:\nwritten"), "{said}");
-    // Over the limit but steady: commands run.
-    assert_eq!(sbx.ok(s, &env, "stat -c %s big").await, "64000000\n");
+    // Over the limit: commands run, and say they cannot write.
+    let looked = sbx.ok(s, &env, "stat -c %s big").await;
+    assert!(looked.starts_with("Note: the sandbox is over its disk limit"), "{looked}");
+    assert!(looked.ends_with("\n\n64000000\n"), "{looked}");
     sbx.ok(s, &env, "rm big").await;
-    assert_eq!(sbx.ok(s, &env, "head -c 1000000 /dev/zero > small; stat -c %s small").await, "1000000\n");
+    let wrote = sbx.ok(s, &env, "head -c 1000000 /dev/zero > small; stat -c %s small").await;
+    assert!(wrote.starts_with("Note: the sandbox is back under its disk limit"), "{wrote}");
+    assert!(wrote.ends_with("\n\n1000000\n"), "{wrote}");
+    assert_eq!(sbx.ok(s, &env, "echo again").await, "again\n", "the note is said once");
 }
 
 /// Goal: a file deleted while a process still fills it counts against the
@@ -129,24 +134,29 @@ async fn a_deleted_file_still_being_written_is_stopped() {
     assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
 }
 
-/// Goal: the disk limit bounds what a session holds, whatever the number of
-/// calls: docs/sandbox.md puts the overshoot at one interval's writing. A
-/// jail stopped for going over leaves its files, and the next call's jail
-/// takes what is there as its baseline, so each new jail may again write an
-/// interval's worth before it is measured, and the overshoots add up.
-/// Method: a 20 MB limit and three calls, each writing 30 MB (each is
-/// stopped); the session may then hold at most the limit plus one such
-/// overshoot.
+/// Goal (review, stop 21): the disk limit bounds what a session holds,
+/// whatever the number of calls. A jail stopped for going over leaves its
+/// files; were the next call's jail to take them as its baseline and write
+/// again, each jail would add an interval's overshoot. Method: a 20 MB limit;
+/// a first call writing 30 MB is stopped; two more calls try to write 30 MB
+/// each and are refused ("File too large"), so the session holds at most the
+/// limit plus one overshoot; deleting gets writing back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overshoots_of_successive_jails_do_not_add_up() {
     let sbx = with_disk_limit(20_000_000, 10_000);
     let (s, env) = (session(), unrestricted());
-    for n in 0..3 {
-        let command = format!("head -c 30000000 /dev/zero > fill{n}; sleep 600");
-        stopped_by_the_disk_watch(&sbx, s, &command).await;
+    stopped_by_the_disk_watch(&sbx, s, "head -c 30000000 /dev/zero > fill0; sleep 600").await;
+    for n in 1..3 {
+        let refused = sbx.bash(s, &env, &format!("head -c 30000000 /dev/zero > fill{n}")).await;
+        let said = text(&refused);
+        assert!(refused.is_error && said.contains("File too large"), "{said}");
+        assert_eq!(said.starts_with("Note: the sandbox is over its disk limit"), n == 1, "{said}");
     }
     let held: u64 = sbx.ok(s, &env, "du -sb --apparent-size /workspace | cut -f1").await.trim().parse().unwrap();
     assert!(held <= 20_000_000 + 30_000_000, "the session holds {held} bytes under a 20000000-byte limit");
+    sbx.ok(s, &env, "rm fill*").await;
+    let wrote = sbx.ok(s, &env, "head -c 1000000 /dev/zero > small; stat -c %s small").await;
+    assert!(wrote.ends_with("\n\n1000000\n"), "{wrote}");
 }
 
 /// Goal: a file deleted while a process still fills it through a shared
@@ -184,11 +194,13 @@ async fn a_command_making_too_many_files_is_stopped() {
     let s = session();
     let said = stopped_by_the_disk_watch(&sbx, s, command).await;
     assert!(said.contains("more than 300 files and directories"), "{said}");
-    // The next jail starts past the walk's cut: what it writes is still seen
-    // (by the file system's growth), though the walk never reaches it.
-    let command = "mkdir -p zz && head -c 64000000 /dev/zero > zz/big; sleep 600";
-    let said = stopped_by_the_disk_watch(&sbx, s, command).await;
-    assert!(said.contains("more than 300 files and directories"), "{said}");
+    // The next jail starts over the limit, past the walk's cut: it cannot
+    // write at all.
+    let env = unrestricted();
+    let refused = sbx.bash(s, &env, "head -c 64000000 /dev/zero > big").await;
+    let said = text(&refused);
+    assert!(refused.is_error && said.contains("more than 300 files and directories"), "{said}");
+    assert!(said.contains("File too large"), "{said}");
 }
 
 /// Goal: nesting directories deeper than the walk goes does not hide what is
