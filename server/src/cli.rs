@@ -160,6 +160,11 @@ enum Command {
         /// Require the bundle's signed head to be signed by this key (hex).
         #[arg(long)]
         public_key: Option<String>,
+        /// Attach the imported session to this environment of the workspace
+        /// (env_...; hosted as the session's was), so it can be forked and
+        /// continued here; by default it keeps its source's environment id.
+        #[arg(long)]
+        environment: Option<String>,
         bundle: PathBuf,
     },
     /// Re-execution check: every session's (or one session's) recorded runner
@@ -313,8 +318,11 @@ pub fn main() -> ExitCode {
                 crate::offline::export(&store, &key, &session, out.as_deref(), records_only)
             })
         }
-        Command::Import { data, workspace, public_key, bundle } => open_store(&data, 64)
-            .and_then(|store| crate::offline::import(&store, &bundle, &workspace, public_key.as_deref())),
+        Command::Import { data, workspace, public_key, environment, bundle } => {
+            open_store(&data, 64).and_then(|store| {
+                crate::offline::import(&store, &bundle, &workspace, public_key.as_deref(), environment.as_deref())
+            })
+        }
         Command::Keys { command } => keys(command),
         Command::Rerun { data, session } => rerun(&data, session.as_deref()),
         Command::Show { data, session, at_seq, file, budget_tokens } => open_existing_store(&data)

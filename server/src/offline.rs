@@ -245,9 +245,23 @@ fn blob_of(problem: &bundle::Problem) -> Option<String> {
 }
 
 /// `logbook import`: verifies the bundle, then loads its blobs, records and
-/// session object into `store` under `workspace`. A bundle that does not
-/// verify is an [`audit::ImportError::Invalid`] naming its problems.
-pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+/// session object into `store` under `workspace`.
+///
+/// The session object names its source's environment. With `environment`
+/// the imported session is moved to that environment of the workspace
+/// (which must exist and be hosted the same way: the tool host is part of
+/// how the log replays), so that it can be forked and continued; without
+/// it, an environment the workspace lacks is warned about (reading,
+/// verifying and exporting the session work; forking or continuing it needs
+/// the environment). A bundle that does not verify is an
+/// [`audit::ImportError::Invalid`] naming its problems.
+pub fn import(
+    store: &SledStore,
+    path: &Path,
+    workspace: &str,
+    public_key: Option<&str>,
+    environment: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let pinned = pinned_key(public_key)?;
     let lines = read_lines(path)?;
     let parsed = match bundle::parse(with_progress(&lines, &mut checking(&lines)), pinned.as_ref()) {
@@ -261,7 +275,7 @@ pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Optio
     };
     drop(lines);
     let id = parsed.header.session_id;
-    let object: StoredSession = parsed
+    let mut object: StoredSession = parsed
         .header
         .session
         .clone()
@@ -276,6 +290,19 @@ pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Optio
     let now = SystemClock.now();
     let workspace = tenancy::ensure_workspace(store, workspace, now).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let tenant = tenancy::Tenant { workspace: workspace.id };
+    match environment {
+        Some(raw) => object = with_environment(store, &tenant, object, raw)?,
+        None => {
+            if crate::api::environments::load(store, &tenant, object.environment_id).is_err() {
+                eprintln!(
+                    "logbook: warning: the session's environment {} is not in workspace {}: the session can be \
+                     read, verified and exported, but forking or continuing it needs an environment (import it \
+                     with --environment ENV_ID)",
+                    object.environment_id, workspace.name
+                );
+            }
+        }
+    }
     let mut progress = Progress::new("imported", Some(parsed.records.len() as u64));
     let done = audit::import_records(store, &parsed, &mut |done| {
         progress.tick_with_blobs(done.records, done.blobs, done.n_blobs, None);
@@ -291,6 +318,32 @@ pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Optio
         done.blobs, workspace.name
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `object` moved to the environment `raw` of `tenant`, which must exist and
+/// be hosted as the session's was.
+fn with_environment(
+    store: &SledStore,
+    tenant: &tenancy::Tenant,
+    mut object: StoredSession,
+    raw: &str,
+) -> anyhow::Result<StoredSession> {
+    let env_id: logbook_core::EnvironmentId =
+        raw.parse().map_err(|_| anyhow::anyhow!("--environment: {raw:?} is not an environment id (env_...)"))?;
+    let (_, env) = crate::api::environments::load(store, tenant, env_id)
+        .map_err(|e| anyhow::anyhow!("--environment {env_id}: {}", e.message))?;
+    let self_hosted = matches!(env.config, crate::api::environments::EnvConfig::SelfHosted {});
+    if self_hosted != object.self_hosted {
+        let hosting = |self_hosted: bool| if self_hosted { "self-hosted" } else { "cloud" };
+        anyhow::bail!(
+            "--environment {env_id} is {}, the session's environment was {}: a session's tool host is fixed \
+             (its log replays with it)",
+            hosting(self_hosted),
+            hosting(object.self_hosted)
+        );
+    }
+    object.environment_id = env_id;
+    Ok(object)
 }
 
 /// The stored session object with this id, in any workspace.

@@ -144,7 +144,7 @@ async fn an_imported_session_serves_its_files_contents_small_and_chunked() {
     let path = bundle_file(&dir, "session.jsonl", &bundle);
 
     let b = Harness::new();
-    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None)
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None)
         .unwrap_or_else(|e| panic!("import: {e:#}"));
     let state = b.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
     let listed: Vec<&str> =
@@ -157,7 +157,7 @@ async fn an_imported_session_serves_its_files_contents_small_and_chunked() {
     }
     // Importing the same bundle again is refused (the session exists), and
     // the export of the imported session carries the same blobs.
-    assert!(logbook_server::offline::import(b.state.store(), &path, "tenant-a", None).is_err());
+    assert!(logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None).is_err());
     let again = export(&b, &sid).await;
     let again = String::from_utf8(again).unwrap_or_else(|e| panic!("the bundle is not UTF-8: {e}"));
     let blob_lines =
@@ -203,7 +203,7 @@ async fn a_bundle_with_a_tampered_blob_is_refused_by_verify_and_import() {
     let path = bundle_file(&dir, "tampered.jsonl", (lines.join("\n") + "\n").as_bytes());
     let b = Harness::new();
     let store = b.state.store();
-    let err = logbook_server::offline::import(store, &path, "tenant-a", None)
+    let err = logbook_server::offline::import(store, &path, "tenant-a", None, None)
         .err()
         .unwrap_or_else(|| panic!("a bundle with a damaged blob was imported"));
     match err.downcast_ref::<ImportError>() {
@@ -261,7 +261,7 @@ async fn a_format_1_bundle_without_blobs_still_verifies_and_imports() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let path = bundle_file(&dir, "v1.jsonl", (lines.join("\n") + "\n").as_bytes());
     let b = Harness::new();
-    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None)
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None)
         .unwrap_or_else(|e| panic!("a format 1 bundle does not import: {e:#}"));
     let state = b.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
     assert_eq!(state["workspace"]["files"][1]["path"], "/workspace/main.rs", "{state}");
@@ -274,6 +274,51 @@ async fn a_format_1_bundle_without_blobs_still_verifies_and_imports() {
     let resp = b.get(&format!("/x/v1/sessions/{sid}/export")).await;
     assert_eq!(resp.status.as_u16(), 409, "{}", resp.text());
     assert_eq!(resp.json()["error"]["details"]["error_code"], "file_contents_missing", "{}", resp.text());
+}
+
+#[tokio::test]
+async fn an_imported_session_is_forked_in_the_environment_it_was_imported_into() {
+    // Goal: an imported session keeps its source's environment id, which
+    // the importing server lacks: its fork answered a bare 404
+    // (`environment ... not found`) as if something the caller named were
+    // missing. `logbook import --environment` attaches it to an environment
+    // of the workspace (hosted the same way); without it a fork says why it
+    // cannot start (400 `environment_missing`). Method: import a session
+    // with files without and with `--environment`; fork each.
+    use serde_json::json;
+
+    let a = Harness::new();
+    let (sid, small, _) = session_with_files(&a).await;
+    let bundle = export(&a, &sid).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = bundle_file(&dir, "session.jsonl", &bundle);
+    let header: serde_json::Value = serde_json::from_slice(bundle.split(|b| *b == b'\n').next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the bundle's header: {e}"));
+    // The last record: the workspace delta.
+    let last = header["n_records"].as_u64().unwrap_or_else(|| panic!("{header}")) - 1;
+
+    let b = Harness::new();
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None)
+        .unwrap_or_else(|e| panic!("import: {e:#}"));
+    let resp = b.post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": last})).await;
+    let body = resp.invalid();
+    assert_eq!(body["error"]["details"]["error_code"], "environment_missing", "{body}");
+
+    let c = Harness::new();
+    let env = c.env("imported").await;
+    let env_id = env["id"].as_str().unwrap_or_else(|| panic!("{env}"));
+    let self_hosted = c.self_hosted_env("workers").await;
+    let self_hosted_id = self_hosted["id"].as_str().unwrap_or_else(|| panic!("{self_hosted}"));
+    let other_hosting = logbook_server::offline::import(c.state.store(), &path, "tenant-a", None, Some(self_hosted_id));
+    assert!(other_hosting.is_err(), "a cloud session was attached to a self-hosted environment");
+    logbook_server::offline::import(c.state.store(), &path, "tenant-a", None, Some(env_id))
+        .unwrap_or_else(|e| panic!("import --environment: {e:#}"));
+    let session = c.get(&format!("/v1/sessions/{sid}")).await.ok();
+    assert_eq!(session["environment_id"], env_id, "{session}");
+    let forked = c.post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": last})).await.ok();
+    let child = forked["id"].as_str().unwrap_or_else(|| panic!("{forked}"));
+    let (status, served) = get_body(&c, &format!("/x/v1/sessions/{child}/files/workspace/main.rs")).await;
+    assert!(status == 200 && served.is_ok_and(|s| s == small), "the fork of the imported session lacks its file");
 }
 
 #[tokio::test]
@@ -353,7 +398,7 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
 
     let b = Harness::new();
     let store = b.state.store();
-    let failed = logbook_server::offline::import(store, &crafted, "tenant-a", None);
+    let failed = logbook_server::offline::import(store, &crafted, "tenant-a", None, None);
     assert!(failed.is_err(), "the store refuses the oversized event");
     assert_eq!(
         store.head(sid).unwrap().next,
@@ -361,7 +406,7 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
         "a failed import left {} records of {sid} in the log, with no session object",
         store.head(sid).unwrap().next
     );
-    let retried = logbook_server::offline::import(store, &genuine_path, "tenant-a", None);
+    let retried = logbook_server::offline::import(store, &genuine_path, "tenant-a", None, None);
     assert!(retried.is_ok(), "the genuine bundle cannot be imported after the failed import: {retried:?}");
 }
 
@@ -393,7 +438,7 @@ async fn an_import_resumes_after_the_records_a_failed_one_left_behind() {
     let b = Harness::new();
     let store = b.state.store();
     store.append(sid, Seq::ZERO, &first).unwrap();
-    let resumed = logbook_server::offline::import(store, &path, "tenant-a", None);
+    let resumed = logbook_server::offline::import(store, &path, "tenant-a", None, None);
     assert!(resumed.is_ok(), "the import does not resume after the records left behind: {resumed:?}");
     let head = store.head(sid).unwrap();
     assert_eq!(head.next.get(), parsed.records.len() as u64);
@@ -403,7 +448,7 @@ async fn an_import_resumes_after_the_records_a_failed_one_left_behind() {
     let store = c.state.store();
     let other = Entry { at: Timestamp::from_unix_micros(first[0].at.unix_micros() + 1), ..first[0].clone() };
     store.append(sid, Seq::ZERO, &[other]).unwrap();
-    let refused = logbook_server::offline::import(store, &path, "tenant-a", None);
+    let refused = logbook_server::offline::import(store, &path, "tenant-a", None, None);
     assert!(refused.is_err(), "a log that is not a prefix of the bundle was continued");
     assert_eq!(store.head(sid).unwrap().next, Seq::new(1), "the refused import appended");
 }
