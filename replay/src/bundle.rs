@@ -11,7 +11,16 @@
 //! canonical form ([`render_line`]): the verifier re-renders each record from
 //! its canonical bytes and requires the line to be byte-identical, so a change
 //! anywhere in a line (the event JSON included) is caught at that line's seq.
-//! See `docs/format.md` for the layout.
+//!
+//! Since format 2 the records are followed by one [`BlobLine`] per blob the
+//! log names (`crate::blobs`: the contents `x.workspace_delta` records write,
+//! manifests and their chunks), each once; the header counts them
+//! (`n_blobs`). Blobs are content-addressed, so the records (covered by the
+//! chain and the signed head) and the carried manifests say exactly which
+//! blobs must be there: the verifier checks each against its hash and
+//! reports one that is damaged, missing, carried twice or named by nothing.
+//! Format 1 bundles (no blobs) are still read. See `docs/extensions.md` for
+//! the layout.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,15 +31,22 @@ use logbook_core::{Record, Seq, SessionId};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{HeadError, SignedHead};
+use crate::blobs::{self, Referenced};
 
-/// The bundle format this module writes and reads.
-pub const BUNDLE_FORMAT: u32 = 1;
+/// The bundle format this module writes (and reads): records, then blobs.
+pub const BUNDLE_FORMAT: u32 = 2;
+/// The first bundle format, records only (no `n_blobs`, no blob lines):
+/// still read and verified.
+pub const BUNDLE_FORMAT_V1: u32 = 1;
 /// The header's `type`.
 pub const BUNDLE_TYPE: &str = "logbook_bundle";
 /// Longest line accepted when reading a bundle (a record's canonical bytes are
 /// bounded by `MAX_EVENT_BYTES`; base64 and the JSON twin make a line at most
 /// about three times that).
 pub const MAX_LINE_BYTES: usize = 3 * logbook_core::limits::MAX_EVENT_BYTES + 64 * 1024;
+
+// A blob line (base64: 4 bytes per 3) of the largest blob the store holds fits a line.
+const _: () = assert!(logbook_core::limits::MAX_BLOB_BYTES / 3 * 4 + 4 + 1024 <= MAX_LINE_BYTES);
 
 /// The first line of a bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +59,10 @@ pub struct Header {
     /// The seq of the first record and the hash before it.
     pub anchor: BundleAnchor,
     pub n_records: u64,
+    /// The blob lines after the records (format 2; absent in format 1,
+    /// whose headers render as they always did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_blobs: Option<u64>,
     pub signed_head: SignedHead,
     /// The session object as the exporting server stored it (not covered by
     /// the chain; `logbook import` uses it).
@@ -100,6 +120,25 @@ pub struct Line {
     pub event: Option<serde_json::Value>,
 }
 
+/// One blob of a bundle (format 2), after the records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobLine {
+    /// The blake3 hash of the bytes (hex): the blob's name.
+    pub blob: Digest,
+    /// The bytes' length.
+    pub size: u64,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub data: String,
+}
+
+/// The one canonical line for the blob holding `bytes`.
+pub fn render_blob(bytes: &[u8]) -> Result<String, RenderError> {
+    let line =
+        BlobLine { blob: logbook_core::chain::digest(bytes), size: bytes.len() as u64, data: BASE64.encode(bytes) };
+    serde_json::to_string(&line).map_err(|e| RenderError(e.to_string()))
+}
+
 /// The header line for a session's records.
 pub fn render_header(header: &Header) -> Result<String, serde_json::Error> {
     serde_json::to_string(header)
@@ -155,6 +194,13 @@ pub enum Problem {
     Trailing { seq: Seq },
     /// The signed head names another hash than the bundle's last record.
     HeadMismatch { reason: String },
+    /// The blob line at `index` (0 for the first after the records) is
+    /// damaged, does not hash to the blob it names, is carried twice, is
+    /// named by nothing in the log, or is not as many as the header counts.
+    Blob { index: u64, blob: Option<Digest>, reason: String },
+    /// A blob the record at `seq` names (directly, or as a chunk of the
+    /// manifest it names) that the bundle does not carry.
+    MissingBlob { blob: Digest, seq: Seq, reason: String },
 }
 
 impl Problem {
@@ -165,7 +211,36 @@ impl Problem {
             | Problem::Chain { seq, .. }
             | Problem::Truncated { seq }
             | Problem::Trailing { seq } => Some(*seq),
-            Problem::Header { .. } | Problem::Signature { .. } | Problem::HeadMismatch { .. } => None,
+            Problem::Header { .. }
+            | Problem::Signature { .. }
+            | Problem::HeadMismatch { .. }
+            | Problem::Blob { .. }
+            | Problem::MissingBlob { .. } => None,
+        }
+    }
+
+    /// Whether the problem is about the carried blobs (the records may be
+    /// intact).
+    pub fn is_blob(&self) -> bool {
+        match self {
+            Problem::Blob { .. } | Problem::MissingBlob { .. } => true,
+            Problem::Header { .. }
+            | Problem::Signature { .. }
+            | Problem::Line { .. }
+            | Problem::Chain { .. }
+            | Problem::Truncated { .. }
+            | Problem::Trailing { .. }
+            | Problem::HeadMismatch { .. } => false,
+        }
+    }
+
+    /// Report order: header and signature problems first, then by seq, then
+    /// the blobs'.
+    fn order(&self) -> u64 {
+        match self.seq() {
+            Some(seq) => seq.get().saturating_add(1),
+            None if self.is_blob() => u64::MAX,
+            None => 0,
         }
     }
 }
@@ -178,6 +253,8 @@ pub struct BundleReport {
     pub n_lines: u64,
     /// Records from the anchor before the first problem.
     pub n_intact: u64,
+    /// Blob lines read (format 2).
+    pub n_blobs: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -198,6 +275,9 @@ impl BundleReport {
 pub struct Parsed {
     pub header: Header,
     pub records: Vec<Record>,
+    /// The carried blobs, each once, in the bundle's order, checked against
+    /// their names (empty for format 1).
+    pub blobs: Vec<(Digest, Vec<u8>)>,
 }
 
 /// Checks a bundle given as lines (without their newlines), with an optional
@@ -225,7 +305,7 @@ fn check<'a>(
     keep: bool,
 ) -> (BundleReport, Option<Parsed>) {
     let mut lines = lines.into_iter();
-    let mut report = BundleReport { session_id: None, n_lines: 0, n_intact: 0, problems: Vec::new() };
+    let mut report = BundleReport { session_id: None, n_lines: 0, n_intact: 0, n_blobs: 0, problems: Vec::new() };
     let header = match lines.next().map(parse_header) {
         Some(Ok(header)) => header,
         Some(Err(reason)) => {
@@ -262,12 +342,25 @@ fn check<'a>(
     let mut expected_seq = 0u64;
     let end = header.signed_head.n_records;
     let mut last_hash = anchor.prev;
+    // Format 2: the blobs the records name, then the blobs carried.
+    let mut referenced = header.n_blobs.map(|_| Referenced::new());
+    let mut carried = CarriedBlobs::default();
+    let mut in_blobs = false;
     for text in lines {
         if text.is_empty() {
             continue;
         }
-        report.n_lines += 1;
         let seq = Seq::new(expected_seq);
+        if let Some(referenced) = &referenced
+            && (in_blobs || expected_seq >= end || text.starts_with(BLOB_LINE_START))
+        {
+            // Blobs starting where records still belong: the records are
+            // truncated (reported below).
+            in_blobs = true;
+            carried.take(&mut report, referenced, text, keep);
+            continue;
+        }
+        report.n_lines += 1;
         if expected_seq >= end {
             report.problems.push(Problem::Trailing { seq });
             break;
@@ -283,6 +376,11 @@ fn check<'a>(
             Ok(record) => {
                 verifier.push(Ok(&record));
                 last_hash = record.hash();
+                if let Some(referenced) = &mut referenced
+                    && let Ok(entry) = record.entry()
+                {
+                    referenced.note(seq, &entry);
+                }
                 if keep {
                     records.push(record);
                 }
@@ -309,14 +407,137 @@ fn check<'a>(
             reason: format!("the signed head ends in {}, the bundle's records in {last_hash}", header.signed_head.hash),
         });
     }
-    report.problems.sort_by_key(|p| p.seq().map_or(0, |s| s.get().saturating_add(1)));
+    if let (Some(referenced), Some(n_blobs)) = (&referenced, header.n_blobs) {
+        carried.finish(&mut report, referenced, n_blobs);
+    }
+    report.problems.sort_by_key(Problem::order);
     report.n_intact = match report.first_bad_seq() {
         Some(seq) => seq.get().saturating_sub(anchor.next_seq.get()),
-        None if report.problems.is_empty() => report.n_lines,
+        None if report.problems.iter().all(Problem::is_blob) => report.n_lines,
         None => 0,
     };
-    let parsed = keep.then_some(Parsed { header, records });
+    let parsed = keep.then_some(Parsed { header, records, blobs: carried.kept });
     (report, parsed)
+}
+
+/// How every blob line starts (its canonical rendering's first field).
+const BLOB_LINE_START: &str = "{\"blob\":";
+
+/// Whether `text` looks like a blob line (for counting; the check is
+/// [`verify`]'s).
+pub fn is_blob_line(text: &str) -> bool {
+    text.starts_with(BLOB_LINE_START)
+}
+
+/// The blob lines of a format 2 bundle, as they are read.
+#[derive(Debug, Default)]
+struct CarriedBlobs {
+    /// Blob lines read.
+    n_lines: u64,
+    /// Each blob carried, with the index of its line.
+    seen: std::collections::HashMap<Digest, u64>,
+    /// The chunks the carried manifests list: chunk, manifest, and the seq
+    /// of the record naming the manifest.
+    chunks: Vec<(Digest, Digest, Seq)>,
+    /// The blobs themselves, when kept for import.
+    kept: Vec<(Digest, Vec<u8>)>,
+}
+
+impl CarriedBlobs {
+    /// Checks one blob line: canonical, hashing to its name, carried once;
+    /// a manifest's chunks are noted for [`CarriedBlobs::finish`].
+    fn take(&mut self, report: &mut BundleReport, referenced: &Referenced, text: &str, keep: bool) {
+        let index = self.n_lines;
+        self.n_lines += 1;
+        report.n_blobs = self.n_lines;
+        let mut problem = |blob: Option<Digest>, reason: String| {
+            report.problems.push(Problem::Blob { index, blob, reason });
+        };
+        let (blob, bytes) = match parse_blob(text) {
+            Ok(parsed) => parsed,
+            Err((blob, reason)) => return problem(blob, reason),
+        };
+        if let Some(first) = self.seen.get(&blob) {
+            return problem(Some(blob), format!("carried twice (first at blob line {first})"));
+        }
+        self.seen.insert(blob, index);
+        if let Some(named) = referenced.get(&blob)
+            && blobs::is_manifest_size(named.size)
+        {
+            match blobs::manifest_chunks(&bytes, named.size) {
+                Some(chunks) => self.chunks.extend(chunks.into_iter().map(|chunk| (chunk, blob, named.seq))),
+                None => problem(
+                    Some(blob),
+                    format!(
+                        "record {} names it as the manifest of {} bytes of contents, and it is not one",
+                        named.seq, named.size
+                    ),
+                ),
+            }
+        }
+        if keep {
+            self.kept.push((blob, bytes));
+        }
+    }
+
+    /// After the last line: every blob the log names is carried, every
+    /// carried blob is named, and the lines are as many as the header says.
+    fn finish(&self, report: &mut BundleReport, referenced: &Referenced, n_blobs: u64) {
+        for (blob, named) in referenced.iter() {
+            if !self.seen.contains_key(&blob) {
+                let reason = format!("record {} writes contents of {} bytes with it", named.seq, named.size);
+                report.problems.push(Problem::MissingBlob { blob, seq: named.seq, reason });
+            }
+        }
+        let mut chunks = std::collections::HashSet::new();
+        for (chunk, manifest, seq) in &self.chunks {
+            if chunks.insert(*chunk) && !self.seen.contains_key(chunk) {
+                let reason = format!("a chunk of the manifest {manifest} that record {seq} names");
+                report.problems.push(Problem::MissingBlob { blob: *chunk, seq: *seq, reason });
+            }
+        }
+        let mut unnamed: Vec<(u64, Digest)> = self
+            .seen
+            .iter()
+            .filter(|(blob, _)| referenced.get(blob).is_none() && !chunks.contains(*blob))
+            .map(|(blob, index)| (*index, *blob))
+            .collect();
+        unnamed.sort();
+        for (index, blob) in unnamed {
+            let reason = "named by no record of the bundle (nor by a manifest it carries)".to_owned();
+            report.problems.push(Problem::Blob { index, blob: Some(blob), reason });
+        }
+        if self.n_lines != n_blobs {
+            report.problems.push(Problem::Blob {
+                index: self.n_lines.min(n_blobs),
+                blob: None,
+                reason: format!("the header counts {n_blobs} blobs, the bundle carries {}", self.n_lines),
+            });
+        }
+    }
+}
+
+/// Parses one blob line, requires it in canonical form and its bytes to
+/// hash to its name; a failure names the blob when the line does.
+fn parse_blob(text: &str) -> Result<(Digest, Vec<u8>), (Option<Digest>, String)> {
+    if text.len() > MAX_LINE_BYTES {
+        return Err((None, format!("the line is longer than {MAX_LINE_BYTES} bytes")));
+    }
+    let line: BlobLine = serde_json::from_str(text).map_err(|e| (None, format!("not a blob line: {e}")))?;
+    let named = Some(line.blob);
+    let bytes = BASE64.decode(&line.data).map_err(|e| (named, format!("its data is not base64: {e}")))?;
+    if bytes.len() as u64 != line.size {
+        return Err((named, format!("the line says {} bytes and carries {}", line.size, bytes.len())));
+    }
+    let actual = logbook_core::chain::digest(&bytes);
+    if actual != line.blob {
+        return Err((named, format!("its bytes hash to {actual}, not to the blob's name")));
+    }
+    let rendered = render_blob(&bytes).map_err(|e| (named, e.to_string()))?;
+    if rendered != text {
+        return Err((named, "the line differs from its blob's canonical rendering (it was edited)".to_owned()));
+    }
+    Ok((line.blob, bytes))
 }
 
 /// Levels of the header's own structure above the JSON values its session
@@ -335,8 +556,13 @@ fn parse_header(text: &str) -> Result<Header, String> {
     if header.kind != BUNDLE_TYPE {
         return Err(format!("type is {:?}, not {BUNDLE_TYPE:?}", header.kind));
     }
-    if header.format != BUNDLE_FORMAT {
-        return Err(format!("format {} is not the supported format {BUNDLE_FORMAT}", header.format));
+    match (header.format, header.n_blobs) {
+        (BUNDLE_FORMAT_V1, None) | (BUNDLE_FORMAT, Some(_)) => {}
+        (BUNDLE_FORMAT_V1, Some(_)) => return Err("a format 1 header counts no blobs (n_blobs)".to_owned()),
+        (BUNDLE_FORMAT, None) => return Err("a format 2 header counts its blobs (n_blobs)".to_owned()),
+        (other, _) => {
+            return Err(format!("format {other} is not a supported format ({BUNDLE_FORMAT_V1} or {BUNDLE_FORMAT})"));
+        }
     }
     let canonical = render_header(&header).map_err(|e| e.to_string())?;
     if canonical != text {

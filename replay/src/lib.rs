@@ -14,6 +14,7 @@
 //! only; the server feeds it entries read from the store.
 
 pub mod audit;
+pub mod blobs;
 pub mod bundle;
 pub mod context;
 pub mod fit;

@@ -17,7 +17,7 @@ use logbook_core::chain::{self, ChainHash};
 use logbook_core::event::sample_events;
 use logbook_core::{Entry, EventId, Record, Seq, SessionId, Timestamp};
 use logbook_replay::audit::{Consistency, SignedHead, SignedHeadType, consistency, to_hex};
-use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_TYPE, BundleAnchor, Header, Problem};
+use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_FORMAT_V1, BUNDLE_TYPE, BundleAnchor, Header, Problem};
 
 const T0: u64 = 1_777_636_800_000;
 
@@ -72,7 +72,9 @@ fn bundle_lines(records: &[Record]) -> Vec<String> {
     let hash = records.last().map_or(chain::GENESIS, Record::hash);
     let header = Header {
         kind: BUNDLE_TYPE.to_owned(),
-        format: BUNDLE_FORMAT,
+        // Records only (the sample events name blobs no test holds).
+        format: BUNDLE_FORMAT_V1,
+        n_blobs: None,
         session_id: session(),
         anchor: BundleAnchor { next_seq: Seq::ZERO, prev: chain::GENESIS },
         n_records: records.len() as u64,
@@ -315,7 +317,9 @@ fn a_bundle_whose_session_object_carries_a_deep_tool_schema_verifies() {
     let hash = records.last().map_or(chain::GENESIS, Record::hash);
     let mut header = Header {
         kind: BUNDLE_TYPE.to_owned(),
-        format: BUNDLE_FORMAT,
+        // Records only (the sample events name blobs no test holds).
+        format: BUNDLE_FORMAT_V1,
+        n_blobs: None,
         session_id: session(),
         anchor: BundleAnchor { next_seq: Seq::ZERO, prev: chain::GENESIS },
         n_records: records.len() as u64,
@@ -339,4 +343,156 @@ fn a_bundle_whose_session_object_carries_a_deep_tool_schema_verifies() {
     let line = bundle::render_header(&header).unwrap();
     let report = bundle::verify([line.as_str()], None);
     assert!(report.problems.iter().any(|p| matches!(p, Problem::Header { .. })), "{report:?}");
+}
+
+/// A format 2 bundle of a session whose records write a small file and one
+/// over a chunk (named by its manifest), with its blobs; and those blobs'
+/// bytes in the order carried (small, the two chunks, the manifest).
+fn bundle_with_blobs() -> (Vec<String>, Vec<Vec<u8>>) {
+    use logbook_core::Event;
+    use logbook_core::event::{AgentMessage, ContentBlock, FileChange, WorkspaceChange, WorkspaceDelta};
+    use logbook_replay::blobs::{CHUNK_BYTES, Manifest, ManifestBody};
+
+    let small = b"fn main() {}\n".to_vec();
+    let big: Vec<u8> = (0..CHUNK_BYTES + 1000).map(|n| (n % 251) as u8).collect();
+    let chunks: Vec<Vec<u8>> = big.chunks(CHUNK_BYTES).map(<[u8]>::to_vec).collect();
+    let manifest = Manifest {
+        chunked_v1: ManifestBody {
+            size: big.len() as u64,
+            digest: chain::digest(&big),
+            chunks: chunks.iter().map(|c| chain::digest(c)).collect(),
+        },
+    };
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let written = |path: &str, blob: &[u8], size: usize| WorkspaceChange {
+        path: path.to_owned(),
+        change: FileChange::Written { blob: *chain::digest(blob).as_bytes(), size: size as u64, mode: 0o644 },
+    };
+    let events = [
+        Event::AgentMessage(AgentMessage { content: vec![ContentBlock::Text { text: "writing".to_owned() }] }),
+        Event::WorkspaceDelta(WorkspaceDelta {
+            tool_use_id: None,
+            changes: vec![written("/workspace/main.rs", &small, small.len())],
+        }),
+        Event::WorkspaceDelta(WorkspaceDelta {
+            tool_use_id: None,
+            changes: vec![
+                written("/workspace/big.bin", &manifest, big.len()),
+                written("/workspace/again.rs", &small, small.len()),
+            ],
+        }),
+    ];
+    let entries: Vec<Entry> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Entry {
+            id: EventId::from_parts(T0 + i as u64, i as u128 + 1),
+            at: Timestamp::from_unix_micros((T0 as i64 + i as i64) * 1000),
+            event,
+        })
+        .collect();
+    let records = chain(&entries);
+    let blobs = vec![small, chunks[0].clone(), chunks[1].clone(), manifest];
+    let hash = records.last().map_or(chain::GENESIS, Record::hash);
+    let mut header = Header {
+        kind: BUNDLE_TYPE.to_owned(),
+        format: BUNDLE_FORMAT,
+        session_id: session(),
+        anchor: BundleAnchor { next_seq: Seq::ZERO, prev: chain::GENESIS },
+        n_records: records.len() as u64,
+        n_blobs: Some(blobs.len() as u64),
+        signed_head: sign(&key(), records.len() as u64, hash),
+        session: None,
+        header_signature: String::new(),
+    };
+    header.header_signature = to_hex(&key().sign(&bundle::header_message(&header).unwrap()).to_bytes());
+    let mut lines = vec![bundle::render_header(&header).unwrap()];
+    lines.extend(records.iter().map(|r| bundle::render_line(r).unwrap()));
+    lines.extend(blobs.iter().map(|b| bundle::render_blob(b).unwrap()));
+    (lines, blobs)
+}
+
+fn verify_lines(lines: &[String]) -> bundle::BundleReport {
+    let pinned = key().verifying_key().to_bytes();
+    bundle::verify(lines.iter().map(String::as_str), Some(&pinned))
+}
+
+#[test]
+fn a_bundles_blobs_are_checked_and_a_damaged_missing_or_stray_one_is_named() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+
+    let (lines, blobs) = bundle_with_blobs();
+    let n_records = 3;
+    let report = verify_lines(&lines);
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!((report.n_lines, report.n_blobs), (n_records, 4));
+    let pinned = key().verifying_key().to_bytes();
+    let parsed = bundle::parse(lines.iter().map(String::as_str), Some(&pinned)).unwrap();
+    let carried: Vec<&Vec<u8>> = parsed.blobs.iter().map(|(_, bytes)| bytes).collect();
+    assert_eq!(carried, blobs.iter().collect::<Vec<_>>());
+    let name = |bytes: &[u8]| chain::digest(bytes);
+    let blob_line = |k: usize| 1 + n_records as usize + k;
+    // Every problem is a blob problem: the records are intact.
+    let records_intact = |report: &bundle::BundleReport| {
+        report.first_bad_seq().is_none() && report.problems.iter().all(Problem::is_blob) && report.n_intact == n_records
+    };
+
+    // One byte of the small blob changed, the line otherwise canonical.
+    let mut damaged = blobs[0].clone();
+    damaged[0] ^= 1;
+    let line = bundle::BlobLine { blob: name(&blobs[0]), size: damaged.len() as u64, data: BASE64.encode(&damaged) };
+    let mut tampered = lines.clone();
+    tampered[blob_line(0)] = serde_json::to_string(&line).unwrap();
+    let report = verify_lines(&tampered);
+    assert!(!report.is_valid() && records_intact(&report), "{report:?}");
+    assert!(
+        report.problems.iter().any(|p| matches!(p, Problem::Blob { index: 0, blob: Some(b), reason }
+            if *b == name(&blobs[0]) && reason.contains("hash"))),
+        "{report:?}"
+    );
+    assert!(bundle::parse(tampered.iter().map(String::as_str), Some(&pinned)).is_err());
+
+    // A missing content blob, and a missing chunk of the manifest.
+    for k in [0, 2] {
+        let mut missing = lines.clone();
+        missing.remove(blob_line(k));
+        let report = verify_lines(&missing);
+        assert!(!report.is_valid() && records_intact(&report), "{report:?}");
+        assert!(
+            report.problems.iter().any(|p| matches!(p, Problem::MissingBlob { blob, .. } if *blob == name(&blobs[k]))),
+            "blob {k}: {report:?}"
+        );
+    }
+
+    // A blob named by nothing, in place of the small one.
+    let mut stray = lines.clone();
+    stray[blob_line(0)] = bundle::render_blob(b"not in the log").unwrap();
+    let report = verify_lines(&stray);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::Blob { blob: Some(b), .. } if *b == name(b"not in the log"))),
+        "{report:?}"
+    );
+    // Carried twice.
+    let mut twice = lines.clone();
+    twice.push(lines[blob_line(0)].clone());
+    let report = verify_lines(&twice);
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::Blob { index: 4, .. })), "{report:?}");
+}
+
+#[test]
+fn a_format_1_bundle_with_blob_lines_or_a_format_2_one_without_its_count_is_refused() {
+    let (lines, _) = bundle_with_blobs();
+    let header: Header = serde_json::from_str(&lines[0]).unwrap();
+    for (format, n_blobs) in [(BUNDLE_FORMAT_V1, Some(4)), (BUNDLE_FORMAT, None), (3, Some(4))] {
+        let mut changed = Header { format, n_blobs, ..header.clone() };
+        changed.header_signature = to_hex(&key().sign(&bundle::header_message(&changed).unwrap()).to_bytes());
+        let mut edited = lines.clone();
+        edited[0] = bundle::render_header(&changed).unwrap();
+        let report = verify_lines(&edited);
+        assert!(report.problems.iter().any(|p| matches!(p, Problem::Header { .. })), "{format}: {report:?}");
+    }
 }

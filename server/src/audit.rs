@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use logbook_core::verify::{Anchor, Break, BreakKind, Depth, Report, Verifier};
-use logbook_core::{Record, Seq, SessionId, Timestamp};
+use logbook_core::{Digest, EventType, Record, Seq, SessionId, Timestamp};
 use logbook_replay::audit::{SignedHead, SignedHeadType, to_hex};
+use logbook_replay::blobs::{self, Referenced};
 use logbook_replay::bundle::{self, BUNDLE_FORMAT, BUNDLE_TYPE, Header};
-use logbook_store::{Append, MAX_READ_RECORDS, Read, SledStore};
+use logbook_store::{Append, Blobs, MAX_READ_RECORDS, Read, SledStore};
 use rand::RngExt as _;
 
 /// The key file under the data directory, unless configured otherwise.
@@ -197,7 +198,8 @@ pub fn verify_session(
 }
 
 /// Writes `session` as a bundle to `out`: the header with a fresh signed head,
-/// then every record. `session_object` is the stored session object.
+/// then every record, then every blob the records name. `session_object` is
+/// the stored session object. Returns the number of records written.
 pub fn export(
     store: &SledStore,
     key: &AuditKey,
@@ -206,11 +208,23 @@ pub fn export(
     now: Timestamp,
     out: &mut dyn std::io::Write,
 ) -> Result<u64, ExportError> {
-    export_with_progress(store, key, session, session_object, now, out, &mut |_| {})
+    export_with_progress(store, key, session, session_object, now, out, &mut |_| {}).map(|done| done.records)
 }
 
-/// [`export`], calling `progress` with the number of records written so far
-/// after each page of them (for `logbook export`'s progress lines).
+/// What an export has written so far, and the blobs it will write in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub records: u64,
+    pub blobs: u64,
+    /// The blobs the bundle carries in all.
+    pub n_blobs: u64,
+    /// The bytes of the blobs written so far.
+    pub blob_bytes: u64,
+}
+
+/// [`export`], calling `progress` with what was written so far after each
+/// page of records and after each blob (for `logbook export`'s progress
+/// lines); returns what it wrote.
 pub fn export_with_progress(
     store: &SledStore,
     key: &AuditKey,
@@ -218,15 +232,71 @@ pub fn export_with_progress(
     session_object: Option<serde_json::Value>,
     now: Timestamp,
     out: &mut dyn std::io::Write,
-    progress: &mut dyn FnMut(u64),
-) -> Result<u64, ExportError> {
+    progress: &mut dyn FnMut(Exported),
+) -> Result<Exported, ExportError> {
+    let plan = plan_export(store, session)?;
+    write_export(store, key, &plan, session_object, now, out, progress)
+}
+
+/// What a bundle of a session will hold, found before anything is written
+/// (the header counts the blobs): the head it ends at and the blobs it
+/// carries.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    session: SessionId,
+    head: logbook_store::Head,
+    /// Each blob once, in the order written, with the first record naming it;
+    /// `None` for a bundle of the records alone (format 1).
+    carried: Option<Vec<(Digest, Seq)>>,
+}
+
+impl ExportPlan {
+    /// The blobs the bundle carries.
+    pub fn n_blobs(&self) -> u64 {
+        self.carried.as_ref().map_or(0, |carried| carried.len() as u64)
+    }
+}
+
+/// Plans the export of `session` at its current head: the blobs are the
+/// contents every `x.workspace_delta` of the log writes (a fork's inherited
+/// records included), and for contents over one chunk the manifest and the
+/// chunks it lists. A blob the store lacks is [`ExportError::MissingBlob`],
+/// so a caller can refuse before the first byte.
+pub fn plan_export(store: &SledStore, session: SessionId) -> Result<ExportPlan, ExportError> {
     let head = store.head(session)?;
+    let carried = blobs_to_carry(store, session, head.next)?;
+    Ok(ExportPlan { session, head, carried: Some(carried) })
+}
+
+/// Plans a bundle of `session`'s records alone, in the first bundle format
+/// (no blobs): for a session whose files' contents the store lacks (one
+/// imported from such a bundle). It verifies, and imports without contents.
+pub fn plan_records_only(store: &SledStore, session: SessionId) -> Result<ExportPlan, ExportError> {
+    Ok(ExportPlan { session, head: store.head(session)?, carried: None })
+}
+
+/// Writes the bundle `plan` describes: the header with a fresh signed head,
+/// the records, then the blobs, each read once, checked against its hash
+/// and written once.
+pub fn write_export(
+    store: &SledStore,
+    key: &AuditKey,
+    plan: &ExportPlan,
+    session_object: Option<serde_json::Value>,
+    now: Timestamp,
+    out: &mut dyn std::io::Write,
+    progress: &mut dyn FnMut(Exported),
+) -> Result<Exported, ExportError> {
+    let ExportPlan { session, head, carried } = plan;
+    let (session, head) = (*session, *head);
+    let mut done = Exported { n_blobs: plan.n_blobs(), ..Exported::default() };
     let mut header = Header {
         kind: BUNDLE_TYPE.to_owned(),
-        format: BUNDLE_FORMAT,
+        format: if carried.is_some() { BUNDLE_FORMAT } else { bundle::BUNDLE_FORMAT_V1 },
         session_id: session,
         anchor: bundle::GENESIS_ANCHOR,
         n_records: head.next.get(),
+        n_blobs: carried.as_ref().map(|carried| carried.len() as u64),
         signed_head: key.sign(session, head.next.get(), head.hash, now),
         session: session_object,
         header_signature: String::new(),
@@ -234,7 +304,6 @@ pub fn export_with_progress(
     key.sign_header(&mut header).map_err(|e| ExportError::Io(std::io::Error::other(e)))?;
     let text = bundle::render_header(&header).map_err(|e| ExportError::Io(std::io::Error::other(e)))?;
     writeln!(out, "{text}")?;
-    let mut written = 0;
     let mut next = Seq::ZERO;
     while next < head.next {
         let page = store.read(session, next, MAX_READ_RECORDS)?;
@@ -243,13 +312,77 @@ pub fn export_with_progress(
             let line = bundle::render_line(record)
                 .map_err(|e| ExportError::Render { seq: record.seq(), message: e.to_string() })?;
             writeln!(out, "{line}")?;
-            written += 1;
+            done.records += 1;
         }
-        progress(written);
+        progress(done);
         let Some(after) = last.seq().next() else { break };
         next = after;
     }
-    Ok(written)
+    for &(blob, seq) in carried.iter().flatten() {
+        let bytes = checked_blob(store, blob, seq)?;
+        let line = bundle::render_blob(&bytes).map_err(|e| ExportError::Render { seq, message: e.to_string() })?;
+        writeln!(out, "{line}")?;
+        done.blobs += 1;
+        done.blob_bytes += bytes.len() as u64;
+        progress(done);
+    }
+    Ok(done)
+}
+
+/// The blobs a bundle of the log's first `end` records carries, each once,
+/// in the order they are written (a manifest's chunks before it), each with
+/// the seq of the first record that names it. Reads only the workspace
+/// deltas (through the type index) and the manifests.
+fn blobs_to_carry(store: &SledStore, session: SessionId, end: Seq) -> Result<Vec<(Digest, Seq)>, ExportError> {
+    let mut referenced = Referenced::new();
+    let mut next = Seq::ZERO;
+    while next < end {
+        let page = store.scan_types(session, &[EventType::WorkspaceDelta], next, MAX_READ_RECORDS)?;
+        let Some(last) = page.last() else { break };
+        for record in page.iter().filter(|r| r.seq() < end) {
+            // A redacted delta names no blob any more.
+            if record.canonical().is_some() {
+                let entry =
+                    record.entry().map_err(|e| ExportError::Render { seq: record.seq(), message: e.to_string() })?;
+                referenced.note(record.seq(), &entry);
+            }
+        }
+        let Some(after) = last.seq().next() else { break };
+        next = after;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut carried = Vec::new();
+    for (blob, named) in referenced.iter() {
+        if blobs::is_manifest_size(named.size) {
+            let manifest = checked_blob(store, blob, named.seq)?;
+            let chunks = blobs::manifest_chunks(&manifest, named.size)
+                .ok_or(ExportError::BadManifest { blob, seq: named.seq })?;
+            for chunk in chunks {
+                if !store.has_blob(chunk)? {
+                    return Err(ExportError::MissingBlob { blob: chunk, seq: named.seq });
+                }
+                if seen.insert(chunk) {
+                    carried.push((chunk, named.seq));
+                }
+            }
+        } else if !store.has_blob(blob)? {
+            return Err(ExportError::MissingBlob { blob, seq: named.seq });
+        }
+        if seen.insert(blob) {
+            carried.push((blob, named.seq));
+        }
+    }
+    Ok(carried)
+}
+
+/// A blob's bytes, checked against its hash.
+fn checked_blob(store: &SledStore, blob: Digest, seq: Seq) -> Result<Vec<u8>, ExportError> {
+    let bytes = store.get_blob(blob)?.ok_or(ExportError::MissingBlob { blob, seq })?;
+    let actual = logbook_core::chain::digest(&bytes);
+    if actual != blob {
+        return Err(ExportError::BlobMismatch { blob, actual });
+    }
+    Ok(bytes)
 }
 
 /// Errors while exporting.
@@ -261,6 +394,17 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("record {seq} cannot be rendered: {message}")]
     Render { seq: Seq, message: String },
+    /// A blob the log names is not in this store (a session imported from a
+    /// bundle without blobs, say): a bundle without it would not verify.
+    #[error(
+        "blob {blob}, which record {seq} names (file contents, or a chunk of them), is not in this store; \
+         the session cannot be exported with its files"
+    )]
+    MissingBlob { blob: Digest, seq: Seq },
+    #[error("blob {blob}, which record {seq} names as a chunk manifest, is not one")]
+    BadManifest { blob: Digest, seq: Seq },
+    #[error("blob {blob} read from the store hashes to {actual}")]
+    BlobMismatch { blob: Digest, actual: Digest },
 }
 
 /// Errors while importing.
@@ -294,6 +438,34 @@ pub enum ImportError {
     Store(#[from] logbook_store::Error),
     #[error("after import the head is {found}, not the bundle's {expected}: nothing else may write to it")]
     HeadMismatch { expected: String, found: String },
+    /// A carried blob over the store's blob limit, found before anything was
+    /// stored or appended: the store is unchanged.
+    #[error("blob {blob} is {size} bytes, over the store's limit of {limit}; nothing was imported")]
+    BlobOverLimit { blob: Digest, size: u64, limit: usize },
+    /// A carried blob whose bytes do not hash to its name, found before
+    /// anything was stored or appended.
+    #[error("blob {blob} in the bundle hashes to {actual}; nothing was imported")]
+    BlobMismatch { blob: Digest, actual: Digest },
+    /// Storing a blob failed (before any record was appended); blobs already
+    /// stored stay (they are content-addressed), and importing this bundle
+    /// again stores the rest.
+    #[error("storing blob {blob}: {source}; no record was appended, and importing this bundle again goes on")]
+    Blob {
+        blob: Digest,
+        #[source]
+        source: logbook_store::Error,
+    },
+}
+
+/// What an import has stored so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Records in the log.
+    pub records: u64,
+    /// Blobs the bundle carries that the store holds.
+    pub blobs: u64,
+    /// Blobs the bundle carries.
+    pub n_blobs: u64,
 }
 
 /// Checks that the store's append limits (`logbook_core::limits`) accept
@@ -302,7 +474,7 @@ pub enum ImportError {
 /// store never writes: the decoder's limit (`MAX_RECORD_BYTES`) is above the
 /// append limit (`MAX_EVENT_BYTES`).
 fn check_append_limits(parsed: &bundle::Parsed) -> Result<(), ImportError> {
-    use logbook_core::limits::{MAX_EVENT_BYTES, MAX_EVENTS_PER_SESSION};
+    use logbook_core::limits::{MAX_BLOB_BYTES, MAX_EVENT_BYTES, MAX_EVENTS_PER_SESSION};
     if parsed.records.len() as u64 > MAX_EVENTS_PER_SESSION {
         return Err(ImportError::OverLimit {
             seq: Seq::new(MAX_EVENTS_PER_SESSION),
@@ -321,14 +493,30 @@ fn check_append_limits(parsed: &bundle::Parsed) -> Result<(), ImportError> {
             });
         }
     }
+    // A bundle line holds a blob larger than the store takes (`MAX_LINE_BYTES`
+    // is above it); and `Parsed` may have been built by hand, so each blob is
+    // checked against its name again.
+    for (blob, bytes) in &parsed.blobs {
+        if bytes.len() > MAX_BLOB_BYTES {
+            return Err(ImportError::BlobOverLimit { blob: *blob, size: bytes.len() as u64, limit: MAX_BLOB_BYTES });
+        }
+        let actual = logbook_core::chain::digest(bytes);
+        if actual != *blob {
+            return Err(ImportError::BlobMismatch { blob: *blob, actual });
+        }
+    }
     Ok(())
 }
 
-/// Appends a verified bundle's records to an empty session log in `store`, in
-/// batches, and checks that the resulting chain ends in the bundle's head.
+/// Stores a verified bundle's blobs, then appends its records to an empty
+/// session log in `store`, in batches, and checks that the resulting chain
+/// ends in the bundle's head.
 ///
-/// Every record is checked against the store's append limits before the
-/// first append, so a bundle the store would refuse leaves it unchanged. If
+/// Every record and blob is checked against the store's limits (and every
+/// blob against its hash) before anything is stored, so a bundle the store
+/// would refuse leaves it unchanged. The blobs go first, each stored once
+/// (one the store holds already is skipped), so no record naming a blob is
+/// in the log before the blob is. If
 /// an append still fails part-way (a full disk, say), the records appended
 /// stay (a log cannot be shortened) and the error says so; a later import
 /// of the same bundle finds a log that is a prefix of it (the hash of its
@@ -337,13 +525,13 @@ fn check_append_limits(parsed: &bundle::Parsed) -> Result<(), ImportError> {
 /// is [`ImportError::Exists`]. The caller makes sure no session object
 /// exists for the session (only a log an import left behind is resumed).
 ///
-/// `progress` is called with the number of records in the log after each
+/// `progress` is called with what is stored after each blob and after each
 /// append.
 pub fn import_records(
     store: &SledStore,
     parsed: &bundle::Parsed,
-    progress: &mut dyn FnMut(u64),
-) -> Result<u64, ImportError> {
+    progress: &mut dyn FnMut(Imported),
+) -> Result<Imported, ImportError> {
     let session = parsed.header.session_id;
     if parsed.header.anchor.next_seq != Seq::ZERO || parsed.header.anchor.prev != logbook_core::chain::GENESIS {
         return Err(ImportError::NotFromGenesis(parsed.header.anchor.next_seq));
@@ -355,6 +543,18 @@ pub fn import_records(
         Ok(_) | Err(_) => return Err(ImportError::Exists(session)),
     };
     check_append_limits(parsed)?;
+    let mut done = Imported { records: existing.next.get(), blobs: 0, n_blobs: parsed.blobs.len() as u64 };
+    for (blob, bytes) in &parsed.blobs {
+        let stored = |source| ImportError::Blob { blob: *blob, source };
+        if !store.has_blob(*blob).map_err(stored)? {
+            let put = store.put_blob(bytes).map_err(stored)?;
+            if put != *blob {
+                return Err(ImportError::BlobMismatch { blob: *blob, actual: put });
+            }
+        }
+        done.blobs += 1;
+        progress(done);
+    }
     let mut entries = Vec::with_capacity(parsed.records.len() - resume_at);
     for record in &parsed.records[resume_at..] {
         entries.push(record.entry().map_err(|_| ImportError::Redacted(record.seq()))?);
@@ -379,7 +579,8 @@ pub fn import_records(
             seq: expected,
             reason: format!("a session holds at most {} events", logbook_core::limits::MAX_EVENTS_PER_SESSION),
         })?;
-        progress(expected.get());
+        done.records = expected.get();
+        progress(done);
         start = end;
     }
     let head = store.head(session)?;
@@ -389,7 +590,8 @@ pub fn import_records(
             found: head.hash.to_hex(),
         });
     }
-    Ok(head.next.get())
+    done.records = head.next.get();
+    Ok(done)
 }
 
 /// The default key path for a data directory.

@@ -145,6 +145,10 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Write the records only (bundle format 1), without the blobs they
+        /// name: for a session whose files' contents this store lacks.
+        #[arg(long)]
+        records_only: bool,
     },
     /// Import a bundle into a data directory (offline: stop the server first).
     Import {
@@ -156,6 +160,11 @@ enum Command {
         /// Require the bundle's signed head to be signed by this key (hex).
         #[arg(long)]
         public_key: Option<String>,
+        /// Attach the imported session to this environment of the workspace
+        /// (env_...; hosted as the session's was), so it can be forked and
+        /// continued here; by default it keeps its source's environment id.
+        #[arg(long)]
+        environment: Option<String>,
         bundle: PathBuf,
     },
     /// Re-execution check: every session's (or one session's) recorded runner
@@ -303,12 +312,17 @@ pub fn main() -> ExitCode {
             crate::offline::verify_bundle(&bundle, public_key.as_deref(), against.as_deref(), json)
         }
         Command::Verify { data, json, bundle: None, .. } => verify(&data, json),
-        Command::Export { data, audit_key, session, out } => open_existing_store(&data).and_then(|store| {
-            let key = load_audit_key(&data, audit_key.as_deref())?;
-            crate::offline::export(&store, &key, &session, out.as_deref())
-        }),
-        Command::Import { data, workspace, public_key, bundle } => open_store(&data, 64)
-            .and_then(|store| crate::offline::import(&store, &bundle, &workspace, public_key.as_deref())),
+        Command::Export { data, audit_key, session, out, records_only } => {
+            open_existing_store(&data).and_then(|store| {
+                let key = load_audit_key(&data, audit_key.as_deref())?;
+                crate::offline::export(&store, &key, &session, out.as_deref(), records_only)
+            })
+        }
+        Command::Import { data, workspace, public_key, environment, bundle } => {
+            open_store(&data, 64).and_then(|store| {
+                crate::offline::import(&store, &bundle, &workspace, public_key.as_deref(), environment.as_deref())
+            })
+        }
         Command::Keys { command } => keys(command),
         Command::Rerun { data, session } => rerun(&data, session.as_deref()),
         Command::Show { data, session, at_seq, file, budget_tokens } => open_existing_store(&data)

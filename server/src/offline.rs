@@ -23,33 +23,63 @@ use crate::audit::{self, AuditKey};
 use crate::progress::Progress;
 use crate::tenancy;
 
-/// `logbook export`: writes the session's bundle to `out` (or stdout).
-pub fn export(store: &SledStore, key: &AuditKey, session: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `logbook export`: writes the session's bundle to `out` (or stdout): its
+/// records and the blobs they name, or with `records_only` its records alone
+/// (format 1, for a session whose files' contents this store lacks).
+pub fn export(
+    store: &SledStore,
+    key: &AuditKey,
+    session: &str,
+    out: Option<&Path>,
+    records_only: bool,
+) -> anyhow::Result<ExitCode> {
     let id: SessionId = session.parse().map_err(|_| anyhow::anyhow!("{session} is not a session id (sesn_...)"))?;
     let object = find_session(store, id)?
         .ok_or_else(|| anyhow::anyhow!("no session {id} in this data directory; `logbook verify --json` names them"))?;
     let value = serde_json::to_value(&object).context("encoding the session object")?;
     let now = SystemClock.now();
+    let plan = if records_only {
+        audit::plan_records_only(store, id)?
+    } else {
+        audit::plan_export(store, id).map_err(|err| match err {
+            audit::ExportError::MissingBlob { .. } => {
+                anyhow::anyhow!("{err} (`--records-only` exports its records without the files' contents)")
+            }
+            other @ (audit::ExportError::Store(_)
+            | audit::ExportError::Io(_)
+            | audit::ExportError::Render { .. }
+            | audit::ExportError::BadManifest { .. }
+            | audit::ExportError::BlobMismatch { .. }) => other.into(),
+        })?
+    };
     let mut progress = Progress::new("exported", Some(store.head(id)?.next.get()));
-    let mut tick = |n: u64| progress.tick(n);
-    let n = match out {
+    let mut tick = |done: audit::Exported| {
+        progress.tick_with_blobs(done.records, done.blobs, done.n_blobs, Some(done.blob_bytes));
+    };
+    let done = match out {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
             let mut writer = BufWriter::new(file);
-            let n = audit::export_with_progress(store, key, id, Some(value), now, &mut writer, &mut tick)?;
+            let done = audit::write_export(store, key, &plan, Some(value), now, &mut writer, &mut tick)?;
             writer.flush().with_context(|| format!("writing {}", path.display()))?;
             writer.get_ref().sync_all().with_context(|| format!("syncing {}", path.display()))?;
-            n
+            done
         }
         None => {
             let stdout = std::io::stdout();
             let mut writer = BufWriter::new(stdout.lock());
-            let n = audit::export_with_progress(store, key, id, Some(value), now, &mut writer, &mut tick)?;
+            let done = audit::write_export(store, key, &plan, Some(value), now, &mut writer, &mut tick)?;
             writer.flush().context("writing stdout")?;
-            n
+            done
         }
     };
-    eprintln!("logbook: exported {n} records of {id}, signed by key {}", key.public_hex());
+    eprintln!(
+        "logbook: exported {} records and {} blobs ({} bytes) of {id}, signed by key {}",
+        done.records,
+        done.blobs,
+        done.blob_bytes,
+        key.public_hex()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,16 +109,30 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// A verifier's progress over a bundle's `lines` (header first, then one
-/// line per record).
+/// line per record, then one per blob).
 fn checking(lines: &[String]) -> Progress {
-    Progress::new("verified", Some(lines.iter().skip(1).filter(|l| !l.is_empty()).count() as u64))
+    let records = lines.iter().skip(1).filter(|l| !l.is_empty() && !bundle::is_blob_line(l)).count();
+    Progress::new("verified", Some(records as u64))
 }
 
 /// `lines` as `bundle::verify` and `bundle::parse` take them, ticking
-/// `progress` with the records checked so far as each line is taken.
+/// `progress` with the records (and blobs) checked so far as each line is
+/// taken.
 fn with_progress<'a>(lines: &'a [String], progress: &'a mut Progress) -> impl Iterator<Item = &'a str> + 'a {
+    let n_blobs = lines.iter().filter(|l| bundle::is_blob_line(l)).count() as u64;
+    let (mut records, mut blobs) = (0u64, 0u64);
     lines.iter().enumerate().map(move |(i, line)| {
-        progress.tick((i as u64).saturating_sub(1));
+        // What was checked before this line.
+        if n_blobs == 0 {
+            progress.tick(records);
+        } else {
+            progress.tick_with_blobs(records, blobs, n_blobs, None);
+        }
+        if bundle::is_blob_line(line) {
+            blobs += 1;
+        } else if i > 0 && !line.is_empty() {
+            records += 1;
+        }
         line.as_str()
     })
 }
@@ -165,29 +209,73 @@ fn print_report(report: &BundleReport) {
     }
     let session = report.session_id.map_or_else(|| "?".to_owned(), |s| s.to_string());
     if report.is_valid() {
-        eprintln!("logbook: bundle of {session}: {} records, chain and signed head valid", report.n_lines);
+        eprintln!(
+            "logbook: bundle of {session}: {} records and {} blobs, chain, signed head and blobs valid",
+            report.n_lines, report.n_blobs
+        );
     } else {
         match report.first_bad_seq() {
             Some(seq) => eprintln!("logbook: bundle of {session} is damaged: first bad seq {seq}"),
+            None if report.problems.iter().all(bundle::Problem::is_blob) => {
+                let named: Vec<String> = report.problems.iter().filter_map(blob_of).collect();
+                eprintln!(
+                    "logbook: bundle of {session} is damaged: its records are intact, its blobs are not: {}",
+                    named.join(", ")
+                );
+            }
             None => eprintln!("logbook: bundle of {session} is damaged: its header or signed head is bad"),
         }
     }
 }
 
-/// `logbook import`: verifies the bundle, then loads its session object and
-/// records into `store` under `workspace`.
-pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+/// The blob a blob problem names, as text ("line N" when the line names none).
+fn blob_of(problem: &bundle::Problem) -> Option<String> {
+    match problem {
+        bundle::Problem::Blob { blob: Some(blob), reason, .. } => Some(format!("blob {blob} ({reason})")),
+        bundle::Problem::Blob { index, blob: None, reason } => Some(format!("blob line {index} ({reason})")),
+        bundle::Problem::MissingBlob { blob, reason, .. } => Some(format!("blob {blob} is missing ({reason})")),
+        bundle::Problem::Header { .. }
+        | bundle::Problem::Signature { .. }
+        | bundle::Problem::Line { .. }
+        | bundle::Problem::Chain { .. }
+        | bundle::Problem::Truncated { .. }
+        | bundle::Problem::Trailing { .. }
+        | bundle::Problem::HeadMismatch { .. } => None,
+    }
+}
+
+/// `logbook import`: verifies the bundle, then loads its blobs, records and
+/// session object into `store` under `workspace`.
+///
+/// The session object names its source's environment. With `environment`
+/// the imported session is moved to that environment of the workspace
+/// (which must exist and be hosted the same way: the tool host is part of
+/// how the log replays), so that it can be forked and continued; without
+/// it, an environment the workspace lacks is warned about (reading,
+/// verifying and exporting the session work; forking or continuing it needs
+/// the environment). A bundle that does not verify is an
+/// [`audit::ImportError::Invalid`] naming its problems.
+pub fn import(
+    store: &SledStore,
+    path: &Path,
+    workspace: &str,
+    public_key: Option<&str>,
+    environment: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let pinned = pinned_key(public_key)?;
     let lines = read_lines(path)?;
     let parsed = match bundle::parse(with_progress(&lines, &mut checking(&lines)), pinned.as_ref()) {
         Ok(parsed) => parsed,
         Err(report) => {
             print_report(&report);
-            anyhow::bail!("refusing to import a bundle that does not verify");
+            let problems: Vec<String> = report.problems.iter().map(|p| format!("{p:?}")).collect();
+            return Err(audit::ImportError::Invalid(problems.join("; ")))
+                .context("refusing to import a bundle that does not verify");
         }
     };
+    drop(lines);
     let id = parsed.header.session_id;
-    let object: StoredSession = parsed
+    let mut object: StoredSession = parsed
         .header
         .session
         .clone()
@@ -201,16 +289,61 @@ pub fn import(store: &SledStore, path: &Path, workspace: &str, public_key: Optio
     }
     let now = SystemClock.now();
     let workspace = tenancy::ensure_workspace(store, workspace, now).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let mut progress = Progress::new("imported", Some(parsed.records.len() as u64));
-    let n = audit::import_records(store, &parsed, &mut |n| progress.tick(n))?;
     let tenant = tenancy::Tenant { workspace: workspace.id };
+    match environment {
+        Some(raw) => object = with_environment(store, &tenant, object, raw)?,
+        None => {
+            if crate::api::environments::load(store, &tenant, object.environment_id).is_err() {
+                eprintln!(
+                    "logbook: warning: the session's environment {} is not in workspace {}: the session can be \
+                     read, verified and exported, but forking or continuing it needs an environment (import it \
+                     with --environment ENV_ID)",
+                    object.environment_id, workspace.name
+                );
+            }
+        }
+    }
+    let mut progress = Progress::new("imported", Some(parsed.records.len() as u64));
+    let done = audit::import_records(store, &parsed, &mut |done| {
+        progress.tick_with_blobs(done.records, done.blobs, done.n_blobs, None);
+    })?;
+    let n = done.records;
     let bytes =
         crate::api::to_bytes(&object).map_err(|e| anyhow::anyhow!("encoding the session object: {}", e.message))?;
     store
         .swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), None, Some(&bytes))?
         .map_err(|_| anyhow::anyhow!("session {id} appeared while importing"))?;
-    eprintln!("logbook: imported {n} records of {id} into workspace {}, chain intact", workspace.name);
+    eprintln!(
+        "logbook: imported {n} records and {} blobs of {id} into workspace {}, chain intact",
+        done.blobs, workspace.name
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `object` moved to the environment `raw` of `tenant`, which must exist and
+/// be hosted as the session's was.
+fn with_environment(
+    store: &SledStore,
+    tenant: &tenancy::Tenant,
+    mut object: StoredSession,
+    raw: &str,
+) -> anyhow::Result<StoredSession> {
+    let env_id: logbook_core::EnvironmentId =
+        raw.parse().map_err(|_| anyhow::anyhow!("--environment: {raw:?} is not an environment id (env_...)"))?;
+    let (_, env) = crate::api::environments::load(store, tenant, env_id)
+        .map_err(|e| anyhow::anyhow!("--environment {env_id}: {}", e.message))?;
+    let self_hosted = matches!(env.config, crate::api::environments::EnvConfig::SelfHosted {});
+    if self_hosted != object.self_hosted {
+        let hosting = |self_hosted: bool| if self_hosted { "self-hosted" } else { "cloud" };
+        anyhow::bail!(
+            "--environment {env_id} is {}, the session's environment was {}: a session's tool host is fixed \
+             (its log replays with it)",
+            hosting(self_hosted),
+            hosting(object.self_hosted)
+        );
+    }
+    object.environment_id = env_id;
+    Ok(object)
 }
 
 /// The stored session object with this id, in any workspace.

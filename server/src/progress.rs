@@ -1,7 +1,7 @@
 //! Progress lines on stderr for long command-line operations (`logbook
 //! verify`, `export`, `verify BUNDLE`, `import`): one line at most every
-//! [`PROGRESS_INTERVAL`], so a run over millions of records never looks hung
-//! and a short one prints nothing extra.
+//! [`PROGRESS_INTERVAL`], so a run over millions of records (or gigabytes of
+//! blobs) never looks hung and a short one prints nothing extra.
 
 use std::time::{Duration, Instant};
 
@@ -42,9 +42,26 @@ impl Progress {
         if !self.due() {
             return;
         }
+        eprintln!("logbook: {}", self.records(done));
+    }
+
+    /// [`Progress::tick`] for an operation that also moves blobs (bundles):
+    /// `logbook: {doing} {done} of {total} records, {blobs} of {n_blobs}
+    /// blobs ({bytes} bytes)`.
+    pub fn tick_with_blobs(&mut self, done: u64, blobs: u64, n_blobs: u64, bytes: Option<u64>) {
+        if !self.due() {
+            return;
+        }
+        match bytes {
+            Some(bytes) => eprintln!("logbook: {}, {blobs} of {n_blobs} blobs ({bytes} bytes)", self.records(done)),
+            None => eprintln!("logbook: {}, {blobs} of {n_blobs} blobs", self.records(done)),
+        }
+    }
+
+    fn records(&self, done: u64) -> String {
         match self.total {
-            Some(total) => eprintln!("logbook: {} {done} of {total} records", self.doing),
-            None => eprintln!("logbook: {} {done} records", self.doing),
+            Some(total) => format!("{} {done} of {total} records", self.doing),
+            None => format!("{} {done} records", self.doing),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use logbook_core::event::sample_events;
 use logbook_core::{Entry, EventId, Seq, SessionId, Timestamp};
 use logbook_store::engine::Engine;
-use logbook_store::{Append, SledOptions, SledStore, wal};
+use logbook_store::{Append, Blobs as _, SledOptions, SledStore, wal};
 
 fn logbook(args: &[&str], data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_logbook")).args(args).arg("--data").arg(data).output().unwrap()
@@ -377,27 +377,14 @@ fn export_verify_and_import_of_a_long_session_show_progress() {
     let session = SessionId::from_parts(1_764_000_000_000, 42);
     {
         let store = SledStore::open(&data, &SledOptions::default()).unwrap();
-        let all = entries(200_000);
+        // The sample workspace delta names a blob no store holds: name one
+        // this store holds, which the bundle then carries.
+        let blob = *store.put_blob(&[7u8; 5_120]).unwrap().as_bytes();
+        let all: Vec<Entry> = entries(200_000).into_iter().map(|entry| naming_blob(entry, blob)).collect();
         for (k, chunk) in all.chunks(1024).enumerate() {
             store.append(session, Seq::new((k * 1024) as u64), chunk).unwrap();
         }
-        // The session object the offline commands look the session up by.
-        let object: logbook_server::api::sessions::StoredSession = serde_json::from_value(serde_json::json!({
-            "id": session.to_string(), "status": "idle", "environment_id": "env_01KAV9FT00000000000000001A",
-            "agent": {"id": "agent_01KAV9FT00000000000000001A", "type": "agent", "version": 1, "name": "a",
-                "description": null, "model": {"id": "claude-sonnet-4-6", "effort": {"type": "high"}, "speed": "standard", "inference_geo": null}, "system": null, "tools": [],
-                "mcp_servers": [], "skills": [], "execution_identity": {"type": "service_account"},
-                "multiagent": null},
-            "from_agent_ref": true, "title": null, "metadata": {}, "budget": null,
-            "created_at": "2025-11-24T16:00:00Z", "updated_at": "2025-11-24T16:00:00Z",
-            "archived_at": null, "terminated_at": null, "self_hosted": false,
-        }))
-        .unwrap();
-        let now = Timestamp::from_unix_micros(1_764_000_000_000_000);
-        let workspace = logbook_server::tenancy::ensure_workspace(&store, "default", now).unwrap();
-        let key = logbook_server::tenancy::Tenant { workspace: workspace.id }.key(session.to_bytes());
-        let bytes = logbook_server::api::to_bytes(&object).unwrap();
-        logbook_server::api::put_new(&store, logbook_store::ResourceKind::Session, &key, &bytes).unwrap();
+        put_session_object(&store, session);
     }
     let bundle = dir.path().join("bundle.jsonl");
     let bundle_arg = bundle.to_str().unwrap().to_owned();
@@ -460,4 +447,69 @@ fn serve_raises_its_open_files_limit() {
     let soft = limits.lines().find(|line| line.starts_with("Max open files")).unwrap().split_whitespace().nth(3);
     let wanted = if hard == "unlimited" { 1 << 20 } else { hard.parse::<u64>().unwrap().min(1 << 20) };
     assert_eq!(soft, Some(wanted.to_string().as_str()), "{limits}");
+}
+
+/// `entry` with every file its workspace delta writes named by `blob`.
+fn naming_blob(mut entry: Entry, blob: [u8; 32]) -> Entry {
+    use logbook_core::Event;
+    use logbook_core::event::FileChange;
+    if let Event::WorkspaceDelta(delta) = &mut entry.event {
+        for change in &mut delta.changes {
+            if let FileChange::Written { blob: named, .. } = &mut change.change {
+                *named = blob;
+            }
+        }
+    }
+    entry
+}
+
+/// Stores a session object for `session` in workspace `default` (the offline
+/// commands look sessions up by it).
+fn put_session_object(store: &SledStore, session: SessionId) {
+    let object: logbook_server::api::sessions::StoredSession = serde_json::from_value(serde_json::json!({
+        "id": session.to_string(), "status": "idle", "environment_id": "env_01KAV9FT00000000000000001A",
+        "agent": {"id": "agent_01KAV9FT00000000000000001A", "type": "agent", "version": 1, "name": "a",
+            "description": null, "model": {"id": "claude-sonnet-4-6", "effort": {"type": "high"}, "speed": "standard", "inference_geo": null}, "system": null, "tools": [],
+            "mcp_servers": [], "skills": [], "execution_identity": {"type": "service_account"},
+            "multiagent": null},
+        "from_agent_ref": true, "title": null, "metadata": {}, "budget": null,
+        "created_at": "2025-11-24T16:00:00Z", "updated_at": "2025-11-24T16:00:00Z",
+        "archived_at": null, "terminated_at": null, "self_hosted": false,
+    }))
+    .unwrap();
+    let now = Timestamp::from_unix_micros(1_764_000_000_000_000);
+    let workspace = logbook_server::tenancy::ensure_workspace(store, "default", now).unwrap();
+    let key = logbook_server::tenancy::Tenant { workspace: workspace.id }.key(session.to_bytes());
+    let bytes = logbook_server::api::to_bytes(&object).unwrap();
+    logbook_server::api::put_new(store, logbook_store::ResourceKind::Session, &key, &bytes).unwrap();
+}
+
+/// Goal: `logbook export` writes every blob the session's records name; a
+/// session whose store lacks one (imported from a bundle without blobs) is
+/// refused with the blob named before anything is written, rather than
+/// written as a bundle that does not verify, and `--records-only` still
+/// exports its records (format 1), which verify. Method: a log whose
+/// workspace delta names a blob the store never held; export it both ways.
+#[test]
+fn export_names_a_missing_blob_and_records_only_exports_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let session = SessionId::from_parts(1_764_000_000_000, 43);
+    {
+        let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+        store.append(session, Seq::ZERO, &entries(sample_events().len())).unwrap();
+        put_session_object(&store, session);
+    }
+    let bundle = dir.path().join("bundle.jsonl");
+    let id = session.to_string();
+    let out = logbook(&["export", &id, "-o", bundle.to_str().unwrap()], &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exported without the blob: {stderr}");
+    assert!(stderr.contains(&"a7".repeat(32)) && stderr.contains("--records-only"), "{stderr}");
+    let out = logbook(&["export", &id, "-o", bundle.to_str().unwrap(), "--records-only"], &data);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    assert!(text.starts_with("{\"type\":\"logbook_bundle\",\"format\":1,"), "{}", &text[..80]);
+    let out = logbook(&["verify", bundle.to_str().unwrap()], &data);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -258,12 +258,16 @@ async fn a_fork_retries_a_turn_with_another_model_on_the_same_context() {
     assert_ne!(code, 0, "a fork point is required: {stderr}");
 }
 
-/// The lines of a session's exported bundle after its header: one per
-/// record, with seq, prev, hash and canonical bytes (no session id).
+/// The record lines of a session's exported bundle (after its header, before
+/// its blobs): one per record, with seq, prev, hash and canonical bytes (no
+/// session id).
 async fn bundle_lines(api: &Api, session: &str) -> Vec<String> {
     let (status, bytes) = api.get_bytes(&format!("/x/v1/sessions/{session}/export")).await;
     assert_eq!(status, 200);
-    String::from_utf8(bytes).unwrap().lines().skip(1).map(str::to_owned).collect()
+    let text = String::from_utf8(bytes).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let n_records = usize::try_from(header["n_records"].as_u64().unwrap()).unwrap();
+    text.lines().skip(1).take(n_records).map(str::to_owned).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,16 +20,15 @@ use logbook_core::Digest;
 use logbook_store::{Blobs, SledStore};
 use serde::{Deserialize, Serialize};
 
-/// Bytes per chunk: large enough that almost every file is one blob, small
-/// enough that an upload holds little memory and a blob write is short.
-pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes per chunk (the rule is `logbook_replay::blobs`', which bundles
+/// follow too).
+pub use logbook_replay::blobs::CHUNK_BYTES;
+use logbook_replay::blobs::{Manifest, ManifestBody};
 
 /// Largest file the server stores (uploads and captured outputs). The hosted
 /// Files API takes 500 MB; a self-hosted store keeps every version of every
 /// file in sled, so the default is lower. Larger uploads answer 413.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
-
-const _: () = assert!(CHUNK_BYTES <= logbook_core::limits::MAX_BLOB_BYTES);
 
 /// Stored contents: the blob that names them, their size and their hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,19 +55,6 @@ pub enum ContentError {
     Store(#[from] logbook_store::Error),
     #[error("writing the contents failed: {0}")]
     Sink(#[from] std::io::Error),
-}
-
-/// The manifest of a file of several chunks.
-#[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    chunked_v1: ManifestBody,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct ManifestBody {
-    size: u64,
-    digest: Digest,
-    chunks: Vec<Digest>,
 }
 
 /// The blobs that store `bytes` (contents held in memory), in the order to
@@ -169,11 +155,7 @@ pub fn chunks(store: &(impl Blobs + ?Sized), blob: Digest, size: u64) -> Result<
         return Ok(vec![blob]);
     }
     let bytes = store.get_blob(blob)?.ok_or(ContentError::Missing(blob))?;
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|_| ContentError::BadManifest(blob))?;
-    if manifest.chunked_v1.size != size {
-        return Err(ContentError::BadManifest(blob));
-    }
-    Ok(manifest.chunked_v1.chunks)
+    logbook_replay::blobs::manifest_chunks(&bytes, size).ok_or(ContentError::BadManifest(blob))
 }
 
 /// One chunk's bytes.

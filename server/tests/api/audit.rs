@@ -86,47 +86,239 @@ async fn get_body(h: &Harness, path: &str) -> (u16, Result<Vec<u8>, String>) {
     (status, body)
 }
 
-#[tokio::test]
-async fn an_imported_sessions_missing_file_contents_are_refused_before_the_answer() {
-    // Goal: a bundle is "the session" (`GET /x/v1/sessions/{id}/export`) and
-    // `logbook import` loads it into another data directory. The session's
-    // workspace is a projection of its log, but the log names file contents
-    // only by blob hash, and the bundle carries no blobs: after the import
-    // the state endpoint lists the file while its contents are gone (the
-    // files endpoint answers 200 and then breaks off the body; `logbook show
-    // --file` fails the same way). Method: a file recorded the way the
-    // sandbox records it; export from one server; import into another; read
-    // the file there.
+/// A session of workspace A on `h` whose log writes `/workspace/main.rs`
+/// (small) and `/workspace/big.bin` (over one chunk, named by a manifest),
+/// recorded the way the sandbox records them; returns the session id and
+/// both files' bytes.
+async fn session_with_files(h: &Harness) -> (String, Vec<u8>, Vec<u8>) {
     use logbook_core::Event;
     use logbook_core::event::{FileChange, WorkspaceChange, WorkspaceDelta};
-    use logbook_server::resources::content::{MAX_FILE_BYTES, store_reader};
+    use logbook_server::resources::content::{CHUNK_BYTES, MAX_FILE_BYTES, store_reader};
 
-    let a = Harness::new();
-    let session = a.quick_session().await;
+    let session = h.quick_session().await;
     let sid = id(&session).to_owned();
-    let bytes = b"fn main() { println!(\"exported\"); }\n".to_vec();
-    let content = store_reader(a.state.store(), &bytes[..], MAX_FILE_BYTES).unwrap();
-    let change = FileChange::Written { blob: *content.blob.as_bytes(), size: content.size, mode: 0o644 };
-    let changes = vec![WorkspaceChange { path: "/workspace/main.rs".to_owned(), change }];
-    a.inject(&session, vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })]);
-    let (status, served) = get_body(&a, &format!("/x/v1/sessions/{sid}/files/workspace/main.rs")).await;
-    assert_eq!((status, served.as_deref().ok()), (200, Some(&bytes[..])), "the exporting server serves the file");
+    let small = b"fn main() { println!(\"exported\"); }\n".to_vec();
+    let big: Vec<u8> = (0..CHUNK_BYTES + CHUNK_BYTES / 2).map(|n| (n % 253) as u8).collect();
+    let mut changes = Vec::new();
+    for (path, bytes) in [("/workspace/main.rs", &small), ("/workspace/big.bin", &big)] {
+        let content =
+            store_reader(h.state.store(), &bytes[..], MAX_FILE_BYTES).unwrap_or_else(|e| panic!("storing {path}: {e}"));
+        let change = FileChange::Written { blob: *content.blob.as_bytes(), size: content.size, mode: 0o644 };
+        changes.push(WorkspaceChange { path: path.to_owned(), change });
+    }
+    h.inject(&session, vec![agent_message("writing files")]);
+    h.inject(&session, vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })]);
+    (sid, small, big)
+}
+
+/// Writes `bundle` to a file in `dir` and returns its path.
+fn bundle_file(dir: &tempfile::TempDir, name: &str, bundle: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, bundle).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+#[tokio::test]
+async fn an_imported_session_serves_its_files_contents_small_and_chunked() {
+    // Goal: a bundle is "the session" (`GET /x/v1/sessions/{id}/export`) and
+    // `logbook import` loads it into another data directory. The log names
+    // file contents only by blob hash; a bundle that carried no blobs gave
+    // a session whose files list and whose contents are gone (404
+    // `file_contents_missing`). Method: a small file and one over a chunk
+    // (a manifest and its chunks) recorded the way the sandbox records them;
+    // export from one server; import into a fresh one; read both there.
+    let a = Harness::new();
+    let (sid, small, big) = session_with_files(&a).await;
+    for (path, bytes) in [("main.rs", &small), ("big.bin", &big)] {
+        let (status, served) = get_body(&a, &format!("/x/v1/sessions/{sid}/files/workspace/{path}")).await;
+        assert!(status == 200 && served.as_ref().is_ok_and(|s| s == bytes), "the exporting server serves {path}");
+    }
 
     let bundle = export(&a, &sid).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("session.jsonl");
-    std::fs::write(&path, &bundle).unwrap();
+    let text = String::from_utf8(bundle.clone()).unwrap_or_else(|e| panic!("the bundle is not UTF-8: {e}"));
+    let report = logbook_replay::bundle::verify(text.lines(), None);
+    assert!(report.is_valid(), "{report:?}");
+    // The small file, two chunks and the manifest, each once.
+    assert_eq!(report.n_blobs, 4, "{report:?}");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = bundle_file(&dir, "session.jsonl", &bundle);
 
     let b = Harness::new();
-    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None).unwrap();
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None)
+        .unwrap_or_else(|e| panic!("import: {e:#}"));
     let state = b.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
-    assert_eq!(state["workspace"]["files"][0]["path"], "/workspace/main.rs", "{state}");
-    // Bundles carry no blobs (docs/extensions.md): the contents are not
-    // there, and the endpoint says so before it answers, not half way
-    // through a 200.
+    let listed: Vec<&str> =
+        state["workspace"]["files"].as_array().into_iter().flatten().filter_map(|f| f["path"].as_str()).collect();
+    assert_eq!(listed, ["/workspace/big.bin", "/workspace/main.rs"], "{state}");
+    for (path, bytes) in [("main.rs", &small), ("big.bin", &big)] {
+        let (status, served) = get_body(&b, &format!("/x/v1/sessions/{sid}/files/workspace/{path}")).await;
+        assert_eq!(status, 200, "{path} after import: {:?}", served.map(|s| String::from_utf8_lossy(&s).into_owned()));
+        assert!(served.is_ok_and(|s| s == *bytes), "{path} is served with other contents after import");
+    }
+    // Importing the same bundle again is refused (the session exists), and
+    // the export of the imported session carries the same blobs.
+    assert!(logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None).is_err());
+    let again = export(&b, &sid).await;
+    let again = String::from_utf8(again).unwrap_or_else(|e| panic!("the bundle is not UTF-8: {e}"));
+    let blob_lines =
+        |text: &str| text.lines().filter(|l| l.starts_with("{\"blob\":")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(blob_lines(&again), blob_lines(&text));
+}
+
+#[tokio::test]
+async fn a_bundle_with_a_tampered_blob_is_refused_by_verify_and_import() {
+    // Goal: verify checks every carried blob against its hash and names a
+    // bad one; import refuses such a bundle with a typed error before it
+    // stores or appends anything. Method: the export of a session with
+    // files, one byte of the small file's blob changed (the line otherwise
+    // canonical); verify it, import it; then an import of a hand-built
+    // `Parsed` whose blob was changed after parsing.
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use logbook_core::{Seq, SessionId};
+    use logbook_replay::bundle::{self, BlobLine, Problem};
+    use logbook_server::audit::ImportError;
+    use logbook_store::{Blobs as _, Read as _};
+
+    let a = Harness::new();
+    let (sid, small, _) = session_with_files(&a).await;
+    let genuine = String::from_utf8(export(&a, &sid).await).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
+    let name = logbook_core::chain::digest(&small);
+    let mut lines: Vec<String> = genuine.lines().map(str::to_owned).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{{\"blob\":\"{name}\"")))
+        .unwrap_or_else(|| panic!("the bundle carries no blob {name}"));
+    let mut damaged = small.clone();
+    damaged[3] ^= 0x20;
+    let line = BlobLine { blob: name, size: damaged.len() as u64, data: BASE64.encode(&damaged) };
+    lines[at] = serde_json::to_string(&line).unwrap_or_else(|e| panic!("{e}"));
+
+    let report = bundle::verify(lines.iter().map(String::as_str), None);
+    let named = report.problems.iter().any(|p| matches!(p, Problem::Blob { blob: Some(b), .. } if *b == name));
+    assert!(!report.is_valid() && named, "the damaged blob {name} is not named: {report:?}");
+    assert_eq!(report.first_bad_seq(), None, "the records are intact: {report:?}");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = bundle_file(&dir, "tampered.jsonl", (lines.join("\n") + "\n").as_bytes());
+    let b = Harness::new();
+    let store = b.state.store();
+    let err = logbook_server::offline::import(store, &path, "tenant-a", None, None)
+        .err()
+        .unwrap_or_else(|| panic!("a bundle with a damaged blob was imported"));
+    match err.downcast_ref::<ImportError>() {
+        Some(ImportError::Invalid(problems)) => assert!(problems.contains(&name.to_hex()), "{problems}"),
+        other => panic!("not ImportError::Invalid naming the blob: {other:?} ({err:#})"),
+    }
+    let sid: SessionId = sid.parse().unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(store.head(sid).unwrap_or_else(|e| panic!("{e}")).next, Seq::ZERO, "records were appended");
+    assert!(!store.has_blob(name).unwrap_or_else(|e| panic!("{e}")), "the genuine blob came from nowhere");
+
+    // A parsed bundle whose blob changed after its check: the import's own
+    // check refuses it before anything is stored.
+    let mut parsed = bundle::parse(genuine.lines(), None).unwrap_or_else(|r| panic!("{r:?}"));
+    let (blob, bytes) = parsed.blobs.iter_mut().find(|(b, _)| *b == name).unwrap_or_else(|| panic!("no blob {name}"));
+    bytes[0] ^= 1;
+    let blob = *blob;
+    let err = logbook_server::audit::import_records(store, &parsed, &mut |_| {})
+        .err()
+        .unwrap_or_else(|| panic!("a changed blob was imported"));
+    assert!(matches!(err, ImportError::BlobMismatch { blob: b, .. } if b == blob), "{err}");
+    assert_eq!(store.head(sid).unwrap_or_else(|e| panic!("{e}")).next, Seq::ZERO);
+    assert!(parsed.blobs.iter().all(|(b, _)| !store.has_blob(*b).unwrap_or(true)), "blobs were stored");
+}
+
+#[tokio::test]
+async fn a_format_1_bundle_without_blobs_still_verifies_and_imports() {
+    // Goal: bundles written before blobs were carried (format 1: no
+    // `n_blobs`, no blob lines) still verify and import; their files list
+    // and their contents are missing, said before any byte (404
+    // `file_contents_missing`). Method: the records of a genuine export
+    // under a format 1 header, signed with another key (none pinned).
+    use logbook_replay::bundle::{self, BUNDLE_FORMAT_V1, Header};
+    use logbook_server::audit::AuditKey;
+
+    let a = Harness::new();
+    let (sid, _, _) = session_with_files(&a).await;
+    let genuine = String::from_utf8(export(&a, &sid).await).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
+    let parsed = bundle::parse(genuine.lines(), None).unwrap_or_else(|r| panic!("{r:?}"));
+    let key = AuditKey::from_seed([4; 32]);
+    let head = &parsed.header.signed_head;
+    let mut header = Header {
+        format: BUNDLE_FORMAT_V1,
+        n_blobs: None,
+        signed_head: key.sign(parsed.header.session_id, head.n_records, head.hash, head.signed_at),
+        header_signature: String::new(),
+        ..parsed.header.clone()
+    };
+    key.sign_header(&mut header).unwrap_or_else(|e| panic!("{e}"));
+    let mut lines = vec![bundle::render_header(&header).unwrap_or_else(|e| panic!("{e}"))];
+    lines.extend(genuine.lines().skip(1).take(parsed.records.len()).map(str::to_owned));
+    let report = bundle::verify(lines.iter().map(String::as_str), None);
+    assert!(report.is_valid() && report.n_blobs == 0, "{report:?}");
+    assert!(!lines[0].contains("n_blobs"), "{}", lines[0]);
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = bundle_file(&dir, "v1.jsonl", (lines.join("\n") + "\n").as_bytes());
+    let b = Harness::new();
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None)
+        .unwrap_or_else(|e| panic!("a format 1 bundle does not import: {e:#}"));
+    let state = b.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
+    assert_eq!(state["workspace"]["files"][1]["path"], "/workspace/main.rs", "{state}");
     let resp = b.get(&format!("/x/v1/sessions/{sid}/files/workspace/main.rs")).await;
     assert_eq!(resp.status.as_u16(), 404, "{}", resp.text());
     assert_eq!(resp.json()["error"]["details"]["error_code"], "file_contents_missing", "{}", resp.text());
+    // Such a session cannot be exported with its files: the export says
+    // which blob is missing before it answers, rather than write a bundle
+    // that fails verify.
+    let resp = b.get(&format!("/x/v1/sessions/{sid}/export")).await;
+    assert_eq!(resp.status.as_u16(), 409, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["details"]["error_code"], "file_contents_missing", "{}", resp.text());
+}
+
+#[tokio::test]
+async fn an_imported_session_is_forked_in_the_environment_it_was_imported_into() {
+    // Goal: an imported session keeps its source's environment id, which
+    // the importing server lacks: its fork answered a bare 404
+    // (`environment ... not found`) as if something the caller named were
+    // missing. `logbook import --environment` attaches it to an environment
+    // of the workspace (hosted the same way); without it a fork says why it
+    // cannot start (400 `environment_missing`). Method: import a session
+    // with files without and with `--environment`; fork each.
+    use serde_json::json;
+
+    let a = Harness::new();
+    let (sid, small, _) = session_with_files(&a).await;
+    let bundle = export(&a, &sid).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = bundle_file(&dir, "session.jsonl", &bundle);
+    let header: serde_json::Value = serde_json::from_slice(bundle.split(|b| *b == b'\n').next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the bundle's header: {e}"));
+    // The last record: the workspace delta.
+    let last = header["n_records"].as_u64().unwrap_or_else(|| panic!("{header}")) - 1;
+
+    let b = Harness::new();
+    logbook_server::offline::import(b.state.store(), &path, "tenant-a", None, None)
+        .unwrap_or_else(|e| panic!("import: {e:#}"));
+    let resp = b.post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": last})).await;
+    let body = resp.invalid();
+    assert_eq!(body["error"]["details"]["error_code"], "environment_missing", "{body}");
+
+    let c = Harness::new();
+    let env = c.env("imported").await;
+    let env_id = env["id"].as_str().unwrap_or_else(|| panic!("{env}"));
+    let self_hosted = c.self_hosted_env("workers").await;
+    let self_hosted_id = self_hosted["id"].as_str().unwrap_or_else(|| panic!("{self_hosted}"));
+    let other_hosting = logbook_server::offline::import(c.state.store(), &path, "tenant-a", None, Some(self_hosted_id));
+    assert!(other_hosting.is_err(), "a cloud session was attached to a self-hosted environment");
+    logbook_server::offline::import(c.state.store(), &path, "tenant-a", None, Some(env_id))
+        .unwrap_or_else(|e| panic!("import --environment: {e:#}"));
+    let session = c.get(&format!("/v1/sessions/{sid}")).await.ok();
+    assert_eq!(session["environment_id"], env_id, "{session}");
+    let forked = c.post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": last})).await.ok();
+    let child = forked["id"].as_str().unwrap_or_else(|| panic!("{forked}"));
+    let (status, served) = get_body(&c, &format!("/x/v1/sessions/{child}/files/workspace/main.rs")).await;
+    assert!(status == 200 && served.is_ok_and(|s| s == small), "the fork of the imported session lacks its file");
 }
 
 #[tokio::test]
@@ -184,6 +376,7 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
         session_id: sid,
         anchor: GENESIS_ANCHOR,
         n_records: 2,
+        n_blobs: Some(0),
         signed_head: key.sign(sid, 2, second.hash(), now),
         session: Some(object),
         header_signature: String::new(),
@@ -205,7 +398,7 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
 
     let b = Harness::new();
     let store = b.state.store();
-    let failed = logbook_server::offline::import(store, &crafted, "tenant-a", None);
+    let failed = logbook_server::offline::import(store, &crafted, "tenant-a", None, None);
     assert!(failed.is_err(), "the store refuses the oversized event");
     assert_eq!(
         store.head(sid).unwrap().next,
@@ -213,7 +406,7 @@ async fn a_failed_import_leaves_no_partial_log_behind() {
         "a failed import left {} records of {sid} in the log, with no session object",
         store.head(sid).unwrap().next
     );
-    let retried = logbook_server::offline::import(store, &genuine_path, "tenant-a", None);
+    let retried = logbook_server::offline::import(store, &genuine_path, "tenant-a", None, None);
     assert!(retried.is_ok(), "the genuine bundle cannot be imported after the failed import: {retried:?}");
 }
 
@@ -245,7 +438,7 @@ async fn an_import_resumes_after_the_records_a_failed_one_left_behind() {
     let b = Harness::new();
     let store = b.state.store();
     store.append(sid, Seq::ZERO, &first).unwrap();
-    let resumed = logbook_server::offline::import(store, &path, "tenant-a", None);
+    let resumed = logbook_server::offline::import(store, &path, "tenant-a", None, None);
     assert!(resumed.is_ok(), "the import does not resume after the records left behind: {resumed:?}");
     let head = store.head(sid).unwrap();
     assert_eq!(head.next.get(), parsed.records.len() as u64);
@@ -255,7 +448,7 @@ async fn an_import_resumes_after_the_records_a_failed_one_left_behind() {
     let store = c.state.store();
     let other = Entry { at: Timestamp::from_unix_micros(first[0].at.unix_micros() + 1), ..first[0].clone() };
     store.append(sid, Seq::ZERO, &[other]).unwrap();
-    let refused = logbook_server::offline::import(store, &path, "tenant-a", None);
+    let refused = logbook_server::offline::import(store, &path, "tenant-a", None, None);
     assert!(refused.is_err(), "a log that is not a prefix of the bundle was continued");
     assert_eq!(store.head(sid).unwrap().next, Seq::new(1), "the refused import appended");
 }

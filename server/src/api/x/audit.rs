@@ -80,16 +80,25 @@ pub async fn export(
     let id = parse_session_id(&raw)?;
     let key = key(&state)?;
     let now = state.now();
-    let session = state.blocking(move |store| session_of(store, &tenant, id)).await?;
+    // The blobs are found before the answer starts: one the store lacks is
+    // an error now, not a 200 broken off half way.
+    let (session, plan) = state
+        .blocking(move |store| {
+            let session = session_of(store, &tenant, id)?;
+            let plan = audit::plan_export(store, id).map_err(export_error)?;
+            Ok((session, plan))
+        })
+        .await?;
     let object = serde_json::to_value(&session).map_err(ApiError::internal)?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
     let store = state.store().clone();
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(EXPORT_CHUNK_BYTES), sender: sender.clone() };
-        let result = audit::export(&store, &key, id, Some(object), now, &mut writer).and_then(|_| {
-            writer.flush_chunk()?;
-            Ok(())
-        });
+        let result =
+            audit::write_export(&store, &key, &plan, Some(object), now, &mut writer, &mut |_| {}).and_then(|_| {
+                writer.flush_chunk()?;
+                Ok(())
+            });
         if let Err(err) = result {
             tracing::warn!(session = %id, error = %err, "export failed mid-stream");
             let _ = sender.blocking_send(Err(std::io::Error::other(err.to_string())));
@@ -103,6 +112,25 @@ pub async fn export(
         headers.insert("content-disposition", value);
     }
     Ok(response)
+}
+
+/// An export that cannot start: a blob the log names is missing (409
+/// `file_contents_missing`: a session imported from a bundle without blobs,
+/// say) or damaged; anything else is the server's fault.
+fn export_error(err: audit::ExportError) -> ApiError {
+    use audit::ExportError;
+    match err {
+        ExportError::MissingBlob { .. } => ApiError::conflict(format!(
+            "{err}: this server holds the session's log but not all of its files' contents (it was imported from \
+             a bundle without them)"
+        ))
+        .with_code("file_contents_missing"),
+        ExportError::Store(_)
+        | ExportError::Io(_)
+        | ExportError::Render { .. }
+        | ExportError::BadManifest { .. }
+        | ExportError::BlobMismatch { .. } => ApiError::internal(err),
+    }
 }
 
 /// Buffers bundle text into chunks for the response body; a closed receiver

@@ -23,7 +23,7 @@ use logbook_core::event::{Event, ForkOrigin};
 use logbook_core::{Entry, EventId, EventType, Seq, SessionId, Timestamp};
 use logbook_replay::SessionState;
 use logbook_replay::workspace::{Area, Node, split};
-use logbook_store::{Fork, ForkError, Read, ResourceKind, SledStore};
+use logbook_store::{Fork, ForkError, Read, ResourceKind, Resources as _, SledStore};
 use rand::RngExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -151,7 +151,7 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     }
     // A fork starts a session in its parent's environment: the rules of
     // starting one there hold (session create checks the same).
-    let (_, env) = environments::load(store, &place.tenant, parent.environment_id)?;
+    let env = parent_environment(store, &place.tenant, &parent)?;
     sessions::check_can_start(parent.environment_id, &env)?;
     crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
     crate::tools::check_environment(&agent.tools, &env.config)?;
@@ -209,6 +209,29 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     }
     let session = sessions::with_log_state(store, session)?;
     Ok(Forked { session, origin, n_files })
+}
+
+/// The environment a fork of `parent` starts in: its parent's. A session
+/// imported from a bundle (`logbook import`) names its source's environment
+/// unless it was imported with `--environment`; when this workspace lacks
+/// it, that is said as such (400 `environment_missing`), not as a 404 that
+/// reads as if the session were missing.
+fn parent_environment(
+    store: &SledStore,
+    tenant: &Tenant,
+    parent: &StoredSession,
+) -> Result<environments::Environment, ApiError> {
+    let key = tenant.key(parent.environment_id.to_bytes());
+    if store.get_resource(ResourceKind::Environment, &key)?.is_none() {
+        return Err(ApiError::invalid(format!(
+            "session {}'s environment {} does not exist in this workspace, so it cannot be forked here (a \
+             session imported from a bundle keeps its source's environment: import it with `logbook import \
+             --environment ENV_ID`)",
+            parent.id, parent.environment_id
+        ))
+        .with_code("environment_missing"));
+    }
+    environments::load(store, tenant, parent.environment_id).map(|(_, env)| env)
 }
 
 /// The parent's seq a request names: `at_seq`, or the seq of `at_event_id`.
