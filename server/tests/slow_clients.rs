@@ -197,3 +197,29 @@ fn connections_past_the_cap_wait_for_a_free_slot() {
         other => panic!("the first connection was still open when the second was served: {other:?}"),
     }
 }
+
+/// Goal (reliability goals G-A4: "headers > 16 KiB → 431"; issue 3 item 2:
+/// the error envelope and a `request-id` on every response). Method: one
+/// request whose headers come to 32 KiB (a padding header), on a fresh
+/// connection. hyper's own bound on a request head is its read buffer
+/// (about 400 KiB by default) and nothing else bounds it, so the request is
+/// served.
+#[test]
+fn request_headers_over_16_kib_are_refused_431_with_the_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir);
+    let mut stream = connect(server.addr);
+    let head = format!(
+        "GET /v1/agents HTTP/1.1\r\nhost: {}\r\nx-api-key: {KEY}\r\nanthropic-beta: {BETA}\r\nx-pad: {}\r\n\
+         connection: close\r\n\r\n",
+        server.addr,
+        "y".repeat(32 * 1024)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let received = read_until_closed(&mut stream);
+    let text = String::from_utf8_lossy(&received);
+    let status_line = text.lines().next().unwrap_or("");
+    assert!(status_line.starts_with("HTTP/1.1 431"), "32 KiB of request headers: {status_line}");
+    assert!(text.to_lowercase().contains("\r\nrequest-id: req_"), "no request-id: {text}");
+    assert!(text.contains("\"request_id\":\"req_"), "no error envelope: {text}");
+}
