@@ -800,3 +800,34 @@ async fn openapi_requires_a_request_body_where_the_handler_needs_one() {
     assert!(body("post", "/v1/agents/{agent_id}/archive").is_null());
     assert!(body("delete", "/v1/sessions/{session_id}").is_null());
 }
+
+#[tokio::test]
+async fn openapi_documents_the_headers_and_statuses_of_the_worker_and_stream_routes() {
+    // Goal: `/openapi.json` is "an OpenAPI document of the whole surface"
+    // (issue 3 item 5). The stream reads `Last-Event-ID` (issue 3 item 4: the
+    // extension raw-HTTP clients need to resume), the work poll reads
+    // `anthropic-worker-id` (API digest §2.3), and the heartbeat answers 412
+    // `heartbeat_precondition_failed` (§2.3, the lease protocol the SDK's
+    // worker relies on). Method: read the document for each. The operation
+    // builder (`openapi::api_operation`) documents only path and query
+    // parameters and a fixed set of statuses.
+    let h = Harness::new();
+    let doc = openapi(&h).await;
+    let mut missing = Vec::new();
+    let headers: [(&str, &str, &str); 2] = [
+        ("get", "/v1/sessions/{session_id}/events/stream", "last-event-id"),
+        ("get", "/v1/environments/{environment_id}/work/poll", "anthropic-worker-id"),
+    ];
+    for (method, path, name) in headers {
+        let documented: BTreeSet<String> =
+            parameter_names(&doc["paths"][path][method], "header").into_iter().map(|n| n.to_lowercase()).collect();
+        if !documented.contains(name) {
+            missing.push(format!("{method} {path}: header {name}"));
+        }
+    }
+    let heartbeat = &doc["paths"]["/v1/environments/{environment_id}/work/{work_id}/heartbeat"]["post"];
+    if heartbeat["responses"].get("412").is_none() {
+        missing.push("post .../work/{work_id}/heartbeat: response 412".to_owned());
+    }
+    assert!(missing.is_empty(), "what the server reads and answers is not in /openapi.json:\n{}", missing.join("\n"));
+}
