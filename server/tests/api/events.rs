@@ -747,3 +747,24 @@ async fn an_outcome_whose_rubric_names_a_file_that_is_not_the_workspaces_is_refu
     h.post(&path, &events_body(vec![outcome(id(&ours))])).await.ok();
     assert!(accepted.is_empty(), "rubrics naming files the caller does not have were accepted: {accepted:?}");
 }
+
+#[tokio::test]
+async fn event_ids_increase_along_the_log_when_the_wall_clock_steps_back() {
+    // Goal: "Event ids strictly increase per session" (reliability goals
+    // G-S5); ids sort in creation order (docs/format.md: "byte order =
+    // creation order"). Method: send a message, step the clock back two
+    // seconds (an NTP correction), send another; compare the ids. Event ids
+    // take the clock's millisecond as it is (`AppState::event_id`), unlike
+    // object ids (`AppState::new_id`, which never goes back), so the later
+    // event gets the smaller id.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let first = h.post(&path, &events_body(vec![user_message("before the step")])).await.ok();
+    h.tick(-2000);
+    let second = h.post(&path, &events_body(vec![user_message("after the step")])).await.ok();
+    let (first, second) = (id(&first["data"][0]).to_owned(), id(&second["data"][0]).to_owned());
+    let listed = ids_of(&h.events(&session).await);
+    assert_eq!(listed, [first.clone(), second.clone()], "the log's order");
+    assert!(second > first, "the later event's id {second} sorts before the earlier one's {first}");
+}
