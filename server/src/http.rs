@@ -33,7 +33,7 @@ use crate::api::error::ApiError;
 use crate::api::wire::MAX_BODY_BYTES;
 use crate::api::work::access::PathParams;
 use crate::api::work::{self, Access};
-use crate::api::{agents, environments, events, files, resources, sessions, stream};
+use crate::api::{agents, environments, events, files, resources, sessions, stream, threads};
 use crate::openapi;
 use crate::ratelimit::Class;
 use crate::state::AppState;
@@ -262,6 +262,38 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 )
             },
             get(stream::stream),
+        ),
+        (
+            query_spec(
+                "/v1/sessions/{session_id}/threads",
+                "List a session's threads (its primary thread)",
+                query::THREADS,
+            ),
+            get(threads::list),
+        ),
+        (
+            spec(Method::GET, "/v1/sessions/{session_id}/threads/{thread_id}", "Retrieve a session thread"),
+            get(threads::retrieve),
+        ),
+        (
+            spec(Method::POST, "/v1/sessions/{session_id}/threads/{thread_id}/archive", "Archive a session thread"),
+            post(threads::archive),
+        ),
+        (
+            query_spec("/v1/sessions/{session_id}/threads/{thread_id}/events", "List a thread's events", query::PAGED),
+            get(threads::events),
+        ),
+        (
+            RouteSpec {
+                streaming: true,
+                response: ResponseBody::EventStream,
+                ..query_spec(
+                    "/v1/sessions/{session_id}/threads/{thread_id}/stream",
+                    "Stream a thread's events (SSE)",
+                    query::STREAM,
+                )
+            },
+            get(threads::stream),
         ),
     ];
     routes.extend(files_table());
@@ -495,6 +527,8 @@ mod query {
     ];
     pub(super) const EVENTS: &[QueryParam] =
         &[LIMIT, PAGE, ORDER, CREATED_GT, CREATED_GTE, CREATED_LT, CREATED_LTE, TYPES];
+    pub(super) const THREADS: &[QueryParam] =
+        &[LIMIT, PAGE, param("statuses[]", ParamKind::StringArray, "Only threads with these statuses")];
     pub(super) const STREAM: &[QueryParam] = &[param(
         "event_deltas[]",
         ParamKind::StringArray,
@@ -890,6 +924,12 @@ pub fn requires_managed_agents_beta(path: &str) -> bool {
 async fn admit(state: &AppState, rules: &RouteRules, request: &mut Request) -> Result<RouteRule, ApiError> {
     let headers = request.headers();
     if requires_managed_agents_beta(request.uri().path()) && !has_beta(headers, MANAGED_AGENTS_BETA) {
+        // The thread routes "don't exist" without the beta (the behaviour
+        // reference): answered as an unknown route is.
+        let path = request.uri().path();
+        if path.starts_with("/v1/sessions/") && path.contains("/threads") {
+            return Err(ApiError::not_found(format!("no route for {} {path}", request.method())));
+        }
         return Err(ApiError::invalid(format!(
             "the anthropic-beta header must include {MANAGED_AGENTS_BETA} to use the Managed Agents API"
         )));

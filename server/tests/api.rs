@@ -50,3 +50,6 @@ mod review;
 
 #[path = "api/audit.rs"]
 mod audit;
+
+#[path = "api/threads.rs"]
+mod threads;

@@ -11,6 +11,7 @@ pub mod model_id;
 pub mod resources;
 pub mod sessions;
 pub mod stream;
+pub mod threads;
 pub mod tools;
 pub mod wire;
 pub mod work;

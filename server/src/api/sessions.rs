@@ -118,7 +118,7 @@ impl From<logbook_replay::Status> for Status {
 }
 
 impl Status {
-    fn parse(raw: &str) -> Result<Status, ApiError> {
+    pub(crate) fn parse(raw: &str) -> Result<Status, ApiError> {
         match raw {
             "idle" => Ok(Status::Idle),
             "running" => Ok(Status::Running),

@@ -54,8 +54,9 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// a huge tree (a `node_modules` of 50,000 files walks in ≈ 0.1 s) costs a
 /// live jail at most a twentieth of a core.
 const WALK_COST_FACTOR: u32 = 20;
-/// Directory depth the walk descends to (deeper entries are not counted; the
-/// walk holds one descriptor per level).
+/// Directory depth the walk descends to: a directory this many levels below a
+/// root cuts the walk (see [`Cut::Depth`]), so a sandbox may nest directories
+/// one level less. The walk holds one descriptor per level.
 pub const MAX_DEPTH: usize = 256;
 
 /// A sandbox's disk limits.
@@ -119,7 +120,7 @@ impl Usage {
                 ));
             }
             Some(Cut::Depth) => {
-                return Some(format!("it nests directories more than {MAX_DEPTH} levels deep, the sandbox's limit"));
+                return Some(format!("it nests directories {MAX_DEPTH} levels deep, the sandbox's limit"));
             }
             Some(Cut::Unreadable) => {
                 return Some("it holds a directory the disk limit's watch may not read".to_owned());

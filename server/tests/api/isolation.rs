@@ -120,6 +120,7 @@ fn fill(route: &RouteSpec, ids: &Ids) -> String {
         ("{agent_id}", &ids.agent),
         ("{environment_id}", env),
         ("{session_id}", &ids.session),
+        ("{thread_id}", &ids.session.replacen("sesn_", "sthr_", 1)),
         ("{*path}", &"workspace/notes.txt".to_owned()),
         ("{seq}", &"0".to_owned()),
         ("{file_id}", &ids.file),
@@ -178,6 +179,11 @@ fn call_for(route: &RouteSpec, ids: &Ids) -> Call {
         | ("GET", "/x/v1/sessions/{session_id}/context")
         | ("GET", "/x/v1/sessions/{session_id}/events/{seq}") => call(None),
         ("POST", "/x/v1/sessions/{session_id}/fork") => call(Some(json!({"at_seq": 0}))),
+        ("GET", "/v1/sessions/{session_id}/threads")
+        | ("GET", "/v1/sessions/{session_id}/threads/{thread_id}")
+        | ("POST", "/v1/sessions/{session_id}/threads/{thread_id}/archive")
+        | ("GET", "/v1/sessions/{session_id}/threads/{thread_id}/events")
+        | ("GET", "/v1/sessions/{session_id}/threads/{thread_id}/stream") => call(None),
         ("POST", "/v1/files") => Call { creates: true, upload: true, ..call(None) },
         ("GET", "/v1/files") => Call { path: format!("{path}?limit=1000"), list: true, ..call(None) },
         ("GET", "/v1/files/{file_id}")
@@ -489,7 +495,12 @@ async fn every_route_is_isolated_between_workspaces() {
             && route.path == "/v1/environments/{environment_id}"
             && resp.status.as_u16() == 409
             && resp.json()["error"]["details"]["error_code"] == "environment_in_use";
-        assert!(resp.status.is_success() || in_use, "{what} with A's key: {} {}", resp.status, resp.text());
+        // A session's primary thread is archived with the session, after A's
+        // key reached it.
+        let primary = route.path.ends_with("/threads/{thread_id}/archive")
+            && resp.status.as_u16() == 400
+            && resp.json()["error"]["details"]["error_code"] == "primary_thread";
+        assert!(resp.status.is_success() || in_use || primary, "{what} with A's key: {} {}", resp.status, resp.text());
         if on_a.list {
             let listed = ids(&resp.json());
             assert!(a_ids.all().iter().any(|a_id| listed.contains(a_id)), "{what}: A's list does not show A's objects");
