@@ -42,6 +42,24 @@ fn refuses_malformed_and_non_proxy_requests() {
     }
 }
 
+/// Goal: a plain HTTP request reaches its upstream as one request, with the
+/// proxy's `Host` and `Connection: close`, so one connection never reaches a
+/// second host (docs/sandbox.md). Servers such as nginx end a header line at
+/// a bare LF, so a bare LF inside what the proxy takes for one header line
+/// ends the head early for them: what follows is a second, pipelined request
+/// naming any host the upstream serves. Method: such a head must be refused,
+/// or forwarded with no bare LF in it.
+#[test]
+fn a_bare_line_feed_cannot_smuggle_a_second_request_upstream() {
+    let head = b"GET http://allowed.example/ HTTP/1.0\r\nX: a\nConnection: keep-alive\n\nGET /admin HTTP/1.1\nHost: internal.example\n\n\r\n\r\n";
+    if let Ok(request) = parse_head(head) {
+        let forwarded = request.forward_head.unwrap();
+        let bare_lf =
+            forwarded.iter().enumerate().any(|(idx, byte)| *byte == b'\n' && (idx == 0 || forwarded[idx - 1] != b'\r'));
+        assert!(!bare_lf, "forwarded upstream: {:?}", String::from_utf8_lossy(&forwarded));
+    }
+}
+
 /// Resolves every name to one address and counts the lookups.
 #[derive(Debug)]
 struct FixedResolver {
