@@ -676,4 +676,14 @@ async fn the_hosts_package_manager_configuration_under_usr_is_not_visible() {
         }
     }
     assert!(visible.is_empty(), "the sandbox reads the host's configuration files {visible:?}");
+    // The rest of /usr is still there, /usr/local's programs included (this
+    // machine's git is /usr/local/bin/git): hiding rebuilds /usr around the
+    // hidden paths. (Which paths are hidden, on a host with or without them:
+    // `sandbox::jail::tests::configuration_under_usr_is_hidden_and_everything_else_bound`.)
+    for dir in ["/usr/bin", "/usr/lib", "/usr/share", "/usr/local/bin"].iter().filter(|dir| Path::new(dir).is_dir()) {
+        let host = std::fs::read_dir(dir).unwrap().count();
+        let inside = sbx.ok(s, &env, &format!("ls -A {dir} | wc -l")).await;
+        assert_eq!(inside.trim(), host.to_string(), "{dir} in the sandbox");
+    }
+    assert!(sbx.ok(s, &env, "git --version").await.starts_with("git version"));
 }
