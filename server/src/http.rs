@@ -60,6 +60,12 @@ pub struct RouteSpec {
     pub body: RequestBody,
     /// What it answers with on success.
     pub response: ResponseBody,
+    /// The request headers its handler reads, beyond the credentials and
+    /// `anthropic-beta` that every route takes.
+    pub headers: &'static [HeaderParam],
+    /// The error statuses it answers beyond those every API route may
+    /// (`openapi::api_operation` lists those).
+    pub errors: &'static [ErrorStatus],
 }
 
 impl RouteSpec {
@@ -79,6 +85,22 @@ pub struct QueryParam {
     /// As the SDK sends it: arrays as `name[]`, ranges as `name[gte]`.
     pub name: &'static str,
     pub kind: ParamKind,
+    pub description: &'static str,
+}
+
+/// A request header a route's handler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderParam {
+    /// As the API documents it (header names are case-insensitive).
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+/// An error status only some routes answer, with the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorStatus {
+    pub status: u16,
+    /// When, naming the envelope's `error_code` if it has one.
     pub description: &'static str,
 }
 
@@ -134,6 +156,8 @@ fn spec(method: Method, path: &'static str, summary: &'static str) -> RouteSpec 
         query: &[],
         body: RequestBody::None,
         response: ResponseBody::Json,
+        headers: &[],
+        errors: &[],
     }
 }
 
@@ -255,6 +279,7 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 streaming: true,
                 access: Access::ANY,
                 response: ResponseBody::EventStream,
+                headers: headers::STREAM,
                 ..query_spec(
                     "/v1/sessions/{session_id}/events/stream",
                     "Stream a session's events (SSE)",
@@ -287,6 +312,7 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             RouteSpec {
                 streaming: true,
                 response: ResponseBody::EventStream,
+                headers: headers::STREAM,
                 ..query_spec(
                     "/v1/sessions/{session_id}/threads/{thread_id}/stream",
                     "Stream a thread's events (SSE)",
@@ -347,6 +373,7 @@ fn work_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (
             RouteSpec {
                 access: Access::ENVIRONMENT_KEY,
+                headers: headers::POLL,
                 ..query_spec("/v1/environments/{environment_id}/work/poll", "Long-poll for a work item", query::POLL)
             },
             get(work::poll),
@@ -363,6 +390,13 @@ fn work_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (
             RouteSpec {
                 query: query::HEARTBEAT,
+                errors: &[ErrorStatus {
+                    status: 412,
+                    description: "heartbeat_precondition_failed: expected_last_heartbeat is not the lease's last \
+                                  heartbeat (another worker may hold it), or the item is queued again (never \
+                                  acknowledged, or its lease lapsed); details.current_state is the lease as the \
+                                  server holds it",
+                }],
                 ..worker_spec(
                     Method::POST,
                     "/v1/environments/{environment_id}/work/{work_id}/heartbeat",
@@ -566,6 +600,21 @@ mod query {
     ];
     pub(super) const CONTEXT: &[QueryParam] = &[AT_SEQ, BUDGET_TOKENS];
     pub(super) const AT_SEQ_ONLY: &[QueryParam] = &[AT_SEQ];
+}
+
+/// The request headers of the route table, as the handlers read them.
+mod headers {
+    use super::HeaderParam;
+
+    pub(super) const STREAM: &[HeaderParam] = &[HeaderParam {
+        name: "Last-Event-ID",
+        description: "Resume after this event of the session (the id of the last event received): the stream \
+                      sends the events after it, then live ones; without it, the stream starts with live events",
+    }];
+    pub(super) const POLL: &[HeaderParam] = &[HeaderParam {
+        name: "Anthropic-Worker-ID",
+        description: "The polling worker's id (1 to 256 visible ASCII characters)",
+    }];
 }
 
 /// The API route table (without handlers).

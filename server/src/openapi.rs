@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, generated from the route
 //! tables so it always lists every route the server has: the API routes with
-//! their path and query parameters, request bodies and responses, and the
-//! operational routes.
+//! their path, query and header parameters, request bodies, success
+//! responses and the error statuses each may answer, and the operational
+//! routes.
 //!
 //! Schemas are deliberately coarse (objects with their required fields and the
 //! error envelope); the authoritative shapes are the Managed Agents API's,
@@ -10,9 +11,39 @@
 use serde_json::{Map, Value, json};
 
 use crate::http::{
-    MANAGED_AGENTS_BETA, OperationalRoute, ParamKind, QueryParam, RequestBody, ResponseBody, RouteSpec,
+    HeaderParam, MANAGED_AGENTS_BETA, OperationalRoute, ParamKind, QueryParam, RequestBody, ResponseBody, RouteSpec,
     requires_managed_agents_beta,
 };
+
+/// The error statuses every API route may answer, with the envelope, and
+/// when (`api::error`, and the middleware in `http`).
+const COMMON_ERRORS: &[(u16, &str)] = &[
+    (400, "invalid_request_error: a malformed request, or no anthropic-beta where the route needs it"),
+    (401, "authentication_error: no key, or one the server does not know (or an expired sessions token)"),
+    (
+        403,
+        "permission_error: error_code credential_not_accepted when the route does not take this kind of \
+         credential (an API key, an environment key, a sessions token), or the credential does not reach the object",
+    ),
+    (404, "not_found_error: no such route or object (objects of other workspaces included)"),
+    (408, "timeout_error: the request body did not arrive in time (nothing was done; the connection is closed)"),
+    (409, "conflict_error: the object's state does not allow the request, or a concurrent change (x-should-retry)"),
+    (413, "request_too_large: the body is over the route's limit"),
+    (429, "rate_limit_error: over the workspace's rate limit; retry after retry-after"),
+    (500, "api_error: an internal error, or error_code session_corrupted for a quarantined session"),
+    (
+        503,
+        "overloaded_error: the session is too busy to write to right now (retry), a feature this server is not \
+         configured for, or a store that can no longer write durably",
+    ),
+];
+
+/// The status a route that is not a stream answers when it runs out of time.
+const TIMEOUT_ERROR: (u16, &str) = (
+    504,
+    "timeout_error: the request ran out of time; a write may still take effect (x-should-retry: false): check before \
+     retrying",
+);
 
 pub fn document(routes: &[RouteSpec], operational: &[OperationalRoute]) -> Value {
     let mut paths = Map::new();
@@ -45,12 +76,6 @@ pub fn document(routes: &[RouteSpec], operational: &[OperationalRoute]) -> Value
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
                 "Bearer": {"type": "http", "scheme": "bearer"}
-            },
-            "responses": {
-                "Error": {
-                    "description": "An error",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-                }
             },
             "schemas": {
                 "Error": {
@@ -90,22 +115,38 @@ fn api_operation(route: &RouteSpec) -> Value {
         .map(path_param)
         .chain(route.query.iter().map(query_param))
         .chain(std::iter::once(beta_header(route.path)))
+        .chain(route.headers.iter().map(header_param))
         .collect();
+    let mut responses = Map::new();
+    responses.insert("200".to_owned(), success(route.response));
+    // Streams are not cut off by the request timeout.
+    let timeout = (!route.streaming).then_some(TIMEOUT_ERROR);
+    let extra = route.errors.iter().map(|error| (error.status, error.description));
+    for (status, description) in COMMON_ERRORS.iter().copied().chain(timeout).chain(extra) {
+        responses.insert(status.to_string(), error_response(description));
+    }
     json!({
         "summary": route.summary,
         "operationId": operation_id(route.method.as_str(), route.path),
         "parameters": parameters,
         "security": [{"ApiKey": []}, {"Bearer": []}],
-        "responses": {
-            "200": success(route.response),
-            "400": {"$ref": "#/components/responses/Error"},
-            "401": {"$ref": "#/components/responses/Error"},
-            "404": {"$ref": "#/components/responses/Error"},
-            "409": {"$ref": "#/components/responses/Error"},
-            "413": {"$ref": "#/components/responses/Error"},
-            "429": {"$ref": "#/components/responses/Error"},
-            "500": {"$ref": "#/components/responses/Error"}
-        }
+        "responses": responses
+    })
+}
+
+/// An error response: the envelope, and when it is answered.
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+/// A request header a route's handler reads (optional: none is required).
+fn header_param(param: &HeaderParam) -> Value {
+    json!({
+        "name": param.name, "in": "header", "required": false,
+        "schema": {"type": "string"}, "description": param.description
     })
 }
 

@@ -222,3 +222,99 @@ fn stalled_clients_cost_bounded_memory_and_are_cut_off() {
         }
     }
 }
+
+/// Goal (reliability goals G-S3, issue 3 item 4): a client that stops reading
+/// costs a bounded buffer on the server, "per-connection buffer ≤ 256 KiB",
+/// whatever the size of the session's events. Method: a session with 64
+/// messages of 256 KiB each; 16 clients resume it by `Last-Event-ID` from the
+/// first and never read; the server's RSS is watched for 10 s. The stream
+/// reads the store in batches of `STREAM_BATCH` (64) records and serializes a
+/// whole batch into its `pending` queue before the socket takes any of it,
+/// so each stalled connection holds up to 64 events, here 16 MiB.
+#[test]
+fn a_stalled_client_of_a_session_of_large_events_holds_a_bounded_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let session = new_session(server.addr);
+    let text = "z".repeat(256 * 1024);
+    let sent: Vec<String> = (0..65).map(|_| send_message(server.addr, &session, &text)).collect();
+    let rss_before = server.rss_kib();
+    let n_stalled = 16;
+    let stalled: Vec<SseClient> = (0..n_stalled)
+        .map(|_| {
+            let client = SseClient::open(server.addr, &session, Some(&sent[0]));
+            let sock = socket2::SockRef::from(&client.stream);
+            let _ = sock.set_recv_buffer_size(4096);
+            client
+        })
+        .collect();
+    let limit_mib = 64.0;
+    let mut growth_mib = 0.0f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && growth_mib < limit_mib {
+        let rss = server.rss_kib();
+        growth_mib = growth_mib.max(rss.saturating_sub(rss_before) as f64 / 1024.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{n_stalled} stalled clients of 64 events of 256 KiB: server RSS +{growth_mib:.1} MiB");
+    assert!(
+        growth_mib < limit_mib,
+        "RSS grew {growth_mib:.1} MiB with {n_stalled} stalled clients ({:.1} MiB each; goal: 256 KiB)",
+        growth_mib / f64::from(n_stalled)
+    );
+    drop(stalled);
+}
+
+/// Goal (issue 3 item 4: "a slow consumer cannot grow server memory without
+/// bound"; reliability goals G-S3): the list step of the SDK's recipe (open
+/// the stream, then `GET /events?limit=1000`) costs a stalled client a
+/// bounded buffer too. Method: a session with 64 messages of 256 KiB; 16
+/// clients ask for the history with `limit=1000` and never read; the
+/// server's RSS is watched for 10 s. A page is built whole in memory
+/// (`events::list` collects up to 1,000 events as JSON values, then the
+/// response serializes them), bounded by a count, not by bytes, and a client
+/// that does not read holds it until the TCP user timeout cuts it.
+#[test]
+fn a_stalled_client_of_the_history_list_holds_a_bounded_buffer() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let session = new_session(server.addr);
+    let text = "z".repeat(256 * 1024);
+    for _ in 0..64 {
+        send_message(server.addr, &session, &text);
+    }
+    let rss_before = server.rss_kib();
+    let n_stalled = 16;
+    let stalled: Vec<std::net::TcpStream> = (0..n_stalled)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+            let sock = socket2::SockRef::from(&stream);
+            let _ = sock.set_recv_buffer_size(4096);
+            let request = format!(
+                "GET /v1/sessions/{session}/events?limit=1000 HTTP/1.1\r\nhost: {}\r\nx-api-key: {}\r\n\
+                 anthropic-beta: {}\r\naccept: application/json\r\n\r\n",
+                server.addr,
+                support::KEY,
+                support::BETA
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let limit_mib = 64.0;
+    let mut growth_mib = 0.0f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && growth_mib < limit_mib {
+        let rss = server.rss_kib();
+        growth_mib = growth_mib.max(rss.saturating_sub(rss_before) as f64 / 1024.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{n_stalled} stalled list readers of 64 events of 256 KiB: server RSS +{growth_mib:.1} MiB");
+    assert!(
+        growth_mib < limit_mib,
+        "RSS grew {growth_mib:.1} MiB with {n_stalled} clients not reading a page of history ({:.1} MiB each)",
+        growth_mib / f64::from(n_stalled)
+    );
+    drop(stalled);
+}

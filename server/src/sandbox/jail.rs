@@ -10,7 +10,8 @@
 //! sandbox creates belong to a real, unprivileged host uid, never to root),
 //! forbids further user namespaces, drops every capability, sets
 //! `no_new_privs`, loads the seccomp filter and builds the root: an empty
-//! tmpfs with `/usr` and the `/bin`, `/lib*`, `/sbin` links or directories as
+//! tmpfs with `/usr` (without the configuration tools keep there,
+//! [`USR_HIDDEN`]) and the `/bin`, `/lib*`, `/sbin` links or directories as
 //! the host has them, a minimal `/etc` (generated `passwd`, `group`, `hosts`,
 //! `nsswitch.conf` plus a fixed list of host files that hold no secrets),
 //! private `/proc`, `/dev` and `/tmp`, the spec's own mounts, and finally
@@ -108,6 +109,36 @@ const GENERATED_ETC: &[(&str, &str)] = &[
     ("nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
 ];
 
+/// Paths below the host's `/usr` that no sandbox sees, because tools keep
+/// system configuration there, which often holds credentials (registry
+/// tokens, credential helpers, proxy passwords), as `/etc` does (which no
+/// sandbox gets either, but a fixed list of harmless entries):
+///
+/// - the system configuration directory (`$prefix/etc`, autoconf's
+///   `sysconfdir`) of the two prefixes under `/usr`: where a tool installed
+///   there keeps what it would otherwise keep in `/etc`. npm's global
+///   `npmrc` (`globalconfig` is `$PREFIX/etc/npmrc`, where `npm config set
+///   --global` writes), git's system `gitconfig` (`$(prefix)/etc/gitconfig`
+///   for a git built from source), gem's `gemrc`, wget's `wgetrc`, ...;
+/// - pip's site configuration, `$prefix/pip.conf` (`sys.prefix`: `/usr` for
+///   the distribution's Python, `/usr/local` for one built from source);
+/// - a cargo home under `/usr/local` (rust images set `CARGO_HOME` there):
+///   its registry tokens and configuration. Cargo in a sandbox uses its own
+///   home (`$HOME/.cargo`), so it never reads them.
+///
+/// Only what exists when a jail is built is hidden; `/usr` is then rebuilt
+/// from binds of its other entries ([`usr_args`]).
+const USR_HIDDEN: &[&str] = &[
+    "etc",
+    "pip.conf",
+    "local/etc",
+    "local/pip.conf",
+    "local/cargo/credentials",
+    "local/cargo/credentials.toml",
+    "local/cargo/config",
+    "local/cargo/config.toml",
+];
+
 /// The top-level system entries bound from the host as they are there (a
 /// symlink stays a symlink, a directory is bound read-only).
 const SYSTEM_ENTRIES: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
@@ -203,7 +234,7 @@ pub struct JailSpec {
 }
 
 /// bubblewrap's arguments for `spec` (after the wrapper's own ones).
-pub fn bwrap_args(system: &System, spec: &JailSpec) -> Vec<OsString> {
+pub fn bwrap_args(system: &System, spec: &JailSpec) -> Result<Vec<OsString>, SandboxError> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&[
@@ -230,7 +261,7 @@ pub fn bwrap_args(system: &System, spec: &JailSpec) -> Vec<OsString> {
     for (key, value) in &spec.env {
         push(&["--setenv", key, value]);
     }
-    push(&["--ro-bind", "/usr", "/usr"]);
+    args.extend(usr_args(Path::new("/usr"))?);
     for name in SYSTEM_ENTRIES {
         let host = Path::new("/").join(name);
         let dest = format!("/{name}");
@@ -277,7 +308,75 @@ pub fn bwrap_args(system: &System, spec: &JailSpec) -> Vec<OsString> {
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&["--remount-ro", "/", "--chdir", &spec.chdir, "--"]);
     push(&spec.command.iter().map(String::as_str).collect::<Vec<_>>());
-    args
+    Ok(args)
+}
+
+/// The arguments that give a sandbox the host's `host_usr` as `/usr`,
+/// read-only, without the [`USR_HIDDEN`] paths it has: one bind of the
+/// whole when it has none (the common case), else the directories above a
+/// hidden path are made anew and every other entry in them is bound (a
+/// symlink made as it is), so a hidden path does not exist in the sandbox at
+/// all (tools read a missing configuration file as none). A hidden path
+/// reached through a symlink within `/usr` (a `local` that links elsewhere
+/// in `/usr`) is hidden where it really is too.
+fn usr_args(host_usr: &Path) -> Result<Vec<OsString>, SandboxError> {
+    let real_usr = std::fs::canonicalize(host_usr).unwrap_or_else(|_| host_usr.to_owned());
+    let mut hidden: Vec<PathBuf> = Vec::new();
+    for rel in USR_HIDDEN {
+        let path = host_usr.join(rel);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        hidden.push(PathBuf::from(rel));
+        if let Ok(real) = std::fs::canonicalize(&path)
+            && let Ok(real_rel) = real.strip_prefix(&real_usr)
+            && !real_rel.as_os_str().is_empty()
+        {
+            hidden.push(real_rel.to_owned());
+        }
+    }
+    let mut args = Vec::new();
+    if hidden.is_empty() {
+        args.extend(["--ro-bind".into(), host_usr.as_os_str().to_owned(), "/usr".into()]);
+        return Ok(args);
+    }
+    bind_all_but(&mut args, host_usr, Path::new("/usr"), &hidden)?;
+    Ok(args)
+}
+
+/// Makes `dest` a new directory holding `host`'s entries, bound read-only,
+/// but `hidden` (paths relative to `host`, none empty), recursing into the
+/// directories that hold hidden paths.
+fn bind_all_but(args: &mut Vec<OsString>, host: &Path, dest: &Path, hidden: &[PathBuf]) -> Result<(), SandboxError> {
+    let reading = |source| SandboxError::Setup { what: format!("reading {} for the sandbox", host.display()), source };
+    args.extend(["--dir".into(), dest.as_os_str().to_owned()]);
+    let mut entries = std::fs::read_dir(host)
+        .map_err(reading)?
+        .map(|entry| entry.and_then(|entry| Ok((entry.file_name(), entry.file_type()?))))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(reading)?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, kind) in entries {
+        if hidden.iter().any(|path| path.as_os_str() == name.as_os_str()) {
+            continue;
+        }
+        let below: Vec<PathBuf> = hidden
+            .iter()
+            .filter_map(|path| path.strip_prefix(&name).ok())
+            .filter(|rest| !rest.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .collect();
+        let (source, target) = (host.join(&name), dest.join(&name));
+        if kind.is_symlink() {
+            let link = std::fs::read_link(&source).map_err(reading)?;
+            args.extend(["--symlink".into(), link.into_os_string(), target.into_os_string()]);
+        } else if kind.is_dir() && !below.is_empty() {
+            bind_all_but(args, &source, &target, &below)?;
+        } else {
+            args.extend(["--ro-bind".into(), source.into_os_string(), target.into_os_string()]);
+        }
+    }
+    Ok(())
 }
 
 /// The rlimits the wrapper sets, each no higher than the server's own hard
@@ -323,7 +422,7 @@ impl Jail {
             .arg(system.seccomp())
             .args([nproc, fsize, address_space, nofile])
             .arg(&system.bwrap)
-            .args(bwrap_args(system, spec))
+            .args(bwrap_args(system, spec)?)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .current_dir("/")
@@ -370,7 +469,8 @@ mod tests {
             cgroup_procs: Vec::new(),
             max_file_bytes: RLIMIT_FSIZE_BYTES,
         };
-        let args: Vec<String> = bwrap_args(&system, &spec).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let args: Vec<String> =
+            bwrap_args(&system, &spec).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
         for expected in [
             "--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-net",
@@ -381,7 +481,6 @@ mod tests {
             "--clearenv",
             "--uid 65534 --gid 65534",
             "--setenv HOME /workspace",
-            "--ro-bind /usr /usr",
             "--proc /proc --dev /dev",
             "--tmpfs /tmp",
             "--bind /data/ws /workspace",
@@ -396,6 +495,8 @@ mod tests {
         {
             assert!(!joined.contains(forbidden), "{forbidden:?} in {joined}");
         }
+        // The host's /usr, whole or rebuilt around hidden paths (`usr_args`).
+        assert!(joined.contains("--ro-bind /usr /usr") || joined.contains("--dir /usr "), "{joined}");
         // The remount and the command come last.
         assert!(joined.ends_with("-- /bin/bash --noprofile --norc"));
     }
@@ -415,7 +516,8 @@ mod tests {
             cgroup_procs: Vec::new(),
             max_file_bytes: RLIMIT_FSIZE_BYTES,
         };
-        let args: Vec<String> = bwrap_args(&system, &spec).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let args: Vec<String> =
+            bwrap_args(&system, &spec).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect();
         let sources: Vec<&str> = args
             .windows(2)
             .filter(|pair| matches!(pair[0].as_str(), "--ro-bind" | "--bind" | "--ro-bind-try" | "--bind-try"))
@@ -434,5 +536,107 @@ mod tests {
         if Path::new("/etc/apt/sources.list.d").exists() {
             assert!(sources.contains(&"/etc/apt/sources.list.d"), "apt's sources are needed: {sources:?}");
         }
+    }
+
+    /// Pairs of arguments: a bind's (source, destination), a symlink's
+    /// (target, link).
+    type Pairs = Vec<(String, String)>;
+
+    /// The binds, the destination of each made directory and the symlinks
+    /// in `args`.
+    fn mounts(args: &[OsString]) -> (Pairs, Vec<String>, Pairs) {
+        let args: Vec<String> = args.iter().map(|a| a.to_str().unwrap().to_owned()).collect();
+        let (mut binds, mut dirs, mut links) = (Vec::new(), Vec::new(), Vec::new());
+        let mut idx = 0;
+        while idx < args.len() {
+            match args[idx].as_str() {
+                "--ro-bind" => {
+                    binds.push((args[idx + 1].clone(), args[idx + 2].clone()));
+                    idx += 3;
+                }
+                "--symlink" => {
+                    links.push((args[idx + 1].clone(), args[idx + 2].clone()));
+                    idx += 3;
+                }
+                "--dir" => {
+                    dirs.push(args[idx + 1].clone());
+                    idx += 2;
+                }
+                other => panic!("unexpected argument {other:?} in {args:?}"),
+            }
+        }
+        (binds, dirs, links)
+    }
+
+    /// Goal: the host's package-manager and git configuration kept under
+    /// `/usr` is not in a sandbox (docs/sandbox.md: never `gitconfig`,
+    /// `npmrc`, `pip.conf`), on any host, not only one that has such files:
+    /// npm's global `npmrc` is `$PREFIX/etc/npmrc`, git's system `gitconfig`
+    /// `$(prefix)/etc/gitconfig`, pip's `$prefix/pip.conf`, for the prefixes
+    /// `/usr` and `/usr/local`, and rust images keep a cargo home (with its
+    /// credentials) in `/usr/local/cargo`. Method: the arguments for a fake
+    /// host `/usr` holding each, against what every other entry must be.
+    #[test]
+    fn configuration_under_usr_is_hidden_and_everything_else_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let usr = root.path().join("usr");
+        for dir in ["bin", "share/man", "etc", "local/bin", "local/etc/ssl", "local/cargo/bin", "local/lib"] {
+            std::fs::create_dir_all(usr.join(dir)).unwrap();
+        }
+        for file in [
+            "bin/git",
+            "etc/npmrc",
+            "pip.conf",
+            "local/etc/gitconfig",
+            "local/etc/npmrc",
+            "local/pip.conf",
+            "local/cargo/credentials.toml",
+            "local/cargo/bin/cargo",
+            "local/lib/libx.so",
+        ] {
+            std::fs::write(usr.join(file), "token=secret\n").unwrap();
+        }
+        std::os::unix::fs::symlink("share/man", usr.join("local/man")).unwrap();
+        let (binds, dirs, links) = mounts(&usr_args(&usr).unwrap());
+        let at = |rel: &str| usr.join(rel).display().to_string();
+        let mut expected_binds: Vec<(String, String)> = ["bin", "share", "local/bin", "local/cargo/bin", "local/lib"]
+            .iter()
+            .map(|rel| (at(rel), format!("/usr/{rel}")))
+            .collect();
+        expected_binds.sort();
+        let mut binds_sorted = binds.clone();
+        binds_sorted.sort();
+        assert_eq!(binds_sorted, expected_binds);
+        assert_eq!(dirs, ["/usr", "/usr/local", "/usr/local/cargo"]);
+        assert_eq!(links, [("share/man".to_owned(), "/usr/local/man".to_owned())]);
+        // Nothing bound is or holds a hidden path.
+        for (source, _) in &binds {
+            for rel in USR_HIDDEN {
+                assert!(!at(rel).starts_with(source.as_str()), "{source} holds {rel}");
+            }
+        }
+
+        // A host without any: /usr whole, as it is.
+        let plain = root.path().join("plain");
+        std::fs::create_dir_all(plain.join("bin")).unwrap();
+        let (binds, dirs, links) = mounts(&usr_args(&plain).unwrap());
+        assert_eq!((binds, dirs.len(), links.len()), (vec![(plain.display().to_string(), "/usr".to_owned())], 0, 0));
+    }
+
+    /// Goal: a hidden path reached through a symlink inside `/usr` is hidden
+    /// where it really is too. Method: a fake `/usr` whose `local` links to
+    /// `opt-local`, which holds `etc/npmrc`.
+    #[test]
+    fn configuration_behind_a_symlink_within_usr_is_hidden_too() {
+        let root = tempfile::tempdir().unwrap();
+        let usr = root.path().join("usr");
+        std::fs::create_dir_all(usr.join("opt-local/etc")).unwrap();
+        std::fs::create_dir_all(usr.join("opt-local/bin")).unwrap();
+        std::fs::write(usr.join("opt-local/etc/npmrc"), "//registry.example/:_authToken=secret\n").unwrap();
+        std::os::unix::fs::symlink("opt-local", usr.join("local")).unwrap();
+        let (binds, dirs, links) = mounts(&usr_args(&usr).unwrap());
+        assert_eq!(binds, [(usr.join("opt-local/bin").display().to_string(), "/usr/opt-local/bin".to_owned())]);
+        assert_eq!(dirs, ["/usr", "/usr/opt-local"]);
+        assert_eq!(links, [("opt-local".to_owned(), "/usr/local".to_owned())]);
     }
 }

@@ -3,7 +3,9 @@
 //! socket that only that sandbox has bound in.
 //!
 //! A sandbox has no network interface but loopback, so this is its only way
-//! out. For each connection the proxy reads the request head, checks the host
+//! out. For each connection the proxy reads the request head (refusing with a
+//! 400 any head whose framing an upstream could read differently: bare LF or
+//! CR, control characters, folded lines; see [`parse_head`]), checks the host
 //! against the sandbox's [`EgressPolicy`] (a refused host gets a 403 naming
 //! it), resolves the name, keeps only the addresses `net::addr::is_public`
 //! accepts (a name resolving only to loopback, private, link-local or metadata
@@ -307,10 +309,20 @@ async fn read_head(client: &mut UnixStream) -> std::io::Result<(Vec<u8>, Vec<u8>
 
 /// Parses a proxy request head: `CONNECT host:port` or an absolute-form
 /// `http://` request. Errors are messages for a 400.
+///
+/// The head is held to HTTP/1.1's framing as strict parsers hold it (RFC
+/// 9112 §2.2, §5): lines end with CRLF, and no other control character
+/// appears but a tab inside a header's value; no line is folded; each
+/// header is a token, a colon and a value. An upstream that ends a line at a
+/// bare LF (nginx does) would otherwise read a different head than the
+/// proxy did: a bare LF inside what the proxy forwards as one header line
+/// ends the head early for it, and what follows is a second request, for
+/// any host that upstream serves, past the proxy's `Host` and
+/// `Connection: close`.
 pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
     let text = std::str::from_utf8(head).map_err(|_| "the request head is not UTF-8".to_owned())?;
-    let mut lines = text.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
+    let (request_line, headers) = check_framing(text)?;
+    let lines = headers.iter().copied();
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -341,10 +353,7 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
     };
     let mut forward = format!("{method} {path} {version}\r\n");
     for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
         if matches!(name.as_str(), "host" | "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive") {
             continue;
         }
@@ -355,6 +364,57 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
     let host_header = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
     forward.push_str(&format!("Host: {host_header}\r\nConnection: close\r\n\r\n"));
     Ok(ProxyRequest { host, port, forward_head: Some(forward.into_bytes()) })
+}
+
+/// Splits a request head into its request line and header lines, refusing
+/// any framing an upstream could read differently (see [`parse_head`]).
+fn check_framing(text: &str) -> Result<(&str, Vec<&str>), String> {
+    let bytes = text.as_bytes();
+    for (idx, byte) in bytes.iter().enumerate() {
+        let refused = match *byte {
+            b'\r' => bytes.get(idx + 1) != Some(&b'\n'),
+            b'\n' => idx == 0 || bytes[idx - 1] != b'\r',
+            // Only inside a header's value, checked per line below.
+            b'\t' => false,
+            0x00..=0x1f | 0x7f => true,
+            _ => false,
+        };
+        if refused {
+            let what = match *byte {
+                b'\r' => "a carriage return not followed by a line feed".to_owned(),
+                b'\n' => "a line feed not preceded by a carriage return".to_owned(),
+                other => format!("the control character 0x{other:02x}"),
+            };
+            return Err(format!("the request head holds {what} at byte {idx}: lines must end with CRLF"));
+        }
+    }
+    let lines =
+        text.strip_suffix(HEAD_END).ok_or_else(|| "the request head does not end with an empty line".to_owned())?;
+    let mut lines = lines.split("\r\n");
+    let request_line = lines.next().unwrap_or("");
+    if request_line.contains('\t') {
+        return Err(format!("malformed request line {request_line:?}"));
+    }
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            return Err("folded header lines (obsolete line folding) are not accepted".to_owned());
+        }
+        let name = line.split_once(':').map(|(name, _)| name).unwrap_or("");
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(format!("malformed header line {line:?}"));
+        }
+        headers.push(line);
+    }
+    Ok((request_line, headers))
+}
+
+/// The blank line that ends a request head.
+const HEAD_END: &str = "\r\n\r\n";
+
+/// A byte of an HTTP token (a header's name; RFC 9110 §5.6.2).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// `host[:port]` or `[v6][:port]`, with no userinfo.

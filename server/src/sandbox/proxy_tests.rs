@@ -42,6 +42,67 @@ fn refuses_malformed_and_non_proxy_requests() {
     }
 }
 
+/// Goal: a plain HTTP request reaches its upstream as one request, with the
+/// proxy's `Host` and `Connection: close`, so one connection never reaches a
+/// second host (docs/sandbox.md). Servers such as nginx end a header line at
+/// a bare LF, so a bare LF inside what the proxy takes for one header line
+/// ends the head early for them: what follows is a second, pipelined request
+/// naming any host the upstream serves. Method: such a head must be refused,
+/// or forwarded with no bare LF in it.
+#[test]
+fn a_bare_line_feed_cannot_smuggle_a_second_request_upstream() {
+    let head = b"GET http://allowed.example/ HTTP/1.0\r\nX: a\nConnection: keep-alive\n\nGET /admin HTTP/1.1\nHost: internal.example\n\n\r\n\r\n";
+    if let Ok(request) = parse_head(head) {
+        let forwarded = request.forward_head.unwrap();
+        let bare_lf =
+            forwarded.iter().enumerate().any(|(idx, byte)| *byte == b'\n' && (idx == 0 || forwarded[idx - 1] != b'\r'));
+        assert!(!bare_lf, "forwarded upstream: {:?}", String::from_utf8_lossy(&forwarded));
+    }
+}
+
+/// Goal: the proxy reads a request head as strict HTTP/1.1 parsers do, so
+/// no upstream can read a different head from what it forwards: a bare LF
+/// or CR anywhere, another control character, a folded line or a header
+/// name that is not a token is refused (RFC 9112 §2.2, §5), while a tab in a
+/// header's value is fine. Method: `parse_head` on each, and the served
+/// proxy's answer to one (a 400, before any lookup).
+#[tokio::test]
+async fn heads_an_upstream_could_read_differently_are_refused_with_a_400() {
+    for head in [
+        &b"GET http://a.example/ HTTP/1.1\r\nX: a\nHost: b.example\r\n\r\n"[..],
+        b"GET http://a.example/ HTTP/1.1\nX: a\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\nX: a\rHost: b.example\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\nX: a\0b\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\nX: a\x7f\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\nHost : b.example\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\nno colon\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\n: empty name\r\n\r\n",
+        b"GET\thttp://a.example/ HTTP/1.1\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\n\r\nGET http://b.example/ HTTP/1.1\r\n\r\n",
+        b"CONNECT a.example:443 HTTP/1.1\r\nX: a\nY: b\r\n\r\n",
+        b"GET http://a.example/ HTTP/1.1\r\n",
+    ] {
+        assert!(parse_head(head).is_err(), "{:?}", String::from_utf8_lossy(head));
+    }
+    let tab = parse_head(b"GET http://a.example/ HTTP/1.1\r\nX-Tab:\ta\tb\r\n\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8(tab.forward_head.unwrap()).unwrap(),
+        "GET / HTTP/1.1\r\nX-Tab:\ta\tb\r\nHost: a.example\r\nConnection: close\r\n\r\n"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let resolver = Arc::new(FixedResolver { addr: "127.0.0.1:9".parse().unwrap(), n_lookups: AtomicUsize::new(0) });
+    let path = dir.path().join("proxy.sock");
+    let _proxy = Proxy::start(&path, EgressPolicy::Open, Arc::clone(&resolver) as Arc<dyn Resolve>).unwrap();
+    let answer =
+        ask(&path, "GET http://a.example/ HTTP/1.0\r\nX: a\nConnection: keep-alive\n\nGET /admin HTTP/1.1\nHost: internal.example\n\n\r\n\r\n")
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("line feed not preceded by a carriage return"), "{answer}");
+    assert_eq!(resolver.n_lookups.load(Ordering::SeqCst), 0, "refused before any lookup");
+}
+
 /// Resolves every name to one address and counts the lookups.
 #[derive(Debug)]
 struct FixedResolver {

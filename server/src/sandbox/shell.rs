@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use rand::RngExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, ChildStdout};
 
 use super::SandboxError;
@@ -163,29 +163,28 @@ impl Shell {
     ) -> std::io::Result<Completion> {
         let marker = format!("\n{}_{} ", self.marker, self.n_commands);
         let mut buf = TailBuffer::new(MAX_OUTPUT_BYTES + marker.len() + 16);
-        buf.push(&std::mem::take(&mut self.pending));
+        let mut scan = MarkerScan::new(marker.as_bytes());
         let Shell { jail, stdin, stdout, pending, .. } = self;
+        // Output background jobs wrote since the last call comes first.
+        let early = scan.push(&mut buf, &std::mem::take(pending));
         let io = async {
             stdin.write_all(script.as_bytes()).await?;
             stdin.flush().await?;
-            let mut chunk = vec![0u8; READ_CHUNK];
-            loop {
-                if let Some((status, end, rest)) = find_marker(buf.bytes(), marker.as_bytes()) {
-                    *pending = rest;
-                    return Ok::<_, std::io::Error>(Some((status, end)));
-                }
-                let n = stdout.read(&mut chunk).await?;
-                if n == 0 {
-                    return Ok(None);
-                }
-                buf.push(&chunk[..n]);
-            }
+            let found = match early {
+                Some(found) => Some(found),
+                None => read_to_marker(stdout, &mut buf, &mut scan).await?,
+            };
+            Ok::<_, std::io::Error>(found.map(|Found { status, end, rest }| {
+                *pending = rest;
+                (status, end)
+            }))
         };
         let outcome = tokio::select! {
             res = io => Ended::Read(res?),
             () = tokio::time::sleep(timeout) => Ended::TimedOut,
             () = stop => Ended::Stopped,
         };
+        tracing::trace!(read = scan.pushed, scanned = scan.scanned, "read a command's output");
         match outcome {
             Ended::Read(Some((status, end))) => {
                 let total = buf.bytes().len();
@@ -239,14 +238,101 @@ impl Shell {
     }
 }
 
-/// Finds `\n<marker>_<n> <status>\n` in `bytes`: the status, where the output
-/// ends, and what follows the marker line.
-fn find_marker(bytes: &[u8], marker: &[u8]) -> Option<(i32, usize, Vec<u8>)> {
-    let start = bytes.windows(marker.len()).rposition(|w| w == marker)?;
-    let after = &bytes[start + marker.len()..];
-    let line_end = after.iter().position(|b| *b == b'\n')?;
-    let status = std::str::from_utf8(&after[..line_end]).ok()?.trim().parse().ok()?;
-    Some((status, start, after[line_end + 1..].to_vec()))
+/// Reads `reader` into `buf` until `scan` finds the marker line; `None` if
+/// the reader ends first.
+async fn read_to_marker<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut TailBuffer,
+    scan: &mut MarkerScan<'_>,
+) -> std::io::Result<Option<Found>> {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(found) = scan.push(buf, &chunk[..n]) {
+            return Ok(Some(found));
+        }
+    }
+}
+
+/// A marker line found by [`MarkerScan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Found {
+    /// The command's exit status.
+    status: i32,
+    /// Where the output ends in the buffer: where the marker starts.
+    end: usize,
+    /// What followed the marker line (background output, for the next call).
+    rest: Vec<u8>,
+}
+
+/// Finds `\n<marker>_<n> <status>\n`, the last one, in a command's output as
+/// it arrives in a [`TailBuffer`], looking only at what each read added
+/// (plus the marker's length less one, for a marker that straddles reads):
+/// rescanning the whole buffer on every read would let a sandbox that
+/// trickles output a byte at a time after a large output cost the server
+/// 100 KiB of scanning per byte. Positions are offsets in the whole output,
+/// since the buffer drops its oldest bytes.
+#[derive(Debug)]
+struct MarkerScan<'m> {
+    marker: &'m [u8],
+    /// Bytes pushed so far.
+    pushed: usize,
+    /// Every marker that ends at or before this offset has been looked for.
+    searched: usize,
+    /// The last marker found whose line has not ended yet: its offset, and
+    /// how far its line has been searched for the newline ending it.
+    open: Option<(usize, usize)>,
+    /// Bytes looked at so far (the work done, for diagnostics and tests).
+    scanned: usize,
+}
+
+impl<'m> MarkerScan<'m> {
+    fn new(marker: &'m [u8]) -> MarkerScan<'m> {
+        MarkerScan { marker, pushed: 0, searched: 0, open: None, scanned: 0 }
+    }
+
+    /// Pushes `bytes` into `buf` and looks for the marker line in what they
+    /// add.
+    fn push(&mut self, buf: &mut TailBuffer, bytes: &[u8]) -> Option<Found> {
+        if bytes.is_empty() {
+            return None;
+        }
+        buf.push(bytes);
+        self.pushed += bytes.len();
+        let held = buf.bytes();
+        // The offset of `held[0]` in the whole output.
+        let base = self.pushed - held.len();
+        // A marker starting before `searched - (len - 1)` ended within what
+        // was searched before; one that starts later may end in the new bytes.
+        let from = self.searched.saturating_sub(self.marker.len().saturating_sub(1)).max(base);
+        let window = &held[from - base..];
+        self.scanned += window.len();
+        if let Some(pos) = window.windows(self.marker.len()).rposition(|w| w == self.marker) {
+            // A later marker replaces an earlier one whose line is open.
+            self.open = Some((from + pos, from + pos + self.marker.len()));
+        }
+        self.searched = self.pushed;
+        let (start, line_from) = self.open?;
+        if start < base {
+            // The marker's line grew past the buffer: not a marker line.
+            self.open = None;
+            return None;
+        }
+        let line = &held[line_from - base..];
+        self.scanned += line.len();
+        let Some(newline) = line.iter().position(|b| *b == b'\n') else {
+            self.open = Some((start, self.pushed));
+            return None;
+        };
+        self.open = None;
+        let line_end = line_from - base + newline;
+        let status_bytes = &held[start - base + self.marker.len()..line_end];
+        let status = std::str::from_utf8(status_bytes).ok()?.trim().parse().ok()?;
+        Some(Found { status, end: start - base, rest: held[line_end + 1..].to_vec() })
+    }
 }
 
 /// The last [`MAX_OUTPUT_BYTES`] of an output (the buffer held a little more,
@@ -266,15 +352,5 @@ fn lossy_tail(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_marker_line_and_keeps_what_follows() {
-        let bytes = b"hello\n\n__M_3 42\nlate background output";
-        let (status, end, rest) = find_marker(bytes, b"\n__M_3 ").unwrap();
-        assert_eq!((status, &bytes[..end], rest.as_slice()), (42, &b"hello\n"[..], &b"late background output"[..]));
-        assert!(find_marker(b"x\n__M_3 4", b"\n__M_3 ").is_none(), "an unfinished line is not a marker yet");
-        assert!(find_marker(b"x\n__M_2 0\n", b"\n__M_3 ").is_none(), "an older marker does not count");
-    }
-}
+#[path = "shell_tests.rs"]
+mod tests;

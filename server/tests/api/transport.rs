@@ -814,8 +814,9 @@ async fn openapi_documents_the_headers_and_statuses_of_the_worker_and_stream_rou
     let h = Harness::new();
     let doc = openapi(&h).await;
     let mut missing = Vec::new();
-    let headers: [(&str, &str, &str); 2] = [
+    let headers: [(&str, &str, &str); 3] = [
         ("get", "/v1/sessions/{session_id}/events/stream", "last-event-id"),
+        ("get", "/v1/sessions/{session_id}/threads/{thread_id}/stream", "last-event-id"),
         ("get", "/v1/environments/{environment_id}/work/poll", "anthropic-worker-id"),
     ];
     for (method, path, name) in headers {
@@ -826,8 +827,50 @@ async fn openapi_documents_the_headers_and_statuses_of_the_worker_and_stream_rou
         }
     }
     let heartbeat = &doc["paths"]["/v1/environments/{environment_id}/work/{work_id}/heartbeat"]["post"];
-    if heartbeat["responses"].get("412").is_none() {
-        missing.push("post .../work/{work_id}/heartbeat: response 412".to_owned());
+    let precondition = heartbeat["responses"]["412"]["description"].as_str().unwrap_or("");
+    if !precondition.contains("heartbeat_precondition_failed") {
+        missing.push("post .../work/{work_id}/heartbeat: response 412 heartbeat_precondition_failed".to_owned());
+    }
+    // What every API route may answer (by code reading: the credential's
+    // scope check `work::access::check` runs on every route and answers 403
+    // `credential_not_accepted`; a body that arrives too slowly is a 408 on
+    // any route; a store that can no longer write and a busy session are
+    // 503), and the request timeout's 504 on every route that is not a
+    // stream. Only the heartbeat answers 412.
+    for route in routes() {
+        let method = route.method.as_str().to_lowercase();
+        let responses = &doc["paths"][route.path.replace("{*", "{")][&method]["responses"];
+        for status in ["400", "401", "403", "404", "408", "409", "413", "429", "500", "503"] {
+            if responses.get(status).is_none() {
+                missing.push(format!("{method} {}: response {status}", route.path));
+            }
+        }
+        if responses.get("504").is_some() == route.streaming {
+            missing.push(format!("{method} {}: response 504 only where the request timeout applies", route.path));
+        }
+        if responses.get("412").is_some() != route.path.ends_with("/heartbeat") {
+            missing.push(format!("{method} {}: response 412 only on the heartbeat", route.path));
+        }
+        for (status, response) in responses.as_object().into_iter().flatten().filter(|(status, _)| *status != "200") {
+            if response["content"]["application/json"]["schema"]["$ref"] != "#/components/schemas/Error" {
+                missing.push(format!("{method} {}: response {status} without the error envelope", route.path));
+            }
+        }
+        let forbidden = responses["403"]["description"].as_str().unwrap_or("");
+        if !forbidden.contains("credential_not_accepted") {
+            missing.push(format!("{method} {}: response 403 credential_not_accepted", route.path));
+        }
+    }
+    let worker_id = doc["paths"]["/v1/environments/{environment_id}/work/poll"]["get"]["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str().is_some_and(|name| name.eq_ignore_ascii_case("anthropic-worker-id")))
+        .and_then(|p| p["description"].as_str())
+        .unwrap_or("");
+    let limit = format!("1 to {}", logbook_server::api::work::MAX_WORKER_ID_CHARS);
+    if !worker_id.contains(&limit) {
+        missing.push(format!("anthropic-worker-id: the description {worker_id:?} does not say {limit:?}"));
     }
     assert!(missing.is_empty(), "what the server reads and answers is not in /openapi.json:\n{}", missing.join("\n"));
 }

@@ -85,6 +85,24 @@ async fn an_output_flood_is_capped_and_another_session_stays_responsive() {
     assert!(burst.len() <= MAX_OUTPUT_BYTES + TRUNCATED_MARKER.len() + 1);
 }
 
+/// Goal: output that trickles in a byte at a time after a large output is
+/// read whole, through a real sandbox's shell: the marker scan looks only at
+/// what each read adds, so this must not change what the call returns. The
+/// cost itself (bytes scanned per read, not CPU time, which a busy machine
+/// makes flaky) is `sandbox::shell::tests::a_slow_trickle_after_a_large_output_is_scanned_once`.
+/// Method: a 150 KB line, then 1,000 one-byte writes a millisecond apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_trickle_after_a_large_output_is_read_whole() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), unrestricted());
+    let command = "python3 -c 'import os, time\nos.write(1, b\"x\" * 150000)\nfor _ in range(1000):\n    os.write(1, b\"y\"); time.sleep(0.001)\n'; echo; echo done";
+    let output = sbx.ok(s, &env, command).await;
+    assert!(output.starts_with(TRUNCATED_MARKER), "{}", &output[..64.min(output.len())]);
+    let expected_end = format!("x{}\ndone\n", "y".repeat(1000));
+    assert!(output.ends_with(&expected_end), "{}", &output[output.len().saturating_sub(64)..]);
+    assert!(output.len() <= MAX_OUTPUT_BYTES + TRUNCATED_MARKER.len() + 1, "{} bytes", output.len());
+}
+
 /// A sandbox whose sessions may hold `bytes` bytes and `entries` files.
 fn with_disk_limit(bytes: u64, entries: u64) -> Sbx {
     Sbx::with_config(|config| SandboxConfig { disk_limit: DiskLimit { bytes, entries }, ..config })

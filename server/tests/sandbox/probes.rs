@@ -644,3 +644,46 @@ async fn jail_processes_run_as_the_sandbox_uid_on_the_host() {
         assert!(allowed.contains(&name), "unexpected variable {name} in the sandbox's environment");
     }
 }
+
+/// Goal: the host's package-manager and git configuration is not visible in
+/// a sandbox, wherever the host's tools keep it (docs/sandbox.md: never
+/// `gitconfig` nor `npmrc`/`pip.conf`, which often hold registry tokens and
+/// credential helpers). Tools installed under `/usr` or `/usr/local` read
+/// their system configuration below their prefix, which the sandbox gets
+/// whole: npm's global `npmrc` is `$PREFIX/etc/npmrc` (`npm config get
+/// globalconfig` says `/usr/etc/npmrc` on this machine, where the operator's
+/// `npm config set --global` writes tokens), a source-built git's system
+/// `gitconfig` is `$PREFIX/etc/gitconfig` (this machine's git is
+/// `/usr/local/bin/git`), pip's site configuration `$PREFIX/pip.conf`.
+/// Method: every such file the host has must be unreadable in the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_package_manager_configuration_under_usr_is_not_visible() {
+    let sbx = Sbx::new();
+    let (s, env) = (session(), unrestricted());
+    let candidates = [
+        "/usr/etc/npmrc",
+        "/usr/local/etc/npmrc",
+        "/usr/etc/gitconfig",
+        "/usr/local/etc/gitconfig",
+        "/usr/pip.conf",
+        "/usr/local/pip.conf",
+    ];
+    let mut visible = Vec::new();
+    for path in candidates.iter().filter(|path| Path::new(path).is_file()) {
+        let outcome = sbx.bash(s, &env, &format!("cat {path}")).await;
+        if !outcome.is_error {
+            visible.push(*path);
+        }
+    }
+    assert!(visible.is_empty(), "the sandbox reads the host's configuration files {visible:?}");
+    // The rest of /usr is still there, /usr/local's programs included (this
+    // machine's git is /usr/local/bin/git): hiding rebuilds /usr around the
+    // hidden paths. (Which paths are hidden, on a host with or without them:
+    // `sandbox::jail::tests::configuration_under_usr_is_hidden_and_everything_else_bound`.)
+    for dir in ["/usr/bin", "/usr/lib", "/usr/share", "/usr/local/bin"].iter().filter(|dir| Path::new(dir).is_dir()) {
+        let host = std::fs::read_dir(dir).unwrap().count();
+        let inside = sbx.ok(s, &env, &format!("ls -A {dir} | wc -l")).await;
+        assert_eq!(inside.trim(), host.to_string(), "{dir} in the sandbox");
+    }
+    assert!(sbx.ok(s, &env, "git --version").await.starts_with("git version"));
+}
