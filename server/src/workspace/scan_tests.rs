@@ -198,3 +198,37 @@ fn a_file_over_one_chunk_is_stored_as_chunks_and_written_back_whole() {
     crate::workspace::write_tree(&tree, &store, &ws2, &out2, None).unwrap();
     assert!(std::fs::read(ws2.join("big.bin")).unwrap() == big);
 }
+
+/// Goal: how many directories one directory holds (the sandbox decides, up
+/// to its million-entry disk limit) does not decide how many descriptors a
+/// scan holds at once: the server's descriptors are shared by every session,
+/// the store and the API's connections. Method: a directory with more
+/// subdirectories, each holding a file, than this process may open files
+/// (its soft `RLIMIT_NOFILE`, lowered to at most 4096 so the test stays
+/// quick; nextest runs each test in its own process); the scan must succeed
+/// and record every file.
+#[test]
+fn a_directory_with_more_subdirectories_than_open_files_allowed_is_scanned() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX).min(4096);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(soft), maximum: limit.maximum }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    let n_dirs = usize::try_from(soft).unwrap() + 16;
+    for n in 0..n_dirs {
+        let sub = ws.join("wide").join(n.to_string());
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("f"), "x").unwrap();
+    }
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let roots = [ScanRoot { area: Area::Workspace, host: &ws }, ScanRoot { area: Area::Outputs, host: &out }];
+    let started = SystemTime::now() + Duration::from_secs(24 * 3600);
+    let report = index.scan(&roots, started, &|bytes: &[u8]| sink.put(bytes));
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => panic!("a scan of {n_dirs} directories with a {soft}-descriptor limit failed: {err}"),
+    };
+    assert_eq!(report.changes.len(), n_dirs);
+}
