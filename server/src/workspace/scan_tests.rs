@@ -232,3 +232,46 @@ fn a_directory_with_more_subdirectories_than_open_files_allowed_is_scanned() {
     };
     assert_eq!(report.changes.len(), n_dirs);
 }
+
+/// Goal: a sandbox swapping a file for a socket (or anything else it may not
+/// be read as) while a scan runs cannot make the scan fail: a failed scan
+/// records no delta, so a background job doing this in a loop would keep
+/// every change out of the log. Method: a thread keeps renaming a fresh unix
+/// socket and a fresh file over one path while the workspace is scanned
+/// again and again; every scan must succeed.
+#[test]
+fn a_file_swapped_for_a_socket_during_a_scan_does_not_fail_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (ws, stop) = (ws.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let socket = std::os::unix::net::UnixListener::bind(ws.join(".s")).unwrap();
+                std::fs::rename(ws.join(".s"), ws.join("f")).unwrap();
+                drop(socket);
+                std::fs::write(ws.join(".f"), n.to_string()).unwrap();
+                std::fs::rename(ws.join(".f"), ws.join("f")).unwrap();
+                n += 1;
+            }
+        })
+    };
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let roots = [ScanRoot { area: Area::Workspace, host: &ws }, ScanRoot { area: Area::Outputs, host: &out }];
+    let mut failed = None;
+    for _ in 0..2000 {
+        if let Err(err) = index.scan(&roots, SystemTime::now(), &|bytes: &[u8]| sink.put(bytes)) {
+            failed = Some(err.to_string());
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    swapper.join().unwrap();
+    assert_eq!(failed, None, "a scan failed because the sandbox swapped a file");
+}
