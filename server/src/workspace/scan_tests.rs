@@ -308,3 +308,34 @@ fn a_scan_of_sparse_files_reads_a_bounded_amount() {
     let read = bytes_read_by_this_process() - before;
     assert!(read <= 4 << 30, "one scan of files holding no data read {read} bytes");
 }
+
+/// Goal: what one call's delta records (and the scan and the session's index
+/// hold in memory) stays within a small multiple of what the sandbox holds
+/// against its disk limit: neither the log nor the server's memory is under
+/// that limit. Every change carries its full path, and a path can be 4 KiB
+/// while an empty file costs the sandbox only its directory entry, so within
+/// its limits (a million entries, 10 GB) a sandbox could make one scan hold
+/// and append about 4 GB, and again on every call that recreates the files.
+/// Method: 20,000 empty files with short names below a 3,900-byte directory
+/// path; the paths recorded may come to at most 16 times what the disk
+/// limit's walk counts for the tree.
+#[test]
+fn the_delta_of_empty_files_with_long_paths_is_bounded_by_their_disk_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    let mut deep = ws.clone();
+    for n in 0..15 {
+        deep.push(format!("{n:0>255}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    for n in 0..20_000 {
+        std::fs::File::create(deep.join(format!("f{n}"))).unwrap();
+    }
+    let held = crate::sandbox::disk::disk_usage(&[ws.as_path(), out.as_path()], u64::MAX).bytes;
+    let mut index = Index::default();
+    let roots = [ScanRoot { area: Area::Workspace, host: &ws }, ScanRoot { area: Area::Outputs, host: &out }];
+    let started = SystemTime::now() + Duration::from_secs(24 * 3600);
+    let report = index.scan(&roots, started, &|bytes: &[u8]| Ok(*blake3::hash(bytes).as_bytes())).unwrap();
+    let recorded: u64 = report.changes.iter().map(|change| change.path.len() as u64).sum();
+    assert!(recorded <= 16 * held, "the delta names {recorded} bytes of paths for a tree taking {held} bytes on disk");
+}
