@@ -339,3 +339,135 @@ fn the_delta_of_empty_files_with_long_paths_is_bounded_by_their_disk_use() {
     let recorded: u64 = report.changes.iter().map(|change| change.path.len() as u64).sum();
     assert!(recorded <= 16 * held, "the delta names {recorded} bytes of paths for a tree taking {held} bytes on disk");
 }
+
+/// A scan with the given read and path budgets (far in the future: nothing
+/// is racy).
+fn scan_within(index: &mut Index, ws: &Path, out: &Path, read_bytes: u64, path_bytes: usize) -> ScanReport {
+    let roots = [ScanRoot { area: Area::Workspace, host: ws }, ScanRoot { area: Area::Outputs, host: out }];
+    let started = SystemTime::now() + Duration::from_secs(24 * 3600);
+    let sink = |bytes: &[u8]| Ok(*blake3::hash(bytes).as_bytes());
+    index.scan_within(&roots, started, &sink, Budget { read_bytes, path_bytes }).unwrap()
+}
+
+fn written_paths(report: &ScanReport) -> Vec<String> {
+    summary(report).into_iter().filter(|(_, kind)| *kind == "written").map(|(path, _)| path).collect()
+}
+
+/// Goal: files past a scan's read budget are recorded by the next scans,
+/// the longest waiting first, even while the sandbox rewrites the files
+/// that were read (so it cannot keep a change out of the log by keeping the
+/// budget busy), and the index stays what the deltas fold to. Method: six
+/// 100-byte files and a 200-byte budget; the first file is rewritten before
+/// every scan.
+#[test]
+fn files_past_the_read_budget_are_recorded_by_later_scans_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    for n in 0..6 {
+        std::fs::write(ws.join(format!("f{n}")), [b'a' + n; 100]).unwrap();
+    }
+    let mut index = Index::default();
+    let mut deltas = Vec::new();
+    let mut written = Vec::new();
+    for round in 0..4u8 {
+        std::fs::write(ws.join("f0"), [b'0' + round; 100]).unwrap();
+        let report = scan_within(&mut index, &ws, &out, 200, MAX_SCAN_PATH_BYTES);
+        assert!(report.n_hashed <= 2, "{report:?}");
+        written.push(written_paths(&report));
+        deltas.push(WorkspaceDelta { tool_use_id: None, changes: report.changes });
+        assert_eq!(materialize(&deltas), index.tree());
+    }
+    let names = |names: &[&str]| names.iter().map(|name| format!("/workspace/{name}")).collect::<Vec<_>>();
+    assert_eq!(written, [names(&["f0", "f1"]), names(&["f2", "f3"]), names(&["f4", "f5"]), names(&["f0"])]);
+    let tree = index.tree();
+    let Some(Node::File { blob, .. }) = tree.get("/workspace/f0") else { panic!("{tree:?}") };
+    assert_eq!(*blob, *blake3::hash(&[b'3'; 100]).as_bytes(), "the last content of f0 is recorded");
+}
+
+/// Goal: changes past a scan's path budget are recorded by the next scans,
+/// and a change left waiting never leaves the index disagreeing with the
+/// log (a recorded write replaces what was below or above its path).
+/// Method: 40 new files with 30-byte paths and a 300-byte budget (ten per
+/// scan); then a directory whose long-named file's removal does not fit is
+/// replaced by a file that does.
+#[test]
+fn changes_past_the_path_budget_are_recorded_by_later_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    for n in 0..40 {
+        std::fs::write(ws.join(format!("file-with-a-name-{n:0>2}")), "x").unwrap();
+    }
+    let mut index = Index::default();
+    let mut deltas = Vec::new();
+    for _ in 0..4 {
+        let report = scan_within(&mut index, &ws, &out, MAX_SCAN_READ_BYTES, 300);
+        let named: usize = report.changes.iter().map(|change| change.path.len()).sum();
+        assert!(named <= 300 && report.changes.len() == 10, "{report:?}");
+        deltas.push(WorkspaceDelta { tool_use_id: None, changes: report.changes });
+        assert_eq!(materialize(&deltas), index.tree());
+    }
+    assert_eq!(index.len(), 40);
+    let last = scan_within(&mut index, &ws, &out, MAX_SCAN_READ_BYTES, 300);
+    assert_eq!((last.changes.len(), last.n_left), (0, 0));
+
+    for n in 0..40 {
+        std::fs::remove_file(ws.join(format!("file-with-a-name-{n:0>2}"))).unwrap();
+    }
+    std::fs::create_dir_all(ws.join("d")).unwrap();
+    std::fs::write(ws.join("d").join("x".repeat(200)), "x").unwrap();
+    let mut index = Index::default();
+    let mut deltas =
+        vec![WorkspaceDelta { tool_use_id: None, changes: scan(&mut index, &ws, &out, &Sink::default()).changes }];
+    std::fs::remove_dir_all(ws.join("d")).unwrap();
+    std::fs::write(ws.join("d"), "now a file").unwrap();
+    // "/workspace/d" fits, the removal below it does not: the write replaces it.
+    let report = scan_within(&mut index, &ws, &out, MAX_SCAN_READ_BYTES, 100);
+    assert_eq!(summary(&report), owned(&[("/workspace/d", "written")]));
+    deltas.push(WorkspaceDelta { tool_use_id: None, changes: report.changes });
+    assert_eq!(materialize(&deltas), index.tree());
+    assert_eq!(index.len(), 1);
+}
+
+/// Goal: directories removed (or swapped for files) while a scan walks them
+/// never fail it. Method: a thread keeps creating and removing a small tree
+/// (a directory of 200 subdirectories) while the workspace is scanned again
+/// and again.
+#[test]
+fn directories_removed_during_a_scan_do_not_fail_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, out) = (dir.path().join("ws"), dir.path().join("out"));
+    std::fs::create_dir_all(&ws).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churner = {
+        let (ws, stop) = (ws.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for n in 0..200 {
+                    let sub = ws.join(format!("d/{n}/e"));
+                    std::fs::create_dir_all(&sub).unwrap();
+                    std::fs::write(sub.join("g"), "g").unwrap();
+                }
+                std::fs::remove_dir_all(ws.join("d")).unwrap();
+                std::fs::write(ws.join("d"), "file").unwrap();
+                std::fs::remove_file(ws.join("d")).unwrap();
+            }
+        })
+    };
+    let sink = Sink::default();
+    let mut index = Index::default();
+    let roots = [ScanRoot { area: Area::Workspace, host: &ws }, ScanRoot { area: Area::Outputs, host: &out }];
+    let mut failed = None;
+    for _ in 0..200 {
+        if let Err(err) = index.scan(&roots, SystemTime::now(), &|bytes: &[u8]| sink.put(bytes)) {
+            failed = Some(err.to_string());
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    churner.join().unwrap();
+    assert_eq!(failed, None, "a scan failed because the sandbox removed a directory");
+}
