@@ -505,10 +505,10 @@ impl Index {
                 prefix: relative,
                 depth: top.depth + 1,
             };
-            if let Some(level) = self.enter(child, found)? {
-                stack.push(level);
-                queue.share(&mut stack);
-            }
+            stack.extend(self.enter(child, found)?);
+            // After every directory, not only those with subdirectories: a
+            // wide directory of leaves is shared too.
+            queue.share(&mut stack);
         }
     }
 
