@@ -441,6 +441,7 @@ impl<E: Engine> Core<E> {
         };
         let located = index::locate(&self.engine, slot, from, disk_end)?;
         let mut records = self.read_located(slot, &located, budget)?;
+        records.reserve(cached_tail.len());
         records.extend(cached_tail.into_iter().take_while(|record| budget.admit(record)));
         let reached_head = end == slot.durable_head().next;
         if reached_head && !budget.is_cut() && !records.is_empty() {
@@ -499,43 +500,58 @@ impl<E: Engine> Core<E> {
             runs.push(bytes);
             at = run_end;
         }
-        // Only the records whose decoded sizes fit are decoded; the headers say
-        // the sizes (an entry that cannot say is decoded, which reports why).
+        let entry_of = |i: usize| {
+            let (run, offset) = places[i];
+            &runs[run][offset..offset + located[i].location.len as usize]
+        };
+        let decode_one =
+            |i: usize| wal::decode_record(entry_of(i), slot.id, located[i].seq).map_err(|what| (located[i].seq, what));
+        if located.len() < PARALLEL_DECODE_MIN {
+            // In order, each record admitted as it is decoded: at most one
+            // past the budget is decoded, and dropped.
+            let mut out = Vec::with_capacity(located.len());
+            for i in 0..located.len() {
+                let record = decode_one(i)
+                    .map_err(|(seq, what)| self.quarantine(slot, Corruption { session: slot.id, seq, what }))?;
+                if !budget.admit(&record) {
+                    break;
+                }
+                out.push(record);
+            }
+            check_links(slot.id, &out).map_err(|c| self.quarantine(slot, c))?;
+            if out.len() < n_located {
+                // Left out by the bound above, if not refused: they would not have fitted.
+                budget.stop();
+            }
+            return Ok(out);
+        }
+        // Many records: only those whose decoded sizes fit are decoded; the
+        // headers say the sizes (an entry that cannot say is decoded, which
+        // reports why).
         let mut decoded = *budget;
         let n_decoded = (0..located.len())
             .take_while(|&i| {
-                let (run, offset) = places[i];
-                let entry = &runs[run][offset..offset + located[i].location.len as usize];
+                let entry = entry_of(i);
                 decoded.admit_size(wal::decode_entry(entry).map_or(entry.len(), |(e, _)| counted_size(e.decoded_len())))
             })
             .count();
-        let located = &located[..n_decoded];
         // Decoding (decompressing, checking each hash) is most of a long
         // read's time: many records are decoded on up to MAX_DECODE_THREADS
         // threads, in parts kept in seq order.
-        let decode = |range: std::ops::Range<usize>| -> Decoded {
-            range
-                .map(|i| {
-                    let (run, offset) = places[i];
-                    let item = &located[i];
-                    let entry = &runs[run][offset..offset + item.location.len as usize];
-                    wal::decode_record(entry, slot.id, item.seq).map_err(|what| (item.seq, what))
-                })
-                .collect()
-        };
-        let n_threads = if located.len() < PARALLEL_DECODE_MIN {
+        let decode = |range: std::ops::Range<usize>| -> Decoded { range.map(&decode_one).collect() };
+        let n_threads = if n_decoded < PARALLEL_DECODE_MIN {
             1
         } else {
             std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_DECODE_THREADS)
         };
         let parts: Vec<Option<Decoded>> = if n_threads == 1 {
-            vec![Some(decode(0..located.len()))]
+            vec![Some(decode(0..n_decoded))]
         } else {
-            let per_thread = located.len().div_ceil(n_threads);
+            let per_thread = n_decoded.div_ceil(n_threads);
             std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..n_threads)
                     .map(|t| {
-                        let range = (t * per_thread).min(located.len())..((t + 1) * per_thread).min(located.len());
+                        let range = (t * per_thread).min(n_decoded)..((t + 1) * per_thread).min(n_decoded);
                         scope.spawn(move || decode(range))
                     })
                     .collect();
@@ -543,7 +559,7 @@ impl<E: Engine> Core<E> {
             })
         };
         // Parts are in seq order, so the first error met is the first bad seq.
-        let mut out = Vec::with_capacity(located.len());
+        let mut out = Vec::with_capacity(n_decoded);
         for part in parts {
             match part {
                 Some(Ok(records)) => out.extend(records),

@@ -284,7 +284,14 @@ impl TailCache {
         }
         let start = (from.get() - self.first.get()) as usize;
         let stop = (end.get() - self.first.get()) as usize;
-        Some(self.records.range(start..stop).take_while(|record| budget.admit(record)).cloned().collect())
+        let mut out = Vec::with_capacity(stop - start);
+        for record in self.records.range(start..stop) {
+            if !budget.admit(record) {
+                break;
+            }
+            out.push(record.clone());
+        }
+        Some(out)
     }
 
     pub(crate) fn clear(&mut self, total: &AtomicUsize) {

@@ -505,6 +505,26 @@ pub(crate) fn a_record_larger_than_the_budget_is_read_alone<F: Fixture>(fixture:
     assert!(scans >= 5, "scans of 4 KiB: {scans}");
 }
 
+/// Goal: a read of many records from the log (decoded on several threads)
+/// is cut exactly where a short one is: the records that fit, the next one
+/// not. Method: 1,200 small records, reopened (so the read goes to the log),
+/// read with a budget of exactly the first 700 records' bytes, then on.
+pub(crate) fn a_long_read_from_the_log_is_cut_like_a_short_one<F: Fixture>(fixture: F) {
+    let s = session(23);
+    let mut all = Vec::new();
+    for start in (0..1200u64).step_by(400) {
+        all.extend(fixture.store().append(s, Seq::new(start), &entries(start..start + 400)).unwrap());
+    }
+    let fixture = fixture.reopen();
+    let budget: usize = all[..700].iter().map(logbook_store::read_bytes_of).sum();
+    fixture.set_read_bytes(budget);
+    let store = fixture.store();
+    assert_eq!(store.read(s, Seq::ZERO, 10_000).unwrap(), all[..700]);
+    assert_eq!(store.read(s, Seq::new(700), 10_000).unwrap(), all[700..]);
+    fixture.set_read_bytes(budget - 1);
+    assert_eq!(store.read(s, Seq::ZERO, 10_000).unwrap(), all[..699]);
+}
+
 /// What every fixture's store can say about its own integrity.
 pub(crate) trait VerifyAll {
     fn verify_store_is_intact(&self) -> bool;
@@ -571,6 +591,10 @@ macro_rules! conformance {
             #[test]
             fn reads_are_cut_by_bytes_and_callers_go_on() {
                 super::reads_are_cut_by_bytes_and_callers_go_on($fixture);
+            }
+            #[test]
+            fn a_long_read_from_the_log_is_cut_like_a_short_one() {
+                super::a_long_read_from_the_log_is_cut_like_a_short_one($fixture);
             }
             #[test]
             fn a_record_larger_than_the_budget_is_read_alone() {
