@@ -402,16 +402,29 @@ fn listed_keys(store: &SledStore) -> Result<Vec<(Vec<u8>, KeyRecord)>, ApiError>
     Ok(out)
 }
 
+/// Workspaces read per scan when looking one up by id (there are a few).
+const WORKSPACE_SCAN_BATCH: usize = 1000;
+
 /// The workspace with this id, if any.
 pub fn workspace_by_id(store: &SledStore, id: WorkspaceId) -> Result<Option<Workspace>, ApiError> {
-    let pairs = store.scan_resources(ResourceKind::Workspace, b"", None, logbook_store::Direction::Forward, 10_000)?;
-    for (_, bytes) in pairs {
-        let workspace: Workspace = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-        if workspace.id == id {
-            return Ok(Some(workspace));
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let pairs = store.scan_resources(
+            ResourceKind::Workspace,
+            b"",
+            after.as_deref(),
+            logbook_store::Direction::Forward,
+            WORKSPACE_SCAN_BATCH,
+        )?;
+        let Some((last, _)) = pairs.last() else { return Ok(None) };
+        after = Some(last.clone());
+        for (_, bytes) in pairs {
+            let workspace: Workspace = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+            if workspace.id == id {
+                return Ok(Some(workspace));
+            }
         }
     }
-    Ok(None)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -125,6 +125,17 @@ impl Engine for GatedEngine {
         self.inner.range(tree, range, direction, limit)
     }
 
+    fn range_within(
+        &self,
+        tree: Tree,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        direction: Direction,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Pairs, Error> {
+        self.inner.range_within(tree, range, direction, limit, max_bytes)
+    }
+
     fn apply(&self, tree: Tree, writes: Vec<Write>) -> Result<(), Error> {
         self.inner.apply(tree, writes)
     }

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
 
 use logbook_core::limits::MAX_BLOB_BYTES;
 use logbook_core::{Digest, chain};
@@ -237,8 +238,15 @@ impl<E: Engine> Resources for LogStore<E> {
                 Direction::Backward => end = Bound::Excluded(cursor),
             }
         }
-        let pairs =
-            self.inner.core.engine.range(Tree::Resources, (start, end), direction, limit.min(MAX_READ_RECORDS))?;
+        let core = &self.inner.core;
+        let max_bytes = core.read_bytes.load(Ordering::Relaxed);
+        let pairs = core.engine.range_within(
+            Tree::Resources,
+            (start, end),
+            direction,
+            limit.min(MAX_READ_RECORDS),
+            max_bytes,
+        )?;
         pairs
             .into_iter()
             .map(|(full_key, framed)| {

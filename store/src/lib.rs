@@ -37,6 +37,7 @@ pub mod frame;
 pub mod keys;
 pub mod wal;
 
+mod budget;
 mod check;
 mod checkpoint;
 mod commit;
@@ -77,6 +78,32 @@ pub type MemStore = LogStore<MemEngine>;
 /// Most records one read returns.
 pub const MAX_READ_RECORDS: usize = 10_000;
 
+/// Most bytes of records one read returns (each counted as its canonical
+/// bytes plus a fixed overhead, as the tail cache counts them), a read of
+/// records, of records by type or of resources: records are returned in
+/// order until the next would take the read past this, and always at least
+/// one, so a caller going on from where a read stopped always gets further.
+///
+/// Records are bounded by [`logbook_core::limits::MAX_EVENT_BYTES`] (32 MiB),
+/// so without this one read of [`MAX_READ_RECORDS`] could hold 320 GiB.
+/// 64 MiB is twice the largest record, so a read always holds at least one
+/// maximal record and whatever small ones surround it, and as much as one
+/// maximal append ([`logbook_core::limits::MAX_APPEND_BYTES`]) brings; it is
+/// far above what reads of ordinary sessions hold (the benchmark corpus's
+/// events average 4.5 KiB: 100 of them, the hot read, are about 0.5 MiB, and
+/// a full page of 1,000 events about 5 MiB), so only logs of unusually large
+/// events are read in more than one step. A few concurrent reads at this
+/// bound fit comfortably in the memory of the smallest machine we run on.
+pub const MAX_READ_BYTES: usize = 64 << 20;
+
+const _: () = assert!(MAX_READ_BYTES >= 2 * logbook_core::limits::MAX_EVENT_BYTES);
+
+/// What `record` counts as against a read's budget ([`MAX_READ_BYTES`]):
+/// its canonical bytes (a redacted record's digest) plus a fixed overhead.
+pub fn read_bytes_of(record: &Record) -> usize {
+    session::record_size(record)
+}
+
 /// A session's durable end: how many records it has and the last one's hash
 /// (`GENESIS` for an empty session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,13 +124,22 @@ pub trait Read {
     /// The durable head; an unknown session has an empty one.
     fn head(&self, session: SessionId) -> Result<Head, Error>;
 
-    /// Up to `limit` (at most [`MAX_READ_RECORDS`]) records from `from` on, in order.
+    /// Up to `limit` (at most [`MAX_READ_RECORDS`]) records from `from` on, in
+    /// order, and no more than [`MAX_READ_BYTES`] of them (at least one). Fewer
+    /// than `limit` does not mean the log ends there: go on from the last
+    /// record's seq + 1 until a read returns nothing or the head is reached.
     fn read(&self, session: SessionId, from: Seq, limit: usize) -> Result<Vec<Record>, Error>;
 
-    /// Up to `limit` records just before `before`, in ascending order.
+    /// Up to `limit` (at most [`MAX_READ_RECORDS`]) records just before
+    /// `before`, in ascending order: the last ones before it that fit in
+    /// [`MAX_READ_BYTES`] (at least one). Fewer than `limit` does not mean the
+    /// log starts there: go on before the first record's seq.
     fn read_before(&self, session: SessionId, before: Seq, limit: usize) -> Result<Vec<Record>, Error>;
 
-    /// Up to `limit` records of the given types from `from` on, in order.
+    /// Up to `limit` (at most [`MAX_READ_RECORDS`]) records of the given types
+    /// from `from` on, in order, no more than [`MAX_READ_BYTES`] of them (at
+    /// least one). Fewer than `limit` does not mean there are no more: go on
+    /// from the last record's seq + 1 until a scan returns nothing.
     fn scan_types(
         &self,
         session: SessionId,
@@ -185,9 +221,12 @@ pub trait Resources {
         new: Option<&[u8]>,
     ) -> Result<Result<(), Option<Vec<u8>>>, Error>;
 
-    /// Up to `limit` resources of `kind` whose keys start with `prefix`, in key
-    /// order (`Forward`) or reverse key order (`Backward`), starting after the
-    /// key `after` (exclusive) when given.
+    /// Up to `limit` (at most [`MAX_READ_RECORDS`]) resources of `kind` whose
+    /// keys start with `prefix`, in key order (`Forward`) or reverse key order
+    /// (`Backward`), starting after the key `after` (exclusive) when given, no
+    /// more than [`MAX_READ_BYTES`] of keys and stored values (at least one).
+    /// Fewer than `limit` does not mean there are no more: go on after the
+    /// last key until a scan returns nothing.
     fn scan_resources(
         &self,
         kind: ResourceKind,

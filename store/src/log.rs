@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use logbook_core::limits::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MAX_EVENTS_PER_APPEND, MAX_EVENTS_PER_SESSION};
 use logbook_core::{Body, ChainHash, Digest, Entry, EventType, Record, Seq, SessionId, chain};
 
+use crate::budget::ReadBudget;
 use crate::checkpoint::Checkpoints;
 use crate::commit::{BarrierStats, CommitQueue, Publisher, Ticket};
 use crate::engine::mem::MemEngine;
@@ -32,10 +33,10 @@ use crate::engine::{Engine, LogDir, Tree};
 use crate::error::{AppendError, Corruption, Error, OpenError, StoreCorruption};
 use crate::index::{self, Located};
 use crate::keys;
-use crate::session::{PendingRecord, Slot, WriteHead};
+use crate::session::{PendingRecord, RECORD_OVERHEAD_BYTES, Slot, WriteHead, counted_size};
 use crate::subscription::Subscription;
 use crate::wal::{self, BatchBuf, BatchHeader, BodyCodec, ForkEntry, Location, RECORD_HEADER_BYTES, WalOptions};
-use crate::{Append, Head, MAX_READ_RECORDS, Read, Subscribe, frame};
+use crate::{Append, Head, MAX_READ_BYTES, MAX_READ_RECORDS, Read, Subscribe, frame};
 
 /// The layout version this binary reads and writes. See `docs/format.md`.
 pub const STORAGE_VERSION: u32 = 2;
@@ -80,6 +81,8 @@ pub(crate) struct Core<E: Engine> {
     pub(crate) damage: Vec<StoreCorruption>,
     /// Bytes held by all tail caches.
     pub(crate) cache_bytes: AtomicUsize,
+    /// The byte budget of one read: [`MAX_READ_BYTES`] unless a test lowered it.
+    pub(crate) read_bytes: AtomicUsize,
     ticks: AtomicU64,
     /// Resource writes in the log's queue, not yet durable. Held while a
     /// resource write is compared and queued, so that writes of a key are
@@ -163,6 +166,7 @@ impl<E: Engine> LogStore<E> {
             checkpoints: Checkpoints::new(recovered.checkpoint, writer.end(), writer.next_batch(), wal.segment_bytes),
             damage: recovered.damage,
             cache_bytes: AtomicUsize::new(0),
+            read_bytes: AtomicUsize::new(MAX_READ_BYTES),
             ticks: AtomicU64::new(0),
             resources: Mutex::new(crate::kv::PendingResources::default()),
         });
@@ -188,6 +192,20 @@ impl<E: Engine> LogStore<E> {
         };
         let threads = Mutex::new(vec![committer, checkpointer]);
         Ok(LogStore { inner: Arc::new(Inner { core, threads, crashed: std::sync::atomic::AtomicBool::new(false) }) })
+    }
+
+    /// Sets the byte budget of every later read ([`MAX_READ_BYTES`] when the
+    /// store opens). For tests: a small budget makes small records cut reads
+    /// short, as records of tens of MiB do at the real one, so that callers'
+    /// going on from where a read stopped is tested without gigabytes.
+    pub fn set_read_bytes(&self, bytes: usize) {
+        self.inner.core.read_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The byte budget of one read: [`MAX_READ_BYTES`] unless
+    /// [`LogStore::set_read_bytes`] changed it.
+    pub fn read_bytes(&self) -> usize {
+        self.inner.core.read_bytes.load(Ordering::Relaxed)
     }
 
     /// Damage found on open that is not confined to one session.
@@ -338,7 +356,9 @@ impl<E: Engine> Core<E> {
             if from >= head.next {
                 continue;
             }
-            let checked = self.read_own(&slot, from, head.next).and_then(|records| match records.last() {
+            // All of the tail, whatever its size: a read cut short would look like a tail that does not reach the head.
+            let whole = &mut ReadBudget::new(usize::MAX);
+            let checked = self.read_own(&slot, from, head.next, whole).and_then(|records| match records.last() {
                 Some(last) if last.hash() == head.hash => Ok(()),
                 Some(last) => Err(Error::Corrupted(Corruption {
                     session: slot.id,
@@ -357,21 +377,30 @@ impl<E: Engine> Core<E> {
 
     /// Durable records `from .. end_wanted` of `session` (clamped to its
     /// durable head), its inherited prefix included.
+    ///
+    /// Within the read's byte budget ([`MAX_READ_BYTES`]): the records from
+    /// `from` on that fit, at least one, so the result may end before `end`.
     pub(crate) fn read_range(&self, session: SessionId, from: Seq, end_wanted: Seq) -> Result<Vec<Record>, Error> {
         let Some(slot) = self.slot(session) else { return Ok(Vec::new()) };
         slot.check_corrupt()?;
-        let end = end_wanted.min(slot.durable_head().next);
+        let mut end = end_wanted.min(slot.durable_head().next);
         if from >= end {
             return Ok(Vec::new());
         }
         slot.last_used.store(self.tick(), Ordering::Relaxed);
+        let mut budget = ReadBudget::new(self.read_bytes.load(Ordering::Relaxed));
         let mut out = Vec::with_capacity((end.get() - from.get()) as usize);
         // A fork's inherited parts are its ancestors' records, stamped as its own.
         for (owner, lo, hi) in self.parts(&slot, from, end)? {
+            let records = self.read_own(&owner, lo, hi, &mut budget)?;
             if owner.id == session {
-                out.extend(self.read_own(&owner, lo, hi)?);
+                out.extend(records);
             } else {
-                out.extend(self.read_own(&owner, lo, hi)?.into_iter().map(|r| restamp(r, session)));
+                out.extend(records.into_iter().map(|r| restamp(r, session)));
+            }
+            if budget.is_cut() {
+                end = Seq::new(from.get() + out.len() as u64);
+                break;
             }
         }
         check_contiguous(session, from, end, &out).map_err(|c| self.quarantine(&slot, c))?;
@@ -389,23 +418,33 @@ impl<E: Engine> Core<E> {
     }
 
     /// `slot`'s own records `from .. end`, all durable: from the tail cache if
-    /// it holds them, else from the log, checked.
-    pub(crate) fn read_own(&self, slot: &Slot, from: Seq, end: Seq) -> Result<Vec<Record>, Error> {
+    /// it holds them, else from the log, checked. Only the first ones
+    /// `budget` admits: fewer when it is cut.
+    pub(crate) fn read_own(
+        &self,
+        slot: &Slot,
+        from: Seq,
+        end: Seq,
+        budget: &mut ReadBudget,
+    ) -> Result<Vec<Record>, Error> {
         let (cached_tail, disk_end) = {
             let cache = slot.lock_cache()?;
-            if let Some(records) = cache.get(from, end) {
+            if let Some(records) = cache.get(from, end, budget) {
                 return Ok(records);
             }
-            match cache.get(cache.first, end) {
+            // The cached tail is taken now, before a checkpoint's trim can
+            // drop it; it is one session's cache at most.
+            match cache.get(cache.first, end, &mut ReadBudget::new(usize::MAX)) {
                 Some(tail) if cache.first > from => (tail, cache.first),
                 Some(_) | None => (Vec::new(), end),
             }
         };
         let located = index::locate(&self.engine, slot, from, disk_end)?;
-        let mut records = self.read_located(slot, &located)?;
+        let mut records = self.read_located(slot, &located, budget)?;
+        records.reserve(cached_tail.len());
+        records.extend(cached_tail.into_iter().take_while(|record| budget.admit(record)));
         let reached_head = end == slot.durable_head().next;
-        records.extend(cached_tail);
-        if reached_head && !records.is_empty() {
+        if reached_head && !budget.is_cut() && !records.is_empty() {
             slot.lock_cache()?.install(&records, &self.cache_bytes);
             self.keep_caches_in_budget();
         }
@@ -413,8 +452,23 @@ impl<E: Engine> Core<E> {
     }
 
     /// Reads located records from the log (adjacent ones in one read) and
-    /// checks each: its place, its hash, its link to the one before.
-    fn read_located(&self, slot: &Slot, located: &[Located]) -> Result<Vec<Record>, Error> {
+    /// checks each: its place, its hash, its link to the one before. Only the
+    /// first ones `budget` admits are read, and only they are decoded.
+    fn read_located(&self, slot: &Slot, located: &[Located], budget: &mut ReadBudget) -> Result<Vec<Record>, Error> {
+        // A record's stored entry is never larger than what it counts as once
+        // decoded (its header is within the overhead counted, and a body is
+        // compressed only when that is smaller), so the records past the
+        // prefix whose stored sizes fit would not fit either: they are not read.
+        // A location longer than any record's entry is damage, which reading
+        // it reports: it counts for nothing here rather than end the read.
+        let n_located = located.len();
+        let mut stored = *budget;
+        let stored_size = |item: &Located| match item.location.len as usize {
+            len if len <= MAX_RECORD_ENTRY_BYTES => len,
+            _ => 0,
+        };
+        let n_read = located.iter().take_while(|item| stored.admit_size(stored_size(item))).count();
+        let located = &located[..n_read];
         // The runs' bytes, and for each record its run and offset.
         let mut runs: Vec<Vec<u8>> = Vec::new();
         let mut places: Vec<(usize, usize)> = Vec::with_capacity(located.len());
@@ -446,32 +500,58 @@ impl<E: Engine> Core<E> {
             runs.push(bytes);
             at = run_end;
         }
+        let entry_of = |i: usize| {
+            let (run, offset) = places[i];
+            &runs[run][offset..offset + located[i].location.len as usize]
+        };
+        let decode_one =
+            |i: usize| wal::decode_record(entry_of(i), slot.id, located[i].seq).map_err(|what| (located[i].seq, what));
+        if located.len() < PARALLEL_DECODE_MIN {
+            // In order, each record admitted as it is decoded: at most one
+            // past the budget is decoded, and dropped.
+            let mut out = Vec::with_capacity(located.len());
+            for i in 0..located.len() {
+                let record = decode_one(i)
+                    .map_err(|(seq, what)| self.quarantine(slot, Corruption { session: slot.id, seq, what }))?;
+                if !budget.admit(&record) {
+                    break;
+                }
+                out.push(record);
+            }
+            check_links(slot.id, &out).map_err(|c| self.quarantine(slot, c))?;
+            if out.len() < n_located {
+                // Left out by the bound above, if not refused: they would not have fitted.
+                budget.stop();
+            }
+            return Ok(out);
+        }
+        // Many records: only those whose decoded sizes fit are decoded; the
+        // headers say the sizes (an entry that cannot say is decoded, which
+        // reports why).
+        let mut decoded = *budget;
+        let n_decoded = (0..located.len())
+            .take_while(|&i| {
+                let entry = entry_of(i);
+                decoded.admit_size(wal::decode_entry(entry).map_or(entry.len(), |(e, _)| counted_size(e.decoded_len())))
+            })
+            .count();
         // Decoding (decompressing, checking each hash) is most of a long
         // read's time: many records are decoded on up to MAX_DECODE_THREADS
         // threads, in parts kept in seq order.
-        let decode = |range: std::ops::Range<usize>| -> Decoded {
-            range
-                .map(|i| {
-                    let (run, offset) = places[i];
-                    let item = &located[i];
-                    let entry = &runs[run][offset..offset + item.location.len as usize];
-                    wal::decode_record(entry, slot.id, item.seq).map_err(|what| (item.seq, what))
-                })
-                .collect()
-        };
-        let n_threads = if located.len() < PARALLEL_DECODE_MIN {
+        let decode = |range: std::ops::Range<usize>| -> Decoded { range.map(&decode_one).collect() };
+        let n_threads = if n_decoded < PARALLEL_DECODE_MIN {
             1
         } else {
             std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_DECODE_THREADS)
         };
         let parts: Vec<Option<Decoded>> = if n_threads == 1 {
-            vec![Some(decode(0..located.len()))]
+            vec![Some(decode(0..n_decoded))]
         } else {
-            let per_thread = located.len().div_ceil(n_threads);
+            let per_thread = n_decoded.div_ceil(n_threads);
             std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..n_threads)
                     .map(|t| {
-                        let range = (t * per_thread).min(located.len())..((t + 1) * per_thread).min(located.len());
+                        let range = (t * per_thread).min(n_decoded)..((t + 1) * per_thread).min(n_decoded);
                         scope.spawn(move || decode(range))
                     })
                     .collect();
@@ -479,7 +559,7 @@ impl<E: Engine> Core<E> {
             })
         };
         // Parts are in seq order, so the first error met is the first bad seq.
-        let mut out = Vec::with_capacity(located.len());
+        let mut out = Vec::with_capacity(n_decoded);
         for part in parts {
             match part {
                 Some(Ok(records)) => out.extend(records),
@@ -490,6 +570,12 @@ impl<E: Engine> Core<E> {
             }
         }
         check_links(slot.id, &out).map_err(|c| self.quarantine(slot, c))?;
+        let admitted = out.iter().take_while(|record| budget.admit(record)).count();
+        out.truncate(admitted);
+        if out.len() < n_located {
+            // Left out by the bounds above: they would not have fitted.
+            budget.stop();
+        }
         Ok(out)
     }
 
@@ -601,6 +687,15 @@ impl<E: Engine> Core<E> {
         Ok((ticket, records))
     }
 }
+
+/// A record's entry in the log (its header, and its body: raw, compressed only
+/// when that is smaller, or a redacted record's digest) is never larger than
+/// the record counts as against a read's budget once decoded.
+const _: () = assert!(RECORD_HEADER_BYTES <= RECORD_OVERHEAD_BYTES, "a stored entry never counts more than its record");
+
+/// The longest a record's entry in the log can be: its header and its body,
+/// raw (a compressed body is smaller).
+const MAX_RECORD_ENTRY_BYTES: usize = RECORD_HEADER_BYTES + MAX_EVENT_BYTES;
 
 /// Bytes read from the log in one `pread` when a session's records are adjacent.
 const READ_RUN_BYTES: u64 = 4 << 20;
@@ -877,11 +972,39 @@ impl<E: Engine> Read for LogStore<E> {
     }
 
     fn read_before(&self, session: SessionId, before: Seq, limit: usize) -> Result<Vec<Record>, Error> {
-        let Some(slot) = self.inner.core.slot(session) else { return Ok(Vec::new()) };
+        let core = &*self.inner.core;
+        let Some(slot) = core.slot(session) else { return Ok(Vec::new()) };
         let before = before.min(slot.durable_head().next);
         let limit = limit.min(MAX_READ_RECORDS) as u64;
         let from = Seq::new(before.get().saturating_sub(limit));
-        self.inner.core.read_range(session, from, before)
+        let first = core.read_range(session, from, before)?;
+        if first.last().is_none_or(|last| last.seq().get() + 1 >= before.get()) {
+            return Ok(first);
+        }
+        // Cut by the byte budget: the records wanted are the last ones before
+        // `before` that fit. Read on, keeping the longest suffix that fits
+        // (at least one record): at most two budgets in memory at a time.
+        let budget = core.read_bytes.load(Ordering::Relaxed);
+        let mut kept: std::collections::VecDeque<Record> = std::collections::VecDeque::new();
+        let mut kept_bytes = 0usize;
+        let mut chunk = first;
+        while let Some(last) = chunk.last() {
+            let next = Seq::new(last.seq().get() + 1);
+            for record in chunk {
+                kept_bytes += crate::session::record_size(&record);
+                kept.push_back(record);
+                while kept_bytes > budget && kept.len() > 1 {
+                    if let Some(dropped) = kept.pop_front() {
+                        kept_bytes -= crate::session::record_size(&dropped);
+                    }
+                }
+            }
+            if next >= before {
+                break;
+            }
+            chunk = core.read_range(session, next, before)?;
+        }
+        Ok(kept.into())
     }
 
     fn scan_types(
@@ -897,13 +1020,18 @@ impl<E: Engine> Read for LogStore<E> {
         let durable = slot.durable_head().next;
         let limit = limit.min(MAX_READ_RECORDS);
         let codes: Vec<u16> = types.iter().map(|t| t.code()).collect();
+        let mut budget = ReadBudget::new(core.read_bytes.load(Ordering::Relaxed));
         let mut out = Vec::new();
-        for (owner, lo, hi) in core.layout(&slot, from, durable)? {
+        'parts: for (owner, lo, hi) in core.layout(&slot, from, durable)? {
             if out.len() >= limit {
                 break;
             }
             for seq in index::scan_types(&core.engine, &owner, &codes, lo, hi, limit - out.len())? {
-                out.push(core.read_listed(&slot, &owner, seq, &codes)?);
+                let record = core.read_listed(&slot, &owner, seq, &codes)?;
+                if !budget.admit(&record) {
+                    break 'parts;
+                }
+                out.push(record);
             }
         }
         Ok(out)

@@ -15,6 +15,7 @@ use logbook_core::{ChainHash, Record, Seq, SessionId, chain};
 use tokio::sync::watch;
 
 use crate::Head;
+use crate::budget::ReadBudget;
 use crate::error::{Corruption, Error};
 use crate::wal::Location;
 
@@ -31,7 +32,10 @@ pub(crate) const TAIL_CACHE_SESSION_BYTES: usize = 4 << 20;
 pub(crate) const TAIL_CACHE_BYTES: usize = 128 << 20;
 
 /// What one cached record is counted as besides its canonical bytes.
-const RECORD_OVERHEAD_BYTES: usize = 160;
+pub(crate) const RECORD_OVERHEAD_BYTES: usize = 160;
+
+/// What a redacted record's body (its digest) is counted as.
+const REDACTED_BYTES: usize = 32;
 
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -272,14 +276,22 @@ impl TailCache {
         }
     }
 
-    /// Clones of the records `from .. end` if all are cached.
-    pub(crate) fn get(&self, from: Seq, end: Seq) -> Option<Vec<Record>> {
+    /// If all of the records `from .. end` are cached, clones of the first
+    /// of them that `budget` admits.
+    pub(crate) fn get(&self, from: Seq, end: Seq, budget: &mut ReadBudget) -> Option<Vec<Record>> {
         if from < self.first || end > self.end() || from >= end {
             return None;
         }
         let start = (from.get() - self.first.get()) as usize;
         let stop = (end.get() - self.first.get()) as usize;
-        Some(self.records.range(start..stop).cloned().collect())
+        let mut out = Vec::with_capacity(stop - start);
+        for record in self.records.range(start..stop) {
+            if !budget.admit(record) {
+                break;
+            }
+            out.push(record.clone());
+        }
+        Some(out)
     }
 
     pub(crate) fn clear(&mut self, total: &AtomicUsize) {
@@ -298,6 +310,14 @@ impl TailCache {
     }
 }
 
-fn record_size(record: &Record) -> usize {
-    record.canonical().map_or(32, <[u8]>::len) + RECORD_OVERHEAD_BYTES
+/// What `record` is counted as in memory: by the tail caches and by a
+/// read's budget.
+pub(crate) fn record_size(record: &Record) -> usize {
+    counted_size(record.canonical().map_or(REDACTED_BYTES, <[u8]>::len))
+}
+
+/// [`record_size`] of a record whose body is `body_len` bytes once decoded
+/// (its canonical bytes, or a redacted record's digest).
+pub(crate) fn counted_size(body_len: usize) -> usize {
+    body_len + RECORD_OVERHEAD_BYTES
 }

@@ -860,13 +860,25 @@ pub async fn list(
                     store.read(id, from, LIST_STEP)?
                 })
             };
+            // Whether a record (of the asked types) exists from `at` on: a step
+            // shorter than asked may have been cut by the store's byte budget,
+            // so only this says the log ends.
+            let more_from = |at: Seq| -> Result<bool, ApiError> {
+                Ok(if type_filter {
+                    !store.scan_types(id, &types, at, 1)?.is_empty()
+                } else {
+                    store.head(id)?.next > at
+                })
+            };
+            let mut page_bytes = PageBytes::new(store.read_bytes());
             let mut data = Vec::new();
             let mut next_cursor: Option<Seq> = None;
             match order {
                 Order::Asc => {
                     let mut from = cursor.unwrap_or(Seq::ZERO);
                     let mut exhausted = false;
-                    for _ in 0..MAX_LIST_STEPS {
+                    let mut cut = false;
+                    'steps: for _ in 0..MAX_LIST_STEPS {
                         let records = read_step(from)?;
                         let Some(last) = records.last() else {
                             exhausted = true;
@@ -878,23 +890,31 @@ pub async fn list(
                                 break;
                             }
                             if let Some(value) = keep(record)? {
+                                if !page_bytes.admit(record) {
+                                    // The next page starts with this event.
+                                    next_cursor = Some(record.seq());
+                                    cut = true;
+                                    break 'steps;
+                                }
                                 data.push(value);
                                 next_cursor = Some(Seq::new(record.seq().get() + 1));
                             }
                         }
                         from = step_end;
-                        if data.len() < limit && records.len() < LIST_STEP {
+                        if data.len() < limit && records.len() < LIST_STEP && !more_from(step_end)? {
                             exhausted = true;
                         }
                         if data.len() == limit || exhausted {
                             break;
                         }
                     }
-                    // A full page may have a next one; make sure before sending a cursor.
-                    if data.len() == limit
+                    if cut {
+                        // Cut by bytes: `next_cursor` names the event that did not fit.
+                    } else if data.len() == limit
                         && let Some(after) = next_cursor
                     {
-                        // With the whole filter (types, public, created_at),
+                        // A full page may have a next one; make sure before
+                        // sending a cursor. With the whole filter (types, public, created_at),
                         // as the descending probe; if its budget runs out
                         // first, the cursor stays: at worst the next page is
                         // empty.
@@ -910,7 +930,7 @@ pub async fn list(
                             if records.iter().map(&keep).any(|r| matches!(r, Ok(Some(_)))) {
                                 break;
                             }
-                            if records.len() < LIST_STEP {
+                            if records.len() < LIST_STEP && !more_from(next)? {
                                 more = false;
                                 break;
                             }
@@ -930,7 +950,8 @@ pub async fn list(
                 Order::Desc => {
                     let mut before = cursor.unwrap_or(Seq::new(u64::MAX));
                     let mut exhausted = false;
-                    for _ in 0..MAX_LIST_STEPS {
+                    let mut cut = false;
+                    'steps: for _ in 0..MAX_LIST_STEPS {
                         let records = store.read_before(id, before, LIST_STEP)?;
                         let Some(first) = records.first() else {
                             exhausted = true;
@@ -942,6 +963,12 @@ pub async fn list(
                                 break;
                             }
                             if let Some(value) = keep(record)? {
+                                if !page_bytes.admit(record) {
+                                    // The next page starts with this event.
+                                    next_cursor = Some(Seq::new(record.seq().get() + 1));
+                                    cut = true;
+                                    break 'steps;
+                                }
                                 data.push(value);
                                 next_cursor = Some(record.seq());
                             }
@@ -955,7 +982,9 @@ pub async fn list(
                             break;
                         }
                     }
-                    if data.len() < limit {
+                    if cut {
+                        // Cut by bytes: `next_cursor` is just after the event that did not fit.
+                    } else if data.len() < limit {
                         // Done, or the scan's budget ran out before the page
                         // filled: the next page goes on from where it stopped.
                         next_cursor = (!exhausted).then_some(before);
@@ -1003,6 +1032,35 @@ pub async fn list(
         })
         .await?;
     Ok(Json(page))
+}
+
+/// The bytes of events one page of the list holds: as many as one read of
+/// the store returns ([`logbook_store::MAX_READ_BYTES`], each event counted
+/// as [`logbook_store::read_bytes_of`] its record),
+/// and always at least one event, so that a session of huge events is listed
+/// over more pages (each with a `next_page`) rather than in one response of
+/// gigabytes.
+#[derive(Debug)]
+struct PageBytes {
+    left: usize,
+    any: bool,
+}
+
+impl PageBytes {
+    fn new(bytes: usize) -> PageBytes {
+        PageBytes { left: bytes, any: false }
+    }
+
+    /// Whether the event of `record` still fits on the page.
+    fn admit(&mut self, record: &Record) -> bool {
+        let size = logbook_store::read_bytes_of(record);
+        if self.any && size > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(size);
+        self.any = true;
+        true
+    }
 }
 
 /// Reads the stored session object of `id`, for handlers outside this module.

@@ -69,7 +69,12 @@ pub fn scan_page<T>(
     let mut cursor = after;
     for _ in 0..MAX_SCAN_STEPS {
         let batch = store.scan_resources(kind, prefix, cursor.as_deref(), direction, SCAN_BATCH)?;
-        let exhausted = batch.len() < SCAN_BATCH;
+        // A batch shorter than asked may have been cut by the store's byte
+        // budget: it ends the scan only if nothing follows it.
+        let exhausted = batch.len() < SCAN_BATCH
+            && batch.last().map_or(Ok(true), |(last, _)| {
+                store.scan_resources(kind, prefix, Some(last), direction, 1).map(|more| more.is_empty())
+            })?;
         for (key, bytes) in batch {
             cursor = Some(key.clone());
             if let Some(item) = keep(&bytes)? {

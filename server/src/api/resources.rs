@@ -282,15 +282,13 @@ pub fn attached(store: &SledStore, session: SessionId) -> Result<Vec<Resource>, 
     let mut entries = Vec::new();
     let mut from = Seq::ZERO;
     loop {
+        // Fewer than asked is not the end (the store's byte budget may cut a
+        // scan short); an empty scan is.
         let records = store.scan_types(session, &[EventType::SessionResource], from, MAX_READ_RECORDS)?;
         let Some(last) = records.last() else { break };
         from = Seq::new(last.seq().get() + 1);
-        let n = records.len();
         for record in records {
             entries.push(record.entry().map_err(ApiError::internal)?);
-        }
-        if n < MAX_READ_RECORDS {
-            break;
         }
     }
     Ok(logbook_replay::resources::resources(&entries))

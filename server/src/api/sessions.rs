@@ -1007,7 +1007,16 @@ fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, A
         EventType::SpanOutcomeEvaluationOngoing,
         EventType::SpanOutcomeEvaluationEnd,
     ];
-    let records = store.scan_types(id, &types, logbook_core::Seq::ZERO, MAX_OUTCOME_EVENTS)?;
+    // A scan may stop short of what it was asked (the store's byte budget):
+    // go on until it returns nothing or the limit is read.
+    let mut records = Vec::new();
+    let mut from = logbook_core::Seq::ZERO;
+    while records.len() < MAX_OUTCOME_EVENTS {
+        let step = store.scan_types(id, &types, from, MAX_OUTCOME_EVENTS - records.len())?;
+        let Some(last) = step.last() else { break };
+        from = logbook_core::Seq::new(last.seq().get() + 1);
+        records.extend(step);
+    }
     let mut evaluations: Vec<(logbook_core::OutcomeId, Map<String, Value>)> = Vec::new();
     for record in records {
         let entry = record.entry().map_err(ApiError::internal)?;

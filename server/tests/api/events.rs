@@ -426,6 +426,77 @@ async fn lists_go_on_past_long_runs_of_unlisted_events() {
     assert_eq!(texts(walk(&h, &session, &format!("limit=10&order=desc&created_at[lt]={since}")).await), ["first"]);
 }
 
+#[tokio::test]
+async fn lists_of_large_events_are_paged_by_bytes() {
+    // Goal: a page holds no more bytes of events than one read of the store
+    // (always at least one event); a page cut by bytes has a next_page, and
+    // following next_page lists every event once, in order, whatever the
+    // order and filters; the store's reads cut short by bytes are not taken
+    // for the end of the log. Method: 24 agent messages of 10-33 KiB between
+    // internal and small events, listed with the store's read budget at
+    // 64 KiB, against the same lists in one page at the default budget.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    h.post(&path, &events_body(vec![user_message("first")])).await.ok();
+    let delta = internal_events().remove(0);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..24usize {
+        let text: String = (0..(10 + (i * 7) % 24) * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect();
+        let message = event(json!({"type": "agent.message", "content": [{"type": "text", "text": text}]}));
+        h.inject(&session, vec![message, delta.clone()]);
+        if i % 5 == 0 {
+            h.tick(1000);
+            h.post(&path, &events_body(vec![user_message(&format!("m{i}"))])).await.ok();
+        }
+    }
+    let all = h.get(&format!("{path}?limit=1000")).await.ok()["data"].as_array().unwrap().clone();
+    assert_eq!(types_of(&all).iter().filter(|t| *t == "agent.message").count(), 24);
+    let last_at = all.last().unwrap()["processed_at"].as_str().unwrap().to_owned();
+    let queries = [
+        "limit=1000".to_owned(),
+        "limit=1000&order=desc".to_owned(),
+        "limit=7".to_owned(),
+        "limit=1000&types[]=agent.message".to_owned(),
+        format!("limit=1000&order=desc&created_at[lt]={last_at}"),
+    ];
+    let mut whole = Vec::new();
+    for query in &queries {
+        let page = h.get(&format!("{path}?{query}")).await.ok();
+        let data = page["data"].as_array().unwrap().clone();
+        if query == "limit=7" {
+            whole.push(walk(&h, &session, query).await);
+        } else {
+            assert_eq!(page["next_page"], Value::Null, "{query}: one page at the default budget");
+            whole.push(data);
+        }
+    }
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(whole[1], reversed);
+    assert_eq!(whole[2], all);
+    assert_eq!(types_of(&whole[3]), vec!["agent.message"; 24]);
+    assert!(!whole[4].is_empty() && whole[4].len() < all.len());
+
+    h.state.store().set_read_bytes(64 * 1024);
+    for (query, expected) in queries.iter().zip(&whole) {
+        let first = h.get(&format!("{path}?{query}")).await.ok();
+        let data = first["data"].as_array().unwrap();
+        assert!(data.len() < expected.len(), "{query}: the first page is cut by bytes ({} events)", data.len());
+        assert!(first["next_page"].is_string(), "{query}: a page cut by bytes has a next_page");
+        let bytes: usize = data.iter().map(|e| e.to_string().len()).sum();
+        assert!(data.len() == 1 || bytes < 2 * 64 * 1024, "{query}: {bytes} bytes of JSON in {} events", data.len());
+        assert_eq!(&walk(&h, &session, query).await, expected, "{query}: every event once, in order");
+    }
+}
+
 /// The SSE body of the session's stream (resumed after `last_event_id`),
 /// read until the server ends it; `None` if it is still open at the deadline.
 async fn stream_until_closed(h: &Harness, session: &Value, last_event_id: Option<&str>) -> Option<String> {

@@ -119,6 +119,24 @@ impl Engine for MemEngine {
         })
     }
 
+    fn range_within(
+        &self,
+        tree: Tree,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        direction: Direction,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Pairs, Error> {
+        let maps = self.lock()?;
+        let iter = maps[index(tree)].range(range).map(Ok::<_, Error>);
+        let size = |(k, v): &(&Vec<u8>, &Vec<u8>)| k.len() + v.len();
+        let copy = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        match direction {
+            Direction::Forward => super::take_within(iter, limit, max_bytes, size, copy),
+            Direction::Backward => super::take_within(iter.rev(), limit, max_bytes, size, copy),
+        }
+    }
+
     fn apply(&self, tree: Tree, writes: Vec<Write>) -> Result<(), Error> {
         let mut maps = self.lock()?;
         let map = &mut maps[index(tree)];

@@ -50,6 +50,32 @@ pub type Write = (Vec<u8>, Option<Vec<u8>>);
 /// Key-value pairs read from a tree.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// The first pairs of `pairs`, at most `limit` of them, that fit in
+/// `max_bytes` of keys and values (always the first one): what
+/// [`Engine::range_within`] returns. `size` tells a pair's bytes before it
+/// is copied out, so that refused pairs are never copied.
+pub(crate) fn take_within<P, E>(
+    pairs: impl Iterator<Item = Result<P, E>>,
+    limit: usize,
+    max_bytes: usize,
+    size: impl Fn(&P) -> usize,
+    copy: impl Fn(P) -> (Vec<u8>, Vec<u8>),
+) -> Result<Pairs, Error>
+where
+    Error: From<E>,
+{
+    let mut budget = crate::budget::ReadBudget::new(max_bytes);
+    let mut out = Vec::new();
+    for pair in pairs.take(limit) {
+        let pair = pair?;
+        if !budget.admit_size(size(&pair)) {
+            break;
+        }
+        out.push(copy(pair));
+    }
+    Ok(out)
+}
+
 /// Scan direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -67,6 +93,18 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         direction: Direction,
         limit: usize,
+    ) -> Result<Pairs, Error>;
+
+    /// [`Engine::range`] stopping before the pair that would take the keys
+    /// and values returned past `max_bytes` (always at least one pair): how
+    /// resources, whose values may be large, are scanned.
+    fn range_within(
+        &self,
+        tree: Tree,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        direction: Direction,
+        limit: usize,
+        max_bytes: usize,
     ) -> Result<Pairs, Error>;
 
     /// Applies all writes to one tree atomically: after a crash, all or none.

@@ -168,6 +168,23 @@ impl Engine for SledEngine {
         }
     }
 
+    fn range_within(
+        &self,
+        tree: Tree,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        direction: Direction,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Pairs, Error> {
+        let iter = self.tree(tree).range::<Vec<u8>, _>(range);
+        let size = |(k, v): &(sled::IVec, sled::IVec)| k.len() + v.len();
+        let copy = |(k, v): (sled::IVec, sled::IVec)| (k.to_vec(), v.to_vec());
+        match direction {
+            Direction::Forward => super::take_within(iter, limit, max_bytes, size, copy),
+            Direction::Backward => super::take_within(iter.rev(), limit, max_bytes, size, copy),
+        }
+    }
+
     fn apply(&self, tree: Tree, writes: Vec<Write>) -> Result<(), Error> {
         let mut batch = sled::Batch::default();
         for (key, value) in writes {

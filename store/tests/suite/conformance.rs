@@ -7,7 +7,7 @@ use std::time::Duration;
 use logbook_core::verify::{Anchor, verify_chain};
 use logbook_core::{EventType, Seq, chain};
 use logbook_store::engine::Direction;
-use logbook_store::{Append, AppendError, Blobs, Head, Read, ResourceKind, Resources, Subscribe};
+use logbook_store::{Append, AppendError, Blobs, Fork, Head, Read, ResourceKind, Resources, Subscribe};
 use pretty_assertions::assert_eq;
 
 use super::{Fixture, entries, entry, session};
@@ -310,6 +310,221 @@ where
     assert!(fixture.store().verify_store_is_intact());
 }
 
+/// `n` bytes that compress poorly, from `seed` (xorshift).
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b'a' + (state % 26) as u8
+        })
+        .collect()
+}
+
+/// An entry of about `kib` KiB of text that compresses poorly (so its bytes
+/// in the log are not much smaller than its bytes in memory).
+fn large_entry(i: u64, kib: usize) -> logbook_core::Entry {
+    use logbook_core::event::{AgentToolResult, ContentBlock, Event};
+    let mut base = entry(i);
+    let text = String::from_utf8(noise(i, kib * 1024)).unwrap();
+    base.event = Event::AgentToolResult(AgentToolResult {
+        tool_use_id: logbook_core::EventId::from_parts(9, u128::from(i)),
+        content: Some(vec![ContentBlock::text(text)]),
+        is_error: Some(false),
+    });
+    base
+}
+
+/// A log of large and small records: 24 of 20-80 KiB, each followed by two
+/// small ones (types of the sample events, so type scans find some).
+fn mixed_entries() -> Vec<logbook_core::Entry> {
+    let mut out = Vec::new();
+    for i in 0..24u64 {
+        out.push(large_entry(i * 3, 20 + (i as usize * 37) % 61));
+        out.push(entry(i * 3 + 1));
+        out.push(entry(i * 3 + 2));
+    }
+    out
+}
+
+/// The byte budget the read tests set: a few of the large records.
+const SMALL_READ_BYTES: usize = 200 * 1024;
+
+/// Checks that `read` is what a budgeted read from `from` returns of `all`:
+/// at least one record, in order, and as many as fit, the next not fitting.
+fn check_cut_forward(all: &[logbook_core::Record], from: usize, read: &[logbook_core::Record], asked: usize) {
+    assert!(!read.is_empty(), "a read returns at least one record");
+    assert_eq!(read, &all[from..from + read.len()], "records in order from {from}");
+    let bytes: usize = read.iter().map(logbook_store::read_bytes_of).sum();
+    if read.len() > 1 {
+        assert!(bytes <= SMALL_READ_BYTES, "{bytes} bytes in a read of {} records", read.len());
+    }
+    if read.len() < asked
+        && let Some(next) = all.get(from + read.len())
+    {
+        assert!(bytes + logbook_store::read_bytes_of(next) > SMALL_READ_BYTES, "the next record would have fitted");
+    }
+}
+
+/// Goal: with large records a read is cut by bytes (never by more than the
+/// budget, always at least one record, the next record not fitting), and a
+/// caller that goes on from where each read stopped gets the whole log, in
+/// order: forward, backward, by type, through a subscription, for a fork's
+/// inherited prefix, and from the tail cache as from the log (after a
+/// reopen). Method: a small budget over records of 20-80 KiB.
+pub(crate) fn reads_are_cut_by_bytes_and_callers_go_on<F: Fixture>(fixture: F)
+where
+    F::Store: VerifyAll,
+{
+    let s = session(20);
+    let all = fixture.store().append(s, Seq::ZERO, &mixed_entries()).unwrap();
+    let child = session(21);
+    let fork_at = 40u64;
+    let own = fixture.store().fork(child, s, Seq::new(fork_at), &entries(100..103)).unwrap();
+    let child_all: Vec<logbook_core::Record> = all[..=fork_at as usize]
+        .iter()
+        .map(|r| logbook_core::Record::from_parts(child, r.seq(), r.prev(), r.hash(), r.body().clone()))
+        .chain(own)
+        .collect();
+    // With the tail caches warm, then after a reopen (read from the log).
+    check_every_way(&fixture, s, &all);
+    check_every_way(&fixture, child, &child_all);
+    let fixture = fixture.reopen();
+    check_every_way(&fixture, s, &all);
+    check_every_way(&fixture, child, &child_all);
+    assert!(fixture.store().verify_store_is_intact());
+}
+
+fn check_every_way<F: Fixture>(fixture: &F, s: logbook_core::SessionId, all: &[logbook_core::Record]) {
+    let store = fixture.store();
+    fixture.set_read_bytes(SMALL_READ_BYTES);
+    // Forward.
+    let (mut got, mut cut) = (Vec::new(), 0);
+    while got.len() < all.len() + 1 {
+        let read = store.read(s, Seq::new(got.len() as u64), 10_000).unwrap();
+        if read.is_empty() {
+            break;
+        }
+        check_cut_forward(all, got.len(), &read, 10_000);
+        cut += usize::from(got.len() + read.len() < all.len());
+        got.extend(read);
+    }
+    assert_eq!(got, all, "forward");
+    assert!(cut >= 3, "reads were cut short ({cut} times)");
+    // Backward: each read is the last records before its bound that fit.
+    let mut before = all.len();
+    let mut back = Vec::new();
+    while before > 0 {
+        let read = store.read_before(s, Seq::new(before as u64), 10_000).unwrap();
+        assert!(!read.is_empty(), "a read before {before} returns at least one record");
+        let from = before - read.len();
+        assert_eq!(read, &all[from..before], "records in order before {before}");
+        let bytes: usize = read.iter().map(logbook_store::read_bytes_of).sum();
+        assert!(read.len() == 1 || bytes <= SMALL_READ_BYTES, "{bytes} bytes before {before}");
+        if from > 0 {
+            assert!(bytes + logbook_store::read_bytes_of(&all[from - 1]) > SMALL_READ_BYTES, "the one before fitted");
+        }
+        back.splice(0..0, read);
+        before = from;
+    }
+    assert_eq!(back, all, "backward");
+    // By type: the large records' type, and a small records' type.
+    for wanted in [EventType::AgentToolResult, all[1].entry().unwrap().event.event_type()] {
+        let expected: Vec<_> =
+            all.iter().filter(|r| r.entry().unwrap().event.event_type() == wanted).cloned().collect();
+        let mut found: Vec<logbook_core::Record> = Vec::new();
+        let mut from = Seq::ZERO;
+        loop {
+            let read = store.scan_types(s, &[wanted], from, 10_000).unwrap();
+            let Some(last) = read.last() else { break };
+            let bytes: usize = read.iter().map(logbook_store::read_bytes_of).sum();
+            assert!(read.len() == 1 || bytes <= SMALL_READ_BYTES, "{bytes} bytes scanned");
+            from = Seq::new(last.seq().get() + 1);
+            found.extend(read);
+        }
+        assert_eq!(found, expected, "scan of {wanted:?}");
+    }
+    // A subscription delivers everything once, in order.
+    let mut subscription = store.subscribe(s, Seq::ZERO);
+    let mut delivered = Vec::new();
+    loop {
+        let batch = subscription.try_next_batch(10_000).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        delivered.extend(batch);
+    }
+    assert_eq!(delivered, all, "subscription");
+}
+
+/// Goal: a record larger than the whole budget is still read, alone, so a
+/// caller always gets further; one that does not fit after others waits for
+/// the next read. Method: a budget of 4 KiB, records of 16 KiB between small
+/// ones, read every way.
+pub(crate) fn a_record_larger_than_the_budget_is_read_alone<F: Fixture>(fixture: F) {
+    let store = fixture.store();
+    let s = session(22);
+    let all = store.append(s, Seq::ZERO, &[entry(0), large_entry(1, 16), large_entry(2, 16), entry(3)]).unwrap();
+    fixture.set_read_bytes(4 * 1024);
+    assert_eq!(store.read(s, Seq::ZERO, 10).unwrap(), all[..1], "the small one, not the large one after it");
+    assert_eq!(store.read(s, Seq::new(1), 10).unwrap(), all[1..2], "a large one alone");
+    assert_eq!(store.read(s, Seq::new(2), 10).unwrap(), all[2..3]);
+    assert_eq!(store.read(s, Seq::new(3), 10).unwrap(), all[3..]);
+    assert_eq!(store.read_before(s, Seq::new(4), 10).unwrap(), all[3..], "the small one, not the large one before it");
+    assert_eq!(store.read_before(s, Seq::new(3), 10).unwrap(), all[2..3], "a large one alone");
+    assert_eq!(store.scan_types(s, &[EventType::AgentToolResult], Seq::ZERO, 10).unwrap(), all[1..2]);
+    let kind = ResourceKind::Session;
+    let big = noise(7, 16 * 1024);
+    store.swap_resource(kind, b"r1", None, Some(b"small")).unwrap().unwrap();
+    store.swap_resource(kind, b"r2", None, Some(&big)).unwrap().unwrap();
+    store.swap_resource(kind, b"r3", None, Some(&big)).unwrap().unwrap();
+    let keys = |pairs: logbook_store::engine::Pairs| pairs.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let scan = |after: Option<&[u8]>, direction| store.scan_resources(kind, b"r", after, direction, 10).unwrap();
+    assert_eq!(keys(scan(None, Direction::Forward)), [b"r1".to_vec()]);
+    assert_eq!(keys(scan(Some(b"r1"), Direction::Forward)), [b"r2".to_vec()]);
+    assert_eq!(keys(scan(Some(b"r2"), Direction::Forward)), [b"r3".to_vec()]);
+    assert_eq!(keys(scan(None, Direction::Backward)), [b"r3".to_vec()]);
+    // Many resources walked after the last key come back whole.
+    for n in 0..40u32 {
+        store
+            .swap_resource(kind, format!("w{n:02}").as_bytes(), None, Some(&noise(u64::from(n), 1000)))
+            .unwrap()
+            .unwrap();
+    }
+    let (mut walked, mut after, mut scans) = (Vec::new(), None::<Vec<u8>>, 0);
+    loop {
+        let pairs = store.scan_resources(kind, b"w", after.as_deref(), Direction::Forward, 1000).unwrap();
+        let Some((last, _)) = pairs.last() else { break };
+        after = Some(last.clone());
+        scans += 1;
+        walked.extend(keys(pairs));
+    }
+    assert_eq!(walked, (0..40).map(|n| format!("w{n:02}").into_bytes()).collect::<Vec<_>>());
+    assert!(scans >= 5, "scans of 4 KiB: {scans}");
+}
+
+/// Goal: a read of many records from the log (decoded on several threads)
+/// is cut exactly where a short one is: the records that fit, the next one
+/// not. Method: 1,200 small records, reopened (so the read goes to the log),
+/// read with a budget of exactly the first 700 records' bytes, then on.
+pub(crate) fn a_long_read_from_the_log_is_cut_like_a_short_one<F: Fixture>(fixture: F) {
+    let s = session(23);
+    let mut all = Vec::new();
+    for start in (0..1200u64).step_by(400) {
+        all.extend(fixture.store().append(s, Seq::new(start), &entries(start..start + 400)).unwrap());
+    }
+    let fixture = fixture.reopen();
+    let budget: usize = all[..700].iter().map(logbook_store::read_bytes_of).sum();
+    fixture.set_read_bytes(budget);
+    let store = fixture.store();
+    assert_eq!(store.read(s, Seq::ZERO, 10_000).unwrap(), all[..700]);
+    assert_eq!(store.read(s, Seq::new(700), 10_000).unwrap(), all[700..]);
+    fixture.set_read_bytes(budget - 1);
+    assert_eq!(store.read(s, Seq::ZERO, 10_000).unwrap(), all[..699]);
+}
+
 /// What every fixture's store can say about its own integrity.
 pub(crate) trait VerifyAll {
     fn verify_store_is_intact(&self) -> bool;
@@ -372,6 +587,18 @@ macro_rules! conformance {
             #[test]
             fn everything_survives_reopen() {
                 super::everything_survives_reopen($fixture);
+            }
+            #[test]
+            fn reads_are_cut_by_bytes_and_callers_go_on() {
+                super::reads_are_cut_by_bytes_and_callers_go_on($fixture);
+            }
+            #[test]
+            fn a_long_read_from_the_log_is_cut_like_a_short_one() {
+                super::a_long_read_from_the_log_is_cut_like_a_short_one($fixture);
+            }
+            #[test]
+            fn a_record_larger_than_the_budget_is_read_alone() {
+                super::a_record_larger_than_the_budget_is_read_alone($fixture);
             }
         }
     };

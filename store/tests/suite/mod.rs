@@ -25,6 +25,8 @@ pub(crate) trait Fixture: Sized {
     /// Stops the store as a crash would (no final checkpoint; in memory, also
     /// a power loss: what was not synced is gone) and opens it again.
     fn crash(self) -> Self;
+    /// Sets the byte budget of the store's reads (until it is reopened).
+    fn set_read_bytes(&self, bytes: usize);
 }
 
 pub(crate) struct MemFixture {
@@ -64,6 +66,10 @@ impl Fixture for MemFixture {
         engine.lose_unsynced().unwrap();
         let store = MemStore::with_engine(engine.clone_handle()).unwrap();
         MemFixture { engine, store }
+    }
+
+    fn set_read_bytes(&self, bytes: usize) {
+        self.store.set_read_bytes(bytes);
     }
 }
 
@@ -119,6 +125,10 @@ impl Fixture for SledFixture {
         }
         let store = SledStore::open(&self.data_dir(), &small_sled_options()).unwrap();
         SledFixture { dir: self.dir, store: Some(store) }
+    }
+
+    fn set_read_bytes(&self, bytes: usize) {
+        self.store().set_read_bytes(bytes);
     }
 }
 

@@ -82,6 +82,9 @@ pub const MAX_POLL_SCAN: usize = 1000;
 pub const MAX_STATS_SCAN: usize = 10_000;
 /// Markers read per step of a scan: a poll usually claims one of the first.
 const MARKER_BATCH: usize = 32;
+// A batch of markers (empty values, keys of at most 64 KiB) never reaches the
+// store's read budget, so a batch shorter than asked is the markers' end.
+const _: () = assert!(MARKER_BATCH * (u16::MAX as usize + 64) <= logbook_store::MAX_READ_BYTES);
 /// Compare-and-swap attempts on one item before answering "busy".
 const MAX_CAS_ATTEMPTS: usize = 32;
 /// Open claims of one queued item: polls that keep re-claiming an item nobody

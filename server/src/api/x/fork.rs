@@ -281,41 +281,58 @@ fn past_open_response(store: &SledStore, parent: SessionId, at: Seq) -> Result<S
     let mut open: Option<(EventId, bool)> = None;
     // Whether every record from `at` back so far is of a batch's tail.
     let mut tail_only = true;
-    for record in store.read_before(parent, next, MAX_BATCH_LOOKAROUND)?.iter().rev() {
-        let event = record.entry().map_err(ApiError::internal)?.event;
-        if let Event::ModelResponse(response) = &event {
-            open = Some((response.model_request_start_id, false));
-            break;
-        }
-        if let Event::SpanModelRequestEnd(end) = &event {
-            // After a request's end, only its tail belongs to its batch.
-            if tail_only {
-                open = Some((end.model_request_start_id, true));
+    // Reads may stop short of what they ask (the store's byte budget): each
+    // walk goes on until it has looked at MAX_BATCH_LOOKAROUND records or
+    // reaches the log's end.
+    let (mut before, mut looked) = (next, 0);
+    'back: while looked < MAX_BATCH_LOOKAROUND {
+        let records = store.read_before(parent, before, MAX_BATCH_LOOKAROUND - looked)?;
+        let Some(first) = records.first() else { break };
+        before = first.seq();
+        looked += records.len();
+        for record in records.iter().rev() {
+            let event = record.entry().map_err(ApiError::internal)?.event;
+            if let Event::ModelResponse(response) = &event {
+                open = Some((response.model_request_start_id, false));
+                break 'back;
             }
-            break;
+            if let Event::SpanModelRequestEnd(end) = &event {
+                // After a request's end, only its tail belongs to its batch.
+                if tail_only {
+                    open = Some((end.model_request_start_id, true));
+                }
+                break 'back;
+            }
+            if event.event_type() == EventType::SpanModelRequestStart {
+                break 'back;
+            }
+            tail_only &= batch_tail_of(&event).is_some();
         }
-        if event.event_type() == EventType::SpanModelRequestStart {
-            break;
-        }
-        tail_only &= batch_tail_of(&event).is_some();
     }
     let Some((start, mut ended)) = open else { return Ok(at) };
     let mut last = at;
-    for record in store.read(parent, next, MAX_BATCH_LOOKAROUND)? {
-        let event = record.entry().map_err(ApiError::internal)?.event;
-        if !ended {
-            if let Event::SpanModelRequestEnd(end) = &event
-                && end.model_request_start_id == start
-            {
-                ended = true;
-                last = record.seq();
+    let (mut from, mut looked) = (next, 0);
+    'forward: while looked < MAX_BATCH_LOOKAROUND {
+        let records = store.read(parent, from, MAX_BATCH_LOOKAROUND - looked)?;
+        let Some(final_record) = records.last() else { break };
+        from = Seq::new(final_record.seq().get() + 1);
+        looked += records.len();
+        for record in records {
+            let event = record.entry().map_err(ApiError::internal)?.event;
+            if !ended {
+                if let Event::SpanModelRequestEnd(end) = &event
+                    && end.model_request_start_id == start
+                {
+                    ended = true;
+                    last = record.seq();
+                }
+                continue;
             }
-            continue;
+            if batch_tail_of(&event) != Some(start) {
+                break 'forward;
+            }
+            last = record.seq();
         }
-        if batch_tail_of(&event) != Some(start) {
-            break;
-        }
-        last = record.seq();
     }
     // A request that never ended (the parent stopped mid-batch) leaves the
     // point where it was: the fork closes the request, as a restart would.
