@@ -144,6 +144,64 @@ impl LogStore<MemEngine> {
 }
 
 impl<E: Engine> LogStore<E> {
+    /// [`Read::read`] of records that together take at most `max_bytes` as
+    /// well (counted as the read budget counts them; at least one record).
+    pub fn read_within(
+        &self,
+        session: SessionId,
+        from: Seq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, Error> {
+        let limit = limit.min(MAX_READ_RECORDS) as u64;
+        let end = Seq::new(from.get().saturating_add(limit));
+        self.inner.core.read_range_within(session, from, end, max_bytes)
+    }
+
+    /// [`Read::read_before`] of records that together take at most
+    /// `max_bytes` as well (at least one record).
+    pub fn read_before_within(
+        &self,
+        session: SessionId,
+        before: Seq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, Error> {
+        let core = &*self.inner.core;
+        let Some(slot) = core.slot(session) else { return Ok(Vec::new()) };
+        let before = before.min(slot.durable_head().next);
+        let limit = limit.min(MAX_READ_RECORDS) as u64;
+        let from = Seq::new(before.get().saturating_sub(limit));
+        let first = core.read_range_within(session, from, before, max_bytes)?;
+        if first.last().is_none_or(|last| last.seq().get() + 1 >= before.get()) {
+            return Ok(first);
+        }
+        // Cut by the byte budget: the records wanted are the last ones before
+        // `before` that fit. Read on, keeping the longest suffix that fits
+        // (at least one record): at most two budgets in memory at a time.
+        let budget = core.read_bytes.load(Ordering::Relaxed).min(max_bytes);
+        let mut kept: std::collections::VecDeque<Record> = std::collections::VecDeque::new();
+        let mut kept_bytes = 0usize;
+        let mut chunk = first;
+        while let Some(last) = chunk.last() {
+            let next = Seq::new(last.seq().get() + 1);
+            for record in chunk {
+                kept_bytes += crate::session::record_size(&record);
+                kept.push_back(record);
+                while kept_bytes > budget && kept.len() > 1 {
+                    if let Some(dropped) = kept.pop_front() {
+                        kept_bytes -= crate::session::record_size(&dropped);
+                    }
+                }
+            }
+            if next >= before {
+                break;
+            }
+            chunk = core.read_range_within(session, next, before, max_bytes)?;
+        }
+        Ok(kept.into())
+    }
+
     /// Opens a store over `engine`: checks the storage version, loads every
     /// session's head, replays the log from the last checkpoint and checks the
     /// tail of every chain. A session whose log is damaged is quarantined (its
@@ -381,6 +439,18 @@ impl<E: Engine> Core<E> {
     /// Within the read's byte budget ([`MAX_READ_BYTES`]): the records from
     /// `from` on that fit, at least one, so the result may end before `end`.
     pub(crate) fn read_range(&self, session: SessionId, from: Seq, end_wanted: Seq) -> Result<Vec<Record>, Error> {
+        self.read_range_within(session, from, end_wanted, usize::MAX)
+    }
+
+    /// [`Core::read_range`] within `max_bytes` as well as the store's own
+    /// budget (counted alike; at least one record).
+    pub(crate) fn read_range_within(
+        &self,
+        session: SessionId,
+        from: Seq,
+        end_wanted: Seq,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, Error> {
         let Some(slot) = self.slot(session) else { return Ok(Vec::new()) };
         slot.check_corrupt()?;
         let mut end = end_wanted.min(slot.durable_head().next);
@@ -388,7 +458,7 @@ impl<E: Engine> Core<E> {
             return Ok(Vec::new());
         }
         slot.last_used.store(self.tick(), Ordering::Relaxed);
-        let mut budget = ReadBudget::new(self.read_bytes.load(Ordering::Relaxed));
+        let mut budget = ReadBudget::new(self.read_bytes.load(Ordering::Relaxed).min(max_bytes));
         let mut out = Vec::with_capacity((end.get() - from.get()) as usize);
         // A fork's inherited parts are its ancestors' records, stamped as its own.
         for (owner, lo, hi) in self.parts(&slot, from, end)? {
@@ -966,45 +1036,11 @@ impl<E: Engine> Read for LogStore<E> {
     }
 
     fn read(&self, session: SessionId, from: Seq, limit: usize) -> Result<Vec<Record>, Error> {
-        let limit = limit.min(MAX_READ_RECORDS) as u64;
-        let end = Seq::new(from.get().saturating_add(limit));
-        self.inner.core.read_range(session, from, end)
+        self.read_within(session, from, limit, usize::MAX)
     }
 
     fn read_before(&self, session: SessionId, before: Seq, limit: usize) -> Result<Vec<Record>, Error> {
-        let core = &*self.inner.core;
-        let Some(slot) = core.slot(session) else { return Ok(Vec::new()) };
-        let before = before.min(slot.durable_head().next);
-        let limit = limit.min(MAX_READ_RECORDS) as u64;
-        let from = Seq::new(before.get().saturating_sub(limit));
-        let first = core.read_range(session, from, before)?;
-        if first.last().is_none_or(|last| last.seq().get() + 1 >= before.get()) {
-            return Ok(first);
-        }
-        // Cut by the byte budget: the records wanted are the last ones before
-        // `before` that fit. Read on, keeping the longest suffix that fits
-        // (at least one record): at most two budgets in memory at a time.
-        let budget = core.read_bytes.load(Ordering::Relaxed);
-        let mut kept: std::collections::VecDeque<Record> = std::collections::VecDeque::new();
-        let mut kept_bytes = 0usize;
-        let mut chunk = first;
-        while let Some(last) = chunk.last() {
-            let next = Seq::new(last.seq().get() + 1);
-            for record in chunk {
-                kept_bytes += crate::session::record_size(&record);
-                kept.push_back(record);
-                while kept_bytes > budget && kept.len() > 1 {
-                    if let Some(dropped) = kept.pop_front() {
-                        kept_bytes -= crate::session::record_size(&dropped);
-                    }
-                }
-            }
-            if next >= before {
-                break;
-            }
-            chunk = core.read_range(session, next, before)?;
-        }
-        Ok(kept.into())
+        self.read_before_within(session, before, limit, usize::MAX)
     }
 
     fn scan_types(

@@ -21,7 +21,8 @@ use crate::log::Inner;
 /// What a subscription reads from: the store behind a type-erased handle.
 pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     fn durable_rx(&self, session: SessionId) -> Result<watch::Receiver<Head>, Error>;
-    fn read_range(&self, session: SessionId, from: Seq, end: Seq) -> Result<Vec<Record>, Error>;
+    /// Records `from .. end` that fit in `max_bytes` (at least one).
+    fn read_range(&self, session: SessionId, from: Seq, end: Seq, max_bytes: usize) -> Result<Vec<Record>, Error>;
     /// Whether `read_range` of these would be served from memory.
     fn is_cached(&self, session: SessionId, from: Seq, end: Seq) -> bool;
 }
@@ -31,8 +32,8 @@ impl<E: Engine> Source for Inner<E> {
         Ok(self.core.slot_or_create(session)?.durable_rx())
     }
 
-    fn read_range(&self, session: SessionId, from: Seq, end: Seq) -> Result<Vec<Record>, Error> {
-        self.core.read_range(session, from, end)
+    fn read_range(&self, session: SessionId, from: Seq, end: Seq, max_bytes: usize) -> Result<Vec<Record>, Error> {
+        self.core.read_range_within(session, from, end, max_bytes)
     }
 
     fn is_cached(&self, session: SessionId, from: Seq, end: Seq) -> bool {
@@ -71,6 +72,14 @@ impl Subscription {
     /// subscription is dropped finishes on its own, holding the store open
     /// until then: one batch.)
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, Error> {
+        self.next_batch_within(max, usize::MAX).await
+    }
+
+    /// [`Subscription::next_batch`] of records that together take at most
+    /// `max_bytes` (counted as the store's read budget counts them; always
+    /// at least one record), so that a consumer holds a bounded batch
+    /// whatever the size of the session's events. Cancel-safe alike.
+    pub async fn next_batch_within(&mut self, max: usize, max_bytes: usize) -> Result<Option<Vec<Record>>, Error> {
         loop {
             if let Some(reading) = self.reading.as_mut() {
                 let read = reading.await;
@@ -84,11 +93,12 @@ impl Subscription {
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) if !self.source.is_cached(self.session, from, end) => {
                         let (source, session) = (Arc::clone(&self.source), self.session);
-                        self.reading = Some(runtime.spawn_blocking(move || source.read_range(session, from, end)));
+                        self.reading =
+                            Some(runtime.spawn_blocking(move || source.read_range(session, from, end, max_bytes)));
                         continue;
                     }
                     Ok(_) | Err(_) => {
-                        let batch = self.source.read_range(self.session, from, end)?;
+                        let batch = self.source.read_range(self.session, from, end, max_bytes)?;
                         if !batch.is_empty() {
                             self.advance(&batch);
                             return Ok(Some(batch));
@@ -109,7 +119,7 @@ impl Subscription {
         // result is dropped, and they are read here instead.
         self.reading = None;
         let Some((from, end)) = self.next_range(max)? else { return Ok(Vec::new()) };
-        let records = self.source.read_range(self.session, from, end)?;
+        let records = self.source.read_range(self.session, from, end, usize::MAX)?;
         self.advance(&records);
         Ok(records)
     }

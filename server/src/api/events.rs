@@ -857,7 +857,7 @@ pub async fn list(
                 Ok(if type_filter {
                     store.scan_types(id, &types, from, LIST_STEP)?
                 } else {
-                    store.read(id, from, LIST_STEP)?
+                    store.read_within(id, from, LIST_STEP, MAX_PAGE_BYTES)?
                 })
             };
             // Whether a record (of the asked types) exists from `at` on: a step
@@ -870,7 +870,7 @@ pub async fn list(
                     store.head(id)?.next > at
                 })
             };
-            let mut page_bytes = PageBytes::new(store.read_bytes());
+            let mut page_bytes = PageBytes::new(store.read_bytes().min(MAX_PAGE_BYTES));
             let mut data = Vec::new();
             let mut next_cursor: Option<Seq> = None;
             match order {
@@ -952,7 +952,7 @@ pub async fn list(
                     let mut exhausted = false;
                     let mut cut = false;
                     'steps: for _ in 0..MAX_LIST_STEPS {
-                        let records = store.read_before(id, before, LIST_STEP)?;
+                        let records = store.read_before_within(id, before, LIST_STEP, MAX_PAGE_BYTES)?;
                         let Some(first) = records.first() else {
                             exhausted = true;
                             break;
@@ -998,7 +998,7 @@ pub async fn list(
                         let mut more = true;
                         let mut probe = before;
                         for _ in 0..MAX_LIST_STEPS {
-                            let records = store.read_before(id, probe, LIST_STEP)?;
+                            let records = store.read_before_within(id, probe, LIST_STEP, MAX_PAGE_BYTES)?;
                             let Some(first) = records.first() else {
                                 more = false;
                                 break;
@@ -1034,12 +1034,19 @@ pub async fn list(
     Ok(Json(page))
 }
 
-/// The bytes of events one page of the list holds: as many as one read of
-/// the store returns ([`logbook_store::MAX_READ_BYTES`], each event counted
-/// as [`logbook_store::read_bytes_of`] its record),
-/// and always at least one event, so that a session of huge events is listed
-/// over more pages (each with a `next_page`) rather than in one response of
-/// gigabytes.
+/// Most bytes of events one page of the events list holds (at least one
+/// event; counted as the store's read budget counts them): a page is built
+/// whole before it is sent, so this is what a client that does not read its
+/// response makes the server hold, about 2.5× this with the page's JSON
+/// (reliability goal G-S3: 16 stalled readers within 64 MiB). 1,000 typical
+/// events (≈ 4.5 KiB each) take about five pages, most events (under 1 KiB)
+/// far fewer; the SDK follows `next_page` by itself.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
+
+/// The bytes of events one page of the list may still take
+/// ([`MAX_PAGE_BYTES`], or less if the store's read budget is lower), always
+/// at least one event, so that a session of large events is listed over
+/// more pages (each with a `next_page`) rather than in one huge response.
 #[derive(Debug)]
 struct PageBytes {
     left: usize,

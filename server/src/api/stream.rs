@@ -18,9 +18,10 @@
 //!
 //! Memory per connection is bounded: the stream is pulled by the connection.
 //! Records are read from the store only when the socket takes more, in batches
-//! of at most [`STREAM_BATCH`], so a client that stops reading costs a
-//! subscription and one batch, and its kernel socket buffers; the TCP user
-//! timeout set on accepted sockets then closes it.
+//! of at most [`STREAM_BATCH`] records and [`STREAM_BATCH_BYTES`] bytes (one
+//! larger event alone), so a client that stops reading costs a subscription
+//! and one bounded batch, and its kernel socket buffers; the TCP user timeout
+//! set on accepted sockets then closes it.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -51,6 +52,10 @@ use crate::tenancy::{KeyScope, Principal, Tenant};
 
 /// Records read from the store per step of a stream.
 pub const STREAM_BATCH: usize = 64;
+/// Most bytes of events one read of a stream takes from the store (at least
+/// one event): what a client that stops reading makes its connection hold,
+/// besides the socket's buffers (reliability goal G-S3: ≤ 256 KiB).
+pub const STREAM_BATCH_BYTES: usize = 256 * 1024;
 /// Most `event_deltas[]` values.
 pub const MAX_EVENT_DELTAS: usize = 100;
 /// Shortest wait between two checks of a sessions token's lease, so that a
@@ -242,7 +247,7 @@ fn events(
                     st.take_preview(preview);
                     continue;
                 }
-                batch = st.subscription.next_batch(STREAM_BATCH) => batch,
+                batch = st.subscription.next_batch_within(STREAM_BATCH, STREAM_BATCH_BYTES) => batch,
                 _ = st.shutdown.changed() => return None,
                 // Checked at the top of the loop.
                 () = lease_check_due(st.lease.as_ref()) => continue,
