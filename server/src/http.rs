@@ -670,16 +670,27 @@ pub fn app(state: AppState) -> Router {
 async fn healthz(State(state): State<AppState>) -> Response {
     let quarantined = state.store().quarantined();
     let damage = state.store().store_damage();
+    // A store that stopped accepting writes (fail-stop after a failed sync)
+    // answers every write 503 until the server restarts: unhealthy, so that
+    // a supervisor restarts it. Its reason stays in the server's log.
+    let writable = state.store().poisoned().is_none();
     let ok = quarantined.is_empty() && damage.is_empty();
+    let status = match (writable, ok) {
+        (false, _) => "failing",
+        (true, true) => "ok",
+        (true, false) => "degraded",
+    };
+    let code = if writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if ok { "ok" } else { "degraded" },
+        "status": status,
+        "writable": writable,
         // Counts only: this route takes no key, and session ids and damage
         // reports belong to their workspaces and the operator
         // (`logbook verify`, the server's log).
         "quarantined_sessions": quarantined.len(),
         "store_damage": damage.len(),
     });
-    Json(body).into_response()
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -249,13 +249,7 @@ fn a_stalled_client_of_a_session_of_large_events_holds_a_bounded_buffer() {
         })
         .collect();
     let limit_mib = 64.0;
-    let mut growth_mib = 0.0f64;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && growth_mib < limit_mib {
-        let rss = server.rss_kib();
-        growth_mib = growth_mib.max(rss.saturating_sub(rss_before) as f64 / 1024.0);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let growth_mib = peak_rss_growth_mib(&server, rss_before, limit_mib);
     eprintln!("{n_stalled} stalled clients of 64 events of 256 KiB: server RSS +{growth_mib:.1} MiB");
     assert!(
         growth_mib < limit_mib,
@@ -305,13 +299,7 @@ fn a_stalled_client_of_the_history_list_holds_a_bounded_buffer() {
     // 4 MiB per client (a page, its JSON, allocator slack) and 32 MiB for
     // the rest (caches, threads): far below the 16 MiB per client of before.
     let limit_mib = 4.0 * f64::from(n_stalled) + 32.0;
-    let mut growth_mib = 0.0f64;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && growth_mib < limit_mib {
-        let rss = server.rss_kib();
-        growth_mib = growth_mib.max(rss.saturating_sub(rss_before) as f64 / 1024.0);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let growth_mib = peak_rss_growth_mib(&server, rss_before, limit_mib);
     eprintln!("{n_stalled} stalled list readers of 64 events of 256 KiB: server RSS +{growth_mib:.1} MiB");
     assert!(
         growth_mib < limit_mib,
@@ -319,4 +307,18 @@ fn a_stalled_client_of_the_history_list_holds_a_bounded_buffer() {
         growth_mib / f64::from(n_stalled)
     );
     drop(stalled);
+}
+
+/// The largest growth of the server's RSS over `rss_before` (KiB) seen in
+/// 10 s of sampling, in MiB; stops early once it passes `limit_mib`. RSS is
+/// sampled, not a timing: the deadline only bounds how long it is watched.
+fn peak_rss_growth_mib(server: &Server, rss_before: u64, limit_mib: f64) -> f64 {
+    let mut growth_mib = 0.0f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && growth_mib < limit_mib {
+        let rss = server.rss_kib();
+        growth_mib = growth_mib.max(rss.saturating_sub(rss_before) as f64 / 1024.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    growth_mib
 }

@@ -280,6 +280,12 @@ impl<E: Engine> LogStore<E> {
         self.inner.core.queue.stats()
     }
 
+    /// Why the store stopped accepting writes (a failed sync or index write:
+    /// fail-stop until it is reopened), if it did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.core.queue.poisoned()
+    }
+
     /// Sessions found corrupt so far (on open or on a later read).
     pub fn quarantined(&self) -> Vec<Corruption> {
         let slots = self.inner.core.slots.read().map(|slots| slots.clone()).unwrap_or_default();

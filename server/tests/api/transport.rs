@@ -428,6 +428,7 @@ async fn healthz_metrics_and_openapi() {
     let plain = |path: &str| h.raw(Request::builder().uri(path).body(Body::empty()).unwrap());
     let health = plain("/healthz").await.ok();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["writable"], true);
     assert_eq!(
         (health["quarantined_sessions"].clone(), health["store_damage"].clone()),
         (json!(0), json!(0)),

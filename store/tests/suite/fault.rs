@@ -25,6 +25,7 @@ fn a_failed_sync_acknowledges_nothing_and_stops_the_store() {
     let mut sub = store.subscribe(s, Seq::ZERO);
     assert_eq!(sub.try_next_batch(10).unwrap().len(), 2);
 
+    assert_eq!(store.poisoned(), None);
     engine.fail_syncs(true);
     match store.append(s, Seq::new(2), &entries(2..3)) {
         Err(AppendError::Store(Error::Poisoned { reason })) => assert!(reason.contains("EIO"), "{reason}"),
@@ -40,6 +41,7 @@ fn a_failed_sync_acknowledges_nothing_and_stops_the_store() {
     assert!(matches!(store.append(s, Seq::new(2), &entries(2..3)), Err(AppendError::Store(Error::Poisoned { .. }))));
     assert!(matches!(store.put_blob(b"x"), Err(Error::Poisoned { .. })));
     assert!(matches!(store.swap_resource(ResourceKind::Agent, b"a", None, Some(b"v")), Err(Error::Poisoned { .. })));
+    assert!(store.poisoned().is_some_and(|reason| reason.contains("EIO")), "health checks can tell");
 }
 
 /// Goal: after a failed sync, a restart without a reboot does not replay the
