@@ -517,10 +517,16 @@ pub async fn retrieve(
     Path(session_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_session_id(&session_id)?;
+    current_wire(&state, tenant, id).await.map(Json)
+}
+
+/// The session `id` of `tenant` as the API shows it now (its status and
+/// usage from the log).
+pub async fn current_wire(state: &AppState, tenant: Tenant, id: SessionId) -> Result<Value, ApiError> {
     let now = state.now();
     let session =
         state.blocking(move |store| load(store, &tenant, id).and_then(|(_, s)| with_log_state(store, s))).await?;
-    Ok(Json(session.to_wire(now)))
+    Ok(session.to_wire(now))
 }
 
 pub async fn update(

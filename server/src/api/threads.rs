@@ -66,17 +66,6 @@ fn thread_wire(session: &Value, thread: ThreadId) -> Value {
     })
 }
 
-/// The session `id` of `tenant` as the API shows it now.
-async fn session_wire(state: &AppState, tenant: Tenant, id: SessionId) -> Result<Value, ApiError> {
-    let now = state.now();
-    let session = state
-        .blocking(move |store| {
-            sessions::load(store, &tenant, id).and_then(|(_, session)| sessions::with_log_state(store, session))
-        })
-        .await?;
-    Ok(session.to_wire(now))
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
@@ -90,7 +79,7 @@ pub async fn list(
         // The one page this list has ends with no next_page.
         return Err(ApiError::invalid(format!("page: {raw:?} is not a cursor this list returned")));
     }
-    let session = session_wire(&state, tenant, id).await?;
+    let session = sessions::current_wire(&state, tenant, id).await?;
     let status = session.get("status").and_then(Value::as_str).unwrap_or_default();
     let data = if statuses.is_empty() || statuses.iter().any(|s| s.wire() == status) {
         vec![thread_wire(&session, primary_thread(id))]
@@ -106,7 +95,7 @@ pub async fn retrieve(
     Path((session_id, thread_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_ids(&session_id, &thread_id)?;
-    let session = session_wire(&state, tenant, id).await?;
+    let session = sessions::current_wire(&state, tenant, id).await?;
     Ok(Json(thread_wire(&session, primary_thread(id))))
 }
 
@@ -117,7 +106,7 @@ pub async fn archive(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_ids(&session_id, &thread_id)?;
     // The session must be the caller's before anything is said about it.
-    session_wire(&state, tenant, id).await?;
+    sessions::current_wire(&state, tenant, id).await?;
     Err(ApiError::invalid(format!(
         "session_thread {thread_id} is the session's primary thread, which cannot be archived on its own; archive \
          the session instead"

@@ -446,12 +446,11 @@ impl SandboxTools {
                 }
                 Err(err) => {
                     let outcome = ToolOutcome::error(format!("bash: the sandbox could not be started: {err}"));
-                    return notes.iter().rev().fold(outcome, |outcome, note| outcome.with_preamble(note));
+                    return with_notes(outcome, &notes);
                 }
             }
         }
-        let with_note =
-            |outcome: ToolOutcome| notes.iter().rev().fold(outcome, |outcome, note| outcome.with_preamble(note));
+        let with_note = |outcome: ToolOutcome| with_notes(outcome, &notes);
         // While the command runs the jail is out of the slot: if this call is
         // cancelled, dropping `running` kills it, and the next call starts a
         // fresh one.
@@ -756,6 +755,11 @@ impl ToolExecutor for SandboxTools {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.stop_all())
     }
+}
+
+/// `outcome` opened by `notes`, in order.
+fn with_notes(outcome: ToolOutcome, notes: &[String]) -> ToolOutcome {
+    notes.iter().rev().fold(outcome, |outcome, note| outcome.with_preamble(note))
 }
 
 /// Said with the first command of a jail that replaced one that started
