@@ -312,7 +312,7 @@ pub struct SessionCreate {
     vault_ids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct SessionUpdate {
     #[serde(default, deserialize_with = "double_option")]
     title: Option<Option<String>>,
@@ -326,7 +326,7 @@ pub struct SessionUpdate {
 
 /// The agent fields a session update may change (API digest: `agent?` =
 /// `{tools?, mcp_servers?}` only); anything else is refused, not ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionAgentUpdate {
     #[serde(default, deserialize_with = "double_option")]
@@ -543,98 +543,15 @@ pub async fn update(
     let worker_state = state.clone();
     let (session, budget_changed) = state
         .blocking(move |store| {
-            let (current_bytes, current) = load(store, &tenant, id)?;
-            let live = with_log_state(store, current.clone())?;
-            if current.archived_at.is_some() {
-                return Err(ApiError::invalid(format!("session {id} is archived")));
-            }
-            let mut next = current.clone();
-            let mut changes = SessionUpdated { agent: None, budget: None, metadata: None, title: None };
-            if let Some(title) = body.title {
-                if let Some(title) = &title {
-                    tools::check_len(title, 0, MAX_TITLE_CHARS, "title")?;
-                }
-                if title != current.title {
-                    changes.title = Some(title.clone());
-                    next.title = title;
+            // The runner records status and usage on the object as it goes:
+            // a lost swap is the server's own write, so the update is made
+            // again from what is stored now instead of answering 409.
+            for _ in 0..events::MAX_APPEND_ATTEMPTS {
+                if let Some(done) = update_once(&worker_state, store, &tenant, id, body.clone(), now)? {
+                    return Ok(done);
                 }
             }
-            if let Some(patch) = body.metadata {
-                let metadata = patch_metadata(&current.metadata, &patch.unwrap_or_default(), false)?;
-                if metadata != current.metadata {
-                    changes.metadata = Some(metadata.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect());
-                    next.metadata = metadata;
-                }
-            }
-            if let Some(budget) = body.budget {
-                match (&current.budget, budget) {
-                    (None, Some(_)) => {
-                        return Err(ApiError::invalid(
-                            "budget: a budget can only be set when the session is created (budget_create_only)",
-                        )
-                        .with_code("budget_create_only"));
-                    }
-                    (_, Some(budget)) => {
-                        check_budget(&budget)?;
-                        if Some(&budget) != current.budget.as_ref() {
-                            // A new cap must leave room to run (behaviour digest §12).
-                            let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str);
-                            let consumed = live.usage.list_cost_cents.unwrap_or(0);
-                            if amount.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a <= consumed) {
-                                return Err(ApiError::invalid(
-                                    "budget.max_list_cost must be greater than the session's consumed list cost",
-                                )
-                                .with_code("budget_not_raised"));
-                            }
-                            changes.budget = Some(Some(budget_event(&budget)?));
-                            next.budget = Some(budget);
-                        }
-                    }
-                    (Some(_), None) => {
-                        changes.budget = Some(None);
-                        next.budget = None;
-                    }
-                    (None, None) => {}
-                }
-            }
-            if let Some(agent) = body.agent {
-                if matches!(live.status, Status::Running | Status::Rescheduling) {
-                    return Err(ApiError::invalid(
-                        "agent: the session is not idle; send user.interrupt and wait for idle before changing its tools",
-                    ));
-                }
-                if !current.from_agent_ref {
-                    return Err(ApiError::invalid("agent: only sessions created from an agent reference can change tools"));
-                }
-                if let Some(tools) = agent.tools {
-                    next.agent.tools = resolve_tools(&tools.unwrap_or_default())?;
-                    check_skills_can_load(&next.agent)?;
-                    if let Ok((_, env)) = environments::load(store, &tenant, current.environment_id) {
-                        crate::tools::check_environment(&next.agent.tools, &env.config)?;
-                    }
-                }
-                if let Some(servers) = agent.mcp_servers {
-                    next.agent.mcp_servers = servers.unwrap_or_default();
-                    // As at create: a limited environment decides which MCP hosts it reaches.
-                    // (A session outliving its environment, from before deletes
-                    // checked for sessions, has nothing left to check against.)
-                    if let Ok((_, env)) = environments::load(store, &tenant, current.environment_id) {
-                        crate::mcp::check_environment(&next.agent.mcp_servers, &env.config)?;
-                    }
-                }
-                check_mcp(&next.agent.mcp_servers, &next.agent.tools)?;
-                if next.agent != current.agent {
-                    changes.agent = Some(CoreJson::new(&serde_json::to_value(&next.agent).map_err(ApiError::internal)?));
-                }
-            }
-            if next == current {
-                return Ok((with_log_state(store, current)?, false));
-            }
-            next.updated_at = now;
-            swap(store, &tenant, id, &current_bytes, &next)?;
-            let budget_changed = changes.budget.is_some();
-            events::append_system(&worker_state, store, id, vec![Event::SessionUpdated(changes)])?;
-            Ok((with_log_state(store, next)?, budget_changed))
+            Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
         })
         .await?;
     // A session paused at its budget resumes by itself once it is raised or
@@ -643,6 +560,114 @@ pub async fn update(
         runner.wake(&state, tenant.workspace, id, false);
     }
     Ok(Json(session.to_wire(now)))
+}
+
+/// One attempt at an update: the session updated and whether its budget
+/// changed, or `None` when the object changed between reading and writing it.
+fn update_once(
+    state: &AppState,
+    store: &SledStore,
+    tenant: &Tenant,
+    id: SessionId,
+    body: SessionUpdate,
+    now: Timestamp,
+) -> Result<Option<(StoredSession, bool)>, ApiError> {
+    let (current_bytes, current) = load(store, tenant, id)?;
+    let live = with_log_state(store, current.clone())?;
+    if current.archived_at.is_some() {
+        return Err(ApiError::invalid(format!("session {id} is archived")));
+    }
+    let mut next = current.clone();
+    let mut changes = SessionUpdated { agent: None, budget: None, metadata: None, title: None };
+    if let Some(title) = body.title {
+        if let Some(title) = &title {
+            tools::check_len(title, 0, MAX_TITLE_CHARS, "title")?;
+        }
+        if title != current.title {
+            changes.title = Some(title.clone());
+            next.title = title;
+        }
+    }
+    if let Some(patch) = body.metadata {
+        let metadata = patch_metadata(&current.metadata, &patch.unwrap_or_default(), false)?;
+        if metadata != current.metadata {
+            changes.metadata =
+                Some(metadata.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect());
+            next.metadata = metadata;
+        }
+    }
+    if let Some(budget) = body.budget {
+        match (&current.budget, budget) {
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "budget: a budget can only be set when the session is created (budget_create_only)",
+                )
+                .with_code("budget_create_only"));
+            }
+            (_, Some(budget)) => {
+                check_budget(&budget)?;
+                if Some(&budget) != current.budget.as_ref() {
+                    // A new cap must leave room to run (behaviour digest §12).
+                    let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str);
+                    let consumed = live.usage.list_cost_cents.unwrap_or(0);
+                    if amount.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a <= consumed) {
+                        return Err(ApiError::invalid(
+                            "budget.max_list_cost must be greater than the session's consumed list cost",
+                        )
+                        .with_code("budget_not_raised"));
+                    }
+                    changes.budget = Some(Some(budget_event(&budget)?));
+                    next.budget = Some(budget);
+                }
+            }
+            (Some(_), None) => {
+                changes.budget = Some(None);
+                next.budget = None;
+            }
+            (None, None) => {}
+        }
+    }
+    if let Some(agent) = body.agent {
+        if matches!(live.status, Status::Running | Status::Rescheduling) {
+            return Err(ApiError::invalid(
+                "agent: the session is not idle; send user.interrupt and wait for idle before changing its tools",
+            ));
+        }
+        if !current.from_agent_ref {
+            return Err(ApiError::invalid("agent: only sessions created from an agent reference can change tools"));
+        }
+        if let Some(tools) = agent.tools {
+            next.agent.tools = resolve_tools(&tools.unwrap_or_default())?;
+            check_skills_can_load(&next.agent)?;
+            if let Ok((_, env)) = environments::load(store, tenant, current.environment_id) {
+                crate::tools::check_environment(&next.agent.tools, &env.config)?;
+            }
+        }
+        if let Some(servers) = agent.mcp_servers {
+            next.agent.mcp_servers = servers.unwrap_or_default();
+            // As at create: a limited environment decides which MCP hosts it reaches.
+            // (A session outliving its environment, from before deletes
+            // checked for sessions, has nothing left to check against.)
+            if let Ok((_, env)) = environments::load(store, tenant, current.environment_id) {
+                crate::mcp::check_environment(&next.agent.mcp_servers, &env.config)?;
+            }
+        }
+        check_mcp(&next.agent.mcp_servers, &next.agent.tools)?;
+        if next.agent != current.agent {
+            changes.agent = Some(CoreJson::new(&serde_json::to_value(&next.agent).map_err(ApiError::internal)?));
+        }
+    }
+    if next == current {
+        return Ok(Some((with_log_state(store, current)?, false)));
+    }
+    next.updated_at = now;
+    let key = tenant.key(id.to_bytes());
+    if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), Some(&to_bytes(&next)?))?.is_err() {
+        return Ok(None);
+    }
+    let budget_changed = changes.budget.is_some();
+    events::append_system(state, store, id, vec![Event::SessionUpdated(changes)])?;
+    Ok(Some((with_log_state(store, next)?, budget_changed)))
 }
 
 fn budget_event(budget: &Value) -> Result<logbook_core::event::Budget, ApiError> {
@@ -918,21 +943,28 @@ pub async fn delete(
     let worker_state = state.clone();
     state
         .blocking(move |store| {
-            let (current_bytes, session) = load(store, &tenant, id)?;
-            if let Some(busy @ (Status::Running | Status::Rescheduling)) =
-                last_status(store, id)?.as_ref().and_then(status_of)
-            {
-                return Err(ApiError::conflict(format!(
-                    "session {id} is {}; interrupt it before deleting",
-                    busy.wire()
-                )));
-            }
-            match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(&current_bytes), None)? {
-                Ok(()) => {}
-                Err(_) => {
-                    return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
+            // A lost swap is most often the runner recording status or usage
+            // on the object: read it again, check again, and retry.
+            let mut deleted = None;
+            for _ in 0..events::MAX_APPEND_ATTEMPTS {
+                let (current_bytes, session) = load(store, &tenant, id)?;
+                if let Some(busy @ (Status::Running | Status::Rescheduling)) =
+                    last_status(store, id)?.as_ref().and_then(status_of)
+                {
+                    return Err(ApiError::conflict(format!(
+                        "session {id} is {}; interrupt it before deleting",
+                        busy.wire()
+                    )));
+                }
+                let key = tenant.key(id.to_bytes());
+                if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), None)?.is_ok() {
+                    deleted = Some(session);
+                    break;
                 }
             }
+            let Some(session) = deleted else {
+                return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
+            };
             events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])?;
             super::files::delete_scoped(store, &tenant, id)?;
             // No worker is to be given the session any more.
@@ -1326,12 +1358,5 @@ impl DecodedSessions {
             }
         }
         Ok(session)
-    }
-}
-
-fn swap(store: &SledStore, tenant: &Tenant, id: SessionId, old: &[u8], new: &StoredSession) -> Result<(), ApiError> {
-    match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(old), Some(&to_bytes(new)?))? {
-        Ok(()) => Ok(()),
-        Err(_) => Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry"))),
     }
 }

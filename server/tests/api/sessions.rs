@@ -1428,3 +1428,59 @@ async fn updating_tools_to_nothing_while_skills_are_effective_is_refused() {
         resp.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runners_writes_to_the_object_never_make_an_update_or_delete_conflict() {
+    // Goal: the runner records status and usage on the session object as it
+    // goes (`set_status`, `set_usage`); those are the server's own writes,
+    // so a client's update or delete that raced one is made again, not
+    // answered 409 (which raw-HTTP clients would have to retry).
+    // Method: a thread records a new usage every 200 µs, as a busy runner
+    // would at most, while 100 updates and then a delete go through.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use logbook_server::api::sessions::{UsageView, set_usage};
+
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid: logbook_core::SessionId = id(&session).parse().unwrap();
+    let tenant = h.tenant(&h.key_a);
+    let state = h.state.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut writes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                writes += 1;
+                let usage = UsageView {
+                    input_tokens: writes,
+                    output_tokens: 0,
+                    cache_read_input_tokens: 0,
+                    cache_creation_input_tokens: 0,
+                    active_seconds: 0.0,
+                    list_cost_cents: None,
+                    web_search_requests: 0,
+                    web_fetch_requests: 0,
+                };
+                // Ends once the session is deleted.
+                if set_usage(state.store(), &tenant, sid, usage).is_err() {
+                    break;
+                }
+                // Pacing, not synchronisation: a runner writes a few times a turn.
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            writes
+        })
+    };
+    for n in 0..100 {
+        let updated = h.post(&format!("/v1/sessions/{sid}"), &json!({"title": format!("title {n}")})).await.ok();
+        assert_eq!(updated["title"], format!("title {n}"));
+    }
+    h.delete(&format!("/v1/sessions/{sid}")).await.ok();
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 1, "the writer ran alongside ({writes} writes)");
+    h.get(&format!("/v1/sessions/{sid}")).await.not_found();
+}
