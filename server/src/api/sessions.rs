@@ -546,9 +546,11 @@ pub async fn update(
             // The runner records status and usage on the object as it goes:
             // a lost swap is the server's own write, so the update is made
             // again from what is stored now instead of answering 409.
+            let mut known = None;
             for _ in 0..events::MAX_APPEND_ATTEMPTS {
-                if let Some(done) = update_once(&worker_state, store, &tenant, id, body.clone(), now)? {
-                    return Ok(done);
+                match update_once(&worker_state, store, &tenant, id, body.clone(), now, known.take())? {
+                    Ok(done) => return Ok(done),
+                    Err(current) => known = Some(current),
                 }
             }
             Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
@@ -562,8 +564,9 @@ pub async fn update(
     Ok(Json(session.to_wire(now)))
 }
 
-/// One attempt at an update: the session updated and whether its budget
-/// changed, or `None` when the object changed between reading and writing it.
+/// One attempt at an update, from `known` (see [`load_or`]): the session
+/// updated and whether its budget changed, or the value another write left
+/// between reading and writing it.
 fn update_once(
     state: &AppState,
     store: &SledStore,
@@ -571,8 +574,9 @@ fn update_once(
     id: SessionId,
     body: SessionUpdate,
     now: Timestamp,
-) -> Result<Option<(StoredSession, bool)>, ApiError> {
-    let (current_bytes, current) = load(store, tenant, id)?;
+    known: Option<Vec<u8>>,
+) -> Result<Result<(StoredSession, bool), Vec<u8>>, ApiError> {
+    let (current_bytes, current) = load_or(store, tenant, id, known)?;
     let live = with_log_state(store, current.clone())?;
     if current.archived_at.is_some() {
         return Err(ApiError::invalid(format!("session {id} is archived")));
@@ -658,16 +662,15 @@ fn update_once(
         }
     }
     if next == current {
-        return Ok(Some((with_log_state(store, current)?, false)));
+        return Ok(Ok((with_log_state(store, current)?, false)));
     }
     next.updated_at = now;
-    let key = tenant.key(id.to_bytes());
-    if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), Some(&to_bytes(&next)?))?.is_err() {
-        return Ok(None);
+    if let Some(current) = try_swap(store, tenant, id, &current_bytes, Some(&next))? {
+        return Ok(Err(current));
     }
     let budget_changed = changes.budget.is_some();
     events::append_system(state, store, id, vec![Event::SessionUpdated(changes)])?;
-    Ok(Some((with_log_state(store, next)?, budget_changed)))
+    Ok(Ok((with_log_state(store, next)?, budget_changed)))
 }
 
 fn budget_event(budget: &Value) -> Result<logbook_core::event::Budget, ApiError> {
@@ -901,8 +904,9 @@ fn try_archive(
         }
     }
     // The log says terminated; mark the object (again if it changed meanwhile).
+    let mut known = None;
     for _ in 0..events::MAX_APPEND_ATTEMPTS {
-        let (current_bytes, mut session) = load(store, tenant, id)?;
+        let (current_bytes, mut session) = load_or(store, tenant, id, known.take())?;
         if session.archived_at.is_some() {
             return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
         }
@@ -910,9 +914,9 @@ fn try_archive(
         session.updated_at = now;
         session.status = Status::Terminated;
         session.terminated_at.get_or_insert(now);
-        let key = tenant.key(id.to_bytes());
-        if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), Some(&to_bytes(&session)?))?.is_ok() {
-            return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
+        match try_swap(store, tenant, id, &current_bytes, Some(&session))? {
+            None => return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?))),
+            Some(current) => known = Some(current),
         }
     }
     Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
@@ -946,8 +950,9 @@ pub async fn delete(
             // A lost swap is most often the runner recording status or usage
             // on the object: read it again, check again, and retry.
             let mut deleted = None;
+            let mut known = None;
             for _ in 0..events::MAX_APPEND_ATTEMPTS {
-                let (current_bytes, session) = load(store, &tenant, id)?;
+                let (current_bytes, session) = load_or(store, &tenant, id, known.take())?;
                 if let Some(busy @ (Status::Running | Status::Rescheduling)) =
                     last_status(store, id)?.as_ref().and_then(status_of)
                 {
@@ -956,10 +961,12 @@ pub async fn delete(
                         busy.wire()
                     )));
                 }
-                let key = tenant.key(id.to_bytes());
-                if store.swap_resource(ResourceKind::Session, &key, Some(&current_bytes), None)?.is_ok() {
-                    deleted = Some(session);
-                    break;
+                match try_swap(store, &tenant, id, &current_bytes, None)? {
+                    None => {
+                        deleted = Some(session);
+                        break;
+                    }
+                    Some(current) => known = Some(current),
                 }
             }
             let Some(session) = deleted else {
@@ -1164,16 +1171,17 @@ pub fn set_status(
     status: Status,
     now: Timestamp,
 ) -> Result<(), ApiError> {
-    for _ in 0..16 {
-        let (bytes, mut session) = load(store, tenant, id)?;
+    let mut known = None;
+    for _ in 0..events::MAX_APPEND_ATTEMPTS {
+        let (bytes, mut session) = load_or(store, tenant, id, known.take())?;
         if session.status == status || session.status == Status::Terminated {
             return Ok(());
         }
         session.status = status;
         session.updated_at = now;
-        let key = tenant.key(id.to_bytes());
-        if store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&session)?))?.is_ok() {
-            return Ok(());
+        match try_swap(store, tenant, id, &bytes, Some(&session))? {
+            None => return Ok(()),
+            Some(current) => known = Some(current),
         }
     }
     Err(ApiError::conflict(format!("session {id} keeps changing; status not recorded")))
@@ -1181,15 +1189,16 @@ pub fn set_status(
 
 /// Records the usage the runner computed at an idle.
 pub fn set_usage(store: &SledStore, tenant: &Tenant, id: SessionId, usage: UsageView) -> Result<(), ApiError> {
-    for _ in 0..16 {
-        let (bytes, mut session) = load(store, tenant, id)?;
+    let mut known = None;
+    for _ in 0..events::MAX_APPEND_ATTEMPTS {
+        let (bytes, mut session) = load_or(store, tenant, id, known.take())?;
         if session.usage == usage {
             return Ok(());
         }
         session.usage = usage;
-        let key = tenant.key(id.to_bytes());
-        if store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&session)?))?.is_ok() {
-            return Ok(());
+        match try_swap(store, tenant, id, &bytes, Some(&session))? {
+            None => return Ok(()),
+            Some(current) => known = Some(current),
         }
     }
     Err(ApiError::conflict(format!("session {id} keeps changing; usage not recorded")))
@@ -1293,6 +1302,44 @@ pub fn load(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<(Vec<u8
         .ok_or_else(|| not_found(&id.to_string()))?;
     let session = from_bytes(&bytes)?;
     Ok((bytes, session))
+}
+
+/// The session as `known` holds it (what a lost swap returned), else as
+/// stored: a retry starts from the value its swap lost to.
+pub fn load_or(
+    store: &SledStore,
+    tenant: &Tenant,
+    id: SessionId,
+    known: Option<Vec<u8>>,
+) -> Result<(Vec<u8>, StoredSession), ApiError> {
+    match known {
+        Some(bytes) => {
+            let session = from_bytes(&bytes)?;
+            Ok((bytes, session))
+        }
+        None => load(store, tenant, id),
+    }
+}
+
+/// Replaces the stored session `old` with `new` (`None`: deletes it).
+/// `Ok(None)` when done; `Ok(Some(current))` when another write came first,
+/// with the value it left. That value counts writes still on their way to
+/// disk, which reads do not see yet: a retry must start from it, not from a
+/// fresh read, or it loses again for as long as that write is in flight.
+/// 404 once the session is gone.
+pub fn try_swap(
+    store: &SledStore,
+    tenant: &Tenant,
+    id: SessionId,
+    old: &[u8],
+    new: Option<&StoredSession>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let new = new.map(to_bytes).transpose()?;
+    match store.swap_resource(ResourceKind::Session, &tenant.key(id.to_bytes()), Some(old), new.as_deref())? {
+        Ok(()) => Ok(None),
+        Err(Some(current)) => Ok(Some(current)),
+        Err(None) => Err(not_found(&id.to_string())),
+    }
 }
 
 /// Most sessions [`DecodedSessions`] keeps, and most (decoded) bytes of them

@@ -207,13 +207,17 @@ fn remember(
     captured: BTreeMap<String, CapturedOutput>,
 ) -> Result<(), ApiError> {
     let key = tenant.key(session.to_bytes());
-    // Other writers (status, usage) change the object too: retry on a race.
-    for _ in 0..16 {
-        let Some(bytes) = store.get_resource(ResourceKind::Session, &key)? else { return Ok(()) };
+    // Other writers (status, usage) change the object too: retry on a race,
+    // from the value the lost swap returns (see `sessions::try_swap`).
+    let Some(mut bytes) = store.get_resource(ResourceKind::Session, &key)? else { return Ok(()) };
+    for _ in 0..crate::api::events::MAX_APPEND_ATTEMPTS {
         let mut object: StoredSession = from_bytes(&bytes)?;
         object.outputs.extend(captured.clone());
-        if store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&object)?))?.is_ok() {
-            return Ok(());
+        match store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&object)?))? {
+            Ok(()) => return Ok(()),
+            Err(Some(current)) => bytes = current,
+            // Deleted meanwhile: nothing to record.
+            Err(None) => return Ok(()),
         }
     }
     Err(ApiError::conflict(format!("session {session} keeps changing; its captured outputs were not recorded")))

@@ -1434,9 +1434,11 @@ async fn the_runners_writes_to_the_object_never_make_an_update_or_delete_conflic
     // Goal: the runner records status and usage on the session object as it
     // goes (`set_status`, `set_usage`); those are the server's own writes,
     // so a client's update or delete that raced one is made again, not
-    // answered 409 (which raw-HTTP clients would have to retry).
+    // answered 409 (which raw-HTTP clients would have to retry); nor does
+    // the runner's own write give up while the client's is in flight.
     // Method: a thread records a new usage every 200 µs, as a busy runner
-    // would at most, while 100 updates and then a delete go through.
+    // would at most, while 100 updates and then a delete go through; the
+    // thread's writes all succeed until the session is gone.
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -1452,6 +1454,7 @@ async fn the_runners_writes_to_the_object_never_make_an_update_or_delete_conflic
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut writes = 0u64;
+            let mut failure = None;
             while !stop.load(Ordering::Relaxed) {
                 writes += 1;
                 let usage = UsageView {
@@ -1465,13 +1468,14 @@ async fn the_runners_writes_to_the_object_never_make_an_update_or_delete_conflic
                     web_fetch_requests: 0,
                 };
                 // Ends once the session is deleted.
-                if set_usage(state.store(), &tenant, sid, usage).is_err() {
+                if let Err(err) = set_usage(state.store(), &tenant, sid, usage) {
+                    failure = Some(err.to_string());
                     break;
                 }
                 // Pacing, not synchronisation: a runner writes a few times a turn.
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
-            writes
+            (writes, failure)
         })
     };
     for n in 0..100 {
@@ -1480,7 +1484,10 @@ async fn the_runners_writes_to_the_object_never_make_an_update_or_delete_conflic
     }
     h.delete(&format!("/v1/sessions/{sid}")).await.ok();
     stop.store(true, Ordering::Relaxed);
-    let writes = writer.join().unwrap();
-    assert!(writes > 1, "the writer ran alongside ({writes} writes)");
+    let (writes, failure) = writer.join().unwrap();
+    assert!(writes > 1, "the writer ran alongside ({writes} writes, ended by {failure:?})");
+    if let Some(failure) = failure {
+        assert!(failure.contains("not_found"), "the writer's own write failed: {failure}");
+    }
     h.get(&format!("/v1/sessions/{sid}")).await.not_found();
 }
