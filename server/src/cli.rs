@@ -541,6 +541,7 @@ fn runner_config_from_env(
         .map_or(crate::runner::RETRY_BASE, Duration::from_millis);
     let mcp = Arc::new(crate::mcp::McpHub::new(mcp).context("setting up MCP connections")?);
     let auto_allowed = auto_allowed_from(std::env::var("LOGBOOK_AUTO_ALLOW").ok().as_deref())?;
+    let max_working_per_workspace = max_working_from(std::env::var("LOGBOOK_MAX_WORKING_SESSIONS").ok().as_deref())?;
     Ok(RunnerConfig {
         model: Some(model),
         request_options,
@@ -549,7 +550,22 @@ fn runner_config_from_env(
         policy: Policy::default(),
         retry_base,
         auto_allowed,
+        max_working_per_workspace,
     })
+}
+
+/// `LOGBOOK_MAX_WORKING_SESSIONS`: how many sessions of one workspace may
+/// call the model or run tools at once (default
+/// [`crate::runner::DEFAULT_MAX_WORKING_PER_WORKSPACE`]).
+fn max_working_from(raw: Option<&str>) -> anyhow::Result<usize> {
+    use crate::runner::{DEFAULT_MAX_WORKING_PER_WORKSPACE, MAX_WORKING_PER_WORKSPACE_LIMIT};
+    let Some(raw) = raw else { return Ok(DEFAULT_MAX_WORKING_PER_WORKSPACE) };
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKING_PER_WORKSPACE_LIMIT).contains(&n) => Ok(n),
+        Ok(_) | Err(_) => anyhow::bail!(
+            "LOGBOOK_MAX_WORKING_SESSIONS={raw:?}: expected a whole number from 1 to {MAX_WORKING_PER_WORKSPACE_LIMIT}"
+        ),
+    }
 }
 
 /// The tools the `auto` policy allows: `LOGBOOK_AUTO_ALLOW`, a comma-separated

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub sse_streams_open: AtomicI64,
     pub sse_events_sent: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Sessions whose next model call or tool run waits for a free work
+    /// slot of their workspace (`RunnerConfig::max_working_per_workspace`).
+    pub runner_sessions_waiting: AtomicI64,
 }
 
 impl Metrics {
@@ -92,6 +95,12 @@ impl Metrics {
                 "counter",
                 "Events written to SSE streams.",
                 self.sse_events_sent.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logbook_runner_sessions_waiting",
+                "gauge",
+                "Sessions waiting for a work slot of their workspace.",
+                self.runner_sessions_waiting.load(Ordering::Relaxed) as f64,
             ),
             (
                 "logbook_rate_limited_total",

@@ -1184,3 +1184,73 @@ async fn a_prompt_over_the_window_with_max_tokens_is_compacted_too() {
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     rerun_check(server, &dir.path().join("data"));
 }
+
+/// The value of `name` in the server's `/metrics`.
+async fn metric(api: &Api, name: &str) -> f64 {
+    let text = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no {name}: {text}"))
+}
+
+/// Waits (with a deadline) until `/metrics` says `count` sessions wait for a work slot.
+async fn wait_waiting(api: &Api, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(api, "logbook_runner_sessions_waiting").await != count {
+        assert!(Instant::now() < deadline, "never {count} sessions waiting for a work slot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Goal: a workspace's sessions call the model (and run tools) at most
+/// `LOGBOOK_MAX_WORKING_SESSIONS` at a time, so one tenant's many sessions
+/// cannot take every sandbox and model connection; a session over the cap
+/// shows `running` and waits its turn, and an interrupt still reaches it.
+/// Method: a cap of 1. Session A's model call hangs. Session B, sent a
+/// message, is running and waiting for the slot (`/metrics`) without a
+/// model request; interrupted, it idles without one. Sent another message,
+/// it waits again, and gets the slot (and its answer) once A is interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_works_on_at_most_its_cap_of_sessions_at_once() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "hang"}),
+        json!({"content": [{"type": "text", "text": "B's answer"}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_MAX_WORKING_SESSIONS", "1")]);
+    let api = Api::new(&server);
+    let a = new_session(&api, toolset("always_allow")).await;
+    let b = new_session(&api, toolset("always_allow")).await;
+    api.send(&a, user_message("hang on")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while model.requests().is_empty() {
+        assert!(Instant::now() < deadline, "A's model call never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    api.send(&b, user_message("first")).await;
+    wait_waiting(&api, 1.0).await;
+    let waiting = types(&api.events(&b).await);
+    assert!(waiting.contains(&"session.status_running".to_owned()), "{waiting:?}");
+    assert!(!waiting.contains(&"span.model_request_start".to_owned()), "{waiting:?}");
+    api.send(&b, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&b, 1).await;
+    assert!(!types(&events).contains(&"span.model_request_start".to_owned()), "{:?}", types(&events));
+    wait_waiting(&api, 0.0).await;
+    assert_eq!(model.requests().len(), 1, "only A's call was made");
+
+    api.send(&b, user_message("second")).await;
+    wait_waiting(&api, 1.0).await;
+    assert_eq!(model.requests().len(), 1, "B waits for A's slot");
+    api.send(&a, json!([{"type": "user.interrupt"}])).await;
+    api.wait_idle(&a, 1).await;
+    let events = api.wait_idle(&b, 2).await;
+    let answer = events.iter().rev().find(|e| e["type"] == "agent.message").expect("B is answered");
+    assert_eq!(answer["content"][0]["text"], "B's answer");
+    assert_eq!(model.requests().len(), 2);
+    assert_eq!(metric(&api, "logbook_runner_sessions_waiting").await, 0.0);
+    rerun_check(server, &dir.path().join("data"));
+}

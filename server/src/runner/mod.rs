@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use logbook_core::{SessionId, WorkspaceId};
 use logbook_replay::Policy;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::model::{ModelClient, RequestOptions};
 use crate::state::AppState;
@@ -63,7 +63,20 @@ pub struct RunnerConfig {
     /// the others. Each decision is recorded in its `agent.tool_use`, so
     /// changing this never changes how a log re-projects.
     pub auto_allowed: Vec<String>,
+    /// Most sessions of one workspace calling the model or running tools at
+    /// once (`LOGBOOK_MAX_WORKING_SESSIONS`; default
+    /// [`DEFAULT_MAX_WORKING_PER_WORKSPACE`]); at least 1.
+    pub max_working_per_workspace: usize,
 }
+
+/// Sessions of one workspace that may call the model or run tools at once,
+/// by default. The others stay `running` and take the next free slot in
+/// order, one model call or tool run at a time, so that one tenant's many
+/// sessions cannot take every sandbox and model connection of the server.
+pub const DEFAULT_MAX_WORKING_PER_WORKSPACE: usize = 64;
+/// The largest `max_working_per_workspace` (tokio's semaphore holds fewer
+/// than 2^61 permits; far past any machine's sandboxes).
+pub const MAX_WORKING_PER_WORKSPACE_LIMIT: usize = 1 << 20;
 
 /// Built-in tools the `auto` policy runs without asking by default: they only read.
 pub const DEFAULT_AUTO_ALLOWED: [&str; 5] = ["read", "glob", "grep", "web_search", "web_fetch"];
@@ -82,6 +95,10 @@ struct Inner {
     tasks: Mutex<HashMap<SessionId, Arc<TaskSignals>>>,
     /// What finished tasks had read, for their sessions' next wakes.
     folded: folded::FoldedCache,
+    /// Each workspace's work slots (see [`DEFAULT_MAX_WORKING_PER_WORKSPACE`]).
+    /// One entry per workspace that ran a session: workspaces are made by
+    /// the operator, so this stays small.
+    slots: Mutex<HashMap<WorkspaceId, Arc<Semaphore>>>,
 }
 
 /// Signals from the API to a session's task.
@@ -93,6 +110,9 @@ pub(crate) struct TaskSignals {
     pub(crate) interrupt: Notify,
     /// The session ended (archived or deleted): its fold is not kept.
     pub(crate) ended: std::sync::atomic::AtomicBool,
+    /// Anything happened (input, an interrupt, the end): a task waiting for
+    /// a work slot decides again.
+    pub(crate) poke: Notify,
 }
 
 impl TaskSignals {
@@ -107,7 +127,12 @@ impl TaskSignals {
 impl RunnerHandle {
     pub fn new(config: RunnerConfig) -> RunnerHandle {
         RunnerHandle {
-            inner: Arc::new(Inner { config, tasks: Mutex::new(HashMap::new()), folded: Default::default() }),
+            inner: Arc::new(Inner {
+                config,
+                tasks: Mutex::new(HashMap::new()),
+                folded: Default::default(),
+                slots: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
@@ -120,6 +145,7 @@ impl RunnerHandle {
             if interrupt {
                 signals.interrupt.notify_one();
             }
+            signals.poke.notify_one();
             return;
         }
         let signals = Arc::new(TaskSignals::default());
@@ -201,6 +227,7 @@ impl RunnerHandle {
             && let Some(signals) = tasks.get(&session)
         {
             signals.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            signals.poke.notify_one();
         }
         self.inner.folded.forget(session);
         self.inner.config.mcp.end_session(session);
@@ -211,6 +238,15 @@ impl RunnerHandle {
     pub async fn shutdown_tools(&self) {
         self.inner.config.tools.shutdown().await;
         self.inner.config.mcp.close_all();
+    }
+
+    /// `workspace`'s work slots.
+    pub(crate) fn slots(&self, workspace: WorkspaceId) -> Arc<Semaphore> {
+        let permits = self.inner.config.max_working_per_workspace.clamp(1, MAX_WORKING_PER_WORKSPACE_LIMIT);
+        // A poisoned lock only means a panic elsewhere mid-insert: the map
+        // still holds whole entries.
+        let mut slots = self.inner.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(slots.entry(workspace).or_insert_with(|| Arc::new(Semaphore::new(permits))))
     }
 
     pub(crate) fn config(&self) -> &RunnerConfig {

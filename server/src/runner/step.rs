@@ -81,6 +81,43 @@ pub(crate) struct Task {
     last_error: Option<ModelError>,
     /// The session's policy, once read (see [`Task::policy`]).
     policy: Option<Policy>,
+    /// The workspace's work slot, held for one model call or tool run.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Counts a task waiting for a work slot in `/metrics` while it lives.
+struct WaitingForSlot<'a>(&'a AppState);
+
+impl<'a> WaitingForSlot<'a> {
+    fn new(state: &'a AppState) -> WaitingForSlot<'a> {
+        state.metrics().runner_sessions_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WaitingForSlot(state)
+    }
+}
+
+impl Drop for WaitingForSlot<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().runner_sessions_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether carrying out `command` takes one of the workspace's work slots:
+/// model calls (a summary is one) and tool runs do; status and result
+/// bookkeeping does not, so an interrupt or an end is never held up.
+fn needs_work_slot(command: &Command) -> bool {
+    match command {
+        Command::CallModel { .. } | Command::RunTools(_) | Command::Compact => true,
+        Command::Wait
+        | Command::StartTurn
+        | Command::Resume
+        | Command::GiveUp
+        | Command::CloseModelRequest { .. }
+        | Command::DenyTools(_)
+        | Command::FailTools { .. }
+        | Command::AwaitClient(_)
+        | Command::EndTurn
+        | Command::Interrupt { .. } => false,
+    }
 }
 
 /// Where an idle is appended.
@@ -116,6 +153,7 @@ impl Task {
             entry_bytes: folded.bytes,
             last_error: None,
             policy: None,
+            slot: None,
         }
     }
 
@@ -126,6 +164,31 @@ impl Task {
 
     /// Takes steps until the machine waits, or `max_steps` were taken.
     pub(crate) async fn run(&mut self, max_steps: usize) -> Result<Stopped, ApiError> {
+        let stopped = self.steps(max_steps).await;
+        self.slot = None;
+        stopped
+    }
+
+    /// Takes a work slot of the session's workspace: `true` if one was free.
+    /// Otherwise waits for one, or for news (input, an interrupt, the
+    /// session's end), and says `false`: time passed, so the caller decides
+    /// again, holding the slot if one came.
+    async fn take_slot(&mut self) -> bool {
+        let slots = self.handle.slots(self.tenant.workspace);
+        if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+            self.slot = Some(permit);
+            return true;
+        }
+        let _waiting = WaitingForSlot::new(&self.state);
+        tokio::select! {
+            // Never closed: an error only leaves the slot to the next try.
+            permit = slots.acquire_owned() => self.slot = permit.ok(),
+            () = self.signals.poke.notified() => {}
+        }
+        false
+    }
+
+    async fn steps(&mut self, max_steps: usize) -> Result<Stopped, ApiError> {
         for _ in 0..max_steps {
             // Every interrupt up to here is in the log the machine reads
             // next (the API wakes the task only once one is durable): a
@@ -146,6 +209,11 @@ impl Task {
                 };
             if !worker_calls.is_empty() {
                 self.ensure_work(&worker_calls).await?;
+            }
+            if !needs_work_slot(&command) {
+                self.slot = None;
+            } else if self.slot.is_none() && !self.take_slot().await {
+                continue;
             }
             match command.clone() {
                 Command::Wait => return Ok(Stopped::Waiting),
@@ -228,6 +296,8 @@ impl Task {
                     self.idle_at(StopReason::EndTurn, results, IdleAt::Decided).await?;
                 }
             }
+            // One call or run per slot: sessions waiting take turns with this one.
+            self.slot = None;
         }
         Ok(Stopped::StepLimit)
     }

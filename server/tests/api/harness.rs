@@ -338,6 +338,7 @@ impl Harness {
             policy: Default::default(),
             retry_base: std::time::Duration::from_millis(1),
             auto_allowed: Vec::new(),
+            max_working_per_workspace: logbook_server::runner::DEFAULT_MAX_WORKING_PER_WORKSPACE,
         });
         self.state.set_runner(runner.clone());
         runner
