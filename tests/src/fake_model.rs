@@ -86,6 +86,10 @@ pub struct FakeOptions {
     /// With `summary_cut_after`: cut only this many summarizing answers (the
     /// first ones); `None`: every one.
     pub summary_cuts: Option<usize>,
+    /// When set, summarizing requests are served from this script first
+    /// (steps as in the main script, faults included); once it runs out,
+    /// with the built-in summary.
+    pub summary_script: Option<Vec<Value>>,
 }
 
 /// A fake that cannot start or a script that does not parse.
@@ -113,11 +117,15 @@ struct Inner {
     summary_cut_after: Option<usize>,
     /// Summarizing answers still to cut (`None`: every one).
     summary_cuts_left: Option<usize>,
+    /// Steps for summarizing requests, served before the built-in summary.
+    summary_script: VecDeque<Step>,
 }
 
 impl FakeState {
     pub fn new(script: Vec<Value>, options: FakeOptions) -> Result<FakeState, FakeModelError> {
         let script = Step::parse_script(script).map_err(FakeModelError::Script)?;
+        let summary_script =
+            Step::parse_script(options.summary_script.unwrap_or_default()).map_err(FakeModelError::Script)?;
         let inner = Inner {
             script,
             requests: VecDeque::new(),
@@ -125,6 +133,7 @@ impl FakeState {
             api_key: options.api_key,
             summary_cut_after: options.summary_cut_after,
             summary_cuts_left: options.summary_cuts,
+            summary_script,
         };
         Ok(FakeState { inner: Arc::new(Mutex::new(inner)) })
     }
@@ -248,6 +257,7 @@ async fn messages(State(state): State<FakeState>, headers: HeaderMap, body: Byte
             Some(_) | None => inner.summary_cut_after,
         };
         let plan = match body_json.as_ref().and_then(|body| summary_plan(body, cut_after)) {
+            Some(_) if !inner.summary_script.is_empty() => script::next_plan(&mut inner.summary_script),
             Some(plan) => {
                 if cut_after.is_some()
                     && let Some(left) = inner.summary_cuts_left.as_mut()

@@ -1,0 +1,94 @@
+//! Failing tests of a review of the runner and the model client
+//! (`review-runner2`): the real `logbook` binary, driving the scripted fake
+//! Messages API over loopback, observed through the API, as in `runner.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use std::time::{Duration, Instant};
+
+use logbook_tests::fake_model::{FakeModel, FakeOptions, is_summary_request};
+use logbook_tests::server::{Api, Server, types, user_message};
+use serde_json::{Value, json};
+
+fn toolset(policy: &str) -> Value {
+    json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": policy}}}])
+}
+
+/// An agent with `tools` in a new environment, and a session of it.
+async fn new_session(api: &Api, tools: Value) -> String {
+    api.session_with(json!({"name": "review", "tools": tools}), json!({"name": "review"})).await
+}
+
+/// The input tokens every `span.model_request_end` of `events` reports.
+fn span_input_tokens(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .filter(|e| e["type"] == "span.model_request_end")
+        .map(|e| e["model_usage"]["input_tokens"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Waits until the fake has received `n` summarizing requests.
+async fn wait_summary_requests(model: &FakeModel, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.requests().iter().filter(|r| is_summary_request(&r.body)).count() < n {
+        assert!(Instant::now() < deadline, "no summarizing request #{n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Defect (review-runner2): a compaction interrupted while its summarizing
+/// call is retried or streams loses the usage the provider already billed.
+/// `Task::compact` keeps what each failed summarizing attempt reported after
+/// `message_start` (`failed_usage`, "billed, so recorded with the
+/// compaction"), but an interrupt (during the stream or the backoff) returns
+/// `Ok(())` with nothing appended: neither that usage nor the current
+/// attempt's is recorded anywhere, so `session.usage` and `list_cost` (and
+/// budgets) under-count, unlike an interrupted model request, whose
+/// `span.model_request_end` keeps what the provider reported.
+/// Method: a second turn refused as too long makes the runner compact; the
+/// first summarizing call reports 700,000 input tokens and breaks, the
+/// second hangs; once the second was received (so the first's usage is in
+/// `failed_usage`), the user interrupts. The idle's usage must include the
+/// 700,000 tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_compaction_keeps_the_usage_its_summarizing_calls_were_billed() {
+    let options = FakeOptions {
+        summary_script: Some(vec![
+            json!({"fault": "cut", "after_events": 2}),
+            json!({"content": [{"type": "text", "text": "A summary that never arrives."}],
+                   "usage": {"input_tokens": 700_000, "output_tokens": 5}}),
+            json!({"fault": "hang"}),
+        ]),
+        ..FakeOptions::default()
+    };
+    let model = FakeModel::start_with(
+        vec![
+            json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+            json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+        ],
+        options,
+    )
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    api.wait_idle(&session, 1).await;
+    api.send(&session, user_message("second")).await;
+    // The second summarizing request was sent: the first one's break (and
+    // the usage it reported) has been handled.
+    wait_summary_requests(&model, 2).await;
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
+    let input = usage["usage"]["input_tokens"].as_u64().unwrap();
+    let spans = span_input_tokens(&events);
+    assert!(
+        input >= spans + 700_000,
+        "the summarizing call billed 700,000 input tokens, but the session reports {input} \
+         (its model requests' spans: {spans}): {usage}"
+    );
+}
