@@ -92,3 +92,51 @@ async fn an_interrupted_compaction_keeps_the_usage_its_summarizing_calls_were_bi
          (its model requests' spans: {spans}): {usage}"
     );
 }
+
+/// Defect (review-runner2): a summarizing call the provider refuses
+/// (`stop_reason: "refusal"`) becomes the compaction's summary.
+/// `Task::compact` takes the text of any successful summarizing response,
+/// whatever its stop reason, so the refusal text ("I can't help with
+/// that") replaces every older turn in the context for the rest of the
+/// session: the model loses the conversation and is told it was a refusal.
+/// A refused summary is no summary: it should be treated like a failed one
+/// (the older turns elided mechanically, `elided_summary`), as the runner
+/// does when the summarizing call fails or returns no text.
+/// Method: a second turn refused as too long makes the runner compact; the
+/// summarizing call is refused; the retried request of the turn must not
+/// carry the refusal as the conversation's summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_summarizing_call_does_not_become_the_conversations_summary() {
+    const REFUSAL: &str = "I can't help with summarizing this conversation.";
+    let options = FakeOptions {
+        summary_script: Some(vec![json!({"content": [{"type": "text", "text": REFUSAL}], "stop_reason": "refusal"})]),
+        ..FakeOptions::default()
+    };
+    let model = FakeModel::start_with(
+        vec![
+            json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+            json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+            json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
+        ],
+        options,
+    )
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    api.wait_idle(&session, 1).await;
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert!(types(&events).contains(&"agent.thread_context_compacted".to_owned()), "{:#?}", types(&events));
+    let requests: Vec<Value> =
+        model.requests().into_iter().map(|r| r.body).filter(|body| !is_summary_request(body)).collect();
+    assert_eq!(requests.len(), 3, "the first turn's request, the refused one and its retry");
+    let retried = requests[2]["messages"].to_string();
+    assert!(
+        !retried.contains(REFUSAL),
+        "the provider refused to summarize, and its refusal was sent as the summary of the conversation: {}",
+        requests[2]["messages"]
+    );
+}
