@@ -140,3 +140,50 @@ async fn a_refused_summarizing_call_does_not_become_the_conversations_summary() 
         requests[2]["messages"]
     );
 }
+
+/// Defect (review-runner2): a session pausing at its budget does not emit
+/// the primary thread's `session.thread_status_idle`. The behaviour digest
+/// (§12, and §3.4's newer reference: "a single-agent session's primary
+/// thread also emits `session.thread_status_idle` at least when pausing at a
+/// budget") gives the pause as `session.thread_status_idle (budget_reached)`
+/// per thread → `session.usage` → `session.status_idle (budget_reached)`;
+/// the runner's pause (`Task::call_model` → `idle_at(BudgetReached)`)
+/// appends only the last two, and nothing in the server ever emits a
+/// `session.thread_status_*` event (the primary thread `sthr_…` exists in
+/// the threads API), so clients following threads never see it pause.
+/// Method: one request costs more than the budget; the pause that follows
+/// must end with the thread's idle, the usage and the session's idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_pause_idles_the_primary_thread_before_the_session() {
+    let model = FakeModel::start(vec![json!({
+        "content": [{"type": "tool_use", "id": "toolu_b", "name": "bash", "input": {"command": "ls"}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1_000_000, "output_tokens": 10}
+    })])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session = api
+        .session_with_fields(
+            json!({"name": "b", "tools": toolset("always_allow")}),
+            json!({"name": "b"}),
+            json!({"budget": budget}),
+        )
+        .await;
+    api.send(&session, user_message("go")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "budget_reached", "{:#?}", types(&events));
+    let tail: Vec<String> = types(&events).into_iter().rev().take(3).rev().collect();
+    assert_eq!(
+        tail,
+        ["session.thread_status_idle", "session.usage", "session.status_idle"],
+        "the pause at the budget: {:#?}",
+        types(&events)
+    );
+    let thread_idle = &events[events.len() - 3];
+    assert_eq!(thread_idle["stop_reason"]["type"], "budget_reached", "{thread_idle}");
+    let thread = session.replacen("sesn_", "sthr_", 1);
+    assert_eq!(thread_idle["session_thread_id"], thread.as_str(), "{thread_idle}");
+}
