@@ -187,3 +187,45 @@ async fn a_budget_pause_idles_the_primary_thread_before_the_session() {
     let thread = session.replacen("sesn_", "sthr_", 1);
     assert_eq!(thread_idle["session_thread_id"], thread.as_str(), "{thread_idle}");
 }
+
+/// Defect (review-runner2): a request the provider refuses as larger than
+/// it accepts (HTTP 413 `request_too_large`: the Messages API takes at most
+/// 32 MB) ends the turn `retries_exhausted`, and every later turn sends the
+/// same (larger) conversation and is refused again: the session is wedged
+/// for good. Only the two "over the window" messages
+/// (`logbook_replay::machine::OVER_THE_WINDOW`) make the runner compact and
+/// retry (`Task::model_failed`); a 413 is a final `InvalidRequest`. The
+/// token-based trigger does not prevent it: images count a flat 1,600
+/// tokens (`tokens::IMAGE_TOKENS`) however many bytes they are, so a
+/// session that has collected some forty 1 MB screenshots (custom tool
+/// results, user messages) is over 32 MB at about 64,000 estimated tokens,
+/// far below the compaction trigger. A compaction (whose summary, or its
+/// mechanical fallback, carries no images) is what makes such a request fit.
+/// Method: a first turn answered; the second turn's request is refused with
+/// the provider's 413; the runner must compact and answer the turn, not end
+/// it `retries_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_provider_finds_too_large_is_compacted_not_the_end_of_the_session() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+        json!({"fault": "status", "status": 413, "message": "Request exceeds the maximum allowed number of bytes."}),
+        json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert_eq!(
+        events.last().unwrap()["stop_reason"]["type"],
+        "end_turn",
+        "a request too large for the provider ended the turn: {errors:#?}"
+    );
+    assert!(types(&events).contains(&"agent.thread_context_compacted".to_owned()), "{:#?}", types(&events));
+}
