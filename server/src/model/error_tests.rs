@@ -198,3 +198,27 @@ fn x_should_retry_overrides_the_status() {
     assert!(matches!(status(429, Some("false")), ModelError::RateLimited { retryable: false, .. }));
     assert!(matches!(status(529, Some("false")), ModelError::Overloaded { retryable: false, .. }));
 }
+
+#[test]
+fn a_retried_server_error_keeps_the_wait_its_response_asked_for() {
+    // Defect (review-runner2): `retry-after` is dropped from every retried
+    // status but 429 and 529. `ModelClient::stream` parses the header for
+    // every error response and passes it to `from_status`, which keeps it
+    // only in `RateLimited` and `Overloaded`: a 503 (or 500, 504, 408, 409)
+    // that says `retry-after: 30` becomes `Server { status, message }` and
+    // `retry_after()` answers `None`, so the runner
+    // (`Task::model_failed`) retries after its own backoff (0.5 s, 1 s,
+    // 2 s, 4 s) instead: all five attempts are spent within seconds of a
+    // server (a gateway, a load balancer, the API) that asked for 30 s, and
+    // the turn ends `retries_exhausted`. The official SDKs honour
+    // `retry-after`/`retry-after-ms` on every response they retry (their
+    // `_calculate_retry_timeout`), whatever its status.
+    // Method: classify each retried status with a `retry-after` of 30 s;
+    // the error must be retryable and report that wait.
+    let wait = Some(Duration::from_secs(30));
+    for status in [408, 409, 500, 502, 503, 504] {
+        let error = ModelError::from_status(status, wait, &envelope("api_error", "busy, try later"));
+        assert!(error.is_retryable(), "{status}: {error:?}");
+        assert_eq!(error.retry_after(), wait, "{status}: the wait the response asked for is lost: {error:?}");
+    }
+}
