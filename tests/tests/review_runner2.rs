@@ -229,3 +229,39 @@ async fn a_request_the_provider_finds_too_large_is_compacted_not_the_end_of_the_
     );
     assert!(types(&events).contains(&"agent.thread_context_compacted".to_owned()), "{:#?}", types(&events));
 }
+
+/// Defect (review-runner2): the password of a model endpoint's URL reaches
+/// every API client of a session, and the server log. A gateway behind basic
+/// authentication is configured as `ANTHROPIC_BASE_URL=https://user:password@host`;
+/// when it cannot be reached, `ModelClient::stream` builds the error from the
+/// whole request URL (`Connect { reason: format!("{url}: ...") }`, and
+/// reqwest's own message names it again), and the runner records that text
+/// as the `session.error` message (`error_detail`: `error.to_string()`),
+/// which the events list and stream show to anyone who can read the
+/// session, and logs it (`model call failed`). MCP URLs are cut to
+/// `scheme://host:port` before they are shown (`mcp::connect::shown`); the
+/// model's URL is not.
+/// Method: point the server at a closed loopback port through a URL with a
+/// password; the turn fails to connect; neither the session's events nor
+/// the server's output may contain the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_endpoints_password_never_reaches_events_or_logs() {
+    const PASSWORD: &str = "gw-pass-7f3a9c";
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let base_url = format!("http://gateway-user:{PASSWORD}@127.0.0.1:{port}");
+    let model = FakeModel::start(vec![]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[("ANTHROPIC_BASE_URL", base_url.as_str())]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hello")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert!(!errors.is_empty(), "the unreachable endpoint made no session.error: {:#?}", types(&events));
+    let listed = Value::Array(events.clone()).to_string();
+    assert!(!listed.contains(PASSWORD), "the endpoint's password is in the session's events: {errors:#?}");
+    let output = server.output();
+    assert!(!output.contains(PASSWORD), "the endpoint's password is in the server's log: {output}");
+}
