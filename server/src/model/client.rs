@@ -82,17 +82,19 @@ impl ModelClient {
             message: format!("unserialisable request: {error}"),
         })?;
 
-        let url = self.config.messages_url();
-        let send = self.http.post(&url).headers(headers).body(body).send();
+        let send = self.http.post(self.config.messages_url()).headers(headers).body(body).send();
+        // Errors name the endpoint without credentials a URL may carry.
+        let url = self.config.shown_messages_url();
         // Connecting has its own timeout; after that, headers must come within
         // the idle timeout like any other bytes.
         let wait = self.config.connect_timeout.saturating_add(self.config.idle_timeout);
         let response = match tokio::time::timeout(wait, send).await {
             Err(_elapsed) => return Err(ModelError::broken(format!("no response headers from {url} within {wait:?}"))),
+            // reqwest's own text would name the whole URL again.
             Ok(Err(error)) if error.is_connect() => {
-                return Err(ModelError::Connect { reason: format!("{url}: {}", error_chain(&error)) });
+                return Err(ModelError::Connect { reason: format!("{url}: {}", error_chain(&error.without_url())) });
             }
-            Ok(Err(error)) => return Err(ModelError::broken(format!("{url}: {}", error_chain(&error)))),
+            Ok(Err(error)) => return Err(ModelError::broken(format!("{url}: {}", error_chain(&error.without_url())))),
             Ok(Ok(response)) => response,
         };
 
@@ -116,7 +118,8 @@ impl ModelClient {
                 "expected an event stream from {url}, got content-type {content_type:?}"
             )));
         }
-        let mut message = read_stream(response.bytes_stream(), self.config.idle_timeout, on_event).await?;
+        let body = response.bytes_stream().map(|chunk| chunk.map_err(reqwest::Error::without_url));
+        let mut message = read_stream(body, self.config.idle_timeout, on_event).await?;
         message.request_id = request_id;
         Ok(message)
     }

@@ -127,6 +127,28 @@ impl ModelConfig {
     pub fn messages_url(&self) -> String {
         format!("{}/v1/messages", self.base_url.trim_end_matches('/'))
     }
+
+    /// [`Self::messages_url`] as errors and logs may show it: without a user,
+    /// password or query, which may hold a gateway's credentials.
+    pub fn shown_messages_url(&self) -> String {
+        shown_url(&self.messages_url())
+    }
+}
+
+/// `url` without its user, password, query or fragment; `<the model API
+/// URL>` when it does not parse, since then nothing is known to be safe.
+pub(super) fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Fails only for URLs that cannot have a user (no host): then there is none.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => "<the model API URL>".to_owned(),
+    }
 }
 
 /// A setting of the environment that cannot be used.
@@ -151,7 +173,7 @@ impl Default for ModelConfig {
 impl fmt::Debug for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &shown_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)

@@ -59,3 +59,12 @@ fn web_tools_are_the_providers_only_on_anthropics_api() {
     assert_eq!(with(None, Some("client")).unwrap().request_options().web_tools, WebTools::Client);
     assert_eq!(with(None, Some("both")), Err(ConfigError::WebTools { value: "both".to_owned() }));
 }
+
+#[test]
+fn the_shown_endpoint_has_no_credentials() {
+    let config = ModelConfig::new("https://gw-user:gw-pass@gateway.example:8443/anthropic/");
+    assert_eq!(config.shown_messages_url(), "https://gateway.example:8443/anthropic/v1/messages");
+    assert_eq!(shown_url("http://u:p@127.0.0.1:9/v1/messages?key=k#f"), "http://127.0.0.1:9/v1/messages");
+    assert!(!format!("{config:?}").contains("gw-pass"));
+    assert_eq!(shown_url("not a url with gw-pass"), "<the model API URL>");
+}
