@@ -107,8 +107,9 @@ impl ModelClient {
             );
             let should_retry = header(response.headers(), "x-should-retry");
             let body = self.read_error_body(response).await;
-            let error =
-                ModelError::from_status(status.as_u16(), retry_after, &body).with_should_retry(should_retry.as_deref());
+            let error = ModelError::from_status(status.as_u16(), retry_after, &body)
+                .with_should_retry(should_retry.as_deref())
+                .with_retry_after(retry_after);
             tracing::debug!(%status, request_id = ?request_id, %error, "model request failed");
             return Err(error);
         }

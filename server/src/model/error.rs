@@ -36,7 +36,12 @@ pub enum ModelError {
     /// or `conflict_error` event in the stream. The official SDKs retry all
     /// of these.
     #[error("the model API failed with status {status}: {message}")]
-    Server { status: u16, message: String },
+    Server {
+        status: u16,
+        message: String,
+        /// How long the response asked us to wait (`retry-after`), if it said.
+        retry_after: Option<Duration>,
+    },
     /// The stream broke: connection reset, ended before `message_stop`, bytes
     /// that are not the Messages API protocol, a limit exceeded, or no bytes
     /// for longer than the idle timeout.
@@ -72,9 +77,10 @@ impl ModelError {
     /// How long the API asked us to wait before retrying, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ModelError::RateLimited { retry_after, .. } | ModelError::Overloaded { retry_after, .. } => *retry_after,
-            ModelError::Server { .. }
-            | ModelError::Broken { .. }
+            ModelError::RateLimited { retry_after, .. }
+            | ModelError::Overloaded { retry_after, .. }
+            | ModelError::Server { retry_after, .. } => *retry_after,
+            ModelError::Broken { .. }
             | ModelError::Authentication { .. }
             | ModelError::Billing { .. }
             | ModelError::InvalidRequest { .. }
@@ -93,10 +99,29 @@ impl ModelError {
             402 => ModelError::Billing { message },
             // Transient, as the official SDKs treat them (they retry 408,
             // 409, 429 and every 5xx).
-            408 | 409 | 500..=599 => ModelError::Server { status, message },
+            // Their `retry-after` is honoured too, as the SDKs do.
+            408 | 409 | 500..=599 => ModelError::Server { status, message, retry_after },
             // Redirects are followed by the HTTP client; what is left, and every
             // other non-success status, is a request this endpoint will not serve.
             _ => ModelError::InvalidRequest { status, message },
+        }
+    }
+
+    /// Keeps the response's `retry-after` in a retried error that does not
+    /// hold one yet (one `x-should-retry: true` made retryable).
+    pub(crate) fn with_retry_after(self, wait: Option<Duration>) -> ModelError {
+        match self {
+            ModelError::Server { status, message, retry_after: None } => {
+                ModelError::Server { status, message, retry_after: wait }
+            }
+            other @ (ModelError::Server { .. }
+            | ModelError::RateLimited { .. }
+            | ModelError::Overloaded { .. }
+            | ModelError::Broken { .. }
+            | ModelError::Authentication { .. }
+            | ModelError::Billing { .. }
+            | ModelError::InvalidRequest { .. }
+            | ModelError::Connect { .. }) => other,
         }
     }
 
@@ -106,11 +131,15 @@ impl ModelError {
     /// stay final whatever it says: a retry cannot fix them.
     pub(crate) fn with_should_retry(self, should_retry: Option<&str>) -> ModelError {
         match (should_retry.map(str::trim), self) {
-            (Some("true"), ModelError::Billing { message }) => ModelError::Server { status: 402, message },
-            (Some("true"), ModelError::InvalidRequest { status, message }) if status != 0 => {
-                ModelError::Server { status, message }
+            (Some("true"), ModelError::Billing { message }) => {
+                ModelError::Server { status: 402, message, retry_after: None }
             }
-            (Some("false"), ModelError::Server { status, message }) => ModelError::InvalidRequest { status, message },
+            (Some("true"), ModelError::InvalidRequest { status, message }) if status != 0 => {
+                ModelError::Server { status, message, retry_after: None }
+            }
+            (Some("false"), ModelError::Server { status, message, .. }) => {
+                ModelError::InvalidRequest { status, message }
+            }
             // Still reported as what they are, only not retried.
             (Some("false"), ModelError::RateLimited { retry_after, message, .. }) => {
                 ModelError::RateLimited { retry_after, message, retryable: false }
@@ -151,13 +180,13 @@ impl ModelError {
             "invalid_request_error" => ModelError::InvalidRequest { status: 400, message },
             "not_found_error" => ModelError::InvalidRequest { status: 404, message },
             "request_too_large" => ModelError::InvalidRequest { status: 413, message },
-            "timeout_error" => ModelError::Server { status: 504, message },
-            "conflict_error" => ModelError::Server { status: 409, message },
-            "api_error" => ModelError::Server { status: 500, message },
+            "timeout_error" => ModelError::Server { status: 504, message, retry_after: None },
+            "conflict_error" => ModelError::Server { status: 409, message, retry_after: None },
+            "api_error" => ModelError::Server { status: 500, message, retry_after: None },
             // A type this client does not know: taken for a failure of the
             // server while generating, worth a retry (bounded by the runner's
             // attempts), rather than ending the turn on a transient error.
-            _ => ModelError::Server { status: 500, message },
+            _ => ModelError::Server { status: 500, message, retry_after: None },
         }
     }
 

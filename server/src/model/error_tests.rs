@@ -32,8 +32,8 @@ fn statuses_map_to_variants() {
                 retryable: true,
             },
         ),
-        (500, ModelError::Server { status: 500, message: "rate_limit_error: slow down".into() }),
-        (503, ModelError::Server { status: 503, message: "rate_limit_error: slow down".into() }),
+        (500, ModelError::Server { status: 500, message: "rate_limit_error: slow down".into(), retry_after: wait }),
+        (503, ModelError::Server { status: 503, message: "rate_limit_error: slow down".into(), retry_after: wait }),
         (401, ModelError::Authentication { message: "rate_limit_error: slow down".into() }),
         (403, ModelError::Authentication { message: "rate_limit_error: slow down".into() }),
         (400, ModelError::InvalidRequest { status: 400, message: "rate_limit_error: slow down".into() }),
@@ -51,7 +51,7 @@ fn retryable_and_retry_after() {
     let retryable = [
         ModelError::RateLimited { retry_after: wait, message: String::new(), retryable: true },
         ModelError::Overloaded { retry_after: wait, message: String::new(), retryable: true },
-        ModelError::Server { status: 502, message: String::new() },
+        ModelError::Server { status: 502, message: String::new(), retry_after: None },
         ModelError::Broken { reason: String::new() },
         ModelError::Connect { reason: String::new() },
     ];
@@ -74,11 +74,15 @@ fn bodies_that_are_not_envelopes() {
     let html = b"<html><body>502 Bad Gateway</body></html>";
     assert_eq!(
         ModelError::from_status(502, None, html),
-        ModelError::Server { status: 502, message: "<html><body>502 Bad Gateway</body></html>".into() }
+        ModelError::Server {
+            status: 502,
+            message: "<html><body>502 Bad Gateway</body></html>".into(),
+            retry_after: None
+        }
     );
     assert_eq!(
         ModelError::from_status(500, None, b""),
-        ModelError::Server { status: 500, message: "HTTP status 500".into() }
+        ModelError::Server { status: 500, message: "HTTP status 500".into(), retry_after: None }
     );
     assert_eq!(
         ModelError::from_status(400, None, br#"{"error": {"message": "bad"}}"#),
@@ -105,7 +109,7 @@ fn error_events_map_by_type() {
     );
     assert_eq!(
         ModelError::from_error_event(&event("api_error")),
-        ModelError::Server { status: 500, message: message("api_error") }
+        ModelError::Server { status: 500, message: message("api_error"), retry_after: None }
     );
     assert_eq!(
         ModelError::from_error_event(&event("invalid_request_error")),
@@ -113,7 +117,7 @@ fn error_events_map_by_type() {
     );
     assert_eq!(
         ModelError::from_error_event(&json!({"type": "error"})),
-        ModelError::Server { status: 500, message: "error event \"\"".into() }
+        ModelError::Server { status: 500, message: "error event \"\"".into(), retry_after: None }
     );
 }
 
@@ -221,4 +225,14 @@ fn a_retried_server_error_keeps_the_wait_its_response_asked_for() {
         assert!(error.is_retryable(), "{status}: {error:?}");
         assert_eq!(error.retry_after(), wait, "{status}: the wait the response asked for is lost: {error:?}");
     }
+}
+
+#[test]
+fn a_final_status_made_retryable_keeps_its_wait() {
+    let wait = Some(Duration::from_secs(7));
+    let error = ModelError::from_status(400, wait, &envelope("invalid_request_error", "not now"))
+        .with_should_retry(Some("true"))
+        .with_retry_after(wait);
+    assert!(error.is_retryable(), "{error:?}");
+    assert_eq!(error.retry_after(), wait);
 }

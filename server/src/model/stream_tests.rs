@@ -394,7 +394,10 @@ async fn error_event_mid_stream() {
 
     let api_error = json!({"type": "error", "error": {"type": "api_error", "message": "Internal"}});
     let result = read_str(&sse(&[start(), ("error", api_error)])).await;
-    assert_eq!(result, Err(ModelError::Server { status: 500, message: "api_error: Internal".to_owned() }));
+    assert_eq!(
+        result,
+        Err(ModelError::Server { status: 500, message: "api_error: Internal".to_owned(), retry_after: None })
+    );
 }
 
 #[tokio::test]
