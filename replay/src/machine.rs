@@ -197,10 +197,11 @@ pub const MAX_PAUSE_CONTINUATIONS: u32 = 16;
 /// What the provider says when it refuses a request over the model's context
 /// window: the prompt alone (`400 prompt is too long: N tokens > M maximum`)
 /// or with `max_tokens` (`400 input length and max_tokens exceed context
-/// limit: N + M > W`). The runner retries such a request once, after a
-/// compaction the machine asks for when the retrying `session.error` says
-/// this ([`is_over_the_window`]).
-pub const OVER_THE_WINDOW: [&str; 2] = ["prompt is too long", "exceed context limit"];
+/// limit: N + M > W`); or over its size in bytes (`413 request_too_large`:
+/// 32 MB, which images reach far below the token trigger). The runner
+/// retries such a request once, after a compaction the machine asks for
+/// when the retrying `session.error` says this ([`is_over_the_window`]).
+pub const OVER_THE_WINDOW: [&str; 3] = ["prompt is too long", "exceed context limit", "request_too_large"];
 
 /// Whether an error message says the request was over the model's window.
 pub fn is_over_the_window(message: &str) -> bool {

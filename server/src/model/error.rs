@@ -101,6 +101,12 @@ impl ModelError {
             // 409, 429 and every 5xx).
             // Their `retry-after` is honoured too, as the SDKs do.
             408 | 409 | 500..=599 => ModelError::Server { status, message, retry_after },
+            // Too large in bytes, whoever answered (the API's envelope, or a
+            // proxy's page): named so, the runner compacts and retries it
+            // (`logbook_replay::machine::OVER_THE_WINDOW`).
+            413 if !message.contains("request_too_large") => {
+                ModelError::InvalidRequest { status, message: format!("request_too_large: {message}") }
+            }
             // Redirects are followed by the HTTP client; what is left, and every
             // other non-success status, is a request this endpoint will not serve.
             _ => ModelError::InvalidRequest { status, message },

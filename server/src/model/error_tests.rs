@@ -38,7 +38,13 @@ fn statuses_map_to_variants() {
         (403, ModelError::Authentication { message: "rate_limit_error: slow down".into() }),
         (400, ModelError::InvalidRequest { status: 400, message: "rate_limit_error: slow down".into() }),
         (404, ModelError::InvalidRequest { status: 404, message: "rate_limit_error: slow down".into() }),
-        (413, ModelError::InvalidRequest { status: 413, message: "rate_limit_error: slow down".into() }),
+        (
+            413,
+            ModelError::InvalidRequest {
+                status: 413,
+                message: "request_too_large: rate_limit_error: slow down".into(),
+            },
+        ),
     ];
     for (status, expected) in cases {
         assert_eq!(ModelError::from_status(status, wait, &envelope("rate_limit_error", "slow down")), expected);
