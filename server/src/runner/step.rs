@@ -900,7 +900,8 @@ impl Task {
                     .collect();
                 let usage = model_usage(&response.usage);
                 let text = text.join("\n");
-                if text.trim().is_empty() {
+                // A refusal is no summary: its text would stand for every older turn.
+                if text.trim().is_empty() || response.stop_reason.as_deref() == Some("refusal") {
                     (elided_summary(&plan), Some(response.model), usage)
                 } else {
                     (text, Some(response.model), usage)
