@@ -194,6 +194,12 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
             (true, Mode::Call { ended: false, failed: false })
         }
         (Command::Compact, Event::Compaction(_)) => (true, Mode::Compacted),
+        // A compaction interrupted during its summarizing call records what
+        // the provider billed for it in one that cut nothing, after the
+        // interrupt it gave way to: part of the interrupt's step.
+        (Command::Interrupt { .. }, Event::Compaction(compaction)) => {
+            (compaction.summary.is_empty() && compaction.through_seq == 0, Mode::Between)
+        }
         // A budget stop: the runner idles instead of calling a priced model.
         (Command::CallModel { .. } | Command::Compact, Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::BudgetReached)), Mode::Idling)

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use logbook_tests::fake_model::{FakeModel, FakeOptions, is_summary_request};
-use logbook_tests::server::{Api, Server, types, user_message};
+use logbook_tests::server::{Api, Server, rerun_passes, types, user_message};
 use serde_json::{Value, json};
 
 fn toolset(policy: &str) -> Value {
@@ -91,6 +91,10 @@ async fn an_interrupted_compaction_keeps_the_usage_its_summarizing_calls_were_bi
         "the summarizing call billed 700,000 input tokens, but the session reports {input} \
          (its model requests' spans: {spans}): {usage}"
     );
+    // The record of the billed summary is part of the interrupt's step.
+    drop(server);
+    let stderr = rerun_passes(&dir.path().join("data"));
+    assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
 /// Defect (review-runner2): a summarizing call the provider refuses

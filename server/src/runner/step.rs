@@ -879,19 +879,39 @@ impl Task {
                         error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt));
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.signals.interrupt.notified() => break None,
+                        () = self.signals.interrupt.notified() => break Err(ModelUsage::default()),
                     }
                     attempt += 1;
                 }
-                Some(Err(error)) => break Some(Err((error, model_usage(&reported)))),
-                Some(Ok(response)) => break Some(Ok(response)),
-                None => break None,
+                Some(Err(error)) => break Ok(Err((error, model_usage(&reported)))),
+                Some(Ok(response)) => break Ok(Ok(response)),
+                None => break Err(model_usage(&reported)),
+            }
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(reported) => {
+                // Interrupted: the machine applies the interrupt next. What
+                // the provider billed for the summary so far is recorded in
+                // a compaction that cut nothing (`rerun` knows it as the
+                // interrupt's), so usage and budgets count it.
+                add_usage(&mut failed_usage, &reported);
+                if failed_usage != ModelUsage::default() {
+                    let billed = Compaction {
+                        summary: String::new(),
+                        through_seq: 0,
+                        tokens_before: before,
+                        tokens_after: before,
+                        model: None,
+                        usage: failed_usage,
+                    };
+                    self.append(vec![(None, Event::Compaction(billed))]).await?;
+                }
+                return Ok(());
             }
         };
         let (summary, model, mut usage) = match outcome {
-            // Interrupted: the machine applies the interrupt next.
-            None => return Ok(()),
-            Some(Ok(response)) => {
+            Ok(response) => {
                 let text: Vec<&str> = response
                     .content
                     .iter()
@@ -907,7 +927,7 @@ impl Task {
                     (text, Some(response.model), usage)
                 }
             }
-            Some(Err((error, reported))) => {
+            Err((error, reported)) => {
                 tracing::warn!(session = %self.session, %error, "the summarizing call failed; eliding older turns");
                 (elided_summary(&plan), None, reported)
             }
