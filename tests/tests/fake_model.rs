@@ -192,7 +192,10 @@ async fn status_faults() {
             retryable: true,
         })
     );
-    assert_eq!(results[2], Err(ModelError::Server { status: 500, message: "api_error: boom".to_owned() }));
+    assert_eq!(
+        results[2],
+        Err(ModelError::Server { status: 500, message: "api_error: boom".to_owned(), retry_after: None })
+    );
     assert!(matches!(results[3], Err(ModelError::Authentication { .. })), "{:?}", results[3]);
     assert!(matches!(results[4], Err(ModelError::InvalidRequest { status: 413, .. })), "{:?}", results[4]);
     assert_eq!(results[5].as_ref().map(|r| r.content.clone()), Ok(vec![json!({"type": "text", "text": "recovered"})]));
@@ -245,7 +248,10 @@ async fn an_error_event_mid_stream() {
     );
     assert!(events.iter().any(|event| matches!(event, StreamEvent::TextDelta { .. })), "text streamed first");
     let (result, _) = call(&client).await;
-    assert_eq!(result, Err(ModelError::Server { status: 500, message: "api_error: internal".to_owned() }));
+    assert_eq!(
+        result,
+        Err(ModelError::Server { status: 500, message: "api_error: internal".to_owned(), retry_after: None })
+    );
 }
 
 #[tokio::test]
