@@ -230,3 +230,60 @@ fn image_dimensions_are_read_from_each_headers_format() {
     assert_eq!(super::image_dimensions(b"not an image"), None);
     assert_eq!(super::image_dimensions(&[0xff, 0xd8, 0xff]), None);
 }
+
+/// Defect (review, tools): an MCP image is passed on with the media type
+/// the server declared, whatever its bytes are. The Messages API refuses an
+/// image whose data is not of its declared media type ("Image does not
+/// match the provided media type"), which the read tool already knows (it
+/// sends a `.png` that is really a JPEG as `image/jpeg`, `files/read.rs`).
+/// Once such a block is in the log every later request of the session is
+/// refused, the wedge the size and dimension checks above exist to prevent.
+/// Method: a small, valid JPEG (a 10 x 10 start of frame) declared
+/// `image/png`, and bytes that are no image at all declared `image/png`;
+/// no image block may claim a media type its bytes do not have.
+#[test]
+fn an_mcp_image_whose_bytes_are_not_its_media_type_is_not_passed_on_as_it() {
+    use base64::Engine as _;
+    let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00];
+    jpeg.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 0x08, 0x00, 0x0a, 0x00, 0x0a]);
+    let jpeg = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let text = base64::engine::general_purpose::STANDARD.encode(b"hello, this is not an image");
+    let outcome = outcome(&json!({"content": [
+        {"type": "image", "data": jpeg, "mimeType": "image/png"},
+        {"type": "image", "data": text, "mimeType": "image/png"},
+    ]}));
+    let signature = |bytes: &[u8]| -> Option<&'static str> {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some("image/png")
+        } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            Some("image/jpeg")
+        } else if bytes.starts_with(b"GIF8") {
+            Some("image/gif")
+        } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            Some("image/webp")
+        } else {
+            None
+        }
+    };
+    let mislabelled: Vec<(String, Option<&str>)> = outcome
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Image { source: ImageSource::Base64 { media_type, data } } => {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
+                let actual = signature(&bytes);
+                (actual != Some(media_type.as_str())).then(|| (media_type.clone(), actual))
+            }
+            ContentBlock::Image { .. }
+            | ContentBlock::Text { .. }
+            | ContentBlock::Document { .. }
+            | ContentBlock::SearchResult { .. }
+            | ContentBlock::Redacted => None,
+        })
+        .collect();
+    assert!(
+        mislabelled.is_empty(),
+        "image blocks whose bytes are not their media type reach the model's context (declared, actual): \
+         {mislabelled:?}"
+    );
+}
