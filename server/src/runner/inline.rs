@@ -350,4 +350,58 @@ mod tests {
             newest.to_string().chars().take(300).collect::<String>()
         );
     }
+
+    /// Defect (review, tools): an uploaded file is inlined as an image with
+    /// the media type its upload declared, whatever its bytes are. A photo
+    /// saved as `photo.png` that is really a JPEG (common), or a text file
+    /// uploaded as `image/png`, becomes an image block the Messages API
+    /// refuses ("Image does not match the provided media type"); the block
+    /// stays in the context, so every later call of the session is refused,
+    /// which the module says one bad block must not do. The read tool
+    /// already checks the bytes (`tools/files/read.rs`). Method: a JPEG and
+    /// a text declared `image/png`; no inlined image may claim a media type
+    /// its bytes do not have (a corrected type or a note are both fine).
+    #[test]
+    fn an_image_file_whose_bytes_are_not_its_declared_type_is_not_sent_as_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00];
+        jpeg.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 0x08, 0x00, 0x0a, 0x00, 0x0a]);
+        let photo = upload(&store, &tenant, 1, "image/png", &jpeg);
+        let notes = upload(&store, &tenant, 2, "image/png", b"these are my notes, not an image");
+        let mut messages = vec![json!({"role": "user", "content": [image(&photo), image(&notes)]})];
+        inline_files(&store, &tenant, now(), &mut messages).unwrap();
+        let signature = |bytes: &[u8]| -> Option<&'static str> {
+            if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+                Some("image/png")
+            } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+                Some("image/jpeg")
+            } else if bytes.starts_with(b"GIF8") {
+                Some("image/gif")
+            } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+                Some("image/webp")
+            } else {
+                None
+            }
+        };
+        let mut mislabelled = Vec::new();
+        for block in messages[0]["content"].as_array().unwrap() {
+            if block["type"] != "image" || block["source"]["type"] != "base64" {
+                continue;
+            }
+            let declared = block["source"]["media_type"].as_str().unwrap_or_default().to_owned();
+            let data = block["source"]["data"].as_str().unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
+            let actual = signature(&bytes);
+            if actual != Some(declared.as_str()) {
+                mislabelled.push((declared, actual));
+            }
+        }
+        assert!(
+            mislabelled.is_empty(),
+            "image blocks whose bytes are not their media type are sent to the model (declared, actual): \
+             {mislabelled:?}"
+        );
+    }
 }
