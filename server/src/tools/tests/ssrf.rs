@@ -455,3 +455,60 @@ async fn a_deeply_nested_page_does_not_bring_the_server_down() {
     let outcome = fx.call("web_fetch", json!({"url": "http://public.test/deep"})).await;
     assert!(!text_of(&outcome).is_empty(), "{outcome:?}");
 }
+
+/// Defect (review, tools): `url_sources` admits a URL when it is a
+/// substring of an allowed text (`text.contains(url)` in `web::fetch`), so
+/// any prefix of a URL in the context passes, including prefixes that name
+/// another host: a user who wrote `http://public.testimonials.example/a`
+/// lets the agent fetch `http://public.test`, a site that appears nowhere
+/// in the conversation. The check exists so that the agent fetches only
+/// URLs the allowed sources gave it (`url_not_in_prior_context`), not
+/// addresses it builds; cutting a URL short builds one. Method: the only
+/// allowed source is the user's input, which names one URL; a prefix of it
+/// that is another host must be refused with `url_not_in_prior_context`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_admit_only_urls_the_context_holds_not_their_prefixes() {
+    use logbook_core::entry::Entry;
+    use logbook_core::event::{Event, UserMessage};
+    use logbook_core::{EventId, Json, SessionId, Timestamp};
+
+    let net = Net::start().await;
+    let fx = net.fixture(json!([{
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_fetch", "url_sources": {
+            "user_input": "all", "client_tool_results": "none", "server_tool_results": "none"
+        }}]
+    }]));
+    let said = "Please summarise http://public.testimonials.example/a for me.";
+    let log = [Entry {
+        id: EventId::from_parts(1, 1),
+        event: Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: said.to_owned() }] }),
+        at: Timestamp::from_unix_micros(0),
+    }];
+    let ctx = crate::tools::ToolContext {
+        session: SessionId::from_parts(1, 1),
+        paths: &fx.paths,
+        agent_tools: &fx.tools,
+        egress: &fx.egress,
+        services: &fx.services,
+        log: &log,
+    };
+    let call = |url: &str| {
+        let input = Json::new(&json!({"url": url}));
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(60), crate::tools::run(&ctx, "web_fetch", &input))
+                .await
+                .expect("web_fetch hangs")
+        }
+    };
+    // Control: a URL from no source is refused.
+    let control = call("http://public.test/text").await;
+    assert!(text_of(&control).contains("url_not_in_prior_context"), "{}", text_of(&control));
+    let outcome = call("http://public.test").await;
+    assert!(
+        outcome.is_error && text_of(&outcome).contains("url_not_in_prior_context"),
+        "a host the conversation never named was fetched (a prefix of a URL it did name): {}",
+        text_of(&outcome)
+    );
+    assert_eq!(net.public.connections(), 0, "the fetcher connected to a host no allowed source named");
+}
