@@ -18,6 +18,7 @@ mod behaviour;
 mod escape;
 mod http;
 mod search;
+mod self_hosted;
 mod ssrf;
 
 use std::path::{Path, PathBuf};
