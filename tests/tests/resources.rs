@@ -397,3 +397,70 @@ async fn git_never_uses_a_repository_another_user_planted_above_its_working_dire
     let ran = std::fs::read_to_string(&marker).unwrap_or_default();
     assert!(ran.is_empty(), "the planted core.askPass ran as uid(s) {:?}", ran.lines().collect::<Vec<_>>());
 }
+
+/// Defect (review, tools): one session's clone stalls the turns of other
+/// sessions, whoever owns them. `clone_pending` (the hook every turn start
+/// awaits) takes the session's task lock, which is one of 64 stripes shared
+/// by every session whose id ends in the same byte (`resources::stripe`),
+/// and holds it through every git command of the clone, each allowed
+/// `GIT_TIMEOUT` (600 s). A repository host that accepts the connection and
+/// never answers (any tenant can name one) therefore holds the stripe for
+/// minutes, and every other session of the stripe, even one with no
+/// repository at all, cannot start a turn until it lets go; a tenant with a
+/// few hundred such sessions covers every stripe and stalls the server.
+/// Method: a TCP listener that accepts and says nothing stands in for the
+/// repository host. Session A names a repository there and starts a turn;
+/// once the host has accepted A's connection (A holds its stripe), session
+/// B, a session without resources created until its id falls in A's stripe,
+/// sends a message. B's turn must end (the fake model answers at once)
+/// while A's clone still hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_that_hangs_does_not_stall_the_turns_of_other_sessions() {
+    /// The stripe of a session's task lock, as `resources::stripe` picks it.
+    fn stripe(session: &str) -> u8 {
+        let id: logbook_core::SessionId = session.parse().unwrap();
+        id.to_bytes()[15] % 64
+    }
+    let silent = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+
+    let model = FakeModel::start(Vec::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("LOGBOOK_GIT_PRIVATE_HOSTS", "127.0.0.1"), ("LOGBOOK_RATE_CREATE", "100000")];
+    let server = Server::start(&data, &model, &env);
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(90));
+
+    let url = format!("https://127.0.0.1:{port}/team/stalls.git");
+    let a = new_session(&api, json!([{"type": "github_repository", "url": url}])).await;
+    let agent = api.post("/v1/agents", json!({"model": "claude-sonnet-4-6", "name": "plain"})).await;
+    let environment = api.post("/v1/environments", json!({"name": "plain-env"})).await;
+    let mut b = None;
+    for _ in 0..2_000 {
+        let session =
+            api.post("/v1/sessions", json!({"agent": agent["id"], "environment_id": environment["id"]})).await;
+        let id = session["id"].as_str().unwrap().to_owned();
+        if stripe(&id) == stripe(&a) {
+            b = Some(id);
+            break;
+        }
+    }
+    let b = b.expect("no session id fell in the first session's stripe");
+
+    api.send(&a, user_message("clone and go")).await;
+    let held = tokio::time::timeout(Duration::from_secs(60), accepted.recv()).await;
+    assert!(matches!(held, Ok(Some(()))), "session A's clone never connected to the repository host");
+
+    api.send(&b, user_message("hello")).await;
+    let events = api.wait_idle(&b, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
+    holder.abort();
+}
