@@ -464,3 +464,65 @@ async fn a_clone_that_hangs_does_not_stall_the_turns_of_other_sessions() {
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:?}", types(&events));
     holder.abort();
 }
+
+/// Defect (review, tools): a repository is cloned whatever its size, past
+/// the sandbox's disk limit. The server clones as root into the shared
+/// cache (`<data>/git-cache`) and then into the session's workspace, with no
+/// bound but time (`GIT_TIMEOUT`, 600 s per git command): a tenant naming a
+/// huge repository (or a host that streams an endless pack) fills the
+/// host's disk for every session and the store, and the session's
+/// workspace ends up far over the limit the sandbox is held to (its next
+/// jail starts read-only). Method: a sandboxed server whose sessions may
+/// hold 1 MB (`LOGBOOK_SANDBOX_DISK_MB=1`) and a public repository holding
+/// a 3 MB incompressible file; after the turn the session's workspace must
+/// not hold more than the limit (a clone error instead is fine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_larger_than_the_sandboxs_disk_limit_is_not_cloned_into_it() {
+    const LIMIT_BYTES: u64 = 1_000_000;
+    let repos = tempfile::tempdir().unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
+        })
+        .collect();
+    let commits = [CommitSpec { branch: "main", files: vec![("blob.bin", big)] }];
+    make_repo(repos.path(), "public/huge.git", &commits).unwrap();
+    let git_server = GitServer::start(repos.path(), TOKEN).unwrap();
+    let model = FakeModel::start(Vec::new()).unwrap();
+    let (_dir, data) = logbook_tests::server::sandbox_data_dir();
+    let ca_file = git_server.ca_file().to_str().unwrap().to_owned();
+    let env = [
+        ("LOGBOOK_GIT_PRIVATE_HOSTS", "localhost"),
+        ("LOGBOOK_GIT_CA_FILE", ca_file.as_str()),
+        ("LOGBOOK_SANDBOX_DISK_MB", "1"),
+    ];
+    let server = Server::start_sandboxed(&data, &model, &env);
+    let api = Api::new(&server).with_turn_deadline(TURN_DEADLINE);
+    let session =
+        new_session(&api, json!([{"type": "github_repository", "url": git_server.url("public/huge.git")}])).await;
+    let events = turn(&api, &session, 1).await;
+
+    let root = logbook_server::sandbox::layout::sandboxes_root(&data).join(&session).join("workspace");
+    let mut held = 0u64;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                held += meta.len();
+            }
+        }
+    }
+    assert!(
+        held <= LIMIT_BYTES,
+        "the server cloned {held} bytes into a workspace limited to {LIMIT_BYTES} (errors: {:?})",
+        errors(&events)
+    );
+}
