@@ -476,3 +476,29 @@ async fn a_saved_single_line_output_can_be_read_back_as_its_preview_says() {
     let outcome = fx.call("read", json!({"file_path": path, "view_range": [1, 1]})).await;
     assert!(!outcome.is_error, "the saved output cannot be read back with view_range: {}", text_of(&outcome));
 }
+
+/// Defect (review, tools): `read` returns an image block whatever the
+/// image's dimensions. The Messages API rejects an image over 8,000 pixels
+/// on a side (Claude vision docs: "images larger than 8000x8000 px will be
+/// rejected"), and the block stays in the session's context, so every later
+/// request of the session is refused: the wedge the MCP results are guarded
+/// against since an earlier review (`mcp::tools::image`, which reads the
+/// dimensions from the header), but the read tool checks only the size and
+/// the signature. Method: a valid PNG header of 9,000 x 10 pixels (a few
+/// dozen bytes) in the workspace; reading it must not give an image block
+/// (an error result saying why is what the model can act on).
+#[tokio::test]
+async fn read_does_not_return_an_image_the_messages_api_refuses_for_its_dimensions() {
+    let fx = Fixture::new();
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(&9_000u32.to_be_bytes());
+    png.extend_from_slice(&10u32.to_be_bytes());
+    png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    fx.put("img/banner.png", &png);
+    let outcome = fx.call("read", json!({"file_path": "img/banner.png"})).await;
+    assert!(
+        !outcome.content.iter().any(|block| matches!(block, ContentBlock::Image { .. })),
+        "a 9000-pixel-wide image was returned to the model as an image block: {:?}",
+        outcome.content
+    );
+}
