@@ -404,4 +404,27 @@ mod tests {
              {mislabelled:?}"
         );
     }
+
+    /// Defect (review, tools): an uploaded image is inlined whatever its
+    /// dimensions. The Messages API rejects an image over 8,000 pixels on a
+    /// side, and the block is inlined again on every later call of the
+    /// session, so all of them are refused; the module says one bad block
+    /// must not do that, and MCP images are checked for exactly this
+    /// (`mcp::tools::image`). Method: a PNG header of 9,000 x 10 pixels
+    /// uploaded as `image/png`; it must become a note, not an image block.
+    #[test]
+    fn an_image_file_over_the_messages_api_dimensions_is_not_inlined() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
+        let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        png.extend_from_slice(&9_000u32.to_be_bytes());
+        png.extend_from_slice(&10u32.to_be_bytes());
+        png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let banner = upload(&store, &tenant, 1, "image/png", &png);
+        let mut messages = vec![json!({"role": "user", "content": [image(&banner)]})];
+        inline_files(&store, &tenant, now(), &mut messages).unwrap();
+        let block = &messages[0]["content"][0];
+        assert_ne!(block["type"], "image", "a 9000-pixel-wide image is sent to the model: {block}");
+    }
 }
