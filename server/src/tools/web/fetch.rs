@@ -60,6 +60,45 @@ pub struct Fetcher {
 #[error("building the web_fetch HTTP client failed: {0}")]
 pub struct FetcherError(#[from] reqwest::Error);
 
+/// Whether `text` names `url`: some URL written in it is `url` (compared
+/// parsed, so spelling differences such as a host's case do not count, and
+/// without fragments, which are never fetched). Only whole URLs count: a
+/// prefix of one (`http://public.test` inside
+/// `http://public.testimonials.example/`) names another host altogether.
+fn names_url(text: &str, url: &Url) -> bool {
+    let wanted = without_fragment(url);
+    written_urls(text).any(|written| {
+        // Punctuation closing a sentence or a bracket is not part of the URL
+        // (`see https://example.com/a.`), unless the URL really ends with it.
+        let trimmed = written.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']', '}', '\'', '"']);
+        [written, trimmed]
+            .iter()
+            .any(|candidate| Url::parse(candidate).is_ok_and(|parsed| without_fragment(&parsed) == wanted))
+    })
+}
+
+/// The `http://` and `https://` URLs written in `text`, each up to the first
+/// character that cannot be in one written out (whitespace, quotes, angle
+/// brackets).
+fn written_urls(text: &str) -> impl Iterator<Item = &str> {
+    let lower = text.to_ascii_lowercase();
+    let mut starts = Vec::new();
+    for scheme in ["http://", "https://"] {
+        starts.extend(lower.match_indices(scheme).map(|(at, _)| at));
+    }
+    starts.into_iter().map(move |start| {
+        let rest = &text[start..];
+        let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`')).unwrap_or(rest.len());
+        &rest[..end]
+    })
+}
+
+fn without_fragment(url: &Url) -> Url {
+    let mut url = url.clone();
+    url.set_fragment(None);
+    url
+}
+
 impl Fetcher {
     /// A fetcher resolving names with `resolver`.
     pub fn new(resolver: Arc<dyn HostResolver>) -> Result<Fetcher, FetcherError> {
@@ -112,7 +151,7 @@ impl Fetcher {
         let mut url = Url::parse(raw_url.trim())
             .map_err(|err| Failure::new(Code::InvalidInput, format!("{raw_url} is not a valid URL: {err}")))?;
         if let Some(texts) = &settings.allowed_context
-            && !texts.iter().any(|text| text.contains(raw_url.trim()) || text.contains(url.as_str()))
+            && !texts.iter().any(|text| names_url(text, &url))
         {
             return Err(Failure::new(
                 Code::UrlNotInPriorContext,
@@ -354,4 +393,28 @@ fn text_outcome(url: &Url, title: Option<String>, body: String) -> ToolOutcome {
     text.push_str(&format!("URL: {url}\n\n"));
     text.push_str(if body.trim().is_empty() { "[the page has no readable text]" } else { &body });
     ToolOutcome { content: vec![ContentBlock::Text { text }], is_error: false }
+}
+
+#[cfg(test)]
+mod names_url_tests {
+    use super::*;
+
+    fn names(text: &str, url: &str) -> bool {
+        names_url(text, &Url::parse(url).expect("a test URL parses"))
+    }
+
+    #[test]
+    fn only_whole_urls_written_in_the_text_are_named() {
+        let text = "Read https://Example.com/a/b?x=1 and (see http://public.testimonials.example/a).";
+        assert!(names(text, "https://example.com/a/b?x=1"));
+        assert!(names(text, "https://example.com/a/b?x=1#part"));
+        assert!(names(text, "http://public.testimonials.example/a"));
+        assert!(!names(text, "https://example.com/a"));
+        assert!(!names(text, "http://public.test"));
+        assert!(!names(text, "http://public.testimonials.example/"));
+        assert!(!names("no links here", "https://example.com/"));
+        // A URL that really ends with punctuation is named as written.
+        assert!(names("at https://example.com/v1.", "https://example.com/v1."));
+        assert!(names("\"https://example.com/q\"", "https://example.com/q"));
+    }
 }
