@@ -629,7 +629,13 @@ impl SandboxTools {
     /// Runs a server-side tool against the session's directories.
     async fn server_tool(&self, call: &ToolCall<'_>) -> ToolOutcome {
         let paths = self.paths(call.session);
-        if let Err(err) = paths.create() {
+        // A self-hosted session's files are on its worker: nothing of it is
+        // kept here (its web tools still run here).
+        let files_here = match call.environment.map(|environment| &environment.config) {
+            Some(crate::api::environments::EnvConfig::SelfHosted {}) => false,
+            Some(crate::api::environments::EnvConfig::Cloud { .. }) | None => true,
+        };
+        if files_here && let Err(err) = paths.create() {
             return ToolOutcome::error(format!("{}: cannot create the session's directories: {err}", call.name));
         }
         let egress = crate::tools::egress_of(call.environment);
@@ -640,6 +646,7 @@ impl SandboxTools {
             egress: &egress,
             services: &self.inner.services,
             log: call.log,
+            files_here,
         };
         crate::tools::run(&ctx, call.name, call.input).await
     }

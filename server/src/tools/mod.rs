@@ -51,6 +51,10 @@ pub struct ToolContext<'a> {
     /// The session's log so far: web_fetch's `url_sources` bound URLs to
     /// what it holds.
     pub log: &'a [logbook_core::entry::Entry],
+    /// Whether the model reads the session's files here: false for a
+    /// self-hosted session, whose file tools run on its worker, so a large
+    /// output is previewed instead of saved where the worker never looks.
+    pub files_here: bool,
 }
 
 /// The long-lived parts of the server-side tools.
@@ -164,6 +168,9 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
     };
     if !needs_spill(&outcome) {
         return outcome;
+    }
+    if !ctx.files_here {
+        return spill::preview_large_outputs(outcome, "the session's files are on its worker, not on this server");
     }
     let task = tokio::task::spawn_blocking(move || spill::spill_large_outputs(&roots, outcome));
     match task.await {

@@ -95,6 +95,7 @@ impl Fixture {
             egress: &self.egress,
             services: &self.services,
             log: &[],
+            files_here: true,
         };
         let input = Json::new(&input);
         match tokio::time::timeout(CALL_DEADLINE, run(&ctx, name, &input)).await {

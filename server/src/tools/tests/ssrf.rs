@@ -492,6 +492,7 @@ async fn url_sources_admit_only_urls_the_context_holds_not_their_prefixes() {
         egress: &fx.egress,
         services: &fx.services,
         log: &log,
+        files_here: true,
     };
     let call = |url: &str| {
         let input = Json::new(&json!({"url": url}));
