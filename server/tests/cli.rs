@@ -121,6 +121,28 @@ fn serve_refuses_a_bad_sandbox_disk_limit() {
     }
 }
 
+/// Goal: a per-workspace cap on working sessions that is not a whole number
+/// in range stops `serve` with a message naming the variable.
+#[test]
+fn serve_refuses_a_bad_working_sessions_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["many", "0", "-1", "1048577"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .env("LOGBOOK_MAX_WORKING_SESSIONS", value)
+            .env("ANTHROPIC_API_KEY", "test-key")
+            .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+            .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{value}: {stderr}");
+        assert!(stderr.contains("LOGBOOK_MAX_WORKING_SESSIONS"), "{value}: {stderr}");
+    }
+}
+
 /// Runs `logbook keys ARGS --data DIR`, feeding `stdin`.
 fn keys(args: &[&str], data: &Path, stdin: &str) -> Output {
     use std::io::Write as _;
