@@ -200,10 +200,16 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         (Command::Interrupt { .. }, Event::Compaction(compaction)) => {
             (compaction.summary.is_empty() && compaction.through_seq == 0, Mode::Between)
         }
-        // A budget stop: the runner idles instead of calling a priced model.
+        // A budget stop: the runner idles instead of calling a priced model
+        // (since 2026-12-06 the primary thread's idle comes first; the usage
+        // then starts the same step again, as it does in older logs).
         (Command::CallModel { .. } | Command::Compact, Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::BudgetReached)), Mode::Idling)
         }
+        (Command::CallModel { .. } | Command::Compact, Event::SessionThreadStatusIdle(idle)) => (
+            idle.stop_reason == StopReason::BudgetReached && matches!(next_idle, Some(StopReason::BudgetReached)),
+            Mode::Between,
+        ),
         (Command::CloseModelRequest { .. }, Event::SpanModelRequestEnd(end)) => {
             (end.is_error == Some(true), Mode::Between)
         }

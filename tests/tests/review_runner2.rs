@@ -158,7 +158,6 @@ async fn a_refused_summarizing_call_does_not_become_the_conversations_summary() 
 /// Method: one request costs more than the budget; the pause that follows
 /// must end with the thread's idle, the usage and the session's idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: Logbook emits no session.thread_status_* events yet (the newer reference has them)"]
 async fn a_budget_pause_idles_the_primary_thread_before_the_session() {
     let model = FakeModel::start(vec![json!({
         "content": [{"type": "tool_use", "id": "toolu_b", "name": "bash", "input": {"command": "ls"}}],

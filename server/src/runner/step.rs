@@ -22,8 +22,9 @@ use logbook_core::event::{
     AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking, AgentToolResult,
     AgentToolUse, AutoPermission, CacheCreationUsage, ContentBlock, EvaluatedPermission, Event, ModelRequest,
     ModelResponse, ModelUsage, RetryStatus, ServerToolRequests, ServerToolUsage, SessionError, SessionErrorDetail,
-    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionUsage, SpanModelRequestEnd,
-    SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot, WorkspaceDelta,
+    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionThreadStatusIdle, SessionUsage,
+    SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
+    WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
 use logbook_replay::machine::is_over_the_window;
@@ -536,6 +537,19 @@ impl Task {
         }
         let cents = super::pricing::list_cost_cents(&session.agent.model.id, &totals);
         let budget = session.budget.as_ref().and_then(|b| serde_json::from_value(b.clone()).ok());
+        if stop_reason == StopReason::BudgetReached {
+            // Each thread pauses before the session does (behaviour digest
+            // §12); a session runs its one primary thread.
+            before.push((
+                None,
+                Event::SessionThreadStatusIdle(SessionThreadStatusIdle {
+                    session_thread_id: crate::api::threads::primary_thread(self.session),
+                    agent_name: session.agent.name.clone(),
+                    stop_reason: StopReason::BudgetReached,
+                    stop_details: None,
+                }),
+            ));
+        }
         before.push((None, Event::SessionUsage(SessionUsage { usage: usage_snapshot(&totals, cents), budget })));
         before.push((None, Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None })));
         match at {
