@@ -111,6 +111,7 @@ fn main() {
         egress: &egress,
         services: &services,
         log: &[],
+        files_here: true,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = |name: &str, input: Value| {
