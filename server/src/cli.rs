@@ -88,6 +88,12 @@ enum Command {
         #[arg(long, default_value_t = transport::DEFAULT_MAX_CONNECTIONS,
               value_parser = clap::value_parser!(u32).range(1..=i64::from(transport::MAX_CONNECTIONS_LIMIT)))]
         max_connections: u32,
+        /// Most SSE event streams one workspace may hold open at once; past
+        /// it a new stream answers 429.
+        #[arg(long, env = "LOGBOOK_MAX_STREAMS_PER_WORKSPACE",
+              default_value_t = u32::try_from(crate::state::DEFAULT_MAX_STREAMS_PER_WORKSPACE).unwrap_or(u32::MAX),
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(transport::MAX_CONNECTIONS_LIMIT)))]
+        max_streams_per_workspace: u32,
         /// Store events without running sessions (no model calls): for
         /// benchmarks of the API alone, and for operators who drain a server.
         #[arg(long)]
@@ -281,6 +287,7 @@ pub fn main() -> ExitCode {
             header_read_timeout_secs,
             body_read_timeout_secs,
             max_connections,
+            max_streams_per_workspace,
             no_runner,
             git_private_hosts,
             git_ca_file,
@@ -297,6 +304,7 @@ pub fn main() -> ExitCode {
                 sse_ping_interval: Duration::from_secs(sse_ping_secs),
                 body_read_timeout: Duration::from_secs(body_read_timeout_secs),
                 work_lease_ttl_secs,
+                max_streams_per_workspace: usize::try_from(max_streams_per_workspace).unwrap_or(usize::MAX),
                 ..Config::default()
             };
             let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);

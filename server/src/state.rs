@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logbook_core::{Clock, EventId, Seq, Timestamp};
+use logbook_core::{Clock, EventId, Seq, Timestamp, WorkspaceId};
 use logbook_store::SledStore;
 use rand::RngExt;
 use tokio::sync::watch;
@@ -33,7 +33,16 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// The lease a self-hosted worker gets on ack, until it asks for another.
     pub work_lease_ttl_secs: u32,
+    /// Most SSE streams one workspace may hold open at once (at least 1):
+    /// past it a new stream answers 429, so one tenant's streams cannot take
+    /// every connection the server accepts.
+    pub max_streams_per_workspace: usize,
 }
+
+/// Most SSE streams one workspace holds open at once, by default: a quarter
+/// of the server's default connection cap
+/// ([`crate::transport::DEFAULT_MAX_CONNECTIONS`]).
+pub const DEFAULT_MAX_STREAMS_PER_WORKSPACE: usize = 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -43,6 +52,27 @@ impl Default for Config {
             request_timeout: Duration::from_secs(60),
             body_read_timeout: crate::transport::DEFAULT_BODY_READ_TIMEOUT,
             work_lease_ttl_secs: crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
+            max_streams_per_workspace: DEFAULT_MAX_STREAMS_PER_WORKSPACE,
+        }
+    }
+}
+
+/// One open SSE stream of a workspace, counted until dropped (see
+/// [`AppState::open_stream`]).
+#[derive(Debug)]
+pub struct StreamSlot {
+    state: AppState,
+    workspace: WorkspaceId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.state.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = streams.get_mut(&self.workspace) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.workspace);
+            }
         }
     }
 }
@@ -75,6 +105,8 @@ struct Inner {
     resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
+    /// Open SSE streams per workspace (only workspaces with one open).
+    streams: std::sync::Mutex<std::collections::HashMap<WorkspaceId, usize>>,
     /// The millisecond of the last event id made: event ids never take an
     /// earlier one, so they keep increasing when the wall clock steps back.
     last_event_ms: std::sync::atomic::AtomicU64,
@@ -108,6 +140,7 @@ impl AppState {
                 resources_host: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
                 last_event_ms: std::sync::atomic::AtomicU64::new(0),
+                streams: std::sync::Mutex::new(std::collections::HashMap::new()),
                 environment_refs: std::sync::RwLock::new(()),
             }),
         }
@@ -132,6 +165,19 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Counts a new SSE stream of `workspace`: `None` when the workspace
+    /// already holds [`Config::max_streams_per_workspace`] open.
+    pub fn open_stream(&self, workspace: WorkspaceId) -> Option<StreamSlot> {
+        // A poisoned lock only means a panic elsewhere mid-update of a count.
+        let mut streams = self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = streams.entry(workspace).or_insert(0);
+        if *open >= self.inner.config.max_streams_per_workspace.max(1) {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot { state: self.clone(), workspace })
     }
 
     /// Attaches the runner; sessions then act on their input.

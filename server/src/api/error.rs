@@ -107,11 +107,15 @@ impl ApiError {
     }
 
     pub fn rate_limited(retry_after_ms: u64) -> ApiError {
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::RateLimit,
+        ApiError::limited(
             "rate limit exceeded for this workspace; retry after the time in the retry-after header",
-        );
+            retry_after_ms,
+        )
+    }
+
+    /// 429 `rate_limit_error` with `message` and a `retry-after`.
+    pub fn limited(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, message);
         err.retry_after_ms = Some(retry_after_ms);
         err
     }

@@ -56,6 +56,9 @@ pub const STREAM_BATCH: usize = 64;
 /// one event): what a client that stops reading makes its connection hold,
 /// besides the socket's buffers (reliability goal G-S3: ≤ 256 KiB).
 pub const STREAM_BATCH_BYTES: usize = 256 * 1024;
+/// The `retry-after` of a stream refused because its workspace holds the
+/// most streams it may.
+const STREAM_SLOT_RETRY_MS: u64 = 1_000;
 /// Most `event_deltas[]` values.
 pub const MAX_EVENT_DELTAS: usize = 100;
 /// Shortest wait between two checks of a sessions token's lease, so that a
@@ -127,12 +130,21 @@ pub async fn stream(
         }
         (KeyScope::Workspace | KeyScope::Environment { .. }, Hold::Held { .. }) => None,
     };
+    let slot = state.open_stream(tenant.workspace).ok_or_else(|| {
+        ApiError::limited(
+            format!(
+                "this workspace has {} event streams open, the most it may; close one, or retry later",
+                state.config().max_streams_per_workspace
+            ),
+            STREAM_SLOT_RETRY_MS,
+        )
+    })?;
     // Previews are subscribed before reading anything, so none published from
     // now on is missed; they are ephemeral and never replayed.
     let want = Wanted { message: deltas.contains(&"agent.message"), thinking: deltas.contains(&"agent.thinking") };
     let previews = (want.message || want.thinking).then(|| state.previews().subscribe(id));
     let subscription = state.store().subscribe(id, from);
-    let body = events(subscription, previews, want, lease, state.clone(), finished);
+    let body = events(subscription, previews, want, lease, state.clone(), finished, slot);
     let keep_alive =
         KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));
     let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
@@ -188,6 +200,8 @@ struct StreamState {
     lease: Option<LeaseWatch>,
     done: bool,
     _open: OpenStream,
+    /// Counts the stream against its workspace's open streams.
+    _slot: crate::state::StreamSlot,
 }
 
 /// Counts open streams for `/metrics`; decrements when the stream is dropped.
@@ -206,6 +220,7 @@ fn events(
     lease: Option<LeaseWatch>,
     state: AppState,
     finished: bool,
+    slot: crate::state::StreamSlot,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     state.metrics().sse_streams_open.fetch_add(1, Ordering::Relaxed);
     let initial = StreamState {
@@ -219,6 +234,7 @@ fn events(
         shutdown: state.shutdown(),
         lease,
         _open: OpenStream(state.clone()),
+        _slot: slot,
         state,
         done: finished,
     };

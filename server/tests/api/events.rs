@@ -5,11 +5,12 @@
 //! Server-produced events (tool uses, agent messages, internal `x.*` events)
 //! are appended straight to the store, as the runner would append them.
 
+use axum::http::Method;
 use logbook_core::Event;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, events_body, id, missing_event_id, user_message};
+use crate::harness::{Auth, Harness, events_body, id, missing_event_id, user_message};
 
 fn event(value: Value) -> Event {
     serde_json::from_value(value).unwrap()
@@ -838,4 +839,69 @@ async fn event_ids_increase_along_the_log_when_the_wall_clock_steps_back() {
     let listed = ids_of(&h.events(&session).await);
     assert_eq!(listed, [first.clone(), second.clone()], "the log's order");
     assert!(second > first, "the later event's id {second} sorts before the earlier one's {first}");
+}
+
+#[tokio::test]
+async fn a_workspace_holds_at_most_its_cap_of_open_streams() {
+    // Goal: one workspace cannot take every connection the server accepts
+    // with SSE streams: past `max_streams_per_workspace` open at once, a new
+    // stream answers 429 rate_limit_error with retry-after; other
+    // workspaces are unaffected, and a closed stream frees its place.
+    // Method: a cap of 2; two streams of workspace A held open (their
+    // bodies kept), a third refused, B's accepted; one of A's dropped, then
+    // A's next accepted.
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let config = logbook_server::state::Config { max_streams_per_workspace: 2, ..Default::default() };
+    let h = Harness::with_config(config);
+    let session = h.quick_session().await;
+    let open = |key: String, session: String| {
+        let app = h.app.clone();
+        async move {
+            let request = Request::builder()
+                .uri(format!("/v1/sessions/{session}/events/stream"))
+                .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
+                .header("x-api-key", key)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.oneshot(request).await.unwrap()
+        }
+    };
+    let sid = id(&session).to_owned();
+    let first = open(h.key_a.clone(), sid.clone()).await;
+    let second = open(h.key_a.clone(), sid.clone()).await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = open(h.key_a.clone(), sid.clone()).await;
+    assert_eq!(third.status().as_u16(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let body = http_body_util::BodyExt::collect(third.into_body()).await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("event streams"), "{body}");
+
+    let env_b = h.call(Method::POST, "/v1/environments", Auth::XApiKey(&h.key_b), Some(&json!({"name": "b"}))).await;
+    let agent_b = h
+        .call(
+            Method::POST,
+            "/v1/agents",
+            Auth::XApiKey(&h.key_b),
+            Some(&json!({"name": "b", "model": "claude-sonnet-4-6"})),
+        )
+        .await;
+    let session_b = h
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Auth::XApiKey(&h.key_b),
+            Some(&json!({"agent": agent_b.ok()["id"], "environment_id": env_b.ok()["id"]})),
+        )
+        .await
+        .ok();
+    let other = open(h.key_b.clone(), id(&session_b).to_owned()).await;
+    assert_eq!(other.status().as_u16(), 200, "another workspace's streams are not counted");
+
+    drop(first);
+    let again = open(h.key_a.clone(), sid.clone()).await;
+    assert_eq!(again.status().as_u16(), 200, "a closed stream frees its place");
+    drop((second, again, other));
 }
