@@ -23,6 +23,7 @@ use crate::api::tools::{PolicyKind, Tool};
 use crate::model::request::McpToolName;
 use crate::runner::ToolOutcome;
 use crate::tools::files::MAX_IMAGE_BASE64_BYTES;
+use crate::tools::image::{self, MediaType};
 
 /// The Messages API's longest tool name.
 pub const MAX_TOOL_NAME_CHARS: usize = 64;
@@ -40,8 +41,6 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4_096;
 pub const MAX_SCHEMA_BYTES: usize = 32 * 1024;
 /// What the model gets for a call that returned no content.
 pub const NO_OUTPUT: &str = "(no output)";
-/// Image types the Messages API accepts in tool results.
-const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 /// One tool a server listed.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +171,8 @@ fn toolset_config(agent_tools: &[Tool], server: &str, tool: &str) -> Option<(boo
 }
 
 /// A `tools/call` result (its JSON) as tool result content: text as text,
-/// images of the types the API takes as images, PDFs as documents, text
+/// images declared of a type the API takes as images (of the type their
+/// bytes are, which the server may have got wrong), PDFs as documents, text
 /// resources as text; anything else is described in a line of text rather
 /// than dropped. Structured content stands in when there is no content.
 pub fn outcome(result: &Value) -> ToolOutcome {
@@ -194,7 +194,7 @@ fn block(item: &Value) -> ContentBlock {
     let text = |name: &str| item.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
     match item.get("type").and_then(Value::as_str) {
         Some("text") => ContentBlock::Text { text: text("text") },
-        Some("image") if IMAGE_TYPES.contains(&text("mimeType").as_str()) => image(text("mimeType"), text("data")),
+        Some("image") if MediaType::named(&text("mimeType")).is_some() => image(&text("mimeType"), text("data")),
         Some("image" | "audio") => ContentBlock::Text {
             text: format!(
                 "[{} content of type {} left out: tool results cannot carry it]",
@@ -232,31 +232,31 @@ fn block(item: &Value) -> ContentBlock {
     }
 }
 
-/// An image block, or a note in its place when the Messages API would refuse
-/// it: over its per-image limit (the read tool's cap) or not base64. Such a
-/// block, once in the session's log, would have every later request of the
-/// session refused, so the session could not go on.
-fn image(media_type: String, data: String) -> ContentBlock {
+/// An image block, sent as the media type its bytes are (not the one the
+/// server declared), or a note in its place when the Messages API would
+/// refuse it: over its per-image limit (the read tool's cap), not base64, no
+/// PNG, JPEG, GIF or WebP image, or over [`image::MAX_SIDE_PIXELS`] on a side
+/// ([`image::check`]). Such a block, once in the session's log, would have
+/// every later request of the session refused, so the session could not go
+/// on.
+fn image(declared: &str, data: String) -> ContentBlock {
     let too_large = u64::try_from(data.len()).map_or(true, |len| len > MAX_IMAGE_BASE64_BYTES);
     let problem = if too_large {
         format!("{} bytes of base64, more than the limit of {MAX_IMAGE_BASE64_BYTES}", data.len())
     } else {
         match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
             Err(_) => "its data is not valid base64".to_owned(),
-            Ok(bytes) => match image_dimensions(&bytes) {
-                Some((width, height)) if width.max(height) > MAX_IMAGE_SIDE_PIXELS => {
-                    format!("{width} x {height} pixels, more than the limit of {MAX_IMAGE_SIDE_PIXELS} on a side")
+            Ok(bytes) => match image::check(&bytes) {
+                Ok(media_type) => {
+                    let media_type = media_type.as_str().to_owned();
+                    return ContentBlock::Image { source: ImageSource::Base64 { media_type, data } };
                 }
-                Some(_) | None => return ContentBlock::Image { source: ImageSource::Base64 { media_type, data } },
+                Err(refusal) => refusal.to_string(),
             },
         }
     };
-    ContentBlock::Text { text: format!("[image content of type {media_type} left out: {problem}]") }
+    ContentBlock::Text { text: format!("[image content of type {declared} left out: {problem}]") }
 }
-
-/// The longest side of an image the Messages API takes (larger ones are
-/// refused, and a refused block in the log fails every later request).
-const MAX_IMAGE_SIDE_PIXELS: u32 = 8_000;
 
 /// Why the Messages API would refuse a base64 PDF, if it would.
 fn pdf_problem(blob: &str) -> Option<String> {
@@ -268,52 +268,6 @@ fn pdf_problem(blob: &str) -> Option<String> {
         }
         Ok(_) => None,
     }
-}
-
-/// An image's width and height from its header (PNG, GIF, JPEG, WebP), if
-/// the bytes are one of those and say.
-fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    let be16 = |at: usize| Some(u32::from(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?)));
-    let le16 = |at: usize| Some(u32::from(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?)));
-    let be32 = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-    let le24 = |at: usize| {
-        let b = bytes.get(at..at + 3)?;
-        Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
-    };
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Some((be32(16)?, be32(20)?));
-    }
-    if bytes.starts_with(b"GIF8") {
-        return Some((le16(6)?, le16(8)?));
-    }
-    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
-        return match bytes.get(12..16)? {
-            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
-            b"VP8 " => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
-            b"VP8L" => {
-                let bits = u32::from_le_bytes(bytes.get(21..25)?.try_into().ok()?);
-                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
-            }
-            _ => None,
-        };
-    }
-    if bytes.starts_with(&[0xff, 0xd8]) {
-        // Walk the segments to the first start-of-frame marker.
-        let mut at = 2;
-        while at + 4 <= bytes.len() {
-            if bytes[at] != 0xff {
-                return None;
-            }
-            let marker = bytes[at + 1];
-            let length = usize::try_from(be16(at + 2)?).ok()?;
-            let start_of_frame = matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
-            if start_of_frame {
-                return Some((be16(at + 7)?, be16(at + 5)?));
-            }
-            at += 2 + length;
-        }
-    }
-    None
 }
 
 /// `text` cut to `max` characters.

@@ -215,22 +215,6 @@ fn an_mcp_image_over_the_messages_api_dimensions_is_not_passed_on() {
     );
 }
 
-#[test]
-fn image_dimensions_are_read_from_each_headers_format() {
-    // GIF: logical screen width and height, little-endian.
-    assert_eq!(super::image_dimensions(b"GIF89a\x40\x1f\x0a\x00rest"), Some((8_000, 10)));
-    // JPEG: an APP0 segment, then a baseline start of frame (height, width).
-    let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00];
-    jpeg.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 0x08, 0x00, 0x0a, 0x23, 0x28]);
-    assert_eq!(super::image_dimensions(&jpeg), Some((9_000, 10)));
-    // WebP (extended): 24-bit sizes minus one.
-    let mut webp = b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\0\0\0\0".to_vec();
-    webp.extend_from_slice(&[0x27, 0x23, 0x00, 0x09, 0x00, 0x00]);
-    assert_eq!(super::image_dimensions(&webp), Some((9_000, 10)));
-    assert_eq!(super::image_dimensions(b"not an image"), None);
-    assert_eq!(super::image_dimensions(&[0xff, 0xd8, 0xff]), None);
-}
-
 /// Defect (review, tools): an MCP image is passed on with the media type
 /// the server declared, whatever its bytes are. The Messages API refuses an
 /// image whose data is not of its declared media type ("Image does not

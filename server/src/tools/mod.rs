@@ -14,8 +14,11 @@
 //! - `files`: read, write, edit, glob, grep; `files::confined` is where the
 //!   kernel confinement lives, `files::walk` the descriptor-based walk.
 //! - `web`: web_fetch and web_search.
+//! - `image`: whether bytes can be sent to the model as an image (their real
+//!   media type, their dimensions), for read, MCP results and inlined files.
 
 pub mod files;
+pub(crate) mod image;
 pub mod path;
 pub mod spill;
 pub mod web;
