@@ -5,7 +5,8 @@
 //! The kind comes from the extension, as in the SDK reference
 //! implementation, and is then confirmed by the file's first bytes: a `.png`
 //! that is really a JPEG is sent as `image/jpeg` (the Messages API rejects a
-//! wrong media type), and one that is no image at all is refused.
+//! wrong media type), and one that is no image at all, or larger than the API
+//! takes, is refused ([`crate::tools::image`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 use super::{Roots, parse_input, text};
 use crate::runner::ToolOutcome;
+use crate::tools::image::{self, Refusal};
 
 /// Largest text file read whole, and largest range of lines returned (the
 /// SDK's cap): more would crowd the context; bash can page through it.
@@ -217,11 +219,17 @@ fn read_image(file: File, size: u64) -> Result<ToolOutcome, String> {
         ));
     }
     let bytes = read_capped(file, size)?;
-    let media_type = image_media_type(&bytes)
-        .ok_or_else(|| "has an image extension but is not a PNG, JPEG, GIF or WebP image".to_owned())?;
+    let media_type = image::check(&bytes).map_err(|refusal| match refusal {
+        Refusal::NotAnImage => "has an image extension but is not a PNG, JPEG, GIF or WebP image".to_owned(),
+        Refusal::TooLarge { .. } => {
+            format!("the image is {refusal}; make it smaller with bash (e.g. ImageMagick's convert)")
+        }
+    })?;
     let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
     Ok(ToolOutcome {
-        content: vec![ContentBlock::Image { source: ImageSource::Base64 { media_type: media_type.to_owned(), data } }],
+        content: vec![ContentBlock::Image {
+            source: ImageSource::Base64 { media_type: media_type.as_str().to_owned(), data },
+        }],
         is_error: false,
     })
 }
@@ -244,21 +252,6 @@ fn read_pdf(file: File, size: u64, rel: &str) -> Result<ToolOutcome, String> {
         }],
         is_error: false,
     })
-}
-
-/// The media type the bytes' signature names.
-fn image_media_type(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        Some("image/gif")
-    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else {
-        None
-    }
 }
 
 /// Reads at most `limit` bytes: the file may have grown since its `fstat`.
