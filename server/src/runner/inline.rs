@@ -8,7 +8,9 @@
 //! checked that the file existed). A file that is gone by the time of the call
 //! (deleted, expired), too large, or of a type the model cannot read becomes a
 //! text block saying so, so that one bad block does not fail every call of
-//! the session.
+//! the session. An image is sent as the media type its bytes are, not the
+//! one its upload declared, and one whose bytes are no image the API reads,
+//! or too large an image, is such a text block too ([`image::check`]).
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -20,6 +22,7 @@ use crate::api::error::ApiError;
 use crate::api::files::{self, StoredFile};
 use crate::resources::content;
 use crate::tenancy::Tenant;
+use crate::tools::image::{self, MediaType};
 
 /// Largest file inlined into a model request, as sent (base64 for images
 /// and PDFs, escaped text for text files). The Messages API takes requests of
@@ -33,9 +36,6 @@ pub const MAX_INLINE_IMAGE_BYTES: u64 = 5_000_000;
 /// the 32 MB limit for the rest of the request; past it, further files become
 /// text blocks saying they were left out.
 pub const MAX_INLINE_REQUEST_BYTES: u64 = 24 * 1024 * 1024;
-
-/// Image types the Messages API reads.
-const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 /// The content blocks that may hold file sources: a user turn's blocks and
 /// the blocks inside its tool results. Never the assistant's (a `tool_use`
@@ -127,17 +127,21 @@ fn resolved_block(
     // Base64 sends 4 bytes for every 3: refuse before reading what cannot fit.
     let base64_len = file.size_bytes.div_ceil(3) * 4;
     let source = match kind {
-        "image" if IMAGE_TYPES.contains(&file.mime_type.as_str()) => {
+        "image" if MediaType::named(&file.mime_type).is_some() => {
             if base64_len > limit {
                 return Ok(too_large(base64_len));
             }
-            base64_source(store, &file)?
+            let bytes = read(store, &file)?;
+            match image::check(&bytes) {
+                Ok(media_type) => base64_source(media_type.as_str(), &bytes),
+                Err(refusal) => return Ok(note(format!("{refusal}; it was left out"))),
+            }
         }
         "document" if file.mime_type == "application/pdf" => {
             if base64_len > limit {
                 return Ok(too_large(base64_len));
             }
-            base64_source(store, &file)?
+            base64_source(&file.mime_type, &read(store, &file)?)
         }
         "document" if file.mime_type.starts_with("text/") => {
             if file.size_bytes > limit {
@@ -164,13 +168,12 @@ fn resolved_block(
     Ok(block)
 }
 
-fn base64_source(store: &SledStore, file: &StoredFile) -> Result<Value, ApiError> {
-    let bytes = read(store, file)?;
-    Ok(json!({
+fn base64_source(media_type: &str, bytes: &[u8]) -> Value {
+    json!({
         "type": "base64",
-        "media_type": file.mime_type,
+        "media_type": media_type,
         "data": base64::engine::general_purpose::STANDARD.encode(bytes),
-    }))
+    })
 }
 
 fn read(store: &SledStore, file: &StoredFile) -> Result<Vec<u8>, ApiError> {
@@ -224,7 +227,9 @@ mod tests {
         let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
         let ours = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
         let theirs = Tenant { workspace: WorkspaceId::from_parts(1, 2) };
-        let png = upload(&store, &ours, 1, "image/png", b"\x89PNG fake");
+        // A PNG's signature and header (1 x 1): an image's bytes are checked.
+        let dot = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+        let png = upload(&store, &ours, 1, "image/png", dot);
         let pdf = upload(&store, &ours, 2, "application/pdf", b"%PDF-1.7 fake");
         let text = upload(&store, &ours, 3, "text/markdown", "# notes é".as_bytes());
         let zip = upload(&store, &ours, 4, "application/zip", b"PK");
@@ -243,10 +248,7 @@ mod tests {
         let blocks = messages[0]["content"].as_array().unwrap();
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         assert_eq!(blocks[0], json!({"type": "text", "text": "look"}));
-        assert_eq!(
-            blocks[1]["source"],
-            json!({"type": "base64", "media_type": "image/png", "data": b64(b"\x89PNG fake")})
-        );
+        assert_eq!(blocks[1]["source"], json!({"type": "base64", "media_type": "image/png", "data": b64(dot)}));
         assert_eq!(blocks[2]["source"]["data"], b64(b"%PDF-1.7 fake"));
         assert_eq!(blocks[2]["title"], "t", "the block's other fields stay");
         assert_eq!(blocks[3]["source"], json!({"type": "text", "media_type": "text/plain", "data": "# notes é"}));
