@@ -30,6 +30,10 @@
 //! is cloned from the cache into a staging directory outside the sandbox's
 //! view (copying objects, never hard-linking them, so a session cannot alter
 //! the cache), given to the sandbox user, and moved into the workspace.
+//! Fetches into one cached repository run one at a time under that URL's own
+//! lock (`Host::lock_repo`), and a session's clones under its own task lock
+//! (`Host::lock_task`), so a host that never answers stalls only the clones
+//! of its URL and the turns of the sessions naming it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -620,14 +624,6 @@ fn classify(what: &str, stderr: &str) -> CloneError {
         CloneError::NotFound(shown)
     } else {
         CloneError::Clone(shown)
-    }
-}
-
-impl Host {
-    /// Serializes fetches into one cached repository.
-    pub(crate) async fn lock_repo(&self, url: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let idx = usize::from(blake3::hash(url.as_bytes()).as_bytes()[0]) % self.repo_locks.len().max(1);
-        self.repo_locks[idx].lock().await
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod confine;
 pub mod content;
 pub mod git;
+pub mod locks;
 pub mod mount;
 pub mod outputs;
 pub mod secrets;
@@ -33,8 +34,10 @@ use crate::tenancy::Tenant;
 
 use self::confine::{ConfineError, Root};
 
-/// Locks striped over sessions: operations that change one session's
-/// resources (add, delete, capture, clone) run one at a time per session.
+/// Locks striped over sessions for the API's changes to a session's
+/// resources (add, update, delete), which are short and local (no network,
+/// see [`Host::lock`]). The hooks' slow work (clones, captures) uses a lock
+/// of its own per session instead ([`Host::lock_task`]).
 const N_LOCK_STRIPES: usize = 64;
 
 /// The data directory's subdirectory holding the per-server clone cache.
@@ -49,9 +52,12 @@ pub struct Host {
     git: git::GitSettings,
     vault: secrets::Vault,
     locks: Vec<Mutex<()>>,
-    tasks: Vec<tokio::sync::Mutex<()>>,
-    /// Fetches into one cached repository run one at a time (striped by URL).
-    repo_locks: Vec<tokio::sync::Mutex<()>>,
+    /// The hooks' work (clones, captures) of one session runs one at a time;
+    /// one lock per session, so no other session ever waits for it.
+    tasks: locks::KeyedLocks<SessionId>,
+    /// Fetches into one cached repository run one at a time; one lock per
+    /// URL, so a clone never waits for another repository's.
+    repo_locks: locks::KeyedLocks<String>,
 }
 
 impl Host {
@@ -63,8 +69,8 @@ impl Host {
             git,
             vault: secrets::Vault::default(),
             locks: (0..N_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            tasks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            repo_locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            tasks: locks::KeyedLocks::default(),
+            repo_locks: locks::KeyedLocks::default(),
         }
     }
 
@@ -122,15 +128,25 @@ impl Host {
         Root::open(&self.paths(session).uploads())
     }
 
-    /// Serializes blocking changes to one session's resources.
+    /// Serializes blocking changes to one session's resources. Striped: hold
+    /// it only for local work, never across network I/O or a wait for
+    /// [`Host::lock_task`].
     pub fn lock(&self, session: SessionId) -> MutexGuard<'_, ()> {
         let stripe = &self.locks[stripe(session)];
         stripe.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Serializes the async work of the hooks (clones, captures) per session.
-    pub async fn lock_task(&self, session: SessionId) -> tokio::sync::MutexGuard<'_, ()> {
-        self.tasks[stripe(session)].lock().await
+    /// It may be held across git's network I/O (minutes): only the same
+    /// session's turns and captures wait for it.
+    pub async fn lock_task(&self, session: SessionId) -> locks::KeyedGuard<'_, SessionId> {
+        self.tasks.lock(session).await
+    }
+
+    /// Serializes fetches into one cached repository (the same URL). Held
+    /// across git's network I/O: only clones of the same URL wait for it.
+    pub(crate) async fn lock_repo(&self, url: &str) -> locks::KeyedGuard<'_, String> {
+        self.repo_locks.lock(url.to_owned()).await
     }
 }
 
