@@ -246,26 +246,22 @@ impl CloneError {
 
 /// Clones every repository of the session that is attached, not cloned yet,
 /// and not yet attempted with its current token; records each outcome.
+///
+/// The session's task lock is taken only when there is something to clone
+/// (most turns take none), and it is the session's own: a clone that hangs
+/// holds up this session's turns and captures, nobody else's.
 pub async fn clone_pending(state: &AppState, tenant: Tenant, session: SessionId) {
     let Some(host) = state.resources_host().cloned() else { return };
+    let Some(pending) = pending_clones(state, &host, tenant, session).await else { return };
+    if pending.is_empty() {
+        return;
+    }
     let _guard = host.lock_task(session).await;
-    let read = move |store: &logbook_store::SledStore| {
-        // A deleted session (its object is gone) clones nothing.
-        crate::api::sessions::load(store, &tenant, session)?;
-        crate::api::resources::attached(store, session)
-    };
-    let pending = match state.blocking(read).await {
-        Ok(resources) => resources,
-        Err(err) => {
-            tracing::warn!(%session, error = %err, "cannot read the session's resources");
-            return;
-        }
-    };
+    // Read again under the lock: a turn that held it may have cloned them,
+    // or the session may be gone.
+    let Some(pending) = pending_clones(state, &host, tenant, session).await else { return };
     for resource in pending {
         let AttachedResource::GithubRepository { url, mount_path, checkout } = &resource.resource else { continue };
-        if resource.cloned_commit.is_some() {
-            continue;
-        }
         let Some(token) = host.vault().begin_attempt(session, resource.id) else { continue };
         let outcome = clone_one(&host, session, resource.id, url, mount_path, checkout.as_ref(), token.as_ref()).await;
         let event = match outcome {
@@ -288,6 +284,39 @@ pub async fn clone_pending(state: &AppState, tenant: Tenant, session: SessionId)
             tracing::warn!(%session, error = %err, "cannot record a repository's clone");
         }
     }
+}
+
+/// The session's repositories still to clone: attached, not cloned, not
+/// attempted with their current token. `None` when they cannot be read (the
+/// session is gone, or the store failed).
+async fn pending_clones(
+    state: &AppState,
+    host: &Host,
+    tenant: Tenant,
+    session: SessionId,
+) -> Option<Vec<logbook_replay::resources::Resource>> {
+    let read = move |store: &logbook_store::SledStore| {
+        // A deleted session (its object is gone) clones nothing.
+        crate::api::sessions::load(store, &tenant, session)?;
+        crate::api::resources::attached(store, session)
+    };
+    let attached = match state.blocking(read).await {
+        Ok(resources) => resources,
+        Err(err) => {
+            tracing::warn!(%session, error = %err, "cannot read the session's resources");
+            return None;
+        }
+    };
+    let pending = attached
+        .into_iter()
+        .filter(|resource| match &resource.resource {
+            AttachedResource::GithubRepository { .. } => {
+                resource.cloned_commit.is_none() && host.vault().awaits_attempt(session, resource.id)
+            }
+            AttachedResource::File { .. } => false,
+        })
+        .collect();
+    Some(pending)
 }
 
 async fn clone_one(

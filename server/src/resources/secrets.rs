@@ -84,6 +84,13 @@ impl Vault {
         Some(entry.token.clone())
     }
 
+    /// Whether a clone is still to be attempted with the resource's current
+    /// token (what [`Vault::begin_attempt`] would grant), without taking it.
+    pub fn awaits_attempt(&self, session: SessionId, resource: SessionResourceId) -> bool {
+        let Ok(entries) = self.entries.lock() else { return false };
+        entries.get(&(session, resource)).is_none_or(|entry| !entry.attempted)
+    }
+
     /// Forgets a session's tokens (the session was deleted).
     pub fn forget_session(&self, session: SessionId) {
         if let Ok(mut entries) = self.entries.lock() {
@@ -113,9 +120,12 @@ mod tests {
         let vault = Vault::default();
         let (s, r) = (SessionId::from_parts(1, 1), SessionResourceId::from_parts(1, 2));
         // Unknown to this process (a restart): one attempt without a token.
+        assert!(vault.awaits_attempt(s, r));
         assert_eq!(vault.begin_attempt(s, r), Some(None));
+        assert!(!vault.awaits_attempt(s, r));
         assert_eq!(vault.begin_attempt(s, r), None);
         vault.set(s, r, Some(Secret::new("t1".to_owned())));
+        assert!(vault.awaits_attempt(s, r));
         assert_eq!(vault.begin_attempt(s, r).unwrap().unwrap().expose(), "t1");
         assert_eq!(vault.begin_attempt(s, r), None);
         vault.forget_session(s);
