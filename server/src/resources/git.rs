@@ -58,6 +58,15 @@ use crate::tenancy::Tenant;
 /// How long one git command may take before it is killed. Generous: a first
 /// clone of a large repository over a slow link takes minutes.
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// A transfer from the remote slower than [`GIT_LOW_SPEED_BYTES`] per second
+/// for [`GIT_LOW_SPEED_TIME`] fails (git's `http.lowSpeedLimit` and
+/// `http.lowSpeedTime`): a host that answers and then stalls costs about a
+/// minute, not [`GIT_TIMEOUT`]. (It does not cover the TLS handshake: a host
+/// that accepts and never answers is cut off by curl's connect timeout or
+/// [`GIT_TIMEOUT`].)
+const GIT_LOW_SPEED_BYTES: u32 = 1000;
+/// See [`GIT_LOW_SPEED_BYTES`].
+const GIT_LOW_SPEED_TIME: Duration = Duration::from_secs(60);
 /// Longest repository URL accepted.
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most bytes of git's error output kept for a message.
@@ -515,6 +524,8 @@ impl Git<'_> {
             ("protocol.allow".to_owned(), "never".to_owned()),
             ("protocol.https.allow".to_owned(), "always".to_owned()),
             ("http.followRedirects".to_owned(), "false".to_owned()),
+            ("http.lowSpeedLimit".to_owned(), GIT_LOW_SPEED_BYTES.to_string()),
+            ("http.lowSpeedTime".to_owned(), GIT_LOW_SPEED_TIME.as_secs().to_string()),
         ];
         if let Some(ips) = self.pin {
             let addrs: Vec<String> = ips
