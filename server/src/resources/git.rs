@@ -60,13 +60,15 @@ use crate::tenancy::Tenant;
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// A transfer from the remote slower than [`GIT_LOW_SPEED_BYTES`] per second
 /// for [`GIT_LOW_SPEED_TIME`] fails (git's `http.lowSpeedLimit` and
-/// `http.lowSpeedTime`): a host that answers and then stalls costs about a
-/// minute, not [`GIT_TIMEOUT`]. (It does not cover the TLS handshake: a host
-/// that accepts and never answers is cut off by curl's connect timeout or
+/// `http.lowSpeedTime`): a host that answers and then stalls costs two
+/// minutes, not [`GIT_TIMEOUT`]. One byte a second: a forge still preparing
+/// a large pack sends only keep-alive packets (5 bytes every 5 s), and must
+/// not be cut off. (It does not cover the TLS handshake: a host that accepts
+/// and never answers is cut off by curl's connect timeout or
 /// [`GIT_TIMEOUT`].)
-const GIT_LOW_SPEED_BYTES: u32 = 1000;
+const GIT_LOW_SPEED_BYTES: u32 = 1;
 /// See [`GIT_LOW_SPEED_BYTES`].
-const GIT_LOW_SPEED_TIME: Duration = Duration::from_secs(60);
+const GIT_LOW_SPEED_TIME: Duration = Duration::from_secs(120);
 /// Longest repository URL accepted.
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most bytes of git's error output kept for a message.
