@@ -37,12 +37,31 @@ pub struct Config {
     /// past it a new stream answers 429, so one tenant's streams cannot take
     /// every connection the server accepts.
     pub max_streams_per_workspace: usize,
+    /// Most transfers (exports and file uploads) one workspace may have
+    /// under way at once (at least 1); see [`Held::Transfer`].
+    pub max_transfers_per_workspace: usize,
 }
 
 /// Most SSE streams one workspace holds open at once, by default: a quarter
 /// of the server's default connection cap
 /// ([`crate::transport::DEFAULT_MAX_CONNECTIONS`]).
 pub const DEFAULT_MAX_STREAMS_PER_WORKSPACE: usize = 1024;
+/// Most transfers one workspace has under way at once, by default.
+pub const DEFAULT_MAX_TRANSFERS_PER_WORKSPACE: usize = 16;
+/// Most transfers under way at once on the whole server: each holds a
+/// thread of tokio's blocking pool (512) for as long as its client takes,
+/// and every request's store work needs one of the rest.
+pub const MAX_TRANSFERS: usize = 128;
+
+/// What a workspace holds that the server bounds while it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Held {
+    /// An open SSE stream: a connection held as long as the client likes.
+    Stream,
+    /// An export being read or an upload being written: a blocking thread
+    /// held as long as the client takes to read or send it.
+    Transfer,
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -53,28 +72,41 @@ impl Default for Config {
             body_read_timeout: crate::transport::DEFAULT_BODY_READ_TIMEOUT,
             work_lease_ttl_secs: crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
             max_streams_per_workspace: DEFAULT_MAX_STREAMS_PER_WORKSPACE,
+            max_transfers_per_workspace: DEFAULT_MAX_TRANSFERS_PER_WORKSPACE,
         }
     }
 }
 
-/// One open SSE stream of a workspace, counted until dropped (see
-/// [`AppState::open_stream`]).
+/// One thing a workspace holds, counted until dropped (see [`AppState::hold`]).
 #[derive(Debug)]
-pub struct StreamSlot {
+pub struct HeldSlot {
     state: AppState,
     workspace: WorkspaceId,
+    kind: Held,
 }
 
-impl Drop for StreamSlot {
+impl Drop for HeldSlot {
     fn drop(&mut self) {
-        let mut streams = self.state.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(open) = streams.get_mut(&self.workspace) {
+        let mut counts = self.state.inner.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = counts.per_workspace.get_mut(&(self.workspace, self.kind)) {
             *open = open.saturating_sub(1);
             if *open == 0 {
-                streams.remove(&self.workspace);
+                counts.per_workspace.remove(&(self.workspace, self.kind));
             }
         }
+        match self.kind {
+            Held::Transfer => counts.transfers = counts.transfers.saturating_sub(1),
+            Held::Stream => {}
+        }
     }
+}
+
+/// What every workspace holds (only workspaces holding something have an
+/// entry), and the transfers of all of them.
+#[derive(Debug, Default)]
+struct HeldCounts {
+    per_workspace: std::collections::HashMap<(WorkspaceId, Held), usize>,
+    transfers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -105,8 +137,8 @@ struct Inner {
     resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
-    /// Open SSE streams per workspace (only workspaces with one open).
-    streams: std::sync::Mutex<std::collections::HashMap<WorkspaceId, usize>>,
+    /// What workspaces hold open (see [`AppState::hold`]).
+    held: std::sync::Mutex<HeldCounts>,
     /// The millisecond of the last event id made: event ids never take an
     /// earlier one, so they keep increasing when the wall clock steps back.
     last_event_ms: std::sync::atomic::AtomicU64,
@@ -140,7 +172,7 @@ impl AppState {
                 resources_host: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
                 last_event_ms: std::sync::atomic::AtomicU64::new(0),
-                streams: std::sync::Mutex::new(std::collections::HashMap::new()),
+                held: std::sync::Mutex::new(HeldCounts::default()),
                 environment_refs: std::sync::RwLock::new(()),
             }),
         }
@@ -167,17 +199,32 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Counts a new SSE stream of `workspace`: `None` when the workspace
-    /// already holds [`Config::max_streams_per_workspace`] open.
-    pub fn open_stream(&self, workspace: WorkspaceId) -> Option<StreamSlot> {
+    /// Counts one more `kind` held by `workspace` until the slot is dropped:
+    /// `None` when the workspace already holds its most
+    /// ([`Config::max_streams_per_workspace`],
+    /// [`Config::max_transfers_per_workspace`]), or, for a transfer, the
+    /// server [`MAX_TRANSFERS`].
+    pub fn hold(&self, workspace: WorkspaceId, kind: Held) -> Option<HeldSlot> {
+        let config = &self.inner.config;
+        let cap = match kind {
+            Held::Stream => config.max_streams_per_workspace,
+            Held::Transfer => config.max_transfers_per_workspace,
+        };
         // A poisoned lock only means a panic elsewhere mid-update of a count.
-        let mut streams = self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let open = streams.entry(workspace).or_insert(0);
-        if *open >= self.inner.config.max_streams_per_workspace.max(1) {
+        let mut counts = self.inner.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kind == Held::Transfer && counts.transfers >= MAX_TRANSFERS {
             return None;
         }
-        *open += 1;
-        Some(StreamSlot { state: self.clone(), workspace })
+        let open = counts.per_workspace.get(&(workspace, kind)).copied().unwrap_or(0);
+        if open >= cap.max(1) {
+            return None;
+        }
+        counts.per_workspace.insert((workspace, kind), open + 1);
+        match kind {
+            Held::Transfer => counts.transfers += 1,
+            Held::Stream => {}
+        }
+        Some(HeldSlot { state: self.clone(), workspace, kind })
     }
 
     /// Attaches the runner; sessions then act on their input.

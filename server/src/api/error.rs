@@ -58,6 +58,9 @@ impl ErrorKind {
     }
 }
 
+/// The `retry-after` of a transfer refused by [`ApiError::busy_transfers`].
+const TRANSFER_RETRY_MS: u64 = 1_000;
+
 impl ApiError {
     fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> ApiError {
         ApiError { status, kind, message: message.into(), details: None, should_retry: None, retry_after_ms: None }
@@ -110,6 +113,15 @@ impl ApiError {
         ApiError::limited(
             "rate limit exceeded for this workspace; retry after the time in the retry-after header",
             retry_after_ms,
+        )
+    }
+
+    /// 429 when a workspace (or the server) has as many exports and uploads
+    /// under way as it may (`crate::state::Held::Transfer`).
+    pub fn busy_transfers() -> ApiError {
+        ApiError::limited(
+            "too many exports and uploads are under way for this workspace (or on this server); retry once one ends",
+            TRANSFER_RETRY_MS,
         )
     }
 

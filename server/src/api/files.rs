@@ -130,6 +130,9 @@ pub async fn upload(
             rejection.body_text()
         ))
     })?;
+    // Storing the file holds a blocking thread for as long as the client
+    // takes to send it.
+    let _slot = state.hold(tenant.workspace, crate::state::Held::Transfer).ok_or_else(ApiError::busy_transfers)?;
     let mut upload: Option<(String, String, Content)> = None;
     let mut expires_in: Option<i64> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {

@@ -130,7 +130,7 @@ pub async fn stream(
         }
         (KeyScope::Workspace | KeyScope::Environment { .. }, Hold::Held { .. }) => None,
     };
-    let slot = state.open_stream(tenant.workspace).ok_or_else(|| {
+    let slot = state.hold(tenant.workspace, crate::state::Held::Stream).ok_or_else(|| {
         ApiError::limited(
             format!(
                 "this workspace has {} event streams open, the most it may; close one, or retry later",
@@ -201,7 +201,7 @@ struct StreamState {
     done: bool,
     _open: OpenStream,
     /// Counts the stream against its workspace's open streams.
-    _slot: crate::state::StreamSlot,
+    _slot: crate::state::HeldSlot,
 }
 
 /// Counts open streams for `/metrics`; decrements when the stream is dropped.
@@ -220,7 +220,7 @@ fn events(
     lease: Option<LeaseWatch>,
     state: AppState,
     finished: bool,
-    slot: crate::state::StreamSlot,
+    slot: crate::state::HeldSlot,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     state.metrics().sse_streams_open.fetch_add(1, Ordering::Relaxed);
     let initial = StreamState {

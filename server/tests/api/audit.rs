@@ -3,7 +3,7 @@
 //! another (`logbook_server::offline::import`), and slices. Each test asserts
 //! what `docs/extensions.md` promises and fails until the server does it.
 
-use crate::harness::{Harness, id};
+use crate::harness::{Harness, events_body, id, user_message};
 
 fn agent_message(text: &str) -> logbook_core::Event {
     use logbook_core::event::{AgentMessage, ContentBlock};
@@ -632,4 +632,65 @@ async fn a_bundle_of_a_session_with_a_deep_tool_schema_verifies() {
     let pinned = AuditKey::from_seed(crate::harness::AUDIT_SEED).public_key();
     let report = bundle::verify(text.lines(), Some(&pinned));
     assert!(report.is_valid(), "the server's own untouched export does not verify: {:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_has_at_most_its_cap_of_exports_under_way() {
+    // Goal: an export holds a blocking thread until its client has read it,
+    // so a workspace may have only so many under way (the server too):
+    // past the cap a new one answers 429 rate_limit_error with retry-after,
+    // other workspaces are unaffected, and a client that goes away frees
+    // its place.
+    // Method: a cap of 1; a session whose bundle is far larger than the
+    // export's buffers; one export's body held unread, a second refused,
+    // workspace B's accepted; the first body dropped, then A's next export
+    // accepted once the writer noticed (retried under a deadline).
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let config = logbook_server::state::Config { max_transfers_per_workspace: 1, ..Default::default() };
+    let h = Harness::with_config(config);
+    let session = h.quick_session().await;
+    let big = "x".repeat(400_000);
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    for _ in 0..4 {
+        h.post(&path, &events_body(vec![user_message(&big)])).await.ok();
+    }
+    let export = |key: String, session: String| {
+        let app = h.app.clone();
+        async move {
+            let request = Request::builder()
+                .uri(format!("/x/v1/sessions/{session}/export"))
+                .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
+                .header("x-api-key", key)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.oneshot(request).await.unwrap()
+        }
+    };
+    let sid = id(&session).to_owned();
+    let first = export(h.key_a.clone(), sid.clone()).await;
+    assert_eq!(first.status().as_u16(), 200);
+    let second = export(h.key_a.clone(), sid.clone()).await;
+    assert_eq!(second.status().as_u16(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let body = http_body_util::BodyExt::collect(second.into_body()).await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+
+    let b = h.call(axum::http::Method::GET, "/v1/sessions", crate::harness::Auth::XApiKey(&h.key_b), None).await.ok();
+    assert!(b["data"].as_array().unwrap().is_empty(), "workspace B has no session to export: {b}");
+    let tenant_b_upload = h.upload_as(&h.key_b.clone(), "b.txt", "text/plain", b"from b").await;
+    assert_eq!(tenant_b_upload.status.as_u16(), 200, "another workspace's transfers are not counted");
+
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let again = export(h.key_a.clone(), sid.clone()).await;
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        assert_eq!(again.status().as_u16(), 429);
+        assert!(std::time::Instant::now() < deadline, "the dropped export never freed its place");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

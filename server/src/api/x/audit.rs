@@ -90,9 +90,12 @@ pub async fn export(
         })
         .await?;
     let object = serde_json::to_value(&session).map_err(ApiError::internal)?;
+    // The writer holds a blocking thread until the client has read it all.
+    let slot = state.hold(tenant.workspace, crate::state::Held::Transfer).ok_or_else(ApiError::busy_transfers)?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
     let store = state.store().clone();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(EXPORT_CHUNK_BYTES), sender: sender.clone() };
         let result =
             audit::write_export(&store, &key, &plan, Some(object), now, &mut writer, &mut |_| {}).and_then(|_| {
