@@ -103,12 +103,18 @@ fn serve_refuses_timeouts_out_of_range_before_touching_the_data() {
 /// `serve` with a message naming the variable, instead of a silent default.
 #[test]
 fn serve_refuses_a_bad_sandbox_disk_limit() {
+    serve_refuses_each("LOGBOOK_SANDBOX_DISK_MB", "LOGBOOK_SANDBOX_DISK_MB", &["lots", "0", "-5", "1000000001"]);
+}
+
+/// Runs `serve` with `variable` set to each of `values`; each must stop it
+/// with a message naming `named` (the variable, or the flag it sets).
+fn serve_refuses_each(variable: &str, named: &str, values: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    for value in ["lots", "0", "-5", "1000000001"] {
+    for value in values {
         let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("data"))
-            .env("LOGBOOK_SANDBOX_DISK_MB", value)
+            .env(variable, value)
             .env("ANTHROPIC_API_KEY", "test-key")
             .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
             .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
@@ -117,7 +123,7 @@ fn serve_refuses_a_bad_sandbox_disk_limit() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{value}: {stderr}");
-        assert!(stderr.contains("LOGBOOK_SANDBOX_DISK_MB"), "{value}: {stderr}");
+        assert!(stderr.contains(named), "{value}: {stderr}");
     }
 }
 
@@ -125,22 +131,17 @@ fn serve_refuses_a_bad_sandbox_disk_limit() {
 /// in range stops `serve` with a message naming the variable.
 #[test]
 fn serve_refuses_a_bad_working_sessions_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    for value in ["many", "0", "-1", "1048577"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("data"))
-            .env("LOGBOOK_MAX_WORKING_SESSIONS", value)
-            .env("ANTHROPIC_API_KEY", "test-key")
-            .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
-            .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{value}: {stderr}");
-        assert!(stderr.contains("LOGBOOK_MAX_WORKING_SESSIONS"), "{value}: {stderr}");
-    }
+    serve_refuses_each("LOGBOOK_MAX_WORKING_SESSIONS", "LOGBOOK_MAX_WORKING_SESSIONS", &["many", "0", "-1", "1048577"]);
+}
+
+/// Goal: the same for the per-workspace cap on open SSE streams.
+#[test]
+fn serve_refuses_a_bad_streams_cap() {
+    serve_refuses_each(
+        "LOGBOOK_MAX_STREAMS_PER_WORKSPACE",
+        "--max-streams-per-workspace",
+        &["many", "0", "-1", "16777217"],
+    );
 }
 
 /// Runs `logbook keys ARGS --data DIR`, feeding `stdin`.

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use logbook_tests::fake_model::FakeModel;
+use logbook_tests::fake_model::{FakeModel, FakeOptions, is_summary_request};
 use logbook_tests::server::{Api, Server, rerun_passes, types, user_message};
 use serde_json::{Value, json};
 
@@ -302,6 +302,13 @@ async fn a_budget_stops_the_session_after_at_most_one_request() {
     // still runs, the next request is not made.
     assert_eq!(types(&events).iter().filter(|t| *t == "span.model_request_start").count(), 1);
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "budget_reached");
+    // The primary thread pauses first (behaviour digest §12): its
+    // `session.thread_status_idle`, then the usage and the session's idle.
+    let tail: Vec<String> = types(&events).into_iter().rev().take(3).rev().collect();
+    assert_eq!(tail, ["session.thread_status_idle", "session.usage", "session.status_idle"], "{:#?}", types(&events));
+    let thread_idle = &events[events.len() - 3];
+    assert_eq!(thread_idle["stop_reason"]["type"], "budget_reached", "{thread_idle}");
+    assert_eq!(thread_idle["session_thread_id"], session.replacen("sesn_", "sthr_", 1).as_str(), "{thread_idle}");
     let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
     assert_eq!(usage["usage"]["input_tokens"], 1_000_000);
     assert_eq!(usage["usage"]["list_cost"]["currency"], "USD");
@@ -1253,4 +1260,208 @@ async fn a_workspace_works_on_at_most_its_cap_of_sessions_at_once() {
     assert_eq!(model.requests().len(), 2);
     assert_eq!(metric(&api, "logbook_runner_sessions_waiting").await, 0.0);
     rerun_check(server, &dir.path().join("data"));
+}
+
+/// The input tokens every `span.model_request_end` of `events` reports.
+fn span_input_tokens(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .filter(|e| e["type"] == "span.model_request_end")
+        .map(|e| e["model_usage"]["input_tokens"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Waits until the fake has received `n` summarizing requests.
+async fn wait_summary_requests(model: &FakeModel, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.requests().iter().filter(|r| is_summary_request(&r.body)).count() < n {
+        assert!(Instant::now() < deadline, "no summarizing request #{n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Regression (found by review): a compaction interrupted while its summarizing
+/// call is retried or streams loses the usage the provider already billed.
+/// `Task::compact` keeps what each failed summarizing attempt reported after
+/// `message_start` (`failed_usage`, "billed, so recorded with the
+/// compaction"), but an interrupt (during the stream or the backoff) returns
+/// `Ok(())` with nothing appended: neither that usage nor the current
+/// attempt's is recorded anywhere, so `session.usage` and `list_cost` (and
+/// budgets) under-count, unlike an interrupted model request, whose
+/// `span.model_request_end` keeps what the provider reported.
+/// Method: a second turn refused as too long makes the runner compact; the
+/// first summarizing call reports 700,000 input tokens and breaks, the
+/// second hangs; once the second was received (so the first's usage is in
+/// `failed_usage`), the user interrupts. The idle's usage must include the
+/// 700,000 tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_compaction_keeps_the_usage_its_summarizing_calls_were_billed() {
+    let options = FakeOptions {
+        summary_script: Some(vec![
+            json!({"fault": "cut", "after_events": 2}),
+            json!({"content": [{"type": "text", "text": "A summary that never arrives."}],
+                   "usage": {"input_tokens": 700_000, "output_tokens": 5}}),
+            json!({"fault": "hang"}),
+        ]),
+        ..FakeOptions::default()
+    };
+    let model = FakeModel::start_with(
+        vec![
+            json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+            json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+        ],
+        options,
+    )
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    api.wait_idle(&session, 1).await;
+    api.send(&session, user_message("second")).await;
+    // The second summarizing request was sent: the first one's break (and
+    // the usage it reported) has been handled.
+    wait_summary_requests(&model, 2).await;
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    let usage = events.iter().rev().find(|e| e["type"] == "session.usage").unwrap();
+    let input = usage["usage"]["input_tokens"].as_u64().unwrap();
+    let spans = span_input_tokens(&events);
+    assert!(
+        input >= spans + 700_000,
+        "the summarizing call billed 700,000 input tokens, but the session reports {input} \
+         (its model requests' spans: {spans}): {usage}"
+    );
+    // The record of the billed summary is part of the interrupt's step.
+    drop(server);
+    let stderr = rerun_passes(&dir.path().join("data"));
+    assert!(stderr.contains("every decision reproduced"), "{stderr}");
+}
+
+/// Regression (found by review): a summarizing call the provider refuses
+/// (`stop_reason: "refusal"`) becomes the compaction's summary.
+/// `Task::compact` takes the text of any successful summarizing response,
+/// whatever its stop reason, so the refusal text ("I can't help with
+/// that") replaces every older turn in the context for the rest of the
+/// session: the model loses the conversation and is told it was a refusal.
+/// A refused summary is no summary: it should be treated like a failed one
+/// (the older turns elided mechanically, `elided_summary`), as the runner
+/// does when the summarizing call fails or returns no text.
+/// Method: a second turn refused as too long makes the runner compact; the
+/// summarizing call is refused; the retried request of the turn must not
+/// carry the refusal as the conversation's summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_summarizing_call_does_not_become_the_conversations_summary() {
+    const REFUSAL: &str = "I can't help with summarizing this conversation.";
+    let options = FakeOptions {
+        summary_script: Some(vec![json!({"content": [{"type": "text", "text": REFUSAL}], "stop_reason": "refusal"})]),
+        ..FakeOptions::default()
+    };
+    let model = FakeModel::start_with(
+        vec![
+            json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+            json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+            json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
+        ],
+        options,
+    )
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    api.wait_idle(&session, 1).await;
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert!(types(&events).contains(&"agent.thread_context_compacted".to_owned()), "{:#?}", types(&events));
+    let requests: Vec<Value> =
+        model.requests().into_iter().map(|r| r.body).filter(|body| !is_summary_request(body)).collect();
+    assert_eq!(requests.len(), 3, "the first turn's request, the refused one and its retry");
+    let retried = requests[2]["messages"].to_string();
+    assert!(
+        !retried.contains(REFUSAL),
+        "the provider refused to summarize, and its refusal was sent as the summary of the conversation: {}",
+        requests[2]["messages"]
+    );
+}
+
+/// Regression (found by review): a request the provider refuses as larger than
+/// it accepts (HTTP 413 `request_too_large`: the Messages API takes at most
+/// 32 MB) ends the turn `retries_exhausted`, and every later turn sends the
+/// same (larger) conversation and is refused again: the session is wedged
+/// for good. Only the two "over the window" messages
+/// (`logbook_replay::machine::OVER_THE_WINDOW`) make the runner compact and
+/// retry (`Task::model_failed`); a 413 is a final `InvalidRequest`. The
+/// token-based trigger does not prevent it: images count a flat 1,600
+/// tokens (`tokens::IMAGE_TOKENS`) however many bytes they are, so a
+/// session that has collected some forty 1 MB screenshots (custom tool
+/// results, user messages) is over 32 MB at about 64,000 estimated tokens,
+/// far below the compaction trigger. A compaction (whose summary, or its
+/// mechanical fallback, carries no images) is what makes such a request fit.
+/// Method: a first turn answered; the second turn's request is refused with
+/// the provider's 413; the runner must compact and answer the turn, not end
+/// it `retries_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_provider_finds_too_large_is_compacted_not_the_end_of_the_session() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
+        json!({"fault": "status", "status": 413, "message": "Request exceeds the maximum allowed number of bytes."}),
+        json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("first")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    api.send(&session, user_message("second")).await;
+    let events = api.wait_idle(&session, 2).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert_eq!(
+        events.last().unwrap()["stop_reason"]["type"],
+        "end_turn",
+        "a request too large for the provider ended the turn: {errors:#?}"
+    );
+    assert!(types(&events).contains(&"agent.thread_context_compacted".to_owned()), "{:#?}", types(&events));
+}
+
+/// Regression (found by review): the password of a model endpoint's URL reaches
+/// every API client of a session, and the server log. A gateway behind basic
+/// authentication is configured as `ANTHROPIC_BASE_URL=https://user:password@host`;
+/// when it cannot be reached, `ModelClient::stream` builds the error from the
+/// whole request URL (`Connect { reason: format!("{url}: ...") }`, and
+/// reqwest's own message names it again), and the runner records that text
+/// as the `session.error` message (`error_detail`: `error.to_string()`),
+/// which the events list and stream show to anyone who can read the
+/// session, and logs it (`model call failed`). MCP URLs are cut to
+/// `scheme://host:port` before they are shown (`mcp::connect::shown`); the
+/// model's URL is not.
+/// Method: point the server at a closed loopback port through a URL with a
+/// password; the turn fails to connect; neither the session's events nor
+/// the server's output may contain the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_endpoints_password_never_reaches_events_or_logs() {
+    const PASSWORD: &str = "gw-pass-7f3a9c";
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let base_url = format!("http://gateway-user:{PASSWORD}@127.0.0.1:{port}");
+    let model = FakeModel::start(vec![]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[("ANTHROPIC_BASE_URL", base_url.as_str())]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hello")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert!(!errors.is_empty(), "the unreachable endpoint made no session.error: {:#?}", types(&events));
+    let listed = Value::Array(events.clone()).to_string();
+    assert!(!listed.contains(PASSWORD), "the endpoint's password is in the session's events: {errors:#?}");
+    let output = server.output();
+    assert!(!output.contains(PASSWORD), "the endpoint's password is in the server's log: {output}");
 }

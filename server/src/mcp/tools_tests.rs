@@ -236,19 +236,8 @@ fn an_mcp_image_whose_bytes_are_not_its_media_type_is_not_passed_on_as_it() {
         {"type": "image", "data": jpeg, "mimeType": "image/png"},
         {"type": "image", "data": text, "mimeType": "image/png"},
     ]}));
-    let signature = |bytes: &[u8]| -> Option<&'static str> {
-        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            Some("image/png")
-        } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-            Some("image/jpeg")
-        } else if bytes.starts_with(b"GIF8") {
-            Some("image/gif")
-        } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-            Some("image/webp")
-        } else {
-            None
-        }
-    };
+    let signature =
+        |bytes: &[u8]| crate::tools::image::MediaType::of(bytes).map(crate::tools::image::MediaType::as_str);
     let mislabelled: Vec<(String, Option<&str>)> = outcome
         .content
         .iter()

@@ -374,19 +374,8 @@ mod tests {
         let notes = upload(&store, &tenant, 2, "image/png", b"these are my notes, not an image");
         let mut messages = vec![json!({"role": "user", "content": [image(&photo), image(&notes)]})];
         inline_files(&store, &tenant, now(), &mut messages).unwrap();
-        let signature = |bytes: &[u8]| -> Option<&'static str> {
-            if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-                Some("image/png")
-            } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-                Some("image/jpeg")
-            } else if bytes.starts_with(b"GIF8") {
-                Some("image/gif")
-            } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-                Some("image/webp")
-            } else {
-                None
-            }
-        };
+        let signature =
+            |bytes: &[u8]| crate::tools::image::MediaType::of(bytes).map(crate::tools::image::MediaType::as_str);
         let mut mislabelled = Vec::new();
         for block in messages[0]["content"].as_array().unwrap() {
             if block["type"] != "image" || block["source"]["type"] != "base64" {

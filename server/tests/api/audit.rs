@@ -645,8 +645,6 @@ async fn a_workspace_has_at_most_its_cap_of_exports_under_way() {
     // export's buffers; one export's body held unread, a second refused,
     // workspace B's accepted; the first body dropped, then A's next export
     // accepted once the writer noticed (retried under a deadline).
-    use axum::http::Request;
-    use tower::ServiceExt;
     let config = logbook_server::state::Config { max_transfers_per_workspace: 1, ..Default::default() };
     let h = Harness::with_config(config);
     let session = h.quick_session().await;
@@ -656,16 +654,8 @@ async fn a_workspace_has_at_most_its_cap_of_exports_under_way() {
         h.post(&path, &events_body(vec![user_message(&big)])).await.ok();
     }
     let export = |key: String, session: String| {
-        let app = h.app.clone();
-        async move {
-            let request = Request::builder()
-                .uri(format!("/x/v1/sessions/{session}/export"))
-                .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
-                .header("x-api-key", key)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            app.oneshot(request).await.unwrap()
-        }
+        let h = &h;
+        async move { h.open_unread(&format!("/x/v1/sessions/{session}/export"), &key).await }
     };
     let sid = id(&session).to_owned();
     let first = export(h.key_a.clone(), sid.clone()).await;

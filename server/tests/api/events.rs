@@ -850,22 +850,12 @@ async fn a_workspace_holds_at_most_its_cap_of_open_streams() {
     // Method: a cap of 2; two streams of workspace A held open (their
     // bodies kept), a third refused, B's accepted; one of A's dropped, then
     // A's next accepted.
-    use axum::http::Request;
-    use tower::ServiceExt;
     let config = logbook_server::state::Config { max_streams_per_workspace: 2, ..Default::default() };
     let h = Harness::with_config(config);
     let session = h.quick_session().await;
     let open = |key: String, session: String| {
-        let app = h.app.clone();
-        async move {
-            let request = Request::builder()
-                .uri(format!("/v1/sessions/{session}/events/stream"))
-                .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
-                .header("x-api-key", key)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            app.oneshot(request).await.unwrap()
-        }
+        let h = &h;
+        async move { h.open_unread(&format!("/v1/sessions/{session}/events/stream"), &key).await }
     };
     let sid = id(&session).to_owned();
     let first = open(h.key_a.clone(), sid.clone()).await;

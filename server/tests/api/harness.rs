@@ -241,6 +241,17 @@ impl Harness {
         tokio::time::timeout(REQUEST_DEADLINE, work).await.expect("the request missed its deadline")
     }
 
+    /// GETs `path` with `key` and returns the response as it comes, its
+    /// body unread (a stream or a download held open by the caller).
+    pub(crate) async fn open_unread(&self, path: &str, key: &str) -> axum::response::Response {
+        let request = Request::get(path)
+            .header("anthropic-beta", MANAGED_AGENTS_BETA)
+            .header("x-api-key", key)
+            .body(Body::empty())
+            .unwrap();
+        self.app.clone().oneshot(request).await.unwrap()
+    }
+
     /// A request with the beta header, the given key and an optional JSON body.
     pub(crate) async fn call(&self, method: Method, path: &str, auth: Auth<'_>, body: Option<&Value>) -> Resp {
         let mut builder = Request::builder().method(method).uri(path).header("anthropic-beta", MANAGED_AGENTS_BETA);
