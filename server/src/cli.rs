@@ -465,6 +465,7 @@ fn serve(
         eprintln!("logbook: WARNING: cannot read the host's own addresses ({err}); egress cannot refuse them");
     }
     raise_open_files_limit();
+    let disk_limit = sandbox_disk_limit()?;
     let store = open_store(data, cache_mib)?;
     let audit_key = load_audit_key(data, std::env::var_os("LOGBOOK_AUDIT_KEY").map(PathBuf::from).as_deref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -478,7 +479,7 @@ fn serve(
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(store, clock, config, shutdown_rx);
         state.set_audit_key(Arc::new(audit_key));
-        state.set_resources_host(Arc::new(crate::resources::Host::new(data, git)));
+        state.set_resources_host(Arc::new(crate::resources::Host::new(data, git, disk_limit)));
         if no_runner {
             eprintln!("logbook: --no-runner: sessions store their events but do not run");
         } else {
@@ -602,9 +603,7 @@ fn auto_allowed_from(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
 fn sandbox_tools(data: &Path, store: &SledStore) -> anyhow::Result<SandboxTools> {
     let forwarder = std::env::current_exe().context("finding the logbook executable (the sandbox forwarder)")?;
     let mut config = SandboxConfig::for_data(data, forwarder);
-    if let Some(bytes) = sandbox_disk_limit_from_env()? {
-        config.disk_limit.bytes = bytes;
-    }
+    config.disk_limit = sandbox_disk_limit()?;
     let services = crate::tools::ToolServices::from_env().context("setting up web_fetch and web_search")?;
     config.tool_services = Some(Arc::new(services));
     let tools = SandboxTools::new(config, Arc::new(store.clone())).context("preparing the sandboxes")?;
@@ -613,6 +612,16 @@ fn sandbox_tools(data: &Path, store: &SledStore) -> anyhow::Result<SandboxTools>
     }
     eprintln!("logbook: sandboxes: {}", tools.describe_limits());
     Ok(tools)
+}
+
+/// A session's disk limit: the sandbox's, which also bounds what a
+/// repository clone may write (into the git cache and into the workspace).
+fn sandbox_disk_limit() -> anyhow::Result<crate::sandbox::disk::DiskLimit> {
+    let mut limit = crate::sandbox::disk::DiskLimit::default();
+    if let Some(bytes) = sandbox_disk_limit_from_env()? {
+        limit.bytes = bytes;
+    }
+    Ok(limit)
 }
 
 /// `LOGBOOK_SANDBOX_DISK_MB`: what one session's workspace and outputs may

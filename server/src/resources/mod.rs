@@ -28,6 +28,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use logbook_core::SessionId;
 
+use crate::sandbox::disk::DiskLimit;
 use crate::sandbox::layout::SessionPaths;
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -50,6 +51,9 @@ const GIT_CACHE_MODE: u32 = 0o700;
 pub struct Host {
     data: PathBuf,
     git: git::GitSettings,
+    /// A session's disk limit (the sandbox's): it also bounds what cloning
+    /// one repository writes, into the cache and into the workspace.
+    disk_limit: DiskLimit,
     vault: secrets::Vault,
     locks: Vec<Mutex<()>>,
     /// The hooks' work (clones, captures) of one session runs one at a time;
@@ -62,11 +66,12 @@ pub struct Host {
 
 impl Host {
     /// Resources of sessions whose directories are under `data` (the server's
-    /// data directory).
-    pub fn new(data: &Path, git: git::GitSettings) -> Host {
+    /// data directory), each session's disk use bounded by `disk_limit`.
+    pub fn new(data: &Path, git: git::GitSettings, disk_limit: DiskLimit) -> Host {
         Host {
             data: data.to_owned(),
             git,
+            disk_limit,
             vault: secrets::Vault::default(),
             locks: (0..N_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             tasks: locks::KeyedLocks::default(),
@@ -80,6 +85,11 @@ impl Host {
 
     pub fn git(&self) -> &git::GitSettings {
         &self.git
+    }
+
+    /// What one session's workspace and outputs may hold.
+    pub fn disk_limit(&self) -> DiskLimit {
+        self.disk_limit
     }
 
     pub fn vault(&self) -> &secrets::Vault {

@@ -162,7 +162,11 @@ impl Harness {
         let state = AppState::new(store, Arc::clone(&clock) as Arc<dyn Clock>, config, shutdown_rx);
         state.set_audit_key(Arc::new(logbook_server::audit::AuditKey::from_seed(AUDIT_SEED)));
         let git = logbook_server::resources::git::GitSettings::default();
-        state.set_resources_host(Arc::new(logbook_server::resources::Host::new(&dir.path().join("data"), git)));
+        state.set_resources_host(Arc::new(logbook_server::resources::Host::new(
+            &dir.path().join("data"),
+            git,
+            logbook_server::sandbox::disk::DiskLimit::default(),
+        )));
         Harness { app: app(state.clone()), state, clock, key_a, key_b, revoked_a, _shutdown: shutdown_tx, _dir: dir }
     }
 
