@@ -34,6 +34,21 @@
 //! lock (`Host::lock_repo`), and a session's clones under its own task lock
 //! (`Host::lock_task`), so a host that never answers stalls only the clones
 //! of its URL and the turns of the sessions naming it.
+//!
+//! Every git command that writes is bounded by the session's disk limit (the
+//! sandbox's `DiskLimit`, bytes and entries), not only by time: the fetch by
+//! what the cached repository then holds, the clone and checkout by what the
+//! staging directory holds plus what the workspace and outputs already hold.
+//! While git runs, those directories are measured every
+//! `GIT_DISK_CHECK_INTERVAL` (`sandbox::disk::measure`), and once more
+//! when it ends; past the limit, git's process group (git and its helpers)
+//! is killed, as on a timeout, and the clone fails as a
+//! `repository_clone_error` saying the repository is larger than the limit.
+//! A cached repository whose fetch went past it is removed, so the cache
+//! keeps no partial pack, and no repository a session may not clone; the
+//! staging directory is always removed. A huge repository, or a host
+//! streaming an endless pack, costs the host at most the limit plus one
+//! interval's writing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -52,6 +67,7 @@ use super::confine::{Root, own_tree};
 use super::mount::MountPath;
 use super::secrets::Secret;
 use crate::net::addr::is_public;
+use crate::sandbox::disk::{self, DiskLimit, Usage};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 
@@ -69,6 +85,13 @@ pub const GIT_TIMEOUT: Duration = Duration::from_secs(600);
 const GIT_LOW_SPEED_BYTES: u32 = 1;
 /// See [`GIT_LOW_SPEED_BYTES`].
 const GIT_LOW_SPEED_TIME: Duration = Duration::from_secs(120);
+/// How often the directories a git command writes into are measured while
+/// it runs (or twenty times as long as the last walk took, if longer; see
+/// `sandbox::disk`). Between two measurements git can write past the disk
+/// limit: the overshoot is what it writes in one interval.
+const GIT_DISK_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Bytes in the megabyte of `LOGBOOK_SANDBOX_DISK_MB` (10^6), for messages.
+const BYTES_PER_MB: u64 = 1_000_000;
 /// Longest repository URL accepted.
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most bytes of git's error output kept for a message.
@@ -228,6 +251,29 @@ pub enum CloneError {
     Checkout(String),
     #[error("{0}")]
     Clone(String),
+    /// What git wrote went past the session's disk limit (with `held`, what
+    /// the session's workspace and outputs already held), so it was stopped.
+    #[error("{}", too_large_message(limit, held))]
+    TooLarge { limit: DiskLimit, held: Usage },
+}
+
+/// The message of [`CloneError::TooLarge`].
+fn too_large_message(limit: &DiskLimit, held: &Usage) -> String {
+    let size = if limit.bytes.is_multiple_of(BYTES_PER_MB) {
+        format!("{} MB", limit.bytes / BYTES_PER_MB)
+    } else {
+        format!("{} bytes", limit.bytes)
+    };
+    let limit_text = format!("the session's disk limit of {size} and {} files and directories", limit.entries);
+    if held.bytes == 0 && held.entries == 0 && held.cut.is_none() {
+        format!("the repository is larger than {limit_text}")
+    } else {
+        format!(
+            "the repository is larger than the room left under {limit_text} \
+             (the workspace and outputs already hold {} bytes in {} files and directories)",
+            held.bytes, held.entries
+        )
+    }
 }
 
 impl CloneError {
@@ -250,7 +296,21 @@ impl CloneError {
             CloneError::Checkout(_) => {
                 SessionErrorDetail::RepositoryCheckoutError { message, retry_status, repository_url }
             }
-            CloneError::Clone(_) => SessionErrorDetail::RepositoryCloneError { message, retry_status, repository_url },
+            CloneError::Clone(_) | CloneError::TooLarge { .. } => {
+                SessionErrorDetail::RepositoryCloneError { message, retry_status, repository_url }
+            }
+        }
+    }
+
+    /// Whether git was stopped for writing past the disk limit.
+    fn is_too_large(&self) -> bool {
+        match self {
+            CloneError::TooLarge { .. } => true,
+            CloneError::Authentication(_)
+            | CloneError::Forbidden(_)
+            | CloneError::NotFound(_)
+            | CloneError::Checkout(_)
+            | CloneError::Clone(_) => false,
         }
     }
 }
@@ -330,6 +390,14 @@ async fn pending_clones(
     Some(pending)
 }
 
+/// Clones one repository into the session's workspace; its commit.
+///
+/// Every git command that writes is bounded by the session's disk limit
+/// ([`WriteBound`]): the fetch into the cache by what the cached repository
+/// holds, the clone and checkout into the staging directory by what it holds
+/// together with the workspace and outputs. A command that goes past it is
+/// killed; a cached repository it was fetching into is removed (a partial
+/// pack, or a repository no session may clone, is not kept).
 async fn clone_one(
     host: &Host,
     session: SessionId,
@@ -345,62 +413,21 @@ async fn clone_one(
     let settings = host.git();
     let pin = check_addresses(settings, &repo).await?;
     let run = Git { settings, repo: &repo, pin: &pin, token };
+    let limit = host.disk_limit();
     // Private: it holds every private repository cloned so far.
     let cache_root = host.private_git_cache().map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
     let cache = cache_root.join(format!("{}.git", &blake3::hash(repo.as_str().as_bytes()).to_hex()[..32]));
     let commit = {
         let _cache_guard = host.lock_repo(repo.as_str()).await;
-        if !cache.join("HEAD").is_file() {
-            std::fs::create_dir_all(&cache).map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
-            run.local(&cache, &["init", "--bare", "--quiet"]).await?;
-        }
-        // `ls-remote` needs no repository; it runs in the cache's own
-        // directory, which the server made.
-        let default_branch = run.default_branch(&cache).await?;
-        run.remote(
-            &cache,
-            &[
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--no-write-fetch-head",
-                repo.as_str(),
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        )
-        .await?;
-        match checkout {
-            Some(RepositoryCheckout::Branch { name }) => {
-                let commit = run
-                    .local(&cache, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}^{{commit}}")])
-                    .await;
-                let commit = commit.map_err(|_| CloneError::Checkout(format!("the branch {name:?} does not exist")))?;
-                Checkout::Branch { name: name.clone(), commit: commit.trim().to_owned() }
-            }
-            Some(RepositoryCheckout::Commit { sha }) => {
-                let probe = format!("{sha}^{{commit}}");
-                if run.local(&cache, &["cat-file", "-e", &probe]).await.is_err() {
-                    // Not on any branch or tag: ask for the commit itself.
-                    let _ =
-                        run.remote(&cache, &["fetch", "--quiet", "--no-write-fetch-head", repo.as_str(), sha]).await;
-                }
-                let commit = run.local(&cache, &["rev-parse", "--verify", "--quiet", &probe]).await;
-                let commit = commit.map_err(|_| CloneError::Checkout(format!("the commit {sha} does not exist")))?;
-                Checkout::Detached { commit: commit.trim().to_owned() }
-            }
-            None => {
-                let name = default_branch.ok_or_else(|| {
-                    CloneError::Checkout("the repository has no default branch (is it empty?)".to_owned())
-                })?;
-                let commit = run
-                    .local(&cache, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}^{{commit}}")])
-                    .await;
-                let commit =
-                    commit.map_err(|_| CloneError::Checkout(format!("the default branch {name:?} has no commit")))?;
-                Checkout::Branch { name, commit: commit.trim().to_owned() }
+        let bound = WriteBound { dirs: vec![cache.clone()], held: Usage::default(), limit };
+        let fetched = fetch_into_cache(&run, &cache, checkout, &bound).await;
+        if fetched.as_ref().is_err_and(CloneError::is_too_large) {
+            // Still under the URL's lock: nobody else fetches into it now.
+            if let Err(err) = std::fs::remove_dir_all(&cache) {
+                tracing::warn!(url = %repo.as_str(), error = %err, "cannot remove an oversized cached repository");
             }
         }
+        fetched?
     };
     let paths = host.paths(session);
     // The staging directory is root's, 0700, inside the private session
@@ -411,10 +438,81 @@ async fn clone_one(
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&staging)
         .map_err(|err| CloneError::Clone(format!("creating the staging directory: {err}")))?;
-    let res =
-        stage_and_move(&run, &cache, &staging, &paths.workspace(), &mount, &checkout_commit(&commit), &commit).await;
+    // The checkout will join what the workspace and outputs hold, under the
+    // same limit.
+    let (held, _) = disk::measure(vec![paths.workspace(), paths.outputs()], None, limit.entries).await;
+    let bound = WriteBound { dirs: vec![staging.clone()], held, limit };
+    let res = stage_and_move(&run, &cache, &staging, &paths.workspace(), &mount, &commit, &bound).await;
     let _ = std::fs::remove_dir_all(&staging);
     res.map(|()| checkout_commit(&commit))
+}
+
+/// Fetches the remote's branches and tags into the cached repository `cache`
+/// (creating it), and the commit `checkout` names if no branch or tag holds
+/// it; what to check out, resolved to a commit. Called under the URL's lock.
+async fn fetch_into_cache(
+    run: &Git<'_>,
+    cache: &Path,
+    checkout: Option<&RepositoryCheckout>,
+    bound: &WriteBound,
+) -> Result<Checkout, CloneError> {
+    if !cache.join("HEAD").is_file() {
+        std::fs::create_dir_all(cache).map_err(|err| CloneError::Clone(format!("creating the cache: {err}")))?;
+        run.local(cache, &["init", "--bare", "--quiet"], None).await?;
+    }
+    // `ls-remote` needs no repository; it runs in the cache's own directory,
+    // which the server made.
+    let default_branch = run.default_branch(cache).await?;
+    let repo = run.repo.as_str();
+    run.remote(
+        cache,
+        &[
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--no-write-fetch-head",
+            repo,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        Some(bound),
+    )
+    .await?;
+    match checkout {
+        Some(RepositoryCheckout::Branch { name }) => {
+            let spec = format!("refs/heads/{name}^{{commit}}");
+            let commit = run.local(cache, &["rev-parse", "--verify", "--quiet", &spec], None).await;
+            let commit = commit.map_err(|_| CloneError::Checkout(format!("the branch {name:?} does not exist")))?;
+            Ok(Checkout::Branch { name: name.clone(), commit: commit.trim().to_owned() })
+        }
+        Some(RepositoryCheckout::Commit { sha }) => {
+            let probe = format!("{sha}^{{commit}}");
+            if run.local(cache, &["cat-file", "-e", &probe], None).await.is_err() {
+                // Not on any branch or tag: ask for the commit itself (a
+                // remote that refuses is told by the check below).
+                let fetched =
+                    run.remote(cache, &["fetch", "--quiet", "--no-write-fetch-head", repo, sha], Some(bound)).await;
+                if let Err(err) = fetched.as_ref()
+                    && err.is_too_large()
+                {
+                    return Err(err.clone());
+                }
+            }
+            let commit = run.local(cache, &["rev-parse", "--verify", "--quiet", &probe], None).await;
+            let commit = commit.map_err(|_| CloneError::Checkout(format!("the commit {sha} does not exist")))?;
+            Ok(Checkout::Detached { commit: commit.trim().to_owned() })
+        }
+        None => {
+            let name = default_branch.ok_or_else(|| {
+                CloneError::Checkout("the repository has no default branch (is it empty?)".to_owned())
+            })?;
+            let spec = format!("refs/heads/{name}^{{commit}}");
+            let commit = run.local(cache, &["rev-parse", "--verify", "--quiet", &spec], None).await;
+            let commit =
+                commit.map_err(|_| CloneError::Checkout(format!("the default branch {name:?} has no commit")))?;
+            Ok(Checkout::Branch { name, commit: commit.trim().to_owned() })
+        }
+    }
 }
 
 /// What to check out, resolved to a commit.
@@ -430,28 +528,35 @@ fn checkout_commit(checkout: &Checkout) -> String {
     }
 }
 
+/// Clones the cache into `staging` and checks `checkout` out, each bounded
+/// by `bound`, then gives the clone to the sandbox user and moves it into
+/// the workspace at `mount`.
 async fn stage_and_move(
     run: &Git<'_>,
     cache: &Path,
     staging: &Path,
     workspace: &Path,
     mount: &MountPath,
-    commit: &str,
     checkout: &Checkout,
+    bound: &WriteBound,
 ) -> Result<(), CloneError> {
     let target = staging.join("repo");
     let cache_text = cache.to_string_lossy().into_owned();
     let target_text = target.to_string_lossy().into_owned();
-    run.local(staging, &["clone", "--quiet", "--no-hardlinks", "--no-checkout", &cache_text, &target_text]).await?;
+    let clone = ["clone", "--quiet", "--no-hardlinks", "--no-checkout", cache_text.as_str(), target_text.as_str()];
+    run.local(staging, &clone, Some(bound)).await?;
     let checked_out = match checkout {
         Checkout::Branch { name, .. } => {
-            run.local(&target, &["checkout", "--quiet", "-B", name, &format!("refs/remotes/origin/{name}")]).await
+            let remote_branch = format!("refs/remotes/origin/{name}");
+            run.local(&target, &["checkout", "--quiet", "-B", name, &remote_branch], Some(bound)).await
         }
-        Checkout::Detached { .. } => run.local(&target, &["checkout", "--quiet", "--detach", commit]).await,
+        Checkout::Detached { commit } => {
+            run.local(&target, &["checkout", "--quiet", "--detach", commit], Some(bound)).await
+        }
     };
-    checked_out.map_err(|err| CloneError::Checkout(err.to_string()))?;
+    checked_out.map_err(|err| if err.is_too_large() { err } else { CloneError::Checkout(err.to_string()) })?;
     // The workspace's repository names the real remote, never the cache.
-    run.local(&target, &["remote", "set-url", "origin", run.repo.as_str()]).await?;
+    run.local(&target, &["remote", "set-url", "origin", run.repo.as_str()], None).await?;
     own_tree(&target).map_err(|err| CloneError::Clone(err.to_string()))?;
     let root = Root::open(workspace).map_err(|err| CloneError::Clone(err.to_string()))?;
     root.move_in(staging, "repo", &mount.components()).map_err(|err| match err {
@@ -463,6 +568,51 @@ async fn stage_and_move(
         | super::confine::ConfineError::NotADirectory { .. }
         | super::confine::ConfineError::Io { .. }) => CloneError::Clone(other.to_string()),
     })
+}
+
+/// What a git command that writes may leave in the directories it writes
+/// into: with `held`, at most the session's disk limit. Measured while git
+/// runs and once it is done (a command that ends between two measurements
+/// is measured all the same).
+#[derive(Debug, Clone)]
+struct WriteBound {
+    /// The directories git writes into.
+    dirs: Vec<PathBuf>,
+    /// What the session holds elsewhere against the same limit.
+    held: Usage,
+    limit: DiskLimit,
+}
+
+impl WriteBound {
+    /// Measures the directories: whether they are over the limit (a walk
+    /// that cannot see everything is, as in the sandbox's watch), and how
+    /// long the walk took.
+    async fn measure(&self) -> (bool, Duration) {
+        let room = self.limit.entries.saturating_sub(self.held.entries);
+        let (usage, took) = disk::measure(self.dirs.clone(), None, room).await;
+        let over = self.held.cut.is_some()
+            || usage.cut.is_some()
+            || usage.bytes.saturating_add(self.held.bytes) > self.limit.bytes
+            || usage.entries.saturating_add(self.held.entries) > self.limit.entries;
+        (over, took)
+    }
+
+    /// Resolves once the directories are over the limit.
+    async fn outgrown(&self) {
+        let mut pause = GIT_DISK_CHECK_INTERVAL;
+        loop {
+            tokio::time::sleep(pause).await;
+            let (over, took) = self.measure().await;
+            if over {
+                return;
+            }
+            pause = disk::pause_after(GIT_DISK_CHECK_INTERVAL, took);
+        }
+    }
+
+    fn error(&self) -> CloneError {
+        CloneError::TooLarge { limit: self.limit, held: self.held }
+    }
 }
 
 /// The addresses git may connect to for `repo`: all of the host's addresses,
@@ -513,15 +663,16 @@ impl Git<'_> {
     /// The remote's default branch (`None` for an empty repository), asked
     /// from `cwd`, a directory the server owns.
     async fn default_branch(&self, cwd: &Path) -> Result<Option<String>, CloneError> {
-        let out = self.remote(cwd, &["ls-remote", "--symref", self.repo.as_str(), "HEAD"]).await?;
+        let out = self.remote(cwd, &["ls-remote", "--symref", self.repo.as_str(), "HEAD"], None).await?;
         Ok(out.lines().find_map(|line| {
             let rest = line.strip_prefix("ref: refs/heads/")?;
             rest.split('\t').next().map(str::to_owned)
         }))
     }
 
-    /// A command that talks to the remote: https only, pinned, with the token.
-    async fn remote(&self, cwd: &Path, args: &[&str]) -> Result<String, CloneError> {
+    /// A command that talks to the remote: https only, pinned, with the token;
+    /// one that writes is bounded by `bound`.
+    async fn remote(&self, cwd: &Path, args: &[&str], bound: Option<&WriteBound>) -> Result<String, CloneError> {
         let mut config: Vec<(String, String)> = vec![
             ("protocol.allow".to_owned(), "never".to_owned()),
             ("protocol.https.allow".to_owned(), "always".to_owned()),
@@ -549,18 +700,30 @@ impl Git<'_> {
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN_USER}:{}", token.expose()));
             config.push(("http.extraHeader".to_owned(), format!("Authorization: Basic {basic}")));
         }
-        self.run(cwd, args, config).await
+        self.run(cwd, args, config, bound).await
     }
 
-    /// A command on local repositories only (the cache, the staging clone).
-    async fn local(&self, cwd: &Path, args: &[&str]) -> Result<String, CloneError> {
-        self.run(cwd, args, Vec::new()).await
+    /// A command on local repositories only (the cache, the staging clone);
+    /// one that writes is bounded by `bound`.
+    async fn local(&self, cwd: &Path, args: &[&str], bound: Option<&WriteBound>) -> Result<String, CloneError> {
+        self.run(cwd, args, Vec::new(), bound).await
     }
 
     /// Runs git in `cwd`, a directory the server created: git looks for a
     /// repository in `cwd` only (`GIT_CEILING_DIRECTORIES` is its parent),
     /// never in the directories above it, which other users may write.
-    async fn run(&self, cwd: &Path, args: &[&str], extra: Vec<(String, String)>) -> Result<String, CloneError> {
+    ///
+    /// git runs in a process group of its own: a command that takes longer
+    /// than the timeout, or writes past `bound`, is killed with its helpers
+    /// (`git-remote-https`, `index-pack`), which would otherwise go on
+    /// writing.
+    async fn run(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        extra: Vec<(String, String)>,
+        bound: Option<&WriteBound>,
+    ) -> Result<String, CloneError> {
         let mut config: Vec<(String, String)> = vec![
             ("credential.helper".to_owned(), String::new()),
             ("core.hooksPath".to_owned(), "/dev/null".to_owned()),
@@ -586,6 +749,7 @@ impl Git<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         for (idx, (key, value)) in config.iter().enumerate() {
             command.env(format!("GIT_CONFIG_KEY_{idx}"), key).env(format!("GIT_CONFIG_VALUE_{idx}"), value);
@@ -594,17 +758,47 @@ impl Git<'_> {
         let child = command
             .spawn()
             .map_err(|err| CloneError::Clone(format!("cannot run {}: {err}", self.settings.program.display())))?;
-        let output = match tokio::time::timeout(self.settings.timeout, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(err)) => return Err(CloneError::Clone(format!("git {what}: {err}"))),
-            Err(_) => {
-                return Err(CloneError::Clone(format!(
-                    "git {what} took longer than {}s",
-                    self.settings.timeout.as_secs()
-                )));
+        let group = child.id().and_then(|id| i32::try_from(id).ok()).and_then(rustix::process::Pid::from_raw);
+        let waited = child.wait_with_output();
+        tokio::pin!(waited);
+        let outgrown = async {
+            match bound {
+                Some(bound) => {
+                    bound.outgrown().await;
+                    bound.error()
+                }
+                None => std::future::pending().await,
+            }
+        };
+        // The child stays unreaped inside `waited` until it is dropped, so
+        // its process group cannot be another's when it is killed.
+        let stopped = tokio::select! {
+            done = &mut waited => match done {
+                Ok(output) => Ok(output),
+                Err(err) => return Err(CloneError::Clone(format!("git {what}: {err}"))),
+            },
+            () = tokio::time::sleep(self.settings.timeout) => {
+                Err(CloneError::Clone(format!("git {what} took longer than {}s", self.settings.timeout.as_secs())))
+            }
+            err = outgrown => Err(err),
+        };
+        let output = match stopped {
+            Ok(output) => output,
+            Err(err) => {
+                if let Some(group) = group {
+                    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+                tracing::debug!(command = what, error = %err, "git was stopped");
+                return Err(err);
             }
         };
         if output.status.success() {
+            // A command that ended between two measurements is measured now.
+            if let Some(bound) = bound
+                && bound.measure().await.0
+            {
+                return Err(bound.error());
+            }
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let stderr = self.redact(&String::from_utf8_lossy(&output.stderr));
@@ -731,6 +925,76 @@ mod tests {
             detail,
             SessionErrorDetail::RepositoryNotFoundError { retry_status: RetryStatus::Retrying, .. }
         ));
+    }
+
+    /// A stand-in for git: the shell script `body`, run by [`Git::run`] in
+    /// `<dir>/work` with a bound of 1 MB and 1,000 entries.
+    async fn run_fake_git(dir: &Path, body: &str, limit: DiskLimit) -> Result<String, CloneError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let program = dir.join("fake-git");
+        std::fs::write(&program, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        // The deadline of the test: a watch that never fires ends in a
+        // timeout error, not a hang.
+        let settings = GitSettings { program, timeout: Duration::from_secs(120), ..GitSettings::default() };
+        let repo = RepoUrl::parse("https://git.example.com/team/app").unwrap();
+        let run = Git { settings: &settings, repo: &repo, pin: &None, token: None };
+        let bound = WriteBound { dirs: vec![work.clone()], held: Usage::default(), limit };
+        run.local(&work, &["fetch"], Some(&bound)).await
+    }
+
+    const MB: DiskLimit = DiskLimit { bytes: 1_000_000, entries: 1000 };
+
+    #[tokio::test]
+    async fn git_writing_without_end_is_killed_with_its_helpers_at_the_disk_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        // Like `index-pack` under `fetch`: a child of git's writes.
+        let body = "( while :; do head -c 65536 /dev/zero >> \"$PWD/pack\"; done ) &\n\
+                    echo $! > \"$PWD/../writer.pid\"\nwait";
+        let err = run_fake_git(dir.path(), body, MB).await.unwrap_err();
+        assert_eq!(err, CloneError::TooLarge { limit: MB, held: Usage::default() });
+        assert_eq!(
+            err.to_string(),
+            "the repository is larger than the session's disk limit of 1 MB and 1000 files and directories"
+        );
+        // The writer was in git's process group: it is killed too.
+        let pid = std::fs::read_to_string(dir.path().join("writer.pid")).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // Gone, or a zombie waiting for its new parent to reap it.
+            let alive = std::fs::read_to_string(&stat)
+                .is_ok_and(|text| text.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')));
+            if !alive {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the writer {} still runs", pid.trim());
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn git_that_ends_past_the_disk_limit_between_measurements_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_fake_git(dir.path(), "head -c 2000000 /dev/zero > \"$PWD/pack\"", MB).await.unwrap_err();
+        assert!(err.is_too_large(), "{err}");
+        let held = Usage { bytes: 8192, entries: 2, ..Usage::default() };
+        let message = CloneError::TooLarge { limit: MB, held }.to_string();
+        assert!(message.contains("room left under the session's disk limit of 1 MB"), "{message}");
+        assert!(message.contains("already hold 8192 bytes"), "{message}");
+        assert!(matches!(
+            err.detail("https://h/r"),
+            SessionErrorDetail::RepositoryCloneError { retry_status: RetryStatus::Retrying, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn git_that_stays_under_the_disk_limit_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_fake_git(dir.path(), "head -c 100000 /dev/zero > \"$PWD/pack\"; echo done", MB).await;
+        assert_eq!(out.unwrap(), "done\n");
     }
 
     #[tokio::test]

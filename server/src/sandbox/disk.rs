@@ -394,7 +394,14 @@ impl Watch {
 
 /// The pause before the next measurement, given how long the last walk took.
 pub fn next_check_after(walk: Duration) -> Duration {
-    CHECK_INTERVAL.max(walk.saturating_mul(WALK_COST_FACTOR))
+    pause_after(CHECK_INTERVAL, walk)
+}
+
+/// The pause before the next measurement of a watch measuring every
+/// `interval`, given how long the last walk took: at least `interval`, and
+/// long enough that walking costs at most a [`WALK_COST_FACTOR`]th of a core.
+pub fn pause_after(interval: Duration, walk: Duration) -> Duration {
+    interval.max(walk.saturating_mul(WALK_COST_FACTOR))
 }
 
 /// Measures `roots` on a blocking thread, adding what the processes listed
