@@ -475,7 +475,9 @@ async fn a_clone_that_hangs_does_not_stall_the_turns_of_other_sessions() {
 /// jail starts read-only). Method: a sandboxed server whose sessions may
 /// hold 1 MB (`LOGBOOK_SANDBOX_DISK_MB=1`) and a public repository holding
 /// a 3 MB incompressible file; after the turn the session's workspace must
-/// not hold more than the limit (a clone error instead is fine).
+/// not hold more than the limit, the clone must have failed as a
+/// `repository_clone_error` naming the limit, and the git cache must keep
+/// nothing of the fetch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_larger_than_the_sandboxs_disk_limit_is_not_cloned_into_it() {
     const LIMIT_BYTES: u64 = 1_000_000;
@@ -525,4 +527,14 @@ async fn a_repository_larger_than_the_sandboxs_disk_limit_is_not_cloned_into_it(
         "the server cloned {held} bytes into a workspace limited to {LIMIT_BYTES} (errors: {:?})",
         errors(&events)
     );
+    // The clone failed the documented way, saying why.
+    let errors = errors(&events);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["type"], "repository_clone_error", "{errors:?}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("larger than the session's disk limit of 1 MB"), "{message}");
+    // The shared cache keeps nothing of the oversized fetch.
+    let cache = data.join(logbook_server::resources::GIT_CACHE_SUBDIR);
+    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|entry| entry.path()).collect();
+    assert!(cached.is_empty(), "the git cache kept {cached:?}");
 }
