@@ -965,9 +965,37 @@ async fn a_users_denial_without_a_message_is_told_as_the_users() {
 /// the summarizing call itself), not end it `retries_exhausted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_the_provider_finds_too_long_is_compacted_not_the_end_of_the_session() {
+    // Both ways the Messages API refuses a request over the window: the
+    // prompt alone, or (since Claude 3.7, and what a growing session with a
+    // large max_tokens meets first) the prompt plus max_tokens (review of
+    // 46340df: only the first was compacted, the second wedged the session).
+    for message in [
+        "prompt is too long: 212345 tokens > 200000 maximum",
+        "input length and `max_tokens` exceed context limit: 190012 + 32000 > 200000, decrease input length or \
+         `max_tokens` and try again",
+    ] {
+        let refusal = json!({"fault": "status", "status": 400, "message": message});
+        let (events, server, dir) = second_turn_after_refusal(refusal).await;
+        assert!(
+            types(&events).contains(&"agent.thread_context_compacted".to_owned()),
+            "a prompt over the window ({message}) was not compacted: {:#?}",
+            events
+                .iter()
+                .filter(|e| e["type"] == "session.error" || e["type"] == "session.status_idle")
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+        rerun_check(server, &dir.path().join("data"));
+    }
+}
+
+/// A session whose first turn is answered and whose second turn's first
+/// request gets `refusal` (then an answer): the events after the second
+/// idle, the server and its directory.
+async fn second_turn_after_refusal(refusal: Value) -> (Vec<Value>, Server, tempfile::TempDir) {
     let model = FakeModel::start(vec![
         json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
-        json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+        refusal,
         json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
     ])
     .expect("fake starts");
@@ -980,16 +1008,7 @@ async fn a_prompt_the_provider_finds_too_long_is_compacted_not_the_end_of_the_se
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
     api.send(&session, user_message("second")).await;
     let events = api.wait_idle(&session, 2).await;
-    assert!(
-        types(&events).contains(&"agent.thread_context_compacted".to_owned()),
-        "a prompt over the window was not compacted: {:#?}",
-        events
-            .iter()
-            .filter(|e| e["type"] == "session.error" || e["type"] == "session.status_idle")
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
-    rerun_check(server, &dir.path().join("data"));
+    (events, server, dir)
 }
 
 /// Goal: a prompt still too long after the compaction it caused ends the
@@ -1148,48 +1167,6 @@ async fn an_auto_web_tool_the_operator_does_not_allow_is_not_a_provider_server_t
         web_fetch.get("input_schema").is_some() && web_fetch.get("type").is_none(),
         "web_fetch under auto, which must ask for it here, is the provider's server tool: {web_fetch}"
     );
-}
-
-/// Defect (review of 46340df): the compaction after a refusal as too long
-/// matches only `prompt is too long`, but near the window the Messages API
-/// most often refuses with another message: since Claude 3.7 a request whose
-/// prompt plus `max_tokens` exceeds the context window fails `400
-/// invalid_request_error: input length and \`max_tokens\` exceed context
-/// limit: N + M > W, decrease input length or \`max_tokens\` and try again`
-/// (no silent lowering of max_tokens). With the agent's max_tokens in the
-/// tens of thousands, that is the refusal a growing session meets first; it
-/// is final, no compaction follows, and every later turn fails the same
-/// way: the session stays wedged.
-/// Method: as `a_prompt_the_provider_finds_too_long_is_compacted_not_the_end_of_the_session`,
-/// with that message; the turn must compact and end `end_turn`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prompt_over_the_window_with_max_tokens_is_compacted_too() {
-    let model = FakeModel::start(vec![
-        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
-        json!({"fault": "status", "status": 400, "message":
-            "input length and `max_tokens` exceed context limit: 190012 + 32000 > 200000, decrease input length or `max_tokens` and try again"}),
-        json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
-    ])
-    .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
-    api.send(&session, user_message("first")).await;
-    let events = api.wait_idle(&session, 1).await;
-    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
-    api.send(&session, user_message("second")).await;
-    let events = api.wait_idle(&session, 2).await;
-    assert!(
-        types(&events).contains(&"agent.thread_context_compacted".to_owned()),
-        "a prompt over the window (with max_tokens) was not compacted: {:#?}",
-        events
-            .iter()
-            .filter(|e| e["type"] == "session.error" || e["type"] == "session.status_idle")
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
-    rerun_check(server, &dir.path().join("data"));
 }
 
 /// The value of `name` in the server's `/metrics`.
@@ -1406,21 +1383,9 @@ async fn a_refused_summarizing_call_does_not_become_the_conversations_summary() 
 /// it `retries_exhausted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_provider_finds_too_large_is_compacted_not_the_end_of_the_session() {
-    let model = FakeModel::start(vec![
-        json!({"content": [{"type": "text", "text": "First answer."}], "stop_reason": "end_turn"}),
-        json!({"fault": "status", "status": 413, "message": "Request exceeds the maximum allowed number of bytes."}),
-        json!({"content": [{"type": "text", "text": "Second answer."}], "stop_reason": "end_turn"}),
-    ])
-    .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
-    api.send(&session, user_message("first")).await;
-    let events = api.wait_idle(&session, 1).await;
-    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
-    api.send(&session, user_message("second")).await;
-    let events = api.wait_idle(&session, 2).await;
+    let refusal =
+        json!({"fault": "status", "status": 413, "message": "Request exceeds the maximum allowed number of bytes."});
+    let (events, server, dir) = second_turn_after_refusal(refusal).await;
     let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
     assert_eq!(
         events.last().unwrap()["stop_reason"]["type"],
@@ -1428,6 +1393,7 @@ async fn a_request_the_provider_finds_too_large_is_compacted_not_the_end_of_the_
         "a request too large for the provider ended the turn: {errors:#?}"
     );
     assert!(types(&events).contains(&"agent.thread_context_compacted".to_owned()), "{:#?}", types(&events));
+    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Regression (found by review): the password of a model endpoint's URL reaches
