@@ -29,7 +29,11 @@ const COMMON_ERRORS: &[(u16, &str)] = &[
     (408, "timeout_error: the request body did not arrive in time (nothing was done; the connection is closed)"),
     (409, "conflict_error: the object's state does not allow the request, or a concurrent change (x-should-retry)"),
     (413, "request_too_large: the body is over the route's limit"),
-    (429, "rate_limit_error: over the workspace's rate limit; retry after retry-after"),
+    (
+        429,
+        "rate_limit_error: over the workspace's rate limit, or (event streams, exports, uploads) it holds as many \
+         open at once as it may; retry after retry-after",
+    ),
     (500, "api_error: an internal error, or error_code session_corrupted for a quarantined session"),
     (
         503,
