@@ -96,6 +96,13 @@ const BYTES_PER_MB: u64 = 1_000_000;
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most bytes of git's error output kept for a message.
 const MAX_MESSAGE_BYTES: usize = 300;
+/// Most of git's standard output kept (the start of it): what is parsed
+/// (`ls-remote`, `rev-parse`) is a few lines.
+const MAX_GIT_STDOUT_BYTES: usize = 1 << 20;
+/// Most of git's standard error kept (the end of it, where its `fatal:`
+/// line is): a hostile host can stream `remote:` messages for as long as a
+/// command may run, which must not grow the server's memory.
+const MAX_GIT_STDERR_BYTES: usize = 64 * 1024;
 /// The user name sent with a token (GitHub's convention for tokens; other
 /// forges accept any user name with a personal access token).
 const TOKEN_USER: &str = "x-access-token";
@@ -758,8 +765,17 @@ impl Git<'_> {
         let child = command
             .spawn()
             .map_err(|err| CloneError::Clone(format!("cannot run {}: {err}", self.settings.program.display())))?;
+        let mut child = child;
         let group = child.id().and_then(|id| i32::try_from(id).ok()).and_then(rustix::process::Pid::from_raw);
-        let waited = child.wait_with_output();
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let waited = async {
+            let (stdout, stderr, status) = tokio::join!(
+                read_capped(stdout, MAX_GIT_STDOUT_BYTES, Keep::Start),
+                read_capped(stderr, MAX_GIT_STDERR_BYTES, Keep::End),
+                child.wait()
+            );
+            status.map(|status| std::process::Output { status, stdout, stderr })
+        };
         tokio::pin!(waited);
         let outgrown = async {
             match bound {
@@ -814,6 +830,45 @@ impl Git<'_> {
             Some(_) | None => text.to_owned(),
         }
     }
+}
+
+/// Which part of a long output [`read_capped`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Start,
+    End,
+}
+
+/// Reads `pipe` to its end (so the writer never blocks on a full pipe),
+/// keeping at most `cap` bytes of it: its start or its end.
+async fn read_capped(pipe: Option<impl tokio::io::AsyncRead + Unpin>, cap: usize, keep: Keep) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let Some(mut pipe) = pipe else { return Vec::new() };
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let read = chunk.get(..n).unwrap_or_default();
+        match keep {
+            Keep::Start => {
+                kept.extend_from_slice(read.get(..cap.saturating_sub(kept.len()).min(n)).unwrap_or_default())
+            }
+            Keep::End => {
+                kept.extend_from_slice(read);
+                // Trimmed in steps, not per read: amortized linear.
+                if kept.len() > 2 * cap {
+                    kept.drain(..kept.len() - cap);
+                }
+            }
+        }
+    }
+    if keep == Keep::End && kept.len() > cap {
+        kept.drain(..kept.len() - cap);
+    }
+    kept
 }
 
 /// The value of `GIT_CEILING_DIRECTORIES` that confines git's repository
@@ -988,6 +1043,21 @@ mod tests {
             err.detail("https://h/r"),
             SessionErrorDetail::RepositoryCloneError { retry_status: RetryStatus::Retrying, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn git_that_says_too_much_is_read_to_its_end_and_kept_bounded() {
+        // A host streaming `remote:` lines: stderr is read to its end (git is
+        // not blocked) but only its end is kept, where the reason is.
+        let dir = tempfile::tempdir().unwrap();
+        let body =
+            "head -c 8000000 /dev/zero | tr '\\0' 'x' >&2; echo >&2; echo 'fatal: the real reason' >&2; exit 128";
+        let err = run_fake_git(dir.path(), body, DiskLimit { bytes: u64::MAX, entries: u64::MAX }).await.unwrap_err();
+        assert_eq!(err, CloneError::Clone("fatal: the real reason".into()));
+        for (keep, expected) in [(Keep::Start, b"ab".as_slice()), (Keep::End, b"yz".as_slice())] {
+            let long = [b"ab".as_slice(), &vec![b'-'; 100_000], b"yz"].concat();
+            assert_eq!(read_capped(Some(long.as_slice()), 2, keep).await, expected, "{keep:?}");
+        }
     }
 
     #[tokio::test]
