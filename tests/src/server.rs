@@ -478,27 +478,26 @@ impl Api {
         }
     }
 
+    /// The value of the gauge or counter `name` in the server's `/metrics`;
+    /// fails if it reports none.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let response =
+            self.request(reqwest::Method::GET, "/metrics").send().await.unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        let text = response.text().await.unwrap_or_else(|e| panic!("the metrics text: {e}"));
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("/metrics reports no {name}: {text}"))
+    }
+
     /// Waits until no session of the server has a runner task (each woke,
     /// did its work and found nothing more to do), as `/metrics` reports it:
     /// from then on, the logs hold everything the runner was going to append
     /// for what was sent so far. Fails after the turn deadline.
     pub async fn wait_runner_quiet(&self) {
         let deadline = Instant::now() + self.turn_deadline;
-        loop {
-            let response = self
-                .request(reqwest::Method::GET, "/metrics")
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-            let text = response.text().await.unwrap_or_else(|e| panic!("the metrics text: {e}"));
-            let active = text
-                .lines()
-                .find_map(|line| line.strip_prefix("logbook_runner_sessions "))
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("/metrics reports no logbook_runner_sessions: {text}"));
-            if active == 0.0 {
-                return;
-            }
+        while self.metric("logbook_runner_sessions").await != 0.0 {
             assert!(Instant::now() < deadline, "the runner still works after {:?}", self.turn_deadline);
             tokio::time::sleep(self.poll_interval).await;
         }

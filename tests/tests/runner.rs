@@ -1169,20 +1169,10 @@ async fn an_auto_web_tool_the_operator_does_not_allow_is_not_a_provider_server_t
     );
 }
 
-/// The value of `name` in the server's `/metrics`.
-async fn metric(api: &Api, name: &str) -> f64 {
-    let text = api.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("/metrics has no {name}: {text}"))
-}
-
 /// Waits (with a deadline) until `/metrics` says `count` sessions wait for a work slot.
 async fn wait_waiting(api: &Api, count: f64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(api, "logbook_runner_sessions_waiting").await != count {
+    while api.metric("logbook_runner_sessions_waiting").await != count {
         assert!(Instant::now() < deadline, "never {count} sessions waiting for a work slot");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1235,7 +1225,7 @@ async fn a_workspace_works_on_at_most_its_cap_of_sessions_at_once() {
     let answer = events.iter().rev().find(|e| e["type"] == "agent.message").expect("B is answered");
     assert_eq!(answer["content"][0]["text"], "B's answer");
     assert_eq!(model.requests().len(), 2);
-    assert_eq!(metric(&api, "logbook_runner_sessions_waiting").await, 0.0);
+    assert_eq!(api.metric("logbook_runner_sessions_waiting").await, 0.0);
     rerun_check(server, &dir.path().join("data"));
 }
 

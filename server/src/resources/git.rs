@@ -762,10 +762,9 @@ impl Git<'_> {
             command.env(format!("GIT_CONFIG_KEY_{idx}"), key).env(format!("GIT_CONFIG_VALUE_{idx}"), value);
         }
         let what = args.first().copied().unwrap_or("git");
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(|err| CloneError::Clone(format!("cannot run {}: {err}", self.settings.program.display())))?;
-        let mut child = child;
         let group = child.id().and_then(|id| i32::try_from(id).ok()).and_then(rustix::process::Pid::from_raw);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let waited = async {
@@ -786,8 +785,8 @@ impl Git<'_> {
                 None => std::future::pending().await,
             }
         };
-        // The child stays unreaped inside `waited` until it is dropped, so
-        // its process group cannot be another's when it is killed.
+        // The child is reaped only by `waited` or when dropped at the end,
+        // so its process group cannot be another's when it is killed.
         let stopped = tokio::select! {
             done = &mut waited => match done {
                 Ok(output) => Ok(output),
