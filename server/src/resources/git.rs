@@ -597,11 +597,14 @@ impl WriteBound {
     async fn measure(&self) -> (bool, Duration) {
         let room = self.limit.entries.saturating_sub(self.held.entries);
         let (usage, took) = disk::measure(self.dirs.clone(), None, room).await;
-        let over = self.held.cut.is_some()
-            || usage.cut.is_some()
-            || usage.bytes.saturating_add(self.held.bytes) > self.limit.bytes
-            || usage.entries.saturating_add(self.held.entries) > self.limit.entries;
-        (over, took)
+        // Judged as the sandbox's watch judges, on both together.
+        let together = Usage {
+            bytes: usage.bytes.saturating_add(self.held.bytes),
+            entries: usage.entries.saturating_add(self.held.entries),
+            cut: self.held.cut.or(usage.cut),
+            ..usage
+        };
+        (together.over(&self.limit).is_some(), took)
     }
 
     /// Resolves once the directories are over the limit.
