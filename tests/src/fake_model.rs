@@ -21,8 +21,9 @@
 //! value redacted, and the JSON body). Requests without `anthropic-version`
 //! get a 400, and, when an expected key is configured, requests with another
 //! key a 401, both before the script is consulted. Bodies that are not a
-//! streaming Messages request, or carry more than four `cache_control`
-//! breakpoints, get the 400 the real API would give.
+//! streaming Messages request, carry more than four `cache_control`
+//! breakpoints, more than 100 images, or more than 20 images of which a PNG
+//! is over 2,000 pixels on a side, get the 400 the real API would give.
 //!
 //! Two ways to run it: [`FakeModel::start`] in-process (its own thread and
 //! tokio runtime, stopped on drop), or the `fake-model` binary for tests in
@@ -55,6 +56,12 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_RECORDED_REQUESTS: usize = 10_000;
 /// The API's limit on `cache_control` breakpoints per request.
 pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+/// The most images the Messages API takes in one request.
+pub const MAX_IMAGES: usize = 100;
+/// A request of more images than this may hold none over
+/// [`MANY_IMAGES_MAX_SIDE`] pixels on a side.
+pub const MANY_IMAGES: usize = 20;
+pub const MANY_IMAGES_MAX_SIDE: u32 = 2_000;
 /// Pause before a scripted cut, so the bytes before it reach the client.
 const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(50);
 /// How Logbook's summarizing request (`logbook_replay::context::SUMMARY_INSTRUCTION`)
@@ -345,6 +352,22 @@ fn refusal(headers: &HeaderMap, body: Option<&Value>, expected_key: Option<&str>
     }
     if body.get("stream") != Some(&Value::Bool(true)) {
         return Some((400, "stream: fake-model only serves streaming requests".to_owned()));
+    }
+    // The Messages API's limits on a request's images.
+    let images = script::images(body);
+    if images.len() > MAX_IMAGES {
+        return Some((400, format!("messages: too many images and documents: {} > {MAX_IMAGES}", images.len())));
+    }
+    if images.len() > MANY_IMAGES
+        && images.iter().filter_map(|image| script::png_dimensions(image)).any(|(w, h)| w.max(h) > MANY_IMAGES_MAX_SIDE)
+    {
+        return Some((
+            400,
+            format!(
+                "messages: At least one of the image dimensions exceed max allowed size for many-image requests: \
+                 {MANY_IMAGES_MAX_SIDE} pixels"
+            ),
+        ));
     }
     let n_breakpoints = script::count_cache_control(body);
     if n_breakpoints > MAX_CACHE_BREAKPOINTS {

@@ -1421,3 +1421,52 @@ async fn the_model_endpoints_password_never_reaches_events_or_logs() {
     let output = server.output();
     assert!(!output.contains(PASSWORD), "the endpoint's password is in the server's log: {output}");
 }
+
+/// A PNG header of `width` x `height` pixels (all the Messages API and the
+/// server read of it), base64.
+fn png_base64(width: u32, height: u32) -> String {
+    use base64::Engine as _;
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(&width.to_be_bytes());
+    png.extend_from_slice(&height.to_be_bytes());
+    png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_past_twenty_images_drops_its_oldest_large_one_instead_of_wedging() {
+    // The Messages API refuses a request of more than 20 images if one is
+    // over 2,000 pixels on a side (the fake does too), and the log sends
+    // every image again: without the fit, no request could ever succeed.
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "Seen."}], "stop_reason": "end_turn"}),
+        json!({"content": [{"type": "text", "text": "Seen again."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    let image = |side: u32| json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png_base64(side, 10)}});
+    let mut content = vec![image(2_500)];
+    content.extend((0..20).map(|_| image(1_000)));
+    content.push(json!({"type": "text", "text": "what are these?"}));
+    api.send(&session, json!([{"type": "user.message", "content": content}])).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    api.send(&session, user_message("and now?")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        let first = &request.body["messages"][0]["content"][0];
+        assert_eq!(first["type"], "text", "{first}");
+        assert!(first["text"].as_str().unwrap().contains("2500 x 10 pixels"), "{first}");
+        assert_eq!(logbook_tests::fake_model::script::images(&request.body).len(), 20);
+    }
+    // The log keeps the image as the client sent it.
+    let events = api.events(&session).await;
+    assert_eq!(events[0]["content"][0]["type"], "image");
+    rerun_check(server, &dir.path().join("data"));
+}

@@ -37,6 +37,7 @@
 mod client;
 mod config;
 mod error;
+pub mod images;
 pub mod request;
 pub mod settings;
 mod stream;

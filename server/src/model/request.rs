@@ -42,6 +42,9 @@
 //!   the model's default effort). [`Thinking::Disabled`] sends neither field:
 //!   leaving `thinking` out is the one way to not think that every model
 //!   accepts (adaptive-only models refuse `{"type": "disabled"}`).
+//!
+//! The conversation's images are held to the API's limits per request
+//! ([`super::images`]): past them, the oldest images give way to a note.
 
 use serde_json::{Map, Value, json};
 
@@ -228,6 +231,7 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
     }
 
     let mut messages = conversation.to_vec();
+    super::images::fit_images(&mut messages);
     mark_last_message(&mut messages);
     limit_breakpoints(&mut messages, MAX_CACHE_BREAKPOINTS.saturating_sub(n_breakpoints));
     request.insert("messages".to_owned(), Value::Array(messages));

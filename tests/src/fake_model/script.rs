@@ -312,6 +312,39 @@ pub fn count_cache_control(value: &Value) -> usize {
     }
 }
 
+/// The image blocks of a request's messages (in their content and in
+/// `tool_result` blocks' content), in order.
+pub fn images(body: &Value) -> Vec<&Value> {
+    let mut found = Vec::new();
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for message in messages {
+        for block in message.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            match block.get("type").and_then(Value::as_str) {
+                Some("image") => found.push(block),
+                Some("tool_result") => {
+                    let inner = block.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                    found.extend(inner.iter().filter(|b| b.get("type").and_then(Value::as_str) == Some("image")));
+                }
+                Some(_) | None => {}
+            }
+        }
+    }
+    found
+}
+
+/// The width and height of an inline PNG image block, from its header (the
+/// fake reads PNG only; other images pass unjudged).
+pub fn png_dimensions(block: &Value) -> Option<(u32, u32)> {
+    use base64::Engine as _;
+    let data = block.get("source")?.get("data")?.as_str()?;
+    let head = base64::engine::general_purpose::STANDARD.decode(data.get(..32).unwrap_or(data)).ok()?;
+    if !head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return None;
+    }
+    let be32 = |at: usize| Some(u32::from_be_bytes(head.get(at..at + 4)?.try_into().ok()?));
+    Some((be32(16)?, be32(20)?))
+}
+
 #[cfg(test)]
 #[path = "script_tests.rs"]
 mod tests;
