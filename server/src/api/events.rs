@@ -10,6 +10,7 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -47,6 +48,11 @@ pub(crate) const MAX_APPEND_ATTEMPTS: usize = 256;
 const LIST_STEP: usize = 1000;
 const MAX_LIST_STEPS: usize = 32;
 pub const MAX_RUBRIC_CHARS: usize = 262_144;
+/// Largest inline image, as base64: the Messages API refuses images over 5 MiB.
+pub const MAX_IMAGE_BASE64_BYTES: u64 = crate::tools::files::MAX_IMAGE_BASE64_BYTES;
+/// Largest inline document, as base64 (what the runner inlines of a Files API
+/// document at most, leaving room under the API's 32 MB request limit).
+pub const MAX_DOCUMENT_BASE64_BYTES: u64 = crate::runner::inline::MAX_INLINE_FILE_BYTES;
 
 /// Where input events come from: a send request (noting whether the session
 /// is idle waiting for tool results or confirmations) or `initial_events`.
@@ -415,13 +421,7 @@ fn check_content(blocks: &[ContentBlock], field: &str, allowed: &[&str], require
                 allowed.join(", ")
             )));
         }
-        if let ContentBlock::Image { source: logbook_core::event::ImageSource::Base64 { media_type, .. } } = block
-            && !["image/png", "image/jpeg", "image/gif", "image/webp"].contains(&media_type.as_str())
-        {
-            return Err(ApiError::invalid(format!(
-                "{field}.content[{idx}].source.media_type: must be image/png, image/jpeg, image/gif or image/webp"
-            )));
-        }
+        check_inline(block, &format!("{field}.content[{idx}].source"))?;
     }
     // The model is never sent a blank text block (the Messages API refuses
     // them), so input made only of those would reach it as nothing at all.
@@ -430,6 +430,75 @@ fn check_content(blocks: &[ContentBlock], field: &str, allowed: &[&str], require
         return Err(ApiError::invalid(format!("{field}.content: must contain a block that is not blank text")));
     }
     Ok(())
+}
+
+/// Checks a block's inline data as the Messages API will when the block is
+/// sent: an image's bytes must be of its media type, within the size limits,
+/// and a base64 document a PDF. A block the API refuses would be sent again
+/// with every later model request of the session (the log keeps it), so it
+/// is refused here, where the client can correct it.
+fn check_inline(block: &ContentBlock, at: &str) -> Result<(), ApiError> {
+    use crate::tools::image::{self, MediaType};
+    use logbook_core::event::{DocumentSource, ImageSource};
+    let decode = |data: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|err| ApiError::invalid(format!("{at}.data: is not valid base64 ({err})")))
+    };
+    match block {
+        ContentBlock::Image { source: ImageSource::Base64 { media_type, data } } => {
+            let Some(declared) = MediaType::named(media_type) else {
+                return Err(ApiError::invalid(format!(
+                    "{at}.media_type: must be image/png, image/jpeg, image/gif or image/webp"
+                )));
+            };
+            if data.len() as u64 > MAX_IMAGE_BASE64_BYTES {
+                return Err(ApiError::invalid(format!(
+                    "{at}.data: {} bytes of base64, more than the limit of {MAX_IMAGE_BASE64_BYTES} for an image",
+                    data.len()
+                )));
+            }
+            let found =
+                image::check(&decode(data)?).map_err(|refusal| ApiError::invalid(format!("{at}.data: {refusal}")))?;
+            if found != declared {
+                return Err(ApiError::invalid(format!(
+                    "{at}.media_type: {media_type} was given, but the data is an {} image",
+                    found.as_str()
+                )));
+            }
+            Ok(())
+        }
+        ContentBlock::Document { source: DocumentSource::Base64 { media_type, data }, .. } => {
+            if media_type != "application/pdf" {
+                return Err(ApiError::invalid(format!(
+                    "{at}.media_type: must be application/pdf (send text as a text source)"
+                )));
+            }
+            if data.len() as u64 > MAX_DOCUMENT_BASE64_BYTES {
+                return Err(ApiError::invalid(format!(
+                    "{at}.data: {} bytes of base64, more than the limit of {MAX_DOCUMENT_BASE64_BYTES} for a document",
+                    data.len()
+                )));
+            }
+            if !decode(data)?.starts_with(b"%PDF-") {
+                return Err(ApiError::invalid(format!("{at}.data: is not a PDF (it does not start with %PDF-)")));
+            }
+            Ok(())
+        }
+        ContentBlock::Document { source: DocumentSource::Text { media_type, .. }, .. }
+            if media_type != "text/plain" =>
+        {
+            Err(ApiError::invalid(format!("{at}.media_type: must be text/plain")))
+        }
+        ContentBlock::Image { source: ImageSource::Url { .. } | ImageSource::File { .. } }
+        | ContentBlock::Document {
+            source: DocumentSource::Text { .. } | DocumentSource::Url { .. } | DocumentSource::File { .. },
+            ..
+        }
+        | ContentBlock::Text { .. }
+        | ContentBlock::SearchResult { .. }
+        | ContentBlock::Redacted => Ok(()),
+    }
 }
 
 /// Checks that confirmations and tool results answer open calls of this

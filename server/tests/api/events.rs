@@ -75,7 +75,8 @@ async fn send_each_input_type() {
             {"type": "text", "text": "look"},
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
             {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
-            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}, "title": "n"}
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}, "title": "n"},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQ="}}
         ]}),
         json!({"type": "user.interrupt"}),
         json!({"type": "user.tool_confirmation", "tool_use_id": injected[0], "result": "deny", "deny_message": "no"}),
@@ -894,4 +895,47 @@ async fn a_workspace_holds_at_most_its_cap_of_open_streams() {
     let again = open(h.key_a.clone(), sid.clone()).await;
     assert_eq!(again.status().as_u16(), 200, "a closed stream frees its place");
     drop((second, again, other));
+}
+
+#[tokio::test]
+async fn inline_data_the_messages_api_would_refuse_is_refused_with_its_reason() {
+    // Goal: an image or document the Messages API would refuse is a 400
+    // naming the field and the reason, not a block the log keeps and sends
+    // with every later model call (each of which would then be refused).
+    // Method: send each; nothing is stored.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let path = format!("/v1/sessions/{}/events", id(&session));
+    let image = |media_type: &str, data: String| {
+        json!({"type": "user.message", "content": [{"type": "text", "text": "see"},
+            {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}]})
+    };
+    let document = |source: Value| json!({"type": "user.message", "content": [{"type": "document", "source": source}]});
+    let cases = [
+        (image("image/png", "/9j/4AAQ".to_owned()), "image/png was given, but the data is an image/jpeg image"),
+        (image("image/png", "aGVsbG8=".to_owned()), "not a PNG, JPEG, GIF or WebP image"),
+        (image("image/png", "iVBORw0KGgo".to_owned()), "not valid base64"),
+        (image("image/png", png_base64(8_001, 10)), "8001 x 10 pixels"),
+        (image("image/png", "A".repeat(5 * 1024 * 1024 + 4)), "more than the limit of 5242880"),
+        (document(json!({"type": "base64", "media_type": "application/pdf", "data": "aGVsbG8="})), "is not a PDF"),
+        (document(json!({"type": "base64", "media_type": "text/csv", "data": "YSxi"})), "must be application/pdf"),
+        (document(json!({"type": "text", "media_type": "text/csv", "data": "a,b"})), "must be text/plain"),
+    ];
+    for (input, reason) in cases {
+        let resp = h.post(&path, &events_body(vec![input.clone()])).await;
+        let body = resp.invalid();
+        let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("events[0].content[") && message.contains(reason), "{input}: {message}");
+    }
+    assert!(h.events(&session).await.is_empty());
+}
+
+/// A PNG header of `width` x `height` pixels, base64.
+fn png_base64(width: u32, height: u32) -> String {
+    use base64::Engine as _;
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(&width.to_be_bytes());
+    png.extend_from_slice(&height.to_be_bytes());
+    png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    base64::engine::general_purpose::STANDARD.encode(png)
 }
