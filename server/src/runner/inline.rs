@@ -141,7 +141,13 @@ fn resolved_block(
             if base64_len > limit {
                 return Ok(too_large(base64_len));
             }
-            base64_source(&file.mime_type, &read(store, &file)?)
+            let bytes = read(store, &file)?;
+            // The API refuses a "PDF" that is not one, and this block would be
+            // sent again with every later request.
+            if !bytes.starts_with(b"%PDF-") {
+                return Ok(note("its bytes are not a PDF (they do not start with %PDF-); it was left out".to_owned()));
+            }
+            base64_source(&file.mime_type, &bytes)
         }
         "document" if file.mime_type.starts_with("text/") => {
             if file.size_bytes > limit {
@@ -234,10 +240,11 @@ mod tests {
         let text = upload(&store, &ours, 3, "text/markdown", "# notes é".as_bytes());
         let zip = upload(&store, &ours, 4, "application/zip", b"PK");
         let other = upload(&store, &theirs, 5, "text/plain", b"their secret");
+        let not_pdf = upload(&store, &ours, 6, "application/pdf", b"<html>a page</html>");
         let mut messages = vec![
             json!({"role": "user", "content": [
                 {"type": "text", "text": "look"}, image(&png), document(&pdf), document(&text),
-                document(&zip), document(&other), image("file_011CNha8iCJcU1wXNR6q4V8w"),
+                document(&zip), document(&other), image("file_011CNha8iCJcU1wXNR6q4V8w"), document(&not_pdf),
             ]}),
             // A custom tool's result holds blocks of its own.
             json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image(&png)]}]}),
@@ -252,9 +259,12 @@ mod tests {
         assert_eq!(blocks[2]["source"]["data"], b64(b"%PDF-1.7 fake"));
         assert_eq!(blocks[2]["title"], "t", "the block's other fields stay");
         assert_eq!(blocks[3]["source"], json!({"type": "text", "media_type": "text/plain", "data": "# notes é"}));
-        for (idx, why) in
-            [(4, "cannot read a file of type application/zip"), (5, "no longer available"), (6, "no longer available")]
-        {
+        for (idx, why) in [
+            (4, "cannot read a file of type application/zip"),
+            (5, "no longer available"),
+            (6, "no longer available"),
+            (7, "not a PDF"),
+        ] {
             assert_eq!(blocks[idx]["type"], "text", "{idx}: {}", blocks[idx]);
             assert!(blocks[idx]["text"].as_str().unwrap().contains(why), "{idx}: {}", blocks[idx]);
         }
