@@ -355,3 +355,43 @@ fn a_fitted_context_fits_when_the_newest_tool_result_has_many_small_blocks() {
     let fitted = fit(&builder.state, Some("Be brief."), budget);
     assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
 }
+
+#[test]
+fn a_fitted_context_does_not_bring_back_the_input_a_refusal_took_out() {
+    // Review: fails until fixed.
+    // Goal: after `stop_reason: refusal` the context takes the refused turn
+    // and the input that drew it out (the provider refuses every later
+    // request that still holds them), so the state API's request no longer
+    // holds it. The low-token context (`fit`, for applications that continue
+    // a session cheaply) adds `last_user_message` back as "The latest user
+    // instruction" whenever it is not among the kept messages, which is
+    // exactly the case after a refusal: the fitted context sends the refused
+    // input again, first, before the older turn it never preceded.
+    // Method: a turn answered, a second input refused with no content; the
+    // fitted context must not hold the refused input.
+    use logbook_core::event::ModelRequest;
+
+    let mut builder = Builder::new();
+    builder.apply(&Step::UserMessage(5));
+    builder.apply(&Step::FinalAnswer);
+    builder.push(Event::UserMessage(UserMessage {
+        content: vec![ContentBlock::Text { text: "something the classifier stops".into() }],
+    }));
+    builder.push(Event::SessionStatusRunning(SessionStatusRunning {}));
+    let start = builder.model_call(json!([]), Vec::new());
+    builder.push(Event::ModelRequest(ModelRequest {
+        model_request_start_id: start,
+        model: "claude-sonnet-4-6".into(),
+        request_id: None,
+        stop_reason: Some("refusal".into()),
+        usage: Default::default(),
+        duration_ms: 1,
+        attempt: 1,
+    }));
+    builder.push(Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::Refusal, stop_details: None }));
+    let sent = serde_json::to_string(&builder.state.context.messages_json()).unwrap();
+    assert!(!sent.contains("classifier stops"), "the context itself keeps the refused input: {sent}");
+    let fitted = fit(&builder.state, Some("Be brief."), logbook_replay::fit::DEFAULT_BUDGET_TOKENS);
+    let text = serde_json::to_string(&fitted.messages).unwrap();
+    assert!(!text.contains("classifier stops"), "the fitted context sends the refused input again: {text}");
+}
