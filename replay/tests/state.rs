@@ -395,3 +395,24 @@ fn a_fitted_context_does_not_bring_back_the_input_a_refusal_took_out() {
     let text = serde_json::to_string(&fitted.messages).unwrap();
     assert!(!text.contains("classifier stops"), "the fitted context sends the refused input again: {text}");
 }
+
+#[test]
+fn a_fitted_context_fits_when_the_newest_turn_made_many_parallel_calls() {
+    // Review: fails until fixed.
+    // Goal: fit.rs promises "the result never exceeds the budget". The newest
+    // message is always kept, and when it holds tool results the assistant
+    // message with their calls is added too, outside the budget. Neither can
+    // shrink: `merge_text_runs` joins only plain text blocks, and
+    // `shrink_strings` leaves ids and names alone, so each tool_use and
+    // tool_result block costs its framing whatever the edge. A turn with many
+    // parallel calls (the model checking 30 services at once) gives a
+    // fitted context several times its budget, and `estimated_tokens` says so.
+    // Method: one response with 30 calls and their short results, the
+    // smallest budget.
+    let mut builder = Builder::new();
+    builder.apply(&Step::UserMessage(40));
+    builder.apply(&Step::ToolRound { calls: 30, result_chars: 20 });
+    let budget = logbook_replay::fit::MIN_BUDGET_TOKENS;
+    let fitted = fit(&builder.state, Some("Be brief."), budget);
+    assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
+}
