@@ -167,6 +167,12 @@ impl Context {
         self.summary.as_ref()
     }
 
+    /// The blocks of each input held while a model request is open; they
+    /// join the context when its response lands.
+    pub fn held(&self) -> &[Vec<Value>] {
+        &self.held
+    }
+
     /// Estimated tokens of [`Context::messages_json`].
     pub fn estimate_tokens(&self) -> u64 {
         let messages: u64 = self.messages.iter().map(|m| m.tokens).sum();

@@ -11,7 +11,8 @@
 //! workspace. Two things are always there: the latest user instruction and
 //! the open tool calls (the newest assistant message). Every size is a
 //! calibrated estimate ([`crate::tokens`]); the result never exceeds the
-//! budget, shrinking previews further when it must.
+//! budget, shrinking previews further when it must and, last, turning tool
+//! calls and their results into stubs, oldest first.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -48,6 +49,9 @@ pub enum Elided {
     Media { count: u64 },
     /// Workspace files left out of the manifest.
     Files { count: u64 },
+    /// Tool calls (and their results) replaced by stubs: a budget that
+    /// cannot hold them.
+    ToolCalls { count: u64 },
 }
 
 /// A context that fits a budget.
@@ -140,8 +144,12 @@ pub fn fit(state: &SessionState, system: Option<&str>, budget: u64) -> Fitted {
             elided.push(Elided::Messages { first_seq: 0, last_seq: summary.through_seq, count: 0 });
         }
     }
+    // The instruction is added when the budget or a compaction left it out,
+    // not when a refusal took it out of the context (or it would be sent
+    // again, and refused again).
     if let Some((seq, instruction)) = &state.last_user_message
         && !chosen.iter().any(|m| m["role"] == "user" && contains_blocks(m, instruction))
+        && still_in_context(state, *seq, instruction)
     {
         let mut local = Cuts::default();
         let shown: Vec<Value> = instruction.iter().map(|b| preview_block(b, RECENT_EDGE_CHARS, &mut local)).collect();
@@ -184,7 +192,7 @@ fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
     let mut merged = false;
     loop {
         fitted.estimated_tokens = estimate(fitted, state);
-        if fitted.estimated_tokens <= budget || edge < 8 {
+        if fitted.estimated_tokens <= budget {
             break;
         }
         if !merged {
@@ -194,6 +202,18 @@ fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
             merged = true;
             fitted.messages.iter_mut().for_each(merge_text_runs);
             continue;
+        }
+        if edge < 8 {
+            // Tool calls and results cost their ids and framing whatever
+            // the edge: as a last resort, each turn's calls and their
+            // results become stubs, oldest first, until the whole fits.
+            match collapse_oldest_calls(&mut fitted.messages) {
+                Some(count) => {
+                    fitted.elided.push(Elided::ToolCalls { count });
+                    continue;
+                }
+                None => break,
+            }
         }
         edge /= 2;
         let mut cuts = Cuts::default();
@@ -206,6 +226,44 @@ fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
             fitted.elided.push(Elided::Text { chars: cuts.chars });
         }
     }
+}
+
+/// Replaces the tool calls of the oldest assistant message that has some,
+/// and their results in the message after it, with one text stub each (so
+/// no result is left without its call); how many calls, or `None` if no
+/// message has calls.
+fn collapse_oldest_calls(messages: &mut [Value]) -> Option<u64> {
+    let is_call = |block: &Value| block["type"] == "tool_use";
+    let at = messages.iter().position(|m| {
+        m["role"] == "assistant" && m["content"].as_array().is_some_and(|content| content.iter().any(is_call))
+    })?;
+    let Some(Value::Array(content)) = messages[at].get_mut("content") else { return None };
+    let mut ids: Vec<Value> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut stub_at = None;
+    let mut kept: Vec<Value> = Vec::with_capacity(content.len());
+    for block in std::mem::take(content) {
+        if is_call(&block) {
+            ids.push(block["id"].clone());
+            names.push(block["name"].as_str().unwrap_or("a tool").to_owned());
+            stub_at.get_or_insert(kept.len());
+        } else {
+            kept.push(block);
+        }
+    }
+    let count = ids.len() as u64;
+    let stub = format!("[{count} tool calls elided ({}); fetch them with the slice API]", names.join(", "));
+    kept.insert(stub_at.unwrap_or(kept.len()), json!({"type": "text", "text": stub}));
+    *content = kept;
+    if let Some(Value::Array(content)) = messages.get_mut(at + 1).and_then(|next| next.get_mut("content")) {
+        let before = content.len();
+        content.retain(|block| !(block["type"] == "tool_result" && ids.contains(&block["tool_use_id"])));
+        let removed = before - content.len();
+        if removed > 0 {
+            content.insert(0, json!({"type": "text", "text": format!("[{removed} tool results elided]")}));
+        }
+    }
+    Some(count)
 }
 
 /// Joins each run of adjacent plain text blocks (`type` and `text` only) of
@@ -342,8 +400,24 @@ fn opens_cleanly(content: &[Value], role: Role) -> bool {
     }
 }
 
+/// Whether the input at `seq` (its `blocks`) is part of the context: in a
+/// message, held until the open request's response, or covered by the
+/// summary.
+fn still_in_context(state: &SessionState, seq: u64, blocks: &[Value]) -> bool {
+    let context = &state.context;
+    context.summary().is_some_and(|summary| seq <= summary.through_seq)
+        || context.messages().iter().any(|m| m.role == Role::User && content_holds(&m.content, blocks))
+        || context.held().iter().any(|held| content_holds(held, blocks))
+}
+
 fn contains_blocks(message: &Value, blocks: &[Value]) -> bool {
     let Some(content) = message.get("content").and_then(Value::as_array) else { return false };
+    content_holds(content, blocks)
+}
+
+/// Whether `content` holds `blocks`' text (each text block's first 64
+/// characters; a preview keeps at least those).
+fn content_holds(content: &[Value], blocks: &[Value]) -> bool {
     blocks.iter().filter(|b| b["type"] == "text").all(|b| {
         content.iter().any(|c| {
             c["type"] == "text"

@@ -358,7 +358,6 @@ fn a_fitted_context_fits_when_the_newest_tool_result_has_many_small_blocks() {
 
 #[test]
 fn a_fitted_context_does_not_bring_back_the_input_a_refusal_took_out() {
-    // Review: fails until fixed.
     // Goal: after `stop_reason: refusal` the context takes the refused turn
     // and the input that drew it out (the provider refuses every later
     // request that still holds them), so the state API's request no longer
@@ -398,7 +397,6 @@ fn a_fitted_context_does_not_bring_back_the_input_a_refusal_took_out() {
 
 #[test]
 fn a_fitted_context_fits_when_the_newest_turn_made_many_parallel_calls() {
-    // Review: fails until fixed.
     // Goal: fit.rs promises "the result never exceeds the budget". The newest
     // message is always kept, and when it holds tool results the assistant
     // message with their calls is added too, outside the budget. Neither can
@@ -415,4 +413,14 @@ fn a_fitted_context_fits_when_the_newest_turn_made_many_parallel_calls() {
     let budget = logbook_replay::fit::MIN_BUDGET_TOKENS;
     let fitted = fit(&builder.state, Some("Be brief."), budget);
     assert!(fitted.estimated_tokens <= budget, "{} > {budget}", fitted.estimated_tokens);
+    assert!(fitted.elided.iter().any(|e| matches!(e, logbook_replay::fit::Elided::ToolCalls { count: 30 })));
+    // Every result left still answers a call of the message before it.
+    for pair in fitted.messages.windows(2) {
+        let calls: Vec<&Value> = pair[0]["content"].as_array().unwrap().iter().map(|b| &b["id"]).collect();
+        for block in pair[1]["content"].as_array().unwrap() {
+            if block["type"] == "tool_result" {
+                assert!(calls.contains(&&block["tool_use_id"]), "{block} answers no call");
+            }
+        }
+    }
 }

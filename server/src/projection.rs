@@ -135,7 +135,11 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
 /// 4: the context leaves out blank text blocks and a refused response with
 /// the input that drew it (`Context::last_response`); the machine compacts
 /// after a prompt refused as too long (`Machine::too_long`).
-const CHECKPOINT_FORMAT: u8 = 4;
+/// 5: the place of a refused response's drawing input also records how many
+/// blocks it had (`ResponsePlace::input`), and a 413 counts as too long;
+/// form-4 checkpoints written before those changes would decode wrongly or
+/// not at all (and one that does not decode is never replaced).
+const CHECKPOINT_FORMAT: u8 = 5;
 
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
     let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
