@@ -45,7 +45,8 @@ pub enum Elided {
     Messages { first_seq: u64, last_seq: u64, count: u64 },
     /// Characters cut out of tool outputs and other long texts.
     Text { chars: u64 },
-    /// Images and documents replaced by stubs.
+    /// Images, documents and the provider's server tool blocks (whose
+    /// encrypted content cannot be cut) replaced by stubs.
     Media { count: u64 },
     /// Workspace files left out of the manifest.
     Files { count: u64 },
@@ -379,6 +380,19 @@ fn preview_block(block: &Value, edge: usize, cuts: &mut Cuts) -> Value {
                 block.clone()
             }
         }
+        // The provider's own tool calls and results carry encrypted content
+        // that must reach it whole or not at all: stubs, both, so neither is
+        // left without the other.
+        Some("server_tool_use") => {
+            cuts.media += 1;
+            let name = block.get("name").and_then(Value::as_str).unwrap_or("a server tool");
+            let input = block.get("input").map(Value::to_string).unwrap_or_default();
+            json!({"type": "text", "text": format!("[{name} call {} elided]", head_tail(&input, edge))})
+        }
+        Some("web_search_tool_result" | "web_fetch_tool_result") => {
+            cuts.media += 1;
+            json!({"type": "text", "text": "[server tool result elided]"})
+        }
         Some("tool_use") => {
             let mut block = block.clone();
             let input = block.get("input").map(Value::to_string).unwrap_or_default();
@@ -460,4 +474,33 @@ fn manifest(state: &SessionState, max_tokens: u64) -> (String, u64) {
         shown += 1;
     }
     (text, tree.len() as u64 - shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_tool_calls_and_results_become_stubs_together() {
+        // A cut encrypted_content would have the provider refuse the
+        // context; a call without its result likewise.
+        let message = json!({"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "rust"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
+                "content": [{"type": "web_search_result", "url": "https://a.test", "title": "A",
+                    "encrypted_content": "x".repeat(10_000)}]},
+            {"type": "text", "text": "Found it."}
+        ]});
+        let mut cuts = Cuts::default();
+        let shown = preview_message(&message, RECENT_EDGE_CHARS, &mut cuts);
+        assert_eq!(
+            shown["content"],
+            json!([
+                {"type": "text", "text": "[web_search call {\"query\":\"rust\"} elided]"},
+                {"type": "text", "text": "[server tool result elided]"},
+                {"type": "text", "text": "Found it."}
+            ])
+        );
+        assert_eq!(cuts.media, 2);
+    }
 }
