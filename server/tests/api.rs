@@ -53,3 +53,6 @@ mod audit;
 
 #[path = "api/threads.rs"]
 mod threads;
+
+#[path = "api/review_files_mcp.rs"]
+mod review_files_mcp;

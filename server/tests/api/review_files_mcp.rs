@@ -1,0 +1,49 @@
+//! Defects found by the Files API and MCP client review. Each test asserts
+//! what the references (managed-agents-behaviour.md, the SDK) or the code's
+//! own contract say, and fails until the server does it.
+
+use logbook_server::mcp::tools::{ListedTool, MAX_TOOL_NAME_CHARS, model_name, offer};
+use serde_json::json;
+
+fn listed(name: &str) -> ListedTool {
+    ListedTool { name: name.to_owned(), description: None, input_schema: json!({"type": "object"}) }
+}
+
+/// `mcp::tools` promises every offered name is unique and at most
+/// `MAX_TOOL_NAME_CHARS` (the Messages API's limit). `model_name` tries the
+/// plain name, then suffixes of 8, 16, 32 and 64 hex digits of a hash of the
+/// server's and tool's names; at 64, `MAX_TOOL_NAME_CHARS - 1 - length`
+/// underflows: a panic in a debug build, a name over 64 characters (every
+/// request refused) in a release build. Reaching it takes nothing hostile: a
+/// server listing one tool name five times (or repeating a page of its
+/// listing with a constant `nextCursor`, which `list_tools` follows up to 16
+/// times) gets there, since duplicates hash alike. A hostile server can also
+/// get there with distinct names, by listing first tools whose plain names
+/// are another tool's 8-, 16- and 32-digit hashed names.
+#[test]
+fn a_tool_name_listed_five_times_or_squatting_hashed_names_gets_valid_names() {
+    // Review: fails until fixed
+    let check = |tools: &[ListedTool]| {
+        let offered = std::panic::catch_unwind(|| offer(&[], [("docs", tools)]));
+        let offered = offered.expect("offering the listing panicked");
+        let names: Vec<&str> = offered.names.iter().map(|n| n.name.as_str()).collect();
+        for name in &names {
+            assert!(name.len() <= MAX_TOOL_NAME_CHARS, "{name:?} is longer than {MAX_TOOL_NAME_CHARS}");
+        }
+        let unique: std::collections::BTreeSet<&&str> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    };
+    // The same name listed five times.
+    check(&vec![listed("search"); 5]);
+    // Distinct names chosen to take a long name's hashed names.
+    let long = "a".repeat(100);
+    let mut taken = std::collections::BTreeSet::new();
+    let mut tools = Vec::new();
+    for _ in 0..3 {
+        let hashed = model_name("docs", &long, &taken);
+        tools.push(listed(hashed.strip_prefix("mcp__docs__").unwrap()));
+        taken.insert(hashed);
+    }
+    tools.push(listed(&long));
+    check(&tools);
+}
