@@ -47,3 +47,52 @@ fn a_tool_name_listed_five_times_or_squatting_hashed_names_gets_valid_names() {
     tools.push(listed(&long));
     check(&tools);
 }
+
+/// The Messages API refuses a request whose tools include an `input_schema`
+/// with `oneOf`, `anyOf` or `allOf` at its top level (400 "input_schema does
+/// not support oneOf, allOf, or anyOf at the top level"; behaviour digest
+/// §2 lists the rule, and `api::tools` enforces it on custom tools). A listed
+/// MCP tool's schema only gets `type: object` forced
+/// (`ListedTool::from_json`), so a server with one such tool (what zod's
+/// `z.union` or a "one of these fields" rule produces, common in MCP
+/// servers) has it offered as is, and every model request of the session is
+/// refused, not only calls of that tool.
+#[test]
+fn a_listed_schema_with_a_top_level_combinator_is_not_offered_as_is() {
+    // Review: fails until fixed
+    let with_one_of = ListedTool::from_json(&json!({
+        "name": "get_resource",
+        "description": "Get a resource by id or by path",
+        "inputSchema": {
+            "oneOf": [
+                {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+                {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
+            ]
+        }
+    }))
+    .unwrap();
+    let with_any_of = ListedTool::from_json(&json!({
+        "name": "lookup",
+        "description": "Look up by id or name",
+        "inputSchema": {
+            "type": "object",
+            "anyOf": [{"required": ["id"]}, {"required": ["name"]}],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}}
+        }
+    }))
+    .unwrap();
+    let agent_tools =
+        logbook_server::api::tools::resolve_tools(&[json!({"type": "mcp_toolset", "mcp_server_name": "docs"})])
+            .unwrap();
+    let listing = [with_one_of, with_any_of];
+    let offered = offer(&agent_tools, [("docs", &listing[..])]);
+    for definition in &offered.definitions {
+        for combinator in ["oneOf", "anyOf", "allOf"] {
+            assert!(
+                definition["input_schema"].get(combinator).is_none(),
+                "{} is offered with a top-level {combinator}, which the Messages API refuses: {definition}",
+                definition["name"]
+            );
+        }
+    }
+}
