@@ -3,7 +3,7 @@
 //! own contract say, and fails until the server does it.
 
 use logbook_server::mcp::tools::{ListedTool, MAX_TOOL_NAME_CHARS, model_name, offer};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn listed(name: &str) -> ListedTool {
     ListedTool { name: name.to_owned(), description: None, input_schema: json!({"type": "object"}) }
@@ -95,4 +95,75 @@ fn a_listed_schema_with_a_top_level_combinator_is_not_offered_as_is() {
             );
         }
     }
+}
+
+/// A hand-written MCP server (streamable HTTP, JSON responses) on loopback:
+/// it answers `initialize` and `tools/list` with `tools` (one page) and
+/// `tools/call` with `call_result`. Returns its URL.
+async fn hostile_mcp_server(tools: Vec<Value>, call_result: Value) -> String {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let tools = std::sync::Arc::new(tools);
+    let call_result = std::sync::Arc::new(call_result);
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let (tools, call_result) = (std::sync::Arc::clone(&tools), std::sync::Arc::clone(&call_result));
+            async move {
+                let request = body.0;
+                let id = request["id"].clone();
+                let result = match request["method"].as_str().unwrap_or_default() {
+                    "initialize" => json!({
+                        "protocolVersion": request["params"]["protocolVersion"],
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "hostile", "version": "1.0.0"}
+                    }),
+                    "tools/list" => json!({"tools": *tools}),
+                    "tools/call" => (*call_result).clone(),
+                    // Notifications (no id) are accepted.
+                    _ if id.is_null() => return StatusCode::ACCEPTED.into_response(),
+                    _ => json!({}),
+                };
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+            }
+        })
+        .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
+        .delete(|| async { StatusCode::METHOD_NOT_ALLOWED }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/mcp")
+}
+
+fn mcp_server(name: &str, url: &str) -> logbook_server::api::tools::McpServer {
+    logbook_server::api::tools::McpServer { kind: "url".to_owned(), name: name.to_owned(), url: url.to_owned() }
+}
+
+/// `mcp::tools` offers at most `MAX_TOOLS_PER_SERVER` tools of a server
+/// ("a server listing more is cut"), but the hub keeps every tool the server
+/// listed (`connect::list_tools`: up to 16 pages of up to 16 MiB of JSON
+/// each, millions of `{"name": ..., "inputSchema": {}}` entries) for as long
+/// as the session's connection lives, and `McpHub::tools` clones all of them
+/// for every model request. One hostile (or merely huge) MCP server makes
+/// the process hold and copy gigabytes per session; only 128 are ever used.
+#[tokio::test]
+async fn the_hub_keeps_no_more_of_a_servers_tools_than_it_can_offer() {
+    // Review: fails until fixed
+    use logbook_server::mcp::tools::MAX_TOOLS_PER_SERVER;
+    let tools: Vec<Value> =
+        (0..5000).map(|n| json!({"name": format!("t{n}"), "inputSchema": {"type": "object"}})).collect();
+    let url = hostile_mcp_server(tools, json!({"content": []})).await;
+    let hub = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("127.0.0.1")).unwrap();
+    let session: logbook_core::SessionId = "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E".parse().unwrap();
+    let servers = [mcp_server("docs", &url)];
+    let failures = hub.prepare(session, &servers).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let listed = hub.tools(session, &servers);
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0].tools.len() <= MAX_TOOLS_PER_SERVER,
+        "the hub holds (and clones per request) {} tools of one server; at most {MAX_TOOLS_PER_SERVER} are ever offered",
+        listed[0].tools.len()
+    );
 }
