@@ -167,3 +167,49 @@ async fn the_hub_keeps_no_more_of_a_servers_tools_than_it_can_offer() {
         listed[0].tools.len()
     );
 }
+
+/// An MCP server on loopback that answers every request with a JSON-RPC
+/// error whose message is `message`. Returns its URL.
+async fn erroring_mcp_server(message: String) -> String {
+    let message = std::sync::Arc::new(message);
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let message = std::sync::Arc::clone(&message);
+            async move {
+                axum::Json(
+                    json!({"jsonrpc": "2.0", "id": body.0["id"], "error": {"code": -32000, "message": *message}}),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/mcp")
+}
+
+/// A server that cannot be connected becomes a `session.error`
+/// (`mcp_connection_failed_error`) whose `message` is the connect error's,
+/// and that error carries the server's JSON-RPC error message whole: a
+/// server answering `initialize` with a 10 MB message has a 10 MB
+/// `session.error` recorded in the log and pushed to every stream, again at
+/// every turn (the connection is retried each turn). Tool output is held to
+/// 100,000 characters (behaviour digest: larger outputs go to a file); an
+/// error message the server wrote is not bounded at all.
+#[tokio::test]
+async fn a_servers_error_message_does_not_make_an_unbounded_session_error() {
+    // Review: fails until fixed
+    let url = erroring_mcp_server("x".repeat(10 * 1024 * 1024)).await;
+    let hub = logbook_server::mcp::McpHub::new(logbook_server::mcp::McpSettings::new("127.0.0.1")).unwrap();
+    let session: logbook_core::SessionId = "sesn_01JQ8Z7M3P5R7T9V1X3Z5B7D0E".parse().unwrap();
+    let failures = hub.prepare(session, &[mcp_server("docs", &url)]).await;
+    assert_eq!(failures.len(), 1);
+    let message = failures[0].error.to_string();
+    assert!(
+        message.len() <= 100_000,
+        "the session.error message would be {} bytes: {}...",
+        message.len(),
+        &message[..200]
+    );
+}
