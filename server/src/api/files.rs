@@ -143,9 +143,11 @@ pub async fn upload(
                 }
                 let declared_name = field.file_name().map(str::to_owned);
                 let declared_type = field.content_type().map(str::to_owned);
-                let content = store_field(&state, field).await?;
+                // Judged before a byte is stored: the store keeps blobs
+                // nothing names (it has no collection of them yet).
                 let mime_type = mime_type(declared_name.as_deref().unwrap_or(""), declared_type.as_deref());
                 let filename = filename(declared_name.as_deref(), &mime_type)?;
+                let content = store_field(&state, field).await?;
                 upload = Some((filename, mime_type, content));
             }
             Some("expires_in_seconds") => {

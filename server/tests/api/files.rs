@@ -547,3 +547,21 @@ async fn an_output_past_the_read_budget_is_captured_at_a_later_idle() {
         created.len()
     );
 }
+
+/// An upload the server refuses for its filename (here a control
+/// character, which `files::filename` checks) is refused only after its
+/// whole contents were stored as blobs (`files::upload` stores the part,
+/// then checks the name it had from the part's header all along). Nothing
+/// names those blobs and nothing ever removes them (there is no blob
+/// garbage collection), so each refused upload keeps up to 256 MiB on disk
+/// for good, and the client has no file it could delete.
+#[tokio::test]
+async fn an_upload_refused_for_its_filename_leaves_nothing_stored() {
+    use logbook_store::Blobs;
+    let h = Harness::new();
+    let bytes = b"contents of an upload that is refused".to_vec();
+    let resp = h.upload_as(&h.key_a, "bad\tname.txt", "text/plain", &bytes).await;
+    assert_eq!(resp.status.as_u16(), 400, "{}", resp.text());
+    let blob = logbook_core::chain::digest(&bytes);
+    assert!(!h.state.store().has_blob(blob).unwrap(), "the refused upload's contents stay in the store");
+}
