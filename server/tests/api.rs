@@ -54,5 +54,5 @@ mod audit;
 #[path = "api/threads.rs"]
 mod threads;
 
-#[path = "api/review_files_mcp.rs"]
-mod review_files_mcp;
+#[path = "api/mcp.rs"]
+mod mcp;

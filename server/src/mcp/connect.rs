@@ -27,7 +27,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use url::Url;
 
-use super::tools::ListedTool;
+use super::tools::{ListedTool, MAX_TOOLS_PER_SERVER};
 use crate::net::addr::is_public;
 use crate::tools::web::HostResolver;
 
@@ -43,12 +43,18 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// hold a turn).
 pub const MAX_LIST_PAGES: usize = 16;
 const CLIENT_NAME: &str = "logbook";
+/// Most characters of an error the server (or its transport) reported that
+/// are kept: the message becomes a `session.error` or a tool result, and a
+/// server could send megabytes of it on every attempt.
+pub const MAX_ERROR_CHARS: usize = 4_000;
 
 /// A live connection: the SDK's client service (dropping it closes the
 /// connection) and the tools the server listed.
 pub struct Connection {
     pub service: RunningService<RoleClient, ClientConfig>,
-    pub tools: Vec<ListedTool>,
+    /// What the model may be offered of the listing (shared with every
+    /// request's settings, not copied).
+    pub tools: std::sync::Arc<[ListedTool]>,
 }
 
 impl fmt::Debug for Connection {
@@ -119,27 +125,32 @@ pub async fn connect(http: &reqwest::Client, private_hosts: &[String], url: &str
         ClientConfig::new(ClientCapabilities::default(), Implementation::new(CLIENT_NAME, env!("CARGO_PKG_VERSION")));
     let service = info.serve(transport).await.map_err(|err| init_error(&err, url, &shown_url))?;
     let tools = list_tools(&service).await.map_err(|err| service_error(&err, url, &shown_url))?;
-    Ok(Connection { service, tools })
+    Ok(Connection { service, tools: tools.into() })
 }
 
-/// Every tool the server lists, following at most [`MAX_LIST_PAGES`] pages.
+/// The tools the server lists, following at most [`MAX_LIST_PAGES`] pages:
+/// the first [`MAX_TOOLS_PER_SERVER`] distinct names (no more can be
+/// offered), each name once (its first listing), and no page more once
+/// those are known.
 async fn list_tools(service: &RunningService<RoleClient, ClientConfig>) -> Result<Vec<ListedTool>, ServiceError> {
-    let mut tools = Vec::new();
+    let mut tools: Vec<ListedTool> = Vec::new();
     let mut cursor = None;
     for _ in 0..MAX_LIST_PAGES {
         let params =
             cursor.take().map(|cursor| rmcp::model::PaginatedRequestParams::default().with_cursor(Some(cursor)));
         let page = service.list_tools(params).await?;
         let page = serde_json::to_value(&page).unwrap_or_default();
-        tools.extend(
-            page.get("tools")
-                .and_then(serde_json::Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(ListedTool::from_json),
-        );
+        let listed = page.get("tools").and_then(serde_json::Value::as_array).into_iter().flatten();
+        for tool in listed.filter_map(ListedTool::from_json) {
+            if tools.len() == MAX_TOOLS_PER_SERVER {
+                return Ok(tools);
+            }
+            if tools.iter().all(|known| known.name != tool.name) {
+                tools.push(tool);
+            }
+        }
         match page.get("nextCursor").and_then(serde_json::Value::as_str) {
-            Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
+            Some(next) if !next.is_empty() && tools.len() < MAX_TOOLS_PER_SERVER => cursor = Some(next.to_owned()),
             Some(_) | None => return Ok(tools),
         }
     }
@@ -154,7 +165,7 @@ fn init_error(err: &ClientInitializeError, url: &str, shown_url: &str) -> Connec
     } else {
         chain(err)
     };
-    let message = redact(&message, url, shown_url);
+    let message = bounded(redact(&message, url, shown_url));
     if err.is_authorization_required() || is_auth_status(&message) {
         ConnectError::Authentication(format!("{shown_url} requires authorization: {message}"))
     } else {
@@ -164,7 +175,7 @@ fn init_error(err: &ClientInitializeError, url: &str, shown_url: &str) -> Connec
 
 /// A failed request on a live connection (listing tools or calling one).
 pub fn service_error(err: &ServiceError, url: &str, shown_url: &str) -> ConnectError {
-    let message = redact(&chain(err), url, shown_url);
+    let message = bounded(redact(&chain(err), url, shown_url));
     if err.auth_challenge().is_some() || is_auth_status(&message) {
         ConnectError::Authentication(format!("{shown_url} requires authorization: {message}"))
     } else {
@@ -208,6 +219,18 @@ fn redact(message: &str, url: &str, shown_url: &str) -> String {
         out = out.replace(parsed.as_str(), shown_url);
     }
     out
+}
+
+/// `message` cut to [`MAX_ERROR_CHARS`], saying how much was left out (cut
+/// after redacting, so no part of a secret survives a cut through it).
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((end, _)) => {
+            let rest = message[end..].chars().count();
+            format!("{}… ({rest} more characters)", &message[..end])
+        }
+        None => message,
+    }
 }
 
 fn refused(host: &str, ip: IpAddr) -> String {

@@ -120,7 +120,7 @@ pub struct ConnectFailure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerTools {
     pub server: String,
-    pub tools: Vec<ListedTool>,
+    pub tools: std::sync::Arc<[ListedTool]>,
 }
 
 /// Why the hub could not be built.
@@ -201,7 +201,7 @@ impl McpHub {
             .iter()
             .filter_map(|server| match known.get(&server.name) {
                 Some(Server::Connected { url, connection }) if *url == server.url => {
-                    Some(ServerTools { server: server.name.clone(), tools: connection.tools.clone() })
+                    Some(ServerTools { server: server.name.clone(), tools: std::sync::Arc::clone(&connection.tools) })
                 }
                 Some(Server::Connected { .. } | Server::Failed { .. }) | None => None,
             })

@@ -62,11 +62,67 @@ impl ListedTool {
             input_schema = json!({"type": "object"});
         }
         if let Value::Object(schema) = &mut input_schema {
-            // The Messages API requires an object schema.
+            // The Messages API requires an object schema, without
+            // combinators at its top level.
             schema.insert("type".to_owned(), json!("object"));
+            flatten_combinators(schema);
         }
         Some(ListedTool { name, description, input_schema })
     }
+}
+
+/// The top-level combinators the Messages API refuses in an input schema.
+const COMBINATORS: [&str; 3] = ["oneOf", "anyOf", "allOf"];
+
+/// Takes `oneOf`, `anyOf` and `allOf` out of the top of `schema` (the
+/// Messages API refuses a request whose tools have them there, every request
+/// of the session, not only calls of that tool) and keeps what the model
+/// needs of them: every branch's properties join the schema's own (its own
+/// first), and a property is required if the schema requires it, if an
+/// `allOf` branch does, or if every branch of a `oneOf` or `anyOf` does. The
+/// server still checks its input; a call the looser schema lets through is
+/// answered with the server's error.
+fn flatten_combinators(schema: &mut Map<String, Value>) {
+    let mut properties = match schema.remove("properties") {
+        Some(Value::Object(properties)) => properties,
+        Some(_) | None => Map::new(),
+    };
+    let mut required: BTreeSet<String> = required_of(schema.get("required"));
+    let mut changed = false;
+    for combinator in COMBINATORS {
+        let Some(branches) = schema.remove(combinator) else { continue };
+        changed = true;
+        let branches = branches.as_array().cloned().unwrap_or_default();
+        let mut in_every: Option<BTreeSet<String>> = None;
+        for branch in &branches {
+            if let Some(Value::Object(branch_properties)) = branch.get("properties") {
+                for (name, property) in branch_properties {
+                    properties.entry(name.clone()).or_insert_with(|| property.clone());
+                }
+            }
+            let branch_required = required_of(branch.get("required"));
+            in_every = Some(match in_every {
+                Some(so_far) => so_far.intersection(&branch_required).cloned().collect(),
+                None => branch_required.clone(),
+            });
+            if combinator == "allOf" {
+                required.extend(branch_required);
+            }
+        }
+        if combinator != "allOf" {
+            required.extend(in_every.unwrap_or_default());
+        }
+    }
+    if !properties.is_empty() || changed {
+        schema.insert("properties".to_owned(), Value::Object(properties));
+    }
+    if changed {
+        schema.insert("required".to_owned(), json!(required));
+    }
+}
+
+fn required_of(value: Option<&Value>) -> BTreeSet<String> {
+    value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
 }
 
 /// What the model is offered of the servers' tools.
@@ -86,7 +142,10 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
     let mut offered = Offered::default();
     let mut taken = BTreeSet::new();
     for (server, tools) in servers {
-        for tool in tools.iter().take(MAX_TOOLS_PER_SERVER) {
+        let mut seen = BTreeSet::new();
+        // A name listed twice names one tool: offered once.
+        let distinct = tools.iter().filter(|tool| seen.insert(tool.name.as_str()));
+        for tool in distinct.take(MAX_TOOLS_PER_SERVER) {
             let name = model_name(server, &tool.name, &taken);
             taken.insert(name.clone());
             offered.names.push(McpToolName { name: name.clone(), server: server.to_owned(), tool: tool.name.clone() });
@@ -116,7 +175,8 @@ pub fn model_name(server: &str, tool: &str, taken: &BTreeSet<String>) -> String 
     hasher.update(&[0]);
     hasher.update(tool.as_bytes());
     let hash = hasher.finalize().to_hex();
-    for length in [8, 16, 32, 64] {
+    // At most 48 digits, so a prefix of the name always stays.
+    for length in [8, 16, 32, 48] {
         let suffix = &hash.as_str()[..length];
         // ASCII only after sanitizing, so byte lengths are char counts.
         let keep = MAX_TOOL_NAME_CHARS - 1 - length;

@@ -93,6 +93,33 @@ fn listed_tools_are_made_safe_to_offer() {
 }
 
 #[test]
+fn top_level_combinators_become_one_object_schema() {
+    let schema = |input_schema| ListedTool::from_json(&json!({"name": "t", "inputSchema": input_schema})).unwrap();
+    // oneOf: every branch's properties; required only what every branch requires.
+    let one_of = schema(json!({"oneOf": [
+        {"type": "object", "properties": {"id": {"type": "string"}, "all": {"type": "boolean"}}, "required": ["id", "all"]},
+        {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path", "all"]}
+    ]}));
+    assert_eq!(
+        one_of.input_schema,
+        json!({"type": "object", "required": ["all"], "properties": {
+            "id": {"type": "string"}, "all": {"type": "boolean"}, "path": {"type": "string"}}})
+    );
+    // allOf: every branch's requirements; the schema's own property wins.
+    let all_of = schema(json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"],
+        "allOf": [{"properties": {"q": {"type": "number"}, "n": {"type": "integer"}}, "required": ["n"]}]}));
+    assert_eq!(
+        all_of.input_schema,
+        json!({"type": "object", "required": ["n", "q"], "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}})
+    );
+    // Without combinators nothing changes.
+    assert_eq!(
+        schema(json!({"type": "object", "required": ["z"]})).input_schema,
+        json!({"type": "object", "required": ["z"]})
+    );
+}
+
+#[test]
 fn results_become_tool_result_content() {
     let result = json!({"content": [
         {"type": "text", "text": "hello"},

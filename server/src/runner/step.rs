@@ -608,7 +608,7 @@ impl Task {
         let listed = self.handle.config().mcp.tools(self.session, &session.agent.mcp_servers);
         let offered = crate::mcp::tools::offer(
             &session.agent.tools,
-            listed.iter().map(|server| (server.server.as_str(), server.tools.as_slice())),
+            listed.iter().map(|server| (server.server.as_str(), &server.tools[..])),
         );
         request_options.extra_tools.extend(offered.definitions);
         request_options.mcp_tools.extend(offered.names);
