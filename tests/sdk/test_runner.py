@@ -785,12 +785,17 @@ def test_a_message_sent_during_a_model_call_is_seen_by_the_model(harness: Harnes
     assert [e.id for e in of_type(events, "user.message")] == [first_msg.id, second_msg.id]
 
 
+# A PNG's signature and header, 1 x 1 pixels: the runner reads an image's
+# size from its header and leaves out an image it cannot read.
+DOT_PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89"
+
+
 def test_file_sourced_blocks_reach_the_model_as_contents(harness: Harness) -> None:
     """Files API ids mean nothing to the Messages API: the runner sends the file's contents."""
     h = harness
     h.fake.set_script([text_response("read them")])
     notes = h.client.beta.files.upload(file=("notes.md", b"# plan\nship it", "text/markdown"))
-    picture = h.client.beta.files.upload(file=("dot.png", b"\x89PNG\r\n\x1a\nfake", "image/png"))
+    picture = h.client.beta.files.upload(file=("dot.png", DOT_PNG, "image/png"))
     session = h.session([toolset()])
     reader = h.open_stream(session.id)
     h.send(
@@ -810,7 +815,7 @@ def test_file_sourced_blocks_reach_the_model_as_contents(harness: Harness) -> No
     sources = [b["source"] for b in blocks if b["type"] in ("document", "image")]
     assert sources == [
         {"type": "text", "media_type": "text/plain", "data": "# plan\nship it"},
-        {"type": "base64", "media_type": "image/png", "data": base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()},
+        {"type": "base64", "media_type": "image/png", "data": base64.b64encode(DOT_PNG).decode()},
     ], sources
     listed = [e for e in h.listed(session.id) if e.type == "user.message"]
     assert listed[0].content[1].source.type == "file", "the log keeps the block as sent"

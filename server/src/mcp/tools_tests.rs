@@ -123,7 +123,7 @@ fn top_level_combinators_become_one_object_schema() {
 fn results_become_tool_result_content() {
     let result = json!({"content": [
         {"type": "text", "text": "hello"},
-        {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
+        {"type": "image", "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ", "mimeType": "image/png"},
         {"type": "image", "data": "AAAA", "mimeType": "image/tiff"},
         {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
         {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "body"}},
@@ -137,7 +137,10 @@ fn results_become_tool_result_content() {
         vec![
             ContentBlock::Text { text: "hello".into() },
             ContentBlock::Image {
-                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() }
+                source: ImageSource::Base64 {
+                    media_type: "image/png".into(),
+                    data: "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ".into()
+                }
             },
             ContentBlock::Text {
                 text: "[image content of type image/tiff left out: tool results cannot carry it]".into()

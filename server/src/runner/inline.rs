@@ -305,7 +305,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("data"), &SledOptions::default()).unwrap();
         let tenant = Tenant { workspace: WorkspaceId::from_parts(1, 1) };
-        let png = upload(&store, &tenant, 1, "image/png", b"\x89PNG fake");
+        let png = upload(
+            &store,
+            &tenant,
+            1,
+            "image/png",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89",
+        );
         let input = json!({"attachment": image(&png), "missing": document("file_011CNha8iCJcU1wXNR6q4V8w")});
         let mut messages = vec![
             json!({"role": "user", "content": [{"type": "text", "text": "attach it"}]}),

@@ -10,8 +10,8 @@
 //! read or decoded).
 //!
 //! The dimensions come from the header; an image whose header does not give
-//! them (a JPEG whose start of frame the segment walk does not reach) is
-//! taken on its signature. Pure: no IO.
+//! them (cut short, damaged, a JPEG without a start of frame) or gives a
+//! side of zero is refused: the API cannot read it either. Pure: no IO.
 
 /// The longest side of an image the Messages API takes.
 pub(crate) const MAX_SIDE_PIXELS: u32 = 8_000;
@@ -68,6 +68,9 @@ pub(crate) enum Refusal {
     /// A side is over [`MAX_SIDE_PIXELS`].
     #[error("{width} x {height} pixels, more than the limit of {MAX_SIDE_PIXELS} on a side")]
     TooLarge { width: u32, height: u32 },
+    /// The header does not give a size, or gives a side of zero.
+    #[error("its header gives no size (the image is cut short or damaged)")]
+    Damaged,
 }
 
 /// The media type to send `bytes` as, or why they cannot be sent as an
@@ -76,7 +79,9 @@ pub(crate) fn check(bytes: &[u8]) -> Result<MediaType, Refusal> {
     let media_type = MediaType::of(bytes).ok_or(Refusal::NotAnImage)?;
     match dimensions(bytes) {
         Some((width, height)) if width.max(height) > MAX_SIDE_PIXELS => Err(Refusal::TooLarge { width, height }),
-        Some(_) | None => Ok(media_type),
+        Some((width, height)) if width.min(height) == 0 => Err(Refusal::Damaged),
+        Some(_) => Ok(media_type),
+        None => Err(Refusal::Damaged),
     }
 }
 
@@ -110,6 +115,15 @@ pub(crate) fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
                     return None;
                 }
                 let marker = bytes[at + 1];
+                // Fill bytes before a marker, and markers without a length.
+                if marker == 0xff {
+                    at += 1;
+                    continue;
+                }
+                if marker == 0x01 || (0xd0..=0xd7).contains(&marker) {
+                    at += 2;
+                    continue;
+                }
                 let length = usize::try_from(be16(at + 2)?).ok()?;
                 let start_of_frame = matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
                 if start_of_frame {
@@ -144,6 +158,10 @@ mod tests {
         let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00];
         jpeg.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 0x08, 0x00, 0x0a, 0x23, 0x28]);
         assert_eq!(dimensions(&jpeg), Some((9_000, 10)));
+        // Fill bytes and a marker without a length before the frame.
+        let mut padded = vec![0xff, 0xd8, 0xff, 0xff, 0xff, 0xd0];
+        padded.extend_from_slice(&jpeg[2..]);
+        assert_eq!(dimensions(&padded), Some((9_000, 10)));
         // WebP (extended): 24-bit sizes minus one.
         let mut webp = b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\0\0\0\0".to_vec();
         webp.extend_from_slice(&[0x27, 0x23, 0x00, 0x09, 0x00, 0x00]);
@@ -159,7 +177,9 @@ mod tests {
             check(&png(1, MAX_SIDE_PIXELS + 1)),
             Err(Refusal::TooLarge { width: 1, height: MAX_SIDE_PIXELS + 1 })
         );
-        assert_eq!(check(b"\xff\xd8\xff\xe0 a JPEG whose header gives no size"), Ok(MediaType::Jpeg));
+        assert_eq!(check(b"\xff\xd8\xff\xe0 a JPEG whose header gives no size"), Err(Refusal::Damaged));
+        assert_eq!(check(b"\x89PNG\r\n\x1a\n"), Err(Refusal::Damaged), "a signature alone");
+        assert_eq!(check(&png(0, 10)), Err(Refusal::Damaged));
         assert_eq!(check(b"GIF87a\x01\x00\x01\x00"), Ok(MediaType::Gif));
         assert_eq!(check(b"GIF8 is not enough"), Err(Refusal::NotAnImage));
         assert_eq!(check(b"hello, this is not an image"), Err(Refusal::NotAnImage));

@@ -224,6 +224,7 @@ fn read_image(file: File, size: u64) -> Result<ToolOutcome, String> {
         Refusal::TooLarge { .. } => {
             format!("the image is {refusal}; make it smaller with bash (e.g. ImageMagick's convert)")
         }
+        Refusal::Damaged => format!("cannot be read as an image: {refusal}"),
     })?;
     let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
     Ok(ToolOutcome {
