@@ -458,14 +458,16 @@ fn check_inline(block: &ContentBlock, at: &str) -> Result<(), ApiError> {
                     data.len()
                 )));
             }
-            let found =
-                image::check(&decode(data)?).map_err(|refusal| ApiError::invalid(format!("{at}.data: {refusal}")))?;
-            if found != declared {
+            let bytes = decode(data)?;
+            if let Some(found) = MediaType::of(&bytes)
+                && found != declared
+            {
                 return Err(ApiError::invalid(format!(
                     "{at}.media_type: {media_type} was given, but the data is an {} image",
                     found.as_str()
                 )));
             }
+            image::check(&bytes).map_err(|refusal| ApiError::invalid(format!("{at}.data: {refusal}")))?;
             Ok(())
         }
         ContentBlock::Document { source: DocumentSource::Base64 { media_type, data }, .. } => {

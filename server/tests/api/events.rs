@@ -915,6 +915,7 @@ async fn inline_data_the_messages_api_would_refuse_is_refused_with_its_reason() 
         (image("image/png", "/9j/4AAQ".to_owned()), "image/png was given, but the data is an image/jpeg image"),
         (image("image/png", "aGVsbG8=".to_owned()), "not a PNG, JPEG, GIF or WebP image"),
         (image("image/png", "iVBORw0KGgo".to_owned()), "not valid base64"),
+        (image("image/png", "iVBORw0KGgo=".to_owned()), "its header gives no size"),
         (image("image/png", png_base64(8_001, 10)), "8001 x 10 pixels"),
         (image("image/png", "A".repeat(5 * 1024 * 1024 + 4)), "more than the limit of 5242880"),
         (document(json!({"type": "base64", "media_type": "application/pdf", "data": "aGVsbG8="})), "is not a PDF"),
