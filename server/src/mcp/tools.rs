@@ -33,6 +33,14 @@ pub const NAME_PREFIX: &str = "mcp__";
 /// Tools offered per server at most: the API's limit on tools per agent; a
 /// server listing more is cut (and the cut logged).
 pub const MAX_TOOLS_PER_SERVER: usize = 128;
+/// Longest tool name accepted from a listing (the MCP specification asks for
+/// at most 128 characters); a tool with a longer one is left out, since the
+/// name is recorded with the session's settings and every call.
+pub const MAX_LISTED_NAME_CHARS: usize = 1_024;
+/// Most bytes of tool definitions offered from all of a session's servers
+/// together: every request carries them, and the Messages API takes
+/// requests of up to 32 MB. Tools past it are left out (and logged).
+pub const MAX_OFFERED_BYTES: usize = 4 * 1024 * 1024;
 /// Longest description kept; MCP servers write long ones, and every request
 /// carries them.
 pub const MAX_DESCRIPTION_CHARS: usize = 4_096;
@@ -55,7 +63,11 @@ impl ListedTool {
     /// A tool from its `tools/list` JSON (`name`, `description`,
     /// `inputSchema`); `None` without a name.
     pub fn from_json(tool: &Value) -> Option<ListedTool> {
-        let name = tool.get("name").and_then(Value::as_str).filter(|name| !name.is_empty())?.to_owned();
+        let name = tool
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty() && name.chars().count() <= MAX_LISTED_NAME_CHARS)?
+            .to_owned();
         let description = tool.get("description").and_then(Value::as_str).map(|text| cut(text, MAX_DESCRIPTION_CHARS));
         let mut input_schema = tool.get("inputSchema").cloned().unwrap_or_else(|| json!({"type": "object"}));
         if !input_schema.is_object() || input_schema.to_string().len() > MAX_SCHEMA_BYTES {
@@ -141,6 +153,7 @@ pub struct Offered {
 pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a str, &'a [ListedTool])>) -> Offered {
     let mut offered = Offered::default();
     let mut taken = BTreeSet::new();
+    let mut offered_bytes = 0;
     for (server, tools) in servers {
         let mut seen = BTreeSet::new();
         // A name listed twice names one tool: offered once.
@@ -158,7 +171,14 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
                 definition.insert("description".to_owned(), json!(description));
             }
             definition.insert("input_schema".to_owned(), tool.input_schema.clone());
-            offered.definitions.push(Value::Object(definition));
+            let definition = Value::Object(definition);
+            let bytes = definition.to_string().len();
+            if offered_bytes + bytes > MAX_OFFERED_BYTES {
+                tracing::warn!(server, tool = %name, "MCP tool left out: the offered tools' definitions reach {MAX_OFFERED_BYTES} bytes");
+                continue;
+            }
+            offered_bytes += bytes;
+            offered.definitions.push(definition);
         }
     }
     offered

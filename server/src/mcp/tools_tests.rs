@@ -93,6 +93,30 @@ fn listed_tools_are_made_safe_to_offer() {
 }
 
 #[test]
+fn a_listing_cannot_make_the_offered_tools_unbounded() {
+    // A name past the limit is no tool of ours.
+    let long = json!({"name": "n".repeat(MAX_LISTED_NAME_CHARS + 1)});
+    assert!(ListedTool::from_json(&long).is_none());
+    // Twenty servers of 128 tools with schemas near the limit would make a
+    // request of about 80 MB: the definitions stop at MAX_OFFERED_BYTES.
+    let schema = json!({"type": "object", "description": "x".repeat(MAX_SCHEMA_BYTES - 100)});
+    let tools: Vec<ListedTool> = (0..MAX_TOOLS_PER_SERVER)
+        .map(|n| ListedTool { name: format!("t{n}"), description: None, input_schema: schema.clone() })
+        .collect();
+    let servers: Vec<String> = (0..20).map(|n| format!("s{n}")).collect();
+    let agent_tools = resolve_tools(
+        &servers.iter().map(|s| json!({"type": "mcp_toolset", "mcp_server_name": s})).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let offered = offer(&agent_tools, servers.iter().map(|s| (s.as_str(), &tools[..])));
+    let bytes: usize = offered.definitions.iter().map(|d| d.to_string().len()).sum();
+    assert!(bytes <= MAX_OFFERED_BYTES, "{bytes}");
+    assert!(offered.definitions.len() > 100, "{}", offered.definitions.len());
+    // Every listed tool still has its name, so a call of one is recognised.
+    assert_eq!(offered.names.len(), 20 * MAX_TOOLS_PER_SERVER);
+}
+
+#[test]
 fn top_level_combinators_become_one_object_schema() {
     let schema = |input_schema| ListedTool::from_json(&json!({"name": "t", "inputSchema": input_schema})).unwrap();
     // oneOf: every branch's properties; required only what every branch requires.
