@@ -31,7 +31,7 @@ const COMMON_ERRORS: &[(u16, &str)] = &[
     (413, "request_too_large: the body is over the route's limit"),
     (
         429,
-        "rate_limit_error: over the workspace's rate limit, or (event streams, exports, uploads) it holds as many \
+        "rate_limit_error: over the workspace's rate limit, or (event streams, exports, uploads, downloads) it holds as many \
          open at once as it may; retry after retry-after",
     ),
     (500, "api_error: an internal error, or error_code session_corrupted for a quarantined session"),

@@ -52,6 +52,11 @@ pub const DEFAULT_MAX_TRANSFERS_PER_WORKSPACE: usize = 16;
 /// thread of tokio's blocking pool (512) for as long as its client takes,
 /// and every request's store work needs one of the rest.
 pub const MAX_TRANSFERS: usize = 128;
+/// Most downloads (file contents) one workspace has under way at once: each
+/// holds up to a chunk ([`crate::resources::content::CHUNK_BYTES`], 8 MiB)
+/// in memory until its client reads it, so a workspace's slow readers hold
+/// at most 512 MiB.
+pub const MAX_DOWNLOADS_PER_WORKSPACE: usize = 64;
 
 /// What a workspace holds that the server bounds while it lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +66,9 @@ pub enum Held {
     /// An export being read or an upload being written: a blocking thread
     /// held as long as the client takes to read or send it.
     Transfer,
+    /// A file's contents being read: a chunk in memory until the client
+    /// takes it.
+    Download,
 }
 
 impl Default for Config {
@@ -96,7 +104,7 @@ impl Drop for HeldSlot {
         }
         match self.kind {
             Held::Transfer => counts.transfers = counts.transfers.saturating_sub(1),
-            Held::Stream => {}
+            Held::Stream | Held::Download => {}
         }
     }
 }
@@ -202,13 +210,15 @@ impl AppState {
     /// Counts one more `kind` held by `workspace` until the slot is dropped:
     /// `None` when the workspace already holds its most
     /// ([`Config::max_streams_per_workspace`],
-    /// [`Config::max_transfers_per_workspace`]), or, for a transfer, the
-    /// server [`MAX_TRANSFERS`].
+    /// [`Config::max_transfers_per_workspace`],
+    /// [`MAX_DOWNLOADS_PER_WORKSPACE`]), or, for a transfer, the server
+    /// [`MAX_TRANSFERS`].
     pub fn hold(&self, workspace: WorkspaceId, kind: Held) -> Option<HeldSlot> {
         let config = &self.inner.config;
         let cap = match kind {
             Held::Stream => config.max_streams_per_workspace,
             Held::Transfer => config.max_transfers_per_workspace,
+            Held::Download => MAX_DOWNLOADS_PER_WORKSPACE,
         };
         // A poisoned lock only means a panic elsewhere mid-update of a count.
         let mut counts = self.inner.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -222,7 +232,7 @@ impl AppState {
         counts.per_workspace.insert((workspace, kind), open + 1);
         match kind {
             Held::Transfer => counts.transfers += 1,
-            Held::Stream => {}
+            Held::Stream | Held::Download => {}
         }
         Some(HeldSlot { state: self.clone(), workspace, kind })
     }

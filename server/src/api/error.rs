@@ -125,6 +125,12 @@ impl ApiError {
         )
     }
 
+    /// 429 when a workspace has as many downloads under way as it may
+    /// (`crate::state::Held::Download`).
+    pub fn busy_downloads() -> ApiError {
+        ApiError::limited("too many downloads are under way for this workspace; retry once one ends", TRANSFER_RETRY_MS)
+    }
+
     /// 429 `rate_limit_error` with `message` and a `retry-after`.
     pub fn limited(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
         let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, message);

@@ -438,7 +438,8 @@ pub async fn content(
         })
         .await?;
     // One chunk in memory at a time, read as the client consumes the body.
-    let mut response = Response::new(content::chunk_stream(state.store().clone(), chunks));
+    let slot = state.hold(tenant.workspace, crate::state::Held::Download).ok_or_else(ApiError::busy_downloads)?;
+    let mut response = Response::new(content::chunk_stream(state.store().clone(), chunks, slot));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&file.mime_type) {
         headers.insert("content-type", value);

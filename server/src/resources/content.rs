@@ -166,8 +166,16 @@ pub fn chunk(store: &(impl Blobs + ?Sized), digest: Digest) -> Result<Vec<u8>, C
 /// A response body of `chunks`' bytes, each read from the store (on the
 /// blocking pool) only when the client has taken the one before: one chunk
 /// in memory at a time, whatever the size.
-pub fn chunk_stream(store: logbook_store::SledStore, chunks: Vec<Digest>) -> axum::body::Body {
-    let stream = futures_util::stream::unfold((store, chunks.into_iter()), |(store, mut rest)| async move {
+///
+/// `held` lives as long as the body (a slot the download counts against,
+/// given back when the client has read it all or gone).
+pub fn chunk_stream<H: Send + 'static>(
+    store: logbook_store::SledStore,
+    chunks: Vec<Digest>,
+    held: H,
+) -> axum::body::Body {
+    let start = (store, chunks.into_iter(), held);
+    let stream = futures_util::stream::unfold(start, |(store, mut rest, held)| async move {
         let digest = rest.next()?;
         let read = store.clone();
         let bytes = tokio::task::spawn_blocking(move || chunk(&read, digest))
@@ -175,7 +183,7 @@ pub fn chunk_stream(store: logbook_store::SledStore, chunks: Vec<Digest>) -> axu
             .map_err(|err| std::io::Error::other(err.to_string()))
             .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())))
             .map(bytes::Bytes::from);
-        Some((bytes, (store, rest)))
+        Some((bytes, (store, rest, held)))
     });
     axum::body::Body::from_stream(stream)
 }

@@ -565,3 +565,31 @@ async fn an_upload_refused_for_its_filename_leaves_nothing_stored() {
     let blob = logbook_core::chain::digest(&bytes);
     assert!(!h.state.store().has_blob(blob).unwrap(), "the refused upload's contents stay in the store");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_has_at_most_its_cap_of_downloads_under_way() {
+    // Goal: a download holds a chunk (up to 8 MiB) until its client takes
+    // it, so a workspace may have only so many under way: past the cap a new
+    // one answers 429 rate_limit_error with retry-after, and a body dropped
+    // frees its place.
+    // Method: one captured output; that many bodies held unread, one more
+    // refused; one dropped, then the next accepted.
+    use logbook_server::state::MAX_DOWNLOADS_PER_WORKSPACE;
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    write_output(&h, id(&session), "report.md", b"# Report\n");
+    let created = capture(&h, &h.key_a, id(&session)).await;
+    let path = format!("/v1/files/{}/content", created[0]);
+    let mut held = Vec::new();
+    for _ in 0..MAX_DOWNLOADS_PER_WORKSPACE {
+        let open = h.open_unread(&path, &h.key_a).await;
+        assert_eq!(open.status().as_u16(), 200);
+        held.push(open);
+    }
+    let refused = h.open_unread(&path, &h.key_a).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    drop(held.pop());
+    let again = h.open_unread(&path, &h.key_a).await;
+    assert_eq!(again.status().as_u16(), 200, "a dropped download frees its place");
+}

@@ -206,7 +206,8 @@ pub async fn file(
         })
         .await?;
     // One chunk in memory at a time, read as the client consumes the body.
-    let body = crate::resources::content::chunk_stream(app.store().clone(), chunks);
+    let slot = app.hold(tenant.workspace, crate::state::Held::Download).ok_or_else(ApiError::busy_downloads)?;
+    let body = crate::resources::content::chunk_stream(app.store().clone(), chunks, slot);
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert("content-type", axum::http::HeaderValue::from_static("application/octet-stream"));
