@@ -7,6 +7,7 @@ mod forks;
 mod migration;
 mod model;
 mod review;
+mod review2;
 mod tamper;
 
 use std::path::PathBuf;

@@ -1,0 +1,51 @@
+//! Review (store), second pass: failing tests that demonstrate defects found
+//! in review. Each test states the promise it checks; see the commit that
+//! added it.
+
+use logbook_core::Seq;
+use logbook_store::engine::Engine;
+use logbook_store::wal::{self, BATCH_HEADER_BYTES};
+use logbook_store::{Append, LogStore, MemEngine, Read};
+
+use super::{entries, session};
+
+/// Goal: `verify_all` reports damage where it is and "sessions whose records
+/// are intact are reported intact" (docs/format.md 6.4): one flipped bit in
+/// an old batch header's length field (outside any record: reads never look
+/// at it) must not make it skip the intact batch that follows and report that
+/// batch's session as holding no records. Method: three batches (sessions
+/// `a`, `b`, `a`), the low bit of the first batch's `len` set 8 higher, verify.
+// Review: fails until fixed
+#[test]
+fn a_damaged_batch_length_does_not_swallow_the_next_batch() {
+    let engine = MemEngine::new();
+    let store = LogStore::with_engine(engine.clone_handle()).unwrap();
+    let (a, b) = (session(800), session(801));
+    store.append(a, Seq::ZERO, &entries(0..1)).unwrap();
+    store.append(b, Seq::ZERO, &entries(10..11)).unwrap();
+    store.append(a, Seq::new(1), &entries(1..2)).unwrap();
+    assert!(store.verify_all(&mut |_| {}).unwrap().is_intact(), "intact before the damage");
+    let b_records = store.read(b, Seq::ZERO, 10).unwrap();
+
+    // The first batch holds `a`'s seq 0 alone: its header is just before it.
+    let first = store.locate(a, Seq::ZERO).unwrap().unwrap();
+    let batch_lsn = first.lsn - BATCH_HEADER_BYTES as u64;
+    let segment = engine.log_dir().open_segment(wal::segment_of(batch_lsn), false).unwrap();
+    let len_at = wal::offset_of(batch_lsn) + 24;
+    let mut len = [0u8; 4];
+    segment.read_exact_at(&mut len, len_at).unwrap();
+    let len = u32::from_le_bytes(len);
+    let bit = (3..5).find(|bit| len & (1 << bit) == 0).unwrap();
+    let damaged_len = len | (1 << bit);
+    segment.write_at(&damaged_len.to_le_bytes(), len_at).unwrap();
+
+    assert_eq!(store.read(b, Seq::ZERO, 10).unwrap(), b_records, "reads never look at batch headers");
+    let report = store.verify_all(&mut |_| {}).unwrap();
+    assert!(!report.log_errors.is_empty(), "the header's damage is reported");
+    let damaged: Vec<_> = report.damaged().map(|s| (s.session, s.report.first_break().cloned())).collect::<Vec<_>>();
+    assert!(
+        report.damaged().all(|s| s.session != b),
+        "{b}, whose one record is intact in an intact batch, is reported broken: {damaged:?}; log errors: {:?}",
+        report.log_errors
+    );
+}
