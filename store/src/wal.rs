@@ -1019,13 +1019,22 @@ impl Scan {
                 Err(ScanError::Damaged { at, later, reason }) => {
                     let Some(reader) = self.reader.as_mut() else { return Ok(None) };
                     self.expected_batch = None;
-                    if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number) {
+                    // The batch there is read by its header alone, unless that
+                    // header claims bytes of the intact batch found after it
+                    // (its length is damaged): then the stretch is skipped.
+                    if let Some(batch) = reader.batch_ignoring_checksum(offset_of(at), self.number)
+                        && (later <= at || batch.header.end() <= later)
+                    {
                         self.offset = offset_of(batch.header.end());
                         let problem = format!("the batch at {}: {reason}", Lsn(at));
                         return Ok(Some(Salvaged { batch, problem: Some(problem) }));
                     }
                     if later <= at {
                         return Ok(None);
+                    }
+                    if segment_of(later) != self.number {
+                        // The intact batch is the next segment's first.
+                        (self.number, self.reader) = (segment_of(later), None);
                     }
                     self.offset = offset_of(later);
                     let problem = format!("{} to {} unreadable ({reason}): skipped", Lsn(at), Lsn(later));
@@ -1100,6 +1109,14 @@ impl Scan {
                 // The scan starts where earlier batches were (a checkpoint): they must be there.
                 return Err(bad("is missing, though the log was checkpointed inside it"));
             }
+            // Segments are never deleted: a later one that holds batches
+            // means this one was lost (an empty log would have the writer
+            // overwrite them).
+            for later in self.segments.iter().copied().filter(|n| *n > self.number) {
+                if self.holds_batches(later)? {
+                    return Err(bad(&format!("is missing, though segment {later} after it holds batches")));
+                }
+            }
             return Ok(false);
         }
         let file = self.dir.open_segment(self.number, false).map_err(|e| ScanError::Io(e.to_string()))?;
@@ -1131,6 +1148,20 @@ impl Scan {
         Ok(true)
     }
 
+    /// Whether segment `number` holds a batch: a valid one anywhere in it, or
+    /// one showing that its (damaged) header was durable.
+    fn holds_batches(&self, number: u64) -> Result<bool, ScanError> {
+        let file = self.dir.open_segment(number, false).map_err(|e| ScanError::Io(e.to_string()))?;
+        let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
+        reader.load_header(number);
+        if reader.key.is_none() {
+            return Ok(reader.durable_batch_evidence(number, None).is_some());
+        }
+        let first = SEGMENT_HEADER_BYTES as u64;
+        Ok(matches!(reader.batch_at(first, number, None), Ok(Some(_)))
+            || reader.find_valid_after(first, number).is_some())
+    }
+
     /// Whether the next segment exists and starts with a valid batch.
     fn next_segment_has_data(&mut self) -> Result<bool, ScanError> {
         let next = self.number + 1;
@@ -1160,9 +1191,13 @@ impl Scan {
             Ok(None) => "nothing written".to_owned(),
             Err(BatchProblem::Invalid(reason)) => reason,
             Err(BatchProblem::Misnumbered { found, expected }) => {
-                let reason = format!("intact batch numbered {found} where {expected} belongs");
-                (self.number, self.offset, self.reader) = (next, first, Some(reader));
-                return Err(ScanError::Damaged { at, later: at, reason });
+                // The damage is where the scan stands (the batch that should
+                // have been numbered `expected`, or the end of this segment):
+                // reported from there, so that a salvaging scan reads that
+                // batch first, then goes on to `next`'s.
+                let reason =
+                    format!("intact batch numbered {found} where {expected} belongs (it starts segment {next})");
+                return Err(ScanError::Damaged { at: lsn(self.number, self.offset), later: at, reason });
             }
         };
         // A rollover writes the new segment's header and first batch in one
