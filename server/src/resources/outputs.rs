@@ -185,6 +185,19 @@ fn capture_now(
         captured.insert(path, CapturedOutput { digest: content.digest, file_id: file.id, stamp });
         created.push(file.id);
     }
+    // A delete does not wait for a capture: one that took the session away
+    // after the check above deleted its scoped files before these were
+    // inserted, so they go now. (A delete after this check finds them.)
+    if !created.is_empty() {
+        match sessions::load(store, &tenant, session) {
+            Ok(_) => {}
+            Err(err) if err.status == axum::http::StatusCode::NOT_FOUND => {
+                files::delete_scoped(store, &tenant, session)?;
+                return Ok(Vec::new());
+            }
+            Err(err) => return Err(err),
+        }
+    }
     if !changes.is_empty() {
         events::append_system(
             state,
