@@ -45,6 +45,8 @@
 //!
 //! The conversation's images are held to the API's limits per request
 //! ([`super::images`]): past them, the oldest images give way to a note.
+//! A provider's tool call left without its result by a paused response that
+//! was not continued is sent only while it is the last message.
 
 use serde_json::{Map, Value, json};
 
@@ -232,6 +234,7 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
 
     let mut messages = conversation.to_vec();
     super::images::fit_images(&mut messages);
+    drop_unanswered_server_calls(&mut messages);
     mark_last_message(&mut messages);
     limit_breakpoints(&mut messages, MAX_CACHE_BREAKPOINTS.saturating_sub(n_breakpoints));
     request.insert("messages".to_owned(), Value::Array(messages));
@@ -367,6 +370,42 @@ fn custom_definition(entry: &Value) -> Option<Value> {
     let schema = entry.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}));
     tool.insert("input_schema".to_owned(), schema);
     Some(Value::Object(tool))
+}
+
+/// Takes out of every assistant message but the conversation's last the
+/// provider's tool calls (`server_tool_use`) without a result block in that
+/// message. A paused response (`pause_turn`) that was not continued (an
+/// interrupt, the continuation limit) leaves one, and the API takes a call
+/// without its result only in the last message, to continue it; anywhere
+/// else every later request would be refused. A message left empty says it
+/// was interrupted.
+fn drop_unanswered_server_calls(messages: &mut [Value]) {
+    let before_last = messages.len().saturating_sub(1);
+    for message in &mut messages[..before_last] {
+        if message.get("role").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        let Some(Value::Array(blocks)) = message.get_mut("content") else { continue };
+        let is_result = |block: &Value| {
+            block.get("type").and_then(Value::as_str).is_some_and(|kind| kind.ends_with("_tool_result"))
+        };
+        let answered: Vec<String> = blocks
+            .iter()
+            .filter(|block| is_result(block))
+            .filter_map(|block| block.get("tool_use_id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let unanswered = |block: &Value| {
+            block.get("type").and_then(Value::as_str) == Some("server_tool_use")
+                && !block.get("id").and_then(Value::as_str).is_some_and(|id| answered.iter().any(|a| a == id))
+        };
+        if !blocks.iter().any(unanswered) {
+            continue;
+        }
+        blocks.retain(|block| !unanswered(block));
+        if blocks.is_empty() {
+            blocks.push(json!({"type": "text", "text": "(interrupted)"}));
+        }
+    }
 }
 
 /// Puts a breakpoint on the last cacheable block of the last message.

@@ -452,3 +452,35 @@ fn a_request_without_tool_use_keeps_its_tools_and_forbids_calling_them() {
     let bare = AgentView { model: "claude-opus-4-7".into(), ..AgentView::default() };
     assert_eq!(without_tool_use(build_request(&bare, &[], &RequestOptions::default())).get("tool_choice"), None);
 }
+
+#[test]
+fn a_paused_server_call_is_sent_only_while_it_can_be_continued() {
+    // A `pause_turn` response may end in a server_tool_use whose result the
+    // provider has not produced yet: sent as the last message, the request
+    // continues it; once a user turn follows (the pause was interrupted),
+    // the call without its result would have every request refused.
+    let paused = json!({"role": "assistant", "content": [
+        {"type": "text", "text": "Searching."},
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "a"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+        {"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_search", "input": {"query": "b"}}
+    ]});
+    let user = |text: &str| json!({"role": "user", "content": [{"type": "text", "text": text}]});
+    let continued = build_request(&agent(), &[user("look"), paused.clone()], &RequestOptions::default());
+    assert_eq!(continued["messages"][1]["content"].as_array().unwrap().len(), 4, "the continuation is sent whole");
+    let interrupted = build_request(&agent(), &[user("look"), paused, user("stop")], &RequestOptions::default());
+    let kinds: Vec<&str> = interrupted["messages"][1]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|block| block["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["text", "server_tool_use", "web_search_tool_result"]);
+    assert_eq!(interrupted["messages"][1]["content"][1]["id"], "srvtoolu_1");
+    // A message of nothing else says it was interrupted.
+    let bare = json!({"role": "assistant", "content": [
+        {"type": "server_tool_use", "id": "srvtoolu_3", "name": "web_fetch", "input": {"url": "https://a.test"}}
+    ]});
+    let request = build_request(&agent(), &[user("fetch"), bare, user("never mind")], &RequestOptions::default());
+    assert_eq!(request["messages"][1]["content"], json!([{"type": "text", "text": "(interrupted)"}]));
+}
