@@ -1369,3 +1369,24 @@ async fn a_runner_step_that_began_before_an_archive_queues_no_item_after_it() {
     assert_eq!(q.stats(&h).await["depth"], 0, "an archived session's item was queued again");
     assert_eq!(q.poll(&h, "").await.text(), "null", "a worker was handed the item of an archived session");
 }
+
+/// Goal: only an environment key may poll (the route's `Access`), whatever
+/// the method. The guard looks a request's rule up by (method, route), and
+/// the table lists GET only: a HEAD falls back to the rule of an unknown
+/// method, which takes API keys, and axum serves HEAD with the GET handler.
+/// So a workspace API key that sends `HEAD .../work/poll` claims the next
+/// item, and the answer (its `secret` included) is thrown away: the item
+/// sits claimed by nobody until a worker reclaims it.
+/// Method: queue an item, HEAD the poll with the API key, then poll with
+/// the environment key.
+// Review: fails until fixed
+#[tokio::test]
+async fn an_api_key_cannot_claim_work_by_polling_with_head() {
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let head = h.call(Method::HEAD, &q.path("/poll"), Auth::XApiKey(&h.key_a), None).await;
+    assert_eq!(head.status.as_u16(), 403, "HEAD poll with an API key: {} {:?}", head.status, head.headers);
+    let item = q.poll(&h, "").await.ok();
+    assert_eq!(item["data"]["id"], session.as_str(), "the item is still queued for the workers: {item}");
+}
