@@ -1027,11 +1027,9 @@ async fn admit(state: &AppState, rules: &RouteRules, request: &mut Request) -> R
     };
     let key = key.ok_or_else(|| ApiError::unauthenticated("malformed API key header"))?;
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
-    let rule = route
-        .as_deref()
-        .and_then(|path| rules.get(&(request.method().clone(), path)))
-        .copied()
-        .unwrap_or(RouteRule::UNMATCHED);
+    // axum answers HEAD with the route's GET handler: it is judged by GET's rule.
+    let method = if request.method() == Method::HEAD { Method::GET } else { request.method().clone() };
+    let rule = route.as_deref().and_then(|path| rules.get(&(method, path))).copied().unwrap_or(RouteRule::UNMATCHED);
     let route_access = rule.access;
     let now = state.now();
     let hash = tenancy::key_hash(&key);

@@ -1379,7 +1379,6 @@ async fn a_runner_step_that_began_before_an_archive_queues_no_item_after_it() {
 /// sits claimed by nobody until a worker reclaims it.
 /// Method: queue an item, HEAD the poll with the API key, then poll with
 /// the environment key.
-// Review: fails until fixed
 #[tokio::test]
 async fn an_api_key_cannot_claim_work_by_polling_with_head() {
     let h = Harness::new();
