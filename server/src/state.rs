@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logbook_core::{Clock, EventId, Seq, Timestamp, WorkspaceId};
+use logbook_core::{Clock, EnvironmentId, EventId, Seq, Timestamp, WorkspaceId};
 use logbook_store::SledStore;
 use rand::RngExt;
 use tokio::sync::watch;
@@ -150,11 +150,73 @@ struct Inner {
     /// The millisecond of the last event id made: event ids never take an
     /// earlier one, so they keep increasing when the wall clock steps back.
     last_event_ms: std::sync::atomic::AtomicU64,
-    /// Shared by session creates (around their environment check and write),
-    /// exclusive for an environment's delete (around its check for sessions),
-    /// so that a delete never races a create into a session without its
-    /// environment, while creates still run, and group-commit, side by side.
-    environment_refs: std::sync::RwLock<()>,
+    /// Per environment: shared by session creates (around their environment
+    /// check and write), exclusive for the environment's delete (around its
+    /// check for sessions), so that a delete never races a create into a
+    /// session without its environment, while creates still run, and
+    /// group-commit, side by side, and a delete holds up nothing of another
+    /// environment's (whose workspace may be another tenant's).
+    environment_refs: EnvironmentLocks,
+}
+
+/// Read-write locks keyed by environment, created on demand: an entry exists
+/// only while someone holds the environment's lock (so the map never holds
+/// more entries than there are holders). Blocking: take them on the
+/// blocking pool.
+#[derive(Debug, Default)]
+struct EnvironmentLocks {
+    /// Per environment held: how many share it, or [`WRITER`].
+    held: std::sync::Mutex<std::collections::HashMap<EnvironmentId, usize>>,
+    released: std::sync::Condvar,
+}
+
+/// The count of an environment held exclusively.
+const WRITER: usize = usize::MAX;
+
+impl EnvironmentLocks {
+    fn take(&self, id: EnvironmentId, exclusive: bool) {
+        // The guarded counts stay consistent: every update is one statement.
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let free = match held.get(&id) {
+                None => true,
+                Some(&WRITER) => false,
+                Some(_) => !exclusive,
+            };
+            if free {
+                break;
+            }
+            held = self.released.wait(held).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let count = held.entry(id).or_insert(0);
+        *count = if exclusive { WRITER } else { *count + 1 };
+    }
+
+    fn give_back(&self, id: EnvironmentId) {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&id) {
+            if *count == WRITER || *count <= 1 {
+                held.remove(&id);
+            } else {
+                *count -= 1;
+            }
+        }
+        drop(held);
+        self.released.notify_all();
+    }
+}
+
+/// An environment's lock, held until dropped (see [`AppState::environment_in_use`]).
+#[derive(Debug)]
+pub struct EnvironmentGuard<'a> {
+    locks: &'a EnvironmentLocks,
+    id: EnvironmentId,
+}
+
+impl Drop for EnvironmentGuard<'_> {
+    fn drop(&mut self) {
+        self.locks.give_back(self.id);
+    }
 }
 
 /// The 80 random bits of a ULID.
@@ -181,7 +243,7 @@ impl AppState {
                 last_id: std::sync::Mutex::new((0, 0)),
                 last_event_ms: std::sync::atomic::AtomicU64::new(0),
                 held: std::sync::Mutex::new(HeldCounts::default()),
-                environment_refs: std::sync::RwLock::new(()),
+                environment_refs: EnvironmentLocks::default(),
             }),
         }
     }
@@ -285,16 +347,17 @@ impl AppState {
         self.inner.clock.now()
     }
 
-    /// Held while a session naming an environment is written (see
+    /// Held while a session naming environment `id` is written (see
     /// `Inner::environment_refs`). Blocking: take it on the blocking pool.
-    pub fn environment_in_use(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.inner.environment_refs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub fn environment_in_use(&self, id: EnvironmentId) -> EnvironmentGuard<'_> {
+        self.inner.environment_refs.take(id, false);
+        EnvironmentGuard { locks: &self.inner.environment_refs, id }
     }
 
-    /// Held while an environment is checked for sessions and deleted.
-    pub fn environment_unused(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.inner.environment_refs.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Held while environment `id` is checked for sessions and deleted.
+    pub fn environment_unused(&self, id: EnvironmentId) -> EnvironmentGuard<'_> {
+        self.inner.environment_refs.take(id, true);
+        EnvironmentGuard { locks: &self.inner.environment_refs, id }
     }
 
     /// A fresh id for an object created at `now`: ids sort by creation, also

@@ -270,7 +270,7 @@ pub async fn delete(
     let worker_state = state.clone();
     state
         .blocking(move |store| {
-            let _unused = worker_state.environment_unused();
+            let _unused = worker_state.environment_unused(id);
             let (current_bytes, _) = load(store, &tenant, id)?;
             // Behaviour digest §6.4: an environment is deleted only when no
             // session references it (archive it instead).

@@ -413,7 +413,7 @@ pub async fn create(
             {
                 // The environment still exists when a session naming it
                 // does: no delete runs between this check and the write.
-                let _in_use = worker_state.environment_in_use();
+                let _in_use = worker_state.environment_in_use(env_id);
                 environments::load(store, &tenant, env_id)?;
                 put_new(store, ResourceKind::Session, &tenant.key(id.to_bytes()), &to_bytes(&session)?)?;
             }

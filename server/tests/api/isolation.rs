@@ -630,7 +630,6 @@ async fn crafted_and_foreign_cursors_never_cross_workspaces() {
 /// store), time one delete of an unused environment of B alone, then start
 /// another and, while it runs, time a session create of A: A must not wait
 /// for B's scan.
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_environment_delete_in_one_workspace_does_not_hold_up_session_creates_in_another() {
     use logbook_core::SessionId;

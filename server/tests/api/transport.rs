@@ -514,8 +514,9 @@ async fn slow_request_is_504_timeout_error() {
     let (locked_tx, locked) = std::sync::mpsc::channel();
     let (release, release_rx) = std::sync::mpsc::channel::<()>();
     let state = h.state.clone();
+    let env_id: logbook_core::EnvironmentId = id(&env).parse().unwrap();
     let deleting = std::thread::spawn(move || {
-        let _unused = state.environment_unused();
+        let _unused = state.environment_unused(env_id);
         locked_tx.send(()).unwrap();
         // Held until the test says so (or gives up).
         let _ = release_rx.recv_timeout(Duration::from_secs(60));

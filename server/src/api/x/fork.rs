@@ -202,7 +202,7 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     {
         // The environment still exists when a session naming it does: no
         // delete runs between this check and the write.
-        let _in_use = place.state.map(AppState::environment_in_use);
+        let _in_use = place.state.map(|state| state.environment_in_use(parent.environment_id));
         environments::load(store, &place.tenant, parent.environment_id)?;
         store.fork(place.child, place.parent, at, &[entry]).map_err(fork_error)?;
         put_new(store, ResourceKind::Session, &place.tenant.key(place.child.to_bytes()), &to_bytes(&session)?)?;
