@@ -36,6 +36,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = transport::DEFAULT_BODY_READ_TIM
 /// past any useful setting, and small enough that adding it to an instant
 /// never overflows.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Largest sled cache `serve --cache-mib` takes: 1 TiB (its bytes must fit a u64).
+pub const MAX_CACHE_MIB: u64 = 1 << 20;
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
@@ -57,7 +59,7 @@ enum Command {
         #[arg(long, env = "LOGBOOK_DATA", default_value = "./logbook-data")]
         data: PathBuf,
         /// sled cache size in MiB.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MIB))]
         cache_mib: u64,
         /// Create calls (POST, DELETE) per minute per workspace; 0 for no limit.
         #[arg(long, env = "LOGBOOK_RATE_CREATE", default_value_t = 300)]
@@ -370,7 +372,7 @@ fn load_audit_key(data: &Path, path: Option<&Path>) -> anyhow::Result<crate::aud
 }
 
 fn open_store(data: &Path, cache_mib: u64) -> anyhow::Result<SledStore> {
-    let options = SledOptions { cache_capacity_bytes: cache_mib * 1024 * 1024 };
+    let options = SledOptions { cache_capacity_bytes: cache_mib.min(MAX_CACHE_MIB) * 1024 * 1024 };
     let store = SledStore::open(data, &options).with_context(|| {
         format!("opening the store in {}; is a logbook server already running on it?", data.display())
     })?;

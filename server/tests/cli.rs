@@ -103,7 +103,6 @@ fn serve_refuses_timeouts_out_of_range_before_touching_the_data() {
 /// the other out-of-range flags, not a panic (debug builds: "attempt to
 /// multiply with overflow" in `open_store`) or a cache size that silently
 /// wraps (release builds: 2^44 MiB becomes a cache of 0 bytes).
-// Review: fails until fixed
 #[test]
 fn serve_refuses_a_cache_size_whose_bytes_overflow() {
     let dir = tempfile::tempdir().unwrap();
