@@ -123,6 +123,11 @@ pub async fn serve(listener: TcpListener, app: Router, transport: Transport, shu
 /// `http::MAX_HEADER_BYTES` and this get the API's envelope; bodies stream
 /// through it in pieces. (hyper's default is about 400 KiB.)
 pub const MAX_HEAD_BUFFER_BYTES: usize = 64 * 1024;
+/// Most header fields hyper parses (its default is 100, answered with a bare
+/// 431): as many as the smallest fields (`a:` and a line end) fill
+/// [`crate::http::MAX_HEADER_BYTES`], so that the byte limit, answered with
+/// the envelope and a request id, is the one that binds.
+pub const MAX_HEADER_FIELDS: usize = crate::http::MAX_HEADER_BYTES / 4;
 
 async fn serve_connection(
     stream: TcpStream,
@@ -134,7 +139,8 @@ async fn serve_connection(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(transport.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BUFFER_BYTES);
+        .max_buf_size(MAX_HEAD_BUFFER_BYTES)
+        .max_headers(MAX_HEADER_FIELDS);
     let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;
