@@ -1032,3 +1032,87 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use logbook_core::event::{AgentToolResult, Compaction, ModelResponse, ModelUsage, ToolUseLink, UserMessage};
+    use logbook_core::{Json, Timestamp};
+
+    use super::*;
+
+    fn entry(n: u128, event: Event) -> Entry {
+        Entry { id: EventId::from_parts(1, n), event, at: Timestamp::from_unix_micros(0) }
+    }
+
+    // Review: fails until fixed
+    #[test]
+    fn a_mechanical_summary_keeps_the_instruction_the_turn_is_working_on() {
+        // Defect: when the summarizing call fails (the provider refuses it as
+        // too long, which is likely exactly when the context was refused as
+        // too long; an error; a refusal), `elided_summary` stands for the
+        // replaced turns and keeps `ELIDED_TEXT_CHARS` (400) characters of
+        // every user text, the newest one included. In a long agentic turn
+        // the plan replaces the message that started it (only the newest
+        // messages are kept), so the agent goes on with the first 400
+        // characters of the instruction it is carrying out; the rest is gone
+        // from the conversation for good (the summarizing request asks the
+        // model to "quote the latest exactly"; the mechanical one cuts it).
+        // Method: an instruction of about 1,000 characters, then two tool
+        // calls and their results; a compaction keeping nothing it need not,
+        // with the mechanical summary; the conversation sent next must still
+        // hold the end of the instruction.
+        let instruction = format!(
+            "Refactor the parser. {} Finally, and most importantly: DO NOT TOUCH THE PUBLIC API.",
+            "Keep every error message as it is, add a test per grammar rule, run the whole suite. ".repeat(10)
+        );
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let call = |n: u128, id: &str| {
+            entry(
+                n,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: EventId::from_parts(1, 0),
+                    content: Json::new(&json!([
+                        {"type": "tool_use", "id": id, "name": "bash", "input": {"command": "cargo test"}}
+                    ])),
+                    tool_uses: vec![ToolUseLink { provider_id: id.into(), event_id: EventId::from_parts(2, n) }],
+                }),
+            )
+        };
+        let result = |n: u128, of: u128| {
+            entry(
+                n,
+                Event::AgentToolResult(AgentToolResult {
+                    tool_use_id: EventId::from_parts(2, of),
+                    content: Some(text("ok")),
+                    is_error: Some(false),
+                }),
+            )
+        };
+        let log = [
+            entry(0, Event::UserMessage(UserMessage { content: text(&instruction) })),
+            call(1, "toolu_1"),
+            result(2, 1),
+            call(3, "toolu_2"),
+            result(4, 3),
+        ];
+        let mut context = Context::default();
+        for (seq, e) in log.iter().enumerate() {
+            context.apply(seq as u64, e);
+        }
+        let plan = plan_compaction(&context, 0).expect("something to cut");
+        let compaction = Compaction {
+            summary: elided_summary(&plan),
+            through_seq: plan.through_seq,
+            tokens_before: plan.tokens_before,
+            tokens_after: plan.tokens_kept,
+            model: None,
+            usage: ModelUsage::default(),
+        };
+        context.apply(log.len() as u64, &entry(5, Event::Compaction(compaction)));
+        let sent = serde_json::to_string(&context.messages_json()).unwrap();
+        assert!(
+            sent.contains("DO NOT TOUCH THE PUBLIC API"),
+            "the instruction the turn works on was cut to its first {ELIDED_TEXT_CHARS} characters: {sent}"
+        );
+    }
+}
