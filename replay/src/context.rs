@@ -1115,4 +1115,85 @@ mod review_tests {
             "the instruction the turn works on was cut to its first {ELIDED_TEXT_CHARS} characters: {sent}"
         );
     }
+
+    // Review: fails until fixed
+    #[test]
+    fn a_mechanical_summary_keeps_the_summary_of_the_turns_before() {
+        // Defect: a second compaction replaces the first one's summary with
+        // the rest. When its summarizing call fails, `elided_summary` renders
+        // that summary (the only record of every turn before the first
+        // compaction) as one user text, and keeps `ELIDED_TEXT_CHARS` (400)
+        // characters of it: after the preamble, about 300 characters of what
+        // may be thousands. One failed summarizing call (a provider refusing
+        // it as too long, an outage) wipes the session's whole history.
+        // Method: a conversation compacted once with a long summary that
+        // ends with what matters; two tool calls; a second compaction whose
+        // summary is mechanical. The conversation sent next must still hold
+        // the end of the first summary.
+        let first_summary = format!(
+            "{} The user's deadline is Friday; the staging database password was rotated.",
+            "Read src/parser.rs and src/lexer.rs; the grammar has 14 rules, 3 untested. ".repeat(20)
+        );
+        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
+        let call = |n: u128, id: &str| {
+            entry(
+                n,
+                Event::ModelResponse(ModelResponse {
+                    model_request_start_id: EventId::from_parts(1, 0),
+                    content: Json::new(&json!([
+                        {"type": "tool_use", "id": id, "name": "bash", "input": {"command": "cargo test"}}
+                    ])),
+                    tool_uses: vec![ToolUseLink { provider_id: id.into(), event_id: EventId::from_parts(2, n) }],
+                }),
+            )
+        };
+        let result = |n: u128, of: u128| {
+            entry(
+                n,
+                Event::AgentToolResult(AgentToolResult {
+                    tool_use_id: EventId::from_parts(2, of),
+                    content: Some(text("ok")),
+                    is_error: Some(false),
+                }),
+            )
+        };
+        let compaction = |summary: String, through_seq: u64| Compaction {
+            summary,
+            through_seq,
+            tokens_before: 0,
+            tokens_after: 0,
+            model: None,
+            usage: ModelUsage::default(),
+        };
+        let answer = entry(
+            1,
+            Event::ModelResponse(ModelResponse {
+                model_request_start_id: EventId::from_parts(1, 0),
+                content: Json::new(&json!([{"type": "text", "text": "Done."}])),
+                tool_uses: Vec::new(),
+            }),
+        );
+        let log = [
+            entry(0, Event::UserMessage(UserMessage { content: text("read the parser") })),
+            answer,
+            entry(2, Event::UserMessage(UserMessage { content: text("now add the missing tests") })),
+            entry(3, Event::Compaction(compaction(first_summary, 1))),
+            call(4, "toolu_1"),
+            result(5, 4),
+            call(6, "toolu_2"),
+            result(7, 6),
+        ];
+        let mut context = Context::default();
+        for (seq, e) in log.iter().enumerate() {
+            context.apply(seq as u64, e);
+        }
+        let plan = plan_compaction(&context, 0).expect("something to cut");
+        let second = compaction(elided_summary(&plan), plan.through_seq);
+        context.apply(log.len() as u64, &entry(8, Event::Compaction(second)));
+        let sent = serde_json::to_string(&context.messages_json()).unwrap();
+        assert!(
+            sent.contains("the staging database password was rotated"),
+            "the summary of every turn before the first compaction was cut to {ELIDED_TEXT_CHARS} characters: {sent}"
+        );
+    }
 }
