@@ -243,6 +243,11 @@ pub struct Machine {
     /// reported for the last one (prompt and answer), plus what was added
     /// since, or a compaction's estimate.
     context_tokens: u64,
+    /// Of `context_tokens`, what arrived while the open model request ran:
+    /// the request's reported usage, which replaces the estimate when it
+    /// ends, did not count it.
+    #[serde(default)]
+    arrived_during_request: u64,
     /// The context size that asks for a compaction, from the last
     /// `x.agent_config` (`options.compaction.trigger_tokens`); `None` = never.
     compaction_trigger: Option<u64>,
@@ -334,11 +339,11 @@ impl Machine {
             Event::UserMessage(message) => {
                 self.unseen_input = true;
                 self.new_message = true;
-                self.context_tokens += content_tokens(&message.content);
+                self.add_tokens(content_tokens(&message.content));
             }
             Event::SystemMessage(message) => {
                 self.unseen_input = true;
-                self.context_tokens += content_tokens(&message.content);
+                self.add_tokens(content_tokens(&message.content));
             }
             Event::UserDefineOutcome(_) => {
                 self.unseen_input = true;
@@ -376,19 +381,19 @@ impl Machine {
                 }
             }
             Event::UserCustomToolResult(result) => {
-                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.add_tokens(content_tokens(result.content.as_deref().unwrap_or_default()));
                 self.close_tool(result.custom_tool_use_id);
             }
             Event::UserToolResult(result) => {
-                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.add_tokens(content_tokens(result.content.as_deref().unwrap_or_default()));
                 self.close_tool(result.tool_use_id);
             }
             Event::AgentToolResult(result) => {
-                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.add_tokens(content_tokens(result.content.as_deref().unwrap_or_default()));
                 self.close_tool(result.tool_use_id);
             }
             Event::AgentMcpToolResult(result) => {
-                self.context_tokens += content_tokens(result.content.as_deref().unwrap_or_default());
+                self.add_tokens(content_tokens(result.content.as_deref().unwrap_or_default()));
                 self.close_tool(result.mcp_tool_use_id);
             }
             Event::AgentToolUse(tool_use) => {
@@ -411,6 +416,7 @@ impl Machine {
             }
             Event::SpanModelRequestStart(_) => {
                 self.open_request = Some(id);
+                self.arrived_during_request = 0;
                 self.turn_called_model = true;
                 self.unseen_input = false;
                 self.new_message = false;
@@ -432,8 +438,10 @@ impl Machine {
                     self.context_tokens = usage.input_tokens
                         + usage.cache_read_input_tokens
                         + usage.cache_creation_input_tokens
-                        + usage.output_tokens;
+                        + usage.output_tokens
+                        + self.arrived_during_request;
                 }
+                self.arrived_during_request = 0;
             }
             Event::AgentConfig(config) => {
                 self.compaction_trigger =
@@ -647,6 +655,14 @@ impl Machine {
     }
 
     /// Estimated prompt tokens of the next model request.
+    /// Adds `n` estimated tokens of new context (input, tool results).
+    fn add_tokens(&mut self, n: u64) {
+        self.context_tokens += n;
+        if self.open_request.is_some() {
+            self.arrived_during_request += n;
+        }
+    }
+
     pub fn context_tokens(&self) -> u64 {
         self.context_tokens
     }

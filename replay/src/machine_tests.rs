@@ -1107,7 +1107,6 @@ fn log_tool_use(name: &str, permission: EvaluatedPermission) -> Event {
     })
 }
 
-// Review: fails until fixed
 #[test]
 fn a_message_sent_while_the_model_answers_counts_towards_the_compaction_trigger() {
     // Defect: a user.message that lands while a model request is open (sends
