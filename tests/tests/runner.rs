@@ -1471,7 +1471,6 @@ async fn a_conversation_past_twenty_images_drops_its_oldest_large_one_instead_of
     rerun_check(server, &dir.path().join("data"));
 }
 
-// Review: fails until fixed
 /// Defect: a document the user sends by `file_id` (Files API) is estimated
 /// by the JSON of its source (`{"type":"file","file_id":...}`, about 25
 /// tokens, `tokens::block`), not by the file the request inlines, so the
@@ -1552,7 +1551,6 @@ async fn a_compaction_does_not_keep_documents_sent_by_file_id_as_if_they_were_fr
     );
 }
 
-// Review: fails until fixed
 /// Defect: a request the provider refuses as larger than its 32 MB limit
 /// (413 `request_too_large`) is compacted and retried, but the compaction
 /// plans in tokens only: it keeps the newest `keep_tokens` (40,000 by

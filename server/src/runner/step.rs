@@ -57,6 +57,11 @@ const CATCH_UP_BATCH: usize = 10_000;
 const SUMMARY_MAX_ATTEMPTS: u32 = 3;
 /// `max_tokens` of a summarizing call: a summary longer than this is no summary.
 const SUMMARY_MAX_TOKENS: u32 = 8_192;
+/// Most bytes (as sent) a compaction keeps of the newest messages: half the
+/// Messages API's 32 MB request limit, so that what follows a compaction is
+/// never refused as too large (413) for what was kept, whatever the tokens
+/// say (an image counts 1,600 of them at any size).
+const MAX_KEPT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Why [`Task::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -816,12 +821,44 @@ impl Task {
         }
     }
 
+    /// What each message of the context weighs in a request, by its first
+    /// seq: its bytes as sent, and for one with file sources, its tokens and
+    /// bytes once they are inlined (the context counts a file source by its
+    /// id alone, a few tokens, whatever the file holds).
+    async fn message_weights(&self) -> Result<HashMap<u64, logbook_replay::context::Weight>, ApiError> {
+        use logbook_replay::context::Weight;
+        let messages: Vec<(u64, u64, Value)> = self
+            .projection
+            .context
+            .messages()
+            .iter()
+            .map(|message| (message.first_seq, message.tokens, message.to_json()))
+            .collect();
+        let (tenant, now) = (self.tenant, self.state.now());
+        self.state
+            .blocking(move |store| {
+                let mut weights = HashMap::with_capacity(messages.len());
+                for (first_seq, tokens, json) in messages {
+                    let mut one = [json];
+                    let tokens = if super::inline::has_file_sources(&one) {
+                        super::inline::inline_files(store, &tenant, now, &mut one)?;
+                        logbook_replay::tokens::message(&one[0])
+                    } else {
+                        tokens
+                    };
+                    weights.insert(first_seq, Weight { tokens, bytes: one[0].to_string().len() as u64 });
+                }
+                Ok(weights)
+            })
+            .await
+    }
+
     /// Compacts the context: asks the model to summarize the older turns (or,
     /// if that fails, elides them mechanically) and records the summary the
     /// context projection uses from now on.
     async fn compact(&mut self) -> Result<(), ApiError> {
         use logbook_core::event::{AgentThreadContextCompacted, Compaction};
-        use logbook_replay::context::{elided_summary, plan_compaction, summary_request_messages};
+        use logbook_replay::context::{Keep, elided_summary, plan_compaction_by, summary_request_messages};
 
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
@@ -836,8 +873,12 @@ impl Task {
         let calibration = self.projection.calibration;
         let keep =
             options.compaction.map_or(0, |c| c.keep_tokens).saturating_mul(1_000) / calibration.factor_milli.max(1);
+        let weights = self.message_weights().await?;
         let before = self.projection.estimated_prompt_tokens();
-        let Some(plan) = plan_compaction(&self.projection.context, keep) else {
+        let keep = Keep { tokens: keep, bytes: MAX_KEPT_BYTES };
+        let weigh =
+            |message: &logbook_replay::context::Message| weights.get(&message.first_seq).copied().unwrap_or_default();
+        let Some(plan) = plan_compaction_by(&self.projection.context, keep, &weigh) else {
             // Nothing can be cut (one huge message): record that, and go on.
             let nothing = Compaction {
                 summary: String::new(),
