@@ -1110,6 +1110,36 @@ mod mechanical_summary_tests {
         Entry { id: EventId::from_parts(1, n), event, at: Timestamp::from_unix_micros(0) }
     }
 
+    fn text(t: &str) -> Vec<ContentBlock> {
+        vec![ContentBlock::Text { text: t.into() }]
+    }
+
+    /// The model's call `id` of bash, at `n`.
+    fn call(n: u128, id: &str) -> Entry {
+        entry(
+            n,
+            Event::ModelResponse(ModelResponse {
+                model_request_start_id: EventId::from_parts(1, 0),
+                content: Json::new(&json!([
+                    {"type": "tool_use", "id": id, "name": "bash", "input": {"command": "cargo test"}}
+                ])),
+                tool_uses: vec![ToolUseLink { provider_id: id.into(), event_id: EventId::from_parts(2, n) }],
+            }),
+        )
+    }
+
+    /// The result of the call at `of`, at `n`.
+    fn result(n: u128, of: u128) -> Entry {
+        entry(
+            n,
+            Event::AgentToolResult(AgentToolResult {
+                tool_use_id: EventId::from_parts(2, of),
+                content: Some(text("ok")),
+                is_error: Some(false),
+            }),
+        )
+    }
+
     #[test]
     fn a_mechanical_summary_keeps_the_instruction_the_turn_is_working_on() {
         // Defect: when the summarizing call fails (the provider refuses it as
@@ -1130,29 +1160,6 @@ mod mechanical_summary_tests {
             "Refactor the parser. {} Finally, and most importantly: DO NOT TOUCH THE PUBLIC API.",
             "Keep every error message as it is, add a test per grammar rule, run the whole suite. ".repeat(10)
         );
-        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
-        let call = |n: u128, id: &str| {
-            entry(
-                n,
-                Event::ModelResponse(ModelResponse {
-                    model_request_start_id: EventId::from_parts(1, 0),
-                    content: Json::new(&json!([
-                        {"type": "tool_use", "id": id, "name": "bash", "input": {"command": "cargo test"}}
-                    ])),
-                    tool_uses: vec![ToolUseLink { provider_id: id.into(), event_id: EventId::from_parts(2, n) }],
-                }),
-            )
-        };
-        let result = |n: u128, of: u128| {
-            entry(
-                n,
-                Event::AgentToolResult(AgentToolResult {
-                    tool_use_id: EventId::from_parts(2, of),
-                    content: Some(text("ok")),
-                    is_error: Some(false),
-                }),
-            )
-        };
         let log = [
             entry(0, Event::UserMessage(UserMessage { content: text(&instruction) })),
             call(1, "toolu_1"),
@@ -1198,29 +1205,6 @@ mod mechanical_summary_tests {
             "{} The user's deadline is Friday; the staging database password was rotated.",
             "Read src/parser.rs and src/lexer.rs; the grammar has 14 rules, 3 untested. ".repeat(20)
         );
-        let text = |t: &str| vec![ContentBlock::Text { text: t.into() }];
-        let call = |n: u128, id: &str| {
-            entry(
-                n,
-                Event::ModelResponse(ModelResponse {
-                    model_request_start_id: EventId::from_parts(1, 0),
-                    content: Json::new(&json!([
-                        {"type": "tool_use", "id": id, "name": "bash", "input": {"command": "cargo test"}}
-                    ])),
-                    tool_uses: vec![ToolUseLink { provider_id: id.into(), event_id: EventId::from_parts(2, n) }],
-                }),
-            )
-        };
-        let result = |n: u128, of: u128| {
-            entry(
-                n,
-                Event::AgentToolResult(AgentToolResult {
-                    tool_use_id: EventId::from_parts(2, of),
-                    content: Some(text("ok")),
-                    is_error: Some(false),
-                }),
-            )
-        };
         let compaction = |summary: String, through_seq: u64| Compaction {
             summary,
             through_seq,
