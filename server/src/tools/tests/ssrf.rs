@@ -513,3 +513,74 @@ async fn url_sources_admit_only_urls_the_context_holds_not_their_prefixes() {
     );
     assert_eq!(net.public.connections(), 0, "the fetcher connected to a host no allowed source named");
 }
+
+/// Defect (review, web): with `url_sources` set, web_fetch checks that the
+/// URL is written in the allowed context by parsing, for every `http://` in
+/// every allowed text, everything from there to the next whitespace
+/// (`fetch::written_urls`, `names_url`): quadratic in a text's length. A
+/// page the agent fetched earlier (a web_fetch result of 100,000 characters,
+/// under the spill threshold, so it stays in the log) that is `http://`
+/// repeated with no whitespace makes every later web_fetch call of the
+/// session parse gigabytes, synchronously on a runtime worker, where the
+/// fetch's own 30 s deadline cannot interrupt it. A URL is at most 250
+/// characters, so no candidate longer than that can ever match. Method: the
+/// log holds such a result (50,000 characters here; 100,000 took 96 s in a
+/// debug build); a fetch of a URL it does not name must be refused
+/// (`url_not_in_prior_context`) promptly.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_check_is_not_quadratic_in_the_contexts_text() {
+    use logbook_core::entry::Entry;
+    use logbook_core::event::{AgentToolResult, AgentToolUse, Event};
+    use logbook_core::{EventId, Json, SessionId, Timestamp};
+
+    let net = Net::start().await;
+    let fx = net.fixture(json!([{
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_fetch", "url_sources": {
+            "user_input": "none", "client_tool_results": "none", "server_tool_results": "all"
+        }}]
+    }]));
+    let hostile = format!("URL: http://public.test/page\n\n{}", "http://".repeat(50_000 / 7));
+    let use_id = EventId::from_parts(1, 1);
+    let log = [
+        Entry {
+            id: use_id,
+            event: Event::AgentToolUse(AgentToolUse {
+                name: "web_fetch".to_owned(),
+                input: Json::new(&json!({"url": "http://public.test/page"})),
+                evaluated_permission: None,
+                evaluation: None,
+                session_thread_id: None,
+            }),
+            at: Timestamp::from_unix_micros(0),
+        },
+        Entry {
+            id: EventId::from_parts(1, 2),
+            event: Event::AgentToolResult(AgentToolResult {
+                tool_use_id: use_id,
+                content: Some(vec![ContentBlock::Text { text: hostile }]),
+                is_error: Some(false),
+            }),
+            at: Timestamp::from_unix_micros(1),
+        },
+    ];
+    let ctx = crate::tools::ToolContext {
+        session: SessionId::from_parts(1, 1),
+        paths: &fx.paths,
+        agent_tools: &fx.tools,
+        egress: &fx.egress,
+        services: &fx.services,
+        log: &log,
+        files_here: true,
+    };
+    let input = Json::new(&json!({"url": "http://public.test/text"}));
+    let started = std::time::Instant::now();
+    let outcome = crate::tools::run(&ctx, "web_fetch", &input).await;
+    let took = started.elapsed();
+    assert!(text_of(&outcome).contains("url_not_in_prior_context"), "{}", text_of(&outcome));
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "checking one URL against a 50,000-character context took {took:?} of CPU on a runtime worker"
+    );
+}
