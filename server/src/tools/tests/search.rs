@@ -118,3 +118,41 @@ async fn limited_networking_drops_results() {
     let outcome = fx.call("web_search", json!({"query": "x"})).await;
     assert_eq!(outcome.content, vec![result("https://docs.example.com/tides", "Tides", "About x")]);
 }
+
+/// Defect (review, web): the SearXNG provider reads the whole answer into
+/// memory (`response.bytes()`) and only then compares it with
+/// `MAX_RESPONSE_BYTES` (4 MiB, "largest provider answer read"): an answer
+/// of any size is buffered whole for up to the 20 s search deadline (at
+/// loopback speed, gigabytes), and an answer already past the cap that
+/// keeps its connection open holds the call until that deadline instead of
+/// failing at once. Method: an endpoint that announces 1 GB, sends 5 MiB and
+/// then stalls; the search must fail as too large, promptly.
+// Review: fails until fixed
+#[tokio::test]
+async fn an_oversized_provider_answer_is_cut_off_at_the_cap_while_reading() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n")
+            .await;
+        let _ = stream.write_all(&vec![b' '; 5 * 1024 * 1024]).await;
+        // Stall with the connection open.
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        drop(stream);
+    });
+    let provider = SearxngProvider::new(&format!("http://{addr}/search")).unwrap();
+    let search: Arc<dyn SearchProvider> = Arc::new(provider);
+    let services = ToolServices::new(Arc::new(SystemResolver), Some(search)).unwrap();
+    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
+    let started = std::time::Instant::now();
+    let text = fx.err("web_search", json!({"query": "x"})).await;
+    let took = started.elapsed();
+    server.abort();
+    assert!(text.contains("larger than"), "after {took:?}: {text}");
+    assert!(took < std::time::Duration::from_secs(10), "the oversized answer was read for {took:?}");
+}
