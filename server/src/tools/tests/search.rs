@@ -156,3 +156,36 @@ async fn an_oversized_provider_answer_is_cut_off_at_the_cap_while_reading() {
     assert!(text.contains("larger than"), "after {took:?}: {text}");
     assert!(took < std::time::Duration::from_secs(10), "the oversized answer was read for {took:?}");
 }
+
+/// Defect (review, web): the provider's endpoint is the operator's and may
+/// carry a credential (`LOGBOOK_SEARCH_URL=https://search.example/search?key=...`
+/// or `https://user:password@...`). A failed request is reported without
+/// its URL (`without_url()`), but a failure while reading the answer
+/// (`response.bytes()`) is reported with `err.to_string()`, which names the
+/// whole request URL: the credential goes into the tool result, to the
+/// model and the session's log. Method: the endpoint's query holds a key;
+/// it announces a longer body than it sends and closes.
+// Review: fails until fixed
+#[tokio::test]
+async fn a_broken_provider_answer_does_not_show_the_endpoints_credentials() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"results\"")
+            .await;
+        let _ = stream.shutdown().await;
+    });
+    let provider = SearxngProvider::new(&format!("http://{addr}/search?key=sk-operator-secret")).unwrap();
+    let search: Arc<dyn SearchProvider> = Arc::new(provider);
+    let services = ToolServices::new(Arc::new(SystemResolver), Some(search)).unwrap();
+    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
+    let text = fx.err("web_search", json!({"query": "x"})).await;
+    server.abort();
+    assert!(text.starts_with("web_search: "), "{text}");
+    assert!(!text.contains("sk-operator-secret"), "the endpoint's key reached the tool result: {text}");
+}
