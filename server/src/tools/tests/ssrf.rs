@@ -610,3 +610,27 @@ async fn a_page_of_ampersands_is_converted_promptly() {
     assert!(!outcome.is_error && text.contains("&&&&"), "after {took:?}: {}", &text[..text.len().min(300)]);
     assert!(took < std::time::Duration::from_secs(10), "converting a 200 KB page took {took:?}");
 }
+
+/// Defect (review, web): web_fetch returns any body labelled
+/// `application/pdf` as a PDF document block, whatever its bytes
+/// (`extract::classify` trusts the Content-Type). A page whose server
+/// mislabels it (or a hostile one) puts a "PDF" that is HTML into the
+/// session's log, and the Messages API refuses every later request that
+/// carries it, as it does an invalid PDF. The server checks the `%PDF-`
+/// signature everywhere else a document block is made (`runner::inline`,
+/// `api::events`). Method: the site answers `application/pdf` with HTML;
+/// the result must not be a document block.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_labelled_pdf_that_is_no_pdf_is_not_returned_as_a_document() {
+    let page = Arc::new(|_: &str| Reply::new(200, "application/pdf", b"<html><body>not a pdf</body></html>".to_vec()));
+    let site = TestServer::start("127.0.0.1:0", page).await;
+    let services = services_with(Arc::new(FakeDns::default()), vec![(PUBLIC_IP, site.addr)], None);
+    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
+    let outcome = fx.call("web_fetch", json!({"url": "http://public.test/report.pdf"})).await;
+    assert!(
+        !outcome.content.iter().any(|block| matches!(block, ContentBlock::Document { .. })),
+        "bytes that are no PDF came back as a PDF document block: {:?}",
+        outcome.content
+    );
+}
