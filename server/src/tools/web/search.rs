@@ -112,9 +112,20 @@ impl SearchProvider for SearxngProvider {
             if !response.status().is_success() {
                 return Err(SearchError::Status(response.status().as_u16()));
             }
-            let body = response.bytes().await.map_err(|err| SearchError::Request(err.to_string()))?;
-            if body.len() > MAX_RESPONSE_BYTES {
-                return Err(SearchError::Decode(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes")));
+            // Read up to the cap and no further; errors lose the endpoint's
+            // URL (and any key in it), as the send's do.
+            let too_large = || SearchError::Decode(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"));
+            if response.content_length().is_some_and(|length| length > MAX_RESPONSE_BYTES as u64) {
+                return Err(too_large());
+            }
+            let mut body: Vec<u8> = Vec::new();
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                let chunk = chunk.map_err(|err| SearchError::Request(err.without_url().to_string()))?;
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
             }
             let answer: SearxngAnswer =
                 serde_json::from_slice(&body).map_err(|err| SearchError::Decode(err.to_string()))?;
