@@ -55,7 +55,10 @@ pub(crate) fn classify(content_type: Option<&str>, body: &[u8]) -> BodyKind {
         .filter(|media_type| !media_type.is_empty());
     match media_type.as_deref() {
         Some("text/html" | "application/xhtml+xml") => BodyKind::Html,
-        Some("application/pdf") => BodyKind::Pdf,
+        // A body labelled PDF that is not one would be a document every later
+        // request carries and the API refuses: judged by its bytes.
+        Some("application/pdf") if body.starts_with(b"%PDF-") => BodyKind::Pdf,
+        Some("application/pdf") => sniff(body),
         Some(other)
             if other.starts_with("text/")
                 || other.ends_with("+json")
@@ -99,7 +102,14 @@ pub(crate) fn html_to_text(html: &str, url: &str) -> Page {
 }
 
 /// What the parsers make of `html`: only for a document `scan` has bounded.
+/// Readability takes time in the square of a page's `&` characters (about a
+/// second for 20,000 of them, hours for a few MiB), and nothing can cancel
+/// it: a page with more than [`MAX_READABILITY_AMPERSANDS`] goes to htmd
+/// alone, which is linear.
 fn parse_to_text(html: &str, url: &str) -> Page {
+    if bytecount_ampersands(html) > MAX_READABILITY_AMPERSANDS {
+        return convert_with_htmd(html);
+    }
     let config =
         Config { text_mode: TextMode::Markdown, max_elements_to_parse: scan::MAX_ELEMENTS, ..Config::default() };
     let article = Readability::new(html, Some(url), Some(config)).and_then(|mut readability| readability.parse());
@@ -110,6 +120,18 @@ fn parse_to_text(html: &str, url: &str) -> Page {
             return Page { title, text };
         }
     }
+    convert_with_htmd(html)
+}
+
+/// Most `&` characters of a page given to readability (see [`parse_to_text`]).
+pub(crate) const MAX_READABILITY_AMPERSANDS: usize = 2_000;
+
+fn bytecount_ampersands(html: &str) -> usize {
+    html.bytes().filter(|byte| *byte == b'&').count()
+}
+
+/// `html` as Markdown by htmd alone (no title).
+fn convert_with_htmd(html: &str) -> Page {
     let converter = htmd::HtmlToMarkdown::builder().skip_tags(SKIPPED_TAGS.to_vec()).build();
     let text = converter.convert(html).unwrap_or_default().trim().to_owned();
     Page { title: None, text }

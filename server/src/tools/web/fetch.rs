@@ -79,17 +79,32 @@ fn names_url(text: &str, url: &Url) -> bool {
 
 /// The `http://` and `https://` URLs written in `text`, each up to the first
 /// character that cannot be in one written out (whitespace, quotes, angle
-/// brackets).
-fn written_urls(text: &str) -> impl Iterator<Item = &str> {
+/// brackets). Only those a fetch could name: one longer than
+/// [`MAX_URL_CHARS`] (and the punctuation that may close it) is skipped
+/// unread, so a text of many `http://` without a break costs time in
+/// proportion to its length, not its square.
+pub(crate) fn written_urls(text: &str) -> impl Iterator<Item = &str> {
+    const WINDOW: usize = 4 * (MAX_URL_CHARS + 16);
     let lower = text.to_ascii_lowercase();
     let mut starts = Vec::new();
     for scheme in ["http://", "https://"] {
         starts.extend(lower.match_indices(scheme).map(|(at, _)| at));
     }
-    starts.into_iter().map(move |start| {
+    starts.into_iter().filter_map(move |start| {
         let rest = &text[start..];
-        let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`')).unwrap_or(rest.len());
-        &rest[..end]
+        // At most WINDOW bytes are looked at, cut back to a character's start.
+        let mut window = rest.len().min(WINDOW);
+        while !rest.is_char_boundary(window) {
+            window -= 1;
+        }
+        let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`');
+        let end = match rest[..window].find(ends) {
+            Some(end) => end,
+            None if window == rest.len() => rest.len(),
+            None => return None,
+        };
+        let written = &rest[..end];
+        (written.chars().count() <= MAX_URL_CHARS + 16).then_some(written)
     })
 }
 
