@@ -154,7 +154,9 @@ mod tests {
         assert_eq!(classify(Some("text/html; charset=utf-8"), b""), BodyKind::Html);
         assert_eq!(classify(Some("TEXT/PLAIN"), b""), BodyKind::Text);
         assert_eq!(classify(Some("application/ld+json"), b""), BodyKind::Text);
-        assert_eq!(classify(Some("application/pdf"), b""), BodyKind::Pdf);
+        assert_eq!(classify(Some("application/pdf"), b"%PDF-1.4"), BodyKind::Pdf);
+        // Labelled PDF but not one: judged by its bytes.
+        assert_eq!(classify(Some("application/pdf"), b"<html><p>x"), BodyKind::Html);
         assert_eq!(classify(Some("image/png"), b"\x89PNG"), BodyKind::Unsupported);
         assert_eq!(classify(None, b"%PDF-1.7"), BodyKind::Pdf);
         assert_eq!(classify(None, b"  <!DOCTYPE html><p>x"), BodyKind::Html);
