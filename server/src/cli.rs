@@ -392,6 +392,17 @@ fn open_store(data: &Path, cache_mib: u64) -> anyhow::Result<SledStore> {
 fn bootstrap_key(store: &SledStore, clock: &dyn Clock) -> anyhow::Result<()> {
     let existing = tenancy::list_keys(store).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !existing.is_empty() {
+        // The variable seeds an empty store only: an operator who set it
+        // expecting it to work is told why it does not.
+        if let Ok(key) = std::env::var("LOGBOOK_BOOTSTRAP_KEY")
+            && !key.trim().is_empty()
+            && tenancy::authenticate(store, key.trim()).is_err()
+        {
+            eprintln!(
+                "logbook: LOGBOOK_BOOTSTRAP_KEY was not stored and is no API key of this store: it seeds an \
+                 empty store only, and this one has keys (add one with `logbook keys create`)"
+            );
+        }
         return Ok(());
     }
     let workspace = tenancy::ensure_workspace(store, tenancy::DEFAULT_WORKSPACE, clock.now())

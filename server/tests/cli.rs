@@ -554,3 +554,47 @@ fn export_names_a_missing_blob_and_records_only_exports_without_it() {
     let out = logbook(&["verify", bundle.to_str().unwrap()], &data);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Goal: `LOGBOOK_BOOTSTRAP_KEY` seeds an empty store only; set on a store
+/// that already has keys (one made with `keys create`), it is not stored, and
+/// `serve` says so instead of leaving the operator with a key that gets 401.
+/// Method: create a key, start `serve` with another bootstrap key, wait for
+/// the warning on stderr (under a deadline), stop the server.
+#[test]
+fn a_bootstrap_key_on_a_store_with_keys_is_reported_not_silently_ignored() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let created = keys(&["create"], &data, "");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-runner", "--data"])
+        .arg(&data)
+        .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
+        .env("LOGBOOK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("LOGBOOK_BOOTSTRAP_KEY was not stored") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no warning about the bootstrap key; stderr: {seen:#?}");
+}
