@@ -119,16 +119,10 @@ async fn limited_networking_drops_results() {
     assert_eq!(outcome.content, vec![result("https://docs.example.com/tides", "Tides", "About x")]);
 }
 
-/// Defect (review, web): the SearXNG provider reads the whole answer into
-/// memory (`response.bytes()`) and only then compares it with
-/// `MAX_RESPONSE_BYTES` (4 MiB, "largest provider answer read"): an answer
-/// of any size is buffered whole for up to the 20 s search deadline (at
-/// loopback speed, gigabytes), and an answer already past the cap that
-/// keeps its connection open holds the call until that deadline instead of
-/// failing at once. Method: an endpoint that announces 1 GB, sends 5 MiB and
-/// then stalls; the search must fail as too large.
-#[tokio::test]
-async fn an_oversized_provider_answer_is_cut_off_at_the_cap_while_reading() {
+/// A search endpoint on loopback that answers its one request with `answer`
+/// (head and body as raw bytes), then closes, or with `stall` keeps the
+/// connection open; and a fixture searching it at `path_and_query`.
+async fn raw_endpoint(answer: Vec<u8>, stall: bool, path_and_query: &str) -> (tokio::task::JoinHandle<()>, Fixture) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -136,23 +130,46 @@ async fn an_oversized_provider_answer_is_cut_off_at_the_cap_while_reading() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut head = [0u8; 4096];
         let _ = stream.read(&mut head).await;
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n")
-            .await;
-        let _ = stream.write_all(&vec![b' '; 5 * 1024 * 1024]).await;
-        // Stall with the connection open.
-        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        drop(stream);
+        let _ = stream.write_all(&answer).await;
+        if stall {
+            // Held open until the test aborts the task.
+            std::future::pending::<()>().await;
+        }
+        let _ = stream.shutdown().await;
     });
-    let provider = SearxngProvider::new(&format!("http://{addr}/search")).unwrap();
+    let provider = SearxngProvider::new(&format!("http://{addr}{path_and_query}")).unwrap();
     let search: Arc<dyn SearchProvider> = Arc::new(provider);
     let services = ToolServices::new(Arc::new(SystemResolver), Some(search)).unwrap();
-    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
-    // Read whole, it would fail at the search deadline as a broken answer;
-    // cut at the cap, it fails as too large.
-    let text = fx.err("web_search", json!({"query": "x"})).await;
-    server.abort();
-    assert!(text.contains("larger than"), "{text}");
+    (server, Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services))
+}
+
+/// Defect (review, web): the SearXNG provider reads the whole answer into
+/// memory (`response.bytes()`) and only then compares it with
+/// `MAX_RESPONSE_BYTES` (4 MiB, "largest provider answer read"): an answer
+/// of any size is buffered whole for up to the 20 s search deadline (at
+/// loopback speed, gigabytes), and an answer already past the cap that
+/// keeps its connection open holds the call until that deadline instead of
+/// failing at once. Method: an endpoint that announces 1 GB, and one that
+/// announces no length (chunked), each sending 5 MiB and then stalling; the
+/// search must fail as too large (read whole, it would fail at the search
+/// deadline as a broken answer).
+#[tokio::test]
+async fn an_oversized_provider_answer_is_cut_off_at_the_cap_while_reading() {
+    let body = vec![b' '; 5 * 1024 * 1024];
+    let mut announced =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n".to_vec();
+    announced.extend_from_slice(&body);
+    let mut chunked =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+    chunked.extend_from_slice(&body);
+    chunked.extend_from_slice(b"\r\n");
+    for answer in [announced, chunked] {
+        let (server, fx) = raw_endpoint(answer, true, "/search").await;
+        let text = fx.err("web_search", json!({"query": "x"})).await;
+        server.abort();
+        assert!(text.contains("larger than"), "{text}");
+    }
 }
 
 /// Defect (review, web): the provider's endpoint is the operator's and may
@@ -165,22 +182,9 @@ async fn an_oversized_provider_answer_is_cut_off_at_the_cap_while_reading() {
 /// it announces a longer body than it sends and closes.
 #[tokio::test]
 async fn a_broken_provider_answer_does_not_show_the_endpoints_credentials() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = [0u8; 4096];
-        let _ = stream.read(&mut head).await;
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"results\"")
-            .await;
-        let _ = stream.shutdown().await;
-    });
-    let provider = SearxngProvider::new(&format!("http://{addr}/search?key=sk-operator-secret")).unwrap();
-    let search: Arc<dyn SearchProvider> = Arc::new(provider);
-    let services = ToolServices::new(Arc::new(SystemResolver), Some(search)).unwrap();
-    let fx = Fixture::with_services(json!([{"type": "agent_toolset_20260401"}]), services);
+    let answer =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"results\"".to_vec();
+    let (server, fx) = raw_endpoint(answer, false, "/search?key=sk-operator-secret").await;
     let text = fx.err("web_search", json!({"query": "x"})).await;
     server.abort();
     assert!(text.starts_with("web_search: "), "{text}");
