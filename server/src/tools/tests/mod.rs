@@ -88,13 +88,19 @@ impl Fixture {
 
     /// Calls `name` with `input` through [`run`], under the hang guard.
     pub(super) async fn call(&self, name: &str, input: Value) -> ToolOutcome {
+        self.call_with_log(name, input, &[]).await
+    }
+
+    /// [`Fixture::call`] in a session whose log is `log` (what `url_sources`
+    /// and other context-dependent checks read).
+    pub(super) async fn call_with_log(&self, name: &str, input: Value, log: &[logbook_core::Entry]) -> ToolOutcome {
         let ctx = ToolContext {
             session: SessionId::from_parts(1, 1),
             paths: &self.paths,
             agent_tools: &self.tools,
             egress: &self.egress,
             services: &self.services,
-            log: &[],
+            log,
             files_here: true,
         };
         let input = Json::new(&input);

@@ -470,7 +470,7 @@ async fn a_deeply_nested_page_does_not_bring_the_server_down() {
 async fn url_sources_admit_only_urls_the_context_holds_not_their_prefixes() {
     use logbook_core::entry::Entry;
     use logbook_core::event::{Event, UserMessage};
-    use logbook_core::{EventId, Json, SessionId, Timestamp};
+    use logbook_core::{EventId, Timestamp};
 
     let net = Net::start().await;
     let fx = net.fixture(json!([{
@@ -485,23 +485,7 @@ async fn url_sources_admit_only_urls_the_context_holds_not_their_prefixes() {
         event: Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: said.to_owned() }] }),
         at: Timestamp::from_unix_micros(0),
     }];
-    let ctx = crate::tools::ToolContext {
-        session: SessionId::from_parts(1, 1),
-        paths: &fx.paths,
-        agent_tools: &fx.tools,
-        egress: &fx.egress,
-        services: &fx.services,
-        log: &log,
-        files_here: true,
-    };
-    let call = |url: &str| {
-        let input = Json::new(&json!({"url": url}));
-        async move {
-            tokio::time::timeout(std::time::Duration::from_secs(60), crate::tools::run(&ctx, "web_fetch", &input))
-                .await
-                .expect("web_fetch hangs")
-        }
-    };
+    let call = |url: &str| fx.call_with_log("web_fetch", json!({"url": url}), &log);
     // Control: a URL from no source is refused.
     let control = call("http://public.test/text").await;
     assert!(text_of(&control).contains("url_not_in_prior_context"), "{}", text_of(&control));
@@ -526,12 +510,13 @@ async fn url_sources_admit_only_urls_the_context_holds_not_their_prefixes() {
 /// characters, so no candidate longer than that can ever match. Method: the
 /// log holds such a result (50,000 characters here; 100,000 took 96 s in a
 /// debug build); a fetch of a URL it does not name must be refused
-/// (`url_not_in_prior_context`) promptly.
+/// (`url_not_in_prior_context`), and no candidate URL read from it may run
+/// past the longest URL a fetch can name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_sources_check_is_not_quadratic_in_the_contexts_text() {
     use logbook_core::entry::Entry;
     use logbook_core::event::{AgentToolResult, AgentToolUse, Event};
-    use logbook_core::{EventId, Json, SessionId, Timestamp};
+    use logbook_core::{EventId, Json, Timestamp};
 
     let net = Net::start().await;
     let fx = net.fixture(json!([{
@@ -558,28 +543,17 @@ async fn url_sources_check_is_not_quadratic_in_the_contexts_text() {
             id: EventId::from_parts(1, 2),
             event: Event::AgentToolResult(AgentToolResult {
                 tool_use_id: use_id,
-                content: Some(vec![ContentBlock::Text { text: hostile }]),
+                content: Some(vec![ContentBlock::Text { text: hostile.clone() }]),
                 is_error: Some(false),
             }),
             at: Timestamp::from_unix_micros(1),
         },
     ];
-    let ctx = crate::tools::ToolContext {
-        session: SessionId::from_parts(1, 1),
-        paths: &fx.paths,
-        agent_tools: &fx.tools,
-        egress: &fx.egress,
-        services: &fx.services,
-        log: &log,
-        files_here: true,
-    };
-    let input = Json::new(&json!({"url": "http://public.test/text"}));
-    let outcome = crate::tools::run(&ctx, "web_fetch", &input).await;
+    let outcome = fx.call_with_log("web_fetch", json!({"url": "http://public.test/text"}), &log).await;
     assert!(text_of(&outcome).contains("url_not_in_prior_context"), "{}", text_of(&outcome));
     // The work is bounded by what is read per candidate: no candidate runs
     // past the longest URL a fetch may name (each used to run to the text's
     // end, so the whole check was quadratic in it).
-    let hostile = format!("URL: http://public.test/page\n\n{}", "http://".repeat(50_000 / 7));
     let longest = crate::tools::web::fetch::written_urls(&hostile).map(str::len).max().unwrap_or(0);
     assert!(longest <= crate::tools::web::fetch::MAX_URL_CHARS + 16, "a candidate of {longest} bytes");
 }
