@@ -1119,9 +1119,7 @@ impl Scan {
             }
             return Ok(false);
         }
-        let file = self.dir.open_segment(self.number, false).map_err(|e| ScanError::Io(e.to_string()))?;
-        let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
-        reader.load_header(self.number);
+        let mut reader = self.reader_of(self.number)?;
         if starts_inside && reader.len < self.offset {
             return Err(bad("is shorter than the log was when it was checkpointed"));
         }
@@ -1148,12 +1146,18 @@ impl Scan {
         Ok(true)
     }
 
-    /// Whether segment `number` holds a batch: a valid one anywhere in it, or
-    /// one showing that its (damaged) header was durable.
-    fn holds_batches(&self, number: u64) -> Result<bool, ScanError> {
+    /// A reader of segment `number`, its header loaded.
+    fn reader_of(&self, number: u64) -> Result<SegmentReader, ScanError> {
         let file = self.dir.open_segment(number, false).map_err(|e| ScanError::Io(e.to_string()))?;
         let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
         reader.load_header(number);
+        Ok(reader)
+    }
+
+    /// Whether segment `number` holds a batch: a valid one anywhere in it, or
+    /// one showing that its (damaged) header was durable.
+    fn holds_batches(&self, number: u64) -> Result<bool, ScanError> {
+        let mut reader = self.reader_of(number)?;
         if reader.key.is_none() {
             return Ok(reader.durable_batch_evidence(number, None).is_some());
         }
@@ -1168,9 +1172,7 @@ impl Scan {
         if !self.segments.contains(&next) {
             return Ok(false);
         }
-        let file = self.dir.open_segment(next, false).map_err(|e| ScanError::Io(e.to_string()))?;
-        let mut reader = SegmentReader::new(file).map_err(|e| ScanError::Io(e.to_string()))?;
-        reader.load_header(next);
+        let mut reader = self.reader_of(next)?;
         let first = SEGMENT_HEADER_BYTES as u64;
         if reader.key.is_none() {
             // Prepared (zeroes) or torn at creation: no batch in it can be
