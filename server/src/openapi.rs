@@ -35,11 +35,8 @@ const COMMON_ERRORS: &[(u16, &str)] = &[
          open at once as it may; retry after retry-after",
     ),
     (500, "api_error: an internal error, or error_code session_corrupted for a quarantined session"),
-    (
-        503,
-        "overloaded_error: the session is too busy to write to right now (retry), a feature this server is not \
-         configured for, or a store that can no longer write durably",
-    ),
+    (503, "api_error: a feature this server is not configured for, or a store that can no longer write durably"),
+    (529, "overloaded_error: the session is too busy to write to right now; retry"),
 ];
 
 /// The status a route that is not a stream answers when it runs out of time.

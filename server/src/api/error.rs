@@ -58,6 +58,12 @@ impl ErrorKind {
     }
 }
 
+/// The API's "overloaded" status. `http` names no constant for 529; every
+/// value in 100..=999 is valid, so the fallback is never taken.
+fn overloaded_status() -> StatusCode {
+    StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
+
 /// The `retry-after` of a transfer refused by [`ApiError::busy_transfers`].
 const TRANSFER_RETRY_MS: u64 = 1_000;
 
@@ -149,7 +155,7 @@ impl ApiError {
             413 => ErrorKind::RequestTooLarge,
             429 => ErrorKind::RateLimit,
             408 | 504 => ErrorKind::Timeout,
-            503 | 529 => ErrorKind::Overloaded,
+            529 => ErrorKind::Overloaded,
             code if code < 500 => ErrorKind::InvalidRequest,
             _ => ErrorKind::Api,
         };
@@ -165,8 +171,16 @@ impl ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorKind::Timeout, message)
     }
 
+    /// 503: something this server lacks (a feature not configured, a store
+    /// that can no longer write); retrying does not help until an operator acts.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Overloaded, message)
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Api, message)
+    }
+
+    /// 529 `overloaded_error`, as the API answers when it is busy: a retry
+    /// shortly after may succeed (the SDKs retry it by default).
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        ApiError::new(overloaded_status(), ErrorKind::Overloaded, message)
     }
 
     /// An internal failure: logged in full, answered generically.

@@ -112,7 +112,7 @@ pub async fn send(
                 let _ = tokio::time::timeout(RACE_WAIT, durable).await;
             }
             SendAttempt::Behind(_) => {
-                return Err(ApiError::unavailable("the session is too busy to append to right now; retry"));
+                return Err(ApiError::overloaded("the session is too busy to append to right now; retry"));
             }
         }
     };
@@ -861,7 +861,7 @@ fn append_events(
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::unavailable("the session is too busy to append to right now; retry"))
+    Err(ApiError::overloaded("the session is too busy to append to right now; retry"))
 }
 
 /// The API's JSON for a stored record.

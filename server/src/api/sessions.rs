@@ -831,7 +831,7 @@ pub async fn archive(
                 let _ = tokio::time::timeout(events::RACE_WAIT, durable).await;
             }
             ArchiveAttempt::Behind(_) => {
-                return Err(ApiError::unavailable("the session is too busy to archive right now; retry"));
+                return Err(ApiError::overloaded("the session is too busy to archive right now; retry"));
             }
         }
     };

@@ -372,7 +372,7 @@ impl Task {
                 return Ok(());
             }
         }
-        Err(ApiError::unavailable("the session is too busy to end its failed turn"))
+        Err(ApiError::overloaded("the session is too busy to end its failed turn"))
     }
 
     /// Reads and applies every durable entry not yet seen.
@@ -419,7 +419,7 @@ impl Task {
                         Err(other) => return Err(other.into()),
                     }
                 }
-                Err(ApiError::unavailable("the session is too busy to append to"))
+                Err(ApiError::overloaded("the session is too busy to append to"))
             })
             .await?
             // Durability is awaited here, not on a blocking thread: many
