@@ -21,13 +21,32 @@ use super::scan;
 /// build; `scan` keeps them to 128. Only the pages used are committed.
 pub(crate) const HTML_THREAD_STACK_BYTES: usize = 64 * 1024 * 1024;
 
+/// Parser threads alive at once, server-wide. A fetch whose deadline passes
+/// stops waiting for its parser, but the thread cannot be stopped and runs
+/// on: the cap bounds what such threads hold (each up to
+/// [`MAX_HTML_BYTES`] of input and [`HTML_THREAD_STACK_BYTES`] of stack)
+/// however many fetches time out. A fetch past it waits for a thread, within
+/// its own deadline.
+pub(crate) const MAX_HTML_THREADS: usize = 8;
+
+static HTML_THREADS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HTML_THREADS)));
+
 /// [`html_to_text`] on a new thread with [`HTML_THREAD_STACK_BYTES`] of
-/// stack; an error if the thread cannot start or panics.
+/// stack, once one of the [`MAX_HTML_THREADS`] is free; an error if the
+/// thread cannot start or panics.
 pub(crate) async fn html_to_text_on_own_thread(html: String, url: String) -> Result<Page, std::io::Error> {
+    let permit = HTML_THREADS
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("the HTML parser threads are shut down"))?;
     let (send, receive) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("web-html".to_owned()).stack_size(HTML_THREAD_STACK_BYTES).spawn(move || {
         // The receiver may be gone (the call timed out): nothing to tell.
         let _ = send.send(html_to_text(&html, &url));
+        // Given back only when the parser is done, whoever still waits.
+        drop(permit);
     })?;
     receive.await.map_err(|_| std::io::Error::other("the HTML parser thread failed"))
 }
@@ -148,6 +167,19 @@ pub(crate) fn floor_char_boundary(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn parses_wait_for_a_parser_thread_past_the_cap() {
+        // Every thread taken (as by parsers of fetches that timed out): a
+        // parse starts no thread until one is given back.
+        let held = HTML_THREADS.clone().acquire_many_owned(MAX_HTML_THREADS as u32).await.expect("semaphore open");
+        let mut parse = Box::pin(html_to_text_on_own_thread("<p>waiting</p>".to_owned(), "https://a.test/".to_owned()));
+        assert!(futures_util::poll!(&mut parse).is_pending());
+        assert_eq!(HTML_THREADS.available_permits(), 0);
+        drop(held);
+        let page = parse.await.expect("parsed");
+        assert!(page.text.contains("waiting"), "{page:?}");
+    }
 
     #[test]
     fn classifies_by_content_type_then_by_bytes() {
