@@ -647,6 +647,7 @@ impl SandboxTools {
             services: &self.inner.services,
             log: call.log,
             files_here,
+            disk_limit: Some(self.inner.config.disk_limit),
         };
         crate::tools::run(&ctx, call.name, call.input).await
     }

@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::api::environments::{EnvConfig, Environment};
 use crate::api::tools::Tool;
 use crate::runner::ToolOutcome;
+use crate::sandbox::disk::{self, DiskLimit};
 use crate::sandbox::layout::SessionPaths;
 use crate::sandbox::policy::EgressPolicy;
 
@@ -58,6 +59,10 @@ pub struct ToolContext<'a> {
     /// self-hosted session, whose file tools run on its worker, so a large
     /// output is previewed instead of saved where the worker never looks.
     pub files_here: bool,
+    /// The session's disk limit, which the jail's watch enforces on bash:
+    /// `write`, `edit` and saving a large output check it too, so that the
+    /// server's own writes cannot grow the files past it (`None`: no limit).
+    pub disk_limit: Option<DiskLimit>,
 }
 
 /// The long-lived parts of the server-side tools.
@@ -148,6 +153,13 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
     }
     let input = input.to_value();
     let roots = files::Roots::new(ctx.paths);
+    if matches!(tool, ServerTool::Write | ServerTool::Edit)
+        && let Some(reason) = over_disk_limit(ctx, written_bytes(&input)).await
+    {
+        return ToolOutcome::error(format!(
+            "{name}: the session's files cannot grow: {reason}. Delete files (with bash) to make room"
+        ));
+    }
     let outcome = match tool {
         ServerTool::Read | ServerTool::Write | ServerTool::Edit | ServerTool::Glob | ServerTool::Grep => {
             let roots = roots.clone();
@@ -175,6 +187,10 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
     if !ctx.files_here {
         return spill::preview_large_outputs(outcome, "the session's files are on its worker, not on this server");
     }
+    let spilled = spill::oversized_text_chars(&outcome).map_or(0, |chars| chars as u64 * 4);
+    if let Some(reason) = over_disk_limit(ctx, spilled).await {
+        return spill::preview_large_outputs(outcome, &format!("the session's files cannot grow: {reason}"));
+    }
     let task = tokio::task::spawn_blocking(move || spill::spill_large_outputs(&roots, outcome));
     match task.await {
         Ok(outcome) => outcome,
@@ -183,6 +199,34 @@ pub async fn run(ctx: &ToolContext<'_>, name: &str, input: &Json) -> ToolOutcome
             ToolOutcome::error(format!("{name}: internal error while saving a large output"))
         }
     }
+}
+
+/// Why writing `adding` more bytes would take the session's files past its
+/// disk limit, if it would: measured now (a walk of the workspace and
+/// outputs, as the jail's watch does; a walk that cannot see everything is
+/// over). `None` when the session has no limit.
+async fn over_disk_limit(ctx: &ToolContext<'_>, adding: u64) -> Option<String> {
+    let limit = ctx.disk_limit?;
+    let (usage, _) = disk::measure(vec![ctx.paths.workspace(), ctx.paths.outputs()], None, limit.entries).await;
+    if let Some(reason) = usage.over(&limit) {
+        return Some(reason);
+    }
+    let after = usage.bytes.saturating_add(adding);
+    (after > limit.bytes).then(|| {
+        format!(
+            "its files take {} bytes and this would add {adding}, over the sandbox's disk limit of {} bytes",
+            usage.bytes, limit.bytes
+        )
+    })
+}
+
+/// The bytes a write or edit call's input would add at most (its new text).
+fn written_bytes(input: &Value) -> u64 {
+    ["content", "new_string"]
+        .iter()
+        .filter_map(|field| input.get(field).and_then(Value::as_str))
+        .map(|text| text.len() as u64)
+        .sum()
 }
 
 /// The hosts the web tools may reach for a session in `environment`: a cloud

@@ -397,6 +397,30 @@ async fn large_outputs_are_saved_to_the_workspace() {
 }
 
 #[tokio::test]
+async fn the_servers_own_writes_stop_at_the_sessions_disk_limit() {
+    let mut fx = Fixture::new();
+    fx.disk_limit = Some(crate::sandbox::disk::DiskLimit { bytes: 400_000, entries: 1_000 });
+    fx.ok("write", json!({"file_path": "a.txt", "content": "a".repeat(200_000)})).await;
+    // This one would take the files past the limit: refused, nothing written.
+    let err = fx.err("write", json!({"file_path": "b.txt", "content": "b".repeat(250_000)})).await;
+    assert!(err.starts_with("write: the session's files cannot grow:") && err.contains("400000"), "{err}");
+    assert!(!fx.ws("b.txt").exists());
+
+    // Once bash has taken them over the limit, nothing the server writes
+    // adds to them: not an edit, not a large output saved to the workspace.
+    fx.put("big.log", (0..20_000).map(|idx| format!("line {idx:05}\n")).collect::<String>());
+    let err = fx.err("edit", json!({"file_path": "a.txt", "old_string": "aaaa", "new_string": "b"})).await;
+    assert!(err.contains("over the sandbox's disk limit of 400000 bytes"), "{err}");
+    let text = fx.ok("read", json!({"file_path": "big.log"})).await;
+    assert!(text.len() < 40_000 && text.contains("disk limit"), "{}", &text[..text.len().min(400)]);
+    assert!(!fx.ws(crate::tools::spill::SPILL_DIR).exists());
+
+    // Deleting makes room again.
+    std::fs::remove_file(fx.ws("big.log")).unwrap();
+    fx.ok("write", json!({"file_path": "b.txt", "content": "b".repeat(100_000)})).await;
+}
+
+#[tokio::test]
 async fn run_refuses_unknown_and_disabled_tools() {
     let fx = Fixture::with_tools(json!([{
         "type": "agent_toolset_20260401",

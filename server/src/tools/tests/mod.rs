@@ -49,6 +49,8 @@ pub(super) struct Fixture {
     /// The environment's networking (any host unless a test limits it).
     pub(super) egress: EgressPolicy,
     pub(super) services: ToolServices,
+    /// The session's disk limit (none unless a test sets one).
+    pub(super) disk_limit: Option<crate::sandbox::disk::DiskLimit>,
 }
 
 impl Fixture {
@@ -70,7 +72,7 @@ impl Fixture {
             std::fs::create_dir_all(&path).unwrap();
         }
         let tools = resolve_tools(tools.as_array().unwrap()).unwrap();
-        Fixture { _dir: dir, data, paths, tools, egress: EgressPolicy::Open, services }
+        Fixture { _dir: dir, data, paths, tools, egress: EgressPolicy::Open, services, disk_limit: None }
     }
 
     /// The host path of `rel` in the workspace.
@@ -102,6 +104,7 @@ impl Fixture {
             services: &self.services,
             log,
             files_here: true,
+            disk_limit: self.disk_limit,
         };
         let input = Json::new(&input);
         match tokio::time::timeout(CALL_DEADLINE, run(&ctx, name, &input)).await {
