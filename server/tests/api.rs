@@ -56,3 +56,6 @@ mod threads;
 
 #[path = "api/mcp.rs"]
 mod mcp;
+
+#[path = "api/fork_review.rs"]
+mod fork_review;

@@ -1,0 +1,47 @@
+//! Defects of forks (`POST /x/v1/sessions/{id}/fork`) found by the fork
+//! review. Each test fails until the server does what it says.
+
+use serde_json::json;
+
+use crate::harness::{Harness, events_body, id, user_message};
+
+/// The session directories under the data directory's `sandboxes`.
+fn sandbox_dirs(h: &Harness) -> std::collections::BTreeSet<String> {
+    match std::fs::read_dir(h.data_dir().join("sandboxes")) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => std::collections::BTreeSet::new(),
+    }
+}
+
+// Review: fails until fixed
+#[tokio::test]
+async fn a_fork_refused_as_too_deep_leaves_no_directories_behind() {
+    // Goal: fork_session says "a failure before the log is forked leaves
+    // nothing behind". The fork's workspace directories are written before
+    // `store.fork`, and only a failure of that writing removes them: a fork
+    // the store refuses (too deep) answers 400 but leaves
+    // `sandboxes/<child>` on disk, named by no session, never removed.
+    // Method: fork the newest fork, each at its head, until the store
+    // refuses; the refused fork must leave the set of directories as it was.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let mut current = id(&session).to_owned();
+    h.post(&format!("/v1/sessions/{current}/events"), &events_body(vec![user_message("hi")])).await.ok();
+    let mut refused = None;
+    for _ in 0..=logbook_store::MAX_FORK_DEPTH + 1 {
+        let sid: logbook_core::SessionId = current.parse().unwrap();
+        let last = logbook_store::Read::head(h.state.store(), sid).unwrap().next.get() - 1;
+        let before = sandbox_dirs(&h);
+        let resp = h.post(&format!("/x/v1/sessions/{current}/fork"), &json!({"at_seq": last})).await;
+        if resp.status.is_success() {
+            current = id(&resp.json()).to_owned();
+            continue;
+        }
+        assert_eq!(resp.status.as_u16(), 400, "{}", resp.text());
+        refused = Some((before, sandbox_dirs(&h)));
+        break;
+    }
+    let (before, after) = refused.expect("the store never refused a fork as too deep");
+    let left: Vec<&String> = after.difference(&before).collect();
+    assert!(left.is_empty(), "a refused fork left session directories behind: {left:?}");
+}
