@@ -45,3 +45,26 @@ async fn a_fork_refused_as_too_deep_leaves_no_directories_behind() {
     let left: Vec<&String> = after.difference(&before).collect();
     assert!(left.is_empty(), "a refused fork left session directories behind: {left:?}");
 }
+
+// Review: fails until fixed
+#[tokio::test]
+async fn a_fork_with_an_unknown_agent_override_field_is_refused() {
+    // Goal: docs/extensions.md (forks): "an unknown field, or an invalid
+    // override answer 400". `ForkRequest` denies unknown fields, but its
+    // `agent` (`AgentOverrides`, sessions.rs) does not: a mistyped override
+    // (`modle`, `system_prompt`) is dropped silently and the fork runs the
+    // parent's model and prompt, so a "retry with another model" retries
+    // nothing. Method: fork with `agent: {"modle": ...}`.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![user_message("hi")])).await.ok();
+    let resp =
+        h.post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": 0, "agent": {"modle": "claude-opus-4-6"}})).await;
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "a mistyped override was ignored; the fork runs {}",
+        if resp.status.is_success() { resp.json()["agent"]["model"].to_string() } else { resp.text() }
+    );
+}
