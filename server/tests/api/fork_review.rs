@@ -68,3 +68,29 @@ async fn a_fork_with_an_unknown_agent_override_field_is_refused() {
         if resp.status.is_success() { resp.json()["agent"]["model"].to_string() } else { resp.text() }
     );
 }
+
+// Review: fails until fixed
+#[tokio::test]
+async fn a_fork_cannot_start_a_session_of_an_archived_agent() {
+    // Goal: behaviour digest §2: an archived agent is read-only and "new
+    // sessions cannot reference it"; session create answers 400 ("agent ...
+    // is archived and cannot start sessions"). A fork is a new session
+    // running its parent's agent, but `fork_session` (api/x/fork.rs) checks
+    // only the environment's archival (`check_can_start`), never the
+    // agent's, so an archived agent keeps starting sessions through forks.
+    // Method: a session, its agent archived, then create (refused) and fork.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let env = h.env("e").await;
+    let session = h
+        .post(
+            "/v1/sessions",
+            &json!({"agent": agent["id"], "environment_id": env["id"], "initial_events": [user_message("hi")]}),
+        )
+        .await
+        .ok();
+    h.post_empty(&format!("/v1/agents/{}/archive", id(&agent))).await.ok();
+    h.post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"]})).await.invalid();
+    let resp = h.post(&format!("/x/v1/sessions/{}/fork", id(&session)), &json!({"at_seq": 0})).await;
+    assert_eq!(resp.status.as_u16(), 400, "a fork started a session of an archived agent: {}", resp.text());
+}
