@@ -234,11 +234,18 @@ pub struct AgentRefObject {
     version: Option<u32>,
     #[serde(flatten)]
     overrides: AgentOverrides,
+    /// What no field above took (declared last, so it sees only that):
+    /// refused, as a mistyped override would otherwise be dropped.
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
 /// What `agent_with_overrides` (and a fork) may change of an agent: a field
 /// that is present replaces the agent's; `null` clears it where allowed.
+/// Any other field is refused, not ignored (a mistyped override would
+/// otherwise run the agent unchanged).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentOverrides {
     #[serde(default, deserialize_with = "double_option")]
     model: Option<Option<ModelIn>>,
@@ -253,6 +260,12 @@ pub struct AgentOverrides {
 }
 
 impl AgentOverrides {
+    /// Whether no field is given.
+    fn is_empty(&self) -> bool {
+        let AgentOverrides { model, system, tools, mcp_servers, skills } = self;
+        model.is_none() && system.is_none() && tools.is_none() && mcp_servers.is_none() && skills.is_none()
+    }
+
     /// Applies the overrides to `snapshot`, validating each as agent create does.
     pub fn apply(self, snapshot: &mut SessionAgent) -> Result<(), ApiError> {
         match self.model {
@@ -453,8 +466,14 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
             let agent = agents::load_version(store, tenant, parse(&obj.id)?, obj.version)?;
             check_not_archived(&agent)?;
             let mut snapshot = SessionAgent::from(&agent);
+            if let Some(field) = obj.unknown.keys().next() {
+                return Err(ApiError::invalid(format!("agent.{field}: unknown field")));
+            }
             match obj.kind.as_str() {
-                "agent" => Ok((snapshot, true)),
+                "agent" if obj.overrides.is_empty() => Ok((snapshot, true)),
+                "agent" => Err(ApiError::invalid(
+                    "agent: overrides (model, system, tools, mcp_servers, skills) need type agent_with_overrides",
+                )),
                 "agent_with_overrides" => {
                     obj.overrides.apply(&mut snapshot)?;
                     Ok((snapshot, true))
@@ -471,7 +490,7 @@ fn agent_not_found(raw: &str) -> ApiError {
     ApiError::not_found(format!("agent {raw} not found")).with_code("agent_not_found")
 }
 
-fn check_not_archived(agent: &Agent) -> Result<(), ApiError> {
+pub(crate) fn check_not_archived(agent: &Agent) -> Result<(), ApiError> {
     if agent.archived_at.is_some() {
         return Err(ApiError::invalid(format!("agent {} is archived and cannot start sessions", agent.id)));
     }

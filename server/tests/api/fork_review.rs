@@ -1,5 +1,5 @@
-//! Defects of forks (`POST /x/v1/sessions/{id}/fork`) found by the fork
-//! review. Each test fails until the server does what it says.
+//! Forks (`POST /x/v1/sessions/{id}/fork`): defects the fork review found,
+//! each kept as a test of what the server now does.
 
 use serde_json::json;
 
@@ -13,7 +13,6 @@ fn sandbox_dirs(h: &Harness) -> std::collections::BTreeSet<String> {
     }
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn a_fork_refused_as_too_deep_leaves_no_directories_behind() {
     // Goal: fork_session says "a failure before the log is forked leaves
@@ -46,7 +45,6 @@ async fn a_fork_refused_as_too_deep_leaves_no_directories_behind() {
     assert!(left.is_empty(), "a refused fork left session directories behind: {left:?}");
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn a_fork_with_an_unknown_agent_override_field_is_refused() {
     // Goal: docs/extensions.md (forks): "an unknown field, or an invalid
@@ -59,8 +57,9 @@ async fn a_fork_with_an_unknown_agent_override_field_is_refused() {
     let session = h.quick_session().await;
     let sid = id(&session).to_owned();
     h.post(&format!("/v1/sessions/{sid}/events"), &events_body(vec![user_message("hi")])).await.ok();
-    let resp =
-        h.post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": 0, "agent": {"modle": "claude-opus-4-6"}})).await;
+    let resp = h
+        .post(&format!("/x/v1/sessions/{sid}/fork"), &json!({"at_seq": 0, "agent": {"modle": "claude-opus-4-6"}}))
+        .await;
     assert_eq!(
         resp.status.as_u16(),
         400,
@@ -69,7 +68,6 @@ async fn a_fork_with_an_unknown_agent_override_field_is_refused() {
     );
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn a_fork_cannot_start_a_session_of_an_archived_agent() {
     // Goal: behaviour digest §2: an archived agent is read-only and "new

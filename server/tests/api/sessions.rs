@@ -112,6 +112,21 @@ async fn create_from_id_pinned_version_and_overrides() {
         .await
         .invalid();
     h.post("/v1/sessions", &create_body(json!({"type": "robot", "id": v1["id"]}), &env)).await.invalid();
+    // A mistyped override, or an override on a plain reference, is refused:
+    // either would run the agent unchanged.
+    let body = h
+        .post("/v1/sessions", &create_body(json!({"type": "agent_with_overrides", "id": v1["id"], "modle": "x"}), &env))
+        .await
+        .invalid();
+    assert!(body["error"]["message"].as_str().unwrap().contains("agent.modle"), "{body}");
+    let body = h
+        .post(
+            "/v1/sessions",
+            &create_body(json!({"type": "agent", "id": v1["id"], "model": "claude-sonnet-4-6"}), &env),
+        )
+        .await
+        .invalid();
+    assert!(body["error"]["message"].as_str().unwrap().contains("agent_with_overrides"), "{body}");
     assert_eq!(n_sessions(&h).await, before, "refused creates create nothing");
 }
 

@@ -20,7 +20,7 @@
 use axum::extract::{Path as UrlPath, State};
 use axum::{Extension, Json};
 use logbook_core::event::{Event, ForkOrigin};
-use logbook_core::{Entry, EventId, EventType, Seq, SessionId, Timestamp};
+use logbook_core::{AgentId, Entry, EnvironmentId, EventId, EventType, Seq, SessionId, Timestamp};
 use logbook_replay::SessionState;
 use logbook_replay::workspace::{Area, Node, split};
 use logbook_store::{Fork, ForkError, Read, ResourceKind, Resources as _, SledStore};
@@ -153,6 +153,7 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     // starting one there hold (session create checks the same).
     let env = parent_environment(store, &place.tenant, &parent)?;
     sessions::check_can_start(parent.environment_id, &env)?;
+    check_agent_can_start(store, &place.tenant, agent.id)?;
     crate::mcp::check_environment(&agent.mcp_servers, &env.config)?;
     crate::tools::check_environment(&agent.tools, &env.config)?;
     let session = StoredSession {
@@ -185,30 +186,62 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
         parent_chain_hash: *parent_record.hash().as_bytes(),
     };
     // A self-hosted session's files live on its workers' machines.
-    let n_files = match place.paths.filter(|_| !parent.self_hosted) {
-        Some(paths) => write_workspace(store, paths, &projected).inspect_err(|_| {
-            // Nothing refers to the new directories yet.
-            let _ = std::fs::remove_dir_all(paths.root());
-        })?,
-        None => 0,
+    let paths = place.paths.filter(|_| !parent.self_hosted);
+    let environment_id = parent.environment_id;
+    let forked = paths
+        .map_or(Ok(0), |paths| write_workspace(store, paths, &projected))
+        .and_then(|n_files| fork_log(store, place, environment_id, at, origin.clone()).map(|()| n_files))
+        .and_then(|n_files| {
+            put_new(store, ResourceKind::Session, &place.tenant.key(place.child.to_bytes()), &to_bytes(&session)?)?;
+            Ok(n_files)
+        });
+    let n_files = match forked {
+        Ok(n_files) => n_files,
+        Err(err) => {
+            // No session names the new directories: they go with the fork.
+            if let Some(paths) = paths {
+                let _ = std::fs::remove_dir_all(paths.root());
+            }
+            return Err(err);
+        }
     };
+    let session = sessions::with_log_state(store, session)?;
+    Ok(Forked { session, origin, n_files })
+}
+
+/// Forks the parent's log at `at` into the child's, with `origin` its first
+/// own record, while the environment is held in use.
+fn fork_log(
+    store: &SledStore,
+    place: &ForkPlace<'_>,
+    environment_id: EnvironmentId,
+    at: Seq,
+    origin: ForkOrigin,
+) -> Result<(), ApiError> {
     let first = Seq::new(at.get() + 1);
     let ms = u64::try_from(place.now.unix_ms()).unwrap_or(0);
     let entry = Entry {
         id: EventId::for_seq(ms, first, rand::rng().random::<u64>()),
-        event: Event::ForkOrigin(origin.clone()),
+        event: Event::ForkOrigin(origin),
         at: place.now,
     };
-    {
-        // The environment still exists when a session naming it does: no
-        // delete runs between this check and the write.
-        let _in_use = place.state.map(|state| state.environment_in_use(parent.environment_id));
-        environments::load(store, &place.tenant, parent.environment_id)?;
-        store.fork(place.child, place.parent, at, &[entry]).map_err(fork_error)?;
-        put_new(store, ResourceKind::Session, &place.tenant.key(place.child.to_bytes()), &to_bytes(&session)?)?;
+    // The environment still exists when a session naming it does: no
+    // delete runs between this check and the write.
+    let _in_use = place.state.map(|state| state.environment_in_use(environment_id));
+    environments::load(store, &place.tenant, environment_id)?;
+    store.fork(place.child, place.parent, at, &[entry]).map_err(fork_error)?;
+    Ok(())
+}
+
+/// An archived agent starts no sessions, forked ones included (session
+/// create refuses it too). An agent this workspace lacks (the parent was
+/// imported from a bundle) is not checked: the fork runs the recorded one.
+fn check_agent_can_start(store: &SledStore, tenant: &Tenant, id: AgentId) -> Result<(), ApiError> {
+    if store.get_resource(ResourceKind::Agent, &tenant.key(id.to_bytes()))?.is_none() {
+        return Ok(());
     }
-    let session = sessions::with_log_state(store, session)?;
-    Ok(Forked { session, origin, n_files })
+    let (_, agent) = crate::api::agents::load_latest(store, tenant, id)?;
+    sessions::check_not_archived(&agent)
 }
 
 /// The environment a fork of `parent` starts in: its parent's. A session
