@@ -975,3 +975,17 @@ async fn agent_and_environment_descriptions_are_bounded() {
     let env = h.post("/v1/environments", &json!({"name": "e", "description": at_limit})).await.ok();
     h.post(&format!("/v1/environments/{}", id(&env)), &json!({"description": long})).await.invalid();
 }
+
+// Review: fails until fixed
+#[tokio::test]
+async fn an_update_with_version_0_is_a_bad_request_not_a_conflict() {
+    // Goal: `version` on update must be at least 1 (API digest §2.1 "version
+    // (int ≥1, optimistic concurrency"; SDK AgentUpdateParams: "Must be at
+    // least 1 if specified"): 0 is a malformed request, 400, not a 409 that
+    // tells the client to retrieve the agent and retry.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let path = format!("/v1/agents/{}", id(&agent));
+    h.post(&path, &json!({"version": 0, "name": "b"})).await.invalid();
+    assert_eq!(h.get(&path).await.ok()["name"], "a", "nothing changed");
+}
