@@ -173,6 +173,9 @@ pub async fn update(
             if current.archived_at.is_some() {
                 return Err(ApiError::invalid(format!("agent {id} is archived and can no longer be updated")));
             }
+            if body.version == Some(0) {
+                return Err(ApiError::invalid("version: must be at least 1"));
+            }
             if let Some(expected) = body.version
                 && expected != current.version
             {

@@ -463,6 +463,9 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
             Ok((SessionAgent::from(&agent), true))
         }
         AgentRef::Object(obj) => {
+            if obj.version == Some(0) {
+                return Err(ApiError::invalid("agent.version: must be at least 1"));
+            }
             let agent = agents::load_version(store, tenant, parse(&obj.id)?, obj.version)?;
             check_not_archived(&agent)?;
             let mut snapshot = SessionAgent::from(&agent);

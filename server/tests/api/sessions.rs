@@ -127,6 +127,8 @@ async fn create_from_id_pinned_version_and_overrides() {
         .await
         .invalid();
     assert!(body["error"]["message"].as_str().unwrap().contains("agent_with_overrides"), "{body}");
+    // Versions start at 1: version 0 is a bad request, not a missing version.
+    h.post("/v1/sessions", &create_body(json!({"type": "agent", "id": v1["id"], "version": 0}), &env)).await.invalid();
     assert_eq!(n_sessions(&h).await, before, "refused creates create nothing");
 }
 
