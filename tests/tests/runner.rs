@@ -1629,3 +1629,53 @@ async fn a_request_refused_as_too_large_is_retried_under_the_providers_byte_limi
         sizes[4]
     );
 }
+
+/// Goal: a session whose tools are removed by an update after a tool-using
+/// turn can still call the model. The Messages API refuses every request that
+/// holds `tool_use` or `tool_result` blocks without defining tools (400
+/// "Requests which include tool_use or tool_result blocks must define
+/// tools."), so such a request would end every later turn in
+/// `retries_exhausted`.
+/// Method: a turn with a bash call, an update setting the agent's tools to
+/// `[]` (allowed while idle), another message; every recorded request that
+/// holds tool blocks must define tools.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_tools_were_removed_still_sends_requests_the_api_accepts() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_rm", "name": "bash", "input": {"command": "ls"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "Listed."}], "stop_reason": "end_turn"}),
+        json!({"content": [{"type": "text", "text": "Hello again."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("what is here?")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert!(types(&events).contains(&"agent.tool_result".to_owned()));
+    let (status, body) =
+        api.raw(reqwest::Method::POST, &format!("/v1/sessions/{session}"), Some(json!({"agent": {"tools": []}}))).await;
+    assert_eq!(status, 200, "{body}");
+    api.send(&session, user_message("and now?")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3);
+    for (n, request) in requests.iter().enumerate() {
+        let holds_tool_blocks = request.body["messages"].as_array().unwrap().iter().any(|message| {
+            message["content"].as_array().is_some_and(|blocks| {
+                blocks.iter().any(|block| block["type"] == "tool_use" || block["type"] == "tool_result")
+            })
+        });
+        let defines_tools = request.body["tools"].as_array().is_some_and(|tools| !tools.is_empty());
+        assert!(
+            !holds_tool_blocks || defines_tools,
+            "request {n} holds tool_use/tool_result blocks but defines no tools (the API refuses it): {:#}",
+            request.body
+        );
+    }
+}
