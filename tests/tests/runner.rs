@@ -1679,3 +1679,44 @@ async fn a_session_whose_tools_were_removed_still_sends_requests_the_api_accepts
         );
     }
 }
+
+/// Goal: an interrupt routed to the session's primary thread (the thread
+/// `GET /v1/sessions/{id}/threads` lists, running while the session runs)
+/// stops the turn like one without `session_thread_id` (behaviour digest
+/// §3.6; API digest §2.7: events are sent to threads through the
+/// session-level POST, routed by `session_thread_id`).
+/// Method: a dripping model answer; once its request started, an interrupt
+/// naming the primary thread; the send is accepted and the turn ends.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_naming_the_primary_thread_stops_the_turn() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "drip", "delay_ms": 400}),
+        json!({"content": [{"type": "text", "text": "a very long answer that takes a while to stream"}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("tell me everything")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let threads = api.get(&format!("/v1/sessions/{session}/threads")).await;
+    let thread = threads["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(threads["data"][0]["status"], "running", "{threads}");
+    let (status, body) = api
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/events"),
+            Some(json!({"events": [{"type": "user.interrupt", "session_thread_id": thread}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
+}
