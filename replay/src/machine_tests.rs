@@ -298,6 +298,37 @@ fn a_new_message_supersedes_calls_waiting_on_the_client() {
     assert_eq!(log.next(), Command::StartTurn);
 }
 
+/// A call the user already answered (denied, with a message for the model)
+/// is not one a new message leaves unanswered: only the calls still waiting
+/// are superseded, and the denial is what the model is told of the other.
+// Review: fails until fixed
+#[test]
+fn a_new_message_does_not_supersede_a_call_the_user_already_denied() {
+    let mut log = Log::new();
+    log.user_message();
+    log.running();
+    log.model_ok();
+    let asked = log.tool_use(EvaluatedPermission::Ask);
+    let custom = log.custom_tool_use();
+    assert_eq!(log.next(), Command::AwaitClient(vec![asked, custom]));
+    log.idle(StopReason::RequiresAction { event_ids: vec![asked, custom] });
+    log.push(Event::UserToolConfirmation(UserToolConfirmation {
+        tool_use_id: asked,
+        result: ConfirmationResult::Deny,
+        deny_message: Some("not on production".to_owned()),
+        session_thread_id: None,
+    }));
+    assert_eq!(log.next(), Command::AwaitClient(vec![custom]));
+    log.idle(StopReason::RequiresAction { event_ids: vec![custom] });
+    // The user moves on instead of answering the custom tool.
+    log.user_message();
+    assert_eq!(log.next(), Command::FailTools { ids: vec![custom], reason: FailReason::Superseded });
+    log.result(custom, true);
+    assert_eq!(log.next(), Command::StartTurn);
+    log.running();
+    assert_eq!(log.next(), Command::DenyTools(vec![(asked, Some("not on production".to_owned()))]));
+}
+
 #[test]
 fn in_a_self_hosted_session_allowed_builtin_calls_wait_for_the_worker() {
     // Goal: with the tools on a worker, an allowed built-in call is never run
