@@ -1720,3 +1720,41 @@ async fn an_interrupt_naming_the_primary_thread_stops_the_turn() {
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
 }
+
+/// Goal: a response the provider stopped with `model_context_window_exceeded`
+/// (Messages API stop reasons: "the response filled the model's context
+/// window; treat the response as truncated") is a truncated response, like
+/// one stopped by `max_tokens`: the call whose input it cut off is answered
+/// with an error result and the turn goes on. It is not a broken stream to
+/// retry: the same request fills the same window again, and every retry is
+/// billed.
+/// Method: a response whose last `tool_use` input breaks off, stopped with
+/// `model_context_window_exceeded`; the call must be recorded and answered,
+/// and the model must not be asked the same request again.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_cut_by_the_context_window_is_answered_not_retried_as_a_broken_stream() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "Writing the file."},
+                           {"type": "tool_use", "id": "toolu_win", "name": "write",
+                            "partial_input": "{\"file_path\": \"a.txt\", \"content\": \"lorem ipsum do"}],
+               "stop_reason": "model_context_window_exceeded"}),
+        json!({"content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("write a.txt")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.error").collect();
+    assert!(errors.is_empty(), "the truncated response was taken for a failure: {errors:#?}");
+    let call = events.iter().find(|e| e["type"] == "agent.tool_use");
+    let call = call.unwrap_or_else(|| panic!("the truncated response's call was not recorded: {:#?}", types(&events)));
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert_eq!((&result["tool_use_id"], &result["is_error"]), (&call["id"], &json!(true)));
+    let requests = model.requests();
+    let messages = requests[1].body["messages"].as_array().unwrap();
+    assert!(messages.iter().any(|m| m["content"].to_string().contains("toolu_win")), "{messages:#?}");
+}
