@@ -588,10 +588,15 @@ impl Machine {
             self.open_tools().filter(|(_, t)| needs_client(t, host)).map(|(id, _)| id).collect();
         if !self.in_turn() {
             if !waiting.is_empty() {
-                // A new message instead of answers: the open calls are superseded,
-                // except those a worker is executing (they finish, as in a turn).
-                let superseded: Vec<EventId> =
-                    self.open_tools().filter(|(_, t)| !awaits_worker(t, host)).map(|(id, _)| id).collect();
+                // A new message instead of answers: the calls still waiting on
+                // the client are superseded, except those a worker is executing
+                // (they finish, as in a turn). A call the user already confirmed
+                // or denied keeps that answer: the turn runs or denies it.
+                let superseded: Vec<EventId> = self
+                    .open_tools()
+                    .filter(|(_, t)| needs_client(t, host) && !awaits_worker(t, host))
+                    .map(|(id, _)| id)
+                    .collect();
                 if self.new_message && !superseded.is_empty() {
                     return Command::FailTools { ids: superseded, reason: FailReason::Superseded };
                 }

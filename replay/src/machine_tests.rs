@@ -301,7 +301,6 @@ fn a_new_message_supersedes_calls_waiting_on_the_client() {
 /// A call the user already answered (denied, with a message for the model)
 /// is not one a new message leaves unanswered: only the calls still waiting
 /// are superseded, and the denial is what the model is told of the other.
-// Review: fails until fixed
 #[test]
 fn a_new_message_does_not_supersede_a_call_the_user_already_denied() {
     let mut log = Log::new();
