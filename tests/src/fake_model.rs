@@ -21,7 +21,8 @@
 //! value redacted, and the JSON body). Requests without `anthropic-version`
 //! get a 400, and, when an expected key is configured, requests with another
 //! key a 401, both before the script is consulted. Bodies that are not a
-//! streaming Messages request, carry more than four `cache_control`
+//! streaming Messages request, hold `tool_use` or `tool_result` blocks
+//! without defining tools, carry more than four `cache_control`
 //! breakpoints, more than 100 images, or more than 20 images of which a PNG
 //! is over 2,000 pixels on a side, get the 400 the real API would give.
 //!
@@ -352,6 +353,17 @@ fn refusal(headers: &HeaderMap, body: Option<&Value>, expected_key: Option<&str>
     }
     if body.get("stream") != Some(&Value::Bool(true)) {
         return Some((400, "stream: fake-model only serves streaming requests".to_owned()));
+    }
+    // Tool blocks need tools defined (anthropic-sdk-python#494).
+    let holds_tool_blocks = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|message| message.get("content").and_then(Value::as_array))
+        .flatten()
+        .any(|block| matches!(block.get("type").and_then(Value::as_str), Some("tool_use" | "tool_result")));
+    if holds_tool_blocks && body.get("tools").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        return Some((400, "Requests which include `tool_use` or `tool_result` blocks must define tools.".to_owned()));
     }
     // The Messages API's limits on a request's images.
     let images = script::images(body);

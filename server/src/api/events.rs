@@ -276,10 +276,13 @@ pub fn parse_inputs(
             }
             InputType::UserInterrupt => {
                 let event = UserInterrupt::deserialize(value).map_err(parse_err)?;
-                // Logbook runs one agent per session and so has no threads:
-                // any thread named is one this session does not have (the
-                // hosted platform refuses a thread that is not running).
-                if let Some(thread) = event.session_thread_id {
+                // Logbook runs each session as its one primary thread: an
+                // interrupt naming it interrupts the session; any other thread
+                // named is one this session does not have (the hosted
+                // platform refuses a thread that is not running).
+                if let Some(thread) = event.session_thread_id
+                    && thread != super::threads::primary_thread(session.id)
+                {
                     return Err(ApiError::invalid(format!(
                         "{field}.session_thread_id: {thread} is not a running thread of this session"
                     )));

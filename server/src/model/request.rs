@@ -203,6 +203,13 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
 
     let mut tools = tool_definitions(&agent.tools, options.web_tools, options.auto_allowed.as_deref());
     tools.extend(options.extra_tools.iter().cloned());
+    // The API refuses tool_use and tool_result blocks in a request that
+    // defines no tools: a session whose tools were all removed still holds
+    // its earlier calls, so they are defined as stubs the model may not call.
+    let no_tools_left = tools.is_empty() && holds_tool_blocks(conversation);
+    if no_tools_left {
+        tools = removed_tool_stubs(conversation);
+    }
     for tool in &mut tools {
         if let Value::Object(tool) = tool {
             tool.remove("cache_control");
@@ -253,8 +260,52 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
             }
         }
     }
+    if no_tools_left {
+        request.insert("tool_choice".to_owned(), json!({"type": "none"}));
+    }
     request.insert("stream".to_owned(), Value::Bool(true));
     Value::Object(request)
+}
+
+/// Stub definitions of removed tools, at most this many.
+const MAX_REMOVED_TOOL_STUBS: usize = 128;
+
+/// Whether any message holds a `tool_use` or `tool_result` block.
+fn holds_tool_blocks(conversation: &[Value]) -> bool {
+    conversation
+        .iter()
+        .filter_map(|message| message.get("content").and_then(Value::as_array))
+        .flatten()
+        .any(|block| matches!(block.get("type").and_then(Value::as_str), Some("tool_use" | "tool_result")))
+}
+
+/// A definition for each tool the conversation's `tool_use` blocks name (one
+/// placeholder if a compaction left only results), saying it is gone; sent
+/// with `tool_choice: none`, so none can be called.
+fn removed_tool_stubs(conversation: &[Value]) -> Vec<Value> {
+    let mut names: Vec<&str> = conversation
+        .iter()
+        .filter_map(|message| message.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|block| block.get("type").and_then(Value::as_str) == Some("tool_use"))
+        .filter_map(|block| block.get("name").and_then(Value::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.truncate(MAX_REMOVED_TOOL_STUBS);
+    if names.is_empty() {
+        names.push("removed_tool");
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "description": "This tool was removed from the agent and can no longer be called.",
+                "input_schema": {"type": "object"},
+            })
+        })
+        .collect()
 }
 
 /// `request` with tool use forbidden (`tool_choice: {"type": "none"}`), for
