@@ -81,7 +81,7 @@ pub struct OpenTool {
     pub confirmation: Option<Confirmation>,
     /// `x.tool_started` was recorded for it.
     pub started: bool,
-    /// `max_tokens` cut its input off ([`cut_tool_use`]): it is answered
+    /// The response was cut off while writing its input ([`cut_tool_use`]):
     /// with an error result, never run or awaited.
     #[serde(default)]
     pub cut: bool,
@@ -109,9 +109,10 @@ pub enum FailReason {
     Interrupted,
     /// The user sent a new message instead of answering.
     Superseded,
-    /// `max_tokens` ran out while the model wrote the call's input: what
+    /// The response was cut off ([`is_cut_off`]: `max_tokens`, or the
+    /// model's context window) while the model wrote the call's input: what
     /// there is of it is not the call the model meant ([`cut_tool_use`]).
-    CutByMaxTokens,
+    CutOff,
 }
 
 /// The runner's next step.
@@ -187,6 +188,16 @@ pub const PAUSE_TURN: &str = "pause_turn";
 
 /// The provider's stop reason for a response cut off by `max_tokens`.
 pub const MAX_TOKENS: &str = "max_tokens";
+
+/// The provider's stop reason for a response that filled the model's
+/// context window ("treat the response as truncated", as for `max_tokens`).
+pub const CONTEXT_WINDOW_EXCEEDED: &str = "model_context_window_exceeded";
+
+/// Whether a response stopped for `stop_reason` was cut off mid-output, so
+/// its last tool call's input may be incomplete.
+pub fn is_cut_off(stop_reason: Option<&str>) -> bool {
+    matches!(stop_reason, Some(MAX_TOKENS | CONTEXT_WINDOW_EXCEEDED))
+}
 
 /// Consecutive `pause_turn` responses continued before the turn ends anyway:
 /// a provider that never finishes must not bill model calls forever (each
@@ -555,7 +566,7 @@ impl Machine {
             }
             Event::ModelRequest(request) => {
                 let last_tool_use = self.last_tool_use.take();
-                if request.stop_reason.as_deref() == Some(MAX_TOKENS)
+                if is_cut_off(request.stop_reason.as_deref())
                     && let Some(tool) = last_tool_use.and_then(|id| self.tools.get_mut(&id))
                 {
                     tool.cut = true;
@@ -635,7 +646,7 @@ impl Machine {
         }
         let cut: Vec<EventId> = self.open_tools().filter(|(_, t)| t.cut).map(|(id, _)| id).collect();
         if !cut.is_empty() {
-            return Command::FailTools { ids: cut, reason: FailReason::CutByMaxTokens };
+            return Command::FailTools { ids: cut, reason: FailReason::CutOff };
         }
         let runnable: Vec<EventId> =
             self.open_tools().filter(|(_, t)| is_runnable(t, host)).map(|(id, _)| id).collect();
@@ -765,8 +776,8 @@ pub fn provider_run_tool_uses(response: &ModelResponse) -> Vec<EventId> {
 }
 
 /// The event of a response's last content block when that block is a
-/// `tool_use` (a call Logbook or the client answers). When the response
-/// stopped with `max_tokens`, that call's input was cut off: the model was
+/// `tool_use` (a call Logbook or the client answers). When the response was
+/// cut off ([`is_cut_off`]), that call's input was cut off: the model was
 /// still writing it (the stream keeps it as `input: {}` when its JSON is
 /// incomplete). Derived from `x.model_response` and the stop reason in
 /// `x.model_request`, so the decision re-projects from the log. A call whose

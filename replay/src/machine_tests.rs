@@ -1091,7 +1091,7 @@ fn a_tool_call_cut_by_max_tokens_gets_an_error_result_and_the_others_run() {
         vec![log_tool_use("read", EvaluatedPermission::Allow), log_tool_use("write", EvaluatedPermission::Ask)]
     });
     let ids: Vec<EventId> = log.machine.open_tools().map(|(id, _)| id).collect();
-    assert_eq!(log.next(), Command::FailTools { ids: vec![ids[1]], reason: FailReason::CutByMaxTokens });
+    assert_eq!(log.next(), Command::FailTools { ids: vec![ids[1]], reason: FailReason::CutOff });
     log.result(ids[1], true);
     assert_eq!(log.next(), Command::RunTools(vec![ids[0]]));
     log.push(Event::ToolStarted(ToolStarted { tool_use_ids: vec![ids[0]] }));
@@ -1108,7 +1108,7 @@ fn a_tool_call_cut_by_max_tokens_gets_an_error_result_and_the_others_run() {
         })]
     });
     let custom_id = log.machine.open_tools().map(|(id, _)| id).next().unwrap();
-    assert_eq!(log.next(), Command::FailTools { ids: vec![custom_id], reason: FailReason::CutByMaxTokens });
+    assert_eq!(log.next(), Command::FailTools { ids: vec![custom_id], reason: FailReason::CutOff });
     log.result(custom_id, true);
 
     // Text cut off after a complete call: the call runs.

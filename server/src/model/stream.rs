@@ -276,9 +276,6 @@ struct CutInput {
     error: String,
 }
 
-/// The stop reason of a response cut off by `max_tokens`.
-const MAX_TOKENS_STOP_REASON: &str = "max_tokens";
-
 /// Folds Messages API stream events into a message. Pure: no IO, no clock.
 #[derive(Debug, Default)]
 pub(crate) struct Accumulator {
@@ -338,7 +335,7 @@ impl Accumulator {
     /// The message, once `message_stop` was fed.
     pub(crate) fn finish(self) -> Result<ModelResponse, ModelError> {
         let (id, model) = self.head.ok_or_else(|| ModelError::broken("message_stop before message_start"))?;
-        if self.stop_reason.as_deref() != Some(MAX_TOKENS_STOP_REASON)
+        if !logbook_replay::machine::is_cut_off(self.stop_reason.as_deref())
             && let Some(cut) = self.cut_input
         {
             return Err(ModelError::broken(cut.error));
@@ -514,7 +511,7 @@ impl Accumulator {
         if let Some(delta) = value.get("delta") {
             if let Some(reason) = delta.get("stop_reason") {
                 self.stop_reason = reason.as_str().map(str::to_owned);
-                if self.stop_reason.as_deref() != Some(MAX_TOKENS_STOP_REASON)
+                if !logbook_replay::machine::is_cut_off(self.stop_reason.as_deref())
                     && let Some(cut) = self.cut_input.take()
                 {
                     return Err(ModelError::broken(cut.error));

@@ -279,10 +279,10 @@ impl Task {
                         }
                         FailReason::Interrupted => "Tool execution was interrupted before completion. Please retry.",
                         FailReason::Superseded => "The user sent a new message instead of answering this tool call.",
-                        FailReason::CutByMaxTokens => {
-                            "This tool call was not run: the response reached max_tokens while its input was being \
-                             written, so the input was cut off. Call the tool again with a shorter input (split a \
-                             large file into several writes or edits)."
+                        FailReason::CutOff => {
+                            "This tool call was not run: the response was cut off (it reached max_tokens or filled \
+                             the model's context window) while its input was being written. Call the tool again with \
+                             a shorter input (split a large file into several writes or edits)."
                         }
                     };
                     let events = ids.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
