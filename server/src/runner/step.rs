@@ -1063,10 +1063,15 @@ impl Task {
     /// Runs the first of the calls the machine named (the run loop comes
     /// back for the others), marked started just before it runs: after a
     /// crash, only a call that was running is reported as orphaned; the ones
-    /// after it run then.
+    /// after it run then. The mark goes only right after the entries the
+    /// machine decided on: if anything landed since (an interrupt), the call
+    /// is not started and the run loop decides again.
     async fn run_tools(&mut self, ids: Vec<EventId>) -> Result<(), ApiError> {
         let Some(&id) = ids.first() else { return Ok(()) };
-        self.append(vec![(None, Event::ToolStarted(ToolStarted { tool_use_ids: vec![id] }))]).await?;
+        let started = vec![(None, Event::ToolStarted(ToolStarted { tool_use_ids: vec![id] }))];
+        if !self.append_decided(started).await? {
+            return Ok(());
+        }
         let session = self.load_session().await?;
         let environment = self.load_environment(&session).await;
         let tools = Arc::clone(&self.handle.config().tools);
