@@ -255,3 +255,31 @@ async fn a_background_job_filling_the_disk_between_calls_is_stopped() {
     // The note is said once.
     assert_eq!(sbx.ok(s, &env, "echo again").await, "again\n");
 }
+
+/// Goal: `/tmp` is the sandbox's only writable memory-backed file system,
+/// and it is sized (`TMP_SIZE_BYTES`): no other tmpfs the sandbox can write
+/// lets it hold more files in memory than that. Method: for `/dev` and
+/// `/dev/shm`, if the sandbox can create a file there, the file system's
+/// size must not exceed `/tmp`'s.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_writable_tmpfs_but_tmp_and_none_larger_than_it() {
+    use logbook_server::sandbox::jail::TMP_SIZE_BYTES;
+    let sbx = Sbx::new();
+    let (s, env) = (session(), unrestricted());
+    let found = sbx
+        .ok(
+            s,
+            &env,
+            &format!(
+                "for d in /dev /dev/shm; do \
+                   if touch $d/.logbook-probe 2>/dev/null; then \
+                     size=$(df -B1 --output=size $d | tail -n 1 | tr -d ' '); \
+                     [ \"$size\" -le {TMP_SIZE_BYTES} ] || echo \"$d is writable and $size bytes\"; \
+                   fi; \
+                 done; echo done"
+            ),
+        )
+        .await;
+    assert_eq!(found, "done\n", "a writable memory file system larger than /tmp's {TMP_SIZE_BYTES} bytes");
+}
