@@ -214,3 +214,41 @@ async fn bash_effects_are_recorded_and_an_index_rebuilt_from_the_log_agrees() {
     assert_eq!(restarted.changes(s, &log).await.unwrap(), Vec::new());
     assert!(crate::harness::exists(&sbx.paths(s).workspace().join("m")));
 }
+
+/// Goal: a file that is still there is never recorded as removed, whatever
+/// the sandbox does to it. Method: a recorded file is rewritten, then a
+/// process in the sandbox takes a write lease on it (`F_SETLEASE`, which any
+/// owner of a file may), so the scan's non-blocking open fails with
+/// `EWOULDBLOCK` (a lease break); the next delta must not say the file is
+/// gone.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_under_a_lease_is_not_recorded_as_removed() {
+    use logbook_core::event::FileChange;
+    let sbx = Sbx::new();
+    let (s, env) = (session(), unrestricted());
+    sbx.ok(s, &env, "echo one > f.txt").await;
+    let first = sbx.changes(s).await;
+    assert!(first.iter().any(|c| c.path == "/workspace/f.txt"), "{first:?}");
+    let leased = sbx
+        .ok(
+            s,
+            &env,
+            "echo two-longer > f.txt; \
+             python3 -c 'import fcntl, os, signal, time\n\
+signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+fd = os.open(\"f.txt\", os.O_RDONLY)\n\
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n\
+print(\"leased\", flush=True)\n\
+time.sleep(600)' > /tmp/lease.out 2>&1 & \
+             for i in $(seq 300); do grep -q leased /tmp/lease.out && break; sleep 0.1; done; cat /tmp/lease.out",
+        )
+        .await;
+    assert_eq!(leased, "leased\n", "the lease was not taken");
+    assert!(crate::harness::exists(&sbx.paths(s).workspace().join("f.txt")));
+    let changes = sbx.changes(s).await;
+    assert!(
+        !changes.iter().any(|c| c.path == "/workspace/f.txt" && matches!(c.change, FileChange::Removed)),
+        "an existing file was recorded as removed: {changes:?}"
+    );
+}
