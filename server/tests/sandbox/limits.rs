@@ -177,6 +177,28 @@ async fn overshoots_of_successive_jails_do_not_add_up() {
     assert!(wrote.ends_with("\n\n1000000\n"), "{wrote}");
 }
 
+/// Goal: a jail that starts over its disk limit cannot add to what the
+/// session holds (it runs with a file-size limit of 0, so it "can delete
+/// files but not write them"), whatever call it uses. Method: a 20 MB limit;
+/// a first call writing 30 MB is stopped; the next call creates an empty
+/// file and allocates 200 MB to it with `fallocate --keep-size` (the size
+/// stays 0, which is all `RLIMIT_FSIZE` looks at); what the workspace holds
+/// is then measured from the host, whatever became of the call.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jail_over_its_limit_cannot_allocate_with_fallocate_keep_size() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let (s, env) = (session(), unrestricted());
+    stopped_by_the_disk_watch(&sbx, s, "head -c 30000000 /dev/zero > fill0; sleep 600").await;
+    let _ = sbx.bash(s, &env, ": > more; fallocate -n -l 200000000 more; echo rc=$?").await;
+    let du = crate::harness::host(&format!("du -sB1 {} | cut -f1", sbx.paths(s).workspace().display()));
+    let held: u64 = String::from_utf8_lossy(&du.stdout).trim().parse().unwrap();
+    assert!(
+        held <= 20_000_000 + 30_000_000 + 1_000_000,
+        "the session holds {held} allocated bytes under a 20000000-byte limit"
+    );
+}
+
 /// Goal: a file deleted while a process still fills it through a shared
 /// memory mapping counts against the limit too: the walk cannot see it by
 /// name, and no descriptor in `/proc/<pid>/fd` holds it once the process
