@@ -247,6 +247,37 @@ async fn deleted_files_kept_in_flight_in_a_socket_are_stopped() {
     assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
 }
 
+/// Goal: a deleted file still being written counts against the limit
+/// however many descriptors the jail's other processes hold: a jail may hold
+/// its pids limit times its open-files limit of them (256 x 8192, twice
+/// `MAX_OPEN_FDS_SCANNED`), so a cap on the entries looked at must not let
+/// decoys hide the writer. Method: python forks 140 decoys that each hold
+/// 8180 descriptors of /dev/null, then (with a higher pid, so listed after
+/// them in `cgroup.procs`) a writer that deletes its file and writes 64 MB
+/// to it past a 20 MB limit; the command ends by itself after 20 s if it is
+/// not stopped.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoy_descriptors_do_not_hide_a_deleted_file_being_written() {
+    let sbx = with_disk_limit(20_000_000, 10_000);
+    let command = "python3 -c 'import os, time\n\
+                   r, w = os.pipe()\n\
+                   for i in range(140):\n\
+                   \x20   if os.fork() == 0:\n\
+                   \x20       fd = os.open(\"/dev/null\", os.O_RDONLY)\n\
+                   \x20       for j in range(8180): os.dup(fd)\n\
+                   \x20       os.write(w, b\"x\"); time.sleep(600); os._exit(0)\n\
+                   n = 0\n\
+                   while n < 140: n += len(os.read(r, 140))\n\
+                   if os.fork() == 0:\n\
+                   \x20   fd = os.open(\"hidden\", os.O_WRONLY | os.O_CREAT, 0o644); os.unlink(\"hidden\")\n\
+                   \x20   for k in range(64): os.write(fd, bytes(1000000))\n\
+                   \x20   os.fsync(fd); os.write(w, b\"y\"); time.sleep(600); os._exit(0)\n\
+                   os.read(r, 1); print(\"written\", flush=True); time.sleep(20)'";
+    let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
+    assert!(said.contains("over the sandbox's disk limit of 20000000 bytes"), "{said}");
+}
+
 /// Goal: many empty files are stopped too (each costs an inode, and the
 /// watch's walk must stay bounded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
