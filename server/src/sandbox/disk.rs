@@ -99,6 +99,10 @@ pub enum Cut {
     Depth,
     /// A directory the server may not read (the jail changed its mode).
     Unreadable,
+    /// The jail's processes hold more open files and mappings than a
+    /// measurement looks at ([`MAX_OPEN_FDS_SCANNED`]): a deleted file past
+    /// them would not be counted.
+    OpenFiles,
     /// The walk failed with this error.
     Failed(rustix::io::Errno),
 }
@@ -126,6 +130,12 @@ impl Usage {
             }
             Some(Cut::Unreadable) => {
                 return Some("it holds a directory the disk limit's watch may not read".to_owned());
+            }
+            Some(Cut::OpenFiles) => {
+                return Some(format!(
+                    "its processes hold more than {MAX_OPEN_FDS_SCANNED} open files and mappings, more than the disk \
+                     limit's watch looks at"
+                ));
             }
             Some(Cut::Failed(err)) => return Some(format!("its disk use cannot be measured ({err})")),
             None => {}
@@ -252,9 +262,20 @@ fn walk(roots: &[&Path], max_entries: u64, usage: &mut Usage) -> rustix::io::Res
 }
 
 /// Entries of `/proc/<pid>/fd` and lines of `/proc/<pid>/maps` looked at
-/// per measurement, at most (a jail holds at most its pids limit × its
-/// open-files limit of descriptors).
+/// per measurement, at most. A jail may hold more (its pids limit × its
+/// open-files limit of descriptors, and mappings besides): past this the
+/// measurement is cut ([`Cut::OpenFiles`]), so it counts as over the limit
+/// and growth is judged by the file system, as for a cut walk.
 pub const MAX_OPEN_FDS_SCANNED: usize = 1 << 20;
+
+/// What [`unlinked_open_bytes`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlinked {
+    pub bytes: u64,
+    /// Whether it looked at every descriptor and mapping (false: stopped
+    /// at [`MAX_OPEN_FDS_SCANNED`]).
+    pub complete: bool,
+}
 
 /// Bytes allocated to regular files on the device `dev` that the processes
 /// `pids` hold open, or mapped, after they were deleted: such a file has no
@@ -263,7 +284,7 @@ pub const MAX_OPEN_FDS_SCANNED: usize = 1 << 20;
 /// Each inode once; processes that end meanwhile are skipped. Mappings are
 /// read through `/proc/<pid>/map_files`, which needs `CAP_SYS_ADMIN` (a
 /// root server): without it mapped files are not seen.
-pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> u64 {
+pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> Unlinked {
     use std::os::unix::fs::MetadataExt as _;
     let mut seen = HashSet::new();
     let mut bytes = 0u64;
@@ -284,7 +305,7 @@ pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> u64 {
             for fd in fds.flatten() {
                 scanned += 1;
                 if scanned > MAX_OPEN_FDS_SCANNED {
-                    return bytes;
+                    return Unlinked { bytes, complete: false };
                 }
                 let deleted = std::fs::read_link(fd.path())
                     .is_ok_and(|target| target.as_os_str().as_encoded_bytes().ends_with(DELETED));
@@ -297,7 +318,7 @@ pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> u64 {
         for line in maps.split(|b| *b == b'\n') {
             scanned += 1;
             if scanned > MAX_OPEN_FDS_SCANNED {
-                return bytes;
+                return Unlinked { bytes, complete: false };
             }
             if !line.ends_with(DELETED) {
                 continue;
@@ -309,7 +330,7 @@ pub fn unlinked_open_bytes(pids: &[i32], dev: u64) -> u64 {
             count(Path::new(&format!("/proc/{pid}/map_files/{range}")), &mut bytes);
         }
     }
-    bytes
+    Unlinked { bytes, complete: true }
 }
 
 /// How `/proc` marks the name of a file that was deleted.
@@ -422,7 +443,11 @@ pub async fn measure(
             .map(|listed| listed.lines().filter_map(|line| line.trim().parse().ok()).collect())
             .unwrap_or_default();
         if let Some(dev) = roots.first().and_then(|root| std::fs::symlink_metadata(root).ok()).map(|m| m.dev()) {
-            usage.bytes = usage.bytes.saturating_add(unlinked_open_bytes(&pids, dev));
+            let unlinked = unlinked_open_bytes(&pids, dev);
+            usage.bytes = usage.bytes.saturating_add(unlinked.bytes);
+            if !unlinked.complete {
+                usage.cut.get_or_insert(Cut::OpenFiles);
+            }
         }
         usage
     })

@@ -133,17 +133,18 @@ fn an_unlinked_open_file_is_counted() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dev = std::fs::metadata(dir.path()).unwrap_or_else(|e| panic!("{e}")).dev();
     let me = [i32::try_from(std::process::id()).unwrap_or_else(|e| panic!("{e}"))];
-    let before = unlinked_open_bytes(&me, dev);
+    let before = unlinked_open_bytes(&me, dev).bytes;
     let path = dir.path().join("hidden");
     let mut file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
     file.write_all(&vec![7u8; 8 << 20]).unwrap_or_else(|e| panic!("{e}"));
     file.sync_all().unwrap_or_else(|e| panic!("{e}"));
-    let after = unlinked_open_bytes(&me, dev);
+    let after = unlinked_open_bytes(&me, dev).bytes;
     assert!(after >= before + (8 << 20), "{before} then {after}");
-    assert_eq!(unlinked_open_bytes(&me, dev.wrapping_add(1)), 0, "another device's files are not counted");
+    assert_eq!(unlinked_open_bytes(&me, dev.wrapping_add(1)).bytes, 0, "another device's files are not counted");
     drop(file);
-    assert_eq!(unlinked_open_bytes(&me, dev), before, "closed, it is gone");
+    let closed = unlinked_open_bytes(&me, dev);
+    assert_eq!((closed.bytes, closed.complete), (before, true), "closed, it is gone");
 }
 
 /// Writes 8 MiB chunks to `file` (each a new write, so the file system

@@ -34,11 +34,19 @@ pub const HOSTNAME: &str = "sandbox";
 /// Size of the sandbox's private `/tmp` (it is memory, charged to the
 /// sandbox's memory cgroup).
 pub const TMP_SIZE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// Processes per user (the rlimit). All sandboxes share one uid and the
-/// kernel counts this limit per user across user namespaces, so it is a
-/// machine-wide backstop for when cgroups are unavailable; the per-sandbox
-/// limit is the cgroup's `pids.max`.
+/// Size of the sandbox's `/dev/shm` (memory too, charged the same way).
+pub const SHM_SIZE_BYTES: u64 = 512 * 1024 * 1024;
+/// Processes per user (the rlimit) of a sandbox without a cgroup. All
+/// sandboxes share one uid and the kernel counts this limit per user across
+/// user namespaces, so it is a machine-wide backstop, shared by every
+/// sandbox, for when cgroups are unavailable.
 pub const RLIMIT_NPROC: u64 = 4096;
+/// The same rlimit for a sandbox in a cgroup, whose `pids.max` is its own
+/// limit: high enough that every live jail at its limit together stays
+/// under it (the rlimit counts them all), so sandboxes at their pids limit
+/// never keep another session from starting processes. The rest is room for
+/// jails being stopped while others start, and other processes of the uid.
+pub const RLIMIT_NPROC_WITH_CGROUP: u64 = 2 * super::MAX_LIVE_JAILS as u64 * super::cgroup::PIDS_MAX as u64;
 /// Largest file a sandbox process may write.
 pub const RLIMIT_FSIZE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Address space per process: a backstop below the machine's memory, high
@@ -296,7 +304,11 @@ pub fn bwrap_args(system: &System, spec: &JailSpec) -> Result<Vec<OsString>, San
     }
     let tmp_size = TMP_SIZE_BYTES.to_string();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-    push(&["--proc", "/proc", "--dev", "/dev", "--size", &tmp_size, "--tmpfs", "/tmp"]);
+    let shm_size = SHM_SIZE_BYTES.to_string();
+    // /dev is bubblewrap's tmpfs of device nodes: read-only, with a sized
+    // tmpfs for POSIX shared memory in it (`shm_open`, semaphores).
+    push(&["--proc", "/proc", "--dev", "/dev", "--size", &shm_size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]);
+    push(&["--size", &tmp_size, "--tmpfs", "/tmp"]);
     push(&["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]);
     for mount in &spec.mounts {
         let (flag, host, dest) = match mount {
@@ -381,11 +393,12 @@ fn bind_all_but(args: &mut Vec<OsString>, host: &Path, dest: &Path, hidden: &[Pa
 
 /// The rlimits the wrapper sets, each no higher than the server's own hard
 /// limit (an unprivileged process cannot raise a hard limit).
-fn rlimits(max_file_bytes: u64) -> [String; 4] {
+pub(crate) fn rlimits(max_file_bytes: u64, in_cgroup: bool) -> [String; 4] {
     use rustix::process::{Resource, getrlimit};
     let capped = |resource: Resource, want: u64| getrlimit(resource).maximum.map_or(want, |max| max.min(want));
+    let nproc = if in_cgroup { RLIMIT_NPROC_WITH_CGROUP } else { RLIMIT_NPROC };
     [
-        capped(Resource::Nproc, RLIMIT_NPROC).to_string(),
+        capped(Resource::Nproc, nproc).to_string(),
         (capped(Resource::Fsize, max_file_bytes) / 512).to_string(),
         (capped(Resource::As, RLIMIT_AS_BYTES) / 1024).to_string(),
         capped(Resource::Nofile, RLIMIT_NOFILE).to_string(),
@@ -412,7 +425,7 @@ impl Jail {
             return Err(SandboxError::NotRoot);
         }
         let procs: Vec<String> = spec.cgroup_procs.iter().map(|p| p.display().to_string()).collect();
-        let [nproc, fsize, address_space, nofile] = rlimits(spec.max_file_bytes);
+        let [nproc, fsize, address_space, nofile] = rlimits(spec.max_file_bytes, !spec.cgroup_procs.is_empty());
         let mut command = tokio::process::Command::new("/bin/sh");
         command
             .arg("-c")

@@ -619,10 +619,11 @@ enum Trouble {
 
 fn trouble(err: Errno) -> Option<Trouble> {
     match err {
-        Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::NXIO | Errno::XDEV | Errno::WOULDBLOCK => {
-            Some(Trouble::Raced)
-        }
-        Errno::ACCESS | Errno::PERM | Errno::NAMETOOLONG => Some(Trouble::Unreadable),
+        Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::NXIO | Errno::XDEV => Some(Trouble::Raced),
+        // A lease or lock holds it (the sandbox's seccomp filter refuses
+        // leases; a lock the server did not expect, then): it is there, so
+        // it is not gone from the log.
+        Errno::ACCESS | Errno::PERM | Errno::NAMETOOLONG | Errno::WOULDBLOCK => Some(Trouble::Unreadable),
         _ => None,
     }
 }

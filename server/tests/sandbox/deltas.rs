@@ -216,39 +216,50 @@ async fn bash_effects_are_recorded_and_an_index_rebuilt_from_the_log_agrees() {
 }
 
 /// Goal: a file that is still there is never recorded as removed, whatever
-/// the sandbox does to it. Method: a recorded file is rewritten, then a
-/// process in the sandbox takes a write lease on it (`F_SETLEASE`, which any
-/// owner of a file may), so the scan's non-blocking open fails with
-/// `EWOULDBLOCK` (a lease break); the next delta must not say the file is
-/// gone.
-// Review: fails until fixed
+/// is done to it. A write lease (`F_SETLEASE`, which any owner of a file may
+/// take) makes the scan's non-blocking open fail with `EWOULDBLOCK`, which
+/// the scan took for a file removed mid-scan, so a sandbox holding a lease
+/// kept the file's contents out of the log for good. Method: a lease taken in
+/// the sandbox is refused (seccomp); one taken on the host (by root, which
+/// may lease any file) makes the scan keep the file as last recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_under_a_lease_is_not_recorded_as_removed() {
+    use std::io::BufRead as _;
+
     use logbook_core::event::FileChange;
+    const LEASE: &str = "import fcntl, os, signal, sys, time\n\
+signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+try:\n    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n\
+except PermissionError:\n    print('refused', flush=True); sys.exit(0)\n\
+print('leased', flush=True)\n\
+time.sleep(600)";
     let sbx = Sbx::new();
     let (s, env) = (session(), unrestricted());
     sbx.ok(s, &env, "echo one > f.txt").await;
     let first = sbx.changes(s).await;
     assert!(first.iter().any(|c| c.path == "/workspace/f.txt"), "{first:?}");
-    let leased = sbx
-        .ok(
-            s,
-            &env,
-            "echo two-longer > f.txt; \
-             python3 -c 'import fcntl, os, signal, time\n\
-signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
-fd = os.open(\"f.txt\", os.O_RDONLY)\n\
-fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n\
-print(\"leased\", flush=True)\n\
-time.sleep(600)' > /tmp/lease.out 2>&1 & \
-             for i in $(seq 300); do grep -q leased /tmp/lease.out && break; sleep 0.1; done; cat /tmp/lease.out",
-        )
-        .await;
-    assert_eq!(leased, "leased\n", "the lease was not taken");
-    assert!(crate::harness::exists(&sbx.paths(s).workspace().join("f.txt")));
+    let in_sandbox = sbx.ok(s, &env, &format!("echo two-longer > f.txt; python3 -c \"{LEASE}\" f.txt")).await;
+    assert_eq!(in_sandbox, "refused\n", "a sandbox process took a lease");
+
+    let file = sbx.paths(s).workspace().join("f.txt");
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", LEASE])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut said = String::new();
+    std::io::BufReader::new(holder.stdout.take().expect("piped")).read_line(&mut said).expect("reads");
+    assert_eq!(said, "leased\n", "the host's lease");
     let changes = sbx.changes(s).await;
+    let _ = holder.kill();
+    let _ = holder.wait();
     assert!(
         !changes.iter().any(|c| c.path == "/workspace/f.txt" && matches!(c.change, FileChange::Removed)),
         "an existing file was recorded as removed: {changes:?}"
     );
+    // Once the lease is gone, its new contents are recorded.
+    let changes = sbx.changes(s).await;
+    assert!(changes.iter().any(|c| c.path == "/workspace/f.txt"), "{changes:?}");
 }
