@@ -116,16 +116,31 @@ pub async fn send(
             }
         }
     };
-    // Acknowledged only once durable; the wait holds no thread.
-    let records = pending.await?;
-    if let Some(session) = rework {
-        let worker_state = state.clone();
-        state
-            .blocking(move |store| {
-                super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)
-            })
-            .await?;
-    }
+    // Acknowledged only once durable; the wait holds no thread. What follows
+    // the append (a self-hosted session's work item, the runner's wake-up)
+    // runs in a task of its own: dropping this request (its client gone, its
+    // timeout) must not leave durable input that nothing acts on.
+    let interrupt = events.iter().any(|event| event.get("type").and_then(Value::as_str) == Some("user.interrupt"));
+    let follow_up = {
+        let state = state.clone();
+        let workspace = tenant.workspace;
+        tokio::spawn(async move {
+            let records = pending.await?;
+            if let Some(session) = rework {
+                let worker_state = state.clone();
+                state
+                    .blocking(move |store| {
+                        super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)
+                    })
+                    .await?;
+            }
+            if let Some(runner) = state.runner() {
+                runner.wake(&state, workspace, id, interrupt);
+            }
+            Ok::<_, ApiError>(records)
+        })
+    };
+    let records = follow_up.await.map_err(|err| ApiError::internal(format!("a send's follow-up failed: {err}")))??;
     let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
     if queued {
         // The echo of a queued event has `processed_at: null` (API reference
@@ -139,10 +154,6 @@ pub async fn send(
                 obj.insert("processed_at".to_owned(), Value::Null);
             }
         }
-    }
-    if let Some(runner) = state.runner() {
-        let interrupt = data.iter().any(|e| e["type"] == "user.interrupt");
-        runner.wake(&state, tenant.workspace, id, interrupt);
     }
     Ok(json_response(&Echo { data: &data }, data.len() * ECHO_BYTES_PER_EVENT))
 }

@@ -1292,6 +1292,45 @@ async fn a_worker_that_fails_its_item_gets_it_back_only_after_an_interrupt_or_in
 }
 
 #[tokio::test]
+async fn input_whose_request_is_dropped_once_submitted_still_queues_the_work() {
+    // Goal: what follows a durable send (a self-hosted session's work item,
+    // the runner's wake-up) happens even if the request is dropped while the
+    // append becomes durable (its client gone, its timeout): the input is in
+    // the log, so something must act on it. Method: a session whose worker
+    // failed its item (so only input re-queues it, see the test above); a
+    // message's request polled once (submitted, waiting on durability) and
+    // dropped; the item must still be queued.
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+    let h = Harness::new();
+    let q = Queue::new(&h).await;
+    let session = q.session(&h).await;
+    let polled = q.poll(&h, "").await.ok();
+    let (work, token) = (id(&polled).to_owned(), token_of(&polled));
+    q.ack(&h, &work).await.ok();
+    heartbeat(&h, &q, &work, Auth::Bearer(&token), &expected("NO_HEARTBEAT")).await.ok();
+    stop(&h, &q, &work, Auth::Bearer(&token), true).await.ok();
+    assert_eq!(q.stats(&h).await["depth"], 0);
+
+    let body = events_body(vec![user_message("are you there?")]);
+    let request = Request::post(format!("/v1/sessions/{session}/events"))
+        .header("anthropic-beta", logbook_server::http::MANAGED_AGENTS_BETA)
+        .header("x-api-key", &h.key_a)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let mut send = Box::pin(h.app.clone().oneshot(request));
+    let first = futures_util::poll!(&mut send);
+    drop(send);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while q.stats(&h).await["depth"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "no item for the input of a dropped send ({first:?})");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_worker_releasing_its_item_before_any_call_waits_is_no_failure_of_later_calls() {
     // Goal (found by review of ebd3c8a): a worker's unasked stop sets
     // `stopped_by_worker` whatever the session is doing,
