@@ -436,12 +436,14 @@ pub async fn create(
             }
             // A self-hosted session waits in its environment's work queue for a worker.
             super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)?;
+            // Woken here, not after the await: a request dropped meanwhile
+            // would leave a session created running that no task runs.
+            if let Some(runner) = worker_state.runner() {
+                runner.wake(&worker_state, tenant.workspace, session.id, false);
+            }
             Ok(session)
         })
         .await?;
-    if let Some(runner) = state.runner() {
-        runner.wake(&state, tenant.workspace, session.id, false);
-    }
     Ok(Json(session.to_wire(now)))
 }
 
@@ -563,7 +565,7 @@ pub async fn update(
     }
     let now = state.now();
     let worker_state = state.clone();
-    let (session, budget_changed) = state
+    let session = state
         .blocking(move |store| {
             // The runner records status and usage on the object as it goes:
             // a lost swap is the server's own write, so the update is made
@@ -571,18 +573,22 @@ pub async fn update(
             let mut known = None;
             for _ in 0..events::MAX_APPEND_ATTEMPTS {
                 match update_once(&worker_state, store, &tenant, id, body.clone(), now, known.take())? {
-                    Ok(done) => return Ok(done),
+                    Ok((session, budget_changed)) => {
+                        // A session paused at its budget resumes by itself once
+                        // it is raised or removed (behaviour digest §12): the
+                        // runner reads the update from the log. Woken here, so
+                        // a request dropped after the update still wakes it.
+                        if budget_changed && let Some(runner) = worker_state.runner() {
+                            runner.wake(&worker_state, tenant.workspace, id, false);
+                        }
+                        return Ok(session);
+                    }
                     Err(current) => known = Some(current),
                 }
             }
             Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
         })
         .await?;
-    // A session paused at its budget resumes by itself once it is raised or
-    // removed (behaviour digest §12): the runner reads the update from the log.
-    if budget_changed && let Some(runner) = state.runner() {
-        runner.wake(&state, tenant.workspace, id, false);
-    }
     Ok(Json(session.to_wire(now)))
 }
 

@@ -161,20 +161,22 @@ async fn with_lapses<T: Send + 'static>(
     tenant: Tenant,
     work: impl FnOnce(&SledStore, &mut queue::Lapsed) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let (result, lapsed) = state
+    let worker_state = state.clone();
+    state
         .blocking(move |store| {
             let mut lapsed = queue::Lapsed::default();
             let result = work(store, &mut lapsed);
-            Ok((result, lapsed))
+            // Woken here, not after the await: a request dropped meanwhile
+            // would leave the lapse persisted and no runner looking again.
+            if let Some(runner) = worker_state.runner() {
+                for session in lapsed.sessions() {
+                    tracing::info!(%session, "a stopping work item lapsed; the session's runner looks again");
+                    runner.wake(&worker_state, tenant.workspace, *session, false);
+                }
+            }
+            result
         })
-        .await?;
-    if let Some(runner) = state.runner() {
-        for session in lapsed.sessions() {
-            tracing::info!(%session, "a stopping work item lapsed; the session's runner looks again");
-            runner.wake(state, tenant.workspace, *session, false);
-        }
-    }
-    result
+        .await
 }
 
 pub async fn heartbeat(
@@ -259,8 +261,12 @@ pub async fn stop(
         KeyScope::Workspace => queue::StopBy::Operator,
         KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => queue::StopBy::Worker,
     };
-    let (item, _) =
-        change_item(&state, tenant, &env_id, &work_id, move |item, work, now| {
+    let (env, work) = (parse_env_id(&env_id)?, parse_work_id(&work_id)?);
+    let now = state.now();
+    let worker_state = state.clone();
+    let item = with_lapses(&state, tenant, move |store, lapsed| {
+        queue_env(store, &tenant, env)?;
+        let (item, _) = queue::update(store, &tenant, env, work, now, lapsed, |item| {
             if let KeyScope::WorkSession { claim, .. } = principal.scope
                 && item.state != WorkState::Stopped
                 && !item.held_by(claim)
@@ -275,14 +281,17 @@ pub async fn stop(
                 Err(queue::AlreadyStopped) => Err(ApiError::conflict(format!("work item {work} is already stopped"))
                     .with_code("work_already_stopped")),
             }
-        })
-        .await?;
+        })?;
+        // A session whose item stopped while it still waits on a worker needs
+        // a new one, unless its worker failed it (`WorkNeed::WorkerCalls`).
+        // Woken here, so a request dropped after the stop still wakes it.
+        if let (WorkData::Session { id }, Some(runner)) = (item.data, worker_state.runner()) {
+            runner.wake(&worker_state, tenant.workspace, id, false);
+        }
+        Ok(item)
+    })
+    .await?;
     tracing::info!(work = %item.id, state = item.state.as_str(), force, "work item stop");
-    // A session whose item stopped while it still waits on a worker needs a
-    // new one, unless its worker failed it (`WorkNeed::WorkerCalls`).
-    if let (WorkData::Session { id }, Some(runner)) = (item.data, state.runner()) {
-        runner.wake(&state, tenant.workspace, id, false);
-    }
     Ok(Json(item.to_wire(None)))
 }
 

@@ -111,12 +111,14 @@ pub async fn fork(
             let place = ForkPlace { tenant, parent, child, now, paths: paths.as_ref(), state: Some(&worker_state) };
             let forked = fork_session(store, &place, body)?;
             crate::api::work::ensure_session_work(&worker_state, store, &tenant, &forked.session, WorkNeed::Input)?;
+            // Woken here, not after the await: a request dropped meanwhile
+            // would leave a fork that no task runs.
+            if let Some(runner) = worker_state.runner() {
+                runner.wake(&worker_state, tenant.workspace, child, false);
+            }
             Ok(forked)
         })
         .await?;
-    if let Some(runner) = app.runner() {
-        runner.wake(&app, tenant.workspace, child, false);
-    }
     Ok(Json(forked.to_wire(now)))
 }
 
