@@ -684,3 +684,41 @@ async fn a_workspace_has_at_most_its_cap_of_exports_under_way() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+// Review: fails until fixed
+#[tokio::test]
+async fn verify_refuses_a_bundle_whose_bytes_were_changed_to_invalid_utf8() {
+    // Goal: a bundle line must be byte-identical to its record's canonical
+    // rendering, "so a change anywhere in a line (the event JSON included)
+    // is caught" (replay/src/bundle.rs). `offline::read_lines` decodes each
+    // line with `String::from_utf8_lossy`, so any invalid byte sequence
+    // becomes U+FFFD before the comparison: a bundle in which the three bytes
+    // of a U+FFFD (common in tool output read from binary files) were
+    // replaced by one stray byte is not what export wrote, and verifies.
+    // Method: an event holding U+FFFD; export; replace its UTF-8 (EF BF BD)
+    // by 0xFF in the file; `logbook verify` must exit 1.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    h.inject(&session, vec![agent_message("cat /bin/true printed: \u{FFFD}ELF")]);
+    let sid = id(&session).to_owned();
+    let bundle = export(&h, &sid).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let genuine = bundle_file(&dir, "genuine.jsonl", &bundle);
+    assert_eq!(
+        logbook_server::offline::verify_bundle(&genuine, None, None, false).unwrap(),
+        std::process::ExitCode::SUCCESS
+    );
+    let needle = "\u{FFFD}".as_bytes();
+    let at = bundle.windows(needle.len()).position(|w| w == needle).expect("the bundle holds the U+FFFD");
+    let mut tampered = bundle[..at].to_vec();
+    tampered.push(0xFF);
+    tampered.extend_from_slice(&bundle[at + needle.len()..]);
+    assert_ne!(tampered, bundle);
+    let path = bundle_file(&dir, "tampered.jsonl", &tampered);
+    let verdict = logbook_server::offline::verify_bundle(&path, None, None, false).unwrap();
+    assert_eq!(
+        verdict,
+        std::process::ExitCode::from(1),
+        "a bundle with bytes export never wrote (0xFF where U+FFFD was) verifies"
+    );
+}
