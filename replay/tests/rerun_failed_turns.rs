@@ -142,3 +142,58 @@ fn a_turn_ended_by_a_failing_tool_step_reruns_consistently() {
     let report = rerun_check(&log(events), &Policy::default());
     assert!(report.is_consistent(), "rerun rejects a log the runner's fail_turn wrote: {report:?}");
 }
+
+/// A turn whose model call asked for bash (event 3), which the permission
+/// policy denied, answered by `result`, then a final model call and the end
+/// of the turn.
+fn denied_call_answered_by(result: Event) -> Vec<Event> {
+    use logbook_core::event::EvaluatedPermission;
+    vec![
+        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "clean up".into() }] }),
+        Event::SessionStatusRunning(SessionStatusRunning {}),
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        Event::AgentToolUse(AgentToolUse {
+            name: "bash".into(),
+            input: Json::new(&serde_json::json!({"command": "rm -rf /workspace"})),
+            evaluated_permission: Some(EvaluatedPermission::Deny),
+            evaluation: None,
+            session_thread_id: None,
+        }),
+        end(2, false),
+        result,
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        end(6, false),
+        usage(),
+        idle(StopReason::EndTurn),
+    ]
+}
+
+// Review: fails until fixed
+#[test]
+fn rerun_catches_a_denied_call_recorded_as_having_run() {
+    // Goal: rerun checks that recorded steps are the machine's decisions,
+    // "error results for denials, failures and interrupts" (rerun.rs module
+    // doc). `step_matches` accepts any `agent.tool_result` answering a call
+    // the machine denies (`Command::DenyTools`), whatever its `is_error`:
+    // a log in which a call the policy denied is answered with a successful
+    // result, its output, as if it had run, reproduces "every decision".
+    // Method: the genuine log (an error result) is consistent; the same log
+    // with that result turned into a success must not be.
+    let genuine = Event::AgentToolResult(AgentToolResult {
+        tool_use_id: EventId::from_parts(1, 3),
+        content: Some(vec![ContentBlock::Text {
+            text: "This tool call was denied: the tool is disabled or is not one of the agent's tools.".into(),
+        }]),
+        is_error: Some(true),
+    });
+    let report = rerun_check(&log(denied_call_answered_by(genuine)), &Policy::default());
+    assert!(report.is_consistent(), "{report:?}");
+    let ran = Event::AgentToolResult(AgentToolResult {
+        tool_use_id: EventId::from_parts(1, 3),
+        content: Some(vec![ContentBlock::Text { text: "removed 1,204 files".into() }]),
+        is_error: Some(false),
+    });
+    let report = rerun_check(&log(denied_call_answered_by(ran)), &Policy::default());
+    assert!(!report.is_consistent(), "a denied call answered as if it ran passes rerun: {report:?}");
+    assert_eq!(report.mismatches[0].entry_idx, 5, "{report:?}");
+}
