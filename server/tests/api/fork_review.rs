@@ -92,3 +92,53 @@ async fn a_fork_cannot_start_a_session_of_an_archived_agent() {
     let resp = h.post(&format!("/x/v1/sessions/{}/fork", id(&session)), &json!({"at_seq": 0})).await;
     assert_eq!(resp.status.as_u16(), 400, "a fork started a session of an archived agent: {}", resp.text());
 }
+
+// Review: fails until fixed
+#[tokio::test]
+async fn the_state_of_a_fork_with_an_agent_override_shows_the_request_its_next_call_makes() {
+    // Goal: `/state`'s `context.request` is "the exact body the next model
+    // call makes from that point" (docs/extensions.md). A fork with agent
+    // overrides ("retry a turn with another model or prompt") records no
+    // `x.agent_config` (fork.rs `fork_log` writes only `x.fork_origin`), so
+    // `settings_for` (api/x/state.rs) finds the parent's recorded settings
+    // and shows the parent's model and prompt, while the fork's next call
+    // sends the overrides (the runner records a new `x.agent_config` first).
+    // Method: a parent whose log recorded its settings (as the runner does
+    // before a model call) and then idled; fork it with another model and
+    // prompt; read the fork's state at its head.
+    use logbook_core::event::{AgentConfig, SessionStatusIdle, StopReason};
+    use logbook_core::{Event, Json};
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    let agent = session["agent"].clone();
+    let options = logbook_server::model::settings::options_json(&Default::default());
+    h.inject(
+        &session,
+        vec![
+            Event::AgentConfig(AgentConfig { agent: Json::new(&agent), options: Json::new(&options) }),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ],
+    );
+    let parent_state = h.get(&format!("/x/v1/sessions/{sid}/state")).await.ok();
+    assert_eq!(parent_state["context"]["settings"], "recorded", "{parent_state}");
+    assert_eq!(parent_state["context"]["request"]["model"], "claude-sonnet-4-6", "{parent_state}");
+
+    let forked = h
+        .post(
+            &format!("/x/v1/sessions/{sid}/fork"),
+            &json!({"at_seq": 1, "agent": {"model": "claude-opus-4-6", "system": "Answer in French."}}),
+        )
+        .await
+        .ok();
+    assert_eq!(forked["agent"]["model"]["id"], "claude-opus-4-6", "{forked}");
+    let child = id(&forked).to_owned();
+    let state = h.get(&format!("/x/v1/sessions/{child}/state")).await.ok();
+    let request = &state["context"]["request"];
+    assert_eq!(
+        (request["model"].as_str(), request["system"].to_string().contains("Answer in French.")),
+        (Some("claude-opus-4-6"), true),
+        "the fork's state shows the parent's settings ({}), not those its next call sends: {request}",
+        state["context"]["settings"]
+    );
+}
