@@ -53,6 +53,8 @@ pub enum Elided {
     /// Tool calls (and their results) replaced by stubs: a budget that
     /// cannot hold them.
     ToolCalls { count: u64 },
+    /// Citations taken off the text blocks of cited answers.
+    Citations { count: u64 },
 }
 
 /// A context that fits a budget.
@@ -197,10 +199,16 @@ fn shrink_to(fitted: &mut Fitted, budget: u64, state: &SessionState) {
             break;
         }
         if !merged {
-            // Many short text blocks cost their framing whatever the edge:
-            // join each run of them into one block first, which the edge
-            // then shortens like any long text.
+            // Citations (a cited answer's sources, one per text block) go
+            // first: they are not the answer. Then many short text blocks
+            // cost their framing whatever the edge: each run of them is
+            // joined into one block, which the edge shortens like any long
+            // text.
             merged = true;
+            let dropped: u64 = fitted.messages.iter_mut().map(drop_citations).sum();
+            if dropped > 0 {
+                fitted.elided.push(Elided::Citations { count: dropped });
+            }
             fitted.messages.iter_mut().for_each(merge_text_runs);
             continue;
         }
@@ -265,6 +273,28 @@ fn collapse_oldest_calls(messages: &mut [Value]) -> Option<u64> {
         }
     }
     Some(count)
+}
+
+/// Takes the citations off every text block of a message (a tool result's
+/// included); how many were taken.
+fn drop_citations(message: &mut Value) -> u64 {
+    let Some(Value::Array(blocks)) = message.get_mut("content") else { return 0 };
+    let mut dropped = 0;
+    for block in blocks.iter_mut() {
+        if let Some(Value::Array(inner)) = block.get_mut("content") {
+            dropped += inner.iter_mut().map(drop_block_citations).sum::<u64>();
+        }
+        dropped += drop_block_citations(block);
+    }
+    dropped
+}
+
+fn drop_block_citations(block: &mut Value) -> u64 {
+    match block.as_object_mut().and_then(|map| map.remove("citations")) {
+        Some(Value::Array(citations)) => citations.len() as u64,
+        Some(Value::Null) | None => 0,
+        Some(Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Object(_)) => 1,
+    }
 }
 
 /// Joins each run of adjacent plain text blocks (`type` and `text` only) of

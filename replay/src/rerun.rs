@@ -53,8 +53,9 @@ enum Mode {
     /// in the same step (metadata; for a failed call, the error, a reschedule,
     /// or the usage and idle of a turn that gives up).
     Call { ended: bool, failed: bool },
-    /// Tool results of these calls are still to come.
-    Results(BTreeSet<EventId>),
+    /// Tool results of these calls are still to come (error results only,
+    /// when `errors`: calls denied, failed or interrupted).
+    Results { open: BTreeSet<EventId>, errors: bool },
     /// `session.usage` was recorded; the idle that ends the step follows.
     Idling,
     /// `x.compaction` was recorded; `agent.thread_context_compacted` may follow.
@@ -92,14 +93,16 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     | Event::SessionUsage(_)
                     | Event::SessionStatusIdle(_)
             ),
-            Mode::Results(open) => answered(event).is_some_and(|id| open.contains(&id)),
+            Mode::Results { open, errors } => {
+                answered(event).is_some_and(|id| open.contains(&id)) && (!*errors || is_error_result(event))
+            }
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
             Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
             Mode::Failing(open) => {
                 if let Event::SessionStatusIdle(idle) = event {
                     idle.stop_reason == StopReason::RetriesExhausted
                 } else if let Some(id) = answered(event) {
-                    open.contains(&id)
+                    open.contains(&id) && is_error_result(event)
                 } else {
                     matches!(event, Event::SpanModelRequestEnd(_) | Event::SessionUsage(_))
                 }
@@ -141,11 +144,11 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                 };
                 if matches!(event, Event::SessionStatusIdle(_)) { Mode::Between } else { Mode::Call { ended, failed } }
             }
-            Mode::Results(mut open) => {
+            Mode::Results { mut open, errors } => {
                 if let Some(id) = answered(event) {
                     open.remove(&id);
                 }
-                if open.is_empty() { Mode::Between } else { Mode::Results(open) }
+                if open.is_empty() { Mode::Between } else { Mode::Results { open, errors } }
             }
             Mode::Idling => {
                 if matches!(event, Event::SessionStatusIdle(_)) {
@@ -180,13 +183,16 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
 
 /// Whether `event` can start the step `expected`, and the mode it opens.
 fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason>) -> (bool, Mode) {
+    // The other error results of calls the runner closes.
     let results_of = |ids: Vec<EventId>, first: Option<EventId>| {
         let mut open: BTreeSet<EventId> = ids.into_iter().collect();
         if let Some(first) = first {
             open.remove(&first);
         }
-        if open.is_empty() { Mode::Between } else { Mode::Results(open) }
+        if open.is_empty() { Mode::Between } else { Mode::Results { open, errors: true } }
     };
+    // A result closing a call the runner did not run is an error result.
+    let closes = |ids: &[EventId]| answered(event).is_some_and(|id| ids.contains(&id)) && is_error_result(event);
     match (expected, event) {
         (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Between),
         // The settings of the call are recorded with its start when they changed.
@@ -216,24 +222,21 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         // The runner runs the calls one per step (older logs: all at once).
         (Command::RunTools(ids), Event::ToolStarted(started)) => (
             !started.tool_use_ids.is_empty() && ids.starts_with(&started.tool_use_ids),
-            Mode::Results(started.tool_use_ids.iter().copied().collect()),
+            Mode::Results { open: started.tool_use_ids.iter().copied().collect(), errors: false },
         ),
         (Command::DenyTools(calls), Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
             let ids: Vec<EventId> = calls.iter().map(|(id, _)| *id).collect();
-            let first = answered(event);
-            (first.is_some_and(|id| ids.contains(&id)), results_of(ids, first))
+            (closes(&ids), results_of(ids.clone(), answered(event)))
         }
         (Command::FailTools { ids, .. }, Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
-            let first = answered(event);
-            (first.is_some_and(|id| ids.contains(&id)), results_of(ids.clone(), first))
+            (closes(ids), results_of(ids.clone(), answered(event)))
         }
         (Command::Interrupt { open }, Event::AgentToolResult(_) | Event::AgentMcpToolResult(_)) => {
-            let first = answered(event);
-            let mut rest = results_of(open.clone(), first);
+            let mut rest = results_of(open.clone(), answered(event));
             if rest == Mode::Between {
                 rest = Mode::Idling;
             }
-            (first.is_some_and(|id| open.contains(&id)), rest)
+            (closes(open), rest)
         }
         (Command::Interrupt { open }, Event::SessionUsage(_)) => (open.is_empty(), Mode::Idling),
         // `refusal` when the turn's last response was refused.
@@ -268,6 +271,17 @@ fn is_client_input(event: &Event) -> bool {
 }
 
 /// The call a runner-made result answers.
+/// Whether `event` is a tool result marked as an error.
+fn is_error_result(event: &Event) -> bool {
+    if let Event::AgentToolResult(result) = event {
+        result.is_error == Some(true)
+    } else if let Event::AgentMcpToolResult(result) = event {
+        result.is_error == Some(true)
+    } else {
+        false
+    }
+}
+
 fn answered(event: &Event) -> Option<EventId> {
     if let Event::AgentToolResult(result) = event {
         Some(result.tool_use_id)

@@ -48,7 +48,13 @@ pub fn block(block: &Value) -> u64 {
             }
             Some(_) | None => value(block.get("source").unwrap_or(&Value::Null)),
         },
-        "text" => text(block.get("text").and_then(Value::as_str).unwrap_or("")),
+        // A cited answer's citations (url, title, cited text, index) are
+        // counted too: the API may bill less for them, but a fitted context
+        // carries them whole, and an overestimate only compacts sooner.
+        "text" => {
+            text(block.get("text").and_then(Value::as_str).unwrap_or(""))
+                + block.get("citations").filter(|c| !c.is_null()).map_or(0, value)
+        }
         "thinking" => text(block.get("thinking").and_then(Value::as_str).unwrap_or("")),
         "tool_result" => match block.get("content") {
             Some(Value::Array(content)) => content.iter().map(self::block).sum(),

@@ -168,7 +168,6 @@ fn denied_call_answered_by(result: Event) -> Vec<Event> {
     ]
 }
 
-// Review: fails until fixed
 #[test]
 fn rerun_catches_a_denied_call_recorded_as_having_run() {
     // Goal: rerun checks that recorded steps are the machine's decisions,

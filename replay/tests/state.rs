@@ -425,7 +425,6 @@ fn a_fitted_context_fits_when_the_newest_turn_made_many_parallel_calls() {
     }
 }
 
-// Review: fails until fixed
 #[test]
 fn a_fitted_context_counts_the_citations_of_cited_answer_text() {
     // Goal: the fitted context promises to fit its budget. An answer drawn

@@ -139,7 +139,9 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
 /// blocks it had (`ResponsePlace::input`), and a 413 counts as too long;
 /// form-4 checkpoints written before those changes would decode wrongly or
 /// not at all (and one that does not decode is never replaced).
-const CHECKPOINT_FORMAT: u8 = 5;
+/// 6: a text block's citations count in the token estimate, so a form-5
+/// checkpoint's estimates differ from a fold of the same log.
+const CHECKPOINT_FORMAT: u8 = 6;
 
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
     let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
