@@ -83,6 +83,14 @@ pub fn export(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A bundle line that is not UTF-8, which export never writes: the bundle
+/// was changed (verify reports it as damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("line {line} of the bundle is not UTF-8: the bundle was changed")]
+struct NotUtf8 {
+    line: usize,
+}
+
 /// Reads a bundle's lines, refusing lines longer than the format allows,
 /// with progress lines (in records: the lines after the header).
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
@@ -102,8 +110,11 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        // A line that is not UTF-8 is kept as lossy text: its check fails at its seq.
-        lines.push(String::from_utf8_lossy(&line).into_owned());
+        // Export writes UTF-8 JSON only: anything else was changed. (Read
+        // lossily, a stray byte would become U+FFFD, which a record may
+        // really hold, and pass the check.)
+        let text = String::from_utf8(std::mem::take(&mut line)).map_err(|_| NotUtf8 { line: lines.len() + 1 })?;
+        lines.push(text);
         progress.tick(lines.len().saturating_sub(1) as u64);
     }
 }
@@ -154,7 +165,14 @@ pub fn verify_bundle(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let pinned = pinned_key(public_key)?;
-    let lines = read_lines(path)?;
+    let lines = match read_lines(path) {
+        Ok(lines) => lines,
+        Err(err) if err.downcast_ref::<NotUtf8>().is_some() => {
+            eprintln!("logbook: the bundle is damaged: {err}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(err) => return Err(err),
+    };
     let report = bundle::verify(with_progress(&lines, &mut checking(&lines)), pinned.as_ref());
     let mut consistency = None;
     if let Some(head_path) = against

@@ -685,7 +685,6 @@ async fn a_workspace_has_at_most_its_cap_of_exports_under_way() {
     }
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn verify_refuses_a_bundle_whose_bytes_were_changed_to_invalid_utf8() {
     // Goal: a bundle line must be byte-identical to its record's canonical
