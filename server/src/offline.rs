@@ -405,6 +405,7 @@ pub fn show(
     let object = find_session(store, id)?.with_context(|| format!("no session {id} in this data directory"))?;
     let at = crate::api::x::state::seq_at(store, id, at_seq).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let projected = crate::projection::state_at(store, id, at).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let at_head = crate::api::x::state::is_head(store, id, at).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let options = crate::model::ModelConfig::from_env()?.request_options();
     let mut out = std::io::stdout().lock();
     match (file, budget_tokens) {
@@ -416,11 +417,11 @@ pub fn show(
                 .with_context(|| format!("reading {path} from the store"))?;
         }
         (None, Some(budget)) => {
-            let value = crate::api::x::state::context_json(&options, id, at, &object, &projected, budget);
+            let value = crate::api::x::state::context_json(&options, id, at, &object, &projected, budget, at_head);
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         }
         (None, None) => {
-            let value = crate::api::x::state::state_json(&options, id, at, &object, &projected);
+            let value = crate::api::x::state::state_json(&options, id, at, &object, &projected, at_head);
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         }
     }

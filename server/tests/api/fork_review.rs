@@ -93,7 +93,6 @@ async fn a_fork_cannot_start_a_session_of_an_archived_agent() {
     assert_eq!(resp.status.as_u16(), 400, "a fork started a session of an archived agent: {}", resp.text());
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn the_state_of_a_fork_with_an_agent_override_shows_the_request_its_next_call_makes() {
     // Goal: `/state`'s `context.request` is "the exact body the next model

@@ -59,21 +59,28 @@ pub(crate) fn current_options(state: &AppState) -> RequestOptions {
     state.runner().map_or_else(Default::default, |r| r.config().request_options.clone())
 }
 
-/// The settings the next model call would use: the recorded ones, or (before
-/// the first call) the session's agent with the server's current options.
+/// The settings the next model call would use: the recorded ones, or the
+/// session's agent with the server's current options before the first call,
+/// and at the head of a session whose agent changed since it was recorded
+/// (a fork's overrides, an update), as the runner records them then.
 pub fn settings_for(
     options: &RequestOptions,
     projected: &SessionState,
     session: &StoredSession,
+    at_head: bool,
 ) -> (AgentSettings, &'static str) {
-    if let Some(recorded) = &projected.agent {
+    let agent = serde_json::to_value(&session.agent).unwrap_or(Value::Null);
+    if let Some(recorded) = &projected.agent
+        && (!at_head || recorded.agent == agent)
+    {
         return (recorded.clone(), "recorded");
     }
-    let settings = AgentSettings {
-        agent: serde_json::to_value(&session.agent).unwrap_or(Value::Null),
-        options: crate::model::settings::options_json(options),
-    };
-    (settings, "current")
+    (AgentSettings { agent, options: crate::model::settings::options_json(options) }, "current")
+}
+
+/// Whether `at` is the session's last seq.
+pub(crate) fn is_head(store: &SledStore, id: SessionId, at: Seq) -> Result<bool, ApiError> {
+    Ok(store.head(id)?.next.get() == at.get() + 1)
 }
 
 /// `GET /x/v1/sessions/{id}/state?at_seq=N`.
@@ -84,15 +91,15 @@ pub async fn state(
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_session_id(&raw)?;
-    let (session, at, projected) = app
+    let (session, at, projected, at_head) = app
         .blocking(move |store| {
             let session = session_of(store, &tenant, id)?;
             let at = resolve_seq(store, id, &query)?;
             let projected = crate::projection::state_at(store, id, at)?;
-            Ok((session, at, projected))
+            Ok((session, at, projected, is_head(store, id, at)?))
         })
         .await?;
-    Ok(Json(state_json(&current_options(&app), id, at, &session, &projected)))
+    Ok(Json(state_json(&current_options(&app), id, at, &session, &projected, at_head)))
 }
 
 /// The JSON of a projected state (shared with `logbook show`).
@@ -102,8 +109,9 @@ pub fn state_json(
     at: Seq,
     session: &StoredSession,
     projected: &SessionState,
+    at_head: bool,
 ) -> Value {
-    let (settings, source) = settings_for(options, projected, session);
+    let (settings, source) = settings_for(options, projected, session, at_head);
     let messages = projected.context.messages_json();
     let request = crate::model::settings::request_from(&settings, &messages);
     let totals = projected.usage.totals();
@@ -250,15 +258,15 @@ pub async fn context(
                 ))
             })?,
     };
-    let (session, at, projected) = app
+    let (session, at, projected, at_head) = app
         .blocking(move |store| {
             let session = session_of(store, &tenant, id)?;
             let at = resolve_seq(store, id, &query)?;
             let projected = crate::projection::state_at(store, id, at)?;
-            Ok((session, at, projected))
+            Ok((session, at, projected, is_head(store, id, at)?))
         })
         .await?;
-    Ok(Json(context_json(&current_options(&app), id, at, &session, &projected, budget)))
+    Ok(Json(context_json(&current_options(&app), id, at, &session, &projected, budget, at_head)))
 }
 
 /// The JSON of a fitted context (shared with `logbook show --budget-tokens`).
@@ -269,8 +277,9 @@ pub fn context_json(
     session: &StoredSession,
     projected: &SessionState,
     budget: u64,
+    at_head: bool,
 ) -> Value {
-    let (settings, _) = settings_for(options, projected, session);
+    let (settings, _) = settings_for(options, projected, session, at_head);
     let system = settings.agent.get("system").and_then(Value::as_str);
     let fitted = logbook_replay::fit::fit(projected, system, budget);
     json!({
