@@ -106,3 +106,37 @@ async fn previews_come_before_their_event_and_only_when_asked() {
     let plain_frames = frames(&mut plain, 2).await;
     assert_eq!(plain_frames.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["agent.thinking", "agent.message"]);
 }
+
+/// Goal: previews keep their place in the turn (behaviour digest §3.4:
+/// `span.model_request_start` → previews → buffered `agent.message`): a
+/// stream that has not yet delivered the events appended before a preview
+/// was published (a client that read slowly for a moment, or one resuming
+/// with `Last-Event-ID`) sends those events first. Method: the model request's
+/// start is durable before its previews are published; the stream's body is
+/// read only afterwards.
+// Review: fails until fixed
+#[tokio::test]
+async fn previews_do_not_overtake_events_appended_before_them() {
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid: SessionId = id(&session).parse().unwrap();
+    let mut stream = open(&h, id(&session), "?event_deltas%5B%5D=agent.message").await;
+
+    // The runner appends the request's start, then streams the model's text.
+    h.inject(&session, vec![Event::SpanModelRequestStart(logbook_core::event::SpanModelRequestStart {})]);
+    let head = h.state.store().head(sid).unwrap();
+    let message_id: EventId = h.state.event_id(head.next);
+    let previews = h.state.previews();
+    previews.publish(sid, Preview::Start { event_id: message_id, kind: PreviewKind::Message });
+    previews.publish(sid, Preview::Delta { event_id: message_id, index: 0, text: "Hi".into() });
+    let final_event = Event::AgentMessage(AgentMessage { content: vec![ContentBlock::Text { text: "Hi".into() }] });
+    h.state.store().append(sid, head.next, &[Entry { id: message_id, event: final_event, at: h.now() }]).unwrap();
+
+    let got = frames(&mut stream, 4).await;
+    let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["span.model_request_start", "event_start", "event_delta", "agent.message"],
+        "the previews went out before the request's start, which was durable before they were published"
+    );
+}
