@@ -7,11 +7,18 @@
 //! behind loses previews, never events: on a lag it stops previewing the ids in
 //! flight, so what it did deliver is still a prefix of the final text, and the
 //! buffered event remains the last thing delivered for its id.
+//!
+//! Each preview is published with the session's durable head at the time
+//! ([`Published::after`]): a stream that has not yet delivered the events
+//! before it (one resumed, or catching up after reading slowly) holds the
+//! preview until it has, so previews never overtake events that were
+//! durable before them, and always precede their own final event (appended
+//! after them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use logbook_core::{EventId, SessionId};
+use logbook_core::{EventId, Seq, SessionId};
 use tokio::sync::broadcast;
 
 /// Previews buffered per session before slow streams start losing them.
@@ -53,25 +60,39 @@ impl Preview {
     }
 }
 
+/// A preview as published: it follows the events before `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The session's durable next seq when the preview was published.
+    pub after: Seq,
+    pub preview: Preview,
+}
+
 /// The per-session preview channels.
 #[derive(Debug, Default)]
 pub struct Previews {
-    channels: Mutex<HashMap<SessionId, broadcast::Sender<Preview>>>,
+    channels: Mutex<HashMap<SessionId, broadcast::Sender<Published>>>,
 }
 
 impl Previews {
-    /// Sends a preview to the session's current subscribers (none is fine).
-    pub fn publish(&self, session: SessionId, preview: Preview) {
+    /// Sends a preview to the session's current subscribers (none is fine),
+    /// to follow the events before `after`.
+    pub fn publish_after(&self, session: SessionId, after: Seq, preview: Preview) {
         let Ok(mut channels) = self.channels.lock() else { return };
         if let Some(sender) = channels.get(&session)
-            && sender.send(preview).is_err()
+            && sender.send(Published { after, preview }).is_err()
         {
             // No subscriber left: forget the channel so the map stays bounded.
             channels.remove(&session);
         }
     }
 
-    pub fn subscribe(&self, session: SessionId) -> broadcast::Receiver<Preview> {
+    /// [`Previews::publish_after`] with no events to follow.
+    pub fn publish(&self, session: SessionId, preview: Preview) {
+        self.publish_after(session, Seq::ZERO, preview);
+    }
+
+    pub fn subscribe(&self, session: SessionId) -> broadcast::Receiver<Published> {
         match self.channels.lock() {
             Ok(mut channels) => {
                 // Channels whose streams all closed after the last preview
@@ -112,6 +133,6 @@ mod tests {
         let event_id = EventId::from_parts(1_764_000_000_000, 1);
         previews.publish(session(0), Preview::Start { event_id, kind: PreviewKind::Message });
         let mut kept = kept;
-        assert_eq!(kept.try_recv().unwrap().event_id(), event_id, "a listened-to channel stays");
+        assert_eq!(kept.try_recv().unwrap().preview.event_id(), event_id, "a listened-to channel stays");
     }
 }

@@ -46,7 +46,7 @@ use super::events::find_event;
 use super::sessions::{self, Status};
 use super::wire::Query;
 use super::work::access::{self, Hold};
-use crate::previews::{Preview, PreviewKind};
+use crate::previews::{PREVIEW_CAPACITY, Preview, PreviewKind, Published};
 use crate::state::AppState;
 use crate::tenancy::{KeyScope, Principal, Tenant};
 
@@ -185,7 +185,10 @@ const MAX_TRACKED_IDS: usize = 10_000;
 
 struct StreamState {
     subscription: Subscription,
-    previews: Option<broadcast::Receiver<Preview>>,
+    previews: Option<broadcast::Receiver<Published>>,
+    /// Previews received before the stream delivered the events they follow
+    /// (at most [`PREVIEW_CAPACITY`]), in order.
+    held: std::collections::VecDeque<Published>,
     want: Wanted,
     /// Ids whose `event_start` this stream sent and whose final event it has not.
     started: HashSet<EventId>,
@@ -215,7 +218,7 @@ impl Drop for OpenStream {
 
 fn events(
     subscription: Subscription,
-    previews: Option<broadcast::Receiver<Preview>>,
+    previews: Option<broadcast::Receiver<Published>>,
     want: Wanted,
     lease: Option<LeaseWatch>,
     state: AppState,
@@ -226,6 +229,7 @@ fn events(
     let initial = StreamState {
         subscription,
         previews,
+        held: std::collections::VecDeque::new(),
         want,
         started: HashSet::new(),
         shed: HashSet::new(),
@@ -257,10 +261,11 @@ fn events(
             }
             let batch = tokio::select! {
                 // Previews first: those published before an event was appended
-                // go out before it.
+                // go out before it (those published after events this stream
+                // has not delivered yet wait for them: `held`).
                 biased;
                 preview = next_preview(&mut st.previews) => {
-                    st.take_preview(preview);
+                    st.receive_preview(preview);
                     continue;
                 }
                 batch = st.subscription.next_batch_within(STREAM_BATCH, STREAM_BATCH_BYTES) => batch,
@@ -271,6 +276,7 @@ fn events(
             match batch {
                 Ok(Some(records)) => {
                     for record in records {
+                        st.release_held(record.seq());
                         match record.entry() {
                             Ok(entry) => {
                                 let event_type = entry.event.event_type();
@@ -305,6 +311,8 @@ fn events(
                             }
                         }
                     }
+                    let position = st.subscription.position();
+                    st.release_held(position);
                 }
                 Ok(None) => return None,
                 Err(err) => {
@@ -318,7 +326,7 @@ fn events(
 }
 
 /// The next preview, or never when the stream takes none.
-async fn next_preview(receiver: &mut Option<broadcast::Receiver<Preview>>) -> Result<Preview, RecvError> {
+async fn next_preview(receiver: &mut Option<broadcast::Receiver<Published>>) -> Result<Published, RecvError> {
     match receiver {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
@@ -350,6 +358,32 @@ impl StreamState {
             Err(err) => {
                 tracing::warn!(error = %err.message, "checking a stream's lease failed; ending the stream");
                 false
+            }
+        }
+    }
+
+    /// A preview from the channel: taken now if the stream has delivered the
+    /// events it follows and holds no earlier one, else held.
+    fn receive_preview(&mut self, received: Result<Published, RecvError>) {
+        match received {
+            Ok(published) if self.held.is_empty() && published.after <= self.subscription.position() => {
+                self.take_preview(Ok(published.preview));
+            }
+            Ok(published) if self.held.len() < PREVIEW_CAPACITY => self.held.push_back(published),
+            // Too far behind to hold more: lose previews as on a lag.
+            Ok(_) => {
+                self.held.clear();
+                self.take_preview(Err(RecvError::Lagged(1)));
+            }
+            Err(err) => self.take_preview(Err(err)),
+        }
+    }
+
+    /// Takes the held previews that follow only events before `next`.
+    fn release_held(&mut self, next: Seq) {
+        while self.held.front().is_some_and(|published| published.after <= next) {
+            if let Some(published) = self.held.pop_front() {
+                self.take_preview(Ok(published.preview));
             }
         }
     }

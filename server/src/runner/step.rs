@@ -688,6 +688,8 @@ impl Task {
         let mut reported = crate::model::Usage::default();
         // Preview ids by content block index, chosen at block start.
         let mut preview_ids: HashMap<usize, EventId> = HashMap::new();
+        // The durable head each previewed block was started after.
+        let mut preview_after: HashMap<usize, Seq> = HashMap::new();
         let mut n_public_blocks = 0u64;
         let state = self.state.clone();
         let session_id = self.session;
@@ -710,13 +712,22 @@ impl Task {
                         n_public_blocks += 1;
                         preview_ids.insert(index, id);
                         if let Some(kind) = preview {
-                            state.previews().publish(session_id, Preview::Start { event_id: id, kind });
+                            // After what is durable now: a stream behind it
+                            // delivers that first.
+                            let after = state.store().head(session_id).map_or(Seq::ZERO, |head| head.next);
+                            preview_after.insert(index, after);
+                            state.previews().publish_after(session_id, after, Preview::Start { event_id: id, kind });
                         }
                     }
                 }
                 StreamEvent::TextDelta { index, text } => {
                     if let Some(id) = preview_ids.get(&index) {
-                        state.previews().publish(session_id, Preview::Delta { event_id: *id, index: 0, text });
+                        let after = preview_after.get(&index).copied().unwrap_or(Seq::ZERO);
+                        state.previews().publish_after(
+                            session_id,
+                            after,
+                            Preview::Delta { event_id: *id, index: 0, text },
+                        );
                     }
                 }
                 StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,

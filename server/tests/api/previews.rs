@@ -114,7 +114,6 @@ async fn previews_come_before_their_event_and_only_when_asked() {
 /// with `Last-Event-ID`) sends those events first. Method: the model request's
 /// start is durable before its previews are published; the stream's body is
 /// read only afterwards.
-// Review: fails until fixed
 #[tokio::test]
 async fn previews_do_not_overtake_events_appended_before_them() {
     let h = Harness::new();
@@ -127,8 +126,9 @@ async fn previews_do_not_overtake_events_appended_before_them() {
     let head = h.state.store().head(sid).unwrap();
     let message_id: EventId = h.state.event_id(head.next);
     let previews = h.state.previews();
-    previews.publish(sid, Preview::Start { event_id: message_id, kind: PreviewKind::Message });
-    previews.publish(sid, Preview::Delta { event_id: message_id, index: 0, text: "Hi".into() });
+    // As the runner publishes them: after what is durable when the block starts.
+    previews.publish_after(sid, head.next, Preview::Start { event_id: message_id, kind: PreviewKind::Message });
+    previews.publish_after(sid, head.next, Preview::Delta { event_id: message_id, index: 0, text: "Hi".into() });
     let final_event = Event::AgentMessage(AgentMessage { content: vec![ContentBlock::Text { text: "Hi".into() }] });
     h.state.store().append(sid, head.next, &[Entry { id: message_id, event: final_event, at: h.now() }]).unwrap();
 
