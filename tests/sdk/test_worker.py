@@ -50,6 +50,7 @@ healthcheck_env = harness_for("healthcheck")
 auth_env = harness_for("auth")
 lapse_env = harness_for("lapse")
 churn_env = harness_for("churn")
+interrupted_env = harness_for("interrupted")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -414,6 +415,50 @@ def test_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(churn_env: 
     events = h.wait_end_turn(session.id)
     (call,) = of_type(events, "agent.tool_use")
     assert of_type(events, "agent.tool_result")[-1].tool_use_id == call.id, describe(events)
+
+
+# Review: fails until fixed
+def test_a_call_closed_by_an_interrupt_is_never_run_by_a_worker(interrupted_env: WorkerHarness) -> None:
+    """Goal: an interrupt closes the calls a session waits on (Logbook answers them with an
+    error `agent.tool_result`, ARCHITECTURE "The runner's side": "an interrupt closes them"), so
+    no worker runs them afterwards. The SDK 2.14.0 runner counts a call as answered only by a
+    `user.tool_result` (managed-agents-behaviour.md §7.3 step 6), so a worker that serves the
+    session later reads the interrupted call as unanswered and executes it: the command the
+    user interrupted runs anyway (its result is then refused, the side effect is done).
+    Method: a bash call waits for a worker (none is running); the user interrupts it; a worker
+    starts; a second turn's bash call proves the worker has read the history and run what it
+    would run (the SDK runs calls one at a time, in history order)."""
+    h = interrupted_env
+    h.fake.set_script(
+        [
+            tool_response(("toolu_i1", "bash", {"command": "touch interrupted.txt && echo ran"})),
+            tool_response(("toolu_i2", "bash", {"command": "touch second.txt && echo ran"})),
+            text_response("done"),
+        ]
+    )
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    events = h.wait_events(
+        session.id,
+        lambda evs: bool(evs) and evs[-1].type == "session.status_idle",
+        "the requires_action idle (no worker yet)",
+    )
+    (interrupted,) = of_type(events, "agent.tool_use")
+    assert events[-1].stop_reason.type == "requires_action", describe(events)
+    h.client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])  # type: ignore[list-item]
+    events = h.wait_end_turn(session.id)
+    (closed,) = of_type(events, "agent.tool_result")
+    assert closed.tool_use_id == interrupted.id and closed.is_error is True, describe(events)
+
+    worker = h.start_worker(max_idle=1.0)
+    h.client.beta.sessions.events.send(session.id, events=[user_message("now the second")])  # type: ignore[list-item]
+    events = h.wait_end_turn(session.id, n=2)
+    second = [u for u in of_type(events, "agent.tool_use") if u.id != interrupted.id]
+    assert len(second) == 1 and second[0].id in results_by_call(events), describe(events)
+    assert (worker.workdir / "second.txt").exists(), "the worker ran the second turn's call"
+    assert not (worker.workdir / "interrupted.txt").exists(), (
+        f"the worker ran the call the user interrupted:\n{h.worker_logs()}"
+    )
 
 
 # --------------------------------------------------------------------------- healthchecks

@@ -58,7 +58,20 @@ LEASE_TTL_S = 4
 WAIT_S = 30.0
 CLIENT_TIMEOUT_S = 60.0
 # One self-hosted environment (and key) per test that runs a worker.
-ENVIRONMENTS = ["tools", "restart", "policies", "stops", "restop", "crash", "healthcheck", "auth", "auth-other", "lapse", "churn"]
+ENVIRONMENTS = [
+    "tools",
+    "restart",
+    "policies",
+    "stops",
+    "restop",
+    "crash",
+    "healthcheck",
+    "auth",
+    "auth-other",
+    "lapse",
+    "churn",
+    "interrupted",
+]
 
 
 @dataclass
