@@ -51,6 +51,7 @@ auth_env = harness_for("auth")
 lapse_env = harness_for("lapse")
 churn_env = harness_for("churn")
 interrupted_env = harness_for("interrupted")
+cutoff_env = harness_for("cutoff")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -459,6 +460,43 @@ def test_a_call_closed_by_an_interrupt_is_never_run_by_a_worker(interrupted_env:
     assert not (worker.workdir / "interrupted.txt").exists(), (
         f"the worker ran the call the user interrupted:\n{h.worker_logs()}"
     )
+
+
+# Review: fails until fixed
+def test_a_call_cut_off_by_max_tokens_is_never_run_by_a_worker(cutoff_env: WorkerHarness) -> None:
+    """Goal: a call whose input `max_tokens` cut off is "answered with an error result, never
+    run" (replay/src/machine.rs, module doc; `FailReason::CutOff`). On a self-hosted session
+    Logbook still announces it as an allowed `agent.tool_use` (the truncated input as the
+    model left it) and answers it with an `agent.tool_result`, which the SDK 2.14.0 runner
+    does not count as an answer: the worker serving the session runs the truncated command.
+    Method: a worker serves the session; the model's first response ends in a bash call and
+    stops for `max_tokens`; a second turn's bash call proves the worker has dispatched every
+    call it would (it runs them one at a time, in order)."""
+    h = cutoff_env
+    worker = h.start_worker(max_idle=1.0)
+    cut = tool_response(("toolu_c1", "bash", {"command": "touch cut.txt && echo ran"}))
+    cut["stop_reason"] = "max_tokens"
+    h.fake.set_script(
+        [
+            cut,
+            text_response("I ran out of room."),
+            tool_response(("toolu_c2", "bash", {"command": "touch second.txt && echo ran"})),
+            text_response("done"),
+        ]
+    )
+    session = h.session()
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    events = h.wait_end_turn(session.id)
+    (cut_call,) = of_type(events, "agent.tool_use")
+    (closed,) = of_type(events, "agent.tool_result")
+    assert closed.tool_use_id == cut_call.id and closed.is_error is True, describe(events)
+
+    h.client.beta.sessions.events.send(session.id, events=[user_message("now the second")])  # type: ignore[list-item]
+    events = h.wait_end_turn(session.id, n=2)
+    second = [u for u in of_type(events, "agent.tool_use") if u.id != cut_call.id]
+    assert len(second) == 1 and second[0].id in results_by_call(events), describe(events)
+    assert any((w.workdir / "second.txt").exists() for w in h.workers), "a worker ran the second call"
+    assert not (worker.workdir / "cut.txt").exists(), f"the worker ran the cut-off call:\n{h.worker_logs()}"
 
 
 # --------------------------------------------------------------------------- healthchecks

@@ -71,6 +71,7 @@ ENVIRONMENTS = [
     "lapse",
     "churn",
     "interrupted",
+    "cutoff",
 ]
 
 
