@@ -52,6 +52,7 @@ lapse_env = harness_for("lapse")
 churn_env = harness_for("churn")
 interrupted_env = harness_for("interrupted")
 cutoff_env = harness_for("cutoff")
+held_env = harness_for("held")
 
 
 def of_type(events: List[Any], type_: str) -> List[Any]:
@@ -497,6 +498,43 @@ def test_a_call_cut_off_by_max_tokens_is_never_run_by_a_worker(cutoff_env: Worke
     assert len(second) == 1 and second[0].id in results_by_call(events), describe(events)
     assert any((w.workdir / "second.txt").exists() for w in h.workers), "a worker ran the second call"
     assert not (worker.workdir / "cut.txt").exists(), f"the worker ran the cut-off call:\n{h.worker_logs()}"
+
+
+# Review: fails until fixed
+def test_a_worker_holding_an_ask_call_is_released_once_an_interrupt_closes_the_call(held_env: WorkerHarness) -> None:
+    """Goal: a worker is not pinned to a session for ever by a call nobody can confirm any
+    more. The SDK 2.14.0 runner holds an `always_ask` call until its `user.tool_confirmation`
+    and, while it holds one, defers its `max_idle` countdown (`_IdleClock.hold`). An interrupt
+    closes the call with Logbook's `agent.tool_result` (which the SDK does not read as an
+    answer), and Logbook then refuses any confirmation for it ("already has a result and no
+    longer awaits confirmation"): the hold is never released, so the worker never idles out,
+    heartbeats its item for ever and serves no other session. Method: a worker holds an
+    `always_ask` bash call; the user interrupts; the worker (max_idle 1 s) should release its
+    item."""
+    h = held_env
+    worker = h.start_worker(max_idle=1.0)
+    h.fake.set_script([tool_response(("toolu_h1", "bash", {"command": "touch held.txt && echo ran"}))])
+    ask = [{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_ask"}}}]
+    session = h.session(ask)
+    h.client.beta.sessions.events.send(session.id, events=[user_message("run it")])  # type: ignore[list-item]
+    events = h.wait_events(
+        session.id,
+        lambda evs: bool(evs) and evs[-1].type == "session.status_idle",
+        "the requires_action idle",
+    )
+    (call,) = of_type(events, "agent.tool_use")
+    assert call.evaluated_permission == "ask" and events[-1].stop_reason.type == "requires_action"
+    worker.wait_log(rf"holding tool_use_id={call.id}")
+    h.client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])  # type: ignore[list-item]
+    events = h.wait_end_turn(session.id)
+    (closed,) = of_type(events, "agent.tool_result")
+    assert closed.tool_use_id == call.id, describe(events)
+    with pytest.raises(anthropic.BadRequestError):
+        h.client.beta.sessions.events.send(
+            session.id, events=[{"type": "user.tool_confirmation", "tool_use_id": call.id, "result": "deny"}]  # type: ignore[list-item]
+        )
+    h.wait_work(session.id, lambda w: w.state == "stopped", "released by its worker after the turn ended")
+    assert not (worker.workdir / "held.txt").exists()
 
 
 # --------------------------------------------------------------------------- healthchecks

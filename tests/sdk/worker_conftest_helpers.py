@@ -72,6 +72,7 @@ ENVIRONMENTS = [
     "churn",
     "interrupted",
     "cutoff",
+    "held",
 ]
 
 
