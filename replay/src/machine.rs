@@ -633,8 +633,11 @@ impl Machine {
         if self.exhausted {
             return Command::GiveUp;
         }
+        // A cut-off call is answered as such, whatever its permission (the
+        // runner announces it denied, so that no worker runs it).
         let denied: Vec<(EventId, Option<String>)> = self
             .open_tools()
+            .filter(|(_, tool)| !tool.cut)
             .filter_map(|(id, tool)| match (&tool.permission, &tool.confirmation) {
                 (Permission::Deny, _) => Some((id, None)),
                 (Permission::Ask, Some(Confirmation::Deny { message })) => Some((id, message.clone())),

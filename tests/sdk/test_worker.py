@@ -419,7 +419,6 @@ def test_a_worker_that_fails_its_item_does_not_get_it_back_in_a_loop(churn_env: 
     assert of_type(events, "agent.tool_result")[-1].tool_use_id == call.id, describe(events)
 
 
-# Review: fails until fixed
 def test_a_call_closed_by_an_interrupt_is_never_run_by_a_worker(interrupted_env: WorkerHarness) -> None:
     """Goal: an interrupt closes the calls a session waits on (Logbook answers them with an
     error `agent.tool_result`, ARCHITECTURE "The runner's side": "an interrupt closes them"), so
@@ -463,7 +462,6 @@ def test_a_call_closed_by_an_interrupt_is_never_run_by_a_worker(interrupted_env:
     )
 
 
-# Review: fails until fixed
 def test_a_call_cut_off_by_max_tokens_is_never_run_by_a_worker(cutoff_env: WorkerHarness) -> None:
     """Goal: a call whose input `max_tokens` cut off is "answered with an error result, never
     run" (replay/src/machine.rs, module doc; `FailReason::CutOff`). On a self-hosted session
@@ -500,7 +498,6 @@ def test_a_call_cut_off_by_max_tokens_is_never_run_by_a_worker(cutoff_env: Worke
     assert not (worker.workdir / "cut.txt").exists(), f"the worker ran the cut-off call:\n{h.worker_logs()}"
 
 
-# Review: fails until fixed
 def test_a_worker_holding_an_ask_call_is_released_once_an_interrupt_closes_the_call(held_env: WorkerHarness) -> None:
     """Goal: a worker is not pinned to a session for ever by a call nobody can confirm any
     more. The SDK 2.14.0 runner holds an `always_ask` call until its `user.tool_confirmation`

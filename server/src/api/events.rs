@@ -878,6 +878,35 @@ fn append_events(
     Err(ApiError::overloaded("the session is too busy to append to right now; retry"))
 }
 
+/// Whether a credential is a self-hosted worker's (an environment key or a
+/// sessions token): what it reads of a session is [`as_seen_by_worker`].
+pub(crate) fn is_worker(principal: &Principal) -> bool {
+    match principal.scope {
+        KeyScope::Environment { .. } | KeyScope::WorkSession { .. } => true,
+        KeyScope::Workspace => false,
+    }
+}
+
+/// An event as a self-hosted worker reads it. The SDK's worker counts a call
+/// settled only by a `user.tool_result` (or `user.custom_tool_result`), or by
+/// a `user.tool_confirmation` denying it; it runs any other call it sees, and
+/// holds an `ask` call until its confirmation comes. A call Logbook answered
+/// itself (denied, interrupted, superseded, cut off, failed, or a web tool it
+/// ran) is answered by an `agent.tool_result`, which the worker does not
+/// read: to a worker that answer reads as the denial it amounts to (same id
+/// and time), so no worker runs the call or waits on it. Everything else is
+/// as stored.
+pub(crate) fn as_seen_by_worker(entry: Entry) -> Entry {
+    let Event::AgentToolResult(result) = &entry.event else { return entry };
+    let denial = UserToolConfirmation {
+        tool_use_id: result.tool_use_id,
+        result: logbook_core::event::ConfirmationResult::Deny,
+        deny_message: Some("answered by the server; not for a worker to run".to_owned()),
+        session_thread_id: None,
+    };
+    Entry { id: entry.id, at: entry.at, event: Event::UserToolConfirmation(denial) }
+}
+
 /// The API's JSON for a stored record.
 pub fn record_json(record: &Record) -> Result<Value, ApiError> {
     let entry = record.entry().map_err(ApiError::internal)?;
@@ -887,10 +916,12 @@ pub fn record_json(record: &Record) -> Result<Value, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
+    Extension(principal): Extension<Principal>,
     Path(session_id): Path<String>,
     query: Query,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let id = sessions::parse_session_id(&session_id)?;
+    let worker = is_worker(&principal);
     let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
     let order = query.order(Order::Asc)?;
     let range = query.time_range("created_at")?;
@@ -934,6 +965,7 @@ pub async fn list(
                 if !wanted {
                     return Ok(None);
                 }
+                let entry = if worker { as_seen_by_worker(entry) } else { entry };
                 serde_json::to_value(&entry).map(Some).map_err(ApiError::internal)
             };
             // The next step of an ascending walk from `from`: records of the

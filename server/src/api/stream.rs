@@ -144,7 +144,8 @@ pub async fn stream(
     let want = Wanted { message: deltas.contains(&"agent.message"), thinking: deltas.contains(&"agent.thinking") };
     let previews = (want.message || want.thinking).then(|| state.previews().subscribe(id));
     let subscription = state.store().subscribe(id, from);
-    let body = events(subscription, previews, want, lease, state.clone(), finished, slot);
+    let worker = crate::api::events::is_worker(&principal);
+    let body = events(subscription, previews, want, lease, worker, state.clone(), finished, slot);
     let keep_alive =
         KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));
     let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
@@ -201,6 +202,9 @@ struct StreamState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Set when a sessions token opened the stream.
     lease: Option<LeaseWatch>,
+    /// Whether a worker's credential opened the stream (see
+    /// `events::as_seen_by_worker`).
+    worker: bool,
     done: bool,
     _open: OpenStream,
     /// Counts the stream against its workspace's open streams.
@@ -221,6 +225,7 @@ fn events(
     previews: Option<broadcast::Receiver<Published>>,
     want: Wanted,
     lease: Option<LeaseWatch>,
+    worker: bool,
     state: AppState,
     finished: bool,
     slot: crate::state::HeldSlot,
@@ -237,6 +242,7 @@ fn events(
         pending: std::collections::VecDeque::new(),
         shutdown: state.shutdown(),
         lease,
+        worker,
         _open: OpenStream(state.clone()),
         _slot: slot,
         state,
@@ -279,10 +285,12 @@ fn events(
                         st.release_held(record.seq());
                         match record.entry() {
                             Ok(entry) => {
-                                let event_type = entry.event.event_type();
-                                if !event_type.is_public() {
+                                if !entry.event.event_type().is_public() {
                                     continue;
                                 }
+                                let entry =
+                                    if st.worker { crate::api::events::as_seen_by_worker(entry) } else { entry };
+                                let event_type = entry.event.event_type();
                                 let closes =
                                     matches!(entry.event, Event::SessionStatusTerminated(_) | Event::SessionDeleted(_));
                                 st.note_final(entry.id);

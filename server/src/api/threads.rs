@@ -117,11 +117,12 @@ pub async fn archive(
 pub async fn events(
     state: State<AppState>,
     tenant: Extension<Tenant>,
+    principal: Extension<Principal>,
     Path((session_id, thread_id)): Path<(String, String)>,
     query: Query,
 ) -> Result<Json<Page<Value>>, ApiError> {
     parse_ids(&session_id, &thread_id)?;
-    events::list(state, tenant, Path(session_id), query).await
+    events::list(state, tenant, principal, Path(session_id), query).await
 }
 
 pub async fn stream(

@@ -753,6 +753,12 @@ impl Task {
                 let mut events: Vec<(Option<EventId>, Event)> = Vec::new();
                 let mut public: Vec<(Option<EventId>, Event)> = Vec::new();
                 let mut links = Vec::new();
+                // A response cut off mid-call: that call (the last block) is
+                // announced denied, since it is never run (`cut_tool_use`),
+                // so that no self-hosted worker runs it either.
+                let cut_at = logbook_replay::machine::is_cut_off(response.stop_reason.as_deref())
+                    .then(|| response.content.len().checked_sub(1))
+                    .flatten();
                 for (index, block) in response.content.iter().enumerate() {
                     let id = preview_ids.get(&index).copied();
                     let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
@@ -772,7 +778,11 @@ impl Task {
                             }
                             let auto = &self.handle.config().auto_allowed;
                             let event = if kind == "tool_use" {
-                                tool_use_event(&session, auto, &mcp_names, name, input)
+                                let mut event = tool_use_event(&session, auto, &mcp_names, name, input);
+                                if cut_at == Some(index) {
+                                    deny(&mut event);
+                                }
+                                event
                             } else {
                                 // A call the provider runs: shown, never run here.
                                 provider_tool_use_event(&session, auto, name, input)
@@ -1351,6 +1361,15 @@ fn tool_use_event(
         evaluation,
         session_thread_id: None,
     })
+}
+
+/// Marks a call event as denied (a custom tool's call carries no permission).
+fn deny(event: &mut Event) {
+    if let Event::AgentToolUse(tool_use) = event {
+        tool_use.evaluated_permission = Some(EvaluatedPermission::Deny);
+    } else if let Event::AgentMcpToolUse(tool_use) = event {
+        tool_use.evaluated_permission = Some(EvaluatedPermission::Deny);
+    }
 }
 
 /// Adds `more` to `usage`'s token counts.
