@@ -128,11 +128,17 @@ pub async fn send(
             let records = pending.await?;
             if let Some(session) = rework {
                 let worker_state = state.clone();
-                state
+                let queued = state
                     .blocking(move |store| {
                         super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)
                     })
-                    .await?;
+                    .await;
+                // The events are durable: the send succeeded, and answering
+                // an error would have the client send them again. The runner
+                // queues the work when it waits on a worker.
+                if let Err(err) = queued {
+                    tracing::warn!(session = %id, error = %err.message, "queuing a work item after a send failed");
+                }
             }
             if let Some(runner) = state.runner() {
                 runner.wake(&state, workspace, id, interrupt);

@@ -1265,13 +1265,15 @@ pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, S
         let workspace = logbook_core::WorkspaceId::from_bytes(workspace);
         match session.status {
             Status::Running | Status::Rescheduling => out.push((workspace, session.id)),
-            Status::Idle if session.archived_at.is_none() => to_check.push((workspace, session.id)),
+            Status::Idle if session.archived_at.is_none() => {
+                to_check.push((workspace, session.id, session.self_hosted))
+            }
             Status::Idle | Status::Terminated => {}
         }
         std::ops::ControlFlow::Continue(())
     })?;
-    for (workspace, id) in to_check {
-        if log_has_work(store, id)? {
+    for (workspace, id, self_hosted) in to_check {
+        if log_has_work(store, id, self_hosted)? {
             out.push((workspace, id));
         }
     }
@@ -1279,8 +1281,10 @@ pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, S
 }
 
 /// Whether a session's log says it is running or rescheduling, or holds
-/// input that starts work after its last status.
-fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
+/// input that starts work after its last status, or (`self_hosted`) it is
+/// idle waiting on the client: its calls may wait on a worker whose work
+/// item a stop before the restart left unreplaced, which its runner queues.
+fn log_has_work(store: &SledStore, id: SessionId, self_hosted: bool) -> Result<bool, ApiError> {
     use logbook_core::event::EventType;
     use logbook_store::Read;
     let statuses = [
@@ -1292,8 +1296,15 @@ fn log_has_work(store: &SledStore, id: SessionId) -> Result<bool, ApiError> {
     let from = match store.last_of_types(id, &statuses)? {
         None => logbook_core::Seq::ZERO,
         Some(record) => {
-            let status = record.entry().map_err(ApiError::internal)?.event.event_type();
+            let event = record.entry().map_err(ApiError::internal)?.event;
+            let status = event.event_type();
             if matches!(status, EventType::SessionStatusRunning | EventType::SessionStatusRescheduled) {
+                return Ok(true);
+            }
+            if self_hosted
+                && let Event::SessionStatusIdle(idle) = &event
+                && matches!(idle.stop_reason, logbook_core::event::StopReason::RequiresAction { .. })
+            {
                 return Ok(true);
             }
             if status == EventType::SessionStatusTerminated {
