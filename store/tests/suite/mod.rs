@@ -8,6 +8,7 @@ mod migration;
 mod model;
 mod review;
 mod review2;
+mod review3;
 mod tamper;
 
 use std::path::PathBuf;

@@ -1,0 +1,32 @@
+//! Review (store), third pass. Each test states the promise it checks; see
+//! the commit that added it.
+
+use logbook_store::engine::Direction;
+use logbook_store::{MemStore, ResourceKind, Resources};
+
+/// Goal: "a read holds at most `MAX_READ_BYTES` of them, and always at least
+/// one: ... resource scans return a prefix of what was asked"
+/// (ARCHITECTURE.md, store invariants; docs/format.md section 8 lists resource
+/// scans under bytes per read). The values a scan returns are decoded, so
+/// that is what it holds in memory. Method: a read budget of 4 KiB, ten
+/// resources of 3,000 bytes each that compress well (stored as a few dozen
+/// bytes), one scan: it must stop after the values that fit in 4 KiB.
+// Review: fails until fixed
+#[test]
+fn a_resource_scan_is_bounded_by_its_decoded_bytes_not_its_stored_ones() {
+    let store = MemStore::in_memory().unwrap();
+    let kind = ResourceKind::Session;
+    let value = vec![b'a'; 3000];
+    for n in 0..10u32 {
+        store.swap_resource(kind, format!("c{n}").as_bytes(), None, Some(&value)).unwrap().unwrap();
+    }
+    let budget = 4 * 1024;
+    store.set_read_bytes(budget);
+    let pairs = store.scan_resources(kind, b"c", None, Direction::Forward, 100).unwrap();
+    let held: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(
+        pairs.len() == 1 || held <= budget,
+        "one scan with a {budget}-byte budget returned {} values holding {held} bytes",
+        pairs.len()
+    );
+}
