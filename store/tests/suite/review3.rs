@@ -30,3 +30,28 @@ fn a_resource_scan_is_bounded_by_its_decoded_bytes_not_its_stored_ones() {
         pairs.len()
     );
 }
+
+/// Goal: a resource value `swap_resource` accepts reads back ("corruption is
+/// a value ... never silently wrong data": a value written through the API
+/// is not corruption). `swap_resource` bounds a value by its stored (framed,
+/// compressed) size, but reading it decompresses with a limit of
+/// `frame::MAX_DECOMPRESSED_BYTES`. Method: a value one byte over that limit
+/// that compresses to a few KiB (zeroes), swapped in, then read.
+// Review: fails until fixed
+#[test]
+fn a_resource_value_the_store_accepts_reads_back() {
+    let store = MemStore::in_memory().unwrap();
+    let kind = ResourceKind::Session;
+    let value = vec![0u8; logbook_store::frame::MAX_DECOMPRESSED_BYTES + 1];
+    let accepted = store.swap_resource(kind, b"zeroes", None, Some(&value));
+    if !matches!(accepted, Ok(Ok(()))) {
+        return; // refused up front: nothing stored that cannot be read
+    }
+    let read = store.get_resource(kind, b"zeroes");
+    assert!(
+        matches!(&read, Ok(Some(v)) if v.len() == value.len()),
+        "swap_resource accepted a value of {} bytes; get_resource answers {:?}",
+        value.len(),
+        read.as_ref().map(|v| v.as_ref().map(Vec::len))
+    );
+}
