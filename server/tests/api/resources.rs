@@ -406,6 +406,26 @@ async fn repositories_validate_keep_their_token_out_and_rotate_it() {
     assert_eq!(ok["resources"][0]["url"], "https://git.example.com/team/app.git");
 }
 
+/// A repository's default mount path (`/workspace/<repo name>`) skips the
+/// checks an explicit `mount_path` gets: `mount::repository_path` builds it
+/// from the URL's last segment without the component length check (and
+/// `RepoUrl::parse` bounds only the whole URL, at 2048 bytes). A URL whose
+/// name is longer than a path component can be is accepted (200), recorded
+/// with a mount path `MountPath::from_absolute` cannot parse back, and every
+/// clone then fails (`git::clone_one`: "is not a workspace path"), while the
+/// same path given as `mount_path` is refused up front.
+// Review: fails until fixed
+#[tokio::test]
+async fn a_repository_name_too_long_for_its_default_mount_path_is_refused() {
+    let h = Harness::new();
+    let name = "a".repeat(300);
+    let url = format!("https://github.com/o/{name}");
+    let explicit = json!([{"type": "github_repository", "url": url, "mount_path": format!("/workspace/{name}")}]);
+    session_with(&h, explicit).await.invalid();
+    let resp = session_with(&h, json!([{"type": "github_repository", "url": url}])).await;
+    assert_eq!(resp.status.as_u16(), 400, "the default mount path /workspace/<300 bytes> was accepted: {}", resp.text());
+}
+
 #[tokio::test]
 async fn archived_and_deleted_sessions_refuse_changes() {
     let h = Harness::new();
