@@ -344,8 +344,12 @@ impl<E: Engine> LogStore<E> {
     /// after each window of the log's batches.
     pub fn verify_all(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<StoreReport, Error> {
         let core = &self.inner.core;
-        let end = core.queue.durable_end();
         let slots: Vec<Arc<Slot>> = core.slots.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
+        // The store may be live: each session's durable head before the
+        // scan's end is taken and after the scan bound the chain the scan
+        // reads (appends acknowledged meanwhile are no damage).
+        let heads_before: HashMap<SessionId, crate::Head> = slots.iter().map(|s| (s.id, s.durable_head())).collect();
+        let end = core.queue.durable_end();
         // The hashes at fork points, keyed by the session that stores the
         // record there (a parent's own record, or one of its ancestors'),
         // filled in as the scan passes them.
@@ -385,8 +389,10 @@ impl<E: Engine> LogStore<E> {
         let mut sessions: Vec<SessionReport> = chains
             .into_iter()
             .map(|(session, chain)| {
-                let slot = slots.iter().find(|s| s.id == session);
-                finish(session, chain, slot.map(|s| s.durable_head()), &owners, &fork_points)
+                // A session created during the scan has no head before it.
+                let after = core.slot(session).map(|s| s.durable_head());
+                let heads = after.map(|after| Heads { before: heads_before.get(&session).copied(), after });
+                finish(session, chain, heads, &owners, &fork_points)
             })
             .collect();
         // Index entries past a session's head, and type-index entries that
@@ -414,9 +420,9 @@ impl<E: Engine> LogStore<E> {
                 }
             }
         }
-        // Sessions the index knows that the log does not.
+        // Sessions the index knew, before the scan, that the log does not.
         for slot in &slots {
-            let head = slot.durable_head();
+            let Some(&head) = heads_before.get(&slot.id) else { continue };
             if head.next > slot.own_start() && sessions.iter().all(|s| s.session != slot.id) {
                 let mut report = Verifier::new(Anchor::GENESIS, Depth::Entries).finish();
                 let reason =
@@ -536,10 +542,18 @@ fn owner_of(slots: &HashMap<SessionId, Arc<Slot>>, session: SessionId, seq: Seq)
     origin.ancestry.iter().find(|(_, end)| seq < *end).map_or(session, |(owner, _)| *owner)
 }
 
+/// A session's durable head before the scan's end was taken (none: the
+/// session was created since) and after the scan.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    before: Option<crate::Head>,
+    after: crate::Head,
+}
+
 fn finish(
     session: SessionId,
     chain: Chain,
-    head: Option<crate::Head>,
+    heads: Option<Heads>,
     owners: &HashMap<SessionId, Arc<Slot>>,
     fork_points: &HashMap<(SessionId, Seq), Option<ChainHash>>,
 ) -> SessionReport {
@@ -565,16 +579,27 @@ fn finish(
             }),
         }
     }
-    let problem = match head {
-        None => Some("records are in the log but the index has no such session".to_owned()),
-        Some(head) if (head.next, head.hash) != chain_end => Some(format!(
-            "the index says {} records ending in {}, the log's chain ends at {} with {}",
-            head.next, head.hash, chain_end.0, chain_end.1
-        )),
-        Some(_) => None,
+    // The chain read ends where the head was when the scan's end was taken:
+    // at the head before, at the head after, or (appends acknowledged during
+    // the scan) between them.
+    let problem = match heads {
+        None => Some(("records are in the log but the index has no such session".to_owned(), chain_end.0)),
+        Some(Heads { before, after }) => {
+            let at = |head: crate::Head| (head.next, head.hash) == chain_end;
+            let floor = before.map_or(anchor.next_seq, |head| head.next);
+            let between = floor < chain_end.0 && chain_end.0 < after.next;
+            if before.is_some_and(at) || at(after) || between {
+                None
+            } else {
+                let reason = format!(
+                    "the index says {} records ending in {}, the log's chain ends at {} with {}",
+                    after.next, after.hash, chain_end.0, chain_end.1
+                );
+                Some((reason, chain_end.0.min(after.next)))
+            }
+        }
     };
-    if let Some(reason) = problem {
-        let seq = chain_end.0.min(head.map_or(chain_end.0, |h| h.next));
+    if let Some((reason, seq)) = problem {
         report.breaks.push(Break { seq, kind: BreakKind::Unreadable { reason } });
     }
     report.breaks.sort_by_key(|b| b.seq);

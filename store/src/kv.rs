@@ -167,6 +167,11 @@ impl<E: Engine> Resources for LogStore<E> {
             )));
         }
         let full_key = keys::resource_key(kind, key);
+        // Bounded as read back (decoded), not only as stored: a value that
+        // compresses well would otherwise be accepted and never read again.
+        if let Some(len) = new.map(<[u8]>::len).filter(|len| *len > MAX_RESOURCE_VALUE_BYTES) {
+            return Err(Error::Invalid(format!("resource value of {len} bytes is over {MAX_RESOURCE_VALUE_BYTES}")));
+        }
         let framed = new.map(frame::encode);
         if let Some(len) = framed.as_ref().map(Vec::len).filter(|len| *len > MAX_RESOURCE_VALUE_BYTES) {
             return Err(Error::Invalid(format!(
@@ -247,14 +252,20 @@ impl<E: Engine> Resources for LogStore<E> {
             limit.min(MAX_READ_RECORDS),
             max_bytes,
         )?;
-        pairs
-            .into_iter()
-            .map(|(full_key, framed)| {
-                let key = full_key.get(1..).unwrap_or_default().to_vec();
-                let value = decode_resource(kind, &key, &framed)?;
-                Ok((key, value))
-            })
-            .collect()
+        // The budget holds for what is returned, decoded: the engine's range
+        // counted stored (often compressed) bytes. Always at least one.
+        let mut out = Vec::with_capacity(pairs.len());
+        let mut held = 0usize;
+        for (full_key, framed) in pairs {
+            let key = full_key.get(1..).unwrap_or_default().to_vec();
+            let value = decode_resource(kind, &key, &framed)?;
+            held = held.saturating_add(key.len() + value.len());
+            if held > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((key, value));
+        }
+        Ok(out)
     }
 }
 

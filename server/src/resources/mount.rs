@@ -172,6 +172,10 @@ pub fn upload_path(raw: Option<&str>, file_id: FileId) -> Result<MountPath, Moun
 /// rooted there), or `<workspace>/<repo_name>` when absent.
 pub fn repository_path(raw: Option<&str>, repo_name: &str) -> Result<MountPath, MountPathError> {
     let Some(raw) = raw else {
+        // The repository's name is the path: held to the rules of a given one.
+        if repo_name.len() > MAX_COMPONENT_BYTES {
+            return Err(MountPathError::LongComponent(format!("{WORKSPACE_DIR}/{repo_name}")));
+        }
         return Ok(MountPath { area: Area::Workspace, components: vec![repo_name.to_owned()] });
     };
     check_text(raw)?;

@@ -414,7 +414,6 @@ async fn repositories_validate_keep_their_token_out_and_rotate_it() {
 /// with a mount path `MountPath::from_absolute` cannot parse back, and every
 /// clone then fails (`git::clone_one`: "is not a workspace path"), while the
 /// same path given as `mount_path` is refused up front.
-// Review: fails until fixed
 #[tokio::test]
 async fn a_repository_name_too_long_for_its_default_mount_path_is_refused() {
     let h = Harness::new();
@@ -423,7 +422,12 @@ async fn a_repository_name_too_long_for_its_default_mount_path_is_refused() {
     let explicit = json!([{"type": "github_repository", "url": url, "mount_path": format!("/workspace/{name}")}]);
     session_with(&h, explicit).await.invalid();
     let resp = session_with(&h, json!([{"type": "github_repository", "url": url}])).await;
-    assert_eq!(resp.status.as_u16(), 400, "the default mount path /workspace/<300 bytes> was accepted: {}", resp.text());
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "the default mount path /workspace/<300 bytes> was accepted: {}",
+        resp.text()
+    );
 }
 
 #[tokio::test]

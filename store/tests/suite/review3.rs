@@ -11,7 +11,6 @@ use logbook_store::{MemStore, ResourceKind, Resources};
 /// that is what it holds in memory. Method: a read budget of 4 KiB, ten
 /// resources of 3,000 bytes each that compress well (stored as a few dozen
 /// bytes), one scan: it must stop after the values that fit in 4 KiB.
-// Review: fails until fixed
 #[test]
 fn a_resource_scan_is_bounded_by_its_decoded_bytes_not_its_stored_ones() {
     let store = MemStore::in_memory().unwrap();
@@ -37,7 +36,6 @@ fn a_resource_scan_is_bounded_by_its_decoded_bytes_not_its_stored_ones() {
 /// compressed) size, but reading it decompresses with a limit of
 /// `frame::MAX_DECOMPRESSED_BYTES`. Method: a value one byte over that limit
 /// that compresses to a few KiB (zeroes), swapped in, then read.
-// Review: fails until fixed
 #[test]
 fn a_resource_value_the_store_accepts_reads_back() {
     let store = MemStore::in_memory().unwrap();
@@ -64,7 +62,6 @@ fn a_resource_value_the_store_accepts_reads_back() {
 /// verification makes an intact session read as damaged. Method: two
 /// sessions, one more record appended to one of them from the progress
 /// callback (called after each window of the log is checked), then the report.
-// Review: fails until fixed
 #[test]
 fn an_append_during_verify_all_is_not_reported_as_damage() {
     use logbook_core::Seq;
