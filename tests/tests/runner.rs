@@ -1785,3 +1785,27 @@ async fn an_agent_pinned_to_us_inference_sends_its_requests_with_inference_geo()
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].body["inference_geo"], "us", "the request is not pinned: {}", requests[0].body);
 }
+
+/// An agent configured for fast mode (`model.speed: "fast"`, behaviour
+/// digest §2) asks the Messages API for it: `speed: "fast"` in the request.
+/// The agent API accepts and stores the speed, but
+/// `model::settings::agent_view` and `model::request::build_request` never
+/// read it, so every request runs at standard speed (and the recorded
+/// `model_usage.speed` is always `None`, `runner::step::model_usage`).
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_in_fast_mode_sends_its_requests_with_speed_fast() {
+    let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "hi"}]})]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let agent = json!({"name": "fast", "model": {"id": "claude-opus-4-6", "speed": "fast"}, "tools": []});
+    let session = api.session_with(agent, json!({"name": "fast"})).await;
+    let object = api.get(&format!("/v1/sessions/{session}")).await;
+    assert_eq!(object["agent"]["model"]["speed"], "fast", "the speed is accepted: {}", object["agent"]);
+    api.send(&session, user_message("hello")).await;
+    api.wait_idle(&session, 1).await;
+    let requests = model.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body["speed"], "fast", "the request asks for standard speed: {}", requests[0].body);
+}
