@@ -1768,7 +1768,6 @@ async fn a_tool_call_cut_by_the_context_window_is_answered_not_retried_as_a_brok
 /// `model::request::build_request` never read it, so the requests go out
 /// without it and run wherever the provider routes them (and `list_cost`
 /// omits the 1.1x the pin costs).
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_pinned_to_us_inference_sends_its_requests_with_inference_geo() {
     let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "hi"}]})]).expect("fake starts");
@@ -1792,7 +1791,6 @@ async fn an_agent_pinned_to_us_inference_sends_its_requests_with_inference_geo()
 /// `model::settings::agent_view` and `model::request::build_request` never
 /// read it, so every request runs at standard speed (and the recorded
 /// `model_usage.speed` is always `None`, `runner::step::model_usage`).
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_in_fast_mode_sends_its_requests_with_speed_fast() {
     let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "hi"}]})]).expect("fake starts");

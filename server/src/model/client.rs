@@ -24,6 +24,8 @@ pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The beta a request needs when it offers the `web_fetch_20250910` server tool.
 const WEB_FETCH_BETA: &str = "web-fetch-2025-09-10";
+/// The beta of fast mode (`speed: "fast"`).
+const FAST_MODE_BETA: &str = "fast-mode-2026-02-01";
 
 /// A Messages API client. Cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
@@ -148,6 +150,12 @@ impl ModelClient {
         let mut betas = self.config.betas.clone();
         if offers_tool(request, WEB_FETCH_TOOL_TYPE) && !betas.iter().any(|beta| beta == WEB_FETCH_BETA) {
             betas.push(WEB_FETCH_BETA.to_owned());
+        }
+        // Fast mode is a research preview behind its beta.
+        if request.get("speed").and_then(Value::as_str) == Some(super::request::FAST_SPEED)
+            && !betas.iter().any(|beta| beta == FAST_MODE_BETA)
+        {
+            betas.push(FAST_MODE_BETA.to_owned());
         }
         if !betas.is_empty() {
             let betas = HeaderValue::from_str(&betas.join(",")).map_err(|_| ModelError::InvalidRequest {

@@ -78,6 +78,12 @@ pub struct AgentView {
     pub effort: Option<String>,
     pub system: Option<String>,
     pub tools: Vec<Value>,
+    /// `fast` asks for fast mode (`speed: "fast"`); `None` or `standard`
+    /// runs at standard speed.
+    pub speed: Option<String>,
+    /// Where inference may run (`us`, `global`); `None` leaves it to the
+    /// workspace's default.
+    pub inference_geo: Option<String>,
 }
 
 /// Request settings that are not part of the agent.
@@ -263,9 +269,20 @@ pub fn build_request(agent: &AgentView, conversation: &[Value], options: &Reques
     if no_tools_left {
         request.insert("tool_choice".to_owned(), json!({"type": "none"}));
     }
+    // The agent's pins (behaviour digest §2): fast mode, and where
+    // inference runs (its data residency).
+    if agent.speed.as_deref() == Some(FAST_SPEED) {
+        request.insert("speed".to_owned(), json!(FAST_SPEED));
+    }
+    if let Some(geo) = &agent.inference_geo {
+        request.insert("inference_geo".to_owned(), json!(geo));
+    }
     request.insert("stream".to_owned(), Value::Bool(true));
     Value::Object(request)
 }
+
+/// The `speed` of fast mode.
+pub const FAST_SPEED: &str = "fast";
 
 /// Stub definitions of removed tools, at most this many.
 const MAX_REMOVED_TOOL_STUBS: usize = 128;

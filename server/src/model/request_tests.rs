@@ -33,6 +33,8 @@ fn agent() -> AgentView {
             json!({"type": "mcp_toolset", "mcp_server_name": "github",
                 "default_config": {"enabled": true, "permission_policy": {"type": "always_ask"}}, "configs": []}),
         ],
+        speed: None,
+        inference_geo: None,
     }
 }
 
@@ -483,4 +485,15 @@ fn a_paused_server_call_is_sent_only_while_it_can_be_continued() {
     ]});
     let request = build_request(&agent(), &[user("fetch"), bare, user("never mind")], &RequestOptions::default());
     assert_eq!(request["messages"][1]["content"], json!([{"type": "text", "text": "(interrupted)"}]));
+}
+
+#[test]
+fn the_agents_speed_and_inference_geo_pins_are_sent() {
+    let plain = build_request(&agent(), &[], &RequestOptions::default());
+    assert_eq!((plain.get("speed"), plain.get("inference_geo")), (None, None));
+    let pinned = AgentView { speed: Some("fast".into()), inference_geo: Some("us".into()), ..agent() };
+    let request = build_request(&pinned, &[], &RequestOptions::default());
+    assert_eq!((&request["speed"], &request["inference_geo"]), (&json!("fast"), &json!("us")));
+    let standard = AgentView { speed: Some("standard".into()), ..agent() };
+    assert_eq!(build_request(&standard, &[], &RequestOptions::default()).get("speed"), None);
 }

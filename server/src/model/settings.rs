@@ -99,6 +99,8 @@ pub fn agent_view(agent: &Value) -> AgentView {
         effort: agent.pointer("/model/effort/type").and_then(Value::as_str).map(str::to_owned),
         system: agent.get("system").and_then(Value::as_str).map(str::to_owned),
         tools: agent.get("tools").and_then(Value::as_array).cloned().unwrap_or_default(),
+        speed: agent.pointer("/model/speed").and_then(Value::as_str).map(str::to_owned),
+        inference_geo: agent.pointer("/model/inference_geo").and_then(Value::as_str).map(str::to_owned),
     }
 }
 
