@@ -1807,3 +1807,50 @@ async fn an_agent_in_fast_mode_sends_its_requests_with_speed_fast() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].body["speed"], "fast", "the request asks for standard speed: {}", requests[0].body);
 }
+
+/// A session waiting out a model error's `retry-after` (rescheduled, no
+/// request open) keeps its workspace's work slot for the whole wait: the
+/// backoff sleeps inside `runner::step::Task::model_failed` (and the
+/// summarizing call's inside `compact`), within the `CallModel` step that
+/// took the slot, which `steps` gives back only after the step. With
+/// `retry-after` honoured up to 15 minutes, one session of a workspace whose
+/// model is overloaded stops every other session over the cap (another
+/// model, say), though it holds no model connection or sandbox.
+/// Method: a cap of 1. Session A (Opus) is answered 529 with
+/// `retry-after: 600` and shows `rescheduled`; session B (Sonnet), sent a
+/// message, must be answered well within A's ten minutes.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waiting_out_a_retry_after_does_not_hold_its_workspaces_work_slot() {
+    let model = FakeModel::start(vec![
+        json!({"fault": "status", "status": 529, "retry_after": 600, "message": "Overloaded"}),
+        json!({"content": [{"type": "text", "text": "B's answer"}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_MAX_WORKING_SESSIONS", "1")]);
+    // Far less than A's 600 s wait.
+    let api = Api::new(&server).with_turn_deadline(Duration::from_secs(60));
+    let a = api
+        .session_with(json!({"name": "a", "model": "claude-opus-4-6", "tools": []}), json!({"name": "a"}))
+        .await;
+    let b = api
+        .session_with(json!({"name": "b", "model": "claude-sonnet-4-6", "tools": []}), json!({"name": "b"}))
+        .await;
+    api.send(&a, user_message("overloaded")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = types(&api.events(&a).await);
+        if events.contains(&"session.status_rescheduled".to_owned()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A was never rescheduled: {events:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    api.send(&b, user_message("hello")).await;
+    let events = api.wait_idle(&b, 1).await;
+    let answer = events.iter().rev().find(|e| e["type"] == "agent.message").expect("B is answered");
+    assert_eq!(answer["content"][0]["text"], "B's answer");
+    api.send(&a, json!([{"type": "user.interrupt"}])).await;
+}
