@@ -1819,7 +1819,6 @@ async fn an_agent_in_fast_mode_sends_its_requests_with_speed_fast() {
 /// Method: a cap of 1. Session A (Opus) is answered 529 with
 /// `retry-after: 600` and shows `rescheduled`; session B (Sonnet), sent a
 /// message, must be answered well within A's ten minutes.
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_waiting_out_a_retry_after_does_not_hold_its_workspaces_work_slot() {
     let model = FakeModel::start(vec![
@@ -1831,12 +1830,9 @@ async fn a_session_waiting_out_a_retry_after_does_not_hold_its_workspaces_work_s
     let server = Server::start(&dir.path().join("data"), &model, &[("LOGBOOK_MAX_WORKING_SESSIONS", "1")]);
     // Far less than A's 600 s wait.
     let api = Api::new(&server).with_turn_deadline(Duration::from_secs(60));
-    let a = api
-        .session_with(json!({"name": "a", "model": "claude-opus-4-6", "tools": []}), json!({"name": "a"}))
-        .await;
-    let b = api
-        .session_with(json!({"name": "b", "model": "claude-sonnet-4-6", "tools": []}), json!({"name": "b"}))
-        .await;
+    let a = api.session_with(json!({"name": "a", "model": "claude-opus-4-6", "tools": []}), json!({"name": "a"})).await;
+    let b =
+        api.session_with(json!({"name": "b", "model": "claude-sonnet-4-6", "tools": []}), json!({"name": "b"})).await;
     api.send(&a, user_message("overloaded")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -1074,6 +1074,10 @@ impl Task {
         ])
         .await?;
         self.set_status(Status::Rescheduling).await;
+        // The wait is no work: the workspace's slot goes to another session
+        // meanwhile (a retry-after may be minutes), and the retry takes one
+        // again.
+        self.slot = None;
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = self.signals.interrupt.notified() => {}
