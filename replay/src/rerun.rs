@@ -85,9 +85,11 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             Mode::Call { ended: true, failed: false } => {
                 matches!(event, Event::ModelRequest(_) | Event::ServerToolRequests(_))
             }
+            // A failed call's server tool uses were billed all the same.
             Mode::Call { ended: true, failed: true } => matches!(
                 event,
                 Event::ModelRequest(_)
+                    | Event::ServerToolRequests(_)
                     | Event::SessionError(_)
                     | Event::SessionStatusRescheduled(_)
                     | Event::SessionUsage(_)

@@ -1860,7 +1860,6 @@ async fn a_session_waiting_out_a_retry_after_does_not_hold_its_workspaces_work_s
 /// `session.usage`'s `web_search_requests` and `list_cost` under-count.
 /// Method: a response reporting 3 web searches is cut after its
 /// `message_delta`, before `message_stop`; the retry succeeds with none.
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_searches_a_broken_response_reported_are_counted() {
     let model = FakeModel::start(vec![

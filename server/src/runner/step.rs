@@ -681,7 +681,7 @@ impl Task {
                     "no model API is configured: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint)"
                         .to_owned(),
             };
-            return self.model_failed(start_id, attempt, error, ModelUsage::default()).await;
+            return self.model_failed(start_id, attempt, error, ModelUsage::default(), None).await;
         };
         let began = Instant::now();
         // What the provider reported so far: a request cut short is billed too.
@@ -743,10 +743,15 @@ impl Task {
         match outcome {
             None => {
                 // Interrupted: close the request; the machine applies the interrupt.
-                self.append(vec![(None, request_end(start_id, model_usage(&reported), true))]).await?;
+                let mut events = vec![(None, request_end(start_id, model_usage(&reported), true))];
+                events.extend(server_tool_requests(start_id, &reported));
+                self.append(events).await?;
                 Ok(())
             }
-            Some(Err(error)) => self.model_failed(start_id, attempt, error, model_usage(&reported)).await,
+            Some(Err(error)) => {
+                let billed = server_tool_requests(start_id, &reported);
+                self.model_failed(start_id, attempt, error, model_usage(&reported), billed).await
+            }
             Some(Ok(response)) => {
                 self.last_error = None;
                 let usage = model_usage(&response.usage);
@@ -826,16 +831,7 @@ impl Task {
                         attempt,
                     }),
                 ));
-                if response.usage.web_search_requests > 0 || response.usage.web_fetch_requests > 0 {
-                    events.push((
-                        None,
-                        Event::ServerToolRequests(ServerToolRequests {
-                            model_request_start_id: start_id,
-                            web_search_requests: response.usage.web_search_requests,
-                            web_fetch_requests: response.usage.web_fetch_requests,
-                        }),
-                    ));
-                }
+                events.extend(server_tool_requests(start_id, &response.usage));
                 self.append(events).await?;
                 Ok(())
             }
@@ -1039,6 +1035,7 @@ impl Task {
         attempt: u32,
         error: ModelError,
         usage: ModelUsage,
+        billed: Option<(Option<EventId>, Event)>,
     ) -> Result<(), ApiError> {
         tracing::warn!(session = %self.session, attempt, %error, "model call failed");
         let max = self.handle.config().policy.max_model_attempts;
@@ -1048,16 +1045,15 @@ impl Task {
         let too_long = matches!(&error, ModelError::InvalidRequest { message, .. } if is_over_the_window(message))
             && self.projection.machine.may_compact();
         let retrying = (error.is_retryable() || too_long) && attempt < max;
-        let end = (None, request_end(start_id, usage, true));
+        // The request's end, and the server tool uses it was billed for
+        // before it failed.
+        let mut end = vec![(None, request_end(start_id, usage, true))];
+        end.extend(billed);
         if !retrying {
             let detail = error_detail(Some(&error), RetryStatus::Exhausted);
             self.last_error = Some(error);
-            return self
-                .idle(
-                    StopReason::RetriesExhausted,
-                    vec![end, (None, Event::SessionError(SessionError { error: detail }))],
-                )
-                .await;
+            end.push((None, Event::SessionError(SessionError { error: detail })));
+            return self.idle(StopReason::RetriesExhausted, end).await;
         }
         let detail = error_detail(Some(&error), RetryStatus::Retrying);
         let delay = if too_long {
@@ -1067,12 +1063,9 @@ impl Task {
             error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt))
         };
         self.last_error = Some(error);
-        self.append(vec![
-            end,
-            (None, Event::SessionError(SessionError { error: detail })),
-            (None, Event::SessionStatusRescheduled(SessionStatusRescheduled {})),
-        ])
-        .await?;
+        end.push((None, Event::SessionError(SessionError { error: detail })));
+        end.push((None, Event::SessionStatusRescheduled(SessionStatusRescheduled {})));
+        self.append(end).await?;
         self.set_status(Status::Rescheduling).await;
         // The wait is no work: the workspace's slot goes to another session
         // meanwhile (a retry-after may be minutes), and the retry takes one
@@ -1385,6 +1378,19 @@ fn add_usage(usage: &mut ModelUsage, more: &ModelUsage) {
 }
 
 /// The token counts a response reported, as `span.model_request_end` records them.
+/// The `x.server_tool_requests` of a request whose provider reported
+/// running server tools (billed whether or not the response then completed).
+fn server_tool_requests(start_id: EventId, usage: &crate::model::Usage) -> Option<(Option<EventId>, Event)> {
+    (usage.web_search_requests > 0 || usage.web_fetch_requests > 0).then(|| {
+        let requests = ServerToolRequests {
+            model_request_start_id: start_id,
+            web_search_requests: usage.web_search_requests,
+            web_fetch_requests: usage.web_fetch_requests,
+        };
+        (None, Event::ServerToolRequests(requests))
+    })
+}
+
 fn model_usage(usage: &crate::model::Usage) -> ModelUsage {
     ModelUsage {
         input_tokens: usage.input_tokens,
