@@ -652,3 +652,52 @@ async fn an_environment_delete_in_one_workspace_does_not_hold_up_session_creates
     deleting.join().unwrap();
     created.expect("workspace A's session create waited on workspace B's environment delete").ok();
 }
+
+/// Workspace A's session is quarantined (its log failed an integrity check).
+/// To workspace B, that session must still answer exactly like a session that
+/// does not exist: 404, never a 500 naming A's session, its damage and seq.
+/// Some session routes read the session's log head (keyed by the session id
+/// alone, whatever the workspace) before they look the session up in the
+/// caller's workspace, so B learns that A's session exists and is damaged.
+///
+/// Method: A's session's location of seq 0 in the index is pointed past the
+/// end of the log (as the store's tamper tests do) and a read quarantines
+/// the session; then every session route is called with B's key on A's
+/// session and on a missing one, and the answers compared.
+// Review: fails until fixed
+#[tokio::test]
+async fn a_quarantined_session_of_another_workspace_answers_like_a_missing_one() {
+    use logbook_store::Read;
+    use logbook_store::engine::{Engine, Tree};
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    h.post(&format!("/v1/sessions/{}/events", id(&session)), &json!({"events": [user_message(SECRET)]})).await.ok();
+    let sid: logbook_core::SessionId = id(&session).parse().unwrap();
+    let store = h.state.store();
+    store.checkpoint().unwrap();
+    let key = logbook_store::keys::locations_key(sid, logbook_core::Seq::ZERO).to_vec();
+    let mut chunk = store.engine().get(Tree::Log, &key).unwrap().unwrap();
+    chunk[1..9].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+    store.engine().apply(Tree::Log, vec![(key, Some(chunk))]).unwrap();
+    store.clear_caches();
+    assert!(store.read(sid, logbook_core::Seq::ZERO, 10).is_err(), "the session is quarantined");
+    assert!(store.head(sid).is_err(), "the session's head is refused too");
+
+    let on_a = Ids { session: id(&session).to_owned(), ..Ids::missing() };
+    let missing = Ids::missing();
+    let b = Auth::XApiKey(&h.key_b);
+    let mut leaks = Vec::new();
+    for route in routes().iter().filter(|route| route.path.contains("{session_id}")) {
+        let what = format!("{} {}", route.method, route.path);
+        let call = call_for(route, &on_a);
+        if call.cred != Cred::ApiKey {
+            continue;
+        }
+        let resp = send(&h, route, &call, b).await;
+        let like_missing = send(&h, route, &call_for(route, &missing), b).await;
+        if shape(&resp, &on_a) != shape(&like_missing, &missing) {
+            leaks.push(format!("{what}: {} {}", resp.status.as_u16(), resp.text()));
+        }
+    }
+    assert!(leaks.is_empty(), "B's key on A's quarantined session answers unlike a missing one:\n{}", leaks.join("\n"));
+}
