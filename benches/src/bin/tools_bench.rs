@@ -112,6 +112,8 @@ fn main() {
         services: &services,
         log: &[],
         files_here: true,
+        // As the server runs them: write and edit measure the files first.
+        disk_limit: Some(logbook_server::sandbox::disk::DiskLimit::default()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = |name: &str, input: Value| {

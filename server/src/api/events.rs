@@ -755,7 +755,7 @@ fn try_send(state: &AppState, tenant: &Tenant, id: SessionId, events: &[Value]) 
     // Everything below is checked against the log at this head or later, and
     // the events are appended at it: if anything lands after it (a status
     // the checks did not see), the append conflicts and the send checks again.
-    let head = store.head(id)?.next;
+    let head = sessions::head_of(store, tenant, id)?;
     // Only the status is read from the log here (one record), not the
     // resources and usage a retrieve overlays: this is the hot path.
     let session = state.sessions().load(store, tenant, id)?;

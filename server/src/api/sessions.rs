@@ -892,8 +892,8 @@ fn try_archive(
     id: SessionId,
     now: Timestamp,
 ) -> Result<ArchiveAttempt, ApiError> {
-    use logbook_store::{Append, Read};
-    let head = store.head(id)?.next;
+    use logbook_store::Append;
+    let head = head_of(store, tenant, id)?;
     let (_, session) = load(store, tenant, id)?;
     if session.archived_at.is_some() {
         return Ok(ArchiveAttempt::Done(Box::new(with_log_state(store, session)?)));
@@ -1325,6 +1325,22 @@ fn log_has_work(store: &SledStore, id: SessionId, self_hosted: bool) -> Result<b
         EventType::SessionUpdated,
     ];
     Ok(!store.scan_types(id, &inputs, from, 1)?.is_empty())
+}
+
+/// The session's durable next seq, read before the session itself (callers
+/// rely on that order). A log the store refuses (quarantined) is the
+/// caller's to hear of only if the session is theirs: logs are keyed by
+/// session id alone, so the session is looked up in the caller's workspace
+/// first, and another workspace's damaged session answers 404 like any.
+pub fn head_of(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<logbook_core::Seq, ApiError> {
+    use logbook_store::Read;
+    match store.head(id) {
+        Ok(head) => Ok(head.next),
+        Err(err) => {
+            load(store, tenant, id)?;
+            Err(err.into())
+        }
+    }
 }
 
 pub fn not_found(raw: &str) -> ApiError {

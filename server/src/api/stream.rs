@@ -97,7 +97,7 @@ pub async fn stream(
             // The head before the session: an archive or delete changes the
             // session before it appends, so a session read as live has its
             // closing event, if any, at or past this head.
-            let head = store.head(id)?.next;
+            let head = sessions::head_of(store, &tenant, id)?;
             let (_, session) = sessions::load(store, &tenant, id)?;
             let from = match last_event_id {
                 // Live only: start at the durable head as of now.
@@ -145,7 +145,7 @@ pub async fn stream(
     let previews = (want.message || want.thinking).then(|| state.previews().subscribe(id));
     let subscription = state.store().subscribe(id, from);
     let worker = crate::api::events::is_worker(&principal);
-    let body = events(subscription, previews, want, lease, worker, state.clone(), finished, slot);
+    let body = events(subscription, previews, want, Viewer { lease, worker }, state.clone(), finished, slot);
     let keep_alive =
         KeepAlive::new().interval(state.config().sse_ping_interval).event(SseEvent::default().event("ping").data("{}"));
     let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
@@ -220,12 +220,18 @@ impl Drop for OpenStream {
     }
 }
 
+/// Who reads a stream: a sessions token's lease to keep checking, and
+/// whether it is a worker's credential (see `events::as_seen_by_worker`).
+struct Viewer {
+    lease: Option<LeaseWatch>,
+    worker: bool,
+}
+
 fn events(
     subscription: Subscription,
     previews: Option<broadcast::Receiver<Published>>,
     want: Wanted,
-    lease: Option<LeaseWatch>,
-    worker: bool,
+    viewer: Viewer,
     state: AppState,
     finished: bool,
     slot: crate::state::HeldSlot,
@@ -241,8 +247,8 @@ fn events(
         finished: HashSet::new(),
         pending: std::collections::VecDeque::new(),
         shutdown: state.shutdown(),
-        lease,
-        worker,
+        lease: viewer.lease,
+        worker: viewer.worker,
         _open: OpenStream(state.clone()),
         _slot: slot,
         state,

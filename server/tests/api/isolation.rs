@@ -664,7 +664,6 @@ async fn an_environment_delete_in_one_workspace_does_not_hold_up_session_creates
 /// end of the log (as the store's tamper tests do) and a read quarantines
 /// the session; then every session route is called with B's key on A's
 /// session and on a missing one, and the answers compared.
-// Review: fails until fixed
 #[tokio::test]
 async fn a_quarantined_session_of_another_workspace_answers_like_a_missing_one() {
     use logbook_store::Read;
