@@ -345,3 +345,41 @@ fn offered_schemas_have_only_property_names_the_messages_api_accepts() {
         );
     }
 }
+
+// Review: fails until fixed
+#[test]
+fn offered_schemas_are_valid_json_schemas() {
+    // The Messages API refuses every request of the session (400 "tools.N.custom.input_schema: JSON schema
+    // is invalid. It must match JSON Schema draft 2020-12") as soon as one offered tool's schema is not a
+    // valid schema; a server's listing is not to be trusted to be one.
+    fn valid(schema: &serde_json::Value) -> bool {
+        const TYPES: [&str; 7] = ["null", "boolean", "object", "array", "number", "string", "integer"];
+        let Some(schema) = schema.as_object() else { return schema.is_boolean() };
+        let type_ok = match schema.get("type") {
+            None => true,
+            Some(serde_json::Value::String(name)) => TYPES.contains(&name.as_str()),
+            Some(serde_json::Value::Array(names)) => {
+                names.iter().all(|n| n.as_str().is_some_and(|n| TYPES.contains(&n)))
+            }
+            Some(_) => false,
+        };
+        let required_ok =
+            schema.get("required").is_none_or(|r| r.as_array().is_some_and(|r| r.iter().all(|n| n.is_string())));
+        let properties_ok =
+            schema.get("properties").is_none_or(|p| p.as_object().is_some_and(|p| p.values().all(valid)));
+        type_ok && required_ok && properties_ok
+    }
+    let tools = resolve_tools(&[json!({"type": "mcp_toolset", "mcp_server_name": "api"})]).unwrap();
+    let listed: Vec<ListedTool> = [
+        json!({"name": "required_not_a_list", "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": "q"}}),
+        json!({"name": "no_such_type", "inputSchema": {"type": "object", "properties": {"q": {"type": "text"}}}}),
+        json!({"name": "property_not_a_schema", "inputSchema": {"type": "object", "properties": {"q": "a string"}}}),
+    ]
+    .iter()
+    .map(|tool| ListedTool::from_json(tool).unwrap())
+    .collect();
+    let offered = offer(&tools, [("api", &listed[..])]);
+    let refused: Vec<&serde_json::Value> =
+        offered.definitions.iter().filter(|definition| !valid(&definition["input_schema"])).collect();
+    assert!(refused.is_empty(), "offered invalid schemas the Messages API refuses: {refused:#?}");
+}
