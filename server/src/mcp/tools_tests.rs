@@ -383,3 +383,31 @@ fn offered_schemas_are_valid_json_schemas() {
         offered.definitions.iter().filter(|definition| !valid(&definition["input_schema"])).collect();
     assert!(refused.is_empty(), "offered invalid schemas the Messages API refuses: {refused:#?}");
 }
+
+// Review: fails until fixed
+#[test]
+fn a_result_of_many_images_does_not_flood_every_later_request() {
+    // Goal: one MCP result cannot put more into the context than the platform's rule for a tool output
+    // (`spill::MAX_INLINE_CHARS`), which the spill enforces on text only. A request carries at most
+    // MAX_IMAGES images and every image past them becomes a note of about 100 characters in every later
+    // request: 20,000 tiny images (3 MB of the 16 MB a response may be) become about 2 million characters,
+    // more than the model's context, in every request of the session from then on.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ";
+    let images: Vec<serde_json::Value> =
+        (0..20_000).map(|_| json!({"type": "image", "data": PNG, "mimeType": "image/png"})).collect();
+    let outcome = outcome(&json!({"content": images}));
+    let content: Vec<serde_json::Value> =
+        outcome.content.iter().map(|block| serde_json::to_value(block).unwrap()).collect();
+    let mut messages = vec![
+        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": content}]}),
+    ];
+    crate::model::images::fit_images(&mut messages);
+    let sent = messages[0]["content"][0]["content"].as_array().unwrap();
+    let text_chars: usize =
+        sent.iter().filter_map(|block| block["text"].as_str()).map(|text| text.chars().count()).sum();
+    assert!(
+        text_chars <= crate::tools::spill::MAX_INLINE_CHARS,
+        "one MCP result puts {} blocks and {text_chars} characters of text into every later request",
+        sent.len()
+    );
+}
