@@ -47,6 +47,11 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4_096;
 /// Largest input schema offered (its JSON); a bigger one is replaced by an
 /// open object schema rather than filling the context.
 pub const MAX_SCHEMA_BYTES: usize = 32 * 1024;
+/// Content blocks kept of one result, and images or documents among them
+/// (more than 20 images in a request limits each to 2,000 px; a request
+/// holds at most 100).
+pub const MAX_RESULT_BLOCKS: usize = 100;
+pub const MAX_RESULT_MEDIA: usize = 20;
 /// What the model gets for a call that returned no content.
 pub const NO_OUTPUT: &str = "(no output)";
 
@@ -79,8 +84,66 @@ impl ListedTool {
             schema.insert("type".to_owned(), json!("object"));
             flatten_combinators(schema);
         }
+        // A schema the Messages API would refuse (every request of the
+        // session, not only this tool's calls): an open object instead. The
+        // model then writes the input from the description, and the server
+        // checks it.
+        if !is_offerable_schema(&input_schema, 0) {
+            input_schema = json!({"type": "object"});
+        }
         Some(ListedTool { name, description, input_schema })
     }
+}
+
+/// Deepest nesting of subschemas checked; a deeper schema is not offered as is.
+const MAX_SCHEMA_DEPTH: usize = 32;
+/// The types of JSON Schema.
+const SCHEMA_TYPES: [&str; 7] = ["null", "boolean", "object", "array", "number", "string", "integer"];
+
+/// Whether the Messages API takes `schema` as an input schema (draft 2020-12,
+/// property names matching `^[a-zA-Z0-9_.-]{1,64}$`), as far as the
+/// keywords that hold subschemas, `type`, `required` and `properties` go.
+fn is_offerable_schema(schema: &Value, depth: usize) -> bool {
+    if depth > MAX_SCHEMA_DEPTH {
+        return false;
+    }
+    let schema = match schema {
+        Value::Bool(_) => return true,
+        Value::Object(schema) => schema,
+        Value::Null | Value::Number(_) | Value::String(_) | Value::Array(_) => return false,
+    };
+    let sub = |value: &Value| is_offerable_schema(value, depth + 1);
+    let type_ok = match schema.get("type") {
+        None => true,
+        Some(Value::String(name)) => SCHEMA_TYPES.contains(&name.as_str()),
+        Some(Value::Array(names)) => names.iter().all(|n| n.as_str().is_some_and(|n| SCHEMA_TYPES.contains(&n))),
+        Some(_) => false,
+    };
+    let required_ok =
+        schema.get("required").is_none_or(|r| r.as_array().is_some_and(|r| r.iter().all(Value::is_string)));
+    let properties_ok = schema.get("properties").is_none_or(|properties| {
+        properties
+            .as_object()
+            .is_some_and(|properties| properties.iter().all(|(name, property)| is_property_name(name) && sub(property)))
+    });
+    let maps_ok = ["patternProperties", "$defs", "definitions", "dependentSchemas"]
+        .iter()
+        .filter_map(|key| schema.get(*key))
+        .all(|map| map.as_object().is_some_and(|map| map.values().all(sub)));
+    let single_ok = ["items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else"]
+        .iter()
+        .filter_map(|key| schema.get(*key))
+        .all(sub);
+    let lists_ok = ["anyOf", "oneOf", "allOf", "prefixItems"]
+        .iter()
+        .filter_map(|key| schema.get(*key))
+        .all(|list| list.as_array().is_some_and(|list| !list.is_empty() && list.iter().all(sub)));
+    type_ok && required_ok && properties_ok && maps_ok && single_ok && lists_ok
+}
+
+/// A property name the Messages API takes: `^[a-zA-Z0-9_.-]{1,64}$`.
+fn is_property_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// The top-level combinators the Messages API refuses in an input schema.
@@ -257,8 +320,36 @@ fn toolset_config(agent_tools: &[Tool], server: &str, tool: &str) -> Option<(boo
 /// than dropped. Structured content stands in when there is no content.
 pub fn outcome(result: &Value) -> ToolOutcome {
     let is_error = result.get("isError").and_then(Value::as_bool).unwrap_or(false);
-    let mut content: Vec<ContentBlock> =
-        result.get("content").and_then(Value::as_array).into_iter().flatten().map(block).collect();
+    // Every later request carries the result: at most MAX_RESULT_BLOCKS
+    // blocks of it, MAX_RESULT_MEDIA of them images or documents, and one
+    // note for the rest.
+    let mut content: Vec<ContentBlock> = Vec::new();
+    let (mut n_media, mut n_left_out) = (0usize, 0usize);
+    for item in result.get("content").and_then(Value::as_array).into_iter().flatten() {
+        if content.len() >= MAX_RESULT_BLOCKS {
+            n_left_out += 1;
+            continue;
+        }
+        let converted = block(item);
+        let is_media = match &converted {
+            ContentBlock::Image { .. } | ContentBlock::Document { .. } => true,
+            ContentBlock::Text { .. } | ContentBlock::SearchResult { .. } | ContentBlock::Redacted => false,
+        };
+        if is_media && n_media >= MAX_RESULT_MEDIA {
+            n_left_out += 1;
+            continue;
+        }
+        n_media += usize::from(is_media);
+        content.push(converted);
+    }
+    if n_left_out > 0 {
+        content.push(ContentBlock::Text {
+            text: format!(
+                "[{n_left_out} more content blocks left out: a tool result keeps at most {MAX_RESULT_BLOCKS} blocks, \
+                 {MAX_RESULT_MEDIA} of them images or documents]"
+            ),
+        });
+    }
     if content.is_empty()
         && let Some(structured) = result.get("structuredContent").filter(|value| !value.is_null())
     {

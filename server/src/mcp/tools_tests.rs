@@ -315,7 +315,6 @@ fn an_mcp_image_whose_bytes_are_not_its_media_type_is_not_passed_on_as_it() {
     );
 }
 
-// Review: fails until fixed
 #[test]
 fn offered_schemas_have_only_property_names_the_messages_api_accepts() {
     // The Messages API refuses every request of the session (400 "tools.N.custom.input_schema.properties:
@@ -346,7 +345,6 @@ fn offered_schemas_have_only_property_names_the_messages_api_accepts() {
     }
 }
 
-// Review: fails until fixed
 #[test]
 fn offered_schemas_are_valid_json_schemas() {
     // The Messages API refuses every request of the session (400 "tools.N.custom.input_schema: JSON schema
@@ -384,7 +382,6 @@ fn offered_schemas_are_valid_json_schemas() {
     assert!(refused.is_empty(), "offered invalid schemas the Messages API refuses: {refused:#?}");
 }
 
-// Review: fails until fixed
 #[test]
 fn a_result_of_many_images_does_not_flood_every_later_request() {
     // Goal: one MCP result cannot put more into the context than the platform's rule for a tool output
