@@ -54,6 +54,11 @@ pub enum Auth {
 struct Shared {
     calls: Mutex<Vec<(String, Value)>>,
     connections: AtomicUsize,
+    /// While set, `tools/list` is answered only once it is closed
+    /// ([`McpServer::hold_listings`]).
+    list_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Notified on every `tools/list` request, before any hold.
+    listings: tokio::sync::Notify,
 }
 
 /// A running server; stopped when dropped.
@@ -97,6 +102,26 @@ impl McpServer {
     /// Every tool call so far: the tool and its arguments.
     pub fn calls(&self) -> Vec<(String, Value)> {
         self.shared.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// From now on, `tools/list` requests wait until
+    /// [`McpServer::release_listings`].
+    pub fn hold_listings(&self) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.shared.list_gate.lock().unwrap_or_else(PoisonError::into_inner) = Some(gate);
+    }
+
+    /// Answers the held `tools/list` requests, and later ones at once.
+    pub fn release_listings(&self) {
+        if let Some(gate) = self.shared.list_gate.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            gate.close();
+        }
+    }
+
+    /// Waits for a `tools/list` request (one that arrived since the last wait,
+    /// or the next one).
+    pub async fn listing_arrived(&self) {
+        self.shared.listings.notified().await;
     }
 
     /// TCP connections accepted so far.
@@ -176,6 +201,12 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        self.shared.listings.notify_one();
+        let gate = self.shared.list_gate.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(gate) = gate {
+            // Closed when released: the wait ends either way.
+            let _released = gate.acquire().await;
+        }
         Ok(ListToolsResult::with_all_items(tools()))
     }
 

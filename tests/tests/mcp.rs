@@ -408,3 +408,40 @@ async fn a_token_in_a_server_url_never_reaches_the_log() {
     let leaked: Vec<&str> = output.lines().filter(|line| line.contains(SECRET)).collect();
     assert!(leaked.is_empty(), "the MCP server's URL token is in the server's log:\n{}", leaked.join("\n"));
 }
+
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_while_its_servers_connect_keeps_no_connection() {
+    // Goal: once a session is archived or deleted (`Runner::end_session`,
+    // "once this returns, nothing of it runs") the hub holds nothing of it.
+    // A turn's `prepare` that was connecting meanwhile must not put the
+    // session's connections back: they would stay open for good, outside
+    // the recency list that bounds the hub to MAX_SESSIONS sessions.
+    use std::sync::Arc;
+
+    use logbook_core::SessionId;
+    use logbook_server::mcp::{McpHub, McpSettings};
+
+    let server = McpServer::start(Auth::None).unwrap();
+    server.hold_listings();
+    let hub = Arc::new(McpHub::new(McpSettings::new("127.0.0.1")).unwrap());
+    let session = SessionId::from_parts(1_764_000_000_000, 7);
+    let servers =
+        vec![logbook_server::api::tools::McpServer { kind: "url".into(), name: "docs".into(), url: server.url() }];
+    let preparing = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.prepare(session, &servers).await }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), server.listing_arrived())
+        .await
+        .expect("the hub never listed the server's tools");
+    // The session is archived while its turn connects.
+    hub.end_session(session);
+    server.release_listings();
+    let failures = preparing.await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        !hub.is_prepared(session),
+        "the ended session's MCP connection was put back in the hub and is never closed"
+    );
+}
