@@ -409,7 +409,6 @@ async fn a_token_in_a_server_url_never_reaches_the_log() {
     assert!(leaked.is_empty(), "the MCP server's URL token is in the server's log:\n{}", leaked.join("\n"));
 }
 
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ended_while_its_servers_connect_keeps_no_connection() {
     // Goal: once a session is archived or deleted (`Runner::end_session`,
@@ -446,7 +445,6 @@ async fn a_session_ended_while_its_servers_connect_keeps_no_connection() {
     );
 }
 
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_after_an_eviction_does_not_leave_the_session_half_prepared() {
     // Goal: a session whose connections were closed to make room for others

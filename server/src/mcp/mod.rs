@@ -178,7 +178,12 @@ impl McpHub {
         let mut failures = Vec::new();
         let results = join_all(attempts).await;
         let mut sessions = self.lock();
-        let known = sessions.by_id.entry(session).or_default();
+        // Ended or evicted while connecting: what connected closes here, and
+        // nothing of the session stays (an entry without its place in
+        // `recency` would never be evicted).
+        let Some(known) = sessions.by_id.get_mut(&session) else {
+            return failures;
+        };
         for (server, result) in results {
             let entry = match result {
                 Ok(connection) => Server::Connected { url: server.url.clone(), connection: Arc::new(connection) },
@@ -255,7 +260,9 @@ impl McpHub {
     async fn connection(&self, session: SessionId, server: &McpServer) -> Result<Arc<Connection>, ConnectError> {
         {
             let mut sessions = self.lock();
-            sessions.touch(session);
+            if sessions.by_id.contains_key(&session) {
+                sessions.touch(session);
+            }
             if let Some(Server::Connected { url, connection }) =
                 sessions.by_id.get(&session).and_then(|known| known.get(&server.name))
                 && *url == server.url
@@ -266,11 +273,17 @@ impl McpHub {
         }
         let connection = Arc::new(self.connect(&server.url).await?);
         let mut sessions = self.lock();
-        sessions.by_id.entry(session).or_default().insert(
-            server.name.clone(),
-            Server::Connected { url: server.url.clone(), connection: Arc::clone(&connection) },
-        );
-        sessions.evict(MAX_SESSIONS);
+        // Kept only for a session the hub holds: one that is not prepared
+        // (evicted, or ended meanwhile) gets this connection for this call
+        // alone, so it never looks prepared with one server of several.
+        if let Some(known) = sessions.by_id.get_mut(&session) {
+            known.insert(
+                server.name.clone(),
+                Server::Connected { url: server.url.clone(), connection: Arc::clone(&connection) },
+            );
+            sessions.touch(session);
+            sessions.evict(MAX_SESSIONS);
+        }
         Ok(connection)
     }
 
