@@ -1760,62 +1760,38 @@ async fn a_tool_call_cut_by_the_context_window_is_answered_not_retried_as_a_brok
     assert!(messages.iter().any(|m| m["content"].to_string().contains("toolu_win")), "{messages:#?}");
 }
 
-/// An agent whose model config pins the inference geography
-/// (`model.inference_geo: "us"`, behaviour digest §2) has every model
-/// request of its sessions served there: the Messages API takes the pin as
-/// the request's `inference_geo`. The agent API accepts and stores the pin
-/// (`api::tools::ModelIn::resolve`), but `model::settings::agent_view` and
-/// `model::request::build_request` never read it, so the requests go out
-/// without it and run wherever the provider routes them (and `list_cost`
-/// omits the 1.1x the pin costs).
+/// An agent's model pins reach every model request of its sessions
+/// (behaviour digest §2): `model.inference_geo` as the request's
+/// `inference_geo` (where inference may run), and `model.speed: "fast"` as
+/// `speed: "fast"`. The agent API stores both; before they were never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_pinned_to_us_inference_sends_its_requests_with_inference_geo() {
-    let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "hi"}]})]).expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
-    let api = Api::new(&server);
-    let agent = json!({"name": "geo", "model": {"id": "claude-sonnet-4-6", "inference_geo": "us"}, "tools": []});
-    let session = api.session_with(agent, json!({"name": "geo"})).await;
-    let object = api.get(&format!("/v1/sessions/{session}")).await;
-    assert_eq!(object["agent"]["model"]["inference_geo"], "us", "the pin is accepted: {}", object["agent"]);
-    api.send(&session, user_message("hello")).await;
-    api.wait_idle(&session, 1).await;
-    let requests = model.requests();
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].body["inference_geo"], "us", "the request is not pinned: {}", requests[0].body);
-}
-
-/// An agent configured for fast mode (`model.speed: "fast"`, behaviour
-/// digest §2) asks the Messages API for it: `speed: "fast"` in the request.
-/// The agent API accepts and stores the speed, but
-/// `model::settings::agent_view` and `model::request::build_request` never
-/// read it, so every request runs at standard speed (and the recorded
-/// `model_usage.speed` is always `None`, `runner::step::model_usage`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_in_fast_mode_sends_its_requests_with_speed_fast() {
-    let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "hi"}]})]).expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
-    let api = Api::new(&server);
-    let agent = json!({"name": "fast", "model": {"id": "claude-opus-4-6", "speed": "fast"}, "tools": []});
-    let session = api.session_with(agent, json!({"name": "fast"})).await;
-    let object = api.get(&format!("/v1/sessions/{session}")).await;
-    assert_eq!(object["agent"]["model"]["speed"], "fast", "the speed is accepted: {}", object["agent"]);
-    api.send(&session, user_message("hello")).await;
-    api.wait_idle(&session, 1).await;
-    let requests = model.requests();
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].body["speed"], "fast", "the request asks for standard speed: {}", requests[0].body);
+async fn an_agents_inference_geo_and_speed_pins_are_sent_with_its_requests() {
+    for (model_config, field, expected) in [
+        (json!({"id": "claude-sonnet-4-6", "inference_geo": "us"}), "inference_geo", "us"),
+        (json!({"id": "claude-opus-4-6", "speed": "fast"}), "speed", "fast"),
+    ] {
+        let model = FakeModel::start(vec![json!({"content": [{"type": "text", "text": "hi"}]})]).expect("fake starts");
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("data"), &model, &[]);
+        let api = Api::new(&server);
+        let agent = json!({"name": "pinned", "model": model_config, "tools": []});
+        let session = api.session_with(agent, json!({"name": "pinned"})).await;
+        let object = api.get(&format!("/v1/sessions/{session}")).await;
+        assert_eq!(object["agent"]["model"][field], expected, "the pin is stored: {}", object["agent"]);
+        api.send(&session, user_message("hello")).await;
+        api.wait_idle(&session, 1).await;
+        let requests = model.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].body[field], expected, "the request lacks its pin: {}", requests[0].body);
+    }
 }
 
 /// A session waiting out a model error's `retry-after` (rescheduled, no
-/// request open) keeps its workspace's work slot for the whole wait: the
-/// backoff sleeps inside `runner::step::Task::model_failed` (and the
-/// summarizing call's inside `compact`), within the `CallModel` step that
-/// took the slot, which `steps` gives back only after the step. With
-/// `retry-after` honoured up to 15 minutes, one session of a workspace whose
-/// model is overloaded stops every other session over the cap (another
-/// model, say), though it holds no model connection or sandbox.
+/// request open) gives its workspace's work slot back for the wait
+/// (`runner::step::Task::model_failed`): with `retry-after` honoured up to
+/// 15 minutes, holding it would stop every other session over the cap
+/// (another model, say), though the waiting one holds no model connection or
+/// sandbox. (The summarizing call's retry inside `compact` still holds it.)
 /// Method: a cap of 1. Session A (Opus) is answered 529 with
 /// `retry-after: 600` and shows `rescheduled`; session B (Sonnet), sent a
 /// message, must be answered well within A's ten minutes.
