@@ -4,12 +4,15 @@
 //! 1.25x input, cache reads at 0.1x input), plus $10 per 1,000 web searches the
 //! provider ran (its `usage.server_tool_use`; web fetches are free, and
 //! searches Logbook runs through its own provider are not billed here), plus
-//! $0.08 per hour a session runs.
+//! $0.08 per hour a session runs; tokens of a session pinned to US inference
+//! cost 1.1 times as much. (Fast mode's premium is not priced.)
 //! A model this table does not know has no price: its sessions report no
 //! `list_cost` and cannot be budgeted. Amounts are in cents (the API's minor
 //! units, as decimal strings on the wire).
 
 use logbook_replay::Totals;
+
+use crate::api::tools::ModelConfig;
 
 /// Dollars per running hour.
 pub const RUNTIME_DOLLARS_PER_HOUR: f64 = 0.08;
@@ -55,17 +58,45 @@ fn is_model(model: &str, id: &str) -> bool {
     }
 }
 
+/// Token prices of a request whose inference is pinned to the US
+/// (`inference_geo: "us"`) are this many times the list prices (behaviour
+/// digest §16).
+pub const US_INFERENCE_MULTIPLIER: f64 = 1.1;
+
 /// The list cost of `totals` on `model`, in cents (rounded up), if priced:
 /// what `list_cost` reports.
 pub fn list_cost_cents(model: &str, totals: &Totals) -> Option<u64> {
-    list_cost_exact_cents(model, totals).map(|cents| cents.ceil() as u64)
+    list_cost_exact_cents(model, totals).map(round_up)
+}
+
+/// [`list_cost_cents`] of a session's model configuration (its inference
+/// pin priced in).
+pub fn session_cost_cents(model: &ModelConfig, totals: &Totals) -> Option<u64> {
+    session_cost_exact_cents(model, totals).map(round_up)
+}
+
+/// Cents rounded up, after the float error of the sum is rounded away (a
+/// millionth of a cent), so a whole number of cents is not one more.
+fn round_up(cents: f64) -> u64 {
+    ((cents * 1e6).round() / 1e6).ceil() as u64
+}
+
+/// [`list_cost_exact_cents`] of a session's model configuration.
+pub fn session_cost_exact_cents(model: &ModelConfig, totals: &Totals) -> Option<f64> {
+    let multiplier = if model.inference_geo.as_deref() == Some("us") { US_INFERENCE_MULTIPLIER } else { 1.0 };
+    cost_cents(&model.id, totals, multiplier)
 }
 
 /// The list cost of `totals` on `model`, in cents, unrounded, if priced:
 /// what a budget is checked against (behaviour digest §12).
 pub fn list_cost_exact_cents(model: &str, totals: &Totals) -> Option<f64> {
+    cost_cents(model, totals, 1.0)
+}
+
+/// The cost in cents, tokens at `token_multiplier` times their list price.
+fn cost_cents(model: &str, totals: &Totals, token_multiplier: f64) -> Option<f64> {
     let (_, input, output) = PRICES.iter().find(|(id, _, _)| is_model(model, id))?;
-    let per_token = |dollars_per_mtok: f64| dollars_per_mtok / 1_000_000.0;
+    let per_token = |dollars_per_mtok: f64| dollars_per_mtok / 1_000_000.0 * token_multiplier;
     let dollars = totals.input_tokens as f64 * per_token(*input)
         + totals.output_tokens as f64 * per_token(*output)
         + totals.cache_creation_input_tokens as f64 * per_token(*input) * 1.25
@@ -90,6 +121,21 @@ mod tests {
         // $3 + $1.50 + $0.08 = $4.58
         assert_eq!(list_cost_cents("claude-sonnet-4-6", &totals), Some(458));
         assert_eq!(list_cost_cents("some-local-model", &totals), None);
+    }
+
+    #[test]
+    fn tokens_pinned_to_us_inference_cost_a_tenth_more() {
+        let totals = Totals { input_tokens: 1_000_000, web_search_requests: 100, ..Totals::default() };
+        let model = |geo: Option<&str>| ModelConfig {
+            id: "claude-sonnet-4-6".to_owned(),
+            effort: crate::api::tools::Effort { level: "high".to_owned() },
+            speed: "standard".to_owned(),
+            inference_geo: geo.map(str::to_owned),
+        };
+        // $3 of tokens (× 1.1 when pinned) + $1 of searches (never).
+        assert_eq!(session_cost_cents(&model(None), &totals), Some(400));
+        assert_eq!(session_cost_cents(&model(Some("global")), &totals), Some(400));
+        assert_eq!(session_cost_cents(&model(Some("us")), &totals), Some(430));
     }
 
     #[test]

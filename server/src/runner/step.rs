@@ -540,7 +540,7 @@ impl Task {
         {
             totals.active_micros += u64::try_from(self.state.now().unix_micros() - last.at.unix_micros()).unwrap_or(0);
         }
-        let cents = super::pricing::list_cost_cents(&session.agent.model.id, &totals);
+        let cents = super::pricing::session_cost_cents(&session.agent.model, &totals);
         let budget = session.budget.as_ref().and_then(|b| serde_json::from_value(b.clone()).ok());
         if stop_reason == StopReason::BudgetReached {
             // Each thread pauses before the session does (behaviour digest
@@ -600,7 +600,7 @@ impl Task {
     fn budget_reached(&self, session: &StoredSession) -> bool {
         let Some(limit) = session.budget_cents() else { return false };
         let totals = self.projection.usage.totals();
-        let cost = super::pricing::list_cost_exact_cents(&session.agent.model.id, &totals).unwrap_or(0.0);
+        let cost = super::pricing::session_cost_exact_cents(&session.agent.model, &totals).unwrap_or(0.0);
         cost >= limit as f64
     }
 
