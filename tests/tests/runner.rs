@@ -1791,7 +1791,7 @@ async fn an_agents_inference_geo_and_speed_pins_are_sent_with_its_requests() {
 /// (`runner::step::Task::model_failed`): with `retry-after` honoured up to
 /// 15 minutes, holding it would stop every other session over the cap
 /// (another model, say), though the waiting one holds no model connection or
-/// sandbox. (The summarizing call's retry inside `compact` still holds it.)
+/// sandbox. (The summarizing call's retry inside `compact` gives it back too.)
 /// Method: a cap of 1. Session A (Opus) is answered 529 with
 /// `retry-after: 600` and shows `rescheduled`; session B (Sonnet), sent a
 /// message, must be answered well within A's ten minutes.

@@ -949,8 +949,17 @@ impl Task {
                     add_usage(&mut failed_usage, &model_usage(&reported));
                     let delay =
                         error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt));
+                    // As for a model call: the wait gives the workspace's
+                    // slot back, and the next attempt takes one again.
+                    self.slot = None;
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
+                        () = self.signals.interrupt.notified() => break Err(ModelUsage::default()),
+                    }
+                    let slots = self.handle.slots(self.tenant.workspace);
+                    let _waiting = WaitingForSlot::new(&self.state);
+                    tokio::select! {
+                        permit = slots.acquire_owned() => self.slot = permit.ok(),
                         () = self.signals.interrupt.notified() => break Err(ModelUsage::default()),
                     }
                     attempt += 1;
