@@ -380,7 +380,12 @@ impl AppState {
 
     /// The id of the event that will be stored at `seq`. Its millisecond
     /// never goes back (a clock stepped back keeps the last one), so the ids
-    /// of a session's events increase with their seqs within a process.
+    /// of a session's events increase with their seqs within a process,
+    /// with one exception: the runner picks a streamed block's id when the
+    /// block starts (its `event_start` preview names it), so input that
+    /// lands while the model streams has a larger id than the event
+    /// appended after it. Order by seq (the list's and stream's order), not
+    /// by id.
     pub fn event_id(&self, seq: Seq) -> EventId {
         let now = u64::try_from(self.now().unix_ms()).unwrap_or(0);
         let ms = self.inner.last_event_ms.fetch_max(now, std::sync::atomic::Ordering::Relaxed).max(now);
