@@ -635,6 +635,46 @@ async fn a_session_paused_at_the_budget_takes_input_again_once_the_budget_change
     assert_eq!(types_of(sent["data"].as_array().unwrap()), ["user.message"]);
 }
 
+// Review: fails until fixed
+#[tokio::test]
+async fn the_same_budget_sent_again_while_paused_at_it_is_not_raised() {
+    // Goal: a budget update must be greater than the session's consumed list
+    // cost, else 400 `budget_not_raised` (behaviour digest §12: "Resume only
+    // by budget update (must be > consumed cost, else 400 `budget.max_list_cost
+    // must be greater than the session's consumed list cost`)"; API digest
+    // §2.4). `sessions::update_once` checks the amount only when the budget
+    // differs from the current one, so the same $1 budget sent again to a
+    // session paused at it (having spent $1.50) answers 200 as if it were
+    // taken, and the session stays paused with no word of why.
+    // Method: a session with a $1 budget; inject the $1.50 usage and the
+    // budget idle the runner appends at the pause; send the same budget.
+    let h = Harness::new();
+    let agent = h.agent("a").await;
+    let env = h.env("e").await;
+    let budget = json!({"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}});
+    let session = h
+        .post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"], "budget": budget}))
+        .await
+        .ok();
+    h.inject(
+        &session,
+        vec![
+            event(json!({"type": "session.usage", "budget": budget,
+                "usage": {"input_tokens": 500_000, "list_cost": {"amount": "150", "currency": "USD"}}})),
+            event(json!({"type": "session.status_idle", "stop_reason": {"type": "budget_reached"}})),
+        ],
+    );
+    let resp = h.post(&format!("/v1/sessions/{}", id(&session)), &json!({"budget": budget})).await;
+    assert_eq!(
+        resp.status.as_u16(),
+        400,
+        "a $1 budget is not above the $1.50 consumed, yet the update was taken: {}",
+        resp.text()
+    );
+    let body = resp.invalid();
+    assert_eq!(body["error"]["details"]["error_code"], "budget_not_raised", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_to_one_session_all_land_and_a_call_gets_one_answer() {
     // Goal: sends racing on one session never fail for losing the race (a
