@@ -1887,7 +1887,6 @@ async fn wait_request_starts(api: &Api, session: &str, n: usize) {
 /// Method: the first request of a turn costs $3 (1M input tokens, Sonnet)
 /// under a $1,000 budget and calls a tool; the second request hangs; while
 /// it does, the budget is lowered to $1.
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_lowered_below_what_a_running_turn_spent_is_refused() {
     let model = FakeModel::start(vec![

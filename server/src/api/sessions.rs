@@ -592,6 +592,16 @@ pub async fn update(
     Ok(Json(session.to_wire(now)))
 }
 
+/// The list cost, in cents unrounded, of everything `id`'s log holds now
+/// (0 for a model without a price).
+fn consumed_cents(store: &SledStore, id: SessionId, session: &StoredSession) -> Result<f64, ApiError> {
+    use logbook_store::Read;
+    let Some(last) = store.head(id)?.next.get().checked_sub(1) else { return Ok(0.0) };
+    let projected = crate::projection::state_at(store, id, logbook_core::Seq::new(last))?;
+    let totals = projected.usage.totals();
+    Ok(crate::runner::pricing::session_cost_exact_cents(&session.agent.model, &totals).unwrap_or(0.0))
+}
+
 /// One attempt at an update, from `known` (see [`load_or`]): the session
 /// updated and whether its budget changed, or the value another write left
 /// between reading and writing it.
@@ -638,16 +648,21 @@ fn update_once(
             }
             (_, Some(budget)) => {
                 check_budget(&budget)?;
+                // A cap must leave room to run (behaviour digest §12), the
+                // same one sent again too: measured on everything the log
+                // holds now, a turn under way included (the last
+                // `session.usage` is only the last idle's), or what that
+                // last report said, whichever is more.
+                let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str);
+                let reported = live.usage.list_cost_cents.unwrap_or(0) as f64;
+                let consumed = consumed_cents(store, id, &current)?.max(reported);
+                if amount.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a as f64 <= consumed) {
+                    return Err(ApiError::invalid(
+                        "budget.max_list_cost must be greater than the session's consumed list cost",
+                    )
+                    .with_code("budget_not_raised"));
+                }
                 if Some(&budget) != current.budget.as_ref() {
-                    // A new cap must leave room to run (behaviour digest §12).
-                    let amount = budget.pointer("/max_list_cost/amount").and_then(Value::as_str);
-                    let consumed = live.usage.list_cost_cents.unwrap_or(0);
-                    if amount.and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a <= consumed) {
-                        return Err(ApiError::invalid(
-                            "budget.max_list_cost must be greater than the session's consumed list cost",
-                        )
-                        .with_code("budget_not_raised"));
-                    }
                     changes.budget = Some(Some(budget_event(&budget)?));
                     next.budget = Some(budget);
                 }

@@ -635,7 +635,6 @@ async fn a_session_paused_at_the_budget_takes_input_again_once_the_budget_change
     assert_eq!(types_of(sent["data"].as_array().unwrap()), ["user.message"]);
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn the_same_budget_sent_again_while_paused_at_it_is_not_raised() {
     // Goal: a budget update must be greater than the session's consumed list
