@@ -653,3 +653,42 @@ fn keys_list_into_a_closed_pipe_does_not_panic() {
     assert!(!stderr.contains("panicked"), "keys list panicked on a closed pipe: {stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+/// DEFECT (a mistyped `--audit-key` signs the export with a brand-new key):
+/// `logbook export --audit-key FILE` names "the audit key file", the
+/// server's signing key. A path where no key exists is not refused:
+/// `AuditKey::load_or_create` creates its directories and a fresh random
+/// key there, and the export succeeds, "signed by key <new key>", a key no
+/// verifier trusts and the server never used. A mistyped `--data` is
+/// refused for the same reason ("no data directory"). Method: a store with
+/// a session, exported with `--audit-key` pointing into a missing directory.
+// Review: fails until fixed
+#[test]
+fn export_refuses_an_audit_key_file_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let session = SessionId::from_parts(1_764_000_000_000, 44);
+    {
+        let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+        store.append(session, Seq::ZERO, &entries(3)).unwrap();
+        put_session_object(&store, session);
+    }
+    let mistyped = dir.path().join("secrets").join("ed25519.kye");
+    let bundle = dir.path().join("bundle.jsonl");
+    let out = logbook(
+        &[
+            "export",
+            &session.to_string(),
+            "--records-only",
+            "-o",
+            bundle.to_str().unwrap(),
+            "--audit-key",
+            mistyped.to_str().unwrap(),
+        ],
+        &data,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let created = mistyped.exists();
+    assert!(!out.status.success(), "exported, signed by a key made up on the spot: {stderr}");
+    assert!(!created, "export created a new signing key at {}", mistyped.display());
+}
