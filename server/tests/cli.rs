@@ -692,3 +692,30 @@ fn export_refuses_an_audit_key_file_that_does_not_exist() {
     assert!(!out.status.success(), "exported, signed by a key made up on the spot: {stderr}");
     assert!(!created, "export created a new signing key at {}", mistyped.display());
 }
+
+/// DEFECT (`show --budget-tokens` takes any u64 and panics on a large one):
+/// `logbook show SESSION --budget-tokens N` is the twin of `GET
+/// /x/v1/sessions/{id}/context?budget_tokens=N` (docs/extensions.md), which
+/// refuses a budget outside 512 to 1,000,000. The flag has no range: a
+/// budget near u64::MAX reaches `logbook_replay::fit`, where `budget *
+/// MANIFEST_PERCENT` overflows (debug builds panic, "attempt to multiply
+/// with overflow"; release builds wrap to a tiny manifest budget). Method:
+/// `show --budget-tokens 18446744073709551615` on a stored session; it
+/// must be a usage error naming the flag (exit 2, like serve's range checks).
+// Review: fails until fixed
+#[test]
+fn show_refuses_a_budget_out_of_range_instead_of_overflowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let session = SessionId::from_parts(1_764_000_000_000, 45);
+    {
+        let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+        store.append(session, Seq::ZERO, &entries(3)).unwrap();
+        put_session_object(&store, session);
+    }
+    let out = logbook(&["show", &session.to_string(), "--budget-tokens", "18446744073709551615"], &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "show panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--budget-tokens"), "{stderr}");
+}
