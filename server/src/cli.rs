@@ -196,8 +196,15 @@ enum Command {
         /// Print this file's bytes instead (a sandbox path, e.g. /workspace/main.rs).
         #[arg(long)]
         file: Option<String>,
-        /// Print the context fitted to this many tokens instead.
-        #[arg(long, conflicts_with = "file")]
+        /// Print the context fitted to this many tokens instead (as the
+        /// API's `budget_tokens`: 512 to 1,000,000).
+        #[arg(
+            long,
+            conflicts_with = "file",
+            value_parser = clap::value_parser!(u64).range(
+                logbook_replay::fit::MIN_BUDGET_TOKENS..=crate::api::x::state::MAX_CONTEXT_BUDGET_TOKENS
+            )
+        )]
         budget_tokens: Option<u64>,
     },
     /// Fork a session after a seq or an event (offline: stop the server
@@ -324,6 +331,13 @@ pub fn main() -> ExitCode {
         Command::Verify { data, json, bundle: None, .. } => verify(&data, json),
         Command::Export { data, audit_key, session, out, records_only } => {
             open_existing_store(&data).and_then(|store| {
+                // A key named on the command line must be there: one made at
+                // a mistyped path would sign with a key the server never used.
+                if let Some(path) = audit_key.as_deref()
+                    && !path.exists()
+                {
+                    anyhow::bail!("the audit key {} does not exist", path.display());
+                }
                 let key = load_audit_key(&data, audit_key.as_deref())?;
                 crate::offline::export(&store, &key, &session, out.as_deref(), records_only)
             })
@@ -366,6 +380,23 @@ pub fn main() -> ExitCode {
 }
 
 /// The audit key at `path`, or the data directory's default one.
+/// Writes `text` and a newline to stdout: an error (a closed pipe, a full
+/// disk) is returned to be said on one line, never a panic as `println!`'s.
+pub(crate) fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|()| out.flush()).context("writing to stdout")
+}
+
+/// Prints a key just stored, once: if it cannot be printed, nobody has it,
+/// so it is revoked again rather than left live.
+fn print_new_key(store: &SledStore, key: &str, now: logbook_core::Timestamp) -> anyhow::Result<()> {
+    print_line(key).map_err(|err| match tenancy::revoke_key(store, key, now) {
+        Ok(_) => err.context("the key could not be printed, so it was revoked"),
+        Err(revoke) => err.context(format!("the key could not be printed, nor revoked ({})", revoke.message)),
+    })
+}
+
 fn load_audit_key(data: &Path, path: Option<&Path>) -> anyhow::Result<crate::audit::AuditKey> {
     let path = path.map_or_else(|| crate::audit::default_key_path(data), Path::to_owned);
     Ok(crate::audit::AuditKey::load_or_create(&path)?)
@@ -419,7 +450,7 @@ fn bootstrap_key(store: &SledStore, clock: &dyn Clock) -> anyhow::Result<()> {
         Ok(_) | Err(std::env::VarError::NotPresent) => {
             let key = tenancy::create_key(store, &workspace, clock.now()).map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!("logbook: created the first API key (workspace {}); it will not be shown again:", workspace.name);
-            println!("{key}");
+            print_new_key(store, &key, clock.now())?;
         }
     }
     Ok(())
@@ -693,7 +724,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 "logbook: created an environment key for {env} ({}); give it to the environment's workers; it will not be shown again:",
                 found.name
             );
-            println!("{key}");
+            print_new_key(&store, &key, clock.now())?;
         }
         KeysCommand::Create { data, workspace, environment: None } => {
             let store = open_store(&data, 64)?;
@@ -705,7 +736,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 "logbook: created an API key for workspace {} ({}); it will not be shown again:",
                 workspace.name, workspace.id
             );
-            println!("{key}");
+            print_new_key(&store, &key, clock.now())?;
         }
         KeysCommand::Revoke { data, key, hint } => {
             let store = open_existing_store(&data)?;
@@ -747,7 +778,10 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     tenancy::KeyScope::Environment { environment_id } => format!("  environment={environment_id}"),
                     tenancy::KeyScope::WorkSession { work_id, .. } => format!("  work={work_id}"),
                 };
-                println!("{}...  workspace={workspace}{scope}  created={}  {state}", record.hint, record.created_at);
+                print_line(&format!(
+                    "{}...  workspace={workspace}{scope}  created={}  {state}",
+                    record.hint, record.created_at
+                ))?;
             }
         }
     }
@@ -839,7 +873,7 @@ fn verify(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
         })
         .context("reading the store")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).context("encoding the report")?);
+        print_line(&serde_json::to_string_pretty(&report).context("encoding the report")?)?;
     }
     let n_damaged = report.damaged().count();
     for damaged in report.damaged() {

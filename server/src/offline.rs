@@ -168,6 +168,13 @@ pub fn verify_bundle(
     let lines = match read_lines(path) {
         Ok(lines) => lines,
         Err(err) if err.downcast_ref::<NotUtf8>().is_some() => {
+            if json {
+                let value = serde_json::json!({
+                    "report": {"valid": false, "session_id": null, "problems": [err.to_string()]},
+                    "consistency": null,
+                });
+                crate::cli::print_line(&serde_json::to_string_pretty(&value).context("encoding the report")?)?;
+            }
             eprintln!("logbook: the bundle is damaged: {err}");
             return Ok(ExitCode::from(1));
         }
@@ -206,8 +213,12 @@ pub fn verify_bundle(
         consistency = Some(logbook_replay::audit::consistency(&head, n_total, tail));
     }
     if json {
-        let value = serde_json::json!({"report": report, "consistency": consistency});
-        println!("{}", serde_json::to_string_pretty(&value).context("encoding the report")?);
+        let mut shown = serde_json::to_value(&report).context("encoding the report")?;
+        if let Some(fields) = shown.as_object_mut() {
+            fields.insert("valid".to_owned(), serde_json::Value::Bool(report.is_valid()));
+        }
+        let value = serde_json::json!({"report": shown, "consistency": consistency});
+        crate::cli::print_line(&serde_json::to_string_pretty(&value).context("encoding the report")?)?;
     }
     print_report(&report);
     if let Some(verdict) = &consistency {
@@ -454,6 +465,6 @@ pub fn fork(
         "forked {parent} after seq {} into {child} ({} workspace entries written)",
         forked.origin.parent_seq, forked.n_files
     );
-    println!("{}", serde_json::to_string_pretty(&forked.to_wire(now))?);
+    crate::cli::print_line(&serde_json::to_string_pretty(&forked.to_wire(now))?)?;
     Ok(ExitCode::SUCCESS)
 }

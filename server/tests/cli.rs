@@ -607,7 +607,6 @@ fn a_bootstrap_key_on_a_store_with_keys_is_reported_not_silently_ignored() {
 /// store is left with a live credential whose plaintext no one has ("it
 /// will not be shown again"). Method: `keys create` with stdout on
 /// /dev/full, then `keys list`.
-// Review: fails until fixed
 #[test]
 fn keys_create_that_cannot_print_the_key_fails_cleanly_and_leaves_no_live_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -632,7 +631,6 @@ fn keys_create_that_cannot_print_the_key_fails_cleanly_and_leaves_no_live_key() 
 /// exit 101 and a backtrace on stderr) instead of stopping quietly or with
 /// one line. Method: `keys list` with stdout a pipe whose read end is
 /// already closed.
-// Review: fails until fixed
 #[test]
 fn keys_list_into_a_closed_pipe_does_not_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -662,7 +660,6 @@ fn keys_list_into_a_closed_pipe_does_not_panic() {
 /// verifier trusts and the server never used. A mistyped `--data` is
 /// refused for the same reason ("no data directory"). Method: a store with
 /// a session, exported with `--audit-key` pointing into a missing directory.
-// Review: fails until fixed
 #[test]
 fn export_refuses_an_audit_key_file_that_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
@@ -702,7 +699,6 @@ fn export_refuses_an_audit_key_file_that_does_not_exist() {
 /// with overflow"; release builds wrap to a tiny manifest budget). Method:
 /// `show --budget-tokens 18446744073709551615` on a stored session; it
 /// must be a usage error naming the flag (exit 2, like serve's range checks).
-// Review: fails until fixed
 #[test]
 fn show_refuses_a_budget_out_of_range_instead_of_overflowing() {
     let dir = tempfile::tempdir().unwrap();
@@ -727,7 +723,6 @@ fn show_refuses_a_budget_out_of_range_instead_of_overflowing() {
 /// `offline::verify_bundle` (the `NotUtf8` arm) with exit 1 and nothing on
 /// stdout, so a script reading the report finds no JSON at all. Method: an
 /// exported bundle with one byte of a record line set to 0xFF.
-// Review: fails until fixed
 #[test]
 fn verify_bundle_json_reports_a_non_utf8_bundle_as_damaged() {
     use logbook_server::audit::{self, AuditKey};
@@ -767,7 +762,6 @@ fn verify_bundle_json_reports_a_non_utf8_bundle_as_damaged() {
 /// Method: a session whose log is one `user.message`, exported and imported
 /// into another data directory; `serve` started on it (echo tools, a model
 /// URL nothing listens on) must not resume it.
-// Review: fails until fixed
 #[test]
 fn serve_does_not_resume_a_session_imported_without_its_environment() {
     use std::io::BufRead as _;

@@ -1275,9 +1275,17 @@ pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId
 pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, SessionId)>, ApiError> {
     let mut out = Vec::new();
     let mut to_check = Vec::new();
+    let mut without_environment = Vec::new();
     scan_sessions(store, b"", |key, session| {
         let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
         let workspace = logbook_core::WorkspaceId::from_bytes(workspace);
+        let env_key = Tenant { workspace }.key(session.environment_id.to_bytes());
+        // A session imported without its environment waits for one: nothing
+        // continues it (no sandbox, no networking policy to run under).
+        if !matches!(store.get_resource(ResourceKind::Environment, &env_key), Ok(Some(_))) {
+            without_environment.push(session.id);
+            return std::ops::ControlFlow::Continue(());
+        }
         match session.status {
             Status::Running | Status::Rescheduling => out.push((workspace, session.id)),
             Status::Idle if session.archived_at.is_none() => {
@@ -1291,6 +1299,12 @@ pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, S
         if log_has_work(store, id, self_hosted)? {
             out.push((workspace, id));
         }
+    }
+    if !without_environment.is_empty() {
+        tracing::warn!(
+            sessions = without_environment.len(),
+            "sessions whose environment this store lacks (imported without --environment) are not resumed"
+        );
     }
     Ok(out)
 }
