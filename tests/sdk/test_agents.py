@@ -339,3 +339,25 @@ def test_list_limit_bounds(client: anthropic.Anthropic) -> None:
         client.beta.agents.list(limit=101)
     with pytest.raises(anthropic.BadRequestError):
         client.beta.agents.list(page="not-a-cursor")
+
+
+# Review: fails until fixed
+def test_coordinator_self_entry_is_resolved_to_an_agent_reference(client: anthropic.Anthropic) -> None:
+    # BetaManagedAgentsMultiagentSelfParams: the `{"type": "self"}` sentinel is
+    # "resolved server-side to a concrete agent reference"; the response's
+    # BetaManagedAgentsMultiagentCoordinator.agents is a union of
+    # BetaManagedAgentsAgentReference and BetaManagedAgentsAdvisor only, so an
+    # echoed `{"type": "self"}` fails strict validation.
+    member = client.beta.agents.create(name=unique("member"), model=MODEL)
+    created = client.beta.agents.with_raw_response.create(
+        name=unique("lead"), model=MODEL, multiagent={"type": "coordinator", "agents": [member.id, {"type": "self"}]}
+    )
+    lead_id = created.http_response.json()["id"]
+    try:
+        lead = created.parse()
+        assert lead.multiagent is not None and lead.multiagent.type == "coordinator"
+        assert [(a.type, a.id) for a in lead.multiagent.agents] == [("agent", member.id), ("agent", lead_id)]
+    finally:
+        # Archived, so that later agent lists of the shared server do not meet it.
+        client.beta.agents.with_raw_response.archive(lead_id)
+
