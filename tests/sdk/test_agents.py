@@ -361,3 +361,22 @@ def test_coordinator_self_entry_is_resolved_to_an_agent_reference(client: anthro
         # Archived, so that later agent lists of the shared server do not meet it.
         client.beta.agents.with_raw_response.archive(lead_id)
 
+
+# Review: fails until fixed
+def test_multiagent_20261001_is_returned_resolved(client: anthropic.Anthropic) -> None:
+    # BetaManagedAgentsMultiagent20261001 (the response model) requires
+    # `advisor`, `subagents` and `workflows`, each resolved (advisor defaults to
+    # disabled, subagents and workflows to enabled with inline_agents and
+    # predefined_agents); Logbook echoes the request's members only.
+    created = client.beta.agents.with_raw_response.create(
+        name=unique("lead"), model=MODEL, multiagent={"type": "multiagent_20261001"}
+    )
+    try:
+        agent = created.parse()
+        assert agent.multiagent is not None and agent.multiagent.type == "multiagent_20261001"
+        assert agent.multiagent.advisor.type == "disabled"
+        assert agent.multiagent.subagents.type == "enabled"
+        assert agent.multiagent.workflows.type == "enabled"
+    finally:
+        # Archived, so that later agent lists of the shared server do not meet it.
+        client.beta.agents.with_raw_response.archive(created.http_response.json()["id"])
