@@ -341,7 +341,6 @@ def test_list_limit_bounds(client: anthropic.Anthropic) -> None:
         client.beta.agents.list(page="not-a-cursor")
 
 
-# Review: fails until fixed
 def test_coordinator_self_entry_is_resolved_to_an_agent_reference(client: anthropic.Anthropic) -> None:
     # BetaManagedAgentsMultiagentSelfParams: the `{"type": "self"}` sentinel is
     # "resolved server-side to a concrete agent reference"; the response's
@@ -362,7 +361,6 @@ def test_coordinator_self_entry_is_resolved_to_an_agent_reference(client: anthro
         client.beta.agents.with_raw_response.archive(lead_id)
 
 
-# Review: fails until fixed
 def test_multiagent_20261001_is_returned_resolved(client: anthropic.Anthropic) -> None:
     # BetaManagedAgentsMultiagent20261001 (the response model) requires
     # `advisor`, `subagents` and `workflows`, each resolved (advisor defaults to

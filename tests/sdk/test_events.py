@@ -199,7 +199,6 @@ def test_last_page_has_no_next_page(client: anthropic.Anthropic, new_session, or
     assert only.next_page is None, f"order={order}: a complete single page has next_page={only.next_page!r}"
 
 
-# Review: fails until fixed
 def test_user_message_accepts_a_redacted_block(client: anthropic.Anthropic, new_session) -> None:
     # BetaManagedAgentsUserMessageEventParams.content admits
     # BetaManagedAgentsRedactedBlockParam (and the echo's

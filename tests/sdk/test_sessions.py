@@ -311,7 +311,6 @@ def test_update_agent_tools(client: anthropic.Anthropic, new_agent, shared_env) 
     assert event.title is None and event.metadata is None
 
 
-# Review: fails until fixed
 def test_coordinator_agent_snapshot_expands_its_roster(client: anthropic.Anthropic, new_agent, shared_env) -> None:
     # BetaManagedAgentsSessionMultiagentCoordinator.agents (the session's
     # `agent.multiagent`) holds "full `agent` definitions"

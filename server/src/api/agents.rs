@@ -130,7 +130,9 @@ pub async fn create(
             let lookup = |field: &str, member: &str, version: Option<u32>| {
                 roster_member(store, &tenant, None, field, member, version)
             };
-            let agent = Agent { multiagent: tools::resolve_multiagent(multiagent, &lookup)?, ..agent };
+            let mut multiagent = tools::resolve_multiagent(multiagent, &lookup)?;
+            resolve_self(&mut multiagent, agent.id, agent.version);
+            let agent = Agent { multiagent, ..agent };
             let bytes = to_bytes(&agent)?;
             put_new(store, ResourceKind::Agent, &tenant.key(agent.id.to_bytes()), &bytes)?;
             put_new(store, ResourceKind::AgentVersion, &version_key(&tenant, agent.id, 1), &bytes)?;
@@ -194,6 +196,7 @@ pub async fn update(
             }
             next.version = current.version + 1;
             next.updated_at = now;
+            resolve_self(&mut next.multiagent, id, next.version);
             let bytes = to_bytes(&next)?;
             match store.swap_resource(ResourceKind::Agent, &key, Some(&current_bytes), Some(&bytes))? {
                 Ok(()) => {}
@@ -386,6 +389,20 @@ fn roster_member(
         }
     })?;
     Ok(RosterMember { version: agent.version, multiagent: agent.multiagent.is_some() })
+}
+
+/// A coordinator roster's `{type: "self"}` entry, resolved as the API does
+/// to a concrete reference: the coordinator itself, at the version being
+/// written (entries stored earlier are resolved already).
+fn resolve_self(multiagent: &mut Option<Value>, id: AgentId, version: u32) {
+    let Some(agents) = multiagent.as_mut().and_then(|m| m.get_mut("agents")).and_then(Value::as_array_mut) else {
+        return;
+    };
+    for entry in agents.iter_mut() {
+        if entry.get("type").and_then(Value::as_str) == Some("self") {
+            *entry = serde_json::json!({"type": "agent", "id": id, "version": version});
+        }
+    }
 }
 
 /// The latest version, with its stored bytes (for compare-and-swap).

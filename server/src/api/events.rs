@@ -288,7 +288,14 @@ pub fn parse_inputs(
         let event = match input_type {
             InputType::UserMessage => {
                 let event = UserMessage::deserialize(value).map_err(parse_err)?;
-                check_content(&event.content, &field, &["text", "image", "document"], true)?;
+                check_content(&event.content, &field, &["text", "image", "document", "redacted"], true)?;
+                // A redacted block stands for content the model never sees:
+                // a message of nothing else would reach it empty.
+                if event.content.iter().all(|block| matches!(block, ContentBlock::Redacted)) {
+                    return Err(ApiError::invalid(format!(
+                        "{field}.content: holds only redacted blocks; send something the model can read"
+                    )));
+                }
                 Event::UserMessage(event)
             }
             InputType::UserInterrupt => {

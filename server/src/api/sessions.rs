@@ -462,7 +462,9 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
         AgentRef::Id(id) => {
             let agent = agents::load_version(store, tenant, parse(&id)?, None)?;
             check_not_archived(&agent)?;
-            Ok((SessionAgent::from(&agent), true))
+            let mut snapshot = SessionAgent::from(&agent);
+            expand_roster(store, tenant, &mut snapshot)?;
+            Ok((snapshot, true))
         }
         AgentRef::Object(obj) => {
             if obj.version == Some(0) {
@@ -471,6 +473,7 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
             let agent = agents::load_version(store, tenant, parse(&obj.id)?, obj.version)?;
             check_not_archived(&agent)?;
             let mut snapshot = SessionAgent::from(&agent);
+            expand_roster(store, tenant, &mut snapshot)?;
             if let Some(field) = obj.unknown.keys().next() {
                 return Err(ApiError::invalid(format!("agent.{field}: unknown field")));
             }
@@ -489,6 +492,34 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
             }
         }
     }
+}
+
+/// A coordinator's roster on a session's agent snapshot holds full agent
+/// definitions (API digest §3.1: "on the Session snapshot they are
+/// expanded"): each `{type: "agent", id, version}` becomes that version of
+/// the agent, as a session thread's agent (no roster of its own). An entry
+/// that no longer loads stays a reference.
+fn expand_roster(store: &SledStore, tenant: &Tenant, snapshot: &mut SessionAgent) -> Result<(), ApiError> {
+    let Some(multiagent) = snapshot.multiagent.as_mut() else { return Ok(()) };
+    if multiagent.get("type").and_then(Value::as_str) != Some("coordinator") {
+        return Ok(());
+    }
+    let Some(entries) = multiagent.get_mut("agents").and_then(Value::as_array_mut) else { return Ok(()) };
+    for entry in entries.iter_mut() {
+        if entry.get("type").and_then(Value::as_str) != Some("agent") {
+            continue;
+        }
+        let id = entry.get("id").and_then(Value::as_str).and_then(|raw| raw.parse::<AgentId>().ok());
+        let version = entry.get("version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+        let Some(id) = id else { continue };
+        let Ok(member) = agents::load_version(store, tenant, id, version) else { continue };
+        let mut definition = serde_json::to_value(SessionAgent::from(&member)).map_err(ApiError::internal)?;
+        if let Some(fields) = definition.as_object_mut() {
+            fields.remove("multiagent");
+        }
+        *entry = definition;
+    }
+    Ok(())
 }
 
 fn agent_not_found(raw: &str) -> ApiError {

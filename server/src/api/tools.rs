@@ -833,6 +833,27 @@ pub fn resolve_multiagent(value: Option<Value>, lookup: &RosterLookup<'_>) -> Re
                     resolved.insert(key.to_owned(), setting);
                 }
             }
+            // Each member resolved with its defaults (a missing or null one
+            // takes them): the advisor disabled, subagents and workflows
+            // enabled, with inline agents enabled and no predefined agents.
+            if resolved.get("advisor").is_none_or(Value::is_null) {
+                resolved.insert("advisor".to_owned(), serde_json::json!({"type": "disabled"}));
+            }
+            for key in ["subagents", "workflows"] {
+                if resolved.get(key).is_none_or(Value::is_null) {
+                    resolved.insert(key.to_owned(), serde_json::json!({"type": "enabled"}));
+                }
+                if let Some(member) = resolved.get_mut(key).and_then(Value::as_object_mut)
+                    && member.get("type").and_then(Value::as_str) == Some("enabled")
+                {
+                    if member.get("inline_agents").is_none_or(Value::is_null) {
+                        member.insert("inline_agents".to_owned(), serde_json::json!({"type": "enabled"}));
+                    }
+                    if member.get("predefined_agents").is_none_or(Value::is_null) {
+                        member.insert("predefined_agents".to_owned(), serde_json::json!([]));
+                    }
+                }
+            }
             Ok(Some(Value::Object(resolved)))
         }
         _ => Err(ApiError::invalid("multiagent.type: must be coordinator or multiagent_20261001")),

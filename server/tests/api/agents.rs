@@ -882,7 +882,9 @@ async fn roster_members_are_agents_of_the_workspace_pinned_when_the_coordinator_
         |agents: Value| json!({"name": "lead", "model": "m", "multiagent": {"type": "coordinator", "agents": agents}});
     let lead = h.agent_with(&coordinator(json!([member_id, {"type": "self"}]))).await;
     let pinned = |version: u32| json!({"type": "agent", "id": member_id, "version": version});
-    assert_eq!(lead["multiagent"]["agents"], json!([pinned(2), {"type": "self"}]));
+    // `self` is resolved to the coordinator itself, at the version saved.
+    let own = json!({"type": "agent", "id": lead["id"], "version": 1});
+    assert_eq!(lead["multiagent"]["agents"], json!([pinned(2), own]));
     // A later member version leaves the saved roster as it was.
     bump(&h, &member_id, 2).await;
     let stored = h.get(&format!("/v1/agents/{}", id(&lead))).await.ok();
