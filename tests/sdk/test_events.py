@@ -199,15 +199,3 @@ def test_last_page_has_no_next_page(client: anthropic.Anthropic, new_session, or
     assert only.next_page is None, f"order={order}: a complete single page has next_page={only.next_page!r}"
 
 
-def test_user_message_accepts_a_redacted_block(client: anthropic.Anthropic, new_session) -> None:
-    # BetaManagedAgentsUserMessageEventParams.content admits
-    # BetaManagedAgentsRedactedBlockParam (and the echo's
-    # BetaManagedAgentsUserMessageEvent.content BetaManagedAgentsRedactedBlock);
-    # Logbook answers 400 "redacted is not allowed here".
-    session = new_session()
-    sent = client.beta.sessions.events.send(
-        session.id,
-        events=[{"type": "user.message", "content": [{"type": "text", "text": "hi"}, {"type": "redacted"}]}],
-    )
-    assert sent.data is not None
-    assert [b.type for b in sent.data[0].content] == ["text", "redacted"]

@@ -288,14 +288,10 @@ pub fn parse_inputs(
         let event = match input_type {
             InputType::UserMessage => {
                 let event = UserMessage::deserialize(value).map_err(parse_err)?;
-                check_content(&event.content, &field, &["text", "image", "document", "redacted"], true)?;
-                // A redacted block stands for content the model never sees:
-                // a message of nothing else would reach it empty.
-                if event.content.iter().all(|block| matches!(block, ContentBlock::Redacted)) {
-                    return Err(ApiError::invalid(format!(
-                        "{field}.content: holds only redacted blocks; send something the model can read"
-                    )));
-                }
+                // Not `redacted`, though the SDK's params type admits it: the
+                // platform emits those only, and refuses them in user events
+                // (behaviour digest §4.1).
+                check_content(&event.content, &field, &["text", "image", "document"], true)?;
                 Event::UserMessage(event)
             }
             InputType::UserInterrupt => {
