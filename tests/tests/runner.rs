@@ -191,31 +191,49 @@ async fn transient_faults_are_retried_and_a_rejected_key_ends_the_turn() {
     rerun_check(server, &dir.path().join("data"));
 }
 
+/// Goal: an interrupt stops a streaming model call and ends the turn
+/// `end_turn`, with no `agent.message`; so does one routed to the session's
+/// primary thread (the thread `GET /threads` lists, running while the
+/// session runs: API digest §2.7, events reach threads through the
+/// session-level POST by `session_thread_id`).
+/// Method: for each form of the interrupt, a dripping answer interrupted
+/// once its request started; `logbook rerun` reproduces the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_stops_the_model_stream_and_ends_the_turn() {
-    let model = FakeModel::start(vec![
-        json!({"fault": "drip", "delay_ms": 400}),
-        json!({"content": [{"type": "text", "text": "a very long answer that takes a while to stream"}], "stop_reason": "end_turn"}),
-    ])
-    .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
-    api.send(&session, user_message("tell me everything")).await;
-    // Wait until the model request is under way, then interrupt.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    for to_primary_thread in [false, true] {
+        let model = FakeModel::start(vec![
+            json!({"fault": "drip", "delay_ms": 400}),
+            json!({"content": [{"type": "text", "text": "a very long answer that takes a while to stream"}], "stop_reason": "end_turn"}),
+        ])
+        .expect("fake starts");
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("data"), &model, &[]);
+        let api = Api::new(&server);
+        let session = new_session(&api, toolset("always_allow")).await;
+        api.send(&session, user_message("tell me everything")).await;
+        // Wait until the model request is under way, then interrupt.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut interrupt = json!({"type": "user.interrupt"});
+        if to_primary_thread {
+            let threads = api.get(&format!("/v1/sessions/{session}/threads")).await;
+            assert_eq!(threads["data"][0]["status"], "running", "{threads}");
+            interrupt["session_thread_id"] = threads["data"][0]["id"].clone();
+        }
+        let (status, body) = api
+            .raw(reqwest::Method::POST, &format!("/v1/sessions/{session}/events"), Some(json!({"events": [interrupt]})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let events = api.wait_idle(&session, 1).await;
+        assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
+        let end = events.iter().find(|e| e["type"] == "span.model_request_end").unwrap();
+        assert_eq!(end["is_error"], true);
+        assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+        rerun_check(server, &dir.path().join("data"));
     }
-    api.send(&session, json!([{"type": "user.interrupt"}])).await;
-    let events = api.wait_idle(&session, 1).await;
-    assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
-    let end = events.iter().find(|e| e["type"] == "span.model_request_end").unwrap();
-    assert_eq!(end["is_error"], true);
-    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
-    rerun_check(server, &dir.path().join("data"));
 }
 
 /// Goal: "send, then stop" in one request stops the turn the message would
@@ -1681,46 +1699,6 @@ async fn a_session_whose_tools_were_removed_still_sends_requests_the_api_accepts
             request.body
         );
     }
-}
-
-/// Goal: an interrupt routed to the session's primary thread (the thread
-/// `GET /v1/sessions/{id}/threads` lists, running while the session runs)
-/// stops the turn like one without `session_thread_id` (behaviour digest
-/// §3.6; API digest §2.7: events are sent to threads through the
-/// session-level POST, routed by `session_thread_id`).
-/// Method: a dripping model answer; once its request started, an interrupt
-/// naming the primary thread; the send is accepted and the turn ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupt_naming_the_primary_thread_stops_the_turn() {
-    let model = FakeModel::start(vec![
-        json!({"fault": "drip", "delay_ms": 400}),
-        json!({"content": [{"type": "text", "text": "a very long answer that takes a while to stream"}], "stop_reason": "end_turn"}),
-    ])
-    .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
-    api.send(&session, user_message("tell me everything")).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !types(&api.events(&session).await).contains(&"span.model_request_start".to_owned()) {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let threads = api.get(&format!("/v1/sessions/{session}/threads")).await;
-    let thread = threads["data"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(threads["data"][0]["status"], "running", "{threads}");
-    let (status, body) = api
-        .raw(
-            reqwest::Method::POST,
-            &format!("/v1/sessions/{session}/events"),
-            Some(json!({"events": [{"type": "user.interrupt", "session_thread_id": thread}]})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let events = api.wait_idle(&session, 1).await;
-    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
-    assert!(!types(&events).contains(&"agent.message".to_owned()), "{:#?}", types(&events));
 }
 
 /// Goal: a response the provider stopped with `model_context_window_exceeded`
