@@ -513,7 +513,7 @@ fn serve(
     let store = open_store(data, cache_mib)?;
     let audit_key = load_audit_key(data, std::env::var_os("LOGBOOK_AUDIT_KEY").map(PathBuf::from).as_deref())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    bootstrap_key(&store, clock.as_ref())?;
+    let key_clock = Arc::clone(&clock);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -534,6 +534,10 @@ fn serve(
                 eprintln!("logbook: resuming {n_recovered} sessions that were running");
             }
         }
+        // Only once the port is bound and the configuration checked: a
+        // first start that fails on either would print a key and exit, and
+        // the next start (the store has a key now) would show none.
+        bootstrap_key(state.store(), key_clock.as_ref())?;
         eprintln!("logbook: serving on http://{local} with data in {}", data.display());
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
         let stopping = state.clone();

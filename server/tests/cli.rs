@@ -152,6 +152,33 @@ fn serve_refuses_a_bad_working_sessions_cap() {
     serve_refuses_each("LOGBOOK_MAX_WORKING_SESSIONS", "LOGBOOK_MAX_WORKING_SESSIONS", &["many", "0", "-1", "1048577"]);
 }
 
+/// Goal: a first start that fails on its configuration makes no key: the
+/// first key is printed once, so one made by a start that then exits would
+/// be lost (the next start, finding a key, prints none). Method: serve an
+/// empty data dir with a bad cap; the store then holds no key.
+#[test]
+fn a_first_start_refused_for_its_configuration_makes_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("LOGBOOK_MAX_WORKING_SESSIONS", "many")
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+        .env_remove("LOGBOOK_BOOTSTRAP_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("created the first API key"), "{stderr}");
+    assert!(out.stdout.is_empty(), "a key was printed: {}", String::from_utf8_lossy(&out.stdout));
+    let listed =
+        Command::new(env!("CARGO_BIN_EXE_logbook")).args(["keys", "list", "--data"]).arg(&data).output().unwrap();
+    assert!(listed.stdout.is_empty(), "the store holds a key: {}", String::from_utf8_lossy(&listed.stdout));
+}
+
 /// Goal: the same for the per-workspace cap on open SSE streams.
 #[test]
 fn serve_refuses_a_bad_streams_cap() {
