@@ -470,13 +470,13 @@ fn resolve_agent(store: &SledStore, tenant: &Tenant, agent_ref: AgentRef) -> Res
             if obj.version == Some(0) {
                 return Err(ApiError::invalid("agent.version: must be at least 1"));
             }
+            if let Some(field) = obj.unknown.keys().next() {
+                return Err(ApiError::invalid(format!("agent.{field}: unknown field")));
+            }
             let agent = agents::load_version(store, tenant, parse(&obj.id)?, obj.version)?;
             check_not_archived(&agent)?;
             let mut snapshot = SessionAgent::from(&agent);
             expand_roster(store, tenant, &mut snapshot)?;
-            if let Some(field) = obj.unknown.keys().next() {
-                return Err(ApiError::invalid(format!("agent.{field}: unknown field")));
-            }
             match obj.kind.as_str() {
                 "agent" if obj.overrides.is_empty() => Ok((snapshot, true)),
                 "agent" => Err(ApiError::invalid(
@@ -1306,38 +1306,34 @@ pub fn any_in_environment(store: &SledStore, tenant: &Tenant, env: EnvironmentId
 pub fn unfinished(store: &SledStore) -> Result<Vec<(logbook_core::WorkspaceId, SessionId)>, ApiError> {
     let mut out = Vec::new();
     let mut to_check = Vec::new();
-    let mut without_environment = Vec::new();
     scan_sessions(store, b"", |key, session| {
         let workspace: [u8; 16] = key.get(..16).and_then(|k| k.try_into().ok()).unwrap_or([0; 16]);
         let workspace = logbook_core::WorkspaceId::from_bytes(workspace);
-        let env_key = Tenant { workspace }.key(session.environment_id.to_bytes());
-        // A session imported without its environment waits for one: nothing
-        // continues it (no sandbox, no networking policy to run under).
-        if !matches!(store.get_resource(ResourceKind::Environment, &env_key), Ok(Some(_))) {
-            without_environment.push(session.id);
-            return std::ops::ControlFlow::Continue(());
-        }
+        let found = (workspace, session.id, session.environment_id);
         match session.status {
-            Status::Running | Status::Rescheduling => out.push((workspace, session.id)),
-            Status::Idle if session.archived_at.is_none() => {
-                to_check.push((workspace, session.id, session.self_hosted))
-            }
+            Status::Running | Status::Rescheduling => out.push(found),
+            Status::Idle if session.archived_at.is_none() => to_check.push((found, session.self_hosted)),
             Status::Idle | Status::Terminated => {}
         }
         std::ops::ControlFlow::Continue(())
     })?;
-    for (workspace, id, self_hosted) in to_check {
-        if log_has_work(store, id, self_hosted)? {
-            out.push((workspace, id));
+    for (found, self_hosted) in to_check {
+        if log_has_work(store, found.1, self_hosted)? {
+            out.push(found);
         }
     }
-    if !without_environment.is_empty() {
-        tracing::warn!(
-            sessions = without_environment.len(),
-            "sessions whose environment this store lacks (imported without --environment) are not resumed"
-        );
+    // A session imported without its environment waits for one: nothing
+    // continues it (no sandbox, no networking policy to run under).
+    let mut resumable = Vec::with_capacity(out.len());
+    for (workspace, id, environment) in out {
+        let env_key = Tenant { workspace }.key(environment.to_bytes());
+        if store.get_resource(ResourceKind::Environment, &env_key)?.is_some() {
+            resumable.push((workspace, id));
+        } else {
+            tracing::warn!(session = %id, "not resumed: this store lacks its environment (imported without --environment)");
+        }
     }
-    Ok(out)
+    Ok(resumable)
 }
 
 /// Whether a session's log says it is running or rescheduling, or holds
@@ -1390,8 +1386,9 @@ fn log_has_work(store: &SledStore, id: SessionId, self_hosted: bool) -> Result<b
 /// The session's durable next seq, read before the session itself (callers
 /// rely on that order). A log the store refuses (quarantined) is the
 /// caller's to hear of only if the session is theirs: logs are keyed by
-/// session id alone, so the session is looked up in the caller's workspace
-/// first, and another workspace's damaged session answers 404 like any.
+/// session id alone, so on such a refusal the session is looked up in the
+/// caller's workspace, and another workspace's damaged session answers 404
+/// like any.
 pub fn head_of(store: &SledStore, tenant: &Tenant, id: SessionId) -> Result<logbook_core::Seq, ApiError> {
     use logbook_store::Read;
     match store.head(id) {

@@ -681,7 +681,7 @@ impl Task {
                     "no model API is configured: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint)"
                         .to_owned(),
             };
-            return self.model_failed(start_id, attempt, error, ModelUsage::default(), None).await;
+            return self.model_failed(start_id, attempt, error, &crate::model::Usage::default()).await;
         };
         let began = Instant::now();
         // What the provider reported so far: a request cut short is billed too.
@@ -748,10 +748,7 @@ impl Task {
                 self.append(events).await?;
                 Ok(())
             }
-            Some(Err(error)) => {
-                let billed = server_tool_requests(start_id, &reported);
-                self.model_failed(start_id, attempt, error, model_usage(&reported), billed).await
-            }
+            Some(Err(error)) => self.model_failed(start_id, attempt, error, &reported).await,
             Some(Ok(response)) => {
                 self.last_error = None;
                 let usage = model_usage(&response.usage);
@@ -1043,8 +1040,7 @@ impl Task {
         start_id: EventId,
         attempt: u32,
         error: ModelError,
-        usage: ModelUsage,
-        billed: Option<(Option<EventId>, Event)>,
+        reported: &crate::model::Usage,
     ) -> Result<(), ApiError> {
         tracing::warn!(session = %self.session, attempt, %error, "model call failed");
         let max = self.handle.config().policy.max_model_attempts;
@@ -1054,10 +1050,10 @@ impl Task {
         let too_long = matches!(&error, ModelError::InvalidRequest { message, .. } if is_over_the_window(message))
             && self.projection.machine.may_compact();
         let retrying = (error.is_retryable() || too_long) && attempt < max;
-        // The request's end, and the server tool uses it was billed for
-        // before it failed.
-        let mut end = vec![(None, request_end(start_id, usage, true))];
-        end.extend(billed);
+        // The request's end, with what the provider reported of it before it
+        // failed (tokens, and server tool uses, billed all the same).
+        let mut end = vec![(None, request_end(start_id, model_usage(reported), true))];
+        end.extend(server_tool_requests(start_id, reported));
         if !retrying {
             let detail = error_detail(Some(&error), RetryStatus::Exhausted);
             self.last_error = Some(error);
