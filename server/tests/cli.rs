@@ -126,6 +126,34 @@ fn serve_refuses_a_bad_sandbox_disk_limit() {
 
 /// Runs `serve` with `variable` set to each of `values`; each must stop it
 /// with a message naming `named` (the variable, or the flag it sets).
+/// Reads the stderr lines of `child` (spawned with a piped stderr) until one
+/// contains `wanted` or 60 s pass, then stops it: whether the line came, and
+/// the lines before it.
+fn stderr_until(child: &mut std::process::Child, wanted: &str) -> (bool, Vec<String>) {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(wanted) => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (found, seen)
+}
+
 fn serve_refuses_each(variable: &str, named: &str, values: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     for value in values {
@@ -589,7 +617,6 @@ fn export_names_a_missing_blob_and_records_only_exports_without_it() {
 /// the warning on stderr (under a deadline), stop the server.
 #[test]
 fn a_bootstrap_key_on_a_store_with_keys_is_reported_not_silently_ignored() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let created = keys(&["create"], &data, "");
@@ -603,26 +630,7 @@ fn a_bootstrap_key_on_a_store_with_keys_is_reported_not_silently_ignored() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    let found = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains("LOGBOOK_BOOTSTRAP_KEY was not stored") => break true,
-            Ok(line) => seen.push(line),
-            Err(_) => break false,
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let (found, seen) = stderr_until(&mut child, "LOGBOOK_BOOTSTRAP_KEY was not stored");
     assert!(found, "no warning about the bootstrap key; stderr: {seen:#?}");
 }
 
@@ -791,7 +799,6 @@ fn verify_bundle_json_reports_a_non_utf8_bundle_as_damaged() {
 /// URL nothing listens on) must not resume it.
 #[test]
 fn serve_does_not_resume_a_session_imported_without_its_environment() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let session = SessionId::from_parts(1_764_000_000_000, 47);
@@ -821,26 +828,7 @@ fn serve_does_not_resume_a_session_imported_without_its_environment() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    let serving = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains("serving on") => break true,
-            Ok(line) => seen.push(line),
-            Err(_) => break false,
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let (serving, seen) = stderr_until(&mut child, "serving on");
     assert!(serving, "serve did not start: {seen:#?}");
     assert!(
         !seen.iter().any(|line| line.contains("resuming")),
