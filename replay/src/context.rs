@@ -20,6 +20,10 @@
 //! message. [`plan_compaction`] only ever cuts where a message begins that is
 //! not a tool result, so a tool use is never separated from its result, and
 //! always keeps the newest message.
+//!
+//! A `system.message` applies "for this and all later turns" (behaviour
+//! digest §4), so a compaction does not summarize it away: the system
+//! messages it replaces stand, verbatim, right after the summary.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +37,11 @@ use crate::tokens;
 
 /// The provider's stop reason for a response it refused to give.
 const REFUSAL: &str = "refusal";
+/// Bytes of system messages that a compaction keeps standing after its
+/// summary; beyond it the oldest are dropped, so they cannot outgrow the
+/// window (a client that sends one each turn repeats itself, and a repeated
+/// one stands once).
+pub const MAX_STANDING_SYSTEM_BYTES: usize = 40_000;
 /// How the summary of compacted turns is introduced to the model.
 pub const SUMMARY_PREAMBLE: &str = "The earlier part of this conversation was compacted to save context. Its summary:";
 /// Characters of each user text a mechanical (elided) summary keeps.
@@ -120,6 +129,14 @@ pub struct Context {
     /// that a refused response can be taken out again with that input.
     #[serde(default)]
     last_response: Option<ResponsePlace>,
+    /// The blocks of the `system.message`s still in the messages (or held),
+    /// so that a compaction can tell them from the user's text.
+    #[serde(default)]
+    system_blocks: Vec<Value>,
+    /// The blocks of the system messages compactions replaced, oldest
+    /// first: sent after the summary (see the module's documentation).
+    #[serde(default)]
+    standing: Vec<Value>,
 }
 
 /// See [`Context::last_response`].
@@ -151,6 +168,7 @@ impl Context {
         let mut rest = self.messages.iter();
         if let Some(summary) = &self.summary {
             let mut blocks = vec![summary_block(&summary.text)];
+            blocks.extend(self.standing.iter().cloned());
             if let Some(first) = self.messages.first()
                 && first.role == Role::User
             {
@@ -172,6 +190,12 @@ impl Context {
         self.summary.as_ref()
     }
 
+    /// The system messages compactions replaced, which stand after the
+    /// summary (text blocks, oldest first).
+    pub fn standing_system(&self) -> &[Value] {
+        &self.standing
+    }
+
     /// The blocks of each input held while a model request is open; they
     /// join the context when its response lands.
     pub fn held(&self) -> &[Vec<Value>] {
@@ -181,12 +205,15 @@ impl Context {
     /// Estimated tokens of [`Context::messages_json`].
     pub fn estimate_tokens(&self) -> u64 {
         let messages: u64 = self.messages.iter().map(|m| m.tokens).sum();
+        let standing: u64 = self.standing.iter().map(tokens::block).sum();
         let summary = match (&self.summary, self.messages.first()) {
             (None, _) => 0,
             // Merged into the first kept message when that is the user's.
-            (Some(summary), Some(first)) if first.role == Role::User => tokens::block(&summary_block(&summary.text)),
+            (Some(summary), Some(first)) if first.role == Role::User => {
+                tokens::block(&summary_block(&summary.text)) + standing
+            }
             (Some(summary), Some(_) | None) => {
-                tokens::block(&summary_block(&summary.text)) + tokens::MESSAGE_OVERHEAD_TOKENS
+                tokens::block(&summary_block(&summary.text)) + standing + tokens::MESSAGE_OVERHEAD_TOKENS
             }
         };
         messages + summary
@@ -211,7 +238,8 @@ impl Context {
                         | ContentBlock::SearchResult { .. }
                         | ContentBlock::Redacted => None,
                     })
-                    .collect();
+                    .collect::<Vec<Value>>();
+                self.system_blocks.extend(blocks.iter().cloned());
                 self.push_input(seq, blocks);
             }
             Event::UserDefineOutcome(outcome) => {
@@ -395,12 +423,35 @@ impl Context {
             return;
         }
         let n_replaced = self.messages.iter().take_while(|m| m.first_seq <= compaction.through_seq).count();
-        self.messages.drain(..n_replaced);
+        let replaced: Vec<Message> = self.messages.drain(..n_replaced).collect();
+        self.keep_standing(&replaced);
         self.summary = Some(Summary {
             text: compaction.summary.clone(),
             compaction_seq: seq,
             through_seq: compaction.through_seq,
         });
+    }
+
+    /// Moves the system messages among `replaced` to the standing ones.
+    fn keep_standing(&mut self, replaced: &[Message]) {
+        for block in replaced.iter().filter(|m| m.role == Role::User).flat_map(|m| &m.content) {
+            let Some(at) = self.system_blocks.iter().position(|b| b == block) else { continue };
+            let block = self.system_blocks.remove(at);
+            // A repeated one stands once, at its newest place.
+            self.standing.retain(|b| *b != block);
+            self.standing.push(block);
+        }
+        let chars = |block: &Value| block.get("text").and_then(Value::as_str).map_or(0, str::len);
+        let mut total: usize = self.standing.iter().map(chars).sum();
+        let mut n_dropped = 0;
+        for block in &self.standing {
+            if total <= MAX_STANDING_SYSTEM_BYTES {
+                break;
+            }
+            total -= chars(block);
+            n_dropped += 1;
+        }
+        self.standing.drain(..n_dropped);
     }
 
     fn tool_result(
@@ -497,6 +548,10 @@ pub struct CompactionPlan {
     /// The summary of an earlier compaction that this one replaces (also the
     /// first of `replaced`): a mechanical summary carries it on whole.
     pub earlier_summary: Option<String>,
+    /// How many blocks open the first of `replaced` before the replaced
+    /// messages' own: the earlier summary and the standing system messages
+    /// (which a mechanical summary need not list: they stand on).
+    pub n_preface_blocks: usize,
 }
 
 /// Plans a compaction that keeps the newest messages worth at most
@@ -553,15 +608,19 @@ pub fn plan_compaction_by(context: &Context, keep: Keep, weigh: &dyn Fn(&Message
     let cut = chosen?;
     let through_seq = messages[cut].first_seq.checked_sub(1)?;
     let mut replaced = Vec::with_capacity(cut + 1);
+    let mut n_preface_blocks = 0;
     if let Some(summary) = &context.summary {
-        replaced.push(json!({"role": "user", "content": [summary_block(&summary.text)]}));
+        let mut blocks = vec![summary_block(&summary.text)];
+        blocks.extend(context.standing.iter().cloned());
+        n_preface_blocks = blocks.len();
+        replaced.push(json!({"role": "user", "content": blocks}));
     }
     for message in &messages[..cut] {
         merge_push(&mut replaced, message.to_json());
     }
     let tokens_kept = tokens[cut..].iter().sum();
     let earlier_summary = context.summary.as_ref().map(|summary| summary.text.clone());
-    Some(CompactionPlan { through_seq, replaced, tokens_before, tokens_kept, earlier_summary })
+    Some(CompactionPlan { through_seq, replaced, tokens_before, tokens_kept, earlier_summary, n_preface_blocks })
 }
 
 /// The messages of the summarizing call: what is replaced, then the
@@ -580,14 +639,12 @@ pub fn summary_request_messages(plan: &CompactionPlan) -> Vec<Value> {
 pub fn elided_summary(plan: &CompactionPlan) -> String {
     let mut lines = Vec::new();
     let mut newest_user: Option<&str> = None;
-    let messages = match plan.earlier_summary {
-        // The first replaced message is that summary, carried on below.
-        Some(_) => plan.replaced.get(1..).unwrap_or_default(),
-        None => &plan.replaced[..],
-    };
-    for message in messages {
+    for (index, message) in plan.replaced.iter().enumerate() {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
-        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+        // The earlier summary is carried on below; a first replaced message
+        // of the user's was merged into its message.
+        let skip = if index == 0 { plan.n_preface_blocks } else { 0 };
+        for block in message.get("content").and_then(Value::as_array).into_iter().flatten().skip(skip) {
             let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
             let line = match (role, kind) {
                 ("user", "text") => {
@@ -1101,7 +1158,9 @@ mod tests {
 
 #[cfg(test)]
 mod mechanical_summary_tests {
-    use logbook_core::event::{AgentToolResult, Compaction, ModelResponse, ModelUsage, ToolUseLink, UserMessage};
+    use logbook_core::event::{
+        AgentToolResult, Compaction, ModelResponse, ModelUsage, SystemMessage, ToolUseLink, UserMessage,
+    };
     use logbook_core::{Json, Timestamp};
 
     use super::*;
@@ -1243,5 +1302,86 @@ mod mechanical_summary_tests {
             sent.contains("the staging database password was rotated"),
             "the summary of every turn before the first compaction was cut to {ELIDED_TEXT_CHARS} characters: {sent}"
         );
+        // The first replaced message was the user's, which joined the earlier
+        // summary's message in the plan; it is listed, not skipped with it.
+        assert!(sent.contains("User: now add the missing tests"), "{sent}");
+    }
+
+    fn compacted(context: &mut Context, seq: u64, summary: &str) {
+        let plan = plan_compaction(context, 0).expect("something to cut");
+        let compaction = Compaction {
+            summary: summary.into(),
+            through_seq: plan.through_seq,
+            tokens_before: plan.tokens_before,
+            tokens_after: plan.tokens_kept,
+            model: None,
+            usage: ModelUsage::default(),
+        };
+        context.apply(seq, &entry(seq.into(), Event::Compaction(compaction)));
+    }
+
+    #[test]
+    fn a_system_message_stands_after_the_compactions_that_replace_it() {
+        // Defect: a `system.message` applies to "this and all later turns"
+        // (behaviour digest §4), but a compaction replaced it with the rest of
+        // the turns it covered, so the model stopped seeing it (or saw what a
+        // summary made of it).
+        // Method: two system messages (one sent twice), tool calls, two
+        // compactions keeping only the newest message; each system message
+        // must be sent once, verbatim, and counted in the estimate.
+        let system = |t: &str| Event::SystemMessage(SystemMessage { content: text(t) });
+        let log = [
+            entry(0, Event::UserMessage(UserMessage { content: text("build it") })),
+            entry(1, system("Answer in French.")),
+            call(2, "toolu_1"),
+            result(3, 2),
+            entry(4, system("Never push to main.")),
+            entry(5, system("Answer in French.")),
+            call(6, "toolu_2"),
+            result(7, 6),
+        ];
+        let mut context = Context::default();
+        for (seq, e) in log.iter().enumerate() {
+            context.apply(seq as u64, e);
+        }
+        compacted(&mut context, 8, "first summary");
+        let once = |context: &Context| {
+            let sent = serde_json::to_string(&context.messages_json()).unwrap();
+            for rule in ["<system>Answer in French.</system>", "<system>Never push to main.</system>"] {
+                assert_eq!(sent.matches(rule).count(), 1, "{rule} is not sent exactly once: {sent}");
+            }
+            let standing: u64 = context.standing_system().iter().map(tokens::block).sum();
+            assert!(standing > 0 && context.estimate_tokens() > standing);
+        };
+        once(&context);
+        // The newest ones stand in the order they were last sent.
+        let order: Vec<&str> = context.standing_system().iter().filter_map(|b| b["text"].as_str()).collect();
+        assert_eq!(order, ["<system>Never push to main.</system>", "<system>Answer in French.</system>"]);
+        context.apply(9, &call(9, "toolu_3"));
+        context.apply(10, &result(10, 9));
+        compacted(&mut context, 11, "second summary");
+        once(&context);
+        let sent = serde_json::to_string(&context.messages_json()).unwrap();
+        assert!(!sent.contains("first summary") && sent.contains("second summary"), "{sent}");
+    }
+
+    #[test]
+    fn standing_system_messages_are_bounded() {
+        // Limits on everything: a client sending a new long system message
+        // every turn cannot grow what stands past the bound; the oldest go.
+        let mut context = Context::default();
+        let rule = |n: usize| format!("rule {n}: {}", "x".repeat(MAX_STANDING_SYSTEM_BYTES / 4));
+        let mut seq = 0;
+        for n in 0..8 {
+            context.apply(seq, &entry(seq.into(), Event::SystemMessage(SystemMessage { content: text(&rule(n)) })));
+            context.apply(seq + 1, &call(seq as u128 + 1, &format!("toolu_{n}")));
+            context.apply(seq + 2, &result(seq as u128 + 2, seq as u128 + 1));
+            seq += 3;
+        }
+        compacted(&mut context, seq, "summary");
+        let standing: Vec<&str> = context.standing_system().iter().filter_map(|b| b["text"].as_str()).collect();
+        assert!(standing.iter().map(|t| t.len()).sum::<usize>() <= MAX_STANDING_SYSTEM_BYTES);
+        assert!(standing.last().is_some_and(|t| t.starts_with("<system>rule 7:")), "the newest went: {standing:?}");
+        assert!(!standing.iter().any(|t| t.starts_with("<system>rule 0:")), "the oldest stayed");
     }
 }
