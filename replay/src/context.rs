@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use logbook_core::event::{Compaction, ContentBlock, Event, Rubric};
+use logbook_core::event::{Compaction, ContentBlock, Event, OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd};
 use logbook_core::{Entry, EventId};
 
 use crate::tokens;
@@ -259,6 +259,11 @@ impl Context {
                 });
                 self.push_input(seq, blocks);
             }
+            Event::SpanOutcomeEvaluationEnd(end) => {
+                if let Some(text) = verdict_text(end) {
+                    self.push_input(seq, vec![json!({"type": "text", "text": text})]);
+                }
+            }
             Event::SpanModelRequestStart(_) => self.request_open = true,
             Event::SpanModelRequestEnd(_) => self.release_held(seq),
             Event::ModelResponse(response) => {
@@ -334,7 +339,6 @@ impl Context {
             | Event::SessionThreadStatusTerminated(_)
             | Event::SpanOutcomeEvaluationStart(_)
             | Event::SpanOutcomeEvaluationOngoing(_)
-            | Event::SpanOutcomeEvaluationEnd(_)
             | Event::WorkflowRunCreated(_)
             | Event::WorkflowRunStatusRunning(_)
             | Event::WorkflowRunStatusIdle(_)
@@ -522,6 +526,30 @@ impl Context {
             }),
         }
     }
+}
+
+/// What the model is told of a grader's verdict: the explanation to revise
+/// by, why the work stops, or that it was accepted; nothing after an
+/// interrupt (the user stopped the work, and says what next).
+fn verdict_text(end: &SpanOutcomeEvaluationEnd) -> Option<String> {
+    let says = match end.result {
+        OutcomeEvaluationResult::NeedsRevision => {
+            "The grader found that the outcome is not met yet. Revise your work accordingly, then finish your turn."
+        }
+        OutcomeEvaluationResult::MaxIterationsReached => {
+            "The grader found that the outcome is still not met, and no evaluation is left. Stop working on it: \
+             briefly tell the user what is done and what remains unmet."
+        }
+        OutcomeEvaluationResult::Satisfied => "The grader found that the outcome is met.",
+        OutcomeEvaluationResult::Failed => "The grader could not apply the rubric to this work; the outcome is over.",
+        OutcomeEvaluationResult::Interrupted => return None,
+    };
+    Some(format!(
+        "<outcome_evaluation iteration=\"{}\" result=\"{}\">\n{says}\n{}\n</outcome_evaluation>",
+        end.iteration,
+        end.result.as_str(),
+        end.explanation
+    ))
 }
 
 /// Whether `block` is a text block with nothing but whitespace.

@@ -36,6 +36,16 @@
 //! retry) is kept, nothing starts a turn, and only a budget change (the
 //! `session.updated` the update endpoint records) resumes it.
 //!
+//! An outcome (`user.define_outcome`) is worked towards like a message, and
+//! graded where its turn would end: [`Command::EvaluateOutcome`] has the
+//! runner call a grader, whose verdict (`span.outcome_evaluation_end`) either
+//! ends the turn (`satisfied`, `failed`), starts a revision (`needs_revision`:
+//! the explanation is input the model has not seen), or, at the last allowed
+//! evaluation (`max_iterations_reached`), asks for one final answer before
+//! the turn ends. An interrupt ends the outcome (`interrupted`), even while
+//! the session is idle; a turn that dies keeps it, to be graded at the end of
+//! the next one.
+//!
 //! Nothing here reads a clock or does IO; the same entries always give the
 //! same state and the same command.
 
@@ -45,10 +55,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use logbook_core::event::{
-    ConfirmationResult, ContentBlock, EvaluatedPermission, Event, ModelResponse, RetryStatus, SessionError,
-    SessionErrorDetail, SessionStatusIdle, StopReason,
+    ConfirmationResult, ContentBlock, EvaluatedPermission, Event, ModelResponse, OutcomeEvaluationResult, RetryStatus,
+    SessionError, SessionErrorDetail, SessionStatusIdle, StopReason,
 };
-use logbook_core::{Entry, EventId};
+use logbook_core::{Entry, EventId, OutcomeId};
 
 use crate::tokens;
 
@@ -145,8 +155,31 @@ pub enum Command {
     Compact,
     /// The turn is over: usage, then idle `end_turn`.
     EndTurn,
-    /// An interrupt: close every open call, then usage and idle `end_turn`.
+    /// An interrupt: close every open call (and end the outcome under way,
+    /// `interrupted`), then usage and idle `end_turn`.
     Interrupt { open: Vec<EventId> },
+    /// The turn's work is done and an outcome is set: grade it
+    /// (`span.outcome_evaluation_start`, the grader's call, `_end`). `start`
+    /// is the evaluation a crash left unended, which goes on.
+    EvaluateOutcome { outcome_id: OutcomeId, iteration: u32, start: Option<EventId> },
+}
+
+/// Evaluate-then-revise cycles of an outcome that does not say (the API's
+/// default).
+pub const DEFAULT_OUTCOME_ITERATIONS: u32 = 3;
+
+/// The outcome being worked towards: from its `user.define_outcome` until a
+/// verdict ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveOutcome {
+    pub outcome_id: OutcomeId,
+    /// The `user.define_outcome` event.
+    pub defined_by: EventId,
+    pub max_iterations: u32,
+    /// The next evaluation's (0-based).
+    pub iteration: u32,
+    /// The `span.outcome_evaluation_start` of an evaluation under way.
+    pub evaluating: Option<EventId>,
 }
 
 /// Policy the runner gives the machine (configuration, not state).
@@ -296,6 +329,9 @@ pub struct Machine {
     /// is then queued behind the turn's work, not what started it.
     #[serde(default)]
     turn_called_model: bool,
+    /// See [`ActiveOutcome`].
+    #[serde(default)]
+    outcome: Option<ActiveOutcome>,
     n_entries: u64,
 }
 
@@ -338,6 +374,11 @@ impl Machine {
         !self.compacted
     }
 
+    /// The outcome being worked towards, if any.
+    pub fn outcome(&self) -> Option<&ActiveOutcome> {
+        self.outcome.as_ref()
+    }
+
     /// Whether a turn is under way (running or rescheduling).
     pub fn in_turn(&self) -> bool {
         matches!(self.status(), Status::Running | Status::Rescheduling)
@@ -356,9 +397,18 @@ impl Machine {
                 self.unseen_input = true;
                 self.add_tokens(content_tokens(&message.content));
             }
-            Event::UserDefineOutcome(_) => {
+            Event::UserDefineOutcome(outcome) => {
                 self.unseen_input = true;
                 self.new_message = true;
+                // The API refuses a second one while one is set; a log that
+                // has one anyway works towards the newer.
+                self.outcome = Some(ActiveOutcome {
+                    outcome_id: outcome.outcome_id,
+                    defined_by: id,
+                    max_iterations: outcome.max_iterations.unwrap_or(DEFAULT_OUTCOME_ITERATIONS),
+                    iteration: 0,
+                    evaluating: None,
+                });
             }
             Event::UserInterrupt(_) => {
                 // It stops the turn under way, the wait on the client, or the turn
@@ -366,7 +416,9 @@ impl Machine {
                 // session with nothing pending, or one paused at its budget, it is
                 // a no-op.
                 let pending = self.unseen_input || self.resume;
-                if self.in_turn() || self.awaiting_client() || (pending && !self.at_budget) {
+                // An outcome is ended by an interrupt whenever it comes.
+                if self.in_turn() || self.awaiting_client() || ((pending || self.outcome.is_some()) && !self.at_budget)
+                {
                     self.interrupt_pending = true;
                     // Input that a turn about to start (or started, with no model
                     // call yet) was for is stopped with it: it stays in the
@@ -538,9 +590,7 @@ impl Machine {
             | Event::SessionThreadStatusIdle(_)
             | Event::SessionThreadStatusRescheduled(_)
             | Event::SessionThreadStatusTerminated(_)
-            | Event::SpanOutcomeEvaluationStart(_)
             | Event::SpanOutcomeEvaluationOngoing(_)
-            | Event::SpanOutcomeEvaluationEnd(_)
             | Event::WorkflowRunCreated(_)
             | Event::WorkflowRunStatusRunning(_)
             | Event::WorkflowRunStatusIdle(_)
@@ -558,6 +608,35 @@ impl Machine {
                 if update.budget.is_some() && self.at_budget {
                     self.at_budget = false;
                     self.resume = true;
+                }
+            }
+            Event::SpanOutcomeEvaluationStart(start) => {
+                if let Some(outcome) = self.outcome.as_mut().filter(|o| o.outcome_id == start.outcome_id) {
+                    outcome.evaluating = Some(id);
+                }
+            }
+            Event::SpanOutcomeEvaluationEnd(end) => {
+                if self.outcome.as_ref().is_some_and(|o| o.outcome_id == end.outcome_id) {
+                    match end.result {
+                        OutcomeEvaluationResult::NeedsRevision => {
+                            if let Some(outcome) = self.outcome.as_mut() {
+                                outcome.evaluating = None;
+                                outcome.iteration = end.iteration.saturating_add(1);
+                            }
+                            // The explanation is what the model revises by.
+                            self.unseen_input = true;
+                            self.add_tokens(tokens::text(&end.explanation));
+                        }
+                        OutcomeEvaluationResult::MaxIterationsReached => {
+                            // One last answer, then the turn ends.
+                            self.outcome = None;
+                            self.unseen_input = true;
+                            self.add_tokens(tokens::text(&end.explanation));
+                        }
+                        OutcomeEvaluationResult::Satisfied
+                        | OutcomeEvaluationResult::Failed
+                        | OutcomeEvaluationResult::Interrupted => self.outcome = None,
+                    }
                 }
             }
             Event::ModelResponse(response) => {
@@ -669,6 +748,13 @@ impl Machine {
                 return Command::Compact;
             }
             return Command::CallModel { attempt: self.failed_attempts + 1 };
+        }
+        if let Some(outcome) = &self.outcome {
+            return Command::EvaluateOutcome {
+                outcome_id: outcome.outcome_id,
+                iteration: outcome.iteration,
+                start: outcome.evaluating,
+            };
         }
         Command::EndTurn
     }

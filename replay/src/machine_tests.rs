@@ -508,8 +508,52 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
                         title: None,
                     }));
                 }
+                // An outcome (the API takes one only when none is set).
+                5 if log.machine.outcome().is_none() => {
+                    let n = u128::from(choices.pick(255));
+                    log.push(Event::UserDefineOutcome(logbook_core::event::UserDefineOutcome {
+                        outcome_id: logbook_core::OutcomeId::from_parts(1, n),
+                        description: "d".into(),
+                        rubric: logbook_core::event::Rubric::Text { content: "r".into() },
+                        max_iterations: Some(u32::from(choices.pick(3)) + 1),
+                    }));
+                }
                 _ => break,
             },
+            Command::EvaluateOutcome { outcome_id, iteration, start } => {
+                use logbook_core::event::{
+                    OutcomeEvaluationResult, SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationStart,
+                };
+                let max = log.machine.outcome().map_or(0, |o| o.max_iterations);
+                assert!(iteration < max, "evaluation {iteration} of an outcome allowed {max}");
+                // The runner may pause at the budget first, or die mid-evaluation.
+                if choices.pick(10) == 0 {
+                    log.usage_idle(StopReason::BudgetReached);
+                    continue;
+                }
+                let start = match start {
+                    Some(start) => start,
+                    None => log
+                        .push(Event::SpanOutcomeEvaluationStart(SpanOutcomeEvaluationStart { outcome_id, iteration })),
+                };
+                if choices.pick(6) == 0 {
+                    continue;
+                }
+                let result = match choices.pick(3) {
+                    0 => OutcomeEvaluationResult::Satisfied,
+                    1 => OutcomeEvaluationResult::Failed,
+                    _ if iteration + 1 >= max => OutcomeEvaluationResult::MaxIterationsReached,
+                    _ => OutcomeEvaluationResult::NeedsRevision,
+                };
+                log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+                    outcome_evaluation_start_id: start,
+                    outcome_id,
+                    iteration,
+                    result,
+                    explanation: "e".into(),
+                    usage: Default::default(),
+                }));
+            }
             Command::StartTurn | Command::Resume => log.running(),
             Command::Compact => {
                 let summary = if choices.pick(4) == 0 { String::new() } else { "summary".to_owned() };
@@ -631,6 +675,16 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
             Command::AwaitClient(ids) => log.usage_idle(StopReason::RequiresAction { event_ids: ids }),
             Command::EndTurn => log.usage_idle(StopReason::EndTurn),
             Command::Interrupt { open } => {
+                if let Some(outcome) = log.machine.outcome().cloned() {
+                    log.push(Event::SpanOutcomeEvaluationEnd(logbook_core::event::SpanOutcomeEvaluationEnd {
+                        outcome_evaluation_start_id: outcome.evaluating.unwrap_or(outcome.defined_by),
+                        outcome_id: outcome.outcome_id,
+                        iteration: outcome.iteration,
+                        result: logbook_core::event::OutcomeEvaluationResult::Interrupted,
+                        explanation: String::new(),
+                        usage: Default::default(),
+                    }));
+                }
                 for id in open {
                     log.result(id, true);
                 }
@@ -1172,4 +1226,105 @@ fn a_message_sent_while_the_model_answers_counts_towards_the_compaction_trigger(
         log.machine.context_tokens()
     );
     assert_eq!(log.next(), Command::Compact, "a context past the trigger is sent without compacting");
+}
+
+mod outcomes {
+    use logbook_core::OutcomeId;
+    use logbook_core::event::{
+        OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationStart, UserDefineOutcome,
+    };
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    fn define(log: &mut Log, max_iterations: u32) -> (OutcomeId, EventId) {
+        let outcome_id = OutcomeId::from_parts(1, 7);
+        let id = log.push(Event::UserDefineOutcome(UserDefineOutcome {
+            outcome_id,
+            description: "a README".into(),
+            rubric: Rubric::Text { content: "has a usage section".into() },
+            max_iterations: Some(max_iterations),
+        }));
+        (outcome_id, id)
+    }
+
+    fn evaluated(log: &mut Log, outcome_id: OutcomeId, iteration: u32, result: OutcomeEvaluationResult) {
+        let start = log.push(Event::SpanOutcomeEvaluationStart(SpanOutcomeEvaluationStart { outcome_id, iteration }));
+        log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: start,
+            outcome_id,
+            iteration,
+            result,
+            explanation: "why".into(),
+            usage: Default::default(),
+        }));
+    }
+
+    #[test]
+    fn an_outcome_is_graded_where_its_turn_would_end_and_revised_until_accepted() {
+        let mut log = Log::new();
+        let (outcome_id, _) = define(&mut log, 3);
+        assert_eq!(log.next(), Command::StartTurn);
+        log.running();
+        assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+        log.model_ok();
+        assert_eq!(log.next(), Command::EvaluateOutcome { outcome_id, iteration: 0, start: None });
+        evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::NeedsRevision);
+        assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+        log.model_ok();
+        // A crash mid-evaluation: the evaluation goes on from its start.
+        let start =
+            log.push(Event::SpanOutcomeEvaluationStart(SpanOutcomeEvaluationStart { outcome_id, iteration: 1 }));
+        assert_eq!(log.next(), Command::EvaluateOutcome { outcome_id, iteration: 1, start: Some(start) });
+        log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: start,
+            outcome_id,
+            iteration: 1,
+            result: OutcomeEvaluationResult::Satisfied,
+            explanation: String::new(),
+            usage: Default::default(),
+        }));
+        assert_eq!(log.next(), Command::EndTurn);
+        log.usage_idle(StopReason::EndTurn);
+        assert_eq!(log.next(), Command::Wait);
+        assert_eq!(log.machine.outcome(), None);
+    }
+
+    #[test]
+    fn the_last_evaluation_gets_one_final_answer_and_an_interrupt_ends_an_idle_outcome() {
+        let mut log = Log::new();
+        let (outcome_id, defined_by) = define(&mut log, 1);
+        log.running();
+        log.model_ok();
+        evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::MaxIterationsReached);
+        assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+        log.model_ok();
+        assert_eq!(log.next(), Command::EndTurn);
+        log.usage_idle(StopReason::EndTurn);
+
+        // A turn that died keeps its outcome; an interrupt ends it.
+        let (outcome_id, defined_by_2) = define(&mut log, 3);
+        assert_ne!(defined_by, defined_by_2);
+        log.running();
+        log.push(Event::SessionError(SessionError {
+            error: SessionErrorDetail::UnknownError { message: "x".into(), retry_status: RetryStatus::Exhausted },
+        }));
+        log.usage_idle(StopReason::RetriesExhausted);
+        assert_eq!(log.next(), Command::Wait);
+        assert_eq!(log.machine.outcome().map(|o| o.defined_by), Some(defined_by_2));
+        log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+        assert_eq!(log.next(), Command::Interrupt { open: Vec::new() });
+        // No evaluation started: the end names the outcome's definition.
+        log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: defined_by_2,
+            outcome_id,
+            iteration: 0,
+            result: OutcomeEvaluationResult::Interrupted,
+            explanation: String::new(),
+            usage: Default::default(),
+        }));
+        log.usage_idle(StopReason::EndTurn);
+        assert_eq!(log.next(), Command::Wait);
+        assert_eq!(log.machine.outcome(), None);
+    }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use logbook_core::event::{Event, RetryStatus, StopReason};
+use logbook_core::event::{Event, OutcomeEvaluationResult, RetryStatus, StopReason};
 use logbook_core::{Entry, EventId};
 
 use crate::machine::{Command, Machine, Policy};
@@ -60,6 +60,8 @@ enum Mode {
     Idling,
     /// `x.compaction` was recorded; `agent.thread_context_compacted` may follow.
     Compacted,
+    /// An outcome's evaluation started: heartbeats, then its end.
+    Evaluating,
     /// A turn the runner gave up on an internal error, in whatever step
     /// (`session.error` exhausted first): the open request's end and error
     /// results of these open calls follow, then usage and the idle
@@ -100,6 +102,9 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             }
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
             Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
+            Mode::Evaluating => {
+                matches!(event, Event::SpanOutcomeEvaluationOngoing(_) | Event::SpanOutcomeEvaluationEnd(_))
+            }
             Mode::Failing(open) => {
                 if let Event::SessionStatusIdle(idle) = event {
                     idle.stop_reason == StopReason::RetriesExhausted
@@ -166,6 +171,13 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Compacted
                 }
             }
+            Mode::Evaluating => {
+                if matches!(event, Event::SpanOutcomeEvaluationEnd(_)) {
+                    Mode::Between
+                } else {
+                    Mode::Evaluating
+                }
+            }
             Mode::Failing(mut open) => {
                 if matches!(event, Event::SessionStatusIdle(_)) {
                     Mode::Between
@@ -211,10 +223,13 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         // A budget stop: the runner idles instead of calling a priced model
         // (since 2026-12-06 the primary thread's idle comes first; the usage
         // then starts the same step again, as it does in older logs).
-        (Command::CallModel { .. } | Command::Compact, Event::SessionUsage(_)) => {
+        (Command::CallModel { .. } | Command::Compact | Command::EvaluateOutcome { .. }, Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::BudgetReached)), Mode::Idling)
         }
-        (Command::CallModel { .. } | Command::Compact, Event::SessionThreadStatusIdle(idle)) => (
+        (
+            Command::CallModel { .. } | Command::Compact | Command::EvaluateOutcome { .. },
+            Event::SessionThreadStatusIdle(idle),
+        ) => (
             idle.stop_reason == StopReason::BudgetReached && matches!(next_idle, Some(StopReason::BudgetReached)),
             Mode::Between,
         ),
@@ -241,6 +256,25 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
             (closes(open), rest)
         }
         (Command::Interrupt { open }, Event::SessionUsage(_)) => (open.is_empty(), Mode::Idling),
+        // The outcome under way ends first (its evaluation's end, when the
+        // interrupt stopped the grader, is part of the evaluation's step).
+        (Command::Interrupt { .. }, Event::SpanOutcomeEvaluationEnd(end)) => {
+            (end.result == OutcomeEvaluationResult::Interrupted, Mode::Between)
+        }
+        (Command::EvaluateOutcome { outcome_id, iteration, start: None }, Event::SpanOutcomeEvaluationStart(span)) => {
+            (span.outcome_id == *outcome_id && span.iteration == *iteration, Mode::Evaluating)
+        }
+        // An evaluation a crash left unended goes on: its end (or a heartbeat) comes next.
+        (
+            Command::EvaluateOutcome { outcome_id, iteration, start: Some(start) },
+            Event::SpanOutcomeEvaluationEnd(end),
+        ) => (
+            end.outcome_id == *outcome_id && end.iteration == *iteration && end.outcome_evaluation_start_id == *start,
+            Mode::Between,
+        ),
+        (Command::EvaluateOutcome { outcome_id, start: Some(_), .. }, Event::SpanOutcomeEvaluationOngoing(span)) => {
+            (span.outcome_id == *outcome_id, Mode::Evaluating)
+        }
         // `refusal` when the turn's last response was refused.
         (Command::EndTurn, Event::SessionUsage(_)) => {
             (matches!(next_idle, Some(StopReason::EndTurn | StopReason::Refusal)), Mode::Idling)

@@ -1,5 +1,5 @@
 //! Usage of a session: tokens summed over its model requests (compaction
-//! summaries included), the provider's server tool uses (web searches), and
+//! summaries and outcome evaluations included), the provider's server tool uses (web searches), and
 //! the time it spent running, as a pure projection of its log.
 //!
 //! Running time counts from each `session.status_running` to the next
@@ -76,6 +76,11 @@ impl UsageFold {
             // without any call adds nothing.
             if compaction.model.is_some() || compaction.usage != ModelUsage::default() {
                 self.add(&compaction.usage);
+            }
+        } else if let Event::SpanOutcomeEvaluationEnd(end) = event {
+            // The grader's calls (none when the outcome ended before one).
+            if end.usage != ModelUsage::default() {
+                self.add(&end.usage);
             }
         } else if let Event::ServerToolRequests(requests) = event {
             self.closed.web_search_requests += requests.web_search_requests;

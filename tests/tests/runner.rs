@@ -1901,3 +1901,194 @@ async fn a_budget_lowered_below_what_a_running_turn_spent_is_refused() {
         "a $1 budget is below the $3 the running turn consumed: {body}"
     );
 }
+
+fn outcome(description: &str, rubric: &str, max_iterations: u32) -> Value {
+    json!([{"type": "user.define_outcome", "description": description,
+            "rubric": {"type": "text", "content": rubric}, "max_iterations": max_iterations}])
+}
+
+fn answer(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "stop_reason": "end_turn"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_is_graded_revised_and_accepted() {
+    // Goal: an outcome is graded where its turn would end; a verdict of
+    // `needs_revision` sends the agent back to work with the grader's
+    // explanation, `satisfied` ends the turn; the grader has its own context
+    // (its call and answer never reach the agent's); the session shows the
+    // verdict; one outcome at a time; an interrupt ends one even while idle.
+    let model = FakeModel::start(vec![
+        answer("Here is the README draft."),
+        answer("VERDICT: needs_revision\nThe README lacks a usage section."),
+        answer("Added a usage section."),
+        answer("VERDICT: satisfied\nEvery criterion is met."),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("a README for the project", "has a usage section", 3)).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(
+        types(&events),
+        [
+            "user.define_outcome",
+            "session.status_running",
+            "span.model_request_start",
+            "agent.message",
+            "span.model_request_end",
+            "span.outcome_evaluation_start",
+            "span.outcome_evaluation_end",
+            "span.model_request_start",
+            "agent.message",
+            "span.model_request_end",
+            "span.outcome_evaluation_start",
+            "span.outcome_evaluation_end",
+            "session.usage",
+            "session.status_idle",
+        ]
+    );
+    let outcome_id = events[0]["outcome_id"].as_str().unwrap();
+    let (first, second) = (&events[6], &events[11]);
+    assert_eq!((first["iteration"].as_u64(), first["result"].as_str()), (Some(0), Some("needs_revision")));
+    assert_eq!(first["explanation"], "The README lacks a usage section.");
+    assert_eq!(first["outcome_evaluation_start_id"], events[5]["id"]);
+    assert_eq!((second["iteration"].as_u64(), second["result"].as_str()), (Some(1), Some("satisfied")));
+    assert_eq!(second["outcome_id"], outcome_id);
+    assert!(second["usage"]["input_tokens"].as_u64().unwrap() > 0, "the grader's usage: {second}");
+    assert_eq!(events[13]["stop_reason"]["type"], "end_turn");
+
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4);
+    let (grader, revision) = (requests[1].body.to_string(), requests[2].body.to_string());
+    assert!(grader.contains("grader") && grader.contains("has a usage section"), "{grader}");
+    assert!(grader.contains("Here is the README draft."), "the grader did not see the work: {grader}");
+    assert!(revision.contains("The README lacks a usage section."), "{revision}");
+    assert!(!revision.contains("VERDICT") && !revision.contains("strict, fair grader"), "{revision}");
+
+    let shown = api.get(&format!("/v1/sessions/{session}")).await;
+    let evaluation = &shown["outcome_evaluations"][0];
+    assert_eq!((evaluation["result"].as_str(), evaluation["iteration"].as_u64()), (Some("satisfied"), Some(1)));
+    // The usage counts the grader's calls with the agent's.
+    let reported: u64 = events
+        .iter()
+        .filter_map(|e| match e["type"].as_str() {
+            Some("span.model_request_end") => e["model_usage"]["input_tokens"].as_u64(),
+            Some("span.outcome_evaluation_end") => e["usage"]["input_tokens"].as_u64(),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(shown["usage"]["input_tokens"].as_u64(), Some(reported), "{shown}");
+
+    // A new outcome once the first is judged, not a second beside it; an
+    // interrupt ends the one under way (its model call hangs here).
+    model.set_script(vec![json!({"fault": "hang"})]).unwrap();
+    let path = format!("/v1/sessions/{session}/events");
+    let second_outcome = outcome("a CHANGELOG", "lists every release", 2);
+    let (status, _) = api.raw(reqwest::Method::POST, &path, Some(json!({"events": second_outcome}))).await;
+    assert_eq!(status, 200);
+    let (status, body) = api.raw(reqwest::Method::POST, &path, Some(json!({"events": outcome("x", "y", 1)}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("one outcome at a time"), "{body}");
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 2).await;
+    let ended: Vec<&Value> = events.iter().filter(|e| e["type"] == "span.outcome_evaluation_end").collect();
+    assert_eq!(ended.len(), 3);
+    assert_eq!(ended[2]["result"], "interrupted");
+    assert_ne!(ended[2]["outcome_id"], outcome_id);
+    let shown = api.get(&format!("/v1/sessions/{session}")).await;
+    assert_eq!(shown["outcome_evaluations"][1]["result"], "interrupted", "{shown}");
+    // (The interrupt may have come before the model call took the hang.)
+    model.set_script(Vec::new()).unwrap();
+    let (status, body) = api.raw(reqwest::Method::POST, &path, Some(json!({"events": outcome("x", "y", 1)}))).await;
+    assert_eq!(status, 200, "{body}");
+    // The script is spent: the answer and the grader's have no verdict line.
+    let events = api.wait_idle(&session, 3).await;
+    assert_eq!(events.iter().rev().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap()["result"], "failed");
+    rerun_check(server, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_still_unmet_at_its_last_evaluation_gets_one_final_answer() {
+    // Goal: `max_iterations_reached` at the last allowed evaluation: the
+    // model is told, answers once more, and the turn ends without another
+    // evaluation; a grader answer with no verdict line fails the outcome.
+    let model = FakeModel::start(vec![
+        answer("First try."),
+        answer("VERDICT: needs_revision\nThe tests are missing."),
+        answer("I could not add the tests; they need a database."),
+        answer("Second outcome's work."),
+        answer("Looks good to me!"),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("tests for the parser", "every rule has a test", 1)).await;
+    let events = api.wait_idle(&session, 1).await;
+    let tail: Vec<String> = types(&events).split_off(5);
+    assert_eq!(
+        tail,
+        [
+            "span.outcome_evaluation_start",
+            "span.outcome_evaluation_end",
+            "span.model_request_start",
+            "agent.message",
+            "span.model_request_end",
+            "session.usage",
+            "session.status_idle",
+        ]
+    );
+    assert_eq!(events[6]["result"], "max_iterations_reached");
+    let last = model.requests()[2].body.to_string();
+    assert!(last.contains("no evaluation is left") && last.contains("The tests are missing."), "{last}");
+
+    api.send(&session, outcome("a summary", "one paragraph", 3)).await;
+    let events = api.wait_idle(&session, 2).await;
+    let end = events.iter().rev().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
+    assert_eq!(end["result"], "failed");
+    assert!(end["explanation"].as_str().unwrap().contains("no verdict line"), "{end}");
+    rerun_check(server, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_evaluation_ends_the_outcome_with_what_the_grader_was_billed() {
+    // Goal: an interrupt while the grader works ends the outcome
+    // `interrupted`, closing the evaluation that started, and the usage
+    // the grader's broken attempt was billed is recorded with that end.
+    let model = FakeModel::start(vec![
+        answer("The work."),
+        json!({"fault": "cut", "after_events": 2}),
+        json!({"content": [{"type": "text", "text": "VERDICT: satisfied"}],
+               "usage": {"input_tokens": 700_000, "output_tokens": 5}}),
+        json!({"fault": "hang"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("a README", "has a usage section", 3)).await;
+    // The grader's second attempt was sent: the first one's break (and the
+    // usage it reported) has been handled.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.requests().len() < 3 {
+        assert!(Instant::now() < deadline, "no second grading request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 1).await;
+    let start = events.iter().find(|e| e["type"] == "span.outcome_evaluation_start").unwrap();
+    let end = events.iter().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
+    assert_eq!(end["result"], "interrupted");
+    assert_eq!(end["outcome_evaluation_start_id"], start["id"]);
+    assert!(end["usage"]["input_tokens"].as_u64().unwrap() >= 700_000, "{end}");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    rerun_check(server, &data);
+}

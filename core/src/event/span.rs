@@ -96,6 +96,17 @@ pub enum OutcomeEvaluationResult {
 }
 
 impl OutcomeEvaluationResult {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeEvaluationResult::Satisfied => "satisfied",
+            OutcomeEvaluationResult::NeedsRevision => "needs_revision",
+            OutcomeEvaluationResult::MaxIterationsReached => "max_iterations_reached",
+            OutcomeEvaluationResult::Failed => "failed",
+            OutcomeEvaluationResult::Interrupted => "interrupted",
+        }
+    }
+
     /// Whether no further evaluation cycle follows this verdict.
     pub fn is_terminal(self) -> bool {
         match self {

@@ -536,6 +536,18 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
     let mut allowed_here: Vec<EventId> = Vec::new();
     for (idx, event) in inputs.iter().enumerate() {
         let field = format!("events[{idx}]");
+        if let Event::UserDefineOutcome(_) = event {
+            // One outcome at a time (behaviour digest §10).
+            let evaluations = super::sessions::outcome_evaluations(store, session.id)?;
+            if let Some(open) = evaluations.iter().find(|e| !is_verdict(&e["result"])) {
+                return Err(ApiError::invalid(format!(
+                    "{field}: outcome {} is still being worked on (result: {}); a session works towards one \
+                     outcome at a time: wait for its verdict, or interrupt the session to end it",
+                    open["outcome_id"].as_str().unwrap_or("?"),
+                    open["result"].as_str().unwrap_or("?"),
+                )));
+            }
+        }
         if let Some(target) = event.answers() {
             let kind = event.event_type();
             if answered_here.contains(&(kind, target)) {
@@ -620,6 +632,11 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
         }
     }
     Ok(())
+}
+
+/// Whether an `outcome_evaluations[].result` ends its outcome.
+fn is_verdict(result: &Value) -> bool {
+    matches!(result.as_str(), Some("satisfied" | "max_iterations_reached" | "failed" | "interrupted"))
 }
 
 /// The verdict of the confirmation of `target`, if one was recorded.

@@ -1115,9 +1115,8 @@ const MAX_OUTCOME_EVENTS: usize = 4096;
 /// The session's `outcome_evaluations`: one per `user.define_outcome`, in
 /// order, `pending` until an evaluation span names it, then `evaluating`,
 /// then the verdict of its last `span.outcome_evaluation_end` (API digest
-/// §3.3). Logbook's runner does not grade outcomes itself; the spans come
-/// from imported logs.
-fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, ApiError> {
+/// §3.3), which the runner records when it grades (`runner::outcome`).
+pub(crate) fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, ApiError> {
     use logbook_core::event::EventType;
     use logbook_store::Read;
     let types = [

@@ -18,6 +18,7 @@
 
 mod folded;
 pub mod inline;
+mod outcome;
 pub mod pricing;
 pub mod server_tools;
 mod step;

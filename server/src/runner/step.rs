@@ -89,6 +89,18 @@ pub(crate) struct Task {
     policy: Option<Policy>,
     /// The workspace's work slot, held for one model call or tool run.
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// What the provider billed for a grading call an interrupt stopped,
+    /// recorded with the outcome's end.
+    interrupted_grading: Option<ModelUsage>,
+}
+
+/// How a call beside the conversation ended ([`Task::side_call`]).
+enum SideCall {
+    /// Answered, or failed for good (with the usage reported before the
+    /// failure); `failed_usage` is what earlier failed attempts were billed.
+    Done { outcome: Result<crate::model::ModelResponse, (ModelError, ModelUsage)>, failed_usage: ModelUsage },
+    /// An interrupt stopped it, after the usage billed so far.
+    Interrupted { usage: ModelUsage },
 }
 
 /// Counts a task waiting for a work slot in `/metrics` while it lives.
@@ -112,7 +124,7 @@ impl Drop for WaitingForSlot<'_> {
 /// bookkeeping does not, so an interrupt or an end is never held up.
 fn needs_work_slot(command: &Command) -> bool {
     match command {
-        Command::CallModel { .. } | Command::RunTools(_) | Command::Compact => true,
+        Command::CallModel { .. } | Command::RunTools(_) | Command::Compact | Command::EvaluateOutcome { .. } => true,
         Command::Wait
         | Command::StartTurn
         | Command::Resume
@@ -160,6 +172,7 @@ impl Task {
             last_error: None,
             policy: None,
             slot: None,
+            interrupted_grading: None,
         }
     }
 
@@ -297,9 +310,12 @@ impl Task {
                 Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
-                    let results =
-                        open.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))).collect();
-                    self.idle_at(StopReason::EndTurn, results, IdleAt::Decided).await?;
+                    let mut events: Vec<(Option<EventId>, Event)> = self.outcome_interrupted().into_iter().collect();
+                    events.extend(open.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))));
+                    self.idle_at(StopReason::EndTurn, events, IdleAt::Decided).await?;
+                }
+                Command::EvaluateOutcome { outcome_id, iteration, start } => {
+                    self.evaluate_outcome(outcome_id, iteration, start).await?;
                 }
             }
             // One call or run per slot: sessions waiting take turns with this one.
@@ -914,74 +930,21 @@ impl Task {
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
         let request = without_tool_use(build_request(&agent_view(&settings.agent), &messages, &summary_options));
-        // Usage the provider reported for attempts that failed after
-        // `message_start`: billed, so recorded with the compaction.
-        let mut failed_usage = ModelUsage::default();
-        let mut attempt = 1;
-        let outcome = loop {
-            // What the provider reported so far in this attempt.
-            let mut reported = crate::model::Usage::default();
-            let mut on_event = |event: StreamEvent| match event {
-                StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
-                StreamEvent::BlockStart { .. }
-                | StreamEvent::TextDelta { .. }
-                | StreamEvent::ThinkingDelta { .. }
-                | StreamEvent::InputJsonDelta { .. }
-                | StreamEvent::BlockStop { .. } => {}
-            };
-            let outcome = match self.handle.config().model.as_ref() {
-                Some(client) => {
-                    tokio::select! {
-                        res = client.stream(&request, &mut on_event) => Some(res),
-                        () = self.signals.interrupt.notified() => None,
-                    }
-                }
-                None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
-            };
-            match outcome {
-                // A transient failure (overloaded, rate limited, a broken
-                // stream) is no reason to lose the older turns' detail.
-                Some(Err(error)) if error.is_retryable() && attempt < SUMMARY_MAX_ATTEMPTS => {
-                    tracing::warn!(session = %self.session, attempt, %error, "the summarizing call failed; retrying");
-                    add_usage(&mut failed_usage, &model_usage(&reported));
-                    let delay =
-                        error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt));
-                    // As for a model call: the wait gives the workspace's
-                    // slot back, and the next attempt takes one again.
-                    self.slot = None;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.signals.interrupt.notified() => break Err(ModelUsage::default()),
-                    }
-                    let slots = self.handle.slots(self.tenant.workspace);
-                    let _waiting = WaitingForSlot::new(&self.state);
-                    tokio::select! {
-                        permit = slots.acquire_owned() => self.slot = permit.ok(),
-                        () = self.signals.interrupt.notified() => break Err(ModelUsage::default()),
-                    }
-                    attempt += 1;
-                }
-                Some(Err(error)) => break Ok(Err((error, model_usage(&reported)))),
-                Some(Ok(response)) => break Ok(Ok(response)),
-                None => break Err(model_usage(&reported)),
-            }
-        };
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(reported) => {
-                // Interrupted: the machine applies the interrupt next. What
-                // the provider billed for the summary so far is recorded in
-                // a compaction that cut nothing (`rerun` knows it as the
-                // interrupt's), so usage and budgets count it.
-                add_usage(&mut failed_usage, &reported);
-                if failed_usage != ModelUsage::default() {
+        let (outcome, failed_usage) = match self.side_call(&request, SUMMARY_MAX_ATTEMPTS, "summarizing").await {
+            SideCall::Done { outcome, failed_usage } => (outcome, failed_usage),
+            SideCall::Interrupted { usage } => {
+                // The machine applies the interrupt next. What the provider
+                // billed for the summary so far is recorded in a compaction
+                // that cut nothing (`rerun` knows it as the interrupt's), so
+                // usage and budgets count it.
+                if usage != ModelUsage::default() {
                     let billed = Compaction {
                         summary: String::new(),
                         through_seq: 0,
                         tokens_before: before,
                         tokens_after: before,
                         model: None,
-                        usage: failed_usage,
+                        usage,
                     };
                     self.append(vec![(None, Event::Compaction(billed))]).await?;
                 }
@@ -1031,6 +994,180 @@ impl Task {
         ])
         .await?;
         Ok(())
+    }
+
+    /// A model call beside the conversation (a compaction's summary, an
+    /// outcome's evaluation): transient failures are retried up to
+    /// `max_attempts` with backoff, the wait giving the workspace's work slot
+    /// back; an interrupt stops it.
+    async fn side_call(&mut self, request: &Value, max_attempts: u32, what: &str) -> SideCall {
+        // Usage the provider reported for attempts that failed after
+        // `message_start`: billed, so recorded with the call's result.
+        let mut failed_usage = ModelUsage::default();
+        let mut attempt = 1;
+        loop {
+            // What the provider reported so far in this attempt.
+            let mut reported = crate::model::Usage::default();
+            let mut on_event = |event: StreamEvent| match event {
+                StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
+                StreamEvent::BlockStart { .. }
+                | StreamEvent::TextDelta { .. }
+                | StreamEvent::ThinkingDelta { .. }
+                | StreamEvent::InputJsonDelta { .. }
+                | StreamEvent::BlockStop { .. } => {}
+            };
+            let outcome = match self.handle.config().model.as_ref() {
+                Some(client) => {
+                    tokio::select! {
+                        res = client.stream(request, &mut on_event) => Some(res),
+                        () = self.signals.interrupt.notified() => None,
+                    }
+                }
+                None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
+            };
+            match outcome {
+                // A transient failure (overloaded, rate limited, a broken
+                // stream) is worth another attempt.
+                Some(Err(error)) if error.is_retryable() && attempt < max_attempts => {
+                    tracing::warn!(session = %self.session, attempt, %error, "the {what} call failed; retrying");
+                    add_usage(&mut failed_usage, &model_usage(&reported));
+                    let delay =
+                        error.retry_after().unwrap_or_else(|| backoff(self.handle.config().retry_base, attempt));
+                    // As for a model call: the wait gives the workspace's
+                    // slot back, and the next attempt takes one again.
+                    self.slot = None;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                    }
+                    let slots = self.handle.slots(self.tenant.workspace);
+                    let _waiting = WaitingForSlot::new(&self.state);
+                    tokio::select! {
+                        permit = slots.acquire_owned() => self.slot = permit.ok(),
+                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                    }
+                    attempt += 1;
+                }
+                Some(Err(error)) => {
+                    return SideCall::Done { outcome: Err((error, model_usage(&reported))), failed_usage };
+                }
+                Some(Ok(response)) => return SideCall::Done { outcome: Ok(response), failed_usage },
+                None => {
+                    add_usage(&mut failed_usage, &model_usage(&reported));
+                    return SideCall::Interrupted { usage: failed_usage };
+                }
+            }
+        }
+    }
+
+    /// Grades the outcome under way: `span.outcome_evaluation_start` (unless
+    /// a crash left one open), the grader's call, and its verdict in
+    /// `span.outcome_evaluation_end`. The grader is the session's model with
+    /// its own instructions, shown the conversation (`super::outcome`).
+    async fn evaluate_outcome(
+        &mut self,
+        outcome_id: logbook_core::OutcomeId,
+        iteration: u32,
+        start: Option<EventId>,
+    ) -> Result<(), ApiError> {
+        use logbook_core::event::{SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationStart};
+
+        let session = self.load_session().await?;
+        if self.budget_reached(&session) {
+            return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await.map(drop);
+        }
+        let Some(active) = self.projection.machine.outcome().cloned() else { return Ok(()) };
+        let start_id = match start {
+            Some(start_id) => start_id,
+            None => {
+                let start = SpanOutcomeEvaluationStart { outcome_id, iteration };
+                let id = self.state.event_id(Seq::new(self.entries.len() as u64));
+                // Right after what it was decided on: an interrupt landing
+                // first ends the outcome instead.
+                if !self.append_decided(vec![(Some(id), Event::SpanOutcomeEvaluationStart(start))]).await? {
+                    return Ok(());
+                }
+                id
+            }
+        };
+        let defined = self.entries.iter().rev().find_map(|entry| {
+            if let Event::UserDefineOutcome(defined) = &entry.event
+                && defined.outcome_id == outcome_id
+            {
+                Some(defined.clone())
+            } else {
+                None
+            }
+        });
+        let settings = match &self.projection.agent {
+            Some(recorded) => recorded.clone(),
+            None => self.settings(&session).0,
+        };
+        let options = options_from(&settings.options);
+        let grader_options = crate::model::RequestOptions {
+            max_tokens: options.max_tokens.min(super::outcome::GRADER_MAX_TOKENS),
+            thinking: Thinking::Disabled,
+            compaction: None,
+            extra_system: Vec::new(),
+            ..options
+        };
+        let mut agent = agent_view(&settings.agent);
+        agent.system = Some(super::outcome::GRADER_SYSTEM.to_owned());
+        let messages = super::outcome::grader_messages(
+            self.projection.context.messages_json(),
+            defined.as_ref(),
+            iteration,
+            active.max_iterations,
+        );
+        let messages = self.with_files_inlined(messages).await?;
+        let request = without_tool_use(build_request(&agent, &messages, &grader_options));
+        let (verdict, usage) = match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading").await {
+            SideCall::Done { outcome: Ok(response), failed_usage } => {
+                let mut usage = model_usage(&response.usage);
+                add_usage(&mut usage, &failed_usage);
+                (super::outcome::read_verdict(&response.content, response.stop_reason.as_deref()), usage)
+            }
+            SideCall::Done { outcome: Err((error, reported)), failed_usage } => {
+                tracing::warn!(session = %self.session, %error, "the grading call failed");
+                let mut usage = reported;
+                add_usage(&mut usage, &failed_usage);
+                (super::outcome::unreachable_grader(&error), usage)
+            }
+            SideCall::Interrupted { usage } => {
+                // The interrupt ends the outcome next; what the grader
+                // was billed goes with that end.
+                self.interrupted_grading = Some(usage);
+                return Ok(());
+            }
+        };
+        let result = super::outcome::result_at(verdict.result, iteration, active.max_iterations);
+        let end = SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: start_id,
+            outcome_id,
+            iteration,
+            result,
+            explanation: verdict.explanation,
+            usage,
+        };
+        self.append(vec![(None, Event::SpanOutcomeEvaluationEnd(end))]).await?;
+        Ok(())
+    }
+
+    /// The end of the outcome under way, for an interrupt: `interrupted`,
+    /// closing its evaluation if one started (else, since the field cannot
+    /// be empty in the log, naming the outcome's `user.define_outcome`).
+    fn outcome_interrupted(&mut self) -> Option<(Option<EventId>, Event)> {
+        use logbook_core::event::{OutcomeEvaluationResult, SpanOutcomeEvaluationEnd};
+        let active = self.projection.machine.outcome()?;
+        let end = SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: active.evaluating.unwrap_or(active.defined_by),
+            outcome_id: active.outcome_id,
+            iteration: active.iteration,
+            result: OutcomeEvaluationResult::Interrupted,
+            explanation: "The user interrupted the session.".to_owned(),
+            usage: self.interrupted_grading.take().unwrap_or_default(),
+        };
+        Some((None, Event::SpanOutcomeEvaluationEnd(end)))
     }
 
     /// Records a failed model call, with the usage the provider reported

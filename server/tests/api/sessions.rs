@@ -974,7 +974,8 @@ async fn x_a_fork_inside_a_model_calls_records_leaves_no_tool_use_unanswered() {
             | Command::AwaitClient(_)
             | Command::Compact
             | Command::EndTurn
-            | Command::Interrupt { .. }) => panic!("the fork's runner would not call the model again: {other:?}"),
+            | Command::Interrupt { .. }
+            | Command::EvaluateOutcome { .. }) => panic!("the fork's runner would not call the model again: {other:?}"),
         };
         append_events(&h, &child, events);
     }

@@ -452,3 +452,11 @@ fn server_tool_requests_name_their_model_call() {
         ),
     );
 }
+
+#[test]
+fn outcome_results_name_themselves_as_serde_does() {
+    use OutcomeEvaluationResult::{Failed, Interrupted, MaxIterationsReached, NeedsRevision, Satisfied};
+    for result in [Satisfied, NeedsRevision, MaxIterationsReached, Failed, Interrupted] {
+        assert_eq!(serde_json::to_value(result).unwrap(), Value::from(result.as_str()));
+    }
+}
