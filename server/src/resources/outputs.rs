@@ -17,8 +17,14 @@
 //! read, at most [`MAX_CAPTURE_READ_BYTES`] are read to hash files and at
 //! most [`MAX_CAPTURE_BYTES`] stored; what does not fit waits for a later
 //! idle, when what was read this time is not read again.
+//!
+//! What the session object remembers is bounded too: a path no longer in the
+//! outputs directory is forgotten once a capture has walked all of it (an
+//! agent writing a new name each turn and deleting the last would otherwise
+//! grow the object, read on every send, without end). A path forgotten and
+//! written again is a new file, as any changed one is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom};
 
 use logbook_core::event::{Event, FileChange, WorkspaceChange, WorkspaceDelta};
@@ -111,6 +117,10 @@ fn capture_now(
     }
     let root = Root::open(&dir).map_err(ApiError::internal)?;
     let found = root.walk_files(MAX_OUTPUT_FILES).map_err(ApiError::internal)?;
+    // Walked whole: a remembered path not found is gone.
+    let walked_all = found.len() < MAX_OUTPUT_FILES;
+    let present: BTreeSet<String> =
+        found.iter().map(|output| format!("{OUTPUTS_DIR}/{}", output.components.join("/"))).collect();
     let now = state.now();
     let mut changes = Vec::new();
     let mut captured = BTreeMap::new();
@@ -206,18 +216,21 @@ fn capture_now(
             vec![Event::WorkspaceDelta(WorkspaceDelta { tool_use_id: None, changes })],
         )?;
     }
-    if !captured.is_empty() {
-        remember(store, &tenant, session, captured)?;
+    let gone = walked_all && stored.outputs.keys().any(|path| !present.contains(path));
+    if !captured.is_empty() || gone {
+        remember(store, &tenant, session, captured, walked_all.then_some(&present))?;
     }
     Ok(created)
 }
 
-/// Records in the session object what each path was captured as.
+/// Records in the session object what each path was captured as, and
+/// forgets the paths not `present` (when the capture walked them all).
 fn remember(
     store: &SledStore,
     tenant: &Tenant,
     session: SessionId,
     captured: BTreeMap<String, CapturedOutput>,
+    present: Option<&BTreeSet<String>>,
 ) -> Result<(), ApiError> {
     let key = tenant.key(session.to_bytes());
     // Other writers (status, usage) change the object too: retry on a race,
@@ -226,6 +239,9 @@ fn remember(
     for _ in 0..crate::api::events::MAX_APPEND_ATTEMPTS {
         let mut object: StoredSession = from_bytes(&bytes)?;
         object.outputs.extend(captured.clone());
+        if let Some(present) = present {
+            object.outputs.retain(|path, _| present.contains(path));
+        }
         match store.swap_resource(ResourceKind::Session, &key, Some(&bytes), Some(&to_bytes(&object)?))? {
             Ok(()) => return Ok(()),
             Err(Some(current)) => bytes = current,

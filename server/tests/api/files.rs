@@ -326,6 +326,39 @@ async fn outputs_become_session_files_once_and_download() {
     assert!(h.events(&session).await.iter().all(|e| !e["type"].as_str().unwrap().starts_with("x.")));
 }
 
+#[tokio::test]
+async fn a_session_forgets_the_outputs_that_are_gone() {
+    // Goal: the session object remembers what each output path was captured
+    // as, and that is bounded by what the outputs directory holds: an agent
+    // writing a new name each turn (and deleting the last) must not grow the
+    // object, read on every send, without end. Method: capture a file under
+    // one name, then under another with the first deleted; the object keeps
+    // the second only; the first, written again, is captured again.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session);
+    let remembered = |h: &Harness| {
+        let tenant = h.tenant(&h.key_a);
+        let session: SessionId = sid.parse().unwrap();
+        let bytes =
+            h.state.store().get_resource(ResourceKind::Session, &tenant.key(session.to_bytes())).unwrap().unwrap();
+        let stored: logbook_server::api::sessions::StoredSession = logbook_server::api::from_bytes(&bytes).unwrap();
+        stored.outputs.into_keys().collect::<Vec<String>>()
+    };
+    let outputs = h.data_dir().join("sandboxes").join(sid).join("outputs");
+    for turn in 0..3 {
+        if turn > 0 {
+            std::fs::remove_file(outputs.join(format!("run-{}.log", turn - 1))).unwrap();
+        }
+        write_output(&h, sid, &format!("run-{turn}.log"), b"same bytes each time");
+        assert_eq!(capture(&h, &h.key_a, sid).await.len(), 1, "turn {turn}");
+        assert_eq!(remembered(&h), [format!("/mnt/session/outputs/run-{turn}.log")], "turn {turn}");
+    }
+    std::fs::remove_file(outputs.join("run-2.log")).unwrap();
+    assert_eq!(capture(&h, &h.key_a, sid).await, Vec::<FileId>::new());
+    assert_eq!(remembered(&h), Vec::<String>::new(), "a capture with nothing new forgets too");
+}
+
 /// DEFECT (unbounded host work from the sandbox): a capture hashes every
 /// regular file of the outputs directory in full (`content::digest_of`)
 /// before it looks at `MAX_FILE_BYTES` or `MAX_CAPTURE_BYTES`, so a file that
