@@ -62,6 +62,9 @@ enum Mode {
     Compacted,
     /// An outcome's evaluation started: heartbeats, then its end.
     Evaluating,
+    /// A turn started: the primary thread's `session.thread_status_running`
+    /// may follow (logs from before 2026-12-06 have none).
+    Started,
     /// A turn the runner gave up on an internal error, in whatever step
     /// (`session.error` exhausted first): the open request's end and error
     /// results of these open calls follow, then usage and the idle
@@ -105,6 +108,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             Mode::Evaluating => {
                 matches!(event, Event::SpanOutcomeEvaluationOngoing(_) | Event::SpanOutcomeEvaluationEnd(_))
             }
+            Mode::Started => matches!(event, Event::SessionThreadStatusRunning(_)),
             Mode::Failing(open) => {
                 if let Event::SessionStatusIdle(idle) = event {
                     idle.stop_reason == StopReason::RetriesExhausted
@@ -178,6 +182,13 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Evaluating
                 }
             }
+            Mode::Started => {
+                if matches!(event, Event::SessionThreadStatusRunning(_)) {
+                    Mode::Between
+                } else {
+                    Mode::Started
+                }
+            }
             Mode::Failing(mut open) => {
                 if matches!(event, Event::SessionStatusIdle(_)) {
                     Mode::Between
@@ -208,7 +219,7 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
     // A result closing a call the runner did not run is an error result.
     let closes = |ids: &[EventId]| answered(event).is_some_and(|id| ids.contains(&id)) && is_error_result(event);
     match (expected, event) {
-        (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Between),
+        (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Started),
         // The settings of the call are recorded with its start when they changed.
         (Command::CallModel { .. }, Event::SpanModelRequestStart(_) | Event::AgentConfig(_)) => {
             (true, Mode::Call { ended: false, failed: false })

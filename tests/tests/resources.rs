@@ -171,6 +171,7 @@ async fn repositories_are_checked_out_before_the_agent_starts() {
             [
                 "user.message",
                 "session.status_running",
+                "session.thread_status_running",
                 "span.model_request_start",
                 "agent.message",
                 "span.model_request_end",

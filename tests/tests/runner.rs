@@ -58,6 +58,7 @@ async fn a_tool_using_turn_has_the_hosted_event_sequence() {
         [
             "user.message",
             "session.status_running",
+            "session.thread_status_running",
             "span.model_request_start",
             "agent.message",
             "agent.tool_use",
@@ -70,11 +71,14 @@ async fn a_tool_using_turn_has_the_hosted_event_sequence() {
             "session.status_idle",
         ]
     );
-    let tool_use = &events[4];
+    let tool_use = &events[5];
     assert_eq!(tool_use["evaluated_permission"], "allow");
-    assert_eq!(events[6]["tool_use_id"], tool_use["id"]);
-    assert_eq!(events[6]["is_error"], false);
-    assert_eq!(events[11]["stop_reason"]["type"], "end_turn");
+    assert_eq!(events[7]["tool_use_id"], tool_use["id"]);
+    assert_eq!(events[7]["is_error"], false);
+    assert_eq!(events[12]["stop_reason"]["type"], "end_turn");
+    // The primary thread runs with the session.
+    assert_eq!(events[2]["session_thread_id"], format!("sthr_{}", &session["sesn_".len()..]));
+    assert_eq!(events[2]["agent_name"], "runner");
     // The model saw the result under its own tool id, after its own tool_use.
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
@@ -1095,6 +1099,7 @@ async fn a_tool_call_cut_by_max_tokens_is_answered_with_an_error_and_the_turn_go
         [
             "user.message",
             "session.status_running",
+            "session.thread_status_running",
             "span.model_request_start",
             "agent.message",
             "agent.tool_use",
@@ -1937,6 +1942,7 @@ async fn an_outcome_is_graded_revised_and_accepted() {
         [
             "user.define_outcome",
             "session.status_running",
+            "session.thread_status_running",
             "span.model_request_start",
             "agent.message",
             "span.model_request_end",
@@ -1952,14 +1958,14 @@ async fn an_outcome_is_graded_revised_and_accepted() {
         ]
     );
     let outcome_id = events[0]["outcome_id"].as_str().unwrap();
-    let (first, second) = (&events[6], &events[11]);
+    let (first, second) = (&events[7], &events[12]);
     assert_eq!((first["iteration"].as_u64(), first["result"].as_str()), (Some(0), Some("needs_revision")));
     assert_eq!(first["explanation"], "The README lacks a usage section.");
-    assert_eq!(first["outcome_evaluation_start_id"], events[5]["id"]);
+    assert_eq!(first["outcome_evaluation_start_id"], events[6]["id"]);
     assert_eq!((second["iteration"].as_u64(), second["result"].as_str()), (Some(1), Some("satisfied")));
     assert_eq!(second["outcome_id"], outcome_id);
     assert!(second["usage"]["input_tokens"].as_u64().unwrap() > 0, "the grader's usage: {second}");
-    assert_eq!(events[13]["stop_reason"]["type"], "end_turn");
+    assert_eq!(events[14]["stop_reason"]["type"], "end_turn");
 
     let requests = model.requests();
     assert_eq!(requests.len(), 4);
@@ -2031,7 +2037,7 @@ async fn an_outcome_still_unmet_at_its_last_evaluation_gets_one_final_answer() {
     let session = new_session(&api, toolset("always_allow")).await;
     api.send(&session, outcome("tests for the parser", "every rule has a test", 1)).await;
     let events = api.wait_idle(&session, 1).await;
-    let tail: Vec<String> = types(&events).split_off(5);
+    let tail: Vec<String> = types(&events).split_off(6);
     assert_eq!(
         tail,
         [
@@ -2044,7 +2050,7 @@ async fn an_outcome_still_unmet_at_its_last_evaluation_gets_one_final_answer() {
             "session.status_idle",
         ]
     );
-    assert_eq!(events[6]["result"], "max_iterations_reached");
+    assert_eq!(events[7]["result"], "max_iterations_reached");
     let last = model.requests()[2].body.to_string();
     assert!(last.contains("no evaluation is left") && last.contains("The tests are missing."), "{last}");
 

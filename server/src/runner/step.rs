@@ -22,7 +22,7 @@ use logbook_core::event::{
     AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking, AgentToolResult,
     AgentToolUse, AutoPermission, CacheCreationUsage, ContentBlock, EvaluatedPermission, Event, ModelRequest,
     ModelResponse, ModelUsage, RetryStatus, ServerToolRequests, ServerToolUsage, SessionError, SessionErrorDetail,
-    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionThreadStatusIdle, SessionUsage,
+    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionThreadStatusIdle, SessionThreadStatusRunning, SessionUsage,
     SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
     WorkspaceDelta,
 };
@@ -239,7 +239,17 @@ impl Task {
                 Command::StartTurn | Command::Resume => {
                     // Only right after what it was decided on: an archive (or an
                     // interrupt) landing first makes the task decide again.
-                    let running = vec![(None, Event::SessionStatusRunning(SessionStatusRunning {}))];
+                    // The primary thread runs with the session (behaviour
+                    // digest §3.4, newer reference).
+                    let agent_name = self.load_session().await?.agent.name;
+                    let thread = SessionThreadStatusRunning {
+                        session_thread_id: crate::api::threads::primary_thread(self.session),
+                        agent_name,
+                    };
+                    let running = vec![
+                        (None, Event::SessionStatusRunning(SessionStatusRunning {})),
+                        (None, Event::SessionThreadStatusRunning(thread)),
+                    ];
                     if !self.append_decided(running).await? {
                         continue;
                     }
