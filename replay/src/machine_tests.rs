@@ -1327,4 +1327,40 @@ mod outcomes {
         assert_eq!(log.next(), Command::Wait);
         assert_eq!(log.machine.outcome(), None);
     }
+
+    /// Goal: an interrupt ends the outcome and the turn; nothing starts again
+    /// until the user sends something.
+    /// Defect: a `needs_revision` verdict sets `unseen_input`, which the
+    /// interrupt (the turn had called the model) and its `end_turn` idle leave
+    /// set: when the interrupt lands between the verdict and the revision's
+    /// model call (or while the grader answers, the runner appending the
+    /// verdict at the head), the outcome is ended `interrupted`, the session
+    /// goes idle, and then a new turn starts on its own to revise work for an
+    /// outcome that is over.
+    /// Method: verdict `needs_revision`, then `user.interrupt`, then what the
+    /// runner records for the interrupt (the outcome's end, usage, idle); the
+    /// machine must wait.
+    #[test]
+    fn an_interrupt_after_a_needs_revision_verdict_starts_no_revision_turn() {
+        // Review: fails until fixed
+        let mut log = Log::new();
+        let (outcome_id, defined_by) = define(&mut log, 3);
+        log.running();
+        log.model_ok();
+        evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::NeedsRevision);
+        assert_eq!(log.next(), Command::CallModel { attempt: 1 });
+        log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+        assert_eq!(log.next(), Command::Interrupt { open: Vec::new() });
+        log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: defined_by,
+            outcome_id,
+            iteration: 1,
+            result: OutcomeEvaluationResult::Interrupted,
+            explanation: String::new(),
+            usage: Default::default(),
+        }));
+        log.usage_idle(StopReason::EndTurn);
+        assert_eq!(log.machine.outcome(), None);
+        assert_eq!(log.next(), Command::Wait, "a turn starts by itself after the interrupt ended the outcome");
+    }
 }
