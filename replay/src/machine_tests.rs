@@ -1363,4 +1363,29 @@ mod outcomes {
         assert_eq!(log.machine.outcome(), None);
         assert_eq!(log.next(), Command::Wait, "a turn starts by itself after the interrupt ended the outcome");
     }
+
+    /// Goal: `logbook rerun` flags an evaluation the runner never makes.
+    /// Defect: neither the machine nor the check bounds evaluations by the
+    /// outcome's `max_iterations`: a `needs_revision` recorded at the last
+    /// allowed evaluation (the runner records `max_iterations_reached`
+    /// there, `outcome::result_at`) is taken as a revision, and the
+    /// evaluation after it, beyond the maximum, is accepted as a decided
+    /// step; the recorded verdict's result is not checked at all in
+    /// `Mode::Evaluating`.
+    /// Method: an outcome with `max_iterations: 1` evaluated twice (0:
+    /// `needs_revision`, 1: `satisfied`); the check must report a mismatch.
+    #[test]
+    fn rerun_flags_an_evaluation_beyond_max_iterations() {
+        // Review: fails until fixed
+        let mut log = Log::new();
+        let (outcome_id, _) = define(&mut log, 1);
+        log.running();
+        log.model_ok();
+        evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::NeedsRevision);
+        log.model_ok();
+        evaluated(&mut log, outcome_id, 1, OutcomeEvaluationResult::Satisfied);
+        log.usage_idle(StopReason::EndTurn);
+        let report = crate::rerun::check(&log.entries, &log.policy);
+        assert!(!report.is_consistent(), "two evaluations of an outcome allowed one were accepted: {report:?}");
+    }
 }
