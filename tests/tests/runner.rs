@@ -2098,3 +2098,43 @@ async fn an_interrupted_evaluation_ends_the_outcome_with_what_the_grader_was_bil
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
     rerun_check(server, &data);
 }
+
+/// Goal: the agent is never sent back to revise towards an outcome it can no
+/// longer see.
+/// Defect: a refused response is taken out of the context with the input
+/// that drew it (`Context::forget_refused`); when that input was the
+/// `user.define_outcome`, the outcome's description and rubric leave the
+/// agent's context, yet the outcome stays set, the refused turn is graded
+/// (the machine evaluates instead of ending it `refusal`), and a
+/// `needs_revision` verdict sends the agent a bare "revise your work" with
+/// nothing to revise towards.
+/// Method: the model refuses the outcome's work, the grader asks for a
+/// revision; every agent request carrying the verdict must also carry the
+/// outcome (or there is none: the refused turn is not graded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_outcome_turn_does_not_send_the_agent_to_revise_blind() {
+    // Review: fails until fixed
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "text", "text": "I can't help with that."}], "stop_reason": "refusal"}),
+        answer("VERDICT: needs_revision\nNothing was delivered."),
+        answer("Revised."),
+        answer("VERDICT: satisfied\nFine."),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("a README for the project", "has a usage section", 3)).await;
+    api.wait_idle(&session, 1).await;
+    for request in model.requests() {
+        let body = request.body.to_string();
+        if body.contains("The grader found that the outcome is not met yet") {
+            assert!(
+                body.contains("a README for the project") && body.contains("has a usage section"),
+                "the agent is asked to revise towards an outcome its context no longer holds: {body}"
+            );
+        }
+    }
+}
