@@ -2138,3 +2138,30 @@ async fn a_refused_outcome_turn_does_not_send_the_agent_to_revise_blind() {
         }
     }
 }
+
+/// Goal: an outcome interrupted before any evaluation started ends with an
+/// empty `outcome_evaluation_start_id` (behaviour digest §10: "`interrupted`
+/// (`outcome_evaluation_start_id` empty if none started)").
+/// Defect: `Task::outcome_interrupted` names the outcome's
+/// `user.define_outcome` there instead, so a client pairing an
+/// evaluation's end with its `span.outcome_evaluation_start` by that id
+/// finds a user event.
+/// Method: an outcome whose first model call hangs, interrupted; the end's
+/// field must be empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_interrupted_before_its_first_evaluation_names_no_start() {
+    // Review: fails until fixed
+    let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("a README", "has a usage section", 3)).await;
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 1).await;
+    let end = events.iter().find(|e| e["type"] == "span.outcome_evaluation_end").expect("the outcome's end");
+    assert_eq!(end["result"], "interrupted", "{end}");
+    assert!(!events.iter().any(|e| e["type"] == "span.outcome_evaluation_start"));
+    assert_eq!(end["outcome_evaluation_start_id"], "", "{end}");
+}
