@@ -35,6 +35,10 @@ macro_rules! prefixed_id {
             /// The prefix this id carries in its string form.
             pub const PREFIX: &'static str = $prefix;
 
+            /// The all-zero id, which no generated id is: where the API's
+            /// field is empty (see `span::start_id`).
+            pub const NIL: Self = Self(Ulid::nil());
+
             /// Builds an id from a millisecond timestamp and 80 random bits.
             pub fn from_parts(unix_ms: u64, random: u128) -> Self {
                 Self(Ulid::from_parts(unix_ms, random))

@@ -43,8 +43,12 @@
 //! the explanation is input the model has not seen), or, at the last allowed
 //! evaluation (`max_iterations_reached`), asks for one final answer before
 //! the turn ends. An interrupt ends the outcome (`interrupted`), even while
-//! the session is idle; a turn that dies keeps it, to be graded at the end of
-//! the next one.
+//! the session is idle, and with it a revision not yet under way; a turn
+//! that dies keeps it, to be graded at the end of the next one; a turn whose
+//! last response was refused is not graded: the refusal took the outcome out
+//! of the model's context, and the runner ends it `failed`. A verdict
+//! recorded against the outcome's `max_iterations` (a revision asked at its
+//! last evaluation) ends it as `max_iterations_reached` would.
 //!
 //! Nothing here reads a clock or does IO; the same entries always give the
 //! same state and the same command.
@@ -173,8 +177,6 @@ pub const DEFAULT_OUTCOME_ITERATIONS: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveOutcome {
     pub outcome_id: OutcomeId,
-    /// The `user.define_outcome` event.
-    pub defined_by: EventId,
     pub max_iterations: u32,
     /// The next evaluation's (0-based).
     pub iteration: u32,
@@ -218,6 +220,9 @@ pub const SERVER_SIDE_TOOLS: [&str; 2] = ["web_fetch", "web_search"];
 /// working: the turn is not over, the model is called again with the
 /// response as it is.
 pub const PAUSE_TURN: &str = "pause_turn";
+
+/// The provider's stop reason for a response it refused to give.
+pub const REFUSAL: &str = "refusal";
 
 /// The provider's stop reason for a response cut off by `max_tokens`.
 pub const MAX_TOKENS: &str = "max_tokens";
@@ -332,6 +337,13 @@ pub struct Machine {
     /// See [`ActiveOutcome`].
     #[serde(default)]
     outcome: Option<ActiveOutcome>,
+    /// A verdict the model has not answered: the grader's explanation to
+    /// revise by, or the last evaluation's, to close the work with.
+    #[serde(default)]
+    revise: bool,
+    /// The last response was refused (`stop_reason: refusal`).
+    #[serde(default)]
+    refused: bool,
     n_entries: u64,
 }
 
@@ -379,6 +391,11 @@ impl Machine {
         self.outcome.as_ref()
     }
 
+    /// Whether an interrupt was recorded and not yet carried out.
+    pub fn interrupt_pending(&self) -> bool {
+        self.interrupt_pending
+    }
+
     /// Whether a turn is under way (running or rescheduling).
     pub fn in_turn(&self) -> bool {
         matches!(self.status(), Status::Running | Status::Rescheduling)
@@ -404,7 +421,6 @@ impl Machine {
                 // has one anyway works towards the newer.
                 self.outcome = Some(ActiveOutcome {
                     outcome_id: outcome.outcome_id,
-                    defined_by: id,
                     max_iterations: outcome.max_iterations.unwrap_or(DEFAULT_OUTCOME_ITERATIONS),
                     iteration: 0,
                     evaluating: None,
@@ -433,6 +449,7 @@ impl Machine {
                         self.new_message = false;
                     }
                     self.resume = false;
+                    self.revise = false;
                 }
             }
             Event::UserToolConfirmation(confirmation) => {
@@ -486,6 +503,8 @@ impl Machine {
                 self.unseen_results = false;
                 self.last_request_ok = false;
                 self.paused = false;
+                self.revise = false;
+                self.refused = false;
             }
             Event::SpanModelRequestEnd(end) => {
                 self.open_request = None;
@@ -550,7 +569,9 @@ impl Machine {
                     }
                     StopReason::EndTurn | StopReason::RetriesExhausted | StopReason::Refusal => {
                         // The turn is over: results recorded in it (error results of an
-                        // interrupt, say) do not start another one.
+                        // interrupt, say) do not start another one, nor does a
+                        // verdict it did not answer.
+                        self.revise = false;
                         if matches!(stop_reason, StopReason::RetriesExhausted) {
                             // A dead turn flushes the input queued during it (behaviour
                             // digest §3.7): the model sees it with the next message, which
@@ -616,21 +637,20 @@ impl Machine {
                 }
             }
             Event::SpanOutcomeEvaluationEnd(end) => {
-                if self.outcome.as_ref().is_some_and(|o| o.outcome_id == end.outcome_id) {
+                if let Some(outcome) = self.outcome.as_mut().filter(|o| o.outcome_id == end.outcome_id) {
+                    let last = end.iteration.saturating_add(1) >= outcome.max_iterations;
                     match end.result {
-                        OutcomeEvaluationResult::NeedsRevision => {
-                            if let Some(outcome) = self.outcome.as_mut() {
-                                outcome.evaluating = None;
-                                outcome.iteration = end.iteration.saturating_add(1);
-                            }
+                        OutcomeEvaluationResult::NeedsRevision if !last => {
+                            outcome.evaluating = None;
+                            outcome.iteration = end.iteration.saturating_add(1);
                             // The explanation is what the model revises by.
-                            self.unseen_input = true;
+                            self.revise = true;
                             self.add_tokens(tokens::text(&end.explanation));
                         }
-                        OutcomeEvaluationResult::MaxIterationsReached => {
+                        OutcomeEvaluationResult::NeedsRevision | OutcomeEvaluationResult::MaxIterationsReached => {
                             // One last answer, then the turn ends.
                             self.outcome = None;
-                            self.unseen_input = true;
+                            self.revise = true;
                             self.add_tokens(tokens::text(&end.explanation));
                         }
                         OutcomeEvaluationResult::Satisfied
@@ -651,6 +671,7 @@ impl Machine {
                     tool.cut = true;
                 }
                 self.paused = request.stop_reason.as_deref() == Some(PAUSE_TURN);
+                self.refused = request.stop_reason.as_deref() == Some(REFUSAL);
                 self.n_paused = if self.paused { self.n_paused.saturating_add(1) } else { 0 };
             }
         }
@@ -742,14 +763,14 @@ impl Machine {
             return Command::GiveUp;
         }
         let continues = self.paused && self.n_paused <= MAX_PAUSE_CONTINUATIONS;
-        if self.unseen_input || self.unseen_results || !self.last_request_ok || continues {
+        if self.unseen_input || self.unseen_results || !self.last_request_ok || continues || self.revise {
             let over_trigger = self.compaction_trigger.is_some_and(|trigger| self.context_tokens >= trigger);
             if (over_trigger || self.too_long) && !self.compacted {
                 return Command::Compact;
             }
             return Command::CallModel { attempt: self.failed_attempts + 1 };
         }
-        if let Some(outcome) = &self.outcome {
+        if let Some(outcome) = self.outcome.as_ref().filter(|_| !self.refused) {
             return Command::EvaluateOutcome {
                 outcome_id: outcome.outcome_id,
                 iteration: outcome.iteration,

@@ -677,7 +677,7 @@ fn simulate(mut choices: Choices, host: ToolHost) -> (Log, BTreeMap<EventId, u32
             Command::Interrupt { open } => {
                 if let Some(outcome) = log.machine.outcome().cloned() {
                     log.push(Event::SpanOutcomeEvaluationEnd(logbook_core::event::SpanOutcomeEvaluationEnd {
-                        outcome_evaluation_start_id: outcome.evaluating.unwrap_or(outcome.defined_by),
+                        outcome_evaluation_start_id: outcome.evaluating.unwrap_or(EventId::NIL),
                         outcome_id: outcome.outcome_id,
                         iteration: outcome.iteration,
                         result: logbook_core::event::OutcomeEvaluationResult::Interrupted,
@@ -1237,15 +1237,15 @@ mod outcomes {
 
     use super::*;
 
-    fn define(log: &mut Log, max_iterations: u32) -> (OutcomeId, EventId) {
+    fn define(log: &mut Log, max_iterations: u32) -> OutcomeId {
         let outcome_id = OutcomeId::from_parts(1, 7);
-        let id = log.push(Event::UserDefineOutcome(UserDefineOutcome {
+        log.push(Event::UserDefineOutcome(UserDefineOutcome {
             outcome_id,
             description: "a README".into(),
             rubric: Rubric::Text { content: "has a usage section".into() },
             max_iterations: Some(max_iterations),
         }));
-        (outcome_id, id)
+        outcome_id
     }
 
     fn evaluated(log: &mut Log, outcome_id: OutcomeId, iteration: u32, result: OutcomeEvaluationResult) {
@@ -1263,7 +1263,7 @@ mod outcomes {
     #[test]
     fn an_outcome_is_graded_where_its_turn_would_end_and_revised_until_accepted() {
         let mut log = Log::new();
-        let (outcome_id, _) = define(&mut log, 3);
+        let outcome_id = define(&mut log, 3);
         assert_eq!(log.next(), Command::StartTurn);
         log.running();
         assert_eq!(log.next(), Command::CallModel { attempt: 1 });
@@ -1293,7 +1293,7 @@ mod outcomes {
     #[test]
     fn the_last_evaluation_gets_one_final_answer_and_an_interrupt_ends_an_idle_outcome() {
         let mut log = Log::new();
-        let (outcome_id, defined_by) = define(&mut log, 1);
+        let outcome_id = define(&mut log, 1);
         log.running();
         log.model_ok();
         evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::MaxIterationsReached);
@@ -1303,20 +1303,19 @@ mod outcomes {
         log.usage_idle(StopReason::EndTurn);
 
         // A turn that died keeps its outcome; an interrupt ends it.
-        let (outcome_id, defined_by_2) = define(&mut log, 3);
-        assert_ne!(defined_by, defined_by_2);
+        let outcome_id = define(&mut log, 3);
         log.running();
         log.push(Event::SessionError(SessionError {
             error: SessionErrorDetail::UnknownError { message: "x".into(), retry_status: RetryStatus::Exhausted },
         }));
         log.usage_idle(StopReason::RetriesExhausted);
         assert_eq!(log.next(), Command::Wait);
-        assert_eq!(log.machine.outcome().map(|o| o.defined_by), Some(defined_by_2));
+        assert_eq!(log.machine.outcome().map(|o| o.outcome_id), Some(outcome_id));
         log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
         assert_eq!(log.next(), Command::Interrupt { open: Vec::new() });
-        // No evaluation started: the end names the outcome's definition.
+        // No evaluation started: the end names none.
         log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
-            outcome_evaluation_start_id: defined_by_2,
+            outcome_evaluation_start_id: EventId::NIL,
             outcome_id,
             iteration: 0,
             result: OutcomeEvaluationResult::Interrupted,
@@ -1342,9 +1341,8 @@ mod outcomes {
     /// machine must wait.
     #[test]
     fn an_interrupt_after_a_needs_revision_verdict_starts_no_revision_turn() {
-        // Review: fails until fixed
         let mut log = Log::new();
-        let (outcome_id, defined_by) = define(&mut log, 3);
+        let outcome_id = define(&mut log, 3);
         log.running();
         log.model_ok();
         evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::NeedsRevision);
@@ -1352,7 +1350,7 @@ mod outcomes {
         log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
         assert_eq!(log.next(), Command::Interrupt { open: Vec::new() });
         log.push(Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
-            outcome_evaluation_start_id: defined_by,
+            outcome_evaluation_start_id: EventId::NIL,
             outcome_id,
             iteration: 1,
             result: OutcomeEvaluationResult::Interrupted,
@@ -1376,9 +1374,8 @@ mod outcomes {
     /// `needs_revision`, 1: `satisfied`); the check must report a mismatch.
     #[test]
     fn rerun_flags_an_evaluation_beyond_max_iterations() {
-        // Review: fails until fixed
         let mut log = Log::new();
-        let (outcome_id, _) = define(&mut log, 1);
+        let outcome_id = define(&mut log, 1);
         log.running();
         log.model_ok();
         evaluated(&mut log, outcome_id, 0, OutcomeEvaluationResult::NeedsRevision);

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use logbook_core::event::{Event, OutcomeEvaluationResult, RetryStatus, StopReason};
+use logbook_core::event::{Event, OutcomeEvaluationResult, RetryStatus, SpanOutcomeEvaluationEnd, StopReason};
 use logbook_core::{Entry, EventId};
 
 use crate::machine::{Command, Machine, Policy};
@@ -106,7 +106,11 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
             Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
             Mode::Evaluating => {
-                matches!(event, Event::SpanOutcomeEvaluationOngoing(_) | Event::SpanOutcomeEvaluationEnd(_))
+                if let Event::SpanOutcomeEvaluationEnd(end) = event {
+                    verdict_fits(&machine, end)
+                } else {
+                    matches!(event, Event::SpanOutcomeEvaluationOngoing(_))
+                }
             }
             Mode::Started => matches!(event, Event::SessionThreadStatusRunning(_)),
             Mode::Failing(open) => {
@@ -130,7 +134,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             let next_idle = entries[entry_idx..].iter().find_map(|e| {
                 if let Event::SessionStatusIdle(idle) = &e.event { Some(idle.stop_reason.clone()) } else { None }
             });
-            let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref());
+            let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref(), &machine);
             let (ok, new_mode) = if !ok && gives_up {
                 (true, Mode::Failing(machine.open_tools().map(|(id, _)| id).collect()))
             } else {
@@ -206,8 +210,25 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
     report
 }
 
+/// Whether the verdict `end` is one the runner records for the outcome the
+/// machine works towards: its evaluation, a revision only before the last
+/// allowed one, `max_iterations_reached` only at it, `interrupted` only
+/// after an interrupt.
+fn verdict_fits(machine: &Machine, end: &SpanOutcomeEvaluationEnd) -> bool {
+    let Some(outcome) = machine.outcome() else { return false };
+    let last = end.iteration.saturating_add(1) >= outcome.max_iterations;
+    outcome.outcome_id == end.outcome_id
+        && end.iteration == outcome.iteration
+        && match end.result {
+            OutcomeEvaluationResult::NeedsRevision => !last,
+            OutcomeEvaluationResult::MaxIterationsReached => last,
+            OutcomeEvaluationResult::Satisfied | OutcomeEvaluationResult::Failed => true,
+            OutcomeEvaluationResult::Interrupted => machine.interrupt_pending(),
+        }
+}
+
 /// Whether `event` can start the step `expected`, and the mode it opens.
-fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason>) -> (bool, Mode) {
+fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason>, machine: &Machine) -> (bool, Mode) {
     // The other error results of calls the runner closes.
     let results_of = |ids: Vec<EventId>, first: Option<EventId>| {
         let mut open: BTreeSet<EventId> = ids.into_iter().collect();
@@ -270,19 +291,22 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         // The outcome under way ends first (its evaluation's end, when the
         // interrupt stopped the grader, is part of the evaluation's step).
         (Command::Interrupt { .. }, Event::SpanOutcomeEvaluationEnd(end)) => {
-            (end.result == OutcomeEvaluationResult::Interrupted, Mode::Between)
+            (end.result == OutcomeEvaluationResult::Interrupted && verdict_fits(machine, end), Mode::Between)
         }
+        // A refused turn is not graded: its outcome ends `failed`.
+        (Command::EndTurn, Event::SpanOutcomeEvaluationEnd(end)) => (
+            end.result == OutcomeEvaluationResult::Failed
+                && machine.outcome().is_some_and(|o| o.outcome_id == end.outcome_id)
+                && matches!(next_idle, Some(StopReason::Refusal)),
+            Mode::Between,
+        ),
         (Command::EvaluateOutcome { outcome_id, iteration, start: None }, Event::SpanOutcomeEvaluationStart(span)) => {
             (span.outcome_id == *outcome_id && span.iteration == *iteration, Mode::Evaluating)
         }
         // An evaluation a crash left unended goes on: its end (or a heartbeat) comes next.
-        (
-            Command::EvaluateOutcome { outcome_id, iteration, start: Some(start) },
-            Event::SpanOutcomeEvaluationEnd(end),
-        ) => (
-            end.outcome_id == *outcome_id && end.iteration == *iteration && end.outcome_evaluation_start_id == *start,
-            Mode::Between,
-        ),
+        (Command::EvaluateOutcome { start: Some(start), .. }, Event::SpanOutcomeEvaluationEnd(end)) => {
+            (end.outcome_evaluation_start_id == *start && verdict_fits(machine, end), Mode::Between)
+        }
         (Command::EvaluateOutcome { outcome_id, start: Some(_), .. }, Event::SpanOutcomeEvaluationOngoing(span)) => {
             (span.outcome_id == *outcome_id, Mode::Evaluating)
         }

@@ -2113,7 +2113,6 @@ async fn an_interrupted_evaluation_ends_the_outcome_with_what_the_grader_was_bil
 /// outcome (or there is none: the refused turn is not graded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_outcome_turn_does_not_send_the_agent_to_revise_blind() {
-    // Review: fails until fixed
     let model = FakeModel::start(vec![
         json!({"content": [{"type": "text", "text": "I can't help with that."}], "stop_reason": "refusal"}),
         answer("VERDICT: needs_revision\nNothing was delivered."),
@@ -2150,7 +2149,6 @@ async fn a_refused_outcome_turn_does_not_send_the_agent_to_revise_blind() {
 /// field must be empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_interrupted_before_its_first_evaluation_names_no_start() {
-    // Review: fails until fixed
     let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -41,7 +41,10 @@ pub struct SpanOutcomeEvaluationOngoing {
 /// `span.outcome_evaluation_end`: the grader reached a verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct SpanOutcomeEvaluationEnd {
-    /// The `span.outcome_evaluation_start` event this closes.
+    /// The `span.outcome_evaluation_start` event this closes; [`EventId::NIL`]
+    /// (the API's empty string) for an outcome interrupted before any
+    /// evaluation started.
+    #[serde(with = "start_id")]
     pub outcome_evaluation_start_id: EventId,
     pub outcome_id: OutcomeId,
     pub iteration: u32,
@@ -50,6 +53,23 @@ pub struct SpanOutcomeEvaluationEnd {
     pub explanation: String,
     /// Aggregate token usage of the evaluation.
     pub usage: ModelUsage,
+}
+
+/// `outcome_evaluation_start_id` in JSON: the id, or `""` for [`EventId::NIL`]
+/// (behaviour digest §10: empty when no evaluation started).
+mod start_id {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::id::EventId;
+
+    pub(super) fn serialize<S: Serializer>(id: &EventId, serializer: S) -> Result<S::Ok, S::Error> {
+        if *id == EventId::NIL { serializer.serialize_str("") } else { id.serialize(serializer) }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<EventId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if text.is_empty() { Ok(EventId::NIL) } else { text.parse().map_err(serde::de::Error::custom) }
+    }
 }
 
 /// Token usage of one model request. Also used for an outcome evaluation's

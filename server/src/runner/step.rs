@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use logbook_core::event::{
     AgentCustomToolUse, AgentMcpToolResult, AgentMcpToolUse, AgentMessage, AgentThinking, AgentToolResult,
     AgentToolUse, AutoPermission, CacheCreationUsage, ContentBlock, EvaluatedPermission, Event, ModelRequest,
-    ModelResponse, ModelUsage, RetryStatus, ServerToolRequests, ServerToolUsage, SessionError, SessionErrorDetail,
-    SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionThreadStatusIdle, SessionThreadStatusRunning, SessionUsage,
-    SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation, ToolStarted, ToolUseLink, UsageSnapshot,
-    WorkspaceDelta,
+    ModelResponse, ModelUsage, OutcomeEvaluationResult, RetryStatus, ServerToolRequests, ServerToolUsage, SessionError,
+    SessionErrorDetail, SessionStatusIdle, SessionStatusRescheduled, SessionStatusRunning, SessionThreadStatusIdle,
+    SessionThreadStatusRunning, SessionUsage, SpanModelRequestEnd, SpanModelRequestStart, StopReason, ToolEvaluation,
+    ToolStarted, ToolUseLink, UsageSnapshot, WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
 use logbook_replay::machine::is_over_the_window;
@@ -315,14 +315,24 @@ impl Task {
                     self.idle_at(StopReason::RequiresAction { event_ids: ids }, Vec::new(), IdleAt::Decided).await?;
                 }
                 Command::EndTurn => {
-                    self.idle_at(self.end_turn_reason(), Vec::new(), IdleAt::Decided).await?;
+                    // With an outcome still set, the turn's last response
+                    // was refused (the machine grades any other): the
+                    // refusal took the outcome out of the model's context.
+                    let refused = "The model refused this turn's work; the outcome was not graded.";
+                    let events = self.outcome_end(OutcomeEvaluationResult::Failed, refused).into_iter().collect();
+                    self.idle_at(self.end_turn_reason(), events, IdleAt::Decided).await?;
                 }
                 Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
                     let text = "Tool execution was interrupted before completion. Please retry.";
-                    let mut events: Vec<(Option<EventId>, Event)> = self.outcome_interrupted().into_iter().collect();
+                    let interrupted = "The user interrupted the session.";
+                    let mut events: Vec<(Option<EventId>, Event)> =
+                        self.outcome_end(OutcomeEvaluationResult::Interrupted, interrupted).into_iter().collect();
                     events.extend(open.into_iter().map(|id| (None, self.answer(id, ToolOutcome::error(text)))));
-                    self.idle_at(StopReason::EndTurn, events, IdleAt::Decided).await?;
+                    if self.idle_at(StopReason::EndTurn, events, IdleAt::Decided).await? {
+                        // Recorded with the outcome's end.
+                        self.interrupted_grading = None;
+                    }
                 }
                 Command::EvaluateOutcome { outcome_id, iteration, start } => {
                     self.evaluate_outcome(outcome_id, iteration, start).await?;
@@ -1163,19 +1173,27 @@ impl Task {
         Ok(())
     }
 
-    /// The end of the outcome under way, for an interrupt: `interrupted`,
-    /// closing its evaluation if one started (else, since the field cannot
-    /// be empty in the log, naming the outcome's `user.define_outcome`).
-    fn outcome_interrupted(&mut self) -> Option<(Option<EventId>, Event)> {
-        use logbook_core::event::{OutcomeEvaluationResult, SpanOutcomeEvaluationEnd};
+    /// The end of the outcome under way, if one is (`interrupted` by the
+    /// user, or `failed` after a refusal), closing its evaluation if one
+    /// started (else naming none: the API's empty id). An interrupted one
+    /// carries what a grading call it stopped was billed.
+    fn outcome_end(&self, result: OutcomeEvaluationResult, explanation: &str) -> Option<(Option<EventId>, Event)> {
+        use logbook_core::event::SpanOutcomeEvaluationEnd;
         let active = self.projection.machine.outcome()?;
+        let usage = match result {
+            OutcomeEvaluationResult::Interrupted => self.interrupted_grading.clone().unwrap_or_default(),
+            OutcomeEvaluationResult::Satisfied
+            | OutcomeEvaluationResult::NeedsRevision
+            | OutcomeEvaluationResult::MaxIterationsReached
+            | OutcomeEvaluationResult::Failed => ModelUsage::default(),
+        };
         let end = SpanOutcomeEvaluationEnd {
-            outcome_evaluation_start_id: active.evaluating.unwrap_or(active.defined_by),
+            outcome_evaluation_start_id: active.evaluating.unwrap_or(EventId::NIL),
             outcome_id: active.outcome_id,
             iteration: active.iteration,
-            result: OutcomeEvaluationResult::Interrupted,
-            explanation: "The user interrupted the session.".to_owned(),
-            usage: self.interrupted_grading.take().unwrap_or_default(),
+            result,
+            explanation: explanation.to_owned(),
+            usage,
         };
         Some((None, Event::SpanOutcomeEvaluationEnd(end)))
     }

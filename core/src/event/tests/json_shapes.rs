@@ -460,3 +460,23 @@ fn outcome_results_name_themselves_as_serde_does() {
         assert_eq!(serde_json::to_value(result).unwrap(), Value::from(result.as_str()));
     }
 }
+
+#[test]
+fn an_outcome_end_without_an_evaluation_names_an_empty_start() {
+    let end = |start: EventId| {
+        Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: start,
+            outcome_id: crate::id::OutcomeId::from_parts(1, 2),
+            iteration: 0,
+            result: OutcomeEvaluationResult::Interrupted,
+            explanation: String::new(),
+            usage: ModelUsage::default(),
+        })
+    };
+    for start in [EventId::NIL, tool_use_id()] {
+        let json = serde_json::to_value(end(start)).unwrap();
+        let shown = if start == EventId::NIL { String::new() } else { start.to_string() };
+        assert_eq!(json["outcome_evaluation_start_id"], Value::from(shown));
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), end(start));
+    }
+}
