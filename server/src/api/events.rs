@@ -536,17 +536,14 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
     let mut allowed_here: Vec<EventId> = Vec::new();
     for (idx, event) in inputs.iter().enumerate() {
         let field = format!("events[{idx}]");
-        if let Event::UserDefineOutcome(_) = event {
+        if let Event::UserDefineOutcome(_) = event
+            && let Some(open) = open_outcome(store, session.id)?
+        {
             // One outcome at a time (behaviour digest §10).
-            let evaluations = super::sessions::outcome_evaluations(store, session.id)?;
-            if let Some(open) = evaluations.iter().find(|e| !is_verdict(&e["result"])) {
-                return Err(ApiError::invalid(format!(
-                    "{field}: outcome {} is still being worked on (result: {}); a session works towards one \
-                     outcome at a time: wait for its verdict, or interrupt the session to end it",
-                    open["outcome_id"].as_str().unwrap_or("?"),
-                    open["result"].as_str().unwrap_or("?"),
-                )));
-            }
+            return Err(ApiError::invalid(format!(
+                "{field}: outcome {open} is still being worked on; a session works towards one outcome at a \
+                 time: wait for its verdict, or interrupt the session to end it"
+            )));
         }
         if let Some(target) = event.answers() {
             let kind = event.event_type();
@@ -634,9 +631,20 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
     Ok(())
 }
 
-/// Whether an `outcome_evaluations[].result` ends its outcome.
-fn is_verdict(result: &Value) -> bool {
-    matches!(result.as_str(), Some("satisfied" | "max_iterations_reached" | "failed" | "interrupted"))
+/// The session's outcome still worked towards, if any: the newest outcome
+/// event is its definition, or a verdict asking for a revision (one outcome
+/// is open at a time, so the newest event is the newest outcome's).
+fn open_outcome(store: &SledStore, session: SessionId) -> Result<Option<OutcomeId>, ApiError> {
+    let types = [EventType::UserDefineOutcome, EventType::SpanOutcomeEvaluationEnd];
+    let Some(record) = store.last_of_types(session, &types)? else { return Ok(None) };
+    let entry = record.entry().map_err(ApiError::internal)?;
+    Ok(if let Event::UserDefineOutcome(defined) = &entry.event {
+        Some(defined.outcome_id)
+    } else if let Event::SpanOutcomeEvaluationEnd(end) = &entry.event {
+        (!end.result.is_terminal()).then_some(end.outcome_id)
+    } else {
+        None
+    })
 }
 
 /// The verdict of the confirmation of `target`, if one was recorded.

@@ -1116,7 +1116,7 @@ const MAX_OUTCOME_EVENTS: usize = 4096;
 /// order, `pending` until an evaluation span names it, then `evaluating`,
 /// then the verdict of its last `span.outcome_evaluation_end` (API digest
 /// §3.3), which the runner records when it grades (`runner::outcome`).
-pub(crate) fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, ApiError> {
+fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, ApiError> {
     use logbook_core::event::EventType;
     use logbook_store::Read;
     let types = [
