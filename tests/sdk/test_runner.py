@@ -110,6 +110,7 @@ def test_tool_using_turn_has_the_hosted_event_sequence(harness: Harness) -> None
     assert types(streamed) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.tool_use",
         "span.model_request_end",
@@ -119,8 +120,10 @@ def test_tool_using_turn_has_the_hosted_event_sequence(harness: Harness) -> None
         "span.model_request_end",
         *TURN_END,
     ], describe(streamed)
-    (msg, running, start1, tool_use, end1, result, start2, answer, end2, usage, idle) = streamed
+    (msg, running, thread_running, start1, tool_use, end1, result, start2, answer, end2, usage, idle) = streamed
     assert msg.id == sent.id
+    # The primary thread runs with the session.
+    assert thread_running.session_thread_id == "sthr_" + session.id.removeprefix("sesn_")
     assert tool_use.name == "bash"
     assert tool_use.input == {"command": "ls"}
     assert tool_use.evaluated_permission == "allow"
@@ -169,6 +172,7 @@ def _ask_turn(h: Harness, *calls: tuple) -> tuple:
     assert types(events) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         *["agent.tool_use"] * len(calls),
         "span.model_request_end",
@@ -197,6 +201,7 @@ def test_always_ask_waits_and_an_allowed_call_runs(harness: Harness) -> None:
     assert types(rest) == [
         "user.tool_confirmation",
         "session.status_running",
+        "session.thread_status_running",
         "agent.tool_result",
         "span.model_request_start",
         "agent.message",
@@ -204,7 +209,7 @@ def test_always_ask_waits_and_an_allowed_call_runs(harness: Harness) -> None:
         *TURN_END,
     ], describe(rest)
     assert rest[0].id == confirmation.id and rest[0].result == "allow"
-    result = rest[2]
+    result = rest[3]
     assert result.tool_use_id == tool_use.id and result.is_error is False
     assert "rm -rf /tmp/x" in text_of(result.content)
     assert rest[-1].stop_reason.type == "end_turn"
@@ -228,13 +233,14 @@ def test_always_ask_denial_becomes_an_error_result_with_the_message(harness: Har
     assert types(rest) == [
         "user.tool_confirmation",
         "session.status_running",
+        "session.thread_status_running",
         "agent.tool_result",
         "span.model_request_start",
         "agent.message",
         "span.model_request_end",
         *TURN_END,
     ], describe(rest)
-    result = rest[2]
+    result = rest[3]
     assert result.tool_use_id == tool_use.id
     assert result.is_error is True
     assert "not today" in text_of(result.content)
@@ -273,6 +279,7 @@ def test_resolving_some_confirmations_reemits_idle_with_the_rest(harness: Harnes
     assert types(rest) == [
         "user.tool_confirmation",
         "session.status_running",
+        "session.thread_status_running",
         *["agent.tool_result"] * 2,
         "span.model_request_start",
         "agent.message",
@@ -351,12 +358,13 @@ def test_custom_tool_waits_for_the_client_result(harness: Harness) -> None:
     assert types(events) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.custom_tool_use",
         "span.model_request_end",
         *TURN_END,
     ], describe(events)
-    call = events[3]
+    call = events[4]
     assert call.name == "get_weather" and call.input == {"city": "Oslo"}
     idle = events[-1]
     assert idle.stop_reason.type == "requires_action"
@@ -371,6 +379,7 @@ def test_custom_tool_waits_for_the_client_result(harness: Harness) -> None:
     assert types(rest) == [
         "user.custom_tool_result",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.message",
         "span.model_request_end",
@@ -407,6 +416,7 @@ def test_builtin_and_custom_calls_in_one_response(harness: Harness) -> None:
     assert types(events) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.message",
         "agent.tool_use",
@@ -415,8 +425,8 @@ def test_builtin_and_custom_calls_in_one_response(harness: Harness) -> None:
         "agent.tool_result",
         *TURN_END,
     ], describe(events)
-    tool_use, custom = events[4], events[5]
-    assert events[7].tool_use_id == tool_use.id and events[7].is_error is False
+    tool_use, custom = events[5], events[6]
+    assert events[8].tool_use_id == tool_use.id and events[8].is_error is False
     assert events[-1].stop_reason.type == "requires_action"
     assert events[-1].stop_reason.event_ids == [custom.id]
 
@@ -565,6 +575,7 @@ def test_event_deltas_preview_the_message_before_it_is_buffered(harness: Harness
     assert types(plain_events) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.thinking",
         "agent.message",
@@ -667,12 +678,13 @@ def test_interrupt_mid_stream_ends_the_turn_without_a_message(harness: Harness) 
     assert types(rest) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.message",
         "span.model_request_end",
         *TURN_END,
     ], describe(rest)
-    assert text_of(rest[3].content) == "Short answer."
+    assert text_of(rest[4].content) == "Short answer."
     assert rest[-1].stop_reason.type == "end_turn"
     requests = h.requests()
     assert len(requests) == 2
@@ -728,12 +740,13 @@ def test_interrupt_then_message_in_one_request_starts_the_next_turn(harness: Har
     second_turn = _after(events, idles[0].id)
     assert types(second_turn) == [
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.message",
         "span.model_request_end",
         *TURN_END,
     ], describe(events)
-    assert text_of(second_turn[2].content) == "Here is the new answer."
+    assert text_of(second_turn[3].content) == "Here is the new answer."
     requests = h.requests()
     assert len(requests) == 2
     assert user_texts(requests[1])[-1] == "new question"
@@ -860,22 +873,24 @@ def test_overloaded_model_is_retried_with_rescheduling(harness: Harness) -> None
     assert types(events) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "span.model_request_end",
         "session.error",
         "session.status_rescheduled",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "agent.message",
         "span.model_request_end",
         *TURN_END,
     ], describe(events)
-    failed_start, failed_end, error = events[2], events[3], events[4]
+    failed_start, failed_end, error = events[3], events[4], events[5]
     assert failed_end.model_request_start_id == failed_start.id and failed_end.is_error is True
     assert error.error.type == "model_overloaded_error"
     assert error.error.retry_status.type == "retrying"
     assert error.error.message
-    assert text_of(events[8].content) == "Recovered."
+    assert text_of(events[10].content) == "Recovered."
     assert events[-1].stop_reason.type == "end_turn"
     assert len(h.requests()) == 2
     assert [e.id for e in h.listed(session.id)] == [e.id for e in events]
@@ -891,13 +906,14 @@ def test_rejected_key_ends_the_turn_with_retries_exhausted(harness: Harness) -> 
     assert types(events) == [
         "user.message",
         "session.status_running",
+        "session.thread_status_running",
         "span.model_request_start",
         "span.model_request_end",
         "session.error",
         *TURN_END,
     ], describe(events)
-    assert events[3].is_error is True
-    error = events[4].error
+    assert events[4].is_error is True
+    error = events[5].error
     assert error.retry_status.type == "exhausted"
     assert error.type in ("model_request_failed_error", "unknown_error"), error.type
     assert error.message
