@@ -23,7 +23,9 @@
 //!
 //! A `system.message` applies "for this and all later turns" (behaviour
 //! digest §4), so a compaction does not summarize it away: the system
-//! messages it replaces stand, verbatim, right after the summary.
+//! messages it replaces stand, verbatim, right after the summary. So does
+//! the outcome being worked towards (its description and rubric), until a
+//! verdict ends it: the agent revises towards it, however long that takes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use logbook_core::event::{Compaction, ContentBlock, Event, OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd};
-use logbook_core::{Entry, EventId};
+use logbook_core::{Entry, EventId, OutcomeId};
 
 use crate::tokens;
 
@@ -137,6 +139,18 @@ pub struct Context {
     /// first: sent after the summary (see the module's documentation).
     #[serde(default)]
     standing: Vec<Value>,
+    /// The outcome being worked towards, as the model is told it.
+    #[serde(default)]
+    outcome: Option<OutcomeBlocks>,
+}
+
+/// An open outcome's blocks; `replaced` once a compaction took them out of
+/// the messages (they then stand after the summary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OutcomeBlocks {
+    outcome_id: OutcomeId,
+    blocks: Vec<Value>,
+    replaced: bool,
 }
 
 /// See [`Context::last_response`].
@@ -168,7 +182,7 @@ impl Context {
         let mut rest = self.messages.iter();
         if let Some(summary) = &self.summary {
             let mut blocks = vec![summary_block(&summary.text)];
-            blocks.extend(self.standing.iter().cloned());
+            blocks.extend(self.standing_blocks().cloned());
             if let Some(first) = self.messages.first()
                 && first.role == Role::User
             {
@@ -196,6 +210,13 @@ impl Context {
         &self.standing
     }
 
+    /// What stands after the summary: the system messages compactions
+    /// replaced, then the open outcome if a compaction replaced it.
+    pub fn standing_blocks(&self) -> impl Iterator<Item = &Value> {
+        let outcome = self.outcome.as_ref().filter(|o| o.replaced).map(|o| o.blocks.as_slice()).unwrap_or_default();
+        self.standing.iter().chain(outcome)
+    }
+
     /// The blocks of each input held while a model request is open; they
     /// join the context when its response lands.
     pub fn held(&self) -> &[Vec<Value>] {
@@ -205,7 +226,7 @@ impl Context {
     /// Estimated tokens of [`Context::messages_json`].
     pub fn estimate_tokens(&self) -> u64 {
         let messages: u64 = self.messages.iter().map(|m| m.tokens).sum();
-        let standing: u64 = self.standing.iter().map(tokens::block).sum();
+        let standing: u64 = self.standing_blocks().map(tokens::block).sum();
         let summary = match (&self.summary, self.messages.first()) {
             (None, _) => 0,
             // Merged into the first kept message when that is the user's.
@@ -257,9 +278,14 @@ impl Context {
                         "type": "document", "title": "rubric", "source": {"type": "file", "file_id": file_id}
                     }),
                 });
+                self.outcome =
+                    Some(OutcomeBlocks { outcome_id: outcome.outcome_id, blocks: blocks.clone(), replaced: false });
                 self.push_input(seq, blocks);
             }
             Event::SpanOutcomeEvaluationEnd(end) => {
+                if self.outcome.as_ref().is_some_and(|o| o.outcome_id == end.outcome_id) && end.result.is_terminal() {
+                    self.outcome = None;
+                }
                 if let Some(text) = verdict_text(end) {
                     self.push_input(seq, vec![json!({"type": "text", "text": text})]);
                 }
@@ -436,8 +462,15 @@ impl Context {
         });
     }
 
-    /// Moves the system messages among `replaced` to the standing ones.
+    /// Moves the system messages among `replaced` to the standing ones, and
+    /// marks the open outcome replaced if its blocks are among them.
     fn keep_standing(&mut self, replaced: &[Message]) {
+        if let Some(outcome) = self.outcome.as_mut()
+            && let Some(first) = outcome.blocks.first()
+            && replaced.iter().filter(|m| m.role == Role::User).any(|m| m.content.contains(first))
+        {
+            outcome.replaced = true;
+        }
         for block in replaced.iter().filter(|m| m.role == Role::User).flat_map(|m| &m.content) {
             let Some(at) = self.system_blocks.iter().position(|b| b == block) else { continue };
             let block = self.system_blocks.remove(at);
@@ -639,7 +672,7 @@ pub fn plan_compaction_by(context: &Context, keep: Keep, weigh: &dyn Fn(&Message
     let mut n_preface_blocks = 0;
     if let Some(summary) = &context.summary {
         let mut blocks = vec![summary_block(&summary.text)];
-        blocks.extend(context.standing.iter().cloned());
+        blocks.extend(context.standing_blocks().cloned());
         n_preface_blocks = blocks.len();
         replaced.push(json!({"role": "user", "content": blocks}));
     }
@@ -1391,6 +1424,45 @@ mod mechanical_summary_tests {
         once(&context);
         let sent = serde_json::to_string(&context.messages_json()).unwrap();
         assert!(!sent.contains("first summary") && sent.contains("second summary"), "{sent}");
+    }
+
+    #[test]
+    fn the_open_outcome_stands_after_a_compaction_until_its_verdict() {
+        // Goal: the agent revises towards an outcome however long it works:
+        // a compaction that replaces the `user.define_outcome` keeps its
+        // description and rubric after the summary, until a verdict ends it.
+        use logbook_core::event::{OutcomeEvaluationResult, SpanOutcomeEvaluationEnd, UserDefineOutcome};
+        let outcome_id = OutcomeId::from_parts(1, 9);
+        let mut context = Context::default();
+        let define = Event::UserDefineOutcome(UserDefineOutcome {
+            outcome_id,
+            description: "a README for the parser".into(),
+            rubric: Rubric::Text { content: "has a usage section".into() },
+            max_iterations: Some(3),
+        });
+        context.apply(0, &entry(0, define));
+        for (seq, e) in [call(1, "toolu_1"), result(2, 1), call(3, "toolu_2"), result(4, 3)].iter().enumerate() {
+            context.apply(seq as u64 + 1, e);
+        }
+        compacted(&mut context, 5, "summary");
+        let sent = serde_json::to_string(&context.messages_json()).unwrap();
+        assert_eq!(sent.matches("a README for the parser").count(), 1, "{sent}");
+        assert_eq!(sent.matches("has a usage section").count(), 1, "{sent}");
+        let end = |result| {
+            Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+                outcome_evaluation_start_id: EventId::NIL,
+                outcome_id,
+                iteration: 0,
+                result,
+                explanation: "the usage section is missing".into(),
+                usage: ModelUsage::default(),
+            })
+        };
+        context.apply(6, &entry(6, end(OutcomeEvaluationResult::NeedsRevision)));
+        assert!(serde_json::to_string(&context.messages_json()).unwrap().contains("a README for the parser"));
+        context.apply(7, &entry(7, end(OutcomeEvaluationResult::Satisfied)));
+        let sent = serde_json::to_string(&context.messages_json()).unwrap();
+        assert!(!sent.contains("a README for the parser"), "an outcome over still stands: {sent}");
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub fn fit(state: &SessionState, system: Option<&str>, budget: u64) -> Fitted {
         let text = shrink_text(&summary.text, (room * tokens::BYTES_PER_TOKEN) as usize, &mut cuts);
         preface.insert(0, json!({"type": "text", "text": format!("Summary of the conversation before seq {}:\n{text}", summary.through_seq + 1)}));
         // The system messages it replaced stand on after it (`Context`).
-        for (at, block) in state.context.standing_system().iter().enumerate() {
+        for (at, block) in state.context.standing_blocks().enumerate() {
             preface.insert(1 + at, preview_block(block, OLDER_EDGE_CHARS, &mut cuts));
         }
         if summary.through_seq > 0 {

@@ -141,8 +141,9 @@ fn save_checkpoint(store: &SledStore, session: SessionId, state: &SessionState) 
 /// not at all (and one that does not decode is never replaced).
 /// 6: a text block's citations count in the token estimate, so a form-5
 /// checkpoint's estimates differ from a fold of the same log.
-/// 7: the context keeps the system messages a compaction replaces
-/// (`Context::standing_system`); a form-6 checkpoint has lost them.
+/// 7: the context keeps the system messages and the open outcome a
+/// compaction replaces (`Context::standing_blocks`), and the machine the
+/// outcome being graded; a form-6 checkpoint has lost them.
 const CHECKPOINT_FORMAT: u8 = 7;
 
 fn encode(state: &SessionState) -> Result<Vec<u8>, std::io::Error> {
