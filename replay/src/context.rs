@@ -32,7 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use logbook_core::event::{Compaction, ContentBlock, Event, OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd};
+use logbook_core::event::{
+    Compaction, ContentBlock, Event, OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd, UserDefineOutcome,
+};
 use logbook_core::{Entry, EventId, OutcomeId};
 
 use crate::tokens;
@@ -264,20 +266,7 @@ impl Context {
                 self.push_input(seq, blocks);
             }
             Event::UserDefineOutcome(outcome) => {
-                // The outcome starts work on its own (behaviour digest §10):
-                // the agent is told what to produce and how it will be judged.
-                let mut blocks = vec![json!({"type": "text", "text": format!(
-                    "<outcome>\nWork towards this outcome:\n{}\n</outcome>", outcome.description
-                )})];
-                blocks.push(match &outcome.rubric {
-                    Rubric::Text { content } => {
-                        json!({"type": "text", "text": format!("<rubric>\n{content}\n</rubric>")})
-                    }
-                    // Read from the Files API when the request is sent.
-                    Rubric::File { file_id } => json!({
-                        "type": "document", "title": "rubric", "source": {"type": "file", "file_id": file_id}
-                    }),
-                });
+                let blocks = outcome_blocks(outcome);
                 self.outcome =
                     Some(OutcomeBlocks { outcome_id: outcome.outcome_id, blocks: blocks.clone(), replaced: false });
                 self.push_input(seq, blocks);
@@ -559,6 +548,24 @@ impl Context {
             }),
         }
     }
+}
+
+/// What the model is told of an outcome: it starts work on its own
+/// (behaviour digest §10), so the agent is told what to produce and how it
+/// will be judged. The description's text block, then the rubric's (a
+/// document block for a rubric file, read from the Files API when a request
+/// is sent).
+pub fn outcome_blocks(outcome: &UserDefineOutcome) -> Vec<Value> {
+    let description = json!({"type": "text", "text": format!(
+        "<outcome>\nWork towards this outcome:\n{}\n</outcome>", outcome.description
+    )});
+    let rubric = match &outcome.rubric {
+        Rubric::Text { content } => json!({"type": "text", "text": format!("<rubric>\n{content}\n</rubric>")}),
+        Rubric::File { file_id } => json!({
+            "type": "document", "title": "rubric", "source": {"type": "file", "file_id": file_id}
+        }),
+    };
+    vec![description, rubric]
 }
 
 /// What the model is told of a grader's verdict: the explanation to revise

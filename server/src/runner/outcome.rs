@@ -4,15 +4,18 @@
 //!
 //! The grader is the session's model with its own system prompt, shown the
 //! agent's conversation as it stands (tool calls and results included: the
-//! deliverables are what the agent did and said), then the outcome's
-//! description and rubric, and asked for a first line `VERDICT: <result>`
-//! and an explanation. Its call and answer stay out of the agent's context;
+//! deliverables are what the agent did and said; the outcome's blocks are in
+//! it, or stand after its summary), then the outcome's description again
+//! (the rubric only if the conversation lacks it: a rubric may be 262,144
+//! characters), and asked for a first line `VERDICT: <result>` and an
+//! explanation. Its call and answer stay out of the agent's context;
 //! only the verdict's explanation reaches the agent
 //! (`logbook_replay::context`), so that it can revise.
 
 use serde_json::{Value, json};
 
-use logbook_core::event::{OutcomeEvaluationResult, Rubric, UserDefineOutcome};
+use logbook_core::event::{OutcomeEvaluationResult, UserDefineOutcome};
+use logbook_replay::context::outcome_blocks;
 
 use crate::model::ModelError;
 
@@ -54,15 +57,10 @@ pub(super) fn grader_messages(
         iteration + 1,
         defined.map_or("(the outcome's description is not in the log)", |d| d.description.as_str()),
     )})];
-    match defined.map(|d| &d.rubric) {
-        Some(Rubric::Text { content }) => {
-            blocks.push(json!({"type": "text", "text": format!("<rubric>\n{content}\n</rubric>")}));
-        }
-        // Read from the Files API when the request is sent.
-        Some(Rubric::File { file_id }) => blocks.push(json!({
-            "type": "document", "title": "rubric", "source": {"type": "file", "file_id": file_id}
-        })),
-        None => {}
+    if let Some(rubric) = defined.and_then(|d| outcome_blocks(d).pop())
+        && !messages.iter().any(|m| m.get("content").and_then(Value::as_array).is_some_and(|c| c.contains(&rubric)))
+    {
+        blocks.push(rubric);
     }
     blocks.push(json!({"type": "text", "text": format!(
         "Answer with a first line that is exactly one of:\n\
@@ -193,11 +191,11 @@ mod tests {
     }
 
     #[test]
-    fn the_instruction_joins_a_last_user_message_and_carries_the_rubric() {
+    fn the_instruction_joins_a_last_user_message_and_carries_the_rubric_once() {
         let defined = UserDefineOutcome {
             outcome_id: logbook_core::OutcomeId::from_parts(1, 1),
             description: "a README".into(),
-            rubric: Rubric::Text { content: "has a usage section".into() },
+            rubric: logbook_core::event::Rubric::Text { content: "has a usage section".into() },
             max_iterations: Some(3),
         };
         let after_answer = grader_messages(
@@ -217,5 +215,11 @@ mod tests {
         let after_user = grader_messages(vec![json!({"role": "user", "content": text("hi")})], Some(&defined), 0, 3);
         assert_eq!(after_user.len(), 1);
         assert_eq!(after_user[0]["content"].as_array().map(Vec::len), Some(4));
+        // The conversation holds the rubric already (as the agent was told
+        // it): it is not sent twice.
+        let told = json!({"role": "user", "content": outcome_blocks(&defined)});
+        let answered = json!({"role": "assistant", "content": text("done")});
+        let asked = serde_json::to_string(&grader_messages(vec![told, answered], Some(&defined), 0, 3)).unwrap();
+        assert_eq!(asked.matches("has a usage section").count(), 1, "{asked}");
     }
 }
