@@ -374,3 +374,49 @@ async fn a_fork_inside_a_paused_response_continues_the_turn() {
         child_events.last().unwrap()["stop_reason"]
     );
 }
+
+fn outcome(description: &str, rubric: &str, max_iterations: u32) -> Value {
+    json!([{"type": "user.define_outcome", "description": description,
+            "rubric": {"type": "text", "content": rubric}, "max_iterations": max_iterations}])
+}
+
+/// Goal: a fork's agent overrides apply to every model call the fork makes,
+/// its outcome's grading included ("a turn can be retried with another
+/// model").
+/// Defect: `Task::evaluate_outcome` takes the agent from the recorded
+/// `x.agent_config` (the parent's, at the fork point) before the session's
+/// own: a fork taken where the agent's work is done and the grading is next
+/// grades with the parent's model, not the fork's override (while its
+/// list cost is priced at the fork's model).
+/// Method: a parent graded `satisfied`; a fork right before its
+/// `span.outcome_evaluation_start`, with another model; the fork's grading
+/// request must name that model.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_before_its_grading_grades_with_the_forks_model() {
+    let model = FakeModel::start(vec![text("The draft."), text("VERDICT: satisfied\nFine.")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let parent = api.session(json!([])).await;
+    api.send(&parent, outcome("a README", "has a usage section", 3)).await;
+    api.wait_idle(&parent, 1).await;
+    let start = api.seqs_of(&parent, "span.outcome_evaluation_start").await[0];
+    let parent_model = model.requests()[1].body["model"].clone();
+    assert_ne!(parent_model, "claude-opus-4-6");
+
+    model.set_script(vec![text("VERDICT: satisfied\nFine by the other model.")]).unwrap();
+    let forked = fork(&api, &parent, json!({"at_seq": start - 1, "agent": {"model": "claude-opus-4-6"}})).await;
+    let child = forked["id"].as_str().unwrap().to_owned();
+    let child_events = api.wait_idle(&child, 1).await;
+    let end = child_events.iter().rev().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
+    assert_eq!(end["explanation"], "Fine by the other model.", "{end}");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests[2].body.to_string().contains("strict, fair grader"), "{}", requests[2].body);
+    assert_eq!(
+        requests[2].body["model"], "claude-opus-4-6",
+        "the fork's grading went to the parent's model {parent_model}"
+    );
+}
