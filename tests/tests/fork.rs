@@ -420,3 +420,37 @@ async fn a_fork_before_its_grading_grades_with_the_forks_model() {
         "the fork's grading went to the parent's model {parent_model}"
     );
 }
+
+/// Goal: every `session.status_running` of a fork's log is followed by the
+/// primary thread's `session.thread_status_running`, as the runner records
+/// them (one append), so that clients tracking the thread (the SDK's
+/// strict types, `tests/sdk`) see it run.
+/// Defect: the two are one batch, but a fork point is only moved past a
+/// model response's batch (`past_open_response`): a fork at the seq of
+/// `session.status_running` keeps it without its thread's status, and the
+/// fork's turn runs with its primary thread never said to be running.
+/// Method: a fork at the parent's `session.status_running`; the fork's
+/// events must hold `session.thread_status_running` after it.
+// Review: fails until fixed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_at_a_turns_start_keeps_the_primary_threads_running_status() {
+    let model = FakeModel::start(vec![text("first answer"), text("the fork's answer")]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let parent = api.session(json!([])).await;
+    api.send(&parent, user_message("hello")).await;
+    api.wait_idle(&parent, 1).await;
+    let running = api.seqs_of(&parent, "session.status_running").await[0];
+    let forked = fork(&api, &parent, json!({"at_seq": running})).await;
+    let child = forked["id"].as_str().unwrap().to_owned();
+    let child_events = api.wait_idle(&child, 1).await;
+    let types = logbook_tests::server::types(&child_events);
+    let at = types.iter().position(|t| t == "session.status_running").unwrap();
+    assert_eq!(
+        types.get(at + 1).map(String::as_str),
+        Some("session.thread_status_running"),
+        "the fork's turn: {types:?}"
+    );
+}
