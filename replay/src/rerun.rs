@@ -500,4 +500,41 @@ mod tests {
         assert!(report.is_consistent(), "{report:?}");
         assert_eq!(report.n_steps, 3);
     }
+
+    /// Goal: a log an older runner recorded still reruns: before outcomes
+    /// were graded (2026-12-06), a `user.define_outcome` started a turn
+    /// that ended as any other, with no evaluation (as logs without
+    /// `session.thread_status_running` are accepted, `Mode::Started`).
+    /// Defect: the machine now grades where an outcome's turn would end, and
+    /// `check` has no allowance for a turn that ended without: every session
+    /// recorded with an outcome before the change reports a mismatch at its
+    /// `session.usage` ("not produced by this state machine: a bug ... or
+    /// tampering").
+    /// Method: the older runner's turn for an outcome; the report must be
+    /// consistent.
+    // Review: fails until fixed
+    #[test]
+    fn an_outcome_turn_an_older_runner_ended_without_grading_reruns() {
+        use logbook_core::OutcomeId;
+        use logbook_core::event::{Rubric, UserDefineOutcome};
+        let events = vec![
+            Event::UserDefineOutcome(UserDefineOutcome {
+                outcome_id: OutcomeId::from_parts(1, 1),
+                description: "a README".into(),
+                rubric: Rubric::Text { content: "has a usage section".into() },
+                max_iterations: None,
+            }),
+            Event::SessionStatusRunning(SessionStatusRunning {}),
+            Event::SpanModelRequestStart(SpanModelRequestStart {}),
+            Event::SpanModelRequestEnd(SpanModelRequestEnd {
+                model_request_start_id: EventId::from_parts(1, 2),
+                model_usage: Default::default(),
+                is_error: Some(false),
+            }),
+            Event::SessionUsage(SessionUsage { usage: Default::default(), budget: None }),
+            Event::SessionStatusIdle(SessionStatusIdle { stop_reason: StopReason::EndTurn, stop_details: None }),
+        ];
+        let report = check(&log(events), &Policy::default());
+        assert!(report.is_consistent(), "{report:?}");
+    }
 }
