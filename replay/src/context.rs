@@ -581,7 +581,9 @@ fn verdict_text(end: &SpanOutcomeEvaluationEnd) -> Option<String> {
              briefly tell the user what is done and what remains unmet."
         }
         OutcomeEvaluationResult::Satisfied => "The grader found that the outcome is met.",
-        OutcomeEvaluationResult::Failed => "The grader could not apply the rubric to this work; the outcome is over.",
+        // Why (the rubric did not apply, the grader could not be reached, the
+        // turn was refused) is the explanation.
+        OutcomeEvaluationResult::Failed => "The outcome is over, unmet.",
         OutcomeEvaluationResult::Interrupted => return None,
     };
     Some(format!(

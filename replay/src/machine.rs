@@ -572,6 +572,13 @@ impl Machine {
                         // interrupt, say) do not start another one, nor does a
                         // verdict it did not answer.
                         self.revise = false;
+                        // Nor an outcome: this runner grades (or ends) an
+                        // outcome before its turn ends `end_turn`; one still
+                        // open here was worked on by an older runner, which
+                        // did not grade (before 2026-12-06).
+                        if !matches!(stop_reason, StopReason::RetriesExhausted) {
+                            self.outcome = None;
+                        }
                         if matches!(stop_reason, StopReason::RetriesExhausted) {
                             // A dead turn flushes the input queued during it (behaviour
                             // digest §3.7): the model sees it with the next message, which
@@ -653,9 +660,12 @@ impl Machine {
                             self.revise = true;
                             self.add_tokens(tokens::text(&end.explanation));
                         }
-                        OutcomeEvaluationResult::Satisfied
-                        | OutcomeEvaluationResult::Failed
-                        | OutcomeEvaluationResult::Interrupted => self.outcome = None,
+                        OutcomeEvaluationResult::Satisfied | OutcomeEvaluationResult::Failed => {
+                            // The model is told (`context::verdict_text`).
+                            self.outcome = None;
+                            self.add_tokens(tokens::text(&end.explanation));
+                        }
+                        OutcomeEvaluationResult::Interrupted => self.outcome = None,
                     }
                 }
             }

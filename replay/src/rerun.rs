@@ -77,7 +77,16 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
     let mut machine = Machine::new();
     let mut report = RerunReport::default();
     let mut mode = Mode::Between;
+    // The turn under way was started by a runner that did not record the
+    // primary thread's status, and did not grade outcomes (before
+    // 2026-12-06).
+    let mut older_turn = false;
     for (entry_idx, entry) in entries.iter().enumerate() {
+        if let Event::SessionStatusRunning(_) = &entry.event {
+            older_turn = true;
+        } else if let Event::SessionThreadStatusRunning(_) = &entry.event {
+            older_turn = false;
+        }
         let event = &entry.event;
         if is_client_input(event) {
             machine.apply(entry);
@@ -134,7 +143,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
             let next_idle = entries[entry_idx..].iter().find_map(|e| {
                 if let Event::SessionStatusIdle(idle) = &e.event { Some(idle.stop_reason.clone()) } else { None }
             });
-            let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref(), &machine);
+            let (ok, new_mode) = step_matches(&expected, event, next_idle.as_ref(), &machine, older_turn);
             let (ok, new_mode) = if !ok && gives_up {
                 (true, Mode::Failing(machine.open_tools().map(|(id, _)| id).collect()))
             } else {
@@ -228,7 +237,13 @@ fn verdict_fits(machine: &Machine, end: &SpanOutcomeEvaluationEnd) -> bool {
 }
 
 /// Whether `event` can start the step `expected`, and the mode it opens.
-fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason>, machine: &Machine) -> (bool, Mode) {
+fn step_matches(
+    expected: &Command,
+    event: &Event,
+    next_idle: Option<&StopReason>,
+    machine: &Machine,
+    older_turn: bool,
+) -> (bool, Mode) {
     // The other error results of calls the runner closes.
     let results_of = |ids: Vec<EventId>, first: Option<EventId>| {
         let mut open: BTreeSet<EventId> = ids.into_iter().collect();
@@ -252,6 +267,11 @@ fn step_matches(expected: &Command, event: &Event, next_idle: Option<&StopReason
         (Command::Interrupt { .. }, Event::Compaction(compaction)) => {
             (compaction.summary.is_empty() && compaction.through_seq == 0, Mode::Between)
         }
+        // An older runner ended an outcome's turn without grading it.
+        (Command::EvaluateOutcome { start: None, .. }, Event::SessionUsage(_)) if older_turn => (
+            matches!(next_idle, Some(StopReason::EndTurn | StopReason::Refusal | StopReason::BudgetReached)),
+            Mode::Idling,
+        ),
         // A budget stop: the runner idles instead of calling a priced model
         // (since 2026-12-06 the primary thread's idle comes first; the usage
         // then starts the same step again, as it does in older logs).
@@ -512,7 +532,6 @@ mod tests {
     /// tampering").
     /// Method: the older runner's turn for an outcome; the report must be
     /// consistent.
-    // Review: fails until fixed
     #[test]
     fn an_outcome_turn_an_older_runner_ended_without_grading_reruns() {
         use logbook_core::OutcomeId;

@@ -391,7 +391,6 @@ fn outcome(description: &str, rubric: &str, max_iterations: u32) -> Value {
 /// Method: a parent graded `satisfied`; a fork right before its
 /// `span.outcome_evaluation_start`, with another model; the fork's grading
 /// request must name that model.
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_before_its_grading_grades_with_the_forks_model() {
     let model = FakeModel::start(vec![text("The draft."), text("VERDICT: satisfied\nFine.")]).unwrap();
@@ -431,7 +430,6 @@ async fn a_fork_before_its_grading_grades_with_the_forks_model() {
 /// fork's turn runs with its primary thread never said to be running.
 /// Method: a fork at the parent's `session.status_running`; the fork's
 /// events must hold `session.thread_status_running` after it.
-// Review: fails until fixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_at_a_turns_start_keeps_the_primary_threads_running_status() {
     let model = FakeModel::start(vec![text("first answer"), text("the fork's answer")]).unwrap();

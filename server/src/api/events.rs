@@ -633,19 +633,36 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
 
 /// The session's outcome still worked towards, if any: the newest outcome
 /// event is its definition, or a verdict asking for a revision (one outcome
-/// is open at a time, so the newest event is the newest outcome's).
+/// is open at a time, so the newest event is the newest outcome's). A
+/// definition followed by an `end_turn` or `refusal` idle and no verdict was
+/// worked on by an older runner, which did not grade: it is over (as the
+/// state machine has it).
 fn open_outcome(store: &SledStore, session: SessionId) -> Result<Option<OutcomeId>, ApiError> {
     let types = [EventType::UserDefineOutcome, EventType::SpanOutcomeEvaluationEnd];
     let Some(record) = store.last_of_types(session, &types)? else { return Ok(None) };
     let entry = record.entry().map_err(ApiError::internal)?;
-    Ok(if let Event::UserDefineOutcome(defined) = &entry.event {
-        Some(defined.outcome_id)
-    } else if let Event::SpanOutcomeEvaluationEnd(end) = &entry.event {
-        (!end.result.is_terminal()).then_some(end.outcome_id)
-    } else {
-        None
-    })
+    if let Event::SpanOutcomeEvaluationEnd(end) = &entry.event {
+        return Ok((!end.result.is_terminal()).then_some(end.outcome_id));
+    }
+    let Event::UserDefineOutcome(defined) = &entry.event else { return Ok(None) };
+    // A scan may stop short of what it was asked (the store's byte budget).
+    let mut from = Seq::new(record.seq().get() + 1);
+    loop {
+        let idles = store.scan_types(session, &[EventType::SessionStatusIdle], from, MAX_IDLE_SCAN)?;
+        let Some(last) = idles.last() else { return Ok(Some(defined.outcome_id)) };
+        from = Seq::new(last.seq().get() + 1);
+        for idle in idles {
+            if let Event::SessionStatusIdle(idle) = idle.entry().map_err(ApiError::internal)?.event
+                && matches!(idle.stop_reason, StopReason::EndTurn | StopReason::Refusal)
+            {
+                return Ok(None);
+            }
+        }
+    }
 }
+
+/// Idles read per step of [`open_outcome`]'s scan.
+const MAX_IDLE_SCAN: usize = 256;
 
 /// The verdict of the confirmation of `target`, if one was recorded.
 fn confirmation_of(

@@ -1119,10 +1119,9 @@ impl Task {
                 None
             }
         });
-        let settings = match &self.projection.agent {
-            Some(recorded) => recorded.clone(),
-            None => self.settings(&session).0,
-        };
+        // The session's settings now, as a model call takes them (a fork's
+        // override included), not the last recorded call's.
+        let settings = self.settings(&session).0;
         let options = options_from(&settings.options);
         let grader_options = crate::model::RequestOptions {
             max_tokens: options.max_tokens.min(super::outcome::GRADER_MAX_TOKENS),

@@ -135,6 +135,7 @@ pub fn fork_session(store: &SledStore, place: &ForkPlace<'_>, body: ForkRequest)
     let (_, parent) = sessions::load(store, &place.tenant, place.parent)?;
     let at = fork_point(store, place.parent, body.at_seq, body.at_event_id.as_deref())?;
     let at = past_open_response(store, place.parent, at)?;
+    let at = past_turn_start(store, place.parent, at)?;
     let projected = crate::projection::state_at(store, place.parent, at)?;
     let status = Status::from(projected.machine.status());
     if status == Status::Terminated {
@@ -372,6 +373,20 @@ fn past_open_response(store: &SledStore, parent: SessionId, at: Seq) -> Result<S
     // A request that never ended (the parent stopped mid-batch) leaves the
     // point where it was: the fork closes the request, as a restart would.
     Ok(if ended { last } else { at })
+}
+
+/// `at`, or the record after it when `at` is a turn's `session.status_running`
+/// and that record its primary thread's `session.thread_status_running`:
+/// the runner appends the two together, and a fork cut between them would
+/// run its turn without the thread ever said to run.
+fn past_turn_start(store: &SledStore, parent: SessionId, at: Seq) -> Result<Seq, ApiError> {
+    let records = store.read(parent, at, 2)?;
+    let mut events = records.iter().map(|record| record.entry().map(|entry| entry.event));
+    let (Some(first), Some(second)) = (events.next(), events.next()) else { return Ok(at) };
+    let (first, second) = (first.map_err(ApiError::internal)?, second.map_err(ApiError::internal)?);
+    let paired =
+        matches!(first, Event::SessionStatusRunning(_)) && matches!(second, Event::SessionThreadStatusRunning(_));
+    Ok(if paired { Seq::new(at.get() + 1) } else { at })
 }
 
 /// The request whose batch `event` ends, if it is one of a response batch's
