@@ -33,14 +33,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use logbook_core::event::{
-    Compaction, ContentBlock, Event, OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd, UserDefineOutcome,
+    Compaction, ContentBlock, Event, OutcomeEvaluationResult, Rubric, SpanOutcomeEvaluationEnd, StopReason,
+    UserDefineOutcome,
 };
 use logbook_core::{Entry, EventId, OutcomeId};
 
+use crate::machine::{REFUSAL, ends_outcome};
 use crate::tokens;
 
-/// The provider's stop reason for a response it refused to give.
-const REFUSAL: &str = "refusal";
 /// Bytes of system messages that a compaction keeps standing after its
 /// summary; beyond it the oldest are dropped, so they cannot outgrow the
 /// window (a client that sends one each turn repeats itself, and a repeated
@@ -147,10 +147,15 @@ pub struct Context {
 }
 
 /// An open outcome's blocks; `replaced` once a compaction took them out of
-/// the messages (they then stand after the summary).
+/// the messages (they then stand after the summary). Its life is the
+/// machine's (`machine::ends_outcome`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OutcomeBlocks {
     outcome_id: OutcomeId,
+    max_iterations: u32,
+    /// A model request started since it was defined.
+    #[serde(default)]
+    worked: bool,
     blocks: Vec<Value>,
     replaced: bool,
 }
@@ -206,12 +211,6 @@ impl Context {
         self.summary.as_ref()
     }
 
-    /// The system messages compactions replaced, which stand after the
-    /// summary (text blocks, oldest first).
-    pub fn standing_system(&self) -> &[Value] {
-        &self.standing
-    }
-
     /// What stands after the summary: the system messages compactions
     /// replaced, then the open outcome if a compaction replaced it.
     pub fn standing_blocks(&self) -> impl Iterator<Item = &Value> {
@@ -223,6 +222,14 @@ impl Context {
     /// join the context when its response lands.
     pub fn held(&self) -> &[Vec<Value>] {
         &self.held
+    }
+
+    /// Estimated tokens of what will stand after `compaction`'s summary
+    /// once it is applied ([`Context::standing_blocks`]).
+    pub fn standing_tokens_after(&self, compaction: &Compaction) -> u64 {
+        let mut after = self.clone();
+        after.compact(0, compaction);
+        after.standing_blocks().map(tokens::block).sum()
     }
 
     /// Estimated tokens of [`Context::messages_json`].
@@ -267,19 +274,41 @@ impl Context {
             }
             Event::UserDefineOutcome(outcome) => {
                 let blocks = outcome_blocks(outcome);
-                self.outcome =
-                    Some(OutcomeBlocks { outcome_id: outcome.outcome_id, blocks: blocks.clone(), replaced: false });
+                self.outcome = Some(OutcomeBlocks {
+                    outcome_id: outcome.outcome_id,
+                    max_iterations: outcome.max_iterations.unwrap_or(crate::machine::DEFAULT_OUTCOME_ITERATIONS),
+                    worked: false,
+                    blocks: blocks.clone(),
+                    replaced: false,
+                });
                 self.push_input(seq, blocks);
             }
             Event::SpanOutcomeEvaluationEnd(end) => {
-                if self.outcome.as_ref().is_some_and(|o| o.outcome_id == end.outcome_id) && end.result.is_terminal() {
+                if self.outcome.as_ref().is_some_and(|o| {
+                    o.outcome_id == end.outcome_id && ends_outcome(end.result, end.iteration, o.max_iterations)
+                }) {
                     self.outcome = None;
                 }
                 if let Some(text) = verdict_text(end) {
                     self.push_input(seq, vec![json!({"type": "text", "text": text})]);
                 }
             }
-            Event::SpanModelRequestStart(_) => self.request_open = true,
+            Event::SessionStatusIdle(idle) => {
+                // As for the machine: an outcome a model request worked on
+                // still open at an `end_turn` or `refusal` idle was an older
+                // runner's, which did not grade; it is over.
+                if matches!(idle.stop_reason, StopReason::EndTurn | StopReason::Refusal)
+                    && self.outcome.as_ref().is_some_and(|o| o.worked)
+                {
+                    self.outcome = None;
+                }
+            }
+            Event::SpanModelRequestStart(_) => {
+                self.request_open = true;
+                if let Some(outcome) = self.outcome.as_mut() {
+                    outcome.worked = true;
+                }
+            }
             Event::SpanModelRequestEnd(_) => self.release_held(seq),
             Event::ModelResponse(response) => {
                 let provider_run = crate::machine::provider_run_tool_uses(response);
@@ -340,7 +369,6 @@ impl Context {
             | Event::AgentThreadMessageReceived(_)
             | Event::AgentThreadContextCompacted(_)
             | Event::SessionStatusRunning(_)
-            | Event::SessionStatusIdle(_)
             | Event::SessionStatusRescheduled(_)
             | Event::SessionStatusTerminated(_)
             | Event::SessionError(_)
@@ -467,14 +495,16 @@ impl Context {
             self.standing.retain(|b| *b != block);
             self.standing.push(block);
         }
-        let chars = |block: &Value| block.get("text").and_then(Value::as_str).map_or(0, str::len);
-        let mut total: usize = self.standing.iter().map(chars).sum();
+        let bytes = |block: &Value| block.get("text").and_then(Value::as_str).map_or(0, str::len);
+        let mut total: usize = self.standing.iter().map(bytes).sum();
         let mut n_dropped = 0;
-        for block in &self.standing {
+        // The newest stands whatever its size (it was in every request since
+        // it was sent).
+        for block in self.standing.iter().take(self.standing.len().saturating_sub(1)) {
             if total <= MAX_STANDING_SYSTEM_BYTES {
                 break;
             }
-            total -= chars(block);
+            total -= bytes(block);
             n_dropped += 1;
         }
         self.standing.drain(..n_dropped);
@@ -1420,12 +1450,12 @@ mod mechanical_summary_tests {
             for rule in ["<system>Answer in French.</system>", "<system>Never push to main.</system>"] {
                 assert_eq!(sent.matches(rule).count(), 1, "{rule} is not sent exactly once: {sent}");
             }
-            let standing: u64 = context.standing_system().iter().map(tokens::block).sum();
+            let standing: u64 = context.standing_blocks().map(tokens::block).sum();
             assert!(standing > 0 && context.estimate_tokens() > standing);
         };
         once(&context);
         // The newest ones stand in the order they were last sent.
-        let order: Vec<&str> = context.standing_system().iter().filter_map(|b| b["text"].as_str()).collect();
+        let order: Vec<&str> = context.standing_blocks().filter_map(|b| b["text"].as_str()).collect();
         assert_eq!(order, ["<system>Never push to main.</system>", "<system>Answer in French.</system>"]);
         context.apply(9, &call(9, "toolu_3"));
         context.apply(10, &result(10, 9));
@@ -1488,9 +1518,18 @@ mod mechanical_summary_tests {
             seq += 3;
         }
         compacted(&mut context, seq, "summary");
-        let standing: Vec<&str> = context.standing_system().iter().filter_map(|b| b["text"].as_str()).collect();
+        let standing: Vec<&str> = context.standing_blocks().filter_map(|b| b["text"].as_str()).collect();
         assert!(standing.iter().map(|t| t.len()).sum::<usize>() <= MAX_STANDING_SYSTEM_BYTES);
         assert!(standing.last().is_some_and(|t| t.starts_with("<system>rule 7:")), "the newest went: {standing:?}");
         assert!(!standing.iter().any(|t| t.starts_with("<system>rule 0:")), "the oldest stayed");
+        // The newest stands whatever its size: it was in every request since.
+        let huge = format!("one rule: {}", "y".repeat(MAX_STANDING_SYSTEM_BYTES * 2));
+        context.apply(seq + 1, &entry((seq + 1).into(), Event::SystemMessage(SystemMessage { content: text(&huge) })));
+        context.apply(seq + 2, &call(seq as u128 + 2, "toolu_huge"));
+        context.apply(seq + 3, &result(seq as u128 + 3, seq as u128 + 2));
+        compacted(&mut context, seq + 4, "summary");
+        let standing: Vec<&str> = context.standing_blocks().filter_map(|b| b["text"].as_str()).collect();
+        assert_eq!(standing.len(), 1);
+        assert!(standing[0].starts_with("<system>one rule:"), "{}", &standing[0][..40]);
     }
 }

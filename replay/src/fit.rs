@@ -143,7 +143,8 @@ pub fn fit(state: &SessionState, system: Option<&str>, budget: u64) -> Fitted {
         let room = budget.saturating_sub(used) / 2;
         let text = shrink_text(&summary.text, (room * tokens::BYTES_PER_TOKEN) as usize, &mut cuts);
         preface.insert(0, json!({"type": "text", "text": format!("Summary of the conversation before seq {}:\n{text}", summary.through_seq + 1)}));
-        // The system messages it replaced stand on after it (`Context`).
+        // What it replaced that stands on after it: system messages, the
+        // open outcome (`Context::standing_blocks`).
         for (at, block) in state.context.standing_blocks().enumerate() {
             preface.insert(1 + at, preview_block(block, OLDER_EDGE_CHARS, &mut cuts));
         }

@@ -42,13 +42,17 @@
 //! ends the turn (`satisfied`, `failed`), starts a revision (`needs_revision`:
 //! the explanation is input the model has not seen), or, at the last allowed
 //! evaluation (`max_iterations_reached`), asks for one final answer before
-//! the turn ends. An interrupt ends the outcome (`interrupted`), even while
-//! the session is idle, and with it a revision not yet under way; a turn
-//! that dies keeps it, to be graded at the end of the next one; a turn whose
-//! last response was refused is not graded: the refusal took the outcome out
-//! of the model's context, and the runner ends it `failed`. A verdict
-//! recorded against the outcome's `max_iterations` (a revision asked at its
-//! last evaluation) ends it as `max_iterations_reached` would.
+//! the turn ends. An interrupt ends the outcome open when it came
+//! (`interrupted`), even while the session is idle (not while it is paused
+//! at its budget, where interrupts are ignored), and with it a revision not
+//! yet under way; a turn that dies keeps it, to be graded at the end of the
+//! next one; a turn whose last response was refused is not graded: the
+//! refusal took the outcome out of the model's context, and the runner ends
+//! it `failed`. Whether a verdict ends its outcome is [`ends_outcome`] (a
+//! revision recorded at the last allowed evaluation does), for the context
+//! and the API as for the machine; an `end_turn` or `refusal` idle with an
+//! outcome still open that a model request worked on ends it too: only a
+//! runner from before outcomes were graded (2026-12-06) records one.
 //!
 //! Nothing here reads a clock or does IO; the same entries always give the
 //! same state and the same command.
@@ -172,11 +176,27 @@ pub enum Command {
 /// default).
 pub const DEFAULT_OUTCOME_ITERATIONS: u32 = 3;
 
+/// Whether evaluation `iteration` (0-based) is the last an outcome allowed
+/// `max_iterations` may have.
+pub fn is_last_evaluation(iteration: u32, max_iterations: u32) -> bool {
+    iteration.saturating_add(1) >= max_iterations
+}
+
+/// Whether a verdict ends its outcome: any but `needs_revision`, and that
+/// too at the last allowed evaluation.
+pub fn ends_outcome(result: OutcomeEvaluationResult, iteration: u32, max_iterations: u32) -> bool {
+    result.is_terminal() || is_last_evaluation(iteration, max_iterations)
+}
+
 /// The outcome being worked towards: from its `user.define_outcome` until a
 /// verdict ends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveOutcome {
     pub outcome_id: OutcomeId,
+    /// A model request started since it was defined: a turn worked on it
+    /// (one defined after a turn's last call is the next turn's input).
+    #[serde(default)]
+    pub worked: bool,
     pub max_iterations: u32,
     /// The next evaluation's (0-based).
     pub iteration: u32,
@@ -344,6 +364,9 @@ pub struct Machine {
     /// The last response was refused (`stop_reason: refusal`).
     #[serde(default)]
     refused: bool,
+    /// The outcome open when the pending interrupt came: the one it ends.
+    #[serde(default)]
+    interrupted_outcome: Option<OutcomeId>,
     n_entries: u64,
 }
 
@@ -391,9 +414,10 @@ impl Machine {
         self.outcome.as_ref()
     }
 
-    /// Whether an interrupt was recorded and not yet carried out.
-    pub fn interrupt_pending(&self) -> bool {
-        self.interrupt_pending
+    /// The outcome a pending interrupt ends: the one open when it came (an
+    /// outcome defined after it is not stopped by it).
+    pub fn interrupted_outcome(&self) -> Option<OutcomeId> {
+        self.interrupted_outcome.filter(|_| self.interrupt_pending)
     }
 
     /// Whether a turn is under way (running or rescheduling).
@@ -421,6 +445,7 @@ impl Machine {
                 // has one anyway works towards the newer.
                 self.outcome = Some(ActiveOutcome {
                     outcome_id: outcome.outcome_id,
+                    worked: false,
                     max_iterations: outcome.max_iterations.unwrap_or(DEFAULT_OUTCOME_ITERATIONS),
                     iteration: 0,
                     evaluating: None,
@@ -432,10 +457,14 @@ impl Machine {
                 // session with nothing pending, or one paused at its budget, it is
                 // a no-op.
                 let pending = self.unseen_input || self.resume;
-                // An outcome is ended by an interrupt whenever it comes.
+                // An outcome is ended by an interrupt whenever it comes (but
+                // at the budget, where interrupts are ignored).
                 if self.in_turn() || self.awaiting_client() || ((pending || self.outcome.is_some()) && !self.at_budget)
                 {
                     self.interrupt_pending = true;
+                    if self.interrupted_outcome.is_none() {
+                        self.interrupted_outcome = self.outcome.as_ref().map(|o| o.outcome_id);
+                    }
                     // Input that a turn about to start (or started, with no model
                     // call yet) was for is stopped with it: it stays in the
                     // conversation (the model sees it with the next turn's input)
@@ -505,6 +534,9 @@ impl Machine {
                 self.paused = false;
                 self.revise = false;
                 self.refused = false;
+                if let Some(outcome) = self.outcome.as_mut() {
+                    outcome.worked = true;
+                }
             }
             Event::SpanModelRequestEnd(end) => {
                 self.open_request = None;
@@ -546,6 +578,7 @@ impl Machine {
             Event::SessionStatusIdle(SessionStatusIdle { stop_reason, .. }) => {
                 self.status = Some(Status::Idle);
                 self.interrupt_pending = false;
+                self.interrupted_outcome = None;
                 // A turn that ended after compacting (still over the window,
                 // say) leaves the next turn free to compact again.
                 self.compacted = false;
@@ -573,10 +606,12 @@ impl Machine {
                         // verdict it did not answer.
                         self.revise = false;
                         // Nor an outcome: this runner grades (or ends) an
-                        // outcome before its turn ends `end_turn`; one still
-                        // open here was worked on by an older runner, which
-                        // did not grade (before 2026-12-06).
-                        if !matches!(stop_reason, StopReason::RetriesExhausted) {
+                        // outcome a turn worked on before it ends `end_turn`;
+                        // one still open here was worked on by an older
+                        // runner, which did not grade (before 2026-12-06).
+                        if !matches!(stop_reason, StopReason::RetriesExhausted)
+                            && self.outcome.as_ref().is_some_and(|o| o.worked)
+                        {
                             self.outcome = None;
                         }
                         if matches!(stop_reason, StopReason::RetriesExhausted) {
@@ -645,7 +680,7 @@ impl Machine {
             }
             Event::SpanOutcomeEvaluationEnd(end) => {
                 if let Some(outcome) = self.outcome.as_mut().filter(|o| o.outcome_id == end.outcome_id) {
-                    let last = end.iteration.saturating_add(1) >= outcome.max_iterations;
+                    let last = is_last_evaluation(end.iteration, outcome.max_iterations);
                     match end.result {
                         OutcomeEvaluationResult::NeedsRevision if !last => {
                             outcome.evaluating = None;

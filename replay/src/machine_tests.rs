@@ -120,8 +120,14 @@ impl Log {
         self.idle(stop_reason);
     }
 
+    /// A turn's start as the runner records it: the session's status, then
+    /// its primary thread's.
     fn running(&mut self) {
         self.push(Event::SessionStatusRunning(SessionStatusRunning {}));
+        self.push(Event::SessionThreadStatusRunning(logbook_core::event::SessionThreadStatusRunning {
+            session_thread_id: logbook_core::ThreadId::from_parts(1, 1),
+            agent_name: "agent".into(),
+        }));
     }
 }
 
@@ -1288,6 +1294,26 @@ mod outcomes {
         log.usage_idle(StopReason::EndTurn);
         assert_eq!(log.next(), Command::Wait);
         assert_eq!(log.machine.outcome(), None);
+    }
+
+    #[test]
+    fn an_interrupt_does_not_end_an_outcome_defined_after_it() {
+        // Goal: an interrupt stops what was under way when it came; an
+        // outcome defined right after it (before the runner acts) survives
+        // and starts the next turn, as other input after an interrupt does.
+        let mut log = Log::new();
+        log.user_message();
+        log.running();
+        log.model_ok();
+        log.push(Event::UserInterrupt(UserInterrupt { session_thread_id: None }));
+        let outcome_id = define(&mut log, 3);
+        assert_eq!(log.next(), Command::Interrupt { open: Vec::new() });
+        assert_eq!(log.machine.interrupted_outcome(), None, "the interrupt would end the outcome sent after it");
+        log.usage_idle(StopReason::EndTurn);
+        assert_eq!(log.machine.outcome().map(|o| o.outcome_id), Some(outcome_id));
+        assert_eq!(log.next(), Command::StartTurn);
+        let report = crate::rerun::check(&log.entries, &log.policy);
+        assert!(report.is_consistent(), "{report:?}");
     }
 
     #[test]

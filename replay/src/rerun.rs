@@ -19,7 +19,7 @@ use serde::Serialize;
 use logbook_core::event::{Event, OutcomeEvaluationResult, RetryStatus, SpanOutcomeEvaluationEnd, StopReason};
 use logbook_core::{Entry, EventId};
 
-use crate::machine::{Command, Machine, Policy};
+use crate::machine::{Command, Machine, Policy, is_last_evaluation};
 
 /// A recorded step that is not what the machine would have done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -225,14 +225,14 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
 /// after an interrupt.
 fn verdict_fits(machine: &Machine, end: &SpanOutcomeEvaluationEnd) -> bool {
     let Some(outcome) = machine.outcome() else { return false };
-    let last = end.iteration.saturating_add(1) >= outcome.max_iterations;
+    let last = is_last_evaluation(end.iteration, outcome.max_iterations);
     outcome.outcome_id == end.outcome_id
         && end.iteration == outcome.iteration
         && match end.result {
             OutcomeEvaluationResult::NeedsRevision => !last,
             OutcomeEvaluationResult::MaxIterationsReached => last,
             OutcomeEvaluationResult::Satisfied | OutcomeEvaluationResult::Failed => true,
-            OutcomeEvaluationResult::Interrupted => machine.interrupt_pending(),
+            OutcomeEvaluationResult::Interrupted => machine.interrupted_outcome() == Some(end.outcome_id),
         }
 }
 

@@ -514,6 +514,12 @@ pub fn user_message(text: &str) -> Value {
     json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
 }
 
+/// A request's `events` body with one `user.define_outcome` (a text rubric).
+pub fn outcome(description: &str, rubric: &str, max_iterations: u32) -> Value {
+    json!([{"type": "user.define_outcome", "description": description,
+            "rubric": {"type": "text", "content": rubric}, "max_iterations": max_iterations}])
+}
+
 /// The files of a host directory, by sandbox path under `root`: bytes of
 /// regular files, `-> target` of links. Panics (failing the test) when the
 /// directory cannot be read.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use logbook_tests::fake_model::FakeModel;
-use logbook_tests::server::{Api, Server, host_snapshot, run_cli, sandbox_data_dir, user_message};
+use logbook_tests::server::{Api, Server, host_snapshot, outcome, run_cli, sandbox_data_dir, user_message};
 use serde_json::{Value, json};
 
 fn bash(id: &str, command: &str) -> Value {
@@ -373,11 +373,6 @@ async fn a_fork_inside_a_paused_response_continues_the_turn() {
         "the fork ended the paused turn ({}) without letting the provider finish",
         child_events.last().unwrap()["stop_reason"]
     );
-}
-
-fn outcome(description: &str, rubric: &str, max_iterations: u32) -> Value {
-    json!([{"type": "user.define_outcome", "description": description,
-            "rubric": {"type": "text", "content": rubric}, "max_iterations": max_iterations}])
 }
 
 /// Goal: a fork's agent overrides apply to every model call the fork makes,

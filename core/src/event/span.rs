@@ -109,9 +109,12 @@ pub enum OutcomeEvaluationResult {
     NeedsRevision,
     /// The evaluation budget is spent with the criteria still unmet.
     MaxIterationsReached,
-    /// The grader found that the rubric does not apply to the deliverables.
+    /// The outcome ended unmet without a verdict on the work: the grader
+    /// found that the rubric does not apply to it (the API's meaning), or,
+    /// in Logbook, could not be reached or gave no verdict, or the turn's
+    /// response was refused; the explanation says which.
     Failed,
-    /// The user interrupted the evaluation.
+    /// The user interrupted the outcome, during an evaluation or before one.
     Interrupted,
 }
 

@@ -405,7 +405,7 @@ fn parse_outcome(value: &Value, field: &str, now: Timestamp) -> Result<UserDefin
     {
         return Err(ApiError::invalid(format!("{field}.rubric.content: at most {MAX_RUBRIC_CHARS} characters")));
     }
-    let max_iterations = outcome.max_iterations.unwrap_or(3);
+    let max_iterations = outcome.max_iterations.unwrap_or(logbook_replay::machine::DEFAULT_OUTCOME_ITERATIONS);
     if !(1..=20).contains(&max_iterations) {
         return Err(ApiError::invalid(format!("{field}.max_iterations: must be 1 to 20")));
     }
@@ -542,7 +542,8 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
             // One outcome at a time (behaviour digest §10).
             return Err(ApiError::invalid(format!(
                 "{field}: outcome {open} is still being worked on; a session works towards one outcome at a \
-                 time: wait for its verdict, or interrupt the session to end it"
+                 time: wait for its verdict, or interrupt the session to end it (at its budget, raise the budget \
+                 first)"
             )));
         }
         if let Some(target) = event.answers() {
@@ -634,35 +635,53 @@ fn check_references(store: &SledStore, session: &StoredSession, inputs: &[Event]
 /// The session's outcome still worked towards, if any: the newest outcome
 /// event is its definition, or a verdict asking for a revision (one outcome
 /// is open at a time, so the newest event is the newest outcome's). A
-/// definition followed by an `end_turn` or `refusal` idle and no verdict was
-/// worked on by an older runner, which did not grade: it is over (as the
-/// state machine has it).
+/// definition followed by a model request, then an `end_turn` or `refusal`
+/// idle, and no verdict was worked on by an older runner, which did not
+/// grade: it is over (as the state machine has it).
 fn open_outcome(store: &SledStore, session: SessionId) -> Result<Option<OutcomeId>, ApiError> {
     let types = [EventType::UserDefineOutcome, EventType::SpanOutcomeEvaluationEnd];
     let Some(record) = store.last_of_types(session, &types)? else { return Ok(None) };
     let entry = record.entry().map_err(ApiError::internal)?;
     if let Event::SpanOutcomeEvaluationEnd(end) = &entry.event {
-        return Ok((!end.result.is_terminal()).then_some(end.outcome_id));
+        if end.result.is_terminal() {
+            return Ok(None);
+        }
+        // A revision asked at the last allowed evaluation ends it too
+        // (`machine::ends_outcome`): that needs its definition.
+        let defined = store.last_of_types(session, &[EventType::UserDefineOutcome])?;
+        let max_iterations = match defined.map(|r| r.entry()).transpose().map_err(ApiError::internal)? {
+            Some(Entry { event: Event::UserDefineOutcome(defined), .. }) if defined.outcome_id == end.outcome_id => {
+                defined.max_iterations.unwrap_or(logbook_replay::machine::DEFAULT_OUTCOME_ITERATIONS)
+            }
+            Some(_) | None => return Ok(Some(end.outcome_id)),
+        };
+        let ends = logbook_replay::machine::ends_outcome(end.result, end.iteration, max_iterations);
+        return Ok((!ends).then_some(end.outcome_id));
     }
     let Event::UserDefineOutcome(defined) = &entry.event else { return Ok(None) };
     // A scan may stop short of what it was asked (the store's byte budget).
     let mut from = Seq::new(record.seq().get() + 1);
+    let mut worked = false;
     loop {
-        let idles = store.scan_types(session, &[EventType::SessionStatusIdle], from, MAX_IDLE_SCAN)?;
-        let Some(last) = idles.last() else { return Ok(Some(defined.outcome_id)) };
+        let types = [EventType::SpanModelRequestStart, EventType::SessionStatusIdle];
+        let step = store.scan_types(session, &types, from, MAX_TURN_SCAN)?;
+        let Some(last) = step.last() else { return Ok(Some(defined.outcome_id)) };
         from = Seq::new(last.seq().get() + 1);
-        for idle in idles {
-            if let Event::SessionStatusIdle(idle) = idle.entry().map_err(ApiError::internal)?.event
-                && matches!(idle.stop_reason, StopReason::EndTurn | StopReason::Refusal)
-            {
-                return Ok(None);
+        for record in step {
+            let event = record.entry().map_err(ApiError::internal)?.event;
+            if let Event::SessionStatusIdle(idle) = event {
+                if worked && matches!(idle.stop_reason, StopReason::EndTurn | StopReason::Refusal) {
+                    return Ok(None);
+                }
+            } else {
+                worked = true;
             }
         }
     }
 }
 
-/// Idles read per step of [`open_outcome`]'s scan.
-const MAX_IDLE_SCAN: usize = 256;
+/// Records read per step of [`open_outcome`]'s scan.
+const MAX_TURN_SCAN: usize = 256;
 
 /// The verdict of the confirmation of `target`, if one was recorded.
 fn confirmation_of(

@@ -54,3 +54,14 @@ pub use request::{
     thinking_support, tool_definitions, without_tool_use,
 };
 pub use stream::{MAX_CONTENT_BLOCKS, MAX_SSE_EVENT_BYTES, MAX_STREAM_BYTES, ModelResponse, StreamEvent, Usage};
+
+/// The text of a response's text blocks, one per line (what a summary or a
+/// verdict says).
+pub fn text_of(content: &[serde_json::Value]) -> String {
+    let texts: Vec<&str> = content
+        .iter()
+        .filter(|b| b.get("type").and_then(serde_json::Value::as_str) == Some("text"))
+        .filter_map(|b| b.get("text").and_then(serde_json::Value::as_str))
+        .collect();
+    texts.join("\n")
+}

@@ -119,8 +119,7 @@ fn capture_now(
     let found = root.walk_files(MAX_OUTPUT_FILES).map_err(ApiError::internal)?;
     // Walked whole: a remembered path not found is gone.
     let walked_all = found.len() < MAX_OUTPUT_FILES;
-    let present: BTreeSet<String> =
-        found.iter().map(|output| format!("{OUTPUTS_DIR}/{}", output.components.join("/"))).collect();
+    let present: BTreeSet<String> = found.iter().map(|output| output_path(&output.components)).collect();
     let now = state.now();
     let mut changes = Vec::new();
     let mut captured = BTreeMap::new();
@@ -128,7 +127,7 @@ fn capture_now(
     let mut stored_bytes = 0u64;
     let mut read_bytes = 0u64;
     for output in found {
-        let path = format!("{OUTPUTS_DIR}/{}", output.components.join("/"));
+        let path = output_path(&output.components);
         // Judged by size, unread: it could never be stored (a sparse file of
         // any size costs the sandbox nothing).
         if output.size > MAX_FILE_BYTES {
@@ -221,6 +220,11 @@ fn capture_now(
         remember(store, &tenant, session, captured, walked_all.then_some(&present))?;
     }
     Ok(created)
+}
+
+/// The sandbox path of the output at `components` below the directory.
+fn output_path(components: &[String]) -> String {
+    format!("{OUTPUTS_DIR}/{}", components.join("/"))
 }
 
 /// Records in the session object what each path was captured as, and

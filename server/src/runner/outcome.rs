@@ -16,14 +16,15 @@ use serde_json::{Value, json};
 
 use logbook_core::event::{OutcomeEvaluationResult, UserDefineOutcome};
 use logbook_replay::context::outcome_blocks;
+use logbook_replay::machine::{REFUSAL, is_last_evaluation};
 
 use crate::model::ModelError;
 
 /// The grader's instructions, sent as the system prompt of its call.
 pub(super) const GRADER_SYSTEM: &str = "You are a strict, fair grader. An agent worked on a task for a user; the \
 conversation below shows what it did: its messages, its tool calls and their results. You do not continue \
-the agent's work and you call no tools. Judge only by what the conversation shows, against the outcome and \
-rubric given at its end.";
+the agent's work and you call no tools. Judge only by what the conversation shows, against the outcome \
+(restated at its end) and its rubric (given in the conversation or at its end).";
 
 /// `max_tokens` of a grading call: a verdict with its explanation.
 pub(super) const GRADER_MAX_TOKENS: u32 = 4_096;
@@ -84,13 +85,8 @@ pub(super) fn grader_messages(
 /// verdict line (or a refusal) is `failed`, saying so: guessing would either
 /// end the work unjudged or make the agent revise for no reason.
 pub(super) fn read_verdict(content: &[Value], stop_reason: Option<&str>) -> Verdict {
-    let text: Vec<&str> = content
-        .iter()
-        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-        .filter_map(|b| b.get("text").and_then(Value::as_str))
-        .collect();
-    let text = text.join("\n");
-    if stop_reason == Some("refusal") {
+    let text = crate::model::text_of(content);
+    if stop_reason == Some(REFUSAL) {
         return failed(format!("The grader refused to grade this work. {}", cut(&text)));
     }
     for (index, line) in text.lines().enumerate() {
@@ -124,7 +120,7 @@ pub(super) fn result_at(
     max_iterations: u32,
 ) -> OutcomeEvaluationResult {
     match result {
-        OutcomeEvaluationResult::NeedsRevision if iteration.saturating_add(1) >= max_iterations => {
+        OutcomeEvaluationResult::NeedsRevision if is_last_evaluation(iteration, max_iterations) => {
             OutcomeEvaluationResult::MaxIterationsReached
         }
         OutcomeEvaluationResult::NeedsRevision

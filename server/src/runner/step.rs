@@ -27,7 +27,7 @@ use logbook_core::event::{
     ToolStarted, ToolUseLink, UsageSnapshot, WorkspaceDelta,
 };
 use logbook_core::{Entry, EventId, Json, Record, Seq, SessionId};
-use logbook_replay::machine::is_over_the_window;
+use logbook_replay::machine::{REFUSAL, is_over_the_window};
 use logbook_replay::state::AgentSettings;
 use logbook_replay::{Command, FailReason, Policy, SessionState, Status as MachineStatus, ToolHost};
 use logbook_store::{AppendError, Read};
@@ -371,7 +371,7 @@ impl Task {
         let last_stop = self.entries.iter().rev().find_map(|entry| {
             if let Event::ModelRequest(request) = &entry.event { Some(request.stop_reason.as_deref()) } else { None }
         });
-        if last_stop == Some(Some("refusal")) { StopReason::Refusal } else { StopReason::EndTurn }
+        if last_stop == Some(Some(REFUSAL)) { StopReason::Refusal } else { StopReason::EndTurn }
     }
 
     /// Ends a turn a step failed in (the caller logs the error): the
@@ -973,16 +973,10 @@ impl Task {
         };
         let (summary, model, mut usage) = match outcome {
             Ok(response) => {
-                let text: Vec<&str> = response
-                    .content
-                    .iter()
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-                    .filter_map(|b| b.get("text").and_then(Value::as_str))
-                    .collect();
+                let text = crate::model::text_of(&response.content);
                 let usage = model_usage(&response.usage);
-                let text = text.join("\n");
                 // A refusal is no summary: its text would stand for every older turn.
-                if text.trim().is_empty() || response.stop_reason.as_deref() == Some("refusal") {
+                if text.trim().is_empty() || response.stop_reason.as_deref() == Some(REFUSAL) {
                     (elided_summary(&plan), Some(response.model), usage)
                 } else {
                     (text, Some(response.model), usage)
@@ -994,20 +988,17 @@ impl Task {
             }
         };
         add_usage(&mut usage, &failed_usage);
-        let after = calibration.apply(
+        let mut compaction =
+            Compaction { summary, through_seq: plan.through_seq, tokens_before: before, tokens_after: 0, model, usage };
+        // What stands after the summary (system messages, the open
+        // outcome) is sent with it.
+        compaction.tokens_after = calibration.apply(
             self.projection.fixed_tokens()
-                + logbook_replay::tokens::text(&summary)
+                + logbook_replay::tokens::text(&compaction.summary)
                 + logbook_replay::tokens::BLOCK_OVERHEAD_TOKENS
-                + plan.tokens_kept,
+                + plan.tokens_kept
+                + self.projection.context.standing_tokens_after(&compaction),
         );
-        let compaction = Compaction {
-            summary,
-            through_seq: plan.through_seq,
-            tokens_before: before,
-            tokens_after: after,
-            model,
-            usage,
-        };
         self.append(vec![
             (None, Event::Compaction(compaction)),
             (None, Event::AgentThreadContextCompacted(AgentThreadContextCompacted {})),
@@ -1097,14 +1088,21 @@ impl Task {
             return self.idle_at(StopReason::BudgetReached, Vec::new(), IdleAt::Decided).await.map(drop);
         }
         let Some(active) = self.projection.machine.outcome().cloned() else { return Ok(()) };
+        // The session's settings now, as a model call takes them (a fork's
+        // override included), recorded with the evaluation's start when they
+        // changed, so that the grader's request can be rebuilt from the log.
+        let (settings, record) = self.settings(&session);
         let start_id = match start {
             Some(start_id) => start_id,
             None => {
                 let start = SpanOutcomeEvaluationStart { outcome_id, iteration };
-                let id = self.state.event_id(Seq::new(self.entries.len() as u64));
+                let mut events: Vec<(Option<EventId>, Event)> =
+                    record.map(|config| (None, config)).into_iter().collect();
+                let id = self.state.event_id(Seq::new((self.entries.len() + events.len()) as u64));
+                events.push((Some(id), Event::SpanOutcomeEvaluationStart(start)));
                 // Right after what it was decided on: an interrupt landing
                 // first ends the outcome instead.
-                if !self.append_decided(vec![(Some(id), Event::SpanOutcomeEvaluationStart(start))]).await? {
+                if !self.append_decided(events).await? {
                     return Ok(());
                 }
                 id
@@ -1119,9 +1117,6 @@ impl Task {
                 None
             }
         });
-        // The session's settings now, as a model call takes them (a fork's
-        // override included), not the last recorded call's.
-        let settings = self.settings(&session).0;
         let options = options_from(&settings.options);
         let grader_options = crate::model::RequestOptions {
             max_tokens: options.max_tokens.min(super::outcome::GRADER_MAX_TOKENS),
@@ -1178,7 +1173,12 @@ impl Task {
     /// carries what a grading call it stopped was billed.
     fn outcome_end(&self, result: OutcomeEvaluationResult, explanation: &str) -> Option<(Option<EventId>, Event)> {
         use logbook_core::event::SpanOutcomeEvaluationEnd;
-        let active = self.projection.machine.outcome()?;
+        let machine = &self.projection.machine;
+        // An interrupt ends the outcome open when it came, not one defined
+        // after it.
+        let active = machine.outcome().filter(|o| {
+            result != OutcomeEvaluationResult::Interrupted || machine.interrupted_outcome() == Some(o.outcome_id)
+        })?;
         let usage = match result {
             OutcomeEvaluationResult::Interrupted => self.interrupted_grading.clone().unwrap_or_default(),
             OutcomeEvaluationResult::Satisfied

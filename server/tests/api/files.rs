@@ -357,6 +357,9 @@ async fn a_session_forgets_the_outputs_that_are_gone() {
     std::fs::remove_file(outputs.join("run-2.log")).unwrap();
     assert_eq!(capture(&h, &h.key_a, sid).await, Vec::<FileId>::new());
     assert_eq!(remembered(&h), Vec::<String>::new(), "a capture with nothing new forgets too");
+    write_output(&h, sid, "run-0.log", b"same bytes each time");
+    assert_eq!(capture(&h, &h.key_a, sid).await.len(), 1, "a forgotten name written again is captured again");
+    assert_eq!(remembered(&h), ["/mnt/session/outputs/run-0.log"]);
 }
 
 /// DEFECT (unbounded host work from the sandbox): a capture hashes every
