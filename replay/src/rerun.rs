@@ -320,6 +320,8 @@ fn step_matches(
                 && matches!(next_idle, Some(StopReason::Refusal)),
             Mode::Between,
         ),
+        // The settings a grading uses are recorded before it when they changed.
+        (Command::EvaluateOutcome { start: None, .. }, Event::AgentConfig(_)) => (true, Mode::Between),
         (Command::EvaluateOutcome { outcome_id, iteration, start: None }, Event::SpanOutcomeEvaluationStart(span)) => {
             (span.outcome_id == *outcome_id && span.iteration == *iteration, Mode::Evaluating)
         }

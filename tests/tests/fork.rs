@@ -413,6 +413,11 @@ async fn a_fork_before_its_grading_grades_with_the_forks_model() {
         requests[2].body["model"], "claude-opus-4-6",
         "the fork's grading went to the parent's model {parent_model}"
     );
+    // The settings the grading used are recorded before it (`x.` events are
+    // not listed; the rerun checks the recorded steps).
+    drop(server);
+    let stderr = logbook_tests::server::rerun_passes(&data);
+    assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
 /// Goal: every `session.status_running` of a fork's log is followed by the
@@ -446,4 +451,7 @@ async fn a_fork_at_a_turns_start_keeps_the_primary_threads_running_status() {
         Some("session.thread_status_running"),
         "the fork's turn: {types:?}"
     );
+    drop(server);
+    let stderr = logbook_tests::server::rerun_passes(&data);
+    assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
