@@ -118,35 +118,12 @@ pub async fn send(
     };
     // Acknowledged only once durable; the wait holds no thread. What follows
     // the append (a self-hosted session's work item, the runner's wake-up)
-    // runs in a task of its own: dropping this request (its client gone, its
-    // timeout) must not leave durable input that nothing acts on.
+    // is done here, or, if this request is dropped first (its client gone,
+    // its timeout), by a task its guard hands it to: durable input must not
+    // be left with nothing acting on it.
     let interrupt = events.iter().any(|event| event.get("type").and_then(Value::as_str) == Some("user.interrupt"));
-    let follow_up = {
-        let state = state.clone();
-        let workspace = tenant.workspace;
-        tokio::spawn(async move {
-            let records = pending.await?;
-            if let Some(session) = rework {
-                let worker_state = state.clone();
-                let queued = state
-                    .blocking(move |store| {
-                        super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)
-                    })
-                    .await;
-                // The events are durable: the send succeeded, and answering
-                // an error would have the client send them again. The runner
-                // queues the work when it waits on a worker.
-                if let Err(err) = queued {
-                    tracing::warn!(session = %id, error = %err.message, "queuing a work item after a send failed");
-                }
-            }
-            if let Some(runner) = state.runner() {
-                runner.wake(&state, workspace, id, interrupt);
-            }
-            Ok::<_, ApiError>(records)
-        })
-    };
-    let records = follow_up.await.map_err(|err| ApiError::internal(format!("a send's follow-up failed: {err}")))??;
+    let stage = FollowUpStage::Pending(pending);
+    let records = FollowUp { state: state.clone(), tenant, session: id, rework, interrupt, stage }.run().await?;
     let mut data: Vec<Value> = records.iter().map(record_json).collect::<Result<_, _>>()?;
     if queued {
         // The echo of a queued event has `processed_at: null` (API reference
@@ -800,6 +777,97 @@ fn answers_a_call(event: &Value) -> bool {
 pub(crate) const RACE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One attempt at a send: the events submitted, or the head they must wait for.
+/// What follows a send's append once it is durable ([`FollowUp::run`]);
+/// dropped before it is done, it hands the rest to a task of its own.
+struct FollowUp {
+    state: AppState,
+    tenant: Tenant,
+    session: SessionId,
+    /// A self-hosted session whose work item the send asks for.
+    rework: Option<std::sync::Arc<StoredSession>>,
+    interrupt: bool,
+    stage: FollowUpStage,
+}
+
+enum FollowUpStage {
+    /// The append is not durable yet.
+    Pending(PendingAppend),
+    /// It is; the work item and the wake-up are under way.
+    Durable,
+    /// Done, or nothing to do (the append failed).
+    Done,
+}
+
+impl FollowUp {
+    async fn run(mut self) -> Result<Vec<Record>, ApiError> {
+        let durable = match &mut self.stage {
+            FollowUpStage::Pending(pending) => pending.await,
+            FollowUpStage::Durable | FollowUpStage::Done => Ok(Vec::new()),
+        };
+        let records = match durable {
+            Ok(records) => records,
+            Err(err) => {
+                self.stage = FollowUpStage::Done;
+                return Err(err.into());
+            }
+        };
+        self.stage = FollowUpStage::Durable;
+        Self::act(&self.state, self.tenant, self.session, self.rework.clone(), self.interrupt).await;
+        self.stage = FollowUpStage::Done;
+        Ok(records)
+    }
+
+    /// Queues the work item and wakes the runner.
+    async fn act(
+        state: &AppState,
+        tenant: Tenant,
+        id: SessionId,
+        rework: Option<std::sync::Arc<StoredSession>>,
+        interrupt: bool,
+    ) {
+        if let Some(session) = rework {
+            let worker_state = state.clone();
+            let queued = state
+                .blocking(move |store| {
+                    super::work::ensure_session_work(&worker_state, store, &tenant, &session, WorkNeed::Input)
+                })
+                .await;
+            // The events are durable: the send succeeded, and answering an
+            // error would have the client send them again. The runner queues
+            // the work when it waits on a worker.
+            if let Err(err) = queued {
+                tracing::warn!(session = %id, error = %err.message, "queuing a work item after a send failed");
+            }
+        }
+        if let Some(runner) = state.runner() {
+            runner.wake(state, tenant.workspace, id, interrupt);
+        }
+    }
+}
+
+impl Drop for FollowUp {
+    fn drop(&mut self) {
+        let pending = match std::mem::replace(&mut self.stage, FollowUpStage::Done) {
+            FollowUpStage::Pending(pending) => Some(pending),
+            FollowUpStage::Durable => None,
+            FollowUpStage::Done => return,
+        };
+        // A runtime is there whenever a request is dropped; without one (the
+        // process ending) nothing could act anyway.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (state, tenant, id, rework, interrupt) =
+            (self.state.clone(), self.tenant, self.session, self.rework.take(), self.interrupt);
+        runtime.spawn(async move {
+            if let Some(pending) = pending
+                && pending.await.is_err()
+            {
+                return;
+            }
+            Self::act(&state, tenant, id, rework, interrupt).await;
+        });
+    }
+}
+
 enum SendAttempt {
     Submitted {
         pending: PendingAppend,
