@@ -16,7 +16,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use logbook_core::event::{Event, OutcomeEvaluationResult, RetryStatus, SpanOutcomeEvaluationEnd, StopReason};
+use logbook_core::event::{
+    Event, EventType, OutcomeEvaluationResult, RetryStatus, SpanOutcomeEvaluationEnd, StopReason,
+};
 use logbook_core::{Entry, EventId};
 
 use crate::machine::{Command, Machine, Policy, is_last_evaluation};
@@ -58,13 +60,14 @@ enum Mode {
     Results { open: BTreeSet<EventId>, errors: bool },
     /// `session.usage` was recorded; the idle that ends the step follows.
     Idling,
-    /// `x.compaction` was recorded; `agent.thread_context_compacted` may follow.
-    Compacted,
+    /// One more event of this type may close the step: after `x.compaction`,
+    /// `agent.thread_context_compacted`; after a turn's
+    /// `session.status_running`, the primary thread's
+    /// `session.thread_status_running` (logs from before 2026-12-06 have
+    /// none).
+    Expecting(EventType),
     /// An outcome's evaluation started: heartbeats, then its end.
     Evaluating,
-    /// A turn started: the primary thread's `session.thread_status_running`
-    /// may follow (logs from before 2026-12-06 have none).
-    Started,
     /// A turn the runner gave up on an internal error, in whatever step
     /// (`session.error` exhausted first): the open request's end and error
     /// results of these open calls follow, then usage and the idle
@@ -113,7 +116,7 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                 answered(event).is_some_and(|id| open.contains(&id)) && (!*errors || is_error_result(event))
             }
             Mode::Idling => matches!(event, Event::SessionStatusIdle(_)),
-            Mode::Compacted => matches!(event, Event::AgentThreadContextCompacted(_)),
+            Mode::Expecting(expected) => event.event_type() == *expected,
             Mode::Evaluating => {
                 if let Event::SpanOutcomeEvaluationEnd(end) = event {
                     verdict_fits(&machine, end)
@@ -121,7 +124,6 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     matches!(event, Event::SpanOutcomeEvaluationOngoing(_))
                 }
             }
-            Mode::Started => matches!(event, Event::SessionThreadStatusRunning(_)),
             Mode::Failing(open) => {
                 if let Event::SessionStatusIdle(idle) = event {
                     idle.stop_reason == StopReason::RetriesExhausted
@@ -181,11 +183,11 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Idling
                 }
             }
-            Mode::Compacted => {
-                if matches!(event, Event::AgentThreadContextCompacted(_)) {
+            Mode::Expecting(expected) => {
+                if event.event_type() == expected {
                     Mode::Between
                 } else {
-                    Mode::Compacted
+                    Mode::Expecting(expected)
                 }
             }
             Mode::Evaluating => {
@@ -193,13 +195,6 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     Mode::Between
                 } else {
                     Mode::Evaluating
-                }
-            }
-            Mode::Started => {
-                if matches!(event, Event::SessionThreadStatusRunning(_)) {
-                    Mode::Between
-                } else {
-                    Mode::Started
                 }
             }
             Mode::Failing(mut open) => {
@@ -255,12 +250,14 @@ fn step_matches(
     // A result closing a call the runner did not run is an error result.
     let closes = |ids: &[EventId]| answered(event).is_some_and(|id| ids.contains(&id)) && is_error_result(event);
     match (expected, event) {
-        (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => (true, Mode::Started),
+        (Command::StartTurn | Command::Resume, Event::SessionStatusRunning(_)) => {
+            (true, Mode::Expecting(EventType::SessionThreadStatusRunning))
+        }
         // The settings of the call are recorded with its start when they changed.
         (Command::CallModel { .. }, Event::SpanModelRequestStart(_) | Event::AgentConfig(_)) => {
             (true, Mode::Call { ended: false, failed: false })
         }
-        (Command::Compact, Event::Compaction(_)) => (true, Mode::Compacted),
+        (Command::Compact, Event::Compaction(_)) => (true, Mode::Expecting(EventType::AgentThreadContextCompacted)),
         // A compaction interrupted during its summarizing call records what
         // the provider billed for it in one that cut nothing, after the
         // interrupt it gave way to: part of the interrupt's step.
@@ -526,7 +523,7 @@ mod tests {
     /// Goal: a log an older runner recorded still reruns: before outcomes
     /// were graded (2026-12-06), a `user.define_outcome` started a turn
     /// that ended as any other, with no evaluation (as logs without
-    /// `session.thread_status_running` are accepted, `Mode::Started`).
+    /// `session.thread_status_running` are accepted, `Mode::Expecting`).
     /// Defect: the machine now grades where an outcome's turn would end, and
     /// `check` has no allowance for a turn that ended without: every session
     /// recorded with an outcome before the change reports a mismatch at its

@@ -1907,6 +1907,18 @@ async fn a_budget_lowered_below_what_a_running_turn_spent_is_refused() {
     );
 }
 
+/// A server on `model` with one session of the tool-using agent: its data
+/// directory (kept while the first value lives), the server, the API, the
+/// session.
+async fn started(model: &FakeModel) -> (tempfile::TempDir, std::path::PathBuf, Server, Api, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    (dir, data, server, api, session)
+}
+
 fn answer(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}], "stop_reason": "end_turn"})
 }
@@ -1926,11 +1938,7 @@ async fn an_outcome_is_graded_revised_and_accepted() {
         answer("VERDICT: satisfied\nEvery criterion is met."),
     ])
     .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started(&model).await;
     api.send(&session, outcome("a README for the project", "has a usage section", 3)).await;
     let events = api.wait_idle(&session, 1).await;
     assert_eq!(
@@ -2026,11 +2034,7 @@ async fn an_outcome_still_unmet_at_its_last_evaluation_gets_one_final_answer() {
         answer("Looks good to me!"),
     ])
     .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started(&model).await;
     api.send(&session, outcome("tests for the parser", "every rule has a test", 1)).await;
     let events = api.wait_idle(&session, 1).await;
     let tail: Vec<String> = types(&events).split_off(6);
@@ -2071,11 +2075,7 @@ async fn an_interrupted_evaluation_ends_the_outcome_with_what_the_grader_was_bil
         json!({"fault": "hang"}),
     ])
     .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started(&model).await;
     api.send(&session, outcome("a README", "has a usage section", 3)).await;
     // The grader's second attempt was sent: the first one's break (and the
     // usage it reported) has been handled.
@@ -2116,11 +2116,7 @@ async fn a_refused_outcome_turn_does_not_send_the_agent_to_revise_blind() {
         answer("VERDICT: satisfied\nFine."),
     ])
     .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started(&model).await;
     api.send(&session, outcome("a README for the project", "has a usage section", 3)).await;
     let events = api.wait_idle(&session, 1).await;
     // The refused turn is not graded: its outcome ends `failed`, naming no
@@ -2146,11 +2142,7 @@ async fn a_refused_outcome_turn_does_not_send_the_agent_to_revise_blind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_interrupted_before_its_first_evaluation_names_no_start() {
     let model = FakeModel::start(vec![json!({"fault": "hang"})]).expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started(&model).await;
     api.send(&session, outcome("a README", "has a usage section", 3)).await;
     api.send(&session, json!([{"type": "user.interrupt"}])).await;
     let events = api.wait_idle(&session, 1).await;
@@ -2158,4 +2150,5 @@ async fn an_outcome_interrupted_before_its_first_evaluation_names_no_start() {
     assert_eq!(end["result"], "interrupted", "{end}");
     assert!(!events.iter().any(|e| e["type"] == "span.outcome_evaluation_start"));
     assert_eq!(end["outcome_evaluation_start_id"], "", "{end}");
+    rerun_check(server, &data);
 }
