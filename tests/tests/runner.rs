@@ -2152,3 +2152,26 @@ async fn an_outcome_interrupted_before_its_first_evaluation_names_no_start() {
     assert_eq!(end["outcome_evaluation_start_id"], "", "{end}");
     rerun_check(server, &data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grading_call_refused_as_too_long_is_retried_with_a_fitted_conversation() {
+    // Goal: the grader sees the whole conversation, which near the model's
+    // window can make its call too long (a 400 no retry mends): it is then
+    // asked once more with the conversation fitted into half its estimate,
+    // instead of the outcome ending `failed` on an unreachable grader.
+    let model = FakeModel::start(vec![
+        answer("The work."),
+        json!({"fault": "status", "status": 400, "message": "prompt is too long: 212345 tokens > 200000 maximum"}),
+        answer("VERDICT: satisfied\nFine."),
+    ])
+    .expect("fake starts");
+    let (_dir, data, server, api, session) = started(&model).await;
+    api.send(&session, outcome("a README", "has a usage section", 3)).await;
+    let events = api.wait_idle(&session, 1).await;
+    let end = events.iter().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
+    assert_eq!((end["result"].as_str(), end["explanation"].as_str()), (Some("satisfied"), Some("Fine.")), "{end}");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests[2].body.to_string().contains("strict, fair grader"), "{}", requests[2].body);
+    rerun_check(server, &data);
+}

@@ -1127,31 +1127,44 @@ impl Task {
         };
         let mut agent = agent_view(&settings.agent);
         agent.system = Some(super::outcome::GRADER_SYSTEM.to_owned());
-        let messages = super::outcome::grader_messages(
-            self.projection.context.messages_json(),
-            defined.as_ref(),
-            iteration,
-            active.max_iterations,
-        );
-        let messages = self.with_files_inlined(messages).await?;
-        let request = without_tool_use(build_request(&agent, &messages, &grader_options));
-        let (verdict, usage) = match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading").await {
-            SideCall::Done { outcome: Ok(response), failed_usage } => {
-                let mut usage = model_usage(&response.usage);
-                add_usage(&mut usage, &failed_usage);
-                (super::outcome::read_verdict(&response.content, response.stop_reason.as_deref()), usage)
-            }
-            SideCall::Done { outcome: Err((error, reported)), failed_usage } => {
-                tracing::warn!(session = %self.session, %error, "the grading call failed");
-                let mut usage = reported;
-                add_usage(&mut usage, &failed_usage);
-                (super::outcome::unreachable_grader(&error), usage)
-            }
-            SideCall::Interrupted { usage } => {
-                // The interrupt ends the outcome next; what the grader
-                // was billed goes with that end.
-                self.interrupted_grading = Some(usage);
-                return Ok(());
+        // The whole conversation first; refused as over the model's window,
+        // once more with the conversation fitted into half its estimate
+        // (`logbook_replay::fit`: older turns summarized, long outputs cut).
+        let mut conversation = self.projection.context.messages_json();
+        let mut usage = ModelUsage::default();
+        let mut fitted = false;
+        let verdict = loop {
+            let messages =
+                super::outcome::grader_messages(conversation, defined.as_ref(), iteration, active.max_iterations);
+            let messages = self.with_files_inlined(messages).await?;
+            let request = without_tool_use(build_request(&agent, &messages, &grader_options));
+            match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading").await {
+                SideCall::Done { outcome: Ok(response), failed_usage } => {
+                    add_usage(&mut usage, &model_usage(&response.usage));
+                    add_usage(&mut usage, &failed_usage);
+                    break super::outcome::read_verdict(&response.content, response.stop_reason.as_deref());
+                }
+                SideCall::Done { outcome: Err((error, reported)), failed_usage } => {
+                    tracing::warn!(session = %self.session, %error, "the grading call failed");
+                    add_usage(&mut usage, &reported);
+                    add_usage(&mut usage, &failed_usage);
+                    let too_long =
+                        matches!(&error, ModelError::InvalidRequest { message, .. } if is_over_the_window(message));
+                    if too_long && !fitted {
+                        fitted = true;
+                        let budget = self.projection.estimated_prompt_tokens() / 2;
+                        conversation = logbook_replay::fit::fit(&self.projection, None, budget).messages;
+                        continue;
+                    }
+                    break super::outcome::unreachable_grader(&error);
+                }
+                SideCall::Interrupted { usage: billed } => {
+                    // The interrupt ends the outcome next; what the grader
+                    // was billed goes with that end.
+                    add_usage(&mut usage, &billed);
+                    self.interrupted_grading = Some(usage);
+                    return Ok(());
+                }
             }
         };
         let result = super::outcome::result_at(verdict.result, iteration, active.max_iterations);
