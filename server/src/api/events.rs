@@ -776,7 +776,6 @@ fn answers_a_call(event: &Value) -> bool {
 /// the head; the next attempt then reports the store's error).
 pub(crate) const RACE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// One attempt at a send: the events submitted, or the head they must wait for.
 /// What follows a send's append once it is durable ([`FollowUp::run`]);
 /// dropped before it is done, it hands the rest to a task of its own.
 struct FollowUp {
@@ -789,6 +788,7 @@ struct FollowUp {
     stage: FollowUpStage,
 }
 
+/// Where a [`FollowUp`] is.
 enum FollowUpStage {
     /// The append is not durable yet.
     Pending(PendingAppend),
@@ -868,6 +868,7 @@ impl Drop for FollowUp {
     }
 }
 
+/// One attempt at a send: the events submitted, or the head they must wait for.
 enum SendAttempt {
     Submitted {
         pending: PendingAppend,
