@@ -241,7 +241,13 @@ impl Task {
                     // interrupt) landing first makes the task decide again.
                     // The primary thread runs with the session (behaviour
                     // digest §3.4, newer reference).
-                    let agent_name = self.load_session().await?.agent.name;
+                    // The agent the last call recorded names it (a session's
+                    // agent is pinned); before any call, the session says.
+                    let recorded = self.projection.agent.as_ref().and_then(|settings| settings.agent.get("name"));
+                    let agent_name = match recorded.and_then(Value::as_str) {
+                        Some(name) => name.to_owned(),
+                        None => self.load_session().await?.agent.name,
+                    };
                     let thread = SessionThreadStatusRunning {
                         session_thread_id: crate::api::threads::primary_thread(self.session),
                         agent_name,
