@@ -596,6 +596,7 @@ fn runner_config_from_env(
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(crate::runner::RETRY_BASE, Duration::from_millis);
+    let outcome_heartbeat = outcome_heartbeat_from(std::env::var("LOGBOOK_OUTCOME_HEARTBEAT_MS").ok().as_deref())?;
     let mcp = Arc::new(crate::mcp::McpHub::new(mcp).context("setting up MCP connections")?);
     let auto_allowed = auto_allowed_from(std::env::var("LOGBOOK_AUTO_ALLOW").ok().as_deref())?;
     let max_working_per_workspace = max_working_from(std::env::var("LOGBOOK_MAX_WORKING_SESSIONS").ok().as_deref())?;
@@ -606,9 +607,27 @@ fn runner_config_from_env(
         mcp,
         policy: Policy::default(),
         retry_base,
+        outcome_heartbeat,
         auto_allowed,
         max_working_per_workspace,
     })
+}
+
+/// `LOGBOOK_OUTCOME_HEARTBEAT_MS`: how often a grading call under way
+/// appends `span.outcome_evaluation_ongoing` (default
+/// [`crate::runner::OUTCOME_HEARTBEAT`]).
+fn outcome_heartbeat_from(raw: Option<&str>) -> anyhow::Result<Duration> {
+    use crate::runner::{MAX_OUTCOME_HEARTBEAT, OUTCOME_HEARTBEAT};
+    let Some(raw) = raw else { return Ok(OUTCOME_HEARTBEAT) };
+    let max = MAX_OUTCOME_HEARTBEAT.as_millis();
+    match raw.trim().parse::<u64>() {
+        Ok(ms) if (1..=max).contains(&u128::from(ms)) => Ok(Duration::from_millis(ms)),
+        Ok(_) | Err(_) => {
+            anyhow::bail!(
+                "LOGBOOK_OUTCOME_HEARTBEAT_MS={raw:?}: expected a whole number of milliseconds from 1 to {max}"
+            )
+        }
+    }
 }
 
 /// `LOGBOOK_MAX_WORKING_SESSIONS`: how many sessions of one workspace may

@@ -180,6 +180,14 @@ fn serve_refuses_a_bad_working_sessions_cap() {
     serve_refuses_each("LOGBOOK_MAX_WORKING_SESSIONS", "LOGBOOK_MAX_WORKING_SESSIONS", &["many", "0", "-1", "1048577"]);
 }
 
+/// Goal: a grading heartbeat period that is not a whole number of
+/// milliseconds in range (zero would spin) stops `serve` with a message
+/// naming the variable.
+#[test]
+fn serve_refuses_a_bad_outcome_heartbeat() {
+    serve_refuses_each("LOGBOOK_OUTCOME_HEARTBEAT_MS", "LOGBOOK_OUTCOME_HEARTBEAT_MS", &["soon", "0", "-5", "3600001"]);
+}
+
 /// Goal: a first start that fails on its configuration makes no key: the
 /// first key is printed once, so one made by a start that then exits would
 /// be lost (the next start, finding a key, prints none). Method: serve an

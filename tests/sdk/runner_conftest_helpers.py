@@ -197,6 +197,8 @@ def _start_runner_server(
         ANTHROPIC_BASE_URL=fake_model.url,
         ANTHROPIC_API_KEY="test",
         LOGBOOK_RETRY_BASE_MS="10",
+        # Outcome tests see `span.outcome_evaluation_ongoing` without waiting 5 s.
+        LOGBOOK_OUTCOME_HEARTBEAT_MS="50",
     )
     if tools is not None:
         env["LOGBOOK_TOOLS"] = tools

@@ -2,8 +2,8 @@
 
 Goal: what a client of the hosted service observes of a running session —
 the turn anatomy on `events.stream`, confirmations, custom tools, previews
-(`event_deltas`), interrupts, queued messages, model faults, and the SDK's own
-session tool runner — holds against `logbook serve` with its runner, and the
+(`event_deltas`), interrupts, queued messages, model faults, outcomes graded
+with heartbeats, and the SDK's own session tool runner — holds against `logbook serve` with its runner, and the
 model is given what it must see (its tool ids, the tool results, every user
 message).
 
@@ -1113,6 +1113,63 @@ def test_session_object_agrees_with_the_idle_event(harness: Harness) -> None:
         f"of {n_sessions * n_turns} retrieves right after session.status_idle, {len(lagging_status)} still "
         f"said running and {len(lagging_usage)} had the previous usage; e.g. {(lagging_status + lagging_usage)[:4]}"
     )
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_an_outcome_is_graded_with_heartbeats_through_the_sdk(harness: Harness) -> None:
+    """§4.5 outcomes as the SDK sees them (strict validation of the stream, the
+    list and the session object): a `needs_revision` verdict sends the agent
+    back; the next grading, while its call is under way, sends
+    `span.outcome_evaluation_ongoing` heartbeats and the session shows the
+    outcome `evaluating`; an interrupt then ends it `interrupted`."""
+    h = harness
+    h.fake.set_script(
+        [
+            text_response("A draft."),
+            text_response("VERDICT: needs_revision\nThe README has no usage section."),
+            text_response("The README, with a usage section."),
+            {"fault": "hang"},
+        ]
+    )
+    session = h.session([toolset()])
+    reader = h.open_stream(session.id)
+    (defined,) = h.send(
+        session.id,
+        {
+            "type": "user.define_outcome",
+            "description": "a README for the project",
+            "rubric": {"type": "text", "content": "has a usage section"},
+            "max_iterations": 3,
+        },
+    )
+    assert defined.type == "user.define_outcome" and defined.outcome_id, defined
+    events = h.wait(reader, lambda evs: count(evs, "span.outcome_evaluation_ongoing") >= 2, "two heartbeats")
+    first_end = first(events, "span.outcome_evaluation_end")
+    assert (first_end.result, first_end.iteration, first_end.outcome_id) == ("needs_revision", 0, defined.outcome_id)
+    assert "usage section" in first_end.explanation
+    starts = of_type(events, "span.outcome_evaluation_start")
+    assert [s.iteration for s in starts] == [0, 1], describe(events)
+    assert first_end.outcome_evaluation_start_id == starts[0].id
+    for beat in of_type(events, "span.outcome_evaluation_ongoing"):
+        assert (beat.outcome_id, beat.iteration) == (defined.outcome_id, 1), beat
+    shown = h.client.beta.sessions.retrieve(session.id)
+    (evaluation,) = shown.outcome_evaluations
+    assert (evaluation.outcome_id, evaluation.result, evaluation.iteration) == (defined.outcome_id, "evaluating", 1)
+
+    h.send(session.id, {"type": "user.interrupt"})
+    events = h.wait_idles(reader, 1)
+    last_end = of_type(events, "span.outcome_evaluation_end")[-1]
+    assert (last_end.result, last_end.outcome_evaluation_start_id) == ("interrupted", starts[1].id), last_end
+    beats = [i for i, e in enumerate(events) if e.type == "span.outcome_evaluation_ongoing"]
+    assert beats[-1] < events.index(last_end), "a heartbeat after the evaluation ended"
+    assert types(events)[-2:] == TURN_END, describe(events)
+    # The list validates every event strictly, and agrees with the stream.
+    h.wait_status(session.id, "idle")
+    assert [e.id for e in h.listed(session.id)] == [e.id for e in events]
+    (evaluation,) = h.client.beta.sessions.retrieve(session.id).outcome_evaluations
+    assert (evaluation.result, evaluation.iteration) == ("interrupted", 1), evaluation
 
 
 # --------------------------------------------------------------------------- 8. forks (a Logbook extension)

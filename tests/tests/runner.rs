@@ -2095,6 +2095,48 @@ async fn an_interrupted_evaluation_ends_the_outcome_with_what_the_grader_was_bil
     rerun_check(server, &data);
 }
 
+/// Goal: a grading that takes a while says so: while the grader's call is
+/// under way the stream gets `span.outcome_evaluation_ongoing` heartbeats
+/// naming the outcome and iteration, the session shows the outcome
+/// `evaluating`, and the log with heartbeats reruns. Method: the grader's
+/// call hangs; heartbeats every 20 ms (`LOGBOOK_OUTCOME_HEARTBEAT_MS`); wait
+/// for three, then interrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grading_under_way_sends_heartbeats() {
+    let model = FakeModel::start(vec![answer("The work."), json!({"fault": "hang"})]).expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[("LOGBOOK_OUTCOME_HEARTBEAT_MS", "20")]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("a README", "has a usage section", 3)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let beats = loop {
+        let events = api.events(&session).await;
+        let beats: Vec<Value> = events.into_iter().filter(|e| e["type"] == "span.outcome_evaluation_ongoing").collect();
+        if beats.len() >= 3 {
+            break beats;
+        }
+        assert!(Instant::now() < deadline, "{} heartbeats while the grader hangs", beats.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let shown = api.get(&format!("/v1/sessions/{session}")).await;
+    let evaluation = &shown["outcome_evaluations"][0];
+    assert_eq!(evaluation["result"], "evaluating", "{shown}");
+    for beat in &beats {
+        assert_eq!(beat["outcome_id"], evaluation["outcome_id"], "{beat}");
+        assert_eq!(beat["iteration"], 0, "{beat}");
+    }
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    let events = api.wait_idle(&session, 1).await;
+    let at = |kind: &str| events.iter().position(|e| e["type"] == kind).unwrap();
+    let last_beat = events.iter().rposition(|e| e["type"] == "span.outcome_evaluation_ongoing").unwrap();
+    assert!(at("span.outcome_evaluation_start") < at("span.outcome_evaluation_ongoing"));
+    assert!(last_beat < at("span.outcome_evaluation_end"), "no heartbeat after the evaluation ended");
+    assert_eq!(events[at("span.outcome_evaluation_end")]["result"], "interrupted");
+    rerun_check(server, &data);
+}
+
 /// Goal: the agent is never sent back to revise towards an outcome it can no
 /// longer see.
 /// Defect: a refused response is taken out of the context with the input

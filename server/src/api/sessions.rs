@@ -1115,16 +1115,15 @@ const MAX_OUTCOME_EVENTS: usize = 4096;
 /// The session's `outcome_evaluations`: one per `user.define_outcome`, in
 /// order, `pending` until an evaluation span names it, then `evaluating`,
 /// then the verdict of its last `span.outcome_evaluation_end` (API digest
-/// §3.3), which the runner records when it grades (`runner::outcome`).
+/// §3.3), which the runner records when it grades (`runner::outcome`). The
+/// heartbeats between (`span.outcome_evaluation_ongoing`) say nothing the
+/// start did not, and are not read: a long grading's many would count
+/// against [`MAX_OUTCOME_EVENTS`].
 fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, ApiError> {
     use logbook_core::event::EventType;
     use logbook_store::Read;
-    let types = [
-        EventType::UserDefineOutcome,
-        EventType::SpanOutcomeEvaluationStart,
-        EventType::SpanOutcomeEvaluationOngoing,
-        EventType::SpanOutcomeEvaluationEnd,
-    ];
+    let types =
+        [EventType::UserDefineOutcome, EventType::SpanOutcomeEvaluationStart, EventType::SpanOutcomeEvaluationEnd];
     // A scan may stop short of what it was asked (the store's byte budget):
     // go on until it returns nothing or the limit is read.
     let mut records = Vec::new();
@@ -1148,8 +1147,6 @@ fn outcome_evaluations(store: &SledStore, id: SessionId) -> Result<Vec<Value>, A
             evaluations.push((defined.outcome_id, evaluation));
             continue;
         } else if let Event::SpanOutcomeEvaluationStart(span) = &entry.event {
-            (span.outcome_id, json!({"iteration": span.iteration, "result": "evaluating"}))
-        } else if let Event::SpanOutcomeEvaluationOngoing(span) = &entry.event {
             (span.outcome_id, json!({"iteration": span.iteration, "result": "evaluating"}))
         } else if let Event::SpanOutcomeEvaluationEnd(span) = &entry.event {
             let update = json!({"iteration": span.iteration, "result": span.result,

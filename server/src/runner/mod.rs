@@ -42,6 +42,12 @@ pub use tools::{ToolCall, ToolExecutor, ToolOutcome, UnavailableTools};
 pub const RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest backoff between model attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(8);
+/// How often a grading call under way says so, by default. The hosted
+/// platform's cadence is not documented; a grader's answer takes seconds to
+/// minutes, and each heartbeat is an event in the log.
+pub const OUTCOME_HEARTBEAT: Duration = Duration::from_secs(5);
+/// The longest heartbeat period `LOGBOOK_OUTCOME_HEARTBEAT_MS` may set.
+pub const MAX_OUTCOME_HEARTBEAT: Duration = Duration::from_secs(3_600);
 /// Steps one task takes before yielding to other sessions and going on.
 const MAX_STEPS_PER_WAKE: usize = 10_000;
 /// Rounds of [`MAX_STEPS_PER_WAKE`] steps one wake may take (about 80,000
@@ -59,6 +65,10 @@ pub struct RunnerConfig {
     pub policy: Policy,
     /// Retry backoff base (tests use a small one).
     pub retry_base: Duration,
+    /// How often a grading call under way appends
+    /// `span.outcome_evaluation_ongoing` (`LOGBOOK_OUTCOME_HEARTBEAT_MS`;
+    /// default [`OUTCOME_HEARTBEAT`]); from 1 ms to [`MAX_OUTCOME_HEARTBEAT`].
+    pub outcome_heartbeat: Duration,
     /// Built-in tools the `auto` permission policy runs without asking
     /// (`LOGBOOK_AUTO_ALLOW`; default [`DEFAULT_AUTO_ALLOWED`]); it asks for
     /// the others. Each decision is recorded in its `agent.tool_use`, so

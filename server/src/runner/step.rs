@@ -956,7 +956,7 @@ impl Task {
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
         let request = without_tool_use(build_request(&agent_view(&settings.agent), &messages, &summary_options));
-        let (outcome, failed_usage) = match self.side_call(&request, SUMMARY_MAX_ATTEMPTS, "summarizing").await {
+        let (outcome, failed_usage) = match self.side_call(&request, SUMMARY_MAX_ATTEMPTS, "summarizing", None).await? {
             SideCall::Done { outcome, failed_usage } => (outcome, failed_usage),
             SideCall::Interrupted { usage } => {
                 // The machine applies the interrupt next. What the provider
@@ -1016,8 +1016,17 @@ impl Task {
     /// A model call beside the conversation (a compaction's summary, an
     /// outcome's evaluation): transient failures are retried up to
     /// `max_attempts` with backoff, the wait giving the workspace's work slot
-    /// back; an interrupt stops it.
-    async fn side_call(&mut self, request: &Value, max_attempts: u32, what: &str) -> SideCall {
+    /// back; an interrupt stops it. `heartbeat`, if any, is appended every
+    /// [`super::RunnerConfig::outcome_heartbeat`] while an attempt is under
+    /// way, so that the stream shows the work goes on (the API's
+    /// `span.outcome_evaluation_ongoing`).
+    async fn side_call(
+        &mut self,
+        request: &Value,
+        max_attempts: u32,
+        what: &str,
+        heartbeat: Option<Event>,
+    ) -> Result<SideCall, ApiError> {
         // Usage the provider reported for attempts that failed after
         // `message_start`: billed, so recorded with the call's result.
         let mut failed_usage = ModelUsage::default();
@@ -1033,11 +1042,26 @@ impl Task {
                 | StreamEvent::InputJsonDelta { .. }
                 | StreamEvent::BlockStop { .. } => {}
             };
-            let outcome = match self.handle.config().model.as_ref() {
+            // A clone (the connection pool is shared), so that the call
+            // borrows nothing of the task while heartbeats are appended.
+            let client = self.handle.config().model.clone();
+            let outcome = match client.as_ref() {
                 Some(client) => {
-                    tokio::select! {
-                        res = client.stream(request, &mut on_event) => Some(res),
-                        () = self.signals.interrupt.notified() => None,
+                    let call = client.stream(request, &mut on_event);
+                    tokio::pin!(call);
+                    let period = self.handle.config().outcome_heartbeat;
+                    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            res = &mut call => break Some(res),
+                            () = self.signals.interrupt.notified() => break None,
+                            _ = beats.tick(), if heartbeat.is_some() => {
+                                if let Some(event) = &heartbeat {
+                                    self.append(vec![(None, event.clone())]).await?;
+                                }
+                            }
+                        }
                     }
                 }
                 None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
@@ -1055,23 +1079,23 @@ impl Task {
                     self.slot = None;
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                        () = self.signals.interrupt.notified() => return Ok(SideCall::Interrupted { usage: failed_usage }),
                     }
                     let slots = self.handle.slots(self.tenant.workspace);
                     let _waiting = WaitingForSlot::new(&self.state);
                     tokio::select! {
                         permit = slots.acquire_owned() => self.slot = permit.ok(),
-                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                        () = self.signals.interrupt.notified() => return Ok(SideCall::Interrupted { usage: failed_usage }),
                     }
                     attempt += 1;
                 }
                 Some(Err(error)) => {
-                    return SideCall::Done { outcome: Err((error, model_usage(&reported))), failed_usage };
+                    return Ok(SideCall::Done { outcome: Err((error, model_usage(&reported))), failed_usage });
                 }
-                Some(Ok(response)) => return SideCall::Done { outcome: Ok(response), failed_usage },
+                Some(Ok(response)) => return Ok(SideCall::Done { outcome: Ok(response), failed_usage }),
                 None => {
                     add_usage(&mut failed_usage, &model_usage(&reported));
-                    return SideCall::Interrupted { usage: failed_usage };
+                    return Ok(SideCall::Interrupted { usage: failed_usage });
                 }
             }
         }
@@ -1087,7 +1111,7 @@ impl Task {
         iteration: u32,
         start: Option<EventId>,
     ) -> Result<(), ApiError> {
-        use logbook_core::event::{SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationStart};
+        use logbook_core::event::{SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationOngoing, SpanOutcomeEvaluationStart};
 
         let session = self.load_session().await?;
         if self.budget_reached(&session) {
@@ -1144,7 +1168,8 @@ impl Task {
                 super::outcome::grader_messages(conversation, defined.as_ref(), iteration, active.max_iterations);
             let messages = self.with_files_inlined(messages).await?;
             let request = without_tool_use(build_request(&agent, &messages, &grader_options));
-            match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading").await {
+            let heartbeat = Event::SpanOutcomeEvaluationOngoing(SpanOutcomeEvaluationOngoing { outcome_id, iteration });
+            match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading", Some(heartbeat)).await? {
                 SideCall::Done { outcome: Ok(response), failed_usage } => {
                     add_usage(&mut usage, &model_usage(&response.usage));
                     add_usage(&mut usage, &failed_usage);

@@ -352,6 +352,7 @@ impl Harness {
             mcp: Arc::new(mcp),
             policy: Default::default(),
             retry_base: std::time::Duration::from_millis(1),
+            outcome_heartbeat: logbook_server::runner::OUTCOME_HEARTBEAT,
             auto_allowed: Vec::new(),
             max_working_per_workspace: logbook_server::runner::DEFAULT_MAX_WORKING_PER_WORKSPACE,
         });
