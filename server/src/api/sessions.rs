@@ -1012,6 +1012,13 @@ fn runner_has_work(store: &SledStore, session: &StoredSession, head: logbook_cor
 /// Deletes the session: it answers 404 from now on and `session.deleted` ends
 /// its streams. The records stay in the log (it is append-only); purging them
 /// is redaction's job.
+///
+/// `session.deleted` is recorded before the object goes: a delete cut short
+/// between the two (a failed write, a crash) leaves the session found, and
+/// a retried DELETE, finding the event recorded, removes the object and
+/// does the rest without recording it again. (The other order left a
+/// session whose object was gone, answering 404 to the retry, with its
+/// streams open, its scoped files kept and its work item never stopped.)
 pub async fn delete(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
@@ -1021,12 +1028,13 @@ pub async fn delete(
     let worker_state = state.clone();
     state
         .blocking(move |store| {
-            // A lost swap is most often the runner recording status or usage
-            // on the object: read it again, check again, and retry.
-            let mut deleted = None;
-            let mut known = None;
-            for _ in 0..events::MAX_APPEND_ATTEMPTS {
-                let (current_bytes, session) = load_or(store, &tenant, id, known.take())?;
+            // Found, and not at work (a retry of a delete cut short was
+            // checked by the first attempt, before it recorded the end).
+            let (current_bytes, _) = load(store, &tenant, id)?;
+            let recorded =
+                logbook_store::Read::last_of_types(store, id, &[logbook_core::event::EventType::SessionDeleted])?
+                    .is_some();
+            if !recorded {
                 if let Some(busy @ (Status::Running | Status::Rescheduling)) =
                     last_status(store, id)?.as_ref().and_then(status_of)
                 {
@@ -1035,6 +1043,14 @@ pub async fn delete(
                         busy.wire()
                     )));
                 }
+                events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])?;
+            }
+            // A lost swap is most often the runner recording status or usage
+            // on the object: read it again and retry.
+            let mut deleted = None;
+            let mut known = Some(current_bytes);
+            for _ in 0..events::MAX_APPEND_ATTEMPTS {
+                let (current_bytes, session) = load_or(store, &tenant, id, known.take())?;
                 match try_swap(store, &tenant, id, &current_bytes, None)? {
                     None => {
                         deleted = Some(session);
@@ -1046,7 +1062,6 @@ pub async fn delete(
             let Some(session) = deleted else {
                 return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
             };
-            events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])?;
             super::files::delete_scoped(store, &tenant, id)?;
             // No worker is to be given the session any more.
             super::work::stop_session_work(&worker_state, store, &tenant, &session)?;

@@ -641,6 +641,41 @@ async fn delete_then_not_found() {
 }
 
 #[tokio::test]
+async fn a_delete_cut_short_after_recording_its_end_is_finished_by_a_retry() {
+    // Goal: a DELETE cut short after `session.deleted` was recorded (a crash,
+    // or the object's write failing) leaves the session found, and a retried
+    // DELETE finishes the job without recording the end twice.
+    // Method: record `session.deleted` through the store, as the first
+    // attempt would have, then DELETE; a session never deleted is recorded
+    // once too.
+    let h = Harness::new();
+    let cut_short = h.quick_session().await;
+    let whole = h.quick_session().await;
+    append_events(
+        &h,
+        id(&cut_short),
+        vec![logbook_core::Event::SessionDeleted(logbook_core::event::SessionDeleted {})],
+    );
+    for session in [&cut_short, &whole] {
+        let path = format!("/v1/sessions/{}", id(session));
+        assert_eq!(h.delete(&path).await.ok(), json!({"id": session["id"], "type": "session_deleted"}));
+        h.get(&path).await.not_found();
+        use logbook_store::Read;
+        let deleted = h
+            .state
+            .store()
+            .scan_types(
+                id(session).parse().unwrap(),
+                &[logbook_core::event::EventType::SessionDeleted],
+                logbook_core::Seq::ZERO,
+                10,
+            )
+            .unwrap();
+        assert_eq!(deleted.len(), 1, "{session}");
+    }
+}
+
+#[tokio::test]
 async fn create_validation() {
     // Goal: a too-long title and invalid metadata are refused on create.
     // Method: variants of a valid body.
