@@ -213,15 +213,38 @@ pub struct Offered {
 
 /// The definitions of every enabled tool of `servers` (in the agent's server
 /// order, each server's tools in its listing order).
+///
+/// A tool's name does not depend on where it is listed: two tools whose
+/// plain names would be the same (`get.file` and `get_file` both sanitize to
+/// `get_file`) both get hashed ones. Were the first listed to keep the plain
+/// name, a server listing them the other way round after a reconnect would
+/// give the history's calls of one the other's name.
 pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a str, &'a [ListedTool])>) -> Offered {
-    let mut offered = Offered::default();
+    // Each server's distinct tools (a name listed twice names one tool: it
+    // is offered once), as many as may be offered.
+    let servers: Vec<(&str, Vec<&ListedTool>)> = servers
+        .into_iter()
+        .map(|(server, tools)| {
+            let mut seen = BTreeSet::new();
+            let distinct = tools.iter().filter(|tool| seen.insert(tool.name.as_str()));
+            (server, distinct.take(MAX_TOOLS_PER_SERVER).collect())
+        })
+        .collect();
+    // Plain names more than one tool would have are taken from the start.
+    let mut plain_names = BTreeSet::new();
     let mut taken = BTreeSet::new();
+    for (server, tools) in &servers {
+        for tool in tools {
+            let plain = plain_name(server, &tool.name);
+            if !plain_names.insert(plain.clone()) {
+                taken.insert(plain);
+            }
+        }
+    }
+    let mut offered = Offered::default();
     let mut offered_bytes = 0;
     for (server, tools) in servers {
-        let mut seen = BTreeSet::new();
-        // A name listed twice names one tool: offered once.
-        let distinct = tools.iter().filter(|tool| seen.insert(tool.name.as_str()));
-        for tool in distinct.take(MAX_TOOLS_PER_SERVER) {
+        for tool in tools {
             let name = model_name(server, &tool.name, &taken);
             taken.insert(name.clone());
             offered.names.push(McpToolName { name: name.clone(), server: server.to_owned(), tool: tool.name.clone() });
@@ -247,9 +270,16 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
     offered
 }
 
-/// The model's name for `tool` of `server`, unique among `taken`.
+/// `mcp__<server>__<tool>`, sanitized (maybe too long for a tool name).
+fn plain_name(server: &str, tool: &str) -> String {
+    format!("{NAME_PREFIX}{}__{}", sanitize(server), sanitize(tool))
+}
+
+/// The model's name for `tool` of `server`, unique among `taken`: the plain
+/// name if it fits and is not taken, else a prefix of it with a hash of the
+/// server and tool names.
 pub fn model_name(server: &str, tool: &str, taken: &BTreeSet<String>) -> String {
-    let plain = format!("{NAME_PREFIX}{}__{}", sanitize(server), sanitize(tool));
+    let plain = plain_name(server, tool);
     if plain.len() <= MAX_TOOL_NAME_CHARS && !taken.contains(&plain) {
         return plain;
     }

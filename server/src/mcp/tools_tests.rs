@@ -38,6 +38,28 @@ fn names_are_valid_unique_and_stable() {
 }
 
 #[test]
+fn names_do_not_depend_on_the_listing_order() {
+    // Goal: a server listing its tools in another order (after a reconnect)
+    // gives each the same name, so the history's calls keep meaning the same
+    // tool. Method: two tools whose plain names collide, listed both ways
+    // round; both get hashed names, the others plain ones.
+    let tools = resolve_tools(&[json!({"type": "mcp_toolset", "mcp_server_name": "s"})]).unwrap();
+    let listing = [listed("get.file"), listed("search"), listed("get_file")];
+    let reversed: Vec<ListedTool> = listing.iter().rev().cloned().collect();
+    let named = |tools_listed: &[ListedTool]| -> BTreeSet<(String, String)> {
+        offer(&tools, [("s", tools_listed)]).names.into_iter().map(|n| (n.tool, n.name)).collect()
+    };
+    let names = named(&listing);
+    assert_eq!(names, named(&reversed));
+    let name_of = |tool: &str| names.iter().find(|(t, _)| t == tool).map(|(_, name)| name.clone()).unwrap();
+    assert_eq!(name_of("search"), "mcp__s__search");
+    for tool in ["get.file", "get_file"] {
+        assert!(name_of(tool).starts_with("mcp__s__get_file_"), "{}", name_of(tool));
+    }
+    assert_ne!(name_of("get.file"), name_of("get_file"));
+}
+
+#[test]
 fn only_enabled_tools_are_offered_and_permissions_follow_the_toolset() {
     let tools = resolve_tools(&[
         json!({"type": "mcp_toolset", "mcp_server_name": "docs",
