@@ -108,6 +108,13 @@ impl Tenant {
     }
 }
 
+/// Whether `presented` has the shape of a key this server makes (its
+/// prefix, at most [`MAX_KEY_CHARS`]): anything else is refused before it is
+/// hashed or looked up.
+pub fn could_be_key(presented: &str) -> bool {
+    presented.len() <= MAX_KEY_CHARS && presented.starts_with(KEY_PREFIX)
+}
+
 /// The hash a credential is stored under.
 pub fn key_hash(key: &str) -> [u8; 32] {
     *blake3::hash(key.as_bytes()).as_bytes()
@@ -124,7 +131,7 @@ pub fn authenticate(store: &SledStore, presented: &str) -> Result<Tenant, ApiErr
 /// from the store on every call.
 pub fn authenticate_principal(store: &SledStore, presented: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthenticated("invalid API key");
-    if presented.len() > MAX_KEY_CHARS || !presented.starts_with(KEY_PREFIX) {
+    if !could_be_key(presented) {
         return Err(invalid());
     }
     let Some(bytes) = store.get_resource(ResourceKind::ApiKey, &key_hash(presented))? else {
