@@ -41,8 +41,10 @@ print(f"anthropic {anthropic.__version__}, pytest {pytest.__version__}", file=sy
 PYEOF
 
 step "build"
-cargo build -p logbook-server --bin logbook --locked
-cargo build -p logbook-tests --bin fake-model --locked
+# The same command as test.sh's build step, so that inside it this is a
+# no-op: building one package resolves other dependency features and
+# rebuilt the server and its dependencies (4-7 minutes of a CI run).
+cargo build --workspace --all-targets --locked
 
 BIN="${LOGBOOK_BIN:-target/debug/logbook}"
 [[ -x "$BIN" ]] || die "no executable server binary at $BIN"
