@@ -56,6 +56,12 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// a huge tree (a `node_modules` of 50,000 files walks in ≈ 0.1 s) costs a
 /// live jail at most a twentieth of a core.
 const WALK_COST_FACTOR: u32 = 20;
+/// The longest pause between measurements, however long the last took: a
+/// jail whose processes hold a million descriptors makes each measurement
+/// take seconds (each is looked at for a deleted file), and twenty times
+/// that left the watch blind for minutes while a writer filled the disk.
+/// At the cap, measuring such a jail costs up to a few tenths of a core.
+pub const MAX_CHECK_PAUSE: Duration = Duration::from_secs(30);
 /// Directory depth the walk descends to: a directory this many levels below a
 /// root cuts the walk (see [`Cut::Depth`]), so a sandbox may nest directories
 /// one level less. The walk holds one descriptor per level.
@@ -420,9 +426,10 @@ pub fn next_check_after(walk: Duration) -> Duration {
 
 /// The pause before the next measurement of a watch measuring every
 /// `interval`, given how long the last walk took: at least `interval`, and
-/// long enough that walking costs at most a [`WALK_COST_FACTOR`]th of a core.
+/// long enough that walking costs at most a [`WALK_COST_FACTOR`]th of a core,
+/// but never more than [`MAX_CHECK_PAUSE`] (or `interval`, if longer).
 pub fn pause_after(interval: Duration, walk: Duration) -> Duration {
-    interval.max(walk.saturating_mul(WALK_COST_FACTOR))
+    interval.max(walk.saturating_mul(WALK_COST_FACTOR).min(MAX_CHECK_PAUSE))
 }
 
 /// Measures `roots` on a blocking thread, adding what the processes listed

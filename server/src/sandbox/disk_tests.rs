@@ -115,11 +115,15 @@ async fn going_over_wakes_a_later_waiter() {
         .unwrap_or_else(|_| panic!("the stored wake-up was lost"));
 }
 
-/// Goal: measuring a huge tree is spaced out in proportion to its cost.
+/// Goal: measuring a huge tree is spaced out in proportion to its cost, up
+/// to a cap that keeps the watch from going blind.
 #[test]
 fn a_slow_walk_spaces_the_next_one_out() {
     assert_eq!(next_check_after(Duration::from_millis(1)), CHECK_INTERVAL);
-    assert_eq!(next_check_after(Duration::from_secs(2)), Duration::from_secs(40));
+    assert_eq!(next_check_after(Duration::from_millis(500)), Duration::from_secs(10));
+    // A jail that makes measuring slow does not make the watch blind.
+    assert_eq!(next_check_after(Duration::from_secs(2)), MAX_CHECK_PAUSE);
+    assert_eq!(next_check_after(Duration::from_secs(3_600)), MAX_CHECK_PAUSE);
 }
 
 /// Goal: a file a process keeps open after deleting it still counts (it has

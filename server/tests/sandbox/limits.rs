@@ -231,8 +231,10 @@ async fn a_deleted_file_still_filled_through_a_mapping_is_stopped() {
 /// decoys hide the writer. Method: python forks 140 decoys that each hold
 /// 8180 descriptors of /dev/null, then (with a higher pid, so listed after
 /// them in `cgroup.procs`) a writer that deletes its file and writes 64 MB
-/// to it past a 20 MB limit; the command ends by itself after 20 s if it is
-/// not stopped.
+/// to it past a 20 MB limit; the command ends by itself after 120 s if it is
+/// not stopped. (With 20 s it failed on a slower machine: a measurement
+/// while the decoys were made took seconds, and the watch paused twenty
+/// times that; the pause is now capped at `MAX_CHECK_PAUSE`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decoy_descriptors_do_not_hide_a_deleted_file_being_written() {
     let sbx = with_disk_limit(20_000_000, 10_000);
@@ -249,7 +251,7 @@ async fn decoy_descriptors_do_not_hide_a_deleted_file_being_written() {
                    \x20   fd = os.open(\"hidden\", os.O_WRONLY | os.O_CREAT, 0o644); os.unlink(\"hidden\")\n\
                    \x20   for k in range(64): os.write(fd, bytes(1000000))\n\
                    \x20   os.fsync(fd); os.write(w, b\"y\"); time.sleep(600); os._exit(0)\n\
-                   os.read(r, 1); print(\"written\", flush=True); time.sleep(20)'";
+                   os.read(r, 1); print(\"written\", flush=True); time.sleep(120)'";
     let said = stopped_by_the_disk_watch(&sbx, session(), command).await;
     // Past what a measurement looks at, growth is judged by the file system.
     let past = format!("more than {MAX_OPEN_FDS_SCANNED} open files and mappings");
