@@ -675,6 +675,19 @@ async fn a_delete_cut_short_after_recording_its_end_is_finished_by_a_retry() {
     }
 }
 
+// Review: fails until fixed
+#[tokio::test]
+async fn a_session_whose_delete_was_recorded_takes_no_more_input() {
+    // Goal: between a DELETE recording `session.deleted` and removing the
+    // object (a delete cut short, or one still under way), the session takes
+    // no input: none is appended after its end, and no turn starts on it.
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    append_events(&h, id(&session), vec![logbook_core::Event::SessionDeleted(logbook_core::event::SessionDeleted {})]);
+    let sent = h.post(&format!("/v1/sessions/{}/events", id(&session)), &events_body(vec![user_message("hi")])).await;
+    assert_ne!(sent.status.as_u16(), 200, "a message was accepted after session.deleted: {}", sent.text());
+}
+
 #[tokio::test]
 async fn create_validation() {
     // Goal: a too-long title and invalid metadata are refused on create.
