@@ -59,6 +59,22 @@ fn names_do_not_depend_on_the_listing_order() {
     assert_ne!(name_of("get.file"), name_of("get_file"));
 }
 
+// Review: fails until fixed
+#[test]
+fn names_do_not_depend_on_the_listing_order_when_a_plain_name_is_another_tools_hashed_one() {
+    // Goal: a tool whose plain name equals the hashed name another tool
+    // would get keeps the same names in either listing order.
+    let tools = resolve_tools(&[json!({"type": "mcp_toolset", "mcp_server_name": "s"})]).unwrap();
+    let hashed = model_name("s", "get.file", &BTreeSet::from(["mcp__s__get_file".to_owned()]));
+    let third = hashed.strip_prefix("mcp__s__").unwrap().to_owned();
+    let listing = [listed("get.file"), listed("get_file"), listed(&third)];
+    let reversed: Vec<ListedTool> = listing.iter().rev().cloned().collect();
+    let named = |tools_listed: &[ListedTool]| -> BTreeSet<(String, String)> {
+        offer(&tools, [("s", tools_listed)]).names.into_iter().map(|n| (n.tool, n.name)).collect()
+    };
+    assert_eq!(named(&listing), named(&reversed));
+}
+
 #[test]
 fn only_enabled_tools_are_offered_and_permissions_follow_the_toolset() {
     let tools = resolve_tools(&[
