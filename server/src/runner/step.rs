@@ -956,7 +956,7 @@ impl Task {
         // File sources mean nothing to the provider here either.
         let messages = self.with_files_inlined(summary_request_messages(&plan)).await?;
         let request = without_tool_use(build_request(&agent_view(&settings.agent), &messages, &summary_options));
-        let (outcome, failed_usage) = match self.side_call(&request, SUMMARY_MAX_ATTEMPTS, "summarizing", None).await? {
+        let (outcome, failed_usage) = match self.side_call(&request, SUMMARY_MAX_ATTEMPTS, "summarizing", None).await {
             SideCall::Done { outcome, failed_usage } => (outcome, failed_usage),
             SideCall::Interrupted { usage } => {
                 // The machine applies the interrupt next. What the provider
@@ -1026,7 +1026,7 @@ impl Task {
         max_attempts: u32,
         what: &str,
         heartbeat: Option<Event>,
-    ) -> Result<SideCall, ApiError> {
+    ) -> SideCall {
         // Usage the provider reported for attempts that failed after
         // `message_start`: billed, so recorded with the call's result.
         let mut failed_usage = ModelUsage::default();
@@ -1057,8 +1057,12 @@ impl Task {
                             res = &mut call => break Some(res),
                             () = self.signals.interrupt.notified() => break None,
                             _ = beats.tick(), if heartbeat.is_some() => {
-                                if let Some(event) = &heartbeat {
-                                    self.append(vec![(None, event.clone())]).await?;
+                                // Only a sign of life: one that cannot be
+                                // recorded is skipped, not worth the call.
+                                if let Some(event) = &heartbeat
+                                    && let Err(error) = self.append(vec![(None, event.clone())]).await
+                                {
+                                    tracing::warn!(session = %self.session, %error, "a {what} heartbeat was not recorded");
                                 }
                             }
                         }
@@ -1079,23 +1083,23 @@ impl Task {
                     self.slot = None;
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.signals.interrupt.notified() => return Ok(SideCall::Interrupted { usage: failed_usage }),
+                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
                     }
                     let slots = self.handle.slots(self.tenant.workspace);
                     let _waiting = WaitingForSlot::new(&self.state);
                     tokio::select! {
                         permit = slots.acquire_owned() => self.slot = permit.ok(),
-                        () = self.signals.interrupt.notified() => return Ok(SideCall::Interrupted { usage: failed_usage }),
+                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
                     }
                     attempt += 1;
                 }
                 Some(Err(error)) => {
-                    return Ok(SideCall::Done { outcome: Err((error, model_usage(&reported))), failed_usage });
+                    return SideCall::Done { outcome: Err((error, model_usage(&reported))), failed_usage };
                 }
-                Some(Ok(response)) => return Ok(SideCall::Done { outcome: Ok(response), failed_usage }),
+                Some(Ok(response)) => return SideCall::Done { outcome: Ok(response), failed_usage },
                 None => {
                     add_usage(&mut failed_usage, &model_usage(&reported));
-                    return Ok(SideCall::Interrupted { usage: failed_usage });
+                    return SideCall::Interrupted { usage: failed_usage };
                 }
             }
         }
@@ -1169,7 +1173,7 @@ impl Task {
             let messages = self.with_files_inlined(messages).await?;
             let request = without_tool_use(build_request(&agent, &messages, &grader_options));
             let heartbeat = Event::SpanOutcomeEvaluationOngoing(SpanOutcomeEvaluationOngoing { outcome_id, iteration });
-            match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading", Some(heartbeat)).await? {
+            match self.side_call(&request, super::outcome::GRADER_MAX_ATTEMPTS, "grading", Some(heartbeat)).await {
                 SideCall::Done { outcome: Ok(response), failed_usage } => {
                     add_usage(&mut usage, &model_usage(&response.usage));
                     add_usage(&mut usage, &failed_usage);
