@@ -230,14 +230,16 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
             (server, distinct.take(MAX_TOOLS_PER_SERVER).collect())
         })
         .collect();
-    // Plain names more than one tool would have are taken from the start.
-    let mut plain_names = BTreeSet::new();
+    // Every plain name is reserved before any hashed name is chosen (a
+    // tool may be named like another's hashed name); one that more than one
+    // tool would have goes to none of them.
     let mut taken = BTreeSet::new();
+    let mut contested = BTreeSet::new();
     for (server, tools) in &servers {
         for tool in tools {
             let plain = plain_name(server, &tool.name);
-            if !plain_names.insert(plain.clone()) {
-                taken.insert(plain);
+            if !taken.insert(plain.clone()) {
+                contested.insert(plain);
             }
         }
     }
@@ -245,7 +247,13 @@ pub fn offer<'a>(agent_tools: &[Tool], servers: impl IntoIterator<Item = (&'a st
     let mut offered_bytes = 0;
     for (server, tools) in servers {
         for tool in tools {
-            let name = model_name(server, &tool.name, &taken);
+            let plain = plain_name(server, &tool.name);
+            let name = if plain.len() <= MAX_TOOL_NAME_CHARS && !contested.contains(&plain) {
+                plain
+            } else {
+                // Taken: every plain name, and the hashed names chosen so far.
+                model_name(server, &tool.name, &taken)
+            };
             taken.insert(name.clone());
             offered.names.push(McpToolName { name: name.clone(), server: server.to_owned(), tool: tool.name.clone() });
             if !is_enabled(agent_tools, server, &tool.name) {

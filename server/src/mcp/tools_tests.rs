@@ -59,7 +59,6 @@ fn names_do_not_depend_on_the_listing_order() {
     assert_ne!(name_of("get.file"), name_of("get_file"));
 }
 
-// Review: fails until fixed
 #[test]
 fn names_do_not_depend_on_the_listing_order_when_a_plain_name_is_another_tools_hashed_one() {
     // Goal: a tool whose plain name equals the hashed name another tool
