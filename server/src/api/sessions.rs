@@ -1028,22 +1028,43 @@ pub async fn delete(
     let worker_state = state.clone();
     state
         .blocking(move |store| {
-            // Found, and not at work (a retry of a delete cut short was
-            // checked by the first attempt, before it recorded the end).
+            // Found, and not at work when the end is recorded: appended at
+            // the head the status was read at, so that a turn starting in
+            // between makes it conflict and the check run again. A retry of
+            // a delete cut short finds the end recorded and goes on.
             let (current_bytes, _) = load(store, &tenant, id)?;
-            let recorded =
-                logbook_store::Read::last_of_types(store, id, &[logbook_core::event::EventType::SessionDeleted])?
-                    .is_some();
-            if !recorded {
-                if let Some(busy @ (Status::Running | Status::Rescheduling)) =
-                    last_status(store, id)?.as_ref().and_then(status_of)
-                {
+            let mut recorded = false;
+            for _ in 0..events::MAX_APPEND_ATTEMPTS {
+                let head = head_of(store, &tenant, id)?;
+                let status = last_status(store, id)?;
+                if let Some(Event::SessionDeleted(_)) = status {
+                    recorded = true;
+                    break;
+                }
+                if let Some(busy @ (Status::Running | Status::Rescheduling)) = status.as_ref().and_then(status_of) {
                     return Err(ApiError::conflict(format!(
                         "session {id} is {}; interrupt it before deleting",
                         busy.wire()
                     )));
                 }
-                events::append_system(&worker_state, store, id, vec![Event::SessionDeleted(SessionDeleted {})])?;
+                let entry = logbook_core::Entry {
+                    id: worker_state.event_id(head),
+                    event: Event::SessionDeleted(SessionDeleted {}),
+                    at: worker_state.now(),
+                };
+                match logbook_store::Append::append(store, id, head, &[entry]) {
+                    Ok(records) => {
+                        let appended = &worker_state.metrics().events_appended;
+                        appended.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        recorded = true;
+                        break;
+                    }
+                    Err(logbook_store::AppendError::Conflict { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            if !recorded {
+                return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
             }
             // A lost swap is most often the runner recording status or usage
             // on the object: read it again and retry.
@@ -1192,6 +1213,7 @@ pub fn last_status(store: &SledStore, id: SessionId) -> Result<Option<Event>, Ap
         EventType::SessionStatusIdle,
         EventType::SessionStatusRescheduled,
         EventType::SessionStatusTerminated,
+        EventType::SessionDeleted,
     ];
     match store.last_of_types(id, &statuses)? {
         Some(record) => Ok(Some(record.entry().map_err(ApiError::internal)?.event)),
@@ -1213,6 +1235,7 @@ pub fn budget_changed_since_last_status(store: &SledStore, id: SessionId) -> Res
         EventType::SessionStatusIdle,
         EventType::SessionStatusRescheduled,
         EventType::SessionStatusTerminated,
+        EventType::SessionDeleted,
     ];
     let mut from = match store.last_of_types(id, &statuses)? {
         Some(record) => logbook_core::Seq::new(record.seq().get() + 1),
@@ -1240,7 +1263,9 @@ pub fn status_of(event: &Event) -> Option<Status> {
         Some(Status::Idle)
     } else if let Event::SessionStatusRescheduled(_) = event {
         Some(Status::Rescheduling)
-    } else if let Event::SessionStatusTerminated(_) = event {
+    } else if let Event::SessionStatusTerminated(_) | Event::SessionDeleted(_) = event {
+        // A delete cut short before the object went: over, as the state
+        // machine has it (sends are refused; a retried DELETE ends it).
         Some(Status::Terminated)
     } else {
         None
@@ -1359,6 +1384,7 @@ fn log_has_work(store: &SledStore, id: SessionId, self_hosted: bool) -> Result<b
         EventType::SessionStatusIdle,
         EventType::SessionStatusRescheduled,
         EventType::SessionStatusTerminated,
+        EventType::SessionDeleted,
     ];
     let from = match store.last_of_types(id, &statuses)? {
         None => logbook_core::Seq::ZERO,
@@ -1374,7 +1400,7 @@ fn log_has_work(store: &SledStore, id: SessionId, self_hosted: bool) -> Result<b
             {
                 return Ok(true);
             }
-            if status == EventType::SessionStatusTerminated {
+            if matches!(status, EventType::SessionStatusTerminated | EventType::SessionDeleted) {
                 return Ok(false);
             }
             logbook_core::Seq::new(record.seq().get() + 1)

@@ -675,7 +675,6 @@ async fn a_delete_cut_short_after_recording_its_end_is_finished_by_a_retry() {
     }
 }
 
-// Review: fails until fixed
 #[tokio::test]
 async fn a_session_whose_delete_was_recorded_takes_no_more_input() {
     // Goal: between a DELETE recording `session.deleted` and removing the
