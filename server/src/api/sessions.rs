@@ -1013,10 +1013,11 @@ fn runner_has_work(store: &SledStore, session: &StoredSession, head: logbook_cor
 /// its streams. The records stay in the log (it is append-only); purging them
 /// is redaction's job.
 ///
-/// `session.deleted` is recorded before the object goes: a delete cut short
-/// between the two (a failed write, a crash) leaves the session found, and
-/// a retried DELETE, finding the event recorded, removes the object and
-/// does the rest without recording it again. (The other order left a
+/// `session.deleted` is recorded first, then the session's scoped files and
+/// work item go, and its object last: a delete cut short anywhere before
+/// that (a failed write, a crash) leaves the session found (as terminated),
+/// and a retried DELETE, finding the event recorded, does the rest without
+/// recording it again. (The other order left a
 /// session whose object was gone, answering 404 to the retry, with its
 /// streams open, its scoped files kept and its work item never stopped.)
 pub async fn delete(
@@ -1032,7 +1033,7 @@ pub async fn delete(
             // the head the status was read at, so that a turn starting in
             // between makes it conflict and the check run again. A retry of
             // a delete cut short finds the end recorded and goes on.
-            let (current_bytes, _) = load(store, &tenant, id)?;
+            let (current_bytes, session) = load(store, &tenant, id)?;
             let mut recorded = false;
             for _ in 0..events::MAX_APPEND_ATTEMPTS {
                 let head = head_of(store, &tenant, id)?;
@@ -1066,27 +1067,22 @@ pub async fn delete(
             if !recorded {
                 return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
             }
-            // A lost swap is most often the runner recording status or usage
-            // on the object: read it again and retry.
-            let mut deleted = None;
-            let mut known = Some(current_bytes);
-            for _ in 0..events::MAX_APPEND_ATTEMPTS {
-                let (current_bytes, session) = load_or(store, &tenant, id, known.take())?;
-                match try_swap(store, &tenant, id, &current_bytes, None)? {
-                    None => {
-                        deleted = Some(session);
-                        break;
-                    }
-                    Some(current) => known = Some(current),
-                }
-            }
-            let Some(session) = deleted else {
-                return Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")));
-            };
+            // What goes with the session goes before its object (both are
+            // idempotent): a failure here leaves it found, for a retry.
             super::files::delete_scoped(store, &tenant, id)?;
             // No worker is to be given the session any more.
             super::work::stop_session_work(&worker_state, store, &tenant, &session)?;
-            Ok(())
+            // A lost swap is most often the runner recording status or usage
+            // on the object: read it again and retry.
+            let mut known = Some(current_bytes);
+            for _ in 0..events::MAX_APPEND_ATTEMPTS {
+                let (current_bytes, _) = load_or(store, &tenant, id, known.take())?;
+                match try_swap(store, &tenant, id, &current_bytes, None)? {
+                    None => return Ok(()),
+                    Some(current) => known = Some(current),
+                }
+            }
+            Err(ApiError::conflict_transient(format!("session {id} changed concurrently; retry")))
         })
         .await?;
     if let Some(runner) = state.runner() {
