@@ -2137,6 +2137,33 @@ async fn a_grading_under_way_sends_heartbeats() {
     rerun_check(server, &data);
 }
 
+/// Goal: a grading waiting to retry still says it goes on: heartbeats come
+/// during the backoff between attempts too, not only while an attempt is
+/// under way. Method: the grader's first attempt is refused as overloaded
+/// with `retry-after: 1` (attempts themselves take milliseconds), heartbeats
+/// every 20 ms; the second attempt answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grading_waiting_to_retry_sends_heartbeats() {
+    let model = FakeModel::start(vec![
+        answer("The work."),
+        json!({"fault": "status", "status": 529, "retry_after": 1}),
+        json!({"content": [{"type": "text", "text": "VERDICT: satisfied"}]}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[("LOGBOOK_OUTCOME_HEARTBEAT_MS", "20")]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, outcome("a README", "has a usage section", 3)).await;
+    let events = api.wait_idle(&session, 1).await;
+    let beats = events.iter().filter(|e| e["type"] == "span.outcome_evaluation_ongoing").count();
+    assert!(beats >= 5, "{beats} heartbeats over a one-second backoff");
+    let end = events.iter().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
+    assert_eq!(end["result"], "satisfied", "{end}");
+    rerun_check(server, &data);
+}
+
 /// Goal: the agent is never sent back to revise towards an outcome it can no
 /// longer see.
 /// Defect: a refused response is taken out of the context with the input

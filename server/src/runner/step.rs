@@ -1017,9 +1017,9 @@ impl Task {
     /// outcome's evaluation): transient failures are retried up to
     /// `max_attempts` with backoff, the wait giving the workspace's work slot
     /// back; an interrupt stops it. `heartbeat`, if any, is appended every
-    /// [`super::RunnerConfig::outcome_heartbeat`] while an attempt is under
-    /// way, so that the stream shows the work goes on (the API's
-    /// `span.outcome_evaluation_ongoing`).
+    /// [`super::RunnerConfig::outcome_heartbeat`] until it ends (attempts,
+    /// backoffs and waits for a slot alike), so that the stream shows the
+    /// work goes on (the API's `span.outcome_evaluation_ongoing`).
     async fn side_call(
         &mut self,
         request: &Value,
@@ -1031,6 +1031,9 @@ impl Task {
         // `message_start`: billed, so recorded with the call's result.
         let mut failed_usage = ModelUsage::default();
         let mut attempt = 1;
+        let period = self.handle.config().outcome_heartbeat;
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // What the provider reported so far in this attempt.
             let mut reported = crate::model::Usage::default();
@@ -1049,22 +1052,11 @@ impl Task {
                 Some(client) => {
                     let call = client.stream(request, &mut on_event);
                     tokio::pin!(call);
-                    let period = self.handle.config().outcome_heartbeat;
-                    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tokio::select! {
                             res = &mut call => break Some(res),
                             () = self.signals.interrupt.notified() => break None,
-                            _ = beats.tick(), if heartbeat.is_some() => {
-                                // Only a sign of life: one that cannot be
-                                // recorded is skipped, not worth the call.
-                                if let Some(event) = &heartbeat
-                                    && let Err(error) = self.append(vec![(None, event.clone())]).await
-                                {
-                                    tracing::warn!(session = %self.session, %error, "a {what} heartbeat was not recorded");
-                                }
-                            }
+                            _ = beats.tick(), if heartbeat.is_some() => self.beat(heartbeat.as_ref(), what).await,
                         }
                     }
                 }
@@ -1081,15 +1073,28 @@ impl Task {
                     // As for a model call: the wait gives the workspace's
                     // slot back, and the next attempt takes one again.
                     self.slot = None;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                    let pause = tokio::time::sleep(delay);
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            () = &mut pause => break,
+                            () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                            _ = beats.tick(), if heartbeat.is_some() => self.beat(heartbeat.as_ref(), what).await,
+                        }
                     }
                     let slots = self.handle.slots(self.tenant.workspace);
                     let _waiting = WaitingForSlot::new(&self.state);
-                    tokio::select! {
-                        permit = slots.acquire_owned() => self.slot = permit.ok(),
-                        () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                    let acquire = slots.acquire_owned();
+                    tokio::pin!(acquire);
+                    loop {
+                        tokio::select! {
+                            permit = &mut acquire => {
+                                self.slot = permit.ok();
+                                break;
+                            }
+                            () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
+                            _ = beats.tick(), if heartbeat.is_some() => self.beat(heartbeat.as_ref(), what).await,
+                        }
                     }
                     attempt += 1;
                 }
@@ -1102,6 +1107,16 @@ impl Task {
                     return SideCall::Interrupted { usage: failed_usage };
                 }
             }
+        }
+    }
+
+    /// Appends `heartbeat` (see [`Task::side_call`]). Only a sign of life:
+    /// one that cannot be recorded is skipped, not worth the call.
+    async fn beat(&self, heartbeat: Option<&Event>, what: &str) {
+        if let Some(event) = heartbeat
+            && let Err(error) = self.append(vec![(None, event.clone())]).await
+        {
+            tracing::warn!(session = %self.session, %error, "a {what} heartbeat was not recorded");
         }
     }
 
