@@ -1911,9 +1911,17 @@ async fn a_budget_lowered_below_what_a_running_turn_spent_is_refused() {
 /// directory (kept while the first value lives), the server, the API, the
 /// session.
 async fn started(model: &FakeModel) -> (tempfile::TempDir, std::path::PathBuf, Server, Api, String) {
+    started_with(model, &[]).await
+}
+
+/// [`started`] with extra server environment.
+async fn started_with(
+    model: &FakeModel,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, std::path::PathBuf, Server, Api, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, model, &[]);
+    let server = Server::start(&data, model, env);
     let api = Api::new(&server);
     let session = new_session(&api, toolset("always_allow")).await;
     (dir, data, server, api, session)
@@ -2104,11 +2112,7 @@ async fn an_interrupted_evaluation_ends_the_outcome_with_what_the_grader_was_bil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grading_under_way_sends_heartbeats() {
     let model = FakeModel::start(vec![answer("The work."), json!({"fault": "hang"})]).expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[("LOGBOOK_OUTCOME_HEARTBEAT_MS", "20")]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started_with(&model, &[("LOGBOOK_OUTCOME_HEARTBEAT_MS", "20")]).await;
     api.send(&session, outcome("a README", "has a usage section", 3)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let beats = loop {
@@ -2150,11 +2154,7 @@ async fn a_grading_waiting_to_retry_sends_heartbeats() {
         json!({"content": [{"type": "text", "text": "VERDICT: satisfied"}]}),
     ])
     .expect("fake starts");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &model, &[("LOGBOOK_OUTCOME_HEARTBEAT_MS", "20")]);
-    let api = Api::new(&server);
-    let session = new_session(&api, toolset("always_allow")).await;
+    let (_dir, data, server, api, session) = started_with(&model, &[("LOGBOOK_OUTCOME_HEARTBEAT_MS", "20")]).await;
     api.send(&session, outcome("a README", "has a usage section", 3)).await;
     let events = api.wait_idle(&session, 1).await;
     let beats = events.iter().filter(|e| e["type"] == "span.outcome_evaluation_ongoing").count();
