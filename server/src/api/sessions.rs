@@ -1017,9 +1017,9 @@ fn runner_has_work(store: &SledStore, session: &StoredSession, head: logbook_cor
 /// work item go, and its object last: a delete cut short anywhere before
 /// that (a failed write, a crash) leaves the session found (as terminated),
 /// and a retried DELETE, finding the event recorded, does the rest without
-/// recording it again. (The other order left a
-/// session whose object was gone, answering 404 to the retry, with its
-/// streams open, its scoped files kept and its work item never stopped.)
+/// recording it again. (The other order left a session whose object was
+/// gone, answering 404 to the retry, with its streams open, its scoped files
+/// kept and its work item never stopped.)
 pub async fn delete(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
