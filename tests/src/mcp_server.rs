@@ -4,7 +4,8 @@
 //!
 //! It serves `/mcp` with a few tools ([`TOOLS`]): `echo {text}`, `add {a,
 //! b}`, `big {chars}` (that many `x`), `fail` (an error result) and
-//! `delete_everything` (for tests that disable a tool). It records every call
+//! `delete_everything` (for tests that disable a tool), and any a test adds
+//! while it runs ([`McpServer::add_tool`]). It records every call
 //! and counts the TCP connections it accepted, so a test can prove that a
 //! refused server was never reached. With [`Auth::Challenge`] or
 //! [`Auth::Plain`] every request without the expected bearer token gets a 401
@@ -59,6 +60,8 @@ struct Shared {
     list_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// Notified on every `tools/list` request, before any hold.
     listings: tokio::sync::Notify,
+    /// Tools listed after [`TOOLS`] ([`McpServer::add_tool`]).
+    added: Mutex<Vec<String>>,
 }
 
 /// A running server; stopped when dropped.
@@ -122,6 +125,12 @@ impl McpServer {
     /// or the next one).
     pub async fn listing_arrived(&self) {
         self.shared.listings.notified().await;
+    }
+
+    /// Lists a tool `name` (answering `added: NAME`) from now on, after the
+    /// others.
+    pub fn add_tool(&self, name: &str) {
+        self.shared.added.lock().unwrap_or_else(PoisonError::into_inner).push(name.to_owned());
     }
 
     /// TCP connections accepted so far.
@@ -207,7 +216,11 @@ impl ServerHandler for Handler {
             // Closed when released: the wait ends either way.
             let _released = gate.acquire().await;
         }
-        Ok(ListToolsResult::with_all_items(tools()))
+        let mut listed = tools();
+        for name in self.shared.added.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            listed.push(Tool::new(name.clone(), "Added while the server ran", schema(json!({"type": "object"}))));
+        }
+        Ok(ListToolsResult::with_all_items(listed))
     }
 
     async fn call_tool(
@@ -231,6 +244,9 @@ impl ServerHandler for Handler {
             "big" => CallToolResult::success(vec![ContentBlock::text("x".repeat(number("chars") as usize))]),
             "fail" => CallToolResult::error(vec![ContentBlock::text("it failed on purpose")]),
             "delete_everything" => CallToolResult::success(vec![ContentBlock::text("deleted everything")]),
+            other if self.shared.added.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|n| n == other) => {
+                CallToolResult::success(vec![ContentBlock::text(format!("added: {other}"))])
+            }
             other => return Err(ErrorData::invalid_params(format!("no tool {other}"), None)),
         };
         Ok(CallToolResponse::Complete(result))

@@ -188,6 +188,42 @@ async fn denied_and_disabled_calls_never_reach_the_server_and_always_allow_runs_
     rerun_passes(&data);
 }
 
+/// Goal: a tool a server adds while the session lives is offered from the
+/// next turn on, over the same connection, and runs. Method: a first turn
+/// sees the server's tools; the server adds `later`; the second turn's
+/// request offers it and the model calls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_added_between_turns_is_offered_at_the_next_turn() {
+    let mcp = McpServer::start(Auth::None).unwrap();
+    let model = FakeModel::start(vec![
+        text("First."),
+        json!({"content": [call("toolu_1", "mcp__docs__later", json!({}))]}),
+        text("Done."),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[PRIVATE_HOSTS]);
+    let api = Api::new(&server);
+    let toolset = json!({"default_config": {"permission_policy": {"type": "always_allow"}}});
+    let session = api.session_with(agent(&[("docs", &mcp.url(), toolset)]), json!({"name": "e2e"})).await;
+    api.send(&session, user_message("hello")).await;
+    api.wait_idle(&session, 1).await;
+    let first = tool_names(&model.requests()[0].body);
+    assert!(first.contains(&"mcp__docs__echo".to_owned()) && !first.iter().any(|n| n.ends_with("later")), "{first:?}");
+
+    mcp.add_tool("later");
+    api.send(&session, user_message("now use the new tool")).await;
+    let events = api.wait_idle(&session, 2).await;
+    assert!(tool_names(&model.requests()[1].body).contains(&"mcp__docs__later".to_owned()));
+    let results = of_type(&events, "agent.mcp_tool_result");
+    assert_eq!(results.last().unwrap()["content"], json!([{"type": "text", "text": "added: later"}]));
+    assert_eq!(mcp.calls(), vec![("later".to_owned(), json!({}))]);
+    api.assert_requests_reproject(&session, &model).await;
+    server.stop();
+    rerun_passes(&data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_is_an_error_and_the_turn_completes_without_its_tools() {
     let up = McpServer::start(Auth::None).unwrap();

@@ -49,17 +49,36 @@ const CLIENT_NAME: &str = "logbook";
 pub const MAX_ERROR_CHARS: usize = 4_000;
 
 /// A live connection: the SDK's client service (dropping it closes the
-/// connection) and the tools the server listed.
+/// connection) and the tools the server listed last.
 pub struct Connection {
     pub service: RunningService<RoleClient, ClientConfig>,
-    /// What the model may be offered of the listing (shared with every
+    /// What the model may be offered of the last listing (shared with every
     /// request's settings, not copied).
-    pub tools: std::sync::Arc<[ListedTool]>,
+    tools: std::sync::Mutex<Arc<[ListedTool]>>,
+}
+
+impl Connection {
+    /// The tools of the last listing.
+    pub fn tools(&self) -> Arc<[ListedTool]> {
+        Arc::clone(&self.tools.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Lists the server's tools again: they may change while a connection
+    /// lives (a server sends `notifications/tools/list_changed`, which this
+    /// client does not follow, or none at all). On failure the last listing
+    /// stays; the error names the server by `scheme://host:port` only.
+    pub async fn relist(&self, url: &str) -> Result<(), ConnectError> {
+        let shown_url = Url::parse(url).map(|url| shown(&url)).unwrap_or_default();
+        let listed = list_tools(&self.service).await.map_err(|err| service_error(&err, url, &shown_url))?;
+        let tools: Arc<[ListedTool]> = listed.into();
+        *self.tools.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tools;
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("tools", &self.tools.len()).finish_non_exhaustive()
+        f.debug_struct("Connection").field("tools", &self.tools().len()).finish_non_exhaustive()
     }
 }
 
@@ -125,7 +144,7 @@ pub async fn connect(http: &reqwest::Client, private_hosts: &[String], url: &str
         ClientConfig::new(ClientCapabilities::default(), Implementation::new(CLIENT_NAME, env!("CARGO_PKG_VERSION")));
     let service = info.serve(transport).await.map_err(|err| init_error(&err, url, &shown_url))?;
     let tools = list_tools(&service).await.map_err(|err| service_error(&err, url, &shown_url))?;
-    Ok(Connection { service, tools: tools.into() })
+    Ok(Connection { service, tools: std::sync::Mutex::new(tools.into()) })
 }
 
 /// The tools the server lists, following at most [`MAX_LIST_PAGES`] pages:

@@ -164,19 +164,42 @@ impl McpHub {
     }
 
     /// Connects `servers` of `session` that are not connected (all of them
-    /// the first time; those that failed, or whose URL changed, later) and
-    /// forgets servers the agent no longer has. Returns the failures.
+    /// the first time; those that failed, whose URL changed, or whose
+    /// connection closed, later), lists the tools of those that are again
+    /// (a server's tools may change between turns), and forgets servers the
+    /// agent no longer has. Returns the failures to connect.
     pub async fn prepare(&self, session: SessionId, servers: &[McpServer]) -> Vec<ConnectFailure> {
-        let wanted: Vec<&McpServer> = {
+        let (wanted, connected): (Vec<&McpServer>, Vec<(&McpServer, Arc<Connection>)>) = {
             let mut sessions = self.lock();
             sessions.touch(session);
             let known = sessions.by_id.entry(session).or_default();
             known.retain(|name, server| servers.iter().any(|s| s.name == *name && s.url == server.url()));
-            servers.iter().filter(|s| !matches!(known.get(&s.name), Some(Server::Connected { .. }))).collect()
+            let mut wanted = Vec::new();
+            let mut connected = Vec::new();
+            for server in servers {
+                match known.get(&server.name) {
+                    Some(Server::Connected { connection, .. }) if !connection.service.is_transport_closed() => {
+                        connected.push((server, Arc::clone(connection)));
+                    }
+                    Some(Server::Connected { .. } | Server::Failed { .. }) | None => wanted.push(server),
+                }
+            }
+            (wanted, connected)
         };
+        let relists = connected.iter().map(|(server, connection)| async move {
+            let listed = tokio::time::timeout(self.settings.connect_deadline, connection.relist(&server.url)).await;
+            let error = match listed {
+                Ok(Ok(())) => return,
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {} s", self.settings.connect_deadline.as_secs()),
+            };
+            // The connection is kept with its last listing: a call that
+            // finds it broken reconnects.
+            tracing::warn!(server = %server.name, %error, "listing an MCP server's tools again failed; the last listing stays");
+        });
         let attempts = wanted.iter().map(|server| async move { (*server, self.connect(&server.url).await) });
         let mut failures = Vec::new();
-        let results = join_all(attempts).await;
+        let (results, _) = futures_util::future::join(join_all(attempts), join_all(relists)).await;
         let mut sessions = self.lock();
         // Ended or evicted while connecting: what connected closes here, and
         // nothing of the session stays (an entry without its place in
@@ -206,7 +229,7 @@ impl McpHub {
             .iter()
             .filter_map(|server| match known.get(&server.name) {
                 Some(Server::Connected { url, connection }) if *url == server.url => {
-                    Some(ServerTools { server: server.name.clone(), tools: std::sync::Arc::clone(&connection.tools) })
+                    Some(ServerTools { server: server.name.clone(), tools: connection.tools() })
                 }
                 Some(Server::Connected { .. } | Server::Failed { .. }) | None => None,
             })
