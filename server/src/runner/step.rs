@@ -1051,14 +1051,7 @@ impl Task {
             let outcome = match client.as_ref() {
                 Some(client) => {
                     let call = client.stream(request, &mut on_event);
-                    tokio::pin!(call);
-                    loop {
-                        tokio::select! {
-                            res = &mut call => break Some(res),
-                            () = self.signals.interrupt.notified() => break None,
-                            _ = beats.tick(), if heartbeat.is_some() => self.beat(heartbeat.as_ref(), what).await,
-                        }
-                    }
+                    self.until_interrupted(call, &mut beats, heartbeat.as_ref(), what).await
                 }
                 None => Some(Err(ModelError::Authentication { message: "no model API is configured".to_owned() })),
             };
@@ -1074,28 +1067,18 @@ impl Task {
                     // slot back, and the next attempt takes one again.
                     self.slot = None;
                     let pause = tokio::time::sleep(delay);
-                    tokio::pin!(pause);
-                    loop {
-                        tokio::select! {
-                            () = &mut pause => break,
-                            () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
-                            _ = beats.tick(), if heartbeat.is_some() => self.beat(heartbeat.as_ref(), what).await,
-                        }
+                    if self.until_interrupted(pause, &mut beats, heartbeat.as_ref(), what).await.is_none() {
+                        return SideCall::Interrupted { usage: failed_usage };
                     }
                     let slots = self.handle.slots(self.tenant.workspace);
-                    let _waiting = WaitingForSlot::new(&self.state);
+                    let waiting = WaitingForSlot::new(&self.state);
                     let acquire = slots.acquire_owned();
-                    tokio::pin!(acquire);
-                    loop {
-                        tokio::select! {
-                            permit = &mut acquire => {
-                                self.slot = permit.ok();
-                                break;
-                            }
-                            () = self.signals.interrupt.notified() => return SideCall::Interrupted { usage: failed_usage },
-                            _ = beats.tick(), if heartbeat.is_some() => self.beat(heartbeat.as_ref(), what).await,
-                        }
-                    }
+                    let Some(permit) = self.until_interrupted(acquire, &mut beats, heartbeat.as_ref(), what).await
+                    else {
+                        return SideCall::Interrupted { usage: failed_usage };
+                    };
+                    drop(waiting);
+                    self.slot = permit.ok();
                     attempt += 1;
                 }
                 Some(Err(error)) => {
@@ -1110,13 +1093,30 @@ impl Task {
         }
     }
 
-    /// Appends `heartbeat` (see [`Task::side_call`]). Only a sign of life:
-    /// one that cannot be recorded is skipped, not worth the call.
-    async fn beat(&self, heartbeat: Option<&Event>, what: &str) {
-        if let Some(event) = heartbeat
-            && let Err(error) = self.append(vec![(None, event.clone())]).await
-        {
-            tracing::warn!(session = %self.session, %error, "a {what} heartbeat was not recorded");
+    /// `work`'s output, or `None` if an interrupt comes first; meanwhile
+    /// `heartbeat`, if any, is appended at every tick of `beats` (see
+    /// [`Task::side_call`]). Only a sign of life: one that cannot be
+    /// recorded is skipped, not worth the call.
+    async fn until_interrupted<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        beats: &mut tokio::time::Interval,
+        heartbeat: Option<&Event>,
+        what: &str,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                () = self.signals.interrupt.notified() => return None,
+                _ = beats.tick(), if heartbeat.is_some() => {
+                    if let Some(event) = heartbeat
+                        && let Err(error) = self.append(vec![(None, event.clone())]).await
+                    {
+                        tracing::warn!(session = %self.session, %error, "a {what} heartbeat was not recorded");
+                    }
+                }
+            }
         }
     }
 
