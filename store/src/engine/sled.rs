@@ -26,6 +26,9 @@ use crate::error::{Error, OpenError};
 /// sled's directory inside a data directory.
 pub const SLED_DIR: &str = "sled";
 
+/// Where a new sled directory is built before it is renamed to [`SLED_DIR`].
+pub const SLED_CREATING_DIR: &str = "sled.creating";
+
 /// The write-ahead log's directory inside a data directory.
 pub const LOG_DIR: &str = "log";
 
@@ -79,23 +82,18 @@ impl SledEngine {
     pub fn open(data: &Path, options: &SledOptions) -> Result<SledEngine, OpenError> {
         let dir = &data.join(SLED_DIR);
         let io_err = |reason: String| OpenError::Io { path: dir.to_owned(), reason };
+        let creating = data.join(SLED_CREATING_DIR);
+        if !dir.try_exists().map_err(|err| io_err(err.to_string()))? {
+            create_sled_dir(&creating, dir, options)
+                .map_err(|reason| OpenError::Engine { path: dir.to_owned(), reason })?;
+        } else {
+            remove_if_present(&creating).map_err(|err| io_err(format!("removing {}: {err}", creating.display())))?;
+        }
         // Private: sled creates its files with the process umask's modes, so
         // the directory is what keeps them from other users.
-        let created = super::files::make_private_dir(dir).map_err(|err| io_err(err.to_string()))?;
-        if created {
-            // The new directory's own entry must survive a crash too.
-            if let Some(parent) = dir.parent() {
-                fsync_dir(parent).map_err(|err| io_err(format!("fsync of parent directory: {err}")))?;
-            }
-        }
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_capacity_bytes)
-            .mode(sled::Mode::HighThroughput)
-            // Every write goes through our barrier; sled's own periodic flusher
-            // would only add fsyncs at moments we do not control.
-            .flush_every_ms(None);
-        let db = open_waiting_for_lock(&config)
+        super::files::make_private_dir(dir).map_err(|err| io_err(err.to_string()))?;
+        let config = sled_config(dir, options);
+        let db = open_waiting_for_lock(&config, dir)
             .map_err(|err| OpenError::Engine { path: dir.to_owned(), reason: err.to_string() })?;
         // The files sled just created (db, conf, blobs/) get private modes too.
         super::files::make_private_dir(dir).map_err(|err| io_err(err.to_string()))?;
@@ -265,10 +263,18 @@ impl DirState {
 /// process that was just dropped keeps the lock until sled's background
 /// threads finish. Another process holding it (a running server) still fails,
 /// after the wait, with sled's lock error.
-fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+///
+/// Before sled opens, snapshot files sled never finished are removed (see
+/// [`remove_unfinished_snapshots`]).
+fn open_waiting_for_lock(config: &sled::Config, dir: &Path) -> Result<sled::Db, sled::Error> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
+        if !remove_unfinished_snapshots(dir)? && started.elapsed() < LOCK_WAIT {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+            continue;
+        }
         match config.open() {
             // sled reports a held lock as an `Other` IO error with this text.
             Err(sled::Error::Io(err))
@@ -279,6 +285,103 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, sled::Error>
             }
             other => return other,
         }
+    }
+}
+
+/// Removes the snapshots sled started writing but never finished, returning
+/// false (and removing nothing) while another handle holds sled's lock.
+///
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating` and renames it to
+/// `snap.<lsn>` once it is complete and synced, but at open it reads the
+/// highest-named `snap.*` file, `.generating` ones included: after a crash in
+/// the middle of writing one, it reads that partial file and refuses to open
+/// ("Read corrupted data"; spacejam/sled#1527, found here by
+/// `tests/tests/storage_faults.rs`). Such a file was never in effect, so
+/// removing it gives the state of a crash just before its creation, which sled
+/// recovers from. The removal happens under sled's own `flock` on `db` (taken
+/// and released here), so a snapshot a running handle is writing is never
+/// removed.
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
+    let db = match File::open(dir.join("db")) {
+        Ok(db) => db,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(err) => return Err(err),
+    };
+    match db.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(err)) => return Err(err),
+    }
+    let mut removed = false;
+    for item in std::fs::read_dir(dir)? {
+        let item = item?;
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(item.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        fsync_dir(dir)?;
+    }
+    // Dropping `db` releases the lock for sled to take.
+    Ok(true)
+}
+
+fn sled_config(dir: &Path, options: &SledOptions) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(options.cache_capacity_bytes)
+        .mode(sled::Mode::HighThroughput)
+        // Every write goes through our barrier; sled's own periodic flusher
+        // would only add fsyncs at moments we do not control.
+        .flush_every_ms(None)
+}
+
+/// Creates sled's directory `dir` so that a crash leaves either none or a
+/// complete one. sled writes its `conf` file and its first pages with no
+/// barrier, and a directory a crash cut short there never opens again (sled
+/// reads it as corrupted data; found by `tests/tests/storage_faults.rs`). So
+/// the new database is built in `creating` (any leftover of an earlier try is
+/// removed first), made durable and closed, and only then renamed to `dir`,
+/// with the data directory synced after the rename.
+fn create_sled_dir(creating: &Path, dir: &Path, options: &SledOptions) -> Result<(), String> {
+    let io =
+        |what: &str, err: std::io::Error| format!("creating the database in {}: {what}: {err}", creating.display());
+    remove_if_present(creating).map_err(|err| io("removing a leftover", err))?;
+    super::files::make_private_dir(creating).map_err(|err| io("making the directory", err))?;
+    {
+        let db = open_waiting_for_lock(&sled_config(creating, options), creating).map_err(|err| err.to_string())?;
+        db.flush().map_err(|err| err.to_string())?;
+    }
+    let mut synced = 0;
+    for sub in [creating.to_owned(), creating.join("blobs")] {
+        if !sub.try_exists().map_err(|err| io("listing", err))? {
+            continue;
+        }
+        for item in std::fs::read_dir(&sub).map_err(|err| io("listing", err))? {
+            let item = item.map_err(|err| io("listing", err))?;
+            if item.file_type().map_err(|err| io("listing", err))?.is_file() {
+                File::open(item.path()).and_then(|file| file.sync_all()).map_err(|err| io("fsync", err))?;
+                synced += 1;
+            }
+        }
+        fsync_dir(&sub).map_err(|err| io("fsync of the directory", err))?;
+    }
+    if synced == 0 {
+        return Err(format!("sled wrote no files in {}", creating.display()));
+    }
+    std::fs::rename(creating, dir).map_err(|err| io("renaming it into place", err))?;
+    let data = dir.parent().unwrap_or(Path::new("."));
+    fsync_dir(data).map_err(|err| io("fsync of the data directory", err))
+}
+
+/// Removes a directory tree, if there is one.
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 

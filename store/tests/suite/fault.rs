@@ -152,3 +152,46 @@ fn reopening_waits_for_a_handle_that_is_still_closing() {
     closer.join().unwrap();
     assert!(second.is_ok(), "{:?}", second.err());
 }
+
+/// Goal: a snapshot sled never finished writing does not stop the store from
+/// opening. sled 0.34.7 reads the highest-named `snap.*` file at open,
+/// `.generating` ones included (spacejam/sled#1527), and a crash in the middle
+/// of writing one left a store that never opened again ("Read corrupted
+/// data"). Method: a partial snapshot file, as such a crash leaves it, is put
+/// beside a closed store's files; the store opens with everything it held,
+/// and the file is gone.
+#[test]
+fn a_snapshot_sled_never_finished_does_not_stop_the_store_from_opening() {
+    let fixture = SledFixture::new();
+    fixture.store().append(session(1), Seq::ZERO, &entries(0..3)).unwrap();
+    let dir = fixture.data_dir();
+    let _dir_kept_alive = fixture.close();
+    let partial = dir.join(logbook_store::SLED_DIR).join("snap.FFFFFFFFFFFFFFF0.generating");
+    std::fs::write(&partial, b"half a snapshot").unwrap();
+    let store = logbook_store::SledStore::open(&dir, &super::small_sled_options()).unwrap();
+    assert_eq!(store.read(session(1), Seq::ZERO, 10).unwrap().len(), 3);
+    assert!(!partial.exists());
+}
+
+/// Goal: a store whose creation a crash cut short is created again. sled
+/// writes its `conf` file with no barrier, and a `sled` directory cut short
+/// there never opened again; sled is now built in `sled.creating` and renamed
+/// into place once complete (that a crash at each step leaves a store that
+/// opens is `tests/tests/storage_faults.rs`'s part). Method: what such a crash
+/// now leaves (a `sled.creating` directory with a half-written `conf`) is in
+/// the data directory; the store opens, takes an append, and the leftover is
+/// gone.
+#[test]
+fn a_store_whose_creation_was_cut_short_is_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let creating = data.join("sled.creating");
+    std::fs::create_dir_all(&creating).unwrap();
+    std::fs::write(creating.join("conf"), b"segment_size: 52").unwrap();
+    let store = logbook_store::SledStore::open(&data, &super::small_sled_options()).unwrap();
+    store.append(session(1), Seq::ZERO, &entries(0..1)).unwrap();
+    assert!(!creating.exists());
+    drop(store);
+    let store = logbook_store::SledStore::open(&data, &super::small_sled_options()).unwrap();
+    assert_eq!(store.read(session(1), Seq::ZERO, 10).unwrap().len(), 1);
+}
