@@ -26,6 +26,17 @@
 //! A failed write or sync poisons the queue for good: nothing in that batch or
 //! any later one is acknowledged (after an fsync error the kernel may have
 //! dropped the dirty pages; retrying proves nothing).
+//!
+//! So does a batch that never finishes. A storage device that stops answering,
+//! or sled after an I/O error (its `flush` then waits forever for a write that
+//! failed, holding a lock the committer's next index write needs; found by
+//! `tests/tests/storage_faults.rs`), would leave the committer blocked in a
+//! call that cannot be interrupted, and every writer waiting with it. A
+//! watchdog thread ([`CommitQueue::watch`]) fails the queue instead once the
+//! committer has spent longer than its stall limit on one batch: the batch in
+//! flight and every later one fail, the store reports itself poisoned (the
+//! server's `/healthz` answers 503), and closing the store leaves the stuck
+//! threads behind rather than wait for them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -41,6 +52,15 @@ pub(crate) const LINGER_FRACTION: f64 = 0.5;
 
 /// And never longer than this (what the benchmarks' lingering configuration uses).
 pub const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// The longest the committer may spend on one batch (its write, its sync and
+/// the publishing of its effects) before the watchdog fails the queue. A
+/// healthy disk syncs in milliseconds, an overloaded one in seconds; Linux
+/// reports a task blocked this long as hung.
+pub const COMMIT_STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// The watchdog looks at least this often (and at least four times per stall limit).
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Most bytes one write (an append, a blob, a resource) may add to a batch:
 /// half a batch, far above any of them (64 MiB each at most), so a batch of
@@ -76,6 +96,8 @@ pub(crate) struct CommitQueue<T> {
     state: Mutex<State<T>>,
     /// Signals the committer: work queued, or stop.
     work: Condvar,
+    /// Signals the watchdog: stop.
+    watch: Condvar,
 }
 
 #[derive(Debug)]
@@ -84,7 +106,11 @@ struct State<T> {
     /// Batches that filled up before the committer took them, oldest first.
     sealed: VecDeque<Pending<T>>,
     poisoned: Option<String>,
+    /// Set when the watchdog failed the queue because a batch never finished.
+    stalled: bool,
     stop: bool,
+    /// The batch the committer is on, and since when.
+    in_flight: Option<(Arc<Done>, Instant)>,
     /// The log is durable up to here (the end of the last synced batch).
     durable_end: u64,
     /// The longest the committer lingers (zero: never).
@@ -198,10 +224,12 @@ impl<T> Drop for Abandon<'_, T> {
 }
 
 impl Done {
+    /// Sets the outcome, unless it was set already (the watchdog may fail a
+    /// batch the committer finishes later: its writers were told it failed).
     fn complete(&self, res: Result<(), String>) {
         // A poisoned lock still holds the wakers: every waiter must hear.
         let mut outcome = self.outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        outcome.result = Some(res);
+        outcome.result.get_or_insert(res);
         let wakers = std::mem::take(&mut outcome.wakers);
         drop(outcome);
         self.ready.notify_all();
@@ -223,7 +251,9 @@ impl<T: Send + 'static> CommitQueue<T> {
                 open: Pending::default(),
                 sealed: VecDeque::new(),
                 poisoned: None,
+                stalled: false,
                 stop: false,
+                in_flight: None,
                 durable_end,
                 max_linger,
                 last_batch_writes: 0,
@@ -233,6 +263,7 @@ impl<T: Send + 'static> CommitQueue<T> {
                 stats: BarrierStats::default(),
             }),
             work: Condvar::new(),
+            watch: Condvar::new(),
         }
     }
 
@@ -291,7 +322,13 @@ impl<T: Send + 'static> CommitQueue<T> {
         let mut guard = Abandon { queue: self, in_flight: None };
         while let Some(mut pending) = self.next_pending() {
             guard.in_flight = Some(Arc::clone(&pending.done));
-            let poisoned = self.lock().ok().and_then(|s| s.poisoned.clone());
+            let poisoned = match self.lock() {
+                Ok(mut state) => {
+                    state.in_flight = Some((Arc::clone(&pending.done), Instant::now()));
+                    state.poisoned.clone()
+                }
+                Err(_) => None,
+            };
             if let Some(reason) = poisoned {
                 pending.done.complete(Err(reason));
                 continue;
@@ -319,7 +356,51 @@ impl<T: Send + 'static> CommitQueue<T> {
                 }
             }
             guard.in_flight = None;
+            if let Ok(mut state) = self.lock() {
+                state.in_flight = None;
+            }
         }
+    }
+
+    /// Runs the watchdog until [`CommitQueue::stop`]: the watchdog thread's
+    /// body. Fails the queue once the committer has been on one batch for
+    /// longer than `limit` (see the module documentation).
+    pub(crate) fn watch(&self, limit: Duration) {
+        let period = (limit / 4).min(WATCH_PERIOD);
+        let Ok(mut state) = self.lock() else { return };
+        while !state.stop {
+            let stuck = state
+                .in_flight
+                .as_ref()
+                .filter(|(_, since)| state.poisoned.is_none() && since.elapsed() > limit)
+                .map(|(done, _)| Arc::clone(done));
+            if let Some(done) = stuck {
+                let reason = format!(
+                    "the log's committer has been on one batch for more than {limit:?} (a storage device or the \
+                     index engine stopped answering); restart the server"
+                );
+                state.poisoned = Some(reason.clone());
+                state.stalled = true;
+                let mut failed = vec![done];
+                failed.extend(state.sealed.drain(..).map(|pending| pending.done));
+                failed.push(Arc::clone(&state.open.done));
+                drop(state);
+                for done in failed {
+                    done.complete(Err(reason.clone()));
+                }
+                let Ok(next) = self.lock() else { return };
+                state = next;
+                continue;
+            }
+            let Ok((next, _)) = self.watch.wait_timeout(state, period) else { return };
+            state = next;
+        }
+    }
+
+    /// Whether the watchdog failed the queue: its committer (and maybe other
+    /// threads) may be blocked for good.
+    pub(crate) fn stalled(&self) -> bool {
+        self.lock().is_ok_and(|state| state.stalled)
     }
 
     /// The next batch to write, waiting for one (and lingering for released
@@ -362,6 +443,7 @@ impl<T: Send + 'static> CommitQueue<T> {
             state.stop = true;
         }
         self.work.notify_all();
+        self.watch.notify_all();
     }
 
     /// Fails every later write: the store can no longer make anything durable.

@@ -339,3 +339,49 @@ fn reads_alone_keep_the_tail_caches_within_their_global_budget() {
     let held = || store.inner.core.cache_bytes.load(std::sync::atomic::Ordering::Relaxed);
     wait_until("the tail caches shrink to their budget", || held() <= TAIL_CACHE_BYTES);
 }
+
+/// Goal: a batch the committer never finishes fails the store instead of
+/// blocking its writers forever, and closing the store does not wait for the
+/// stuck committer. Method: the committer is held in its `pwrite` (as sled
+/// held it after an I/O error, or a disk that stopped answering would) past
+/// a stall limit of 50 ms; the append returns an error while the write is
+/// still held, later appends fail at once, and the store closes. The
+/// committer then finishes the write: its writer's answer stays the failure.
+#[test]
+fn a_batch_that_never_finishes_fails_the_store() {
+    let gate = Arc::new(Gate::default());
+    let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
+    let store = LogStore::with_options(GatedEngine::new(MemEngine::new(), Arc::clone(&gate)), &wal).unwrap();
+    let session = logbook_core::SessionId::from_parts(1, 1);
+    let entries = |n: u64| -> Vec<logbook_core::Entry> {
+        logbook_core::event::sample_events()
+            .into_iter()
+            .take(1)
+            .map(|event| logbook_core::Entry {
+                id: logbook_core::EventId::from_parts(1, u128::from(n)),
+                event,
+                at: logbook_core::Timestamp::from_unix_micros(1),
+            })
+            .collect()
+    };
+    crate::Append::append(&store, session, logbook_core::Seq::ZERO, &entries(0)).unwrap();
+
+    gate.arm();
+    let (tx, answered) = std::sync::mpsc::channel();
+    {
+        let store = store.clone();
+        let batch = entries(1);
+        std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(1), &batch)));
+    }
+    gate.wait_entered(1);
+    // The write is still held: the watchdog, not the committer, answers.
+    match answered.recv_timeout(Duration::from_secs(30)).expect("the stalled append never answered") {
+        Err(crate::AppendError::Store(Error::Poisoned { reason })) => assert!(reason.contains("committer"), "{reason}"),
+        other => panic!("the stalled append answered {other:?}"),
+    }
+    assert!(store.poisoned().is_some());
+    assert!(crate::Append::append(&store, session, logbook_core::Seq::new(1), &entries(2)).is_err());
+    // Closing does not wait for the stuck committer.
+    drop(store);
+    gate.disarm();
+}

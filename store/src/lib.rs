@@ -58,7 +58,7 @@ use logbook_core::{ChainHash, Digest, Entry, EventType, Record, Seq, SessionId};
 
 pub use check::{SessionReport, StoreReport, VerifyProgress};
 pub use checkpoint::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL};
-pub use commit::{BarrierStats, MAX_LINGER};
+pub use commit::{BarrierStats, COMMIT_STALL_LIMIT, MAX_LINGER};
 pub use engine::Direction;
 pub use engine::mem::MemEngine;
 pub use engine::sled::{SledEngine, SledOptions};

@@ -248,7 +248,14 @@ impl<E: Engine> LogStore<E> {
                 .spawn(move || crate::checkpoint::run(&core))
                 .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
         };
-        let threads = Mutex::new(vec![committer, checkpointer]);
+        let watchdog = {
+            let core = Arc::clone(&core);
+            let limit = wal.stall_limit;
+            spawn("logbook-watchdog")
+                .spawn(move || core.queue.watch(limit))
+                .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
+        };
+        let threads = Mutex::new(vec![committer, checkpointer, watchdog]);
         Ok(LogStore { inner: Arc::new(Inner { core, threads, crashed: std::sync::atomic::AtomicBool::new(false) }) })
     }
 
@@ -363,12 +370,18 @@ impl<E: Engine> Drop for Inner<E> {
         self.core.queue.stop();
         self.core.checkpoints.stop();
         let threads = self.threads.get_mut().map(std::mem::take).unwrap_or_default();
+        // After a stall the committer, and a checkpoint behind the same
+        // engine lock, may never return: they are left behind, and so is the
+        // final checkpoint (see `commit.rs`).
+        let stalled = self.core.queue.stalled();
         for thread in threads {
-            let _ = thread.join();
+            if !stalled || thread.is_finished() {
+                let _ = thread.join();
+            }
         }
         // The last checkpoint makes the next open fast; the log has everything
         // even if it fails.
-        if !self.crashed.load(Ordering::SeqCst) {
+        if !self.crashed.load(Ordering::SeqCst) && !stalled {
             let _ = crate::checkpoint::checkpoint(&self.core);
         }
     }

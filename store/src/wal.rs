@@ -58,11 +58,21 @@ pub struct WalOptions {
     /// released before it writes the next batch (see `store/src/commit.rs`);
     /// zero, the default, never waits.
     pub max_linger: std::time::Duration,
+    /// The longest the group committer may spend on one batch before the
+    /// store fails (see `store/src/commit.rs`); [`COMMIT_STALL_LIMIT`] by
+    /// default.
+    ///
+    /// [`COMMIT_STALL_LIMIT`]: crate::commit::COMMIT_STALL_LIMIT
+    pub stall_limit: std::time::Duration,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: SEGMENT_BYTES, max_linger: std::time::Duration::ZERO }
+        WalOptions {
+            segment_bytes: SEGMENT_BYTES,
+            max_linger: std::time::Duration::ZERO,
+            stall_limit: crate::commit::COMMIT_STALL_LIMIT,
+        }
     }
 }
 
