@@ -1,8 +1,9 @@
 //! Helpers shared by the end-to-end tests and their child processes.
 //!
-//! The crash test runs `crash-writer` as a child that appends and reports each
-//! acknowledged append on stdout as one [`Ack`] line; the parent kills it and
-//! checks the store against those lines.
+//! The crash tests run `crash-writer` as a child that appends and reports each
+//! acknowledged append on stdout as one [`Ack`] line; the child is killed (by
+//! the parent, or by the storage-fault shim at a chosen storage operation) and
+//! [`crash_check`] checks the store against those lines.
 //!
 //! [`fake_model`] is a scripted fake of the Anthropic Messages API, used
 //! in-process by Rust tests and as the `fake-model` binary by the others.
@@ -12,6 +13,7 @@
 //! loopback. [`loopback`] runs the in-process fake model and MCP server: an
 //! axum app on its own thread, with TCP_NODELAY, stopped on drop.
 
+pub mod crash_check;
 pub mod fake_model;
 pub mod git_server;
 pub mod loopback;

@@ -15,14 +15,10 @@
 //! or the one write in flight after it, never less (a lost write) and never
 //! more, and never less than it held after the previous crash.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use logbook_core::verify::{Anchor, verify_chain};
-use logbook_core::{Record, Seq, SessionId};
-use logbook_store::{Read, Resources, SledOptions, SledStore};
-use logbook_tests::{Ack, CRASH_COUNTER, counter_value, crash_session};
+use logbook_tests::crash_check::{Line, Survivors};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -40,13 +36,7 @@ fn acknowledged_appends_survive_sigkill() {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // The highest ack per session, and the records seen after the last crash.
-    let mut acked: BTreeMap<SessionId, Ack> = BTreeMap::new();
-    let mut seen: BTreeMap<SessionId, Vec<Record>> = BTreeMap::new();
-    let mut n_acks_total = 0u64;
-    // The highest acknowledged value of the counter, and its value after the last crash.
-    let mut counter_acked = 0u64;
-    let mut counter_seen = 0u64;
+    let mut survivors = Survivors::default();
 
     for iteration in 0..iterations {
         let context = format!("seed {seed} iteration {iteration}");
@@ -66,18 +56,13 @@ fn acknowledged_appends_survive_sigkill() {
             // Wait (on the child's own output, no sleeping) for `kill_after` acks.
             for line in lines.by_ref() {
                 let line = line.unwrap();
-                if line == "ready" {
-                    continue;
-                }
-                if let Some(value) = line.strip_prefix("resource ") {
-                    counter_acked = counter_acked.max(value.parse().unwrap());
-                    continue;
-                }
-                let ack: Ack = line.parse().unwrap();
-                record_ack(&mut acked, ack);
-                n_acks += 1;
-                if n_acks >= kill_after {
-                    break;
+                let parsed = Line::parse(&line).unwrap_or_else(|| panic!("{context}: unexpected line {line:?}"));
+                survivors.take(&parsed);
+                if matches!(parsed, Line::Ack(_)) {
+                    n_acks += 1;
+                    if n_acks >= kill_after {
+                        break;
+                    }
                 }
             }
         }
@@ -86,94 +71,21 @@ fn acknowledged_appends_survive_sigkill() {
         // keeps them after the child is gone.
         for line in lines {
             let Ok(line) = line else { break };
-            if line == "ready" || line.is_empty() {
-                continue;
-            }
-            if let Some(value) = line.strip_prefix("resource ") {
-                // A line cut short by the kill is no acknowledgement.
-                if let Ok(value) = value.parse::<u64>() {
-                    counter_acked = counter_acked.max(value);
-                }
-                continue;
-            }
-            if let Ok(ack) = line.parse::<Ack>() {
-                record_ack(&mut acked, ack);
-                n_acks += 1;
+            if let Some(parsed) = Line::parse(&line) {
+                survivors.take(&parsed);
             }
         }
         let status = child.wait().unwrap();
         // Killed by us, not ended by a failure of its own (which it reports).
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{context}: {status}");
-        n_acks_total += n_acks;
-
-        let store = SledStore::open(&data, &SledOptions { cache_capacity_bytes: 16 << 20 })
-            .unwrap_or_else(|err| panic!("{context}: reopen failed: {err}"));
-        assert!(store.quarantined().is_empty(), "{context}: {:?}", store.quarantined());
-        assert!(store.store_damage().is_empty(), "{context}: {:?}", store.store_damage());
-        // The whole log against the index, every chain from genesis.
-        let report = store.verify_all(&mut |_| {}).unwrap_or_else(|err| panic!("{context}: verify: {err}"));
-        assert!(report.is_intact(), "{context}: {:?} {:?}", report.log_errors, report.damaged().collect::<Vec<_>>());
-        for n in 0..N_SESSIONS {
-            let session = crash_session(n);
-            let records = read_all(&store, session);
-            let report = verify_chain(Anchor::GENESIS, records.iter().map(Ok));
-            assert!(report.is_intact(), "{context}: {session}: {report:?}");
-            for (idx, record) in records.iter().enumerate() {
-                assert_eq!(record.seq(), Seq::new(idx as u64), "{context}: gap in {session}");
-            }
-            if let Some(ack) = acked.get(&session) {
-                let n_records = records.len() as u64;
-                assert!(
-                    n_records >= ack.next.get(),
-                    "{context}: {session} lost acknowledged records: has {n_records}, acked {}",
-                    ack.next
-                );
-                assert_eq!(
-                    records[ack.next.get() as usize - 1].hash(),
-                    ack.hash,
-                    "{context}: {session} acked hash differs"
-                );
-            }
-            if let Some(before) = seen.get(&session) {
-                assert!(records.len() >= before.len(), "{context}: {session} shrank");
-                assert_eq!(records[..before.len()], before[..], "{context}: {session} changed");
-            }
-            seen.insert(session, records);
-        }
-        let (kind, key) = CRASH_COUNTER;
-        let counter = counter_value(store.get_resource(kind, key).unwrap().as_deref()).unwrap();
-        assert!(
-            (counter_acked..=counter_acked + 1).contains(&counter) && counter >= counter_seen,
-            "{context}: the counter holds {counter}; acknowledged {counter_acked}, held {counter_seen} after the last crash"
-        );
-        counter_seen = counter;
-        counter_acked = counter_acked.max(counter);
-        drop(store);
+        survivors.check(&data, N_SESSIONS).unwrap_or_else(|err| panic!("{context}: {err:#}"));
     }
-    let n_records: usize = seen.values().map(Vec::len).sum();
     eprintln!(
-        "crash test: {iterations} kills, {n_acks_total} acks checked, {n_records} records and a counter of \
-         {counter_seen} at the end"
+        "crash test: {iterations} kills, {} acks checked, {} records and a counter of {} at the end",
+        survivors.n_acks,
+        survivors.n_records(),
+        survivors.counter()
     );
-    assert!(n_acks_total > 0, "the writer never acknowledged anything");
-    assert!(counter_seen > 0, "the resource counter never moved");
-}
-
-fn record_ack(acked: &mut BTreeMap<SessionId, Ack>, ack: Ack) {
-    let entry = acked.entry(ack.session).or_insert(ack);
-    if ack.next > entry.next {
-        *entry = ack;
-    }
-}
-
-#[expect(clippy::unwrap_used, reason = "test helper: a failed read fails the test")]
-fn read_all(store: &SledStore, session: SessionId) -> Vec<Record> {
-    let mut out = Vec::new();
-    loop {
-        let batch = store.read(session, Seq::new(out.len() as u64), 10_000).unwrap();
-        if batch.is_empty() {
-            return out;
-        }
-        out.extend(batch);
-    }
+    assert!(survivors.n_acks > 0, "the writer never acknowledged anything");
+    assert!(survivors.counter() > 0, "the resource counter never moved");
 }
