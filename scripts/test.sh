@@ -15,6 +15,8 @@ fi
 # under /usr: python3 with pip, node with npm, curl, procps, util-linux.
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+# The storage-fault tests compile their LD_PRELOAD shim with `cc`.
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 [ -x /usr/bin/python3 ] || missing+=(python3)

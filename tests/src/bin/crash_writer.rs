@@ -23,6 +23,11 @@ use logbook_tests::{Ack, CRASH_COUNTER, crash_session};
 /// Segments of the crash test's log: a few appends fill one.
 const SEGMENT_BYTES: u64 = 64 << 10;
 
+/// A batch the store's committer takes longer than this on fails the store
+/// (and so this writer, which then exits with its error): well below the
+/// storage-fault test's deadline for a run, far above any healthy batch.
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Pause between the checkpointing thread's checkpoints (the stimulus, not a wait).
 const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
 
@@ -34,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let dir = PathBuf::from(dir);
     let n_sessions: u64 = n_sessions.parse().context("N_SESSIONS")?;
     let writers: u64 = writers.parse().context("WRITERS_PER_SESSION")?;
-    let wal = WalOptions { segment_bytes: SEGMENT_BYTES, ..WalOptions::default() };
+    let wal = WalOptions { segment_bytes: SEGMENT_BYTES, stall_limit: STALL_LIMIT, ..WalOptions::default() };
     let store = Arc::new(SledStore::open_with(&dir, &SledOptions { cache_capacity_bytes: 16 << 20 }, &wal)?);
     println!("ready");
     // Nothing joins these threads (the process runs until it is killed), so

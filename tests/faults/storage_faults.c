@@ -1,0 +1,517 @@
+/*
+ * A storage fault injector for the storage-fault tests (tests/tests/storage_faults.rs),
+ * loaded into the child process with LD_PRELOAD.
+ *
+ * It counts the storage operations the process makes on files under one
+ * directory (writes, syncs, renames, unlinks, truncations, creations) and, at
+ * the k-th, injects a fault:
+ *
+ *   crash   a write writes only the first half of its bytes, any other
+ *           operation is not made; then the process kills itself with SIGKILL
+ *           (a crash at that syscall boundary: the page cache keeps what was
+ *           written, as it does when a process dies);
+ *   eio     the operation is not made and fails with EIO; when it is a sync
+ *   enospc  (fsync, fdatasync, sync_file_range) of a log segment (a file
+ *           whose name ends in ".wal"), the writes made to that file since
+ *           its last successful sync are first overwritten with zeroes, as if
+ *           the kernel had dropped those dirty pages (what a prepared segment
+ *           held before they were written). Later operations are made
+ *           normally: the process must not take a later successful sync as
+ *           proof that the lost writes are durable.
+ *
+ * Environment: LOGBOOK_FAULT_DIR (absolute path; required), LOGBOOK_FAULT_AT
+ * (k, counting from 1; 0 or unset only counts), LOGBOOK_FAULT_MODE (crash,
+ * eio or enospc). When the fault is injected the shim writes one line to
+ * standard output, "fault K OPERATION PATH", before anything else happens, so
+ * that the parent sees it in order with the child's own output.
+ *
+ * This is test code: it aborts on anything it cannot handle rather than
+ * guess.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+enum mode { MODE_CRASH, MODE_EIO, MODE_ENOSPC };
+
+static char dir[PATH_MAX];
+static size_t dir_len;
+static unsigned long fault_at;
+static enum mode mode;
+static unsigned long ops;
+
+/* Up to MAX_TRACKED log segments, each with the ranges written since its last sync. */
+#define MAX_TRACKED 256
+#define MAX_RANGES 4096
+struct range { off_t offset; size_t len; };
+struct tracked { dev_t dev; ino_t ino; size_t n; struct range ranges[MAX_RANGES]; };
+static struct tracked *tracked;
+static pthread_mutex_t tracked_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void die(const char *what) {
+    char line[512];
+    int n = snprintf(line, sizeof line, "storage_faults: %s\n", what);
+    if (n > 0) {
+        ssize_t (*real_write)(int, const void *, size_t) = dlsym(RTLD_NEXT, "write");
+        if (real_write) real_write(2, line, (size_t)n);
+    }
+    abort();
+}
+
+static void *real(const char *name) {
+    void *f = dlsym(RTLD_NEXT, name);
+    if (!f) die(name);
+    return f;
+}
+
+__attribute__((constructor)) static void init(void) {
+    const char *d = getenv("LOGBOOK_FAULT_DIR");
+    if (!d || d[0] != '/' || strlen(d) >= sizeof dir) die("LOGBOOK_FAULT_DIR must be an absolute path");
+    strcpy(dir, d);
+    dir_len = strlen(dir);
+    while (dir_len > 1 && dir[dir_len - 1] == '/') dir[--dir_len] = '\0';
+    const char *at = getenv("LOGBOOK_FAULT_AT");
+    fault_at = at ? strtoul(at, NULL, 10) : 0;
+    const char *m = getenv("LOGBOOK_FAULT_MODE");
+    if (!m || strcmp(m, "crash") == 0) mode = MODE_CRASH;
+    else if (strcmp(m, "eio") == 0) mode = MODE_EIO;
+    else if (strcmp(m, "enospc") == 0) mode = MODE_ENOSPC;
+    else die("LOGBOOK_FAULT_MODE must be crash, eio or enospc");
+    tracked = calloc(MAX_TRACKED, sizeof *tracked);
+    if (!tracked) die("out of memory");
+}
+
+static int under_dir(const char *path) {
+    return strncmp(path, dir, dir_len) == 0 && (path[dir_len] == '\0' || path[dir_len] == '/');
+}
+
+/* The path an fd names, or "" when it is not a file under the directory. */
+static void fd_path(int fd, char *out, size_t size) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, out, size - 1);
+    if (n < 0) n = 0;
+    out[n] = '\0';
+    if (!under_dir(out)) out[0] = '\0';
+}
+
+/* An absolute path for `path` relative to `dirfd`, or "" when it is not under the directory. */
+static void at_path(int dirfd, const char *path, char *out, size_t size) {
+    out[0] = '\0';
+    if (path[0] == '/') {
+        snprintf(out, size, "%s", path);
+    } else {
+        char base[PATH_MAX];
+        if (dirfd == AT_FDCWD) {
+            if (!getcwd(base, sizeof base)) return;
+        } else {
+            char link[64];
+            snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+            ssize_t n = readlink(link, base, sizeof base - 1);
+            if (n < 0) return;
+            base[n] = '\0';
+        }
+        int n = snprintf(out, size, "%s/%s", base, path);
+        if (n < 0 || (size_t)n >= size) {
+            out[0] = '\0';
+            return;
+        }
+    }
+    if (!under_dir(out)) out[0] = '\0';
+}
+
+static int is_segment(const char *path) {
+    size_t n = strlen(path);
+    return n > 4 && strcmp(path + n - 4, ".wal") == 0;
+}
+
+static struct tracked *find_tracked(int fd, int create) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return NULL;
+    struct tracked *free_slot = NULL;
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (tracked[i].ino == 0) {
+            if (!free_slot) free_slot = &tracked[i];
+        } else if (tracked[i].dev == st.st_dev && tracked[i].ino == st.st_ino) {
+            return &tracked[i];
+        }
+    }
+    if (!create) return NULL;
+    if (!free_slot) die("too many log segments to track");
+    free_slot->dev = st.st_dev;
+    free_slot->ino = st.st_ino;
+    free_slot->n = 0;
+    return free_slot;
+}
+
+/* Remembers a write to a log segment, until the segment's next successful sync. */
+static void note_write(int fd, const char *path, off_t offset, ssize_t written) {
+    if (written <= 0 || !is_segment(path)) return;
+    pthread_mutex_lock(&tracked_lock);
+    struct tracked *t = find_tracked(fd, 1);
+    if (t) {
+        if (t->n == MAX_RANGES) die("too many unsynced writes to one log segment");
+        t->ranges[t->n].offset = offset;
+        t->ranges[t->n].len = (size_t)written;
+        t->n++;
+    }
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+static void synced(int fd, const char *path) {
+    if (!is_segment(path)) return;
+    pthread_mutex_lock(&tracked_lock);
+    struct tracked *t = find_tracked(fd, 0);
+    if (t) t->n = 0;
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+/* The kernel dropped the segment's dirty pages: they read as what the disk held, zeroes. */
+static void drop_unsynced(int fd, const char *path) {
+    if (!is_segment(path)) return;
+    ssize_t (*real_pwrite)(int, const void *, size_t, off_t) = real("pwrite64");
+    static const char zeroes[65536];
+    pthread_mutex_lock(&tracked_lock);
+    struct tracked *t = find_tracked(fd, 0);
+    if (t) {
+        for (size_t i = 0; i < t->n; i++) {
+            size_t done = 0;
+            while (done < t->ranges[i].len) {
+                size_t chunk = t->ranges[i].len - done;
+                if (chunk > sizeof zeroes) chunk = sizeof zeroes;
+                ssize_t n = real_pwrite(fd, zeroes, chunk, t->ranges[i].offset + (off_t)done);
+                if (n <= 0) die("could not drop unsynced writes");
+                done += (size_t)n;
+            }
+        }
+        t->n = 0;
+    }
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+/* Counts an operation on `path`; true when this is the one to fault (after reporting it). */
+static int fault_here(const char *op, const char *path) {
+    if (path[0] == '\0') return 0;
+    unsigned long n = __atomic_add_fetch(&ops, 1, __ATOMIC_SEQ_CST);
+    if (fault_at == 0 || n != fault_at) return 0;
+    char line[PATH_MAX + 128];
+    int len = snprintf(line, sizeof line, "fault %lu %s %s\n", n, op, path);
+    ssize_t (*real_write)(int, const void *, size_t) = real("write");
+    if (len > 0) real_write(1, line, (size_t)len);
+    return 1;
+}
+
+static int fail_errno(void) {
+    return mode == MODE_ENOSPC ? ENOSPC : EIO;
+}
+
+static void crash(void) {
+    kill(getpid(), SIGKILL);
+    die("still alive after SIGKILL");
+}
+
+/* Writes: a crash writes half the bytes first. */
+
+ssize_t write(int fd, const void *buf, size_t count) {
+    ssize_t (*f)(int, const void *, size_t) = real("write");
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (path[0] == '\0') return f(fd, buf, count);
+    off_t offset = lseek(fd, 0, SEEK_CUR);
+    if (fault_here("write", path)) {
+        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
+        f(fd, buf, count / 2);
+        crash();
+    }
+    ssize_t n = f(fd, buf, count);
+    note_write(fd, path, offset, n);
+    return n;
+}
+
+static ssize_t do_pwrite(const char *name, int fd, const void *buf, size_t count, off_t offset) {
+    ssize_t (*f)(int, const void *, size_t, off_t) = real(name);
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (fault_here(name, path)) {
+        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
+        f(fd, buf, count / 2, offset);
+        crash();
+    }
+    ssize_t n = f(fd, buf, count, offset);
+    if (path[0] != '\0') note_write(fd, path, offset, n);
+    return n;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
+    return do_pwrite("pwrite", fd, buf, count, offset);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
+    return do_pwrite("pwrite64", fd, buf, count, offset);
+}
+
+/* Vectored writes: the first half of the bytes is written as one buffer. */
+static void write_half(int fd, const struct iovec *iov, int iovcnt, off_t offset, int positioned) {
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+    size_t half = total / 2;
+    char *flat = malloc(half ? half : 1);
+    if (!flat) die("out of memory");
+    size_t at = 0;
+    for (int i = 0; i < iovcnt && at < half; i++) {
+        size_t n = iov[i].iov_len < half - at ? iov[i].iov_len : half - at;
+        memcpy(flat + at, iov[i].iov_base, n);
+        at += n;
+    }
+    if (positioned) {
+        ssize_t (*f)(int, const void *, size_t, off_t) = real("pwrite64");
+        f(fd, flat, half, offset);
+    } else {
+        ssize_t (*f)(int, const void *, size_t) = real("write");
+        f(fd, flat, half);
+    }
+    free(flat);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
+    ssize_t (*f)(int, const struct iovec *, int) = real("writev");
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (path[0] == '\0') return f(fd, iov, iovcnt);
+    off_t offset = lseek(fd, 0, SEEK_CUR);
+    if (fault_here("writev", path)) {
+        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
+        write_half(fd, iov, iovcnt, 0, 0);
+        crash();
+    }
+    ssize_t n = f(fd, iov, iovcnt);
+    note_write(fd, path, offset, n);
+    return n;
+}
+
+static ssize_t do_pwritev(const char *name, int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags,
+                          int with_flags) {
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (fault_here(name, path)) {
+        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
+        write_half(fd, iov, iovcnt, offset, 1);
+        crash();
+    }
+    ssize_t n;
+    if (with_flags) {
+        ssize_t (*f)(int, const struct iovec *, int, off_t, int) = real(name);
+        n = f(fd, iov, iovcnt, offset, flags);
+    } else {
+        ssize_t (*f)(int, const struct iovec *, int, off_t) = real(name);
+        n = f(fd, iov, iovcnt, offset);
+    }
+    if (path[0] != '\0') note_write(fd, path, offset, n);
+    return n;
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t offset) {
+    return do_pwritev("pwritev", fd, iov, iovcnt, offset, 0, 0);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int iovcnt, off_t offset) {
+    return do_pwritev("pwritev64", fd, iov, iovcnt, offset, 0, 0);
+}
+
+ssize_t pwritev2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags) {
+    return do_pwritev("pwritev2", fd, iov, iovcnt, offset, flags, 1);
+}
+
+ssize_t pwritev64v2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags) {
+    return do_pwritev("pwritev64v2", fd, iov, iovcnt, offset, flags, 1);
+}
+
+/* Syncs: a failed one drops a log segment's unsynced writes. */
+
+static int do_sync(const char *name, int fd) {
+    int (*f)(int) = real(name);
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (fault_here(name, path)) {
+        if (mode == MODE_CRASH) crash();
+        drop_unsynced(fd, path);
+        errno = fail_errno();
+        return -1;
+    }
+    int r = f(fd);
+    if (r == 0 && path[0] != '\0') synced(fd, path);
+    return r;
+}
+
+int fsync(int fd) { return do_sync("fsync", fd); }
+
+int fdatasync(int fd) { return do_sync("fdatasync", fd); }
+
+int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags) {
+    int (*f)(int, off_t, off_t, unsigned int) = real("sync_file_range");
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (fault_here("sync_file_range", path)) {
+        if (mode == MODE_CRASH) crash();
+        drop_unsynced(fd, path);
+        errno = fail_errno();
+        return -1;
+    }
+    /* Not a durability barrier: the tracked writes stay unsynced. */
+    return f(fd, offset, nbytes, flags);
+}
+
+/* Size changes. */
+
+static int do_ftruncate(const char *name, int fd, off_t len) {
+    int (*f)(int, off_t) = real(name);
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (fault_here(name, path)) {
+        if (mode == MODE_CRASH) crash();
+        errno = fail_errno();
+        return -1;
+    }
+    return f(fd, len);
+}
+
+int ftruncate(int fd, off_t len) { return do_ftruncate("ftruncate", fd, len); }
+
+int ftruncate64(int fd, off_t len) { return do_ftruncate("ftruncate64", fd, len); }
+
+static int do_fallocate(const char *name, int fd, int fmode, off_t offset, off_t len) {
+    int (*f)(int, int, off_t, off_t) = real(name);
+    char path[PATH_MAX];
+    fd_path(fd, path, sizeof path);
+    if (fault_here(name, path)) {
+        if (mode == MODE_CRASH) crash();
+        errno = fail_errno();
+        return -1;
+    }
+    return f(fd, fmode, offset, len);
+}
+
+int fallocate(int fd, int fmode, off_t offset, off_t len) { return do_fallocate("fallocate", fd, fmode, offset, len); }
+
+int fallocate64(int fd, int fmode, off_t offset, off_t len) {
+    return do_fallocate("fallocate64", fd, fmode, offset, len);
+}
+
+/* Name changes. */
+
+static int path_op(const char *name, int dirfd, const char *path) {
+    char full[PATH_MAX];
+    at_path(dirfd, path, full, sizeof full);
+    if (fault_here(name, full)) {
+        if (mode == MODE_CRASH) crash();
+        errno = fail_errno();
+        return 1;
+    }
+    return 0;
+}
+
+int rename(const char *from, const char *to) {
+    int (*f)(const char *, const char *) = real("rename");
+    if (path_op("rename", AT_FDCWD, to)) return -1;
+    return f(from, to);
+}
+
+int renameat(int fromfd, const char *from, int tofd, const char *to) {
+    int (*f)(int, const char *, int, const char *) = real("renameat");
+    if (path_op("renameat", tofd, to)) return -1;
+    return f(fromfd, from, tofd, to);
+}
+
+int renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned int flags) {
+    int (*f)(int, const char *, int, const char *, unsigned int) = real("renameat2");
+    if (path_op("renameat2", tofd, to)) return -1;
+    return f(fromfd, from, tofd, to, flags);
+}
+
+int unlink(const char *path) {
+    int (*f)(const char *) = real("unlink");
+    if (path_op("unlink", AT_FDCWD, path)) return -1;
+    return f(path);
+}
+
+int unlinkat(int dirfd, const char *path, int flags) {
+    int (*f)(int, const char *, int) = real("unlinkat");
+    if (path_op("unlinkat", dirfd, path)) return -1;
+    return f(dirfd, path, flags);
+}
+
+int mkdir(const char *path, mode_t m) {
+    int (*f)(const char *, mode_t) = real("mkdir");
+    if (path_op("mkdir", AT_FDCWD, path)) return -1;
+    return f(path, m);
+}
+
+int mkdirat(int dirfd, const char *path, mode_t m) {
+    int (*f)(int, const char *, mode_t) = real("mkdirat");
+    if (path_op("mkdirat", dirfd, path)) return -1;
+    return f(dirfd, path, m);
+}
+
+/* Creations: an open that may create or truncate a file. */
+
+static int creates(int flags) {
+    return (flags & (O_CREAT | O_TRUNC)) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+static int do_openat(const char *name, int dirfd, const char *path, int flags, mode_t m, int at) {
+    if (creates(flags) && path_op(name, dirfd, path)) return -1;
+    if (at) {
+        int (*f)(int, const char *, int, ...) = real(name);
+        return f(dirfd, path, flags, m);
+    }
+    int (*f)(const char *, int, ...) = real(name);
+    return f(path, flags, m);
+}
+
+static mode_t mode_arg(int flags, va_list ap) {
+    return creates(flags) ? (mode_t)va_arg(ap, int) : 0;
+}
+
+int open(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat("open", AT_FDCWD, path, flags, m, 0);
+}
+
+int open64(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat("open64", AT_FDCWD, path, flags, m, 0);
+}
+
+int openat(int dirfd, const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat("openat", dirfd, path, flags, m, 1);
+}
+
+int openat64(int dirfd, const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_openat("openat64", dirfd, path, flags, m, 1);
+}

@@ -1,0 +1,243 @@
+//! Storage faults at every storage operation: a crash (reliability goal
+//! G-D2) and an I/O error or a full disk (G-D4) at the k-th write, sync,
+//! rename, unlink, truncation or file creation under the data directory, for
+//! k = 1..K, on the real store (sled and the log's segment files).
+//!
+//! Goal: whatever the operation, nothing acknowledged is lost, seqs stay
+//! gap-free, every chain and the whole log verify, and the store opens again
+//! every time. After an I/O error the writer either fails with an error (no
+//! panic, no abort) or goes on; and after a failed sync of a log segment no
+//! write the sync covered may be acknowledged: the shim throws those writes
+//! away, as the kernel may after an fsync error, so an acknowledgement of one
+//! is found missing. Method: `tests/faults/storage_faults.c`, compiled here
+//! with `cc` and loaded into `crash-writer` with `LD_PRELOAD`, counts the
+//! operations and injects the fault at the k-th (see its header). One data
+//! directory goes through every k of a test, so later runs start by
+//! recovering from the earlier faults, and the low k fault that recovery
+//! itself. K: `LOGBOOK_FAULT_OPS` (default 300 per test); the data directory
+//! starts afresh every `FRESH_EVERY` runs to keep the checks' reading short.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use logbook_tests::crash_check::{Line, Survivors};
+
+const N_SESSIONS: u64 = 4;
+const WRITERS_PER_SESSION: u64 = 2;
+
+/// Runs of one data directory before a fresh one.
+const FRESH_EVERY: u64 = 100;
+
+/// Acknowledgements read after an I/O error before the writer, if it went
+/// on, is killed.
+const ACKS_AFTER_ERROR: u64 = 30;
+
+/// How long one run may take to reach its fault (or, after an I/O error,
+/// its end).
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The shim, compiled once per test process.
+fn shim() -> &'static Path {
+    static SHIM: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = SHIM.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("libstorage_faults.so");
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/faults/storage_faults.c");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&out)
+            .arg(source)
+            .arg("-ldl")
+            .status()
+            .unwrap_or_else(|err| panic!("the storage-fault tests need a C compiler (`cc`): {err}"));
+        assert!(status.success(), "compiling {source} failed: {status}");
+        (dir, out)
+    });
+    path
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Crash,
+    Eio,
+    Enospc,
+}
+
+impl Fault {
+    fn mode(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Eio => "eio",
+            Fault::Enospc => "enospc",
+        }
+    }
+}
+
+/// What one run of the writer did.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The shim's report of the fault it injected.
+    fault: Option<String>,
+    /// Acknowledgements before and after the fault.
+    acks_before: u64,
+    acks_after: u64,
+}
+
+/// Runs the writer with the fault at operation `k` and returns once it has
+/// ended, taking its acknowledgements into `survivors`.
+fn run(fault: Fault, k: u64, data: &Path, survivors: &mut Survivors, context: &str) -> Outcome {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
+        .arg(data)
+        .arg(N_SESSIONS.to_string())
+        .arg(WRITERS_PER_SESSION.to_string())
+        .env("LD_PRELOAD", shim())
+        .env("LOGBOOK_FAULT_DIR", data)
+        .env("LOGBOOK_FAULT_AT", k.to_string())
+        .env("LOGBOOK_FAULT_MODE", fault.mode())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let mut outcome = Outcome::default();
+    let mut killed = false;
+    loop {
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let stacks = thread_stacks(child.id());
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{context}: no end within {RUN_DEADLINE:?} (fault: {:?}); its threads:\n{stacks}",
+                    outcome.fault
+                );
+            }
+        };
+        // A line cut short by the end is no acknowledgement.
+        let Some(parsed) = Line::parse(&line) else { continue };
+        survivors.take(&parsed);
+        match parsed {
+            Line::Fault(report) => outcome.fault = Some(report),
+            Line::Ack(_) if outcome.fault.is_some() => outcome.acks_after += 1,
+            Line::Ack(_) => outcome.acks_before += 1,
+            Line::Ready | Line::Resource(_) => {}
+        }
+        if fault != Fault::Crash && outcome.acks_after >= ACKS_AFTER_ERROR && !killed {
+            // It went on after the error; what it acknowledged is checked below.
+            child.kill().unwrap();
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let errors = errors.join().unwrap();
+    let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+    assert!(outcome.fault.is_some(), "{context}: ended before its fault: {status}; {errors}");
+    match fault {
+        // The shim's own kill, nothing else.
+        Fault::Crash => assert_eq!(signal, Some(9), "{context}: {status}; {errors}"),
+        // A reported failure (1: opening failed, 2: a thread failed), or our kill.
+        Fault::Eio | Fault::Enospc => assert!(
+            matches!(status.code(), Some(1 | 2)) || (killed && signal == Some(9)),
+            "{context}: {status}; {errors}"
+        ),
+    }
+    assert!(!errors.contains("panicked"), "{context}: {errors}");
+    outcome
+}
+
+/// The stacks of a process's threads, for the report of a run that hung
+/// (by gdb, when there is one: a diagnostic only).
+fn thread_stacks(pid: u32) -> String {
+    match Command::new("gdb")
+        .args(["-batch", "-p", &pid.to_string(), "-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(err) => format!("(no gdb to show them: {err})"),
+    }
+}
+
+fn faults_at_every_operation(fault: Fault) {
+    let ops = env_or("LOGBOOK_FAULT_OPS", 300);
+    let root = tempfile::tempdir().unwrap();
+    // The shim compares the paths the kernel reports: no symlinks in this one.
+    let root_path = root.path().canonicalize().unwrap();
+    let mut data = PathBuf::new();
+    let mut survivors = Survivors::default();
+    let mut n_acks_after = 0;
+    // Runs that acknowledged appends after their fault, by faulted operation.
+    let mut went_on: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let started = Instant::now();
+    for k in 1..=ops {
+        if (k - 1) % FRESH_EVERY == 0 {
+            data = root_path.join(format!("data-{k}"));
+            survivors = Survivors::default();
+        }
+        let context = format!("{} at operation {k}", fault.mode());
+        let outcome = run(fault, k, &data, &mut survivors, &context);
+        n_acks_after += outcome.acks_after;
+        if outcome.acks_after > 0 {
+            let op = outcome.fault.as_deref().and_then(|report| report.split(' ').nth(1)).unwrap_or("?");
+            let file = outcome.fault.as_deref().and_then(|report| report.rsplit('/').next()).unwrap_or("?");
+            // Segment numbers and snapshot LSNs vary: keep the kind of file.
+            let kind = file.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c == '.').to_owned();
+            *went_on.entry(format!("{op} {}", if kind.is_empty() { file } else { &kind })).or_default() += 1;
+        }
+        survivors.check(&data, N_SESSIONS).unwrap_or_else(|err| {
+            panic!("{context} ({:?}, {} acks before): {err:#}", outcome.fault, outcome.acks_before)
+        });
+    }
+    eprintln!(
+        "storage faults ({}): {ops} operations faulted in {:.1} s; {} runs acknowledged {n_acks_after} appends after \
+         the fault ({went_on:?})",
+        fault.mode(),
+        started.elapsed().as_secs_f64(),
+        went_on.values().sum::<u64>()
+    );
+}
+
+#[test]
+fn a_crash_at_any_storage_operation_loses_nothing_acknowledged() {
+    faults_at_every_operation(Fault::Crash);
+}
+
+#[test]
+fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
+    faults_at_every_operation(Fault::Eio);
+}
+
+#[test]
+fn a_full_disk_at_any_storage_operation_loses_nothing_acknowledged() {
+    faults_at_every_operation(Fault::Enospc);
+}
