@@ -18,6 +18,13 @@
  *           held before they were written). Later operations are made
  *           normally: the process must not take a later successful sync as
  *           proof that the lost writes are durable.
+ *   power   a power loss: the operation is not made, every write to a file
+ *           under the directory since that file's last successful fsync or
+ *           fdatasync is undone (its old bytes written back, its old size
+ *           restored: the shim keeps them from before each write), then the
+ *           process kills itself with SIGKILL. What the next process reads is
+ *           what the disk held. Only file data is undone: creations, renames
+ *           and unlinks stay (LazyFS's model of a power loss does the same).
  *
  * Environment: LOGBOOK_FAULT_DIR (absolute path; required), LOGBOOK_FAULT_AT
  * (k, counting from 1; 0 or unset only counts), LOGBOOK_FAULT_MODE (crash,
@@ -44,7 +51,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum mode { MODE_CRASH, MODE_EIO, MODE_ENOSPC };
+enum mode { MODE_CRASH, MODE_EIO, MODE_ENOSPC, MODE_POWER };
 
 static char dir[PATH_MAX];
 static size_t dir_len;
@@ -59,6 +66,22 @@ struct range { off_t offset; size_t len; };
 struct tracked { dev_t dev; ino_t ino; size_t n; struct range ranges[MAX_RANGES]; };
 static struct tracked *tracked;
 static pthread_mutex_t tracked_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Power mode: what each unsynced write overwrote, oldest first. */
+#define MAX_UNDO_BYTES (512UL << 20)
+struct undo {
+    int fd; /* a dup of the written fd: the file may be renamed or closed since */
+    dev_t dev;
+    ino_t ino;
+    off_t offset;
+    char *old;      /* the bytes the write overwrote (those below the old size) */
+    size_t old_len;
+    off_t old_size; /* the file's size before the write */
+    unsigned long seq; /* when it was noted: a sync drops only what was noted before it began */
+};
+static struct undo *undos;
+static size_t n_undos, cap_undos, undo_bytes;
+static unsigned long undo_seq;
 
 static void die(const char *what) {
     char line[512];
@@ -88,7 +111,8 @@ __attribute__((constructor)) static void init(void) {
     if (!m || strcmp(m, "crash") == 0) mode = MODE_CRASH;
     else if (strcmp(m, "eio") == 0) mode = MODE_EIO;
     else if (strcmp(m, "enospc") == 0) mode = MODE_ENOSPC;
-    else die("LOGBOOK_FAULT_MODE must be crash, eio or enospc");
+    else if (strcmp(m, "power") == 0) mode = MODE_POWER;
+    else die("LOGBOOK_FAULT_MODE must be crash, eio, enospc or power");
     tracked = calloc(MAX_TRACKED, sizeof *tracked);
     if (!tracked) die("out of memory");
 }
@@ -201,6 +225,95 @@ static void drop_unsynced(int fd, const char *path) {
     pthread_mutex_unlock(&tracked_lock);
 }
 
+/* Power mode: remembers what a change of [offset, offset + len) of fd's file
+ * overwrites (and its size), before the change is made. `len` may reach past
+ * the end; a truncation passes its new size as `offset` and the rest of the
+ * file as `len`. */
+static void note_undo(int fd, const char *path, off_t offset, size_t len) {
+    if (mode != MODE_POWER || path[0] == '\0') return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    size_t old_len = 0;
+    if (offset < st.st_size) {
+        old_len = (size_t)(st.st_size - offset);
+        if (old_len > len) old_len = len;
+    }
+    pthread_mutex_lock(&tracked_lock);
+    if (undo_bytes + old_len > MAX_UNDO_BYTES) die("too many unsynced bytes to undo");
+    if (n_undos == cap_undos) {
+        cap_undos = cap_undos ? cap_undos * 2 : 1024;
+        undos = realloc(undos, cap_undos * sizeof *undos);
+        if (!undos) die("out of memory");
+    }
+    struct undo *u = &undos[n_undos];
+    u->fd = dup(fd);
+    if (u->fd < 0) die("dup");
+    u->dev = st.st_dev;
+    u->ino = st.st_ino;
+    u->offset = offset;
+    u->old_len = old_len;
+    u->old_size = st.st_size;
+    u->seq = undo_seq++;
+    u->old = malloc(old_len ? old_len : 1);
+    if (!u->old) die("out of memory");
+    size_t done = 0;
+    while (done < old_len) {
+        ssize_t n = pread(fd, u->old + done, old_len - done, offset + (off_t)done);
+        if (n <= 0) die("could not read what a write overwrites");
+        done += (size_t)n;
+    }
+    undo_bytes += old_len;
+    n_undos++;
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+/* Power mode: where the undo records stood when a sync began. */
+static unsigned long undo_mark(void) {
+    pthread_mutex_lock(&tracked_lock);
+    unsigned long mark = undo_seq;
+    pthread_mutex_unlock(&tracked_lock);
+    return mark;
+}
+
+/* Power mode: a sync of fd's file that began at `mark` succeeded: the writes
+ * noted before it are durable, their undo records go. */
+static void forget_undo(int fd, unsigned long mark) {
+    if (mode != MODE_POWER) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0) return;
+    pthread_mutex_lock(&tracked_lock);
+    size_t kept = 0;
+    for (size_t i = 0; i < n_undos; i++) {
+        if (undos[i].dev == st.st_dev && undos[i].ino == st.st_ino && undos[i].seq < mark) {
+            close(undos[i].fd);
+            undo_bytes -= undos[i].old_len;
+            free(undos[i].old);
+        } else {
+            undos[kept++] = undos[i];
+        }
+    }
+    n_undos = kept;
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+/* Power mode: undoes every unsynced write, newest first, so each file holds
+ * what it held at its last sync. The lock stays held: the process dies next. */
+static void undo_unsynced(void) {
+    ssize_t (*real_pwrite)(int, const void *, size_t, off_t) = real("pwrite64");
+    int (*real_ftruncate)(int, off_t) = real("ftruncate64");
+    pthread_mutex_lock(&tracked_lock);
+    for (size_t i = n_undos; i-- > 0;) {
+        struct undo *u = &undos[i];
+        size_t done = 0;
+        while (done < u->old_len) {
+            ssize_t n = real_pwrite(u->fd, u->old + done, u->old_len - done, u->offset + (off_t)done);
+            if (n <= 0) die("could not undo a write");
+            done += (size_t)n;
+        }
+        if (real_ftruncate(u->fd, u->old_size) != 0) die("could not restore a size");
+    }
+}
+
 /* Counts an operation on `path`; true when this is the one to fault (after reporting it). */
 static int fault_here(const char *op, const char *path) {
     if (path[0] == '\0') return 0;
@@ -217,7 +330,12 @@ static int fail_errno(void) {
     return mode == MODE_ENOSPC ? ENOSPC : EIO;
 }
 
+static int crashes(void) {
+    return mode == MODE_CRASH || mode == MODE_POWER;
+}
+
 static void crash(void) {
+    if (mode == MODE_POWER) undo_unsynced();
     kill(getpid(), SIGKILL);
     die("still alive after SIGKILL");
 }
@@ -231,10 +349,11 @@ ssize_t write(int fd, const void *buf, size_t count) {
     if (path[0] == '\0') return f(fd, buf, count);
     off_t offset = lseek(fd, 0, SEEK_CUR);
     if (fault_here("write", path)) {
-        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
-        f(fd, buf, count / 2);
+        if (!crashes()) { errno = fail_errno(); return -1; }
+        if (mode == MODE_CRASH) f(fd, buf, count / 2);
         crash();
     }
+    note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count);
     note_write(fd, path, offset, n);
     return n;
@@ -245,10 +364,11 @@ static ssize_t do_pwrite(const char *name, int fd, const void *buf, size_t count
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (fault_here(name, path)) {
-        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
-        f(fd, buf, count / 2, offset);
+        if (!crashes()) { errno = fail_errno(); return -1; }
+        if (mode == MODE_CRASH) f(fd, buf, count / 2, offset);
         crash();
     }
+    note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count, offset);
     if (path[0] != '\0') note_write(fd, path, offset, n);
     return n;
@@ -262,11 +382,15 @@ ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
     return do_pwrite("pwrite64", fd, buf, count, offset);
 }
 
-/* Vectored writes: the first half of the bytes is written as one buffer. */
-static void write_half(int fd, const struct iovec *iov, int iovcnt, off_t offset, int positioned) {
+static size_t iov_len(const struct iovec *iov, int iovcnt) {
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
-    size_t half = total / 2;
+    return total;
+}
+
+/* Vectored writes: the first half of the bytes is written as one buffer. */
+static void write_half(int fd, const struct iovec *iov, int iovcnt, off_t offset, int positioned) {
+    size_t half = iov_len(iov, iovcnt) / 2;
     char *flat = malloc(half ? half : 1);
     if (!flat) die("out of memory");
     size_t at = 0;
@@ -292,10 +416,11 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     if (path[0] == '\0') return f(fd, iov, iovcnt);
     off_t offset = lseek(fd, 0, SEEK_CUR);
     if (fault_here("writev", path)) {
-        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
-        write_half(fd, iov, iovcnt, 0, 0);
+        if (!crashes()) { errno = fail_errno(); return -1; }
+        if (mode == MODE_CRASH) write_half(fd, iov, iovcnt, 0, 0);
         crash();
     }
+    note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n = f(fd, iov, iovcnt);
     note_write(fd, path, offset, n);
     return n;
@@ -306,10 +431,11 @@ static ssize_t do_pwritev(const char *name, int fd, const struct iovec *iov, int
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (fault_here(name, path)) {
-        if (mode != MODE_CRASH) { errno = fail_errno(); return -1; }
-        write_half(fd, iov, iovcnt, offset, 1);
+        if (!crashes()) { errno = fail_errno(); return -1; }
+        if (mode == MODE_CRASH) write_half(fd, iov, iovcnt, offset, 1);
         crash();
     }
+    note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n;
     if (with_flags) {
         ssize_t (*f)(int, const struct iovec *, int, off_t, int) = real(name);
@@ -345,13 +471,17 @@ static int do_sync(const char *name, int fd) {
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (fault_here(name, path)) {
-        if (mode == MODE_CRASH) crash();
+        if (crashes()) crash();
         drop_unsynced(fd, path);
         errno = fail_errno();
         return -1;
     }
+    unsigned long mark = undo_mark();
     int r = f(fd);
-    if (r == 0 && path[0] != '\0') synced(fd, path);
+    if (r == 0 && path[0] != '\0') {
+        synced(fd, path);
+        forget_undo(fd, mark);
+    }
     return r;
 }
 
@@ -364,7 +494,7 @@ int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags) {
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (fault_here("sync_file_range", path)) {
-        if (mode == MODE_CRASH) crash();
+        if (crashes()) crash();
         drop_unsynced(fd, path);
         errno = fail_errno();
         return -1;
@@ -380,10 +510,11 @@ static int do_ftruncate(const char *name, int fd, off_t len) {
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (fault_here(name, path)) {
-        if (mode == MODE_CRASH) crash();
+        if (crashes()) crash();
         errno = fail_errno();
         return -1;
     }
+    note_undo(fd, path, len, (size_t)-1);
     return f(fd, len);
 }
 
@@ -396,10 +527,11 @@ static int do_fallocate(const char *name, int fd, int fmode, off_t offset, off_t
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (fault_here(name, path)) {
-        if (mode == MODE_CRASH) crash();
+        if (crashes()) crash();
         errno = fail_errno();
         return -1;
     }
+    note_undo(fd, path, offset, (size_t)len);
     return f(fd, fmode, offset, len);
 }
 
@@ -415,7 +547,7 @@ static int path_op(const char *name, int dirfd, const char *path) {
     char full[PATH_MAX];
     at_path(dirfd, path, full, sizeof full);
     if (fault_here(name, full)) {
-        if (mode == MODE_CRASH) crash();
+        if (crashes()) crash();
         errno = fail_errno();
         return 1;
     }

@@ -1,7 +1,8 @@
 //! Storage faults at every storage operation: a crash (reliability goal
-//! G-D2) and an I/O error or a full disk (G-D4) at the k-th write, sync,
-//! rename, unlink, truncation or file creation under the data directory, for
-//! k = 1..K, on the real store (sled and the log's segment files).
+//! G-D2), a power loss (G-D3, file data only) and an I/O error or a full disk
+//! (G-D4) at the k-th write, sync, rename, unlink, truncation or file
+//! creation under the data directory, for k = 1..K, on the real store (sled
+//! and the log's segment files).
 //!
 //! Goal: whatever the operation, nothing acknowledged is lost, seqs stay
 //! gap-free, every chain and the whole log verify, and the store opens again
@@ -69,6 +70,7 @@ fn shim() -> &'static Path {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     Crash,
+    PowerLoss,
     Eio,
     Enospc,
 }
@@ -77,6 +79,7 @@ impl Fault {
     fn mode(self) -> &'static str {
         match self {
             Fault::Crash => "crash",
+            Fault::PowerLoss => "power",
             Fault::Eio => "eio",
             Fault::Enospc => "enospc",
         }
@@ -151,7 +154,11 @@ fn run(fault: Fault, k: u64, data: &Path, survivors: &mut Survivors, context: &s
             Line::Ack(_) => outcome.acks_before += 1,
             Line::Ready | Line::Resource(_) => {}
         }
-        if fault != Fault::Crash && outcome.acks_after >= ACKS_AFTER_ERROR && !killed {
+        let error = match fault {
+            Fault::Crash | Fault::PowerLoss => false,
+            Fault::Eio | Fault::Enospc => true,
+        };
+        if error && outcome.acks_after >= ACKS_AFTER_ERROR && !killed {
             // It went on after the error; what it acknowledged is checked below.
             child.kill().unwrap();
             killed = true;
@@ -164,7 +171,7 @@ fn run(fault: Fault, k: u64, data: &Path, survivors: &mut Survivors, context: &s
     assert!(outcome.fault.is_some(), "{context}: ended before its fault: {status}; {errors}");
     match fault {
         // The shim's own kill, nothing else.
-        Fault::Crash => assert_eq!(signal, Some(9), "{context}: {status}; {errors}"),
+        Fault::Crash | Fault::PowerLoss => assert_eq!(signal, Some(9), "{context}: {status}; {errors}"),
         // A reported failure (1: opening failed, 2: a thread failed), or our kill.
         Fault::Eio | Fault::Enospc => assert!(
             matches!(status.code(), Some(1 | 2)) || (killed && signal == Some(9)),
@@ -230,6 +237,11 @@ fn faults_at_every_operation(fault: Fault) {
 #[test]
 fn a_crash_at_any_storage_operation_loses_nothing_acknowledged() {
     faults_at_every_operation(Fault::Crash);
+}
+
+#[test]
+fn a_power_loss_at_any_storage_operation_loses_nothing_acknowledged() {
+    faults_at_every_operation(Fault::PowerLoss);
 }
 
 #[test]
