@@ -206,6 +206,7 @@ pub(crate) fn checkpoint<E: Engine>(core: &Core<E>) -> Result<(), Error> {
 fn write_checkpoint<E: Engine>(core: &Core<E>) -> Result<(), Error> {
     let checkpoints = &core.checkpoints;
     let _running = checkpoints.running.lock().map_err(|_| Error::Engine("checkpoint lock poisoned".to_owned()))?;
+    let _watched = core.queue.checkpoint_running();
     let (target, next_batch) = {
         let state = checkpoints.lock()?;
         (state.end, state.next_batch)

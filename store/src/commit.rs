@@ -62,6 +62,9 @@ pub const COMMIT_STALL_LIMIT: Duration = Duration::from_secs(120);
 /// The watchdog looks at least this often (and at least four times per stall limit).
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
+/// Closing looks this often whether a thread it waits for finished.
+const CLOSE_POLL: Duration = Duration::from_millis(20);
+
 /// Most bytes one write (an append, a blob, a resource) may add to a batch:
 /// half a batch, far above any of them (64 MiB each at most), so a batch of
 /// one write and its framing always fits.
@@ -106,11 +109,16 @@ struct State<T> {
     /// Batches that filled up before the committer took them, oldest first.
     sealed: VecDeque<Pending<T>>,
     poisoned: Option<String>,
-    /// Set when the watchdog failed the queue because a batch never finished.
+    /// Set when the watchdog failed the queue because a batch or a
+    /// checkpoint never finished.
     stalled: bool,
     stop: bool,
     /// The batch the committer is on, and since when.
     in_flight: Option<(Arc<Done>, Instant)>,
+    /// Since when a checkpoint has been running, if one is.
+    checkpoint_since: Option<Instant>,
+    /// Set as the store closes, once nothing is left to watch.
+    watch_retired: bool,
     /// The log is durable up to here (the end of the last synced batch).
     durable_end: u64,
     /// The longest the committer lingers (zero: never).
@@ -206,6 +214,7 @@ struct Abandon<'a, T> {
 impl<T> Drop for Abandon<'_, T> {
     fn drop(&mut self) {
         let mut state = self.queue.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.in_flight = None;
         let drained = state.stop && state.open.buf.is_empty() && state.sealed.is_empty();
         if drained && self.in_flight.is_none() {
             return;
@@ -220,6 +229,21 @@ impl<T> Drop for Abandon<'_, T> {
             done.complete(Err(reason.clone()));
         }
         self.queue.work.notify_all();
+    }
+}
+
+/// A checkpoint in progress, on the watchdog's books until dropped.
+#[derive(Debug)]
+pub(crate) struct CheckpointRunning<'a, T> {
+    queue: &'a CommitQueue<T>,
+}
+
+impl<T> Drop for CheckpointRunning<'_, T> {
+    fn drop(&mut self) {
+        let mut state = self.queue.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.checkpoint_since = None;
+        drop(state);
+        self.queue.watch.notify_all();
     }
 }
 
@@ -254,6 +278,8 @@ impl<T: Send + 'static> CommitQueue<T> {
                 stalled: false,
                 stop: false,
                 in_flight: None,
+                checkpoint_since: None,
+                watch_retired: false,
                 durable_end,
                 max_linger,
                 last_batch_writes: 0,
@@ -323,18 +349,22 @@ impl<T: Send + 'static> CommitQueue<T> {
         while let Some(mut pending) = self.next_pending() {
             guard.in_flight = Some(Arc::clone(&pending.done));
             let poisoned = match self.lock() {
-                Ok(mut state) => {
-                    state.in_flight = Some((Arc::clone(&pending.done), Instant::now()));
-                    state.poisoned.clone()
-                }
+                Ok(mut state) => match state.poisoned.clone() {
+                    Some(reason) => Some(reason),
+                    None => {
+                        state.in_flight = Some((Arc::clone(&pending.done), Instant::now()));
+                        None
+                    }
+                },
                 Err(_) => None,
             };
             if let Some(reason) = poisoned {
                 pending.done.complete(Err(reason));
+                guard.in_flight = None;
                 continue;
             }
             let started = Instant::now();
-            match writer.write(&mut pending.buf) {
+            let result = match writer.write(&mut pending.buf) {
                 Ok(header) => {
                     let took = started.elapsed();
                     publisher.publish(&header, std::mem::take(&mut pending.effects));
@@ -345,62 +375,110 @@ impl<T: Send + 'static> CommitQueue<T> {
                         state.last_batch_writes = pending.n_writes;
                         state.last_sync = took;
                     }
-                    pending.done.complete(Ok(()));
+                    Ok(())
                 }
                 Err(err) => {
                     let reason = format!("writing the log: {err}");
                     if let Ok(mut state) = self.lock() {
-                        state.poisoned = Some(reason.clone());
+                        state.poisoned.get_or_insert_with(|| reason.clone());
                     }
-                    pending.done.complete(Err(reason));
+                    Err(reason)
                 }
-            }
-            guard.in_flight = None;
+            };
+            // Off the watchdog's books before the answer, so that a batch
+            // answered Ok is never also taken for a stalled one.
             if let Ok(mut state) = self.lock() {
                 state.in_flight = None;
             }
+            pending.done.complete(result);
+            guard.in_flight = None;
         }
     }
 
-    /// Runs the watchdog until [`CommitQueue::stop`]: the watchdog thread's
-    /// body. Fails the queue once the committer has been on one batch for
-    /// longer than `limit` (see the module documentation).
+    /// Runs the watchdog until [`CommitQueue::retire_watchdog`]: the watchdog
+    /// thread's body. Fails the queue once the committer has been on one batch,
+    /// or a checkpoint has been running, for longer than `limit` (see the
+    /// module documentation); a zero `limit` watches nothing.
     pub(crate) fn watch(&self, limit: Duration) {
-        let period = (limit / 4).min(WATCH_PERIOD);
+        let period = (limit / 4).clamp(Duration::from_millis(1), WATCH_PERIOD);
         let Ok(mut state) = self.lock() else { return };
-        while !state.stop {
-            let stuck = state
-                .in_flight
-                .as_ref()
-                .filter(|(_, since)| state.poisoned.is_none() && since.elapsed() > limit)
-                .map(|(done, _)| Arc::clone(done));
-            if let Some(done) = stuck {
-                let reason = format!(
-                    "the log's committer has been on one batch for more than {limit:?} (a storage device or the \
-                     index engine stopped answering); restart the server"
-                );
-                state.poisoned = Some(reason.clone());
-                state.stalled = true;
-                let mut failed = vec![done];
-                failed.extend(state.sealed.drain(..).map(|pending| pending.done));
-                failed.push(Arc::clone(&state.open.done));
-                drop(state);
-                for done in failed {
-                    done.complete(Err(reason.clone()));
+        while !state.watch_retired {
+            if !limit.is_zero() && !state.stalled {
+                let batch = state
+                    .in_flight
+                    .as_ref()
+                    .filter(|(_, since)| since.elapsed() > limit)
+                    .map(|(done, _)| Arc::clone(done));
+                let checkpoint = state.checkpoint_since.is_some_and(|since| since.elapsed() > limit);
+                if batch.is_some() || checkpoint {
+                    let what = if batch.is_some() {
+                        "the log's committer has been on one batch"
+                    } else {
+                        "a checkpoint has been running"
+                    };
+                    let reason = format!(
+                        "{what} for more than {limit:?} (a storage device or the index engine stopped answering); \
+                         restart the server"
+                    );
+                    state.poisoned = Some(reason.clone());
+                    state.stalled = true;
+                    let mut failed: Vec<Arc<Done>> = batch.into_iter().collect();
+                    failed.extend(state.sealed.drain(..).map(|pending| pending.done));
+                    failed.push(Arc::clone(&state.open.done));
+                    drop(state);
+                    self.watch.notify_all();
+                    for done in failed {
+                        done.complete(Err(reason.clone()));
+                    }
+                    let Ok(next) = self.lock() else { return };
+                    state = next;
+                    continue;
                 }
-                let Ok(next) = self.lock() else { return };
-                state = next;
-                continue;
             }
             let Ok((next, _)) = self.watch.wait_timeout(state, period) else { return };
             state = next;
         }
     }
 
-    /// Whether the watchdog failed the queue: its committer (and maybe other
-    /// threads) may be blocked for good.
+    /// Notes that a checkpoint began, until the guard returned is dropped:
+    /// the watchdog watches checkpoints too (one runs at a time).
+    pub(crate) fn checkpoint_running(&self) -> CheckpointRunning<'_, T> {
+        if let Ok(mut state) = self.lock() {
+            state.checkpoint_since = Some(Instant::now());
+        }
+        CheckpointRunning { queue: self }
+    }
+
+    /// Whether the watchdog failed the queue: its committer, or a checkpoint,
+    /// may be blocked for good.
     pub(crate) fn stalled(&self) -> bool {
         self.lock().is_ok_and(|state| state.stalled)
+    }
+
+    /// Waits until `done` says yes or the watchdog fails the queue; true if
+    /// `done` said yes. For closing: a thread is joined only once it finished,
+    /// and one stuck in the engine is left behind.
+    pub(crate) fn wait_unless_stalled(&self, mut done: impl FnMut() -> bool) -> bool {
+        let Ok(mut state) = self.lock() else { return done() };
+        loop {
+            if done() {
+                return true;
+            }
+            if state.stalled {
+                return false;
+            }
+            // `done` may not notify: look again at least this often.
+            let Ok((next, _)) = self.watch.wait_timeout(state, CLOSE_POLL) else { return done() };
+            state = next;
+        }
+    }
+
+    /// Ends the watchdog: the last step of closing the store.
+    pub(crate) fn retire_watchdog(&self) {
+        if let Ok(mut state) = self.lock() {
+            state.watch_retired = true;
+        }
+        self.watch.notify_all();
     }
 
     /// The next batch to write, waiting for one (and lingering for released
@@ -443,7 +521,6 @@ impl<T: Send + 'static> CommitQueue<T> {
             state.stop = true;
         }
         self.work.notify_all();
-        self.watch.notify_all();
     }
 
     /// Fails every later write: the store can no longer make anything durable.

@@ -353,24 +353,13 @@ fn a_batch_that_never_finishes_fails_the_store() {
     let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
     let store = LogStore::with_options(GatedEngine::new(MemEngine::new(), Arc::clone(&gate)), &wal).unwrap();
     let session = logbook_core::SessionId::from_parts(1, 1);
-    let entries = |n: u64| -> Vec<logbook_core::Entry> {
-        logbook_core::event::sample_events()
-            .into_iter()
-            .take(1)
-            .map(|event| logbook_core::Entry {
-                id: logbook_core::EventId::from_parts(1, u128::from(n)),
-                event,
-                at: logbook_core::Timestamp::from_unix_micros(1),
-            })
-            .collect()
-    };
-    crate::Append::append(&store, session, logbook_core::Seq::ZERO, &entries(0)).unwrap();
+    crate::Append::append(&store, session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
 
     gate.arm();
     let (tx, answered) = std::sync::mpsc::channel();
     {
         let store = store.clone();
-        let batch = entries(1);
+        let batch = sample_entries(1, 1);
         std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(1), &batch)));
     }
     gate.wait_entered(1);
@@ -380,8 +369,79 @@ fn a_batch_that_never_finishes_fails_the_store() {
         other => panic!("the stalled append answered {other:?}"),
     }
     assert!(store.poisoned().is_some());
-    assert!(crate::Append::append(&store, session, logbook_core::Seq::new(1), &entries(2)).is_err());
+    assert!(crate::Append::append(&store, session, logbook_core::Seq::new(1), &sample_entries(2, 1)).is_err());
     // Closing does not wait for the stuck committer.
     drop(store);
     gate.disarm();
+}
+
+/// Goal: closing the store while its committer is stuck neither hangs nor
+/// leaves the stuck batch's writer unanswered, even when the close begins
+/// before the stall limit is reached (the watchdog keeps watching until the
+/// store has closed). Method (from the review of the watchdog): an append is
+/// submitted and held in its `pwrite`, its writer keeps no store handle (an
+/// async append whose request went away), and the store is dropped at once.
+#[test]
+fn closing_while_the_committer_is_stuck_does_not_hang() {
+    let gate = Arc::new(Gate::default());
+    let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
+    let store = LogStore::with_options(GatedEngine::new(MemEngine::new(), Arc::clone(&gate)), &wal).unwrap();
+    let session = logbook_core::SessionId::from_parts(1, 1);
+    gate.arm();
+    let pending = store.append_submit(session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
+    gate.wait_entered(1);
+    let (tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(store);
+        let _ = tx.send(());
+    });
+    closed.recv_timeout(Duration::from_secs(30)).expect("closing the store hung behind a stuck committer");
+    let (tx, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(pending.wait().is_ok()));
+    let ok = answered.recv_timeout(Duration::from_secs(30)).expect("the stuck append was never answered");
+    assert!(!ok, "the stuck append was acknowledged");
+    gate.disarm();
+}
+
+/// Goal: a stuck batch fails even when the store was poisoned by something
+/// else meanwhile (a failed checkpoint), rather than leave its writer
+/// blocked. Method (from the review of the watchdog): the committer is held
+/// in a batch's `pwrite`, then a checkpoint fails.
+#[test]
+fn a_stuck_batch_fails_even_when_the_store_was_poisoned_meanwhile() {
+    let gate = Arc::new(Gate::default());
+    let mem = MemEngine::new();
+    let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
+    let store = LogStore::with_options(GatedEngine::new(mem.clone_handle(), Arc::clone(&gate)), &wal).unwrap();
+    let session = logbook_core::SessionId::from_parts(1, 1);
+    crate::Append::append(&store, session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
+    gate.arm();
+    let (tx, answered) = std::sync::mpsc::channel();
+    {
+        let store = store.clone();
+        let batch = sample_entries(1, 1);
+        std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(1), &batch)));
+    }
+    gate.wait_entered(1);
+    mem.fail_syncs(true);
+    assert!(store.checkpoint().is_err());
+    assert!(store.poisoned().is_some());
+    let answer = answered.recv_timeout(Duration::from_secs(30)).expect("the stuck append was never answered");
+    assert!(answer.is_err(), "the stuck append was acknowledged");
+    drop(store);
+    gate.disarm();
+}
+
+/// `n` sample entries, ids from `first`.
+fn sample_entries(first: u64, n: usize) -> Vec<logbook_core::Entry> {
+    logbook_core::event::sample_events()
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(k, event)| logbook_core::Entry {
+            id: logbook_core::EventId::from_parts(1, u128::from(first) + k as u128),
+            event,
+            at: logbook_core::Timestamp::from_unix_micros(1),
+        })
+        .collect()
 }

@@ -208,7 +208,10 @@ impl<E: Engine> Resources for LogStore<E> {
         };
         if let Err(err) = ticket.wait() {
             // Its batch failed (the store is now poisoned): the engine never
-            // had the value.
+            // had the value, unless the watchdog failed a batch the committer
+            // later finished (a stall: then the value is in the log, and the
+            // engine, and comes back after a restart, like a write acknowledged
+            // just before a crash whose caller never heard).
             core.settle_resource(&full_key, write);
             return Err(err);
         }

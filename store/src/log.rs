@@ -64,7 +64,10 @@ impl<E: Engine> Clone for LogStore<E> {
 #[derive(Debug)]
 pub(crate) struct Inner<E: Engine> {
     pub(crate) core: Arc<Core<E>>,
+    /// The committer and the checkpointer.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Runs until the store has closed (see `commit.rs`).
+    watchdog: Mutex<Option<JoinHandle<()>>>,
     /// Set by [`LogStore::crash`]: close without the final checkpoint.
     crashed: std::sync::atomic::AtomicBool,
 }
@@ -255,8 +258,15 @@ impl<E: Engine> LogStore<E> {
                 .spawn(move || core.queue.watch(limit))
                 .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
         };
-        let threads = Mutex::new(vec![committer, checkpointer, watchdog]);
-        Ok(LogStore { inner: Arc::new(Inner { core, threads, crashed: std::sync::atomic::AtomicBool::new(false) }) })
+        let threads = Mutex::new(vec![committer, checkpointer]);
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                core,
+                threads,
+                watchdog: Mutex::new(Some(watchdog)),
+                crashed: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
     }
 
     /// Sets the byte budget of every later read ([`MAX_READ_BYTES`] when the
@@ -367,22 +377,35 @@ impl<E: Engine> LogStore<E> {
 
 impl<E: Engine> Drop for Inner<E> {
     fn drop(&mut self) {
-        self.core.queue.stop();
+        let queue = &self.core.queue;
+        queue.stop();
         self.core.checkpoints.stop();
         let threads = self.threads.get_mut().map(std::mem::take).unwrap_or_default();
-        // After a stall the committer, and a checkpoint behind the same
-        // engine lock, may never return: they are left behind, and so is the
-        // final checkpoint (see `commit.rs`).
-        let stalled = self.core.queue.stalled();
+        // The committer and the checkpointer are joined once they finish; one
+        // stuck in the engine is left behind once the watchdog gives up on
+        // it (see `commit.rs`), and so is the final checkpoint.
         for thread in threads {
-            if !stalled || thread.is_finished() {
+            if queue.wait_unless_stalled(|| thread.is_finished()) {
                 let _ = thread.join();
             }
         }
         // The last checkpoint makes the next open fast; the log has everything
-        // even if it fails.
-        if !self.crashed.load(Ordering::SeqCst) && !stalled {
-            let _ = crate::checkpoint::checkpoint(&self.core);
+        // even if it fails. It runs on a thread of its own so that closing
+        // does not wait on an engine that stopped answering.
+        if !self.crashed.load(Ordering::SeqCst) && !queue.stalled() {
+            let core = Arc::clone(&self.core);
+            let spawned = std::thread::Builder::new().name("logbook-close".to_owned()).spawn(move || {
+                let _ = crate::checkpoint::checkpoint(&core);
+            });
+            if let Ok(thread) = spawned
+                && queue.wait_unless_stalled(|| thread.is_finished())
+            {
+                let _ = thread.join();
+            }
+        }
+        queue.retire_watchdog();
+        if let Some(watchdog) = self.watchdog.get_mut().ok().and_then(Option::take) {
+            let _ = watchdog.join();
         }
     }
 }
