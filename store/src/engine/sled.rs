@@ -83,9 +83,8 @@ impl SledEngine {
         let dir = &data.join(SLED_DIR);
         let io_err = |reason: String| OpenError::Io { path: dir.to_owned(), reason };
         let creating = data.join(SLED_CREATING_DIR);
-        if !dir.try_exists().map_err(|err| io_err(err.to_string()))? {
-            create_sled_dir(&creating, dir, options)
-                .map_err(|reason| OpenError::Engine { path: dir.to_owned(), reason })?;
+        if !holds_a_database(dir).map_err(|err| io_err(err.to_string()))? {
+            create_sled_dir(&creating, dir, options).map_err(io_err)?;
         } else {
             remove_if_present(&creating).map_err(|err| io_err(format!("removing {}: {err}", creating.display())))?;
         }
@@ -346,14 +345,26 @@ fn sled_config(dir: &Path, options: &SledOptions) -> sled::Config {
 /// the new database is built in `creating` (any leftover of an earlier try is
 /// removed first), made durable and closed, and only then renamed to `dir`,
 /// with the data directory synced after the rename.
+///
+/// A `dir` that [`holds_a_database`] says holds none (what an older release's
+/// crash at the same point left) is removed first.
 fn create_sled_dir(creating: &Path, dir: &Path, options: &SledOptions) -> Result<(), String> {
     let io =
         |what: &str, err: std::io::Error| format!("creating the database in {}: {what}: {err}", creating.display());
     remove_if_present(creating).map_err(|err| io("removing a leftover", err))?;
+    remove_if_present(dir).map_err(|err| io("removing a database directory with no database", err))?;
     super::files::make_private_dir(creating).map_err(|err| io("making the directory", err))?;
-    {
+    // sled's handle panics when its closing `fsync` fails (sled 0.34.7
+    // `Log::drop`): here that is an error of the creation, not of the process.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), String> {
         let db = open_waiting_for_lock(&sled_config(creating, options), creating).map_err(|err| err.to_string())?;
         db.flush().map_err(|err| err.to_string())?;
+        drop(db);
+        Ok(())
+    }));
+    match built {
+        Ok(result) => result.map_err(|reason| format!("creating the database in {}: {reason}", creating.display()))?,
+        Err(_) => return Err(format!("creating the database in {}: sled failed while closing it", creating.display())),
     }
     let mut synced = 0;
     for sub in [creating.to_owned(), creating.join("blobs")] {
@@ -375,6 +386,27 @@ fn create_sled_dir(creating: &Path, dir: &Path, options: &SledOptions) -> Result
     std::fs::rename(creating, dir).map_err(|err| io("renaming it into place", err))?;
     let data = dir.parent().unwrap_or(Path::new("."));
     fsync_dir(data).map_err(|err| io("fsync of the data directory", err))
+}
+
+/// Whether sled's directory `dir` holds a database: false when it is missing,
+/// and when all it holds is what a crash before sled created its `db` file
+/// leaves (a `conf` file, an empty `blobs` directory). Anything else is left
+/// for sled to open, or to refuse.
+fn holds_a_database(dir: &Path) -> std::io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let empty_blobs = name == "blobs" && std::fs::read_dir(entry.path())?.next().is_none();
+        if !(name == "conf" || empty_blobs) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes a directory tree, if there is one.

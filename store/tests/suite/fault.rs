@@ -180,7 +180,8 @@ fn a_snapshot_sled_never_finished_does_not_stop_the_store_from_opening() {
 /// opens is `tests/tests/storage_faults.rs`'s part). Method: what such a crash
 /// now leaves (a `sled.creating` directory with a half-written `conf`) is in
 /// the data directory; the store opens, takes an append, and the leftover is
-/// gone.
+/// gone. Then what it left before (`sled` with a half-written `conf` and no
+/// `db`): the store is created in its place.
 #[test]
 fn a_store_whose_creation_was_cut_short_is_created_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,4 +195,13 @@ fn a_store_whose_creation_was_cut_short_is_created_again() {
     drop(store);
     let store = logbook_store::SledStore::open(&data, &super::small_sled_options()).unwrap();
     assert_eq!(store.read(session(1), Seq::ZERO, 10).unwrap().len(), 1);
+    drop(store);
+
+    // What the same crash left before sled was built aside: `sled` itself
+    // with a half-written `conf`, an empty `blobs` and no `db`.
+    let data = dir.path().join("older");
+    std::fs::create_dir_all(data.join("sled/blobs")).unwrap();
+    std::fs::write(data.join("sled/conf"), b"segment_size: 52").unwrap();
+    let store = logbook_store::SledStore::open(&data, &super::small_sled_options()).unwrap();
+    store.append(session(1), Seq::ZERO, &entries(0..1)).unwrap();
 }
