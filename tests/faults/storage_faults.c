@@ -612,8 +612,10 @@ static int do_openat(const char *name, int dirfd, const char *path, int flags, m
     return f(path, flags, m);
 }
 
+/* The mode argument is there only with O_CREAT or O_TMPFILE. */
 static mode_t mode_arg(int flags, va_list ap) {
-    return creates(flags) ? (mode_t)va_arg(ap, int) : 0;
+    int has_mode = (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+    return has_mode ? (mode_t)va_arg(ap, int) : 0;
 }
 
 int open(const char *path, int flags, ...) {

@@ -19,6 +19,12 @@ use logbook_store::{Read, Resources, SledOptions, SledStore};
 
 use crate::{Ack, CRASH_COUNTER, counter_value, crash_session};
 
+/// sled's cache when the checks open a store (small: they read each record once).
+pub const CHECK_CACHE_BYTES: u64 = 16 << 20;
+
+/// Records asked for per read while reading a session whole.
+const READ_CHUNK: usize = 10_000;
+
 /// One line of `crash-writer`'s output (with the storage-fault shim loaded,
 /// its own report too).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +92,8 @@ impl Survivors {
     /// against every acknowledgement taken so far and the last check's
     /// findings. `n_sessions` is the writer's session count.
     pub fn check(&mut self, data: &Path, n_sessions: u64) -> anyhow::Result<()> {
-        let store = SledStore::open(data, &SledOptions { cache_capacity_bytes: 16 << 20 }).context("reopen failed")?;
+        let store =
+            SledStore::open(data, &SledOptions { cache_capacity_bytes: CHECK_CACHE_BYTES }).context("reopen failed")?;
         ensure!(store.quarantined().is_empty(), "quarantined sessions: {:?}", store.quarantined());
         ensure!(store.store_damage().is_empty(), "store damage: {:?}", store.store_damage());
         // The whole log against the index, every chain from genesis.
@@ -107,7 +114,10 @@ impl Survivors {
                     "{session} lost acknowledged records: has {n_records}, acked {}",
                     ack.next
                 );
-                let Some(acked) = records.get(ack.next.get() as usize - 1) else { bail!("{session}: no record") };
+                let last = usize::try_from(ack.next.get()).ok().and_then(|next| next.checked_sub(1));
+                let Some(acked) = last.and_then(|last| records.get(last)) else {
+                    bail!("{session}: an acknowledgement of {} records", ack.next)
+                };
                 ensure!(acked.hash() == ack.hash, "{session}: the acknowledged hash differs");
             }
             if let Some(before) = self.seen.get(&session) {
@@ -144,7 +154,7 @@ impl Survivors {
 fn read_all(store: &SledStore, session: SessionId) -> anyhow::Result<Vec<Record>> {
     let mut out = Vec::new();
     loop {
-        let batch = store.read(session, Seq::new(out.len() as u64), 10_000)?;
+        let batch = store.read(session, Seq::new(out.len() as u64), READ_CHUNK)?;
         if batch.is_empty() {
             return Ok(out);
         }
