@@ -287,19 +287,21 @@ fn open_waiting_for_lock(config: &sled::Config, dir: &Path) -> Result<sled::Db, 
     }
 }
 
-/// Removes the snapshots sled started writing but never finished, returning
-/// false (and removing nothing) while another handle holds sled's lock.
+/// Settles the snapshots sled was writing when it stopped, returning false
+/// (and touching nothing) while another handle holds sled's lock.
 ///
-/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating` and renames it to
-/// `snap.<lsn>` once it is complete and synced, but at open it reads the
-/// highest-named `snap.*` file, `.generating` ones included: after a crash in
-/// the middle of writing one, it reads that partial file and refuses to open
-/// ("Read corrupted data"; spacejam/sled#1527, found here by
-/// `tests/tests/storage_faults.rs`). Such a file was never in effect, so
-/// removing it gives the state of a crash just before its creation, which sled
-/// recovers from. The removal happens under sled's own `flock` on `db` (taken
-/// and released here), so a snapshot a running handle is writing is never
-/// removed.
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating`, syncs it and
+/// renames it to `snap.<lsn>`, but at open it reads the highest-named `snap.*`
+/// file, `.generating` ones included: after a crash in the middle of writing
+/// one, it reads that partial file and refuses to open ("Read corrupted data";
+/// spacejam/sled#1527, found here by `tests/tests/storage_faults.rs`). A
+/// partial one (its length and sled's CRC-32 trailer do not check) was never
+/// in effect and is removed: the state of a crash just before its creation. A
+/// complete one is what sled itself would read, and is renamed into place:
+/// the state of a crash just after the rename (on a file system without a
+/// journal, the rename may be lost while the older snapshot's removal after
+/// it is not). This happens under sled's own `flock` on `db` (taken and
+/// released here), so a snapshot a running handle is writing is never touched.
 fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
     let db = match File::open(dir.join("db")) {
         Ok(db) => db,
@@ -311,21 +313,37 @@ fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
         Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
         Err(std::fs::TryLockError::Error(err)) => return Err(err),
     }
-    let mut removed = false;
+    let mut changed = false;
     for item in std::fs::read_dir(dir)? {
         let item = item?;
         let name = item.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            std::fs::remove_file(item.path())?;
-            removed = true;
+        let Some(finished_name) = name.strip_prefix("snap.").and_then(|rest| rest.strip_suffix(".generating")) else {
+            continue;
+        };
+        let path = item.path();
+        if snapshot_is_complete(&std::fs::read(&path)?) {
+            std::fs::rename(&path, dir.join(format!("snap.{finished_name}")))?;
+        } else {
+            std::fs::remove_file(&path)?;
         }
+        changed = true;
     }
-    if removed {
+    if changed {
         fsync_dir(dir)?;
     }
     // Dropping `db` releases the lock for sled to take.
     Ok(true)
+}
+
+/// Whether a snapshot file holds all sled wrote: its bytes, their length (8
+/// bytes) and their CRC-32 (4 bytes, little-endian), as sled 0.34.7 checks
+/// them when it reads one.
+fn snapshot_is_complete(file: &[u8]) -> bool {
+    let Some(body_len) = file.len().checked_sub(12).filter(|n| *n > 0) else { return false };
+    let (body, trailer) = file.split_at(body_len);
+    let Ok(crc) = <[u8; 4]>::try_from(&trailer[8..]) else { return false };
+    crc32fast::hash(body) == u32::from_le_bytes(crc)
 }
 
 fn sled_config(dir: &Path, options: &SledOptions) -> sled::Config {
@@ -419,4 +437,48 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
 
 fn fsync_dir(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::remove_unfinished_snapshots;
+
+    /// A snapshot file as sled 0.34.7 writes one: its bytes, their length,
+    /// their CRC-32.
+    fn snapshot(body: &[u8]) -> Vec<u8> {
+        let mut file = body.to_vec();
+        file.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        file
+    }
+
+    /// Goal: of the snapshots sled never renamed, a partial one is removed
+    /// and a complete one is renamed into place (what sled would read in
+    /// either case, had it written them atomically); finished ones are left
+    /// alone, and nothing is touched while another handle holds sled's lock.
+    #[test]
+    fn unfinished_snapshots_are_removed_when_partial_and_renamed_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::write(path.join("db"), b"").unwrap();
+        let complete = snapshot(b"the pages of a snapshot");
+        std::fs::write(path.join("snap.0000000000000010"), snapshot(b"an older one")).unwrap();
+        std::fs::write(path.join("snap.0000000000000020.generating"), &complete).unwrap();
+        std::fs::write(path.join("snap.0000000000000030.generating"), &complete[..complete.len() - 1]).unwrap();
+
+        let held = std::fs::File::open(path.join("db")).unwrap();
+        held.try_lock().unwrap();
+        assert!(!remove_unfinished_snapshots(path).unwrap(), "went ahead under another handle's lock");
+        assert!(path.join("snap.0000000000000030.generating").exists());
+        drop(held);
+
+        assert!(remove_unfinished_snapshots(path).unwrap());
+        let mut names: Vec<String> =
+            std::fs::read_dir(path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["db", "snap.0000000000000010", "snap.0000000000000020"]);
+        assert_eq!(std::fs::read(path.join("snap.0000000000000020")).unwrap(), complete);
+    }
 }

@@ -159,7 +159,8 @@ fn reopening_waits_for_a_handle_that_is_still_closing() {
 /// of writing one left a store that never opened again ("Read corrupted
 /// data"). Method: a partial snapshot file, as such a crash leaves it, is put
 /// beside a closed store's files; the store opens with everything it held,
-/// and the file is gone.
+/// and the file is gone. (A complete one is renamed into place: the unit
+/// test beside `remove_unfinished_snapshots`.)
 #[test]
 fn a_snapshot_sled_never_finished_does_not_stop_the_store_from_opening() {
     let fixture = SledFixture::new();
