@@ -28,7 +28,9 @@
  *
  * Environment: LOGBOOK_FAULT_DIR (absolute path; required), LOGBOOK_FAULT_AT
  * (k, counting from 1; 0 or unset only counts), LOGBOOK_FAULT_MODE (crash,
- * eio or enospc). When the fault is injected the shim writes one line to
+ * eio, enospc or power); LOGBOOK_FAULT_OP and LOGBOOK_FAULT_SUFFIX, when set,
+ * count only the operations of that name (e.g. fdatasync) on paths ending so
+ * (e.g. .wal). When the fault is injected the shim writes one line to
  * standard output, "fault K OPERATION PATH", before anything else happens, so
  * that the parent sees it in order with the child's own output.
  *
@@ -58,6 +60,8 @@ static size_t dir_len;
 static unsigned long fault_at;
 static enum mode mode;
 static unsigned long ops;
+static const char *only_op;     /* NULL: every operation */
+static const char *only_suffix; /* NULL: every path */
 
 /* Up to MAX_TRACKED log segments, each with the ranges written since its last sync. */
 #define MAX_TRACKED 256
@@ -113,6 +117,8 @@ __attribute__((constructor)) static void init(void) {
     else if (strcmp(m, "enospc") == 0) mode = MODE_ENOSPC;
     else if (strcmp(m, "power") == 0) mode = MODE_POWER;
     else die("LOGBOOK_FAULT_MODE must be crash, eio, enospc or power");
+    only_op = getenv("LOGBOOK_FAULT_OP");
+    only_suffix = getenv("LOGBOOK_FAULT_SUFFIX");
     tracked = calloc(MAX_TRACKED, sizeof *tracked);
     if (!tracked) die("out of memory");
 }
@@ -317,6 +323,11 @@ static void undo_unsynced(void) {
 /* Counts an operation on `path`; true when this is the one to fault (after reporting it). */
 static int fault_here(const char *op, const char *path) {
     if (path[0] == '\0') return 0;
+    if (only_op && strcmp(op, only_op) != 0) return 0;
+    if (only_suffix) {
+        size_t n = strlen(path), m = strlen(only_suffix);
+        if (n < m || strcmp(path + n - m, only_suffix) != 0) return 0;
+    }
     unsigned long n = __atomic_add_fetch(&ops, 1, __ATOMIC_SEQ_CST);
     if (fault_at == 0 || n != fault_at) return 0;
     char line[PATH_MAX + 128];

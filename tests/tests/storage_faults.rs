@@ -51,7 +51,8 @@ const FRESH_EVERY: u64 = 100;
 const ACKS_AFTER_ERROR: u64 = 30;
 
 /// How long one run may take to reach its fault (or, after an I/O error,
-/// its end).
+/// its end): twice crash-writer's stall limit, after which a store stuck
+/// by an I/O error fails and the writer exits.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Where sled 0.34.7's `Log::drop` unwraps its closing `fsync`.
@@ -303,4 +304,86 @@ fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
 #[test]
 fn a_full_disk_at_any_storage_operation_loses_nothing_acknowledged() {
     faults_at_every_operation(Fault::Enospc);
+}
+
+/// The server's `fdatasync` of a log segment that fails, counting from 1:
+/// after its start-up and the set-up's writes, while the clients post.
+const FAULTED_SERVER_SYNC: u64 = 40;
+
+/// Clients posting at once.
+const SERVER_CLIENTS: usize = 4;
+
+/// Posts per client, at most, before the test gives up on the fault.
+const MAX_POSTS: usize = 2_000;
+
+/// Goal (G-D4 through the API): a server whose log sync fails answers the
+/// appends that waited on it, and every later one, with an error instead of
+/// hanging or acknowledging them; `/healthz` says it is failing; restarted
+/// without the fault, it lists every event it acknowledged, in order, with
+/// the same ids. Method: the shim fails the server's `FAULTED_SERVER_SYNC`-th
+/// `fdatasync` of a log segment with EIO (zeroing what that sync covered, as
+/// the kernel may drop it) while `SERVER_CLIENTS` clients post `user.message`
+/// events to one session (no runner: only their appends write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_log_sync_fails_answers_errors_and_keeps_what_it_acknowledged() {
+    use logbook_tests::server::{Api, KEY, Launch, logbook_bin, user_message};
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().canonicalize().unwrap().join("data");
+    let server = Launch::new(&logbook_bin(), &data, KEY)
+        .arg("--no-runner")
+        .env("LD_PRELOAD", shim())
+        .env("LOGBOOK_FAULT_DIR", &data)
+        .env("LOGBOOK_FAULT_AT", FAULTED_SERVER_SYNC.to_string())
+        .env("LOGBOOK_FAULT_MODE", "eio")
+        .env("LOGBOOK_FAULT_OP", "fdatasync")
+        .env("LOGBOOK_FAULT_SUFFIX", ".wal")
+        .start();
+    let api = Api::new(&server);
+    let session = api.session(serde_json::json!([])).await;
+    let path = format!("/v1/sessions/{session}/events");
+    let clients: Vec<_> = (0..SERVER_CLIENTS)
+        .map(|client| {
+            let api = Api::new(&server);
+            let path = path.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..MAX_POSTS {
+                    let body = serde_json::json!({ "events": user_message(&format!("client {client}, {n}")) });
+                    let request = api.raw(reqwest::Method::POST, &path, Some(body));
+                    let (status, answer) = tokio::time::timeout(RUN_DEADLINE, request)
+                        .await
+                        .unwrap_or_else(|_| panic!("a post got no answer within {RUN_DEADLINE:?}"));
+                    if status != 200 {
+                        return (acked, status, answer);
+                    }
+                    acked.push(answer["data"][0]["id"].as_str().unwrap().to_owned());
+                }
+                panic!("{MAX_POSTS} posts and the server never failed (was the fault injected?)")
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for client in clients {
+        let (ids, status, answer) = client.await.unwrap();
+        assert!((500..600).contains(&status), "a failed durability answered {status}: {answer}");
+        assert_eq!(answer["type"], "error", "{answer}");
+        acked.extend(ids);
+    }
+    assert!(!acked.is_empty(), "nothing was acknowledged before the fault");
+    // Every later write fails at once, and health says so.
+    let (status, _) =
+        api.raw(reqwest::Method::POST, &path, Some(serde_json::json!({"events": user_message("late")}))).await;
+    assert!((500..600).contains(&status), "a write after the fault answered {status}");
+    let (status, health) = api.raw(reqwest::Method::GET, "/healthz", None).await;
+    assert_eq!((status, health["status"].as_str()), (503, Some("failing")), "{health}");
+    drop(api);
+    drop(server);
+
+    let server = Launch::new(&logbook_bin(), &data, KEY).arg("--no-runner").start();
+    let listed: Vec<String> =
+        Api::new(&server).events(&session).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !listed.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost after the restart: {missing:?}");
+    eprintln!("server storage fault: {} events acknowledged before the failed sync, all listed after", acked.len());
 }
