@@ -349,20 +349,7 @@ fn reads_alone_keep_the_tail_caches_within_their_global_budget() {
 /// committer then finishes the write: its writer's answer stays the failure.
 #[test]
 fn a_batch_that_never_finishes_fails_the_store() {
-    let gate = Arc::new(Gate::default());
-    let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
-    let store = LogStore::with_options(GatedEngine::new(MemEngine::new(), Arc::clone(&gate)), &wal).unwrap();
-    let session = logbook_core::SessionId::from_parts(1, 1);
-    crate::Append::append(&store, session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
-
-    gate.arm();
-    let (tx, answered) = std::sync::mpsc::channel();
-    {
-        let store = store.clone();
-        let batch = sample_entries(1, 1);
-        std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(1), &batch)));
-    }
-    gate.wait_entered(1);
+    let HeldAppend { store, gate, session, answered } = held_append(MemEngine::new());
     // The write is still held: the watchdog, not the committer, answers.
     match answered.recv_timeout(Duration::from_secs(30)).expect("the stalled append never answered") {
         Err(crate::AppendError::Store(Error::Poisoned { reason })) => assert!(reason.contains("committer"), "{reason}"),
@@ -409,10 +396,31 @@ fn closing_while_the_committer_is_stuck_does_not_hang() {
 /// in a batch's `pwrite`, then a checkpoint fails.
 #[test]
 fn a_stuck_batch_fails_even_when_the_store_was_poisoned_meanwhile() {
-    let gate = Arc::new(Gate::default());
     let mem = MemEngine::new();
+    let HeldAppend { store, gate, answered, .. } = held_append(mem.clone_handle());
+    mem.fail_syncs(true);
+    assert!(store.checkpoint().is_err());
+    assert!(store.poisoned().is_some());
+    let answer = answered.recv_timeout(Duration::from_secs(30)).expect("the stuck append was never answered");
+    assert!(answer.is_err(), "the stuck append was acknowledged");
+    drop(store);
+    gate.disarm();
+}
+
+/// A store over `mem` with a stall limit of 50 ms, one append done, and a
+/// second one held in the committer's `pwrite`; its answer comes on
+/// `answered`.
+struct HeldAppend {
+    store: LogStore<GatedEngine>,
+    gate: Arc<Gate>,
+    session: logbook_core::SessionId,
+    answered: std::sync::mpsc::Receiver<Result<Vec<logbook_core::Record>, crate::AppendError>>,
+}
+
+fn held_append(mem: MemEngine) -> HeldAppend {
+    let gate = Arc::new(Gate::default());
     let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
-    let store = LogStore::with_options(GatedEngine::new(mem.clone_handle(), Arc::clone(&gate)), &wal).unwrap();
+    let store = LogStore::with_options(GatedEngine::new(mem, Arc::clone(&gate)), &wal).unwrap();
     let session = logbook_core::SessionId::from_parts(1, 1);
     crate::Append::append(&store, session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
     gate.arm();
@@ -423,13 +431,7 @@ fn a_stuck_batch_fails_even_when_the_store_was_poisoned_meanwhile() {
         std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(1), &batch)));
     }
     gate.wait_entered(1);
-    mem.fail_syncs(true);
-    assert!(store.checkpoint().is_err());
-    assert!(store.poisoned().is_some());
-    let answer = answered.recv_timeout(Duration::from_secs(30)).expect("the stuck append was never answered");
-    assert!(answer.is_err(), "the stuck append was acknowledged");
-    drop(store);
-    gate.disarm();
+    HeldAppend { store, gate, session, answered }
 }
 
 /// `n` sample entries, ids from `first`.
