@@ -158,7 +158,9 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
                 let segment_bytes = state.segment_bytes;
                 drop(state);
                 // On failure the committer creates the segment itself, unprepared.
+                let watched = core.queue.background_work("a segment's preparation");
                 let _ = core.log.prepare_segment(segment, segment_bytes);
+                drop(watched);
                 let Ok(next) = checkpoints.lock() else { return };
                 state = next;
                 continue;
@@ -206,7 +208,7 @@ pub(crate) fn checkpoint<E: Engine>(core: &Core<E>) -> Result<(), Error> {
 fn write_checkpoint<E: Engine>(core: &Core<E>) -> Result<(), Error> {
     let checkpoints = &core.checkpoints;
     let _running = checkpoints.running.lock().map_err(|_| Error::Engine("checkpoint lock poisoned".to_owned()))?;
-    let _watched = core.queue.checkpoint_running();
+    let _watched = core.queue.background_work("a checkpoint");
     let (target, next_batch) = {
         let state = checkpoints.lock()?;
         (state.end, state.next_batch)

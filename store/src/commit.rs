@@ -33,7 +33,8 @@
 //! `tests/tests/storage_faults.rs`), would leave the committer blocked in a
 //! call that cannot be interrupted, and every writer waiting with it. A
 //! watchdog thread ([`CommitQueue::watch`]) fails the queue instead once the
-//! committer has spent longer than its stall limit on one batch: the batch in
+//! committer has spent longer than its stall limit on one batch, or a
+//! checkpoint or a segment's preparation has run that long: the batch in
 //! flight and every later one fail, the store reports itself poisoned (the
 //! server's `/healthz` answers 503), and closing the store leaves the stuck
 //! threads behind rather than wait for them.
@@ -62,8 +63,12 @@ pub const COMMIT_STALL_LIMIT: Duration = Duration::from_secs(120);
 /// The watchdog looks at least this often (and at least four times per stall limit).
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
-/// Closing looks this often whether a thread it waits for finished.
-const CLOSE_POLL: Duration = Duration::from_millis(20);
+/// Nor more often than this, however small the limit.
+const MIN_WATCH_PERIOD: Duration = Duration::from_millis(1);
+
+/// Closing looks at least this often whether a thread it waits for finished
+/// (the thread wakes it as it finishes; this is the fallback).
+const CLOSE_POLL: Duration = Duration::from_millis(200);
 
 /// Most bytes one write (an append, a blob, a resource) may add to a batch:
 /// half a batch, far above any of them (64 MiB each at most), so a batch of
@@ -99,7 +104,8 @@ pub(crate) struct CommitQueue<T> {
     state: Mutex<State<T>>,
     /// Signals the committer: work queued, or stop.
     work: Condvar,
-    /// Signals the watchdog: stop.
+    /// Signals the watchdog (work began or ended, retire) and whoever waits
+    /// in [`CommitQueue::wait_unless_stalled`] (a stall, a thread finishing).
     watch: Condvar,
 }
 
@@ -115,8 +121,10 @@ struct State<T> {
     stop: bool,
     /// The batch the committer is on, and since when.
     in_flight: Option<(Arc<Done>, Instant)>,
-    /// Since when a checkpoint has been running, if one is.
-    checkpoint_since: Option<Instant>,
+    /// Background work on the engine running: its number, what it is, since when.
+    background: Vec<(u64, &'static str, Instant)>,
+    /// The number the next background work gets.
+    next_work: u64,
     /// Set as the store closes, once nothing is left to watch.
     watch_retired: bool,
     /// The log is durable up to here (the end of the last synced batch).
@@ -232,16 +240,20 @@ impl<T> Drop for Abandon<'_, T> {
     }
 }
 
-/// A checkpoint in progress, on the watchdog's books until dropped.
+/// Background work on the engine in progress, on the watchdog's books until
+/// dropped.
 #[derive(Debug)]
-pub(crate) struct CheckpointRunning<'a, T> {
+#[must_use = "the work is watched only while the guard lives"]
+pub(crate) struct BackgroundWork<'a, T> {
     queue: &'a CommitQueue<T>,
+    /// Its number on the books (none if it could not be put there).
+    id: Option<u64>,
 }
 
-impl<T> Drop for CheckpointRunning<'_, T> {
+impl<T> Drop for BackgroundWork<'_, T> {
     fn drop(&mut self) {
         let mut state = self.queue.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.checkpoint_since = None;
+        state.background.retain(|(work, _, _)| Some(*work) != self.id);
         drop(state);
         self.queue.watch.notify_all();
     }
@@ -278,7 +290,8 @@ impl<T: Send + 'static> CommitQueue<T> {
                 stalled: false,
                 stop: false,
                 in_flight: None,
-                checkpoint_since: None,
+                background: Vec::new(),
+                next_work: 0,
                 watch_retired: false,
                 durable_end,
                 max_linger,
@@ -369,6 +382,9 @@ impl<T: Send + 'static> CommitQueue<T> {
                     let took = started.elapsed();
                     publisher.publish(&header, std::mem::take(&mut pending.effects));
                     if let Ok(mut state) = self.lock() {
+                        // Off the watchdog's books before the answer, so that
+                        // a batch answered Ok is never also taken for stalled.
+                        state.in_flight = None;
                         state.durable_end = writer.end();
                         state.stats.n_syncs += 1;
                         state.stats.sync_micros += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -380,73 +396,86 @@ impl<T: Send + 'static> CommitQueue<T> {
                 Err(err) => {
                     let reason = format!("writing the log: {err}");
                     if let Ok(mut state) = self.lock() {
+                        state.in_flight = None;
                         state.poisoned.get_or_insert_with(|| reason.clone());
                     }
                     Err(reason)
                 }
             };
-            // Off the watchdog's books before the answer, so that a batch
-            // answered Ok is never also taken for a stalled one.
-            if let Ok(mut state) = self.lock() {
-                state.in_flight = None;
-            }
             pending.done.complete(result);
             guard.in_flight = None;
         }
     }
 
     /// Runs the watchdog until [`CommitQueue::retire_watchdog`]: the watchdog
-    /// thread's body. Fails the queue once the committer has been on one batch,
-    /// or a checkpoint has been running, for longer than `limit` (see the
-    /// module documentation); a zero `limit` watches nothing.
+    /// thread's body. Fails the queue once the committer has been on one
+    /// batch, or background work on the engine (a checkpoint, a segment's
+    /// preparation) has been running, for longer than `limit` (see the module
+    /// documentation); a zero `limit` watches nothing.
     pub(crate) fn watch(&self, limit: Duration) {
-        let period = (limit / 4).clamp(Duration::from_millis(1), WATCH_PERIOD);
+        let period = (limit / 4).clamp(MIN_WATCH_PERIOD, WATCH_PERIOD);
         let Ok(mut state) = self.lock() else { return };
         while !state.watch_retired {
-            if !limit.is_zero() && !state.stalled {
-                let batch = state
-                    .in_flight
-                    .as_ref()
-                    .filter(|(_, since)| since.elapsed() > limit)
-                    .map(|(done, _)| Arc::clone(done));
-                let checkpoint = state.checkpoint_since.is_some_and(|since| since.elapsed() > limit);
-                if batch.is_some() || checkpoint {
-                    let what = if batch.is_some() {
-                        "the log's committer has been on one batch"
-                    } else {
-                        "a checkpoint has been running"
-                    };
-                    let reason = format!(
-                        "{what} for more than {limit:?} (a storage device or the index engine stopped answering); \
-                         restart the server"
-                    );
-                    state.poisoned = Some(reason.clone());
-                    state.stalled = true;
-                    let mut failed: Vec<Arc<Done>> = batch.into_iter().collect();
-                    failed.extend(state.sealed.drain(..).map(|pending| pending.done));
-                    failed.push(Arc::clone(&state.open.done));
-                    drop(state);
-                    self.watch.notify_all();
-                    for done in failed {
-                        done.complete(Err(reason.clone()));
-                    }
-                    let Ok(next) = self.lock() else { return };
-                    state = next;
-                    continue;
-                }
+            if limit.is_zero() || state.stalled {
+                let Ok(next) = self.watch.wait(state) else { return };
+                state = next;
+                continue;
             }
-            let Ok((next, _)) = self.watch.wait_timeout(state, period) else { return };
+            let batch_stuck = state.in_flight.as_ref().is_some_and(|(_, since)| since.elapsed() > limit);
+            let work_stuck =
+                state.background.iter().find(|(_, _, since)| since.elapsed() > limit).map(|(_, what, _)| *what);
+            if !batch_stuck && work_stuck.is_none() {
+                let Ok((next, _)) = self.watch.wait_timeout(state, period) else { return };
+                state = next;
+                continue;
+            }
+            let what = match work_stuck {
+                Some(work) if !batch_stuck => format!("{work} has been running"),
+                Some(_) | None => "the log's committer has been on one batch".to_owned(),
+            };
+            let reason = format!(
+                "{what} for more than {limit:?} (a storage device or the index engine stopped answering); restart \
+                 the server"
+            );
+            state.poisoned = Some(reason.clone());
+            state.stalled = true;
+            // The batch in flight fails whatever its age: it waits on the
+            // same device, or behind the stuck work's engine lock.
+            let mut failed: Vec<Arc<Done>> =
+                state.in_flight.as_ref().map(|(done, _)| Arc::clone(done)).into_iter().collect();
+            failed.extend(state.sealed.drain(..).map(|pending| pending.done));
+            failed.push(Arc::clone(&state.open.done));
+            drop(state);
+            self.watch.notify_all();
+            for done in failed {
+                done.complete(Err(reason.clone()));
+            }
+            let Ok(next) = self.lock() else { return };
             state = next;
         }
     }
 
-    /// Notes that a checkpoint began, until the guard returned is dropped:
-    /// the watchdog watches checkpoints too (one runs at a time).
-    pub(crate) fn checkpoint_running(&self) -> CheckpointRunning<'_, T> {
+    /// Notes that background work on the engine began (`what`: "a
+    /// checkpoint", "a segment's preparation"), until the guard returned is
+    /// dropped: the watchdog watches it too.
+    pub(crate) fn background_work(&self, what: &'static str) -> BackgroundWork<'_, T> {
+        let mut id = None;
         if let Ok(mut state) = self.lock() {
-            state.checkpoint_since = Some(Instant::now());
+            let work = state.next_work;
+            state.next_work += 1;
+            state.background.push((work, what, Instant::now()));
+            id = Some(work);
         }
-        CheckpointRunning { queue: self }
+        BackgroundWork { queue: self, id }
+    }
+
+    /// Wakes whoever waits in [`CommitQueue::wait_unless_stalled`]: a thread
+    /// it waits for is finishing.
+    pub(crate) fn wake_closer(&self) {
+        // Under the lock, so that a waiter between its check and its wait
+        // cannot miss it.
+        drop(self.lock());
+        self.watch.notify_all();
     }
 
     /// Whether the watchdog failed the queue: its committer, or a checkpoint,

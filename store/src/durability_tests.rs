@@ -447,3 +447,38 @@ fn sample_entries(first: u64, n: usize) -> Vec<logbook_core::Entry> {
         })
         .collect()
 }
+
+/// Goal: when background work on the engine (here a checkpoint) stalls the
+/// store first, the batch in flight fails too, however young: it waits on the
+/// same device, or behind the stuck work's engine lock. Method (from the
+/// second review of the watchdog): with a stall limit of 300 ms, a checkpoint
+/// is put on the watchdog's books and never ends; 150 ms later (the pause is
+/// the stimulus) an append is held in its `pwrite`, so the checkpoint stalls
+/// the store while the batch is younger than the limit.
+#[test]
+fn a_stalled_checkpoint_fails_the_batch_in_flight() {
+    let gate = Arc::new(Gate::default());
+    let wal = crate::WalOptions { stall_limit: Duration::from_millis(300), ..crate::WalOptions::default() };
+    let store = LogStore::with_options(GatedEngine::new(MemEngine::new(), Arc::clone(&gate)), &wal).unwrap();
+    let session = logbook_core::SessionId::from_parts(1, 1);
+    let stuck = store.inner.core.queue.background_work("a checkpoint");
+    std::thread::sleep(Duration::from_millis(150));
+    gate.arm();
+    let (tx, answered) = std::sync::mpsc::channel();
+    {
+        let store = store.clone();
+        let batch = sample_entries(0, 1);
+        std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::ZERO, &batch)));
+    }
+    gate.wait_entered(1);
+    let answer = answered.recv_timeout(Duration::from_secs(30)).expect("the held append was never answered");
+    match answer {
+        Err(crate::AppendError::Store(Error::Poisoned { reason })) => {
+            assert!(reason.contains("checkpoint"), "{reason}")
+        }
+        other => panic!("the held append answered {other:?}"),
+    }
+    drop(stuck);
+    drop(store);
+    gate.disarm();
+}

@@ -65,7 +65,7 @@ impl<E: Engine> Clone for LogStore<E> {
 pub(crate) struct Inner<E: Engine> {
     pub(crate) core: Arc<Core<E>>,
     /// The committer and the checkpointer.
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    threads: Mutex<Vec<Worker>>,
     /// Runs until the store has closed (see `commit.rs`).
     watchdog: Mutex<Option<JoinHandle<()>>>,
     /// Set by [`LogStore::crash`]: close without the final checkpoint.
@@ -238,25 +238,17 @@ impl<E: Engine> LogStore<E> {
                 core.checkpoints.mark_dirty(&slot);
             }
         }
-        let spawn = |name: &str| std::thread::Builder::new().name(name.to_owned());
-        let committer = {
-            let core = Arc::clone(&core);
-            spawn("logbook-commit")
-                .spawn(move || core.queue.run(writer, &*core))
-                .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
-        };
-        let checkpointer = {
-            let core = Arc::clone(&core);
-            spawn("logbook-checkpoint")
-                .spawn(move || crate::checkpoint::run(&core))
-                .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
-        };
+        let thread_err = |err: std::io::Error| OpenError::Io { path: "(thread)".into(), reason: err.to_string() };
+        let committer =
+            Worker::spawn(&core, "logbook-commit", move |core| core.queue.run(writer, core)).map_err(thread_err)?;
+        let checkpointer = Worker::spawn(&core, "logbook-checkpoint", crate::checkpoint::run).map_err(thread_err)?;
         let watchdog = {
             let core = Arc::clone(&core);
             let limit = wal.stall_limit;
-            spawn("logbook-watchdog")
+            std::thread::Builder::new()
+                .name("logbook-watchdog".to_owned())
                 .spawn(move || core.queue.watch(limit))
-                .map_err(|err| OpenError::Io { path: "(thread)".into(), reason: err.to_string() })?
+                .map_err(thread_err)?
         };
         let threads = Mutex::new(vec![committer, checkpointer]);
         Ok(LogStore {
@@ -375,6 +367,39 @@ impl<E: Engine> LogStore<E> {
     }
 }
 
+/// A thread of the store that closing waits for, unless it is stuck.
+#[derive(Debug)]
+struct Worker {
+    handle: JoinHandle<()>,
+    /// Set as its body returns (before the thread lets go of the core).
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Worker {
+    fn spawn<E: Engine>(
+        core: &Arc<Core<E>>,
+        name: &str,
+        body: impl FnOnce(&Core<E>) + Send + 'static,
+    ) -> std::io::Result<Worker> {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (core, flag) = (Arc::clone(core), Arc::clone(&done));
+        let handle = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+            body(&core);
+            flag.store(true, Ordering::SeqCst);
+            core.queue.wake_closer();
+        })?;
+        Ok(Worker { handle, done })
+    }
+
+    /// Joins the thread once its body returned; leaves it behind if the
+    /// watchdog gave up on the store first.
+    fn join_unless_stalled<T: Send + 'static>(self, queue: &CommitQueue<T>) {
+        if queue.wait_unless_stalled(|| self.done.load(Ordering::SeqCst)) {
+            let _ = self.handle.join();
+        }
+    }
+}
+
 impl<E: Engine> Drop for Inner<E> {
     fn drop(&mut self) {
         let queue = &self.core.queue;
@@ -385,22 +410,17 @@ impl<E: Engine> Drop for Inner<E> {
         // stuck in the engine is left behind once the watchdog gives up on
         // it (see `commit.rs`), and so is the final checkpoint.
         for thread in threads {
-            if queue.wait_unless_stalled(|| thread.is_finished()) {
-                let _ = thread.join();
-            }
+            thread.join_unless_stalled(queue);
         }
         // The last checkpoint makes the next open fast; the log has everything
         // even if it fails. It runs on a thread of its own so that closing
         // does not wait on an engine that stopped answering.
         if !self.crashed.load(Ordering::SeqCst) && !queue.stalled() {
-            let core = Arc::clone(&self.core);
-            let spawned = std::thread::Builder::new().name("logbook-close".to_owned()).spawn(move || {
-                let _ = crate::checkpoint::checkpoint(&core);
+            let close = Worker::spawn(&self.core, "logbook-close", |core| {
+                let _ = crate::checkpoint::checkpoint(core);
             });
-            if let Ok(thread) = spawned
-                && queue.wait_unless_stalled(|| thread.is_finished())
-            {
-                let _ = thread.join();
+            if let Ok(close) = close {
+                close.join_unless_stalled(queue);
             }
         }
         queue.retire_watchdog();

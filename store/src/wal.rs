@@ -58,9 +58,10 @@ pub struct WalOptions {
     /// released before it writes the next batch (see `store/src/commit.rs`);
     /// zero, the default, never waits.
     pub max_linger: std::time::Duration,
-    /// The longest the group committer may spend on one batch before the
-    /// store fails (see `store/src/commit.rs`); [`COMMIT_STALL_LIMIT`] by
-    /// default.
+    /// The longest the group committer may spend on one batch, or a
+    /// checkpoint or a segment's preparation may run, before the store fails
+    /// (see `store/src/commit.rs`); [`COMMIT_STALL_LIMIT`] by default, zero
+    /// for never.
     ///
     /// [`COMMIT_STALL_LIMIT`]: crate::commit::COMMIT_STALL_LIMIT
     pub stall_limit: std::time::Duration,

@@ -300,7 +300,7 @@ fn open_waiting_for_lock(config: &sled::Config, dir: &Path) -> Result<sled::Db, 
 /// complete one is what sled itself would read, and is renamed into place:
 /// the state of a crash just after the rename (on a file system without a
 /// journal, the rename may be lost while the older snapshot's removal after
-/// it is not). This happens under sled's own `flock` on `db` (taken and
+/// it is not), after it is synced. This happens under sled's own `flock` on `db` (taken and
 /// released here), so a snapshot a running handle is writing is never touched.
 fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
     let db = match File::open(dir.join("db")) {
@@ -323,6 +323,9 @@ fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
         };
         let path = item.path();
         if snapshot_is_complete(&std::fs::read(&path)?) {
+            // Complete in the page cache is not complete on disk: sled syncs
+            // it before its rename, and so does this.
+            File::open(&path)?.sync_all()?;
             std::fs::rename(&path, dir.join(format!("snap.{finished_name}")))?;
         } else {
             std::fs::remove_file(&path)?;
@@ -336,13 +339,18 @@ fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Whether a snapshot file holds all sled wrote: its bytes, their length (8
-/// bytes) and their CRC-32 (4 bytes, little-endian), as sled 0.34.7 checks
-/// them when it reads one.
+/// The trailer sled 0.34.7 ends a snapshot file with: the snapshot's length
+/// (8 bytes; sled reads it only when compressing) and the CRC-32 of its bytes
+/// (4 bytes, little-endian).
+const SNAPSHOT_TRAILER_BYTES: usize = 12;
+const SNAPSHOT_CRC_AT: usize = 8;
+
+/// Whether a snapshot file holds all sled wrote, as sled 0.34.7 checks it
+/// when it reads one: some bytes, then the trailer, whose CRC-32 matches them.
 fn snapshot_is_complete(file: &[u8]) -> bool {
-    let Some(body_len) = file.len().checked_sub(12).filter(|n| *n > 0) else { return false };
+    let Some(body_len) = file.len().checked_sub(SNAPSHOT_TRAILER_BYTES).filter(|n| *n > 0) else { return false };
     let (body, trailer) = file.split_at(body_len);
-    let Ok(crc) = <[u8; 4]>::try_from(&trailer[8..]) else { return false };
+    let Ok(crc) = <[u8; 4]>::try_from(&trailer[SNAPSHOT_CRC_AT..]) else { return false };
     crc32fast::hash(body) == u32::from_le_bytes(crc)
 }
 
