@@ -55,6 +55,9 @@
 
 enum mode { MODE_CRASH, MODE_EIO, MODE_ENOSPC, MODE_POWER };
 
+static void die(const char *what) __attribute__((noreturn));
+static void *real(const char *name);
+
 static char dir[PATH_MAX];
 static size_t dir_len;
 static unsigned long fault_at;
@@ -74,18 +77,45 @@ static pthread_mutex_t tracked_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Power mode: what each unsynced write overwrote, oldest first. */
 #define MAX_UNDO_BYTES (512UL << 20)
 struct undo {
-    int fd; /* a dup of the written fd: the file may be renamed or closed since */
+    int fd; /* the file's kept descriptor (see undo_fd): it may be renamed or closed since */
     dev_t dev;
     ino_t ino;
     off_t offset;
     char *old;      /* the bytes the write overwrote (those below the old size) */
     size_t old_len;
     off_t old_size; /* the file's size before the write */
-    unsigned long seq; /* when it was noted: a sync drops only what was noted before it began */
+    unsigned long id;
+    unsigned long seq; /* when the write returned (PENDING before): a sync drops only what returned before it began */
 };
+#define PENDING (~0UL)
 static struct undo *undos;
 static size_t n_undos, cap_undos, undo_bytes;
-static unsigned long undo_seq;
+static unsigned long undo_seq, undo_ids;
+
+/* One descriptor per file written, kept to the end: undo records share it.
+ * It is a new open of the file (through /proc/self/fd), not a dup: a dup
+ * would share the writer's open file description, and with it any flock,
+ * which would then outlive the writer's close (sled locks its db file). */
+static struct { dev_t dev; ino_t ino; int fd; } undo_fds[MAX_TRACKED];
+static int n_undo_fds;
+
+/* The descriptor kept for fd's file (tracked_lock held). */
+static int undo_fd(int fd, const struct stat *st) {
+    for (int i = 0; i < n_undo_fds; i++) {
+        if (undo_fds[i].dev == st->st_dev && undo_fds[i].ino == st->st_ino) return undo_fds[i].fd;
+    }
+    if (n_undo_fds == MAX_TRACKED) die("too many files to undo writes of");
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    int (*real_open)(const char *, int, ...) = real("open");
+    int copy = real_open(link, O_WRONLY | O_CLOEXEC);
+    if (copy < 0) die("reopening a written file");
+    undo_fds[n_undo_fds].dev = st->st_dev;
+    undo_fds[n_undo_fds].ino = st->st_ino;
+    undo_fds[n_undo_fds].fd = copy;
+    n_undo_fds++;
+    return copy;
+}
 
 static void die(const char *what) {
     char line[512];
@@ -235,10 +265,10 @@ static void drop_unsynced(int fd, const char *path) {
  * overwrites (and its size), before the change is made. `len` may reach past
  * the end; a truncation passes its new size as `offset` and the rest of the
  * file as `len`. */
-static void note_undo(int fd, const char *path, off_t offset, size_t len) {
-    if (mode != MODE_POWER || path[0] == '\0') return;
+static unsigned long note_undo(int fd, const char *path, off_t offset, size_t len) {
+    if (mode != MODE_POWER || path[0] == '\0') return PENDING;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return PENDING;
     size_t old_len = 0;
     if (offset < st.st_size) {
         old_len = (size_t)(st.st_size - offset);
@@ -252,14 +282,15 @@ static void note_undo(int fd, const char *path, off_t offset, size_t len) {
         if (!undos) die("out of memory");
     }
     struct undo *u = &undos[n_undos];
-    u->fd = dup(fd);
-    if (u->fd < 0) die("dup");
+    u->fd = undo_fd(fd, &st);
     u->dev = st.st_dev;
     u->ino = st.st_ino;
     u->offset = offset;
     u->old_len = old_len;
     u->old_size = st.st_size;
-    u->seq = undo_seq++;
+    u->id = undo_ids++;
+    u->seq = PENDING;
+    unsigned long id = u->id;
     u->old = malloc(old_len ? old_len : 1);
     if (!u->old) die("out of memory");
     size_t done = 0;
@@ -270,6 +301,20 @@ static void note_undo(int fd, const char *path, off_t offset, size_t len) {
     }
     undo_bytes += old_len;
     n_undos++;
+    pthread_mutex_unlock(&tracked_lock);
+    return id;
+}
+
+/* Power mode: the write noted as `id` returned. */
+static void stamp_undo(unsigned long id) {
+    if (id == PENDING) return;
+    pthread_mutex_lock(&tracked_lock);
+    for (size_t i = n_undos; i-- > 0;) {
+        if (undos[i].id == id) {
+            undos[i].seq = undo_seq++;
+            break;
+        }
+    }
     pthread_mutex_unlock(&tracked_lock);
 }
 
@@ -291,7 +336,6 @@ static void forget_undo(int fd, unsigned long mark) {
     size_t kept = 0;
     for (size_t i = 0; i < n_undos; i++) {
         if (undos[i].dev == st.st_dev && undos[i].ino == st.st_ino && undos[i].seq < mark) {
-            close(undos[i].fd);
             undo_bytes -= undos[i].old_len;
             free(undos[i].old);
         } else {
@@ -364,8 +408,9 @@ ssize_t write(int fd, const void *buf, size_t count) {
         if (mode == MODE_CRASH) f(fd, buf, count / 2);
         crash();
     }
-    note_undo(fd, path, offset, count);
+    unsigned long undo = note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count);
+    stamp_undo(undo);
     note_write(fd, path, offset, n);
     return n;
 }
@@ -379,8 +424,9 @@ static ssize_t do_pwrite(const char *name, int fd, const void *buf, size_t count
         if (mode == MODE_CRASH) f(fd, buf, count / 2, offset);
         crash();
     }
-    note_undo(fd, path, offset, count);
+    unsigned long undo = note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count, offset);
+    stamp_undo(undo);
     if (path[0] != '\0') note_write(fd, path, offset, n);
     return n;
 }
@@ -431,8 +477,9 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
         if (mode == MODE_CRASH) write_half(fd, iov, iovcnt, 0, 0);
         crash();
     }
-    note_undo(fd, path, offset, iov_len(iov, iovcnt));
+    unsigned long undo = note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n = f(fd, iov, iovcnt);
+    stamp_undo(undo);
     note_write(fd, path, offset, n);
     return n;
 }
@@ -446,7 +493,7 @@ static ssize_t do_pwritev(const char *name, int fd, const struct iovec *iov, int
         if (mode == MODE_CRASH) write_half(fd, iov, iovcnt, offset, 1);
         crash();
     }
-    note_undo(fd, path, offset, iov_len(iov, iovcnt));
+    unsigned long undo = note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n;
     if (with_flags) {
         ssize_t (*f)(int, const struct iovec *, int, off_t, int) = real(name);
@@ -455,6 +502,7 @@ static ssize_t do_pwritev(const char *name, int fd, const struct iovec *iov, int
         ssize_t (*f)(int, const struct iovec *, int, off_t) = real(name);
         n = f(fd, iov, iovcnt, offset);
     }
+    stamp_undo(undo);
     if (path[0] != '\0') note_write(fd, path, offset, n);
     return n;
 }
@@ -525,8 +573,10 @@ static int do_ftruncate(const char *name, int fd, off_t len) {
         errno = fail_errno();
         return -1;
     }
-    note_undo(fd, path, len, (size_t)-1);
-    return f(fd, len);
+    unsigned long undo = note_undo(fd, path, len, (size_t)-1);
+    int r = f(fd, len);
+    stamp_undo(undo);
+    return r;
 }
 
 int ftruncate(int fd, off_t len) { return do_ftruncate("ftruncate", fd, len); }
@@ -542,8 +592,10 @@ static int do_fallocate(const char *name, int fd, int fmode, off_t offset, off_t
         errno = fail_errno();
         return -1;
     }
-    note_undo(fd, path, offset, (size_t)len);
-    return f(fd, fmode, offset, len);
+    unsigned long undo = note_undo(fd, path, offset, (size_t)len);
+    int r = f(fd, fmode, offset, len);
+    stamp_undo(undo);
+    return r;
 }
 
 int fallocate(int fd, int fmode, off_t offset, off_t len) { return do_fallocate("fallocate", fd, fmode, offset, len); }

@@ -319,8 +319,8 @@ const MAX_POSTS: usize = 2_000;
 /// Goal (G-D4 through the API): a server whose log sync fails answers the
 /// appends that waited on it, and every later one, with an error instead of
 /// hanging or acknowledging them; `/healthz` says it is failing; restarted
-/// without the fault, it lists every event it acknowledged, in order, with
-/// the same ids. Method: the shim fails the server's `FAULTED_SERVER_SYNC`-th
+/// without the fault, it lists every event it acknowledged, with the same
+/// ids. Method: the shim fails the server's `FAULTED_SERVER_SYNC`-th
 /// `fdatasync` of a log segment with EIO (zeroing what that sync covered, as
 /// the kernel may drop it) while `SERVER_CLIENTS` clients post `user.message`
 /// events to one session (no runner: only their appends write).
