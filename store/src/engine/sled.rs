@@ -263,13 +263,13 @@ impl DirState {
 /// threads finish. Another process holding it (a running server) still fails,
 /// after the wait, with sled's lock error.
 ///
-/// Before sled opens, snapshot files sled never finished are removed (see
-/// [`remove_unfinished_snapshots`]).
+/// Before sled opens, snapshot files sled never finished are settled (see
+/// [`settle_unfinished_snapshots`]).
 fn open_waiting_for_lock(config: &sled::Config, dir: &Path) -> Result<sled::Db, sled::Error> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
-        if !remove_unfinished_snapshots(dir)? && started.elapsed() < LOCK_WAIT {
+        if !settle_unfinished_snapshots(dir)? && started.elapsed() < LOCK_WAIT {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
             continue;
@@ -295,14 +295,15 @@ fn open_waiting_for_lock(config: &sled::Config, dir: &Path) -> Result<sled::Db, 
 /// file, `.generating` ones included: after a crash in the middle of writing
 /// one, it reads that partial file and refuses to open ("Read corrupted data";
 /// spacejam/sled#1527, found here by `tests/tests/storage_faults.rs`). A
-/// partial one (its length and sled's CRC-32 trailer do not check) was never
-/// in effect and is removed: the state of a crash just before its creation. A
-/// complete one is what sled itself would read, and is renamed into place:
-/// the state of a crash just after the rename (on a file system without a
+/// partial one (its CRC-32 trailer does not check) was never in effect and is
+/// removed: the state of a crash just before its creation. A complete one is
+/// what sled itself would read: it is synced and renamed into place, the
+/// state of a crash just after the rename (on a file system without a
 /// journal, the rename may be lost while the older snapshot's removal after
-/// it is not), after it is synced. This happens under sled's own `flock` on `db` (taken and
-/// released here), so a snapshot a running handle is writing is never touched.
-fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
+/// it is not). This happens under sled's own `flock` on `db` (taken and
+/// released here), so a snapshot a running handle is writing is never
+/// touched.
+fn settle_unfinished_snapshots(dir: &Path) -> std::io::Result<bool> {
     let db = match File::open(dir.join("db")) {
         Ok(db) => db,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(true),
@@ -451,7 +452,7 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-    use super::remove_unfinished_snapshots;
+    use super::settle_unfinished_snapshots;
 
     /// A snapshot file as sled 0.34.7 writes one: its bytes, their length,
     /// their CRC-32.
@@ -478,11 +479,11 @@ mod tests {
 
         let held = std::fs::File::open(path.join("db")).unwrap();
         held.try_lock().unwrap();
-        assert!(!remove_unfinished_snapshots(path).unwrap(), "went ahead under another handle's lock");
+        assert!(!settle_unfinished_snapshots(path).unwrap(), "went ahead under another handle's lock");
         assert!(path.join("snap.0000000000000030.generating").exists());
         drop(held);
 
-        assert!(remove_unfinished_snapshots(path).unwrap());
+        assert!(settle_unfinished_snapshots(path).unwrap());
         let mut names: Vec<String> =
             std::fs::read_dir(path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();

@@ -160,7 +160,7 @@ fn reopening_waits_for_a_handle_that_is_still_closing() {
 /// data"). Method: a partial snapshot file, as such a crash leaves it, is put
 /// beside a closed store's files; the store opens with everything it held,
 /// and the file is gone. (A complete one is renamed into place: the unit
-/// test beside `remove_unfinished_snapshots`.)
+/// test beside `settle_unfinished_snapshots`.)
 #[test]
 fn a_snapshot_sled_never_finished_does_not_stop_the_store_from_opening() {
     let fixture = SledFixture::new();
