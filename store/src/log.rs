@@ -391,10 +391,11 @@ impl Worker {
         Ok(Worker { handle, done })
     }
 
-    /// Joins the thread once its body returned; leaves it behind if the
-    /// watchdog gave up on the store first.
+    /// Joins the thread once its body returned (or it ended by a panic, which
+    /// sets no flag: the poll sees it); leaves it behind if the watchdog gave
+    /// up on the store first.
     fn join_unless_stalled<T: Send + 'static>(self, queue: &CommitQueue<T>) {
-        if queue.wait_unless_stalled(|| self.done.load(Ordering::SeqCst)) {
+        if queue.wait_unless_stalled(|| self.done.load(Ordering::SeqCst) || self.handle.is_finished()) {
             let _ = self.handle.join();
         }
     }
