@@ -25,10 +25,25 @@
  *           process kills itself with SIGKILL. What the next process reads is
  *           what the disk held. Only file data is undone: creations, renames
  *           and unlinks stay (LazyFS's model of a power loss does the same).
+ *   power-dirs  a power loss that also loses the changes of directory
+ *           entries not yet durable: every creation (of a file or a
+ *           directory), rename and removal made since the last successful
+ *           fsync of the directory holding the entry (both directories, for a
+ *           rename between two) is undone, newest first, after the file data:
+ *           a created entry is removed (a directory with all it holds), a
+ *           rename is renamed back and what it replaced restored, a removed
+ *           file is restored with its synced contents. That is the most
+ *           pessimistic of the states a journaled file system can leave (it
+ *           keeps some prefix of the changes), and the POSIX rule: only a
+ *           directory's fsync makes its entries durable (an fsync of a new
+ *           file does not make its name durable here, though ext4 does).
+ *
+ * In the power modes the operations run under a lock the power loss takes, so
+ * that none is in flight, made but not yet noted, while the state is undone.
  *
  * Environment: LOGBOOK_FAULT_DIR (absolute path; required), LOGBOOK_FAULT_AT
  * (k, counting from 1; 0 or unset only counts), LOGBOOK_FAULT_MODE (crash,
- * eio, enospc or power); LOGBOOK_FAULT_OP and LOGBOOK_FAULT_SUFFIX, when set,
+ * eio, enospc, power or power-dirs); LOGBOOK_FAULT_OP and LOGBOOK_FAULT_SUFFIX, when set,
  * count only the operations of that name (e.g. fdatasync) on paths ending so
  * (e.g. .wal). When the fault is injected the shim writes one line to
  * standard output, "fault K OPERATION PATH", before anything else happens, so
@@ -38,6 +53,7 @@
  * guess.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +81,7 @@ static enum mode mode;
 static unsigned long ops;
 static const char *only_op;     /* NULL: every operation */
 static const char *only_suffix; /* NULL: every path */
+static int lose_entries;        /* power-dirs: unsynced directory entries are lost too */
 
 /* Up to MAX_TRACKED log segments, each with the ranges written since its last sync. */
 #define MAX_TRACKED 256
@@ -92,7 +109,8 @@ static struct undo *undos;
 static size_t n_undos, cap_undos, undo_bytes;
 static unsigned long undo_seq, undo_ids;
 
-/* One descriptor per file written, kept to the end: undo records share it.
+/* One descriptor per file written (read and write, whatever the writer's
+ * was), kept to the end: undo records share it.
  * It is a new open of the file (through /proc/self/fd), not a dup: a dup
  * would share the writer's open file description, and with it any flock,
  * which would then outlive the writer's close (sled locks its db file). */
@@ -108,7 +126,7 @@ static int undo_fd(int fd, const struct stat *st) {
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     int (*real_open)(const char *, int, ...) = real("open");
-    int copy = real_open(link, O_WRONLY | O_CLOEXEC);
+    int copy = real_open(link, O_RDWR | O_CLOEXEC);
     if (copy < 0) die("reopening a written file");
     undo_fds[n_undo_fds].dev = st->st_dev;
     undo_fds[n_undo_fds].ino = st->st_ino;
@@ -146,7 +164,10 @@ __attribute__((constructor)) static void init(void) {
     else if (strcmp(m, "eio") == 0) mode = MODE_EIO;
     else if (strcmp(m, "enospc") == 0) mode = MODE_ENOSPC;
     else if (strcmp(m, "power") == 0) mode = MODE_POWER;
-    else die("LOGBOOK_FAULT_MODE must be crash, eio, enospc or power");
+    else if (strcmp(m, "power-dirs") == 0) {
+        mode = MODE_POWER;
+        lose_entries = 1;
+    } else die("LOGBOOK_FAULT_MODE must be crash, eio, enospc, power or power-dirs");
     only_op = getenv("LOGBOOK_FAULT_OP");
     only_suffix = getenv("LOGBOOK_FAULT_SUFFIX");
     tracked = calloc(MAX_TRACKED, sizeof *tracked);
@@ -295,7 +316,7 @@ static unsigned long note_undo(int fd, const char *path, off_t offset, size_t le
     if (!u->old) die("out of memory");
     size_t done = 0;
     while (done < old_len) {
-        ssize_t n = pread(fd, u->old + done, old_len - done, offset + (off_t)done);
+        ssize_t n = pread(u->fd, u->old + done, old_len - done, offset + (off_t)done);
         if (n <= 0) die("could not read what a write overwrites");
         done += (size_t)n;
     }
@@ -364,6 +385,247 @@ static void undo_unsynced(void) {
     }
 }
 
+/* Power modes: each storage operation runs under a read lock, and the power
+ * loss takes it to write before it undoes anything, so that no operation is
+ * in flight (made but not yet noted) while the state is undone. An operation
+ * that starts after the power loss never returns: the SIGKILL comes first. */
+static pthread_rwlock_t ops_lock = PTHREAD_RWLOCK_INITIALIZER;
+static int power_lost;
+
+static int op_begin(int tracked) {
+    if (mode != MODE_POWER || !tracked) return 0;
+    pthread_rwlock_rdlock(&ops_lock);
+    if (!__atomic_load_n(&power_lost, __ATOMIC_SEQ_CST)) return 1;
+    pthread_rwlock_unlock(&ops_lock);
+    for (;;) pause();
+}
+
+static void op_end(int held) {
+    if (held) pthread_rwlock_unlock(&ops_lock);
+}
+
+/* Power-dirs mode: the changes of directory entries made since their
+ * directory's last successful fsync, oldest first. Each names its directory
+ * by a kept O_PATH descriptor (the directory may be renamed since) and the
+ * entry by its name in it. */
+enum entry_op { ENTRY_CREATED, ENTRY_MKDIR, ENTRY_RENAMED, ENTRY_UNLINKED, ENTRY_RMDIR };
+struct place { int dir; dev_t dev; ino_t ino; char name[NAME_MAX + 1]; };
+struct entry_change {
+    enum entry_op op;
+    struct place at;   /* the entry made or removed; a rename's target */
+    struct place from; /* a rename's source */
+    int gone;          /* the file removed or replaced, kept open to restore it; -1 for none */
+    mode_t gone_mode;  /* its mode; 0 when nothing was replaced */
+    dev_t gone_dev;    /* a removed directory's identity */
+    ino_t gone_ino;
+    unsigned long seq; /* when it returned: only a sync that began later makes it durable */
+    int unsynced_at, unsynced_from; /* the syncs it still waits for */
+};
+static struct entry_change *changes;
+static size_t n_changes, cap_changes;
+
+/* A kept O_PATH descriptor per directory, found again by identity while that
+ * directory exists. */
+static struct { dev_t dev; ino_t ino; int fd; } dir_fds[MAX_TRACKED];
+static int n_dir_fds;
+
+static char why[PATH_MAX + 128];
+
+/* Splits `path` (relative to dirfd) into its directory, kept open, and its
+ * last name; false when it is not under the fault directory (tracked_lock
+ * held). */
+static int place_of(int dirfd, const char *path, struct place *out) {
+    char full[PATH_MAX];
+    at_path(dirfd, path, full, sizeof full);
+    if (full[0] == '\0') return 0;
+    size_t n = strlen(full);
+    while (n > 1 && full[n - 1] == '/') full[--n] = '\0';
+    char *slash = strrchr(full, '/');
+    if (!slash || strlen(slash + 1) > NAME_MAX || slash[1] == '\0') die("a path with no last name");
+    snprintf(out->name, sizeof out->name, "%s", slash + 1);
+    if (slash == full) slash[1] = '\0'; else slash[0] = '\0';
+    int (*real_open)(const char *, int, ...) = real("open");
+    int fd = real_open(full, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) die("opening the directory of a changed entry");
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("stat of a directory");
+    out->dev = st.st_dev;
+    out->ino = st.st_ino;
+    for (int i = 0; i < n_dir_fds; i++) {
+        struct stat kept;
+        /* A directory since removed may share its inode number with a new one. */
+        if (dir_fds[i].dev == st.st_dev && dir_fds[i].ino == st.st_ino && fstat(dir_fds[i].fd, &kept) == 0
+            && kept.st_nlink > 0) {
+            close(fd);
+            out->dir = dir_fds[i].fd;
+            return 1;
+        }
+    }
+    if (n_dir_fds == MAX_TRACKED) die("too many directories to undo changes in");
+    dir_fds[n_dir_fds].dev = st.st_dev;
+    dir_fds[n_dir_fds].ino = st.st_ino;
+    dir_fds[n_dir_fds].fd = fd;
+    n_dir_fds++;
+    out->dir = fd;
+    return 1;
+}
+
+/* What an entry change is about to remove or replace: the file, kept open
+ * for restoring it, or a directory's identity. */
+struct gone { int fd; mode_t mode; dev_t dev; ino_t ino; };
+
+static struct gone gone_at(const struct place *at) {
+    struct gone g = { -1, 0, 0, 0 };
+    struct stat st;
+    if (fstatat(at->dir, at->name, &st, AT_SYMLINK_NOFOLLOW) != 0) return g;
+    g.mode = st.st_mode;
+    g.dev = st.st_dev;
+    g.ino = st.st_ino;
+    if (S_ISREG(st.st_mode)) {
+        int (*real_openat)(int, const char *, int, ...) = real("openat");
+        g.fd = real_openat(at->dir, at->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (g.fd < 0) die("keeping a file a change removes");
+    } else if (!S_ISDIR(st.st_mode)) {
+        die("a change removes something neither a file nor a directory");
+    }
+    return g;
+}
+
+/* Notes a change made (tracked_lock held). */
+static void note_change(enum entry_op op, const struct place *at, const struct place *from, struct gone g) {
+    if (n_changes == cap_changes) {
+        cap_changes = cap_changes ? cap_changes * 2 : 256;
+        changes = realloc(changes, cap_changes * sizeof *changes);
+        if (!changes) die("out of memory");
+    }
+    struct entry_change *c = &changes[n_changes++];
+    c->op = op;
+    c->at = *at;
+    c->unsynced_at = 1;
+    if (from) c->from = *from;
+    c->unsynced_from = from && (from->dev != at->dev || from->ino != at->ino);
+    c->gone = g.fd;
+    c->gone_mode = g.mode;
+    c->gone_dev = g.dev;
+    c->gone_ino = g.ino;
+    c->seq = undo_seq++;
+}
+
+/* Power-dirs mode: a sync of directory `fd` that began at `mark` succeeded:
+ * the changes of its entries made before it are durable. */
+static void forget_changes(int fd, unsigned long mark) {
+    if (!lose_entries) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    pthread_mutex_lock(&tracked_lock);
+    size_t kept = 0;
+    for (size_t i = 0; i < n_changes; i++) {
+        struct entry_change *c = &changes[i];
+        if (c->seq < mark && c->at.dev == st.st_dev && c->at.ino == st.st_ino) c->unsynced_at = 0;
+        if (c->seq < mark && c->from.dev == st.st_dev && c->from.ino == st.st_ino) c->unsynced_from = 0;
+        if (c->unsynced_at || c->unsynced_from) {
+            changes[kept++] = *c;
+        } else if (c->gone >= 0) {
+            close(c->gone);
+        }
+    }
+    n_changes = kept;
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+static void undo_failed(const char *what, const struct place *at) {
+    snprintf(why, sizeof why, "could not undo a change of directory entries: %s %s: %s", what, at->name,
+             strerror(errno));
+    die(why);
+}
+
+/* Gives back a removed or replaced file its entry, with what its kept
+ * descriptor reads (its synced contents: its unsynced writes are undone). */
+static void restore_file(const struct place *at, int gone, mode_t m) {
+    int (*real_openat)(int, const char *, int, ...) = real("openat");
+    ssize_t (*real_write)(int, const void *, size_t) = real("write");
+    int fd = real_openat(at->dir, at->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, m & 07777);
+    if (fd < 0) undo_failed("restoring", at);
+    char buf[65536];
+    off_t offset = 0;
+    for (;;) {
+        ssize_t n = pread(gone, buf, sizeof buf, offset);
+        if (n < 0) undo_failed("reading what to restore", at);
+        if (n == 0) break;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = real_write(fd, buf + done, (size_t)(n - done));
+            if (w <= 0) undo_failed("restoring", at);
+            done += w;
+        }
+        offset += n;
+    }
+    close(fd);
+}
+
+/* Removes the tree `name` in directory `dir`. */
+static void remove_tree(int dir, const char *name) {
+    int (*real_openat)(int, const char *, int, ...) = real("openat");
+    int (*real_unlinkat)(int, const char *, int) = real("unlinkat");
+    int fd = real_openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, sizeof why, "could not undo a directory's creation: opening %s: %s", name, strerror(errno));
+        die(why);
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) die("listing a directory to remove");
+    struct dirent *item;
+    while ((item = readdir(d)) != NULL) {
+        if (strcmp(item->d_name, ".") == 0 || strcmp(item->d_name, "..") == 0) continue;
+        if (item->d_type == DT_DIR) remove_tree(fd, item->d_name);
+        else if (real_unlinkat(fd, item->d_name, 0) != 0) die("removing a file of a directory whose creation is lost");
+    }
+    closedir(d);
+    if (real_unlinkat(dir, name, AT_REMOVEDIR) != 0) die("removing a directory whose creation is lost");
+}
+
+/* Power-dirs mode: undoes every unsynced change of directory entries, newest
+ * first, after the file data is undone (tracked_lock held). */
+static void undo_changes(void) {
+    int (*real_unlinkat)(int, const char *, int) = real("unlinkat");
+    int (*real_renameat)(int, const char *, int, const char *) = real("renameat");
+    int (*real_mkdirat)(int, const char *, mode_t) = real("mkdirat");
+    for (size_t i = n_changes; i-- > 0;) {
+        struct entry_change *c = &changes[i];
+        switch (c->op) {
+        case ENTRY_CREATED:
+            if (real_unlinkat(c->at.dir, c->at.name, 0) != 0) undo_failed("removing the created", &c->at);
+            break;
+        case ENTRY_MKDIR:
+            remove_tree(c->at.dir, c->at.name);
+            break;
+        case ENTRY_RENAMED:
+            if (real_renameat(c->at.dir, c->at.name, c->from.dir, c->from.name) != 0)
+                undo_failed("renaming back", &c->at);
+            if (c->gone >= 0) restore_file(&c->at, c->gone, c->gone_mode);
+            else if (S_ISDIR(c->gone_mode) && real_mkdirat(c->at.dir, c->at.name, c->gone_mode & 07777) != 0)
+                undo_failed("making again the directory a rename replaced", &c->at);
+            break;
+        case ENTRY_UNLINKED:
+            restore_file(&c->at, c->gone, c->gone_mode);
+            break;
+        case ENTRY_RMDIR: {
+            if (real_mkdirat(c->at.dir, c->at.name, c->gone_mode & 07777) != 0)
+                undo_failed("making again the removed", &c->at);
+            /* The older changes inside it name the removed directory: make them name this one. */
+            int (*real_openat)(int, const char *, int, ...) = real("openat");
+            int fd = real_openat(c->at.dir, c->at.name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (fd < 0) undo_failed("opening the made again", &c->at);
+            for (size_t j = 0; j < i; j++) {
+                if (changes[j].at.dev == c->gone_dev && changes[j].at.ino == c->gone_ino) changes[j].at.dir = fd;
+                if (changes[j].from.dev == c->gone_dev && changes[j].from.ino == c->gone_ino)
+                    changes[j].from.dir = fd;
+            }
+            break;
+        }
+        }
+    }
+}
+
 /* Counts an operation on `path`; true when this is the one to fault (after reporting it). */
 static int fault_here(const char *op, const char *path) {
     if (path[0] == '\0') return 0;
@@ -390,28 +652,43 @@ static int crashes(void) {
 }
 
 static void crash(void) {
-    if (mode == MODE_POWER) undo_unsynced();
+    if (mode == MODE_POWER) {
+        __atomic_store_n(&power_lost, 1, __ATOMIC_SEQ_CST);
+        pthread_rwlock_wrlock(&ops_lock);
+        undo_unsynced();
+        if (lose_entries) undo_changes();
+    }
     kill(getpid(), SIGKILL);
     die("still alive after SIGKILL");
 }
 
 /* Writes: a crash writes half the bytes first. */
 
+/* Where a write(2) on fd writes: the end of the file when it appends. */
+static off_t write_offset(int fd) {
+    struct stat st;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_APPEND) && fstat(fd, &st) == 0) return st.st_size;
+    return lseek(fd, 0, SEEK_CUR);
+}
+
 ssize_t write(int fd, const void *buf, size_t count) {
     ssize_t (*f)(int, const void *, size_t) = real("write");
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (path[0] == '\0') return f(fd, buf, count);
-    off_t offset = lseek(fd, 0, SEEK_CUR);
+    off_t offset = write_offset(fd);
     if (fault_here("write", path)) {
         if (!crashes()) { errno = fail_errno(); return -1; }
         if (mode == MODE_CRASH) f(fd, buf, count / 2);
         crash();
     }
+    int held = op_begin(1);
     unsigned long undo = note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count);
     stamp_undo(undo);
     note_write(fd, path, offset, n);
+    op_end(held);
     return n;
 }
 
@@ -424,10 +701,12 @@ static ssize_t do_pwrite(const char *name, int fd, const void *buf, size_t count
         if (mode == MODE_CRASH) f(fd, buf, count / 2, offset);
         crash();
     }
+    int held = op_begin(path[0] != '\0');
     unsigned long undo = note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count, offset);
     stamp_undo(undo);
     if (path[0] != '\0') note_write(fd, path, offset, n);
+    op_end(held);
     return n;
 }
 
@@ -471,16 +750,18 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
     if (path[0] == '\0') return f(fd, iov, iovcnt);
-    off_t offset = lseek(fd, 0, SEEK_CUR);
+    off_t offset = write_offset(fd);
     if (fault_here("writev", path)) {
         if (!crashes()) { errno = fail_errno(); return -1; }
         if (mode == MODE_CRASH) write_half(fd, iov, iovcnt, 0, 0);
         crash();
     }
+    int held = op_begin(1);
     unsigned long undo = note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n = f(fd, iov, iovcnt);
     stamp_undo(undo);
     note_write(fd, path, offset, n);
+    op_end(held);
     return n;
 }
 
@@ -493,6 +774,7 @@ static ssize_t do_pwritev(const char *name, int fd, const struct iovec *iov, int
         if (mode == MODE_CRASH) write_half(fd, iov, iovcnt, offset, 1);
         crash();
     }
+    int held = op_begin(path[0] != '\0');
     unsigned long undo = note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n;
     if (with_flags) {
@@ -504,6 +786,7 @@ static ssize_t do_pwritev(const char *name, int fd, const struct iovec *iov, int
     }
     stamp_undo(undo);
     if (path[0] != '\0') note_write(fd, path, offset, n);
+    op_end(held);
     return n;
 }
 
@@ -535,12 +818,18 @@ static int do_sync(const char *name, int fd) {
         errno = fail_errno();
         return -1;
     }
+    /* A directory outside the fault directory may hold a change of entries in it (its creation). */
+    struct stat st;
+    int dir_sync = lose_entries && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+    int held = op_begin(path[0] != '\0' || dir_sync);
     unsigned long mark = undo_mark();
     int r = f(fd);
     if (r == 0 && path[0] != '\0') {
         synced(fd, path);
         forget_undo(fd, mark);
     }
+    if (r == 0 && dir_sync) forget_changes(fd, mark);
+    op_end(held);
     return r;
 }
 
@@ -573,9 +862,11 @@ static int do_ftruncate(const char *name, int fd, off_t len) {
         errno = fail_errno();
         return -1;
     }
+    int held = op_begin(path[0] != '\0');
     unsigned long undo = note_undo(fd, path, len, (size_t)-1);
     int r = f(fd, len);
     stamp_undo(undo);
+    op_end(held);
     return r;
 }
 
@@ -592,9 +883,11 @@ static int do_fallocate(const char *name, int fd, int fmode, off_t offset, off_t
         errno = fail_errno();
         return -1;
     }
+    int held = op_begin(path[0] != '\0');
     unsigned long undo = note_undo(fd, path, offset, (size_t)len);
     int r = f(fd, fmode, offset, len);
     stamp_undo(undo);
+    op_end(held);
     return r;
 }
 
@@ -604,60 +897,114 @@ int fallocate64(int fd, int fmode, off_t offset, off_t len) {
     return do_fallocate("fallocate64", fd, fmode, offset, len);
 }
 
-/* Name changes. */
+/* Name changes. In power-dirs mode each is noted, with what it removes or
+ * replaces, to be undone unless its directory is synced after it. */
 
-static int path_op(const char *name, int dirfd, const char *path) {
+/* A change of entries about to be made, in power-dirs mode. */
+struct change {
+    int noted;
+    int held;
+    struct place at, from;
+    struct gone gone;
+};
+
+/* Counts the change of `path`'s entry and, unless it is the one faulted,
+ * prepares to note it; 1 when it is faulted (errno set; a crash does not
+ * return). `removes`: whether it removes (or replaces) what is at `path`. */
+static int change_begin(const char *name, int dirfd, const char *path, int fromfd, const char *from, int removes,
+                        struct change *c) {
     char full[PATH_MAX];
     at_path(dirfd, path, full, sizeof full);
+    c->noted = 0;
+    c->gone = (struct gone){ -1, 0, 0, 0 };
     if (fault_here(name, full)) {
         if (crashes()) crash();
         errno = fail_errno();
         return 1;
     }
+    c->held = op_begin(full[0] != '\0');
+    if (lose_entries && full[0] != '\0') {
+        pthread_mutex_lock(&tracked_lock);
+        c->noted = place_of(dirfd, path, &c->at) && (!from || place_of(fromfd, from, &c->from));
+        if (c->noted && removes) c->gone = gone_at(&c->at);
+        pthread_mutex_unlock(&tracked_lock);
+    }
     return 0;
 }
 
-int rename(const char *from, const char *to) {
-    int (*f)(const char *, const char *) = real("rename");
-    if (path_op("rename", AT_FDCWD, to)) return -1;
-    return f(from, to);
+/* The change prepared by change_begin was made (`made`) or not. */
+static void change_end(struct change *c, enum entry_op op, int made, int has_from) {
+    if (c->noted) {
+        pthread_mutex_lock(&tracked_lock);
+        if (made) note_change(op, &c->at, has_from ? &c->from : NULL, c->gone);
+        else if (c->gone.fd >= 0) close(c->gone.fd);
+        pthread_mutex_unlock(&tracked_lock);
+    }
+    op_end(c->held);
 }
 
+static int do_rename(const char *name, int fromfd, const char *from, int tofd, const char *to, unsigned int flags) {
+    if (lose_entries && (flags & RENAME_EXCHANGE)) die("power-dirs cannot undo RENAME_EXCHANGE");
+    struct change c;
+    if (change_begin(name, tofd, to, fromfd, from, 1, &c)) return -1;
+    int r;
+    if (strcmp(name, "rename") == 0) {
+        int (*f)(const char *, const char *) = real("rename");
+        r = f(from, to);
+    } else if (strcmp(name, "renameat") == 0) {
+        int (*f)(int, const char *, int, const char *) = real("renameat");
+        r = f(fromfd, from, tofd, to);
+    } else {
+        int (*f)(int, const char *, int, const char *, unsigned int) = real("renameat2");
+        r = f(fromfd, from, tofd, to, flags);
+    }
+    int saved = errno;
+    change_end(&c, ENTRY_RENAMED, r == 0, 1);
+    errno = saved;
+    return r;
+}
+
+int rename(const char *from, const char *to) { return do_rename("rename", AT_FDCWD, from, AT_FDCWD, to, 0); }
+
 int renameat(int fromfd, const char *from, int tofd, const char *to) {
-    int (*f)(int, const char *, int, const char *) = real("renameat");
-    if (path_op("renameat", tofd, to)) return -1;
-    return f(fromfd, from, tofd, to);
+    return do_rename("renameat", fromfd, from, tofd, to, 0);
 }
 
 int renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned int flags) {
-    int (*f)(int, const char *, int, const char *, unsigned int) = real("renameat2");
-    if (path_op("renameat2", tofd, to)) return -1;
-    return f(fromfd, from, tofd, to, flags);
+    return do_rename("renameat2", fromfd, from, tofd, to, flags);
 }
 
-int unlink(const char *path) {
-    int (*f)(const char *) = real("unlink");
-    if (path_op("unlink", AT_FDCWD, path)) return -1;
-    return f(path);
-}
-
-int unlinkat(int dirfd, const char *path, int flags) {
+static int do_unlink(const char *name, int dirfd, const char *path, int flags) {
+    struct change c;
+    if (change_begin(name, dirfd, path, AT_FDCWD, NULL, 1, &c)) return -1;
     int (*f)(int, const char *, int) = real("unlinkat");
-    if (path_op("unlinkat", dirfd, path)) return -1;
-    return f(dirfd, path, flags);
+    int r = f(dirfd, path, flags);
+    int saved = errno;
+    change_end(&c, (flags & AT_REMOVEDIR) ? ENTRY_RMDIR : ENTRY_UNLINKED, r == 0, 0);
+    errno = saved;
+    return r;
 }
 
-int mkdir(const char *path, mode_t m) {
-    int (*f)(const char *, mode_t) = real("mkdir");
-    if (path_op("mkdir", AT_FDCWD, path)) return -1;
-    return f(path, m);
-}
+int unlink(const char *path) { return do_unlink("unlink", AT_FDCWD, path, 0); }
 
-int mkdirat(int dirfd, const char *path, mode_t m) {
+int unlinkat(int dirfd, const char *path, int flags) { return do_unlink("unlinkat", dirfd, path, flags); }
+
+int rmdir(const char *path) { return do_unlink("rmdir", AT_FDCWD, path, AT_REMOVEDIR); }
+
+static int do_mkdir(const char *name, int dirfd, const char *path, mode_t m) {
+    struct change c;
+    if (change_begin(name, dirfd, path, AT_FDCWD, NULL, 0, &c)) return -1;
     int (*f)(int, const char *, mode_t) = real("mkdirat");
-    if (path_op("mkdirat", dirfd, path)) return -1;
-    return f(dirfd, path, m);
+    int r = f(dirfd, path, m);
+    int saved = errno;
+    change_end(&c, ENTRY_MKDIR, r == 0, 0);
+    errno = saved;
+    return r;
 }
+
+int mkdir(const char *path, mode_t m) { return do_mkdir("mkdir", AT_FDCWD, path, m); }
+
+int mkdirat(int dirfd, const char *path, mode_t m) { return do_mkdir("mkdirat", dirfd, path, m); }
 
 /* Creations: an open that may create or truncate a file. */
 
@@ -665,14 +1012,29 @@ static int creates(int flags) {
     return (flags & (O_CREAT | O_TRUNC)) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
 }
 
-static int do_openat(const char *name, int dirfd, const char *path, int flags, mode_t m, int at) {
-    if (creates(flags) && path_op(name, dirfd, path)) return -1;
+static int real_open_named(const char *name, int dirfd, const char *path, int flags, mode_t m, int at) {
     if (at) {
         int (*f)(int, const char *, int, ...) = real(name);
         return f(dirfd, path, flags, m);
     }
     int (*f)(const char *, int, ...) = real(name);
     return f(path, flags, m);
+}
+
+static int do_openat(const char *name, int dirfd, const char *path, int flags, mode_t m, int at) {
+    if (!creates(flags)) return real_open_named(name, dirfd, path, flags, m, at);
+    struct change c;
+    if (change_begin(name, dirfd, path, AT_FDCWD, NULL, 0, &c)) return -1;
+    /* Only a new entry is a change of entries. */
+    struct stat st;
+    if (c.noted && ((flags & O_CREAT) == 0 || fstatat(c.at.dir, c.at.name, &st, AT_SYMLINK_NOFOLLOW) == 0)) {
+        c.noted = 0;
+    }
+    int fd = real_open_named(name, dirfd, path, flags, m, at);
+    int saved = errno;
+    change_end(&c, ENTRY_CREATED, fd >= 0, 0);
+    errno = saved;
+    return fd;
 }
 
 /* The mode argument is there only with O_CREAT or O_TMPFILE. */

@@ -86,6 +86,9 @@ fn shim() -> &'static Path {
 enum Fault {
     Crash,
     PowerLoss,
+    /// A power loss that also loses the changes of directory entries
+    /// (creations, renames, removals) made since their directory's last sync.
+    PowerLossDirs,
     Eio,
     Enospc,
 }
@@ -95,6 +98,7 @@ impl Fault {
         match self {
             Fault::Crash => "crash",
             Fault::PowerLoss => "power",
+            Fault::PowerLossDirs => "power-dirs",
             Fault::Eio => "eio",
             Fault::Enospc => "enospc",
         }
@@ -170,7 +174,7 @@ fn run(fault: Fault, k: u64, data: &Path, survivors: &mut Survivors, context: &s
             Line::Ready | Line::Resource(_) => {}
         }
         let error = match fault {
-            Fault::Crash | Fault::PowerLoss => false,
+            Fault::Crash | Fault::PowerLoss | Fault::PowerLossDirs => false,
             Fault::Eio | Fault::Enospc => true,
         };
         if error && outcome.acks_after >= ACKS_AFTER_ERROR && !killed {
@@ -186,7 +190,9 @@ fn run(fault: Fault, k: u64, data: &Path, survivors: &mut Survivors, context: &s
     assert!(outcome.fault.is_some(), "{context}: ended before its fault: {status}; {errors}");
     match fault {
         // The shim's own kill, nothing else.
-        Fault::Crash | Fault::PowerLoss => assert_eq!(signal, Some(9), "{context}: {status}; {errors}"),
+        Fault::Crash | Fault::PowerLoss | Fault::PowerLossDirs => {
+            assert_eq!(signal, Some(9), "{context}: {status}; {errors}")
+        }
         // A reported failure (1: opening failed, 2: a thread failed), or our kill.
         Fault::Eio | Fault::Enospc => assert!(
             matches!(status.code(), Some(1 | 2)) || (killed && signal == Some(9)),
@@ -297,6 +303,11 @@ fn a_power_loss_at_any_storage_operation_loses_nothing_acknowledged() {
 }
 
 #[test]
+fn a_power_loss_that_loses_unsynced_directory_entries_loses_nothing_acknowledged() {
+    faults_at_every_operation(Fault::PowerLossDirs);
+}
+
+#[test]
 fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
     faults_at_every_operation(Fault::Eio);
 }
@@ -304,6 +315,104 @@ fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
 #[test]
 fn a_full_disk_at_any_storage_operation_loses_nothing_acknowledged() {
     faults_at_every_operation(Fault::Enospc);
+}
+
+/// The files and directories under `dir`, by path relative to it, with the
+/// contents of the files.
+fn tree(dir: &Path) -> Vec<(String, Option<String>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Option<String>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                out.push((name, None));
+                walk(root, &path, out);
+            } else {
+                out.push((name, Some(std::fs::read_to_string(&path).unwrap())));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Goal: the shim's power losses leave what their models say, so that the
+/// sweeps above test what they claim: `power` undoes the file data written
+/// since each file's last sync and keeps every change of names; `power-dirs`
+/// also undoes each creation, rename and removal its directory was not synced
+/// after (a created directory with all it holds, a replaced file restored),
+/// and keeps those it was. Method: `fs-script` makes a known sequence of
+/// operations under the shim, which cuts the power at the last one.
+#[test]
+fn the_shims_power_losses_keep_what_their_models_say() {
+    let script = |d: &str| -> Vec<String> {
+        let ops = [
+            format!("mkdir {d}/kept , sync {d}"),
+            format!("create {d}/kept/a , write {d}/kept/a one , sync {d}/kept/a , sync {d}/kept"),
+            format!("create {d}/kept/c.tmp , write {d}/kept/c.tmp three , sync {d}/kept/c.tmp , sync {d}/kept"),
+            format!("create {d}/kept/e , write {d}/kept/e five , sync {d}/kept/e , sync {d}/kept"),
+            format!("create {d}/kept/f , write {d}/kept/f old , sync {d}/kept/f"),
+            // The directory's sync makes f's creation durable too.
+            format!("create {d}/kept/g , write {d}/kept/g new , sync {d}/kept/g , sync {d}/kept"),
+            // From here on nothing syncs `kept`.
+            format!("create {d}/kept/b , write {d}/kept/b two , sync {d}/kept/b"),
+            format!("rename {d}/kept/c.tmp {d}/kept/c , write {d}/kept/a -more , remove {d}/kept/e"),
+            format!("rename {d}/kept/g {d}/kept/f"),
+            // Nothing syncs the data directory after this.
+            format!("mkdir {d}/lost , create {d}/lost/h , write {d}/lost/h six , sync {d}/lost/h , sync {d}/lost"),
+            format!("mkdir {d}/power-cut"),
+        ];
+        ops.join(" , ").split(' ').map(str::to_owned).collect()
+    };
+    let file = |name: &str, text: &str| (name.to_owned(), Some(text.to_owned()));
+    let dir = |name: &str| (name.to_owned(), None);
+    let expected = [
+        (
+            "power",
+            vec![
+                dir("kept"),
+                file("kept/a", "one"),
+                file("kept/b", "two"),
+                file("kept/c", "three"),
+                file("kept/f", "new"),
+                dir("lost"),
+                file("lost/h", "six"),
+            ],
+        ),
+        (
+            "power-dirs",
+            vec![
+                dir("kept"),
+                file("kept/a", "one"),
+                file("kept/c.tmp", "three"),
+                file("kept/e", "five"),
+                file("kept/f", "old"),
+                file("kept/g", "new"),
+            ],
+        ),
+    ];
+    for (mode, expected) in expected {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().canonicalize().unwrap().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_fs-script"))
+            .args(script(data.to_str().unwrap()))
+            .env("LD_PRELOAD", shim())
+            .env("LOGBOOK_FAULT_DIR", &data)
+            .env("LOGBOOK_FAULT_AT", "1")
+            .env("LOGBOOK_FAULT_MODE", mode)
+            .env("LOGBOOK_FAULT_OP", "mkdir")
+            .env("LOGBOOK_FAULT_SUFFIX", "/power-cut")
+            .output()
+            .unwrap();
+        let report =
+            format!("{mode}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "{report}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("fault 1 mkdir "), "{report}");
+        assert_eq!(tree(&data), expected, "{report}");
+    }
 }
 
 /// The server's `fdatasync` of a log segment that fails, counting from 1:
