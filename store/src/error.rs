@@ -96,6 +96,10 @@ pub enum OpenError {
         "storage engine refused to open {path}: {reason}; if no other process has it open, run `logbook verify` or restore from an export"
     )]
     Engine { path: PathBuf, reason: String },
+    #[error(
+        "data directory {path} is in use by another process (it holds the directory's `lock` file); stop that process first"
+    )]
+    InUse { path: PathBuf },
     #[error("storage version {found} is newer than this binary supports ({supported}); upgrade logbook")]
     UnknownStorageVersion { found: u32, supported: u32 },
     #[error("data directory {path} holds data but no storage version: not a logbook store")]

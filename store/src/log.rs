@@ -122,17 +122,10 @@ impl LogStore<SledEngine> {
 
     /// [`LogStore::open`] with the log written as `wal` says.
     pub fn open_with(dir: &Path, options: &SledOptions, wal: &WalOptions) -> Result<Self, OpenError> {
-        if !dir.exists() {
-            let io_err = |err: std::io::Error| OpenError::Io { path: dir.to_owned(), reason: err.to_string() };
-            // Traversable (the sandbox user reaches `sandboxes/` through it)
-            // but not listable; what is in it is private (see `engine::files`).
-            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), DATA_DIR_MODE)
-                .create(dir)
-                .map_err(io_err)?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io_err)?;
-            }
-        }
+        // Traversable (the sandbox user reaches `sandboxes/` through it) but
+        // not listable; what is in it is private (see `engine::files`).
+        crate::engine::files::create_dir_durably(dir, DATA_DIR_MODE)
+            .map_err(|err| OpenError::Io { path: dir.to_owned(), reason: err.to_string() })?;
         let engine = SledEngine::open(dir, options)?;
         crate::migrate::migrate_if_needed(&engine, dir)?;
         LogStore::with_options(engine, wal)

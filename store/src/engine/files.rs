@@ -81,6 +81,32 @@ pub fn make_private_dir(path: &Path) -> io::Result<bool> {
     Ok(created)
 }
 
+/// Creates the directory `path` and its missing ancestors (mode `mode`), each
+/// synced into its parent as it is made: a power loss cannot then take away a
+/// directory the store went on to write in. Nothing happens when it exists.
+pub fn create_dir_durably(path: &Path, mode: u32) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    while !at.as_os_str().is_empty() && !at.try_exists()? {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => {}
+            // Made meanwhile by someone else, who syncs it.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+        let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Takes away the group's and others' permissions of `path` (not a symbolic
 /// link), leaving `mode` if it had any of them.
 fn restrict(path: &Path, mode: u32) -> io::Result<()> {

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,8 +36,12 @@ pub const LOG_DIR: &str = "log";
 /// sled's cache. Its default is 1 GiB; the server sets this explicitly.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// How long opening waits for sled's file lock (see [`open_waiting_for_lock`]).
+/// How long opening waits for the data directory's lock ([`DataDirLock`])
+/// and for sled's own (see [`open_waiting_for_lock`]).
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The data directory's lock file (see [`DataDirLock`]).
+pub const DATA_LOCK_FILE: &str = "lock";
 
 /// A directory mtime younger than this may hide a later change in the same
 /// coarse timestamp tick, so it is not trusted to skip a rescan.
@@ -60,6 +65,50 @@ pub struct SledEngine {
     dir: PathBuf,
     log: Arc<FsLogDir>,
     sync_state: Mutex<SyncState>,
+    /// Last, so it is released after sled's handle is dropped.
+    _lock: DataDirLock,
+}
+
+/// The one process that has a data directory's store open holds an exclusive
+/// `flock` on its [`DATA_LOCK_FILE`], taken before anything in the directory
+/// is created or removed and released when the engine is dropped (or the
+/// process dies). sled locks its own `db` file too, but only once it opens:
+/// two processes creating a store at once would otherwise remove each other's
+/// `sled.creating`, or a finished `sled`.
+#[derive(Debug)]
+struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of the data directory `data`, waiting up to `wait` for
+    /// it (a store of this process that was just dropped releases it only once
+    /// its last thread lets go of the engine).
+    fn acquire(data: &Path, wait: Duration) -> Result<DataDirLock, OpenError> {
+        let path = data.join(DATA_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(super::files::PRIVATE_FILE_MODE)
+            .open(&path)
+            .map_err(|err| OpenError::Io { path: path.clone(), reason: format!("opening the lock file: {err}") })?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DataDirLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::InUse { path: data.to_owned() }),
+                Err(std::fs::TryLockError::Error(err)) => {
+                    return Err(OpenError::Io { path, reason: format!("locking: {err}") });
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -80,6 +129,7 @@ impl SledEngine {
     /// Opens (or creates) the engine in the data directory `data`: sled in
     /// `data/sled`, the log segments in `data/log`.
     pub fn open(data: &Path, options: &SledOptions) -> Result<SledEngine, OpenError> {
+        let lock = DataDirLock::acquire(data, LOCK_WAIT)?;
         let dir = &data.join(SLED_DIR);
         let io_err = |reason: String| OpenError::Io { path: dir.to_owned(), reason };
         let creating = data.join(SLED_CREATING_DIR);
@@ -114,6 +164,7 @@ impl SledEngine {
             dir: dir.to_owned(),
             log: Arc::new(log),
             sync_state: Mutex::new(SyncState { db_file, dirs }),
+            _lock: lock,
         };
         engine.sync().map_err(|err| io_err(format!("initial durability barrier: {err}")))?;
         Ok(engine)
@@ -452,7 +503,8 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-    use super::settle_unfinished_snapshots;
+    use super::{DataDirLock, settle_unfinished_snapshots};
+    use crate::error::OpenError;
 
     /// A snapshot file as sled 0.34.7 writes one: its bytes, their length,
     /// their CRC-32.
@@ -489,5 +541,20 @@ mod tests {
         names.sort();
         assert_eq!(names, ["db", "snap.0000000000000010", "snap.0000000000000020"]);
         assert_eq!(std::fs::read(path.join("snap.0000000000000020")).unwrap(), complete);
+    }
+
+    /// Goal: one holder of a data directory at a time, another process's open
+    /// file description (an `flock` is per open, so this process's second open
+    /// stands for one) is refused with `InUse`, and dropping the holder frees it.
+    #[test]
+    fn a_data_directory_has_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DataDirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
+        match DataDirLock::acquire(dir.path(), std::time::Duration::ZERO) {
+            Err(OpenError::InUse { path }) => assert_eq!(path, dir.path()),
+            other => panic!("a second holder: {other:?}"),
+        }
+        drop(held);
+        DataDirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
     }
 }
