@@ -51,38 +51,68 @@ impl std::fmt::Debug for AuditKey {
 
 impl AuditKey {
     /// Loads the key at `path`, creating it (and its directory) if missing.
+    ///
+    /// A new key appears at `path` only complete and durable: its seed is
+    /// written to a file of the caller's own, synced, and hard-linked to
+    /// `path` (which fails if another process got there first: then that
+    /// key is the one), and the directory is synced. A crash or a power loss
+    /// in the middle leaves no key (a later start makes one) rather than a
+    /// short file no start could ever read.
     pub fn load_or_create(path: &Path) -> Result<AuditKey, AuditError> {
         let fail = |message: String| AuditError::Key { path: path.to_owned(), message };
         match std::fs::read(path) {
-            Ok(bytes) => {
-                let seed: [u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| fail(format!("expected 32 bytes, found {}", bytes.len())))?;
-                Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
-            }
+            Ok(bytes) => AuditKey::from_file_bytes(&bytes).map_err(fail),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
+                let dir = match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    Some(dir) => dir,
+                    None => Path::new("."),
+                };
+                if !dir.try_exists().map_err(|e| fail(format!("looking for its directory: {e}")))? {
                     std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating its directory: {e}")))?;
-                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                        .map_err(|e| fail(format!("restricting its directory: {e}")))?;
+                    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                        std::fs::File::open(parent)
+                            .and_then(|handle| handle.sync_all())
+                            .map_err(|e| fail(format!("syncing the directory holding its directory: {e}")))?;
+                    }
                 }
                 let seed: [u8; 32] = rand::rng().random();
-                let mut file = std::fs::OpenOptions::new()
+                let mut temp_name = path.file_name().unwrap_or_default().to_owned();
+                // Its own name, even against another thread of this process.
+                temp_name.push(format!(".creating.{}.{:016x}", std::process::id(), rand::rng().random::<u64>()));
+                let temp = path.with_file_name(temp_name);
+                let written = std::fs::OpenOptions::new()
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .mode(0o600)
-                    .open(path)
-                    .map_err(|e| fail(format!("creating it: {e}")))?;
-                file.write_all(&seed).and_then(|()| file.sync_all()).map_err(|e| fail(format!("writing it: {e}")))?;
-                if let Some(dir) = path.parent()
-                    && let Ok(handle) = std::fs::File::open(dir)
-                {
-                    let _ = handle.sync_all();
-                }
-                Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
+                    .open(&temp)
+                    .and_then(|mut file| file.write_all(&seed).and_then(|()| file.sync_all()));
+                let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+                // The temporary name goes whatever happened; a crash may leave one behind, harmless.
+                let _ = std::fs::remove_file(&temp);
+                let key = match linked {
+                    Ok(()) => AuditKey { signing: SigningKey::from_bytes(&seed) },
+                    // Another process created it meanwhile: theirs is the key.
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let bytes = std::fs::read(path).map_err(|e| fail(format!("reading it: {e}")))?;
+                        AuditKey::from_file_bytes(&bytes).map_err(fail)?
+                    }
+                    Err(err) => return Err(fail(format!("creating it: {err}"))),
+                };
+                std::fs::File::open(dir)
+                    .and_then(|handle| handle.sync_all())
+                    .map_err(|e| fail(format!("syncing its directory: {e}")))?;
+                Ok(key)
             }
             Err(err) => Err(fail(format!("reading it: {err}"))),
         }
+    }
+
+    fn from_file_bytes(bytes: &[u8]) -> Result<AuditKey, String> {
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| format!("expected 32 bytes, found {}", bytes.len()))?;
+        Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
     }
 
     /// A key from a seed (tests).
@@ -597,4 +627,31 @@ pub fn import_records(
 /// The default key path for a data directory.
 pub fn default_key_path(data: &Path) -> PathBuf {
     data.join(DEFAULT_KEY_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::AuditKey;
+
+    /// Goal: creating the key is all or nothing and happens once: what a
+    /// crash left under a temporary name is no key and stops nothing, the
+    /// key file holds the 32-byte seed, and threads creating it at once all
+    /// end with the same key, the one on disk.
+    #[test]
+    fn the_key_is_created_whole_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("ed25519.key");
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::write(path.with_file_name("ed25519.key.creating.1.00"), b"short").unwrap();
+        let keys: Vec<String> = std::thread::scope(|scope| {
+            let threads: Vec<_> =
+                (0..8).map(|_| scope.spawn(|| AuditKey::load_or_create(&path).unwrap().public_hex())).collect();
+            threads.into_iter().map(|thread| thread.join().unwrap()).collect()
+        });
+        let on_disk = AuditKey::load_or_create(&path).unwrap().public_hex();
+        assert!(keys.iter().all(|key| *key == on_disk), "{keys:?} against {on_disk}");
+        assert_eq!(std::fs::read(&path).unwrap().len(), 32);
+    }
 }
