@@ -10,7 +10,9 @@
 //! read-write), reaching the network through its own egress proxy with the
 //! environment's policy plus the package-manager hosts. The managers run in
 //! the documented order (apt, cargo, gem, go, npm, pip). It is written to a
-//! partial directory and renamed into place only when everything succeeded;
+//! partial directory and renamed into place only when everything succeeded
+//! (and is on disk: a power loss never leaves a layer named complete whose
+//! files were not written);
 //! concurrent sessions of one environment wait for the same install. A failed
 //! install is not cached on disk; its error is reused for
 //! [`FAILED_INSTALL_RETRY_AFTER`], then the next sandbox tries again.
@@ -216,7 +218,20 @@ impl PackageCache {
             Ok(output) => {
                 std::fs::write(partial.join("install.log"), &output).map_err(setup("writing install.log"))?;
                 let _ = std::fs::remove_dir_all(&run);
+                // The layer's files must be on disk before its name says it
+                // is complete: after a power loss, a layer renamed into place
+                // with files the kernel had not yet written (empty, or
+                // zeroed) would be mounted by every later sandbox. One
+                // `syncfs` covers the whole tree (an install writes thousands
+                // of files); the rename is then made durable.
+                let layer_dir = std::fs::File::open(&partial).map_err(setup("opening the package layer"))?;
+                rustix::fs::syncfs(&layer_dir).map_err(|err| setup("syncing the package layer")(err.into()))?;
                 std::fs::rename(&partial, dir).map_err(setup("moving the package layer into place"))?;
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)
+                        .and_then(|handle| handle.sync_all())
+                        .map_err(setup("syncing the package layers' directory"))?;
+                }
                 Ok(())
             }
             Err(detail) => {
