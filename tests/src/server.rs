@@ -113,7 +113,13 @@ impl Launch {
 
     /// Starts the server and waits until it serves; fails (panics) when it
     /// cannot start or exits first.
-    pub fn start(mut self) -> Server {
+    pub fn start(self) -> Server {
+        self.try_start().unwrap_or_else(|output| panic!("the server exited before serving: {output}"))
+    }
+
+    /// [`Launch::start`], returning what the server wrote to stderr when it
+    /// exits before serving (it still panics when it cannot be spawned).
+    pub fn try_start(mut self) -> Result<Server, String> {
         let program = self.command.get_program().to_string_lossy().into_owned();
         let mut child = self.command.spawn().unwrap_or_else(|e| {
             panic!("cannot start {program}: {e}; build it first (cargo build [--release] -p logbook-server)")
@@ -122,7 +128,11 @@ impl Launch {
         let output = Arc::new(Mutex::new(String::new()));
         let mut lines = BufReader::new(stderr).lines();
         let base = loop {
-            let line = lines.next().unwrap_or_else(|| panic!("the server exited before serving"));
+            let Some(line) = lines.next() else {
+                let status = child.wait().map(|status| status.to_string()).unwrap_or_else(|e| e.to_string());
+                let text = output.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                return Err(format!("{status}; {text}"));
+            };
             let line = line.unwrap_or_else(|e| panic!("reading the server's stderr: {e}"));
             keep_line(&output, &line);
             if let Some(rest) = line.strip_prefix("logbook: serving on ") {
@@ -142,7 +152,7 @@ impl Launch {
                 }
             }
         });
-        Server { child, base, key: self.key, output }
+        Ok(Server { child, base, key: self.key, output })
     }
 }
 
@@ -307,16 +317,27 @@ impl Api {
     /// Sends a request; returns the status and the body (JSON, or the text as
     /// a JSON string).
     pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.try_raw(method, path, body).await.unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// [`Api::raw`], with the error of a request that got no answer (a
+    /// server that died) instead of a panic.
+    pub async fn try_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
         let mut request = self.request(method, path).header("anthropic-beta", "managed-agents-2026-04-01");
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.unwrap_or_default();
         let body =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, body)
+        Ok((status, body))
     }
 
     /// Sends a request and fails the test unless it succeeds.
