@@ -60,6 +60,7 @@ pub use check::{SessionReport, StoreReport, VerifyProgress};
 pub use checkpoint::{CHECKPOINT_BYTES, CHECKPOINT_INTERVAL};
 pub use commit::{BarrierStats, COMMIT_STALL_LIMIT, MAX_LINGER};
 pub use engine::Direction;
+pub use engine::files::create_dir_durably;
 pub use engine::mem::MemEngine;
 pub use engine::sled::{SledEngine, SledOptions};
 pub use error::{AppendError, Corruption, Error, ForkError, OpenError, StoreCorruption};

@@ -3,10 +3,11 @@
 //! Segment `n` is the file `{n:016x}.wal` in the log directory. A created file
 //! is `fsync`ed together with its directory before it is used, so its
 //! directory entry survives a power loss; after that only `fdatasync` is
-//! needed. The directory is also `fsync`ed when it is opened (an entry a crash
-//! left unsynced, created or renamed just before it, is made durable before
-//! the log writes on) and when the log starts writing a segment it did not
-//! create (one prepared ahead, whose own directory sync may have failed).
+//! needed. The directory, and its parent (for its own entry), are also
+//! `fsync`ed when it is opened (an entry a crash left unsynced, created or
+//! renamed just before it, is made durable before the log writes on), and the
+//! directory again when the log starts writing a segment it did not create
+//! (one prepared ahead, whose own directory sync may have failed).
 //! Open files are kept in a small cache so that reads do not reopen them.
 //!
 //! The store is private to the server's user: the log and sled directories
@@ -82,8 +83,10 @@ pub fn make_private_dir(path: &Path) -> io::Result<bool> {
 }
 
 /// Creates the directory `path` and its missing ancestors (mode `mode`), each
-/// synced into its parent as it is made: a power loss cannot then take away a
-/// directory the store went on to write in. Nothing happens when it exists.
+/// synced into its parent as it is made, and syncs `path`'s parent even when
+/// it existed (a crash may have come between an earlier creation and its
+/// sync): a power loss cannot then take away a directory the caller goes on
+/// to write in.
 pub fn create_dir_durably(path: &Path, mode: u32) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = path;
@@ -94,15 +97,21 @@ pub fn create_dir_durably(path: &Path, mode: u32) -> io::Result<()> {
             None => break,
         }
     }
+    let parent_of = |dir: &Path| -> PathBuf {
+        dir.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned()
+    };
+    let created_path = !missing.is_empty();
     for dir in missing.into_iter().rev() {
         match std::fs::DirBuilder::new().mode(mode).create(dir) {
             Ok(()) => {}
-            // Made meanwhile by someone else, who syncs it.
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            // Made meanwhile by someone else: synced below all the same.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(err),
         }
-        let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(parent)?.sync_all()?;
+        File::open(parent_of(dir))?.sync_all()?;
+    }
+    if !created_path {
+        File::open(parent_of(path))?.sync_all()?;
     }
     Ok(())
 }
@@ -125,9 +134,10 @@ pub struct FsSegment {
 impl FsLogDir {
     /// Opens (creating if needed, durably) the directory `path`.
     pub fn open(path: &Path) -> io::Result<FsLogDir> {
-        if make_private_dir(path)?
-            && let Some(parent) = path.parent()
-        {
+        make_private_dir(path)?;
+        // Its entry too, created now or by a process a crash stopped before
+        // its sync.
+        if let Some(parent) = path.parent() {
             File::open(parent)?.sync_all()?;
         }
         // A preparation a crash interrupted is useless: start it over when needed.
