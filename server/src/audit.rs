@@ -8,7 +8,7 @@
 //! and `logbook_replay::bundle`, so that verification needs no server.
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -67,16 +67,8 @@ impl AuditKey {
                     Some(dir) => dir,
                     None => Path::new("."),
                 };
-                if !dir.try_exists().map_err(|e| fail(format!("looking for its directory: {e}")))? {
-                    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating its directory: {e}")))?;
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                        .map_err(|e| fail(format!("restricting its directory: {e}")))?;
-                    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-                        std::fs::File::open(parent)
-                            .and_then(|handle| handle.sync_all())
-                            .map_err(|e| fail(format!("syncing the directory holding its directory: {e}")))?;
-                    }
-                }
+                logbook_store::create_dir_durably(dir, 0o700)
+                    .map_err(|e| fail(format!("creating its directory: {e}")))?;
                 let seed: [u8; 32] = rand::rng().random();
                 let mut temp_name = path.file_name().unwrap_or_default().to_owned();
                 // Its own name, even against another thread of this process.
@@ -84,8 +76,7 @@ impl AuditKey {
                 let temp = path.with_file_name(temp_name);
                 let written = std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(true)
+                    .create_new(true)
                     .mode(0o600)
                     .open(&temp)
                     .and_then(|mut file| file.write_all(&seed).and_then(|()| file.sync_all()));
