@@ -3,8 +3,9 @@
  * loaded into the child process with LD_PRELOAD.
  *
  * It counts the storage operations the process makes on files under one
- * directory (writes, syncs, renames, unlinks, truncations, creations) and, at
- * the k-th, injects a fault:
+ * directory (writes, syncs, renames, unlinks, truncations, creations of
+ * files, links and directories, removals of directories) and, at the k-th,
+ * injects a fault:
  *
  *   crash   a write writes only the first half of its bytes, any other
  *           operation is not made; then the process kills itself with SIGKILL
@@ -32,14 +33,22 @@
  *           rename between two) is undone, newest first, after the file data:
  *           a created entry is removed (a directory with all it holds), a
  *           rename is renamed back and what it replaced restored, a removed
- *           file is restored with its synced contents. That is the most
- *           pessimistic of the states a journaled file system can leave (it
- *           keeps some prefix of the changes), and the POSIX rule: only a
- *           directory's fsync makes its entries durable (an fsync of a new
- *           file does not make its name durable here, though ext4 does).
+ *           file is restored with its synced contents. That is the POSIX
+ *           rule, directory by directory: only a directory's fsync makes its
+ *           entries durable (an fsync of a new file does not make its name
+ *           durable here, though ext4 does), and a change in one directory
+ *           may be lost while a later one in another is kept, which is
+ *           stricter than any journaled file system. Changes inside a
+ *           directory whose removal is durable are gone with it. Not
+ *           modelled: symbolic links, RENAME_EXCHANGE (the shim aborts),
+ *           sync(2) and syncfs(2) (not counted as syncs), and two threads
+ *           changing one name at once (the order noted may differ from the
+ *           kernel's).
  *
  * In the power modes the operations run under a lock the power loss takes, so
- * that none is in flight, made but not yet noted, while the state is undone.
+ * that none is in flight, made but not yet noted, while the state is undone
+ * (reads are not held: a thread reading meanwhile may see a half-undone
+ * state, and dies with the rest at the SIGKILL).
  *
  * Environment: LOGBOOK_FAULT_DIR (absolute path; required), LOGBOOK_FAULT_AT
  * (k, counting from 1; 0 or unset only counts), LOGBOOK_FAULT_MODE (crash,
@@ -317,7 +326,12 @@ static unsigned long note_undo(int fd, const char *path, off_t offset, size_t le
     size_t done = 0;
     while (done < old_len) {
         ssize_t n = pread(u->fd, u->old + done, old_len - done, offset + (off_t)done);
-        if (n <= 0) die("could not read what a write overwrites");
+        if (n < 0) die("could not read what a write overwrites");
+        if (n == 0) {
+            /* Another thread truncated the file since its size was read: less was there. */
+            u->old_len = old_len = done;
+            break;
+        }
         done += (size_t)n;
     }
     undo_bytes += old_len;
@@ -432,8 +446,8 @@ static int n_dir_fds;
 static char why[PATH_MAX + 128];
 
 /* Splits `path` (relative to dirfd) into its directory, kept open, and its
- * last name; false when it is not under the fault directory (tracked_lock
- * held). */
+ * last name; false when it is not under the fault directory or its directory
+ * does not exist (tracked_lock held). */
 static int place_of(int dirfd, const char *path, struct place *out) {
     char full[PATH_MAX];
     at_path(dirfd, path, full, sizeof full);
@@ -446,6 +460,7 @@ static int place_of(int dirfd, const char *path, struct place *out) {
     if (slash == full) slash[1] = '\0'; else slash[0] = '\0';
     int (*real_open)(const char *, int, ...) = real("open");
     int fd = real_open(full, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) return 0; /* the change will fail: nothing to note */
     if (fd < 0) die("opening the directory of a changed entry");
     struct stat st;
     if (fstat(fd, &st) != 0) die("stat of a directory");
@@ -499,6 +514,7 @@ static void note_change(enum entry_op op, const struct place *at, const struct p
         if (!changes) die("out of memory");
     }
     struct entry_change *c = &changes[n_changes++];
+    memset(c, 0, sizeof *c);
     c->op = op;
     c->at = *at;
     c->unsynced_at = 1;
@@ -562,6 +578,25 @@ static void restore_file(const struct place *at, int gone, mode_t m) {
     close(fd);
 }
 
+/* Whether the directory kept open as `fd` still exists (a removed one has no
+ * links): changes inside one whose removal is durable are gone with it. */
+static int dir_alive(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_nlink > 0;
+}
+
+/* Makes the older changes (before index `i`) that name the directory
+ * (dev, ino), since removed, name its replacement at `at` instead. */
+static void repoint(size_t i, dev_t dev, ino_t ino, const struct place *at) {
+    int (*real_openat)(int, const char *, int, ...) = real("openat");
+    int fd = real_openat(at->dir, at->name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) undo_failed("opening the made again", at);
+    for (size_t j = 0; j < i; j++) {
+        if (changes[j].at.dev == dev && changes[j].at.ino == ino) changes[j].at.dir = fd;
+        if (changes[j].from.dev == dev && changes[j].from.ino == ino) changes[j].from.dir = fd;
+    }
+}
+
 /* Removes the tree `name` in directory `dir`. */
 static void remove_tree(int dir, const char *name) {
     int (*real_openat)(int, const char *, int, ...) = real("openat");
@@ -576,7 +611,12 @@ static void remove_tree(int dir, const char *name) {
     struct dirent *item;
     while ((item = readdir(d)) != NULL) {
         if (strcmp(item->d_name, ".") == 0 || strcmp(item->d_name, "..") == 0) continue;
-        if (item->d_type == DT_DIR) remove_tree(fd, item->d_name);
+        int is_dir = item->d_type == DT_DIR;
+        struct stat st;
+        if (item->d_type == DT_UNKNOWN && fstatat(fd, item->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            is_dir = S_ISDIR(st.st_mode);
+        }
+        if (is_dir) remove_tree(fd, item->d_name);
         else if (real_unlinkat(fd, item->d_name, 0) != 0) die("removing a file of a directory whose creation is lost");
     }
     closedir(d);
@@ -587,10 +627,11 @@ static void remove_tree(int dir, const char *name) {
  * first, after the file data is undone (tracked_lock held). */
 static void undo_changes(void) {
     int (*real_unlinkat)(int, const char *, int) = real("unlinkat");
-    int (*real_renameat)(int, const char *, int, const char *) = real("renameat");
+    int (*real_renameat2)(int, const char *, int, const char *, unsigned int) = real("renameat2");
     int (*real_mkdirat)(int, const char *, mode_t) = real("mkdirat");
     for (size_t i = n_changes; i-- > 0;) {
         struct entry_change *c = &changes[i];
+        if (!dir_alive(c->at.dir) || (c->op == ENTRY_RENAMED && !dir_alive(c->from.dir))) continue;
         switch (c->op) {
         case ENTRY_CREATED:
             if (real_unlinkat(c->at.dir, c->at.name, 0) != 0) undo_failed("removing the created", &c->at);
@@ -599,29 +640,26 @@ static void undo_changes(void) {
             remove_tree(c->at.dir, c->at.name);
             break;
         case ENTRY_RENAMED:
-            if (real_renameat(c->at.dir, c->at.name, c->from.dir, c->from.name) != 0)
+            /* Never over an entry made since: that would be a conflict of the model, not a state. */
+            if (real_renameat2(c->at.dir, c->at.name, c->from.dir, c->from.name, RENAME_NOREPLACE) != 0)
                 undo_failed("renaming back", &c->at);
-            if (c->gone >= 0) restore_file(&c->at, c->gone, c->gone_mode);
-            else if (S_ISDIR(c->gone_mode) && real_mkdirat(c->at.dir, c->at.name, c->gone_mode & 07777) != 0)
-                undo_failed("making again the directory a rename replaced", &c->at);
+            if (c->gone >= 0) {
+                restore_file(&c->at, c->gone, c->gone_mode);
+            } else if (S_ISDIR(c->gone_mode)) {
+                if (real_mkdirat(c->at.dir, c->at.name, c->gone_mode & 07777) != 0)
+                    undo_failed("making again the directory a rename replaced", &c->at);
+                repoint(i, c->gone_dev, c->gone_ino, &c->at);
+            }
             break;
         case ENTRY_UNLINKED:
             restore_file(&c->at, c->gone, c->gone_mode);
             break;
-        case ENTRY_RMDIR: {
+        case ENTRY_RMDIR:
             if (real_mkdirat(c->at.dir, c->at.name, c->gone_mode & 07777) != 0)
                 undo_failed("making again the removed", &c->at);
             /* The older changes inside it name the removed directory: make them name this one. */
-            int (*real_openat)(int, const char *, int, ...) = real("openat");
-            int fd = real_openat(c->at.dir, c->at.name, O_PATH | O_DIRECTORY | O_CLOEXEC);
-            if (fd < 0) undo_failed("opening the made again", &c->at);
-            for (size_t j = 0; j < i; j++) {
-                if (changes[j].at.dev == c->gone_dev && changes[j].at.ino == c->gone_ino) changes[j].at.dir = fd;
-                if (changes[j].from.dev == c->gone_dev && changes[j].from.ino == c->gone_ino)
-                    changes[j].from.dir = fd;
-            }
+            repoint(i, c->gone_dev, c->gone_ino, &c->at);
             break;
-        }
         }
     }
 }
@@ -664,12 +702,21 @@ static void crash(void) {
 
 /* Writes: a crash writes half the bytes first. */
 
-/* Where a write(2) on fd writes: the end of the file when it appends. */
+/* Where a write(2) on fd writes: the end of the file when it appends (as
+ * the file stands now: `written_at` says where it went once it is made). */
 static off_t write_offset(int fd) {
     struct stat st;
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0 && (flags & O_APPEND) && fstat(fd, &st) == 0) return st.st_size;
     return lseek(fd, 0, SEEK_CUR);
+}
+
+/* Where a write(2) of `n` bytes on fd went, once made: right before the
+ * file offset it left (appending writers may have raced each other). */
+static off_t written_at(int fd, off_t before, ssize_t n) {
+    if (n <= 0) return before;
+    off_t now = lseek(fd, 0, SEEK_CUR);
+    return now >= n ? now - n : before;
 }
 
 ssize_t write(int fd, const void *buf, size_t count) {
@@ -687,7 +734,7 @@ ssize_t write(int fd, const void *buf, size_t count) {
     unsigned long undo = note_undo(fd, path, offset, count);
     ssize_t n = f(fd, buf, count);
     stamp_undo(undo);
-    note_write(fd, path, offset, n);
+    note_write(fd, path, written_at(fd, offset, n), n);
     op_end(held);
     return n;
 }
@@ -760,7 +807,7 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     unsigned long undo = note_undo(fd, path, offset, iov_len(iov, iovcnt));
     ssize_t n = f(fd, iov, iovcnt);
     stamp_undo(undo);
-    note_write(fd, path, offset, n);
+    note_write(fd, path, written_at(fd, offset, n), n);
     op_end(held);
     return n;
 }
@@ -903,6 +950,8 @@ int fallocate64(int fd, int fmode, off_t offset, off_t len) {
 /* A change of entries about to be made, in power-dirs mode. */
 struct change {
     int noted;
+    int under;  /* the entry is under the fault directory */
+    int exists; /* an open with O_CREAT of an existing file: no change of entries */
     int held;
     struct place at, from;
     struct gone gone;
@@ -916,6 +965,8 @@ static int change_begin(const char *name, int dirfd, const char *path, int fromf
     char full[PATH_MAX];
     at_path(dirfd, path, full, sizeof full);
     c->noted = 0;
+    c->under = full[0] != '\0';
+    c->exists = 0;
     c->gone = (struct gone){ -1, 0, 0, 0 };
     if (fault_here(name, full)) {
         if (crashes()) crash();
@@ -934,6 +985,8 @@ static int change_begin(const char *name, int dirfd, const char *path, int fromf
 
 /* The change prepared by change_begin was made (`made`) or not. */
 static void change_end(struct change *c, enum entry_op op, int made, int has_from) {
+    /* Every change made under the directory is noted (one from or to outside it is not modelled). */
+    if (lose_entries && made && c->under && !c->noted && !c->exists) die("a change of entries made but not noted");
     if (c->noted) {
         pthread_mutex_lock(&tracked_lock);
         if (made) note_change(op, &c->at, has_from ? &c->from : NULL, c->gone);
@@ -991,6 +1044,23 @@ int unlinkat(int dirfd, const char *path, int flags) { return do_unlink("unlinka
 
 int rmdir(const char *path) { return do_unlink("rmdir", AT_FDCWD, path, AT_REMOVEDIR); }
 
+static int do_link(const char *name, int fromfd, const char *from, int tofd, const char *to, int flags) {
+    struct change c;
+    if (change_begin(name, tofd, to, AT_FDCWD, NULL, 0, &c)) return -1;
+    int (*f)(int, const char *, int, const char *, int) = real("linkat");
+    int r = f(fromfd, from, tofd, to, flags);
+    int saved = errno;
+    change_end(&c, ENTRY_CREATED, r == 0, 0);
+    errno = saved;
+    return r;
+}
+
+int link(const char *from, const char *to) { return do_link("link", AT_FDCWD, from, AT_FDCWD, to, 0); }
+
+int linkat(int fromfd, const char *from, int tofd, const char *to, int flags) {
+    return do_link("linkat", fromfd, from, tofd, to, flags);
+}
+
 static int do_mkdir(const char *name, int dirfd, const char *path, mode_t m) {
     struct change c;
     if (change_begin(name, dirfd, path, AT_FDCWD, NULL, 0, &c)) return -1;
@@ -1029,6 +1099,7 @@ static int do_openat(const char *name, int dirfd, const char *path, int flags, m
     struct stat st;
     if (c.noted && ((flags & O_CREAT) == 0 || fstatat(c.at.dir, c.at.name, &st, AT_SYMLINK_NOFOLLOW) == 0)) {
         c.noted = 0;
+        c.exists = 1;
     }
     int fd = real_open_named(name, dirfd, path, flags, m, at);
     int saved = errno;

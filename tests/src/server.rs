@@ -223,6 +223,12 @@ impl Server {
         self.child.id()
     }
 
+    /// Waits until the server exits of itself (say, killed by a fault
+    /// injector) and returns how it ended. Blocking.
+    pub fn wait_exit(mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+
     /// Stops the server (it is killed: no graceful shutdown).
     pub fn stop(self) {
         drop(self);
@@ -334,7 +340,8 @@ impl Api {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap_or_default();
+        // A body cut short is no answer.
+        let bytes = response.bytes().await?;
         let body =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         Ok((status, body))

@@ -549,15 +549,17 @@ async fn drive_until_the_power_goes(api: &logbook_tests::server::Api, acked: &mu
 
 /// Goal (G-D3 through the API, from the very first start): a power loss at
 /// any of the server's first storage operations loses nothing the server
-/// acknowledged, and never leaves a data directory the next start refuses
-/// or a bootstrap key that stopped working. Method: for each k, a fresh data
-/// directory and a server under the shim, whose power goes at its k-th
-/// storage operation (file data only at odd k, directory entries too at even
-/// k: both models cover every phase); a client creates an agent, an
-/// environment and a session and posts events until then, noting what was
-/// acknowledged; then the server starts again on the directory without the
-/// shim and must show, with the same key, every acknowledged object and
-/// event.
+/// acknowledged, and never leaves a data directory the next start refuses,
+/// an API key that stopped working or an audit key that changed. Method: for
+/// each k, a fresh data directory and a server under the shim, whose power
+/// goes at its k-th storage operation (file data only at odd k, directory
+/// entries too at even k: both models cover every phase), which must end it
+/// by SIGKILL (no panic, no abort of the shim); a client creates an agent,
+/// an environment and a session and posts events until then, noting what
+/// was acknowledged; then the server starts again on the directory without
+/// the shim (and, if the first start served, without the bootstrap key, so
+/// the stored one must work) and must show every acknowledged object and
+/// event, signing with the audit key it had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_loss_at_any_of_the_servers_first_storage_operations_loses_nothing_acknowledged() {
     use logbook_tests::server::{Api, KEY, Launch, logbook_bin};
@@ -578,22 +580,41 @@ async fn a_power_loss_at_any_of_the_servers_first_storage_operations_loses_nothi
             .env("LOGBOOK_FAULT_AT", k.to_string())
             .env("LOGBOOK_FAULT_MODE", fault.mode());
         let mut acked = Acked::default();
+        let audit_key_path = data.join(logbook_server::audit::DEFAULT_KEY_FILE);
+        let mut audit_key = None;
         match launch.try_start() {
             Err(output) => {
                 assert!(output.contains("signal: 9"), "{context}: the first start failed otherwise: {output}");
                 n_died_starting += 1;
             }
             Ok(server) => {
+                audit_key = Some(std::fs::read(&audit_key_path).unwrap());
                 let api = Api::new(&server);
                 tokio::time::timeout(RUN_DEADLINE, drive_until_the_power_goes(&api, &mut acked, &context))
                     .await
                     .unwrap_or_else(|_| panic!("{context}: no end within {RUN_DEADLINE:?}"));
+                let output = server.output();
+                let status =
+                    tokio::time::timeout(RUN_DEADLINE, tokio::task::spawn_blocking(move || server.wait_exit()))
+                        .await
+                        .unwrap_or_else(|_| panic!("{context}: a request failed but the server did not end"))
+                        .unwrap()
+                        .unwrap();
+                let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+                assert_eq!(signal, Some(9), "{context}: the server ended otherwise: {status}; {output}");
             }
         }
-        let server = Launch::new(&logbook_bin(), &data, KEY)
-            .arg("--no-runner")
+        let mut restart = Launch::new(&logbook_bin(), &data, KEY).arg("--no-runner");
+        if audit_key.is_some() {
+            restart = restart.env_remove("LOGBOOK_BOOTSTRAP_KEY");
+        }
+        let server = restart
             .try_start()
             .unwrap_or_else(|output| panic!("{context}: the data directory no longer starts: {output}"));
+        if let Some(before) = &audit_key {
+            let after = std::fs::read(&audit_key_path).unwrap();
+            assert!(after == *before, "{context}: the audit key changed across the power loss");
+        }
         let api = Api::new(&server);
         let (status, answer) = api.raw(reqwest::Method::GET, "/v1/agents", None).await;
         assert_eq!(status, 200, "{context}: the key no longer works after the restart: {answer}");
