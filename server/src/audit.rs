@@ -63,10 +63,7 @@ impl AuditKey {
         match std::fs::read(path) {
             Ok(bytes) => AuditKey::from_file_bytes(&bytes).map_err(fail),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let dir = match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-                    Some(dir) => dir,
-                    None => Path::new("."),
-                };
+                let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
                 logbook_store::create_dir_durably(dir, 0o700)
                     .map_err(|e| fail(format!("creating its directory: {e}")))?;
                 let seed: [u8; 32] = rand::rng().random();

@@ -418,20 +418,40 @@ struct HeldAppend {
 }
 
 fn held_append(mem: MemEngine) -> HeldAppend {
-    let gate = Arc::new(Gate::default());
-    let wal = crate::WalOptions { stall_limit: Duration::from_millis(50), ..crate::WalOptions::default() };
-    let store = LogStore::with_options(GatedEngine::new(mem, Arc::clone(&gate)), &wal).unwrap();
-    let session = logbook_core::SessionId::from_parts(1, 1);
+    let (store, gate, session) = gated_store(mem, Duration::from_millis(50));
     crate::Append::append(&store, session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
+    let answered = hold_append(&store, &gate, session, 1);
+    HeldAppend { store, gate, session, answered }
+}
+
+/// A store over `mem` whose committer can be held (by `gate`), with a stall
+/// limit of `stall_limit`, and the session the tests append to.
+fn gated_store(mem: MemEngine, stall_limit: Duration) -> (LogStore<GatedEngine>, Arc<Gate>, logbook_core::SessionId) {
+    let gate = Arc::new(Gate::default());
+    let wal = crate::WalOptions { stall_limit, ..crate::WalOptions::default() };
+    let store = LogStore::with_options(GatedEngine::new(mem, Arc::clone(&gate)), &wal).unwrap();
+    (store, gate, logbook_core::SessionId::from_parts(1, 1))
+}
+
+/// Appends one entry at `seq` on another thread and returns once the
+/// committer is held in its `pwrite` of it; the answer comes on the receiver.
+fn hold_append(
+    store: &LogStore<GatedEngine>,
+    gate: &Gate,
+    session: logbook_core::SessionId,
+    seq: u64,
+) -> std::sync::mpsc::Receiver<Result<Vec<logbook_core::Record>, crate::AppendError>> {
     gate.arm();
     let (tx, answered) = std::sync::mpsc::channel();
     {
         let store = store.clone();
-        let batch = sample_entries(1, 1);
-        std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(1), &batch)));
+        let batch = sample_entries(seq, 1);
+        std::thread::spawn(move || {
+            tx.send(crate::Append::append(&store, session, logbook_core::Seq::new(seq), &batch))
+        });
     }
     gate.wait_entered(1);
-    HeldAppend { store, gate, session, answered }
+    answered
 }
 
 /// `n` sample entries, ids from `first`.
@@ -451,26 +471,17 @@ fn sample_entries(first: u64, n: usize) -> Vec<logbook_core::Entry> {
 /// Goal: when background work on the engine (here a checkpoint) stalls the
 /// store first, the batch in flight fails too, however young: it waits on the
 /// same device, or behind the stuck work's engine lock. Method (from the
-/// second review of the watchdog): with a stall limit of 300 ms, a checkpoint
-/// is put on the watchdog's books and never ends; 150 ms later (the pause is
-/// the stimulus) an append is held in its `pwrite`, so the checkpoint stalls
-/// the store while the batch is younger than the limit.
+/// second review of the watchdog): with a stall limit of 1 s, a checkpoint is
+/// put on the watchdog's books and never ends; 500 ms later (the pause is the
+/// stimulus) an append is held in its `pwrite`, so the checkpoint stalls the
+/// store while the batch is half the limit old (the margin absorbs a slow
+/// scheduler).
 #[test]
 fn a_stalled_checkpoint_fails_the_batch_in_flight() {
-    let gate = Arc::new(Gate::default());
-    let wal = crate::WalOptions { stall_limit: Duration::from_millis(300), ..crate::WalOptions::default() };
-    let store = LogStore::with_options(GatedEngine::new(MemEngine::new(), Arc::clone(&gate)), &wal).unwrap();
-    let session = logbook_core::SessionId::from_parts(1, 1);
+    let (store, gate, session) = gated_store(MemEngine::new(), Duration::from_secs(1));
     let stuck = store.inner.core.queue.background_work("a checkpoint");
-    std::thread::sleep(Duration::from_millis(150));
-    gate.arm();
-    let (tx, answered) = std::sync::mpsc::channel();
-    {
-        let store = store.clone();
-        let batch = sample_entries(0, 1);
-        std::thread::spawn(move || tx.send(crate::Append::append(&store, session, logbook_core::Seq::ZERO, &batch)));
-    }
-    gate.wait_entered(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let answered = hold_append(&store, &gate, session, 0);
     let answer = answered.recv_timeout(Duration::from_secs(30)).expect("the held append was never answered");
     match answer {
         Err(crate::AppendError::Store(Error::Poisoned { reason })) => {
