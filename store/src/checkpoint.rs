@@ -138,8 +138,33 @@ impl Checkpoints {
     }
 }
 
+/// The checkpointer's exit guard. Leaving [`run`] other than by a stop (a
+/// panic, a poisoned lock) would leave the store running without checkpoints,
+/// cache sweeps or prepared segments: recovery would replay ever more log and
+/// the caches would grow without bound, silently. Instead the store is
+/// poisoned, like a failed checkpoint poisons it, and says why.
+struct Abandon<'a, E: Engine> {
+    core: &'a Core<E>,
+    stopped: bool,
+}
+
+impl<E: Engine> Drop for Abandon<'_, E> {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.core.queue.poison("the checkpointer stopped unexpectedly".to_owned());
+        }
+    }
+}
+
 /// The checkpointer thread's body.
 pub(crate) fn run<E: Engine>(core: &Core<E>) {
+    let mut exit = Abandon { core, stopped: false };
+    exit.stopped = serve(core);
+}
+
+/// Checkpoints, sweeps and prepares segments until asked to stop (`true`) or
+/// its state's lock is poisoned (`false`).
+fn serve<E: Engine>(core: &Core<E>) -> bool {
     let checkpoints = &core.checkpoints;
     // Counted from the last checkpoint (or from when nothing was pending), not
     // from the last wake-up: sweeps and preparations wake the thread often.
@@ -149,10 +174,10 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
     // serving reads needs.
     let mut stopped = false;
     loop {
-        let Ok(mut state) = checkpoints.lock() else { return };
+        let Ok(mut state) = checkpoints.lock() else { return false };
         let due = loop {
             if state.stop {
-                return;
+                return true;
             }
             if let Some(segment) = state.prepare.take() {
                 let segment_bytes = state.segment_bytes;
@@ -161,7 +186,7 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
                 let watched = core.queue.background_work("a segment's preparation");
                 let _ = core.log.prepare_segment(segment, segment_bytes);
                 drop(watched);
-                let Ok(next) = checkpoints.lock() else { return };
+                let Ok(next) = checkpoints.lock() else { return false };
                 state = next;
                 continue;
             }
@@ -179,7 +204,7 @@ pub(crate) fn run<E: Engine>(core: &Core<E>) {
                 }
                 deadline = now + CHECKPOINT_INTERVAL;
             }
-            let Ok((next, _)) = checkpoints.wake.wait_timeout(state, deadline - now) else { return };
+            let Ok((next, _)) = checkpoints.wake.wait_timeout(state, deadline - now) else { return false };
             state = next;
         };
         drop(state);
@@ -267,12 +292,16 @@ fn seq_plus(seq: logbook_core::Seq, n: usize) -> logbook_core::Seq {
 
 /// Drops the least recently used sessions' tail caches until all of them hold
 /// at most three quarters of [`TAIL_CACHE_BYTES`].
-fn sweep_caches<E: Engine>(core: &Core<E>) {
+pub(crate) fn sweep_caches<E: Engine>(core: &Core<E>) {
     if core.cache_bytes.load(Ordering::Relaxed) <= TAIL_CACHE_BYTES {
         return;
     }
     let mut slots: Vec<Arc<Slot>> = core.slots.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
-    slots.sort_by_key(|slot| slot.last_used.load(Ordering::Relaxed));
+    // Each session's last use is read once, before the sort: reads and
+    // appends change it meanwhile, and a key that changes during `sort_by_key`
+    // breaks the sort's total order, which the standard library's sort may
+    // answer with a panic (it did, and the checkpointer died with it).
+    slots.sort_by_cached_key(|slot| slot.last_used.load(Ordering::Relaxed));
     for slot in slots {
         if core.cache_bytes.load(Ordering::Relaxed) <= TAIL_CACHE_BYTES / 4 * 3 {
             break;

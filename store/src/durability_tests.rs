@@ -36,6 +36,9 @@ struct GateState {
     entered: u64,
     /// Writes allowed through, each `true` if it must fail.
     permits: Vec<bool>,
+    /// Whether an engine sync on the checkpointer's thread panics, as a bug
+    /// there would.
+    checkpointer_panics: bool,
 }
 
 impl Gate {
@@ -141,6 +144,10 @@ impl Engine for GatedEngine {
     }
 
     fn sync(&self) -> Result<(), Error> {
+        let on_checkpointer = std::thread::current().name() == Some("logbook-checkpoint");
+        if on_checkpointer && self.log.gate.state.lock().unwrap().checkpointer_panics {
+            panic!("injected: a bug in the checkpointer");
+        }
         self.inner.sync()
     }
 
@@ -338,6 +345,79 @@ fn reads_alone_keep_the_tail_caches_within_their_global_budget() {
     }
     let held = || store.inner.core.cache_bytes.load(std::sync::atomic::Ordering::Relaxed);
     wait_until("the tail caches shrink to their budget", || held() <= TAIL_CACHE_BYTES);
+}
+
+/// Goal: a cache sweep orders the sessions by a last use that reads and
+/// appends keep changing while it runs, and survives it. Method: the caches
+/// are counted as over budget (so every sweep orders every session), and two
+/// threads keep changing every session's last use while the sweeps run.
+///
+/// When the sweep sorted by the live value, a key that changed during the
+/// sort broke the sort's total order; the standard library's sort may answer
+/// that with a panic, which killed the checkpointer (1 run in 24 of the test
+/// above, under load).
+#[test]
+fn a_cache_sweep_survives_sessions_used_while_it_orders_them() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::Append;
+
+    let store = LogStore::in_memory().unwrap();
+    for n in 0..64u64 {
+        let session = logbook_core::SessionId::from_parts(1_764_000_000_000 + n, u128::from(n) + 1);
+        store.append(session, logbook_core::Seq::ZERO, &sample_entries(n, 1)).unwrap();
+    }
+    let core = &store.inner.core;
+    let slots: Vec<_> = core.slots.read().unwrap().values().cloned().collect();
+    let counted = core.cache_bytes.swap(usize::MAX / 2, Ordering::Relaxed);
+    let stop = AtomicBool::new(false);
+    let sweeps = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for salt in 1..=2u64 {
+            let (slots, stop) = (&slots, &stop);
+            scope.spawn(move || {
+                let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                while !stop.load(Ordering::Relaxed) {
+                    for slot in slots {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        slot.last_used.store(x % 1000, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let sweeping = scope.spawn(|| {
+            for _ in 0..20_000 {
+                crate::checkpoint::sweep_caches(core);
+                sweeps.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let swept = sweeping.join();
+        stop.store(true, Ordering::Relaxed);
+        assert!(swept.is_ok(), "a sweep panicked after {} sweeps", sweeps.load(Ordering::Relaxed));
+    });
+    core.cache_bytes.store(counted, Ordering::Relaxed);
+    assert!(store.poisoned().is_none());
+}
+
+/// Goal: a checkpointer that dies (by a bug that panics) poisons the store,
+/// which says why, instead of leaving it silently without checkpoints, cache
+/// sweeps or prepared segments. Method: the engine panics when the
+/// checkpointer syncs it, in the checkpoint due for a pending record.
+#[test]
+fn a_checkpointer_that_dies_poisons_the_store() {
+    use crate::Append;
+
+    let gate = Arc::new(Gate::default());
+    gate.state.lock().unwrap().checkpointer_panics = true;
+    let store = LogStore::with_engine(GatedEngine::new(MemEngine::new(), Arc::clone(&gate))).unwrap();
+    let session = logbook_core::SessionId::from_parts(1, 1);
+    store.append(session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
+    wait_until("the store is poisoned", || store.poisoned().is_some());
+    let reason = store.poisoned().unwrap_or_default();
+    assert!(reason.contains("checkpointer"), "poisoned for another reason: {reason}");
+    assert!(store.append(session, logbook_core::Seq::new(1), &sample_entries(1, 1)).is_err());
 }
 
 /// Goal: a batch the committer never finishes fails the store instead of
