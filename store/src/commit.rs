@@ -554,13 +554,25 @@ impl<T: Send + 'static> CommitQueue<T> {
 
     /// Fails every later write: the store can no longer make anything durable.
     pub(crate) fn poison(&self, reason: String) {
-        if let Ok(mut state) = self.lock() {
-            state.poisoned.get_or_insert(reason);
-        }
+        // Even past a panic under the lock: the reason is one field, set whole.
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.poisoned.get_or_insert(reason);
     }
 
+    /// Why the store fails every write, if it does. A lock poisoned by a panic
+    /// counts: every write fails on it, so the store says so (a health check
+    /// asks this) rather than look writable.
     pub(crate) fn poisoned(&self) -> Option<String> {
-        self.lock().ok().and_then(|state| state.poisoned.clone())
+        match self.state.lock() {
+            Ok(state) => state.poisoned.clone(),
+            Err(poisoned) => Some(
+                poisoned
+                    .into_inner()
+                    .poisoned
+                    .clone()
+                    .unwrap_or_else(|| "a panic poisoned the commit queue's lock".to_owned()),
+            ),
+        }
     }
 
     /// The LSN up to which the log is durable.
