@@ -2244,3 +2244,40 @@ async fn a_grading_call_refused_as_too_long_is_retried_with_a_fitted_conversatio
     assert!(requests[2].body.to_string().contains("strict, fair grader"), "{}", requests[2].body);
     rerun_check(server, &data);
 }
+
+/// Goal: a bug that panics in the middle of a turn ends the turn with an
+/// error, instead of leaving the session `running` with nothing running it
+/// (the runner's task for the session died with the panic, and every later
+/// wake found its entry and started nothing), and the session takes the next
+/// message as usual. Method: the model calls `bash` with the command the echo
+/// tools panic on (`logbook_server::runner::tools::ECHO_PANIC_COMMAND`), then
+/// answers a second message; `logbook rerun` reproduces the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_turn_ends_the_turn_and_the_session_goes_on() {
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_01", "name": "bash",
+                            "input": {"command": "logbook-test-panic"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "Still here."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("run it")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let error = events.iter().find(|e| e["type"] == "session.error").expect("the turn ended with an error");
+    assert_eq!(error["error"]["type"], "unknown_error", "{error}");
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").expect("the call was answered");
+    assert_eq!(result["is_error"], true);
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle");
+
+    api.send(&session, user_message("still there?")).await;
+    let events = api.wait_idle(&session, 2).await;
+    let answer = events.iter().rev().find(|e| e["type"] == "agent.message").expect("the next turn answered");
+    assert_eq!(answer["content"][0]["text"], "Still here.");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn");
+    assert_eq!(model.requests().len(), 2);
+    rerun_check(server, &dir.path().join("data"));
+}

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use logbook_core::{SessionId, WorkspaceId};
 use logbook_replay::Policy;
 use tokio::sync::{Notify, Semaphore};
@@ -130,8 +131,38 @@ impl TaskSignals {
     /// Drops a stored interrupt signal, if any: the interrupt it announced
     /// is in the log, which the task reads next.
     pub(crate) fn forget_interrupt(&self) {
-        use futures_util::FutureExt as _;
         let _ = self.interrupt.notified().now_or_never();
+    }
+}
+
+/// A session's entry in the runner's task map, while its task runs. The task
+/// removes the entry itself when it exits (under the lock that decides
+/// whether it exits); this removes it if the task ended by a panic outside
+/// its steps (which are caught), so that the next wake starts a new task
+/// instead of finding a dead one's entry and leaving the session to no one.
+struct Registered {
+    handle: RunnerHandle,
+    session: SessionId,
+    signals: Arc<TaskSignals>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // A poisoned lock only means a panic elsewhere mid-insert: the map
+        // still holds whole entries.
+        let mut tasks = self.handle.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tasks.get(&self.session).is_some_and(|signals| Arc::ptr_eq(signals, &self.signals)) {
+            tasks.remove(&self.session);
+        }
+    }
+}
+
+/// What a caught panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => message,
+        (None, Some(message)) => message,
+        (None, None) => "(a panic without a message)",
     }
 }
 
@@ -166,20 +197,23 @@ impl RunnerHandle {
         let state = state.clone();
         let tenant = Tenant { workspace };
         tokio::spawn(async move {
+            let _registered = Registered { handle: handle.clone(), session, signals: Arc::clone(&signals) };
             // A session woken before goes on from what its last task read.
             let folded = handle.inner.folded.take(session).unwrap_or_default();
-            let mut task = step::Task::new(state, handle.clone(), tenant, session, Arc::clone(&signals), folded);
+            let new_task =
+                |folded| step::Task::new(state.clone(), handle.clone(), tenant, session, Arc::clone(&signals), folded);
+            let mut task = new_task(folded);
             let mut limits = 0;
             loop {
-                match task.run(MAX_STEPS_PER_WAKE).await {
-                    Ok(step::Stopped::Waiting) => {}
-                    Ok(step::Stopped::StepLimit) if limits + 1 < MAX_STEP_LIMITS_PER_WAKE => {
+                match std::panic::AssertUnwindSafe(task.run(MAX_STEPS_PER_WAKE)).catch_unwind().await {
+                    Ok(Ok(step::Stopped::Waiting)) => {}
+                    Ok(Ok(step::Stopped::StepLimit)) if limits + 1 < MAX_STEP_LIMITS_PER_WAKE => {
                         // A long turn: let other sessions' tasks run, then go on.
                         limits += 1;
                         tokio::task::yield_now().await;
                         continue;
                     }
-                    Ok(step::Stopped::StepLimit) => {
+                    Ok(Ok(step::Stopped::StepLimit)) => {
                         // No turn takes this many steps: a decision loop (a bug),
                         // which must not append for ever.
                         tracing::error!(%session, steps = MAX_STEPS_PER_WAKE * MAX_STEP_LIMITS_PER_WAKE,
@@ -188,10 +222,22 @@ impl RunnerHandle {
                             tracing::error!(%session, error = %err, "cannot end the runaway turn");
                         }
                     }
-                    Err(err) => {
+                    Ok(Err(err)) => {
                         tracing::error!(%session, error = %err, "runner step failed; ending the turn");
                         if let Err(err) = task.fail_turn().await {
                             tracing::error!(%session, error = %err, "cannot end the failed turn; the session waits for new input");
+                        }
+                    }
+                    Err(panic) => {
+                        // A bug. The task's state is whatever the panic left: a
+                        // new one reads the session from its log and ends the
+                        // turn, so the session does not stay `running` with
+                        // nothing running it.
+                        tracing::error!(%session, panic = panic_message(panic.as_ref()),
+                            "the runner panicked; ending the turn");
+                        task = new_task(Default::default());
+                        if let Err(err) = task.fail_turn().await {
+                            tracing::error!(%session, error = %err, "cannot end the turn the panic stopped; the session waits for new input");
                         }
                     }
                 }

@@ -131,15 +131,23 @@ impl ToolExecutor for UnavailableTools {
 }
 
 /// For runner tests: answers every call with its own input as text, and the
-/// tool `fail` with an error. Runs nothing.
+/// tool `fail` with an error. Runs nothing. A `bash` call whose input holds
+/// [`ECHO_PANIC_COMMAND`] panics, as a bug in a tool would.
 #[derive(Debug, Default)]
 pub struct EchoTools;
+
+/// The `bash` command [`EchoTools`] panics on.
+pub const ECHO_PANIC_COMMAND: &str = "logbook-test-panic";
 
 impl ToolExecutor for EchoTools {
     fn run<'a>(&'a self, call: &'a ToolCall<'a>) -> ToolFuture<'a> {
         Box::pin(async move {
             if call.name == "fail" {
                 return ToolOutcome::error("echo: the fail tool always fails");
+            }
+            #[allow(clippy::panic, reason = "a test tool set, panicking on purpose")]
+            if call.name == "bash" && call.input.to_string().contains(ECHO_PANIC_COMMAND) {
+                panic!("echo: the bash command {ECHO_PANIC_COMMAND} panics");
             }
             ToolOutcome::text(format!("{}: {}", call.name, call.input))
         })
