@@ -401,6 +401,23 @@ impl Watch {
         Some(reason)
     }
 
+    /// The watch cannot measure any more (a bug panicked in it): the jail is
+    /// treated as over its limit, since nothing bounds its disk use now.
+    /// Returns the reason it is stopped for.
+    pub fn give_up(&self) -> String {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let reason = state
+            .exceeded
+            .get_or_insert_with(|| "the server could no longer measure the sandbox's disk use".to_owned())
+            .clone();
+        drop(state);
+        self.over.notify_one();
+        reason
+    }
+
     /// Why the jail went over its limit, if it did.
     pub fn exceeded(&self) -> Option<String> {
         match self.state.lock() {

@@ -32,28 +32,56 @@ pub fn run(listen: &str, socket: &Path) -> std::io::Result<()> {
     }
     let active = Arc::new(AtomicUsize::new(0));
     for client in listener.incoming() {
-        let Ok(client) = client else { continue };
+        let Ok(client) = client else {
+            // Out of file descriptors, say: a pause rather than a spin.
+            std::thread::sleep(ACCEPT_BACKOFF);
+            continue;
+        };
         if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
             continue; // dropping the stream closes it
         }
         let Ok(upstream) = UnixStream::connect(socket) else { continue };
-        active.fetch_add(1, Ordering::SeqCst);
-        let active = Arc::clone(&active);
-        std::thread::spawn(move || {
+        let counted = Counted::new(&active);
+        // The sandbox's task limit can refuse a thread: the connection is
+        // closed (the closure, and the streams in it, dropped) and counted
+        // out, and the forwarder goes on.
+        let _ = std::thread::Builder::new().spawn(move || {
             relay(client, upstream);
-            active.fetch_sub(1, Ordering::SeqCst);
+            drop(counted);
         });
     }
     Ok(())
 }
 
+/// How long the forwarder waits after a failed `accept` before the next.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// One relayed connection, counted in `active` until dropped (however its
+/// thread ends).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(active: &Arc<AtomicUsize>) -> Counted {
+        active.fetch_add(1, Ordering::SeqCst);
+        Counted(Arc::clone(active))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Copies both ways until both directions are done.
 fn relay(client: TcpStream, upstream: UnixStream) {
     let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone()) else { return };
-    let up = std::thread::spawn(move || {
+    let up = std::thread::Builder::new().spawn(move || {
         let _ = std::io::copy(&mut client_read, &mut upstream_write);
         let _ = upstream_write.shutdown(Shutdown::Write);
     });
+    // Without a thread for the other direction the connection is closed.
+    let Ok(up) = up else { return };
     let (mut upstream_read, mut client_write) = (upstream, client);
     let _ = std::io::copy(&mut upstream_read, &mut client_write);
     let _ = client_write.shutdown(Shutdown::Write);

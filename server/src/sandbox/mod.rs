@@ -821,14 +821,25 @@ async fn watch_disk(
     session: SessionId,
 ) {
     let limit = watch.limit();
-    let mut took = Duration::ZERO;
-    let reason = loop {
-        tokio::time::sleep(disk::next_check_after(took)).await;
-        let (usage, walk) = disk::measure(roots.clone(), procs.clone(), limit.entries).await;
-        took = walk;
-        log_failed_walk(session, &usage);
-        if let Some(reason) = watch.observe(usage) {
-            break reason;
+    let measuring = async {
+        let mut took = Duration::ZERO;
+        loop {
+            tokio::time::sleep(disk::next_check_after(took)).await;
+            let (usage, walk) = disk::measure(roots.clone(), procs.clone(), limit.entries).await;
+            took = walk;
+            log_failed_walk(session, &usage);
+            if let Some(reason) = watch.observe(usage) {
+                break reason;
+            }
+        }
+    };
+    // A watch that dies (a bug that panics) would leave the jail unbounded:
+    // it is stopped instead, fail-closed.
+    let reason = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(measuring)).await {
+        Ok(reason) => reason,
+        Err(_) => {
+            tracing::error!(%session, "the sandbox's disk watch panicked; stopping the sandbox");
+            watch.give_up()
         }
     };
     // A call holding the slot stops the jail itself (it hears of it through

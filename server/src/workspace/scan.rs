@@ -425,14 +425,14 @@ impl Index {
             failed: AtomicBool::new(false),
         };
         let n_threads = std::thread::available_parallelism().map_or(2, usize::from).clamp(1, WALK_THREADS);
-        let found: Vec<Found> = std::thread::scope(|scope| {
+        // A worker that panicked walked part of the tree: what it found is
+        // lost, and a scan without it would record its files as removed.
+        let found: Option<Vec<Found>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..n_threads).map(|_| scope.spawn(|| self.walk_worker(&queue))).collect();
-            workers.into_iter().filter_map(|worker| worker.join().ok()).collect()
+            workers.into_iter().map(|worker| worker.join().ok()).collect()
         });
-        let state = queue.state.into_inner().map_err(|_| ScanError::Io {
-            path: "/workspace".to_owned(),
-            source: std::io::Error::other("a scan thread panicked"),
-        })?;
+        let found = found.ok_or_else(scan_panicked)?;
+        let state = queue.state.into_inner().map_err(|_| scan_panicked())?;
         if let Some(err) = state.error {
             return Err(err);
         }
@@ -472,7 +472,11 @@ impl Index {
                     queue.waiting.fetch_sub(1, Ordering::SeqCst);
                 }
             };
-            let res = self.walk_subtree(work, queue, &mut found);
+            // A panic (a bug) fails the scan like an error does: the other
+            // workers, waiting for this subtree's end, are told.
+            let res =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.walk_subtree(work, queue, &mut found)))
+                    .unwrap_or_else(|_| Err(scan_panicked()));
             let Ok(mut state) = queue.state.lock() else { return found };
             state.in_flight -= 1;
             if let Err(err) = res {
@@ -615,6 +619,11 @@ enum Trouble {
     Raced,
     /// The server may not read it: it stays as the log last recorded it.
     Unreadable,
+}
+
+/// The error of a scan one of whose threads panicked (a bug).
+fn scan_panicked() -> ScanError {
+    ScanError::Io { path: "/workspace".to_owned(), source: std::io::Error::other("a scan thread panicked") }
 }
 
 fn trouble(err: Errno) -> Option<Trouble> {

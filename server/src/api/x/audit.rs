@@ -97,11 +97,14 @@ pub async fn export(
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(EXPORT_CHUNK_BYTES), sender: sender.clone() };
-        let result =
-            audit::write_export(&store, &key, &plan, Some(object), now, &mut writer, &mut |_| {}).and_then(|_| {
-                writer.flush_chunk()?;
-                Ok(())
-            });
+        // A panic (a bug) breaks the answer off like an error does, rather
+        // than end it as if complete.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            audit::write_export(&store, &key, &plan, Some(object), now, &mut writer, &mut |_| {})?;
+            writer.flush_chunk()?;
+            Ok(())
+        }))
+        .unwrap_or_else(|_| Err(audit::ExportError::Io(std::io::Error::other("the export panicked"))));
         if let Err(err) = result {
             tracing::warn!(session = %id, error = %err, "export failed mid-stream");
             let _ = sender.blocking_send(Err(std::io::Error::other(err.to_string())));
