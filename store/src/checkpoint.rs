@@ -145,12 +145,12 @@ impl Checkpoints {
 /// poisoned, like a failed checkpoint poisons it, and says why.
 struct Abandon<'a, E: Engine> {
     core: &'a Core<E>,
-    stopped: bool,
+    asked_to_stop: bool,
 }
 
 impl<E: Engine> Drop for Abandon<'_, E> {
     fn drop(&mut self) {
-        if !self.stopped {
+        if !self.asked_to_stop {
             self.core.queue.poison("the checkpointer stopped unexpectedly".to_owned());
         }
     }
@@ -158,8 +158,8 @@ impl<E: Engine> Drop for Abandon<'_, E> {
 
 /// The checkpointer thread's body.
 pub(crate) fn run<E: Engine>(core: &Core<E>) {
-    let mut exit = Abandon { core, stopped: false };
-    exit.stopped = serve(core);
+    let mut exit = Abandon { core, asked_to_stop: false };
+    exit.asked_to_stop = serve(core);
 }
 
 /// Checkpoints, sweeps and prepares segments until asked to stop (`true`) or
@@ -172,7 +172,7 @@ fn serve<E: Engine>(core: &Core<E>) -> bool {
     // Once a checkpoint failed (or the store was poisoned), none is due any
     // more; the thread stays for the cache sweeps, which a store still
     // serving reads needs.
-    let mut stopped = false;
+    let mut checkpoints_off = false;
     loop {
         let Ok(mut state) = checkpoints.lock() else { return false };
         let due = loop {
@@ -194,12 +194,12 @@ fn serve<E: Engine>(core: &Core<E>) -> bool {
                 state.sweep = false;
                 break false;
             }
-            if !stopped && state.bytes_since >= CHECKPOINT_BYTES {
+            if !checkpoints_off && state.bytes_since >= CHECKPOINT_BYTES {
                 break true;
             }
             let now = Instant::now();
             if now >= deadline {
-                if !stopped && state.end > state.lsn {
+                if !checkpoints_off && state.end > state.lsn {
                     break true;
                 }
                 deadline = now + CHECKPOINT_INTERVAL;
@@ -212,7 +212,7 @@ fn serve<E: Engine>(core: &Core<E>) -> bool {
         if due {
             deadline = Instant::now() + CHECKPOINT_INTERVAL;
             // On failure the store is poisoned (see `checkpoint`).
-            stopped = checkpoint(core).is_err();
+            checkpoints_off = checkpoint(core).is_err();
         }
     }
 }

@@ -2281,3 +2281,44 @@ async fn a_panic_in_a_turn_ends_the_turn_and_the_session_goes_on() {
     assert_eq!(model.requests().len(), 2);
     rerun_check(server, &dir.path().join("data"));
 }
+
+/// Goal: a session whose stored object says `running` while its log says
+/// idle (the server died, or the runner panicked, between appending the idle
+/// and recording it in the object, which caches the log's status) is shown
+/// idle, as its log says, and the restart's recovery starts nothing. Method:
+/// a turn runs to its idle; with the server killed, the object's status is
+/// set back to `running` in the store, as that crash leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_left_behind_by_a_crash_follows_the_log_after_a_restart() {
+    use logbook_server::api::sessions::{self, Status};
+    use logbook_store::{SledOptions, SledStore};
+
+    let model =
+        FakeModel::start(vec![json!({"content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn"})])
+            .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("hi")).await;
+    let before = api.wait_idle(&session, 1).await;
+    drop(server);
+    {
+        let store = SledStore::open(&data, &SledOptions::default()).unwrap();
+        let tenant = logbook_server::tenancy::authenticate(&store, logbook_tests::server::KEY).unwrap();
+        let now = logbook_core::Timestamp::from_unix_micros(1_764_000_000_000_000);
+        let id = session.parse().unwrap();
+        sessions::set_status(&store, &tenant, id, Status::Running, now).unwrap();
+        let (_, stored) = sessions::load(&store, &tenant, id).unwrap();
+        assert_eq!(stored.status, Status::Running, "the crash's leftover is in place");
+    }
+    let server = Server::start(&data, &model, &[]);
+    let api = Api::new(&server);
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle");
+    let listed = api.get("/v1/sessions?statuses[]=running").await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "{listed}");
+    assert_eq!(api.events(&session).await, before, "nothing was appended");
+    assert_eq!(model.requests().len(), 1);
+    rerun_check(server, &data);
+}

@@ -113,6 +113,15 @@ struct Inner {
     slots: Mutex<HashMap<WorkspaceId, Arc<Semaphore>>>,
 }
 
+impl Inner {
+    /// The task map. A lock poisoned by a panic is taken anyway: each
+    /// update is one insert or remove, so the map holds whole entries, and
+    /// giving up on it would leave every session to no task for good.
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<TaskSignals>>> {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Signals from the API to a session's task.
 #[derive(Debug, Default)]
 pub(crate) struct TaskSignals {
@@ -148,9 +157,7 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        // A poisoned lock only means a panic elsewhere mid-insert: the map
-        // still holds whole entries.
-        let mut tasks = self.handle.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tasks = self.handle.inner.tasks();
         if tasks.get(&self.session).is_some_and(|signals| Arc::ptr_eq(signals, &self.signals)) {
             tasks.remove(&self.session);
         }
@@ -181,7 +188,7 @@ impl RunnerHandle {
     /// Makes sure the session's task runs and sees the latest entries.
     /// `interrupt` also cancels the model call or tool in flight.
     pub fn wake(&self, state: &AppState, workspace: WorkspaceId, session: SessionId, interrupt: bool) {
-        let Ok(mut tasks) = self.inner.tasks.lock() else { return };
+        let mut tasks = self.inner.tasks();
         if let Some(signals) = tasks.get(&session) {
             signals.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
             if interrupt {
@@ -242,7 +249,7 @@ impl RunnerHandle {
                     }
                 }
                 // Exit unless something arrived while the task decided to stop.
-                let Ok(mut tasks) = handle.inner.tasks.lock() else { return };
+                let mut tasks = handle.inner.tasks();
                 if signals.dirty.swap(false, std::sync::atomic::Ordering::SeqCst) {
                     drop(tasks);
                     limits = 0;
@@ -280,9 +287,7 @@ impl RunnerHandle {
     /// The session ended (archived or deleted): its sandbox and MCP
     /// connections are released; once this returns, nothing of it runs.
     pub async fn end_session(&self, session: SessionId) {
-        if let Ok(tasks) = self.inner.tasks.lock()
-            && let Some(signals) = tasks.get(&session)
-        {
+        if let Some(signals) = self.inner.tasks().get(&session) {
             signals.ended.store(true, std::sync::atomic::Ordering::SeqCst);
             signals.poke.notify_one();
         }
@@ -312,7 +317,7 @@ impl RunnerHandle {
 
     /// Sessions with a live task (for tests and metrics).
     pub fn n_active(&self) -> usize {
-        self.inner.tasks.lock().map(|t| t.len()).unwrap_or(0)
+        self.inner.tasks().len()
     }
 
     /// Sessions whose folded log is kept for their next wake, and the

@@ -411,7 +411,7 @@ impl Watch {
         };
         let reason = state
             .exceeded
-            .get_or_insert_with(|| "the server could no longer measure the sandbox's disk use".to_owned())
+            .get_or_insert_with(|| "its disk use could no longer be measured, so it counts as over".to_owned())
             .clone();
         drop(state);
         self.over.notify_one();
