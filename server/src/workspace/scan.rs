@@ -477,7 +477,10 @@ impl Index {
             let res =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.walk_subtree(work, queue, &mut found)))
                     .unwrap_or_else(|_| Err(scan_panicked()));
-            let Ok(mut state) = queue.state.lock() else { return found };
+            // Taken even if that panic poisoned it (while sharing work): the
+            // others wait for this subtree's end and must hear of it. A
+            // poisoned queue fails the scan once the workers are done.
+            let mut state = queue.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             state.in_flight -= 1;
             if let Err(err) = res {
                 state.error.get_or_insert(err);
