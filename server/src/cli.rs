@@ -503,6 +503,7 @@ fn serve(
         // scheme://host:port whatever the filter (mcp::log says why).
         .event_format(crate::mcp::log::RedactSdkUrls::new(tracing_subscriber::fmt::format()))
         .init();
+    crate::metrics::count_panics();
     // Egress refuses the host's own addresses; read them now so that a
     // problem shows at start-up (they are read again as they age).
     if let Err(err) = crate::net::addr::refresh_own_addresses() {

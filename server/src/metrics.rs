@@ -14,6 +14,22 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 /// allocates nothing once they exist; walked in the same order.
 type RequestTable = BTreeMap<String, BTreeMap<String, BTreeMap<u16, (u64, f64)>>>;
 
+/// Panics anywhere in the process since it started, counted by the hook
+/// [`count_panics`] installs. Every one is a bug: where the server catches
+/// them (a session's turn, a workspace scan, an export) it goes on, so
+/// without this count they would show only on stderr.
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts every later panic in [`PANICS`], then reports it as before (the
+/// previous hook prints it to stderr). For `serve`, once, at start-up.
+pub fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        previous(info);
+    }));
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<RequestTable>,
@@ -107,6 +123,12 @@ impl Metrics {
                 "counter",
                 "Requests refused by rate limits.",
                 self.rate_limited.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logbook_panics_total",
+                "counter",
+                "Panics in the server process (each a bug; stderr has where).",
+                PANICS.load(Ordering::Relaxed) as f64,
             ),
         ];
         for (name, kind, help, value) in counters {

@@ -2272,6 +2272,7 @@ async fn a_panic_in_a_turn_ends_the_turn_and_the_session_goes_on() {
     let result = events.iter().find(|e| e["type"] == "agent.tool_result").expect("the call was answered");
     assert_eq!(result["is_error"], true);
     assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle");
+    assert_eq!(api.metric("logbook_panics_total").await, 1.0, "the panic is counted");
 
     api.send(&session, user_message("still there?")).await;
     let events = api.wait_idle(&session, 2).await;
