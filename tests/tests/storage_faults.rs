@@ -515,8 +515,9 @@ struct Acked {
 }
 
 /// Creates an agent, an environment and a session, then posts events to it,
-/// noting each acknowledgement, until a request gets no answer (the server
-/// lost its power); any answer but a success fails the test.
+/// noting each acknowledgement, until a request gets no answer from it (the
+/// server lost its power); any other answer of its but a success fails the
+/// test.
 async fn drive_until_the_power_goes(api: &logbook_tests::server::Api, acked: &mut Acked, context: &str) {
     use logbook_tests::server::user_message;
     use serde_json::json;
@@ -525,6 +526,12 @@ async fn drive_until_the_power_goes(api: &logbook_tests::server::Api, acked: &mu
         match api.try_raw(reqwest::Method::POST, &path, Some(body)).await {
             Err(_) => None,
             Ok((200, answer)) => Some(answer),
+            // Not this server's answer (every one of its errors carries its
+            // request id): once the power went, its port was free, and once
+            // (2026-12-07, CI) something else answered there, a plain-text
+            // 403. The caller then requires the server to have ended by the
+            // shim's SIGKILL, so a live server's bad answer still fails.
+            Ok((_, answer)) if answer.get("request_id").is_none() => None,
             Ok((status, answer)) => panic!("{context}: {path} answered {status}: {answer}"),
         }
     };
