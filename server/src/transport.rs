@@ -59,7 +59,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
 pub const MAX_CONNECTIONS_LIMIT: u32 = 1 << 24;
 /// How long accepting backs off after an error (out of file descriptors and
 /// the like), instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How the server treats connections.
 #[derive(Debug, Clone, Copy)]

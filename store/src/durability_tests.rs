@@ -413,10 +413,8 @@ fn a_cache_sweep_survives_sessions_used_while_it_orders_them() {
 fn a_checkpointer_that_dies_poisons_the_store() {
     use crate::Append;
 
-    let gate = Arc::new(Gate::default());
+    let (store, gate, session) = gated_store(MemEngine::new(), crate::WalOptions::default().stall_limit);
     gate.state.lock().unwrap().checkpointer_panics = true;
-    let store = LogStore::with_engine(GatedEngine::new(MemEngine::new(), Arc::clone(&gate))).unwrap();
-    let session = logbook_core::SessionId::from_parts(1, 1);
     store.append(session, logbook_core::Seq::ZERO, &sample_entries(0, 1)).unwrap();
     wait_until("the store is poisoned", || store.poisoned().is_some());
     let reason = store.poisoned().unwrap_or_default();

@@ -34,7 +34,7 @@ pub fn run(listen: &str, socket: &Path) -> std::io::Result<()> {
     for client in listener.incoming() {
         let Ok(client) = client else {
             // Out of file descriptors, say: a pause rather than a spin.
-            std::thread::sleep(ACCEPT_BACKOFF);
+            std::thread::sleep(crate::transport::ACCEPT_BACKOFF);
             continue;
         };
         if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
@@ -52,9 +52,6 @@ pub fn run(listen: &str, socket: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
-
-/// How long the forwarder waits after a failed `accept` before the next.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One relayed connection, counted in `active` until dropped (however its
 /// thread ends).

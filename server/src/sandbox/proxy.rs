@@ -128,9 +128,6 @@ impl Drop for Proxy {
     }
 }
 
-/// How long the proxy waits after a failed `accept` before the next.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
-
 async fn serve(listener: UnixListener, policy: Arc<EgressPolicy>, resolver: Arc<dyn Resolve>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Dropping the set (when this task is aborted) aborts every connection.
@@ -143,7 +140,7 @@ async fn serve(listener: UnixListener, policy: Arc<EgressPolicy>, resolver: Arc<
         let Ok((mut client, _)) = accepted else {
             // Out of descriptors and the like: a pause, not a spin (a failing
             // accept fails again at once).
-            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            tokio::time::sleep(crate::transport::ACCEPT_BACKOFF).await;
             continue;
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
