@@ -585,6 +585,15 @@ fn runner_config_from_env(
     let model_config = ModelConfig::from_env()?;
     let request_options = model_config.request_options();
     let model = ModelClient::new(model_config).context("setting up the model client")?;
+    if let Some(armed) = crate::runner::failpoint::arm_from_env()? {
+        let after = if armed.and_after { " and after" } else { "" };
+        eprintln!(
+            "logbook: failpoint {} armed: {:?} on pass {}{after} (tests only)",
+            armed.point.name(),
+            armed.action,
+            armed.nth
+        );
+    }
     let tools: Arc<dyn ToolExecutor> = match std::env::var("LOGBOOK_TOOLS").as_deref() {
         Ok("echo") => {
             eprintln!("logbook: LOGBOOK_TOOLS=echo: built-in tools echo their input (tests only)");

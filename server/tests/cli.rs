@@ -188,6 +188,18 @@ fn serve_refuses_a_bad_outcome_heartbeat() {
     serve_refuses_each("LOGBOOK_OUTCOME_HEARTBEAT_MS", "LOGBOOK_OUTCOME_HEARTBEAT_MS", &["soon", "0", "-5", "3600001"]);
 }
 
+/// Goal: a failpoint (tests only) that names no point, no action or a bad
+/// pass stops `serve` with a message naming the variable: a typo must not
+/// quietly test nothing.
+#[test]
+fn serve_refuses_a_bad_failpoint() {
+    serve_refuses_each(
+        "LOGBOOK_FAILPOINT",
+        "LOGBOOK_FAILPOINT",
+        &["idle_before", "nowhere:kill", "idle_before:stop", "idle_before:kill@0"],
+    );
+}
+
 /// Goal: a first start that fails on its configuration makes no key: the
 /// first key is printed once, so one made by a start that then exits would
 /// be lost (the next start, finding a key, prints none). Method: serve an

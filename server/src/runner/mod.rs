@@ -16,6 +16,7 @@
 //! through the session's connections in `crate::mcp`, which the task
 //! prepares when a turn starts.
 
+pub mod failpoint;
 mod folded;
 pub mod inline;
 mod outcome;
@@ -238,13 +239,27 @@ impl RunnerHandle {
                     Err(panic) => {
                         // A bug. The task's state is whatever the panic left: a
                         // new one reads the session from its log and ends the
-                        // turn, so the session does not stay `running` with
-                        // nothing running it.
+                        // turn (or fails the one the panic kept from
+                        // starting), so the session does not stay `running`
+                        // with nothing running it.
                         tracing::error!(%session, panic = panic_message(panic.as_ref()),
                             "the runner panicked; ending the turn");
                         task = new_task(Default::default());
-                        if let Err(err) = task.fail_turn().await {
-                            tracing::error!(%session, error = %err, "cannot end the turn the panic stopped; the session waits for new input");
+                        match std::panic::AssertUnwindSafe(task.fail_after_panic()).catch_unwind().await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => {
+                                tracing::error!(%session, error = %err, "cannot end the turn the panic stopped; the session waits for new input");
+                            }
+                            Err(again) => {
+                                // Reading the log panics too: the store alone
+                                // records the error.
+                                tracing::error!(%session, panic = panic_message(again.as_ref()),
+                                    "the runner panicked again reading the session; recording the error without it");
+                                task = new_task(Default::default());
+                                if let Err(err) = task.record_unreadable().await {
+                                    tracing::error!(%session, error = %err, "cannot record the error; the session waits for new input");
+                                }
+                            }
                         }
                     }
                 }

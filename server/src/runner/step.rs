@@ -33,6 +33,7 @@ use logbook_replay::{Command, FailReason, Policy, SessionState, Status as Machin
 use logbook_store::{AppendError, Read};
 use serde_json::Value;
 
+use super::failpoint::{self, Point};
 use super::folded::Folded;
 use super::server_tools;
 use super::tools::{ToolCall, ToolExecutor};
@@ -239,26 +240,12 @@ impl Task {
                 Command::StartTurn | Command::Resume => {
                     // Only right after what it was decided on: an archive (or an
                     // interrupt) landing first makes the task decide again.
-                    // The primary thread runs with the session (behaviour
-                    // digest §3.4, newer reference).
-                    // The agent the last call recorded names it (a session's
-                    // agent is pinned); before any call, the session says.
-                    let recorded = self.projection.agent.as_ref().and_then(|settings| settings.agent.get("name"));
-                    let agent_name = match recorded.and_then(Value::as_str) {
-                        Some(name) => name.to_owned(),
-                        None => self.load_session().await?.agent.name,
-                    };
-                    let thread = SessionThreadStatusRunning {
-                        session_thread_id: crate::api::threads::primary_thread(self.session),
-                        agent_name,
-                    };
-                    let running = vec![
-                        (None, Event::SessionStatusRunning(SessionStatusRunning {})),
-                        (None, Event::SessionThreadStatusRunning(thread)),
-                    ];
+                    let running = self.running_events().await?;
+                    failpoint::pass(Point::TurnBeforeRunning);
                     if !self.append_decided(running).await? {
                         continue;
                     }
+                    failpoint::pass(Point::TurnAfterRunning);
                     self.set_status(Status::Running).await;
                     crate::resources::before_turn(&self.state, self.tenant, self.session).await;
                     // Idle to running: connect what is not connected yet (a
@@ -378,6 +365,85 @@ impl Task {
             if let Event::ModelRequest(request) = &entry.event { Some(request.stop_reason.as_deref()) } else { None }
         });
         if last_stop == Some(Some(REFUSAL)) { StopReason::Refusal } else { StopReason::EndTurn }
+    }
+
+    /// `session.status_running` and its primary thread's running: the
+    /// primary thread runs with the session (behaviour digest §3.4, newer
+    /// reference).
+    async fn running_events(&self) -> Result<Vec<(Option<EventId>, Event)>, ApiError> {
+        // The agent the last call recorded names it (a session's agent is
+        // pinned); before any call, the session says.
+        let recorded = self.projection.agent.as_ref().and_then(|settings| settings.agent.get("name"));
+        let agent_name = match recorded.and_then(Value::as_str) {
+            Some(name) => name.to_owned(),
+            None => self.load_session().await?.agent.name,
+        };
+        let thread = SessionThreadStatusRunning {
+            session_thread_id: crate::api::threads::primary_thread(self.session),
+            agent_name,
+        };
+        Ok(vec![
+            (None, Event::SessionStatusRunning(SessionStatusRunning {})),
+            (None, Event::SessionThreadStatusRunning(thread)),
+        ])
+    }
+
+    /// Ends what a panic stopped, read afresh from the log (the caller logs
+    /// the panic): an open turn as [`Task::fail_turn`] ends it; input that
+    /// the panic kept from starting a turn gets a turn that fails at once,
+    /// so that it is answered, like input whose turn failed, instead of
+    /// left waiting unanswered for whatever wakes the session next.
+    pub(crate) async fn fail_after_panic(&mut self) -> Result<(), ApiError> {
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            self.catch_up().await?;
+            if self.projection.machine.in_turn() {
+                break;
+            }
+            let policy = self.policy().await?;
+            if self.projection.machine.next(&policy) != Command::StartTurn {
+                return Ok(());
+            }
+            let running = self.running_events().await?;
+            if self.append_decided(running).await? {
+                self.set_status(Status::Running).await;
+                break;
+            }
+        }
+        self.fail_turn().await
+    }
+
+    /// The last resort when even reading the session afresh panics (its log
+    /// makes the fold or the decision panic): no task can tell what is
+    /// open, so the store alone records a `session.error` at the head and,
+    /// if the log's last status says a turn runs, an idle after it. The
+    /// session is then not shown `running` with nothing running it, and a
+    /// client waiting for the idle gets one; what the turn left open stays
+    /// open for a fixed server to close.
+    pub(crate) async fn record_unreadable(&self) -> Result<(), ApiError> {
+        let session = self.session;
+        let status = self
+            .state
+            .blocking(move |store| Ok(sessions::last_status(store, session)?.as_ref().and_then(sessions::status_of)))
+            .await?;
+        let detail = SessionErrorDetail::UnknownError {
+            message: "the session stopped on an internal error of the server; see its log".to_owned(),
+            retry_status: RetryStatus::Exhausted,
+        };
+        let mut events = vec![(None, Event::SessionError(SessionError { error: detail }))];
+        let in_turn = match status {
+            Some(Status::Running | Status::Rescheduling) => true,
+            Some(Status::Idle) | None => false,
+            Some(Status::Terminated) => return Ok(()),
+        };
+        if in_turn {
+            let idle = SessionStatusIdle { stop_reason: StopReason::RetriesExhausted, stop_details: None };
+            events.push((None, Event::SessionStatusIdle(idle)));
+        }
+        self.append(events).await?;
+        if in_turn {
+            self.set_status(Status::Idle).await;
+        }
+        Ok(())
     }
 
     /// Ends a turn a step failed in (the caller logs the error): the
@@ -599,6 +665,7 @@ impl Task {
         }
         before.push((None, Event::SessionUsage(SessionUsage { usage: usage_snapshot(&totals, cents), budget })));
         before.push((None, Event::SessionStatusIdle(SessionStatusIdle { stop_reason, stop_details: None })));
+        failpoint::pass(Point::IdleBefore);
         match at {
             IdleAt::Head => {
                 self.append(before).await?;
@@ -611,6 +678,7 @@ impl Task {
                 }
             }
         }
+        failpoint::pass(Point::IdleAfter);
         self.set_status(Status::Idle).await;
         crate::resources::after_idle(&self.state, self.tenant, self.session);
         let view = sessions::UsageView {
@@ -709,10 +777,12 @@ impl Task {
         // read) would otherwise stand before the start, as if the model had
         // been sent it. Then the run loop catches up and decides again.
         let expected = Seq::new(self.entries.len() as u64);
+        failpoint::pass(Point::ModelBeforeStart);
         let Some(started) = self.append_at(expected, opening).await? else {
             self.wait_for_landed(expected).await?;
             return Ok(());
         };
+        failpoint::pass(Point::ModelAfterStart);
         let started: Vec<Record> = started.into_iter().rev().take(1).collect();
         let Some(start) = started.first() else { return Err(ApiError::internal("append returned nothing")) };
         let start_id = start.entry().map_err(ApiError::internal)?.id;
@@ -739,6 +809,9 @@ impl Task {
         let outcome = {
             let mut on_event = |event: StreamEvent| match event {
                 StreamEvent::BlockStart { index, kind } => {
+                    if index == 0 {
+                        failpoint::pass(Point::ModelStreaming);
+                    }
                     let preview = match kind.as_str() {
                         "text" => Some(PreviewKind::Message),
                         "thinking" | "redacted_thinking" => Some(PreviewKind::Thinking),
@@ -792,6 +865,7 @@ impl Task {
             }
             Some(Err(error)) => self.model_failed(start_id, attempt, error, &reported).await,
             Some(Ok(response)) => {
+                failpoint::pass(Point::ModelAfterResponse);
                 self.last_error = None;
                 let usage = model_usage(&response.usage);
                 let mut events: Vec<(Option<EventId>, Event)> = Vec::new();
@@ -872,6 +946,7 @@ impl Task {
                 ));
                 events.extend(server_tool_requests(start_id, &response.usage));
                 self.append(events).await?;
+                failpoint::pass(Point::ModelAfterAppend);
                 Ok(())
             }
         }
@@ -1319,9 +1394,11 @@ impl Task {
     async fn run_tools(&mut self, ids: Vec<EventId>) -> Result<(), ApiError> {
         let Some(&id) = ids.first() else { return Ok(()) };
         let started = vec![(None, Event::ToolStarted(ToolStarted { tool_use_ids: vec![id] }))];
+        failpoint::pass(Point::ToolBeforeStart);
         if !self.append_decided(started).await? {
             return Ok(());
         }
+        failpoint::pass(Point::ToolAfterStart);
         let session = self.load_session().await?;
         let environment = self.load_environment(&session).await;
         let tools = Arc::clone(&self.handle.config().tools);
@@ -1381,8 +1458,10 @@ impl Task {
             }
             _ => ToolOutcome::error("internal error: the tool call was not found in the log"),
         };
+        failpoint::pass(Point::ToolAfterRun);
         let delta = self.workspace_delta(tools.as_ref(), id).await;
         self.append_after_delta(delta, vec![(None, tool_result(id, outcome))]).await?;
+        failpoint::pass(Point::ToolAfterResult);
         Ok(())
     }
 
