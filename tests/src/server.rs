@@ -229,17 +229,9 @@ impl Server {
         self.child.wait()
     }
 
-    /// [`Server::wait_exit`] with a deadline: `None` if the server still
-    /// runs after `within` (it is then killed, as on drop).
-    pub fn wait_exit_within(mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                Ok(None) | Err(_) => return None,
-            }
-        }
+    /// How the server ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Stops the server (it is killed: no graceful shutdown).

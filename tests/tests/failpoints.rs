@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logbook_server::runner::failpoint::Point;
 use logbook_tests::fake_model::FakeModel;
@@ -33,6 +33,8 @@ use serde_json::{Value, json};
 const TURN_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest wait for an armed kill to end the server.
 const KILL_DEADLINE: Duration = Duration::from_secs(120);
+/// How often the test looks for the kill or a question.
+const POLL: Duration = Duration::from_millis(25);
 
 fn rounds() -> u64 {
     std::env::var("LOGBOOK_FAILPOINT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
@@ -73,9 +75,7 @@ fn start(data: &Path, model: &FakeModel, failpoint: Option<&str>) -> (Server, Ap
 }
 
 async fn new_session(api: &Api) -> String {
-    let tools =
-        json!([{"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_allow"}}}]);
-    api.session_with(json!({"name": "failpoints", "tools": tools}), json!({"name": "failpoints"})).await
+    new_session_asking(api, Policy::AlwaysAllow).await
 }
 
 /// The checks every case ends with, on the session's listed events.
@@ -121,35 +121,117 @@ async fn next_turn_and_rerun(case: &str, server: Server, api: &Api, data: &Path,
     assert!(stderr.contains("every decision reproduced"), "{case}: {stderr}");
 }
 
+/// How the test answers the permission policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// The call runs without asking.
+    AlwaysAllow,
+    /// The session idles asking to confirm the call; the test allows it.
+    AlwaysAsk,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::AlwaysAllow => "always_allow",
+            Policy::AlwaysAsk => "always_ask",
+        }
+    }
+
+    /// The cases of [`cases`], and under `always_ask` the second pass of
+    /// the points the confirmed turn passes again (its start and its idle).
+    fn cases(self) -> Vec<(Point, u64)> {
+        let mut cases = cases();
+        if self == Policy::AlwaysAsk {
+            let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
+            cases.extend(again.into_iter().map(|point| (point, 2)));
+        }
+        cases
+    }
+}
+
+async fn new_session_asking(api: &Api, policy: Policy) -> String {
+    let tools = json!([{"type": "agent_toolset_20260401",
+                        "default_config": {"permission_policy": {"type": policy.name()}}}]);
+    api.session_with(json!({"name": "failpoints", "tools": tools}), json!({"name": "failpoints"})).await
+}
+
+/// Allows the calls the session's last idle asks about, if it asks; says
+/// whether it did. A server that dies meanwhile (the armed kill) is not
+/// asking: `false`, and the restarted one is asked again.
+async fn confirm_if_asked(api: &Api, session: &str) -> bool {
+    let path = format!("/v1/sessions/{session}/events?limit=1000");
+    let Ok((200, page)) = api.try_raw(reqwest::Method::GET, &path, None).await else { return false };
+    let Some(last) = page["data"].as_array().and_then(|events| events.last()).cloned() else { return false };
+    if last["type"] != "session.status_idle" || last["stop_reason"]["type"] != "requires_action" {
+        return false;
+    }
+    let path = format!("/v1/sessions/{session}/events");
+    for id in last["stop_reason"]["event_ids"].as_array().unwrap() {
+        let confirmation = json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "allow"});
+        let sent = api.try_raw(reqwest::Method::POST, &path, Some(json!({"events": [confirmation]}))).await;
+        if !matches!(sent, Ok((200, _))) {
+            return false;
+        }
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_a_turn_is_recovered_after_a_restart() {
     for round in 0..rounds() {
-        for (point, pass) in cases() {
-            let case = format!("round {round}, kill at {}@{pass}", point.name());
-            let model = FakeModel::start(script()).expect("fake starts");
-            let (_dir, data) = sandbox_data_dir();
-            let armed = format!("{}:kill@{pass}", point.name());
-            let (server, api) = start(&data, &model, Some(&armed));
-            let session = new_session(&api).await;
-            api.send(&session, user_message("count")).await;
-            let exit = tokio::task::spawn_blocking(move || server.wait_exit_within(KILL_DEADLINE)).await.unwrap();
-            let exit = exit.unwrap_or_else(|| panic!("{case}: the server was not killed"));
-            assert!(!exit.success(), "{case}: {exit:?}");
-
-            let (server, api) = start(&data, &model, None);
-            api.wait_idle(&session, 1).await;
-            api.wait_runner_quiet().await;
-            let events = api.events(&session).await;
-            check_log(&case, &events, runs_of(&data, &session));
-            assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
-            // The crash is not an error of the turn: it ends as the model says.
-            let last = events.last().unwrap();
-            assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
-            assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
-            let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-            next_turn_and_rerun(&case, server, &api, &data, &session, n_idles).await;
+        for policy in [Policy::AlwaysAllow, Policy::AlwaysAsk] {
+            for (point, pass) in policy.cases() {
+                let case = format!("round {round}, {}, kill at {}@{pass}", policy.name(), point.name());
+                kill_case(&case, policy, point, pass).await;
+            }
         }
     }
+}
+
+async fn kill_case(case: &str, policy: Policy, point: Point, pass: u64) {
+    let model = FakeModel::start(script()).expect("fake starts");
+    let (_dir, data) = sandbox_data_dir();
+    let armed = format!("{}:kill@{pass}", point.name());
+    let (mut server, api) = start(&data, &model, Some(&armed));
+    let session = new_session_asking(&api, policy).await;
+    api.send(&session, user_message("count")).await;
+    // Until the kill, the test answers the question the session asks.
+    let mut confirmed = false;
+    let deadline = Instant::now() + KILL_DEADLINE;
+    let exit = loop {
+        if let Some(exit) = server.exited() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "{case}: the server was not killed");
+        if policy == Policy::AlwaysAsk && !confirmed {
+            confirmed = confirm_if_asked(&api, &session).await;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(!exit.success(), "{case}: {exit:?}");
+
+    let (server, api) = start(&data, &model, None);
+    // What the restart resumes, then the question if it is (still) asked.
+    loop {
+        api.wait_runner_quiet().await;
+        let n_idles = api.events(&session).await.iter().filter(|e| e["type"] == "session.status_idle").count();
+        if !confirm_if_asked(&api, &session).await {
+            break;
+        }
+        assert!(policy == Policy::AlwaysAsk && !confirmed, "{case}: asked again after the confirmation");
+        confirmed = true;
+        api.wait_idle(&session, n_idles + 1).await;
+    }
+    let events = api.events(&session).await;
+    check_log(case, &events, runs_of(&data, &session));
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    // The crash is not an error of the turn: it ends as the model says.
+    let last = events.last().unwrap();
+    assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
+    assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
+    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+    next_turn_and_rerun(case, server, &api, &data, &session, n_idles).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
