@@ -7,16 +7,24 @@
 //! non-idempotent command (`echo run >> runs.txt`) run at most once, and
 //! run exactly once if its result says it succeeded; `logbook rerun`
 //! reproduces every decision of the log; the next turn works. After a
-//! panic the server lives on, the turn ends with a `session.error`, and the
-//! panic is counted. Method: for each point of
-//! `logbook_server::runner::failpoint::Point::ALL` (and the second pass of
-//! each model point, the call after the tool's result), start the server
-//! with `LOGBOOK_FAILPOINT=<point>:<kill|panic>@<pass>`, send a message the
-//! fake model answers with that bash call and then text, wait for the kill
-//! (and restart without the failpoint) or for the idle, and check. The
-//! points are deterministic, so CI runs each case once;
-//! `LOGBOOK_FAILPOINT_ROUNDS` repeats the sweep (the kill's timing against
-//! the server's background work varies between rounds).
+//! kill the turn goes on after the restart as if nothing happened (no
+//! `session.error`, the model's own end; a confirmation asked once; every
+//! outcome evaluation ended once, and satisfied). After a panic the server
+//! lives on, the turn ends with a `session.error`, and the panic is
+//! counted.
+//!
+//! Method: for each point of `logbook_server::runner::failpoint::Point::ALL`
+//! a turn passes (and the second pass of each model point, the call after
+//! the tool's result), start the server with
+//! `LOGBOOK_FAILPOINT=<point>:<kill|panic>@<pass>`, send a message the fake
+//! model answers with that bash call and then text, wait for the kill (and
+//! restart without the failpoint) or for the idle, and check. Kills also
+//! run a turn that asks to confirm the call (the question's idle and the
+//! confirmed turn are points of their own) and a turn working to an
+//! outcome (the grading points). The points are deterministic, so CI runs
+//! each case once; `LOGBOOK_FAILPOINT_ROUNDS` repeats the sweeps (the
+//! kill's timing against the server's background work varies between
+//! rounds).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
@@ -26,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use logbook_server::runner::failpoint::Point;
 use logbook_tests::fake_model::FakeModel;
-use logbook_tests::server::{Api, Server, rerun_passes, sandbox_data_dir, types, user_message};
+use logbook_tests::server::{Api, Server, outcome, rerun_passes, sandbox_data_dir, types, user_message};
 use serde_json::{Value, json};
 
 /// Deadline of one sandboxed turn on a loaded machine.
@@ -40,10 +48,13 @@ fn rounds() -> u64 {
     std::env::var("LOGBOOK_FAILPOINT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-/// Every point at its first pass, and the model points at their second (the
-/// request after the tool's result).
+/// Every point a turn without an outcome passes (the grading points are
+/// only passed with one), at its first pass, and the model points at their
+/// second (the request after the tool's result).
 fn cases() -> Vec<(Point, u64)> {
-    let mut cases: Vec<(Point, u64)> = Point::ALL.into_iter().map(|point| (point, 1)).collect();
+    let grading = [Point::GradeAfterStart, Point::GradeAfterVerdict];
+    let mut cases: Vec<(Point, u64)> =
+        Point::ALL.into_iter().filter(|point| !grading.contains(point)).map(|point| (point, 1)).collect();
     cases.extend(
         [
             Point::ModelBeforeStart,
@@ -67,6 +78,16 @@ fn script() -> Vec<Value> {
     ]
 }
 
+/// [`script`], then the grader's verdicts: one, and one more for a grading
+/// done again after a restart.
+fn script_with_verdicts() -> Vec<Value> {
+    let verdict = json!({"content": [{"type": "text", "text": "VERDICT: satisfied\nOne run, as asked."}],
+                         "stop_reason": "end_turn"});
+    let mut script = script();
+    script.extend([verdict.clone(), verdict]);
+    script
+}
+
 fn start(data: &Path, model: &FakeModel, failpoint: Option<&str>) -> (Server, Api) {
     let env: Vec<(&str, &str)> = failpoint.map(|value| ("LOGBOOK_FAILPOINT", value)).into_iter().collect();
     let server = Server::start_sandboxed(data, model, &env);
@@ -75,7 +96,7 @@ fn start(data: &Path, model: &FakeModel, failpoint: Option<&str>) -> (Server, Ap
 }
 
 async fn new_session(api: &Api) -> String {
-    new_session_asking(api, Policy::AlwaysAllow).await
+    new_session_asking(api, "always_allow").await
 }
 
 /// The checks every case ends with, on the session's listed events.
@@ -105,6 +126,20 @@ fn check_log(case: &str, events: &[Value], runs: usize) {
     assert_eq!(events.last().unwrap()["type"], "session.status_idle", "{case}: {:#?}", types(events));
 }
 
+/// Every evaluation that started ended once, and the outcome was met.
+fn check_evaluations(case: &str, events: &[Value]) {
+    let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
+    let mut started: Vec<&str> = of("span.outcome_evaluation_start").map(|e| e["id"].as_str().unwrap()).collect();
+    let mut ended: Vec<&str> =
+        of("span.outcome_evaluation_end").map(|e| e["outcome_evaluation_start_id"].as_str().unwrap()).collect();
+    started.sort_unstable();
+    ended.sort_unstable();
+    assert!(!started.is_empty(), "{case}: no evaluation: {:#?}", types(events));
+    assert_eq!(started, ended, "{case}: every evaluation ends once: {:#?}", types(events));
+    let last = of("span.outcome_evaluation_end").next_back().unwrap();
+    assert_eq!(last["result"], "satisfied", "{case}: {last}");
+}
+
 fn runs_of(data: &Path, session: &str) -> usize {
     let runs = data.join("sandboxes").join(session).join("workspace").join("runs.txt");
     std::fs::read_to_string(runs).map_or(0, |text| text.lines().count())
@@ -121,38 +156,55 @@ async fn next_turn_and_rerun(case: &str, server: Server, api: &Api, data: &Path,
     assert!(stderr.contains("every decision reproduced"), "{case}: {stderr}");
 }
 
-/// How the test answers the permission policy.
+/// The turn the kill sweep runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Policy {
-    /// The call runs without asking.
+enum Scenario {
+    /// A message; the call runs without asking.
     AlwaysAllow,
-    /// The session idles asking to confirm the call; the test allows it.
+    /// A message; the session idles asking to confirm the call, and the
+    /// test allows it.
     AlwaysAsk,
+    /// An outcome instead of a message (the call runs without asking); the
+    /// grader is satisfied.
+    Outcome,
 }
 
-impl Policy {
+impl Scenario {
     fn name(self) -> &'static str {
         match self {
-            Policy::AlwaysAllow => "always_allow",
-            Policy::AlwaysAsk => "always_ask",
+            Scenario::AlwaysAllow => "always_allow",
+            Scenario::AlwaysAsk => "always_ask",
+            Scenario::Outcome => "outcome",
         }
     }
 
-    /// The cases of [`cases`], and under `always_ask` the second pass of
-    /// the points the confirmed turn passes again (its start and its idle).
+    fn policy(self) -> &'static str {
+        match self {
+            Scenario::AlwaysAllow | Scenario::Outcome => "always_allow",
+            Scenario::AlwaysAsk => "always_ask",
+        }
+    }
+
+    /// The cases of [`cases`]; under `always_ask` the second pass of the
+    /// points the confirmed turn passes again (its start and its idle);
+    /// with an outcome, the grading points.
     fn cases(self) -> Vec<(Point, u64)> {
         let mut cases = cases();
-        if self == Policy::AlwaysAsk {
-            let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
-            cases.extend(again.into_iter().map(|point| (point, 2)));
+        match self {
+            Scenario::AlwaysAllow => {}
+            Scenario::AlwaysAsk => {
+                let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
+                cases.extend(again.into_iter().map(|point| (point, 2)));
+            }
+            Scenario::Outcome => cases.extend([(Point::GradeAfterStart, 1), (Point::GradeAfterVerdict, 1)]),
         }
         cases
     }
 }
 
-async fn new_session_asking(api: &Api, policy: Policy) -> String {
+async fn new_session_asking(api: &Api, policy: &str) -> String {
     let tools = json!([{"type": "agent_toolset_20260401",
-                        "default_config": {"permission_policy": {"type": policy.name()}}}]);
+                        "default_config": {"permission_policy": {"type": policy}}}]);
     api.session_with(json!({"name": "failpoints", "tools": tools}), json!({"name": "failpoints"})).await
 }
 
@@ -177,25 +229,41 @@ async fn confirm_if_asked(api: &Api, session: &str) -> bool {
     true
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_at_any_point_of_a_turn_is_recovered_after_a_restart() {
+/// The kill sweep of one scenario, `rounds()` times.
+async fn kill_sweep(scenario: Scenario) {
     for round in 0..rounds() {
-        for policy in [Policy::AlwaysAllow, Policy::AlwaysAsk] {
-            for (point, pass) in policy.cases() {
-                let case = format!("round {round}, {}, kill at {}@{pass}", policy.name(), point.name());
-                kill_case(&case, policy, point, pass).await;
-            }
+        for (point, pass) in scenario.cases() {
+            let case = format!("round {round}, {}, kill at {}@{pass}", scenario.name(), point.name());
+            kill_case(&case, scenario, point, pass).await;
         }
     }
 }
 
-async fn kill_case(case: &str, policy: Policy, point: Point, pass: u64) {
-    let model = FakeModel::start(script()).expect("fake starts");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_any_point_of_a_turn_is_recovered_after_a_restart() {
+    kill_sweep(Scenario::AlwaysAllow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_any_point_of_a_confirmed_turn_is_recovered_after_a_restart() {
+    kill_sweep(Scenario::AlwaysAsk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_any_point_of_an_outcome_turn_is_recovered_after_a_restart() {
+    kill_sweep(Scenario::Outcome).await;
+}
+
+async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
+    let model = FakeModel::start(script_with_verdicts()).expect("fake starts");
     let (_dir, data) = sandbox_data_dir();
     let armed = format!("{}:kill@{pass}", point.name());
     let (mut server, api) = start(&data, &model, Some(&armed));
-    let session = new_session_asking(&api, policy).await;
-    api.send(&session, user_message("count")).await;
+    let session = new_session_asking(&api, scenario.policy()).await;
+    match scenario {
+        Scenario::AlwaysAllow | Scenario::AlwaysAsk => api.send(&session, user_message("count")).await,
+        Scenario::Outcome => api.send(&session, outcome("count the runs", "runs.txt has one line", 3)).await,
+    };
     // Until the kill, the test answers the question the session asks.
     let mut confirmed = false;
     let deadline = Instant::now() + KILL_DEADLINE;
@@ -204,7 +272,7 @@ async fn kill_case(case: &str, policy: Policy, point: Point, pass: u64) {
             break exit;
         }
         assert!(Instant::now() < deadline, "{case}: the server was not killed");
-        if policy == Policy::AlwaysAsk && !confirmed {
+        if scenario == Scenario::AlwaysAsk && !confirmed {
             confirmed = confirm_if_asked(&api, &session).await;
         }
         tokio::time::sleep(POLL).await;
@@ -219,7 +287,7 @@ async fn kill_case(case: &str, policy: Policy, point: Point, pass: u64) {
         if !confirm_if_asked(&api, &session).await {
             break;
         }
-        assert!(policy == Policy::AlwaysAsk && !confirmed, "{case}: asked again after the confirmation");
+        assert!(scenario == Scenario::AlwaysAsk && !confirmed, "{case}: asked again after the confirmation");
         confirmed = true;
         api.wait_idle(&session, n_idles + 1).await;
     }
@@ -230,6 +298,9 @@ async fn kill_case(case: &str, policy: Policy, point: Point, pass: u64) {
     let last = events.last().unwrap();
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
+    if scenario == Scenario::Outcome {
+        check_evaluations(case, &events);
+    }
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
     next_turn_and_rerun(case, server, &api, &data, &session, n_idles).await;
 }

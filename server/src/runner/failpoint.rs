@@ -46,6 +46,11 @@ pub enum Point {
     ToolAfterRun,
     /// The call's result (and workspace changes) are durable.
     ToolAfterResult,
+    /// An outcome's evaluation has started (its span durable, or one a
+    /// restart found open); the grader not yet called.
+    GradeAfterStart,
+    /// The grader answered; the evaluation's end not appended.
+    GradeAfterVerdict,
     /// The turn's `session.status_idle` is about to be appended.
     IdleBefore,
     /// The idle is durable; the session object not yet told.
@@ -54,7 +59,7 @@ pub enum Point {
 
 impl Point {
     /// Every point, in turn order.
-    pub const ALL: [Point; 13] = [
+    pub const ALL: [Point; 15] = [
         Point::TurnBeforeRunning,
         Point::TurnAfterRunning,
         Point::ModelBeforeStart,
@@ -66,6 +71,8 @@ impl Point {
         Point::ToolAfterStart,
         Point::ToolAfterRun,
         Point::ToolAfterResult,
+        Point::GradeAfterStart,
+        Point::GradeAfterVerdict,
         Point::IdleBefore,
         Point::IdleAfter,
     ];
@@ -84,6 +91,8 @@ impl Point {
             Point::ToolAfterStart => "tool_after_start",
             Point::ToolAfterRun => "tool_after_run",
             Point::ToolAfterResult => "tool_after_result",
+            Point::GradeAfterStart => "grade_after_start",
+            Point::GradeAfterVerdict => "grade_after_verdict",
             Point::IdleBefore => "idle_before",
             Point::IdleAfter => "idle_after",
         }

@@ -1232,6 +1232,7 @@ impl Task {
                 id
             }
         };
+        failpoint::pass(Point::GradeAfterStart);
         let defined = self.entries.iter().rev().find_map(|entry| {
             if let Event::UserDefineOutcome(defined) = &entry.event
                 && defined.outcome_id == outcome_id
@@ -1292,6 +1293,7 @@ impl Task {
                 }
             }
         };
+        failpoint::pass(Point::GradeAfterVerdict);
         let result = super::outcome::result_at(verdict.result, iteration, active.max_iterations);
         let end = SpanOutcomeEvaluationEnd {
             outcome_evaluation_start_id: start_id,
