@@ -48,13 +48,32 @@ fn rounds() -> u64 {
     std::env::var("LOGBOOK_FAILPOINT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-/// Every point a turn without an outcome passes (the grading points are
-/// only passed with one), at its first pass, and the model points at their
-/// second (the request after the tool's result).
+/// Whether a short turn with no outcome passes `point` (grading needs an
+/// outcome, compaction a long context).
+fn in_a_plain_turn(point: Point) -> bool {
+    match point {
+        Point::TurnBeforeRunning
+        | Point::TurnAfterRunning
+        | Point::ModelBeforeStart
+        | Point::ModelAfterStart
+        | Point::ModelStreaming
+        | Point::ModelAfterResponse
+        | Point::ModelAfterAppend
+        | Point::ToolBeforeStart
+        | Point::ToolAfterStart
+        | Point::ToolAfterRun
+        | Point::ToolAfterResult
+        | Point::IdleBefore
+        | Point::IdleAfter => true,
+        Point::CompactAfterSummary | Point::GradeAfterStart | Point::GradeAfterVerdict => false,
+    }
+}
+
+/// Every point a plain turn passes, at its first pass, and the model points
+/// at their second (the request after the tool's result).
 fn cases() -> Vec<(Point, u64)> {
-    let grading = [Point::GradeAfterStart, Point::GradeAfterVerdict];
     let mut cases: Vec<(Point, u64)> =
-        Point::ALL.into_iter().filter(|point| !grading.contains(point)).map(|point| (point, 1)).collect();
+        Point::ALL.into_iter().filter(|point| in_a_plain_turn(*point)).map(|point| (point, 1)).collect();
     cases.extend(
         [
             Point::ModelBeforeStart,
@@ -89,7 +108,12 @@ fn script_with_verdicts() -> Vec<Value> {
 }
 
 fn start(data: &Path, model: &FakeModel, failpoint: Option<&str>) -> (Server, Api) {
-    let env: Vec<(&str, &str)> = failpoint.map(|value| ("LOGBOOK_FAILPOINT", value)).into_iter().collect();
+    start_with(data, model, failpoint, &[])
+}
+
+fn start_with(data: &Path, model: &FakeModel, failpoint: Option<&str>, extra: &[(&str, &str)]) -> (Server, Api) {
+    let mut env: Vec<(&str, &str)> = extra.to_vec();
+    env.extend(failpoint.map(|value| ("LOGBOOK_FAILPOINT", value)));
     let server = Server::start_sandboxed(data, model, &env);
     let api = Api::new(&server).with_turn_deadline(TURN_DEADLINE);
     (server, api)
@@ -100,22 +124,29 @@ async fn new_session(api: &Api) -> String {
 }
 
 /// The checks every case ends with, on the session's listed events.
-fn check_log(case: &str, events: &[Value], runs: usize) {
+fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
     let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
     let mut results: HashMap<&str, Vec<&Value>> = HashMap::new();
     for result in of("agent.tool_result") {
         results.entry(result["tool_use_id"].as_str().unwrap()).or_default().push(result);
     }
+    let mut tags = Vec::new();
     for call in of("agent.tool_use") {
         let id = call["id"].as_str().unwrap();
         let answers = results.remove(id).unwrap_or_default();
         assert_eq!(answers.len(), 1, "{case}: call {id} has {} results: {:#?}", answers.len(), types(events));
+        let tag = call["input"]["command"].as_str().unwrap().split_whitespace().nth(1).unwrap();
+        let ran = runs.get(tag).copied().unwrap_or(0);
+        assert!(ran <= 1, "{case}: the command {tag} ran {ran} times");
         if answers[0]["is_error"] == false {
-            assert_eq!(runs, 1, "{case}: a call that succeeded ran {runs} times");
+            assert_eq!(ran, 1, "{case}: the command {tag} succeeded and ran {ran} times");
         }
+        tags.push(tag);
     }
     assert!(results.is_empty(), "{case}: results of no call: {results:?}");
-    assert!(runs <= 1, "{case}: the command ran {runs} times");
+    for tag in runs.keys() {
+        assert!(tags.contains(&tag.as_str()), "{case}: {tag} ran, called by nothing listed");
+    }
     let starts: Vec<&str> = of("span.model_request_start").map(|e| e["id"].as_str().unwrap()).collect();
     let mut ended: Vec<&str> =
         of("span.model_request_end").map(|e| e["model_request_start_id"].as_str().unwrap()).collect();
@@ -140,9 +171,15 @@ fn check_evaluations(case: &str, events: &[Value]) {
     assert_eq!(last["result"], "satisfied", "{case}: {last}");
 }
 
-fn runs_of(data: &Path, session: &str) -> usize {
+/// How many times each command ran: the lines its `echo <tag> >> runs.txt`
+/// left, by tag.
+fn runs_of(data: &Path, session: &str) -> HashMap<String, usize> {
     let runs = data.join("sandboxes").join(session).join("workspace").join("runs.txt");
-    std::fs::read_to_string(runs).map_or(0, |text| text.lines().count())
+    let mut counts = HashMap::new();
+    for line in std::fs::read_to_string(runs).unwrap_or_default().lines() {
+        *counts.entry(line.to_owned()).or_default() += 1;
+    }
+    counts
 }
 
 /// The next turn runs and ends as the model says, and the whole log reruns.
@@ -167,7 +204,20 @@ enum Scenario {
     /// An outcome instead of a message (the call runs without asking); the
     /// grader is satisfied.
     Outcome,
+    /// A message that [`COMPACTING_CALLS`] long calls answer, in a context
+    /// window so small that it is compacted on the way.
+    Compaction,
 }
+
+/// Calls of the [`Scenario::Compaction`] turn, each about 500 tokens.
+const COMPACTING_CALLS: usize = 8;
+/// The window (in tokens) and compaction settings of that turn: compacted
+/// at 60 %, keeping 15 %, so every few calls.
+const COMPACTING_ENV: [(&str, &str); 3] = [
+    ("LOGBOOK_CONTEXT_WINDOW", "3000"),
+    ("LOGBOOK_COMPACTION_PERCENT", "60"),
+    ("LOGBOOK_COMPACTION_KEEP_PERCENT", "15"),
+];
 
 impl Scenario {
     fn name(self) -> &'static str {
@@ -175,22 +225,59 @@ impl Scenario {
             Scenario::AlwaysAllow => "always_allow",
             Scenario::AlwaysAsk => "always_ask",
             Scenario::Outcome => "outcome",
+            Scenario::Compaction => "compaction",
+        }
+    }
+
+    fn script(self) -> Vec<Value> {
+        match self {
+            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome => script_with_verdicts(),
+            Scenario::Compaction => {
+                let padding = "x".repeat(1_400);
+                let mut script: Vec<Value> = (0..COMPACTING_CALLS)
+                    .map(|n| {
+                        json!({"content": [{"type": "tool_use", "id": format!("toolu_{n}"), "name": "bash",
+                                            "input": {"command": format!("echo run{n} >> runs.txt # {padding}")}}],
+                               "stop_reason": "tool_use"})
+                    })
+                    .collect();
+                script.push(json!({"content": [{"type": "text", "text": "Counted."}], "stop_reason": "end_turn"}));
+                script
+            }
+        }
+    }
+
+    fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome => &[],
+            Scenario::Compaction => &COMPACTING_ENV,
         }
     }
 
     fn policy(self) -> &'static str {
         match self {
-            Scenario::AlwaysAllow | Scenario::Outcome => "always_allow",
+            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction => "always_allow",
             Scenario::AlwaysAsk => "always_ask",
         }
     }
 
     /// The cases of [`cases`]; under `always_ask` the second pass of the
     /// points the confirmed turn passes again (its start and its idle);
-    /// with an outcome, the grading points.
+    /// with an outcome, the grading points. The compacting turn is only
+    /// killed around its compactions (the first two), and in the calls
+    /// after the first.
     fn cases(self) -> Vec<(Point, u64)> {
+        if self == Scenario::Compaction {
+            return vec![
+                (Point::CompactAfterSummary, 1),
+                (Point::CompactAfterSummary, 2),
+                (Point::ModelAfterResponse, 5),
+                (Point::ToolAfterRun, 5),
+            ];
+        }
         let mut cases = cases();
         match self {
+            Scenario::Compaction => {}
             Scenario::AlwaysAllow => {}
             Scenario::AlwaysAsk => {
                 let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
@@ -254,14 +341,21 @@ async fn a_kill_at_any_point_of_an_outcome_turn_is_recovered_after_a_restart() {
     kill_sweep(Scenario::Outcome).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_around_a_compaction_is_recovered_after_a_restart() {
+    kill_sweep(Scenario::Compaction).await;
+}
+
 async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
-    let model = FakeModel::start(script_with_verdicts()).expect("fake starts");
+    let model = FakeModel::start(scenario.script()).expect("fake starts");
     let (_dir, data) = sandbox_data_dir();
     let armed = format!("{}:kill@{pass}", point.name());
-    let (mut server, api) = start(&data, &model, Some(&armed));
+    let (mut server, api) = start_with(&data, &model, Some(&armed), scenario.env());
     let session = new_session_asking(&api, scenario.policy()).await;
     match scenario {
-        Scenario::AlwaysAllow | Scenario::AlwaysAsk => api.send(&session, user_message("count")).await,
+        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Compaction => {
+            api.send(&session, user_message("count")).await
+        }
         Scenario::Outcome => api.send(&session, outcome("count the runs", "runs.txt has one line", 3)).await,
     };
     // Until the kill, the test answers the question the session asks.
@@ -279,7 +373,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     };
     assert!(!exit.success(), "{case}: {exit:?}");
 
-    let (server, api) = start(&data, &model, None);
+    let (server, api) = start_with(&data, &model, None, scenario.env());
     // What the restart resumes, then the question if it is (still) asked.
     loop {
         api.wait_runner_quiet().await;
@@ -292,14 +386,19 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
         api.wait_idle(&session, n_idles + 1).await;
     }
     let events = api.events(&session).await;
-    check_log(case, &events, runs_of(&data, &session));
+    check_log(case, &events, &runs_of(&data, &session));
     assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
     // The crash is not an error of the turn: it ends as the model says.
     let last = events.last().unwrap();
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
-    if scenario == Scenario::Outcome {
-        check_evaluations(case, &events);
+    match scenario {
+        Scenario::AlwaysAllow | Scenario::AlwaysAsk => {}
+        Scenario::Outcome => check_evaluations(case, &events),
+        Scenario::Compaction => {
+            let n = events.iter().filter(|e| e["type"] == "agent.thread_context_compacted").count();
+            assert!(n >= 2, "{case}: {n} compactions: {:#?}", types(&events));
+        }
     }
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
     next_turn_and_rerun(case, server, &api, &data, &session, n_idles).await;
@@ -319,7 +418,7 @@ async fn a_panic_at_any_point_of_a_turn_ends_the_turn_and_the_server_goes_on() {
             api.wait_idle(&session, 1).await;
             api.wait_runner_quiet().await;
             let events = api.events(&session).await;
-            check_log(&case, &events, runs_of(&data, &session));
+            check_log(&case, &events, &runs_of(&data, &session));
             assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
             assert_eq!(api.metric("logbook_panics_total").await, 1.0, "{case}: the panic is counted");
             // The turn ends with an error, unless its idle was already
@@ -351,14 +450,14 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
         api.wait_runner_quiet().await;
         let events = api.events(&session).await;
         let case = format!("turn {turn}");
-        check_log(&case, &events, runs_of(&data, &session));
+        check_log(&case, &events, &runs_of(&data, &session));
         assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
         let errors = events.iter().filter(|e| e["type"] == "session.error").count();
         assert_eq!(errors, turn, "{case}: one error a turn: {:#?}", types(&events));
         assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted", "{case}");
         assert_eq!(api.metric("logbook_panics_total").await, (2 * turn) as f64, "{case}: two panics a turn");
     }
-    assert_eq!(runs_of(&data, &session), 1, "the first turn's command ran once");
+    assert_eq!(runs_of(&data, &session).get("run"), Some(&1), "the first turn's command ran once");
     drop(server);
     let stderr = rerun_passes(&data);
     assert!(stderr.contains("every decision reproduced"), "{stderr}");

@@ -46,6 +46,9 @@ pub enum Point {
     ToolAfterRun,
     /// The call's result (and workspace changes) are durable.
     ToolAfterResult,
+    /// The context's summary is in hand (or the elided one); the
+    /// compaction not appended.
+    CompactAfterSummary,
     /// An outcome's evaluation has started (its span durable, or one a
     /// restart found open); the grader not yet called.
     GradeAfterStart,
@@ -59,7 +62,7 @@ pub enum Point {
 
 impl Point {
     /// Every point, in turn order.
-    pub const ALL: [Point; 15] = [
+    pub const ALL: [Point; 16] = [
         Point::TurnBeforeRunning,
         Point::TurnAfterRunning,
         Point::ModelBeforeStart,
@@ -71,6 +74,7 @@ impl Point {
         Point::ToolAfterStart,
         Point::ToolAfterRun,
         Point::ToolAfterResult,
+        Point::CompactAfterSummary,
         Point::GradeAfterStart,
         Point::GradeAfterVerdict,
         Point::IdleBefore,
@@ -91,6 +95,7 @@ impl Point {
             Point::ToolAfterStart => "tool_after_start",
             Point::ToolAfterRun => "tool_after_run",
             Point::ToolAfterResult => "tool_after_result",
+            Point::CompactAfterSummary => "compact_after_summary",
             Point::GradeAfterStart => "grade_after_start",
             Point::GradeAfterVerdict => "grade_after_verdict",
             Point::IdleBefore => "idle_before",

@@ -1069,6 +1069,7 @@ impl Task {
             }
         };
         add_usage(&mut usage, &failed_usage);
+        failpoint::pass(Point::CompactAfterSummary);
         let mut compaction =
             Compaction { summary, through_seq: plan.through_seq, tokens_before: before, tokens_after: 0, model, usage };
         // What stands after the summary (system messages, the open
