@@ -129,6 +129,10 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                     idle.stop_reason == StopReason::RetriesExhausted
                 } else if let Some(id) = answered(event) {
                     open.contains(&id) && is_error_result(event)
+                } else if let Event::SpanOutcomeEvaluationEnd(end) = event {
+                    // The evaluation under way fails with the turn.
+                    end.result == OutcomeEvaluationResult::Failed
+                        && machine.outcome().and_then(|o| o.evaluating) == Some(end.outcome_evaluation_start_id)
                 } else {
                     matches!(event, Event::SpanModelRequestEnd(_) | Event::SessionUsage(_))
                 }

@@ -196,3 +196,51 @@ fn rerun_catches_a_denied_call_recorded_as_having_run() {
     assert!(!report.is_consistent(), "a denied call answered as if it ran passes rerun: {report:?}");
     assert_eq!(report.mismatches[0].entry_idx, 5, "{report:?}");
 }
+
+/// A turn working to an outcome whose evaluation (event 5) had started when
+/// a step failed: `fail_turn` closes it with `failed`, after the error.
+fn evaluation_failed_with_the_turn(result: logbook_core::event::OutcomeEvaluationResult) -> Vec<Event> {
+    use logbook_core::OutcomeId;
+    use logbook_core::event::{Rubric, SpanOutcomeEvaluationEnd, SpanOutcomeEvaluationStart, UserDefineOutcome};
+    let outcome_id = OutcomeId::from_parts(1, 99);
+    vec![
+        Event::UserDefineOutcome(UserDefineOutcome {
+            outcome_id,
+            description: "a README".into(),
+            rubric: Rubric::Text { content: "has a usage section".into() },
+            max_iterations: None,
+        }),
+        Event::SessionStatusRunning(SessionStatusRunning {}),
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+        Event::AgentMessage(AgentMessage { content: vec![ContentBlock::Text { text: "Here it is.".into() }] }),
+        end(2, false),
+        Event::SpanOutcomeEvaluationStart(SpanOutcomeEvaluationStart { outcome_id, iteration: 0 }),
+        exhausted(),
+        Event::SpanOutcomeEvaluationEnd(SpanOutcomeEvaluationEnd {
+            outcome_evaluation_start_id: EventId::from_parts(1, 5),
+            outcome_id,
+            iteration: 0,
+            result,
+            explanation: "The evaluation stopped on an internal error of the server.".into(),
+            usage: Default::default(),
+        }),
+        usage(),
+        idle(StopReason::RetriesExhausted),
+    ]
+}
+
+/// Goal: a turn that fails while its outcome is being evaluated closes the
+/// evaluation (`failed`, with the turn), and rerun accepts that closing;
+/// but only as a failure: a verdict recorded after the turn's error (no
+/// grader answered it) is not a closing the runner writes.
+#[test]
+fn a_turn_failed_during_its_evaluation_closes_it_as_failed_and_reruns() {
+    use logbook_core::event::OutcomeEvaluationResult;
+    let report =
+        rerun_check(&log(evaluation_failed_with_the_turn(OutcomeEvaluationResult::Failed)), &Policy::default());
+    assert!(report.is_consistent(), "rerun rejects the closing fail_turn writes: {report:?}");
+    let report =
+        rerun_check(&log(evaluation_failed_with_the_turn(OutcomeEvaluationResult::Satisfied)), &Policy::default());
+    assert!(!report.is_consistent(), "a verdict after the turn's error passes rerun: {report:?}");
+    assert_eq!(report.mismatches[0].entry_idx, 7, "{report:?}");
+}

@@ -18,10 +18,12 @@
 //! the tool's result), start the server with
 //! `LOGBOOK_FAILPOINT=<point>:<kill|panic>@<pass>`, send a message the fake
 //! model answers with that bash call and then text, wait for the kill (and
-//! restart without the failpoint) or for the idle, and check. Kills also
-//! run a turn that asks to confirm the call (the question's idle and the
-//! confirmed turn are points of their own) and a turn working to an
-//! outcome (the grading points). The points are deterministic, so CI runs
+//! restart without the failpoint) or for the idle, and check. Both sweeps
+//! also run a turn that asks to confirm the call (the question's idle and
+//! the confirmed turn are points of their own), a turn working to an
+//! outcome (the grading points; a panic fails the evaluation under way
+//! with the turn) and a turn compacted on the way (the compaction points).
+//! The points are deterministic, so CI runs
 //! each case once; `LOGBOOK_FAILPOINT_ROUNDS` repeats the sweeps (the
 //! kill's timing against the server's background work varies between
 //! rounds).
@@ -157,18 +159,21 @@ fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
     assert_eq!(events.last().unwrap()["type"], "session.status_idle", "{case}: {:#?}", types(events));
 }
 
-/// Every evaluation that started ended once, and the outcome was met.
-fn check_evaluations(case: &str, events: &[Value]) {
+/// Every evaluation that started ended once, and (`satisfied`) the
+/// outcome was met.
+fn check_evaluations(case: &str, events: &[Value], satisfied: bool) {
     let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
     let mut started: Vec<&str> = of("span.outcome_evaluation_start").map(|e| e["id"].as_str().unwrap()).collect();
     let mut ended: Vec<&str> =
         of("span.outcome_evaluation_end").map(|e| e["outcome_evaluation_start_id"].as_str().unwrap()).collect();
     started.sort_unstable();
     ended.sort_unstable();
-    assert!(!started.is_empty(), "{case}: no evaluation: {:#?}", types(events));
+    assert!(!satisfied || !started.is_empty(), "{case}: no evaluation: {:#?}", types(events));
     assert_eq!(started, ended, "{case}: every evaluation ends once: {:#?}", types(events));
-    let last = of("span.outcome_evaluation_end").next_back().unwrap();
-    assert_eq!(last["result"], "satisfied", "{case}: {last}");
+    if satisfied {
+        let last = of("span.outcome_evaluation_end").next_back().unwrap();
+        assert_eq!(last["result"], "satisfied", "{case}: {last}");
+    }
 }
 
 /// How many times each command ran: the lines its `echo <tag> >> runs.txt`
@@ -183,9 +188,20 @@ fn runs_of(data: &Path, session: &str) -> HashMap<String, usize> {
 }
 
 /// The next turn runs and ends as the model says, and the whole log reruns.
-async fn next_turn_and_rerun(case: &str, server: Server, api: &Api, data: &Path, session: &str, n_idles: usize) {
+/// (Under `always_ask` the test allows the call it asks about, if any.)
+async fn next_turn_and_rerun(
+    case: &str,
+    scenario: Scenario,
+    server: Server,
+    api: &Api,
+    data: &Path,
+    session: &str,
+    n_idles: usize,
+) {
     api.send(session, user_message("and now?")).await;
-    let events = api.wait_idle(session, n_idles + 1).await;
+    api.wait_idle(session, n_idles + 1).await;
+    settle(case, scenario, api, session, &mut false).await;
+    let events = api.events(session).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
     drop(server);
@@ -245,6 +261,15 @@ impl Scenario {
                 script
             }
         }
+    }
+
+    /// Sends what starts the turn.
+    async fn begin(self, api: &Api, session: &str) {
+        let events = match self {
+            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Compaction => user_message("count"),
+            Scenario::Outcome => outcome("count the runs", "runs.txt has one line", 3),
+        };
+        api.send(session, events).await;
     }
 
     fn env(self) -> &'static [(&'static str, &'static str)] {
@@ -316,6 +341,21 @@ async fn confirm_if_asked(api: &Api, session: &str) -> bool {
     true
 }
 
+/// Waits for what the runner does, answering the question if it is (still)
+/// asked, until the session rests.
+async fn settle(case: &str, scenario: Scenario, api: &Api, session: &str, confirmed: &mut bool) {
+    loop {
+        api.wait_runner_quiet().await;
+        let n_idles = api.events(session).await.iter().filter(|e| e["type"] == "session.status_idle").count();
+        if !confirm_if_asked(api, session).await {
+            return;
+        }
+        assert!(scenario == Scenario::AlwaysAsk && !*confirmed, "{case}: asked again after the confirmation");
+        *confirmed = true;
+        api.wait_idle(session, n_idles + 1).await;
+    }
+}
+
 /// The kill sweep of one scenario, `rounds()` times.
 async fn kill_sweep(scenario: Scenario) {
     for round in 0..rounds() {
@@ -352,12 +392,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let armed = format!("{}:kill@{pass}", point.name());
     let (mut server, api) = start_with(&data, &model, Some(&armed), scenario.env());
     let session = new_session_asking(&api, scenario.policy()).await;
-    match scenario {
-        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Compaction => {
-            api.send(&session, user_message("count")).await
-        }
-        Scenario::Outcome => api.send(&session, outcome("count the runs", "runs.txt has one line", 3)).await,
-    };
+    scenario.begin(&api, &session).await;
     // Until the kill, the test answers the question the session asks.
     let mut confirmed = false;
     let deadline = Instant::now() + KILL_DEADLINE;
@@ -374,17 +409,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     assert!(!exit.success(), "{case}: {exit:?}");
 
     let (server, api) = start_with(&data, &model, None, scenario.env());
-    // What the restart resumes, then the question if it is (still) asked.
-    loop {
-        api.wait_runner_quiet().await;
-        let n_idles = api.events(&session).await.iter().filter(|e| e["type"] == "session.status_idle").count();
-        if !confirm_if_asked(&api, &session).await {
-            break;
-        }
-        assert!(scenario == Scenario::AlwaysAsk && !confirmed, "{case}: asked again after the confirmation");
-        confirmed = true;
-        api.wait_idle(&session, n_idles + 1).await;
-    }
+    settle(case, scenario, &api, &session, &mut confirmed).await;
     let events = api.events(&session).await;
     check_log(case, &events, &runs_of(&data, &session));
     assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
@@ -394,42 +419,70 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
     match scenario {
         Scenario::AlwaysAllow | Scenario::AlwaysAsk => {}
-        Scenario::Outcome => check_evaluations(case, &events),
+        Scenario::Outcome => check_evaluations(case, &events, true),
         Scenario::Compaction => {
             let n = events.iter().filter(|e| e["type"] == "agent.thread_context_compacted").count();
             assert!(n >= 2, "{case}: {n} compactions: {:#?}", types(&events));
         }
     }
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+}
+
+/// The panic sweep of one scenario, `rounds()` times.
+async fn panic_sweep(scenario: Scenario) {
+    for round in 0..rounds() {
+        for (point, pass) in scenario.cases() {
+            let case = format!("round {round}, {}, panic at {}@{pass}", scenario.name(), point.name());
+            panic_case(&case, scenario, point, pass).await;
+        }
+    }
+}
+
+async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
+    let model = FakeModel::start(scenario.script()).expect("fake starts");
+    let (_dir, data) = sandbox_data_dir();
+    let armed = format!("{}:panic@{pass}", point.name());
+    let (server, api) = start_with(&data, &model, Some(&armed), scenario.env());
+    let session = new_session_asking(&api, scenario.policy()).await;
+    scenario.begin(&api, &session).await;
+    api.wait_idle(&session, 1).await;
+    let mut confirmed = false;
+    settle(case, scenario, &api, &session, &mut confirmed).await;
+    let events = api.events(&session).await;
+    check_log(case, &events, &runs_of(&data, &session));
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    assert_eq!(api.metric("logbook_panics_total").await, 1.0, "{case}: the panic is counted");
+    // The turn ends with an error, unless its idle was already durable
+    // when the panic came.
+    let errors = events.iter().filter(|e| e["type"] == "session.error").count();
+    let expected = usize::from(point != Point::IdleAfter);
+    assert_eq!(errors, expected, "{case}: {:#?}", types(&events));
+    if scenario == Scenario::Outcome {
+        check_evaluations(case, &events, false);
+    }
+    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_a_turn_ends_the_turn_and_the_server_goes_on() {
-    for round in 0..rounds() {
-        for (point, pass) in cases() {
-            let case = format!("round {round}, panic at {}@{pass}", point.name());
-            let model = FakeModel::start(script()).expect("fake starts");
-            let (_dir, data) = sandbox_data_dir();
-            let armed = format!("{}:panic@{pass}", point.name());
-            let (server, api) = start(&data, &model, Some(&armed));
-            let session = new_session(&api).await;
-            api.send(&session, user_message("count")).await;
-            api.wait_idle(&session, 1).await;
-            api.wait_runner_quiet().await;
-            let events = api.events(&session).await;
-            check_log(&case, &events, &runs_of(&data, &session));
-            assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
-            assert_eq!(api.metric("logbook_panics_total").await, 1.0, "{case}: the panic is counted");
-            // The turn ends with an error, unless its idle was already
-            // durable when the panic came.
-            let errors = events.iter().filter(|e| e["type"] == "session.error").count();
-            let expected = usize::from(point != Point::IdleAfter);
-            assert_eq!(errors, expected, "{case}: {:#?}", types(&events));
-            let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-            next_turn_and_rerun(&case, server, &api, &data, &session, n_idles).await;
-        }
-    }
+    panic_sweep(Scenario::AlwaysAllow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_at_any_point_of_a_confirmed_turn_ends_the_turn() {
+    panic_sweep(Scenario::AlwaysAsk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_at_any_point_of_an_outcome_turn_ends_the_turn_and_its_evaluation() {
+    panic_sweep(Scenario::Outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_around_a_compaction_ends_the_turn() {
+    panic_sweep(Scenario::Compaction).await;
 }
 
 /// Goal: a bug that the session's state always meets (here: every idle

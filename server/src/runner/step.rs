@@ -447,9 +447,11 @@ impl Task {
     }
 
     /// Ends a turn a step failed in (the caller logs the error): the
-    /// open model request is closed, and a `session.error` and an idle say
-    /// the turn is over, so the session is not left `running` with no task.
-    /// Nothing is appended if the session is not in a turn.
+    /// open model request, the open calls and an outcome evaluation under
+    /// way are closed (as errors; the evaluation `failed`), and a
+    /// `session.error` and an idle say the turn is over, so the session is
+    /// not left `running` with no task. Nothing is appended if the session
+    /// is not in a turn.
     pub(crate) async fn fail_turn(&mut self) -> Result<(), ApiError> {
         for _ in 0..MAX_APPEND_ATTEMPTS {
             self.catch_up().await?;
@@ -473,6 +475,21 @@ impl Task {
             for id in open {
                 let text = "The turn stopped on an internal error of the server before this call finished.";
                 events.push((None, self.answer(id, ToolOutcome::error(text))));
+            }
+            // Nor an evaluation: its verdict will never come, so the outcome
+            // ends `failed` (with none under way it stays, for the next turn).
+            if let Some(outcome) = self.projection.machine.outcome()
+                && let Some(start_id) = outcome.evaluating
+            {
+                let end = logbook_core::event::SpanOutcomeEvaluationEnd {
+                    outcome_evaluation_start_id: start_id,
+                    outcome_id: outcome.outcome_id,
+                    iteration: outcome.iteration,
+                    result: OutcomeEvaluationResult::Failed,
+                    explanation: "The evaluation stopped on an internal error of the server.".to_owned(),
+                    usage: ModelUsage::default(),
+                };
+                events.push((None, Event::SpanOutcomeEvaluationEnd(end)));
             }
             // Right after what it read: a client's answer landing first would
             // otherwise get a second one here. Then read and close again.
