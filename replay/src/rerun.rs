@@ -69,9 +69,9 @@ enum Mode {
     /// An outcome's evaluation started: heartbeats, then its end.
     Evaluating,
     /// A turn the runner gave up on an internal error, in whatever step
-    /// (`session.error` exhausted first): the open request's end and error
-    /// results of these open calls follow, then usage and the idle
-    /// `retries_exhausted`.
+    /// (`session.error` exhausted first): the open request's end, error
+    /// results of these open calls and a `failed` end of the evaluation
+    /// under way follow, then usage and the idle `retries_exhausted`.
     Failing(BTreeSet<EventId>),
 }
 
@@ -132,7 +132,11 @@ pub fn check<'a>(entries: impl IntoIterator<Item = &'a Entry>, policy: &Policy) 
                 } else if let Event::SpanOutcomeEvaluationEnd(end) = event {
                     // The evaluation under way fails with the turn.
                     end.result == OutcomeEvaluationResult::Failed
-                        && machine.outcome().and_then(|o| o.evaluating) == Some(end.outcome_evaluation_start_id)
+                        && machine.outcome().is_some_and(|o| {
+                            o.evaluating == Some(end.outcome_evaluation_start_id)
+                                && o.outcome_id == end.outcome_id
+                                && o.iteration == end.iteration
+                        })
                 } else {
                     matches!(event, Event::SpanModelRequestEnd(_) | Event::SessionUsage(_))
                 }

@@ -406,7 +406,10 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
         }
         tokio::time::sleep(POLL).await;
     };
-    assert!(!exit.success(), "{case}: {exit:?}");
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(exit.signal(), Some(9), "{case}: killed by the failpoint's SIGKILL: {exit:?}");
+    }
 
     let (server, api) = start_with(&data, &model, None, scenario.env());
     settle(case, scenario, &api, &session, &mut confirmed).await;
@@ -460,6 +463,10 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     assert_eq!(errors, expected, "{case}: {:#?}", types(&events));
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
+        if matches!(point, Point::GradeAfterStart | Point::GradeAfterVerdict) {
+            let end = events.iter().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
+            assert_eq!(end["result"], "failed", "{case}: the evaluation fails with the turn: {end}");
+        }
     }
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
     next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;

@@ -165,6 +165,45 @@ impl Drop for Registered {
     }
 }
 
+/// Why [`end_turn`] ends a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A step failed (or ran away): the task's state is sound.
+    Failed,
+    /// A step panicked: the task was made afresh from the log.
+    Panicked,
+}
+
+/// Ends the turn a step failed or panicked in, guarded: if ending it
+/// panics too (the same state meets the same bug), a fresh task records
+/// the error with the store alone ([`step::Task::record_unreadable`]).
+/// Errors are logged: the session then waits for new input.
+async fn end_turn(
+    task: &mut step::Task,
+    why: Ending,
+    new_task: &impl Fn(folded::Folded) -> step::Task,
+    session: SessionId,
+) {
+    let ended = match why {
+        Ending::Failed => std::panic::AssertUnwindSafe(task.fail_turn()).catch_unwind().await,
+        Ending::Panicked => std::panic::AssertUnwindSafe(task.fail_after_panic()).catch_unwind().await,
+    };
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::error!(%session, error = %err, "cannot end the turn; the session waits for new input");
+        }
+        Err(again) => {
+            tracing::error!(%session, panic = panic_message(again.as_ref()),
+                "the runner panicked ending the turn; recording the error with the store alone");
+            *task = new_task(folded::Folded::default());
+            if let Err(err) = task.record_unreadable().await {
+                tracing::error!(%session, error = %err, "cannot record the error; the session waits for new input");
+            }
+        }
+    }
+}
+
 /// What a caught panic said, for the log.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
@@ -226,15 +265,11 @@ impl RunnerHandle {
                         // which must not append for ever.
                         tracing::error!(%session, steps = MAX_STEPS_PER_WAKE * MAX_STEP_LIMITS_PER_WAKE,
                             "the runner took too many steps without waiting; ending the turn");
-                        if let Err(err) = task.fail_turn().await {
-                            tracing::error!(%session, error = %err, "cannot end the runaway turn");
-                        }
+                        end_turn(&mut task, Ending::Failed, &new_task, session).await;
                     }
                     Ok(Err(err)) => {
                         tracing::error!(%session, error = %err, "runner step failed; ending the turn");
-                        if let Err(err) = task.fail_turn().await {
-                            tracing::error!(%session, error = %err, "cannot end the failed turn; the session waits for new input");
-                        }
+                        end_turn(&mut task, Ending::Failed, &new_task, session).await;
                     }
                     Err(panic) => {
                         // A bug. The task's state is whatever the panic left: a
@@ -245,22 +280,7 @@ impl RunnerHandle {
                         tracing::error!(%session, panic = panic_message(panic.as_ref()),
                             "the runner panicked; ending the turn");
                         task = new_task(Default::default());
-                        match std::panic::AssertUnwindSafe(task.fail_after_panic()).catch_unwind().await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => {
-                                tracing::error!(%session, error = %err, "cannot end the turn the panic stopped; the session waits for new input");
-                            }
-                            Err(again) => {
-                                // Reading the log panics too: the store alone
-                                // records the error.
-                                tracing::error!(%session, panic = panic_message(again.as_ref()),
-                                    "the runner panicked again reading the session; recording the error without it");
-                                task = new_task(Default::default());
-                                if let Err(err) = task.record_unreadable().await {
-                                    tracing::error!(%session, error = %err, "cannot record the error; the session waits for new input");
-                                }
-                            }
-                        }
+                        end_turn(&mut task, Ending::Panicked, &new_task, session).await;
                     }
                 }
                 // Exit unless something arrived while the task decided to stop.

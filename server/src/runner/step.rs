@@ -397,7 +397,7 @@ impl Task {
         for _ in 0..MAX_APPEND_ATTEMPTS {
             self.catch_up().await?;
             if self.projection.machine.in_turn() {
-                break;
+                return self.fail_turn().await;
             }
             let policy = self.policy().await?;
             if self.projection.machine.next(&policy) != Command::StartTurn {
@@ -406,44 +406,53 @@ impl Task {
             let running = self.running_events().await?;
             if self.append_decided(running).await? {
                 self.set_status(Status::Running).await;
-                break;
+                return self.fail_turn().await;
             }
         }
-        self.fail_turn().await
+        Err(ApiError::overloaded("the session is too busy to end the turn a panic stopped"))
     }
 
-    /// The last resort when even reading the session afresh panics (its log
-    /// makes the fold or the decision panic): no task can tell what is
-    /// open, so the store alone records a `session.error` at the head and,
-    /// if the log's last status says a turn runs, an idle after it. The
-    /// session is then not shown `running` with nothing running it, and a
-    /// client waiting for the idle gets one; what the turn left open stays
-    /// open for a fixed server to close.
+    /// The last resort when ending a turn panics too (the same state meets
+    /// the same bug, reading the log or ending the turn): no task can tell
+    /// what is open, so the store alone records a `session.error` and an
+    /// idle, if the log's last status says a turn runs. The session is then
+    /// not shown `running` with nothing running it, and a client waiting for
+    /// the idle gets one. What the turn left open stays open: a later wake
+    /// that can read the log closes it or goes on with it. A session not in
+    /// a turn gets nothing (an error there is no closing the runner makes,
+    /// and `logbook rerun` would reject it): the server log has the panic.
     pub(crate) async fn record_unreadable(&self) -> Result<(), ApiError> {
         let session = self.session;
-        let status = self
-            .state
-            .blocking(move |store| Ok(sessions::last_status(store, session)?.as_ref().and_then(sessions::status_of)))
-            .await?;
-        let detail = SessionErrorDetail::UnknownError {
-            message: "the session stopped on an internal error of the server; see its log".to_owned(),
-            retry_status: RetryStatus::Exhausted,
-        };
-        let mut events = vec![(None, Event::SessionError(SessionError { error: detail }))];
-        let in_turn = match status {
-            Some(Status::Running | Status::Rescheduling) => true,
-            Some(Status::Idle) | None => false,
-            Some(Status::Terminated) => return Ok(()),
-        };
-        if in_turn {
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            // The head first: anything appended after it (an archive, a
+            // delete, an idle) makes the append conflict, and the status is
+            // read again.
+            let (head, status) = self
+                .state
+                .blocking(move |store| {
+                    let head = store.head(session)?.next;
+                    Ok((head, sessions::last_status(store, session)?.as_ref().and_then(sessions::status_of)))
+                })
+                .await?;
+            match status {
+                Some(Status::Running | Status::Rescheduling) => {}
+                Some(Status::Idle | Status::Terminated) | None => return Ok(()),
+            }
+            let detail = SessionErrorDetail::UnknownError {
+                message: "the turn stopped on an internal error of the server; see its log".to_owned(),
+                retry_status: RetryStatus::Exhausted,
+            };
             let idle = SessionStatusIdle { stop_reason: StopReason::RetriesExhausted, stop_details: None };
-            events.push((None, Event::SessionStatusIdle(idle)));
+            let events = vec![
+                (None, Event::SessionError(SessionError { error: detail })),
+                (None, Event::SessionStatusIdle(idle)),
+            ];
+            if self.append_at(head, events).await?.is_some() {
+                self.set_status(Status::Idle).await;
+                return Ok(());
+            }
         }
-        self.append(events).await?;
-        if in_turn {
-            self.set_status(Status::Idle).await;
-        }
-        Ok(())
+        Err(ApiError::overloaded("the session is too busy to record its error"))
     }
 
     /// Ends a turn a step failed in (the caller logs the error): the
