@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use logbook_server::runner::failpoint::Point;
+use logbook_server::runner::failpoint::{Action, Point};
 use logbook_tests::fake_model::FakeModel;
 use logbook_tests::server::{Api, Server, outcome, rerun_passes, sandbox_data_dir, types, user_message};
 use serde_json::{Value, json};
@@ -356,34 +356,37 @@ async fn settle(case: &str, scenario: Scenario, api: &Api, session: &str, confir
     }
 }
 
-/// The kill sweep of one scenario, `rounds()` times.
-async fn kill_sweep(scenario: Scenario) {
+/// The sweep of one scenario with one action, `rounds()` times.
+async fn sweep(scenario: Scenario, action: Action) {
     for round in 0..rounds() {
         for (point, pass) in scenario.cases() {
-            let case = format!("round {round}, {}, kill at {}@{pass}", scenario.name(), point.name());
-            kill_case(&case, scenario, point, pass).await;
+            let case = format!("round {round}, {}, {action:?} at {}@{pass}", scenario.name(), point.name());
+            match action {
+                Action::Kill => kill_case(&case, scenario, point, pass).await,
+                Action::Panic => panic_case(&case, scenario, point, pass).await,
+            }
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_a_turn_is_recovered_after_a_restart() {
-    kill_sweep(Scenario::AlwaysAllow).await;
+    sweep(Scenario::AlwaysAllow, Action::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_a_confirmed_turn_is_recovered_after_a_restart() {
-    kill_sweep(Scenario::AlwaysAsk).await;
+    sweep(Scenario::AlwaysAsk, Action::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_an_outcome_turn_is_recovered_after_a_restart() {
-    kill_sweep(Scenario::Outcome).await;
+    sweep(Scenario::Outcome, Action::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_around_a_compaction_is_recovered_after_a_restart() {
-    kill_sweep(Scenario::Compaction).await;
+    sweep(Scenario::Compaction, Action::Kill).await;
 }
 
 async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
@@ -432,16 +435,6 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
 }
 
-/// The panic sweep of one scenario, `rounds()` times.
-async fn panic_sweep(scenario: Scenario) {
-    for round in 0..rounds() {
-        for (point, pass) in scenario.cases() {
-            let case = format!("round {round}, {}, panic at {}@{pass}", scenario.name(), point.name());
-            panic_case(&case, scenario, point, pass).await;
-        }
-    }
-}
-
 async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let model = FakeModel::start(scenario.script()).expect("fake starts");
     let (_dir, data) = sandbox_data_dir();
@@ -474,22 +467,22 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_a_turn_ends_the_turn_and_the_server_goes_on() {
-    panic_sweep(Scenario::AlwaysAllow).await;
+    sweep(Scenario::AlwaysAllow, Action::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_a_confirmed_turn_ends_the_turn() {
-    panic_sweep(Scenario::AlwaysAsk).await;
+    sweep(Scenario::AlwaysAsk, Action::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_an_outcome_turn_ends_the_turn_and_its_evaluation() {
-    panic_sweep(Scenario::Outcome).await;
+    sweep(Scenario::Outcome, Action::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_around_a_compaction_ends_the_turn() {
-    panic_sweep(Scenario::Compaction).await;
+    sweep(Scenario::Compaction, Action::Panic).await;
 }
 
 /// Goal: a bug that the session's state always meets (here: every idle
