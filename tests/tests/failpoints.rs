@@ -454,6 +454,29 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let errors = events.iter().filter(|e| e["type"] == "session.error").count();
     let expected = usize::from(point != Point::IdleAfter);
     assert_eq!(errors, expected, "{case}: {:#?}", types(&events));
+    // The call the panic stopped says whether it may have run.
+    let said = match point {
+        Point::ToolBeforeStart => Some("before this call ran"),
+        Point::ToolAfterStart | Point::ToolAfterRun => Some("its outcome is unknown"),
+        Point::TurnBeforeRunning
+        | Point::TurnAfterRunning
+        | Point::ModelBeforeStart
+        | Point::ModelAfterStart
+        | Point::ModelStreaming
+        | Point::ModelAfterResponse
+        | Point::ModelAfterAppend
+        | Point::ToolAfterResult
+        | Point::CompactAfterSummary
+        | Point::GradeAfterStart
+        | Point::GradeAfterVerdict
+        | Point::IdleBefore
+        | Point::IdleAfter => None,
+    };
+    if let Some(said) = said {
+        let failed = events.iter().find(|e| e["type"] == "agent.tool_result" && e["is_error"] == true).unwrap();
+        let text = failed["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains(said), "{case}: {text}");
+    }
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
         if matches!(point, Point::GradeAfterStart | Point::GradeAfterVerdict) {

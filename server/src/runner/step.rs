@@ -480,9 +480,18 @@ impl Task {
                 events.push((None, request_end(start_id, ModelUsage::default(), true)));
             }
             // No call of a dead turn is left open to run later without input.
-            let open: Vec<EventId> = self.projection.machine.open_tools().map(|(id, _)| id).collect();
-            for id in open {
-                let text = "The turn stopped on an internal error of the server before this call finished.";
+            // A call that started may have run to its end (its result was
+            // not recorded): the model is told its outcome is unknown, so
+            // that it does not take it for not done.
+            let open: Vec<(EventId, bool)> =
+                self.projection.machine.open_tools().map(|(id, tool)| (id, tool.started)).collect();
+            for (id, started) in open {
+                let text = if started {
+                    "The turn stopped on an internal error of the server after this call started; it may have \
+                     run, in part or in full, and its outcome is unknown. It was not run again."
+                } else {
+                    "The turn stopped on an internal error of the server before this call ran."
+                };
                 events.push((None, self.answer(id, ToolOutcome::error(text))));
             }
             // Nor an evaluation: its verdict will never come, so the outcome
