@@ -149,31 +149,42 @@ fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
     for tag in runs.keys() {
         assert!(tags.contains(&tag.as_str()), "{case}: {tag} ran, called by nothing listed");
     }
-    let starts: Vec<&str> = of("span.model_request_start").map(|e| e["id"].as_str().unwrap()).collect();
-    let mut ended: Vec<&str> =
-        of("span.model_request_end").map(|e| e["model_request_start_id"].as_str().unwrap()).collect();
-    ended.sort_unstable();
-    let mut started = starts.clone();
-    started.sort_unstable();
-    assert_eq!(started, ended, "{case}: every request ends once: {:#?}", types(events));
+    let what = format!("{case}: every model request");
+    assert_each_ends_once(
+        &what,
+        events,
+        "span.model_request_start",
+        "span.model_request_end",
+        "model_request_start_id",
+    );
     assert_eq!(events.last().unwrap()["type"], "session.status_idle", "{case}: {:#?}", types(events));
 }
 
 /// Every evaluation that started ended once, and (`satisfied`) the
 /// outcome was met.
 fn check_evaluations(case: &str, events: &[Value], satisfied: bool) {
-    let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
-    let mut started: Vec<&str> = of("span.outcome_evaluation_start").map(|e| e["id"].as_str().unwrap()).collect();
-    let mut ended: Vec<&str> =
-        of("span.outcome_evaluation_end").map(|e| e["outcome_evaluation_start_id"].as_str().unwrap()).collect();
-    started.sort_unstable();
-    ended.sort_unstable();
-    assert!(!satisfied || !started.is_empty(), "{case}: no evaluation: {:#?}", types(events));
-    assert_eq!(started, ended, "{case}: every evaluation ends once: {:#?}", types(events));
+    let what = format!("{case}: every evaluation");
+    let (start, end) = ("span.outcome_evaluation_start", "span.outcome_evaluation_end");
+    let n = assert_each_ends_once(&what, events, start, end, "outcome_evaluation_start_id");
+    assert!(!satisfied || n > 0, "{case}: no evaluation: {:#?}", types(events));
     if satisfied {
-        let last = of("span.outcome_evaluation_end").next_back().unwrap();
+        let last = events.iter().rev().find(|e| e["type"] == end).unwrap();
         assert_eq!(last["result"], "satisfied", "{case}: {last}");
     }
+}
+
+/// Every `start` event is named by exactly one `end` event's `field`, and
+/// every `end` names a `start`; returns how many started.
+fn assert_each_ends_once(what: &str, events: &[Value], start: &str, end: &str, field: &str) -> usize {
+    let ids = |kind: &str, field: &str| {
+        let mut ids: Vec<&str> =
+            events.iter().filter(|e| e["type"] == kind).map(|e| e[field].as_str().unwrap()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let started = ids(start, "id");
+    assert_eq!(started, ids(end, field), "{what} ends once: {:#?}", types(events));
+    started.len()
 }
 
 /// How many times each command ran: the lines its `echo <tag> >> runs.txt`
@@ -209,7 +220,7 @@ async fn next_turn_and_rerun(
     assert!(stderr.contains("every decision reproduced"), "{case}: {stderr}");
 }
 
-/// The turn the kill sweep runs.
+/// The turn a sweep runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     /// A message; the call runs without asking.
@@ -292,23 +303,22 @@ impl Scenario {
     /// killed around its compactions (the first two), and in the calls
     /// after the first.
     fn cases(self) -> Vec<(Point, u64)> {
-        if self == Scenario::Compaction {
-            return vec![
-                (Point::CompactAfterSummary, 1),
-                (Point::CompactAfterSummary, 2),
-                (Point::ModelAfterResponse, 5),
-                (Point::ToolAfterRun, 5),
-            ];
-        }
         let mut cases = cases();
         match self {
-            Scenario::Compaction => {}
             Scenario::AlwaysAllow => {}
             Scenario::AlwaysAsk => {
                 let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
                 cases.extend(again.into_iter().map(|point| (point, 2)));
             }
             Scenario::Outcome => cases.extend([(Point::GradeAfterStart, 1), (Point::GradeAfterVerdict, 1)]),
+            Scenario::Compaction => {
+                cases = vec![
+                    (Point::CompactAfterSummary, 1),
+                    (Point::CompactAfterSummary, 2),
+                    (Point::ModelAfterResponse, 5),
+                    (Point::ToolAfterRun, 5),
+                ];
+            }
         }
         cases
     }
@@ -389,13 +399,33 @@ async fn a_kill_around_a_compaction_is_recovered_after_a_restart() {
     sweep(Scenario::Compaction, Action::Kill).await;
 }
 
-async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
+/// A case under way: the fake model, a server armed at the case's point,
+/// and the session whose turn the scenario has begun.
+struct Armed {
+    model: FakeModel,
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    server: Server,
+    api: Api,
+    session: String,
+}
+
+async fn arm(scenario: Scenario, point: Point, pass: u64, action: Action) -> Armed {
     let model = FakeModel::start(scenario.script()).expect("fake starts");
-    let (_dir, data) = sandbox_data_dir();
-    let armed = format!("{}:kill@{pass}", point.name());
-    let (mut server, api) = start_with(&data, &model, Some(&armed), scenario.env());
+    let (dir, data) = sandbox_data_dir();
+    let action = match action {
+        Action::Kill => "kill",
+        Action::Panic => "panic",
+    };
+    let armed = format!("{}:{action}@{pass}", point.name());
+    let (server, api) = start_with(&data, &model, Some(&armed), scenario.env());
     let session = new_session_asking(&api, scenario.policy()).await;
     scenario.begin(&api, &session).await;
+    Armed { model, _dir: dir, data, server, api, session }
+}
+
+async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
+    let Armed { model, _dir, data, mut server, api, session } = arm(scenario, point, pass, Action::Kill).await;
     // Until the kill, the test answers the question the session asks.
     let mut confirmed = false;
     let deadline = Instant::now() + KILL_DEADLINE;
@@ -436,12 +466,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
 }
 
 async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
-    let model = FakeModel::start(scenario.script()).expect("fake starts");
-    let (_dir, data) = sandbox_data_dir();
-    let armed = format!("{}:panic@{pass}", point.name());
-    let (server, api) = start_with(&data, &model, Some(&armed), scenario.env());
-    let session = new_session_asking(&api, scenario.policy()).await;
-    scenario.begin(&api, &session).await;
+    let Armed { model: _model, _dir, data, server, api, session } = arm(scenario, point, pass, Action::Panic).await;
     api.wait_idle(&session, 1).await;
     let mut confirmed = false;
     settle(case, scenario, &api, &session, &mut confirmed).await;

@@ -51,6 +51,9 @@ use crate::tenancy::Tenant;
 
 /// Attempts of one append that keeps losing races with the API.
 const MAX_APPEND_ATTEMPTS: usize = 256;
+/// The `session.error` message of a turn ended on an internal error. It
+/// names no internals (clients are shown it); the server log has them.
+const INTERNAL_ERROR: &str = "the turn stopped on an internal error of the server; see its log";
 /// Records read per catch-up step.
 const CATCH_UP_BATCH: usize = 10_000;
 /// Attempts of a summarizing call that keeps failing transiently before the
@@ -439,7 +442,7 @@ impl Task {
                 Some(Status::Idle | Status::Terminated) | None => return Ok(()),
             }
             let detail = SessionErrorDetail::UnknownError {
-                message: "the turn stopped on an internal error of the server; see its log".to_owned(),
+                message: INTERNAL_ERROR.to_owned(),
                 retry_status: RetryStatus::Exhausted,
             };
             let idle = SessionStatusIdle { stop_reason: StopReason::RetriesExhausted, stop_details: None };
@@ -468,9 +471,7 @@ impl Task {
                 return Ok(());
             }
             let detail = SessionErrorDetail::UnknownError {
-                // The message names no internals (it is shown to clients); the
-                // server log has them.
-                message: "the turn stopped on an internal error of the server; see its log".to_owned(),
+                message: INTERNAL_ERROR.to_owned(),
                 retry_status: RetryStatus::Exhausted,
             };
             // The error first: `rerun` reads what follows it as the closing of a
