@@ -4,8 +4,9 @@
 //! Goal: whatever point of a turn the server dies at (SIGKILL) or panics
 //! at, the session ends up idle with every `agent.tool_use` answered by
 //! exactly one `agent.tool_result`, every model request closed, and the
-//! non-idempotent command (`echo run >> runs.txt`) run at most once, and
-//! run exactly once if its result says it succeeded; `logbook rerun`
+//! non-idempotent command (`echo run >> runs.txt`, or an MCP server's
+//! `echo`) run at most once, and run exactly once if its result says it
+//! succeeded; the log's workspace the one on disk; `logbook rerun`
 //! reproduces every decision of the log; the next turn works. After a
 //! kill the turn goes on after the restart as if nothing happened (no
 //! `session.error`, the model's own end; a confirmation asked once; every
@@ -22,7 +23,8 @@
 //! also run a turn that asks to confirm the call (the question's idle and
 //! the confirmed turn are points of their own), a turn working to an
 //! outcome (the grading points; a panic fails the evaluation under way
-//! with the turn) and a turn compacted on the way (the compaction points).
+//! with the turn), a turn compacted on the way (the compaction points) and
+//! a turn calling an MCP tool instead of bash.
 //! The points are deterministic, so CI runs
 //! each case once; `LOGBOOK_FAILPOINT_ROUNDS` repeats the sweeps (the
 //! kill's timing against the server's background work varies between
@@ -36,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use logbook_server::runner::failpoint::{Action, Point};
 use logbook_tests::fake_model::FakeModel;
-use logbook_tests::server::{Api, Server, outcome, rerun_passes, sandbox_data_dir, types, user_message};
+use logbook_tests::mcp_server::{Auth, McpServer};
+use logbook_tests::server::{Api, Server, host_snapshot, outcome, rerun_passes, sandbox_data_dir, types, user_message};
 use serde_json::{Value, json};
 
 /// Deadline of one sandboxed turn on a loaded machine.
@@ -127,17 +130,22 @@ async fn new_session(api: &Api) -> String {
 
 /// The checks every case ends with, on the session's listed events.
 fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
-    let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
     let mut results: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for result in of("agent.tool_result") {
-        results.entry(result["tool_use_id"].as_str().unwrap()).or_default().push(result);
+    for result in events.iter().filter(|e| is_result(e)) {
+        let id = result["tool_use_id"].as_str().or(result["mcp_tool_use_id"].as_str()).unwrap();
+        results.entry(id).or_default().push(result);
     }
     let mut tags = Vec::new();
-    for call in of("agent.tool_use") {
+    for call in events.iter().filter(|e| e["type"] == "agent.tool_use" || e["type"] == "agent.mcp_tool_use") {
         let id = call["id"].as_str().unwrap();
         let answers = results.remove(id).unwrap_or_default();
         assert_eq!(answers.len(), 1, "{case}: call {id} has {} results: {:#?}", answers.len(), types(events));
-        let tag = call["input"]["command"].as_str().unwrap().split_whitespace().nth(1).unwrap();
+        // `echo <tag> >> runs.txt` in bash, `{"text": <tag>}` to MCP `echo`.
+        let input = &call["input"];
+        let tag = match input["command"].as_str() {
+            Some(command) => command.split_whitespace().nth(1).unwrap(),
+            None => input["text"].as_str().unwrap(),
+        };
         let ran = runs.get(tag).copied().unwrap_or(0);
         assert!(ran <= 1, "{case}: the command {tag} ran {ran} times");
         if answers[0]["is_error"] == false {
@@ -158,6 +166,10 @@ fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
         "model_request_start_id",
     );
     assert_eq!(events.last().unwrap()["type"], "session.status_idle", "{case}: {:#?}", types(events));
+}
+
+fn is_result(event: &Value) -> bool {
+    event["type"] == "agent.tool_result" || event["type"] == "agent.mcp_tool_result"
 }
 
 /// Every evaluation that started ended once, and (`satisfied`) the
@@ -185,6 +197,28 @@ fn assert_each_ends_once(what: &str, events: &[Value], start: &str, end: &str, f
     let started = ids(start, "id");
     assert_eq!(started, ids(end, field), "{what} ends once: {:#?}", types(events));
     started.len()
+}
+
+/// The log's workspace at its head is the one on disk: what a call changed
+/// is recorded even when the call's turn was cut short (a fork, a replay
+/// and the files API all read the log's).
+async fn check_files(case: &str, api: &Api, data: &Path, session: &str) {
+    let head = *api.seqs_of(session, "session.status_idle").await.last().unwrap();
+    let disk = host_snapshot(&data.join("sandboxes").join(session).join("workspace"), "/workspace");
+    let mut logged = api.projected_files(session, head).await;
+    logged.retain(|path, _| path.starts_with("/workspace/"));
+    assert_eq!(logged, disk, "{case}: the log's workspace is the disk's");
+}
+
+/// How many times each call ran: [`runs_of`] the bash commands, or the MCP
+/// server's calls by their text.
+fn runs(data: &Path, session: &str, mcp: Option<&McpServer>) -> HashMap<String, usize> {
+    let Some(mcp) = mcp else { return runs_of(data, session) };
+    let mut counts = HashMap::new();
+    for (_, input) in mcp.calls() {
+        *counts.entry(input["text"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    counts
 }
 
 /// How many times each command ran: the lines its `echo <tag> >> runs.txt`
@@ -234,7 +268,12 @@ enum Scenario {
     /// A message that [`COMPACTING_CALLS`] long calls answer, in a context
     /// window so small that it is compacted on the way.
     Compaction,
+    /// A message; an MCP server's tool is called without asking.
+    Mcp,
 }
+
+/// The test's MCP server on loopback is the operator's own.
+const MCP_ENV: [(&str, &str); 1] = [("LOGBOOK_MCP_PRIVATE_HOSTS", "127.0.0.1")];
 
 /// Calls of the [`Scenario::Compaction`] turn, each about 500 tokens.
 const COMPACTING_CALLS: usize = 8;
@@ -253,6 +292,7 @@ impl Scenario {
             Scenario::AlwaysAsk => "always_ask",
             Scenario::Outcome => "outcome",
             Scenario::Compaction => "compaction",
+            Scenario::Mcp => "mcp",
         }
     }
 
@@ -271,13 +311,20 @@ impl Scenario {
                 script.push(json!({"content": [{"type": "text", "text": "Counted."}], "stop_reason": "end_turn"}));
                 script
             }
+            Scenario::Mcp => {
+                let mut script = script();
+                script[0] = json!({"content": [{"type": "tool_use", "id": "toolu_count", "name": "mcp__counter__echo",
+                                                "input": {"text": "run"}}],
+                                   "stop_reason": "tool_use"});
+                script
+            }
         }
     }
 
     /// Sends what starts the turn.
     async fn begin(self, api: &Api, session: &str) {
         let events = match self {
-            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Compaction => user_message("count"),
+            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Compaction | Scenario::Mcp => user_message("count"),
             Scenario::Outcome => outcome("count the runs", "runs.txt has one line", 3),
         };
         api.send(session, events).await;
@@ -287,12 +334,13 @@ impl Scenario {
         match self {
             Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome => &[],
             Scenario::Compaction => &COMPACTING_ENV,
+            Scenario::Mcp => &MCP_ENV,
         }
     }
 
     fn policy(self) -> &'static str {
         match self {
-            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction => "always_allow",
+            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction | Scenario::Mcp => "always_allow",
             Scenario::AlwaysAsk => "always_ask",
         }
     }
@@ -305,7 +353,7 @@ impl Scenario {
     fn cases(self) -> Vec<(Point, u64)> {
         let mut cases = cases();
         match self {
-            Scenario::AlwaysAllow => {}
+            Scenario::AlwaysAllow | Scenario::Mcp => {}
             Scenario::AlwaysAsk => {
                 let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
                 cases.extend(again.into_iter().map(|point| (point, 2)));
@@ -325,9 +373,21 @@ impl Scenario {
 }
 
 async fn new_session_asking(api: &Api, policy: &str) -> String {
-    let tools = json!([{"type": "agent_toolset_20260401",
-                        "default_config": {"permission_policy": {"type": policy}}}]);
-    api.session_with(json!({"name": "failpoints", "tools": tools}), json!({"name": "failpoints"})).await
+    new_session_with(api, policy, None).await
+}
+
+/// A session whose tools run under `policy`, with `mcp` as its MCP server
+/// `counter` if given.
+async fn new_session_with(api: &Api, policy: &str, mcp: Option<&McpServer>) -> String {
+    let config = json!({"permission_policy": {"type": policy}});
+    let mut tools = vec![json!({"type": "agent_toolset_20260401", "default_config": config})];
+    let mut agent = json!({"name": "failpoints"});
+    if let Some(mcp) = mcp {
+        tools.push(json!({"type": "mcp_toolset", "mcp_server_name": "counter", "default_config": config}));
+        agent["mcp_servers"] = json!([{"type": "url", "name": "counter", "url": mcp.url()}]);
+    }
+    agent["tools"] = Value::Array(tools);
+    api.session_with(agent, json!({"name": "failpoints"})).await
 }
 
 /// Allows the calls the session's last idle asks about, if it asks; says
@@ -399,10 +459,17 @@ async fn a_kill_around_a_compaction_is_recovered_after_a_restart() {
     sweep(Scenario::Compaction, Action::Kill).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_any_point_of_a_turn_calling_mcp_is_recovered_after_a_restart() {
+    sweep(Scenario::Mcp, Action::Kill).await;
+}
+
 /// A case under way: the fake model, a server armed at the case's point,
 /// and the session whose turn the scenario has begun.
 struct Armed {
     model: FakeModel,
+    /// The [`Scenario::Mcp`] turn's MCP server.
+    mcp: Option<McpServer>,
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     server: Server,
@@ -412,6 +479,10 @@ struct Armed {
 
 async fn arm(scenario: Scenario, point: Point, pass: u64, action: Action) -> Armed {
     let model = FakeModel::start(scenario.script()).expect("fake starts");
+    let mcp = match scenario {
+        Scenario::Mcp => Some(McpServer::start(Auth::None).expect("the MCP server starts")),
+        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome | Scenario::Compaction => None,
+    };
     let (dir, data) = sandbox_data_dir();
     let action = match action {
         Action::Kill => "kill",
@@ -419,13 +490,13 @@ async fn arm(scenario: Scenario, point: Point, pass: u64, action: Action) -> Arm
     };
     let armed = format!("{}:{action}@{pass}", point.name());
     let (server, api) = start_with(&data, &model, Some(&armed), scenario.env());
-    let session = new_session_asking(&api, scenario.policy()).await;
+    let session = new_session_with(&api, scenario.policy(), mcp.as_ref()).await;
     scenario.begin(&api, &session).await;
-    Armed { model, _dir: dir, data, server, api, session }
+    Armed { model, mcp, _dir: dir, data, server, api, session }
 }
 
 async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
-    let Armed { model, _dir, data, mut server, api, session } = arm(scenario, point, pass, Action::Kill).await;
+    let Armed { model, mcp, _dir, data, mut server, api, session } = arm(scenario, point, pass, Action::Kill).await;
     // Until the kill, the test answers the question the session asks.
     let mut confirmed = false;
     let deadline = Instant::now() + KILL_DEADLINE;
@@ -447,14 +518,15 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let (server, api) = start_with(&data, &model, None, scenario.env());
     settle(case, scenario, &api, &session, &mut confirmed).await;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs_of(&data, &session));
+    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
+    check_files(case, &api, &data, &session).await;
     assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
     // The crash is not an error of the turn: it ends as the model says.
     let last = events.last().unwrap();
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
     match scenario {
-        Scenario::AlwaysAllow | Scenario::AlwaysAsk => {}
+        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Mcp => {}
         Scenario::Outcome => check_evaluations(case, &events, true),
         Scenario::Compaction => {
             let n = events.iter().filter(|e| e["type"] == "agent.thread_context_compacted").count();
@@ -466,12 +538,14 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
 }
 
 async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
-    let Armed { model: _model, _dir, data, server, api, session } = arm(scenario, point, pass, Action::Panic).await;
+    let Armed { model: _model, mcp, _dir, data, server, api, session } =
+        arm(scenario, point, pass, Action::Panic).await;
     api.wait_idle(&session, 1).await;
     let mut confirmed = false;
     settle(case, scenario, &api, &session, &mut confirmed).await;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs_of(&data, &session));
+    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
+    check_files(case, &api, &data, &session).await;
     assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
     assert_eq!(api.metric("logbook_panics_total").await, 1.0, "{case}: the panic is counted");
     // The turn ends with an error, unless its idle was already durable
@@ -498,7 +572,7 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
         | Point::IdleAfter => None,
     };
     if let Some(said) = said {
-        let failed = events.iter().find(|e| e["type"] == "agent.tool_result" && e["is_error"] == true).unwrap();
+        let failed = events.iter().find(|e| is_result(e) && e["is_error"] == true).unwrap();
         let text = failed["content"][0]["text"].as_str().unwrap();
         assert!(text.contains(said), "{case}: {text}");
     }
@@ -533,6 +607,11 @@ async fn a_panic_around_a_compaction_ends_the_turn() {
     sweep(Scenario::Compaction, Action::Panic).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_at_any_point_of_a_turn_calling_mcp_ends_the_turn() {
+    sweep(Scenario::Mcp, Action::Panic).await;
+}
+
 /// Goal: a bug that the session's state always meets (here: every idle
 /// panics, so the runner's recovery, which ends the turn with an idle,
 /// panics too) still leaves the session idle with its error recorded, not
@@ -552,6 +631,7 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
         let events = api.events(&session).await;
         let case = format!("turn {turn}");
         check_log(&case, &events, &runs_of(&data, &session));
+        check_files(&case, &api, &data, &session).await;
         assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
         let errors = events.iter().filter(|e| e["type"] == "session.error").count();
         assert_eq!(errors, turn, "{case}: one error a turn: {:#?}", types(&events));

@@ -292,6 +292,12 @@ impl Task {
                     self.append_decided(events).await?;
                 }
                 Command::FailTools { ids, reason } => {
+                    // A call a restart cut short may have run: what it changed
+                    // is recorded as its changes first, and the run loop,
+                    // catching up, decides again.
+                    if reason == FailReason::Orphaned && self.record_cut_short(&ids).await? {
+                        continue;
+                    }
                     let text = match reason {
                         FailReason::Orphaned => {
                             "The server restarted while this tool call ran; it was not run again and its outcome is unknown."
@@ -469,6 +475,13 @@ impl Task {
             self.catch_up().await?;
             if !self.projection.machine.in_turn() {
                 return Ok(());
+            }
+            // What a call that started changed is recorded as its changes
+            // (it may have run); then catch up and close.
+            let started: Vec<EventId> =
+                self.projection.machine.open_tools().filter(|(_, tool)| tool.started).map(|(id, _)| id).collect();
+            if self.record_cut_short(&started).await? {
+                continue;
             }
             let detail = SessionErrorDetail::UnknownError {
                 message: INTERNAL_ERROR.to_owned(),
@@ -1442,7 +1455,7 @@ impl Task {
         let environment = self.load_environment(&session).await;
         let tools = Arc::clone(&self.handle.config().tools);
         let call = self.entries.iter().find(|e| e.id == id).map(|e| e.event.clone());
-        let outcome = match call {
+        let result = match call {
             Some(Event::AgentToolUse(tool_use)) => {
                 let call = ToolCall {
                     session: self.session,
@@ -1458,7 +1471,7 @@ impl Task {
                     () = self.signals.interrupt.notified() => None,
                 };
                 match finished {
-                    Some(outcome) => outcome,
+                    Some(outcome) => tool_result(id, outcome),
                     None => {
                         // The machine closes this and the other open calls;
                         // what the call changed before it stopped is still recorded.
@@ -1491,15 +1504,13 @@ impl Task {
                         "the session's workspace is on its self-hosted worker",
                     ),
                 };
-                let delta = self.workspace_delta(tools.as_ref(), id).await;
-                self.append_after_delta(delta, vec![(None, mcp_tool_result(id, outcome))]).await?;
-                return Ok(());
+                mcp_tool_result(id, outcome)
             }
-            _ => ToolOutcome::error("internal error: the tool call was not found in the log"),
+            _ => tool_result(id, ToolOutcome::error("internal error: the tool call was not found in the log")),
         };
         failpoint::pass(Point::ToolAfterRun);
         let delta = self.workspace_delta(tools.as_ref(), id).await;
-        self.append_after_delta(delta, vec![(None, tool_result(id, outcome))]).await?;
+        self.append_after_delta(delta, vec![(None, result)]).await?;
         failpoint::pass(Point::ToolAfterResult);
         Ok(())
     }
@@ -1596,6 +1607,27 @@ impl Task {
                 None
             }
         }
+    }
+
+    /// Records what the workspace shows changed since the log's last delta
+    /// as the changes of `started[0]`, calls that were cut short (by a
+    /// restart or a failed turn) after they started and may have run, so
+    /// that the log's workspace stays the disk's (a fork, a replay and the
+    /// files API read the log's); only where the files are kept here (a
+    /// self-hosted worker keeps its own). `true` if anything was appended.
+    async fn record_cut_short(&mut self, started: &[EventId]) -> Result<bool, ApiError> {
+        let Some(&id) = started.first() else { return Ok(false) };
+        match self.policy().await?.tool_host {
+            ToolHost::Server => {}
+            ToolHost::Worker => return Ok(false),
+        }
+        let tools = Arc::clone(&self.handle.config().tools);
+        let delta = self.workspace_delta(tools.as_ref(), id).await;
+        if delta.is_empty() {
+            return Ok(false);
+        }
+        self.append_after_delta(delta, Vec::new()).await?;
+        Ok(true)
     }
 
     /// An `x.workspace_delta` with what the call `id` changed, or nothing when
