@@ -198,6 +198,8 @@ fn serve_refuses_a_bad_failpoint() {
         "LOGBOOK_FAILPOINT",
         &["idle_before", "nowhere:kill", "idle_before:stop", "idle_before:kill@0"],
     );
+    // A stall with nothing to release it.
+    serve_refuses_each("LOGBOOK_FAILPOINT", "LOGBOOK_FAILPOINT_RELEASE", &["idle_before:stall"]);
 }
 
 /// Goal: a first start that fails on its configuration makes no key: the

@@ -12,7 +12,8 @@
 //! `session.error`, the model's own end; a confirmation asked once; every
 //! outcome evaluation ended once, and satisfied). After a panic the server
 //! lives on, the turn ends with a `session.error`, and the panic is
-//! counted.
+//! counted. An interrupt landing at any point stops the turn cleanly
+//! (see [`interrupt_case`]).
 //!
 //! Method: for each point of `logbook_server::runner::failpoint::Point::ALL`
 //! a turn passes (and the second pass of each model point, the call after
@@ -186,11 +187,17 @@ fn check_evaluations(case: &str, events: &[Value], satisfied: bool) {
 }
 
 /// Every `start` event is named by exactly one `end` event's `field`, and
-/// every `end` names a `start`; returns how many started.
+/// every `end` names a `start` (or none, with an empty id: the end of an
+/// outcome interrupted with no evaluation under way); returns how many
+/// started.
 fn assert_each_ends_once(what: &str, events: &[Value], start: &str, end: &str, field: &str) -> usize {
     let ids = |kind: &str, field: &str| {
-        let mut ids: Vec<&str> =
-            events.iter().filter(|e| e["type"] == kind).map(|e| e[field].as_str().unwrap()).collect();
+        let mut ids: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e[field].as_str().unwrap())
+            .filter(|id| !id.is_empty())
+            .collect();
         ids.sort_unstable();
         ids
     };
@@ -434,6 +441,7 @@ async fn sweep(scenario: Scenario, action: Action) {
             match action {
                 Action::Kill => kill_case(&case, scenario, point, pass).await,
                 Action::Panic => panic_case(&case, scenario, point, pass).await,
+                Action::Stall => interrupt_case(&case, scenario, point, pass).await,
             }
         }
     }
@@ -487,12 +495,21 @@ async fn arm(scenario: Scenario, point: Point, pass: u64, action: Action) -> Arm
     let action = match action {
         Action::Kill => "kill",
         Action::Panic => "panic",
+        Action::Stall => "stall",
     };
     let armed = format!("{}:{action}@{pass}", point.name());
-    let (server, api) = start_with(&data, &model, Some(&armed), scenario.env());
+    let release = release_file(&data);
+    let mut env = scenario.env().to_vec();
+    env.push(("LOGBOOK_FAILPOINT_RELEASE", release.to_str().unwrap()));
+    let (server, api) = start_with(&data, &model, Some(&armed), &env);
     let session = new_session_with(&api, scenario.policy(), mcp.as_ref()).await;
     scenario.begin(&api, &session).await;
     Armed { model, mcp, _dir: dir, data, server, api, session }
+}
+
+/// The file whose creation releases a stalled point.
+fn release_file(data: &Path) -> std::path::PathBuf {
+    data.with_file_name("release-failpoint")
 }
 
 async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
@@ -642,4 +659,68 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
     drop(server);
     let stderr = rerun_passes(&data);
     assert!(stderr.contains("every decision reproduced"), "{stderr}");
+}
+
+/// Goal: an interrupt that lands while the runner is at any point of a turn
+/// (between what it read and what it appends) stops the turn cleanly: the
+/// session idles (`end_turn`, no `session.error`), every call is answered
+/// once, no call the model made after the interrupt runs, the log's files
+/// are the disk's, the whole log reruns and the next turn works. Method:
+/// `<point>:stall`; the test sees the stall, sends `user.interrupt`
+/// (durable when its POST returns), then releases the point.
+async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
+    let Armed { model: _model, mcp, _dir, data, server, api, session } =
+        arm(scenario, point, pass, Action::Stall).await;
+    let stalled = format!("failpoint {}: stalled", point.name());
+    let deadline = Instant::now() + TURN_DEADLINE;
+    while !server.output().contains(&stalled) {
+        assert!(Instant::now() < deadline, "{case}: the point was not reached");
+        tokio::time::sleep(POLL).await;
+    }
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    std::fs::write(release_file(&data), b"").unwrap();
+    api.wait_idle(&session, 1).await;
+    api.wait_runner_quiet().await;
+    let mut events = api.events(&session).await;
+    // At the idle's end the turn is over: the interrupt is a no-op, listed
+    // after it.
+    if point == Point::IdleAfter {
+        assert_eq!(events.pop().unwrap()["type"], "user.interrupt", "{case}");
+    }
+    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
+    check_files(case, &api, &data, &session).await;
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    let last = events.last().unwrap();
+    assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
+    assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
+    // Nothing the model asked for after the interrupt ran.
+    let interrupt = events.iter().position(|e| e["type"] == "user.interrupt").unwrap_or(events.len());
+    let ran = runs(&data, &session, mcp.as_ref());
+    for call in &events[interrupt..] {
+        if call["type"] == "agent.tool_use" || call["type"] == "agent.mcp_tool_use" {
+            let input = &call["input"];
+            let tag = input["command"].as_str().and_then(|c| c.split_whitespace().nth(1)).or(input["text"].as_str());
+            assert_eq!(ran.get(tag.unwrap()), None, "{case}: a call after the interrupt ran: {:#?}", types(&events));
+        }
+    }
+    if scenario == Scenario::Outcome {
+        check_evaluations(case, &events, false);
+    }
+    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_at_any_point_of_a_turn_stops_it_cleanly() {
+    sweep(Scenario::AlwaysAllow, Action::Stall).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_at_any_point_of_an_outcome_turn_stops_it_and_its_evaluation() {
+    sweep(Scenario::Outcome, Action::Stall).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_at_any_point_of_a_turn_calling_mcp_stops_it_cleanly() {
+    sweep(Scenario::Mcp, Action::Stall).await;
 }

@@ -6,7 +6,9 @@
 //! Tests only. `LOGBOOK_FAILPOINT=<point>:<action>[@<n>[+]]` arms one point:
 //! `kill` sends the server process SIGKILL (as a power cut or an OOM kill
 //! would end it: nothing after the point runs, not even destructors), `panic`
-//! panics there (a bug). The `n`th time the point is reached (1 if not given)
+//! panics there (a bug), `stall` holds the runner there until the file
+//! `LOGBOOK_FAILPOINT_RELEASE` names exists (so that a test can land input,
+//! an interrupt, exactly while the runner is at that point). The `n`th time the point is reached (1 if not given)
 //! it fires; every other time it does nothing, so a restarted server, or
 //! the runner going on after a panic, passes it. With `+` it fires every
 //! time from the `n`th on (a bug that the same state always meets: the
@@ -14,11 +16,21 @@
 //! load of a `OnceLock`. A value that names no point or action stops the
 //! server at start-up: a typo must not quietly test nothing.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The environment variable that arms a point.
 pub const FAILPOINT_ENV: &str = "LOGBOOK_FAILPOINT";
+/// The environment variable naming the file whose creation releases a
+/// stalled point.
+pub const RELEASE_ENV: &str = "LOGBOOK_FAILPOINT_RELEASE";
+/// Longest a point stalls: a test that never releases it does not hang the
+/// server for good.
+pub const MAX_STALL: Duration = Duration::from_secs(120);
+/// How often a stalled point looks for its release file.
+const STALL_POLL: Duration = Duration::from_millis(5);
 
 /// Where in a turn a failpoint sits, in the order a turn with one tool call
 /// passes them.
@@ -111,6 +123,8 @@ pub enum Action {
     Kill,
     /// Panic on the runner's task.
     Panic,
+    /// Hold the runner's thread until the release file exists.
+    Stall,
 }
 
 /// An armed point: `action` on the `nth` time `point` is reached, and
@@ -128,7 +142,7 @@ pub const MAX_NTH: u64 = 1_000_000;
 
 /// A [`FAILPOINT_ENV`] value that does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("{FAILPOINT_ENV}={value:?}: {reason} (expected <point>:<kill|panic>[@<n>[+]], points: {points})")]
+#[error("{FAILPOINT_ENV}={value:?}: {reason} (expected <point>:<kill|panic|stall>[@<n>[+]], points: {points})")]
 pub struct ParseError {
     value: String,
     reason: &'static str,
@@ -137,11 +151,7 @@ pub struct ParseError {
 
 impl Armed {
     pub fn parse(value: &str) -> Result<Armed, ParseError> {
-        let fail = |reason| ParseError {
-            value: value.to_owned(),
-            reason,
-            points: Point::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
-        };
+        let fail = |reason| ParseError { value: value.to_owned(), reason, points: point_names() };
         let (point, rest) = value.split_once(':').ok_or_else(|| fail("no action"))?;
         let (action, nth, and_after) = match rest.split_once('@') {
             Some((action, pass)) => {
@@ -160,20 +170,39 @@ impl Armed {
         let action = match action {
             "kill" => Action::Kill,
             "panic" => Action::Panic,
+            "stall" => Action::Stall,
             _ => return Err(fail("no such action")),
         };
         Ok(Armed { point, action, nth, and_after })
     }
 }
 
+fn point_names() -> String {
+    Point::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+}
+
 static ARMED: OnceLock<Armed> = OnceLock::new();
 static PASSES: AtomicU64 = AtomicU64::new(0);
+static RELEASE: OnceLock<PathBuf> = OnceLock::new();
 
 /// Arms the point [`FAILPOINT_ENV`] names, if it is set (once per process,
 /// at start-up). Returns what was armed, for the start-up message.
 pub fn arm_from_env() -> Result<Option<Armed>, ParseError> {
     let Ok(value) = std::env::var(FAILPOINT_ENV) else { return Ok(None) };
     let armed = Armed::parse(&value)?;
+    match armed.action {
+        Action::Kill | Action::Panic => {}
+        Action::Stall => {
+            let Some(release) = std::env::var_os(RELEASE_ENV).filter(|path| !path.is_empty()) else {
+                return Err(ParseError {
+                    value,
+                    reason: "a stall needs LOGBOOK_FAILPOINT_RELEASE",
+                    points: point_names(),
+                });
+            };
+            RELEASE.get_or_init(|| PathBuf::from(release));
+        }
+    }
     Ok(Some(*ARMED.get_or_init(|| armed)))
 }
 
@@ -197,6 +226,21 @@ pub fn pass(point: Point) {
             std::process::abort();
         }
         Action::Panic => panic!("failpoint {}", point.name()),
+        Action::Stall => {
+            eprintln!("logbook: failpoint {}: stalled", point.name());
+            // The runtime's other threads go on serving meanwhile.
+            let wait = || {
+                let deadline = Instant::now() + MAX_STALL;
+                while !RELEASE.get().is_some_and(|path| path.exists()) && Instant::now() < deadline {
+                    std::thread::sleep(STALL_POLL);
+                }
+            };
+            match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+                Ok(_) | Err(_) => wait(),
+            }
+            eprintln!("logbook: failpoint {}: released", point.name());
+        }
     }
 }
 
@@ -210,6 +254,8 @@ mod tests {
         assert_eq!(armed, Armed { point: Point::ToolAfterRun, action: Action::Kill, nth: 1, and_after: false });
         let armed = Armed::parse("model_after_append:panic@2").unwrap();
         assert_eq!(armed, Armed { point: Point::ModelAfterAppend, action: Action::Panic, nth: 2, and_after: false });
+        let armed = Armed::parse("tool_after_start:stall").unwrap();
+        assert_eq!(armed, Armed { point: Point::ToolAfterStart, action: Action::Stall, nth: 1, and_after: false });
         let armed = Armed::parse("idle_before:panic@1+").unwrap();
         assert_eq!(armed, Armed { point: Point::IdleBefore, action: Action::Panic, nth: 1, and_after: true });
         for point in Point::ALL {
