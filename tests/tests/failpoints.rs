@@ -13,7 +13,8 @@
 //! outcome evaluation ended once, and satisfied). After a panic the server
 //! lives on, the turn ends with a `session.error`, and the panic is
 //! counted. An interrupt landing at any point stops the turn cleanly
-//! (see [`interrupt_case`]).
+//! ([`interrupt_case`]); a message landing there is answered
+//! ([`message_case`]).
 //!
 //! Method: for each point of `logbook_server::runner::failpoint::Point::ALL`
 //! a turn passes (and the second pass of each model point, the call after
@@ -137,16 +138,11 @@ fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
         results.entry(id).or_default().push(result);
     }
     let mut tags = Vec::new();
-    for call in events.iter().filter(|e| e["type"] == "agent.tool_use" || e["type"] == "agent.mcp_tool_use") {
+    for call in events.iter().filter(|e| is_call(e)) {
         let id = call["id"].as_str().unwrap();
         let answers = results.remove(id).unwrap_or_default();
         assert_eq!(answers.len(), 1, "{case}: call {id} has {} results: {:#?}", answers.len(), types(events));
-        // `echo <tag> >> runs.txt` in bash, `{"text": <tag>}` to MCP `echo`.
-        let input = &call["input"];
-        let tag = match input["command"].as_str() {
-            Some(command) => command.split_whitespace().nth(1).unwrap(),
-            None => input["text"].as_str().unwrap(),
-        };
+        let tag = tag_of(call);
         let ran = runs.get(tag).copied().unwrap_or(0);
         assert!(ran <= 1, "{case}: the command {tag} ran {ran} times");
         if answers[0]["is_error"] == false {
@@ -167,6 +163,20 @@ fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
         "model_request_start_id",
     );
     assert_eq!(events.last().unwrap()["type"], "session.status_idle", "{case}: {:#?}", types(events));
+}
+
+/// What a call counts its runs under: `echo <tag> >> runs.txt` in bash,
+/// `{"text": <tag>}` to MCP `echo`.
+fn tag_of(call: &Value) -> &str {
+    let input = &call["input"];
+    match input["command"].as_str() {
+        Some(command) => command.split_whitespace().nth(1).unwrap(),
+        None => input["text"].as_str().unwrap(),
+    }
+}
+
+fn is_call(event: &Value) -> bool {
+    event["type"] == "agent.tool_use" || event["type"] == "agent.mcp_tool_use"
 }
 
 fn is_result(event: &Value) -> bool {
@@ -433,15 +443,29 @@ async fn settle(case: &str, scenario: Scenario, api: &Api, session: &str, confir
     }
 }
 
-/// The sweep of one scenario with one action, `rounds()` times.
-async fn sweep(scenario: Scenario, action: Action) {
+/// What a sweep does at each point.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The server dies ([`kill_case`]).
+    Kill,
+    /// The runner panics ([`panic_case`]).
+    Panic,
+    /// An interrupt lands ([`interrupt_case`]).
+    Interrupt,
+    /// A new message lands ([`message_case`]).
+    Message,
+}
+
+/// The sweep of one scenario with one fault, `rounds()` times.
+async fn sweep(scenario: Scenario, fault: Fault) {
     for round in 0..rounds() {
         for (point, pass) in scenario.cases() {
-            let case = format!("round {round}, {}, {action:?} at {}@{pass}", scenario.name(), point.name());
-            match action {
-                Action::Kill => kill_case(&case, scenario, point, pass).await,
-                Action::Panic => panic_case(&case, scenario, point, pass).await,
-                Action::Stall => interrupt_case(&case, scenario, point, pass).await,
+            let case = format!("round {round}, {}, {fault:?} at {}@{pass}", scenario.name(), point.name());
+            match fault {
+                Fault::Kill => kill_case(&case, scenario, point, pass).await,
+                Fault::Panic => panic_case(&case, scenario, point, pass).await,
+                Fault::Interrupt => interrupt_case(&case, scenario, point, pass).await,
+                Fault::Message => message_case(&case, scenario, point, pass).await,
             }
         }
     }
@@ -449,27 +473,27 @@ async fn sweep(scenario: Scenario, action: Action) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_a_turn_is_recovered_after_a_restart() {
-    sweep(Scenario::AlwaysAllow, Action::Kill).await;
+    sweep(Scenario::AlwaysAllow, Fault::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_a_confirmed_turn_is_recovered_after_a_restart() {
-    sweep(Scenario::AlwaysAsk, Action::Kill).await;
+    sweep(Scenario::AlwaysAsk, Fault::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_an_outcome_turn_is_recovered_after_a_restart() {
-    sweep(Scenario::Outcome, Action::Kill).await;
+    sweep(Scenario::Outcome, Fault::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_around_a_compaction_is_recovered_after_a_restart() {
-    sweep(Scenario::Compaction, Action::Kill).await;
+    sweep(Scenario::Compaction, Fault::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_at_any_point_of_a_turn_calling_mcp_is_recovered_after_a_restart() {
-    sweep(Scenario::Mcp, Action::Kill).await;
+    sweep(Scenario::Mcp, Fault::Kill).await;
 }
 
 /// A case under way: the fake model, a server armed at the case's point,
@@ -606,27 +630,27 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_a_turn_ends_the_turn_and_the_server_goes_on() {
-    sweep(Scenario::AlwaysAllow, Action::Panic).await;
+    sweep(Scenario::AlwaysAllow, Fault::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_a_confirmed_turn_ends_the_turn() {
-    sweep(Scenario::AlwaysAsk, Action::Panic).await;
+    sweep(Scenario::AlwaysAsk, Fault::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_an_outcome_turn_ends_the_turn_and_its_evaluation() {
-    sweep(Scenario::Outcome, Action::Panic).await;
+    sweep(Scenario::Outcome, Fault::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_around_a_compaction_ends_the_turn() {
-    sweep(Scenario::Compaction, Action::Panic).await;
+    sweep(Scenario::Compaction, Fault::Panic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_at_any_point_of_a_turn_calling_mcp_ends_the_turn() {
-    sweep(Scenario::Mcp, Action::Panic).await;
+    sweep(Scenario::Mcp, Fault::Panic).await;
 }
 
 /// Goal: a bug that the session's state always meets (here: every idle
@@ -661,6 +685,23 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
     assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
+/// Stalls the runner at the case's point, sends `input` (durable when its
+/// POST returns), releases the point and waits until the session rests.
+async fn land_at(case: &str, scenario: Scenario, point: Point, pass: u64, input: Value) -> Armed {
+    let armed = arm(scenario, point, pass, Action::Stall).await;
+    let stalled = format!("failpoint {}: stalled", point.name());
+    let deadline = Instant::now() + TURN_DEADLINE;
+    while !armed.server.output().contains(&stalled) {
+        assert!(Instant::now() < deadline, "{case}: the point was not reached");
+        tokio::time::sleep(POLL).await;
+    }
+    armed.api.send(&armed.session, input).await;
+    std::fs::write(release_file(&armed.data), b"").unwrap();
+    armed.api.wait_idle(&armed.session, 1).await;
+    armed.api.wait_runner_quiet().await;
+    armed
+}
+
 /// Goal: an interrupt that lands while the runner is at any point of a turn
 /// (between what it read and what it appends) stops the turn cleanly: the
 /// session idles (`end_turn`, no `session.error`), every call is answered
@@ -669,18 +710,8 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
 /// `<point>:stall`; the test sees the stall, sends `user.interrupt`
 /// (durable when its POST returns), then releases the point.
 async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
-    let Armed { model: _model, mcp, _dir, data, server, api, session } =
-        arm(scenario, point, pass, Action::Stall).await;
-    let stalled = format!("failpoint {}: stalled", point.name());
-    let deadline = Instant::now() + TURN_DEADLINE;
-    while !server.output().contains(&stalled) {
-        assert!(Instant::now() < deadline, "{case}: the point was not reached");
-        tokio::time::sleep(POLL).await;
-    }
-    api.send(&session, json!([{"type": "user.interrupt"}])).await;
-    std::fs::write(release_file(&data), b"").unwrap();
-    api.wait_idle(&session, 1).await;
-    api.wait_runner_quiet().await;
+    let armed = land_at(case, scenario, point, pass, json!([{"type": "user.interrupt"}])).await;
+    let Armed { model: _model, mcp, _dir, data, server, api, session } = armed;
     let mut events = api.events(&session).await;
     // At the idle's end the turn is over: the interrupt is a no-op, listed
     // after it.
@@ -696,12 +727,8 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
     // Nothing the model asked for after the interrupt ran.
     let interrupt = events.iter().position(|e| e["type"] == "user.interrupt").unwrap_or(events.len());
     let ran = runs(&data, &session, mcp.as_ref());
-    for call in &events[interrupt..] {
-        if call["type"] == "agent.tool_use" || call["type"] == "agent.mcp_tool_use" {
-            let input = &call["input"];
-            let tag = input["command"].as_str().and_then(|c| c.split_whitespace().nth(1)).or(input["text"].as_str());
-            assert_eq!(ran.get(tag.unwrap()), None, "{case}: a call after the interrupt ran: {:#?}", types(&events));
-        }
+    for call in events[interrupt..].iter().filter(|e| is_call(e)) {
+        assert_eq!(ran.get(tag_of(call)), None, "{case}: a call after the interrupt ran: {:#?}", types(&events));
     }
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
@@ -712,15 +739,56 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_at_any_point_of_a_turn_stops_it_cleanly() {
-    sweep(Scenario::AlwaysAllow, Action::Stall).await;
+    sweep(Scenario::AlwaysAllow, Fault::Interrupt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_at_any_point_of_an_outcome_turn_stops_it_and_its_evaluation() {
-    sweep(Scenario::Outcome, Action::Stall).await;
+    sweep(Scenario::Outcome, Fault::Interrupt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_at_any_point_of_a_turn_calling_mcp_stops_it_cleanly() {
-    sweep(Scenario::Mcp, Action::Stall).await;
+    sweep(Scenario::Mcp, Fault::Interrupt).await;
+}
+
+/// Goal: a message that lands while the runner is at any point of a turn is
+/// answered (the model gets it, in this turn or the next, and an
+/// `agent.message` follows it), and the turn is whole: every call answered
+/// once and run at most once, the log's files the disk's, no
+/// `session.error`; the whole log reruns and the next turn works. Method:
+/// `<point>:stall`, then `user.message`, then the release.
+async fn message_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
+    const LATE: &str = "one more thing";
+    let armed = land_at(case, scenario, point, pass, user_message(LATE)).await;
+    let Armed { model, mcp, _dir, data, server, api, session } = armed;
+    let events = api.events(&session).await;
+    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
+    check_files(case, &api, &data, &session).await;
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
+    assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
+    let late = events.iter().position(|e| e["type"] == "user.message" && e["content"][0]["text"] == LATE).unwrap();
+    assert!(
+        events[late..].iter().any(|e| e["type"] == "agent.message"),
+        "{case}: the late message is answered: {:#?}",
+        types(&events)
+    );
+    let seen = model.requests().iter().any(|request| request.body.to_string().contains(LATE));
+    assert!(seen, "{case}: the model got the late message");
+    if scenario == Scenario::Outcome {
+        check_evaluations(case, &events, false);
+    }
+    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_any_point_of_a_turn_is_answered() {
+    sweep(Scenario::AlwaysAllow, Fault::Message).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_any_point_of_an_outcome_turn_is_answered() {
+    sweep(Scenario::Outcome, Fault::Message).await;
 }
