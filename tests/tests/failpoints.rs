@@ -685,20 +685,26 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
     assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
-/// Stalls the runner at the case's point, sends `input` (durable when its
-/// POST returns), releases the point and waits until the session rests.
+/// Stalls the runner at the case's point (confirming the call on the way
+/// if asked), sends `input` (durable when its POST returns), releases the
+/// point and waits until the session rests (confirming if asked then).
 async fn land_at(case: &str, scenario: Scenario, point: Point, pass: u64, input: Value) -> Armed {
     let armed = arm(scenario, point, pass, Action::Stall).await;
+    let (api, session) = (&armed.api, armed.session.as_str());
     let stalled = format!("failpoint {}: stalled", point.name());
     let deadline = Instant::now() + TURN_DEADLINE;
+    let mut confirmed = false;
     while !armed.server.output().contains(&stalled) {
         assert!(Instant::now() < deadline, "{case}: the point was not reached");
+        if scenario == Scenario::AlwaysAsk && !confirmed {
+            confirmed = confirm_if_asked(api, session).await;
+        }
         tokio::time::sleep(POLL).await;
     }
-    armed.api.send(&armed.session, input).await;
+    api.send(session, input).await;
     std::fs::write(release_file(&armed.data), b"").unwrap();
-    armed.api.wait_idle(&armed.session, 1).await;
-    armed.api.wait_runner_quiet().await;
+    api.wait_idle(session, 1).await;
+    settle(case, scenario, api, session, &mut confirmed).await;
     armed
 }
 
@@ -713,10 +719,11 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
     let armed = land_at(case, scenario, point, pass, json!([{"type": "user.interrupt"}])).await;
     let Armed { model: _model, mcp, _dir, data, server, api, session } = armed;
     let mut events = api.events(&session).await;
-    // At the idle's end the turn is over: the interrupt is a no-op, listed
-    // after it.
-    if point == Point::IdleAfter {
-        assert_eq!(events.pop().unwrap()["type"], "user.interrupt", "{case}");
+    // After an idle that ends the turn, the interrupt is a no-op, listed
+    // after it (after one asking to confirm, it ends the turn).
+    if events.last().unwrap()["type"] == "user.interrupt" {
+        assert_eq!(point, Point::IdleAfter, "{case}: an interrupt left unanswered: {:#?}", types(&events));
+        events.pop();
     }
     check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
     check_files(case, &api, &data, &session).await;
@@ -740,6 +747,11 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_at_any_point_of_a_turn_stops_it_cleanly() {
     sweep(Scenario::AlwaysAllow, Fault::Interrupt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_at_any_point_of_a_confirmed_turn_stops_it_cleanly() {
+    sweep(Scenario::AlwaysAsk, Fault::Interrupt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -786,6 +798,11 @@ async fn message_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_at_any_point_of_a_turn_is_answered() {
     sweep(Scenario::AlwaysAllow, Fault::Message).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_any_point_of_a_confirmed_turn_is_answered() {
+    sweep(Scenario::AlwaysAsk, Fault::Message).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
