@@ -143,6 +143,35 @@ fn a_turn_ended_by_a_failing_tool_step_reruns_consistently() {
     assert!(report.is_consistent(), "rerun rejects a log the runner's fail_turn wrote: {report:?}");
 }
 
+/// Goal: a turn that fails with its model request open is closed billed:
+/// the request's end with what the provider reported, and the server tool
+/// uses it counted, which rerun accepts after the error (they follow the
+/// failed request's end as they follow any failed call's). Method: a turn
+/// failed mid-request, closed as `fail_turn` closes it.
+#[test]
+fn a_turn_failed_mid_request_closes_it_with_its_server_tool_uses() {
+    use logbook_core::event::ServerToolRequests;
+    let mut events = vec![
+        Event::UserMessage(UserMessage { content: vec![ContentBlock::Text { text: "hi".into() }] }),
+        Event::SessionStatusRunning(SessionStatusRunning {}),
+        Event::SpanModelRequestStart(SpanModelRequestStart {}),
+    ];
+    let requests = ServerToolRequests {
+        model_request_start_id: EventId::from_parts(1, 2),
+        web_search_requests: 2,
+        web_fetch_requests: 0,
+    };
+    events.extend([
+        exhausted(),
+        end(2, true),
+        Event::ServerToolRequests(requests),
+        usage(),
+        idle(StopReason::RetriesExhausted),
+    ]);
+    let report = rerun_check(&log(events), &Policy::default());
+    assert!(report.is_consistent(), "rerun rejects a closing fail_turn writes: {report:?}");
+}
+
 /// A turn whose model call asked for bash (event 3), which the permission
 /// policy denied, answered by `result`, then a final model call and the end
 /// of the turn.

@@ -617,6 +617,17 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
         let text = failed["content"][0]["text"].as_str().unwrap();
         assert!(text.contains(said), "{case}: {text}");
     }
+    // A request the panic cut short is billed for what the provider counted
+    // of it: the input once it started streaming, the output too once the
+    // whole response was in.
+    if matches!(point, Point::ModelStreaming | Point::ModelAfterResponse) {
+        let end = events.iter().find(|e| e["type"] == "span.model_request_end" && e["is_error"] == true).unwrap();
+        let usage = &end["model_usage"];
+        assert!(usage["input_tokens"].as_u64().unwrap() > 1, "{case}: {end}");
+        if point == Point::ModelAfterResponse {
+            assert!(usage["output_tokens"].as_u64().unwrap() > 1, "{case}: {end}");
+        }
+    }
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
         if matches!(point, Point::GradeAfterStart | Point::GradeAfterVerdict) {

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use logbook_core::{SessionId, WorkspaceId};
+use logbook_core::{EventId, SessionId, WorkspaceId};
 use logbook_replay::Policy;
 use tokio::sync::{Notify, Semaphore};
 
@@ -135,9 +135,25 @@ pub(crate) struct TaskSignals {
     /// Anything happened (input, an interrupt, the end): a task waiting for
     /// a work slot decides again.
     pub(crate) poke: Notify,
+    /// What the provider reported so far of the model request in flight
+    /// (by its start's id): kept outside the task, so that a turn a panic
+    /// ends is billed for what the provider counted before it.
+    reported: Mutex<Option<(EventId, crate::model::Usage)>>,
 }
 
 impl TaskSignals {
+    /// Notes what the provider reported of the request `start_id`.
+    pub(crate) fn report(&self, start_id: EventId, usage: crate::model::Usage) {
+        *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((start_id, usage));
+    }
+
+    /// What the provider reported of the request `start_id`, if this
+    /// process saw any of it.
+    pub(crate) fn reported(&self, start_id: EventId) -> Option<crate::model::Usage> {
+        let reported = *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reported.and_then(|(id, usage)| (id == start_id).then_some(usage))
+    }
+
     /// Drops a stored interrupt signal, if any: the interrupt it announced
     /// is in the log, which the task reads next.
     pub(crate) fn forget_interrupt(&self) {

@@ -490,8 +490,12 @@ impl Task {
             // The error first: `rerun` reads what follows it as the closing of a
             // failed turn, whatever step it failed in.
             let mut events = vec![(None, Event::SessionError(SessionError { error: detail }))];
+            // The open request is billed for what the provider reported of it
+            // (if this process saw it: a restart does not know).
             if let Some(start_id) = self.projection.machine.open_request() {
-                events.push((None, request_end(start_id, ModelUsage::default(), true)));
+                let usage = self.signals.reported(start_id).unwrap_or_default();
+                events.push((None, request_end(start_id, model_usage(&usage), true)));
+                events.extend(server_tool_requests(start_id, &usage));
             }
             // No call of a dead turn is left open to run later without input.
             // A call that started may have run to its end (its result was
@@ -854,6 +858,7 @@ impl Task {
         let mut n_public_blocks = 0u64;
         let state = self.state.clone();
         let session_id = self.session;
+        let signals = Arc::clone(&self.signals);
         // The preview callback borrows the id table only while the stream runs.
         let outcome = {
             let mut on_event = |event: StreamEvent| match event {
@@ -894,7 +899,10 @@ impl Task {
                         );
                     }
                 }
-                StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => reported = usage,
+                StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => {
+                    reported = usage;
+                    signals.report(start_id, usage);
+                }
                 StreamEvent::ThinkingDelta { .. }
                 | StreamEvent::InputJsonDelta { .. }
                 | StreamEvent::BlockStop { .. } => {}
@@ -914,6 +922,7 @@ impl Task {
             }
             Some(Err(error)) => self.model_failed(start_id, attempt, error, &reported).await,
             Some(Ok(response)) => {
+                self.signals.report(start_id, response.usage);
                 failpoint::pass(Point::ModelAfterResponse);
                 self.last_error = None;
                 let usage = model_usage(&response.usage);
