@@ -820,3 +820,33 @@ async fn a_message_at_any_point_of_a_confirmed_turn_is_answered() {
 async fn a_message_at_any_point_of_an_outcome_turn_is_answered() {
     sweep(Scenario::Outcome, Fault::Message).await;
 }
+
+/// Goal: a call cut short while a process it left in the sandbox writes on
+/// is still answered: its changes are recorded once, not chased for ever,
+/// and the turn ends with its error. Method: `tool_after_run:panic` on a
+/// command that starts a background writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_short_while_its_sandbox_writes_on_is_answered() {
+    let writer = "(while :; do echo x >> busy.txt; done) > /dev/null 2>&1 & echo run >> runs.txt";
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_bg", "name": "bash", "input": {"command": writer}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let (_dir, data) = sandbox_data_dir();
+    let armed = format!("{}:panic", Point::ToolAfterRun.name());
+    let (_server, api) = start(&data, &model, Some(&armed));
+    let session = new_session(&api).await;
+    api.send(&session, user_message("write")).await;
+    let events = api.wait_idle(&session, 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "retries_exhausted", "{:#?}", types(&events));
+    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    assert!(result["content"][0]["text"].as_str().unwrap().contains("its outcome is unknown"), "{result}");
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle");
+    let deltas = api.seqs_of(&session, "x.workspace_delta").await;
+    assert_eq!(deltas.len(), 1, "the call's changes are recorded once: {deltas:?}");
+    let head = *api.seqs_of(&session, "session.status_idle").await.last().unwrap();
+    let recorded = api.projected_files(&session, head).await;
+    assert!(recorded.contains_key("/workspace/runs.txt"), "the call's changes are recorded: {recorded:?}");
+}

@@ -96,6 +96,10 @@ pub(crate) struct Task {
     /// What the provider billed for a grading call an interrupt stopped,
     /// recorded with the outcome's end.
     interrupted_grading: Option<ModelUsage>,
+    /// The call cut short whose changes were recorded last
+    /// ([`Task::record_cut_short`]): recorded once, then answered, even if
+    /// something in the sandbox keeps writing.
+    cut_short: Option<EventId>,
 }
 
 /// How a call beside the conversation ended ([`Task::side_call`]).
@@ -177,6 +181,7 @@ impl Task {
             policy: None,
             slot: None,
             interrupted_grading: None,
+            cut_short: None,
         }
     }
 
@@ -1623,9 +1628,14 @@ impl Task {
     /// restart or a failed turn) after they started and may have run, so
     /// that the log's workspace stays the disk's (a fork, a replay and the
     /// files API read the log's); only where the files are kept here (a
-    /// self-hosted worker keeps its own). `true` if anything was appended.
+    /// self-hosted worker keeps its own). `true` if anything was appended;
+    /// once per call (a process left running in the sandbox may write on, and
+    /// the call must still be answered).
     async fn record_cut_short(&mut self, started: &[EventId]) -> Result<bool, ApiError> {
         let Some(&id) = started.first() else { return Ok(false) };
+        if self.cut_short.replace(id) == Some(id) {
+            return Ok(false);
+        }
         match self.policy().await?.tool_host {
             ToolHost::Server => {}
             ToolHost::Worker => return Ok(false),
