@@ -200,6 +200,22 @@ fn serve_refuses_a_bad_failpoint() {
     );
     // A stall with nothing to release it.
     serve_refuses_each("LOGBOOK_FAILPOINT", "LOGBOOK_FAILPOINT_RELEASE", &["idle_before:stall"]);
+    // A stall released before it starts.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("LOGBOOK_FAILPOINT", "idle_before:stall")
+        .env("LOGBOOK_FAILPOINT_RELEASE", dir.path())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+        .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("exists already"), "{stderr}");
 }
 
 /// Goal: a first start that fails on its configuration makes no key: the

@@ -184,10 +184,16 @@ fn is_result(event: &Value) -> bool {
 }
 
 /// Every evaluation that started ended once, and (`satisfied`) the
-/// outcome was met.
+/// outcome was met. An outcome interrupted with no evaluation under way
+/// ends once with an empty start id (the API's way).
 fn check_evaluations(case: &str, events: &[Value], satisfied: bool) {
     let what = format!("{case}: every evaluation");
     let (start, end) = ("span.outcome_evaluation_start", "span.outcome_evaluation_end");
+    let (unstarted, events): (Vec<Value>, Vec<Value>) =
+        events.iter().cloned().partition(|e| e["type"] == end && e["outcome_evaluation_start_id"] == "");
+    assert!(unstarted.len() <= 1, "{case}: {unstarted:#?}");
+    assert!(unstarted.iter().all(|e| e["result"] == "interrupted"), "{case}: {unstarted:#?}");
+    let events = events.as_slice();
     let n = assert_each_ends_once(&what, events, start, end, "outcome_evaluation_start_id");
     assert!(!satisfied || n > 0, "{case}: no evaluation: {:#?}", types(events));
     if satisfied {
@@ -197,17 +203,11 @@ fn check_evaluations(case: &str, events: &[Value], satisfied: bool) {
 }
 
 /// Every `start` event is named by exactly one `end` event's `field`, and
-/// every `end` names a `start` (or none, with an empty id: the end of an
-/// outcome interrupted with no evaluation under way); returns how many
-/// started.
+/// every `end` names a `start`; returns how many started.
 fn assert_each_ends_once(what: &str, events: &[Value], start: &str, end: &str, field: &str) -> usize {
     let ids = |kind: &str, field: &str| {
-        let mut ids: Vec<&str> = events
-            .iter()
-            .filter(|e| e["type"] == kind)
-            .map(|e| e[field].as_str().unwrap())
-            .filter(|id| !id.is_empty())
-            .collect();
+        let mut ids: Vec<&str> =
+            events.iter().filter(|e| e["type"] == kind).map(|e| e[field].as_str().unwrap()).collect();
         ids.sort_unstable();
         ids
     };
@@ -742,9 +742,29 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
     let last = events.last().unwrap();
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
-    // Nothing the model asked for after the interrupt ran.
-    let interrupt = events.iter().position(|e| e["type"] == "user.interrupt").unwrap_or(events.len());
+    // Nothing the model asked for after the interrupt ran, nor a call the
+    // interrupt came before the start of.
     let ran = runs(&data, &session, mcp.as_ref());
+    let before_the_call = pass == 1
+        && matches!(
+            point,
+            Point::TurnBeforeRunning
+                | Point::TurnAfterRunning
+                | Point::ModelBeforeStart
+                | Point::ModelAfterStart
+                | Point::ModelStreaming
+                | Point::ModelAfterResponse
+                | Point::ModelAfterAppend
+                | Point::ToolBeforeStart
+        );
+    assert!(!before_the_call || ran.is_empty(), "{case}: the call ran after the interrupt: {ran:?}");
+    let interrupt = match events.iter().position(|e| e["type"] == "user.interrupt") {
+        Some(interrupt) => interrupt,
+        None => {
+            assert_eq!(point, Point::IdleAfter, "{case}: the interrupt is listed: {:#?}", types(&events));
+            events.len()
+        }
+    };
     for call in events[interrupt..].iter().filter(|e| is_call(e)) {
         assert_eq!(ran.get(tag_of(call)), None, "{case}: a call after the interrupt ran: {:#?}", types(&events));
     }
@@ -849,4 +869,37 @@ async fn a_call_cut_short_while_its_sandbox_writes_on_is_answered() {
     let head = *api.seqs_of(&session, "session.status_idle").await.last().unwrap();
     let recorded = api.projected_files(&session, head).await;
     assert!(recorded.contains_key("/workspace/runs.txt"), "the call's changes are recorded: {recorded:?}");
+}
+
+/// Goal: a restart that finds an interrupt already durable after a call
+/// that ran (its result not recorded) still records what the call changed
+/// before the interrupt closes it, and ends the turn as an interrupt does.
+/// Method: `tool_after_run:stall`, the interrupt, then SIGKILL while the
+/// runner is held, and a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_pending_at_a_restart_records_the_call_it_closes() {
+    let scenario = Scenario::AlwaysAllow;
+    let Armed { model, mcp: _, _dir, data, server, api, session } =
+        arm(scenario, Point::ToolAfterRun, 1, Action::Stall).await;
+    let stalled = format!("failpoint {}: stalled", Point::ToolAfterRun.name());
+    let deadline = Instant::now() + TURN_DEADLINE;
+    while !server.output().contains(&stalled) {
+        assert!(Instant::now() < deadline, "the point was not reached");
+        tokio::time::sleep(POLL).await;
+    }
+    api.send(&session, json!([{"type": "user.interrupt"}])).await;
+    server.stop();
+
+    let (server, api) = start(&data, &model, None);
+    api.wait_idle(&session, 1).await;
+    api.wait_runner_quiet().await;
+    let events = api.events(&session).await;
+    let case = "interrupt pending at a restart";
+    check_log(case, &events, &runs_of(&data, &session));
+    check_files(case, &api, &data, &session).await;
+    assert_eq!(runs_of(&data, &session).get("run"), Some(&1), "the call ran before the kill");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert!(!events.iter().any(|e| e["type"] == "session.error"), "{:#?}", types(&events));
+    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
 }

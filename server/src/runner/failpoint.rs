@@ -1,22 +1,25 @@
-//! Labelled points in a turn where a test can make the server die or panic,
-//! to check what a crash or a bug at exactly that point leaves behind
-//! (reliability goal G-T8: after a restart every `agent.tool_use` has one
-//! result, no request is left open, no command runs twice).
+//! Labelled points in a turn where a test can make the server die, panic or
+//! wait, to check what a crash, a bug or input arriving at exactly that
+//! point leaves behind (reliability goal G-T8: after a restart every
+//! `agent.tool_use` has one result, no request is left open, no command
+//! runs twice).
 //!
 //! Tests only. `LOGBOOK_FAILPOINT=<point>:<action>[@<n>[+]]` arms one point:
 //! `kill` sends the server process SIGKILL (as a power cut or an OOM kill
 //! would end it: nothing after the point runs, not even destructors), `panic`
 //! panics there (a bug), `stall` holds the runner there until the file
 //! `LOGBOOK_FAILPOINT_RELEASE` names exists (so that a test can land input,
-//! an interrupt, exactly while the runner is at that point). The `n`th time the point is reached (1 if not given)
-//! it fires; every other time it does nothing, so a restarted server, or
-//! the runner going on after a panic, passes it. With `+` it fires every
+//! an interrupt, exactly while the runner is at that point; the file must
+//! not exist at start-up, and a point gives up waiting after [`MAX_STALL`]).
+//! The `n`th time the point is reached (1 if not given) it fires; every
+//! other time it does nothing, so a restarted server, or the runner going
+//! on after a panic, passes it. With `+` it fires every
 //! time from the `n`th on (a bug that the same state always meets: the
 //! runner's recovery from the panic panics too). Unset, a point costs one
 //! load of a `OnceLock`. A value that names no point or action stops the
 //! server at start-up: a typo must not quietly test nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -200,6 +203,12 @@ pub fn arm_from_env() -> Result<Option<Armed>, ParseError> {
                     points: point_names(),
                 });
             };
+            // A file left over would release every stall at once: the test
+            // would quietly test nothing.
+            if Path::new(&release).exists() {
+                let reason = "the LOGBOOK_FAILPOINT_RELEASE file exists already";
+                return Err(ParseError { value, reason, points: point_names() });
+            }
             RELEASE.get_or_init(|| PathBuf::from(release));
         }
     }
@@ -228,18 +237,26 @@ pub fn pass(point: Point) {
         Action::Panic => panic!("failpoint {}", point.name()),
         Action::Stall => {
             eprintln!("logbook: failpoint {}: stalled", point.name());
-            // The runtime's other threads go on serving meanwhile.
+            // The runtime's other threads go on serving meanwhile (the
+            // server's runtime has several; on a single-threaded one
+            // nothing else runs until the stall ends).
             let wait = || {
                 let deadline = Instant::now() + MAX_STALL;
-                while !RELEASE.get().is_some_and(|path| path.exists()) && Instant::now() < deadline {
+                loop {
+                    if RELEASE.get().is_some_and(|path| path.exists()) {
+                        return "released";
+                    }
+                    if Instant::now() >= deadline {
+                        return "not released in time; going on";
+                    }
                     std::thread::sleep(STALL_POLL);
                 }
             };
-            match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+            let how = match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
                 Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
                 Ok(_) | Err(_) => wait(),
-            }
-            eprintln!("logbook: failpoint {}: released", point.name());
+            };
+            eprintln!("logbook: failpoint {}: {how}", point.name());
         }
     }
 }

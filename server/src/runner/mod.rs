@@ -123,7 +123,8 @@ impl Inner {
     }
 }
 
-/// Signals from the API to a session's task.
+/// Signals from the API to a session's task, and what the task keeps
+/// beyond a panic of its own (the usage the provider reported).
 #[derive(Debug, Default)]
 pub(crate) struct TaskSignals {
     /// New entries may be there: look again before exiting.

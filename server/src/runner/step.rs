@@ -133,13 +133,15 @@ impl Drop for WaitingForSlot<'_> {
 fn needs_work_slot(command: &Command) -> bool {
     match command {
         Command::CallModel { .. } | Command::RunTools(_) | Command::Compact | Command::EvaluateOutcome { .. } => true,
+        // Closing calls a restart cut short scans their workspace first
+        // (every recovered session at once, after a restart).
+        Command::FailTools { reason, .. } => *reason == FailReason::Orphaned,
         Command::Wait
         | Command::StartTurn
         | Command::Resume
         | Command::GiveUp
         | Command::CloseModelRequest { .. }
         | Command::DenyTools(_)
-        | Command::FailTools { .. }
         | Command::AwaitClient(_)
         | Command::EndTurn
         | Command::Interrupt { .. } => false,
@@ -331,6 +333,18 @@ impl Task {
                 }
                 Command::Compact => self.compact().await?,
                 Command::Interrupt { open } => {
+                    // A started call the interrupt closes may have run (after
+                    // a restart, say): its changes are recorded first.
+                    let started: Vec<EventId> = self
+                        .projection
+                        .machine
+                        .open_tools()
+                        .filter(|(id, tool)| tool.started && open.contains(id))
+                        .map(|(id, _)| id)
+                        .collect();
+                    if self.record_cut_short(&started).await? {
+                        continue;
+                    }
                     let text = "Tool execution was interrupted before completion. Please retry.";
                     let interrupted = "The user interrupted the session.";
                     let mut events: Vec<(Option<EventId>, Event)> =
@@ -483,10 +497,15 @@ impl Task {
             }
             // What a call that started changed is recorded as its changes
             // (it may have run); then catch up and close.
+            // Best effort: the turn must end even if that cannot be recorded.
             let started: Vec<EventId> =
                 self.projection.machine.open_tools().filter(|(_, tool)| tool.started).map(|(id, _)| id).collect();
-            if self.record_cut_short(&started).await? {
-                continue;
+            match self.record_cut_short(&started).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(session = %self.session, error = %err, "cannot record a cut-short call's changes");
+                }
             }
             let detail = SessionErrorDetail::UnknownError {
                 message: INTERNAL_ERROR.to_owned(),
@@ -1489,7 +1508,8 @@ impl Task {
                     None => {
                         // The machine closes this and the other open calls;
                         // what the call changed before it stopped is still recorded.
-                        let delta = self.workspace_delta(tools.as_ref(), id).await;
+                        self.cut_short = Some(id);
+                        let delta = self.workspace_delta(tools.as_ref(), id).await?;
                         self.append_after_delta(delta, Vec::new()).await?;
                         return Ok(());
                     }
@@ -1523,7 +1543,7 @@ impl Task {
             _ => tool_result(id, ToolOutcome::error("internal error: the tool call was not found in the log")),
         };
         failpoint::pass(Point::ToolAfterRun);
-        let delta = self.workspace_delta(tools.as_ref(), id).await;
+        let delta = self.workspace_delta(tools.as_ref(), id).await?;
         self.append_after_delta(delta, vec![(None, result)]).await?;
         failpoint::pass(Point::ToolAfterResult);
         Ok(())
@@ -1636,12 +1656,8 @@ impl Task {
         if self.cut_short.replace(id) == Some(id) {
             return Ok(false);
         }
-        match self.policy().await?.tool_host {
-            ToolHost::Server => {}
-            ToolHost::Worker => return Ok(false),
-        }
         let tools = Arc::clone(&self.handle.config().tools);
-        let delta = self.workspace_delta(tools.as_ref(), id).await;
+        let delta = self.workspace_delta(tools.as_ref(), id).await?;
         if delta.is_empty() {
             return Ok(false);
         }
@@ -1650,14 +1666,24 @@ impl Task {
     }
 
     /// An `x.workspace_delta` with what the call `id` changed, or nothing when
-    /// it changed nothing. A failed scan is logged; its changes are found by
-    /// the next one.
-    async fn workspace_delta(&self, tools: &dyn ToolExecutor, id: EventId) -> Vec<(Option<EventId>, Event)> {
+    /// it changed nothing, or when the session's files are not kept here (a
+    /// self-hosted worker keeps them: this server's directory for the
+    /// session is not its workspace). A failed scan is logged; its changes
+    /// are found by the next one.
+    async fn workspace_delta(
+        &mut self,
+        tools: &dyn ToolExecutor,
+        id: EventId,
+    ) -> Result<Vec<(Option<EventId>, Event)>, ApiError> {
+        match self.policy().await?.tool_host {
+            ToolHost::Server => {}
+            ToolHost::Worker => return Ok(Vec::new()),
+        }
         match tools.workspace_changes(self.session, &self.entries).await {
-            Ok(changes) => split_delta(id, changes),
+            Ok(changes) => Ok(split_delta(id, changes)),
             Err(err) => {
                 tracing::warn!(session = %self.session, error = %err, "cannot record the workspace changes");
-                Vec::new()
+                Ok(Vec::new())
             }
         }
     }
