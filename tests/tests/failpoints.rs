@@ -903,3 +903,18 @@ async fn an_interrupt_pending_at_a_restart_records_the_call_it_closes() {
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
     next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_around_a_compaction_stops_the_turn_cleanly() {
+    sweep(Scenario::Compaction, Fault::Interrupt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_around_a_compaction_is_answered() {
+    sweep(Scenario::Compaction, Fault::Message).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_any_point_of_a_turn_calling_mcp_is_answered() {
+    sweep(Scenario::Mcp, Fault::Message).await;
+}

@@ -1120,18 +1120,7 @@ impl Task {
                 // billed for the summary so far is recorded in a compaction
                 // that cut nothing (`rerun` knows it as the interrupt's), so
                 // usage and budgets count it.
-                if usage != ModelUsage::default() {
-                    let billed = Compaction {
-                        summary: String::new(),
-                        through_seq: 0,
-                        tokens_before: before,
-                        tokens_after: before,
-                        model: None,
-                        usage,
-                    };
-                    self.append(vec![(None, Event::Compaction(billed))]).await?;
-                }
-                return Ok(());
+                return self.record_interrupted_summary(before, usage).await;
             }
         };
         let (summary, model, mut usage) = match outcome {
@@ -1163,11 +1152,61 @@ impl Task {
                 + plan.tokens_kept
                 + self.projection.context.standing_tokens_after(&compaction),
         );
-        self.append(vec![
+        let usage = compaction.usage.clone();
+        let events = vec![
             (None, Event::Compaction(compaction)),
             (None, Event::AgentThreadContextCompacted(AgentThreadContextCompacted {})),
-        ])
-        .await?;
+        ];
+        // Only right after what it was decided on. Input that landed
+        // meanwhile leaves the same cut standing (the machine still decides
+        // to compact: it is appended after that input), or it is an
+        // interrupt, which the summary gives way to as one that an interrupt
+        // stops while it is written does.
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            if self.append_decided(events.clone()).await? {
+                return Ok(());
+            }
+            self.catch_up().await?;
+            let policy = self.policy().await?;
+            match self.projection.machine.next(&policy) {
+                Command::Compact => {}
+                Command::Interrupt { .. } => return self.record_interrupted_summary(before, usage).await,
+                // Anything else (the session archived, say): the summary is
+                // dropped, and the run loop decides.
+                Command::Wait
+                | Command::StartTurn
+                | Command::Resume
+                | Command::CallModel { .. }
+                | Command::GiveUp
+                | Command::CloseModelRequest { .. }
+                | Command::RunTools(_)
+                | Command::DenyTools(_)
+                | Command::FailTools { .. }
+                | Command::AwaitClient(_)
+                | Command::EndTurn
+                | Command::EvaluateOutcome { .. } => return Ok(()),
+            }
+        }
+        Err(ApiError::overloaded("the session is too busy to record its compaction"))
+    }
+
+    /// Records what the provider billed for a summary an interrupt stopped
+    /// (or came before the end of) in a compaction that cut nothing (`rerun`
+    /// knows it as part of the interrupt's step), so that usage and budgets
+    /// count it; nothing if nothing was billed.
+    async fn record_interrupted_summary(&self, before: u64, usage: ModelUsage) -> Result<(), ApiError> {
+        if usage == ModelUsage::default() {
+            return Ok(());
+        }
+        let billed = logbook_core::event::Compaction {
+            summary: String::new(),
+            through_seq: 0,
+            tokens_before: before,
+            tokens_after: before,
+            model: None,
+            usage,
+        };
+        self.append(vec![(None, Event::Compaction(billed))]).await?;
         Ok(())
     }
 
