@@ -157,20 +157,26 @@ fn stderr_until(child: &mut std::process::Child, wanted: &str) -> (bool, Vec<Str
 fn serve_refuses_each(variable: &str, named: &str, values: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     for value in values {
-        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("data"))
-            .env(variable, value)
-            .env("ANTHROPIC_API_KEY", "test-key")
-            .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
-            .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{value}: {stderr}");
-        assert!(stderr.contains(named), "{value}: {stderr}");
+        serve_refuses(&dir.path().join("data"), &[(variable, value.as_ref())], named);
     }
+}
+
+/// `serve` on `data` with `env` (and a model, a key) exits at once, saying
+/// something that contains `named`.
+fn serve_refuses(data: &Path, env: &[(&str, &std::ffi::OsStr)], named: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+        .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{env:?}: {stderr}");
+    assert!(stderr.contains(named), "{env:?}: {stderr}");
 }
 
 /// Goal: a per-workspace cap on working sessions that is not a whole number
@@ -202,20 +208,9 @@ fn serve_refuses_a_bad_failpoint() {
     serve_refuses_each("LOGBOOK_FAILPOINT", "LOGBOOK_FAILPOINT_RELEASE", &["idle_before:stall"]);
     // A stall released before it starts.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .env("LOGBOOK_FAILPOINT", "idle_before:stall")
-        .env("LOGBOOK_FAILPOINT_RELEASE", dir.path())
-        .env("ANTHROPIC_API_KEY", "test-key")
-        .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
-        .env("LOGBOOK_BOOTSTRAP_KEY", "sk-logbook-test-bootstrap-0000000000000000")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("exists already"), "{stderr}");
+    let env =
+        [("LOGBOOK_FAILPOINT", "idle_before:stall".as_ref()), ("LOGBOOK_FAILPOINT_RELEASE", dir.path().as_os_str())];
+    serve_refuses(&dir.path().join("data"), &env, "exists already");
 }
 
 /// Goal: a first start that fails on its configuration makes no key: the

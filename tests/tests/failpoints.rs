@@ -39,7 +39,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logbook_server::runner::failpoint::{Action, Point};
-use logbook_tests::fake_model::FakeModel;
+use logbook_tests::fake_model::{FakeModel, is_summary_request};
 use logbook_tests::mcp_server::{Auth, McpServer};
 use logbook_tests::server::{Api, Server, host_snapshot, outcome, rerun_passes, sandbox_data_dir, types, user_message};
 use serde_json::{Value, json};
@@ -771,8 +771,23 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
     }
+    // A summary the interrupt overtook gives way, billed, cutting nothing.
+    if point == Point::CompactAfterSummary {
+        let last = compactions(&api, &session).await.pop().unwrap();
+        assert_eq!((&last["summary"], &last["through_seq"]), (&json!(""), &json!(0)), "{case}: {last}");
+        assert!(last["usage"]["input_tokens"].as_u64().unwrap() > 1, "{case}: billed: {last}");
+    }
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
     next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+}
+
+/// The session's `x.compaction` events, whole, in order.
+async fn compactions(api: &Api, session: &str) -> Vec<Value> {
+    let mut compactions = Vec::new();
+    for seq in api.seqs_of(session, "x.compaction").await {
+        compactions.push(api.get(&format!("/x/v1/sessions/{session}/events/{seq}")).await);
+    }
+    compactions
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -819,6 +834,9 @@ async fn message_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     );
     let seen = model.requests().iter().any(|request| request.body.to_string().contains(LATE));
     assert!(seen, "{case}: the model got the late message");
+    // A summary the message overtook is kept, not written again.
+    let summaries = model.requests().iter().filter(|request| is_summary_request(&request.body)).count();
+    assert_eq!(summaries, compactions(&api, &session).await.len(), "{case}: one compaction per summary");
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
     }

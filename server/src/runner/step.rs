@@ -8,8 +8,9 @@
 //! ids shown in previews are chosen before the response completes, from the seq
 //! the event is expected at; an id's seq is therefore a lower bound, which is
 //! what `find_event` relies on. A turn's start and end, a model call's
-//! opening, closing error results and a wait on the client are appended only
-//! right after the entries they were decided on (`Task::append_decided`):
+//! opening, closing error results, a wait on the client and a compaction
+//! are appended only right after the entries they were decided on
+//! (`Task::append_decided`):
 //! input that lands first (a worker answering fast) makes the task decide
 //! again once it is durable. A call's workspace changes may take several
 //! `x.workspace_delta` events and appends (`split_delta`).
@@ -128,14 +129,18 @@ impl Drop for WaitingForSlot<'_> {
 }
 
 /// Whether carrying out `command` takes one of the workspace's work slots:
-/// model calls (a summary is one) and tool runs do; status and result
-/// bookkeeping does not, so an interrupt or an end is never held up.
+/// model calls (a summary is one) and tool runs do, and so does closing
+/// calls a restart cut short (it scans their workspace first, every
+/// recovered session at once); status and result bookkeeping does not, so
+/// an interrupt or an end is never held up (an interrupt found after a
+/// restart scans the call it closes without one).
 fn needs_work_slot(command: &Command) -> bool {
     match command {
         Command::CallModel { .. } | Command::RunTools(_) | Command::Compact | Command::EvaluateOutcome { .. } => true,
-        // Closing calls a restart cut short scans their workspace first
-        // (every recovered session at once, after a restart).
-        Command::FailTools { reason, .. } => *reason == FailReason::Orphaned,
+        Command::FailTools { reason, .. } => match reason {
+            FailReason::Orphaned => true,
+            FailReason::Interrupted | FailReason::Superseded | FailReason::CutOff => false,
+        },
         Command::Wait
         | Command::StartTurn
         | Command::Resume
@@ -339,7 +344,7 @@ impl Task {
                         .projection
                         .machine
                         .open_tools()
-                        .filter(|(id, tool)| tool.started && open.contains(id))
+                        .filter(|(_, tool)| tool.started)
                         .map(|(id, _)| id)
                         .collect();
                     if self.record_cut_short(&started).await? {
@@ -1101,7 +1106,10 @@ impl Task {
                 model: None,
                 usage: ModelUsage::default(),
             };
-            self.append(vec![(None, Event::Compaction(nothing))]).await?;
+            // Right after what it was decided on, like any compaction
+            // (nothing was billed: if input landed first, the run loop
+            // decides again).
+            self.append_decided(vec![(None, Event::Compaction(nothing))]).await?;
             return Ok(());
         };
         let summary_options = crate::model::RequestOptions {
@@ -1152,27 +1160,34 @@ impl Task {
                 + plan.tokens_kept
                 + self.projection.context.standing_tokens_after(&compaction),
         );
-        let usage = compaction.usage.clone();
-        let events = vec![
-            (None, Event::Compaction(compaction)),
-            (None, Event::AgentThreadContextCompacted(AgentThreadContextCompacted {})),
-        ];
         // Only right after what it was decided on. Input that landed
         // meanwhile leaves the same cut standing (the machine still decides
-        // to compact: it is appended after that input), or it is an
-        // interrupt, which the summary gives way to as one that an interrupt
-        // stops while it is written does.
+        // to compact: it is appended after that input, which stays after the
+        // cut and is counted in what the context holds after it), or it is
+        // an interrupt, which the summary gives way to as one that an
+        // interrupt stops while it is written does.
+        let mut seen = before;
         for _ in 0..MAX_APPEND_ATTEMPTS {
-            if self.append_decided(events.clone()).await? {
+            let events = vec![
+                (None, Event::Compaction(compaction.clone())),
+                (None, Event::AgentThreadContextCompacted(AgentThreadContextCompacted {})),
+            ];
+            if self.append_decided(events).await? {
                 return Ok(());
             }
             self.catch_up().await?;
             let policy = self.policy().await?;
             match self.projection.machine.next(&policy) {
-                Command::Compact => {}
-                Command::Interrupt { .. } => return self.record_interrupted_summary(before, usage).await,
+                Command::Compact => {
+                    let now = self.projection.estimated_prompt_tokens();
+                    compaction.tokens_before = now;
+                    compaction.tokens_after += now.saturating_sub(seen);
+                    seen = now;
+                }
+                Command::Interrupt { .. } => return self.record_interrupted_summary(before, compaction.usage).await,
                 // Anything else (the session archived, say): the summary is
-                // dropped, and the run loop decides.
+                // dropped (a compaction there is no step `rerun` knows), and
+                // the run loop decides.
                 Command::Wait
                 | Command::StartTurn
                 | Command::Resume
@@ -1184,9 +1199,15 @@ impl Task {
                 | Command::FailTools { .. }
                 | Command::AwaitClient(_)
                 | Command::EndTurn
-                | Command::EvaluateOutcome { .. } => return Ok(()),
+                | Command::EvaluateOutcome { .. } => {
+                    tracing::warn!(session = %self.session, usage = ?compaction.usage,
+                        "a summary overtaken by the session's end is dropped; its usage is not recorded");
+                    return Ok(());
+                }
             }
         }
+        tracing::warn!(session = %self.session, usage = ?compaction.usage,
+            "the session is too busy to record its compaction; its usage is not recorded");
         Err(ApiError::overloaded("the session is too busy to record its compaction"))
     }
 
@@ -1567,8 +1588,12 @@ impl Task {
                     outcome = hub.call(self.session, server, &tool_use.name, &input) => Some(outcome),
                     () = self.signals.interrupt.notified() => None,
                 };
-                // Interrupted: the machine closes this and the other open calls.
-                let Some(outcome) = finished else { return Ok(()) };
+                // Interrupted: the machine closes this and the other open
+                // calls (with nothing to record: the call ran elsewhere).
+                let Some(outcome) = finished else {
+                    self.cut_short = Some(id);
+                    return Ok(());
+                };
                 let policy = self.policy().await?;
                 let outcome = match policy.tool_host {
                     ToolHost::Server => tools.save_large_outputs(self.session, outcome).await,
@@ -1684,12 +1709,14 @@ impl Task {
 
     /// Records what the workspace shows changed since the log's last delta
     /// as the changes of `started[0]`, calls that were cut short (by a
-    /// restart or a failed turn) after they started and may have run, so
-    /// that the log's workspace stays the disk's (a fork, a replay and the
-    /// files API read the log's); only where the files are kept here (a
-    /// self-hosted worker keeps its own). `true` if anything was appended;
-    /// once per call (a process left running in the sandbox may write on, and
-    /// the call must still be answered).
+    /// restart, a failed turn, or an interrupt found after a restart) after
+    /// they started and may have run, so that the log's workspace stays the
+    /// disk's (a fork, a replay and the files API read the log's); only
+    /// where the files are kept here (a self-hosted worker keeps its own).
+    /// `true` if anything was appended. Tried once per call, even if that
+    /// fails (a later call's scan then records the changes): a process left
+    /// running in the sandbox may write on, and the call must still be
+    /// answered.
     async fn record_cut_short(&mut self, started: &[EventId]) -> Result<bool, ApiError> {
         let Some(&id) = started.first() else { return Ok(false) };
         if self.cut_short.replace(id) == Some(id) {
