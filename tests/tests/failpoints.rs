@@ -2,8 +2,8 @@
 //! G-T8), with the real binary and its sandboxed tools.
 //!
 //! Goal: whatever point of a turn the server dies at (SIGKILL) or panics
-//! at, the session ends up idle with every `agent.tool_use` answered by
-//! exactly one `agent.tool_result`, every model request closed, and the
+//! at, the session ends up idle with every call answered by exactly one
+//! result (a custom tool's by the client's, or the server's closing it), every model request closed, and the
 //! non-idempotent command (`echo run >> runs.txt`, or an MCP server's
 //! `echo`) run at most once, and run exactly once if its result says it
 //! succeeded; the log's workspace the one on disk; `logbook rerun`
@@ -14,7 +14,9 @@
 //! lives on, the turn ends with a `session.error`, and the panic is
 //! counted. An interrupt landing at any point stops the turn cleanly
 //! ([`interrupt_case`]); a message landing there is answered
-//! ([`message_case`]).
+//! ([`message_case`]); an answer (a confirmation allowing or denying the
+//! call, a custom tool's result) sent as soon as the call is listed, before
+//! the session asks, is taken, even across a kill ([`answer_case`]).
 //!
 //! Method: for each point of `logbook_server::runner::failpoint::Point::ALL`
 //! a turn passes (and the second pass of each model point, the call after
@@ -25,8 +27,10 @@
 //! also run a turn that asks to confirm the call (the question's idle and
 //! the confirmed turn are points of their own), a turn working to an
 //! outcome (the grading points; a panic fails the evaluation under way
-//! with the turn), a turn compacted on the way (the compaction points) and
-//! a turn calling an MCP tool instead of bash.
+//! with the turn), a turn compacted on the way (the compaction points), a
+//! turn calling an MCP tool instead of bash, and (kill, panic, interrupt,
+//! message) a turn calling a custom tool; the kill sweep also runs a turn
+//! whose call the test denies.
 //! The points are deterministic, so CI runs
 //! each case once; `LOGBOOK_FAILPOINT_ROUNDS` repeats the sweeps (the
 //! kill's timing against the server's background work varies between
@@ -127,14 +131,17 @@ fn start_with(data: &Path, model: &FakeModel, failpoint: Option<&str>, extra: &[
 }
 
 async fn new_session(api: &Api) -> String {
-    new_session_asking(api, "always_allow").await
+    new_session_with(api, Scenario::AlwaysAllow, None).await
 }
 
 /// The checks every case ends with, on the session's listed events.
 fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
     let mut results: HashMap<&str, Vec<&Value>> = HashMap::new();
     for result in events.iter().filter(|e| is_result(e)) {
-        let id = result["tool_use_id"].as_str().or(result["mcp_tool_use_id"].as_str()).unwrap();
+        let id = ["tool_use_id", "mcp_tool_use_id", "custom_tool_use_id"]
+            .into_iter()
+            .find_map(|field| result[field].as_str())
+            .unwrap();
         results.entry(id).or_default().push(result);
     }
     let mut tags = Vec::new();
@@ -142,6 +149,10 @@ fn check_log(case: &str, events: &[Value], runs: &HashMap<String, usize>) {
         let id = call["id"].as_str().unwrap();
         let answers = results.remove(id).unwrap_or_default();
         assert_eq!(answers.len(), 1, "{case}: call {id} has {} results: {:#?}", answers.len(), types(events));
+        if call["type"] == "agent.custom_tool_use" {
+            // The client runs it: its one answer is all there is to check.
+            continue;
+        }
         let tag = tag_of(call);
         let ran = runs.get(tag).copied().unwrap_or(0);
         assert!(ran <= 1, "{case}: the command {tag} ran {ran} times");
@@ -176,11 +187,12 @@ fn tag_of(call: &Value) -> &str {
 }
 
 fn is_call(event: &Value) -> bool {
-    event["type"] == "agent.tool_use" || event["type"] == "agent.mcp_tool_use"
+    ["agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use"].iter().any(|kind| event["type"] == *kind)
 }
 
+/// A call's answer: the server's result, or the client's to a custom tool.
 fn is_result(event: &Value) -> bool {
-    event["type"] == "agent.tool_result" || event["type"] == "agent.mcp_tool_result"
+    ["agent.tool_result", "agent.mcp_tool_result", "user.custom_tool_result"].iter().any(|kind| event["type"] == *kind)
 }
 
 /// Every evaluation that started ended once, and (`satisfied`) the
@@ -287,6 +299,12 @@ enum Scenario {
     Compaction,
     /// A message; an MCP server's tool is called without asking.
     Mcp,
+    /// A message; the session idles asking to confirm the call, and the
+    /// test denies it.
+    Denied,
+    /// A message; the model calls the agent's custom tool, and the test
+    /// answers with its result.
+    Custom,
 }
 
 /// The test's MCP server on loopback is the operator's own.
@@ -310,12 +328,16 @@ impl Scenario {
             Scenario::Outcome => "outcome",
             Scenario::Compaction => "compaction",
             Scenario::Mcp => "mcp",
+            Scenario::Denied => "denied",
+            Scenario::Custom => "custom",
         }
     }
 
     fn script(self) -> Vec<Value> {
         match self {
-            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome => script_with_verdicts(),
+            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome | Scenario::Denied => {
+                script_with_verdicts()
+            }
             Scenario::Compaction => {
                 let padding = "x".repeat(1_400);
                 let mut script: Vec<Value> = (0..COMPACTING_CALLS)
@@ -335,13 +357,25 @@ impl Scenario {
                                    "stop_reason": "tool_use"});
                 script
             }
+            Scenario::Custom => {
+                let mut script = script();
+                script[0] = json!({"content": [{"type": "tool_use", "id": "toolu_count", "name": "counter",
+                                                "input": {"text": "run"}}],
+                                   "stop_reason": "tool_use"});
+                script
+            }
         }
     }
 
     /// Sends what starts the turn.
     async fn begin(self, api: &Api, session: &str) {
         let events = match self {
-            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Compaction | Scenario::Mcp => user_message("count"),
+            Scenario::AlwaysAllow
+            | Scenario::AlwaysAsk
+            | Scenario::Compaction
+            | Scenario::Mcp
+            | Scenario::Denied
+            | Scenario::Custom => user_message("count"),
             Scenario::Outcome => outcome("count the runs", "runs.txt has one line", 3),
         };
         api.send(session, events).await;
@@ -349,7 +383,9 @@ impl Scenario {
 
     fn env(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome => &[],
+            Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome | Scenario::Denied | Scenario::Custom => {
+                &[]
+            }
             Scenario::Compaction => &COMPACTING_ENV,
             Scenario::Mcp => &MCP_ENV,
         }
@@ -357,22 +393,56 @@ impl Scenario {
 
     fn policy(self) -> &'static str {
         match self {
-            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction | Scenario::Mcp => "always_allow",
-            Scenario::AlwaysAsk => "always_ask",
+            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction | Scenario::Mcp | Scenario::Custom => {
+                "always_allow"
+            }
+            Scenario::AlwaysAsk | Scenario::Denied => "always_ask",
         }
     }
 
-    /// The cases of [`cases`]; under `always_ask` the second pass of the
-    /// points the confirmed turn passes again (its start and its idle);
-    /// with an outcome, the grading points. The compacting turn is only
-    /// killed around its compactions (the first two), and in the calls
-    /// after the first.
+    /// Whether the turn idles asking the test for something (a
+    /// confirmation, a custom tool's result) before it can go on.
+    fn asks(self) -> bool {
+        match self {
+            Scenario::AlwaysAsk | Scenario::Denied | Scenario::Custom => true,
+            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction | Scenario::Mcp => false,
+        }
+    }
+
+    /// The test's answer to the open call `call` (the event as listed).
+    fn answer(self, call: &Value) -> Value {
+        let id = &call["id"];
+        match self {
+            Scenario::AlwaysAsk => json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "allow"}),
+            Scenario::Denied => json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "deny",
+                                       "deny_message": DENIAL}),
+            Scenario::Custom => json!({"type": "user.custom_tool_result", "custom_tool_use_id": id,
+                                       "content": [{"type": "text", "text": CUSTOM_RESULT}]}),
+            Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction | Scenario::Mcp => {
+                panic!("a {} turn asks nothing", self.name())
+            }
+        }
+    }
+
+    /// The cases of [`cases`]; in a turn that asks, the second pass of the
+    /// points the answered turn passes again (its start and its idle), and
+    /// no tool points when nothing runs on the server (a denied call, a
+    /// custom tool's); with an outcome, the grading points. The compacting
+    /// turn is only killed around its compactions (the first two), and in
+    /// the calls after the first.
     fn cases(self) -> Vec<(Point, u64)> {
         let mut cases = cases();
+        let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
         match self {
             Scenario::AlwaysAllow | Scenario::Mcp => {}
-            Scenario::AlwaysAsk => {
-                let again = [Point::TurnBeforeRunning, Point::TurnAfterRunning, Point::IdleBefore, Point::IdleAfter];
+            Scenario::AlwaysAsk => cases.extend(again.into_iter().map(|point| (point, 2))),
+            Scenario::Denied | Scenario::Custom => {
+                cases.retain(|(point, _)| {
+                    !matches!(
+                        point,
+                        Point::ToolBeforeStart | Point::ToolAfterStart | Point::ToolAfterRun | Point::ToolAfterResult
+                    )
+                });
                 cases.extend(again.into_iter().map(|point| (point, 2)));
             }
             Scenario::Outcome => cases.extend([(Point::GradeAfterStart, 1), (Point::GradeAfterVerdict, 1)]),
@@ -389,38 +459,47 @@ impl Scenario {
     }
 }
 
-async fn new_session_asking(api: &Api, policy: &str) -> String {
-    new_session_with(api, policy, None).await
-}
-
-/// A session whose tools run under `policy`, with `mcp` as its MCP server
-/// `counter` if given.
-async fn new_session_with(api: &Api, policy: &str, mcp: Option<&McpServer>) -> String {
-    let config = json!({"permission_policy": {"type": policy}});
+/// A session for `scenario`: its tools run under its policy, with `mcp` as
+/// its MCP server `counter` if given, and (for [`Scenario::Custom`]) a
+/// custom tool `counter`.
+async fn new_session_with(api: &Api, scenario: Scenario, mcp: Option<&McpServer>) -> String {
+    let config = json!({"permission_policy": {"type": scenario.policy()}});
     let mut tools = vec![json!({"type": "agent_toolset_20260401", "default_config": config})];
     let mut agent = json!({"name": "failpoints"});
     if let Some(mcp) = mcp {
         tools.push(json!({"type": "mcp_toolset", "mcp_server_name": "counter", "default_config": config}));
         agent["mcp_servers"] = json!([{"type": "url", "name": "counter", "url": mcp.url()}]);
     }
+    if scenario == Scenario::Custom {
+        tools.push(json!({"type": "custom", "name": "counter", "description": "Counts a run",
+                          "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}}}));
+    }
     agent["tools"] = Value::Array(tools);
     api.session_with(agent, json!({"name": "failpoints"})).await
 }
 
-/// Allows the calls the session's last idle asks about, if it asks; says
-/// whether it did. A server that dies meanwhile (the armed kill) is not
-/// asking: `false`, and the restarted one is asked again.
-async fn confirm_if_asked(api: &Api, session: &str) -> bool {
+/// What the [`Scenario::Denied`] test says when it denies the call.
+const DENIAL: &str = "not now, thanks";
+/// What the [`Scenario::Custom`] test answers its tool's call with.
+const CUSTOM_RESULT: &str = "counted by the client";
+
+/// Answers the calls the session's last idle asks about, if it asks, as
+/// the scenario does; says whether it did. A server that dies meanwhile
+/// (the armed kill) is not asking: `false`, and the restarted one is asked
+/// again.
+async fn answer_if_asked(api: &Api, scenario: Scenario, session: &str) -> bool {
     let path = format!("/v1/sessions/{session}/events?limit=1000");
     let Ok((200, page)) = api.try_raw(reqwest::Method::GET, &path, None).await else { return false };
-    let Some(last) = page["data"].as_array().and_then(|events| events.last()).cloned() else { return false };
+    let Some(events) = page["data"].as_array() else { return false };
+    let Some(last) = events.last() else { return false };
     if last["type"] != "session.status_idle" || last["stop_reason"]["type"] != "requires_action" {
         return false;
     }
     let path = format!("/v1/sessions/{session}/events");
     for id in last["stop_reason"]["event_ids"].as_array().unwrap() {
-        let confirmation = json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "allow"});
-        let sent = api.try_raw(reqwest::Method::POST, &path, Some(json!({"events": [confirmation]}))).await;
+        let call = events.iter().find(|e| e["id"] == *id).unwrap();
+        let answer = scenario.answer(call);
+        let sent = api.try_raw(reqwest::Method::POST, &path, Some(json!({"events": [answer]}))).await;
         if !matches!(sent, Ok((200, _))) {
             return false;
         }
@@ -434,10 +513,10 @@ async fn settle(case: &str, scenario: Scenario, api: &Api, session: &str, confir
     loop {
         api.wait_runner_quiet().await;
         let n_idles = api.events(session).await.iter().filter(|e| e["type"] == "session.status_idle").count();
-        if !confirm_if_asked(api, session).await {
+        if !answer_if_asked(api, scenario, session).await {
             return;
         }
-        assert!(scenario == Scenario::AlwaysAsk && !*confirmed, "{case}: asked again after the confirmation");
+        assert!(scenario.asks() && !*confirmed, "{case}: asked again after the answer");
         *confirmed = true;
         api.wait_idle(session, n_idles + 1).await;
     }
@@ -454,18 +533,34 @@ enum Fault {
     Interrupt,
     /// A new message lands ([`message_case`]).
     Message,
+    /// The answer to the call just made lands ([`answer_case`]).
+    Answer,
+    /// The answer lands, then the server dies ([`answer_case`]).
+    AnswerThenKill,
 }
+
+/// Where an answer can land before the session asks for it: the call is
+/// listed, the question's idle not appended, or appended and the session
+/// object not yet told.
+const ANSWER_CASES: [(Point, u64); 3] = [(Point::ModelAfterAppend, 1), (Point::IdleBefore, 1), (Point::IdleAfter, 1)];
 
 /// The sweep of one scenario with one fault, `rounds()` times.
 async fn sweep(scenario: Scenario, fault: Fault) {
     for round in 0..rounds() {
-        for (point, pass) in scenario.cases() {
+        let cases = match fault {
+            Fault::Kill | Fault::Panic | Fault::Interrupt | Fault::Message => scenario.cases(),
+            Fault::Answer | Fault::AnswerThenKill => ANSWER_CASES.to_vec(),
+        };
+        assert!(!cases.is_empty(), "a {} turn has no cases for {fault:?}", scenario.name());
+        for (point, pass) in cases {
             let case = format!("round {round}, {}, {fault:?} at {}@{pass}", scenario.name(), point.name());
             match fault {
                 Fault::Kill => kill_case(&case, scenario, point, pass).await,
                 Fault::Panic => panic_case(&case, scenario, point, pass).await,
                 Fault::Interrupt => interrupt_case(&case, scenario, point, pass).await,
                 Fault::Message => message_case(&case, scenario, point, pass).await,
+                Fault::Answer => answer_case(&case, scenario, point, pass, false).await,
+                Fault::AnswerThenKill => answer_case(&case, scenario, point, pass, true).await,
             }
         }
     }
@@ -513,7 +608,12 @@ async fn arm(scenario: Scenario, point: Point, pass: u64, action: Action) -> Arm
     let model = FakeModel::start(scenario.script()).expect("fake starts");
     let mcp = match scenario {
         Scenario::Mcp => Some(McpServer::start(Auth::None).expect("the MCP server starts")),
-        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Outcome | Scenario::Compaction => None,
+        Scenario::AlwaysAllow
+        | Scenario::AlwaysAsk
+        | Scenario::Outcome
+        | Scenario::Compaction
+        | Scenario::Denied
+        | Scenario::Custom => None,
     };
     let (dir, data) = sandbox_data_dir();
     let action = match action {
@@ -526,7 +626,7 @@ async fn arm(scenario: Scenario, point: Point, pass: u64, action: Action) -> Arm
     let mut env = scenario.env().to_vec();
     env.push(("LOGBOOK_FAILPOINT_RELEASE", release.to_str().unwrap()));
     let (server, api) = start_with(&data, &model, Some(&armed), &env);
-    let session = new_session_with(&api, scenario.policy(), mcp.as_ref()).await;
+    let session = new_session_with(&api, scenario, mcp.as_ref()).await;
     scenario.begin(&api, &session).await;
     Armed { model, mcp, _dir: dir, data, server, api, session }
 }
@@ -546,8 +646,8 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
             break exit;
         }
         assert!(Instant::now() < deadline, "{case}: the server was not killed");
-        if scenario == Scenario::AlwaysAsk && !confirmed {
-            confirmed = confirm_if_asked(&api, &session).await;
+        if scenario.asks() && !confirmed {
+            confirmed = answer_if_asked(&api, scenario, &session).await;
         }
         tokio::time::sleep(POLL).await;
     };
@@ -567,7 +667,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
     match scenario {
-        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Mcp => {}
+        Scenario::AlwaysAllow | Scenario::AlwaysAsk | Scenario::Mcp | Scenario::Denied | Scenario::Custom => {}
         Scenario::Outcome => check_evaluations(case, &events, true),
         Scenario::Compaction => {
             let n = events.iter().filter(|e| e["type"] == "agent.thread_context_compacted").count();
@@ -696,26 +796,40 @@ async fn a_panic_the_recovery_meets_again_still_ends_the_turn() {
     assert!(stderr.contains("every decision reproduced"), "{stderr}");
 }
 
-/// Stalls the runner at the case's point (confirming the call on the way
-/// if asked), sends `input` (durable when its POST returns), releases the
-/// point and waits until the session rests (confirming if asked then).
-async fn land_at(case: &str, scenario: Scenario, point: Point, pass: u64, input: Value) -> Armed {
+/// Arms `<point>:stall@<pass>`, begins the scenario's turn and waits until
+/// the runner is held at the point. On the way the test answers what the
+/// session asks if `answering` (and says whether it did). Nothing is
+/// released.
+async fn stall_at(case: &str, scenario: Scenario, point: Point, pass: u64, answering: bool) -> (Armed, bool) {
     let armed = arm(scenario, point, pass, Action::Stall).await;
-    let (api, session) = (&armed.api, armed.session.as_str());
     let stalled = format!("failpoint {}: stalled", point.name());
     let deadline = Instant::now() + TURN_DEADLINE;
-    let mut confirmed = false;
+    let mut answered = false;
     while !armed.server.output().contains(&stalled) {
         assert!(Instant::now() < deadline, "{case}: the point was not reached");
-        if scenario == Scenario::AlwaysAsk && !confirmed {
-            confirmed = confirm_if_asked(api, session).await;
+        if answering && scenario.asks() && !answered {
+            answered = answer_if_asked(&armed.api, scenario, &armed.session).await;
         }
         tokio::time::sleep(POLL).await;
     }
-    api.send(session, input).await;
+    (armed, answered)
+}
+
+/// Releases the stalled point and waits until the session rests (answering
+/// what it asks then, unless `answered` already).
+async fn release(case: &str, scenario: Scenario, armed: &Armed, mut answered: bool) {
     std::fs::write(release_file(&armed.data), b"").unwrap();
-    api.wait_idle(session, 1).await;
-    settle(case, scenario, api, session, &mut confirmed).await;
+    armed.api.wait_idle(&armed.session, 1).await;
+    settle(case, scenario, &armed.api, &armed.session, &mut answered).await;
+}
+
+/// Stalls the runner at the case's point (answering on the way what the
+/// session asks), sends `input` (durable when its POST returns), releases
+/// the point and waits until the session rests.
+async fn land_at(case: &str, scenario: Scenario, point: Point, pass: u64, input: Value) -> Armed {
+    let (armed, answered) = stall_at(case, scenario, point, pass, true).await;
+    armed.api.send(&armed.session, input).await;
+    release(case, scenario, &armed, answered).await;
     armed
 }
 
@@ -896,15 +1010,9 @@ async fn a_call_cut_short_while_its_sandbox_writes_on_is_answered() {
 /// runner is held, and a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_pending_at_a_restart_records_the_call_it_closes() {
-    let scenario = Scenario::AlwaysAllow;
-    let Armed { model, mcp: _, _dir, data, server, api, session } =
-        arm(scenario, Point::ToolAfterRun, 1, Action::Stall).await;
-    let stalled = format!("failpoint {}: stalled", Point::ToolAfterRun.name());
-    let deadline = Instant::now() + TURN_DEADLINE;
-    while !server.output().contains(&stalled) {
-        assert!(Instant::now() < deadline, "the point was not reached");
-        tokio::time::sleep(POLL).await;
-    }
+    let (scenario, case) = (Scenario::AlwaysAllow, "interrupt pending at a restart");
+    let (Armed { model, mcp: _, _dir, data, server, api, session }, _) =
+        stall_at(case, scenario, Point::ToolAfterRun, 1, false).await;
     api.send(&session, json!([{"type": "user.interrupt"}])).await;
     server.stop();
 
@@ -912,7 +1020,6 @@ async fn an_interrupt_pending_at_a_restart_records_the_call_it_closes() {
     api.wait_idle(&session, 1).await;
     api.wait_runner_quiet().await;
     let events = api.events(&session).await;
-    let case = "interrupt pending at a restart";
     check_log(case, &events, &runs_of(&data, &session));
     check_files(case, &api, &data, &session).await;
     assert_eq!(runs_of(&data, &session).get("run"), Some(&1), "the call ran before the kill");
@@ -935,4 +1042,116 @@ async fn a_message_around_a_compaction_is_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_at_any_point_of_a_turn_calling_mcp_is_answered() {
     sweep(Scenario::Mcp, Fault::Message).await;
+}
+
+/// Goal: an answer sent as soon as its call is listed, before the session
+/// idles asking for it (or before the session object is told of that idle),
+/// is taken as it would be after: the call runs once if allowed and never
+/// if denied (the denial's message in its result), a custom tool's result
+/// reaches the model, the session does not ask again for what it has, and
+/// the turn ends as the model says, whole (as [`check_log`] and
+/// [`check_files`] have it); the whole log reruns and the next turn works.
+/// With `kill`, the server dies right after the answer is durable, and the
+/// restarted one does the same. Method: `<point>:stall` at each of
+/// [`ANSWER_CASES`]; the test answers the call listed last, then releases
+/// the point (or kills the server and starts it again without the point).
+async fn answer_case(case: &str, scenario: Scenario, point: Point, pass: u64, kill: bool) {
+    let (Armed { model, mcp, _dir, data, server, api, session }, _) =
+        stall_at(case, scenario, point, pass, false).await;
+    let listed = api.events(&session).await;
+    let call = listed.iter().rev().find(|e| is_call(e)).unwrap_or_else(|| panic!("{case}: {:#?}", types(&listed)));
+    let call_id = call["id"].clone();
+    api.send(&session, json!([scenario.answer(call)])).await;
+    let (server, api) = if kill {
+        server.stop();
+        start_with(&data, &model, None, scenario.env())
+    } else {
+        std::fs::write(release_file(&data), b"").unwrap();
+        (server, api)
+    };
+    api.wait_idle(&session, 1).await;
+    settle(case, scenario, &api, &session, &mut true).await;
+    let events = api.events(&session).await;
+    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
+    check_files(case, &api, &data, &session).await;
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
+    assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
+    // Not asked for what it has: no question after the answer names the call.
+    let answered = events
+        .iter()
+        .position(|e| {
+            let kind = e["type"].as_str().unwrap();
+            (kind == "user.tool_confirmation" || kind == "user.custom_tool_result")
+                && (e["tool_use_id"] == call_id || e["custom_tool_use_id"] == call_id)
+        })
+        .unwrap_or_else(|| panic!("{case}: the answer is listed: {:#?}", types(&events)));
+    let asked_again = events[answered..]
+        .iter()
+        .filter(|e| e["type"] == "session.status_idle")
+        .any(|e| e["stop_reason"]["event_ids"].as_array().is_some_and(|ids| ids.contains(&call_id)));
+    assert!(!asked_again, "{case}: asked for the answer it had: {:#?}", types(&events));
+    let ran = runs(&data, &session, mcp.as_ref());
+    let result = events.iter().find(|e| is_result(e)).unwrap();
+    match scenario {
+        Scenario::AlwaysAsk => assert_eq!(ran.get("run"), Some(&1), "{case}: the allowed call ran once"),
+        Scenario::Denied => {
+            assert!(ran.is_empty(), "{case}: the denied call ran: {ran:?}");
+            assert_eq!(result["is_error"], true, "{case}: {result}");
+            assert!(result["content"][0]["text"].as_str().unwrap().contains(DENIAL), "{case}: {result}");
+        }
+        Scenario::Custom => {
+            assert_eq!(result["type"], "user.custom_tool_result", "{case}: {result}");
+            let seen = model.requests().iter().any(|request| request.body.to_string().contains(CUSTOM_RESULT));
+            assert!(seen, "{case}: the model got the custom tool's result");
+        }
+        Scenario::AlwaysAllow | Scenario::Outcome | Scenario::Compaction | Scenario::Mcp => {
+            unreachable!("{case}: nothing to answer")
+        }
+    }
+    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_sent_before_the_question_is_taken_even_across_a_kill() {
+    sweep(Scenario::AlwaysAsk, Fault::Answer).await;
+    sweep(Scenario::AlwaysAsk, Fault::AnswerThenKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_sent_before_the_question_is_taken_even_across_a_kill() {
+    sweep(Scenario::Denied, Fault::Answer).await;
+    sweep(Scenario::Denied, Fault::AnswerThenKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_result_sent_before_the_question_is_taken_even_across_a_kill() {
+    sweep(Scenario::Custom, Fault::Answer).await;
+    sweep(Scenario::Custom, Fault::AnswerThenKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_any_point_of_a_turn_calling_a_custom_tool_is_recovered_after_a_restart() {
+    sweep(Scenario::Custom, Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_any_point_of_a_denied_turn_is_recovered_after_a_restart() {
+    sweep(Scenario::Denied, Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_at_any_point_of_a_turn_calling_a_custom_tool_stops_it_cleanly() {
+    sweep(Scenario::Custom, Fault::Interrupt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_at_any_point_of_a_turn_calling_a_custom_tool_ends_the_turn() {
+    sweep(Scenario::Custom, Fault::Panic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_any_point_of_a_turn_calling_a_custom_tool_is_answered() {
+    sweep(Scenario::Custom, Fault::Message).await;
 }
