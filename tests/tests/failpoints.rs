@@ -733,6 +733,10 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
         if matches!(point, Point::GradeAfterStart | Point::GradeAfterVerdict) {
             let end = events.iter().find(|e| e["type"] == "span.outcome_evaluation_end").unwrap();
             assert_eq!(end["result"], "failed", "{case}: the evaluation fails with the turn: {end}");
+            // Billed for the grader's answer, once it was in.
+            if point == Point::GradeAfterVerdict {
+                assert!(end["usage"]["input_tokens"].as_u64().unwrap() > 1, "{case}: {end}");
+            }
         }
     }
     let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
+use logbook_core::event::ModelUsage;
 use logbook_core::{EventId, SessionId, WorkspaceId};
 use logbook_replay::Policy;
 use tokio::sync::{Notify, Semaphore};
@@ -140,6 +141,9 @@ pub(crate) struct TaskSignals {
     /// (by its start's id): kept outside the task, so that a turn a panic
     /// ends is billed for what the provider counted before it.
     reported: Mutex<Option<(EventId, crate::model::Usage)>>,
+    /// What the grading calls of the evaluation under way (by its start's
+    /// id) were billed so far, kept outside the task for the same reason.
+    graded: Mutex<Option<(EventId, ModelUsage)>>,
 }
 
 impl TaskSignals {
@@ -153,6 +157,19 @@ impl TaskSignals {
     pub(crate) fn reported(&self, start_id: EventId) -> Option<crate::model::Usage> {
         let reported = *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         reported.and_then(|(id, usage)| (id == start_id).then_some(usage))
+    }
+
+    /// Notes what the grading calls of the evaluation `start_id` were
+    /// billed so far.
+    pub(crate) fn report_grading(&self, start_id: EventId, usage: ModelUsage) {
+        *self.graded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((start_id, usage));
+    }
+
+    /// What the grading calls of the evaluation `start_id` were billed, if
+    /// this process made any of them.
+    pub(crate) fn graded(&self, start_id: EventId) -> Option<ModelUsage> {
+        let graded = self.graded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        graded.as_ref().and_then(|(id, usage)| (*id == start_id).then(|| usage.clone()))
     }
 
     /// Drops a stored interrupt signal, if any: the interrupt it announced

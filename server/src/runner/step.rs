@@ -542,7 +542,9 @@ impl Task {
                 events.push((None, self.answer(id, ToolOutcome::error(text))));
             }
             // Nor an evaluation: its verdict will never come, so the outcome
-            // ends `failed` (with none under way it stays, for the next turn).
+            // ends `failed` (with none under way it stays, for the next turn),
+            // billed for what its grading calls were (if this process made
+            // them: a restart does not know).
             if let Some(outcome) = self.projection.machine.outcome()
                 && let Some(start_id) = outcome.evaluating
             {
@@ -552,7 +554,7 @@ impl Task {
                     iteration: outcome.iteration,
                     result: OutcomeEvaluationResult::Failed,
                     explanation: "The evaluation stopped on an internal error of the server.".to_owned(),
-                    usage: ModelUsage::default(),
+                    usage: self.signals.graded(start_id).unwrap_or_default(),
                 };
                 events.push((None, Event::SpanOutcomeEvaluationEnd(end)));
             }
@@ -1411,12 +1413,14 @@ impl Task {
                 SideCall::Done { outcome: Ok(response), failed_usage } => {
                     add_usage(&mut usage, &model_usage(&response.usage));
                     add_usage(&mut usage, &failed_usage);
+                    self.signals.report_grading(start_id, usage.clone());
                     break super::outcome::read_verdict(&response.content, response.stop_reason.as_deref());
                 }
                 SideCall::Done { outcome: Err((error, reported)), failed_usage } => {
                     tracing::warn!(session = %self.session, %error, "the grading call failed");
                     add_usage(&mut usage, &reported);
                     add_usage(&mut usage, &failed_usage);
+                    self.signals.report_grading(start_id, usage.clone());
                     let too_long =
                         matches!(&error, ModelError::InvalidRequest { message, .. } if is_over_the_window(message));
                     if too_long && !fitted {
