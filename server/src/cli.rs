@@ -96,6 +96,12 @@ enum Command {
               default_value_t = u32::try_from(crate::state::DEFAULT_MAX_STREAMS_PER_WORKSPACE).unwrap_or(u32::MAX),
               value_parser = clap::value_parser!(u32).range(1..=i64::from(transport::MAX_CONNECTIONS_LIMIT)))]
         max_streams_per_workspace: u32,
+        /// MiB of free space kept on the data directory's disk for work
+        /// under way: below it, clients' new work (messages, outcomes,
+        /// creates, uploads) answers 503 until space is freed; 0 for none.
+        #[arg(long, env = "LOGBOOK_DISK_RESERVE_MIB", default_value_t = crate::diskguard::DEFAULT_RESERVE_BYTES >> 20,
+              value_parser = clap::value_parser!(u64).range(0..=crate::diskguard::MAX_RESERVE_MIB))]
+        disk_reserve_mib: u64,
         /// Store events without running sessions (no model calls): for
         /// benchmarks of the API alone, and for operators who drain a server.
         #[arg(long)]
@@ -297,6 +303,7 @@ pub fn main() -> ExitCode {
             body_read_timeout_secs,
             max_connections,
             max_streams_per_workspace,
+            disk_reserve_mib,
             no_runner,
             git_private_hosts,
             git_ca_file,
@@ -314,6 +321,7 @@ pub fn main() -> ExitCode {
                 body_read_timeout: Duration::from_secs(body_read_timeout_secs),
                 work_lease_ttl_secs,
                 max_streams_per_workspace: usize::try_from(max_streams_per_workspace).unwrap_or(usize::MAX),
+                disk_reserve_bytes: disk_reserve_mib << 20,
                 ..Config::default()
             };
             let git = crate::resources::git::GitSettings::new(git, &git_private_hosts, git_ca_file);
@@ -525,6 +533,16 @@ fn serve(
         let state = AppState::new(store, clock, config, shutdown_rx);
         state.set_audit_key(Arc::new(audit_key));
         state.set_resources_host(Arc::new(crate::resources::Host::new(data, git, disk_limit)));
+        let guard = crate::diskguard::DiskGuard::new(data, state.config().disk_reserve_bytes);
+        if let Some(low) = guard.low(std::time::Instant::now()) {
+            eprintln!(
+                "logbook: WARNING: the data directory's disk has {} MiB free, under the {} MiB reserve \
+                 (--disk-reserve-mib): clients' new work is refused until space is freed",
+                low.free >> 20,
+                low.reserve >> 20
+            );
+        }
+        state.set_disk_guard(guard);
         if no_runner {
             eprintln!("logbook: --no-runner: sessions store their events but do not run");
         } else {

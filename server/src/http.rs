@@ -674,7 +674,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
     // answers every write 503 until the server restarts: unhealthy, so that
     // a supervisor restarts it. Its reason stays in the server's log.
     let writable = state.store().poisoned().is_none();
-    let ok = quarantined.is_empty() && damage.is_empty();
+    // Low on disk, the server takes no new work from clients (`diskguard`).
+    let disk_low = state.disk_guard().is_some_and(|guard| guard.low(Instant::now()).is_some());
+    let ok = quarantined.is_empty() && damage.is_empty() && !disk_low;
     let status = match (writable, ok) {
         (false, _) => "failing",
         (true, true) => "ok",
@@ -689,6 +691,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         // (`logbook verify`, the server's log).
         "quarantined_sessions": quarantined.len(),
         "store_damage": damage.len(),
+        "disk_low": disk_low,
     });
     (code, Json(body)).into_response()
 }
@@ -1071,6 +1074,13 @@ async fn admit(state: &AppState, rules: &RouteRules, request: &mut Request) -> R
     if let Err(wait_ms) = state.limiter().check(tenant.workspace, class, state.now()) {
         state.metrics().rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::rate_limited(wait_ms));
+    }
+    // Low on disk: no new work from clients (workers finish what runs).
+    if principal.scope == KeyScope::Workspace
+        && !crate::diskguard::exempt(request.method(), route.as_deref())
+        && let Some(refused) = state.refuse_for_space()
+    {
+        return Err(refused);
     }
     // Streams, exports and file transfers (`RouteSpec::streaming`) are not
     // cut off by the request timeout.

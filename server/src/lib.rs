@@ -11,6 +11,7 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod diskguard;
 pub mod http;
 pub mod mcp;
 pub mod metrics;

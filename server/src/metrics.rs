@@ -37,6 +37,9 @@ pub struct Metrics {
     pub sse_streams_open: AtomicI64,
     pub sse_events_sent: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Requests refused because the data directory's disk is low on space
+    /// (`crate::diskguard`).
+    pub disk_low_refused: AtomicU64,
     /// Sessions whose next model call or tool run waits for a free work
     /// slot of their workspace (`RunnerConfig::max_working_per_workspace`).
     pub runner_sessions_waiting: AtomicI64,
@@ -123,6 +126,12 @@ impl Metrics {
                 "counter",
                 "Requests refused by rate limits.",
                 self.rate_limited.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "logbook_disk_low_refused_total",
+                "counter",
+                "Requests refused because the data directory's disk was below its reserve of free space.",
+                self.disk_low_refused.load(Ordering::Relaxed) as f64,
             ),
             (
                 "logbook_panics_total",

@@ -35,7 +35,12 @@ const COMMON_ERRORS: &[(u16, &str)] = &[
          open at once as it may; retry after retry-after",
     ),
     (500, "api_error: an internal error, or error_code session_corrupted for a quarantined session"),
-    (503, "api_error: a feature this server is not configured for, or a store that can no longer write durably"),
+    (
+        503,
+        "api_error: a feature this server is not configured for, a store that can no longer write durably, or \
+         (error_code insufficient_storage, x-should-retry: false) new work while the data directory's disk is below \
+         its reserve",
+    ),
     (529, "overloaded_error: the session is too busy to write to right now; retry"),
 ];
 

@@ -40,6 +40,9 @@ pub struct Config {
     /// Most transfers (exports and file uploads) one workspace may have
     /// under way at once (at least 1); see [`Held::Transfer`].
     pub max_transfers_per_workspace: usize,
+    /// Free space kept on the data directory's disk for work under way
+    /// (`crate::diskguard`; 0: none). Only `serve` installs the guard.
+    pub disk_reserve_bytes: u64,
 }
 
 /// Most SSE streams one workspace holds open at once, by default: a quarter
@@ -81,6 +84,7 @@ impl Default for Config {
             work_lease_ttl_secs: crate::api::work::queue::DEFAULT_LEASE_TTL_SECS,
             max_streams_per_workspace: DEFAULT_MAX_STREAMS_PER_WORKSPACE,
             max_transfers_per_workspace: DEFAULT_MAX_TRANSFERS_PER_WORKSPACE,
+            disk_reserve_bytes: crate::diskguard::DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -143,6 +147,9 @@ struct Inner {
     audit_key: std::sync::OnceLock<Arc<crate::audit::AuditKey>>,
     /// Where session resources go on disk, once configured.
     resources_host: std::sync::OnceLock<Arc<crate::resources::Host>>,
+    /// The reserve of free space kept on the data directory's disk, once
+    /// configured (absent: nothing is refused for space).
+    disk_guard: std::sync::OnceLock<crate::diskguard::DiskGuard>,
     /// The millisecond and random part of the last id made, for monotonic ids.
     last_id: std::sync::Mutex<(u64, u128)>,
     /// What workspaces hold open (see [`AppState::hold`]).
@@ -240,6 +247,7 @@ impl AppState {
                 runner: std::sync::OnceLock::new(),
                 audit_key: std::sync::OnceLock::new(),
                 resources_host: std::sync::OnceLock::new(),
+                disk_guard: std::sync::OnceLock::new(),
                 last_id: std::sync::Mutex::new((0, 0)),
                 last_event_ms: std::sync::atomic::AtomicU64::new(0),
                 held: std::sync::Mutex::new(HeldCounts::default()),
@@ -324,6 +332,23 @@ impl AppState {
 
     pub fn resources_host(&self) -> Option<&Arc<crate::resources::Host>> {
         self.inner.resources_host.get()
+    }
+
+    pub fn set_disk_guard(&self, guard: crate::diskguard::DiskGuard) {
+        let _ = self.inner.disk_guard.set(guard);
+    }
+
+    pub fn disk_guard(&self) -> Option<&crate::diskguard::DiskGuard> {
+        self.inner.disk_guard.get()
+    }
+
+    /// Whether the data directory's disk is below its reserve now: what to
+    /// refuse is `crate::diskguard`'s to say. Counts the refusal the caller
+    /// will answer.
+    pub fn refuse_for_space(&self) -> Option<crate::api::error::ApiError> {
+        let low = self.disk_guard()?.low(std::time::Instant::now())?;
+        self.metrics().disk_low_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(crate::api::error::ApiError::insufficient_storage(low))
     }
 
     pub fn previews(&self) -> &Previews {

@@ -156,6 +156,93 @@ async fn custom_tools_wait_for_the_client_result() {
     rerun_check(server, &dir.path().join("data"));
 }
 
+/// Slack either way around the disk reserve of
+/// [`a_disk_below_its_reserve_takes_no_new_work_but_ends_what_runs`]: what
+/// other tests may write or delete on the same disk while it runs.
+const DISK_SLACK_MIB: u64 = 1024;
+
+/// Waits until `/healthz` says the disk is (`low`) or is not below its
+/// reserve: the guard reads the disk again then, so the next request is
+/// judged on the same reading.
+async fn wait_disk_low(api: &Api, low: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = api.get("/healthz").await;
+        if health["disk_low"] == low {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/healthz never said disk_low {low}: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Goal: with the data directory's disk below its reserve
+/// (`--disk-reserve-mib`), clients' new work is refused (503 api_error
+/// `insufficient_storage`, not to be retried at once) while work under way
+/// ends: a custom tool's result is taken and its turn answered; once space
+/// is freed, new work is taken and answered again, with no restart.
+/// Method: the real server with a reserve [`DISK_SLACK_MIB`] under the
+/// disk's free space; a file of twice that allocated (`fallocate`) beside
+/// the data directory while the session waits for the tool's result, then
+/// removed. The guard reads the disk at most every 250 ms: the test waits
+/// until `/healthz` reports each change before it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_below_its_reserve_takes_no_new_work_but_ends_what_runs() {
+    use logbook_server::diskguard::{DiskGuard, Free};
+    let model = FakeModel::start(vec![
+        json!({"content": [{"type": "tool_use", "id": "toolu_w", "name": "get_weather", "input": {"city": "Oslo"}}],
+               "stop_reason": "tool_use"}),
+        json!({"content": [{"type": "text", "text": "It is cold in Oslo."}], "stop_reason": "end_turn"}),
+        json!({"content": [{"type": "text", "text": "Back."}], "stop_reason": "end_turn"}),
+    ])
+    .expect("fake starts");
+    let dir = tempfile::tempdir().unwrap();
+    let Free::Bytes(free) = DiskGuard::new(dir.path(), 1).free(Instant::now()) else { panic!("statvfs") };
+    let free_mib = free >> 20;
+    assert!(free_mib > 3 * DISK_SLACK_MIB, "this test needs {} MiB free, the disk has {free_mib}", 3 * DISK_SLACK_MIB);
+    let reserve = (free_mib - DISK_SLACK_MIB).to_string();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &model, &[("LOGBOOK_DISK_RESERVE_MIB", reserve.as_str())]);
+    let api = Api::new(&server);
+    let session = new_session(&api, toolset("always_allow")).await;
+    api.send(&session, user_message("weather?")).await;
+    let events = api.wait_idle(&session, 1).await;
+    let call = events.iter().find(|e| e["type"] == "agent.custom_tool_use").unwrap()["id"].clone();
+
+    // The disk fills beyond the reserve.
+    let filler = dir.path().join("filler");
+    let size = format!("{}MiB", 2 * DISK_SLACK_MIB);
+    let status = std::process::Command::new("fallocate").args(["-l", &size]).arg(&filler).status().unwrap();
+    assert!(status.success(), "fallocate -l {size}: {status}");
+    wait_disk_low(&api, true).await;
+    let path = format!("/v1/sessions/{session}/events");
+    let (status, refusal) = api.raw(reqwest::Method::POST, &path, Some(json!({"events": user_message("more?")}))).await;
+    assert_eq!(status, 503, "{refusal}");
+    assert_eq!(refusal["error"]["type"], "api_error", "{refusal}");
+    assert_eq!(refusal["error"]["details"]["error_code"], "insufficient_storage", "{refusal}");
+
+    // What runs ends: the tool's result is taken and its turn answered.
+    let idles = api.events(&session).await.iter().filter(|e| e["type"] == "session.status_idle").count();
+    api.send(
+        &session,
+        json!([{"type": "user.custom_tool_result", "custom_tool_use_id": call,
+                "content": [{"type": "text", "text": "-3 C"}]}]),
+    )
+    .await;
+    let events = api.wait_idle(&session, idles + 1).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert!(events.iter().any(|e| e["type"] == "agent.message"), "{:#?}", types(&events));
+
+    // Space freed: new work is taken again, and answered.
+    std::fs::remove_file(&filler).unwrap();
+    wait_disk_low(&api, false).await;
+    api.send(&session, user_message("back?")).await;
+    let events = api.wait_idle(&session, idles + 2).await;
+    assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
+    assert!(api.metric("logbook_disk_low_refused_total").await >= 1.0);
+    rerun_check(server, &data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried_and_a_rejected_key_ends_the_turn() {
     let model = FakeModel::start(vec![

@@ -177,6 +177,22 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Api, message)
     }
 
+    /// 503 while the data directory's disk is below its reserve of free
+    /// space (`crate::diskguard`): the server takes no new work until an
+    /// operator frees space, so the SDKs are told not to retry at once.
+    pub fn insufficient_storage(low: crate::diskguard::Low) -> ApiError {
+        const MIB: u64 = 1 << 20;
+        let mut err = ApiError::unavailable(format!(
+            "the server is low on disk space ({} MiB free, {} MiB kept for work under way): it takes no new work \
+             until space is freed; reads, interrupts, confirmations, tool results, archives and deletes still work",
+            low.free / MIB,
+            low.reserve / MIB
+        ))
+        .with_code("insufficient_storage");
+        err.should_retry = Some(false);
+        err
+    }
+
     /// 529 `overloaded_error`, as the API answers when it is busy: a retry
     /// shortly after may succeed (the SDKs retry it by default).
     pub fn overloaded(message: impl Into<String>) -> ApiError {

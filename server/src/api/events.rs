@@ -82,6 +82,15 @@ pub async fn send(
         return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
     }
     check_sender(&principal, &body.events)?;
+    let starts_work = |event: &Value| {
+        let kind = event.get("type").and_then(Value::as_str).and_then(|kind| kind.parse::<EventType>().ok());
+        kind.and_then(EventType::as_input).is_some_and(crate::diskguard::starts_work)
+    };
+    if body.events.iter().any(starts_work)
+        && let Some(refused) = state.refuse_for_space()
+    {
+        return Err(refused);
+    }
     // Small sends (nearly all) are checked and submitted inline on the async
     // thread: what they read is in memory in all but cold cases, and a hop to
     // the blocking pool cost more than the work itself. A large one would hold

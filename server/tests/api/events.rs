@@ -979,3 +979,57 @@ fn png_base64(width: u32, height: u32) -> String {
     png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
     base64::engine::general_purpose::STANDARD.encode(png)
 }
+
+#[tokio::test]
+async fn low_on_disk_new_work_is_refused_and_work_under_way_winds_down() {
+    // Goal: below the data directory's reserve of free space
+    // (`logbook_server::diskguard`), what would start new work answers 503
+    // api_error with error_code insufficient_storage and x-should-retry
+    // false, and is counted; reads, interrupts, archives and deletes still
+    // work, and /healthz says the server is degraded. Method: objects made
+    // first, then a guard whose reserve no disk has (u64::MAX).
+    let h = Harness::new();
+    let session = h.quick_session().await;
+    let sid = id(&session).to_owned();
+    let agent = h.agent("kept").await;
+    let env = h.env("kept").await;
+    let events = format!("/v1/sessions/{sid}/events");
+    assert_eq!(h.get("/healthz").await.ok()["disk_low"], false);
+    h.state.set_disk_guard(logbook_server::diskguard::DiskGuard::new(&h.data_dir(), u64::MAX));
+
+    let refused = |resp: crate::harness::Resp, what: &str| {
+        let body = resp.error(503, "api_error");
+        assert_eq!(body["error"]["details"]["error_code"], "insufficient_storage", "{what}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("low on disk space"), "{what}: {body}");
+        assert_eq!(resp.header("x-should-retry"), Some("false"), "{what}");
+    };
+    let new_agent = json!({"name": "new", "model": "claude-sonnet-4-6"});
+    refused(h.post("/v1/agents", &new_agent).await, "an agent");
+    refused(h.post("/v1/environments", &json!({"name": "new"})).await, "an environment");
+    refused(h.post("/v1/sessions", &json!({"agent": agent["id"], "environment_id": env["id"]})).await, "a session");
+    refused(
+        h.post(&format!("/v1/agents/{}", id(&agent)), &json!({"version": 1, "name": "renamed"})).await,
+        "an update",
+    );
+    refused(h.upload_as(&h.key_a, "a.txt", "text/plain", b"contents").await, "an upload");
+    refused(h.post(&events, &events_body(vec![user_message("hello")])).await, "a message");
+    let outcome =
+        json!({"type": "user.define_outcome", "description": "d", "rubric": {"type": "text", "content": "r"}});
+    refused(h.post(&events, &events_body(vec![outcome])).await, "an outcome");
+    // A request that starts work is refused whole, an interrupt with it too.
+    let both = events_body(vec![json!({"type": "user.interrupt"}), user_message("and this")]);
+    refused(h.post(&events, &both).await, "an interrupt with a message");
+    assert_eq!(h.events(&session).await.len(), 0, "nothing refused was appended");
+
+    // Reads, an interrupt, archives and deletes go through.
+    assert_eq!(h.get(&format!("/v1/sessions/{sid}")).await.ok()["id"], sid.as_str());
+    h.get(&events).await.ok();
+    h.post(&events, &events_body(vec![json!({"type": "user.interrupt"})])).await.ok();
+    h.post_empty(&format!("/v1/agents/{}/archive", id(&agent))).await.ok();
+    h.delete(&format!("/v1/sessions/{sid}")).await.ok();
+
+    let health = h.get("/healthz").await.ok();
+    assert_eq!((&health["status"], &health["disk_low"]), (&json!("degraded"), &json!(true)), "{health}");
+    let metrics = h.get("/metrics").await.text();
+    assert!(metrics.contains("logbook_disk_low_refused_total 8\n"), "{metrics}");
+}
