@@ -15,8 +15,8 @@
 //!
 //! What is refused while space is low (503 `api_error`, code
 //! `insufficient_storage`, `x-should-retry: false`): every write route
-//! taken with a workspace key (creates, updates, uploads, resources, forks,
-//! imports), except archives, deletes and the work queue's, and on the
+//! taken with a workspace key (creates, updates, uploads, new resources,
+//! forks, a queued health check) but those of [`LET_THROUGH`], and on the
 //! events route a request with an event that starts work (`user.message`,
 //! `user.define_outcome`, `system.message`). Calls made with a worker's
 //! credential (polls, heartbeats, results) are never refused: they finish
@@ -29,6 +29,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
@@ -43,22 +44,24 @@ pub const MAX_RESERVE_MIB: u64 = 1 << 20;
 /// Longest a reading of the free space is used for.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-/// Seconds a refused client is told to wait before trying again.
-pub const RETRY_AFTER_SECS: u64 = 30;
-
 /// The guard of one data directory.
 #[derive(Debug)]
 pub struct DiskGuard {
     path: PathBuf,
     reserve: u64,
-    last: Mutex<Option<Sample>>,
+    /// When the guard was made: readings are timed from it.
+    base: Instant,
+    /// The last reading: free bytes ([`UNKNOWN`] when it failed) and its
+    /// time in microseconds after `base` ([`NEVER`] before the first).
+    free: AtomicU64,
+    read_at: AtomicU64,
+    /// Held by the one request reading the disk; the others meanwhile use
+    /// the last reading rather than wait on a slow file system.
+    reading: Mutex<()>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    free: Free,
-}
+const UNKNOWN: u64 = u64::MAX;
+const NEVER: u64 = u64::MAX;
 
 /// What a reading of the file system said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +84,14 @@ impl DiskGuard {
     /// A guard keeping `reserve` bytes free on the file system of `path`
     /// (0: no guard).
     pub fn new(path: &Path, reserve: u64) -> DiskGuard {
-        DiskGuard { path: path.to_owned(), reserve, last: Mutex::new(None) }
+        DiskGuard {
+            path: path.to_owned(),
+            reserve,
+            base: Instant::now(),
+            free: AtomicU64::new(UNKNOWN),
+            read_at: AtomicU64::new(NEVER),
+            reading: Mutex::new(()),
+        }
     }
 
     pub fn reserve(&self) -> u64 {
@@ -100,41 +110,68 @@ impl DiskGuard {
     }
 
     /// The free space, read again if the last reading is older than
-    /// [`SAMPLE_EVERY`].
+    /// [`SAMPLE_EVERY`] (unless another request is reading it: then the last
+    /// reading, or [`Free::Unknown`] before the first).
     pub fn free(&self, now: Instant) -> Free {
-        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(sample) = *last
-            && now.saturating_duration_since(sample.at) < SAMPLE_EVERY
-        {
-            return sample.free;
+        let micros =
+            |at: Instant| u64::try_from(at.saturating_duration_since(self.base).as_micros()).unwrap_or(NEVER - 1);
+        let last = || match self.free.load(Ordering::Acquire) {
+            UNKNOWN => Free::Unknown,
+            bytes => Free::Bytes(bytes),
+        };
+        let read_at = self.read_at.load(Ordering::Acquire);
+        let fresh = read_at != NEVER && micros(now).saturating_sub(read_at) < SAMPLE_EVERY.as_micros() as u64;
+        if fresh {
+            return last();
         }
+        let Ok(_reading) = self.reading.try_lock() else { return last() };
         let free = match rustix::fs::statvfs(&self.path) {
-            Ok(fs) => Free::Bytes(fs.f_bavail.saturating_mul(fs.f_frsize)),
+            Ok(fs) => Free::Bytes(fs.f_bavail.saturating_mul(fs.f_frsize).min(UNKNOWN - 1)),
             Err(err) => {
                 tracing::warn!(path = %self.path.display(), error = %err, "cannot read the data directory's free space");
                 Free::Unknown
             }
         };
-        *last = Some(Sample { at: now, free });
+        let stored = match free {
+            Free::Bytes(bytes) => bytes,
+            Free::Unknown => UNKNOWN,
+        };
+        self.free.store(stored, Ordering::Release);
+        self.read_at.store(micros(now), Ordering::Release);
         free
-    }
-}
-
-/// Whether a request taken with a workspace key is let through while space
-/// is low: reads, archives, deletes and the work queue's calls (a stop, an
-/// ack: they serve or wind down work under way) are; other writes are not
-/// (the events route judges its events itself, with [`starts_work`]).
-pub fn exempt(method: &Method, route: Option<&str>) -> bool {
-    match *method {
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE => true,
-        _ => {
-            route.is_some_and(|route| route.ends_with("/archive") || route.contains("/work/") || route == EVENTS_ROUTE)
-        }
     }
 }
 
 /// The route whose events [`starts_work`] judges one by one.
 pub const EVENTS_ROUTE: &str = "/v1/sessions/{session_id}/events";
+
+/// The write routes a workspace key may still take while space is low:
+/// they wind work down (archives, a work item's stop), serve work under way
+/// (the events route, whose events [`starts_work`] judges; a work item's
+/// ack and heartbeat; a repository resource's new token, which its running
+/// turn may need), or only read (a consistency check).
+pub const LET_THROUGH: [&str; 10] = [
+    "/v1/agents/{agent_id}/archive",
+    "/v1/environments/{environment_id}/archive",
+    "/v1/sessions/{session_id}/archive",
+    "/v1/sessions/{session_id}/threads/{thread_id}/archive",
+    EVENTS_ROUTE,
+    "/v1/environments/{environment_id}/work/{work_id}/stop",
+    "/v1/environments/{environment_id}/work/{work_id}/ack",
+    "/v1/environments/{environment_id}/work/{work_id}/heartbeat",
+    "/v1/sessions/{session_id}/resources/{resource_id}",
+    "/x/v1/sessions/{session_id}/consistency",
+];
+
+/// Whether a request taken with a workspace key on `route` (a route of the
+/// API with this method) is let through while space is low: reads, deletes
+/// and [`LET_THROUGH`] are; other writes are not.
+pub fn exempt(method: &Method, route: &str) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE => true,
+        _ => LET_THROUGH.contains(&route),
+    }
+}
 
 /// Whether an input event starts new work (a turn, an outcome): refused
 /// while space is low. Interrupts, confirmations and tool results wind
@@ -169,16 +206,22 @@ mod tests {
 
     #[test]
     fn what_winds_work_down_goes_through_and_new_work_does_not() {
-        let events = Some(EVENTS_ROUTE);
-        assert!(exempt(&Method::GET, Some("/v1/agents")));
-        assert!(exempt(&Method::DELETE, Some("/v1/sessions/{session_id}")));
-        assert!(exempt(&Method::POST, Some("/v1/sessions/{session_id}/archive")));
-        assert!(exempt(&Method::POST, Some("/v1/environments/{environment_id}/work/{work_id}/stop")));
-        assert!(exempt(&Method::POST, events));
-        assert!(!exempt(&Method::POST, Some("/v1/agents")));
-        assert!(!exempt(&Method::POST, Some("/v1/files")));
-        assert!(!exempt(&Method::POST, Some("/x/v1/sessions/{session_id}/fork")));
-        assert!(!exempt(&Method::POST, None), "an unmatched route is not let through");
+        assert!(exempt(&Method::GET, "/v1/agents"));
+        assert!(exempt(&Method::DELETE, "/v1/sessions/{session_id}"));
+        assert!(exempt(&Method::POST, "/v1/sessions/{session_id}/archive"));
+        assert!(exempt(&Method::POST, "/v1/environments/{environment_id}/work/{work_id}/stop"));
+        assert!(exempt(&Method::POST, EVENTS_ROUTE));
+        assert!(!exempt(&Method::POST, "/v1/agents"));
+        assert!(!exempt(&Method::POST, "/v1/files"));
+        assert!(!exempt(&Method::POST, "/x/v1/sessions/{session_id}/fork"));
+        assert!(!exempt(&Method::POST, "/x/v1/environments/{environment_id}/work/healthcheck"), "it queues work");
+        assert!(!exempt(&Method::POST, "/v1/environments/{environment_id}/work/{work_id}"), "an update");
+        // Every route let through is a POST route of the API.
+        let routes = crate::http::routes();
+        for route in LET_THROUGH {
+            let known = routes.iter().any(|spec| spec.method == Method::POST && spec.path == route);
+            assert!(known, "{route} is no POST route of the API");
+        }
         use logbook_core::event::InputType;
         assert!(starts_work(InputType::UserMessage) && starts_work(InputType::SystemMessage));
         assert!(!starts_work(InputType::UserInterrupt) && !starts_work(InputType::UserCustomToolResult));

@@ -1037,7 +1037,8 @@ async fn admit(state: &AppState, rules: &RouteRules, request: &mut Request) -> R
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
     // axum answers HEAD with the route's GET handler: it is judged by GET's rule.
     let method = if request.method() == Method::HEAD { Method::GET } else { request.method().clone() };
-    let rule = route.as_deref().and_then(|path| rules.get(&(method, path))).copied().unwrap_or(RouteRule::UNMATCHED);
+    let rule =
+        route.as_deref().and_then(|path| rules.get(&(method.clone(), path))).copied().unwrap_or(RouteRule::UNMATCHED);
     let route_access = rule.access;
     let now = state.now();
     let hash = tenancy::key_hash(&key);
@@ -1077,7 +1078,8 @@ async fn admit(state: &AppState, rules: &RouteRules, request: &mut Request) -> R
     }
     // Low on disk: no new work from clients (workers finish what runs).
     if principal.scope == KeyScope::Workspace
-        && !crate::diskguard::exempt(request.method(), route.as_deref())
+        && let Some(path) = route.as_deref()
+        && !crate::diskguard::exempt(&method, path)
         && let Some(refused) = state.refuse_for_space()
     {
         return Err(refused);

@@ -80,6 +80,10 @@ impl Launch {
             .arg(data)
             .env("LOGBOOK_BOOTSTRAP_KEY", key)
             .env("LOGBOOK_LOG", "warn")
+            // No disk reserve: a test that fills the disk (the one of the
+            // reserve, which sets its own) must not make the others refuse
+            // work. Given again, `env` replaces it.
+            .env("LOGBOOK_DISK_RESERVE_MIB", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         Launch { command, key: key.to_owned(), stderr: Stderr::Forward }

@@ -3,8 +3,8 @@
 //!
 //! Goal: whatever point of a turn the server dies at (SIGKILL) or panics
 //! at, the session ends up idle with every call answered by exactly one
-//! result (a custom tool's by the client's, or the server's closing it), every model request closed, and the
-//! non-idempotent command (`echo run >> runs.txt`, or an MCP server's
+//! result (a custom tool's by the client's, or the server's closing it),
+//! every model request closed, and the non-idempotent command (`echo run >> runs.txt`, or an MCP server's
 //! `echo`) run at most once, and run exactly once if its result says it
 //! succeeded; the log's workspace the one on disk; `logbook rerun`
 //! reproduces every decision of the log; the next turn works. After a

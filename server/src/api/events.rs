@@ -82,11 +82,12 @@ pub async fn send(
         return Err(ApiError::invalid(format!("events: at most {MAX_EVENTS_PER_SEND} events per request")));
     }
     check_sender(&principal, &body.events)?;
-    let starts_work = |event: &Value| {
+    // Low on disk, no new work (`diskguard`).
+    let needs_space = |event: &Value| {
         let kind = event.get("type").and_then(Value::as_str).and_then(|kind| kind.parse::<EventType>().ok());
         kind.and_then(EventType::as_input).is_some_and(crate::diskguard::starts_work)
     };
-    if body.events.iter().any(starts_work)
+    if body.events.iter().any(needs_space)
         && let Some(refused) = state.refuse_for_space()
     {
         return Err(refused);

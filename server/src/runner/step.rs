@@ -1435,6 +1435,7 @@ impl Task {
                     // The interrupt ends the outcome next; what the grader
                     // was billed goes with that end.
                     add_usage(&mut usage, &billed);
+                    self.signals.report_grading(start_id, usage.clone());
                     self.interrupted_grading = Some(usage);
                     return Ok(());
                 }

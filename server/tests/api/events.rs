@@ -1020,6 +1020,8 @@ async fn low_on_disk_new_work_is_refused_and_work_under_way_winds_down() {
     let both = events_body(vec![json!({"type": "user.interrupt"}), user_message("and this")]);
     refused(h.post(&events, &both).await, "an interrupt with a message");
     assert_eq!(h.events(&session).await.len(), 0, "nothing refused was appended");
+    // A method the route lacks is still a 405, not a refusal for space.
+    assert_eq!(h.post(&format!("{events}/stream"), &json!({})).await.status.as_u16(), 405);
 
     // Reads, an interrupt, archives and deletes go through.
     assert_eq!(h.get(&format!("/v1/sessions/{sid}")).await.ok()["id"], sid.as_str());
