@@ -185,8 +185,8 @@ async fn wait_disk_low(api: &Api, low: bool) {
 /// disk's free space; a file of twice that allocated (`fallocate`) beside
 /// the data directory while the session waits for the tool's result, then
 /// removed (other test servers run with no reserve, so the file does not
-/// make them refuse work). The guard reads the disk at most every 250 ms: the test waits
-/// until `/healthz` reports each change before it sends.
+/// make them refuse work). The guard reads the disk at most every 250 ms:
+/// the test waits until `/healthz` reports each change before it sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_below_its_reserve_takes_no_new_work_but_ends_what_runs() {
     use logbook_server::diskguard::{DiskGuard, Free};
