@@ -146,3 +146,41 @@ def test_unknown_route_is_404_envelope(server) -> None:
     )
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+def test_503_insufficient_storage_below_the_disk_reserve(tmp_path) -> None:
+    """Goal: below the data directory's disk reserve, new work answers 503,
+    which the SDK raises as ServiceUnavailableError with error_code
+    `insufficient_storage` and does not retry (x-should-retry: false), while
+    reads still answer. Method: a server of its own whose reserve (1 TiB,
+    `--disk-reserve-mib` at its largest) is above the disk's free space."""
+    import os
+    import secrets
+
+    from runner_conftest_helpers import DEFAULT_LOGBOOK_BIN, SERVING_RE, _binary, _spawn
+
+    reserve_mib = 1 << 20
+    disk = os.statvfs(tmp_path)
+    assert disk.f_bavail * disk.f_frsize < reserve_mib << 20, "this test needs a disk with under 1 TiB free"
+    key = f"sk-logbook-{secrets.token_hex(16)}"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LOGBOOK_")}
+    env["LOGBOOK_BOOTSTRAP_KEY"] = key
+    binary = _binary("LOGBOOK_BIN", DEFAULT_LOGBOOK_BIN, "cargo build -p logbook-server --bin logbook")
+    cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "data"), "--no-runner",
+           "--disk-reserve-mib", str(reserve_mib)]
+    proc = _spawn("logbook (disk reserve)", cmd, env, SERVING_RE, "stderr")
+    try:
+        requests: list = []
+        http = httpx2.Client(event_hooks={"request": [requests.append]})
+        client = anthropic.Anthropic(api_key=key, base_url=proc.url, max_retries=2, http_client=http,
+                                     _strict_response_validation=True)
+        with pytest.raises(anthropic.ServiceUnavailableError) as info:
+            client.beta.agents.create(name=unique("agent"), model=MODEL)
+        check_envelope(info.value, 503, "api_error")
+        assert info.value.error_code == "insufficient_storage"
+        assert info.value.response.headers.get("x-should-retry") == "false"
+        assert len(requests) == 1, f"the SDK retried: {len(requests)} requests"
+        assert list(client.beta.agents.list()) == []
+        assert "under the" in proc.tail(), "the server warns at start-up"
+    finally:
+        proc.stop()
