@@ -140,38 +140,36 @@ pub(crate) struct TaskSignals {
     /// What the provider reported so far of the model request in flight
     /// (by its start's id): kept outside the task, so that a turn a panic
     /// ends is billed for what the provider counted before it.
-    reported: Mutex<Option<(EventId, crate::model::Usage)>>,
+    pub(crate) reported: KeptFor<crate::model::Usage>,
     /// What the grading calls of the evaluation under way (by its start's
     /// id) were billed so far, kept outside the task for the same reason.
-    graded: Mutex<Option<(EventId, ModelUsage)>>,
+    pub(crate) graded: KeptFor<ModelUsage>,
+}
+
+/// A value kept for one event (a request's or an evaluation's start) and
+/// read back only for that event: a later one replaces it.
+#[derive(Debug)]
+pub(crate) struct KeptFor<T>(Mutex<Option<(EventId, T)>>);
+
+impl<T> Default for KeptFor<T> {
+    fn default() -> Self {
+        KeptFor(Mutex::new(None))
+    }
+}
+
+impl<T: Clone> KeptFor<T> {
+    pub(crate) fn set(&self, id: EventId, value: T) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((id, value));
+    }
+
+    /// The value kept for `id`, if this process kept one.
+    pub(crate) fn get(&self, id: EventId) -> Option<T> {
+        let kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.as_ref().and_then(|(kept_for, value)| (*kept_for == id).then(|| value.clone()))
+    }
 }
 
 impl TaskSignals {
-    /// Notes what the provider reported of the request `start_id`.
-    pub(crate) fn report(&self, start_id: EventId, usage: crate::model::Usage) {
-        *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((start_id, usage));
-    }
-
-    /// What the provider reported of the request `start_id`, if this
-    /// process saw any of it.
-    pub(crate) fn reported(&self, start_id: EventId) -> Option<crate::model::Usage> {
-        let reported = *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        reported.and_then(|(id, usage)| (id == start_id).then_some(usage))
-    }
-
-    /// Notes what the grading calls of the evaluation `start_id` were
-    /// billed so far.
-    pub(crate) fn report_grading(&self, start_id: EventId, usage: ModelUsage) {
-        *self.graded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((start_id, usage));
-    }
-
-    /// What the grading calls of the evaluation `start_id` were billed, if
-    /// this process made any of them.
-    pub(crate) fn graded(&self, start_id: EventId) -> Option<ModelUsage> {
-        let graded = self.graded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        graded.as_ref().and_then(|(id, usage)| (*id == start_id).then(|| usage.clone()))
-    }
-
     /// Drops a stored interrupt signal, if any: the interrupt it announced
     /// is in the log, which the task reads next.
     pub(crate) fn forget_interrupt(&self) {

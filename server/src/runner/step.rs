@@ -307,7 +307,7 @@ impl Task {
                     // A call a restart cut short may have run: what it changed
                     // is recorded as its changes first, and the run loop,
                     // catching up, decides again.
-                    if reason == FailReason::Orphaned && self.record_cut_short(&ids).await? {
+                    if reason == FailReason::Orphaned && self.record_cut_short().await? {
                         continue;
                     }
                     let text = match reason {
@@ -340,14 +340,7 @@ impl Task {
                 Command::Interrupt { open } => {
                     // A started call the interrupt closes may have run (after
                     // a restart, say): its changes are recorded first.
-                    let started: Vec<EventId> = self
-                        .projection
-                        .machine
-                        .open_tools()
-                        .filter(|(_, tool)| tool.started)
-                        .map(|(id, _)| id)
-                        .collect();
-                    if self.record_cut_short(&started).await? {
+                    if self.record_cut_short().await? {
                         continue;
                     }
                     let text = "Tool execution was interrupted before completion. Please retry.";
@@ -503,9 +496,7 @@ impl Task {
             // What a call that started changed is recorded as its changes
             // (it may have run); then catch up and close.
             // Best effort: the turn must end even if that cannot be recorded.
-            let started: Vec<EventId> =
-                self.projection.machine.open_tools().filter(|(_, tool)| tool.started).map(|(id, _)| id).collect();
-            match self.record_cut_short(&started).await {
+            match self.record_cut_short().await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(err) => {
@@ -522,7 +513,7 @@ impl Task {
             // The open request is billed for what the provider reported of it
             // (if this process saw it: a restart does not know).
             if let Some(start_id) = self.projection.machine.open_request() {
-                let usage = self.signals.reported(start_id).unwrap_or_default();
+                let usage = self.signals.reported.get(start_id).unwrap_or_default();
                 events.push((None, request_end(start_id, model_usage(&usage), true)));
                 events.extend(server_tool_requests(start_id, &usage));
             }
@@ -554,7 +545,7 @@ impl Task {
                     iteration: outcome.iteration,
                     result: OutcomeEvaluationResult::Failed,
                     explanation: "The evaluation stopped on an internal error of the server.".to_owned(),
-                    usage: self.signals.graded(start_id).unwrap_or_default(),
+                    usage: self.signals.graded.get(start_id).unwrap_or_default(),
                 };
                 events.push((None, Event::SpanOutcomeEvaluationEnd(end)));
             }
@@ -932,7 +923,7 @@ impl Task {
                 }
                 StreamEvent::MessageStart { usage, .. } | StreamEvent::MessageDelta { usage, .. } => {
                     reported = usage;
-                    signals.report(start_id, usage);
+                    signals.reported.set(start_id, usage);
                 }
                 StreamEvent::ThinkingDelta { .. }
                 | StreamEvent::InputJsonDelta { .. }
@@ -953,7 +944,7 @@ impl Task {
             }
             Some(Err(error)) => self.model_failed(start_id, attempt, error, &reported).await,
             Some(Ok(response)) => {
-                self.signals.report(start_id, response.usage);
+                self.signals.reported.set(start_id, response.usage);
                 failpoint::pass(Point::ModelAfterResponse);
                 self.last_error = None;
                 let usage = model_usage(&response.usage);
@@ -1413,14 +1404,14 @@ impl Task {
                 SideCall::Done { outcome: Ok(response), failed_usage } => {
                     add_usage(&mut usage, &model_usage(&response.usage));
                     add_usage(&mut usage, &failed_usage);
-                    self.signals.report_grading(start_id, usage.clone());
+                    self.signals.graded.set(start_id, usage.clone());
                     break super::outcome::read_verdict(&response.content, response.stop_reason.as_deref());
                 }
                 SideCall::Done { outcome: Err((error, reported)), failed_usage } => {
                     tracing::warn!(session = %self.session, %error, "the grading call failed");
                     add_usage(&mut usage, &reported);
                     add_usage(&mut usage, &failed_usage);
-                    self.signals.report_grading(start_id, usage.clone());
+                    self.signals.graded.set(start_id, usage.clone());
                     let too_long =
                         matches!(&error, ModelError::InvalidRequest { message, .. } if is_over_the_window(message));
                     if too_long && !fitted {
@@ -1435,7 +1426,7 @@ impl Task {
                     // The interrupt ends the outcome next; what the grader
                     // was billed goes with that end.
                     add_usage(&mut usage, &billed);
-                    self.signals.report_grading(start_id, usage.clone());
+                    self.signals.graded.set(start_id, usage.clone());
                     self.interrupted_grading = Some(usage);
                     return Ok(());
                 }
@@ -1713,17 +1704,19 @@ impl Task {
     }
 
     /// Records what the workspace shows changed since the log's last delta
-    /// as the changes of `started[0]`, calls that were cut short (by a
-    /// restart, a failed turn, or an interrupt found after a restart) after
-    /// they started and may have run, so that the log's workspace stays the
+    /// as the changes of the first open call that started: calls cut short
+    /// (by a restart, a failed turn, or an interrupt found after a restart)
+    /// after they started may have run (the first takes every change: one
+    /// scan cannot tell whose they are), so that the log's workspace stays the
     /// disk's (a fork, a replay and the files API read the log's); only
     /// where the files are kept here (a self-hosted worker keeps its own).
     /// `true` if anything was appended. Tried once per call, even if that
     /// fails (a later call's scan then records the changes): a process left
     /// running in the sandbox may write on, and the call must still be
     /// answered.
-    async fn record_cut_short(&mut self, started: &[EventId]) -> Result<bool, ApiError> {
-        let Some(&id) = started.first() else { return Ok(false) };
+    async fn record_cut_short(&mut self) -> Result<bool, ApiError> {
+        let started = self.projection.machine.open_tools().find(|(_, tool)| tool.started);
+        let Some((id, _)) = started else { return Ok(false) };
         if self.cut_short.replace(id) == Some(id) {
             return Ok(false);
         }
