@@ -228,6 +228,14 @@ fn assert_each_ends_once(what: &str, events: &[Value], start: &str, end: &str, f
     started.len()
 }
 
+/// The checks of a session at rest: its log ([`check_log`], against the
+/// runs of its calls), its files ([`check_files`]) and its status, idle.
+async fn check_rest(case: &str, api: &Api, data: &Path, session: &str, mcp: Option<&McpServer>, events: &[Value]) {
+    check_log(case, events, &runs(data, session, mcp));
+    check_files(case, api, data, session).await;
+    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+}
+
 /// The log's workspace at its head is the one on disk: what a call changed
 /// is recorded even when the call's turn was cut short (a fork, a replay
 /// and the files API all read the log's).
@@ -261,17 +269,10 @@ fn runs_of(data: &Path, session: &str) -> HashMap<String, usize> {
     counts
 }
 
-/// The next turn runs and ends as the model says, and the whole log reruns.
-/// (Under `always_ask` the test allows the call it asks about, if any.)
-async fn next_turn_and_rerun(
-    case: &str,
-    scenario: Scenario,
-    server: Server,
-    api: &Api,
-    data: &Path,
-    session: &str,
-    n_idles: usize,
-) {
+/// The next turn of the session (at rest) runs and ends as the model says,
+/// and the whole log reruns. (In a turn that asks, the test answers.)
+async fn next_turn_and_rerun(case: &str, scenario: Scenario, server: Server, api: &Api, data: &Path, session: &str) {
+    let n_idles = api.events(session).await.iter().filter(|e| e["type"] == "session.status_idle").count();
     api.send(session, user_message("and now?")).await;
     api.wait_idle(session, n_idles + 1).await;
     settle(case, scenario, api, session, &mut false).await;
@@ -659,9 +660,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let (server, api) = start_with(&data, &model, None, scenario.env());
     settle(case, scenario, &api, &session, &mut confirmed).await;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
-    check_files(case, &api, &data, &session).await;
-    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    check_rest(case, &api, &data, &session, mcp.as_ref(), &events).await;
     // The crash is not an error of the turn: it ends as the model says.
     let last = events.last().unwrap();
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
@@ -674,8 +673,7 @@ async fn kill_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
             assert!(n >= 2, "{case}: {n} compactions: {:#?}", types(&events));
         }
     }
-    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session).await;
 }
 
 async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
@@ -685,9 +683,7 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let mut confirmed = false;
     settle(case, scenario, &api, &session, &mut confirmed).await;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
-    check_files(case, &api, &data, &session).await;
-    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    check_rest(case, &api, &data, &session, mcp.as_ref(), &events).await;
     assert_eq!(api.metric("logbook_panics_total").await, 1.0, "{case}: the panic is counted");
     // The turn ends with an error, unless its idle was already durable
     // when the panic came.
@@ -739,8 +735,7 @@ async fn panic_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
             }
         }
     }
-    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -854,9 +849,7 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
         assert_eq!(point, Point::IdleAfter, "{case}: an interrupt left unanswered: {:#?}", types(&events));
         events.pop();
     }
-    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
-    check_files(case, &api, &data, &session).await;
-    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    check_rest(case, &api, &data, &session, mcp.as_ref(), &events).await;
     let last = events.last().unwrap();
     assert_eq!(last["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
@@ -895,8 +888,7 @@ async fn interrupt_case(case: &str, scenario: Scenario, point: Point, pass: u64)
         assert_eq!((&last["summary"], &last["through_seq"]), (&json!(""), &json!(0)), "{case}: {last}");
         assert!(last["usage"]["input_tokens"].as_u64().unwrap() > 1, "{case}: billed: {last}");
     }
-    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session).await;
 }
 
 /// The session's `x.compaction` events, whole, in order.
@@ -939,9 +931,7 @@ async fn message_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     let armed = land_at(case, scenario, point, pass, user_message(LATE)).await;
     let Armed { model, mcp, _dir, data, server, api, session } = armed;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
-    check_files(case, &api, &data, &session).await;
-    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    check_rest(case, &api, &data, &session, mcp.as_ref(), &events).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
     let late = events.iter().position(|e| e["type"] == "user.message" && e["content"][0]["text"] == LATE).unwrap();
@@ -958,8 +948,7 @@ async fn message_case(case: &str, scenario: Scenario, point: Point, pass: u64) {
     if scenario == Scenario::Outcome {
         check_evaluations(case, &events, false);
     }
-    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1024,13 +1013,11 @@ async fn an_interrupt_pending_at_a_restart_records_the_call_it_closes() {
     api.wait_idle(&session, 1).await;
     api.wait_runner_quiet().await;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs_of(&data, &session));
-    check_files(case, &api, &data, &session).await;
+    check_rest(case, &api, &data, &session, None, &events).await;
     assert_eq!(runs_of(&data, &session).get("run"), Some(&1), "the call ran before the kill");
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{:#?}", types(&events));
-    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1076,9 +1063,7 @@ async fn answer_case(case: &str, scenario: Scenario, point: Point, pass: u64, ki
     api.wait_idle(&session, 1).await;
     settle(case, scenario, &api, &session, &mut true).await;
     let events = api.events(&session).await;
-    check_log(case, &events, &runs(&data, &session, mcp.as_ref()));
-    check_files(case, &api, &data, &session).await;
-    assert_eq!(api.get(&format!("/v1/sessions/{session}")).await["status"], "idle", "{case}");
+    check_rest(case, &api, &data, &session, mcp.as_ref(), &events).await;
     assert_eq!(events.last().unwrap()["stop_reason"]["type"], "end_turn", "{case}: {:#?}", types(&events));
     assert!(!events.iter().any(|e| e["type"] == "session.error"), "{case}: {:#?}", types(&events));
     // Not asked for what it has: no question after the answer names the call.
@@ -1113,8 +1098,7 @@ async fn answer_case(case: &str, scenario: Scenario, point: Point, pass: u64, ki
             unreachable!("{case}: nothing to answer")
         }
     }
-    let n_idles = events.iter().filter(|e| e["type"] == "session.status_idle").count();
-    next_turn_and_rerun(case, scenario, server, &api, &data, &session, n_idles).await;
+    next_turn_and_rerun(case, scenario, server, &api, &data, &session).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
